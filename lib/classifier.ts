@@ -1,0 +1,204 @@
+/**
+ * A trained classifier: the TorchScript module (encoder + head), its tokenizer and its
+ * config, with `predict()` and `evaluate()`. Loaded from a directory written by `train()`.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { EncoderInfo, NativeScriptModule } from './binding.js';
+import { CLASSIFIER_FILE, CONFIG_FILE, sha256File, TOKENIZER_FILE } from './checkpoint.js';
+import { type DataSource, labelIds, loadExamples } from './data.js';
+import { InputError, ModelError, messageOf } from './errors.js';
+import { loadBinding } from './loader.js';
+import type { Device, Pooling } from './options.js';
+import { gatherRows, type EncodedTexts, TextTokenizer } from './tokenizer.js';
+
+/** config.json of a saved classifier. */
+export interface ClassifierConfig {
+  format: 'torch-bert-classifier';
+  formatVersion: 1;
+  /** Class names in id order. */
+  labels: string[];
+  maxLength: number;
+  pooling: Pooling;
+  headHidden: number;
+  dropout: number;
+  encoder: EncoderInfo & { file: string };
+  /** What classifier.pt's forward returns. */
+  output: 'log_probabilities';
+  libtorchVersion: string;
+  torchBertVersion: string;
+  hyperparameters: Record<string, unknown>;
+  /** Metrics of the saved (best) epoch. */
+  metrics: Record<string, number>;
+  createdAt: string;
+  classifierSha256?: string;
+}
+
+export interface Prediction {
+  /** The most probable class name. */
+  label: string;
+  labelId: number;
+  /** Probability of every class, by class name. */
+  probabilities: Record<string, number>;
+}
+
+export interface EvaluationResult {
+  loss: number;
+  accuracy: number;
+  examples: number;
+  /** Predicted class id per example, in input order. */
+  predictions: Int32Array;
+}
+
+export interface EvaluationOptions {
+  batchSize?: number;
+  textColumn?: string;
+  labelColumn?: string;
+}
+
+/**
+ * Evaluate `module` on encoded texts in eval mode without autograd (the tutorial trained on
+ * its validation set here; we never call backward or step). Batches run natively off the
+ * main thread; loss is the example-weighted mean of batch means.
+ */
+export async function runEvaluation(
+  module: NativeScriptModule,
+  encoded: EncodedTexts,
+  labels: Int32Array | null,
+  batchSize: number,
+  signal?: AbortSignal,
+): Promise<{ loss: number | null; accuracy: number | null; predictions: Int32Array; probabilities: Float32Array[] }> {
+  const binding = loadBinding();
+  const predictions = new Int32Array(encoded.count);
+  const probabilities: Float32Array[] = [];
+  let lossSum = 0;
+  let correct = 0;
+  for (let start = 0; start < encoded.count; start += batchSize) {
+    signal?.throwIfAborted();
+    const indices = Array.from({ length: Math.min(batchSize, encoded.count - start) }, (_, i) => start + i);
+    const rows = gatherRows(encoded, indices);
+    const result = await binding.evalStep(module, {
+      inputIds: rows.inputIds,
+      attentionMask: rows.attentionMask,
+      batchSize: rows.count,
+      seqLen: rows.seqLen,
+      labels: labels ? labels.subarray(start, start + rows.count) : undefined,
+    });
+    predictions.set(result.predictions, start);
+    probabilities.push(result.probabilities);
+    if (labels) {
+      lossSum += result.loss! * rows.count;
+      correct += result.correct!;
+    }
+  }
+  return {
+    loss: labels ? lossSum / encoded.count : null,
+    accuracy: labels ? correct / encoded.count : null,
+    predictions,
+    probabilities,
+  };
+}
+
+export function resolveDevice(device: Device | string | undefined): string {
+  if (device === undefined || device === 'auto') return loadBinding().cudaIsAvailable() ? 'cuda' : 'cpu';
+  if (device === 'cpu' || device === 'cuda' || /^cuda:\d+$/.test(device)) return device;
+  throw new InputError(`device must be auto, cpu, cuda or cuda:N; got '${device}'`);
+}
+
+export class Classifier {
+  private constructor(
+    readonly module: NativeScriptModule,
+    readonly tokenizer: TextTokenizer,
+    readonly config: ClassifierConfig,
+  ) {}
+
+  /** Wrap an in-memory module (used by `train()`). */
+  static fromModule(module: NativeScriptModule, tokenizer: TextTokenizer, config: ClassifierConfig): Classifier {
+    return new Classifier(module, tokenizer, config);
+  }
+
+  /** Load a directory written by `train()`. */
+  static async load(dir: string, options: { device?: Device } = {}): Promise<Classifier> {
+    const configPath = join(dir, CONFIG_FILE);
+    let config: ClassifierConfig;
+    try {
+      config = JSON.parse(await readFile(configPath, 'utf8')) as ClassifierConfig;
+    } catch (err) {
+      throw new InputError(`cannot read classifier config ${configPath}: ${messageOf(err)}`, { file: configPath, cause: err });
+    }
+    if (config.format !== 'torch-bert-classifier' || !Array.isArray(config.labels)) {
+      throw new InputError(`${configPath} is not a torch-bert classifier config`, { file: configPath });
+    }
+    const modelPath = join(dir, CLASSIFIER_FILE);
+    if (config.classifierSha256) {
+      let actual: string;
+      try {
+        actual = await sha256File(modelPath);
+      } catch (err) {
+        throw new InputError(`cannot read ${modelPath}: ${messageOf(err)}`, { file: modelPath, cause: err });
+      }
+      if (actual !== config.classifierSha256) {
+        throw new ModelError(
+          `${modelPath} does not match ${configPath} (checksum differs): the directory holds parts of two different saves`,
+          { file: modelPath },
+        );
+      }
+    }
+    const tokenizer = await TextTokenizer.load(join(dir, TOKENIZER_FILE));
+    let module: NativeScriptModule;
+    try {
+      module = await loadBinding().ScriptModule.loadAsync(modelPath, resolveDevice(options.device));
+    } catch (err) {
+      throw new ModelError(`cannot load classifier ${modelPath}: ${messageOf(err)}`, { file: modelPath, cause: err });
+    }
+    module.train(false);
+    return new Classifier(module, tokenizer, config);
+  }
+
+  get labels(): string[] {
+    return this.config.labels;
+  }
+
+  /** Most probable class and every class's probability, for each text. */
+  async predict(texts: readonly string[], options: { batchSize?: number } = {}): Promise<Prediction[]> {
+    if (!Array.isArray(texts)) throw new InputError('predict() takes an array of texts');
+    texts.forEach((t, i) => {
+      if (typeof t !== 'string') throw new InputError(`text ${i} is not a string`);
+    });
+    const encoded = this.tokenizer.encodeBatch(texts, this.config.maxLength);
+    const { predictions, probabilities } = await runEvaluation(this.module, encoded, null, options.batchSize ?? 32);
+    const numClasses = this.labels.length;
+    const flat = new Float32Array(texts.length * numClasses);
+    let offset = 0;
+    for (const block of probabilities) {
+      flat.set(block, offset);
+      offset += block.length;
+    }
+    return Array.from(predictions, (labelId, i) => ({
+      label: this.labels[labelId]!,
+      labelId,
+      probabilities: Object.fromEntries(this.labels.map((name, c) => [name, flat[i * numClasses + c]!])),
+    }));
+  }
+
+  /** Loss and accuracy on labelled data (labels must be among the classifier's classes). */
+  async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationResult> {
+    const source =
+      typeof data === 'string' ? { csv: data, textColumn: options.textColumn, labelColumn: options.labelColumn } : data;
+    const raw = await loadExamples(source);
+    const ids = labelIds(raw.labels!, this.labels, raw.origin);
+    const encoded = this.tokenizer.encodeBatch(raw.texts, this.config.maxLength);
+    const result = await runEvaluation(this.module, encoded, ids, options.batchSize ?? 32);
+    return { loss: result.loss!, accuracy: result.accuracy!, examples: encoded.count, predictions: result.predictions };
+  }
+
+  /** Free the native module now instead of at garbage collection. */
+  dispose(): void {
+    this.module.dispose();
+  }
+}
+
+/** Load a classifier directory written by `train()` (classifier.pt, config.json, tokenizer.json). */
+export function loadClassifier(dir: string, options: { device?: Device } = {}): Promise<Classifier> {
+  return Classifier.load(dir, options);
+}

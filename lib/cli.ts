@@ -1,0 +1,402 @@
+#!/usr/bin/env node
+/**
+ * The `torch-bert` command: train | eval | predict | demo. Same options as the API; tables and
+ * a live progress bar for people, `--json` for programs. Exit code 0 on success, 1 with a
+ * one-line error on failure, 2 on a usage error, 130 when interrupted.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { join } from 'node:path';
+import { Classifier } from './classifier.js';
+import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
+import { train } from './trainer.js';
+import { AbortError, messageOf } from './errors.js';
+import { demoAssets, prepareDemoEncoder, DEMO_SENTENCES, DEMO_TRAINING } from './demo.js';
+
+class UsageError extends Error {}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+const TRAIN_OPTIONS: Options = {
+  data: { type: 'string' },
+  'validation-data': { type: 'string' },
+  model: { type: 'string' },
+  tokenizer: { type: 'string' },
+  out: { type: 'string' },
+  'text-column': { type: 'string' },
+  'label-column': { type: 'string' },
+  epochs: { type: 'string' },
+  'batch-size': { type: 'string' },
+  'max-length': { type: 'string' },
+  lr: { type: 'string' },
+  'weight-decay': { type: 'string' },
+  'validation-split': { type: 'string' },
+  'head-hidden': { type: 'string' },
+  dropout: { type: 'string' },
+  pooling: { type: 'string' },
+  'max-grad-norm': { type: 'string' },
+  seed: { type: 'string' },
+  device: { type: 'string' },
+  threads: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+const HELP: Record<string, string> = {
+  main: `torch-bert — fine-tune BERT classifiers from Node.js on libtorch
+
+Usage:
+  torch-bert train   --data FILE.csv --model ENCODER.pt --tokenizer tokenizer.json --out DIR [options]
+  torch-bert eval    --classifier DIR --data FILE.csv [--json]
+  torch-bert predict --classifier DIR [--json] TEXT...
+  torch-bert demo    [--out DIR] [--json]
+
+Run 'torch-bert COMMAND --help' for a command's options.`,
+  train: `torch-bert train — train a classifier head on a frozen TorchScript encoder (the seed job)
+
+Required:
+  --data FILE.csv          labelled training data (CSV with a header row)
+  --model ENCODER.pt       TorchScript encoder: forward(input_ids, attention_mask[, token_type_ids])
+  --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder
+  --out DIR                where the best checkpoint goes (classifier.pt, config.json, ...)
+Options (default):
+  --text-column NAME       text column (text)
+  --label-column NAME      label column (label); integer ids or class names
+  --validation-data FILE   validation CSV instead of splitting --data
+  --validation-split X     share of --data held out, stratified (${DEFAULTS.validationSplit})
+  --epochs N               (${DEFAULTS.epochs})
+  --batch-size N           (${DEFAULTS.batchSize})
+  --max-length N           tokens per text incl. special tokens (${DEFAULTS.maxLength})
+  --lr X                   AdamW learning rate (${DEFAULTS.learningRate})
+  --weight-decay X         AdamW weight decay (${DEFAULTS.weightDecay})
+  --head-hidden N          head hidden width (${DEFAULTS.headHidden})
+  --dropout X              head dropout (${DEFAULTS.dropout})
+  --pooling cls|mean       (${DEFAULTS.pooling})
+  --max-grad-norm X        gradient clipping, 0 = off (${DEFAULTS.maxGradNorm})
+  --seed N                 (${DEFAULTS.seed})
+  --device auto|cpu|cuda|cuda:N  (${DEFAULTS.device})
+  --threads N              libtorch intra-op threads
+  --json                   print one JSON object instead of tables`,
+  eval: `torch-bert eval — loss and accuracy of a saved classifier on labelled data
+
+  --classifier DIR         directory written by 'torch-bert train'
+  --data FILE.csv          labelled data
+  --text-column NAME       (text)
+  --label-column NAME      (label)
+  --batch-size N           (32)
+  --device auto|cpu|cuda   (auto)
+  --json                   print one JSON object`,
+  predict: `torch-bert predict — classify texts with a saved classifier
+
+  torch-bert predict --classifier DIR [--json] TEXT...
+  --device auto|cpu|cuda   (auto)
+  --json                   one JSON object per line: {"text","label","probabilities"}`,
+  demo: `torch-bert demo — the whole job on embedded data, no download
+
+Makes a small BERT locally (needs Python PyTorch), makes its features informative with a
+short supervised pass on a separate pre-training set, then runs the seed's frozen-encoder
+job on assets/demo/reviews.csv, saves the classifier and predicts a few sentences.
+
+  --out DIR                working directory (./torch-bert-demo)
+  --json                   print one JSON object instead of tables`,
+};
+
+function numberOption(values: Record<string, unknown>, name: string): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(n)) {
+    throw new UsageError(`--${name} expects a number; got '${String(raw)}'`);
+  }
+  return n;
+}
+
+function requireOption(values: Record<string, unknown>, name: string, command: string): string {
+  const v = values[name];
+  if (typeof v !== 'string' || v.length === 0) throw new UsageError(`${command}: --${name} is required (see 'torch-bert ${command} --help')`);
+  return v;
+}
+
+function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  if (s < 60) return `${s.toFixed(0)}s`;
+  return `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s`;
+}
+
+/** A one-line progress bar redrawn in place on a terminal; silent otherwise. */
+function progressPrinter(enabled: boolean): (e: ProgressEvent) => void {
+  const live = enabled && process.stderr.isTTY;
+  return (e) => {
+    if (e.type === 'step') {
+      if (!live) return;
+      const width = 24;
+      const filled = Math.round((e.step / e.stepsPerEpoch) * width);
+      process.stderr.write(
+        `\repoch ${e.epoch} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] step ${e.step}/${e.stepsPerEpoch}` +
+          `  loss ${e.epochLoss.toFixed(4)}  ${e.examplesPerSecond.toFixed(1)} ex/s  ETA ${formatSeconds(e.etaSeconds)}   `,
+      );
+    } else {
+      if (live) process.stderr.write('\r\x1b[K');
+      if (enabled) {
+        process.stderr.write(
+          `epoch ${e.epoch}/${e.epochs}: train loss ${e.trainLoss.toFixed(4)} acc ${(100 * e.trainAccuracy).toFixed(2)}%` +
+            ` | validation loss ${e.validationLoss.toFixed(4)} acc ${(100 * e.validationAccuracy).toFixed(2)}%` +
+            ` | ${formatSeconds(e.seconds)}${e.isBest ? ' | best, saved' : ''}\n`,
+        );
+      }
+    }
+  };
+}
+
+function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function historyTable(history: EpochMetrics[]): string {
+  return table(
+    ['epoch', 'train loss', 'train acc', 'val loss', 'val acc', 'time', 'best'],
+    history.map((h) => [
+      String(h.epoch),
+      h.trainLoss.toFixed(4),
+      `${(100 * h.trainAccuracy).toFixed(2)}%`,
+      h.validationLoss.toFixed(4),
+      `${(100 * h.validationAccuracy).toFixed(2)}%`,
+      formatSeconds(h.seconds),
+      h.isBest ? '*' : '',
+    ]),
+  );
+}
+
+/** Ctrl-C / SIGTERM stop training at the next step boundary; a second one exits at once. */
+function interruptController(): AbortController {
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) process.exit(130);
+    process.stderr.write(`\n${sig}: stopping after the current step (again to quit now)\n`);
+    controller.abort(new AbortError(`interrupted by ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return controller;
+}
+
+async function commandTrain(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: TRAIN_OPTIONS, strict: true });
+  if (values.help) return void console.log(HELP.train);
+  const json = Boolean(values.json);
+  const controller = interruptController();
+  const options: TrainOptions = {
+    data: {
+      csv: requireOption(values, 'data', 'train'),
+      textColumn: values['text-column'] as string | undefined,
+      labelColumn: values['label-column'] as string | undefined,
+    },
+    validationData: values['validation-data']
+      ? {
+          csv: values['validation-data'] as string,
+          textColumn: values['text-column'] as string | undefined,
+          labelColumn: values['label-column'] as string | undefined,
+        }
+      : undefined,
+    encoder: requireOption(values, 'model', 'train'),
+    tokenizer: requireOption(values, 'tokenizer', 'train'),
+    outDir: requireOption(values, 'out', 'train'),
+    epochs: numberOption(values, 'epochs'),
+    batchSize: numberOption(values, 'batch-size'),
+    maxLength: numberOption(values, 'max-length'),
+    learningRate: numberOption(values, 'lr'),
+    weightDecay: numberOption(values, 'weight-decay'),
+    validationSplit: numberOption(values, 'validation-split'),
+    headHidden: numberOption(values, 'head-hidden'),
+    dropout: numberOption(values, 'dropout'),
+    pooling: values.pooling as 'cls' | 'mean' | undefined,
+    maxGradNorm: numberOption(values, 'max-grad-norm'),
+    seed: numberOption(values, 'seed'),
+    device: values.device as Device | undefined,
+    threads: numberOption(values, 'threads'),
+    onProgress: progressPrinter(!json),
+    signal: controller.signal,
+  };
+  const result = await train(options);
+  result.classifier.dispose();
+  if (json) {
+    console.log(
+      JSON.stringify({
+        outDir: result.outDir,
+        labels: result.labels,
+        best: result.best,
+        history: result.history,
+        encoder: result.encoder,
+        trainExamples: result.trainExamples,
+        validationExamples: result.validationExamples,
+      }),
+    );
+  } else {
+    console.log(historyTable(result.history));
+    console.log(
+      `\nbest epoch ${result.best.epoch}: validation loss ${result.best.validationLoss.toFixed(4)}, ` +
+        `accuracy ${(100 * result.best.validationAccuracy).toFixed(2)}% — saved to ${result.outDir}`,
+    );
+  }
+}
+
+async function commandEval(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      classifier: { type: 'string' },
+      data: { type: 'string' },
+      'text-column': { type: 'string' },
+      'label-column': { type: 'string' },
+      'batch-size': { type: 'string' },
+      device: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) return void console.log(HELP.eval);
+  const dir = requireOption(values, 'classifier', 'eval');
+  const data = requireOption(values, 'data', 'eval');
+  const classifier = await Classifier.load(dir, { device: values.device as Device | undefined });
+  try {
+    const result = await classifier.evaluate(
+      { csv: data, textColumn: values['text-column'], labelColumn: values['label-column'] },
+      { batchSize: numberOption(values, 'batch-size') },
+    );
+    if (values.json) {
+      console.log(JSON.stringify({ loss: result.loss, accuracy: result.accuracy, examples: result.examples }));
+    } else {
+      console.log(
+        table(['examples', 'loss', 'accuracy'], [[String(result.examples), result.loss.toFixed(4), `${(100 * result.accuracy).toFixed(2)}%`]]),
+      );
+    }
+  } finally {
+    classifier.dispose();
+  }
+}
+
+async function commandPredict(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      classifier: { type: 'string' },
+      device: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) return void console.log(HELP.predict);
+  const dir = requireOption(values, 'classifier', 'predict');
+  if (positionals.length === 0) throw new UsageError("predict: give at least one TEXT (see 'torch-bert predict --help')");
+  const classifier = await Classifier.load(dir, { device: values.device as Device | undefined });
+  try {
+    const predictions = await classifier.predict(positionals);
+    if (values.json) {
+      predictions.forEach((p, i) =>
+        console.log(JSON.stringify({ text: positionals[i], label: p.label, probabilities: p.probabilities })),
+      );
+    } else {
+      console.log(
+        table(
+          ['label', 'probability', 'text'],
+          predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), positionals[i]!]),
+        ),
+      );
+    }
+  } finally {
+    classifier.dispose();
+  }
+}
+
+async function commandDemo(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    strict: true,
+  });
+  if (values.help) return void console.log(HELP.demo);
+  const json = Boolean(values.json);
+  const out = values.out ?? 'torch-bert-demo';
+  const assets = demoAssets();
+  const log = (s: string) => {
+    if (!json) console.log(s);
+  };
+  log(`demo: data ${assets.reviews}, tokenizer ${assets.tokenizer}`);
+  const encoder = await prepareDemoEncoder(out, log);
+  const classifierDir = join(out, 'classifier');
+  log(`demo: the seed's job — frozen encoder + Linear-ReLU-Dropout-Linear head, AdamW, best by validation loss`);
+  const controller = interruptController();
+  const result = await train({
+    ...DEMO_TRAINING,
+    data: assets.reviews,
+    encoder,
+    tokenizer: assets.tokenizer,
+    outDir: classifierDir,
+    onProgress: progressPrinter(!json),
+    signal: controller.signal,
+  });
+  result.classifier.dispose();
+  log('\n' + historyTable(result.history));
+  log(`\nsaved the best classifier (epoch ${result.best.epoch}) to ${classifierDir}; reloading it to predict:`);
+  const classifier = await Classifier.load(classifierDir);
+  try {
+    const predictions = await classifier.predict(DEMO_SENTENCES);
+    if (json) {
+      console.log(JSON.stringify({ best: result.best, history: result.history, classifierDir, predictions: predictions.map((p, i) => ({ text: DEMO_SENTENCES[i], ...p })) }));
+    } else {
+      console.log(
+        table(
+          ['label', 'probability', 'text'],
+          predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), DEMO_SENTENCES[i]!]),
+        ),
+      );
+      console.log(`\nnext: node dist/cli.js predict --classifier ${classifierDir} "your sentence"`);
+    }
+  } finally {
+    classifier.dispose();
+  }
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
+  train: commandTrain,
+  eval: commandEval,
+  predict: commandPredict,
+  demo: commandDemo,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    console.log(HELP.main);
+    return command ? 0 : 2;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    console.error(`torch-bert: unknown command '${command}'\n\n${HELP.main}`);
+    return 2;
+  }
+  try {
+    await run(rest);
+    return 0;
+  } catch (err) {
+    const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    const message = messageOf(err).split('\n')[0];
+    if (err instanceof AbortError) {
+      console.error(`torch-bert: ${message}; the best checkpoint so far is kept`);
+      return 130;
+    }
+    console.error(`torch-bert: error: ${message}`);
+    if (process.env.TORCH_BERT_DEBUG && err instanceof Error) console.error(err.stack);
+    return usage ? 2 : 1;
+  }
+}
+
+// Exit through process.exitCode so pending stdout writes are flushed.
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});
+

@@ -1,0 +1,222 @@
+/**
+ * Labelled text in: a CSV file or arrays, labels mapped to class ids, and the seed's
+ * stratified train/validation split. This is the first stop of a batch's journey:
+ * CSV row → (text, label id) here → token ids in `tokenizer.ts` → `trainer.ts`.
+ */
+import { readFile } from 'node:fs/promises';
+import { parse } from 'csv-parse/sync';
+import { InputError, messageOf } from './errors.js';
+
+/** Labelled examples from a CSV file. */
+export interface CsvSource {
+  csv: string;
+  /** Column holding the text. Default `text`. */
+  textColumn?: string;
+  /** Column holding the label. Default `label`. */
+  labelColumn?: string;
+}
+
+/** Labelled examples given directly. Labels may be class names or integer class ids. */
+export interface ArraySource {
+  texts: string[];
+  labels: Array<string | number>;
+}
+
+export type DataSource = string | CsvSource | ArraySource;
+
+/** Texts with their raw labels, and where each came from (for error messages). */
+export interface RawExamples {
+  texts: string[];
+  /** Raw labels as strings, or null for unlabelled data. */
+  labels: string[] | null;
+  /** A human description of each example's origin, e.g. `data.csv line 12`. */
+  origin: (index: number) => string;
+  /** The file the examples came from, when there is one. */
+  file?: string;
+}
+
+/** Integer class ids larger than this are rejected: they are almost always a wrong column. */
+export const MAX_CLASS_ID = 9_999;
+
+function describeSource(source: DataSource): string {
+  if (typeof source === 'string') return source;
+  if ('csv' in source) return source.csv;
+  return 'the given arrays';
+}
+
+/**
+ * Read a CSV file (RFC 4180: quoted fields, embedded newlines, BOM, CRLF) into texts and raw labels.
+ * Every problem names the file and, where there is one, the line and column.
+ */
+export async function readCsv(
+  file: string,
+  options: { textColumn?: string; labelColumn?: string; labelsRequired?: boolean } = {},
+): Promise<RawExamples> {
+  const textColumn = options.textColumn ?? 'text';
+  const labelColumn = options.labelColumn ?? 'label';
+  const labelsRequired = options.labelsRequired ?? true;
+  let content: Buffer;
+  try {
+    content = await readFile(file);
+  } catch (err) {
+    throw new InputError(`cannot read data file ${file}: ${messageOf(err)}`, { file, cause: err });
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(content);
+  } catch (err) {
+    throw new InputError(`data file ${file} is not valid UTF-8 text`, { file, cause: err });
+  }
+  if (text.trim().length === 0) throw new InputError(`data file ${file} is empty`, { file });
+
+  let records: Array<{ record: string[]; info: { lines: number } }>;
+  try {
+    records = parse(text, { bom: true, info: true, relax_column_count: false, skip_empty_lines: true }) as never;
+  } catch (err) {
+    throw new InputError(`data file ${file} is not valid CSV: ${messageOf(err)}`, { file, cause: err });
+  }
+  const header = records[0]?.record;
+  if (!header) throw new InputError(`data file ${file} has no header row`, { file });
+  const textIndex = header.indexOf(textColumn);
+  if (textIndex < 0) {
+    throw new InputError(
+      `data file ${file} has no column '${textColumn}' (its columns: ${header.join(', ')}); choose the text column with textColumn / --text-column`,
+      { file, column: textColumn },
+    );
+  }
+  const labelIndex = header.indexOf(labelColumn);
+  if (labelIndex < 0 && labelsRequired) {
+    throw new InputError(
+      `data file ${file} has no column '${labelColumn}' (its columns: ${header.join(', ')}); choose the label column with labelColumn / --label-column`,
+      { file, column: labelColumn },
+    );
+  }
+  const rows = records.slice(1);
+  if (rows.length === 0) throw new InputError(`data file ${file} has a header but no rows`, { file });
+  const texts: string[] = new Array(rows.length);
+  const labels: string[] | null = labelIndex >= 0 ? new Array(rows.length) : null;
+  const lines: number[] = new Array(rows.length);
+  rows.forEach(({ record, info }, i) => {
+    texts[i] = record[textIndex]!;
+    lines[i] = info.lines;
+    if (labels) labels[i] = record[labelIndex]!.trim();
+  });
+  return { texts, labels, origin: (i) => `${file} line ${lines[i]}`, file };
+}
+
+/** Load any data source into raw examples, validating texts and (when required) labels. */
+export async function loadExamples(source: DataSource, options: { labelsRequired?: boolean } = {}): Promise<RawExamples> {
+  const labelsRequired = options.labelsRequired ?? true;
+  let raw: RawExamples;
+  if (typeof source === 'string') {
+    raw = await readCsv(source, { labelsRequired });
+  } else if ('csv' in source) {
+    raw = await readCsv(source.csv, { ...source, labelsRequired });
+  } else {
+    if (!Array.isArray(source.texts)) throw new InputError('data.texts must be an array of strings');
+    if (!Array.isArray(source.labels)) throw new InputError('data.labels must be an array of labels');
+    if (source.texts.length !== source.labels.length) {
+      throw new InputError(`data has ${source.texts.length} texts but ${source.labels.length} labels`);
+    }
+    if (source.texts.length === 0) throw new InputError('data has no examples');
+    raw = {
+      texts: source.texts,
+      labels: source.labels.map((l) => String(l).trim()),
+      origin: (i) => `example ${i}`,
+    };
+  }
+  const where = describeSource(source);
+  raw.texts.forEach((t, i) => {
+    if (typeof t !== 'string') throw new InputError(`${raw.origin(i)}: text is not a string`, { file: raw.file });
+    if (t.trim().length === 0) {
+      throw new InputError(`${raw.origin(i)}: empty text`, { file: raw.file, row: i });
+    }
+  });
+  if (raw.labels) {
+    raw.labels.forEach((l, i) => {
+      if (l.length === 0) throw new InputError(`${raw.origin(i)}: empty label`, { file: raw.file, row: i });
+    });
+  } else if (labelsRequired) {
+    throw new InputError(`${where}: no labels`);
+  }
+  return raw;
+}
+
+/**
+ * Decide the class names from the raw labels. Integer labels are class ids 0..max (names
+ * '0'..'max'); anything else is a class name, sorted so the id assignment is stable.
+ */
+export function inferLabelNames(rawLabels: readonly string[], origin: (i: number) => string): string[] {
+  const integer = /^(0|[1-9][0-9]*)$/;
+  if (rawLabels.every((l) => integer.test(l))) {
+    let max = 0;
+    rawLabels.forEach((l, i) => {
+      const id = Number(l);
+      if (id > MAX_CLASS_ID) {
+        throw new InputError(
+          `${origin(i)}: label ${l} is not a usable class id (integer labels must be class ids 0..${MAX_CLASS_ID}); is the label column right?`,
+        );
+      }
+      max = Math.max(max, id);
+    });
+    const names = Array.from({ length: max + 1 }, (_, i) => String(i));
+    if (names.length < 2) throw new InputError('the data has a single class; a classifier needs at least two');
+    return names;
+  }
+  const names = [...new Set(rawLabels)].sort();
+  if (names.length < 2) throw new InputError(`the data has a single class (${names[0]}); a classifier needs at least two`);
+  return names;
+}
+
+/** Map raw labels to class ids; a label outside `names` is an error naming its row. */
+export function labelIds(rawLabels: readonly string[], names: readonly string[], origin: (i: number) => string): Int32Array {
+  const idOf = new Map(names.map((n, i) => [n, i]));
+  const ids = new Int32Array(rawLabels.length);
+  rawLabels.forEach((l, i) => {
+    const id = idOf.get(l);
+    if (id === undefined) {
+      throw new InputError(`${origin(i)}: label '${l}' is not one of the known classes (${names.join(', ')})`);
+    }
+    ids[i] = id;
+  });
+  return ids;
+}
+
+/**
+ * The seed's stratified split: every class keeps (as nearly as rounding allows) the same
+ * share in validation. `permute(n, seed)` is libtorch's randperm, so Python can reproduce
+ * the split exactly. Returns sorted example indices.
+ */
+export function stratifiedSplit(
+  classIds: Int32Array,
+  validationFraction: number,
+  seed: number,
+  permute: (n: number, seed: number) => Int32Array,
+): { train: Int32Array; validation: Int32Array } {
+  if (!(validationFraction > 0 && validationFraction < 1)) {
+    throw new InputError(`validationSplit must be between 0 and 1 (exclusive); got ${validationFraction}`);
+  }
+  const order = permute(classIds.length, seed);
+  const perClass = new Map<number, number>();
+  for (const c of classIds) perClass.set(c, (perClass.get(c) ?? 0) + 1);
+  const wanted = new Map<number, number>();
+  for (const [c, n] of perClass) wanted.set(c, Math.round(n * validationFraction));
+  const isValidation = new Uint8Array(classIds.length);
+  for (const index of order) {
+    const c = classIds[index]!;
+    const left = wanted.get(c)!;
+    if (left > 0) {
+      isValidation[index] = 1;
+      wanted.set(c, left - 1);
+    }
+  }
+  const train: number[] = [];
+  const validation: number[] = [];
+  isValidation.forEach((v, i) => (v ? validation : train).push(i));
+  if (train.length === 0 || validation.length === 0) {
+    throw new InputError(
+      `too few examples (${classIds.length}) to split ${validationFraction} off for validation; give more data or validationData`,
+    );
+  }
+  return { train: Int32Array.from(train), validation: Int32Array.from(validation) };
+}

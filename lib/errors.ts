@@ -1,0 +1,41 @@
+/**
+ * Errors raised by the TypeScript layer. Native failures arrive as plain `Error`s carrying
+ * libtorch's message; the classes here add what the user needs to find the cause: the file,
+ * the row, the column.
+ */
+
+/** Bad user input: a file, a CSV row or column, a label, an option. */
+export class InputError extends Error {
+  readonly file?: string;
+  readonly row?: number;
+  readonly column?: string;
+  constructor(message: string, details: { file?: string; row?: number; column?: string; cause?: unknown } = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'InputError';
+    this.file = details.file;
+    this.row = details.row;
+    this.column = details.column;
+  }
+}
+
+/** A TorchScript file that cannot be used as an encoder or classifier. */
+export class ModelError extends Error {
+  readonly file?: string;
+  constructor(message: string, details: { file?: string; cause?: unknown } = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'ModelError';
+    this.file = details.file;
+  }
+}
+
+/** The run was cancelled through its AbortSignal; the best checkpoint so far is kept. */
+export class AbortError extends Error {
+  constructor(message = 'training was aborted', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AbortError';
+  }
+}
+
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

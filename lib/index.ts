@@ -1,0 +1,67 @@
+/**
+ * torch-bert: fine-tune a TorchScript BERT from TypeScript, on libtorch.
+ *
+ *   const result = await train({ data: 'reviews.csv', encoder: 'bert.pt', tokenizer: 'tokenizer.json', outDir: 'out' });
+ *   const classifier = await loadClassifier('out');
+ *   await classifier.predict(['a wonderful film']);
+ */
+export { train, type TrainResult } from './trainer.js';
+export {
+  Classifier,
+  loadClassifier,
+  type ClassifierConfig,
+  type EvaluationOptions,
+  type EvaluationResult,
+  type Prediction,
+} from './classifier.js';
+export {
+  DEFAULTS,
+  type Device,
+  type EpochEvent,
+  type EpochMetrics,
+  type Pooling,
+  type ProgressEvent,
+  type StepEvent,
+  type TrainOptions,
+} from './options.js';
+export type { ArraySource, CsvSource, DataSource } from './data.js';
+export { TextTokenizer, type EncodedTexts } from './tokenizer.js';
+export { AbortError, InputError, ModelError } from './errors.js';
+export { loadBinding, NativeLoadError } from './loader.js';
+export type * from './binding.js';
+
+import type { DataSource } from './data.js';
+import { Classifier, type EvaluationOptions, type EvaluationResult, type Prediction } from './classifier.js';
+import type { Device } from './options.js';
+
+async function withClassifier<T>(
+  classifier: Classifier | string,
+  device: Device | undefined,
+  use: (c: Classifier) => Promise<T>,
+): Promise<T> {
+  if (classifier instanceof Classifier) return use(classifier);
+  const loaded = await Classifier.load(classifier, { device });
+  try {
+    return await use(loaded);
+  } finally {
+    loaded.dispose();
+  }
+}
+
+/** Loss and accuracy of a classifier (or a saved classifier directory) on labelled data. */
+export function evaluate(
+  classifier: Classifier | string,
+  data: DataSource,
+  options: EvaluationOptions & { device?: Device } = {},
+): Promise<EvaluationResult> {
+  return withClassifier(classifier, options.device, (c) => c.evaluate(data, options));
+}
+
+/** Labels with probabilities for each text, from a classifier or a saved classifier directory. */
+export function predict(
+  classifier: Classifier | string,
+  texts: readonly string[],
+  options: { batchSize?: number; device?: Device } = {},
+): Promise<Prediction[]> {
+  return withClassifier(classifier, options.device, (c) => c.predict(texts, options));
+}

@@ -1,0 +1,118 @@
+/**
+ * Text → token ids, via `@huggingface/tokenizers` reading a `tokenizer.json`. Second stop of a
+ * batch's journey: texts become fixed-width rows of ids and attention masks, stored in one
+ * flat Int32Array each so a batch can be handed to the native step without per-row copies.
+ */
+import { readFile } from 'node:fs/promises';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { InputError, messageOf } from './errors.js';
+
+/** Token ids and masks for many texts, row-major [count, seqLen]. */
+export interface EncodedTexts {
+  inputIds: Int32Array;
+  attentionMask: Int32Array;
+  count: number;
+  seqLen: number;
+}
+
+export class TextTokenizer {
+  /** The tokenizer.json content, kept so it can be saved next to the classifier. */
+  readonly json: string;
+  readonly padId: number;
+  private readonly tokenizer: Tokenizer;
+  /** Special tokens the post-processor puts before and after the text ([CLS] / [SEP] for BERT). */
+  private readonly prefix: number[];
+  private readonly suffix: number[];
+
+  private constructor(json: string, tokenizer: Tokenizer, file: string) {
+    this.json = json;
+    this.tokenizer = tokenizer;
+    const config = JSON.parse(json) as { padding?: { pad_id?: number } | null };
+    this.padId = config.padding?.pad_id ?? tokenizer.token_to_id('[PAD]') ?? 0;
+    // Encoding the empty text yields exactly the special tokens the template adds; the text goes between them.
+    const empty = tokenizer.encode('').ids;
+    const probe = tokenizer.encode('a', { add_special_tokens: false }).ids;
+    const withSpecials = tokenizer.encode('a').ids;
+    const at = indexOfSequence(withSpecials, probe);
+    if (at < 0) throw new InputError(`tokenizer ${file}: cannot locate the text between its special tokens`, { file });
+    this.prefix = empty.slice(0, at);
+    this.suffix = empty.slice(at);
+  }
+
+  /** Load a `tokenizer.json`; every failure names the file. */
+  static async load(file: string): Promise<TextTokenizer> {
+    let json: string;
+    try {
+      json = await readFile(file, 'utf8');
+    } catch (err) {
+      throw new InputError(`cannot read tokenizer file ${file}: ${messageOf(err)}`, { file, cause: err });
+    }
+    return TextTokenizer.fromJson(json, file);
+  }
+
+  static fromJson(json: string, file = 'tokenizer.json'): TextTokenizer {
+    let config: unknown;
+    try {
+      config = JSON.parse(json);
+    } catch (err) {
+      throw new InputError(`tokenizer file ${file} is not valid JSON: ${messageOf(err)}`, { file, cause: err });
+    }
+    if (typeof config !== 'object' || config === null || !('model' in config)) {
+      throw new InputError(`tokenizer file ${file} is not a Hugging Face tokenizer.json (no "model" section)`, { file });
+    }
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = new Tokenizer(config, {});
+      tokenizer.encode('a');
+    } catch (err) {
+      throw new InputError(`tokenizer file ${file} cannot be used: ${messageOf(err)}`, { file, cause: err });
+    }
+    return new TextTokenizer(json, tokenizer, file);
+  }
+
+  /** Ids of one text with special tokens, truncated to `maxLength` (the specials are kept). */
+  encodeOne(text: string, maxLength: number): number[] {
+    const body = this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+    const room = maxLength - this.prefix.length - this.suffix.length;
+    if (room < 1) throw new InputError(`maxLength ${maxLength} leaves no room for text between the special tokens`);
+    const kept = body.length > room ? body.slice(0, room) : body;
+    return [...this.prefix, ...kept, ...this.suffix];
+  }
+
+  /** Encode texts into rows of exactly `maxLength` ids (truncated, then padded with the pad id). */
+  encodeBatch(texts: readonly string[], maxLength: number): EncodedTexts {
+    if (!Number.isInteger(maxLength) || maxLength < 2) {
+      throw new InputError(`maxLength must be an integer ≥ 2; got ${maxLength}`);
+    }
+    const count = texts.length;
+    const inputIds = new Int32Array(count * maxLength).fill(this.padId);
+    const attentionMask = new Int32Array(count * maxLength);
+    texts.forEach((text, row) => {
+      const ids = this.encodeOne(text, maxLength);
+      inputIds.set(ids, row * maxLength);
+      attentionMask.fill(1, row * maxLength, row * maxLength + ids.length);
+    });
+    return { inputIds, attentionMask, count, seqLen: maxLength };
+  }
+}
+
+function indexOfSequence(haystack: readonly number[], needle: readonly number[]): number {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+/** Gather rows `indices` of encoded texts into one contiguous batch. */
+export function gatherRows(encoded: EncodedTexts, indices: ArrayLike<number>): EncodedTexts {
+  const { seqLen } = encoded;
+  const inputIds = new Int32Array(indices.length * seqLen);
+  const attentionMask = new Int32Array(indices.length * seqLen);
+  for (let r = 0; r < indices.length; r++) {
+    const from = indices[r]! * seqLen;
+    inputIds.set(encoded.inputIds.subarray(from, from + seqLen), r * seqLen);
+    attentionMask.set(encoded.attentionMask.subarray(from, from + seqLen), r * seqLen);
+  }
+  return { inputIds, attentionMask, count: indices.length, seqLen };
+}
