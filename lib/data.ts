@@ -61,17 +61,18 @@ export async function readCsv(
   } catch (err) {
     throw new InputError(`cannot read data file ${file}: ${messageOf(err)}`, { file, cause: err });
   }
-  let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(content);
+    new TextDecoder('utf-8', { fatal: true }).decode(content);
   } catch (err) {
     throw new InputError(`data file ${file} is not valid UTF-8 text`, { file, cause: err });
   }
-  if (text.trim().length === 0) throw new InputError(`data file ${file} is empty`, { file });
+  if (content.toString('utf8').trim().length === 0) throw new InputError(`data file ${file} is empty`, { file });
 
-  let records: Array<{ record: string[]; info: { lines: number } }>;
+  // Parsing the bytes (not a decoded string) makes info.bytes a byte offset into `content`,
+  // from which each record's first line number is counted for error messages.
+  let records: Array<{ record: string[]; info: { bytes: number } }>;
   try {
-    records = parse(text, { bom: true, info: true, relax_column_count: false, skip_empty_lines: true }) as never;
+    records = parse(content, { bom: true, info: true, relax_column_count: false, skip_empty_lines: true }) as never;
   } catch (err) {
     throw new InputError(`data file ${file} is not valid CSV: ${messageOf(err)}`, { file, cause: err });
   }
@@ -96,9 +97,14 @@ export async function readCsv(
   const texts: string[] = new Array(rows.length);
   const labels: string[] | null = labelIndex >= 0 ? new Array(rows.length) : null;
   const lines: number[] = new Array(rows.length);
-  rows.forEach(({ record, info }, i) => {
+  let line = 1;
+  let offset = 0;
+  rows.forEach(({ record }, i) => {
+    // This record starts where the previous one (header included) ended.
+    const start = records[i]!.info.bytes;
+    for (; offset < start; offset++) if (content[offset] === 0x0a) line++;
+    lines[i] = line + (content[start - 1] === 0x0a ? 0 : 1);
     texts[i] = record[textIndex]!;
-    lines[i] = info.lines;
     if (labels) labels[i] = record[labelIndex]!.trim();
   });
   return { texts, labels, origin: (i) => `${file} line ${lines[i]}`, file };

@@ -1,0 +1,96 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { inferLabelNames, labelIds, loadExamples, readCsv, stratifiedSplit } from '../lib/data.js';
+import { InputError } from '../lib/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'torch-bert-data-'));
+function csv(name: string, content: string | Buffer): string {
+  const path = join(dir, name);
+  writeFileSync(path, content);
+  return path;
+}
+
+describe('CSV loading', () => {
+  it('parses quoted fields with commas, quotes, newlines, CRLF and a BOM', async () => {
+    const file = csv('ok.csv', '\uFEFFid,text,label\r\n1,"hello, ""world""\r\nsecond line",positive\r\n2,plain,negative\r\n');
+    const raw = await readCsv(file);
+    expect(raw.texts).toEqual(['hello, "world"\r\nsecond line', 'plain']);
+    expect(raw.labels).toEqual(['positive', 'negative']);
+    expect(raw.origin(1)).toBe(`${file} line 4`);
+  });
+
+  it('uses configurable column names', async () => {
+    const file = csv('cols.csv', 'review,sentiment\ngreat,1\nbad,0\n');
+    const raw = await loadExamples({ csv: file, textColumn: 'review', labelColumn: 'sentiment' });
+    expect(raw.texts).toEqual(['great', 'bad']);
+    expect(raw.labels).toEqual(['1', '0']);
+  });
+
+  it('names the file and the missing column', async () => {
+    const file = csv('nocol.csv', 'review,label\nx,1\n');
+    await expect(readCsv(file)).rejects.toThrow(new RegExp(`${file} has no column 'text' \\(its columns: review, label\\)`));
+    await expect(readCsv(file, { textColumn: 'review', labelColumn: 'stars' })).rejects.toThrow(/no column 'stars'/);
+  });
+
+  it('names the file of a missing, empty, non-UTF-8 or malformed CSV', async () => {
+    await expect(readCsv(join(dir, 'absent.csv'))).rejects.toThrow(/cannot read data file .*absent\.csv: ENOENT/);
+    await expect(readCsv(csv('empty.csv', ''))).rejects.toThrow(/empty\.csv is empty/);
+    await expect(readCsv(csv('bin.csv', Buffer.from([0x74, 0x65, 0x78, 0x74, 0x0a, 0xff, 0xfe, 0x0a])))).rejects.toThrow(/not valid UTF-8/);
+    await expect(readCsv(csv('quote.csv', 'text,label\n"unterminated,1\n'))).rejects.toThrow(/quote\.csv is not valid CSV: Quote Not Closed/);
+    await expect(readCsv(csv('width.csv', 'text,label\na,1,extra\n'))).rejects.toThrow(/width\.csv is not valid CSV: Invalid Record Length/);
+    await expect(readCsv(csv('header.csv', 'text,label\n'))).rejects.toThrow(/header but no rows/);
+  });
+
+  it('rejects an empty text and an empty label, naming the line', async () => {
+    const file = csv('emptytext.csv', 'text,label\ngood,1\n"  ",0\n');
+    await expect(loadExamples(file)).rejects.toThrow(new RegExp(`${file} line 3: empty text`));
+    const file2 = csv('emptylabel.csv', 'text,label\ngood,\n');
+    await expect(loadExamples(file2)).rejects.toThrow(/line 2: empty label/);
+  });
+
+  it('checks array sources', async () => {
+    await expect(loadExamples({ texts: ['a', 'b'], labels: [1] })).rejects.toThrow(/2 texts but 1 labels/);
+    const raw = await loadExamples({ texts: ['a', 'b'], labels: [1, 'x'] });
+    expect(raw.labels).toEqual(['1', 'x']);
+  });
+});
+
+describe('labels', () => {
+  const origin = (i: number) => `row ${i}`;
+  it('treats integer labels as class ids 0..max', () => {
+    expect(inferLabelNames(['2', '0', '1', '0'], origin)).toEqual(['0', '1', '2']);
+    expect(Array.from(labelIds(['2', '0', '1'], ['0', '1', '2'], origin))).toEqual([2, 0, 1]);
+  });
+  it('sorts string labels into stable ids', () => {
+    const names = inferLabelNames(['pos', 'neg', 'neutral', 'pos'], origin);
+    expect(names).toEqual(['neg', 'neutral', 'pos']);
+    expect(Array.from(labelIds(['pos', 'neg'], names, origin))).toEqual([2, 0]);
+  });
+  it('rejects unknown, huge and single-class labels', () => {
+    expect(() => labelIds(['pos', 'meh'], ['neg', 'pos'], origin)).toThrow(/row 1: label 'meh' is not one of the known classes \(neg, pos\)/);
+    expect(() => inferLabelNames(['0', '123456789'], origin)).toThrow(/row 1: label 123456789 is not a usable class id/);
+    expect(() => inferLabelNames(['a', 'a'], origin)).toThrow(InputError);
+  });
+});
+
+describe('stratified split', () => {
+  // A deterministic stand-in for libtorch's randperm: the split logic is what is under test here.
+  const reverse = (n: number) => Int32Array.from({ length: n }, (_, i) => n - 1 - i);
+  it('keeps each class share in validation', () => {
+    const classes = Int32Array.from([...Array(80).fill(0), ...Array(20).fill(1)]);
+    const { train, validation } = stratifiedSplit(classes, 0.2, 42, reverse);
+    expect(validation.length).toBe(20);
+    expect(train.length).toBe(80);
+    expect(Array.from(validation).filter((i) => classes[i] === 1).length).toBe(4);
+    expect(Array.from(validation).filter((i) => classes[i] === 0).length).toBe(16);
+    // reverse order: the last 16 of class 0 (64..79) and the last 4 of class 1 (96..99)
+    expect(Array.from(validation)).toEqual([...Array.from({ length: 16 }, (_, i) => 64 + i), 96, 97, 98, 99]);
+    expect(new Set([...train, ...validation]).size).toBe(100);
+  });
+  it('rejects a split that leaves a side empty', () => {
+    expect(() => stratifiedSplit(Int32Array.from([0, 1]), 0.2, 1, reverse)).toThrow(/too few examples/);
+    expect(() => stratifiedSplit(Int32Array.from([0, 1]), 1.5, 1, reverse)).toThrow(/between 0 and 1/);
+  });
+});
