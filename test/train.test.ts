@@ -1,0 +1,319 @@
+/**
+ * train() end to end on small locally made encoders: parity with an independent plain-PyTorch
+ * implementation of the seed job, the saved classifier in Python, frozen-encoder invariants,
+ * encoder signatures, hidden sizes, and every bad input of the foundation issue.
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadBinding } from '../lib/loader.js';
+import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
+import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
+import { gatherRows, TextTokenizer } from '../lib/tokenizer.js';
+import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, repoRoot, runPython } from './fixtures.js';
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-train-'));
+const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+/** Small enough to train in seconds, with features made informative on the separate pre-training set. */
+let informativeEncoder: string;
+beforeAll(async () => {
+  informativeEncoder = await makeEncoder({
+    layers: 2,
+    hidden: 64,
+    heads: 2,
+    intermediate: 256,
+    tokenizer: demoTokenizer,
+    pretrain: demoPretrain,
+    pretrainEpochs: 2,
+    seed: 1,
+  });
+});
+
+const SMALL = { maxLength: 48, batchSize: 32, learningRate: 1e-3, headHidden: 64 } as const;
+
+interface ReferenceEpoch {
+  epoch: number;
+  trainLoss: number;
+  trainAccuracy: number;
+  valLoss: number;
+  valAccuracy: number;
+}
+
+describe('parity with the plain-PyTorch reference of the seed job', () => {
+  it('gives the same losses and accuracies epoch by epoch', async () => {
+    const epochs = 3;
+    const seed = 42;
+    // The reference gets exactly our tokens and split (the split is libtorch's randperm, which
+    // Python reproduces), then does everything else itself: head, AdamW, NLL loss, shuffling.
+    const tokenizer = await TextTokenizer.load(demoTokenizer);
+    const raw = await loadExamples(demoReviews);
+    const names = inferLabelNames(raw.labels!, raw.origin);
+    const ids = labelIds(raw.labels!, names, raw.origin);
+    const split = stratifiedSplit(ids, 0.2, seed, loadBinding().randperm);
+    const encoded = tokenizer.encodeBatch(raw.texts, SMALL.maxLength);
+    const rowsOf = (indices: Int32Array) => {
+      const rows = gatherRows(encoded, indices);
+      const chunk = (a: Int32Array) => Array.from({ length: rows.count }, (_, r) => Array.from(a.subarray(r * rows.seqLen, (r + 1) * rows.seqLen)));
+      return { input_ids: chunk(rows.inputIds), attention_mask: chunk(rows.attentionMask), labels: Array.from(indices, (i) => ids[i]!) };
+    };
+    const spec = {
+      encoder: informativeEncoder,
+      train: rowsOf(split.train),
+      validation: rowsOf(split.validation),
+      numClasses: names.length,
+      epochs,
+      batchSize: SMALL.batchSize,
+      lr: SMALL.learningRate,
+      weightDecay: 0.01,
+      betas: [0.9, 0.999],
+      eps: 1e-8,
+      seed,
+      headHidden: SMALL.headHidden,
+      dropout: 0.1,
+      pooling: 'cls',
+    };
+    const specFile = join(work, 'reference-spec.json');
+    writeFileSync(specFile, JSON.stringify(spec));
+    const reference = JSON.parse(await runPython(join(repoRoot, 'scripts/python/reference_train.py'), ['--spec', specFile])) as {
+      epochs: ReferenceEpoch[];
+    };
+
+    const ours = await train({ data: demoReviews, encoder: informativeEncoder, tokenizer: demoTokenizer, epochs, seed, ...SMALL });
+    ours.classifier.dispose();
+    expect(ours.trainExamples).toBe(split.train.length);
+    expect(ours.validationExamples).toBe(split.validation.length);
+    // The encoder is informative: far above the 50% majority class.
+    expect(reference.epochs.at(-1)!.valAccuracy).toBeGreaterThan(0.8);
+    for (let e = 0; e < epochs; e++) {
+      const r = reference.epochs[e]!;
+      const o = ours.history[e]!;
+      expect(Math.abs(o.validationAccuracy - r.valAccuracy)).toBeLessThanOrEqual(0.015);
+      expect(Math.abs(o.validationLoss - r.valLoss) / r.valLoss).toBeLessThan(0.05);
+      expect(Math.abs(o.trainLoss - r.trainLoss) / r.trainLoss).toBeLessThan(0.05);
+    }
+  });
+});
+
+describe('a trained classifier', () => {
+  let outDir: string;
+  let result: Awaited<ReturnType<typeof train>>;
+  beforeAll(async () => {
+    outDir = join(work, 'trained');
+    result = await train({ data: demoReviews, encoder: informativeEncoder, tokenizer: demoTokenizer, outDir, epochs: 2, ...SMALL });
+  });
+
+  it('writes classifier.pt, config.json, tokenizer.json and history.json', () => {
+    const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
+    expect(config.labels).toEqual(['negative', 'positive']);
+    expect(config.maxLength).toBe(SMALL.maxLength);
+    expect(config.pooling).toBe('cls');
+    expect(config.encoder.hiddenSize).toBe(64);
+    expect(config.libtorchVersion).toMatch(/^\d+\.\d+/);
+    expect(config.classifierSha256).toBe(sha(join(outDir, 'classifier.pt')));
+    expect(config.metrics.validationLoss).toBeCloseTo(result.best.validationLoss, 10);
+    expect(readFileSync(join(outDir, 'tokenizer.json'), 'utf8')).toBe(readFileSync(demoTokenizer, 'utf8'));
+    const history = JSON.parse(readFileSync(join(outDir, 'history.json'), 'utf8'));
+    expect(history).toHaveLength(2);
+    expect(history[1].validationAccuracy).toBeCloseTo(result.history[1]!.validationAccuracy, 12);
+  });
+
+  it('predicts in Python (torch.jit.load) exactly as in Node', async () => {
+    const texts = ['a wonderful and moving film', 'the acting was dull and the plot was terrible', 'it was fine'];
+    const classifier = await loadClassifier(outDir);
+    const ours = await classifier.predict(texts);
+    const encoded = classifier.tokenizer.encodeBatch(texts, SMALL.maxLength);
+    classifier.dispose();
+    const script = `
+import json, sys, torch
+spec = json.load(sys.stdin)
+m = torch.jit.load(spec["model"])
+m.eval()
+ids = torch.tensor(spec["ids"]).view(len(spec["texts"]), -1)
+mask = torch.tensor(spec["mask"]).view(len(spec["texts"]), -1)
+with torch.no_grad():
+    print(json.dumps(m(ids, mask).exp().tolist()))
+`;
+    const stdout = await runPython('-c', [script], JSON.stringify({ model: join(outDir, 'classifier.pt'), texts, ids: Array.from(encoded.inputIds), mask: Array.from(encoded.attentionMask) }));
+    const python = JSON.parse(stdout) as number[][];
+    python.forEach((row, i) => {
+      expect(row[0]! + row[1]!).toBeCloseTo(1, 5);
+      expect(Math.abs(row[0]! - ours[i]!.probabilities.negative!)).toBeLessThan(1e-5);
+      expect(Math.abs(row[1]! - ours[i]!.probabilities.positive!)).toBeLessThan(1e-5);
+    });
+    expect(ours[0]!.label).toBe('positive');
+    expect(ours[1]!.label).toBe('negative');
+  });
+
+  it('keeps the frozen encoder bit-identical while the head learns', async () => {
+    const binding = loadBinding();
+    const original = binding.ScriptModule.load(informativeEncoder);
+    const before = new Map(original.namedParameters());
+    const trained = result.classifier.module.namedParameters();
+    const encoderParams = trained.filter(([n]) => n.startsWith('encoder.'));
+    expect(encoderParams.length).toBe(before.size);
+    for (const [name, tensor] of encoderParams) {
+      expect(Buffer.from((tensor.toArray() as Float32Array).buffer).equals(Buffer.from((before.get(name.slice('encoder.'.length))!.toArray() as Float32Array).buffer))).toBe(true);
+    }
+    // The head starts from nn.Linear's init under the seed; training must have moved it.
+    const fresh = binding.buildClassifier(binding.ScriptModule.load(informativeEncoder), { numClasses: 2, headHidden: SMALL.headHidden, dropout: 0.1, pooling: 'cls', seed: 42 });
+    const initial = new Map(fresh.module.namedParameters());
+    for (const [name, tensor] of trained.filter(([n]) => n.startsWith('head.'))) {
+      const a = tensor.toArray() as Float32Array;
+      const b = initial.get(name)!.toArray() as Float32Array;
+      const maxDiff = a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+      expect(maxDiff).toBeGreaterThan(1e-4);
+    }
+    original.dispose();
+    fresh.module.dispose();
+  });
+
+  it('evaluates a saved classifier to the validation metrics of its best epoch', async () => {
+    // The validation rows are the stratified split of reviews.csv; evaluate them through the public API.
+    const raw = await loadExamples(demoReviews);
+    const ids = labelIds(raw.labels!, ['negative', 'positive'], raw.origin);
+    const split = stratifiedSplit(ids, 0.2, 42, loadBinding().randperm);
+    const metrics = await evaluate(outDir, {
+      texts: Array.from(split.validation, (i) => raw.texts[i]!),
+      labels: Array.from(split.validation, (i) => raw.labels![i]!),
+    });
+    expect(metrics.examples).toBe(split.validation.length);
+    expect(Math.abs(metrics.loss - result.best.validationLoss)).toBeLessThan(1e-5);
+    expect(metrics.accuracy).toBeCloseTo(result.best.validationAccuracy, 10);
+    const byPredict = await predict(result.classifier, ['a wonderful and moving film']);
+    expect(byPredict[0]!.label).toBe('positive');
+  });
+});
+
+describe('encoders of other shapes', () => {
+  const tinyData = async () => {
+    const raw = await loadExamples(demoReviews);
+    return { texts: raw.texts.slice(0, 160), labels: raw.labels!.slice(0, 160) };
+  };
+  for (const [signature, output] of [
+    [3, 'tuple'],
+    [2, 'dict'],
+    [2, 'tensor'],
+  ] as const) {
+    it(`trains on forward with ${signature} inputs returning a ${output}, hidden size 48`, async () => {
+      const encoder = await makeEncoder({ layers: 1, hidden: 48, heads: 2, intermediate: 96, tokenizer: demoTokenizer, signature, output, seed: 3 });
+      const result = await train({ data: await tinyData(), encoder, tokenizer: demoTokenizer, epochs: 1, ...SMALL, headHidden: 16 });
+      expect(result.encoder).toEqual({ arity: signature, outputKind: output, outputKey: output === 'dict' ? 'last_hidden_state' : null, hiddenSize: 48 });
+      const dense = result.classifier.module.namedParameters().find(([n]) => n === 'head.dense.weight')![1];
+      expect(dense.shape).toEqual([16, 48]);
+      expect(Number.isFinite(result.best.validationLoss)).toBe(true);
+      result.classifier.dispose();
+    });
+  }
+
+  it('supports mean pooling, matching a masked mean computed in Python', async () => {
+    const result = await train({ data: await tinyData(), encoder: informativeEncoder, tokenizer: demoTokenizer, epochs: 1, pooling: 'mean', ...SMALL });
+    const classifier = result.classifier;
+    const encoded = classifier.tokenizer.encodeBatch(['short one', 'a somewhat longer sentence about a film'], SMALL.maxLength);
+    const binding = loadBinding();
+    const ids = binding.Tensor.fromArray(encoded.inputIds, [2, SMALL.maxLength], 'int64');
+    const mask = binding.Tensor.fromArray(encoded.attentionMask, [2, SMALL.maxLength], 'int64');
+    const features = classifier.module.runMethod('features', ids, mask) as import('../lib/binding.js').NativeTensor;
+    const script = `
+import json, sys, torch
+spec = json.load(sys.stdin)
+enc = torch.jit.load(spec["encoder"])
+ids = torch.tensor(spec["ids"]).view(2, -1); mask = torch.tensor(spec["mask"]).view(2, -1)
+with torch.no_grad():
+    h = enc(ids, mask)[0]
+m = mask.unsqueeze(-1).float()
+print(json.dumps(((h * m).sum(1) / m.sum(1)).flatten().tolist()))
+`;
+    const expected = JSON.parse(await runPython('-c', [script], JSON.stringify({ encoder: informativeEncoder, ids: Array.from(encoded.inputIds), mask: Array.from(encoded.attentionMask) }))) as number[];
+    const actual = features.toArray() as Float32Array;
+    expect(actual.length).toBe(expected.length);
+    expected.forEach((v, i) => expect(Math.abs(actual[i]! - v)).toBeLessThan(1e-5));
+    classifier.dispose();
+  });
+});
+
+describe('bad input gets a clear error and loses nothing', () => {
+  let outDir: string;
+  let checkpointSha: string;
+  let trainExamples: number;
+  const base = () => ({ data: demoReviews, encoder: informativeEncoder, tokenizer: demoTokenizer, outDir, epochs: 1, ...SMALL });
+  beforeAll(async () => {
+    outDir = join(work, 'kept');
+    const result = await train(base());
+    result.classifier.dispose();
+    trainExamples = result.trainExamples;
+    checkpointSha = sha(join(outDir, 'classifier.pt'));
+  });
+  const unchanged = () => expect(sha(join(outDir, 'classifier.pt'))).toBe(checkpointSha);
+
+  it('a missing data file', async () => {
+    await expect(train({ ...base(), data: join(work, 'nope.csv') })).rejects.toThrow(/cannot read data file .*nope\.csv/);
+    unchanged();
+  });
+  it('a CSV without the named columns', async () => {
+    await expect(train({ ...base(), data: { csv: demoReviews, textColumn: 'review' } })).rejects.toThrow(/has no column 'review'/);
+    unchanged();
+  });
+  it('an empty text', async () => {
+    const file = join(work, 'empty-text.csv');
+    writeFileSync(file, 'text,label\ngood film,positive\n"",negative\nbad film,negative\n');
+    await expect(train({ ...base(), data: file })).rejects.toThrow(/empty-text\.csv line 3: empty text/);
+    unchanged();
+  });
+  it('a label outside the known classes', async () => {
+    await expect(train({ ...base(), labels: ['negative', 'neutral'] })).rejects.toThrow(/label 'positive' is not one of the known classes \(negative, neutral\)/);
+    const file = join(work, 'unknown-label.csv');
+    writeFileSync(file, 'text,label\ngood film,positive\nso so,meh\n');
+    await expect(evaluate(outDir, file)).rejects.toThrow(/unknown-label\.csv line 3: label 'meh' is not one of the known classes/);
+    unchanged();
+  });
+  it('a file that is not TorchScript', async () => {
+    const file = join(work, 'not-torchscript.pt');
+    writeFileSync(file, 'this is not a model');
+    await expect(train({ ...base(), encoder: file })).rejects.toThrow(/cannot load encoder .*not-torchscript\.pt/);
+    unchanged();
+  });
+  it('an encoder whose output is not [B, T, H]', async () => {
+    const bad = await makeEncoder({ layers: 1, hidden: 32, heads: 2, intermediate: 64, tokenizer: demoTokenizer, output: 'bad' });
+    await expect(train({ ...base(), encoder: bad })).rejects.toThrow(/encoder .* cannot be used: .*\[batch, seq, hidden\]/);
+    unchanged();
+  });
+  it('an invalid tokenizer.json', async () => {
+    const notJson = join(work, 'broken-tokenizer.json');
+    writeFileSync(notJson, '{"model": ');
+    await expect(train({ ...base(), tokenizer: notJson })).rejects.toThrow(/broken-tokenizer\.json is not valid JSON/);
+    const noModel = join(work, 'no-model-tokenizer.json');
+    writeFileSync(noModel, '{"version": "1.0"}');
+    await expect(train({ ...base(), tokenizer: noModel })).rejects.toThrow(/no-model-tokenizer\.json is not a Hugging Face tokenizer\.json/);
+    unchanged();
+  });
+  it('an output directory that cannot be written', async () => {
+    const file = join(work, 'a-file');
+    writeFileSync(file, '');
+    await expect(train({ ...base(), outDir: join(file, 'out') })).rejects.toThrow(/output directory .*a-file\/out cannot be written/);
+  });
+  it('an abort keeps the best checkpoint written so far', async () => {
+    const controller = new AbortController();
+    let steps = 0;
+    const run = train({
+      ...base(),
+      epochs: 3,
+      onProgress: (e) => {
+        if (e.type === 'epoch' && e.epoch === 1) controller.abort();
+        if (e.type === 'step') steps++;
+      },
+      signal: controller.signal,
+    });
+    await expect(run).rejects.toMatchObject({ name: 'AbortError' });
+    const stepsPerEpoch = Math.ceil(trainExamples / SMALL.batchSize);
+    expect(steps).toBe(stepsPerEpoch);
+    // Epoch 1 was the best so far and was saved; it loads.
+    const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
+    expect(config.metrics.epoch).toBe(1);
+    const classifier = await loadClassifier(outDir);
+    expect(classifier.labels).toEqual(['negative', 'positive']);
+    classifier.dispose();
+  });
+});
