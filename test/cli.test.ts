@@ -1,0 +1,98 @@
+/**
+ * The `torch-bert` command as a user runs it: train → eval → predict with --json, exit codes,
+ * one-line errors. Runs the compiled CLI (dist/cli.js), as installed users do.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
+
+const exec = promisify(execFile);
+const cli = join(repoRoot, 'dist', 'cli.js');
+
+async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [cli, ...args], { maxBuffer: 64 * 1024 * 1024 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('torch-bert CLI', () => {
+  const work = mkdtempSync(join(tmpdir(), 'torch-bert-cli-'));
+  const out = join(work, 'classifier');
+  let encoder: string;
+  beforeAll(async () => {
+    if (!existsSync(cli)) throw new Error(`${cli} is missing: run 'npm run build:ts' first`);
+    encoder = await makeEncoder({ layers: 2, hidden: 64, heads: 2, intermediate: 256, tokenizer: demoTokenizer, pretrain: demoPretrain, pretrainEpochs: 2, seed: 1 });
+  });
+
+  it('trains, evaluates and predicts with --json', async () => {
+    const trained = await run([
+      'train', '--data', demoReviews, '--model', encoder, '--tokenizer', demoTokenizer, '--out', out,
+      '--epochs', '2', '--batch-size', '32', '--max-length', '48', '--lr', '1e-3', '--head-hidden', '64', '--json',
+    ]);
+    expect(trained.stderr).toBe('');
+    expect(trained.code).toBe(0);
+    const summary = JSON.parse(trained.stdout);
+    expect(summary.labels).toEqual(['negative', 'positive']);
+    expect(summary.history).toHaveLength(2);
+    expect(summary.best.validationAccuracy).toBeGreaterThan(0.75);
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    expect(config.metrics.validationLoss).toBeCloseTo(summary.best.validationLoss, 10);
+
+    const evaluated = await run(['eval', '--classifier', out, '--data', demoReviews, '--json']);
+    expect(evaluated.code).toBe(0);
+    const metrics = JSON.parse(evaluated.stdout);
+    expect(metrics.examples).toBe(summary.trainExamples + summary.validationExamples);
+    expect(metrics.accuracy).toBeGreaterThan(0.75);
+
+    const predicted = await run(['predict', '--classifier', out, '--json', 'a wonderful and moving film', 'dull and terrible']);
+    expect(predicted.code).toBe(0);
+    const lines = predicted.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.label)).toEqual(['positive', 'negative']);
+    for (const l of lines) expect(l.probabilities.negative + l.probabilities.positive).toBeCloseTo(1, 5);
+  });
+
+  it('prints tables for people', async () => {
+    const predicted = await run(['predict', '--classifier', out, 'a wonderful and moving film']);
+    expect(predicted.code).toBe(0);
+    expect(predicted.stdout).toMatch(/label\s+probability\s+text/);
+    expect(predicted.stdout).toMatch(/positive\s+0\.\d{4}\s+a wonderful and moving film/);
+  });
+
+  it('fails with one line and a non-zero exit code', async () => {
+    const missing = await run(['eval', '--classifier', join(work, 'nowhere'), '--data', demoReviews]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr.trim().split('\n')).toHaveLength(1);
+    expect(missing.stderr).toMatch(/^torch-bert: error: cannot read classifier config .*nowhere\/config\.json/);
+
+    const usage = await run(['train', '--data', demoReviews]);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/--model is required/);
+
+    const badNumber = await run(['train', '--data', demoReviews, '--model', encoder, '--tokenizer', demoTokenizer, '--out', out, '--epochs', 'five']);
+    expect(badNumber.code).toBe(2);
+    expect(badNumber.stderr).toMatch(/--epochs expects a number; got 'five'/);
+
+    const unknown = await run(['fly']);
+    expect(unknown.code).toBe(2);
+  });
+
+  it('documents every command with --help', async () => {
+    for (const command of ['train', 'eval', 'predict', 'demo']) {
+      const help = await run([command, '--help']);
+      expect(help.code).toBe(0);
+      expect(help.stdout).toContain(`torch-bert ${command}`);
+    }
+    const train = await run(['train', '--help']);
+    for (const flag of ['--data', '--model', '--tokenizer', '--out', '--text-column', '--label-column', '--epochs', '--batch-size', '--max-length', '--lr', '--seed', '--device', '--json']) {
+      expect(train.stdout).toContain(flag);
+    }
+  });
+});
