@@ -1,0 +1,21 @@
+// Per-environment state of the addon. Each Node environment (main thread, worker_threads)
+// loads the addon separately and needs its own constructor references.
+#pragma once
+
+#include <napi.h>
+
+namespace torch_bert {
+
+struct AddonData {
+  Napi::FunctionReference tensorConstructor;
+  Napi::FunctionReference scriptModuleConstructor;
+  Napi::FunctionReference adamwConstructor;
+};
+
+inline AddonData& GetAddonData(Napi::Env env) {
+  auto* data = env.GetInstanceData<AddonData>();
+  if (data == nullptr) throw Napi::Error::New(env, "torch-bert: addon not initialised");
+  return *data;
+}
+
+}  // namespace torch_bert

@@ -1,0 +1,111 @@
+// Turning C++ failures into JS exceptions.
+//
+// Every entry point runs its body through Guard() (or GuardAsync() when it returns a Promise),
+// so nothing thrown by libtorch can unwind into Node-API and abort the process. libtorch's
+// messages are reported without their C++ backtrace: the JS stack is what the user needs.
+#pragma once
+
+#include <napi.h>
+
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <exception>
+#include <string>
+#include <utility>
+
+namespace torch_bert {
+
+// A failure detected on a worker thread, carried to the main thread as plain data because
+// JS values cannot be created off the main thread.
+struct ErrorInfo {
+  bool typeError = false;
+  std::string message;
+};
+
+// Thrown by validation code that may run off the main thread (no Napi::Env there).
+class ArgumentError : public std::runtime_error {
+ public:
+  explicit ArgumentError(const std::string& message, bool typeError = false)
+      : std::runtime_error(message), typeError_(typeError) {}
+  bool typeError() const { return typeError_; }
+
+ private:
+  bool typeError_;
+};
+
+// The message of whatever is currently being handled, as a user would want to read it.
+inline ErrorInfo CurrentErrorInfo() {
+  try {
+    throw;
+  } catch (const ArgumentError& e) {
+    return {e.typeError(), e.what()};
+  } catch (const c10::Error& e) {
+    return {false, e.what_without_backtrace()};
+  } catch (const std::exception& e) {
+    return {false, e.what()};
+  } catch (...) {
+    return {false, "unknown native error"};
+  }
+}
+
+inline Napi::Error MakeError(Napi::Env env, const ErrorInfo& info) {
+  if (info.typeError) return Napi::TypeError::New(env, info.message);
+  return Napi::Error::New(env, info.message);
+}
+
+// Runs an entry point's body, translating any C++ exception into a JS exception.
+template <typename F>
+auto Guard(Napi::Env env, F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const Napi::Error&) {
+    throw;  // already a JS exception
+  } catch (...) {
+    throw MakeError(env, CurrentErrorInfo());
+  }
+}
+
+// Like Guard, for entry points that return a Promise: failures, including argument
+// validation, become a rejected Promise rather than a synchronous throw, so callers have
+// one error path.
+template <typename F>
+Napi::Value GuardAsync(Napi::Env env, F&& body) {
+  try {
+    return body();
+  } catch (const Napi::Error& e) {
+    auto deferred = Napi::Promise::Deferred::New(env);
+    deferred.Reject(e.Value());
+    return deferred.Promise();
+  } catch (...) {
+    auto deferred = Napi::Promise::Deferred::New(env);
+    deferred.Reject(MakeError(env, CurrentErrorInfo()).Value());
+    return deferred.Promise();
+  }
+}
+
+[[noreturn]] inline void ThrowTypeError(Napi::Env env, const std::string& message) {
+  throw Napi::TypeError::New(env, message);
+}
+
+[[noreturn]] inline void ThrowError(Napi::Env env, const std::string& message) {
+  throw Napi::Error::New(env, message);
+}
+
+// ---- Argument readers. `what` names the argument in messages, e.g. "Tensor.fromArray: shape".
+
+std::string TypeOfValue(const Napi::Value& v);
+
+bool ReadBool(const Napi::Value& v, const std::string& what);
+double ReadNumber(const Napi::Value& v, const std::string& what);
+// An integral number in [min, max].
+int64_t ReadInteger(const Napi::Value& v, const std::string& what, int64_t min, int64_t max);
+std::string ReadString(const Napi::Value& v, const std::string& what);
+Napi::Object ReadObject(const Napi::Value& v, const std::string& what);
+Napi::Array ReadArray(const Napi::Value& v, const std::string& what);
+Napi::Function ReadFunction(const Napi::Value& v, const std::string& what);
+Napi::Int32Array ReadInt32Array(const Napi::Value& v, const std::string& what);
+
+inline bool IsMissing(const Napi::Value& v) { return v.IsUndefined() || v.IsNull(); }
+
+}  // namespace torch_bert

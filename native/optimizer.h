@@ -1,0 +1,50 @@
+// The JS `AdamW` class: torch::optim::AdamW with parameter groups.
+#pragma once
+
+#include <napi.h>
+#include <torch/torch.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace torch_bert {
+
+struct OptimizerState {
+  explicit OptimizerState(std::unique_ptr<torch::optim::AdamW> o) : optimizer(std::move(o)) {}
+  // Taken after the model's mutex by trainStep; alone by the optimizer's own methods.
+  std::mutex mutex;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+};
+using OptimizerStatePtr = std::shared_ptr<OptimizerState>;
+
+// Drops the gradients of all of the optimizer's parameters (set to none, as Python's
+// zero_grad() does by default since 2.0), which also frees their memory.
+void ClearGradients(torch::optim::Optimizer& optimizer);
+
+class AdamW : public Napi::ObjectWrap<AdamW> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+
+  // The state behind a JS value. TypeError when not an AdamW, Error when disposed.
+  static OptimizerStatePtr Get(const Napi::Value& value, const std::string& what);
+
+  // new AdamW(groups)
+  explicit AdamW(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info);
+  Napi::Value GetLr(const Napi::CallbackInfo& info);
+  Napi::Value SetLr(const Napi::CallbackInfo& info);
+  Napi::Value Save(const Napi::CallbackInfo& info);
+  Napi::Value Load(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+  const OptimizerStatePtr& Checked(Napi::Env env) const;
+
+  OptimizerStatePtr state_;
+};
+
+}  // namespace torch_bert

@@ -1,0 +1,12 @@
+// Process-wide libtorch controls and small functional ops exposed to JS.
+#pragma once
+
+#include <napi.h>
+
+namespace torch_bert {
+
+// Adds manualSeed, randperm, setNumThreads, getNumThreads, cudaIsAvailable,
+// cudaDeviceCount, versions, noGrad, nllLoss and crossEntropy to `exports`.
+void RegisterRuntime(Napi::Env env, Napi::Object exports);
+
+}  // namespace torch_bert

@@ -1,0 +1,92 @@
+// The JS `ScriptModule` class: a TorchScript module (torch::jit::Module).
+#pragma once
+
+#include <napi.h>
+#include <torch/script.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace torch_bert {
+
+// What a JS ScriptModule refers to. Held through shared_ptr so that async work keeps it alive
+// after the JS object is disposed or collected.
+struct ModuleState {
+  ModuleState(torch::jit::Module m, std::shared_ptr<std::mutex> mu, c10::Device d)
+      : module(std::move(m)), mutex(std::move(mu)), device(d) {}
+
+  torch::jit::Module module;
+  // Serialises every use of the module. Shared by modules that share submodules (a classifier
+  // and its encoder), since jit::Module is a handle and they mutate the same objects.
+  std::shared_ptr<std::mutex> mutex;
+  // Where the module lives when it has no parameters or buffers to tell.
+  c10::Device device;
+};
+using ModuleStatePtr = std::shared_ptr<ModuleState>;
+
+// The device of the module's first parameter (or buffer). Call with the mutex held.
+c10::Device ModuleDevice(const ModuleState& state);
+
+// Sets the `training` attribute of one module, not its children.
+void SetTrainingFlag(const torch::jit::Module& module, bool on);
+
+// Records the `training` flag of the module and each submodule, and restores each one when
+// destroyed, so that temporarily switching modes cannot flatten a mixed configuration.
+class TrainingModeSnapshot {
+ public:
+  explicit TrainingModeSnapshot(const torch::jit::Module& module);
+  ~TrainingModeSnapshot();
+  TrainingModeSnapshot(const TrainingModeSnapshot&) = delete;
+  TrainingModeSnapshot& operator=(const TrainingModeSnapshot&) = delete;
+
+ private:
+  std::vector<std::pair<torch::jit::Module, bool>> flags_;
+};
+
+class ScriptModule : public Napi::ObjectWrap<ScriptModule> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+
+  // Wraps a module state in a new JS ScriptModule. `accountMemory`: report its parameter and
+  // buffer bytes to V8 (false when they are already counted by another wrapper).
+  static Napi::Object Wrap(Napi::Env env, ModuleStatePtr state, bool accountMemory = true);
+
+  // The state behind a JS value. TypeError when not a ScriptModule, Error when disposed.
+  static ModuleStatePtr Get(const Napi::Value& value, const std::string& what);
+
+  explicit ScriptModule(const Napi::CallbackInfo& info);
+  ~ScriptModule() override;
+
+ private:
+  static Napi::Value Load(const Napi::CallbackInfo& info);
+  static Napi::Value LoadAsync(const Napi::CallbackInfo& info);
+
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  Napi::Value IsTraining(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value ForwardArity(const Napi::CallbackInfo& info);
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value ForwardAsync(const Napi::CallbackInfo& info);
+  Napi::Value RunMethod(const Napi::CallbackInfo& info);
+  Napi::Value MethodSchema(const Napi::CallbackInfo& info);
+  Napi::Value NamedParameters(const Napi::CallbackInfo& info);
+  Napi::Value SetRequiresGrad(const Napi::CallbackInfo& info);
+  Napi::Value Train(const Napi::CallbackInfo& info);
+  Napi::Value To(const Napi::CallbackInfo& info);
+  Napi::Value Save(const Napi::CallbackInfo& info);
+  Napi::Value SaveAsync(const Napi::CallbackInfo& info);
+  Napi::Value Clone(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+  const ModuleStatePtr& Checked(Napi::Env env) const;
+  Napi::Value Call(const Napi::CallbackInfo& info, const std::string& method, size_t firstInput);
+  void Release(Napi::Env env);
+
+  ModuleStatePtr state_;
+  int64_t externalBytes_ = 0;
+};
+
+}  // namespace torch_bert

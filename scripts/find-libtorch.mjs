@@ -1,0 +1,233 @@
+#!/usr/bin/env node
+/**
+ * Locates a libtorch to build the native addon against.
+ *
+ * Search order (first usable one wins):
+ *   1. env LIBTORCH: an unpacked libtorch folder (with share/cmake/Torch);
+ *   2. Python PyTorch: `python3` on PATH, then /usr/bin/python3;
+ *   3. the system install (Debian/Ubuntu libtorch-dev).
+ *
+ * `node scripts/find-libtorch.mjs` prints what it found (`--json` for machine output).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const NOT_FOUND_MESSAGE =
+  'torch-bert: no libtorch found. Provide one of:\n' +
+  '  - LIBTORCH=/path/to/libtorch (an unpacked libtorch from https://pytorch.org, containing share/cmake/Torch)\n' +
+  '  - Python PyTorch: `pip install torch` (found through `python3`)\n' +
+  '  - on Debian/Ubuntu: `sudo apt-get install libtorch-dev libopenblas0-pthread`\n' +
+  'Then run `npm run build:native`.';
+
+const TORCH_CONFIG = join('Torch', 'TorchConfig.cmake');
+
+/** Version declared by a Torch CMake package (`<dir>/Torch/TorchConfigVersion.cmake`). */
+function cmakePackageVersion(cmakeDir) {
+  try {
+    const text = readFileSync(join(cmakeDir, 'Torch', 'TorchConfigVersion.cmake'), 'utf8');
+    return /set\(PACKAGE_VERSION "([^"]+)"\)/.exec(text)?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** 'cpu', or 'cuXYZ' from a version suffix like '2.11.0+cu130' or a CUDA version like '13.0'. */
+function flavorOf({ version, cudaVersion, libDir }) {
+  const suffix = /\+(cu\d+|cpu)\b/.exec(version ?? '')?.[1];
+  if (suffix) return suffix;
+  if (cudaVersion) return 'cu' + cudaVersion.replace(/\./g, '');
+  if (libDir && existsSync(libDir) && readdirSync(libDir).some((f) => /^libtorch_cuda\.(so|dylib)/.test(f))) {
+    // A CUDA build whose CUDA version we cannot tell.
+    return 'cuda';
+  }
+  return 'cpu';
+}
+
+function fromLibtorchDir(dir, report) {
+  const root = resolve(dir);
+  const cmakeDir = join(root, 'share', 'cmake');
+  if (!existsSync(join(cmakeDir, TORCH_CONFIG))) {
+    report?.({ source: 'LIBTORCH', path: root, usable: false, reason: `no ${join('share', 'cmake', TORCH_CONFIG)} in it` });
+    return null;
+  }
+  let version = null;
+  try {
+    version = readFileSync(join(root, 'build-version'), 'utf8').trim() || null;
+  } catch {
+    version = cmakePackageVersion(cmakeDir);
+  }
+  const libDir = join(root, 'lib');
+  const found = { cmakePrefixPath: cmakeDir, libDir, version, flavor: flavorOf({ version, libDir }), source: 'LIBTORCH' };
+  report?.({ ...found, path: root, usable: true });
+  return found;
+}
+
+const PYTHON_PROBE = [
+  'import json, os, torch, torch.utils',
+  'print(json.dumps({"cmake": torch.utils.cmake_prefix_path, "version": torch.__version__,',
+  ' "cuda": torch.version.cuda, "lib": os.path.join(os.path.dirname(torch.__file__), "lib")}))',
+].join('\n');
+
+function fromPython(python, report) {
+  let info;
+  try {
+    const out = execFileSync(python, ['-c', PYTHON_PROBE], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 120_000,
+    });
+    info = JSON.parse(out.trim().split('\n').pop());
+  } catch {
+    return null; // no such interpreter, or no torch in it: not a candidate
+  }
+  const base = { source: 'python', python, version: info.version };
+  if (!existsSync(join(info.cmake, TORCH_CONFIG))) {
+    // Debian's python3-torch, for one, ships without the CMake package.
+    report?.({ ...base, path: info.cmake, usable: false, reason: 'this PyTorch ships no CMake package (Torch/TorchConfig.cmake)' });
+    return null;
+  }
+  const found = {
+    cmakePrefixPath: info.cmake,
+    libDir: info.lib,
+    version: info.version,
+    flavor: flavorOf({ version: info.version, cudaVersion: info.cuda, libDir: info.lib }),
+    source: 'python',
+    python,
+  };
+  report?.({ ...found, path: info.cmake, usable: true });
+  return found;
+}
+
+function multiarch() {
+  for (const [cmd, args] of [
+    ['dpkg-architecture', ['-qDEB_HOST_MULTIARCH']],
+    ['gcc', ['-print-multiarch']],
+  ]) {
+    try {
+      const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      if (out) return out;
+    } catch {
+      // try the next way
+    }
+  }
+  return null;
+}
+
+function dpkgVersion(pkg) {
+  try {
+    const out = execFileSync('dpkg-query', ['-W', '-f=${Version}', pkg], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
+    // '1.13.1+dfsg-4' -> '1.13.1'
+    return /^(?:\d+:)?(\d+(?:\.\d+)*)/.exec(out)?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function fromSystem(report) {
+  const dirs = [];
+  const arch = multiarch();
+  if (arch) dirs.push(`/usr/lib/${arch}/cmake`);
+  try {
+    for (const entry of readdirSync('/usr/lib')) {
+      if (/-linux-gnu/.test(entry)) dirs.push(`/usr/lib/${entry}/cmake`);
+    }
+  } catch {
+    // no /usr/lib: not Linux
+  }
+  dirs.push('/usr/lib/cmake', '/usr/local/lib/cmake', '/usr/local/share/cmake', '/usr/share/cmake');
+  for (const cmakeDir of [...new Set(dirs)]) {
+    if (!existsSync(join(cmakeDir, TORCH_CONFIG))) continue;
+    const libDir = dirname(cmakeDir);
+    const version = dpkgVersion('libtorch-dev') ?? cmakePackageVersion(cmakeDir);
+    const found = { cmakePrefixPath: cmakeDir, libDir, version, flavor: flavorOf({ version, libDir }), source: 'system' };
+    report?.({ ...found, path: cmakeDir, usable: true });
+    return found;
+  }
+  return null;
+}
+
+function realpathOrSelf(p) {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
+}
+
+function pythonCandidates() {
+  const list = [];
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (dir && existsSync(join(dir, 'python3'))) {
+      list.push(join(dir, 'python3'));
+      break;
+    }
+  }
+  list.push('/usr/bin/python3');
+  // pyenv shims and symlinks can point at the same interpreter; probe each only once.
+  const seen = new Set();
+  return list.filter((p) => {
+    if (!existsSync(p)) return false;
+    const key = realpathOrSelf(p);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/**
+ * Finds libtorch, in the order LIBTORCH, Python PyTorch, system install.
+ * @param {{ report?: (candidate: object) => void }} [options] `report` is called for every
+ *   candidate found, usable or not (with `usable` and, when unusable, `reason`).
+ * @returns {{ cmakePrefixPath: string, libDir: string, version: string | null,
+ *   flavor: string, source: 'LIBTORCH' | 'python' | 'system', python?: string }}
+ * @throws {Error} with NOT_FOUND_MESSAGE when nothing usable is found.
+ */
+export function findLibtorch({ report } = {}) {
+  if (process.env.LIBTORCH) {
+    const found = fromLibtorchDir(process.env.LIBTORCH, report);
+    if (found) return found;
+  }
+  for (const python of pythonCandidates()) {
+    const found = fromPython(python, report);
+    if (found) return found;
+  }
+  const found = fromSystem(report);
+  if (found) return found;
+  throw new Error(NOT_FOUND_MESSAGE);
+}
+
+function describe(c) {
+  const where = c.python ? `${c.path} (via ${c.python})` : c.path;
+  if (!c.usable) return `  skipped  [${c.source}] ${where}: ${c.reason}`;
+  return `  found    [${c.source}] libtorch ${c.version ?? '(unknown version)'} ${c.flavor} at ${where}`;
+}
+
+const isMain = process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isMain) {
+  const json = process.argv.includes('--json');
+  const candidates = [];
+  try {
+    const found = findLibtorch({ report: (c) => candidates.push(c) });
+    if (json) {
+      console.log(JSON.stringify(found, null, 2));
+    } else {
+      console.log('libtorch candidates:');
+      for (const c of candidates) console.log(describe(c));
+      console.log(`\nusing: libtorch ${found.version ?? '(unknown version)'} (${found.flavor}, ${found.source})`);
+      console.log(`  CMAKE_PREFIX_PATH=${found.cmakePrefixPath}`);
+      console.log(`  libraries in ${found.libDir}`);
+    }
+  } catch (err) {
+    if (json) console.log(JSON.stringify({ error: err.message, candidates }, null, 2));
+    else {
+      for (const c of candidates) console.error(describe(c));
+      console.error(err.message);
+    }
+    process.exit(1);
+  }
+}
