@@ -228,7 +228,7 @@ export interface NativeBinding {
     batch: StepBatch,
     options?: TrainStepOptions,
   ): Promise<TrainStepResult>;
-  /** Forward in eval mode under inference mode (no autograd); loss when labels are given. */
+  /** Forward in eval mode with autograd off (no_grad: TorchScript breaks under inference mode after training); loss when labels are given. */
   evalStep(model: NativeScriptModule, batch: StepBatch): Promise<EvalStepResult>;
   nllLoss(logProbs: NativeTensor, target: NativeTensor): NativeTensor;
   crossEntropy(logits: NativeTensor, target: NativeTensor): NativeTensor;

@@ -200,7 +200,11 @@ class EvalStepWorker : public PromiseWorker {
   void Run() override {
     std::lock_guard<std::mutex> lock(*model_->mutex);
     torch::jit::Module& module = model_->module;
-    c10::InferenceMode inference;
+    // no_grad, not InferenceMode: once TorchScript's profiling executor has specialised a
+    // graph for training it contains DifferentiableGraph nodes, which save their inputs for
+    // backward unconditionally and fail on inference tensors ("Inference tensors cannot be
+    // saved for backward"), in Python as in C++.
+    torch::NoGradGuard noGrad;
     TrainingModeSnapshot restore(module);
     for (const auto& m : module.modules()) SetTrainingFlag(m, false);
 
