@@ -437,14 +437,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output TorchScript file (.pt)")
     v = p.add_mutually_exclusive_group()
     v.add_argument("--tokenizer", help="tokenizer.json (vocabulary size is read from it; needed for --pretrain)")
-    v.add_argument("--vocab-size", type=int, help="vocabulary size when no --tokenizer is given (default 1000)")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--intermediate", type=int, default=None, help="feed-forward width (default 4*hidden)")
-    p.add_argument("--max-position", type=int, default=512)
-    p.add_argument("--type-vocab", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    v.add_argument("--vocab-size", type=int, help="vocabulary size when no --tokenizer is given (then 1000)")
+    p.add_argument("--layers", type=int, default=2, help="encoder layers")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size")
+    p.add_argument("--heads", type=int, default=2, help="attention heads (must divide --hidden)")
+    p.add_argument("--intermediate", type=int, default=None, help="feed-forward width (None: 4 * hidden)")
+    p.add_argument("--max-position", type=int, default=512, help="position embeddings (longest sequence)")
+    p.add_argument("--type-vocab", type=int, default=2, help="token type (segment) embeddings")
+    p.add_argument("--seed", type=int, default=0, help="torch.manual_seed for the init; also seeds pretraining")
     p.add_argument("--signature", type=int, choices=(2, 3), default=2,
                    help="2: forward(input_ids, attention_mask); 3: forward(input_ids, attention_mask, token_type_ids)")
     p.add_argument("--output", choices=("tuple", "dict", "tensor", "bad"), default="tuple",
@@ -452,13 +452,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "tensor: last_hidden_state; bad: a [B, H] tensor (to test error messages)")
     g = p.add_argument_group("pretraining (makes the encoder informative)")
     g.add_argument("--pretrain", metavar="CSV", help="labelled CSV to fine-tune the whole encoder on before tracing")
-    g.add_argument("--pretrain-epochs", type=int, default=3)
-    g.add_argument("--pretrain-lr", type=float, default=1e-3)
-    g.add_argument("--pretrain-batch-size", type=int, default=32)
-    g.add_argument("--pretrain-max-length", type=int, default=64)
-    g.add_argument("--text-column", default="text")
-    g.add_argument("--label-column", default="label")
-    g.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's)")
+    g.add_argument("--pretrain-epochs", type=int, default=10, help="passes over the CSV (10%% of it is held out to report accuracy)")
+    g.add_argument("--pretrain-lr", type=float, default=2e-3, help="AdamW peak learning rate (10%% warm-up, linear decay)")
+    g.add_argument("--pretrain-batch-size", type=int, default=32, help="pretraining batch size")
+    g.add_argument("--pretrain-max-length", type=int, default=64, help="truncate pretraining texts to this many tokens")
+    g.add_argument("--pretrain-dropout", type=float, default=0.0,
+                   help="hidden and attention dropout while pretraining (HF uses 0.1; 0 learns more reliably "
+                        "at this size); the traced module is in eval mode either way")
+    g.add_argument("--text-column", default="text", help="CSV column with the text")
+    g.add_argument("--label-column", default="label", help="CSV column with the label (ints or strings)")
+    g.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (None: PyTorch's choice)")
     return p.parse_args(argv)
 
 
@@ -475,6 +478,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     vocab_size = vocab_size_of(args.tokenizer) if args.tokenizer else (args.vocab_size or 1000)
+    if min(args.layers, args.hidden, args.heads, args.max_position, args.type_vocab, vocab_size) < 1:
+        raise SystemExit("make_encoder.py: sizes must be positive")
+    if args.hidden % args.heads:
+        raise SystemExit(f"make_encoder.py: --hidden {args.hidden} is not a multiple of --heads {args.heads}")
     c = Config(
         vocab_size=vocab_size,
         hidden=args.hidden,
@@ -483,6 +490,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         intermediate=args.intermediate or 4 * args.hidden,
         max_position=args.max_position,
         type_vocab=args.type_vocab,
+        dropout=args.pretrain_dropout,
     )
     torch.manual_seed(args.seed)
     cls = BertModel2 if args.signature == 2 else BertModel3

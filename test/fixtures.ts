@@ -1,0 +1,142 @@
+/**
+ * Test fixtures: paths to the demo assets, and TorchScript encoders built on demand by
+ * `scripts/python/make_encoder.py` (with the system Python, which has PyTorch) and cached
+ * under `test/.fixtures/` by a hash of their options and of the scripts and inputs that
+ * produce them, so only the first run pays for building one.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The Python with PyTorch (the first `python3` on PATH may not have it). */
+export const PYTHON = '/usr/bin/python3';
+
+/** Absolute path of the repository root (this file lives in `<root>/test/`). */
+export const repoRoot: string = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export const demoTokenizer: string = path.join(repoRoot, 'assets', 'demo', 'tokenizer.json');
+export const demoReviews: string = path.join(repoRoot, 'assets', 'demo', 'reviews.csv');
+export const demoPretrain: string = path.join(repoRoot, 'assets', 'demo', 'pretrain.csv');
+
+/** Where built encoders are cached (git-ignored). */
+export const fixturesDir: string = path.join(repoRoot, 'test', '.fixtures');
+
+export interface MakeEncoderOptions {
+  layers?: number;
+  hidden?: number;
+  heads?: number;
+  /** Feed-forward width; default 4 * hidden. */
+  intermediate?: number;
+  /** 2: forward(input_ids, attention_mask); 3: forward(input_ids, attention_mask, token_type_ids). */
+  signature?: 2 | 3;
+  /** tuple: (last_hidden_state, pooler_output); dict; tensor: last_hidden_state; bad: a [B, H] tensor. */
+  output?: 'tuple' | 'dict' | 'tensor' | 'bad';
+  /** tokenizer.json; the vocabulary size is read from it. Required with `pretrain`. */
+  tokenizer?: string;
+  /** Vocabulary size when no tokenizer is given (the script's default: 1000). */
+  vocabSize?: number;
+  maxPosition?: number;
+  /** Labelled CSV (`text,label`) to fine-tune the encoder on before tracing (makes its features informative). */
+  pretrain?: string;
+  pretrainEpochs?: number;
+  seed?: number;
+}
+
+/**
+ * Run a Python script from the repository with {@link PYTHON}. Resolves with its stdout;
+ * rejects with an Error carrying its stderr when it exits non-zero or cannot start.
+ * `script` is a path relative to the repository root, or absolute, or a Python option such
+ * as `-c` (then `args` starts with the code) or `-m`. Runs with the repository root as cwd.
+ */
+export function runPython(script: string, args: string[], stdin?: string): Promise<string> {
+  const first = script.startsWith('-') ? script : path.resolve(repoRoot, script);
+  return new Promise<string>((resolve, reject) => {
+    const child = spawn(PYTHON, [first, ...args], {
+      cwd: repoRoot,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, PYTHONUNBUFFERED: '1' },
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', (e) => reject(new Error(`cannot run ${PYTHON} ${script}: ${e.message}`)));
+    child.on('close', (code, signal) => {
+      const stderr = Buffer.concat(err).toString('utf8');
+      if (code === 0) {
+        resolve(Buffer.concat(out).toString('utf8'));
+      } else {
+        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+        const shown = script === '-c' ? '-c <code>' : `${script} ${args.join(' ')}`;
+        reject(new Error(`${PYTHON} ${shown} ${how}:\n${stderr.trim()}`));
+      }
+    });
+    child.stdin.on('error', () => {
+      /* the script may exit without reading stdin; its exit status tells what happened */
+    });
+    child.stdin.end(stdin ?? '');
+  });
+}
+
+function encoderArgs(opts: MakeEncoderOptions): string[] {
+  const args: string[] = [];
+  const add = (flag: string, value: string | number | undefined): void => {
+    if (value !== undefined) args.push(flag, String(value));
+  };
+  if (opts.tokenizer !== undefined) add('--tokenizer', path.resolve(repoRoot, opts.tokenizer));
+  else add('--vocab-size', opts.vocabSize);
+  add('--layers', opts.layers);
+  add('--hidden', opts.hidden);
+  add('--heads', opts.heads);
+  add('--intermediate', opts.intermediate);
+  add('--max-position', opts.maxPosition);
+  add('--signature', opts.signature);
+  add('--output', opts.output);
+  add('--seed', opts.seed);
+  if (opts.pretrain !== undefined) {
+    add('--pretrain', path.resolve(repoRoot, opts.pretrain));
+    add('--pretrain-epochs', opts.pretrainEpochs);
+  }
+  return args;
+}
+
+const building = new Map<string, Promise<string>>();
+
+/**
+ * Path of a TorchScript BERT encoder with these options, built by make_encoder.py on first
+ * use and reused afterwards (`test/.fixtures/<hash>.pt`). The hash covers the options and
+ * the contents of the scripts, tokenizer and pretraining CSV, so editing any of them
+ * rebuilds.
+ */
+export async function makeEncoder(opts: MakeEncoderOptions = {}): Promise<string> {
+  const args = encoderArgs(opts);
+  const hash = createHash('sha256');
+  hash.update(JSON.stringify(args.map((a) => (path.isAbsolute(a) ? path.relative(repoRoot, a) : a))));
+  const inputs = [
+    path.join(repoRoot, 'scripts', 'python', 'make_encoder.py'),
+    path.join(repoRoot, 'scripts', 'python', 'wordpiece.py'),
+  ];
+  if (opts.tokenizer !== undefined) inputs.push(path.resolve(repoRoot, opts.tokenizer));
+  if (opts.pretrain !== undefined) inputs.push(path.resolve(repoRoot, opts.pretrain));
+  for (const file of inputs) {
+    hash.update('\0' + path.basename(file) + '\0');
+    hash.update(readFileSync(file));
+  }
+  const out = path.join(fixturesDir, `${hash.digest('hex').slice(0, 20)}.pt`);
+  if (existsSync(out)) return out;
+
+  let pending = building.get(out);
+  if (!pending) {
+    mkdirSync(fixturesDir, { recursive: true });
+    // make_encoder.py writes to a temporary file and renames it, so a file that exists is complete.
+    pending = runPython('scripts/python/make_encoder.py', ['--out', out, ...args]).then(() => out);
+    building.set(out, pending);
+    pending.then(
+      () => building.delete(out),
+      () => building.delete(out),
+    );
+  }
+  return pending;
+}
