@@ -1,6 +1,7 @@
 #include "tensor.h"
 
 #include <cstring>
+#include <optional>
 #include <sstream>
 
 #include "addon_data.h"
@@ -29,14 +30,14 @@ int64_t ByteSize(const torch::Tensor& t) {
 }
 
 // The dtype a typed array holds, or nothing when binding.ts does not accept that array type.
-c10::optional<c10::ScalarType> TypedArrayDType(napi_typedarray_type type) {
+std::optional<c10::ScalarType> TypedArrayDType(napi_typedarray_type type) {
   switch (type) {
     case napi_float32_array: return c10::ScalarType::Float;
     case napi_float64_array: return c10::ScalarType::Double;
     case napi_bigint64_array: return c10::ScalarType::Long;
     case napi_int32_array: return c10::ScalarType::Int;
     case napi_uint8_array: return c10::ScalarType::Byte;
-    default: return c10::nullopt;
+    default: return std::nullopt;
   }
 }
 

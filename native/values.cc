@@ -122,7 +122,7 @@ Napi::Value IValueToJs(Napi::Env env, const c10::IValue& value) {
   if (value.isDevice()) return Napi::String::New(env, DeviceName(value.toDevice()));
   if (value.isTuple() || value.isList()) {
     c10::ArrayRef<c10::IValue> elements =
-        value.isTuple() ? c10::ArrayRef<c10::IValue>(value.toTupleRef().elements()) : value.toListRef();
+        value.isTuple() ? value.toTupleRef().elements().asArrayRef() : value.toListRef();
     Napi::Array out = Napi::Array::New(env, elements.size());
     for (size_t i = 0; i < elements.size(); ++i) out.Set(static_cast<uint32_t>(i), IValueToJs(env, elements[i]));
     return out;

@@ -5,6 +5,7 @@
  * passed to cmake-js (e.g. `-- --debug`).
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -15,7 +16,14 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 let libtorch;
 try {
-  libtorch = findLibtorch();
+  libtorch = findLibtorch({
+    report: (c) =>
+      console.log(
+        c.usable
+          ? `torch-bert: found libtorch ${c.version ?? '(unknown version)'} (${c.flavor}, ${c.source}) at ${c.path}`
+          : `torch-bert: skipped ${c.source} candidate ${c.path}: ${c.reason}`,
+      ),
+  });
 } catch (err) {
   console.error(err.message);
   process.exit(1);
@@ -45,7 +53,15 @@ const args = [
   `--CDTORCH_BERT_LIBTORCH_VERSION=${libtorch.version ?? ''}`,
   ...process.argv.slice(2),
 ];
-const child = spawn(process.execPath, args, { cwd: root, stdio: 'inherit' });
+// cmake-js takes Node's headers from npm's `nodedir` setting, else downloads them. Outside
+// `npm run` that setting is not in the environment, so point it at the running Node's own
+// headers when they are installed (distribution packages, official tarballs): no download.
+const env = { ...process.env };
+if (!env.npm_config_nodedir) {
+  const prefix = resolve(dirname(process.execPath), '..');
+  if (existsSync(join(prefix, 'include', 'node', 'node_api.h'))) env.npm_config_nodedir = prefix;
+}
+const child = spawn(process.execPath, args, { cwd: root, stdio: 'inherit', env });
 child.on('error', (err) => {
   console.error(`torch-bert: could not run cmake-js: ${err.message}`);
   process.exit(1);
