@@ -4,7 +4,7 @@
  * forward, saved archive), AdamW, trainStep/evalStep, and errors instead of crashes.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -889,5 +889,46 @@ describe('garbage in, errors out', () => {
     // Still alive and computing.
     expect(b.randperm(5, 0)).toHaveLength(5);
     expect(values(t)).toEqual([1, 2, 3, 4]);
+  });
+});
+
+describe('scripts/find-libtorch.mjs', () => {
+  it('finds a libtorch on this machine and reports each candidate', async () => {
+    const { findLibtorch } = await import('../scripts/find-libtorch.mjs');
+    const seen: Array<{ source: string; usable: boolean }> = [];
+    const found = findLibtorch({ report: (c: { source: string; usable: boolean }) => seen.push(c) });
+    expect(['LIBTORCH', 'python', 'system']).toContain(found.source);
+    expect(found.flavor).toMatch(/^(cpu|cu\d+|cuda)$/);
+    expect(seen.some((c) => c.usable && c.source === found.source)).toBe(true);
+    expect(found.version?.split('.').slice(0, 2).join('.')).toBe(b.versions().builtAgainst.split('.').slice(0, 2).join('.'));
+  });
+
+  it('prefers LIBTORCH, reading its version and CUDA flavor, and skips an invalid one', async () => {
+    const { findLibtorch } = await import('../scripts/find-libtorch.mjs');
+    const fake = path.join(dir, 'libtorch');
+    const cmake = path.join(fake, 'share', 'cmake', 'Torch');
+    mkdirSync(cmake, { recursive: true });
+    mkdirSync(path.join(fake, 'lib'), { recursive: true });
+    writeFileSync(path.join(cmake, 'TorchConfig.cmake'), '# fake\n');
+    writeFileSync(path.join(fake, 'build-version'), '2.11.0+cu130\n');
+    const saved = process.env.LIBTORCH;
+    try {
+      process.env.LIBTORCH = fake;
+      expect(findLibtorch()).toEqual({
+        cmakePrefixPath: path.join(fake, 'share', 'cmake'),
+        libDir: path.join(fake, 'lib'),
+        version: '2.11.0+cu130',
+        flavor: 'cu130',
+        source: 'LIBTORCH',
+      });
+      process.env.LIBTORCH = path.join(dir, 'no-such-libtorch');
+      const seen: Array<{ source: string; usable: boolean }> = [];
+      const found = findLibtorch({ report: (c: { source: string; usable: boolean }) => seen.push(c) });
+      expect(seen[0]).toMatchObject({ source: 'LIBTORCH', usable: false });
+      expect(found.source).not.toBe('LIBTORCH');
+    } finally {
+      if (saved === undefined) delete process.env.LIBTORCH;
+      else process.env.LIBTORCH = saved;
+    }
   });
 });
