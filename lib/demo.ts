@@ -28,9 +28,7 @@ export function demoAssets(): { tokenizer: string; reviews: string; pretrain: st
 
 /** Shape of the demo encoder and its informative pre-pass (fast on 2 cores). */
 export const DEMO_ENCODER_ARGS = [
-  '--layers', '2', '--hidden', '128', '--heads', '2', '--intermediate', '512',
-  '--max-position', '128', '--seed', '0',
-  '--pretrain-epochs', '2', '--pretrain-lr', '5e-4', '--pretrain-max-length', '64',
+  '--layers', '2', '--hidden', '64', '--heads', '4', '--intermediate', '256', '--seed', '0', '--pretrain-epochs', '10',
 ];
 
 /**

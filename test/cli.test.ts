@@ -29,7 +29,7 @@ describe('torch-bert CLI', () => {
   let encoder: string;
   beforeAll(async () => {
     if (!existsSync(cli)) throw new Error(`${cli} is missing: run 'npm run build:ts' first`);
-    encoder = await makeEncoder({ layers: 2, hidden: 64, heads: 2, intermediate: 256, tokenizer: demoTokenizer, pretrain: demoPretrain, pretrainEpochs: 2, seed: 1 });
+    encoder = await makeEncoder({ layers: 2, hidden: 64, heads: 4, intermediate: 256, tokenizer: demoTokenizer, pretrain: demoPretrain, pretrainEpochs: 10, seed: 1 });
   });
 
   it('trains, evaluates and predicts with --json', async () => {

@@ -23,11 +23,11 @@ beforeAll(async () => {
   informativeEncoder = await makeEncoder({
     layers: 2,
     hidden: 64,
-    heads: 2,
+    heads: 4,
     intermediate: 256,
     tokenizer: demoTokenizer,
     pretrain: demoPretrain,
-    pretrainEpochs: 2,
+    pretrainEpochs: 10,
     seed: 1,
   });
 });
