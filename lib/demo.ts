@@ -43,11 +43,12 @@ export const DEMO_TRAINING: Omit<TrainOptions, 'data' | 'encoder' | 'tokenizer'>
   learningRate: 1e-3,
 };
 
+/** Sentences the demo classifies; written in the demo data's vocabulary, but none of them is in its data. */
 export const DEMO_SENTENCES = [
-  'An absolute delight from start to finish, with a wonderful cast.',
-  'The plot was dull and the acting was terrible.',
-  'I did not enjoy this film at all.',
-  'A moving, beautifully shot story that I would happily watch again.',
+  'The acting was superb and the story was moving.',
+  'A dull, predictable film; save your money.',
+  'The jokes land and the cast is excellent.',
+  'The film was not good.',
 ];
 
 /** Find a Python with PyTorch: `python3` on PATH, then Debian's `/usr/bin/python3`. */
