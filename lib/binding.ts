@@ -50,6 +50,8 @@ export interface NativeTensor {
   grad(): NativeTensor | null;
   /** Backpropagate from this (scalar) tensor. */
   backward(): void;
+  /** Copy `source`'s values into this tensor in place, without autograd (same shape; converts dtype/device). */
+  copyFrom(source: NativeTensor): void;
   dispose(): void;
 }
 
@@ -165,6 +167,8 @@ export interface NativeAdamWStatic {
 export interface TrainStepResult {
   /** Mean loss over the batch. */
   loss: number;
+  /** Global L2 norm of the gradients before clipping, when the optimizer stepped; null on accumulate-only steps. */
+  gradNorm: number | null;
   /** Number of examples whose argmax prediction equals the label. */
   correct: number;
   /** Argmax class per example. */
@@ -191,9 +195,56 @@ export interface StepBatch {
   labels?: Int32Array;
 }
 
-export interface TrainStepOptions {
+/** How the loss is computed from the model's log-probabilities (PyTorch cross_entropy semantics). */
+export interface LossOptions {
+  /** Per-class weights, length numClasses (like `weight=` of nn.CrossEntropyLoss); weighted mean. */
+  classWeights?: Float32Array;
+  /** Label smoothing in [0, 1) (like `label_smoothing=` of nn.CrossEntropyLoss). */
+  labelSmoothing?: number;
+}
+
+export interface TrainStepOptions extends LossOptions {
   /** Clip the global gradient norm to this value; 0 or absent: no clipping. */
   maxGradNorm?: number;
+  /**
+   * Gradient accumulation: when true, only forward + backward run (gradients add up in the
+   * parameters); clipping, optimizer.step() and zeroing are skipped. The step that ends an
+   * accumulation window passes false.
+   */
+  accumulateOnly?: boolean;
+  /** Multiply the loss by this before backward (1 / accumulation steps). Default 1. The reported loss is unscaled. */
+  lossScale?: number;
+}
+
+export interface LoraSpec {
+  /** Module path suffixes to adapt. */
+  targets: string[];
+  rank: number;
+  alpha: number;
+  /**
+   * Dropout on the adapter path. Adapters live in weight space (W0 + s·B·A), so this drops
+   * input features of the low-rank update (columns of A, rescaled), resampled every step,
+   * shared by the examples of a batch. 0 disables.
+   */
+  dropout: number;
+  /** Seeds A's initialisation. */
+  seed: number;
+}
+
+export interface NativeLoraAdapters {
+  /** Paths of the adapted linear modules, e.g. `encoder.encoder.layer.0.attention.self.query`. */
+  readonly modules: string[];
+  /** Trainable adapter tensors: `<module>.lora_A`, `<module>.lora_B`. */
+  parameters(): Array<[string, NativeTensor]>;
+  /** Number of trainable adapter values. */
+  readonly trainableCount: number;
+  /** Bake W0 + s·B·A into the weights for good and detach the adapters. */
+  merge(): void;
+  /** Adapter tensors + spec to a small file (torch.load-able dict). */
+  save(path: string): void;
+  /** Load adapter tensors saved by `save()` for the same targets and shapes. */
+  load(path: string): void;
+  dispose(): void;
 }
 
 export interface Versions {
@@ -229,7 +280,56 @@ export interface NativeBinding {
     options?: TrainStepOptions,
   ): Promise<TrainStepResult>;
   /** Forward in eval mode with autograd off (no_grad: TorchScript breaks under inference mode after training); loss when labels are given. */
-  evalStep(model: NativeScriptModule, batch: StepBatch): Promise<EvalStepResult>;
+  evalStep(model: NativeScriptModule, batch: StepBatch, loss?: LossOptions): Promise<EvalStepResult>;
+
+  // ---- Frozen technique: encode once, train the head on cached features ----
+  /**
+   * Run the classifier's `features(input_ids, attention_mask)` (pooled encoder output) in eval
+   * mode without autograd, on a worker thread. Returns [B, H] float32 on the model's device.
+   */
+  extractFeatures(model: NativeScriptModule, batch: StepBatch): Promise<NativeTensor>;
+  /** Concatenate tensors along dim 0 (a feature cache from per-batch features). */
+  cat(tensors: NativeTensor[]): NativeTensor;
+  /**
+   * A train step on cached features: rows `rows` of `features` ([N, H]) go through the
+   * classifier's `head_forward` in its current mode, then loss/backward/step as trainStep.
+   */
+  headTrainStep(
+    model: NativeScriptModule,
+    optimizer: NativeAdamW,
+    features: NativeTensor,
+    rows: Int32Array,
+    labels: Int32Array,
+    options?: TrainStepOptions,
+  ): Promise<TrainStepResult>;
+  /** evalStep on cached features (`head_forward` in eval mode, no autograd). */
+  headEvalStep(
+    model: NativeScriptModule,
+    features: NativeTensor,
+    rows: Int32Array,
+    labels: Int32Array | null,
+    loss?: LossOptions,
+  ): Promise<EvalStepResult>;
+
+  // ---- LoRA ----
+  /**
+   * Attach low-rank adapters to linear layers of `model`: every submodule whose path ends with
+   * one of `spec.targets` (e.g. 'attention.self.query') and has a 2-D `weight` gets
+   * A [r, in] (kaiming-uniform like PEFT) and B [out, r] (zeros), and its weight becomes
+   * W0 + (alpha / r) * B @ A, recomputed natively before every forward of trainStep/evalStep/
+   * extractFeatures and before save(). W0 is frozen. `save()` of an adapted model writes the
+   * merged weights as plain parameters (the file runs anywhere with plain torch).
+   * Throws when no submodule matches.
+   */
+  applyLora(model: NativeScriptModule, spec: LoraSpec): NativeLoraAdapters;
+
+  // ---- Training state (resume) ----
+  /** Write named tensors to a file Python can read with `torch.load` (a dict of tensors). */
+  saveTensors(path: string, tensors: Record<string, NativeTensor>): void;
+  loadTensors(path: string): Record<string, NativeTensor>;
+  /** The default CPU generator's state (and CUDA's when available), for exact resume. */
+  getRngState(): Uint8Array;
+  setRngState(state: Uint8Array): void;
   nllLoss(logProbs: NativeTensor, target: NativeTensor): NativeTensor;
   crossEntropy(logits: NativeTensor, target: NativeTensor): NativeTensor;
   /** Run `fn` with autograd recording disabled on this thread. */
