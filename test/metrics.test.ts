@@ -1,0 +1,214 @@
+import { describe, expect, it } from 'vitest';
+import { InputError } from '../lib/errors.js';
+import { classificationMetrics, formatMetricsTable, type ClassificationMetrics } from '../lib/metrics.js';
+
+const ids = (xs: number[]): Int32Array => Int32Array.from(xs);
+
+function expectClose(actual: ClassificationMetrics, expected: Omit<ClassificationMetrics, 'perClass'> & {
+  perClass: Array<{ precision: number; recall: number; f1: number; support: number }>;
+}): void {
+  expect(actual.examples).toBe(expected.examples);
+  expect(actual.confusionMatrix).toEqual(expected.confusionMatrix);
+  expect(actual.accuracy).toBeCloseTo(expected.accuracy, 12);
+  expect(actual.macroF1).toBeCloseTo(expected.macroF1, 12);
+  expect(actual.perClass).toHaveLength(expected.perClass.length);
+  actual.perClass.forEach((c, i) => {
+    const e = expected.perClass[i]!;
+    expect(c.precision, `precision of class ${i}`).toBeCloseTo(e.precision, 12);
+    expect(c.recall, `recall of class ${i}`).toBeCloseTo(e.recall, 12);
+    expect(c.f1, `f1 of class ${i}`).toBeCloseTo(e.f1, 12);
+    expect(c.support, `support of class ${i}`).toBe(e.support);
+  });
+}
+
+describe('classificationMetrics, hand-computed', () => {
+  it('two classes', () => {
+    const m = classificationMetrics(ids([0, 1, 0, 1, 1]), ids([0, 0, 0, 1, 1]), ['neg', 'pos']);
+    expect(m.perClass.map((c) => c.label)).toEqual(['neg', 'pos']);
+    expectClose(m, {
+      examples: 5,
+      accuracy: 0.8,
+      macroF1: 0.8,
+      confusionMatrix: [
+        [2, 1],
+        [0, 2],
+      ],
+      perClass: [
+        { precision: 1, recall: 2 / 3, f1: 0.8, support: 3 },
+        { precision: 2 / 3, recall: 1, f1: 0.8, support: 2 },
+      ],
+    });
+  });
+
+  it('four classes: one never predicted, one absent from the labels; macro-F1 counts both as 0', () => {
+    const labels = ids([0, 0, 1, 1, 2, 2, 0, 1]);
+    const predictions = ids([0, 1, 1, 3, 0, 1, 0, 1]);
+    expectClose(classificationMetrics(predictions, labels, ['a', 'b', 'c', 'd']), {
+      examples: 8,
+      accuracy: 0.5,
+      macroF1: (2 / 3 + 4 / 7 + 0 + 0) / 4,
+      confusionMatrix: [
+        [2, 1, 0, 0],
+        [0, 2, 0, 1],
+        [1, 1, 0, 0],
+        [0, 0, 0, 0],
+      ],
+      perClass: [
+        { precision: 2 / 3, recall: 2 / 3, f1: 2 / 3, support: 3 },
+        { precision: 0.5, recall: 2 / 3, f1: 4 / 7, support: 3 },
+        // never predicted: precision 0 (zero_division=0), recall 0/2
+        { precision: 0, recall: 0, f1: 0, support: 2 },
+        // no support, predicted once: precision 0/1, recall 0 (zero_division=0)
+        { precision: 0, recall: 0, f1: 0, support: 0 },
+      ],
+    });
+  });
+
+  it('a class neither present nor predicted still counts in macro-F1', () => {
+    const m = classificationMetrics(ids([0, 1, 1]), ids([0, 1, 1]), ['a', 'b', 'unused']);
+    expect(m.accuracy).toBe(1);
+    expect(m.perClass[2]).toEqual({ label: 'unused', precision: 0, recall: 0, f1: 0, support: 0 });
+    expect(m.macroF1).toBeCloseTo(2 / 3, 12);
+  });
+
+  it('no examples: zeros, not NaN', () => {
+    const m = classificationMetrics(ids([]), ids([]), ['a', 'b']);
+    expect(m).toEqual({
+      accuracy: 0,
+      macroF1: 0,
+      examples: 0,
+      confusionMatrix: [
+        [0, 0],
+        [0, 0],
+      ],
+      perClass: [
+        { label: 'a', precision: 0, recall: 0, f1: 0, support: 0 },
+        { label: 'b', precision: 0, recall: 0, f1: 0, support: 0 },
+      ],
+    });
+  });
+
+  it('matches values computed with torch (5 classes, class 2 never predicted, class 4 absent)', () => {
+    // Generated once with /usr/bin/python3 + torch (Generator seed 7): confusion matrix by
+    // index_put_, precision/recall with zero division → 0, F1 = 2PR/(P+R).
+    const labels = [3, 0, 1, 2, 3, 3, 3, 3, 0, 1, 2, 3, 0, 1, 2, 2, 2, 0, 3, 2, 0, 0, 3, 3, 0, 0, 3, 3, 2, 2, 3, 0, 0, 3, 1, 0, 0, 3, 1, 0];
+    const predictions = [4, 1, 4, 3, 3, 1, 4, 3, 3, 3, 4, 4, 3, 3, 0, 3, 0, 0, 3, 3, 0, 3, 3, 3, 0, 0, 3, 4, 3, 4, 1, 3, 1, 0, 3, 3, 0, 1, 3, 3];
+    const precision = [0.625, 0.0, 0.0, 0.3, 0.0];
+    const recall = [0.38461538461538464, 0.0, 0.0, 0.42857142857142855, 0.0];
+    const f1 = [0.4761904761904762, 0.0, 0.0, 0.3529411764705882, 0.0];
+    const support = [13, 5, 8, 14, 0];
+    expectClose(classificationMetrics(ids(predictions), ids(labels), ['a', 'b', 'c', 'd', 'e']), {
+      examples: 40,
+      accuracy: 0.275,
+      macroF1: 0.16582633053221288,
+      confusionMatrix: [
+        [5, 2, 0, 6, 0],
+        [0, 0, 0, 4, 1],
+        [2, 0, 0, 4, 2],
+        [1, 3, 0, 6, 4],
+        [0, 0, 0, 0, 0],
+      ],
+      perClass: precision.map((p, i) => ({ precision: p, recall: recall[i]!, f1: f1[i]!, support: support[i]! })),
+    });
+  });
+});
+
+/** Deterministic PRNG (mulberry32) so a failure reproduces. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The textbook definitions, one class at a time, by filtering: deliberately unlike the module's single pass. */
+function reference(predictions: number[], labels: number[], numClasses: number) {
+  const perClass = [];
+  for (let c = 0; c < numClasses; c++) {
+    const tp = labels.filter((y, i) => y === c && predictions[i] === c).length;
+    const predicted = predictions.filter((p) => p === c).length;
+    const support = labels.filter((y) => y === c).length;
+    const precision = predicted ? tp / predicted : 0;
+    const recall = support ? tp / support : 0;
+    const f1 = precision + recall ? (2 * precision * recall) / (precision + recall) : 0;
+    perClass.push({ precision, recall, f1, support });
+  }
+  const confusionMatrix = Array.from({ length: numClasses }, (_, t) =>
+    Array.from({ length: numClasses }, (_, p) => labels.filter((y, i) => y === t && predictions[i] === p).length),
+  );
+  return {
+    examples: labels.length,
+    accuracy: labels.length ? labels.filter((y, i) => y === predictions[i]).length / labels.length : 0,
+    macroF1: perClass.reduce((s, c) => s + c.f1, 0) / numClasses,
+    confusionMatrix,
+    perClass,
+  };
+}
+
+describe('classificationMetrics, randomized against a reference implementation', () => {
+  it('agrees on 200 random cases (1–9 classes, 0–300 examples, skewed and missing classes)', () => {
+    const random = rng(12345);
+    for (let trial = 0; trial < 200; trial++) {
+      const numClasses = 1 + Math.floor(random() * 9);
+      const n = Math.floor(random() * 301);
+      // Skewed class weights, some zero, so classes go missing from labels or predictions.
+      const weights = Array.from({ length: numClasses }, () => (random() < 0.2 ? 0 : random()));
+      if (weights.every((w) => w === 0)) weights[0] = 1;
+      const total = weights.reduce((s, w) => s + w, 0);
+      const draw = (): number => {
+        let r = random() * total;
+        for (let c = 0; c < numClasses; c++) if ((r -= weights[c]!) < 0 && weights[c]! > 0) return c;
+        return weights.findLastIndex((w) => w > 0);
+      };
+      const labels = Array.from({ length: n }, draw);
+      // Mostly right, sometimes a uniformly random class (which may be one absent from labels).
+      const accuracyBias = random();
+      const predictions = labels.map((y) => (random() < accuracyBias ? y : Math.floor(random() * numClasses)));
+      const names = Array.from({ length: numClasses }, (_, c) => `c${c}`);
+      expectClose(classificationMetrics(ids(predictions), ids(labels), names), reference(predictions, labels, numClasses));
+    }
+  });
+});
+
+describe('classificationMetrics, input checks', () => {
+  it('rejects unequal lengths, ids out of range, no classes, plain arrays', () => {
+    expect(() => classificationMetrics(ids([0, 1]), ids([0]), ['a', 'b'])).toThrow(/2 predictions but 1 labels/);
+    expect(() => classificationMetrics(ids([0, 2]), ids([0, 1]), ['a', 'b'])).toThrow(/predictions\[1\] is class id 2, outside 0\.\.1/);
+    expect(() => classificationMetrics(ids([0, 1]), ids([-1, 1]), ['a', 'b'])).toThrow(/labels\[0\] is class id -1/);
+    expect(() => classificationMetrics(ids([]), ids([]), [])).toThrow(/at least one class/);
+    expect(() => classificationMetrics([0] as unknown as Int32Array, ids([0]), ['a'])).toThrow(/Int32Arrays/);
+    expect(() => classificationMetrics(ids([0, 1]), ids([0]), ['a', 'b'])).toThrow(InputError);
+  });
+});
+
+describe('formatMetricsTable', () => {
+  it('prints per-class rows, accuracy, macro-F1 and the labelled confusion matrix, aligned', () => {
+    const m = classificationMetrics(ids([0, 1, 0, 1, 1]), ids([0, 0, 0, 1, 1]), ['negative', 'positive']);
+    expect(formatMetricsTable(m)).toBe(
+      [
+        'class     precision  recall      f1  support',
+        'negative     1.0000  0.6667  0.8000        3',
+        'positive     0.6667  1.0000  0.8000        2',
+        '',
+        'accuracy                     0.8000        5',
+        'macro F1                     0.8000        5',
+        '',
+        'confusion matrix (rows: true class, columns: predicted class)',
+        'true \\ predicted  negative  positive',
+        'negative                 2         1',
+        'positive                 0         2',
+      ].join('\n'),
+    );
+  });
+
+  it('heads the matrix columns with ids when class names are long', () => {
+    const m = classificationMetrics(ids([0, 1, 2]), ids([0, 1, 1]), ['short', 'a rather long class name', 'x']);
+    const text = formatMetricsTable(m);
+    expect(text).toMatch(/^true \\ predicted +#0  #1  #2$/m);
+    expect(text).toContain('#1 a rather long class name   0   1   1');
+  });
+});
