@@ -49,6 +49,7 @@ Usage:
   torch-bert eval    --classifier DIR --data FILE.csv [--json]
   torch-bert predict --classifier DIR [--json] TEXT...
   torch-bert demo    [--out DIR] [--json]
+  torch-bert doctor  [--json]      what to paste into a bug report
 
 Run 'torch-bert COMMAND --help' for a command's options.`,
   train: `torch-bert train — train a classifier head on a frozen TorchScript encoder (the seed job)
@@ -98,6 +99,9 @@ job on assets/demo/reviews.csv, saves the classifier and predicts a few sentence
 
   --out DIR                working directory (./torch-bert-demo)
   --json                   print one JSON object instead of tables`,
+  doctor: `torch-bert doctor — the libtorch found, the binary loaded, CUDA, BLAS and threads (for bug reports)
+
+  --json                   print one JSON object`,
 };
 
 function numberOption(values: Record<string, unknown>, name: string): number | undefined {
@@ -366,6 +370,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   eval: commandEval,
   predict: commandPredict,
   demo: commandDemo,
+  doctor: async (argv) => (await import('./doctor.js')).commandDoctor(argv),
 };
 
 async function main(argv: string[]): Promise<number> {
