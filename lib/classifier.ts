@@ -4,11 +4,12 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { EncoderInfo, NativeScriptModule } from './binding.js';
+import type { EncoderInfo, LossOptions, NativeScriptModule } from './binding.js';
 import { CLASSIFIER_FILE, CONFIG_FILE, sha256File, TOKENIZER_FILE } from './checkpoint.js';
 import { type DataSource, labelIds, loadExamples } from './data.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { loadBinding } from './loader.js';
+import { classificationMetrics, type ClassificationMetrics } from './metrics.js';
 import type { Device, Pooling } from './options.js';
 import { gatherRows, type EncodedTexts, TextTokenizer } from './tokenizer.js';
 
@@ -45,6 +46,8 @@ export interface Prediction {
 export interface EvaluationResult {
   loss: number;
   accuracy: number;
+  /** Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix. */
+  metrics: ClassificationMetrics;
   examples: number;
   /** Predicted class id per example, in input order. */
   predictions: Int32Array;
@@ -67,6 +70,8 @@ export async function runEvaluation(
   labels: Int32Array | null,
   batchSize: number,
   signal?: AbortSignal,
+  loss?: LossOptions,
+  padTo?: number,
 ): Promise<{ loss: number | null; accuracy: number | null; predictions: Int32Array; probabilities: Float32Array[] }> {
   const binding = loadBinding();
   const predictions = new Int32Array(encoded.count);
@@ -76,14 +81,18 @@ export async function runEvaluation(
   for (let start = 0; start < encoded.count; start += batchSize) {
     signal?.throwIfAborted();
     const indices = Array.from({ length: Math.min(batchSize, encoded.count - start) }, (_, i) => start + i);
-    const rows = gatherRows(encoded, indices);
-    const result = await binding.evalStep(module, {
-      inputIds: rows.inputIds,
-      attentionMask: rows.attentionMask,
-      batchSize: rows.count,
-      seqLen: rows.seqLen,
-      labels: labels ? labels.subarray(start, start + rows.count) : undefined,
-    });
+    const rows = gatherRows(encoded, indices, padTo);
+    const result = await binding.evalStep(
+      module,
+      {
+        inputIds: rows.inputIds,
+        attentionMask: rows.attentionMask,
+        batchSize: rows.count,
+        seqLen: rows.seqLen,
+        labels: labels ? labels.subarray(start, start + rows.count) : undefined,
+      },
+      loss,
+    );
     predictions.set(result.predictions, start);
     probabilities.push(result.probabilities);
     if (labels) {
@@ -189,7 +198,13 @@ export class Classifier {
     const ids = labelIds(raw.labels!, this.labels, raw.origin);
     const encoded = this.tokenizer.encodeBatch(raw.texts, this.config.maxLength);
     const result = await runEvaluation(this.module, encoded, ids, options.batchSize ?? 32);
-    return { loss: result.loss!, accuracy: result.accuracy!, examples: encoded.count, predictions: result.predictions };
+    return {
+      loss: result.loss!,
+      accuracy: result.accuracy!,
+      metrics: classificationMetrics(result.predictions, ids, this.labels),
+      examples: encoded.count,
+      predictions: result.predictions,
+    };
   }
 
   /** Free the native module now instead of at garbage collection. */

@@ -10,6 +10,7 @@ import { Classifier } from './classifier.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
 import { train } from './trainer.js';
 import { AbortError, messageOf } from './errors.js';
+import { formatMetricsTable } from './metrics.js';
 import { demoAssets, prepareDemoEncoder, DEMO_SENTENCES, DEMO_TRAINING } from './demo.js';
 
 class UsageError extends Error {}
@@ -37,6 +38,27 @@ const TRAIN_OPTIONS: Options = {
   seed: { type: 'string' },
   device: { type: 'string' },
   threads: { type: 'string' },
+  technique: { type: 'string' },
+  'encoder-lr': { type: 'string' },
+  'lora-rank': { type: 'string' },
+  'lora-alpha': { type: 'string' },
+  'lora-dropout': { type: 'string' },
+  'lora-targets': { type: 'string' },
+  'feature-cache': { type: 'string' },
+  'cache-dir': { type: 'string' },
+  schedule: { type: 'string' },
+  'warmup-ratio': { type: 'string' },
+  'grad-accum': { type: 'string' },
+  'class-weights': { type: 'string' },
+  'label-smoothing': { type: 'string' },
+  padding: { type: 'string' },
+  'group-by-length': { type: 'boolean' },
+  'eval-every': { type: 'string' },
+  'best-metric': { type: 'string' },
+  'early-stopping': { type: 'string' },
+  resume: { type: 'string' },
+  'on-non-finite': { type: 'string' },
+  report: { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 };
@@ -52,7 +74,7 @@ Usage:
   torch-bert doctor  [--json]      what to paste into a bug report
 
 Run 'torch-bert COMMAND --help' for a command's options.`,
-  train: `torch-bert train — train a classifier head on a frozen TorchScript encoder (the seed job)
+  train: `torch-bert train — fine-tune a classifier on a TorchScript encoder (frozen, full or LoRA)
 
 Required:
   --data FILE.csv          labelled training data (CSV with a header row)
@@ -73,6 +95,27 @@ Options (default):
   --dropout X              head dropout (${DEFAULTS.dropout})
   --pooling cls|mean       (${DEFAULTS.pooling})
   --max-grad-norm X        gradient clipping, 0 = off (${DEFAULTS.maxGradNorm})
+  --technique T            frozen | full | lora (${DEFAULTS.technique})
+  --encoder-lr X           encoder learning rate with --technique full (--lr)
+  --lora-rank N            LoRA rank (8)
+  --lora-alpha X           LoRA alpha; the update is (alpha/rank)·B·A (16)
+  --lora-dropout X         dropout on the adapter path (0)
+  --lora-targets A,B       module path suffixes to adapt (attention.self.query,attention.self.value)
+  --feature-cache C        frozen: memory | disk | none (recompute every epoch) (${DEFAULTS.featureCache})
+  --cache-dir DIR          on-disk feature cache (${DEFAULTS.featureCacheDir})
+  --schedule S             constant | linear (${DEFAULTS.schedule})
+  --warmup-ratio X         share of steps warming the learning rate up (${DEFAULTS.warmupRatio})
+  --grad-accum N           batches per optimizer step (${DEFAULTS.gradientAccumulationSteps})
+  --class-weights W        balanced, or one weight per class: 1,2.5
+  --label-smoothing X      (${DEFAULTS.labelSmoothing})
+  --padding P              longest (per batch) | max (${DEFAULTS.padding})
+  --group-by-length        batch texts of similar length together
+  --eval-every N           also evaluate every N optimizer steps (each epoch)
+  --best-metric M          loss | accuracy | macroF1 picks the checkpoint (${DEFAULTS.bestMetric})
+  --early-stopping N       stop after N evaluations without improvement (off)
+  --resume DIR             continue the interrupted run whose --out was DIR
+  --on-non-finite P        stop | skip a NaN/Inf step (${DEFAULTS.onNonFinite})
+  --report                 write DIR/report.html (curves, confusion matrix, settings)
   --seed N                 (${DEFAULTS.seed})
   --device auto|cpu|cuda|cuda:N  (${DEFAULTS.device})
   --threads N              libtorch intra-op threads
@@ -114,6 +157,14 @@ function numberOption(values: Record<string, unknown>, name: string): number | u
   return n;
 }
 
+function classWeightsOption(raw: unknown): TrainOptions['classWeights'] {
+  if (raw === undefined) return undefined;
+  if (raw === 'balanced') return 'balanced';
+  const weights = String(raw).split(',').map(Number);
+  if (weights.some((w) => !Number.isFinite(w))) throw new UsageError(`--class-weights expects 'balanced' or numbers like 1,2.5; got '${String(raw)}'`);
+  return weights;
+}
+
 function requireOption(values: Record<string, unknown>, name: string, command: string): string {
   const v = values[name];
   if (typeof v !== 'string' || v.length === 0) throw new UsageError(`${command}: --${name} is required (see 'torch-bert ${command} --help')`);
@@ -127,9 +178,23 @@ function formatSeconds(s: number): string {
 }
 
 /** A one-line progress bar redrawn in place on a terminal; silent otherwise. */
-function progressPrinter(enabled: boolean): (e: ProgressEvent) => void {
+function progressPrinter(enabled: boolean, showEvaluations = false): (e: ProgressEvent) => void {
   const live = enabled && process.stderr.isTTY;
   return (e) => {
+    if (e.type === 'encode') {
+      if (live) process.stderr.write(`\rencoding ${e.split} once (frozen encoder): ${e.done}/${e.total}${e.fromCache ? ' (from the disk cache)' : ''}   `);
+      if (live && e.done === e.total) process.stderr.write('\n');
+      return;
+    }
+    if (e.type === 'evaluation') {
+      if (!enabled || !showEvaluations) return;
+      if (live) process.stderr.write('\r\x1b[K');
+      process.stderr.write(
+        `evaluation at step ${e.step}: validation loss ${e.validationLoss.toFixed(4)} acc ${(100 * e.validationAccuracy).toFixed(2)}%` +
+          ` macro-F1 ${e.validationMacroF1.toFixed(4)}${e.isBest ? ' | best, saved' : ''}\n`,
+      );
+      return;
+    }
     if (e.type === 'step') {
       if (!live) return;
       const width = 24;
@@ -159,13 +224,14 @@ function table(headers: string[], rows: string[][]): string {
 
 function historyTable(history: EpochMetrics[]): string {
   return table(
-    ['epoch', 'train loss', 'train acc', 'val loss', 'val acc', 'time', 'best'],
+    ['epoch', 'train loss', 'train acc', 'val loss', 'val acc', 'val macro-F1', 'time', 'best'],
     history.map((h) => [
       String(h.epoch),
       h.trainLoss.toFixed(4),
       `${(100 * h.trainAccuracy).toFixed(2)}%`,
       h.validationLoss.toFixed(4),
       `${(100 * h.validationAccuracy).toFixed(2)}%`,
+      h.validationMacroF1.toFixed(4),
       formatSeconds(h.seconds),
       h.isBest ? '*' : '',
     ]),
@@ -205,7 +271,7 @@ async function commandTrain(argv: string[]): Promise<void> {
       : undefined,
     encoder: requireOption(values, 'model', 'train'),
     tokenizer: requireOption(values, 'tokenizer', 'train'),
-    outDir: requireOption(values, 'out', 'train'),
+    outDir: values.resume ? (values.out as string | undefined) : requireOption(values, 'out', 'train'),
     epochs: numberOption(values, 'epochs'),
     batchSize: numberOption(values, 'batch-size'),
     maxLength: numberOption(values, 'max-length'),
@@ -219,9 +285,33 @@ async function commandTrain(argv: string[]): Promise<void> {
     seed: numberOption(values, 'seed'),
     device: values.device as Device | undefined,
     threads: numberOption(values, 'threads'),
-    onProgress: progressPrinter(!json),
+    technique: values.technique as TrainOptions['technique'],
+    encoderLearningRate: numberOption(values, 'encoder-lr'),
+    lora: {
+      rank: numberOption(values, 'lora-rank'),
+      alpha: numberOption(values, 'lora-alpha'),
+      dropout: numberOption(values, 'lora-dropout'),
+      targets: typeof values['lora-targets'] === 'string' ? values['lora-targets'].split(',').map((t) => t.trim()) : undefined,
+    },
+    featureCache: values['feature-cache'] as TrainOptions['featureCache'],
+    featureCacheDir: values['cache-dir'] as string | undefined,
+    schedule: values.schedule as TrainOptions['schedule'],
+    warmupRatio: numberOption(values, 'warmup-ratio'),
+    gradientAccumulationSteps: numberOption(values, 'grad-accum'),
+    classWeights: classWeightsOption(values['class-weights']),
+    labelSmoothing: numberOption(values, 'label-smoothing'),
+    padding: values.padding as TrainOptions['padding'],
+    groupByLength: values['group-by-length'] as boolean | undefined,
+    evaluateEvery: numberOption(values, 'eval-every'),
+    bestMetric: values['best-metric'] as TrainOptions['bestMetric'],
+    earlyStoppingPatience: numberOption(values, 'early-stopping'),
+    resumeFrom: values.resume as string | undefined,
+    onNonFinite: values['on-non-finite'] as TrainOptions['onNonFinite'],
+    report: values.report as boolean | undefined,
+    onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
     signal: controller.signal,
   };
+  if (options.resumeFrom && values.out === undefined) options.outDir = options.resumeFrom;
   const result = await train(options);
   result.classifier.dispose();
   if (json) {
@@ -232,16 +322,26 @@ async function commandTrain(argv: string[]): Promise<void> {
         best: result.best,
         history: result.history,
         encoder: result.encoder,
+        technique: result.technique,
+        trainableParameters: result.trainableParameters,
+        totalParameters: result.totalParameters,
+        trainableEncoderFraction: result.trainableEncoderFraction,
         trainExamples: result.trainExamples,
         validationExamples: result.validationExamples,
+        stoppedEarly: result.stoppedEarly,
+        metrics: result.metrics,
+        evaluations: result.evaluations,
       }),
     );
   } else {
-    console.log(historyTable(result.history));
     console.log(
-      `\nbest epoch ${result.best.epoch}: validation loss ${result.best.validationLoss.toFixed(4)}, ` +
-        `accuracy ${(100 * result.best.validationAccuracy).toFixed(2)}% — saved to ${result.outDir}`,
+      `${result.technique}: ${result.trainableParameters.toLocaleString('en-US')} trainable of ${result.totalParameters.toLocaleString('en-US')} parameters` +
+        (result.technique === 'lora' ? ` (adapters: ${(100 * result.trainableEncoderFraction).toFixed(2)}% of the encoder)` : ''),
     );
+    console.log(historyTable(result.history));
+    if (result.stoppedEarly) console.log('(stopped early: no improvement)');
+    console.log(`\nvalidation metrics of the kept weights (epoch ${result.best.epoch}):\n${formatMetricsTable(result.metrics)}`);
+    console.log(`\nsaved to ${result.outDir}${values.report ? ` (report: ${join(result.outDir!, 'report.html')})` : ''}`);
   }
 }
 
@@ -270,11 +370,9 @@ async function commandEval(argv: string[]): Promise<void> {
       { batchSize: numberOption(values, 'batch-size') },
     );
     if (values.json) {
-      console.log(JSON.stringify({ loss: result.loss, accuracy: result.accuracy, examples: result.examples }));
+      console.log(JSON.stringify({ loss: result.loss, accuracy: result.accuracy, examples: result.examples, metrics: result.metrics }));
     } else {
-      console.log(
-        table(['examples', 'loss', 'accuracy'], [[String(result.examples), result.loss.toFixed(4), `${(100 * result.accuracy).toFixed(2)}%`]]),
-      );
+      console.log(`examples ${result.examples}, loss ${result.loss.toFixed(4)}\n${formatMetricsTable(result.metrics)}`);
     }
   } finally {
     classifier.dispose();

@@ -19,12 +19,19 @@ export {
   type Device,
   type EpochEvent,
   type EpochMetrics,
+  type EncodeEvent,
+  type Evaluation,
+  type EvaluationEvent,
+  type LoraOptions,
+  type Technique,
+  type BestMetric,
   type Pooling,
   type ProgressEvent,
   type StepEvent,
   type TrainOptions,
 } from './options.js';
 export type { ArraySource, CsvSource, DataSource } from './data.js';
+export { classificationMetrics, formatMetricsTable, type ClassificationMetrics, type ClassMetrics } from './metrics.js';
 export { TextTokenizer, type EncodedTexts } from './tokenizer.js';
 export { AbortError, InputError, ModelError } from './errors.js';
 export { loadBinding, NativeLoadError } from './loader.js';

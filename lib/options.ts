@@ -7,6 +7,8 @@
 import type { DataSource } from './data.js';
 
 export type Pooling = 'cls' | 'mean';
+export type Technique = 'frozen' | 'full' | 'lora';
+export type BestMetric = 'loss' | 'accuracy' | 'macroF1';
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
 /** Emitted after every optimisation step. */
@@ -31,7 +33,45 @@ export interface EpochEvent extends EpochMetrics {
   epochs: number;
 }
 
-export type ProgressEvent = StepEvent | EpochEvent;
+/** Emitted after every evaluation (each epoch's end, and every `evaluateEvery` steps). */
+export interface EvaluationEvent extends Evaluation {
+  type: 'evaluation';
+}
+
+/** Emitted while the frozen technique encodes the data once. */
+export interface EncodeEvent {
+  type: 'encode';
+  split: 'train' | 'validation';
+  done: number;
+  total: number;
+  /** True when the features came from the on-disk cache. */
+  fromCache: boolean;
+}
+
+export type ProgressEvent = StepEvent | EpochEvent | EvaluationEvent | EncodeEvent;
+
+/** One validation pass. */
+export interface Evaluation {
+  epoch: number;
+  /** Optimizer steps done when it ran. */
+  step: number;
+  validationLoss: number;
+  validationAccuracy: number;
+  validationMacroF1: number;
+  /** Whether it improved the best metric (and was checkpointed). */
+  isBest: boolean;
+}
+
+export interface LoraOptions {
+  /** Rank r of the adapters. Default 8. */
+  rank?: number;
+  /** Scale numerator: the update is (alpha / r)·B·A. Default 16. */
+  alpha?: number;
+  /** Dropout on the adapter path (input features of the low-rank update). Default 0. */
+  dropout?: number;
+  /** Linear modules to adapt, by path suffix. Default the attention query and value of every layer. */
+  targets?: string[];
+}
 
 export interface EpochMetrics {
   epoch: number;
@@ -41,7 +81,8 @@ export interface EpochMetrics {
   validationAccuracy: number;
   /** Wall seconds of the epoch (training + validation). */
   seconds: number;
-  /** Whether this epoch set a new best validation loss (and was checkpointed). */
+  validationMacroF1: number;
+  /** Whether this epoch's end-of-epoch evaluation set a new best (and was checkpointed). */
   isBest: boolean;
 }
 
@@ -58,8 +99,25 @@ export interface TrainOptions {
   outDir?: string;
   /** Class names in id order. Default: inferred (integer labels → ids 0..max; names → sorted). */
   labels?: string[];
-  /** Fine-tuning technique. Only the seed's `frozen` (feature extraction) for now. Default `frozen`. */
-  technique?: 'frozen';
+  /**
+   * `frozen` (the seed's feature extraction: the encoder runs once per example, only the head
+   * trains), `full` (every encoder parameter trains too, at `encoderLearningRate`), or `lora`
+   * (low-rank adapters on the encoder's attention, plus the head). Default `frozen`.
+   */
+  technique?: Technique;
+  /** Learning rate of the encoder's parameters with `full`. Default: `learningRate`. */
+  encoderLearningRate?: number;
+  /** LoRA settings (technique `lora`). */
+  lora?: LoraOptions;
+  /**
+   * Frozen technique: where the encoded features live. `memory` (default) encodes once and
+   * keeps them; `disk` also stores them under `featureCacheDir`, keyed by the encoder file's
+   * hash, the tokens and the pooling, and reuses them across runs; `none` recomputes the encoder
+   * every epoch (the tutorial's way).
+   */
+  featureCache?: 'memory' | 'disk' | 'none';
+  /** Directory of the on-disk feature cache. Default `.torch-bert-cache` in the working directory. */
+  featureCacheDir?: string;
   /** Tokens per text after truncation, special tokens included; shorter texts are padded. Default 250. */
   maxLength?: number;
   /** Default 32. */
@@ -84,8 +142,34 @@ export interface TrainOptions {
   dropout?: number;
   /** How the encoder's [B, T, H] output becomes one vector per text. Default `cls`. */
   pooling?: Pooling;
-  /** Clip gradients to this global norm; 0 disables (the seed does not clip). Default 0. */
+  /** Clip gradients to this global norm; 0 disables (the seed did not clip). Default 1.0. */
   maxGradNorm?: number;
+  /** `constant` or `linear` decay to 0, both after `warmupRatio` of the steps of linear warmup. Default `constant` (the seed). */
+  schedule?: 'constant' | 'linear';
+  /** Share of the optimizer steps spent warming the learning rate up from 0. Default 0. */
+  warmupRatio?: number;
+  /** Batches whose gradients are summed before one optimizer step. Default 1. */
+  gradientAccumulationSteps?: number;
+  /** Per-class loss weights (by class id), or `balanced` (n / (classes · count)). Default none. */
+  classWeights?: number[] | 'balanced';
+  /** Label smoothing of the loss, in [0, 1). Default 0. */
+  labelSmoothing?: number;
+  /** Pad each batch to its longest text (`longest`, default) or always to `maxLength` (`max`). */
+  padding?: 'longest' | 'max';
+  /** Put texts of similar length in the same batch (less padding). Default false. */
+  groupByLength?: boolean;
+  /** Evaluate at each epoch's end (`epoch`, default) and also every N optimizer steps (a number). */
+  evaluateEvery?: 'epoch' | number;
+  /** Metric that picks the best checkpoint: `loss` (validation loss, default), `accuracy` or `macroF1`. */
+  bestMetric?: BestMetric;
+  /** Stop after this many evaluations without improvement of the best metric. 0 = never. Default 0. */
+  earlyStoppingPatience?: number;
+  /** Continue the run whose training state is in this directory (an `outDir` of an earlier run). */
+  resumeFrom?: string;
+  /** What a NaN/Inf loss or gradient does: `stop` the run (default) or `skip` the step. */
+  onNonFinite?: 'stop' | 'skip';
+  /** Write `report.html` (curves, confusion matrix, settings) into `outDir`. Default false. */
+  report?: boolean;
   /** Default `auto`: CUDA when libtorch sees a GPU, else CPU. */
   device?: Device;
   /** libtorch intra-op threads. Default: libtorch's own choice. */
@@ -97,7 +181,20 @@ export interface TrainOptions {
 }
 
 export const DEFAULTS = {
-  technique: 'frozen',
+  technique: 'frozen' as Technique,
+  featureCache: 'memory' as 'memory' | 'disk' | 'none',
+  featureCacheDir: '.torch-bert-cache',
+  schedule: 'constant' as 'constant' | 'linear',
+  warmupRatio: 0,
+  gradientAccumulationSteps: 1,
+  labelSmoothing: 0,
+  padding: 'longest' as 'longest' | 'max',
+  groupByLength: false,
+  evaluateEvery: 'epoch' as 'epoch' | number,
+  bestMetric: 'loss' as BestMetric,
+  earlyStoppingPatience: 0,
+  onNonFinite: 'stop' as 'stop' | 'skip',
+  report: false,
   maxLength: 250,
   batchSize: 32,
   epochs: 5,
@@ -110,11 +207,17 @@ export const DEFAULTS = {
   headHidden: 512,
   dropout: 0.1,
   pooling: 'cls' as Pooling,
-  maxGradNorm: 0,
+  maxGradNorm: 1.0,
   device: 'auto' as Device,
 } as const;
 
-export type ResolvedTrainOptions = Required<
-  Omit<TrainOptions, 'validationData' | 'outDir' | 'labels' | 'threads' | 'onProgress' | 'signal'>
-> &
-  Pick<TrainOptions, 'validationData' | 'outDir' | 'labels' | 'threads' | 'onProgress' | 'signal'>;
+export const LORA_DEFAULTS = {
+  rank: 8,
+  alpha: 16,
+  dropout: 0,
+  targets: ['attention.self.query', 'attention.self.value'],
+};
+
+type Optional = 'validationData' | 'outDir' | 'labels' | 'threads' | 'onProgress' | 'signal' | 'encoderLearningRate' | 'classWeights' | 'resumeFrom';
+export type ResolvedTrainOptions = Required<Omit<TrainOptions, Optional | 'lora'>> &
+  Pick<TrainOptions, Optional> & { lora: Required<LoraOptions> };

@@ -13,6 +13,8 @@ export interface EncodedTexts {
   attentionMask: Int32Array;
   count: number;
   seqLen: number;
+  /** Real (unpadded) token count of each row, special tokens included. */
+  lengths: Int32Array;
 }
 
 export class TextTokenizer {
@@ -87,12 +89,14 @@ export class TextTokenizer {
     const count = texts.length;
     const inputIds = new Int32Array(count * maxLength).fill(this.padId);
     const attentionMask = new Int32Array(count * maxLength);
+    const lengths = new Int32Array(count);
     texts.forEach((text, row) => {
       const ids = this.encodeOne(text, maxLength);
       inputIds.set(ids, row * maxLength);
       attentionMask.fill(1, row * maxLength, row * maxLength + ids.length);
+      lengths[row] = ids.length;
     });
-    return { inputIds, attentionMask, count, seqLen: maxLength };
+    return { inputIds, attentionMask, count, seqLen: maxLength, lengths };
   }
 }
 
@@ -104,15 +108,23 @@ function indexOfSequence(haystack: readonly number[], needle: readonly number[])
   return -1;
 }
 
-/** Gather rows `indices` of encoded texts into one contiguous batch. */
-export function gatherRows(encoded: EncodedTexts, indices: ArrayLike<number>): EncodedTexts {
-  const { seqLen } = encoded;
-  const inputIds = new Int32Array(indices.length * seqLen);
-  const attentionMask = new Int32Array(indices.length * seqLen);
+/**
+ * Gather rows `indices` of encoded texts into one contiguous batch, padded to `seqLen`
+ * (default: the longest row among them — dynamic padding; the attention mask keeps padding
+ * out of the result, so only the cost changes).
+ */
+export function gatherRows(encoded: EncodedTexts, indices: ArrayLike<number>, seqLen?: number): EncodedTexts {
+  let width = seqLen ?? 0;
+  if (seqLen === undefined) for (let r = 0; r < indices.length; r++) width = Math.max(width, encoded.lengths[indices[r]!]!);
+  width = Math.max(1, Math.min(width, encoded.seqLen));
+  const inputIds = new Int32Array(indices.length * width);
+  const attentionMask = new Int32Array(indices.length * width);
+  const lengths = new Int32Array(indices.length);
   for (let r = 0; r < indices.length; r++) {
-    const from = indices[r]! * seqLen;
-    inputIds.set(encoded.inputIds.subarray(from, from + seqLen), r * seqLen);
-    attentionMask.set(encoded.attentionMask.subarray(from, from + seqLen), r * seqLen);
+    const from = indices[r]! * encoded.seqLen;
+    inputIds.set(encoded.inputIds.subarray(from, from + width), r * width);
+    attentionMask.set(encoded.attentionMask.subarray(from, from + width), r * width);
+    lengths[r] = encoded.lengths[indices[r]!]!;
   }
-  return { inputIds, attentionMask, count: indices.length, seqLen };
+  return { inputIds, attentionMask, count: indices.length, seqLen: width, lengths };
 }

@@ -1,32 +1,67 @@
 /**
- * `train()`: the seed tutorial's job done right. The path of a batch:
- *   CSV row → `data.ts` (text, class id) → `tokenizer.ts` (padded ids + mask, all texts once)
- *   → here: a shuffled slice of rows → `binding.trainStep` (forward, NLL loss, backward, AdamW
- *   step, all in C++ on a worker thread) → loss/accuracy → progress event.
- * After each epoch, validation runs in eval mode with no autograd (`binding.evalStep`), and a
- * new best validation loss is checkpointed atomically.
+ * `train()`: the seed tutorial's job done right, and the other two techniques. The path of a batch:
+ *   CSV row → `data.ts` (text, class id) → `tokenizer.ts` (ids + mask, every text once)
+ *   → `batching.ts` (this epoch's rows for this batch, from libtorch's randperm(seed + epoch))
+ *   → `binding.trainStep` (forward, loss, backward, clipping, AdamW step: C++ on a worker thread)
+ *     or, for the frozen technique, `binding.headTrainStep` on features encoded once (`feature-cache.ts`)
+ *   → loss / accuracy → progress event.
+ * Validation (eval mode, no autograd) runs at each epoch's end and every `evaluateEvery` steps;
+ * a new best is checkpointed atomically, and the resumable training state is saved at every
+ * epoch's end and on abort.
  */
 import { createRequire } from 'node:module';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
+import type { AdamWGroup, EncoderInfo, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule, NativeTensor } from './binding.js';
+import { epochBatches, learningRateFactor } from './batching.js';
+import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { Classifier, type ClassifierConfig, resolveDevice, runEvaluation } from './classifier.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
-import type { EncoderInfo, NativeScriptModule } from './binding.js';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
+import { encodeOnce, type FeatureCache, featureRows } from './feature-cache.js';
 import { loadBinding } from './loader.js';
-import { DEFAULTS, type EpochMetrics, type ResolvedTrainOptions, type TrainOptions } from './options.js';
-import { gatherRows, TextTokenizer } from './tokenizer.js';
+import { classificationMetrics, type ClassificationMetrics } from './metrics.js';
+import {
+  DEFAULTS,
+  type EpochMetrics,
+  type Evaluation,
+  LORA_DEFAULTS,
+  type ResolvedTrainOptions,
+  type TrainOptions,
+} from './options.js';
+import { renderReport } from './report.js';
+import { gatherRows, type EncodedTexts, TextTokenizer } from './tokenizer.js';
+import {
+  checkFingerprint,
+  readTrainingState,
+  restoreTrainingState,
+  type RunPosition,
+  saveTrainingState,
+} from './training-state.js';
 
 export interface TrainResult {
   /** Class names in id order. */
   labels: string[];
   /** Metrics of every epoch. */
   history: EpochMetrics[];
-  /** The epoch with the lowest validation loss (its weights are the ones kept). */
+  /** Every validation pass (each epoch's end, and every `evaluateEvery` steps). */
+  evaluations: Evaluation[];
+  /** The epoch whose evaluation was best by `bestMetric` (its weights are the ones kept). */
   best: EpochMetrics;
+  /** Accuracy, macro-F1, per-class precision/recall and confusion matrix of the kept weights on the validation set. */
+  metrics: ClassificationMetrics;
   encoder: EncoderInfo;
+  technique: ResolvedTrainOptions['technique'];
+  /** Parameters that trained, and all parameters of the classifier (encoder + head). */
+  trainableParameters: number;
+  totalParameters: number;
+  /** Trainable share of the encoder's parameters (LoRA adapters; 1 for full, 0 for frozen). */
+  trainableEncoderFraction: number;
   trainExamples: number;
   validationExamples: number;
+  /** True when early stopping ended the run. */
+  stoppedEarly: boolean;
   /** The directory the best checkpoint was written to, when `outDir` was given. */
   outDir?: string;
   /** The best classifier, in memory, ready for `predict()`. */
@@ -38,8 +73,14 @@ function packageVersion(): string {
   return (require('../package.json') as { version: string }).version;
 }
 
-function checkPositiveInteger(name: string, value: number): void {
-  if (!Number.isInteger(value) || value < 1) throw new InputError(`${name} must be a positive integer; got ${value}`);
+function checkInteger(name: string, value: number, min: number): void {
+  if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${value}`);
+}
+
+function checkRange(name: string, value: number, min: number, maxExclusive: number): void {
+  if (!(typeof value === 'number' && value >= min && value < maxExclusive)) {
+    throw new InputError(`${name} must be in [${min}, ${maxExclusive}); got ${value}`);
+  }
 }
 
 function checkNonNegative(name: string, value: number): void {
@@ -48,30 +89,155 @@ function checkNonNegative(name: string, value: number): void {
   }
 }
 
-export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions {
-  if (!options || typeof options !== 'object') throw new InputError('train() takes an options object');
-  const resolved = { ...DEFAULTS, ...stripUndefined(options) } as ResolvedTrainOptions;
-  if (!resolved.data) throw new InputError('train(): `data` is required (a CSV path, { csv }, or { texts, labels })');
-  if (typeof resolved.encoder !== 'string') throw new InputError('train(): `encoder` (a TorchScript file) is required');
-  if (typeof resolved.tokenizer !== 'string') throw new InputError('train(): `tokenizer` (a tokenizer.json) is required');
-  if (resolved.technique !== 'frozen') throw new InputError(`technique '${resolved.technique}' is not available; use 'frozen'`);
-  checkPositiveInteger('maxLength', resolved.maxLength);
-  checkPositiveInteger('batchSize', resolved.batchSize);
-  checkPositiveInteger('epochs', resolved.epochs);
-  checkPositiveInteger('headHidden', resolved.headHidden);
-  checkNonNegative('learningRate', resolved.learningRate);
-  checkNonNegative('weightDecay', resolved.weightDecay);
-  checkNonNegative('maxGradNorm', resolved.maxGradNorm);
-  if (!(resolved.dropout >= 0 && resolved.dropout < 1)) throw new InputError(`dropout must be in [0, 1); got ${resolved.dropout}`);
-  if (resolved.pooling !== 'cls' && resolved.pooling !== 'mean') {
-    throw new InputError(`pooling must be 'cls' or 'mean'; got '${resolved.pooling}'`);
-  }
-  if (!Number.isInteger(resolved.seed) || resolved.seed < 0) throw new InputError(`seed must be an integer ≥ 0; got ${resolved.seed}`);
-  return resolved;
+function oneOf<T extends string>(name: string, value: T, allowed: readonly T[]): void {
+  if (!allowed.includes(value)) throw new InputError(`${name} must be one of ${allowed.join(', ')}; got '${value}'`);
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions {
+  if (!options || typeof options !== 'object') throw new InputError('train() takes an options object');
+  const resolved = { ...DEFAULTS, ...stripUndefined(options) } as ResolvedTrainOptions;
+  resolved.lora = { ...LORA_DEFAULTS, ...stripUndefined(options.lora ?? {}) };
+  if (!resolved.data) throw new InputError('train(): `data` is required (a CSV path, { csv }, or { texts, labels })');
+  if (typeof resolved.encoder !== 'string') throw new InputError('train(): `encoder` (a TorchScript file) is required');
+  if (typeof resolved.tokenizer !== 'string') throw new InputError('train(): `tokenizer` (a tokenizer.json) is required');
+  oneOf('technique', resolved.technique, ['frozen', 'full', 'lora']);
+  oneOf('pooling', resolved.pooling, ['cls', 'mean']);
+  oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
+  oneOf('schedule', resolved.schedule, ['constant', 'linear']);
+  oneOf('padding', resolved.padding, ['longest', 'max']);
+  oneOf('bestMetric', resolved.bestMetric, ['loss', 'accuracy', 'macroF1']);
+  oneOf('onNonFinite', resolved.onNonFinite, ['stop', 'skip']);
+  checkInteger('maxLength', resolved.maxLength, 2);
+  checkInteger('batchSize', resolved.batchSize, 1);
+  checkInteger('epochs', resolved.epochs, 1);
+  checkInteger('headHidden', resolved.headHidden, 1);
+  checkInteger('gradientAccumulationSteps', resolved.gradientAccumulationSteps, 1);
+  checkInteger('earlyStoppingPatience', resolved.earlyStoppingPatience, 0);
+  checkInteger('seed', resolved.seed, 0);
+  checkNonNegative('learningRate', resolved.learningRate);
+  if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
+  checkNonNegative('weightDecay', resolved.weightDecay);
+  checkNonNegative('maxGradNorm', resolved.maxGradNorm);
+  checkRange('dropout', resolved.dropout, 0, 1);
+  checkRange('labelSmoothing', resolved.labelSmoothing, 0, 1);
+  checkRange('warmupRatio', resolved.warmupRatio, 0, 1);
+  if (resolved.evaluateEvery !== 'epoch') checkInteger('evaluateEvery', resolved.evaluateEvery, 1);
+  checkInteger('lora.rank', resolved.lora.rank, 1);
+  checkNonNegative('lora.alpha', resolved.lora.alpha);
+  checkRange('lora.dropout', resolved.lora.dropout, 0, 1);
+  if (!Array.isArray(resolved.lora.targets) || resolved.lora.targets.length === 0) {
+    throw new InputError('lora.targets must name at least one module path suffix');
+  }
+  if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
+  return resolved;
+}
+
+/** Class weights for the loss: given, or `balanced` as scikit-learn computes them. */
+function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array, numClasses: number): LossOptions {
+  const loss: LossOptions = {};
+  if (opts.labelSmoothing > 0) loss.labelSmoothing = opts.labelSmoothing;
+  if (opts.classWeights === 'balanced') {
+    const counts = new Float64Array(numClasses);
+    for (const c of trainLabels) counts[c]!++;
+    loss.classWeights = Float32Array.from(counts, (n) => (n > 0 ? trainLabels.length / (numClasses * n) : 0));
+  } else if (opts.classWeights !== undefined) {
+    if (!Array.isArray(opts.classWeights) || opts.classWeights.length !== numClasses || opts.classWeights.some((w) => !(w >= 0))) {
+      throw new InputError(`classWeights must be 'balanced' or ${numClasses} non-negative numbers (one per class)`);
+    }
+    loss.classWeights = Float32Array.from(opts.classWeights);
+  }
+  return loss;
+}
+
+/** No weight decay on biases and LayerNorm weights (as BERT was trained, and as HF Trainer does). */
+function isDecayed(name: string): boolean {
+  return !(name.endsWith('.bias') || /layernorm|layer_norm|LayerNorm/.test(name) || name.endsWith('lora_B'));
+}
+
+interface TechniqueSetup {
+  groups: AdamWGroup[];
+  /** The tensors a resume must restore, by stable name. */
+  trainable: Array<[string, NativeTensor]>;
+  adapters?: NativeLoraAdapters;
+  trainableParameters: number;
+  totalParameters: number;
+  encoderParameters: number;
+}
+
+const count = (tensors: Array<[string, NativeTensor]>) => tensors.reduce((n, [, t]) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+
+function setUpTechnique(binding: NativeBinding, model: NativeScriptModule, opts: ResolvedTrainOptions, seed: number): TechniqueSetup {
+  const all = model.namedParameters();
+  const head = all.filter(([n]) => n.startsWith('head.'));
+  const encoder = all.filter(([n]) => n.startsWith('encoder.'));
+  const group = (params: Array<[string, NativeTensor]>, lr: number): AdamWGroup[] => {
+    const decayed = params.filter(([n]) => isDecayed(n)).map(([, t]) => t);
+    const plain = params.filter(([n]) => !isDecayed(n)).map(([, t]) => t);
+    const common = { lr, betas: opts.betas, eps: opts.eps };
+    return [
+      { params: decayed, weightDecay: opts.weightDecay, ...common },
+      { params: plain, weightDecay: 0, ...common },
+    ].filter((g) => g.params.length > 0);
+  };
+  let trainable: Array<[string, NativeTensor]>;
+  let groups: AdamWGroup[];
+  let adapters: NativeLoraAdapters | undefined;
+  if (opts.technique === 'full') {
+    trainable = all;
+    groups = [...group(head, opts.learningRate), ...group(encoder, opts.encoderLearningRate ?? opts.learningRate)];
+  } else {
+    model.setRequiresGrad(false, 'encoder.');
+    trainable = head;
+    groups = group(head, opts.learningRate);
+    if (opts.technique === 'lora') {
+      adapters = binding.applyLora(model, { ...opts.lora, seed });
+      const adapterParams = adapters.parameters();
+      trainable = [...head, ...adapterParams];
+      groups = [...groups, ...group(adapterParams, opts.learningRate)];
+    }
+  }
+  const encoderParameters = count(encoder);
+  const trainableParameters = count(trainable);
+  return {
+    groups,
+    trainable,
+    adapters,
+    trainableParameters,
+    totalParameters: count(all),
+    encoderParameters,
+  };
+}
+
+/** Validation loss and metrics, from cached features (frozen) or from tokens. */
+async function validate(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  data: { encoded: EncodedTexts; labels: Int32Array; cache: FeatureCache | null },
+  batchSize: number,
+  padTo: number | undefined,
+  loss: LossOptions,
+  labels: string[],
+  signal?: AbortSignal,
+): Promise<{ loss: number; metrics: ClassificationMetrics }> {
+  if (!data.cache) {
+    const result = await runEvaluation(model, data.encoded, data.labels, batchSize, signal, loss, padTo);
+    return { loss: result.loss!, metrics: classificationMetrics(result.predictions, data.labels, labels) };
+  }
+  const predictions = new Int32Array(data.encoded.count);
+  let lossSum = 0;
+  for (let start = 0; start < data.encoded.count; start += batchSize) {
+    signal?.throwIfAborted();
+    const end = Math.min(start + batchSize, data.encoded.count);
+    const examples = Int32Array.from({ length: end - start }, (_, i) => start + i);
+    const result = await binding.headEvalStep(model, data.cache.features, featureRows(data.cache, examples), data.labels.subarray(start, end), loss);
+    predictions.set(result.predictions, start);
+    lossSum += result.loss! * (end - start);
+  }
+  return { loss: lossSum / data.encoded.count, metrics: classificationMetrics(predictions, data.labels, labels) };
 }
 
 /** Fine-tune a classifier on top of a TorchScript encoder. See `TrainOptions` for every option and default. */
@@ -81,12 +247,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { signal } = opts;
   signal?.throwIfAborted();
   if (opts.threads !== undefined) {
-    checkPositiveInteger('threads', opts.threads);
+    checkInteger('threads', opts.threads, 1);
     binding.setNumThreads(opts.threads);
   }
 
   // Everything that can be wrong with the inputs is checked before the output directory is
   // touched, so a failed run never destroys an earlier checkpoint.
+  const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
   const tokenizer = await TextTokenizer.load(opts.tokenizer);
   const trainRaw = await loadExamples(opts.data);
   const validationRaw = opts.validationData ? await loadExamples(opts.validationData) : null;
@@ -102,14 +269,30 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     validationIndices = split.validation;
   }
   const encodedAll = tokenizer.encodeBatch(trainRaw.texts, opts.maxLength);
-  const trainSet = gatherRows(encodedAll, trainIndices);
+  const trainSet = gatherRows(encodedAll, trainIndices, opts.maxLength);
   const trainLabels = Int32Array.from(trainIndices, (i) => allIds[i]!);
   const validationSet = validationRaw
     ? tokenizer.encodeBatch(validationRaw.texts, opts.maxLength)
-    : gatherRows(encodedAll, validationIndices!);
+    : gatherRows(encodedAll, validationIndices!, opts.maxLength);
   const validationLabels = validationRaw
     ? labelIds(validationRaw.labels!, labels, validationRaw.origin)
     : Int32Array.from(validationIndices!, (i) => allIds[i]!);
+  const loss = lossOptions(opts, trainLabels, labels.length);
+  const padTo = opts.padding === 'max' ? opts.maxLength : undefined;
+
+  const fingerprint = {
+    technique: opts.technique,
+    labels,
+    trainExamples: trainSet.count,
+    validationExamples: validationSet.count,
+    maxLength: opts.maxLength,
+    batchSize: opts.batchSize,
+    epochs: opts.epochs,
+    seed: opts.seed,
+    gradientAccumulationSteps: opts.gradientAccumulationSteps,
+    lora: opts.technique === 'lora' ? opts.lora : null,
+  };
+  if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
 
   const device = resolveDevice(opts.device);
   let encoder: NativeScriptModule;
@@ -132,143 +315,290 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     throw new ModelError(`encoder ${opts.encoder} cannot be used: ${messageOf(err)}`, { file: opts.encoder, cause: err });
   }
   const model = built.module;
-  if (opts.outDir) await ensureWritableDir(opts.outDir);
+  const outDir = opts.outDir;
+  // Without outDir the best weights still go to a file, the one way to snapshot a module
+  // whatever its technique (LoRA's save() writes merged weights).
+  const bestDir = outDir ?? (await mkdtemp(join(tmpdir(), 'torch-bert-best-')));
+  const setup = setUpTechnique(binding, model, opts, opts.seed);
+  const optimizer = new binding.AdamW(setup.groups);
+  const baseRates = setup.groups.map((g) => g.lr);
+  const disposables: Array<{ dispose(): void }> = [optimizer, model];
+  if (setup.adapters) disposables.unshift(setup.adapters);
+  let caches: { train: FeatureCache; validation: FeatureCache } | null = null;
 
-  // Feature extraction: the encoder is frozen, only the head learns.
-  model.setRequiresGrad(false, 'encoder.');
-  const headParams = model.namedParameters().filter(([name]) => name.startsWith('head.')).map(([, t]) => t);
-  const optimizer = new binding.AdamW([
-    { params: headParams, lr: opts.learningRate, betas: opts.betas, eps: opts.eps, weightDecay: opts.weightDecay },
-  ]);
-
-  const config: ClassifierConfig = {
-    format: 'torch-bert-classifier',
-    formatVersion: 1,
-    labels,
-    maxLength: opts.maxLength,
-    pooling: opts.pooling,
-    headHidden: opts.headHidden,
-    dropout: opts.dropout,
-    encoder: { ...built.encoder, file: opts.encoder },
-    output: 'log_probabilities',
-    libtorchVersion: binding.versions().libtorch,
-    torchBertVersion: packageVersion(),
-    hyperparameters: {
-      technique: opts.technique,
-      epochs: opts.epochs,
-      batchSize: opts.batchSize,
-      learningRate: opts.learningRate,
-      weightDecay: opts.weightDecay,
-      betas: opts.betas,
-      eps: opts.eps,
-      validationSplit: validationRaw ? null : opts.validationSplit,
-      seed: opts.seed,
-      maxGradNorm: opts.maxGradNorm,
-      device,
-    },
-    metrics: {},
-    createdAt: new Date().toISOString(),
-  };
-
-  const history: EpochMetrics[] = [];
-  let best: EpochMetrics | undefined;
-  let bestModule: NativeScriptModule | undefined;
-  const stepsPerEpoch = Math.ceil(trainSet.count / opts.batchSize);
   try {
-    for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+    if (outDir) await ensureWritableDir(outDir);
+    if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
+
+    // Frozen: encode every text once; the head's epochs run on the features.
+    if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
+      const disk =
+        opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, encoderFile: opts.encoder, pooling: opts.pooling } : undefined;
+      const encodeBatch = Math.max(opts.batchSize, 64);
+      const train = await encodeOnce(binding, model, trainSet, { batchSize: encodeBatch, split: 'train', disk, onProgress: opts.onProgress, signal });
+      disposables.push(train.features);
+      const validation = await encodeOnce(binding, model, validationSet, { batchSize: encodeBatch, split: 'validation', disk, onProgress: opts.onProgress, signal });
+      disposables.push(validation.features);
+      caches = { train, validation };
+    }
+
+    const config: ClassifierConfig = {
+      format: 'torch-bert-classifier',
+      formatVersion: 1,
+      labels,
+      maxLength: opts.maxLength,
+      pooling: opts.pooling,
+      headHidden: opts.headHidden,
+      dropout: opts.dropout,
+      encoder: { ...built.encoder, file: opts.encoder },
+      output: 'log_probabilities',
+      libtorchVersion: binding.versions().libtorch,
+      torchBertVersion: packageVersion(),
+      hyperparameters: {
+        technique: opts.technique,
+        lora: opts.technique === 'lora' ? opts.lora : undefined,
+        epochs: opts.epochs,
+        batchSize: opts.batchSize,
+        learningRate: opts.learningRate,
+        encoderLearningRate: opts.technique === 'full' ? (opts.encoderLearningRate ?? opts.learningRate) : undefined,
+        weightDecay: opts.weightDecay,
+        betas: opts.betas,
+        eps: opts.eps,
+        schedule: opts.schedule,
+        warmupRatio: opts.warmupRatio,
+        gradientAccumulationSteps: opts.gradientAccumulationSteps,
+        maxGradNorm: opts.maxGradNorm,
+        classWeights: loss.classWeights ? Array.from(loss.classWeights) : undefined,
+        labelSmoothing: opts.labelSmoothing,
+        validationSplit: validationRaw ? null : opts.validationSplit,
+        bestMetric: opts.bestMetric,
+        seed: opts.seed,
+        device,
+      },
+      metrics: {},
+      createdAt: new Date().toISOString(),
+    };
+
+    const batchesPerEpoch = Math.ceil(trainSet.count / opts.batchSize);
+    const stepsPerEpoch = Math.ceil(batchesPerEpoch / opts.gradientAccumulationSteps);
+    const totalSteps = stepsPerEpoch * opts.epochs;
+    const warmupSteps = Math.ceil(totalSteps * opts.warmupRatio);
+    const position: RunPosition = saved?.position ?? {
+      epoch: 1,
+      batch: 0,
+      optimizerSteps: 0,
+      history: [],
+      evaluations: [],
+      bestValue: null,
+      evaluationsWithoutImprovement: 0,
+      epochLossSum: 0,
+      epochCorrect: 0,
+      epochSeen: 0,
+    };
+    let bestMetrics: ClassificationMetrics | undefined;
+    let stoppedEarly = false;
+    const better = (value: number) =>
+      position.bestValue === null || (opts.bestMetric === 'loss' ? value < position.bestValue : value > position.bestValue);
+
+    const evaluate = async (epoch: number): Promise<Evaluation> => {
+      const result = await validate(
+        binding,
+        model,
+        { encoded: validationSet, labels: validationLabels, cache: caches?.validation ?? null },
+        opts.batchSize,
+        padTo,
+        loss,
+        labels,
+        signal,
+      );
+      const value =
+        opts.bestMetric === 'loss' ? result.loss : opts.bestMetric === 'accuracy' ? result.metrics.accuracy : result.metrics.macroF1;
+      const evaluation: Evaluation = {
+        epoch,
+        step: position.optimizerSteps,
+        validationLoss: result.loss,
+        validationAccuracy: result.metrics.accuracy,
+        validationMacroF1: result.metrics.macroF1,
+        isBest: better(value),
+      };
+      position.evaluations.push(evaluation);
+      if (evaluation.isBest) {
+        position.bestValue = value;
+        position.evaluationsWithoutImprovement = 0;
+        bestMetrics = result.metrics;
+        config.metrics = {
+          epoch,
+          step: position.optimizerSteps,
+          validationLoss: result.loss,
+          validationAccuracy: result.metrics.accuracy,
+          validationMacroF1: result.metrics.macroF1,
+        };
+        await writeCheckpoint(bestDir, model, { config, tokenizerJson: tokenizer.json, history: position.history });
+      } else {
+        position.evaluationsWithoutImprovement++;
+      }
+      opts.onProgress?.({ type: 'evaluation', ...evaluation });
+      return evaluation;
+    };
+
+    const saveState = async (at: RunPosition) => {
+      if (!outDir) return;
+      await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });
+    };
+
+    epochs: for (; position.epoch <= opts.epochs; position.epoch++) {
+      const epoch = position.epoch;
       const epochStart = performance.now();
       model.train(true);
       // Same permutation as Python's torch.randperm(n, generator=Generator().manual_seed(seed + epoch)).
-      const order = binding.randperm(trainSet.count, opts.seed + epoch);
-      let lossSum = 0;
-      let correct = 0;
-      let seen = 0;
-      for (let step = 1; step <= stepsPerEpoch; step++) {
-        if (signal?.aborted) throw new AbortError(`training aborted at epoch ${epoch}, step ${step}`, { cause: signal.reason });
-        const indices = order.subarray((step - 1) * opts.batchSize, step * opts.batchSize);
-        const batch = gatherRows(trainSet, indices);
-        const result = await binding.trainStep(
-          model,
-          optimizer,
-          {
-            inputIds: batch.inputIds,
-            attentionMask: batch.attentionMask,
-            batchSize: batch.count,
-            seqLen: batch.seqLen,
-            labels: Int32Array.from(indices, (i) => trainLabels[i]!),
-          },
-          { maxGradNorm: opts.maxGradNorm },
-        );
-        if (!Number.isFinite(result.loss)) {
-          throw new Error(`training loss became ${result.loss} at epoch ${epoch}, step ${step}; lower the learning rate`);
+      const batches = epochBatches(binding.randperm(trainSet.count, opts.seed + epoch), opts.batchSize, opts.groupByLength ? trainSet.lengths : undefined);
+      let lastEvaluation: Evaluation | undefined;
+      const startedAtBatch = position.batch;
+      for (; position.batch < batches.length; position.batch++) {
+        const b = position.batch;
+        if (signal?.aborted) {
+          await saveState(position);
+          throw new AbortError(
+            `training aborted at epoch ${epoch}, batch ${b + 1}/${batches.length}` +
+              (outDir ? `; resume with resumeFrom: '${outDir}' (CLI: --resume ${outDir})` : ''),
+            { cause: signal.reason },
+          );
         }
-        lossSum += result.loss * batch.count;
-        correct += result.correct;
-        seen += batch.count;
+        const rows = batches[b]!;
+        const windowStart = b - (b % opts.gradientAccumulationSteps);
+        const windowSize = Math.min(opts.gradientAccumulationSteps, batches.length - windowStart);
+        const endsWindow = b === windowStart + windowSize - 1;
+        if (endsWindow) {
+          const factor = learningRateFactor(opts.schedule, position.optimizerSteps, totalSteps, warmupSteps);
+          baseRates.forEach((lr, g) => optimizer.setLr(g, lr * factor));
+        }
+        const stepOptions = { ...loss, maxGradNorm: opts.maxGradNorm, accumulateOnly: !endsWindow, lossScale: 1 / windowSize };
+        const batchLabels = Int32Array.from(rows, (i) => trainLabels[i]!);
+        const result = caches
+          ? await binding.headTrainStep(model, optimizer, caches.train.features, featureRows(caches.train, rows), batchLabels, stepOptions)
+          : await (() => {
+              const batch = gatherRows(trainSet, rows, padTo);
+              return binding.trainStep(
+                model,
+                optimizer,
+                { inputIds: batch.inputIds, attentionMask: batch.attentionMask, batchSize: batch.count, seqLen: batch.seqLen, labels: batchLabels },
+                stepOptions,
+              );
+            })();
+        if (!Number.isFinite(result.loss) || (result.gradNorm !== null && !Number.isFinite(result.gradNorm))) {
+          const what = Number.isFinite(result.loss) ? `gradient norm became ${result.gradNorm}` : `loss became ${result.loss}`;
+          const where = `at epoch ${epoch}, batch ${b + 1} (training rows ${Array.from(rows.subarray(0, 8)).join(', ')}${rows.length > 8 ? ', ...' : ''})`;
+          if (opts.onNonFinite === 'stop') {
+            throw new Error(`training ${what} ${where}; the best checkpoint so far is kept. Lower the learning rate, or set onNonFinite: 'skip'`);
+          }
+          // 'skip': the batch counts for nothing.
+          continue;
+        }
+        position.epochLossSum += result.loss * rows.length;
+        position.epochCorrect += result.correct;
+        position.epochSeen += rows.length;
+        if (endsWindow) position.optimizerSteps++;
         const elapsed = (performance.now() - epochStart) / 1000;
+        const done = b + 1 - startedAtBatch;
         opts.onProgress?.({
           type: 'step',
           epoch,
-          step,
-          stepsPerEpoch,
+          step: b + 1,
+          stepsPerEpoch: batches.length,
           loss: result.loss,
-          epochLoss: lossSum / seen,
-          examplesPerSecond: seen / elapsed,
-          etaSeconds: (elapsed / step) * (stepsPerEpoch - step),
+          epochLoss: position.epochLossSum / position.epochSeen,
+          examplesPerSecond: position.epochSeen / elapsed,
+          etaSeconds: (elapsed / done) * (batches.length - b - 1),
         });
-      }
-      const validation = await runEvaluation(model, validationSet, validationLabels, opts.batchSize, signal);
-      const metrics: EpochMetrics = {
-        epoch,
-        trainLoss: lossSum / seen,
-        trainAccuracy: correct / seen,
-        validationLoss: validation.loss!,
-        validationAccuracy: validation.accuracy!,
-        seconds: (performance.now() - epochStart) / 1000,
-        isBest: best === undefined || validation.loss! < best.validationLoss,
-      };
-      history.push(metrics);
-      if (metrics.isBest) {
-        best = metrics;
-        config.metrics = {
-          epoch,
-          validationLoss: metrics.validationLoss,
-          validationAccuracy: metrics.validationAccuracy,
-          trainLoss: metrics.trainLoss,
-          trainAccuracy: metrics.trainAccuracy,
-        };
-        bestModule?.dispose();
-        bestModule = model.clone();
-        if (opts.outDir) {
-          await writeCheckpoint(opts.outDir, model, { config, tokenizerJson: tokenizer.json, history });
+        const isLastBatch = b === batches.length - 1;
+        if (endsWindow && !isLastBatch && typeof opts.evaluateEvery === 'number' && position.optimizerSteps % opts.evaluateEvery === 0) {
+          lastEvaluation = await evaluate(epoch);
+          model.train(true);
+          if (opts.earlyStoppingPatience > 0 && position.evaluationsWithoutImprovement >= opts.earlyStoppingPatience) {
+            stoppedEarly = true;
+            break;
+          }
         }
       }
+      if (!stoppedEarly) lastEvaluation = await evaluate(epoch);
+      const metrics: EpochMetrics = {
+        epoch,
+        trainLoss: position.epochLossSum / Math.max(1, position.epochSeen),
+        trainAccuracy: position.epochCorrect / Math.max(1, position.epochSeen),
+        validationLoss: lastEvaluation!.validationLoss,
+        validationAccuracy: lastEvaluation!.validationAccuracy,
+        validationMacroF1: lastEvaluation!.validationMacroF1,
+        seconds: (performance.now() - epochStart) / 1000,
+        isBest: lastEvaluation!.isBest,
+      };
+      position.history.push(metrics);
+      position.batch = 0;
+      position.epochLossSum = 0;
+      position.epochCorrect = 0;
+      position.epochSeen = 0;
       opts.onProgress?.({ type: 'epoch', epochs: opts.epochs, ...metrics });
+      if (!stoppedEarly && opts.earlyStoppingPatience > 0 && position.evaluationsWithoutImprovement >= opts.earlyStoppingPatience) {
+        stoppedEarly = true;
+      }
+      if (stoppedEarly) break epochs;
+      if (epoch < opts.epochs) await saveState({ ...position, epoch: epoch + 1 });
     }
+
+    const bestEvaluation = position.evaluations.filter((e) => e.isBest).at(-1)!;
+    const best = position.history.find((h) => h.epoch === bestEvaluation.epoch) ?? position.history.at(-1)!;
+    if (!bestMetrics) {
+      // A resumed run whose best came before the interruption: measure the kept weights again.
+      const kept = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
+      const again = await validate(binding, kept, { encoded: validationSet, labels: validationLabels, cache: null }, opts.batchSize, padTo, loss, labels, signal);
+      bestMetrics = again.metrics;
+      kept.dispose();
+    }
+    if (outDir) {
+      await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
+      if (opts.report) {
+        await writeFileAtomic(
+          join(outDir, 'report.html'),
+          renderReport({
+            title: `torch-bert — ${opts.technique} fine-tuning`,
+            history: position.history,
+            evaluations: position.evaluations.map((e) => ({ ...e })),
+            final: bestMetrics,
+            labels,
+            settings: { encoder: opts.encoder, tokenizer: opts.tokenizer, ...config.hyperparameters, trainableParameters: setup.trainableParameters },
+            createdAt: config.createdAt,
+          }),
+        );
+      }
+    }
+    const bestModule = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
+    bestModule.train(false);
+    if (!outDir) await rm(bestDir, { recursive: true, force: true });
+    return {
+      labels,
+      history: position.history,
+      evaluations: position.evaluations,
+      best,
+      metrics: bestMetrics,
+      encoder: built.encoder,
+      technique: opts.technique,
+      trainableParameters: setup.trainableParameters,
+      totalParameters: setup.totalParameters,
+      trainableEncoderFraction:
+        opts.technique === 'full' ? 1 : setup.adapters ? setup.adapters.trainableCount / setup.encoderParameters : 0,
+      trainExamples: trainSet.count,
+      validationExamples: validationSet.count,
+      stoppedEarly,
+      outDir,
+      classifier: Classifier.fromModule(bestModule, tokenizer, config),
+    };
   } catch (err) {
-    bestModule?.dispose();
-    model.dispose();
-    optimizer.dispose();
+    if (!outDir) await rm(bestDir, { recursive: true, force: true });
     if (err instanceof Error && err.name === 'AbortError' && !(err instanceof AbortError)) {
       throw new AbortError('training aborted', { cause: err });
     }
     throw err;
+  } finally {
+    for (const d of disposables) d.dispose();
   }
-  if (opts.outDir) {
-    // history.json gets the epochs after the best one too.
-    await writeFileAtomic(join(opts.outDir, HISTORY_FILE), JSON.stringify(history, null, 2) + '\n');
-  }
-  model.dispose();
-  optimizer.dispose();
-  bestModule!.train(false);
-  return {
-    labels,
-    history,
-    best: best!,
-    encoder: built.encoder,
-    trainExamples: trainSet.count,
-    validationExamples: validationSet.count,
-    outDir: opts.outDir,
-    classifier: Classifier.fromModule(bestModule!, tokenizer, config),
-  };
 }
+

@@ -1,0 +1,108 @@
+/**
+ * The frozen technique's speed-up over the tutorial: a frozen encoder gives the same features
+ * every epoch, so each text is encoded once (no autograd, eval mode) and the head's epochs run
+ * on the cached [N, H] tensor. Texts are encoded sorted by length so batches carry little
+ * padding; the tensor stays in that order and `rowOf` maps an example to its row.
+ *
+ * With an on-disk cache the features are stored under a key made of the encoder file's hash,
+ * the pooling, the classifier head's input and the exact token ids (which pin the tokenizer,
+ * the max length and the texts), and reused by later runs.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
+import { sha256File } from './checkpoint.js';
+import type { EncodeEvent } from './options.js';
+import { gatherRows, type EncodedTexts } from './tokenizer.js';
+
+export interface FeatureCache {
+  /** [N, H] features, rows in encoding order. */
+  features: NativeTensor;
+  /** rowOf[example] = the row of `features` holding that example. */
+  rowOf: Int32Array;
+  fromDisk: boolean;
+}
+
+/** Map example indices to feature rows. */
+export function featureRows(cache: FeatureCache, examples: ArrayLike<number>): Int32Array {
+  return Int32Array.from({ length: examples.length }, (_, i) => cache.rowOf[examples[i]!]!);
+}
+
+function tokensDigest(encoded: EncodedTexts): string {
+  const hash = createHash('sha256');
+  hash.update(Buffer.from(encoded.lengths.buffer, encoded.lengths.byteOffset, encoded.lengths.byteLength));
+  for (let row = 0; row < encoded.count; row++) {
+    const from = row * encoded.seqLen;
+    const ids = encoded.inputIds.subarray(from, from + encoded.lengths[row]!);
+    hash.update(Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength));
+  }
+  return hash.digest('hex');
+}
+
+export async function encodeOnce(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  encoded: EncodedTexts,
+  options: {
+    batchSize: number;
+    split: 'train' | 'validation';
+    disk?: { dir: string; encoderFile: string; pooling: string };
+    onProgress?: (e: EncodeEvent) => void;
+    signal?: AbortSignal;
+  },
+): Promise<FeatureCache> {
+  let file: string | undefined;
+  if (options.disk) {
+    const key = createHash('sha256')
+      .update(await sha256File(options.disk.encoderFile))
+      .update(`\0${options.disk.pooling}\0${tokensDigest(encoded)}\0${binding.versions().libtorch}`)
+      .digest('hex')
+      .slice(0, 32);
+    file = join(options.disk.dir, `features-${key}.pt`);
+    if (existsSync(file)) {
+      const saved = binding.loadTensors(file);
+      if (saved.features && saved.rowOf && saved.features.shape[0] === encoded.count) {
+        options.onProgress?.({ type: 'encode', split: options.split, done: encoded.count, total: encoded.count, fromCache: true });
+        const rowOf = Int32Array.from(saved.rowOf.toArray() as Int32Array);
+        saved.rowOf.dispose();
+        return { features: saved.features, rowOf, fromDisk: true };
+      }
+      for (const t of Object.values(saved)) t.dispose();
+    }
+  }
+
+  // Longest first: batch widths shrink as encoding proceeds, so padding is minimal.
+  const order = Int32Array.from(encoded.lengths.keys()).sort((a, b) => encoded.lengths[b]! - encoded.lengths[a]! || a - b);
+  const rowOf = new Int32Array(encoded.count);
+  order.forEach((example, row) => (rowOf[example] = row));
+  const parts: NativeTensor[] = [];
+  try {
+    for (let start = 0; start < order.length; start += options.batchSize) {
+      options.signal?.throwIfAborted();
+      const rows = gatherRows(encoded, order.subarray(start, start + options.batchSize));
+      parts.push(
+        await binding.extractFeatures(model, {
+          inputIds: rows.inputIds,
+          attentionMask: rows.attentionMask,
+          batchSize: rows.count,
+          seqLen: rows.seqLen,
+        }),
+      );
+      options.onProgress?.({ type: 'encode', split: options.split, done: start + rows.count, total: encoded.count, fromCache: false });
+    }
+    const features = binding.cat(parts);
+    if (file) {
+      await mkdir(options.disk!.dir, { recursive: true });
+      const tmp = `${file}.tmp-${process.pid}`;
+      const rowTensor = binding.Tensor.fromArray(rowOf, [rowOf.length], 'int32');
+      binding.saveTensors(tmp, { features, rowOf: rowTensor });
+      rowTensor.dispose();
+      await rename(tmp, file);
+    }
+    return { features, rowOf, fromDisk: false };
+  } finally {
+    for (const p of parts) p.dispose();
+  }
+}

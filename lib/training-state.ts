@@ -1,0 +1,114 @@
+/**
+ * The resumable training state: everything an interrupted run needs to continue and end with
+ * the same weights as an uninterrupted one — the trainable tensors, the optimizer's moments,
+ * libtorch's RNG state (dropout masks), and where in the schedule the run stood. Batches are a
+ * pure function of (seed, epoch), so "where" is just (epoch, batch index, optimizer step).
+ *
+ * Layout: `<outDir>/training-state/` with `state.json`, `tensors.pt` (a dict Python's
+ * `torch.load` reads), `optimizer.pt` and `rng.bin`. It is written as a new directory and then
+ * swapped in with renames, so a crash mid-save leaves the previous state (or `.old`) intact.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NativeAdamW, NativeBinding, NativeTensor } from './binding.js';
+import { InputError, messageOf } from './errors.js';
+import type { EpochMetrics, Evaluation } from './options.js';
+
+export const STATE_DIR = 'training-state';
+
+/** Where the run stands, and what it has seen so far. */
+export interface RunPosition {
+  /** Epoch to continue in (1-based). */
+  epoch: number;
+  /** Index of the next batch within that epoch. */
+  batch: number;
+  /** Optimizer steps done. */
+  optimizerSteps: number;
+  history: EpochMetrics[];
+  evaluations: Evaluation[];
+  /** Best value of the best metric so far (lower is better for loss, higher otherwise). */
+  bestValue: number | null;
+  evaluationsWithoutImprovement: number;
+  /** Training loss/correct/seen accumulated in the current epoch before the interruption. */
+  epochLossSum: number;
+  epochCorrect: number;
+  epochSeen: number;
+}
+
+export interface SavedState {
+  formatVersion: 1;
+  /** Settings that must be equal for a resume to mean anything. */
+  fingerprint: Record<string, unknown>;
+  position: RunPosition;
+  savedAt: string;
+}
+
+export async function saveTrainingState(
+  binding: NativeBinding,
+  outDir: string,
+  state: { fingerprint: Record<string, unknown>; position: RunPosition; tensors: Array<[string, NativeTensor]>; optimizer: NativeAdamW },
+): Promise<void> {
+  const final = join(outDir, STATE_DIR);
+  const fresh = `${final}.tmp-${process.pid}`;
+  const old = `${final}.old`;
+  await rm(fresh, { recursive: true, force: true });
+  await mkdir(fresh, { recursive: true });
+  binding.saveTensors(join(fresh, 'tensors.pt'), Object.fromEntries(state.tensors));
+  state.optimizer.save(join(fresh, 'optimizer.pt'));
+  await writeFile(join(fresh, 'rng.bin'), binding.getRngState());
+  const saved: SavedState = { formatVersion: 1, fingerprint: state.fingerprint, position: state.position, savedAt: new Date().toISOString() };
+  // state.json last: its presence marks a complete state directory.
+  await writeFile(join(fresh, 'state.json'), JSON.stringify(saved, null, 2) + '\n');
+  await rm(old, { recursive: true, force: true });
+  if (existsSync(final)) await rename(final, old);
+  await rename(fresh, final);
+  await rm(old, { recursive: true, force: true });
+}
+
+/** Find a complete state directory in `dir` (the current one, or `.old` if a swap was interrupted). */
+function stateDirectory(dir: string): string {
+  for (const candidate of [join(dir, STATE_DIR), join(dir, `${STATE_DIR}.old`)]) {
+    if (existsSync(join(candidate, 'state.json'))) return candidate;
+  }
+  throw new InputError(`${dir} holds no resumable training state (looked for ${join(dir, STATE_DIR, 'state.json')})`, { file: dir });
+}
+
+export async function readTrainingState(dir: string): Promise<SavedState & { directory: string }> {
+  const directory = stateDirectory(dir);
+  try {
+    const saved = JSON.parse(await readFile(join(directory, 'state.json'), 'utf8')) as SavedState;
+    if (saved.formatVersion !== 1) throw new Error(`unknown format version ${saved.formatVersion}`);
+    return { ...saved, directory };
+  } catch (err) {
+    throw new InputError(`cannot read training state in ${directory}: ${messageOf(err)}`, { file: directory, cause: err });
+  }
+}
+
+/** Check the resumed run is the same run, naming every setting that differs. */
+export function checkFingerprint(saved: Record<string, unknown>, current: Record<string, unknown>, dir: string): void {
+  const differences = Object.keys({ ...saved, ...current })
+    .filter((k) => JSON.stringify(saved[k]) !== JSON.stringify(current[k]))
+    .map((k) => `${k}: saved ${JSON.stringify(saved[k])}, now ${JSON.stringify(current[k])}`);
+  if (differences.length > 0) {
+    throw new InputError(`cannot resume from ${dir}: the run's settings differ (${differences.join('; ')})`, { file: dir });
+  }
+}
+
+/** Put the saved tensors, optimizer moments and RNG state back into a freshly built run. */
+export async function restoreTrainingState(
+  binding: NativeBinding,
+  directory: string,
+  tensors: Array<[string, NativeTensor]>,
+  optimizer: NativeAdamW,
+): Promise<void> {
+  const saved = binding.loadTensors(join(directory, 'tensors.pt'));
+  for (const [name, tensor] of tensors) {
+    const value = saved[name];
+    if (!value) throw new InputError(`training state in ${directory} lacks tensor ${name}`, { file: directory });
+    tensor.copyFrom(value);
+    value.dispose();
+  }
+  optimizer.load(join(directory, 'optimizer.pt'));
+  binding.setRngState(new Uint8Array(await readFile(join(directory, 'rng.bin'))));
+}
