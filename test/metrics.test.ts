@@ -156,13 +156,16 @@ describe('classificationMetrics, randomized against a reference implementation',
       const numClasses = 1 + Math.floor(random() * 9);
       const n = Math.floor(random() * 301);
       // Skewed class weights, some zero, so classes go missing from labels or predictions.
-      const weights = Array.from({ length: numClasses }, () => (random() < 0.2 ? 0 : random()));
-      if (weights.every((w) => w === 0)) weights[0] = 1;
+      const weights: number[] = Array.from({ length: numClasses }, () => (random() < 0.2 ? 0 : random()));
+      if (!weights.some((w) => w > 0)) weights[0] = 1;
       const total = weights.reduce((s, w) => s + w, 0);
       const draw = (): number => {
         let r = random() * total;
         for (let c = 0; c < numClasses; c++) if ((r -= weights[c]!) < 0 && weights[c]! > 0) return c;
-        return weights.findLastIndex((w) => w > 0);
+        // Rounding left r ≥ 0 past the last class: the last class with weight.
+        let c = numClasses - 1;
+        while (weights[c] === 0) c--;
+        return c;
       };
       const labels = Array.from({ length: n }, draw);
       // Mostly right, sometimes a uniformly random class (which may be one absent from labels).
