@@ -108,6 +108,10 @@ export async function runEvaluation(
   };
 }
 
+/** LoRA runs also save their adapters and head alone (small files) next to the merged classifier. */
+export const ADAPTERS_FILE = 'adapters.pt';
+export const HEAD_FILE = 'head.pt';
+
 export function resolveDevice(device: Device | string | undefined): string {
   if (device === undefined || device === 'auto') return loadBinding().cudaIsAvailable() ? 'cuda' : 'cpu';
   if (device === 'cpu' || device === 'cuda' || /^cuda:\d+$/.test(device)) return device;
@@ -160,6 +164,49 @@ export class Classifier {
     } catch (err) {
       throw new ModelError(`cannot load classifier ${modelPath}: ${messageOf(err)}`, { file: modelPath, cause: err });
     }
+    module.train(false);
+    return new Classifier(module, tokenizer, config);
+  }
+
+  /**
+   * Rebuild a LoRA-trained classifier from its small files: the base encoder it was trained on,
+   * plus `adapters.pt` and `head.pt` from the run's directory (unmerged: the adapters stay
+   * separate from the weights, e.g. to swap adapters on one base encoder).
+   */
+  static async loadAdapters(dir: string, options: { encoder: string; device?: Device }): Promise<Classifier> {
+    const configPath = join(dir, CONFIG_FILE);
+    let config: ClassifierConfig;
+    try {
+      config = JSON.parse(await readFile(configPath, 'utf8')) as ClassifierConfig;
+    } catch (err) {
+      throw new InputError(`cannot read classifier config ${configPath}: ${messageOf(err)}`, { file: configPath, cause: err });
+    }
+    const lora = config.hyperparameters.lora as { rank: number; alpha: number; dropout: number; targets: string[] } | undefined;
+    if (!lora) throw new InputError(`${dir} is not a LoRA run (its config has no lora settings)`, { file: configPath });
+    const binding = loadBinding();
+    const tokenizer = await TextTokenizer.load(join(dir, TOKENIZER_FILE));
+    let encoder: NativeScriptModule;
+    try {
+      encoder = await binding.ScriptModule.loadAsync(options.encoder, resolveDevice(options.device));
+    } catch (err) {
+      throw new ModelError(`cannot load encoder ${options.encoder}: ${messageOf(err)}`, { file: options.encoder, cause: err });
+    }
+    const { module } = binding.buildClassifier(encoder, {
+      numClasses: config.labels.length,
+      headHidden: config.headHidden,
+      dropout: config.dropout,
+      pooling: config.pooling,
+      seed: 0,
+    });
+    module.setRequiresGrad(false);
+    const adapters = binding.applyLora(module, { ...lora, seed: 0 });
+    adapters.load(join(dir, ADAPTERS_FILE));
+    const head = binding.loadTensors(join(dir, HEAD_FILE));
+    for (const [name, tensor] of module.namedParameters().filter(([n]) => n.startsWith('head.'))) {
+      if (!head[name]) throw new ModelError(`${join(dir, HEAD_FILE)} lacks ${name}`, { file: join(dir, HEAD_FILE) });
+      tensor.copyFrom(head[name]!);
+    }
+    for (const t of Object.values(head)) t.dispose();
     module.train(false);
     return new Classifier(module, tokenizer, config);
   }

@@ -10,13 +10,13 @@
  * epoch's end and on abort.
  */
 import { createRequire } from 'node:module';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AdamWGroup, EncoderInfo, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule, NativeTensor } from './binding.js';
 import { epochBatches, learningRateFactor } from './batching.js';
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
-import { Classifier, type ClassifierConfig, resolveDevice, runEvaluation } from './classifier.js';
+import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice, runEvaluation } from './classifier.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
 import { encodeOnce, type FeatureCache, featureRows } from './feature-cache.js';
@@ -210,6 +210,19 @@ function setUpTechnique(binding: NativeBinding, model: NativeScriptModule, opts:
     totalParameters: count(all),
     encoderParameters,
   };
+}
+
+/**
+ * LoRA's small artifact next to the merged classifier: the adapters (A, B and their spec) and
+ * the head, which `loadAdapters()` puts back onto the same base encoder.
+ */
+async function saveAdapters(binding: NativeBinding, dir: string, adapters: NativeLoraAdapters, model: NativeScriptModule): Promise<void> {
+  const adaptersTmp = join(dir, `${ADAPTERS_FILE}.tmp-${process.pid}`);
+  const headTmp = join(dir, `${HEAD_FILE}.tmp-${process.pid}`);
+  adapters.save(adaptersTmp);
+  binding.saveTensors(headTmp, Object.fromEntries(model.namedParameters().filter(([n]) => n.startsWith('head.'))));
+  await rename(adaptersTmp, join(dir, ADAPTERS_FILE));
+  await rename(headTmp, join(dir, HEAD_FILE));
 }
 
 /** Validation loss and metrics, from cached features (frozen) or from tokens. */
@@ -434,6 +447,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           validationMacroF1: result.metrics.macroF1,
         };
         await writeCheckpoint(bestDir, model, { config, tokenizerJson: tokenizer.json, history: position.history });
+        if (setup.adapters) await saveAdapters(binding, bestDir, setup.adapters, model);
       } else {
         position.evaluationsWithoutImprovement++;
       }

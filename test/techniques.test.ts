@@ -1,0 +1,246 @@
+/**
+ * The three techniques and the trainer's controls, through the public train() API on small
+ * locally made encoders: what changes and what must not, exact equalities where the maths
+ * says they hold (cache vs recompute, accumulation vs a big batch, resume vs uninterrupted,
+ * same seed twice), and the schedule / weight-decay / metric bookkeeping.
+ */
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { epochBatches, learningRateFactor } from '../lib/batching.js';
+import { Classifier, train, type TrainOptions } from '../lib/index.js';
+import { loadExamples } from '../lib/data.js';
+import { loadBinding } from '../lib/loader.js';
+import type { NativeTensor } from '../lib/binding.js';
+import { gatherRows } from '../lib/tokenizer.js';
+import { demoPretrain, demoReviews, demoTokenizer, makeEncoder } from './fixtures.js';
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-techniques-'));
+let encoder: string;
+let data: { texts: string[]; labels: string[] };
+beforeAll(async () => {
+  encoder = await makeEncoder({ layers: 2, hidden: 64, heads: 4, intermediate: 256, tokenizer: demoTokenizer, pretrain: demoPretrain, pretrainEpochs: 10, seed: 1 });
+  const raw = await loadExamples(demoReviews);
+  data = { texts: raw.texts.slice(0, 320), labels: raw.labels!.slice(0, 320) };
+});
+
+const base = (): TrainOptions => ({ data, encoder, tokenizer: demoTokenizer, epochs: 2, batchSize: 32, maxLength: 48, learningRate: 1e-3, headHidden: 32 });
+const values = (t: NativeTensor) => Array.from(t.toArray() as Float32Array);
+const params = (c: Classifier) => new Map(c.module.namedParameters().map(([n, t]) => [n, values(t)]));
+const maxAbsDiff = (a: number[], b: number[]) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+
+describe('frozen', () => {
+  it('trains on features encoded once, equal to recomputing the encoder every epoch', async () => {
+    const cached = await train({ ...base(), featureCache: 'memory' });
+    const recomputed = await train({ ...base(), featureCache: 'none' });
+    for (let e = 0; e < 2; e++) {
+      expect(Math.abs(cached.history[e]!.trainLoss - recomputed.history[e]!.trainLoss)).toBeLessThan(1e-5);
+      expect(Math.abs(cached.history[e]!.validationLoss - recomputed.history[e]!.validationLoss)).toBeLessThan(1e-5);
+      expect(cached.history[e]!.validationAccuracy).toBe(recomputed.history[e]!.validationAccuracy);
+    }
+    const a = params(cached.classifier);
+    const b = params(recomputed.classifier);
+    for (const [name, v] of a) expect(maxAbsDiff(v, b.get(name)!)).toBeLessThan(1e-5);
+    expect(cached.trainableEncoderFraction).toBe(0);
+    cached.classifier.dispose();
+    recomputed.classifier.dispose();
+  });
+
+  it('reuses the on-disk feature cache across runs with identical results', async () => {
+    const cacheDir = join(work, 'feature-cache');
+    const events: boolean[] = [];
+    const first = await train({ ...base(), featureCache: 'disk', featureCacheDir: cacheDir, onProgress: (e) => e.type === 'encode' && e.done === e.total && events.push(e.fromCache) });
+    const second = await train({ ...base(), featureCache: 'disk', featureCacheDir: cacheDir, onProgress: (e) => e.type === 'encode' && e.done === e.total && events.push(e.fromCache) });
+    expect(events).toEqual([false, false, true, true]);
+    expect(second.history.map((h) => h.validationLoss)).toEqual(first.history.map((h) => h.validationLoss));
+    first.classifier.dispose();
+    second.classifier.dispose();
+  });
+});
+
+describe('full', () => {
+  it('trains every encoder parameter, with its own learning rate', async () => {
+    const binding = loadBinding();
+    const original = binding.ScriptModule.load(encoder);
+    const before = new Map(original.namedParameters().map(([n, t]) => [n, values(t)]));
+    const result = await train({ ...base(), technique: 'full', learningRate: 1e-3, encoderLearningRate: 1e-4 });
+    const after = params(result.classifier);
+    let changed = 0;
+    for (const [name, v] of before) if (maxAbsDiff(v, after.get(`encoder.${name}`)!) > 0) changed++;
+    // Every parameter that receives a gradient moves (the pooler is unused with CLS pooling on the hidden states, and
+    // the position/token-type rows of unused positions get no gradient but their tensors still change in used rows).
+    expect(changed).toBeGreaterThanOrEqual(before.size - 2);
+    expect(result.trainableParameters).toBe(result.totalParameters);
+    expect(result.trainableEncoderFraction).toBe(1);
+    original.dispose();
+    result.classifier.dispose();
+  });
+});
+
+describe('lora', () => {
+  it('changes only adapters and head; the merged export equals the adapted model; adapters reload onto the base encoder', async () => {
+    const binding = loadBinding();
+    const original = binding.ScriptModule.load(encoder);
+    const before = new Map(original.namedParameters().map(([n, t]) => [n, values(t)]));
+    const outDir = join(work, 'lora');
+    const result = await train({ ...base(), technique: 'lora', lora: { rank: 4, alpha: 8 }, learningRate: 5e-3, outDir });
+    // Merged export: only the adapted weights differ from the base encoder.
+    const after = params(result.classifier);
+    for (const [name, v] of before) {
+      const adapted = /attention\.self\.(query|value)\.weight$/.test(name);
+      if (adapted) expect(maxAbsDiff(v, after.get(`encoder.${name}`)!)).toBeGreaterThan(0);
+      else expect(maxAbsDiff(v, after.get(`encoder.${name}`)!)).toBe(0);
+    }
+    // 2 layers x (query + value) x (A [4, 64] + B [64, 4])
+    expect(result.trainableParameters - (32 * 64 + 32 + 2 * 32 + 2)).toBe(2 * 2 * (4 * 64 + 64 * 4));
+    expect(result.trainableEncoderFraction).toBeCloseTo((2 * 2 * (4 * 64 + 64 * 4)) / [...before.values()].reduce((n, v) => n + v.length, 0), 10);
+    expect(existsSync(join(outDir, 'adapters.pt'))).toBe(true);
+
+    const texts = data.texts.slice(0, 16);
+    const merged = await result.classifier.predict(texts);
+    const unmerged = await Classifier.loadAdapters(outDir, { encoder });
+    const fromAdapters = await unmerged.predict(texts);
+    merged.forEach((p, i) => {
+      expect(fromAdapters[i]!.label).toBe(p.label);
+      for (const label of result.labels) expect(Math.abs(fromAdapters[i]!.probabilities[label]! - p.probabilities[label]!)).toBeLessThan(1e-4);
+    });
+    unmerged.dispose();
+    original.dispose();
+    result.classifier.dispose();
+  });
+});
+
+describe('batching', () => {
+  it('gives the same outputs whatever the padding', async () => {
+    const result = await train({ ...base(), epochs: 1 });
+    const binding = loadBinding();
+    const encoded = result.classifier.tokenizer.encodeBatch(data.texts.slice(0, 8), 48);
+    const rows = [0, 1, 2, 3, 4, 5, 6, 7];
+    const tight = gatherRows(encoded, rows);
+    const wide = gatherRows(encoded, rows, 48);
+    expect(tight.seqLen).toBeLessThan(48);
+    const run = (b: typeof tight) => binding.evalStep(result.classifier.module, { inputIds: b.inputIds, attentionMask: b.attentionMask, batchSize: b.count, seqLen: b.seqLen });
+    const [p1, p2] = [await run(tight), await run(wide)];
+    expect(maxAbsDiff(Array.from(p1.probabilities), Array.from(p2.probabilities))).toBeLessThan(1e-5);
+    result.classifier.dispose();
+  });
+
+  it('groups texts of similar length without losing or repeating any', () => {
+    const lengths = Int32Array.from({ length: 100 }, (_, i) => (i * 37) % 50);
+    const permutation = Int32Array.from({ length: 100 }, (_, i) => (i * 13) % 100);
+    const batches = epochBatches(permutation, 10, lengths);
+    expect(batches).toHaveLength(10);
+    expect(new Set(batches.flatMap((b) => Array.from(b))).size).toBe(100);
+    // Sorted longest first within the mega-batch.
+    const flat = batches.flatMap((b) => Array.from(b, (i) => lengths[i]!));
+    expect(flat).toEqual([...flat].sort((a, b) => b - a));
+  });
+});
+
+describe('optimisation', () => {
+  it('follows Hugging Face linear and constant schedules with warmup', () => {
+    expect([0, 1, 2, 3, 4, 5, 9].map((s) => learningRateFactor('linear', s, 10, 2))).toEqual([0, 0.5, 1, 7 / 8, 6 / 8, 5 / 8, 1 / 8]);
+    expect([0, 1, 2, 9].map((s) => learningRateFactor('constant', s, 10, 2))).toEqual([0, 0.5, 1, 1]);
+    expect(learningRateFactor('linear', 0, 10, 0)).toBe(1);
+  });
+
+  it('accumulating 2 batches of 16 equals one batch of 32', async () => {
+    const common = { ...base(), dropout: 0, epochs: 1, maxGradNorm: 1 };
+    const big = await train({ ...common, batchSize: 32 });
+    // Same rows per optimizer step: batches of 16 cut the same permutation in the same order.
+    const small = await train({ ...common, batchSize: 16, gradientAccumulationSteps: 2 });
+    const a = params(big.classifier);
+    const b = params(small.classifier);
+    for (const [name, v] of a) if (name.startsWith('head.')) expect(maxAbsDiff(v, b.get(name)!)).toBeLessThan(2e-6);
+    big.classifier.dispose();
+    small.classifier.dispose();
+  });
+
+  it('applies class weights and label smoothing to the loss it reports', async () => {
+    const plain = await train({ ...base(), epochs: 1, learningRate: 0 });
+    const smoothed = await train({ ...base(), epochs: 1, learningRate: 0, labelSmoothing: 0.2 });
+    const weighted = await train({ ...base(), epochs: 1, learningRate: 0, classWeights: [1, 3] });
+    // lr 0: the same untrained head, so only the loss formula differs.
+    expect(smoothed.history[0]!.validationAccuracy).toBe(plain.history[0]!.validationAccuracy);
+    expect(smoothed.history[0]!.validationLoss).not.toBeCloseTo(plain.history[0]!.validationLoss, 4);
+    expect(weighted.history[0]!.validationLoss).not.toBeCloseTo(plain.history[0]!.validationLoss, 4);
+    for (const r of [plain, smoothed, weighted]) r.classifier.dispose();
+  });
+});
+
+describe('control', () => {
+  it('evaluates every N steps, keeps the best by the chosen metric, and stops early', async () => {
+    const steps = Math.ceil(256 / 32); // 320 examples, 20% validation
+    const result = await train({ ...base(), epochs: 3, evaluateEvery: 3, bestMetric: 'macroF1' });
+    // Every 3rd step within each epoch's 8 (steps 3, 6 | 9, 12, 15 | 18, 21, 24 — not at an epoch's last step) + each epoch's end.
+    const mid = Array.from({ length: 3 * steps }, (_, i) => i + 1).filter((s) => s % 3 === 0 && s % steps !== 0).length;
+    expect(result.evaluations).toHaveLength(mid + 3);
+    const best = result.evaluations.filter((e) => e.isBest).at(-1)!;
+    expect(best.validationMacroF1).toBe(Math.max(...result.evaluations.map((e) => e.validationMacroF1)));
+    expect(result.metrics.macroF1).toBeCloseTo(best.validationMacroF1, 10);
+    result.classifier.dispose();
+
+    // lr 0: nothing improves after the first evaluation, so patience 2 ends the run after epoch 3 of 10.
+    const stopped = await train({ ...base(), epochs: 10, learningRate: 0, earlyStoppingPatience: 2 });
+    expect(stopped.stoppedEarly).toBe(true);
+    expect(stopped.history).toHaveLength(3);
+    stopped.classifier.dispose();
+  });
+
+  it('gives identical results for the same seed', async () => {
+    const a = await train({ ...base(), technique: 'lora', lora: { rank: 2, dropout: 0.1 } });
+    const b = await train({ ...base(), technique: 'lora', lora: { rank: 2, dropout: 0.1 } });
+    expect(b.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(a.history.map((h) => [h.trainLoss, h.validationLoss]));
+    const pa = params(a.classifier);
+    const pb = params(b.classifier);
+    for (const [name, v] of pa) expect(pb.get(name)).toEqual(v);
+    a.classifier.dispose();
+    b.classifier.dispose();
+  });
+
+  it('resumes an interrupted run to the same final weights as an uninterrupted one', async () => {
+    const opts = { ...base(), technique: 'full' as const, learningRate: 1e-3, epochs: 3, dropout: 0.2, schedule: 'linear' as const, warmupRatio: 0.2 };
+    const whole = await train({ ...opts, outDir: join(work, 'whole') });
+
+    const outDir = join(work, 'interrupted');
+    const controller = new AbortController();
+    await expect(
+      train({
+        ...opts,
+        outDir,
+        signal: controller.signal,
+        onProgress: (e) => {
+          if (e.type === 'step' && e.epoch === 2 && e.step === 3) controller.abort();
+        },
+      }),
+    ).rejects.toThrow(/aborted at epoch 2, batch 4\/8; resume with resumeFrom/);
+    const resumed = await train({ ...opts, resumeFrom: outDir });
+
+    expect(resumed.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(whole.history.map((h) => [h.trainLoss, h.validationLoss]));
+    const a = params(whole.classifier);
+    const b = params(resumed.classifier);
+    for (const [name, v] of a) expect(b.get(name)).toEqual(v);
+    const saved = JSON.parse(readFileSync(join(outDir, 'history.json'), 'utf8'));
+    expect(saved).toHaveLength(3);
+    whole.classifier.dispose();
+    resumed.classifier.dispose();
+  });
+
+  it('refuses to resume a different run, naming what differs', async () => {
+    await expect(train({ ...base(), epochs: 3, technique: 'full', resumeFrom: join(work, 'interrupted'), batchSize: 16 })).rejects.toThrow(
+      /cannot resume .* settings differ \(.*batchSize: saved 32, now 16/,
+    );
+  });
+
+  it('reports metrics and writes the HTML report', async () => {
+    const outDir = join(work, 'report');
+    const result = await train({ ...base(), outDir, report: true });
+    expect(result.metrics.confusionMatrix.flat().reduce((a, b) => a + b, 0)).toBe(result.validationExamples);
+    expect(result.metrics.accuracy).toBeCloseTo(result.best.validationAccuracy, 10);
+    const html = readFileSync(join(outDir, 'report.html'), 'utf8');
+    expect(html).toContain('<svg');
+    for (const label of result.labels) expect(html).toContain(label);
+    result.classifier.dispose();
+  });
+});
