@@ -503,10 +503,11 @@ tr.best-row td { background: #f0fdf4; }
 .badge { display: inline-block; margin-left: 6px; padding: 0 6px; border-radius: 8px; font-size: 11px;
   background: ${COLORS.best}; color: #fff; vertical-align: 1px; }
 .scroll { overflow-x: auto; }
-table.confusion th.predicted { text-align: center; min-width: 64px; max-width: 120px; overflow-wrap: break-word; vertical-align: bottom; }
+table.confusion th, table.confusion td { padding: 4px 7px; }
+table.confusion th.predicted { text-align: center; min-width: 56px; max-width: 130px; font-size: 12px; overflow-wrap: break-word; vertical-align: bottom; }
 table.confusion th.corner { color: #6b7280; font-weight: 500; vertical-align: bottom; }
 table.confusion tbody th { max-width: 220px; overflow-wrap: break-word; }
-table.confusion td.cell { text-align: center; min-width: 64px; border: 2px solid #fff; border-radius: 4px; }
+table.confusion td.cell { text-align: center; min-width: 56px; border: 2px solid #fff; border-radius: 4px; }
 table.confusion td.diagonal { font-weight: 600; }
 table.confusion .count { display: block; font-size: 15px; }
 table.confusion .share { display: block; font-size: 11px; opacity: .8; min-height: 1em; }
