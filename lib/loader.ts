@@ -1,26 +1,42 @@
 /**
  * Loads the native addon once, and when that fails explains in one message why and
  * how to fix it (the way sharp does), instead of surfacing a raw dlopen error.
+ *
+ * The decisions live in scripts/native-binary.mjs (plain JavaScript, so the install script
+ * shares them before TypeScript is compiled): the libtorch found (cached in build/libtorch.json),
+ * the binary for it (TORCH_BERT_BINARY, a source build in build/Release, or a prebuilt in
+ * prebuilds/<platform>-<arch>/torch-<version>-<flavor>/), refusing one built against another
+ * libtorch, and loading that libtorch's libraries first so no LD_LIBRARY_PATH is needed.
  */
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { NativeBinding } from './binding.js';
+import {
+  ADDON,
+  loadAddon,
+  packageRoot as root,
+  prebuildDir,
+  readLibtorchCache,
+  sourceBinary,
+  type LoadInfo,
+} from '../scripts/native-binary.mjs';
+
+export type { BuildInfo, LoadInfo } from '../scripts/native-binary.mjs';
+export type { FoundLibtorch } from '../scripts/find-libtorch.mjs';
 
 /** The package root: `lib/` (sources under vitest) and `dist/` (compiled) both sit one level below it. */
-export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const packageRoot: string = root;
 
 /** Where the addon is looked for, first match wins. `TORCH_BERT_BINARY` overrides. */
 export function candidateBinaryPaths(): string[] {
-  const paths: string[] = [];
-  if (process.env.TORCH_BERT_BINARY) paths.push(resolve(process.env.TORCH_BERT_BINARY));
-  paths.push(join(packageRoot, 'build', 'Release', 'torch_bert.node'));
-  paths.push(join(packageRoot, 'build', 'Debug', 'torch_bert.node'));
+  if (process.env.TORCH_BERT_BINARY) return [process.env.TORCH_BERT_BINARY];
+  const paths = [sourceBinary(packageRoot), join(packageRoot, 'build', 'Debug', ADDON)];
+  const libtorch = readLibtorchCache(packageRoot);
+  if (libtorch) paths.push(join(prebuildDir(packageRoot, libtorch), ADDON));
   return paths;
 }
 
 let cached: NativeBinding | undefined;
+let cachedInfo: LoadInfo | undefined;
 
 export class NativeLoadError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -31,33 +47,18 @@ export class NativeLoadError extends Error {
 
 export function loadBinding(): NativeBinding {
   if (cached) return cached;
-  const require = createRequire(import.meta.url);
-  const found = candidateBinaryPaths().find((p) => existsSync(p));
-  if (!found) {
-    throw new NativeLoadError(
-      'torch-bert: the native addon is not built (looked for ' +
-        candidateBinaryPaths().join(', ') +
-        '). Build it with `npm run build:native` (needs libtorch: set LIBTORCH to a libtorch folder, ' +
-        'install Python PyTorch, or on Debian/Ubuntu `apt-get install libtorch-dev libopenblas0-pthread`), ' +
-        'then check with `node scripts/find-libtorch.mjs`.',
-    );
-  }
   try {
-    cached = require(found) as NativeBinding;
+    const { binding, info } = loadAddon(packageRoot);
+    cached = binding as NativeBinding;
+    cachedInfo = info;
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    let hint =
-      'Rebuild it against the libtorch you have with `npm run build:native`, and check which libtorch is found with `node scripts/find-libtorch.mjs`.';
-    if (/libtorch|libc10|libtorch_cpu/.test(reason)) {
-      hint =
-        'The libtorch libraries it was built against are not loadable any more (moved, uninstalled or upgraded). ' +
-        hint;
-    } else if (/NODE_MODULE_VERSION|napi/i.test(reason)) {
-      hint = 'It was built for another Node.js. ' + hint;
-    }
-    throw new NativeLoadError(`torch-bert: could not load the native addon ${found}: ${reason}\n${hint}`, {
-      cause: err,
-    });
+    const e = err as Error & { cause?: unknown };
+    throw new NativeLoadError(e.message ?? String(err), { cause: e.cause ?? err });
   }
   return cached;
+}
+
+/** What loadBinding() loaded and why (libtorch found, binary, build-info, preloaded libraries); undefined before it ran. */
+export function loadedBinaryInfo(): LoadInfo | undefined {
+  return cachedInfo;
 }

@@ -5,7 +5,8 @@
  * Search order (first usable one wins):
  *   1. env LIBTORCH: an unpacked libtorch folder (with share/cmake/Torch);
  *   2. Python PyTorch: `python3` on PATH, then /usr/bin/python3;
- *   3. the system install (Debian/Ubuntu libtorch-dev).
+ *   3. the system install (Debian/Ubuntu libtorch-dev; without -dev, the runtime libraries
+ *      alone, which can load a prebuilt addon but not build one: `cmakePrefixPath` is null).
  *
  * `node scripts/find-libtorch.mjs` prints what it found (`--json` for machine output).
  */
@@ -93,6 +94,7 @@ function fromPython(python, report) {
     libDir: info.lib,
     version: info.version,
     flavor: flavorOf({ version: info.version, cudaVersion: info.cuda, libDir: info.lib }),
+    cudaVersion: info.cuda ?? null,
     source: 'python',
     python,
   };
@@ -100,9 +102,13 @@ function fromPython(python, report) {
   return found;
 }
 
+// Absolute fallbacks: the answer must not depend on PATH (an install with the build tools
+// hidden, a service with a bare PATH), or the version recorded at build time and the one found
+// at load time could differ.
 function multiarch() {
   for (const [cmd, args] of [
     ['dpkg-architecture', ['-qDEB_HOST_MULTIARCH']],
+    ['/usr/bin/dpkg-architecture', ['-qDEB_HOST_MULTIARCH']],
     ['gcc', ['-print-multiarch']],
   ]) {
     try {
@@ -115,14 +121,35 @@ function multiarch() {
   return null;
 }
 
+function dpkgQuery(args) {
+  for (const cmd of ['dpkg-query', '/usr/bin/dpkg-query']) {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch {
+      // try the next way
+    }
+  }
+  return null;
+}
+
 function dpkgVersion(pkg) {
+  const out = dpkgQuery(['-W', '-f=${Version}', pkg]);
+  // '1.13.1+dfsg-4' -> '1.13.1'
+  return (out && /^(?:\d+:)?(\d+(?:\.\d+)*)/.exec(out)?.[1]) ?? null;
+}
+
+/** The Debian version of the package that owns `file` ('libtorch1.13:amd64: /usr/lib/...'). */
+function dpkgVersionOfFile(file) {
+  const pkg = dpkgQuery(['-S', file])?.split(':')[0];
+  return pkg ? dpkgVersion(pkg) : null;
+}
+
+/** `lib<name>.so*` / `lib<name>.dylib` in `dir`, or null. */
+function findLibrary(dir, name) {
   try {
-    const out = execFileSync('dpkg-query', ['-W', '-f=${Version}', pkg], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    }).trim();
-    // '1.13.1+dfsg-4' -> '1.13.1'
-    return /^(?:\d+:)?(\d+(?:\.\d+)*)/.exec(out)?.[1] ?? null;
+    const files = readdirSync(dir).filter((f) => new RegExp(`^lib${name}\\.(so(\\.\\d+)*|dylib)$`).test(f));
+    files.sort((a, b) => a.length - b.length);
+    return files.length ? join(dir, files[0]) : null;
   } catch {
     return null;
   }
@@ -146,6 +173,16 @@ function fromSystem(report) {
     const version = dpkgVersion('libtorch-dev') ?? cmakePackageVersion(cmakeDir);
     const found = { cmakePrefixPath: cmakeDir, libDir, version, flavor: flavorOf({ version, libDir }), source: 'system' };
     report?.({ ...found, path: cmakeDir, usable: true });
+    return found;
+  }
+  // Runtime libraries without the CMake package (Debian's libtorchX.Y without libtorch-dev):
+  // enough to load a prebuilt addon.
+  for (const libDir of [...new Set(dirs.map((d) => dirname(d)))]) {
+    const lib = findLibrary(libDir, 'torch_cpu');
+    if (!lib) continue;
+    const version = dpkgVersionOfFile(realpathOrSelf(lib)) ?? /\.so\.(\d+\.\d+\.\d+)$/.exec(realpathOrSelf(lib))?.[1] ?? null;
+    const found = { cmakePrefixPath: null, libDir, version, flavor: flavorOf({ version, libDir }), source: 'system' };
+    report?.({ ...found, path: libDir, usable: true, note: 'runtime libraries only (no CMake package): can load a prebuilt, cannot build' });
     return found;
   }
   return null;
@@ -180,11 +217,21 @@ function pythonCandidates() {
 }
 
 /**
+ * What the search depends on besides the files themselves: LIBTORCH and the Python
+ * interpreters it would ask. A cached result is stale when this changes.
+ */
+export function searchKey() {
+  return { LIBTORCH: process.env.LIBTORCH ? resolve(process.env.LIBTORCH) : null, pythons: pythonCandidates().map(realpathOrSelf) };
+}
+
+export { findLibrary };
+
+/**
  * Finds libtorch, in the order LIBTORCH, Python PyTorch, system install.
  * @param {{ report?: (candidate: object) => void }} [options] `report` is called for every
  *   candidate found, usable or not (with `usable` and, when unusable, `reason`).
- * @returns {{ cmakePrefixPath: string, libDir: string, version: string | null,
- *   flavor: string, source: 'LIBTORCH' | 'python' | 'system', python?: string }}
+ * @returns {{ cmakePrefixPath: string | null, libDir: string, version: string | null,
+ *   flavor: string, source: 'LIBTORCH' | 'python' | 'system', python?: string, cudaVersion?: string | null }}
  * @throws {Error} with NOT_FOUND_MESSAGE when nothing usable is found.
  */
 export function findLibtorch({ report } = {}) {
@@ -219,7 +266,7 @@ if (isMain) {
       console.log('libtorch candidates:');
       for (const c of candidates) console.log(describe(c));
       console.log(`\nusing: libtorch ${found.version ?? '(unknown version)'} (${found.flavor}, ${found.source})`);
-      console.log(`  CMAKE_PREFIX_PATH=${found.cmakePrefixPath}`);
+      console.log(`  CMAKE_PREFIX_PATH=${found.cmakePrefixPath ?? '(none: runtime libraries only, cannot build from source)'}`);
       console.log(`  libraries in ${found.libDir}`);
     }
   } catch (err) {

@@ -1,0 +1,492 @@
+#!/usr/bin/env node
+/**
+ * Which native addon to load, and loading it: shared by the install script, `npm run prebuild`,
+ * the build script and the TypeScript loader (lib/loader.ts), so all of them decide the same way.
+ *
+ * - The libtorch to use is found by scripts/find-libtorch.mjs. The result is cached in
+ *   build/libtorch.json (written at install time); loading re-searches only when that file is
+ *   missing or stale (LIBTORCH or the Python interpreters on PATH changed, or libtorch_cpu's
+ *   file changed).
+ * - Binaries, first match wins: TORCH_BERT_BINARY; build/Release/torch_bert.node (a source
+ *   build); prebuilds/<platform>-<arch>/torch-<version>-<flavor>/torch_bert.node. Each has a
+ *   build-info.json next to it saying which libtorch it was built against; a binary built
+ *   against another libtorch version or flavor is refused, naming both.
+ * - Before the addon is required, libtorch's libraries are loaded from the found libtorch's lib
+ *   folder with RTLD_GLOBAL: the addon's DT_NEEDED entries then resolve to them by soname, so
+ *   a prebuilt whose RUNPATH names the build machine's folder works without LD_LIBRARY_PATH.
+ *
+ * `node scripts/native-binary.mjs --check [--binary PATH]` loads the addon, runs a tiny
+ * computation and prints what was loaded as JSON (exit code 1 and the message on failure).
+ */
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NOT_FOUND_MESSAGE, findLibrary, findLibtorch, searchKey } from './find-libtorch.mjs';
+
+export const ADDON = 'torch_bert.node';
+export const BUILD_INFO = 'build-info.json';
+const CACHE_SCHEMA = 1;
+
+export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+export function platformKey() {
+  return `${process.platform}-${process.arch}`;
+}
+
+/** '2.11.0+cu130' -> '2.11.0'; '1.13.0a0' -> '1.13.0'; null when there is no version. */
+export function baseVersion(version) {
+  return /^(\d+(?:\.\d+)*)/.exec(version ?? '')?.[1] ?? null;
+}
+
+/** 'libtorch 2.11.0+cu130 (cu130, python /usr/bin/python3, /site-packages/torch/lib)' */
+export function describeLibtorch(l, { where = true } = {}) {
+  if (!l) return 'no libtorch';
+  const how = l.source === 'python' && l.python ? `python ${l.python}` : l.source;
+  return `libtorch ${l.version ?? '(unknown version)'} (${l.flavor}${how ? `, ${how}` : ''})${where ? ` at ${l.libDir}` : ''}`;
+}
+
+function describeBuiltAgainst(info) {
+  return `libtorch ${info.libtorch.version ?? '(unknown version)'} (${info.libtorch.flavor})`;
+}
+
+export function prebuildName(libtorch) {
+  return `torch-${baseVersion(libtorch.version) ?? 'unknown'}-${libtorch.flavor}`;
+}
+
+export function prebuildDir(root, libtorch) {
+  return join(root, 'prebuilds', platformKey(), prebuildName(libtorch));
+}
+
+export function sourceBinary(root) {
+  return join(root, 'build', 'Release', ADDON);
+}
+
+export function readBuildInfo(binaryPath) {
+  try {
+    return JSON.parse(readFileSync(join(dirname(binaryPath), BUILD_INFO), 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/** Prebuilts for this platform: [{ name, binary, buildInfo }]. */
+export function listPrebuilds(root) {
+  const dir = join(root, 'prebuilds', platformKey());
+  let names = [];
+  try {
+    names = readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+  return names
+    .map((name) => ({ name, binary: join(dir, name, ADDON) }))
+    .filter((p) => existsSync(p.binary))
+    .map((p) => ({ ...p, buildInfo: readBuildInfo(p.binary) }));
+}
+
+function flavorsMatch(a, b) {
+  if (a === b) return true;
+  // 'cuda' means "a CUDA build whose CUDA version could not be told".
+  return (a === 'cuda' && b.startsWith('cu') && b !== 'cpu') || (b === 'cuda' && a.startsWith('cu') && a !== 'cpu');
+}
+
+/** Why a binary with build-info `info` must not be loaded with `libtorch`, or null when it may. */
+export function incompatibility(info, libtorch) {
+  if (!info?.libtorch || !libtorch) return null;
+  if (info.platform && info.arch && `${info.platform}-${info.arch}` !== platformKey()) {
+    return `it was built for ${info.platform}-${info.arch}, this is ${platformKey()}`;
+  }
+  const built = baseVersion(info.libtorch.version);
+  const found = baseVersion(libtorch.version);
+  if ((built && found && built !== found) || !flavorsMatch(info.libtorch.flavor, libtorch.flavor)) {
+    return `it was built against ${describeBuiltAgainst(info)}, but the libtorch found is ${describeLibtorch(libtorch)}`;
+  }
+  return null;
+}
+
+// ---- the libtorch search, cached ----
+
+export function cacheFile(root) {
+  return join(root, 'build', 'libtorch.json');
+}
+
+function stamp(libtorch) {
+  const lib = findLibrary(libtorch.libDir, 'torch_cpu');
+  if (!lib) return null;
+  try {
+    const real = realpathSync(lib);
+    const st = statSync(real);
+    return { file: real, size: st.size, mtimeMs: st.mtimeMs };
+  } catch {
+    return null;
+  }
+}
+
+export function writeLibtorchCache(root, libtorch) {
+  const file = cacheFile(root);
+  const body = { schema: CACHE_SCHEMA, key: searchKey(), stamp: stamp(libtorch), libtorch, writtenAt: new Date().toISOString() };
+  try {
+    mkdirSync(dirname(file), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(body, null, 2) + '\n');
+    renameSync(tmp, file);
+    return true;
+  } catch {
+    return false; // a read-only install: searching again next time is all it costs
+  }
+}
+
+/** The cached search result when it is still valid, else null. */
+export function readLibtorchCache(root) {
+  let cached;
+  try {
+    cached = JSON.parse(readFileSync(cacheFile(root), 'utf8'));
+  } catch {
+    return null;
+  }
+  if (cached?.schema !== CACHE_SCHEMA || !cached.libtorch?.libDir) return null;
+  if (JSON.stringify(cached.key) !== JSON.stringify(searchKey())) return null;
+  const now = stamp(cached.libtorch);
+  if (!now || !cached.stamp || JSON.stringify(now) !== JSON.stringify(cached.stamp)) return null;
+  return cached.libtorch;
+}
+
+/**
+ * The libtorch to use: from the cache when valid (how: 'cache'), else searched (how: 'search')
+ * and cached. Throws find-libtorch's NOT_FOUND_MESSAGE when there is none.
+ */
+export function resolveLibtorch(root = packageRoot, { refresh = false, report } = {}) {
+  if (!refresh) {
+    const cached = readLibtorchCache(root);
+    if (cached) return { libtorch: cached, how: 'cache' };
+  }
+  const libtorch = findLibtorch({ report });
+  writeLibtorchCache(root, libtorch);
+  return { libtorch, how: 'search' };
+}
+
+// ---- ELF: which libraries a binary needs, and its RUNPATH ----
+
+/** { needed, runpath, soname } of a 64-bit little-endian ELF file, or null. */
+export function readElfDynamic(file) {
+  let buf;
+  try {
+    buf = readFileSync(file);
+  } catch {
+    return null;
+  }
+  if (buf.length < 64 || buf.readUInt32BE(0) !== 0x7f454c46 || buf[4] !== 2 || buf[5] !== 1) return null;
+  const phoff = Number(buf.readBigUInt64LE(0x20));
+  const phentsize = buf.readUInt16LE(0x36);
+  const phnum = buf.readUInt16LE(0x38);
+  const loads = [];
+  let dynamic = null;
+  for (let i = 0; i < phnum; i++) {
+    const at = phoff + i * phentsize;
+    const type = buf.readUInt32LE(at);
+    const seg = { offset: Number(buf.readBigUInt64LE(at + 8)), vaddr: Number(buf.readBigUInt64LE(at + 16)), filesz: Number(buf.readBigUInt64LE(at + 32)) };
+    if (type === 1) loads.push(seg);
+    else if (type === 2) dynamic = seg;
+  }
+  if (!dynamic) return null;
+  const entries = [];
+  let strtab = null;
+  for (let at = dynamic.offset; at + 16 <= dynamic.offset + dynamic.filesz; at += 16) {
+    const tag = Number(buf.readBigInt64LE(at));
+    const val = Number(buf.readBigUInt64LE(at + 8));
+    if (tag === 0) break;
+    if (tag === 5) strtab = val;
+    entries.push([tag, val]);
+  }
+  const seg = loads.find((s) => strtab !== null && strtab >= s.vaddr && strtab < s.vaddr + s.filesz);
+  if (!seg) return null;
+  const strOffset = strtab - seg.vaddr + seg.offset;
+  const str = (off) => {
+    const start = strOffset + off;
+    const end = buf.indexOf(0, start);
+    return buf.toString('utf8', start, end < 0 ? buf.length : end);
+  };
+  const out = { needed: [], runpath: null, soname: null };
+  for (const [tag, val] of entries) {
+    if (tag === 1) out.needed.push(str(val));
+    else if (tag === 14) out.soname = str(val);
+    else if (tag === 29 || (tag === 15 && out.runpath === null)) out.runpath = str(val);
+  }
+  return out;
+}
+
+// ---- preloading libtorch ----
+
+const PRELOAD_ORDER = ['c10', 'c10_cuda', 'torch_cpu', 'torch_cuda', 'torch'];
+
+/**
+ * Loads libtorch's libraries from `libDir` with RTLD_GLOBAL (and RTLD_NODELETE, since
+ * process.dlopen closes a library that is not a Node addon), dependencies first. `needed`
+ * (the addon's DT_NEEDED entries) picks the exact file names when given. Returns the files
+ * loaded and the errors met; on platforms other than Linux it does nothing.
+ */
+export function preloadLibtorch(libDir, needed = null) {
+  const loaded = [];
+  const errors = [];
+  if (process.platform !== 'linux' || !libDir) return { loaded, errors };
+  const { RTLD_NOW = 2, RTLD_GLOBAL = 0x100, RTLD_NODELETE = 0x1000 } = osConstants.dlopen ?? {};
+  for (const name of PRELOAD_ORDER) {
+    const re = new RegExp(`^lib${name}\\.so(\\.\\d+)*$`);
+    const exact = needed?.find((n) => re.test(n));
+    let file = exact && existsSync(join(libDir, exact)) ? join(libDir, exact) : null;
+    if (!file) {
+      // The CUDA libraries only when the addon needs them; the core ones always.
+      if (needed ? !exact && name.includes('cuda') : name.includes('cuda')) continue;
+      file = findLibrary(libDir, name);
+    }
+    if (!file) continue;
+    try {
+      process.dlopen({ exports: {} }, file, RTLD_NOW | RTLD_GLOBAL | RTLD_NODELETE);
+      loaded.push(file);
+    } catch (err) {
+      // Expected: a plain library "did not self-register" as an addon, after dlopen succeeded.
+      if (/did not self-register/i.test(err?.message ?? '')) loaded.push(file);
+      else errors.push(`${file}: ${err?.message ?? err}`);
+    }
+  }
+  return { loaded, errors };
+}
+
+// ---- choosing and loading the addon ----
+
+class LoadError extends Error {
+  constructor(message, options) {
+    super(message, options);
+    this.name = 'NativeLoadError';
+  }
+}
+
+function buildHint(libtorch) {
+  const target = libtorch ? ` for ${describeLibtorch(libtorch, { where: false })}` : '';
+  return (
+    `Build one${target} with \`npm rebuild torch-bert\` (in a checkout: \`npm run build:native\`; needs cmake and a C++17 compiler), ` +
+    'and check which libtorch is found with `npx torch-bert doctor` or `node scripts/find-libtorch.mjs`.'
+  );
+}
+
+/**
+ * The binary to load for `libtorch`: { path, kind: 'override' | 'source' | 'prebuilt', buildInfo }.
+ * Throws a LoadError that names the versions when every binary present was built for another libtorch.
+ */
+export function selectBinary(root, libtorch) {
+  const refused = [];
+  const consider = (path, kind) => {
+    if (!existsSync(path)) return null;
+    const buildInfo = readBuildInfo(path);
+    const why = incompatibility(buildInfo, libtorch);
+    if (!why) return { path, kind, buildInfo };
+    refused.push(`${path}: ${why}`);
+    return null;
+  };
+  if (process.env.TORCH_BERT_BINARY) {
+    const path = resolve(process.env.TORCH_BERT_BINARY);
+    if (!existsSync(path)) throw new LoadError(`torch-bert: TORCH_BERT_BINARY is set to ${path}, which does not exist.`);
+    const chosen = consider(path, 'override');
+    if (chosen) return chosen;
+  } else {
+    const chosen =
+      consider(sourceBinary(root), 'source') ??
+      consider(join(root, 'build', 'Debug', ADDON), 'source') ??
+      (libtorch ? consider(join(prebuildDir(root, libtorch), ADDON), 'prebuilt') : null);
+    if (chosen) return chosen;
+  }
+  const prebuilds = listPrebuilds(root);
+  const available = prebuilds.length ? prebuilds.map((p) => p.name).join(', ') : 'none';
+  if (refused.length) {
+    throw new LoadError(
+      `torch-bert: refusing to load the native addon built for another libtorch (loading it would crash or misbehave):\n  ${refused.join('\n  ')}\n` +
+        `Prebuilt binaries in this package for ${platformKey()}: ${available}.\n${buildHint(libtorch)}`,
+    );
+  }
+  if (!libtorch) {
+    throw new LoadError(`torch-bert: the native addon is not built, and no libtorch was found to build it against.\n${NOT_FOUND_MESSAGE}`);
+  }
+  throw new LoadError(
+    `torch-bert: no native addon for ${describeLibtorch(libtorch)}: not built from source (no ${sourceBinary(root)}), ` +
+      `and no prebuilt for ${platformKey()} ${prebuildName(libtorch)} (prebuilts in this package: ${available}).\n${buildHint(libtorch)}`,
+  );
+}
+
+/**
+ * Finds libtorch, picks the binary, preloads libtorch and requires the addon.
+ * Returns { binding, info } where info says what was loaded and how; throws one explanatory
+ * LoadError (name 'NativeLoadError') otherwise.
+ */
+export function loadAddon(root = packageRoot, { refresh = false } = {}) {
+  let resolved = null;
+  let searchError = null;
+  try {
+    resolved = resolveLibtorch(root, { refresh });
+  } catch (err) {
+    searchError = err?.message ?? String(err);
+  }
+  const libtorch = resolved?.libtorch ?? null;
+  const chosen = selectBinary(root, libtorch);
+  const elf = readElfDynamic(chosen.path);
+  const needed = chosen.buildInfo?.needed ?? elf?.needed ?? null;
+  const preload = libtorch ? preloadLibtorch(libtorch.libDir, needed) : { loaded: [], errors: [] };
+  const info = {
+    libtorch,
+    how: resolved?.how ?? null,
+    searchError,
+    cacheFile: cacheFile(root),
+    binary: chosen.path,
+    kind: chosen.kind,
+    buildInfo: chosen.buildInfo,
+    runpath: elf?.runpath ?? null,
+    preloaded: preload.loaded,
+    preloadErrors: preload.errors,
+  };
+  let binding;
+  try {
+    binding = createRequire(import.meta.url)(chosen.path);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    let hint = buildHint(libtorch);
+    if (/libtorch|libc10|libcudart|libcudnn|libnv|cannot open shared object/.test(reason)) {
+      hint =
+        `The libtorch libraries it needs could not be loaded (moved, uninstalled or upgraded?); ` +
+        (libtorch ? `they were looked for in ${libtorch.libDir}. ` : `${searchError ?? 'no libtorch was found'}. `) +
+        hint;
+    } else if (/NODE_MODULE_VERSION|napi/i.test(reason)) {
+      hint = 'It was built for another Node.js. ' + hint;
+    } else if (/GLIBC|GLIBCXX|CXXABI/.test(reason)) {
+      hint = 'It was built on a newer system (C or C++ runtime library) than this one. ' + hint;
+    }
+    const preloadNote = preload.errors.length ? `\nWhile loading libtorch first: ${preload.errors.join('; ')}` : '';
+    throw new LoadError(`torch-bert: could not load the native addon ${chosen.path}: ${reason}${preloadNote}\n${hint}`, { cause: err });
+  }
+  // Second net: the libtorch actually running must be the one the binary was built with.
+  const versions = typeof binding.versions === 'function' ? binding.versions() : null;
+  const expected = chosen.buildInfo?.versions?.libtorch ?? versions?.builtAgainst;
+  if (versions && expected && baseVersion(versions.libtorch) !== baseVersion(expected)) {
+    throw new LoadError(
+      `torch-bert: the native addon ${chosen.path} was built against libtorch ${expected}, but libtorch ${versions.libtorch} ` +
+        `got loaded${libtorch ? ` (the libtorch found: ${describeLibtorch(libtorch)})` : ''}; refusing to use it.\n${buildHint(libtorch)}`,
+    );
+  }
+  return { binding, info: { ...info, versions } };
+}
+
+// ---- build-info.json ----
+
+function compilerOf(buildDir) {
+  try {
+    const cmakeFiles = join(buildDir, 'CMakeFiles');
+    for (const v of readdirSync(cmakeFiles)) {
+      const f = join(cmakeFiles, v, 'CMakeCXXCompiler.cmake');
+      if (!existsSync(f)) continue;
+      const text = readFileSync(f, 'utf8');
+      const get = (k) => new RegExp(`set\\(${k} "([^"]*)"\\)`).exec(text)?.[1];
+      return `${get('CMAKE_CXX_COMPILER_ID') ?? '?'} ${get('CMAKE_CXX_COMPILER_VERSION') ?? '?'} (${get('CMAKE_CXX_COMPILER') ?? '?'})`;
+    }
+  } catch {
+    // no CMake build folder
+  }
+  return null;
+}
+
+function napiVersionOf(root) {
+  try {
+    return Number(/NAPI_VERSION=(\d+)/.exec(readFileSync(join(root, 'CMakeLists.txt'), 'utf8'))?.[1]) || null;
+  } catch {
+    return null;
+  }
+}
+
+/** build-info.json for a binary built in `root` against `libtorch`; `versions` from the addon's versions(). */
+export function makeBuildInfo(root, binaryPath, libtorch, versions = null) {
+  const elf = readElfDynamic(binaryPath);
+  let pkg = {};
+  try {
+    pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  } catch {
+    // not fatal
+  }
+  const report = process.report?.getReport?.();
+  return {
+    package: `${pkg.name ?? 'torch-bert'}@${pkg.version ?? '?'}`,
+    platform: process.platform,
+    arch: process.arch,
+    libtorch: {
+      version: libtorch.version,
+      flavor: libtorch.flavor,
+      cudaVersion: libtorch.cudaVersion ?? versions?.cuda ?? null,
+      source: libtorch.source,
+      libDir: libtorch.libDir,
+      cmakePrefixPath: libtorch.cmakePrefixPath,
+    },
+    versions,
+    needed: elf?.needed.filter((n) => /^lib(c10|torch)/.test(n)) ?? null,
+    runpath: elf?.runpath ?? null,
+    napiVersion: napiVersionOf(root),
+    node: { version: process.version, modules: process.versions.modules },
+    compiler: compilerOf(join(root, 'build')),
+    glibc: report?.header?.glibcVersionRuntime ?? null,
+    builtAt: new Date(statSync(binaryPath).mtimeMs).toISOString(),
+  };
+}
+
+// ---- source build freshness ----
+
+function files(dir) {
+  const out = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...files(path));
+    else out.push(path);
+  }
+  return out;
+}
+
+/** build/Release/torch_bert.node exists and is newer than CMakeLists.txt and every file in native/. */
+export function sourceBuildUpToDate(root) {
+  const addon = sourceBinary(root);
+  if (!existsSync(addon)) return false;
+  const built = statSync(addon).mtimeMs;
+  const inputs = [join(root, 'CMakeLists.txt'), ...(existsSync(join(root, 'native')) ? files(join(root, 'native')) : [])];
+  return inputs.every((f) => !existsSync(f) || statSync(f).mtimeMs <= built);
+}
+
+/** Files mapped into this process whose name matches `re` (Linux: /proc/self/maps), or null elsewhere. */
+export function mappedLibraries(re) {
+  let text;
+  try {
+    text = readFileSync('/proc/self/maps', 'utf8');
+  } catch {
+    return null;
+  }
+  const seen = new Set();
+  for (const line of text.split('\n')) {
+    const path = line.slice(line.indexOf('/'));
+    if (line.includes('/') && re.test(path.split('/').pop() ?? '')) seen.add(path.replace(/ \(deleted\)$/, ''));
+  }
+  return [...seen];
+}
+
+// ---- --check ----
+
+const isMain = process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isMain && process.argv.includes('--check')) {
+  const at = process.argv.indexOf('--binary');
+  if (at > 0 && process.argv[at + 1]) process.env.TORCH_BERT_BINARY = process.argv[at + 1];
+  try {
+    const { binding, info } = loadAddon(packageRoot);
+    const perm = Array.from(binding.randperm(10, 0));
+    const t = binding.Tensor.fromArray(new Float32Array([1, 2, 3, 4]), [2, 2]);
+    const back = Array.from(t.toArray());
+    t.dispose();
+    const mapped = mappedLibraries(/^lib(c10|torch)/);
+    console.log(JSON.stringify({ ok: true, ...info, randperm: perm, roundTrip: back, mapped }));
+  } catch (err) {
+    console.error(err?.message ?? String(err));
+    process.exit(1);
+  }
+}
