@@ -2,15 +2,18 @@
 /**
  * Builds build/Release/torch_bert.node: finds libtorch (scripts/find-libtorch.mjs), then runs
  * cmake-js from node_modules with CMAKE_PREFIX_PATH pointing at it. Extra arguments are
- * passed to cmake-js (e.g. `-- --debug`).
+ * passed to cmake-js (e.g. `-- --debug`). Then writes build/Release/build-info.json (the
+ * libtorch built against, compiler, Node-API version, ...; see scripts/native-binary.mjs),
+ * checks that the addon loads, and records the versions it reports.
  */
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findLibtorch } from './find-libtorch.mjs';
+import { BUILD_INFO, makeBuildInfo, sourceBinary, writeLibtorchCache } from './native-binary.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -26,6 +29,14 @@ try {
   });
 } catch (err) {
   console.error(err.message);
+  process.exit(1);
+}
+if (!libtorch.cmakePrefixPath) {
+  console.error(
+    `torch-bert: the libtorch found (${libtorch.libDir}) has only its runtime libraries, no CMake package, so the addon ` +
+      'cannot be built against it. Install the development files (Debian/Ubuntu: `sudo apt-get install libtorch-dev`), ' +
+      'set LIBTORCH to an unpacked libtorch from https://pytorch.org, or `pip install torch`.',
+  );
   process.exit(1);
 }
 console.log(
@@ -67,13 +78,31 @@ child.on('error', (err) => {
   process.exit(1);
 });
 child.on('exit', (code, signal) => {
-  if (code === 0) {
-    console.log('torch-bert: built build/Release/torch_bert.node');
-    process.exit(0);
-  }
+  if (code === 0) process.exit(recordBuild());
   console.error(
     `torch-bert: native build failed (${signal ? `signal ${signal}` : `exit code ${code}`}). ` +
       'Check the compiler output above; `node scripts/find-libtorch.mjs` shows which libtorch was used.',
   );
   process.exit(code || 1);
 });
+
+/** Writes build-info.json next to the new addon, checks it loads, adds the versions it reports. */
+function recordBuild() {
+  const addon = sourceBinary(root);
+  const infoFile = join(dirname(addon), BUILD_INFO);
+  const write = (info) => writeFileSync(infoFile, JSON.stringify(info, null, 2) + '\n');
+  const info = makeBuildInfo(root, addon, libtorch);
+  write(info);
+  writeLibtorchCache(root, libtorch);
+  const check = spawnSync(process.execPath, [join(root, 'scripts', 'native-binary.mjs'), '--check', '--binary', addon], {
+    cwd: root,
+    encoding: 'utf8',
+  });
+  if (check.status !== 0) {
+    console.error(`torch-bert: built ${addon}, but it does not load:\n${check.stderr.trim()}`);
+    return 1;
+  }
+  write({ ...info, versions: JSON.parse(check.stdout).versions });
+  console.log(`torch-bert: built ${addon} (${infoFile})`);
+  return 0;
+}

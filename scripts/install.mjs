@@ -1,36 +1,107 @@
 #!/usr/bin/env node
 /**
- * npm `install` lifecycle script: builds the native addon unless an up-to-date one exists
- * (build/Release/torch_bert.node newer than every file in native/ and CMakeLists.txt).
+ * npm `install` lifecycle script. Finds libtorch (scripts/find-libtorch.mjs; the result is
+ * cached in build/libtorch.json for the loader), then, first that applies:
+ *   1. build/Release/torch_bert.node is up to date and built for that libtorch: nothing to do;
+ *   2. a prebuilt for it (prebuilds/<platform>-<arch>/torch-<version>-<flavor>/) loads and
+ *      computes: use it (no compiler needed);
+ *   3. build from source with cmake-js (scripts/build-native.mjs); without cmake or a C++
+ *      compiler, one message says what to install.
+ * TORCH_BERT_BUILD_FROM_SOURCE=1 skips the prebuilts.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { NOT_FOUND_MESSAGE } from './find-libtorch.mjs';
+import {
+  ADDON,
+  describeLibtorch,
+  incompatibility,
+  listPrebuilds,
+  packageRoot as root,
+  platformKey,
+  prebuildDir,
+  prebuildName,
+  readBuildInfo,
+  resolveLibtorch,
+  sourceBinary,
+  sourceBuildUpToDate,
+} from './native-binary.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const addon = join(root, 'build', 'Release', 'torch_bert.node');
+const log = (s) => console.log(`torch-bert: ${s}`);
 
-function sources(dir) {
-  const out = [];
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) out.push(...sources(path));
-    else out.push(path);
-  }
-  return out;
+let libtorch;
+try {
+  ({ libtorch } = resolveLibtorch(root, {
+    refresh: true,
+    report: (c) => log(c.usable ? `found ${describeLibtorch(c)}` : `skipped ${c.source} candidate ${c.path}: ${c.reason}`),
+  }));
+} catch (err) {
+  console.error(`${err.message ?? NOT_FOUND_MESSAGE}\n\ntorch-bert: installing failed: the native addon needs libtorch.`);
+  process.exit(1);
 }
+log(`using ${describeLibtorch(libtorch)}`);
 
-function upToDate() {
-  if (!existsSync(addon)) return false;
-  const built = statSync(addon).mtimeMs;
-  const inputs = [join(root, 'CMakeLists.txt'), ...(existsSync(join(root, 'native')) ? sources(join(root, 'native')) : [])];
-  return inputs.every((f) => !existsSync(f) || statSync(f).mtimeMs <= built);
-}
-
-if (upToDate()) {
-  console.log('torch-bert: native addon is up to date (build/Release/torch_bert.node)');
+const source = sourceBinary(root);
+const sourceFits = existsSync(source) && !incompatibility(readBuildInfo(source), libtorch);
+if (sourceFits && sourceBuildUpToDate(root)) {
+  log(`native addon is up to date (${source})`);
   process.exit(0);
+}
+
+if (process.env.TORCH_BERT_BUILD_FROM_SOURCE !== '1' && !sourceFits) {
+  const prebuilt = join(prebuildDir(root, libtorch), ADDON);
+  if (existsSync(prebuilt)) {
+    const check = spawnSync(process.execPath, [join(root, 'scripts', 'native-binary.mjs'), '--check', '--binary', prebuilt], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    if (check.status === 0) {
+      log(`using the prebuilt binary ${prebuilt}`);
+      process.exit(0);
+    }
+    log(`the prebuilt binary ${prebuilt} does not work here, building from source instead:\n${check.stderr.trim()}`);
+  } else {
+    const names = listPrebuilds(root).map((p) => p.name);
+    log(
+      `no prebuilt binary for ${platformKey()} ${prebuildName(libtorch)}` +
+        (names.length ? ` (prebuilts: ${names.join(', ')})` : '') +
+        '; building from source',
+    );
+  }
+}
+
+/** The first of `names` found on PATH, or null. */
+function onPath(names) {
+  for (const name of names) {
+    if (name.includes('/')) {
+      if (existsSync(name)) return name;
+      continue;
+    }
+    for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+      if (dir && existsSync(join(dir, name))) return join(dir, name);
+    }
+  }
+  return null;
+}
+
+const missing = [];
+if (!onPath(['cmake'])) missing.push('cmake (>= 3.18)');
+const cxx = process.env.CXX?.split(' ')[0];
+if (!onPath([...(cxx ? [cxx] : []), 'c++', 'g++', 'clang++'])) missing.push('a C++17 compiler (g++ or clang++)');
+if (process.platform !== 'win32' && !onPath(['make', 'ninja'])) missing.push('make (or ninja)');
+if (!libtorch.cmakePrefixPath) missing.push('the libtorch development files (its CMake package)');
+if (missing.length) {
+  const names = listPrebuilds(root).map((p) => p.name);
+  console.error(
+    `\ntorch-bert: installing failed. There is no prebuilt native addon for ${describeLibtorch(libtorch)} on ${platformKey()} ` +
+      `(prebuilts in this package: ${names.length ? names.join(', ') : 'none'}), and building one from source needs ` +
+      `${missing.join(', ')}, which ${missing.length > 1 ? 'are' : 'is'} missing.\n` +
+      'Install the build tools (Debian/Ubuntu: `sudo apt-get install cmake g++ make` and for the system libtorch `libtorch-dev`; ' +
+      'Fedora: `sudo dnf install cmake gcc-c++ make`; macOS: `xcode-select --install && brew install cmake`) and run `npm rebuild torch-bert`, ' +
+      (names.length ? `or use a libtorch a prebuilt is for (LIBTORCH=/path/to/libtorch or a Python PyTorch of that version).` : 'or use a libtorch a prebuilt exists for.'),
+  );
+  process.exit(1);
 }
 
 const result = spawnSync(process.execPath, [join(root, 'scripts', 'build-native.mjs')], { cwd: root, stdio: 'inherit' });
@@ -38,7 +109,7 @@ if (result.status !== 0) {
   console.error(
     '\ntorch-bert: installing failed because the native addon could not be built.\n' +
       'It needs libtorch (see the message above) and a C++17 compiler with CMake >= 3.18.\n' +
-      'Fix that, then run `npm run build:native` in the package folder.',
+      'Fix that, then run `npm rebuild torch-bert` (in a checkout: `npm run build:native`).',
   );
   process.exit(result.status || 1);
 }
