@@ -7,11 +7,13 @@
 
 #include "addon_data.h"
 #include "classifier.h"
+#include "lora.h"
 #include "optimizer.h"
 #include "runtime.h"
 #include "script_module.h"
 #include "tensor.h"
 #include "train_step.h"
+#include "training_state.h"
 
 namespace torch_bert {
 
@@ -28,6 +30,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->tensorConstructor = Napi::Persistent(tensor);
   data->scriptModuleConstructor = Napi::Persistent(scriptModule);
   data->adamwConstructor = Napi::Persistent(adamw);
+  // Not exported: instances come from applyLora().
+  data->loraAdaptersConstructor = Napi::Persistent(LoraAdapters::Define(env));
 
   exports.Set("Tensor", tensor);
   exports.Set("ScriptModule", scriptModule);
@@ -35,6 +39,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("buildClassifier", Napi::Function::New<BuildClassifier>(env, "buildClassifier"));
   exports.Set("trainStep", Napi::Function::New<TrainStep>(env, "trainStep"));
   exports.Set("evalStep", Napi::Function::New<EvalStep>(env, "evalStep"));
+  exports.Set("extractFeatures", Napi::Function::New<ExtractFeatures>(env, "extractFeatures"));
+  exports.Set("headTrainStep", Napi::Function::New<HeadTrainStep>(env, "headTrainStep"));
+  exports.Set("headEvalStep", Napi::Function::New<HeadEvalStep>(env, "headEvalStep"));
+  exports.Set("applyLora", Napi::Function::New<ApplyLora>(env, "applyLora"));
   // Thread count is left at libtorch's default: the caller decides via setNumThreads.
 
   // TorchScript's optimising graph executor profiles a traced BERT and, in grad mode, wraps it
@@ -46,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   const char* optimize = std::getenv("TORCH_BERT_JIT_OPTIMIZE");
   torch::jit::setGraphExecutorOptimize(optimize != nullptr && std::strcmp(optimize, "1") == 0);
   RegisterRuntime(env, exports);
+  RegisterTrainingState(env, exports);
   return exports;
 }
 

@@ -10,6 +10,7 @@ struct AddonData {
   Napi::FunctionReference tensorConstructor;
   Napi::FunctionReference scriptModuleConstructor;
   Napi::FunctionReference adamwConstructor;
+  Napi::FunctionReference loraAdaptersConstructor;
 };
 
 inline AddonData& GetAddonData(Napi::Env env) {

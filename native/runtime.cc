@@ -162,6 +162,21 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value Cat(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    Napi::Array array = ReadArray(info[0], "cat: tensors");
+    if (array.Length() == 0) ThrowError(env, "cat: tensors must not be empty");
+    std::vector<torch::Tensor> tensors;
+    tensors.reserve(array.Length());
+    for (uint32_t i = 0; i < array.Length(); ++i) {
+      tensors.push_back(Tensor::Get(array.Get(i), "cat: tensors[" + std::to_string(i) + "]"));
+    }
+    // Shape, dtype and device mismatches: libtorch's own messages.
+    return Tensor::Wrap(env, torch::cat(tensors, 0));
+  });
+}
+
 }  // namespace
 
 void RegisterRuntime(Napi::Env env, Napi::Object exports) {
@@ -175,6 +190,7 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("noGrad", Napi::Function::New<NoGrad>(env, "noGrad"));
   exports.Set("nllLoss", Napi::Function::New<NllLoss>(env, "nllLoss"));
   exports.Set("crossEntropy", Napi::Function::New<CrossEntropy>(env, "crossEntropy"));
+  exports.Set("cat", Napi::Function::New<Cat>(env, "cat"));
 }
 
 }  // namespace torch_bert

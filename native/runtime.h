@@ -6,7 +6,7 @@
 namespace torch_bert {
 
 // Adds manualSeed, randperm, setNumThreads, getNumThreads, cudaIsAvailable,
-// cudaDeviceCount, versions, noGrad, nllLoss and crossEntropy to `exports`.
+// cudaDeviceCount, versions, noGrad, nllLoss, crossEntropy and cat to `exports`.
 void RegisterRuntime(Napi::Env env, Napi::Object exports);
 
 }  // namespace torch_bert

@@ -5,6 +5,7 @@
 
 #include "addon_data.h"
 #include "errors.h"
+#include "lora.h"
 #include "tensor.h"
 #include "values.h"
 #include "worker.h"
@@ -92,6 +93,7 @@ class ForwardWorker : public PromiseWorker {
   void Run() override {
     std::lock_guard<std::mutex> lock(*state_->mutex);
     c10::AutoGradMode mode(gradEnabled_);
+    LoraWeights lora(*state_, LoraMode::kForward);
     result_ = FindMethod(state_->module, method_)(std::move(inputs_));
   }
   Napi::Value Result(Napi::Env env) override { return IValueToJs(env, result_); }
@@ -112,6 +114,7 @@ class SaveWorker : public PromiseWorker {
  protected:
   void Run() override {
     std::lock_guard<std::mutex> lock(*state_->mutex);
+    LoraWeights merged(*state_, LoraMode::kMerged);
     SaveModule(state_->module, path_);
   }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
@@ -305,7 +308,9 @@ Napi::Value ScriptModule::Call(const Napi::CallbackInfo& info, const std::string
   {
     std::lock_guard<std::mutex> lock(*state->mutex);
     torch::jit::Method method = FindMethod(state->module, name);
-    result = method(MethodInputs(method, info, firstInput));
+    std::vector<c10::IValue> inputs = MethodInputs(method, info, firstInput);
+    LoraWeights lora(*state, LoraMode::kForward);
+    result = method(std::move(inputs));
   }
   return IValueToJs(env, result);
 }
@@ -413,6 +418,7 @@ Napi::Value ScriptModule::To(const Napi::CallbackInfo& info) {
     // jit::Module::to moves data with set_data, so parameter handles held elsewhere (JS
     // tensors, optimizers) follow the module.
     state->module.to(device);
+    MoveLora(*state, device);
     state->device = device;
     return env.Undefined();
   });
@@ -424,6 +430,8 @@ Napi::Value ScriptModule::Save(const Napi::CallbackInfo& info) {
     std::string path = ReadString(info[0], "ScriptModule.save: path");
     const auto& state = Checked(env);
     std::lock_guard<std::mutex> lock(*state->mutex);
+    // With adapters attached, the file holds the merged weights as plain parameters.
+    LoraWeights merged(*state, LoraMode::kMerged);
     SaveModule(state->module, path);
     return env.Undefined();
   });
@@ -448,6 +456,8 @@ Napi::Value ScriptModule::Clone(const Napi::CallbackInfo& info) {
         // Without this, deep-copied parameters would be non-leaf outputs of clone() that
         // optimizers cannot train.
         c10::NoGradGuard noGrad;
+        // With adapters attached, the copy is the adapted model with merged, plain weights.
+        LoraWeights merged(*state, LoraMode::kMerged);
         copy = state->module.deepcopy();
       }
       std::vector<bool> requiresGrad;

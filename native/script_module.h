@@ -12,6 +12,8 @@
 
 namespace torch_bert {
 
+struct LoraState;  // lora.h
+
 // What a JS ScriptModule refers to. Held through shared_ptr so that async work keeps it alive
 // after the JS object is disposed or collected.
 struct ModuleState {
@@ -24,6 +26,9 @@ struct ModuleState {
   std::shared_ptr<std::mutex> mutex;
   // Where the module lives when it has no parameters or buffers to tell.
   c10::Device device;
+  // LoRA adapters attached by applyLora (lora.h), or null. Every forward and save of this
+  // module goes through LoraWeights so that they take effect.
+  std::shared_ptr<LoraState> lora;
 };
 using ModuleStatePtr = std::shared_ptr<ModuleState>;
 

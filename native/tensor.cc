@@ -146,6 +146,7 @@ Napi::Function Tensor::Define(Napi::Env env) {
           InstanceMethod<&Tensor::SetRequiresGrad>("setRequiresGrad"),
           InstanceMethod<&Tensor::Grad>("grad"),
           InstanceMethod<&Tensor::Backward>("backward"),
+          InstanceMethod<&Tensor::CopyFrom>("copyFrom"),
           InstanceMethod<&Tensor::Dispose>("dispose"),
       });
 }
@@ -342,6 +343,23 @@ Napi::Value Tensor::Backward(const Napi::CallbackInfo& info) {
       ThrowError(env, "backward() needs a scalar (one-element) tensor, got shape " + ShapeString(t.sizes()));
     }
     t.backward();
+    return env.Undefined();
+  });
+}
+
+Napi::Value Tensor::CopyFrom(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    torch::Tensor self = Checked(env);
+    torch::Tensor source = Get(info[0], "Tensor.copyFrom: source");
+    if (!self.sizes().equals(source.sizes())) {
+      ThrowError(env, "Tensor.copyFrom: source has shape " + ShapeString(source.sizes()) + ", this tensor has " +
+                          ShapeString(self.sizes()));
+    }
+    // Without autograd, so a parameter (a leaf that requires grad) can be overwritten in place;
+    // copy_ converts dtype and device.
+    torch::NoGradGuard noGrad;
+    self.copy_(source);
     return env.Undefined();
   });
 }

@@ -49,6 +49,7 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
   Napi::Value SetRequiresGrad(const Napi::CallbackInfo& info);
   Napi::Value Grad(const Napi::CallbackInfo& info);
   Napi::Value Backward(const Napi::CallbackInfo& info);
+  Napi::Value CopyFrom(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   const torch::Tensor& Checked(Napi::Env env) const;

@@ -3,13 +3,16 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <sstream>
 
 #include "errors.h"
+#include "lora.h"
 #include "optimizer.h"
 #include "script_module.h"
+#include "tensor.h"
 #include "worker.h"
 
 namespace torch_bert {
@@ -73,14 +76,182 @@ Batch ReadBatch(const Napi::Value& value, const std::string& fn, bool requireLab
   return batch;
 }
 
-// Runs forward(input_ids, attention_mask) and checks it returned [B, C] log-probabilities.
-torch::Tensor Forward(torch::jit::Module& module, const Batch& batch, const c10::Device& device) {
-  c10::IValue out = module.forward({batch.inputIds.to(device), batch.attentionMask.to(device)});
+// ---- Options -------------------------------------------------------------------------------
+
+struct LossOptions {
+  std::optional<torch::Tensor> classWeights;  // float32 [C], CPU
+  double labelSmoothing = 0;
+  bool Plain() const { return !classWeights && labelSmoothing == 0; }
+};
+
+struct StepOptions {
+  LossOptions loss;
+  double maxGradNorm = 0;
+  bool accumulateOnly = false;
+  double lossScale = 1;
+};
+
+void ReadLossFields(const Napi::Object& options, const std::string& where, LossOptions& loss) {
+  Napi::Env env = options.Env();
+  Napi::Value weights = options.Get("classWeights");
+  if (!IsMissing(weights)) {
+    const std::string what = where + ".classWeights";
+    if (!weights.IsTypedArray() || weights.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+      ThrowTypeError(env, what + " must be a Float32Array, got " + TypeOfValue(weights));
+    }
+    auto array = weights.As<Napi::Float32Array>();
+    if (array.ElementLength() == 0) ThrowError(env, what + " must not be empty");
+    for (size_t i = 0; i < array.ElementLength(); ++i) {
+      if (!std::isfinite(array[i]) || array[i] < 0) {
+        ThrowError(env, what + "[" + std::to_string(i) + "] must be a finite number >= 0, got " +
+                            std::to_string(array[i]));
+      }
+    }
+    torch::Tensor t = torch::empty({static_cast<int64_t>(array.ElementLength())}, torch::kFloat);
+    std::memcpy(t.data_ptr(), array.Data(), array.ElementLength() * sizeof(float));
+    loss.classWeights = t;
+  }
+  Napi::Value smoothing = options.Get("labelSmoothing");
+  if (!IsMissing(smoothing)) {
+    loss.labelSmoothing = ReadNumber(smoothing, where + ".labelSmoothing");
+    if (loss.labelSmoothing < 0 || loss.labelSmoothing >= 1) ThrowError(env, where + ".labelSmoothing must be in [0, 1)");
+  }
+}
+
+LossOptions ReadLossOptions(const Napi::Value& value, const std::string& fn) {
+  LossOptions loss;
+  if (IsMissing(value)) return loss;
+  ReadLossFields(ReadObject(value, fn + ": loss"), fn + ": loss", loss);
+  return loss;
+}
+
+StepOptions ReadStepOptions(const Napi::Value& value, const std::string& fn) {
+  StepOptions step;
+  if (IsMissing(value)) return step;
+  const std::string where = fn + ": options";
+  Napi::Object options = ReadObject(value, where);
+  Napi::Env env = value.Env();
+  ReadLossFields(options, where, step.loss);
+  Napi::Value norm = options.Get("maxGradNorm");
+  if (!IsMissing(norm)) {
+    step.maxGradNorm = ReadNumber(norm, where + ".maxGradNorm");
+    if (step.maxGradNorm < 0) ThrowError(env, where + ".maxGradNorm must be >= 0");
+  }
+  Napi::Value accumulate = options.Get("accumulateOnly");
+  if (!IsMissing(accumulate)) step.accumulateOnly = ReadBool(accumulate, where + ".accumulateOnly");
+  Napi::Value scale = options.Get("lossScale");
+  if (!IsMissing(scale)) {
+    step.lossScale = ReadNumber(scale, where + ".lossScale");
+    if (step.lossScale <= 0) ThrowError(env, where + ".lossScale must be > 0");
+  }
+  return step;
+}
+
+// ---- Inputs --------------------------------------------------------------------------------
+
+// What a step feeds the classifier: a token batch through `forward`, or rows of cached
+// features through `head_forward`.
+struct StepInput {
+  int64_t size = 0;
+  std::optional<Batch> tokens;
+  torch::Tensor features;  // [N, H], any device
+  torch::Tensor rows;      // int64 [B], CPU
+  std::optional<torch::Tensor> labels;  // int64 [B], CPU
+};
+
+StepInput TokenInput(Batch batch) {
+  StepInput input;
+  input.size = batch.size;
+  input.labels = batch.labels;
+  input.tokens = std::move(batch);
+  return input;
+}
+
+// features, rows and labels of headTrainStep / headEvalStep, checked against each other.
+StepInput FeatureInput(const Napi::CallbackInfo& info, size_t first, const std::string& fn, bool requireLabels) {
+  Napi::Env env = info.Env();
+  StepInput input;
+  input.features = Tensor::Get(info[first], fn + ": features");
+  if (input.features.dim() != 2 || !input.features.is_floating_point()) {
+    std::ostringstream os;
+    os << fn << ": features must be a floating-point [N, hidden] tensor, got " << DTypeName(input.features.scalar_type())
+       << " of shape " << input.features.sizes();
+    ThrowError(env, os.str());
+  }
+  const int64_t n = input.features.size(0);
+  Napi::Int32Array rows = ReadInt32Array(info[first + 1], fn + ": rows");
+  if (rows.ElementLength() == 0) ThrowError(env, fn + ": rows must not be empty");
+  for (size_t i = 0; i < rows.ElementLength(); ++i) {
+    if (rows[i] < 0 || rows[i] >= n) {
+      ThrowError(env, fn + ": rows[" + std::to_string(i) + "] = " + std::to_string(rows[i]) +
+                          " is out of range for features with " + std::to_string(n) + " rows");
+    }
+  }
+  input.size = static_cast<int64_t>(rows.ElementLength());
+  input.rows = CopyInt32(rows, {input.size});
+
+  Napi::Value labelsValue = info[first + 2];
+  if (IsMissing(labelsValue)) {
+    if (requireLabels) ThrowTypeError(env, fn + ": labels is required (an Int32Array of class ids)");
+    return input;
+  }
+  Napi::Int32Array labels = ReadInt32Array(labelsValue, fn + ": labels");
+  if (labels.ElementLength() != rows.ElementLength()) {
+    ThrowError(env, fn + ": labels has " + std::to_string(labels.ElementLength()) + " elements, rows has " +
+                        std::to_string(rows.ElementLength()));
+  }
+  for (size_t i = 0; i < labels.ElementLength(); ++i) {
+    if (labels[i] < 0) {
+      ThrowError(env, fn + ": labels[" + std::to_string(i) + "] is negative (" + std::to_string(labels[i]) + ")");
+    }
+  }
+  input.labels = CopyInt32(labels, {input.size});
+  return input;
+}
+
+// ---- Computation ---------------------------------------------------------------------------
+
+torch::jit::Method ClassifierMethod(const torch::jit::Module& module, const std::string& name) {
+  if (auto method = module.find_method(name)) return *method;
+  throw std::runtime_error("the model has no '" + name + "' method (build it with buildClassifier)");
+}
+
+// The dtype of the module's floating-point parameters (float32 when it has none).
+c10::ScalarType ParameterDType(const torch::jit::Module& module) {
+  for (const auto& p : module.parameters()) {
+    if (p.is_floating_point()) return p.scalar_type();
+  }
+  return torch::kFloat;
+}
+
+// Runs the classifier on the input and checks it returned [B, C] log-probabilities. Adapters
+// (if any) take effect for the duration of the call only.
+torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c10::Device& device, LoraMode mode) {
+  torch::jit::Module& module = state.module;
+  c10::IValue out;
+  if (input.tokens) {
+    std::vector<c10::IValue> args{input.tokens->inputIds.to(device), input.tokens->attentionMask.to(device)};
+    LoraWeights lora(state, mode);
+    out = module.forward(std::move(args));
+  } else {
+    torch::jit::Method head = ClassifierMethod(module, "head_forward");
+    if (module.hasattr("hidden_size") && module.attr("hidden_size").isInt() &&
+        module.attr("hidden_size").toInt() != input.features.size(1)) {
+      throw std::runtime_error("features have " + std::to_string(input.features.size(1)) +
+                               " columns but the model's hidden size is " +
+                               std::to_string(module.attr("hidden_size").toInt()));
+    }
+    torch::Tensor x = input.features.index_select(0, input.rows.to(input.features.device()))
+                          .to(device, ParameterDType(module));
+    // Only the head's adapters matter to head_forward: skip recomputing the encoder's.
+    LoraWeights lora(state, mode, "head.");
+    out = head({x});
+  }
   if (!out.isTensor()) throw std::runtime_error("the model's forward must return a tensor, got a " + out.tagKind());
   torch::Tensor logp = out.toTensor();
-  if (logp.dim() != 2 || logp.size(0) != batch.size) {
+  if (logp.dim() != 2 || logp.size(0) != input.size) {
     std::ostringstream os;
-    os << "the model's forward must return log-probabilities of shape [" << batch.size << ", classes], got "
+    os << "the model's forward must return log-probabilities of shape [" << input.size << ", classes], got "
        << logp.sizes();
     throw std::runtime_error(os.str());
   }
@@ -95,6 +266,46 @@ void CheckLabels(const torch::Tensor& labels, int64_t classes) {
   }
 }
 
+// Mean loss over the batch. Plain: NLL of the log-probabilities. With class weights or label
+// smoothing: cross_entropy on the log-probabilities, which equals nn.CrossEntropyLoss(weight,
+// label_smoothing) on the logits since log_softmax is idempotent.
+torch::Tensor ComputeLoss(const torch::Tensor& logp, const torch::Tensor& labels, const LossOptions& options) {
+  if (options.Plain()) return torch::nll_loss(logp, labels);
+  namespace F = torch::nn::functional;
+  auto ce = F::CrossEntropyFuncOptions().label_smoothing(options.labelSmoothing);
+  if (options.classWeights) {
+    if (options.classWeights->numel() != logp.size(1)) {
+      throw std::runtime_error("classWeights has " + std::to_string(options.classWeights->numel()) +
+                               " values but the model has " + std::to_string(logp.size(1)) + " classes");
+    }
+    ce.weight(options.classWeights->to(logp.device(), logp.scalar_type()));
+  }
+  return F::cross_entropy(logp, labels, ce);
+}
+
+// What the gradient step works on: the module's parameters and the adapters' tensors that
+// hold a gradient.
+std::vector<torch::Tensor> ParametersWithGrad(const ModuleState& state) {
+  std::vector<torch::Tensor> params;
+  for (const auto& p : state.module.parameters()) {
+    if (p.grad().defined()) params.push_back(p);
+  }
+  for (const auto& p : LoraParameters(state)) {
+    if (p.grad().defined()) params.push_back(p);
+  }
+  return params;
+}
+
+// The global L2 norm of the gradients, computed as clip_grad_norm_ does (NaN/Inf propagate).
+double GradNorm(const std::vector<torch::Tensor>& params) {
+  if (params.empty()) return 0;
+  std::vector<torch::Tensor> norms;
+  norms.reserve(params.size());
+  for (const auto& p : params) norms.push_back(p.grad().detach().norm(2));
+  torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2);
+  return total.item<double>();
+}
+
 std::vector<int32_t> ToInt32(const torch::Tensor& t) {
   torch::Tensor cpu = t.to(torch::kCPU, torch::kInt).contiguous();
   const auto* data = static_cast<const int32_t*>(cpu.data_ptr());
@@ -107,40 +318,48 @@ Napi::Int32Array ToJs(Napi::Env env, const std::vector<int32_t>& values) {
   return out;
 }
 
-// Drops gradients however the step ends, so a failed step cannot leak stale gradients into
-// the next one.
+// Drops gradients when the step ends, so a failed step cannot leak stale gradients into the
+// next one; an accumulate-only step that succeeds keeps them (Keep()).
 class GradientReset {
  public:
-  GradientReset(torch::jit::Module& module, torch::optim::Optimizer& optimizer)
-      : module_(module), optimizer_(optimizer) {}
+  GradientReset(ModuleState& model, torch::optim::Optimizer& optimizer) : model_(model), optimizer_(optimizer) {}
+  void Keep() { keep_ = true; }
   ~GradientReset() {
+    if (keep_) return;
     try {
       ClearGradients(optimizer_);
       // Parameters that require grad but are not in the optimizer would otherwise
       // accumulate gradients forever.
-      for (const auto& p : module_.parameters()) {
+      for (const auto& p : model_.module.parameters()) {
         if (p.grad().defined()) {
           torch::Tensor param = p;
           param.mutable_grad() = torch::Tensor();
         }
+      }
+      for (auto& p : LoraParameters(model_)) {
+        if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
       }
     } catch (...) {
     }
   }
 
  private:
-  torch::jit::Module& module_;
+  ModuleState& model_;
   torch::optim::Optimizer& optimizer_;
+  bool keep_ = false;
 };
 
+// trainStep and headTrainStep: forward in the model's current mode, loss, backward, then
+// (unless accumulating) clipping, optimizer.step() and zeroed gradients.
 class TrainStepWorker : public PromiseWorker {
  public:
-  TrainStepWorker(Napi::Env env, ModuleStatePtr model, OptimizerStatePtr optimizer, Batch batch, double maxGradNorm)
+  TrainStepWorker(Napi::Env env, ModuleStatePtr model, OptimizerStatePtr optimizer, StepInput input,
+                  StepOptions options)
       : PromiseWorker(env),
         model_(std::move(model)),
         optimizer_(std::move(optimizer)),
-        batch_(std::move(batch)),
-        maxGradNorm_(maxGradNorm) {}
+        input_(std::move(input)),
+        options_(std::move(options)) {}
 
  protected:
   void Run() override {
@@ -148,23 +367,28 @@ class TrainStepWorker : public PromiseWorker {
     std::lock_guard<std::mutex> modelLock(*model_->mutex);
     std::lock_guard<std::mutex> optimizerLock(optimizer_->mutex);
     c10::AutoGradMode grad(true);
-    torch::jit::Module& module = model_->module;
-    GradientReset reset(module, *optimizer_->optimizer);
+    GradientReset reset(*model_, *optimizer_->optimizer);
 
     const c10::Device device = ModuleDevice(*model_);
-    torch::Tensor logp = Forward(module, batch_, device);
-    CheckLabels(*batch_.labels, logp.size(1));
-    torch::Tensor labels = batch_.labels->to(device);
-    torch::Tensor loss = torch::nll_loss(logp, labels);
-    loss.backward();
-    if (maxGradNorm_ > 0) {
-      std::vector<torch::Tensor> params;
-      for (const auto& p : module.parameters()) {
-        if (p.grad().defined()) params.push_back(p);
-      }
-      torch::nn::utils::clip_grad_norm_(params, maxGradNorm_);
+    torch::Tensor logp = RunClassifier(*model_, input_, device, LoraMode::kTrain);
+    CheckLabels(*input_.labels, logp.size(1));
+    torch::Tensor labels = input_.labels->to(device);
+    torch::Tensor loss = ComputeLoss(logp, labels, options_.loss);
+    if (options_.lossScale == 1) {
+      loss.backward();
+    } else {
+      (loss * options_.lossScale).backward();
     }
-    optimizer_->optimizer->step();
+    if (options_.accumulateOnly) {
+      reset.Keep();
+    } else {
+      std::vector<torch::Tensor> params = ParametersWithGrad(*model_);
+      // The norm before clipping; NaN or Inf are reported, not thrown (clipping then scales
+      // by NaN, as PyTorch's clip_grad_norm_ does with error_if_nonfinite=False).
+      gradNorm_ = options_.maxGradNorm > 0 ? torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm)
+                                           : GradNorm(params);
+      optimizer_->optimizer->step();
+    }
 
     torch::NoGradGuard noGrad;
     torch::Tensor predictions = logp.argmax(1);
@@ -176,6 +400,7 @@ class TrainStepWorker : public PromiseWorker {
   Napi::Value Result(Napi::Env env) override {
     Napi::Object out = Napi::Object::New(env);
     out.Set("loss", Napi::Number::New(env, loss_));
+    out.Set("gradNorm", gradNorm_ ? Napi::Value(Napi::Number::New(env, *gradNorm_)) : env.Null());
     out.Set("correct", Napi::Number::New(env, static_cast<double>(correct_)));
     out.Set("predictions", ToJs(env, predictions_));
     return out;
@@ -184,17 +409,19 @@ class TrainStepWorker : public PromiseWorker {
  private:
   ModuleStatePtr model_;
   OptimizerStatePtr optimizer_;
-  Batch batch_;
-  double maxGradNorm_;
+  StepInput input_;
+  StepOptions options_;
   double loss_ = 0;
+  std::optional<double> gradNorm_;
   int64_t correct_ = 0;
   std::vector<int32_t> predictions_;
 };
 
+// evalStep and headEvalStep: eval mode, no autograd.
 class EvalStepWorker : public PromiseWorker {
  public:
-  EvalStepWorker(Napi::Env env, ModuleStatePtr model, Batch batch)
-      : PromiseWorker(env), model_(std::move(model)), batch_(std::move(batch)) {}
+  EvalStepWorker(Napi::Env env, ModuleStatePtr model, StepInput input, LossOptions loss)
+      : PromiseWorker(env), model_(std::move(model)), input_(std::move(input)), lossOptions_(std::move(loss)) {}
 
  protected:
   void Run() override {
@@ -209,13 +436,13 @@ class EvalStepWorker : public PromiseWorker {
     for (const auto& m : module.modules()) SetTrainingFlag(m, false);
 
     const c10::Device device = ModuleDevice(*model_);
-    torch::Tensor logp = Forward(module, batch_, device);
+    torch::Tensor logp = RunClassifier(*model_, input_, device, LoraMode::kForward);
     classes_ = logp.size(1);
     torch::Tensor predictions = logp.argmax(1);
-    if (batch_.labels) {
-      CheckLabels(*batch_.labels, classes_);
-      torch::Tensor labels = batch_.labels->to(device);
-      loss_ = torch::nll_loss(logp, labels).item<double>();
+    if (input_.labels) {
+      CheckLabels(*input_.labels, classes_);
+      torch::Tensor labels = input_.labels->to(device);
+      loss_ = ComputeLoss(logp, labels, lossOptions_).item<double>();
       correct_ = predictions.eq(labels).sum().item<int64_t>();
     }
     predictions_ = ToInt32(predictions);
@@ -240,12 +467,52 @@ class EvalStepWorker : public PromiseWorker {
 
  private:
   ModuleStatePtr model_;
-  Batch batch_;
+  StepInput input_;
+  LossOptions lossOptions_;
   int64_t classes_ = 0;
   std::optional<double> loss_;
   std::optional<int64_t> correct_;
   std::vector<int32_t> predictions_;
   std::vector<float> probabilities_;
+};
+
+// extractFeatures: the classifier's `features` in eval mode without autograd.
+class FeaturesWorker : public PromiseWorker {
+ public:
+  FeaturesWorker(Napi::Env env, ModuleStatePtr model, Batch batch)
+      : PromiseWorker(env), model_(std::move(model)), batch_(std::move(batch)) {}
+
+ protected:
+  void Run() override {
+    std::lock_guard<std::mutex> lock(*model_->mutex);
+    torch::jit::Module& module = model_->module;
+    torch::NoGradGuard noGrad;  // not InferenceMode: see EvalStepWorker
+    TrainingModeSnapshot restore(module);
+    for (const auto& m : module.modules()) SetTrainingFlag(m, false);
+
+    torch::jit::Method features = ClassifierMethod(module, "features");
+    const c10::Device device = ModuleDevice(*model_);
+    std::vector<c10::IValue> args{batch_.inputIds.to(device), batch_.attentionMask.to(device)};
+    c10::IValue out;
+    {
+      LoraWeights lora(*model_, LoraMode::kForward);
+      out = features(std::move(args));
+    }
+    if (!out.isTensor() || out.toTensor().dim() != 2 || out.toTensor().size(0) != batch_.size) {
+      std::ostringstream os;
+      os << "the model's features must return a [" << batch_.size << ", hidden] tensor, got ";
+      if (out.isTensor()) os << "shape " << out.toTensor().sizes(); else os << "a " << out.tagKind();
+      throw std::runtime_error(os.str());
+    }
+    features_ = out.toTensor().to(torch::kFloat).contiguous();
+  }
+
+  Napi::Value Result(Napi::Env env) override { return Tensor::Wrap(env, features_); }
+
+ private:
+  ModuleStatePtr model_;
+  Batch batch_;
+  torch::Tensor features_;
 };
 
 }  // namespace
@@ -257,17 +524,9 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     ModuleStatePtr model = ScriptModule::Get(info[0], fn + ": model");
     OptimizerStatePtr optimizer = AdamW::Get(info[1], fn + ": optimizer");
     Batch batch = ReadBatch(info[2], fn, /*requireLabels=*/true);
-    double maxGradNorm = 0;
-    if (!IsMissing(info[3])) {
-      Napi::Object options = ReadObject(info[3], fn + ": options");
-      Napi::Value norm = options.Get("maxGradNorm");
-      if (!IsMissing(norm)) {
-        maxGradNorm = ReadNumber(norm, fn + ": options.maxGradNorm");
-        if (maxGradNorm < 0) ThrowError(env, fn + ": options.maxGradNorm must be >= 0");
-      }
-    }
-    return PromiseWorker::Start(
-        new TrainStepWorker(env, std::move(model), std::move(optimizer), std::move(batch), maxGradNorm));
+    StepOptions options = ReadStepOptions(info[3], fn);
+    return PromiseWorker::Start(new TrainStepWorker(env, std::move(model), std::move(optimizer),
+                                                    TokenInput(std::move(batch)), std::move(options)));
   });
 }
 
@@ -277,7 +536,43 @@ Napi::Value EvalStep(const Napi::CallbackInfo& info) {
     const std::string fn = "evalStep";
     ModuleStatePtr model = ScriptModule::Get(info[0], fn + ": model");
     Batch batch = ReadBatch(info[1], fn, /*requireLabels=*/false);
-    return PromiseWorker::Start(new EvalStepWorker(env, std::move(model), std::move(batch)));
+    LossOptions loss = ReadLossOptions(info[2], fn);
+    return PromiseWorker::Start(
+        new EvalStepWorker(env, std::move(model), TokenInput(std::move(batch)), std::move(loss)));
+  });
+}
+
+Napi::Value ExtractFeatures(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return GuardAsync(env, [&]() -> Napi::Value {
+    const std::string fn = "extractFeatures";
+    ModuleStatePtr model = ScriptModule::Get(info[0], fn + ": model");
+    Batch batch = ReadBatch(info[1], fn, /*requireLabels=*/false);
+    return PromiseWorker::Start(new FeaturesWorker(env, std::move(model), std::move(batch)));
+  });
+}
+
+Napi::Value HeadTrainStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return GuardAsync(env, [&]() -> Napi::Value {
+    const std::string fn = "headTrainStep";
+    ModuleStatePtr model = ScriptModule::Get(info[0], fn + ": model");
+    OptimizerStatePtr optimizer = AdamW::Get(info[1], fn + ": optimizer");
+    StepInput input = FeatureInput(info, 2, fn, /*requireLabels=*/true);
+    StepOptions options = ReadStepOptions(info[5], fn);
+    return PromiseWorker::Start(
+        new TrainStepWorker(env, std::move(model), std::move(optimizer), std::move(input), std::move(options)));
+  });
+}
+
+Napi::Value HeadEvalStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return GuardAsync(env, [&]() -> Napi::Value {
+    const std::string fn = "headEvalStep";
+    ModuleStatePtr model = ScriptModule::Get(info[0], fn + ": model");
+    StepInput input = FeatureInput(info, 1, fn, /*requireLabels=*/false);
+    LossOptions loss = ReadLossOptions(info[4], fn);
+    return PromiseWorker::Start(new EvalStepWorker(env, std::move(model), std::move(input), std::move(loss)));
   });
 }
 
