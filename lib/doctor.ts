@@ -1,7 +1,258 @@
 /**
- * `torch-bert doctor`: what a bug report needs (filled in below).
+ * `torch-bert doctor [--json]`: what a bug report needs — the libtorch found (and how), the
+ * binary loaded and its build-info.json, the libtorch running, CUDA and cuDNN, the devices,
+ * the BLAS in use, thread settings, Node and the platform. It searches for libtorch afresh
+ * (refreshing the cache the loader reads) and never throws: what fails is reported.
  */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus, release, totalmem, type as osType } from 'node:os';
+import { join } from 'node:path';
+import type { NativeBinding } from './binding.js';
+import { loadBinding, loadedBinaryInfo, packageRoot, type BuildInfo } from './loader.js';
+import type { FoundLibtorch, LibtorchCandidate } from '../scripts/find-libtorch.mjs';
+import { mappedLibraries, readLibtorchCache, resolveLibtorch } from '../scripts/native-binary.mjs';
+
+export interface GpuInfo {
+  index: number;
+  name: string;
+  memoryMiB: number | null;
+  driver: string | null;
+  computeCapability: string | null;
+}
+
+export interface DoctorReport {
+  torchBert: { version: string; packageRoot: string };
+  libtorch: {
+    found: FoundLibtorch | null;
+    /** Every candidate looked at, usable or not (LIBTORCH, Python PyTorch, system). */
+    candidates: LibtorchCandidate[];
+    /** Whether build/libtorch.json (what the loader reads) held the same result before this search. */
+    cacheWasCurrent: boolean;
+    error: string | null;
+  };
+  binary: {
+    path: string;
+    kind: 'override' | 'source' | 'prebuilt';
+    buildInfo: BuildInfo | null;
+    runpath: string | null;
+    /** libtorch's libraries loaded before the addon (RTLD_GLOBAL), from the found libtorch. */
+    preloaded: string[];
+  } | null;
+  loadError: string | null;
+  runtime: {
+    libtorch: string;
+    builtAgainst: string;
+    /** The libtorch files mapped into this process (Linux). */
+    libraries: string[] | null;
+  } | null;
+  cuda: { available: boolean; deviceCount: number; version: string | null; cudnn: string | null } | null;
+  devices: string[];
+  gpus: GpuInfo[];
+  blas: { name: string; libraries: string[]; how: string } | null;
+  threads: { intraOp: number | null; cpus: number; env: Record<string, string> };
+  node: { version: string; modules: string; napi: string | null; execPath: string };
+  platform: { os: string; release: string; arch: string; glibc: string | null; cpu: string | null; memoryGiB: number };
+}
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** GPUs as nvidia-smi sees them (name, memory, driver); empty without nvidia-smi. */
+function nvidiaSmi(): GpuInfo[] {
+  try {
+    const out = execFileSync(
+      'nvidia-smi',
+      ['--query-gpu=index,name,memory.total,driver_version,compute_cap', '--format=csv,noheader,nounits'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 },
+    );
+    return out
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [index, name, memory, driver, cc] = line.split(',').map((s) => s.trim());
+        const num = Number(memory);
+        return {
+          index: Number(index),
+          name: name ?? '?',
+          memoryMiB: Number.isFinite(num) ? num : null,
+          driver: driver || null,
+          computeCapability: cc && cc !== '[N/A]' ? cc : null,
+        };
+      });
+  } catch {
+    return [];
+  }
+}
+
+function blasName(libraries: string[], config: string | null): string {
+  const all = libraries.join(' ').toLowerCase();
+  const fromConfig = config ? /BLAS_INFO=(\w+)/.exec(config)?.[1] : undefined;
+  if (/openblas/.test(all)) return 'OpenBLAS';
+  if (/mkl/.test(all) || fromConfig === 'mkl') return 'MKL';
+  if (/blis/.test(all)) return 'BLIS';
+  if (/nvpl/.test(all)) return 'NVPL';
+  if (/atlas/.test(all)) return 'ATLAS';
+  if (/accelerate/.test(all) || fromConfig === 'accelerate') return 'Accelerate';
+  if (/\/blas\/libblas|libblas\.so/.test(all)) return 'reference BLAS (slow: install OpenBLAS)';
+  if (fromConfig) return fromConfig;
+  return libraries.length ? 'unknown' : 'none mapped (statically linked into libtorch?)';
+}
+
+/** Runs a small matmul when the addon offers one, so a lazily loaded BLAS shows up too. */
+function exerciseBlas(binding: NativeBinding): string {
+  const extra = binding as unknown as { matmul?: (a: unknown, b: unknown) => { dispose(): void } };
+  if (typeof extra.matmul !== 'function') return 'libraries mapped after loading libtorch';
+  const a = binding.Tensor.fromArray(new Float32Array(64 * 64).fill(1), [64, 64]);
+  try {
+    extra.matmul(a, a).dispose();
+    return 'libraries mapped after a 64x64 matmul';
+  } finally {
+    a.dispose();
+  }
+}
+
+const THREAD_ENV = /^(OMP_|MKL_|OPENBLAS_|GOTO_|KMP_|GOMP_|TORCH_|PYTORCH_|CUDA_|CUBLAS_|NVIDIA_|LIBTORCH$|LD_LIBRARY_PATH$|LD_PRELOAD$)/;
+
+export function doctor(): DoctorReport {
+  const candidates: LibtorchCandidate[] = [];
+  let found: FoundLibtorch | null = null;
+  let error: string | null = null;
+  const before = readLibtorchCache(packageRoot);
+  try {
+    found = resolveLibtorch(packageRoot, { refresh: true, report: (c) => candidates.push(c) }).libtorch;
+  } catch (err) {
+    error = err instanceof Error ? err.message : String(err);
+  }
+
+  let binding: NativeBinding | null = null;
+  let loadError: string | null = null;
+  try {
+    binding = loadBinding();
+  } catch (err) {
+    loadError = err instanceof Error ? err.message : String(err);
+  }
+  const info = loadedBinaryInfo();
+
+  let runtime: DoctorReport['runtime'] = null;
+  let cuda: DoctorReport['cuda'] = null;
+  let blas: DoctorReport['blas'] = null;
+  let intraOp: number | null = null;
+  const devices = ['cpu'];
+  if (binding) {
+    const versions = binding.versions();
+    runtime = { libtorch: versions.libtorch, builtAgainst: versions.builtAgainst, libraries: mappedLibraries(/^lib(c10|torch)/) };
+    const available = binding.cudaIsAvailable();
+    const deviceCount = available ? binding.cudaDeviceCount() : 0;
+    cuda = { available, deviceCount, version: versions.cuda, cudnn: versions.cudnn };
+    for (let i = 0; i < deviceCount; i++) devices.push(`cuda:${i}`);
+    intraOp = binding.getNumThreads();
+    let how: string;
+    try {
+      how = exerciseBlas(binding);
+    } catch (err) {
+      how = `matmul failed: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    const libraries = mappedLibraries(/blas|lapack|mkl|blis|nvpl|atlas|accelerate/i);
+    const config = (binding as unknown as { showConfig?: () => string }).showConfig?.() ?? null;
+    blas = libraries === null ? null : { name: blasName(libraries, config), libraries, how };
+  }
+
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env).sort()) if (THREAD_ENV.test(k) && v !== undefined) env[k] = v;
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+
+  return {
+    torchBert: { version: packageVersion(), packageRoot },
+    libtorch: { found, candidates, cacheWasCurrent: JSON.stringify(before) === JSON.stringify(found), error },
+    binary: info
+      ? { path: info.binary, kind: info.kind, buildInfo: info.buildInfo, runpath: info.runpath, preloaded: info.preloaded }
+      : null,
+    loadError,
+    runtime,
+    cuda,
+    devices,
+    gpus: nvidiaSmi(),
+    blas,
+    threads: { intraOp, cpus: cpus().length, env },
+    node: { version: process.version, modules: process.versions.modules, napi: process.versions.napi ?? null, execPath: process.execPath },
+    platform: {
+      os: osType(),
+      release: release(),
+      arch: process.arch,
+      glibc: header?.glibcVersionRuntime ?? null,
+      cpu: cpus()[0]?.model ?? null,
+      memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    },
+  };
+}
+
+export function formatDoctor(r: DoctorReport): string {
+  const lines: string[] = [];
+  const add = (key: string, value: unknown) => lines.push(`  ${key.padEnd(18)} ${value ?? '-'}`);
+  lines.push(`torch-bert ${r.torchBert.version} (${r.torchBert.packageRoot})`, '', 'libtorch found:');
+  const l = r.libtorch.found;
+  if (l) {
+    add('version', `${l.version ?? '(unknown)'} (${l.flavor})`);
+    add('how', l.source === 'python' ? `Python PyTorch via ${l.python}` : l.source === 'LIBTORCH' ? 'LIBTORCH' : 'system install');
+    add('libraries', l.libDir);
+    add('CMake package', l.cmakePrefixPath ?? 'none (runtime libraries only: prebuilts load, source builds cannot)');
+    if (!r.libtorch.cacheWasCurrent) add('cache', 'was stale or missing; refreshed');
+  } else {
+    add('error', r.libtorch.error);
+  }
+  for (const c of r.libtorch.candidates.filter((c) => !c.usable)) add('skipped', `[${c.source}] ${c.path}: ${c.reason}`);
+  lines.push('', 'binary:');
+  if (r.binary) {
+    add('loaded', `${r.binary.path} (${r.binary.kind === 'source' ? 'source build' : r.binary.kind === 'prebuilt' ? 'prebuilt' : 'TORCH_BERT_BINARY'})`);
+    const b = r.binary.buildInfo;
+    if (b) {
+      add('built against', `libtorch ${b.libtorch.version} (${b.libtorch.flavor}, ${b.libtorch.source}) at ${b.libtorch.libDir}`);
+      add('built with', `${b.compiler ?? '?'}, Node-API ${b.napiVersion ?? '?'}, Node ${b.node.version}, glibc ${b.glibc ?? '?'}, ${b.builtAt}`);
+    } else {
+      add('build-info', 'none (built before build-info.json existed; rebuild with `npm run build:native`)');
+    }
+    add('RUNPATH', r.binary.runpath);
+    add('preloaded', r.binary.preloaded.join(', ') || 'none');
+  }
+  if (r.loadError) add('load error', r.loadError.replace(/\n/g, '\n' + ' '.repeat(19)));
+  if (r.runtime) {
+    lines.push('', 'runtime:');
+    add('libtorch', `${r.runtime.libtorch} (headers: ${r.runtime.builtAgainst})`);
+    const torchCpu = r.runtime.libraries?.find((p) => /libtorch_cpu/.test(p));
+    if (torchCpu) add('libtorch_cpu', torchCpu);
+    add('CUDA', r.cuda ? (r.cuda.available ? `available, ${r.cuda.deviceCount} device(s), CUDA ${r.cuda.version}` : `not available${r.cuda.version ? ` (libtorch built with CUDA ${r.cuda.version})` : ''}`) : '-');
+    add('cuDNN', r.cuda?.cudnn ?? 'none');
+    add('devices', r.devices.join(', '));
+    for (const g of r.gpus) add(`gpu ${g.index}`, `${g.name}, ${g.memoryMiB ?? '?'} MiB, compute ${g.computeCapability ?? '?'}, driver ${g.driver ?? '?'}`);
+    if (r.blas) add('BLAS', `${r.blas.name}: ${r.blas.libraries.join(', ') || '-'} (${r.blas.how})`);
+  }
+  lines.push('', 'threads:');
+  add('intra-op', r.threads.intraOp);
+  add('CPUs', r.threads.cpus);
+  for (const [k, v] of Object.entries(r.threads.env)) add(k, v);
+  lines.push('', 'system:');
+  add('Node', `${r.node.version} (modules ${r.node.modules}, Node-API ${r.node.napi}) ${r.node.execPath}`);
+  add('platform', `${r.platform.os} ${r.platform.release} ${r.platform.arch}, glibc ${r.platform.glibc ?? '-'}`);
+  add('CPU', `${r.platform.cpu} (${r.threads.cpus}), ${r.platform.memoryGiB} GiB`);
+  return lines.join('\n');
+}
+
+/** The CLI entry: prints the report; exit code 1 when the addon does not load (the report says why). */
 export async function commandDoctor(argv: string[]): Promise<void> {
-  const json = argv.includes('--json');
-  console.log(json ? '{}' : 'torch-bert doctor');
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log('torch-bert doctor [--json] — the libtorch found, the binary loaded, CUDA, BLAS and threads (for bug reports)');
+    return;
+  }
+  const unknown = argv.filter((a) => a !== '--json');
+  if (unknown.length) throw Object.assign(new Error(`doctor: unknown argument '${unknown[0]}'`), { code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION' });
+  const report = doctor();
+  console.log(argv.includes('--json') ? JSON.stringify(report, null, 2) : formatDoctor(report));
+  if (report.loadError) throw new Error('the native addon does not load (the report above says why)');
 }

@@ -53,7 +53,7 @@ export function loadBinding(): NativeBinding {
     cachedInfo = info;
   } catch (err) {
     const e = err as Error & { cause?: unknown };
-    throw new NativeLoadError(e.message ?? String(err), { cause: e.cause ?? err });
+    throw new NativeLoadError(e.message ?? String(err), e.cause === undefined ? undefined : { cause: e.cause });
   }
   return cached;
 }
