@@ -1,16 +1,29 @@
 /**
- * The saved classifier directory, written so that a crash or a failed run never leaves a
- * half-written file where a good one was: every file is written to a temporary name in the
- * same directory, flushed to disk, then renamed over the old one (rename is atomic on POSIX).
- * config.json is renamed last and records the SHA-256 of classifier.pt, so a reader can tell
- * a matching pair from an interrupted save.
+ * The saved classifier directory, written so that a crash (even SIGKILL) at any moment of a
+ * save leaves a loadable checkpoint: the previous one, or the new one.
+ *
+ * Every file is first written under a temporary name in the same directory and flushed; renames
+ * (atomic on POSIX) then swap them in. Two files must agree — `classifier.pt` and `config.json`,
+ * which records the SHA-256 of its classifier — and two renames cannot happen at once, so a
+ * save goes through a content-addressed name that `config.json` already implies:
+ *
+ *   1. the new archive is written to `classifier-<sha16>.pt` (nothing public changes);
+ *   2. tokenizer.json and history.json are swapped in; then config.json — the commit point:
+ *      from here on the directory's checkpoint is the new one;
+ *   3. `classifier.pt` is replaced by a hard link to (or copy of) the content-addressed file;
+ *   4. the content-addressed file is removed.
+ *
+ * A loader (`resolveClassifierFile`) takes `classifier.pt` when its checksum matches config.json,
+ * else `classifier-<sha16>.pt` (a save killed between 2 and 3). Temporary and content-addressed
+ * files left by a killed save are removed at the next save. In the steady state the directory
+ * holds exactly classifier.pt, config.json, tokenizer.json and history.json.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { access, constants, mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
+import { createReadStream, existsSync } from 'node:fs';
+import { access, constants, copyFile, link, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeScriptModule } from './binding.js';
-import { InputError, messageOf } from './errors.js';
+import { InputError, ModelError, messageOf } from './errors.js';
 
 export const CLASSIFIER_FILE = 'classifier.pt';
 export const CONFIG_FILE = 'config.json';
@@ -36,8 +49,27 @@ export async function sha256File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/** `<path>.tmp-<pid>-<random>`: the pid tells a later save whether its writer is still alive. */
 function tempName(path: string): string {
   return `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+const TEMP_PATTERN = /\.tmp-(\d+)(?:-[0-9a-z]*)?$/;
+const ADDRESSED_PATTERN = /^classifier-([0-9a-f]{16})\.pt$/;
+
+/** Name under which an archive with this SHA-256 waits during a save (step 1 above). */
+export function addressedClassifierName(sha256: string): string {
+  return `classifier-${sha256.slice(0, 16)}.pt`;
+}
+
+function processIsAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 async function fsyncFile(path: string): Promise<void> {
@@ -46,6 +78,18 @@ async function fsyncFile(path: string): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  let handle;
+  try {
+    handle = await open(dir, 'r');
+    await handle.sync();
+  } catch {
+    // Some filesystems refuse fsync on directories; the renames are still atomic.
+  } finally {
+    await handle?.close();
   }
 }
 
@@ -64,7 +108,62 @@ async function writeDurably(path: string, content: string): Promise<string> {
 /** Replace `path` with `content` atomically (temp file, fsync, rename). */
 export async function writeFileAtomic(path: string, content: string): Promise<void> {
   const tmp = await writeDurably(path, content);
-  await rename(tmp, path);
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** The SHA-256 config.json records for classifier.pt, or undefined (no config, or an old one without it). */
+async function committedSha(dir: string): Promise<string | undefined> {
+  try {
+    const config = JSON.parse(await readFile(join(dir, CONFIG_FILE), 'utf8')) as { classifierSha256?: unknown };
+    return typeof config.classifierSha256 === 'string' ? config.classifierSha256 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Remove what killed saves left in `dir`: temporary files of processes that no longer run, and
+ * content-addressed archives that config.json does not name (the one it names may be the only
+ * copy of the committed classifier, when a save died between its steps 2 and 3).
+ */
+export async function removeStaleFiles(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const keep = await committedSha(dir);
+  const stale = names.filter((name) => {
+    const temp = TEMP_PATTERN.exec(name);
+    if (temp) return !processIsAlive(Number(temp[1]));
+    const addressed = ADDRESSED_PATTERN.exec(name);
+    return addressed !== null && !(keep !== undefined && keep.startsWith(addressed[1]!));
+  });
+  await Promise.all(stale.map((name) => rm(join(dir, name), { recursive: true, force: true })));
+  return stale;
+}
+
+/** Make `to` an atomic replacement by the content of `from`: a hard link when possible, else a copy. */
+async function publish(from: string, to: string): Promise<void> {
+  const tmp = tempName(to);
+  try {
+    try {
+      await link(from, tmp);
+    } catch {
+      await copyFile(from, tmp);
+      await fsyncFile(tmp);
+    }
+    await rename(tmp, to);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
 }
 
 /** Files of a checkpoint other than the model itself. */
@@ -74,34 +173,72 @@ export interface CheckpointFiles {
   history: unknown;
 }
 
-/** Write a complete checkpoint into `dir`, replacing any previous one file by file atomically. */
+/**
+ * Write a complete checkpoint into `dir`, replacing any previous one, so that a crash at any
+ * moment leaves either the previous or the new checkpoint loadable (see the top of this file).
+ */
 export async function writeCheckpoint(dir: string, module: NativeScriptModule, files: CheckpointFiles): Promise<void> {
-  const modelPath = join(dir, CLASSIFIER_FILE);
-  const modelTmp = tempName(modelPath);
-  const pending: Array<[string, string]> = [];
+  await removeStaleFiles(dir);
+  const modelTmp = tempName(join(dir, CLASSIFIER_FILE));
+  const pending: string[] = [modelTmp];
+  let addressed: string | undefined;
+  let committed = false;
   try {
+    // 1. The archive under its content-addressed name.
     await module.saveAsync(modelTmp);
     await fsyncFile(modelTmp);
-    pending.push([modelTmp, modelPath]);
-    const config = { ...files.config, classifierSha256: await sha256File(modelTmp) };
-    pending.push([await writeDurably(join(dir, TOKENIZER_FILE), files.tokenizerJson), join(dir, TOKENIZER_FILE)]);
-    pending.push([
-      await writeDurably(join(dir, HISTORY_FILE), JSON.stringify(files.history, null, 2) + '\n'),
-      join(dir, HISTORY_FILE),
-    ]);
-    pending.push([await writeDurably(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n'), join(dir, CONFIG_FILE)]);
+    const sha = await sha256File(modelTmp);
+    addressed = join(dir, addressedClassifierName(sha));
+    await rename(modelTmp, addressed);
+    const config = { ...files.config, classifierSha256: sha };
+    const tokenizerTmp = await writeDurably(join(dir, TOKENIZER_FILE), files.tokenizerJson);
+    pending.push(tokenizerTmp);
+    const historyTmp = await writeDurably(join(dir, HISTORY_FILE), JSON.stringify(files.history, null, 2) + '\n');
+    pending.push(historyTmp);
+    const configTmp = await writeDurably(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
+    pending.push(configTmp);
+    await syncDir(dir);
+    // 2. The companions, then config.json: the commit point.
+    await rename(tokenizerTmp, join(dir, TOKENIZER_FILE));
+    await rename(historyTmp, join(dir, HISTORY_FILE));
+    await rename(configTmp, join(dir, CONFIG_FILE));
+    committed = true;
+    await syncDir(dir);
+    // 3. The public name, 4. then the content-addressed name is no longer needed.
+    await publish(addressed, join(dir, CLASSIFIER_FILE));
+    await syncDir(dir);
+    await rm(addressed, { force: true });
   } catch (err) {
-    await Promise.all([modelTmp, ...pending.map(([tmp]) => tmp)].map((t) => rm(t, { force: true })));
+    const leftovers = committed || addressed === undefined ? pending : [...pending, addressed];
+    await Promise.all(leftovers.map((t) => rm(t, { force: true })));
     throw new InputError(`could not write checkpoint to ${dir}: ${messageOf(err)}`, { file: dir, cause: err });
   }
-  // Everything is on disk under temporary names; now swap them in, config last.
-  for (const [tmp, final] of pending) await rename(tmp, final);
-  const dirHandle = await open(dir, 'r');
+}
+
+/**
+ * The archive of the checkpoint in `dir` that matches `sha256` (config.json's classifierSha256):
+ * `classifier.pt`, or the content-addressed file of a save interrupted between its commit and
+ * its last rename. Without a checksum (configs written before checksums), `classifier.pt`.
+ */
+export async function resolveClassifierFile(dir: string, sha256: string | undefined): Promise<string> {
+  const publicPath = join(dir, CLASSIFIER_FILE);
+  if (!sha256) return publicPath;
+  let actual: string | undefined;
+  let readError: unknown;
   try {
-    await dirHandle.sync();
-  } catch {
-    // Some filesystems refuse fsync on directories; the renames are still atomic.
-  } finally {
-    await dirHandle.close();
+    actual = await sha256File(publicPath);
+  } catch (err) {
+    readError = err;
   }
+  if (actual === sha256) return publicPath;
+  const addressed = join(dir, addressedClassifierName(sha256));
+  if (existsSync(addressed) && (await sha256File(addressed).catch(() => undefined)) === sha256) return addressed;
+  const configPath = join(dir, CONFIG_FILE);
+  if (actual === undefined) {
+    throw new InputError(`cannot read ${publicPath}: ${messageOf(readError)}`, { file: publicPath, cause: readError });
+  }
+  throw new ModelError(
+    `${publicPath} does not match ${configPath} (checksum differs): the directory holds parts of two different saves`,
+    { file: publicPath },
+  );
 }

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EncoderInfo, LossOptions, NativeScriptModule } from './binding.js';
-import { CLASSIFIER_FILE, CONFIG_FILE, sha256File, TOKENIZER_FILE } from './checkpoint.js';
+import { CONFIG_FILE, resolveClassifierFile, TOKENIZER_FILE } from './checkpoint.js';
 import { type DataSource, labelIds, loadExamples } from './data.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { loadBinding } from './loader.js';
@@ -139,24 +139,12 @@ export class Classifier {
     } catch (err) {
       throw new InputError(`cannot read classifier config ${configPath}: ${messageOf(err)}`, { file: configPath, cause: err });
     }
-    if (config.format !== 'torch-bert-classifier' || !Array.isArray(config.labels)) {
+    if (typeof config !== 'object' || config === null || config.format !== 'torch-bert-classifier' || !Array.isArray(config.labels)) {
       throw new InputError(`${configPath} is not a torch-bert classifier config`, { file: configPath });
     }
-    const modelPath = join(dir, CLASSIFIER_FILE);
-    if (config.classifierSha256) {
-      let actual: string;
-      try {
-        actual = await sha256File(modelPath);
-      } catch (err) {
-        throw new InputError(`cannot read ${modelPath}: ${messageOf(err)}`, { file: modelPath, cause: err });
-      }
-      if (actual !== config.classifierSha256) {
-        throw new ModelError(
-          `${modelPath} does not match ${configPath} (checksum differs): the directory holds parts of two different saves`,
-          { file: modelPath },
-        );
-      }
-    }
+    // classifier.pt, or the content-addressed archive of a save killed before its last rename;
+    // either way the one whose checksum config.json records.
+    const modelPath = await resolveClassifierFile(dir, config.classifierSha256);
     const tokenizer = await TextTokenizer.load(join(dir, TOKENIZER_FILE));
     let module: NativeScriptModule;
     try {

@@ -6,10 +6,11 @@
  *
  * Layout: `<outDir>/training-state/` with `state.json`, `tensors.pt` (a dict Python's
  * `torch.load` reads), `optimizer.pt` and `rng.bin`. It is written as a new directory and then
- * swapped in with renames, so a crash mid-save leaves the previous state (or `.old`) intact.
+ * swapped in with renames, so a crash mid-save leaves the previous state (or `.old`) intact
+ * (see `saveTrainingState`).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeAdamW, NativeBinding, NativeTensor } from './binding.js';
 import { InputError, messageOf } from './errors.js';
@@ -44,6 +45,31 @@ export interface SavedState {
   savedAt: string;
 }
 
+function processIsAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Remove a directory so that it never looks complete while half-deleted: its marker goes first. */
+async function removeStateDir(path: string): Promise<void> {
+  await rm(join(path, 'state.json'), { force: true });
+  await rm(path, { recursive: true, force: true });
+}
+
+/**
+ * Write the state as a new directory, then swap it in. At every moment of a crash, `<outDir>/
+ * training-state` or (only while it is absent) `training-state.old` is a complete state:
+ *   a. remove temporary directories of saves whose process died;
+ *   b. write `training-state.tmp-<pid>`, state.json last;
+ *   c. if a previous swap died with only `.old` left, rename it back first (never delete the
+ *      only complete state);
+ *   d. remove `.old`, rename the current state to `.old`, the new one into place, remove `.old`.
+ */
 export async function saveTrainingState(
   binding: NativeBinding,
   outDir: string,
@@ -52,7 +78,13 @@ export async function saveTrainingState(
   const final = join(outDir, STATE_DIR);
   const fresh = `${final}.tmp-${process.pid}`;
   const old = `${final}.old`;
-  await rm(fresh, { recursive: true, force: true });
+  const prefix = `${STATE_DIR}.tmp-`;
+  for (const name of await readdir(outDir).catch(() => [] as string[])) {
+    if (name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length)) && !processIsAlive(Number(name.slice(prefix.length)))) {
+      await removeStateDir(join(outDir, name));
+    }
+  }
+  await removeStateDir(fresh);
   await mkdir(fresh, { recursive: true });
   binding.saveTensors(join(fresh, 'tensors.pt'), Object.fromEntries(state.tensors));
   state.optimizer.save(join(fresh, 'optimizer.pt'));
@@ -60,10 +92,14 @@ export async function saveTrainingState(
   const saved: SavedState = { formatVersion: 1, fingerprint: state.fingerprint, position: state.position, savedAt: new Date().toISOString() };
   // state.json last: its presence marks a complete state directory.
   await writeFile(join(fresh, 'state.json'), JSON.stringify(saved, null, 2) + '\n');
-  await rm(old, { recursive: true, force: true });
+  if (!existsSync(join(final, 'state.json')) && existsSync(join(old, 'state.json'))) {
+    await removeStateDir(final);
+    await rename(old, final);
+  }
+  await removeStateDir(old);
   if (existsSync(final)) await rename(final, old);
   await rename(fresh, final);
-  await rm(old, { recursive: true, force: true });
+  await removeStateDir(old);
 }
 
 /** Find a complete state directory in `dir` (the current one, or `.old` if a swap was interrupted). */

@@ -1,0 +1,144 @@
+/**
+ * Crash-safe checkpoints: a child process saves checkpoints back to back (two distinguishable
+ * weight sets, alternating) and is SIGKILLed at a random moment, 50 times, always on the same
+ * directory (so each new child also starts from whatever the last kill left behind). After every
+ * kill the directory must hold a complete checkpoint: loadClassifier succeeds (config.json's
+ * checksum matches the archive it resolves), the archive is one whose checksum a child recorded
+ * after a completed save, its weights are the weight set config.json says it holds, and the
+ * public classifier.pt is always a whole TorchScript archive. File operations in the child are
+ * slowed by a few ms (SLOW_FS_MS) so that kills land between every pair of steps of a save.
+ *
+ * Reproduce a failure with RELIABILITY_SEED=<the printed seed>.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { NativeBinding, NativeScriptModule } from '../../lib/binding.js';
+import { CLASSIFIER_FILE, CONFIG_FILE, resolveClassifierFile, sha256File } from '../../lib/checkpoint.js';
+import { loadClassifier } from '../../lib/classifier.js';
+import { loadBinding } from '../../lib/loader.js';
+import { demoTokenizer, makeEncoder, runPython } from '../fixtures.js';
+import { exited, rng, runSeed, sleep, spawnTs, waitForLine } from '../helpers/reliability.js';
+
+const TRIALS = 50;
+const SEED = runSeed();
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-crash-'));
+
+let binding: NativeBinding;
+let encoder: string;
+/** head.out_proj.weight of weight sets A (head seed 1) and B (head seed 2), as the child builds them. */
+const reference: Record<'A' | 'B', number[]> = { A: [], B: [] };
+
+const outProj = (m: NativeScriptModule) =>
+  Array.from(m.namedParameters().find(([n]) => n === 'head.out_proj.weight')![1].toArray() as Float32Array);
+
+beforeAll(async () => {
+  console.log(`crash-safety: seed ${SEED} (RELIABILITY_SEED=${SEED} reproduces this run)`);
+  binding = loadBinding();
+  encoder = await makeEncoder({ layers: 1, hidden: 16, heads: 2, intermediate: 32, vocabSize: 100, seed: 7 });
+  const enc = binding.ScriptModule.load(encoder);
+  for (const [which, seed] of [
+    ['A', 1],
+    ['B', 2],
+  ] as const) {
+    const { module } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed });
+    reference[which] = outProj(module);
+    module.dispose();
+  }
+  enc.dispose();
+  expect(reference.A).not.toEqual(reference.B);
+});
+
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+function recordedShas(record: string): Map<string, 'A' | 'B'> {
+  const shas = new Map<string, 'A' | 'B'>();
+  if (!existsSync(record)) return shas;
+  for (const line of readFileSync(record, 'utf8').split('\n')) {
+    // The last line may have been cut by the kill.
+    if (!line.endsWith('}')) continue;
+    const { sha, which } = JSON.parse(line) as { sha: string; which: 'A' | 'B' };
+    shas.set(sha, which);
+  }
+  return shas;
+}
+
+describe('writeCheckpoint under SIGKILL', () => {
+  it(`leaves a loadable, consistent checkpoint after each of ${TRIALS} kills at random moments of a save`, async () => {
+    const random = rng(SEED);
+    const dir = join(work, 'checkpoint');
+    const record = join(work, 'checkpoint-record.jsonl');
+    const stats = { trials: 0, killedMidSave: 0, resolvedToPending: 0, loadedA: 0, loadedB: 0, delays: [] as number[] };
+    for (let trial = 0; trial < TRIALS; trial++) {
+      const child = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], {
+        env: { SLOW_FS_MS: '2' },
+      });
+      let meanSaveMs: number;
+      try {
+        meanSaveMs = Number((await waitForLine(child, /^ready ([\d.]+)/, 60_000))[1]);
+      } catch (err) {
+        child.kill('SIGKILL');
+        throw err;
+      }
+      // Uniform over two whole saves: every phase of a save is equally likely to be hit.
+      const delay = random() * 2 * meanSaveMs;
+      stats.delays.push(delay);
+      await sleep(delay);
+      child.kill('SIGKILL');
+      const { signal } = await exited(child);
+      expect(signal, `trial ${trial}: the child must die by the kill, not by an error`).toBe('SIGKILL');
+      stats.trials++;
+
+      const names = readdirSync(dir);
+      const leftovers = names.filter((n) => /\.tmp-\d+/.test(n) || /^classifier-[0-9a-f]{16}\.pt$/.test(n));
+      if (leftovers.length > 0) stats.killedMidSave++;
+      // Stale files of earlier children were removed by the next save: temporary files left now
+      // can only be the last child's.
+      for (const n of names.filter((x) => /\.tmp-\d+/.test(x))) expect(n, `trial ${trial}`).toContain(`.tmp-${child.pid}`);
+      expect(names.filter((n) => /^classifier-[0-9a-f]{16}\.pt$/.test(n)).length, `trial ${trial}: ${names.join(' ')}`).toBeLessThanOrEqual(2);
+
+      // The checkpoint loads; config.json and the archive it resolves agree (checksum and weights).
+      const shas = recordedShas(record);
+      const config = JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as { classifierSha256: string; weights: 'A' | 'B' };
+      const classifier = await loadClassifier(dir);
+      try {
+        expect(outProj(classifier.module), `trial ${trial}: weights are config.json's set ${config.weights}`).toEqual(reference[config.weights]);
+      } finally {
+        classifier.dispose();
+      }
+      const resolved = await resolveClassifierFile(dir, config.classifierSha256);
+      if (resolved !== join(dir, CLASSIFIER_FILE)) stats.resolvedToPending++;
+      const sha = await sha256File(resolved);
+      expect(sha).toBe(config.classifierSha256);
+      expect(shas.get(sha), `trial ${trial}: ${sha} is a recorded checksum`).toBe(config.weights);
+      if (config.weights === 'A') stats.loadedA++;
+      else stats.loadedB++;
+
+      // The public classifier.pt (what Python loads) is always a whole archive of one of the two sets.
+      const publicSha = await sha256File(join(dir, CLASSIFIER_FILE));
+      expect(shas.has(publicSha), `trial ${trial}: classifier.pt is a recorded archive`).toBe(true);
+      const archive = binding.ScriptModule.load(join(dir, CLASSIFIER_FILE));
+      expect([reference.A, reference.B]).toContainEqual(outProj(archive));
+      archive.dispose();
+    }
+    console.log(
+      `crash-safety (checkpoint): ${stats.trials} kills, ${stats.killedMidSave} left a save's temporary files behind, ` +
+        `${stats.resolvedToPending} between config.json's commit and classifier.pt's rename; loaded A ${stats.loadedA}, B ${stats.loadedB}; ` +
+        `delays ${Math.min(...stats.delays).toFixed(1)}..${Math.max(...stats.delays).toFixed(1)} ms`,
+    );
+    // The kills did land inside saves, and the loaded checkpoint was sometimes the newer one.
+    expect(stats.killedMidSave).toBeGreaterThan(TRIALS / 2);
+    expect(stats.loadedA).toBeGreaterThan(0);
+    expect(stats.loadedB).toBeGreaterThan(0);
+
+    // Python loads the surviving classifier.pt with nothing but torch.
+    const out = await runPython('-c', ['import sys, torch; m = torch.jit.load(sys.argv[1]); print(sum(p.numel() for p in m.parameters()))', join(dir, CLASSIFIER_FILE)]);
+    expect(Number(out.trim())).toBeGreaterThan(0);
+
+    // The next complete save cleans up: exactly the four public files remain.
+    const last = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
+    expect((await exited(last)).code).toBe(0);
+    expect(readdirSync(dir).sort()).toEqual(['classifier.pt', 'config.json', 'history.json', 'tokenizer.json']);
+  });
+});
