@@ -210,9 +210,8 @@ Napi::Value ApplyLora(const Napi::CallbackInfo& info) {
       lora->modules.push_back(LoraModule{named.name, named.value, w0, w0.requires_grad(), a, b});
     }
     if (lora->modules.empty()) {
-      std::string message = fn + ": no linear module's path ends with " + JoinQuoted(spec.targets);
-      message += linear.empty() ? " (the model has no module with a 2-D weight)"
-                                : " (linear modules: " + JoinQuoted(linear, 6) + ")";
+      std::string message = fn + ": no module with a 2-D weight has a path ending in " + JoinQuoted(spec.targets);
+      message += linear.empty() ? " (the model has none)" : " (such modules: " + JoinQuoted(linear, 8) + ")";
       ThrowError(env, message);
     }
     // Freeze W0 only once everything else has succeeded.

@@ -1,0 +1,819 @@
+/**
+ * Tests of the native training techniques against Python PyTorch (/usr/bin/python3) on the same
+ * inputs: loss options (class weights, label smoothing), gradient accumulation and the gradient
+ * norm, the frozen-encoder path (extractFeatures / cat / headTrainStep / headEvalStep), LoRA
+ * adapters, tensor files, RNG state and Tensor.copyFrom.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type {
+  ClassifierSpec,
+  NativeAdamW,
+  NativeBinding,
+  NativeScriptModule,
+  NativeTensor,
+  StepBatch,
+} from '../lib/binding.js';
+import { loadBinding } from '../lib/loader.js';
+import { makeEncoder, PYTHON } from './fixtures.js';
+
+/** Runs Python code (argv after the code: `args`) and parses the last stdout line as JSON. */
+function py<T = unknown>(code: string, ...args: string[]): T {
+  const out = execFileSync(PYTHON, ['-c', PY_PRELUDE + code, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  return JSON.parse(out.trim().split('\n').pop()!) as T;
+}
+
+const PY_PRELUDE =
+  'import json, math, sys, torch\nimport torch.nn.functional as F\ntorch.set_num_threads(1)\n' +
+  // JSON has no NaN/Infinity; the references never produce them.
+  'def flat(t): return t.detach().flatten().tolist()\n' +
+  'def batch(a, b): return torch.tensor(json.loads(a)).view(-1, T), torch.tensor(json.loads(b)).view(-1, T)\n';
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(Number(a[i]) - Number(b[i])));
+  return m;
+}
+
+function values(t: NativeTensor): number[] {
+  return Array.from(t.toArray() as ArrayLike<number>, Number);
+}
+
+function param(m: NativeScriptModule, name: string): NativeTensor {
+  const found = m.namedParameters().find(([n]) => n === name);
+  if (!found) throw new Error(`no parameter ${name}`);
+  return found[1];
+}
+
+function snapshot(m: NativeScriptModule): Map<string, number[]> {
+  return new Map(m.namedParameters().map(([n, t]) => [n, values(t)]));
+}
+
+/** Expects `fn` to fail with an Error (thrown, or a rejected Promise), never a crash. */
+async function expectFailure(fn: () => unknown, pattern?: RegExp, type: ErrorConstructor = Error): Promise<void> {
+  let error: unknown;
+  try {
+    const result = fn();
+    if (result instanceof Promise) await result;
+  } catch (e) {
+    error = e;
+  }
+  expect(error, `expected ${fn.toString()} to fail`).toBeInstanceOf(type);
+  if (pattern) expect((error as Error).message).toMatch(pattern);
+}
+
+let b: NativeBinding;
+let dir: string;
+let enc: string; // 2 layers, hidden 32, forward(ids, mask) -> (last_hidden_state, pooler_output)
+let encBase: string; // 12 layers, hidden 768: the bert-base shape
+
+// Four rows of six tokens (ids < 100, the small encoder's vocabulary), padding in rows 1 and 2.
+const T = 6;
+const IDS = [2, 15, 27, 33, 8, 3, 5, 61, 42, 0, 0, 0, 7, 7, 19, 88, 4, 0, 9, 12, 14, 16, 18, 20];
+const MASK = [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1];
+const LABELS = [2, 0, 1, 2];
+const PY_T = 'T = 6\n';
+
+function batch(rows: number[], labels = true): StepBatch {
+  const out: StepBatch = {
+    inputIds: new Int32Array(rows.flatMap((r) => IDS.slice(r * T, r * T + T))),
+    attentionMask: new Int32Array(rows.flatMap((r) => MASK.slice(r * T, r * T + T))),
+    batchSize: rows.length,
+    seqLen: T,
+  };
+  if (labels) out.labels = new Int32Array(rows.map((r) => LABELS[r]));
+  return out;
+}
+const ALL = [0, 1, 2, 3];
+
+const SPEC: ClassifierSpec = { numClasses: 3, headHidden: 16, dropout: 0, pooling: 'mean', seed: 9 };
+
+/** A classifier on a fresh copy of the small encoder (two calls give identical models). */
+function classifier(spec: Partial<ClassifierSpec> = {}): NativeScriptModule {
+  const { module } = b.buildClassifier(b.ScriptModule.load(enc), { ...SPEC, ...spec });
+  module.train(true);
+  return module;
+}
+
+function adamw(params: NativeTensor[], lr = 1e-3): NativeAdamW {
+  return new b.AdamW([{ params, lr, weightDecay: 0.01 }]);
+}
+
+function trainable(m: NativeScriptModule): NativeTensor[] {
+  return m.namedParameters().filter(([, t]) => t.requiresGrad).map(([, t]) => t);
+}
+
+function file(name: string): string {
+  return path.join(dir, name);
+}
+
+beforeAll(async () => {
+  b = loadBinding();
+  dir = mkdtempSync(path.join(tmpdir(), 'torch-bert-techniques-'));
+  [enc, encBase] = await Promise.all([
+    makeEncoder({ vocabSize: 100, layers: 2, hidden: 32, heads: 2, intermediate: 64, seed: 11 }),
+    makeEncoder({ layers: 12, hidden: 768, heads: 12, intermediate: 3072, vocabSize: 30522 }),
+  ]);
+});
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('loss options and gradNorm', () => {
+  it('class weights + label smoothing equal F.cross_entropy on the logits; gradNorm is the pre-clipping norm', async () => {
+    const weights = [0.5, 2, 1.25];
+    const smoothing = 0.1;
+    const clipped = classifier();
+    const unclipped = classifier();
+    const before = file('loss-before.pt');
+    clipped.save(before);
+    const loss = { classWeights: new Float32Array(weights), labelSmoothing: smoothing };
+    const r1 = await b.trainStep(clipped, adamw(trainable(clipped)), batch(ALL), { ...loss, maxGradNorm: 0.05 });
+    const r2 = await b.trainStep(unclipped, adamw(trainable(unclipped)), batch(ALL), loss);
+    const ev = await b.evalStep(classifier(), batch(ALL), loss);
+    const evPlain = await b.evalStep(classifier(), batch(ALL));
+
+    const ref = py<{ loss: number; plain: number; norm: number; clipped: Record<string, number[]>; unclipped: Record<string, number[]> }>(
+      PY_T +
+        'ids, mask = batch(sys.argv[2], sys.argv[3]); y = torch.tensor(json.loads(sys.argv[4]))\n' +
+        'w = torch.tensor(json.loads(sys.argv[5])); eps = float(sys.argv[6])\n' +
+        'out = {}\n' +
+        'for clip in (True, False):\n' +
+        '    m = torch.jit.load(sys.argv[1]); m.train()\n' +
+        '    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.01)\n' +
+        // The logits, without the classifier's log_softmax (dropout is 0).
+        '    logits = m.head.out_proj(torch.relu(m.head.dense(m.features(ids, mask))))\n' +
+        '    loss = F.cross_entropy(logits, y, weight=w, label_smoothing=eps)\n' +
+        '    out["loss"] = loss.item(); out["plain"] = F.cross_entropy(logits, y).item()\n' +
+        '    loss.backward()\n' +
+        '    norm = torch.nn.utils.clip_grad_norm_(m.parameters(), 0.05 if clip else float("inf"))\n' +
+        '    out["norm"] = norm.item()\n' +
+        '    opt.step()\n' +
+        '    out["clipped" if clip else "unclipped"] = {n: flat(p) for n, p in m.named_parameters()}\n' +
+        'print(json.dumps(out))',
+      before,
+      JSON.stringify(IDS),
+      JSON.stringify(MASK),
+      JSON.stringify(LABELS),
+      JSON.stringify(weights),
+      String(smoothing),
+    );
+    expect(ref.norm).toBeGreaterThan(0.05); // clipping was active
+    expect(Math.abs(r1.loss - ref.loss)).toBeLessThan(1e-6);
+    expect(Math.abs(r2.loss - ref.loss)).toBeLessThan(1e-6);
+    expect(Math.abs(ev.loss! - ref.loss)).toBeLessThan(1e-6);
+    expect(Math.abs(evPlain.loss! - ref.plain)).toBeLessThan(1e-6);
+    expect(Math.abs(r1.gradNorm! - ref.norm)).toBeLessThan(1e-5 * ref.norm);
+    expect(Math.abs(r2.gradNorm! - ref.norm)).toBeLessThan(1e-5 * ref.norm);
+    for (const [m, expected] of [
+      [clipped, ref.clipped],
+      [unclipped, ref.unclipped],
+    ] as const) {
+      for (const [name, v] of snapshot(m)) expect(maxAbsDiff(v, expected[name]), name).toBeLessThan(1e-5);
+    }
+  });
+
+  it('empty loss options are the plain NLL loss', async () => {
+    const first = classifier();
+    const a = await b.trainStep(first, adamw(trainable(first)), batch(ALL));
+    const m = classifier();
+    const c = await b.trainStep(m, adamw(trainable(m)), batch(ALL), { labelSmoothing: 0 });
+    expect(c.loss).toBe(a.loss);
+  });
+
+  it('reports NaN and Infinity gradient norms instead of throwing', async () => {
+    const nan = classifier();
+    const w = param(nan, 'head.out_proj.weight');
+    w.copyFrom(b.Tensor.fromArray(new Float32Array(w.shape[0] * w.shape[1]).fill(NaN), w.shape));
+    const r1 = await b.trainStep(nan, adamw(trainable(nan)), batch(ALL));
+    expect(r1.loss).toBeNaN();
+    expect(r1.gradNorm).toBeNaN();
+    const r2 = await b.trainStep(nan, adamw(trainable(nan)), batch(ALL), { maxGradNorm: 1 });
+    expect(r2.gradNorm).toBeNaN();
+    const inf = classifier();
+    const r3 = await b.trainStep(inf, adamw(trainable(inf)), batch(ALL), { lossScale: 1e30 });
+    expect(r3.gradNorm).toBe(Infinity);
+    expect(Number.isFinite(r3.loss)).toBe(true); // the reported loss is unscaled
+  });
+
+  it('validates loss options', async () => {
+    const m = classifier();
+    const opt = adamw(trainable(m));
+    await expectFailure(() => b.trainStep(m, opt, batch(ALL), { classWeights: [1, 2, 3] as any }), /Float32Array/, TypeError);
+    await expectFailure(() => b.trainStep(m, opt, batch(ALL), { classWeights: new Float32Array([1, 2]) }), /classWeights has 2 values but the model has 3 classes/);
+    await expectFailure(() => b.trainStep(m, opt, batch(ALL), { classWeights: new Float32Array([1, -1, 1]) }), /classWeights\[1\]/);
+    await expectFailure(() => b.evalStep(m, batch(ALL), { labelSmoothing: 1 }), /labelSmoothing must be in \[0, 1\)/);
+    await expectFailure(() => b.evalStep(m, batch(ALL), 'x' as any), /loss must be an object/, TypeError);
+    await expectFailure(() => b.trainStep(m, opt, batch(ALL), { lossScale: 0 }), /lossScale must be > 0/);
+    await expectFailure(() => b.trainStep(m, opt, batch(ALL), { accumulateOnly: 1 as any }), /accumulateOnly must be a boolean/, TypeError);
+    expect((await b.trainStep(m, opt, batch(ALL))).predictions).toHaveLength(4);
+  });
+});
+
+describe('gradient accumulation', () => {
+  it('two accumulated half-batches (lossScale 0.5) then a step equal one full-batch step', async () => {
+    const full = classifier();
+    const halves = classifier();
+    const fullOpt = adamw(trainable(full));
+    const halvesOpt = adamw(trainable(halves));
+    const a = await b.trainStep(full, fullOpt, batch(ALL), { maxGradNorm: 0.05 });
+
+    const before = snapshot(halves);
+    const h1 = await b.trainStep(halves, halvesOpt, batch([0, 1]), { accumulateOnly: true, lossScale: 0.5, maxGradNorm: 0.05 });
+    expect(h1.gradNorm).toBeNull();
+    // Accumulate-only: gradients kept, nothing stepped.
+    const used = (m: NativeScriptModule) => m.namedParameters().filter(([n]) => !n.startsWith('encoder.pooler.'));
+    expect(used(halves).every(([, t]) => t.grad() !== null)).toBe(true); // the pooler's output is unused
+    expect(snapshot(halves)).toEqual(before);
+    const h2 = await b.trainStep(halves, halvesOpt, batch([2, 3]), { lossScale: 0.5, maxGradNorm: 0.05 });
+    expect(halves.namedParameters().every(([, t]) => t.grad() === null)).toBe(true);
+
+    // Reported losses are unscaled means over each half.
+    expect(Math.abs((h1.loss + h2.loss) / 2 - a.loss)).toBeLessThan(1e-6);
+    expect(Math.abs(h2.gradNorm! - a.gradNorm!)).toBeLessThan(1e-6 * a.gradNorm!);
+    expect(a.gradNorm!).toBeGreaterThan(0.05); // the window's final step clipped
+    const expected = snapshot(full);
+    for (const [name, v] of snapshot(halves)) expect(maxAbsDiff(v, expected.get(name)!), name).toBeLessThan(1e-6);
+  });
+
+  it('a failed step drops the gradients accumulated so far', async () => {
+    const m = classifier();
+    const opt = adamw(trainable(m));
+    await b.trainStep(m, opt, batch([0, 1]), { accumulateOnly: true });
+    expect(m.namedParameters().filter(([, t]) => t.grad() !== null).length).toBeGreaterThan(10);
+    await expectFailure(
+      () => b.trainStep(m, opt, { ...batch([0, 1]), labels: new Int32Array([0, 9]) }, { accumulateOnly: true }),
+      /label 9 is out of range/,
+    );
+    expect(m.namedParameters().every(([, t]) => t.grad() === null)).toBe(true);
+  });
+});
+
+describe('cached features (frozen encoder)', () => {
+  it('extractFeatures runs `features` in eval mode without autograd and restores the mode', async () => {
+    const m = classifier({ dropout: 0.5 });
+    const f = await b.extractFeatures(m, batch(ALL));
+    expect(m.isTraining).toBe(true);
+    expect(f.shape).toEqual([4, 32]);
+    expect(f.dtype).toBe('float32');
+    expect(f.requiresGrad).toBe(false);
+    m.train(false);
+    const direct = m.runMethod('features', ...tokenTensors(ALL)) as NativeTensor;
+    expect(values(f)).toEqual(values(direct));
+  });
+
+  it('headTrainStep on cached features equals trainStep on the tokens (dropout 0)', async () => {
+    const tokens = classifier();
+    const cached = classifier();
+    for (const m of [tokens, cached]) m.setRequiresGrad(false, 'encoder.');
+    const tokensOpt = adamw(trainable(tokens), 1e-2);
+    const cachedOpt = adamw(trainable(cached), 1e-2);
+    expect(trainable(cached)).toHaveLength(4);
+
+    // The cache holds the batch's rows out of order; `rows` puts them back.
+    const cache = b.cat([await b.extractFeatures(cached, batch([2, 3])), await b.extractFeatures(cached, batch([0, 1]))]);
+    expect(cache.shape).toEqual([4, 32]);
+    const rows = new Int32Array([2, 3, 0, 1]);
+    const labels = new Int32Array(LABELS);
+    for (let step = 0; step < 3; step++) {
+      const a = await b.trainStep(tokens, tokensOpt, batch(ALL), { maxGradNorm: 1 });
+      const c = await b.headTrainStep(cached, cachedOpt, cache, rows, labels, { maxGradNorm: 1 });
+      expect(Math.abs(c.loss - a.loss)).toBeLessThan(1e-6);
+      expect(Math.abs(c.gradNorm! - a.gradNorm!)).toBeLessThan(1e-6);
+      expect(Array.from(c.predictions)).toEqual(Array.from(a.predictions));
+      expect(c.correct).toBe(a.correct);
+    }
+    const expected = snapshot(tokens);
+    for (const [name, v] of snapshot(cached)) {
+      const tolerance = name.startsWith('encoder.') ? 0 : 1e-6;
+      expect(maxAbsDiff(v, expected.get(name)!), name).toBeLessThanOrEqual(tolerance);
+    }
+
+    const e1 = await b.evalStep(tokens, batch(ALL));
+    const e2 = await b.headEvalStep(cached, cache, rows, labels);
+    expect(Math.abs(e2.loss! - e1.loss!)).toBeLessThan(1e-6);
+    expect(maxAbsDiff(e2.probabilities, e1.probabilities)).toBeLessThan(1e-6);
+    const unlabelled = await b.headEvalStep(cached, cache, rows, null);
+    expect(unlabelled.loss).toBeNull();
+    expect(Array.from(unlabelled.predictions)).toEqual(Array.from(e2.predictions));
+    const weighted = await b.headEvalStep(cached, cache, rows, labels, { classWeights: new Float32Array([1, 1, 1]) });
+    expect(Math.abs(weighted.loss! - e2.loss!)).toBeLessThan(1e-6);
+    expect(cached.isTraining).toBe(true);
+  });
+
+  it('headTrainStep uses the model mode: head dropout only in training mode', async () => {
+    const m = classifier({ dropout: 0.5 });
+    const features = await b.extractFeatures(m, batch(ALL));
+    const opt = adamw(trainable(m), 0);
+    const labels = new Int32Array(LABELS);
+    const rows = new Int32Array([0, 1, 2, 3]);
+    m.train(false);
+    const e1 = await b.headTrainStep(m, opt, features, rows, labels);
+    const e2 = await b.headTrainStep(m, opt, features, rows, labels);
+    expect(e2.loss).toBe(e1.loss);
+    m.train(true);
+    const losses = new Set<number>();
+    for (let i = 0; i < 4; i++) losses.add((await b.headTrainStep(m, opt, features, rows, labels)).loss);
+    expect(losses.size).toBeGreaterThan(1);
+  });
+
+  it('validates features, rows and labels', async () => {
+    const m = classifier();
+    const opt = adamw(trainable(m));
+    const f = await b.extractFeatures(m, batch(ALL));
+    const rows = new Int32Array([0, 1]);
+    const labels = new Int32Array([0, 1]);
+    await expectFailure(() => b.headTrainStep(m, opt, f, new Int32Array([0, 4]), labels), /rows\[1\] = 4 is out of range for features with 4 rows/);
+    await expectFailure(() => b.headTrainStep(m, opt, f, new Int32Array([-1, 0]), labels), /rows\[0\] = -1/);
+    await expectFailure(() => b.headTrainStep(m, opt, f, new Int32Array(0), new Int32Array(0)), /rows must not be empty/);
+    await expectFailure(() => b.headTrainStep(m, opt, f, rows, new Int32Array([0])), /labels has 1 elements, rows has 2/);
+    await expectFailure(() => b.headTrainStep(m, opt, f, rows, null as any), /labels is required/, TypeError);
+    await expectFailure(() => b.headTrainStep(m, opt, f, rows, new Int32Array([0, 5])), /label 5 is out of range/);
+    await expectFailure(() => b.headTrainStep(m, opt, f, [0, 1] as any, labels), /Int32Array/, TypeError);
+    await expectFailure(() => b.headTrainStep(m, opt, b.Tensor.fromArray(new Float32Array(8), [8]), rows, labels), /\[N, hidden\]/);
+    await expectFailure(() => b.headEvalStep(m, b.Tensor.fromArray(new Int32Array(8), [2, 4]), rows, null), /floating-point/);
+    await expectFailure(() => b.headEvalStep(m, b.Tensor.fromArray(new Float32Array(8), [2, 4]), rows, null), /features have 4 columns but the model's hidden size is 32/);
+    const encoderOnly = b.ScriptModule.load(enc);
+    await expectFailure(() => b.headEvalStep(encoderOnly, f, rows, null), /no 'head_forward' method/);
+    await expectFailure(() => b.extractFeatures(encoderOnly, batch(ALL)), /no 'features' method/);
+    await expectFailure(() => b.extractFeatures(m, { ...batch(ALL), seqLen: 5 }), /inputIds has 24 elements/);
+    await expectFailure(() => b.cat([]), /must not be empty/);
+    await expectFailure(() => b.cat([f, b.Tensor.fromArray(new Float32Array(3), [1, 3])]));
+    await expectFailure(() => b.cat([f, 1 as any]), /cat: tensors\[1\] must be a Tensor/, TypeError);
+    expect((await b.headTrainStep(m, opt, f, rows, labels)).predictions).toHaveLength(2);
+  });
+});
+
+function tokenTensors(rows: number[]): [NativeTensor, NativeTensor] {
+  const x = batch(rows, false);
+  return [
+    b.Tensor.fromArray(x.inputIds, [rows.length, T], 'int64'),
+    b.Tensor.fromArray(x.attentionMask, [rows.length, T], 'int64'),
+  ];
+}
+
+const QV = ['attention.self.query', 'attention.self.value'];
+
+describe('LoRA', () => {
+  it('bert-base shape: r=8 on query and value trains 294,912 values (~0.27% of the encoder)', () => {
+    const encoder = b.ScriptModule.load(encBase);
+    const encoderCount = encoder.namedParameters().reduce((s, [, t]) => s + t.shape.reduce((x, y) => x * y, 1), 0);
+    expect(encoderCount).toBe(109_482_240);
+    const { module } = b.buildClassifier(encoder, { ...SPEC, headHidden: 512 });
+    const adapters = b.applyLora(module, { targets: QV, rank: 8, alpha: 16, dropout: 0.1, seed: 0 });
+    expect(adapters.modules).toHaveLength(24);
+    expect(adapters.modules[0]).toBe('encoder.encoder.layer.0.attention.self.query');
+    expect(adapters.modules[1]).toBe('encoder.encoder.layer.0.attention.self.value');
+    expect(adapters.trainableCount).toBe(12 * 2 * (8 * 768 + 768 * 8));
+    expect(adapters.trainableCount).toBe(294_912);
+    expect((100 * adapters.trainableCount) / encoderCount).toBeCloseTo(0.27, 2);
+    module.dispose();
+    encoder.dispose();
+  });
+
+  it('initialises like PEFT, starts as the un-adapted model exactly, and keeps the real parameters', async () => {
+    const m = classifier();
+    const names = m.namedParameters().map(([n]) => n);
+    const before = snapshot(m);
+    const out0 = values(m.forward(...tokenTensors(ALL)) as NativeTensor);
+    const eval0 = await b.evalStep(m, batch(ALL));
+    const adapters = b.applyLora(m, { targets: QV, rank: 4, alpha: 8, dropout: 0, seed: 21 });
+    expect(adapters.modules).toEqual([
+      'encoder.encoder.layer.0.attention.self.query',
+      'encoder.encoder.layer.0.attention.self.value',
+      'encoder.encoder.layer.1.attention.self.query',
+      'encoder.encoder.layer.1.attention.self.value',
+    ]);
+    const params = adapters.parameters();
+    expect(params.map(([n, t]) => [n, t.shape, t.requiresGrad])).toEqual(
+      adapters.modules.flatMap((p) => [
+        [`${p}.lora_A`, [4, 32], true],
+        [`${p}.lora_B`, [32, 4], true],
+      ]),
+    );
+    const ref = py<number[][]>(
+      'm = torch.jit.load(sys.argv[1]); mods = dict(m.named_modules())\n' +
+        // PEFT: nn.init.kaiming_uniform_(lora_A.weight, a=math.sqrt(5)), one module after the other.
+        'torch.manual_seed(21); out = []\n' +
+        'for name in json.loads(sys.argv[2]):\n' +
+        '    a = torch.empty(4, mods[name].weight.shape[1]); torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5)); out.append(flat(a))\n' +
+        'print(json.dumps(out))',
+      enc,
+      JSON.stringify(adapters.modules.map((p) => p.slice('encoder.'.length))),
+    );
+    params.forEach(([, t], i) => {
+      if (i % 2 === 0) expect(values(t)).toEqual(ref[i / 2]);
+      else expect(values(t).every((v) => v === 0)).toBe(true);
+    });
+    // B = 0: exactly the un-adapted model.
+    expect(values(m.forward(...tokenTensors(ALL)) as NativeTensor)).toEqual(out0);
+    expect((await b.evalStep(m, batch(ALL))).probabilities).toEqual(eval0.probabilities);
+    // namedParameters() still lists the real parameters; W0 is frozen.
+    expect(m.namedParameters().map(([n]) => n)).toEqual(names);
+    expect(snapshot(m)).toEqual(before);
+    for (const p of adapters.modules) expect(param(m, `${p}.weight`).requiresGrad).toBe(false);
+    expect(param(m, 'encoder.encoder.layer.0.attention.self.key.weight').requiresGrad).toBe(true);
+  });
+
+  it('trains only adapters and head; exports merged weights that Python runs; adapters round-trip', async () => {
+    const m = classifier({ dropout: 0.1 });
+    m.setRequiresGrad(false, 'encoder.');
+    const adapters = b.applyLora(m, { targets: QV, rank: 4, alpha: 8, dropout: 0.1, seed: 5 });
+    const before = snapshot(m);
+    const opt = adamw([...trainable(m), ...adapters.parameters().map(([, t]) => t)], 1e-2);
+    const adaptersBefore = adapters.parameters().map(([, t]) => values(t));
+    for (let i = 0; i < 3; i++) {
+      const r = await b.trainStep(m, opt, batch(ALL), { maxGradNorm: 1 });
+      expect(Number.isFinite(r.gradNorm!)).toBe(true);
+    }
+    const after = snapshot(m);
+    for (const [name, v] of after) {
+      if (name.startsWith('encoder.')) expect(v, name).toEqual(before.get(name)); // W0 bit-identical
+      else expect(v, name).not.toEqual(before.get(name));
+    }
+    adapters.parameters().forEach(([name, t], i) => expect(values(t), name).not.toEqual(adaptersBefore[i]));
+
+    // The adapted model's outputs (eval mode), from every forward path.
+    m.train(false);
+    const ids = tokenTensors(ALL);
+    const out = values(m.forward(...ids) as NativeTensor);
+    expect(values((await m.forwardAsync(...ids)) as NativeTensor)).toEqual(out);
+    expect(values(m.runMethod('forward', ...ids) as NativeTensor)).toEqual(out);
+    const base = classifier({ dropout: 0.1 });
+    base.train(false);
+    expect(maxAbsDiff(values(base.forward(...ids) as NativeTensor), out)).toBeGreaterThan(1e-4);
+
+    // Merged export: plain parameters with the original names, no adapter tensors.
+    const exported = file('lora-merged.pt');
+    m.save(exported);
+    await m.saveAsync(file('lora-merged-async.pt'));
+    const adapterFile = file('adapters.pt');
+    adapters.save(adapterFile);
+    const ref = py<{ out: number[]; names: string[]; adapters: Record<string, unknown> }>(
+      PY_T +
+        'm = torch.jit.load(sys.argv[1]); m.eval(); ids, mask = batch(sys.argv[2], sys.argv[3])\n' +
+        'ad = torch.load(sys.argv[4])\n' +
+        'print(json.dumps({"out": flat(m(ids, mask)), "names": [n for n, _ in m.named_parameters()],' +
+        ' "adapters": {k: (list(v.shape) if isinstance(v, torch.Tensor) else v) for k, v in ad.items()}}))',
+      exported,
+      JSON.stringify(IDS),
+      JSON.stringify(MASK),
+      adapterFile,
+    );
+    expect(maxAbsDiff(ref.out, out)).toBeLessThan(1e-4);
+    expect(ref.names).toEqual([...after.keys()]);
+    expect(ref.names.some((n) => n.includes('lora'))).toBe(false);
+    expect(ref.adapters).toEqual({
+      ...Object.fromEntries(adapters.parameters().map(([n, t]) => [n, t.shape])),
+      rank: 4,
+      alpha: 8,
+      dropout: 0.1,
+      seed: 5,
+      targets: QV,
+    });
+    // Saving did not disturb the model: W0 still in place, training goes on.
+    expect(snapshot(m)).toEqual(after);
+    expect(values(m.forward(...ids) as NativeTensor)).toEqual(out);
+
+    // Adapters (+ head) onto a fresh classifier on the same base encoder reproduce the outputs.
+    const fresh = classifier({ dropout: 0.1 });
+    fresh.train(false);
+    const freshAdapters = b.applyLora(fresh, { targets: QV, rank: 4, alpha: 8, dropout: 0.1, seed: 99 });
+    freshAdapters.load(adapterFile);
+    for (const [name, t] of fresh.namedParameters()) if (name.startsWith('head.')) t.copyFrom(param(m, name));
+    expect(maxAbsDiff(values(fresh.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
+    const f1 = await b.extractFeatures(m, batch(ALL));
+    const f2 = await b.extractFeatures(fresh, batch(ALL));
+    expect(maxAbsDiff(values(f1), values(f2))).toBeLessThan(1e-6);
+    const e1 = await b.evalStep(m, batch(ALL));
+    const e2 = await b.evalStep(fresh, batch(ALL));
+    expect(maxAbsDiff(e1.probabilities, e2.probabilities)).toBeLessThan(1e-6);
+
+    // A clone is the adapted model with merged weights.
+    const copy = m.clone();
+    expect(maxAbsDiff(values(copy.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
+
+    // merge(): the same function, now in the weights; the adapters are gone from the model.
+    const frozen = param(m, 'encoder.encoder.layer.1.attention.self.value.weight');
+    adapters.merge();
+    expect(maxAbsDiff(values(m.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
+    expect(values(frozen)).not.toEqual(before.get('encoder.encoder.layer.1.attention.self.value.weight'));
+    expect(frozen.requiresGrad).toBe(false); // the flag it had before applyLora
+    await expectFailure(() => adapters.merge(), /already merged/);
+    await expectFailure(() => adapters.load(adapterFile), /merged/);
+    adapters.save(file('after-merge.pt')); // still allowed: the tensors are kept
+    // A second round of adapters on the merged model.
+    const again = b.applyLora(m, { targets: ['attention.self.key'], rank: 2, alpha: 2, dropout: 0, seed: 1 });
+    expect(again.trainableCount).toBe(2 * (2 * 32 + 32 * 2));
+    expect(maxAbsDiff(values(m.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
+  });
+
+  it('gradients of one step equal a Python re-implementation (W0 + s·B·A)', async () => {
+    const m = classifier();
+    const plain = file('grad-check-model.pt');
+    m.save(plain);
+    m.setRequiresGrad(false, 'encoder.');
+    const adapters = b.applyLora(m, { targets: ['attention.self.query', 'attention.output.dense'], rank: 3, alpha: 6, dropout: 0, seed: 8 });
+    // Non-zero B so that A gets a gradient too.
+    let k = 0;
+    for (const [name, t] of adapters.parameters()) {
+      if (!name.endsWith('lora_B')) continue;
+      const n = t.shape[0] * t.shape[1];
+      t.copyFrom(b.Tensor.fromArray(Float32Array.from({ length: n }, () => Math.sin(++k) * 0.05), t.shape));
+    }
+    const adapterFile = file('grad-check-adapters.pt');
+    adapters.save(adapterFile);
+    const opt = adamw([...trainable(m), ...adapters.parameters().map(([, t]) => t)], 1e-2);
+    const r = await b.trainStep(m, opt, batch(ALL), { accumulateOnly: true });
+    const grads = Object.fromEntries(
+      [...adapters.parameters(), ...m.namedParameters().filter(([n]) => n.startsWith('head.'))].map(([n, t]) => [n, values(t.grad()!)]),
+    );
+    opt.step();
+    const stepped = Object.fromEntries(
+      [...adapters.parameters(), ...m.namedParameters().filter(([n]) => n.startsWith('head.'))].map(([n, t]) => [n, values(t)]),
+    );
+    opt.zeroGrad();
+
+    const ref = py<{ loss: number; grads: Record<string, number[]>; stepped: Record<string, number[]> }>(
+      PY_T +
+        'm = torch.jit.load(sys.argv[1]); m.train(); ids, mask = batch(sys.argv[2], sys.argv[3])\n' +
+        'y = torch.tensor(json.loads(sys.argv[4])); ad = torch.load(sys.argv[5]); s = ad["alpha"] / ad["rank"]\n' +
+        'mods = dict(m.named_modules()); tensors = {}\n' +
+        'for name in sorted({k.rsplit(".lora_", 1)[0] for k in ad if ".lora_" in k}):\n' +
+        '    A = ad[name + ".lora_A"].clone().requires_grad_(); B = ad[name + ".lora_B"].clone().requires_grad_()\n' +
+        '    W0 = mods[name].weight.detach().clone()\n' +
+        '    mods[name]._c.setattr("weight", W0 + s * (B @ A))\n' +
+        '    tensors[name + ".lora_A"] = A; tensors[name + ".lora_B"] = B\n' +
+        'for n, p in m.named_parameters():\n' +
+        '    if n.startswith("head."): tensors[n] = p\n' +
+        'loss = F.nll_loss(m(ids, mask), y); loss.backward()\n' +
+        'grads = {n: flat(t.grad) for n, t in tensors.items()}\n' +
+        'torch.optim.AdamW(list(tensors.values()), lr=1e-2, weight_decay=0.01).step()\n' +
+        'print(json.dumps({"loss": loss.item(), "grads": grads, "stepped": {n: flat(t) for n, t in tensors.items()}}))',
+      plain,
+      JSON.stringify(IDS),
+      JSON.stringify(MASK),
+      JSON.stringify(LABELS),
+      adapterFile,
+    );
+    expect(Math.abs(r.loss - ref.loss)).toBeLessThan(1e-6);
+    expect(Object.keys(grads).sort()).toEqual(Object.keys(ref.grads).sort());
+    for (const [name, g] of Object.entries(grads)) {
+      expect(g.some((v) => v !== 0), name).toBe(true);
+      expect(maxAbsDiff(g, ref.grads[name]), name).toBeLessThan(1e-5);
+      expect(maxAbsDiff(stepped[name], ref.stepped[name]), name).toBeLessThan(1e-5);
+    }
+  });
+
+  it('adapter dropout drops columns of A in train steps only, from the global RNG', async () => {
+    const m = classifier();
+    m.setRequiresGrad(false, 'encoder.');
+    const adapters = b.applyLora(m, { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0.5, seed: 3 });
+    const [, b0] = adapters.parameters()[1];
+    b0.copyFrom(b.Tensor.fromArray(Float32Array.from({ length: 64 }, (_, i) => Math.cos(i) * 0.1), [32, 2]));
+    const opt = adamw(adapters.parameters().map(([, t]) => t), 0);
+    const gradA = async (): Promise<number[]> => {
+      await b.trainStep(m, opt, batch(ALL), { accumulateOnly: true });
+      const g = values(adapters.parameters()[0][1].grad()!);
+      opt.zeroGrad();
+      return g;
+    };
+    const state = b.getRngState();
+    const g1 = await gradA();
+    const g2 = await gradA();
+    b.setRngState(state);
+    const g3 = await gradA();
+    expect(g3).toEqual(g1);
+    expect(g2).not.toEqual(g1);
+    // A dropped input feature j zeroes column j of A's gradient.
+    const zeroColumns = (g: number[]) => Array.from({ length: 32 }, (_, j) => g[j] === 0 && g[32 + j] === 0).filter(Boolean).length;
+    expect(zeroColumns(g1)).toBeGreaterThan(4);
+    expect(zeroColumns(g1)).toBeLessThan(28);
+    // Off in eval mode and outside train steps.
+    m.train(false);
+    expect(zeroColumns(await gradA())).toBe(0);
+    const e1 = await b.evalStep(m, batch(ALL));
+    const e2 = await b.evalStep(m, batch(ALL));
+    expect(e2.probabilities).toEqual(e1.probabilities);
+  });
+
+  it('validates specs, refuses a second set of adapters, and checks files on load', async () => {
+    const m = classifier();
+    const spec = { targets: QV, rank: 4, alpha: 8, dropout: 0, seed: 1 };
+    await expectFailure(
+      () => b.applyLora(m, { ...spec, targets: ['attention.self.qeury'] }),
+      /no module with a 2-D weight has a path ending in 'attention\.self\.qeury' \(such modules: .*'encoder\.encoder\.layer\.0\.attention\.self\.query'/,
+    );
+    const m2 = classifier();
+    await expectFailure(() => b.applyLora(m2, { ...spec, targets: [] }), /targets must not be empty/);
+    await expectFailure(() => b.applyLora(m2, { ...spec, targets: 'query' as any }), /targets must be an array/, TypeError);
+    await expectFailure(() => b.applyLora(m2, { ...spec, rank: 0 }), /rank must be in/);
+    await expectFailure(() => b.applyLora(m2, { ...spec, alpha: 0 }), /alpha must be > 0/);
+    await expectFailure(() => b.applyLora(m2, { ...spec, dropout: 1 }), /dropout must be in \[0, 1\)/);
+    await expectFailure(() => b.applyLora(m2, { ...spec, seed: 0.5 }), /seed must be an integer/);
+    await expectFailure(() => b.applyLora({} as any, spec), /ScriptModule/, TypeError);
+    const adapters = b.applyLora(m2, spec);
+    await expectFailure(() => b.applyLora(m2, spec), /already has LoRA adapters/);
+
+    const good = file('check-good.pt');
+    adapters.save(good);
+    const other = classifier();
+    const rank2 = b.applyLora(other, { ...spec, rank: 2 });
+    await expectFailure(() => rank2.load(good), /holds rank-4 adapters; these have rank 2/);
+    const other2 = classifier();
+    const keyOnly = b.applyLora(other2, { ...spec, targets: ['attention.self.key'] });
+    await expectFailure(() => keyOnly.load(good), /targets/);
+    const other3 = classifier();
+    const alpha = b.applyLora(other3, { ...spec, alpha: 16 });
+    await expectFailure(() => alpha.load(good), /alpha 8; these have alpha 16/);
+    const edited = file('check-edited.pt');
+    py(
+      'd = torch.load(sys.argv[1]); k = "encoder.encoder.layer.1.attention.self.value.lora_B"\n' +
+        'd[k] = torch.zeros(31, 4); torch.save(d, sys.argv[2]); print("null")',
+      good,
+      edited,
+    );
+    await expectFailure(() => adapters.load(edited), /has 'encoder\.encoder\.layer\.1\.attention\.self\.value\.lora_B' of shape \[31, 4\], expected \[32, 4\]/);
+    await expectFailure(() => adapters.load(file('missing.pt')), /no such file/);
+    await expectFailure(() => adapters.save('/nonexistent-dir/a.pt'), /nonexistent-dir/);
+    adapters.load(good); // a failed load changed nothing; a good one still works
+    adapters.dispose();
+    adapters.dispose();
+    await expectFailure(() => adapters.parameters(), /disposed/);
+    // Disposing the handle leaves the adapters on the model.
+    await expectFailure(() => b.applyLora(m2, spec), /already has LoRA adapters/);
+  });
+});
+
+describe('saveTensors / loadTensors', () => {
+  it('writes a dict Python torch.load reads, and reads dicts Python torch.save writes', () => {
+    const out = file('tensors.pt');
+    const w = b.Tensor.fromArray(new Float32Array([1.5, -2, 3.25, 0.125, 7, 8]), [2, 3]);
+    w.setRequiresGrad(true);
+    b.saveTensors(out, {
+      'head.weight': w,
+      step: b.Tensor.fromArray(new BigInt64Array([42n]), []),
+      mask: b.Tensor.fromArray(new Uint8Array([1, 0, 1]), [3], 'bool'),
+    });
+    const seen = py<Record<string, [string, number[], unknown]>>(
+      'd = torch.load(sys.argv[1])\n' +
+        'print(json.dumps({k: [str(v.dtype), list(v.shape), v.tolist()] for k, v in d.items()}))',
+      out,
+    );
+    expect(seen).toEqual({
+      'head.weight': ['torch.float32', [2, 3], [[1.5, -2, 3.25], [0.125, 7, 8]]],
+      step: ['torch.int64', [], 42],
+      mask: ['torch.bool', [3], [true, false, true]],
+    });
+    const back = b.loadTensors(out);
+    expect(Object.keys(back)).toEqual(['head.weight', 'step', 'mask']);
+    expect(values(back['head.weight'])).toEqual(values(w));
+
+    const fromPython = file('from-python.pt');
+    py(
+      'torch.save({"a": torch.arange(6, dtype=torch.float64).view(2, 3), "b": torch.tensor([3, -1]), "c": torch.ones(2, dtype=torch.float16)}, sys.argv[1]); print("null")',
+      fromPython,
+    );
+    const loaded = b.loadTensors(fromPython);
+    expect(Object.entries(loaded).map(([k, t]) => [k, t.dtype, t.shape])).toEqual([
+      ['a', 'float64', [2, 3]],
+      ['b', 'int64', [2]],
+      ['c', 'float16', [2]],
+    ]);
+    expect(values(loaded.a)).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+
+  it('fails clearly on files that are not a dict of tensors', async () => {
+    const list = file('list.pt');
+    const mixed = file('mixed.pt');
+    py('torch.save([torch.zeros(1)], sys.argv[1]); torch.save({"a": torch.zeros(1), "n": 3}, sys.argv[2]); print("null")', list, mixed);
+    // The C++ unpickler reads the subset of pickle that dicts of tensors need, so a list
+    // written by Python may fail earlier than the type check; either way, an Error naming the file.
+    await expectFailure(() => b.loadTensors(list), /list\.pt/);
+    await expectFailure(() => b.loadTensors(mixed), /'n' is a Int/);
+    await expectFailure(() => b.loadTensors(file('nope.pt')), /nope\.pt': no such file/);
+    await expectFailure(() => b.loadTensors(dir), /not a regular file/);
+    await expectFailure(() => b.saveTensors(file('x.pt'), { a: 1 as any }), /tensors\['a'\] must be a Tensor/, TypeError);
+    await expectFailure(() => b.saveTensors(file('x.pt'), null as any), /must be an object/, TypeError);
+    await expectFailure(() => b.saveTensors('/nonexistent-dir/x.pt', {}), /nonexistent-dir/);
+  });
+});
+
+describe('RNG state', () => {
+  it('restoring the state redraws the same dropout masks', () => {
+    const m = classifier({ dropout: 0.5 });
+    const x = b.Tensor.fromArray(Float32Array.from({ length: 4 * 32 }, (_, i) => Math.sin(i)), [4, 32]);
+    const draw = () => values(m.runMethod('head_forward', x) as NativeTensor);
+    const state = b.getRngState();
+    expect(state).toBeInstanceOf(Uint8Array);
+    expect(state.length).toBeGreaterThan(5000);
+    const first = [draw(), draw()];
+    b.setRngState(state);
+    const second = [draw(), draw()];
+    expect(second).toEqual(first);
+    expect(first[1]).not.toEqual(first[0]);
+    expect(b.getRngState()).not.toEqual(state);
+    b.manualSeed(7);
+    const seeded = b.getRngState();
+    b.manualSeed(7);
+    expect(b.getRngState()).toEqual(seeded);
+  });
+
+  it('rejects states that getRngState did not produce', async () => {
+    const state = b.getRngState();
+    await expectFailure(() => b.setRngState(state.slice(0, 100)), /truncated/);
+    await expectFailure(() => b.setRngState(new Uint8Array(5084)), /bad header/);
+    const extended = new Uint8Array(state.length + 1);
+    extended.set(state);
+    await expectFailure(() => b.setRngState(extended), /trailing bytes/);
+    await expectFailure(() => b.setRngState([1, 2] as any), /Uint8Array/, TypeError);
+    b.setRngState(state);
+    expect(b.getRngState()).toEqual(state);
+  });
+});
+
+describe('Tensor.copyFrom', () => {
+  it('copies in place without autograd, converting dtype; the module sees parameter copies', () => {
+    const t = b.Tensor.fromArray(new Float32Array([1, 2, 3, 4]), [2, 2]);
+    t.copyFrom(b.Tensor.fromArray(new BigInt64Array([5n, 6n, 7n, 8n]), [2, 2]));
+    expect(t.dtype).toBe('float32');
+    expect(values(t)).toEqual([5, 6, 7, 8]);
+
+    const m = classifier();
+    const ids = tokenTensors(ALL);
+    const before = values(m.forward(...ids) as NativeTensor);
+    const bias = param(m, 'head.out_proj.bias');
+    expect(bias.requiresGrad).toBe(true);
+    bias.copyFrom(b.Tensor.fromArray(new Float32Array([10, 0, 0]), [3]));
+    expect(bias.requiresGrad).toBe(true);
+    expect(values(param(m, 'head.out_proj.bias'))).toEqual([10, 0, 0]);
+    expect(values(m.forward(...ids) as NativeTensor)).not.toEqual(before);
+  });
+
+  it('checks shapes and arguments', async () => {
+    const t = b.Tensor.fromArray(new Float32Array(4), [2, 2]);
+    await expectFailure(() => t.copyFrom(b.Tensor.fromArray(new Float32Array(4), [4])), /source has shape \[4\], this tensor has \[2, 2\]/);
+    await expectFailure(() => t.copyFrom([1, 2, 3, 4] as any), /must be a Tensor/, TypeError);
+    const gone = b.Tensor.fromArray(new Float32Array(4), [2, 2]);
+    gone.dispose();
+    await expectFailure(() => t.copyFrom(gone), /disposed/);
+    await expectFailure(() => gone.copyFrom(t), /disposed/);
+  });
+});
+
+describe('garbage in, errors out (techniques)', () => {
+  it('every new entry point throws or rejects an Error for wrong arguments, and the process survives', async () => {
+    const m = classifier();
+    const opt = adamw(trainable(m));
+    const f = await b.extractFeatures(m, batch(ALL));
+    const adapters = b.applyLora(classifier(), { targets: QV, rank: 2, alpha: 2, dropout: 0, seed: 0 });
+    const garbage: unknown[] = [undefined, null, 0, -1, 1.5, NaN, 'x', {}, [], () => 1, Symbol('s'), 10n, new Float32Array(2)];
+    const calls: Array<(g: any) => unknown> = [
+      (g) => b.extractFeatures(g, batch(ALL)),
+      (g) => b.extractFeatures(m, g),
+      (g) => b.cat(g),
+      (g) => b.cat([f, g]),
+      (g) => b.headTrainStep(g, opt, f, new Int32Array([0]), new Int32Array([0])),
+      (g) => b.headTrainStep(m, g, f, new Int32Array([0]), new Int32Array([0])),
+      (g) => b.headTrainStep(m, opt, g, new Int32Array([0]), new Int32Array([0])),
+      (g) => b.headTrainStep(m, opt, f, g, new Int32Array([0])),
+      (g) => b.headTrainStep(m, opt, f, new Int32Array([0]), g),
+      (g) => b.headTrainStep(m, opt, f, new Int32Array([0]), new Int32Array([0]), g),
+      (g) => b.headEvalStep(m, f, new Int32Array([0]), g, g),
+      (g) => b.trainStep(m, opt, batch(ALL), { maxGradNorm: 1, classWeights: g, labelSmoothing: g, accumulateOnly: g, lossScale: g }),
+      (g) => b.evalStep(m, batch(ALL), g),
+      (g) => b.applyLora(m, g),
+      (g) => b.applyLora(g, { targets: QV, rank: 2, alpha: 2, dropout: 0, seed: 0 }),
+      (g) => b.applyLora(classifier(), { targets: [g], rank: g, alpha: g, dropout: g, seed: g }),
+      (g) => adapters.save(g === undefined || typeof g === 'string' ? '/nonexistent-dir/x.pt' : g),
+      (g) => adapters.load(g),
+      (g) => b.saveTensors(g, {}),
+      (g) => b.saveTensors(file('garbage.pt'), g),
+      (g) => b.loadTensors(g),
+      (g) => b.setRngState(g),
+      (g) => f.copyFrom(g),
+    ];
+    for (const call of calls) {
+      for (const g of garbage) {
+        try {
+          const r = call(g);
+          if (r instanceof Promise) await r.catch((e: unknown) => expect(e).toBeInstanceOf(Error));
+        } catch (e) {
+          expect(e).toBeInstanceOf(Error);
+        }
+      }
+    }
+    // Still alive and computing.
+    expect((await b.headTrainStep(m, opt, f, new Int32Array([0, 1]), new Int32Array([0, 1]))).predictions).toHaveLength(2);
+    expect(b.getRngState().length).toBeGreaterThan(5000);
+  });
+});
