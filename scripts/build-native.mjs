@@ -5,6 +5,7 @@
  * passed to cmake-js (e.g. `-- --debug`). Then writes build/Release/build-info.json (the
  * libtorch built against, compiler, Node-API version, ...; see scripts/native-binary.mjs),
  * checks that the addon loads, and records the versions it reports.
+ * `--record-only`: only that last part, for a binary built another way (scripts/gpu-check.sh).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -31,6 +32,7 @@ try {
   console.error(err.message);
   process.exit(1);
 }
+if (process.argv.includes('--record-only')) process.exit(recordBuild());
 if (!libtorch.cmakePrefixPath) {
   console.error(
     `torch-bert: the libtorch found (${libtorch.libDir}) has only its runtime libraries, no CMake package, so the addon ` +

@@ -1,0 +1,147 @@
+#!/usr/bin/env node
+/**
+ * GPU benchmark (run by scripts/gpu-check.sh): training throughput in sequences/s of a bert-base
+ * shape (12 layers, hidden 768, 12 heads, FF 3072, vocabulary 30522, random weights made by
+ * scripts/python/make_encoder.py) at sequence lengths 128 and 256, fp32, for full fine-tuning
+ * and a frozen encoder: torch-bert's binding.trainStep next to the same loop in Python PyTorch
+ * (scripts/gpu-bench.py) on the same GPU and encoder file. Model FLOP/s count 6·N-style matmul
+ * FLOPs (forward 24·T·H² + 4·T²·H per layer and sequence; training 3x forward, frozen 1x);
+ * MFU is against GPU_PEAK_TFLOPS (default 989: H100/H200 SXM dense bf16).
+ *
+ *   node scripts/gpu-bench.mjs --python PY --out DIR [--batch 32] [--steps 20] [--warmup 5] [--seqs 128,256]
+ * Writes DIR/gpu-bench.json and DIR/gpu-bench.md (also printed).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const { values: opt } = parseArgs({
+  options: {
+    python: { type: 'string', default: 'python3' },
+    out: { type: 'string', default: join(root, 'gpu-bench-out') },
+    batch: { type: 'string', default: '32' },
+    steps: { type: 'string', default: '20' },
+    warmup: { type: 'string', default: '5' },
+    seqs: { type: 'string', default: '128,256' },
+    techniques: { type: 'string', default: 'full,frozen' },
+    // For a smoke test of this script on a CPU machine: --device cpu --shape tiny.
+    device: { type: 'string', default: 'cuda' },
+    shape: { type: 'string', default: 'base' },
+  },
+});
+const B = Number(opt.batch);
+const STEPS = Number(opt.steps);
+const WARMUP = Number(opt.warmup);
+const SEQS = opt.seqs.split(',').map(Number);
+const TECHNIQUES = opt.techniques.split(',');
+const SHAPE =
+  opt.shape === 'tiny'
+    ? { layers: 2, hidden: 64, heads: 2, intermediate: 256, vocab: 30522 }
+    : { layers: 12, hidden: 768, heads: 12, intermediate: 3072, vocab: 30522 };
+const DEVICE = opt.device;
+const PEAK = Number(process.env.GPU_PEAK_TFLOPS ?? 989);
+const log = (s) => console.error(`gpu-bench: ${s}`);
+
+const { loadBinding } = await import(join(root, 'dist', 'loader.js'));
+const binding = loadBinding();
+if (DEVICE.startsWith('cuda') && !binding.cudaIsAvailable()) throw new Error('gpu-bench: libtorch sees no CUDA device');
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-gpu-bench-'));
+const encoder = join(work, 'bert-base.pt');
+log(`making the ${opt.shape} TorchScript encoder (random weights)`);
+execFileSync(opt.python, [
+  join(root, 'scripts', 'python', 'make_encoder.py'), '--out', encoder, '--vocab-size', String(SHAPE.vocab),
+  '--layers', String(SHAPE.layers), '--hidden', String(SHAPE.hidden), '--heads', String(SHAPE.heads),
+  '--intermediate', String(SHAPE.intermediate), '--max-position', '512', '--seed', '0',
+], { stdio: ['ignore', 'ignore', 'inherit'] });
+
+function flopsPerStep(seq, technique) {
+  const { layers: L, hidden: H } = SHAPE;
+  const forward = B * L * (24 * seq * H * H + 4 * seq * seq * H);
+  return technique === 'frozen' ? forward : 3 * forward;
+}
+
+/** A deterministic batch: ids in [1000, vocab), full masks, alternating labels. */
+function batchOf(seq) {
+  let s = 12345;
+  const inputIds = new Int32Array(B * seq);
+  for (let i = 0; i < inputIds.length; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    inputIds[i] = 1000 + (s % (SHAPE.vocab - 1000));
+  }
+  return { inputIds, attentionMask: new Int32Array(B * seq).fill(1), batchSize: B, seqLen: seq, labels: Int32Array.from({ length: B }, (_, i) => i % 2) };
+}
+
+async function ours(seq, technique) {
+  const enc = binding.ScriptModule.load(encoder, DEVICE);
+  const { module: model } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 512, dropout: 0.1, pooling: 'cls', seed: 42 });
+  model.to(DEVICE);
+  if (technique === 'frozen') model.setRequiresGrad(false, 'encoder.');
+  const params = model.namedParameters().filter(([n]) => technique !== 'frozen' || n.startsWith('head.')).map(([, t]) => t);
+  const optimizer = new binding.AdamW([{ params, lr: 1e-5, weightDecay: 0.01 }]);
+  model.train(true);
+  const batch = batchOf(seq);
+  try {
+    for (let i = 0; i < WARMUP; i++) await binding.trainStep(model, optimizer, batch);
+    const t0 = performance.now();
+    for (let i = 0; i < STEPS; i++) await binding.trainStep(model, optimizer, batch); // returns the loss: synchronised
+    const dt = (performance.now() - t0) / 1000;
+    return { secondsPerStep: dt / STEPS, sequencesPerSecond: (B * STEPS) / dt };
+  } finally {
+    optimizer.dispose();
+    model.dispose();
+    enc.dispose();
+  }
+}
+
+const rows = [];
+let python = null;
+try {
+  log('PyTorch side');
+  const out = execFileSync(opt.python, [
+    join(root, 'scripts', 'gpu-bench.py'), '--encoder', encoder, '--seqs', SEQS.join(','), '--techniques', TECHNIQUES.join(','),
+    '--batch', String(B), '--steps', String(STEPS), '--warmup', String(WARMUP), '--vocab', String(SHAPE.vocab), '--device', DEVICE,
+  ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 16 << 20 });
+  python = JSON.parse(out.trim().split('\n').pop());
+} catch (err) {
+  log(`the PyTorch side failed: ${err.message.split('\n')[0]}`);
+}
+for (const seq of SEQS) {
+  for (const technique of TECHNIQUES) {
+    log(`torch-bert: ${technique}, seq ${seq}`);
+    let mine;
+    try {
+      mine = await ours(seq, technique);
+    } catch (err) {
+      mine = { error: String(err?.message ?? err).split('\n')[0] };
+    }
+    const theirs = python?.results.find((r) => r.seq === seq && r.technique === technique) ?? { error: 'not measured' };
+    const tflops = mine.secondsPerStep ? flopsPerStep(seq, technique) / mine.secondsPerStep / 1e12 : null;
+    rows.push({ technique, seq, batch: B, precision: 'fp32', torchBert: mine, pytorch: theirs, torchBertTflops: tflops, mfu: tflops === null ? null : tflops / PEAK });
+  }
+}
+rmSync(work, { recursive: true, force: true });
+
+const v = binding.versions();
+const cell = (r) => (r.sequencesPerSecond ? r.sequencesPerSecond.toFixed(1) : `error: ${r.error}`);
+const header = `GPU ${python?.gpu ?? '?'}; torch-bert on libtorch ${v.libtorch} (CUDA ${v.cuda}, cuDNN ${v.cudnn}); PyTorch ${python?.torch ?? '?'}; ` +
+  `${opt.shape === 'tiny' ? 'tiny (smoke test)' : 'bert-base'} shape on ${DEVICE}, batch ${B}, ${WARMUP} warm-up + ${STEPS} timed steps; ${new Date().toISOString()}`;
+const md = [
+  header,
+  '',
+  '| technique | seq | precision | torch-bert seq/s | PyTorch seq/s | ratio | torch-bert TFLOP/s | MFU (vs bf16 peak) |',
+  '|---|---|---|---|---|---|---|---|',
+  ...rows.map((r) => {
+    const ratio = r.torchBert.sequencesPerSecond && r.pytorch.sequencesPerSecond ? (r.torchBert.sequencesPerSecond / r.pytorch.sequencesPerSecond).toFixed(2) : '-';
+    return `| ${r.technique} | ${r.seq} | ${r.precision} | ${cell(r.torchBert)} | ${cell(r.pytorch)} | ${ratio} | ${r.torchBertTflops?.toFixed(1) ?? '-'} | ${r.mfu === null ? '-' : (100 * r.mfu).toFixed(1) + '%'} |`;
+  }),
+].join('\n');
+mkdirSync(opt.out, { recursive: true });
+writeFileSync(join(opt.out, 'gpu-bench.json'), JSON.stringify({ header, peakTflops: PEAK, versions: v, python, rows }, null, 2) + '\n');
+writeFileSync(join(opt.out, 'gpu-bench.md'), md + '\n');
+console.log(md);
+process.exitCode = rows.every((r) => r.torchBert.sequencesPerSecond) ? 0 : 1;
