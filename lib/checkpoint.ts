@@ -19,8 +19,8 @@
  * holds exactly classifier.pt, config.json, tokenizer.json and history.json.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
-import { access, constants, copyFile, link, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { access, constants, copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeScriptModule } from './binding.js';
 import { InputError, ModelError, messageOf } from './errors.js';
@@ -215,30 +215,51 @@ export async function writeCheckpoint(dir: string, module: NativeScriptModule, f
   }
 }
 
+/** Identity of a file's current inode: a rename over the path changes it. */
+export async function fileIdentity(path: string): Promise<string> {
+  const s = await stat(path, { bigint: true });
+  return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}`;
+}
+
 /**
  * The archive of the checkpoint in `dir` that matches `sha256` (config.json's classifierSha256):
  * `classifier.pt`, or the content-addressed file of a save interrupted between its commit and
  * its last rename. Without a checksum (configs written before checksums), `classifier.pt`.
+ * `identity` is the archive's inode identity taken before hashing: a loader that finds the same
+ * identity after loading has loaded exactly the bytes that were hashed.
  */
-export async function resolveClassifierFile(dir: string, sha256: string | undefined): Promise<string> {
+export async function resolveClassifierArchive(dir: string, sha256: string | undefined): Promise<{ path: string; identity: string }> {
   const publicPath = join(dir, CLASSIFIER_FILE);
-  if (!sha256) return publicPath;
+  const configPath = join(dir, CONFIG_FILE);
   let actual: string | undefined;
+  let identity: string | undefined;
   let readError: unknown;
   try {
-    actual = await sha256File(publicPath);
+    identity = await fileIdentity(publicPath);
+    actual = sha256 ? await sha256File(publicPath) : undefined;
   } catch (err) {
     readError = err;
   }
-  if (actual === sha256) return publicPath;
-  const addressed = join(dir, addressedClassifierName(sha256));
-  if (existsSync(addressed) && (await sha256File(addressed).catch(() => undefined)) === sha256) return addressed;
-  const configPath = join(dir, CONFIG_FILE);
-  if (actual === undefined) {
+  if (identity !== undefined && (!sha256 || actual === sha256)) return { path: publicPath, identity };
+  if (sha256) {
+    const addressed = join(dir, addressedClassifierName(sha256));
+    try {
+      const addressedIdentity = await fileIdentity(addressed);
+      if ((await sha256File(addressed)) === sha256) return { path: addressed, identity: addressedIdentity };
+    } catch {
+      // Not there (the usual case): report the public file's problem below.
+    }
+  }
+  if (identity === undefined || actual === undefined) {
     throw new InputError(`cannot read ${publicPath}: ${messageOf(readError)}`, { file: publicPath, cause: readError });
   }
   throw new ModelError(
     `${publicPath} does not match ${configPath} (checksum differs): the directory holds parts of two different saves`,
     { file: publicPath },
   );
+}
+
+/** The path of `resolveClassifierArchive`. */
+export async function resolveClassifierFile(dir: string, sha256: string | undefined): Promise<string> {
+  return (await resolveClassifierArchive(dir, sha256)).path;
 }

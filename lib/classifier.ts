@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EncoderInfo, LossOptions, NativeScriptModule } from './binding.js';
-import { CONFIG_FILE, resolveClassifierFile, TOKENIZER_FILE } from './checkpoint.js';
+import { CLASSIFIER_FILE, CONFIG_FILE, fileIdentity, resolveClassifierArchive, TOKENIZER_FILE } from './checkpoint.js';
 import { type DataSource, labelIds, loadExamples } from './data.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { loadBinding } from './loader.js';
@@ -130,8 +130,25 @@ export class Classifier {
     return new Classifier(module, tokenizer, config);
   }
 
-  /** Load a directory written by `train()`. */
+  /**
+   * Load a directory written by `train()`. A save may be running meanwhile (another process
+   * training into the directory): the archive loaded is always the one config.json's checksum
+   * names, and a load that raced with a save's rename is retried.
+   */
   static async load(dir: string, options: { device?: Device } = {}): Promise<Classifier> {
+    for (let attempt = 1; ; attempt++) {
+      const loaded = await Classifier.loadOnce(dir, options);
+      if (loaded) return loaded;
+      if (attempt === 5) {
+        throw new ModelError(`${join(dir, CLASSIFIER_FILE)} kept being replaced while it loaded (is a run saving into ${dir}?)`, {
+          file: join(dir, CLASSIFIER_FILE),
+        });
+      }
+    }
+  }
+
+  /** One attempt of `load`: null when the archive was replaced while it loaded. */
+  private static async loadOnce(dir: string, options: { device?: Device }): Promise<Classifier | null> {
     const configPath = join(dir, CONFIG_FILE);
     let config: ClassifierConfig;
     try {
@@ -144,13 +161,19 @@ export class Classifier {
     }
     // classifier.pt, or the content-addressed archive of a save killed before its last rename;
     // either way the one whose checksum config.json records.
-    const modelPath = await resolveClassifierFile(dir, config.classifierSha256);
+    const archive = await resolveClassifierArchive(dir, config.classifierSha256);
+    const modelPath = archive.path;
     const tokenizer = await TextTokenizer.load(join(dir, TOKENIZER_FILE));
     let module: NativeScriptModule;
     try {
       module = await loadBinding().ScriptModule.loadAsync(modelPath, resolveDevice(options.device));
     } catch (err) {
+      if ((await fileIdentity(modelPath).catch(() => null)) !== archive.identity) return null;
       throw new ModelError(`cannot load classifier ${modelPath}: ${messageOf(err)}`, { file: modelPath, cause: err });
+    }
+    if ((await fileIdentity(modelPath).catch(() => null)) !== archive.identity) {
+      module.dispose();
+      return null;
     }
     module.train(false);
     return new Classifier(module, tokenizer, config);

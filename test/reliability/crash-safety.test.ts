@@ -141,4 +141,36 @@ describe('writeCheckpoint under SIGKILL', () => {
     expect((await exited(last)).code).toBe(0);
     expect(readdirSync(dir).sort()).toEqual(['classifier.pt', 'config.json', 'history.json', 'tokenizer.json']);
   });
+
+  it('a reader loading while another process saves always gets a matching config and archive', async () => {
+    const dir = join(work, 'live');
+    const record = join(work, 'live-record.jsonl');
+    const first = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
+    expect((await exited(first)).code).toBe(0);
+    // Four saves whose every file operation takes 15 ms more, while this process loads in a loop.
+    const child = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], {
+      env: { SAVES: '4', SLOW_FS_MS: '15' },
+    });
+    let done = false;
+    const exit = exited(child).then((e) => ((done = true), e));
+    const seen = { A: 0, B: 0 };
+    const failures: string[] = [];
+    while (!done) {
+      try {
+        const c = await loadClassifier(dir);
+        const which = (c.config as unknown as { weights: 'A' | 'B' }).weights;
+        const weights = outProj(c.module);
+        c.dispose();
+        if (JSON.stringify(weights) !== JSON.stringify(reference[which])) failures.push(`config.json says ${which}, the archive holds the other set`);
+        else seen[which]++;
+      } catch (err) {
+        failures.push((err as Error).message);
+      }
+    }
+    expect((await exit).code).toBe(0);
+    console.log(`crash-safety (checkpoint): ${seen.A + seen.B} loads during 4 slowed saves (A ${seen.A}, B ${seen.B})`);
+    expect(failures).toEqual([]);
+    expect(seen.A).toBeGreaterThan(0);
+    expect(seen.B).toBeGreaterThan(0);
+  });
 });

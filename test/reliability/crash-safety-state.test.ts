@@ -1,0 +1,153 @@
+/**
+ * Crash-safe training state: like crash-safety.test.ts, for saveTrainingState. A child saves
+ * the resumable state (head tensors of weight set A or B, AdamW state, RNG state, state.json)
+ * back to back and is SIGKILLed at a random moment, 20 times, on the same directory. After each
+ * kill readTrainingState must find a complete state: all four files present, state.json naming
+ * the weight set that tensors.pt holds (values checked), tensors.pt a recorded checksum, and
+ * the optimizer state and RNG state loadable.
+ *
+ * Reproduce a failure with RELIABILITY_SEED=<the printed seed>.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { NativeBinding } from '../../lib/binding.js';
+import { sha256File } from '../../lib/checkpoint.js';
+import { loadBinding } from '../../lib/loader.js';
+import { readTrainingState, STATE_DIR } from '../../lib/training-state.js';
+import { demoTokenizer, makeEncoder } from '../fixtures.js';
+import { exited, rng, runSeed, sleep, spawnTs, waitForLine } from '../helpers/reliability.js';
+
+const TRIALS = 20;
+const SEED = runSeed();
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-crash-state-'));
+
+let binding: NativeBinding;
+let encoder: string;
+/** The head tensors of weight sets A (head seed 1) and B (head seed 2), by name. */
+const reference: Record<'A' | 'B', Map<string, number[]>> = { A: new Map(), B: new Map() };
+
+beforeAll(async () => {
+  console.log(`crash-safety (training state): seed ${SEED} (RELIABILITY_SEED=${SEED} reproduces this run)`);
+  binding = loadBinding();
+  encoder = await makeEncoder({ layers: 1, hidden: 16, heads: 2, intermediate: 32, vocabSize: 100, seed: 7 });
+  const enc = binding.ScriptModule.load(encoder);
+  for (const [which, seed] of [
+    ['A', 1],
+    ['B', 2],
+  ] as const) {
+    const { module } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed });
+    for (const [name, t] of module.namedParameters().filter(([n]) => n.startsWith('head.'))) {
+      reference[which].set(name, Array.from(t.toArray() as Float32Array));
+    }
+    module.dispose();
+  }
+  enc.dispose();
+});
+
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+function recordedShas(record: string): Map<string, 'A' | 'B'> {
+  const shas = new Map<string, 'A' | 'B'>();
+  if (!existsSync(record)) return shas;
+  for (const line of readFileSync(record, 'utf8').split('\n')) {
+    if (!line.endsWith('}')) continue;
+    const { sha, which } = JSON.parse(line) as { sha: string; which: 'A' | 'B' };
+    shas.set(sha, which);
+  }
+  return shas;
+}
+
+describe('saveTrainingState under SIGKILL', () => {
+  it(`leaves a complete training state after each of ${TRIALS} kills at random moments of a save`, async () => {
+    const random = rng(SEED);
+    const dir = join(work, 'run');
+    const record = join(work, 'state-record.jsonl');
+    let fromOld = 0;
+    let leftTemp = 0;
+    for (let trial = 0; trial < TRIALS; trial++) {
+      const child = spawnTs('test/helpers/checkpoint-writer.ts', ['state', dir, encoder, record, demoTokenizer], { env: { SLOW_FS_MS: '2' } });
+      let meanSaveMs: number;
+      try {
+        meanSaveMs = Number((await waitForLine(child, /^ready ([\d.]+)/, 60_000))[1]);
+      } catch (err) {
+        child.kill('SIGKILL');
+        throw err;
+      }
+      await sleep(random() * 2 * meanSaveMs);
+      child.kill('SIGKILL');
+      expect((await exited(child)).signal).toBe('SIGKILL');
+
+      const names = readdirSync(dir);
+      if (names.some((n) => n.startsWith(`${STATE_DIR}.tmp-`))) leftTemp++;
+      // Temporary state directories of earlier (dead) children were removed by the next save.
+      for (const n of names.filter((x) => x.startsWith(`${STATE_DIR}.tmp-`))) expect(n, `trial ${trial}`).toBe(`${STATE_DIR}.tmp-${child.pid}`);
+
+      const state = await readTrainingState(dir);
+      if (state.directory.endsWith('.old')) fromOld++;
+      for (const file of ['state.json', 'tensors.pt', 'optimizer.pt', 'rng.bin']) {
+        expect(existsSync(join(state.directory, file)), `trial ${trial}: ${file} in ${state.directory}`).toBe(true);
+      }
+      const which = state.fingerprint.weights as 'A' | 'B';
+      expect(state.position.batch % 2, `trial ${trial}: saves alternate A, B`).toBe(which === 'A' ? 0 : 1);
+      const sha = await sha256File(join(state.directory, 'tensors.pt'));
+      expect(recordedShas(record).get(sha), `trial ${trial}: tensors.pt is a recorded save of ${which}`).toBe(which);
+      const tensors = binding.loadTensors(join(state.directory, 'tensors.pt'));
+      expect(Object.keys(tensors).sort()).toEqual([...reference[which].keys()].sort());
+      for (const [name, values] of reference[which]) {
+        expect(Array.from(tensors[name]!.toArray() as Float32Array), `trial ${trial}: ${name}`).toEqual(values);
+      }
+      // The optimizer state and the RNG state load.
+      const params = Object.values(tensors).map((t) => t.clone());
+      params.forEach((p) => p.setRequiresGrad(true));
+      const optimizer = new binding.AdamW([{ params, lr: 1e-3 }]);
+      optimizer.load(join(state.directory, 'optimizer.pt'));
+      const saved = binding.getRngState();
+      binding.setRngState(new Uint8Array(readFileSync(join(state.directory, 'rng.bin'))));
+      binding.setRngState(saved);
+      optimizer.dispose();
+      for (const t of [...Object.values(tensors), ...params]) t.dispose();
+    }
+    console.log(`crash-safety (training state): ${TRIALS} kills, ${leftTemp} left a temporary state behind, ${fromOld} read from training-state.old`);
+    expect(leftTemp).toBeGreaterThan(TRIALS / 4);
+
+    // A complete save leaves the state directory alone, no .old, no temporary directory.
+    const last = spawnTs('test/helpers/checkpoint-writer.ts', ['state', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
+    expect((await exited(last)).code).toBe(0);
+    expect(readdirSync(dir)).toEqual([STATE_DIR]);
+  });
+
+  it('a save that finds only training-state.old (a swap killed midway) keeps a complete state readable at every moment', async () => {
+    const dir = join(work, 'half-swapped');
+    const record = join(work, 'half-swapped.jsonl');
+    const first = spawnTs('test/helpers/checkpoint-writer.ts', ['state', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
+    expect((await exited(first)).code).toBe(0);
+    renameSync(join(dir, STATE_DIR), join(dir, `${STATE_DIR}.old`));
+    // Every file operation of this save takes 60 ms more; a reader polls the directory meanwhile.
+    const child = spawnTs('test/helpers/checkpoint-writer.ts', ['state', dir, encoder, record, demoTokenizer], {
+      env: { SAVES: '1', SLOW_FS_MS: '60' },
+    });
+    let done = false;
+    const exit = exited(child).then((e) => ((done = true), e));
+    let observations = 0;
+    const failures: string[] = [];
+    while (!done) {
+      try {
+        const state = await readTrainingState(dir);
+        for (const file of ['tensors.pt', 'optimizer.pt', 'rng.bin']) {
+          if (!existsSync(join(state.directory, file))) failures.push(`${file} missing in ${state.directory}`);
+        }
+      } catch (err) {
+        failures.push((err as Error).message);
+      }
+      observations++;
+      await sleep(5);
+    }
+    expect((await exit).code).toBe(0);
+    console.log(`crash-safety (training state): ${observations} reads during a slowed save from a half-swapped directory`);
+    expect(observations).toBeGreaterThan(20);
+    expect(failures).toEqual([]);
+    expect(readdirSync(dir)).toEqual([STATE_DIR]);
+  });
+});
