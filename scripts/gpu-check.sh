@@ -44,8 +44,9 @@ if [ -z "$PY" ]; then
   done
 fi
 [ -n "$PY" ] || { note python "FAILED: no Python that imports torch (set PYTHON)"; exit 1; }
-# find-libtorch asks `python3` on PATH first: make it this one.
-mkdir -p "$work/pybin" && ln -s "$PY" "$work/pybin/python3" && export PATH="$work/pybin:$PATH"
+# find-libtorch asks `python3` on PATH first: make it this one (a wrapper, not a symlink, so a venv stays a venv).
+mkdir -p "$work/pybin" && printf '#!/bin/sh\nexec "%s" "$@"\n' "$PY" > "$work/pybin/python3" && chmod +x "$work/pybin/python3"
+export PATH="$work/pybin:$PATH"
 
 untar() { # ARCHIVE DEST: tar with xz, else Python's tarfile
   if tar --version >/dev/null 2>&1 && command -v xz >/dev/null; then tar -xJf "$1" -C "$2"
