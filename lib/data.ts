@@ -100,10 +100,14 @@ export async function readCsv(
   let line = 1;
   let offset = 0;
   rows.forEach(({ record }, i) => {
-    // This record starts where the previous one (header included) ended.
-    const start = records[i]!.info.bytes;
-    for (; offset < start; offset++) if (content[offset] === 0x0a) line++;
-    lines[i] = line + (content[start - 1] === 0x0a ? 0 : 1);
+    // This record starts where the previous one (header included) ended, its delimiter
+    // included, after any skipped empty lines. Lines end at LF, CRLF or a lone CR.
+    let start = records[i]!.info.bytes;
+    while (start < content.length && (content[start] === 0x0a || content[start] === 0x0d)) start++;
+    for (; offset < start; offset++) {
+      if (content[offset] === 0x0a || (content[offset] === 0x0d && content[offset + 1] !== 0x0a)) line++;
+    }
+    lines[i] = line;
     texts[i] = record[textIndex]!;
     if (labels) labels[i] = record[labelIndex]!.trim();
   });
@@ -125,19 +129,29 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
       throw new InputError(`data has ${source.texts.length} texts but ${source.labels.length} labels`);
     }
     if (source.texts.length === 0) throw new InputError('data has no examples');
-    raw = {
-      texts: source.texts,
-      labels: source.labels.map((l) => String(l).trim()),
-      origin: (i) => `example ${i}`,
-    };
+    const labels: string[] = new Array(source.labels.length);
+    // Index loops, not forEach: a sparse array's holes must be caught, not skipped.
+    for (let i = 0; i < source.labels.length; i++) {
+      const l: unknown = source.labels[i];
+      if (typeof l === 'string') labels[i] = l.trim();
+      else if (typeof l === 'number' && Number.isSafeInteger(l) && l >= 0) labels[i] = String(l);
+      else {
+        throw new InputError(
+          `example ${i}: label ${typeof l === 'number' ? l : `of type ${l === null ? 'null' : typeof l}`} is neither a class name (string) nor a class id (integer ≥ 0)`,
+          { row: i },
+        );
+      }
+    }
+    raw = { texts: source.texts, labels, origin: (i) => `example ${i}` };
   }
   const where = describeSource(source);
-  raw.texts.forEach((t, i) => {
-    if (typeof t !== 'string') throw new InputError(`${raw.origin(i)}: text is not a string`, { file: raw.file });
+  for (let i = 0; i < raw.texts.length; i++) {
+    const t: unknown = raw.texts[i];
+    if (typeof t !== 'string') throw new InputError(`${raw.origin(i)}: text is not a string`, { file: raw.file, row: i });
     if (t.trim().length === 0) {
       throw new InputError(`${raw.origin(i)}: empty text`, { file: raw.file, row: i });
     }
-  });
+  }
   if (raw.labels) {
     raw.labels.forEach((l, i) => {
       if (l.length === 0) throw new InputError(`${raw.origin(i)}: empty label`, { file: raw.file, row: i });
