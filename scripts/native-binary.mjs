@@ -231,6 +231,7 @@ export function preloadLibtorch(libDir, needed = null) {
   const loaded = [];
   const errors = [];
   if (process.platform !== 'linux' || !libDir) return { loaded, errors };
+  // Node does not export RTLD_NODELETE; 0x1000 is glibc's value (x86_64 and aarch64 alike).
   const { RTLD_NOW = 2, RTLD_GLOBAL = 0x100, RTLD_NODELETE = 0x1000 } = osConstants.dlopen ?? {};
   for (const name of PRELOAD_ORDER) {
     const re = new RegExp(`^lib${name}\\.so(\\.\\d+)*$`);
