@@ -169,6 +169,8 @@ export interface TrainStepResult {
   loss: number;
   /** Global L2 norm of the gradients before clipping, when the optimizer stepped; null on accumulate-only steps. */
   gradNorm: number | null;
+  /** True when `skipNonFinite` dropped this batch or update. */
+  skipped: boolean;
   /** Number of examples whose argmax prediction equals the label. */
   correct: number;
   /** Argmax class per example. */
@@ -214,6 +216,12 @@ export interface TrainStepOptions extends LossOptions {
   accumulateOnly?: boolean;
   /** Multiply the loss by this before backward (1 / accumulation steps). Default 1. The reported loss is unscaled. */
   lossScale?: number;
+  /**
+   * Skip instead of applying a non-finite update: a NaN/Inf loss is not backpropagated (the
+   * window's earlier gradients are kept), and a NaN/Inf gradient norm at the window's end
+   * drops the gradients without an optimizer step. The result says `skipped: true`.
+   */
+  skipNonFinite?: boolean;
 }
 
 export interface LoraSpec {

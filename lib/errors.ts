@@ -28,6 +28,14 @@ export class ModelError extends Error {
   }
 }
 
+/** A NaN or Inf loss or gradient stopped training; the message names the epoch, batch and rows. */
+export class NumericalError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NumericalError';
+  }
+}
+
 /** The run was cancelled through its AbortSignal; the best checkpoint so far is kept. */
 export class AbortError extends Error {
   constructor(message = 'training was aborted', options?: { cause?: unknown }) {

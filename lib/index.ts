@@ -33,7 +33,7 @@ export {
 export type { ArraySource, CsvSource, DataSource } from './data.js';
 export { classificationMetrics, formatMetricsTable, type ClassificationMetrics, type ClassMetrics } from './metrics.js';
 export { TextTokenizer, type EncodedTexts } from './tokenizer.js';
-export { AbortError, InputError, ModelError } from './errors.js';
+export { AbortError, InputError, ModelError, NumericalError } from './errors.js';
 export { loadBinding, NativeLoadError } from './loader.js';
 export type * from './binding.js';
 

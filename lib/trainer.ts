@@ -18,7 +18,7 @@ import { epochBatches, learningRateFactor } from './batching.js';
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice, runEvaluation } from './classifier.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
-import { AbortError, InputError, ModelError, messageOf } from './errors.js';
+import { AbortError, InputError, ModelError, messageOf, NumericalError } from './errors.js';
 import { encodeOnce, type FeatureCache, featureRows } from './feature-cache.js';
 import { loadBinding } from './loader.js';
 import { classificationMetrics, type ClassificationMetrics } from './metrics.js';
@@ -62,6 +62,8 @@ export interface TrainResult {
   validationExamples: number;
   /** True when early stopping ended the run. */
   stoppedEarly: boolean;
+  /** Batches skipped for a NaN/Inf loss or gradient (with onNonFinite: 'skip'). */
+  skippedSteps: Array<{ epoch: number; batch: number; reason: string }>;
   /** The directory the best checkpoint was written to, when `outDir` was given. */
   outDir?: string;
   /** The best classifier, in memory, ready for `predict()`. */
@@ -409,6 +411,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       epochSeen: 0,
     };
     let bestMetrics: ClassificationMetrics | undefined;
+    const skippedSteps: TrainResult['skippedSteps'] = [];
     let stoppedEarly = false;
     const better = (value: number) =>
       position.bestValue === null || (opts.bestMetric === 'loss' ? value < position.bestValue : value > position.bestValue);
@@ -486,7 +489,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           const factor = learningRateFactor(opts.schedule, position.optimizerSteps, totalSteps, warmupSteps);
           baseRates.forEach((lr, g) => optimizer.setLr(g, lr * factor));
         }
-        const stepOptions = { ...loss, maxGradNorm: opts.maxGradNorm, accumulateOnly: !endsWindow, lossScale: 1 / windowSize };
+        const stepOptions = {
+          ...loss,
+          maxGradNorm: opts.maxGradNorm,
+          accumulateOnly: !endsWindow,
+          lossScale: 1 / windowSize,
+          skipNonFinite: opts.onNonFinite === 'skip',
+        };
         const batchLabels = Int32Array.from(rows, (i) => trainLabels[i]!);
         const result = caches
           ? await binding.headTrainStep(model, optimizer, caches.train.features, featureRows(caches.train, rows), batchLabels, stepOptions)
@@ -499,13 +508,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
                 stepOptions,
               );
             })();
-        if (!Number.isFinite(result.loss) || (result.gradNorm !== null && !Number.isFinite(result.gradNorm))) {
+        if (result.skipped || !Number.isFinite(result.loss) || (result.gradNorm !== null && !Number.isFinite(result.gradNorm))) {
           const what = Number.isFinite(result.loss) ? `gradient norm became ${result.gradNorm}` : `loss became ${result.loss}`;
           const where = `at epoch ${epoch}, batch ${b + 1} (training rows ${Array.from(rows.subarray(0, 8)).join(', ')}${rows.length > 8 ? ', ...' : ''})`;
           if (opts.onNonFinite === 'stop') {
-            throw new Error(`training ${what} ${where}; the best checkpoint so far is kept. Lower the learning rate, or set onNonFinite: 'skip'`);
+            throw new NumericalError(`training ${what} ${where}; the best checkpoint so far is kept. Lower the learning rate, or set onNonFinite: 'skip'`);
           }
-          // 'skip': the batch counts for nothing.
+          // 'skip': the native step applied nothing; the batch counts for nothing.
+          skippedSteps.push({ epoch, batch: b + 1, reason: what });
+          if (endsWindow) position.optimizerSteps++;
           continue;
         }
         position.epochLossSum += result.loss * rows.length;
@@ -602,6 +613,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       trainExamples: trainSet.count,
       validationExamples: validationSet.count,
       stoppedEarly,
+      skippedSteps,
       outDir,
       classifier: Classifier.fromModule(bestModule, tokenizer, config),
     };

@@ -89,6 +89,7 @@ struct StepOptions {
   double maxGradNorm = 0;
   bool accumulateOnly = false;
   double lossScale = 1;
+  bool skipNonFinite = false;
 };
 
 void ReadLossFields(const Napi::Object& options, const std::string& where, LossOptions& loss) {
@@ -139,6 +140,8 @@ StepOptions ReadStepOptions(const Napi::Value& value, const std::string& fn) {
   }
   Napi::Value accumulate = options.Get("accumulateOnly");
   if (!IsMissing(accumulate)) step.accumulateOnly = ReadBool(accumulate, where + ".accumulateOnly");
+  Napi::Value skip = options.Get("skipNonFinite");
+  if (!IsMissing(skip)) step.skipNonFinite = ReadBool(skip, where + ".skipNonFinite");
   Napi::Value scale = options.Get("lossScale");
   if (!IsMissing(scale)) {
     step.lossScale = ReadNumber(scale, where + ".lossScale");
@@ -374,20 +377,37 @@ class TrainStepWorker : public PromiseWorker {
     CheckLabels(*input_.labels, logp.size(1));
     torch::Tensor labels = input_.labels->to(device);
     torch::Tensor loss = ComputeLoss(logp, labels, options_.loss);
-    if (options_.lossScale == 1) {
-      loss.backward();
-    } else {
-      (loss * options_.lossScale).backward();
-    }
-    if (options_.accumulateOnly) {
+    if (options_.skipNonFinite && !std::isfinite(loss.item<double>())) {
+      // A NaN/Inf loss never reaches the gradients: the batch is dropped, and gradients
+      // accumulated by earlier batches of the window are kept.
+      skipped_ = true;
       reset.Keep();
     } else {
-      std::vector<torch::Tensor> params = ParametersWithGrad(*model_);
-      // The norm before clipping; NaN or Inf are reported, not thrown (clipping then scales
-      // by NaN, as PyTorch's clip_grad_norm_ does with error_if_nonfinite=False).
-      gradNorm_ = options_.maxGradNorm > 0 ? torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm)
-                                           : GradNorm(params);
-      optimizer_->optimizer->step();
+      if (options_.lossScale == 1) {
+        loss.backward();
+      } else {
+        (loss * options_.lossScale).backward();
+      }
+      if (options_.accumulateOnly) {
+        reset.Keep();
+      } else {
+        std::vector<torch::Tensor> params = ParametersWithGrad(*model_);
+        // The norm before clipping; NaN or Inf are reported, not thrown (clipping then scales
+        // by NaN, as PyTorch's clip_grad_norm_ does with error_if_nonfinite=False).
+        if (options_.skipNonFinite) {
+          // Check before clipping, which would scale every gradient by NaN.
+          gradNorm_ = GradNorm(params);
+          if (!std::isfinite(*gradNorm_)) {
+            skipped_ = true;  // no step; the reset drops the poisoned gradients
+          } else if (options_.maxGradNorm > 0) {
+            torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm);
+          }
+        } else {
+          gradNorm_ = options_.maxGradNorm > 0 ? torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm)
+                                               : GradNorm(params);
+        }
+        if (!skipped_) optimizer_->optimizer->step();
+      }
     }
 
     torch::NoGradGuard noGrad;
@@ -401,6 +421,7 @@ class TrainStepWorker : public PromiseWorker {
     Napi::Object out = Napi::Object::New(env);
     out.Set("loss", Napi::Number::New(env, loss_));
     out.Set("gradNorm", gradNorm_ ? Napi::Value(Napi::Number::New(env, *gradNorm_)) : env.Null());
+    out.Set("skipped", Napi::Boolean::New(env, skipped_));
     out.Set("correct", Napi::Number::New(env, static_cast<double>(correct_)));
     out.Set("predictions", ToJs(env, predictions_));
     return out;
@@ -413,6 +434,7 @@ class TrainStepWorker : public PromiseWorker {
   StepOptions options_;
   double loss_ = 0;
   std::optional<double> gradNorm_;
+  bool skipped_ = false;
   int64_t correct_ = 0;
   std::vector<int32_t> predictions_;
 };

@@ -233,6 +233,28 @@ describe('control', () => {
     );
   });
 
+  it('stops on a NaN loss naming epoch and batch, keeping the best checkpoint; or skips such steps', async () => {
+    // Warmup makes step 1 a no-op (lr factor 0), so the evaluation after it is finite and saved;
+    // then a learning rate of 1e30 blows the head up and the loss becomes NaN/Inf.
+    const exploding = { ...base(), learningRate: 1e30, maxGradNorm: 0, warmupRatio: 0.5, schedule: 'constant' as const, evaluateEvery: 1, epochs: 1 };
+    const outDir = join(work, 'nan');
+    await expect(train({ ...exploding, outDir })).rejects.toMatchObject({
+      name: 'NumericalError',
+      message: expect.stringMatching(/training (loss|gradient norm) became (NaN|Infinity|-Infinity) at epoch 1, batch \d+ \(training rows \d+/),
+    });
+    const kept = await Classifier.load(outDir);
+    expect(kept.config.metrics.step).toBe(1);
+    const probabilities = await kept.predict(['a fine film']);
+    expect(Number.isFinite(probabilities[0]!.probabilities.positive)).toBe(true);
+    kept.dispose();
+
+    const skipped = await train({ ...exploding, onNonFinite: 'skip' });
+    expect(skipped.skippedSteps.length).toBeGreaterThan(0);
+    expect(skipped.skippedSteps[0]).toMatchObject({ epoch: 1, reason: expect.stringMatching(/became/) });
+    for (const [, t] of skipped.classifier.module.namedParameters()) expect(values(t).every(Number.isFinite)).toBe(true);
+    skipped.classifier.dispose();
+  });
+
   it('reports metrics and writes the HTML report', async () => {
     const outDir = join(work, 'report');
     const result = await train({ ...base(), outDir, report: true });
