@@ -2,7 +2,7 @@
  * The `torch-bert` command as a user runs it: train → eval → predict with --json, exit codes,
  * one-line errors. Runs the compiled CLI (dist/cli.js), as installed users do.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -82,6 +82,41 @@ describe('torch-bert CLI', () => {
 
     const unknown = await run(['fly']);
     expect(unknown.code).toBe(2);
+  });
+
+  it('trains with LoRA, reports metrics and writes the HTML report', async () => {
+    const dir = join(work, 'lora');
+    const trained = await run([
+      'train', '--data', demoReviews, '--model', encoder, '--tokenizer', demoTokenizer, '--out', dir, '--epochs', '1',
+      '--max-length', '48', '--lr', '5e-3', '--head-hidden', '32', '--technique', 'lora', '--lora-rank', '4', '--lora-alpha', '8',
+      '--report', '--json',
+    ]);
+    expect(trained.code).toBe(0);
+    const summary = JSON.parse(trained.stdout);
+    expect(summary.technique).toBe('lora');
+    // 2 layers x (query + value) x (A [4, 64] + B [64, 4]), plus the head 64->32->2
+    expect(summary.trainableParameters).toBe(2 * 2 * (4 * 64 + 64 * 4) + (32 * 64 + 32 + 2 * 32 + 2));
+    expect(summary.metrics.confusionMatrix.flat().reduce((a: number, b: number) => a + b, 0)).toBe(summary.validationExamples);
+    expect(summary.metrics.perClass.map((c: { label: string }) => c.label)).toEqual(['negative', 'positive']);
+    expect(readFileSync(join(dir, 'report.html'), 'utf8')).toContain('<svg');
+  });
+
+  it('stops on SIGINT with a resumable state, and --resume finishes the run', async () => {
+    const dir = join(work, 'interrupted');
+    const args = ['train', '--data', demoReviews, '--model', encoder, '--tokenizer', demoTokenizer, '--out', dir, '--epochs', '8', '--max-length', '48', '--head-hidden', '32', '--feature-cache', 'none'];
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (/epoch 1\/8/.test(stderr) && !child.killed) child.kill('SIGINT');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).toBe(130);
+    expect(stderr).toMatch(/training aborted at epoch \d+, batch \d+\/\d+; resume with .*--resume .*interrupted/);
+    expect(existsSync(join(dir, 'training-state', 'state.json'))).toBe(true);
+    const resumed = await run([...args, '--resume', dir, '--json']);
+    expect(resumed.code).toBe(0);
+    expect(JSON.parse(resumed.stdout).history).toHaveLength(8);
   });
 
   it('documents every command with --help', async () => {
