@@ -64,9 +64,17 @@ export async function readCsv(
   try {
     new TextDecoder('utf-8', { fatal: true }).decode(content);
   } catch (err) {
-    throw new InputError(`data file ${file} is not valid UTF-8 text`, { file, cause: err });
+    const utf16 = (content[0] === 0xff && content[1] === 0xfe) || (content[0] === 0xfe && content[1] === 0xff);
+    throw new InputError(`data file ${file} is not valid UTF-8 text${utf16 ? ' (it is UTF-16; save it as UTF-8)' : ''}`, { file, cause: err });
   }
   if (content.toString('utf8').trim().length === 0) throw new InputError(`data file ${file} is empty`, { file });
+  // NUL never belongs in a text file: it marks UTF-16 (without BOM) or binary data, and
+  // csv-parse would even fold a NUL after a closing quote into the field.
+  const nul = content.indexOf(0);
+  if (nul >= 0) {
+    const line = 1 + content.subarray(0, nul).reduce((n, b) => n + (b === 0x0a ? 1 : 0), 0);
+    throw new InputError(`data file ${file} contains a NUL byte (line ${line}): it is not UTF-8 text (UTF-16? save it as UTF-8)`, { file });
+  }
 
   // Parsing the bytes (not a decoded string) makes info.bytes a byte offset into `content`,
   // from which each record's first line number is counted for error messages.

@@ -1,0 +1,124 @@
+/**
+ * Concurrency in one process:
+ * - 100 concurrent predict() calls on one loaded classifier give exactly the sequential results;
+ * - two train() calls side by side either both succeed with exactly the results of running each
+ *   alone (same seed), or the second is rejected with a clear error.
+ *   Finding (see the last test): without dropout they run safely side by side with identical
+ *   results; with dropout (the default, 0.1) both succeed but their results differ from the
+ *   runs alone, because dropout masks come from libtorch's one global generator, which
+ *   buildClassifier seeds (at::manual_seed) and both runs then draw from in interleaved order.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Classifier, loadClassifier } from '../../lib/classifier.js';
+import { loadExamples } from '../../lib/data.js';
+import { train, type TrainResult } from '../../lib/trainer.js';
+import type { TrainOptions } from '../../lib/options.js';
+import { demoReviews, demoTokenizer, makeEncoder } from '../fixtures.js';
+import { rng, runSeed } from '../helpers/reliability.js';
+
+const SEED = runSeed();
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-concurrency-'));
+let encoder: string;
+let texts: string[];
+let classifier: Classifier;
+
+const SMALL = { maxLength: 32, batchSize: 32, headHidden: 32, learningRate: 1e-3 } as const;
+
+beforeAll(async () => {
+  console.log(`concurrency: seed ${SEED} (RELIABILITY_SEED=${SEED} reproduces this run)`);
+  encoder = await makeEncoder({ layers: 1, hidden: 32, heads: 2, intermediate: 64, tokenizer: demoTokenizer, seed: 3 });
+  texts = (await loadExamples(demoReviews)).texts;
+  const outDir = join(work, 'classifier');
+  const result = await train({ data: demoReviews, encoder, tokenizer: demoTokenizer, outDir, epochs: 1, ...SMALL });
+  result.classifier.dispose();
+  classifier = await loadClassifier(outDir);
+});
+
+afterAll(() => {
+  classifier?.dispose();
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('predict() from many concurrent requests', () => {
+  it('100 concurrent calls on one classifier equal the same calls made one after another', async () => {
+    const random = rng(SEED);
+    const calls = Array.from({ length: 100 }, () => {
+      const start = Math.floor(random() * (texts.length - 8));
+      return { texts: texts.slice(start, start + 1 + Math.floor(random() * 8)), batchSize: 1 + Math.floor(random() * 4) };
+    });
+    const sequential = [];
+    for (const call of calls) sequential.push(await classifier.predict(call.texts, { batchSize: call.batchSize }));
+    const concurrent = await Promise.all(calls.map((call) => classifier.predict(call.texts, { batchSize: call.batchSize })));
+    expect(concurrent).toEqual(sequential);
+    // Not vacuous: the predictions are real probability distributions that vary with the text.
+    const p = sequential.flat().map((x) => x.probabilities.negative!);
+    expect(p.every((x) => x > 0 && x < 1)).toBe(true);
+    expect(new Set(p).size).toBeGreaterThan(10);
+    // And interleaved with evaluate() calls on the same module.
+    const mixed = await Promise.all([
+      ...calls.slice(0, 20).map((call) => classifier.predict(call.texts, { batchSize: call.batchSize })),
+      classifier.evaluate({ texts: texts.slice(0, 64), labels: Array.from({ length: 64 }, (_, i) => (i % 2 ? 'positive' : 'negative')) }),
+    ]);
+    expect(mixed.slice(0, 20)).toEqual(sequential.slice(0, 20));
+  });
+});
+
+const summary = (r: TrainResult) => ({
+  history: r.history.map((h) => [h.trainLoss, h.trainAccuracy, h.validationLoss, h.validationAccuracy]),
+  best: r.best.epoch,
+});
+
+async function aloneThenTogether(a: TrainOptions, b: TrainOptions) {
+  const aloneA = await train(a);
+  const aloneB = await train(b);
+  const probe = texts.slice(0, 16);
+  const alone = {
+    a: { ...summary(aloneA), predictions: await aloneA.classifier.predict(probe) },
+    b: { ...summary(aloneB), predictions: await aloneB.classifier.predict(probe) },
+  };
+  aloneA.classifier.dispose();
+  aloneB.classifier.dispose();
+  const settled = await Promise.allSettled([train(a), train(b)]);
+  const together = await Promise.all(
+    settled.map(async (s) => {
+      if (s.status === 'rejected') return { error: s.reason as Error };
+      const out = { ...summary(s.value), predictions: await s.value.classifier.predict(probe) };
+      s.value.classifier.dispose();
+      return out;
+    }),
+  );
+  return { alone, together };
+}
+
+describe('two train() calls side by side in one process', () => {
+  const A: TrainOptions = { data: demoReviews, encoder: '', tokenizer: demoTokenizer, epochs: 2, seed: 1, ...SMALL };
+  const B: TrainOptions = { data: demoReviews, encoder: '', tokenizer: demoTokenizer, epochs: 1, seed: 2, technique: 'full', ...SMALL };
+
+  it('without dropout: both succeed with exactly the results of each run alone', async () => {
+    const { alone, together } = await aloneThenTogether({ ...A, encoder, dropout: 0 }, { ...B, encoder, dropout: 0 });
+    expect(together[0]).toEqual(alone.a);
+    expect(together[1]).toEqual(alone.b);
+    expect(alone.a).not.toEqual(alone.b);
+  });
+
+  // KNOWN BUG (reported; trainer.ts / native/classifier.cc): with dropout, runs side by side share
+  // libtorch's global generator, so each run's dropout masks depend on the other's timing: both
+  // succeed, with results different from the runs alone. Either fix (a per-run generator, or
+  // rejecting a second concurrent train()) makes this test pass; then remove `.fails`.
+  it.fails('with dropout (the default): both succeed with the results of each run alone, or the second is rejected clearly', async () => {
+    const { alone, together } = await aloneThenTogether({ ...A, encoder }, { ...B, encoder });
+    const rejected = together.filter((t): t is { error: Error } => 'error' in t);
+    if (rejected.length > 0) {
+      expect(rejected).toHaveLength(1);
+      expect(rejected[0]!.error.message).toMatch(/another train\(\)|already running|concurrent/i);
+      const other = together.find((t) => !('error' in t));
+      expect([alone.a, alone.b]).toContainEqual(other);
+    } else {
+      expect(together[0]).toEqual(alone.a);
+      expect(together[1]).toEqual(alone.b);
+    }
+  });
+});
