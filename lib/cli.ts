@@ -443,6 +443,7 @@ async function commandDemo(argv: string[]): Promise<void> {
   });
   result.classifier.dispose();
   log('\n' + historyTable(result.history));
+  log(`\nvalidation metrics of the kept weights:\n${formatMetricsTable(result.metrics)}`);
   log(`\nsaved the best classifier (epoch ${result.best.epoch}) to ${classifierDir}; reloading it to predict:`);
   const classifier = await Classifier.load(classifierDir);
   try {
