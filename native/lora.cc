@@ -324,21 +324,21 @@ Napi::Value LoraAdapters::Save(const Napi::CallbackInfo& info) {
     Check(env);
     std::lock_guard<std::mutex> lock(*model_->mutex);
     // {"<module>.lora_A": tensor, ..., "rank": r, "alpha": a, "dropout": p, "seed": s,
-    //  "targets": [...]}: tensor names as PEFT's (minus its ".weight"), CPU copies so the
+    //  "targets": [...]}: tensor names as PEFT's (minus its ".weight"), CPU copies so that the
     // file loads anywhere.
-    c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+    std::vector<std::pair<std::string, c10::IValue>> entries;
     for (const auto& m : lora_->modules) {
-      dict.insert(m.path + ".lora_A", m.a.detach().to(torch::kCPU));
-      dict.insert(m.path + ".lora_B", m.b.detach().to(torch::kCPU));
+      entries.emplace_back(m.path + ".lora_A", m.a);
+      entries.emplace_back(m.path + ".lora_B", m.b);
     }
     c10::List<std::string> targets;
     for (const auto& t : lora_->targets) targets.push_back(t);
-    dict.insert("rank", lora_->rank);
-    dict.insert("alpha", lora_->alpha);
-    dict.insert("dropout", lora_->dropout);
-    dict.insert("seed", static_cast<int64_t>(lora_->seed));
-    dict.insert("targets", targets);
-    WritePickleFile(c10::IValue(dict), path, "LoRA adapters");
+    entries.emplace_back("rank", lora_->rank);
+    entries.emplace_back("alpha", lora_->alpha);
+    entries.emplace_back("dropout", lora_->dropout);
+    entries.emplace_back("seed", static_cast<int64_t>(lora_->seed));
+    entries.emplace_back("targets", targets);
+    WriteTorchSaveFile(entries, path, "LoRA adapters");
     return env.Undefined();
   });
 }

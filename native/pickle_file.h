@@ -1,16 +1,28 @@
-// Files in torch.save's format (a zip archive holding a pickle), read and written with
-// torch::pickle_save / torch::pickle_load: Python's torch.load reads what we write, and we
-// read what Python's torch.save writes.
+// Files in torch.save's format: a zip archive (caffe2's PyTorchStreamWriter) holding a
+// protocol-2 pickle of a dict, and the tensors' bytes as separate records.
+//
+// Writing uses a small pickler of our own rather than torch::pickle_save, whose output carries
+// TorchScript type tags (torch.jit._pickle.restore_type_tag) that PyTorch >= 2.6 refuses to load
+// with torch.load's default weights_only=True. Ours emits exactly what Python's torch.save
+// does for a dict of tensors and plain values, so any torch.load reads it, and so does
+// torch::pickle_load, which also reads what Python's torch.save writes.
 #pragma once
 
 #include <torch/script.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace torch_bert {
 
-// Throws std::runtime_error naming `path` and `what` (e.g. "tensors") on failure.
-void WritePickleFile(const c10::IValue& value, const std::string& path, const std::string& what);
+// Writes {name: value} in order. Values: tensors (saved as contiguous CPU copies, without
+// autograd), ints, floats, bools, strings and lists of those. Throws std::runtime_error naming
+// `path` and `what` (e.g. "tensors") on failure; the file is replaced atomically.
+void WriteTorchSaveFile(const std::vector<std::pair<std::string, c10::IValue>>& entries, const std::string& path,
+                        const std::string& what);
+
+// Reads a torch.save file (ours or Python's). Throws std::runtime_error naming `path` and `what`.
 c10::IValue ReadPickleFile(const std::string& path, const std::string& what);
 
 }  // namespace torch_bert

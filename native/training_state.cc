@@ -25,16 +25,15 @@ Napi::Value SaveTensors(const Napi::CallbackInfo& info) {
     std::string path = ReadString(info[0], fn + ": path");
     Napi::Object object = ReadObject(info[1], fn + ": tensors");
     if (Tensor::IsTensor(object)) ThrowTypeError(env, fn + ": tensors must be a record of name -> Tensor, got a Tensor");
-    c10::Dict<std::string, torch::Tensor> dict;
+    std::vector<std::pair<std::string, c10::IValue>> entries;
     Napi::Array names = object.GetPropertyNames();
     for (uint32_t i = 0; i < names.Length(); ++i) {
       std::string name = names.Get(i).ToString().Utf8Value();
       torch::Tensor t = Tensor::Get(object.Get(name), fn + ": tensors['" + name + "']");
-      // Values only (no autograd flags), on the CPU so that the file loads anywhere.
-      torch::Tensor saved = t.detach().to(torch::kCPU);
-      dict.insert(name, saved);
+      // Values only (no autograd flags), as CPU copies so that the file loads anywhere.
+      entries.emplace_back(name, t);
     }
-    WritePickleFile(c10::IValue(dict), path, "tensors");
+    WriteTorchSaveFile(entries, path, "tensors");
     return env.Undefined();
   });
 }

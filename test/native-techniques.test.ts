@@ -665,7 +665,8 @@ describe('saveTensors / loadTensors', () => {
       mask: b.Tensor.fromArray(new Uint8Array([1, 0, 1]), [3], 'bool'),
     });
     const seen = py<Record<string, [string, number[], unknown]>>(
-      'd = torch.load(sys.argv[1])\n' +
+      // weights_only: no TorchScript type tags or other globals beyond what torch.save writes.
+      'd = torch.load(sys.argv[1], weights_only=True)\n' +
         'print(json.dumps({k: [str(v.dtype), list(v.shape), v.tolist()] for k, v in d.items()}))',
       out,
     );
