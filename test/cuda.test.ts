@@ -27,8 +27,11 @@ function gpuPresent(): boolean {
 }
 
 describe('CUDA', () => {
-  const work = mkdtempSync(join(tmpdir(), 'torch-bert-cuda-'));
-  afterAll(() => rmSync(work, { recursive: true, force: true }));
+  // Made by the test that needs it: hooks do not run when every test is skipped.
+  let work: string | undefined;
+  afterAll(() => {
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
 
   it.skipIf(!(cudaBuild && gpuPresent()))('a CUDA libtorch with a GPU present has CUDA available', () => {
     expect(cuda).toBe(true);
@@ -62,6 +65,7 @@ describe('CUDA', () => {
   it.skipIf(!cuda)('a train step on the GPU computes what it computes on the CPU', async () => {
     // A small encoder, made by the Python PyTorch libtorch was found through (or the system one).
     const python = info?.libtorch?.python ?? '/usr/bin/python3';
+    work = mkdtempSync(join(tmpdir(), 'torch-bert-cuda-'));
     const encoder = join(work, 'encoder.pt');
     execFileSync(python, [join(repoRoot, 'scripts', 'python', 'make_encoder.py'), '--out', encoder, '--vocab-size', '100', '--layers', '2', '--hidden', '32', '--heads', '2', '--seed', '3'], {
       stdio: ['ignore', 'ignore', 'pipe'],
