@@ -63,6 +63,12 @@ const args = [
   '--parallel',
   String(Math.max(1, cpus().length)),
   `--CDCMAKE_PREFIX_PATH=${libtorch.cmakePrefixPath}`,
+  // TorchConfig.cmake looks its libraries up with find_library(... PATHS <prefix>/lib), which
+  // searches the system directories first: with Debian's libtorch-dev installed, a LIBTORCH or
+  // Python PyTorch build would link the system's libraries against the other one's headers.
+  // CMAKE_LIBRARY_PATH is searched before the system directories; CMakeLists.txt checks the result.
+  `--CDCMAKE_LIBRARY_PATH=${libtorch.libDir}`,
+  `--CDTORCH_BERT_EXPECTED_LIB_DIR=${libtorch.libDir}`,
   `--CDTORCH_BERT_LIBTORCH_VERSION=${libtorch.version ?? ''}`,
   ...process.argv.slice(2),
 ];
