@@ -592,10 +592,15 @@ describe('LoRA', () => {
     const g2 = await gradA();
     b.setRngState(state);
     const g3 = await gradA();
-    expect(g3).toEqual(g1);
-    expect(g2).not.toEqual(g1);
     // A dropped input feature j zeroes column j of A's gradient.
-    const zeroColumns = (g: number[]) => Array.from({ length: 32 }, (_, j) => g[j] === 0 && g[32 + j] === 0).filter(Boolean).length;
+    const droppedColumns = (g: number[]) => Array.from({ length: 32 }, (_, j) => g[j] === 0 && g[32 + j] === 0);
+    const zeroColumns = (g: number[]) => droppedColumns(g).filter(Boolean).length;
+    // Restoring the RNG state replays the same mask exactly. The values agree to float
+    // rounding: bit-equality holds with Debian's libtorch 1.13, but with the MKL-backed 2.x
+    // wheels two identical backward passes differed in the 7th digit (measured with 2.13).
+    expect(droppedColumns(g3)).toEqual(droppedColumns(g1));
+    expect(maxAbsDiff(g3, g1)).toBeLessThan(1e-6);
+    expect(droppedColumns(g2)).not.toEqual(droppedColumns(g1));
     expect(zeroColumns(g1)).toBeGreaterThan(4);
     expect(zeroColumns(g1)).toBeLessThan(28);
     // Off in eval mode and outside train steps.
