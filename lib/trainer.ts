@@ -255,8 +255,22 @@ async function validate(
   return { loss: lossSum / data.encoded.count, metrics: classificationMetrics(predictions, data.labels, labels) };
 }
 
+/**
+ * Runs of train() in one process go one at a time. libtorch's random generator is process-wide
+ * (TorchScript's dropout draws from it), so two runs interleaving their steps would each see
+ * dropout masks that depend on the other's timing, and a seed would no longer reproduce a run.
+ * A second call waits for the first to finish and then gives exactly the result it gives alone.
+ */
+let runQueue: Promise<unknown> = Promise.resolve();
+
 /** Fine-tune a classifier on top of a TorchScript encoder. See `TrainOptions` for every option and default. */
-export async function train(options: TrainOptions): Promise<TrainResult> {
+export function train(options: TrainOptions): Promise<TrainResult> {
+  const run = runQueue.then(() => trainNow(options));
+  runQueue = run.catch(() => undefined);
+  return run;
+}
+
+async function trainNow(options: TrainOptions): Promise<TrainResult> {
   const opts = resolveTrainOptions(options);
   const binding = loadBinding();
   const { signal } = opts;
