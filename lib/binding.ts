@@ -9,6 +9,10 @@
  * Conventions:
  * - Every native call that fails throws a JS `Error` (or `TypeError` for wrong argument
  *   types) whose message is libtorch's own message without its C++ backtrace.
+ * - Device failures of the step functions (trainStep, evalStep, extractFeatures, headTrainStep,
+ *   headEvalStep) name the device and the batch size and carry a `code`:
+ *   `TORCH_BERT_OUT_OF_MEMORY` (CUDA or CPU out of memory; the message suggests a smaller
+ *   batch) or `TORCH_BERT_DEVICE_ERROR` (another CUDA error).
  * - Methods ending in `Async` run on a libuv worker thread and return a Promise; the
  *   event loop never waits on libtorch compute.
  * - Native objects own libtorch memory. Call `dispose()` to free it now; the garbage
@@ -25,6 +29,15 @@ export type DType =
   | 'int32'
   | 'uint8'
   | 'bool';
+
+/**
+ * Numeric precision of a step's forward pass. `fp32`: everything in float32. `bf16` / `fp16`:
+ * autocast (matmuls and linears in bfloat16 / float16, precision-sensitive ops in float32);
+ * parameters, gradients, optimizer state and the loss stay float32. `fp16` needs a CUDA device
+ * and trains with dynamic loss scaling (see `TrainStepOptions.gradScaling`); `bf16` runs on CPU
+ * and CUDA (on CUDA, Ampere or newer for speed).
+ */
+export type Precision = 'fp32' | 'bf16' | 'fp16';
 
 /** Typed arrays accepted and returned. float16/bfloat16 read back as Float32Array, bool as Uint8Array. */
 export type TypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
@@ -154,10 +167,34 @@ export interface NativeAdamW {
   /** Learning rate of each group. */
   getLr(): number[];
   setLr(group: number, lr: number): void;
-  /** Optimizer state (exp_avg, exp_avg_sq, step) to/from a file (torch::save format). */
+  /** Optimizer state (exp_avg, exp_avg_sq, step) and the gradient scaler's state to/from a file (torch::save format). */
   save(path: string): void;
+  /** Files without a gradient scaler state (written before it existed) leave the scaler as it is. */
   load(path: string): void;
+  /** The dynamic loss scaler used by steps with gradient scaling (fp16). */
+  gradScaler(): GradScalerState;
+  /** Set some of the scaler's fields (e.g. `{ scale: 1024 }`); validated. */
+  setGradScaler(options: Partial<GradScalerState>): void;
   dispose(): void;
+}
+
+/**
+ * Dynamic loss scaling, as `torch.amp.GradScaler` (same defaults): the loss is multiplied by
+ * `scale` before backward and the gradients divided by it before clipping; gradients with an
+ * Inf/NaN skip the optimizer step and multiply the scale by `backoffFactor`; `growthInterval`
+ * steps in a row without one multiply it by `growthFactor`.
+ */
+export interface GradScalerState {
+  /** Default 65536. */
+  scale: number;
+  /** Default 2. */
+  growthFactor: number;
+  /** Default 0.5. */
+  backoffFactor: number;
+  /** Default 2000. */
+  growthInterval: number;
+  /** Good steps in a row since the scale last changed. */
+  growthTracker: number;
 }
 
 export interface NativeAdamWStatic {
@@ -171,6 +208,14 @@ export interface TrainStepResult {
   gradNorm: number | null;
   /** True when `skipNonFinite` dropped this batch or update. */
   skipped: boolean;
+  /**
+   * True when gradient scaling found Inf/NaN gradients: the optimizer step was skipped (the
+   * gradients dropped), the scale backed off, and `gradNorm` is null. Normal now and then with
+   * fp16 (the scale searches for the largest one that does not overflow); not an error.
+   */
+  overflow: boolean;
+  /** The loss scale this step used, when gradient scaling was on; else null. */
+  gradScale: number | null;
   /** Number of examples whose argmax prediction equals the label. */
   correct: number;
   /** Argmax class per example. */
@@ -222,6 +267,25 @@ export interface TrainStepOptions extends LossOptions {
    * drops the gradients without an optimizer step. The result says `skipped: true`.
    */
   skipNonFinite?: boolean;
+  /** Forward pass precision (autocast). Default 'fp32'. 'fp16' on a CPU model rejects. */
+  precision?: Precision;
+  /**
+   * Dynamic loss scaling with the optimizer's GradScaler (`NativeAdamW.gradScaler()`). Default:
+   * on for 'fp16', off otherwise (bf16 has float32's range and needs none).
+   */
+  gradScaling?: boolean;
+}
+
+/** Options of evalStep and headEvalStep. */
+export interface EvalStepOptions extends LossOptions {
+  /** Forward pass precision (autocast). Default 'fp32'. */
+  precision?: Precision;
+}
+
+/** Options of extractFeatures. */
+export interface FeatureOptions {
+  /** Forward pass precision (autocast). Default 'fp32'. The features are returned as float32. */
+  precision?: Precision;
 }
 
 export interface LoraSpec {
@@ -288,14 +352,14 @@ export interface NativeBinding {
     options?: TrainStepOptions,
   ): Promise<TrainStepResult>;
   /** Forward in eval mode with autograd off (no_grad: TorchScript breaks under inference mode after training); loss when labels are given. */
-  evalStep(model: NativeScriptModule, batch: StepBatch, loss?: LossOptions): Promise<EvalStepResult>;
+  evalStep(model: NativeScriptModule, batch: StepBatch, options?: EvalStepOptions): Promise<EvalStepResult>;
 
   // ---- Frozen technique: encode once, train the head on cached features ----
   /**
    * Run the classifier's `features(input_ids, attention_mask)` (pooled encoder output) in eval
    * mode without autograd, on a worker thread. Returns [B, H] float32 on the model's device.
    */
-  extractFeatures(model: NativeScriptModule, batch: StepBatch): Promise<NativeTensor>;
+  extractFeatures(model: NativeScriptModule, batch: StepBatch, options?: FeatureOptions): Promise<NativeTensor>;
   /** Concatenate tensors along dim 0 (a feature cache from per-batch features). */
   cat(tensors: NativeTensor[]): NativeTensor;
   /**
@@ -316,7 +380,7 @@ export interface NativeBinding {
     features: NativeTensor,
     rows: Int32Array,
     labels: Int32Array | null,
-    loss?: LossOptions,
+    options?: EvalStepOptions,
   ): Promise<EvalStepResult>;
 
   // ---- LoRA ----
@@ -351,4 +415,68 @@ export interface NativeBinding {
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;
   versions(): Versions;
+
+  // ---- Precision ----
+  /**
+   * Allow TF32 tensor cores for float32 matmuls (cuBLAS) and convolutions (cuDNN), process-wide
+   * (like `torch.backends.cuda.matmul.allow_tf32` + `torch.backends.cudnn.allow_tf32`). Effective
+   * on Ampere (compute capability 8.0) and newer; harmless elsewhere.
+   */
+  setAllowTF32(on: boolean): void;
+  /** Whether TF32 matmuls are allowed (cuBLAS). */
+  allowTF32(): boolean;
+
+  // ---- Diagnostics (torch-bert doctor) ----
+  /** `torch.__config__.show()`: libtorch's build configuration (compiler, BLAS_INFO, CUDA, flags). */
+  showConfig(): string;
+  /** `torch.__config__.parallel_info()`: ATen's parallel backend and thread settings. */
+  parallelInfo(): string;
+  getNumInteropThreads(): number;
+  /** `torch.matmul(a, b)` without autograd (touches BLAS). */
+  matmul(a: NativeTensor, b: NativeTensor): NativeTensor;
+  /** How this addon was compiled (constants baked in at build time). */
+  buildInfo(): NativeBuildInfo;
+  /**
+   * Properties of CUDA device `index` (as libtorch numbers them), read through the CUDA driver.
+   * Throws on a CPU-only libtorch, and for an index libtorch does not see.
+   */
+  cudaDeviceProperties(index: number): CudaDeviceProperties;
+  /**
+   * Testing only: a Promise rejected exactly as a step on `device` with `batchSize` examples is
+   * when libtorch throws `kind` there: 'oom' (CUDA out of memory), 'cpu-oom', 'cuda' (a CUDA
+   * error), 'other' (passes unchanged). Touches no device.
+   */
+  simulateDeviceError(kind: 'oom' | 'cpu-oom' | 'cuda' | 'other', device: string, batchSize: number): Promise<never>;
+}
+
+export interface NativeBuildInfo {
+  /** The libtorch version of the headers compiled against (equals `versions().builtAgainst`). */
+  libtorch: string;
+  /** The CUDA version built against (the toolkit CMake found, else the CUDA libtorch's); null for CPU builds. */
+  cuda: string | null;
+  /** Whether libtorch_cuda is linked in (DT_NEEDED), so that CUDA can be available at run time. */
+  torchCudaLinked: boolean;
+  /** `_GLIBCXX_USE_CXX11_ABI` the addon was compiled with (must equal libtorch's). */
+  cxx11Abi: number | null;
+  /** The compiler's `__VERSION__`. */
+  compiler: string | null;
+  /** `__cplusplus` */
+  cplusplus: number;
+  napiVersion: number;
+  /** How CMake set libtorch up: 'package' (TorchConfig.cmake), 'manual' (without it: CUDA wheels without a CUDA toolkit), 'unknown' (not built by CMake). */
+  torchFrom: 'package' | 'manual' | 'unknown';
+}
+
+export interface CudaDeviceProperties {
+  index: number;
+  name: string;
+  /** Bytes. */
+  totalMemory: number;
+  /** e.g. '9.0' */
+  computeCapability: string;
+  major: number;
+  minor: number;
+  multiProcessorCount: number;
+  /** The newest CUDA version the driver supports, e.g. '13.0'. */
+  driverCuda: string | null;
 }

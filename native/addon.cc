@@ -7,8 +7,10 @@
 
 #include "addon_data.h"
 #include "classifier.h"
+#include "diagnostics.h"
 #include "lora.h"
 #include "optimizer.h"
+#include "precision.h"
 #include "runtime.h"
 #include "script_module.h"
 #include "tensor.h"
@@ -55,6 +57,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   torch::jit::setGraphExecutorOptimize(optimize != nullptr && std::strcmp(optimize, "1") == 0);
   RegisterRuntime(env, exports);
   RegisterTrainingState(env, exports);
+  RegisterPrecision(env, exports);
+  RegisterDiagnostics(env, exports);
   return exports;
 }
 

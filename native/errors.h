@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -21,6 +22,8 @@ namespace torch_bert {
 struct ErrorInfo {
   bool typeError = false;
   std::string message;
+  // Set as the JS error's `code` when not empty (e.g. TORCH_BERT_OUT_OF_MEMORY).
+  std::string code;
 };
 
 // Thrown by validation code that may run off the main thread (no Napi::Env there).
@@ -34,24 +37,38 @@ class ArgumentError : public std::runtime_error {
   bool typeError_;
 };
 
+// A failure with a machine-readable code for JS (`error.code`), e.g. a device error.
+class CodedError : public std::runtime_error {
+ public:
+  CodedError(const std::string& message, std::string code) : std::runtime_error(message), code_(std::move(code)) {}
+  const std::string& code() const { return code_; }
+
+ private:
+  std::string code_;
+};
+
 // The message of whatever is currently being handled, as a user would want to read it.
 inline ErrorInfo CurrentErrorInfo() {
   try {
     throw;
   } catch (const ArgumentError& e) {
-    return {e.typeError(), e.what()};
+    return {e.typeError(), e.what(), {}};
+  } catch (const CodedError& e) {
+    return {false, e.what(), e.code()};
   } catch (const c10::Error& e) {
-    return {false, e.what_without_backtrace()};
+    return {false, e.what_without_backtrace(), {}};
   } catch (const std::exception& e) {
-    return {false, e.what()};
+    return {false, e.what(), {}};
   } catch (...) {
-    return {false, "unknown native error"};
+    return {false, "unknown native error", {}};
   }
 }
 
 inline Napi::Error MakeError(Napi::Env env, const ErrorInfo& info) {
   if (info.typeError) return Napi::TypeError::New(env, info.message);
-  return Napi::Error::New(env, info.message);
+  Napi::Error error = Napi::Error::New(env, info.message);
+  if (!info.code.empty()) error.Set("code", Napi::String::New(env, info.code));
+  return error;
 }
 
 // Runs an entry point's body, translating any C++ exception into a JS exception.

@@ -41,6 +41,8 @@ Napi::Function AdamW::Define(Napi::Env env) {
                          InstanceMethod<&AdamW::SetLr>("setLr"),
                          InstanceMethod<&AdamW::Save>("save"),
                          InstanceMethod<&AdamW::Load>("load"),
+                         InstanceMethod<&AdamW::GetGradScaler>("gradScaler"),
+                         InstanceMethod<&AdamW::SetGradScaler>("setGradScaler"),
                          InstanceMethod<&AdamW::Dispose>("dispose"),
                      });
 }
@@ -170,7 +172,11 @@ Napi::Value AdamW::Save(const Napi::CallbackInfo& info) {
     const auto& state = Checked(env);
     std::lock_guard<std::mutex> lock(state->mutex);
     try {
-      torch::save(*state->optimizer, path);
+      // torch::save(optimizer, path), plus the gradient scaler's state.
+      torch::serialize::OutputArchive archive(std::make_shared<torch::jit::CompilationUnit>());
+      state->optimizer->save(archive);
+      state->scaler.Save(archive);
+      archive.save_to(path);
     } catch (const c10::Error& e) {
       ThrowError(env, "cannot save optimizer state to '" + path + "': " + e.what_without_backtrace());
     }
@@ -196,12 +202,38 @@ Napi::Value AdamW::Load(const Napi::CallbackInfo& info) {
       }
     }
     try {
-      torch::load(*state->optimizer, path, device);
+      // torch::load(optimizer, path, device), plus the gradient scaler's state when present.
+      torch::serialize::InputArchive archive;
+      archive.load_from(path, device);
+      GradScaler scaler;
+      scaler.Load(archive);
+      state->optimizer->load(archive);
+      state->scaler = scaler;
     } catch (const c10::Error& e) {
       ThrowError(env, prefix + e.what_without_backtrace());
     } catch (const std::exception& e) {
       ThrowError(env, prefix + e.what());
     }
+    return env.Undefined();
+  });
+}
+
+Napi::Value AdamW::GetGradScaler(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const auto& state = Checked(env);
+    std::lock_guard<std::mutex> lock(state->mutex);
+    return state->scaler.ToJs(env);
+  });
+}
+
+Napi::Value AdamW::SetGradScaler(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    Napi::Object options = ReadObject(info[0], "AdamW.setGradScaler: options");
+    const auto& state = Checked(env);
+    std::lock_guard<std::mutex> lock(state->mutex);
+    state->scaler.Configure(options, "AdamW.setGradScaler: options");
     return env.Undefined();
   });
 }

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <string>
 
+#include "grad_scaler.h"
+
 namespace torch_bert {
 
 struct OptimizerState {
@@ -15,6 +17,8 @@ struct OptimizerState {
   // Taken after the model's mutex by trainStep; alone by the optimizer's own methods.
   std::mutex mutex;
   std::unique_ptr<torch::optim::AdamW> optimizer;
+  // Loss scaling of fp16 steps (used by trainStep when scaling is on); saved with the optimizer.
+  GradScaler scaler;
 };
 using OptimizerStatePtr = std::shared_ptr<OptimizerState>;
 
@@ -40,6 +44,8 @@ class AdamW : public Napi::ObjectWrap<AdamW> {
   Napi::Value SetLr(const Napi::CallbackInfo& info);
   Napi::Value Save(const Napi::CallbackInfo& info);
   Napi::Value Load(const Napi::CallbackInfo& info);
+  Napi::Value GetGradScaler(const Napi::CallbackInfo& info);
+  Napi::Value SetGradScaler(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   const OptimizerStatePtr& Checked(Napi::Env env) const;

@@ -8,9 +8,11 @@
 #include <optional>
 #include <sstream>
 
+#include "device_errors.h"
 #include "errors.h"
 #include "lora.h"
 #include "optimizer.h"
+#include "precision.h"
 #include "script_module.h"
 #include "tensor.h"
 #include "worker.h"
@@ -90,6 +92,16 @@ struct StepOptions {
   bool accumulateOnly = false;
   double lossScale = 1;
   bool skipNonFinite = false;
+  Precision precision = Precision::kFp32;
+  // Dynamic loss scaling with the optimizer's GradScaler; default: on for fp16 only.
+  std::optional<bool> gradScaling;
+  bool Scaling() const { return gradScaling.value_or(precision == Precision::kFp16); }
+};
+
+// evalStep / headEvalStep: loss options and precision.
+struct EvalOptions {
+  LossOptions loss;
+  Precision precision = Precision::kFp32;
 };
 
 void ReadLossFields(const Napi::Object& options, const std::string& where, LossOptions& loss) {
@@ -119,11 +131,22 @@ void ReadLossFields(const Napi::Object& options, const std::string& where, LossO
   }
 }
 
-LossOptions ReadLossOptions(const Napi::Value& value, const std::string& fn) {
-  LossOptions loss;
-  if (IsMissing(value)) return loss;
-  ReadLossFields(ReadObject(value, fn + ": loss"), fn + ": loss", loss);
-  return loss;
+EvalOptions ReadEvalOptions(const Napi::Value& value, const std::string& fn) {
+  EvalOptions eval;
+  if (IsMissing(value)) return eval;
+  // Named `loss` in messages, as before precision joined the loss options.
+  const std::string where = fn + ": loss";
+  Napi::Object options = ReadObject(value, where);
+  ReadLossFields(options, where, eval.loss);
+  eval.precision = ReadPrecision(options.Get("precision"), where + ".precision");
+  return eval;
+}
+
+// extractFeatures' options: { precision }.
+Precision ReadFeatureOptions(const Napi::Value& value, const std::string& fn) {
+  if (IsMissing(value)) return Precision::kFp32;
+  const std::string where = fn + ": options";
+  return ReadPrecision(ReadObject(value, where).Get("precision"), where + ".precision");
 }
 
 StepOptions ReadStepOptions(const Napi::Value& value, const std::string& fn) {
@@ -147,6 +170,9 @@ StepOptions ReadStepOptions(const Napi::Value& value, const std::string& fn) {
     step.lossScale = ReadNumber(scale, where + ".lossScale");
     if (step.lossScale <= 0) ThrowError(env, where + ".lossScale must be > 0");
   }
+  step.precision = ReadPrecision(options.Get("precision"), where + ".precision");
+  Napi::Value scaling = options.Get("gradScaling");
+  if (!IsMissing(scaling)) step.gradScaling = ReadBool(scaling, where + ".gradScaling");
   return step;
 }
 
@@ -227,14 +253,25 @@ c10::ScalarType ParameterDType(const torch::jit::Module& module) {
   return torch::kFloat;
 }
 
-// Runs the classifier on the input and checks it returned [B, C] log-probabilities. Adapters
-// (if any) take effect for the duration of the call only.
-torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c10::Device& device, LoraMode mode) {
+// A CPU tensor on `device`. To CUDA: through pinned (page-locked) memory with a non-blocking
+// copy, which the caching host allocator keeps alive until the copy has run.
+torch::Tensor ToDevice(const torch::Tensor& t, const c10::Device& device) {
+  if (t.device() == device) return t;
+  if (device.is_cuda() && t.is_cpu()) return t.pin_memory().to(device, /*non_blocking=*/true);
+  return t.to(device);
+}
+
+// Runs the classifier on the input and checks it returned [B, C] log-probabilities, as
+// float32 whatever the precision. Adapters (if any) take effect for the duration of the call
+// only; their weights are computed outside autocast, in float32.
+torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c10::Device& device, LoraMode mode,
+                            Precision precision) {
   torch::jit::Module& module = state.module;
   c10::IValue out;
   if (input.tokens) {
-    std::vector<c10::IValue> args{input.tokens->inputIds.to(device), input.tokens->attentionMask.to(device)};
+    std::vector<c10::IValue> args{ToDevice(input.tokens->inputIds, device), ToDevice(input.tokens->attentionMask, device)};
     LoraWeights lora(state, mode);
+    AutocastGuard autocast(precision, device);
     out = module.forward(std::move(args));
   } else {
     torch::jit::Method head = ClassifierMethod(module, "head_forward");
@@ -244,10 +281,11 @@ torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c1
                                " columns but the model's hidden size is " +
                                std::to_string(module.attr("hidden_size").toInt()));
     }
-    torch::Tensor x = input.features.index_select(0, input.rows.to(input.features.device()))
+    torch::Tensor x = input.features.index_select(0, ToDevice(input.rows, input.features.device()))
                           .to(device, ParameterDType(module));
     // Only the head's adapters matter to head_forward: skip recomputing the encoder's.
     LoraWeights lora(state, mode, "head.");
+    AutocastGuard autocast(precision, device);
     out = head({x});
   }
   if (!out.isTensor()) throw std::runtime_error("the model's forward must return a tensor, got a " + out.tagKind());
@@ -258,7 +296,9 @@ torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c1
        << logp.sizes();
     throw std::runtime_error(os.str());
   }
-  return logp;
+  // Autocast's output: the loss and everything after it run in float32.
+  const bool reduced = logp.scalar_type() == torch::kHalf || logp.scalar_type() == torch::kBFloat16;
+  return reduced ? logp.to(torch::kFloat) : logp;
 }
 
 void CheckLabels(const torch::Tensor& labels, int64_t classes) {
@@ -369,13 +409,21 @@ class TrainStepWorker : public PromiseWorker {
     // Always model, then optimizer: the only place both are held, so no lock-order cycle.
     std::lock_guard<std::mutex> modelLock(*model_->mutex);
     std::lock_guard<std::mutex> optimizerLock(optimizer_->mutex);
+    const c10::Device device = ModuleDevice(*model_);
+    WithDeviceContext(device, input_.size, [&] { Step(device); });
+  }
+
+  void Step(const c10::Device& device) {
+    CheckPrecision(options_.precision, device);
     c10::AutoGradMode grad(true);
     GradientReset reset(*model_, *optimizer_->optimizer);
+    GradScaler& scaler = optimizer_->scaler;
+    const bool scaling = options_.Scaling();
+    if (scaling) gradScale_ = scaler.scale;
 
-    const c10::Device device = ModuleDevice(*model_);
-    torch::Tensor logp = RunClassifier(*model_, input_, device, LoraMode::kTrain);
+    torch::Tensor logp = RunClassifier(*model_, input_, device, LoraMode::kTrain, options_.precision);
     CheckLabels(*input_.labels, logp.size(1));
-    torch::Tensor labels = input_.labels->to(device);
+    torch::Tensor labels = ToDevice(*input_.labels, device);
     torch::Tensor loss = ComputeLoss(logp, labels, options_.loss);
     if (options_.skipNonFinite && !std::isfinite(loss.item<double>())) {
       // A NaN/Inf loss never reaches the gradients: the batch is dropped, and gradients
@@ -383,30 +431,39 @@ class TrainStepWorker : public PromiseWorker {
       skipped_ = true;
       reset.Keep();
     } else {
-      if (options_.lossScale == 1) {
+      const double factor = options_.lossScale * (scaling ? scaler.scale : 1.0);
+      if (factor == 1) {
         loss.backward();
       } else {
-        (loss * options_.lossScale).backward();
+        (loss * factor).backward();
       }
       if (options_.accumulateOnly) {
         reset.Keep();
       } else {
         std::vector<torch::Tensor> params = ParametersWithGrad(*model_);
-        // The norm before clipping; NaN or Inf are reported, not thrown (clipping then scales
-        // by NaN, as PyTorch's clip_grad_norm_ does with error_if_nonfinite=False).
-        if (options_.skipNonFinite) {
-          // Check before clipping, which would scale every gradient by NaN.
-          gradNorm_ = GradNorm(params);
-          if (!std::isfinite(*gradNorm_)) {
-            skipped_ = true;  // no step; the reset drops the poisoned gradients
-          } else if (options_.maxGradNorm > 0) {
-            torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm);
-          }
+        if (scaling && scaler.Unscale(params)) {
+          // Overflow: no step, the reset drops the gradients, and the scale backs off. The
+          // loss itself is fine (reported), the gradient norm is meaningless (null).
+          overflow_ = true;
+          scaler.Update(true);
         } else {
-          gradNorm_ = options_.maxGradNorm > 0 ? torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm)
-                                               : GradNorm(params);
+          // The norm before clipping; NaN or Inf are reported, not thrown (clipping then scales
+          // by NaN, as PyTorch's clip_grad_norm_ does with error_if_nonfinite=False).
+          if (options_.skipNonFinite) {
+            // Check before clipping, which would scale every gradient by NaN.
+            gradNorm_ = GradNorm(params);
+            if (!std::isfinite(*gradNorm_)) {
+              skipped_ = true;  // no step; the reset drops the poisoned gradients
+            } else if (options_.maxGradNorm > 0) {
+              torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm);
+            }
+          } else {
+            gradNorm_ = options_.maxGradNorm > 0 ? torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm)
+                                                 : GradNorm(params);
+          }
+          if (!skipped_) optimizer_->optimizer->step();
+          if (scaling) scaler.Update(false);
         }
-        if (!skipped_) optimizer_->optimizer->step();
       }
     }
 
@@ -422,6 +479,8 @@ class TrainStepWorker : public PromiseWorker {
     out.Set("loss", Napi::Number::New(env, loss_));
     out.Set("gradNorm", gradNorm_ ? Napi::Value(Napi::Number::New(env, *gradNorm_)) : env.Null());
     out.Set("skipped", Napi::Boolean::New(env, skipped_));
+    out.Set("overflow", Napi::Boolean::New(env, overflow_));
+    out.Set("gradScale", gradScale_ ? Napi::Value(Napi::Number::New(env, *gradScale_)) : env.Null());
     out.Set("correct", Napi::Number::New(env, static_cast<double>(correct_)));
     out.Set("predictions", ToJs(env, predictions_));
     return out;
@@ -435,6 +494,8 @@ class TrainStepWorker : public PromiseWorker {
   double loss_ = 0;
   std::optional<double> gradNorm_;
   bool skipped_ = false;
+  bool overflow_ = false;
+  std::optional<double> gradScale_;
   int64_t correct_ = 0;
   std::vector<int32_t> predictions_;
 };
@@ -442,12 +503,18 @@ class TrainStepWorker : public PromiseWorker {
 // evalStep and headEvalStep: eval mode, no autograd.
 class EvalStepWorker : public PromiseWorker {
  public:
-  EvalStepWorker(Napi::Env env, ModuleStatePtr model, StepInput input, LossOptions loss)
-      : PromiseWorker(env), model_(std::move(model)), input_(std::move(input)), lossOptions_(std::move(loss)) {}
+  EvalStepWorker(Napi::Env env, ModuleStatePtr model, StepInput input, EvalOptions options)
+      : PromiseWorker(env), model_(std::move(model)), input_(std::move(input)), options_(std::move(options)) {}
 
  protected:
   void Run() override {
     std::lock_guard<std::mutex> lock(*model_->mutex);
+    const c10::Device device = ModuleDevice(*model_);
+    WithDeviceContext(device, input_.size, [&] { Evaluate(device); });
+  }
+
+  void Evaluate(const c10::Device& device) {
+    CheckPrecision(options_.precision, device);
     torch::jit::Module& module = model_->module;
     // no_grad, not InferenceMode: once TorchScript's profiling executor has specialised a
     // graph for training it contains DifferentiableGraph nodes, which save their inputs for
@@ -457,14 +524,13 @@ class EvalStepWorker : public PromiseWorker {
     TrainingModeSnapshot restore(module);
     for (const auto& m : module.modules()) SetTrainingFlag(m, false);
 
-    const c10::Device device = ModuleDevice(*model_);
-    torch::Tensor logp = RunClassifier(*model_, input_, device, LoraMode::kForward);
+    torch::Tensor logp = RunClassifier(*model_, input_, device, LoraMode::kForward, options_.precision);
     classes_ = logp.size(1);
     torch::Tensor predictions = logp.argmax(1);
     if (input_.labels) {
       CheckLabels(*input_.labels, classes_);
-      torch::Tensor labels = input_.labels->to(device);
-      loss_ = ComputeLoss(logp, labels, lossOptions_).item<double>();
+      torch::Tensor labels = ToDevice(*input_.labels, device);
+      loss_ = ComputeLoss(logp, labels, options_.loss).item<double>();
       correct_ = predictions.eq(labels).sum().item<int64_t>();
     }
     predictions_ = ToInt32(predictions);
@@ -490,7 +556,7 @@ class EvalStepWorker : public PromiseWorker {
  private:
   ModuleStatePtr model_;
   StepInput input_;
-  LossOptions lossOptions_;
+  EvalOptions options_;
   int64_t classes_ = 0;
   std::optional<double> loss_;
   std::optional<int64_t> correct_;
@@ -501,23 +567,29 @@ class EvalStepWorker : public PromiseWorker {
 // extractFeatures: the classifier's `features` in eval mode without autograd.
 class FeaturesWorker : public PromiseWorker {
  public:
-  FeaturesWorker(Napi::Env env, ModuleStatePtr model, Batch batch)
-      : PromiseWorker(env), model_(std::move(model)), batch_(std::move(batch)) {}
+  FeaturesWorker(Napi::Env env, ModuleStatePtr model, Batch batch, Precision precision)
+      : PromiseWorker(env), model_(std::move(model)), batch_(std::move(batch)), precision_(precision) {}
 
  protected:
   void Run() override {
     std::lock_guard<std::mutex> lock(*model_->mutex);
+    const c10::Device device = ModuleDevice(*model_);
+    WithDeviceContext(device, batch_.size, [&] { Extract(device); });
+  }
+
+  void Extract(const c10::Device& device) {
+    CheckPrecision(precision_, device);
     torch::jit::Module& module = model_->module;
     torch::NoGradGuard noGrad;  // not InferenceMode: see EvalStepWorker
     TrainingModeSnapshot restore(module);
     for (const auto& m : module.modules()) SetTrainingFlag(m, false);
 
     torch::jit::Method features = ClassifierMethod(module, "features");
-    const c10::Device device = ModuleDevice(*model_);
-    std::vector<c10::IValue> args{batch_.inputIds.to(device), batch_.attentionMask.to(device)};
+    std::vector<c10::IValue> args{ToDevice(batch_.inputIds, device), ToDevice(batch_.attentionMask, device)};
     c10::IValue out;
     {
       LoraWeights lora(*model_, LoraMode::kForward);
+      AutocastGuard autocast(precision_, device);
       out = features(std::move(args));
     }
     if (!out.isTensor() || out.toTensor().dim() != 2 || out.toTensor().size(0) != batch_.size) {
@@ -534,6 +606,7 @@ class FeaturesWorker : public PromiseWorker {
  private:
   ModuleStatePtr model_;
   Batch batch_;
+  Precision precision_;
   torch::Tensor features_;
 };
 
@@ -558,9 +631,9 @@ Napi::Value EvalStep(const Napi::CallbackInfo& info) {
     const std::string fn = "evalStep";
     ModuleStatePtr model = ScriptModule::Get(info[0], fn + ": model");
     Batch batch = ReadBatch(info[1], fn, /*requireLabels=*/false);
-    LossOptions loss = ReadLossOptions(info[2], fn);
+    EvalOptions options = ReadEvalOptions(info[2], fn);
     return PromiseWorker::Start(
-        new EvalStepWorker(env, std::move(model), TokenInput(std::move(batch)), std::move(loss)));
+        new EvalStepWorker(env, std::move(model), TokenInput(std::move(batch)), std::move(options)));
   });
 }
 
@@ -570,7 +643,8 @@ Napi::Value ExtractFeatures(const Napi::CallbackInfo& info) {
     const std::string fn = "extractFeatures";
     ModuleStatePtr model = ScriptModule::Get(info[0], fn + ": model");
     Batch batch = ReadBatch(info[1], fn, /*requireLabels=*/false);
-    return PromiseWorker::Start(new FeaturesWorker(env, std::move(model), std::move(batch)));
+    Precision precision = ReadFeatureOptions(info[2], fn);
+    return PromiseWorker::Start(new FeaturesWorker(env, std::move(model), std::move(batch), precision));
   });
 }
 
@@ -593,8 +667,8 @@ Napi::Value HeadEvalStep(const Napi::CallbackInfo& info) {
     const std::string fn = "headEvalStep";
     ModuleStatePtr model = ScriptModule::Get(info[0], fn + ": model");
     StepInput input = FeatureInput(info, 1, fn, /*requireLabels=*/false);
-    LossOptions loss = ReadLossOptions(info[4], fn);
-    return PromiseWorker::Start(new EvalStepWorker(env, std::move(model), std::move(input), std::move(loss)));
+    EvalOptions options = ReadEvalOptions(info[4], fn);
+    return PromiseWorker::Start(new EvalStepWorker(env, std::move(model), std::move(input), std::move(options)));
   });
 }
 

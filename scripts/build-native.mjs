@@ -6,8 +6,10 @@
  * libtorch built against, compiler, Node-API version, ...; see scripts/native-binary.mjs),
  * checks that the addon loads, and records the versions it reports.
  * `--record-only`: only that last part, for a binary built another way (scripts/gpu-check.sh).
+ * `--CDTORCH_BERT_MANUAL_TORCH=ON` sets libtorch up without its TorchConfig.cmake (what the
+ * build does by itself for a CUDA libtorch on a machine without the CUDA toolkit).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
@@ -55,6 +57,24 @@ try {
   process.exit(1);
 }
 
+// For CMakeLists.txt's manual libtorch setup (CUDA wheels without the CUDA toolkit) and
+// buildInfo(): the C++ ABI a Python PyTorch was built with, and the CUDA version of a CUDA libtorch.
+let cxx11Abi = '';
+if (libtorch.python) {
+  try {
+    cxx11Abi = execFileSync(libtorch.python, ['-c', 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      timeout: 120_000,
+    }).trim();
+    if (!/^[01]$/.test(cxx11Abi)) cxx11Abi = '';
+  } catch {
+    cxx11Abi = ''; // CMakeLists.txt reads it from libtorch's files instead
+  }
+}
+const flavorCuda = /^cu(\d+)(\d)$/.exec(libtorch.flavor ?? '');
+const cudaVersion = libtorch.cudaVersion ?? (flavorCuda ? `${flavorCuda[1]}.${flavorCuda[2]}` : '');
+
 const args = [
   cmakeJs,
   'compile',
@@ -70,6 +90,8 @@ const args = [
   `--CDCMAKE_LIBRARY_PATH=${libtorch.libDir}`,
   `--CDTORCH_BERT_EXPECTED_LIB_DIR=${libtorch.libDir}`,
   `--CDTORCH_BERT_LIBTORCH_VERSION=${libtorch.version ?? ''}`,
+  `--CDTORCH_BERT_CUDA_VERSION=${cudaVersion}`,
+  `--CDTORCH_BERT_CXX11_ABI=${cxx11Abi}`,
   ...process.argv.slice(2),
 ];
 // cmake-js takes Node's headers from npm's `nodedir` setting, else downloads them. Outside
