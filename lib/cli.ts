@@ -37,6 +37,7 @@ const TRAIN_OPTIONS: Options = {
   'max-grad-norm': { type: 'string' },
   seed: { type: 'string' },
   device: { type: 'string' },
+  precision: { type: 'string' },
   threads: { type: 'string' },
   technique: { type: 'string' },
   'encoder-lr': { type: 'string' },
@@ -118,6 +119,7 @@ Options (default):
   --report                 write DIR/report.html (curves, confusion matrix, settings)
   --seed N                 (${DEFAULTS.seed})
   --device auto|cpu|cuda|cuda:N  (${DEFAULTS.device})
+  --precision P            fp32 | bf16 | fp16 (CUDA only; loss scaling) (${DEFAULTS.precision})
   --threads N              libtorch intra-op threads
   --json                   print one JSON object instead of tables`,
   eval: `torch-bert eval — loss and accuracy of a saved classifier on labelled data
@@ -284,6 +286,7 @@ async function commandTrain(argv: string[]): Promise<void> {
     maxGradNorm: numberOption(values, 'max-grad-norm'),
     seed: numberOption(values, 'seed'),
     device: values.device as Device | undefined,
+    precision: values.precision as TrainOptions['precision'],
     threads: numberOption(values, 'threads'),
     technique: values.technique as TrainOptions['technique'],
     encoderLearningRate: numberOption(values, 'encoder-lr'),

@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AdamWGroup, EncoderInfo, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule, NativeTensor } from './binding.js';
+import type { AdamWGroup, EncoderInfo, EvalStepOptions, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule, NativeTensor } from './binding.js';
 import { epochBatches, learningRateFactor } from './batching.js';
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice, runEvaluation } from './classifier.js';
@@ -113,6 +113,7 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   oneOf('padding', resolved.padding, ['longest', 'max']);
   oneOf('bestMetric', resolved.bestMetric, ['loss', 'accuracy', 'macroF1']);
   oneOf('onNonFinite', resolved.onNonFinite, ['stop', 'skip']);
+  oneOf('precision', resolved.precision, ['fp32', 'bf16', 'fp16']);
   checkInteger('maxLength', resolved.maxLength, 2);
   checkInteger('batchSize', resolved.batchSize, 1);
   checkInteger('epochs', resolved.epochs, 1);
@@ -234,7 +235,7 @@ async function validate(
   data: { encoded: EncodedTexts; labels: Int32Array; cache: FeatureCache | null },
   batchSize: number,
   padTo: number | undefined,
-  loss: LossOptions,
+  loss: EvalStepOptions,
   labels: string[],
   signal?: AbortSignal,
 ): Promise<{ loss: number; metrics: ClassificationMetrics }> {
@@ -324,6 +325,11 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
 
   const device = resolveDevice(opts.device);
+  if (opts.precision === 'fp16' && !device.startsWith('cuda')) {
+    throw new InputError(`precision 'fp16' needs a CUDA device, but the device is ${device}: use 'bf16' or 'fp32' on the CPU`);
+  }
+  // Validation runs in the training precision too.
+  const evalOptions: EvalStepOptions = { ...loss, precision: opts.precision };
   let encoder: NativeScriptModule;
   try {
     encoder = await binding.ScriptModule.loadAsync(opts.encoder, device);
@@ -355,7 +361,10 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   if (setup.adapters) disposables.unshift(setup.adapters);
   let caches: { train: FeatureCache; validation: FeatureCache } | null = null;
 
+  // TF32 tensor cores for float32 matmuls on CUDA (Ampere and newer) during the run.
+  const tf32Before = device.startsWith('cuda') ? binding.allowTF32() : null;
   try {
+    if (tf32Before !== null) binding.setAllowTF32(true);
     if (outDir) await ensureWritableDir(outDir);
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
 
@@ -403,6 +412,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
         bestMetric: opts.bestMetric,
         seed: opts.seed,
         device,
+        precision: opts.precision,
       },
       metrics: {},
       createdAt: new Date().toISOString(),
@@ -437,7 +447,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
         { encoded: validationSet, labels: validationLabels, cache: caches?.validation ?? null },
         opts.batchSize,
         padTo,
-        loss,
+        evalOptions,
         labels,
         signal,
       );
@@ -505,6 +515,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
         }
         const stepOptions = {
           ...loss,
+          precision: opts.precision,
           maxGradNorm: opts.maxGradNorm,
           accumulateOnly: !endsWindow,
           lossScale: 1 / windowSize,
@@ -588,7 +599,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     if (!bestMetrics) {
       // A resumed run whose best came before the interruption: measure the kept weights again.
       const kept = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
-      const again = await validate(binding, kept, { encoded: validationSet, labels: validationLabels, cache: null }, opts.batchSize, padTo, loss, labels, signal);
+      const again = await validate(binding, kept, { encoded: validationSet, labels: validationLabels, cache: null }, opts.batchSize, padTo, evalOptions, labels, signal);
       bestMetrics = again.metrics;
       kept.dispose();
     }
@@ -638,6 +649,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     }
     throw err;
   } finally {
+    if (tf32Before !== null) binding.setAllowTF32(tf32Before);
     for (const d of disposables) d.dispose();
   }
 }
