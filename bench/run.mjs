@@ -1,152 +1,127 @@
 #!/usr/bin/env node
 /**
- * `npm run bench [-- --quick]`: the time of one training step of the seed's frozen job in
- * torch-bert next to the same step in the plain-PyTorch reference (scripts/python/reference_train.py),
- * on the same machine, data, tokens, encoder and batch, in one run.
+ * `npm run bench [-- --quick] [-- --only NAME[,NAME]] [-- --shapes NAME[,NAME]] [-- --threads N]`: every benchmark, in one
+ * run on one machine, each comparison side by side (ratios, since the machine is shared and noisy:
+ * sides alternate, runs repeat, medians and spreads are reported):
  *
- * Per step, both sides time: the batch's encoder forward, the head forward, NLL loss, backward
- * and the AdamW step (ours through the public train() API, so JS-side batch assembly is
- * included). Each side reports the median over every step of one epoch; the ratio
- * ours/reference < 1 means faster than PyTorch. The machine is shared and noisy, so each side
- * is run `repeats` times, alternating, and the median and spread of the medians are reported.
+ *   frozen-step       frozen training step through train() vs the PyTorch reference trainer (bench/frozen-step.mjs)
+ *   techniques-step   frozen / full / lora step vs eager PyTorch (scripts/python/reference_step.py), tiny, small, bert-base shapes
+ *   frozen-e2e        frozen end to end, 5 epochs: cached features vs recomputing every epoch
+ *   techniques-table  validation accuracy and s/epoch of frozen / full / lora on the same data and encoder
  *
- * Data: IMDB reviews from ../shared/data/imdb with the real bert-base-uncased tokenizer when
- * present, else the embedded demo reviews and tokenizer.
- * Writes bench/results.json and prints a Markdown table.
+ * Writes bench/results.json (bench/results-quick.json with --quick): one object per benchmark
+ * with the command line, date, machine (cores, CPU, libtorch, BLAS, thread counts) and results;
+ * with --only, the other benchmarks' entries of an existing file are kept. Prints Markdown tables
+ * on stdout; progress goes to stderr.
+ *
+ * --quick: a smoke run (tiny shape only, few steps, a random-weight encoder for the end-to-end runs), under a minute.
+ * --shapes tiny,small,bert-base: the step benchmarks' shapes (default all three).
+ * --max-length N: max length of the end-to-end runs (default 128); results go to bench/results-max-length-N.json.
+ * --threads N: intra-op threads for both torch-bert and PyTorch (default: each library's own default).
+ * Encoders are made once by scripts/python/make_encoder.py and cached in bench/.cache (the first
+ * full run also pre-trains the small encoder, about a minute more).
  */
-import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { machine, root } from './lib.mjs';
+import * as frozenStep from './frozen-step.mjs';
+import * as techniquesStep from './techniques-step.mjs';
+import * as frozenE2e from './frozen-e2e.mjs';
+import * as techniquesTable from './techniques-table.mjs';
 
-const exec = promisify(execFile);
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const { train, loadBinding } = await import(join(root, 'dist', 'index.js'));
-const { loadExamples, inferLabelNames, labelIds, stratifiedSplit } = await import(join(root, 'dist', 'data.js'));
-const { TextTokenizer, gatherRows } = await import(join(root, 'dist', 'tokenizer.js'));
+const ALL = [frozenStep, techniquesStep, frozenE2e, techniquesTable];
 
-const quick = process.argv.includes('--quick');
-const PYTHON = '/usr/bin/python3';
-const cache = join(root, 'bench', '.cache');
-mkdirSync(cache, { recursive: true });
-
-const shared = resolve(root, '..', 'shared');
-const imdbFile = join(shared, 'data', 'imdb', 'train-00-of-10.csv');
-const bertTokenizer = join(shared, 'models', 'bert-base-uncased', 'tokenizer.json');
-const useImdb = existsSync(imdbFile) && existsSync(bertTokenizer);
-if (!useImdb) console.error(`bench: ${imdbFile} not found; using the embedded demo reviews and tokenizer instead`);
-const tokenizerFile = useImdb ? bertTokenizer : join(root, 'assets', 'demo', 'tokenizer.json');
-const dataFile = useImdb ? imdbFile : join(root, 'assets', 'demo', 'reviews.csv');
-
-const SHAPES = [
-  { name: 'tiny', layers: 2, hidden: 128, heads: 2, intermediate: 512, examples: 640, batchSize: 32, maxLength: 128 },
-  { name: 'small', layers: 4, hidden: 256, heads: 4, intermediate: 1024, examples: 320, batchSize: 32, maxLength: 128 },
-  { name: 'bert-base', layers: 12, hidden: 768, heads: 12, intermediate: 3072, examples: 96, batchSize: 16, maxLength: 128 },
-];
-const shapes = quick ? SHAPES.slice(0, 1).map((s) => ({ ...s, examples: 160 })) : SHAPES;
-const repeats = quick ? 1 : 3;
-
-async function makeEncoder(shape) {
-  const file = join(cache, `${shape.name}-${useImdb ? 'bert' : 'demo'}.pt`);
-  if (!existsSync(file)) {
-    console.error(`bench: making the ${shape.name} encoder ...`);
-    await exec(PYTHON, [
-      join(root, 'scripts', 'python', 'make_encoder.py'), '--out', file, '--tokenizer', tokenizerFile,
-      '--layers', String(shape.layers), '--hidden', String(shape.hidden), '--heads', String(shape.heads),
-      '--intermediate', String(shape.intermediate), '--seed', '0',
-    ], { maxBuffer: 64 << 20 });
+function parseArgs(argv) {
+  const args = { quick: false, only: null, threads: undefined, shapes: null, maxLength: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      const [, inline] = a.split('=');
+      if (inline !== undefined) return inline;
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--quick') args.quick = true;
+    else if (a.startsWith('--only')) args.only = value().split(',').filter(Boolean);
+    else if (a.startsWith('--shapes')) {
+      args.shapes = value().split(',').filter(Boolean);
+      const unknown = args.shapes.filter((n) => !['tiny', 'small', 'bert-base'].includes(n));
+      if (unknown.length) throw new Error(`unknown shape(s) ${unknown.join(', ')}; choose from tiny, small, bert-base`);
+    } else if (a.startsWith('--max-length')) {
+      args.maxLength = Number(value());
+      if (!Number.isInteger(args.maxLength) || args.maxLength < 8) throw new Error('--max-length needs an integer ≥ 8');
+    } else if (a.startsWith('--threads')) {
+      args.threads = Number(value());
+      if (!Number.isInteger(args.threads) || args.threads < 1) throw new Error('--threads needs a positive integer');
+    } else if (a === '--help' || a === '-h') {
+      console.log(`usage: npm run bench [-- --quick] [-- --only ${ALL.map((b) => b.name).join(',')}] [-- --shapes tiny,small,bert-base] [-- --max-length N] [-- --threads N]`);
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a} (see --help)`);
   }
-  return file;
-}
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-
-const raw = await loadExamples({ csv: dataFile, textColumn: 'text', labelColumn: 'label' });
-const tokenizer = await TextTokenizer.load(tokenizerFile);
-const binding = loadBinding();
-const results = [];
-
-for (const shape of shapes) {
-  const encoder = await makeEncoder(shape);
-  const texts = raw.texts.slice(0, shape.examples);
-  const rawLabels = raw.labels.slice(0, shape.examples);
-  const names = inferLabelNames(rawLabels, raw.origin);
-  const ids = labelIds(rawLabels, names, raw.origin);
-  const split = stratifiedSplit(ids, 0.2, 42, binding.randperm);
-  const encoded = tokenizer.encodeBatch(texts, shape.maxLength);
-  const rowsOf = (indices) => {
-    const rows = gatherRows(encoded, indices);
-    const chunk = (a) => Array.from({ length: rows.count }, (_, r) => Array.from(a.subarray(r * rows.seqLen, (r + 1) * rows.seqLen)));
-    return { input_ids: chunk(rows.inputIds), attention_mask: chunk(rows.attentionMask), labels: Array.from(indices, (i) => ids[i]) };
-  };
-  const common = { epochs: 1, batchSize: shape.batchSize, lr: 1e-5, weightDecay: 0.01, seed: 42, headHidden: 512, dropout: 0.1, pooling: 'cls' };
-  const specFile = join(cache, `spec-${shape.name}.json`);
-  writeFileSync(specFile, JSON.stringify({ encoder, train: rowsOf(split.train), validation: rowsOf(split.validation), numClasses: names.length, ...common }));
-
-  const oursRuns = [];
-  const referenceRuns = [];
-  for (let r = 0; r < repeats; r++) {
-    const { stdout } = await exec(PYTHON, [join(root, 'scripts', 'python', 'reference_train.py'), '--spec', specFile], { maxBuffer: 64 << 20 });
-    referenceRuns.push(JSON.parse(stdout).stepSeconds);
-
-    const stepTimes = [];
-    let last = 0;
-    const result = await train({
-      data: { texts, labels: rawLabels },
-      encoder,
-      tokenizer: tokenizerFile,
-      epochs: 1,
-      batchSize: shape.batchSize,
-      maxLength: shape.maxLength,
-      learningRate: 1e-5,
-      onProgress: (e) => {
-        if (e.type !== 'step') return;
-        const now = performance.now();
-        if (e.step > 1) stepTimes.push((now - last) / 1000);
-        last = now;
-      },
-    });
-    result.classifier.dispose();
-    oursRuns.push(median(stepTimes));
+  if (args.only) {
+    const unknown = args.only.filter((n) => !ALL.some((b) => b.name === n));
+    if (unknown.length) throw new Error(`unknown benchmark(s) ${unknown.join(', ')}; choose from ${ALL.map((b) => b.name).join(', ')}`);
   }
-  const ours = median(oursRuns);
-  const reference = median(referenceRuns);
-  const row = {
-    shape: shape.name,
-    layers: shape.layers,
-    hidden: shape.hidden,
-    batch: `${shape.batchSize}x${shape.maxLength}`,
-    oursStepSeconds: ours,
-    referenceStepSeconds: reference,
-    ratio: ours / reference,
-    oursRuns,
-    referenceRuns,
-  };
-  results.push(row);
-  console.error(`bench: ${shape.name}: ours ${ours.toFixed(4)} s/step, PyTorch ${reference.toFixed(4)} s/step, ratio ${row.ratio.toFixed(3)}`);
+  return args;
 }
 
-const versions = binding.versions();
-const report = {
-  date: new Date().toISOString(),
-  quick,
-  data: useImdb ? 'IMDB train-00 (bert-base-uncased tokenizer)' : 'embedded demo reviews',
-  libtorch: versions.libtorch,
-  threads: binding.getNumThreads(),
-  repeats,
-  results,
-};
-writeFileSync(join(root, 'bench', quick ? 'results-quick.json' : 'results.json'), JSON.stringify(report, null, 2) + '\n');
-
-const spread = (xs) => `${Math.min(...xs).toFixed(4)}–${Math.max(...xs).toFixed(4)}`;
-console.log(`Frozen-encoder training step (encoder forward + head + backward + AdamW), median of ${repeats} runs; ${report.data}; libtorch ${versions.libtorch}, ${report.threads} intra-op thread(s)\n`);
-console.log('| shape | batch | torch-bert s/step (spread) | PyTorch s/step (spread) | ratio |');
-console.log('|---|---|---|---|---|');
-for (const r of results) {
-  console.log(`| ${r.shape} (${r.layers}L, H=${r.hidden}) | ${r.batch} | ${r.oursStepSeconds.toFixed(4)} (${spread(r.oursRuns)}) | ${r.referenceStepSeconds.toFixed(4)} (${spread(r.referenceRuns)}) | ${r.ratio.toFixed(3)} |`);
+let args;
+try {
+  args = parseArgs(process.argv.slice(2));
+} catch (err) {
+  console.error(`bench: ${err.message}`);
+  process.exit(2);
 }
+
+const command = ['npm run bench', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])].join(' ');
+const machineInfo = machine();
+const outFile = join(
+  root,
+  'bench',
+  args.quick ? 'results-quick.json' : args.maxLength ? `results-max-length-${args.maxLength}.json` : 'results.json',
+);
+const selected = ALL.filter((b) => !args.only || args.only.includes(b.name));
+const started = performance.now();
+const entries = [];
+let failed = false;
+const py = machineInfo.python;
+console.log(
+  `# torch-bert benchmarks\n\n\`${command}\` — ${new Date().toISOString()}; ${machineInfo.cores} cores (${machineInfo.cpu}), ` +
+    `libtorch ${machineInfo.libtorch}, BLAS ${machineInfo.blas ?? 'unknown'}${py.openblasThreads ? ` (${py.openblasThreads} OpenBLAS threads)` : ''}, ` +
+    `intra-op threads torch-bert ${machineInfo.torchBertThreads} / PyTorch ${py.threads ?? '?'} (${py.torch ?? 'no Python torch'}), Node ${machineInfo.node}, ` +
+    `load average at start ${machineInfo.loadAverageAtStart.join(' ')}\n`,
+);
+for (const bench of selected) {
+  const date = new Date().toISOString();
+  const t0 = performance.now();
+  console.error(`bench: ${bench.name} ...`);
+  try {
+    const out = await bench.run({ quick: args.quick, threads: args.threads, shapes: args.shapes, maxLength: args.maxLength });
+    const seconds = (performance.now() - t0) / 1000;
+    entries.push({ name: bench.name, command, date, seconds, quick: args.quick, machine: machineInfo, settings: out.settings, results: out.results, markdown: out.markdown });
+    console.log(`## ${bench.name}\n\n${out.markdown}\n\n_${seconds.toFixed(0)} s_\n`);
+  } catch (err) {
+    failed = true;
+    const seconds = (performance.now() - t0) / 1000;
+    console.error(`bench: ${bench.name} failed: ${err?.stack ?? err}`);
+    entries.push({ name: bench.name, command, date, seconds, quick: args.quick, machine: machineInfo, error: String(err?.message ?? err) });
+    console.log(`## ${bench.name}\n\nFAILED: ${String(err?.message ?? err).split('\n')[0]}\n`);
+  }
+}
+
+let benchmarks = entries;
+if (args.only && existsSync(outFile)) {
+  try {
+    const previous = JSON.parse(readFileSync(outFile, 'utf8'));
+    if (Array.isArray(previous.benchmarks)) {
+      benchmarks = ALL.map((b) => entries.find((e) => e.name === b.name) ?? previous.benchmarks.find((e) => e.name === b.name)).filter(Boolean);
+    }
+  } catch {
+    /* start afresh */
+  }
+}
+const totalSeconds = (performance.now() - started) / 1000;
+writeFileSync(outFile, JSON.stringify({ command, date: new Date().toISOString(), totalSeconds, machine: machineInfo, benchmarks }, null, 2) + '\n');
+console.error(`bench: wrote ${outFile} (${totalSeconds.toFixed(0)} s)`);
+console.log(`_total ${totalSeconds.toFixed(0)} s_`);
+process.exitCode = failed ? 1 : 0;

@@ -1,0 +1,269 @@
+/**
+ * Shared pieces of the benchmarks (`npm run bench`): paths, data, encoders, the Python side,
+ * statistics, machine facts and Markdown tables.
+ *
+ * Data: IMDB reviews from ../shared/data/imdb with the real bert-base-uncased tokenizer when
+ * both are present; else the embedded demo reviews and tokenizer (with a message saying so;
+ * TORCH_BERT_BENCH_DATA=demo forces it).
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+export const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const PYTHON = '/usr/bin/python3';
+export const cacheDir = join(root, 'bench', '.cache');
+mkdirSync(cacheDir, { recursive: true });
+
+const dist = join(root, 'dist');
+if (!existsSync(join(dist, 'index.js'))) {
+  console.error('bench: dist/ is missing; run `npx tsc -p tsconfig.json` (and `npm run build:native`) first');
+  process.exit(1);
+}
+export const torchBert = await import(join(dist, 'index.js'));
+export const dataModule = await import(join(dist, 'data.js'));
+export const tokenizerModule = await import(join(dist, 'tokenizer.js'));
+export const binding = torchBert.loadBinding();
+
+// ---- data ------------------------------------------------------------------------------
+const shared = resolve(root, '..', 'shared');
+const imdbDir = join(shared, 'data', 'imdb');
+const bertTokenizer = join(shared, 'models', 'bert-base-uncased', 'tokenizer.json');
+/** TORCH_BERT_BENCH_DATA=demo forces the fallback (to test it where IMDB is present). */
+const forceDemo = process.env.TORCH_BERT_BENCH_DATA === 'demo';
+export const useImdb = !forceDemo && existsSync(join(imdbDir, 'train-00-of-10.csv')) && existsSync(bertTokenizer);
+export const tokenizerFile = useImdb ? bertTokenizer : join(root, 'assets', 'demo', 'tokenizer.json');
+/** The reviews every benchmark draws from (IMDB train shard 0, or the demo reviews). */
+export const dataFile = useImdb ? join(imdbDir, 'train-00-of-10.csv') : join(root, 'assets', 'demo', 'reviews.csv');
+/** A disjoint set for making the small encoder informative (IMDB train shard 1, or the demo pre-training set). */
+export const pretrainSource = useImdb ? join(imdbDir, 'train-01-of-10.csv') : join(root, 'assets', 'demo', 'pretrain.csv');
+export const dataDescription = useImdb
+  ? 'IMDB train-00-of-10 (bert-base-uncased tokenizer)'
+  : 'embedded demo reviews (assets/demo; IMDB or the bert-base-uncased tokenizer not found under ../shared)';
+if (!useImdb && !forceDemo) {
+  console.error(
+    `bench: ${join(imdbDir, 'train-00-of-10.csv')} or ${bertTokenizer} not found; ` +
+      'using the embedded demo reviews and tokenizer (assets/demo) instead — numbers are not comparable with IMDB runs',
+  );
+}
+
+let rawCache;
+/** The first `n` examples (after `offset`) of the benchmark data: { texts, labels } (raw labels). */
+export async function examples(n, offset = 0) {
+  rawCache ??= await dataModule.loadExamples({ csv: dataFile, textColumn: 'text', labelColumn: 'label' });
+  const end = Math.min(rawCache.texts.length, offset + n);
+  if (end - offset < n) console.error(`bench: only ${end - offset} examples available (asked for ${n})`);
+  return { texts: rawCache.texts.slice(offset, end), labels: rawCache.labels.slice(offset, end), origin: rawCache.origin };
+}
+
+let tokenizerCache;
+export async function tokenizer() {
+  tokenizerCache ??= await tokenizerModule.TextTokenizer.load(tokenizerFile);
+  return tokenizerCache;
+}
+
+// ---- encoders --------------------------------------------------------------------------
+export const SHAPES = {
+  tiny: { name: 'tiny', layers: 2, hidden: 128, heads: 2, intermediate: 512 },
+  small: { name: 'small', layers: 4, hidden: 256, heads: 4, intermediate: 1024 },
+  'bert-base': { name: 'bert-base', layers: 12, hidden: 768, heads: 12, intermediate: 3072 },
+};
+
+export const shapeLabel = (s) => `${s.name} (${s.layers}L, H=${s.hidden})`;
+
+/** Pre-training set for the informative encoder: `rows` labelled reviews disjoint from `dataFile`, as a CSV in the cache. */
+async function pretrainCsv(rows) {
+  const file = join(cacheDir, `pretrain-${useImdb ? 'imdb' : 'demo'}-${rows}.csv`);
+  if (existsSync(file)) return file;
+  const raw = await dataModule.loadExamples({ csv: pretrainSource, textColumn: 'text', labelColumn: 'label' });
+  const quote = (s) => `"${String(s).replace(/"/g, '""')}"`;
+  const n = Math.min(rows, raw.texts.length);
+  const lines = ['text,label'];
+  for (let i = 0; i < n; i++) lines.push(`${quote(raw.texts[i])},${quote(raw.labels[i])}`);
+  writeFileSync(`${file}.tmp`, lines.join('\n') + '\n');
+  renameSync(`${file}.tmp`, file);
+  return file;
+}
+
+/**
+ * A TorchScript BERT of `shape` made by scripts/python/make_encoder.py (cached in bench/.cache).
+ * Random weights, or with `pretrain` ({ rows, epochs, maxLength }) first fine-tuned on a
+ * disjoint labelled set so that its [CLS] features carry information.
+ * Returns { file, made: seconds spent making it now (0 when cached) }.
+ */
+export async function encoder(shape, pretrain) {
+  const tag = pretrain ? `-pretrained${pretrain.rows}x${pretrain.epochs}-len${pretrain.maxLength}-lr${pretrain.lr}` : '';
+  const file = join(cacheDir, `${shape.name}-${useImdb ? 'bert' : 'demo'}${tag}.pt`);
+  if (existsSync(file)) return { file, made: 0 };
+  const t0 = performance.now();
+  const args = [
+    join(root, 'scripts', 'python', 'make_encoder.py'), '--out', file, '--tokenizer', tokenizerFile,
+    '--layers', String(shape.layers), '--hidden', String(shape.hidden), '--heads', String(shape.heads),
+    '--intermediate', String(shape.intermediate), '--seed', '0',
+  ];
+  if (pretrain) {
+    const csv = await pretrainCsv(pretrain.rows);
+    console.error(`bench: making the ${shape.name} encoder informative: pre-training on ${csv} (${pretrain.epochs} epochs; once, then cached) ...`);
+    args.push('--pretrain', csv, '--pretrain-epochs', String(pretrain.epochs), '--pretrain-max-length', String(pretrain.maxLength), '--pretrain-lr', String(pretrain.lr));
+  } else {
+    console.error(`bench: making the ${shape.name} encoder (random weights) ...`);
+  }
+  const { stderr } = await execFileAsync(PYTHON, args, { maxBuffer: 64 << 20 });
+  writeFileSync(`${file}.log`, stderr);
+  if (pretrain) console.error(`bench:   ${pretrainSummary(file)}`);
+  return { file, made: (performance.now() - t0) / 1000 };
+}
+
+/** The last pre-training epoch's line of make_encoder.py's log (kept next to the encoder), e.g. "pretrain epoch 3: loss ... | held-out loss ... acc 0.74". */
+export function pretrainSummary(file) {
+  if (!existsSync(`${file}.log`)) return null;
+  const line = readFileSync(`${file}.log`, 'utf8').split('\n').filter((l) => l.includes('pretrain epoch')).at(-1);
+  return line ? line.replace(/^\[make_encoder\] /, '').replace(/\s*\([\d.]+s\)$/, '') : null;
+}
+
+// ---- Python ----------------------------------------------------------------------------
+/** Run a script of scripts/python with the system Python; its stdout parsed as JSON. */
+export async function python(script, args) {
+  const { stdout } = await execFileAsync(PYTHON, [join(root, 'scripts', 'python', script), ...args], { maxBuffer: 256 << 20 });
+  return JSON.parse(stdout);
+}
+
+// ---- statistics ------------------------------------------------------------------------
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+export const stats = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), runs: xs });
+export const f = (x, digits = 4) => (x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(digits));
+export const spread = (xs, digits = 4) => `${f(Math.min(...xs), digits)}–${f(Math.max(...xs), digits)}`;
+export const pct = (x, digits = 1) => `${(100 * x).toFixed(digits)}%`;
+
+/** A Markdown table. */
+export function table(headers, rows) {
+  const line = (cells) => `| ${cells.join(' | ')} |`;
+  return [line(headers), line(headers.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+// ---- machine ---------------------------------------------------------------------------
+function blasLibrary() {
+  for (const link of ['/etc/alternatives/libblas.so.3-x86_64-linux-gnu', '/etc/alternatives/libblas.so.3']) {
+    try {
+      readlinkSync(link);
+      return realpathSync(link);
+    } catch {
+      /* next */
+    }
+  }
+  return null;
+}
+
+/** What the reference side runs with: Python PyTorch's version and threads, OpenBLAS's thread count. */
+function pythonSide() {
+  const script =
+    'import ctypes, json, torch\n' +
+    'try:\n    blas = ctypes.CDLL("libopenblas.so.0").openblas_get_num_threads()\nexcept Exception:\n    blas = None\n' +
+    'print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "interopThreads": torch.get_num_interop_threads(), "openblasThreads": blas}))';
+  try {
+    return JSON.parse(execFileSync(PYTHON, ['-c', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+  } catch (err) {
+    return { error: String(err?.message ?? err).split('\n')[0] };
+  }
+}
+
+export function machine() {
+  const cpus = os.cpus();
+  const versions = binding.versions();
+  return {
+    cores: cpus.length,
+    cpu: cpus[0]?.model ?? null,
+    memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+    libtorch: versions.libtorch,
+    libtorchBuiltAgainst: versions.builtAgainst,
+    blas: blasLibrary(),
+    torchBertThreads: binding.getNumThreads(),
+    python: pythonSide(),
+    env: Object.fromEntries(
+      ['OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_CORETYPE'].map((k) => [k, process.env[k] ?? null]),
+    ),
+    loadAverageAtStart: os.loadavg().map((x) => +x.toFixed(2)),
+  };
+}
+
+// ---- the end-to-end runs (frozen-e2e, techniques-table) --------------------------------
+/**
+ * The data and encoder of the end-to-end benchmarks: a subset of the reviews and a small BERT
+ * made informative by pre-training on a disjoint set (a random BERT's [CLS] features are
+ * near-constant, and no pretrained weights exist offline). Quick runs: the tiny shape with
+ * random weights on a few reviews (a smoke run: accuracies mean nothing).
+ */
+export const E2E = {
+  full: {
+    shape: SHAPES.small,
+    examples: 1000,
+    maxLength: 128,
+    batchSize: 32,
+    pretrain: { rows: 2000, epochs: 3, maxLength: 64, lr: 5e-4 },
+  },
+  quick: { shape: SHAPES.tiny, examples: 200, maxLength: 128, batchSize: 32, pretrain: null },
+};
+
+export async function e2eSetup(quick, maxLength) {
+  const plan = { ...(quick ? E2E.quick : E2E.full), ...(maxLength ? { maxLength } : {}) };
+  const enc = await encoder(plan.shape, plan.pretrain ?? undefined);
+  const data = await examples(plan.examples);
+  const encoderDescription = plan.pretrain
+    ? `${shapeLabel(plan.shape)} encoder, random init then pre-trained by make_encoder.py --pretrain on ${plan.pretrain.rows.toLocaleString('en-US')} ` +
+      `${useImdb ? 'IMDB reviews from train-01-of-10 (disjoint from the data)' : 'demo pre-training reviews'} for ${plan.pretrain.epochs} epochs ` +
+      `(max length ${plan.pretrain.maxLength}, lr ${plan.pretrain.lr}) — no pretrained weights exist offline, so accuracies are this stand-in's, not bert-base-uncased's`
+    : `${shapeLabel(plan.shape)} encoder with random weights (quick smoke run: accuracies are meaningless)`;
+  const pretrained = plan.pretrain ? pretrainSummary(enc.file) : null;
+  const held = pretrained?.match(/held-out loss [\d.]+ acc ([\d.]+)/);
+  const description = held ? `${encoderDescription}; its held-out accuracy after pre-training: ${(100 * Number(held[1])).toFixed(1)}%` : encoderDescription;
+  return { ...plan, encoder: enc.file, encoderMadeSeconds: enc.made, pretrainSummary: pretrained, data, encoderDescription: description };
+}
+
+/**
+ * train() timed end to end (tokenize + load + encode + epochs + evaluation + best-checkpoint
+ * handling), with the time until the first training step (everything before the epochs, which
+ * for the cached frozen technique includes encoding every text once) and the epochs' seconds.
+ */
+export async function timedTrain(options) {
+  const t0 = performance.now();
+  let firstStep = null;
+  let encodeEvents = 0;
+  const result = await torchBert.train({
+    ...options,
+    onProgress: (e) => {
+      if (e.type === 'step' && firstStep === null) firstStep = performance.now();
+      if (e.type === 'encode') encodeEvents++;
+    },
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  result.classifier.dispose();
+  const epochSeconds = result.history.map((h) => h.seconds);
+  return {
+    seconds,
+    beforeFirstStepSeconds: firstStep === null ? null : (firstStep - t0) / 1000,
+    epochSeconds,
+    encodeEvents,
+    best: result.best,
+    last: result.history.at(-1),
+    history: result.history.map((h) => ({
+      epoch: h.epoch, trainLoss: h.trainLoss, trainAccuracy: h.trainAccuracy, validationLoss: h.validationLoss,
+      validationAccuracy: h.validationAccuracy, seconds: h.seconds,
+    })),
+    trainableParameters: result.trainableParameters,
+    totalParameters: result.totalParameters,
+    trainableEncoderFraction: result.trainableEncoderFraction,
+    trainExamples: result.trainExamples,
+    validationExamples: result.validationExamples,
+  };
+}
