@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, release, totalmem, type as osType } from 'node:os';
 import { join } from 'node:path';
-import type { NativeBinding } from './binding.js';
+import type { CudaDeviceProperties, NativeBinding, NativeBuildInfo } from './binding.js';
 import { loadBinding, loadedBinaryInfo, packageRoot, type BuildInfo } from './loader.js';
 import type { FoundLibtorch, LibtorchCandidate } from '../scripts/find-libtorch.mjs';
 import { mappedLibraries, readLibtorchCache, resolveLibtorch } from '../scripts/native-binary.mjs';
@@ -45,14 +45,36 @@ export interface DoctorReport {
     builtAgainst: string;
     /** The libtorch files mapped into this process (Linux). */
     libraries: string[] | null;
+    /** How the addon was compiled (binding.buildInfo()). */
+    build: NativeBuildInfo | null;
+    /** libtorch's build configuration (torch.__config__.show()). */
+    config: string | null;
   } | null;
   cuda: { available: boolean; deviceCount: number; version: string | null; cudnn: string | null } | null;
   devices: string[];
   gpus: GpuInfo[];
+  /** The CUDA devices as libtorch numbers them, read through the CUDA driver (empty without CUDA). */
+  cudaDevices: CudaDeviceProperties[];
   blas: { name: string; libraries: string[]; how: string } | null;
-  threads: { intraOp: number | null; cpus: number; env: Record<string, string> };
+  threads: {
+    intraOp: number | null;
+    interOp: number | null;
+    /** ATen's parallel backend and settings (torch.__config__.parallel_info()). */
+    parallel: string | null;
+    cpus: number;
+    env: Record<string, string>;
+  };
   node: { version: string; modules: string; napi: string | null; execPath: string };
-  platform: { os: string; release: string; arch: string; glibc: string | null; cpu: string | null; memoryGiB: number };
+  platform: {
+    os: string;
+    release: string;
+    arch: string;
+    glibc: string | null;
+    cpu: string | null;
+    memoryGiB: number;
+    /** CPU features that compute bfloat16 natively (avx512_bf16, amx_bf16, bf16); empty: precision 'bf16' is emulated (slower) on this CPU; null: unknown. */
+    cpuBf16: string[] | null;
+  };
 }
 
 function packageVersion(): string {
@@ -105,16 +127,35 @@ function blasName(libraries: string[], config: string | null): string {
   return libraries.length ? 'unknown' : 'none mapped (statically linked into libtorch?)';
 }
 
-/** Runs a small matmul when the addon offers one, so a lazily loaded BLAS shows up too. */
+/** Runs a small matmul (an addon older than matmul() has none), so a lazily loaded BLAS shows up too. */
 function exerciseBlas(binding: NativeBinding): string {
-  const extra = binding as unknown as { matmul?: (a: unknown, b: unknown) => { dispose(): void } };
-  if (typeof extra.matmul !== 'function') return 'libraries mapped after loading libtorch';
+  if (typeof binding.matmul !== 'function') return 'libraries mapped after loading libtorch';
   const a = binding.Tensor.fromArray(new Float32Array(64 * 64).fill(1), [64, 64]);
   try {
-    extra.matmul(a, a).dispose();
+    binding.matmul(a, a).dispose();
     return 'libraries mapped after a 64x64 matmul';
   } finally {
     a.dispose();
+  }
+}
+
+/** `fn()`, or null when it throws or the addon predates it. */
+function attempt<T>(fn: () => T): T | null {
+  try {
+    return fn();
+  } catch {
+    return null;
+  }
+}
+
+/** CPU flags for native bfloat16 (Linux /proc/cpuinfo): x86 avx512_bf16 / amx_bf16, Arm bf16. */
+function cpuBf16(): string[] | null {
+  try {
+    const info = readFileSync('/proc/cpuinfo', 'utf8');
+    const flags = new Set((/^(?:flags|Features)\s*:(.*)$/m.exec(info)?.[1] ?? '').trim().split(/\s+/));
+    return ['avx512_bf16', 'amx_bf16', 'bf16'].filter((f) => flags.has(f));
+  } catch {
+    return null;
   }
 }
 
@@ -144,15 +185,31 @@ export function doctor(): DoctorReport {
   let cuda: DoctorReport['cuda'] = null;
   let blas: DoctorReport['blas'] = null;
   let intraOp: number | null = null;
+  let interOp: number | null = null;
+  let parallel: string | null = null;
+  const cudaDevices: CudaDeviceProperties[] = [];
   const devices = ['cpu'];
   if (binding) {
     const versions = binding.versions();
-    runtime = { libtorch: versions.libtorch, builtAgainst: versions.builtAgainst, libraries: mappedLibraries(/^lib(c10|torch)/) };
+    const config = attempt(() => binding!.showConfig());
+    runtime = {
+      libtorch: versions.libtorch,
+      builtAgainst: versions.builtAgainst,
+      libraries: mappedLibraries(/^lib(c10|torch)/),
+      build: attempt(() => binding!.buildInfo()),
+      config,
+    };
     const available = binding.cudaIsAvailable();
     const deviceCount = available ? binding.cudaDeviceCount() : 0;
     cuda = { available, deviceCount, version: versions.cuda, cudnn: versions.cudnn };
-    for (let i = 0; i < deviceCount; i++) devices.push(`cuda:${i}`);
+    for (let i = 0; i < deviceCount; i++) {
+      devices.push(`cuda:${i}`);
+      const properties = attempt(() => binding!.cudaDeviceProperties(i));
+      if (properties) cudaDevices.push(properties);
+    }
     intraOp = binding.getNumThreads();
+    interOp = attempt(() => binding!.getNumInteropThreads());
+    parallel = attempt(() => binding!.parallelInfo());
     let how: string;
     try {
       how = exerciseBlas(binding);
@@ -160,7 +217,6 @@ export function doctor(): DoctorReport {
       how = `matmul failed: ${err instanceof Error ? err.message : String(err)}`;
     }
     const libraries = mappedLibraries(/blas|lapack|mkl|blis|nvpl|atlas|accelerate/i);
-    const config = (binding as unknown as { showConfig?: () => string }).showConfig?.() ?? null;
     blas = libraries === null ? null : { name: blasName(libraries, config), libraries, how };
   }
 
@@ -179,8 +235,9 @@ export function doctor(): DoctorReport {
     cuda,
     devices,
     gpus: nvidiaSmi(),
+    cudaDevices,
     blas,
-    threads: { intraOp, cpus: cpus().length, env },
+    threads: { intraOp, interOp, parallel, cpus: cpus().length, env },
     node: { version: process.version, modules: process.versions.modules, napi: process.versions.napi ?? null, execPath: process.execPath },
     platform: {
       os: osType(),
@@ -189,6 +246,7 @@ export function doctor(): DoctorReport {
       glibc: header?.glibcVersionRuntime ?? null,
       cpu: cpus()[0]?.model ?? null,
       memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+      cpuBf16: cpuBf16(),
     },
   };
 }
@@ -225,22 +283,39 @@ export function formatDoctor(r: DoctorReport): string {
   if (r.runtime) {
     lines.push('', 'runtime:');
     add('libtorch', `${r.runtime.libtorch} (headers: ${r.runtime.builtAgainst})`);
+    const n = r.runtime.build;
+    if (n) {
+      add(
+        'addon compiled',
+        `libtorch ${n.libtorch}${n.cuda ? `, CUDA ${n.cuda}` : ''}, torch_cuda ${n.torchCudaLinked ? 'linked' : 'not linked'}, ` +
+          `_GLIBCXX_USE_CXX11_ABI=${n.cxx11Abi ?? '?'}, compiler ${n.compiler ?? '?'}, libtorch set up by ${n.torchFrom === 'manual' ? 'hand (no TorchConfig)' : n.torchFrom === 'package' ? 'TorchConfig.cmake' : '?'}`,
+      );
+    }
     const torchCpu = r.runtime.libraries?.find((p) => /libtorch_cpu/.test(p));
     if (torchCpu) add('libtorch_cpu', torchCpu);
     add('CUDA', r.cuda ? (r.cuda.available ? `available, ${r.cuda.deviceCount} device(s), CUDA ${r.cuda.version}` : `not available${r.cuda.version ? ` (libtorch built with CUDA ${r.cuda.version})` : ''}`) : '-');
     add('cuDNN', r.cuda?.cudnn ?? 'none');
     add('devices', r.devices.join(', '));
     for (const g of r.gpus) add(`gpu ${g.index}`, `${g.name}, ${g.memoryMiB ?? '?'} MiB, compute ${g.computeCapability ?? '?'}, driver ${g.driver ?? '?'}`);
+    for (const d of r.cudaDevices) {
+      add(`cuda:${d.index}`, `${d.name}, ${Math.round(d.totalMemory / 2 ** 20)} MiB, compute ${d.computeCapability}, ${d.multiProcessorCount} SMs${d.driverCuda ? `, driver supports CUDA ${d.driverCuda}` : ''}`);
+    }
     if (r.blas) add('BLAS', `${r.blas.name}: ${r.blas.libraries.join(', ') || '-'} (${r.blas.how})`);
   }
   lines.push('', 'threads:');
   add('intra-op', r.threads.intraOp);
+  add('inter-op', r.threads.interOp);
+  const backend = r.threads.parallel ? /ATen parallel backend: (.*)/.exec(r.threads.parallel)?.[1] : undefined;
+  if (backend) add('parallel backend', backend);
   add('CPUs', r.threads.cpus);
   for (const [k, v] of Object.entries(r.threads.env)) add(k, v);
   lines.push('', 'system:');
   add('Node', `${r.node.version} (modules ${r.node.modules}, Node-API ${r.node.napi}) ${r.node.execPath}`);
   add('platform', `${r.platform.os} ${r.platform.release} ${r.platform.arch}, glibc ${r.platform.glibc ?? '-'}`);
   add('CPU', `${r.platform.cpu} (${r.threads.cpus}), ${r.platform.memoryGiB} GiB`);
+  if (r.platform.cpuBf16) {
+    add('bfloat16', r.platform.cpuBf16.length ? `native (${r.platform.cpuBf16.join(', ')}): precision 'bf16' is faster` : "emulated: keep precision 'fp32' on this CPU");
+  }
   return lines.join('\n');
 }
 
