@@ -3,10 +3,10 @@
  * - 100 concurrent predict() calls on one loaded classifier give exactly the sequential results;
  * - two train() calls side by side either both succeed with exactly the results of running each
  *   alone (same seed), or the second is rejected with a clear error.
- *   Finding (see the last test): without dropout they run safely side by side with identical
- *   results; with dropout (the default, 0.1) both succeed but their results differ from the
- *   runs alone, because dropout masks come from libtorch's one global generator, which
- *   buildClassifier seeds (at::manual_seed) and both runs then draw from in interleaved order.
+ *   Finding: dropout masks come from libtorch's one process-wide generator, so two runs whose
+ *   steps interleaved got results different from their runs alone (with dropout 0 they were
+ *   already identical). Since commit 15a00df train() calls in a process run one at a time: the
+ *   second waits, then gives exactly its result alone (the last test).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
