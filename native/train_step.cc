@@ -1,5 +1,6 @@
 #include "train_step.h"
 
+#include <c10/core/DeviceGuard.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -253,6 +254,19 @@ c10::ScalarType ParameterDType(const torch::jit::Module& module) {
   return torch::kFloat;
 }
 
+// Makes `device` the thread's current CUDA device (a worker thread starts on cuda:0), so that
+// whatever uses the current device (streams of the non-blocking copies, factories in scripted
+// code) uses the model's. A no-op for the CPU.
+class ModelDeviceGuard {
+ public:
+  explicit ModelDeviceGuard(const c10::Device& device) {
+    if (device.is_cuda()) guard_.reset_device(device);
+  }
+
+ private:
+  c10::OptionalDeviceGuard guard_;
+};
+
 // A CPU tensor on `device`. To CUDA: through pinned (page-locked) memory with a non-blocking
 // copy, which the caching host allocator keeps alive until the copy has run.
 torch::Tensor ToDevice(const torch::Tensor& t, const c10::Device& device) {
@@ -410,7 +424,10 @@ class TrainStepWorker : public PromiseWorker {
     std::lock_guard<std::mutex> modelLock(*model_->mutex);
     std::lock_guard<std::mutex> optimizerLock(optimizer_->mutex);
     const c10::Device device = ModuleDevice(*model_);
-    WithDeviceContext(device, input_.size, [&] { Step(device); });
+    WithDeviceContext(device, input_.size, [&] {
+      ModelDeviceGuard guard(device);
+      Step(device);
+    });
   }
 
   void Step(const c10::Device& device) {
@@ -510,7 +527,10 @@ class EvalStepWorker : public PromiseWorker {
   void Run() override {
     std::lock_guard<std::mutex> lock(*model_->mutex);
     const c10::Device device = ModuleDevice(*model_);
-    WithDeviceContext(device, input_.size, [&] { Evaluate(device); });
+    WithDeviceContext(device, input_.size, [&] {
+      ModelDeviceGuard guard(device);
+      Evaluate(device);
+    });
   }
 
   void Evaluate(const c10::Device& device) {
@@ -574,7 +594,10 @@ class FeaturesWorker : public PromiseWorker {
   void Run() override {
     std::lock_guard<std::mutex> lock(*model_->mutex);
     const c10::Device device = ModuleDevice(*model_);
-    WithDeviceContext(device, batch_.size, [&] { Extract(device); });
+    WithDeviceContext(device, batch_.size, [&] {
+      ModelDeviceGuard guard(device);
+      Extract(device);
+    });
   }
 
   void Extract(const c10::Device& device) {
