@@ -452,7 +452,11 @@ export interface NativeBinding {
 export interface NativeBuildInfo {
   /** The libtorch version of the headers compiled against (equals `versions().builtAgainst`). */
   libtorch: string;
-  /** The CUDA version built against (the toolkit CMake found, else the CUDA libtorch's); null for CPU builds. */
+  /**
+   * The CUDA version built against: the CUDA toolkit CMake found at build time (CUDAToolkit_VERSION,
+   * e.g. '13.0.88'), else the CUDA version of the CUDA libtorch (a wheel's torch.version.cuda, e.g.
+   * '12.6'); null when libtorch_cuda is not linked. `versions().cuda` is what the libtorch running reports.
+   */
   cuda: string | null;
   /** Whether libtorch_cuda is linked in (DT_NEEDED), so that CUDA can be available at run time. */
   torchCudaLinked: boolean;
