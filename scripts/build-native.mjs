@@ -102,19 +102,34 @@ if (!env.npm_config_nodedir) {
   const prefix = resolve(dirname(process.execPath), '..');
   if (existsSync(join(prefix, 'include', 'node', 'node_api.h'))) env.npm_config_nodedir = prefix;
 }
-const child = spawn(process.execPath, args, { cwd: root, stdio: 'inherit', env });
-child.on('error', (err) => {
-  console.error(`torch-bert: could not run cmake-js: ${err.message}`);
-  process.exit(1);
-});
-child.on('exit', (code, signal) => {
-  if (code === 0) process.exit(recordBuild());
-  console.error(
-    `torch-bert: native build failed (${signal ? `signal ${signal}` : `exit code ${code}`}). ` +
-      'Check the compiler output above; `node scripts/find-libtorch.mjs` shows which libtorch was used.',
-  );
-  process.exit(code || 1);
-});
+/** Whether CMake got as far as generating the build system (so a failure was the compiler's). */
+const configured = () => ['build.ninja', 'Makefile'].some((f) => existsSync(join(root, 'build', f)));
+const manualRequested = args.some((a) => /^--CDTORCH_BERT_MANUAL_TORCH=(ON|1|TRUE)$/i.test(a));
+
+function runCmakeJs(cmakeArgs, retryManual) {
+  const child = spawn(process.execPath, cmakeArgs, { cwd: root, stdio: 'inherit', env });
+  child.on('error', (err) => {
+    console.error(`torch-bert: could not run cmake-js: ${err.message}`);
+    process.exit(1);
+  });
+  child.on('exit', (code, signal) => {
+    if (code === 0) process.exit(recordBuild());
+    if (retryManual && !signal && !configured()) {
+      // A CUDA libtorch's TorchConfig.cmake stops the configure when it dislikes the CUDA
+      // toolkit it finds (or finds none); the addon compiles no CUDA code, so set libtorch up
+      // without it. `rebuild`: cmake-js `compile` would keep the failed cache.
+      console.error('torch-bert: configuring with TorchConfig.cmake failed for this CUDA libtorch; retrying without it (TORCH_BERT_MANUAL_TORCH=ON)');
+      runCmakeJs([cmakeArgs[0], 'rebuild', ...cmakeArgs.slice(2), '--CDTORCH_BERT_MANUAL_TORCH=ON'], false);
+      return;
+    }
+    console.error(
+      `torch-bert: native build failed (${signal ? `signal ${signal}` : `exit code ${code}`}). ` +
+        'Check the compiler output above; `node scripts/find-libtorch.mjs` shows which libtorch was used.',
+    );
+    process.exit(code || 1);
+  });
+}
+runCmakeJs(args, /^cu/.test(libtorch.flavor ?? '') && !manualRequested);
 
 /** Writes build-info.json next to the new addon, checks it loads, adds the versions it reports. */
 function recordBuild() {
