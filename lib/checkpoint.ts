@@ -14,8 +14,9 @@
  *   4. the content-addressed file is removed.
  *
  * A loader (`resolveClassifierFile`) takes `classifier.pt` when its checksum matches config.json,
- * else `classifier-<sha16>.pt` (a save killed between 2 and 3). Temporary and content-addressed
- * files left by a killed save are removed at the next save. In the steady state the directory
+ * else `classifier-<sha16>.pt` (a save killed between 2 and 3). The next save, or the next run
+ * that writes into the directory (`ensureWritableDir`), completes such a save and removes the
+ * temporary and content-addressed files a killed save left. In the steady state the directory
  * holds exactly classifier.pt, config.json, tokenizer.json and history.json.
  */
 import { createHash } from 'node:crypto';
@@ -30,7 +31,10 @@ export const CONFIG_FILE = 'config.json';
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const HISTORY_FILE = 'history.json';
 
-/** Make sure `dir` exists and is writable, before any training time is spent. */
+/**
+ * Make sure `dir` exists and is writable, before any training time is spent; and finish a save
+ * that a crash interrupted after its commit (so `classifier.pt` is again the committed archive).
+ */
 export async function ensureWritableDir(dir: string): Promise<void> {
   try {
     await mkdir(dir, { recursive: true });
@@ -38,6 +42,7 @@ export async function ensureWritableDir(dir: string): Promise<void> {
     const probe = join(dir, `.write-test-${process.pid}`);
     await writeFile(probe, '');
     await rm(probe);
+    await completeInterruptedSave(dir);
   } catch (err) {
     throw new InputError(`output directory ${dir} cannot be written: ${messageOf(err)}`, { file: dir, cause: err });
   }
@@ -149,6 +154,29 @@ export async function removeStaleFiles(dir: string): Promise<string[]> {
   return stale;
 }
 
+/**
+ * Roll a save that died between its commit (config.json) and the rename of classifier.pt
+ * forward: publish the content-addressed archive config.json names as classifier.pt. Cheap when
+ * there is nothing to do (one readdir).
+ */
+export async function completeInterruptedSave(dir: string): Promise<boolean> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return false;
+  }
+  if (!names.some((n) => ADDRESSED_PATTERN.test(n))) return false;
+  const sha = await committedSha(dir);
+  if (!sha || !names.includes(addressedClassifierName(sha))) return false;
+  const addressed = join(dir, addressedClassifierName(sha));
+  if ((await sha256File(addressed)) !== sha) return false;
+  await publish(addressed, join(dir, CLASSIFIER_FILE));
+  await syncDir(dir);
+  await rm(addressed, { force: true });
+  return true;
+}
+
 /** Make `to` an atomic replacement by the content of `from`: a hard link when possible, else a copy. */
 async function publish(from: string, to: string): Promise<void> {
   const tmp = tempName(to);
@@ -178,6 +206,7 @@ export interface CheckpointFiles {
  * moment leaves either the previous or the new checkpoint loadable (see the top of this file).
  */
 export async function writeCheckpoint(dir: string, module: NativeScriptModule, files: CheckpointFiles): Promise<void> {
+  await completeInterruptedSave(dir);
   await removeStaleFiles(dir);
   const modelTmp = tempName(join(dir, CLASSIFIER_FILE));
   const pending: string[] = [modelTmp];

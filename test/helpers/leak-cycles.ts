@@ -7,8 +7,8 @@
  * in TECHNIQUES=a,b — each with an
  * outDir, so checkpoints and training states are written too), predicts with each result,
  * loads one saved classifier back and predicts with it, disposing what it is done with. After
- * each cycle (with `gc`: after a full garbage collection) it prints `cycle <n> <rss bytes>
- * <heapUsed bytes>`.
+ * each cycle (with `gc`: after a full garbage collection) it prints `cycle <n> <rss> <heapUsed>
+ * <heapTotal> <external>` (bytes).
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -60,5 +60,5 @@ for (let cycle = 1; cycle <= cycles; cycle++) {
     gc!();
   }
   const m = process.memoryUsage();
-  process.stdout.write(`cycle ${cycle} ${m.rss} ${m.heapUsed}\n`);
+  process.stdout.write(`cycle ${cycle} ${m.rss} ${m.heapUsed} ${m.heapTotal} ${m.external}\n`);
 }

@@ -10,12 +10,12 @@
  *
  * Reproduce a failure with RELIABILITY_SEED=<the printed seed>.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NativeBinding, NativeScriptModule } from '../../lib/binding.js';
-import { CLASSIFIER_FILE, CONFIG_FILE, resolveClassifierFile, sha256File } from '../../lib/checkpoint.js';
+import { addressedClassifierName, CLASSIFIER_FILE, CONFIG_FILE, ensureWritableDir, resolveClassifierFile, sha256File } from '../../lib/checkpoint.js';
 import { loadClassifier } from '../../lib/classifier.js';
 import { loadBinding } from '../../lib/loader.js';
 import { demoTokenizer, makeEncoder, runPython } from '../fixtures.js';
@@ -139,6 +139,33 @@ describe('writeCheckpoint under SIGKILL', () => {
     // The next complete save cleans up: exactly the four public files remain.
     const last = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
     expect((await exited(last)).code).toBe(0);
+    expect(readdirSync(dir).sort()).toEqual(['classifier.pt', 'config.json', 'history.json', 'tokenizer.json']);
+  });
+
+  it('a save killed between config.json and classifier.pt is completed by the next run writing there', async () => {
+    const dir = join(work, 'rollforward');
+    const record = join(work, 'rollforward.jsonl');
+    // Two complete saves (A then B), then the state a kill between steps 2 and 3 leaves: config.json
+    // (and the content-addressed archive) of B, classifier.pt still A.
+    const writer = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], { env: { SAVES: '2' } });
+    const onlyA = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', `${dir}-A`, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
+    expect((await exited(writer)).code).toBe(0);
+    expect((await exited(onlyA)).code).toBe(0);
+    const config = JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as { classifierSha256: string; weights: string };
+    expect(config.weights).toBe('B');
+    const shaB = config.classifierSha256;
+    const pending = join(dir, addressedClassifierName(shaB));
+    copyFileSync(join(dir, CLASSIFIER_FILE), pending);
+    copyFileSync(join(`${dir}-A`, CLASSIFIER_FILE), join(dir, CLASSIFIER_FILE));
+    expect(recordedShas(record).get(await sha256File(join(dir, CLASSIFIER_FILE)))).toBe('A');
+    // Loading resolves B through the content-addressed archive...
+    const c = await loadClassifier(dir);
+    expect(outProj(c.module)).toEqual(reference.B);
+    c.dispose();
+    // ...and a run that writes into the directory finishes the save.
+    await ensureWritableDir(dir);
+    expect(await sha256File(join(dir, CLASSIFIER_FILE))).toBe(shaB);
+    expect(existsSync(pending)).toBe(false);
     expect(readdirSync(dir).sort()).toEqual(['classifier.pt', 'config.json', 'history.json', 'tokenizer.json']);
   });
 
