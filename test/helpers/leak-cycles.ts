@@ -28,6 +28,7 @@ const raw = await loadExamples(demoReviews);
 const data = { texts: raw.texts.slice(0, 96), labels: raw.labels!.slice(0, 96) };
 const probe = raw.texts.slice(200, 232);
 
+const kept: unknown[] = [];
 for (let cycle = 1; cycle <= cycles; cycle++) {
   for (const technique of (process.env.TECHNIQUES ?? 'frozen,full,lora').split(',') as Technique[]) {
     const outDir = join(work, `run-${technique}`);
@@ -46,7 +47,9 @@ for (let cycle = 1; cycle <= cycles; cycle++) {
       seed: cycle,
     });
     await result.classifier.predict(probe);
-    result.classifier.dispose();
+    // LEAK_ON_PURPOSE=1 keeps every classifier: shows what a leak looks like to the test.
+    if (process.env.LEAK_ON_PURPOSE === '1') kept.push(result.classifier);
+    else result.classifier.dispose();
     if (technique === 'full') {
       const loaded = await loadClassifier(outDir);
       await loaded.predict(probe, { batchSize: 16 });
