@@ -148,8 +148,11 @@ function attempt<T>(fn: () => T): T | null {
   }
 }
 
-/** CPU flags for native bfloat16 (Linux /proc/cpuinfo): x86 avx512_bf16 / amx_bf16, Arm bf16. */
-function cpuBf16(): string[] | null {
+/**
+ * CPU flags for native bfloat16 (Linux /proc/cpuinfo): x86 avx512_bf16 / amx_bf16, Arm bf16.
+ * Empty: bfloat16 is emulated on this CPU (much slower than float32); null: unknown.
+ */
+export function cpuBf16(): string[] | null {
   try {
     const info = readFileSync('/proc/cpuinfo', 'utf8');
     const flags = new Set((/^(?:flags|Features)\s*:(.*)$/m.exec(info)?.[1] ?? '').trim().split(/\s+/));

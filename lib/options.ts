@@ -182,9 +182,13 @@ export interface TrainOptions {
    *
    * On the CPU, bf16 is faster only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX
    * on x86, BF16 on Arm; `torch-bert doctor` shows it); elsewhere it is emulated and slower, so
-   * keep fp32. Measured (full fine-tuning, 4 layers, hidden 256, batch 32 x 128 tokens, 2 threads,
-   * AMD EPYC Zen 4 with AVX512-BF16): fp32 1.0–1.1 s/step, bf16 0.39–0.51 s/step with libtorch
-   * 1.13.1; 1.07–1.17 vs 0.41–0.45 s with 2.13 (evaluation 0.32–0.35 vs 0.11–0.17 s/batch).
+   * keep fp32 there. Measured on a 2-core AMD EPYC (Zen 4, AVX512-BF16), full fine-tuning of a
+   * 4-layer, hidden-256 encoder, batch 32 x 128 tokens, 2 threads (test/native-devices.test.ts,
+   * TORCH_BERT_BENCH_PRECISION=1): training step fp32 1.01–1.20 s, bf16 0.37–0.47 s with libtorch
+   * 1.13.1 (OpenBLAS); fp32 1.06–1.15 s, bf16 0.39–0.50 s with 2.13; evaluation 0.32 s vs 0.11–0.15 s.
+   * The same machine with oneDNN held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, as on a CPU without native
+   * bfloat16): bf16 16–34 s per training step with 2.13 (fp32 1.1 s), and rejected by 1.13's oneDNN.
+   * `train()` warns (TORCH_BERT_BF16_EMULATED) when bf16 is asked for on such a CPU.
    */
   precision?: Precision;
   /** libtorch intra-op threads. Default: libtorch's own choice. */

@@ -19,6 +19,7 @@ import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writ
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice, runEvaluation } from './classifier.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
 import { AbortError, InputError, ModelError, messageOf, NumericalError } from './errors.js';
+import { cpuBf16 } from './doctor.js';
 import { encodeOnce, type FeatureCache, featureRows } from './feature-cache.js';
 import { loadBinding } from './loader.js';
 import { classificationMetrics, type ClassificationMetrics } from './metrics.js';
@@ -327,6 +328,13 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   const device = resolveDevice(opts.device);
   if (opts.precision === 'fp16' && !device.startsWith('cuda')) {
     throw new InputError(`precision 'fp16' needs a CUDA device, but the device is ${device}: use 'bf16' or 'fp32' on the CPU`);
+  }
+  if (opts.precision === 'bf16' && device === 'cpu' && cpuBf16()?.length === 0) {
+    process.emitWarning(
+      "precision 'bf16' on this CPU is emulated (it has no AVX512-BF16, AMX or Arm BF16): expect training to be far slower " +
+        "than with 'fp32' (measured 15-30x with libtorch 2.13), or libtorch to reject it. Use precision 'fp32' on this CPU.",
+      { code: 'TORCH_BERT_BF16_EMULATED' },
+    );
   }
   // Validation runs in the training precision too.
   const evalOptions: EvalStepOptions = { ...loss, precision: opts.precision };
