@@ -162,6 +162,50 @@ describe('precision on the CPU', () => {
   });
 });
 
+// The measurement behind TrainOptions.precision's note on CPU bf16 (minutes; opt-in):
+//   TORCH_BERT_BENCH_PRECISION=1 npx vitest run test/native-devices.test.ts -t 'CPU step time'
+describe.skipIf(!process.env.TORCH_BERT_BENCH_PRECISION)('CPU step time, bf16 vs fp32', () => {
+  it('full fine-tuning, 4 layers, hidden 256, batch 32 x 128', { timeout: 1_200_000 }, async () => {
+    const file = await makeEncoder({ layers: 4, hidden: 256, heads: 4, intermediate: 1024, vocabSize: 30522 });
+    const threads = b.getNumThreads();
+    b.setNumThreads(Number(process.env.TORCH_BERT_BENCH_THREADS ?? 2));
+    const encoder = b.ScriptModule.load(file, 'cpu');
+    const model = b.buildClassifier(encoder, { numClasses: 2, headHidden: 512, dropout: 0.1, pooling: 'cls', seed: 1 }).module;
+    encoder.dispose();
+    const optimizer = new b.AdamW([{ params: model.namedParameters().map(([, t]) => t), lr: 1e-5 }]);
+    const B = 32;
+    const T = 128;
+    const batch: StepBatch = {
+      inputIds: Int32Array.from({ length: B * T }, (_, i) => 1000 + ((i * 7919) % 29000)),
+      attentionMask: new Int32Array(B * T).fill(1),
+      batchSize: B,
+      seqLen: T,
+      labels: Int32Array.from({ length: B }, (_, i) => i % 2),
+    };
+    const rows: string[] = [];
+    try {
+      for (let round = 0; round < 3; round++) {
+        for (const precision of ['fp32', 'bf16'] as Precision[]) {
+          model.train(true);
+          for (let i = 0; i < 2; i++) await b.trainStep(model, optimizer, batch, { precision, maxGradNorm: 1 });
+          let t0 = performance.now();
+          for (let i = 0; i < 5; i++) await b.trainStep(model, optimizer, batch, { precision, maxGradNorm: 1 });
+          const train = (performance.now() - t0) / 5000;
+          t0 = performance.now();
+          for (let i = 0; i < 5; i++) await b.evalStep(model, batch, { precision });
+          const evaluation = (performance.now() - t0) / 5000;
+          rows.push(`${precision}: trainStep ${train.toFixed(3)} s, evalStep ${evaluation.toFixed(3)} s`);
+        }
+      }
+      console.log(`libtorch ${b.versions().libtorch}, ${b.getNumThreads()} threads:\n  ${rows.join('\n  ')}`);
+    } finally {
+      b.setNumThreads(threads);
+      optimizer.dispose();
+      model.dispose();
+    }
+  });
+});
+
 describe('gradient scaler', () => {
   let work: string;
   beforeAll(() => {
