@@ -8,11 +8,12 @@
  * alternately; each save's config / state.json says which one it holds, so the parent can
  * check that the files of a surviving checkpoint belong together. After every completed save a
  * line `{"i", "which", "sha"}` (sha: SHA-256 of classifier.pt, or of tensors.pt for states) is
- * appended to the record file. After the first two saves `ready <mean save ms>` goes to stdout.
+ * appended to the record file, and (checkpoints) one for every archive as soon as it is written. After the first two saves `ready <mean save ms>` goes to stdout.
  * SLOW_FS_MS (below) slows file operations down.
  */
 import fs, { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { writeCheckpoint, sha256File } from '../../lib/checkpoint.js';
 import { loadBinding } from '../../lib/loader.js';
@@ -35,6 +36,24 @@ if (slowMs > 0) {
 
 const args = process.argv.slice(2).filter((a) => a !== '--');
 const [mode, dir, encoderFile, record, tokenizerFile] = args as [string, string, string, string, string];
+
+// TorchScript archives of the same module are not byte-identical over a process's life (observed:
+// the bytes change after ~8 saves), so a checksum recorded only after a save completes would miss
+// an archive committed just before a kill. Every archive is therefore recorded when it is renamed
+// to its content-addressed name (step 1 of writeCheckpoint), before anything can commit it.
+const current = { i: -1, which: '' };
+{
+  const p = fs.promises as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  const rename = p.rename!;
+  p.rename = async (...a: unknown[]) => {
+    if (/classifier-[0-9a-f]{16}\.pt$/.test(String(a[1]))) {
+      const sha = createHash('sha256').update(readFileSync(String(a[0]))).digest('hex');
+      appendFileSync(record, JSON.stringify({ pid: process.pid, i: current.i, which: current.which, sha, phase: 'archived' }) + '\n');
+    }
+    return rename(...a);
+  };
+  syncBuiltinESMExports();
+}
 mkdirSync(dir, { recursive: true });
 const binding = loadBinding();
 binding.setNumThreads(1);
@@ -97,6 +116,8 @@ const saves = Number(process.env.SAVES ?? Infinity);
 const started: number[] = [];
 for (let i = 0; i < saves; i++) {
   const { which, module } = models[i % 2]!;
+  current.i = i;
+  current.which = which;
   const t0 = performance.now();
   const sha = mode === 'state' ? await saveState(i, which) : await saveCheckpoint(i, which, module);
   started.push(performance.now() - t0);
