@@ -29,13 +29,18 @@ let b: NativeBinding;
 let dir: string;
 let encoderFile: string;
 
+const startDir = process.cwd();
+
 beforeAll(async () => {
   b = loadBinding();
   dir = mkdtempSync(path.join(tmpdir(), 'torch-bert-native-args-'));
+  // Garbage paths such as 'x' are relative: let them land in the temporary folder, not the checkout.
+  process.chdir(dir);
   encoderFile = await makeEncoder({ layers: 1, hidden: 16, heads: 2, intermediate: 32, vocabSize: 100, seed: 7 });
 });
 
 afterAll(() => {
+  process.chdir(startDir);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
