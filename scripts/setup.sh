@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libtorch-dev libopenblas0-pthread python3-torch)
+# libjemalloc2: the leak test measures RSS with jemalloc (glibc malloc's arenas creep ~8% with no leak).
+packages=(libtorch-dev libopenblas0-pthread python3-torch libjemalloc2)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
