@@ -295,8 +295,8 @@ torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c1
                                " columns but the model's hidden size is " +
                                std::to_string(module.attr("hidden_size").toInt()));
     }
-    torch::Tensor x = input.features.index_select(0, ToDevice(input.rows, input.features.device()))
-                          .to(device, ParameterDType(module));
+    torch::Tensor x = ToDevice(input.features.index_select(0, ToDevice(input.rows, input.features.device())), device)
+                          .to(ParameterDType(module));
     // Only the head's adapters matter to head_forward: skip recomputing the encoder's.
     LoraWeights lora(state, mode, "head.");
     AutocastGuard autocast(precision, device);
