@@ -20,7 +20,7 @@ export const RECIPES = {
 
 export async function run({ quick, threads, maxLength }) {
   const setup = await e2eSetup(quick, maxLength);
-  const epochs = quick ? 1 : 3;
+  const epochs = quick ? 1 : 2;
   const common = {
     data: { texts: setup.data.texts, labels: setup.data.labels },
     encoder: setup.encoder,
@@ -57,7 +57,7 @@ export async function run({ quick, threads, maxLength }) {
   const rows = Object.entries(results).map(([t, r]) => [
     t + (t === 'lora' ? ' (r=8, α=16, q+v)' : t === 'frozen' ? ' (cached)' : ''),
     lr(r.recipe),
-    `${r.trainableParameters.toLocaleString('en-US')} (${pct(r.trainableEncoderFraction, 2)} of encoder)`,
+    `${r.trainableParameters.toLocaleString('en-US')} (${t === 'frozen' ? 'head only' : `head + ${pct(r.trainableEncoderFraction, 2)} of encoder`})`,
     pct(r.validationAccuracyBest),
     pct(r.validationAccuracyLast),
     f(r.epochSecondsMedian, 2),
