@@ -118,6 +118,21 @@ export function resolveDevice(device: Device | string | undefined): string {
   throw new InputError(`device must be auto, cpu, cuda or cuda:N; got '${device}'`);
 }
 
+/** Read and check `dir/config.json`; every failure names the file. */
+async function readClassifierConfig(dir: string): Promise<{ config: ClassifierConfig; configPath: string }> {
+  const configPath = join(dir, CONFIG_FILE);
+  let config: ClassifierConfig;
+  try {
+    config = JSON.parse(await readFile(configPath, 'utf8')) as ClassifierConfig;
+  } catch (err) {
+    throw new InputError(`cannot read classifier config ${configPath}: ${messageOf(err)}`, { file: configPath, cause: err });
+  }
+    if (typeof config !== 'object' || config === null || config.format !== 'torch-bert-classifier' || !Array.isArray(config.labels)) {
+      throw new InputError(`${configPath} is not a torch-bert classifier config`, { file: configPath });
+    }
+  return { config, configPath };
+}
+
 export class Classifier {
   private constructor(
     readonly module: NativeScriptModule,
@@ -149,16 +164,7 @@ export class Classifier {
 
   /** One attempt of `load`: null when the archive was replaced while it loaded. */
   private static async loadOnce(dir: string, options: { device?: Device }): Promise<Classifier | null> {
-    const configPath = join(dir, CONFIG_FILE);
-    let config: ClassifierConfig;
-    try {
-      config = JSON.parse(await readFile(configPath, 'utf8')) as ClassifierConfig;
-    } catch (err) {
-      throw new InputError(`cannot read classifier config ${configPath}: ${messageOf(err)}`, { file: configPath, cause: err });
-    }
-    if (typeof config !== 'object' || config === null || config.format !== 'torch-bert-classifier' || !Array.isArray(config.labels)) {
-      throw new InputError(`${configPath} is not a torch-bert classifier config`, { file: configPath });
-    }
+    const { config } = await readClassifierConfig(dir);
     // classifier.pt, or the content-addressed archive of a save killed before its last rename;
     // either way the one whose checksum config.json records.
     const archive = await resolveClassifierArchive(dir, config.classifierSha256);
@@ -185,13 +191,7 @@ export class Classifier {
    * separate from the weights, e.g. to swap adapters on one base encoder).
    */
   static async loadAdapters(dir: string, options: { encoder: string; device?: Device }): Promise<Classifier> {
-    const configPath = join(dir, CONFIG_FILE);
-    let config: ClassifierConfig;
-    try {
-      config = JSON.parse(await readFile(configPath, 'utf8')) as ClassifierConfig;
-    } catch (err) {
-      throw new InputError(`cannot read classifier config ${configPath}: ${messageOf(err)}`, { file: configPath, cause: err });
-    }
+    const { config, configPath } = await readClassifierConfig(dir);
     const lora = config.hyperparameters.lora as { rank: number; alpha: number; dropout: number; targets: string[] } | undefined;
     if (!lora) throw new InputError(`${dir} is not a LoRA run (its config has no lora settings)`, { file: configPath });
     const binding = loadBinding();
