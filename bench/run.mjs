@@ -4,6 +4,7 @@
  * run on one machine, each comparison side by side (ratios, since the machine is shared and noisy:
  * sides alternate, runs repeat, medians and spreads are reported):
  *
+ *   hardware          bert-base encoder forward GFLOP/s vs plain GEMM GFLOP/s, per thread configuration (bench/hardware.mjs)
  *   frozen-step       frozen training step through train() vs the PyTorch reference trainer (bench/frozen-step.mjs)
  *   techniques-step   frozen / full / lora step vs eager PyTorch (scripts/python/reference_step.py), tiny, small, bert-base shapes
  *   frozen-e2e        frozen end to end, 5 epochs: cached features vs recomputing every epoch
@@ -28,8 +29,9 @@ import * as frozenStep from './frozen-step.mjs';
 import * as techniquesStep from './techniques-step.mjs';
 import * as frozenE2e from './frozen-e2e.mjs';
 import * as techniquesTable from './techniques-table.mjs';
+import * as hardware from './hardware.mjs';
 
-const ALL = [frozenStep, techniquesStep, frozenE2e, techniquesTable];
+const ALL = [hardware, frozenStep, techniquesStep, frozenE2e, techniquesTable];
 
 function parseArgs(argv) {
   const args = { quick: false, only: null, threads: undefined, shapes: null, maxLength: undefined };

@@ -7,17 +7,21 @@
  * which records the SHA-256 of its classifier — and two renames cannot happen at once, so a
  * save goes through a content-addressed name that `config.json` already implies:
  *
- *   1. the new archive is written to `classifier-<sha16>.pt` (nothing public changes);
+ *   1. the new archive is written to `classifier-<sha16>.pt` (nothing public changes), and so
+ *      is every other archive of the checkpoint (a LoRA run's `adapters.pt` and `head.pt`:
+ *      `adapters-<sha16>.pt`, `head-<sha16>.pt`); config.json will record all their checksums;
  *   2. tokenizer.json and history.json are swapped in; then config.json — the commit point:
  *      from here on the directory's checkpoint is the new one;
- *   3. `classifier.pt` is replaced by a hard link to (or copy of) the content-addressed file;
- *   4. the content-addressed file is removed.
+ *   3. `classifier.pt` (and each other archive) is replaced by a hard link to (or copy of) its
+ *      content-addressed file;
+ *   4. the content-addressed files are removed.
  *
- * A loader (`resolveClassifierFile`) takes `classifier.pt` when its checksum matches config.json,
- * else `classifier-<sha16>.pt` (a save killed between 2 and 3). The next save, or the next run
+ * A loader (`resolveArchive`) takes `classifier.pt` when its checksum matches config.json,
+ * else `classifier-<sha16>.pt` (a save killed between 2 and 3); the same for the other archives. The next save, or the next run
  * that writes into the directory (`ensureWritableDir`), completes such a save and removes the
  * temporary and content-addressed files a killed save left. In the steady state the directory
- * holds exactly classifier.pt, config.json, tokenizer.json and history.json.
+ * holds exactly classifier.pt, config.json, tokenizer.json and history.json (and a LoRA run's
+ * adapters.pt and head.pt).
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -60,11 +64,15 @@ function tempName(path: string): string {
 }
 
 const TEMP_PATTERN = /\.tmp-(\d+)(?:-[0-9a-z]*)?$/;
-const ADDRESSED_PATTERN = /^classifier-([0-9a-f]{16})\.pt$/;
+const ADDRESSED_PATTERN = /^([a-z]+)-([0-9a-f]{16})\.pt$/;
 
-/** Name under which an archive with this SHA-256 waits during a save (step 1 above). */
+/** Name under which an archive (`classifier.pt`, `adapters.pt`, ...) with this SHA-256 waits during a save (step 1 above). */
+export function addressedName(file: string, sha256: string): string {
+  return file.replace(/\.pt$/, `-${sha256.slice(0, 16)}.pt`);
+}
+
 export function addressedClassifierName(sha256: string): string {
-  return `classifier-${sha256.slice(0, 16)}.pt`;
+  return addressedName(CLASSIFIER_FILE, sha256);
 }
 
 function processIsAlive(pid: number): boolean {
@@ -121,13 +129,26 @@ export async function writeFileAtomic(path: string, content: string): Promise<vo
   }
 }
 
-/** The SHA-256 config.json records for classifier.pt, or undefined (no config, or an old one without it). */
-async function committedSha(dir: string): Promise<string | undefined> {
+/**
+ * The SHA-256 of each archive config.json commits (`classifierSha256`, and `archiveSha256` for
+ * every archive), by file name; empty without a config or with one written before checksums.
+ */
+export function archiveChecksums(config: { classifierSha256?: unknown; archiveSha256?: unknown }): Map<string, string> {
+  const shas = new Map<string, string>();
+  if (config.archiveSha256 && typeof config.archiveSha256 === 'object') {
+    for (const [file, sha] of Object.entries(config.archiveSha256 as Record<string, unknown>)) {
+      if (typeof sha === 'string' && /^[a-z]+\.pt$/.test(file)) shas.set(file, sha);
+    }
+  }
+  if (typeof config.classifierSha256 === 'string') shas.set(CLASSIFIER_FILE, config.classifierSha256);
+  return shas;
+}
+
+async function committedShas(dir: string): Promise<Map<string, string>> {
   try {
-    const config = JSON.parse(await readFile(join(dir, CONFIG_FILE), 'utf8')) as { classifierSha256?: unknown };
-    return typeof config.classifierSha256 === 'string' ? config.classifierSha256 : undefined;
+    return archiveChecksums(JSON.parse(await readFile(join(dir, CONFIG_FILE), 'utf8')) as object);
   } catch {
-    return undefined;
+    return new Map();
   }
 }
 
@@ -143,12 +164,11 @@ export async function removeStaleFiles(dir: string): Promise<string[]> {
   } catch {
     return [];
   }
-  const keep = await committedSha(dir);
+  const keep = new Set([...(await committedShas(dir))].map(([file, sha]) => addressedName(file, sha)));
   const stale = names.filter((name) => {
     const temp = TEMP_PATTERN.exec(name);
     if (temp) return !processIsAlive(Number(temp[1]));
-    const addressed = ADDRESSED_PATTERN.exec(name);
-    return addressed !== null && !(keep !== undefined && keep.startsWith(addressed[1]!));
+    return ADDRESSED_PATTERN.test(name) && !keep.has(name);
   });
   await Promise.all(stale.map((name) => rm(join(dir, name), { recursive: true, force: true })));
   return stale;
@@ -167,14 +187,16 @@ export async function completeInterruptedSave(dir: string): Promise<boolean> {
     return false;
   }
   if (!names.some((n) => ADDRESSED_PATTERN.test(n))) return false;
-  const sha = await committedSha(dir);
-  if (!sha || !names.includes(addressedClassifierName(sha))) return false;
-  const addressed = join(dir, addressedClassifierName(sha));
-  if ((await sha256File(addressed)) !== sha) return false;
-  await publish(addressed, join(dir, CLASSIFIER_FILE));
-  await syncDir(dir);
-  await rm(addressed, { force: true });
-  return true;
+  let completed = false;
+  for (const [file, sha] of await committedShas(dir)) {
+    const addressed = join(dir, addressedName(file, sha));
+    if (!names.includes(addressedName(file, sha)) || (await sha256File(addressed)) !== sha) continue;
+    await publish(addressed, join(dir, file));
+    await syncDir(dir);
+    await rm(addressed, { force: true });
+    completed = true;
+  }
+  return completed;
 }
 
 /** Make `to` an atomic replacement by the content of `from`: a hard link when possible, else a copy. */
@@ -199,6 +221,12 @@ export interface CheckpointFiles {
   config: object;
   tokenizerJson: string;
   history: unknown;
+  /**
+   * More binary archives saved with the classifier and committed with it (checksums in
+   * config.json's `archiveSha256`), e.g. a LoRA run's `adapters.pt` and `head.pt`. `write`
+   * writes the archive to the path given.
+   */
+  archives?: Array<{ file: string; write: (path: string) => void | Promise<void> }>;
 }
 
 /**
@@ -208,18 +236,25 @@ export interface CheckpointFiles {
 export async function writeCheckpoint(dir: string, module: NativeScriptModule, files: CheckpointFiles): Promise<void> {
   await completeInterruptedSave(dir);
   await removeStaleFiles(dir);
-  const modelTmp = tempName(join(dir, CLASSIFIER_FILE));
-  const pending: string[] = [modelTmp];
-  let addressed: string | undefined;
+  const archives = [{ file: CLASSIFIER_FILE, write: (path: string) => module.saveAsync(path) }, ...(files.archives ?? [])];
+  const pending: string[] = [];
+  const addressed: Array<{ file: string; path: string }> = [];
   let committed = false;
   try {
-    // 1. The archive under its content-addressed name.
-    await module.saveAsync(modelTmp);
-    await fsyncFile(modelTmp);
-    const sha = await sha256File(modelTmp);
-    addressed = join(dir, addressedClassifierName(sha));
-    await rename(modelTmp, addressed);
-    const config = { ...files.config, classifierSha256: sha };
+    // 1. Each archive under its content-addressed name.
+    const archiveSha256: Record<string, string> = {};
+    for (const archive of archives) {
+      const tmp = tempName(join(dir, archive.file));
+      pending.push(tmp);
+      await archive.write(tmp);
+      await fsyncFile(tmp);
+      const sha = await sha256File(tmp);
+      archiveSha256[archive.file] = sha;
+      const path = join(dir, addressedName(archive.file, sha));
+      await rename(tmp, path);
+      addressed.push({ file: archive.file, path });
+    }
+    const config = { ...files.config, classifierSha256: archiveSha256[CLASSIFIER_FILE], archiveSha256 };
     const tokenizerTmp = await writeDurably(join(dir, TOKENIZER_FILE), files.tokenizerJson);
     pending.push(tokenizerTmp);
     const historyTmp = await writeDurably(join(dir, HISTORY_FILE), JSON.stringify(files.history, null, 2) + '\n');
@@ -233,12 +268,12 @@ export async function writeCheckpoint(dir: string, module: NativeScriptModule, f
     await rename(configTmp, join(dir, CONFIG_FILE));
     committed = true;
     await syncDir(dir);
-    // 3. The public name, 4. then the content-addressed name is no longer needed.
-    await publish(addressed, join(dir, CLASSIFIER_FILE));
+    // 3. The public names, 4. then the content-addressed names are no longer needed.
+    for (const a of addressed) await publish(a.path, join(dir, a.file));
     await syncDir(dir);
-    await rm(addressed, { force: true });
+    await Promise.all(addressed.map((a) => rm(a.path, { force: true })));
   } catch (err) {
-    const leftovers = committed || addressed === undefined ? pending : [...pending, addressed];
+    const leftovers = committed ? pending : [...pending, ...addressed.map((a) => a.path)];
     await Promise.all(leftovers.map((t) => rm(t, { force: true })));
     throw new InputError(`could not write checkpoint to ${dir}: ${messageOf(err)}`, { file: dir, cause: err });
   }
@@ -258,7 +293,12 @@ export async function fileIdentity(path: string): Promise<string> {
  * identity after loading has loaded exactly the bytes that were hashed.
  */
 export async function resolveClassifierArchive(dir: string, sha256: string | undefined): Promise<{ path: string; identity: string }> {
-  const publicPath = join(dir, CLASSIFIER_FILE);
+  return resolveArchive(dir, CLASSIFIER_FILE, sha256);
+}
+
+/** `resolveClassifierArchive` for any archive of the checkpoint (`adapters.pt`, `head.pt`, ...). */
+export async function resolveArchive(dir: string, file: string, sha256: string | undefined): Promise<{ path: string; identity: string }> {
+  const publicPath = join(dir, file);
   const configPath = join(dir, CONFIG_FILE);
   let actual: string | undefined;
   let identity: string | undefined;
@@ -271,7 +311,7 @@ export async function resolveClassifierArchive(dir: string, sha256: string | und
   }
   if (identity !== undefined && (!sha256 || actual === sha256)) return { path: publicPath, identity };
   if (sha256) {
-    const addressed = join(dir, addressedClassifierName(sha256));
+    const addressed = join(dir, addressedName(file, sha256));
     try {
       const addressedIdentity = await fileIdentity(addressed);
       if ((await sha256File(addressed)) === sha256) return { path: addressed, identity: addressedIdentity };

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EncoderInfo, LossOptions, NativeScriptModule } from './binding.js';
-import { CLASSIFIER_FILE, CONFIG_FILE, fileIdentity, resolveClassifierArchive, TOKENIZER_FILE } from './checkpoint.js';
+import { archiveChecksums, CLASSIFIER_FILE, CONFIG_FILE, fileIdentity, resolveArchive, resolveClassifierArchive, TOKENIZER_FILE } from './checkpoint.js';
 import { type DataSource, labelIds, loadExamples } from './data.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { loadBinding } from './loader.js';
@@ -33,6 +33,8 @@ export interface ClassifierConfig {
   metrics: Record<string, number>;
   createdAt: string;
   classifierSha256?: string;
+  /** SHA-256 of every archive of the checkpoint, by file name (`classifier.pt`, `adapters.pt`, `head.pt`). */
+  archiveSha256?: Record<string, string>;
 }
 
 export interface Prediction {
@@ -210,11 +212,16 @@ export class Classifier {
       seed: 0,
     });
     module.setRequiresGrad(false);
+    // The files config.json's checksums name: the public ones, or those of a save killed
+    // between its commit and its last renames (see checkpoint.ts).
+    const shas = archiveChecksums(config);
+    const adaptersFile = (await resolveArchive(dir, ADAPTERS_FILE, shas.get(ADAPTERS_FILE))).path;
+    const headFile = (await resolveArchive(dir, HEAD_FILE, shas.get(HEAD_FILE))).path;
     const adapters = binding.applyLora(module, { ...lora, seed: 0 });
-    adapters.load(join(dir, ADAPTERS_FILE));
-    const head = binding.loadTensors(join(dir, HEAD_FILE));
+    adapters.load(adaptersFile);
+    const head = binding.loadTensors(headFile);
     for (const [name, tensor] of module.namedParameters().filter(([n]) => n.startsWith('head.'))) {
-      if (!head[name]) throw new ModelError(`${join(dir, HEAD_FILE)} lacks ${name}`, { file: join(dir, HEAD_FILE) });
+      if (!head[name]) throw new ModelError(`${headFile} lacks ${name}`, { file: headFile });
       tensor.copyFrom(head[name]!);
     }
     for (const t of Object.values(head)) t.dispose();

@@ -10,7 +10,7 @@
  * epoch's end and on abort.
  */
 import { createRequire } from 'node:module';
-import { mkdtemp, rename, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AdamWGroup, EncoderInfo, EvalStepOptions, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule, NativeTensor } from './binding.js';
@@ -220,13 +220,18 @@ function setUpTechnique(binding: NativeBinding, model: NativeScriptModule, opts:
  * LoRA's small artifact next to the merged classifier: the adapters (A, B and their spec) and
  * the head, which `loadAdapters()` puts back onto the same base encoder.
  */
-async function saveAdapters(binding: NativeBinding, dir: string, adapters: NativeLoraAdapters, model: NativeScriptModule): Promise<void> {
-  const adaptersTmp = join(dir, `${ADAPTERS_FILE}.tmp-${process.pid}`);
-  const headTmp = join(dir, `${HEAD_FILE}.tmp-${process.pid}`);
-  adapters.save(adaptersTmp);
-  binding.saveTensors(headTmp, Object.fromEntries(model.namedParameters().filter(([n]) => n.startsWith('head.'))));
-  await rename(adaptersTmp, join(dir, ADAPTERS_FILE));
-  await rename(headTmp, join(dir, HEAD_FILE));
+/**
+ * A LoRA run's small files, saved with (and committed by) each checkpoint: the adapters alone,
+ * and the head's weights, to rebuild the classifier on the same base encoder.
+ */
+function adapterArchives(binding: NativeBinding, adapters: NativeLoraAdapters, model: NativeScriptModule) {
+  return [
+    { file: ADAPTERS_FILE, write: (path: string) => adapters.save(path) },
+    {
+      file: HEAD_FILE,
+      write: (path: string) => binding.saveTensors(path, Object.fromEntries(model.namedParameters().filter(([n]) => n.startsWith('head.')))),
+    },
+  ];
 }
 
 /** Validation loss and metrics, from cached features (frozen) or from tokens. */
@@ -481,8 +486,12 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
           validationAccuracy: result.metrics.accuracy,
           validationMacroF1: result.metrics.macroF1,
         };
-        await writeCheckpoint(bestDir, model, { config, tokenizerJson: tokenizer.json, history: position.history });
-        if (setup.adapters) await saveAdapters(binding, bestDir, setup.adapters, model);
+        await writeCheckpoint(bestDir, model, {
+          config,
+          tokenizerJson: tokenizer.json,
+          history: position.history,
+          archives: setup.adapters ? adapterArchives(binding, setup.adapters, model) : [],
+        });
       } else {
         position.evaluationsWithoutImprovement++;
       }

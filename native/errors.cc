@@ -47,6 +47,15 @@ std::string ReadString(const Napi::Value& v, const std::string& what) {
   return v.As<Napi::String>().Utf8Value();
 }
 
+std::string ReadPath(const Napi::Value& v, const std::string& what) {
+  std::string path = ReadString(v, what);
+  if (path.empty()) ThrowError(v.Env(), what + " must not be empty");
+  if (path.find('\0') != std::string::npos) {
+    ThrowError(v.Env(), what + " contains a NUL character, which no file path can hold");
+  }
+  return path;
+}
+
 Napi::Object ReadObject(const Napi::Value& v, const std::string& what) {
   if (!v.IsObject() || v.IsArray() || v.IsFunction()) {
     ThrowTypeError(v.Env(), what + " must be an object, got " + TypeOfValue(v));

@@ -118,6 +118,9 @@ double ReadNumber(const Napi::Value& v, const std::string& what);
 // An integral number in [min, max].
 int64_t ReadInteger(const Napi::Value& v, const std::string& what, int64_t min, int64_t max);
 std::string ReadString(const Napi::Value& v, const std::string& what);
+// A file path: a non-empty string without NUL characters (the OS would silently cut the path
+// at the first one, and the file written or read would not be the one named).
+std::string ReadPath(const Napi::Value& v, const std::string& what);
 Napi::Object ReadObject(const Napi::Value& v, const std::string& what);
 Napi::Array ReadArray(const Napi::Value& v, const std::string& what);
 Napi::Function ReadFunction(const Napi::Value& v, const std::string& what);

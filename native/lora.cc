@@ -14,6 +14,7 @@
 #include "errors.h"
 #include "pickle_file.h"
 #include "tensor.h"
+#include "wrap_tag.h"
 
 namespace torch_bert {
 
@@ -243,10 +244,15 @@ LoraAdapters::LoraAdapters(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Lo
     if (info.Length() != 1 || !info[0].IsExternal()) {
       ThrowTypeError(info.Env(), "LoraAdapters cannot be constructed directly; use applyLora()");
     }
+    TagWrapped(info.This().As<Napi::Object>(), WrapClass::LoraAdapters);
     auto* init = info[0].As<Napi::External<LoraInit>>().Data();
     model_ = init->model;
     lora_ = init->lora;
   });
+}
+
+LoraAdapters* LoraAdapters::Unwrap(const Napi::Object& receiver) {
+  return UnwrapReceiver<LoraAdapters>(receiver, WrapClass::LoraAdapters);
 }
 
 void LoraAdapters::Check(Napi::Env env) const {
@@ -320,7 +326,7 @@ Napi::Value LoraAdapters::Merge(const Napi::CallbackInfo& info) {
 Napi::Value LoraAdapters::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    std::string path = ReadString(info[0], "LoraAdapters.save: path");
+    std::string path = ReadPath(info[0], "LoraAdapters.save: path");
     Check(env);
     std::lock_guard<std::mutex> lock(*model_->mutex);
     // {"<module>.lora_A": tensor, ..., "rank": r, "alpha": a, "dropout": p, "seed": s,
@@ -347,7 +353,7 @@ Napi::Value LoraAdapters::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const std::string fn = "LoraAdapters.load";
-    std::string path = ReadString(info[0], fn + ": path");
+    std::string path = ReadPath(info[0], fn + ": path");
     Check(env);
     c10::IValue file = ReadPickleFile(path, "LoRA adapters");
     const std::string prefix = fn + ": '" + path + "' ";

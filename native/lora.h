@@ -77,6 +77,10 @@ class LoraAdapters : public Napi::ObjectWrap<LoraAdapters> {
 
   explicit LoraAdapters(const Napi::CallbackInfo& info);
 
+  // Shadows ObjectWrap::Unwrap (called on `this` before every method and accessor): a
+  // TypeError unless `receiver` was made by this class (wrap_tag.h).
+  static LoraAdapters* Unwrap(const Napi::Object& receiver);
+
  private:
   Napi::Value Modules(const Napi::CallbackInfo& info);
   Napi::Value Parameters(const Napi::CallbackInfo& info);

@@ -6,6 +6,7 @@
 #include "addon_data.h"
 #include "errors.h"
 #include "tensor.h"
+#include "wrap_tag.h"
 
 namespace torch_bert {
 
@@ -48,22 +49,18 @@ Napi::Function AdamW::Define(Napi::Env env) {
 }
 
 OptimizerStatePtr AdamW::Get(const Napi::Value& value, const std::string& what) {
-  Napi::Env env = value.Env();
-  bool isAdamW =
-      value.IsObject() && value.As<Napi::Object>().InstanceOf(GetAddonData(env).adamwConstructor.Value());
-  void* raw = nullptr;
-  if (!isAdamW || napi_unwrap(env, value, &raw) != napi_ok || raw == nullptr) {
-    ThrowTypeError(env, what + " must be an AdamW, got " + TypeOfValue(value));
-  }
-  auto* self = static_cast<AdamW*>(raw);
-  if (!self->state_) ThrowError(env, what + ": AdamW has been disposed");
+  auto* self = static_cast<AdamW*>(UnwrapTagged(value, WrapClass::AdamW, what));
+  if (!self->state_) ThrowError(value.Env(), what + ": AdamW has been disposed");
   return self->state_;
 }
+
+AdamW* AdamW::Unwrap(const Napi::Object& receiver) { return UnwrapReceiver<AdamW>(receiver, WrapClass::AdamW); }
 
 AdamW::AdamW(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdamW>(info) {
   Napi::Env env = info.Env();
   Guard(env, [&] {
     if (!info.IsConstructCall()) ThrowTypeError(env, "AdamW must be called with new");
+    TagWrapped(info.This().As<Napi::Object>(), WrapClass::AdamW);
     const std::string fn = "new AdamW";
     Napi::Array groupsArray = ReadArray(info[0], fn + ": groups");
     if (groupsArray.Length() == 0) ThrowError(env, fn + ": groups must not be empty");
@@ -168,7 +165,7 @@ Napi::Value AdamW::SetLr(const Napi::CallbackInfo& info) {
 Napi::Value AdamW::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    std::string path = ReadString(info[0], "AdamW.save: path");
+    std::string path = ReadPath(info[0], "AdamW.save: path");
     const auto& state = Checked(env);
     std::lock_guard<std::mutex> lock(state->mutex);
     try {
@@ -187,7 +184,7 @@ Napi::Value AdamW::Save(const Napi::CallbackInfo& info) {
 Napi::Value AdamW::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    std::string path = ReadString(info[0], "AdamW.load: path");
+    std::string path = ReadPath(info[0], "AdamW.load: path");
     const auto& state = Checked(env);
     const std::string prefix = "cannot load optimizer state from '" + path + "': ";
     std::error_code ec;

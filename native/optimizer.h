@@ -33,6 +33,10 @@ class AdamW : public Napi::ObjectWrap<AdamW> {
   // The state behind a JS value. TypeError when not an AdamW, Error when disposed.
   static OptimizerStatePtr Get(const Napi::Value& value, const std::string& what);
 
+  // Shadows ObjectWrap::Unwrap (called on `this` before every method and accessor): a
+  // TypeError unless `receiver` was made by this class (wrap_tag.h).
+  static AdamW* Unwrap(const Napi::Object& receiver);
+
   // new AdamW(groups)
   explicit AdamW(const Napi::CallbackInfo& info);
 

@@ -9,6 +9,7 @@
 #include "tensor.h"
 #include "values.h"
 #include "worker.h"
+#include "wrap_tag.h"
 
 namespace torch_bert {
 
@@ -205,16 +206,13 @@ Napi::Object ScriptModule::Wrap(Napi::Env env, ModuleStatePtr state, bool accoun
 }
 
 ModuleStatePtr ScriptModule::Get(const Napi::Value& value, const std::string& what) {
-  Napi::Env env = value.Env();
-  bool isModule = value.IsObject() &&
-                  value.As<Napi::Object>().InstanceOf(GetAddonData(env).scriptModuleConstructor.Value());
-  void* raw = nullptr;
-  if (!isModule || napi_unwrap(env, value, &raw) != napi_ok || raw == nullptr) {
-    ThrowTypeError(env, what + " must be a ScriptModule, got " + TypeOfValue(value));
-  }
-  auto* self = static_cast<ScriptModule*>(raw);
-  if (!self->state_) ThrowError(env, what + ": ScriptModule has been disposed");
+  auto* self = static_cast<ScriptModule*>(UnwrapTagged(value, WrapClass::ScriptModule, what));
+  if (!self->state_) ThrowError(value.Env(), what + ": ScriptModule has been disposed");
   return self->state_;
+}
+
+ScriptModule* ScriptModule::Unwrap(const Napi::Object& receiver) {
+  return UnwrapReceiver<ScriptModule>(receiver, WrapClass::ScriptModule);
 }
 
 ScriptModule::ScriptModule(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ScriptModule>(info) {
@@ -222,6 +220,7 @@ ScriptModule::ScriptModule(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sc
     if (info.Length() != 1 || !info[0].IsExternal()) {
       ThrowTypeError(info.Env(), "ScriptModule cannot be constructed directly; use ScriptModule.load()");
     }
+    TagWrapped(info.This().As<Napi::Object>(), WrapClass::ScriptModule);
     auto* init = info[0].As<Napi::External<ModuleInit>>().Data();
     state_ = init->state;
     if (init->accountMemory) {
@@ -253,7 +252,7 @@ const ModuleStatePtr& ScriptModule::Checked(Napi::Env env) const {
 Napi::Value ScriptModule::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    std::string path = ReadString(info[0], "ScriptModule.load: path");
+    std::string path = ReadPath(info[0], "ScriptModule.load: path");
     c10::Device device = OptionalDevice(info[1], "ScriptModule.load: device");
     torch::jit::Module module = LoadModule(path, device);
     return Wrap(env, std::make_shared<ModuleState>(std::move(module), std::make_shared<std::mutex>(), device));
@@ -263,7 +262,7 @@ Napi::Value ScriptModule::Load(const Napi::CallbackInfo& info) {
 Napi::Value ScriptModule::LoadAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardAsync(env, [&]() -> Napi::Value {
-    std::string path = ReadString(info[0], "ScriptModule.loadAsync: path");
+    std::string path = ReadPath(info[0], "ScriptModule.loadAsync: path");
     c10::Device device = OptionalDevice(info[1], "ScriptModule.loadAsync: device");
     return PromiseWorker::Start(new LoadWorker(env, std::move(path), device));
   });
@@ -427,7 +426,7 @@ Napi::Value ScriptModule::To(const Napi::CallbackInfo& info) {
 Napi::Value ScriptModule::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    std::string path = ReadString(info[0], "ScriptModule.save: path");
+    std::string path = ReadPath(info[0], "ScriptModule.save: path");
     const auto& state = Checked(env);
     std::lock_guard<std::mutex> lock(*state->mutex);
     // With adapters attached, the file holds the merged weights as plain parameters.
@@ -440,7 +439,7 @@ Napi::Value ScriptModule::Save(const Napi::CallbackInfo& info) {
 Napi::Value ScriptModule::SaveAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardAsync(env, [&]() -> Napi::Value {
-    std::string path = ReadString(info[0], "ScriptModule.saveAsync: path");
+    std::string path = ReadPath(info[0], "ScriptModule.saveAsync: path");
     return PromiseWorker::Start(new SaveWorker(env, Checked(env), std::move(path)));
   });
 }

@@ -62,6 +62,10 @@ class ScriptModule : public Napi::ObjectWrap<ScriptModule> {
   // The state behind a JS value. TypeError when not a ScriptModule, Error when disposed.
   static ModuleStatePtr Get(const Napi::Value& value, const std::string& what);
 
+  // Shadows ObjectWrap::Unwrap (called on `this` before every method and accessor): a
+  // TypeError unless `receiver` was made by this class (wrap_tag.h).
+  static ScriptModule* Unwrap(const Napi::Object& receiver);
+
   explicit ScriptModule(const Napi::CallbackInfo& info);
   ~ScriptModule() override;
 

@@ -6,6 +6,7 @@
 
 #include "addon_data.h"
 #include "errors.h"
+#include "wrap_tag.h"
 
 namespace torch_bert {
 
@@ -157,22 +158,13 @@ Napi::Object Tensor::Wrap(Napi::Env env, const torch::Tensor& tensor, bool ownsM
   return GetAddonData(env).tensorConstructor.New({Napi::External<TensorInit>::New(env, &init)});
 }
 
-bool Tensor::IsTensor(const Napi::Value& value) {
-  if (!value.IsObject()) return false;
-  return value.As<Napi::Object>().InstanceOf(GetAddonData(value.Env()).tensorConstructor.Value());
-}
+bool Tensor::IsTensor(const Napi::Value& value) { return IsWrapped(value, WrapClass::Tensor); }
+
+Tensor* Tensor::Unwrap(const Napi::Object& receiver) { return UnwrapReceiver<Tensor>(receiver, WrapClass::Tensor); }
 
 torch::Tensor Tensor::Get(const Napi::Value& value, const std::string& what) {
-  Napi::Env env = value.Env();
-  if (!IsTensor(value)) ThrowTypeError(env, what + " must be a Tensor, got " + TypeOfValue(value));
-  void* raw = nullptr;
-  // napi_unwrap rather than ObjectWrap::Unwrap: an object that merely inherits from
-  // Tensor.prototype must give a TypeError, not a generic failure.
-  if (napi_unwrap(env, value, &raw) != napi_ok || raw == nullptr) {
-    ThrowTypeError(env, what + " must be a Tensor, got an object that only inherits from Tensor");
-  }
-  auto* self = static_cast<Tensor*>(raw);
-  if (self->disposed_) ThrowError(env, what + ": Tensor has been disposed");
+  auto* self = static_cast<Tensor*>(UnwrapTagged(value, WrapClass::Tensor, what));
+  if (self->disposed_) ThrowError(value.Env(), what + ": Tensor has been disposed");
   return self->tensor_;
 }
 
@@ -181,6 +173,7 @@ Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info) 
     if (info.Length() != 1 || !info[0].IsExternal()) {
       ThrowTypeError(info.Env(), "Tensor cannot be constructed directly; use Tensor.fromArray()");
     }
+    TagWrapped(info.This().As<Napi::Object>(), WrapClass::Tensor);
     auto* init = info[0].As<Napi::External<TensorInit>>().Data();
     tensor_ = init->tensor;
     if (init->ownsMemory) {

@@ -31,6 +31,10 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
   static torch::Tensor Get(const Napi::Value& value, const std::string& what);
   static bool IsTensor(const Napi::Value& value);
 
+  // Shadows ObjectWrap::Unwrap, which node-addon-api calls on `this` before every method and
+  // accessor: a TypeError unless `receiver` was made by this class (wrap_tag.h).
+  static Tensor* Unwrap(const Napi::Object& receiver);
+
   explicit Tensor(const Napi::CallbackInfo& info);
   ~Tensor() override;
 

@@ -22,7 +22,7 @@ Napi::Value SaveTensors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const std::string fn = "saveTensors";
-    std::string path = ReadString(info[0], fn + ": path");
+    std::string path = ReadPath(info[0], fn + ": path");
     Napi::Object object = ReadObject(info[1], fn + ": tensors");
     if (Tensor::IsTensor(object)) ThrowTypeError(env, fn + ": tensors must be a record of name -> Tensor, got a Tensor");
     std::vector<std::pair<std::string, c10::IValue>> entries;
@@ -42,7 +42,7 @@ Napi::Value LoadTensors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const std::string fn = "loadTensors";
-    std::string path = ReadString(info[0], fn + ": path");
+    std::string path = ReadPath(info[0], fn + ": path");
     c10::IValue value = ReadPickleFile(path, "tensors");
     const std::string prefix = fn + ": '" + path + "' ";
     if (!value.isGenericDict()) ThrowError(env, prefix + "does not hold a dict of tensors (found a " + value.tagKind() + ")");

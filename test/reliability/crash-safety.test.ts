@@ -10,12 +10,23 @@
  *
  * Reproduce a failure with RELIABILITY_SEED=<the printed seed>.
  */
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NativeBinding, NativeScriptModule } from '../../lib/binding.js';
-import { addressedClassifierName, CLASSIFIER_FILE, CONFIG_FILE, ensureWritableDir, resolveClassifierFile, sha256File } from '../../lib/checkpoint.js';
+import {
+  addressedClassifierName,
+  addressedName,
+  archiveChecksums,
+  CLASSIFIER_FILE,
+  CONFIG_FILE,
+  ensureWritableDir,
+  resolveArchive,
+  resolveClassifierFile,
+  sha256File,
+  writeCheckpoint,
+} from '../../lib/checkpoint.js';
 import { loadClassifier } from '../../lib/classifier.js';
 import { loadBinding } from '../../lib/loader.js';
 import { demoTokenizer, makeEncoder, runPython } from '../fixtures.js';
@@ -199,5 +210,51 @@ describe('writeCheckpoint under SIGKILL', () => {
     expect(failures).toEqual([]);
     expect(seen.A).toBeGreaterThan(0);
     expect(seen.B).toBeGreaterThan(0);
+  });
+});
+
+describe("archives saved with the classifier (a LoRA run's adapters.pt and head.pt)", () => {
+  it('are committed by config.json: a save killed before their renames resolves to, and is completed with, the committed ones', async () => {
+    const dir = join(work, 'archives');
+    await ensureWritableDir(dir);
+    const enc = binding.ScriptModule.load(encoder);
+    const { module } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 1 });
+    const values = (x: number) => binding.Tensor.fromArray(new Float32Array([x, x + 1]), [2]);
+    const save = (x: number) =>
+      writeCheckpoint(dir, module, {
+        config: { head: x },
+        tokenizerJson: '{}',
+        history: [],
+        archives: [{ file: 'head.pt', write: (p) => binding.saveTensors(p, { w: values(x) }) }],
+      });
+    const headValues = (file: string) => Array.from(binding.loadTensors(file).w!.toArray() as Float32Array);
+    const committed = () => archiveChecksums(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as object);
+
+    await save(1);
+    const sha1 = committed().get('head.pt')!;
+    expect(await sha256File(join(dir, 'head.pt'))).toBe(sha1);
+    expect(readdirSync(dir).sort()).toEqual(['classifier.pt', 'config.json', 'head.pt', 'history.json', 'tokenizer.json']);
+    const head1 = readFileSync(join(dir, 'head.pt'));
+
+    await save(5);
+    const sha5 = committed().get('head.pt')!;
+    expect(sha5).not.toBe(sha1);
+    // The state a kill after the commit and before head.pt's rename leaves: config.json names
+    // the new head, head.pt is still the old one, the new one waits under its addressed name.
+    const pending = join(dir, addressedName('head.pt', sha5));
+    copyFileSync(join(dir, 'head.pt'), pending);
+    writeFileSync(join(dir, 'head.pt'), head1);
+    const resolved = await resolveArchive(dir, 'head.pt', sha5);
+    expect(resolved.path).toBe(pending);
+    expect(headValues(resolved.path)).toEqual([5, 6]);
+    await ensureWritableDir(dir);
+    expect(headValues(join(dir, 'head.pt'))).toEqual([5, 6]);
+    expect(existsSync(pending)).toBe(false);
+
+    // Without the addressed file, a head.pt from another save is refused, not loaded.
+    writeFileSync(join(dir, 'head.pt'), head1);
+    await expect(resolveArchive(dir, 'head.pt', sha5)).rejects.toThrow(/does not match .*config\.json \(checksum differs\)/);
+    module.dispose();
+    enc.dispose();
   });
 });
