@@ -8,6 +8,8 @@
  *   frozen-step       frozen training step through train() vs the PyTorch reference trainer (bench/frozen-step.mjs)
  *   techniques-step   frozen / full / lora step vs eager PyTorch (scripts/python/reference_step.py), tiny, small, bert-base shapes
  *   frozen-e2e        frozen end to end, 5 epochs: cached features vs recomputing every epoch
+ *   scaling           frozen end to end as reviews (1k, 5k) and max length (64-512) grow: time, peak RSS, tokenizer share (bench/scaling.mjs)
+ *   imdb-job          (opt-in: --only imdb-job, 10-15 min) the real job: frozen on the full IMDB (25k train, 25k test) through the CLI
  *   techniques-table  validation accuracy and s/epoch of frozen / full / lora on the same data and encoder
  *
  * Writes bench/results.json (bench/results-quick.json with --quick): one object per benchmark
@@ -30,8 +32,10 @@ import * as techniquesStep from './techniques-step.mjs';
 import * as frozenE2e from './frozen-e2e.mjs';
 import * as techniquesTable from './techniques-table.mjs';
 import * as hardware from './hardware.mjs';
+import * as scaling from './scaling.mjs';
+import * as imdbJob from './imdb-job.mjs';
 
-const ALL = [hardware, frozenStep, techniquesStep, frozenE2e, techniquesTable];
+const ALL = [hardware, frozenStep, techniquesStep, frozenE2e, techniquesTable, scaling, imdbJob];
 
 function parseArgs(argv) {
   const args = { quick: false, only: null, threads: undefined, shapes: null, maxLength: undefined };
@@ -82,7 +86,8 @@ const outFile = join(
   'bench',
   args.quick ? 'results-quick.json' : args.maxLength ? `results-max-length-${args.maxLength}.json` : 'results.json',
 );
-const selected = ALL.filter((b) => !args.only || args.only.includes(b.name));
+// Opt-in benchmarks (the full-IMDB job) run only when named with --only.
+const selected = ALL.filter((b) => (args.only ? args.only.includes(b.name) : !b.optIn));
 const started = performance.now();
 const entries = [];
 let failed = false;

@@ -59,6 +59,8 @@ export interface EvaluationOptions {
   batchSize?: number;
   textColumn?: string;
   labelColumn?: string;
+  /** Stops tokenizing or evaluating at the next batch; the promise rejects with an AbortError. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -239,7 +241,7 @@ export class Classifier {
     texts.forEach((t, i) => {
       if (typeof t !== 'string') throw new InputError(`text ${i} is not a string`);
     });
-    const encoded = this.tokenizer.encodeBatch(texts, this.config.maxLength);
+    const encoded = await this.tokenizer.encodeBatchAsync(texts, this.config.maxLength);
     const { predictions, probabilities } = await runEvaluation(this.module, encoded, null, options.batchSize ?? 32);
     const numClasses = this.labels.length;
     const flat = new Float32Array(texts.length * numClasses);
@@ -258,11 +260,13 @@ export class Classifier {
   /** Loss and accuracy on labelled data (labels must be among the classifier's classes). */
   async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationResult> {
     const source =
-      typeof data === 'string' ? { csv: data, textColumn: options.textColumn, labelColumn: options.labelColumn } : data;
+      typeof data === 'string' || Array.isArray(data)
+        ? { csv: data as string | readonly string[], textColumn: options.textColumn, labelColumn: options.labelColumn }
+        : data;
     const raw = await loadExamples(source);
     const ids = labelIds(raw.labels!, this.labels, raw.origin);
-    const encoded = this.tokenizer.encodeBatch(raw.texts, this.config.maxLength);
-    const result = await runEvaluation(this.module, encoded, ids, options.batchSize ?? 32);
+    const encoded = await this.tokenizer.encodeBatchAsync(raw.texts, this.config.maxLength, { signal: options.signal });
+    const result = await runEvaluation(this.module, encoded, ids, options.batchSize ?? 32, options.signal);
     return {
       loss: result.loss!,
       accuracy: result.accuracy!,

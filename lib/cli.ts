@@ -18,8 +18,8 @@ class UsageError extends Error {}
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 const TRAIN_OPTIONS: Options = {
-  data: { type: 'string' },
-  'validation-data': { type: 'string' },
+  data: { type: 'string', multiple: true },
+  'validation-data': { type: 'string', multiple: true },
   model: { type: 'string' },
   tokenizer: { type: 'string' },
   out: { type: 'string' },
@@ -78,14 +78,15 @@ Run 'torch-bert COMMAND --help' for a command's options.`,
   train: `torch-bert train — fine-tune a classifier on a TorchScript encoder (frozen, full or LoRA)
 
 Required:
-  --data FILE.csv          labelled training data (CSV with a header row)
+  --data FILE.csv          labelled training data (CSV with a header row); repeat the option
+                           for a dataset in parts (same columns), read as one
   --model ENCODER.pt       TorchScript encoder: forward(input_ids, attention_mask[, token_type_ids])
   --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder
   --out DIR                where the best checkpoint goes (classifier.pt, config.json, ...)
 Options (default):
   --text-column NAME       text column (text)
   --label-column NAME      label column (label); integer ids or class names
-  --validation-data FILE   validation CSV instead of splitting --data
+  --validation-data FILE   validation CSV instead of splitting --data (repeatable)
   --validation-split X     share of --data held out, stratified (${DEFAULTS.validationSplit})
   --epochs N               (${DEFAULTS.epochs})
   --batch-size N           (${DEFAULTS.batchSize})
@@ -125,7 +126,7 @@ Options (default):
   eval: `torch-bert eval — loss and accuracy of a saved classifier on labelled data
 
   --classifier DIR         directory written by 'torch-bert train'
-  --data FILE.csv          labelled data
+  --data FILE.csv          labelled data (repeatable: files read as one)
   --text-column NAME       (text)
   --label-column NAME      (label)
   --batch-size N           (32)
@@ -165,6 +166,13 @@ function classWeightsOption(raw: unknown): TrainOptions['classWeights'] {
   const weights = String(raw).split(',').map(Number);
   if (weights.some((w) => !Number.isFinite(w))) throw new UsageError(`--class-weights expects 'balanced' or numbers like 1,2.5; got '${String(raw)}'`);
   return weights;
+}
+
+/** A repeatable file option (`--data a.csv --data b.csv`): one path, or several read as one. */
+function requireFiles(values: Record<string, unknown>, name: string, command: string): string | string[] {
+  const v = values[name];
+  if (!Array.isArray(v) || v.length === 0) throw new UsageError(`${command}: --${name} is required (see 'torch-bert ${command} --help')`);
+  return v.length === 1 ? (v[0] as string) : (v as string[]);
 }
 
 function requireOption(values: Record<string, unknown>, name: string, command: string): string {
@@ -260,13 +268,13 @@ async function commandTrain(argv: string[]): Promise<void> {
   const controller = interruptController();
   const options: TrainOptions = {
     data: {
-      csv: requireOption(values, 'data', 'train'),
+      csv: requireFiles(values, 'data', 'train'),
       textColumn: values['text-column'] as string | undefined,
       labelColumn: values['label-column'] as string | undefined,
     },
     validationData: values['validation-data']
       ? {
-          csv: values['validation-data'] as string,
+          csv: requireFiles(values, 'validation-data', 'train'),
           textColumn: values['text-column'] as string | undefined,
           labelColumn: values['label-column'] as string | undefined,
         }
@@ -353,7 +361,7 @@ async function commandEval(argv: string[]): Promise<void> {
     args: argv,
     options: {
       classifier: { type: 'string' },
-      data: { type: 'string' },
+      data: { type: 'string', multiple: true },
       'text-column': { type: 'string' },
       'label-column': { type: 'string' },
       'batch-size': { type: 'string' },
@@ -365,7 +373,7 @@ async function commandEval(argv: string[]): Promise<void> {
   });
   if (values.help) return void console.log(HELP.eval);
   const dir = requireOption(values, 'classifier', 'eval');
-  const data = requireOption(values, 'data', 'eval');
+  const data = requireFiles(values, 'data', 'eval');
   const classifier = await Classifier.load(dir, { device: values.device as Device | undefined });
   try {
     const result = await classifier.evaluate(

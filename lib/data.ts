@@ -7,9 +7,12 @@ import { readFile } from 'node:fs/promises';
 import { parse } from 'csv-parse/sync';
 import { InputError, messageOf } from './errors.js';
 
-/** Labelled examples from a CSV file. */
+/**
+ * Labelled examples from a CSV file, or from several with the same columns read as one (a
+ * dataset shipped in parts, e.g. IMDB's train-00-of-10.csv ... train-09-of-10.csv).
+ */
 export interface CsvSource {
-  csv: string;
+  csv: string | readonly string[];
   /** Column holding the text. Default `text`. */
   textColumn?: string;
   /** Column holding the label. Default `label`. */
@@ -22,7 +25,8 @@ export interface ArraySource {
   labels: Array<string | number>;
 }
 
-export type DataSource = string | CsvSource | ArraySource;
+/** A CSV path, several CSV paths (read as one), a `CsvSource`, or arrays. */
+export type DataSource = string | readonly string[] | CsvSource | ArraySource;
 
 /** Texts with their raw labels, and where each came from (for error messages). */
 export interface RawExamples {
@@ -39,9 +43,43 @@ export interface RawExamples {
 export const MAX_CLASS_ID = 9_999;
 
 function describeSource(source: DataSource): string {
-  if (typeof source === 'string') return source;
-  if ('csv' in source) return source.csv;
-  return 'the given arrays';
+  const files = typeof source === 'string' || Array.isArray(source) ? source : 'csv' in (source as object) ? (source as CsvSource).csv : null;
+  if (files === null) return 'the given arrays';
+  return typeof files === 'string' ? files : files.length === 1 ? files[0]! : `${files[0]} (and ${files.length - 1} more files)`;
+}
+
+/** Several CSV files with the same columns, read as one: examples in file order. */
+async function readCsvFiles(
+  files: readonly string[],
+  options: { textColumn?: string; labelColumn?: string; labelsRequired?: boolean },
+): Promise<RawExamples> {
+  if (files.length === 0) throw new InputError('data: the list of CSV files is empty');
+  files.forEach((f, i) => {
+    if (typeof f !== 'string' || f.length === 0) throw new InputError(`data: file ${i} of the list is not a path`);
+  });
+  if (files.length === 1) return readCsv(files[0]!, options);
+  const parts: RawExamples[] = [];
+  for (const file of files) parts.push(await readCsv(file, options));
+  const labelled = parts.filter((p) => p.labels !== null).length;
+  if (labelled !== 0 && labelled !== parts.length) {
+    const without = parts.find((p) => p.labels === null)!;
+    throw new InputError(`data file ${without.file} has no label column but the other files have one`, { file: without.file });
+  }
+  // starts[k]: index of part k's first example.
+  const starts: number[] = [];
+  let total = 0;
+  for (const p of parts) {
+    starts.push(total);
+    total += p.texts.length;
+  }
+  const texts = parts.flatMap((p) => p.texts);
+  const labels = labelled ? parts.flatMap((p) => p.labels!) : null;
+  const origin = (i: number) => {
+    let k = starts.length - 1;
+    while (k > 0 && starts[k]! > i) k--;
+    return parts[k]!.origin(i - starts[k]!);
+  };
+  return { texts, labels, origin, file: parts[0]!.file };
 }
 
 /**
@@ -128,19 +166,23 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
   let raw: RawExamples;
   if (typeof source === 'string') {
     raw = await readCsv(source, { labelsRequired });
+  } else if (Array.isArray(source)) {
+    raw = await readCsvFiles(source as readonly string[], { labelsRequired });
   } else if ('csv' in source) {
-    raw = await readCsv(source.csv, { ...source, labelsRequired });
+    const csv = (source as CsvSource).csv;
+    raw = typeof csv === 'string' ? await readCsv(csv, { ...source, labelsRequired }) : await readCsvFiles(csv, { ...source, labelsRequired });
   } else {
-    if (!Array.isArray(source.texts)) throw new InputError('data.texts must be an array of strings');
-    if (!Array.isArray(source.labels)) throw new InputError('data.labels must be an array of labels');
-    if (source.texts.length !== source.labels.length) {
-      throw new InputError(`data has ${source.texts.length} texts but ${source.labels.length} labels`);
+    const arrays = source as ArraySource;
+    if (!Array.isArray(arrays.texts)) throw new InputError('data.texts must be an array of strings');
+    if (!Array.isArray(arrays.labels)) throw new InputError('data.labels must be an array of labels');
+    if (arrays.texts.length !== arrays.labels.length) {
+      throw new InputError(`data has ${arrays.texts.length} texts but ${arrays.labels.length} labels`);
     }
-    if (source.texts.length === 0) throw new InputError('data has no examples');
-    const labels: string[] = new Array(source.labels.length);
+    if (arrays.texts.length === 0) throw new InputError('data has no examples');
+    const labels: string[] = new Array(arrays.labels.length);
     // Index loops, not forEach: a sparse array's holes must be caught, not skipped.
-    for (let i = 0; i < source.labels.length; i++) {
-      const l: unknown = source.labels[i];
+    for (let i = 0; i < arrays.labels.length; i++) {
+      const l: unknown = arrays.labels[i];
       if (typeof l === 'string') labels[i] = l.trim();
       else if (typeof l === 'number' && Number.isSafeInteger(l) && l >= 0) labels[i] = String(l);
       else {
@@ -150,7 +192,7 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
         );
       }
     }
-    raw = { texts: source.texts, labels, origin: (i) => `example ${i}` };
+    raw = { texts: arrays.texts, labels, origin: (i) => `example ${i}` };
   }
   const where = describeSource(source);
   for (let i = 0; i < raw.texts.length; i++) {

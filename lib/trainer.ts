@@ -304,11 +304,11 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     trainIndices = split.train;
     validationIndices = split.validation;
   }
-  const encodedAll = tokenizer.encodeBatch(trainRaw.texts, opts.maxLength);
+  const encodedAll = await tokenizer.encodeBatchAsync(trainRaw.texts, opts.maxLength, { signal });
   const trainSet = gatherRows(encodedAll, trainIndices, opts.maxLength);
   const trainLabels = Int32Array.from(trainIndices, (i) => allIds[i]!);
   const validationSet = validationRaw
-    ? tokenizer.encodeBatch(validationRaw.texts, opts.maxLength)
+    ? await tokenizer.encodeBatchAsync(validationRaw.texts, opts.maxLength, { signal })
     : gatherRows(encodedAll, validationIndices!, opts.maxLength);
   const validationLabels = validationRaw
     ? labelIds(validationRaw.labels!, labels, validationRaw.origin)

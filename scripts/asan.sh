@@ -8,10 +8,9 @@
 #    and independent of the normal build/Release/torch_bert.node.
 # 2. Runs the native tests against it (TORCH_BERT_BINARY selects the binary; see lib/loader.ts)
 #    with libasan preloaded into node (an ASan-instrumented shared object needs the runtime loaded
-#    first). Default tests: test/native.test.ts test/reliability/native-args.test.ts.
-#    Expected reports: test/reliability/native-args.test.ts's child-process tests of type confusion
-#    (known native bug, `it.fails`) read memory of the wrong class; ASan reports them (asan.<pid>
-#    files whose stack has Tensor::/ScriptModule::/AdamW:: accessors or Get()).
+#    first). Default tests: test/native.test.ts test/reliability/native-args.test.ts (whose
+#    child-process tests pass objects of one class as another: every one must be refused by the
+#    type-tag check before any memory of the wrong class is read).
 # 3. Collects every ASan report (ASAN_OPTIONS log_path, one file per process) under
 #    build/asan/reports/, prints a summary, and exits non-zero when there is any report or when
 #    the tests fail.

@@ -3,7 +3,7 @@
  * one-line errors. Runs the compiled CLI (dist/cli.js), as installed users do.
  */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -51,6 +51,20 @@ describe('torch-bert CLI', () => {
     const metrics = JSON.parse(evaluated.stdout);
     expect(metrics.examples).toBe(summary.trainExamples + summary.validationExamples);
     expect(metrics.accuracy).toBeGreaterThan(0.75);
+
+    // The same data in two parts (--data repeated) evaluates to the same numbers.
+    const [header, ...rows] = readFileSync(demoReviews, 'utf8').trimEnd().split('\n');
+    const parts = [rows.slice(0, 100), rows.slice(100)].map((part, i) => {
+      const file = join(work, `part-${i}.csv`);
+      writeFileSync(file, [header, ...part].join('\n') + '\n');
+      return file;
+    });
+    const inParts = await run(['eval', '--classifier', out, '--data', parts[0]!, '--data', parts[1]!, '--json']);
+    expect(inParts.code, inParts.stderr).toBe(0);
+    const partsMetrics = JSON.parse(inParts.stdout);
+    expect(partsMetrics.examples).toBe(metrics.examples);
+    expect(partsMetrics.accuracy).toBe(metrics.accuracy);
+    expect(partsMetrics.loss).toBeCloseTo(metrics.loss, 6);
 
     const predicted = await run(['predict', '--classifier', out, '--json', 'a wonderful and moving film', 'dull and terrible']);
     expect(predicted.code).toBe(0);

@@ -50,6 +50,21 @@ describe('CSV loading', () => {
     await expect(loadExamples(file2)).rejects.toThrow(/line 2: empty label/);
   });
 
+  it('reads a dataset in parts (several files, same columns) as one, naming the file and line of each example', async () => {
+    const a = csv('part-a.csv', 'text,label\none,pos\ntwo,neg\n');
+    const b = csv('part-b.csv', 'label,text\nneg,three\n');
+    const raw = await loadExamples([a, b]);
+    expect(raw.texts).toEqual(['one', 'two', 'three']);
+    expect(raw.labels).toEqual(['pos', 'neg', 'neg']);
+    expect([0, 1, 2].map(raw.origin)).toEqual([`${a} line 2`, `${a} line 3`, `${b} line 2`]);
+    expect((await loadExamples({ csv: [a, b] })).texts).toEqual(raw.texts);
+    const bad = csv('part-bad.csv', 'text,label\n,pos\n');
+    await expect(loadExamples([a, bad])).rejects.toThrow(new RegExp(`${bad} line 2: empty text`));
+    const unlabelled = csv('part-unlabelled.csv', 'text\nfour\n');
+    await expect(loadExamples([a, unlabelled], { labelsRequired: false })).rejects.toThrow(/part-unlabelled\.csv has no label column but the other files have one/);
+    await expect(loadExamples([])).rejects.toThrow(/list of CSV files is empty/);
+  });
+
   it('checks array sources', async () => {
     await expect(loadExamples({ texts: ['a', 'b'], labels: [1] })).rejects.toThrow(/2 texts but 1 labels/);
     const raw = await loadExamples({ texts: ['a', 'b'], labels: [1, 'x'] });

@@ -1,0 +1,65 @@
+/**
+ * TextTokenizer.encodeBatchAsync: the same rows as encodeBatch, tokenized by worker threads for
+ * large inputs (the main thread stays free) and on the main thread in slices for small ones.
+ */
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { describe, expect, it } from 'vitest';
+import { AbortError } from '../lib/errors.js';
+import { TextTokenizer } from '../lib/tokenizer.js';
+import { demoReviews, demoTokenizer } from './fixtures.js';
+
+/** `n` varied texts of a few sentences each, made from the demo reviews (plus edge cases). */
+function texts(n: number): string[] {
+  const reviews = readFileSync(demoReviews, 'utf8')
+    .trim()
+    .split('\n')
+    .slice(1)
+    .map((l) => l.slice(0, l.lastIndexOf(',')).replace(/^"|"$/g, ''));
+  const out = ['a', '   spaces   around   ', 'x'.repeat(5000), `${'word '.repeat(3000)}end`, 'émoji 🎬 and ünïcode'];
+  for (let i = 0; out.length < n; i++) {
+    out.push(Array.from({ length: 1 + (i % 9) }, (_, k) => reviews[(i * 7 + k * 13) % reviews.length]).join(' ') + ` #${i}`);
+  }
+  return out;
+}
+
+describe('encodeBatchAsync', () => {
+  it('gives exactly the rows of encodeBatch, on workers and on the main thread', async () => {
+    const tokenizer = await TextTokenizer.load(demoTokenizer);
+    const input = texts(3000);
+    const expected = tokenizer.encodeBatch(input, 64);
+    for (const threads of [1, 2, 3]) {
+      const got = await tokenizer.encodeBatchAsync(input, 64, { threads });
+      expect(got.count).toBe(expected.count);
+      expect(got.seqLen).toBe(64);
+      expect(Buffer.from(got.inputIds.buffer).equals(Buffer.from(expected.inputIds.buffer)), `threads ${threads}: ids`).toBe(true);
+      expect(Buffer.from(got.attentionMask.buffer).equals(Buffer.from(expected.attentionMask.buffer)), `threads ${threads}: mask`).toBe(true);
+      expect(Array.from(got.lengths)).toEqual(Array.from(expected.lengths));
+    }
+    // Small inputs (main thread) too, and nothing at all.
+    const few = tokenizer.encodeBatch(input.slice(0, 300), 32);
+    expect(Array.from((await tokenizer.encodeBatchAsync(input.slice(0, 300), 32)).inputIds)).toEqual(Array.from(few.inputIds));
+    expect((await tokenizer.encodeBatchAsync([], 32)).count).toBe(0);
+  });
+
+  it('leaves the main thread mostly idle on large inputs (workers), and stops on abort', async () => {
+    const tokenizer = await TextTokenizer.load(demoTokenizer);
+    const input = texts(6000);
+    const before = performance.eventLoopUtilization();
+    await tokenizer.encodeBatchAsync(input, 128, { threads: 2 });
+    const onWorkers = performance.eventLoopUtilization(before).utilization;
+    const before1 = performance.eventLoopUtilization();
+    await tokenizer.encodeBatchAsync(input, 128, { threads: 1 });
+    const onMain = performance.eventLoopUtilization(before1).utilization;
+    console.log(`tokenizer: event-loop utilisation ${onWorkers.toFixed(2)} with 2 workers, ${onMain.toFixed(2)} on the main thread`);
+    // On the main thread the loop is busy tokenizing nearly all the time; with workers it waits.
+    expect(onMain).toBeGreaterThan(0.8);
+    expect(onWorkers).toBeLessThan(0.5);
+
+    const controller = new AbortController();
+    const running = tokenizer.encodeBatchAsync(input, 128, { threads: 2, signal: controller.signal });
+    setTimeout(() => controller.abort(new Error('stop')), 5);
+    await expect(running).rejects.toBeInstanceOf(AbortError);
+    await expect(tokenizer.encodeBatchAsync(input.slice(0, 100), 128, { signal: AbortSignal.abort() })).rejects.toBeInstanceOf(AbortError);
+  });
+});
