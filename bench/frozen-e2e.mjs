@@ -32,7 +32,7 @@ export async function run({ quick, threads, maxLength }) {
   };
   const tok = await tokenizer();
   const t0 = performance.now();
-  tok.encodeBatch(setup.data.texts, setup.maxLength);
+  await tok.encodeBatchAsync(setup.data.texts, setup.maxLength); // what train() runs
   const tokenizeSeconds = (performance.now() - t0) / 1000;
 
   const runs = { memory: [], none: [] };
