@@ -282,6 +282,17 @@ export interface EvalStepOptions extends LossOptions {
   precision?: Precision;
 }
 
+export interface CpuCacheStats {
+  installed: boolean;
+  limitBytes: number;
+  cachedBytes: number;
+  cachedBlocks: number;
+  /** Allocations served from the cache, and those that were not (of cacheable size). */
+  hits: number;
+  misses: number;
+  evictedBytes: number;
+}
+
 /** Options of extractFeatures. */
 export interface FeatureOptions {
   /** Forward pass precision (autocast). Default 'fp32'. The features are returned as float32. */
@@ -431,6 +442,14 @@ export interface NativeBinding {
   showConfig(): string;
   /** `torch.__config__.parallel_info()`: ATen's parallel backend and thread settings. */
   parallelInfo(): string;
+  /**
+   * The caching CPU allocator torch-bert installs for libtorch's tensors (native/cpu_allocator.h):
+   * freed blocks of 256 KiB or more are kept, up to `limitBytes` (TORCH_BERT_CPU_CACHE_MB,
+   * default 1024 MiB; 0 keeps libtorch's own allocator: `installed` false), for reuse.
+   */
+  cpuCacheStats(): CpuCacheStats;
+  /** Return every cached block to the system (the cache stays in use). */
+  emptyCpuCache(): void;
   getNumInteropThreads(): number;
   /** `torch.matmul(a, b)` without autograd (touches BLAS). */
   matmul(a: NativeTensor, b: NativeTensor): NativeTensor;

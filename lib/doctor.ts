@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, release, totalmem, type as osType } from 'node:os';
 import { join } from 'node:path';
-import type { CudaDeviceProperties, NativeBinding, NativeBuildInfo } from './binding.js';
+import type { CpuCacheStats, CudaDeviceProperties, NativeBinding, NativeBuildInfo } from './binding.js';
 import { loadBinding, loadedBinaryInfo, packageRoot, type BuildInfo } from './loader.js';
 import type { FoundLibtorch, LibtorchCandidate } from '../scripts/find-libtorch.mjs';
 import { mappedLibraries, readLibtorchCache, resolveLibtorch } from '../scripts/native-binary.mjs';
@@ -56,6 +56,8 @@ export interface DoctorReport {
   /** The CUDA devices as libtorch numbers them, read through the CUDA driver (empty without CUDA). */
   cudaDevices: CudaDeviceProperties[];
   blas: { name: string; libraries: string[]; how: string } | null;
+  /** torch-bert's caching allocator for libtorch's CPU tensors (null without a loaded binary). */
+  cpuAllocator: CpuCacheStats | null;
   threads: {
     intraOp: number | null;
     interOp: number | null;
@@ -187,6 +189,7 @@ export function doctor(): DoctorReport {
   let runtime: DoctorReport['runtime'] = null;
   let cuda: DoctorReport['cuda'] = null;
   let blas: DoctorReport['blas'] = null;
+  let cpuAllocator: CpuCacheStats | null = null;
   let intraOp: number | null = null;
   let interOp: number | null = null;
   let parallel: string | null = null;
@@ -213,6 +216,7 @@ export function doctor(): DoctorReport {
     intraOp = binding.getNumThreads();
     interOp = attempt(() => binding!.getNumInteropThreads());
     parallel = attempt(() => binding!.parallelInfo());
+    cpuAllocator = attempt(() => binding!.cpuCacheStats());
     let how: string;
     try {
       how = exerciseBlas(binding);
@@ -240,6 +244,7 @@ export function doctor(): DoctorReport {
     gpus: nvidiaSmi(),
     cudaDevices,
     blas,
+    cpuAllocator,
     threads: { intraOp, interOp, parallel, cpus: cpus().length, env },
     node: { version: process.version, modules: process.versions.modules, napi: process.versions.napi ?? null, execPath: process.execPath },
     platform: {
@@ -304,6 +309,14 @@ export function formatDoctor(r: DoctorReport): string {
       add(`cuda:${d.index}`, `${d.name}, ${Math.round(d.totalMemory / 2 ** 20)} MiB, compute ${d.computeCapability}, ${d.multiProcessorCount} SMs${d.driverCuda ? `, driver supports CUDA ${d.driverCuda}` : ''}`);
     }
     if (r.blas) add('BLAS', `${r.blas.name}: ${r.blas.libraries.join(', ') || '-'} (${r.blas.how})`);
+    if (r.cpuAllocator) {
+      add(
+        'CPU allocator',
+        r.cpuAllocator.installed
+          ? `torch-bert caching allocator, keeps up to ${Math.round(r.cpuAllocator.limitBytes / 2 ** 20)} MiB of freed tensor memory (TORCH_BERT_CPU_CACHE_MB)`
+          : "libtorch's default (TORCH_BERT_CPU_CACHE_MB=0, or an AddressSanitizer build)",
+      );
+    }
   }
   lines.push('', 'threads:');
   add('intra-op', r.threads.intraOp);

@@ -249,7 +249,9 @@ export class TextTokenizer {
         worker.postMessage(job);
       };
       for (let i = 0; i < threads; i++) {
-        const worker = new Worker(workerScript!, { workerData: { json: this.json, file: this.file } });
+        // execArgv: [] — the script is plain compiled JS; the parent's flags (--input-type, --eval,
+        // loaders) would only break it.
+        const worker = new Worker(workerScript!, { workerData: { json: this.json, file: this.file }, execArgv: [] });
         workers.push(worker);
         worker.on('message', (reply: TokenizeReply) => {
           pending--;

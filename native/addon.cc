@@ -7,6 +7,7 @@
 
 #include "addon_data.h"
 #include "classifier.h"
+#include "cpu_allocator.h"
 #include "diagnostics.h"
 #include "lora.h"
 #include "optimizer.h"
@@ -22,6 +23,9 @@ namespace torch_bert {
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // Before any tensor exists: every CPU tensor of the process is then allocated by it
+  // (cpu_allocator.h says why).
+  InstallCachingCpuAllocator();
   // Owned by the environment, deleted at its teardown.
   auto* data = new AddonData();
   env.SetInstanceData<AddonData>(data);
@@ -59,6 +63,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterTrainingState(env, exports);
   RegisterPrecision(env, exports);
   RegisterDiagnostics(env, exports);
+  RegisterCpuAllocator(env, exports);
   return exports;
 }
 

@@ -270,6 +270,8 @@ const entries = (): Entry[] => [
   { name: 'allowTF32', kinds: [], args: () => [], call: () => b.allowTF32() },
   { name: 'showConfig', kinds: [], args: () => [], call: () => b.showConfig() },
   { name: 'parallelInfo', kinds: [], args: () => [], call: () => b.parallelInfo() },
+  { name: 'cpuCacheStats', kinds: [], args: () => [], call: () => b.cpuCacheStats() },
+  { name: 'emptyCpuCache', kinds: [], args: () => [], call: () => b.emptyCpuCache() },
   { name: 'getNumInteropThreads', kinds: [], args: () => [], call: () => b.getNumInteropThreads() },
   { name: 'matmul', kinds: ['tensor', 'tensor'], args: () => [tensor(), b.Tensor.fromArray(new Float32Array(6), [3, 2])], call: (x, y) => b.matmul(x, y) },
   { name: 'buildInfo', kinds: [], args: () => [], call: () => b.buildInfo() },
