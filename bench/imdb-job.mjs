@@ -7,7 +7,7 @@
  *   torch-bert train --data train-00-of-10.csv ... --data train-09-of-10.csv --technique frozen ...
  *   torch-bert eval --classifier DIR --data test-00-of-10.csv ... --data test-09-of-10.csv
  *
- * Each command's wall time and peak RSS (ru_maxrss via bench/peak-rss.cjs). The encoder is the
+ * Each command's wall time and peak RSS (VmHWM via bench/peak-rss.cjs). The encoder is the
  * small stand-in of frozen-e2e (no pretrained weights exist offline), max length 128.
  *
  * Next to it, the tutorial's way (the encoder recomputed for every batch of every epoch),
@@ -90,7 +90,7 @@ export async function run({ quick }) {
       `**The real job: frozen technique on the full IMDB** — \`torch-bert train\` on the ${parts('train').length} train part(s) ` +
         `(${results.trainReviews.toLocaleString('en-US')} train / ${results.validationReviews.toLocaleString('en-US')} validation, stratified, seed 42), ` +
         `${epochs} epoch(s), max length ${MAX_LENGTH}, batch 32, lr ${LEARNING_RATE}, best by validation loss; then \`torch-bert eval\` on the ` +
-        `${results.testReviews.toLocaleString('en-US')} test reviews. ${setup.encoderDescription}. Peak RSS = ru_maxrss of each command's process.`,
+        `${results.testReviews.toLocaleString('en-US')} test reviews. ${setup.encoderDescription}. Peak RSS = VmHWM of each command's process.`,
       '',
       table(
         ['step', 'wall time', 'peak RSS MB', 'result'],

@@ -19,7 +19,7 @@
  *
  * --quick: a smoke run (tiny shape only, few steps, a random-weight encoder for the end-to-end runs), under a minute.
  * --shapes tiny,small,bert-base: the step benchmarks' shapes (default all three).
- * --max-length N: max length of the end-to-end runs (default 128); results go to bench/results-max-length-N.json.
+ * --max-length N: max length of the end-to-end runs (default: frozen-e2e 250, the tutorial's; techniques-table 128); results go to bench/results-max-length-N.json.
  * --threads N: intra-op threads for both torch-bert and PyTorch (default: each library's own default).
  * Encoders are made once by scripts/python/make_encoder.py and cached in bench/.cache (the first
  * full run also pre-trains the small encoder, about a minute more).

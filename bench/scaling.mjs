@@ -3,7 +3,7 @@
  *
  * Each point is one train() call (featureCache 'memory', 5 epochs, the small pre-trained encoder
  * of frozen-e2e) in a child process of its own, so that its peak RSS (getrusage's ru_maxrss,
- * read by the child at its end) is that run's alone. Grows the dataset (1k, 5k reviews at max
+ * the child's VmHWM, read at its end) is that run's alone. Grows the dataset (1k, 5k reviews at max
  * length 128) and the max length (64, 128, 256, 512 at 1k reviews). The 25k-review point is the
  * real job (bench/imdb-job.mjs, `npm run bench -- --only imdb-job`), too long for this suite.
  *
@@ -15,6 +15,7 @@
  * share of the train() wall time. Target: ≤ 10% of the frozen end-to-end time.
  */
 import { execFile } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,7 +72,7 @@ async function point({ quick, examples: n, maxLength }) {
     tokenizeSeconds,
     textBytes: bytes,
     realTokens,
-    maxRssBytes: process.resourceUsage().maxRSS * 1024,
+    maxRssBytes: peakRssBytes(),
     encoderBytes: statSync(setup.encoder).size,
     hidden: setup.shape.hidden,
   };
@@ -85,6 +86,8 @@ async function examplesAcrossShards(n) {
   return { texts: raw.texts.slice(0, n), labels: raw.labels.slice(0, n) };
 }
 
+// VmHWM, not ru_maxrss (which Linux carries over from the parent across exec): see peak-rss.cjs.
+const { peakRssBytes } = createRequire(import.meta.url)('./peak-rss.cjs');
 const execFileAsync = promisify(execFile);
 const self = fileURLToPath(import.meta.url);
 
@@ -126,7 +129,7 @@ export async function run({ quick }) {
   const markdown = [
     `**Scaling and memory of the frozen technique end to end** — one train() call per row (featureCache 'memory', ${quick ? 2 : EPOCHS} epochs, ` +
       `batch ${setup.batchSize}, 80/20 split), each in its own process; ${dataDescription} (more than 2,500 reviews: the train parts in order); ` +
-      `${setup.encoderDescription}. Peak RSS = the process's ru_maxrss. Tokenizing: the same texts tokenized again alone ` +
+      `${setup.encoderDescription}. Peak RSS = the process's VmHWM. Tokenizing: the same texts tokenized again alone ` +
       `(TextTokenizer.encodeBatchAsync, what train() runs: worker threads on all cores from 1,024 texts), reviews/s and MB/s of UTF-8 text, and its share of the train() time.`,
     '',
     table(

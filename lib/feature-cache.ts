@@ -46,7 +46,12 @@ export async function encodeOnce(
   model: NativeScriptModule,
   encoded: EncodedTexts,
   options: {
-    batchSize: number;
+    /**
+     * Tokens per encoder batch (rows × the batch's longest row). A budget rather than a row
+     * count, so that batches of short texts hold more rows and the activations of long ones
+     * (attention grows with the square of the length) stay bounded.
+     */
+    tokensPerBatch: number;
     split: 'train' | 'validation';
     disk?: { dir: string; encoderFile: string; pooling: string };
     onProgress?: (e: EncodeEvent) => void;
@@ -79,9 +84,12 @@ export async function encodeOnce(
   order.forEach((example, row) => (rowOf[example] = row));
   const parts: NativeTensor[] = [];
   try {
-    for (let start = 0; start < order.length; start += options.batchSize) {
+    for (let start = 0; start < order.length; ) {
       options.signal?.throwIfAborted();
-      const rows = gatherRows(encoded, order.subarray(start, start + options.batchSize));
+      // Longest first, so this batch's first row sets its width.
+      const width = Math.max(1, encoded.lengths[order[start]!]!);
+      const count = Math.max(1, Math.floor(options.tokensPerBatch / width));
+      const rows = gatherRows(encoded, order.subarray(start, start + count));
       parts.push(
         await binding.extractFeatures(model, {
           inputIds: rows.inputIds,
@@ -90,7 +98,8 @@ export async function encodeOnce(
           seqLen: rows.seqLen,
         }),
       );
-      options.onProgress?.({ type: 'encode', split: options.split, done: start + rows.count, total: encoded.count, fromCache: false });
+      start += rows.count;
+      options.onProgress?.({ type: 'encode', split: options.split, done: start, total: encoded.count, fromCache: false });
     }
     const features = binding.cat(parts);
     if (file) {
