@@ -5,6 +5,7 @@
 
 #include "addon_data.h"
 #include "errors.h"
+#include "fused_adamw.h"
 #include "tensor.h"
 #include "wrap_tag.h"
 
@@ -120,7 +121,7 @@ Napi::Value AdamW::Step(const Napi::CallbackInfo& info) {
   return Guard(env, [&]() -> Napi::Value {
     const auto& state = Checked(env);
     std::lock_guard<std::mutex> lock(state->mutex);
-    state->optimizer->step();
+    AdamWStep(*state->optimizer);
     return env.Undefined();
   });
 }

@@ -11,6 +11,7 @@
 
 #include "device_errors.h"
 #include "errors.h"
+#include "fused_adamw.h"
 #include "lora.h"
 #include "optimizer.h"
 #include "precision.h"
@@ -478,7 +479,7 @@ class TrainStepWorker : public PromiseWorker {
             gradNorm_ = options_.maxGradNorm > 0 ? torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm)
                                                  : GradNorm(params);
           }
-          if (!skipped_) optimizer_->optimizer->step();
+          if (!skipped_) AdamWStep(*optimizer_->optimizer);
           if (scaling) scaler.Update(false);
         }
       }
