@@ -29,6 +29,7 @@ import { access, constants, copyFile, link, mkdir, open, readdir, readFile, rena
 import { join } from 'node:path';
 import type { NativeScriptModule } from './binding.js';
 import { InputError, ModelError, messageOf } from './errors.js';
+import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js';
 
 export const CLASSIFIER_FILE = 'classifier.pt';
 export const CONFIG_FILE = 'config.json';
@@ -58,12 +59,12 @@ export async function sha256File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-/** `<path>.tmp-<pid>-<random>`: the pid tells a later save whether its writer is still alive. */
+/** `<path>.tmp-<writer>-<random>`: the writer's identity tells a later save whether it still runs. */
 function tempName(path: string): string {
-  return `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  return `${path}.tmp-${writerId()}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
-const TEMP_PATTERN = /\.tmp-(\d+)(?:-[0-9a-z]*)?$/;
+const TEMP_PATTERN = new RegExp(`\\.tmp-${WRITER_ID_PATTERN}(?:-[0-9a-z]*)?$`);
 const ADDRESSED_PATTERN = /^([a-z]+)-([0-9a-f]{16})\.pt$/;
 
 /** Name under which an archive (`classifier.pt`, `adapters.pt`, ...) with this SHA-256 waits during a save (step 1 above). */
@@ -73,16 +74,6 @@ export function addressedName(file: string, sha256: string): string {
 
 export function addressedClassifierName(sha256: string): string {
   return addressedName(CLASSIFIER_FILE, sha256);
-}
-
-function processIsAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function fsyncFile(path: string): Promise<void> {
@@ -167,7 +158,7 @@ export async function removeStaleFiles(dir: string): Promise<string[]> {
   const keep = new Set([...(await committedShas(dir))].map(([file, sha]) => addressedName(file, sha)));
   const stale = names.filter((name) => {
     const temp = TEMP_PATTERN.exec(name);
-    if (temp) return !processIsAlive(Number(temp[1]));
+    if (temp) return !writerIsAlive(Number(temp[1]), temp[2]);
     return ADDRESSED_PATTERN.test(name) && !keep.has(name);
   });
   await Promise.all(stale.map((name) => rm(join(dir, name), { recursive: true, force: true })));

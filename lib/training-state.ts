@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import type { NativeAdamW, NativeBinding, NativeTensor } from './binding.js';
 import { InputError, messageOf } from './errors.js';
 import type { EpochMetrics, Evaluation } from './options.js';
+import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js';
 
 export const STATE_DIR = 'training-state';
 
@@ -45,16 +46,6 @@ export interface SavedState {
   savedAt: string;
 }
 
-function processIsAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Remove a directory so that it never looks complete while half-deleted: its marker goes first. */
 async function removeStateDir(path: string): Promise<void> {
   await rm(join(path, 'state.json'), { force: true });
@@ -65,7 +56,7 @@ async function removeStateDir(path: string): Promise<void> {
  * Write the state as a new directory, then swap it in. At every moment of a crash, `<outDir>/
  * training-state` or (only while it is absent) `training-state.old` is a complete state:
  *   a. remove temporary directories of saves whose process died;
- *   b. write `training-state.tmp-<pid>`, state.json last;
+ *   b. write `training-state.tmp-<pid>.<start time>` (writer-identity.ts), state.json last;
  *   c. if a previous swap died with only `.old` left, rename it back first (never delete the
  *      only complete state);
  *   d. remove `.old`, rename the current state to `.old`, the new one into place, remove `.old`.
@@ -76,13 +67,13 @@ export async function saveTrainingState(
   state: { fingerprint: Record<string, unknown>; position: RunPosition; tensors: Array<[string, NativeTensor]>; optimizer: NativeAdamW },
 ): Promise<void> {
   const final = join(outDir, STATE_DIR);
-  const fresh = `${final}.tmp-${process.pid}`;
+  const fresh = `${final}.tmp-${writerId()}`;
   const old = `${final}.old`;
   const prefix = `${STATE_DIR}.tmp-`;
+  const writer = new RegExp(`^${WRITER_ID_PATTERN}$`);
   for (const name of await readdir(outDir).catch(() => [] as string[])) {
-    if (name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length)) && !processIsAlive(Number(name.slice(prefix.length)))) {
-      await removeStateDir(join(outDir, name));
-    }
+    const id = name.startsWith(prefix) ? writer.exec(name.slice(prefix.length)) : null;
+    if (id && !writerIsAlive(Number(id[1]), id[2])) await removeStateDir(join(outDir, name));
   }
   await removeStateDir(fresh);
   await mkdir(fresh, { recursive: true });

@@ -22,6 +22,7 @@ import {
   CLASSIFIER_FILE,
   CONFIG_FILE,
   ensureWritableDir,
+  removeStaleFiles,
   resolveArchive,
   resolveClassifierFile,
   sha256File,
@@ -29,6 +30,7 @@ import {
 } from '../../lib/checkpoint.js';
 import { loadClassifier } from '../../lib/classifier.js';
 import { loadBinding } from '../../lib/loader.js';
+import { writerId } from '../../lib/writer-identity.js';
 import { demoTokenizer, makeEncoder, runPython } from '../fixtures.js';
 import { exited, rng, runSeed, sleep, spawnTs, waitForLine } from '../helpers/reliability.js';
 
@@ -106,7 +108,7 @@ describe('writeCheckpoint under SIGKILL', () => {
       if (leftovers.length > 0) stats.killedMidSave++;
       // Stale files of earlier children were removed by the next save: temporary files left now
       // can only be the last child's.
-      for (const n of names.filter((x) => /\.tmp-\d+/.test(x))) expect(n, `trial ${trial}`).toContain(`.tmp-${child.pid}`);
+      for (const n of names.filter((x) => /\.tmp-\d+/.test(x))) expect(n, `trial ${trial}`).toMatch(new RegExp(`\\.tmp-${child.pid}\\.\\d+-`));
       expect(names.filter((n) => /^classifier-[0-9a-f]{16}\.pt$/.test(n)).length, `trial ${trial}: ${names.join(' ')}`).toBeLessThanOrEqual(2);
 
       // The checkpoint loads; config.json and the archive it resolves agree (checksum and weights).
@@ -256,5 +258,22 @@ describe("archives saved with the classifier (a LoRA run's adapters.pt and head.
     await expect(resolveArchive(dir, 'head.pt', sha5)).rejects.toThrow(/does not match .*config\.json \(checksum differs\)/);
     module.dispose();
     enc.dispose();
+  });
+});
+
+describe('stale temporary files', () => {
+  it('are told apart by writer identity (pid and start time), so a reused pid does not keep a dead writer\'s files', async () => {
+    const dir = join(work, 'stale');
+    await ensureWritableDir(dir);
+    const id = writerId();
+    expect(id).toMatch(new RegExp(`^${process.pid}\\.\\d+$`));
+    const [pid, start] = id.split('.');
+    const live = `classifier.pt.tmp-${id}-live`; // this process: kept
+    const reused = `classifier.pt.tmp-${pid}.${Number(start) + 1}-reused`; // same pid, another start: a dead writer
+    const gone = `classifier.pt.tmp-999999.1-gone`; // no such process
+    for (const name of [live, reused, gone]) writeFileSync(join(dir, name), 'x');
+    const removed = await removeStaleFiles(dir);
+    expect(removed.sort()).toEqual([gone, reused].sort());
+    expect(readdirSync(dir)).toEqual([live]);
   });
 });
