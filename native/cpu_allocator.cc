@@ -5,6 +5,7 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
@@ -36,9 +37,18 @@ class CachingCpuAllocator final : public c10::Allocator {
  public:
   explicit CachingCpuAllocator(uint64_t limitBytes) : limitBytes_(limitBytes) {}
 
-  c10::DataPtr allocate(size_t n) const override {
+  // libtorch 1.x declares allocate() const, 2.3+ non-const: both are defined (an overload each),
+  // so the one that exists in the base is overridden whichever libtorch this is built against.
+  c10::DataPtr allocate(size_t n) const {
     void* data = const_cast<CachingCpuAllocator*>(this)->Allocate(n);
     return {data, data, &Delete, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DataPtr allocate(size_t n) { return static_cast<const CachingCpuAllocator*>(this)->allocate(n); }
+
+  // Pure virtual since libtorch 2.3 (a plain member before): CPU memory copies as memcpy, as
+  // libtorch's default CPU allocator does.
+  void copy_data(void* dest, const void* src, std::size_t count) const {
+    if (count > 0) std::memcpy(dest, src, count);
   }
 
   c10::DeleterFnPtr raw_deleter() const override { return &Delete; }
