@@ -64,9 +64,17 @@ export interface EvaluationOptions {
 }
 
 /**
+ * Tokens per evaluation batch (rows × the batch's longest row), within the caller's row limit:
+ * as for the frozen encoding (trainer.ts), a forward is fastest per text at 1-2k tokens per
+ * batch on the CPU, and memory stays flat as the max length grows.
+ */
+const EVAL_TOKENS_PER_BATCH = 2048;
+
+/**
  * Evaluate `module` on encoded texts in eval mode without autograd (the tutorial trained on
  * its validation set here; we never call backward or step). Batches run natively off the
- * main thread; loss is the example-weighted mean of batch means.
+ * main thread; loss is the example-weighted mean of batch means. Texts go longest first, so
+ * each batch is padded only to lengths close to its own (results come back in input order).
  */
 export async function runEvaluation(
   module: NativeScriptModule,
@@ -76,15 +84,18 @@ export async function runEvaluation(
   signal?: AbortSignal,
   loss?: LossOptions,
   padTo?: number,
-): Promise<{ loss: number | null; accuracy: number | null; predictions: Int32Array; probabilities: Float32Array[] }> {
+): Promise<{ loss: number | null; accuracy: number | null; predictions: Int32Array; probabilities: Float32Array }> {
   const binding = loadBinding();
   const predictions = new Int32Array(encoded.count);
-  const probabilities: Float32Array[] = [];
+  let probabilities = new Float32Array(0);
   let lossSum = 0;
   let correct = 0;
-  for (let start = 0; start < encoded.count; start += batchSize) {
+  const order = Int32Array.from(encoded.lengths.keys()).sort((a, b) => encoded.lengths[b]! - encoded.lengths[a]! || a - b);
+  for (let start = 0; start < encoded.count; ) {
     signal?.throwIfAborted();
-    const indices = Array.from({ length: Math.min(batchSize, encoded.count - start) }, (_, i) => start + i);
+    const width = padTo ?? Math.max(1, encoded.lengths[order[start]!]!);
+    const count = Math.min(batchSize, Math.max(1, Math.floor(EVAL_TOKENS_PER_BATCH / width)), encoded.count - start);
+    const indices = order.subarray(start, start + count);
     const rows = gatherRows(encoded, indices, padTo);
     const result = await binding.evalStep(
       module,
@@ -93,16 +104,21 @@ export async function runEvaluation(
         attentionMask: rows.attentionMask,
         batchSize: rows.count,
         seqLen: rows.seqLen,
-        labels: labels ? labels.subarray(start, start + rows.count) : undefined,
+        labels: labels ? Int32Array.from(indices, (i) => labels[i]!) : undefined,
       },
       loss,
     );
-    predictions.set(result.predictions, start);
-    probabilities.push(result.probabilities);
+    const classes = result.probabilities.length / rows.count;
+    if (probabilities.length === 0) probabilities = new Float32Array(encoded.count * classes);
+    indices.forEach((example, r) => {
+      predictions[example] = result.predictions[r]!;
+      probabilities.set(result.probabilities.subarray(r * classes, (r + 1) * classes), example * classes);
+    });
     if (labels) {
       lossSum += result.loss! * rows.count;
       correct += result.correct!;
     }
+    start += count;
   }
   return {
     loss: labels ? lossSum / encoded.count : null,
@@ -242,14 +258,8 @@ export class Classifier {
       if (typeof t !== 'string') throw new InputError(`text ${i} is not a string`);
     });
     const encoded = await this.tokenizer.encodeBatchAsync(texts, this.config.maxLength);
-    const { predictions, probabilities } = await runEvaluation(this.module, encoded, null, options.batchSize ?? 32);
+    const { predictions, probabilities: flat } = await runEvaluation(this.module, encoded, null, options.batchSize ?? 32);
     const numClasses = this.labels.length;
-    const flat = new Float32Array(texts.length * numClasses);
-    let offset = 0;
-    for (const block of probabilities) {
-      flat.set(block, offset);
-      offset += block.length;
-    }
     return Array.from(predictions, (labelId, i) => ({
       label: this.labels[labelId]!,
       labelId,

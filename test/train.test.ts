@@ -121,6 +121,21 @@ describe('a trained classifier', () => {
     expect(history[1].validationAccuracy).toBeCloseTo(result.history[1]!.validationAccuracy, 12);
   });
 
+  it('predicts texts of mixed lengths (batched longest first) in input order, as each text alone', async () => {
+    const texts = Array.from({ length: 70 }, (_, i) =>
+      Array.from({ length: 1 + ((i * 7) % 23) }, (_, k) => (k % 3 === 0 ? 'wonderful' : k % 3 === 1 ? 'dull' : 'film')).join(' ') + ` ${i}`,
+    );
+    const together = await result.classifier.predict(texts);
+    expect(together).toHaveLength(texts.length);
+    for (let i = 0; i < texts.length; i += 7) {
+      const [alone] = await result.classifier.predict([texts[i]!]);
+      expect(together[i]!.labelId).toBe(alone!.labelId);
+      for (const label of ['negative', 'positive']) expect(Math.abs(together[i]!.probabilities[label]! - alone!.probabilities[label]!)).toBeLessThan(1e-5);
+    }
+    // Probabilities differ across texts (the order really is the input's, not one repeated row).
+    expect(new Set(together.map((p) => p.probabilities.positive!.toFixed(6))).size).toBeGreaterThan(10);
+  });
+
   it('predicts in Python (torch.jit.load) exactly as in Node', async () => {
     const texts = ['a wonderful and moving film', 'the acting was dull and the plot was terrible', 'it was fine'];
     const classifier = await loadClassifier(outDir);
