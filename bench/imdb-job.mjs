@@ -18,9 +18,9 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { dataFile, e2eSetup, examples, f, pct, root, table, timedTrain, tokenizerFile, useImdb } from './lib.mjs';
+import { e2eSetup, examples, f, imdbParts, pct, root, table, timedTrain, tokenizerFile, useImdb } from './lib.mjs';
 
 export const name = 'imdb-job';
 /** Not part of a plain `npm run bench` (see the top of this file). */
@@ -49,7 +49,7 @@ async function cli(args, work, label) {
 export async function run({ quick }) {
   if (!useImdb) throw new Error('imdb-job needs ../shared/data/imdb and the bert-base-uncased tokenizer (not found)');
   const setup = await e2eSetup(false);
-  const parts = (split) => Array.from({ length: quick ? 1 : 10 }, (_, i) => join(dirname(dataFile), `${split}-${String(i).padStart(2, '0')}-of-10.csv`));
+  const parts = (split) => imdbParts(split, quick ? 1 : 10);
   const work = mkdtempSync(join(os.tmpdir(), 'torch-bert-imdb-job-'));
   const out = join(work, 'classifier');
   try {

@@ -36,6 +36,9 @@ const imdbDir = join(shared, 'data', 'imdb');
 const bertTokenizer = join(shared, 'models', 'bert-base-uncased', 'tokenizer.json');
 /** TORCH_BERT_BENCH_DATA=demo forces the fallback (to test it where IMDB is present). */
 const forceDemo = process.env.TORCH_BERT_BENCH_DATA === 'demo';
+/** The first `count` of IMDB's ten parts of `split` ('train' or 'test'), in order. */
+export const imdbParts = (split, count = 10) =>
+  Array.from({ length: count }, (_, i) => join(imdbDir, `${split}-${String(i).padStart(2, '0')}-of-10.csv`));
 export const useImdb = !forceDemo && existsSync(join(imdbDir, 'train-00-of-10.csv')) && existsSync(bertTokenizer);
 export const tokenizerFile = useImdb ? bertTokenizer : join(root, 'assets', 'demo', 'tokenizer.json');
 /** The reviews every benchmark draws from (IMDB train shard 0, or the demo reviews). */

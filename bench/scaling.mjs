@@ -17,10 +17,9 @@
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { dataDescription, dataFile, dataModule, e2eSetup, examples, f, pct, table, timedTrain, tokenizer, tokenizerFile, useImdb } from './lib.mjs';
+import { dataDescription, dataModule, e2eSetup, examples, f, imdbParts, pct, table, timedTrain, tokenizer, tokenizerFile, useImdb } from './lib.mjs';
 
 export const name = 'scaling';
 
@@ -81,8 +80,7 @@ async function point({ quick, examples: n, maxLength }) {
 /** The first `n` IMDB training reviews across the train parts, in order (read as one dataset). */
 async function examplesAcrossShards(n) {
   if (!useImdb) return examples(n);
-  const files = Array.from({ length: 10 }, (_, i) => join(dirname(dataFile), `train-${String(i).padStart(2, '0')}-of-10.csv`));
-  const raw = await dataModule.loadExamples({ csv: files });
+  const raw = await dataModule.loadExamples({ csv: imdbParts('train') });
   return { texts: raw.texts.slice(0, n), labels: raw.labels.slice(0, n) };
 }
 

@@ -28,6 +28,36 @@ export function epochBatches(permutation: Int32Array, batchSize: number, lengths
   return batches;
 }
 
+/**
+ * Tokens per forward batch (rows × the batch's longest row) of the inference passes: the frozen
+ * encoding and evaluation. Measured on 2 cores (small BERT, CPU): per-text time is lowest at
+ * 1-2k tokens per batch (4.95 ms/review at 16x128 vs 5.44 at 64x128; 26.8 vs 36.0 at 4x512 vs
+ * 64x512), and peak memory grows with the batch (0.3 vs 1.5 GB at length 512).
+ */
+export const TOKENS_PER_FORWARD = 2048;
+
+/**
+ * Batches for an inference pass over texts of `lengths`: all rows, longest first (each batch is
+ * padded only to lengths close to its own), each batch as many rows as fit `tokensPerBatch`
+ * (at least 1, at most `maxRows`). `width` fixes every row's padded width (padding to the max
+ * length) instead of the batch's longest. Returns the order and the batches (views of it).
+ */
+export function longestFirstBatches(
+  lengths: Int32Array,
+  options: { tokensPerBatch: number; maxRows?: number; width?: number },
+): { order: Int32Array; batches: Int32Array[] } {
+  const order = Int32Array.from(lengths.keys()).sort((a, b) => lengths[b]! - lengths[a]! || a - b);
+  const batches: Int32Array[] = [];
+  for (let start = 0; start < order.length; ) {
+    // Longest first: this batch's first row sets its width.
+    const width = options.width ?? Math.max(1, lengths[order[start]!]!);
+    const rows = Math.min(options.maxRows ?? Infinity, Math.max(1, Math.floor(options.tokensPerBatch / width)));
+    batches.push(order.subarray(start, start + rows));
+    start += rows;
+  }
+  return { order, batches };
+}
+
 export type Schedule = 'constant' | 'linear';
 
 /**

@@ -17,9 +17,10 @@
  *   4. the content-addressed files are removed.
  *
  * A loader (`resolveArchive`) takes `classifier.pt` when its checksum matches config.json,
- * else `classifier-<sha16>.pt` (a save killed between 2 and 3); the same for the other archives. The next save, or the next run
- * that writes into the directory (`ensureWritableDir`), completes such a save and removes the
- * temporary and content-addressed files a killed save left. In the steady state the directory
+ * else `classifier-<sha16>.pt` (a save killed between 2 and 3); the same for the other
+ * archives. The next save, or the next run that writes into the directory
+ * (`ensureWritableDir`), completes such a save and removes the temporary and content-addressed
+ * files a killed save left. In the steady state the directory
  * holds exactly classifier.pt, config.json, tokenizer.json and history.json (and a LoRA run's
  * adapters.pt and head.pt).
  */
@@ -180,8 +181,9 @@ export async function completeInterruptedSave(dir: string): Promise<boolean> {
   if (!names.some((n) => ADDRESSED_PATTERN.test(n))) return false;
   let completed = false;
   for (const [file, sha] of await committedShas(dir)) {
-    const addressed = join(dir, addressedName(file, sha));
-    if (!names.includes(addressedName(file, sha)) || (await sha256File(addressed)) !== sha) continue;
+    const name = addressedName(file, sha);
+    const addressed = join(dir, name);
+    if (!names.includes(name) || (await sha256File(addressed)) !== sha) continue;
     await publish(addressed, join(dir, file));
     await syncDir(dir);
     await rm(addressed, { force: true });

@@ -11,6 +11,7 @@ import { InputError, ModelError, messageOf } from './errors.js';
 import { loadBinding } from './loader.js';
 import { classificationMetrics, type ClassificationMetrics } from './metrics.js';
 import type { Device, Pooling } from './options.js';
+import { longestFirstBatches, TOKENS_PER_FORWARD } from './batching.js';
 import { gatherRows, type EncodedTexts, TextTokenizer } from './tokenizer.js';
 
 /** config.json of a saved classifier. */
@@ -64,13 +65,6 @@ export interface EvaluationOptions {
 }
 
 /**
- * Tokens per evaluation batch (rows × the batch's longest row), within the caller's row limit:
- * as for the frozen encoding (trainer.ts), a forward is fastest per text at 1-2k tokens per
- * batch on the CPU, and memory stays flat as the max length grows.
- */
-const EVAL_TOKENS_PER_BATCH = 2048;
-
-/**
  * Evaluate `module` on encoded texts in eval mode without autograd (the tutorial trained on
  * its validation set here; we never call backward or step). Batches run natively off the
  * main thread; loss is the example-weighted mean of batch means. Texts go longest first, so
@@ -90,12 +84,10 @@ export async function runEvaluation(
   let probabilities = new Float32Array(0);
   let lossSum = 0;
   let correct = 0;
-  const order = Int32Array.from(encoded.lengths.keys()).sort((a, b) => encoded.lengths[b]! - encoded.lengths[a]! || a - b);
-  for (let start = 0; start < encoded.count; ) {
+  // TOKENS_PER_FORWARD within the caller's row limit (batchSize), as the frozen encoding does.
+  const { batches } = longestFirstBatches(encoded.lengths, { tokensPerBatch: TOKENS_PER_FORWARD, maxRows: batchSize, width: padTo });
+  for (const indices of batches) {
     signal?.throwIfAborted();
-    const width = padTo ?? Math.max(1, encoded.lengths[order[start]!]!);
-    const count = Math.min(batchSize, Math.max(1, Math.floor(EVAL_TOKENS_PER_BATCH / width)), encoded.count - start);
-    const indices = order.subarray(start, start + count);
     const rows = gatherRows(encoded, indices, padTo);
     const result = await binding.evalStep(
       module,
@@ -118,7 +110,6 @@ export async function runEvaluation(
       lossSum += result.loss! * rows.count;
       correct += result.correct!;
     }
-    start += count;
   }
   return {
     loss: labels ? lossSum / encoded.count : null,

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
 import { sha256File } from './checkpoint.js';
 import type { EncodeEvent } from './options.js';
+import { longestFirstBatches } from './batching.js';
 import { gatherRows, type EncodedTexts } from './tokenizer.js';
 
 export interface FeatureCache {
@@ -79,17 +80,15 @@ export async function encodeOnce(
   }
 
   // Longest first: batch widths shrink as encoding proceeds, so padding is minimal.
-  const order = Int32Array.from(encoded.lengths.keys()).sort((a, b) => encoded.lengths[b]! - encoded.lengths[a]! || a - b);
+  const { order, batches } = longestFirstBatches(encoded.lengths, { tokensPerBatch: options.tokensPerBatch });
   const rowOf = new Int32Array(encoded.count);
   order.forEach((example, row) => (rowOf[example] = row));
   const parts: NativeTensor[] = [];
   try {
-    for (let start = 0; start < order.length; ) {
+    let done = 0;
+    for (const batch of batches) {
       options.signal?.throwIfAborted();
-      // Longest first, so this batch's first row sets its width.
-      const width = Math.max(1, encoded.lengths[order[start]!]!);
-      const count = Math.max(1, Math.floor(options.tokensPerBatch / width));
-      const rows = gatherRows(encoded, order.subarray(start, start + count));
+      const rows = gatherRows(encoded, batch);
       parts.push(
         await binding.extractFeatures(model, {
           inputIds: rows.inputIds,
@@ -98,8 +97,8 @@ export async function encodeOnce(
           seqLen: rows.seqLen,
         }),
       );
-      start += rows.count;
-      options.onProgress?.({ type: 'encode', split: options.split, done: start, total: encoded.count, fromCache: false });
+      done += rows.count;
+      options.onProgress?.({ type: 'encode', split: options.split, done, total: encoded.count, fromCache: false });
     }
     const features = binding.cat(parts);
     if (file) {

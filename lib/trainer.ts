@@ -14,7 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AdamWGroup, EncoderInfo, EvalStepOptions, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule, NativeTensor } from './binding.js';
-import { epochBatches, learningRateFactor } from './batching.js';
+import { epochBatches, learningRateFactor, TOKENS_PER_FORWARD } from './batching.js';
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice, runEvaluation } from './classifier.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
@@ -217,12 +217,9 @@ function setUpTechnique(binding: NativeBinding, model: NativeScriptModule, opts:
 }
 
 /**
- * LoRA's small artifact next to the merged classifier: the adapters (A, B and their spec) and
- * the head, which `loadAdapters()` puts back onto the same base encoder.
- */
-/**
- * A LoRA run's small files, saved with (and committed by) each checkpoint: the adapters alone,
- * and the head's weights, to rebuild the classifier on the same base encoder.
+ * LoRA's small artifact next to the merged classifier, saved with (and committed by) each
+ * checkpoint: the adapters (A, B and their spec) and the head, which `loadAdapters()` puts back
+ * onto the same base encoder.
  */
 function adapterArchives(binding: NativeBinding, adapters: NativeLoraAdapters, model: NativeScriptModule) {
   return [
@@ -385,11 +382,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
       const disk =
         opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, encoderFile: opts.encoder, pooling: opts.pooling } : undefined;
-      // 2,048 tokens per encoder batch (16 rows of 128): measured on 2 cores (small BERT, CPU),
-      // per-review time is lowest at 1-2k tokens per batch (4.95 ms/review at 16x128 vs 5.44 at
-      // 64x128; 26.8 vs 36.0 at 4x512 vs 64x512) and peak memory grows with the batch (0.3 vs
-      // 1.5 GB at length 512).
-      const tokensPerBatch = 2048;
+      const tokensPerBatch = TOKENS_PER_FORWARD;
       const train = await encodeOnce(binding, model, trainSet, { tokensPerBatch, split: 'train', disk, onProgress: opts.onProgress, signal });
       disposables.push(train.features);
       const validation = await encodeOnce(binding, model, validationSet, { tokensPerBatch, split: 'validation', disk, onProgress: opts.onProgress, signal });

@@ -35,7 +35,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function adamw = AdamW::Define(env);
   data->tensorConstructor = Napi::Persistent(tensor);
   data->scriptModuleConstructor = Napi::Persistent(scriptModule);
-  data->adamwConstructor = Napi::Persistent(adamw);
   // Not exported: instances come from applyLora().
   data->loraAdaptersConstructor = Napi::Persistent(LoraAdapters::Define(env));
 

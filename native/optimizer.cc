@@ -3,7 +3,6 @@
 #include <filesystem>
 #include <unordered_set>
 
-#include "addon_data.h"
 #include "errors.h"
 #include "fused_adamw.h"
 #include "tensor.h"

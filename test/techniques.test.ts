@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { epochBatches, learningRateFactor } from '../lib/batching.js';
+import { epochBatches, learningRateFactor, longestFirstBatches } from '../lib/batching.js';
 import { Classifier, train, type TrainOptions } from '../lib/index.js';
 import { loadExamples } from '../lib/data.js';
 import { loadBinding } from '../lib/loader.js';
@@ -135,6 +135,19 @@ describe('batching', () => {
     // Sorted longest first within the mega-batch.
     const flat = batches.flatMap((b) => Array.from(b, (i) => lengths[i]!));
     expect(flat).toEqual([...flat].sort((a, b) => b - a));
+  });
+
+  it('batches inference passes longest first within a token budget (and a row limit, and a fixed width)', () => {
+    const lengths = Int32Array.from([3, 10, 5, 10, 1]);
+    const asArrays = (r: { batches: Int32Array[] }) => r.batches.map((b) => Array.from(b));
+    const budget = longestFirstBatches(lengths, { tokensPerBatch: 20 });
+    expect(Array.from(budget.order)).toEqual([1, 3, 2, 0, 4]);
+    // Width 10 fits 2 rows; then width 5 fits 4, and 3 remain.
+    expect(asArrays(budget)).toEqual([[1, 3], [2, 0, 4]]);
+    expect(asArrays(longestFirstBatches(lengths, { tokensPerBatch: 20, maxRows: 2 }))).toEqual([[1, 3], [2, 0], [4]]);
+    expect(asArrays(longestFirstBatches(lengths, { tokensPerBatch: 20, width: 10 }))).toEqual([[1, 3], [2, 0], [4]]);
+    // A row longer than the budget still goes, alone.
+    expect(asArrays(longestFirstBatches(lengths, { tokensPerBatch: 4 }))).toEqual([[1], [3], [2], [0], [4]]);
   });
 });
 
