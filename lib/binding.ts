@@ -305,9 +305,10 @@ export interface LoraSpec {
   rank: number;
   alpha: number;
   /**
-   * Dropout on the adapter path. Adapters live in weight space (W0 + s·B·A), so this drops
-   * input features of the low-rank update (columns of A, rescaled), resampled every step,
-   * shared by the examples of a batch. 0 disables.
+   * Dropout on the adapter path, as PEFT's lora_dropout: each element of the adapter's input x
+   * in B·A·dropout(x), in train steps of a model in training mode. (An adapter the method's
+   * graph uses in weight space, see `plan()`, drops columns of A instead, one mask per step.)
+   * 0 disables.
    */
   dropout: number;
   /** Seeds A's initialisation. */
@@ -323,6 +324,14 @@ export interface NativeLoraAdapters {
   readonly trainableCount: number;
   /** Bake W0 + s·B·A into the weights for good and detach the adapters. */
   merge(): void;
+  /**
+   * How a forward of `method` (default 'forward') applies each adapter: `activation`, as PEFT
+   * does (x·A^T·B^T added to the linear's output, in a rewritten copy of the method's graph),
+   * or `weightSpace` (W0 + s·B·A swapped into the weight for the call), for weights the graph
+   * uses other than as a linear's weight. Module paths; adapters the method never uses are in
+   * neither.
+   */
+  plan(method?: string): { activation: string[]; weightSpace: string[] };
   /** Adapter tensors + spec to a small file (torch.load-able dict). */
   save(path: string): void;
   /** Load adapter tensors saved by `save()` for the same targets and shapes. */
@@ -398,10 +407,11 @@ export interface NativeBinding {
   /**
    * Attach low-rank adapters to linear layers of `model`: every submodule whose path ends with
    * one of `spec.targets` (e.g. 'attention.self.query') and has a 2-D `weight` gets
-   * A [r, in] (kaiming-uniform like PEFT) and B [out, r] (zeros), and its weight becomes
-   * W0 + (alpha / r) * B @ A, recomputed natively before every forward of trainStep/evalStep/
-   * extractFeatures and before save(). W0 is frozen. `save()` of an adapted model writes the
-   * merged weights as plain parameters (the file runs anywhere with plain torch).
+   * A [r, in] (kaiming-uniform like PEFT) and B [out, r] (zeros): its output becomes
+   * linear(x, W0, b) + (alpha / r) * B·A·x in every forward of trainStep/evalStep/
+   * extractFeatures/forward (a rewritten copy of the method's graph; the model's own graphs
+   * are untouched). W0 is frozen. `save()` and `clone()` of an adapted model hold the merged
+   * weights W0 + (alpha / r)·B·A as plain parameters (the file runs anywhere with plain torch).
    * Throws when no submodule matches.
    */
   applyLora(model: NativeScriptModule, spec: LoraSpec): NativeLoraAdapters;

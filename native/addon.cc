@@ -17,6 +17,7 @@
 #include "tensor.h"
 #include "train_step.h"
 #include "training_state.h"
+#include "worker.h"
 
 namespace torch_bert {
 
@@ -55,9 +56,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // time of a frozen encoder step (0.19 s -> 0.33-0.5 s for 4 layers x 256 hidden, 32x128
   // tokens) and makes step times erratic, while the plain interpreter runs the same aten ops at
   // eager PyTorch's speed with or without autograd. So the plain interpreter is the default;
-  // TORCH_BERT_JIT_OPTIMIZE=1 restores libtorch's default.
+  // TORCH_BERT_JIT_OPTIMIZE=1 restores libtorch's default. The switch is thread-local in
+  // libtorch: this sets it for the main thread, PromiseWorker for each worker thread.
   const char* optimize = std::getenv("TORCH_BERT_JIT_OPTIMIZE");
-  torch::jit::setGraphExecutorOptimize(optimize != nullptr && std::strcmp(optimize, "1") == 0);
+  JitOptimizeSetting() = optimize != nullptr && std::strcmp(optimize, "1") == 0;
+  torch::jit::setGraphExecutorOptimize(JitOptimizeSetting().load());
   RegisterRuntime(env, exports);
   RegisterTrainingState(env, exports);
   RegisterPrecision(env, exports);

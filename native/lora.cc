@@ -1,6 +1,10 @@
 #include "lora.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -96,22 +100,34 @@ std::string ShapeString(c10::IntArrayRef sizes) {
 
 // ---- LoraWeights ---------------------------------------------------------------------------
 
-LoraWeights::LoraWeights(const ModuleState& state, LoraMode mode, const std::string& prefix) {
-  const auto& lora = state.lora;
-  if (!lora) return;
+LoraWeights::LoraWeights(const ModuleState& state, LoraMode mode) {
+  if (!state.lora) return;
+  std::vector<size_t> all(state.lora->modules.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  Apply(*state.lora, mode, all);
+}
+
+LoraWeights::LoraWeights(const LoraState& lora, LoraMode mode, const std::vector<size_t>& modules) {
+  Apply(lora, mode, modules);
+}
+
+void LoraWeights::Apply(const LoraState& lora, LoraMode mode, const std::vector<size_t>& modules) {
+  if (modules.empty()) return;
+  // The merged weights in the parameters' precision, even inside an autocast region.
+  c10::impl::ExcludeDispatchKeyGuard noAutocast(c10::autocast_dispatch_keyset);
   std::optional<c10::AutoGradMode> grad;
   if (mode == LoraMode::kTrain) grad.emplace(true);
   if (mode == LoraMode::kMerged) grad.emplace(false);
-  const double scale = lora->Scale();
+  const double scale = lora.Scale();
   try {
-    for (const auto& m : lora->modules) {
-      if (!prefix.empty() && m.path.compare(0, prefix.size(), prefix) != 0) continue;
+    for (size_t i : modules) {
+      const LoraModule& m = lora.modules.at(i);
       torch::Tensor a = m.a;
-      if (mode == LoraMode::kTrain && lora->dropout > 0 && m.module.is_training()) {
-        // Dropout on the adapter's input features, one mask per step: zeroing column j of A
-        // drops input feature j from B·A·x for every example, as PEFT's lora_dropout does
-        // for one example.
-        const double keep = 1 - lora->dropout;
+      if (mode == LoraMode::kTrain && lora.dropout > 0 && m.module.is_training()) {
+        // Weight space cannot drop per example: one mask on A's input columns per call drops
+        // input feature j from B·A·x for every example (the activation-space path drops per
+        // element, as PEFT's lora_dropout).
+        const double keep = 1 - lora.dropout;
         torch::Tensor mask = torch::empty({a.size(1)}, a.options()).bernoulli_(keep).div_(keep);
         a = a * mask;
       }
@@ -135,6 +151,210 @@ LoraWeights::~LoraWeights() {
       // Cannot happen for a slot that setattr just wrote; a destructor must not throw.
     }
   }
+}
+
+// ---- Activation-space adapters: a rewritten copy of a method's graph ------------------------
+
+// One method of an adapted model, as CallWithAdapters runs it.
+struct LoraMethod {
+  // The method's graph, inlined, with the adapted linears rewritten; its inputs are the
+  // method's (self first), then per module in `activation`: A, B, and whether to apply dropout.
+  // Null when the graph cannot be followed: every adapter then works in weight space.
+  std::unique_ptr<torch::jit::GraphFunction> function;
+  std::vector<size_t> activation;   // LoraState::modules indices rewritten in the graph
+  std::vector<size_t> weightSpace;  // indices whose weight the graph uses otherwise
+};
+
+namespace {
+
+using torch::jit::Node;
+using torch::jit::Value;
+using ObjectPtr = c10::intrusive_ptr<c10::ivalue::Object>;
+
+// Follows the module objects through the inlined graph (from `self` via prim::GetAttr) and
+// finds, for each adapted module, the aten::linear nodes that take its weight. Fails (returns
+// false) when a module object flows anywhere but into prim::GetAttr: then the graph could
+// reach a weight in a way this analysis does not see.
+class AdapterUses {
+ public:
+  AdapterUses(const LoraState& lora, size_t count) : linears(count), other(count, false) {
+    for (size_t i = 0; i < lora.modules.size(); ++i) adapted_.emplace(lora.modules[i].module._ivalue().get(), i);
+  }
+
+  bool Trace(torch::jit::Graph& graph, const ObjectPtr& self) {
+    if (graph.inputs().empty()) return false;
+    objects_.emplace(graph.inputs()[0], self);
+    for (size_t i = 1; i < graph.inputs().size(); ++i) {
+      const c10::TypeKind kind = graph.inputs()[i]->type()->kind();
+      if (kind == c10::TypeKind::ClassType || kind == c10::TypeKind::InterfaceType) return false;
+    }
+    return Block(graph.block());
+  }
+
+  std::vector<std::vector<Node*>> linears;  // per adapted module: the linear nodes using its weight
+  std::vector<bool> other;                  // per adapted module: its weight has another use
+
+ private:
+  bool Block(torch::jit::Block* block) {
+    for (Node* node : block->nodes()) {
+      if (node->kind() == c10::prim::GetAttr) {
+        auto known = objects_.find(node->input(0));
+        if (known != objects_.end() && !GetAttr(node, known->second)) return false;
+      } else {
+        for (Value* input : node->inputs()) {
+          if (objects_.count(input)) return false;  // a module passed to something else
+        }
+      }
+      for (torch::jit::Block* sub : node->blocks()) {
+        if (!Block(sub)) return false;
+      }
+    }
+    for (Value* output : block->return_node()->inputs()) {
+      if (objects_.count(output)) return false;
+    }
+    return true;
+  }
+
+  bool GetAttr(Node* node, const ObjectPtr& object) {
+    const std::string& name = node->s(c10::attr::name);
+    auto slot = object->type()->findAttributeSlot(name);
+    if (!slot) return false;
+    c10::IValue value = object->getSlot(*slot);
+    if (value.isObject()) {
+      objects_.emplace(node->output(), value.toObject());
+      return true;
+    }
+    if (name != "weight") return true;
+    auto adapted = adapted_.find(object.get());
+    if (adapted == adapted_.end()) return true;
+    const size_t i = adapted->second;
+    for (const torch::jit::Use& use : node->output()->uses()) {
+      if (use.user->kind() == c10::aten::linear && use.offset == 1) {
+        linears[i].push_back(use.user);
+      } else {
+        other[i] = true;
+      }
+    }
+    return true;
+  }
+
+  std::unordered_map<const c10::ivalue::Object*, size_t> adapted_;
+  std::unordered_map<const Value*, ObjectPtr> objects_;
+};
+
+// Calls (prim::CallMethod, prim::CallFunction) and all nodes in the block, nested ones included.
+std::pair<size_t, size_t> CountNodes(torch::jit::Block* block) {
+  std::pair<size_t, size_t> n{0, 0};
+  for (Node* node : block->nodes()) {
+    if (node->kind() == c10::prim::CallMethod || node->kind() == c10::prim::CallFunction) ++n.first;
+    ++n.second;
+    for (torch::jit::Block* sub : node->blocks()) {
+      auto [calls, nodes] = CountNodes(sub);
+      n.first += calls;
+      n.second += nodes;
+    }
+  }
+  return n;
+}
+
+// torch::jit::Inline inlines one level when graph optimisation is off (addon.cc turns it off):
+// it pastes each callee's graph as written, its own calls included. Repeat until no call is
+// left, or a pass changes nothing (a call that cannot be inlined, such as an interface method).
+void InlineAll(torch::jit::Graph& graph) {
+  auto before = CountNodes(graph.block());
+  for (int depth = 0; before.first > 0 && depth < 1000; ++depth) {
+    torch::jit::Inline(graph);
+    const auto after = CountNodes(graph.block());
+    if (after == before) break;
+    before = after;
+  }
+}
+
+std::shared_ptr<LoraMethod> BuildLoraMethod(const torch::jit::Module& module, const torch::jit::Method& method,
+                                            const LoraState& lora) {
+  auto out = std::make_shared<LoraMethod>();
+  const size_t count = lora.modules.size();
+  std::shared_ptr<torch::jit::Graph> graph = torch::jit::toGraphFunction(method.function()).graph()->copy();
+  InlineAll(*graph);
+  AdapterUses uses(lora, count);
+  if (!uses.Trace(*graph, module._ivalue())) {
+    for (size_t i = 0; i < count; ++i) out->weightSpace.push_back(i);
+    return out;
+  }
+  const c10::IValue none;
+  const double scale = lora.Scale();
+  for (size_t i = 0; i < count; ++i) {
+    if (uses.other[i]) {
+      out->weightSpace.push_back(i);
+      continue;
+    }
+    if (uses.linears[i].empty()) continue;  // not used by this method
+    out->activation.push_back(i);
+    const std::string tag = "lora_" + std::to_string(i);
+    Value* a = graph->addInput(tag + "_A")->setType(c10::TensorType::get());
+    Value* b = graph->addInput(tag + "_B")->setType(c10::TensorType::get());
+    Value* dropping = graph->addInput(tag + "_dropout")->setType(c10::BoolType::get());
+    for (Node* linear : uses.linears[i]) {
+      torch::jit::WithInsertPoint after(linear->next());
+      Value* y = linear->output();
+      Value* x = linear->input(0);
+      if (lora.dropout > 0) x = graph->insert(c10::aten::dropout, {x, lora.dropout, dropping});
+      Value* low = graph->insert(c10::aten::linear, {x, a, none});
+      Value* delta = graph->insert(c10::aten::linear, {low, b, none});
+      // y + scale * delta, then every former use of y takes the sum.
+      // (alpha is keyword-only in add.Tensor; positionally it would match add.Scalar.)
+      Value* sum = graph->insert(c10::aten::add, {y, delta}, {torch::jit::NamedValue("alpha", scale)});
+      y->replaceAllUsesAfterNodeWith(sum->node(), sum);
+    }
+  }
+  graph->lint();
+  out->function = std::make_unique<torch::jit::GraphFunction>(
+      c10::QualifiedName("__torch__.torch_bert.lora." + method.name()), graph, nullptr);
+  return out;
+}
+
+const LoraMethod& LoraMethodFor(ModuleState& state, const torch::jit::Method& method) {
+  auto& cache = state.lora->methods;
+  auto it = cache.find(method.name());
+  if (it == cache.end()) it = cache.emplace(method.name(), BuildLoraMethod(state.module, method, *state.lora)).first;
+  return *it->second;
+}
+
+}  // namespace
+
+c10::IValue CallWithAdapters(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs,
+                             LoraMode mode) {
+  if (!state.lora) return method(std::move(inputs));
+  if (mode == LoraMode::kMerged) throw std::logic_error("CallWithAdapters: kMerged is for saving and cloning");
+  const LoraState& lora = *state.lora;
+  const LoraMethod& plan = LoraMethodFor(state, method);
+  std::optional<c10::AutoGradMode> grad;
+  if (mode == LoraMode::kTrain) grad.emplace(true);
+  LoraWeights weights(lora, mode, plan.weightSpace);
+  if (!plan.function) return method(std::move(inputs));
+
+  torch::jit::Stack stack = std::move(inputs);
+  stack.insert(stack.begin(), state.module._ivalue());
+  // Defaults and checks as Method::operator() applies them, then the adapters' inputs.
+  method.function().getSchema().checkAndNormalizeInputs(stack, {});
+  for (size_t i : plan.activation) {
+    const LoraModule& m = lora.modules[i];
+    stack.emplace_back(m.a);
+    stack.emplace_back(m.b);
+    stack.emplace_back(mode == LoraMode::kTrain && lora.dropout > 0 && m.module.is_training());
+  }
+  plan.function->run(stack);
+  return stack.front();
+}
+
+std::pair<std::vector<std::string>, std::vector<std::string>> AdapterPlan(ModuleState& state,
+                                                                          const torch::jit::Method& method) {
+  std::pair<std::vector<std::string>, std::vector<std::string>> out;
+  if (!state.lora) return out;
+  const LoraMethod& plan = LoraMethodFor(state, method);
+  for (size_t i : plan.activation) out.first.push_back(state.lora->modules[i].path);
+  for (size_t i : plan.weightSpace) out.second.push_back(state.lora->modules[i].path);
+  return out;
 }
 
 std::vector<torch::Tensor> LoraParameters(const ModuleState& state) {
@@ -233,6 +453,7 @@ Napi::Function LoraAdapters::Define(Napi::Env env) {
                          InstanceMethod<&LoraAdapters::Parameters>("parameters"),
                          InstanceAccessor<&LoraAdapters::TrainableCount>("trainableCount"),
                          InstanceMethod<&LoraAdapters::Merge>("merge"),
+                         InstanceMethod<&LoraAdapters::Plan>("plan"),
                          InstanceMethod<&LoraAdapters::Save>("save"),
                          InstanceMethod<&LoraAdapters::Load>("load"),
                          InstanceMethod<&LoraAdapters::Dispose>("dispose"),
@@ -320,6 +541,28 @@ Napi::Value LoraAdapters::Merge(const Napi::CallbackInfo& info) {
     if (model_->lora == lora_) model_->lora.reset();
     lora_->attached = false;
     return env.Undefined();
+  });
+}
+
+Napi::Value LoraAdapters::Plan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const std::string name = info[0].IsUndefined() ? "forward" : ReadString(info[0], "LoraAdapters.plan: method");
+    Check(env);
+    std::lock_guard<std::mutex> lock(*model_->mutex);
+    if (!lora_->attached || model_->lora != lora_) ThrowError(env, "LoraAdapters.plan: the adapters are merged");
+    auto method = model_->module.find_method(name);
+    if (!method) ThrowError(env, "LoraAdapters.plan: the model has no method '" + name + "'");
+    auto [activation, weightSpace] = AdapterPlan(*model_, *method);
+    auto strings = [&](const std::vector<std::string>& items) {
+      Napi::Array out = Napi::Array::New(env, items.size());
+      for (size_t i = 0; i < items.size(); ++i) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, items[i]));
+      return out;
+    };
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("activation", strings(activation));
+    out.Set("weightSpace", strings(weightSpace));
+    return out;
   });
 }
 

@@ -94,8 +94,7 @@ class ForwardWorker : public PromiseWorker {
   void Run() override {
     std::lock_guard<std::mutex> lock(*state_->mutex);
     c10::AutoGradMode mode(gradEnabled_);
-    LoraWeights lora(*state_, LoraMode::kForward);
-    result_ = FindMethod(state_->module, method_)(std::move(inputs_));
+    result_ = CallWithAdapters(*state_, FindMethod(state_->module, method_), std::move(inputs_), LoraMode::kForward);
   }
   Napi::Value Result(Napi::Env env) override { return IValueToJs(env, result_); }
 
@@ -308,8 +307,7 @@ Napi::Value ScriptModule::Call(const Napi::CallbackInfo& info, const std::string
     std::lock_guard<std::mutex> lock(*state->mutex);
     torch::jit::Method method = FindMethod(state->module, name);
     std::vector<c10::IValue> inputs = MethodInputs(method, info, firstInput);
-    LoraWeights lora(*state, LoraMode::kForward);
-    result = method(std::move(inputs));
+    result = CallWithAdapters(*state, method, std::move(inputs), LoraMode::kForward);
   }
   return IValueToJs(env, result);
 }

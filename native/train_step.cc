@@ -278,16 +278,15 @@ torch::Tensor ToDevice(const torch::Tensor& t, const c10::Device& device) {
 
 // Runs the classifier on the input and checks it returned [B, C] log-probabilities, as
 // float32 whatever the precision. Adapters (if any) take effect for the duration of the call
-// only; their weights are computed outside autocast, in float32.
+// only (lora.h); merged weights, where needed, are computed outside autocast, in float32.
 torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c10::Device& device, LoraMode mode,
                             Precision precision) {
   torch::jit::Module& module = state.module;
   c10::IValue out;
   if (input.tokens) {
     std::vector<c10::IValue> args{ToDevice(input.tokens->inputIds, device), ToDevice(input.tokens->attentionMask, device)};
-    LoraWeights lora(state, mode);
     AutocastGuard autocast(precision, device);
-    out = module.forward(std::move(args));
+    out = CallWithAdapters(state, module.get_method("forward"), std::move(args), mode);
   } else {
     torch::jit::Method head = ClassifierMethod(module, "head_forward");
     if (module.hasattr("hidden_size") && module.attr("hidden_size").isInt() &&
@@ -298,10 +297,9 @@ torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c1
     }
     torch::Tensor x = ToDevice(input.features.index_select(0, ToDevice(input.rows, input.features.device())), device)
                           .to(ParameterDType(module));
-    // Only the head's adapters matter to head_forward: skip recomputing the encoder's.
-    LoraWeights lora(state, mode, "head.");
+    // Only adapters that head_forward uses take part (never the encoder's).
     AutocastGuard autocast(precision, device);
-    out = head({x});
+    out = CallWithAdapters(state, head, {x}, mode);
   }
   if (!out.isTensor()) throw std::runtime_error("the model's forward must return a tensor, got a " + out.tagKind());
   torch::Tensor logp = out.toTensor();
@@ -612,9 +610,8 @@ class FeaturesWorker : public PromiseWorker {
     std::vector<c10::IValue> args{ToDevice(batch_.inputIds, device), ToDevice(batch_.attentionMask, device)};
     c10::IValue out;
     {
-      LoraWeights lora(*model_, LoraMode::kForward);
       AutocastGuard autocast(precision_, device);
-      out = features(std::move(args));
+      out = CallWithAdapters(*model_, features, std::move(args), LoraMode::kForward);
     }
     if (!out.isTensor() || out.toTensor().dim() != 2 || out.toTensor().size(0) != batch_.size) {
       std::ostringstream os;

@@ -8,10 +8,20 @@
 #include <napi.h>
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+
+#include <atomic>
 
 #include "errors.h"
 
 namespace torch_bert {
+
+// Whether TorchScript's optimising graph executor runs (addon.cc: off unless
+// TORCH_BERT_JIT_OPTIMIZE=1). libtorch keeps the switch per thread, so every worker applies it.
+inline std::atomic<bool>& JitOptimizeSetting() {
+  static std::atomic<bool> optimize{false};
+  return optimize;
+}
 
 class PromiseWorker : public Napi::AsyncWorker {
  public:
@@ -35,6 +45,9 @@ class PromiseWorker : public Napi::AsyncWorker {
       // With OpenMP, a thread's team size is thread-local state: without this, work on a
       // libuv thread would ignore setNumThreads().
       at::init_num_threads();
+      // Per thread too: without this, every call on a libuv thread would profile and rewrite
+      // the graphs (differentiable graphs, reordered random ops) whatever the main thread chose.
+      torch::jit::setGraphExecutorOptimize(JitOptimizeSetting().load());
       Run();
     } catch (...) {
       failed_ = true;

@@ -228,6 +228,7 @@ const entries = (): Entry[] => [
   { name: 'LoraAdapters#trainableCount', kinds: [], args: () => [], call: () => adapters().trainableCount },
   { name: 'LoraAdapters#parameters', kinds: [], args: () => [], call: () => adapters().parameters() },
   { name: 'LoraAdapters#merge', kinds: [], args: () => [], call: () => adapters().merge() },
+  { name: 'LoraAdapters#plan', kinds: ['string?'], args: () => ['forward'], call: (...a) => (adapters().plan as any)(...a) },
   { name: 'LoraAdapters#save', kinds: ['path'], args: () => [file('lora.pt')], call: (p) => adapters().save(p) },
   {
     name: 'LoraAdapters#load',
