@@ -291,6 +291,10 @@ export interface CpuCacheStats {
   hits: number;
   misses: number;
   evictedBytes: number;
+  /** Blocks of 2 MiB and more are 2 MiB-aligned and marked for transparent huge pages (TORCH_BERT_HUGE_PAGES=0: off). */
+  hugePages: boolean;
+  /** How many such blocks were allocated. */
+  hugePageBlocks: number;
 }
 
 /** Options of extractFeatures. */

@@ -313,7 +313,8 @@ export function formatDoctor(r: DoctorReport): string {
       add(
         'CPU allocator',
         r.cpuAllocator.installed
-          ? `torch-bert caching allocator, keeps up to ${Math.round(r.cpuAllocator.limitBytes / 2 ** 20)} MiB of freed tensor memory (TORCH_BERT_CPU_CACHE_MB)`
+          ? `torch-bert caching allocator, keeps up to ${Math.round(r.cpuAllocator.limitBytes / 2 ** 20)} MiB of freed tensor memory (TORCH_BERT_CPU_CACHE_MB); ` +
+            `blocks of 2 MiB and more in transparent huge pages: ${r.cpuAllocator.hugePages ? 'on' : 'off'} (TORCH_BERT_HUGE_PAGES)`
           : "libtorch's default (TORCH_BERT_CPU_CACHE_MB=0, or an AddressSanitizer build)",
       );
     }

@@ -3,7 +3,9 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <sys/mman.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -24,6 +26,7 @@ constexpr size_t kMinCachedBytes = size_t{256} << 10;
 // padding changes the sequence length from batch to batch) can share blocks.
 constexpr size_t kRoundingBytes = size_t{64} << 10;
 constexpr uint64_t kDefaultLimitMiB = 1024;
+constexpr size_t kHugePageBytes = size_t{2} << 20;
 
 struct Header {
   size_t capacity;  // bytes of data after the header
@@ -60,6 +63,8 @@ class CachingCpuAllocator final : public c10::Allocator {
     s.limitBytes = limitBytes_;
     s.cachedBytes = cachedBytes_;
     s.cachedBlocks = free_.size();
+    s.hugePages = hugePages_;
+    s.hugePageBlocks = hugePageBlocks_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -102,8 +107,10 @@ class CachingCpuAllocator final : public c10::Allocator {
       lock.unlock();
       n = (n + kRoundingBytes - 1) / kRoundingBytes * kRoundingBytes;
     }
+    void* base = n + kHeaderBytes >= kHugePageBytes && hugePages_ ? AllocateHuge(n + kHeaderBytes) : nullptr;
+    if (base != nullptr) hugePageBlocks_.fetch_add(1, std::memory_order_relaxed);
     // c10::alloc_cpu throws c10::Error on failure (out of memory), as the default allocator does.
-    void* base = c10::alloc_cpu(n + kHeaderBytes);
+    if (base == nullptr) base = c10::alloc_cpu(n + kHeaderBytes);
     static_cast<Header*>(base)->capacity = n;
     return static_cast<char*>(base) + kHeaderBytes;
   }
@@ -130,7 +137,21 @@ class CachingCpuAllocator final : public c10::Allocator {
     for (auto& [size, block] : evicted) c10::free_cpu(block);
   }
 
+  // A block of at least one huge page, 2 MiB-aligned and marked for transparent huge pages
+  // (THP is "madvise" on common distributions), or null. Freed by free() like alloc_cpu's.
+  static void* AllocateHuge(size_t bytes) {
+    void* base = nullptr;
+    if (posix_memalign(&base, kHugePageBytes, bytes) != 0) return nullptr;
+    madvise(base, bytes / kHugePageBytes * kHugePageBytes, MADV_HUGEPAGE);
+    return base;
+  }
+
   const uint64_t limitBytes_;
+  const bool hugePages_ = [] {
+    const char* value = std::getenv("TORCH_BERT_HUGE_PAGES");
+    return value == nullptr || std::strcmp(value, "0") != 0;
+  }();
+  std::atomic<uint64_t> hugePageBlocks_{0};
   std::mutex mutex_;
   std::multimap<size_t, void*> free_;  // capacity -> block (header address)
   uint64_t cachedBytes_ = 0;
@@ -201,6 +222,8 @@ Napi::Value CpuCacheStatsJs(const Napi::CallbackInfo& info) {
     out.Set("hits", static_cast<double>(s.hits));
     out.Set("misses", static_cast<double>(s.misses));
     out.Set("evictedBytes", static_cast<double>(s.evictedBytes));
+    out.Set("hugePages", s.hugePages);
+    out.Set("hugePageBlocks", static_cast<double>(s.hugePageBlocks));
     return out;
   });
 }

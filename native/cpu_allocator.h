@@ -15,6 +15,14 @@
 // 64-byte header holding its capacity, so freeing needs no lookup. Alignment is libtorch's
 // (64 bytes, via c10::alloc_cpu).
 //
+// Blocks of 2 MiB and more start on a 2 MiB boundary and are marked MADV_HUGEPAGE (Linux
+// distributions set transparent huge pages to "madvise"), so that activations and weights sit
+// in huge pages: fewer TLB misses in the GEMMs and elementwise passes over them. Measured with
+// the cache reusing the blocks (so the costlier huge-page faults are paid once): a small
+// encoder's LoRA step 372 -> 356 ms, the tiny encoder's full step 85 -> 82 ms (medians,
+// alternating runs); no change at bert-base, whose GEMMs are compute bound.
+// TORCH_BERT_HUGE_PAGES=0 turns this off.
+//
 // TORCH_BERT_CPU_CACHE_MB sets the byte limit (default 1024; 0 turns the cache off and keeps
 // libtorch's default allocator). ASan builds keep the default allocator, so that ASan sees
 // every allocation.
@@ -35,6 +43,8 @@ struct CpuCacheStats {
   uint64_t hits = 0;
   uint64_t misses = 0;
   uint64_t evictedBytes = 0;
+  bool hugePages = false;       // blocks of 2 MiB and more are made huge-page backed
+  uint64_t hugePageBlocks = 0;  // how many such blocks were allocated
 };
 
 // Installs the caching allocator once per process (later calls do nothing). Call before any

@@ -4,6 +4,7 @@
  * bits), and TORCH_BERT_CPU_CACHE_MB=0 keeps libtorch's own allocator.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { NativeBinding } from '../lib/binding.js';
@@ -108,5 +109,29 @@ describe('the caching CPU allocator', () => {
     expect(out.afterSmall.cachedBytes).toBeLessThanOrEqual(2 ** 20);
     expect(out.afterSmall.evictedBytes).toBeGreaterThan(0);
     expect(out.afterBig.cachedBytes).toBe(out.afterSmall.cachedBytes);
+  });
+
+  it('puts blocks of 2 MiB and more in transparent huge pages, unless TORCH_BERT_HUGE_PAGES=0', () => {
+    // A 16 MB tensor, written through, then the process's AnonHugePages from /proc/self/smaps_rollup.
+    const body = `
+      const { readFileSync } = await import('node:fs');
+      const huge = () => Number(/AnonHugePages:\\s+(\\d+)/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))[1]);
+      const before = huge();
+      const row = b.Tensor.fromArray(new Float32Array(4 << 20).fill(1), [1, 4 << 20]);
+      const column = b.Tensor.fromArray(new Float32Array(4 << 20).fill(1), [4 << 20, 1]);
+      console.log(JSON.stringify({ stats: b.cpuCacheStats(), grewKb: huge() - before, sum: b.matmul(row, column).toArray()[0] }));
+    `;
+    const on = child(body, {});
+    const off = child(body, { TORCH_BERT_HUGE_PAGES: '0' });
+    expect(on.stats.hugePages).toBe(true);
+    expect(on.stats.hugePageBlocks).toBeGreaterThanOrEqual(1);
+    expect(off.stats.hugePages).toBe(false);
+    expect(off.stats.hugePageBlocks).toBe(0);
+    expect(on.sum).toBe(4 << 20);
+    expect(off.sum).toBe(4 << 20);
+    // Where the kernel offers THP on request (this machine: "madvise"), the block is in huge pages.
+    const thp = readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
+    if (!thp.includes('[never]')) expect(on.grewKb).toBeGreaterThanOrEqual(16 * 1024);
+    expect(off.grewKb).toBeLessThan(2 * 1024);
   });
 });
