@@ -19,8 +19,8 @@
 // distributions set transparent huge pages to "madvise"), so that activations and weights sit
 // in huge pages: fewer TLB misses in the GEMMs and elementwise passes over them. Measured with
 // the cache reusing the blocks (so the costlier huge-page faults are paid once): a small
-// encoder's LoRA step 372 -> 356 ms, the tiny encoder's full step 85 -> 82 ms (medians,
-// alternating runs); no change at bert-base, whose GEMMs are compute bound.
+// encoder's LoRA step 370 -> 349 ms, the tiny encoder's full step 107 -> 100 ms (medians of
+// alternating runs of bench/probe-step.mjs).
 // TORCH_BERT_HUGE_PAGES=0 turns this off.
 //
 // TORCH_BERT_CPU_CACHE_MB sets the byte limit (default 1024; 0 turns the cache off and keeps

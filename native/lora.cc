@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <sstream>
 #include <unordered_map>
@@ -274,6 +276,13 @@ std::shared_ptr<LoraMethod> BuildLoraMethod(const torch::jit::Module& module, co
                                             const LoraState& lora) {
   auto out = std::make_shared<LoraMethod>();
   const size_t count = lora.modules.size();
+  // TORCH_BERT_LORA_WEIGHT_SPACE=1: every adapter in weight space (for comparison, or should
+  // a graph defeat the rewrite).
+  const char* weightSpaceOnly = std::getenv("TORCH_BERT_LORA_WEIGHT_SPACE");
+  if (weightSpaceOnly != nullptr && std::strcmp(weightSpaceOnly, "1") == 0) {
+    for (size_t i = 0; i < count; ++i) out->weightSpace.push_back(i);
+    return out;
+  }
   std::shared_ptr<torch::jit::Graph> graph = torch::jit::toGraphFunction(method.function()).graph()->copy();
   InlineAll(*graph);
   AdapterUses uses(lora, count);

@@ -617,6 +617,25 @@ describe('LoRA', () => {
     expect(outAsync).toEqual(out);
     expect(maxAbsDiff(ref.merged, ref.want)).toBeLessThan(1e-5);
     expect(ref.params).toEqual(['a.weight', 'a.bias', 'b.weight', 'b.bias']);
+    // TORCH_BERT_LORA_WEIGHT_SPACE=1 puts every adapter in weight space, with the same output.
+    const forced = JSON.parse(
+      execFileSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `const { loadBinding } = await import(${JSON.stringify(path.join(repoRoot, 'dist', 'index.js'))});
+           const b = loadBinding(); const m = b.ScriptModule.load(${JSON.stringify(plain)});
+           const ad = b.applyLora(m, { targets: ['a', 'b'], rank: 2, alpha: 3, dropout: 0, seed: 5 });
+           ad.load(${JSON.stringify(adapterFile)});
+           const x = b.Tensor.fromArray(Float32Array.from({ length: 8 }, (_, i) => Math.cos(i)), [2, 4]);
+           console.log(JSON.stringify({ plan: ad.plan(), out: Array.from(m.forward(x).toArray()) }));`,
+        ],
+        { env: { ...process.env, TORCH_BERT_LORA_WEIGHT_SPACE: '1' }, encoding: 'utf8' },
+      ).trim(),
+    );
+    expect(forced.plan).toEqual({ activation: [], weightSpace: ['a', 'b'] });
+    expect(maxAbsDiff(forced.out, out)).toBeLessThan(1e-5);
     // The adapters change the output (B ≠ 0), and merging keeps it.
     const base = values(b.ScriptModule.load(plain).forward(x) as NativeTensor);
     expect(maxAbsDiff(out, base)).toBeGreaterThan(0.1);

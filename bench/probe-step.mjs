@@ -1,0 +1,69 @@
+/**
+ * One technique's training step (binding.trainStep, as train() calls it) in this process, on the
+ * encoder and batch the techniques-step benchmark caches in bench/.cache: the command behind the
+ * before/after figures of README "What the measurements chose". Compare settings by running it
+ * once per setting, alternating, e.g.
+ *
+ *   node bench/probe-step.mjs --shape small --technique lora
+ *   TORCH_BERT_HUGE_PAGES=0 node bench/probe-step.mjs --shape small --technique lora
+ *   TORCH_BERT_LORA_WEIGHT_SPACE=1 node bench/probe-step.mjs --shape bert-base --technique lora --steps 5
+ *
+ * The model is set up as techniques-step does it (head 512, dropout 0.1, CLS pooling, LoRA r=8,
+ * alpha 16 on query and value, AdamW lr 1e-5, no clipping). Prints the median and minimum step
+ * time in ms over --steps steps after 3 warm-up steps, as one JSON line.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { binding as b, cacheDir } from './lib.mjs';
+
+const { values } = parseArgs({
+  options: {
+    shape: { type: 'string', default: 'small' },
+    technique: { type: 'string', default: 'lora' },
+    steps: { type: 'string', default: '10' },
+  },
+});
+const { shape, technique } = values;
+const steps = Number(values.steps);
+const rows = shape === 'bert-base' ? 8 : 32;
+const encoderFile = join(cacheDir, `${shape}-bert.pt`);
+const batchFile = join(cacheDir, `step-batch-${shape}-${rows}x128.json`);
+for (const f of [encoderFile, batchFile]) {
+  if (!existsSync(f)) throw new Error(`${f} is missing: run \`npm run bench -- --only techniques-step --shapes ${shape}\` first`);
+}
+const json = JSON.parse(readFileSync(batchFile, 'utf8'));
+const batch = {
+  inputIds: Int32Array.from(json.input_ids.flat()),
+  attentionMask: Int32Array.from(json.attention_mask.flat()),
+  batchSize: json.input_ids.length,
+  seqLen: json.input_ids[0].length,
+  labels: Int32Array.from(json.labels),
+};
+const encoder = b.ScriptModule.load(encoderFile);
+const { module: model } = b.buildClassifier(encoder, { numClasses: 2, headHidden: 512, dropout: 0.1, pooling: 'cls', seed: 42 });
+const all = model.namedParameters();
+let params;
+if (technique === 'full') {
+  params = all.map(([, t]) => t);
+} else {
+  model.setRequiresGrad(false, 'encoder.');
+  params = all.filter(([n]) => n.startsWith('head.')).map(([, t]) => t);
+  if (technique === 'lora') {
+    const adapters = b.applyLora(model, { rank: 8, alpha: 16, dropout: 0, targets: ['attention.self.query', 'attention.self.value'], seed: 42 });
+    params.push(...adapters.parameters().map(([, t]) => t));
+  } else if (technique !== 'frozen') {
+    throw new Error(`--technique must be frozen, full or lora, got ${technique}`);
+  }
+}
+const optimizer = new b.AdamW([{ params, lr: 1e-5, weightDecay: 0.01 }]);
+model.train(true);
+const ms = [];
+for (let i = 0; i < steps + 3; i++) {
+  const t0 = performance.now();
+  await b.trainStep(model, optimizer, batch, { maxGradNorm: 0 });
+  if (i >= 3) ms.push(performance.now() - t0);
+}
+ms.sort((x, y) => x - y);
+const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('TORCH_BERT_')));
+console.log(JSON.stringify({ shape, technique, steps, env, medianMs: +ms[ms.length >> 1].toFixed(1), minMs: +ms[0].toFixed(1) }));
