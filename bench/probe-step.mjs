@@ -10,7 +10,8 @@
  *
  * The model is set up as techniques-step does it (head 512, dropout 0.1, CLS pooling, LoRA r=8,
  * alpha 16 on query and value, AdamW lr 1e-5, no clipping). Prints the median and minimum step
- * time in ms over --steps steps after 3 warm-up steps, as one JSON line.
+ * time in ms over --steps steps after 3 warm-up steps, as one JSON line. --threads N sets
+ * libtorch's intra-op threads (default: libtorch's, 1 here).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,8 +23,10 @@ const { values } = parseArgs({
     shape: { type: 'string', default: 'small' },
     technique: { type: 'string', default: 'lora' },
     steps: { type: 'string', default: '10' },
+    threads: { type: 'string' },
   },
 });
+if (values.threads) b.setNumThreads(Number(values.threads));
 const { shape, technique } = values;
 const steps = Number(values.steps);
 const rows = shape === 'bert-base' ? 8 : 32;
@@ -65,5 +68,6 @@ for (let i = 0; i < steps + 3; i++) {
   if (i >= 3) ms.push(performance.now() - t0);
 }
 ms.sort((x, y) => x - y);
-const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('TORCH_BERT_')));
-console.log(JSON.stringify({ shape, technique, steps, env, medianMs: +ms[ms.length >> 1].toFixed(1), minMs: +ms[0].toFixed(1) }));
+const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(TORCH_BERT_|OPENBLAS_|OMP_)/.test(k)));
+const threads = b.getNumThreads();
+console.log(JSON.stringify({ shape, technique, steps, threads, env, medianMs: +ms[ms.length >> 1].toFixed(1), minMs: +ms[0].toFixed(1) }));
