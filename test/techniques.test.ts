@@ -240,6 +240,33 @@ describe('control', () => {
     resumed.classifier.dispose();
   });
 
+  it('resumes an interrupted LoRA run with adapter dropout to the same final weights', async () => {
+    // Dropout masks are drawn inside the rewritten graph: the resumed process's first step must
+    // draw them as the uninterrupted run's later steps do.
+    const opts = { ...base(), technique: 'lora' as const, learningRate: 1e-2, epochs: 2, dropout: 0.2, lora: { rank: 4, alpha: 8, dropout: 0.3 } };
+    const whole = await train({ ...opts, outDir: join(work, 'lora-whole') });
+    const outDir = join(work, 'lora-interrupted');
+    const controller = new AbortController();
+    await expect(
+      train({
+        ...opts,
+        outDir,
+        signal: controller.signal,
+        onProgress: (e) => {
+          if (e.type === 'step' && e.epoch === 1 && e.step === 5) controller.abort();
+        },
+      }),
+    ).rejects.toThrow(/aborted at epoch 1, batch 6\/8; resume with resumeFrom/);
+    const resumed = await train({ ...opts, resumeFrom: outDir });
+    expect(resumed.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(whole.history.map((h) => [h.trainLoss, h.validationLoss]));
+    const a = params(whole.classifier);
+    const b = params(resumed.classifier);
+    expect([...b.keys()]).toEqual([...a.keys()]);
+    for (const [name, v] of a) expect(b.get(name), name).toEqual(v);
+    whole.classifier.dispose();
+    resumed.classifier.dispose();
+  });
+
   it('refuses to resume a different run, naming what differs', async () => {
     await expect(train({ ...base(), epochs: 3, technique: 'full', resumeFrom: join(work, 'interrupted'), batchSize: 16 })).rejects.toThrow(
       /cannot resume .* settings differ \(.*batchSize: saved 32, now 16/,
