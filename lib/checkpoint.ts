@@ -203,9 +203,11 @@ async function publish(from: string, to: string): Promise<void> {
       await fsyncFile(tmp);
     }
     await rename(tmp, to);
-  } catch (err) {
+  } finally {
+    // Gone after a rename, except when `to` already was a link to the same file (a save killed
+    // after publishing, before removing the content-addressed name): rename(2) then does nothing
+    // and leaves `tmp`, which would outlive this writer.
     await rm(tmp, { force: true });
-    throw err;
   }
 }
 

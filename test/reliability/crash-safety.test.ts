@@ -10,7 +10,7 @@
  *
  * Reproduce a failure with RELIABILITY_SEED=<the printed seed>.
  */
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -180,6 +180,22 @@ describe('writeCheckpoint under SIGKILL', () => {
     expect(await sha256File(join(dir, CLASSIFIER_FILE))).toBe(shaB);
     expect(existsSync(pending)).toBe(false);
     expect(readdirSync(dir).sort()).toEqual(['classifier.pt', 'config.json', 'history.json', 'tokenizer.json']);
+  });
+
+  it('a save killed after publishing classifier.pt, before removing its content-addressed name, is finished without leftovers', async () => {
+    const dir = join(work, 'published');
+    const record = join(work, 'published.jsonl');
+    const writer = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
+    expect((await exited(writer)).code).toBe(0);
+    const sha = (JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as { classifierSha256: string }).classifierSha256;
+    // Step 3 (publish: a hard link) done, step 4 (remove the addressed name) not: both names are
+    // one file. Publishing again links a temporary name to it, and rename(2) between two links
+    // of one file does nothing: the temporary name used to stay behind, this process's own.
+    const addressed = join(dir, addressedClassifierName(sha));
+    linkSync(join(dir, CLASSIFIER_FILE), addressed);
+    await ensureWritableDir(dir);
+    expect(readdirSync(dir).sort()).toEqual(['classifier.pt', 'config.json', 'history.json', 'tokenizer.json']);
+    expect(await sha256File(join(dir, CLASSIFIER_FILE))).toBe(sha);
   });
 
   it('a reader loading while another process saves always gets a matching config and archive', async () => {
