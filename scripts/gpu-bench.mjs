@@ -2,13 +2,17 @@
 /**
  * GPU benchmark (run by scripts/gpu-check.sh): training throughput in sequences/s of a bert-base
  * shape (12 layers, hidden 768, 12 heads, FF 3072, vocabulary 30522, random weights made by
- * scripts/python/make_encoder.py) at sequence lengths 128 and 256, fp32, for full fine-tuning
- * and a frozen encoder: torch-bert's binding.trainStep next to the same loop in Python PyTorch
- * (scripts/gpu-bench.py) on the same GPU and encoder file. Model FLOP/s count 6·N-style matmul
- * FLOPs (forward 24·T·H² + 4·T²·H per layer and sequence; training 3x forward, frozen 1x);
- * MFU is against GPU_PEAK_TFLOPS (default 989: H100/H200 SXM dense bf16).
+ * scripts/python/make_encoder.py) at sequence lengths 128 and 256, in fp32 and bf16 (autocast),
+ * for full fine-tuning, LoRA (r 8, alpha 16 on attention query and value) and a frozen encoder:
+ * torch-bert's binding.trainStep next to the same step in Python PyTorch (scripts/gpu-bench.py:
+ * the file's weights in an eager BERT, PEFT-style LoRA) on the same GPU. fp32 matmuls use TF32
+ * on both sides exactly when torch-bert allows it (binding.allowTF32()). Model FLOP/s count
+ * matmul FLOPs from the shapes (forward 24·T·H² + 4·T²·H per layer and sequence; full training
+ * 3x forward, LoRA 2x (backward to the activations, not to the frozen weights), frozen 1x); MFU
+ * is against GPU_PEAK_TFLOPS (default 989: H100/H200 SXM dense bf16).
  *
  *   node scripts/gpu-bench.mjs --python PY --out DIR [--batch 32] [--steps 20] [--warmup 5] [--seqs 128,256]
+ *       [--techniques full,lora,frozen] [--precisions fp32,bf16]
  * Writes DIR/gpu-bench.json and DIR/gpu-bench.md (also printed).
  */
 import { execFileSync } from 'node:child_process';
@@ -27,7 +31,8 @@ const { values: opt } = parseArgs({
     steps: { type: 'string', default: '20' },
     warmup: { type: 'string', default: '5' },
     seqs: { type: 'string', default: '128,256' },
-    techniques: { type: 'string', default: 'full,frozen' },
+    techniques: { type: 'string', default: 'full,lora,frozen' },
+    precisions: { type: 'string', default: 'fp32,bf16' },
     // For a smoke test of this script on a CPU machine: --device cpu --shape tiny.
     device: { type: 'string', default: 'cuda' },
     shape: { type: 'string', default: 'base' },
@@ -38,6 +43,8 @@ const STEPS = Number(opt.steps);
 const WARMUP = Number(opt.warmup);
 const SEQS = opt.seqs.split(',').map(Number);
 const TECHNIQUES = opt.techniques.split(',');
+const PRECISIONS = opt.precisions.split(',');
+const LORA = { rank: 8, alpha: 16, dropout: 0, targets: ['attention.self.query', 'attention.self.value'], seed: 42 };
 const SHAPE =
   opt.shape === 'tiny'
     ? { layers: 2, hidden: 64, heads: 2, intermediate: 256, vocab: 30522 }
@@ -62,7 +69,7 @@ execFileSync(opt.python, [
 function flopsPerStep(seq, technique) {
   const { layers: L, hidden: H } = SHAPE;
   const forward = B * L * (24 * seq * H * H + 4 * seq * seq * H);
-  return technique === 'frozen' ? forward : 3 * forward;
+  return forward * { frozen: 1, lora: 2, full: 3 }[technique];
 }
 
 /** A deterministic batch: ids in [1000, vocab), full masks, alternating labels. */
@@ -76,22 +83,36 @@ function batchOf(seq) {
   return { inputIds, attentionMask: new Int32Array(B * seq).fill(1), batchSize: B, seqLen: seq, labels: Int32Array.from({ length: B }, (_, i) => i % 2) };
 }
 
-async function ours(seq, technique) {
+async function ours(seq, technique, precision) {
   const enc = binding.ScriptModule.load(encoder, DEVICE);
   const { module: model } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 512, dropout: 0.1, pooling: 'cls', seed: 42 });
   model.to(DEVICE);
-  if (technique === 'frozen') model.setRequiresGrad(false, 'encoder.');
-  const params = model.namedParameters().filter(([n]) => technique !== 'frozen' || n.startsWith('head.')).map(([, t]) => t);
+  let adapters;
+  let params;
+  if (technique === 'full') {
+    params = model.namedParameters().map(([, t]) => t);
+  } else {
+    model.setRequiresGrad(false, 'encoder.');
+    params = model.namedParameters().filter(([n]) => n.startsWith('head.')).map(([, t]) => t);
+    if (technique === 'lora') {
+      adapters = binding.applyLora(model, LORA);
+      params.push(...adapters.parameters().map(([, t]) => t));
+    } else if (technique !== 'frozen') {
+      throw new Error(`technique ${technique}`);
+    }
+  }
   const optimizer = new binding.AdamW([{ params, lr: 1e-5, weightDecay: 0.01 }]);
   model.train(true);
   const batch = batchOf(seq);
+  const options = { precision, maxGradNorm: 0 };
   try {
-    for (let i = 0; i < WARMUP; i++) await binding.trainStep(model, optimizer, batch);
+    for (let i = 0; i < WARMUP; i++) await binding.trainStep(model, optimizer, batch, options);
     const t0 = performance.now();
-    for (let i = 0; i < STEPS; i++) await binding.trainStep(model, optimizer, batch); // returns the loss: synchronised
+    for (let i = 0; i < STEPS; i++) await binding.trainStep(model, optimizer, batch, options); // returns the loss: synchronised
     const dt = (performance.now() - t0) / 1000;
     return { secondsPerStep: dt / STEPS, sequencesPerSecond: (B * STEPS) / dt };
   } finally {
+    adapters?.dispose();
     optimizer.dispose();
     model.dispose();
     enc.dispose();
@@ -104,44 +125,51 @@ try {
   log('PyTorch side');
   const out = execFileSync(opt.python, [
     join(root, 'scripts', 'gpu-bench.py'), '--encoder', encoder, '--seqs', SEQS.join(','), '--techniques', TECHNIQUES.join(','),
-    '--batch', String(B), '--steps', String(STEPS), '--warmup', String(WARMUP), '--vocab', String(SHAPE.vocab), '--device', DEVICE,
+    '--precisions', PRECISIONS.join(','), '--batch', String(B), '--steps', String(STEPS), '--warmup', String(WARMUP),
+    '--vocab', String(SHAPE.vocab), '--heads', String(SHAPE.heads), '--device', DEVICE, '--tf32', binding.allowTF32() ? '1' : '0',
   ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 16 << 20 });
   python = JSON.parse(out.trim().split('\n').pop());
 } catch (err) {
   log(`the PyTorch side failed: ${err.message.split('\n')[0]}`);
 }
+const v = binding.versions();
+const cell = (r) => (r.sequencesPerSecond ? r.sequencesPerSecond.toFixed(1) : `error: ${r.error}`);
+const header = `GPU ${python?.gpu ?? '?'}; torch-bert on libtorch ${v.libtorch} (CUDA ${v.cuda}, cuDNN ${v.cudnn}); PyTorch ${python?.torch ?? '?'}; TF32 in fp32 ${binding.allowTF32() ? 'on' : 'off'}; ` +
+  `${opt.shape === 'tiny' ? 'tiny (smoke test)' : 'bert-base'} shape on ${DEVICE}, batch ${B}, ${WARMUP} warm-up + ${STEPS} timed steps; ${new Date().toISOString()}`;
+/** Writes the table so far (after every row, so that a run cut short by a time limit still leaves one). */
+function write() {
+  const md = [
+    header,
+    '',
+    '| technique | seq | precision | torch-bert seq/s | PyTorch seq/s | ratio | torch-bert TFLOP/s | MFU (vs bf16 peak) |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => {
+      const ratio = r.torchBert.sequencesPerSecond && r.pytorch.sequencesPerSecond ? (r.torchBert.sequencesPerSecond / r.pytorch.sequencesPerSecond).toFixed(2) : '-';
+      return `| ${r.technique} | ${r.seq} | ${r.precision} | ${cell(r.torchBert)} | ${cell(r.pytorch)} | ${ratio} | ${r.torchBertTflops?.toFixed(1) ?? '-'} | ${r.mfu === null ? '-' : (100 * r.mfu).toFixed(1) + '%'} |`;
+    }),
+  ].join('\n');
+  mkdirSync(opt.out, { recursive: true });
+  writeFileSync(join(opt.out, 'gpu-bench.json'), JSON.stringify({ header, peakTflops: PEAK, versions: v, python, rows }, null, 2) + '\n');
+  writeFileSync(join(opt.out, 'gpu-bench.md'), md + '\n');
+  return md;
+}
 for (const seq of SEQS) {
   for (const technique of TECHNIQUES) {
-    log(`torch-bert: ${technique}, seq ${seq}`);
-    let mine;
-    try {
-      mine = await ours(seq, technique);
-    } catch (err) {
-      mine = { error: String(err?.message ?? err).split('\n')[0] };
+    for (const precision of PRECISIONS) {
+      log(`torch-bert: ${technique}, seq ${seq}, ${precision}`);
+      let mine;
+      try {
+        mine = await ours(seq, technique, precision);
+      } catch (err) {
+        mine = { error: String(err?.message ?? err).split('\n')[0] };
+      }
+      const theirs = python?.results.find((r) => r.seq === seq && r.technique === technique && r.precision === precision) ?? { error: 'not measured' };
+      const tflops = mine.secondsPerStep ? flopsPerStep(seq, technique) / mine.secondsPerStep / 1e12 : null;
+      rows.push({ technique, seq, batch: B, precision, torchBert: mine, pytorch: theirs, torchBertTflops: tflops, mfu: tflops === null ? null : tflops / PEAK });
+      write();
     }
-    const theirs = python?.results.find((r) => r.seq === seq && r.technique === technique) ?? { error: 'not measured' };
-    const tflops = mine.secondsPerStep ? flopsPerStep(seq, technique) / mine.secondsPerStep / 1e12 : null;
-    rows.push({ technique, seq, batch: B, precision: 'fp32', torchBert: mine, pytorch: theirs, torchBertTflops: tflops, mfu: tflops === null ? null : tflops / PEAK });
   }
 }
 rmSync(work, { recursive: true, force: true });
-
-const v = binding.versions();
-const cell = (r) => (r.sequencesPerSecond ? r.sequencesPerSecond.toFixed(1) : `error: ${r.error}`);
-const header = `GPU ${python?.gpu ?? '?'}; torch-bert on libtorch ${v.libtorch} (CUDA ${v.cuda}, cuDNN ${v.cudnn}); PyTorch ${python?.torch ?? '?'}; ` +
-  `${opt.shape === 'tiny' ? 'tiny (smoke test)' : 'bert-base'} shape on ${DEVICE}, batch ${B}, ${WARMUP} warm-up + ${STEPS} timed steps; ${new Date().toISOString()}`;
-const md = [
-  header,
-  '',
-  '| technique | seq | precision | torch-bert seq/s | PyTorch seq/s | ratio | torch-bert TFLOP/s | MFU (vs bf16 peak) |',
-  '|---|---|---|---|---|---|---|---|',
-  ...rows.map((r) => {
-    const ratio = r.torchBert.sequencesPerSecond && r.pytorch.sequencesPerSecond ? (r.torchBert.sequencesPerSecond / r.pytorch.sequencesPerSecond).toFixed(2) : '-';
-    return `| ${r.technique} | ${r.seq} | ${r.precision} | ${cell(r.torchBert)} | ${cell(r.pytorch)} | ${ratio} | ${r.torchBertTflops?.toFixed(1) ?? '-'} | ${r.mfu === null ? '-' : (100 * r.mfu).toFixed(1) + '%'} |`;
-  }),
-].join('\n');
-mkdirSync(opt.out, { recursive: true });
-writeFileSync(join(opt.out, 'gpu-bench.json'), JSON.stringify({ header, peakTflops: PEAK, versions: v, python, rows }, null, 2) + '\n');
-writeFileSync(join(opt.out, 'gpu-bench.md'), md + '\n');
-console.log(md);
+console.log(write());
 process.exitCode = rows.every((r) => r.torchBert.sequencesPerSecond) ? 0 : 1;

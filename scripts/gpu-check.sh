@@ -17,7 +17,8 @@
 #      native/*.cc directly with the C++ compiler                -> build.log
 #   3. torch-bert doctor                                         -> doctor.txt, doctor.json
 #   4. CUDA tests: vitest run test/cuda.test.ts test/doctor.test.ts -> vitest.log
-#   5. benchmark (scripts/gpu-bench.mjs)                         -> gpu-bench.md, gpu-bench.json
+#   5. benchmark (scripts/gpu-bench.mjs: full / lora / frozen x seq 128, 256 x fp32, bf16)
+#                                                                -> gpu-bench.md, gpu-bench.json
 # summary.txt lists each step's status; the exit code is 0 when every step passed.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
