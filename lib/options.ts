@@ -68,7 +68,7 @@ export interface LoraOptions {
   rank?: number;
   /** Scale numerator: the update is (alpha / r)·B·A. Default 16. */
   alpha?: number;
-  /** Dropout on the adapter path (input features of the low-rank update). Default 0. */
+  /** Dropout on the adapter path, as PEFT's lora_dropout: on each element of the adapter's input, in training. Default 0. */
   dropout?: number;
   /** Linear modules to adapt, by path suffix. Default the attention query and value of every layer. */
   targets?: string[];
