@@ -10,7 +10,8 @@
  *
  * The model is set up as techniques-step does it (head 512, dropout 0.1, CLS pooling, LoRA r=8,
  * alpha 16 on query and value, AdamW lr 1e-5, no clipping). Prints the median and minimum step
- * time in ms over --steps steps after 3 warm-up steps, as one JSON line. --threads N sets
+ * time in ms over --steps steps after 3 warm-up steps, as one JSON line. --batch 1x8 picks
+ * another cached batch (the benchmark writes one file per shape and batch). --threads N sets
  * libtorch's intra-op threads (default: libtorch's, 1 here).
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -24,14 +25,16 @@ const { values } = parseArgs({
     technique: { type: 'string', default: 'lora' },
     steps: { type: 'string', default: '10' },
     threads: { type: 'string' },
+    batch: { type: 'string' },
   },
 });
 if (values.threads) b.setNumThreads(Number(values.threads));
 const { shape, technique } = values;
 const steps = Number(values.steps);
-const rows = shape === 'bert-base' ? 8 : 32;
+// The batch as ROWSxLENGTH (default the benchmark's: 8x128 for bert-base, 32x128 otherwise).
+const batchShape = values.batch ?? (shape === 'bert-base' ? '8x128' : '32x128');
 const encoderFile = join(cacheDir, `${shape}-bert.pt`);
-const batchFile = join(cacheDir, `step-batch-${shape}-${rows}x128.json`);
+const batchFile = join(cacheDir, `step-batch-${shape}-${batchShape}.json`);
 for (const f of [encoderFile, batchFile]) {
   if (!existsSync(f)) throw new Error(`${f} is missing: run \`npm run bench -- --only techniques-step --shapes ${shape}\` first`);
 }
@@ -70,4 +73,4 @@ for (let i = 0; i < steps + 3; i++) {
 ms.sort((x, y) => x - y);
 const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(TORCH_BERT_|OPENBLAS_|OMP_)/.test(k)));
 const threads = b.getNumThreads();
-console.log(JSON.stringify({ shape, technique, steps, threads, env, medianMs: +ms[ms.length >> 1].toFixed(1), minMs: +ms[0].toFixed(1) }));
+console.log(JSON.stringify({ shape, batch: batchShape, technique, steps, threads, env, medianMs: +ms[ms.length >> 1].toFixed(3), minMs: +ms[0].toFixed(3) }));
