@@ -161,6 +161,12 @@ export async function run({ quick, threads, shapes }) {
             trainableParameters: { ours: ours.trainableParameters, reference: setup.trainableParameters },
             firstLoss: first,
           };
+          const cache = binding.cpuCacheStats();
+          techniques[t].cpuCache = { hits: cache.hits, misses: cache.misses, evictedBytes: cache.evictedBytes, cachedBytes: cache.cachedBytes };
+          console.error(
+            `bench: techniques-step ${p.shape.name} ${t}: CPU cache so far ${cache.hits} hits, ${cache.misses} misses, ` +
+              `${Math.round(cache.evictedBytes / 2 ** 20)} MB evicted, ${Math.round(cache.cachedBytes / 2 ** 20)} MB cached`,
+          );
           console.error(
             `bench: techniques-step ${p.shape.name} ${t}: ours ${f(techniques[t].ours.median)} (${spread(blocks.ours)}), ` +
               `PyTorch ${f(techniques[t].reference.median)} (${spread(blocks.reference)}) s/step, ratio ${f(techniques[t].ratio, 3)}`,

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "errors.h"
 
@@ -69,13 +70,14 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
   void Empty() {
-    std::multimap<size_t, void*> blocks;
+    FreeBlocks blocks;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       blocks.swap(free_);
+      byAge_.clear();
       cachedBytes_ = 0;
     }
-    for (auto& [capacity, base] : blocks) c10::free_cpu(base);
+    for (auto& [capacity, block] : blocks) c10::free_cpu(block.base);
   }
 
  private:
@@ -97,8 +99,9 @@ class CachingCpuAllocator final : public c10::Allocator {
       // waste more than it saves).
       auto it = free_.lower_bound(n);
       if (it != free_.end() && it->first <= 2 * n) {
-        void* base = it->second;
+        void* base = it->second.base;
         cachedBytes_ -= it->first;
+        byAge_.erase(it->second.freedAt);
         free_.erase(it);
         ++stats_.hits;
         return static_cast<char*>(base) + kHeaderBytes;
@@ -120,21 +123,28 @@ class CachingCpuAllocator final : public c10::Allocator {
       c10::free_cpu(base);
       return;
     }
-    std::multimap<size_t, void*> evicted;
+    std::vector<void*> evicted;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      free_.emplace(capacity, base);
+      const uint64_t stamp = ++releases_;
+      byAge_.emplace(stamp, free_.emplace(capacity, FreeBlock{base, stamp}));
       cachedBytes_ += capacity;
-      // Over the limit: evict the largest blocks (freed outside the lock).
+      // Over the limit: evict the blocks freed longest ago (freed outside the lock). A training
+      // loop frees and takes back the same sizes every step, so those stay; blocks of shapes no
+      // longer used (an earlier model, a longer batch) go first. Evicting the largest instead
+      // made a process that had trained a small model re-fault bert-base's activations every
+      // step (bench: 2.7 GB evicted in 5 LoRA steps, 15% slower).
       while (cachedBytes_ > limitBytes_) {
-        auto largest = std::prev(free_.end());
-        cachedBytes_ -= largest->first;
-        stats_.evictedBytes += largest->first;
-        evicted.insert(*largest);
-        free_.erase(largest);
+        auto oldest = byAge_.begin();
+        const auto block = oldest->second;
+        cachedBytes_ -= block->first;
+        stats_.evictedBytes += block->first;
+        evicted.push_back(block->second.base);
+        free_.erase(block);
+        byAge_.erase(oldest);
       }
     }
-    for (auto& [size, block] : evicted) c10::free_cpu(block);
+    for (void* block : evicted) c10::free_cpu(block);
   }
 
   // A block of at least one huge page, 2 MiB-aligned and marked for transparent huge pages
@@ -153,7 +163,14 @@ class CachingCpuAllocator final : public c10::Allocator {
   }();
   std::atomic<uint64_t> hugePageBlocks_{0};
   std::mutex mutex_;
-  std::multimap<size_t, void*> free_;  // capacity -> block (header address)
+  struct FreeBlock {
+    void* base;        // header address
+    uint64_t freedAt;  // releases_ when it was freed
+  };
+  using FreeBlocks = std::multimap<size_t, FreeBlock>;  // by capacity, for best fit
+  FreeBlocks free_;
+  std::map<uint64_t, FreeBlocks::iterator> byAge_;  // the same blocks by freedAt, for eviction
+  uint64_t releases_ = 0;
   uint64_t cachedBytes_ = 0;
   CpuCacheStats stats_;
 };

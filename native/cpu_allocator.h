@@ -10,7 +10,8 @@
 // loads torch-bert gets the reuse, without LD_PRELOAD.
 //
 // Blocks of at least kMinCachedBytes are kept on free after use (up to a byte limit, evicting
-// the largest first) and handed to a later request that fits (best fit, at most twice as large);
+// the ones freed longest ago first) and handed to a later request that fits (best fit, at most
+// twice as large);
 // smaller blocks go straight back to malloc, which handles them well. Each block carries a
 // 64-byte header holding its capacity, so freeing needs no lookup. Alignment is libtorch's
 // (64 bytes, via c10::alloc_cpu).

@@ -111,6 +111,33 @@ describe('the caching CPU allocator', () => {
     expect(out.afterBig.cachedBytes).toBe(out.afterSmall.cachedBytes);
   });
 
+  it('evicts the blocks freed longest ago first, so the sizes a loop keeps reusing stay cached', () => {
+    // Limit 2 MiB: a stale 512 KiB block, then two 1 MiB blocks freed (2.5 MiB): the stale one goes,
+    // and the next round of 1 MiB allocations is served from the cache. (Evicting the largest, the
+    // earlier policy, dropped a 1 MiB block and kept the stale one.)
+    const out = child(
+      `
+      const make = (n) => b.Tensor.fromArray(new Float32Array(n), [n]);
+      make(128 * 1024).dispose();
+      const x = make(256 * 1024), y = make(256 * 1024);
+      x.dispose();
+      y.dispose();
+      const freed = b.cpuCacheStats();
+      const x2 = make(256 * 1024), y2 = make(256 * 1024);
+      const reused = b.cpuCacheStats();
+      const stale = make(128 * 1024);
+      console.log(JSON.stringify({ freed, reused, stale: b.cpuCacheStats() }));
+      `,
+      { TORCH_BERT_CPU_CACHE_MB: '2' },
+    );
+    expect(out.freed.misses).toBe(3);
+    expect(out.freed.evictedBytes).toBe(512 * 1024);
+    expect(out.freed.cachedBytes).toBe(2 * 1024 * 1024);
+    expect(out.reused.hits - out.freed.hits).toBe(2);
+    expect(out.reused.misses).toBe(out.freed.misses);
+    expect(out.stale.misses).toBe(out.reused.misses + 1);
+  });
+
   it('puts blocks of 2 MiB and more in transparent huge pages, unless TORCH_BERT_HUGE_PAGES=0', () => {
     // A 16 MB tensor, written through, then the process's AnonHugePages from /proc/self/smaps_rollup.
     const body = `
