@@ -8,8 +8,7 @@
  *   TORCH_BERT_HUGE_PAGES=0 node bench/probe-step.mjs --shape small --technique lora
  *   TORCH_BERT_LORA_WEIGHT_SPACE=1 node bench/probe-step.mjs --shape bert-base --technique lora --steps 5
  *
- * The model is set up as techniques-step does it (head 512, dropout 0.1, CLS pooling, LoRA r=8,
- * alpha 16 on query and value, AdamW lr 1e-5, no clipping). Prints the median and minimum step
+ * The model is set up as techniques-step does it (bench/technique-model.mjs; no clipping). Prints the median and minimum step
  * time in ms over --steps steps after 3 warm-up steps, as one JSON line. --batch 1x8 picks
  * another cached batch (the benchmark writes one file per shape and batch). --threads N sets
  * libtorch's intra-op threads (default: libtorch's, 1 here).
@@ -18,6 +17,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { binding as b, cacheDir } from './lib.mjs';
+import { techniqueModel } from './technique-model.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -47,23 +47,7 @@ const batch = {
   labels: Int32Array.from(json.labels),
 };
 const encoder = b.ScriptModule.load(encoderFile);
-const { module: model } = b.buildClassifier(encoder, { numClasses: 2, headHidden: 512, dropout: 0.1, pooling: 'cls', seed: 42 });
-const all = model.namedParameters();
-let params;
-if (technique === 'full') {
-  params = all.map(([, t]) => t);
-} else {
-  model.setRequiresGrad(false, 'encoder.');
-  params = all.filter(([n]) => n.startsWith('head.')).map(([, t]) => t);
-  if (technique === 'lora') {
-    const adapters = b.applyLora(model, { rank: 8, alpha: 16, dropout: 0, targets: ['attention.self.query', 'attention.self.value'], seed: 42 });
-    params.push(...adapters.parameters().map(([, t]) => t));
-  } else if (technique !== 'frozen') {
-    throw new Error(`--technique must be frozen, full or lora, got ${technique}`);
-  }
-}
-const optimizer = new b.AdamW([{ params, lr: 1e-5, weightDecay: 0.01 }]);
-model.train(true);
+const { model, optimizer } = techniqueModel(b, encoder, technique);
 const ms = [];
 for (let i = 0; i < steps + 3; i++) {
   const t0 = performance.now();

@@ -21,12 +21,11 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { LORA, techniqueModel, TECHNIQUES } from './technique-model.mjs';
 import { binding, cacheDir, dataDescription, dataModule, encoder, examples, f, median, PYTHON, root, SHAPES, shapeLabel, spread, stats, table, tokenizer } from './lib.mjs';
 
 export const name = 'techniques-step';
 
-const TECHNIQUES = ['frozen', 'full', 'lora'];
-const LORA = { rank: 8, alpha: 16, dropout: 0, targets: ['attention.self.query', 'attention.self.value'] };
 const TARGETS = { tinyRatio: 0.8, ratio: 1.0 };
 
 const count = (tensors) => tensors.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
@@ -34,22 +33,7 @@ const count = (tensors) => tensors.reduce((n, t) => n + t.shape.reduce((a, b) =>
 /** Our side of one technique: a fresh classifier around a clone of `base`, set up as train() does. */
 function oursSetup(base, technique, batch) {
   const enc = base.clone();
-  const { module: model } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 512, dropout: 0.1, pooling: 'cls', seed: 42 });
-  let adapters;
-  let params;
-  const all = model.namedParameters();
-  if (technique === 'full') {
-    params = all.map(([, t]) => t);
-  } else {
-    model.setRequiresGrad(false, 'encoder.');
-    params = all.filter(([n]) => n.startsWith('head.')).map(([, t]) => t);
-    if (technique === 'lora') {
-      adapters = binding.applyLora(model, { ...LORA, seed: 42 });
-      params = [...params, ...adapters.parameters().map(([, t]) => t)];
-    }
-  }
-  const optimizer = new binding.AdamW([{ params, lr: 1e-5, weightDecay: 0.01 }]);
-  model.train(true);
+  const { model, optimizer, params, dispose } = techniqueModel(binding, enc, technique);
   return {
     trainableParameters: count(params),
     async steps(n) {
@@ -64,9 +48,7 @@ function oursSetup(base, technique, batch) {
       return { seconds, losses };
     },
     dispose() {
-      adapters?.dispose();
-      optimizer.dispose();
-      model.dispose();
+      dispose();
       enc.dispose();
     },
   };

@@ -3,7 +3,8 @@
  * GPU benchmark (run by scripts/gpu-check.sh): training throughput in sequences/s of a bert-base
  * shape (12 layers, hidden 768, 12 heads, FF 3072, vocabulary 30522, random weights made by
  * scripts/python/make_encoder.py) at sequence lengths 128 and 256, in fp32 and bf16 (autocast),
- * for full fine-tuning, LoRA (r 8, alpha 16 on attention query and value) and a frozen encoder:
+ * for full fine-tuning, LoRA (r 8, alpha 16 on attention query and value) and a frozen encoder,
+ * each set up by bench/technique-model.mjs:
  * torch-bert's binding.trainStep next to the same step in Python PyTorch (scripts/gpu-bench.py:
  * the file's weights in an eager BERT, PEFT-style LoRA) on the same GPU. fp32 matmuls use TF32
  * on both sides exactly when torch-bert allows it (binding.allowTF32()). Model FLOP/s count
@@ -21,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { techniqueModel } from '../bench/technique-model.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: opt } = parseArgs({
@@ -44,7 +46,6 @@ const WARMUP = Number(opt.warmup);
 const SEQS = opt.seqs.split(',').map(Number);
 const TECHNIQUES = opt.techniques.split(',');
 const PRECISIONS = opt.precisions.split(',');
-const LORA = { rank: 8, alpha: 16, dropout: 0, targets: ['attention.self.query', 'attention.self.value'], seed: 42 };
 const SHAPE =
   opt.shape === 'tiny'
     ? { layers: 2, hidden: 64, heads: 2, intermediate: 256, vocab: 30522 }
@@ -85,24 +86,7 @@ function batchOf(seq) {
 
 async function ours(seq, technique, precision) {
   const enc = binding.ScriptModule.load(encoder, DEVICE);
-  const { module: model } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 512, dropout: 0.1, pooling: 'cls', seed: 42 });
-  model.to(DEVICE);
-  let adapters;
-  let params;
-  if (technique === 'full') {
-    params = model.namedParameters().map(([, t]) => t);
-  } else {
-    model.setRequiresGrad(false, 'encoder.');
-    params = model.namedParameters().filter(([n]) => n.startsWith('head.')).map(([, t]) => t);
-    if (technique === 'lora') {
-      adapters = binding.applyLora(model, LORA);
-      params.push(...adapters.parameters().map(([, t]) => t));
-    } else if (technique !== 'frozen') {
-      throw new Error(`technique ${technique}`);
-    }
-  }
-  const optimizer = new binding.AdamW([{ params, lr: 1e-5, weightDecay: 0.01 }]);
-  model.train(true);
+  const { model, optimizer, dispose } = techniqueModel(binding, enc, technique, { device: DEVICE });
   const batch = batchOf(seq);
   const options = { precision, maxGradNorm: 0 };
   try {
@@ -112,9 +96,7 @@ async function ours(seq, technique, precision) {
     const dt = (performance.now() - t0) / 1000;
     return { secondsPerStep: dt / STEPS, sequencesPerSecond: (B * STEPS) / dt };
   } finally {
-    adapters?.dispose();
-    optimizer.dispose();
-    model.dispose();
+    dispose();
     enc.dispose();
   }
 }

@@ -47,6 +47,7 @@ own steps with these on a noisy machine, without paying Python's start-up each t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -187,9 +188,17 @@ def apply_lora(model: nn.Module, targets: List[str], r: int, alpha: float, dropo
 # ----------------------------------------------------------------------------------------
 class TechniqueRun:
     """One technique on a fresh model: the eager encoder with the file's weights, a freshly
-    seeded head, the technique's trainable parameters and AdamW. `step()` is one timed step."""
+    seeded head, the technique's trainable parameters and AdamW. `step()` is one timed step.
+    `device`: where model and head live (the batch is copied there every step, as a training
+    loop does); `precision` 'bf16': autocast around the forward, the loss in float32
+    (scripts/gpu-bench.py)."""
 
-    def __init__(self, technique: str, enc: EagerEncoder, batch: Tuple[Tensor, Tensor, Tensor], args: argparse.Namespace):
+    def __init__(self, technique: str, enc: EagerEncoder, batch: Tuple[Tensor, Tensor, Tensor], args: argparse.Namespace,
+                 device: Optional[torch.device] = None, precision: str = "fp32"):
+        if precision not in ("fp32", "bf16"):
+            raise SystemExit(f"precision must be fp32 or bf16; got {precision!r}")
+        self.device = device or torch.device("cpu")
+        self.autocast = precision == "bf16"
         self.ids, self.mask, self.labels = batch
         self.max_grad_norm = args.max_grad_norm
         model = enc.build()
@@ -213,6 +222,8 @@ class TechniqueRun:
         else:
             raise SystemExit(f"technique must be one of {TECHNIQUES}; got {technique!r}")
         head.train()
+        model.to(self.device)
+        head.to(self.device)
         self.model, self.head, self.frozen = model, head, technique == "frozen"
         self.params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=args.lr, weight_decay=args.weight_decay)
@@ -222,19 +233,27 @@ class TechniqueRun:
     def step(self) -> Tuple[float, float, int]:
         """One step; returns (seconds, loss, correct)."""
         t0 = time.perf_counter()
-        if self.frozen:
-            with torch.no_grad():
-                hidden = self.model.encode(self.ids, self.mask, None)[0]
-        else:
-            hidden = self.model.encode(self.ids, self.mask, None)[0]
-        logp = self.head(hidden[:, 0])
-        loss = self.loss_fn(logp, self.labels)
+        dev = self.device
+        # On the CPU in fp32 (the CPU benchmarks) nothing is added to the step: no copies, no
+        # autocast region.
+        ids, mask, labels = self.ids, self.mask, self.labels
+        if dev.type != "cpu":
+            ids, mask, labels = (t.to(dev, non_blocking=True) for t in (ids, mask, labels))
+        autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        with autocast:
+            if self.frozen:
+                with torch.no_grad():
+                    hidden = self.model.encode(ids, mask, None)[0]
+            else:
+                hidden = self.model.encode(ids, mask, None)[0]
+            logp = self.head(hidden[:, 0])
+        loss = self.loss_fn(logp.float() if self.autocast else logp, labels)
         loss.backward()
         if self.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad()
-        loss_value, correct = loss.item(), int((logp.argmax(-1) == self.labels).sum())
+        loss_value, correct = loss.item(), int((logp.argmax(-1) == labels).sum())
         return time.perf_counter() - t0, loss_value, correct
 
 
