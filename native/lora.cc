@@ -179,7 +179,7 @@ using ObjectPtr = c10::intrusive_ptr<c10::ivalue::Object>;
 // reach a weight in a way this analysis does not see.
 class AdapterUses {
  public:
-  AdapterUses(const LoraState& lora, size_t count) : linears(count), other(count, false) {
+  explicit AdapterUses(const LoraState& lora) : linears(lora.modules.size()), other(lora.modules.size(), false) {
     for (size_t i = 0; i < lora.modules.size(); ++i) adapted_.emplace(lora.modules[i].module._ivalue().get(), i);
   }
 
@@ -285,7 +285,7 @@ std::shared_ptr<LoraMethod> BuildLoraMethod(const torch::jit::Module& module, co
   }
   std::shared_ptr<torch::jit::Graph> graph = torch::jit::toGraphFunction(method.function()).graph()->copy();
   InlineAll(*graph);
-  AdapterUses uses(lora, count);
+  AdapterUses uses(lora);
   if (!uses.Trace(*graph, module._ivalue())) {
     for (size_t i = 0; i < count; ++i) out->weightSpace.push_back(i);
     return out;
