@@ -212,11 +212,14 @@ describe('control', () => {
     b.classifier.dispose();
   });
 
-  it('resumes an interrupted run to the same final weights as an uninterrupted one', async () => {
-    const opts = { ...base(), technique: 'full' as const, learningRate: 1e-3, epochs: 3, dropout: 0.2, schedule: 'linear' as const, warmupRatio: 0.2 };
-    const whole = await train({ ...opts, outDir: join(work, 'whole') });
-
-    const outDir = join(work, 'interrupted');
+  /**
+   * Trains `opts` uninterrupted into `<name>-whole`, and into `<name>-interrupted` aborted at the
+   * step `abortAt` then resumed: history and final weights must be identical. Returns the
+   * interrupted run's directory.
+   */
+  async function expectResumeMatchesWhole(opts: TrainOptions, name: string, abortAt: { epoch: number; step: number }, aborted: RegExp): Promise<string> {
+    const whole = await train({ ...opts, outDir: join(work, `${name}-whole`) });
+    const outDir = join(work, `${name}-interrupted`);
     const controller = new AbortController();
     await expect(
       train({
@@ -224,51 +227,37 @@ describe('control', () => {
         outDir,
         signal: controller.signal,
         onProgress: (e) => {
-          if (e.type === 'step' && e.epoch === 2 && e.step === 3) controller.abort();
+          if (e.type === 'step' && e.epoch === abortAt.epoch && e.step === abortAt.step) controller.abort();
         },
       }),
-    ).rejects.toThrow(/aborted at epoch 2, batch 4\/8; resume with resumeFrom/);
+    ).rejects.toThrow(aborted);
     const resumed = await train({ ...opts, resumeFrom: outDir });
-
     expect(resumed.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(whole.history.map((h) => [h.trainLoss, h.validationLoss]));
     const a = params(whole.classifier);
     const b = params(resumed.classifier);
-    for (const [name, v] of a) expect(b.get(name)).toEqual(v);
-    const saved = JSON.parse(readFileSync(join(outDir, 'history.json'), 'utf8'));
-    expect(saved).toHaveLength(3);
+    expect([...b.keys()]).toEqual([...a.keys()]);
+    for (const [key, v] of a) expect(b.get(key), key).toEqual(v);
     whole.classifier.dispose();
     resumed.classifier.dispose();
+    return outDir;
+  }
+
+  it('resumes an interrupted run to the same final weights as an uninterrupted one', async () => {
+    const opts = { ...base(), technique: 'full' as const, learningRate: 1e-3, epochs: 3, dropout: 0.2, schedule: 'linear' as const, warmupRatio: 0.2 };
+    const outDir = await expectResumeMatchesWhole(opts, 'full', { epoch: 2, step: 3 }, /aborted at epoch 2, batch 4\/8; resume with resumeFrom/);
+    const saved = JSON.parse(readFileSync(join(outDir, 'history.json'), 'utf8'));
+    expect(saved).toHaveLength(3);
   });
 
   it('resumes an interrupted LoRA run with adapter dropout to the same final weights', async () => {
     // Dropout masks are drawn inside the rewritten graph: the resumed process's first step must
     // draw them as the uninterrupted run's later steps do.
     const opts = { ...base(), technique: 'lora' as const, learningRate: 1e-2, epochs: 2, dropout: 0.2, lora: { rank: 4, alpha: 8, dropout: 0.3 } };
-    const whole = await train({ ...opts, outDir: join(work, 'lora-whole') });
-    const outDir = join(work, 'lora-interrupted');
-    const controller = new AbortController();
-    await expect(
-      train({
-        ...opts,
-        outDir,
-        signal: controller.signal,
-        onProgress: (e) => {
-          if (e.type === 'step' && e.epoch === 1 && e.step === 5) controller.abort();
-        },
-      }),
-    ).rejects.toThrow(/aborted at epoch 1, batch 6\/8; resume with resumeFrom/);
-    const resumed = await train({ ...opts, resumeFrom: outDir });
-    expect(resumed.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(whole.history.map((h) => [h.trainLoss, h.validationLoss]));
-    const a = params(whole.classifier);
-    const b = params(resumed.classifier);
-    expect([...b.keys()]).toEqual([...a.keys()]);
-    for (const [name, v] of a) expect(b.get(name), name).toEqual(v);
-    whole.classifier.dispose();
-    resumed.classifier.dispose();
+    await expectResumeMatchesWhole(opts, 'lora', { epoch: 1, step: 5 }, /aborted at epoch 1, batch 6\/8; resume with resumeFrom/);
   });
 
   it('refuses to resume a different run, naming what differs', async () => {
-    await expect(train({ ...base(), epochs: 3, technique: 'full', resumeFrom: join(work, 'interrupted'), batchSize: 16 })).rejects.toThrow(
+    await expect(train({ ...base(), epochs: 3, technique: 'full', resumeFrom: join(work, 'full-interrupted'), batchSize: 16 })).rejects.toThrow(
       /cannot resume .* settings differ \(.*batchSize: saved 32, now 16/,
     );
   });
