@@ -100,6 +100,13 @@ export interface NativeScriptModule {
   runMethod(name: string, ...inputs: NativeTensor[]): NativeValue;
   /** The TorchScript schema of a method, e.g. `forward(__torch__.M self, Tensor input_ids, Tensor attention_mask) -> Tensor`. */
   methodSchema(name: string): string;
+  /**
+   * What token pruning did to `method` (default `forward`), built on its first call: the kinds
+   * of the ops that now run on one token row (e.g. the last layer's feed-forward block under
+   * [CLS] pooling); `[]` when nothing could be pruned; `null` before the first call. See
+   * native/execution_graph.h.
+   */
+  prunedOps(method?: string): string[] | null;
   /** Number of inputs of `forward`, not counting `self`. */
   readonly forwardArity: number;
   /** All parameters, recursively, in registration order; the tensors share storage with the module. */
@@ -436,6 +443,12 @@ export interface NativeBinding {
   /** `torch.randperm(n, generator=torch.Generator().manual_seed(seed))`, identical to Python. */
   randperm(n: number, seed: number): Int32Array;
   setNumThreads(n: number): void;
+  /**
+   * Turns token pruning on or off from the next call on (default on, or off with
+   * TORCH_BERT_TOKEN_PRUNING=0): the graph pass that computes only the token rows a method's
+   * result depends on (native/execution_graph.h). Same results either way; for comparisons.
+   */
+  setTokenPruning(on: boolean): void;
   getNumThreads(): number;
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;

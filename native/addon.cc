@@ -9,6 +9,7 @@
 #include "classifier.h"
 #include "cpu_allocator.h"
 #include "diagnostics.h"
+#include "execution_graph.h"
 #include "lora.h"
 #include "optimizer.h"
 #include "precision.h"
@@ -66,6 +67,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterPrecision(env, exports);
   RegisterDiagnostics(env, exports);
   RegisterCpuAllocator(env, exports);
+  RegisterExecutionGraph(env, exports);
   return exports;
 }
 

@@ -4,7 +4,6 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/ir/ir.h>
-#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 
 #include "addon_data.h"
 #include "errors.h"
+#include "execution_graph.h"
 #include "pickle_file.h"
 #include "tensor.h"
 #include "wrap_tag.h"
@@ -165,6 +165,11 @@ struct LoraMethod {
   std::unique_ptr<torch::jit::GraphFunction> function;
   std::vector<size_t> activation;   // LoraState::modules indices rewritten in the graph
   std::vector<size_t> weightSpace;  // indices whose weight the graph uses otherwise
+  // `function` with token pruning (execution_graph.h), built on the first call that has it on;
+  // null when nothing could be pruned.
+  std::unique_ptr<torch::jit::GraphFunction> pruned;
+  std::vector<std::string> narrowed;
+  bool pruneTried = false;
 };
 
 namespace {
@@ -244,34 +249,6 @@ class AdapterUses {
   std::unordered_map<const Value*, ObjectPtr> objects_;
 };
 
-// Calls (prim::CallMethod, prim::CallFunction) and all nodes in the block, nested ones included.
-std::pair<size_t, size_t> CountNodes(torch::jit::Block* block) {
-  std::pair<size_t, size_t> n{0, 0};
-  for (Node* node : block->nodes()) {
-    if (node->kind() == c10::prim::CallMethod || node->kind() == c10::prim::CallFunction) ++n.first;
-    ++n.second;
-    for (torch::jit::Block* sub : node->blocks()) {
-      auto [calls, nodes] = CountNodes(sub);
-      n.first += calls;
-      n.second += nodes;
-    }
-  }
-  return n;
-}
-
-// torch::jit::Inline inlines one level when graph optimisation is off (addon.cc turns it off):
-// it pastes each callee's graph as written, its own calls included. Repeat until no call is
-// left, or a pass changes nothing (a call that cannot be inlined, such as an interface method).
-void InlineAll(torch::jit::Graph& graph) {
-  auto before = CountNodes(graph.block());
-  for (int depth = 0; before.first > 0 && depth < 1000; ++depth) {
-    torch::jit::Inline(graph);
-    const auto after = CountNodes(graph.block());
-    if (after == before) break;
-    before = after;
-  }
-}
-
 std::shared_ptr<LoraMethod> BuildLoraMethod(const torch::jit::Module& module, const torch::jit::Method& method,
                                             const LoraState& lora) {
   auto out = std::make_shared<LoraMethod>();
@@ -322,7 +299,7 @@ std::shared_ptr<LoraMethod> BuildLoraMethod(const torch::jit::Module& module, co
   return out;
 }
 
-const LoraMethod& LoraMethodFor(ModuleState& state, const torch::jit::Method& method) {
+LoraMethod& LoraMethodFor(ModuleState& state, const torch::jit::Method& method) {
   auto& cache = state.lora->methods;
   auto it = cache.find(method.name());
   if (it == cache.end()) it = cache.emplace(method.name(), BuildLoraMethod(state.module, method, *state.lora)).first;
@@ -333,10 +310,10 @@ const LoraMethod& LoraMethodFor(ModuleState& state, const torch::jit::Method& me
 
 c10::IValue CallWithAdapters(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs,
                              LoraMode mode) {
-  if (!state.lora) return method(std::move(inputs));
+  if (!state.lora) return CallPruned(state, method, std::move(inputs));
   if (mode == LoraMode::kMerged) throw std::logic_error("CallWithAdapters: kMerged is for saving and cloning");
   const LoraState& lora = *state.lora;
-  const LoraMethod& plan = LoraMethodFor(state, method);
+  LoraMethod& plan = LoraMethodFor(state, method);
   std::optional<c10::AutoGradMode> grad;
   if (mode == LoraMode::kTrain) grad.emplace(true);
   LoraWeights weights(lora, mode, plan.weightSpace);
@@ -352,8 +329,28 @@ c10::IValue CallWithAdapters(ModuleState& state, const torch::jit::Method& metho
     stack.emplace_back(m.b);
     stack.emplace_back(mode == LoraMode::kTrain && lora.dropout > 0 && m.module.is_training());
   }
-  plan.function->run(stack);
+  torch::jit::GraphFunction* function = plan.function.get();
+  if (TokenPruningEnabled()) {
+    if (!plan.pruneTried) {
+      std::shared_ptr<torch::jit::Graph> graph = plan.function->graph()->copy();
+      plan.narrowed = PruneTokens(graph, stack);  // may throw for bad inputs: then tried again
+      plan.pruneTried = true;
+      if (!plan.narrowed.empty()) {
+        plan.pruned = std::make_unique<torch::jit::GraphFunction>(
+            c10::QualifiedName("__torch__.torch_bert.lora_pruned." + method.name()), graph, nullptr);
+      }
+    }
+    if (plan.pruned) function = plan.pruned.get();
+  }
+  function->run(stack);
   return stack.front();
+}
+
+const std::vector<std::string>* LoraPrunedOps(ModuleState& state, const std::string& method) {
+  if (!state.lora) return nullptr;
+  auto it = state.lora->methods.find(method);
+  if (it == state.lora->methods.end() || !it->second->pruneTried) return nullptr;
+  return &it->second->narrowed;
 }
 
 std::pair<std::vector<std::string>, std::vector<std::string>> AdapterPlan(ModuleState& state,

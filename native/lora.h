@@ -86,6 +86,10 @@ class LoraWeights {
 c10::IValue CallWithAdapters(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs,
                              LoraMode mode);
 
+// The kinds of the nodes token pruning narrowed in `method`'s adapted graph (execution_graph.h);
+// null before its first call. Mutex held.
+const std::vector<std::string>* LoraPrunedOps(ModuleState& state, const std::string& method);
+
 // How CallWithAdapters runs `method`, for tests and diagnostics: the module paths of the
 // adapters applied in activation space and in weight space. Mutex held.
 std::pair<std::vector<std::string>, std::vector<std::string>> AdapterPlan(ModuleState& state,

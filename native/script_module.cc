@@ -5,6 +5,7 @@
 
 #include "addon_data.h"
 #include "errors.h"
+#include "execution_graph.h"
 #include "lora.h"
 #include "tensor.h"
 #include "values.h"
@@ -188,6 +189,7 @@ Napi::Function ScriptModule::Define(Napi::Env env) {
                          InstanceMethod<&ScriptModule::ForwardAsync>("forwardAsync"),
                          InstanceMethod<&ScriptModule::RunMethod>("runMethod"),
                          InstanceMethod<&ScriptModule::MethodSchema>("methodSchema"),
+                         InstanceMethod<&ScriptModule::PrunedOps>("prunedOps"),
                          InstanceMethod<&ScriptModule::NamedParameters>("namedParameters"),
                          InstanceMethod<&ScriptModule::SetRequiresGrad>("setRequiresGrad"),
                          InstanceMethod<&ScriptModule::Train>("train"),
@@ -347,6 +349,21 @@ Napi::Value ScriptModule::MethodSchema(const Napi::CallbackInfo& info) {
     std::ostringstream os;
     os << FindMethod(state->module, name).function().getSchema();
     return Napi::String::New(env, os.str());
+  });
+}
+
+Napi::Value ScriptModule::PrunedOps(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    std::string name = info[0].IsUndefined() ? "forward" : ReadString(info[0], "ScriptModule.prunedOps: method");
+    const auto& state = Checked(env);
+    std::lock_guard<std::mutex> lock(*state->mutex);
+    FindMethod(state->module, name);  // a clear error for a method that does not exist
+    const std::vector<std::string>* ops = torch_bert::PrunedOps(*state, name);
+    if (ops == nullptr) return env.Null();
+    Napi::Array out = Napi::Array::New(env, ops->size());
+    for (size_t i = 0; i < ops->size(); ++i) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, (*ops)[i]));
+    return out;
   });
 }
 

@@ -7,12 +7,14 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 namespace torch_bert {
 
-struct LoraState;  // lora.h
+struct LoraState;     // lora.h
+struct PrunedMethod;  // execution_graph.h
 
 // What a JS ScriptModule refers to. Held through shared_ptr so that async work keeps it alive
 // after the JS object is disposed or collected.
@@ -29,6 +31,9 @@ struct ModuleState {
   // LoRA adapters attached by applyLora (lora.h), or null. Every forward and save of this
   // module goes through LoraWeights so that they take effect.
   std::shared_ptr<LoraState> lora;
+  // Methods as run without adapters, with token pruning (execution_graph.h), by name; built
+  // on each method's first call.
+  std::unordered_map<std::string, std::shared_ptr<PrunedMethod>> pruned;
 };
 using ModuleStatePtr = std::shared_ptr<ModuleState>;
 
@@ -81,6 +86,7 @@ class ScriptModule : public Napi::ObjectWrap<ScriptModule> {
   Napi::Value ForwardAsync(const Napi::CallbackInfo& info);
   Napi::Value RunMethod(const Napi::CallbackInfo& info);
   Napi::Value MethodSchema(const Napi::CallbackInfo& info);
+  Napi::Value PrunedOps(const Napi::CallbackInfo& info);
   Napi::Value NamedParameters(const Napi::CallbackInfo& info);
   Napi::Value SetRequiresGrad(const Napi::CallbackInfo& info);
   Napi::Value Train(const Napi::CallbackInfo& info);

@@ -790,6 +790,136 @@ describe('LoRA', () => {
   });
 });
 
+describe('token pruning (native/execution_graph.h)', () => {
+  // What the pass narrows to the [CLS] row in make_encoder.py's traced BERT (the HF layout):
+  // the last layer's query projection, its attention row, output projection, LayerNorms and
+  // feed-forward block; the keys and values keep every token.
+  const LAST_LAYER_FOR_CLS = [
+    'aten::linear', 'aten::view', 'aten::permute', 'aten::matmul', 'aten::div', 'aten::add', 'aten::softmax',
+    'aten::dropout', 'aten::matmul', 'aten::permute', 'aten::contiguous', 'aten::view', 'aten::linear',
+    'aten::dropout', 'aten::add', 'aten::layer_norm', 'aten::linear', 'aten::gelu', 'aten::linear', 'aten::dropout',
+    'aten::add', 'aten::layer_norm', 'aten::slice',
+  ];
+  const CLS = { pooling: 'cls' as const, dropout: 0.1 };
+
+  /** Three seeded full fine-tuning steps of a fresh [CLS] classifier, pruning on or off. */
+  async function run(prune: boolean, spec: Partial<ClassifierSpec> = CLS, lora = false) {
+    b.setTokenPruning(prune);
+    try {
+      b.manualSeed(3);
+      const m = classifier(spec);
+      const params = trainable(m);
+      if (lora) params.push(...b.applyLora(m, { targets: QV, rank: 4, alpha: 8, dropout: 0.2, seed: 5 }).parameters().map(([, t]) => t));
+      const opt = adamw(params, 1e-3);
+      const losses: number[] = [];
+      for (let i = 0; i < 3; i++) losses.push((await b.trainStep(m, opt, batch(ALL))).loss);
+      return { m, losses, weights: snapshot(m), ops: m.prunedOps() };
+    } finally {
+      b.setTokenPruning(true);
+    }
+  }
+
+  it('computes the last layer for the [CLS] row alone: the same losses and weights as the full computation', async () => {
+    const full = await run(false);
+    const pruned = await run(true);
+    expect(full.ops).toBeNull(); // never built: pruning was off
+    expect(pruned.ops).toEqual(LAST_LAYER_FOR_CLS);
+    // The head's dropout (after the encoder) drew the same masks: same random stream.
+    for (let i = 0; i < 3; i++) expect(Math.abs(pruned.losses[i] - full.losses[i])).toBeLessThan(1e-6);
+    // Weights: fp32 rounding differs in the narrowed GEMMs; AdamW's step (~lr / sqrt of the
+    // squared gradient) magnifies that for near-zero gradients, so the tolerance is the one
+    // the Python comparisons use.
+    for (const [name, v] of pruned.weights) expect(maxAbsDiff(v, full.weights.get(name)!), name).toBeLessThan(1e-5);
+  });
+
+  it('trains as Python does on the unpruned model (loss and every weight after two AdamW steps)', async () => {
+    const m = classifier({ pooling: 'cls', dropout: 0 });
+    const before = file('prune-before.pt');
+    m.save(before);
+    const opt = adamw(trainable(m), 1e-3);
+    const losses = [(await b.trainStep(m, opt, batch(ALL))).loss, (await b.trainStep(m, opt, batch(ALL))).loss];
+    expect(m.prunedOps()).toEqual(LAST_LAYER_FOR_CLS);
+    const ref = py<{ losses: number[]; weights: Record<string, number[]> }>(
+      PY_T +
+        'ids, mask = batch(sys.argv[2], sys.argv[3]); y = torch.tensor(json.loads(sys.argv[4]))\n' +
+        'm = torch.jit.load(sys.argv[1]); m.train()\n' +
+        'opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.01); losses = []\n' +
+        'for _ in range(2):\n' +
+        '    opt.zero_grad(); loss = F.nll_loss(m(ids, mask), y); loss.backward(); opt.step(); losses.append(loss.item())\n' +
+        'print(json.dumps({"losses": losses, "weights": {n: flat(p) for n, p in m.named_parameters()}}))',
+      before,
+      JSON.stringify(IDS),
+      JSON.stringify(MASK),
+      JSON.stringify(LABELS),
+    );
+    for (let i = 0; i < 2; i++) expect(Math.abs(losses[i] - ref.losses[i])).toBeLessThan(1e-6);
+    for (const [name, v] of snapshot(m)) expect(maxAbsDiff(v, ref.weights[name]), name).toBeLessThan(1e-5);
+  });
+
+  it('stops at random ops: LoRA adapter dropout draws the same numbers, so the seeded run is unchanged', async () => {
+    const full = await run(false, CLS, true);
+    const pruned = await run(true, CLS, true);
+    // The query adapter's dropout keeps its full input; everything after it is narrowed.
+    expect(pruned.ops).toEqual([
+      'aten::linear', 'aten::linear', 'aten::linear', 'aten::add', ...LAST_LAYER_FOR_CLS.slice(1),
+    ]);
+    for (let i = 0; i < 3; i++) expect(Math.abs(pruned.losses[i] - full.losses[i])).toBeLessThan(1e-6);
+    for (const [name, v] of pruned.weights) expect(maxAbsDiff(v, full.weights.get(name)!), name).toBeLessThan(1e-5);
+  });
+
+  it('bf16 autocast: the size probe leaves no cast weights behind, so the first step trains the head', async () => {
+    // Autocast caches the bf16 casts of weights for its region: a probe run without autograd
+    // inside it would leave casts without gradients for the real call.
+    const steps = async (prune: boolean) => {
+      b.setTokenPruning(prune);
+      try {
+        const m = classifier({ pooling: 'cls', dropout: 0 });
+        const opt = adamw(trainable(m), 1e-3);
+        const head = values(param(m, 'head.dense.weight'));
+        const r = await b.trainStep(m, opt, batch(ALL), { precision: 'bf16' });
+        return { loss: r.loss, gradNorm: r.gradNorm!, moved: maxAbsDiff(values(param(m, 'head.dense.weight')), head) };
+      } finally {
+        b.setTokenPruning(true);
+      }
+    };
+    const full = await steps(false);
+    const pruned = await steps(true);
+    expect(full.moved).toBeGreaterThan(5e-4); // AdamW's first step moves every weight by ~lr
+    expect(pruned.moved).toBeGreaterThan(5e-4);
+    expect(Math.abs(pruned.loss - full.loss)).toBeLessThan(1e-3 * Math.abs(full.loss));
+    // The gradient of every parameter, the head's included (weights after AdamW's first step,
+    // lr * sign(gradient), would not compare: bf16 flips the sign of near-zero gradients).
+    expect(Math.abs(pruned.gradNorm - full.gradNorm)).toBeLessThan(1e-2 * full.gradNorm);
+  });
+
+  it('leaves mean pooling alone (every row counts) and applies to the features method', async () => {
+    const mean = await run(true, { pooling: 'mean', dropout: 0 });
+    expect(mean.ops).toEqual([]);
+    const ids = tokenTensors(ALL);
+    b.setTokenPruning(false);
+    const m0 = classifier(CLS);
+    const full = values(m0.runMethod('features', ...ids) as NativeTensor);
+    b.setTokenPruning(true);
+    const m1 = classifier(CLS);
+    expect(m1.prunedOps('features')).toBeNull();
+    const pruned = values(m1.runMethod('features', ...ids) as NativeTensor);
+    expect(full).toHaveLength(4 * 32);
+    expect(maxAbsDiff(pruned, full)).toBeLessThan(1e-6);
+    expect(m1.prunedOps('features')).toEqual(LAST_LAYER_FOR_CLS);
+  });
+
+  it('a first call with bad inputs fails as before and the next call still prunes', async () => {
+    const m = classifier(CLS);
+    const bad = b.Tensor.fromArray(new Int32Array(ALL.length * T).fill(1000), [ALL.length, T], 'int64');
+    await expectFailure(() => m.runMethod('features', bad, tokenTensors(ALL)[1]), /index out of range/i);
+    expect(m.prunedOps('features')).toBeNull();
+    m.runMethod('features', ...tokenTensors(ALL));
+    expect(m.prunedOps('features')).toEqual(LAST_LAYER_FOR_CLS);
+    await expectFailure(() => m.prunedOps('nope'), /no method 'nope'|nope/);
+    await expectFailure(() => (b.setTokenPruning as (x: unknown) => void)('yes'), /boolean/, TypeError);
+  });
+});
+
 describe('saveTensors / loadTensors', () => {
   it('writes a dict Python torch.load reads, and reads dicts Python torch.save writes', () => {
     const out = file('tensors.pt');
