@@ -8,8 +8,8 @@
  * torch-bert's binding.trainStep next to the same step in Python PyTorch (scripts/gpu-bench.py:
  * the file's weights in an eager BERT, PEFT-style LoRA) on the same GPU. fp32 matmuls use TF32
  * on both sides exactly when torch-bert allows it (binding.allowTF32()). Model FLOP/s count
- * matmul FLOPs from the shapes (forward 24·T·H² + 4·T²·H per layer and sequence; full training
- * 3x forward, LoRA 2x (backward to the activations, not to the frozen weights), frozen 1x); MFU
+ * matmul FLOPs from the shapes (forward 24·T·H² + 4·T²·H per layer and sequence, the last layer
+ * as token pruning runs it: 4·T·H² + 20·H² + 4·T·H; full training 3x forward, LoRA 2x (backward to the activations, not to the frozen weights), frozen 1x); MFU
  * is against GPU_PEAK_TFLOPS (default 989: H100/H200 SXM dense bf16).
  *
  *   node scripts/gpu-bench.mjs --python PY --out DIR [--batch 32] [--steps 20] [--warmup 5] [--seqs 128,256]
@@ -67,9 +67,16 @@ execFileSync(opt.python, [
   '--intermediate', String(SHAPE.intermediate), '--max-position', '512', '--seed', '0',
 ], { stdio: ['ignore', 'ignore', 'inherit'] });
 
+// torch-bert computes the last layer for the [CLS] row alone (token pruning, on unless
+// TORCH_BERT_TOKEN_PRUNING=0): there it runs the key and value projections for every token and
+// the rest for one, so its FLOPs are counted as executed, not as the unpruned model's.
+const TOKEN_PRUNING = process.env.TORCH_BERT_TOKEN_PRUNING !== '0';
+
 function flopsPerStep(seq, technique) {
   const { layers: L, hidden: H } = SHAPE;
-  const forward = B * L * (24 * seq * H * H + 4 * seq * seq * H);
+  const layer = 24 * seq * H * H + 4 * seq * seq * H;
+  const lastLayer = TOKEN_PRUNING ? 4 * seq * H * H + 20 * H * H + 4 * seq * H : layer;
+  const forward = B * ((L - 1) * layer + lastLayer);
   return forward * { frozen: 1, lora: 2, full: 3 }[technique];
 }
 
