@@ -9,7 +9,9 @@
  * attention products (2 · 2·B·T²·H), with N = B·T tokens; the pooler (2·B·H²). Embeddings,
  * LayerNorm, softmax, GELU and masking are not counted: they cost time, not FLOPs, so they lower
  * the achieved rate, as they should. The forward is the one the frozen technique runs
- * (binding.extractFeatures: inference mode, every token real, no padding).
+ * (binding.extractFeatures: inference mode, every token real, no padding), with token pruning
+ * off: with [CLS] pooling the pass skips most of the last layer's products, which this count
+ * would still include; the question here is how fast the arithmetic runs, not how much is skipped.
  *
  * The GEMM reference is the encoder's own biggest products, N×H·H×I and N×I·I×H (the
  * feed-forward, 2/3 of the FLOPs), plus a square 2048³ as the machine's GEMM rate. Target:
@@ -81,6 +83,7 @@ async function gemm(m, k, n, reps) {
 async function measure({ quick }) {
   const shape = quick ? SHAPES.tiny : SHAPES['bert-base'];
   const reps = quick ? 2 : 3;
+  binding.setTokenPruning(false); // every counted FLOP is computed (see the top of this file)
   const enc = await encoder(shape);
   const encoderModule = binding.ScriptModule.load(enc.file);
   const { module } = binding.buildClassifier(encoderModule, { numClasses: 2, headHidden: 16, dropout: 0, pooling: 'cls', seed: 0 });
@@ -142,7 +145,7 @@ export async function run({ quick }) {
   );
   const markdown = [
     `**Encoder forward against the machine's GEMM rate** — ${shapeLabel(shape)} forward as the frozen technique runs it ` +
-      `(extractFeatures: inference mode, fp32, every token real), achieved GFLOP/s = matrix-product FLOPs counted from the shapes ` +
+      `(extractFeatures: inference mode, fp32, every token real, token pruning off), achieved GFLOP/s = matrix-product FLOPs counted from the shapes ` +
       `(per layer 8·N·H² + 4·N·H·I + 4·B·T²·H, N = B·T tokens, plus the pooler; elementwise work not counted) / median time of ` +
       `${quick ? 2 : 3} forwards; next to plain fp32 GEMMs (binding.matmul) of the encoder's feed-forward shapes N×H·H×I / N×I·I×H ` +
       `and a square ${quick ? 512 : 2048}³, in the same child process. One child per thread configuration (torch intra-op / OpenBLAS threads).`,

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
@@ -541,66 +542,99 @@ void InlineAll(Graph& graph) {
 
 bool TokenPruningEnabled() { return TokenPruningSetting().load(); }
 
-std::vector<std::string> PruneTokens(std::shared_ptr<Graph>& graph, const torch::jit::Stack& inputs) {
-  if (!HasRootCandidate(*graph) || HasSideEffects(graph->block())) return {};
+std::optional<std::vector<std::string>> PruneTokens(std::shared_ptr<Graph>& graph, const torch::jit::Stack& inputs) {
+  if (!HasRootCandidate(*graph) || HasSideEffects(graph->block())) return std::vector<std::string>{};
   // The encoder's output tuple is built and indexed in the inlined graph: fold that, so that a
   // tuple does not keep the full last layer alive.
   std::shared_ptr<Graph> work = graph->copy();
   torch::jit::LowerSimpleTuples(work);
   FoldDictLookups(*work);
   torch::jit::EliminateDeadCode(work);
-  // The probe's errors are the call's own (bad inputs): they reach the caller.
-  Sizes sizes = ProbeSizes(*work, inputs);
-  if (sizes.empty()) return {};
+  Sizes sizes;
+  try {
+    sizes = ProbeSizes(*work, inputs);
+  } catch (const std::exception&) {
+    return std::nullopt;  // bad inputs (the call itself will say), or a graph the probe cannot run
+  }
   std::vector<std::string> narrowed;
   try {
     narrowed = TokenPruner(*work, std::move(sizes)).Run();
   } catch (const std::exception&) {
     // A graph the rewrite cannot handle (the IR check failed): run it unpruned rather than
     // fail the user's call. The tests pin what the pass does to BERT graphs.
-    return {};
+    return std::vector<std::string>{};
   }
   // Worth it only when some arithmetic now runs on one row (not just views of it).
   static const std::unordered_set<std::string> views = {"aten::slice", "aten::select", "aten::view", "aten::reshape",
                                                         "aten::permute", "aten::transpose", "aten::contiguous",
                                                         "aten::to", "aten::clone"};
   if (std::all_of(narrowed.begin(), narrowed.end(), [](const std::string& op) { return views.count(op) > 0; })) {
-    return {};
+    return std::vector<std::string>{};
   }
   graph = std::move(work);
   return narrowed;
+}
+
+namespace {
+
+// The rank of each tensor input (-1 for other inputs).
+std::vector<int64_t> InputRanks(const torch::jit::Stack& stack) {
+  std::vector<int64_t> ranks;
+  for (const c10::IValue& v : stack) ranks.push_back(v.isTensor() ? v.toTensor().dim() : -1);
+  return ranks;
+}
+
+}  // namespace
+
+void PrunedFunction::Run(torch::jit::Stack& stack, const std::function<std::shared_ptr<Graph>()>& graph,
+                         const std::function<void(torch::jit::Stack&)>& unpruned, const std::string& name) {
+  if (!TokenPruningEnabled()) return unpruned(stack);
+  if (!built_) {
+    std::shared_ptr<Graph> g = graph();
+    std::optional<std::vector<std::string>> narrowed = PruneTokens(g, stack);
+    if (!narrowed) {
+      // The probe failed. Run the call as it is: bad inputs fail there with the user's error
+      // (and the next call tries again); if it runs, the graph is one the probe cannot handle.
+      unpruned(stack);
+      built_ = true;
+      return;
+    }
+    narrowed_ = std::move(*narrowed);
+    if (!narrowed_.empty()) {
+      function_ = std::make_unique<torch::jit::GraphFunction>(c10::QualifiedName("__torch__.torch_bert.pruned." + name),
+                                                              g, nullptr);
+      inputRanks_ = InputRanks(stack);
+    }
+    built_ = true;
+  }
+  // The ranks the pass was planned for (it narrows dims by position).
+  if (function_ && InputRanks(stack) == inputRanks_) return function_->run(stack);
+  unpruned(stack);
 }
 
 c10::IValue CallPruned(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs) {
   if (!TokenPruningEnabled()) return method(std::move(inputs));
   torch::jit::Stack stack = std::move(inputs);
   stack.insert(stack.begin(), state.module._ivalue());
+  // Defaults and checks as Method::operator() applies them.
   method.function().getSchema().checkAndNormalizeInputs(stack, {});
-  auto& cache = state.pruned;
-  auto it = cache.find(method.name());
-  if (it == cache.end()) {
-    auto entry = std::make_shared<PrunedMethod>();
-    std::shared_ptr<Graph> graph = torch::jit::toGraphFunction(method.function()).graph()->copy();
-    InlineAll(*graph);
-    entry->narrowed = PruneTokens(graph, stack);
-    if (!entry->narrowed.empty()) {
-      entry->function = std::make_unique<torch::jit::GraphFunction>(
-          c10::QualifiedName("__torch__.torch_bert.pruned." + method.name()), graph, nullptr);
-    }
-    it = cache.emplace(method.name(), std::move(entry)).first;
-  }
-  if (!it->second->function) {
-    stack.erase(stack.begin());
-    return method(std::move(stack));
-  }
-  it->second->function->run(stack);
+  std::shared_ptr<PrunedFunction>& entry = state.pruned[method.name()];
+  if (!entry) entry = std::make_shared<PrunedFunction>();
+  entry->Run(
+      stack,
+      [&] {
+        std::shared_ptr<Graph> g = torch::jit::toGraphFunction(method.function()).graph()->copy();
+        InlineAll(*g);
+        return g;
+      },
+      [&](torch::jit::Stack& s) { method.function().run(s); }, method.name());
   return stack.front();
 }
 
 const std::vector<std::string>* PrunedOps(ModuleState& state, const std::string& method) {
   if (state.lora) return LoraPrunedOps(state, method);
   auto it = state.pruned.find(method);
-  return it == state.pruned.end() ? nullptr : &it->second->narrowed;
+  return it == state.pruned.end() ? nullptr : it->second->narrowed();
 }
 
 void RegisterExecutionGraph(Napi::Env env, Napi::Object exports) {

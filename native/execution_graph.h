@@ -30,7 +30,9 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/script.h>
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,14 +49,28 @@ bool TokenPruningEnabled();
 // Replaces `graph` (inlined; its inputs as `inputs`, self first) by one that computes only the
 // token rows its result depends on. Runs the graph once on `inputs` to learn sizes. Returns
 // the kinds of the nodes that now run on one row ("aten::linear", ...), empty when nothing
-// could be pruned (`graph` is then left as it was).
-std::vector<std::string> PruneTokens(std::shared_ptr<torch::jit::Graph>& graph, const torch::jit::Stack& inputs);
+// could be pruned (`graph` is then left as it was); nullopt when that run failed.
+std::optional<std::vector<std::string>> PruneTokens(std::shared_ptr<torch::jit::Graph>& graph,
+                                                    const torch::jit::Stack& inputs);
 
-// A method as CallWithAdapters runs it on a model without adapters: the pruned graph, or
-// nothing (then the method itself runs).
-struct PrunedMethod {
-  std::unique_ptr<torch::jit::GraphFunction> function;
-  std::vector<std::string> narrowed;  // PruneTokens' result
+// A method's graph with token pruning, built on the first call while pruning is on. Used for
+// models without adapters (ModuleState::pruned) and for LoRA's rewritten graphs (lora.cc).
+class PrunedFunction {
+ public:
+  // Runs `stack` (the graph's inputs, self first) through the pruned graph when pruning is on
+  // and applies, else through `unpruned`; the result is left on the stack. `graph` makes the
+  // inlined graph to prune (called once); `name` names the pruned function.
+  void Run(torch::jit::Stack& stack, const std::function<std::shared_ptr<torch::jit::Graph>()>& graph,
+           const std::function<void(torch::jit::Stack&)>& unpruned, const std::string& name);
+
+  // The kinds of the nodes narrowed to one row ({} when nothing could be); null before built.
+  const std::vector<std::string>* narrowed() const { return built_ ? &narrowed_ : nullptr; }
+
+ private:
+  bool built_ = false;
+  std::unique_ptr<torch::jit::GraphFunction> function_;  // null: run unpruned
+  std::vector<std::string> narrowed_;
+  std::vector<int64_t> inputRanks_;  // of the call the pass was planned on
 };
 
 // Runs `method` of state.module on `inputs` (without self), through its pruned graph when

@@ -165,11 +165,8 @@ struct LoraMethod {
   std::unique_ptr<torch::jit::GraphFunction> function;
   std::vector<size_t> activation;   // LoraState::modules indices rewritten in the graph
   std::vector<size_t> weightSpace;  // indices whose weight the graph uses otherwise
-  // `function` with token pruning (execution_graph.h), built on the first call that has it on;
-  // null when nothing could be pruned.
-  std::unique_ptr<torch::jit::GraphFunction> pruned;
-  std::vector<std::string> narrowed;
-  bool pruneTried = false;
+  // `function` with token pruning (execution_graph.h).
+  PrunedFunction pruned;
 };
 
 namespace {
@@ -329,28 +326,18 @@ c10::IValue CallWithAdapters(ModuleState& state, const torch::jit::Method& metho
     stack.emplace_back(m.b);
     stack.emplace_back(mode == LoraMode::kTrain && lora.dropout > 0 && m.module.is_training());
   }
-  torch::jit::GraphFunction* function = plan.function.get();
-  if (TokenPruningEnabled()) {
-    if (!plan.pruneTried) {
-      std::shared_ptr<torch::jit::Graph> graph = plan.function->graph()->copy();
-      plan.narrowed = PruneTokens(graph, stack);  // may throw for bad inputs: then tried again
-      plan.pruneTried = true;
-      if (!plan.narrowed.empty()) {
-        plan.pruned = std::make_unique<torch::jit::GraphFunction>(
-            c10::QualifiedName("__torch__.torch_bert.lora_pruned." + method.name()), graph, nullptr);
-      }
-    }
-    if (plan.pruned) function = plan.pruned.get();
-  }
-  function->run(stack);
+  torch::jit::GraphFunction& function = *plan.function;
+  plan.pruned.Run(
+      stack, [&] { return function.graph()->copy(); }, [&](torch::jit::Stack& s) { function.run(s); },
+      "lora." + method.name());
   return stack.front();
 }
 
 const std::vector<std::string>* LoraPrunedOps(ModuleState& state, const std::string& method) {
   if (!state.lora) return nullptr;
   auto it = state.lora->methods.find(method);
-  if (it == state.lora->methods.end() || !it->second->pruneTried) return nullptr;
-  return &it->second->narrowed;
+  if (it == state.lora->methods.end()) return nullptr;
+  return it->second->pruned.narrowed();
 }
 
 std::pair<std::vector<std::string>, std::vector<std::string>> AdapterPlan(ModuleState& state,

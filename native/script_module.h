@@ -14,7 +14,7 @@
 namespace torch_bert {
 
 struct LoraState;     // lora.h
-struct PrunedMethod;  // execution_graph.h
+class PrunedFunction;  // execution_graph.h
 
 // What a JS ScriptModule refers to. Held through shared_ptr so that async work keeps it alive
 // after the JS object is disposed or collected.
@@ -33,7 +33,7 @@ struct ModuleState {
   std::shared_ptr<LoraState> lora;
   // Methods as run without adapters, with token pruning (execution_graph.h), by name; built
   // on each method's first call.
-  std::unordered_map<std::string, std::shared_ptr<PrunedMethod>> pruned;
+  std::unordered_map<std::string, std::shared_ptr<PrunedFunction>> pruned;
 };
 using ModuleStatePtr = std::shared_ptr<ModuleState>;
 
