@@ -107,7 +107,7 @@ export async function run({ quick, threads, shapes }) {
   const markdown = [
     `**Frozen-encoder training step through train()** (encoder forward + head + NLL + backward + AdamW; featureCache 'none'), ` +
       `median of ${plan.map((p) => p.repeats).join('/')} alternating run(s), each the median step of one epoch (spread: min–max of the runs); ${dataDescription}; random-weight encoders. ` +
-      `PyTorch = scripts/python/reference_train.py (traced encoder under no_grad).`,
+      `PyTorch = scripts/python/reference_train.py (traced encoder under no_grad); torch-bert with token pruning (the last layer for [CLS] alone but its keys and values).`,
     '',
     table(
       ['shape', 'batch', 'torch-bert s/step (spread)', 'PyTorch s/step (spread)', 'ratio'],

@@ -205,12 +205,12 @@ export async function run({ quick, threads, shapes }) {
   const threadNote = results[0] ? `torch-bert ${results[0].threads.ours} / PyTorch ${results[0].threads.reference} intra-op thread(s)` : '';
   const markdown = [
     `**Training step per technique vs plain PyTorch** (forward + NLL + backward + AdamW on one batch of real reviews; ` +
-      `torch-bert: binding.trainStep, the call train() makes; PyTorch: scripts/python/reference_step.py, eager BERT with the same weights, ` +
+      `torch-bert: binding.trainStep, the call train() makes, with token pruning (CLS pooling: the last layer runs the [CLS] row alone ` +
+      `but for its keys and values; same loss and gradients); PyTorch: scripts/python/reference_step.py, eager BERT with the same weights, ` +
       `PEFT-style LoRA r=8, alpha=16 on query/value). Both sides hold the model and alternate blocks of ` +
       `${plan.map((p) => p.blockSteps).join('/')} step(s), ${plan.map((p) => p.blocks).join('/')} blocks each after warm-up; ` +
       `s/step = median of the blocks' medians (spread: min–max of them); ${dataDescription}; random-weight encoders; ${threadNote}. ` +
-      `A 1x8 batch measures per-step overhead (libtorch's kernels take microseconds there); at 32x128 the reference's tiny step is ` +
-      `88-95% inside kernels both sides share (\`bench/profile-reference.py\`).`,
+      `A 1x8 batch measures per-step overhead (libtorch's kernels take microseconds there).`,
     '',
     table(['shape', 'batch', 'technique', 'torch-bert s/step (spread)', 'PyTorch s/step (spread)', 'ours/PyTorch', 'target'], rows),
     '',
