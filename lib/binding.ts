@@ -449,6 +449,8 @@ export interface NativeBinding {
    * result depends on (native/execution_graph.h). Same results either way; for comparisons.
    */
   setTokenPruning(on: boolean): void;
+  /** Whether token pruning is on (see setTokenPruning). */
+  tokenPruning(): boolean;
   getNumThreads(): number;
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;

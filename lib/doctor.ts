@@ -58,6 +58,8 @@ export interface DoctorReport {
   blas: { name: string; libraries: string[]; how: string } | null;
   /** torch-bert's caching allocator for libtorch's CPU tensors (null without a loaded binary). */
   cpuAllocator: CpuCacheStats | null;
+  /** Token pruning (native/execution_graph.h) on or off (null without a loaded binary). */
+  tokenPruning: boolean | null;
   threads: {
     intraOp: number | null;
     interOp: number | null;
@@ -190,6 +192,7 @@ export function doctor(): DoctorReport {
   let cuda: DoctorReport['cuda'] = null;
   let blas: DoctorReport['blas'] = null;
   let cpuAllocator: CpuCacheStats | null = null;
+  let tokenPruning: boolean | null = null;
   let intraOp: number | null = null;
   let interOp: number | null = null;
   let parallel: string | null = null;
@@ -217,6 +220,7 @@ export function doctor(): DoctorReport {
     interOp = attempt(() => binding!.getNumInteropThreads());
     parallel = attempt(() => binding!.parallelInfo());
     cpuAllocator = attempt(() => binding!.cpuCacheStats());
+    tokenPruning = attempt(() => binding!.tokenPruning());
     let how: string;
     try {
       how = exerciseBlas(binding);
@@ -245,6 +249,7 @@ export function doctor(): DoctorReport {
     cudaDevices,
     blas,
     cpuAllocator,
+    tokenPruning,
     threads: { intraOp, interOp, parallel, cpus: cpus().length, env },
     node: { version: process.version, modules: process.versions.modules, napi: process.versions.napi ?? null, execPath: process.execPath },
     platform: {
@@ -316,6 +321,14 @@ export function formatDoctor(r: DoctorReport): string {
           ? `torch-bert caching allocator, keeps up to ${Math.round(r.cpuAllocator.limitBytes / 2 ** 20)} MiB of freed tensor memory (TORCH_BERT_CPU_CACHE_MB); ` +
             `blocks of 2 MiB and more in transparent huge pages: ${r.cpuAllocator.hugePages ? 'on' : 'off'} (TORCH_BERT_HUGE_PAGES)`
           : "libtorch's default (TORCH_BERT_CPU_CACHE_MB=0, or an AddressSanitizer build)",
+      );
+    }
+    if (r.tokenPruning !== null) {
+      add(
+        'token pruning',
+        r.tokenPruning
+          ? "on: with [CLS] pooling the last layer runs for the [CLS] row but its keys and values (TORCH_BERT_TOKEN_PRUNING=0 turns it off)"
+          : 'off (TORCH_BERT_TOKEN_PRUNING=0)',
       );
     }
   }

@@ -638,6 +638,11 @@ const std::vector<std::string>* PrunedOps(ModuleState& state, const std::string&
 }
 
 void RegisterExecutionGraph(Napi::Env env, Napi::Object exports) {
+  exports.Set("tokenPruning", Napi::Function::New(
+                                  env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                                    return Napi::Boolean::New(info.Env(), TokenPruningEnabled());
+                                  },
+                                  "tokenPruning"));
   exports.Set("setTokenPruning", Napi::Function::New(
                                      env,
                                      [](const Napi::CallbackInfo& info) -> Napi::Value {

@@ -81,7 +81,7 @@ c10::IValue CallPruned(ModuleState& state, const torch::jit::Method& method, std
 // one row; null before the first call. Mutex held.
 const std::vector<std::string>* PrunedOps(ModuleState& state, const std::string& method);
 
-// setTokenPruning(on) on the binding.
+// tokenPruning() and setTokenPruning(on) on the binding.
 void RegisterExecutionGraph(Napi::Env env, Napi::Object exports);
 
 }  // namespace torch_bert

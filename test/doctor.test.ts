@@ -58,6 +58,7 @@ describe('torch-bert doctor', () => {
       expect(report.blas!.name).toBe('OpenBLAS');
       expect(report.blas!.libraries.some((p) => /openblas/.test(p))).toBe(true);
     }
+    expect(report.tokenPruning).toBe(process.env.TORCH_BERT_TOKEN_PRUNING !== '0');
     expect(report.threads.intraOp).toBeGreaterThanOrEqual(1);
     expect(report.threads.cpus).toBeGreaterThanOrEqual(1);
     for (const [k, v] of Object.entries(report.threads.env)) expect(process.env[k]).toBe(v);

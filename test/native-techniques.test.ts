@@ -908,6 +908,23 @@ describe('token pruning (native/execution_graph.h)', () => {
     expect(m1.prunedOps('features')).toEqual(LAST_LAYER_FOR_CLS);
   });
 
+  it('TORCH_BERT_TOKEN_PRUNING=0 turns it off in a fresh process; on by default', () => {
+    const script = (env: Record<string, string>) => {
+      const code = `
+        const { loadBinding } = await import(${JSON.stringify(path.join(repoRoot, 'dist', 'index.js'))});
+        const b = loadBinding();
+        const { module } = b.buildClassifier(b.ScriptModule.load(${JSON.stringify(enc)}), { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 1 });
+        const ids = b.Tensor.fromArray(new Int32Array(12).fill(5), [2, 6], 'int64');
+        const mask = b.Tensor.fromArray(new Int32Array(12).fill(1), [2, 6], 'int64');
+        module.runMethod('features', ids, mask);
+        console.log(JSON.stringify({ on: b.tokenPruning(), ops: module.prunedOps('features') }));`;
+      const out = execFileSync(process.execPath, ['--input-type=module', '-e', code], { env: { ...process.env, ...env }, encoding: 'utf8' });
+      return JSON.parse(out.trim().split('\n').pop()!) as { on: boolean; ops: string[] | null };
+    };
+    expect(script({ TORCH_BERT_TOKEN_PRUNING: '0' })).toEqual({ on: false, ops: null });
+    expect(script({ TORCH_BERT_TOKEN_PRUNING: '1' })).toEqual({ on: true, ops: LAST_LAYER_FOR_CLS });
+  });
+
   it('a first call with bad inputs fails as before and the next call still prunes', async () => {
     const m = classifier(CLS);
     const bad = b.Tensor.fromArray(new Int32Array(ALL.length * T).fill(1000), [ALL.length, T], 'int64');

@@ -261,6 +261,7 @@ const entries = (): Entry[] => [
   { name: 'manualSeed', kinds: ['int'], args: () => [5], call: (s) => b.manualSeed(s) },
   { name: 'randperm', kinds: ['int', 'int'], args: () => [7, 1], call: (n, s) => b.randperm(n, s) },
   { name: 'setNumThreads', kinds: ['int'], args: () => [b.getNumThreads()], call: (n) => b.setNumThreads(n) },
+  { name: 'tokenPruning', kinds: [], args: () => [], call: () => b.tokenPruning() },
   { name: 'setTokenPruning', kinds: ['bool'], args: () => [true], call: (on) => b.setTokenPruning(on) },
   { name: 'getNumThreads', kinds: [], args: () => [], call: () => b.getNumThreads() },
   { name: 'cudaIsAvailable', kinds: [], args: () => [], call: () => b.cudaIsAvailable() },
