@@ -137,6 +137,12 @@ Sizes ProbeSizes(Graph& graph, const torch::jit::Stack& inputs) {
 
 // ---- The pass ------------------------------------------------------------------------------
 
+// Not among libtorch 1.13's interned names.
+c10::Symbol ScaledDotProductAttention() {
+  static const c10::Symbol symbol = c10::Symbol::fromQualString("aten::scaled_dot_product_attention");
+  return symbol;
+}
+
 std::optional<int64_t> ConstantInt(Value* v) {
   auto ivalue = torch::jit::toIValue(v);
   if (!ivalue || !ivalue->isInt()) return std::nullopt;
@@ -419,6 +425,23 @@ class TokenPruner {
       if (!fromInput && !inferred) return std::nullopt;
       rule.inputs.emplace_back(0, d);
       rule.viewSizes = true;
+      return rule;
+    }
+    if (kind == ScaledDotProductAttention()) {
+      // PyTorch 2's fused attention (a Hugging Face BERT traced with SDPA attention): a row of
+      // the output is that query row against all keys, when nothing random or causal is in it.
+      if (node->inputs().size() < 6 || d != rank - 2) return std::nullopt;
+      auto p = ConstantDouble(node->input(4));
+      auto causal = ConstantBool(node->input(5));
+      if (!p || *p != 0 || !causal || *causal) return std::nullopt;
+      const int64_t rq = Rank(node->input(0));
+      if (rq != rank) return std::nullopt;
+      rule.inputs.emplace_back(0, rq - 2);
+      if (IsTensor(node->input(3))) {
+        const int64_t rm = Rank(node->input(3));
+        if (rm < 0 || rm > rank) return std::nullopt;
+        if (d - (rank - rm) >= 0) rule.inputs.emplace_back(3, d - (rank - rm));
+      }
       return rule;
     }
     if (kind == aten::embedding) {

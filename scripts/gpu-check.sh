@@ -17,7 +17,8 @@
 #      native/*.cc directly with the C++ compiler                -> build.log
 #   3. torch-bert doctor                                         -> doctor.txt, doctor.json
 #   4. CUDA tests: vitest run test/cuda.test.ts test/doctor.test.ts -> vitest.log
-#   5. benchmark (scripts/gpu-bench.mjs: full / lora / frozen x seq 128, 256 x fp32, bf16)
+#   5. token pruning on a traced transformers BertModel (scripts/hf-pruning-check.mjs) -> hf-pruning.txt, .json
+#   6. benchmark (scripts/gpu-bench.mjs: full / lora / frozen x seq 128, 256 x fp32, bf16)
 #                                                                -> gpu-bench.md, gpu-bench.json
 # summary.txt lists each step's status; the exit code is 0 when every step passed.
 set -uo pipefail
@@ -128,7 +129,16 @@ else
 fi
 tail -n 25 "$OUT/vitest.log"
 
-# ---- 5. benchmark ----
+# ---- 5. token pruning on a traced Hugging Face BertModel (transformers is on these machines) ----
+if timeout "$(limit 60 200)" node scripts/hf-pruning-check.mjs --python "$PY" --out "$OUT" > "$OUT/hf-pruning.txt" 2>&1; then
+  if grep -q skipped "$OUT/hf-pruning.txt"; then note hf-pruning "skipped: no transformers"
+  else note hf-pruning "ok ($(grep -c ': ok' "$OUT/hf-pruning.txt") attention variant(s) equal pruned and unpruned)"; fi
+else
+  note hf-pruning "FAILED (see hf-pruning.txt)"
+fi
+cat "$OUT/hf-pruning.txt"
+
+# ---- 6. benchmark ----
 if [ "$(node -e "import('./dist/loader.js').then(m => console.log(m.loadBinding().cudaIsAvailable()))" 2>/dev/null)" = true ]; then
   if timeout "$(limit 200 5)" node scripts/gpu-bench.mjs --python "$PY" --out "$OUT" 2> "$OUT/gpu-bench.log"; then note bench ok; else tail -n 20 "$OUT/gpu-bench.log"; note bench "FAILED (see gpu-bench.log)"; fi
 else
