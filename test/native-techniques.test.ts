@@ -908,6 +908,26 @@ describe('token pruning (native/execution_graph.h)', () => {
     expect(m1.prunedOps('features')).toEqual(LAST_LAYER_FOR_CLS);
   });
 
+  it('prunes encoders that return a dict or a bare tensor, and three-input ones, alike', async () => {
+    for (const variant of [{ output: 'dict', signature: 3 }, { output: 'tensor', signature: 2 }] as const) {
+      const file = await makeEncoder({ vocabSize: 100, layers: 2, hidden: 32, heads: 2, intermediate: 64, seed: 11, ...variant });
+      const features = (prune: boolean) => {
+        b.setTokenPruning(prune);
+        try {
+          const { module } = b.buildClassifier(b.ScriptModule.load(file), { ...SPEC, pooling: 'cls' });
+          const x = values(module.runMethod('features', ...tokenTensors(ALL)) as NativeTensor);
+          return { x, ops: module.prunedOps('features') };
+        } finally {
+          b.setTokenPruning(true);
+        }
+      };
+      const full = features(false);
+      const pruned = features(true);
+      expect(pruned.ops, variant.output).toEqual(LAST_LAYER_FOR_CLS);
+      expect(maxAbsDiff(pruned.x, full.x)).toBeLessThan(1e-6);
+    }
+  });
+
   it('TORCH_BERT_TOKEN_PRUNING=0 turns it off in a fresh process; on by default', () => {
     const script = (env: Record<string, string>) => {
       const code = `
