@@ -512,15 +512,20 @@ class TokenPruner {
   std::unordered_map<std::pair<Value*, int64_t>, Value*, PairHash> slices_;
 };
 
-// Whether anything in the graph changes state (in-place ops, attribute writes) or calls what
-// was not inlined: such a graph is left alone, since the pass runs it once to learn sizes.
-bool HasSideEffects(torch::jit::Block* block) {
+// Graphs the pass leaves alone: anything that changes state (in-place ops, attribute writes)
+// or calls what was not inlined (the pass runs the graph once to learn sizes); control flow
+// and squeeze, whose ranks may depend on the sizes of a call (the pass plans with the ranks of
+// one call: traced encoders have neither).
+bool Unsupported(torch::jit::Block* block) {
   for (Node* node : block->nodes()) {
     const c10::Symbol kind = node->kind();
-    if (kind == prim::SetAttr || kind == prim::CallMethod || kind == prim::CallFunction) return true;
+    if (kind == prim::SetAttr || kind == prim::CallMethod || kind == prim::CallFunction || kind == prim::If ||
+        kind == prim::Loop || kind == aten::squeeze) {
+      return true;
+    }
     if (const c10::FunctionSchema* schema = node->maybeSchema(); schema && schema->is_mutable()) return true;
     for (torch::jit::Block* sub : node->blocks()) {
-      if (HasSideEffects(sub)) return true;
+      if (Unsupported(sub)) return true;
     }
   }
   return false;
@@ -565,8 +570,33 @@ void InlineAll(Graph& graph) {
 
 bool TokenPruningEnabled() { return TokenPruningSetting().load(); }
 
-std::optional<std::vector<std::string>> PruneTokens(std::shared_ptr<Graph>& graph, const torch::jit::Stack& inputs) {
-  if (!HasRootCandidate(*graph) || HasSideEffects(graph->block())) return std::vector<std::string>{};
+namespace {
+
+// The call's inputs with the method's own tensor inputs (the `batchInputs` after self) cut to
+// their first example, when they all have the same number of examples: ranks (what the pass
+// needs) do not depend on it in the graphs it accepts, and the probe then costs one example's
+// forward instead of the batch's.
+torch::jit::Stack FirstExample(const torch::jit::Stack& inputs, size_t batchInputs) {
+  std::optional<int64_t> examples;
+  for (size_t i = 1; i <= batchInputs && i < inputs.size(); ++i) {
+    if (!inputs[i].isTensor()) continue;
+    const torch::Tensor& t = inputs[i].toTensor();
+    if (!t.defined() || t.dim() == 0 || (examples && *examples != t.size(0))) return inputs;
+    examples = t.size(0);
+  }
+  if (!examples || *examples <= 1) return inputs;
+  torch::jit::Stack out = inputs;
+  for (size_t i = 1; i <= batchInputs && i < out.size(); ++i) {
+    if (out[i].isTensor()) out[i] = out[i].toTensor().narrow(0, 0, 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::vector<std::string>> PruneTokens(std::shared_ptr<Graph>& graph, const torch::jit::Stack& inputs,
+                                                    size_t batchInputs) {
+  if (!HasRootCandidate(*graph) || Unsupported(graph->block())) return std::vector<std::string>{};
   // The encoder's output tuple is built and indexed in the inlined graph: fold that, so that a
   // tuple does not keep the full last layer alive.
   std::shared_ptr<Graph> work = graph->copy();
@@ -575,7 +605,7 @@ std::optional<std::vector<std::string>> PruneTokens(std::shared_ptr<Graph>& grap
   torch::jit::EliminateDeadCode(work);
   Sizes sizes;
   try {
-    sizes = ProbeSizes(*work, inputs);
+    sizes = ProbeSizes(*work, FirstExample(inputs, batchInputs));
   } catch (const std::exception&) {
     return std::nullopt;  // bad inputs (the call itself will say), or a graph the probe cannot run
   }
@@ -609,12 +639,13 @@ std::vector<int64_t> InputRanks(const torch::jit::Stack& stack) {
 
 }  // namespace
 
-void PrunedFunction::Run(torch::jit::Stack& stack, const std::function<std::shared_ptr<Graph>()>& graph,
+void PrunedFunction::Run(torch::jit::Stack& stack, size_t batchInputs,
+                         const std::function<std::shared_ptr<Graph>()>& graph,
                          const std::function<void(torch::jit::Stack&)>& unpruned, const std::string& name) {
   if (!TokenPruningEnabled()) return unpruned(stack);
   if (!built_) {
     std::shared_ptr<Graph> g = graph();
-    std::optional<std::vector<std::string>> narrowed = PruneTokens(g, stack);
+    std::optional<std::vector<std::string>> narrowed = PruneTokens(g, stack, batchInputs);
     if (!narrowed) {
       // The probe failed. Run the call as it is: bad inputs fail there with the user's error
       // (and the next call tries again); if it runs, the graph is one the probe cannot handle.
@@ -644,7 +675,7 @@ c10::IValue CallPruned(ModuleState& state, const torch::jit::Method& method, std
   std::shared_ptr<PrunedFunction>& entry = state.pruned[method.name()];
   if (!entry) entry = std::make_shared<PrunedFunction>();
   entry->Run(
-      stack,
+      stack, stack.size() - 1,
       [&] {
         std::shared_ptr<Graph> g = torch::jit::toGraphFunction(method.function()).graph()->copy();
         InlineAll(*g);

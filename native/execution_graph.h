@@ -20,8 +20,9 @@
 // The pass does not push through anything random (dropout in training mode): those ops see
 // the same tensors and draw the same random numbers as before, so a seeded run keeps its
 // numbers. It needs each value's rank, which a traced graph does not record: the first call
-// of the method runs an instrumented copy once (no autograd, random-number state restored)
-// to learn the sizes, then the pruned graph runs, that call included.
+// of the method runs an instrumented copy once on its first example (no autograd, outside
+// autocast, random-number state restored) to learn the sizes, then the pruned graph runs,
+// that call included.
 // TORCH_BERT_TOKEN_PRUNING=0 (or setTokenPruning(false)) turns it off.
 #pragma once
 
@@ -47,20 +48,22 @@ void InlineAll(torch::jit::Graph& graph);
 bool TokenPruningEnabled();
 
 // Replaces `graph` (inlined; its inputs as `inputs`, self first) by one that computes only the
-// token rows its result depends on. Runs the graph once on `inputs` to learn sizes. Returns
-// the kinds of the nodes that now run on one row ("aten::linear", ...), empty when nothing
-// could be pruned (`graph` is then left as it was); nullopt when that run failed.
+// token rows its result depends on. Runs the graph once on `inputs` to learn sizes, with the
+// `batchInputs` inputs after self (the method's own) cut to their first example. Returns the
+// kinds of the nodes that now run on one row ("aten::linear", ...), empty when nothing could
+// be pruned (`graph` is then left as it was); nullopt when that run failed.
 std::optional<std::vector<std::string>> PruneTokens(std::shared_ptr<torch::jit::Graph>& graph,
-                                                    const torch::jit::Stack& inputs);
+                                                    const torch::jit::Stack& inputs, size_t batchInputs);
 
 // A method's graph with token pruning, built on the first call while pruning is on. Used for
 // models without adapters (ModuleState::pruned) and for LoRA's rewritten graphs (lora.cc).
 class PrunedFunction {
  public:
   // Runs `stack` (the graph's inputs, self first) through the pruned graph when pruning is on
-  // and applies, else through `unpruned`; the result is left on the stack. `graph` makes the
-  // inlined graph to prune (called once); `name` names the pruned function.
-  void Run(torch::jit::Stack& stack, const std::function<std::shared_ptr<torch::jit::Graph>()>& graph,
+  // and applies, else through `unpruned`; the result is left on the stack. `batchInputs`: how
+  // many inputs after self are the method's own (PruneTokens). `graph` makes the inlined graph
+  // to prune (called once); `name` names the pruned function.
+  void Run(torch::jit::Stack& stack, size_t batchInputs, const std::function<std::shared_ptr<torch::jit::Graph>()>& graph,
            const std::function<void(torch::jit::Stack&)>& unpruned, const std::string& name);
 
   // The kinds of the nodes narrowed to one row ({} when nothing could be); null before built.

@@ -328,7 +328,7 @@ c10::IValue CallWithAdapters(ModuleState& state, const torch::jit::Method& metho
   }
   torch::jit::GraphFunction& function = *plan.function;
   plan.pruned.Run(
-      stack, [&] { return function.graph()->copy(); }, [&](torch::jit::Stack& s) { function.run(s); },
+      stack, method.function().getSchema().arguments().size() - 1, [&] { return function.graph()->copy(); }, [&](torch::jit::Stack& s) { function.run(s); },
       "lora." + method.name());
   return stack.front();
 }

@@ -928,6 +928,52 @@ describe('token pruning (native/execution_graph.h)', () => {
     }
   });
 
+  it('plans from the first example of a call: a first call of one row, then four rows, equal the full computation', async () => {
+    b.setTokenPruning(false);
+    const full = values(classifier(CLS).runMethod('features', ...tokenTensors(ALL)) as NativeTensor);
+    b.setTokenPruning(true);
+    const m = classifier(CLS);
+    m.runMethod('features', ...tokenTensors([2]));
+    expect(m.prunedOps('features')).toEqual(LAST_LAYER_FOR_CLS);
+    expect(maxAbsDiff(values(m.runMethod('features', ...tokenTensors(ALL)) as NativeTensor), full)).toBeLessThan(1e-6);
+  });
+
+  it('leaves alone a graph whose ranks could depend on sizes (squeeze), and prunes the same graph without it', () => {
+    const trace = (squeeze: boolean) => {
+      const file = path.join(dir, `custom-encoder-${squeeze}.pt`);
+      py(
+        'class E(torch.nn.Module):\n' +
+          '    def __init__(self):\n' +
+          '        super().__init__(); self.emb = torch.nn.Embedding(100, 32); self.lin = torch.nn.Linear(32, 32); self.ff = torch.nn.Linear(32, 32)\n' +
+          '    def forward(self, ids, mask):\n' +
+          '        h = self.lin(self.emb(ids))\n' +
+          (squeeze ? '        h = h.unsqueeze(0).squeeze(0)\n' : '') +
+          '        return (torch.relu(self.ff(h)) * mask.unsqueeze(-1),)\n' +
+          'torch.manual_seed(0); ids = torch.randint(0, 100, (2, 6))\n' +
+          'torch.jit.trace(E().eval(), (ids, torch.ones(2, 6, dtype=torch.long))).save(sys.argv[1]); print(1)',
+        file,
+      );
+      return file;
+    };
+    for (const squeeze of [true, false]) {
+      const file = trace(squeeze);
+      const run = (prune: boolean) => {
+        b.setTokenPruning(prune);
+        try {
+          const { module } = b.buildClassifier(b.ScriptModule.load(file), { ...SPEC, pooling: 'cls' });
+          return { x: values(module.runMethod('features', ...tokenTensors(ALL)) as NativeTensor), ops: module.prunedOps('features') };
+        } finally {
+          b.setTokenPruning(true);
+        }
+      };
+      const full = run(false);
+      const pruned = run(true);
+      if (squeeze) expect(pruned.ops).toEqual([]);
+      else expect(pruned.ops).toEqual(['aten::embedding', 'aten::linear', 'aten::linear', 'aten::relu', 'aten::mul', 'aten::slice']);
+      expect(maxAbsDiff(pruned.x, full.x)).toBeLessThan(1e-6);
+    }
+  });
+
   it('TORCH_BERT_TOKEN_PRUNING=0 turns it off in a fresh process; on by default', () => {
     const script = (env: Record<string, string>) => {
       const code = `
