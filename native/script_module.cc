@@ -149,6 +149,22 @@ c10::Device OptionalDevice(const Napi::Value& value, const std::string& what) {
 
 }  // namespace
 
+const std::vector<torch::Tensor>& Parameters(ModuleState& state) {
+  if (!state.parametersCollected) {
+    for (const auto& p : state.module.parameters()) state.parameters.push_back(p);
+    state.parametersCollected = true;
+  }
+  return state.parameters;
+}
+
+const std::vector<torch::jit::Module>& Modules(ModuleState& state) {
+  if (!state.modulesCollected) {
+    for (const auto& m : state.module.modules()) state.modules.push_back(m);
+    state.modulesCollected = true;
+  }
+  return state.modules;
+}
+
 c10::Device ModuleDevice(const ModuleState& state) {
   for (const auto& p : state.module.parameters()) return p.device();
   for (const auto& b : state.module.buffers()) return b.device();
@@ -163,6 +179,10 @@ void SetTrainingFlag(const torch::jit::Module& module, bool on) {
 
 TrainingModeSnapshot::TrainingModeSnapshot(const torch::jit::Module& module) {
   for (const auto& m : module.modules()) flags_.emplace_back(m, m.is_training());
+}
+
+TrainingModeSnapshot::TrainingModeSnapshot(const std::vector<torch::jit::Module>& modules) {
+  for (const auto& m : modules) flags_.emplace_back(m, m.is_training());
 }
 
 TrainingModeSnapshot::~TrainingModeSnapshot() {

@@ -341,9 +341,9 @@ torch::Tensor ComputeLoss(const torch::Tensor& logp, const torch::Tensor& labels
 
 // What the gradient step works on: the module's parameters and the adapters' tensors that
 // hold a gradient.
-std::vector<torch::Tensor> ParametersWithGrad(const ModuleState& state) {
+std::vector<torch::Tensor> ParametersWithGrad(ModuleState& state) {
   std::vector<torch::Tensor> params;
-  for (const auto& p : state.module.parameters()) {
+  for (const auto& p : Parameters(state)) {
     if (p.grad().defined()) params.push_back(p);
   }
   for (const auto& p : LoraParameters(state)) {
@@ -386,7 +386,7 @@ class GradientReset {
       ClearGradients(optimizer_);
       // Parameters that require grad but are not in the optimizer would otherwise
       // accumulate gradients forever.
-      for (const auto& p : model_.module.parameters()) {
+      for (const auto& p : Parameters(model_)) {
         if (p.grad().defined()) {
           torch::Tensor param = p;
           param.mutable_grad() = torch::Tensor();
@@ -534,14 +534,13 @@ class EvalStepWorker : public PromiseWorker {
 
   void Evaluate(const c10::Device& device) {
     CheckPrecision(options_.precision, device);
-    torch::jit::Module& module = model_->module;
     // no_grad, not InferenceMode: once TorchScript's profiling executor has specialised a
     // graph for training it contains DifferentiableGraph nodes, which save their inputs for
     // backward unconditionally and fail on inference tensors ("Inference tensors cannot be
     // saved for backward"), in Python as in C++.
     torch::NoGradGuard noGrad;
-    TrainingModeSnapshot restore(module);
-    for (const auto& m : module.modules()) SetTrainingFlag(m, false);
+    TrainingModeSnapshot restore(Modules(*model_));
+    for (const auto& m : Modules(*model_)) SetTrainingFlag(m, false);
 
     torch::Tensor logp = RunClassifier(*model_, input_, device, LoraMode::kForward, options_.precision);
     classes_ = logp.size(1);
@@ -603,8 +602,8 @@ class FeaturesWorker : public PromiseWorker {
     CheckPrecision(precision_, device);
     torch::jit::Module& module = model_->module;
     torch::NoGradGuard noGrad;  // not InferenceMode: see EvalStepWorker
-    TrainingModeSnapshot restore(module);
-    for (const auto& m : module.modules()) SetTrainingFlag(m, false);
+    TrainingModeSnapshot restore(Modules(*model_));
+    for (const auto& m : Modules(*model_)) SetTrainingFlag(m, false);
 
     torch::jit::Method features = ClassifierMethod(module, "features");
     std::vector<c10::IValue> args{ToDevice(batch_.inputIds, device), ToDevice(batch_.attentionMask, device)};
