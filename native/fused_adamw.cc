@@ -1,5 +1,6 @@
 #include "fused_adamw.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +21,7 @@ struct Coefficients {
   float sqrtCorrection2;  // sqrt(1 - beta2^step)
   float eps;
   float negStepSize;   // -lr / (1 - beta1^step)
+  float gradScale;     // the gradient-clipping coefficient (1: none)
   bool applyDecay;
 };
 
@@ -34,7 +36,8 @@ void UpdateElements(float* __restrict p, const float* __restrict g, float* __res
                     Coefficients c) {
   for (int64_t i = 0; i < n; ++i) {
     float param = c.applyDecay ? p[i] * c.decay : p[i];
-    const float grad = g[i];
+    // As clip_grad_norm_'s grad.mul_(coefficient): one float multiply (exact for 1).
+    const float grad = g[i] * c.gradScale;
     const float expAvg = m[i] * c.beta1 + grad * c.oneMinusBeta1;
     const float expAvgSq = v[i] * c.beta2 + c.oneMinusBeta2 * (grad * grad);
     const float denom = __builtin_sqrtf(expAvgSq) / c.sqrtCorrection2 + c.eps;
@@ -44,6 +47,27 @@ void UpdateElements(float* __restrict p, const float* __restrict g, float* __res
     p[i] = param;
   }
 }
+
+// The sum of squares of g[0..n): eight float lanes (so that it vectorises without reordering
+// what the compiler may not reorder), added up in double.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("avx2,fma", "default")))
+#endif
+double SumOfSquares(const float* __restrict g, int64_t n) {
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) lanes[k] += g[i + k] * g[i + k];
+  }
+  double sum = 0;
+  for (; i < n; ++i) sum += static_cast<double>(g[i]) * g[i];
+  for (float lane : lanes) sum += lane;
+  return sum;
+}
+
+// Elements per block when the gradient norm is taken in the same pass: a block's gradient is
+// still in L2 when its squares are summed (64 KiB of float32).
+constexpr int64_t kNormBlock = 16384;
 
 bool Fusable(const torch::Tensor& p, const torch::Tensor& grad) {
   return p.device().is_cpu() && p.scalar_type() == torch::kFloat && grad.scalar_type() == torch::kFloat && !grad.is_sparse() &&
@@ -74,23 +98,30 @@ bool FusedEnabled() {
 
 }  // namespace
 
-void AdamWStep(torch::optim::AdamW& optimizer) {
-  if (!FusedEnabled()) {
-    optimizer.step();
-    return;
-  }
-  // Any parameter the fused loop cannot take: let torch do the whole step (mixing would update
+bool FusedAdamWApplies(torch::optim::AdamW& optimizer) {
+  if (!FusedEnabled()) return false;
+  // Any parameter the fused loop cannot take: torch does the whole step (mixing would update
   // the fused parameters twice).
   for (auto& group : optimizer.param_groups()) {
     const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      if (options.amsgrad() || !Fusable(p, p.grad())) {
-        optimizer.step();
-        return;
-      }
+      if (options.amsgrad() || !Fusable(p, p.grad())) return false;
     }
   }
+  return true;
+}
+
+void AdamWStep(torch::optim::AdamW& optimizer) {
+  if (!FusedAdamWApplies(optimizer)) {
+    optimizer.step();
+    return;
+  }
+  FusedAdamWStep(optimizer, 1.0f, false);
+}
+
+std::optional<double> FusedAdamWStep(torch::optim::AdamW& optimizer, float gradScale, bool gradNorm) {
+  double sumOfSquares = 0;
   torch::NoGradGuard noGrad;
   auto& state = optimizer.state();
   using Key = typename std::decay_t<decltype(state)>::key_type;
@@ -132,14 +163,29 @@ void AdamWStep(torch::optim::AdamW& optimizer) {
       c.sqrtCorrection2 = static_cast<float>(std::sqrt(correction2));
       c.eps = static_cast<float>(options.eps());
       c.negStepSize = static_cast<float>(-(options.lr() / correction1));
-      UpdateElements(p.data_ptr<float>(), p.grad().data_ptr<float>(), expAvg.data_ptr<float>(), expAvgSq.data_ptr<float>(),
-                     p.numel(), c);
+      c.gradScale = gradScale;
+      float* param = p.data_ptr<float>();
+      const float* grad = p.grad().data_ptr<float>();
+      float* m = expAvg.data_ptr<float>();
+      float* v = expAvgSq.data_ptr<float>();
+      const int64_t n = p.numel();
+      if (!gradNorm) {
+        UpdateElements(param, grad, m, v, n, c);
+      } else {
+        for (int64_t at = 0; at < n; at += kNormBlock) {
+          const int64_t len = std::min(kNormBlock, n - at);
+          UpdateElements(param + at, grad + at, m + at, v + at, len, c);
+          sumOfSquares += SumOfSquares(grad + at, len);
+        }
+      }
       // As an in-place op would: autograd then refuses to use a stale saved copy of p.
       p.unsafeGetTensorImpl()->bump_version();
       expAvg.unsafeGetTensorImpl()->bump_version();
       expAvgSq.unsafeGetTensorImpl()->bump_version();
     }
   }
+  if (!gradNorm) return std::nullopt;
+  return std::sqrt(sumOfSquares);
 }
 
 }  // namespace torch_bert

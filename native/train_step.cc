@@ -353,13 +353,35 @@ std::vector<torch::Tensor> ParametersWithGrad(ModuleState& state) {
 }
 
 // The global L2 norm of the gradients, computed as clip_grad_norm_ does (NaN/Inf propagate).
-double GradNorm(const std::vector<torch::Tensor>& params) {
-  if (params.empty()) return 0;
+torch::Tensor GradNormTensor(const std::vector<torch::Tensor>& params) {
+  if (params.empty()) return torch::zeros({});
   std::vector<torch::Tensor> norms;
   norms.reserve(params.size());
   for (const auto& p : params) norms.push_back(p.grad().detach().norm(2));
-  torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2);
-  return total.item<double>();
+  return norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2);
+}
+
+// clip_grad_norm_'s coefficient for a total norm, as libtorch computes it (a 0-dim tensor in
+// the norm's dtype, at most 1; NaN for a NaN norm).
+torch::Tensor ClipCoefficient(const torch::Tensor& norm, double maxNorm) {
+  return torch::clamp(maxNorm / (norm + 1e-6), c10::nullopt, 1.0);
+}
+
+// Clipping (if maxNorm > 0) and the AdamW step, for a norm already taken. The fused step
+// applies the coefficient as it reads each gradient; otherwise the gradients are scaled in
+// place first, as clip_grad_norm_ does.
+void ClipAndStep(torch::optim::AdamW& optimizer, bool fused, const std::vector<torch::Tensor>& params,
+                 const torch::Tensor& norm, double maxNorm) {
+  if (fused) {
+    FusedAdamWStep(optimizer, maxNorm > 0 ? ClipCoefficient(norm, maxNorm).item<float>() : 1.0f, false);
+    return;
+  }
+  if (maxNorm > 0) {
+    torch::NoGradGuard noGrad;
+    const torch::Tensor coefficient = ClipCoefficient(norm, maxNorm);
+    for (const auto& p : params) p.grad().mul_(coefficient);
+  }
+  optimizer.step();
 }
 
 std::vector<int32_t> ToInt32(const torch::Tensor& t) {
@@ -465,19 +487,21 @@ class TrainStepWorker : public PromiseWorker {
         } else {
           // The norm before clipping; NaN or Inf are reported, not thrown (clipping then scales
           // by NaN, as PyTorch's clip_grad_norm_ does with error_if_nonfinite=False).
-          if (options_.skipNonFinite) {
-            // Check before clipping, which would scale every gradient by NaN.
-            gradNorm_ = GradNorm(params);
-            if (!std::isfinite(*gradNorm_)) {
+          torch::optim::AdamW& adamw = *optimizer_->optimizer;
+          const bool fused = FusedAdamWApplies(adamw);
+          if (options_.skipNonFinite || options_.maxGradNorm > 0 || !fused) {
+            // The norm comes first: it decides whether to step, or how much to clip.
+            const torch::Tensor norm = GradNormTensor(params);
+            gradNorm_ = norm.item<double>();
+            if (options_.skipNonFinite && !std::isfinite(*gradNorm_)) {
               skipped_ = true;  // no step; the reset drops the poisoned gradients
-            } else if (options_.maxGradNorm > 0) {
-              torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm);
+            } else {
+              ClipAndStep(adamw, fused, params, norm, options_.maxGradNorm);
             }
           } else {
-            gradNorm_ = options_.maxGradNorm > 0 ? torch::nn::utils::clip_grad_norm_(params, options_.maxGradNorm)
-                                                 : GradNorm(params);
+            // Nothing to clip: the norm is summed in the optimizer's own pass over the gradients.
+            gradNorm_ = FusedAdamWStep(adamw, 1.0f, true);
           }
-          if (!skipped_) AdamWStep(*optimizer_->optimizer);
           if (scaling) scaler.Update(false);
         }
       }

@@ -182,6 +182,37 @@ describe('loss options and gradNorm', () => {
     }
   });
 
+  it("the fused AdamW pass (clipping coefficient and gradient norm taken in it) equals torch's step after clip_grad_norm_", () => {
+    // Both in fresh processes, one with TORCH_BERT_FUSED_ADAMW=0; clipped and unclipped steps.
+    const run = (env: Record<string, string>) => {
+      const code = `
+        const { loadBinding } = await import(${JSON.stringify(path.join(repoRoot, 'dist', 'index.js'))});
+        const b = loadBinding();
+        const out = {};
+        for (const maxGradNorm of [0, 0.05]) {
+          const { module } = b.buildClassifier(b.ScriptModule.load(${JSON.stringify(enc)}), ${JSON.stringify({ ...SPEC, pooling: 'cls' })});
+          module.train(true);
+          const params = module.namedParameters().map(([, t]) => t);
+          const opt = new b.AdamW([{ params, lr: 1e-3, weightDecay: 0.01 }]);
+          const batch = ${JSON.stringify({ ids: IDS, mask: MASK, labels: LABELS })};
+          const step = { inputIds: Int32Array.from(batch.ids), attentionMask: Int32Array.from(batch.mask), batchSize: 4, seqLen: ${T}, labels: Int32Array.from(batch.labels) };
+          const norms = [];
+          for (let i = 0; i < 2; i++) norms.push((await b.trainStep(module, opt, step, { maxGradNorm })).gradNorm);
+          out[maxGradNorm] = { norms, weights: module.namedParameters().map(([, t]) => Array.from(t.toArray())) };
+        }
+        console.log(JSON.stringify(out));`;
+      const text = execFileSync(process.execPath, ['--input-type=module', '-e', code], { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+      return JSON.parse(text.trim().split('\n').pop()!) as Record<string, { norms: number[]; weights: number[][] }>;
+    };
+    const fused = run({});
+    const torchStep = run({ TORCH_BERT_FUSED_ADAMW: '0' });
+    for (const clip of ['0', '0.05']) {
+      fused[clip].norms.forEach((n, i) => expect(Math.abs(n - torchStep[clip].norms[i])).toBeLessThan(1e-6 * n));
+      fused[clip].weights.forEach((w, i) => expect(maxAbsDiff(w, torchStep[clip].weights[i])).toBeLessThan(1e-6));
+    }
+    expect(fused['0.05'].norms[0]).toBeGreaterThan(0.05); // the clipped run did clip
+  });
+
   it('empty loss options are the plain NLL loss', async () => {
     const first = classifier();
     const a = await b.trainStep(first, adamw(trainable(first)), batch(ALL));
