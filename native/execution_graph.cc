@@ -304,7 +304,7 @@ class TokenPruner {
     return true;
   }
 
-  // Tensor inputs other than `except` must not exist (unary ops with scalar arguments).
+  // Whether input `index` is the node's only tensor input (unary ops with scalar arguments).
   bool OnlyTensorInput(Node* node, size_t index) const {
     for (size_t i = 0; i < node->inputs().size(); ++i) {
       if (i != index && IsTensor(node->input(i))) return false;
@@ -666,12 +666,17 @@ void PrunedFunction::Run(torch::jit::Stack& stack, size_t batchInputs,
   unpruned(stack);
 }
 
-c10::IValue CallPruned(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs) {
-  if (!TokenPruningEnabled()) return method(std::move(inputs));
+torch::jit::Stack MethodStack(const ModuleState& state, const torch::jit::Method& method,
+                              std::vector<c10::IValue> inputs) {
   torch::jit::Stack stack = std::move(inputs);
   stack.insert(stack.begin(), state.module._ivalue());
-  // Defaults and checks as Method::operator() applies them.
   method.function().getSchema().checkAndNormalizeInputs(stack, {});
+  return stack;
+}
+
+c10::IValue CallPruned(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs) {
+  if (!TokenPruningEnabled()) return method(std::move(inputs));
+  torch::jit::Stack stack = MethodStack(state, method, std::move(inputs));
   std::shared_ptr<PrunedFunction>& entry = state.pruned[method.name()];
   if (!entry) entry = std::make_shared<PrunedFunction>();
   entry->Run(

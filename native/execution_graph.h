@@ -76,6 +76,11 @@ class PrunedFunction {
   std::vector<int64_t> inputRanks_;  // of the call the pass was planned on
 };
 
+// The stack `method`'s graph takes for a call on `inputs` (without self): self first, then the
+// inputs with defaults filled in and checked, as Method::operator() does.
+torch::jit::Stack MethodStack(const ModuleState& state, const torch::jit::Method& method,
+                              std::vector<c10::IValue> inputs);
+
 // Runs `method` of state.module on `inputs` (without self), through its pruned graph when
 // token pruning applies. Mutex held.
 c10::IValue CallPruned(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs);

@@ -316,10 +316,9 @@ c10::IValue CallWithAdapters(ModuleState& state, const torch::jit::Method& metho
   LoraWeights weights(lora, mode, plan.weightSpace);
   if (!plan.function) return method(std::move(inputs));
 
-  torch::jit::Stack stack = std::move(inputs);
-  stack.insert(stack.begin(), state.module._ivalue());
-  // Defaults and checks as Method::operator() applies them, then the adapters' inputs.
-  method.function().getSchema().checkAndNormalizeInputs(stack, {});
+  // The method's inputs, then the adapters'.
+  torch::jit::Stack stack = MethodStack(state, method, std::move(inputs));
+  const size_t methodInputs = stack.size() - 1;
   for (size_t i : plan.activation) {
     const LoraModule& m = lora.modules[i];
     stack.emplace_back(m.a);
@@ -328,7 +327,7 @@ c10::IValue CallWithAdapters(ModuleState& state, const torch::jit::Method& metho
   }
   torch::jit::GraphFunction& function = *plan.function;
   plan.pruned.Run(
-      stack, method.function().getSchema().arguments().size() - 1, [&] { return function.graph()->copy(); }, [&](torch::jit::Stack& s) { function.run(s); },
+      stack, methodInputs, [&] { return function.graph()->copy(); }, [&](torch::jit::Stack& s) { function.run(s); },
       "lora." + method.name());
   return stack.front();
 }
