@@ -11,7 +11,9 @@
  * The model is set up as techniques-step does it (bench/technique-model.mjs; no clipping). Prints the median and minimum step
  * time in ms over --steps steps after 3 warm-up steps, as one JSON line. --batch 1x8 picks
  * another cached batch (the benchmark writes one file per shape and batch). --threads N sets
- * libtorch's intra-op threads (default: libtorch's, 1 here).
+ * libtorch's intra-op threads (default: libtorch's, 1 here). --max-grad-norm N clips as
+ * train() does (default 0: none). --eval times binding.evalStep (the evaluation batch) instead.
+ * To compare two builds, alternate TORCH_BERT_BINARY=path/to/torch_bert.node between runs.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,6 +28,8 @@ const { values } = parseArgs({
     steps: { type: 'string', default: '10' },
     threads: { type: 'string' },
     batch: { type: 'string' },
+    'max-grad-norm': { type: 'string', default: '0' },
+    eval: { type: 'boolean', default: false },
   },
 });
 if (values.threads) b.setNumThreads(Number(values.threads));
@@ -51,11 +55,12 @@ const { model, optimizer } = techniqueModel(b, encoder, technique);
 const ms = [];
 for (let i = 0; i < steps + 3; i++) {
   const t0 = performance.now();
-  await b.trainStep(model, optimizer, batch, { maxGradNorm: 0 });
+  if (values.eval) await b.evalStep(model, batch);
+  else await b.trainStep(model, optimizer, batch, { maxGradNorm: Number(values['max-grad-norm']) });
   if (i >= 3) ms.push(performance.now() - t0);
 }
 ms.sort((x, y) => x - y);
 const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(TORCH_BERT_|OPENBLAS_|OMP_)/.test(k)));
 const threads = b.getNumThreads();
 const cache = b.cpuCacheStats();
-console.log(JSON.stringify({ shape, batch: batchShape, technique, steps, threads, env, cache: { hits: cache.hits, misses: cache.misses, evictedMB: Math.round(cache.evictedBytes / 2 ** 20), hugePageBlocks: cache.hugePageBlocks }, medianMs: +ms[ms.length >> 1].toFixed(3), minMs: +ms[0].toFixed(3) }));
+console.log(JSON.stringify({ shape, batch: batchShape, technique, step: values.eval ? 'eval' : 'train', maxGradNorm: Number(values['max-grad-norm']), steps, threads, env, cache: { hits: cache.hits, misses: cache.misses, evictedMB: Math.round(cache.evictedBytes / 2 ** 20), hugePageBlocks: cache.hugePageBlocks }, medianMs: +ms[ms.length >> 1].toFixed(3), minMs: +ms[0].toFixed(3) }));
