@@ -115,8 +115,11 @@ export interface NativeScriptModule {
   setRequiresGrad(on: boolean, prefix?: string): void;
   /** Recursively set the `training` flag (dropout on/off in scripted code). */
   train(on: boolean): void;
-  /** Move parameters and buffers to a device, in place. */
-  to(device: string): void;
+  /**
+   * Move parameters and buffers to a device, in place; with `dtype`, also cast the
+   * floating-point ones (integer buffers such as position ids stay as they are).
+   */
+  to(device: string, dtype?: 'float32' | 'float16' | 'bfloat16' | 'float64'): void;
   /** Write a TorchScript archive loadable by Python `torch.jit.load`. */
   save(path: string): void;
   saveAsync(path: string): Promise<void>;
@@ -154,8 +157,15 @@ export interface ClassifierSpec {
 }
 
 export interface BuiltClassifier {
+  /** The classifier, in eval mode (every submodule, whatever mode the encoder file was saved in); float32 head. */
   module: NativeScriptModule;
   encoder: EncoderInfo;
+  /**
+   * Parameters the classifier's output does not depend on, by the classifier's names (e.g.
+   * `encoder.pooler.dense.weight` under [CLS] pooling): found structurally by autograd on a probe
+   * batch, so a zero gradient still counts as used.
+   */
+  unusedParameters: string[];
 }
 
 /** AdamW parameter group. */
@@ -227,6 +237,11 @@ export interface TrainStepResult {
   correct: number;
   /** Argmax class per example. */
   predictions: Int32Array;
+  /**
+   * With `checkGradients`: [group, index] of each optimizer parameter that requires a gradient
+   * but got none from this step's backward (the update was then not applied); else null.
+   */
+  missingGradients: Array<[number, number]> | null;
 }
 
 export interface EvalStepResult {
@@ -276,6 +291,11 @@ export interface TrainStepOptions extends LossOptions {
   skipNonFinite?: boolean;
   /** Forward pass precision (autocast). Default 'fp32'. 'fp16' on a CPU model rejects. */
   precision?: Precision;
+  /**
+   * Before the update, list the optimizer's parameters that require a gradient but got none
+   * (`missingGradients`); if there are any, the update is not applied. Default false.
+   */
+  checkGradients?: boolean;
   /**
    * Dynamic loss scaling with the optimizer's GradScaler (`NativeAdamW.gradScaler()`). Default:
    * on for 'fp16', off otherwise (bf16 has float32's range and needs none).

@@ -41,6 +41,7 @@ const TRAIN_OPTIONS: Options = {
   threads: { type: 'string' },
   technique: { type: 'string' },
   'encoder-lr': { type: 'string' },
+  freeze: { type: 'string', multiple: true },
   'lora-rank': { type: 'string' },
   'lora-alpha': { type: 'string' },
   'lora-dropout': { type: 'string' },
@@ -99,6 +100,8 @@ Options (default):
   --max-grad-norm X        gradient clipping, 0 = off (${DEFAULTS.maxGradNorm})
   --technique T            frozen | full | lora (${DEFAULTS.technique})
   --encoder-lr X           encoder learning rate with --technique full (--lr)
+  --freeze PREFIX          full: keep encoder parameters whose names start with PREFIX frozen,
+                           e.g. embeddings. or encoder.layer.0. (repeatable)
   --lora-rank N            LoRA rank (8)
   --lora-alpha X           LoRA alpha; the update is (alpha/rank)·B·A (16)
   --lora-dropout X         dropout on the adapter path (0)
@@ -298,6 +301,7 @@ async function commandTrain(argv: string[]): Promise<void> {
     threads: numberOption(values, 'threads'),
     technique: values.technique as TrainOptions['technique'],
     encoderLearningRate: numberOption(values, 'encoder-lr'),
+    freeze: values.freeze as string[] | undefined,
     lora: {
       rank: numberOption(values, 'lora-rank'),
       alpha: numberOption(values, 'lora-alpha'),
@@ -337,6 +341,9 @@ async function commandTrain(argv: string[]): Promise<void> {
         trainableParameters: result.trainableParameters,
         totalParameters: result.totalParameters,
         trainableEncoderFraction: result.trainableEncoderFraction,
+        unusedParameters: result.unusedParameters,
+        frozenParameters: result.frozenParameters,
+        notes: result.notes,
         trainExamples: result.trainExamples,
         validationExamples: result.validationExamples,
         stoppedEarly: result.stoppedEarly,
@@ -349,6 +356,11 @@ async function commandTrain(argv: string[]): Promise<void> {
       `${result.technique}: ${result.trainableParameters.toLocaleString('en-US')} trainable of ${result.totalParameters.toLocaleString('en-US')} parameters` +
         (result.technique === 'lora' ? ` (adapters: ${(100 * result.trainableEncoderFraction).toFixed(2)}% of the encoder)` : ''),
     );
+    if (result.unusedParameters.length > 0) {
+      console.log(`not used by this task (frozen): ${result.unusedParameters.join(', ')}`);
+    }
+    if (result.frozenParameters.length > 0) console.log(`frozen by --freeze: ${result.frozenParameters.length} encoder parameters`);
+    for (const note of result.notes) console.log(`note: ${note}`);
     console.log(historyTable(result.history));
     if (result.stoppedEarly) console.log('(stopped early: no improvement)');
     console.log(`\nvalidation metrics of the kept weights (epoch ${result.best.epoch}):\n${formatMetricsTable(result.metrics)}`);

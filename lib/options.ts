@@ -111,6 +111,15 @@ export interface TrainOptions {
   /** LoRA settings (technique `lora`). */
   lora?: LoraOptions;
   /**
+   * Technique `full`: encoder parameters to keep frozen, by prefix of the encoder's own
+   * parameter names, e.g. `['embeddings.']`, or the first two layers of a BERT with
+   * `['embeddings.', 'encoder.layer.0.', 'encoder.layer.1.']` (end a layer's prefix with a dot:
+   * `encoder.layer.1` would match layers 10-19 too). Each prefix must match a parameter.
+   * Gradient flags stored in the encoder file are ignored: the technique and this option decide
+   * what trains. Default none.
+   */
+  freeze?: string[];
+  /**
    * Frozen technique: where the encoded features live. `memory` (default) encodes once and
    * keeps them; `disk` also stores them under `featureCacheDir`, keyed by the encoder file's
    * hash, the tokens and the pooling, and reuses them across runs; `none` recomputes the encoder
@@ -201,6 +210,7 @@ export interface TrainOptions {
 
 export const DEFAULTS = {
   technique: 'frozen' as Technique,
+  freeze: [] as string[],
   featureCache: 'memory' as 'memory' | 'disk' | 'none',
   featureCacheDir: '.torch-bert-cache',
   schedule: 'constant' as 'constant' | 'linear',

@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AdamWGroup, EncoderInfo, EvalStepOptions, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule, NativeTensor } from './binding.js';
+import type { EncoderInfo, EvalStepOptions, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule } from './binding.js';
 import { epochBatches, learningRateFactor, TOKENS_PER_FORWARD } from './batching.js';
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice, runEvaluation } from './classifier.js';
@@ -32,6 +32,7 @@ import {
   type TrainOptions,
 } from './options.js';
 import { renderReport } from './report.js';
+import { missingGradientsError, setUpTrainable, type TrainableSet } from './trainable.js';
 import { gatherRows, type EncodedTexts, TextTokenizer } from './tokenizer.js';
 import {
   checkFingerprint,
@@ -57,8 +58,17 @@ export interface TrainResult {
   /** Parameters that trained, and all parameters of the classifier (encoder + head). */
   trainableParameters: number;
   totalParameters: number;
-  /** Trainable share of the encoder's parameters (LoRA adapters; 1 for full, 0 for frozen). */
+  /**
+   * Trainable share of the encoder's parameters: what full fine-tuning trains of it (all but the
+   * unused and `freeze` parameters), LoRA's adapters over the encoder's size, 0 for frozen.
+   */
   trainableEncoderFraction: number;
+  /** Encoder parameters the task's output does not depend on (e.g. the pooler under [CLS] pooling): not used by this task, frozen, not counted as trainable. */
+  unusedParameters: string[];
+  /** Encoder parameters kept frozen by the `freeze` option. */
+  frozenParameters: string[];
+  /** What the run decided differently from the encoder file (gradient flags, a float16/bfloat16 file trained in float32), each said once. */
+  notes: string[];
   trainExamples: number;
   validationExamples: number;
   /** True when early stopping ended the run. */
@@ -131,8 +141,14 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   checkRange('warmupRatio', resolved.warmupRatio, 0, 1);
   if (resolved.evaluateEvery !== 'epoch') checkInteger('evaluateEvery', resolved.evaluateEvery, 1);
   checkInteger('lora.rank', resolved.lora.rank, 1);
-  checkNonNegative('lora.alpha', resolved.lora.alpha);
+  // alpha scales the adapters' update: at 0 LoRA would train adapters that change nothing.
+  if (!(typeof resolved.lora.alpha === 'number' && Number.isFinite(resolved.lora.alpha) && resolved.lora.alpha > 0)) {
+    throw new InputError(`lora.alpha must be a finite number > 0; got ${resolved.lora.alpha}`);
+  }
   checkRange('lora.dropout', resolved.lora.dropout, 0, 1);
+  if (!Array.isArray(resolved.freeze) || resolved.freeze.some((p) => typeof p !== 'string' || p.length === 0)) {
+    throw new InputError('freeze must be a list of non-empty parameter name prefixes');
+  }
   if (!Array.isArray(resolved.lora.targets) || resolved.lora.targets.length === 0) {
     throw new InputError('lora.targets must name at least one module path suffix');
   }
@@ -155,65 +171,6 @@ function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array, numCla
     loss.classWeights = Float32Array.from(opts.classWeights);
   }
   return loss;
-}
-
-/** No weight decay on biases and LayerNorm weights (as BERT was trained, and as HF Trainer does). */
-function isDecayed(name: string): boolean {
-  return !(name.endsWith('.bias') || /layernorm|layer_norm|LayerNorm/.test(name) || name.endsWith('lora_B'));
-}
-
-interface TechniqueSetup {
-  groups: AdamWGroup[];
-  /** The tensors a resume must restore, by stable name. */
-  trainable: Array<[string, NativeTensor]>;
-  adapters?: NativeLoraAdapters;
-  trainableParameters: number;
-  totalParameters: number;
-  encoderParameters: number;
-}
-
-const count = (tensors: Array<[string, NativeTensor]>) => tensors.reduce((n, [, t]) => n + t.shape.reduce((a, b) => a * b, 1), 0);
-
-function setUpTechnique(binding: NativeBinding, model: NativeScriptModule, opts: ResolvedTrainOptions, seed: number): TechniqueSetup {
-  const all = model.namedParameters();
-  const head = all.filter(([n]) => n.startsWith('head.'));
-  const encoder = all.filter(([n]) => n.startsWith('encoder.'));
-  const group = (params: Array<[string, NativeTensor]>, lr: number): AdamWGroup[] => {
-    const decayed = params.filter(([n]) => isDecayed(n)).map(([, t]) => t);
-    const plain = params.filter(([n]) => !isDecayed(n)).map(([, t]) => t);
-    const common = { lr, betas: opts.betas, eps: opts.eps };
-    return [
-      { params: decayed, weightDecay: opts.weightDecay, ...common },
-      { params: plain, weightDecay: 0, ...common },
-    ].filter((g) => g.params.length > 0);
-  };
-  let trainable: Array<[string, NativeTensor]>;
-  let groups: AdamWGroup[];
-  let adapters: NativeLoraAdapters | undefined;
-  if (opts.technique === 'full') {
-    trainable = all;
-    groups = [...group(head, opts.learningRate), ...group(encoder, opts.encoderLearningRate ?? opts.learningRate)];
-  } else {
-    model.setRequiresGrad(false, 'encoder.');
-    trainable = head;
-    groups = group(head, opts.learningRate);
-    if (opts.technique === 'lora') {
-      adapters = binding.applyLora(model, { ...opts.lora, seed });
-      const adapterParams = adapters.parameters();
-      trainable = [...head, ...adapterParams];
-      groups = [...groups, ...group(adapterParams, opts.learningRate)];
-    }
-  }
-  const encoderParameters = count(encoder);
-  const trainableParameters = count(trainable);
-  return {
-    groups,
-    trainable,
-    adapters,
-    trainableParameters,
-    totalParameters: count(all),
-    encoderParameters,
-  };
 }
 
 /**
@@ -324,6 +281,8 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     seed: opts.seed,
     gradientAccumulationSteps: opts.gradientAccumulationSteps,
     lora: opts.technique === 'lora' ? opts.lora : null,
+    // Only when set, so that training states written before the option existed still match.
+    ...(opts.freeze.length > 0 ? { freeze: opts.freeze } : {}),
   };
   if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
 
@@ -346,6 +305,13 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   } catch (err) {
     throw new ModelError(`cannot load encoder ${opts.encoder}: ${messageOf(err)}`, { file: opts.encoder, cause: err });
   }
+  const notes: string[] = [];
+  const fileDtype = encoder.namedParameters().find(([, t]) => ['float16', 'bfloat16', 'float64'].includes(t.dtype))?.[1].dtype;
+  if (fileDtype) {
+    // Master weights are float32; reduced precision comes from autocast (the precision option).
+    encoder.to(device, 'float32');
+    notes.push(`the encoder file holds ${fileDtype} weights; they train in float32 (precision '${opts.precision}' decides the forward's precision)`);
+  }
   let built;
   try {
     built = binding.buildClassifier(encoder, {
@@ -364,16 +330,27 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   // Without outDir the best weights still go to a file, the one way to snapshot a module
   // whatever its technique (LoRA's save() writes merged weights).
   const bestDir = outDir ?? (await mkdtemp(join(tmpdir(), 'torch-bert-best-')));
-  const setup = setUpTechnique(binding, model, opts, opts.seed);
-  const optimizer = new binding.AdamW(setup.groups);
-  const baseRates = setup.groups.map((g) => g.lr);
-  const disposables: Array<{ dispose(): void }> = [optimizer, model];
-  if (setup.adapters) disposables.unshift(setup.adapters);
+  // Disposed in reverse order of creation when the run ends, however it ends.
+  const disposables: Array<{ dispose(): void }> = [model];
   let caches: { train: FeatureCache; validation: FeatureCache } | null = null;
 
   // TF32 tensor cores for float32 matmuls on CUDA (Ampere and newer) during the run.
   const tf32Before = device.startsWith('cuda') ? binding.allowTF32() : null;
   try {
+    // Inside the cleanup scope: a LoRA target that matches nothing fails here, and the model and
+    // the temporary best-weights folder must still be released.
+    let setup: TrainableSet;
+    try {
+      setup = setUpTrainable(binding, model, opts, built.unusedParameters);
+    } catch (err) {
+      if (err instanceof InputError) throw err;
+      throw new InputError(`cannot set up technique '${opts.technique}': ${messageOf(err)}`, { cause: err });
+    }
+    if (setup.adapters) disposables.push(setup.adapters);
+    if (setup.flagOverride) notes.push(setup.flagOverride);
+    const optimizer = new binding.AdamW(setup.groups);
+    disposables.push(optimizer);
+    const baseRates = setup.groups.map((g) => g.lr);
     if (tf32Before !== null) binding.setAllowTF32(true);
     if (outDir) await ensureWritableDir(outDir);
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
@@ -445,6 +422,9 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       epochSeen: 0,
     };
     let bestMetrics: ClassificationMetrics | undefined;
+    // The guard against silent no-op training: the first step that updates the weights (not an
+    // accumulate-only, skipped or overflowed one) lists trainable parameters without a gradient.
+    let gradientsChecked = false;
     const skippedSteps: TrainResult['skippedSteps'] = [];
     let stoppedEarly = false;
     const better = (value: number) =>
@@ -534,6 +514,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
           accumulateOnly: !endsWindow,
           lossScale: 1 / windowSize,
           skipNonFinite: opts.onNonFinite === 'skip',
+          checkGradients: endsWindow && !gradientsChecked,
         };
         const batchLabels = Int32Array.from(rows, (i) => trainLabels[i]!);
         const result = caches
@@ -547,6 +528,11 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
                 stepOptions,
               );
             })();
+        if (stepOptions.checkGradients && !result.skipped && !result.overflow) {
+          const missing = missingGradientsError(result.missingGradients ?? [], setup);
+          if (missing) throw missing;
+          gradientsChecked = true;
+        }
         if (result.skipped || !Number.isFinite(result.loss) || (result.gradNorm !== null && !Number.isFinite(result.gradNorm))) {
           const what = Number.isFinite(result.loss) ? `gradient norm became ${result.gradNorm}` : `loss became ${result.loss}`;
           const where = `at epoch ${epoch}, batch ${b + 1} (training rows ${Array.from(rows.subarray(0, 8)).join(', ')}${rows.length > 8 ? ', ...' : ''})`;
@@ -647,8 +633,10 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       technique: opts.technique,
       trainableParameters: setup.trainableParameters,
       totalParameters: setup.totalParameters,
-      trainableEncoderFraction:
-        opts.technique === 'full' ? 1 : setup.adapters ? setup.adapters.trainableCount / setup.encoderParameters : 0,
+      trainableEncoderFraction: setup.trainableEncoderFraction,
+      unusedParameters: setup.unusedParameters,
+      frozenParameters: setup.frozenByOption,
+      notes,
       trainExamples: trainSet.count,
       validationExamples: validationSet.count,
       stoppedEarly,
@@ -664,7 +652,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     throw err;
   } finally {
     if (tf32Before !== null) binding.setAllowTF32(tf32Before);
-    for (const d of disposables) d.dispose();
+    for (const d of disposables.reverse()) d.dispose();
   }
 }
 

@@ -167,8 +167,10 @@ void InitLinear(torch::Tensor& weight, torch::Tensor& bias) {
   bias.uniform_(-biasBound, biasBound);
 }
 
+// The head's parameters are float32 whatever the encoder file holds: they are master weights
+// for AdamW, and reduced precision is autocast's job (the `precision` option), not the file's.
 torch::Tensor AsParameter(const torch::Tensor& t, const EncoderInfo& info) {
-  torch::Tensor p = t.to(info.device, info.dtype).detach();
+  torch::Tensor p = t.to(info.device, torch::kFloat).detach();
   p.set_requires_grad(true);
   return p;
 }
@@ -227,6 +229,48 @@ def forward(self, input_ids, attention_mask):
     return self.head_forward(self.features(input_ids, attention_mask))
 )";
 
+// The classifier's parameters that its output cannot reach, by name: a forward of the probe batch
+// with every parameter requiring a gradient, then autograd.grad with allow_unused, whose
+// undefined results are exactly the parameters outside the graph (e.g. the pooler under [CLS]
+// pooling, an unused head inside the encoder file). Structural, not numeric: a zero gradient
+// still counts as reached. Runs in eval mode (no dropout draws, so no random numbers are used)
+// and restores every requires_grad flag.
+std::vector<std::string> UnreachedParameters(torch::jit::Module& classifier, const EncoderInfo& info) {
+  std::vector<torch::jit::Named<torch::Tensor>> named;
+  for (const auto& p : classifier.named_parameters(/*recurse=*/true)) named.push_back(p);
+  std::vector<bool> flags;
+  std::vector<torch::Tensor> floating;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < named.size(); ++i) {
+    torch::Tensor t = named[i].value;
+    flags.push_back(t.requires_grad());
+    if (t.is_floating_point()) {
+      t.set_requires_grad(true);
+      floating.push_back(t);
+      index.push_back(i);
+    }
+  }
+  std::vector<torch::Tensor> grads;
+  try {
+    c10::AutoGradMode grad(true);
+    auto longs = torch::TensorOptions().dtype(torch::kLong).device(info.device);
+    std::vector<c10::IValue> inputs{torch::arange(1, 1 + kProbeBatch * kProbeSeq, longs).view({kProbeBatch, kProbeSeq}),
+                                    torch::ones({kProbeBatch, kProbeSeq}, longs)};
+    torch::Tensor out = classifier.get_method("forward")(std::move(inputs)).toTensor();
+    grads = torch::autograd::grad({out.sum()}, floating, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                                  /*create_graph=*/false, /*allow_unused=*/true);
+  } catch (...) {
+    for (size_t i = 0; i < named.size(); ++i) named[i].value.set_requires_grad(flags[i]);
+    throw;
+  }
+  for (size_t i = 0; i < named.size(); ++i) named[i].value.set_requires_grad(flags[i]);
+  std::vector<std::string> unreached;
+  for (size_t k = 0; k < floating.size(); ++k) {
+    if (!grads[k].defined()) unreached.push_back(named[index[k]].name);
+  }
+  return unreached;
+}
+
 }  // namespace
 
 Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
@@ -237,7 +281,15 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
 
     std::lock_guard<std::mutex> lock(*encoderState->mutex);
     EncoderInfo encoder = Probe(*encoderState);
-    const bool training = encoderState->module.is_training();
+    if (encoder.dtype != torch::kFloat) {
+      throw std::runtime_error(std::string("buildClassifier: the encoder computes in ") + c10::toString(encoder.dtype) +
+                               "; cast it to float32 first (ScriptModule.to(device, 'float32')): training keeps float32 "
+                               "weights and gets reduced precision from autocast");
+    }
+    // A new classifier starts in eval mode, every submodule alike, whatever mode the encoder file
+    // was saved in: whoever trains it says so (ScriptModule.train(true)), as the trainer does.
+    const bool training = false;
+    for (const auto& m : encoderState->module.modules()) SetTrainingFlag(m, false);
 
     torch::Tensor denseW, denseB, outW, outB;
     {
@@ -266,6 +318,8 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     classifier.register_attribute("dropout_p", c10::FloatType::get(), spec.dropout);
     classifier.define(FeaturesSource(encoder, spec.pooling) + kHeadSource);
 
+    std::vector<std::string> unreached = UnreachedParameters(classifier, encoder);
+
     // Same mutex as the encoder: both handles reach the encoder's parameters.
     auto state = std::make_shared<ModuleState>(classifier, encoderState->mutex, encoder.device);
 
@@ -279,6 +333,9 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     Napi::Object result = Napi::Object::New(env);
     result.Set("module", ScriptModule::Wrap(env, state, /*accountMemory=*/false));
     result.Set("encoder", encoderInfo);
+    Napi::Array unused = Napi::Array::New(env, unreached.size());
+    for (size_t i = 0; i < unreached.size(); ++i) unused.Set(static_cast<uint32_t>(i), Napi::String::New(env, unreached[i]));
+    result.Set("unusedParameters", unused);
     return result;
   });
 }

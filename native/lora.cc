@@ -420,7 +420,7 @@ Napi::Value ApplyLora(const Napi::CallbackInfo& info) {
       torch::Tensor b = torch::zeros({out, spec.rank}, torch::TensorOptions().dtype(w0.scalar_type()).device(w0.device()));
       a.set_requires_grad(true);
       b.set_requires_grad(true);
-      lora->modules.push_back(LoraModule{named.name, named.value, w0, w0.requires_grad(), a, b});
+      lora->modules.push_back(LoraModule{named.name, named.value, w0, a, b});
     }
     if (lora->modules.empty()) {
       std::string message = fn + ": no module with a 2-D weight has a path ending in " + JoinQuoted(spec.targets);
@@ -529,7 +529,8 @@ Napi::Value LoraAdapters::Merge(const Napi::CallbackInfo& info) {
       // In place: handles on W0 (namedParameters(), optimizers) see the merged weight.
       for (auto& m : lora_->modules) m.w0.addmm_(m.b, m.a, /*beta=*/1, /*alpha=*/lora_->Scale());
     }
-    for (auto& m : lora_->modules) m.w0.set_requires_grad(m.w0RequiresGrad);
+    // The merged weights stay frozen, as LoRA trained them: whatever flag the encoder file had
+    // is not restored, since the technique (the trainer), not the file, decides what trains.
     if (model_->lora == lora_) model_->lora.reset();
     lora_->attached = false;
     return env.Undefined();

@@ -34,7 +34,6 @@ struct LoraModule {
   std::string path;           // e.g. encoder.encoder.layer.0.attention.self.query
   torch::jit::Module module;  // the adapted submodule (a handle on the model's object)
   torch::Tensor w0;           // its weight parameter, frozen while adapted
-  bool w0RequiresGrad;        // W0's flag before applyLora, restored by merge()
   torch::Tensor a;            // lora_A [r, in]
   torch::Tensor b;            // lora_B [out, r]
 };

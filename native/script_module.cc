@@ -1,6 +1,7 @@
 #include "script_module.h"
 
 #include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include "addon_data.h"
@@ -447,11 +448,26 @@ Napi::Value ScriptModule::To(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     c10::Device device = ParseDevice(ReadString(info[0], "ScriptModule.to: device"));
+    std::optional<c10::ScalarType> dtype;
+    if (!IsMissing(info[1])) {
+      dtype = ParseDType(ReadString(info[1], "ScriptModule.to: dtype"));
+      if (!c10::isFloatingType(*dtype)) ThrowError(env, "ScriptModule.to: dtype must be a floating-point type");
+    }
     const auto& state = Checked(env);
     std::lock_guard<std::mutex> lock(*state->mutex);
     // jit::Module::to moves data with set_data, so parameter handles held elsewhere (JS
     // tensors, optimizers) follow the module.
     state->module.to(device);
+    if (dtype) {
+      // Floating-point tensors only, as Python's Module.to(dtype): jit::Module::to(device, dtype)
+      // would also cast integer buffers (token_type_ids, position_ids) and break the embeddings.
+      torch::NoGradGuard noGrad;
+      auto cast = [&](torch::Tensor t) {
+        if (t.is_floating_point() && t.scalar_type() != *dtype) t.set_data(t.to(*dtype));
+      };
+      for (const auto& p : state->module.parameters(/*recurse=*/true)) cast(p);
+      for (const auto& b : state->module.buffers(/*recurse=*/true)) cast(b);
+    }
     MoveLora(*state, device);
     state->device = device;
     return env.Undefined();

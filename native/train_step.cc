@@ -94,6 +94,9 @@ struct StepOptions {
   bool accumulateOnly = false;
   double lossScale = 1;
   bool skipNonFinite = false;
+  // Before updating, list the optimizer's parameters that require a gradient but got none
+  // (the trainer asks on its first applied step); any such parameter cancels the update.
+  bool checkGradients = false;
   Precision precision = Precision::kFp32;
   // Dynamic loss scaling with the optimizer's GradScaler; default: on for fp16 only.
   std::optional<bool> gradScaling;
@@ -167,6 +170,8 @@ StepOptions ReadStepOptions(const Napi::Value& value, const std::string& fn) {
   if (!IsMissing(accumulate)) step.accumulateOnly = ReadBool(accumulate, where + ".accumulateOnly");
   Napi::Value skip = options.Get("skipNonFinite");
   if (!IsMissing(skip)) step.skipNonFinite = ReadBool(skip, where + ".skipNonFinite");
+  Napi::Value check = options.Get("checkGradients");
+  if (!IsMissing(check)) step.checkGradients = ReadBool(check, where + ".checkGradients");
   Napi::Value scale = options.Get("lossScale");
   if (!IsMissing(scale)) {
     step.lossScale = ReadNumber(scale, where + ".lossScale");
@@ -477,6 +482,8 @@ class TrainStepWorker : public PromiseWorker {
       }
       if (options_.accumulateOnly) {
         reset.Keep();
+      } else if (options_.checkGradients && FindMissingGradients()) {
+        // No update: the reset drops the gradients; the caller reports the parameters.
       } else {
         std::vector<torch::Tensor> params = ParametersWithGrad(*model_);
         if (scaling && scaler.Unscale(params)) {
@@ -523,10 +530,35 @@ class TrainStepWorker : public PromiseWorker {
     out.Set("gradScale", gradScale_ ? Napi::Value(Napi::Number::New(env, *gradScale_)) : env.Null());
     out.Set("correct", Napi::Number::New(env, static_cast<double>(correct_)));
     out.Set("predictions", ToJs(env, predictions_));
+    if (options_.checkGradients) {
+      Napi::Array missing = Napi::Array::New(env, missingGradients_.size());
+      for (size_t i = 0; i < missingGradients_.size(); ++i) {
+        Napi::Array at = Napi::Array::New(env, 2);
+        at.Set(0u, Napi::Number::New(env, static_cast<double>(missingGradients_[i].first)));
+        at.Set(1u, Napi::Number::New(env, static_cast<double>(missingGradients_[i].second)));
+        missing.Set(static_cast<uint32_t>(i), at);
+      }
+      out.Set("missingGradients", missing);
+    } else {
+      out.Set("missingGradients", env.Null());
+    }
     return out;
   }
 
  private:
+  // [group, index] of each optimizer parameter that requires a gradient but has none after
+  // backward: the loss does not reach it, so AdamW would silently never train it.
+  bool FindMissingGradients() {
+    const auto& groups = optimizer_->optimizer->param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const auto& params = groups[g].params();
+      for (size_t i = 0; i < params.size(); ++i) {
+        if (params[i].requires_grad() && !params[i].grad().defined()) missingGradients_.emplace_back(g, i);
+      }
+    }
+    return !missingGradients_.empty();
+  }
+
   ModuleStatePtr model_;
   OptimizerStatePtr optimizer_;
   StepInput input_;
@@ -538,6 +570,7 @@ class TrainStepWorker : public PromiseWorker {
   std::optional<double> gradScale_;
   int64_t correct_ = 0;
   std::vector<int32_t> predictions_;
+  std::vector<std::pair<size_t, size_t>> missingGradients_;
 };
 
 // evalStep and headEvalStep: eval mode, no autograd.

@@ -538,7 +538,7 @@ describe('LoRA', () => {
     adapters.merge();
     expect(maxAbsDiff(values(m.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
     expect(values(frozen)).not.toEqual(before.get('encoder.encoder.layer.1.attention.self.value.weight'));
-    expect(frozen.requiresGrad).toBe(false); // the flag it had before applyLora
+    expect(frozen.requiresGrad).toBe(false); // LoRA froze it; merging keeps it frozen
     await expectFailure(() => adapters.merge(), /already merged/);
     await expectFailure(() => adapters.load(adapterFile), /merged/);
     adapters.save(file('after-merge.pt')); // still allowed: the tensors are kept

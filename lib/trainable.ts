@@ -1,0 +1,170 @@
+/**
+ * What trains: the one place that decides each parameter's gradient flag for a run, builds the
+ * AdamW groups from that decision, and enforces that nothing left trainable is silently never
+ * trained.
+ *
+ * The flags stored in the encoder file are never trusted. A model traced after
+ * `for p in bert.parameters(): p.requires_grad_(False)` (the seed tutorial freezes BERT that
+ * way) would otherwise make `full` train only the head while reporting the whole encoder as
+ * trainable. Instead:
+ *   - `full`: every encoder parameter the loss reaches trains, except those under a `freeze`
+ *     prefix;
+ *   - `lora`: the adapters train, never the base weights;
+ *   - `frozen`: no encoder parameter trains;
+ *   - the head always trains.
+ * Parameters the classifier's output cannot reach (the pooler under [CLS] pooling, a head inside
+ * the encoder file that the task does not use) are found by `buildClassifier`'s autograd probe,
+ * frozen up front and reported as not used by this task. As a last guard, the trainer asks the
+ * first applied optimizer step to list the trainable parameters that got no gradient
+ * (`missingGradientsError`).
+ */
+import type { AdamWGroup, NativeBinding, NativeLoraAdapters, NativeScriptModule, NativeTensor } from './binding.js';
+import { InputError, ModelError } from './errors.js';
+import type { ResolvedTrainOptions } from './options.js';
+
+/** The classifier's parameter names: `encoder.` + the encoder file's own names, and `head.`. */
+const ENCODER = 'encoder.';
+const HEAD = 'head.';
+
+type Named = Array<[string, NativeTensor]>;
+
+export interface TrainableSet {
+  groups: AdamWGroup[];
+  /** Parameter names of each AdamW group, in the group's order (for error messages). */
+  groupNames: string[][];
+  /** The tensors a resume must restore, by stable name. */
+  trainable: Named;
+  adapters?: NativeLoraAdapters;
+  /** Parameters that train (adapters included), and all parameters of the classifier (encoder + head). */
+  trainableParameters: number;
+  totalParameters: number;
+  /** Trainable parameters that count against the encoder (its own for full, the adapters for LoRA) over the encoder's size. */
+  trainableEncoderFraction: number;
+  /** Encoder parameters the task's output does not depend on, by the encoder file's names; frozen. */
+  unusedParameters: string[];
+  /** Encoder parameters frozen by the `freeze` option, by the encoder file's names. */
+  frozenByOption: string[];
+  /** Says once where the run overrode a gradient flag stored in the encoder file; null when it did not. */
+  flagOverride: string | null;
+}
+
+const elements = (t: NativeTensor) => t.shape.reduce((a, b) => a * b, 1);
+const count = (tensors: Named) => tensors.reduce((n, [, t]) => n + elements(t), 0);
+const encoderName = (name: string) => name.slice(ENCODER.length);
+
+/**
+ * AdamW decays every weight except biases and LayerNorm weights (as BERT was trained, and as
+ * Hugging Face's Trainer does).
+ */
+export function isDecayed(name: string): boolean {
+  return !(name.endsWith('.bias') || /layernorm|layer_norm|LayerNorm/.test(name) || name.endsWith('lora_B'));
+}
+
+/** `freeze` prefixes are the encoder's own parameter names (`embeddings.`, `encoder.layer.0.`); each must match one. */
+function frozenByPrefix(encoder: Named, prefixes: readonly string[]): Set<string> {
+  const frozen = new Set<string>();
+  for (const prefix of prefixes) {
+    const matched = encoder.filter(([n]) => encoderName(n).startsWith(prefix));
+    if (matched.length === 0) {
+      const examples = encoder.slice(0, 4).map(([n]) => encoderName(n));
+      throw new InputError(
+        `freeze: no encoder parameter name starts with '${prefix}' (names look like ${examples.join(', ')}); ` +
+          `write a prefix of the encoder's own names, e.g. 'embeddings.' or 'encoder.layer.0.'`,
+      );
+    }
+    for (const [n] of matched) frozen.add(n);
+  }
+  return frozen;
+}
+
+/**
+ * Sets every gradient flag of `model` (a classifier from buildClassifier) for the technique,
+ * attaches LoRA adapters where asked, and returns the AdamW groups. `unused` is
+ * buildClassifier's `unusedParameters` (classifier names).
+ */
+export function setUpTrainable(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  opts: Pick<ResolvedTrainOptions, 'technique' | 'freeze' | 'lora' | 'learningRate' | 'encoderLearningRate' | 'weightDecay' | 'betas' | 'eps' | 'seed'>,
+  unused: readonly string[],
+): TrainableSet {
+  const all = model.namedParameters();
+  const head = all.filter(([n]) => n.startsWith(HEAD));
+  const encoder = all.filter(([n]) => n.startsWith(ENCODER));
+  const unusedSet = new Set(unused);
+  if (opts.freeze.length > 0 && opts.technique !== 'full') {
+    throw new InputError(`freeze applies to technique 'full'; '${opts.technique}' already freezes every encoder parameter`);
+  }
+  const frozen = frozenByPrefix(encoder, opts.freeze);
+
+  // The decision, one flag per parameter. Unused head parameters cannot occur (the head is the
+  // output), but are frozen all the same should a future head have one.
+  const trains = (name: string) =>
+    !unusedSet.has(name) && (name.startsWith(HEAD) || (opts.technique === 'full' && !frozen.has(name)));
+  const trainedButFlaggedOff = encoder.filter(([n, t]) => trains(n) && !t.requiresGrad).map(([n]) => encoderName(n));
+  for (const [name, tensor] of all) tensor.setRequiresGrad(trains(name));
+
+  const groups: AdamWGroup[] = [];
+  const groupNames: string[][] = [];
+  const addGroups = (params: Named, lr: number) => {
+    const common = { lr, betas: opts.betas, eps: opts.eps };
+    for (const [decayed, weightDecay] of [
+      [true, opts.weightDecay],
+      [false, 0],
+    ] as const) {
+      const members = params.filter(([n]) => isDecayed(n) === decayed);
+      if (members.length === 0) continue;
+      groups.push({ params: members.map(([, t]) => t), weightDecay, ...common });
+      groupNames.push(members.map(([n]) => n));
+    }
+  };
+  const trainedHead = head.filter(([n]) => trains(n));
+  const trainedEncoder = encoder.filter(([n]) => trains(n));
+  addGroups(trainedHead, opts.learningRate);
+  let trainable: Named = [...trainedHead, ...trainedEncoder];
+  let adapters: NativeLoraAdapters | undefined;
+  if (opts.technique === 'full') {
+    addGroups(trainedEncoder, opts.encoderLearningRate ?? opts.learningRate);
+  } else if (opts.technique === 'lora') {
+    adapters = binding.applyLora(model, { ...opts.lora, seed: opts.seed });
+    const adapterParams = adapters.parameters();
+    trainable = [...trainable, ...adapterParams];
+    addGroups(adapterParams, opts.learningRate);
+  }
+
+  const encoderParameters = count(encoder);
+  const encoderTrainable = adapters ? adapters.trainableCount : count(trainedEncoder);
+  return {
+    groups,
+    groupNames,
+    trainable,
+    adapters,
+    trainableParameters: count(trainable),
+    totalParameters: count(all),
+    trainableEncoderFraction: encoderParameters > 0 ? encoderTrainable / encoderParameters : 0,
+    unusedParameters: unused.filter((n) => n.startsWith(ENCODER)).map(encoderName),
+    frozenByOption: [...frozen].map(encoderName),
+    flagOverride:
+      trainedButFlaggedOff.length === 0
+        ? null
+        : `the encoder file marks ${trainedButFlaggedOff.length} of its ${encoder.length} parameters requires_grad = false ` +
+          `(${trainedButFlaggedOff.slice(0, 3).join(', ')}${trainedButFlaggedOff.length > 3 ? ', ...' : ''}); ` +
+          `technique 'full' trains them anyway (freeze some on purpose with the freeze option)`,
+  };
+}
+
+/**
+ * The guard: a ModelError naming the trainable parameters that the first applied optimizer
+ * step found without a gradient (`missingGradients` of trainStep/headTrainStep, [group, index]
+ * pairs), or null when there are none.
+ */
+export function missingGradientsError(missing: ReadonlyArray<readonly [number, number]>, set: TrainableSet): ModelError | null {
+  if (missing.length === 0) return null;
+  const names = missing.map(([g, i]) => set.groupNames[g]?.[i] ?? `group ${g} #${i}`);
+  return new ModelError(
+    `${names.length} trainable parameter(s) got no gradient from the loss in the first optimizer step, so training ` +
+      `would never change them: ${names.slice(0, 8).join(', ')}${names.length > 8 ? ', ...' : ''}. The encoder's ` +
+      `output for the real data does not depend on them (e.g. a scripted branch the probe took but the data does not); ` +
+      `freeze them with the freeze option`,
+  );
+}
