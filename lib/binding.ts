@@ -157,7 +157,7 @@ export interface ClassifierSpec {
 }
 
 export interface BuiltClassifier {
-  /** The classifier, in eval mode (every submodule, whatever mode the encoder file was saved in); float32 head. */
+  /** The classifier; its head (float32) starts in eval mode whatever the encoder's mode; `train(on)` sets every module. */
   module: NativeScriptModule;
   encoder: EncoderInfo;
   /**

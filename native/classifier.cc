@@ -286,10 +286,10 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
                                "; cast it to float32 first (ScriptModule.to(device, 'float32')): training keeps float32 "
                                "weights and gets reduced precision from autocast");
     }
-    // A new classifier starts in eval mode, every submodule alike, whatever mode the encoder file
-    // was saved in: whoever trains it says so (ScriptModule.train(true)), as the trainer does.
+    // The new head and wrapper start in eval mode, not in whatever mode the encoder file was saved
+    // in; the encoder's own flags are left as the caller set them. Whoever trains the classifier
+    // says so (ScriptModule.train(true) sets every module), as the trainer does.
     const bool training = false;
-    for (const auto& m : encoderState->module.modules()) SetTrainingFlag(m, false);
 
     torch::Tensor denseW, denseB, outW, outB;
     {

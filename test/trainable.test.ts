@@ -207,7 +207,7 @@ describe('float16 encoder files', () => {
 describe('native: the pieces the trainer decides with', () => {
   const spec = { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls' as const, seed: 0 };
 
-  it('buildClassifier names the parameters its output cannot reach, and builds in eval mode', async () => {
+  it('buildClassifier names the parameters its output cannot reach, and builds its head in eval mode', async () => {
     const b = loadBinding();
     for (const output of ['tuple', 'dict', 'tensor'] as const) {
       const file = await makeEncoder({ layers: 1, hidden: 16, heads: 2, vocabSize: 50, output });
@@ -215,8 +215,9 @@ describe('native: the pieces the trainer decides with', () => {
       enc.train(true);
       const built = b.buildClassifier(enc, spec);
       expect(built.unusedParameters.sort(), output).toEqual(['encoder.pooler.dense.bias', 'encoder.pooler.dense.weight']);
+      // The head's mode is not taken from the encoder's; the encoder's own is left alone.
       expect(built.module.isTraining).toBe(false);
-      expect(enc.isTraining).toBe(false);
+      expect(enc.isTraining).toBe(true);
       // The probe restores every flag it touched.
       expect(built.module.namedParameters().filter(([, t]) => t.requiresGrad).map(([n]) => n).sort()).toEqual(
         ['head.dense.bias', 'head.dense.weight', 'head.out_proj.bias', 'head.out_proj.weight', ...enc.namedParameters().map(([n]) => `encoder.${n}`)].sort(),
