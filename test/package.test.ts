@@ -1,9 +1,10 @@
 /**
- * The package as `npm pack` makes it: its type declarations, compiled by a fresh strict
- * TypeScript project that type-checks its dependencies (`skipLibCheck: false`).
+ * The package as `npm pack` makes it: which files it ships (what installing and running need,
+ * nothing of the checkout's QA and GPU tooling), and its type declarations, compiled by a
+ * fresh strict TypeScript project that type-checks its dependencies (`skipLibCheck: false`).
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -29,6 +30,57 @@ async function run(cmd: string, args: string[], cwd: string): Promise<{ code: nu
   }
 }
 
+/** Every file under `dir` (relative to the repository root), as the packed paths read. */
+function filesUnder(dir: string): string[] {
+  return readdirSync(join(repoRoot, dir), { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name).slice(repoRoot.length + 1));
+}
+
+// What `npm install` of the tarball runs or builds from, and what the installed package runs.
+const NEEDED = [
+  'package.json',
+  'README.md',
+  // the `install` script and what it imports or runs (a source build when no prebuilt fits)
+  'scripts/install.mjs',
+  'scripts/find-libtorch.mjs',
+  'scripts/native-binary.mjs',
+  'scripts/build-native.mjs',
+  'CMakeLists.txt',
+  // the declarations dist/*.d.ts import
+  'scripts/find-libtorch.d.mts',
+  'scripts/native-binary.d.mts',
+  // `torch-bert demo`: its data, and the Python that makes its small BERT
+  'assets/demo/reviews.csv',
+  'assets/demo/pretrain.csv',
+  'assets/demo/tokenizer.json',
+  'scripts/python/make_encoder.py',
+  'scripts/python/wordpiece.py',
+  // the API and the CLI
+  'dist/index.js',
+  'dist/index.d.ts',
+  'dist/cli.js',
+  'dist/tokenizer-worker.js',
+];
+
+// The checkout's QA, benchmark and GPU tooling: nothing installs or runs them from the package.
+const NOT_SHIPPED = [
+  /^scripts\/asan\.sh$/,
+  /^scripts\/gpu-/,
+  /^scripts\/pack-node\.sh$/,
+  /^scripts\/hf-pruning-check\.mjs$/,
+  /^scripts\/check-other-libtorch\.sh$/,
+  /^scripts\/setup\.sh$/,
+  /^scripts\/prebuild\.mjs$/,
+  /^scripts\/python\/(?!make_encoder\.py$|wordpiece\.py$)/,
+  /^test\//,
+  /^bench\//,
+  /^lib\//,
+  /^build\//,
+  /^tsconfig/,
+  /^vitest/,
+];
+
 describe('the packed package', () => {
   const work = mkdtempSync(join(tmpdir(), 'torch-bert-package-'));
   let tarball: string;
@@ -42,6 +94,21 @@ describe('the packed package', () => {
   }, 240_000);
 
   afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  it('ships what installing and running need, and none of the QA or GPU scripts', async () => {
+    const dry = await run(process.execPath, [npmCli(), 'pack', '--dry-run', '--json', '--ignore-scripts'], repoRoot);
+    expect(dry.code, dry.stderr).toBe(0);
+    const files = (JSON.parse(dry.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path);
+    const needed = [...NEEDED, ...filesUnder('native')];
+    expect(needed.filter((f) => !files.includes(f))).toEqual([]);
+    expect(files.filter((f) => NOT_SHIPPED.some((re) => re.test(f)))).toEqual([]);
+    // The manifest's own entry points are among them.
+    const manifest = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8'));
+    expect(files).toContain(manifest.main);
+    expect(files).toContain(manifest.types);
+    expect(files).toContain(manifest.bin['torch-bert']);
+    expect(files).toContain(/^node (\S+)$/.exec(manifest.scripts.install)![1]);
+  });
 
   it('type-checks in a strict project that checks its dependencies (skipLibCheck: false)', async () => {
     const app = join(work, 'app');
