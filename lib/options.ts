@@ -127,7 +127,11 @@ export interface TrainOptions {
   epochs?: number;
   /** AdamW learning rate. Default 1e-5. */
   learningRate?: number;
-  /** AdamW decoupled weight decay. Default 0.01. */
+  /**
+   * AdamW decoupled weight decay, on every trained parameter but biases and LayerNorm weights
+   * (as Hugging Face's Trainer): the head's and, with `full`, the encoder's weight matrices and
+   * embeddings; with `lora`, both adapter matrices A and B. Default 0.01.
+   */
   weightDecay?: number;
   /** AdamW betas. Default [0.9, 0.999]. */
   betas?: [number, number];

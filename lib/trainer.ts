@@ -157,9 +157,13 @@ function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array, numCla
   return loss;
 }
 
-/** No weight decay on biases and LayerNorm weights (as BERT was trained, and as HF Trainer does). */
-function isDecayed(name: string): boolean {
-  return !(name.endsWith('.bias') || /layernorm|layer_norm|LayerNorm/.test(name) || name.endsWith('lora_B'));
+/**
+ * Whether a parameter goes to the weight-decayed AdamW group: all but biases and LayerNorm
+ * weights, as BERT was trained and as Hugging Face's Trainer does, which under PEFT decays
+ * LoRA's A and B alike.
+ */
+export function isDecayed(name: string): boolean {
+  return !(name.endsWith('.bias') || /layernorm|layer_norm|LayerNorm/.test(name));
 }
 
 interface TechniqueSetup {
