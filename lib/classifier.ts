@@ -92,7 +92,8 @@ export async function runEvaluation(
   let probabilities = new Float32Array(0);
   let lossSum = 0;
   let correct = 0;
-  // TOKENS_PER_FORWARD within the caller's row limit (batchSize), as the frozen encoding does.
+  // The inference token budget (TOKENS_PER_FORWARD, as the frozen encoding), and at most the
+  // caller's batchSize rows, which the frozen encoding does not limit.
   const { batches } = longestFirstBatches(encoded.lengths, { tokensPerBatch: TOKENS_PER_FORWARD, maxRows: batchSize, width: padTo });
   for (const indices of batches) {
     signal?.throwIfAborted();
