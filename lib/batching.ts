@@ -30,10 +30,9 @@ export function epochBatches(permutation: Int32Array, batchSize: number, lengths
 
 /**
  * Tokens per forward batch (rows × the batch's longest row) of the inference passes: the frozen
- * encoding and evaluation. Measured on 2 cores (small BERT, CPU; bench/probe-forward.mjs):
- * per-text time is lowest at 1-2k tokens per batch (5.11 ms/text at 16x128 vs 5.63 at 64x128;
- * 27.7 vs 29.1 at 4x512 vs 64x512), and peak memory grows with the batch (0.32 vs 1.03 GB at
- * length 512).
+ * encoding and evaluation. Chosen by measurement (bench/probe-forward.mjs; figures in the
+ * README's Performance section): per-text time is lowest at 1-2k tokens per batch, and peak
+ * memory grows with the batch.
  */
 export const TOKENS_PER_FORWARD = 2048;
 

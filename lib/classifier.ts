@@ -20,6 +20,12 @@ export interface ClassifierConfig {
   formatVersion: 1;
   /** Class names in id order. */
   labels: string[];
+  /**
+   * The CSV columns the training data was read from, which `evaluate()` reads by default.
+   * Absent when it came as arrays, and in configs written before they were recorded.
+   */
+  textColumn?: string;
+  labelColumn?: string;
   maxLength: number;
   pooling: Pooling;
   headHidden: number;
@@ -58,7 +64,9 @@ export interface EvaluationResult {
 
 export interface EvaluationOptions {
   batchSize?: number;
+  /** CSV text column. Default: the one the classifier was trained on (config.json), else `text`. */
   textColumn?: string;
+  /** CSV label column. Default: the one the classifier was trained on (config.json), else `label`. */
   labelColumn?: string;
   /** Stops tokenizing or evaluating at the next batch; the promise rejects with an AbortError. */
   signal?: AbortSignal;
@@ -84,7 +92,8 @@ export async function runEvaluation(
   let probabilities = new Float32Array(0);
   let lossSum = 0;
   let correct = 0;
-  // TOKENS_PER_FORWARD within the caller's row limit (batchSize), as the frozen encoding does.
+  // The inference token budget (TOKENS_PER_FORWARD, as the frozen encoding), and at most the
+  // caller's batchSize rows, which the frozen encoding does not limit.
   const { batches } = longestFirstBatches(encoded.lengths, { tokensPerBatch: TOKENS_PER_FORWARD, maxRows: batchSize, width: padTo });
   for (const indices of batches) {
     signal?.throwIfAborted();
@@ -258,12 +267,19 @@ export class Classifier {
     }));
   }
 
-  /** Loss and accuracy on labelled data (labels must be among the classifier's classes). */
+  /**
+   * Loss and accuracy on labelled data (labels must be among the classifier's classes). CSV
+   * columns: the source's own, else `options`', else those the classifier was trained on.
+   */
   async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationResult> {
-    const source =
+    const textColumn = options.textColumn ?? this.config.textColumn;
+    const labelColumn = options.labelColumn ?? this.config.labelColumn;
+    const source: DataSource =
       typeof data === 'string' || Array.isArray(data)
-        ? { csv: data as string | readonly string[], textColumn: options.textColumn, labelColumn: options.labelColumn }
-        : data;
+        ? { csv: data as string | readonly string[], textColumn, labelColumn }
+        : 'csv' in data
+          ? { ...data, textColumn: data.textColumn ?? textColumn, labelColumn: data.labelColumn ?? labelColumn }
+          : data;
     const raw = await loadExamples(source);
     const ids = labelIds(raw.labels!, this.labels, raw.origin);
     const encoded = await this.tokenizer.encodeBatchAsync(raw.texts, this.config.maxLength, { signal: options.signal });

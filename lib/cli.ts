@@ -130,8 +130,8 @@ Options (default):
 
   --classifier DIR         directory written by 'torch-bert train'
   --data FILE.csv          labelled data (repeatable: files read as one)
-  --text-column NAME       (text)
-  --label-column NAME      (label)
+  --text-column NAME       (the one the classifier was trained on, else text)
+  --label-column NAME      (the one the classifier was trained on, else label)
   --batch-size N           (32)
   --device auto|cpu|cuda   (auto)
   --json                   print one JSON object`,

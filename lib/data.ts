@@ -7,6 +7,10 @@ import { readFile } from 'node:fs/promises';
 import { parse } from 'csv-parse/sync';
 import { InputError, messageOf } from './errors.js';
 
+/** The CSV columns read when none are named. */
+export const DEFAULT_TEXT_COLUMN = 'text';
+export const DEFAULT_LABEL_COLUMN = 'label';
+
 /**
  * Labelled examples from a CSV file, or from several with the same columns read as one (a
  * dataset shipped in parts, e.g. IMDB's train-00-of-10.csv ... train-09-of-10.csv).
@@ -90,8 +94,8 @@ export async function readCsv(
   file: string,
   options: { textColumn?: string; labelColumn?: string; labelsRequired?: boolean } = {},
 ): Promise<RawExamples> {
-  const textColumn = options.textColumn ?? 'text';
-  const labelColumn = options.labelColumn ?? 'label';
+  const textColumn = options.textColumn ?? DEFAULT_TEXT_COLUMN;
+  const labelColumn = options.labelColumn ?? DEFAULT_LABEL_COLUMN;
   const labelsRequired = options.labelsRequired ?? true;
   let content: Buffer;
   try {
@@ -158,6 +162,16 @@ export async function readCsv(
     if (labels) labels[i] = record[labelIndex]!.trim();
   });
   return { texts, labels, origin: (i) => `${file} line ${lines[i]}`, file };
+}
+
+/** The CSV columns `source` is read from; undefined for arrays. */
+export function csvColumns(source: DataSource): { textColumn: string; labelColumn: string } | undefined {
+  if (typeof source === 'string' || Array.isArray(source)) return { textColumn: DEFAULT_TEXT_COLUMN, labelColumn: DEFAULT_LABEL_COLUMN };
+  if ('csv' in (source as object)) {
+    const csv = source as CsvSource;
+    return { textColumn: csv.textColumn ?? DEFAULT_TEXT_COLUMN, labelColumn: csv.labelColumn ?? DEFAULT_LABEL_COLUMN };
+  }
+  return undefined;
 }
 
 /** Load any data source into raw examples, validating texts and (when required) labels. */

@@ -5,8 +5,9 @@
  * padding; the tensor stays in that order and `rowOf` maps an example to its row.
  *
  * With an on-disk cache the features are stored under a key made of the encoder file's hash,
- * the pooling, the classifier head's input and the exact token ids (which pin the tokenizer,
- * the max length and the texts), and reused by later runs.
+ * the pooling, the exact token ids (which pin the tokenizer, the max length and the texts) and
+ * the libtorch version (another version may compute slightly different features), and reused
+ * by later runs.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';

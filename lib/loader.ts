@@ -8,32 +8,14 @@
  * prebuilds/<platform>-<arch>/torch-<version>-<flavor>/), refusing one built against another
  * libtorch, and loading that libtorch's libraries first so no LD_LIBRARY_PATH is needed.
  */
-import { join } from 'node:path';
 import type { NativeBinding } from './binding.js';
-import {
-  ADDON,
-  loadAddon,
-  packageRoot as root,
-  prebuildDir,
-  readLibtorchCache,
-  sourceBinary,
-  type LoadInfo,
-} from '../scripts/native-binary.mjs';
+import { loadAddon, packageRoot as root, type LoadInfo } from '../scripts/native-binary.mjs';
 
 export type { BuildInfo, LoadInfo } from '../scripts/native-binary.mjs';
 export type { FoundLibtorch } from '../scripts/find-libtorch.mjs';
 
 /** The package root: `lib/` (sources under vitest) and `dist/` (compiled) both sit one level below it. */
 export const packageRoot: string = root;
-
-/** Where the addon is looked for, first match wins. `TORCH_BERT_BINARY` overrides. */
-export function candidateBinaryPaths(): string[] {
-  if (process.env.TORCH_BERT_BINARY) return [process.env.TORCH_BERT_BINARY];
-  const paths = [sourceBinary(packageRoot), join(packageRoot, 'build', 'Debug', ADDON)];
-  const libtorch = readLibtorchCache(packageRoot);
-  if (libtorch) paths.push(join(prebuildDir(packageRoot, libtorch), ADDON));
-  return paths;
-}
 
 let cached: NativeBinding | undefined;
 let cachedInfo: LoadInfo | undefined;

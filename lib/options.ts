@@ -1,23 +1,29 @@
 /**
- * Options of `train()`, with defaults equal to the seed tutorial's job
- * (frozen bert-base-uncased + Linear(768,512)-ReLU-Dropout(0.1)-Linear(512,C), AdamW lr 1e-5,
- * batch 32, 5 epochs, max length 250, stratified 80/20 split with seed 42, best weights by
- * validation loss).
+ * Options of `train()`. The defaults are the seed tutorial's job (frozen bert-base-uncased +
+ * Linear(768,512)-ReLU-Dropout(0.1)-Linear(512,C), AdamW lr 1e-5, batch 32, 5 epochs, max
+ * length 250, stratified 80/20 split with seed 42, best weights by validation loss) except in
+ * the optimiser's details: gradients are clipped to norm 1.0 (`maxGradNorm`, as Hugging Face's
+ * Trainer; the seed did not clip), and AdamW's weight decay and epsilon are torch.optim.AdamW's
+ * 0.01 and 1e-8 (the seed's transformers.AdamW had 0 and 1e-6).
  */
+import type { Precision } from './binding.js';
 import type { DataSource } from './data.js';
 
 export type Pooling = 'cls' | 'mean';
 export type Technique = 'frozen' | 'full' | 'lora';
 export type BestMetric = 'loss' | 'accuracy' | 'macroF1';
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
-export type Precision = 'fp32' | 'bf16' | 'fp16';
 
-/** Emitted after every optimisation step. */
+/**
+ * Emitted after every training batch: with `gradientAccumulationSteps` N, N per optimizer step.
+ * Not for a batch skipped for a NaN/Inf loss (`onNonFinite: 'skip'`).
+ */
 export interface StepEvent {
   type: 'step';
   epoch: number;
-  /** 1-based step within the epoch. */
+  /** 1-based batch within the epoch. */
   step: number;
+  /** Batches in the epoch. */
   stepsPerEpoch: number;
   /** Mean loss of this batch. */
   loss: number;
@@ -122,8 +128,8 @@ export interface TrainOptions {
   /**
    * Frozen technique: where the encoded features live. `memory` (default) encodes once and
    * keeps them; `disk` also stores them under `featureCacheDir`, keyed by the encoder file's
-   * hash, the tokens and the pooling, and reuses them across runs; `none` recomputes the encoder
-   * every epoch (the tutorial's way).
+   * hash, the pooling, the tokens and the libtorch version, and reuses them across runs; `none`
+   * recomputes the encoder every epoch (the tutorial's way).
    */
   featureCache?: 'memory' | 'disk' | 'none';
   /** Directory of the on-disk feature cache. Default `.torch-bert-cache` in the working directory. */
@@ -136,7 +142,11 @@ export interface TrainOptions {
   epochs?: number;
   /** AdamW learning rate. Default 1e-5. */
   learningRate?: number;
-  /** AdamW decoupled weight decay. Default 0.01. */
+  /**
+   * AdamW decoupled weight decay, on every trained parameter but biases and LayerNorm weights
+   * (as Hugging Face's Trainer): the head's and, with `full`, the encoder's weight matrices and
+   * embeddings; with `lora`, both adapter matrices A and B. Default 0.01.
+   */
   weightDecay?: number;
   /** AdamW betas. Default [0.9, 0.999]. */
   betas?: [number, number];
@@ -190,19 +200,15 @@ export interface TrainOptions {
    * state), CUDA only. The frozen technique's one-time encoding stays fp32.
    *
    * On the CPU, bf16 is faster only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX
-   * on x86, BF16 on Arm; `torch-bert doctor` shows it); elsewhere it is emulated and slower, so
-   * keep fp32 there. Measured on a 2-core AMD EPYC (Zen 4, AVX512-BF16), full fine-tuning of a
-   * 4-layer, hidden-256 encoder, batch 32 x 128 tokens, 2 threads (test/native-devices.test.ts,
-   * TORCH_BERT_BENCH_PRECISION=1): training step fp32 1.01–1.20 s, bf16 0.37–0.47 s with libtorch
-   * 1.13.1 (OpenBLAS); fp32 1.06–1.15 s, bf16 0.39–0.50 s with 2.13; evaluation 0.32 s vs 0.11–0.15 s.
-   * The same machine with oneDNN held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, as on a CPU without native
-   * bfloat16): bf16 16–34 s per training step with 2.13 (fp32 1.1 s), and rejected by 1.13's oneDNN.
-   * `train()` warns (TORCH_BERT_BF16_EMULATED) when bf16 is asked for on such a CPU.
+   * on x86, BF16 on Arm; `torch-bert doctor` shows it); elsewhere it is emulated and far slower
+   * (or rejected by older libtorch), so keep fp32 there: `train()` warns
+   * (TORCH_BERT_BF16_EMULATED) when bf16 is asked for on such a CPU. Measurements: the README's
+   * Performance section.
    */
   precision?: Precision;
   /** libtorch intra-op threads. Default: libtorch's own choice. */
   threads?: number;
-  /** Called after each step and each epoch. */
+  /** Progress: each encoding batch of the frozen technique, training batch, evaluation and epoch (`ProgressEvent`). */
   onProgress?: (event: ProgressEvent) => void;
   /** Stops training at the next step boundary; the best checkpoint so far is kept. */
   signal?: AbortSignal;

@@ -53,11 +53,12 @@ const count = (tensors: Named) => tensors.reduce((n, [, t]) => n + elements(t), 
 const encoderName = (name: string) => name.slice(ENCODER.length);
 
 /**
- * AdamW decays every weight except biases and LayerNorm weights (as BERT was trained, and as
- * Hugging Face's Trainer does).
+ * Whether a parameter goes to the weight-decayed AdamW group: all but biases and LayerNorm
+ * weights, as BERT was trained and as Hugging Face's Trainer does, which under PEFT decays
+ * LoRA's A and B alike.
  */
 export function isDecayed(name: string): boolean {
-  return !(name.endsWith('.bias') || /layernorm|layer_norm|LayerNorm/.test(name) || name.endsWith('lora_B'));
+  return !(name.endsWith('.bias') || /layernorm|layer_norm|LayerNorm/.test(name));
 }
 
 /** `freeze` prefixes are the encoder's own parameter names (`embeddings.`, `encoder.layer.0.`); each must match one. */

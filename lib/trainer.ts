@@ -17,7 +17,7 @@ import type { EncoderInfo, EvalStepOptions, LossOptions, NativeBinding, NativeLo
 import { epochBatches, learningRateFactor, TOKENS_PER_FORWARD } from './batching.js';
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice, runEvaluation } from './classifier.js';
-import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
+import { csvColumns, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
 import { AbortError, InputError, ModelError, messageOf, NumericalError } from './errors.js';
 import { cpuBf16 } from './doctor.js';
 import { encodeOnce, type FeatureCache, featureRows } from './feature-cache.js';
@@ -371,6 +371,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       format: 'torch-bert-classifier',
       formatVersion: 1,
       labels,
+      ...csvColumns(opts.data),
       maxLength: opts.maxLength,
       pooling: opts.pooling,
       headHidden: opts.headHidden,

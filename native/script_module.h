@@ -28,8 +28,10 @@ struct ModuleState {
   std::shared_ptr<std::mutex> mutex;
   // Where the module lives when it has no parameters or buffers to tell.
   c10::Device device;
-  // LoRA adapters attached by applyLora (lora.h), or null. Every forward and save of this
-  // module goes through LoraWeights so that they take effect.
+  // LoRA adapters attached by applyLora (lora.h), or null. Every call of this module goes
+  // through CallWithAdapters (the adapters in activation space, and LoraWeights for an adapted
+  // weight a graph uses otherwise), and every save and clone through LoraWeights (merged
+  // weights), so that they take effect.
   std::shared_ptr<LoraState> lora;
   // Methods as run without adapters, with token pruning (execution_graph.h), by name; built
   // on each method's first call.

@@ -24,7 +24,31 @@ export const NOT_FOUND_MESSAGE =
 
 const TORCH_CONFIG = join('Torch', 'TorchConfig.cmake');
 
-/** Version declared by a Torch CMake package (`<dir>/Torch/TorchConfigVersion.cmake`). */
+/**
+ * A libtorch found: what to build against and where its libraries are.
+ * @typedef {object} FoundLibtorch
+ * @property {string | null} cmakePrefixPath CMAKE_PREFIX_PATH to build against; null for runtime libraries without the CMake package.
+ * @property {string} libDir The folder with libtorch's shared libraries.
+ * @property {string | null} version
+ * @property {string} flavor 'cpu', 'cuXYZ', or 'cuda' (a CUDA build of unknown CUDA version).
+ * @property {'LIBTORCH' | 'python' | 'system'} source
+ * @property {string} [python] The interpreter that reported it (source 'python').
+ * @property {string | null} [cudaVersion]
+ */
+
+/**
+ * A place the search looked at, usable or not, as `findLibtorch`'s `report` gets it: a
+ * usable one carries the FoundLibtorch fields, an unusable one some of them and `reason`.
+ * @typedef {Partial<FoundLibtorch> & { source: FoundLibtorch['source'], path: string, usable: boolean, reason?: string, note?: string }} LibtorchCandidate
+ */
+
+/** @typedef {(candidate: LibtorchCandidate) => void} Report */
+
+/**
+ * Version declared by a Torch CMake package (`<dir>/Torch/TorchConfigVersion.cmake`).
+ * @param {string} cmakeDir
+ * @returns {string | null}
+ */
 function cmakePackageVersion(cmakeDir) {
   try {
     const text = readFileSync(join(cmakeDir, 'Torch', 'TorchConfigVersion.cmake'), 'utf8');
@@ -34,7 +58,11 @@ function cmakePackageVersion(cmakeDir) {
   }
 }
 
-/** 'cpu', or 'cuXYZ' from a version suffix like '2.11.0+cu130' or a CUDA version like '13.0'. */
+/**
+ * 'cpu', or 'cuXYZ' from a version suffix like '2.11.0+cu130' or a CUDA version like '13.0'.
+ * @param {{ version: string | null, cudaVersion?: string | null, libDir: string }} libtorch
+ * @returns {string}
+ */
 function flavorOf({ version, cudaVersion, libDir }) {
   const suffix = /\+(cu\d+|cpu)\b/.exec(version ?? '')?.[1];
   if (suffix) return suffix;
@@ -46,6 +74,11 @@ function flavorOf({ version, cudaVersion, libDir }) {
   return 'cpu';
 }
 
+/**
+ * @param {string} dir
+ * @param {Report} [report]
+ * @returns {FoundLibtorch | null}
+ */
 function fromLibtorchDir(dir, report) {
   const root = resolve(dir);
   const cmakeDir = join(root, 'share', 'cmake');
@@ -60,6 +93,7 @@ function fromLibtorchDir(dir, report) {
     version = cmakePackageVersion(cmakeDir);
   }
   const libDir = join(root, 'lib');
+  /** @type {FoundLibtorch} */
   const found = { cmakePrefixPath: cmakeDir, libDir, version, flavor: flavorOf({ version, libDir }), source: 'LIBTORCH' };
   report?.({ ...found, path: root, usable: true });
   return found;
@@ -71,7 +105,13 @@ const PYTHON_PROBE = [
   ' "cuda": torch.version.cuda, "lib": os.path.join(os.path.dirname(torch.__file__), "lib")}))',
 ].join('\n');
 
+/**
+ * @param {string} python
+ * @param {Report} [report]
+ * @returns {FoundLibtorch | null}
+ */
 function fromPython(python, report) {
+  /** @type {{ cmake: string, version: string, cuda: string | null, lib: string }} */
   let info;
   try {
     const out = execFileSync(python, ['-c', PYTHON_PROBE], {
@@ -79,23 +119,25 @@ function fromPython(python, report) {
       stdio: ['ignore', 'pipe', 'pipe'],
       timeout: 120_000,
     });
-    info = JSON.parse(out.trim().split('\n').pop());
+    info = JSON.parse(out.trim().split('\n').pop() ?? '');
   } catch {
     return null; // no such interpreter, or no torch in it: not a candidate
   }
-  const base = { source: 'python', python, version: info.version };
+  const source = /** @type {const} */ ('python');
+  const base = { source, python, version: info.version };
   if (!existsSync(join(info.cmake, TORCH_CONFIG))) {
     // Debian's python3-torch, for one, ships without the CMake package.
     report?.({ ...base, path: info.cmake, usable: false, reason: 'this PyTorch ships no CMake package (Torch/TorchConfig.cmake)' });
     return null;
   }
+  /** @type {FoundLibtorch} */
   const found = {
     cmakePrefixPath: info.cmake,
     libDir: info.lib,
     version: info.version,
     flavor: flavorOf({ version: info.version, cudaVersion: info.cuda, libDir: info.lib }),
     cudaVersion: info.cuda ?? null,
-    source: 'python',
+    source,
     python,
   };
   report?.({ ...found, path: info.cmake, usable: true });
@@ -105,12 +147,13 @@ function fromPython(python, report) {
 // Absolute fallbacks: the answer must not depend on PATH (an install with the build tools
 // hidden, a service with a bare PATH), or the version recorded at build time and the one found
 // at load time could differ.
+/** @returns {string | null} */
 function multiarch() {
-  for (const [cmd, args] of [
+  for (const [cmd, args] of /** @type {Array<[string, string[]]>} */ ([
     ['dpkg-architecture', ['-qDEB_HOST_MULTIARCH']],
     ['/usr/bin/dpkg-architecture', ['-qDEB_HOST_MULTIARCH']],
     ['gcc', ['-print-multiarch']],
-  ]) {
+  ])) {
     try {
       const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
       if (out) return out;
@@ -121,6 +164,10 @@ function multiarch() {
   return null;
 }
 
+/**
+ * @param {string[]} args
+ * @returns {string | null}
+ */
 function dpkgQuery(args) {
   for (const cmd of ['dpkg-query', '/usr/bin/dpkg-query']) {
     try {
@@ -132,19 +179,32 @@ function dpkgQuery(args) {
   return null;
 }
 
+/**
+ * @param {string} pkg
+ * @returns {string | null}
+ */
 function dpkgVersion(pkg) {
   const out = dpkgQuery(['-W', '-f=${Version}', pkg]);
   // '1.13.1+dfsg-4' -> '1.13.1'
   return (out && /^(?:\d+:)?(\d+(?:\.\d+)*)/.exec(out)?.[1]) ?? null;
 }
 
-/** The Debian version of the package that owns `file` ('libtorch1.13:amd64: /usr/lib/...'). */
+/**
+ * The Debian version of the package that owns `file` ('libtorch1.13:amd64: /usr/lib/...').
+ * @param {string} file
+ * @returns {string | null}
+ */
 function dpkgVersionOfFile(file) {
   const pkg = dpkgQuery(['-S', file])?.split(':')[0];
   return pkg ? dpkgVersion(pkg) : null;
 }
 
-/** `lib<name>.so*` / `lib<name>.dylib` in `dir`, or null. */
+/**
+ * `lib<name>.so*` / `lib<name>.dylib` in `dir`, or null.
+ * @param {string} dir
+ * @param {string} name
+ * @returns {string | null}
+ */
 function findLibrary(dir, name) {
   try {
     const files = readdirSync(dir).filter((f) => new RegExp(`^lib${name}\\.(so(\\.\\d+)*|dylib)$`).test(f));
@@ -155,6 +215,10 @@ function findLibrary(dir, name) {
   }
 }
 
+/**
+ * @param {Report} [report]
+ * @returns {FoundLibtorch | null}
+ */
 function fromSystem(report) {
   const dirs = [];
   const arch = multiarch();
@@ -171,6 +235,7 @@ function fromSystem(report) {
     if (!existsSync(join(cmakeDir, TORCH_CONFIG))) continue;
     const libDir = dirname(cmakeDir);
     const version = dpkgVersion('libtorch-dev') ?? cmakePackageVersion(cmakeDir);
+    /** @type {FoundLibtorch} */
     const found = { cmakePrefixPath: cmakeDir, libDir, version, flavor: flavorOf({ version, libDir }), source: 'system' };
     report?.({ ...found, path: cmakeDir, usable: true });
     return found;
@@ -181,6 +246,7 @@ function fromSystem(report) {
     const lib = findLibrary(libDir, 'torch_cpu');
     if (!lib) continue;
     const version = dpkgVersionOfFile(realpathOrSelf(lib)) ?? /\.so\.(\d+\.\d+\.\d+)$/.exec(realpathOrSelf(lib))?.[1] ?? null;
+    /** @type {FoundLibtorch} */
     const found = { cmakePrefixPath: null, libDir, version, flavor: flavorOf({ version, libDir }), source: 'system' };
     report?.({ ...found, path: libDir, usable: true, note: 'runtime libraries only (no CMake package): can load a prebuilt, cannot build' });
     return found;
@@ -188,6 +254,10 @@ function fromSystem(report) {
   return null;
 }
 
+/**
+ * @param {string} p
+ * @returns {string}
+ */
 function realpathOrSelf(p) {
   try {
     return realpathSync(p);
@@ -196,6 +266,7 @@ function realpathOrSelf(p) {
   }
 }
 
+/** @returns {string[]} */
 function pythonCandidates() {
   const list = [];
   for (const dir of (process.env.PATH ?? '').split(':')) {
@@ -219,6 +290,7 @@ function pythonCandidates() {
 /**
  * What the search depends on besides the files themselves: LIBTORCH and the Python
  * interpreters it would ask. A cached result is stale when this changes.
+ * @returns {{ LIBTORCH: string | null, pythons: string[] }}
  */
 export function searchKey() {
   return { LIBTORCH: process.env.LIBTORCH ? resolve(process.env.LIBTORCH) : null, pythons: pythonCandidates().map(realpathOrSelf) };
@@ -228,10 +300,9 @@ export { findLibrary };
 
 /**
  * Finds libtorch, in the order LIBTORCH, Python PyTorch, system install.
- * @param {{ report?: (candidate: object) => void }} [options] `report` is called for every
- *   candidate found, usable or not (with `usable` and, when unusable, `reason`).
- * @returns {{ cmakePrefixPath: string | null, libDir: string, version: string | null,
- *   flavor: string, source: 'LIBTORCH' | 'python' | 'system', python?: string, cudaVersion?: string | null }}
+ * @param {{ report?: Report }} [options] `report` is called for every candidate found, usable
+ *   or not (with `usable` and, when unusable, `reason`).
+ * @returns {FoundLibtorch}
  * @throws {Error} with NOT_FOUND_MESSAGE when nothing usable is found.
  */
 export function findLibtorch({ report } = {}) {
@@ -248,6 +319,7 @@ export function findLibtorch({ report } = {}) {
   throw new Error(NOT_FOUND_MESSAGE);
 }
 
+/** @param {LibtorchCandidate} c */
 function describe(c) {
   const where = c.python ? `${c.path} (via ${c.python})` : c.path;
   if (!c.usable) return `  skipped  [${c.source}] ${where}: ${c.reason}`;
@@ -257,6 +329,7 @@ function describe(c) {
 const isMain = process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
   const json = process.argv.includes('--json');
+  /** @type {LibtorchCandidate[]} */
   const candidates = [];
   try {
     const found = findLibtorch({ report: (c) => candidates.push(c) });
@@ -270,10 +343,11 @@ if (isMain) {
       console.log(`  libraries in ${found.libDir}`);
     }
   } catch (err) {
-    if (json) console.log(JSON.stringify({ error: err.message, candidates }, null, 2));
+    const message = err instanceof Error ? err.message : String(err);
+    if (json) console.log(JSON.stringify({ error: message, candidates }, null, 2));
     else {
       for (const c of candidates) console.error(describe(c));
-      console.error(err.message);
+      console.error(message);
     }
     process.exit(1);
   }

@@ -25,44 +25,115 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NOT_FOUND_MESSAGE, findLibrary, findLibtorch, searchKey } from './find-libtorch.mjs';
 
+/** @import { FoundLibtorch, LibtorchCandidate } from './find-libtorch.mjs' */
+
+/**
+ * The addon's versions() right after the build: the runtime libtorch, CUDA and cuDNN it was built with.
+ * @typedef {{ libtorch: string, cuda: string | null, cudnn: string | null, builtAgainst: string }} AddonVersions
+ */
+
+/**
+ * build-info.json, next to every binary: what it was built against and with.
+ * @typedef {object} BuildInfo
+ * @property {string} package
+ * @property {string} platform
+ * @property {string} arch
+ * @property {{ version: string | null, flavor: string, cudaVersion: string | null, source: string, libDir: string, cmakePrefixPath: string | null }} libtorch
+ * @property {AddonVersions | null} versions
+ * @property {string[] | null} needed
+ * @property {string | null} runpath
+ * @property {number | null} napiVersion
+ * @property {{ version: string, modules: string }} node
+ * @property {string | null} compiler
+ * @property {string | null} glibc
+ * @property {string} builtAt
+ * @property {string} [prebuiltAt] Set on prebuilt copies (`npm run prebuild`).
+ */
+
+/** @typedef {'override' | 'source' | 'prebuilt'} BinaryKind */
+
+/**
+ * What loadAddon() loaded and how.
+ * @typedef {object} LoadInfo
+ * @property {FoundLibtorch | null} libtorch
+ * @property {'cache' | 'search' | null} how 'cache': build/libtorch.json was valid; 'search': find-libtorch ran.
+ * @property {string | null} searchError
+ * @property {string} cacheFile
+ * @property {string} binary
+ * @property {BinaryKind} kind
+ * @property {BuildInfo | null} buildInfo
+ * @property {string | null} runpath
+ * @property {string[]} preloaded
+ * @property {string[]} preloadErrors
+ * @property {AddonVersions | null} versions
+ */
+
 export const ADDON = 'torch_bert.node';
 export const BUILD_INFO = 'build-info.json';
 const CACHE_SCHEMA = 1;
 
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
+/** @returns {string} */
 export function platformKey() {
   return `${process.platform}-${process.arch}`;
 }
 
-/** '2.11.0+cu130' -> '2.11.0'; '1.13.0a0' -> '1.13.0'; null when there is no version. */
+/**
+ * '2.11.0+cu130' -> '2.11.0'; '1.13.0a0' -> '1.13.0'; null when there is no version.
+ * @param {string | null | undefined} version
+ * @returns {string | null}
+ */
 export function baseVersion(version) {
   return /^(\d+(?:\.\d+)*)/.exec(version ?? '')?.[1] ?? null;
 }
 
-/** 'libtorch 2.11.0+cu130 (cu130, python /usr/bin/python3, /site-packages/torch/lib)' */
+/**
+ * 'libtorch 2.11.0+cu130 (cu130, python /usr/bin/python3, /site-packages/torch/lib)'
+ * @param {FoundLibtorch | LibtorchCandidate | null} l
+ * @param {{ where?: boolean }} [options]
+ * @returns {string}
+ */
 export function describeLibtorch(l, { where = true } = {}) {
   if (!l) return 'no libtorch';
   const how = l.source === 'python' && l.python ? `python ${l.python}` : l.source;
   return `libtorch ${l.version ?? '(unknown version)'} (${l.flavor}${how ? `, ${how}` : ''})${where ? ` at ${l.libDir}` : ''}`;
 }
 
+/** @param {BuildInfo} info */
 function describeBuiltAgainst(info) {
   return `libtorch ${info.libtorch.version ?? '(unknown version)'} (${info.libtorch.flavor})`;
 }
 
+/**
+ * @param {FoundLibtorch} libtorch
+ * @returns {string}
+ */
 export function prebuildName(libtorch) {
   return `torch-${baseVersion(libtorch.version) ?? 'unknown'}-${libtorch.flavor}`;
 }
 
+/**
+ * @param {string} root
+ * @param {FoundLibtorch} libtorch
+ * @returns {string}
+ */
 export function prebuildDir(root, libtorch) {
   return join(root, 'prebuilds', platformKey(), prebuildName(libtorch));
 }
 
+/**
+ * @param {string} root
+ * @returns {string}
+ */
 export function sourceBinary(root) {
   return join(root, 'build', 'Release', ADDON);
 }
 
+/**
+ * @param {string} binaryPath
+ * @returns {BuildInfo | null}
+ */
 export function readBuildInfo(binaryPath) {
   try {
     return JSON.parse(readFileSync(join(dirname(binaryPath), BUILD_INFO), 'utf8'));
@@ -71,9 +142,14 @@ export function readBuildInfo(binaryPath) {
   }
 }
 
-/** Prebuilts for this platform: [{ name, binary, buildInfo }]. */
+/**
+ * Prebuilts for this platform.
+ * @param {string} root
+ * @returns {Array<{ name: string, binary: string, buildInfo: BuildInfo | null }>}
+ */
 export function listPrebuilds(root) {
   const dir = join(root, 'prebuilds', platformKey());
+  /** @type {string[]} */
   let names = [];
   try {
     names = readdirSync(dir).sort();
@@ -86,13 +162,22 @@ export function listPrebuilds(root) {
     .map((p) => ({ ...p, buildInfo: readBuildInfo(p.binary) }));
 }
 
+/**
+ * @param {string} a
+ * @param {string} b
+ */
 function flavorsMatch(a, b) {
   if (a === b) return true;
   // 'cuda' means "a CUDA build whose CUDA version could not be told".
   return (a === 'cuda' && b.startsWith('cu') && b !== 'cpu') || (b === 'cuda' && a.startsWith('cu') && a !== 'cpu');
 }
 
-/** Why a binary with build-info `info` must not be loaded with `libtorch`, or null when it may. */
+/**
+ * Why a binary with build-info `info` must not be loaded with `libtorch`, or null when it may.
+ * @param {BuildInfo | null} info
+ * @param {FoundLibtorch | null} libtorch
+ * @returns {string | null}
+ */
 export function incompatibility(info, libtorch) {
   if (!info?.libtorch || !libtorch) return null;
   if (info.platform && info.arch && `${info.platform}-${info.arch}` !== platformKey()) {
@@ -108,10 +193,15 @@ export function incompatibility(info, libtorch) {
 
 // ---- the libtorch search, cached ----
 
+/**
+ * @param {string} root
+ * @returns {string}
+ */
 export function cacheFile(root) {
   return join(root, 'build', 'libtorch.json');
 }
 
+/** @param {FoundLibtorch} libtorch */
 function stamp(libtorch) {
   const lib = findLibrary(libtorch.libDir, 'torch_cpu');
   if (!lib) return null;
@@ -124,6 +214,11 @@ function stamp(libtorch) {
   }
 }
 
+/**
+ * @param {string} root
+ * @param {FoundLibtorch} libtorch
+ * @returns {boolean} false when it could not be written
+ */
 export function writeLibtorchCache(root, libtorch) {
   const file = cacheFile(root);
   const body = { schema: CACHE_SCHEMA, key: searchKey(), stamp: stamp(libtorch), libtorch, writtenAt: new Date().toISOString() };
@@ -138,7 +233,11 @@ export function writeLibtorchCache(root, libtorch) {
   }
 }
 
-/** The cached search result when it is still valid, else null. */
+/**
+ * The cached search result when it is still valid, else null.
+ * @param {string} root
+ * @returns {FoundLibtorch | null}
+ */
 export function readLibtorchCache(root) {
   let cached;
   try {
@@ -156,6 +255,9 @@ export function readLibtorchCache(root) {
 /**
  * The libtorch to use: from the cache when valid (how: 'cache'), else searched (how: 'search')
  * and cached. Throws find-libtorch's NOT_FOUND_MESSAGE when there is none.
+ * @param {string} [root]
+ * @param {{ refresh?: boolean, report?: (candidate: LibtorchCandidate) => void }} [options]
+ * @returns {{ libtorch: FoundLibtorch, how: 'cache' | 'search' }}
  */
 export function resolveLibtorch(root = packageRoot, { refresh = false, report } = {}) {
   if (!refresh) {
@@ -169,7 +271,11 @@ export function resolveLibtorch(root = packageRoot, { refresh = false, report } 
 
 // ---- ELF: which libraries a binary needs, and its RUNPATH ----
 
-/** { needed, runpath, soname } of a 64-bit little-endian ELF file, or null. */
+/**
+ * { needed, runpath, soname } of a 64-bit little-endian ELF file, or null.
+ * @param {string} file
+ * @returns {{ needed: string[], runpath: string | null, soname: string | null } | null}
+ */
 export function readElfDynamic(file) {
   let buf;
   try {
@@ -192,6 +298,7 @@ export function readElfDynamic(file) {
   }
   if (!dynamic) return null;
   const entries = [];
+  /** @type {number | null} */
   let strtab = null;
   for (let at = dynamic.offset; at + 16 <= dynamic.offset + dynamic.filesz; at += 16) {
     const tag = Number(buf.readBigInt64LE(at));
@@ -201,13 +308,14 @@ export function readElfDynamic(file) {
     entries.push([tag, val]);
   }
   const seg = loads.find((s) => strtab !== null && strtab >= s.vaddr && strtab < s.vaddr + s.filesz);
-  if (!seg) return null;
+  if (!seg || strtab === null) return null;
   const strOffset = strtab - seg.vaddr + seg.offset;
-  const str = (off) => {
+  const str = (/** @type {number} */ off) => {
     const start = strOffset + off;
     const end = buf.indexOf(0, start);
     return buf.toString('utf8', start, end < 0 ? buf.length : end);
   };
+  /** @type {{ needed: string[], runpath: string | null, soname: string | null }} */
   const out = { needed: [], runpath: null, soname: null };
   for (const [tag, val] of entries) {
     if (tag === 1) out.needed.push(str(val));
@@ -226,13 +334,18 @@ const PRELOAD_ORDER = ['c10', 'c10_cuda', 'torch_cpu', 'torch_cuda', 'torch'];
  * process.dlopen closes a library that is not a Node addon), dependencies first. `needed`
  * (the addon's DT_NEEDED entries) picks the exact file names when given. Returns the files
  * loaded and the errors met; on platforms other than Linux it does nothing.
+ * @param {string} libDir
+ * @param {string[] | null} [needed]
+ * @returns {{ loaded: string[], errors: string[] }}
  */
 export function preloadLibtorch(libDir, needed = null) {
+  /** @type {string[]} */
   const loaded = [];
+  /** @type {string[]} */
   const errors = [];
   if (process.platform !== 'linux' || !libDir) return { loaded, errors };
   // Node does not export RTLD_NODELETE; 0x1000 is glibc's value (x86_64 and aarch64 alike).
-  const { RTLD_NOW = 2, RTLD_GLOBAL = 0x100, RTLD_NODELETE = 0x1000 } = osConstants.dlopen ?? {};
+  const { RTLD_NOW = 2, RTLD_GLOBAL = 0x100, RTLD_NODELETE = 0x1000 } = /** @type {Record<string, number | undefined>} */ (osConstants.dlopen ?? {});
   for (const name of PRELOAD_ORDER) {
     const re = new RegExp(`^lib${name}\\.so(\\.\\d+)*$`);
     const exact = needed?.find((n) => re.test(n));
@@ -248,8 +361,8 @@ export function preloadLibtorch(libDir, needed = null) {
       loaded.push(file);
     } catch (err) {
       // Expected: a plain library "did not self-register" as an addon, after dlopen succeeded.
-      if (/did not self-register/i.test(err?.message ?? '')) loaded.push(file);
-      else errors.push(`${file}: ${err?.message ?? err}`);
+      if (/did not self-register/i.test(messageOf(err))) loaded.push(file);
+      else errors.push(`${file}: ${messageOf(err)}`);
     }
   }
   return { loaded, errors };
@@ -257,13 +370,26 @@ export function preloadLibtorch(libDir, needed = null) {
 
 // ---- choosing and loading the addon ----
 
+/**
+ * @param {unknown} err
+ * @returns {string}
+ */
+function messageOf(err) {
+  return err instanceof Error ? err.message : String(err);
+}
+
 class LoadError extends Error {
+  /**
+   * @param {string} message
+   * @param {ErrorOptions} [options]
+   */
   constructor(message, options) {
     super(message, options);
     this.name = 'NativeLoadError';
   }
 }
 
+/** @param {FoundLibtorch | null} libtorch */
 function buildHint(libtorch) {
   const target = libtorch ? ` for ${describeLibtorch(libtorch, { where: false })}` : '';
   return (
@@ -273,11 +399,19 @@ function buildHint(libtorch) {
 }
 
 /**
- * The binary to load for `libtorch`: { path, kind: 'override' | 'source' | 'prebuilt', buildInfo }.
+ * The binary to load for `libtorch`.
  * Throws a LoadError that names the versions when every binary present was built for another libtorch.
+ * @param {string} root
+ * @param {FoundLibtorch | null} libtorch
+ * @returns {{ path: string, kind: BinaryKind, buildInfo: BuildInfo | null }}
  */
 export function selectBinary(root, libtorch) {
+  /** @type {string[]} */
   const refused = [];
+  /**
+   * @param {string} path
+   * @param {BinaryKind} kind
+   */
   const consider = (path, kind) => {
     if (!existsSync(path)) return null;
     const buildInfo = readBuildInfo(path);
@@ -319,6 +453,9 @@ export function selectBinary(root, libtorch) {
  * Finds libtorch, picks the binary, preloads libtorch and requires the addon.
  * Returns { binding, info } where info says what was loaded and how; throws one explanatory
  * LoadError (name 'NativeLoadError') otherwise.
+ * @param {string} [root]
+ * @param {{ refresh?: boolean }} [options]
+ * @returns {{ binding: unknown, info: LoadInfo }}
  */
 export function loadAddon(root = packageRoot, { refresh = false } = {}) {
   let resolved = null;
@@ -326,7 +463,7 @@ export function loadAddon(root = packageRoot, { refresh = false } = {}) {
   try {
     resolved = resolveLibtorch(root, { refresh });
   } catch (err) {
-    searchError = err?.message ?? String(err);
+    searchError = messageOf(err);
   }
   const libtorch = resolved?.libtorch ?? null;
   const chosen = selectBinary(root, libtorch);
@@ -345,11 +482,13 @@ export function loadAddon(root = packageRoot, { refresh = false } = {}) {
     preloaded: preload.loaded,
     preloadErrors: preload.errors,
   };
+  // The addon's own interface is typed in lib/binding.ts; here only versions() is used.
+  /** @type {{ versions?: () => AddonVersions }} */
   let binding;
   try {
     binding = createRequire(import.meta.url)(chosen.path);
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = messageOf(err);
     let hint = buildHint(libtorch);
     if (/libtorch|libc10|libcudart|libcudnn|libnv|cannot open shared object/.test(reason)) {
       hint =
@@ -378,6 +517,10 @@ export function loadAddon(root = packageRoot, { refresh = false } = {}) {
 
 // ---- build-info.json ----
 
+/**
+ * @param {string} buildDir
+ * @returns {string | null}
+ */
 function compilerOf(buildDir) {
   try {
     const cmakeFiles = join(buildDir, 'CMakeFiles');
@@ -385,7 +528,7 @@ function compilerOf(buildDir) {
       const f = join(cmakeFiles, v, 'CMakeCXXCompiler.cmake');
       if (!existsSync(f)) continue;
       const text = readFileSync(f, 'utf8');
-      const get = (k) => new RegExp(`set\\(${k} "([^"]*)"\\)`).exec(text)?.[1];
+      const get = (/** @type {string} */ k) => new RegExp(`set\\(${k} "([^"]*)"\\)`).exec(text)?.[1];
       return `${get('CMAKE_CXX_COMPILER_ID') ?? '?'} ${get('CMAKE_CXX_COMPILER_VERSION') ?? '?'} (${get('CMAKE_CXX_COMPILER') ?? '?'})`;
     }
   } catch {
@@ -394,6 +537,10 @@ function compilerOf(buildDir) {
   return null;
 }
 
+/**
+ * @param {string} root
+ * @returns {number | null}
+ */
 function napiVersionOf(root) {
   try {
     return Number(/NAPI_VERSION=(\d+)/.exec(readFileSync(join(root, 'CMakeLists.txt'), 'utf8'))?.[1]) || null;
@@ -402,16 +549,24 @@ function napiVersionOf(root) {
   }
 }
 
-/** build-info.json for a binary built in `root` against `libtorch`; `versions` from the addon's versions(). */
+/**
+ * build-info.json for a binary built in `root` against `libtorch`; `versions` from the addon's versions().
+ * @param {string} root
+ * @param {string} binaryPath
+ * @param {FoundLibtorch} libtorch
+ * @param {AddonVersions | null} [versions]
+ * @returns {BuildInfo}
+ */
 export function makeBuildInfo(root, binaryPath, libtorch, versions = null) {
   const elf = readElfDynamic(binaryPath);
+  /** @type {{ name?: string, version?: string }} */
   let pkg = {};
   try {
     pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
   } catch {
     // not fatal
   }
-  const report = process.report?.getReport?.();
+  const report = /** @type {{ header?: { glibcVersionRuntime?: string } } | undefined} */ (process.report?.getReport?.());
   return {
     package: `${pkg.name ?? 'torch-bert'}@${pkg.version ?? '?'}`,
     platform: process.platform,
@@ -437,7 +592,12 @@ export function makeBuildInfo(root, binaryPath, libtorch, versions = null) {
 
 // ---- source build freshness ----
 
+/**
+ * @param {string} dir
+ * @returns {string[]}
+ */
 function files(dir) {
+  /** @type {string[]} */
   const out = [];
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const path = join(dir, entry.name);
@@ -447,7 +607,11 @@ function files(dir) {
   return out;
 }
 
-/** build/Release/torch_bert.node exists and is newer than CMakeLists.txt and every file in native/. */
+/**
+ * build/Release/torch_bert.node exists and is newer than CMakeLists.txt and every file in native/.
+ * @param {string} root
+ * @returns {boolean}
+ */
 export function sourceBuildUpToDate(root) {
   const addon = sourceBinary(root);
   if (!existsSync(addon)) return false;
@@ -456,7 +620,11 @@ export function sourceBuildUpToDate(root) {
   return inputs.every((f) => !existsSync(f) || statSync(f).mtimeMs <= built);
 }
 
-/** Files mapped into this process whose name matches `re` (Linux: /proc/self/maps), or null elsewhere. */
+/**
+ * Files mapped into this process whose name matches `re` (Linux: /proc/self/maps), or null elsewhere.
+ * @param {RegExp} re
+ * @returns {string[] | null}
+ */
 export function mappedLibraries(re) {
   let text;
   try {
@@ -464,6 +632,7 @@ export function mappedLibraries(re) {
   } catch {
     return null;
   }
+  /** @type {Set<string>} */
   const seen = new Set();
   for (const line of text.split('\n')) {
     const path = line.slice(line.indexOf('/'));
@@ -479,7 +648,13 @@ if (isMain && process.argv.includes('--check')) {
   const at = process.argv.indexOf('--binary');
   if (at > 0 && process.argv[at + 1]) process.env.TORCH_BERT_BINARY = process.argv[at + 1];
   try {
-    const { binding, info } = loadAddon(packageRoot);
+    const loaded = loadAddon(packageRoot);
+    // The calls of this check; the addon's whole interface is typed in lib/binding.ts.
+    const binding =
+      /** @type {{ randperm(n: number, seed: number): ArrayLike<number>, Tensor: { fromArray(data: Float32Array, shape: number[]): { toArray(): ArrayLike<number>, dispose(): void } } }} */ (
+        loaded.binding
+      );
+    const { info } = loaded;
     const perm = Array.from(binding.randperm(10, 0));
     const t = binding.Tensor.fromArray(new Float32Array([1, 2, 3, 4]), [2, 2]);
     const back = Array.from(t.toArray());
@@ -487,7 +662,7 @@ if (isMain && process.argv.includes('--check')) {
     const mapped = mappedLibraries(/^lib(c10|torch)/);
     console.log(JSON.stringify({ ok: true, ...info, randperm: perm, roundTrip: back, mapped }));
   } catch (err) {
-    console.error(err?.message ?? String(err));
+    console.error(messageOf(err));
     process.exit(1);
   }
 }

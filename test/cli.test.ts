@@ -80,6 +80,48 @@ describe('torch-bert CLI', () => {
     expect(predicted.stdout).toMatch(/positive\s+0\.\d{4}\s+a wonderful and moving film/);
   });
 
+  it('eval reads the columns the classifier was trained on; an older config without them falls back to text/label', async () => {
+    // The demo reviews under other column names, and with the columns swapped round, so that
+    // reading by position or by the default names cannot pass.
+    const [, ...rows] = readFileSync(demoReviews, 'utf8').trimEnd().split('\n');
+    const renamed = join(work, 'renamed.csv');
+    const swap = (row: string) => {
+      const at = row.lastIndexOf(',');
+      return `${row.slice(at + 1)},${row.slice(0, at)}`;
+    };
+    writeFileSync(renamed, ['sentiment,review', ...rows.map(swap)].join('\n') + '\n');
+    const dir = join(work, 'columns');
+    const trained = await run([
+      'train', '--data', renamed, '--text-column', 'review', '--label-column', 'sentiment', '--model', encoder,
+      '--tokenizer', demoTokenizer, '--out', dir, '--epochs', '1', '--max-length', '48', '--lr', '1e-3', '--head-hidden', '32', '--json',
+    ]);
+    expect(trained.stderr).toBe('');
+    expect(trained.code).toBe(0);
+    const configFile = join(dir, 'config.json');
+    const config = JSON.parse(readFileSync(configFile, 'utf8'));
+    expect([config.textColumn, config.labelColumn]).toEqual(['review', 'sentiment']);
+
+    const evaluated = await run(['eval', '--classifier', dir, '--data', renamed, '--json']);
+    expect(evaluated.stderr).toBe('');
+    expect(evaluated.code).toBe(0);
+    expect(JSON.parse(evaluated.stdout).examples).toBe(rows.length);
+    // Columns given on the command line still win.
+    const explicit = await run(['eval', '--classifier', dir, '--data', demoReviews, '--text-column', 'text', '--label-column', 'label', '--json']);
+    expect(explicit.code, explicit.stderr).toBe(0);
+    expect(JSON.parse(explicit.stdout).accuracy).toBe(JSON.parse(evaluated.stdout).accuracy);
+
+    // A config written before the columns were recorded reads text/label.
+    delete config.textColumn;
+    delete config.labelColumn;
+    writeFileSync(configFile, JSON.stringify(config, null, 2));
+    const old = await run(['eval', '--classifier', dir, '--data', demoReviews, '--json']);
+    expect(old.code, old.stderr).toBe(0);
+    expect(JSON.parse(old.stdout).accuracy).toBe(JSON.parse(evaluated.stdout).accuracy);
+    const oldOnRenamed = await run(['eval', '--classifier', dir, '--data', renamed]);
+    expect(oldOnRenamed.code).toBe(1);
+    expect(oldOnRenamed.stderr).toMatch(/no column 'text'/);
+  });
+
   it('fails with one line and a non-zero exit code', async () => {
     const missing = await run(['eval', '--classifier', join(work, 'nowhere'), '--data', demoReviews]);
     expect(missing.code).toBe(1);

@@ -770,23 +770,57 @@ describe('trainStep / evalStep', () => {
   });
 
   it('serialises concurrent steps on the same model', async () => {
-    const enc = b.ScriptModule.load(encTuple);
-    const { module } = b.buildClassifier(enc, { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 5 });
-    const opt = new b.AdamW([{ params: module.namedParameters().map(([, t]) => t), lr: 1e-3 }]);
-    const data = batch(IDS, MASK, [0, 1]);
+    // Every trainStep reads the weights the one before it wrote, so steps started together give
+    // a serial run's results only if they never overlap: N identical steps in any order give
+    // the serial losses after 0..N-1 steps and the weights after N, and an evalStep the loss
+    // after some k of them. Overlapping steps would read the same weights twice, sum each
+    // other's gradients, or evaluate half-updated weights.
+    const N = 6;
+    const make = () => {
+      const enc = b.ScriptModule.load(encTuple);
+      const { module } = b.buildClassifier(enc, { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 5 });
+      const opt = new b.AdamW([{ params: module.namedParameters().map(([, t]) => t), lr: 0.05 }]);
+      return { enc, module, opt };
+    };
+    // Enough rows that a step takes long enough for unserialised ones to overlap.
+    const rows = 1024;
+    const data = batch(
+      Array.from({ length: rows * T }, (_, i) => (i % T === 0 ? 2 : 5 + ((Math.floor(i / T) * 7 + (i % T) * 3) % 90))),
+      new Array(rows * T).fill(1),
+      Array.from({ length: rows }, (_, r) => r % 2),
+    );
+
+    const serial = make();
+    const serialLosses: number[] = [];
+    const serialEvalLosses = [(await b.evalStep(serial.module, data)).loss!];
+    for (let k = 0; k < N; k++) {
+      serialLosses.push((await b.trainStep(serial.module, serial.opt, data)).loss);
+      serialEvalLosses.push((await b.evalStep(serial.module, data)).loss!);
+    }
+    // Each step changes the loss, so a step that saw stale weights would show.
+    for (let k = 1; k <= N; k++) expect(Math.abs(serialEvalLosses[k]! - serialEvalLosses[k - 1]!)).toBeGreaterThan(1e-3);
+
+    const { enc, module, opt } = make();
     const [ids, mask] = idTensors();
-    const pending = [
-      b.trainStep(module, opt, data),
-      b.evalStep(module, data),
-      module.forwardAsync(ids, mask),
-      b.trainStep(module, opt, data),
-      enc.forwardAsync(ids, mask),
-    ];
+    const steps: Array<Promise<{ loss: number }>> = [];
+    const evals: Array<Promise<{ loss: number | null }>> = [];
+    const forwards: Array<Promise<unknown>> = [];
+    for (let k = 0; k < N; k++) {
+      steps.push(b.trainStep(module, opt, data));
+      evals.push(b.evalStep(module, data));
+      forwards.push(k % 2 ? module.forwardAsync(ids, mask) : enc.forwardAsync(ids, mask));
+    }
     // A synchronous call meanwhile waits for its turn instead of racing.
     expect((module.forward(ids, mask) as NativeTensor).shape).toEqual([2, 2]);
-    const results = await Promise.all(pending);
-    expect(results).toHaveLength(5);
-    expect(Number.isFinite((results[0] as { loss: number }).loss)).toBe(true);
+    const losses = (await Promise.all(steps)).map((r) => r.loss);
+    const evalLosses = (await Promise.all(evals)).map((r) => r.loss!);
+    expect((await Promise.all(forwards)).length).toBe(N);
+
+    const sorted = (xs: number[]) => [...xs].sort((x, y) => x - y);
+    expect(maxAbsDiff(sorted(losses), sorted(serialLosses))).toBeLessThan(1e-6);
+    for (const loss of evalLosses) expect(Math.min(...serialEvalLosses.map((l) => Math.abs(l - loss)))).toBeLessThan(1e-6);
+    const expected = serial.module.namedParameters();
+    module.namedParameters().forEach(([name, t], i) => expect(maxAbsDiff(values(t), values(expected[i]![1])), name).toBeLessThan(1e-6));
   });
 
   it('rejects bad batches with clear errors', async () => {

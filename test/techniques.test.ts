@@ -11,6 +11,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { epochBatches, learningRateFactor, longestFirstBatches } from '../lib/batching.js';
 import { Classifier, train, type TrainOptions } from '../lib/index.js';
 import { loadExamples } from '../lib/data.js';
+import { LORA_DEFAULTS } from '../lib/options.js';
+import { isDecayed } from '../lib/trainable.js';
 import { loadBinding } from '../lib/loader.js';
 import type { NativeTensor } from '../lib/binding.js';
 import { gatherRows } from '../lib/tokenizer.js';
@@ -158,6 +160,21 @@ describe('optimisation', () => {
     expect([0, 1, 2, 3, 4, 5, 9].map((s) => learningRateFactor('linear', s, 10, 2))).toEqual([0, 0.5, 1, 7 / 8, 6 / 8, 5 / 8, 1 / 8]);
     expect([0, 1, 2, 9].map((s) => learningRateFactor('constant', s, 10, 2))).toEqual([0, 0.5, 1, 1]);
     expect(learningRateFactor('linear', 0, 10, 0)).toBe(1);
+  });
+
+  it('puts every weight matrix in the decayed AdamW group, LoRA A and B alike, and biases and LayerNorm weights in the other', () => {
+    // Hugging Face's Trainer decays all but biases and LayerNorm weights; on BERT with LoRA
+    // (and the head) those are exactly the parameters of one dimension.
+    const binding = loadBinding();
+    const { module } = binding.buildClassifier(binding.ScriptModule.load(encoder), { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 0 });
+    const adapters = binding.applyLora(module, { ...LORA_DEFAULTS, seed: 0 });
+    const all = [...module.namedParameters(), ...adapters.parameters()];
+    const decayed = all.filter(([name]) => isDecayed(name)).map(([name]) => name);
+    expect(decayed).toEqual(all.filter(([, t]) => t.shape.length >= 2).map(([name]) => name));
+    expect(decayed.filter((name) => /lora_[AB]$/.test(name))).toHaveLength(2 * 2 * 2); // 2 layers x (query, value) x (A, B)
+    expect(all.filter(([name]) => !isDecayed(name)).some(([name]) => /LayerNorm\.weight$/.test(name))).toBe(true);
+    adapters.dispose();
+    module.dispose();
   });
 
   it('accumulating 2 batches of 16 equals one batch of 32', async () => {
