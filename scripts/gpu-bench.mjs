@@ -6,17 +6,25 @@
  * for full fine-tuning, LoRA (r 8, alpha 16 on attention query and value) and a frozen encoder,
  * each set up by bench/technique-model.mjs:
  * torch-bert's binding.trainStep next to the same step in Python PyTorch (scripts/gpu-bench.py:
- * the file's weights in an eager BERT, PEFT-style LoRA) on the same GPU. fp32 matmuls use TF32
+ * the file's weights in an eager BERT with SDPA attention as transformers runs it, PEFT-style
+ * LoRA) on the same GPU. The rows run one at a time, torch-bert's then PyTorch's (the Python
+ * process serves one row per request, so the two never share the GPU at once), and each row is
+ * written as soon as both sides have it: a run stopped by a time limit keeps every row before. fp32 matmuls use TF32
  * on both sides exactly when torch-bert allows it (binding.allowTF32()). Model FLOP/s count
  * matmul FLOPs from the shapes (forward 24·T·H² + 4·T²·H per layer and sequence, the last layer
  * as token pruning runs it: 4·T·H² + 20·H² + 4·T·H; full training 3x forward, LoRA 2x (backward to the activations, not to the frozen weights), frozen 1x); MFU
  * is against GPU_PEAK_TFLOPS (default 989: H100/H200 SXM dense bf16).
  *
  *   node scripts/gpu-bench.mjs --python PY --out DIR [--batch 32] [--steps 20] [--warmup 5] [--seqs 128,256]
- *       [--techniques full,lora,frozen] [--precisions fp32,bf16]
- * Writes DIR/gpu-bench.json and DIR/gpu-bench.md (also printed).
+ *       [--techniques full,lora,frozen] [--precisions fp32,bf16] [--rows full/256/bf16,...] [--budget-s S]
+ * --rows: these technique/seq/precision rows in this order (most wanted first) instead of every
+ * seq x technique x precision. --budget-s: start no row that would end after S seconds from the
+ * start (judged by the longest row so far); the rows left are reported as skipped, exit code 3.
+ * Writes DIR/gpu-bench.json and DIR/gpu-bench.md after every row, prints one JSON line per row
+ * on stdout as it is measured, and the table at the end. Exit code 1 when a torch-bert row failed.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -35,6 +43,8 @@ const { values: opt } = parseArgs({
     seqs: { type: 'string', default: '128,256' },
     techniques: { type: 'string', default: 'full,lora,frozen' },
     precisions: { type: 'string', default: 'fp32,bf16' },
+    rows: { type: 'string' },
+    'budget-s': { type: 'string' },
     // For a smoke test of this script on a CPU machine: --device cpu --shape tiny.
     device: { type: 'string', default: 'cuda' },
     shape: { type: 'string', default: 'base' },
@@ -46,6 +56,17 @@ const WARMUP = Number(opt.warmup);
 const SEQS = opt.seqs.split(',').map(Number);
 const TECHNIQUES = opt.techniques.split(',');
 const PRECISIONS = opt.precisions.split(',');
+const ROWS = opt.rows
+  ? opt.rows.split(',').map((spec) => {
+      const [technique, seq, precision] = spec.split('/');
+      if (!['full', 'lora', 'frozen'].includes(technique) || !(Number(seq) > 0) || !['fp32', 'bf16'].includes(precision)) {
+        throw new Error(`gpu-bench: --rows: '${spec}' is not technique/seq/precision (full|lora|frozen / N / fp32|bf16)`);
+      }
+      return { technique, seq: Number(seq), precision };
+    })
+  : SEQS.flatMap((seq) => TECHNIQUES.flatMap((technique) => PRECISIONS.map((precision) => ({ technique, seq, precision }))));
+const BUDGET_MS = opt['budget-s'] ? Number(opt['budget-s']) * 1000 : Infinity;
+const started = performance.now();
 const SHAPE =
   opt.shape === 'tiny'
     ? { layers: 2, hidden: 64, heads: 2, intermediate: 256, vocab: 30522 }
@@ -108,22 +129,57 @@ async function ours(seq, technique, precision) {
   }
 }
 
+/**
+ * The PyTorch side, one process for the whole run (Python's start and CUDA's initialisation
+ * once): it answers its header line, then one line per row asked for on its stdin.
+ */
+function startPython() {
+  const child = spawn(opt.python, [
+    join(root, 'scripts', 'gpu-bench.py'), '--encoder', encoder, '--serve', '--batch', String(B), '--steps', String(STEPS),
+    '--warmup', String(WARMUP), '--vocab', String(SHAPE.vocab), '--heads', String(SHAPE.heads), '--device', DEVICE,
+    '--tf32', binding.allowTF32() ? '1' : '0',
+  ], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, PYTHONUNBUFFERED: '1' } });
+  const waiting = [];
+  const lines = [];
+  let ended = null;
+  const settle = () => {
+    while (waiting.length && (lines.length || ended)) {
+      const w = waiting.shift();
+      if (lines.length) w.resolve(lines.shift());
+      else w.reject(new Error(ended));
+    }
+  };
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    if (line.trim().startsWith('{')) lines.push(line);
+    settle();
+  });
+  child.on('error', (err) => { ended = `cannot run ${opt.python}: ${err.message}`; settle(); });
+  child.on('exit', (code, signal) => { ended = `the PyTorch side exited (${signal ?? `code ${code}`})`; settle(); });
+  const next = () => new Promise((resolve, reject) => { waiting.push({ resolve, reject }); settle(); }).then((l) => JSON.parse(l));
+  return {
+    header: next(),
+    measure: (row) => {
+      if (ended) return Promise.reject(new Error(ended));
+      child.stdin.write(JSON.stringify(row) + '\n');
+      return next();
+    },
+    close: () => child.stdin.end(),
+  };
+}
+
 const rows = [];
 let python = null;
+log('PyTorch side: starting');
+const py = startPython();
 try {
-  log('PyTorch side');
-  const out = execFileSync(opt.python, [
-    join(root, 'scripts', 'gpu-bench.py'), '--encoder', encoder, '--seqs', SEQS.join(','), '--techniques', TECHNIQUES.join(','),
-    '--precisions', PRECISIONS.join(','), '--batch', String(B), '--steps', String(STEPS), '--warmup', String(WARMUP),
-    '--vocab', String(SHAPE.vocab), '--heads', String(SHAPE.heads), '--device', DEVICE, '--tf32', binding.allowTF32() ? '1' : '0',
-  ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 16 << 20 });
-  python = JSON.parse(out.trim().split('\n').pop());
+  python = await py.header;
+  log(`PyTorch side: torch ${python.torch}, ${python.gpu}, attention ${python.attention}`);
 } catch (err) {
   log(`the PyTorch side failed: ${err.message.split('\n')[0]}`);
 }
 const v = binding.versions();
 const cell = (r) => (r.sequencesPerSecond ? r.sequencesPerSecond.toFixed(1) : `error: ${r.error}`);
-const header = `GPU ${python?.gpu ?? '?'}; torch-bert on libtorch ${v.libtorch} (CUDA ${v.cuda}, cuDNN ${v.cudnn}); PyTorch ${python?.torch ?? '?'}; TF32 in fp32 ${binding.allowTF32() ? 'on' : 'off'}; ` +
+const header = `GPU ${python?.gpu ?? '?'}; torch-bert on libtorch ${v.libtorch} (CUDA ${v.cuda}, cuDNN ${v.cudnn}); PyTorch ${python?.torch ?? '?'} (attention: ${python?.attention ?? '?'}); TF32 in fp32 ${binding.allowTF32() ? 'on' : 'off'}; ` +
   `${opt.shape === 'tiny' ? 'tiny (smoke test)' : 'bert-base'} shape on ${DEVICE}, batch ${B}, ${WARMUP} warm-up + ${STEPS} timed steps; ${new Date().toISOString()}`;
 /** Writes the table so far (after every row, so that a run cut short by a time limit still leaves one). */
 function write() {
@@ -142,23 +198,37 @@ function write() {
   writeFileSync(join(opt.out, 'gpu-bench.md'), md + '\n');
   return md;
 }
-for (const seq of SEQS) {
-  for (const technique of TECHNIQUES) {
-    for (const precision of PRECISIONS) {
-      log(`torch-bert: ${technique}, seq ${seq}, ${precision}`);
-      let mine;
-      try {
-        mine = await ours(seq, technique, precision);
-      } catch (err) {
-        mine = { error: String(err?.message ?? err).split('\n')[0] };
-      }
-      const theirs = python?.results.find((r) => r.seq === seq && r.technique === technique && r.precision === precision) ?? { error: 'not measured' };
-      const tflops = mine.secondsPerStep ? flopsPerStep(seq, technique) / mine.secondsPerStep / 1e12 : null;
-      rows.push({ technique, seq, batch: B, precision, torchBert: mine, pytorch: theirs, torchBertTflops: tflops, mfu: tflops === null ? null : tflops / PEAK });
-      write();
-    }
+let longest = 0;
+for (const { technique, seq, precision } of ROWS) {
+  const t0 = performance.now();
+  if (t0 - started + longest > BUDGET_MS) {
+    const skipped = { error: 'skipped: time budget' };
+    rows.push({ technique, seq, batch: B, precision, torchBert: skipped, pytorch: skipped, torchBertTflops: null, mfu: null, skipped: true });
+    log(`skipped ${technique}, seq ${seq}, ${precision}: the time budget (${BUDGET_MS / 1000} s) would run out`);
+    continue;
   }
+  log(`torch-bert: ${technique}, seq ${seq}, ${precision}`);
+  let mine;
+  try {
+    mine = await ours(seq, technique, precision);
+  } catch (err) {
+    mine = { error: String(err?.message ?? err).split('\n')[0] };
+  }
+  log(`PyTorch: ${technique}, seq ${seq}, ${precision}`);
+  let theirs;
+  try {
+    theirs = await py.measure({ technique, seq, precision });
+  } catch (err) {
+    theirs = { error: String(err?.message ?? err).split('\n')[0] };
+  }
+  const tflops = mine.secondsPerStep ? flopsPerStep(seq, technique) / mine.secondsPerStep / 1e12 : null;
+  const row = { technique, seq, batch: B, precision, torchBert: mine, pytorch: theirs, torchBertTflops: tflops, mfu: tflops === null ? null : tflops / PEAK };
+  rows.push(row);
+  write();
+  process.stdout.write(JSON.stringify(row) + '\n');
+  longest = Math.max(longest, performance.now() - t0);
 }
+py.close();
 rmSync(work, { recursive: true, force: true });
 console.log(write());
-process.exitCode = rows.every((r) => r.torchBert.sequencesPerSecond) ? 0 : 1;
+process.exitCode = rows.some((r) => !r.skipped && !r.torchBert.sequencesPerSecond) ? 1 : rows.some((r) => r.skipped) ? 3 : 0;

@@ -8,7 +8,9 @@
  *
  *   node scripts/hf-pruning-check.mjs --python PY --out DIR
  * Writes DIR/hf-pruning.json and prints one line per variant; exits 1 when a variant differs by
- * more than 1e-5 or prunes nothing, 0 otherwise (also when transformers is missing: skipped).
+ * more than 1e-5 or prunes nothing, or when no variant could be traced at all (transformers 5.x
+ * changed how its models trace: a check that compared nothing proved nothing), 0 otherwise
+ * (also when transformers is missing: skipped).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -80,6 +82,10 @@ try {
     failed ||= !ok;
     results.push({ ...t, maxAbsDiff: diff, prunedOps: pruned.ops, ok });
     console.log(`hf-pruning: ${t.impl} (transformers ${t.transformers}, torch ${t.torch}): ${ok ? 'ok' : 'FAILED'}, max |pruned - full| ${diff.toExponential(2)}, narrowed ${pruned.ops?.length ?? 0} ops: ${(pruned.ops ?? []).join(' ')}`);
+  }
+  if (!results.some((r) => 'ok' in r)) {
+    console.log(`hf-pruning: FAILED: no attention variant could be traced (${traced.map((t) => t.impl).join(', ')}), so nothing was compared`);
+    failed = true;
   }
   writeFileSync(join(opt.out, 'hf-pruning.json'), JSON.stringify(results, null, 2) + '\n');
 } finally {

@@ -69,7 +69,9 @@ describe('torch-bert doctor', () => {
   it('prints a readable report', async () => {
     const { stdout } = await exec(process.execPath, [cli, 'doctor']);
     for (const section of ['libtorch found:', 'binary:', 'runtime:', 'threads:', 'system:']) expect(stdout).toContain(section);
-    expect(stdout).toMatch(new RegExp(`version +${libtorch.version!.replace(/\./g, '\\.')} \\(${libtorch.flavor}\\)`));
+    // Every regex character escaped: a CUDA wheel's version is '2.11.0+cu130', where '+' is an operator.
+    const literal = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    expect(stdout).toMatch(new RegExp(`version +${literal(libtorch.version!)} \\(${literal(libtorch.flavor)}\\)`));
     expect(stdout).toMatch(/BLAS +\S+/);
   });
 });
