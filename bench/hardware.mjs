@@ -20,7 +20,7 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { binding, encoder, f, median, pct, SHAPES, shapeLabel, spread, table } from './lib.mjs';
+import { binding, encoder, f, median, pct, SHAPES, shapeLabel, table } from './lib.mjs';
 
 export const name = 'hardware';
 

@@ -87,7 +87,7 @@ async function fsyncFile(path: string): Promise<void> {
 }
 
 async function syncDir(dir: string): Promise<void> {
-  let handle;
+  let handle: Awaited<ReturnType<typeof open>> | undefined;
   try {
     handle = await open(dir, 'r');
     await handle.sync();

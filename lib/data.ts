@@ -296,7 +296,9 @@ export function stratifiedSplit(
   }
   const train: number[] = [];
   const validation: number[] = [];
-  isValidation.forEach((v, i) => (v ? validation : train).push(i));
+  isValidation.forEach((v, i) => {
+    (v ? validation : train).push(i);
+  });
   if (train.length === 0 || validation.length === 0) {
     throw new InputError(
       `too few examples (${classIds.length}) to split ${validationFraction} off for validation; give more data or validationData`,

@@ -83,7 +83,9 @@ export async function encodeOnce(
   // Longest first: batch widths shrink as encoding proceeds, so padding is minimal.
   const { order, batches } = longestFirstBatches(encoded.lengths, { tokensPerBatch: options.tokensPerBatch });
   const rowOf = new Int32Array(encoded.count);
-  order.forEach((example, row) => (rowOf[example] = row));
+  order.forEach((example, row) => {
+    rowOf[example] = row;
+  });
   const parts: NativeTensor[] = [];
   try {
     let done = 0;

@@ -87,7 +87,7 @@ interface Axis {
 
 /** 1, 2 or 5 × 10^k, the smallest such step ≥ `raw`. */
 function niceStep(raw: number): number {
-  const power = Math.pow(10, Math.floor(Math.log10(raw)));
+  const power = 10 ** Math.floor(Math.log10(raw));
   const fraction = raw / power;
   return (fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10) * power;
 }

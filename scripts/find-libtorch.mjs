@@ -184,6 +184,7 @@ function dpkgQuery(args) {
  * @returns {string | null}
  */
 function dpkgVersion(pkg) {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own ${Version} format, not a JS template
   const out = dpkgQuery(['-W', '-f=${Version}', pkg]);
   // '1.13.1+dfsg-4' -> '1.13.1'
   return (out && /^(?:\d+:)?(\d+(?:\.\d+)*)/.exec(out)?.[1]) ?? null;

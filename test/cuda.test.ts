@@ -99,6 +99,8 @@ describe('CUDA', () => {
     expect(gpu.second.loss).toBeCloseTo(cpu.second.loss, 4);
     expect(Array.from(gpu.first.predictions)).toEqual(Array.from(cpu.first.predictions));
     const pc = Array.from(cpu.evaluated.probabilities);
-    Array.from(gpu.evaluated.probabilities).forEach((p, i) => expect(p).toBeCloseTo(pc[i]!, 4));
+    Array.from(gpu.evaluated.probabilities).forEach((p, i) => {
+      expect(p).toBeCloseTo(pc[i]!, 4);
+    });
   });
 });

@@ -161,7 +161,10 @@ describe('classificationMetrics, randomized against a reference implementation',
       const total = weights.reduce((s, w) => s + w, 0);
       const draw = (): number => {
         let r = random() * total;
-        for (let c = 0; c < numClasses; c++) if ((r -= weights[c]!) < 0 && weights[c]! > 0) return c;
+        for (let c = 0; c < numClasses; c++) {
+          r -= weights[c]!;
+          if (r < 0 && weights[c]! > 0) return c;
+        }
         // Rounding left r ≥ 0 past the last class: the last class with weight.
         let c = numClasses - 1;
         while (weights[c] === 0) c--;
@@ -211,7 +214,7 @@ describe('formatMetricsTable', () => {
   it('heads the matrix columns with ids when class names are long', () => {
     const m = classificationMetrics(ids([0, 1, 2]), ids([0, 1, 1]), ['short', 'a rather long class name', 'x']);
     const text = formatMetricsTable(m);
-    expect(text).toMatch(/^true \\ predicted +#0  #1  #2$/m);
+    expect(text).toMatch(/^true \\ predicted +#0 {2}#1 {2}#2$/m);
     expect(text).toContain('#1 a rather long class name   0   1   1');
   });
 });

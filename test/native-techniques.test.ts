@@ -207,8 +207,12 @@ describe('loss options and gradNorm', () => {
     const fused = run({});
     const torchStep = run({ TORCH_BERT_FUSED_ADAMW: '0' });
     for (const clip of ['0', '0.05']) {
-      fused[clip].norms.forEach((n, i) => expect(Math.abs(n - torchStep[clip].norms[i])).toBeLessThan(1e-6 * n));
-      fused[clip].weights.forEach((w, i) => expect(maxAbsDiff(w, torchStep[clip].weights[i])).toBeLessThan(1e-6));
+      fused[clip].norms.forEach((n, i) => {
+        expect(Math.abs(n - torchStep[clip].norms[i])).toBeLessThan(1e-6 * n);
+      });
+      fused[clip].weights.forEach((w, i) => {
+        expect(maxAbsDiff(w, torchStep[clip].weights[i])).toBeLessThan(1e-6);
+      });
     }
     expect(fused['0.05'].norms[0]).toBeGreaterThan(0.05); // the clipped run did clip
   });
@@ -471,7 +475,9 @@ describe('LoRA', () => {
       if (name.startsWith('encoder.')) expect(v, name).toEqual(before.get(name)); // W0 bit-identical
       else expect(v, name).not.toEqual(before.get(name));
     }
-    adapters.parameters().forEach(([name, t], i) => expect(values(t), name).not.toEqual(adaptersBefore[i]));
+    adapters.parameters().forEach(([name, t], i) => {
+      expect(values(t), name).not.toEqual(adaptersBefore[i]);
+    });
 
     // The adapted model's outputs (eval mode), from every forward path.
     m.train(false);

@@ -197,6 +197,7 @@ describe('Tensor', () => {
   });
 
   it('rounds float16 and bfloat16 exactly as PyTorch does, reading back as Float32Array', () => {
+    // biome-ignore lint/suspicious/noApproximativeNumericConstant: an arbitrary value to round, not pi
     const input = [0.1, -1.25, 2049, 3.14159, 1e-5, 65504];
     const expected = py<Record<string, number[]>>(
       PY_PRELUDE +
@@ -358,7 +359,7 @@ describe('ScriptModule', () => {
     const enc = await b.ScriptModule.loadAsync(encTensor);
     expect(enc.forwardArity).toBe(2);
     const missing = path.join(dir, 'missing.pt');
-    await expectFailure(() => b.ScriptModule.load(missing), new RegExp(`missing\\.pt.*no such file`));
+    await expectFailure(() => b.ScriptModule.load(missing), /missing\.pt.*no such file/);
     await expectFailure(() => b.ScriptModule.loadAsync(missing), /missing\.pt/);
     const text = path.join(dir, 'not-a-model.pt');
     writeFileSync(text, 'this is not a TorchScript archive\n');
@@ -820,7 +821,9 @@ describe('trainStep / evalStep', () => {
     expect(maxAbsDiff(sorted(losses), sorted(serialLosses))).toBeLessThan(1e-6);
     for (const loss of evalLosses) expect(Math.min(...serialEvalLosses.map((l) => Math.abs(l - loss)))).toBeLessThan(1e-6);
     const expected = serial.module.namedParameters();
-    module.namedParameters().forEach(([name, t], i) => expect(maxAbsDiff(values(t), values(expected[i]![1])), name).toBeLessThan(1e-6));
+    module.namedParameters().forEach(([name, t], i) => {
+      expect(maxAbsDiff(values(t), values(expected[i]![1])), name).toBeLessThan(1e-6);
+    });
   });
 
   it('rejects bad batches with clear errors', async () => {
@@ -897,7 +900,7 @@ describe('garbage in, errors out', () => {
       (g) => b.randperm(g, 1),
       (g) => b.randperm(10, g),
       (g) => b.setNumThreads(g === undefined ? 0 : g),
-      (g) => b.nllLoss(fake, t),
+      (_g) => b.nllLoss(fake, t),
     ];
     for (const call of calls) {
       for (const g of garbage) {

@@ -245,7 +245,9 @@ print(json.dumps(((h * m).sum(1) / m.sum(1)).flatten().tolist()))
     const expected = JSON.parse(await runPython('-c', [script], JSON.stringify({ encoder: informativeEncoder, ids: Array.from(encoded.inputIds), mask: Array.from(encoded.attentionMask) }))) as number[];
     const actual = features.toArray() as Float32Array;
     expect(actual.length).toBe(expected.length);
-    expected.forEach((v, i) => expect(Math.abs(actual[i]! - v)).toBeLessThan(1e-5));
+    expected.forEach((v, i) => {
+      expect(Math.abs(actual[i]! - v)).toBeLessThan(1e-5);
+    });
     classifier.dispose();
   });
 });

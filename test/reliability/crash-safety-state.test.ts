@@ -105,7 +105,7 @@ describe('saveTrainingState under SIGKILL', () => {
       }
       // The optimizer state and the RNG state load.
       const params = Object.values(tensors).map((t) => t.clone());
-      params.forEach((p) => p.setRequiresGrad(true));
+      for (const p of params) p.setRequiresGrad(true);
       const optimizer = new binding.AdamW([{ params, lr: 1e-3 }]);
       optimizer.load(join(state.directory, 'optimizer.pt'));
       const saved = binding.getRngState();
@@ -134,7 +134,10 @@ describe('saveTrainingState under SIGKILL', () => {
       env: { SAVES: '1', SLOW_FS_MS: '60' },
     });
     let done = false;
-    const exit = exited(child).then((e) => ((done = true), e));
+    const exit = exited(child).then((e) => {
+      done = true;
+      return e;
+    });
     let observations = 0;
     let reread = 0;
     const failures: string[] = [];

@@ -208,7 +208,10 @@ describe('writeCheckpoint under SIGKILL', () => {
       env: { SAVES: '4', SLOW_FS_MS: '15' },
     });
     let done = false;
-    const exit = exited(child).then((e) => ((done = true), e));
+    const exit = exited(child).then((e) => {
+      done = true;
+      return e;
+    });
     const seen = { A: 0, B: 0 };
     const failures: string[] = [];
     while (!done) {

@@ -100,7 +100,7 @@ type Kind =
 interface Entry {
   /** `name` for exports, `Class#method` / `Class.static` for methods. */
   name: string;
-  kinds: string[];
+  kinds: Array<Kind | `${Kind}?`>;
   /** Fresh valid arguments. */
   args: () => unknown[];
   call: (...args: any[]) => unknown;
@@ -300,7 +300,7 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 /** NATIVE_ARGS_TRACE=<file>: append each call to that file before making it (to find a call that hangs or crashes). */
 const TRACE = process.env.NATIVE_ARGS_TRACE;
 let traceLabel = '';
-export function traceAs(label: string): void {
+function traceAs(label: string): void {
   traceLabel = label;
 }
 
@@ -336,6 +336,7 @@ function garbage(): Array<{ label: string; value: unknown; typeOk: string[] }> {
     { label: '{}', value: {}, typeOk: ['object'] },
     { label: '[]', value: [], typeOk: ['array', 'object'] },
     { label: '[1, "x"]', value: [1, 'x'], typeOk: ['array', 'object'] },
+    // biome-ignore lint/suspicious/noSparseArray: the garbage under test is a sparse array
     { label: 'a sparse array', value: [, , 3], typeOk: ['array', 'object'] },
     { label: 'a function', value: () => 1, typeOk: ['function'] },
     { label: 'a symbol', value: Symbol('s'), typeOk: [] },
