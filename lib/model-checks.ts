@@ -190,6 +190,8 @@ async function forwardFails(module: NativeScriptModule, id: number, length: numb
  * the pad id (the positions). A model that fails even on 2 pad tokens is reported as it fails.
  */
 async function probe(module: NativeScriptModule, inputs: ModelInputs): Promise<void> {
+  // A forward of other inputs cannot be probed with token ids; buildClassifier says what it must take.
+  if (module.forwardArity !== 2 && module.forwardArity !== 3) return;
   const { largestId, largestToken } = inputs.tokenizer.vocabulary();
   const model = `${inputs.kind} ${inputs.modelFile}`;
   const failed = await forwardFails(module, largestId, inputs.maxLength);
