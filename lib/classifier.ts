@@ -9,6 +9,7 @@ import { archiveChecksums, CLASSIFIER_FILE, CONFIG_FILE, fileIdentity, resolveAr
 import { type DataSource, labelIds, loadExamples } from './data.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { loadBinding } from './loader.js';
+import { checkModelInputs, loadCheckedEncoder, tokenTypesFed } from './model-checks.js';
 import { classificationMetrics, type ClassificationMetrics } from './metrics.js';
 import type { Device, Pooling } from './options.js';
 import { longestFirstBatches, TOKENS_PER_FORWARD } from './batching.js';
@@ -184,7 +185,7 @@ export class Classifier {
 
   /** One attempt of `load`: null when the archive was replaced while it loaded. */
   private static async loadOnce(dir: string, options: { device?: Device }): Promise<Classifier | null> {
-    const { config } = await readClassifierConfig(dir);
+    const { config, configPath } = await readClassifierConfig(dir);
     // classifier.pt, or the content-addressed archive of a save killed before its last rename;
     // either way the one whose checksum config.json records.
     const archive = await resolveClassifierArchive(dir, config.classifierSha256);
@@ -202,6 +203,19 @@ export class Classifier {
       return null;
     }
     module.train(false);
+    try {
+      await checkModelInputs(module, {
+        kind: 'classifier',
+        modelFile: modelPath,
+        tokenizer,
+        maxLength: config.maxLength,
+        maxLengthFrom: `maxLength in ${configPath}`,
+        tokenTypes: tokenTypesFed(config.encoder?.arity),
+      });
+    } catch (err) {
+      module.dispose();
+      throw err;
+    }
     return new Classifier(module, tokenizer, config);
   }
 
@@ -216,12 +230,11 @@ export class Classifier {
     if (!lora) throw new InputError(`${dir} is not a LoRA run (its config has no lora settings)`, { file: configPath });
     const binding = loadBinding();
     const tokenizer = await TextTokenizer.load(join(dir, TOKENIZER_FILE));
-    let encoder: NativeScriptModule;
-    try {
-      encoder = await binding.ScriptModule.loadAsync(options.encoder, resolveDevice(options.device));
-    } catch (err) {
-      throw new ModelError(`cannot load encoder ${options.encoder}: ${messageOf(err)}`, { file: options.encoder, cause: err });
-    }
+    const encoder = await loadCheckedEncoder(options.encoder, resolveDevice(options.device), {
+      tokenizer,
+      maxLength: config.maxLength,
+      maxLengthFrom: `maxLength in ${configPath}`,
+    });
     const { module } = binding.buildClassifier(encoder, {
       numClasses: config.labels.length,
       headHidden: config.headHidden,

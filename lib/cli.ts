@@ -75,6 +75,8 @@ Usage:
   torch-bert demo    [--out DIR] [--json]
   torch-bert doctor  [--json]      what to paste into a bug report
 
+Every command takes --verbose: on failure, the full trace (as TORCH_BERT_DEBUG=1 does).
+
 Run 'torch-bert COMMAND --help' for a command's options.`,
   train: `torch-bert train — fine-tune a classifier on a TorchScript encoder (frozen, full or LoRA)
 
@@ -495,7 +497,31 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   doctor: async (argv) => (await import('./doctor.js')).commandDoctor(argv),
 };
 
-async function main(argv: string[]): Promise<number> {
+/**
+ * `--verbose`, accepted by every command (anywhere before a `--`), or TORCH_BERT_DEBUG set: a
+ * failure prints, after its one line, the stack and every cause in full (a TorchScript
+ * interpreter error's whole traceback is its native error's `cause`).
+ */
+function takeVerbose(argv: string[]): { verbose: boolean; argv: string[] } {
+  const end = argv.indexOf('--');
+  const flags = end < 0 ? argv : argv.slice(0, end);
+  const rest = end < 0 ? [] : argv.slice(end);
+  const kept = flags.filter((a) => a !== '--verbose');
+  return { verbose: kept.length < flags.length || Boolean(process.env.TORCH_BERT_DEBUG), argv: [...kept, ...rest] };
+}
+
+/** The error's stack, then each cause's (or its message, for a cause that is not an Error). */
+function details(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err, depth = 0; e !== undefined && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    parts.push((depth ? 'caused by: ' : '') + (e instanceof Error ? (e.stack ?? e.message) : String(e)));
+    if (!(e instanceof Error)) break;
+  }
+  return parts.join('\n');
+}
+
+async function main(args: string[]): Promise<number> {
+  const { verbose, argv } = takeVerbose(args);
   const [command, ...rest] = argv;
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     console.log(HELP.main);
@@ -516,8 +542,10 @@ async function main(argv: string[]): Promise<number> {
       console.error(`torch-bert: ${message}; the best checkpoint so far is kept`);
       return 130;
     }
-    console.error(`torch-bert: error: ${message}`);
-    if (process.env.TORCH_BERT_DEBUG && err instanceof Error) console.error(err.stack);
+    // A cause holds more than the one line (e.g. a TorchScript traceback): say how to see it.
+    const more = !verbose && err instanceof Error && err.cause !== undefined ? ' (--verbose for details)' : '';
+    console.error(`torch-bert: error: ${message}${more}`);
+    if (verbose) console.error(details(err));
     return usage ? 2 : 1;
   }
 }

@@ -4,27 +4,42 @@
  * the row, the column.
  */
 
+/**
+ * Stable codes of the errors a program may want to tell apart (`err.code`; README, *Errors*).
+ * The messages may be reworded; the codes stay.
+ */
+export type ErrorCode =
+  | 'TOKENIZER_VOCAB_MISMATCH'
+  | 'MAX_LENGTH_EXCEEDS_POSITIONS'
+  | 'TOKEN_TYPE_EXCEEDS_TYPES'
+  | 'ENCODER_PROBE_FAILED'
+  | 'PARAMETERS_WITHOUT_GRADIENT';
+
 /** Bad user input: a file, a CSV row or column, a label, an option. */
 export class InputError extends Error {
   readonly file?: string;
   readonly row?: number;
   readonly column?: string;
-  constructor(message: string, details: { file?: string; row?: number; column?: string; cause?: unknown } = {}) {
+  readonly code?: ErrorCode;
+  constructor(message: string, details: { file?: string; row?: number; column?: string; code?: ErrorCode; cause?: unknown } = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'InputError';
     this.file = details.file;
     this.row = details.row;
     this.column = details.column;
+    this.code = details.code;
   }
 }
 
 /** A TorchScript file that cannot be used as an encoder or classifier. */
 export class ModelError extends Error {
   readonly file?: string;
-  constructor(message: string, details: { file?: string; cause?: unknown } = {}) {
+  readonly code?: ErrorCode;
+  constructor(message: string, details: { file?: string; code?: ErrorCode; cause?: unknown } = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'ModelError';
     this.file = details.file;
+    this.code = details.code;
   }
 }
 

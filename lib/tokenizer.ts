@@ -83,6 +83,38 @@ export class TextTokenizer {
 
   private readonly file: string;
 
+  /** The tokenizer.json this was loaded from (named in error messages). */
+  get path(): string {
+    return this.file;
+  }
+
+  /**
+   * What the model's embedding tables must cover (lib/model-checks.ts): the largest id this
+   * tokenizer can produce (vocabulary and added tokens), the special tokens it puts around every
+   * text and pads with, and its post-processor's type (`RobertaProcessing` marks RoBERTa's
+   * position offset).
+   */
+  vocabulary(): { largestId: number; largestToken: string; special: Array<{ token: string; id: number }>; postProcessor: string | null } {
+    let largestId = -1;
+    let largestToken = '';
+    for (const [token, id] of this.tokenizer.get_vocab(true)) {
+      if (id > largestId) {
+        largestId = id;
+        largestToken = token;
+      }
+    }
+    const special = [...new Set([...this.prefix, ...this.suffix, this.padId])].map((id) => ({ token: this.tokenizer.id_to_token(id) ?? `#${id}`, id }));
+    for (const s of special) {
+      if (s.id > largestId) {
+        largestId = s.id;
+        largestToken = s.token;
+      }
+    }
+    const config = JSON.parse(this.json) as { post_processor?: { type?: unknown } | null };
+    const type = config.post_processor?.type;
+    return { largestId, largestToken, special, postProcessor: typeof type === 'string' ? type : null };
+  }
+
   /** Ids go into Int32Arrays and index the embedding: anything else would be wrapped silently. */
   private checkIds(ids: number[]): number[] {
     for (const id of ids) {

@@ -167,5 +167,6 @@ export function missingGradientsError(missing: ReadonlyArray<readonly [number, n
       `would never change them: ${names.slice(0, 8).join(', ')}${names.length > 8 ? ', ...' : ''}. The encoder's ` +
       `output for the real data does not depend on them (e.g. a scripted branch the probe took but the data does not); ` +
       `freeze them with the freeze option`,
+    { code: 'PARAMETERS_WITHOUT_GRADIENT' },
   );
 }

@@ -22,6 +22,7 @@ import { AbortError, InputError, ModelError, messageOf, NumericalError } from '.
 import { cpuBf16 } from './doctor.js';
 import { encodeOnce, type FeatureCache, featureRows } from './feature-cache.js';
 import { loadBinding } from './loader.js';
+import { loadCheckedEncoder } from './model-checks.js';
 import { classificationMetrics, type ClassificationMetrics } from './metrics.js';
 import {
   DEFAULTS,
@@ -258,6 +259,11 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     trainIndices = split.train;
     validationIndices = split.validation;
   }
+  // The encoder is loaded and checked against the tokenizer and max length before any text is
+  // tokenized (model-checks.ts): a mismatch fails at once, naming both files and both numbers.
+  // Until buildClassifier takes it over below, an error leaves it to the garbage collector.
+  const device = resolveDevice(opts.device);
+  const encoder = await loadCheckedEncoder(opts.encoder, device, { tokenizer, maxLength: opts.maxLength });
   const encodedAll = await tokenizer.encodeBatchAsync(trainRaw.texts, opts.maxLength, { signal });
   const trainSet = gatherRows(encodedAll, trainIndices, opts.maxLength);
   const trainLabels = Int32Array.from(trainIndices, (i) => allIds[i]!);
@@ -286,7 +292,6 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   };
   if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
 
-  const device = resolveDevice(opts.device);
   if (opts.precision === 'fp16' && !device.startsWith('cuda')) {
     throw new InputError(`precision 'fp16' needs a CUDA device, but the device is ${device}: use 'bf16' or 'fp32' on the CPU`);
   }
@@ -299,12 +304,6 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   }
   // Validation runs in the training precision too.
   const evalOptions: EvalStepOptions = { ...loss, precision: opts.precision };
-  let encoder: NativeScriptModule;
-  try {
-    encoder = await binding.ScriptModule.loadAsync(opts.encoder, device);
-  } catch (err) {
-    throw new ModelError(`cannot load encoder ${opts.encoder}: ${messageOf(err)}`, { file: opts.encoder, cause: err });
-  }
   const notes: string[] = [];
   const fileDtype = encoder.namedParameters().find(([, t]) => ['float16', 'bfloat16', 'float64'].includes(t.dtype))?.[1].dtype;
   if (fileDtype) {

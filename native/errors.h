@@ -24,7 +24,31 @@ struct ErrorInfo {
   std::string message;
   // Set as the JS error's `code` when not empty (e.g. TORCH_BERT_OUT_OF_MEMORY).
   std::string code;
+  // The whole text when `message` is a summary of it (a TorchScript interpreter failure):
+  // set as the JS error's `cause`, so the traceback is never dropped.
+  std::string detail;
 };
+
+// A TorchScript interpreter failure ("The following operation failed in the TorchScript
+// interpreter." + the serialized and original tracebacks + the error raised) in one line: the
+// innermost error's message, the operation that raised it and the module it ran in, e.g.
+// "index out of range in self (in torch.embedding, module encoder.embeddings.word_embeddings)".
+// Text before the header (a caller's prefix) is kept. Returns false, `line` untouched, for any
+// other message. The first line alone is the header, which tells a user nothing.
+bool SummarizeInterpreterError(const std::string& what, std::string& line);
+
+// What JS gets for a failure's message: interpreter failures summarized, with the code
+// TORCH_BERT_SCRIPT_ERROR unless the failure already has one and the full text as `detail`.
+inline ErrorInfo MessageInfo(std::string message, std::string code = {}) {
+  ErrorInfo info{false, std::move(message), std::move(code), {}};
+  std::string line;
+  if (SummarizeInterpreterError(info.message, line)) {
+    info.detail = std::move(info.message);
+    info.message = std::move(line);
+    if (info.code.empty()) info.code = "TORCH_BERT_SCRIPT_ERROR";
+  }
+  return info;
+}
 
 // Thrown by validation code that may run off the main thread (no Napi::Env there).
 class ArgumentError : public std::runtime_error {
@@ -52,15 +76,16 @@ inline ErrorInfo CurrentErrorInfo() {
   try {
     throw;
   } catch (const ArgumentError& e) {
-    return {e.typeError(), e.what(), {}};
+    return {e.typeError(), e.what(), {}, {}};
   } catch (const CodedError& e) {
-    return {false, e.what(), e.code()};
+    return MessageInfo(e.what(), e.code());
   } catch (const c10::Error& e) {
-    return {false, e.what_without_backtrace(), {}};
+    return MessageInfo(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    return {false, e.what(), {}};
+    // The interpreter rethrows what an operation raised as a std::runtime_error with its tracebacks.
+    return MessageInfo(e.what());
   } catch (...) {
-    return {false, "unknown native error", {}};
+    return {false, "unknown native error", {}, {}};
   }
 }
 
@@ -68,6 +93,7 @@ inline Napi::Error MakeError(Napi::Env env, const ErrorInfo& info) {
   if (info.typeError) return Napi::TypeError::New(env, info.message);
   Napi::Error error = Napi::Error::New(env, info.message);
   if (!info.code.empty()) error.Set("code", Napi::String::New(env, info.code));
+  if (!info.detail.empty()) error.Set("cause", Napi::Error::New(env, info.detail).Value());
   return error;
 }
 

@@ -143,6 +143,7 @@ describe('parameters the task does not use', () => {
     await runPython(script, [branchy]);
     const run = train({ ...base(), technique: 'full', encoder: branchy });
     await expect(run).rejects.toThrow(ModelError);
+    await expect(run).rejects.toMatchObject({ code: 'PARAMETERS_WITHOUT_GRADIENT' });
     await expect(run).rejects.toThrow(/2 trainable parameter\(s\) got no gradient .*: encoder\.probe_only\.weight, encoder\.probe_only\.bias\b/);
     // With the layer frozen on purpose, the same run trains.
     const frozen = await train({ ...base(), technique: 'full', encoder: branchy, freeze: ['probe_only.'] });

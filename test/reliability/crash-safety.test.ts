@@ -49,7 +49,8 @@ const outProj = (m: NativeScriptModule) =>
 beforeAll(async () => {
   console.log(`crash-safety: seed ${SEED} (RELIABILITY_SEED=${SEED} reproduces this run)`);
   binding = loadBinding();
-  encoder = await makeEncoder({ layers: 1, hidden: 16, heads: 2, intermediate: 32, vocabSize: 100, seed: 7 });
+  // Sized by the demo tokenizer the checkpoints are saved with: loadClassifier checks that its ids fit the embeddings.
+  encoder = await makeEncoder({ layers: 1, hidden: 16, heads: 2, intermediate: 32, tokenizer: demoTokenizer, seed: 7 });
   const enc = binding.ScriptModule.load(encoder);
   for (const [which, seed] of [
     ['A', 1],
