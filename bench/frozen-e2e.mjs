@@ -10,7 +10,7 @@
  * the same texts is also timed alone, for its share. Target: cached ≥ 5x faster, validation
  * accuracy within 1 point of the recompute-every-epoch way.
  */
-import { binding, e2eSetup, f, median, pct, spread, stats, table, timedTrain, tokenizer, tokenizerFile, dataDescription } from './lib.mjs';
+import { binding, dataDescription, e2eSetup, f, median, pct, spread, stats, table, timedTrain, tokenizer, tokenizerFile } from './lib.mjs';
 
 export const name = 'frozen-e2e';
 
@@ -113,5 +113,9 @@ export async function run({ quick, threads, maxLength }) {
       `With ${epochs} epochs the recompute way runs the encoder over the training and validation texts ${epochs} times and the cached way once, ` +
       `so the speedup is bounded by ${epochs}x less the costs both share (tokenizing, loading, checkpoints), unless one encoding pass is itself cheaper cached.`,
   ].join('\n');
-  return { settings: { ...options, data: `${results.examples} examples of ${dataDescription}`, encoderDescription: setup.encoderDescription }, results, markdown };
+  return {
+    settings: { ...options, data: `${results.examples} examples of ${dataDescription}`, encoderDescription: setup.encoderDescription },
+    results,
+    markdown,
+  };
 }

@@ -14,8 +14,24 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  binding, cacheDir, dataDescription, dataModule, encoder, examples, f, median, python, SHAPES, shapeLabel, spread, stats,
-  table, tokenizer, tokenizerFile, tokenizerModule, torchBert,
+  binding,
+  cacheDir,
+  dataDescription,
+  dataModule,
+  encoder,
+  examples,
+  f,
+  median,
+  python,
+  SHAPES,
+  shapeLabel,
+  spread,
+  stats,
+  table,
+  tokenizer,
+  tokenizerFile,
+  tokenizerModule,
+  torchBert,
 } from './lib.mjs';
 
 export const name = 'frozen-step';
@@ -44,9 +60,27 @@ export async function run({ quick, threads, shapes }) {
       const chunk = (a) => Array.from({ length: rows.count }, (_, r) => Array.from(a.subarray(r * rows.seqLen, (r + 1) * rows.seqLen)));
       return { input_ids: chunk(rows.inputIds), attention_mask: chunk(rows.attentionMask), labels: Array.from(indices, (i) => ids[i]) };
     };
-    const common = { epochs: 1, batchSize: p.batchSize, lr: 1e-5, weightDecay: 0.01, seed: 42, headHidden: 512, dropout: 0.1, pooling: 'cls' };
+    const common = {
+      epochs: 1,
+      batchSize: p.batchSize,
+      lr: 1e-5,
+      weightDecay: 0.01,
+      seed: 42,
+      headHidden: 512,
+      dropout: 0.1,
+      pooling: 'cls',
+    };
     const specFile = join(cacheDir, `spec-${p.shape.name}.json`);
-    writeFileSync(specFile, JSON.stringify({ encoder: enc, train: rowsOf(split.train), validation: rowsOf(split.validation), numClasses: names.length, ...common }));
+    writeFileSync(
+      specFile,
+      JSON.stringify({
+        encoder: enc,
+        train: rowsOf(split.train),
+        validation: rowsOf(split.validation),
+        numClasses: names.length,
+        ...common,
+      }),
+    );
 
     const oursRuns = [];
     const referenceRuns = [];
@@ -102,7 +136,9 @@ export async function run({ quick, threads, shapes }) {
       ratio: median(oursRuns) / median(referenceRuns),
     };
     results.push(row);
-    console.error(`bench: frozen-step ${p.shape.name}: ours ${f(row.ours.median)} s/step, PyTorch ${f(row.reference.median)} s/step, ratio ${f(row.ratio, 3)}`);
+    console.error(
+      `bench: frozen-step ${p.shape.name}: ours ${f(row.ours.median)} s/step, PyTorch ${f(row.reference.median)} s/step, ratio ${f(row.ratio, 3)}`,
+    );
   }
   const markdown = [
     `**Frozen-encoder training step through train()** (encoder forward + head + NLL + backward + AdamW; featureCache 'none'), ` +

@@ -99,7 +99,16 @@ async function measure({ quick }) {
     const up = await gemm(n, shape.hidden, shape.intermediate, reps + 2);
     const down = await gemm(n, shape.intermediate, shape.hidden, reps + 2);
     const ffnGemm = (up.gflops + down.gflops) / 2;
-    rows.push({ batch, seqLen, flops, forward, gemmUp: up, gemmDown: down, ffnGemmGflops: ffnGemm, fractionOfGemm: forward.gflops / ffnGemm });
+    rows.push({
+      batch,
+      seqLen,
+      flops,
+      forward,
+      gemmUp: up,
+      gemmDown: down,
+      ffnGemmGflops: ffnGemm,
+      fractionOfGemm: forward.gflops / ffnGemm,
+    });
   }
   const square = quick ? await gemm(512, 512, 512, 3) : await gemm(2048, 2048, 2048, 5);
   module.dispose();
@@ -129,7 +138,9 @@ export async function run({ quick }) {
     }
   }
   const shipped = results[0];
-  const best = results.reduce((a, b) => (median(b.rows.map((r) => r.forward.gflops)) > median(a.rows.map((r) => r.forward.gflops)) ? b : a));
+  const best = results.reduce((a, b) =>
+    median(b.rows.map((r) => r.forward.gflops)) > median(a.rows.map((r) => r.forward.gflops)) ? b : a,
+  );
   const met = shipped.rows.every((r) => r.fractionOfGemm >= 0.8);
   const rowsMd = results.flatMap((c) =>
     c.rows.map((r) => [
@@ -150,13 +161,29 @@ export async function run({ quick }) {
       `${quick ? 2 : 3} forwards; next to plain fp32 GEMMs (binding.matmul) of the encoder's feed-forward shapes N×H·H×I / N×I·I×H ` +
       `and a square ${quick ? 512 : 2048}³, in the same child process. One child per thread configuration (torch intra-op / OpenBLAS threads).`,
     '',
-    table(['threads torch / BLAS', 'batch', 'GFLOP per forward', 'forward s', 'encoder GFLOP/s (spread)', 'FFN GEMM GFLOP/s up / down', 'encoder / FFN GEMM', `square GEMM GFLOP/s`], rowsMd),
+    table(
+      [
+        'threads torch / BLAS',
+        'batch',
+        'GFLOP per forward',
+        'forward s',
+        'encoder GFLOP/s (spread)',
+        'FFN GEMM GFLOP/s up / down',
+        'encoder / FFN GEMM',
+        `square GEMM GFLOP/s`,
+      ],
+      rowsMd,
+    ),
     '',
     `Target ≥ 80% of the GEMM rate with the default configuration: ${met ? 'met' : '**not met**'}. ` +
       `Fastest encoder configuration: torch ${best.torchThreads} / BLAS ${best.blasThreads} threads` +
       `${best === shipped ? ' (the default).' : ` (the default is torch ${shipped.torchThreads} / BLAS ${shipped.blasThreads}).`}`,
   ].join('\n');
-  return { settings: { shape: shape.name, batches: quick ? QUICK_BATCHES : BATCHES, configs }, results: { configs: results, met, bestConfig: [best.torchThreads, best.blasThreads] }, markdown };
+  return {
+    settings: { shape: shape.name, batches: quick ? QUICK_BATCHES : BATCHES, configs },
+    results: { configs: results, met, bestConfig: [best.torchThreads, best.blasThreads] },
+    markdown,
+  };
 }
 
 if (process.argv.includes('--child')) {

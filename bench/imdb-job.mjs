@@ -55,20 +55,46 @@ export async function run({ quick }) {
   try {
     const epochs = quick ? 1 : EPOCHS;
     const trainArgs = [
-      'train', ...parts('train').flatMap((p) => ['--data', p]), '--model', setup.encoder, '--tokenizer', tokenizerFile, '--out', out,
-      '--technique', 'frozen', '--epochs', String(epochs), '--max-length', String(MAX_LENGTH), '--batch-size', '32', '--lr', String(LEARNING_RATE),
+      'train',
+      ...parts('train').flatMap((p) => ['--data', p]),
+      '--model',
+      setup.encoder,
+      '--tokenizer',
+      tokenizerFile,
+      '--out',
+      out,
+      '--technique',
+      'frozen',
+      '--epochs',
+      String(epochs),
+      '--max-length',
+      String(MAX_LENGTH),
+      '--batch-size',
+      '32',
+      '--lr',
+      String(LEARNING_RATE),
     ];
     console.error(`bench: imdb-job: training on ${parts('train').length} part(s) ...`);
     const trained = await cli(trainArgs, work, 'train');
-    console.error(`bench: imdb-job: train ${f(trained.seconds, 1)} s, peak RSS ${f(trained.peakRssBytes / MB, 0)} MB; evaluating the test set ...`);
+    console.error(
+      `bench: imdb-job: train ${f(trained.seconds, 1)} s, peak RSS ${f(trained.peakRssBytes / MB, 0)} MB; evaluating the test set ...`,
+    );
     const tested = await cli(['eval', '--classifier', out, ...parts('test').flatMap((p) => ['--data', p])], work, 'eval');
     console.error(`bench: imdb-job: eval ${f(tested.seconds, 1)} s, test accuracy ${pct(tested.output.accuracy, 2)}`);
 
     // The tutorial's way on a measured subset: seconds per review per epoch of recomputing.
     const subset = await examples(quick ? 200 : SUBSET);
     const recompute = await timedTrain({
-      data: { texts: subset.texts, labels: subset.labels }, encoder: setup.encoder, tokenizer: tokenizerFile, technique: 'frozen',
-      featureCache: 'none', maxLength: MAX_LENGTH, batchSize: 32, epochs: 1, learningRate: LEARNING_RATE, seed: 42,
+      data: { texts: subset.texts, labels: subset.labels },
+      encoder: setup.encoder,
+      tokenizer: tokenizerFile,
+      technique: 'frozen',
+      featureCache: 'none',
+      maxLength: MAX_LENGTH,
+      batchSize: 32,
+      epochs: 1,
+      learningRate: LEARNING_RATE,
+      seed: 42,
     });
     const perReviewEpoch = recompute.epochSeconds[0] / subset.texts.length;
     const reviews = trained.output.trainExamples + trained.output.validationExamples;
@@ -81,7 +107,13 @@ export async function run({ quick }) {
       epochs,
       maxLength: MAX_LENGTH,
       train: { seconds: trained.seconds, peakRssBytes: trained.peakRssBytes, best: trained.output.best, history: trained.output.history },
-      test: { seconds: tested.seconds, peakRssBytes: tested.peakRssBytes, accuracy: tested.output.accuracy, loss: tested.output.loss, metrics: tested.output.metrics },
+      test: {
+        seconds: tested.seconds,
+        peakRssBytes: tested.peakRssBytes,
+        accuracy: tested.output.accuracy,
+        loss: tested.output.loss,
+        metrics: tested.output.metrics,
+      },
       tutorialWay: { subsetReviews: subset.texts.length, secondsPerReviewEpoch: perReviewEpoch, estimatedSeconds: tutorialEstimate },
       speedup: tutorialEstimate / ours,
     };
@@ -95,18 +127,35 @@ export async function run({ quick }) {
       table(
         ['step', 'wall time', 'peak RSS MB', 'result'],
         [
-          ['train (tokenize, encode 25k once, 5 head epochs, checkpoints)', hms(trained.seconds), f(trained.peakRssBytes / MB, 0),
-            `validation accuracy ${pct(trained.output.best.validationAccuracy, 2)} (best epoch ${trained.output.best.epoch})`],
-          ['eval on the test set', hms(tested.seconds), f(tested.peakRssBytes / MB, 0), `test accuracy ${pct(tested.output.accuracy, 2)}, loss ${f(tested.output.loss, 4)}`],
+          [
+            'train (tokenize, encode 25k once, 5 head epochs, checkpoints)',
+            hms(trained.seconds),
+            f(trained.peakRssBytes / MB, 0),
+            `validation accuracy ${pct(trained.output.best.validationAccuracy, 2)} (best epoch ${trained.output.best.epoch})`,
+          ],
+          [
+            'eval on the test set',
+            hms(tested.seconds),
+            f(tested.peakRssBytes / MB, 0),
+            `test accuracy ${pct(tested.output.accuracy, 2)}, loss ${f(tested.output.loss, 4)}`,
+          ],
           ['**whole job**', `**${hms(ours)}**`, f(Math.max(trained.peakRssBytes, tested.peakRssBytes) / MB, 0), ''],
-          ['tutorial\'s way (recompute every epoch), estimated', hms(tutorialEstimate), '—',
-            `${f(perReviewEpoch * 1000, 2)} ms per review-epoch measured on ${subset.texts.length.toLocaleString('en-US')} reviews × ${reviews.toLocaleString('en-US')} reviews × ${epochs} epochs + the same eval`],
+          [
+            "tutorial's way (recompute every epoch), estimated",
+            hms(tutorialEstimate),
+            '—',
+            `${f(perReviewEpoch * 1000, 2)} ms per review-epoch measured on ${subset.texts.length.toLocaleString('en-US')} reviews × ${reviews.toLocaleString('en-US')} reviews × ${epochs} epochs + the same eval`,
+          ],
         ],
       ),
       '',
       `Speedup of the whole job over the tutorial's way: ${f(results.speedup, 2)}x.`,
     ].join('\n');
-    return { settings: { epochs, maxLength: MAX_LENGTH, learningRate: LEARNING_RATE, encoderDescription: setup.encoderDescription }, results, markdown };
+    return {
+      settings: { epochs, maxLength: MAX_LENGTH, learningRate: LEARNING_RATE, encoderDescription: setup.encoderDescription },
+      results,
+      markdown,
+    };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

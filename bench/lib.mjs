@@ -105,14 +105,37 @@ export async function encoder(shape, pretrain) {
   if (existsSync(file)) return { file, made: 0 };
   const t0 = performance.now();
   const args = [
-    join(root, 'scripts', 'python', 'make_encoder.py'), '--out', file, '--tokenizer', tokenizerFile,
-    '--layers', String(shape.layers), '--hidden', String(shape.hidden), '--heads', String(shape.heads),
-    '--intermediate', String(shape.intermediate), '--seed', '0',
+    join(root, 'scripts', 'python', 'make_encoder.py'),
+    '--out',
+    file,
+    '--tokenizer',
+    tokenizerFile,
+    '--layers',
+    String(shape.layers),
+    '--hidden',
+    String(shape.hidden),
+    '--heads',
+    String(shape.heads),
+    '--intermediate',
+    String(shape.intermediate),
+    '--seed',
+    '0',
   ];
   if (pretrain) {
     const csv = await pretrainCsv(pretrain.rows);
-    console.error(`bench: making the ${shape.name} encoder informative: pre-training on ${csv} (${pretrain.epochs} epochs; once, then cached) ...`);
-    args.push('--pretrain', csv, '--pretrain-epochs', String(pretrain.epochs), '--pretrain-max-length', String(pretrain.maxLength), '--pretrain-lr', String(pretrain.lr));
+    console.error(
+      `bench: making the ${shape.name} encoder informative: pre-training on ${csv} (${pretrain.epochs} epochs; once, then cached) ...`,
+    );
+    args.push(
+      '--pretrain',
+      csv,
+      '--pretrain-epochs',
+      String(pretrain.epochs),
+      '--pretrain-max-length',
+      String(pretrain.maxLength),
+      '--pretrain-lr',
+      String(pretrain.lr),
+    );
   } else {
     console.error(`bench: making the ${shape.name} encoder (random weights) ...`);
   }
@@ -125,7 +148,10 @@ export async function encoder(shape, pretrain) {
 /** The last pre-training epoch's line of make_encoder.py's log (kept next to the encoder), e.g. "pretrain epoch 3: loss ... | held-out loss ... acc 0.74". */
 export function pretrainSummary(file) {
   if (!existsSync(`${file}.log`)) return null;
-  const line = readFileSync(`${file}.log`, 'utf8').split('\n').filter((l) => l.includes('pretrain epoch')).at(-1);
+  const line = readFileSync(`${file}.log`, 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('pretrain epoch'))
+    .at(-1);
   return line ? line.replace(/^\[make_encoder\] /, '').replace(/\s*\([\d.]+s\)$/, '') : null;
 }
 
@@ -229,7 +255,9 @@ export async function e2eSetup(quick, maxLength) {
     : `${shapeLabel(plan.shape)} encoder with random weights (quick smoke run: accuracies are meaningless)`;
   const pretrained = plan.pretrain ? pretrainSummary(enc.file) : null;
   const held = pretrained?.match(/held-out loss [\d.]+ acc ([\d.]+)/);
-  const description = held ? `${encoderDescription}; its held-out accuracy after pre-training: ${(100 * Number(held[1])).toFixed(1)}%` : encoderDescription;
+  const description = held
+    ? `${encoderDescription}; its held-out accuracy after pre-training: ${(100 * Number(held[1])).toFixed(1)}%`
+    : encoderDescription;
   return { ...plan, encoder: enc.file, encoderMadeSeconds: enc.made, pretrainSummary: pretrained, data, encoderDescription: description };
 }
 
@@ -260,8 +288,12 @@ export async function timedTrain(options) {
     best: result.best,
     last: result.history.at(-1),
     history: result.history.map((h) => ({
-      epoch: h.epoch, trainLoss: h.trainLoss, trainAccuracy: h.trainAccuracy, validationLoss: h.validationLoss,
-      validationAccuracy: h.validationAccuracy, seconds: h.seconds,
+      epoch: h.epoch,
+      trainLoss: h.trainLoss,
+      trainAccuracy: h.trainAccuracy,
+      validationLoss: h.validationLoss,
+      validationAccuracy: h.validationAccuracy,
+      seconds: h.seconds,
     })),
     trainableParameters: result.trainableParameters,
     totalParameters: result.totalParameters,

@@ -27,11 +27,18 @@ const enc = binding.ScriptModule.load((await encoder(shape)).file);
 const { module } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 512, dropout: 0.1, pooling: 'cls', seed: 1 });
 module.train(false);
 const cache = binding.cpuCacheStats();
-console.log(`${shape.name} encoder, length ${length}, allocator: ${cache.installed ? `torch-bert cache (${cache.limitBytes / 2 ** 20} MiB)` : "libtorch's default"}`);
+console.log(
+  `${shape.name} encoder, length ${length}, allocator: ${cache.installed ? `torch-bert cache (${cache.limitBytes / 2 ** 20} MiB)` : "libtorch's default"}`,
+);
 for (const batchSize of batches) {
   const n = batchSize * length;
   // Any valid ids: the time does not depend on them. Every token real (no padding).
-  const batch = { inputIds: new Int32Array(n).map((_, i) => 100 + (i % 900)), attentionMask: new Int32Array(n).fill(1), batchSize, seqLen: length };
+  const batch = {
+    inputIds: new Int32Array(n).map((_, i) => 100 + (i % 900)),
+    attentionMask: new Int32Array(n).fill(1),
+    batchSize,
+    seqLen: length,
+  };
   const times = [];
   const repeats = Math.max(3, Math.round(256 / batchSize));
   for (let r = 0; r <= repeats; r++) {
@@ -41,5 +48,7 @@ for (const batchSize of batches) {
   }
   times.sort((a, b) => a - b);
   const perText = times[times.length >> 1] / batchSize;
-  console.log(`batch ${batchSize}x${length}: ${perText.toFixed(2)} ms/text (${(perText * batchSize).toFixed(0)} ms/batch), peak RSS ${(peakRssBytes() / 2 ** 20).toFixed(0)} MB`);
+  console.log(
+    `batch ${batchSize}x${length}: ${perText.toFixed(2)} ms/text (${(perText * batchSize).toFixed(0)} ms/batch), peak RSS ${(peakRssBytes() / 2 ** 20).toFixed(0)} MB`,
+  );
 }

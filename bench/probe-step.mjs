@@ -63,4 +63,23 @@ ms.sort((x, y) => x - y);
 const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(TORCH_BERT_|OPENBLAS_|OMP_)/.test(k)));
 const threads = b.getNumThreads();
 const cache = b.cpuCacheStats();
-console.log(JSON.stringify({ shape, batch: batchShape, technique, step: values.eval ? 'eval' : 'train', maxGradNorm: Number(values['max-grad-norm']), steps, threads, env, cache: { hits: cache.hits, misses: cache.misses, evictedMB: Math.round(cache.evictedBytes / 2 ** 20), hugePageBlocks: cache.hugePageBlocks }, medianMs: +ms[ms.length >> 1].toFixed(3), minMs: +ms[0].toFixed(3) }));
+console.log(
+  JSON.stringify({
+    shape,
+    batch: batchShape,
+    technique,
+    step: values.eval ? 'eval' : 'train',
+    maxGradNorm: Number(values['max-grad-norm']),
+    steps,
+    threads,
+    env,
+    cache: {
+      hits: cache.hits,
+      misses: cache.misses,
+      evictedMB: Math.round(cache.evictedBytes / 2 ** 20),
+      hugePageBlocks: cache.hugePageBlocks,
+    },
+    medianMs: +ms[ms.length >> 1].toFixed(3),
+    minMs: +ms[0].toFixed(3),
+  }),
+);

@@ -26,14 +26,14 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { machine, root } from './lib.mjs';
-import * as frozenStep from './frozen-step.mjs';
-import * as techniquesStep from './techniques-step.mjs';
 import * as frozenE2e from './frozen-e2e.mjs';
-import * as techniquesTable from './techniques-table.mjs';
+import * as frozenStep from './frozen-step.mjs';
 import * as hardware from './hardware.mjs';
-import * as scaling from './scaling.mjs';
 import * as imdbJob from './imdb-job.mjs';
+import { machine, root } from './lib.mjs';
+import * as scaling from './scaling.mjs';
+import * as techniquesStep from './techniques-step.mjs';
+import * as techniquesTable from './techniques-table.mjs';
 
 const ALL = [hardware, frozenStep, techniquesStep, frozenE2e, techniquesTable, scaling, imdbJob];
 
@@ -60,7 +60,9 @@ function parseArgs(argv) {
       args.threads = Number(value());
       if (!Number.isInteger(args.threads) || args.threads < 1) throw new Error('--threads needs a positive integer');
     } else if (a === '--help' || a === '-h') {
-      console.log(`usage: npm run bench [-- --quick] [-- --only ${ALL.map((b) => b.name).join(',')}] [-- --shapes tiny,small,bert-base] [-- --max-length N] [-- --threads N]`);
+      console.log(
+        `usage: npm run bench [-- --quick] [-- --only ${ALL.map((b) => b.name).join(',')}] [-- --shapes tiny,small,bert-base] [-- --max-length N] [-- --threads N]`,
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (see --help)`);
   }
@@ -105,7 +107,17 @@ for (const bench of selected) {
   try {
     const out = await bench.run({ quick: args.quick, threads: args.threads, shapes: args.shapes, maxLength: args.maxLength });
     const seconds = (performance.now() - t0) / 1000;
-    entries.push({ name: bench.name, command, date, seconds, quick: args.quick, machine: machineInfo, settings: out.settings, results: out.results, markdown: out.markdown });
+    entries.push({
+      name: bench.name,
+      command,
+      date,
+      seconds,
+      quick: args.quick,
+      machine: machineInfo,
+      settings: out.settings,
+      results: out.results,
+      markdown: out.markdown,
+    });
     console.log(`## ${bench.name}\n\n${out.markdown}\n\n_${seconds.toFixed(0)} s_\n`);
   } catch (err) {
     failed = true;
@@ -121,14 +133,19 @@ if (args.only && existsSync(outFile)) {
   try {
     const previous = JSON.parse(readFileSync(outFile, 'utf8'));
     if (Array.isArray(previous.benchmarks)) {
-      benchmarks = ALL.map((b) => entries.find((e) => e.name === b.name) ?? previous.benchmarks.find((e) => e.name === b.name)).filter(Boolean);
+      benchmarks = ALL.map((b) => entries.find((e) => e.name === b.name) ?? previous.benchmarks.find((e) => e.name === b.name)).filter(
+        Boolean,
+      );
     }
   } catch {
     /* start afresh */
   }
 }
 const totalSeconds = (performance.now() - started) / 1000;
-writeFileSync(outFile, JSON.stringify({ command, date: new Date().toISOString(), totalSeconds, machine: machineInfo, benchmarks }, null, 2) + '\n');
+writeFileSync(
+  outFile,
+  JSON.stringify({ command, date: new Date().toISOString(), totalSeconds, machine: machineInfo, benchmarks }, null, 2) + '\n',
+);
 console.error(`bench: wrote ${outFile} (${totalSeconds.toFixed(0)} s)`);
 console.log(`_total ${totalSeconds.toFixed(0)} s_`);
 process.exitCode = failed ? 1 : 0;

@@ -15,11 +15,24 @@
  * share of the train() wall time. Target: ≤ 10% of the frozen end-to-end time.
  */
 import { execFile } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { dataDescription, dataModule, e2eSetup, examples, f, imdbParts, pct, table, timedTrain, tokenizer, tokenizerFile, useImdb } from './lib.mjs';
+import {
+  dataDescription,
+  dataModule,
+  e2eSetup,
+  examples,
+  f,
+  imdbParts,
+  pct,
+  table,
+  timedTrain,
+  tokenizer,
+  tokenizerFile,
+  useImdb,
+} from './lib.mjs';
 
 export const name = 'scaling';
 
@@ -93,11 +106,10 @@ export async function run({ quick }) {
   const setup = await e2eSetup(quick); // the encoder made (and cached) once, before the children
   const rows = [];
   for (const p of quick ? QUICK_POINTS : POINTS) {
-    const { stdout } = await execFileAsync(
-      process.execPath,
-      [self, '--child', JSON.stringify({ quick, ...p })],
-      { maxBuffer: 16 << 20, env: process.env },
-    );
+    const { stdout } = await execFileAsync(process.execPath, [self, '--child', JSON.stringify({ quick, ...p })], {
+      maxBuffer: 16 << 20,
+      env: process.env,
+    });
     const r = JSON.parse(stdout.trim().split('\n').at(-1));
     const featureBytes = r.examples * r.hidden * 4;
     const boundBytes = r.encoderBytes + featureBytes + 500 * MB;
@@ -131,14 +143,30 @@ export async function run({ quick }) {
       `(TextTokenizer.encodeBatchAsync, what train() runs: worker threads on all cores from 1,024 texts), reviews/s and MB/s of UTF-8 text, and its share of the train() time.`,
     '',
     table(
-      ['reviews', 'max length', 'mean tokens', 'train() s', `vs ${base.examples.toLocaleString('en-US')}×${base.maxLength}`, 's before 1st step', 'peak RSS MB', 'bound MB (model + features + 500)', 'within', 'tokenize reviews/s / MB/s', 'tokenize share'],
+      [
+        'reviews',
+        'max length',
+        'mean tokens',
+        'train() s',
+        `vs ${base.examples.toLocaleString('en-US')}×${base.maxLength}`,
+        's before 1st step',
+        'peak RSS MB',
+        'bound MB (model + features + 500)',
+        'within',
+        'tokenize reviews/s / MB/s',
+        'tokenize share',
+      ],
       md,
     ),
     '',
     `Peak RSS within model + cached features + 500 MB: ${memoryMet ? 'met' : '**not met**'} for every row. ` +
       `Tokenization ≤ 10% of the end-to-end time: ${tokenizeMet ? 'met' : '**not met**'} for every row.`,
   ].join('\n');
-  return { settings: { points: quick ? QUICK_POINTS : POINTS, epochs: quick ? 2 : EPOCHS, encoderDescription: setup.encoderDescription }, results: { rows, memoryMet, tokenizeMet }, markdown };
+  return {
+    settings: { points: quick ? QUICK_POINTS : POINTS, epochs: quick ? 2 : EPOCHS, encoderDescription: setup.encoderDescription },
+    results: { rows, memoryMet, tokenizeMet },
+    markdown,
+  };
 }
 
 if (process.argv.includes('--child')) {

@@ -23,7 +23,10 @@ export function techniqueModel(binding, encoder, technique, { device } = {}) {
     params = model.namedParameters().map(([, t]) => t);
   } else {
     model.setRequiresGrad(false, 'encoder.');
-    params = model.namedParameters().filter(([n]) => n.startsWith('head.')).map(([, t]) => t);
+    params = model
+      .namedParameters()
+      .filter(([n]) => n.startsWith('head.'))
+      .map(([, t]) => t);
     if (technique === 'lora') {
       adapters = binding.applyLora(model, { ...LORA, seed: 42 });
       params.push(...adapters.parameters().map(([, t]) => t));

@@ -21,8 +21,25 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { LORA, techniqueModel, TECHNIQUES } from './technique-model.mjs';
-import { binding, cacheDir, dataDescription, dataModule, encoder, examples, f, median, PYTHON, root, SHAPES, shapeLabel, spread, stats, table, tokenizer } from './lib.mjs';
+import {
+  binding,
+  cacheDir,
+  dataDescription,
+  dataModule,
+  encoder,
+  examples,
+  f,
+  median,
+  PYTHON,
+  root,
+  SHAPES,
+  shapeLabel,
+  spread,
+  stats,
+  table,
+  tokenizer,
+} from './lib.mjs';
+import { LORA, TECHNIQUES, techniqueModel } from './technique-model.mjs';
 
 export const name = 'techniques-step';
 
@@ -56,14 +73,17 @@ function oursSetup(base, technique, batch) {
 
 /** The persistent reference process: one JSON request line in, one JSON reply line out. */
 async function startReference(args) {
-  const child = spawn(PYTHON, [join(root, 'scripts', 'python', 'reference_step.py'), ...args, '--serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(PYTHON, [join(root, 'scripts', 'python', 'reference_step.py'), ...args, '--serve'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
   const next = async () => {
     const got = await Promise.race([lines.next(), exited.then((code) => ({ exit: code }))]);
-    if ('exit' in got || got.done) throw new Error(`reference_step.py exited (${got.exit ?? 'eof'}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    if ('exit' in got || got.done)
+      throw new Error(`reference_step.py exited (${got.exit ?? 'eof'}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
     const reply = JSON.parse(got.value);
     if (reply.error) throw new Error(`reference_step.py: ${reply.error}`);
     return reply;
@@ -105,16 +125,35 @@ export async function run({ quick, threads, shapes }) {
     const names = dataModule.inferLabelNames(data.labels, data.origin);
     const labels = dataModule.labelIds(data.labels, names, data.origin);
     const encoded = tok.encodeBatch(data.texts, p.seqLen);
-    const batch = { inputIds: encoded.inputIds, attentionMask: encoded.attentionMask, batchSize: encoded.count, seqLen: encoded.seqLen, labels };
-    const rows = (a) => Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
+    const batch = {
+      inputIds: encoded.inputIds,
+      attentionMask: encoded.attentionMask,
+      batchSize: encoded.count,
+      seqLen: encoded.seqLen,
+      labels,
+    };
+    const rows = (a) =>
+      Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
     const batchFile = join(cacheDir, `step-batch-${p.shape.name}-${p.batchSize}x${p.seqLen}.json`);
-    writeFileSync(batchFile, JSON.stringify({ input_ids: rows(encoded.inputIds), attention_mask: rows(encoded.attentionMask), labels: Array.from(labels) }));
+    writeFileSync(
+      batchFile,
+      JSON.stringify({ input_ids: rows(encoded.inputIds), attention_mask: rows(encoded.attentionMask), labels: Array.from(labels) }),
+    );
     const realTokens = encoded.attentionMask.reduce((a, b) => a + b, 0);
 
     const reference = await startReference([
-      '--encoder', enc, '--batch', batchFile,
-      '--lora-rank', String(LORA.rank), '--lora-alpha', String(LORA.alpha), '--lora-dropout', String(LORA.dropout),
-      '--heads', String(p.shape.heads),
+      '--encoder',
+      enc,
+      '--batch',
+      batchFile,
+      '--lora-rank',
+      String(LORA.rank),
+      '--lora-alpha',
+      String(LORA.alpha),
+      '--lora-dropout',
+      String(LORA.dropout),
+      '--heads',
+      String(p.shape.heads),
       ...(threads ? ['--threads', String(threads)] : []),
     ]);
     const base = await binding.ScriptModule.loadAsync(enc, 'cpu');
@@ -124,7 +163,10 @@ export async function run({ quick, threads, shapes }) {
         const ours = oursSetup(base, t, batch);
         try {
           const setup = await reference.request({ cmd: 'setup', technique: t });
-          const first = { ours: (await ours.steps(p.warmup)).losses[0], reference: (await reference.request({ cmd: 'steps', n: p.warmup })).losses[0] };
+          const first = {
+            ours: (await ours.steps(p.warmup)).losses[0],
+            reference: (await reference.request({ cmd: 'steps', n: p.warmup })).losses[0],
+          };
           const blocks = { ours: [], reference: [] };
           const all = { ours: [], reference: [] };
           for (let b = 0; b < p.blocks; b++) {
@@ -144,7 +186,12 @@ export async function run({ quick, threads, shapes }) {
             firstLoss: first,
           };
           const cache = binding.cpuCacheStats();
-          techniques[t].cpuCache = { hits: cache.hits, misses: cache.misses, evictedBytes: cache.evictedBytes, cachedBytes: cache.cachedBytes };
+          techniques[t].cpuCache = {
+            hits: cache.hits,
+            misses: cache.misses,
+            evictedBytes: cache.evictedBytes,
+            cachedBytes: cache.cachedBytes,
+          };
           console.error(
             `bench: techniques-step ${p.shape.name} ${t}: CPU cache so far ${cache.hits} hits, ${cache.misses} misses, ` +
               `${Math.round(cache.evictedBytes / 2 ** 20)} MB evicted, ${Math.round(cache.cachedBytes / 2 ** 20)} MB cached`,
@@ -218,5 +265,9 @@ export async function run({ quick, threads, shapes }) {
     '',
     table(['shape', 'batch', 'lora/full torch-bert', 'lora/full PyTorch', 'LoRA trainable params torch-bert / PyTorch'], loraRows),
   ].join('\n');
-  return { settings: { lora: LORA, lr: 1e-5, weightDecay: 0.01, maxGradNorm: 0, plan: plan.map((p) => ({ ...p, shape: p.shape.name })) }, results, markdown };
+  return {
+    settings: { lora: LORA, lr: 1e-5, weightDecay: 0.01, maxGradNorm: 0, plan: plan.map((p) => ({ ...p, shape: p.shape.name })) },
+    results,
+    markdown,
+  };
 }

@@ -70,7 +70,19 @@ export async function run({ quick, threads, maxLength }) {
       `${dataDescription}; ${setup.encoderDescription}. One run each; ${binding.getNumThreads()} intra-op thread(s). ` +
       `Accuracy of the best epoch by validation loss, and of the last epoch.`,
     '',
-    table(['technique', 'learning rate', 'trainable params', 'val acc (best)', 'val acc (last)', 's/epoch', 's before 1st step', 'train() s'], rows),
+    table(
+      ['technique', 'learning rate', 'trainable params', 'val acc (best)', 'val acc (last)', 's/epoch', 's before 1st step', 'train() s'],
+      rows,
+    ),
   ].join('\n');
-  return { settings: { ...common, data: `${setup.data.texts.length} examples of ${dataDescription}`, encoderDescription: setup.encoderDescription, recipes: RECIPES }, results, markdown };
+  return {
+    settings: {
+      ...common,
+      data: `${setup.data.texts.length} examples of ${dataDescription}`,
+      encoderDescription: setup.encoderDescription,
+      recipes: RECIPES,
+    },
+    results,
+    markdown,
+  };
 }

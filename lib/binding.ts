@@ -20,15 +20,7 @@
  *   throws `Error('... has been disposed')`.
  */
 
-export type DType =
-  | 'float32'
-  | 'float64'
-  | 'float16'
-  | 'bfloat16'
-  | 'int64'
-  | 'int32'
-  | 'uint8'
-  | 'bool';
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'uint8' | 'bool';
 
 /**
  * Numeric precision of a step's forward pass. `fp32`: everything in float32. `bf16` / `fp16`:
@@ -78,14 +70,7 @@ export interface NativeTensorStatic {
 }
 
 /** What a TorchScript method can return, converted to JS. */
-export type NativeValue =
-  | NativeTensor
-  | number
-  | boolean
-  | string
-  | null
-  | NativeValue[]
-  | { [key: string]: NativeValue };
+export type NativeValue = NativeTensor | number | boolean | string | null | NativeValue[] | { [key: string]: NativeValue };
 
 /** A TorchScript module (`torch::jit::Module`). */
 export interface NativeScriptModule {
@@ -396,12 +381,7 @@ export interface NativeBinding {
    * One optimisation step: forward in training mode, NLL loss on the log-probabilities,
    * backward, optional clipping, optimizer.step(), zero grads. Runs on a worker thread.
    */
-  trainStep(
-    model: NativeScriptModule,
-    optimizer: NativeAdamW,
-    batch: StepBatch,
-    options?: TrainStepOptions,
-  ): Promise<TrainStepResult>;
+  trainStep(model: NativeScriptModule, optimizer: NativeAdamW, batch: StepBatch, options?: TrainStepOptions): Promise<TrainStepResult>;
   /** Forward in eval mode with autograd off (no_grad: TorchScript breaks under inference mode after training); loss when labels are given. */
   evalStep(model: NativeScriptModule, batch: StepBatch, options?: EvalStepOptions): Promise<EvalStepResult>;
 

@@ -317,10 +317,9 @@ export async function resolveArchive(dir: string, file: string, sha256: string |
   if (identity === undefined || actual === undefined) {
     throw new InputError(`cannot read ${publicPath}: ${messageOf(readError)}`, { file: publicPath, cause: readError });
   }
-  throw new ModelError(
-    `${publicPath} does not match ${configPath} (checksum differs): the directory holds parts of two different saves`,
-    { file: publicPath },
-  );
+  throw new ModelError(`${publicPath} does not match ${configPath} (checksum differs): the directory holds parts of two different saves`, {
+    file: publicPath,
+  });
 }
 
 /** The path of `resolveClassifierArchive`. */

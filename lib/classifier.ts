@@ -4,16 +4,24 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { longestFirstBatches, TOKENS_PER_FORWARD } from './batching.js';
 import type { EncoderInfo, LossOptions, NativeScriptModule } from './binding.js';
-import { archiveChecksums, CLASSIFIER_FILE, CONFIG_FILE, fileIdentity, resolveArchive, resolveClassifierArchive, TOKENIZER_FILE } from './checkpoint.js';
+import {
+  archiveChecksums,
+  CLASSIFIER_FILE,
+  CONFIG_FILE,
+  fileIdentity,
+  resolveArchive,
+  resolveClassifierArchive,
+  TOKENIZER_FILE,
+} from './checkpoint.js';
 import { type DataSource, labelIds, loadExamples } from './data.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { loadBinding } from './loader.js';
+import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { checkModelInputs, loadCheckedEncoder, tokenTypesFed } from './model-checks.js';
-import { classificationMetrics, type ClassificationMetrics } from './metrics.js';
 import type { Device, Pooling } from './options.js';
-import { longestFirstBatches, TOKENS_PER_FORWARD } from './batching.js';
-import { gatherRows, type EncodedTexts, TextTokenizer } from './tokenizer.js';
+import { type EncodedTexts, gatherRows, TextTokenizer } from './tokenizer.js';
 
 /** config.json of a saved classifier. */
 export interface ClassifierConfig {
@@ -148,9 +156,9 @@ async function readClassifierConfig(dir: string): Promise<{ config: ClassifierCo
   } catch (err) {
     throw new InputError(`cannot read classifier config ${configPath}: ${messageOf(err)}`, { file: configPath, cause: err });
   }
-    if (typeof config !== 'object' || config === null || config.format !== 'torch-bert-classifier' || !Array.isArray(config.labels)) {
-      throw new InputError(`${configPath} is not a torch-bert classifier config`, { file: configPath });
-    }
+  if (typeof config !== 'object' || config === null || config.format !== 'torch-bert-classifier' || !Array.isArray(config.labels)) {
+    throw new InputError(`${configPath} is not a torch-bert classifier config`, { file: configPath });
+  }
   return { config, configPath };
 }
 

@@ -1,17 +1,17 @@
 #!/usr/bin/env node
+import { join } from 'node:path';
 /**
  * The `torch-bert` command: train | eval | predict | demo. Same options as the API; tables and
  * a live progress bar for people, `--json` for programs. Exit code 0 on success, 1 with a
  * one-line error on failure, 2 on a usage error, 130 when interrupted.
  */
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { join } from 'node:path';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { Classifier } from './classifier.js';
-import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
-import { train } from './trainer.js';
+import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets, prepareDemoEncoder } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
 import { formatMetricsTable } from './metrics.js';
-import { demoAssets, prepareDemoEncoder, DEMO_SENTENCES, DEMO_TRAINING } from './demo.js';
+import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
+import { train } from './trainer.js';
 
 class UsageError extends Error {}
 
@@ -169,7 +169,8 @@ function classWeightsOption(raw: unknown): TrainOptions['classWeights'] {
   if (raw === undefined) return undefined;
   if (raw === 'balanced') return 'balanced';
   const weights = String(raw).split(',').map(Number);
-  if (weights.some((w) => !Number.isFinite(w))) throw new UsageError(`--class-weights expects 'balanced' or numbers like 1,2.5; got '${String(raw)}'`);
+  if (weights.some((w) => !Number.isFinite(w)))
+    throw new UsageError(`--class-weights expects 'balanced' or numbers like 1,2.5; got '${String(raw)}'`);
   return weights;
 }
 
@@ -182,14 +183,17 @@ function requireFiles(values: Record<string, unknown>, name: string, command: st
 
 function requireOption(values: Record<string, unknown>, name: string, command: string): string {
   const v = values[name];
-  if (typeof v !== 'string' || v.length === 0) throw new UsageError(`${command}: --${name} is required (see 'torch-bert ${command} --help')`);
+  if (typeof v !== 'string' || v.length === 0)
+    throw new UsageError(`${command}: --${name} is required (see 'torch-bert ${command} --help')`);
   return v;
 }
 
 function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '?';
   if (s < 60) return `${s.toFixed(0)}s`;
-  return `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s`;
+  return `${Math.floor(s / 60)}m${Math.round(s % 60)
+    .toString()
+    .padStart(2, '0')}s`;
 }
 
 /** A one-line progress bar redrawn in place on a terminal; silent otherwise. */
@@ -197,7 +201,10 @@ function progressPrinter(enabled: boolean, showEvaluations = false): (e: Progres
   const live = enabled && process.stderr.isTTY;
   return (e) => {
     if (e.type === 'encode') {
-      if (live) process.stderr.write(`\rencoding ${e.split} once (frozen encoder): ${e.done}/${e.total}${e.fromCache ? ' (from the disk cache)' : ''}   `);
+      if (live)
+        process.stderr.write(
+          `\rencoding ${e.split} once (frozen encoder): ${e.done}/${e.total}${e.fromCache ? ' (from the disk cache)' : ''}   `,
+        );
       if (live && e.done === e.total) process.stderr.write('\n');
       return;
     }
@@ -423,9 +430,7 @@ async function commandPredict(argv: string[]): Promise<void> {
   try {
     const predictions = await classifier.predict(positionals);
     if (values.json) {
-      predictions.forEach((p, i) =>
-        console.log(JSON.stringify({ text: positionals[i], label: p.label, probabilities: p.probabilities })),
-      );
+      predictions.forEach((p, i) => console.log(JSON.stringify({ text: positionals[i], label: p.label, probabilities: p.probabilities })));
     } else {
       console.log(
         table(
@@ -474,7 +479,14 @@ async function commandDemo(argv: string[]): Promise<void> {
   try {
     const predictions = await classifier.predict(DEMO_SENTENCES);
     if (json) {
-      console.log(JSON.stringify({ best: result.best, history: result.history, classifierDir, predictions: predictions.map((p, i) => ({ text: DEMO_SENTENCES[i], ...p })) }));
+      console.log(
+        JSON.stringify({
+          best: result.best,
+          history: result.history,
+          classifierDir,
+          predictions: predictions.map((p, i) => ({ text: DEMO_SENTENCES[i], ...p })),
+        }),
+      );
     } else {
       console.log(
         table(
@@ -554,4 +566,3 @@ async function main(args: string[]): Promise<number> {
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });
-

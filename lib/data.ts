@@ -47,7 +47,8 @@ export interface RawExamples {
 export const MAX_CLASS_ID = 9_999;
 
 function describeSource(source: DataSource): string {
-  const files = typeof source === 'string' || Array.isArray(source) ? source : 'csv' in (source as object) ? (source as CsvSource).csv : null;
+  const files =
+    typeof source === 'string' || Array.isArray(source) ? source : 'csv' in (source as object) ? (source as CsvSource).csv : null;
   if (files === null) return 'the given arrays';
   return typeof files === 'string' ? files : files.length === 1 ? files[0]! : `${files[0]} (and ${files.length - 1} more files)`;
 }
@@ -107,7 +108,10 @@ export async function readCsv(
     new TextDecoder('utf-8', { fatal: true }).decode(content);
   } catch (err) {
     const utf16 = (content[0] === 0xff && content[1] === 0xfe) || (content[0] === 0xfe && content[1] === 0xff);
-    throw new InputError(`data file ${file} is not valid UTF-8 text${utf16 ? ' (it is UTF-16; save it as UTF-8)' : ''}`, { file, cause: err });
+    throw new InputError(`data file ${file} is not valid UTF-8 text${utf16 ? ' (it is UTF-16; save it as UTF-8)' : ''}`, {
+      file,
+      cause: err,
+    });
   }
   if (content.toString('utf8').trim().length === 0) throw new InputError(`data file ${file} is empty`, { file });
   // NUL never belongs in a text file: it marks UTF-16 (without BOM) or binary data, and
@@ -184,7 +188,8 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
     raw = await readCsvFiles(source as readonly string[], { labelsRequired });
   } else if ('csv' in source) {
     const csv = (source as CsvSource).csv;
-    raw = typeof csv === 'string' ? await readCsv(csv, { ...source, labelsRequired }) : await readCsvFiles(csv, { ...source, labelsRequired });
+    raw =
+      typeof csv === 'string' ? await readCsv(csv, { ...source, labelsRequired }) : await readCsvFiles(csv, { ...source, labelsRequired });
   } else {
     const arrays = source as ArraySource;
     if (!Array.isArray(arrays.texts)) throw new InputError('data.texts must be an array of strings');

@@ -28,7 +28,18 @@ export function demoAssets(): { tokenizer: string; reviews: string; pretrain: st
 
 /** Shape of the demo encoder and its informative pre-pass (fast on 2 cores). */
 export const DEMO_ENCODER_ARGS = [
-  '--layers', '2', '--hidden', '64', '--heads', '4', '--intermediate', '256', '--seed', '0', '--pretrain-epochs', '10',
+  '--layers',
+  '2',
+  '--hidden',
+  '64',
+  '--heads',
+  '4',
+  '--intermediate',
+  '256',
+  '--seed',
+  '0',
+  '--pretrain-epochs',
+  '10',
 ];
 
 /**

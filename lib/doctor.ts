@@ -6,12 +6,12 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { cpus, release, totalmem, type as osType } from 'node:os';
+import { cpus, type as osType, release, totalmem } from 'node:os';
 import { join } from 'node:path';
-import type { CpuCacheStats, CudaDeviceProperties, NativeBinding, NativeBuildInfo } from './binding.js';
-import { loadBinding, loadedBinaryInfo, packageRoot, type BuildInfo } from './loader.js';
 import type { FoundLibtorch, LibtorchCandidate } from '../scripts/find-libtorch.mjs';
 import { mappedLibraries, readLibtorchCache, resolveLibtorch } from '../scripts/native-binary.mjs';
+import type { CpuCacheStats, CudaDeviceProperties, NativeBinding, NativeBuildInfo } from './binding.js';
+import { type BuildInfo, loadBinding, loadedBinaryInfo, packageRoot } from './loader.js';
 
 export interface GpuInfo {
   index: number;
@@ -281,11 +281,17 @@ export function formatDoctor(r: DoctorReport): string {
   for (const c of r.libtorch.candidates.filter((c) => !c.usable)) add('skipped', `[${c.source}] ${c.path}: ${c.reason}`);
   lines.push('', 'binary:');
   if (r.binary) {
-    add('loaded', `${r.binary.path} (${r.binary.kind === 'source' ? 'source build' : r.binary.kind === 'prebuilt' ? 'prebuilt' : 'TORCH_BERT_BINARY'})`);
+    add(
+      'loaded',
+      `${r.binary.path} (${r.binary.kind === 'source' ? 'source build' : r.binary.kind === 'prebuilt' ? 'prebuilt' : 'TORCH_BERT_BINARY'})`,
+    );
     const b = r.binary.buildInfo;
     if (b) {
       add('built against', `libtorch ${b.libtorch.version} (${b.libtorch.flavor}, ${b.libtorch.source}) at ${b.libtorch.libDir}`);
-      add('built with', `${b.compiler ?? '?'}, Node-API ${b.napiVersion ?? '?'}, Node ${b.node.version}, glibc ${b.glibc ?? '?'}, ${b.builtAt}`);
+      add(
+        'built with',
+        `${b.compiler ?? '?'}, Node-API ${b.napiVersion ?? '?'}, Node ${b.node.version}, glibc ${b.glibc ?? '?'}, ${b.builtAt}`,
+      );
     } else {
       add('build-info', 'none (built before build-info.json existed; rebuild with `npm run build:native`)');
     }
@@ -306,12 +312,23 @@ export function formatDoctor(r: DoctorReport): string {
     }
     const torchCpu = r.runtime.libraries?.find((p) => /libtorch_cpu/.test(p));
     if (torchCpu) add('libtorch_cpu', torchCpu);
-    add('CUDA', r.cuda ? (r.cuda.available ? `available, ${r.cuda.deviceCount} device(s), CUDA ${r.cuda.version}` : `not available${r.cuda.version ? ` (libtorch built with CUDA ${r.cuda.version})` : ''}`) : '-');
+    add(
+      'CUDA',
+      r.cuda
+        ? r.cuda.available
+          ? `available, ${r.cuda.deviceCount} device(s), CUDA ${r.cuda.version}`
+          : `not available${r.cuda.version ? ` (libtorch built with CUDA ${r.cuda.version})` : ''}`
+        : '-',
+    );
     add('cuDNN', r.cuda?.cudnn ?? 'none');
     add('devices', r.devices.join(', '));
-    for (const g of r.gpus) add(`gpu ${g.index}`, `${g.name}, ${g.memoryMiB ?? '?'} MiB, compute ${g.computeCapability ?? '?'}, driver ${g.driver ?? '?'}`);
+    for (const g of r.gpus)
+      add(`gpu ${g.index}`, `${g.name}, ${g.memoryMiB ?? '?'} MiB, compute ${g.computeCapability ?? '?'}, driver ${g.driver ?? '?'}`);
     for (const d of r.cudaDevices) {
-      add(`cuda:${d.index}`, `${d.name}, ${Math.round(d.totalMemory / 2 ** 20)} MiB, compute ${d.computeCapability}, ${d.multiProcessorCount} SMs${d.driverCuda ? `, driver supports CUDA ${d.driverCuda}` : ''}`);
+      add(
+        `cuda:${d.index}`,
+        `${d.name}, ${Math.round(d.totalMemory / 2 ** 20)} MiB, compute ${d.computeCapability}, ${d.multiProcessorCount} SMs${d.driverCuda ? `, driver supports CUDA ${d.driverCuda}` : ''}`,
+      );
     }
     if (r.blas) add('BLAS', `${r.blas.name}: ${r.blas.libraries.join(', ') || '-'} (${r.blas.how})`);
     if (r.cpuAllocator) {
@@ -319,7 +336,7 @@ export function formatDoctor(r: DoctorReport): string {
         'CPU allocator',
         r.cpuAllocator.installed
           ? `torch-bert caching allocator, keeps up to ${Math.round(r.cpuAllocator.limitBytes / 2 ** 20)} MiB of freed tensor memory (TORCH_BERT_CPU_CACHE_MB); ` +
-            `blocks of 2 MiB and more in transparent huge pages: ${r.cpuAllocator.hugePages ? 'on' : 'off'} (TORCH_BERT_HUGE_PAGES)`
+              `blocks of 2 MiB and more in transparent huge pages: ${r.cpuAllocator.hugePages ? 'on' : 'off'} (TORCH_BERT_HUGE_PAGES)`
           : "libtorch's default (TORCH_BERT_CPU_CACHE_MB=0, or an AddressSanitizer build)",
       );
     }
@@ -327,7 +344,7 @@ export function formatDoctor(r: DoctorReport): string {
       add(
         'token pruning',
         r.tokenPruning
-          ? "on: with [CLS] pooling the last layer runs for the [CLS] row but its keys and values (TORCH_BERT_TOKEN_PRUNING=0 turns it off)"
+          ? 'on: with [CLS] pooling the last layer runs for the [CLS] row but its keys and values (TORCH_BERT_TOKEN_PRUNING=0 turns it off)'
           : 'off (TORCH_BERT_TOKEN_PRUNING=0)',
       );
     }
@@ -344,7 +361,12 @@ export function formatDoctor(r: DoctorReport): string {
   add('platform', `${r.platform.os} ${r.platform.release} ${r.platform.arch}, glibc ${r.platform.glibc ?? '-'}`);
   add('CPU', `${r.platform.cpu} (${r.threads.cpus}), ${r.platform.memoryGiB} GiB`);
   if (r.platform.cpuBf16) {
-    add('bfloat16', r.platform.cpuBf16.length ? `native (${r.platform.cpuBf16.join(', ')}): precision 'bf16' is faster` : "emulated: keep precision 'fp32' on this CPU");
+    add(
+      'bfloat16',
+      r.platform.cpuBf16.length
+        ? `native (${r.platform.cpuBf16.join(', ')}): precision 'bf16' is faster`
+        : "emulated: keep precision 'fp32' on this CPU",
+    );
   }
   return lines.join('\n');
 }

@@ -13,11 +13,11 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { longestFirstBatches } from './batching.js';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
 import { sha256File } from './checkpoint.js';
 import type { EncodeEvent } from './options.js';
-import { longestFirstBatches } from './batching.js';
-import { gatherRows, type EncodedTexts } from './tokenizer.js';
+import { type EncodedTexts, gatherRows } from './tokenizer.js';
 
 export interface FeatureCache {
   /** [N, H] features, rows in encoding order. */

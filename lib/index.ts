@@ -5,40 +5,41 @@
  *   const classifier = await loadClassifier('out');
  *   await classifier.predict(['a wonderful film']);
  */
-export { train, type TrainResult } from './trainer.js';
+
+export type * from './binding.js';
 export {
   Classifier,
-  loadClassifier,
   type ClassifierConfig,
   type EvaluationOptions,
   type EvaluationResult,
+  loadClassifier,
   type Prediction,
 } from './classifier.js';
+export type { ArraySource, CsvSource, DataSource } from './data.js';
+export { AbortError, InputError, ModelError, NumericalError } from './errors.js';
+export { loadBinding, NativeLoadError } from './loader.js';
+export { type ClassificationMetrics, type ClassMetrics, classificationMetrics, formatMetricsTable } from './metrics.js';
 export {
+  type BestMetric,
   DEFAULTS,
   type Device,
+  type EncodeEvent,
   type EpochEvent,
   type EpochMetrics,
-  type EncodeEvent,
   type Evaluation,
   type EvaluationEvent,
   type LoraOptions,
-  type Technique,
-  type BestMetric,
   type Pooling,
   type ProgressEvent,
   type StepEvent,
+  type Technique,
   type TrainOptions,
 } from './options.js';
-export type { ArraySource, CsvSource, DataSource } from './data.js';
-export { classificationMetrics, formatMetricsTable, type ClassificationMetrics, type ClassMetrics } from './metrics.js';
-export { TextTokenizer, type EncodedTexts } from './tokenizer.js';
-export { AbortError, InputError, ModelError, NumericalError } from './errors.js';
-export { loadBinding, NativeLoadError } from './loader.js';
-export type * from './binding.js';
+export { type EncodedTexts, TextTokenizer } from './tokenizer.js';
+export { type TrainResult, train } from './trainer.js';
 
-import type { DataSource } from './data.js';
 import { Classifier, type EvaluationOptions, type EvaluationResult, type Prediction } from './classifier.js';
+import type { DataSource } from './data.js';
 import type { Device } from './options.js';
 
 async function withClassifier<T>(

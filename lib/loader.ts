@@ -8,11 +8,12 @@
  * prebuilds/<platform>-<arch>/torch-<version>-<flavor>/), refusing one built against another
  * libtorch, and loading that libtorch's libraries first so no LD_LIBRARY_PATH is needed.
  */
-import type { NativeBinding } from './binding.js';
-import { loadAddon, packageRoot as root, type LoadInfo } from '../scripts/native-binary.mjs';
 
-export type { BuildInfo, LoadInfo } from '../scripts/native-binary.mjs';
+import { type LoadInfo, loadAddon, packageRoot as root } from '../scripts/native-binary.mjs';
+import type { NativeBinding } from './binding.js';
+
 export type { FoundLibtorch } from '../scripts/find-libtorch.mjs';
+export type { BuildInfo, LoadInfo } from '../scripts/native-binary.mjs';
 
 /** The package root: `lib/` (sources under vitest) and `dist/` (compiled) both sit one level below it. */
 export const packageRoot: string = root;

@@ -121,12 +121,9 @@ export function formatMetricsTable(m: ClassificationMetrics): string {
     ...m.confusionMatrix.map((row, i) => [rowHeaders[i]!, ...row.map(String)]),
   ];
 
-  return [
-    alignColumns(metricRows),
-    '',
-    'confusion matrix (rows: true class, columns: predicted class)',
-    alignColumns(matrixRows),
-  ].join('\n');
+  return [alignColumns(metricRows), '', 'confusion matrix (rows: true class, columns: predicted class)', alignColumns(matrixRows)].join(
+    '\n',
+  );
 }
 
 /** Left-aligns the first column, right-aligns the others (numbers), two spaces apart. */
@@ -138,6 +135,11 @@ function alignColumns(rows: string[][]): string {
     });
   }
   return rows
-    .map((row) => row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ').trimEnd())
+    .map((row) =>
+      row
+        .map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    )
     .join('\n');
 }

@@ -254,6 +254,15 @@ export const LORA_DEFAULTS = {
   targets: ['attention.self.query', 'attention.self.value'],
 };
 
-type Optional = 'validationData' | 'outDir' | 'labels' | 'threads' | 'onProgress' | 'signal' | 'encoderLearningRate' | 'classWeights' | 'resumeFrom';
+type Optional =
+  | 'validationData'
+  | 'outDir'
+  | 'labels'
+  | 'threads'
+  | 'onProgress'
+  | 'signal'
+  | 'encoderLearningRate'
+  | 'classWeights'
+  | 'resumeFrom';
 export type ResolvedTrainOptions = Required<Omit<TrainOptions, Optional | 'lora'>> &
   Pick<TrainOptions, Optional> & { lora: Required<LoraOptions> };

@@ -203,7 +203,9 @@ function lineChart(spec: ChartSpec): string {
   // Axis lines and labels.
   parts.push(`<line x1="${left}" y1="${plotBottom}" x2="${plotRight}" y2="${plotBottom}" stroke="${COLORS.axis}" />`);
   parts.push(`<line x1="${left}" y1="${top}" x2="${left}" y2="${plotBottom}" stroke="${COLORS.axis}" />`);
-  parts.push(`<text class="axis-label" x="${coord((left + plotRight) / 2)}" y="${height - 8}" text-anchor="middle">${escapeHtml(spec.xLabel)}</text>`);
+  parts.push(
+    `<text class="axis-label" x="${coord((left + plotRight) / 2)}" y="${height - 8}" text-anchor="middle">${escapeHtml(spec.xLabel)}</text>`,
+  );
   parts.push(
     `<text class="axis-label" x="16" y="${coord((top + plotBottom) / 2)}" text-anchor="middle" transform="rotate(-90 16 ${coord((top + plotBottom) / 2)})">${escapeHtml(spec.yLabel)}</text>`,
   );
@@ -227,7 +229,9 @@ function lineChart(spec: ChartSpec): string {
     const flush = (): void => {
       if (run.length > 0) {
         const dash = s.dashed ? ' stroke-dasharray="6 3"' : '';
-        parts.push(`<polyline points="${run.join(' ')}" fill="none" stroke="${s.color}" stroke-width="2"${dash} stroke-linejoin="round" stroke-linecap="round" />`);
+        parts.push(
+          `<polyline points="${run.join(' ')}" fill="none" stroke="${s.color}" stroke-width="2"${dash} stroke-linejoin="round" stroke-linecap="round" />`,
+        );
       }
       run = [];
     };
@@ -252,7 +256,9 @@ function lineChart(spec: ChartSpec): string {
   parts.push('<g class="legend">');
   let lx = left;
   for (const s of spec.series) {
-    parts.push(`<line x1="${lx}" y1="16" x2="${lx + 18}" y2="16" stroke="${s.color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="6 3"' : ''} />`);
+    parts.push(
+      `<line x1="${lx}" y1="16" x2="${lx + 18}" y2="16" stroke="${s.color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="6 3"' : ''} />`,
+    );
     parts.push(`<text x="${lx + 24}" y="16" dominant-baseline="middle">${escapeHtml(s.name)}</text>`);
     lx += 24 + s.name.length * 7 + 20;
   }
@@ -449,7 +455,9 @@ function formatSetting(value: unknown): string {
 function settingsTable(settings: Record<string, unknown>): string {
   const entries = Object.entries(settings ?? {});
   if (entries.length === 0) return '<p class="empty">No settings were recorded.</p>';
-  const rows = entries.map(([key, value]) => `<tr><th scope="row">${escapeHtml(key)}</th><td>${escapeHtml(formatSetting(value))}</td></tr>`);
+  const rows = entries.map(
+    ([key, value]) => `<tr><th scope="row">${escapeHtml(key)}</th><td>${escapeHtml(formatSetting(value))}</td></tr>`,
+  );
   return `<table class="settings"><tbody>${rows.join('')}</tbody></table>`;
 }
 
@@ -467,7 +475,10 @@ function summaryCards(input: ReportInput, best: EpochMetrics | undefined): strin
   if (input.history.length > 0) cards.push(['training time', formatSeconds(input.history.reduce((s, m) => s + m.seconds, 0))]);
   cards.push(['classes', String(input.labels.length)]);
   return `<div class="cards">${cards
-    .map(([name, value]) => `<div class="card"><div class="card-value">${escapeHtml(value)}</div><div class="card-name">${escapeHtml(name)}</div></div>`)
+    .map(
+      ([name, value]) =>
+        `<div class="card"><div class="card-value">${escapeHtml(value)}</div><div class="card-name">${escapeHtml(name)}</div></div>`,
+    )
     .join('')}</div>`;
 }
 
@@ -533,13 +544,16 @@ export function renderReport(input: ReportInput): string {
 
   sections.push(
     `<section id="curves"><h2>Training curves</h2>${lossChartsFor(history)}` +
-      (best ? `<p class="legend-note">The dashed green line marks epoch ${best.epoch}, the best evaluation; its weights are the ones kept.</p>` : '') +
+      (best
+        ? `<p class="legend-note">The dashed green line marks epoch ${best.epoch}, the best evaluation; its weights are the ones kept.</p>`
+        : '') +
       '</section>',
   );
   if (input.evaluations && input.evaluations.length > 0) {
     sections.push(`<section id="step-evaluations"><h2>Validation during training</h2>${evaluationChartsFor(input.evaluations)}</section>`);
   }
-  if (history.length > 0) sections.push(`<section id="epochs"><h2>Epochs</h2><div class="scroll">${historyTable(history, best)}</div></section>`);
+  if (history.length > 0)
+    sections.push(`<section id="epochs"><h2>Epochs</h2><div class="scroll">${historyTable(history, best)}</div></section>`);
   if (input.final) {
     sections.push(
       '<section id="confusion"><h2>Confusion matrix and per-class metrics</h2>' +

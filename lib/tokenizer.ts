@@ -6,8 +6,8 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { AbortError, InputError, messageOf } from './errors.js';
@@ -69,7 +69,8 @@ export class TextTokenizer {
     this.file = file;
     const config = JSON.parse(json) as { padding?: { pad_id?: unknown } | null };
     const padId: unknown = (typeof config.padding === 'object' ? config.padding?.pad_id : undefined) ?? tokenizer.token_to_id('[PAD]') ?? 0;
-    if (!isTokenId(padId)) throw new InputError(`tokenizer file ${file}: pad id ${String(padId)} is not a token id (an integer in [0, 2^31))`, { file });
+    if (!isTokenId(padId))
+      throw new InputError(`tokenizer file ${file}: pad id ${String(padId)} is not a token id (an integer in [0, 2^31))`, { file });
     this.padId = padId;
     // Encoding the empty text yields exactly the special tokens the template adds; the text goes between them.
     const empty = this.checkIds(tokenizer.encode('').ids);
@@ -103,7 +104,10 @@ export class TextTokenizer {
         largestToken = token;
       }
     }
-    const special = [...new Set([...this.prefix, ...this.suffix, this.padId])].map((id) => ({ token: this.tokenizer.id_to_token(id) ?? `#${id}`, id }));
+    const special = [...new Set([...this.prefix, ...this.suffix, this.padId])].map((id) => ({
+      token: this.tokenizer.id_to_token(id) ?? `#${id}`,
+      id,
+    }));
     for (const s of special) {
       if (s.id > largestId) {
         largestId = s.id;
@@ -119,7 +123,9 @@ export class TextTokenizer {
   private checkIds(ids: number[]): number[] {
     for (const id of ids) {
       if (!isTokenId(id)) {
-        throw new InputError(`tokenizer file ${this.file} produced token id ${String(id)}, which is not an integer in [0, 2^31)`, { file: this.file });
+        throw new InputError(`tokenizer file ${this.file} produced token id ${String(id)}, which is not an integer in [0, 2^31)`, {
+          file: this.file,
+        });
       }
     }
     return ids;

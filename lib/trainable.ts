@@ -86,7 +86,10 @@ function frozenByPrefix(encoder: Named, prefixes: readonly string[]): Set<string
 export function setUpTrainable(
   binding: NativeBinding,
   model: NativeScriptModule,
-  opts: Pick<ResolvedTrainOptions, 'technique' | 'freeze' | 'lora' | 'learningRate' | 'encoderLearningRate' | 'weightDecay' | 'betas' | 'eps' | 'seed'>,
+  opts: Pick<
+    ResolvedTrainOptions,
+    'technique' | 'freeze' | 'lora' | 'learningRate' | 'encoderLearningRate' | 'weightDecay' | 'betas' | 'eps' | 'seed'
+  >,
   unused: readonly string[],
 ): TrainableSet {
   const all = model.namedParameters();
@@ -100,8 +103,7 @@ export function setUpTrainable(
 
   // The decision, one flag per parameter. Unused head parameters cannot occur (the head is the
   // output), but are frozen all the same should a future head have one.
-  const trains = (name: string) =>
-    !unusedSet.has(name) && (name.startsWith(HEAD) || (opts.technique === 'full' && !frozen.has(name)));
+  const trains = (name: string) => !unusedSet.has(name) && (name.startsWith(HEAD) || (opts.technique === 'full' && !frozen.has(name)));
   const trainedButFlaggedOff = encoder.filter(([n, t]) => trains(n) && !t.requiresGrad).map(([n]) => encoderName(n));
   for (const [name, tensor] of all) tensor.setRequiresGrad(trains(name));
 

@@ -9,39 +9,27 @@
  * a new best is checkpointed atomically, and the resumable training state is saved at every
  * epoch's end and on abort.
  */
-import { createRequire } from 'node:module';
+
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { EncoderInfo, EvalStepOptions, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule } from './binding.js';
 import { epochBatches, learningRateFactor, TOKENS_PER_FORWARD } from './batching.js';
+import type { EncoderInfo, EvalStepOptions, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule } from './binding.js';
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice, runEvaluation } from './classifier.js';
 import { csvColumns, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
-import { AbortError, InputError, ModelError, messageOf, NumericalError } from './errors.js';
 import { cpuBf16 } from './doctor.js';
+import { AbortError, InputError, ModelError, messageOf, NumericalError } from './errors.js';
 import { encodeOnce, type FeatureCache, featureRows } from './feature-cache.js';
 import { loadBinding } from './loader.js';
+import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { loadCheckedEncoder } from './model-checks.js';
-import { classificationMetrics, type ClassificationMetrics } from './metrics.js';
-import {
-  DEFAULTS,
-  type EpochMetrics,
-  type Evaluation,
-  LORA_DEFAULTS,
-  type ResolvedTrainOptions,
-  type TrainOptions,
-} from './options.js';
+import { DEFAULTS, type EpochMetrics, type Evaluation, LORA_DEFAULTS, type ResolvedTrainOptions, type TrainOptions } from './options.js';
 import { renderReport } from './report.js';
+import { type EncodedTexts, gatherRows, TextTokenizer } from './tokenizer.js';
 import { missingGradientsError, setUpTrainable, type TrainableSet } from './trainable.js';
-import { gatherRows, type EncodedTexts, TextTokenizer } from './tokenizer.js';
-import {
-  checkFingerprint,
-  readTrainingState,
-  restoreTrainingState,
-  type RunPosition,
-  saveTrainingState,
-} from './training-state.js';
+import { checkFingerprint, type RunPosition, readTrainingState, restoreTrainingState, saveTrainingState } from './training-state.js';
 
 export interface TrainResult {
   /** Class names in id order. */
@@ -184,7 +172,8 @@ function adapterArchives(binding: NativeBinding, adapters: NativeLoraAdapters, m
     { file: ADAPTERS_FILE, write: (path: string) => adapters.save(path) },
     {
       file: HEAD_FILE,
-      write: (path: string) => binding.saveTensors(path, Object.fromEntries(model.namedParameters().filter(([n]) => n.startsWith('head.')))),
+      write: (path: string) =>
+        binding.saveTensors(path, Object.fromEntries(model.namedParameters().filter(([n]) => n.startsWith('head.')))),
     },
   ];
 }
@@ -210,7 +199,13 @@ async function validate(
     signal?.throwIfAborted();
     const end = Math.min(start + batchSize, data.encoded.count);
     const examples = Int32Array.from({ length: end - start }, (_, i) => start + i);
-    const result = await binding.headEvalStep(model, data.cache.features, featureRows(data.cache, examples), data.labels.subarray(start, end), loss);
+    const result = await binding.headEvalStep(
+      model,
+      data.cache.features,
+      featureRows(data.cache, examples),
+      data.labels.subarray(start, end),
+      loss,
+    );
     predictions.set(result.predictions, start);
     lossSum += result.loss! * (end - start);
   }
@@ -309,7 +304,9 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   if (fileDtype) {
     // Master weights are float32; reduced precision comes from autocast (the precision option).
     encoder.to(device, 'float32');
-    notes.push(`the encoder file holds ${fileDtype} weights; they train in float32 (precision '${opts.precision}' decides the forward's precision)`);
+    notes.push(
+      `the encoder file holds ${fileDtype} weights; they train in float32 (precision '${opts.precision}' decides the forward's precision)`,
+    );
   }
   let built;
   try {
@@ -359,9 +356,21 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       const disk =
         opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, encoderFile: opts.encoder, pooling: opts.pooling } : undefined;
       const tokensPerBatch = TOKENS_PER_FORWARD;
-      const train = await encodeOnce(binding, model, trainSet, { tokensPerBatch, split: 'train', disk, onProgress: opts.onProgress, signal });
+      const train = await encodeOnce(binding, model, trainSet, {
+        tokensPerBatch,
+        split: 'train',
+        disk,
+        onProgress: opts.onProgress,
+        signal,
+      });
       disposables.push(train.features);
-      const validation = await encodeOnce(binding, model, validationSet, { tokensPerBatch, split: 'validation', disk, onProgress: opts.onProgress, signal });
+      const validation = await encodeOnce(binding, model, validationSet, {
+        tokensPerBatch,
+        split: 'validation',
+        disk,
+        onProgress: opts.onProgress,
+        signal,
+      });
       disposables.push(validation.features);
       caches = { train, validation };
     }
@@ -481,12 +490,16 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });
     };
 
-    epochs: for (; position.epoch <= opts.epochs; position.epoch++) {
+    for (; position.epoch <= opts.epochs; position.epoch++) {
       const epoch = position.epoch;
       const epochStart = performance.now();
       model.train(true);
       // Same permutation as Python's torch.randperm(n, generator=Generator().manual_seed(seed + epoch)).
-      const batches = epochBatches(binding.randperm(trainSet.count, opts.seed + epoch), opts.batchSize, opts.groupByLength ? trainSet.lengths : undefined);
+      const batches = epochBatches(
+        binding.randperm(trainSet.count, opts.seed + epoch),
+        opts.batchSize,
+        opts.groupByLength ? trainSet.lengths : undefined,
+      );
       let lastEvaluation: Evaluation | undefined;
       const startedAtBatch = position.batch;
       for (; position.batch < batches.length; position.batch++) {
@@ -524,7 +537,13 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
               return binding.trainStep(
                 model,
                 optimizer,
-                { inputIds: batch.inputIds, attentionMask: batch.attentionMask, batchSize: batch.count, seqLen: batch.seqLen, labels: batchLabels },
+                {
+                  inputIds: batch.inputIds,
+                  attentionMask: batch.attentionMask,
+                  batchSize: batch.count,
+                  seqLen: batch.seqLen,
+                  labels: batchLabels,
+                },
                 stepOptions,
               );
             })();
@@ -537,7 +556,9 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
           const what = Number.isFinite(result.loss) ? `gradient norm became ${result.gradNorm}` : `loss became ${result.loss}`;
           const where = `at epoch ${epoch}, batch ${b + 1} (training rows ${Array.from(rows.subarray(0, 8)).join(', ')}${rows.length > 8 ? ', ...' : ''})`;
           if (opts.onNonFinite === 'stop') {
-            throw new NumericalError(`training ${what} ${where}; the best checkpoint so far is kept. Lower the learning rate, or set onNonFinite: 'skip'`);
+            throw new NumericalError(
+              `training ${what} ${where}; the best checkpoint so far is kept. Lower the learning rate, or set onNonFinite: 'skip'`,
+            );
           }
           // 'skip': the native step applied nothing; the batch counts for nothing.
           skippedSteps.push({ epoch, batch: b + 1, reason: what });
@@ -590,7 +611,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       if (!stoppedEarly && opts.earlyStoppingPatience > 0 && position.evaluationsWithoutImprovement >= opts.earlyStoppingPatience) {
         stoppedEarly = true;
       }
-      if (stoppedEarly) break epochs;
+      if (stoppedEarly) break;
       if (epoch < opts.epochs) await saveState({ ...position, epoch: epoch + 1 });
     }
 
@@ -599,7 +620,16 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     if (!bestMetrics) {
       // A resumed run whose best came before the interruption: measure the kept weights again.
       const kept = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
-      const again = await validate(binding, kept, { encoded: validationSet, labels: validationLabels, cache: null }, opts.batchSize, padTo, evalOptions, labels, signal);
+      const again = await validate(
+        binding,
+        kept,
+        { encoded: validationSet, labels: validationLabels, cache: null },
+        opts.batchSize,
+        padTo,
+        evalOptions,
+        labels,
+        signal,
+      );
       bestMetrics = again.metrics;
       kept.dispose();
     }
@@ -614,7 +644,12 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
             evaluations: position.evaluations.map((e) => ({ ...e })),
             final: bestMetrics,
             labels,
-            settings: { encoder: opts.encoder, tokenizer: opts.tokenizer, ...config.hyperparameters, trainableParameters: setup.trainableParameters },
+            settings: {
+              encoder: opts.encoder,
+              tokenizer: opts.tokenizer,
+              ...config.hyperparameters,
+              trainableParameters: setup.trainableParameters,
+            },
             createdAt: config.createdAt,
           }),
         );
@@ -655,4 +690,3 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     for (const d of disposables.reverse()) d.dispose();
   }
 }
-

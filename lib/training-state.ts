@@ -80,7 +80,12 @@ export async function saveTrainingState(
   binding.saveTensors(join(fresh, 'tensors.pt'), Object.fromEntries(state.tensors));
   state.optimizer.save(join(fresh, 'optimizer.pt'));
   await writeFile(join(fresh, 'rng.bin'), binding.getRngState());
-  const saved: SavedState = { formatVersion: 1, fingerprint: state.fingerprint, position: state.position, savedAt: new Date().toISOString() };
+  const saved: SavedState = {
+    formatVersion: 1,
+    fingerprint: state.fingerprint,
+    position: state.position,
+    savedAt: new Date().toISOString(),
+  };
   // state.json last: its presence marks a complete state directory.
   await writeFile(join(fresh, 'state.json'), JSON.stringify(saved, null, 2) + '\n');
   if (!existsSync(join(final, 'state.json')) && existsSync(join(old, 'state.json'))) {

@@ -76,6 +76,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }  // namespace torch_bert
 
 // NODE_API_MODULE pastes the name into an identifier, so it must be unqualified.
-static Napi::Object InitTorchBert(Napi::Env env, Napi::Object exports) { return torch_bert::Init(env, exports); }
+static Napi::Object InitTorchBert(Napi::Env env, Napi::Object exports) {
+  return torch_bert::Init(env, exports);
+}
 
 NODE_API_MODULE(torch_bert, InitTorchBert)

@@ -48,8 +48,7 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
     ThrowError(value.Env(), fn + ".pooling must be 'cls' or 'mean', got '" + s.pooling + "'");
   }
   // Negative seeds wrap to uint64 as in torch.manual_seed.
-  s.seed = static_cast<uint64_t>(
-      ReadInteger(spec.Get("seed"), fn + ".seed", -(int64_t{1} << 53), int64_t{1} << 53));
+  s.seed = static_cast<uint64_t>(ReadInteger(spec.Get("seed"), fn + ".seed", -(int64_t{1} << 53), int64_t{1} << 53));
   return s;
 }
 
@@ -282,9 +281,10 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(*encoderState->mutex);
     EncoderInfo encoder = Probe(*encoderState);
     if (encoder.dtype != torch::kFloat) {
-      throw std::runtime_error(std::string("buildClassifier: the encoder computes in ") + c10::toString(encoder.dtype) +
-                               "; cast it to float32 first (ScriptModule.to(device, 'float32')): training keeps float32 "
-                               "weights and gets reduced precision from autocast");
+      throw std::runtime_error(
+          std::string("buildClassifier: the encoder computes in ") + c10::toString(encoder.dtype) +
+          "; cast it to float32 first (ScriptModule.to(device, 'float32')): training keeps float32 "
+          "weights and gets reduced precision from autocast");
     }
     // The new head and wrapper start in eval mode, not in whatever mode the encoder file was saved
     // in; the encoder's own flags are left as the caller set them. Whoever trains the classifier
@@ -326,15 +326,16 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     Napi::Object encoderInfo = Napi::Object::New(env);
     encoderInfo.Set("arity", Napi::Number::New(env, encoder.arity));
     encoderInfo.Set("outputKind", Napi::String::New(env, encoder.outputKind));
-    encoderInfo.Set("outputKey", encoder.outputKey ? Napi::Value(Napi::String::New(env, *encoder.outputKey))
-                                                   : env.Null());
+    encoderInfo.Set("outputKey",
+                    encoder.outputKey ? Napi::Value(Napi::String::New(env, *encoder.outputKey)) : env.Null());
     encoderInfo.Set("hiddenSize", Napi::Number::New(env, static_cast<double>(encoder.hiddenSize)));
 
     Napi::Object result = Napi::Object::New(env);
     result.Set("module", ScriptModule::Wrap(env, state, /*accountMemory=*/false));
     result.Set("encoder", encoderInfo);
     Napi::Array unused = Napi::Array::New(env, unreached.size());
-    for (size_t i = 0; i < unreached.size(); ++i) unused.Set(static_cast<uint32_t>(i), Napi::String::New(env, unreached[i]));
+    for (size_t i = 0; i < unreached.size(); ++i)
+      unused.Set(static_cast<uint32_t>(i), Napi::String::New(env, unreached[i]));
     result.Set("unusedParameters", unused);
     return result;
   });

@@ -12,7 +12,9 @@ namespace torch_bert {
 
 namespace {
 
-bool Contains(const std::string& text, const char* needle) { return text.find(needle) != std::string::npos; }
+bool Contains(const std::string& text, const char* needle) {
+  return text.find(needle) != std::string::npos;
+}
 
 // libtorch's allocators: "CUDA out of memory. Tried to allocate ..." (CUDA), "DefaultCPUAllocator:
 // not enough memory: you tried to allocate ..." (CPU), cuBLAS/cuDNN allocation failures.
@@ -56,9 +58,10 @@ void RethrowWithDeviceContext(const c10::Device& device, int64_t batchSize) {
     const std::string message = e.what_without_backtrace();
     if (IsOutOfMemory(message)) ThrowOutOfMemory(message, device, batchSize);
     if (device.is_cuda() && IsCudaError(message)) {
-      throw CodedError("CUDA error on " + Context(device, batchSize) + ": " + OneLine(message) +
-                           " (CUDA reports errors asynchronously: set CUDA_LAUNCH_BLOCKING=1 to find the failing operation)",
-                       "TORCH_BERT_DEVICE_ERROR");
+      throw CodedError(
+          "CUDA error on " + Context(device, batchSize) + ": " + OneLine(message) +
+              " (CUDA reports errors asynchronously: set CUDA_LAUNCH_BLOCKING=1 to find the failing operation)",
+          "TORCH_BERT_DEVICE_ERROR");
     }
     throw;
   } catch (const std::bad_alloc&) {

@@ -158,7 +158,9 @@ Napi::Value CudaDeviceProperties(const Napi::CallbackInfo& info) {
     if (!driver.error.empty()) ThrowError(env, fn + ": " + driver.error);
     CUdevice device = 0;
     auto check = [&](CUresult r, const char* what) {
-      if (r != 0) ThrowError(env, fn + "(" + std::to_string(index) + "): " + what + " failed (CUDA driver error " + std::to_string(r) + ")");
+      if (r != 0)
+        ThrowError(env, fn + "(" + std::to_string(index) + "): " + what + " failed (CUDA driver error " +
+                            std::to_string(r) + ")");
     };
     check(driver.deviceGet(&device, static_cast<int>(index)), "cuDeviceGet");
     char name[256] = {0};

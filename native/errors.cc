@@ -98,7 +98,6 @@ bool SummarizeInterpreterError(const std::string& what, std::string& line) {
   return true;
 }
 
-
 std::string TypeOfValue(const Napi::Value& v) {
   if (v.IsUndefined()) return "undefined";
   if (v.IsNull()) return "null";
@@ -131,8 +130,8 @@ int64_t ReadInteger(const Napi::Value& v, const std::string& what, int64_t min, 
   if (std::floor(d) != d) ThrowError(v.Env(), what + " must be an integer, got " + std::to_string(d));
   // Compare as doubles: min/max may not be exactly representable, d always is.
   if (d < static_cast<double>(min) || d > static_cast<double>(max)) {
-    ThrowError(v.Env(), what + " must be in [" + std::to_string(min) + ", " + std::to_string(max) +
-                            "], got " + std::to_string(static_cast<int64_t>(d)));
+    ThrowError(v.Env(), what + " must be in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " +
+                            std::to_string(static_cast<int64_t>(d)));
   }
   return static_cast<int64_t>(d);
 }

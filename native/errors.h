@@ -152,6 +152,8 @@ Napi::Array ReadArray(const Napi::Value& v, const std::string& what);
 Napi::Function ReadFunction(const Napi::Value& v, const std::string& what);
 Napi::Int32Array ReadInt32Array(const Napi::Value& v, const std::string& what);
 
-inline bool IsMissing(const Napi::Value& v) { return v.IsUndefined() || v.IsNull(); }
+inline bool IsMissing(const Napi::Value& v) {
+  return v.IsUndefined() || v.IsNull();
+}
 
 }  // namespace torch_bert

@@ -58,7 +58,9 @@ std::atomic<bool>& TokenPruningSetting() {
 
 using Sizes = std::unordered_map<const Value*, std::vector<int64_t>>;
 
-bool IsTensor(const Value* v) { return v->type()->kind() == c10::TypeKind::TensorType; }
+bool IsTensor(const Value* v) {
+  return v->type()->kind() == c10::TypeKind::TensorType;
+}
 
 // The graph's inputs and top-level node outputs of tensor type, in graph order.
 std::vector<Value*> TopLevelTensors(Graph& graph) {
@@ -200,7 +202,7 @@ std::optional<int64_t> NormalizeDim(std::optional<int64_t> dim, int64_t rank) {
 // How to compute the first row (along one dim) of a node's output from its inputs.
 struct Rule {
   std::vector<std::pair<size_t, int64_t>> inputs;  // tensor input index -> the dim to narrow it at
-  bool viewSizes = false;  // view/reshape: the size list (input 1) is rebuilt with 1 at `dim`
+  bool viewSizes = false;                          // view/reshape: the size list (input 1) is rebuilt with 1 at `dim`
 };
 
 class TokenPruner {
@@ -254,7 +256,7 @@ class TokenPruner {
 
  private:
   struct DemandInfo {
-    std::optional<int64_t> dim;  // empty: two uses want different dims
+    std::optional<int64_t> dim;                  // empty: two uses want different dims
     std::vector<std::pair<Node*, size_t>> uses;  // (user, input index) wanting the narrowed value
   };
 
@@ -317,8 +319,8 @@ class TokenPruner {
     const int64_t rank = Rank(node->output());
     if (rank <= d) return std::nullopt;
     Rule rule;
-    if (kind == aten::gelu || kind == aten::relu || kind == aten::tanh || kind == aten::sigmoid ||
-        kind == aten::silu || kind == aten::contiguous || kind == aten::clone || kind == aten::to) {
+    if (kind == aten::gelu || kind == aten::relu || kind == aten::tanh || kind == aten::sigmoid || kind == aten::silu ||
+        kind == aten::contiguous || kind == aten::clone || kind == aten::to) {
       if (!OnlyTensorInput(node, 0)) return std::nullopt;
       rule.inputs.emplace_back(0, d);
       return rule;
@@ -411,7 +413,8 @@ class TokenPruner {
       Value* list = node->input(1);
       const auto& in = sizes_.find(input);
       const auto& out = sizes_.find(node->output());
-      if (in == sizes_.end() || out == sizes_.end() || static_cast<int64_t>(in->second.size()) <= d) return std::nullopt;
+      if (in == sizes_.end() || out == sizes_.end() || static_cast<int64_t>(in->second.size()) <= d)
+        return std::nullopt;
       if (list->node()->kind() != prim::ListConstruct || static_cast<int64_t>(list->node()->inputs().size()) != rank) {
         return std::nullopt;
       }
@@ -568,7 +571,9 @@ void InlineAll(Graph& graph) {
   }
 }
 
-bool TokenPruningEnabled() { return TokenPruningSetting().load(); }
+bool TokenPruningEnabled() {
+  return TokenPruningSetting().load();
+}
 
 namespace {
 
@@ -618,9 +623,9 @@ std::optional<std::vector<std::string>> PruneTokens(std::shared_ptr<Graph>& grap
     return std::vector<std::string>{};
   }
   // Worth it only when some arithmetic now runs on one row (not just views of it).
-  static const std::unordered_set<std::string> views = {"aten::slice", "aten::select", "aten::view", "aten::reshape",
-                                                        "aten::permute", "aten::transpose", "aten::contiguous",
-                                                        "aten::to", "aten::clone"};
+  static const std::unordered_set<std::string> views = {"aten::slice",      "aten::select",  "aten::view",
+                                                        "aten::reshape",    "aten::permute", "aten::transpose",
+                                                        "aten::contiguous", "aten::to",      "aten::clone"};
   if (std::all_of(narrowed.begin(), narrowed.end(), [](const std::string& op) { return views.count(op) > 0; })) {
     return std::vector<std::string>{};
   }
@@ -698,7 +703,8 @@ const std::vector<std::string>* PrunedOps(ModuleState& state, const std::string&
 
 void RegisterExecutionGraph(Napi::Env env, Napi::Object exports) {
   exports.Set("tokenPruning", Napi::Function::New(
-                                  env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                                  env,
+                                  [](const Napi::CallbackInfo& info) -> Napi::Value {
                                     return Napi::Boolean::New(info.Env(), TokenPruningEnabled());
                                   },
                                   "tokenPruning"));

@@ -63,7 +63,8 @@ class PrunedFunction {
   // and applies, else through `unpruned`; the result is left on the stack. `batchInputs`: how
   // many inputs after self are the method's own (PruneTokens). `graph` makes the inlined graph
   // to prune (called once); `name` names the pruned function.
-  void Run(torch::jit::Stack& stack, size_t batchInputs, const std::function<std::shared_ptr<torch::jit::Graph>()>& graph,
+  void Run(torch::jit::Stack& stack, size_t batchInputs,
+           const std::function<std::shared_ptr<torch::jit::Graph>()>& graph,
            const std::function<void(torch::jit::Stack&)>& unpruned, const std::string& name);
 
   // The kinds of the nodes narrowed to one row ({} when nothing could be); null before built.

@@ -13,15 +13,15 @@ namespace torch_bert {
 namespace {
 
 struct Coefficients {
-  float decay;         // 1 - lr * weight_decay
+  float decay;  // 1 - lr * weight_decay
   float beta1;
   float oneMinusBeta1;
   float beta2;
   float oneMinusBeta2;
   float sqrtCorrection2;  // sqrt(1 - beta2^step)
   float eps;
-  float negStepSize;   // -lr / (1 - beta1^step)
-  float gradScale;     // the gradient-clipping coefficient (1: none)
+  float negStepSize;  // -lr / (1 - beta1^step)
+  float gradScale;    // the gradient-clipping coefficient (1: none)
   bool applyDecay;
 };
 
@@ -53,7 +53,8 @@ void UpdateElements(float* __restrict p, const float* __restrict g, float* __res
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 __attribute__((target_clones("avx2,fma", "default")))
 #endif
-double SumOfSquares(const float* __restrict g, int64_t n) {
+double
+SumOfSquares(const float* __restrict g, int64_t n) {
   float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -70,8 +71,8 @@ double SumOfSquares(const float* __restrict g, int64_t n) {
 constexpr int64_t kNormBlock = 16384;
 
 bool Fusable(const torch::Tensor& p, const torch::Tensor& grad) {
-  return p.device().is_cpu() && p.scalar_type() == torch::kFloat && grad.scalar_type() == torch::kFloat && !grad.is_sparse() &&
-         p.is_contiguous() && grad.is_contiguous() && grad.sizes() == p.sizes();
+  return p.device().is_cpu() && p.scalar_type() == torch::kFloat && grad.scalar_type() == torch::kFloat &&
+         !grad.is_sparse() && p.is_contiguous() && grad.is_contiguous() && grad.sizes() == p.sizes();
 }
 
 // The key under which torch::optim keeps a parameter's state: the TensorImpl address as a

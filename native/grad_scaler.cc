@@ -44,9 +44,9 @@ const char* const kKey = "torch_bert_grad_scaler";
 
 void GradScaler::Save(torch::serialize::OutputArchive& archive) const {
   // One float64 tensor: [scale, growthFactor, backoffFactor, growthInterval, growthTracker].
-  torch::Tensor state = torch::tensor({scale, growthFactor, backoffFactor, static_cast<double>(growthInterval),
-                                       static_cast<double>(growthTracker)},
-                                      torch::kDouble);
+  torch::Tensor state = torch::tensor(
+      {scale, growthFactor, backoffFactor, static_cast<double>(growthInterval), static_cast<double>(growthTracker)},
+      torch::kDouble);
   archive.write(kKey, state, /*is_buffer=*/true);
 }
 
@@ -54,7 +54,9 @@ void GradScaler::Load(torch::serialize::InputArchive& archive) {
   torch::Tensor state;
   if (!archive.try_read(kKey, state, /*is_buffer=*/true)) return;
   state = state.to(torch::kCPU, torch::kDouble).contiguous();
-  if (state.numel() != 5) throw std::runtime_error("the gradient scaler's state has " + std::to_string(state.numel()) + " values, expected 5");
+  if (state.numel() != 5)
+    throw std::runtime_error("the gradient scaler's state has " + std::to_string(state.numel()) +
+                             " values, expected 5");
   const double* v = state.data_ptr<double>();
   if (!(v[0] > 0) || !std::isfinite(v[0])) throw std::runtime_error("the gradient scaler's saved scale is invalid");
   scale = v[0];

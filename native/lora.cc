@@ -61,8 +61,8 @@ LoraSpec ReadSpec(const Napi::Value& value) {
   spec.dropout = ReadNumber(object.Get("dropout"), fn + ".dropout");
   if (spec.dropout < 0 || spec.dropout >= 1) ThrowError(env, fn + ".dropout must be in [0, 1)");
   // Negative seeds wrap to uint64 as in torch.Generator.manual_seed.
-  spec.seed = static_cast<uint64_t>(
-      ReadInteger(object.Get("seed"), fn + ".seed", -(int64_t{1} << 53), int64_t{1} << 53));
+  spec.seed =
+      static_cast<uint64_t>(ReadInteger(object.Get("seed"), fn + ".seed", -(int64_t{1} << 53), int64_t{1} << 53));
   return spec;
 }
 
@@ -417,7 +417,8 @@ Napi::Value ApplyLora(const Napi::CallbackInfo& info) {
         a.uniform_(-bound, bound, generator);
         a = a.to(w0.device(), w0.scalar_type());
       }
-      torch::Tensor b = torch::zeros({out, spec.rank}, torch::TensorOptions().dtype(w0.scalar_type()).device(w0.device()));
+      torch::Tensor b =
+          torch::zeros({out, spec.rank}, torch::TensorOptions().dtype(w0.scalar_type()).device(w0.device()));
       a.set_requires_grad(true);
       b.set_requires_grad(true);
       lora->modules.push_back(LoraModule{named.name, named.value, w0, a, b});
@@ -593,7 +594,8 @@ Napi::Value LoraAdapters::Load(const Napi::CallbackInfo& info) {
     Check(env);
     c10::IValue file = ReadPickleFile(path, "LoRA adapters");
     const std::string prefix = fn + ": '" + path + "' ";
-    if (!file.isGenericDict()) ThrowError(env, prefix + "does not hold LoRA adapters (expected a dict, found a " + file.tagKind() + ")");
+    if (!file.isGenericDict())
+      ThrowError(env, prefix + "does not hold LoRA adapters (expected a dict, found a " + file.tagKind() + ")");
 
     std::unordered_map<std::string, torch::Tensor> tensors;
     std::optional<int64_t> rank;

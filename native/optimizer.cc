@@ -54,7 +54,9 @@ OptimizerStatePtr AdamW::Get(const Napi::Value& value, const std::string& what) 
   return self->state_;
 }
 
-AdamW* AdamW::Unwrap(const Napi::Object& receiver) { return UnwrapReceiver<AdamW>(receiver, WrapClass::AdamW); }
+AdamW* AdamW::Unwrap(const Napi::Object& receiver) {
+  return UnwrapReceiver<AdamW>(receiver, WrapClass::AdamW);
+}
 
 AdamW::AdamW(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdamW>(info) {
   Napi::Env env = info.Env();
@@ -76,7 +78,8 @@ AdamW::AdamW(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdamW>(info) {
       for (uint32_t i = 0; i < paramsArray.Length(); ++i) {
         const std::string name = where + ".params[" + std::to_string(i) + "]";
         torch::Tensor p = Tensor::Get(paramsArray.Get(i), name);
-        if (!p.is_floating_point()) ThrowError(env, name + " must be a floating-point tensor, got " + DTypeName(p.scalar_type()));
+        if (!p.is_floating_point())
+          ThrowError(env, name + " must be a floating-point tensor, got " + DTypeName(p.scalar_type()));
         // A non-leaf never receives .grad, so it would silently never be trained.
         if (!p.is_leaf()) ThrowError(env, name + " is not a leaf tensor (it was computed from other tensors)");
         if (!seen.insert(p.unsafeGetTensorImpl()).second) {
@@ -113,7 +116,9 @@ const OptimizerStatePtr& AdamW::Checked(Napi::Env env) const {
   return state_;
 }
 
-Napi::Value AdamW::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !state_); }
+Napi::Value AdamW::Disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !state_);
+}
 
 Napi::Value AdamW::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

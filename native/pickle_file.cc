@@ -16,17 +16,28 @@ namespace {
 // The storage class torch.save names for a dtype (torch.<Name>Storage).
 const char* StorageName(c10::ScalarType type) {
   switch (type) {
-    case c10::ScalarType::Float: return "FloatStorage";
-    case c10::ScalarType::Double: return "DoubleStorage";
-    case c10::ScalarType::Half: return "HalfStorage";
-    case c10::ScalarType::BFloat16: return "BFloat16Storage";
-    case c10::ScalarType::Long: return "LongStorage";
-    case c10::ScalarType::Int: return "IntStorage";
-    case c10::ScalarType::Short: return "ShortStorage";
-    case c10::ScalarType::Char: return "CharStorage";
-    case c10::ScalarType::Byte: return "ByteStorage";
-    case c10::ScalarType::Bool: return "BoolStorage";
-    default: throw std::runtime_error(std::string("cannot save a tensor of dtype ") + c10::toString(type));
+    case c10::ScalarType::Float:
+      return "FloatStorage";
+    case c10::ScalarType::Double:
+      return "DoubleStorage";
+    case c10::ScalarType::Half:
+      return "HalfStorage";
+    case c10::ScalarType::BFloat16:
+      return "BFloat16Storage";
+    case c10::ScalarType::Long:
+      return "LongStorage";
+    case c10::ScalarType::Int:
+      return "IntStorage";
+    case c10::ScalarType::Short:
+      return "ShortStorage";
+    case c10::ScalarType::Char:
+      return "CharStorage";
+    case c10::ScalarType::Byte:
+      return "ByteStorage";
+    case c10::ScalarType::Bool:
+      return "BoolStorage";
+    default:
+      throw std::runtime_error(std::string("cannot save a tensor of dtype ") + c10::toString(type));
   }
 }
 

@@ -44,7 +44,8 @@ c10::ScalarType AutocastDtype(c10::DeviceType type) {
 #if TORCH_BERT_DEVICE_GENERIC_AUTOCAST
   return at::autocast::get_autocast_dtype(type);
 #else
-  return type == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+  return type == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype()
+                                       : at::autocast::get_autocast_cpu_dtype();
 #endif
 }
 
@@ -75,7 +76,8 @@ const char* PrecisionName(Precision precision) {
 
 Precision ReadPrecision(const Napi::Value& value, const std::string& what) {
   if (IsMissing(value)) return Precision::kFp32;
-  if (!value.IsString()) ThrowTypeError(value.Env(), what + " must be 'fp32', 'bf16' or 'fp16', got " + TypeOfValue(value));
+  if (!value.IsString())
+    ThrowTypeError(value.Env(), what + " must be 'fp32', 'bf16' or 'fp16', got " + TypeOfValue(value));
   const std::string name = value.As<Napi::String>().Utf8Value();
   if (name == "fp32") return Precision::kFp32;
   if (name == "bf16") return Precision::kBf16;
@@ -85,12 +87,13 @@ Precision ReadPrecision(const Napi::Value& value, const std::string& what) {
 
 void CheckPrecision(Precision precision, const c10::Device& device) {
   if (precision == Precision::kFp16 && !device.is_cuda()) {
-    throw std::runtime_error("precision 'fp16' needs a CUDA device, but the model is on " + device.str() +
-                             " (libtorch's CPU autocast computes in bfloat16): use precision 'bf16' or 'fp32' on the CPU");
+    throw std::runtime_error(
+        "precision 'fp16' needs a CUDA device, but the model is on " + device.str() +
+        " (libtorch's CPU autocast computes in bfloat16): use precision 'bf16' or 'fp32' on the CPU");
   }
   if (precision != Precision::kFp32 && !device.is_cuda() && !device.is_cpu()) {
-    throw std::runtime_error(std::string("precision '") + PrecisionName(precision) + "' is supported on CPU and CUDA devices, not on " +
-                             device.str());
+    throw std::runtime_error(std::string("precision '") + PrecisionName(precision) +
+                             "' is supported on CPU and CUDA devices, not on " + device.str());
   }
 }
 

@@ -101,7 +101,8 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
-  return Guard(info.Env(), [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), torch::cuda::is_available()); });
+  return Guard(info.Env(),
+               [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), torch::cuda::is_available()); });
 }
 
 Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {

@@ -58,8 +58,7 @@ torch::jit::Method FindMethod(const torch::jit::Module& module, const std::strin
 }
 
 // Converts JS arguments info[first..] to the method's declared input types.
-std::vector<c10::IValue> MethodInputs(const torch::jit::Method& method, const Napi::CallbackInfo& info,
-                                      size_t first) {
+std::vector<c10::IValue> MethodInputs(const torch::jit::Method& method, const Napi::CallbackInfo& info, size_t first) {
   const auto& arguments = method.function().getSchema().arguments();
   const size_t declared = arguments.empty() ? 0 : arguments.size() - 1;  // minus self
   const size_t given = info.Length() > first ? info.Length() - first : 0;
@@ -68,7 +67,10 @@ std::vector<c10::IValue> MethodInputs(const torch::jit::Method& method, const Na
   if (given > declared || given < required) {
     std::ostringstream os;
     os << method.name() << "() takes ";
-    if (required == declared) os << declared; else os << required << " to " << declared;
+    if (required == declared)
+      os << declared;
+    else
+      os << required << " to " << declared;
     os << " input(s), got " << given;
     throw ArgumentError(os.str());
   }

@@ -13,7 +13,7 @@
 
 namespace torch_bert {
 
-struct LoraState;     // lora.h
+struct LoraState;      // lora.h
 class PrunedFunction;  // execution_graph.h
 
 // What a JS ScriptModule refers to. Held through shared_ptr so that async work keeps it alive

@@ -33,12 +33,18 @@ int64_t ByteSize(const torch::Tensor& t) {
 // The dtype a typed array holds, or nothing when binding.ts does not accept that array type.
 std::optional<c10::ScalarType> TypedArrayDType(napi_typedarray_type type) {
   switch (type) {
-    case napi_float32_array: return c10::ScalarType::Float;
-    case napi_float64_array: return c10::ScalarType::Double;
-    case napi_bigint64_array: return c10::ScalarType::Long;
-    case napi_int32_array: return c10::ScalarType::Int;
-    case napi_uint8_array: return c10::ScalarType::Byte;
-    default: return std::nullopt;
+    case napi_float32_array:
+      return c10::ScalarType::Float;
+    case napi_float64_array:
+      return c10::ScalarType::Double;
+    case napi_bigint64_array:
+      return c10::ScalarType::Long;
+    case napi_int32_array:
+      return c10::ScalarType::Int;
+    case napi_uint8_array:
+      return c10::ScalarType::Byte;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -67,17 +73,28 @@ c10::ScalarType ParseDType(const std::string& name) {
 
 std::string DTypeName(c10::ScalarType type) {
   switch (type) {
-    case c10::ScalarType::Float: return "float32";
-    case c10::ScalarType::Double: return "float64";
-    case c10::ScalarType::Half: return "float16";
-    case c10::ScalarType::BFloat16: return "bfloat16";
-    case c10::ScalarType::Long: return "int64";
-    case c10::ScalarType::Int: return "int32";
-    case c10::ScalarType::Short: return "int16";
-    case c10::ScalarType::Char: return "int8";
-    case c10::ScalarType::Byte: return "uint8";
-    case c10::ScalarType::Bool: return "bool";
-    default: return c10::toString(type);
+    case c10::ScalarType::Float:
+      return "float32";
+    case c10::ScalarType::Double:
+      return "float64";
+    case c10::ScalarType::Half:
+      return "float16";
+    case c10::ScalarType::BFloat16:
+      return "bfloat16";
+    case c10::ScalarType::Long:
+      return "int64";
+    case c10::ScalarType::Int:
+      return "int32";
+    case c10::ScalarType::Short:
+      return "int16";
+    case c10::ScalarType::Char:
+      return "int8";
+    case c10::ScalarType::Byte:
+      return "uint8";
+    case c10::ScalarType::Bool:
+      return "bool";
+    default:
+      return c10::toString(type);
   }
 }
 
@@ -131,25 +148,24 @@ Napi::Value TensorToTypedArray(Napi::Env env, const torch::Tensor& tensor) {
 }
 
 Napi::Function Tensor::Define(Napi::Env env) {
-  return DefineClass(
-      env, "Tensor",
-      {
-          StaticMethod<&Tensor::FromArray>("fromArray"),
-          InstanceAccessor<&Tensor::Shape>("shape"),
-          InstanceAccessor<&Tensor::DType>("dtype"),
-          InstanceAccessor<&Tensor::Device>("device"),
-          InstanceAccessor<&Tensor::RequiresGrad>("requiresGrad"),
-          InstanceAccessor<&Tensor::Disposed>("disposed"),
-          InstanceMethod<&Tensor::ToArray>("toArray"),
-          InstanceMethod<&Tensor::Item>("item"),
-          InstanceMethod<&Tensor::To>("to"),
-          InstanceMethod<&Tensor::Clone>("clone"),
-          InstanceMethod<&Tensor::SetRequiresGrad>("setRequiresGrad"),
-          InstanceMethod<&Tensor::Grad>("grad"),
-          InstanceMethod<&Tensor::Backward>("backward"),
-          InstanceMethod<&Tensor::CopyFrom>("copyFrom"),
-          InstanceMethod<&Tensor::Dispose>("dispose"),
-      });
+  return DefineClass(env, "Tensor",
+                     {
+                         StaticMethod<&Tensor::FromArray>("fromArray"),
+                         InstanceAccessor<&Tensor::Shape>("shape"),
+                         InstanceAccessor<&Tensor::DType>("dtype"),
+                         InstanceAccessor<&Tensor::Device>("device"),
+                         InstanceAccessor<&Tensor::RequiresGrad>("requiresGrad"),
+                         InstanceAccessor<&Tensor::Disposed>("disposed"),
+                         InstanceMethod<&Tensor::ToArray>("toArray"),
+                         InstanceMethod<&Tensor::Item>("item"),
+                         InstanceMethod<&Tensor::To>("to"),
+                         InstanceMethod<&Tensor::Clone>("clone"),
+                         InstanceMethod<&Tensor::SetRequiresGrad>("setRequiresGrad"),
+                         InstanceMethod<&Tensor::Grad>("grad"),
+                         InstanceMethod<&Tensor::Backward>("backward"),
+                         InstanceMethod<&Tensor::CopyFrom>("copyFrom"),
+                         InstanceMethod<&Tensor::Dispose>("dispose"),
+                     });
 }
 
 Napi::Object Tensor::Wrap(Napi::Env env, const torch::Tensor& tensor, bool ownsMemory) {
@@ -158,9 +174,13 @@ Napi::Object Tensor::Wrap(Napi::Env env, const torch::Tensor& tensor, bool ownsM
   return GetAddonData(env).tensorConstructor.New({Napi::External<TensorInit>::New(env, &init)});
 }
 
-bool Tensor::IsTensor(const Napi::Value& value) { return IsWrapped(value, WrapClass::Tensor); }
+bool Tensor::IsTensor(const Napi::Value& value) {
+  return IsWrapped(value, WrapClass::Tensor);
+}
 
-Tensor* Tensor::Unwrap(const Napi::Object& receiver) { return UnwrapReceiver<Tensor>(receiver, WrapClass::Tensor); }
+Tensor* Tensor::Unwrap(const Napi::Object& receiver) {
+  return UnwrapReceiver<Tensor>(receiver, WrapClass::Tensor);
+}
 
 torch::Tensor Tensor::Get(const Napi::Value& value, const std::string& what) {
   auto* self = static_cast<Tensor*>(UnwrapTagged(value, WrapClass::Tensor, what));
@@ -207,8 +227,10 @@ Napi::Value Tensor::FromArray(const Napi::CallbackInfo& info) {
   return Guard(env, [&]() -> Napi::Value {
     const std::string fn = "Tensor.fromArray";
     if (!info[0].IsTypedArray()) {
-      ThrowTypeError(env, fn + ": data must be a Float32Array, Float64Array, BigInt64Array, Int32Array or "
-                               "Uint8Array, got " + TypeOfValue(info[0]));
+      ThrowTypeError(env, fn +
+                              ": data must be a Float32Array, Float64Array, BigInt64Array, Int32Array or "
+                              "Uint8Array, got " +
+                              TypeOfValue(info[0]));
     }
     auto data = info[0].As<Napi::TypedArray>();
     auto natural = TypedArrayDType(data.TypedArrayType());
@@ -220,16 +242,14 @@ Napi::Value Tensor::FromArray(const Napi::CallbackInfo& info) {
     std::vector<int64_t> shape;
     double product = 1;
     for (uint32_t i = 0; i < shapeArray.Length(); ++i) {
-      int64_t d = ReadInteger(shapeArray.Get(i), fn + ": shape[" + std::to_string(i) + "]", 0,
-                              int64_t{1} << 53);
+      int64_t d = ReadInteger(shapeArray.Get(i), fn + ": shape[" + std::to_string(i) + "]", 0, int64_t{1} << 53);
       shape.push_back(d);
       product *= static_cast<double>(d);
     }
     const size_t length = data.ElementLength();
     if (product != static_cast<double>(length)) {
-      ThrowError(env, fn + ": shape " + ShapeString(shape) + " holds " +
-                          std::to_string(static_cast<int64_t>(product)) + " elements but data has " +
-                          std::to_string(length));
+      ThrowError(env, fn + ": shape " + ShapeString(shape) + " holds " + std::to_string(static_cast<int64_t>(product)) +
+                          " elements but data has " + std::to_string(length));
     }
     c10::ScalarType dtype = *natural;
     if (!IsMissing(info[2])) dtype = ParseDType(ReadString(info[2], fn + ": dtype"));

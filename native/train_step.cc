@@ -28,8 +28,8 @@ namespace {
 struct Batch {
   int64_t size = 0;
   int64_t seqLen = 0;
-  torch::Tensor inputIds;       // int64 [B, T], CPU
-  torch::Tensor attentionMask;  // int64 [B, T], CPU
+  torch::Tensor inputIds;               // int64 [B, T], CPU
+  torch::Tensor attentionMask;          // int64 [B, T], CPU
   std::optional<torch::Tensor> labels;  // int64 [B], CPU
 };
 
@@ -121,8 +121,8 @@ void ReadLossFields(const Napi::Object& options, const std::string& where, LossO
     if (array.ElementLength() == 0) ThrowError(env, what + " must not be empty");
     for (size_t i = 0; i < array.ElementLength(); ++i) {
       if (!std::isfinite(array[i]) || array[i] < 0) {
-        ThrowError(env, what + "[" + std::to_string(i) + "] must be a finite number >= 0, got " +
-                            std::to_string(array[i]));
+        ThrowError(env,
+                   what + "[" + std::to_string(i) + "] must be a finite number >= 0, got " + std::to_string(array[i]));
       }
     }
     torch::Tensor t = torch::empty({static_cast<int64_t>(array.ElementLength())}, torch::kFloat);
@@ -132,7 +132,8 @@ void ReadLossFields(const Napi::Object& options, const std::string& where, LossO
   Napi::Value smoothing = options.Get("labelSmoothing");
   if (!IsMissing(smoothing)) {
     loss.labelSmoothing = ReadNumber(smoothing, where + ".labelSmoothing");
-    if (loss.labelSmoothing < 0 || loss.labelSmoothing >= 1) ThrowError(env, where + ".labelSmoothing must be in [0, 1)");
+    if (loss.labelSmoothing < 0 || loss.labelSmoothing >= 1)
+      ThrowError(env, where + ".labelSmoothing must be in [0, 1)");
   }
 }
 
@@ -190,8 +191,8 @@ StepOptions ReadStepOptions(const Napi::Value& value, const std::string& fn) {
 struct StepInput {
   int64_t size = 0;
   std::optional<Batch> tokens;
-  torch::Tensor features;  // [N, H], any device
-  torch::Tensor rows;      // int64 [B], CPU
+  torch::Tensor features;               // [N, H], any device
+  torch::Tensor rows;                   // int64 [B], CPU
   std::optional<torch::Tensor> labels;  // int64 [B], CPU
 };
 
@@ -210,8 +211,8 @@ StepInput FeatureInput(const Napi::CallbackInfo& info, size_t first, const std::
   input.features = Tensor::Get(info[first], fn + ": features");
   if (input.features.dim() != 2 || !input.features.is_floating_point()) {
     std::ostringstream os;
-    os << fn << ": features must be a floating-point [N, hidden] tensor, got " << DTypeName(input.features.scalar_type())
-       << " of shape " << input.features.sizes();
+    os << fn << ": features must be a floating-point [N, hidden] tensor, got "
+       << DTypeName(input.features.scalar_type()) << " of shape " << input.features.sizes();
     ThrowError(env, os.str());
   }
   const int64_t n = input.features.size(0);
@@ -289,7 +290,8 @@ torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c1
   torch::jit::Module& module = state.module;
   c10::IValue out;
   if (input.tokens) {
-    std::vector<c10::IValue> args{ToDevice(input.tokens->inputIds, device), ToDevice(input.tokens->attentionMask, device)};
+    std::vector<c10::IValue> args{ToDevice(input.tokens->inputIds, device),
+                                  ToDevice(input.tokens->attentionMask, device)};
     AutocastGuard autocast(precision, device);
     out = CallWithAdapters(state, module.get_method("forward"), std::move(args), mode);
   } else {
@@ -672,7 +674,10 @@ class FeaturesWorker : public PromiseWorker {
     if (!out.isTensor() || out.toTensor().dim() != 2 || out.toTensor().size(0) != batch_.size) {
       std::ostringstream os;
       os << "the model's features must return a [" << batch_.size << ", hidden] tensor, got ";
-      if (out.isTensor()) os << "shape " << out.toTensor().sizes(); else os << "a " << out.tagKind();
+      if (out.isTensor())
+        os << "shape " << out.toTensor().sizes();
+      else
+        os << "a " << out.tagKind();
       throw std::runtime_error(os.str());
     }
     features_ = out.toTensor().to(torch::kFloat).contiguous();

@@ -24,7 +24,8 @@ Napi::Value SaveTensors(const Napi::CallbackInfo& info) {
     const std::string fn = "saveTensors";
     std::string path = ReadPath(info[0], fn + ": path");
     Napi::Object object = ReadObject(info[1], fn + ": tensors");
-    if (Tensor::IsTensor(object)) ThrowTypeError(env, fn + ": tensors must be a record of name -> Tensor, got a Tensor");
+    if (Tensor::IsTensor(object))
+      ThrowTypeError(env, fn + ": tensors must be a record of name -> Tensor, got a Tensor");
     std::vector<std::pair<std::string, c10::IValue>> entries;
     Napi::Array names = object.GetPropertyNames();
     for (uint32_t i = 0; i < names.Length(); ++i) {
@@ -45,7 +46,8 @@ Napi::Value LoadTensors(const Napi::CallbackInfo& info) {
     std::string path = ReadPath(info[0], fn + ": path");
     c10::IValue value = ReadPickleFile(path, "tensors");
     const std::string prefix = fn + ": '" + path + "' ";
-    if (!value.isGenericDict()) ThrowError(env, prefix + "does not hold a dict of tensors (found a " + value.tagKind() + ")");
+    if (!value.isGenericDict())
+      ThrowError(env, prefix + "does not hold a dict of tensors (found a " + value.tagKind() + ")");
     std::vector<std::pair<std::string, torch::Tensor>> tensors;
     for (const auto& entry : value.toGenericDict()) {
       if (!entry.key().isString()) {
@@ -53,7 +55,8 @@ Napi::Value LoadTensors(const Napi::CallbackInfo& info) {
       }
       const std::string& name = entry.key().toStringRef();
       if (!entry.value().isTensor()) {
-        ThrowError(env, prefix + "does not hold a dict of tensors ('" + name + "' is a " + entry.value().tagKind() + ")");
+        ThrowError(env,
+                   prefix + "does not hold a dict of tensors ('" + name + "' is a " + entry.value().tagKind() + ")");
       }
       tensors.emplace_back(name, entry.value().toTensor());
     }
@@ -123,7 +126,8 @@ Napi::Value GetRngState(const Napi::CallbackInfo& info) {
     std::vector<GeneratorState> states;
     states.push_back({kCpu, 0, StateBytes(at::detail::getDefaultCPUGenerator())});
     const int64_t cuda = CudaGenerators();
-    for (int64_t i = 0; i < cuda; ++i) states.push_back({kCuda, static_cast<uint32_t>(i), StateBytes(CudaGenerator(i))});
+    for (int64_t i = 0; i < cuda; ++i)
+      states.push_back({kCuda, static_cast<uint32_t>(i), StateBytes(CudaGenerator(i))});
 
     std::vector<uint8_t> out(kMagic, kMagic + sizeof(kMagic));
     Append<uint32_t>(out, static_cast<uint32_t>(states.size()));

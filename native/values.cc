@@ -13,7 +13,9 @@ namespace {
   ThrowTypeError(value.Env(), what + " must be " + type->annotation_str() + ", got " + TypeOfValue(value));
 }
 
-bool IsIntegral(double d) { return std::isfinite(d) && std::floor(d) == d; }
+bool IsIntegral(double d) {
+  return std::isfinite(d) && std::floor(d) == d;
+}
 
 // For arguments typed `Any`: the closest TorchScript value to a JS value.
 c10::IValue InferIValue(const Napi::Value& value, const std::string& what) {

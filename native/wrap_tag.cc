@@ -16,7 +16,9 @@ constexpr napi_type_tag kTags[] = {
 };
 constexpr WrapClass kAll[] = {WrapClass::Tensor, WrapClass::ScriptModule, WrapClass::AdamW, WrapClass::LoraAdapters};
 
-const napi_type_tag& TagOf(WrapClass cls) { return kTags[static_cast<int>(cls)]; }
+const napi_type_tag& TagOf(WrapClass cls) {
+  return kTags[static_cast<int>(cls)];
+}
 
 }  // namespace
 
@@ -56,7 +58,8 @@ std::string DescribeValue(const Napi::Value& value) {
 void* UnwrapTagged(const Napi::Value& value, WrapClass cls, const std::string& what) {
   Napi::Env env = value.Env();
   const std::string article = cls == WrapClass::AdamW ? " must be an " : " must be a ";
-  if (!IsWrapped(value, cls)) ThrowTypeError(env, what + article + WrapClassName(cls) + ", got " + DescribeValue(value));
+  if (!IsWrapped(value, cls))
+    ThrowTypeError(env, what + article + WrapClassName(cls) + ", got " + DescribeValue(value));
   void* raw = nullptr;
   // A tagged object is always wrapped (the tag is set after ObjectWrap's constructor wrapped
   // it); a failure here would be an addon bug, reported rather than dereferenced.

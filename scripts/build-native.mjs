@@ -118,7 +118,9 @@ function runCmakeJs(cmakeArgs, retryManual) {
       // A CUDA libtorch's TorchConfig.cmake stops the configure when it dislikes the CUDA
       // toolkit it finds (or finds none); the addon compiles no CUDA code, so set libtorch up
       // without it. `rebuild`: cmake-js `compile` would keep the failed cache.
-      console.error('torch-bert: configuring with TorchConfig.cmake failed for this CUDA libtorch; retrying without it (TORCH_BERT_MANUAL_TORCH=ON)');
+      console.error(
+        'torch-bert: configuring with TorchConfig.cmake failed for this CUDA libtorch; retrying without it (TORCH_BERT_MANUAL_TORCH=ON)',
+      );
       runCmakeJs([cmakeArgs[0], 'rebuild', ...cmakeArgs.slice(2), '--CDTORCH_BERT_MANUAL_TORCH=ON'], false);
       return;
     }

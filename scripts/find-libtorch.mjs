@@ -11,7 +11,7 @@
  * `node scripts/find-libtorch.mjs` prints what it found (`--json` for machine output).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -249,7 +249,12 @@ function fromSystem(report) {
     const version = dpkgVersionOfFile(realpathOrSelf(lib)) ?? /\.so\.(\d+\.\d+\.\d+)$/.exec(realpathOrSelf(lib))?.[1] ?? null;
     /** @type {FoundLibtorch} */
     const found = { cmakePrefixPath: null, libDir, version, flavor: flavorOf({ version, libDir }), source: 'system' };
-    report?.({ ...found, path: libDir, usable: true, note: 'runtime libraries only (no CMake package): can load a prebuilt, cannot build' });
+    report?.({
+      ...found,
+      path: libDir,
+      usable: true,
+      note: 'runtime libraries only (no CMake package): can load a prebuilt, cannot build',
+    });
     return found;
   }
   return null;

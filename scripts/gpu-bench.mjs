@@ -24,10 +24,10 @@
  * on stdout as it is measured, and the table at the end. Exit code 1 when a torch-bert row failed.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { techniqueModel } from '../bench/technique-model.mjs';
@@ -82,11 +82,29 @@ if (DEVICE.startsWith('cuda') && !binding.cudaIsAvailable()) throw new Error('gp
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-gpu-bench-'));
 const encoder = join(work, 'bert-base.pt');
 log(`making the ${opt.shape} TorchScript encoder (random weights)`);
-execFileSync(opt.python, [
-  join(root, 'scripts', 'python', 'make_encoder.py'), '--out', encoder, '--vocab-size', String(SHAPE.vocab),
-  '--layers', String(SHAPE.layers), '--hidden', String(SHAPE.hidden), '--heads', String(SHAPE.heads),
-  '--intermediate', String(SHAPE.intermediate), '--max-position', '512', '--seed', '0',
-], { stdio: ['ignore', 'ignore', 'inherit'] });
+execFileSync(
+  opt.python,
+  [
+    join(root, 'scripts', 'python', 'make_encoder.py'),
+    '--out',
+    encoder,
+    '--vocab-size',
+    String(SHAPE.vocab),
+    '--layers',
+    String(SHAPE.layers),
+    '--hidden',
+    String(SHAPE.hidden),
+    '--heads',
+    String(SHAPE.heads),
+    '--intermediate',
+    String(SHAPE.intermediate),
+    '--max-position',
+    '512',
+    '--seed',
+    '0',
+  ],
+  { stdio: ['ignore', 'ignore', 'inherit'] },
+);
 
 // torch-bert computes the last layer for the [CLS] row alone (token pruning, on unless
 // TORCH_BERT_TOKEN_PRUNING=0): there it runs the key and value projections for every token and
@@ -109,7 +127,13 @@ function batchOf(seq) {
     s = (s * 1103515245 + 12345) >>> 0;
     inputIds[i] = 1000 + (s % (SHAPE.vocab - 1000));
   }
-  return { inputIds, attentionMask: new Int32Array(B * seq).fill(1), batchSize: B, seqLen: seq, labels: Int32Array.from({ length: B }, (_, i) => i % 2) };
+  return {
+    inputIds,
+    attentionMask: new Int32Array(B * seq).fill(1),
+    batchSize: B,
+    seqLen: seq,
+    labels: Int32Array.from({ length: B }, (_, i) => i % 2),
+  };
 }
 
 async function ours(seq, technique, precision) {
@@ -134,11 +158,30 @@ async function ours(seq, technique, precision) {
  * once): it answers its header line, then one line per row asked for on its stdin.
  */
 function startPython() {
-  const child = spawn(opt.python, [
-    join(root, 'scripts', 'gpu-bench.py'), '--encoder', encoder, '--serve', '--batch', String(B), '--steps', String(STEPS),
-    '--warmup', String(WARMUP), '--vocab', String(SHAPE.vocab), '--heads', String(SHAPE.heads), '--device', DEVICE,
-    '--tf32', binding.allowTF32() ? '1' : '0',
-  ], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, PYTHONUNBUFFERED: '1' } });
+  const child = spawn(
+    opt.python,
+    [
+      join(root, 'scripts', 'gpu-bench.py'),
+      '--encoder',
+      encoder,
+      '--serve',
+      '--batch',
+      String(B),
+      '--steps',
+      String(STEPS),
+      '--warmup',
+      String(WARMUP),
+      '--vocab',
+      String(SHAPE.vocab),
+      '--heads',
+      String(SHAPE.heads),
+      '--device',
+      DEVICE,
+      '--tf32',
+      binding.allowTF32() ? '1' : '0',
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, PYTHONUNBUFFERED: '1' } },
+  );
   const waiting = [];
   const lines = [];
   let ended = null;
@@ -153,9 +196,19 @@ function startPython() {
     if (line.trim().startsWith('{')) lines.push(line);
     settle();
   });
-  child.on('error', (err) => { ended = `cannot run ${opt.python}: ${err.message}`; settle(); });
-  child.on('exit', (code, signal) => { ended = `the PyTorch side exited (${signal ?? `code ${code}`})`; settle(); });
-  const next = () => new Promise((resolve, reject) => { waiting.push({ resolve, reject }); settle(); }).then((l) => JSON.parse(l));
+  child.on('error', (err) => {
+    ended = `cannot run ${opt.python}: ${err.message}`;
+    settle();
+  });
+  child.on('exit', (code, signal) => {
+    ended = `the PyTorch side exited (${signal ?? `code ${code}`})`;
+    settle();
+  });
+  const next = () =>
+    new Promise((resolve, reject) => {
+      waiting.push({ resolve, reject });
+      settle();
+    }).then((l) => JSON.parse(l));
   return {
     header: next(),
     measure: (row) => {
@@ -179,7 +232,8 @@ try {
 }
 const v = binding.versions();
 const cell = (r) => (r.sequencesPerSecond ? r.sequencesPerSecond.toFixed(1) : `error: ${r.error}`);
-const header = `GPU ${python?.gpu ?? '?'}; torch-bert on libtorch ${v.libtorch} (CUDA ${v.cuda}, cuDNN ${v.cudnn}); PyTorch ${python?.torch ?? '?'} (attention: ${python?.attention ?? '?'}); TF32 in fp32 ${binding.allowTF32() ? 'on' : 'off'}; ` +
+const header =
+  `GPU ${python?.gpu ?? '?'}; torch-bert on libtorch ${v.libtorch} (CUDA ${v.cuda}, cuDNN ${v.cudnn}); PyTorch ${python?.torch ?? '?'} (attention: ${python?.attention ?? '?'}); TF32 in fp32 ${binding.allowTF32() ? 'on' : 'off'}; ` +
   `${opt.shape === 'tiny' ? 'tiny (smoke test)' : 'bert-base'} shape on ${DEVICE}, batch ${B}, ${WARMUP} warm-up + ${STEPS} timed steps; ${new Date().toISOString()}`;
 /** Writes the table so far (after every row, so that a run cut short by a time limit still leaves one). */
 function write() {
@@ -189,7 +243,10 @@ function write() {
     '| technique | seq | precision | torch-bert seq/s | PyTorch seq/s | ratio | torch-bert TFLOP/s | MFU (vs bf16 peak) |',
     '|---|---|---|---|---|---|---|---|',
     ...rows.map((r) => {
-      const ratio = r.torchBert.sequencesPerSecond && r.pytorch.sequencesPerSecond ? (r.torchBert.sequencesPerSecond / r.pytorch.sequencesPerSecond).toFixed(2) : '-';
+      const ratio =
+        r.torchBert.sequencesPerSecond && r.pytorch.sequencesPerSecond
+          ? (r.torchBert.sequencesPerSecond / r.pytorch.sequencesPerSecond).toFixed(2)
+          : '-';
       return `| ${r.technique} | ${r.seq} | ${r.precision} | ${cell(r.torchBert)} | ${cell(r.pytorch)} | ${ratio} | ${r.torchBertTflops?.toFixed(1) ?? '-'} | ${r.mfu === null ? '-' : (100 * r.mfu).toFixed(1) + '%'} |`;
     }),
   ].join('\n');
@@ -203,7 +260,17 @@ for (const { technique, seq, precision } of ROWS) {
   const t0 = performance.now();
   if (t0 - started + longest > BUDGET_MS) {
     const skipped = { error: 'skipped: time budget' };
-    rows.push({ technique, seq, batch: B, precision, torchBert: skipped, pytorch: skipped, torchBertTflops: null, mfu: null, skipped: true });
+    rows.push({
+      technique,
+      seq,
+      batch: B,
+      precision,
+      torchBert: skipped,
+      pytorch: skipped,
+      torchBertTflops: null,
+      mfu: null,
+      skipped: true,
+    });
     log(`skipped ${technique}, seq ${seq}, ${precision}: the time budget (${BUDGET_MS / 1000} s) would run out`);
     continue;
   }
@@ -222,7 +289,16 @@ for (const { technique, seq, precision } of ROWS) {
     theirs = { error: String(err?.message ?? err).split('\n')[0] };
   }
   const tflops = mine.secondsPerStep ? flopsPerStep(seq, technique) / mine.secondsPerStep / 1e12 : null;
-  const row = { technique, seq, batch: B, precision, torchBert: mine, pytorch: theirs, torchBertTflops: tflops, mfu: tflops === null ? null : tflops / PEAK };
+  const row = {
+    technique,
+    seq,
+    batch: B,
+    precision,
+    torchBert: mine,
+    pytorch: theirs,
+    torchBertTflops: tflops,
+    mfu: tflops === null ? null : tflops / PEAK,
+  };
   rows.push(row);
   write();
   process.stdout.write(JSON.stringify(row) + '\n');

@@ -58,8 +58,16 @@ try {
   const { loadBinding } = await import(join(root, 'dist', 'index.js'));
   const b = loadBinding();
   const n = 2 * 12;
-  const ids = b.Tensor.fromArray(new Int32Array(n).map((_, i) => 5 + ((i * 37) % 990)), [2, 12], 'int64');
-  const mask = b.Tensor.fromArray(new Int32Array(n).map((_, i) => (i >= 20 ? 0 : 1)), [2, 12], 'int64');
+  const ids = b.Tensor.fromArray(
+    new Int32Array(n).map((_, i) => 5 + ((i * 37) % 990)),
+    [2, 12],
+    'int64',
+  );
+  const mask = b.Tensor.fromArray(
+    new Int32Array(n).map((_, i) => (i >= 20 ? 0 : 1)),
+    [2, 12],
+    'int64',
+  );
   const results = [];
   for (const t of traced) {
     if (t.error) {
@@ -69,7 +77,13 @@ try {
     }
     const features = (prune) => {
       b.setTokenPruning(prune);
-      const { module } = b.buildClassifier(b.ScriptModule.load(t.file), { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 1 });
+      const { module } = b.buildClassifier(b.ScriptModule.load(t.file), {
+        numClasses: 2,
+        headHidden: 8,
+        dropout: 0,
+        pooling: 'cls',
+        seed: 1,
+      });
       module.train(false);
       const x = Array.from(module.runMethod('features', ids, mask).toArray());
       return { x, ops: module.prunedOps('features') };
@@ -81,10 +95,14 @@ try {
     const ok = diff < 1e-5 && Array.isArray(pruned.ops) && pruned.ops.length > 0;
     failed ||= !ok;
     results.push({ ...t, maxAbsDiff: diff, prunedOps: pruned.ops, ok });
-    console.log(`hf-pruning: ${t.impl} (transformers ${t.transformers}, torch ${t.torch}): ${ok ? 'ok' : 'FAILED'}, max |pruned - full| ${diff.toExponential(2)}, narrowed ${pruned.ops?.length ?? 0} ops: ${(pruned.ops ?? []).join(' ')}`);
+    console.log(
+      `hf-pruning: ${t.impl} (transformers ${t.transformers}, torch ${t.torch}): ${ok ? 'ok' : 'FAILED'}, max |pruned - full| ${diff.toExponential(2)}, narrowed ${pruned.ops?.length ?? 0} ops: ${(pruned.ops ?? []).join(' ')}`,
+    );
   }
   if (!results.some((r) => 'ok' in r)) {
-    console.log(`hf-pruning: FAILED: no attention variant could be traced (${traced.map((t) => t.impl).join(', ')}), so nothing was compared`);
+    console.log(
+      `hf-pruning: FAILED: no attention variant could be traced (${traced.map((t) => t.impl).join(', ')}), so nothing was compared`,
+    );
     failed = true;
   }
   writeFileSync(join(opt.out, 'hf-pruning.json'), JSON.stringify(results, null, 2) + '\n');

@@ -18,12 +18,12 @@ import {
   describeLibtorch,
   incompatibility,
   listPrebuilds,
-  packageRoot as root,
   platformKey,
   prebuildDir,
   prebuildName,
   readBuildInfo,
   resolveLibtorch,
+  packageRoot as root,
   sourceBinary,
   sourceBuildUpToDate,
 } from './native-binary.mjs';
@@ -99,7 +99,9 @@ if (missing.length) {
       `${missing.join(', ')}, which ${missing.length > 1 ? 'are' : 'is'} missing.\n` +
       'Install the build tools (Debian/Ubuntu: `sudo apt-get install cmake g++ make` and for the system libtorch `libtorch-dev`; ' +
       'Fedora: `sudo dnf install cmake gcc-c++ make`; macOS: `xcode-select --install && brew install cmake`) and run `npm rebuild torch-bert`, ' +
-      (names.length ? `or use a libtorch a prebuilt is for (LIBTORCH=/path/to/libtorch or a Python PyTorch of that version).` : 'or use a libtorch a prebuilt exists for.'),
+      (names.length
+        ? `or use a libtorch a prebuilt is for (LIBTORCH=/path/to/libtorch or a Python PyTorch of that version).`
+        : 'or use a libtorch a prebuilt exists for.'),
   );
   process.exit(1);
 }

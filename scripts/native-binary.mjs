@@ -18,12 +18,12 @@
  * `node scripts/native-binary.mjs --check [--binary PATH]` loads the addon, runs a tiny
  * computation and prints what was loaded as JSON (exit code 1 and the message on failure).
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NOT_FOUND_MESSAGE, findLibrary, findLibtorch, searchKey } from './find-libtorch.mjs';
+import { findLibrary, findLibtorch, NOT_FOUND_MESSAGE, searchKey } from './find-libtorch.mjs';
 
 /** @import { FoundLibtorch, LibtorchCandidate } from './find-libtorch.mjs' */
 
@@ -292,7 +292,11 @@ export function readElfDynamic(file) {
   for (let i = 0; i < phnum; i++) {
     const at = phoff + i * phentsize;
     const type = buf.readUInt32LE(at);
-    const seg = { offset: Number(buf.readBigUInt64LE(at + 8)), vaddr: Number(buf.readBigUInt64LE(at + 16)), filesz: Number(buf.readBigUInt64LE(at + 32)) };
+    const seg = {
+      offset: Number(buf.readBigUInt64LE(at + 8)),
+      vaddr: Number(buf.readBigUInt64LE(at + 16)),
+      filesz: Number(buf.readBigUInt64LE(at + 32)),
+    };
     if (type === 1) loads.push(seg);
     else if (type === 2) dynamic = seg;
   }
@@ -345,7 +349,11 @@ export function preloadLibtorch(libDir, needed = null) {
   const errors = [];
   if (process.platform !== 'linux' || !libDir) return { loaded, errors };
   // Node does not export RTLD_NODELETE; 0x1000 is glibc's value (x86_64 and aarch64 alike).
-  const { RTLD_NOW = 2, RTLD_GLOBAL = 0x100, RTLD_NODELETE = 0x1000 } = /** @type {Record<string, number | undefined>} */ (osConstants.dlopen ?? {});
+  const {
+    RTLD_NOW = 2,
+    RTLD_GLOBAL = 0x100,
+    RTLD_NODELETE = 0x1000,
+  } = /** @type {Record<string, number | undefined>} */ (osConstants.dlopen ?? {});
   for (const name of PRELOAD_ORDER) {
     const re = new RegExp(`^lib${name}\\.so(\\.\\d+)*$`);
     const exact = needed?.find((n) => re.test(n));

@@ -23,10 +23,10 @@ import {
   describeLibtorch,
   incompatibility,
   makeBuildInfo,
-  packageRoot as root,
   platformKey,
   prebuildName,
   readBuildInfo,
+  packageRoot as root,
   sourceBinary,
   sourceBuildUpToDate,
 } from './native-binary.mjs';
@@ -60,7 +60,9 @@ if (force || !fits || !(reuse || sourceBuildUpToDate(root))) {
 // as far as possible: build-native builds against exactly this search's result).
 let buildInfo = readBuildInfo(source);
 if (!buildInfo) {
-  const check = spawnSync(process.execPath, [join(root, 'scripts', 'native-binary.mjs'), '--check', '--binary', source], { encoding: 'utf8' });
+  const check = spawnSync(process.execPath, [join(root, 'scripts', 'native-binary.mjs'), '--check', '--binary', source], {
+    encoding: 'utf8',
+  });
   if (check.status !== 0) {
     console.error(`torch-bert prebuild: ${source} does not load:\n${check.stderr.trim()}`);
     process.exit(1);

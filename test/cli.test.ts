@@ -29,13 +29,40 @@ describe('torch-bert CLI', () => {
   let encoder: string;
   beforeAll(async () => {
     if (!existsSync(cli)) throw new Error(`${cli} is missing: run 'npm run build:ts' first`);
-    encoder = await makeEncoder({ layers: 2, hidden: 64, heads: 4, intermediate: 256, tokenizer: demoTokenizer, pretrain: demoPretrain, pretrainEpochs: 10, seed: 1 });
+    encoder = await makeEncoder({
+      layers: 2,
+      hidden: 64,
+      heads: 4,
+      intermediate: 256,
+      tokenizer: demoTokenizer,
+      pretrain: demoPretrain,
+      pretrainEpochs: 10,
+      seed: 1,
+    });
   });
 
   it('trains, evaluates and predicts with --json', async () => {
     const trained = await run([
-      'train', '--data', demoReviews, '--model', encoder, '--tokenizer', demoTokenizer, '--out', out,
-      '--epochs', '2', '--batch-size', '32', '--max-length', '48', '--lr', '1e-3', '--head-hidden', '64', '--json',
+      'train',
+      '--data',
+      demoReviews,
+      '--model',
+      encoder,
+      '--tokenizer',
+      demoTokenizer,
+      '--out',
+      out,
+      '--epochs',
+      '2',
+      '--batch-size',
+      '32',
+      '--max-length',
+      '48',
+      '--lr',
+      '1e-3',
+      '--head-hidden',
+      '64',
+      '--json',
     ]);
     expect(trained.stderr).toBe('');
     expect(trained.code).toBe(0);
@@ -68,7 +95,10 @@ describe('torch-bert CLI', () => {
 
     const predicted = await run(['predict', '--classifier', out, '--json', 'a wonderful and moving film', 'dull and terrible']);
     expect(predicted.code).toBe(0);
-    const lines = predicted.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const lines = predicted.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((l) => l.label)).toEqual(['positive', 'negative']);
     for (const l of lines) expect(l.probabilities.negative + l.probabilities.positive).toBeCloseTo(1, 5);
   });
@@ -92,8 +122,28 @@ describe('torch-bert CLI', () => {
     writeFileSync(renamed, ['sentiment,review', ...rows.map(swap)].join('\n') + '\n');
     const dir = join(work, 'columns');
     const trained = await run([
-      'train', '--data', renamed, '--text-column', 'review', '--label-column', 'sentiment', '--model', encoder,
-      '--tokenizer', demoTokenizer, '--out', dir, '--epochs', '1', '--max-length', '48', '--lr', '1e-3', '--head-hidden', '32', '--json',
+      'train',
+      '--data',
+      renamed,
+      '--text-column',
+      'review',
+      '--label-column',
+      'sentiment',
+      '--model',
+      encoder,
+      '--tokenizer',
+      demoTokenizer,
+      '--out',
+      dir,
+      '--epochs',
+      '1',
+      '--max-length',
+      '48',
+      '--lr',
+      '1e-3',
+      '--head-hidden',
+      '32',
+      '--json',
     ]);
     expect(trained.stderr).toBe('');
     expect(trained.code).toBe(0);
@@ -106,7 +156,18 @@ describe('torch-bert CLI', () => {
     expect(evaluated.code).toBe(0);
     expect(JSON.parse(evaluated.stdout).examples).toBe(rows.length);
     // Columns given on the command line still win.
-    const explicit = await run(['eval', '--classifier', dir, '--data', demoReviews, '--text-column', 'text', '--label-column', 'label', '--json']);
+    const explicit = await run([
+      'eval',
+      '--classifier',
+      dir,
+      '--data',
+      demoReviews,
+      '--text-column',
+      'text',
+      '--label-column',
+      'label',
+      '--json',
+    ]);
     expect(explicit.code, explicit.stderr).toBe(0);
     expect(JSON.parse(explicit.stdout).accuracy).toBe(JSON.parse(evaluated.stdout).accuracy);
 
@@ -132,7 +193,19 @@ describe('torch-bert CLI', () => {
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/--model is required/);
 
-    const badNumber = await run(['train', '--data', demoReviews, '--model', encoder, '--tokenizer', demoTokenizer, '--out', out, '--epochs', 'five']);
+    const badNumber = await run([
+      'train',
+      '--data',
+      demoReviews,
+      '--model',
+      encoder,
+      '--tokenizer',
+      demoTokenizer,
+      '--out',
+      out,
+      '--epochs',
+      'five',
+    ]);
     expect(badNumber.code).toBe(2);
     expect(badNumber.stderr).toMatch(/--epochs expects a number; got 'five'/);
 
@@ -143,9 +216,31 @@ describe('torch-bert CLI', () => {
   it('trains with LoRA, reports metrics and writes the HTML report', async () => {
     const dir = join(work, 'lora');
     const trained = await run([
-      'train', '--data', demoReviews, '--model', encoder, '--tokenizer', demoTokenizer, '--out', dir, '--epochs', '1',
-      '--max-length', '48', '--lr', '5e-3', '--head-hidden', '32', '--technique', 'lora', '--lora-rank', '4', '--lora-alpha', '8',
-      '--report', '--json',
+      'train',
+      '--data',
+      demoReviews,
+      '--model',
+      encoder,
+      '--tokenizer',
+      demoTokenizer,
+      '--out',
+      dir,
+      '--epochs',
+      '1',
+      '--max-length',
+      '48',
+      '--lr',
+      '5e-3',
+      '--head-hidden',
+      '32',
+      '--technique',
+      'lora',
+      '--lora-rank',
+      '4',
+      '--lora-alpha',
+      '8',
+      '--report',
+      '--json',
     ]);
     expect(trained.code).toBe(0);
     const summary = JSON.parse(trained.stdout);
@@ -159,7 +254,25 @@ describe('torch-bert CLI', () => {
 
   it('stops on SIGINT with a resumable state, and --resume finishes the run', async () => {
     const dir = join(work, 'interrupted');
-    const args = ['train', '--data', demoReviews, '--model', encoder, '--tokenizer', demoTokenizer, '--out', dir, '--epochs', '8', '--max-length', '48', '--head-hidden', '32', '--feature-cache', 'none'];
+    const args = [
+      'train',
+      '--data',
+      demoReviews,
+      '--model',
+      encoder,
+      '--tokenizer',
+      demoTokenizer,
+      '--out',
+      dir,
+      '--epochs',
+      '8',
+      '--max-length',
+      '48',
+      '--head-hidden',
+      '32',
+      '--feature-cache',
+      'none',
+    ];
     const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {
@@ -182,7 +295,21 @@ describe('torch-bert CLI', () => {
       expect(help.stdout).toContain(`torch-bert ${command}`);
     }
     const train = await run(['train', '--help']);
-    for (const flag of ['--data', '--model', '--tokenizer', '--out', '--text-column', '--label-column', '--epochs', '--batch-size', '--max-length', '--lr', '--seed', '--device', '--json']) {
+    for (const flag of [
+      '--data',
+      '--model',
+      '--tokenizer',
+      '--out',
+      '--text-column',
+      '--label-column',
+      '--epochs',
+      '--batch-size',
+      '--max-length',
+      '--lr',
+      '--seed',
+      '--device',
+      '--json',
+    ]) {
       expect(train.stdout).toContain(flag);
     }
   });

@@ -79,7 +79,9 @@ describe('the caching CPU allocator', () => {
 
   it('changes no result: the same features, bit for bit, with the cache off in another process', async () => {
     const cached = child(`${FEATURES} const f = await features(b); console.log(JSON.stringify({ stats: b.cpuCacheStats(), f }));`, {});
-    const plain = child(`${FEATURES} const f = await features(b); console.log(JSON.stringify({ stats: b.cpuCacheStats(), f }));`, { TORCH_BERT_CPU_CACHE_MB: '0' });
+    const plain = child(`${FEATURES} const f = await features(b); console.log(JSON.stringify({ stats: b.cpuCacheStats(), f }));`, {
+      TORCH_BERT_CPU_CACHE_MB: '0',
+    });
     expect(cached.stats.installed).toBe(true);
     expect(cached.stats.hits).toBeGreaterThan(0);
     expect(plain.stats.installed).toBe(false);

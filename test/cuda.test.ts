@@ -67,9 +67,27 @@ describe('CUDA', () => {
     const python = info?.libtorch?.python ?? '/usr/bin/python3';
     work = mkdtempSync(join(tmpdir(), 'torch-bert-cuda-'));
     const encoder = join(work, 'encoder.pt');
-    execFileSync(python, [join(repoRoot, 'scripts', 'python', 'make_encoder.py'), '--out', encoder, '--vocab-size', '100', '--layers', '2', '--hidden', '32', '--heads', '2', '--seed', '3'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    execFileSync(
+      python,
+      [
+        join(repoRoot, 'scripts', 'python', 'make_encoder.py'),
+        '--out',
+        encoder,
+        '--vocab-size',
+        '100',
+        '--layers',
+        '2',
+        '--hidden',
+        '32',
+        '--heads',
+        '2',
+        '--seed',
+        '3',
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     const batch: StepBatch = {
       inputIds: Int32Array.from({ length: 4 * 12 }, (_, i) => 1 + ((i * 7) % 99)),
       attentionMask: Int32Array.from({ length: 4 * 12 }, (_, i) => (i % 12 < 9 || i < 12 ? 1 : 0)),

@@ -38,8 +38,12 @@ describe('CSV loading', () => {
     await expect(readCsv(join(dir, 'absent.csv'))).rejects.toThrow(/cannot read data file .*absent\.csv: ENOENT/);
     await expect(readCsv(csv('empty.csv', ''))).rejects.toThrow(/empty\.csv is empty/);
     await expect(readCsv(csv('bin.csv', Buffer.from([0x74, 0x65, 0x78, 0x74, 0x0a, 0xff, 0xfe, 0x0a])))).rejects.toThrow(/not valid UTF-8/);
-    await expect(readCsv(csv('quote.csv', 'text,label\n"unterminated,1\n'))).rejects.toThrow(/quote\.csv is not valid CSV: Quote Not Closed/);
-    await expect(readCsv(csv('width.csv', 'text,label\na,1,extra\n'))).rejects.toThrow(/width\.csv is not valid CSV: Invalid Record Length/);
+    await expect(readCsv(csv('quote.csv', 'text,label\n"unterminated,1\n'))).rejects.toThrow(
+      /quote\.csv is not valid CSV: Quote Not Closed/,
+    );
+    await expect(readCsv(csv('width.csv', 'text,label\na,1,extra\n'))).rejects.toThrow(
+      /width\.csv is not valid CSV: Invalid Record Length/,
+    );
     await expect(readCsv(csv('header.csv', 'text,label\n'))).rejects.toThrow(/header but no rows/);
   });
 
@@ -61,7 +65,9 @@ describe('CSV loading', () => {
     const bad = csv('part-bad.csv', 'text,label\n,pos\n');
     await expect(loadExamples([a, bad])).rejects.toThrow(new RegExp(`${bad} line 2: empty text`));
     const unlabelled = csv('part-unlabelled.csv', 'text\nfour\n');
-    await expect(loadExamples([a, unlabelled], { labelsRequired: false })).rejects.toThrow(/part-unlabelled\.csv has no label column but the other files have one/);
+    await expect(loadExamples([a, unlabelled], { labelsRequired: false })).rejects.toThrow(
+      /part-unlabelled\.csv has no label column but the other files have one/,
+    );
     await expect(loadExamples([])).rejects.toThrow(/list of CSV files is empty/);
   });
 
@@ -84,7 +90,9 @@ describe('labels', () => {
     expect(Array.from(labelIds(['pos', 'neg'], names, origin))).toEqual([2, 0]);
   });
   it('rejects unknown, huge and single-class labels', () => {
-    expect(() => labelIds(['pos', 'meh'], ['neg', 'pos'], origin)).toThrow(/row 1: label 'meh' is not one of the known classes \(neg, pos\)/);
+    expect(() => labelIds(['pos', 'meh'], ['neg', 'pos'], origin)).toThrow(
+      /row 1: label 'meh' is not one of the known classes \(neg, pos\)/,
+    );
     expect(() => inferLabelNames(['0', '123456789'], origin)).toThrow(/row 1: label 123456789 is not a usable class id/);
     expect(() => inferLabelNames(['a', 'a'], origin)).toThrow(InputError);
   });

@@ -8,8 +8,8 @@ import { existsSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { findLibtorch, type FoundLibtorch } from '../scripts/find-libtorch.mjs';
 import type { DoctorReport } from '../lib/doctor.js';
+import { type FoundLibtorch, findLibtorch } from '../scripts/find-libtorch.mjs';
 import { repoRoot } from './fixtures.js';
 
 const exec = promisify(execFile);

@@ -114,10 +114,7 @@ export async function makeEncoder(opts: MakeEncoderOptions = {}): Promise<string
   const args = encoderArgs(opts);
   const hash = createHash('sha256');
   hash.update(JSON.stringify(args.map((a) => (path.isAbsolute(a) ? path.relative(repoRoot, a) : a))));
-  const inputs = [
-    path.join(repoRoot, 'scripts', 'python', 'make_encoder.py'),
-    path.join(repoRoot, 'scripts', 'python', 'wordpiece.py'),
-  ];
+  const inputs = [path.join(repoRoot, 'scripts', 'python', 'make_encoder.py'), path.join(repoRoot, 'scripts', 'python', 'wordpiece.py')];
   if (opts.tokenizer !== undefined) inputs.push(path.resolve(repoRoot, opts.tokenizer));
   if (opts.pretrain !== undefined) inputs.push(path.resolve(repoRoot, opts.pretrain));
   for (const file of inputs) {

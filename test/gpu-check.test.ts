@@ -17,15 +17,36 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 /** Runs the script asynchronously (a synchronous child of a minute blocks the test worker, whose calls to vitest then time out). */
 async function gpuCheck(out: string, env: Record<string, string>) {
   const r = await new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
-    execFile('bash', [join(repoRoot, 'scripts', 'gpu-check.sh')], {
-      cwd: repoRoot,
-      encoding: 'utf8',
-      env: { PATH: `${dirname(process.execPath)}:${process.env.PATH}`, HOME: process.env.HOME, TMPDIR: tmpdir(), PYTHON, OUT: out, ...env },
-      timeout: 180_000,
-    }, (err, stdout, stderr) => resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    execFile(
+      'bash',
+      [join(repoRoot, 'scripts', 'gpu-check.sh')],
+      {
+        cwd: repoRoot,
+        encoding: 'utf8',
+        env: {
+          PATH: `${dirname(process.execPath)}:${process.env.PATH}`,
+          HOME: process.env.HOME,
+          TMPDIR: tmpdir(),
+          PYTHON,
+          OUT: out,
+          ...env,
+        },
+        timeout: 180_000,
+      },
+      (err, stdout, stderr) => resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
   });
-  const archived = execFileSync('tar', ['-tzf', join(out, 'gpu-check.tar.gz')], { encoding: 'utf8' }).split('\n').filter(Boolean).sort();
-  return { code: r.status, output: r.stdout + r.stderr, summary: readFileSync(join(out, 'summary.txt'), 'utf8'), files: readdirSync(out).sort(), archived };
+  const archived = execFileSync('tar', ['-tzf', join(out, 'gpu-check.tar.gz')], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+    .sort();
+  return {
+    code: r.status,
+    output: r.stdout + r.stderr,
+    summary: readFileSync(join(out, 'summary.txt'), 'utf8'),
+    files: readdirSync(out).sort(),
+    archived,
+  };
 }
 
 describe('scripts/gpu-check.sh', () => {

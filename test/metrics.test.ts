@@ -1,12 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../lib/errors.js';
-import { classificationMetrics, formatMetricsTable, type ClassificationMetrics } from '../lib/metrics.js';
+import { type ClassificationMetrics, classificationMetrics, formatMetricsTable } from '../lib/metrics.js';
 
 const ids = (xs: number[]): Int32Array => Int32Array.from(xs);
 
-function expectClose(actual: ClassificationMetrics, expected: Omit<ClassificationMetrics, 'perClass'> & {
-  perClass: Array<{ precision: number; recall: number; f1: number; support: number }>;
-}): void {
+function expectClose(
+  actual: ClassificationMetrics,
+  expected: Omit<ClassificationMetrics, 'perClass'> & {
+    perClass: Array<{ precision: number; recall: number; f1: number; support: number }>;
+  },
+): void {
   expect(actual.examples).toBe(expected.examples);
   expect(actual.confusionMatrix).toEqual(expected.confusionMatrix);
   expect(actual.accuracy).toBeCloseTo(expected.accuracy, 12);
@@ -92,7 +95,9 @@ describe('classificationMetrics, hand-computed', () => {
     // Generated once with /usr/bin/python3 + torch (Generator seed 7): confusion matrix by
     // index_put_, precision/recall with zero division → 0, F1 = 2PR/(P+R).
     const labels = [3, 0, 1, 2, 3, 3, 3, 3, 0, 1, 2, 3, 0, 1, 2, 2, 2, 0, 3, 2, 0, 0, 3, 3, 0, 0, 3, 3, 2, 2, 3, 0, 0, 3, 1, 0, 0, 3, 1, 0];
-    const predictions = [4, 1, 4, 3, 3, 1, 4, 3, 3, 3, 4, 4, 3, 3, 0, 3, 0, 0, 3, 3, 0, 3, 3, 3, 0, 0, 3, 4, 3, 4, 1, 3, 1, 0, 3, 3, 0, 1, 3, 3];
+    const predictions = [
+      4, 1, 4, 3, 3, 1, 4, 3, 3, 3, 4, 4, 3, 3, 0, 3, 0, 0, 3, 3, 0, 3, 3, 3, 0, 0, 3, 4, 3, 4, 1, 3, 1, 0, 3, 3, 0, 1, 3, 3,
+    ];
     const precision = [0.625, 0.0, 0.0, 0.3, 0.0];
     const recall = [0.38461538461538464, 0.0, 0.0, 0.42857142857142855, 0.0];
     const f1 = [0.4761904761904762, 0.0, 0.0, 0.3529411764705882, 0.0];

@@ -145,8 +145,17 @@ describe('train() checks the encoder against its inputs before any work', () => 
     const tokenizer = TextTokenizer.fromJson(readFileSync(demoTokenizer, 'utf8'), 'demo.json');
     // The demo tokenizer: [PAD] 0, [CLS] 2, [SEP] 3, words up to 588; a table of 2 rows.
     expect(() =>
-      checkTables([['embeddings.word_embeddings.weight', [2, 8]]], { kind: 'encoder', modelFile: 'enc.pt', tokenizer, maxLength: 8, maxLengthFrom: 'maxLength', tokenTypes: null }),
-    ).toThrow(/token ids up to 588 \('[^']+'\), but the encoder's word embedding table \(embeddings\.word_embeddings\.weight\) has 2 rows \(ids 0-1\); even its special tokens \[CLS\] \(2\), \[SEP\] \(3\) are out of range\./);
+      checkTables([['embeddings.word_embeddings.weight', [2, 8]]], {
+        kind: 'encoder',
+        modelFile: 'enc.pt',
+        tokenizer,
+        maxLength: 8,
+        maxLengthFrom: 'maxLength',
+        tokenTypes: null,
+      }),
+    ).toThrow(
+      /token ids up to 588 \('[^']+'\), but the encoder's word embedding table \(embeddings\.word_embeddings\.weight\) has 2 rows \(ids 0-1\); even its special tokens \[CLS\] \(2\), \[SEP\] \(3\) are out of range\./,
+    );
   });
 
   it('rejects a max length beyond the position embeddings (128 > 64; 100000 > 512), saying the largest that works', async () => {
@@ -161,7 +170,9 @@ describe('train() checks the encoder against its inputs before any work', () => 
 
     const huge = train({ data: demoReviews, encoder: encoder512, tokenizer: demoTokenizer, maxLength: 100000, ...SMALL });
     await expect(huge).rejects.toMatchObject({ code: 'MAX_LENGTH_EXCEEDS_POSITIONS' });
-    await expect(huge).rejects.toThrow(/max length 100000 .* has 512 rows, so a text can have at most 512 tokens\. Use a max length of at most 512/);
+    await expect(huge).rejects.toThrow(
+      /max length 100000 .* has 512 rows, so a text can have at most 512 tokens\. Use a max length of at most 512/,
+    );
     // The limit itself is accepted.
     const atLimit = await train({ data: demoReviews, encoder: encoder1000x64, tokenizer: demoTokenizer, maxLength: 64, ...SMALL });
     atLimit.classifier.dispose();
@@ -208,10 +219,14 @@ describe('train() checks the encoder against its inputs before any work', () => 
     const unnamed = await tracedEncoder('unnamed');
     const vocab = train({ data: demoReviews, encoder: unnamed, tokenizer: largeTokenizer, maxLength: 32, ...SMALL });
     await expect(vocab).rejects.toMatchObject({ name: 'InputError', code: 'TOKENIZER_VOCAB_MISMATCH' });
-    await expect(vocab).rejects.toThrow(/encoder .* fails on token id 30521 .*: index out of range in self \(in torch\.embedding, module lookup\)/);
+    await expect(vocab).rejects.toThrow(
+      /encoder .* fails on token id 30521 .*: index out of range in self \(in torch\.embedding, module lookup\)/,
+    );
     const length = train({ data: demoReviews, encoder: unnamed, tokenizer: demoTokenizer, maxLength: 128, ...SMALL });
     await expect(length).rejects.toMatchObject({ name: 'InputError', code: 'MAX_LENGTH_EXCEEDS_POSITIONS' });
-    await expect(length).rejects.toThrow(/max length 128 .* runs on texts of up to 64 tokens and fails on 65 .*index out of range in self.* Use a max length of at most 64/);
+    await expect(length).rejects.toThrow(
+      /max length 128 .* runs on texts of up to 64 tokens and fails on 65 .*index out of range in self.* Use a max length of at most 64/,
+    );
   });
 
   it('accepts the real bert-base-uncased tokenizer.json only with an encoder of its 30,522 ids', async (context) => {
@@ -229,14 +244,24 @@ describe('a saved classifier is checked when it loads', () => {
   let dir: string;
   beforeAll(async () => {
     dir = join(work, 'classifier');
-    const result = await train({ data: demoReviews, encoder: encoder1000x64, tokenizer: demoTokenizer, outDir: dir, maxLength: 32, ...SMALL });
+    const result = await train({
+      data: demoReviews,
+      encoder: encoder1000x64,
+      tokenizer: demoTokenizer,
+      outDir: dir,
+      maxLength: 32,
+      ...SMALL,
+    });
     result.classifier.dispose();
   });
   const copyWith = (name: string, change: (files: { config: Record<string, unknown>; tokenizer: string }) => void): string => {
     const copy = join(work, name);
     mkdirSync(copy);
     for (const f of ['classifier.pt', 'history.json']) writeFileSync(join(copy, f), readFileSync(join(dir, f)));
-    const files = { config: JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>, tokenizer: readFileSync(join(dir, 'tokenizer.json'), 'utf8') };
+    const files = {
+      config: JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>,
+      tokenizer: readFileSync(join(dir, 'tokenizer.json'), 'utf8'),
+    };
     change(files);
     writeFileSync(join(copy, 'config.json'), JSON.stringify(files.config));
     writeFileSync(join(copy, 'tokenizer.json'), files.tokenizer);
@@ -284,11 +309,18 @@ describe('an error from inside the TorchScript interpreter keeps its cause', () 
     }
     expect(error?.message).toBe('index out of range in self (in torch.embedding, module embeddings.word_embeddings)');
     expect(error?.code).toBe('TORCH_BERT_SCRIPT_ERROR');
-    expect((error?.cause as Error).message).toMatch(/^The following operation failed in the TorchScript interpreter\.\nTraceback of TorchScript/);
+    expect((error?.cause as Error).message).toMatch(
+      /^The following operation failed in the TorchScript interpreter\.\nTraceback of TorchScript/,
+    );
     expect((error?.cause as Error).message).toMatch(/RuntimeError: index out of range in self\n$/);
     // The same through a step on a worker thread, in the classifier built around the encoder.
     const built = binding.buildClassifier(module, { numClasses: 2, headHidden: 4, dropout: 0, pooling: 'cls', seed: 0 });
-    const step = binding.evalStep(built.module, { inputIds: new Int32Array(4).fill(5000), attentionMask: new Int32Array(4).fill(1), batchSize: 1, seqLen: 4 });
+    const step = binding.evalStep(built.module, {
+      inputIds: new Int32Array(4).fill(5000),
+      attentionMask: new Int32Array(4).fill(1),
+      batchSize: 1,
+      seqLen: 4,
+    });
     await expect(step).rejects.toMatchObject({
       message: 'index out of range in self (in torch.embedding, module encoder.embeddings.word_embeddings)',
       code: 'TORCH_BERT_SCRIPT_ERROR',
@@ -302,12 +334,33 @@ describe('an error from inside the TorchScript interpreter keeps its cause', () 
     // rows, the 20th token's position is 20, and the interpreter fails during training.
     const roberta = await tracedEncoder('roberta');
     const data = join(work, 'long-texts.csv');
-    writeFileSync(data, 'text,label\n' + Array.from({ length: 16 }, (_, i) => `${'a wonderful and moving film '.repeat(6)},${i % 2 ? 'positive' : 'negative'}`).join('\n') + '\n');
-    const args = ['train', '--data', data, '--model', roberta, '--tokenizer', demoTokenizer, '--out', join(work, 'cli-roberta'), '--max-length', '20', '--epochs', '1'];
+    writeFileSync(
+      data,
+      'text,label\n' +
+        Array.from({ length: 16 }, (_, i) => `${'a wonderful and moving film '.repeat(6)},${i % 2 ? 'positive' : 'negative'}`).join('\n') +
+        '\n',
+    );
+    const args = [
+      'train',
+      '--data',
+      data,
+      '--model',
+      roberta,
+      '--tokenizer',
+      demoTokenizer,
+      '--out',
+      join(work, 'cli-roberta'),
+      '--max-length',
+      '20',
+      '--epochs',
+      '1',
+    ];
     const plain = await runCli(args);
     expect(plain.code).toBe(1);
     expect(plain.stderr.trim().split('\n')).toHaveLength(1);
-    expect(plain.stderr).toContain('torch-bert: error: index out of range in self (in torch.embedding, module encoder.embeddings.position_embeddings)');
+    expect(plain.stderr).toContain(
+      'torch-bert: error: index out of range in self (in torch.embedding, module encoder.embeddings.position_embeddings)',
+    );
     expect(plain.stderr).toContain('(--verbose for details)');
     expect(plain.stderr).not.toContain('Traceback');
     for (const verbose of [await runCli([...args, '--verbose']), await runCli(args, { TORCH_BERT_DEBUG: '1' })]) {

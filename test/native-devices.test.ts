@@ -217,7 +217,13 @@ describe('gradient scaler', () => {
     const plain = classifier();
     const scaled = classifier();
     try {
-      expect(scaled.optimizer.gradScaler()).toEqual({ scale: 65536, growthFactor: 2, backoffFactor: 0.5, growthInterval: 2000, growthTracker: 0 });
+      expect(scaled.optimizer.gradScaler()).toEqual({
+        scale: 65536,
+        growthFactor: 2,
+        backoffFactor: 0.5,
+        growthInterval: 2000,
+        growthTracker: 0,
+      });
       const batch = batchOf(6, 10);
       const a = await b.trainStep(plain.model, plain.optimizer, batch, { maxGradNorm: 1 });
       const c = await b.trainStep(scaled.model, scaled.optimizer, batch, { maxGradNorm: 1, gradScaling: true });
@@ -242,7 +248,10 @@ describe('gradient scaler', () => {
       optimizer.setGradScaler({ scale: 3e38, growthInterval: 2 });
       const before = parameterValues(model);
       const features = await b.extractFeatures(model, batchOf(6, 10));
-      const big = b.Tensor.fromArray((features.toArray() as Float32Array).map((v) => v * 1000), features.shape);
+      const big = b.Tensor.fromArray(
+        (features.toArray() as Float32Array).map((v) => v * 1000),
+        features.shape,
+      );
       const rows = Int32Array.from([0, 1, 2, 3, 4, 5]);
       const labels = Int32Array.from([0, 1, 2, 2, 1, 0]);
       const overflow = await b.headTrainStep(model, optimizer, big, rows, labels, { gradScaling: true, maxGradNorm: 1 });
@@ -276,7 +285,10 @@ describe('gradient scaler', () => {
     const scaled = classifier();
     try {
       scaled.optimizer.setGradScaler({ scale: 256 });
-      for (const [run, scaling] of [[plain, false], [scaled, true]] as const) {
+      for (const [run, scaling] of [
+        [plain, false],
+        [scaled, true],
+      ] as const) {
         await b.trainStep(run.model, run.optimizer, batchOf(4, 8, 0), { accumulateOnly: true, lossScale: 0.5, gradScaling: scaling });
         const end = await b.trainStep(run.model, run.optimizer, batchOf(4, 8, 1), { lossScale: 0.5, gradScaling: scaling });
         expect(end.overflow).toBe(false);
@@ -337,7 +349,9 @@ describe('device errors', () => {
   it('other CUDA errors name the device and the batch size, on one line', async () => {
     const error = await b.simulateDeviceError('cuda', 'cuda:0', 32).catch((e: unknown) => e as Error & { code?: string });
     expect(error.code).toBe('TORCH_BERT_DEVICE_ERROR');
-    expect(error.message).toMatch(/^CUDA error on cuda:0 \(batch size 32\): CUDA error: device-side assert triggered \(.*CUDA_LAUNCH_BLOCKING=1/);
+    expect(error.message).toMatch(
+      /^CUDA error on cuda:0 \(batch size 32\): CUDA error: device-side assert triggered \(.*CUDA_LAUNCH_BLOCKING=1/,
+    );
     expect(error.message).not.toMatch(/\n/);
   });
 
@@ -372,7 +386,7 @@ describe('diagnostics', () => {
     if (cuda) expect(info.torchCudaLinked).toBe(true);
   });
 
-  it('showConfig, parallelInfo and the thread counts are libtorch\'s', () => {
+  it("showConfig, parallelInfo and the thread counts are libtorch's", () => {
     const config = b.showConfig();
     expect(config).toMatch(/PyTorch built with/);
     expect(config).toMatch(/BLAS_INFO=\w+/);
@@ -408,7 +422,9 @@ describe('diagnostics', () => {
   it.skipIf(cuda)('cudaDeviceProperties without CUDA is a clear error', () => {
     const cudaBuild = b.versions().cuda !== null; // libtorch's CUDA hooks are there
     expect(() => b.cudaDeviceProperties(0)).toThrow(
-      cudaBuild ? /cudaDeviceProperties: no CUDA device 0 \(libtorch sees 0 devices\)/ : /cudaDeviceProperties: the libtorch loaded \(.*\) is a CPU-only build/,
+      cudaBuild
+        ? /cudaDeviceProperties: no CUDA device 0 \(libtorch sees 0 devices\)/
+        : /cudaDeviceProperties: the libtorch loaded \(.*\) is a CPU-only build/,
     );
   });
 });

@@ -9,14 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import type {
-  ClassifierSpec,
-  NativeAdamW,
-  NativeBinding,
-  NativeScriptModule,
-  NativeTensor,
-  StepBatch,
-} from '../lib/binding.js';
+import type { ClassifierSpec, NativeAdamW, NativeBinding, NativeScriptModule, NativeTensor, StepBatch } from '../lib/binding.js';
 import { loadBinding } from '../lib/loader.js';
 import { makeEncoder, PYTHON, repoRoot } from './fixtures.js';
 
@@ -108,7 +101,10 @@ function adamw(params: NativeTensor[], lr = 1e-3): NativeAdamW {
 }
 
 function trainable(m: NativeScriptModule): NativeTensor[] {
-  return m.namedParameters().filter(([, t]) => t.requiresGrad).map(([, t]) => t);
+  return m
+    .namedParameters()
+    .filter(([, t]) => t.requiresGrad)
+    .map(([, t]) => t);
 }
 
 function file(name: string): string {
@@ -201,7 +197,11 @@ describe('loss options and gradNorm', () => {
           out[maxGradNorm] = { norms, weights: module.namedParameters().map(([, t]) => Array.from(t.toArray())) };
         }
         console.log(JSON.stringify(out));`;
-      const text = execFileSync(process.execPath, ['--input-type=module', '-e', code], { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+      const text = execFileSync(process.execPath, ['--input-type=module', '-e', code], {
+        env: { ...process.env, ...env },
+        encoding: 'utf8',
+        maxBuffer: 64 * 1024 * 1024,
+      });
       return JSON.parse(text.trim().split('\n').pop()!) as Record<string, { norms: number[]; weights: number[][] }>;
     };
     const fused = run({});
@@ -244,7 +244,10 @@ describe('loss options and gradNorm', () => {
     const m = classifier();
     const opt = adamw(trainable(m));
     await expectFailure(() => b.trainStep(m, opt, batch(ALL), { classWeights: [1, 2, 3] as any }), /Float32Array/, TypeError);
-    await expectFailure(() => b.trainStep(m, opt, batch(ALL), { classWeights: new Float32Array([1, 2]) }), /classWeights has 2 values but the model has 3 classes/);
+    await expectFailure(
+      () => b.trainStep(m, opt, batch(ALL), { classWeights: new Float32Array([1, 2]) }),
+      /classWeights has 2 values but the model has 3 classes/,
+    );
     await expectFailure(() => b.trainStep(m, opt, batch(ALL), { classWeights: new Float32Array([1, -1, 1]) }), /classWeights\[1\]/);
     await expectFailure(() => b.evalStep(m, batch(ALL), { labelSmoothing: 1 }), /labelSmoothing must be in \[0, 1\)/);
     await expectFailure(() => b.evalStep(m, batch(ALL), 'x' as any), /loss must be an object/, TypeError);
@@ -367,7 +370,10 @@ describe('cached features (frozen encoder)', () => {
     const f = await b.extractFeatures(m, batch(ALL));
     const rows = new Int32Array([0, 1]);
     const labels = new Int32Array([0, 1]);
-    await expectFailure(() => b.headTrainStep(m, opt, f, new Int32Array([0, 4]), labels), /rows\[1\] = 4 is out of range for features with 4 rows/);
+    await expectFailure(
+      () => b.headTrainStep(m, opt, f, new Int32Array([0, 4]), labels),
+      /rows\[1\] = 4 is out of range for features with 4 rows/,
+    );
     await expectFailure(() => b.headTrainStep(m, opt, f, new Int32Array([-1, 0]), labels), /rows\[0\] = -1/);
     await expectFailure(() => b.headTrainStep(m, opt, f, new Int32Array(0), new Int32Array(0)), /rows must not be empty/);
     await expectFailure(() => b.headTrainStep(m, opt, f, rows, new Int32Array([0])), /labels has 1 elements, rows has 2/);
@@ -376,7 +382,10 @@ describe('cached features (frozen encoder)', () => {
     await expectFailure(() => b.headTrainStep(m, opt, f, [0, 1] as any, labels), /Int32Array/, TypeError);
     await expectFailure(() => b.headTrainStep(m, opt, b.Tensor.fromArray(new Float32Array(8), [8]), rows, labels), /\[N, hidden\]/);
     await expectFailure(() => b.headEvalStep(m, b.Tensor.fromArray(new Int32Array(8), [2, 4]), rows, null), /floating-point/);
-    await expectFailure(() => b.headEvalStep(m, b.Tensor.fromArray(new Float32Array(8), [2, 4]), rows, null), /features have 4 columns but the model's hidden size is 32/);
+    await expectFailure(
+      () => b.headEvalStep(m, b.Tensor.fromArray(new Float32Array(8), [2, 4]), rows, null),
+      /features have 4 columns but the model's hidden size is 32/,
+    );
     const encoderOnly = b.ScriptModule.load(enc);
     await expectFailure(() => b.headEvalStep(encoderOnly, f, rows, null), /no 'head_forward' method/);
     await expectFailure(() => b.extractFeatures(encoderOnly, batch(ALL)), /no 'features' method/);
@@ -390,10 +399,7 @@ describe('cached features (frozen encoder)', () => {
 
 function tokenTensors(rows: number[]): [NativeTensor, NativeTensor] {
   const x = batch(rows, false);
-  return [
-    b.Tensor.fromArray(x.inputIds, [rows.length, T], 'int64'),
-    b.Tensor.fromArray(x.attentionMask, [rows.length, T], 'int64'),
-  ];
+  return [b.Tensor.fromArray(x.inputIds, [rows.length, T], 'int64'), b.Tensor.fromArray(x.attentionMask, [rows.length, T], 'int64')];
 }
 
 const QV = ['attention.self.query', 'attention.self.value'];
@@ -472,7 +478,8 @@ describe('LoRA', () => {
     }
     const after = snapshot(m);
     for (const [name, v] of after) {
-      if (name.startsWith('encoder.')) expect(v, name).toEqual(before.get(name)); // W0 bit-identical
+      if (name.startsWith('encoder.'))
+        expect(v, name).toEqual(before.get(name)); // W0 bit-identical
       else expect(v, name).not.toEqual(before.get(name));
     }
     adapters.parameters().forEach(([name, t], i) => {
@@ -559,13 +566,24 @@ describe('LoRA', () => {
     const plain = file('grad-check-model.pt');
     m.save(plain);
     m.setRequiresGrad(false, 'encoder.');
-    const adapters = b.applyLora(m, { targets: ['attention.self.query', 'attention.output.dense'], rank: 3, alpha: 6, dropout: 0, seed: 8 });
+    const adapters = b.applyLora(m, {
+      targets: ['attention.self.query', 'attention.output.dense'],
+      rank: 3,
+      alpha: 6,
+      dropout: 0,
+      seed: 8,
+    });
     // Non-zero B so that A gets a gradient too.
     let k = 0;
     for (const [name, t] of adapters.parameters()) {
       if (!name.endsWith('lora_B')) continue;
       const n = t.shape[0] * t.shape[1];
-      t.copyFrom(b.Tensor.fromArray(Float32Array.from({ length: n }, () => Math.sin(++k) * 0.05), t.shape));
+      t.copyFrom(
+        b.Tensor.fromArray(
+          Float32Array.from({ length: n }, () => Math.sin(++k) * 0.05),
+          t.shape,
+        ),
+      );
     }
     const adapterFile = file('grad-check-adapters.pt');
     adapters.save(adapterFile);
@@ -605,7 +623,10 @@ describe('LoRA', () => {
     expect(Math.abs(r.loss - ref.loss)).toBeLessThan(1e-6);
     expect(Object.keys(grads).sort()).toEqual(Object.keys(ref.grads).sort());
     for (const [name, g] of Object.entries(grads)) {
-      expect(g.some((v) => v !== 0), name).toBe(true);
+      expect(
+        g.some((v) => v !== 0),
+        name,
+      ).toBe(true);
       expect(maxAbsDiff(g, ref.grads[name]), name).toBeLessThan(1e-5);
       expect(maxAbsDiff(stepped[name], ref.stepped[name]), name).toBeLessThan(1e-5);
     }
@@ -630,11 +651,20 @@ describe('LoRA', () => {
     expect(adapters.plan()).toEqual({ activation: ['a'], weightSpace: ['b'] });
     let k = 0;
     for (const [name, t] of adapters.parameters()) {
-      if (name.endsWith('lora_B')) t.copyFrom(b.Tensor.fromArray(Float32Array.from({ length: 6 }, () => Math.sin(++k)), t.shape));
+      if (name.endsWith('lora_B'))
+        t.copyFrom(
+          b.Tensor.fromArray(
+            Float32Array.from({ length: 6 }, () => Math.sin(++k)),
+            t.shape,
+          ),
+        );
     }
     const adapterFile = file('mixed-use-adapters.pt');
     adapters.save(adapterFile);
-    const x = b.Tensor.fromArray(Float32Array.from({ length: 8 }, (_, i) => Math.cos(i)), [2, 4]);
+    const x = b.Tensor.fromArray(
+      Float32Array.from({ length: 8 }, (_, i) => Math.cos(i)),
+      [2, 4],
+    );
     const out = values(m.forward(x) as NativeTensor);
     const outAsync = values((await m.forwardAsync(x)) as NativeTensor);
     const merged = file('mixed-use-merged.pt');
@@ -691,11 +721,19 @@ describe('LoRA', () => {
     let k = 0;
     for (const [name, t] of adapters.parameters()) {
       if (!name.endsWith('lora_B')) continue;
-      t.copyFrom(b.Tensor.fromArray(Float32Array.from({ length: t.shape[0] * t.shape[1] }, () => Math.cos(++k) * 0.1), t.shape));
+      t.copyFrom(
+        b.Tensor.fromArray(
+          Float32Array.from({ length: t.shape[0] * t.shape[1] }, () => Math.cos(++k) * 0.1),
+          t.shape,
+        ),
+      );
     }
     const adapterFile = file('dropout-check-adapters.pt');
     adapters.save(adapterFile);
-    const opt = adamw(adapters.parameters().map(([, t]) => t), 0);
+    const opt = adamw(
+      adapters.parameters().map(([, t]) => t),
+      0,
+    );
     const step = async () => {
       const r = await b.trainStep(m, opt, batch(ALL), { accumulateOnly: true });
       const grads = Object.fromEntries(adapters.parameters().map(([n, t]) => [n, values(t.grad()!)]));
@@ -815,7 +853,10 @@ describe('LoRA', () => {
       good,
       edited,
     );
-    await expectFailure(() => adapters.load(edited), /has 'encoder\.encoder\.layer\.1\.attention\.self\.value\.lora_B' of shape \[31, 4\], expected \[32, 4\]/);
+    await expectFailure(
+      () => adapters.load(edited),
+      /has 'encoder\.encoder\.layer\.1\.attention\.self\.value\.lora_B' of shape \[31, 4\], expected \[32, 4\]/,
+    );
     await expectFailure(() => adapters.load(file('missing.pt')), /no such file/);
     await expectFailure(() => adapters.save('/nonexistent-dir/a.pt'), /nonexistent-dir/);
     adapters.load(good); // a failed load changed nothing; a good one still works
@@ -832,10 +873,29 @@ describe('token pruning (native/execution_graph.h)', () => {
   // the last layer's query projection, its attention row, output projection, LayerNorms and
   // feed-forward block; the keys and values keep every token.
   const LAST_LAYER_FOR_CLS = [
-    'aten::linear', 'aten::view', 'aten::permute', 'aten::matmul', 'aten::div', 'aten::add', 'aten::softmax',
-    'aten::dropout', 'aten::matmul', 'aten::permute', 'aten::contiguous', 'aten::view', 'aten::linear',
-    'aten::dropout', 'aten::add', 'aten::layer_norm', 'aten::linear', 'aten::gelu', 'aten::linear', 'aten::dropout',
-    'aten::add', 'aten::layer_norm', 'aten::slice',
+    'aten::linear',
+    'aten::view',
+    'aten::permute',
+    'aten::matmul',
+    'aten::div',
+    'aten::add',
+    'aten::softmax',
+    'aten::dropout',
+    'aten::matmul',
+    'aten::permute',
+    'aten::contiguous',
+    'aten::view',
+    'aten::linear',
+    'aten::dropout',
+    'aten::add',
+    'aten::layer_norm',
+    'aten::linear',
+    'aten::gelu',
+    'aten::linear',
+    'aten::dropout',
+    'aten::add',
+    'aten::layer_norm',
+    'aten::slice',
   ];
   const CLS = { pooling: 'cls' as const, dropout: 0.1 };
 
@@ -846,7 +906,13 @@ describe('token pruning (native/execution_graph.h)', () => {
       b.manualSeed(3);
       const m = classifier(spec);
       const params = trainable(m);
-      if (lora) params.push(...b.applyLora(m, { targets: QV, rank: 4, alpha: 8, dropout: 0.2, seed: 5 }).parameters().map(([, t]) => t));
+      if (lora)
+        params.push(
+          ...b
+            .applyLora(m, { targets: QV, rank: 4, alpha: 8, dropout: 0.2, seed: 5 })
+            .parameters()
+            .map(([, t]) => t),
+        );
       const opt = adamw(params, 1e-3);
       const losses: number[] = [];
       for (let i = 0; i < 3; i++) losses.push((await b.trainStep(m, opt, batch(ALL))).loss);
@@ -897,9 +963,7 @@ describe('token pruning (native/execution_graph.h)', () => {
     const full = await run(false, CLS, true);
     const pruned = await run(true, CLS, true);
     // The query adapter's dropout keeps its full input; everything after it is narrowed.
-    expect(pruned.ops).toEqual([
-      'aten::linear', 'aten::linear', 'aten::linear', 'aten::add', ...LAST_LAYER_FOR_CLS.slice(1),
-    ]);
+    expect(pruned.ops).toEqual(['aten::linear', 'aten::linear', 'aten::linear', 'aten::add', ...LAST_LAYER_FOR_CLS.slice(1)]);
     for (let i = 0; i < 3; i++) expect(Math.abs(pruned.losses[i] - full.losses[i])).toBeLessThan(1e-6);
     for (const [name, v] of pruned.weights) expect(maxAbsDiff(v, full.weights.get(name)!), name).toBeLessThan(1e-5);
   });
@@ -946,7 +1010,10 @@ describe('token pruning (native/execution_graph.h)', () => {
   });
 
   it('prunes encoders that return a dict or a bare tensor, and three-input ones, alike', async () => {
-    for (const variant of [{ output: 'dict', signature: 3 }, { output: 'tensor', signature: 2 }] as const) {
+    for (const variant of [
+      { output: 'dict', signature: 3 },
+      { output: 'tensor', signature: 2 },
+    ] as const) {
       const file = await makeEncoder({ vocabSize: 100, layers: 2, hidden: 32, heads: 2, intermediate: 64, seed: 11, ...variant });
       const features = (prune: boolean) => {
         b.setTokenPruning(prune);
@@ -1021,7 +1088,10 @@ describe('token pruning (native/execution_graph.h)', () => {
         const mask = b.Tensor.fromArray(new Int32Array(12).fill(1), [2, 6], 'int64');
         module.runMethod('features', ids, mask);
         console.log(JSON.stringify({ on: b.tokenPruning(), ops: module.prunedOps('features') }));`;
-      const out = execFileSync(process.execPath, ['--input-type=module', '-e', code], { env: { ...process.env, ...env }, encoding: 'utf8' });
+      const out = execFileSync(process.execPath, ['--input-type=module', '-e', code], {
+        env: { ...process.env, ...env },
+        encoding: 'utf8',
+      });
       return JSON.parse(out.trim().split('\n').pop()!) as { on: boolean; ops: string[] | null };
     };
     expect(script({ TORCH_BERT_TOKEN_PRUNING: '0' })).toEqual({ on: false, ops: null });
@@ -1057,7 +1127,14 @@ describe('saveTensors / loadTensors', () => {
       out,
     );
     expect(seen).toEqual({
-      'head.weight': ['torch.float32', [2, 3], [[1.5, -2, 3.25], [0.125, 7, 8]]],
+      'head.weight': [
+        'torch.float32',
+        [2, 3],
+        [
+          [1.5, -2, 3.25],
+          [0.125, 7, 8],
+        ],
+      ],
       step: ['torch.int64', [], 42],
       mask: ['torch.bool', [3], [true, false, true]],
     });
@@ -1098,7 +1175,10 @@ describe('saveTensors / loadTensors', () => {
 describe('RNG state', () => {
   it('restoring the state redraws the same dropout masks', () => {
     const m = classifier({ dropout: 0.5 });
-    const x = b.Tensor.fromArray(Float32Array.from({ length: 4 * 32 }, (_, i) => Math.sin(i)), [4, 32]);
+    const x = b.Tensor.fromArray(
+      Float32Array.from({ length: 4 * 32 }, (_, i) => Math.sin(i)),
+      [4, 32],
+    );
     const draw = () => values(m.runMethod('head_forward', x) as NativeTensor);
     const state = b.getRngState();
     expect(state).toBeInstanceOf(Uint8Array);

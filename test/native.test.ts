@@ -7,8 +7,8 @@ import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import type { NativeBinding, NativeScriptModule, NativeTensor, StepBatch } from '../lib/binding.js';
 import { loadBinding } from '../lib/loader.js';
@@ -87,10 +87,7 @@ const B = 2;
 const T = 6;
 
 function idTensors(): [NativeTensor, NativeTensor] {
-  return [
-    b.Tensor.fromArray(new Int32Array(IDS), [B, T], 'int64'),
-    b.Tensor.fromArray(new Int32Array(MASK), [B, T], 'int64'),
-  ];
+  return [b.Tensor.fromArray(new Int32Array(IDS), [B, T], 'int64'), b.Tensor.fromArray(new Int32Array(MASK), [B, T], 'int64')];
 }
 
 beforeAll(async () => {
@@ -164,7 +161,12 @@ describe('runtime', () => {
     const spec = { numClasses: 2, headHidden: 8, dropout: 0.1, pooling: 'cls' as const, seed: 3 };
     const enc = b.ScriptModule.load(encTuple);
     const w1 = values(b.buildClassifier(enc, spec).module.namedParameters().at(-4)![1]);
-    const w2 = values(b.buildClassifier(enc, { ...spec, seed: 4 }).module.namedParameters().at(-4)![1]);
+    const w2 = values(
+      b
+        .buildClassifier(enc, { ...spec, seed: 4 })
+        .module.namedParameters()
+        .at(-4)![1],
+    );
     const w3 = values(b.buildClassifier(enc, spec).module.namedParameters().at(-4)![1]);
     expect(w1).toEqual(w3);
     expect(w1).not.toEqual(w2);
@@ -177,7 +179,13 @@ describe('Tensor', () => {
     const cases: Array<[ArrayLike<number | bigint>, any, string | undefined, string, any]> = [
       [new Float32Array([1.5, -2, 3.25, 0, 1e-3, 7]), Float32Array, undefined, 'float32', [1.5, -2, 3.25, 0, Math.fround(1e-3), 7]],
       [new Float64Array([1.5, -2, Math.PI, 0, 1e-300, 7]), Float64Array, undefined, 'float64', [1.5, -2, Math.PI, 0, 1e-300, 7]],
-      [new BigInt64Array([1n, -2n, 2n ** 40n, 0n, -(2n ** 62n), 7n]), BigInt64Array, undefined, 'int64', [1n, -2n, 2n ** 40n, 0n, -(2n ** 62n), 7n]],
+      [
+        new BigInt64Array([1n, -2n, 2n ** 40n, 0n, -(2n ** 62n), 7n]),
+        BigInt64Array,
+        undefined,
+        'int64',
+        [1n, -2n, 2n ** 40n, 0n, -(2n ** 62n), 7n],
+      ],
       [new Int32Array([1, -2, 2 ** 30, 0, -(2 ** 31), 7]), Int32Array, undefined, 'int32', [1, -2, 2 ** 30, 0, -(2 ** 31), 7]],
       [new Uint8Array([0, 1, 255, 128, 3, 7]), Uint8Array, undefined, 'uint8', [0, 1, 255, 128, 3, 7]],
       [new Uint8Array([0, 1, 2, 0, 255, 1]), Uint8Array, 'bool', 'bool', [0, 1, 1, 0, 1, 1]],
@@ -284,7 +292,10 @@ describe('Tensor', () => {
       const lse = m + Math.log(row.reduce((s, v) => s + Math.exp(v - m), 0));
       return row.map((v) => v - lse);
     });
-    const nll = b.nllLoss(b.Tensor.fromArray(new Float32Array(lsm), [3, 3]), b.Tensor.fromArray(new BigInt64Array(target.map(BigInt)), [3]));
+    const nll = b.nllLoss(
+      b.Tensor.fromArray(new Float32Array(lsm), [3, 3]),
+      b.Tensor.fromArray(new BigInt64Array(target.map(BigInt)), [3]),
+    );
     expect(Math.abs(nll.item() - ref.nll)).toBeLessThan(1e-6);
     logp.dispose();
   });
@@ -296,10 +307,11 @@ describe('Tensor', () => {
     const inside = b.noGrad(() => b.crossEntropy(x, target));
     expect(inside.requiresGrad).toBe(false);
     expect(b.noGrad(() => 42)).toBe(42);
-    await expectFailure(() =>
-      b.noGrad(() => {
-        throw new RangeError('from the callback');
-      }),
+    await expectFailure(
+      () =>
+        b.noGrad(() => {
+          throw new RangeError('from the callback');
+        }),
       /from the callback/,
       RangeError,
     );
@@ -312,7 +324,9 @@ describe('ScriptModule', () => {
     const enc = b.ScriptModule.load(encTuple);
     expect(enc.device).toBe('cpu');
     expect(enc.forwardArity).toBe(2);
-    expect(enc.methodSchema('forward')).toMatch(/^forward\(__torch__\.\S+ self, Tensor input_ids, Tensor attention_mask\) -> \(\(Tensor, Tensor\)\)$/);
+    expect(enc.methodSchema('forward')).toMatch(
+      /^forward\(__torch__\.\S+ self, Tensor input_ids, Tensor attention_mask\) -> \(\(Tensor, Tensor\)\)$/,
+    );
     const [ids, mask] = idTensors();
     const out = enc.forward(ids, mask) as NativeTensor[];
     expect(Array.isArray(out)).toBe(true);
@@ -842,7 +856,17 @@ describe('trainStep / evalStep', () => {
     await expectFailure(() => b.trainStep(module, module as any, good), /AdamW/, TypeError);
     await expectFailure(() => b.trainStep(module, opt, good, { maxGradNorm: -1 }), /maxGradNorm/);
     // Ids outside the vocabulary: libtorch's error, as a rejection.
-    await expectFailure(() => b.evalStep(module, batch(IDS.map((x) => x + 1000), MASK)), /index|range/i);
+    await expectFailure(
+      () =>
+        b.evalStep(
+          module,
+          batch(
+            IDS.map((x) => x + 1000),
+            MASK,
+          ),
+        ),
+      /index|range/i,
+    );
     // A model whose forward is not [B, C] log-probabilities.
     await expectFailure(() => b.evalStep(b.ScriptModule.load(encTensor), good), /must return a tensor|log-probabilities/);
     // The model still works after all that.

@@ -13,7 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findLibtorch, findLibrary, type FoundLibtorch } from '../scripts/find-libtorch.mjs';
+import { type FoundLibtorch, findLibrary, findLibtorch } from '../scripts/find-libtorch.mjs';
 import { platformKey, prebuildName } from '../scripts/native-binary.mjs';
 
 const exec = promisify(execFile);
@@ -107,10 +107,14 @@ describe.skipIf(process.platform === 'win32')('prebuilt binary: pack, install wi
       cpSync(join(repoRoot, entry), join(pkg, entry), { recursive: true });
     }
     // dist/ compiled from the current lib/ (tsc emits even when another file has a type error).
-    await run(process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(repoRoot, 'tsconfig.json'), '--outDir', join(pkg, 'dist')], {
-      cwd: repoRoot,
-      env: process.env,
-    });
+    await run(
+      process.execPath,
+      [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(repoRoot, 'tsconfig.json'), '--outDir', join(pkg, 'dist')],
+      {
+        cwd: repoRoot,
+        env: process.env,
+      },
+    );
     expect(existsSync(join(pkg, 'dist', 'loader.js'))).toBe(true);
 
     const prebuild = await run(process.execPath, [join(repoRoot, 'scripts', 'prebuild.mjs'), '--reuse', '--out', join(pkg, 'prebuilds')], {
@@ -181,10 +185,14 @@ describe.skipIf(process.platform === 'win32')('prebuilt binary: pack, install wi
     const prebuilt = join(installed, 'prebuilds', platformKey(), prebuildName(libtorch), 'torch_bert.node');
     const forced = await check({ LIBTORCH: dir, TORCH_BERT_BINARY: prebuilt });
     expect(forced.code).not.toBe(0);
-    expect(forced.stderr).toContain(`built against libtorch ${libtorch.version} (cpu), but the libtorch found is libtorch 1.12.1 (cpu, LIBTORCH)`);
+    expect(forced.stderr).toContain(
+      `built against libtorch ${libtorch.version} (cpu), but the libtorch found is libtorch 1.12.1 (cpu, LIBTORCH)`,
+    );
     const picked = await check({ LIBTORCH: dir });
     expect(picked.code).not.toBe(0);
-    expect(picked.stderr).toContain(`no prebuilt for ${platformKey()} torch-1.12.1-cpu (prebuilts in this package: ${prebuildName(libtorch)})`);
+    expect(picked.stderr).toContain(
+      `no prebuilt for ${platformKey()} torch-1.12.1-cpu (prebuilts in this package: ${prebuildName(libtorch)})`,
+    );
   });
 
   it('says what to install when no prebuilt fits and nothing can build one', async () => {
@@ -204,6 +212,6 @@ describe.skipIf(process.platform === 'win32')('prebuilt binary: pack, install wi
     const report = JSON.parse(r.stdout);
     expect(report.binary.kind).toBe('prebuilt');
     expect(report.libtorch.found.version).toBe(libtorch.version);
-    expect(report.runtime.libtorch.split(".").slice(0, 2)).toEqual(libtorch.version!.split(".").slice(0, 2));
+    expect(report.runtime.libtorch.split('.').slice(0, 2)).toEqual(libtorch.version!.split('.').slice(0, 2));
   });
 });

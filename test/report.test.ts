@@ -1,9 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { classificationMetrics } from '../lib/metrics.js';
 import type { EpochMetrics } from '../lib/options.js';
-import { bestEpoch, CHART_LAYOUT, escapeHtml, integerAxis, niceAxis, renderReport, type ReportInput } from '../lib/report.js';
+import { bestEpoch, CHART_LAYOUT, escapeHtml, integerAxis, niceAxis, type ReportInput, renderReport } from '../lib/report.js';
 
-function epoch(e: number, trainLoss: number, validationLoss: number, trainAccuracy: number, validationAccuracy: number, isBest: boolean): EpochMetrics {
+function epoch(
+  e: number,
+  trainLoss: number,
+  validationLoss: number,
+  trainAccuracy: number,
+  validationAccuracy: number,
+  isBest: boolean,
+): EpochMetrics {
   return { epoch: e, trainLoss, trainAccuracy, validationLoss, validationAccuracy, seconds: 10, isBest } as EpochMetrics;
 }
 
@@ -14,7 +21,14 @@ const HISTORY: EpochMetrics[] = [
 ];
 
 function render(overrides: Partial<ReportInput> = {}): string {
-  return renderReport({ title: 'run', history: HISTORY, labels: ['a', 'b'], settings: {}, createdAt: '2025-01-01T00:00:00Z', ...overrides });
+  return renderReport({
+    title: 'run',
+    history: HISTORY,
+    labels: ['a', 'b'],
+    settings: {},
+    createdAt: '2025-01-01T00:00:00Z',
+    ...overrides,
+  });
 }
 
 const VOID = new Set(['meta', 'br', 'hr', 'img', 'input', 'link']);
@@ -80,7 +94,12 @@ describe('renderReport', () => {
     const loss = svgOf(html, 'chart-loss');
     expect(polylines(loss, 'train')).toEqual(['64,40 302,182.67 540,254']);
     expect(polylines(loss, 'validation')).toEqual(['64,75.67 302,147 540,111.33']);
-    expect([...loss.matchAll(/text-anchor="end" dominant-baseline="middle">([^<]*)</g)].map((m) => m[1])).toEqual(['0.4', '0.6', '0.8', '1.0']);
+    expect([...loss.matchAll(/text-anchor="end" dominant-baseline="middle">([^<]*)</g)].map((m) => m[1])).toEqual([
+      '0.4',
+      '0.6',
+      '0.8',
+      '1.0',
+    ]);
     expect([...loss.matchAll(/y="272" text-anchor="middle">([^<]*)</g)].map((m) => m[1])).toEqual(['1', '2', '3']);
     // Accuracies span 0.5..0.8 → ticks every 10% on [0.5, 0.8]: y = 254 − (v − 0.5) / 0.3 · 214.
     const accuracy = svgOf(html, 'chart-accuracy');
@@ -138,7 +157,9 @@ describe('renderReport', () => {
   });
 
   it('leaves gaps for non-finite values instead of drawing NaN', () => {
-    const html = render({ history: [epoch(1, 1, 0.9, 0.5, 0.6, true), epoch(2, NaN, 0.7, 0.7, 0.75, true), epoch(3, 0.4, 0.8, 0.8, 0.7, false)] });
+    const html = render({
+      history: [epoch(1, 1, 0.9, 0.5, 0.6, true), epoch(2, NaN, 0.7, 0.7, 0.75, true), epoch(3, 0.4, 0.8, 0.8, 0.7, false)],
+    });
     expect(html).not.toMatch(/NaN/);
     expect(polylines(svgOf(html, 'chart-loss'), 'train')).toHaveLength(2);
   });
@@ -172,8 +193,12 @@ describe('renderReport', () => {
     expect(table).toMatch(/background: rgba\(220, 38, 38, 0.213\)[^>]*><span class="count">1<\/span><span class="share">25.0%<\/span>/);
     expect(table).toMatch(/background: rgba\(37, 99, 235, 0.85\)[^>]*><span class="count">2<\/span>/);
     // cat: P 1, R 0.75, F1 6/7; dog: P 2/3, R 1, F1 0.8.
-    expect(table).toMatch(/<th scope="row">cat<\/th>.*<td class="metric first-metric">1.000<\/td><td class="metric">0.750<\/td><td class="metric">0.857<\/td><td class="metric">4<\/td>/);
-    expect(table).toMatch(/<th scope="row">dog<\/th>.*<td class="metric first-metric">0.667<\/td><td class="metric">1.000<\/td><td class="metric">0.800<\/td><td class="metric">2<\/td>/);
+    expect(table).toMatch(
+      /<th scope="row">cat<\/th>.*<td class="metric first-metric">1.000<\/td><td class="metric">0.750<\/td><td class="metric">0.857<\/td><td class="metric">4<\/td>/,
+    );
+    expect(table).toMatch(
+      /<th scope="row">dog<\/th>.*<td class="metric first-metric">0.667<\/td><td class="metric">1.000<\/td><td class="metric">0.800<\/td><td class="metric">2<\/td>/,
+    );
     expect(table).toMatch(/accuracy<\/th>.*<td class="metric">0.833<\/td><td class="metric">6<\/td>/);
   });
 

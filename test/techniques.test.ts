@@ -9,25 +9,43 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { epochBatches, learningRateFactor, longestFirstBatches } from '../lib/batching.js';
-import { Classifier, train, type TrainOptions } from '../lib/index.js';
-import { loadExamples } from '../lib/data.js';
-import { LORA_DEFAULTS } from '../lib/options.js';
-import { isDecayed } from '../lib/trainable.js';
-import { loadBinding } from '../lib/loader.js';
 import type { NativeTensor } from '../lib/binding.js';
+import { loadExamples } from '../lib/data.js';
+import { Classifier, type TrainOptions, train } from '../lib/index.js';
+import { loadBinding } from '../lib/loader.js';
+import { LORA_DEFAULTS } from '../lib/options.js';
 import { gatherRows } from '../lib/tokenizer.js';
+import { isDecayed } from '../lib/trainable.js';
 import { demoPretrain, demoReviews, demoTokenizer, makeEncoder } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-techniques-'));
 let encoder: string;
 let data: { texts: string[]; labels: string[] };
 beforeAll(async () => {
-  encoder = await makeEncoder({ layers: 2, hidden: 64, heads: 4, intermediate: 256, tokenizer: demoTokenizer, pretrain: demoPretrain, pretrainEpochs: 10, seed: 1 });
+  encoder = await makeEncoder({
+    layers: 2,
+    hidden: 64,
+    heads: 4,
+    intermediate: 256,
+    tokenizer: demoTokenizer,
+    pretrain: demoPretrain,
+    pretrainEpochs: 10,
+    seed: 1,
+  });
   const raw = await loadExamples(demoReviews);
   data = { texts: raw.texts.slice(0, 320), labels: raw.labels!.slice(0, 320) };
 });
 
-const base = (): TrainOptions => ({ data, encoder, tokenizer: demoTokenizer, epochs: 2, batchSize: 32, maxLength: 48, learningRate: 1e-3, headHidden: 32 });
+const base = (): TrainOptions => ({
+  data,
+  encoder,
+  tokenizer: demoTokenizer,
+  epochs: 2,
+  batchSize: 32,
+  maxLength: 48,
+  learningRate: 1e-3,
+  headHidden: 32,
+});
 const values = (t: NativeTensor) => Array.from(t.toArray() as Float32Array);
 const params = (c: Classifier) => new Map(c.module.namedParameters().map(([n, t]) => [n, values(t)]));
 const maxAbsDiff = (a: number[], b: number[]) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
@@ -52,8 +70,18 @@ describe('frozen', () => {
   it('reuses the on-disk feature cache across runs with identical results', async () => {
     const cacheDir = join(work, 'feature-cache');
     const events: boolean[] = [];
-    const first = await train({ ...base(), featureCache: 'disk', featureCacheDir: cacheDir, onProgress: (e) => e.type === 'encode' && e.done === e.total && events.push(e.fromCache) });
-    const second = await train({ ...base(), featureCache: 'disk', featureCacheDir: cacheDir, onProgress: (e) => e.type === 'encode' && e.done === e.total && events.push(e.fromCache) });
+    const first = await train({
+      ...base(),
+      featureCache: 'disk',
+      featureCacheDir: cacheDir,
+      onProgress: (e) => e.type === 'encode' && e.done === e.total && events.push(e.fromCache),
+    });
+    const second = await train({
+      ...base(),
+      featureCache: 'disk',
+      featureCacheDir: cacheDir,
+      onProgress: (e) => e.type === 'encode' && e.done === e.total && events.push(e.fromCache),
+    });
     expect(events).toEqual([false, false, true, true]);
     expect(second.history.map((h) => h.validationLoss)).toEqual(first.history.map((h) => h.validationLoss));
     first.classifier.dispose();
@@ -98,7 +126,10 @@ describe('lora', () => {
     }
     // 2 layers x (query + value) x (A [4, 64] + B [64, 4])
     expect(result.trainableParameters - (32 * 64 + 32 + 2 * 32 + 2)).toBe(2 * 2 * (4 * 64 + 64 * 4));
-    expect(result.trainableEncoderFraction).toBeCloseTo((2 * 2 * (4 * 64 + 64 * 4)) / [...before.values()].reduce((n, v) => n + v.length, 0), 10);
+    expect(result.trainableEncoderFraction).toBeCloseTo(
+      (2 * 2 * (4 * 64 + 64 * 4)) / [...before.values()].reduce((n, v) => n + v.length, 0),
+      10,
+    );
     expect(existsSync(join(outDir, 'adapters.pt'))).toBe(true);
 
     const texts = data.texts.slice(0, 16);
@@ -107,7 +138,8 @@ describe('lora', () => {
     const fromAdapters = await unmerged.predict(texts);
     merged.forEach((p, i) => {
       expect(fromAdapters[i]!.label).toBe(p.label);
-      for (const label of result.labels) expect(Math.abs(fromAdapters[i]!.probabilities[label]! - p.probabilities[label]!)).toBeLessThan(1e-4);
+      for (const label of result.labels)
+        expect(Math.abs(fromAdapters[i]!.probabilities[label]! - p.probabilities[label]!)).toBeLessThan(1e-4);
     });
     unmerged.dispose();
     original.dispose();
@@ -124,7 +156,13 @@ describe('batching', () => {
     const tight = gatherRows(encoded, rows);
     const wide = gatherRows(encoded, rows, 48);
     expect(tight.seqLen).toBeLessThan(48);
-    const run = (b: typeof tight) => binding.evalStep(result.classifier.module, { inputIds: b.inputIds, attentionMask: b.attentionMask, batchSize: b.count, seqLen: b.seqLen });
+    const run = (b: typeof tight) =>
+      binding.evalStep(result.classifier.module, {
+        inputIds: b.inputIds,
+        attentionMask: b.attentionMask,
+        batchSize: b.count,
+        seqLen: b.seqLen,
+      });
     const [p1, p2] = [await run(tight), await run(wide)];
     expect(maxAbsDiff(Array.from(p1.probabilities), Array.from(p2.probabilities))).toBeLessThan(1e-5);
     result.classifier.dispose();
@@ -147,7 +185,10 @@ describe('batching', () => {
     const budget = longestFirstBatches(lengths, { tokensPerBatch: 20 });
     expect(Array.from(budget.order)).toEqual([1, 3, 2, 0, 4]);
     // Width 10 fits 2 rows; then width 5 fits 4, and 3 remain.
-    expect(asArrays(budget)).toEqual([[1, 3], [2, 0, 4]]);
+    expect(asArrays(budget)).toEqual([
+      [1, 3],
+      [2, 0, 4],
+    ]);
     expect(asArrays(longestFirstBatches(lengths, { tokensPerBatch: 20, maxRows: 2 }))).toEqual([[1, 3], [2, 0], [4]]);
     expect(asArrays(longestFirstBatches(lengths, { tokensPerBatch: 20, width: 10 }))).toEqual([[1, 3], [2, 0], [4]]);
     // A row longer than the budget still goes, alone.
@@ -166,7 +207,13 @@ describe('optimisation', () => {
     // Hugging Face's Trainer decays all but biases and LayerNorm weights; on BERT with LoRA
     // (and the head) those are exactly the parameters of one dimension.
     const binding = loadBinding();
-    const { module } = binding.buildClassifier(binding.ScriptModule.load(encoder), { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 0 });
+    const { module } = binding.buildClassifier(binding.ScriptModule.load(encoder), {
+      numClasses: 2,
+      headHidden: 8,
+      dropout: 0,
+      pooling: 'cls',
+      seed: 0,
+    });
     const adapters = binding.applyLora(module, { ...LORA_DEFAULTS, seed: 0 });
     const all = [...module.namedParameters(), ...adapters.parameters()];
     const decayed = all.filter(([name]) => isDecayed(name)).map(([name]) => name);
@@ -236,7 +283,12 @@ describe('control', () => {
    * step `abortAt` then resumed: history and final weights must be identical. Returns the
    * interrupted run's directory.
    */
-  async function expectResumeMatchesWhole(opts: TrainOptions, name: string, abortAt: { epoch: number; step: number }, aborted: RegExp): Promise<string> {
+  async function expectResumeMatchesWhole(
+    opts: TrainOptions,
+    name: string,
+    abortAt: { epoch: number; step: number },
+    aborted: RegExp,
+  ): Promise<string> {
     const whole = await train({ ...opts, outDir: join(work, `${name}-whole`) });
     const outDir = join(work, `${name}-interrupted`);
     const controller = new AbortController();
@@ -262,8 +314,21 @@ describe('control', () => {
   }
 
   it('resumes an interrupted run to the same final weights as an uninterrupted one', async () => {
-    const opts = { ...base(), technique: 'full' as const, learningRate: 1e-3, epochs: 3, dropout: 0.2, schedule: 'linear' as const, warmupRatio: 0.2 };
-    const outDir = await expectResumeMatchesWhole(opts, 'full', { epoch: 2, step: 3 }, /aborted at epoch 2, batch 4\/8; resume with resumeFrom/);
+    const opts = {
+      ...base(),
+      technique: 'full' as const,
+      learningRate: 1e-3,
+      epochs: 3,
+      dropout: 0.2,
+      schedule: 'linear' as const,
+      warmupRatio: 0.2,
+    };
+    const outDir = await expectResumeMatchesWhole(
+      opts,
+      'full',
+      { epoch: 2, step: 3 },
+      /aborted at epoch 2, batch 4\/8; resume with resumeFrom/,
+    );
     const saved = JSON.parse(readFileSync(join(outDir, 'history.json'), 'utf8'));
     expect(saved).toHaveLength(3);
   });
@@ -271,24 +336,41 @@ describe('control', () => {
   it('resumes an interrupted LoRA run with adapter dropout to the same final weights', async () => {
     // Dropout masks are drawn inside the rewritten graph: the resumed process's first step must
     // draw them as the uninterrupted run's later steps do.
-    const opts = { ...base(), technique: 'lora' as const, learningRate: 1e-2, epochs: 2, dropout: 0.2, lora: { rank: 4, alpha: 8, dropout: 0.3 } };
+    const opts = {
+      ...base(),
+      technique: 'lora' as const,
+      learningRate: 1e-2,
+      epochs: 2,
+      dropout: 0.2,
+      lora: { rank: 4, alpha: 8, dropout: 0.3 },
+    };
     await expectResumeMatchesWhole(opts, 'lora', { epoch: 1, step: 5 }, /aborted at epoch 1, batch 6\/8; resume with resumeFrom/);
   });
 
   it('refuses to resume a different run, naming what differs', async () => {
-    await expect(train({ ...base(), epochs: 3, technique: 'full', resumeFrom: join(work, 'full-interrupted'), batchSize: 16 })).rejects.toThrow(
-      /cannot resume .* settings differ \(.*batchSize: saved 32, now 16/,
-    );
+    await expect(
+      train({ ...base(), epochs: 3, technique: 'full', resumeFrom: join(work, 'full-interrupted'), batchSize: 16 }),
+    ).rejects.toThrow(/cannot resume .* settings differ \(.*batchSize: saved 32, now 16/);
   });
 
   it('stops on a NaN loss naming epoch and batch, keeping the best checkpoint; or skips such steps', async () => {
     // Warmup makes step 1 a no-op (lr factor 0), so the evaluation after it is finite and saved;
     // then a learning rate of 1e30 blows the head up and the loss becomes NaN/Inf.
-    const exploding = { ...base(), learningRate: 1e30, maxGradNorm: 0, warmupRatio: 0.5, schedule: 'constant' as const, evaluateEvery: 1, epochs: 1 };
+    const exploding = {
+      ...base(),
+      learningRate: 1e30,
+      maxGradNorm: 0,
+      warmupRatio: 0.5,
+      schedule: 'constant' as const,
+      evaluateEvery: 1,
+      epochs: 1,
+    };
     const outDir = join(work, 'nan');
     await expect(train({ ...exploding, outDir })).rejects.toMatchObject({
       name: 'NumericalError',
-      message: expect.stringMatching(/training (loss|gradient norm) became (NaN|Infinity|-Infinity) at epoch 1, batch \d+ \(training rows \d+/),
+      message: expect.stringMatching(
+        /training (loss|gradient norm) became (NaN|Infinity|-Infinity) at epoch 1, batch \d+ \(training rows \d+/,
+      ),
     });
     const kept = await Classifier.load(outDir);
     expect(kept.config.metrics.step).toBe(1);

@@ -33,7 +33,9 @@ describe('encodeBatchAsync', () => {
       expect(got.count).toBe(expected.count);
       expect(got.seqLen).toBe(64);
       expect(Buffer.from(got.inputIds.buffer).equals(Buffer.from(expected.inputIds.buffer)), `threads ${threads}: ids`).toBe(true);
-      expect(Buffer.from(got.attentionMask.buffer).equals(Buffer.from(expected.attentionMask.buffer)), `threads ${threads}: mask`).toBe(true);
+      expect(Buffer.from(got.attentionMask.buffer).equals(Buffer.from(expected.attentionMask.buffer)), `threads ${threads}: mask`).toBe(
+        true,
+      );
       expect(Array.from(got.lengths)).toEqual(Array.from(expected.lengths));
     }
     // Small inputs (main thread) too, and nothing at all.

@@ -8,9 +8,9 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBinding } from '../lib/loader.js';
-import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
+import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
+import { loadBinding } from '../lib/loader.js';
 import { gatherRows, TextTokenizer } from '../lib/tokenizer.js';
 import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, repoRoot, runPython } from './fixtures.js';
 
@@ -56,7 +56,8 @@ describe('parity with the plain-PyTorch reference of the seed job', () => {
     const encoded = tokenizer.encodeBatch(raw.texts, SMALL.maxLength);
     const rowsOf = (indices: Int32Array) => {
       const rows = gatherRows(encoded, indices);
-      const chunk = (a: Int32Array) => Array.from({ length: rows.count }, (_, r) => Array.from(a.subarray(r * rows.seqLen, (r + 1) * rows.seqLen)));
+      const chunk = (a: Int32Array) =>
+        Array.from({ length: rows.count }, (_, r) => Array.from(a.subarray(r * rows.seqLen, (r + 1) * rows.seqLen)));
       return { input_ids: chunk(rows.inputIds), attention_mask: chunk(rows.attentionMask), labels: Array.from(indices, (i) => ids[i]!) };
     };
     const spec = {
@@ -82,7 +83,15 @@ describe('parity with the plain-PyTorch reference of the seed job', () => {
     };
 
     // The reference does not clip gradients (the seed did not); our default clips at norm 1.0.
-    const ours = await train({ data: demoReviews, encoder: informativeEncoder, tokenizer: demoTokenizer, epochs, seed, maxGradNorm: 0, ...SMALL });
+    const ours = await train({
+      data: demoReviews,
+      encoder: informativeEncoder,
+      tokenizer: demoTokenizer,
+      epochs,
+      seed,
+      maxGradNorm: 0,
+      ...SMALL,
+    });
     ours.classifier.dispose();
     expect(ours.trainExamples).toBe(split.train.length);
     expect(ours.validationExamples).toBe(split.validation.length);
@@ -122,15 +131,19 @@ describe('a trained classifier', () => {
   });
 
   it('predicts texts of mixed lengths (batched longest first) in input order, as each text alone', async () => {
-    const texts = Array.from({ length: 70 }, (_, i) =>
-      Array.from({ length: 1 + ((i * 7) % 23) }, (_, k) => (k % 3 === 0 ? 'wonderful' : k % 3 === 1 ? 'dull' : 'film')).join(' ') + ` ${i}`,
+    const texts = Array.from(
+      { length: 70 },
+      (_, i) =>
+        Array.from({ length: 1 + ((i * 7) % 23) }, (_, k) => (k % 3 === 0 ? 'wonderful' : k % 3 === 1 ? 'dull' : 'film')).join(' ') +
+        ` ${i}`,
     );
     const together = await result.classifier.predict(texts);
     expect(together).toHaveLength(texts.length);
     for (let i = 0; i < texts.length; i += 7) {
       const [alone] = await result.classifier.predict([texts[i]!]);
       expect(together[i]!.labelId).toBe(alone!.labelId);
-      for (const label of ['negative', 'positive']) expect(Math.abs(together[i]!.probabilities[label]! - alone!.probabilities[label]!)).toBeLessThan(1e-5);
+      for (const label of ['negative', 'positive'])
+        expect(Math.abs(together[i]!.probabilities[label]! - alone!.probabilities[label]!)).toBeLessThan(1e-5);
     }
     // Probabilities differ across texts (the order really is the input's, not one repeated row).
     expect(new Set(together.map((p) => p.probabilities.positive!.toFixed(6))).size).toBeGreaterThan(10);
@@ -152,7 +165,16 @@ mask = torch.tensor(spec["mask"]).view(len(spec["texts"]), -1)
 with torch.no_grad():
     print(json.dumps(m(ids, mask).exp().tolist()))
 `;
-    const stdout = await runPython('-c', [script], JSON.stringify({ model: join(outDir, 'classifier.pt'), texts, ids: Array.from(encoded.inputIds), mask: Array.from(encoded.attentionMask) }));
+    const stdout = await runPython(
+      '-c',
+      [script],
+      JSON.stringify({
+        model: join(outDir, 'classifier.pt'),
+        texts,
+        ids: Array.from(encoded.inputIds),
+        mask: Array.from(encoded.attentionMask),
+      }),
+    );
     const python = JSON.parse(stdout) as number[][];
     python.forEach((row, i) => {
       expect(row[0]! + row[1]!).toBeCloseTo(1, 5);
@@ -171,10 +193,20 @@ with torch.no_grad():
     const encoderParams = trained.filter(([n]) => n.startsWith('encoder.'));
     expect(encoderParams.length).toBe(before.size);
     for (const [name, tensor] of encoderParams) {
-      expect(Buffer.from((tensor.toArray() as Float32Array).buffer).equals(Buffer.from((before.get(name.slice('encoder.'.length))!.toArray() as Float32Array).buffer))).toBe(true);
+      expect(
+        Buffer.from((tensor.toArray() as Float32Array).buffer).equals(
+          Buffer.from((before.get(name.slice('encoder.'.length))!.toArray() as Float32Array).buffer),
+        ),
+      ).toBe(true);
     }
     // The head starts from nn.Linear's init under the seed; training must have moved it.
-    const fresh = binding.buildClassifier(binding.ScriptModule.load(informativeEncoder), { numClasses: 2, headHidden: SMALL.headHidden, dropout: 0.1, pooling: 'cls', seed: 42 });
+    const fresh = binding.buildClassifier(binding.ScriptModule.load(informativeEncoder), {
+      numClasses: 2,
+      headHidden: SMALL.headHidden,
+      dropout: 0.1,
+      pooling: 'cls',
+      seed: 42,
+    });
     const initial = new Map(fresh.module.namedParameters());
     for (const [name, tensor] of trained.filter(([n]) => n.startsWith('head.'))) {
       const a = tensor.toArray() as Float32Array;
@@ -214,9 +246,23 @@ describe('encoders of other shapes', () => {
     [2, 'tensor'],
   ] as const) {
     it(`trains on forward with ${signature} inputs returning a ${output}, hidden size 48`, async () => {
-      const encoder = await makeEncoder({ layers: 1, hidden: 48, heads: 2, intermediate: 96, tokenizer: demoTokenizer, signature, output, seed: 3 });
+      const encoder = await makeEncoder({
+        layers: 1,
+        hidden: 48,
+        heads: 2,
+        intermediate: 96,
+        tokenizer: demoTokenizer,
+        signature,
+        output,
+        seed: 3,
+      });
       const result = await train({ data: await tinyData(), encoder, tokenizer: demoTokenizer, epochs: 1, ...SMALL, headHidden: 16 });
-      expect(result.encoder).toEqual({ arity: signature, outputKind: output, outputKey: output === 'dict' ? 'last_hidden_state' : null, hiddenSize: 48 });
+      expect(result.encoder).toEqual({
+        arity: signature,
+        outputKind: output,
+        outputKey: output === 'dict' ? 'last_hidden_state' : null,
+        hiddenSize: 48,
+      });
       const dense = result.classifier.module.namedParameters().find(([n]) => n === 'head.dense.weight')![1];
       expect(dense.shape).toEqual([16, 48]);
       expect(Number.isFinite(result.best.validationLoss)).toBe(true);
@@ -225,7 +271,14 @@ describe('encoders of other shapes', () => {
   }
 
   it('supports mean pooling, matching a masked mean computed in Python', async () => {
-    const result = await train({ data: await tinyData(), encoder: informativeEncoder, tokenizer: demoTokenizer, epochs: 1, pooling: 'mean', ...SMALL });
+    const result = await train({
+      data: await tinyData(),
+      encoder: informativeEncoder,
+      tokenizer: demoTokenizer,
+      epochs: 1,
+      pooling: 'mean',
+      ...SMALL,
+    });
     const classifier = result.classifier;
     const encoded = classifier.tokenizer.encodeBatch(['short one', 'a somewhat longer sentence about a film'], SMALL.maxLength);
     const binding = loadBinding();
@@ -242,7 +295,13 @@ with torch.no_grad():
 m = mask.unsqueeze(-1).float()
 print(json.dumps(((h * m).sum(1) / m.sum(1)).flatten().tolist()))
 `;
-    const expected = JSON.parse(await runPython('-c', [script], JSON.stringify({ encoder: informativeEncoder, ids: Array.from(encoded.inputIds), mask: Array.from(encoded.attentionMask) }))) as number[];
+    const expected = JSON.parse(
+      await runPython(
+        '-c',
+        [script],
+        JSON.stringify({ encoder: informativeEncoder, ids: Array.from(encoded.inputIds), mask: Array.from(encoded.attentionMask) }),
+      ),
+    ) as number[];
     const actual = features.toArray() as Float32Array;
     expect(actual.length).toBe(expected.length);
     expected.forEach((v, i) => {
@@ -281,7 +340,9 @@ describe('bad input gets a clear error and loses nothing', () => {
     unchanged();
   });
   it('a label outside the known classes', async () => {
-    await expect(train({ ...base(), labels: ['negative', 'neutral'] })).rejects.toThrow(/label 'positive' is not one of the known classes \(negative, neutral\)/);
+    await expect(train({ ...base(), labels: ['negative', 'neutral'] })).rejects.toThrow(
+      /label 'positive' is not one of the known classes \(negative, neutral\)/,
+    );
     const file = join(work, 'unknown-label.csv');
     writeFileSync(file, 'text,label\ngood film,positive\nso so,meh\n');
     await expect(evaluate(outDir, file)).rejects.toThrow(/unknown-label\.csv line 3: label 'meh' is not one of the known classes/);
@@ -304,7 +365,9 @@ describe('bad input gets a clear error and loses nothing', () => {
     await expect(train({ ...base(), tokenizer: notJson })).rejects.toThrow(/broken-tokenizer\.json is not valid JSON/);
     const noModel = join(work, 'no-model-tokenizer.json');
     writeFileSync(noModel, '{"version": "1.0"}');
-    await expect(train({ ...base(), tokenizer: noModel })).rejects.toThrow(/no-model-tokenizer\.json is not a Hugging Face tokenizer\.json/);
+    await expect(train({ ...base(), tokenizer: noModel })).rejects.toThrow(
+      /no-model-tokenizer\.json is not a Hugging Face tokenizer\.json/,
+    );
     unchanged();
   });
   it('an output directory that cannot be written', async () => {

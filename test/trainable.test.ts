@@ -10,7 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { NativeTensor } from '../lib/binding.js';
 import { loadExamples } from '../lib/data.js';
 import { InputError, ModelError } from '../lib/errors.js';
-import { type Classifier, train, type TrainOptions, type TrainResult } from '../lib/index.js';
+import { type Classifier, type TrainOptions, type TrainResult, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, runPython } from './fixtures.js';
 
@@ -50,7 +50,17 @@ beforeAll(async () => {
   data = { texts: raw.texts.slice(0, 96), labels: raw.labels!.slice(0, 96) };
 });
 
-const base = (): TrainOptions => ({ data, encoder, tokenizer: demoTokenizer, epochs: 1, batchSize: 16, maxLength: 32, learningRate: 1e-3, headHidden: 16, dropout: 0 });
+const base = (): TrainOptions => ({
+  data,
+  encoder,
+  tokenizer: demoTokenizer,
+  epochs: 1,
+  batchSize: 16,
+  maxLength: 32,
+  learningRate: 1e-3,
+  headHidden: 16,
+  dropout: 0,
+});
 const POOLER = ['pooler.dense.weight', 'pooler.dense.bias'];
 
 describe('gradient flags stored in the encoder file', () => {
@@ -58,7 +68,9 @@ describe('gradient flags stored in the encoder file', () => {
     it(`do not change a ${technique} run: same seed, bit-identical history and weights`, async () => {
       const fromTrainable = await train({ ...base(), technique });
       const fromFrozen = await train({ ...base(), technique, encoder: frozenFile });
-      expect(fromFrozen.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(fromTrainable.history.map((h) => [h.trainLoss, h.validationLoss]));
+      expect(fromFrozen.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(
+        fromTrainable.history.map((h) => [h.trainLoss, h.validationLoss]),
+      );
       const a = classifierWeights(fromTrainable.classifier);
       const b = classifierWeights(fromFrozen.classifier);
       for (const [name, v] of a) expect(same(v, b.get(name)!), name).toBe(true);
@@ -144,7 +156,9 @@ describe('parameters the task does not use', () => {
     const run = train({ ...base(), technique: 'full', encoder: branchy });
     await expect(run).rejects.toThrow(ModelError);
     await expect(run).rejects.toMatchObject({ code: 'PARAMETERS_WITHOUT_GRADIENT' });
-    await expect(run).rejects.toThrow(/2 trainable parameter\(s\) got no gradient .*: encoder\.probe_only\.weight, encoder\.probe_only\.bias\b/);
+    await expect(run).rejects.toThrow(
+      /2 trainable parameter\(s\) got no gradient .*: encoder\.probe_only\.weight, encoder\.probe_only\.bias\b/,
+    );
     // With the layer frozen on purpose, the same run trains.
     const frozen = await train({ ...base(), technique: 'full', encoder: branchy, freeze: ['probe_only.'] });
     expect(frozen.frozenParameters.sort()).toEqual(['probe_only.bias', 'probe_only.weight']);
@@ -187,9 +201,13 @@ describe('a technique that cannot be set up', () => {
     const before = leftovers();
     const run = train({ ...base(), technique: 'lora', lora: { targets: ['no.such.module'] } });
     await expect(run).rejects.toThrow(InputError);
-    await expect(run).rejects.toThrow(/cannot set up technique 'lora': .*no module with a 2-D weight has a path ending in 'no\.such\.module'/);
+    await expect(run).rejects.toThrow(
+      /cannot set up technique 'lora': .*no module with a 2-D weight has a path ending in 'no\.such\.module'/,
+    );
     expect(leftovers()).toEqual(before);
-    await expect(train({ ...base(), technique: 'lora', lora: { alpha: 0 } })).rejects.toThrow(/lora\.alpha must be a finite number > 0; got 0/);
+    await expect(train({ ...base(), technique: 'lora', lora: { alpha: 0 } })).rejects.toThrow(
+      /lora\.alpha must be a finite number > 0; got 0/,
+    );
   });
 });
 
@@ -220,8 +238,20 @@ describe('native: the pieces the trainer decides with', () => {
       expect(built.module.isTraining).toBe(false);
       expect(enc.isTraining).toBe(true);
       // The probe restores every flag it touched.
-      expect(built.module.namedParameters().filter(([, t]) => t.requiresGrad).map(([n]) => n).sort()).toEqual(
-        ['head.dense.bias', 'head.dense.weight', 'head.out_proj.bias', 'head.out_proj.weight', ...enc.namedParameters().map(([n]) => `encoder.${n}`)].sort(),
+      expect(
+        built.module
+          .namedParameters()
+          .filter(([, t]) => t.requiresGrad)
+          .map(([n]) => n)
+          .sort(),
+      ).toEqual(
+        [
+          'head.dense.bias',
+          'head.dense.weight',
+          'head.out_proj.bias',
+          'head.out_proj.weight',
+          ...enc.namedParameters().map(([n]) => `encoder.${n}`),
+        ].sort(),
       );
       built.module.dispose();
       enc.dispose();
@@ -240,7 +270,13 @@ describe('native: the pieces the trainer decides with', () => {
       { params: pick(['head.out_proj.bias', 'encoder.pooler.dense.weight', 'encoder.pooler.dense.bias']), lr: 0.1 },
     ]);
     const before = values(pick(['head.dense.weight'])[0]!);
-    const batch = { inputIds: Int32Array.from({ length: 16 }, (_, i) => 1 + (i % 40)), attentionMask: new Int32Array(16).fill(1), batchSize: 2, seqLen: 8, labels: Int32Array.from([0, 1]) };
+    const batch = {
+      inputIds: Int32Array.from({ length: 16 }, (_, i) => 1 + (i % 40)),
+      attentionMask: new Int32Array(16).fill(1),
+      batchSize: 2,
+      seqLen: 8,
+      labels: Int32Array.from([0, 1]),
+    };
     const r = await b.trainStep(module, optimizer, batch, { checkGradients: true });
     expect(r.missingGradients).toEqual([
       [1, 1],
@@ -285,7 +321,11 @@ describe('native: the pieces the trainer decides with', () => {
     expect(Math.max(...original.map((v, i) => Math.abs(roundTrip[i]! - v) - Math.abs(v) / 256))).toBeLessThanOrEqual(0);
     expect(same(roundTrip, original)).toBe(false);
     // Integer buffers (position ids) are untouched: the encoder still runs.
-    const ids = b.Tensor.fromArray(Int32Array.from({ length: 8 }, (_, i) => i + 1), [1, 8], 'int64');
+    const ids = b.Tensor.fromArray(
+      Int32Array.from({ length: 8 }, (_, i) => i + 1),
+      [1, 8],
+      'int64',
+    );
     const mask = b.Tensor.fromArray(new Int32Array(8).fill(1), [1, 8], 'int64');
     expect(() => enc.forward(ids, mask)).not.toThrow();
     expect(() => enc.to('cpu', 'int64' as 'float32')).toThrow(/dtype must be a floating-point type/);

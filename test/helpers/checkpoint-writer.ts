@@ -11,13 +11,14 @@
  * appended to the record file, and (checkpoints) one for every archive as soon as it is written. After the first two saves `ready <mean save ms>` goes to stdout.
  * SLOW_FS_MS (below) slows file operations down.
  */
+
+import { createHash } from 'node:crypto';
 import fs, { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { writeCheckpoint, sha256File } from '../../lib/checkpoint.js';
+import { sha256File, writeCheckpoint } from '../../lib/checkpoint.js';
 import { loadBinding } from '../../lib/loader.js';
-import { saveTrainingState, STATE_DIR } from '../../lib/training-state.js';
+import { STATE_DIR, saveTrainingState } from '../../lib/training-state.js';
 
 // SLOW_FS_MS=n: every rename / link / copy / unlink / open takes n ms longer (a slow disk), which
 // widens the gaps between the steps of a save so that random kills land in each of them.
@@ -47,7 +48,9 @@ const current = { i: -1, which: '' };
   const rename = p.rename!;
   p.rename = async (...a: unknown[]) => {
     if (/classifier-[0-9a-f]{16}\.pt$/.test(String(a[1]))) {
-      const sha = createHash('sha256').update(readFileSync(String(a[0]))).digest('hex');
+      const sha = createHash('sha256')
+        .update(readFileSync(String(a[0])))
+        .digest('hex');
       appendFileSync(record, JSON.stringify({ pid: process.pid, i: current.i, which: current.which, sha, phase: 'archived' }) + '\n');
     }
     return rename(...a);
@@ -62,7 +65,13 @@ const HEAD_SEEDS = { A: 1, B: 2 } as const;
 
 const encoder = binding.ScriptModule.load(encoderFile);
 const models = (['A', 'B'] as const).map((which) => {
-  const { module } = binding.buildClassifier(encoder, { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: HEAD_SEEDS[which] });
+  const { module } = binding.buildClassifier(encoder, {
+    numClasses: 2,
+    headHidden: 8,
+    dropout: 0,
+    pooling: 'cls',
+    seed: HEAD_SEEDS[which],
+  });
   return { which, module };
 });
 const tokenizerJson = readFileSync(tokenizerFile, 'utf8');
@@ -107,7 +116,12 @@ async function saveState(i: number, which: 'A' | 'B'): Promise<string> {
     epochCorrect: 0,
     epochSeen: 0,
   };
-  await saveTrainingState(binding, dir, { fingerprint: { weights: which, saveIndex: i }, position, tensors: s.head, optimizer: s.optimizer });
+  await saveTrainingState(binding, dir, {
+    fingerprint: { weights: which, saveIndex: i },
+    position,
+    tensors: s.head,
+    optimizer: s.optimizer,
+  });
   return sha256File(join(dir, STATE_DIR, 'tensors.pt'));
 }
 

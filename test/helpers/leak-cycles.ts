@@ -14,8 +14,8 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadClassifier } from '../../lib/classifier.js';
 import { loadExamples } from '../../lib/data.js';
-import { train } from '../../lib/trainer.js';
 import type { Technique } from '../../lib/options.js';
+import { train } from '../../lib/trainer.js';
 import { demoReviews, demoTokenizer } from '../fixtures.js';
 
 const args = process.argv.slice(2).filter((a) => a !== '--');

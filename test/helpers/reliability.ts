@@ -28,11 +28,7 @@ export function rng(seed: number): () => number {
 const VITE_NODE = path.join(repoRoot, 'node_modules', 'vite-node', 'vite-node.mjs');
 
 /** Start `node [nodeArgs] vite-node <script> -- args` with piped stdout/stderr. */
-export function spawnTs(
-  script: string,
-  args: string[],
-  options: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
-): ChildProcess {
+export function spawnTs(script: string, args: string[], options: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): ChildProcess {
   return spawn(process.execPath, [...(options.nodeArgs ?? []), VITE_NODE, path.resolve(repoRoot, script), '--', ...args], {
     cwd: repoRoot,
     env: { ...process.env, ...options.env },

@@ -14,8 +14,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Classifier, loadClassifier } from '../../lib/classifier.js';
 import { loadExamples } from '../../lib/data.js';
-import { train, type TrainResult } from '../../lib/trainer.js';
 import type { TrainOptions } from '../../lib/options.js';
+import { type TrainResult, train } from '../../lib/trainer.js';
 import { demoReviews, demoTokenizer, makeEncoder } from '../fixtures.js';
 import { rng, runSeed } from '../helpers/reliability.js';
 

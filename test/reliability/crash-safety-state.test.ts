@@ -72,7 +72,9 @@ describe('saveTrainingState under SIGKILL', () => {
     // kills that land mid-save.
     let trial = 0;
     for (; trial < 3 * TRIALS && (trial < TRIALS || leftTemp <= TRIALS / 4); trial++) {
-      const child = spawnTs('test/helpers/checkpoint-writer.ts', ['state', dir, encoder, record, demoTokenizer], { env: { SLOW_FS_MS: '2' } });
+      const child = spawnTs('test/helpers/checkpoint-writer.ts', ['state', dir, encoder, record, demoTokenizer], {
+        env: { SLOW_FS_MS: '2' },
+      });
       let meanSaveMs: number;
       try {
         meanSaveMs = Number((await waitForLine(child, /^ready ([\d.]+)/, 60_000))[1]);
@@ -87,7 +89,8 @@ describe('saveTrainingState under SIGKILL', () => {
       const names = readdirSync(dir);
       if (names.some((n) => n.startsWith(`${STATE_DIR}.tmp-`))) leftTemp++;
       // Temporary state directories of earlier (dead) children were removed by the next save.
-      for (const n of names.filter((x) => x.startsWith(`${STATE_DIR}.tmp-`))) expect(n, `trial ${trial}`).toMatch(new RegExp(`^${STATE_DIR}\\.tmp-${child.pid}\\.\\d+$`));
+      for (const n of names.filter((x) => x.startsWith(`${STATE_DIR}.tmp-`)))
+        expect(n, `trial ${trial}`).toMatch(new RegExp(`^${STATE_DIR}\\.tmp-${child.pid}\\.\\d+$`));
 
       const state = await readTrainingState(dir);
       if (state.directory.endsWith('.old')) fromOld++;
@@ -114,7 +117,9 @@ describe('saveTrainingState under SIGKILL', () => {
       optimizer.dispose();
       for (const t of [...Object.values(tensors), ...params]) t.dispose();
     }
-    console.log(`crash-safety (training state): ${trial} kills, ${leftTemp} left a temporary state behind, ${fromOld} read from training-state.old`);
+    console.log(
+      `crash-safety (training state): ${trial} kills, ${leftTemp} left a temporary state behind, ${fromOld} read from training-state.old`,
+    );
     expect(leftTemp).toBeGreaterThan(TRIALS / 4);
 
     // A complete save leaves the state directory alone, no .old, no temporary directory.
@@ -157,7 +162,9 @@ describe('saveTrainingState under SIGKILL', () => {
       await sleep(5);
     }
     expect((await exit).code).toBe(0);
-    console.log(`crash-safety (training state): ${observations} reads during a slowed save from a half-swapped directory (${reread} read again: directory removed mid-read)`);
+    console.log(
+      `crash-safety (training state): ${observations} reads during a slowed save from a half-swapped directory (${reread} read again: directory removed mid-read)`,
+    );
     expect(observations).toBeGreaterThan(20);
     expect(failures).toEqual([]);
     expect(readdirSync(dir)).toEqual([STATE_DIR]);

@@ -44,7 +44,12 @@ let encoder: string;
 const reference: Record<'A' | 'B', number[]> = { A: [], B: [] };
 
 const outProj = (m: NativeScriptModule) =>
-  Array.from(m.namedParameters().find(([n]) => n === 'head.out_proj.weight')![1].toArray() as Float32Array);
+  Array.from(
+    m
+      .namedParameters()
+      .find(([n]) => n === 'head.out_proj.weight')![1]
+      .toArray() as Float32Array,
+  );
 
 beforeAll(async () => {
   console.log(`crash-safety: seed ${SEED} (RELIABILITY_SEED=${SEED} reproduces this run)`);
@@ -109,15 +114,20 @@ describe('writeCheckpoint under SIGKILL', () => {
       if (leftovers.length > 0) stats.killedMidSave++;
       // Stale files of earlier children were removed by the next save: temporary files left now
       // can only be the last child's.
-      for (const n of names.filter((x) => /\.tmp-\d+/.test(x))) expect(n, `trial ${trial}`).toMatch(new RegExp(`\\.tmp-${child.pid}\\.\\d+-`));
-      expect(names.filter((n) => /^classifier-[0-9a-f]{16}\.pt$/.test(n)).length, `trial ${trial}: ${names.join(' ')}`).toBeLessThanOrEqual(2);
+      for (const n of names.filter((x) => /\.tmp-\d+/.test(x)))
+        expect(n, `trial ${trial}`).toMatch(new RegExp(`\\.tmp-${child.pid}\\.\\d+-`));
+      expect(names.filter((n) => /^classifier-[0-9a-f]{16}\.pt$/.test(n)).length, `trial ${trial}: ${names.join(' ')}`).toBeLessThanOrEqual(
+        2,
+      );
 
       // The checkpoint loads; config.json and the archive it resolves agree (checksum and weights).
       const shas = recordedShas(record);
       const config = JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as { classifierSha256: string; weights: 'A' | 'B' };
       const classifier = await loadClassifier(dir);
       try {
-        expect(outProj(classifier.module), `trial ${trial}: weights are config.json's set ${config.weights}`).toEqual(reference[config.weights]);
+        expect(outProj(classifier.module), `trial ${trial}: weights are config.json's set ${config.weights}`).toEqual(
+          reference[config.weights],
+        );
       } finally {
         classifier.dispose();
       }
@@ -147,7 +157,10 @@ describe('writeCheckpoint under SIGKILL', () => {
     expect(stats.loadedB).toBeGreaterThan(0);
 
     // Python loads the surviving classifier.pt with nothing but torch.
-    const out = await runPython('-c', ['import sys, torch; m = torch.jit.load(sys.argv[1]); print(sum(p.numel() for p in m.parameters()))', join(dir, CLASSIFIER_FILE)]);
+    const out = await runPython('-c', [
+      'import sys, torch; m = torch.jit.load(sys.argv[1]); print(sum(p.numel() for p in m.parameters()))',
+      join(dir, CLASSIFIER_FILE),
+    ]);
     expect(Number(out.trim())).toBeGreaterThan(0);
 
     // The next complete save cleans up: exactly the four public files remain.
@@ -161,8 +174,12 @@ describe('writeCheckpoint under SIGKILL', () => {
     const record = join(work, 'rollforward.jsonl');
     // Two complete saves (A then B), then the state a kill between steps 2 and 3 leaves: config.json
     // (and the content-addressed archive) of B, classifier.pt still A.
-    const writer = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], { env: { SAVES: '2' } });
-    const onlyA = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', `${dir}-A`, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
+    const writer = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], {
+      env: { SAVES: '2' },
+    });
+    const onlyA = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', `${dir}-A`, encoder, record, demoTokenizer], {
+      env: { SAVES: '1' },
+    });
     expect((await exited(writer)).code).toBe(0);
     expect((await exited(onlyA)).code).toBe(0);
     const config = JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as { classifierSha256: string; weights: string };
@@ -186,7 +203,9 @@ describe('writeCheckpoint under SIGKILL', () => {
   it('a save killed after publishing classifier.pt, before removing its content-addressed name, is finished without leftovers', async () => {
     const dir = join(work, 'published');
     const record = join(work, 'published.jsonl');
-    const writer = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
+    const writer = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], {
+      env: { SAVES: '1' },
+    });
     expect((await exited(writer)).code).toBe(0);
     const sha = (JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as { classifierSha256: string }).classifierSha256;
     // Step 3 (publish: a hard link) done, step 4 (remove the addressed name) not: both names are
@@ -202,7 +221,9 @@ describe('writeCheckpoint under SIGKILL', () => {
   it('a reader loading while another process saves always gets a matching config and archive', async () => {
     const dir = join(work, 'live');
     const record = join(work, 'live-record.jsonl');
-    const first = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
+    const first = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], {
+      env: { SAVES: '1' },
+    });
     expect((await exited(first)).code).toBe(0);
     // Four saves whose every file operation takes 15 ms more, while this process loads in a loop.
     const child = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], {
@@ -221,7 +242,8 @@ describe('writeCheckpoint under SIGKILL', () => {
         const which = (c.config as unknown as { weights: 'A' | 'B' }).weights;
         const weights = outProj(c.module);
         c.dispose();
-        if (JSON.stringify(weights) !== JSON.stringify(reference[which])) failures.push(`config.json says ${which}, the archive holds the other set`);
+        if (JSON.stringify(weights) !== JSON.stringify(reference[which]))
+          failures.push(`config.json says ${which}, the archive holds the other set`);
         else seen[which]++;
       } catch (err) {
         failures.push((err as Error).message);
@@ -282,7 +304,7 @@ describe("archives saved with the classifier (a LoRA run's adapters.pt and head.
 });
 
 describe('stale temporary files', () => {
-  it('are told apart by writer identity (pid and start time), so a reused pid does not keep a dead writer\'s files', async () => {
+  it("are told apart by writer identity (pid and start time), so a reused pid does not keep a dead writer's files", async () => {
     const dir = join(work, 'stale');
     await ensureWritableDir(dir);
     const id = writerId();

@@ -71,8 +71,36 @@ beforeEach((context) => {
 
 const WORDS = ['the', 'film', 'was', 'great', 'bad', 'acting', 'plot', 'wonderful', 'dull', 'and', 'it', 'a', 'movie'];
 const ODD = [
-  ',', '"', '""', '\n', '\r\n', '\r', ' ', '\t', "'", ';', '\\', '\u00e9', 'ü', '日本語', '😀', '👍🏽', '\u0301', '\u200b',
-  '\u202e', '\ufeff', '\u0007', '\u2028', '中', 'ß', 'ﬁ', '#', '[SEP]', '[CLS]', '##', '\u00a0',
+  ',',
+  '"',
+  '""',
+  '\n',
+  '\r\n',
+  '\r',
+  ' ',
+  '\t',
+  "'",
+  ';',
+  '\\',
+  '\u00e9',
+  'ü',
+  '日本語',
+  '😀',
+  '👍🏽',
+  '\u0301',
+  '\u200b',
+  '\u202e',
+  '\ufeff',
+  '\u0007',
+  '\u2028',
+  '中',
+  'ß',
+  'ﬁ',
+  '#',
+  '[SEP]',
+  '[CLS]',
+  '##',
+  '\u00a0',
 ];
 
 /** A random text with at least one letter (so it is not empty after trim()). */
@@ -116,7 +144,10 @@ function validCsv(options: { rows?: number; text?: () => string } = {}): ValidCs
   const eol = chance(0.5) ? '\r\n' : '\n';
   const rows = options.rows ?? 1 + int(25);
   const labelKind = chance(0.5) ? 'names' : 'ids';
-  const classNames = Array.from({ length: 2 + int(4) }, (_, i) => pick(['pos', 'neg', 'néutral', 'a,b', 'say "hi"', '😀', 'multi\nline', 'x']) + i);
+  const classNames = Array.from(
+    { length: 2 + int(4) },
+    (_, i) => pick(['pos', 'neg', 'néutral', 'a,b', 'say "hi"', '😀', 'multi\nline', 'x']) + i,
+  );
   const numClasses = 2 + int(6);
   let content = chance(0.3) ? '\ufeff' : '';
   let line = 1;
@@ -134,10 +165,7 @@ function validCsv(options: { rows?: number; text?: () => string } = {}): ValidCs
       line++;
     }
     const text = options.text ? options.text() : randomText();
-    const label =
-      labelKind === 'names'
-        ? (chance(0.2) ? ' ' : '') + pick(classNames) + (chance(0.2) ? '  ' : '')
-        : String(int(numClasses));
+    const label = labelKind === 'names' ? (chance(0.2) ? ' ' : '') + pick(classNames) + (chance(0.2) ? '  ' : '') : String(int(numClasses));
     const record = header.map((h) => (h === 'text' ? text : h === 'label' ? label : randomText(3)));
     lines.push(line);
     const written = record.map((f) => quote(f, chance(0.2))).join(',');
@@ -227,7 +255,9 @@ function expectInputError(o: Outcome, what: string, pattern?: RegExp): void {
 
 function expectInputErrorOrParse(o: Outcome, what: string): void {
   if (o.error !== undefined) {
-    expect(o.error, `${what}: ${String(o.error)}${(o.error as Error).stack ? '\n' + (o.error as Error).stack : ''}`).toBeInstanceOf(InputError);
+    expect(o.error, `${what}: ${String(o.error)}${(o.error as Error).stack ? '\n' + (o.error as Error).stack : ''}`).toBeInstanceOf(
+      InputError,
+    );
   } else {
     expect(o.texts!.length).toBeGreaterThan(0);
     expect(o.labels!.length).toBe(o.texts!.length);
@@ -262,7 +292,16 @@ describe('CSV / labels / tokenizer under hostile input', () => {
   });
 
   it('breakage of known kind is an InputError naming the cause', async () => {
-    const utf8Breakers = [[0xff], [0xfe], [0xc0, 0x80], [0xed, 0xa0, 0x80], [0xe2, 0x82], [0x80], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xf4, 0x90, 0x80, 0x80]];
+    const utf8Breakers = [
+      [0xff],
+      [0xfe],
+      [0xc0, 0x80],
+      [0xed, 0xa0, 0x80],
+      [0xe2, 0x82],
+      [0x80],
+      [0xf8, 0x88, 0x80, 0x80, 0x80],
+      [0xf4, 0x90, 0x80, 0x80],
+    ];
     for (let c = 0; c < 300; c++) {
       const v = validCsv();
       const bytes = Buffer.from(v.content, 'utf8');
@@ -296,7 +335,18 @@ describe('CSV / labels / tokenizer under hostile input', () => {
       void lines;
     }
     // Empty and header-only files.
-    for (const content of ['', '\ufeff', '\n\n\n', '   \r\n  ', 'text,label', 'text,label\r\n', '\ufefftext,label\n\n\n', 'label,text\n', 'text\nhello\n', 'label\n1\n']) {
+    for (const content of [
+      '',
+      '\ufeff',
+      '\n\n\n',
+      '   \r\n  ',
+      'text,label',
+      'text,label\r\n',
+      '\ufefftext,label\n\n\n',
+      'label,text\n',
+      'text\nhello\n',
+      'label\n1\n',
+    ]) {
       const path = file(content);
       expectInputError(await load(path), `empty ${JSON.stringify(content)}`, /empty|no rows|no column|no header/);
     }
@@ -375,23 +425,37 @@ print(json.dumps(out))
     };
     const compared = accepted.filter((a) => !mixed(a.path));
     // Labels are trimmed as JavaScript's trim() does (which, unlike Python's strip(), includes U+FEFF).
-    const jsWhitespace = Array.from({ length: 0x10000 }, (_, c) => String.fromCharCode(c)).filter((c) => c.trim() === '').join('');
+    const jsWhitespace = Array.from({ length: 0x10000 }, (_, c) => String.fromCharCode(c))
+      .filter((c) => c.trim() === '')
+      .join('');
     const python = JSON.parse(
       await runPython('-c', [py], JSON.stringify({ paths: compared.map((a) => a.path), whitespace: jsWhitespace })),
     ) as Array<{ texts: string[]; labels: string[]; error?: string }>;
     expect(python).toHaveLength(compared.length);
     const disagreements = compared
       .map((a, i) => ({ ...a, python: python[i]! }))
-      .filter((a) => a.python.error || JSON.stringify(a.texts) !== JSON.stringify(a.python.texts) || JSON.stringify(a.labels) !== JSON.stringify(a.python.labels));
+      .filter(
+        (a) =>
+          a.python.error ||
+          JSON.stringify(a.texts) !== JSON.stringify(a.python.texts) ||
+          JSON.stringify(a.labels) !== JSON.stringify(a.python.labels),
+      );
     for (const d of disagreements.slice(0, 5)) {
-      console.log(`disagreement on ${d.path}: ${JSON.stringify(readFileSync(d.path, 'utf8'))}\n ours ${JSON.stringify([d.texts, d.labels])}\n python ${JSON.stringify(d.python)}`);
+      console.log(
+        `disagreement on ${d.path}: ${JSON.stringify(readFileSync(d.path, 'utf8'))}\n ours ${JSON.stringify([d.texts, d.labels])}\n python ${JSON.stringify(d.python)}`,
+      );
     }
     expect(disagreements.map((d) => d.path)).toEqual([]);
-    console.log(`fuzz: ${accepted.length} of 1500 random inputs parsed (${compared.length} checked against Python's csv, the others mix line terminators), the rest were InputErrors`);
+    console.log(
+      `fuzz: ${accepted.length} of 1500 random inputs parsed (${compared.length} checked against Python's csv, the others mix line terminators), the rest were InputErrors`,
+    );
   });
 
   it('a 10 MB field parses, and its text is truncated to maxLength ending in [SEP], quickly', async () => {
-    const big = Array.from({ length: 10 * 1024 * 1024 / 8 }, () => pick(WORDS) + ' ').join('').slice(0, 10 * 1024 * 1024 - 1) + 'x';
+    const big =
+      Array.from({ length: (10 * 1024 * 1024) / 8 }, () => pick(WORDS) + ' ')
+        .join('')
+        .slice(0, 10 * 1024 * 1024 - 1) + 'x';
     const v = validCsv({ rows: 3, text: () => randomText() });
     const lines = v.content.split('\n');
     // Put the 10 MB text as a quoted field with embedded quotes and newlines in its own row.
@@ -432,11 +496,33 @@ print(json.dumps(out))
   });
 
   it('array sources with wrong types are InputErrors', async () => {
-    const garbage: unknown[] = [undefined, null, NaN, -1, 1.5, Infinity, {}, [], Symbol('s'), 10n, () => 1, '', '  ', 'ok', 0, 1, true, new Date(0), 2 ** 60];
+    const garbage: unknown[] = [
+      undefined,
+      null,
+      NaN,
+      -1,
+      1.5,
+      Infinity,
+      {},
+      [],
+      Symbol('s'),
+      10n,
+      () => 1,
+      '',
+      '  ',
+      'ok',
+      0,
+      1,
+      true,
+      new Date(0),
+      2 ** 60,
+    ];
     for (let c = 0; c < 600; c++) {
       const n = int(6);
       const texts: unknown[] = Array.from({ length: n }, () => (chance(0.7) ? randomText(3) : pick(garbage)));
-      const labels: unknown[] = Array.from({ length: n + (chance(0.1) ? 1 : 0) }, () => (chance(0.7) ? pick(['a', 'b', 0, 1]) : pick(garbage)));
+      const labels: unknown[] = Array.from({ length: n + (chance(0.1) ? 1 : 0) }, () =>
+        chance(0.7) ? pick(['a', 'b', 0, 1]) : pick(garbage),
+      );
       if (chance(0.05)) delete texts[0];
       const source = chance(0.05) ? { texts: pick(garbage), labels } : { texts, labels };
       const o = await load(source as { texts: unknown; labels: unknown });
@@ -447,7 +533,10 @@ print(json.dumps(out))
         texts.every((t, i) => i in texts && typeof t === 'string' && t.trim().length > 0) &&
         labels.every((l) => (typeof l === 'string' && l.trim().length > 0) || (typeof l === 'number' && Number.isSafeInteger(l) && l >= 0));
       if (!valid) {
-        expectInputError(o, `array source ${JSON.stringify(source, (_, x) => (typeof x === 'bigint' || typeof x === 'symbol' ? String(x) : x))}`);
+        expectInputError(
+          o,
+          `array source ${JSON.stringify(source, (_, x) => (typeof x === 'bigint' || typeof x === 'symbol' ? String(x) : x))}`,
+        );
       } else {
         expectInputErrorOrParse(o, 'array source');
         if (!o.error) {
@@ -465,11 +554,29 @@ print(json.dumps(out))
       if (k === 0) return null;
       if (k === 1) return chance(0.5);
       if (k === 2) return pick([0, -1, 1.5, 2 ** 40, -(2 ** 31) - 1, 1e308, 3]);
-      if (k === 3) return pick(['', 'WordPiece', 'BPE', 'Unigram', 'WordLevel', '[UNK]', '[CLS]', 'x', 'Sequence', 'TemplateProcessing', 'BertPreTokenizer']);
+      if (k === 3)
+        return pick([
+          '',
+          'WordPiece',
+          'BPE',
+          'Unigram',
+          'WordLevel',
+          '[UNK]',
+          '[CLS]',
+          'x',
+          'Sequence',
+          'TemplateProcessing',
+          'BertPreTokenizer',
+        ]);
       if (k === 4) return [];
       if (k === 5) return {};
       if (k === 6) return Array.from({ length: int(4) }, () => randomJson(depth + 1));
-      return Object.fromEntries(Array.from({ length: int(4) }, () => [pick(['type', 'vocab', 'model', 'id', 'ids', 'single', 'pad_id', 'unk_token', 'merges', 'x']), randomJson(depth + 1)]));
+      return Object.fromEntries(
+        Array.from({ length: int(4) }, () => [
+          pick(['type', 'vocab', 'model', 'id', 'ids', 'single', 'pad_id', 'unk_token', 'merges', 'x']),
+          randomJson(depth + 1),
+        ]),
+      );
     };
     /** Replace a random nested value of the demo tokenizer.json. */
     const mutate = (value: unknown, depth: number): unknown => {
@@ -490,7 +597,10 @@ print(json.dumps(out))
       if (kind === 0) json = JSON.stringify(randomJson());
       else if (kind === 1) json = JSON.stringify({ ...base, ...Object.fromEntries([[pick(Object.keys(base)), randomJson(1)]]) });
       else if (kind === 2) json = JSON.stringify(mutate(base, 0));
-      else json = chance(0.5) ? tokenizerJson.slice(0, int(tokenizerJson.length)) : Buffer.from(Array.from({ length: int(200) }, () => int(256))).toString('latin1');
+      else
+        json = chance(0.5)
+          ? tokenizerJson.slice(0, int(tokenizerJson.length))
+          : Buffer.from(Array.from({ length: int(200) }, () => int(256))).toString('latin1');
       const t0 = performance.now();
       let tok: TextTokenizer | undefined;
       try {
@@ -518,7 +628,9 @@ print(json.dumps(out))
             }
           }
         } catch (err) {
-          expect(err, `tokenizer case ${c} encode: ${String(err)}\n${(err as Error).stack}\n${json.slice(0, 500)}`).toBeInstanceOf(InputError);
+          expect(err, `tokenizer case ${c} encode: ${String(err)}\n${(err as Error).stack}\n${json.slice(0, 500)}`).toBeInstanceOf(
+            InputError,
+          );
         }
       }
       expect(performance.now() - t0, `tokenizer case ${c}`).toBeLessThan(CASE_MS);
@@ -526,7 +638,8 @@ print(json.dumps(out))
     console.log(`fuzz: ${usable} of 800 random tokenizer.json contents were usable tokenizers`);
 
     // Ids that an Int32Array would wrap, and pad ids that are not ids, are named, not wrapped.
-    const withVocab = (id: unknown) => JSON.stringify({ ...base, model: { ...(base.model as object), vocab: { ...(base.model as { vocab: object }).vocab, film: id } } });
+    const withVocab = (id: unknown) =>
+      JSON.stringify({ ...base, model: { ...(base.model as object), vocab: { ...(base.model as { vocab: object }).vocab, film: id } } });
     for (const id of [2 ** 40, 2 ** 31, -1, 1.5]) {
       let error: unknown;
       try {
@@ -537,8 +650,12 @@ print(json.dumps(out))
       expect(error, `vocab id ${id}`).toBeInstanceOf(InputError);
     }
     for (const padId of [-1, 'x', 2 ** 40, 0.5]) {
-      expect(() => TextTokenizer.fromJson(JSON.stringify({ ...base, padding: { pad_id: padId } }), 'p.json'), `pad id ${padId}`).toThrow(InputError);
+      expect(() => TextTokenizer.fromJson(JSON.stringify({ ...base, padding: { pad_id: padId } }), 'p.json'), `pad id ${padId}`).toThrow(
+        InputError,
+      );
     }
-    console.log(`fuzz: ${stats.cases} loading cases, ${stats.parsed} parsed, ${stats.inputErrors} InputErrors, slowest ${stats.slowest.toFixed(0)} ms`);
+    console.log(
+      `fuzz: ${stats.cases} loading cases, ${stats.parsed} parsed, ${stats.inputErrors} InputErrors, slowest ${stats.slowest.toFixed(0)} ms`,
+    );
   });
 });

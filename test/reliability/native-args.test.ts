@@ -67,7 +67,11 @@ const batch = (labels = true): StepBatch => ({
   seqLen: T,
   ...(labels ? { labels: new Int32Array([0, 1]) } : {}),
 });
-const features = () => b.Tensor.fromArray(new Float32Array(4 * 16).map((_, i) => Math.sin(i)), [4, 16]);
+const features = () =>
+  b.Tensor.fromArray(
+    new Float32Array(4 * 16).map((_, i) => Math.sin(i)),
+    [4, 16],
+  );
 const adapters = (m = classifier()) => b.applyLora(m, { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0, seed: 1 });
 const file = (name: string) => path.join(dir, name);
 const disposed = <T extends { dispose(): void }>(x: T): T => {
@@ -110,7 +114,12 @@ interface Entry {
 
 const entries = (): Entry[] => [
   // Tensor
-  { name: 'Tensor.fromArray', kinds: ['typedarray', 'array', 'string?', 'string?'], args: () => [new Float32Array(6), [2, 3], 'float64', 'cpu'], call: (...a) => (b.Tensor.fromArray as any)(...a) },
+  {
+    name: 'Tensor.fromArray',
+    kinds: ['typedarray', 'array', 'string?', 'string?'],
+    args: () => [new Float32Array(6), [2, 3], 'float64', 'cpu'],
+    call: (...a) => (b.Tensor.fromArray as any)(...a),
+  },
   { name: 'Tensor#toArray', kinds: [], args: () => [], call: () => tensor().toArray() },
   { name: 'Tensor#item', kinds: [], args: () => [], call: () => b.Tensor.fromArray(new Float32Array([3]), [1]).item() },
   { name: 'Tensor#to', kinds: ['string', 'string?'], args: () => ['cpu', 'float64'], call: (...a) => (tensor().to as any)(...a) },
@@ -126,8 +135,18 @@ const entries = (): Entry[] => [
   { name: 'Tensor#copyFrom', kinds: ['tensor'], args: () => [tensor()], call: (src) => tensor().copyFrom(src) },
   { name: 'Tensor#dispose', kinds: [], args: () => [], call: () => tensor().dispose() },
   // ScriptModule
-  { name: 'ScriptModule.load', kinds: ['path', 'string?'], args: () => [encoderFile, 'cpu'], call: (...a) => (b.ScriptModule.load as any)(...a) },
-  { name: 'ScriptModule.loadAsync', kinds: ['path', 'string?'], args: () => [encoderFile, 'cpu'], call: (...a) => (b.ScriptModule.loadAsync as any)(...a) },
+  {
+    name: 'ScriptModule.load',
+    kinds: ['path', 'string?'],
+    args: () => [encoderFile, 'cpu'],
+    call: (...a) => (b.ScriptModule.load as any)(...a),
+  },
+  {
+    name: 'ScriptModule.loadAsync',
+    kinds: ['path', 'string?'],
+    args: () => [encoderFile, 'cpu'],
+    call: (...a) => (b.ScriptModule.loadAsync as any)(...a),
+  },
   {
     name: 'ScriptModule#forward',
     kinds: ['tensor', 'tensor'],
@@ -149,7 +168,12 @@ const entries = (): Entry[] => [
   { name: 'ScriptModule#methodSchema', kinds: ['string'], args: () => ['forward'], call: (n) => encoder().methodSchema(n) },
   { name: 'ScriptModule#prunedOps', kinds: ['string?'], args: () => ['forward'], call: (...a) => (classifier().prunedOps as any)(...a) },
   { name: 'ScriptModule#namedParameters', kinds: [], args: () => [], call: () => encoder().namedParameters() },
-  { name: 'ScriptModule#setRequiresGrad', kinds: ['bool', 'string?'], args: () => [false, 'head.'], call: (...a) => (classifier().setRequiresGrad as any)(...a) },
+  {
+    name: 'ScriptModule#setRequiresGrad',
+    kinds: ['bool', 'string?'],
+    args: () => [false, 'head.'],
+    call: (...a) => (classifier().setRequiresGrad as any)(...a),
+  },
   { name: 'ScriptModule#train', kinds: ['bool'], args: () => [true], call: (on) => encoder().train(on) },
   { name: 'ScriptModule#to', kinds: ['string'], args: () => ['cpu'], call: (d) => encoder().to(d) },
   { name: 'ScriptModule#save', kinds: ['path'], args: () => [file('m.pt')], call: (p) => encoder().save(p) },
@@ -157,7 +181,12 @@ const entries = (): Entry[] => [
   { name: 'ScriptModule#clone', kinds: [], args: () => [], call: () => encoder().clone() },
   { name: 'ScriptModule#dispose', kinds: [], args: () => [], call: () => encoder().dispose() },
   // AdamW
-  { name: 'AdamW', kinds: ['array'], args: () => [[{ params: [param()], lr: 0.1, betas: [0.9, 0.99], eps: 1e-8, weightDecay: 0.01 }]], call: (g) => new b.AdamW(g) },
+  {
+    name: 'AdamW',
+    kinds: ['array'],
+    args: () => [[{ params: [param()], lr: 0.1, betas: [0.9, 0.99], eps: 1e-8, weightDecay: 0.01 }]],
+    call: (g) => new b.AdamW(g),
+  },
   {
     name: 'AdamW#step',
     kinds: [],
@@ -199,8 +228,18 @@ const entries = (): Entry[] => [
     },
     call: (...a) => (b.trainStep as any)(...a),
   },
-  { name: 'evalStep', kinds: ['module', 'object', 'object?'], args: () => [classifier(), batch(), { labelSmoothing: 0.1 }], call: (...a) => (b.evalStep as any)(...a) },
-  { name: 'extractFeatures', kinds: ['module', 'object'], args: () => [classifier(), batch(false)], call: (m, x) => b.extractFeatures(m, x) },
+  {
+    name: 'evalStep',
+    kinds: ['module', 'object', 'object?'],
+    args: () => [classifier(), batch(), { labelSmoothing: 0.1 }],
+    call: (...a) => (b.evalStep as any)(...a),
+  },
+  {
+    name: 'extractFeatures',
+    kinds: ['module', 'object'],
+    args: () => [classifier(), batch(false)],
+    call: (m, x) => b.extractFeatures(m, x),
+  },
   { name: 'cat', kinds: ['array'], args: () => [[features(), features()]], call: (ts) => b.cat(ts) },
   {
     name: 'headTrainStep',
@@ -242,7 +281,12 @@ const entries = (): Entry[] => [
   },
   { name: 'LoraAdapters#dispose', kinds: [], args: () => [], call: () => adapters().dispose() },
   // Tensor files and RNG state
-  { name: 'saveTensors', kinds: ['path', 'object'], args: () => [file('t.pt'), { a: tensor(), 'b.c': param() }], call: (p, r) => b.saveTensors(p, r) },
+  {
+    name: 'saveTensors',
+    kinds: ['path', 'object'],
+    args: () => [file('t.pt'), { a: tensor(), 'b.c': param() }],
+    call: (p, r) => b.saveTensors(p, r),
+  },
   {
     name: 'loadTensors',
     kinds: ['path'],
@@ -255,8 +299,18 @@ const entries = (): Entry[] => [
   { name: 'getRngState', kinds: [], args: () => [], call: () => b.getRngState() },
   { name: 'setRngState', kinds: ['uint8array'], args: () => [b.getRngState()], call: (s) => b.setRngState(s) },
   // Losses and runtime
-  { name: 'nllLoss', kinds: ['tensor', 'tensor'], args: () => [tensor(), b.Tensor.fromArray(new Int32Array([0, 2]), [2])], call: (x, y) => b.nllLoss(x, y) },
-  { name: 'crossEntropy', kinds: ['tensor', 'tensor'], args: () => [tensor(), b.Tensor.fromArray(new Int32Array([0, 2]), [2])], call: (x, y) => b.crossEntropy(x, y) },
+  {
+    name: 'nllLoss',
+    kinds: ['tensor', 'tensor'],
+    args: () => [tensor(), b.Tensor.fromArray(new Int32Array([0, 2]), [2])],
+    call: (x, y) => b.nllLoss(x, y),
+  },
+  {
+    name: 'crossEntropy',
+    kinds: ['tensor', 'tensor'],
+    args: () => [tensor(), b.Tensor.fromArray(new Int32Array([0, 2]), [2])],
+    call: (x, y) => b.crossEntropy(x, y),
+  },
   { name: 'noGrad', kinds: ['function'], args: () => [() => 1], call: (f) => b.noGrad(f) },
   { name: 'manualSeed', kinds: ['int'], args: () => [5], call: (s) => b.manualSeed(s) },
   { name: 'randperm', kinds: ['int', 'int'], args: () => [7, 1], call: (n, s) => b.randperm(n, s) },
@@ -269,7 +323,12 @@ const entries = (): Entry[] => [
   { name: 'versions', kinds: [], args: () => [], call: () => b.versions() },
   // Precision and diagnostics
   { name: 'AdamW#gradScaler', kinds: [], args: () => [], call: () => optimizer().gradScaler() },
-  { name: 'AdamW#setGradScaler', kinds: ['object'], args: () => [{ scale: 1024, growthInterval: 10 }], call: (o) => optimizer().setGradScaler(o) },
+  {
+    name: 'AdamW#setGradScaler',
+    kinds: ['object'],
+    args: () => [{ scale: 1024, growthInterval: 10 }],
+    call: (o) => optimizer().setGradScaler(o),
+  },
   { name: 'setAllowTF32', kinds: ['bool'], args: () => [b.allowTF32()], call: (on) => b.setAllowTF32(on) },
   { name: 'allowTF32', kinds: [], args: () => [], call: () => b.allowTF32() },
   { name: 'showConfig', kinds: [], args: () => [], call: () => b.showConfig() },
@@ -277,12 +336,29 @@ const entries = (): Entry[] => [
   { name: 'cpuCacheStats', kinds: [], args: () => [], call: () => b.cpuCacheStats() },
   { name: 'emptyCpuCache', kinds: [], args: () => [], call: () => b.emptyCpuCache() },
   { name: 'getNumInteropThreads', kinds: [], args: () => [], call: () => b.getNumInteropThreads() },
-  { name: 'matmul', kinds: ['tensor', 'tensor'], args: () => [tensor(), b.Tensor.fromArray(new Float32Array(6), [3, 2])], call: (x, y) => b.matmul(x, y) },
+  {
+    name: 'matmul',
+    kinds: ['tensor', 'tensor'],
+    args: () => [tensor(), b.Tensor.fromArray(new Float32Array(6), [3, 2])],
+    call: (x, y) => b.matmul(x, y),
+  },
   { name: 'buildInfo', kinds: [], args: () => [], call: () => b.buildInfo() },
   // Without CUDA even valid arguments fail (cleanly); with CUDA, device 0 exists.
-  { name: 'cudaDeviceProperties', kinds: ['int'], args: () => [0], call: (i) => b.cudaDeviceProperties(i), validFails: () => !b.cudaIsAvailable() },
+  {
+    name: 'cudaDeviceProperties',
+    kinds: ['int'],
+    args: () => [0],
+    call: (i) => b.cudaDeviceProperties(i),
+    validFails: () => !b.cudaIsAvailable(),
+  },
   // Testing only: rejects by design.
-  { name: 'simulateDeviceError', kinds: ['string', 'string', 'int'], args: () => ['oom', 'cpu', 8], call: (k, d, n) => b.simulateDeviceError(k, d, n), validFails: () => true },
+  {
+    name: 'simulateDeviceError',
+    kinds: ['string', 'string', 'int'],
+    args: () => ['oom', 'cpu', 8],
+    call: (k, d, n) => b.simulateDeviceError(k, d, n),
+    validFails: () => true,
+  },
 ];
 
 /** Accessors are read, not called; listed so that the coverage check knows them. */
@@ -353,7 +429,15 @@ function garbage(): Array<{ label: string; value: unknown; typeOk: string[] }> {
     { label: 'an AdamW', value: optimizer(), typeOk: ['optimizer', 'object'] },
     {
       label: 'an object whose getters throw',
-      value: new Proxy({}, { get: () => { throw new Error('getter trap'); }, has: () => true }),
+      value: new Proxy(
+        {},
+        {
+          get: () => {
+            throw new Error('getter trap');
+          },
+          has: () => true,
+        },
+      ),
       typeOk: ['object'],
     },
   ];
@@ -397,7 +481,8 @@ describe('every native export and method, with wrong arguments', () => {
       for (const name of Object.getOwnPropertyNames(proto)) {
         if (name === 'constructor') continue;
         const accessor = Object.getOwnPropertyDescriptor(proto, name)!.get !== undefined;
-        if (accessor ? !ACCESSORS[cls]!.includes(name) && !listed.has(`${cls}#${name}`) : !listed.has(`${cls}#${name}`)) missing.push(`${cls}#${name}`);
+        if (accessor ? !ACCESSORS[cls]!.includes(name) && !listed.has(`${cls}#${name}`) : !listed.has(`${cls}#${name}`))
+          missing.push(`${cls}#${name}`);
       }
       for (const name of Object.getOwnPropertyNames(ctor)) {
         if (['length', 'name', 'prototype', 'arguments', 'caller'].includes(name)) continue;
@@ -410,7 +495,8 @@ describe('every native export and method, with wrong arguments', () => {
   it('valid arguments succeed (so that each failure below is caused by the one bad argument)', async () => {
     for (const e of entries()) {
       const o = await outcome(() => e.call(...e.args()));
-      if (e.validFails?.()) expect(!o.ok && o.error instanceof Error, `${e.name}: ${o.ok ? 'succeeded' : describeError(o.error)}`).toBe(true);
+      if (e.validFails?.())
+        expect(!o.ok && o.error instanceof Error, `${e.name}: ${o.ok ? 'succeeded' : describeError(o.error)}`).toBe(true);
       else expect(o.ok, `${e.name}: ${o.ok ? '' : describeError(o.error)}`).toBe(true);
     }
   });
@@ -448,7 +534,8 @@ describe('every native export and method, with wrong arguments', () => {
         // Variadic forward(): an arity Error; everything else: a TypeError for the missing argument.
         const variadic = /#forward|#runMethod/.test(e.name);
         if (o.ok) wrong.push(`${e.name}(): accepted no arguments`);
-        else if (!(o.error instanceof (variadic ? Error : TypeError))) wrong.push(`${e.name}(): ${describeError(o.error)} (expected a TypeError)`);
+        else if (!(o.error instanceof (variadic ? Error : TypeError)))
+          wrong.push(`${e.name}(): ${describeError(o.error)} (expected a TypeError)`);
       }
     }
     console.log(`native-args: ${calls} calls with garbage, ${failures} failed cleanly`);
@@ -460,7 +547,22 @@ describe('every native export and method, with wrong arguments', () => {
   it('garbage inside argument objects (batches, specs, options, groups, tensor lists and records)', async () => {
     const m = classifier();
     const opt = optimizerFor(m);
-    const bad: unknown[] = [undefined, null, -1, 0, 1.5, NaN, 2 ** 40, 'x', {}, [], new Float32Array(10), new Int32Array(3), tensor(), () => 1];
+    const bad: unknown[] = [
+      undefined,
+      null,
+      -1,
+      0,
+      1.5,
+      NaN,
+      2 ** 40,
+      'x',
+      {},
+      [],
+      new Float32Array(10),
+      new Int32Array(3),
+      tensor(),
+      () => 1,
+    ];
     const cases: Array<[string, (v: unknown) => unknown]> = [];
     for (const key of ['inputIds', 'attentionMask', 'batchSize', 'seqLen', 'labels']) {
       cases.push([`trainStep batch.${key}`, (v) => b.trainStep(m, opt, { ...batch(), [key]: v } as StepBatch)]);
@@ -471,17 +573,26 @@ describe('every native export and method, with wrong arguments', () => {
       cases.push([`trainStep options.${key}`, (v) => b.trainStep(m, opt, batch(), { [key]: v } as never)]);
     }
     for (const key of ['numClasses', 'headHidden', 'dropout', 'pooling', 'seed']) {
-      cases.push([`buildClassifier spec.${key}`, (v) => b.buildClassifier(encoder(), { numClasses: 2, headHidden: 4, dropout: 0, pooling: 'cls', seed: 1, [key]: v } as never)]);
+      cases.push([
+        `buildClassifier spec.${key}`,
+        (v) => b.buildClassifier(encoder(), { numClasses: 2, headHidden: 4, dropout: 0, pooling: 'cls', seed: 1, [key]: v } as never),
+      ]);
     }
     for (const key of ['targets', 'rank', 'alpha', 'dropout', 'seed']) {
-      cases.push([`applyLora spec.${key}`, (v) => b.applyLora(classifier(), { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0, seed: 1, [key]: v } as never)]);
+      cases.push([
+        `applyLora spec.${key}`,
+        (v) => b.applyLora(classifier(), { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0, seed: 1, [key]: v } as never),
+      ]);
     }
     for (const key of ['params', 'lr', 'betas', 'eps', 'weightDecay']) {
       cases.push([`AdamW group.${key}`, (v) => new b.AdamW([{ params: [param()], lr: 0.1, [key]: v } as never])]);
     }
     cases.push(['cat tensors[1]', (v) => b.cat([features(), v as NativeTensor])]);
     cases.push(['saveTensors record value', (v) => b.saveTensors(file('g.pt'), { a: v as NativeTensor })]);
-    cases.push(['ScriptModule#forward extra input', (v) => encoder().forward(b.Tensor.fromArray(batch().inputIds, [2, T]), v as NativeTensor)]);
+    cases.push([
+      'ScriptModule#forward extra input',
+      (v) => encoder().forward(b.Tensor.fromArray(batch().inputIds, [2, T]), v as NativeTensor),
+    ]);
     cases.push(['ScriptModule#runMethod input', (v) => classifier().runMethod('features', v as NativeTensor, v as NativeTensor)]);
     cases.push(['ScriptModule#forward too many inputs', (v) => encoder().forward(...Array.from({ length: 20 }, () => v as NativeTensor))]);
     const wrong: string[] = [];
@@ -542,7 +653,8 @@ describe('every native export and method, with wrong arguments', () => {
           args[position] = t;
           const o = await outcome(() => e.call(...args));
           calls++;
-          if (!o.ok && !(o.error instanceof Error)) wrong.push(`${e.name} argument ${position} = ${label}: threw ${describeError(o.error)}`);
+          if (!o.ok && !(o.error instanceof Error))
+            wrong.push(`${e.name} argument ${position} = ${label}: threw ${describeError(o.error)}`);
         }
       }
     }
@@ -590,9 +702,18 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
       ['cat', () => b.cat([features(), disposed(features())])],
       ['saveTensors', () => b.saveTensors(file('d.pt'), { a: tensor(), b: disposed(tensor()) })],
       ['AdamW params', () => new b.AdamW([{ params: [param(), disposed(param())], lr: 0.1 }])],
-      ['forward second input', () => encoder().forward(b.Tensor.fromArray(batch().inputIds, [2, T]), disposed(b.Tensor.fromArray(batch().attentionMask, [2, T])))],
-      ['buildClassifier encoder', () => b.buildClassifier(disposed(encoder()), { numClasses: 2, headHidden: 4, dropout: 0, pooling: 'cls', seed: 1 })],
-      ['applyLora model', () => b.applyLora(disposed(classifier()), { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0, seed: 1 })],
+      [
+        'forward second input',
+        () => encoder().forward(b.Tensor.fromArray(batch().inputIds, [2, T]), disposed(b.Tensor.fromArray(batch().attentionMask, [2, T]))),
+      ],
+      [
+        'buildClassifier encoder',
+        () => b.buildClassifier(disposed(encoder()), { numClasses: 2, headHidden: 4, dropout: 0, pooling: 'cls', seed: 1 }),
+      ],
+      [
+        'applyLora model',
+        () => b.applyLora(disposed(classifier()), { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0, seed: 1 }),
+      ],
     ];
     for (const [label, call] of inside) {
       const o = await outcome(call);
@@ -618,9 +739,12 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
         obj.dispose();
         const descriptor = Object.getOwnPropertyDescriptor(proto, name)!;
         const o = await outcome(() =>
-          descriptor.get ? (obj as unknown as Record<string, unknown>)[name] : ((obj as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!)(...(entry?.args() ?? [])),
+          descriptor.get
+            ? (obj as unknown as Record<string, unknown>)[name]
+            : (obj as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!(...(entry?.args() ?? [])),
         );
-        if (o.ok || !/disposed/.test((o.error as Error).message)) wrong.push(`${cls}#${name} after dispose: ${o.ok ? 'succeeded' : describeError(o.error)}`);
+        if (o.ok || !/disposed/.test((o.error as Error).message))
+          wrong.push(`${cls}#${name} after dispose: ${o.ok ? 'succeeded' : describeError(o.error)}`);
       }
       const obj = make();
       obj.dispose();
@@ -678,8 +802,11 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
           calls++;
           // Methods: V8's receiver check ("Illegal invocation") or the addon's type-tag check;
           // accessors: the type-tag check, which names the class expected and the one given.
-          const named = d.get ? (o.error as Error | undefined)?.message.includes(`must be a${cls === 'AdamW' ? 'n' : ''} ${cls}, got`) : true;
-          if (o.ok || !(o.error instanceof TypeError) || !named) wrong.push(`${cls}#${name} on ${label}: ${o.ok ? 'succeeded' : describeError(o.error)}`);
+          const named = d.get
+            ? (o.error as Error | undefined)?.message.includes(`must be a${cls === 'AdamW' ? 'n' : ''} ${cls}, got`)
+            : true;
+          if (o.ok || !(o.error instanceof TypeError) || !named)
+            wrong.push(`${cls}#${name} on ${label}: ${o.ok ? 'succeeded' : describeError(o.error)}`);
         }
       }
     }
@@ -688,7 +815,8 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
       for (const args of [[], [1], [{}], [tensor()]]) {
         const o = await outcome(() => new (ctor as new (...a: unknown[]) => unknown)(...args));
         calls++;
-        if (o.ok || !(o.error instanceof TypeError)) wrong.push(`new ${(ctor as { name: string }).name}(${args.length} args): ${o.ok ? 'succeeded' : describeError(o.error)}`);
+        if (o.ok || !(o.error instanceof TypeError))
+          wrong.push(`new ${(ctor as { name: string }).name}(${args.length} args): ${o.ok ? 'succeeded' : describeError(o.error)}`);
       }
     }
     console.log(`native-args: ${calls} calls on wrong receivers`);
@@ -718,11 +846,55 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
         () => b.trainStep(m, opt, hostile as StepBatch),
         () => b.evalStep(m, hostile as StepBatch),
         () => b.extractFeatures(m, hostile as StepBatch),
-        () => b.headTrainStep(m, opt, f, new Int32Array([0]), new Int32Array([1]), { get maxGradNorm() { m.dispose(); opt.dispose(); f.dispose(); return 1; } }),
-        () => b.headEvalStep(m, f, new Int32Array([0]), new Int32Array([1]), { get labelSmoothing() { m.dispose(); f.dispose(); return 0; } }),
-        () => b.buildClassifier(m, { numClasses: 2, headHidden: 4, dropout: 0, pooling: 'cls', get seed() { m.dispose(); return 1; } } as never),
-        () => b.applyLora(m, { get targets() { m.dispose(); return ['attention.self.query']; }, rank: 2, alpha: 4, dropout: 0, seed: 1 } as never),
-        () => new b.AdamW([{ get params() { f.dispose(); return [f]; }, lr: 0.1 } as never]),
+        () =>
+          b.headTrainStep(m, opt, f, new Int32Array([0]), new Int32Array([1]), {
+            get maxGradNorm() {
+              m.dispose();
+              opt.dispose();
+              f.dispose();
+              return 1;
+            },
+          }),
+        () =>
+          b.headEvalStep(m, f, new Int32Array([0]), new Int32Array([1]), {
+            get labelSmoothing() {
+              m.dispose();
+              f.dispose();
+              return 0;
+            },
+          }),
+        () =>
+          b.buildClassifier(m, {
+            numClasses: 2,
+            headHidden: 4,
+            dropout: 0,
+            pooling: 'cls',
+            get seed() {
+              m.dispose();
+              return 1;
+            },
+          } as never),
+        () =>
+          b.applyLora(m, {
+            get targets() {
+              m.dispose();
+              return ['attention.self.query'];
+            },
+            rank: 2,
+            alpha: 4,
+            dropout: 0,
+            seed: 1,
+          } as never),
+        () =>
+          new b.AdamW([
+            {
+              get params() {
+                f.dispose();
+                return [f];
+              },
+              lr: 0.1,
+            } as never,
+          ]),
       ]) {
         const o = await outcome(call);
         if (!o.ok && !(o.error instanceof Error)) wrong.push(`${call.toString().slice(0, 80)}: threw ${describeError(o.error)}`);
@@ -731,12 +903,22 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
     // Throwing getters anywhere in a batch: the getter's error comes through.
     const m = classifier();
     for (const key of ['inputIds', 'attentionMask', 'batchSize', 'seqLen', 'labels']) {
-      const throwing = { ...batch(), get [key]() { throw new RangeError(`getter ${key}`); } };
+      const throwing = {
+        ...batch(),
+        get [key]() {
+          throw new RangeError(`getter ${key}`);
+        },
+      };
       const o = await outcome(() => b.evalStep(m, throwing as StepBatch));
-      if (o.ok || !/getter/.test((o.error as Error).message)) wrong.push(`evalStep with a throwing ${key} getter: ${o.ok ? 'succeeded' : describeError(o.error)}`);
+      if (o.ok || !/getter/.test((o.error as Error).message))
+        wrong.push(`evalStep with a throwing ${key} getter: ${o.ok ? 'succeeded' : describeError(o.error)}`);
     }
     // noGrad: a throwing callback's error comes through, and grad mode is restored.
-    const o = await outcome(() => b.noGrad(() => { throw new SyntaxError('inside noGrad'); }));
+    const o = await outcome(() =>
+      b.noGrad(() => {
+        throw new SyntaxError('inside noGrad');
+      }),
+    );
     expect(o.ok).toBe(false);
     expect((o as { error: Error }).error.message).toMatch(/inside noGrad/);
     const p = param();
@@ -815,7 +997,10 @@ function inChild(body: string): string[] {
     timeout: 15_000,
     killSignal: 'SIGKILL',
   });
-  expect(child.signal, `the child ${child.signal === 'SIGKILL' ? 'hung (killed after 15 s)' : 'crashed'}: ${child.stderr.slice(-2000)}`).toBeNull();
+  expect(
+    child.signal,
+    `the child ${child.signal === 'SIGKILL' ? 'hung (killed after 15 s)' : 'crashed'}: ${child.stderr.slice(-2000)}`,
+  ).toBeNull();
   expect(child.status, child.stderr.slice(-2000)).toBe(0);
   return JSON.parse(child.stdout.trim().split('\n').pop()!) as string[];
 }
