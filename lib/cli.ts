@@ -430,7 +430,9 @@ async function commandPredict(argv: string[]): Promise<void> {
   try {
     const predictions = await classifier.predict(positionals);
     if (values.json) {
-      predictions.forEach((p, i) => console.log(JSON.stringify({ text: positionals[i], label: p.label, probabilities: p.probabilities })));
+      predictions.forEach((p, i) => {
+        console.log(JSON.stringify({ text: positionals[i], label: p.label, probabilities: p.probabilities }));
+      });
     } else {
       console.log(
         table(

@@ -160,9 +160,13 @@ export function checkTables(params: ReadonlyArray<readonly [string, readonly num
 
 function disposeValue(value: NativeValue): void {
   if (value === null || typeof value !== 'object') return;
-  if (Array.isArray(value)) return value.forEach(disposeValue);
-  if ('dispose' in value && typeof value.dispose === 'function') return void (value.dispose as () => void)();
-  Object.values(value).forEach(disposeValue);
+  if (Array.isArray(value)) {
+    for (const item of value) disposeValue(item);
+  } else if ('dispose' in value && typeof value.dispose === 'function') {
+    (value.dispose as () => void)();
+  } else {
+    for (const item of Object.values(value)) disposeValue(item);
+  }
 }
 
 /** One forward of a single text of `length` copies of `id` (attention everywhere); the error, or null. */

@@ -15,7 +15,15 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { epochBatches, learningRateFactor, TOKENS_PER_FORWARD } from './batching.js';
-import type { EncoderInfo, EvalStepOptions, LossOptions, NativeBinding, NativeLoraAdapters, NativeScriptModule } from './binding.js';
+import type {
+  BuiltClassifier,
+  EncoderInfo,
+  EvalStepOptions,
+  LossOptions,
+  NativeBinding,
+  NativeLoraAdapters,
+  NativeScriptModule,
+} from './binding.js';
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice, runEvaluation } from './classifier.js';
 import { csvColumns, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
@@ -308,7 +316,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       `the encoder file holds ${fileDtype} weights; they train in float32 (precision '${opts.precision}' decides the forward's precision)`,
     );
   }
-  let built;
+  let built: BuiltClassifier;
   try {
     built = binding.buildClassifier(encoder, {
       numClasses: labels.length,
@@ -518,7 +526,9 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
         const endsWindow = b === windowStart + windowSize - 1;
         if (endsWindow) {
           const factor = learningRateFactor(opts.schedule, position.optimizerSteps, totalSteps, warmupSteps);
-          baseRates.forEach((lr, g) => optimizer.setLr(g, lr * factor));
+          baseRates.forEach((lr, g) => {
+            optimizer.setLr(g, lr * factor);
+          });
         }
         const stepOptions = {
           ...loss,

@@ -8,7 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -309,10 +309,10 @@ describe('an error from inside the TorchScript interpreter keeps its cause', () 
     }
     expect(error?.message).toBe('index out of range in self (in torch.embedding, module embeddings.word_embeddings)');
     expect(error?.code).toBe('TORCH_BERT_SCRIPT_ERROR');
-    expect((error?.cause as Error).message).toMatch(
+    expect((error!.cause as Error).message).toMatch(
       /^The following operation failed in the TorchScript interpreter\.\nTraceback of TorchScript/,
     );
-    expect((error?.cause as Error).message).toMatch(/RuntimeError: index out of range in self\n$/);
+    expect((error!.cause as Error).message).toMatch(/RuntimeError: index out of range in self\n$/);
     // The same through a step on a worker thread, in the classifier built around the encoder.
     const built = binding.buildClassifier(module, { numClasses: 2, headHidden: 4, dropout: 0, pooling: 'cls', seed: 0 });
     const step = binding.evalStep(built.module, {
