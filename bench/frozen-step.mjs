@@ -1,7 +1,7 @@
 /**
  * Frozen step through the public API: one training step of the seed's frozen job in torch-bert's
  * train() next to the same step in the plain-PyTorch reference trainer
- * (scripts/python/reference_train.py: the traced encoder under torch.no_grad + the head), on
+ * (test/python/reference_train.py: the traced encoder under torch.no_grad + the head), on
  * the same data, tokens, encoder and batch.
  *
  * Per step, both sides time the batch's encoder forward, the head forward, NLL loss, backward
@@ -143,7 +143,7 @@ export async function run({ quick, threads, shapes }) {
   const markdown = [
     `**Frozen-encoder training step through train()** (encoder forward + head + NLL + backward + AdamW; featureCache 'none'), ` +
       `median of ${plan.map((p) => p.repeats).join('/')} alternating run(s), each the median step of one epoch (spread: min–max of the runs); ${dataDescription}; random-weight encoders. ` +
-      `PyTorch = scripts/python/reference_train.py (traced encoder under no_grad); torch-bert with token pruning (the last layer for [CLS] alone but its keys and values).`,
+      `PyTorch = test/python/reference_train.py (traced encoder under no_grad); torch-bert with token pruning (the last layer for [CLS] alone but its keys and values).`,
     '',
     table(
       ['shape', 'batch', 'torch-bert s/step (spread)', 'PyTorch s/step (spread)', 'ratio'],

@@ -156,9 +156,9 @@ export function pretrainSummary(file) {
 }
 
 // ---- Python ----------------------------------------------------------------------------
-/** Run a script of scripts/python with the system Python; its stdout parsed as JSON. */
+/** Run a Python reference of test/python with the system Python; its stdout parsed as JSON. */
 export async function python(script, args) {
-  const { stdout } = await execFileAsync(PYTHON, [join(root, 'scripts', 'python', script), ...args], { maxBuffer: 256 << 20 });
+  const { stdout } = await execFileAsync(PYTHON, [join(root, 'test', 'python', script), ...args], { maxBuffer: 256 << 20 });
   return JSON.parse(stdout);
 }
 

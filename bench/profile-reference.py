@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Where the reference's training step spends its time: one step of scripts/python/reference_step.py
+"""Where the reference's training step spends its time: one step of test/python/reference_step.py
 (eager BERT, the same weights and batch as the techniques-step benchmark) under
 torch.autograd.profiler, split into time inside libtorch's compute kernels and the rest (Python,
 dispatch, framework: what a native loop could remove).
@@ -17,7 +17,7 @@ import sys
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts", "python"))
+sys.path.insert(0, os.path.join(ROOT, "test", "python"))
 import reference_step as R  # noqa: E402
 
 # Ops whose own (self) time is arithmetic on tensor data: matrix products and element-wise or

@@ -1,9 +1,9 @@
 /**
  * One technique's classifier and optimizer, set up as train() sets them up, for the step
- * benchmarks (techniques-step, probe-step, scripts/gpu-bench.mjs): head Linear(H, 512) - ReLU -
+ * benchmarks (techniques-step, probe-step, scripts/gpu/gpu-bench.mjs): head Linear(H, 512) - ReLU -
  * Dropout(0.1) - Linear(512, 2) seeded 42, CLS pooling; frozen and lora freeze the encoder, lora
  * adds adapters (LORA) on attention query and value; one AdamW group (lr 1e-5, weight decay
- * 0.01). The Python references (scripts/python/reference_step.py, scripts/gpu-bench.py) build
+ * 0.01). The Python references (test/python/reference_step.py, scripts/gpu/gpu-bench.py) build
  * the same.
  */
 export const LORA = { rank: 8, alpha: 16, dropout: 0, targets: ['attention.self.query', 'attention.self.value'] };

@@ -1,6 +1,6 @@
 /**
  * Techniques step time vs PyTorch: one optimisation step of frozen, full and LoRA training, in
- * torch-bert and in plain eager PyTorch (scripts/python/reference_step.py), on the same encoder
+ * torch-bert and in plain eager PyTorch (test/python/reference_step.py), on the same encoder
  * weights, the same batch of real tokenized reviews, for a tiny, a small and a bert-base shape.
  *
  * Ours is measured through the native surface, `binding.trainStep` on the same batch every step
@@ -73,7 +73,7 @@ function oursSetup(base, technique, batch) {
 
 /** The persistent reference process: one JSON request line in, one JSON reply line out. */
 async function startReference(args) {
-  const child = spawn(PYTHON, [join(root, 'scripts', 'python', 'reference_step.py'), ...args, '--serve'], {
+  const child = spawn(PYTHON, [join(root, 'test', 'python', 'reference_step.py'), ...args, '--serve'], {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -253,7 +253,7 @@ export async function run({ quick, threads, shapes }) {
   const markdown = [
     `**Training step per technique vs plain PyTorch** (forward + NLL + backward + AdamW on one batch of real reviews; ` +
       `torch-bert: binding.trainStep, the call train() makes, with token pruning (CLS pooling: the last layer runs the [CLS] row alone ` +
-      `but for its keys and values; same loss and gradients); PyTorch: scripts/python/reference_step.py, eager BERT with the same weights, ` +
+      `but for its keys and values; same loss and gradients); PyTorch: test/python/reference_step.py, eager BERT with the same weights, ` +
       `PEFT-style LoRA r=8, alpha=16 on query/value). Both sides hold the model and alternate blocks of ` +
       `${plan.map((p) => p.blockSteps).join('/')} step(s), ${plan.map((p) => p.blocks).join('/')} blocks each after warm-up; ` +
       `s/step = median of the blocks' medians (spread: min–max of them); ${dataDescription}; random-weight encoders; ${threadNote}. ` +

@@ -16,7 +16,7 @@
 #include "errors.h"
 #include "tensor.h"
 
-// Compile definitions from CMakeLists.txt; a build that bypasses it (scripts/gpu-check.sh's
+// Compile definitions from CMakeLists.txt; a build that bypasses it (scripts/gpu/gpu-check.sh's
 // direct compile) gets these defaults.
 #ifndef TORCH_BERT_TORCH_CUDA_LINKED
 #define TORCH_BERT_TORCH_CUDA_LINKED 0

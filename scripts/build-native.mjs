@@ -5,7 +5,7 @@
  * passed to cmake-js (e.g. `-- --debug`). Then writes build/Release/build-info.json (the
  * libtorch built against, compiler, Node-API version, ...; see scripts/native-binary.mjs),
  * checks that the addon loads, and records the versions it reports.
- * `--record-only`: only that last part, for a binary built another way (scripts/gpu-check.sh).
+ * `--record-only`: only that last part, for a binary built another way (scripts/gpu/gpu-check.sh).
  * `--CDTORCH_BERT_MANUAL_TORCH=ON` sets libtorch up without its TorchConfig.cmake (what the
  * build does by itself for a CUDA libtorch on a machine without the CUDA toolkit).
  */

@@ -1,6 +1,6 @@
 /**
  * CUDA through the native binding. Every test is skipped where libtorch sees no GPU (this CPU
- * machine); scripts/gpu-check.sh runs them on a GPU machine. One test is not skipped on a
+ * machine); scripts/gpu/gpu-check.sh runs them on a GPU machine. One test is not skipped on a
  * CUDA build with a GPU present: that CUDA is then really available (the addon links
  * libtorch_cuda even though it references none of its symbols).
  */

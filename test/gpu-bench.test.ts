@@ -1,5 +1,5 @@
 /**
- * scripts/gpu-bench.mjs, the GPU benchmark scripts/gpu-check.sh runs, smoke-tested on the CPU
+ * scripts/gpu/gpu-bench.mjs, the GPU benchmark scripts/gpu/gpu-check.sh runs, smoke-tested on the CPU
  * (--device cpu --shape tiny): GPU sessions are rare and short, so the script must already work
  * when one comes. Both sides run every technique x length x precision and the table's derived
  * numbers follow from the measured ones.
@@ -17,12 +17,12 @@ const exec = promisify(execFile);
 const out = mkdtempSync(join(tmpdir(), 'torch-bert-gpu-bench-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-describe('scripts/gpu-bench.mjs', () => {
+describe('scripts/gpu/gpu-bench.mjs', () => {
   it('measures full, lora and frozen in fp32 and bf16 on both sides, on the CPU in smoke mode', async () => {
     await exec(
       process.execPath,
       [
-        join(repoRoot, 'scripts', 'gpu-bench.mjs'),
+        join(repoRoot, 'scripts', 'gpu', 'gpu-bench.mjs'),
         '--python',
         PYTHON,
         '--device',
@@ -78,7 +78,7 @@ describe('scripts/gpu-bench.mjs', () => {
     const { stdout } = await exec(
       process.execPath,
       [
-        join(repoRoot, 'scripts', 'gpu-bench.mjs'),
+        join(repoRoot, 'scripts', 'gpu', 'gpu-bench.mjs'),
         '--python',
         PYTHON,
         '--device',
@@ -122,7 +122,7 @@ describe('scripts/gpu-bench.mjs', () => {
       await exec(
         process.execPath,
         [
-          join(repoRoot, 'scripts', 'gpu-bench.mjs'),
+          join(repoRoot, 'scripts', 'gpu', 'gpu-bench.mjs'),
           '--python',
           PYTHON,
           '--device',

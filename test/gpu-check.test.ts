@@ -1,8 +1,8 @@
 /**
- * scripts/gpu-check.sh's plumbing, on the CPU: what comes back from a GPU run is at most 8 files
+ * scripts/gpu/gpu-check.sh's plumbing, on the CPU: what comes back from a GPU run is at most 8 files
  * from $OUT (the device tool's limit), so the script stages its logs, re-packs them into one
  * archive after every step, and fails when $OUT breaks the limit; its time guard skips the steps
- * it has no time for. (scripts/gpu-rehearse.sh runs the whole script as the GPU machine would.)
+ * it has no time for. (scripts/gpu/gpu-rehearse.sh runs the whole script as the GPU machine would.)
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,7 +19,7 @@ async function gpuCheck(out: string, env: Record<string, string>) {
   const r = await new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
     execFile(
       'bash',
-      [join(repoRoot, 'scripts', 'gpu-check.sh')],
+      [join(repoRoot, 'scripts', 'gpu', 'gpu-check.sh')],
       {
         cwd: repoRoot,
         encoding: 'utf8',
@@ -49,7 +49,7 @@ async function gpuCheck(out: string, env: Record<string, string>) {
   };
 }
 
-describe('scripts/gpu-check.sh', () => {
+describe('scripts/gpu/gpu-check.sh', () => {
   it('with no time left skips every step, and $OUT holds the log archive and the summary alone', async () => {
     const out = join(work, 'guard');
     const r = await gpuCheck(out, { GPU_CHECK_STEPS: 'doctor pruning', GPU_CHECK_BUDGET_S: '0' });

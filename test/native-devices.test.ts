@@ -2,7 +2,7 @@
  * Precision (autocast, gradient scaling), device handling and the diagnostics the doctor uses.
  * On this CPU machine: bf16 against fp32, fp16 refused, the gradient scaler on a forced
  * overflow, device error messages through the same path real CUDA failures take, buildInfo /
- * showConfig. With a GPU (scripts/gpu-check.sh): pinned transfers, autocast bf16/fp16 with the
+ * showConfig. With a GPU (scripts/gpu/gpu-check.sh): pinned transfers, autocast bf16/fp16 with the
  * scaler, TF32, device properties and device errors on CUDA.
  */
 import { mkdtempSync, rmSync } from 'node:fs';

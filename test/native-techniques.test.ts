@@ -787,7 +787,7 @@ describe('LoRA', () => {
       adapterFile,
       plain,
       stateFile,
-      path.join(repoRoot, 'scripts', 'python'),
+      path.join(repoRoot, 'test', 'python'),
       '0.25',
     );
     const names = Object.keys(s1.grads).sort();

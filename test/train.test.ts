@@ -78,7 +78,7 @@ describe('parity with the plain-PyTorch reference of the seed job', () => {
     };
     const specFile = join(work, 'reference-spec.json');
     writeFileSync(specFile, JSON.stringify(spec));
-    const reference = JSON.parse(await runPython(join(repoRoot, 'scripts/python/reference_train.py'), ['--spec', specFile])) as {
+    const reference = JSON.parse(await runPython(join(repoRoot, 'test/python/reference_train.py'), ['--spec', specFile])) as {
       epochs: ReferenceEpoch[];
     };
 

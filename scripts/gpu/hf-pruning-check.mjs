@@ -6,7 +6,7 @@
  * the installed transformers offers (eager, sdpa), builds a [CLS] classifier on each, and
  * compares `features` with pruning off and on: what was narrowed, and the largest difference.
  *
- *   node scripts/hf-pruning-check.mjs --python PY --out DIR
+ *   node scripts/gpu/hf-pruning-check.mjs --python PY --out DIR
  * Writes DIR/hf-pruning.json and prints one line per variant; exits 1 when a variant differs by
  * more than 1e-5 or prunes nothing, or when no variant could be traced at all (transformers 5.x
  * changed how its models trace: a check that compared nothing proved nothing), 0 otherwise
@@ -19,7 +19,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-const root = dirname(dirname(fileURLToPath(import.meta.url)));
+const root = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const { values: opt } = parseArgs({ options: { python: { type: 'string', default: 'python3' }, out: { type: 'string', default: '.' } } });
 
 const TRACE = `

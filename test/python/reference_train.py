@@ -36,7 +36,7 @@ Output (stdout, or --out FILE):
                    forward/backward/step on one batch) }
 Without validation data, valLoss/valAccuracy are null and best is the last epoch.
 
-  /usr/bin/python3 scripts/python/reference_train.py --spec spec.json [--out result.json]
+  /usr/bin/python3 test/python/reference_train.py --spec spec.json [--out result.json]
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 /**
- * GPU benchmark (run by scripts/gpu-check.sh): training throughput in sequences/s of a bert-base
+ * GPU benchmark (run by scripts/gpu/gpu-check.sh): training throughput in sequences/s of a bert-base
  * shape (12 layers, hidden 768, 12 heads, FF 3072, vocabulary 30522, random weights made by
  * scripts/python/make_encoder.py) at sequence lengths 128 and 256, in fp32 and bf16 (autocast),
  * for full fine-tuning, LoRA (r 8, alpha 16 on attention query and value) and a frozen encoder,
  * each set up by bench/technique-model.mjs:
- * torch-bert's binding.trainStep next to the same step in Python PyTorch (scripts/gpu-bench.py:
+ * torch-bert's binding.trainStep next to the same step in Python PyTorch (scripts/gpu/gpu-bench.py:
  * the file's weights in an eager BERT with SDPA attention as transformers runs it, PEFT-style
  * LoRA) on the same GPU. The rows run one at a time, torch-bert's then PyTorch's (the Python
  * process serves one row per request, so the two never share the GPU at once), and each row is
@@ -15,7 +15,7 @@
  * as token pruning runs it: 4·T·H² + 20·H² + 4·T·H; full training 3x forward, LoRA 2x (backward to the activations, not to the frozen weights), frozen 1x); MFU
  * is against GPU_PEAK_TFLOPS (default 989: H100/H200 SXM dense bf16).
  *
- *   node scripts/gpu-bench.mjs --python PY --out DIR [--batch 32] [--steps 20] [--warmup 5] [--seqs 128,256]
+ *   node scripts/gpu/gpu-bench.mjs --python PY --out DIR [--batch 32] [--steps 20] [--warmup 5] [--seqs 128,256]
  *       [--techniques full,lora,frozen] [--precisions fp32,bf16] [--rows full/256/bf16,...] [--budget-s S]
  * --rows: these technique/seq/precision rows in this order (most wanted first) instead of every
  * seq x technique x precision. --budget-s: start no row that would end after S seconds from the
@@ -30,9 +30,9 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { techniqueModel } from '../bench/technique-model.mjs';
+import { techniqueModel } from '../../bench/technique-model.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const { values: opt } = parseArgs({
   options: {
     python: { type: 'string', default: 'python3' },
@@ -161,7 +161,7 @@ function startPython() {
   const child = spawn(
     opt.python,
     [
-      join(root, 'scripts', 'gpu-bench.py'),
+      join(root, 'scripts', 'gpu', 'gpu-bench.py'),
       '--encoder',
       encoder,
       '--serve',

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs what scripts/gpu-check.sh needs on a machine without Node.js into .gpu-kit/:
+# Packs what scripts/gpu/gpu-check.sh needs on a machine without Node.js into .gpu-kit/:
 #   node-<version>-linux-<arch>.tar.xz   this machine's Node (bin/node and the Node-API headers in
 #                                        include/node), laid out like nodejs.org's archives. No npm:
 #                                        the GPU machine reaches no registry, so npm has nothing to do there
@@ -10,7 +10,7 @@
 # Fails when the kit and the working tree that travels with it pass 60 MiB (the device tool
 # carries 64 MiB in all). Carry `.gpu-kit` with the working tree (it is git-ignored).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 kit=${KIT_DIR:-$root/.gpu-kit}
 limit_mib=${GPU_KIT_LIMIT_MIB:-60}
 node=$(readlink -f "$(command -v node)")
@@ -48,4 +48,4 @@ if [ "$total" -gt $((limit_mib << 20)) ]; then
   echo "pack-node: FAILED: over ${limit_mib} MiB; the device tool carries 64 MiB at most" >&2
   exit 1
 fi
-echo "pack-node: carry $kit (run tool carry: [\".gpu-kit\"]), then: bash scripts/gpu-check.sh"
+echo "pack-node: carry $kit (run tool carry: [\".gpu-kit\"]), then: bash scripts/gpu/gpu-check.sh"

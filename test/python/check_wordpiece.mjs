@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { execFileSync } from 'node:child_process';
 // Checks that scripts/python/wordpiece.py produces the same ids as @huggingface/tokenizers.
-// usage: node scripts/python/check_wordpiece.mjs [tokenizer.json] [texts.csv] [column] [limit]
+// usage: node test/python/check_wordpiece.mjs [tokenizer.json] [texts.csv] [column] [limit]
 //   defaults: the shared bert-base-uncased tokenizer and IMDB train shard, column `text`, 400 rows.
 // Each review is checked whole and also split into sentences; a set of edge cases is added.
 import fs from 'node:fs';
@@ -52,7 +52,7 @@ texts.push(
 
 const tok = new Tokenizer(JSON.parse(fs.readFileSync(tokPath, 'utf8')), {});
 const js = texts.map((t) => tok.encode(t).ids);
-const out = execFileSync('/usr/bin/python3', [path.join(here, 'wordpiece.py'), tokPath, '--jsonl'], {
+const out = execFileSync('/usr/bin/python3', [path.join(here, '..', '..', 'scripts', 'python', 'wordpiece.py'), tokPath, '--jsonl'], {
   input: texts.map((t) => JSON.stringify(t)).join('\n') + '\n',
   maxBuffer: 1 << 28,
 }).toString('utf8');

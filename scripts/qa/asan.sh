@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # AddressSanitizer run of the native addon's tests.
 #
-#   bash scripts/asan.sh [vitest test files...]
+#   bash scripts/qa/asan.sh [vitest test files...]
 #
 # 1. Builds an ASan variant of the addon in build/asan/ (cmake-js, the libtorch that
 #    scripts/find-libtorch.mjs finds, -fsanitize=address -fno-omit-frame-pointer, -O1 -g), next to
@@ -21,7 +21,7 @@
 # Other knobs: ASAN_BUILD_DIR (default build/asan), ASAN_SKIP_BUILD=1, ASAN_BUILD_ONLY=1, JOBS.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BUILD=${ASAN_BUILD_DIR:-$ROOT/build/asan}
 REPORTS=$BUILD/reports

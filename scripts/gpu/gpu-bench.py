@@ -1,7 +1,7 @@
-"""The Python PyTorch side of scripts/gpu-bench.mjs: the same training step as torch-bert's
+"""The Python PyTorch side of scripts/gpu/gpu-bench.mjs: the same training step as torch-bert's
 binding.trainStep, written as a PyTorch user would, on the same encoder weights and GPU.
 
-Each configuration is scripts/python/reference_step.py's TechniqueRun, the CPU reference's
+Each configuration is test/python/reference_step.py's TechniqueRun, the CPU reference's
 step, on the device: the TorchScript file's weights in make_encoder.py's eager BertModel (Hugging
 Face BertModel's math, checked against the traced file), [CLS] vector, head Linear(H, 512) -
 ReLU - Dropout(0.1) - Linear(512, 2) - LogSoftmax seeded 42, NLL loss (float32, outside
@@ -17,8 +17,8 @@ Attention (--attention sdpa, the default): as transformers' BertModel runs it by
 when nothing is padded (so the fused kernels apply), else the additive mask. A PyTorch without
 it (1.x, the CPU machine's 1.13) runs the eager attention instead, and the header line says so.
 
-  python3 scripts/gpu-bench.py --encoder bert.pt --rows full/256/bf16,lora/256/bf16 --batch 32 --tf32 1
-  python3 scripts/gpu-bench.py --encoder bert.pt --serve ...   # rows from stdin, one JSON object a line
+  python3 scripts/gpu/gpu-bench.py --encoder bert.pt --rows full/256/bf16,lora/256/bf16 --batch 32 --tf32 1
+  python3 scripts/gpu/gpu-bench.py --encoder bert.pt --serve ...   # rows from stdin, one JSON object a line
 Prints one JSON line first (versions, GPU, attention), then one JSON line per row as soon as it
 is measured (flushed: a run stopped by a time limit keeps every row measured before it).
 """
@@ -31,7 +31,9 @@ import time
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts", "python"))
+sys.path.insert(0, os.path.join(ROOT, "test", "python"))
 import make_encoder  # noqa: E402
 from reference_step import EagerEncoder, TechniqueRun  # noqa: E402
 

@@ -40,7 +40,7 @@ With --serve it instead keeps the encoder and batch loaded and answers setup/ste
 JSON line each, on stdin/stdout (see serve()): the benchmark uses that to interleave blocks of its
 own steps with these on a noisy machine, without paying Python's start-up each time.
 
-  /usr/bin/python3 scripts/python/reference_step.py --encoder enc.pt --technique frozen,full,lora \\
+  /usr/bin/python3 test/python/reference_step.py --encoder enc.pt --technique frozen,full,lora \\
       --batch batch.json --warmup 2 --steps 10 [--lora-rank 8 --lora-alpha 16] [--threads N]
 """
 
@@ -61,7 +61,8 @@ import torch
 from torch import Tensor, nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+# make_encoder.py (the eager BERT's module classes) lives with the package's scripts.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts", "python"))
 
 from make_encoder import BertModel2, BertModel3, Config  # noqa: E402
 
@@ -191,7 +192,7 @@ class TechniqueRun:
     seeded head, the technique's trainable parameters and AdamW. `step()` is one timed step.
     `device`: where model and head live (the batch is copied there every step, as a training
     loop does); `precision` 'bf16': autocast around the forward, the loss in float32
-    (scripts/gpu-bench.py)."""
+    (scripts/gpu/gpu-bench.py)."""
 
     def __init__(self, technique: str, enc: EagerEncoder, batch: Tuple[Tensor, Tensor, Tensor], args: argparse.Namespace,
                  device: Optional[torch.device] = None, precision: str = "fp32"):

@@ -3,9 +3,9 @@
 # CMake package inside) but no Node.js.
 #
 # Prepare on a machine with Node and this project installed (npm ci):
-#   bash scripts/pack-node.sh   # -> .gpu-kit/: Node, node_modules, dist/, the npm pack tarball (under 60 MiB with the tree)
+#   bash scripts/gpu/pack-node.sh   # -> .gpu-kit/: Node, node_modules, dist/, the npm pack tarball (under 60 MiB with the tree)
 # carry .gpu-kit (git-ignored) with the working tree, then on the GPU machine:
-#   OUT=/tmp/out bash scripts/gpu-check.sh
+#   OUT=/tmp/out bash scripts/gpu/gpu-check.sh
 # NODE_ARCHIVE: the Node archive (default: node-v20*-linux-x64.tar.xz next to this script, else in
 #   .gpu-kit/; an official nodejs.org linux-x64 archive works too).
 # NODE_MODULES_ARCHIVE: unpacked when node_modules/ is missing (default .gpu-kit/node_modules.tar.xz).
@@ -20,11 +20,11 @@
 #             CMake logic would probe the installed toolkit for nothing); when that fails, the
 #             compiler directly                                    -> build.log, build-info.json
 #   tests     vitest run test/cuda.test.ts test/doctor.test.ts     -> vitest.log
-#   bench     scripts/gpu-bench.mjs, the rows in $GPU_BENCH_ROWS   -> gpu-bench.md, gpu-bench.json, gpu-bench.log
+#   bench     scripts/gpu/gpu-bench.mjs, the rows in $GPU_BENCH_ROWS   -> gpu-bench.md, gpu-bench.json, gpu-bench.log
 #   doctor    torch-bert doctor                                    -> doctor.txt, doctor.json
 #   prebuild  npm run prebuild's prebuilt, then .gpu-kit's npm pack tarball installed in a scratch
 #             app with it, the build tools hidden, and loaded       -> prebuild.log, $OUT/prebuilt.tar.gz
-#   pruning   token pruning on a traced transformers BertModel (scripts/hf-pruning-check.mjs) -> hf-pruning.txt, .json
+#   pruning   token pruning on a traced transformers BertModel (scripts/gpu/hf-pruning-check.mjs) -> hf-pruning.txt, .json
 #   (machine: GPU, driver, PyTorch, build tools, missing CUDA libraries -> machine.txt, always.)
 #
 # What comes back: the device tool returns at most 8 files from $OUT (16 MiB each, 2 folders
@@ -34,7 +34,7 @@
 # $OUT breaks those limits. The exit code is 0 when every step run passed.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(dirname "$here")
+root=$(cd "$here/../.." && pwd)
 OUT=${OUT:-$root/gpu-check-out}
 mkdir -p "$OUT"
 cd "$root"
@@ -116,7 +116,7 @@ if [ -n "$archive" ] && [ -f "$archive" ]; then
   export PATH="$nodedir/bin:$PATH"
   [ -f "$nodedir/include/node/node_api.h" ] && export npm_config_nodedir="$nodedir"
 elif ! command -v node >/dev/null; then
-  note node "FAILED: no Node archive (run scripts/pack-node.sh where Node is and carry .gpu-kit, or set NODE_ARCHIVE)"; publish; exit 1
+  note node "FAILED: no Node archive (run scripts/gpu/pack-node.sh where Node is and carry .gpu-kit, or set NODE_ARCHIVE)"; publish; exit 1
 fi
 if [ ! -f node_modules/cmake-js/package.json ]; then
   nm=${NODE_MODULES_ARCHIVE:-$root/.gpu-kit/node_modules.tar.xz}
@@ -242,7 +242,7 @@ if step bench 60; then
     # --budget-s below the timeout: the script ends by itself, its table complete up to the rows
     # it had time for; the timeout only catches a hang.
     # shellcheck disable=SC2086 # GPU_BENCH_ARGS: extra words (the rehearsal's CPU smoke mode)
-    timeout "$t" node scripts/gpu-bench.mjs --python "$PY" --out "$logs" --rows "$GPU_BENCH_ROWS" --budget-s $((t - 15)) ${GPU_BENCH_ARGS:-} \
+    timeout "$t" node scripts/gpu/gpu-bench.mjs --python "$PY" --out "$logs" --rows "$GPU_BENCH_ROWS" --budget-s $((t - 15)) ${GPU_BENCH_ARGS:-} \
       > "$logs/gpu-bench.jsonl" 2> "$logs/gpu-bench.log"
     case $? in
       0) note bench "ok ($(grep -c '^{' "$logs/gpu-bench.jsonl") rows)" ;;
@@ -284,7 +284,7 @@ if step prebuild 40; then
     ln -sf /bin/sh "$work/hidden-bin/sh"
     for d in node_modules/* node_modules/.bin; do [ "$(basename "$d")" = torch-bert ] || ln -s "$root/$d" "$app/node_modules/"; done
     if [ -z "$tarball" ]; then
-      note prebuild "FAILED: built prebuilds/$name, but .gpu-kit has no torch-bert-*.tgz to install (scripts/pack-node.sh makes it)"
+      note prebuild "FAILED: built prebuilds/$name, but .gpu-kit has no torch-bert-*.tgz to install (scripts/gpu/pack-node.sh makes it)"
     elif tar -xzf "$tarball" -C "$pkg" --strip-components=1 && mkdir -p "$pkg/prebuilds" && cp -r prebuilds/. "$pkg/prebuilds/" \
         && (cd "$pkg" && env -i HOME="$work" PATH="$work/hidden-bin" LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" \
               /bin/sh -c 'for t in cmake c++ g++ gcc clang++ make ninja; do command -v $t >/dev/null && exit 9; done; exec node scripts/install.mjs' \
@@ -309,7 +309,7 @@ fi
 
 # ---- token pruning on a traced Hugging Face BertModel (transformers is on these machines) ----
 if step pruning 30; then
-  if timeout "$(limit 120)" node scripts/hf-pruning-check.mjs --python "$PY" --out "$logs" > "$logs/hf-pruning.txt" 2>&1; then
+  if timeout "$(limit 120)" node scripts/gpu/hf-pruning-check.mjs --python "$PY" --out "$logs" > "$logs/hf-pruning.txt" 2>&1; then
     if grep -q skipped "$logs/hf-pruning.txt"; then note pruning "skipped: no transformers"
     else note pruning "ok ($(grep -c ': ok' "$logs/hf-pruning.txt") attention variant(s) equal pruned and unpruned)"; fi
   else
