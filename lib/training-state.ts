@@ -135,6 +135,19 @@ export async function restoreTrainingState(
   optimizer: NativeAdamW,
 ): Promise<void> {
   const saved = binding.loadTensors(join(directory, 'tensors.pt'));
+  // A state that trained other tensors than this run does (written before what trains was
+  // decided by lib/trainable.ts, e.g. with the unused pooler in full fine-tuning) would otherwise
+  // fail inside the optimizer's state loading with libtorch's message.
+  const wanted = new Set(tensors.map(([name]) => name));
+  const extra = Object.keys(saved).filter((name) => !wanted.has(name));
+  if (extra.length > 0) {
+    for (const value of Object.values(saved)) value.dispose();
+    throw new InputError(
+      `training state in ${directory} trained tensors this run does not (${extra.slice(0, 4).join(', ')}${extra.length > 4 ? ', ...' : ''}): ` +
+        'it was written by an earlier torch-bert or with other freeze options; resume it with those, or start the run again',
+      { file: directory },
+    );
+  }
   for (const [name, tensor] of tensors) {
     const value = saved[name];
     if (!value) throw new InputError(`training state in ${directory} lacks tensor ${name}`, { file: directory });

@@ -332,3 +332,30 @@ describe('native: the pieces the trainer decides with', () => {
     enc.dispose();
   });
 });
+
+describe('resuming a training state that trained other tensors', () => {
+  it('is refused with a message naming them, not libtorch optimizer-state error', async () => {
+    const outDir = join(work, 'resume-extra');
+    const controller = new AbortController();
+    const opts: TrainOptions = { ...base(), technique: 'full', epochs: 2 };
+    await expect(
+      train({
+        ...opts,
+        outDir,
+        signal: controller.signal,
+        onProgress: (e) => {
+          if (e.type === 'step' && e.epoch === 1 && e.step === 3) controller.abort();
+        },
+      }),
+    ).rejects.toThrow(/aborted/);
+    // As an earlier version wrote it for full fine-tuning: the (unused) pooler among the trained tensors.
+    const b = loadBinding();
+    const file = join(outDir, 'training-state', 'tensors.pt');
+    const saved = b.loadTensors(file);
+    const pooler = b.Tensor.fromArray(new Float32Array(32), [32], 'float32');
+    b.saveTensors(file, { ...saved, 'encoder.pooler.dense.bias': pooler });
+    await expect(train({ ...opts, resumeFrom: outDir })).rejects.toThrow(
+      /training state in .* trained tensors this run does not \(encoder\.pooler\.dense\.bias\): it was written by an earlier torch-bert/,
+    );
+  });
+});
