@@ -1,0 +1,452 @@
+/**
+ * lib/hub.ts and lib/model-folder.ts against a Hub on loopback (test/helpers/hub-server.ts):
+ * what is downloaded, where it lands in the Hugging Face cache, when nothing is asked, and what
+ * is refused. HF_HUB_CACHE / HF_HOME point into a temporary folder, never the real cache.
+ */
+import { createHash } from 'node:crypto';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type DownloadProgress, parseHubId, resolveModelSource, terminalProgress } from '../lib/hub.js';
+import { inspectModelFolder } from '../lib/model-folder.js';
+import { FakeHub, gitBlobSha1, sha256 } from './helpers/hub-server.js';
+
+const commitOf = (label: string) => createHash('sha1').update(label).digest('hex');
+const C1 = commitOf('one');
+const C2 = commitOf('two');
+
+// Weights a little over 1 MB, so downloads come in several chunks.
+const weights = Buffer.alloc(1_200_000, 0);
+for (let i = 0; i < weights.length; i++) weights[i] = (i * 7919) % 251;
+const ZIP_HEADER = Buffer.from([0x50, 0x4b, 0x03, 0x04]);
+
+const tinyBert = (version: string): Record<string, Buffer | string> => ({
+  'config.json': JSON.stringify({ model_type: 'bert', hidden_size: 8, version }),
+  'model.safetensors': weights,
+  // Not needed next to model.safetensors: must not be downloaded.
+  'pytorch_model.bin': Buffer.concat([ZIP_HEADER, Buffer.alloc(64, 1)]),
+  'tokenizer.json': JSON.stringify({ version: '1.0', model: { type: 'WordPiece' } }),
+  'README.md': '# tiny\n',
+});
+
+const ENV_KEYS = [
+  'HF_HUB_CACHE',
+  'HUGGINGFACE_HUB_CACHE',
+  'HF_HOME',
+  'XDG_CACHE_HOME',
+  'HF_ENDPOINT',
+  'HF_TOKEN',
+  'HF_HUB_OFFLINE',
+] as const;
+const savedEnv = Object.fromEntries(ENV_KEYS.map((k) => [k, process.env[k]]));
+
+const hub = new FakeHub();
+let tmp: string;
+let cache: string;
+
+beforeAll(async () => {
+  await hub.start();
+});
+afterAll(async () => {
+  await hub.stop();
+});
+
+beforeEach(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'torch-bert-hub-'));
+  cache = join(tmp, 'cache');
+  for (const k of ENV_KEYS) delete process.env[k];
+  process.env.HF_HUB_CACHE = cache;
+  process.env.HF_ENDPOINT = hub.url;
+  hub.repos.clear();
+  hub.requests.length = 0;
+  hub.faults = {};
+  hub.repos.set('org/tiny-bert', { commits: { [C1]: tinyBert('one'), [C2]: tinyBert('two') }, refs: { main: C2, v1: C1 } });
+});
+afterEach(() => {
+  for (const k of ENV_KEYS) {
+    if (savedEnv[k] === undefined) delete process.env[k];
+    else process.env[k] = savedEnv[k];
+  }
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const repoDir = (root = cache) => join(root, 'models--org--tiny-bert');
+const bytesOf = (files: Record<string, Buffer | string>, path: string) => Buffer.from(files[path]!);
+
+/** Every file under a folder, relative, recursively (links not followed). */
+function listTree(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((p) => !lstatSync(join(dir, p)).isDirectory())
+    .sort();
+}
+
+async function rejection(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('Hub ids through the Hugging Face cache', () => {
+  it('the git blob id is computed the way git does', () => {
+    // `printf 'hello\n' | git hash-object --stdin`
+    expect(gitBlobSha1(Buffer.from('hello\n'))).toBe('ce013625030ba8dba906f756967f9e9ca394464a');
+  });
+
+  it('downloads exactly the needed files into Python’s layout, then resolves again without a request', async () => {
+    const files = tinyBert('two');
+    const progress: DownloadProgress[] = [];
+    const source = await resolveModelSource('org/tiny-bert', { onProgress: (p) => progress.push({ ...p }) });
+
+    const snapshot = join(repoDir(), 'snapshots', C2);
+    expect(source).toEqual({
+      kind: 'folder',
+      dir: snapshot,
+      files: { config: 'config.json', format: 'safetensors', weights: ['model.safetensors'], tokenizer: ['tokenizer.json'] },
+      repoId: 'org/tiny-bert',
+      revision: 'main',
+      commit: C2,
+    });
+    const config = gitBlobSha1(bytesOf(files, 'config.json'));
+    const model = sha256(weights);
+    const tokenizer = gitBlobSha1(bytesOf(files, 'tokenizer.json'));
+    expect(listTree(repoDir())).toEqual(
+      [
+        `blobs/${config}`,
+        `blobs/${model}`,
+        `blobs/${tokenizer}`,
+        `refs/main`,
+        `snapshots/${C2}/config.json`,
+        `snapshots/${C2}/model.safetensors`,
+        `snapshots/${C2}/tokenizer.json`,
+      ].sort(),
+    );
+    expect(readFileSync(join(repoDir(), 'refs', 'main'), 'utf8')).toBe(C2);
+    expect(readlinkSync(join(snapshot, 'config.json'))).toBe(`../../blobs/${config}`);
+    expect(readlinkSync(join(snapshot, 'model.safetensors'))).toBe(`../../blobs/${model}`);
+    expect(readFileSync(join(snapshot, 'model.safetensors')).equals(weights)).toBe(true);
+    expect(JSON.parse(readFileSync(join(snapshot, 'config.json'), 'utf8')).version).toBe('two');
+    // Neither README.md nor the unneeded pytorch_model.bin was fetched.
+    const resolves = hub.requests.filter((r) => r.url.includes('/resolve/')).map((r) => r.url.replace(/.*\//, ''));
+    expect(resolves.sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json']);
+    expect(progress.filter((p) => p.received === p.total).map((p) => p.file)).toEqual([
+      'config.json',
+      'model.safetensors',
+      'tokenizer.json',
+    ]);
+    expect(progress.filter((p) => p.file === 'model.safetensors').length).toBeGreaterThan(1);
+
+    const before = hub.requests.length;
+    const again = await resolveModelSource('org/tiny-bert');
+    expect(again).toEqual(source);
+    expect(hub.requests.length).toBe(before);
+  });
+
+  it('@revision pins a commit or a tag, each with its own snapshot', async () => {
+    const byCommit = await resolveModelSource(`org/tiny-bert@${C1}`);
+    expect(byCommit.kind === 'folder' && byCommit.commit).toBe(C1);
+    expect(JSON.parse(readFileSync(join(repoDir(), 'snapshots', C1, 'config.json'), 'utf8')).version).toBe('one');
+    // A commit is not a ref: nothing under refs/.
+    expect(existsSync(join(repoDir(), 'refs'))).toBe(false);
+
+    hub.requests.length = 0;
+    const byTag = await resolveModelSource('org/tiny-bert', { revision: 'v1' });
+    expect(byTag.kind === 'folder' && [byTag.commit, byTag.revision]).toEqual([C1, 'v1']);
+    expect(readFileSync(join(repoDir(), 'refs', 'v1'), 'utf8')).toBe(C1);
+    // The snapshot of commit one was complete already: only the tag was looked up.
+    expect(hub.requests.map((r) => `${r.method} ${r.url.replace(/\?.*/, '')}`)).toEqual(['GET /api/models/org/tiny-bert/revision/v1']);
+
+    await expect(resolveModelSource('org/tiny-bert@v1', { revision: 'main' })).rejects.toThrow(/names revision v1, and revision main/);
+    const unknown = await rejection(resolveModelSource('org/tiny-bert@nope'));
+    expect(unknown.message).toMatch(/org\/tiny-bert@nope could not be resolved .*HTTP 404: Invalid rev id: nope/);
+  });
+
+  it('finds a snapshot Python’s huggingface_hub wrote, without a request', async () => {
+    const files = tinyBert('two');
+    const dir = repoDir();
+    mkdirSync(join(dir, 'blobs'), { recursive: true });
+    mkdirSync(join(dir, 'refs'), { recursive: true });
+    mkdirSync(join(dir, 'snapshots', C2), { recursive: true });
+    writeFileSync(join(dir, 'refs', 'main'), C2);
+    for (const path of ['config.json', 'model.safetensors', 'tokenizer.json']) {
+      const content = bytesOf(files, path);
+      const etag = path === 'model.safetensors' ? sha256(content) : gitBlobSha1(content);
+      writeFileSync(join(dir, 'blobs', etag), content);
+      symlinkSync(`../../blobs/${etag}`, join(dir, 'snapshots', C2, path));
+    }
+    const source = await resolveModelSource('org/tiny-bert');
+    expect(source.kind === 'folder' && [source.dir, source.commit]).toEqual([join(dir, 'snapshots', C2), C2]);
+    expect(hub.requests).toEqual([]);
+  });
+
+  it('uses HF_HOME/hub when HF_HUB_CACHE is unset', async () => {
+    delete process.env.HF_HUB_CACHE;
+    process.env.HF_HOME = join(tmp, 'home');
+    const source = await resolveModelSource('org/tiny-bert');
+    expect(source.kind === 'folder' && source.dir).toBe(join(tmp, 'home', 'hub', 'models--org--tiny-bert', 'snapshots', C2));
+    expect(existsSync(cache)).toBe(false);
+  });
+
+  it('sharded weights: downloads the index and its shards, records absent files in .no_exist', async () => {
+    const shard1 = Buffer.alloc(300, 1);
+    const shard2 = Buffer.alloc(200, 2);
+    const index = JSON.stringify({
+      weight_map: { 'a.weight': 'model-00001-of-00002.safetensors', 'b.weight': 'model-00002-of-00002.safetensors' },
+    });
+    hub.repos.set('sharded', {
+      commits: {
+        [C1]: {
+          'config.json': '{"model_type":"bert"}',
+          'model.safetensors.index.json': index,
+          'model-00001-of-00002.safetensors': shard1,
+          'model-00002-of-00002.safetensors': shard2,
+          'vocab.txt': '[PAD]\n[UNK]\n',
+          'tokenizer_config.json': '{"do_lower_case":true}',
+        },
+      },
+      refs: { main: C1 },
+    });
+    const source = await resolveModelSource('sharded');
+    expect(source.kind === 'folder' && source.files).toEqual({
+      config: 'config.json',
+      format: 'safetensors',
+      weights: ['model.safetensors.index.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'],
+      tokenizer: ['vocab.txt', 'tokenizer_config.json'],
+    });
+    const root = join(cache, 'models--sharded');
+    expect(readFileSync(join(root, 'snapshots', C1, 'model-00002-of-00002.safetensors')).equals(shard2)).toBe(true);
+    expect(listTree(join(root, '.no_exist'))).toEqual([`${C1}/model.safetensors`, `${C1}/special_tokens_map.json`, `${C1}/tokenizer.json`]);
+    const before = hub.requests.length;
+    await resolveModelSource('sharded');
+    expect(hub.requests.length).toBe(before);
+  });
+
+  it('tokenizer: false leaves the tokenizer files on the Hub', async () => {
+    const source = await resolveModelSource('org/tiny-bert', { tokenizer: false });
+    expect(source.kind === 'folder' && source.files.tokenizer).toBeUndefined();
+    expect(hub.requests.some((r) => r.url.endsWith('/tokenizer.json'))).toBe(false);
+  });
+
+  it('HF_HUB_OFFLINE=1: an empty cache fails naming the missing file; a warm one works without requests', async () => {
+    process.env.HF_HUB_OFFLINE = '1';
+    const cold = await rejection(resolveModelSource('org/tiny-bert'));
+    expect(cold.message).toMatch(/HF_HUB_OFFLINE is set and config\.json of org\/tiny-bert@main is not in the Hugging Face cache/);
+    expect(hub.requests).toEqual([]);
+
+    delete process.env.HF_HUB_OFFLINE;
+    await resolveModelSource('org/tiny-bert');
+    hub.requests.length = 0;
+    process.env.HF_HUB_OFFLINE = '1';
+    const warm = await resolveModelSource('org/tiny-bert');
+    expect(warm.kind === 'folder' && warm.commit).toBe(C2);
+
+    rmSync(join(repoDir(), 'snapshots', C2, 'model.safetensors'));
+    const partial = await rejection(resolveModelSource('org/tiny-bert'));
+    expect(partial.message).toMatch(/weights \(model\.safetensors, model\.safetensors\.index\.json, pytorch_model\.bin/);
+    expect(hub.requests).toEqual([]);
+  });
+
+  it('wrong bytes from the server are refused and cached under no name', async () => {
+    hub.faults.corrupt = new Set(['model.safetensors']);
+    const err = await rejection(resolveModelSource('org/tiny-bert'));
+    expect(err.message).toMatch(/model\.safetensors of org\/tiny-bert@main .* does not match the Hub's checksum \(sha256 [0-9a-f]{64}/);
+    const blobs = listTree(join(repoDir(), 'blobs'));
+    expect(blobs).not.toContain(sha256(weights));
+    expect(blobs.filter((b) => b.includes('.incomplete'))).toEqual([]);
+    expect(existsSync(join(repoDir(), 'snapshots', C2, 'model.safetensors'))).toBe(false);
+    // Whatever did land is what its name says.
+    for (const blob of blobs) {
+      const content = readFileSync(join(repoDir(), 'blobs', blob));
+      expect([sha256(content), gitBlobSha1(content)]).toContain(blob);
+    }
+
+    hub.faults = {};
+    const fixed = await resolveModelSource('org/tiny-bert');
+    expect(fixed.kind === 'folder' && readFileSync(join(fixed.dir, 'model.safetensors')).equals(weights)).toBe(true);
+  });
+
+  it('a connection closed mid-body leaves no partial file', async () => {
+    hub.faults.truncate = new Set(['model.safetensors']);
+    const err = await rejection(resolveModelSource('org/tiny-bert'));
+    expect(err.message).toMatch(/the download of model\.safetensors of org\/tiny-bert@main .* broke off after \d+ bytes/);
+    expect(listTree(join(repoDir(), 'blobs')).filter((b) => b === sha256(weights) || b.includes('.incomplete'))).toEqual([]);
+    expect(existsSync(join(repoDir(), 'snapshots', C2, 'model.safetensors'))).toBe(false);
+  });
+
+  it('an abort mid-download stops it and leaves no partial file', async () => {
+    hub.faults.stall = new Set(['model.safetensors']);
+    const controller = new AbortController();
+    const err = await rejection(
+      resolveModelSource('org/tiny-bert', {
+        signal: controller.signal,
+        onProgress: (p) => {
+          if (p.file === 'model.safetensors' && p.received > 0) controller.abort();
+        },
+      }),
+    );
+    expect([err.name, err.message]).toEqual(['AbortError', 'the model download was aborted']);
+    expect(listTree(join(repoDir(), 'blobs')).filter((b) => b === sha256(weights) || b.includes('.incomplete'))).toEqual([]);
+  });
+
+  it('HF_TOKEN goes as a Bearer header and never into an error', async () => {
+    const token = 'hf_privateTokenForTheTest123';
+    hub.repos.set('org/private', { commits: { [C1]: tinyBert('p') }, refs: { main: C1 }, token });
+    process.env.HF_TOKEN = token;
+    await resolveModelSource('org/private');
+    const hubRequests = hub.requests.filter((r) => !r.url.startsWith('/cdn/'));
+    expect(hubRequests.length).toBe(5); // revision, paths-info, three resolves
+    expect(hubRequests.every((r) => r.authorization === `Bearer ${token}`)).toBe(true);
+
+    // A wrong token: the server answers 401 and echoes the header it got.
+    const wrong = 'hf_wrongTokenThatMustNotLeak456';
+    process.env.HF_TOKEN = wrong;
+    rmSync(cache, { recursive: true });
+    const denied = await rejection(resolveModelSource('org/private'));
+    expect(hub.requests.at(-1)?.authorization).toBe(`Bearer ${wrong}`);
+    expect(denied.message).toMatch(
+      /org\/private@main could not be resolved on .* \(HTTP 401: Invalid credentials in Authorization header: Bearer \*\*\*\); .*HF_TOKEN/,
+    );
+    const everything = (e: unknown): string => (e instanceof Error ? `${e.message}\n${e.stack}\n${everything(e.cause)}` : String(e));
+    expect(everything(denied)).not.toContain(wrong);
+
+    // A 404 from a download, echoing the header as well.
+    process.env.HF_TOKEN = token;
+    hub.faults.missing = new Set(['tokenizer.json']);
+    const notFound = await rejection(resolveModelSource('org/private'));
+    expect(notFound.message).toMatch(/tokenizer\.json of org\/private@main could not be downloaded .*HTTP 404: .*Bearer \*\*\*/);
+    expect(everything(notFound)).not.toContain(token);
+  });
+
+  it('refuses ids that could leave the cache folder, before any request', async () => {
+    for (const [spec, why] of [
+      ['org/../../etc', /too many slashes/],
+      ['a/b/c', /too many slashes/],
+      ['org/..name', /not a valid name/],
+      ['org/na..me', /contains "\.\." or "--"/],
+      ['org--x/name', /contains "\.\." or "--"/],
+      ['org/tiny-bert@../../../x', /invalid revision/],
+      ['org/tiny-bert@/abs', /invalid revision/],
+    ] as const) {
+      const err = await rejection(resolveModelSource(spec));
+      expect(err.message, spec).toMatch(why);
+      expect(err.name, spec).toBe('InputError');
+    }
+    for (const spec of ['/etc/passwd-not-there', '../not-there', './tiny-bert']) {
+      await expect(resolveModelSource(spec)).rejects.toThrow(/no such file or folder/);
+    }
+    expect(parseHubId('bert-base-uncased@v1.0')).toEqual({ repoId: 'bert-base-uncased', revision: 'v1.0' });
+    expect(parseHubId('org/name@refs/pr/1')).toEqual({ repoId: 'org/name', revision: 'refs/pr/1' });
+    expect(hub.requests).toEqual([]);
+    expect(existsSync(cache)).toBe(false);
+  });
+});
+
+describe('local model sources', () => {
+  const cwd = process.cwd();
+  afterEach(() => process.chdir(cwd));
+
+  const writeFolder = (dir: string, files: Record<string, Buffer | string>) => {
+    mkdirSync(dir, { recursive: true });
+    for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
+    return dir;
+  };
+
+  it('an existing local folder wins over a same-named Hub id; ./name is only ever local', async () => {
+    hub.repos.set('tiny-bert', { commits: { [C1]: tinyBert('hub') }, refs: { main: C1 } });
+    process.chdir(tmp);
+    writeFolder(join(tmp, 'tiny-bert'), { 'config.json': '{}', 'model.safetensors': 'x' });
+    const local = await resolveModelSource('tiny-bert');
+    expect(local).toEqual({
+      kind: 'folder',
+      dir: join(tmp, 'tiny-bert'),
+      files: { config: 'config.json', format: 'safetensors', weights: ['model.safetensors'], tokenizer: undefined },
+    });
+    expect(hub.requests).toEqual([]);
+
+    rmSync(join(tmp, 'tiny-bert'), { recursive: true });
+    await expect(resolveModelSource('./tiny-bert')).rejects.toThrow(/\.\/tiny-bert: no such file or folder/);
+    expect(hub.requests).toEqual([]);
+    const fromHub = await resolveModelSource('tiny-bert');
+    expect(fromHub.kind === 'folder' && fromHub.commit).toBe(C1);
+  });
+
+  it('a file is a TorchScript encoder', async () => {
+    const file = join(tmp, 'encoder.pt');
+    writeFileSync(file, Buffer.concat([ZIP_HEADER, Buffer.alloc(16)]));
+    expect(await resolveModelSource(file)).toEqual({ kind: 'torchscript', file });
+  });
+
+  it('refuses a pytorch_model.bin in the legacy pickle format, accepts the zip format', async () => {
+    const legacy = writeFolder(join(tmp, 'legacy'), { 'config.json': '{}', 'pytorch_model.bin': Buffer.from([0x80, 0x02, 0x8a, 0x0a]) });
+    const err = await rejection(resolveModelSource(legacy));
+    expect(err.name).toBe('ModelError');
+    expect(err.message).toMatch(
+      /pytorch_model\.bin is in torch's legacy \(pre-1\.6, non-zip\) pickle format.*re-save it with torch >= 1\.6.*safetensors/,
+    );
+
+    const zip = writeFolder(join(tmp, 'zip'), { 'config.json': '{}', 'pytorch_model.bin': Buffer.concat([ZIP_HEADER, Buffer.alloc(8)]) });
+    expect((await inspectModelFolder(zip)).weights).toEqual(['pytorch_model.bin']);
+
+    // Shards are checked one by one.
+    const shards = writeFolder(join(tmp, 'shards'), {
+      'config.json': '{}',
+      'pytorch_model.bin.index.json': JSON.stringify({ weight_map: { a: 'pytorch_model-1.bin', b: 'pytorch_model-2.bin' } }),
+      'pytorch_model-1.bin': Buffer.concat([ZIP_HEADER, Buffer.alloc(8)]),
+      'pytorch_model-2.bin': Buffer.from([0x80, 0x02]),
+    });
+    await expect(inspectModelFolder(shards)).rejects.toThrow(/pytorch_model-2\.bin is in torch's legacy/);
+  });
+
+  it('names what a folder lacks, and refuses an index whose shards leave the folder', async () => {
+    const noConfig = writeFolder(join(tmp, 'no-config'), { 'model.safetensors': 'x' });
+    await expect(inspectModelFolder(noConfig)).rejects.toThrow(/is not a Hugging Face model folder: it has no config\.json/);
+    const noWeights = writeFolder(join(tmp, 'no-weights'), { 'config.json': '{}' });
+    await expect(inspectModelFolder(noWeights)).rejects.toThrow(/it has no weights \(model\.safetensors, model\.safetensors\.index\.json/);
+    const missingShard = writeFolder(join(tmp, 'missing-shard'), {
+      'config.json': '{}',
+      'model.safetensors.index.json': JSON.stringify({ weight_map: { a: 's1.safetensors', b: 's2.safetensors' } }),
+      's1.safetensors': 'x',
+    });
+    await expect(inspectModelFolder(missingShard)).rejects.toThrow(/it has no s2\.safetensors/);
+    const escaping = writeFolder(join(tmp, 'escaping'), {
+      'config.json': '{}',
+      'model.safetensors.index.json': JSON.stringify({ weight_map: { a: '../outside.safetensors' } }),
+    });
+    await expect(inspectModelFolder(escaping)).rejects.toThrow(/names a shard outside its folder: "\.\.\/outside\.safetensors"/);
+  });
+
+  it('finds the tokenizer: tokenizer.json first, else vocab.txt with its companions', async () => {
+    const base = { 'config.json': '{}', 'model.safetensors': 'x' };
+    const both = writeFolder(join(tmp, 'both'), { ...base, 'tokenizer.json': '{}', 'vocab.txt': 'a\n', 'tokenizer_config.json': '{}' });
+    expect((await inspectModelFolder(both)).tokenizer).toEqual(['tokenizer.json']);
+    const vocab = writeFolder(join(tmp, 'vocab'), { ...base, 'vocab.txt': 'a\n', 'special_tokens_map.json': '{}' });
+    expect((await inspectModelFolder(vocab)).tokenizer).toEqual(['vocab.txt', 'special_tokens_map.json']);
+    const none = writeFolder(join(tmp, 'none'), { ...base, 'tokenizer_config.json': '{}' });
+    expect((await inspectModelFolder(none)).tokenizer).toBeUndefined();
+  });
+});
+
+describe('terminalProgress', () => {
+  it('draws a bar on a terminal and nothing elsewhere', () => {
+    const written: string[] = [];
+    const draw = terminalProgress({ isTTY: true, columns: 80, write: (t: string) => written.push(t) })!;
+    draw({ file: 'model.safetensors', received: 2_000_000, total: 2_000_000 });
+    expect(written).toEqual([`\rmodel.safetensors [${'#'.repeat(40)}] 100% 2.0/2.0 MB\n`]);
+    expect(terminalProgress({ isTTY: false, write: () => true })).toBeUndefined();
+  });
+});
