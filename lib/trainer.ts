@@ -14,7 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { epochBatches, learningRateFactor, TOKENS_PER_FORWARD } from './batching.js';
+import { consecutiveBatches, epochBatches, evaluateInBatches, gatherRows, learningRateFactor, TOKENS_PER_FORWARD } from './batching.js';
 import type {
   BuiltClassifier,
   EncoderInfo,
@@ -35,7 +35,7 @@ import { type ClassificationMetrics, classificationMetrics } from './metrics.js'
 import { loadCheckedEncoder } from './model-checks.js';
 import { DEFAULTS, type EpochMetrics, type Evaluation, LORA_DEFAULTS, type ResolvedTrainOptions, type TrainOptions } from './options.js';
 import { renderReport } from './report.js';
-import { type EncodedTexts, gatherRows, TextTokenizer } from './tokenizer.js';
+import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { missingGradientsError, setUpTrainable, type TrainableSet } from './trainable.js';
 import { checkFingerprint, type RunPosition, readTrainingState, restoreTrainingState, saveTrainingState } from './training-state.js';
 
@@ -201,23 +201,22 @@ async function validate(
     const result = await runEvaluation(model, data.encoded, data.labels, batchSize, signal, loss, padTo);
     return { loss: result.loss!, metrics: classificationMetrics(result.predictions, data.labels, labels) };
   }
-  const predictions = new Int32Array(data.encoded.count);
-  let lossSum = 0;
-  for (let start = 0; start < data.encoded.count; start += batchSize) {
-    signal?.throwIfAborted();
-    const end = Math.min(start + batchSize, data.encoded.count);
-    const examples = Int32Array.from({ length: end - start }, (_, i) => start + i);
-    const result = await binding.headEvalStep(
-      model,
-      data.cache.features,
-      featureRows(data.cache, examples),
-      data.labels.subarray(start, end),
-      loss,
-    );
-    predictions.set(result.predictions, start);
-    lossSum += result.loss! * (end - start);
-  }
-  return { loss: lossSum / data.encoded.count, metrics: classificationMetrics(predictions, data.labels, labels) };
+  const { cache } = data;
+  const result = await evaluateInBatches(
+    data.encoded.count,
+    consecutiveBatches(data.encoded.count, batchSize),
+    (examples) =>
+      binding.headEvalStep(
+        model,
+        cache.features,
+        featureRows(cache, examples),
+        Int32Array.from(examples, (i) => data.labels[i]!),
+        loss,
+      ),
+    true,
+    signal,
+  );
+  return { loss: result.loss!, metrics: classificationMetrics(result.predictions, data.labels, labels) };
 }
 
 /**

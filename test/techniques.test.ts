@@ -8,13 +8,12 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { epochBatches, learningRateFactor, longestFirstBatches } from '../lib/batching.js';
+import { epochBatches, gatherRows, learningRateFactor, longestFirstBatches } from '../lib/batching.js';
 import type { NativeTensor } from '../lib/binding.js';
 import { loadExamples } from '../lib/data.js';
 import { Classifier, type TrainOptions, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { LORA_DEFAULTS } from '../lib/options.js';
-import { gatherRows } from '../lib/tokenizer.js';
 import { isDecayed } from '../lib/trainable.js';
 import { demoPretrain, demoReviews, demoTokenizer, makeEncoder } from './fixtures.js';
 

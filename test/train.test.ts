@@ -8,10 +8,11 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { gatherRows } from '../lib/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
 import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
-import { gatherRows, TextTokenizer } from '../lib/tokenizer.js';
+import { TextTokenizer } from '../lib/tokenizer.js';
 import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, repoRoot, runPython } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-train-'));
