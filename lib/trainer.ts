@@ -33,11 +33,13 @@ import { encodeOnce, type FeatureCache, featureRows } from './feature-cache.js';
 import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { loadCheckedEncoder } from './model-checks.js';
-import { DEFAULTS, type EpochMetrics, type Evaluation, LORA_DEFAULTS, type ResolvedTrainOptions, type TrainOptions } from './options.js';
+import { type EpochMetrics, type Evaluation, type ResolvedTrainOptions, resolveTrainOptions, type TrainOptions } from './options.js';
 import { renderReport } from './report.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { missingGradientsError, setUpTrainable, type TrainableSet } from './trainable.js';
 import { checkFingerprint, type RunPosition, readTrainingState, restoreTrainingState, saveTrainingState } from './training-state.js';
+
+export { resolveTrainOptions } from './options.js';
 
 export interface TrainResult {
   /** Class names in id order. */
@@ -81,76 +83,6 @@ export interface TrainResult {
 function packageVersion(): string {
   const require = createRequire(import.meta.url);
   return (require('../package.json') as { version: string }).version;
-}
-
-function checkInteger(name: string, value: number, min: number): void {
-  if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${value}`);
-}
-
-function checkRange(name: string, value: number, min: number, maxExclusive: number): void {
-  if (!(typeof value === 'number' && value >= min && value < maxExclusive)) {
-    throw new InputError(`${name} must be in [${min}, ${maxExclusive}); got ${value}`);
-  }
-}
-
-function checkNonNegative(name: string, value: number): void {
-  if (!(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
-    throw new InputError(`${name} must be a finite number ≥ 0; got ${value}`);
-  }
-}
-
-function oneOf<T extends string>(name: string, value: T, allowed: readonly T[]): void {
-  if (!allowed.includes(value)) throw new InputError(`${name} must be one of ${allowed.join(', ')}; got '${value}'`);
-}
-
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions {
-  if (!options || typeof options !== 'object') throw new InputError('train() takes an options object');
-  const resolved = { ...DEFAULTS, ...stripUndefined(options) } as ResolvedTrainOptions;
-  resolved.lora = { ...LORA_DEFAULTS, ...stripUndefined(options.lora ?? {}) };
-  if (!resolved.data) throw new InputError('train(): `data` is required (a CSV path, { csv }, or { texts, labels })');
-  if (typeof resolved.encoder !== 'string') throw new InputError('train(): `encoder` (a TorchScript file) is required');
-  if (typeof resolved.tokenizer !== 'string') throw new InputError('train(): `tokenizer` (a tokenizer.json) is required');
-  oneOf('technique', resolved.technique, ['frozen', 'full', 'lora']);
-  oneOf('pooling', resolved.pooling, ['cls', 'mean']);
-  oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
-  oneOf('schedule', resolved.schedule, ['constant', 'linear']);
-  oneOf('padding', resolved.padding, ['longest', 'max']);
-  oneOf('bestMetric', resolved.bestMetric, ['loss', 'accuracy', 'macroF1']);
-  oneOf('onNonFinite', resolved.onNonFinite, ['stop', 'skip']);
-  oneOf('precision', resolved.precision, ['fp32', 'bf16', 'fp16']);
-  checkInteger('maxLength', resolved.maxLength, 2);
-  checkInteger('batchSize', resolved.batchSize, 1);
-  checkInteger('epochs', resolved.epochs, 1);
-  checkInteger('headHidden', resolved.headHidden, 1);
-  checkInteger('gradientAccumulationSteps', resolved.gradientAccumulationSteps, 1);
-  checkInteger('earlyStoppingPatience', resolved.earlyStoppingPatience, 0);
-  checkInteger('seed', resolved.seed, 0);
-  checkNonNegative('learningRate', resolved.learningRate);
-  if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
-  checkNonNegative('weightDecay', resolved.weightDecay);
-  checkNonNegative('maxGradNorm', resolved.maxGradNorm);
-  checkRange('dropout', resolved.dropout, 0, 1);
-  checkRange('labelSmoothing', resolved.labelSmoothing, 0, 1);
-  checkRange('warmupRatio', resolved.warmupRatio, 0, 1);
-  if (resolved.evaluateEvery !== 'epoch') checkInteger('evaluateEvery', resolved.evaluateEvery, 1);
-  checkInteger('lora.rank', resolved.lora.rank, 1);
-  // alpha scales the adapters' update: at 0 LoRA would train adapters that change nothing.
-  if (!(typeof resolved.lora.alpha === 'number' && Number.isFinite(resolved.lora.alpha) && resolved.lora.alpha > 0)) {
-    throw new InputError(`lora.alpha must be a finite number > 0; got ${resolved.lora.alpha}`);
-  }
-  checkRange('lora.dropout', resolved.lora.dropout, 0, 1);
-  if (!Array.isArray(resolved.freeze) || resolved.freeze.some((p) => typeof p !== 'string' || p.length === 0)) {
-    throw new InputError('freeze must be a list of non-empty parameter name prefixes');
-  }
-  if (!Array.isArray(resolved.lora.targets) || resolved.lora.targets.length === 0) {
-    throw new InputError('lora.targets must name at least one module path suffix');
-  }
-  if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
-  return resolved;
 }
 
 /** Class weights for the loss: given, or `balanced` as scikit-learn computes them. */
@@ -239,10 +171,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   const binding = loadBinding();
   const { signal } = opts;
   signal?.throwIfAborted();
-  if (opts.threads !== undefined) {
-    checkInteger('threads', opts.threads, 1);
-    binding.setNumThreads(opts.threads);
-  }
+  if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
 
   // Everything that can be wrong with the inputs is checked before the output directory is
   // touched, so a failed run never destroys an earlier checkpoint.
