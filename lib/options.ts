@@ -19,6 +19,28 @@ export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
  * Emitted after every training batch: with `gradientAccumulationSteps` N, N per optimizer step.
  * Not for a batch skipped for a NaN/Inf loss (`onNonFinite: 'skip'`).
  */
+export interface BatchEvent {
+  type: 'batch';
+  epoch: number;
+  /** 1-based batch within the epoch. */
+  batch: number;
+  /** Batches in the epoch. */
+  batchesPerEpoch: number;
+  /** Mean loss of this batch. */
+  loss: number;
+  /** Running mean training loss of the epoch so far. */
+  epochLoss: number;
+  examplesPerSecond: number;
+  /** Estimated seconds until the epoch's training batches end. */
+  etaSeconds: number;
+}
+
+/**
+ * The batch event under its old name, emitted right after each `BatchEvent` with the same
+ * content for one release, so that listeners written for it keep working.
+ * @deprecated Listen for `type: 'batch'` (`BatchEvent`): `step` is `batch`, `stepsPerEpoch` is
+ * `batchesPerEpoch` (they count batches, not optimizer steps).
+ */
 export interface StepEvent {
   type: 'step';
   epoch: number;
@@ -31,7 +53,7 @@ export interface StepEvent {
   /** Running mean training loss of the epoch so far. */
   epochLoss: number;
   examplesPerSecond: number;
-  /** Estimated seconds until the epoch's training steps end. */
+  /** Estimated seconds until the epoch's training batches end. */
   etaSeconds: number;
 }
 
@@ -56,7 +78,7 @@ export interface EncodeEvent {
   fromCache: boolean;
 }
 
-export type ProgressEvent = StepEvent | EpochEvent | EvaluationEvent | EncodeEvent;
+export type ProgressEvent = BatchEvent | StepEvent | EpochEvent | EvaluationEvent | EncodeEvent;
 
 /** One validation pass. */
 export interface Evaluation {
@@ -211,7 +233,11 @@ export interface TrainOptions {
   threads?: number;
   /** Progress: each encoding batch of the frozen technique, training batch, evaluation and epoch (`ProgressEvent`). */
   onProgress?: (event: ProgressEvent) => void;
-  /** Stops training at the next step boundary; the best checkpoint so far is kept. */
+  /**
+   * Stops training before the next optimizer step (with `gradientAccumulationSteps` N, at the
+   * start of its N batches, so the saved training state resumes exactly); the best checkpoint so
+   * far is kept.
+   */
   signal?: AbortSignal;
 }
 
