@@ -1,8 +1,12 @@
 /**
- * Which rows go into which batch, epoch by epoch, and the learning-rate schedule over the
- * optimizer steps. Everything here is a pure function of (seed, epoch, sizes), so a resumed
- * run replays exactly the batches an uninterrupted run would have seen.
+ * Batches: which rows go into which training batch, epoch by epoch, and the learning-rate
+ * schedule over the optimizer steps (pure functions of (seed, epoch, sizes), so a resumed run
+ * replays exactly the batches an uninterrupted run would have seen); how an inference pass cuts
+ * its rows; gathering a batch's rows; and the one loop of inference passes (evaluation,
+ * validation, the frozen encoding): batch → native call → results scattered back by row.
  */
+import type { EvalStepResult } from './binding.js';
+import type { EncodedTexts } from './tokenizer.js';
 
 /**
  * Cut an epoch's permutation into batches. With `lengths` (length-grouped batching), the
@@ -69,4 +73,102 @@ export function learningRateFactor(schedule: Schedule, step: number, totalSteps:
   if (step < warmupSteps) return step / Math.max(1, warmupSteps);
   if (schedule === 'constant') return 1;
   return Math.max(0, (totalSteps - step) / Math.max(1, totalSteps - warmupSteps));
+}
+
+/**
+ * Gather rows `indices` of encoded texts into one contiguous batch, padded to `seqLen`
+ * (default: the longest row among them — dynamic padding; the attention mask keeps padding
+ * out of the result, so only the cost changes).
+ */
+export function gatherRows(encoded: EncodedTexts, indices: ArrayLike<number>, seqLen?: number): EncodedTexts {
+  let width = seqLen ?? 0;
+  if (seqLen === undefined) for (let r = 0; r < indices.length; r++) width = Math.max(width, encoded.lengths[indices[r]!]!);
+  width = Math.max(1, Math.min(width, encoded.seqLen));
+  const inputIds = new Int32Array(indices.length * width);
+  const attentionMask = new Int32Array(indices.length * width);
+  const lengths = new Int32Array(indices.length);
+  for (let r = 0; r < indices.length; r++) {
+    const from = indices[r]! * encoded.seqLen;
+    inputIds.set(encoded.inputIds.subarray(from, from + width), r * width);
+    attentionMask.set(encoded.attentionMask.subarray(from, from + width), r * width);
+    lengths[r] = encoded.lengths[indices[r]!]!;
+  }
+  return { inputIds, attentionMask, count: indices.length, seqLen: width, lengths };
+}
+
+/**
+ * The loop of every inference pass: for each batch of rows, in order, `run` makes the native
+ * call and `scatter` puts its result back where those rows belong. An abort stops it before the
+ * next batch (a native call in flight finishes).
+ */
+export async function runBatches<T>(
+  batches: readonly Int32Array[],
+  run: (rows: Int32Array) => Promise<T>,
+  scatter: (result: T, rows: Int32Array) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  for (const rows of batches) {
+    signal?.throwIfAborted();
+    scatter(await run(rows), rows);
+  }
+}
+
+/** What an evaluation pass over `count` examples gives, in example order. */
+export interface BatchedEvaluation {
+  /** Example-weighted mean of the batches' mean losses; null without labels. */
+  loss: number | null;
+  accuracy: number | null;
+  /** Argmax class per example. */
+  predictions: Int32Array;
+  /** Softmax probabilities, row-major [count, classes]. */
+  probabilities: Float32Array;
+}
+
+/**
+ * An evaluation pass (`evalStep` on tokens, `headEvalStep` on cached features) over `count`
+ * examples cut into `batches` of example indices: each batch's predictions and probabilities
+ * go back to its examples' places, and its loss counts once per example.
+ */
+export async function evaluateInBatches(
+  count: number,
+  batches: readonly Int32Array[],
+  evaluate: (rows: Int32Array) => Promise<EvalStepResult>,
+  withLabels: boolean,
+  signal?: AbortSignal,
+): Promise<BatchedEvaluation> {
+  const predictions = new Int32Array(count);
+  let probabilities = new Float32Array(0);
+  let lossSum = 0;
+  let correct = 0;
+  await runBatches(
+    batches,
+    evaluate,
+    (result, rows) => {
+      const classes = result.probabilities.length / rows.length;
+      if (probabilities.length === 0) probabilities = new Float32Array(count * classes);
+      rows.forEach((example, r) => {
+        predictions[example] = result.predictions[r]!;
+        probabilities.set(result.probabilities.subarray(r * classes, (r + 1) * classes), example * classes);
+      });
+      if (withLabels) {
+        lossSum += result.loss! * rows.length;
+        correct += result.correct!;
+      }
+    },
+    signal,
+  );
+  return {
+    loss: withLabels ? lossSum / count : null,
+    accuracy: withLabels ? correct / count : null,
+    predictions,
+    probabilities,
+  };
+}
+
+/** Rows `[0, count)` in order, cut into batches of at most `batchSize`. */
+export function consecutiveBatches(count: number, batchSize: number): Int32Array[] {
+  const all = Int32Array.from({ length: count }, (_, i) => i);
+  const batches: Int32Array[] = [];
+  for (let start = 0; start < count; start += batchSize) batches.push(all.subarray(start, start + batchSize));
+  return batches;
 }

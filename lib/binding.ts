@@ -216,7 +216,7 @@ export interface TrainStepResult {
    * fp16 (the scale searches for the largest one that does not overflow); not an error.
    */
   overflow: boolean;
-  /** The loss scale this step used, when gradient scaling was on; else null. */
+  /** The *gradient scaler's scale* this step used (fp16's dynamic loss scaling, `GradScalerState.scale`), when gradient scaling was on; else null. */
   gradScale: number | null;
   /** Number of examples whose argmax prediction equals the label. */
   correct: number;
@@ -258,7 +258,11 @@ export interface LossOptions {
 }
 
 export interface TrainStepOptions extends LossOptions {
-  /** Clip the global gradient norm to this value; 0 or absent: no clipping. */
+  /**
+   * Clip the global gradient norm to this value; 0 or absent: no clipping. The gradients are
+   * multiplied by the *clip coefficient*, computed as torch.nn.utils.clip_grad_norm_ does
+   * (maxGradNorm / (gradNorm + 1e-6), capped at 1).
+   */
   maxGradNorm?: number;
   /**
    * Gradient accumulation: when true, only forward + backward run (gradients add up in the
@@ -266,7 +270,12 @@ export interface TrainStepOptions extends LossOptions {
    * accumulation window passes false.
    */
   accumulateOnly?: boolean;
-  /** Multiply the loss by this before backward (1 / accumulation steps). Default 1. The reported loss is unscaled. */
+  /**
+   * The *accumulation weight*: multiply the loss by this before backward (1 / the batches of an
+   * accumulation window). Default 1. The reported loss is unweighted. Named `lossScale` natively;
+   * the trainer calls it `accumulationWeight` (training-loop.ts) and maps it here. Not the fp16
+   * gradient scaler's scale (`gradScale`), nor clipping's coefficient.
+   */
   lossScale?: number;
   /**
    * Skip instead of applying a non-finite update: a NaN/Inf loss is not backpropagated (the

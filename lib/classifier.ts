@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { longestFirstBatches, TOKENS_PER_FORWARD } from './batching.js';
+import { type BatchedEvaluation, evaluateInBatches, gatherRows, longestFirstBatches, TOKENS_PER_FORWARD } from './batching.js';
 import type { EncoderInfo, LossOptions, NativeScriptModule } from './binding.js';
 import {
   archiveChecksums,
@@ -21,7 +21,7 @@ import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { checkModelInputs, loadCheckedEncoder, tokenTypesFed } from './model-checks.js';
 import type { Device, Pooling } from './options.js';
-import { type EncodedTexts, gatherRows, TextTokenizer } from './tokenizer.js';
+import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 
 /** config.json of a saved classifier. */
 export interface ClassifierConfig {
@@ -95,46 +95,31 @@ export async function runEvaluation(
   signal?: AbortSignal,
   loss?: LossOptions,
   padTo?: number,
-): Promise<{ loss: number | null; accuracy: number | null; predictions: Int32Array; probabilities: Float32Array }> {
+): Promise<BatchedEvaluation> {
   const binding = loadBinding();
-  const predictions = new Int32Array(encoded.count);
-  let probabilities = new Float32Array(0);
-  let lossSum = 0;
-  let correct = 0;
   // The inference token budget (TOKENS_PER_FORWARD, as the frozen encoding), and at most the
   // caller's batchSize rows, which the frozen encoding does not limit.
   const { batches } = longestFirstBatches(encoded.lengths, { tokensPerBatch: TOKENS_PER_FORWARD, maxRows: batchSize, width: padTo });
-  for (const indices of batches) {
-    signal?.throwIfAborted();
-    const rows = gatherRows(encoded, indices, padTo);
-    const result = await binding.evalStep(
-      module,
-      {
-        inputIds: rows.inputIds,
-        attentionMask: rows.attentionMask,
-        batchSize: rows.count,
-        seqLen: rows.seqLen,
-        labels: labels ? Int32Array.from(indices, (i) => labels[i]!) : undefined,
-      },
-      loss,
-    );
-    const classes = result.probabilities.length / rows.count;
-    if (probabilities.length === 0) probabilities = new Float32Array(encoded.count * classes);
-    indices.forEach((example, r) => {
-      predictions[example] = result.predictions[r]!;
-      probabilities.set(result.probabilities.subarray(r * classes, (r + 1) * classes), example * classes);
-    });
-    if (labels) {
-      lossSum += result.loss! * rows.count;
-      correct += result.correct!;
-    }
-  }
-  return {
-    loss: labels ? lossSum / encoded.count : null,
-    accuracy: labels ? correct / encoded.count : null,
-    predictions,
-    probabilities,
-  };
+  return evaluateInBatches(
+    encoded.count,
+    batches,
+    (indices) => {
+      const rows = gatherRows(encoded, indices, padTo);
+      return binding.evalStep(
+        module,
+        {
+          inputIds: rows.inputIds,
+          attentionMask: rows.attentionMask,
+          batchSize: rows.count,
+          seqLen: rows.seqLen,
+          labels: labels ? Int32Array.from(indices, (i) => labels[i]!) : undefined,
+        },
+        loss,
+      );
+    },
+    labels !== null,
+    signal,
+  );
 }
 
 /** LoRA runs also save their adapters and head alone (small files) next to the merged classifier. */

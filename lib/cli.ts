@@ -217,12 +217,14 @@ function progressPrinter(enabled: boolean, showEvaluations = false): (e: Progres
       );
       return;
     }
-    if (e.type === 'step') {
+    // The deprecated twin of each 'batch' event.
+    if (e.type === 'step') return;
+    if (e.type === 'batch') {
       if (!live) return;
       const width = 24;
-      const filled = Math.round((e.step / e.stepsPerEpoch) * width);
+      const filled = Math.round((e.batch / e.batchesPerEpoch) * width);
       process.stderr.write(
-        `\repoch ${e.epoch} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] step ${e.step}/${e.stepsPerEpoch}` +
+        `\repoch ${e.epoch} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] batch ${e.batch}/${e.batchesPerEpoch}` +
           `  loss ${e.epochLoss.toFixed(4)}  ${e.examplesPerSecond.toFixed(1)} ex/s  ETA ${formatSeconds(e.etaSeconds)}   `,
       );
     } else {

@@ -13,11 +13,11 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { longestFirstBatches } from './batching.js';
+import { gatherRows, longestFirstBatches, runBatches } from './batching.js';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
 import { sha256File } from './checkpoint.js';
 import type { EncodeEvent } from './options.js';
-import { type EncodedTexts, gatherRows } from './tokenizer.js';
+import type { EncodedTexts } from './tokenizer.js';
 
 export interface FeatureCache {
   /** [N, H] features, rows in encoding order. */
@@ -89,20 +89,25 @@ export async function encodeOnce(
   const parts: NativeTensor[] = [];
   try {
     let done = 0;
-    for (const batch of batches) {
-      options.signal?.throwIfAborted();
-      const rows = gatherRows(encoded, batch);
-      parts.push(
-        await binding.extractFeatures(model, {
+    await runBatches(
+      batches,
+      (batch) => {
+        const rows = gatherRows(encoded, batch);
+        return binding.extractFeatures(model, {
           inputIds: rows.inputIds,
           attentionMask: rows.attentionMask,
           batchSize: rows.count,
           seqLen: rows.seqLen,
-        }),
-      );
-      done += rows.count;
-      options.onProgress?.({ type: 'encode', split: options.split, done, total: encoded.count, fromCache: false });
-    }
+        });
+      },
+      // The batches follow `order`, so the features of each come next in the tensor.
+      (features, batch) => {
+        parts.push(features);
+        done += batch.length;
+        options.onProgress?.({ type: 'encode', split: options.split, done, total: encoded.count, fromCache: false });
+      },
+      options.signal,
+    );
     const features = binding.cat(parts);
     if (file) {
       await mkdir(options.disk!.dir, { recursive: true });

@@ -20,6 +20,7 @@ export { AbortError, InputError, ModelError, NumericalError } from './errors.js'
 export { loadBinding, NativeLoadError } from './loader.js';
 export { type ClassificationMetrics, type ClassMetrics, classificationMetrics, formatMetricsTable } from './metrics.js';
 export {
+  type BatchEvent,
   type BestMetric,
   DEFAULTS,
   type Device,
@@ -37,6 +38,7 @@ export {
 } from './options.js';
 export { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 export { type TrainResult, train } from './trainer.js';
+export type { SkippedBatch } from './training-state.js';
 
 import { Classifier, type EvaluationOptions, type EvaluationResult, type Prediction } from './classifier.js';
 import type { DataSource } from './data.js';

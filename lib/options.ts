@@ -8,6 +8,7 @@
  */
 import type { Precision } from './binding.js';
 import type { DataSource } from './data.js';
+import { InputError } from './errors.js';
 
 export type Pooling = 'cls' | 'mean';
 export type Technique = 'frozen' | 'full' | 'lora';
@@ -17,6 +18,28 @@ export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 /**
  * Emitted after every training batch: with `gradientAccumulationSteps` N, N per optimizer step.
  * Not for a batch skipped for a NaN/Inf loss (`onNonFinite: 'skip'`).
+ */
+export interface BatchEvent {
+  type: 'batch';
+  epoch: number;
+  /** 1-based batch within the epoch. */
+  batch: number;
+  /** Batches in the epoch. */
+  batchesPerEpoch: number;
+  /** Mean loss of this batch. */
+  loss: number;
+  /** Running mean training loss of the epoch so far. */
+  epochLoss: number;
+  examplesPerSecond: number;
+  /** Estimated seconds until the epoch's training batches end. */
+  etaSeconds: number;
+}
+
+/**
+ * The batch event under its old name, emitted right after each `BatchEvent` with the same
+ * content for one release, so that listeners written for it keep working.
+ * @deprecated Listen for `type: 'batch'` (`BatchEvent`): `step` is `batch`, `stepsPerEpoch` is
+ * `batchesPerEpoch` (they count batches, not optimizer steps).
  */
 export interface StepEvent {
   type: 'step';
@@ -30,7 +53,7 @@ export interface StepEvent {
   /** Running mean training loss of the epoch so far. */
   epochLoss: number;
   examplesPerSecond: number;
-  /** Estimated seconds until the epoch's training steps end. */
+  /** Estimated seconds until the epoch's training batches end. */
   etaSeconds: number;
 }
 
@@ -55,7 +78,7 @@ export interface EncodeEvent {
   fromCache: boolean;
 }
 
-export type ProgressEvent = StepEvent | EpochEvent | EvaluationEvent | EncodeEvent;
+export type ProgressEvent = BatchEvent | StepEvent | EpochEvent | EvaluationEvent | EncodeEvent;
 
 /** One validation pass. */
 export interface Evaluation {
@@ -210,7 +233,11 @@ export interface TrainOptions {
   threads?: number;
   /** Progress: each encoding batch of the frozen technique, training batch, evaluation and epoch (`ProgressEvent`). */
   onProgress?: (event: ProgressEvent) => void;
-  /** Stops training at the next step boundary; the best checkpoint so far is kept. */
+  /**
+   * Stops training before the next optimizer step (with `gradientAccumulationSteps` N, at the
+   * start of its N batches, so the saved training state resumes exactly); the best checkpoint so
+   * far is kept.
+   */
   signal?: AbortSignal;
 }
 
@@ -266,3 +293,75 @@ type Optional =
   | 'resumeFrom';
 export type ResolvedTrainOptions = Required<Omit<TrainOptions, Optional | 'lora'>> &
   Pick<TrainOptions, Optional> & { lora: Required<LoraOptions> };
+
+function checkInteger(name: string, value: number, min: number): void {
+  if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${value}`);
+}
+
+function checkRange(name: string, value: number, min: number, maxExclusive: number): void {
+  if (!(typeof value === 'number' && value >= min && value < maxExclusive)) {
+    throw new InputError(`${name} must be in [${min}, ${maxExclusive}); got ${value}`);
+  }
+}
+
+function checkNonNegative(name: string, value: number): void {
+  if (!(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
+    throw new InputError(`${name} must be a finite number ≥ 0; got ${value}`);
+  }
+}
+
+function oneOf<T extends string>(name: string, value: T, allowed: readonly T[]): void {
+  if (!allowed.includes(value)) throw new InputError(`${name} must be one of ${allowed.join(', ')}; got '${value}'`);
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** `options` with every default filled in, every value checked (an InputError names the first bad one). */
+export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions {
+  if (!options || typeof options !== 'object') throw new InputError('train() takes an options object');
+  const resolved = { ...DEFAULTS, ...stripUndefined(options) } as ResolvedTrainOptions;
+  resolved.lora = { ...LORA_DEFAULTS, ...stripUndefined(options.lora ?? {}) };
+  if (!resolved.data) throw new InputError('train(): `data` is required (a CSV path, { csv }, or { texts, labels })');
+  if (typeof resolved.encoder !== 'string') throw new InputError('train(): `encoder` (a TorchScript file) is required');
+  if (typeof resolved.tokenizer !== 'string') throw new InputError('train(): `tokenizer` (a tokenizer.json) is required');
+  oneOf('technique', resolved.technique, ['frozen', 'full', 'lora']);
+  oneOf('pooling', resolved.pooling, ['cls', 'mean']);
+  oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
+  oneOf('schedule', resolved.schedule, ['constant', 'linear']);
+  oneOf('padding', resolved.padding, ['longest', 'max']);
+  oneOf('bestMetric', resolved.bestMetric, ['loss', 'accuracy', 'macroF1']);
+  oneOf('onNonFinite', resolved.onNonFinite, ['stop', 'skip']);
+  oneOf('precision', resolved.precision, ['fp32', 'bf16', 'fp16']);
+  checkInteger('maxLength', resolved.maxLength, 2);
+  checkInteger('batchSize', resolved.batchSize, 1);
+  checkInteger('epochs', resolved.epochs, 1);
+  checkInteger('headHidden', resolved.headHidden, 1);
+  checkInteger('gradientAccumulationSteps', resolved.gradientAccumulationSteps, 1);
+  checkInteger('earlyStoppingPatience', resolved.earlyStoppingPatience, 0);
+  checkInteger('seed', resolved.seed, 0);
+  checkNonNegative('learningRate', resolved.learningRate);
+  if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
+  checkNonNegative('weightDecay', resolved.weightDecay);
+  checkNonNegative('maxGradNorm', resolved.maxGradNorm);
+  checkRange('dropout', resolved.dropout, 0, 1);
+  checkRange('labelSmoothing', resolved.labelSmoothing, 0, 1);
+  checkRange('warmupRatio', resolved.warmupRatio, 0, 1);
+  if (resolved.evaluateEvery !== 'epoch') checkInteger('evaluateEvery', resolved.evaluateEvery, 1);
+  checkInteger('lora.rank', resolved.lora.rank, 1);
+  // alpha scales the adapters' update: at 0 LoRA would train adapters that change nothing.
+  if (!(typeof resolved.lora.alpha === 'number' && Number.isFinite(resolved.lora.alpha) && resolved.lora.alpha > 0)) {
+    throw new InputError(`lora.alpha must be a finite number > 0; got ${resolved.lora.alpha}`);
+  }
+  checkRange('lora.dropout', resolved.lora.dropout, 0, 1);
+  if (!Array.isArray(resolved.freeze) || resolved.freeze.some((p) => typeof p !== 'string' || p.length === 0)) {
+    throw new InputError('freeze must be a list of non-empty parameter name prefixes');
+  }
+  if (!Array.isArray(resolved.lora.targets) || resolved.lora.targets.length === 0) {
+    throw new InputError('lora.targets must name at least one module path suffix');
+  }
+  if (resolved.threads !== undefined) checkInteger('threads', resolved.threads, 1);
+  if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
+  return resolved;
+}

@@ -318,24 +318,3 @@ function indexOfSequence(haystack: readonly number[], needle: readonly number[])
   }
   return -1;
 }
-
-/**
- * Gather rows `indices` of encoded texts into one contiguous batch, padded to `seqLen`
- * (default: the longest row among them — dynamic padding; the attention mask keeps padding
- * out of the result, so only the cost changes).
- */
-export function gatherRows(encoded: EncodedTexts, indices: ArrayLike<number>, seqLen?: number): EncodedTexts {
-  let width = seqLen ?? 0;
-  if (seqLen === undefined) for (let r = 0; r < indices.length; r++) width = Math.max(width, encoded.lengths[indices[r]!]!);
-  width = Math.max(1, Math.min(width, encoded.seqLen));
-  const inputIds = new Int32Array(indices.length * width);
-  const attentionMask = new Int32Array(indices.length * width);
-  const lengths = new Int32Array(indices.length);
-  for (let r = 0; r < indices.length; r++) {
-    const from = indices[r]! * encoded.seqLen;
-    inputIds.set(encoded.inputIds.subarray(from, from + width), r * width);
-    attentionMask.set(encoded.attentionMask.subarray(from, from + width), r * width);
-    lengths[r] = encoded.lengths[indices[r]!]!;
-  }
-  return { inputIds, attentionMask, count: indices.length, seqLen: width, lengths };
-}

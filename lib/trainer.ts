@@ -1,50 +1,73 @@
 /**
- * `train()`: the seed tutorial's job done right, and the other two techniques. The path of a batch:
- *   CSV row → `data.ts` (text, class id) → `tokenizer.ts` (ids + mask, every text once)
- *   → `batching.ts` (this epoch's rows for this batch, from libtorch's randperm(seed + epoch))
- *   → `binding.trainStep` (forward, loss, backward, clipping, AdamW step: C++ on a worker thread)
- *     or, for the frozen technique, `binding.headTrainStep` on features encoded once (`feature-cache.ts`)
- *   → loss / accuracy → progress event.
- * Validation (eval mode, no autograd) runs at each epoch's end and every `evaluateEvery` steps;
- * a new best is checkpointed atomically, and the resumable training state is saved at every
- * epoch's end and on abort.
+ * `train()`: the seed tutorial's job done right, and the other two techniques. `trainNow` reads
+ * top to bottom as the run's stages:
+ *   1. load and check: options (options.ts), training state, tokenizer, data, labels, the encoder
+ *      checked against the tokenizer (model-checks.ts) — all cheap, before any text is tokenized;
+ *   2. prepare data: tokenize every text once, split, the loss's class weights, and check a
+ *      resumed run is the same run;
+ *   3. build the classifier, then inside the cleanup scope: what trains (trainable.ts), AdamW,
+ *      the training state put back, the frozen technique's features encoded once;
+ *   4. the loop over optimizer steps (training-loop.ts) with the classification task
+ *      (classification-task.ts) and the RunKeeper (run-keeper.ts: best metric, checkpoint, early
+ *      stopping, training state);
+ *   5. finish: history, report, the kept classifier.
+ * The path of a batch:
+ *   CSV row → data.ts:loadExamples (text, class id) → tokenizer.ts:encodeBatchAsync (ids + mask,
+ *   every text once) → training-loop.ts:Loop.epoch (batching.ts:epochBatches, this epoch's rows
+ *   from libtorch's randperm(seed + epoch); cut into windows of gradientAccumulationSteps) →
+ *   Loop.optimizerStep (learning rate) → Loop.microBatch → classification-task.ts: batch
+ *   (batching.ts:gatherRows, or feature-cache.ts:featureRows) and step → binding.trainStep /
+ *   headTrainStep (forward, loss, backward; on the window's last batch clipping, AdamW step and
+ *   zero-grad: C++ on a worker thread) → loss / accuracy → progress event.
  */
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { epochBatches, learningRateFactor, TOKENS_PER_FORWARD } from './batching.js';
+import { gatherRows, TOKENS_PER_FORWARD } from './batching.js';
 import type {
   BuiltClassifier,
   EncoderInfo,
   EvalStepOptions,
-  LossOptions,
+  NativeAdamW,
   NativeBinding,
   NativeLoraAdapters,
   NativeScriptModule,
 } from './binding.js';
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
-import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice, runEvaluation } from './classifier.js';
+import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
+import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
 import { csvColumns, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
 import { cpuBf16 } from './doctor.js';
-import { AbortError, InputError, ModelError, messageOf, NumericalError } from './errors.js';
-import { encodeOnce, type FeatureCache, featureRows } from './feature-cache.js';
+import { AbortError, InputError, ModelError, messageOf } from './errors.js';
+import { encodeOnce, type FeatureCache } from './feature-cache.js';
 import { loadBinding } from './loader.js';
-import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
+import type { ClassificationMetrics } from './metrics.js';
 import { loadCheckedEncoder } from './model-checks.js';
-import { DEFAULTS, type EpochMetrics, type Evaluation, LORA_DEFAULTS, type ResolvedTrainOptions, type TrainOptions } from './options.js';
+import { type EpochMetrics, type Evaluation, type ResolvedTrainOptions, resolveTrainOptions, type TrainOptions } from './options.js';
 import { renderReport } from './report.js';
-import { type EncodedTexts, gatherRows, TextTokenizer } from './tokenizer.js';
-import { missingGradientsError, setUpTrainable, type TrainableSet } from './trainable.js';
-import { checkFingerprint, type RunPosition, readTrainingState, restoreTrainingState, saveTrainingState } from './training-state.js';
+import { RunKeeper, startPosition } from './run-keeper.js';
+import { TextTokenizer } from './tokenizer.js';
+import { setUpTrainable, type TrainableSet } from './trainable.js';
+import { runTrainingLoop } from './training-loop.js';
+import {
+  checkFingerprint,
+  readTrainingState,
+  restoreTrainingState,
+  type SavedState,
+  type SkippedBatch,
+  saveTrainingState,
+} from './training-state.js';
+
+export { resolveTrainOptions } from './options.js';
 
 export interface TrainResult {
   /** Class names in id order. */
   labels: string[];
   /** Metrics of every epoch. */
   history: EpochMetrics[];
-  /** Every validation pass (each epoch's end, and every `evaluateEvery` steps). */
+  /** Every validation pass (each epoch's end, and every `evaluateEvery` optimizer steps). */
   evaluations: Evaluation[];
   /** The epoch whose evaluation was best by `bestMetric` (its weights are the ones kept). */
   best: EpochMetrics;
@@ -70,8 +93,13 @@ export interface TrainResult {
   validationExamples: number;
   /** True when early stopping ended the run. */
   stoppedEarly: boolean;
-  /** Batches skipped for a NaN/Inf loss or gradient (with onNonFinite: 'skip'). */
-  skippedSteps: Array<{ epoch: number; batch: number; reason: string }>;
+  /** Batches skipped for a NaN/Inf loss or gradient (with onNonFinite: 'skip'), a resumed run's earlier ones included. */
+  skippedBatches: SkippedBatch[];
+  /**
+   * The same list as `skippedBatches` (it always counted batches, not optimizer steps).
+   * @deprecated Use `skippedBatches`; this alias goes in the next release.
+   */
+  skippedSteps: SkippedBatch[];
   /** The directory the best checkpoint was written to, when `outDir` was given. */
   outDir?: string;
   /** The best classifier, in memory, ready for `predict()`. */
@@ -81,93 +109,6 @@ export interface TrainResult {
 function packageVersion(): string {
   const require = createRequire(import.meta.url);
   return (require('../package.json') as { version: string }).version;
-}
-
-function checkInteger(name: string, value: number, min: number): void {
-  if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${value}`);
-}
-
-function checkRange(name: string, value: number, min: number, maxExclusive: number): void {
-  if (!(typeof value === 'number' && value >= min && value < maxExclusive)) {
-    throw new InputError(`${name} must be in [${min}, ${maxExclusive}); got ${value}`);
-  }
-}
-
-function checkNonNegative(name: string, value: number): void {
-  if (!(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
-    throw new InputError(`${name} must be a finite number ≥ 0; got ${value}`);
-  }
-}
-
-function oneOf<T extends string>(name: string, value: T, allowed: readonly T[]): void {
-  if (!allowed.includes(value)) throw new InputError(`${name} must be one of ${allowed.join(', ')}; got '${value}'`);
-}
-
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions {
-  if (!options || typeof options !== 'object') throw new InputError('train() takes an options object');
-  const resolved = { ...DEFAULTS, ...stripUndefined(options) } as ResolvedTrainOptions;
-  resolved.lora = { ...LORA_DEFAULTS, ...stripUndefined(options.lora ?? {}) };
-  if (!resolved.data) throw new InputError('train(): `data` is required (a CSV path, { csv }, or { texts, labels })');
-  if (typeof resolved.encoder !== 'string') throw new InputError('train(): `encoder` (a TorchScript file) is required');
-  if (typeof resolved.tokenizer !== 'string') throw new InputError('train(): `tokenizer` (a tokenizer.json) is required');
-  oneOf('technique', resolved.technique, ['frozen', 'full', 'lora']);
-  oneOf('pooling', resolved.pooling, ['cls', 'mean']);
-  oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
-  oneOf('schedule', resolved.schedule, ['constant', 'linear']);
-  oneOf('padding', resolved.padding, ['longest', 'max']);
-  oneOf('bestMetric', resolved.bestMetric, ['loss', 'accuracy', 'macroF1']);
-  oneOf('onNonFinite', resolved.onNonFinite, ['stop', 'skip']);
-  oneOf('precision', resolved.precision, ['fp32', 'bf16', 'fp16']);
-  checkInteger('maxLength', resolved.maxLength, 2);
-  checkInteger('batchSize', resolved.batchSize, 1);
-  checkInteger('epochs', resolved.epochs, 1);
-  checkInteger('headHidden', resolved.headHidden, 1);
-  checkInteger('gradientAccumulationSteps', resolved.gradientAccumulationSteps, 1);
-  checkInteger('earlyStoppingPatience', resolved.earlyStoppingPatience, 0);
-  checkInteger('seed', resolved.seed, 0);
-  checkNonNegative('learningRate', resolved.learningRate);
-  if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
-  checkNonNegative('weightDecay', resolved.weightDecay);
-  checkNonNegative('maxGradNorm', resolved.maxGradNorm);
-  checkRange('dropout', resolved.dropout, 0, 1);
-  checkRange('labelSmoothing', resolved.labelSmoothing, 0, 1);
-  checkRange('warmupRatio', resolved.warmupRatio, 0, 1);
-  if (resolved.evaluateEvery !== 'epoch') checkInteger('evaluateEvery', resolved.evaluateEvery, 1);
-  checkInteger('lora.rank', resolved.lora.rank, 1);
-  // alpha scales the adapters' update: at 0 LoRA would train adapters that change nothing.
-  if (!(typeof resolved.lora.alpha === 'number' && Number.isFinite(resolved.lora.alpha) && resolved.lora.alpha > 0)) {
-    throw new InputError(`lora.alpha must be a finite number > 0; got ${resolved.lora.alpha}`);
-  }
-  checkRange('lora.dropout', resolved.lora.dropout, 0, 1);
-  if (!Array.isArray(resolved.freeze) || resolved.freeze.some((p) => typeof p !== 'string' || p.length === 0)) {
-    throw new InputError('freeze must be a list of non-empty parameter name prefixes');
-  }
-  if (!Array.isArray(resolved.lora.targets) || resolved.lora.targets.length === 0) {
-    throw new InputError('lora.targets must name at least one module path suffix');
-  }
-  if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
-  return resolved;
-}
-
-/** Class weights for the loss: given, or `balanced` as scikit-learn computes them. */
-function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array, numClasses: number): LossOptions {
-  const loss: LossOptions = {};
-  if (opts.labelSmoothing > 0) loss.labelSmoothing = opts.labelSmoothing;
-  if (opts.classWeights === 'balanced') {
-    const counts = new Float64Array(numClasses);
-    for (const c of trainLabels) counts[c]!++;
-    loss.classWeights = Float32Array.from(counts, (n) => (n > 0 ? trainLabels.length / (numClasses * n) : 0));
-  } else if (opts.classWeights !== undefined) {
-    if (!Array.isArray(opts.classWeights) || opts.classWeights.length !== numClasses || opts.classWeights.some((w) => !(w >= 0))) {
-      throw new InputError(`classWeights must be 'balanced' or ${numClasses} non-negative numbers (one per class)`);
-    }
-    loss.classWeights = Float32Array.from(opts.classWeights);
-  }
-  return loss;
 }
 
 /**
@@ -186,40 +127,6 @@ function adapterArchives(binding: NativeBinding, adapters: NativeLoraAdapters, m
   ];
 }
 
-/** Validation loss and metrics, from cached features (frozen) or from tokens. */
-async function validate(
-  binding: NativeBinding,
-  model: NativeScriptModule,
-  data: { encoded: EncodedTexts; labels: Int32Array; cache: FeatureCache | null },
-  batchSize: number,
-  padTo: number | undefined,
-  loss: EvalStepOptions,
-  labels: string[],
-  signal?: AbortSignal,
-): Promise<{ loss: number; metrics: ClassificationMetrics }> {
-  if (!data.cache) {
-    const result = await runEvaluation(model, data.encoded, data.labels, batchSize, signal, loss, padTo);
-    return { loss: result.loss!, metrics: classificationMetrics(result.predictions, data.labels, labels) };
-  }
-  const predictions = new Int32Array(data.encoded.count);
-  let lossSum = 0;
-  for (let start = 0; start < data.encoded.count; start += batchSize) {
-    signal?.throwIfAborted();
-    const end = Math.min(start + batchSize, data.encoded.count);
-    const examples = Int32Array.from({ length: end - start }, (_, i) => start + i);
-    const result = await binding.headEvalStep(
-      model,
-      data.cache.features,
-      featureRows(data.cache, examples),
-      data.labels.subarray(start, end),
-      loss,
-    );
-    predictions.set(result.predictions, start);
-    lossSum += result.loss! * (end - start);
-  }
-  return { loss: lossSum / data.encoded.count, metrics: classificationMetrics(predictions, data.labels, labels) };
-}
-
 /**
  * Runs of train() in one process go one at a time. libtorch's random generator is process-wide
  * (TorchScript's dropout draws from it), so two runs interleaving their steps would each see
@@ -235,55 +142,81 @@ export function train(options: TrainOptions): Promise<TrainResult> {
   return run;
 }
 
-async function trainNow(options: TrainOptions): Promise<TrainResult> {
-  const opts = resolveTrainOptions(options);
-  const binding = loadBinding();
-  const { signal } = opts;
-  signal?.throwIfAborted();
-  if (opts.threads !== undefined) {
-    checkInteger('threads', opts.threads, 1);
-    binding.setNumThreads(opts.threads);
-  }
+/** Stage 1's data, read and labelled but not yet tokenized. */
+interface RawData {
+  saved: (SavedState & { directory: string }) | null;
+  tokenizer: TextTokenizer;
+  trainTexts: readonly string[];
+  validationTexts: readonly string[] | null;
+  labels: string[];
+  /** Class id of every row of the training source. */
+  allIds: Int32Array;
+  trainIndices: Int32Array;
+  /** Rows of the training source held out for validation (no separate validation data). */
+  validationIndices: Int32Array | null;
+  validationIds: Int32Array | null;
+  hasValidationData: boolean;
+}
 
-  // Everything that can be wrong with the inputs is checked before the output directory is
-  // touched, so a failed run never destroys an earlier checkpoint.
+/**
+ * Stage 1: everything that can be wrong with the inputs is checked before the output directory
+ * is touched, so a failed run never destroys an earlier checkpoint.
+ */
+async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding): Promise<RawData> {
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
   const tokenizer = await TextTokenizer.load(opts.tokenizer);
   const trainRaw = await loadExamples(opts.data);
   const validationRaw = opts.validationData ? await loadExamples(opts.validationData) : null;
   const labels = opts.labels ?? inferLabelNames([...trainRaw.labels!, ...(validationRaw?.labels ?? [])], trainRaw.origin);
   const allIds = labelIds(trainRaw.labels!, labels, trainRaw.origin);
-  let trainIndices: Int32Array;
-  let validationIndices: Int32Array | null = null;
-  if (validationRaw) {
-    trainIndices = Int32Array.from(allIds.keys());
-  } else {
-    const split = stratifiedSplit(allIds, opts.validationSplit, opts.seed, binding.randperm);
-    trainIndices = split.train;
-    validationIndices = split.validation;
-  }
-  // The encoder is loaded and checked against the tokenizer and max length before any text is
-  // tokenized (model-checks.ts): a mismatch fails at once, naming both files and both numbers.
-  // Until buildClassifier takes it over below, an error leaves it to the garbage collector.
-  const device = resolveDevice(opts.device);
-  const encoder = await loadCheckedEncoder(opts.encoder, device, { tokenizer, maxLength: opts.maxLength });
-  const encodedAll = await tokenizer.encodeBatchAsync(trainRaw.texts, opts.maxLength, { signal });
-  const trainSet = gatherRows(encodedAll, trainIndices, opts.maxLength);
-  const trainLabels = Int32Array.from(trainIndices, (i) => allIds[i]!);
-  const validationSet = validationRaw
-    ? await tokenizer.encodeBatchAsync(validationRaw.texts, opts.maxLength, { signal })
-    : gatherRows(encodedAll, validationIndices!, opts.maxLength);
-  const validationLabels = validationRaw
-    ? labelIds(validationRaw.labels!, labels, validationRaw.origin)
-    : Int32Array.from(validationIndices!, (i) => allIds[i]!);
-  const loss = lossOptions(opts, trainLabels, labels.length);
-  const padTo = opts.padding === 'max' ? opts.maxLength : undefined;
+  const split = validationRaw
+    ? { train: Int32Array.from(allIds.keys()), validation: null }
+    : stratifiedSplit(allIds, opts.validationSplit, opts.seed, binding.randperm);
+  return {
+    saved,
+    tokenizer,
+    trainTexts: trainRaw.texts,
+    validationTexts: validationRaw?.texts ?? null,
+    labels,
+    allIds,
+    trainIndices: split.train,
+    validationIndices: split.validation,
+    validationIds: validationRaw ? labelIds(validationRaw.labels!, labels, validationRaw.origin) : null,
+    hasValidationData: validationRaw !== null,
+  };
+}
 
-  const fingerprint = {
+/** Stage 2: every text tokenized once; the training and validation sets. */
+async function tokenizeData(opts: ResolvedTrainOptions, raw: RawData): Promise<{ train: LabelledSet; validation: LabelledSet }> {
+  const { tokenizer } = raw;
+  const { signal } = opts;
+  const encodedAll = await tokenizer.encodeBatchAsync(raw.trainTexts, opts.maxLength, { signal });
+  const train = {
+    encoded: gatherRows(encodedAll, raw.trainIndices, opts.maxLength),
+    labels: Int32Array.from(raw.trainIndices, (i) => raw.allIds[i]!),
+    cache: null,
+  };
+  const validation = raw.validationTexts
+    ? {
+        encoded: await tokenizer.encodeBatchAsync(raw.validationTexts, opts.maxLength, { signal }),
+        labels: raw.validationIds!,
+        cache: null,
+      }
+    : {
+        encoded: gatherRows(encodedAll, raw.validationIndices!, opts.maxLength),
+        labels: Int32Array.from(raw.validationIndices!, (i) => raw.allIds[i]!),
+        cache: null,
+      };
+  return { train, validation };
+}
+
+/** The settings a resumed run must share with the run that saved the state. */
+function runFingerprint(opts: ResolvedTrainOptions, labels: string[], trainExamples: number, validationExamples: number) {
+  return {
     technique: opts.technique,
     labels,
-    trainExamples: trainSet.count,
-    validationExamples: validationSet.count,
+    trainExamples,
+    validationExamples,
     maxLength: opts.maxLength,
     batchSize: opts.batchSize,
     epochs: opts.epochs,
@@ -293,8 +226,9 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     // Only when set, so that training states written before the option existed still match.
     ...(opts.freeze.length > 0 ? { freeze: opts.freeze } : {}),
   };
-  if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
+}
 
+function checkPrecision(opts: ResolvedTrainOptions, device: string): void {
   if (opts.precision === 'fp16' && !device.startsWith('cuda')) {
     throw new InputError(`precision 'fp16' needs a CUDA device, but the device is ${device}: use 'bf16' or 'fp32' on the CPU`);
   }
@@ -305,9 +239,17 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       { code: 'TORCH_BERT_BF16_EMULATED' },
     );
   }
-  // Validation runs in the training precision too.
-  const evalOptions: EvalStepOptions = { ...loss, precision: opts.precision };
-  const notes: string[] = [];
+}
+
+/** Stage 3: encoder + head. Until it returns, an error disposes of the encoder here. */
+function buildModel(
+  binding: NativeBinding,
+  encoder: NativeScriptModule,
+  opts: ResolvedTrainOptions,
+  numClasses: number,
+  device: string,
+  notes: string[],
+): BuiltClassifier {
   const fileDtype = encoder.namedParameters().find(([, t]) => ['float16', 'bfloat16', 'float64'].includes(t.dtype))?.[1].dtype;
   if (fileDtype) {
     // Master weights are float32; reduced precision comes from autocast (the precision option).
@@ -316,10 +258,9 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       `the encoder file holds ${fileDtype} weights; they train in float32 (precision '${opts.precision}' decides the forward's precision)`,
     );
   }
-  let built: BuiltClassifier;
   try {
-    built = binding.buildClassifier(encoder, {
-      numClasses: labels.length,
+    return binding.buildClassifier(encoder, {
+      numClasses,
       headHidden: opts.headHidden,
       dropout: opts.dropout,
       pooling: opts.pooling,
@@ -329,6 +270,112 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     encoder.dispose();
     throw new ModelError(`encoder ${opts.encoder} cannot be used: ${messageOf(err)}`, { file: opts.encoder, cause: err });
   }
+}
+
+/** What trains, inside the cleanup scope: a LoRA target that matches nothing fails here. */
+function setUpTechnique(binding: NativeBinding, model: NativeScriptModule, opts: ResolvedTrainOptions, built: BuiltClassifier) {
+  try {
+    return setUpTrainable(binding, model, opts, built.unusedParameters);
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw new InputError(`cannot set up technique '${opts.technique}': ${messageOf(err)}`, { cause: err });
+  }
+}
+
+/** Frozen: every text encoded once; the head's epochs run on the features. */
+async function encodeFeatures(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  opts: ResolvedTrainOptions,
+  data: { train: LabelledSet; validation: LabelledSet },
+  disposables: Array<{ dispose(): void }>,
+): Promise<{ train: FeatureCache; validation: FeatureCache }> {
+  const disk = opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, encoderFile: opts.encoder, pooling: opts.pooling } : undefined;
+  const options = { tokensPerBatch: TOKENS_PER_FORWARD, disk, onProgress: opts.onProgress, signal: opts.signal };
+  const train = await encodeOnce(binding, model, data.train.encoded, { ...options, split: 'train' });
+  disposables.push(train.features);
+  const validation = await encodeOnce(binding, model, data.validation.encoded, { ...options, split: 'validation' });
+  disposables.push(validation.features);
+  return { train, validation };
+}
+
+function classifierConfig(
+  binding: NativeBinding,
+  opts: ResolvedTrainOptions,
+  labels: string[],
+  built: BuiltClassifier,
+  device: string,
+  classWeights: Float32Array | undefined,
+  hasValidationData: boolean,
+): ClassifierConfig {
+  return {
+    format: 'torch-bert-classifier',
+    formatVersion: 1,
+    labels,
+    ...csvColumns(opts.data),
+    maxLength: opts.maxLength,
+    pooling: opts.pooling,
+    headHidden: opts.headHidden,
+    dropout: opts.dropout,
+    encoder: { ...built.encoder, file: opts.encoder },
+    output: 'log_probabilities',
+    libtorchVersion: binding.versions().libtorch,
+    torchBertVersion: packageVersion(),
+    hyperparameters: {
+      technique: opts.technique,
+      lora: opts.technique === 'lora' ? opts.lora : undefined,
+      epochs: opts.epochs,
+      batchSize: opts.batchSize,
+      learningRate: opts.learningRate,
+      encoderLearningRate: opts.technique === 'full' ? (opts.encoderLearningRate ?? opts.learningRate) : undefined,
+      weightDecay: opts.weightDecay,
+      betas: opts.betas,
+      eps: opts.eps,
+      schedule: opts.schedule,
+      warmupRatio: opts.warmupRatio,
+      gradientAccumulationSteps: opts.gradientAccumulationSteps,
+      maxGradNorm: opts.maxGradNorm,
+      classWeights: classWeights ? Array.from(classWeights) : undefined,
+      labelSmoothing: opts.labelSmoothing,
+      validationSplit: hasValidationData ? null : opts.validationSplit,
+      bestMetric: opts.bestMetric,
+      seed: opts.seed,
+      device,
+      precision: opts.precision,
+    },
+    metrics: {},
+    createdAt: new Date().toISOString(),
+  };
+}
+
+async function trainNow(options: TrainOptions): Promise<TrainResult> {
+  // 1. Load and check.
+  const opts = resolveTrainOptions(options);
+  const binding = loadBinding();
+  const { signal } = opts;
+  signal?.throwIfAborted();
+  if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
+  const raw = await readInputs(opts, binding);
+  const { saved, tokenizer, labels } = raw;
+  // The encoder is loaded and checked against the tokenizer and max length before any text is
+  // tokenized (model-checks.ts): a mismatch fails at once, naming both files and both numbers.
+  // Until buildModel takes it over below, an error leaves it to the garbage collector.
+  const device = resolveDevice(opts.device);
+  const encoder = await loadCheckedEncoder(opts.encoder, device, { tokenizer, maxLength: opts.maxLength });
+
+  // 2. Prepare data.
+  const data = await tokenizeData(opts, raw);
+  const loss = lossOptions(opts, data.train.labels, labels.length);
+  const padTo = opts.padding === 'max' ? opts.maxLength : undefined;
+  const fingerprint = runFingerprint(opts, labels, data.train.encoded.count, data.validation.encoded.count);
+  if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
+  checkPrecision(opts, device);
+  // Validation runs in the training precision too.
+  const evalOptions: EvalStepOptions = { ...loss, precision: opts.precision };
+
+  // 3. Build the classifier.
+  const notes: string[] = [];
+  const built = buildModel(binding, encoder, opts, labels.length, device, notes);
   const model = built.module;
   const outDir = opts.outDir;
   // Without outDir the best weights still go to a file, the one way to snapshot a module
@@ -336,359 +383,68 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   const bestDir = outDir ?? (await mkdtemp(join(tmpdir(), 'torch-bert-best-')));
   // Disposed in reverse order of creation when the run ends, however it ends.
   const disposables: Array<{ dispose(): void }> = [model];
-  let caches: { train: FeatureCache; validation: FeatureCache } | null = null;
-
   // TF32 tensor cores for float32 matmuls on CUDA (Ampere and newer) during the run.
   const tf32Before = device.startsWith('cuda') ? binding.allowTF32() : null;
   try {
-    // Inside the cleanup scope: a LoRA target that matches nothing fails here, and the model and
-    // the temporary best-weights folder must still be released.
-    let setup: TrainableSet;
-    try {
-      setup = setUpTrainable(binding, model, opts, built.unusedParameters);
-    } catch (err) {
-      if (err instanceof InputError) throw err;
-      throw new InputError(`cannot set up technique '${opts.technique}': ${messageOf(err)}`, { cause: err });
-    }
+    // Inside the cleanup scope: the model and the temporary best-weights folder are released
+    // whatever fails from here on.
+    const setup = setUpTechnique(binding, model, opts, built);
     if (setup.adapters) disposables.push(setup.adapters);
     if (setup.flagOverride) notes.push(setup.flagOverride);
     const optimizer = new binding.AdamW(setup.groups);
     disposables.push(optimizer);
-    const baseRates = setup.groups.map((g) => g.lr);
     if (tf32Before !== null) binding.setAllowTF32(true);
     if (outDir) await ensureWritableDir(outDir);
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
-
-    // Frozen: encode every text once; the head's epochs run on the features.
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
-      const disk =
-        opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, encoderFile: opts.encoder, pooling: opts.pooling } : undefined;
-      const tokensPerBatch = TOKENS_PER_FORWARD;
-      const train = await encodeOnce(binding, model, trainSet, {
-        tokensPerBatch,
-        split: 'train',
-        disk,
-        onProgress: opts.onProgress,
-        signal,
-      });
-      disposables.push(train.features);
-      const validation = await encodeOnce(binding, model, validationSet, {
-        tokensPerBatch,
-        split: 'validation',
-        disk,
-        onProgress: opts.onProgress,
-        signal,
-      });
-      disposables.push(validation.features);
-      caches = { train, validation };
+      const caches = await encodeFeatures(binding, model, opts, data, disposables);
+      data.train.cache = caches.train;
+      data.validation.cache = caches.validation;
     }
+    const config = classifierConfig(binding, opts, labels, built, device, loss.classWeights, raw.hasValidationData);
 
-    const config: ClassifierConfig = {
-      format: 'torch-bert-classifier',
-      formatVersion: 1,
-      labels,
-      ...csvColumns(opts.data),
-      maxLength: opts.maxLength,
-      pooling: opts.pooling,
-      headHidden: opts.headHidden,
-      dropout: opts.dropout,
-      encoder: { ...built.encoder, file: opts.encoder },
-      output: 'log_probabilities',
-      libtorchVersion: binding.versions().libtorch,
-      torchBertVersion: packageVersion(),
-      hyperparameters: {
-        technique: opts.technique,
-        lora: opts.technique === 'lora' ? opts.lora : undefined,
-        epochs: opts.epochs,
-        batchSize: opts.batchSize,
-        learningRate: opts.learningRate,
-        encoderLearningRate: opts.technique === 'full' ? (opts.encoderLearningRate ?? opts.learningRate) : undefined,
-        weightDecay: opts.weightDecay,
-        betas: opts.betas,
-        eps: opts.eps,
-        schedule: opts.schedule,
-        warmupRatio: opts.warmupRatio,
-        gradientAccumulationSteps: opts.gradientAccumulationSteps,
-        maxGradNorm: opts.maxGradNorm,
-        classWeights: loss.classWeights ? Array.from(loss.classWeights) : undefined,
-        labelSmoothing: opts.labelSmoothing,
-        validationSplit: validationRaw ? null : opts.validationSplit,
-        bestMetric: opts.bestMetric,
-        seed: opts.seed,
-        device,
-        precision: opts.precision,
-      },
-      metrics: {},
-      createdAt: new Date().toISOString(),
-    };
-
-    const batchesPerEpoch = Math.ceil(trainSet.count / opts.batchSize);
-    const stepsPerEpoch = Math.ceil(batchesPerEpoch / opts.gradientAccumulationSteps);
-    const totalSteps = stepsPerEpoch * opts.epochs;
-    const warmupSteps = Math.ceil(totalSteps * opts.warmupRatio);
-    const position: RunPosition = saved?.position ?? {
-      epoch: 1,
-      batch: 0,
-      optimizerSteps: 0,
-      history: [],
-      evaluations: [],
-      bestValue: null,
-      evaluationsWithoutImprovement: 0,
-      epochLossSum: 0,
-      epochCorrect: 0,
-      epochSeen: 0,
-    };
-    let bestMetrics: ClassificationMetrics | undefined;
-    // The guard against silent no-op training: the first step that updates the weights (not an
-    // accumulate-only, skipped or overflowed one) lists trainable parameters without a gradient.
-    let gradientsChecked = false;
-    const skippedSteps: TrainResult['skippedSteps'] = [];
-    let stoppedEarly = false;
-    const better = (value: number) =>
-      position.bestValue === null || (opts.bestMetric === 'loss' ? value < position.bestValue : value > position.bestValue);
-
-    const evaluate = async (epoch: number): Promise<Evaluation> => {
-      const result = await validate(
-        binding,
-        model,
-        { encoded: validationSet, labels: validationLabels, cache: caches?.validation ?? null },
-        opts.batchSize,
-        padTo,
-        evalOptions,
-        labels,
-        signal,
-      );
-      const value =
-        opts.bestMetric === 'loss' ? result.loss : opts.bestMetric === 'accuracy' ? result.metrics.accuracy : result.metrics.macroF1;
-      const evaluation: Evaluation = {
-        epoch,
-        step: position.optimizerSteps,
-        validationLoss: result.loss,
-        validationAccuracy: result.metrics.accuracy,
-        validationMacroF1: result.metrics.macroF1,
-        isBest: better(value),
-      };
-      position.evaluations.push(evaluation);
-      if (evaluation.isBest) {
-        position.bestValue = value;
-        position.evaluationsWithoutImprovement = 0;
-        bestMetrics = result.metrics;
+    // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
+    const position = saved?.position ?? startPosition();
+    position.skippedBatches ??= [];
+    const keeper = new RunKeeper<ClassificationMetrics>(position, opts, {
+      validate: () =>
+        validateClassifier(binding, model, data.validation, { batchSize: opts.batchSize, padTo, loss: evalOptions, labels, signal }),
+      checkpoint: (evaluation) => {
         config.metrics = {
-          epoch,
-          step: position.optimizerSteps,
-          validationLoss: result.loss,
-          validationAccuracy: result.metrics.accuracy,
-          validationMacroF1: result.metrics.macroF1,
+          epoch: evaluation.epoch,
+          step: evaluation.step,
+          validationLoss: evaluation.validationLoss,
+          validationAccuracy: evaluation.validationAccuracy,
+          validationMacroF1: evaluation.validationMacroF1,
         };
-        await writeCheckpoint(bestDir, model, {
+        return writeCheckpoint(bestDir, model, {
           config,
           tokenizerJson: tokenizer.json,
           history: position.history,
           archives: setup.adapters ? adapterArchives(binding, setup.adapters, model) : [],
         });
-      } else {
-        position.evaluationsWithoutImprovement++;
-      }
-      opts.onProgress?.({ type: 'evaluation', ...evaluation });
-      return evaluation;
-    };
+      },
+      saveState: async (at) => {
+        if (outDir) await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });
+      },
+      onProgress: opts.onProgress,
+    });
+    const task = classificationTask(binding, model, optimizer, data.train, {
+      loss,
+      precision: opts.precision,
+      maxGradNorm: opts.maxGradNorm,
+      skipNonFinite: opts.onNonFinite === 'skip',
+      padTo,
+    });
+    await runTrainingLoop(task, trainee(model, optimizer, setup), keeper, {
+      ...opts,
+      trainRows: data.train.encoded.count,
+      groupLengths: opts.groupByLength ? data.train.encoded.lengths : undefined,
+      randperm: binding.randperm,
+    });
 
-    const saveState = async (at: RunPosition) => {
-      if (!outDir) return;
-      await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });
-    };
-
-    for (; position.epoch <= opts.epochs; position.epoch++) {
-      const epoch = position.epoch;
-      const epochStart = performance.now();
-      model.train(true);
-      // Same permutation as Python's torch.randperm(n, generator=Generator().manual_seed(seed + epoch)).
-      const batches = epochBatches(
-        binding.randperm(trainSet.count, opts.seed + epoch),
-        opts.batchSize,
-        opts.groupByLength ? trainSet.lengths : undefined,
-      );
-      let lastEvaluation: Evaluation | undefined;
-      const startedAtBatch = position.batch;
-      for (; position.batch < batches.length; position.batch++) {
-        const b = position.batch;
-        if (signal?.aborted) {
-          await saveState(position);
-          throw new AbortError(
-            `training aborted at epoch ${epoch}, batch ${b + 1}/${batches.length}` +
-              (outDir ? `; resume with resumeFrom: '${outDir}' (CLI: --resume ${outDir})` : ''),
-            { cause: signal.reason },
-          );
-        }
-        const rows = batches[b]!;
-        const windowStart = b - (b % opts.gradientAccumulationSteps);
-        const windowSize = Math.min(opts.gradientAccumulationSteps, batches.length - windowStart);
-        const endsWindow = b === windowStart + windowSize - 1;
-        if (endsWindow) {
-          const factor = learningRateFactor(opts.schedule, position.optimizerSteps, totalSteps, warmupSteps);
-          baseRates.forEach((lr, g) => {
-            optimizer.setLr(g, lr * factor);
-          });
-        }
-        const stepOptions = {
-          ...loss,
-          precision: opts.precision,
-          maxGradNorm: opts.maxGradNorm,
-          accumulateOnly: !endsWindow,
-          lossScale: 1 / windowSize,
-          skipNonFinite: opts.onNonFinite === 'skip',
-          checkGradients: endsWindow && !gradientsChecked,
-        };
-        const batchLabels = Int32Array.from(rows, (i) => trainLabels[i]!);
-        const result = caches
-          ? await binding.headTrainStep(model, optimizer, caches.train.features, featureRows(caches.train, rows), batchLabels, stepOptions)
-          : await (() => {
-              const batch = gatherRows(trainSet, rows, padTo);
-              return binding.trainStep(
-                model,
-                optimizer,
-                {
-                  inputIds: batch.inputIds,
-                  attentionMask: batch.attentionMask,
-                  batchSize: batch.count,
-                  seqLen: batch.seqLen,
-                  labels: batchLabels,
-                },
-                stepOptions,
-              );
-            })();
-        if (stepOptions.checkGradients && !result.skipped && !result.overflow) {
-          const missing = missingGradientsError(result.missingGradients ?? [], setup);
-          if (missing) throw missing;
-          gradientsChecked = true;
-        }
-        if (result.skipped || !Number.isFinite(result.loss) || (result.gradNorm !== null && !Number.isFinite(result.gradNorm))) {
-          const what = Number.isFinite(result.loss) ? `gradient norm became ${result.gradNorm}` : `loss became ${result.loss}`;
-          const where = `at epoch ${epoch}, batch ${b + 1} (training rows ${Array.from(rows.subarray(0, 8)).join(', ')}${rows.length > 8 ? ', ...' : ''})`;
-          if (opts.onNonFinite === 'stop') {
-            throw new NumericalError(
-              `training ${what} ${where}; the best checkpoint so far is kept. Lower the learning rate, or set onNonFinite: 'skip'`,
-            );
-          }
-          // 'skip': the native step applied nothing; the batch counts for nothing.
-          skippedSteps.push({ epoch, batch: b + 1, reason: what });
-          if (endsWindow) position.optimizerSteps++;
-          continue;
-        }
-        position.epochLossSum += result.loss * rows.length;
-        position.epochCorrect += result.correct;
-        position.epochSeen += rows.length;
-        if (endsWindow) position.optimizerSteps++;
-        const elapsed = (performance.now() - epochStart) / 1000;
-        const done = b + 1 - startedAtBatch;
-        opts.onProgress?.({
-          type: 'step',
-          epoch,
-          step: b + 1,
-          stepsPerEpoch: batches.length,
-          loss: result.loss,
-          epochLoss: position.epochLossSum / position.epochSeen,
-          examplesPerSecond: position.epochSeen / elapsed,
-          etaSeconds: (elapsed / done) * (batches.length - b - 1),
-        });
-        const isLastBatch = b === batches.length - 1;
-        if (endsWindow && !isLastBatch && typeof opts.evaluateEvery === 'number' && position.optimizerSteps % opts.evaluateEvery === 0) {
-          lastEvaluation = await evaluate(epoch);
-          model.train(true);
-          if (opts.earlyStoppingPatience > 0 && position.evaluationsWithoutImprovement >= opts.earlyStoppingPatience) {
-            stoppedEarly = true;
-            break;
-          }
-        }
-      }
-      if (!stoppedEarly) lastEvaluation = await evaluate(epoch);
-      const metrics: EpochMetrics = {
-        epoch,
-        trainLoss: position.epochLossSum / Math.max(1, position.epochSeen),
-        trainAccuracy: position.epochCorrect / Math.max(1, position.epochSeen),
-        validationLoss: lastEvaluation!.validationLoss,
-        validationAccuracy: lastEvaluation!.validationAccuracy,
-        validationMacroF1: lastEvaluation!.validationMacroF1,
-        seconds: (performance.now() - epochStart) / 1000,
-        isBest: lastEvaluation!.isBest,
-      };
-      position.history.push(metrics);
-      position.batch = 0;
-      position.epochLossSum = 0;
-      position.epochCorrect = 0;
-      position.epochSeen = 0;
-      opts.onProgress?.({ type: 'epoch', epochs: opts.epochs, ...metrics });
-      if (!stoppedEarly && opts.earlyStoppingPatience > 0 && position.evaluationsWithoutImprovement >= opts.earlyStoppingPatience) {
-        stoppedEarly = true;
-      }
-      if (stoppedEarly) break;
-      if (epoch < opts.epochs) await saveState({ ...position, epoch: epoch + 1 });
-    }
-
-    const bestEvaluation = position.evaluations.filter((e) => e.isBest).at(-1)!;
-    const best = position.history.find((h) => h.epoch === bestEvaluation.epoch) ?? position.history.at(-1)!;
-    if (!bestMetrics) {
-      // A resumed run whose best came before the interruption: measure the kept weights again.
-      const kept = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
-      const again = await validate(
-        binding,
-        kept,
-        { encoded: validationSet, labels: validationLabels, cache: null },
-        opts.batchSize,
-        padTo,
-        evalOptions,
-        labels,
-        signal,
-      );
-      bestMetrics = again.metrics;
-      kept.dispose();
-    }
-    if (outDir) {
-      await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
-      if (opts.report) {
-        await writeFileAtomic(
-          join(outDir, 'report.html'),
-          renderReport({
-            title: `torch-bert — ${opts.technique} fine-tuning`,
-            history: position.history,
-            evaluations: position.evaluations.map((e) => ({ ...e })),
-            final: bestMetrics,
-            labels,
-            settings: {
-              encoder: opts.encoder,
-              tokenizer: opts.tokenizer,
-              ...config.hyperparameters,
-              trainableParameters: setup.trainableParameters,
-            },
-            createdAt: config.createdAt,
-          }),
-        );
-      }
-    }
-    const bestModule = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
-    bestModule.train(false);
-    if (!outDir) await rm(bestDir, { recursive: true, force: true });
-    return {
-      labels,
-      history: position.history,
-      evaluations: position.evaluations,
-      best,
-      metrics: bestMetrics,
-      encoder: built.encoder,
-      technique: opts.technique,
-      trainableParameters: setup.trainableParameters,
-      totalParameters: setup.totalParameters,
-      trainableEncoderFraction: setup.trainableEncoderFraction,
-      unusedParameters: setup.unusedParameters,
-      frozenParameters: setup.frozenByOption,
-      notes,
-      trainExamples: trainSet.count,
-      validationExamples: validationSet.count,
-      stoppedEarly,
-      skippedSteps,
-      outDir,
-      classifier: Classifier.fromModule(bestModule, tokenizer, config),
-    };
+    // 5. Finish.
+    return await finish({ binding, opts, device, bestDir, keeper, data, evalOptions, padTo, config, tokenizer, built, setup, notes });
   } catch (err) {
     if (!outDir) await rm(bestDir, { recursive: true, force: true });
     if (err instanceof Error && err.name === 'AbortError' && !(err instanceof AbortError)) {
@@ -699,4 +455,102 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     if (tf32Before !== null) binding.setAllowTF32(tf32Before);
     for (const d of disposables.reverse()) d.dispose();
   }
+}
+
+function trainee(model: NativeScriptModule, optimizer: NativeAdamW, setup: TrainableSet) {
+  return { model, optimizer, setup, baseRates: setup.groups.map((g) => g.lr) };
+}
+
+/** Stage 5: the history and report written, the kept weights loaded as the result's classifier. */
+async function finish(run: {
+  binding: NativeBinding;
+  opts: ResolvedTrainOptions;
+  device: string;
+  bestDir: string;
+  keeper: RunKeeper<ClassificationMetrics>;
+  data: { train: LabelledSet; validation: LabelledSet };
+  evalOptions: EvalStepOptions;
+  padTo: number | undefined;
+  config: ClassifierConfig;
+  tokenizer: TextTokenizer;
+  built: BuiltClassifier;
+  setup: TrainableSet;
+  notes: string[];
+}): Promise<TrainResult> {
+  const { binding, opts, device, bestDir, keeper, config, setup } = run;
+  const { position } = keeper;
+  const outDir = opts.outDir;
+  const bestEvaluation = keeper.bestEvaluation();
+  const best = position.history.find((h) => h.epoch === bestEvaluation.epoch) ?? position.history.at(-1)!;
+  let bestMetrics = keeper.bestMetrics;
+  if (!bestMetrics) {
+    // A resumed run whose best came before the interruption: measure the kept weights again.
+    const kept = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
+    const again = await validateClassifier(
+      binding,
+      kept,
+      { ...run.data.validation, cache: null },
+      { batchSize: opts.batchSize, padTo: run.padTo, loss: run.evalOptions, labels: config.labels, signal: opts.signal },
+    );
+    bestMetrics = again.metrics;
+    kept.dispose();
+  }
+  if (outDir) {
+    await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
+    if (opts.report) await writeReport(outDir, opts, position.evaluations, position.history, bestMetrics, config, setup);
+  }
+  const bestModule = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
+  bestModule.train(false);
+  if (!outDir) await rm(bestDir, { recursive: true, force: true });
+  const skippedBatches = position.skippedBatches ?? [];
+  return {
+    labels: config.labels,
+    history: position.history,
+    evaluations: position.evaluations,
+    best,
+    metrics: bestMetrics,
+    encoder: run.built.encoder,
+    technique: opts.technique,
+    trainableParameters: setup.trainableParameters,
+    totalParameters: setup.totalParameters,
+    trainableEncoderFraction: setup.trainableEncoderFraction,
+    unusedParameters: setup.unusedParameters,
+    frozenParameters: setup.frozenByOption,
+    notes: run.notes,
+    trainExamples: run.data.train.encoded.count,
+    validationExamples: run.data.validation.encoded.count,
+    stoppedEarly: keeper.stoppedEarly,
+    skippedBatches,
+    skippedSteps: skippedBatches,
+    outDir,
+    classifier: Classifier.fromModule(bestModule, run.tokenizer, config),
+  };
+}
+
+function writeReport(
+  outDir: string,
+  opts: ResolvedTrainOptions,
+  evaluations: Evaluation[],
+  history: EpochMetrics[],
+  final: ClassificationMetrics,
+  config: ClassifierConfig,
+  setup: TrainableSet,
+): Promise<void> {
+  return writeFileAtomic(
+    join(outDir, 'report.html'),
+    renderReport({
+      title: `torch-bert — ${opts.technique} fine-tuning`,
+      history,
+      evaluations: evaluations.map((e) => ({ ...e })),
+      final,
+      labels: config.labels,
+      settings: {
+        encoder: opts.encoder,
+        tokenizer: opts.tokenizer,
+        ...config.hyperparameters,
+        trainableParameters: setup.trainableParameters,
+      },
+      createdAt: config.createdAt,
+    }),
+  );
 }

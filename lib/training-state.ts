@@ -36,6 +36,19 @@ export interface RunPosition {
   epochLossSum: number;
   epochCorrect: number;
   epochSeen: number;
+  /**
+   * Batches skipped for a NaN/Inf loss or gradient so far, so that a resumed run reports them
+   * too. Absent in states written before it was recorded (read as none).
+   */
+  skippedBatches?: SkippedBatch[];
+}
+
+/** A training batch whose loss or gradient was not finite, skipped with `onNonFinite: 'skip'`. */
+export interface SkippedBatch {
+  epoch: number;
+  /** 1-based batch within the epoch. */
+  batch: number;
+  reason: string;
 }
 
 export interface SavedState {

@@ -4,17 +4,16 @@
  * says they hold (cache vs recompute, accumulation vs a big batch, resume vs uninterrupted,
  * same seed twice), and the schedule / weight-decay / metric bookkeeping.
  */
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { epochBatches, learningRateFactor, longestFirstBatches } from '../lib/batching.js';
+import { epochBatches, gatherRows, learningRateFactor, longestFirstBatches } from '../lib/batching.js';
 import type { NativeTensor } from '../lib/binding.js';
 import { loadExamples } from '../lib/data.js';
 import { Classifier, type TrainOptions, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { LORA_DEFAULTS } from '../lib/options.js';
-import { gatherRows } from '../lib/tokenizer.js';
 import { isDecayed } from '../lib/trainable.js';
 import { demoPretrain, demoReviews, demoTokenizer, makeEncoder } from './fixtures.js';
 
@@ -279,15 +278,16 @@ describe('control', () => {
   });
 
   /**
-   * Trains `opts` uninterrupted into `<name>-whole`, and into `<name>-interrupted` aborted at the
-   * step `abortAt` then resumed: history and final weights must be identical. Returns the
-   * interrupted run's directory.
+   * Trains `opts` uninterrupted into `<name>-whole`, and into `<name>-interrupted` aborted after
+   * the batch `abortAt` then resumed: history and final weights must be identical. `rewriteState`
+   * may change the saved training state before the resume. Returns the interrupted run's directory.
    */
   async function expectResumeMatchesWhole(
     opts: TrainOptions,
     name: string,
     abortAt: { epoch: number; step: number },
     aborted: RegExp,
+    rewriteState?: (stateFile: string) => void,
   ): Promise<string> {
     const whole = await train({ ...opts, outDir: join(work, `${name}-whole`) });
     const outDir = join(work, `${name}-interrupted`);
@@ -298,12 +298,15 @@ describe('control', () => {
         outDir,
         signal: controller.signal,
         onProgress: (e) => {
+          // The deprecated event name, which must keep working for one release.
           if (e.type === 'step' && e.epoch === abortAt.epoch && e.step === abortAt.step) controller.abort();
         },
       }),
     ).rejects.toThrow(aborted);
+    rewriteState?.(join(outDir, 'training-state', 'state.json'));
     const resumed = await train({ ...opts, resumeFrom: outDir });
     expect(resumed.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(whole.history.map((h) => [h.trainLoss, h.validationLoss]));
+    expect(resumed.evaluations).toEqual(whole.evaluations);
     const a = params(whole.classifier);
     const b = params(resumed.classifier);
     expect([...b.keys()]).toEqual([...a.keys()]);
@@ -347,6 +350,25 @@ describe('control', () => {
     await expectResumeMatchesWhole(opts, 'lora', { epoch: 1, step: 5 }, /aborted at epoch 1, batch 6\/8; resume with resumeFrom/);
   });
 
+  it('with gradient accumulation, stops at the next optimizer step and resumes to the same final weights', async () => {
+    // Batches of 16, two per optimizer step: an abort after batch 3 (the first of step 2's pair)
+    // takes effect before batch 5, where the saved state holds no half-accumulated gradient.
+    const opts = { ...base(), batchSize: 16, gradientAccumulationSteps: 2, technique: 'full' as const, epochs: 2, dropout: 0.2 };
+    await expectResumeMatchesWhole(opts, 'accumulated', { epoch: 1, step: 3 }, /aborted at epoch 1, batch 5\/16; resume with resumeFrom/);
+  });
+
+  it('resumes a training state written before the batch/step renames', async () => {
+    // States written before this release have no `skippedBatches` in their position (the one
+    // field the renames added); such a state resumes to the uninterrupted run's result.
+    const opts = { ...base(), technique: 'full' as const, epochs: 2, dropout: 0.2, evaluateEvery: 3 };
+    await expectResumeMatchesWhole(opts, 'old-state', { epoch: 1, step: 4 }, /aborted at epoch 1, batch 5\/8/, (file) => {
+      const state = JSON.parse(readFileSync(file, 'utf8'));
+      expect(state.position.skippedBatches).toEqual([]);
+      delete state.position.skippedBatches;
+      writeFileSync(file, JSON.stringify(state, null, 2) + '\n');
+    });
+  });
+
   it('refuses to resume a different run, naming what differs', async () => {
     await expect(
       train({ ...base(), epochs: 3, technique: 'full', resumeFrom: join(work, 'full-interrupted'), batchSize: 16 }),
@@ -379,8 +401,12 @@ describe('control', () => {
     kept.dispose();
 
     const skipped = await train({ ...exploding, onNonFinite: 'skip' });
+    expect(skipped.skippedBatches.length).toBeGreaterThan(0);
+    expect(skipped.skippedBatches[0]).toMatchObject({ epoch: 1, reason: expect.stringMatching(/became/) });
+    // The deprecated alias is the same list.
     expect(skipped.skippedSteps.length).toBeGreaterThan(0);
     expect(skipped.skippedSteps[0]).toMatchObject({ epoch: 1, reason: expect.stringMatching(/became/) });
+    expect(skipped.skippedSteps).toEqual(skipped.skippedBatches);
     for (const [, t] of skipped.classifier.module.namedParameters()) expect(values(t).every(Number.isFinite)).toBe(true);
     skipped.classifier.dispose();
   });

@@ -8,10 +8,11 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { gatherRows } from '../lib/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
 import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
-import { gatherRows, TextTokenizer } from '../lib/tokenizer.js';
+import { TextTokenizer } from '../lib/tokenizer.js';
 import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, repoRoot, runPython } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-train-'));
@@ -378,18 +379,22 @@ describe('bad input gets a clear error and loses nothing', () => {
   it('an abort keeps the best checkpoint written so far', async () => {
     const controller = new AbortController();
     let steps = 0;
+    const batches: number[] = [];
     const run = train({
       ...base(),
       epochs: 3,
       onProgress: (e) => {
         if (e.type === 'epoch' && e.epoch === 1) controller.abort();
+        // The deprecated 'step' event still comes, once per batch, after its 'batch' event.
         if (e.type === 'step') steps++;
+        if (e.type === 'batch') batches.push(e.batch);
       },
       signal: controller.signal,
     });
     await expect(run).rejects.toMatchObject({ name: 'AbortError' });
     const stepsPerEpoch = Math.ceil(trainExamples / SMALL.batchSize);
     expect(steps).toBe(stepsPerEpoch);
+    expect(batches).toEqual(Array.from({ length: stepsPerEpoch }, (_, i) => i + 1));
     // Epoch 1 was the best so far and was saved; it loads.
     const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
     expect(config.metrics.epoch).toBe(1);

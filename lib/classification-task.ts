@@ -1,0 +1,122 @@
+/**
+ * Sequence classification as a training task: its batch (tokens, or the frozen technique's
+ * cached features, with class ids), its loss (cross-entropy with class weights and label
+ * smoothing, computed in the native step) and its validation pass. The loop that drives it is
+ * training-loop.ts's, which any other task (MLM, prompt-based training) shares.
+ */
+import { consecutiveBatches, evaluateInBatches, gatherRows } from './batching.js';
+import type {
+  EvalStepOptions,
+  LossOptions,
+  NativeAdamW,
+  NativeBinding,
+  NativeScriptModule,
+  StepBatch,
+  TrainStepOptions,
+  TrainStepResult,
+} from './binding.js';
+import { runEvaluation } from './classifier.js';
+import { InputError } from './errors.js';
+import { type FeatureCache, featureRows } from './feature-cache.js';
+import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
+import type { ResolvedTrainOptions } from './options.js';
+import type { Validation } from './run-keeper.js';
+import type { EncodedTexts } from './tokenizer.js';
+import type { MicroBatchStep, Task } from './training-loop.js';
+
+/** Texts (tokens) with their class ids; `cache` holds their encoded features with the frozen technique. */
+export interface LabelledSet {
+  encoded: EncodedTexts;
+  labels: Int32Array;
+  cache: FeatureCache | null;
+}
+
+/** A classification batch: tokens, or rows of the cached features, with their class ids. */
+export type ClassificationBatch = { tokens: StepBatch } | { featureRows: Int32Array; labels: Int32Array };
+
+/** Class weights for the loss: given, or `balanced` as scikit-learn computes them. */
+export function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array, numClasses: number): LossOptions {
+  const loss: LossOptions = {};
+  if (opts.labelSmoothing > 0) loss.labelSmoothing = opts.labelSmoothing;
+  if (opts.classWeights === 'balanced') {
+    const counts = new Float64Array(numClasses);
+    for (const c of trainLabels) counts[c]!++;
+    loss.classWeights = Float32Array.from(counts, (n) => (n > 0 ? trainLabels.length / (numClasses * n) : 0));
+  } else if (opts.classWeights !== undefined) {
+    if (!Array.isArray(opts.classWeights) || opts.classWeights.length !== numClasses || opts.classWeights.some((w) => !(w >= 0))) {
+      throw new InputError(`classWeights must be 'balanced' or ${numClasses} non-negative numbers (one per class)`);
+    }
+    loss.classWeights = Float32Array.from(opts.classWeights);
+  }
+  return loss;
+}
+
+export function classificationTask(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  optimizer: NativeAdamW,
+  train: LabelledSet,
+  settings: {
+    loss: LossOptions;
+    precision: ResolvedTrainOptions['precision'];
+    maxGradNorm: number;
+    skipNonFinite: boolean;
+    /** Fixed padded width of token batches (`padding: 'max'`); undefined pads to each batch's longest. */
+    padTo: number | undefined;
+  },
+): Task<ClassificationBatch> {
+  const cache = train.cache;
+  return {
+    batch(rows) {
+      const labels = Int32Array.from(rows, (i) => train.labels[i]!);
+      if (cache) return { featureRows: featureRows(cache, rows), labels };
+      const batch = gatherRows(train.encoded, rows, settings.padTo);
+      return {
+        tokens: { inputIds: batch.inputIds, attentionMask: batch.attentionMask, batchSize: batch.count, seqLen: batch.seqLen, labels },
+      };
+    },
+    step(batch, step: MicroBatchStep): Promise<TrainStepResult> {
+      const options: TrainStepOptions = {
+        ...settings.loss,
+        precision: settings.precision,
+        maxGradNorm: settings.maxGradNorm,
+        accumulateOnly: !step.endsWindow,
+        // The native option is named `lossScale`; it is the accumulation weight (fp16's gradient
+        // scaler is the optimizer's own, `gradScaling`).
+        lossScale: step.accumulationWeight,
+        skipNonFinite: settings.skipNonFinite,
+        checkGradients: step.checkGradients,
+      };
+      if ('tokens' in batch) return binding.trainStep(model, optimizer, batch.tokens, options);
+      return binding.headTrainStep(model, optimizer, cache!.features, batch.featureRows, batch.labels, options);
+    },
+  };
+}
+
+/** Validation loss and metrics of `model`, from cached features (frozen) or from tokens. */
+export async function validateClassifier(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  data: LabelledSet,
+  settings: { batchSize: number; padTo: number | undefined; loss: EvalStepOptions; labels: string[]; signal?: AbortSignal },
+): Promise<Validation<ClassificationMetrics>> {
+  const { cache } = data;
+  const result = cache
+    ? await evaluateInBatches(
+        data.encoded.count,
+        consecutiveBatches(data.encoded.count, settings.batchSize),
+        (examples) =>
+          binding.headEvalStep(
+            model,
+            cache.features,
+            featureRows(cache, examples),
+            Int32Array.from(examples, (i) => data.labels[i]!),
+            settings.loss,
+          ),
+        true,
+        settings.signal,
+      )
+    : await runEvaluation(model, data.encoded, data.labels, settings.batchSize, settings.signal, settings.loss, settings.padTo);
+  const metrics = classificationMetrics(result.predictions, data.labels, settings.labels);
+  return { loss: result.loss!, accuracy: metrics.accuracy, macroF1: metrics.macroF1, metrics };
+}

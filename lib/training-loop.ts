@@ -1,0 +1,246 @@
+/**
+ * The training loop, the same for every task: a task (classification today) supplies the batch
+ * of some training rows and the native step on it; the loop decides which rows, in which order,
+ * how micro-batches add up to one optimizer step, and the learning rate of each step. What is
+ * kept and when the run stops is the RunKeeper's (run-keeper.ts).
+ *
+ * Words: a *batch* (micro-batch) is `batchSize` rows through forward and backward; an
+ * *optimizer step* is one update, after `gradientAccumulationSteps` batches (its *window*).
+ * Per optimizer step, as nanoGPT's train.py:
+ *   1. set the step's learning rate (the schedule);
+ *   2. micro-batch loop: forward + backward of each batch, its loss weighted by 1 / the window's
+ *      batches so the window's gradient is their mean;
+ *   3. on the window's last batch the native step also clips, steps AdamW and zeroes the
+ *      gradients (one native call, so the gradients never cross into JavaScript).
+ */
+import { epochBatches, learningRateFactor } from './batching.js';
+import type { NativeAdamW, NativeScriptModule, TrainStepResult } from './binding.js';
+import { AbortError, NumericalError } from './errors.js';
+import type { ResolvedTrainOptions } from './options.js';
+import type { RunKeeper } from './run-keeper.js';
+import { missingGradientsError, type TrainableSet } from './trainable.js';
+
+/** What the loop asks of one micro-batch's native step. */
+export interface MicroBatchStep {
+  /**
+   * Weight of this batch's loss in the window's gradient: 1 / the window's batches, so that N
+   * batches of B rows give the gradient of one batch of N·B. (Not fp16's gradient scaler scale,
+   * which the native step applies on its own, nor clipping's coefficient.)
+   */
+  accumulationWeight: number;
+  /** The window's last batch: after its backward the native step clips, steps the optimizer and zeroes the gradients. */
+  endsWindow: boolean;
+  /** List the trainable parameters left without a gradient, and apply nothing if there are any (the first applied update only). */
+  checkGradients: boolean;
+}
+
+/** What the loop reads of a micro-batch's native step (a TrainStepResult has these). */
+export type StepOutcome = Pick<TrainStepResult, 'loss' | 'correct' | 'gradNorm' | 'skipped' | 'overflow' | 'missingGradients'>;
+
+/** What a task supplies to the loop: its batch and its loss (inside the native step). */
+export interface Task<Batch> {
+  /** The batch of these training rows (indices into the training set), as `step` takes it. */
+  batch(rows: Int32Array): Batch;
+  /** Forward and backward of one batch, and on the window's last batch the update (see `MicroBatchStep`). */
+  step(batch: Batch, step: MicroBatchStep): Promise<StepOutcome>;
+}
+
+/** The model being trained and how it is updated. */
+export interface Trainee {
+  model: NativeScriptModule;
+  optimizer: NativeAdamW;
+  /** Each AdamW group's learning rate before the schedule's factor. */
+  baseRates: number[];
+  setup: TrainableSet;
+}
+
+export type LoopOptions = Pick<
+  ResolvedTrainOptions,
+  'epochs' | 'batchSize' | 'gradientAccumulationSteps' | 'seed' | 'schedule' | 'warmupRatio' | 'onNonFinite' | 'onProgress' | 'signal'
+> & {
+  /** Rows in the training set. */
+  trainRows: number;
+  /** Token lengths of the training rows, for length-grouped batches; undefined for random ones. */
+  groupLengths?: Int32Array;
+  /** Said in the abort message: where the state to resume from is. */
+  outDir?: string;
+  /** libtorch's randperm(n, seed). */
+  randperm: (n: number, seed: number) => Int32Array;
+};
+
+/** A window of batches [start, end) of one epoch: the batches of one optimizer step. */
+interface Window {
+  start: number;
+  end: number;
+}
+
+/** When the epoch started, and at which batch (a resumed epoch starts later), for rates and ETAs. */
+interface EpochClock {
+  startedAt: number;
+  firstBatch: number;
+}
+
+/**
+ * Train epoch by epoch from where `keeper.position` stands until the last epoch or early
+ * stopping. Throws an AbortError (after saving the state) on abort, a NumericalError on a
+ * non-finite loss or gradient with `onNonFinite: 'stop'`.
+ */
+export async function runTrainingLoop<Batch>(
+  task: Task<Batch>,
+  trainee: Trainee,
+  keeper: RunKeeper<unknown>,
+  options: LoopOptions,
+): Promise<void> {
+  const loop = new Loop(task, trainee, keeper, options);
+  for (const position = keeper.position; position.epoch <= options.epochs; position.epoch++) {
+    if (await loop.epoch(position.epoch)) break;
+  }
+}
+
+class Loop<Batch> {
+  private readonly totalSteps: number;
+  private readonly warmupSteps: number;
+  // The guard against silent no-op training: the first step that updates the weights (not an
+  // accumulate-only, skipped or overflowed one) lists trainable parameters without a gradient.
+  private gradientsChecked = false;
+
+  constructor(
+    private readonly task: Task<Batch>,
+    private readonly trainee: Trainee,
+    private readonly keeper: RunKeeper<unknown>,
+    private readonly options: LoopOptions,
+  ) {
+    const batchesPerEpoch = Math.ceil(options.trainRows / options.batchSize);
+    const stepsPerEpoch = Math.ceil(batchesPerEpoch / options.gradientAccumulationSteps);
+    this.totalSteps = stepsPerEpoch * options.epochs;
+    this.warmupSteps = Math.ceil(this.totalSteps * options.warmupRatio);
+  }
+
+  /** One epoch, from the position's batch on. True when the run ends here (early stopping). */
+  async epoch(epoch: number): Promise<boolean> {
+    const { position } = this.keeper;
+    const clock: EpochClock = { startedAt: performance.now(), firstBatch: position.batch };
+    this.trainee.model.train(true);
+    // Same permutation as Python's torch.randperm(n, generator=Generator().manual_seed(seed + epoch)).
+    const batches = epochBatches(
+      this.options.randperm(this.options.trainRows, this.options.seed + epoch),
+      this.options.batchSize,
+      this.options.groupLengths,
+    );
+    for (const window of this.windows(batches.length, position.batch)) {
+      // Only between optimizer steps: the gradients of a window's first batches are not part of
+      // the saved state, so a state saved mid-window could not resume exactly.
+      if (this.options.signal?.aborted) await this.abort(epoch, batches.length);
+      const lastBatchApplied = await this.optimizerStep(epoch, batches, window, clock);
+      // The epoch's last step is followed by the epoch's evaluation anyway. (A step whose last
+      // batch was skipped is not followed by one, as before the loop was restructured.)
+      if (lastBatchApplied && window.end < batches.length && this.keeper.evaluationDue()) {
+        const stop = await this.keeper.evaluateMidEpoch(epoch);
+        this.trainee.model.train(true); // validation left the model in eval mode
+        if (stop) break;
+      }
+    }
+    return this.keeper.endEpoch(epoch, clock.startedAt);
+  }
+
+  /**
+   * The windows of an epoch of `batches` batches, from the one holding batch `from` (a state
+   * saved mid-window by an older version resumes inside it, weighted as the whole window).
+   */
+  private windows(batches: number, from: number): Window[] {
+    const size = this.options.gradientAccumulationSteps;
+    const windows: Window[] = [];
+    for (let start = from - (from % size); start < batches; start += size) windows.push({ start, end: Math.min(start + size, batches) });
+    return windows;
+  }
+
+  /**
+   * One optimizer step: its learning rate, then the micro-batch loop over its window (the native
+   * step on the last batch clips, steps and zeroes the gradients). Returns whether the last
+   * batch was applied (not skipped as non-finite).
+   */
+  private async optimizerStep(epoch: number, batches: Int32Array[], window: Window, clock: EpochClock): Promise<boolean> {
+    const { position } = this.keeper;
+    const factor = learningRateFactor(this.options.schedule, position.optimizerSteps, this.totalSteps, this.warmupSteps);
+    this.trainee.baseRates.forEach((lr, group) => {
+      this.trainee.optimizer.setLr(group, lr * factor);
+    });
+    const accumulationWeight = 1 / (window.end - window.start);
+    let applied = false;
+    for (; position.batch < window.end; position.batch++) {
+      const endsWindow = position.batch === window.end - 1;
+      applied = await this.microBatch(epoch, batches, clock, {
+        accumulationWeight,
+        endsWindow,
+        checkGradients: endsWindow && !this.gradientsChecked,
+      });
+    }
+    // Counted whether or not its update was applied (skipped or overflowed): the schedule moves on.
+    position.optimizerSteps++;
+    return applied;
+  }
+
+  /** Forward and backward of the position's batch (and the update at the window's end). Returns whether it was applied. */
+  private async microBatch(epoch: number, batches: Int32Array[], clock: EpochClock, step: MicroBatchStep): Promise<boolean> {
+    const { position } = this.keeper;
+    const rows = batches[position.batch]!;
+    const result = await this.task.step(this.task.batch(rows), step);
+    if (step.checkGradients && !result.skipped && !result.overflow) {
+      const missing = missingGradientsError(result.missingGradients ?? [], this.trainee.setup);
+      if (missing) throw missing;
+      this.gradientsChecked = true;
+    }
+    if (result.skipped || !Number.isFinite(result.loss) || (result.gradNorm !== null && !Number.isFinite(result.gradNorm))) {
+      this.nonFinite(epoch, rows, result);
+      return false;
+    }
+    position.epochLossSum += result.loss * rows.length;
+    position.epochCorrect += result.correct;
+    position.epochSeen += rows.length;
+    this.reportBatch(epoch, batches.length, result.loss, clock);
+    return true;
+  }
+
+  /** A NaN/Inf loss or gradient: stop the run, or with `onNonFinite: 'skip'` record the batch (the native step applied nothing). */
+  private nonFinite(epoch: number, rows: Int32Array, result: StepOutcome): void {
+    const { position } = this.keeper;
+    const what = Number.isFinite(result.loss) ? `gradient norm became ${result.gradNorm}` : `loss became ${result.loss}`;
+    const where = `at epoch ${epoch}, batch ${position.batch + 1} (training rows ${Array.from(rows.subarray(0, 8)).join(', ')}${rows.length > 8 ? ', ...' : ''})`;
+    if (this.options.onNonFinite === 'stop') {
+      throw new NumericalError(
+        `training ${what} ${where}; the best checkpoint so far is kept. Lower the learning rate, or set onNonFinite: 'skip'`,
+      );
+    }
+    position.skippedBatches ??= [];
+    position.skippedBatches.push({ epoch, batch: position.batch + 1, reason: what });
+  }
+
+  private reportBatch(epoch: number, batchesPerEpoch: number, loss: number, clock: EpochClock): void {
+    const { onProgress } = this.options;
+    if (!onProgress) return;
+    const { position } = this.keeper;
+    const elapsed = (performance.now() - clock.startedAt) / 1000;
+    const done = position.batch + 1 - clock.firstBatch;
+    const progress = {
+      epoch,
+      loss,
+      epochLoss: position.epochLossSum / position.epochSeen,
+      examplesPerSecond: position.epochSeen / elapsed,
+      etaSeconds: (elapsed / done) * (batchesPerEpoch - position.batch - 1),
+    };
+    onProgress({ type: 'batch', batch: position.batch + 1, batchesPerEpoch, ...progress });
+    // The deprecated spelling, for one release (StepEvent).
+    onProgress({ type: 'step', step: position.batch + 1, stepsPerEpoch: batchesPerEpoch, ...progress });
+  }
+
+  /** Save the state where the run stands (the start of an optimizer step) and end the run. */
+  private async abort(epoch: number, batchesPerEpoch: number): Promise<never> {
+    await this.keeper.saveInterrupted();
+    const { outDir, signal } = this.options;
+    throw new AbortError(
+      `training aborted at epoch ${epoch}, batch ${this.keeper.position.batch + 1}/${batchesPerEpoch}` +
+        (outDir ? `; resume with resumeFrom: '${outDir}' (CLI: --resume ${outDir})` : ''),
+      { cause: signal?.reason },
+    );
+  }
+}
