@@ -344,7 +344,7 @@ describe('resuming a training state that trained other tensors', () => {
         outDir,
         signal: controller.signal,
         onProgress: (e) => {
-          if (e.type === 'step' && e.epoch === 1 && e.step === 3) controller.abort();
+          if (e.type === 'batch' && e.epoch === 1 && e.batch === 3) controller.abort();
         },
       }),
     ).rejects.toThrow(/aborted/);
