@@ -1,4 +1,4 @@
-#include "precision.h"
+#include "train/precision.h"
 
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
@@ -6,7 +6,7 @@
 
 #include <stdexcept>
 
-#include "errors.h"
+#include "addon/errors.h"
 
 // libtorch 2.4 made the autocast API device-generic (set_autocast_enabled(device_type, on), ...)
 // and deprecated the per-device functions 1.x has (set_enabled, set_cpu_enabled, ...).

@@ -12,7 +12,7 @@
 
 #include <atomic>
 
-#include "errors.h"
+#include "addon/errors.h"
 
 namespace torch_bert {
 

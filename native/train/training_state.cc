@@ -1,4 +1,4 @@
-#include "training_state.h"
+#include "train/training_state.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
@@ -8,9 +8,9 @@
 #include <mutex>
 #include <vector>
 
-#include "errors.h"
-#include "pickle_file.h"
-#include "tensor.h"
+#include "addon/errors.h"
+#include "tensor/pickle_file.h"
+#include "tensor/tensor.h"
 
 namespace torch_bert {
 

@@ -1,4 +1,4 @@
-#include "execution_graph.h"
+#include "graph/execution_graph.h"
 
 #include <ATen/Context.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -17,9 +17,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "errors.h"
-#include "lora.h"
-#include "script_module.h"
+#include "addon/errors.h"
+#include "module/lora.h"
+#include "module/script_module.h"
 
 namespace torch_bert {
 

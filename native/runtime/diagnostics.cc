@@ -1,4 +1,4 @@
-#include "diagnostics.h"
+#include "runtime/diagnostics.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
@@ -12,9 +12,9 @@
 #include <mutex>
 #include <string>
 
-#include "device_errors.h"
-#include "errors.h"
-#include "tensor.h"
+#include "addon/errors.h"
+#include "runtime/device_errors.h"
+#include "tensor/tensor.h"
 
 // Compile definitions from CMakeLists.txt; a build that bypasses it (scripts/gpu-check.sh's
 // direct compile) gets these defaults.

@@ -1,4 +1,4 @@
-#include "classifier.h"
+#include "module/classifier.h"
 
 #include <torch/script.h>
 #include <torch/torch.h>
@@ -7,9 +7,9 @@
 #include <optional>
 #include <sstream>
 
-#include "errors.h"
-#include "script_module.h"
-#include "tensor.h"
+#include "addon/errors.h"
+#include "module/script_module.h"
+#include "tensor/tensor.h"
 
 namespace torch_bert {
 

@@ -1,6 +1,6 @@
-#include "wrap_tag.h"
+#include "addon/wrap_tag.h"
 
-#include "errors.h"
+#include "addon/errors.h"
 
 namespace torch_bert {
 

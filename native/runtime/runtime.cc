@@ -1,4 +1,4 @@
-#include "runtime.h"
+#include "runtime/runtime.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -11,8 +11,8 @@
 #include <mutex>
 #include <optional>
 
-#include "errors.h"
-#include "tensor.h"
+#include "addon/errors.h"
+#include "tensor/tensor.h"
 
 namespace torch_bert {
 

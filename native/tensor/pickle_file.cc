@@ -1,4 +1,4 @@
-#include "pickle_file.h"
+#include "tensor/pickle_file.h"
 
 #include <caffe2/serialize/inline_container.h>
 #include <torch/serialize.h>

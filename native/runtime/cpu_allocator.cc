@@ -1,4 +1,4 @@
-#include "cpu_allocator.h"
+#include "runtime/cpu_allocator.h"
 
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "errors.h"
+#include "addon/errors.h"
 
 namespace torch_bert {
 

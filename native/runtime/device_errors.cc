@@ -1,12 +1,12 @@
-#include "device_errors.h"
+#include "runtime/device_errors.h"
 
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cctype>
 
-#include "errors.h"
-#include "worker.h"
+#include "addon/errors.h"
+#include "addon/worker.h"
 
 namespace torch_bert {
 

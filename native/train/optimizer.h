@@ -8,7 +8,7 @@
 #include <mutex>
 #include <string>
 
-#include "grad_scaler.h"
+#include "train/grad_scaler.h"
 
 namespace torch_bert {
 

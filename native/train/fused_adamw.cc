@@ -1,4 +1,4 @@
-#include "fused_adamw.h"
+#include "train/fused_adamw.h"
 
 #include <algorithm>
 #include <cmath>

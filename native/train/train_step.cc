@@ -1,4 +1,4 @@
-#include "train_step.h"
+#include "train/train_step.h"
 
 #include <c10/core/DeviceGuard.h>
 #include <torch/script.h>
@@ -9,15 +9,15 @@
 #include <optional>
 #include <sstream>
 
-#include "device_errors.h"
-#include "errors.h"
-#include "fused_adamw.h"
-#include "lora.h"
-#include "optimizer.h"
-#include "precision.h"
-#include "script_module.h"
-#include "tensor.h"
-#include "worker.h"
+#include "addon/errors.h"
+#include "addon/worker.h"
+#include "module/lora.h"
+#include "module/script_module.h"
+#include "runtime/device_errors.h"
+#include "tensor/tensor.h"
+#include "train/fused_adamw.h"
+#include "train/optimizer.h"
+#include "train/precision.h"
 
 namespace torch_bert {
 

@@ -1,9 +1,9 @@
-#include "values.h"
+#include "addon/values.h"
 
 #include <cmath>
 
-#include "errors.h"
-#include "tensor.h"
+#include "addon/errors.h"
+#include "tensor/tensor.h"
 
 namespace torch_bert {
 

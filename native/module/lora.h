@@ -26,7 +26,7 @@
 #include <utility>
 #include <vector>
 
-#include "script_module.h"
+#include "module/script_module.h"
 
 namespace torch_bert {
 

@@ -1,12 +1,12 @@
-#include "tensor.h"
+#include "tensor/tensor.h"
 
 #include <cstring>
 #include <optional>
 #include <sstream>
 
-#include "addon_data.h"
-#include "errors.h"
-#include "wrap_tag.h"
+#include "addon/addon_data.h"
+#include "addon/errors.h"
+#include "addon/wrap_tag.h"
 
 namespace torch_bert {
 

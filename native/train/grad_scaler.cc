@@ -1,9 +1,9 @@
-#include "grad_scaler.h"
+#include "train/grad_scaler.h"
 
 #include <cmath>
 #include <limits>
 
-#include "errors.h"
+#include "addon/errors.h"
 
 namespace torch_bert {
 

@@ -5,20 +5,20 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "addon_data.h"
-#include "classifier.h"
-#include "cpu_allocator.h"
-#include "diagnostics.h"
-#include "execution_graph.h"
-#include "lora.h"
-#include "optimizer.h"
-#include "precision.h"
-#include "runtime.h"
-#include "script_module.h"
-#include "tensor.h"
-#include "train_step.h"
-#include "training_state.h"
-#include "worker.h"
+#include "addon/addon_data.h"
+#include "addon/worker.h"
+#include "graph/execution_graph.h"
+#include "module/classifier.h"
+#include "module/lora.h"
+#include "module/script_module.h"
+#include "runtime/cpu_allocator.h"
+#include "runtime/diagnostics.h"
+#include "runtime/runtime.h"
+#include "tensor/tensor.h"
+#include "train/optimizer.h"
+#include "train/precision.h"
+#include "train/train_step.h"
+#include "train/training_state.h"
 
 namespace torch_bert {
 

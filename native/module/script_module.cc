@@ -1,17 +1,17 @@
-#include "script_module.h"
+#include "module/script_module.h"
 
 #include <filesystem>
 #include <optional>
 #include <sstream>
 
-#include "addon_data.h"
-#include "errors.h"
-#include "execution_graph.h"
-#include "lora.h"
-#include "tensor.h"
-#include "values.h"
-#include "worker.h"
-#include "wrap_tag.h"
+#include "addon/addon_data.h"
+#include "addon/errors.h"
+#include "addon/values.h"
+#include "addon/worker.h"
+#include "addon/wrap_tag.h"
+#include "graph/execution_graph.h"
+#include "module/lora.h"
+#include "tensor/tensor.h"
 
 namespace torch_bert {
 

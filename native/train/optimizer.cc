@@ -1,12 +1,12 @@
-#include "optimizer.h"
+#include "train/optimizer.h"
 
 #include <filesystem>
 #include <unordered_set>
 
-#include "errors.h"
-#include "fused_adamw.h"
-#include "tensor.h"
-#include "wrap_tag.h"
+#include "addon/errors.h"
+#include "addon/wrap_tag.h"
+#include "tensor/tensor.h"
+#include "train/fused_adamw.h"
 
 namespace torch_bert {
 

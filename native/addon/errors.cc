@@ -1,4 +1,4 @@
-#include "errors.h"
+#include "addon/errors.h"
 
 #include <algorithm>
 #include <cctype>

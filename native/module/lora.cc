@@ -1,4 +1,4 @@
-#include "lora.h"
+#include "module/lora.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -15,12 +15,12 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "addon_data.h"
-#include "errors.h"
-#include "execution_graph.h"
-#include "pickle_file.h"
-#include "tensor.h"
-#include "wrap_tag.h"
+#include "addon/addon_data.h"
+#include "addon/errors.h"
+#include "addon/wrap_tag.h"
+#include "graph/execution_graph.h"
+#include "tensor/pickle_file.h"
+#include "tensor/tensor.h"
 
 namespace torch_bert {
 
