@@ -7,9 +7,8 @@
 
 #include "addon/addon_data.h"
 #include "addon/worker.h"
-#include "graph/execution_graph.h"
 #include "module/classifier.h"
-#include "module/lora.h"
+#include "module/lora_adapters.h"
 #include "module/script_module.h"
 #include "runtime/cpu_allocator.h"
 #include "runtime/diagnostics.h"
@@ -67,7 +66,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterPrecision(env, exports);
   RegisterDiagnostics(env, exports);
   RegisterCpuAllocator(env, exports);
-  RegisterExecutionGraph(env, exports);
+  RegisterTokenPruning(env, exports);
   return exports;
 }
 

@@ -3,6 +3,7 @@
 // Every entry point runs its body through Guard() (or GuardAsync() when it returns a Promise),
 // so nothing thrown by libtorch can unwind into Node-API and abort the process. libtorch's
 // messages are reported without their C++ backtrace: the JS stack is what the user needs.
+// The readers that validate JS arguments are addon/arguments.h.
 #pragma once
 
 #include <napi.h>
@@ -133,27 +134,6 @@ Napi::Value GuardAsync(Napi::Env env, F&& body) {
 
 [[noreturn]] inline void ThrowError(Napi::Env env, const std::string& message) {
   throw Napi::Error::New(env, message);
-}
-
-// ---- Argument readers. `what` names the argument in messages, e.g. "Tensor.fromArray: shape".
-
-std::string TypeOfValue(const Napi::Value& v);
-
-bool ReadBool(const Napi::Value& v, const std::string& what);
-double ReadNumber(const Napi::Value& v, const std::string& what);
-// An integral number in [min, max].
-int64_t ReadInteger(const Napi::Value& v, const std::string& what, int64_t min, int64_t max);
-std::string ReadString(const Napi::Value& v, const std::string& what);
-// A file path: a non-empty string without NUL characters (the OS would silently cut the path
-// at the first one, and the file written or read would not be the one named).
-std::string ReadPath(const Napi::Value& v, const std::string& what);
-Napi::Object ReadObject(const Napi::Value& v, const std::string& what);
-Napi::Array ReadArray(const Napi::Value& v, const std::string& what);
-Napi::Function ReadFunction(const Napi::Value& v, const std::string& what);
-Napi::Int32Array ReadInt32Array(const Napi::Value& v, const std::string& what);
-
-inline bool IsMissing(const Napi::Value& v) {
-  return v.IsUndefined() || v.IsNull();
 }
 
 }  // namespace torch_bert

@@ -1,5 +1,6 @@
 #include "addon/wrap_tag.h"
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 
 namespace torch_bert {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <sstream>
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 #include "module/script_module.h"
 #include "tensor/tensor.h"

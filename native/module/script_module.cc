@@ -5,13 +5,15 @@
 #include <sstream>
 
 #include "addon/addon_data.h"
+#include "addon/arguments.h"
 #include "addon/errors.h"
-#include "addon/values.h"
 #include "addon/worker.h"
 #include "addon/wrap_tag.h"
-#include "graph/execution_graph.h"
-#include "module/lora.h"
+#include "graph/token_pruning.h"
+#include "module/lora_state.h"
+#include "module/method_call.h"
 #include "tensor/tensor.h"
+#include "tensor/values.h"
 
 namespace torch_bert {
 
@@ -98,7 +100,7 @@ class ForwardWorker : public PromiseWorker {
   void Run() override {
     std::lock_guard<std::mutex> lock(*state_->mutex);
     c10::AutoGradMode mode(gradEnabled_);
-    result_ = CallWithAdapters(*state_, FindMethod(state_->module, method_), std::move(inputs_), LoraMode::kForward);
+    result_ = CallMethod(*state_, FindMethod(state_->module, method_), std::move(inputs_), LoraMode::kForward);
   }
   Napi::Value Result(Napi::Env env) override { return IValueToJs(env, result_); }
 
@@ -151,53 +153,6 @@ c10::Device OptionalDevice(const Napi::Value& value, const std::string& what) {
 }
 
 }  // namespace
-
-const std::vector<torch::Tensor>& Parameters(ModuleState& state) {
-  if (!state.parametersCollected) {
-    for (const auto& p : state.module.parameters()) state.parameters.push_back(p);
-    state.parametersCollected = true;
-  }
-  return state.parameters;
-}
-
-const std::vector<torch::jit::Module>& Modules(ModuleState& state) {
-  if (!state.modulesCollected) {
-    for (const auto& m : state.module.modules()) state.modules.push_back(m);
-    state.modulesCollected = true;
-  }
-  return state.modules;
-}
-
-c10::Device ModuleDevice(const ModuleState& state) {
-  for (const auto& p : state.module.parameters()) return p.device();
-  for (const auto& b : state.module.buffers()) return b.device();
-  return state.device;
-}
-
-void SetTrainingFlag(const torch::jit::Module& module, bool on) {
-  if (module.hasattr("training")) {
-    torch::jit::Module(module).setattr("training", c10::IValue(on));
-  }
-}
-
-TrainingModeSnapshot::TrainingModeSnapshot(const torch::jit::Module& module) {
-  for (const auto& m : module.modules()) flags_.emplace_back(m, m.is_training());
-}
-
-TrainingModeSnapshot::TrainingModeSnapshot(const std::vector<torch::jit::Module>& modules) {
-  for (const auto& m : modules) flags_.emplace_back(m, m.is_training());
-}
-
-TrainingModeSnapshot::~TrainingModeSnapshot() {
-  for (const auto& [m, on] : flags_) {
-    try {
-      SetTrainingFlag(m, on);
-    } catch (...) {
-      // A destructor must not throw; the flag can only fail to be set if the attribute
-      // vanished, which a TorchScript module's type does not allow.
-    }
-  }
-}
 
 Napi::Function ScriptModule::Define(Napi::Env env) {
   return DefineClass(env, "ScriptModule",
@@ -332,7 +287,7 @@ Napi::Value ScriptModule::Call(const Napi::CallbackInfo& info, const std::string
     std::lock_guard<std::mutex> lock(*state->mutex);
     torch::jit::Method method = FindMethod(state->module, name);
     std::vector<c10::IValue> inputs = MethodInputs(method, info, firstInput);
-    result = CallWithAdapters(*state, method, std::move(inputs), LoraMode::kForward);
+    result = CallMethod(*state, method, std::move(inputs), LoraMode::kForward);
   }
   return IValueToJs(env, result);
 }
@@ -529,6 +484,27 @@ Napi::Value ScriptModule::Clone(const Napi::CallbackInfo& info) {
 Napi::Value ScriptModule::Dispose(const Napi::CallbackInfo& info) {
   Release(info.Env());
   return info.Env().Undefined();
+}
+
+void RegisterTokenPruning(Napi::Env env, Napi::Object exports) {
+  exports.Set("tokenPruning", Napi::Function::New(
+                                  env,
+                                  [](const Napi::CallbackInfo& info) -> Napi::Value {
+                                    return Napi::Boolean::New(info.Env(), TokenPruningEnabled());
+                                  },
+                                  "tokenPruning"));
+  exports.Set("setTokenPruning", Napi::Function::New(
+                                     env,
+                                     [](const Napi::CallbackInfo& info) -> Napi::Value {
+                                       return Guard(info.Env(), [&]() -> Napi::Value {
+                                         if (info.Length() != 1 || !info[0].IsBoolean()) {
+                                           ThrowTypeError(info.Env(), "setTokenPruning: on must be a boolean");
+                                         }
+                                         SetTokenPruning(info[0].As<Napi::Boolean>().Value());
+                                         return info.Env().Undefined();
+                                       });
+                                     },
+                                     "setTokenPruning"));
 }
 
 }  // namespace torch_bert

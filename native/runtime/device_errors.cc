@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 #include "addon/worker.h"
 

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 #include "runtime/device_errors.h"
 #include "tensor/tensor.h"

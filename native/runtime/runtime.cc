@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 #include "tensor/tensor.h"
 

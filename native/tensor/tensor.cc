@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "addon/addon_data.h"
+#include "addon/arguments.h"
 #include "addon/errors.h"
 #include "addon/wrap_tag.h"
 

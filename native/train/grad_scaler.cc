@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 
 namespace torch_bert {

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <unordered_set>
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 #include "addon/wrap_tag.h"
 #include "tensor/tensor.h"

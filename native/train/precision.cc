@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 
 // libtorch 2.4 made the autocast API device-generic (set_autocast_enabled(device_type, on), ...)

@@ -9,9 +9,11 @@
 #include <optional>
 #include <sstream>
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 #include "addon/worker.h"
-#include "module/lora.h"
+#include "module/lora_state.h"
+#include "module/method_call.h"
 #include "module/script_module.h"
 #include "runtime/device_errors.h"
 #include "tensor/tensor.h"
@@ -284,7 +286,7 @@ torch::Tensor ToDevice(const torch::Tensor& t, const c10::Device& device) {
 
 // Runs the classifier on the input and checks it returned [B, C] log-probabilities, as
 // float32 whatever the precision. Adapters (if any) take effect for the duration of the call
-// only (lora.h); merged weights, where needed, are computed outside autocast, in float32.
+// only (module/method_call.h); merged weights, where needed, are computed outside autocast, in float32.
 torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c10::Device& device, LoraMode mode,
                             Precision precision) {
   torch::jit::Module& module = state.module;
@@ -293,7 +295,7 @@ torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c1
     std::vector<c10::IValue> args{ToDevice(input.tokens->inputIds, device),
                                   ToDevice(input.tokens->attentionMask, device)};
     AutocastGuard autocast(precision, device);
-    out = CallWithAdapters(state, module.get_method("forward"), std::move(args), mode);
+    out = CallMethod(state, module.get_method("forward"), std::move(args), mode);
   } else {
     torch::jit::Method head = ClassifierMethod(module, "head_forward");
     if (module.hasattr("hidden_size") && module.attr("hidden_size").isInt() &&
@@ -306,7 +308,7 @@ torch::Tensor RunClassifier(ModuleState& state, const StepInput& input, const c1
                           .to(ParameterDType(module));
     // Only adapters that head_forward uses take part (never the encoder's).
     AutocastGuard autocast(precision, device);
-    out = CallWithAdapters(state, head, {x}, mode);
+    out = CallMethod(state, head, {x}, mode);
   }
   if (!out.isTensor()) throw std::runtime_error("the model's forward must return a tensor, got a " + out.tagKind());
   torch::Tensor logp = out.toTensor();
@@ -669,7 +671,7 @@ class FeaturesWorker : public PromiseWorker {
     c10::IValue out;
     {
       AutocastGuard autocast(precision_, device);
-      out = CallWithAdapters(*model_, features, std::move(args), LoraMode::kForward);
+      out = CallMethod(*model_, features, std::move(args), LoraMode::kForward);
     }
     if (!out.isTensor() || out.toTensor().dim() != 2 || out.toTensor().size(0) != batch_.size) {
       std::ostringstream os;

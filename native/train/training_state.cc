@@ -8,6 +8,7 @@
 #include <mutex>
 #include <vector>
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 #include "tensor/pickle_file.h"
 #include "tensor/tensor.h"

@@ -1,7 +1,8 @@
-#include "addon/values.h"
+#include "tensor/values.h"
 
 #include <cmath>
 
+#include "addon/arguments.h"
 #include "addon/errors.h"
 #include "tensor/tensor.h"
 

@@ -1,10 +1,10 @@
-// How torch-bert runs a method of a model: a private, inlined copy of its TorchScript graph,
-// rewritten so that it computes only what the method's result depends on (token pruning,
-// below). LoRA's activation-space rewrite (lora.cc) works on the same kind of copy. The
-// model's own graphs are never modified: TorchScript shares them between deep copies, and a
-// saved model must stay what the user traced.
+// Token pruning: a graph pass that rewrites a method's inlined graph so that it computes only
+// the token rows its result depends on, and PrunedFunction, the pruned graph a method runs as.
+// A TorchScript graph pass in the manner of torch/csrc/jit/passes/ (a Graph in, a Graph out);
+// it knows nothing of modules, adapters or N-API: module/method_call.h decides which graph it
+// prunes (the method's own, or LoRA's rewritten one, graph/lora_rewrite.h).
 //
-// Token pruning. A classifier with [CLS] pooling reads one row of the encoder's last hidden
+// Why: a classifier with [CLS] pooling reads one row of the encoder's last hidden
 // state (`h[:, 0]`), yet the traced encoder computes every row of its last layer. Only the
 // keys and values of that layer need all tokens; its query projection, attention rows,
 // output projection, LayerNorms and feed-forward block matter for token 0 alone. The pass
@@ -26,7 +26,6 @@
 // TORCH_BERT_TOKEN_PRUNING=0 (or setTokenPruning(false)) turns it off.
 #pragma once
 
-#include <napi.h>
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/script.h>
@@ -39,13 +38,10 @@
 
 namespace torch_bert {
 
-struct ModuleState;
-
-// Inlines every call in `graph`, to a fixed point (torch::jit::Inline inlines one level when
-// graph optimisation is off, which addon.cc sets).
-void InlineAll(torch::jit::Graph& graph);
-
+// Whether the pass runs: TORCH_BERT_TOKEN_PRUNING at load (on unless "0"), then
+// setTokenPruning(on) (module/script_module.h registers it). Process-wide.
 bool TokenPruningEnabled();
+void SetTokenPruning(bool on);
 
 // Replaces `graph` (inlined; its inputs as `inputs`, self first) by one that computes only the
 // token rows its result depends on. Runs the graph once on `inputs` to learn sizes, with the
@@ -56,7 +52,8 @@ std::optional<std::vector<std::string>> PruneTokens(std::shared_ptr<torch::jit::
                                                     const torch::jit::Stack& inputs, size_t batchInputs);
 
 // A method's graph with token pruning, built on the first call while pruning is on. Used for
-// models without adapters (ModuleState::pruned) and for LoRA's rewritten graphs (lora.cc).
+// models without adapters (ModuleState::pruned) and for LoRA's rewritten graphs
+// (module/method_call.cc).
 class PrunedFunction {
  public:
   // Runs `stack` (the graph's inputs, self first) through the pruned graph when pruning is on
@@ -76,21 +73,5 @@ class PrunedFunction {
   std::vector<std::string> narrowed_;
   std::vector<int64_t> inputRanks_;  // of the call the pass was planned on
 };
-
-// The stack `method`'s graph takes for a call on `inputs` (without self): self first, then the
-// inputs with defaults filled in and checked, as Method::operator() does.
-torch::jit::Stack MethodStack(const ModuleState& state, const torch::jit::Method& method,
-                              std::vector<c10::IValue> inputs);
-
-// Runs `method` of state.module on `inputs` (without self), through its pruned graph when
-// token pruning applies. Mutex held.
-c10::IValue CallPruned(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs);
-
-// What the pass did to `method` (built on the first call): the kinds of the nodes narrowed to
-// one row; null before the first call. Mutex held.
-const std::vector<std::string>* PrunedOps(ModuleState& state, const std::string& method);
-
-// tokenPruning() and setTokenPruning(on) on the binding.
-void RegisterExecutionGraph(Napi::Env env, Napi::Object exports);
 
 }  // namespace torch_bert

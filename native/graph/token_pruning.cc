@@ -1,9 +1,8 @@
-#include "graph/execution_graph.h"
+#include "graph/token_pruning.h"
 
 #include <ATen/Context.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
-#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/lower_tuples.h>
 #include <torch/torch.h>
 
@@ -17,10 +16,6 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "addon/errors.h"
-#include "module/lora.h"
-#include "module/script_module.h"
-
 namespace torch_bert {
 
 namespace {
@@ -30,21 +25,6 @@ using torch::jit::Node;
 using torch::jit::Value;
 namespace aten = c10::aten;
 namespace prim = c10::prim;
-
-// Calls (prim::CallMethod, prim::CallFunction) and all nodes in the block, nested ones included.
-std::pair<size_t, size_t> CountNodes(torch::jit::Block* block) {
-  std::pair<size_t, size_t> n{0, 0};
-  for (Node* node : block->nodes()) {
-    if (node->kind() == prim::CallMethod || node->kind() == prim::CallFunction) ++n.first;
-    ++n.second;
-    for (torch::jit::Block* sub : node->blocks()) {
-      auto [calls, nodes] = CountNodes(sub);
-      n.first += calls;
-      n.second += nodes;
-    }
-  }
-  return n;
-}
 
 std::atomic<bool>& TokenPruningSetting() {
   static std::atomic<bool> on{[] {
@@ -561,18 +541,12 @@ bool HasRootCandidate(Graph& graph) {
 
 }  // namespace
 
-void InlineAll(Graph& graph) {
-  auto before = CountNodes(graph.block());
-  for (int depth = 0; before.first > 0 && depth < 1000; ++depth) {
-    torch::jit::Inline(graph);
-    const auto after = CountNodes(graph.block());
-    if (after == before) break;
-    before = after;
-  }
-}
-
 bool TokenPruningEnabled() {
   return TokenPruningSetting().load();
+}
+
+void SetTokenPruning(bool on) {
+  TokenPruningSetting().store(on);
 }
 
 namespace {
@@ -669,57 +643,6 @@ void PrunedFunction::Run(torch::jit::Stack& stack, size_t batchInputs,
   // The ranks the pass was planned for (it narrows dims by position).
   if (function_ && InputRanks(stack) == inputRanks_) return function_->run(stack);
   unpruned(stack);
-}
-
-torch::jit::Stack MethodStack(const ModuleState& state, const torch::jit::Method& method,
-                              std::vector<c10::IValue> inputs) {
-  torch::jit::Stack stack = std::move(inputs);
-  stack.insert(stack.begin(), state.module._ivalue());
-  method.function().getSchema().checkAndNormalizeInputs(stack, {});
-  return stack;
-}
-
-c10::IValue CallPruned(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs) {
-  if (!TokenPruningEnabled()) return method(std::move(inputs));
-  torch::jit::Stack stack = MethodStack(state, method, std::move(inputs));
-  std::shared_ptr<PrunedFunction>& entry = state.pruned[method.name()];
-  if (!entry) entry = std::make_shared<PrunedFunction>();
-  entry->Run(
-      stack, stack.size() - 1,
-      [&] {
-        std::shared_ptr<Graph> g = torch::jit::toGraphFunction(method.function()).graph()->copy();
-        InlineAll(*g);
-        return g;
-      },
-      [&](torch::jit::Stack& s) { method.function().run(s); }, method.name());
-  return stack.front();
-}
-
-const std::vector<std::string>* PrunedOps(ModuleState& state, const std::string& method) {
-  if (state.lora) return LoraPrunedOps(state, method);
-  auto it = state.pruned.find(method);
-  return it == state.pruned.end() ? nullptr : it->second->narrowed();
-}
-
-void RegisterExecutionGraph(Napi::Env env, Napi::Object exports) {
-  exports.Set("tokenPruning", Napi::Function::New(
-                                  env,
-                                  [](const Napi::CallbackInfo& info) -> Napi::Value {
-                                    return Napi::Boolean::New(info.Env(), TokenPruningEnabled());
-                                  },
-                                  "tokenPruning"));
-  exports.Set("setTokenPruning", Napi::Function::New(
-                                     env,
-                                     [](const Napi::CallbackInfo& info) -> Napi::Value {
-                                       return Guard(info.Env(), [&]() -> Napi::Value {
-                                         if (info.Length() != 1 || !info[0].IsBoolean()) {
-                                           ThrowTypeError(info.Env(), "setTokenPruning: on must be a boolean");
-                                         }
-                                         TokenPruningSetting().store(info[0].As<Napi::Boolean>().Value());
-                                         return info.Env().Undefined();
-                                       });
-                                     },
-                                     "setTokenPruning"));
 }
 
 }  // namespace torch_bert

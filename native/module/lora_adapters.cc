@@ -1,24 +1,21 @@
-#include "module/lora.h"
+#include "module/lora_adapters.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
-#include <torch/csrc/jit/api/function_impl.h>
-#include <torch/csrc/jit/ir/ir.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "addon/addon_data.h"
+#include "addon/arguments.h"
 #include "addon/errors.h"
 #include "addon/wrap_tag.h"
-#include "graph/execution_graph.h"
+#include "module/method_call.h"
+#include "module/script_module.h"
 #include "tensor/pickle_file.h"
 #include "tensor/tensor.h"
 
@@ -99,278 +96,6 @@ std::string ShapeString(c10::IntArrayRef sizes) {
 }
 
 }  // namespace
-
-// ---- LoraWeights ---------------------------------------------------------------------------
-
-LoraWeights::LoraWeights(const ModuleState& state, LoraMode mode) {
-  if (!state.lora) return;
-  std::vector<size_t> all(state.lora->modules.size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-  Apply(*state.lora, mode, all);
-}
-
-LoraWeights::LoraWeights(const LoraState& lora, LoraMode mode, const std::vector<size_t>& modules) {
-  Apply(lora, mode, modules);
-}
-
-void LoraWeights::Apply(const LoraState& lora, LoraMode mode, const std::vector<size_t>& modules) {
-  if (modules.empty()) return;
-  // The merged weights in the parameters' precision, even inside an autocast region.
-  c10::impl::ExcludeDispatchKeyGuard noAutocast(c10::autocast_dispatch_keyset);
-  std::optional<c10::AutoGradMode> grad;
-  if (mode == LoraMode::kTrain) grad.emplace(true);
-  if (mode == LoraMode::kMerged) grad.emplace(false);
-  const double scale = lora.Scale();
-  try {
-    for (size_t i : modules) {
-      const LoraModule& m = lora.modules.at(i);
-      torch::Tensor a = m.a;
-      if (mode == LoraMode::kTrain && lora.dropout > 0 && m.module.is_training()) {
-        // Weight space cannot drop per example: one mask on A's input columns per call drops
-        // input feature j from B·A·x for every example (the activation-space path drops per
-        // element, as PEFT's lora_dropout).
-        const double keep = 1 - lora.dropout;
-        torch::Tensor mask = torch::empty({a.size(1)}, a.options()).bernoulli_(keep).div_(keep);
-        a = a * mask;
-      }
-      // One fused kernel: W0 + scale * (B @ A). W0 is detached: it never receives a gradient.
-      torch::Tensor weight = torch::addmm(m.w0.detach(), m.b, a, /*beta=*/1, /*alpha=*/scale);
-      restore_.emplace_back(m.module, m.w0);
-      torch::jit::Module(m.module).setattr("weight", weight);
-    }
-  } catch (...) {
-    // The destructor does not run for a constructor that throws.
-    for (auto& [module, w0] : restore_) module.setattr("weight", w0);
-    throw;
-  }
-}
-
-LoraWeights::~LoraWeights() {
-  for (auto& [module, w0] : restore_) {
-    try {
-      module.setattr("weight", w0);
-    } catch (...) {
-      // Cannot happen for a slot that setattr just wrote; a destructor must not throw.
-    }
-  }
-}
-
-// ---- Activation-space adapters: a rewritten copy of a method's graph ------------------------
-
-// One method of an adapted model, as CallWithAdapters runs it.
-struct LoraMethod {
-  // The method's graph, inlined, with the adapted linears rewritten; its inputs are the
-  // method's (self first), then per module in `activation`: A, B, and whether to apply dropout.
-  // Null when the graph cannot be followed: every adapter then works in weight space.
-  std::unique_ptr<torch::jit::GraphFunction> function;
-  std::vector<size_t> activation;   // LoraState::modules indices rewritten in the graph
-  std::vector<size_t> weightSpace;  // indices whose weight the graph uses otherwise
-  // `function` with token pruning (execution_graph.h).
-  PrunedFunction pruned;
-};
-
-namespace {
-
-using torch::jit::Node;
-using torch::jit::Value;
-using ObjectPtr = c10::intrusive_ptr<c10::ivalue::Object>;
-
-// Follows the module objects through the inlined graph (from `self` via prim::GetAttr) and
-// finds, for each adapted module, the aten::linear nodes that take its weight. Fails (returns
-// false) when a module object flows anywhere but into prim::GetAttr: then the graph could
-// reach a weight in a way this analysis does not see.
-class AdapterUses {
- public:
-  explicit AdapterUses(const LoraState& lora) : linears(lora.modules.size()), other(lora.modules.size(), false) {
-    for (size_t i = 0; i < lora.modules.size(); ++i) adapted_.emplace(lora.modules[i].module._ivalue().get(), i);
-  }
-
-  bool Trace(torch::jit::Graph& graph, const ObjectPtr& self) {
-    if (graph.inputs().empty()) return false;
-    objects_.emplace(graph.inputs()[0], self);
-    for (size_t i = 1; i < graph.inputs().size(); ++i) {
-      const c10::TypeKind kind = graph.inputs()[i]->type()->kind();
-      if (kind == c10::TypeKind::ClassType || kind == c10::TypeKind::InterfaceType) return false;
-    }
-    return Block(graph.block());
-  }
-
-  std::vector<std::vector<Node*>> linears;  // per adapted module: the linear nodes using its weight
-  std::vector<bool> other;                  // per adapted module: its weight has another use
-
- private:
-  bool Block(torch::jit::Block* block) {
-    for (Node* node : block->nodes()) {
-      if (node->kind() == c10::prim::GetAttr) {
-        auto known = objects_.find(node->input(0));
-        if (known != objects_.end() && !GetAttr(node, known->second)) return false;
-      } else {
-        for (Value* input : node->inputs()) {
-          if (objects_.count(input)) return false;  // a module passed to something else
-        }
-      }
-      for (torch::jit::Block* sub : node->blocks()) {
-        if (!Block(sub)) return false;
-      }
-    }
-    for (Value* output : block->return_node()->inputs()) {
-      if (objects_.count(output)) return false;
-    }
-    return true;
-  }
-
-  bool GetAttr(Node* node, const ObjectPtr& object) {
-    const std::string& name = node->s(c10::attr::name);
-    auto slot = object->type()->findAttributeSlot(name);
-    if (!slot) return false;
-    c10::IValue value = object->getSlot(*slot);
-    if (value.isObject()) {
-      objects_.emplace(node->output(), value.toObject());
-      return true;
-    }
-    if (name != "weight") return true;
-    auto adapted = adapted_.find(object.get());
-    if (adapted == adapted_.end()) return true;
-    const size_t i = adapted->second;
-    for (const torch::jit::Use& use : node->output()->uses()) {
-      if (use.user->kind() == c10::aten::linear && use.offset == 1) {
-        linears[i].push_back(use.user);
-      } else {
-        other[i] = true;
-      }
-    }
-    return true;
-  }
-
-  std::unordered_map<const c10::ivalue::Object*, size_t> adapted_;
-  std::unordered_map<const Value*, ObjectPtr> objects_;
-};
-
-std::shared_ptr<LoraMethod> BuildLoraMethod(const torch::jit::Module& module, const torch::jit::Method& method,
-                                            const LoraState& lora) {
-  auto out = std::make_shared<LoraMethod>();
-  const size_t count = lora.modules.size();
-  // TORCH_BERT_LORA_WEIGHT_SPACE=1: every adapter in weight space (for comparison, or should
-  // a graph defeat the rewrite).
-  const char* weightSpaceOnly = std::getenv("TORCH_BERT_LORA_WEIGHT_SPACE");
-  if (weightSpaceOnly != nullptr && std::strcmp(weightSpaceOnly, "1") == 0) {
-    for (size_t i = 0; i < count; ++i) out->weightSpace.push_back(i);
-    return out;
-  }
-  std::shared_ptr<torch::jit::Graph> graph = torch::jit::toGraphFunction(method.function()).graph()->copy();
-  InlineAll(*graph);
-  AdapterUses uses(lora);
-  if (!uses.Trace(*graph, module._ivalue())) {
-    for (size_t i = 0; i < count; ++i) out->weightSpace.push_back(i);
-    return out;
-  }
-  const c10::IValue none;
-  const double scale = lora.Scale();
-  for (size_t i = 0; i < count; ++i) {
-    if (uses.other[i]) {
-      out->weightSpace.push_back(i);
-      continue;
-    }
-    if (uses.linears[i].empty()) continue;  // not used by this method
-    out->activation.push_back(i);
-    const std::string tag = "lora_" + std::to_string(i);
-    Value* a = graph->addInput(tag + "_A")->setType(c10::TensorType::get());
-    Value* b = graph->addInput(tag + "_B")->setType(c10::TensorType::get());
-    Value* dropping = graph->addInput(tag + "_dropout")->setType(c10::BoolType::get());
-    for (Node* linear : uses.linears[i]) {
-      torch::jit::WithInsertPoint after(linear->next());
-      Value* y = linear->output();
-      Value* x = linear->input(0);
-      if (lora.dropout > 0) x = graph->insert(c10::aten::dropout, {x, lora.dropout, dropping});
-      Value* low = graph->insert(c10::aten::linear, {x, a, none});
-      Value* delta = graph->insert(c10::aten::linear, {low, b, none});
-      // y + scale * delta, then every former use of y takes the sum.
-      // (alpha is keyword-only in add.Tensor; positionally it would match add.Scalar.)
-      Value* sum = graph->insert(c10::aten::add, {y, delta}, {torch::jit::NamedValue("alpha", scale)});
-      y->replaceAllUsesAfterNodeWith(sum->node(), sum);
-    }
-  }
-  graph->lint();
-  out->function = std::make_unique<torch::jit::GraphFunction>(
-      c10::QualifiedName("__torch__.torch_bert.lora." + method.name()), graph, nullptr);
-  return out;
-}
-
-LoraMethod& LoraMethodFor(ModuleState& state, const torch::jit::Method& method) {
-  auto& cache = state.lora->methods;
-  auto it = cache.find(method.name());
-  if (it == cache.end()) it = cache.emplace(method.name(), BuildLoraMethod(state.module, method, *state.lora)).first;
-  return *it->second;
-}
-
-}  // namespace
-
-c10::IValue CallWithAdapters(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs,
-                             LoraMode mode) {
-  if (!state.lora) return CallPruned(state, method, std::move(inputs));
-  if (mode == LoraMode::kMerged) throw std::logic_error("CallWithAdapters: kMerged is for saving and cloning");
-  const LoraState& lora = *state.lora;
-  LoraMethod& plan = LoraMethodFor(state, method);
-  std::optional<c10::AutoGradMode> grad;
-  if (mode == LoraMode::kTrain) grad.emplace(true);
-  LoraWeights weights(lora, mode, plan.weightSpace);
-  if (!plan.function) return method(std::move(inputs));
-
-  // The method's inputs, then the adapters'.
-  torch::jit::Stack stack = MethodStack(state, method, std::move(inputs));
-  const size_t methodInputs = stack.size() - 1;
-  for (size_t i : plan.activation) {
-    const LoraModule& m = lora.modules[i];
-    stack.emplace_back(m.a);
-    stack.emplace_back(m.b);
-    stack.emplace_back(mode == LoraMode::kTrain && lora.dropout > 0 && m.module.is_training());
-  }
-  torch::jit::GraphFunction& function = *plan.function;
-  plan.pruned.Run(
-      stack, methodInputs, [&] { return function.graph()->copy(); }, [&](torch::jit::Stack& s) { function.run(s); },
-      "lora." + method.name());
-  return stack.front();
-}
-
-const std::vector<std::string>* LoraPrunedOps(ModuleState& state, const std::string& method) {
-  if (!state.lora) return nullptr;
-  auto it = state.lora->methods.find(method);
-  if (it == state.lora->methods.end()) return nullptr;
-  return it->second->pruned.narrowed();
-}
-
-std::pair<std::vector<std::string>, std::vector<std::string>> AdapterPlan(ModuleState& state,
-                                                                          const torch::jit::Method& method) {
-  std::pair<std::vector<std::string>, std::vector<std::string>> out;
-  if (!state.lora) return out;
-  const LoraMethod& plan = LoraMethodFor(state, method);
-  for (size_t i : plan.activation) out.first.push_back(state.lora->modules[i].path);
-  for (size_t i : plan.weightSpace) out.second.push_back(state.lora->modules[i].path);
-  return out;
-}
-
-std::vector<torch::Tensor> LoraParameters(const ModuleState& state) {
-  std::vector<torch::Tensor> out;
-  if (!state.lora) return out;
-  for (const auto& m : state.lora->modules) {
-    out.push_back(m.a);
-    out.push_back(m.b);
-  }
-  return out;
-}
-
-void MoveLora(const ModuleState& state, const c10::Device& device) {
-  if (!state.lora) return;
-  torch::NoGradGuard noGrad;
-  for (auto& m : state.lora->modules) {
-    for (torch::Tensor* t : {&m.a, &m.b}) {
-      if (t->device() == device) continue;
-      // set_data keeps the TensorImpl, so JS handles and optimizers follow the move.
-      t->mutable_grad() = torch::Tensor();
-      t->set_data(t->to(device));
-    }
-  }
-}
 
 // ---- applyLora -----------------------------------------------------------------------------
 
@@ -528,7 +253,7 @@ Napi::Value LoraAdapters::Merge(const Napi::CallbackInfo& info) {
     {
       torch::NoGradGuard noGrad;
       // In place: handles on W0 (namedParameters(), optimizers) see the merged weight.
-      for (auto& m : lora_->modules) m.w0.addmm_(m.b, m.a, /*beta=*/1, /*alpha=*/lora_->Scale());
+      for (auto& m : lora_->modules) m.w0.addmm_(m.b, m.a, /*beta=*/1, /*alpha=*/lora_->Scaling());
     }
     // The merged weights stay frozen, as LoRA trained them: whatever flag the encoder file had
     // is not restored, since the technique (the trainer), not the file, decides what trains.

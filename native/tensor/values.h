@@ -1,4 +1,6 @@
-// Converting between JS values and TorchScript IValues.
+// Converting between JS values and TorchScript IValues (tensors as the JS Tensor class of
+// tensor/tensor.h), for ScriptModule.forward/runMethod. Mirrors what torch/csrc/jit/python/
+// pybind_utils.h does for Python.
 #pragma once
 
 #include <napi.h>
