@@ -16,7 +16,7 @@
 #include "tensor/tensor.h"
 #include "train/optimizer.h"
 #include "train/precision.h"
-#include "train/train_step.h"
+#include "train/train_batch.h"
 #include "train/training_state.h"
 
 namespace torch_bert {

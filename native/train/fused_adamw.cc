@@ -20,8 +20,8 @@ struct Coefficients {
   float oneMinusBeta2;
   float sqrtCorrection2;  // sqrt(1 - beta2^step)
   float eps;
-  float negStepSize;  // -lr / (1 - beta1^step)
-  float gradScale;    // the gradient-clipping coefficient (1: none)
+  float negStepSize;      // -lr / (1 - beta1^step)
+  float clipCoefficient;  // clip_grad_norm_'s coefficient (1: none)
   bool applyDecay;
 };
 
@@ -37,7 +37,7 @@ void UpdateElements(float* __restrict p, const float* __restrict g, float* __res
   for (int64_t i = 0; i < n; ++i) {
     float param = c.applyDecay ? p[i] * c.decay : p[i];
     // As clip_grad_norm_'s grad.mul_(coefficient): one float multiply (exact for 1).
-    const float grad = g[i] * c.gradScale;
+    const float grad = g[i] * c.clipCoefficient;
     const float expAvg = m[i] * c.beta1 + grad * c.oneMinusBeta1;
     const float expAvgSq = v[i] * c.beta2 + c.oneMinusBeta2 * (grad * grad);
     const float denom = __builtin_sqrtf(expAvgSq) / c.sqrtCorrection2 + c.eps;
@@ -121,7 +121,7 @@ void AdamWStep(torch::optim::AdamW& optimizer) {
   FusedAdamWStep(optimizer, 1.0f, false);
 }
 
-std::optional<double> FusedAdamWStep(torch::optim::AdamW& optimizer, float gradScale, bool gradNorm) {
+std::optional<double> FusedAdamWStep(torch::optim::AdamW& optimizer, float clipCoefficient, bool gradNorm) {
   double sumOfSquares = 0;
   torch::NoGradGuard noGrad;
   auto& state = optimizer.state();
@@ -164,7 +164,7 @@ std::optional<double> FusedAdamWStep(torch::optim::AdamW& optimizer, float gradS
       c.sqrtCorrection2 = static_cast<float>(std::sqrt(correction2));
       c.eps = static_cast<float>(options.eps());
       c.negStepSize = static_cast<float>(-(options.lr() / correction1));
-      c.gradScale = gradScale;
+      c.clipCoefficient = clipCoefficient;
       float* param = p.data_ptr<float>();
       const float* grad = p.grad().data_ptr<float>();
       float* m = expAvg.data_ptr<float>();

@@ -27,11 +27,11 @@ void AdamWStep(torch::optim::AdamW& optimizer);
 bool FusedAdamWApplies(torch::optim::AdamW& optimizer);
 
 // The fused step (FusedAdamWApplies must hold), with two more things done in the same pass
-// over the gradients, which a training step would otherwise stream through memory again:
-// `gradScale` multiplies each gradient as it is read (clip_grad_norm_'s coefficient, applied
+// over the gradients, which a training batch would otherwise stream through memory again:
+// `clipCoefficient` multiplies each gradient as it is read (clip_grad_norm_'s coefficient, applied
 // as its grad.mul_ would, so the update is the same); `gradNorm`: also return the global L2
-// norm of the gradients as read (before `gradScale`), summed in double (NaN and Inf
+// norm of the gradients as read (before `clipCoefficient`), summed in double (NaN and Inf
 // propagate). The gradients themselves are left as they were.
-std::optional<double> FusedAdamWStep(torch::optim::AdamW& optimizer, float gradScale, bool gradNorm);
+std::optional<double> FusedAdamWStep(torch::optim::AdamW& optimizer, float clipCoefficient, bool gradNorm);
 
 }  // namespace torch_bert

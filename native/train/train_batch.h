@@ -1,5 +1,9 @@
-// trainStep / evalStep and the frozen-encoder technique (extractFeatures, headTrainStep,
-// headEvalStep): one batch through a classifier on a libuv worker thread.
+// The batch calls of the binding: trainStep / evalStep and the frozen-encoder technique
+// (extractFeatures, headTrainStep, headEvalStep), each one batch through a classifier on a
+// libuv worker thread (train/batch_worker.h). The JS names keep "step"; in C++ a step is an
+// optimizer step only, which a training batch ends with unless it accumulates, skips or
+// overflows (train/batch.h). Arguments: train/batch_arguments.h; the work:
+// train/forward_backward.h, then train/update.h.
 #pragma once
 
 #include <napi.h>
