@@ -89,7 +89,7 @@ export interface NativeScriptModule {
    * What token pruning did to `method` (default `forward`), built on its first call: the kinds
    * of the ops that now run on one token row (e.g. the last layer's feed-forward block under
    * [CLS] pooling); `[]` when nothing could be pruned; `null` before the first call. See
-   * native/execution_graph.h.
+   * native/graph/token_pruning.h.
    */
   prunedOps(method?: string): string[] | null;
   /** Number of inputs of `forward`, not counting `self`. */
@@ -455,7 +455,7 @@ export interface NativeBinding {
   /**
    * Turns token pruning on or off from the next call on (default on, or off with
    * TORCH_BERT_TOKEN_PRUNING=0): the graph pass that computes only the token rows a method's
-   * result depends on (native/execution_graph.h). Same results either way; for comparisons.
+   * result depends on (native/graph/token_pruning.h). Same results either way; for comparisons.
    */
   setTokenPruning(on: boolean): void;
   /** Whether token pruning is on (see setTokenPruning). */
@@ -481,7 +481,7 @@ export interface NativeBinding {
   /** `torch.__config__.parallel_info()`: ATen's parallel backend and thread settings. */
   parallelInfo(): string;
   /**
-   * The caching CPU allocator torch-bert installs for libtorch's tensors (native/cpu_allocator.h):
+   * The caching CPU allocator torch-bert installs for libtorch's tensors (native/runtime/cpu_allocator.h):
    * freed blocks of 256 KiB or more are kept, up to `limitBytes` (TORCH_BERT_CPU_CACHE_MB,
    * default 1024 MiB; 0 keeps libtorch's own allocator: `installed` false), for reuse.
    */

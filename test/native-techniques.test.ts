@@ -868,7 +868,7 @@ describe('LoRA', () => {
   });
 });
 
-describe('token pruning (native/execution_graph.h)', () => {
+describe('token pruning (native/graph/token_pruning.h)', () => {
   // What the pass narrows to the [CLS] row in make_encoder.py's traced BERT (the HF layout):
   // the last layer's query projection, its attention row, output projection, LayerNorms and
   // feed-forward block; the keys and values keep every token.

@@ -202,14 +202,14 @@ if step build 60; then
       defs="$defs -DTORCH_BERT_TORCH_CUDA_LINKED=0"
     fi
     export CXX_BIN FLAGS="-O2 -std=c++17 -fPIC -fvisibility=hidden -D_GLIBCXX_USE_CXX11_ABI=$abi $defs -DBUILDING_NODE_EXTENSION \
-      -I${npm_config_nodedir:-$nodedir}/include/node -I$napi -isystem $torch_dir/include -isystem $torch_dir/include/torch/csrc/api/include"
+      -Inative -I${npm_config_nodedir:-$nodedir}/include/node -I$napi -isystem $torch_dir/include -isystem $torch_dir/include/torch/csrc/api/include"
     mkdir -p build/direct build/Release
     # fused_adamw.cc: CMakeLists.txt's -O3 -fno-math-errno, so that the benchmark compares the same code.
     # Every libtorch library --no-as-needed: the addon references none of libtorch.so's or
     # libtorch_cuda.so's symbols, and an --as-needed linker (Ubuntu's default) would drop them.
     if [ -z "$CXX_BIN" ]; then
       note build "FAILED: no C++ compiler (c++, g++ or clang++) on this machine"
-    elif (echo "flags: $FLAGS"; ls native/*.cc | timeout "$(limit 240)" xargs -P "$(nproc)" -I{} sh -c 'case {} in *fused_adamw.cc) x="-O3 -fno-math-errno" ;; *) x= ;; esac; $CXX_BIN $FLAGS $x -c {} -o build/direct/$(basename {} .cc).o && echo "compiled {}"' \
+    elif (echo "flags: $FLAGS"; find native -name '*.cc' | sort | timeout "$(limit 240)" xargs -P "$(nproc)" -I{} sh -c 'case {} in *fused_adamw.cc) x="-O3 -fno-math-errno" ;; *) x= ;; esac; $CXX_BIN $FLAGS $x -c {} -o build/direct/$(echo {} | sed "s|^native/||; s|/|_|g; s|\\.cc$||").o && echo "compiled {}"' \
           && "$CXX_BIN" -shared -o build/Release/torch_bert.node build/direct/*.o -L"$torch_lib" -Wl,-rpath,"$torch_lib" -Wl,--no-as-needed $torch_libs -Wl,--as-needed \
           && node scripts/build-native.mjs --record-only) >> "$logs/build.log" 2>&1; then
       note build "ok (direct compile; see build.log)"

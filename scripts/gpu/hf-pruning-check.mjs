@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Token pruning (native/execution_graph.h) on a real Hugging Face BertModel, where the
+ * Token pruning (native/graph/token_pruning.h) on a real Hugging Face BertModel, where the
  * `transformers` package exists (the GPU machines have it; this project's CI machine does not).
  * Traces a small randomly initialised BertModel (no download) once per attention implementation
  * the installed transformers offers (eager, sdpa), builds a [CLS] classifier on each, and

@@ -1,0 +1,410 @@
+#include "module/lora_adapters.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <sstream>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "addon/addon_data.h"
+#include "addon/arguments.h"
+#include "addon/errors.h"
+#include "addon/wrap_tag.h"
+#include "module/method_call.h"
+#include "module/script_module.h"
+#include "tensor/pickle_file.h"
+#include "tensor/tensor.h"
+
+namespace torch_bert {
+
+namespace {
+
+// Passed through an External to the constructor, which is otherwise unusable from JS.
+struct LoraInit {
+  ModuleStatePtr model;
+  std::shared_ptr<LoraState> lora;
+};
+
+struct LoraSpec {
+  std::vector<std::string> targets;
+  int64_t rank = 0;
+  double alpha = 0;
+  double dropout = 0;
+  uint64_t seed = 0;
+};
+
+LoraSpec ReadSpec(const Napi::Value& value) {
+  Napi::Env env = value.Env();
+  const std::string fn = "applyLora: spec";
+  Napi::Object object = ReadObject(value, fn);
+  LoraSpec spec;
+  Napi::Array targets = ReadArray(object.Get("targets"), fn + ".targets");
+  if (targets.Length() == 0) ThrowError(env, fn + ".targets must not be empty");
+  for (uint32_t i = 0; i < targets.Length(); ++i) {
+    const std::string what = fn + ".targets[" + std::to_string(i) + "]";
+    std::string target = ReadString(targets.Get(i), what);
+    if (target.empty() || target.front() == '.' || target.back() == '.') {
+      ThrowError(env, what + " must be a module path suffix such as 'attention.self.query', got '" + target + "'");
+    }
+    spec.targets.push_back(std::move(target));
+  }
+  spec.rank = ReadInteger(object.Get("rank"), fn + ".rank", 1, int64_t{1} << 16);
+  spec.alpha = ReadNumber(object.Get("alpha"), fn + ".alpha");
+  if (spec.alpha <= 0) ThrowError(env, fn + ".alpha must be > 0");
+  spec.dropout = ReadNumber(object.Get("dropout"), fn + ".dropout");
+  if (spec.dropout < 0 || spec.dropout >= 1) ThrowError(env, fn + ".dropout must be in [0, 1)");
+  // Negative seeds wrap to uint64 as in torch.Generator.manual_seed.
+  spec.seed =
+      static_cast<uint64_t>(ReadInteger(object.Get("seed"), fn + ".seed", -(int64_t{1} << 53), int64_t{1} << 53));
+  return spec;
+}
+
+// PEFT's rule: the module path equals the target or ends with "." + target.
+bool MatchesTarget(const std::string& path, const std::string& target) {
+  if (path == target) return true;
+  return path.size() > target.size() && path.compare(path.size() - target.size(), target.size(), target) == 0 &&
+         path[path.size() - target.size() - 1] == '.';
+}
+
+// The `weight` parameter of a linear-like submodule: a 2-D floating-point parameter.
+std::optional<torch::Tensor> LinearWeight(const torch::jit::Module& module) {
+  const auto& type = module.type();
+  auto slot = type->findAttributeSlot("weight");
+  if (!slot || !type->is_parameter(*slot)) return std::nullopt;
+  c10::IValue value = module._ivalue()->getSlot(*slot);
+  if (!value.isTensor()) return std::nullopt;
+  torch::Tensor weight = value.toTensor();
+  if (!weight.defined() || weight.dim() != 2 || !weight.is_floating_point()) return std::nullopt;
+  return weight;
+}
+
+std::string JoinQuoted(const std::vector<std::string>& items, size_t limit = SIZE_MAX) {
+  std::string out;
+  for (size_t i = 0; i < items.size() && i < limit; ++i) out += (i ? ", '" : "'") + items[i] + "'";
+  if (items.size() > limit) out += ", ...";
+  return out;
+}
+
+std::string ShapeString(c10::IntArrayRef sizes) {
+  std::ostringstream os;
+  os << sizes;
+  return os.str();
+}
+
+}  // namespace
+
+// ---- applyLora -----------------------------------------------------------------------------
+
+Napi::Value ApplyLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const std::string fn = "applyLora";
+    ModuleStatePtr model = ScriptModule::Get(info[0], fn + ": model");
+    LoraSpec spec = ReadSpec(info[1]);
+
+    auto lora = std::make_shared<LoraState>();
+    lora->targets = spec.targets;
+    lora->rank = spec.rank;
+    lora->alpha = spec.alpha;
+    lora->dropout = spec.dropout;
+    lora->seed = spec.seed;
+
+    std::lock_guard<std::mutex> lock(*model->mutex);
+    if (model->lora) ThrowError(env, fn + ": the model already has LoRA adapters; merge() them first");
+
+    // A's initialisation, like PEFT's kaiming_uniform_(a=sqrt(5)) on lora_A [r, in], drawn from a
+    // private generator (the global RNG is left alone), module after module in path order.
+    at::Generator generator = at::detail::createCPUGenerator(spec.seed);
+    std::vector<std::string> linear;
+    std::unordered_set<const void*> seen;
+    for (const auto& named : model->module.named_modules()) {
+      std::optional<torch::Tensor> found = LinearWeight(named.value);
+      if (!found) continue;
+      linear.push_back(named.name);
+      bool matched = std::any_of(spec.targets.begin(), spec.targets.end(),
+                                 [&](const std::string& t) { return MatchesTarget(named.name, t); });
+      // A module reachable by two paths is adapted once.
+      if (!matched || !seen.insert(named.value._ivalue().get()).second) continue;
+
+      torch::Tensor w0 = *found;
+      const int64_t out = w0.size(0);
+      const int64_t in = w0.size(1);
+      torch::Tensor a;
+      {
+        torch::NoGradGuard noGrad;
+        const double gain = std::sqrt(2.0 / (1 + 5.0));
+        const double bound = std::sqrt(3.0) * gain / std::sqrt(static_cast<double>(in));
+        a = torch::empty({spec.rank, in}, torch::kFloat);
+        a.uniform_(-bound, bound, generator);
+        a = a.to(w0.device(), w0.scalar_type());
+      }
+      torch::Tensor b =
+          torch::zeros({out, spec.rank}, torch::TensorOptions().dtype(w0.scalar_type()).device(w0.device()));
+      a.set_requires_grad(true);
+      b.set_requires_grad(true);
+      lora->modules.push_back(LoraModule{named.name, named.value, w0, a, b});
+    }
+    if (lora->modules.empty()) {
+      std::string message = fn + ": no module with a 2-D weight has a path ending in " + JoinQuoted(spec.targets);
+      message += linear.empty() ? " (the model has none)" : " (such modules: " + JoinQuoted(linear, 8) + ")";
+      ThrowError(env, message);
+    }
+    // Freeze W0 only once everything else has succeeded.
+    for (auto& m : lora->modules) m.w0.set_requires_grad(false);
+    model->lora = lora;
+
+    LoraInit init{model, lora};
+    return GetAddonData(env).loraAdaptersConstructor.New({Napi::External<LoraInit>::New(env, &init)});
+  });
+}
+
+// ---- LoraAdapters --------------------------------------------------------------------------
+
+Napi::Function LoraAdapters::Define(Napi::Env env) {
+  return DefineClass(env, "LoraAdapters",
+                     {
+                         InstanceAccessor<&LoraAdapters::Modules>("modules"),
+                         InstanceMethod<&LoraAdapters::Parameters>("parameters"),
+                         InstanceAccessor<&LoraAdapters::TrainableCount>("trainableCount"),
+                         InstanceMethod<&LoraAdapters::Merge>("merge"),
+                         InstanceMethod<&LoraAdapters::Plan>("plan"),
+                         InstanceMethod<&LoraAdapters::Save>("save"),
+                         InstanceMethod<&LoraAdapters::Load>("load"),
+                         InstanceMethod<&LoraAdapters::Dispose>("dispose"),
+                     });
+}
+
+LoraAdapters::LoraAdapters(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LoraAdapters>(info) {
+  Guard(info.Env(), [&] {
+    if (info.Length() != 1 || !info[0].IsExternal()) {
+      ThrowTypeError(info.Env(), "LoraAdapters cannot be constructed directly; use applyLora()");
+    }
+    TagWrapped(info.This().As<Napi::Object>(), WrapClass::LoraAdapters);
+    auto* init = info[0].As<Napi::External<LoraInit>>().Data();
+    model_ = init->model;
+    lora_ = init->lora;
+  });
+}
+
+LoraAdapters* LoraAdapters::Unwrap(const Napi::Object& receiver) {
+  return UnwrapReceiver<LoraAdapters>(receiver, WrapClass::LoraAdapters);
+}
+
+void LoraAdapters::Check(Napi::Env env) const {
+  if (!lora_) ThrowError(env, "LoraAdapters has been disposed");
+}
+
+Napi::Value LoraAdapters::Modules(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    Check(env);
+    Napi::Array out = Napi::Array::New(env, lora_->modules.size());
+    for (size_t i = 0; i < lora_->modules.size(); ++i) {
+      out.Set(static_cast<uint32_t>(i), Napi::String::New(env, lora_->modules[i].path));
+    }
+    return out;
+  });
+}
+
+Napi::Value LoraAdapters::Parameters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    Check(env);
+    std::vector<std::pair<std::string, torch::Tensor>> params;
+    {
+      std::lock_guard<std::mutex> lock(*model_->mutex);
+      for (const auto& m : lora_->modules) {
+        params.emplace_back(m.path + ".lora_A", m.a);
+        params.emplace_back(m.path + ".lora_B", m.b);
+      }
+    }
+    Napi::Array out = Napi::Array::New(env, params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      Napi::Array pair = Napi::Array::New(env, 2);
+      pair.Set(0u, Napi::String::New(env, params[i].first));
+      // The same TensorImpl as the adapters': optimizers built on it train them.
+      pair.Set(1u, Tensor::Wrap(env, params[i].second, /*ownsMemory=*/false));
+      out.Set(static_cast<uint32_t>(i), pair);
+    }
+    return out;
+  });
+}
+
+Napi::Value LoraAdapters::TrainableCount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    Check(env);
+    int64_t count = 0;
+    for (const auto& m : lora_->modules) count += m.a.numel() + m.b.numel();
+    return Napi::Number::New(env, static_cast<double>(count));
+  });
+}
+
+Napi::Value LoraAdapters::Merge(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    Check(env);
+    std::lock_guard<std::mutex> lock(*model_->mutex);
+    if (!lora_->attached) ThrowError(env, "LoraAdapters.merge: the adapters are already merged");
+    {
+      torch::NoGradGuard noGrad;
+      // In place: handles on W0 (namedParameters(), optimizers) see the merged weight.
+      for (auto& m : lora_->modules) m.w0.addmm_(m.b, m.a, /*beta=*/1, /*alpha=*/lora_->Scaling());
+    }
+    // The merged weights stay frozen, as LoRA trained them: whatever flag the encoder file had
+    // is not restored, since the technique (the trainer), not the file, decides what trains.
+    if (model_->lora == lora_) model_->lora.reset();
+    lora_->attached = false;
+    return env.Undefined();
+  });
+}
+
+Napi::Value LoraAdapters::Plan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const std::string name = info[0].IsUndefined() ? "forward" : ReadString(info[0], "LoraAdapters.plan: method");
+    Check(env);
+    std::lock_guard<std::mutex> lock(*model_->mutex);
+    if (!lora_->attached || model_->lora != lora_) ThrowError(env, "LoraAdapters.plan: the adapters are merged");
+    auto method = model_->module.find_method(name);
+    if (!method) ThrowError(env, "LoraAdapters.plan: the model has no method '" + name + "'");
+    auto [activation, weightSpace] = AdapterPlan(*model_, *method);
+    auto strings = [&](const std::vector<std::string>& items) {
+      Napi::Array out = Napi::Array::New(env, items.size());
+      for (size_t i = 0; i < items.size(); ++i) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, items[i]));
+      return out;
+    };
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("activation", strings(activation));
+    out.Set("weightSpace", strings(weightSpace));
+    return out;
+  });
+}
+
+Napi::Value LoraAdapters::Save(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    std::string path = ReadPath(info[0], "LoraAdapters.save: path");
+    Check(env);
+    std::lock_guard<std::mutex> lock(*model_->mutex);
+    // {"<module>.lora_A": tensor, ..., "rank": r, "alpha": a, "dropout": p, "seed": s,
+    //  "targets": [...]}: tensor names as PEFT's (minus its ".weight"), CPU copies so that the
+    // file loads anywhere.
+    std::vector<std::pair<std::string, c10::IValue>> entries;
+    for (const auto& m : lora_->modules) {
+      entries.emplace_back(m.path + ".lora_A", m.a);
+      entries.emplace_back(m.path + ".lora_B", m.b);
+    }
+    c10::List<std::string> targets;
+    for (const auto& t : lora_->targets) targets.push_back(t);
+    entries.emplace_back("rank", lora_->rank);
+    entries.emplace_back("alpha", lora_->alpha);
+    entries.emplace_back("dropout", lora_->dropout);
+    entries.emplace_back("seed", static_cast<int64_t>(lora_->seed));
+    entries.emplace_back("targets", targets);
+    WriteTorchSaveFile(entries, path, "LoRA adapters");
+    return env.Undefined();
+  });
+}
+
+Napi::Value LoraAdapters::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const std::string fn = "LoraAdapters.load";
+    std::string path = ReadPath(info[0], fn + ": path");
+    Check(env);
+    c10::IValue file = ReadPickleFile(path, "LoRA adapters");
+    const std::string prefix = fn + ": '" + path + "' ";
+    if (!file.isGenericDict())
+      ThrowError(env, prefix + "does not hold LoRA adapters (expected a dict, found a " + file.tagKind() + ")");
+
+    std::unordered_map<std::string, torch::Tensor> tensors;
+    std::optional<int64_t> rank;
+    std::optional<double> alpha;
+    std::optional<std::vector<std::string>> targets;
+    for (const auto& entry : file.toGenericDict()) {
+      if (!entry.key().isString()) continue;
+      const std::string& key = entry.key().toStringRef();
+      const c10::IValue& value = entry.value();
+      if (value.isTensor()) {
+        tensors.emplace(key, value.toTensor());
+      } else if (key == "rank" && value.isInt()) {
+        rank = value.toInt();
+      } else if (key == "alpha" && (value.isDouble() || value.isInt())) {
+        alpha = value.isDouble() ? value.toDouble() : static_cast<double>(value.toInt());
+      } else if (key == "targets" && value.isList()) {
+        targets.emplace();
+        for (const auto& t : value.toListRef()) {
+          if (t.isString()) targets->push_back(t.toStringRef());
+        }
+      }
+    }
+
+    std::lock_guard<std::mutex> lock(*model_->mutex);
+    if (!lora_->attached) ThrowError(env, fn + ": the adapters are merged; there is nothing to load into");
+    if (rank && *rank != lora_->rank) {
+      ThrowError(env, prefix + "holds rank-" + std::to_string(*rank) + " adapters; these have rank " +
+                          std::to_string(lora_->rank));
+    }
+    if (alpha && std::abs(*alpha - lora_->alpha) > 1e-12 * std::max(1.0, std::abs(lora_->alpha))) {
+      std::ostringstream os;
+      os << prefix << "holds adapters with alpha " << *alpha << "; these have alpha " << lora_->alpha;
+      ThrowError(env, os.str());
+    }
+    if (targets) {
+      auto sorted = [](std::vector<std::string> v) {
+        std::sort(v.begin(), v.end());
+        return v;
+      };
+      if (sorted(*targets) != sorted(lora_->targets)) {
+        ThrowError(env, prefix + "holds adapters for targets [" + JoinQuoted(*targets) + "]; these target [" +
+                            JoinQuoted(lora_->targets) + "]");
+      }
+    }
+    // Check everything before changing anything.
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
+    size_t used = 0;
+    for (const auto& m : lora_->modules) {
+      for (const auto& [suffix, dst] : {std::make_pair(".lora_A", m.a), std::make_pair(".lora_B", m.b)}) {
+        const std::string name = m.path + suffix;
+        auto it = tensors.find(name);
+        if (it == tensors.end()) ThrowError(env, prefix + "has no tensor '" + name + "'");
+        if (!it->second.sizes().equals(dst.sizes())) {
+          ThrowError(env, prefix + "has '" + name + "' of shape " + ShapeString(it->second.sizes()) + ", expected " +
+                              ShapeString(dst.sizes()));
+        }
+        copies.emplace_back(dst, it->second);
+        ++used;
+      }
+    }
+    if (used != tensors.size()) {
+      for (const auto& [name, t] : tensors) {
+        bool known = std::any_of(lora_->modules.begin(), lora_->modules.end(), [&](const LoraModule& m) {
+          return name == m.path + ".lora_A" || name == m.path + ".lora_B";
+        });
+        if (!known) ThrowError(env, prefix + "has tensor '" + name + "' for a module these adapters do not adapt");
+      }
+    }
+    torch::NoGradGuard noGrad;
+    for (auto& [dst, src] : copies) {
+      torch::Tensor target = dst;
+      target.copy_(src);
+    }
+    return env.Undefined();
+  });
+}
+
+Napi::Value LoraAdapters::Dispose(const Napi::CallbackInfo& info) {
+  // Only this handle goes: attached adapters belong to the model and keep working until
+  // merged (the garbage collector may drop a handle at any time, which must not change the
+  // model).
+  model_.reset();
+  lora_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace torch_bert

@@ -1,0 +1,181 @@
+#include "train/batch_arguments.h"
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <vector>
+
+#include "addon/arguments.h"
+#include "addon/errors.h"
+#include "tensor/tensor.h"
+
+namespace torch_bert {
+
+namespace {
+
+torch::Tensor CopyInt32(const Napi::Int32Array& array, std::vector<int64_t> shape) {
+  torch::Tensor t = torch::empty(shape, torch::kInt);
+  if (array.ElementLength() > 0) std::memcpy(t.data_ptr(), array.Data(), array.ElementLength() * sizeof(int32_t));
+  return t.to(torch::kLong);
+}
+
+void ReadLossFields(const Napi::Object& options, const std::string& where, LossOptions& loss) {
+  Napi::Env env = options.Env();
+  Napi::Value weights = options.Get("classWeights");
+  if (!IsMissing(weights)) {
+    const std::string what = where + ".classWeights";
+    if (!weights.IsTypedArray() || weights.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+      ThrowTypeError(env, what + " must be a Float32Array, got " + TypeOfValue(weights));
+    }
+    auto array = weights.As<Napi::Float32Array>();
+    if (array.ElementLength() == 0) ThrowError(env, what + " must not be empty");
+    for (size_t i = 0; i < array.ElementLength(); ++i) {
+      if (!std::isfinite(array[i]) || array[i] < 0) {
+        ThrowError(env,
+                   what + "[" + std::to_string(i) + "] must be a finite number >= 0, got " + std::to_string(array[i]));
+      }
+    }
+    torch::Tensor t = torch::empty({static_cast<int64_t>(array.ElementLength())}, torch::kFloat);
+    std::memcpy(t.data_ptr(), array.Data(), array.ElementLength() * sizeof(float));
+    loss.classWeights = t;
+  }
+  Napi::Value smoothing = options.Get("labelSmoothing");
+  if (!IsMissing(smoothing)) {
+    loss.labelSmoothing = ReadNumber(smoothing, where + ".labelSmoothing");
+    if (loss.labelSmoothing < 0 || loss.labelSmoothing >= 1)
+      ThrowError(env, where + ".labelSmoothing must be in [0, 1)");
+  }
+}
+
+}  // namespace
+
+Batch ReadBatch(const Napi::Value& value, const std::string& fn, bool requireLabels) {
+  Napi::Env env = value.Env();
+  Napi::Object object = ReadObject(value, fn + ": batch");
+  Batch batch;
+  batch.size = ReadInteger(object.Get("batchSize"), fn + ": batch.batchSize", 1, int64_t{1} << 31);
+  batch.seqLen = ReadInteger(object.Get("seqLen"), fn + ": batch.seqLen", 1, int64_t{1} << 31);
+  const size_t expected = static_cast<size_t>(batch.size * batch.seqLen);
+
+  Napi::Int32Array ids = ReadInt32Array(object.Get("inputIds"), fn + ": batch.inputIds");
+  Napi::Int32Array mask = ReadInt32Array(object.Get("attentionMask"), fn + ": batch.attentionMask");
+  auto checkLength = [&](const Napi::Int32Array& a, const std::string& name) {
+    if (a.ElementLength() != expected) {
+      ThrowError(env, fn + ": batch." + name + " has " + std::to_string(a.ElementLength()) +
+                          " elements, expected batchSize * seqLen = " + std::to_string(expected));
+    }
+  };
+  checkLength(ids, "inputIds");
+  checkLength(mask, "attentionMask");
+  batch.inputIds = CopyInt32(ids, {batch.size, batch.seqLen});
+  batch.attentionMask = CopyInt32(mask, {batch.size, batch.seqLen});
+
+  Napi::Value labelsValue = object.Get("labels");
+  if (IsMissing(labelsValue)) {
+    if (requireLabels) ThrowTypeError(env, fn + ": batch.labels is required (an Int32Array of class ids)");
+    return batch;
+  }
+  Napi::Int32Array labels = ReadInt32Array(labelsValue, fn + ": batch.labels");
+  if (labels.ElementLength() != static_cast<size_t>(batch.size)) {
+    ThrowError(env, fn + ": batch.labels has " + std::to_string(labels.ElementLength()) +
+                        " elements, expected batchSize = " + std::to_string(batch.size));
+  }
+  for (size_t i = 0; i < labels.ElementLength(); ++i) {
+    // nll_loss would silently skip -100 (its ignore_index); a negative label is a bug upstream.
+    if (labels[i] < 0) {
+      ThrowError(env, fn + ": batch.labels[" + std::to_string(i) + "] is negative (" + std::to_string(labels[i]) + ")");
+    }
+  }
+  batch.labels = CopyInt32(labels, {batch.size});
+  return batch;
+}
+
+EvalOptions ReadEvalOptions(const Napi::Value& value, const std::string& fn) {
+  EvalOptions eval;
+  if (IsMissing(value)) return eval;
+  // Named `loss` in messages, as before precision joined the loss options.
+  const std::string where = fn + ": loss";
+  Napi::Object options = ReadObject(value, where);
+  ReadLossFields(options, where, eval.loss);
+  eval.precision = ReadPrecision(options.Get("precision"), where + ".precision");
+  return eval;
+}
+
+Precision ReadFeatureOptions(const Napi::Value& value, const std::string& fn) {
+  if (IsMissing(value)) return Precision::kFp32;
+  const std::string where = fn + ": options";
+  return ReadPrecision(ReadObject(value, where).Get("precision"), where + ".precision");
+}
+
+TrainOptions ReadTrainOptions(const Napi::Value& value, const std::string& fn) {
+  TrainOptions step;
+  if (IsMissing(value)) return step;
+  const std::string where = fn + ": options";
+  Napi::Object options = ReadObject(value, where);
+  Napi::Env env = value.Env();
+  ReadLossFields(options, where, step.loss);
+  Napi::Value norm = options.Get("maxGradNorm");
+  if (!IsMissing(norm)) {
+    step.maxGradNorm = ReadNumber(norm, where + ".maxGradNorm");
+    if (step.maxGradNorm < 0) ThrowError(env, where + ".maxGradNorm must be >= 0");
+  }
+  Napi::Value accumulate = options.Get("accumulateOnly");
+  if (!IsMissing(accumulate)) step.accumulateOnly = ReadBool(accumulate, where + ".accumulateOnly");
+  Napi::Value skip = options.Get("skipNonFinite");
+  if (!IsMissing(skip)) step.skipNonFinite = ReadBool(skip, where + ".skipNonFinite");
+  Napi::Value check = options.Get("checkGradients");
+  if (!IsMissing(check)) step.checkGradients = ReadBool(check, where + ".checkGradients");
+  Napi::Value scale = options.Get("lossScale");
+  if (!IsMissing(scale)) {
+    step.accumulationWeight = ReadNumber(scale, where + ".lossScale");
+    if (step.accumulationWeight <= 0) ThrowError(env, where + ".lossScale must be > 0");
+  }
+  step.precision = ReadPrecision(options.Get("precision"), where + ".precision");
+  Napi::Value scaling = options.Get("gradScaling");
+  if (!IsMissing(scaling)) step.gradScaling = ReadBool(scaling, where + ".gradScaling");
+  return step;
+}
+
+// features, rows and labels of headTrainStep / headEvalStep, checked against each other.
+BatchInput FeatureInput(const Napi::CallbackInfo& info, size_t first, const std::string& fn, bool requireLabels) {
+  Napi::Env env = info.Env();
+  BatchInput input;
+  input.features = Tensor::Get(info[first], fn + ": features");
+  if (input.features.dim() != 2 || !input.features.is_floating_point()) {
+    std::ostringstream os;
+    os << fn << ": features must be a floating-point [N, hidden] tensor, got "
+       << DTypeName(input.features.scalar_type()) << " of shape " << input.features.sizes();
+    ThrowError(env, os.str());
+  }
+  const int64_t n = input.features.size(0);
+  Napi::Int32Array rows = ReadInt32Array(info[first + 1], fn + ": rows");
+  if (rows.ElementLength() == 0) ThrowError(env, fn + ": rows must not be empty");
+  for (size_t i = 0; i < rows.ElementLength(); ++i) {
+    if (rows[i] < 0 || rows[i] >= n) {
+      ThrowError(env, fn + ": rows[" + std::to_string(i) + "] = " + std::to_string(rows[i]) +
+                          " is out of range for features with " + std::to_string(n) + " rows");
+    }
+  }
+  input.size = static_cast<int64_t>(rows.ElementLength());
+  input.rows = CopyInt32(rows, {input.size});
+
+  Napi::Value labelsValue = info[first + 2];
+  if (IsMissing(labelsValue)) {
+    if (requireLabels) ThrowTypeError(env, fn + ": labels is required (an Int32Array of class ids)");
+    return input;
+  }
+  Napi::Int32Array labels = ReadInt32Array(labelsValue, fn + ": labels");
+  if (labels.ElementLength() != rows.ElementLength()) {
+    ThrowError(env, fn + ": labels has " + std::to_string(labels.ElementLength()) + " elements, rows has " +
+                        std::to_string(rows.ElementLength()));
+  }
+  for (size_t i = 0; i < labels.ElementLength(); ++i) {
+    if (labels[i] < 0) {
+      ThrowError(env, fn + ": labels[" + std::to_string(i) + "] is negative (" + std::to_string(labels[i]) + ")");
+    }
+  }
+  input.labels = CopyInt32(labels, {input.size});
+  return input;
+}
+
+}  // namespace torch_bert

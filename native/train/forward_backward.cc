@@ -1,0 +1,119 @@
+#include "train/forward_backward.h"
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include "module/method_call.h"
+
+namespace torch_bert {
+
+namespace {
+
+// The dtype of the module's floating-point parameters (float32 when it has none).
+c10::ScalarType ParameterDType(const torch::jit::Module& module) {
+  for (const auto& p : module.parameters()) {
+    if (p.is_floating_point()) return p.scalar_type();
+  }
+  return torch::kFloat;
+}
+
+}  // namespace
+
+torch::jit::Method ClassifierMethod(const torch::jit::Module& module, const std::string& name) {
+  if (auto method = module.find_method(name)) return *method;
+  throw std::runtime_error("the model has no '" + name + "' method (build it with buildClassifier)");
+}
+
+torch::Tensor ToDevice(const torch::Tensor& t, const c10::Device& device) {
+  if (t.device() == device) return t;
+  if (device.is_cuda() && t.is_cpu()) return t.pin_memory().to(device, /*non_blocking=*/true);
+  return t.to(device);
+}
+
+// Runs the classifier on the input and checks it returned [B, C] log-probabilities, as
+// float32 whatever the precision. Adapters (if any) take effect for the duration of the call
+// only (module/lora_state.h); merged weights, where needed, are computed outside autocast, in float32.
+torch::Tensor Forward(ModuleState& state, const BatchInput& input, const c10::Device& device, LoraMode mode,
+                      Precision precision) {
+  torch::jit::Module& module = state.module;
+  c10::IValue out;
+  if (input.tokens) {
+    std::vector<c10::IValue> args{ToDevice(input.tokens->inputIds, device),
+                                  ToDevice(input.tokens->attentionMask, device)};
+    AutocastGuard autocast(precision, device);
+    out = CallMethod(state, module.get_method("forward"), std::move(args), mode);
+  } else {
+    torch::jit::Method head = ClassifierMethod(module, "head_forward");
+    if (module.hasattr("hidden_size") && module.attr("hidden_size").isInt() &&
+        module.attr("hidden_size").toInt() != input.features.size(1)) {
+      throw std::runtime_error("features have " + std::to_string(input.features.size(1)) +
+                               " columns but the model's hidden size is " +
+                               std::to_string(module.attr("hidden_size").toInt()));
+    }
+    torch::Tensor x = ToDevice(input.features.index_select(0, ToDevice(input.rows, input.features.device())), device)
+                          .to(ParameterDType(module));
+    // Only adapters that head_forward uses take part (never the encoder's).
+    AutocastGuard autocast(precision, device);
+    out = CallMethod(state, head, {x}, mode);
+  }
+  if (!out.isTensor()) throw std::runtime_error("the model's forward must return a tensor, got a " + out.tagKind());
+  torch::Tensor logp = out.toTensor();
+  if (logp.dim() != 2 || logp.size(0) != input.size) {
+    std::ostringstream os;
+    os << "the model's forward must return log-probabilities of shape [" << input.size << ", classes], got "
+       << logp.sizes();
+    throw std::runtime_error(os.str());
+  }
+  // Autocast's output: the loss and everything after it run in float32.
+  const bool reduced = logp.scalar_type() == torch::kHalf || logp.scalar_type() == torch::kBFloat16;
+  return reduced ? logp.to(torch::kFloat) : logp;
+}
+
+void CheckLabels(const torch::Tensor& labels, int64_t classes) {
+  int64_t max = labels.max().item<int64_t>();
+  if (max >= classes) {
+    throw std::runtime_error("label " + std::to_string(max) + " is out of range for a model with " +
+                             std::to_string(classes) + " classes");
+  }
+}
+
+// Mean loss over the batch. Plain: NLL of the log-probabilities. With class weights or label
+// smoothing: cross_entropy on the log-probabilities, which equals nn.CrossEntropyLoss(weight,
+// label_smoothing) on the logits since log_softmax is idempotent.
+torch::Tensor ComputeLoss(const torch::Tensor& logp, const torch::Tensor& labels, const LossOptions& options) {
+  if (options.Plain()) return torch::nll_loss(logp, labels);
+  namespace F = torch::nn::functional;
+  auto ce = F::CrossEntropyFuncOptions().label_smoothing(options.labelSmoothing);
+  if (options.classWeights) {
+    if (options.classWeights->numel() != logp.size(1)) {
+      throw std::runtime_error("classWeights has " + std::to_string(options.classWeights->numel()) +
+                               " values but the model has " + std::to_string(logp.size(1)) + " classes");
+    }
+    ce.weight(options.classWeights->to(logp.device(), logp.scalar_type()));
+  }
+  return F::cross_entropy(logp, labels, ce);
+}
+
+ForwardBackwardResult ForwardBackward(ModuleState& state, const BatchInput& input, const c10::Device& device,
+                                      Precision precision, const LossOptions& loss, double lossMultiplier,
+                                      bool skipNonFinite) {
+  ForwardBackwardResult out;
+  out.logp = Forward(state, input, device, LoraMode::kTrain, precision);
+  CheckLabels(*input.labels, out.logp.size(1));
+  out.labels = ToDevice(*input.labels, device);
+  out.loss = ComputeLoss(out.logp, out.labels, loss);
+  if (skipNonFinite && !std::isfinite(out.loss.item<double>())) {
+    out.nonFiniteLoss = true;
+    return out;
+  }
+  if (lossMultiplier == 1) {
+    out.loss.backward();
+  } else {
+    (out.loss * lossMultiplier).backward();
+  }
+  return out;
+}
+
+}  // namespace torch_bert
