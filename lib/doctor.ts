@@ -58,7 +58,7 @@ export interface DoctorReport {
   blas: { name: string; libraries: string[]; how: string } | null;
   /** torch-bert's caching allocator for libtorch's CPU tensors (null without a loaded binary). */
   cpuAllocator: CpuCacheStats | null;
-  /** Token pruning (native/execution_graph.h) on or off (null without a loaded binary). */
+  /** Token pruning (native/graph/token_pruning.h) on or off (null without a loaded binary). */
   tokenPruning: boolean | null;
   threads: {
     intraOp: number | null;

@@ -23,7 +23,7 @@
  * fairseq's `embed_positions` name. The offset is then the tokenizer's pad id + 1 (RoBERTa's
  * padding_idx is its pad token). A RoBERTa traced through AutoModel with a tokenizer of another
  * post-processor gives no hint: a max length within the offset of the table's size then fails
- * in the interpreter, whose message keeps its cause (native/errors.h).
+ * in the interpreter, whose message keeps its cause (native/addon/errors.h).
  */
 import type { NativeScriptModule, NativeValue } from './binding.js';
 import { InputError, ModelError, messageOf } from './errors.js';

@@ -4,7 +4,7 @@
  * another model, a max length beyond the position embeddings (RoBERTa's offset included), in
  * train(), loadClassifier()/predict()/evaluate() and the CLI; and an error that still comes out
  * of the TorchScript interpreter keeps its innermost message in its one line and its whole
- * traceback as `cause` (native/errors.h) and under --verbose / TORCH_BERT_DEBUG.
+ * traceback as `cause` (native/addon/errors.h) and under --verbose / TORCH_BERT_DEBUG.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
