@@ -18,6 +18,7 @@ import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { sha256File, writeCheckpoint } from '../../lib/checkpoint.js';
 import { loadBinding } from '../../lib/loader.js';
+import { startPosition } from '../../lib/run-keeper.js';
 import { STATE_DIR, saveTrainingState } from '../../lib/training-state.js';
 
 // SLOW_FS_MS=n: every rename / link / copy / unlink / open takes n ms longer (a slow disk), which
@@ -104,18 +105,7 @@ const states = models.map(({ which, module }) => {
 
 async function saveState(i: number, which: 'A' | 'B'): Promise<string> {
   const s = states.find((x) => x.which === which)!;
-  const position = {
-    epoch: 1,
-    batch: i,
-    optimizerSteps: i,
-    history: [],
-    evaluations: [],
-    bestValue: null,
-    evaluationsWithoutImprovement: 0,
-    epochLossSum: 0,
-    epochCorrect: 0,
-    epochSeen: 0,
-  };
+  const position = { ...startPosition(), batch: i, optimizerSteps: i };
   await saveTrainingState(binding, dir, {
     fingerprint: { weights: which, saveIndex: i },
     position,
