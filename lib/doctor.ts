@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { FoundLibtorch, LibtorchCandidate } from '../scripts/find-libtorch.mjs';
 import { mappedLibraries, readLibtorchCache, resolveLibtorch } from '../scripts/native-binary.mjs';
 import type { CpuCacheStats, CudaDeviceProperties, NativeBinding, NativeBuildInfo } from './binding.js';
+import { hubSettings } from './hub.js';
 import { type BuildInfo, loadBinding, loadedBinaryInfo, packageRoot } from './loader.js';
 
 export interface GpuInfo {
@@ -60,6 +61,8 @@ export interface DoctorReport {
   cpuAllocator: CpuCacheStats | null;
   /** Token pruning (native/graph/token_pruning.h) on or off (null without a loaded binary). */
   tokenPruning: boolean | null;
+  /** Where Hugging Face Hub ids resolve (lib/hub.ts): the cache, the endpoint, offline mode, whether HF_TOKEN is set (never its value). */
+  hub: ReturnType<typeof hubSettings>;
   threads: {
     intraOp: number | null;
     interOp: number | null;
@@ -250,6 +253,7 @@ export function doctor(): DoctorReport {
     blas,
     cpuAllocator,
     tokenPruning,
+    hub: hubSettings(),
     threads: { intraOp, interOp, parallel, cpus: cpus().length, env },
     node: { version: process.version, modules: process.versions.modules, napi: process.versions.napi ?? null, execPath: process.execPath },
     platform: {
@@ -349,6 +353,11 @@ export function formatDoctor(r: DoctorReport): string {
       );
     }
   }
+  lines.push('', 'hugging face hub:');
+  add('cache', r.hub.cacheDir);
+  add('endpoint', r.hub.endpoint);
+  add('offline', r.hub.offline ? 'yes (HF_HUB_OFFLINE): only the cache is read' : 'no');
+  add('token', r.hub.tokenSet ? 'set (HF_TOKEN)' : 'not set');
   lines.push('', 'threads:');
   add('intra-op', r.threads.intraOp);
   add('inter-op', r.threads.interOp);

@@ -61,13 +61,22 @@ interface HubEnv {
 }
 
 function hubEnv(): HubEnv {
+  const { cacheDir, endpoint, offline } = hubSettings();
+  return { cacheDir, endpoint, offline, token: process.env.HF_TOKEN || undefined };
+}
+
+/**
+ * Where Hub ids resolve, as `doctor` reports it: the cache folder, the endpoint, offline mode,
+ * and whether a token is set (never the token itself).
+ */
+export function hubSettings(): { cacheDir: string; endpoint: string; offline: boolean; tokenSet: boolean } {
   const env = process.env;
   return {
     cacheDir: getHFHubCachePath(),
     endpoint: (env.HF_ENDPOINT || 'https://huggingface.co').replace(/\/+$/, ''),
-    token: env.HF_TOKEN || undefined,
     // Python's huggingface_hub reads these spellings as true.
     offline: ['1', 'on', 'yes', 'true'].includes((env.HF_HUB_OFFLINE ?? '').trim().toLowerCase()),
+    tokenSet: Boolean(env.HF_TOKEN),
   };
 }
 

@@ -66,6 +66,34 @@ describe('torch-bert doctor', () => {
     expect(report.platform.arch).toBe(process.arch);
   });
 
+  it('reports where Hub ids resolve, and never the token', async () => {
+    const token = 'hf_doctorTestSecret123';
+    const env = {
+      ...process.env,
+      HF_HUB_CACHE: '/tmp/torch-bert-doctor-hub',
+      HF_HUB_OFFLINE: '1',
+      HF_TOKEN: token,
+      HF_ENDPOINT: 'http://127.0.0.1:9/',
+    };
+    const json = await exec(process.execPath, [cli, 'doctor', '--json'], { env });
+    expect(JSON.parse(json.stdout).hub).toEqual({
+      cacheDir: '/tmp/torch-bert-doctor-hub',
+      endpoint: 'http://127.0.0.1:9',
+      offline: true,
+      tokenSet: true,
+    });
+    const text = await exec(process.execPath, [cli, 'doctor'], { env });
+    expect(text.stdout).toMatch(
+      /hugging face hub:\n {2}cache +\/tmp\/torch-bert-doctor-hub\n {2}endpoint +http:\/\/127\.0\.0\.1:9\n {2}offline +yes \(HF_HUB_OFFLINE\)[^\n]*\n {2}token +set \(HF_TOKEN\)/,
+    );
+    for (const out of [json.stdout, json.stderr, text.stdout, text.stderr]) expect(out).not.toContain(token);
+    const { HF_HUB_OFFLINE: _o, HF_TOKEN: _t, ...plain } = env;
+    expect(JSON.parse((await exec(process.execPath, [cli, 'doctor', '--json'], { env: plain })).stdout).hub).toMatchObject({
+      offline: false,
+      tokenSet: false,
+    });
+  });
+
   it('prints a readable report', async () => {
     const { stdout } = await exec(process.execPath, [cli, 'doctor']);
     for (const section of ['libtorch found:', 'binary:', 'runtime:', 'threads:', 'system:']) expect(stdout).toContain(section);
