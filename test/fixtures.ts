@@ -45,6 +45,21 @@ export interface MakeEncoderOptions {
 }
 
 /**
+ * The small informative encoder most tests train on: 2 layers of width 64, fine-tuned on the
+ * demo's pretraining reviews so that its features separate the classes (a random BERT's do not).
+ */
+export const INFORMATIVE_ENCODER: MakeEncoderOptions = {
+  layers: 2,
+  hidden: 64,
+  heads: 4,
+  intermediate: 256,
+  tokenizer: demoTokenizer,
+  pretrain: demoPretrain,
+  pretrainEpochs: 10,
+  seed: 1,
+};
+
+/**
  * Run a Python script from the repository with {@link PYTHON}. Resolves with its stdout;
  * rejects with an Error carrying its stderr when it exits non-zero or cannot start.
  * `script` is a path relative to the repository root, or absolute, or a Python option such
