@@ -175,6 +175,17 @@ Napi::Object Tensor::Wrap(Napi::Env env, const torch::Tensor& tensor, bool ownsM
   return GetAddonData(env).tensorConstructor.New({Napi::External<TensorInit>::New(env, &init)});
 }
 
+Napi::Array WrapNamedTensors(Napi::Env env, const NamedTensors& tensors, bool ownsMemory) {
+  Napi::Array out = Napi::Array::New(env, tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    Napi::Array pair = Napi::Array::New(env, 2);
+    pair.Set(0u, Napi::String::New(env, tensors[i].first));
+    pair.Set(1u, Tensor::Wrap(env, tensors[i].second, ownsMemory));
+    out.Set(static_cast<uint32_t>(i), pair);
+  }
+  return out;
+}
+
 bool Tensor::IsTensor(const Napi::Value& value) {
   return IsWrapped(value, WrapClass::Tensor);
 }
