@@ -250,15 +250,15 @@ function buildModel(
   device: string,
   notes: string[],
 ): BuiltClassifier {
-  const fileDtype = encoder.namedParameters().find(([, t]) => ['float16', 'bfloat16', 'float64'].includes(t.dtype))?.[1].dtype;
-  if (fileDtype) {
-    // Master weights are float32; reduced precision comes from autocast (the precision option).
-    encoder.to(device, 'float32');
-    notes.push(
-      `the encoder file holds ${fileDtype} weights; they train in float32 (precision '${opts.precision}' decides the forward's precision)`,
-    );
-  }
   try {
+    const fileDtype = encoder.namedParameters().find(([, t]) => ['float16', 'bfloat16', 'float64'].includes(t.dtype))?.[1].dtype;
+    if (fileDtype) {
+      // Master weights are float32; reduced precision comes from autocast (the precision option).
+      encoder.to(device, 'float32');
+      notes.push(
+        `the encoder file holds ${fileDtype} weights; they train in float32 (precision '${opts.precision}' decides the forward's precision)`,
+      );
+    }
     return binding.buildClassifier(encoder, {
       numClasses,
       headHidden: opts.headHidden,
