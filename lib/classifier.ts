@@ -16,10 +16,10 @@ import {
   TOKENIZER_FILE,
 } from './checkpoint.js';
 import { type DataSource, labelIds, loadExamples } from './data.js';
+import { type EncoderSourceInfo, loadEncoderSource } from './encoder-source.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
-import { type EncoderSourceInfo, loadEncoderSource } from './encoder-source.js';
 import { checkModelInputs, tokenTypesFed } from './model-checks.js';
 import type { Device, Pooling } from './options.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';

@@ -79,7 +79,11 @@ export interface EncoderLoadOptions {
 
 /** Loads `spec` (a .pt file, a model folder or a Hub id) and checks it (see the top). */
 export async function loadEncoderSource(spec: string, options: EncoderLoadOptions): Promise<LoadedEncoder> {
-  const source = await resolveModelSource(spec, { tokenizer: options.tokenizer === undefined, signal: options.signal, onProgress: options.onDownload });
+  const source = await resolveModelSource(spec, {
+    tokenizer: options.tokenizer === undefined,
+    signal: options.signal,
+    onProgress: options.onDownload,
+  });
   const maxLengthFrom = options.maxLengthFrom ?? 'maxLength / --max-length';
   if (source.kind === 'torchscript') {
     if (options.tokenizer === undefined) {
@@ -110,10 +114,9 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
   let tokenizer: TextTokenizer;
   if (options.tokenizer === undefined) {
     if (!files.tokenizer) {
-      throw new InputError(
-        `model ${description} has no tokenizer (tokenizer.json, or vocab.txt): name one (tokenizer / --tokenizer)`,
-        { file: dir },
-      );
+      throw new InputError(`model ${description} has no tokenizer (tokenizer.json, or vocab.txt): name one (tokenizer / --tokenizer)`, {
+        file: dir,
+      });
     }
     tokenizer = await loadFolderTokenizer(dir, files.tokenizer);
   } else {
@@ -223,7 +226,11 @@ async function buildFromFolder(
     );
   }
   try {
-    const built = binding.buildEncoder({ ...config.native, pooler: checkpoint.pooler, mlmHead: checkpoint.mlmHead }, checkpoint.weights, device);
+    const built = binding.buildEncoder(
+      { ...config.native, pooler: checkpoint.pooler, mlmHead: checkpoint.mlmHead },
+      checkpoint.weights,
+      device,
+    );
     built.mlmHead?.dispose();
     return { encoder: built.encoder, notes };
   } catch (err) {

@@ -94,7 +94,10 @@ function renameLeaf(name: string): string {
  * (code CHECKPOINT_MISMATCH) naming the file and the tensor for a name met twice after
  * normalisation, or a tensor of a dtype that is not a float weight.
  */
-export function normaliseCheckpoint<T extends TensorLike>(tensors: ReadonlyArray<ReadTensor<T>>, family: EncoderFamily): NormalisedCheckpoint<T> {
+export function normaliseCheckpoint<T extends TensorLike>(
+  tensors: ReadonlyArray<ReadTensor<T>>,
+  family: EncoderFamily,
+): NormalisedCheckpoint<T> {
   const head = MLM_HEAD[family];
   const out = new Map<string, { tensor: T; from: ReadTensor<T> }>();
   const ignored: string[] = [];

@@ -40,15 +40,22 @@ import { classificationTask, type LabelledSet, lossOptions, validateClassifier }
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
 import { csvColumns, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
 import { cpuBf16 } from './doctor.js';
+import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
 import { encodeOnce, type FeatureCache } from './feature-cache.js';
 import { loadBinding } from './loader.js';
 import type { ClassificationMetrics } from './metrics.js';
-import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
-import { DEFAULTS, type EpochMetrics, type Evaluation, type ResolvedTrainOptions, resolveTrainOptions, type TrainOptions } from './options.js';
+import {
+  DEFAULTS,
+  type EpochMetrics,
+  type Evaluation,
+  type ResolvedTrainOptions,
+  resolveTrainOptions,
+  type TrainOptions,
+} from './options.js';
 import { renderReport } from './report.js';
 import { RunKeeper, startPosition } from './run-keeper.js';
-import { TextTokenizer } from './tokenizer.js';
+import type { TextTokenizer } from './tokenizer.js';
 import { setUpTrainable, type TrainableSet } from './trainable.js';
 import { runTrainingLoop } from './training-loop.js';
 import {
@@ -290,7 +297,8 @@ async function encodeFeatures(
   data: { train: LabelledSet; validation: LabelledSet },
   disposables: Array<{ dispose(): void }>,
 ): Promise<{ train: FeatureCache; validation: FeatureCache }> {
-  const disk = opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, weightsKey: await loaded.weightsKey(), pooling: opts.pooling } : undefined;
+  const disk =
+    opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, weightsKey: await loaded.weightsKey(), pooling: opts.pooling } : undefined;
   const options = { tokensPerBatch: TOKENS_PER_FORWARD, disk, onProgress: opts.onProgress, signal: opts.signal };
   const train = await encodeOnce(binding, model, data.train.encoded, { ...options, split: 'train' });
   disposables.push(train.features);
@@ -509,7 +517,8 @@ async function finish(run: {
   }
   if (outDir) {
     await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
-    if (opts.report) await writeReport(outDir, opts, run.tokenizer.path, position.evaluations, position.history, bestMetrics, config, setup);
+    if (opts.report)
+      await writeReport(outDir, opts, run.tokenizer.path, position.evaluations, position.history, bestMetrics, config, setup);
   }
   const bestModule = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
   bestModule.train(false);

@@ -25,7 +25,12 @@ function tokenText(value: unknown): string | undefined {
  * the line number its id), with casing and special tokens from tokenizer_config.json and
  * special_tokens_map.json (either may be absent). `file` is named in errors.
  */
-export function wordPieceTokenizerJson(vocabText: string, tokenizerConfig: Json | undefined, specialTokens: Json | undefined, file: string): string {
+export function wordPieceTokenizerJson(
+  vocabText: string,
+  tokenizerConfig: Json | undefined,
+  specialTokens: Json | undefined,
+  file: string,
+): string {
   const lines = vocabText.endsWith('\n') ? vocabText.slice(0, -1).split('\n') : vocabText.split('\n');
   const vocab: Record<string, number> = {};
   lines.forEach((token, id) => {
@@ -72,9 +77,7 @@ export function wordPieceTokenizerJson(vocabText: string, tokenizerConfig: Json 
         { Sequence: { id: 'B', type_id: 1 } },
         { SpecialToken: { id: sep, type_id: 1 } },
       ],
-      special_tokens: Object.fromEntries(
-        [cls, sep].map((t) => [t, { id: t, ids: [vocab[t]], tokens: [t] }]),
-      ),
+      special_tokens: Object.fromEntries([cls, sep].map((t) => [t, { id: t, ids: [vocab[t]], tokens: [t] }])),
     },
     decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
     model: { type: 'WordPiece', unk_token: unk, continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab },
