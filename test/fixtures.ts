@@ -42,6 +42,8 @@ export interface MakeEncoderOptions {
   pretrain?: string;
   pretrainEpochs?: number;
   seed?: number;
+  /** BertModel-named float32 weights (safetensors) to trace instead of the random init. */
+  weights?: string;
 }
 
 /**
@@ -95,6 +97,7 @@ function encoderArgs(opts: MakeEncoderOptions): string[] {
   add('--signature', opts.signature);
   add('--output', opts.output);
   add('--seed', opts.seed);
+  if (opts.weights !== undefined) add('--weights', path.resolve(repoRoot, opts.weights));
   if (opts.pretrain !== undefined) {
     add('--pretrain', path.resolve(repoRoot, opts.pretrain));
     add('--pretrain-epochs', opts.pretrainEpochs);
@@ -117,6 +120,7 @@ export async function makeEncoder(opts: MakeEncoderOptions = {}): Promise<string
   const inputs = [path.join(repoRoot, 'scripts', 'python', 'make_encoder.py'), path.join(repoRoot, 'scripts', 'python', 'wordpiece.py')];
   if (opts.tokenizer !== undefined) inputs.push(path.resolve(repoRoot, opts.tokenizer));
   if (opts.pretrain !== undefined) inputs.push(path.resolve(repoRoot, opts.pretrain));
+  if (opts.weights !== undefined) inputs.push(path.resolve(repoRoot, opts.weights));
   for (const file of inputs) {
     hash.update('\0' + path.basename(file) + '\0');
     hash.update(readFileSync(file));
