@@ -373,6 +373,26 @@ export interface Versions {
   builtAgainst: string;
 }
 
+/** What `buildEncoder` makes (lib/hf-config.ts reads it from config.json). */
+export interface NativeEncoderConfig {
+  family: 'bert' | 'roberta' | 'distilbert';
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  intermediateSize: number;
+  maxPositions: number;
+  /** bert: type_vocab_size; roberta: its type_vocab_size (1); distilbert: 0 (no table). */
+  typeVocabSize: number;
+  layerNormEps: number;
+  padTokenId: number;
+  hiddenAct: 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu';
+  /** Whether the weights hold a pooler (`pooler.dense.*`): forward then returns (last_hidden, pooler). */
+  pooler: boolean;
+  /** Whether the weights hold the masked-LM head. */
+  mlmHead: boolean;
+}
+
 export interface NativeBinding {
   Tensor: NativeTensorStatic;
   ScriptModule: NativeScriptModuleStatic;
@@ -440,6 +460,21 @@ export interface NativeBinding {
   /** Write named tensors to a file Python can read with `torch.load` (a dict of tensors). */
   saveTensors(path: string, tensors: Record<string, NativeTensor>): void;
   loadTensors(path: string): Record<string, NativeTensor>;
+  /** Every tensor of a safetensors file, on the CPU in the file's dtype, and its `__metadata__`. */
+  readSafetensors(path: string): { tensors: Array<[string, NativeTensor]>; metadata: Record<string, string> | null };
+  /** The tensors of a zip-format `pytorch_model.bin` (torch.save of a state dict), on the CPU. */
+  readTorchStateDict(path: string): Array<[string, NativeTensor]>;
+  /**
+   * A Hugging Face encoder as TorchScript, with transformers' module and parameter names, from
+   * its config and AutoModel-named weights (plus the MLM head's, as the ForMaskedLM checkpoint
+   * names them). Refuses a missing tensor, an unexpected name or a shape disagreeing with the
+   * config, naming the tensor.
+   */
+  buildEncoder(
+    config: NativeEncoderConfig,
+    weights: Array<[string, NativeTensor]>,
+    device: string,
+  ): { encoder: NativeScriptModule; mlmHead: NativeScriptModule | null };
   /** The default CPU generator's state (and CUDA's when available), for exact resume. */
   getRngState(): Uint8Array;
   setRngState(state: Uint8Array): void;

@@ -69,7 +69,7 @@ const HELP: Record<string, string> = {
   main: `torch-bert — fine-tune BERT classifiers from Node.js on libtorch
 
 Usage:
-  torch-bert train   --data FILE.csv --model ENCODER.pt --tokenizer tokenizer.json --out DIR [options]
+  torch-bert train   --data FILE.csv --model MODEL [--tokenizer tokenizer.json] --out DIR [options]
   torch-bert eval    --classifier DIR --data FILE.csv [--json]
   torch-bert predict --classifier DIR [--json] TEXT...
   torch-bert demo    [--out DIR] [--json]
@@ -78,22 +78,29 @@ Usage:
 Every command takes --verbose: on failure, the full trace (as TORCH_BERT_DEBUG=1 does).
 
 Run 'torch-bert COMMAND --help' for a command's options.`,
-  train: `torch-bert train — fine-tune a classifier on a TorchScript encoder (frozen, full or LoRA)
+  train: `torch-bert train — fine-tune a classifier on an encoder (frozen, full or LoRA)
 
 Required:
   --data FILE.csv          labelled training data (CSV with a header row); repeat the option
                            for a dataset in parts (same columns), read as one
-  --model ENCODER.pt       TorchScript encoder: forward(input_ids, attention_mask[, token_type_ids])
-  --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder
+  --model MODEL            the encoder: a TorchScript file (ENCODER.pt: forward(input_ids,
+                           attention_mask[, token_type_ids])), a Hugging Face model folder
+                           (config.json + model.safetensors | pytorch_model.bin; BERT, RoBERTa,
+                           XLM-R, CamemBERT, DistilBERT) or a Hub id (org/name[@revision],
+                           from the Hugging Face cache, downloaded when missing; HF_HUB_OFFLINE=1
+                           uses the cache only); an existing local path wins, ./name is local
   --out DIR                where the best checkpoint goes (classifier.pt, config.json, ...)
 Options (default):
+  --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder (the model
+                           folder's own tokenizer.json or vocab.txt; required with a .pt file)
   --text-column NAME       text column (text)
   --label-column NAME      label column (label); integer ids or class names
   --validation-data FILE   validation CSV instead of splitting --data (repeatable)
   --validation-split X     share of --data held out, stratified (${DEFAULTS.validationSplit})
   --epochs N               (${DEFAULTS.epochs})
   --batch-size N           (${DEFAULTS.batchSize})
-  --max-length N           tokens per text incl. special tokens (${DEFAULTS.maxLength})
+  --max-length N           tokens per text incl. special tokens (${DEFAULTS.maxLength}; a model
+                           folder's model_max_length within its position table)
   --lr X                   AdamW learning rate (${DEFAULTS.learningRate})
   --weight-decay X         AdamW weight decay (${DEFAULTS.weightDecay})
   --head-hidden N          head hidden width (${DEFAULTS.headHidden})
@@ -107,7 +114,8 @@ Options (default):
   --lora-rank N            LoRA rank (8)
   --lora-alpha X           LoRA alpha; the update is (alpha/rank)·B·A (16)
   --lora-dropout X         dropout on the adapter path (0)
-  --lora-targets A,B       module path suffixes to adapt (attention.self.query,attention.self.value)
+  --lora-targets A,B       module path suffixes to adapt (attention.self.query,attention.self.value;
+                           a DistilBERT folder's attention.q_lin,attention.v_lin)
   --feature-cache C        frozen: memory | disk | none (recompute every epoch) (${DEFAULTS.featureCache})
   --cache-dir DIR          on-disk feature cache (${DEFAULTS.featureCacheDir})
   --schedule S             constant | linear (${DEFAULTS.schedule})
@@ -294,7 +302,7 @@ async function commandTrain(argv: string[]): Promise<void> {
         }
       : undefined,
     encoder: requireOption(values, 'model', 'train'),
-    tokenizer: requireOption(values, 'tokenizer', 'train'),
+    tokenizer: values.tokenizer as string | undefined,
     outDir: values.resume ? (values.out as string | undefined) : requireOption(values, 'out', 'train'),
     epochs: numberOption(values, 'epochs'),
     batchSize: numberOption(values, 'batch-size'),

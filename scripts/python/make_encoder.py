@@ -445,6 +445,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-position", type=int, default=512, help="position embeddings (longest sequence)")
     p.add_argument("--type-vocab", type=int, default=2, help="token type (segment) embeddings")
     p.add_argument("--seed", type=int, default=0, help="torch.manual_seed for the init; also seeds pretraining")
+    p.add_argument("--weights", metavar="FILE.safetensors",
+                   help="load these BertModel-named float32 weights instead of the random init (the sizes must match)")
     p.add_argument("--signature", type=int, choices=(2, 3), default=2,
                    help="2: forward(input_ids, attention_mask); 3: forward(input_ids, attention_mask, token_type_ids)")
     p.add_argument("--output", choices=("tuple", "dict", "tensor", "bad"), default="tuple",
@@ -463,6 +465,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     g.add_argument("--label-column", default="label", help="CSV column with the label (ints or strings)")
     g.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (None: PyTorch's choice)")
     return p.parse_args(argv)
+
+
+def read_safetensors(path: str) -> Dict[str, Tensor]:
+    """A safetensors file's F32 tensors: u64 little-endian header size, JSON header, raw data."""
+    import struct
+    with open(path, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+        data = f.read()
+    out: Dict[str, Tensor] = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        if t["dtype"] != "F32":
+            raise SystemExit(f"--weights {path}: {name} is {t['dtype']}, only F32 is read")
+        start, end = t["data_offsets"]
+        out[name] = torch.frombuffer(bytearray(data[start:end]), dtype=torch.float32).reshape(t["shape"])
+    return out
 
 
 def vocab_size_of(tokenizer_path: str) -> int:
@@ -504,6 +524,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     expected = hf_state_dict_keys(c)
     if keys != expected:
         raise SystemExit(f"state_dict keys differ from HF BertModel: {sorted(set(keys) ^ set(expected))}")
+
+    if args.weights:
+        state = read_safetensors(args.weights)
+        if set(state) != set(expected):
+            raise SystemExit(f"--weights {args.weights}: names differ from HF BertModel: {sorted(set(state) ^ set(expected))}")
+        model.load_state_dict(state, strict=True)
+        log(f"weights from {args.weights}")
 
     if args.pretrain:
         pretrain(model, args)
