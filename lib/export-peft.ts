@@ -47,16 +47,16 @@ export function peftTensors(parameters: Array<[string, NativeTensor]>): Array<[s
 /**
  * adapter_config.json. Only fields every PEFT version since 0.3 reads (an older LoraConfig
  * refuses keyword arguments it does not know, so nothing of ours goes in here: the provenance is
- * in the exported model's config.json). `baseModel` is the Hub id or folder of the base
- * encoder when one is known, else null (PEFT writes null for a base that is not a transformers
+ * in the exported model's config.json). `baseModel` is the Hub id (with `revision` its commit)
+ * or folder of the base encoder when one is known, else null (PEFT writes null for a base that is not a transformers
  * model: a TorchScript encoder file).
  */
-export function adapterConfig(lora: LoraSettings, baseModel: string | null): Record<string, unknown> {
+export function adapterConfig(lora: LoraSettings, baseModel: string | null, revision: string | null): Record<string, unknown> {
   return {
     peft_type: 'LORA',
     task_type: 'FEATURE_EXTRACTION',
     base_model_name_or_path: baseModel,
-    revision: null,
+    revision,
     r: lora.rank,
     lora_alpha: lora.alpha,
     lora_dropout: lora.dropout,

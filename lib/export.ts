@@ -55,26 +55,46 @@ export interface ExportResult {
 
 /** What the classifier recorded of its encoder's Hugging Face origin, when it came from a folder or Hub id. */
 interface RecordedEncoder {
-  /** The encoder's own config.json. */
+  /** The encoder's own config.json (read from the recorded folder, when it is still there). */
   hfConfig: Record<string, unknown> | null;
-  /** A Hub id (with `@commit` when recorded) or a folder: PEFT's base_model_name_or_path. */
+  /** The recorded `model_type` (kept even when the folder is gone). */
+  modelType: string | null;
+  /** The Hub id, else the folder: PEFT's base_model_name_or_path. */
   baseModel: string | null;
+  /** The Hub commit it resolved to: PEFT's revision. */
+  revision: string | null;
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const stringOrNull = (v: unknown): string | null => (typeof v === 'string' ? v : null);
 
 /**
- * The encoder's config.json and source, as a classifier trained on a Hugging Face folder or Hub
- * id records them in its config.json's `encoder` (`hfConfig`, or `config`, or `source.config`;
- * `source.repoId` / `source.dir`). A classifier trained on a TorchScript file has neither.
+ * The encoder's Hugging Face origin as a classifier trained on a model folder or Hub id records
+ * it in config.json's `encoder.source` (`{ kind: 'folder', dir, modelType, family, weights,
+ * repoId?, revision?, commit? }`, lib/encoder-source.ts), with the folder's config.json read back
+ * for what the weights cannot tell (heads, epsilon, activation). A classifier trained on a
+ * TorchScript file records none of it.
  */
-export function recordedEncoder(config: ClassifierConfig): RecordedEncoder {
+export async function recordedEncoder(config: ClassifierConfig): Promise<RecordedEncoder> {
   const encoder = (config.encoder ?? {}) as unknown as Record<string, unknown>;
-  const source = isObject(encoder.source) ? encoder.source : {};
-  const hfConfig = [encoder.hfConfig, encoder.config, source.config].find(isObject) ?? null;
-  const repoId = typeof source.repoId === 'string' ? source.repoId : null;
-  const dir = typeof source.dir === 'string' ? source.dir : null;
-  return { hfConfig, baseModel: repoId ?? dir };
+  const source = isObject(encoder.source) && encoder.source.kind === 'folder' ? encoder.source : null;
+  if (!source) return { hfConfig: null, modelType: null, baseModel: null, revision: null };
+  const dir = stringOrNull(source.dir);
+  let hfConfig: Record<string, unknown> | null = null;
+  if (dir) {
+    try {
+      const parsed = JSON.parse(await readFile(join(dir, CONFIG_FILE), 'utf8')) as unknown;
+      if (isObject(parsed)) hfConfig = parsed;
+    } catch {
+      // Moved or deleted since training (a cache snapshot may be pruned): heads then come from the option.
+    }
+  }
+  return {
+    hfConfig,
+    modelType: stringOrNull(hfConfig?.model_type) ?? stringOrNull(source.modelType),
+    baseModel: stringOrNull(source.repoId) ?? dir,
+    revision: stringOrNull(source.commit),
+  };
 }
 
 /** What the exported config needs from the tokenizer.json. */
@@ -184,11 +204,10 @@ function architectureConfig(
 }
 
 /** The family: DistilBERT by its names; RoBERTa (BERT's names) when the recorded config or the tokenizer says so. */
-function familyOf(shapes: EncoderShapes, hf: Record<string, unknown> | null, facts: TokenizerFacts): ExportFamily {
+function familyOf(shapes: EncoderShapes, recorded: string | null, facts: TokenizerFacts): ExportFamily {
   if (shapes.family === 'distilbert') return 'distilbert';
-  const recorded = stringField(hf, 'model_type');
   if (recorded === 'roberta' || recorded === 'xlm-roberta' || recorded === 'camembert') return 'roberta';
-  if (recorded === undefined && facts.roberta) return 'roberta';
+  if (recorded === null && facts.roberta) return 'roberta';
   return 'bert';
 }
 
@@ -204,8 +223,9 @@ function headsOf(shapes: EncoderShapes, hf: Record<string, unknown> | null, opti
   if (heads === undefined) {
     throw new ModelError(
       `cannot export ${file}: the number of attention heads (num_attention_heads) is missing — the weights cannot ` +
-        `tell it (hidden size ${shapes.hiddenSize} splits into any number of heads that divides it) and the ` +
-        `classifier records no encoder config.json (it was trained on a TorchScript file); give it with ` +
+        `tell it (hidden size ${shapes.hiddenSize} splits into any number of heads that divides it) and no ` +
+        `recorded encoder config.json says it (the classifier was trained on a TorchScript file, or its model ` +
+        `folder is gone); give it with ` +
         `--heads N (exportHuggingFace's \`heads\` option)`,
       { file, code: 'EXPORT_HEADS_UNKNOWN' },
     );
@@ -264,10 +284,10 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
       encoderParams.map(([name, t]) => ({ name, shape: t.shape })),
       join(dir, 'classifier.pt'),
     );
-    const recorded = recordedEncoder(config);
+    const recorded = await recordedEncoder(config);
     const tokenizerText = await readFile(join(dir, TOKENIZER_FILE), 'utf8');
     const facts = tokenizerFacts(JSON.parse(tokenizerText) as Record<string, unknown>);
-    const family = familyOf(shapes, recorded.hfConfig, facts);
+    const family = familyOf(shapes, recorded.modelType, facts);
     const heads = headsOf(shapes, recorded.hfConfig, options.heads, configPath);
     const assumed: string[] = [];
     const lora = config.hyperparameters?.lora as LoraSettings | undefined;
@@ -288,6 +308,7 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
           classifierSha256: config.classifierSha256 ?? null,
           encoder: config.encoder?.file ?? null,
           baseModel: recorded.baseModel,
+          revision: recorded.revision,
           technique,
           torchBertVersion: config.torchBertVersion,
           libtorchVersion: config.libtorchVersion,
@@ -353,7 +374,10 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
         copies.push(...tensors.copies);
         await mkdir(join(staging, ADAPTER_DIR));
         binding.writeSafetensors(join(staging, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE), peftTensors(tensors.tensors), SAFETENSORS_METADATA);
-        await write(join(ADAPTER_DIR, ADAPTER_CONFIG_FILE), JSON.stringify(adapterConfig(lora, recorded.baseModel), null, 2) + '\n');
+        await write(
+          join(ADAPTER_DIR, ADAPTER_CONFIG_FILE),
+          JSON.stringify(adapterConfig(lora, recorded.baseModel, recorded.revision), null, 2) + '\n',
+        );
         files.push(join(ADAPTER_DIR, ADAPTER_WEIGHTS_FILE));
         adapter = { dir: join(out, ADAPTER_DIR), modules: adapters.modules.map((m) => m.slice(8)), r: lora.rank, loraAlpha: lora.alpha };
       } finally {

@@ -6,7 +6,7 @@
  * must give the merged ones; unsupported encoders and a missing head count are refused.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -246,6 +246,50 @@ describe('exportHuggingFace', () => {
     } finally {
       classifier.dispose();
     }
+  });
+
+  it("takes heads, epsilon, activation and family from a recorded Hugging Face source, and names it PEFT's base", async () => {
+    const dir = join(work, 'lora');
+    const hfDir = join(work, 'source-folder');
+    mkdirSync(hfDir);
+    const sourceConfig = { model_type: 'roberta', num_attention_heads: 4, layer_norm_eps: 1e-5, hidden_act: 'gelu_new', pad_token_id: 1 };
+    writeFileSync(join(hfDir, 'config.json'), JSON.stringify(sourceConfig));
+    const recorded = join(work, 'lora-recorded');
+    cpSync(dir, recorded, { recursive: true });
+    const config = JSON.parse(readFileSync(join(recorded, 'config.json'), 'utf8'));
+    const commit = 'a'.repeat(40);
+    config.encoder.source = {
+      kind: 'folder',
+      dir: hfDir,
+      modelType: 'roberta',
+      family: 'roberta',
+      weights: ['model.safetensors'],
+      repoId: 'org/tiny',
+      revision: 'main',
+      commit,
+    };
+    writeFileSync(join(recorded, 'config.json'), JSON.stringify(config));
+    const out = join(work, 'lora-recorded-hf');
+    const result = await exportHuggingFace({ classifier: recorded, out });
+    expect(result.family).toBe('roberta');
+    expect(result.assumed).toEqual([]);
+    expect(result.config).toMatchObject({
+      architectures: ['RobertaModel'],
+      model_type: 'roberta',
+      num_attention_heads: 4,
+      layer_norm_eps: 1e-5,
+      hidden_act: 'gelu_new',
+      pad_token_id: 1,
+      type_vocab_size: 2,
+    });
+    expect(JSON.parse(readFileSync(join(out, 'adapter', 'adapter_config.json'), 'utf8'))).toMatchObject({
+      base_model_name_or_path: 'org/tiny',
+      revision: commit,
+    });
+    // A heads option that disagrees with the recorded config is refused, naming both.
+    await expect(exportHuggingFace({ classifier: recorded, out: join(work, 'x'), heads: 8 })).rejects.toThrow(
+      /heads 8 disagrees with the encoder config recorded .*num_attention_heads 4/,
+    );
   });
 
   it('refuses when nothing gives the number of attention heads, naming it and --heads; writes nothing', async () => {
