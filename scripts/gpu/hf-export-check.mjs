@@ -89,7 +89,12 @@ let failed = false;
 try {
   const tokenizer = join(root, 'assets', 'demo', 'tokenizer.json');
   const vocab = Object.keys(JSON.parse(readFileSync(tokenizer, 'utf8')).model.vocab).length;
-  const made = JSON.parse(execFileSync(opt.python, ['-c', MAKE, work, String(vocab)], { encoding: 'utf8' }).trim().split('\n').pop());
+  const made = JSON.parse(
+    execFileSync(opt.python, ['-c', MAKE, work, String(vocab)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .pop(),
+  );
   if (made.skipped) {
     console.log(`hf-export: skipped (${made.skipped})`);
     writeFileSync(join(opt.out, 'hf-export.json'), JSON.stringify(made, null, 2) + '\n');
