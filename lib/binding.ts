@@ -456,6 +456,12 @@ export interface NativeBinding {
    */
   applyLora(model: NativeScriptModule, spec: LoraSpec): NativeLoraAdapters;
 
+  // ---- Safetensors (landing natively; declared here for lib/export.ts, reconciled on merge) ----
+  /** Reads a .safetensors file: CPU tensors in the file's dtype, in file order, and its `__metadata__`. */
+  readSafetensors(path: string): { tensors: Array<[string, NativeTensor]>; metadata: Record<string, string> | null };
+  /** Writes tensors (any device; contiguous CPU bytes in their dtype) in the order given, atomically (temp file + rename). */
+  writeSafetensors(path: string, tensors: Array<[string, NativeTensor]>, metadata?: Record<string, string>): void;
+
   // ---- Training state (resume) ----
   /** Write named tensors to a file Python can read with `torch.load` (a dict of tensors). */
   saveTensors(path: string, tensors: Record<string, NativeTensor>): void;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { join } from 'node:path';
 /**
- * The `torch-bert` command: train | eval | predict | demo. Same options as the API; tables and
+ * The `torch-bert` command: train | eval | predict | export | demo. Same options as the API; tables and
  * a live progress bar for people, `--json` for programs. Exit code 0 on success, 1 with a
  * one-line error on failure, 2 on a usage error, 130 when interrupted.
  */
@@ -9,6 +9,7 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { Classifier } from './classifier.js';
 import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets, prepareDemoEncoder } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
+import { exportHuggingFace } from './export.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
 import { train } from './trainer.js';
@@ -72,6 +73,7 @@ Usage:
   torch-bert train   --data FILE.csv --model MODEL [--tokenizer tokenizer.json] --out DIR [options]
   torch-bert eval    --classifier DIR --data FILE.csv [--json]
   torch-bert predict --classifier DIR [--json] TEXT...
+  torch-bert export  --classifier DIR --out HF_DIR [--heads N] [--json]
   torch-bert demo    [--out DIR] [--json]
   torch-bert doctor  [--json]      what to paste into a bug report
 
@@ -150,6 +152,17 @@ Options (default):
   torch-bert predict --classifier DIR [--json] TEXT...
   --device auto|cpu|cuda   (auto)
   --json                   one JSON object per line: {"text","label","probabilities"}`,
+  export: `torch-bert export — a saved classifier as a Hugging Face model folder (AutoModel.from_pretrained)
+
+Writes config.json (with id2label and a torch_bert block describing the head), model.safetensors
+(the encoder's trained weights; LoRA merged), tokenizer.json + tokenizer_config.json, the head in
+torch_bert_head.safetensors, and for a LoRA classifier its adapters in PEFT's format in adapter/.
+
+  --classifier DIR         directory written by 'torch-bert train'
+  --out HF_DIR             the folder to write (new, or empty)
+  --heads N                attention heads of the encoder, when the classifier does not record
+                           its encoder's config.json (one trained on a TorchScript file)
+  --json                   print one JSON object: the folder, the family and the files written`,
   demo: `torch-bert demo — the whole job on embedded data, no download
 
 Makes a small BERT locally (needs Python PyTorch), makes its features informative with a
@@ -456,6 +469,33 @@ async function commandPredict(argv: string[]): Promise<void> {
   }
 }
 
+async function commandExport(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      classifier: { type: 'string' },
+      out: { type: 'string' },
+      heads: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) return void console.log(HELP.export);
+  const classifier = requireOption(values, 'classifier', 'export');
+  const out = requireOption(values, 'out', 'export');
+  const result = await exportHuggingFace({ classifier, out, heads: numberOption(values, 'heads') });
+  if (values.json) {
+    console.log(
+      JSON.stringify({ out: result.out, family: result.family, files: result.files, assumed: result.assumed, adapter: result.adapter }),
+    );
+  } else {
+    console.log(`exported ${classifier} as a Hugging Face ${result.family} model to ${result.out}:`);
+    for (const f of result.files) console.log(`  ${f}`);
+    if (result.assumed.length) console.log(`assumed (family defaults; nothing recorded them): ${result.assumed.join(', ')}`);
+  }
+}
+
 async function commandDemo(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -517,6 +557,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   train: commandTrain,
   eval: commandEval,
   predict: commandPredict,
+  export: commandExport,
   demo: commandDemo,
   doctor: async (argv) => (await import('./doctor.js')).commandDoctor(argv),
 };

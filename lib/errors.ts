@@ -15,7 +15,9 @@ export type ErrorCode =
   | 'ENCODER_PROBE_FAILED'
   | 'PARAMETERS_WITHOUT_GRADIENT'
   | 'UNSUPPORTED_MODEL'
-  | 'CHECKPOINT_MISMATCH';
+  | 'CHECKPOINT_MISMATCH'
+  | 'EXPORT_UNSUPPORTED_ENCODER'
+  | 'EXPORT_HEADS_UNKNOWN';
 
 /** Bad user input: a file, a CSV row or column, a label, an option. */
 export class InputError extends Error {
