@@ -467,24 +467,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def read_safetensors(path: str) -> Dict[str, Tensor]:
-    """A safetensors file's F32 tensors: u64 little-endian header size, JSON header, raw data."""
-    import struct
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        data = f.read()
-    out: Dict[str, Tensor] = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        if t["dtype"] != "F32":
-            raise SystemExit(f"--weights {path}: {name} is {t['dtype']}, only F32 is read")
-        start, end = t["data_offsets"]
-        out[name] = torch.frombuffer(bytearray(data[start:end]), dtype=torch.float32).reshape(t["shape"])
-    return out
-
-
 def vocab_size_of(tokenizer_path: str) -> int:
     with open(tokenizer_path, encoding="utf-8") as f:
         spec = json.load(f)
@@ -526,7 +508,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise SystemExit(f"state_dict keys differ from HF BertModel: {sorted(set(keys) ^ set(expected))}")
 
     if args.weights:
-        state = read_safetensors(args.weights)
+        from safetensors_io import read_safetensors
+
+        state, _ = read_safetensors(args.weights)
+        wrong = [name for name, t in state.items() if t.dtype != torch.float32]
+        if wrong:
+            raise SystemExit(f"--weights {args.weights}: only float32 is read; {wrong[0]} is {state[wrong[0]].dtype}")
         if set(state) != set(expected):
             raise SystemExit(f"--weights {args.weights}: names differ from HF BertModel: {sorted(set(state) ^ set(expected))}")
         model.load_state_dict(state, strict=True)

@@ -37,41 +37,18 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import sys
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_io import write_safetensors  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DEMO_TOKENIZER = os.path.join(ROOT, "assets", "demo", "tokenizer.json")
-
-DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32"}
-
-
-def write_safetensors(path: str, tensors: "OrderedDict[str, torch.Tensor]", metadata: Dict[str, str] | None = None) -> None:
-    """The safetensors format: u64 little-endian header size, JSON header (padded to 8 bytes), raw data."""
-    header: Dict[str, object] = {}
-    chunks: List[bytes] = []
-    offset = 0
-    for name, t in tensors.items():
-        t = t.detach().contiguous()
-        raw = t.view(torch.uint8).numpy().tobytes() if t.dim() > 0 else t.reshape(1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    if metadata is not None:
-        header["__metadata__"] = metadata
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for c in chunks:
-            f.write(c)
-
 
 def bert_body(a: argparse.Namespace, types: int) -> List[Tuple[str, List[int]]]:
     H, I = a.hidden, a.intermediate

@@ -13,7 +13,6 @@ stdout: {"features": [[...]], "probabilities": [[...]], "metadata": {...}, "head
 
 import json
 import os
-import struct
 import sys
 
 import torch
@@ -22,36 +21,7 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts", "python"))
 from make_encoder import BertModel2, Config  # noqa: E402
-
-DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
-          "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
-
-
-def read_safetensors(path):
-    """The format's rules, checked: u64 LE header size, JSON header, offsets tiling the buffer in order."""
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n].decode("utf-8"))
-    metadata = header.pop("__metadata__", None)
-    buffer = data[8 + n:]
-    tensors, end = {}, 0
-    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        begin, stop = info["data_offsets"]
-        if begin != end:
-            raise ValueError(f"{path}: {name} starts at {begin}, not {end}: holes or overlaps")
-        dtype = DTYPES[info["dtype"]]
-        count = 1
-        for d in info["shape"]:
-            count *= d
-        if stop - begin != count * torch.empty((), dtype=dtype).element_size():
-            raise ValueError(f"{path}: {name}: {stop - begin} bytes for shape {info['shape']}")
-        tensors[name] = torch.frombuffer(bytearray(buffer[begin:stop]), dtype=dtype).reshape(info["shape"])
-        end = stop
-    if end != len(buffer):
-        raise ValueError(f"{path}: {len(buffer) - end} bytes after the last tensor")
-    return tensors, metadata
-
+from safetensors_io import read_safetensors  # noqa: E402
 
 def main():
     args = json.load(sys.stdin)
