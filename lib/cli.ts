@@ -7,7 +7,7 @@ import { join } from 'node:path';
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { Classifier } from './classifier.js';
-import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets, prepareDemoEncoder } from './demo.js';
+import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
 import { exportHuggingFace } from './export.js';
 import { formatMetricsTable } from './metrics.js';
@@ -165,9 +165,10 @@ torch_bert_head.safetensors, and for a LoRA classifier its adapters in PEFT's fo
   --json                   print one JSON object: the folder, the family and the files written`,
   demo: `torch-bert demo — the whole job on embedded data, no download
 
-Makes a small BERT locally (needs Python PyTorch), makes its features informative with a
-short supervised pass on a separate pre-training set, then runs the seed's frozen-encoder
-job on assets/demo/reviews.csv, saves the classifier and predicts a few sentences.
+Builds the small BERT shipped as a Hugging Face folder (assets/demo/encoder; its features were
+made informative by a short supervised pass on a separate pre-training set), runs the seed's
+frozen-encoder job on assets/demo/reviews.csv, saves the classifier and predicts a few
+sentences. No download, no Python.
 
   --out DIR                working directory (./torch-bert-demo)
   --json                   print one JSON object instead of tables`,
@@ -509,8 +510,8 @@ async function commandDemo(argv: string[]): Promise<void> {
   const log = (s: string) => {
     if (!json) console.log(s);
   };
-  log(`demo: data ${assets.reviews}, tokenizer ${assets.tokenizer}`);
-  const encoder = await prepareDemoEncoder(out, log);
+  log(`demo: data ${assets.reviews}, encoder ${assets.encoder} (a small BERT shipped as a Hugging Face folder), tokenizer ${assets.tokenizer}`);
+  const encoder = assets.encoder;
   const classifierDir = join(out, 'classifier');
   log(`demo: the seed's job — frozen encoder + Linear-ReLU-Dropout-Linear head, AdamW, best by validation loss`);
   const controller = interruptController();
