@@ -1,8 +1,6 @@
 #include "tensor/pickle_file.h"
 
 #include <caffe2/serialize/inline_container.h>
-#include <torch/csrc/jit/serialization/import_read.h>
-#include <torch/csrc/jit/serialization/storage_context.h>
 #include <torch/serialize.h>
 
 #include <cstring>
@@ -256,59 +254,6 @@ c10::IValue ReadPickleFile(const std::string& path, const std::string& what) {
   } catch (const std::exception& e) {
     throw std::runtime_error(prefix + e.what() + " (is it a file written by torch.save?)");
   }
-}
-
-std::vector<std::pair<std::string, torch::Tensor>> ReadTorchStateDict(const std::string& path) {
-  const std::string prefix = "cannot load a state dict from '" + path + "': ";
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw std::runtime_error(prefix + "no such file");
-  if (!std::filesystem::is_regular_file(path, ec)) throw std::runtime_error(prefix + "not a regular file");
-  {
-    // torch.save's zip format starts with a zip local file header; the legacy format (torch <
-    // 1.6, or _use_new_zipfile_serialization=False) is a bare pickle stream, opcode PROTO first.
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw std::runtime_error(prefix + "cannot open the file");
-    char magic[4] = {0, 0, 0, 0};
-    in.read(magic, 4);
-    if (std::memcmp(magic, "PK\x03\x04", 4) != 0) {
-      if (static_cast<unsigned char>(magic[0]) == 0x80) {
-        throw std::runtime_error(prefix +
-                                 "it is in torch.save's legacy (non-zip) format, which is not supported; re-save it "
-                                 "with torch >= 1.6 (torch.save(torch.load(f), f)) or convert it to safetensors");
-      }
-      throw std::runtime_error(prefix + "not a torch.save zip archive");
-    }
-  }
-  c10::IValue value;
-  try {
-    // Read from the file, record by record (torch::pickle_load would need the whole file in
-    // memory first). The storage context makes every reference to one storage record one
-    // storage, as in Python (tied weights stay tied, views stay views).
-    caffe2::serialize::PyTorchStreamReader reader(path);
-    value = torch::jit::readArchiveAndTensors("data", "", "", c10::nullopt, c10::nullopt, c10::nullopt, reader,
-                                              torch::jit::Unpickler::defaultTypeParser,
-                                              std::make_shared<torch::jit::DeserializationStorageContext>());
-  } catch (const c10::Error& e) {
-    throw std::runtime_error(prefix + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw std::runtime_error(prefix + e.what());
-  }
-  if (!value.isGenericDict())
-    throw std::runtime_error(prefix + "it does not hold a dict of tensors (found a " + value.tagKind() + ")");
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& entry : value.toGenericDict()) {
-    if (!entry.key().isString()) {
-      throw std::runtime_error(prefix + "it does not hold a dict of tensors (it has a " + entry.key().tagKind() +
-                               " key)");
-    }
-    const std::string& name = entry.key().toStringRef();
-    if (!entry.value().isTensor()) {
-      throw std::runtime_error(prefix + "it does not hold a dict of tensors ('" + name + "' is a " +
-                               entry.value().tagKind() + ")");
-    }
-    tensors.emplace_back(name, entry.value().toTensor());
-  }
-  return tensors;
 }
 
 }  // namespace torch_bert

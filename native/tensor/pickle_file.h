@@ -25,12 +25,4 @@ void WriteTorchSaveFile(const std::vector<std::pair<std::string, c10::IValue>>& 
 // Reads a torch.save file (ours or Python's). Throws std::runtime_error naming `path` and `what`.
 c10::IValue ReadPickleFile(const std::string& path, const std::string& what);
 
-// Reads a state dict that Python's torch.save wrote in its zip format (torch >= 1.6; e.g. a
-// Hugging Face pytorch_model.bin): the flat {name: tensor} dict (a dict or OrderedDict), in
-// file order. libtorch's unpickler rebuilds tensors and containers only, never arbitrary
-// classes. Tensors that shared a storage in Python share one here; views keep their offset and
-// strides. Throws std::runtime_error naming `path` for a legacy (pre-1.6, non-zip) file, for
-// anything that is not a zip archive, and for anything but a dict of string -> tensor.
-std::vector<std::pair<std::string, torch::Tensor>> ReadTorchStateDict(const std::string& path);
-
 }  // namespace torch_bert

@@ -6,8 +6,8 @@
 
 #include "addon/arguments.h"
 #include "addon/errors.h"
-#include "tensor/pickle_file.h"
 #include "tensor/safetensors.h"
+#include "tensor/state_dict.h"
 #include "tensor/tensor.h"
 
 namespace torch_bert {
