@@ -20,7 +20,7 @@
  *   throws `Error('... has been disposed')`.
  */
 
-export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'uint8' | 'bool';
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
 
 /**
  * Numeric precision of a step's forward pass. `fp32`: everything in float32. `bf16` / `fp16`:
@@ -31,7 +31,7 @@ export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | '
  */
 export type Precision = 'fp32' | 'bf16' | 'fp16';
 
-/** Typed arrays accepted and returned. float16/bfloat16 read back as Float32Array, bool as Uint8Array. */
+/** Typed arrays accepted and returned. float16/bfloat16 read back as Float32Array, int16/int8 as Int32Array, bool as Uint8Array. */
 export type TypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
 
 /** A libtorch tensor. */
@@ -456,19 +456,31 @@ export interface NativeBinding {
    */
   applyLora(model: NativeScriptModule, spec: LoraSpec): NativeLoraAdapters;
 
-  // ---- Safetensors (landing natively; declared here for lib/export.ts, reconciled on merge) ----
-  /** Reads a .safetensors file: CPU tensors in the file's dtype, in file order, and its `__metadata__`. */
-  readSafetensors(path: string): { tensors: Array<[string, NativeTensor]>; metadata: Record<string, string> | null };
-  /** Writes tensors (any device; contiguous CPU bytes in their dtype) in the order given, atomically (temp file + rename). */
-  writeSafetensors(path: string, tensors: Array<[string, NativeTensor]>, metadata?: Record<string, string>): void;
-
   // ---- Training state (resume) ----
   /** Write named tensors to a file Python can read with `torch.load` (a dict of tensors). */
   saveTensors(path: string, tensors: Record<string, NativeTensor>): void;
   loadTensors(path: string): Record<string, NativeTensor>;
-  /** Every tensor of a safetensors file, on the CPU in the file's dtype, and its `__metadata__`. */
+
+  // ---- Weight files and Hugging Face models ----
+  /**
+   * Reads a .safetensors file: every tensor as a CPU tensor in the file's dtype, in header order
+   * (a copy; the file is unmapped before return). The header is validated first (native/tensor/safetensors.h):
+   * any malformed file throws an Error naming the file and, where one is involved, the tensor.
+   */
   readSafetensors(path: string): { tensors: Array<[string, NativeTensor]>; metadata: Record<string, string> | null };
-  /** The tensors of a zip-format `pytorch_model.bin` (torch.save of a state dict), on the CPU. */
+  /** The validated header of a .safetensors file, reading only the header's bytes (same checks as readSafetensors). */
+  readSafetensorsHeader(path: string): SafetensorsHeader;
+  /**
+   * Writes tensors (any device; written as contiguous CPU bytes in their dtype) in the order given,
+   * atomically (temp file + rename), with `metadata` as `__metadata__` when given. Names must be unique.
+   */
+  writeSafetensors(path: string, tensors: Array<[string, NativeTensor]>, metadata?: Record<string, string>): void;
+  /**
+   * Reads a zip-format torch.save state dict (pytorch_model.bin, what torch >= 1.6 writes) with a
+   * restricted unpickler (native/tensor/state_dict.h: OrderedDict, tensor rebuilds and storages, no
+   * other class): the flat {name: tensor} dict, in file order. A legacy (non-zip) file or anything
+   * but a dict of tensors throws naming the file.
+   */
   readTorchStateDict(path: string): Array<[string, NativeTensor]>;
   /**
    * A Hugging Face encoder as TorchScript, with transformers' module and parameter names, from
@@ -545,6 +557,14 @@ export interface NativeBinding {
    * error), 'other' (passes unchanged). Touches no device.
    */
   simulateDeviceError(kind: 'oom' | 'cpu-oom' | 'cuda' | 'other', device: string, batchSize: number): Promise<never>;
+}
+
+/** What {@link NativeBinding.readSafetensorsHeader} returns. */
+export interface SafetensorsHeader {
+  /** In header order. `dtype`: the file's dtype (F32 → 'float32', I16 → 'int16', ...). */
+  tensors: Array<{ name: string; dtype: DType; shape: number[] }>;
+  /** `__metadata__`, or null when the file has none. */
+  metadata: Record<string, string> | null;
 }
 
 export interface NativeBuildInfo {

@@ -510,7 +510,9 @@ async function commandDemo(argv: string[]): Promise<void> {
   const log = (s: string) => {
     if (!json) console.log(s);
   };
-  log(`demo: data ${assets.reviews}, encoder ${assets.encoder} (a small BERT shipped as a Hugging Face folder), tokenizer ${assets.tokenizer}`);
+  log(
+    `demo: data ${assets.reviews}, encoder ${assets.encoder} (a small BERT shipped as a Hugging Face folder), tokenizer ${assets.tokenizer}`,
+  );
   const encoder = assets.encoder;
   const classifierDir = join(out, 'classifier');
   log(`demo: the seed's job — frozen encoder + Linear-ReLU-Dropout-Linear head, AdamW, best by validation loss`);

@@ -40,7 +40,10 @@ describe('torch-bert demo', () => {
       TORCH_BERT_SPAWN_LOG: log,
     });
     expect(code, stderr).toBe(0);
-    const spawned = readFileSync(log, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const spawned = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     expect(spawned.map((s: { call: string; command: string }) => [s.call, s.command])).toEqual([
       ['spawnSync', '/usr/bin/python3'],
       ['execFile', 'true'],

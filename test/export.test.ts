@@ -16,8 +16,7 @@ import { loadExamples } from '../lib/data.js';
 import { encoderShapes } from '../lib/export-family.js';
 import { type Classifier, exportHuggingFace, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
-import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, PYTHON, repoRoot, runPython } from './fixtures.js';
-import { installSafetensorsShim } from './helpers/safetensors-shim.js';
+import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, PYTHON, repoRoot, runPython } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-export-'));
 const TEXTS = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings', 'x'];
@@ -25,18 +24,7 @@ let encoder: string;
 let data: { texts: string[]; labels: string[] };
 
 beforeAll(async () => {
-  installSafetensorsShim(loadBinding());
-  // The encoder of test/techniques.test.ts (same options: built once, cached).
-  encoder = await makeEncoder({
-    layers: 2,
-    hidden: 64,
-    heads: 4,
-    intermediate: 256,
-    tokenizer: demoTokenizer,
-    pretrain: demoPretrain,
-    pretrainEpochs: 10,
-    seed: 1,
-  });
+  encoder = await makeEncoder(INFORMATIVE_ENCODER);
   const raw = await loadExamples(demoReviews);
   data = { texts: raw.texts.slice(0, 160), labels: raw.labels!.slice(0, 160) };
 });

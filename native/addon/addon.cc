@@ -14,6 +14,7 @@
 #include "runtime/diagnostics.h"
 #include "runtime/runtime.h"
 #include "tensor/tensor.h"
+#include "tensor/weight_files.h"
 #include "train/optimizer.h"
 #include "train/precision.h"
 #include "train/train_batch.h"
@@ -67,6 +68,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterDiagnostics(env, exports);
   RegisterCpuAllocator(env, exports);
   RegisterTokenPruning(env, exports);
+  RegisterWeightFiles(env, exports);
   return exports;
 }
 

@@ -66,10 +66,12 @@ c10::ScalarType ParseDType(const std::string& name) {
   if (name == "bfloat16") return c10::ScalarType::BFloat16;
   if (name == "int64") return c10::ScalarType::Long;
   if (name == "int32") return c10::ScalarType::Int;
+  if (name == "int16") return c10::ScalarType::Short;
+  if (name == "int8") return c10::ScalarType::Char;
   if (name == "uint8") return c10::ScalarType::Byte;
   if (name == "bool") return c10::ScalarType::Bool;
   throw ArgumentError("unknown dtype '" + name +
-                      "'; expected one of float32, float64, float16, bfloat16, int64, int32, uint8, bool");
+                      "'; expected one of float32, float64, float16, bfloat16, int64, int32, int16, int8, uint8, bool");
 }
 
 std::string DTypeName(c10::ScalarType type) {
