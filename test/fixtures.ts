@@ -170,6 +170,8 @@ export interface MakeHfFolderOptions {
   intermediate?: number;
   maxPosition?: number;
   act?: string;
+  /** config.json's hidden and attention dropout probabilities (default 0.1, transformers'). */
+  dropout?: number;
   seed?: number;
 }
 
@@ -193,6 +195,7 @@ export async function makeHfFolder(opts: MakeHfFolderOptions = {}): Promise<{ di
   add('--intermediate', opts.intermediate);
   add('--max-position', opts.maxPosition);
   add('--act', opts.act);
+  add('--dropout', opts.dropout);
   add('--seed', opts.seed);
   const hash = createHash('sha256').update(JSON.stringify(args));
   for (const file of [path.join(repoRoot, 'scripts', 'python', 'make_hf_folder.py'), demoTokenizer]) {

@@ -105,8 +105,11 @@ describe.skipIf(!natives)('Hugging Face folders as encoders (needs binding.build
   });
 
   for (const technique of ['frozen', 'full', 'lora'] as const) {
+    // The traced encoder has dropout baked out (traced in eval mode); the built one applies
+    // config.json's dropout in training, as transformers does. With the config's dropout at 0
+    // the two must train identically; with transformers' 0.1 the built one must differ.
     it(`train() from a folder = train() from the same weights traced by make_encoder.py (${technique})`, async () => {
-      const { dir, weights } = await folder({ layout: 'automodel' });
+      const { dir, weights } = await folder({ layout: 'automodel', dropout: 0 });
       const traced = await makeEncoder({ ...SIZE, tokenizer: demoTokenizer, signature: 3, weights });
       const common = {
         data: demoReviews,
@@ -125,6 +128,12 @@ describe.skipIf(!natives)('Hugging Face folders as encoders (needs binding.build
       expect(strip(fromFolder.history)).toEqual(strip(fromFile.history));
       const source = fromFolder.classifier.config.encoder.source;
       expect(source).toMatchObject({ kind: 'folder', dir, family: 'bert', modelType: 'bert', weights: ['model.safetensors'] });
+      if (technique !== 'frozen') {
+        // The same weights with transformers' dropout (0.1) in config.json: the encoder trains with dropout.
+        const withDropout = await train({ ...common, encoder: (await folder({ layout: 'automodel', dropout: 0.1 })).dir });
+        expect(withDropout.history[0]!.trainLoss).not.toBe(fromFile.history[0]!.trainLoss);
+        withDropout.classifier.dispose();
+      }
     });
   }
 

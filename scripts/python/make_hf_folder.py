@@ -110,15 +110,15 @@ def family_of(layout: str) -> str:
 def config_json(a: argparse.Namespace, family: str, architecture: str, dtype: str) -> Dict[str, object]:
     if family == "distilbert":
         return {
-            "activation": a.act, "architectures": [architecture], "attention_dropout": 0.1, "dim": a.hidden, "dropout": 0.1,
+            "activation": a.act, "architectures": [architecture], "attention_dropout": a.dropout, "dim": a.hidden, "dropout": a.dropout,
             "hidden_dim": a.intermediate, "initializer_range": 0.02, "max_position_embeddings": a.max_position,
             "model_type": "distilbert", "n_heads": a.heads, "n_layers": a.layers, "pad_token_id": a.pad,
             "qa_dropout": 0.1, "seq_classif_dropout": 0.2, "sinusoidal_pos_embds": False, "tie_weights_": True,
             "torch_dtype": dtype, "transformers_version": "4.40.0", "vocab_size": a.vocab_size,
         }
     c = {
-        "architectures": [architecture], "attention_probs_dropout_prob": 0.1, "classifier_dropout": None,
-        "hidden_act": a.act, "hidden_dropout_prob": 0.1, "hidden_size": a.hidden, "initializer_range": 0.02,
+        "architectures": [architecture], "attention_probs_dropout_prob": a.dropout, "classifier_dropout": None,
+        "hidden_act": a.act, "hidden_dropout_prob": a.dropout, "hidden_size": a.hidden, "initializer_range": 0.02,
         "intermediate_size": a.intermediate, "layer_norm_eps": 1e-12 if family == "bert" else 1e-5,
         "max_position_embeddings": a.max_position, "model_type": family, "num_attention_heads": a.heads,
         "num_hidden_layers": a.layers, "pad_token_id": a.pad, "position_embedding_type": "absolute",
@@ -233,6 +233,7 @@ def main() -> int:
     p.add_argument("--max-position", type=int, default=64)
     p.add_argument("--pad", type=int, default=0, help="pad_token_id (the demo tokenizer's [PAD] is 0)")
     p.add_argument("--act", default="gelu")
+    p.add_argument("--dropout", type=float, default=0.1, help="the config's hidden and attention dropout probabilities")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights-out", help="also write the AutoModel-named float32 weights here (safetensors)")
     a = p.parse_args()
