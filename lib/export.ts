@@ -3,7 +3,8 @@
  * transformers' `AutoModel.from_pretrained` loads (config.json, model.safetensors with AutoModel's
  * key names, the tokenizer), plus the classifier's head in `torch_bert_head.safetensors` (described
  * in config.json's `torch_bert` block) and, for a LoRA run, the adapters in PEFT's format under
- * `adapter/`.
+ * `adapter/`. A classifier trained with `head: 'sequence-classification'` is written whole instead,
+ * as transformers' ForSequenceClassification (sequence-classification.ts names its keys): no head file.
  *
  * The weights come from classifier.pt, which for LoRA already holds W0 + (alpha/r)·B·A (merged at
  * save time): nothing is merged here and no file of the classifier is written to. The adapters
