@@ -56,14 +56,14 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
   }
   // Negative seeds wrap to uint64 as in torch.manual_seed.
   s.seed = static_cast<uint64_t>(ReadInteger(spec.Get("seed"), fn + ".seed", -(int64_t{1} << 53), int64_t{1} << 53));
-  s.head = spec.Has("head") && !spec.Get("head").IsUndefined() ? ReadString(spec.Get("head"), fn + ".head") : "mlp";
+  s.head = !IsMissing(spec.Get("head")) ? ReadString(spec.Get("head"), fn + ".head") : "mlp";
   s.initializerRange = 0.02;
   if (s.head == "sequence-classification") {
     s.family = ReadString(spec.Get("family"), fn + ".family");
     if (s.family != "bert" && s.family != "roberta" && s.family != "distilbert") {
       ThrowError(value.Env(), fn + ".family must be 'bert', 'roberta' or 'distilbert', got '" + s.family + "'");
     }
-    if (spec.Has("initializerRange") && !spec.Get("initializerRange").IsUndefined()) {
+    if (!IsMissing(spec.Get("initializerRange"))) {
       s.initializerRange = ReadNumber(spec.Get("initializerRange"), fn + ".initializerRange");
       if (!(s.initializerRange > 0)) ThrowError(value.Env(), fn + ".initializerRange must be > 0");
     }
