@@ -119,6 +119,48 @@ export interface NativeScriptModuleStatic {
   loadAsync(path: string, device?: string): Promise<NativeScriptModule>;
 }
 
+/**
+ * A Hugging Face encoder as `buildEncoder` builds it (native/model/): what config.json says,
+ * mapped by the caller (lib/ refuses unsupported model types, position embeddings and
+ * activations by name; the native side checks the values and names a bad field).
+ */
+export interface NativeEncoderConfig {
+  family: 'bert' | 'roberta' | 'distilbert';
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  intermediateSize: number;
+  maxPositions: number;
+  /** bert: config.type_vocab_size; roberta: 1 (its token_type_embeddings row 0 is always added); distilbert: 0. */
+  typeVocabSize: number;
+  /** distilbert: 1e-12. */
+  layerNormEps: number;
+  /** RoBERTa's position ids start after it; the word embeddings' padding_idx. */
+  padTokenId: number;
+  hiddenAct: 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu';
+  /** Build BertPooler (bert/roberta) when the checkpoint has pooler.dense.*. */
+  pooler: boolean;
+  /** Also build the MLM head. */
+  mlmHead: boolean;
+  /** bert/roberta: hidden_dropout_prob; distilbert: dropout. Default 0.1 (transformers' default). */
+  hiddenDropoutProb?: number;
+  /** bert/roberta: attention_probs_dropout_prob; distilbert: attention_dropout. Default 0.1. */
+  attentionDropoutProb?: number;
+}
+
+/** What `buildEncoder` returns. */
+export interface BuiltEncoder {
+  /**
+   * bert: forward(input_ids, attention_mask, token_type_ids); roberta and distilbert:
+   * forward(input_ids, attention_mask). -> (last_hidden_state, pooler_output) with a pooler,
+   * else last_hidden_state. Built in eval mode.
+   */
+  encoder: NativeScriptModule;
+  /** forward(hidden_states) -> logits [B, T, vocab]; null unless config.mlmHead. */
+  mlmHead: NativeScriptModule | null;
+}
+
 /** What `buildClassifier` learned about the encoder by probing it. */
 export interface EncoderInfo {
   /** 2 = forward(input_ids, attention_mask); 3 = forward(input_ids, attention_mask, token_type_ids). */
@@ -386,26 +428,6 @@ export interface Versions {
   builtAgainst: string;
 }
 
-/** What `buildEncoder` makes (lib/hf-config.ts reads it from config.json). */
-export interface NativeEncoderConfig {
-  family: 'bert' | 'roberta' | 'distilbert';
-  vocabSize: number;
-  hiddenSize: number;
-  numLayers: number;
-  numHeads: number;
-  intermediateSize: number;
-  maxPositions: number;
-  /** bert: type_vocab_size; roberta: its type_vocab_size (1); distilbert: 0 (no table). */
-  typeVocabSize: number;
-  layerNormEps: number;
-  padTokenId: number;
-  hiddenAct: 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu';
-  /** Whether the weights hold a pooler (`pooler.dense.*`): forward then returns (last_hidden, pooler). */
-  pooler: boolean;
-  /** Whether the weights hold the masked-LM head. */
-  mlmHead: boolean;
-}
-
 export interface NativeBinding {
   Tensor: NativeTensorStatic;
   ScriptModule: NativeScriptModuleStatic;
@@ -469,6 +491,24 @@ export interface NativeBinding {
    */
   applyLora(model: NativeScriptModule, spec: LoraSpec): NativeLoraAdapters;
 
+  // ---- Models built natively ----
+  /**
+   * Build a Hugging Face encoder (and its MLM head) as TorchScript, with transformers' module and
+   * parameter names, from weights named as transformers' AutoModel state_dict (no `bert.`
+   * prefix) plus the MLM head's keys as the ForMaskedLM checkpoint names them (bert:
+   * `cls.predictions.transform.dense.weight`, `cls.predictions.transform.LayerNorm.weight`,
+   * `cls.predictions.bias`, optional `cls.predictions.decoder.weight`; roberta: `lm_head.dense.*`,
+   * `lm_head.layer_norm.*`, `lm_head.bias`, optional `lm_head.decoder.weight`; distilbert:
+   * `vocab_transform.*`, `vocab_layer_norm.*`, `vocab_projector.bias`, optional
+   * `vocab_projector.weight`; a `decoder.bias` equal to the head's bias is accepted). The head's
+   * parameters are those keys without `cls.` / `lm_head.`; its decoder weight is the encoder's
+   * word embedding tensor (tied) unless the checkpoint's own differs. Floating weights are cast to
+   * float32 (a float32 tensor already on `device` is used as it is, sharing storage). A missing
+   * tensor, an unexpected name or a shape that disagrees with the config throws naming the tensor
+   * and both shapes.
+   */
+  buildEncoder(config: NativeEncoderConfig, weights: Array<[string, NativeTensor]>, device: string): BuiltEncoder;
+
   // ---- Training state (resume) ----
   /** Write named tensors to a file Python can read with `torch.load` (a dict of tensors). */
   saveTensors(path: string, tensors: Record<string, NativeTensor>): void;
@@ -495,17 +535,6 @@ export interface NativeBinding {
    * but a dict of tensors throws naming the file.
    */
   readTorchStateDict(path: string): Array<[string, NativeTensor]>;
-  /**
-   * A Hugging Face encoder as TorchScript, with transformers' module and parameter names, from
-   * its config and AutoModel-named weights (plus the MLM head's, as the ForMaskedLM checkpoint
-   * names them). Refuses a missing tensor, an unexpected name or a shape disagreeing with the
-   * config, naming the tensor.
-   */
-  buildEncoder(
-    config: NativeEncoderConfig,
-    weights: Array<[string, NativeTensor]>,
-    device: string,
-  ): { encoder: NativeScriptModule; mlmHead: NativeScriptModule | null };
   /** The default CPU generator's state (and CUDA's when available), for exact resume. */
   getRngState(): Uint8Array;
   setRngState(state: Uint8Array): void;

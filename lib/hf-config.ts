@@ -105,6 +105,14 @@ export function parseHfConfig(config: unknown, file: string): HfEncoderConfig {
     }
     return v;
   };
+  const probability = (name: string): number => {
+    const v = c[name] ?? 0.1;
+    if (typeof v !== 'number' || !(v >= 0 && v < 1)) {
+      problems.push(`${name} ${JSON.stringify(v)} (a probability in [0, 1) is needed)`);
+      return 0.1;
+    }
+    return v;
+  };
   const activation = (name: string): HiddenAct => {
     const v = c[name] ?? 'gelu';
     const act = typeof v === 'string' ? ACTIVATIONS[v] : undefined;
@@ -131,6 +139,8 @@ export function parseHfConfig(config: unknown, file: string): HfEncoderConfig {
       layerNormEps: 1e-12,
       padTokenId: int('pad_token_id', d.pad_token_id, 0),
       hiddenAct: activation('activation'),
+      hiddenDropoutProb: probability('dropout'),
+      attentionDropoutProb: probability('attention_dropout'),
       // `sinusoidal_pos_embds` only decides how the position table is initialised; the stored table is used either way.
     };
   } else {
@@ -149,6 +159,8 @@ export function parseHfConfig(config: unknown, file: string): HfEncoderConfig {
       layerNormEps: positiveNumber('layer_norm_eps', d.layer_norm_eps),
       padTokenId: int('pad_token_id', d.pad_token_id, 0),
       hiddenAct: activation('hidden_act'),
+      hiddenDropoutProb: probability('hidden_dropout_prob'),
+      attentionDropoutProb: probability('attention_probs_dropout_prob'),
     };
   }
   if (native.hiddenSize % native.numHeads !== 0) {

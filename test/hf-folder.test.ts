@@ -74,6 +74,8 @@ describe('config.json → encoder config', () => {
       layerNormEps: 1e-12,
       padTokenId: 0,
       hiddenAct: 'gelu',
+      hiddenDropoutProb: 0.1,
+      attentionDropoutProb: 0.1,
     });
     expect(c.loraTargets).toEqual(['attention.self.query', 'attention.self.value']);
     expect(c.tokenTypes).toBe(true);
@@ -86,7 +88,9 @@ describe('config.json → encoder config', () => {
     expect(bert).toMatchObject({ maxPositions: 512, typeVocabSize: 2, layerNormEps: 1e-12, padTokenId: 0, hiddenAct: 'gelu' });
     const roberta = parseHfConfig({ model_type: 'roberta' }, 'c.json').native;
     expect(roberta).toMatchObject({ vocabSize: 50265, padTokenId: 1 });
-    const distil = parseHfConfig({ model_type: 'distilbert' }, 'c.json').native;
+    expect(bert).toMatchObject({ hiddenDropoutProb: 0.1, attentionDropoutProb: 0.1 });
+    const distil = parseHfConfig({ model_type: 'distilbert', dropout: 0.2, attention_dropout: 0 }, 'c.json').native;
+    expect(distil).toMatchObject({ hiddenDropoutProb: 0.2, attentionDropoutProb: 0 });
     expect(distil).toMatchObject({ hiddenSize: 768, numLayers: 6, numHeads: 12, intermediateSize: 3072, typeVocabSize: 0 });
   });
 
@@ -119,6 +123,8 @@ describe('config.json → encoder config', () => {
       layerNormEps: 1e-12,
       padTokenId: 0,
       hiddenAct: 'relu',
+      hiddenDropoutProb: 0.1,
+      attentionDropoutProb: 0.1,
     });
     expect(c.loraTargets).toEqual(['attention.q_lin', 'attention.v_lin']);
     expect(c.tokenTypes).toBe(false);

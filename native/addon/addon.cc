@@ -7,6 +7,7 @@
 
 #include "addon/addon_data.h"
 #include "addon/worker.h"
+#include "model/build_encoder.h"
 #include "module/classifier.h"
 #include "module/lora_adapters.h"
 #include "module/script_module.h"
@@ -50,6 +51,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("headTrainStep", Napi::Function::New<HeadTrainStep>(env, "headTrainStep"));
   exports.Set("headEvalStep", Napi::Function::New<HeadEvalStep>(env, "headEvalStep"));
   exports.Set("applyLora", Napi::Function::New<ApplyLora>(env, "applyLora"));
+  exports.Set("buildEncoder", Napi::Function::New<BuildEncoder>(env, "buildEncoder"));
   // Thread count is left at libtorch's default: the caller decides via setNumThreads.
 
   // TorchScript's optimising graph executor profiles a traced BERT and, in grad mode, wraps it
