@@ -181,6 +181,19 @@ export interface ClassifierSpec {
   pooling: 'cls' | 'mean';
   /** Seeds the head's initialisation (torch.manual_seed semantics, nn.Linear init order). */
   seed: number;
+  /**
+   * 'mlp' (default): `head.dense` → ReLU → dropout → `head.out_proj`, nn.Linear's init. 'sequence-classification':
+   * transformers' head of `family`, with its module names under `head.` and its init (normal(0,
+   * initializerRange), zero biases); `dropout` is its p; `pooling` must be 'cls'. BERT: the
+   * encoder's pooler output (forward's second output; an encoder without one throws) → dropout →
+   * `head.classifier`. RoBERTa: h[:, 0] → dropout → `head.dense` → tanh → dropout → `head.out_proj`.
+   * DistilBERT: h[:, 0] → `head.pre_classifier` → ReLU → dropout → `head.classifier`.
+   */
+  head?: 'mlp' | 'sequence-classification';
+  /** The head's family, with head 'sequence-classification'. */
+  family?: 'bert' | 'roberta' | 'distilbert';
+  /** Standard deviation of the weights' normal init, with head 'sequence-classification' (default 0.02). */
+  initializerRange?: number;
 }
 
 export interface BuiltClassifier {
@@ -424,7 +437,7 @@ export interface NativeBinding {
    * forward(input_ids, attention_mask) -> log-probabilities [B, C]; also methods
    * `features(input_ids, attention_mask) -> [B, H]` (pooled encoder output) and
    * `head_forward(features) -> [B, C]`. Parameters: `encoder.*`, `head.dense.{weight,bias}`,
-   * `head.out_proj.{weight,bias}`. The encoder is probed with a small input to learn its
+   * `head.out_proj.{weight,bias}` (the MLP head; see ClassifierSpec.head for the others). The encoder is probed with a small input to learn its
    * arity, output kind and hidden size; an output that is not [B, T, H] throws.
    */
   buildClassifier(encoder: NativeScriptModule, spec: ClassifierSpec): BuiltClassifier;

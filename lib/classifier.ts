@@ -18,10 +18,12 @@ import {
 import { type DataSource, labelIds, loadExamples } from './data.js';
 import { type EncoderSourceInfo, loadEncoderSource } from './encoder-source.js';
 import { InputError, ModelError, messageOf } from './errors.js';
+import type { ExportFamily } from './export-family.js';
 import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { checkModelInputs, tokenTypesFed } from './model-checks.js';
 import type { Device, Pooling } from './options.js';
+import type { HeadKind } from './sequence-classification.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 
 /** config.json of a saved classifier. */
@@ -39,7 +41,12 @@ export interface ClassifierConfig {
   maxLength: number;
   pooling: Pooling;
   headHidden: number;
+  /** The head's dropout p (with head 'sequence-classification', the encoder config's when it has one). */
   dropout: number;
+  /** The head (absent: 'mlp', and in configs written before the option existed). */
+  head?: HeadKind;
+  /** With head 'sequence-classification': whose head it is. */
+  headFamily?: ExportFamily;
   /** `file`: the encoder as named (a file, folder or Hub id); `source`: what it resolved to (absent in configs written before it was recorded). */
   encoder: EncoderInfo & { file: string; source?: EncoderSourceInfo };
   /** What classifier.pt's forward returns. */
@@ -245,6 +252,7 @@ export class Classifier {
       dropout: config.dropout,
       pooling: config.pooling,
       seed: 0,
+      ...(config.head === 'sequence-classification' ? { head: config.head, family: config.headFamily } : {}),
     });
     module.setRequiresGrad(false);
     // The files config.json's checksums name: the public ones, or those of a save killed

@@ -12,6 +12,7 @@ import { AbortError, messageOf } from './errors.js';
 import { exportHuggingFace } from './export.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
+import type { HeadKind } from './sequence-classification.js';
 import { train } from './trainer.js';
 
 class UsageError extends Error {}
@@ -33,6 +34,7 @@ const TRAIN_OPTIONS: Options = {
   'weight-decay': { type: 'string' },
   'validation-split': { type: 'string' },
   'head-hidden': { type: 'string' },
+  head: { type: 'string' },
   dropout: { type: 'string' },
   pooling: { type: 'string' },
   'max-grad-norm': { type: 'string' },
@@ -108,6 +110,9 @@ Options (default):
   --head-hidden N          head hidden width (${DEFAULTS.headHidden})
   --dropout X              head dropout (${DEFAULTS.dropout})
   --pooling cls|mean       (${DEFAULTS.pooling})
+  --head mlp|sequence-classification
+                           the head (${DEFAULTS.head}); sequence-classification: transformers' own head
+                           of the encoder's family, exported whole by torch-bert export
   --max-grad-norm X        gradient clipping, 0 = off (${DEFAULTS.maxGradNorm})
   --technique T            frozen | full | lora (${DEFAULTS.technique})
   --encoder-lr X           encoder learning rate with --technique full (--lr)
@@ -157,6 +162,8 @@ Options (default):
 Writes config.json (with id2label and a torch_bert block describing the head), model.safetensors
 (the encoder's trained weights; LoRA merged), tokenizer.json + tokenizer_config.json, the head in
 torch_bert_head.safetensors, and for a LoRA classifier its adapters in PEFT's format in adapter/.
+A classifier trained with --head sequence-classification exports whole instead
+(AutoModelForSequenceClassification.from_pretrained): its head is in model.safetensors.
 
   --classifier DIR         directory written by 'torch-bert train'
   --out HF_DIR             the folder to write (new, or empty)
@@ -327,6 +334,7 @@ async function commandTrain(argv: string[]): Promise<void> {
     headHidden: numberOption(values, 'head-hidden'),
     dropout: numberOption(values, 'dropout'),
     pooling: values.pooling as 'cls' | 'mean' | undefined,
+    head: values.head as HeadKind | undefined,
     maxGradNorm: numberOption(values, 'max-grad-norm'),
     seed: numberOption(values, 'seed'),
     device: values.device as Device | undefined,

@@ -17,7 +17,9 @@ export type ErrorCode =
   | 'UNSUPPORTED_MODEL'
   | 'CHECKPOINT_MISMATCH'
   | 'EXPORT_UNSUPPORTED_ENCODER'
-  | 'EXPORT_HEADS_UNKNOWN';
+  | 'EXPORT_HEADS_UNKNOWN'
+  | 'HEAD_UNSUPPORTED_ENCODER'
+  | 'HEAD_NO_POOLER';
 
 /** Bad user input: a file, a CSV row or column, a label, an option. */
 export class InputError extends Error {

@@ -193,3 +193,20 @@ export function encoderShapes(parameters: readonly NamedShape[], file: string): 
     { file, code: 'EXPORT_UNSUPPORTED_ENCODER' },
   );
 }
+
+/** Whether a tokenizer.json is RoBERTa's (its post-processor adds <s> ... </s>): what tells a traced RoBERTa from a BERT. */
+export function isRobertaTokenizer(json: unknown): boolean {
+  const post = typeof json === 'object' && json !== null ? (json as Record<string, unknown>).post_processor : null;
+  return typeof post === 'object' && post !== null && (post as Record<string, unknown>).type === 'RobertaProcessing';
+}
+
+/**
+ * The family: DistilBERT by its names; RoBERTa (BERT's names) when the recorded config's
+ * model_type says so, or, when none is recorded (a traced file), when the tokenizer is RoBERTa's.
+ */
+export function familyOf(shapes: EncoderShapes, recordedModelType: string | null, robertaTokenizer: boolean): ExportFamily {
+  if (shapes.family === 'distilbert') return 'distilbert';
+  if (recordedModelType === 'roberta' || recordedModelType === 'xlm-roberta' || recordedModelType === 'camembert') return 'roberta';
+  if (recordedModelType === null && robertaTokenizer) return 'roberta';
+  return 'bert';
+}

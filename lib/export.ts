@@ -3,7 +3,8 @@
  * transformers' `AutoModel.from_pretrained` loads (config.json, model.safetensors with AutoModel's
  * key names, the tokenizer), plus the classifier's head in `torch_bert_head.safetensors` (described
  * in config.json's `torch_bert` block) and, for a LoRA run, the adapters in PEFT's format under
- * `adapter/`.
+ * `adapter/`. A classifier trained with `head: 'sequence-classification'` is written whole instead,
+ * as transformers' ForSequenceClassification (sequence-classification.ts names its keys): no head file.
  *
  * The weights come from classifier.pt, which for LoRA already holds W0 + (alpha/r)·B·A (merged at
  * save time): nothing is merged here and no file of the classifier is written to. The adapters
@@ -16,9 +17,10 @@ import type { NativeTensor } from './binding.js';
 import { archiveChecksums, CONFIG_FILE, resolveArchive, TOKENIZER_FILE } from './checkpoint.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig } from './classifier.js';
 import { InputError, ModelError, messageOf } from './errors.js';
-import { type EncoderShapes, type ExportFamily, encoderShapes } from './export-family.js';
+import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
 import { ADAPTER_CONFIG_FILE, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE, adapterConfig, type LoraSettings, peftTensors } from './export-peft.js';
 import { loadBinding } from './loader.js';
+import { SEQUENCE_CLASSIFICATION_ARCHITECTURES, sequenceClassificationKeys } from './sequence-classification.js';
 
 export const MODEL_FILE = 'model.safetensors';
 export const HEAD_WEIGHTS_FILE = 'torch_bert_head.safetensors';
@@ -111,7 +113,6 @@ function tokenizerFacts(json: Record<string, unknown>): TokenizerFacts {
   const norms = normalizers(json.normalizer);
   const lowercase =
     norms.length === 0 ? null : norms.some((n) => n.type === 'Lowercase' || (n.type === 'BertNormalizer' && n.lowercase === true));
-  const post = isObject(json.post_processor) ? json.post_processor : {};
   const added = Array.isArray(json.added_tokens) ? json.added_tokens.filter(isObject) : [];
   const byContent = new Map(added.map((t) => [String(t.content), Number(t.id)]));
   const padding = isObject(json.padding) ? json.padding : null;
@@ -128,7 +129,7 @@ function tokenizerFacts(json: Record<string, unknown>): TokenizerFacts {
     const found = names.find((n) => byContent.has(n));
     if (found) special[role] = found;
   }
-  return { lowercase, roberta: post.type === 'RobertaProcessing', padId, special };
+  return { lowercase, roberta: isRobertaTokenizer(json), padId, special };
 }
 
 const ARCHITECTURES: Record<ExportFamily, string> = { bert: 'BertModel', roberta: 'RobertaModel', distilbert: 'DistilBertModel' };
@@ -203,12 +204,17 @@ function architectureConfig(
   };
 }
 
-/** The family: DistilBERT by its names; RoBERTa (BERT's names) when the recorded config or the tokenizer says so. */
-function familyOf(shapes: EncoderShapes, recorded: string | null, facts: TokenizerFacts): ExportFamily {
-  if (shapes.family === 'distilbert') return 'distilbert';
-  if (recorded === 'roberta' || recorded === 'xlm-roberta' || recorded === 'camembert') return 'roberta';
-  if (recorded === null && facts.roberta) return 'roberta';
-  return 'bert';
+/**
+ * config.json's fields of a whole ForSequenceClassification: the architecture, the task, and the
+ * head's dropout under the family's name (the p the classifier trained with).
+ */
+function sequenceClassificationConfig(family: ExportFamily, config: ClassifierConfig): Record<string, unknown> {
+  return {
+    architectures: [SEQUENCE_CLASSIFICATION_ARCHITECTURES[family]],
+    num_labels: config.labels.length,
+    problem_type: 'single_label_classification',
+    ...(family === 'distilbert' ? { seq_classif_dropout: config.dropout } : { classifier_dropout: config.dropout }),
+  };
 }
 
 function headsOf(shapes: EncoderShapes, hf: Record<string, unknown> | null, option: number | undefined, file: string): number {
@@ -287,7 +293,15 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
     const recorded = await recordedEncoder(config);
     const tokenizerText = await readFile(join(dir, TOKENIZER_FILE), 'utf8');
     const facts = tokenizerFacts(JSON.parse(tokenizerText) as Record<string, unknown>);
-    const family = familyOf(shapes, recorded.modelType, facts);
+    const family = familyOf(shapes, recorded.modelType, facts.roberta);
+    const whole = config.head === 'sequence-classification';
+    if (whole && config.headFamily !== family) {
+      throw new ModelError(
+        `cannot export ${dir}: its head is ${config.headFamily ?? 'of no recorded family'}'s sequence-classification head, ` +
+          `but its encoder reads as ${family}`,
+        { file: configPath, code: 'EXPORT_UNSUPPORTED_ENCODER' },
+      );
+    }
     const heads = headsOf(shapes, recorded.hfConfig, options.heads, configPath);
     const assumed: string[] = [];
     const lora = config.hyperparameters?.lora as LoraSettings | undefined;
@@ -297,6 +311,7 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
     const headHidden = headParams.find(([n]) => n === 'dense.weight')?.[1].shape[0];
     const hfConfig: Record<string, unknown> = {
       ...architectureConfig(family, shapes, heads, facts, recorded.hfConfig, assumed),
+      ...(whole ? sequenceClassificationConfig(family, config) : {}),
       id2label: Object.fromEntries(config.labels.map((label, i) => [String(i), label])),
       label2id: Object.fromEntries(config.labels.map((label, i) => [label, i])),
       torch_dtype: 'float32',
@@ -316,20 +331,27 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
         },
         maxLength: config.maxLength,
         assumed,
-        head: {
-          file: HEAD_WEIGHTS_FILE,
-          input: `the encoder's last hidden state pooled: ${config.pooling === 'mean' ? 'the attention-masked mean over tokens' : 'the first ([CLS]) token'}`,
-          pooling: config.pooling,
-          dropout: config.dropout,
-          layers: [
-            { name: 'dense', type: 'linear', in: shapes.hiddenSize, out: headHidden ?? config.headHidden },
-            { type: 'relu' },
-            { type: 'dropout', p: config.dropout },
-            { name: 'out_proj', type: 'linear', in: headHidden ?? config.headHidden, out: config.labels.length },
-            { type: 'log_softmax', dim: -1 },
-          ],
-          tensors: head,
-        },
+        head: whole
+          ? {
+              kind: 'sequence-classification',
+              architecture: SEQUENCE_CLASSIFICATION_ARCHITECTURES[family],
+              weights: `${MODEL_FILE}, under transformers' key names`,
+              dropout: config.dropout,
+            }
+          : {
+              file: HEAD_WEIGHTS_FILE,
+              input: `the encoder's last hidden state pooled: ${config.pooling === 'mean' ? 'the attention-masked mean over tokens' : 'the first ([CLS]) token'}`,
+              pooling: config.pooling,
+              dropout: config.dropout,
+              layers: [
+                { name: 'dense', type: 'linear', in: shapes.hiddenSize, out: headHidden ?? config.headHidden },
+                { type: 'relu' },
+                { type: 'dropout', p: config.dropout },
+                { name: 'out_proj', type: 'linear', in: headHidden ?? config.headHidden, out: config.labels.length },
+                { type: 'log_softmax', dim: -1 },
+              ],
+              tensors: head,
+            },
         ...(lora ? { adapter: { dir: ADAPTER_DIR, merged: `${MODEL_FILE} holds the adapters merged: W0 + (lora_alpha / r)·B·A` } } : {}),
       },
     };
@@ -343,14 +365,25 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
     };
     await write(CONFIG_FILE, JSON.stringify(hfConfig, null, 2) + '\n');
 
-    const weights = float32(encoderParams);
-    copies.push(...weights.copies);
-    binding.writeSafetensors(join(staging, MODEL_FILE), weights.tensors, SAFETENSORS_METADATA);
-    files.push(MODEL_FILE);
-    const headWeights = float32(headParams);
-    copies.push(...headWeights.copies);
-    binding.writeSafetensors(join(staging, HEAD_WEIGHTS_FILE), headWeights.tensors, SAFETENSORS_METADATA);
-    files.push(HEAD_WEIGHTS_FILE);
+    if (whole) {
+      // The whole ForSequenceClassification: the encoder under its base-model prefix, the head
+      // under transformers' names. RoBERTa's ForSequenceClassification has no pooler (its head
+      // pools the first token itself): a pooler the encoder file kept is left out.
+      const kept = params.filter(([n]) => family === 'bert' || !n.startsWith('encoder.pooler.'));
+      const weights = float32(sequenceClassificationKeys(family, kept));
+      copies.push(...weights.copies);
+      binding.writeSafetensors(join(staging, MODEL_FILE), weights.tensors, SAFETENSORS_METADATA);
+      files.push(MODEL_FILE);
+    } else {
+      const weights = float32(encoderParams);
+      copies.push(...weights.copies);
+      binding.writeSafetensors(join(staging, MODEL_FILE), weights.tensors, SAFETENSORS_METADATA);
+      files.push(MODEL_FILE);
+      const headWeights = float32(headParams);
+      copies.push(...headWeights.copies);
+      binding.writeSafetensors(join(staging, HEAD_WEIGHTS_FILE), headWeights.tensors, SAFETENSORS_METADATA);
+      files.push(HEAD_WEIGHTS_FILE);
+    }
 
     await write(TOKENIZER_FILE, tokenizerText);
     const tokenizerConfig: Record<string, unknown> = {

@@ -38,6 +38,7 @@ export {
   type Technique,
   type TrainOptions,
 } from './options.js';
+export type { HeadKind } from './sequence-classification.js';
 export { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 export { type TrainResult, train } from './trainer.js';
 export type { SkippedBatch } from './training-state.js';

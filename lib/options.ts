@@ -9,6 +9,7 @@
 import type { Precision } from './binding.js';
 import type { DataSource } from './data.js';
 import { InputError } from './errors.js';
+import { HEAD_KINDS, type HeadKind } from './sequence-classification.js';
 
 export type Pooling = 'cls' | 'mean';
 export type Technique = 'frozen' | 'full' | 'lora';
@@ -201,6 +202,17 @@ export interface TrainOptions {
   dropout?: number;
   /** How the encoder's [B, T, H] output becomes one vector per text. Default `cls`. */
   pooling?: Pooling;
+  /**
+   * The classification head. `mlp` (default): Linear(H, headHidden) → ReLU → dropout → Linear, on
+   * the pooled output. `sequence-classification`: transformers' own head for the encoder's family
+   * (BERT: the pooler output → dropout → `classifier`; RoBERTa: the first token → dropout →
+   * `dense` → tanh → dropout → `out_proj`; DistilBERT: the first token → `pre_classifier` → ReLU
+   * → dropout → `classifier`), so that the classifier exports whole for
+   * `AutoModelForSequenceClassification`. Its dropout is the encoder config's
+   * (classifier_dropout / hidden_dropout_prob / seq_classif_dropout) when it has one, else
+   * `dropout`; `pooling: 'mean'` is refused with it (the head pools its own way).
+   */
+  head?: HeadKind;
   /** Clip gradients to this global norm; 0 disables (the seed did not clip). Default 1.0. */
   maxGradNorm?: number;
   /** `constant` or `linear` decay to 0, both after `warmupRatio` of the steps of linear warmup. Default `constant` (the seed). */
@@ -285,6 +297,7 @@ export const DEFAULTS = {
   headHidden: 512,
   dropout: 0.1,
   pooling: 'cls' as Pooling,
+  head: 'mlp' as HeadKind,
   maxGradNorm: 1.0,
   device: 'auto' as Device,
   precision: 'fp32' as Precision,
@@ -349,6 +362,13 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   }
   oneOf('technique', resolved.technique, ['frozen', 'full', 'lora']);
   oneOf('pooling', resolved.pooling, ['cls', 'mean']);
+  oneOf('head', resolved.head, HEAD_KINDS);
+  if (resolved.head === 'sequence-classification' && resolved.pooling === 'mean') {
+    throw new InputError(
+      "pooling 'mean' cannot be used with head 'sequence-classification': that head pools its own way " +
+        "(BERT's pooler output, or RoBERTa's and DistilBERT's first token); use pooling 'cls' or head 'mlp'",
+    );
+  }
   oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
   oneOf('schedule', resolved.schedule, ['constant', 'linear']);
   oneOf('padding', resolved.padding, ['longest', 'max']);

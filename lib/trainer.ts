@@ -55,6 +55,7 @@ import {
 } from './options.js';
 import { renderReport } from './report.js';
 import { RunKeeper, startPosition } from './run-keeper.js';
+import { type HeadSettings, headSettings, headSpec } from './sequence-classification.js';
 import type { TextTokenizer } from './tokenizer.js';
 import { setUpTrainable, type TrainableSet } from './trainable.js';
 import { runTrainingLoop } from './training-loop.js';
@@ -231,6 +232,7 @@ function runFingerprint(opts: ResolvedTrainOptions, labels: string[], trainExamp
     lora: opts.technique === 'lora' ? opts.lora : null,
     // Only when set, so that training states written before the option existed still match.
     ...(opts.freeze.length > 0 ? { freeze: opts.freeze } : {}),
+    ...(opts.head !== 'mlp' ? { head: opts.head } : {}),
   };
 }
 
@@ -252,6 +254,7 @@ function buildModel(
   binding: NativeBinding,
   encoder: NativeScriptModule,
   opts: ResolvedTrainOptions,
+  head: HeadSettings,
   numClasses: number,
   device: string,
   notes: string[],
@@ -268,9 +271,9 @@ function buildModel(
     return binding.buildClassifier(encoder, {
       numClasses,
       headHidden: opts.headHidden,
-      dropout: opts.dropout,
       pooling: opts.pooling,
       seed: opts.seed,
+      ...headSpec(head),
     });
   } catch (err) {
     encoder.dispose();
@@ -294,11 +297,12 @@ async function encodeFeatures(
   model: NativeScriptModule,
   opts: ResolvedTrainOptions,
   loaded: LoadedEncoder,
+  features: string,
   data: { train: LabelledSet; validation: LabelledSet },
   disposables: Array<{ dispose(): void }>,
 ): Promise<{ train: FeatureCache; validation: FeatureCache }> {
   const disk =
-    opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, weightsKey: await loaded.weightsKey(), pooling: opts.pooling } : undefined;
+    opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, weightsKey: await loaded.weightsKey(), pooling: features } : undefined;
   const options = { tokensPerBatch: TOKENS_PER_FORWARD, disk, onProgress: opts.onProgress, signal: opts.signal };
   const train = await encodeOnce(binding, model, data.train.encoded, { ...options, split: 'train' });
   disposables.push(train.features);
@@ -312,6 +316,7 @@ function classifierConfig(
   opts: ResolvedTrainOptions,
   labels: string[],
   built: BuiltClassifier,
+  head: HeadSettings,
   loaded: LoadedEncoder,
   device: string,
   classWeights: Float32Array | undefined,
@@ -325,7 +330,9 @@ function classifierConfig(
     maxLength: opts.maxLength,
     pooling: opts.pooling,
     headHidden: opts.headHidden,
-    dropout: opts.dropout,
+    dropout: head.dropout,
+    // Only for transformers' head, so that configs of the default head stay as they were.
+    ...(head.head !== 'mlp' ? { head: head.head, headFamily: head.family } : {}),
     encoder: { ...built.encoder, file: opts.encoder, source: loaded.source },
     output: 'log_probabilities',
     libtorchVersion: binding.versions().libtorch,
@@ -395,7 +402,16 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
 
   // 3. Build the classifier.
   const notes: string[] = [...loaded.notes];
-  const built = buildModel(binding, encoder, opts, labels.length, device, notes);
+  const head = await headSettings({
+    head: opts.head,
+    dropout: opts.dropout,
+    pooling: opts.pooling,
+    encoder,
+    encoderName: loaded.description,
+    source: loaded.source,
+    tokenizerJson: tokenizer.json,
+  });
+  const built = buildModel(binding, encoder, opts, head, labels.length, device, notes);
   const model = built.module;
   const outDir = opts.outDir;
   // Without outDir the best weights still go to a file, the one way to snapshot a module
@@ -417,11 +433,11 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     if (outDir) await ensureWritableDir(outDir);
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
-      const caches = await encodeFeatures(binding, model, opts, loaded, data, disposables);
+      const caches = await encodeFeatures(binding, model, opts, loaded, head.features, data, disposables);
       data.train.cache = caches.train;
       data.validation.cache = caches.validation;
     }
-    const config = classifierConfig(binding, opts, labels, built, loaded, device, loss.classWeights, raw.hasValidationData);
+    const config = classifierConfig(binding, opts, labels, built, head, loaded, device, loss.classWeights, raw.hasValidationData);
 
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
     const position = saved?.position ?? startPosition();

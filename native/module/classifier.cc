@@ -25,6 +25,10 @@ struct ClassifierSpec {
   double dropout;
   std::string pooling;
   uint64_t seed;
+  // "mlp" (torch-bert's own head) or "sequence-classification" (transformers' head of `family`).
+  std::string head;
+  std::string family;  // bert | roberta | distilbert; only for "sequence-classification"
+  double initializerRange;
 };
 
 struct EncoderInfo {
@@ -34,6 +38,8 @@ struct EncoderInfo {
   int64_t hiddenSize;
   c10::ScalarType dtype;
   c10::Device device;
+  // Where the pooler output is (BertModel's second output), when the encoder returns one.
+  std::optional<std::string> poolerAccess;
 };
 
 ClassifierSpec ReadSpec(const Napi::Value& value) {
@@ -50,6 +56,24 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
   }
   // Negative seeds wrap to uint64 as in torch.manual_seed.
   s.seed = static_cast<uint64_t>(ReadInteger(spec.Get("seed"), fn + ".seed", -(int64_t{1} << 53), int64_t{1} << 53));
+  s.head = !IsMissing(spec.Get("head")) ? ReadString(spec.Get("head"), fn + ".head") : "mlp";
+  s.initializerRange = 0.02;
+  if (s.head == "sequence-classification") {
+    s.family = ReadString(spec.Get("family"), fn + ".family");
+    if (s.family != "bert" && s.family != "roberta" && s.family != "distilbert") {
+      ThrowError(value.Env(), fn + ".family must be 'bert', 'roberta' or 'distilbert', got '" + s.family + "'");
+    }
+    if (!IsMissing(spec.Get("initializerRange"))) {
+      s.initializerRange = ReadNumber(spec.Get("initializerRange"), fn + ".initializerRange");
+      if (!(s.initializerRange > 0)) ThrowError(value.Env(), fn + ".initializerRange must be > 0");
+    }
+    // transformers' head pools its own way (the pooler, or the first token).
+    if (s.pooling != "cls") {
+      ThrowError(value.Env(), fn + ".pooling must be 'cls' with head 'sequence-classification'");
+    }
+  } else if (s.head != "mlp") {
+    ThrowError(value.Env(), fn + ".head must be 'mlp' or 'sequence-classification', got '" + s.head + "'");
+  }
   return s;
 }
 
@@ -90,7 +114,8 @@ EncoderInfo Probe(ModuleState& state) {
     throw std::runtime_error(os.str());
   }
 
-  EncoderInfo info{static_cast<int>(arity), "", std::nullopt, 0, c10::ScalarType::Float, ModuleDevice(state)};
+  EncoderInfo info{static_cast<int>(arity), "",          std::nullopt, 0, c10::ScalarType::Float,
+                   ModuleDevice(state),     std::nullopt};
   auto longs = torch::TensorOptions().dtype(torch::kLong).device(info.device);
   std::vector<c10::IValue> inputs{torch::arange(1, 1 + kProbeBatch * kProbeSeq, longs).view({kProbeBatch, kProbeSeq}),
                                   torch::ones({kProbeBatch, kProbeSeq}, longs)};
@@ -110,6 +135,9 @@ EncoderInfo Probe(ModuleState& state) {
   }
 
   torch::Tensor hidden;
+  auto isPooled = [](const c10::IValue& v) {
+    return v.isTensor() && v.toTensor().dim() == 2 && v.toTensor().size(0) == kProbeBatch;
+  };
   if (output.isTensor()) {
     info.outputKind = "tensor";
     hidden = output.toTensor();
@@ -118,6 +146,7 @@ EncoderInfo Probe(ModuleState& state) {
     if (!elements.empty() && elements[0].isTensor()) {
       info.outputKind = "tuple";
       hidden = elements[0].toTensor();
+      if (elements.size() >= 2 && isPooled(elements[1])) info.poolerAccess = "out[1]";
     }
   } else if (output.isGenericDict()) {
     auto dict = output.toGenericDict();
@@ -125,6 +154,8 @@ EncoderInfo Probe(ModuleState& state) {
       info.outputKind = "dict";
       info.outputKey = dict.begin()->key().toStringRef();
       hidden = dict.begin()->value().toTensor();
+      auto pooled = dict.find(c10::IValue(std::string("pooler_output")));
+      if (pooled != dict.end() && isPooled(pooled->value())) info.poolerAccess = "out[\"pooler_output\"]";
     }
   }
   if (!hidden.defined() || hidden.dim() != 3 || hidden.size(0) != kProbeBatch || hidden.size(1) != kProbeSeq ||
@@ -196,7 +227,8 @@ def forward(self, x):
   return m;
 }
 
-std::string FeaturesSource(const EncoderInfo& info, const std::string& pooling) {
+std::string FeaturesSource(const EncoderInfo& info, const ClassifierSpec& spec) {
+  const std::string& pooling = spec.pooling;
   std::ostringstream src;
   src << "def features(self, input_ids, attention_mask):\n";
   src << "    out = self.encoder.forward(input_ids, attention_mask"
@@ -208,7 +240,11 @@ std::string FeaturesSource(const EncoderInfo& info, const std::string& pooling) 
   } else {
     src << "    h = out[" << Quote(*info.outputKey) << "]\n";
   }
-  if (pooling == "cls") {
+  if (spec.head == "sequence-classification" && spec.family == "bert") {
+    // BertForSequenceClassification classifies the pooler output (tanh(dense(h[:, 0]))), which
+    // belongs to the encoder: so `frozen` keeps the pooler frozen, as it keeps the encoder.
+    src << "    return " << *info.poolerAccess << "\n";
+  } else if (pooling == "cls") {
     src << "    return h[:, 0]\n";
   } else {
     src << "    m = attention_mask.unsqueeze(-1).to(h.dtype)\n";
@@ -217,17 +253,71 @@ std::string FeaturesSource(const EncoderInfo& info, const std::string& pooling) 
   return src.str();
 }
 
-const char* kHeadSource = R"(
+const char* kForwardSource = R"(
+def forward(self, input_ids, attention_mask):
+    return self.head_forward(self.features(input_ids, attention_mask))
+)";
+
+const char* kMlpHeadSource = R"(
 def head_forward(self, x):
     x = self.head.dense.forward(x)
     x = torch.relu(x)
     x = torch.dropout(x, self.dropout_p, self.training)
     x = self.head.out_proj.forward(x)
     return torch.log_softmax(x, -1)
-
-def forward(self, input_ids, attention_mask):
-    return self.head_forward(self.features(input_ids, attention_mask))
 )";
+
+// transformers' sequence-classification heads, in their order of operations and with their module
+// names (BertForSequenceClassification, RobertaClassificationHead,
+// DistilBertForSequenceClassification), from the features: the pooler output for BERT, the first
+// token's hidden state for RoBERTa and DistilBERT. transformers returns logits; log_softmax here
+// keeps the classifier's output contract.
+const char* kBertHeadSource = R"(
+def head_forward(self, x):
+    x = torch.dropout(x, self.dropout_p, self.training)
+    x = self.head.classifier.forward(x)
+    return torch.log_softmax(x, -1)
+)";
+
+const char* kRobertaHeadSource = R"(
+def head_forward(self, x):
+    x = torch.dropout(x, self.dropout_p, self.training)
+    x = self.head.dense.forward(x)
+    x = torch.tanh(x)
+    x = torch.dropout(x, self.dropout_p, self.training)
+    x = self.head.out_proj.forward(x)
+    return torch.log_softmax(x, -1)
+)";
+
+const char* kDistilBertHeadSource = R"(
+def head_forward(self, x):
+    x = self.head.pre_classifier.forward(x)
+    x = torch.relu(x)
+    x = torch.dropout(x, self.dropout_p, self.training)
+    x = self.head.classifier.forward(x)
+    return torch.log_softmax(x, -1)
+)";
+
+// One Linear of a head: its module name and [out, in].
+struct HeadLinear {
+  std::string name;
+  int64_t out;
+  int64_t in;
+};
+
+std::vector<HeadLinear> HeadLayout(const ClassifierSpec& spec, int64_t hidden) {
+  if (spec.head == "mlp") return {{"dense", spec.headHidden, hidden}, {"out_proj", spec.numClasses, spec.headHidden}};
+  if (spec.family == "bert") return {{"classifier", spec.numClasses, hidden}};
+  if (spec.family == "roberta") return {{"dense", hidden, hidden}, {"out_proj", spec.numClasses, hidden}};
+  return {{"pre_classifier", hidden, hidden}, {"classifier", spec.numClasses, hidden}};
+}
+
+const char* HeadSource(const ClassifierSpec& spec) {
+  if (spec.head == "mlp") return kMlpHeadSource;
+  if (spec.family == "bert") return kBertHeadSource;
+  if (spec.family == "roberta") return kRobertaHeadSource;
+  return kDistilBertHeadSource;
+}
 
 // The classifier's parameters that its output cannot reach, by name: a forward of the probe batch
 // with every parameter requiring a gradient, then autograd.grad with allow_unused, whose
@@ -301,22 +391,40 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     // says so (ScriptModule.train(true) sets every module), as the trainer does.
     const bool training = false;
 
-    torch::Tensor denseW, denseB, outW, outB;
+    const bool hfHead = spec.head == "sequence-classification";
+    if (hfHead && spec.family == "bert" && !encoder.poolerAccess) {
+      throw std::runtime_error(
+          "buildClassifier: head 'sequence-classification' of BERT (BertForSequenceClassification) classifies the "
+          "pooler output, but this encoder returns none (its forward must return (last_hidden_state, "
+          "pooler_output), as BertModel with its pooler does); got " +
+          std::string(encoder.outputKind == "tensor" ? "only the last hidden state"
+                                                     : "no [batch, hidden] pooler output"));
+    }
+    const std::vector<HeadLinear> layout = HeadLayout(spec, encoder.hiddenSize);
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> weights;
     {
       torch::NoGradGuard noGrad;
       at::manual_seed(spec.seed);
-      denseW = torch::empty({spec.headHidden, encoder.hiddenSize});
-      denseB = torch::empty({spec.headHidden});
-      outW = torch::empty({spec.numClasses, spec.headHidden});
-      outB = torch::empty({spec.numClasses});
-      InitLinear(denseW, denseB);
-      InitLinear(outW, outB);
+      for (const HeadLinear& l : layout) {
+        torch::Tensor w = torch::empty({l.out, l.in});
+        torch::Tensor b = torch::empty({l.out});
+        if (hfHead) {
+          // transformers' _init_weights for a Linear: normal(0, initializer_range), zero bias.
+          w.normal_(0, spec.initializerRange);
+          b.zero_();
+        } else {
+          InitLinear(w, b);
+        }
+        weights.emplace_back(w, b);
+      }
     }
 
     auto cu = std::make_shared<torch::jit::CompilationUnit>();
     torch::jit::Module head = MakeModule("__torch__.TorchBertClassifierHead", cu, training);
-    head.register_module("dense", MakeLinear(cu, training, AsParameter(denseW, encoder), AsParameter(denseB, encoder)));
-    head.register_module("out_proj", MakeLinear(cu, training, AsParameter(outW, encoder), AsParameter(outB, encoder)));
+    for (size_t k = 0; k < layout.size(); ++k) {
+      head.register_module(layout[k].name, MakeLinear(cu, training, AsParameter(weights[k].first, encoder),
+                                                      AsParameter(weights[k].second, encoder)));
+    }
 
     torch::jit::Module classifier = MakeModule("__torch__.TorchBertClassifier", cu, training);
     // The encoder is shared, not copied: training the classifier trains this encoder.
@@ -326,7 +434,8 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     classifier.register_attribute("num_labels", c10::IntType::get(), spec.numClasses);
     classifier.register_attribute("hidden_size", c10::IntType::get(), encoder.hiddenSize);
     classifier.register_attribute("dropout_p", c10::FloatType::get(), spec.dropout);
-    classifier.define(FeaturesSource(encoder, spec.pooling) + kHeadSource);
+    classifier.register_attribute("head_kind", c10::StringType::get(), spec.head);
+    classifier.define(FeaturesSource(encoder, spec) + HeadSource(spec) + kForwardSource);
 
     std::vector<std::string> unreached = UnreachedParameters(classifier, encoder);
 

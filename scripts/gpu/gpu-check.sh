@@ -26,7 +26,9 @@
 #             app with it, the build tools hidden, and loaded       -> prebuild.log, $OUT/prebuilt.tar.gz
 #   pruning   token pruning on a traced transformers BertModel (scripts/gpu/hf-pruning-check.mjs) -> hf-pruning.txt, .json
 #   export    exportHuggingFace's folder loaded by transformers' AutoModel/AutoTokenizer and its LoRA
-#             adapter by PEFT's PeftModel, against the classifiers' own features (scripts/gpu/hf-export-check.mjs)
+#             adapter by PEFT's PeftModel, against the classifiers' own features; a classifier with
+#             head 'sequence-classification' by AutoModelForSequenceClassification, against its
+#             probabilities (scripts/gpu/hf-export-check.mjs)
 #                                                                  -> hf-export.txt, .json
 #   (machine: GPU, driver, PyTorch, build tools, missing CUDA libraries -> machine.txt, always.)
 #
@@ -326,7 +328,7 @@ fi
 if step export 40; then
   if timeout "$(limit 180)" node scripts/gpu/hf-export-check.mjs --python "$PY" --out "$logs" > "$logs/hf-export.txt" 2>&1; then
     if grep -q skipped "$logs/hf-export.txt"; then note export "skipped: no transformers/peft"
-    else note export "ok ($(grep -c ': ok' "$logs/hf-export.txt") checks: AutoModel, AutoTokenizer, head, PeftModel, merge_and_unload)"; fi
+    else note export "ok ($(grep -c ': ok' "$logs/hf-export.txt") checks: AutoModel, AutoTokenizer, head, PeftModel, merge_and_unload, AutoModelForSequenceClassification)"; fi
   else
     note export "FAILED (see hf-export.txt)"
   fi

@@ -11,7 +11,11 @@
  *     its probabilities),
  *   - AutoTokenizer.from_pretrained(export) gives the classifier's token ids,
  *   - PeftModel.from_pretrained(AutoModel.from_pretrained(base), export/adapter) gives the LoRA
- *     classifier's features, and merge_and_unload() its merged weights.
+ *     classifier's features, and merge_and_unload() its merged weights,
+ *   - AutoModelForSequenceClassification.from_pretrained(export) of a classifier trained with
+ *     head 'sequence-classification' gives its probabilities: on the BERT trace, and (once the
+ *     native builder is there, binding.buildEncoder) on small RoBERTa and DistilBERT folders
+ *     saved by save_pretrained.
  *
  *   node scripts/gpu/hf-export-check.mjs --python PY --out DIR
  * Writes DIR/hf-export.json and prints one line per check ('<name>: ok ...' / '<name>: FAILED ...');
@@ -45,13 +49,21 @@ config.torchscript = True
 traced_model = BertModel(config).eval(); traced_model.load_state_dict(model.state_dict())
 ids = torch.randint(5, vocab, (2, 12)); mask = torch.ones(2, 12, dtype=torch.long)
 torch.jit.trace(traced_model, (ids, mask), strict=False).save(f"{work}/base.pt")
+from transformers import RobertaConfig, RobertaModel, DistilBertConfig, DistilBertModel
+torch.manual_seed(1)
+RobertaModel(RobertaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=256, max_position_embeddings=130, pad_token_id=0, type_vocab_size=1),
+    add_pooling_layer=False).save_pretrained(f"{work}/roberta")
+torch.manual_seed(2)
+DistilBertModel(DistilBertConfig(vocab_size=vocab, dim=64, n_layers=2, n_heads=4, hidden_dim=256,
+    max_position_embeddings=128, pad_token_id=0, seq_classif_dropout=0.3)).save_pretrained(f"{work}/distilbert")
 print(json.dumps({"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__}))
 `;
 
 const CHECK = `
 import json, sys, torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 from peft import PeftModel
 a = json.load(open(sys.argv[1]))
 out = {}
@@ -62,6 +74,14 @@ def diff(x, y): return (torch.tensor(x) - torch.tensor(y)).abs().max().item()
 for run in a["runs"]:
     d, pooling = run["export"], run["pooling"]
     ids, mask = torch.tensor(run["input_ids"]), torch.tensor(run["attention_mask"])
+    if run.get("head") == "sequence-classification":
+        # The whole classifier: transformers' ForSequenceClassification with the trained head.
+        sc = AutoModelForSequenceClassification.from_pretrained(d).eval()
+        out[run["name"] + " architecture"] = 0.0 if type(sc).__name__ == run["architecture"] else 1.0
+        with torch.no_grad():
+            p = torch.softmax(sc(input_ids=ids, attention_mask=mask).logits, -1)
+        out[run["name"] + " AutoModelForSequenceClassification probabilities"] = diff(p, run["probabilities"])
+        continue
     model = AutoModel.from_pretrained(d).eval()
     tok = AutoTokenizer.from_pretrained(d)
     enc = tok(a["texts"], padding=True, truncation=True, return_tensors="pt")
@@ -107,14 +127,24 @@ try {
   const data = { texts: raw.texts.slice(0, 160), labels: raw.labels.slice(0, 160) };
   const texts = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings'];
   const runs = [];
-  for (const [name, extra] of [
+  const seqcls = { technique: 'full', pooling: 'cls', head: 'sequence-classification' };
+  const folders = typeof loadBinding().buildEncoder === 'function';
+  if (!folders) console.log('seqcls roberta/distilbert: not run (no native buildEncoder in this build)');
+  for (const [name, extra, encoder = join(work, 'base.pt'), architecture = 'BertForSequenceClassification'] of [
     ['full', { technique: 'full', pooling: 'cls' }],
     ['lora', { technique: 'lora', lora: { rank: 4, alpha: 8 }, pooling: 'mean' }],
+    ['seqcls bert', seqcls],
+    ...(folders
+      ? [
+          ['seqcls roberta', seqcls, join(work, 'roberta'), 'RobertaForSequenceClassification'],
+          ['seqcls distilbert', seqcls, join(work, 'distilbert'), 'DistilBertForSequenceClassification'],
+        ]
+      : []),
   ]) {
-    const dir = join(work, name);
+    const dir = join(work, name.replace(' ', '-'));
     const result = await train({
       data,
-      encoder: join(work, 'base.pt'),
+      encoder,
       tokenizer,
       outDir: dir,
       epochs: 1,
@@ -125,7 +155,7 @@ try {
       ...extra,
     });
     result.classifier.dispose();
-    const exported = join(work, `${name}-hf`);
+    const exported = join(work, `${name.replace(' ', '-')}-hf`);
     await exportHuggingFace({ classifier: dir, out: exported, heads: 4 });
     const classifier = await loadClassifier(dir, { device: 'cpu' });
     const encoded = await classifier.tokenizer.encodeBatchAsync(texts, 32);
@@ -146,6 +176,8 @@ try {
       name,
       export: exported,
       pooling: extra.pooling,
+      head: extra.head ?? 'mlp',
+      architecture,
       adapter: name === 'lora',
       input_ids: matrix(rows.inputIds, rows.seqLen),
       attention_mask: matrix(rows.attentionMask, rows.seqLen),

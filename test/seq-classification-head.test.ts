@@ -1,0 +1,359 @@
+/**
+ * `head: 'sequence-classification'`: transformers' own heads (BertForSequenceClassification,
+ * RobertaClassificationHead, DistilBertForSequenceClassification) built natively around the
+ * encoder. The classifier's probabilities are compared with plain-PyTorch references of those heads
+ * (test/python/seq_classification_reference.py): for BERT end to end, through the exported folder
+ * read back by an independent safetensors reader into make_encoder.py's BertModel; for each family's
+ * head math, on a traced encoder's outputs. Also: the init, what trains under each technique, the
+ * settings read from a Hugging Face config, and the refusals.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { gatherRows } from '../lib/batching.js';
+import type { NativeScriptModule, NativeTensor } from '../lib/binding.js';
+import { Classifier } from '../lib/classifier.js';
+import { loadExamples } from '../lib/data.js';
+import { exportHuggingFace, InputError, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
+import { loadBinding } from '../lib/loader.js';
+import { resolveTrainOptions } from '../lib/options.js';
+import { headSettings, sequenceClassificationKeys } from '../lib/sequence-classification.js';
+import { TextTokenizer } from '../lib/tokenizer.js';
+import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, runPython } from './fixtures.js';
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-seqcls-'));
+const TEXTS = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings', 'x'];
+let encoder: string;
+let data: { texts: string[]; labels: string[] };
+
+beforeAll(async () => {
+  encoder = await makeEncoder(INFORMATIVE_ENCODER);
+  const raw = await loadExamples(demoReviews);
+  data = { texts: raw.texts.slice(0, 160), labels: raw.labels!.slice(0, 160) };
+});
+
+const base = (outDir: string): TrainOptions => ({
+  data,
+  encoder,
+  tokenizer: demoTokenizer,
+  outDir,
+  epochs: 1,
+  batchSize: 32,
+  maxLength: 32,
+  head: 'sequence-classification',
+});
+
+const values = (t: NativeTensor) => Array.from(t.toArray() as Float32Array);
+const params = (c: Classifier) => new Map(c.module.namedParameters().map(([n, t]) => [n, values(t)]));
+const maxAbsDiff = (a: number[], b: number[]) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+const maxDiff = (a: number[][], b: number[][]) => {
+  expect(a.length).toBe(b.length);
+  return Math.max(...a.flatMap((row, r) => row.map((v, c) => Math.abs(v - b[r]![c]!))));
+};
+
+/** TEXTS as padded id and mask rows, cut to the longest. */
+async function tokens(tokenizerFile: string) {
+  const tokenizer = await TextTokenizer.load(tokenizerFile);
+  const rows = gatherRows(
+    await tokenizer.encodeBatchAsync(TEXTS, 32),
+    TEXTS.map((_, i) => i),
+  );
+  const matrix = (a: Int32Array) =>
+    Array.from({ length: rows.count }, (_, r) => Array.from(a.subarray(r * rows.seqLen, (r + 1) * rows.seqLen)));
+  return { ids: matrix(rows.inputIds), mask: matrix(rows.attentionMask) };
+}
+
+/** The classifier module's probabilities for the given ids (eval mode). */
+function probabilitiesOf(module: NativeScriptModule, ids: number[][], mask: number[][]): number[][] {
+  const b = loadBinding();
+  const shape = [ids.length, ids[0]!.length];
+  const idT = b.Tensor.fromArray(Int32Array.from(ids.flat()), shape, 'int64');
+  const maskT = b.Tensor.fromArray(Int32Array.from(mask.flat()), shape, 'int64');
+  const out = module.forward(idT, maskT) as NativeTensor;
+  const flat = values(out);
+  const width = flat.length / ids.length;
+  idT.dispose();
+  maskT.dispose();
+  out.dispose();
+  return Array.from({ length: ids.length }, (_, r) => flat.slice(r * width, (r + 1) * width).map(Math.exp));
+}
+
+describe("head 'sequence-classification' of BERT", () => {
+  it('exports whole as BertForSequenceClassification; a Python reference of its math on the exported folder gives the classifier probabilities to 1e-5', async () => {
+    const dir = join(work, 'bert-full');
+    const result = await train({ ...base(dir), technique: 'full', learningRate: 1e-3 });
+    // The pooler feeds the head, so nothing of the encoder is unused.
+    expect(result.unusedParameters).toEqual([]);
+    result.classifier.dispose();
+    const saved = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(saved.head).toBe('sequence-classification');
+    expect(saved.headFamily).toBe('bert');
+    expect(saved.dropout).toBe(0.1);
+
+    const out = join(work, 'bert-full-hf');
+    const exported = await exportHuggingFace({ classifier: dir, out, heads: 4 });
+    expect(exported.family).toBe('bert');
+    expect(exported.files).toEqual(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+
+    const classifier = await loadClassifier(dir);
+    try {
+      const { ids, mask } = await tokens(join(dir, 'tokenizer.json'));
+      const ref = JSON.parse(
+        await runPython(
+          'test/python/seq_classification_reference.py',
+          [],
+          JSON.stringify({ mode: 'export', dir: out, input_ids: ids, attention_mask: mask }),
+        ),
+      ) as { probabilities: number[][]; keys: string[]; config: Record<string, unknown> };
+      const predicted = await classifier.predict(TEXTS);
+      const own = predicted.map((p) => classifier.labels.map((l) => p.probabilities[l]!));
+      expect(maxDiff(ref.probabilities, own)).toBeLessThan(1e-5);
+      // Not a degenerate comparison: the texts' probabilities differ.
+      expect(maxDiff([own[0]!], [own[1]!])).toBeGreaterThan(1e-4);
+
+      expect(ref.config.architectures).toEqual(['BertForSequenceClassification']);
+      expect(ref.config.num_labels).toBe(2);
+      expect(ref.config.problem_type).toBe('single_label_classification');
+      expect(ref.config.classifier_dropout).toBe(0.1);
+      expect(ref.config.id2label).toEqual({ '0': classifier.labels[0], '1': classifier.labels[1] });
+      expect(ref.config.label2id).toEqual({ [classifier.labels[0]!]: 0, [classifier.labels[1]!]: 1 });
+      expect(ref.keys).toContain('bert.pooler.dense.weight');
+      expect(ref.keys).toContain('bert.embeddings.word_embeddings.weight');
+      expect(ref.keys.filter((k) => !k.startsWith('bert.'))).toEqual(['classifier.bias', 'classifier.weight']);
+    } finally {
+      classifier.dispose();
+    }
+  });
+
+  it('inits as transformers (normal(0, 0.02) weights, zero bias) from the seed', () => {
+    const b = loadBinding();
+    const enc = b.ScriptModule.load(encoder);
+    const spec = {
+      numClasses: 3,
+      headHidden: 16,
+      dropout: 0.1,
+      pooling: 'cls' as const,
+      seed: 7,
+      head: 'sequence-classification' as const,
+      family: 'bert' as const,
+    };
+    const one = b.buildClassifier(enc, spec).module;
+    const heads = one.namedParameters().filter(([n]) => n.startsWith('head.'));
+    expect(heads.map(([n, t]) => [n, t.shape])).toEqual([
+      ['head.classifier.weight', [3, 64]],
+      ['head.classifier.bias', [3]],
+    ]);
+    const w = values(heads[0]![1]);
+    const std = Math.sqrt(w.reduce((s, v) => s + v * v, 0) / w.length);
+    expect(std).toBeGreaterThan(0.015);
+    expect(std).toBeLessThan(0.025);
+    expect(values(heads[1]![1])).toEqual([0, 0, 0]);
+    const again = b.buildClassifier(enc, spec).module;
+    expect(values(again.namedParameters().find(([n]) => n === 'head.classifier.weight')![1])).toEqual(w);
+    const other = b.buildClassifier(enc, { ...spec, seed: 8 }).module;
+    expect(maxAbsDiff(values(other.namedParameters().find(([n]) => n === 'head.classifier.weight')![1]), w)).toBeGreaterThan(0);
+    for (const m of [one, again, other]) m.dispose();
+    enc.dispose();
+  });
+
+  it("frozen trains only the head (the pooler is the encoder's: frozen with it); lora the adapters and the head; loadAdapters and load predict alike", async () => {
+    const b = loadBinding();
+    const original = b.ScriptModule.load(encoder);
+    const before = new Map(original.namedParameters().map(([n, t]) => [n, values(t)]));
+    original.dispose();
+
+    const frozen = await train({ ...base(join(work, 'frozen')), technique: 'frozen', learningRate: 1e-2 });
+    const f = params(frozen.classifier);
+    // transformers' encoder includes the pooler (BertModel.pooler): under 'frozen' it stays as it was.
+    for (const [name, v] of before) expect(maxAbsDiff(v, f.get(`encoder.${name}`)!)).toBe(0);
+    expect(frozen.trainableParameters).toBe(64 * 2 + 2);
+    const headBefore = b.buildClassifier(b.ScriptModule.load(encoder), {
+      numClasses: 2,
+      headHidden: 512,
+      dropout: 0.1,
+      pooling: 'cls',
+      seed: 42,
+      head: 'sequence-classification',
+      family: 'bert',
+    }).module;
+    const init = new Map(headBefore.namedParameters().map(([n, t]) => [n, values(t)]));
+    headBefore.dispose();
+    expect(maxAbsDiff(init.get('head.classifier.weight')!, f.get('head.classifier.weight')!)).toBeGreaterThan(1e-4);
+    frozen.classifier.dispose();
+
+    const loraDir = join(work, 'lora');
+    const lora = await train({ ...base(loraDir), technique: 'lora', lora: { rank: 4, alpha: 8 }, learningRate: 5e-3 });
+    const l = params(lora.classifier);
+    for (const [name, v] of before) {
+      const adapted = /attention\.self\.(query|value)\.weight$/.test(name);
+      if (adapted) expect(maxAbsDiff(v, l.get(`encoder.${name}`)!)).toBeGreaterThan(0);
+      else expect(maxAbsDiff(v, l.get(`encoder.${name}`)!)).toBe(0);
+    }
+    expect(lora.trainableParameters).toBe(64 * 2 + 2 + 2 * 2 * (4 * 64 + 64 * 4));
+    const merged = await lora.classifier.predict(TEXTS);
+    lora.classifier.dispose();
+    const rebuilt = await Classifier.loadAdapters(loraDir, { encoder });
+    const loaded = await loadClassifier(loraDir);
+    try {
+      const a = (await rebuilt.predict(TEXTS)).map((p) => Object.values(p.probabilities));
+      const c = (await loaded.predict(TEXTS)).map((p) => Object.values(p.probabilities));
+      const m = merged.map((p) => Object.values(p.probabilities));
+      expect(maxDiff(a, m)).toBeLessThan(1e-5);
+      expect(maxDiff(c, m)).toBeLessThan(1e-5);
+    } finally {
+      rebuilt.dispose();
+      loaded.dispose();
+    }
+  });
+});
+
+describe("each family's head math", () => {
+  for (const family of ['bert', 'roberta', 'distilbert'] as const) {
+    it(`${family}: the classifier's probabilities equal the Python reference of transformers' head on the encoder's outputs (1e-5)`, async () => {
+      const b = loadBinding();
+      const enc = b.ScriptModule.load(encoder);
+      const { module } = b.buildClassifier(enc, {
+        numClasses: 3,
+        headHidden: 16,
+        dropout: 0.2,
+        pooling: 'cls',
+        seed: 3,
+        head: 'sequence-classification',
+        family,
+        initializerRange: 0.5,
+      });
+      try {
+        module.train(false);
+        const names = module
+          .namedParameters()
+          .filter(([n]) => n.startsWith('head.'))
+          .map(([n]) => n);
+        expect(names).toEqual(
+          {
+            bert: ['head.classifier.weight', 'head.classifier.bias'],
+            roberta: ['head.dense.weight', 'head.dense.bias', 'head.out_proj.weight', 'head.out_proj.bias'],
+            distilbert: ['head.pre_classifier.weight', 'head.pre_classifier.bias', 'head.classifier.weight', 'head.classifier.bias'],
+          }[family],
+        );
+        // Non-zero biases, so that a reference that dropped them would differ.
+        const head: Record<string, number[] | number[][]> = {};
+        for (const [name, t] of module.namedParameters().filter(([n]) => n.startsWith('head.'))) {
+          if (name.endsWith('.bias')) {
+            const bias = b.Tensor.fromArray(
+              Float32Array.from({ length: t.shape[0]! }, (_, i) => 0.1 * (i + 1)),
+              t.shape,
+            );
+            t.copyFrom(bias);
+            bias.dispose();
+          }
+          const flat = values(t);
+          head[name.slice(5)] =
+            t.shape.length === 1 ? flat : Array.from({ length: t.shape[0]! }, (_, r) => flat.slice(r * t.shape[1]!, (r + 1) * t.shape[1]!));
+        }
+        const { ids, mask } = await tokens(demoTokenizer);
+        const ref = JSON.parse(
+          await runPython(
+            'test/python/seq_classification_reference.py',
+            [],
+            JSON.stringify({ mode: 'head', encoder, family, head, input_ids: ids, attention_mask: mask }),
+          ),
+        ) as { probabilities: number[][] };
+        const own = probabilitiesOf(module, ids, mask);
+        expect(maxDiff(ref.probabilities, own)).toBeLessThan(1e-5);
+        expect(maxDiff([own[0]!], [own[1]!])).toBeGreaterThan(1e-4);
+      } finally {
+        module.dispose();
+        enc.dispose();
+      }
+    });
+  }
+
+  it("the export's key names are transformers' ForSequenceClassification's", () => {
+    const names = (family: 'bert' | 'roberta' | 'distilbert', head: string[]) =>
+      sequenceClassificationKeys(
+        family,
+        ['encoder.embeddings.word_embeddings.weight', ...head].map((n) => [n, 0] as const),
+      ).map(([n]) => n);
+    expect(names('bert', ['head.classifier.weight', 'head.classifier.bias'])).toEqual([
+      'bert.embeddings.word_embeddings.weight',
+      'classifier.weight',
+      'classifier.bias',
+    ]);
+    expect(names('roberta', ['head.dense.weight', 'head.out_proj.bias'])).toEqual([
+      'roberta.embeddings.word_embeddings.weight',
+      'classifier.dense.weight',
+      'classifier.out_proj.bias',
+    ]);
+    expect(names('distilbert', ['head.pre_classifier.weight', 'head.classifier.bias'])).toEqual([
+      'distilbert.embeddings.word_embeddings.weight',
+      'pre_classifier.weight',
+      'classifier.bias',
+    ]);
+    expect(() => names('bert', ['head.dense.weight'])).toThrow(/not a parameter of BertForSequenceClassification's head/);
+  });
+});
+
+describe('settings and refusals', () => {
+  it('reads the family from the recorded model_type and the dropout from the config (classifier_dropout, else hidden_dropout_prob), else the option', async () => {
+    const b = loadBinding();
+    const enc = b.ScriptModule.load(encoder);
+    const folder = (name: string, config: Record<string, unknown>) => {
+      const dir = join(work, name);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+      return { kind: 'folder' as const, dir, modelType: String(config.model_type), family: 'bert' as const, weights: [] };
+    };
+    const common = { head: 'sequence-classification' as const, dropout: 0.33, pooling: 'cls', encoder: enc, encoderName: 'enc' };
+    try {
+      expect(
+        await headSettings({ ...common, source: folder('b', { model_type: 'bert', hidden_dropout_prob: 0.3, classifier_dropout: null }) }),
+      ).toEqual({
+        head: 'sequence-classification',
+        family: 'bert',
+        dropout: 0.3,
+        initializerRange: 0.02,
+        features: 'pooler',
+      });
+      expect(
+        await headSettings({
+          ...common,
+          source: folder('r', { model_type: 'roberta', hidden_dropout_prob: 0.3, classifier_dropout: 0.25, initializer_range: 0.01 }),
+        }),
+      ).toEqual({
+        head: 'sequence-classification',
+        family: 'roberta',
+        dropout: 0.25,
+        initializerRange: 0.01,
+        features: 'cls',
+      });
+      // A traced file: the family from the names (and the tokenizer), the dropout from the option.
+      expect(await headSettings({ ...common, tokenizerJson: readFileSync(demoTokenizer, 'utf8') })).toMatchObject({
+        family: 'bert',
+        dropout: 0.33,
+      });
+      expect(
+        await headSettings({ ...common, tokenizerJson: JSON.stringify({ post_processor: { type: 'RobertaProcessing' } }) }),
+      ).toMatchObject({ family: 'roberta' });
+      expect(await headSettings({ ...common, head: 'mlp' })).toEqual({ head: 'mlp', dropout: 0.33, features: 'cls' });
+    } finally {
+      enc.dispose();
+    }
+  });
+
+  it("refuses pooling 'mean' (naming both options), an unknown head, and BERT without a pooler output", async () => {
+    const opts = { data, encoder: 'x.pt' };
+    expect(() => resolveTrainOptions({ ...opts, head: 'sequence-classification', pooling: 'mean' })).toThrow(InputError);
+    expect(() => resolveTrainOptions({ ...opts, head: 'sequence-classification', pooling: 'mean' })).toThrow(
+      /pooling 'mean'.*head 'sequence-classification'/,
+    );
+    expect(() => resolveTrainOptions({ ...opts, head: 'linear' as never })).toThrow(/head must be one of mlp, sequence-classification/);
+    expect(resolveTrainOptions(opts).head).toBe('mlp');
+
+    const noPooler = await makeEncoder({ ...INFORMATIVE_ENCODER, pretrain: undefined, pretrainEpochs: undefined, output: 'tensor' });
+    const err = await train({ ...base(join(work, 'no-pooler')), encoder: noPooler }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ModelError);
+    expect((err as Error).message).toMatch(noPooler);
+    expect((err as Error).message).toMatch(/BertForSequenceClassification.*pooler output/);
+  });
+});
