@@ -13,7 +13,7 @@
  * from narrowing past it in training, so it costs more; it is not part of the target.
  * Sides alternate in blocks; medians of blocks are compared.
  */
-import { binding, dataModule, encoder, examples, f, median, SHAPES, shapeLabel, spread, stats, table, tokenizer } from './lib.mjs';
+import { binding, encoder, f, median, reviewBatch, SHAPES, shapeLabel, spread, stats, table } from './lib.mjs';
 import { TECHNIQUES, techniqueModel } from './technique-model.mjs';
 
 export const name = 'built-vs-traced';
@@ -64,7 +64,6 @@ export async function run({ quick, threads, shapes }) {
         ]
   ).filter((p) => !shapes || shapes.includes(p.shape.name));
   if (threads) binding.setNumThreads(threads);
-  const tok = await tokenizer();
   const results = [];
   for (const p of plan) {
     const traced = await binding.ScriptModule.loadAsync((await encoder(p.shape)).file, 'cpu');
@@ -72,16 +71,7 @@ export async function run({ quick, threads, shapes }) {
     const built = binding.buildEncoder(configOf(p.shape, weights, 0), weights, 'cpu').encoder;
     const builtDropout = binding.buildEncoder(configOf(p.shape, weights, 0.1), weights, 'cpu').encoder;
     for (const [, t] of weights) t.dispose();
-    const data = await examples(p.batchSize);
-    const names = dataModule.inferLabelNames(data.labels, data.origin);
-    const encoded = tok.encodeBatch(data.texts, p.seqLen);
-    const batch = {
-      inputIds: encoded.inputIds,
-      attentionMask: encoded.attentionMask,
-      batchSize: encoded.count,
-      seqLen: encoded.seqLen,
-      labels: dataModule.labelIds(data.labels, names, data.origin),
-    };
+    const batch = await reviewBatch(p.batchSize, p.seqLen);
     const techniques = {};
     for (const t of TECHNIQUES) {
       const sides = {

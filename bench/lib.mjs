@@ -70,6 +70,20 @@ export async function tokenizer() {
   return tokenizerCache;
 }
 
+/** A training batch of `batchSize` real reviews (their class ids as labels), tokenized, truncated or padded to `seqLen`. */
+export async function reviewBatch(batchSize, seqLen) {
+  const data = await examples(batchSize);
+  const names = dataModule.inferLabelNames(data.labels, data.origin);
+  const encoded = (await tokenizer()).encodeBatch(data.texts, seqLen);
+  return {
+    inputIds: encoded.inputIds,
+    attentionMask: encoded.attentionMask,
+    batchSize: encoded.count,
+    seqLen: encoded.seqLen,
+    labels: dataModule.labelIds(data.labels, names, data.origin),
+  };
+}
+
 // ---- encoders --------------------------------------------------------------------------
 export const SHAPES = {
   tiny: { name: 'tiny', layers: 2, hidden: 128, heads: 2, intermediate: 512 },

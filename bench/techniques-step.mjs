@@ -25,19 +25,17 @@ import {
   binding,
   cacheDir,
   dataDescription,
-  dataModule,
   encoder,
-  examples,
   f,
   median,
   PYTHON,
+  reviewBatch,
   root,
   SHAPES,
   shapeLabel,
   spread,
   stats,
   table,
-  tokenizer,
 } from './lib.mjs';
 import { LORA, TECHNIQUES, techniqueModel } from './technique-model.mjs';
 
@@ -116,22 +114,13 @@ export async function run({ quick, threads, shapes }) {
         ]
   ).filter((p) => !shapes || shapes.includes(p.shape.name));
   if (threads) binding.setNumThreads(threads);
-  const tok = await tokenizer();
   const results = [];
   for (const p of plan) {
     const enc = (await encoder(p.shape)).file;
     // A batch of real reviews, truncated/padded to seqLen (at 128 tokens nearly every IMDB review fills it).
-    const data = await examples(p.batchSize);
-    const names = dataModule.inferLabelNames(data.labels, data.origin);
-    const labels = dataModule.labelIds(data.labels, names, data.origin);
-    const encoded = tok.encodeBatch(data.texts, p.seqLen);
-    const batch = {
-      inputIds: encoded.inputIds,
-      attentionMask: encoded.attentionMask,
-      batchSize: encoded.count,
-      seqLen: encoded.seqLen,
-      labels,
-    };
+    const batch = await reviewBatch(p.batchSize, p.seqLen);
+    const { labels } = batch;
+    const encoded = { inputIds: batch.inputIds, attentionMask: batch.attentionMask, count: batch.batchSize, seqLen: batch.seqLen };
     const rows = (a) =>
       Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
     const batchFile = join(cacheDir, `step-batch-${p.shape.name}-${p.batchSize}x${p.seqLen}.json`);

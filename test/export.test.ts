@@ -12,21 +12,18 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows } from '../lib/batching.js';
-import { loadExamples } from '../lib/data.js';
 import { encoderShapes } from '../lib/export-family.js';
 import { type Classifier, exportHuggingFace, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
-import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, PYTHON, repoRoot, runPython } from './fixtures.js';
+import { demoTokenizer, PROBE_TEXTS, PYTHON, repoRoot, runPython, smallClassifierInputs } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-export-'));
-const TEXTS = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings', 'x'];
+const TEXTS = PROBE_TEXTS;
 let encoder: string;
 let data: { texts: string[]; labels: string[] };
 
 beforeAll(async () => {
-  encoder = await makeEncoder(INFORMATIVE_ENCODER);
-  const raw = await loadExamples(demoReviews);
-  data = { texts: raw.texts.slice(0, 160), labels: raw.labels!.slice(0, 160) };
+  ({ encoder, data } = await smallClassifierInputs());
 });
 
 const base = (outDir: string): TrainOptions => ({

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadExamples } from '../lib/data.js';
 
 /** The Python with PyTorch (the first `python3` on PATH may not have it). */
 export const PYTHON = '/usr/bin/python3';
@@ -60,6 +61,19 @@ export const INFORMATIVE_ENCODER: MakeEncoderOptions = {
   pretrainEpochs: 10,
   seed: 1,
 };
+
+/** Short texts the export and head tests run through a classifier (one of them a single character). */
+export const PROBE_TEXTS = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings', 'x'];
+
+/**
+ * A small trained-classifier set-up shared by the export and head tests: the informative encoder
+ * and the first `rows` demo reviews.
+ */
+export async function smallClassifierInputs(rows = 160): Promise<{ encoder: string; data: { texts: string[]; labels: string[] } }> {
+  const encoder = await makeEncoder(INFORMATIVE_ENCODER);
+  const raw = await loadExamples(demoReviews);
+  return { encoder, data: { texts: raw.texts.slice(0, rows), labels: raw.labels!.slice(0, rows) } };
+}
 
 /**
  * Run a Python script from the repository with {@link PYTHON}. Resolves with its stdout;

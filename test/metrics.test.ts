@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../lib/errors.js';
 import { type ClassificationMetrics, classificationMetrics, formatMetricsTable } from '../lib/metrics.js';
+import { rng } from './helpers/reliability.js';
 
 const ids = (xs: number[]): Int32Array => Int32Array.from(xs);
 
@@ -117,18 +118,6 @@ describe('classificationMetrics, hand-computed', () => {
     });
   });
 });
-
-/** Deterministic PRNG (mulberry32) so a failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The textbook definitions, one class at a time, by filtering: deliberately unlike the module's single pass. */
 function reference(predictions: number[], labels: number[], numClasses: number) {

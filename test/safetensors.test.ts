@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DType, NativeBinding, NativeTensor } from '../lib/binding.js';
 import { loadBinding } from '../lib/loader.js';
 import { PYTHON } from './fixtures.js';
+import { rng } from './helpers/reliability.js';
 
 let b: NativeBinding;
 let dir: string;
@@ -546,18 +547,6 @@ describe('readSafetensors on hostile files', () => {
   });
 });
 
-/** mulberry32: a small deterministic generator, so a failing fuzz case can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('readSafetensors fuzz', () => {
   it('survives thousands of mutated files: each one reads or throws an Error naming the file', () => {
     const base = file('fuzz-base.safetensors');
@@ -574,7 +563,7 @@ describe('readSafetensors fuzz', () => {
     );
     const original = readFileSync(base);
     const headerEnd = 8 + Number(original.readBigUInt64LE(0));
-    const rand = random(20240611);
+    const rand = rng(20240611);
     const int = (n: number) => Math.floor(rand() * n);
     const tokens = ['{', '}', '[', ']', '"', '\\', ':', ',', '-', '.', 'e', '0', '9', ' ', '\\u', '\u00e9', '\xff'];
     const target = file('fuzz.safetensors');

@@ -14,23 +14,20 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows } from '../lib/batching.js';
 import type { NativeScriptModule, NativeTensor } from '../lib/binding.js';
 import { Classifier } from '../lib/classifier.js';
-import { loadExamples } from '../lib/data.js';
 import { exportHuggingFace, InputError, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { resolveTrainOptions } from '../lib/options.js';
 import { headSettings, sequenceClassificationKeys } from '../lib/sequence-classification.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
-import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, runPython } from './fixtures.js';
+import { demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, PROBE_TEXTS, runPython, smallClassifierInputs } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-seqcls-'));
-const TEXTS = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings', 'x'];
+const TEXTS = PROBE_TEXTS;
 let encoder: string;
 let data: { texts: string[]; labels: string[] };
 
 beforeAll(async () => {
-  encoder = await makeEncoder(INFORMATIVE_ENCODER);
-  const raw = await loadExamples(demoReviews);
-  data = { texts: raw.texts.slice(0, 160), labels: raw.labels!.slice(0, 160) };
+  ({ encoder, data } = await smallClassifierInputs());
 });
 
 const base = (outDir: string): TrainOptions => ({
