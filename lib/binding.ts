@@ -505,9 +505,9 @@ export interface NativeBinding {
    * word embedding tensor (tied) unless the checkpoint's own differs. Floating weights are cast to
    * float32 (a float32 tensor already on `device` is used as it is, sharing storage). A missing
    * tensor, an unexpected name or a shape that disagrees with the config throws naming the tensor
-   * and both shapes.
+   * and both shapes. `device` defaults to the CPU.
    */
-  buildEncoder(config: NativeEncoderConfig, weights: Array<[string, NativeTensor]>, device: string): BuiltEncoder;
+  buildEncoder(config: NativeEncoderConfig, weights: Array<[string, NativeTensor]>, device?: string): BuiltEncoder;
 
   // ---- Training state (resume) ----
   /** Write named tensors to a file Python can read with `torch.load` (a dict of tensors). */

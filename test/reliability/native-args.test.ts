@@ -296,6 +296,67 @@ const entries = (): Entry[] => [
     },
     call: (p) => b.loadTensors(p),
   },
+  // Weight files and Hugging Face models
+  {
+    name: 'writeSafetensors',
+    kinds: ['path', 'array', 'object?'],
+    args: () => [file('w.safetensors'), [['a', tensor()]], { format: 'pt' }],
+    call: (...a) => (b.writeSafetensors as any)(...a),
+  },
+  {
+    name: 'readSafetensors',
+    kinds: ['path'],
+    args: () => {
+      b.writeSafetensors(file('r.safetensors'), [['a', tensor()]]);
+      return [file('r.safetensors')];
+    },
+    call: (p) => b.readSafetensors(p),
+  },
+  {
+    name: 'readSafetensorsHeader',
+    kinds: ['path'],
+    args: () => {
+      b.writeSafetensors(file('h.safetensors'), [['a', tensor()]]);
+      return [file('h.safetensors')];
+    },
+    call: (p) => b.readSafetensorsHeader(p),
+  },
+  {
+    name: 'readTorchStateDict',
+    kinds: ['path'],
+    args: () => {
+      b.saveTensors(file('sd.bin'), { a: tensor() });
+      return [file('sd.bin')];
+    },
+    call: (p) => b.readTorchStateDict(p),
+  },
+  {
+    name: 'buildEncoder',
+    kinds: ['object', 'array', 'string?'],
+    // The fixture encoder's own weights: a 1-layer BERT of width 16 (2 heads, 100 ids).
+    args: () => [
+      {
+        family: 'bert',
+        vocabSize: 100,
+        hiddenSize: 16,
+        numLayers: 1,
+        numHeads: 2,
+        intermediateSize: 32,
+        maxPositions: 512,
+        typeVocabSize: 2,
+        layerNormEps: 1e-12,
+        padTokenId: 0,
+        hiddenAct: 'gelu',
+        pooler: true,
+        mlmHead: false,
+      },
+      encoder()
+        .namedParameters()
+        .map(([n, t]) => [n, t.clone()]),
+      'cpu',
+    ],
+    call: (...a) => (b.buildEncoder as any)(...a),
+  },
   { name: 'getRngState', kinds: [], args: () => [], call: () => b.getRngState() },
   { name: 'setRngState', kinds: ['uint8array'], args: () => [b.getRngState()], call: (s) => b.setRngState(s) },
   // Losses and runtime
@@ -623,7 +684,7 @@ describe('every native export and method, with wrong arguments', () => {
       if (o.ok || !/NUL character/.test((o.error as Error).message)) wrong.push(`${e.name}: ${o.ok ? 'accepted' : describeError(o.error)}`);
       if (existsSync(cut)) wrong.push(`${e.name}: wrote ${cut}`);
     }
-    expect(checked).toBe(10);
+    expect(checked).toBe(14);
     expect(wrong).toEqual([]);
   });
 
