@@ -20,6 +20,7 @@ export { AbortError, InputError, ModelError, NumericalError } from './errors.js'
 export { loadBinding, NativeLoadError } from './loader.js';
 export { type ClassificationMetrics, type ClassMetrics, classificationMetrics, formatMetricsTable } from './metrics.js';
 export {
+  type AdapterOptions,
   type BatchEvent,
   type BestMetric,
   DEFAULTS,
