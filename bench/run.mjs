@@ -11,6 +11,8 @@
  *   scaling           frozen end to end as reviews (1k, 5k) and max length (64-512) grow: time, peak RSS, tokenizer share (bench/scaling.mjs)
  *   imdb-job          (opt-in: --only imdb-job, 10-15 min) the real job: frozen on the full IMDB (25k train, 25k test) through the CLI
  *   techniques-table  validation accuracy and s/epoch of frozen / full / lora on the same data and encoder
+ *   built-vs-traced   a training step of the natively built Hugging Face encoder vs the same weights traced, per technique and shape (bench/built-vs-traced.mjs)
+ *   safetensors-read  readSafetensors of a bert-base-shaped fp32 checkpoint: time and peak RSS added (bench/safetensors-read.mjs)
  *
  * Writes bench/results.json (bench/results-quick.json with --quick): one object per benchmark
  * with the command line, date, machine (cores, CPU, libtorch, BLAS, thread counts) and results;
@@ -26,16 +28,18 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import * as builtVsTraced from './built-vs-traced.mjs';
 import * as frozenE2e from './frozen-e2e.mjs';
 import * as frozenStep from './frozen-step.mjs';
 import * as hardware from './hardware.mjs';
 import * as imdbJob from './imdb-job.mjs';
 import { machine, root } from './lib.mjs';
+import * as safetensorsRead from './safetensors-read.mjs';
 import * as scaling from './scaling.mjs';
 import * as techniquesStep from './techniques-step.mjs';
 import * as techniquesTable from './techniques-table.mjs';
 
-const ALL = [hardware, frozenStep, techniquesStep, frozenE2e, techniquesTable, scaling, imdbJob];
+const ALL = [hardware, frozenStep, techniquesStep, builtVsTraced, frozenE2e, techniquesTable, scaling, safetensorsRead, imdbJob];
 
 function parseArgs(argv) {
   const args = { quick: false, only: null, threads: undefined, shapes: null, maxLength: undefined };

@@ -20,7 +20,7 @@
  *   throws `Error('... has been disposed')`.
  */
 
-export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'uint8' | 'bool';
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
 
 /**
  * Numeric precision of a step's forward pass. `fp32`: everything in float32. `bf16` / `fp16`:
@@ -31,7 +31,7 @@ export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | '
  */
 export type Precision = 'fp32' | 'bf16' | 'fp16';
 
-/** Typed arrays accepted and returned. float16/bfloat16 read back as Float32Array, bool as Uint8Array. */
+/** Typed arrays accepted and returned. float16/bfloat16 read back as Float32Array, int16/int8 as Int32Array, bool as Uint8Array. */
 export type TypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
 
 /** A libtorch tensor. */
@@ -117,6 +117,48 @@ export interface NativeScriptModuleStatic {
   /** Load a TorchScript archive onto a device. Errors name the file. */
   load(path: string, device?: string): NativeScriptModule;
   loadAsync(path: string, device?: string): Promise<NativeScriptModule>;
+}
+
+/**
+ * A Hugging Face encoder as `buildEncoder` builds it (native/model/): what config.json says,
+ * mapped by the caller (lib/ refuses unsupported model types, position embeddings and
+ * activations by name; the native side checks the values and names a bad field).
+ */
+export interface NativeEncoderConfig {
+  family: 'bert' | 'roberta' | 'distilbert';
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  intermediateSize: number;
+  maxPositions: number;
+  /** bert: config.type_vocab_size; roberta: 1 (its token_type_embeddings row 0 is always added); distilbert: 0. */
+  typeVocabSize: number;
+  /** distilbert: 1e-12. */
+  layerNormEps: number;
+  /** RoBERTa's position ids start after it; the word embeddings' padding_idx. */
+  padTokenId: number;
+  hiddenAct: 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu';
+  /** Build BertPooler (bert/roberta) when the checkpoint has pooler.dense.*. */
+  pooler: boolean;
+  /** Also build the MLM head. */
+  mlmHead: boolean;
+  /** bert/roberta: hidden_dropout_prob; distilbert: dropout. Default 0.1 (transformers' default). */
+  hiddenDropoutProb?: number;
+  /** bert/roberta: attention_probs_dropout_prob; distilbert: attention_dropout. Default 0.1. */
+  attentionDropoutProb?: number;
+}
+
+/** What `buildEncoder` returns. */
+export interface BuiltEncoder {
+  /**
+   * bert: forward(input_ids, attention_mask, token_type_ids); roberta and distilbert:
+   * forward(input_ids, attention_mask). -> (last_hidden_state, pooler_output) with a pooler,
+   * else last_hidden_state. Built in eval mode.
+   */
+  encoder: NativeScriptModule;
+  /** forward(hidden_states) -> logits [B, T, vocab]; null unless config.mlmHead. */
+  mlmHead: NativeScriptModule | null;
 }
 
 /** What `buildClassifier` learned about the encoder by probing it. */
@@ -486,10 +528,50 @@ export interface NativeBinding {
    */
   applyAdapters(model: NativeScriptModule, spec: BottleneckSpec): NativeBottleneckAdapters;
 
+  // ---- Models built natively ----
+  /**
+   * Build a Hugging Face encoder (and its MLM head) as TorchScript, with transformers' module and
+   * parameter names, from weights named as transformers' AutoModel state_dict (no `bert.`
+   * prefix) plus the MLM head's keys as the ForMaskedLM checkpoint names them (bert:
+   * `cls.predictions.transform.dense.weight`, `cls.predictions.transform.LayerNorm.weight`,
+   * `cls.predictions.bias`, optional `cls.predictions.decoder.weight`; roberta: `lm_head.dense.*`,
+   * `lm_head.layer_norm.*`, `lm_head.bias`, optional `lm_head.decoder.weight`; distilbert:
+   * `vocab_transform.*`, `vocab_layer_norm.*`, `vocab_projector.bias`, optional
+   * `vocab_projector.weight`; a `decoder.bias` equal to the head's bias is accepted). The head's
+   * parameters are those keys without `cls.` / `lm_head.`; its decoder weight is the encoder's
+   * word embedding tensor (tied) unless the checkpoint's own differs. Floating weights are cast to
+   * float32 (a float32 tensor already on `device` is used as it is, sharing storage). A missing
+   * tensor, an unexpected name or a shape that disagrees with the config throws naming the tensor
+   * and both shapes.
+   */
+  buildEncoder(config: NativeEncoderConfig, weights: Array<[string, NativeTensor]>, device: string): BuiltEncoder;
+
   // ---- Training state (resume) ----
   /** Write named tensors to a file Python can read with `torch.load` (a dict of tensors). */
   saveTensors(path: string, tensors: Record<string, NativeTensor>): void;
   loadTensors(path: string): Record<string, NativeTensor>;
+
+  // ---- Weight files and Hugging Face models ----
+  /**
+   * Reads a .safetensors file: every tensor as a CPU tensor in the file's dtype, in header order
+   * (a copy; the file is unmapped before return). The header is validated first (native/tensor/safetensors.h):
+   * any malformed file throws an Error naming the file and, where one is involved, the tensor.
+   */
+  readSafetensors(path: string): { tensors: Array<[string, NativeTensor]>; metadata: Record<string, string> | null };
+  /** The validated header of a .safetensors file, reading only the header's bytes (same checks as readSafetensors). */
+  readSafetensorsHeader(path: string): SafetensorsHeader;
+  /**
+   * Writes tensors (any device; written as contiguous CPU bytes in their dtype) in the order given,
+   * atomically (temp file + rename), with `metadata` as `__metadata__` when given. Names must be unique.
+   */
+  writeSafetensors(path: string, tensors: Array<[string, NativeTensor]>, metadata?: Record<string, string>): void;
+  /**
+   * Reads a zip-format torch.save state dict (pytorch_model.bin, what torch >= 1.6 writes) with a
+   * restricted unpickler (native/tensor/state_dict.h: OrderedDict, tensor rebuilds and storages, no
+   * other class): the flat {name: tensor} dict, in file order. A legacy (non-zip) file or anything
+   * but a dict of tensors throws naming the file.
+   */
+  readTorchStateDict(path: string): Array<[string, NativeTensor]>;
   /** The default CPU generator's state (and CUDA's when available), for exact resume. */
   getRngState(): Uint8Array;
   setRngState(state: Uint8Array): void;
@@ -554,6 +636,14 @@ export interface NativeBinding {
    * error), 'other' (passes unchanged). Touches no device.
    */
   simulateDeviceError(kind: 'oom' | 'cpu-oom' | 'cuda' | 'other', device: string, batchSize: number): Promise<never>;
+}
+
+/** What {@link NativeBinding.readSafetensorsHeader} returns. */
+export interface SafetensorsHeader {
+  /** In header order. `dtype`: the file's dtype (F32 → 'float32', I16 → 'int16', ...). */
+  tensors: Array<{ name: string; dtype: DType; shape: number[] }>;
+  /** `__metadata__`, or null when the file has none. */
+  metadata: Record<string, string> | null;
 }
 
 export interface NativeBuildInfo {

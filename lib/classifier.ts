@@ -16,10 +16,11 @@ import {
   TOKENIZER_FILE,
 } from './checkpoint.js';
 import { type DataSource, labelIds, loadExamples } from './data.js';
+import { type EncoderSourceInfo, loadEncoderSource } from './encoder-source.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
-import { checkModelInputs, loadCheckedEncoder, tokenTypesFed } from './model-checks.js';
+import { checkModelInputs, tokenTypesFed } from './model-checks.js';
 import type { Device, Pooling, ResolvedAdapterOptions } from './options.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 
@@ -39,7 +40,8 @@ export interface ClassifierConfig {
   pooling: Pooling;
   headHidden: number;
   dropout: number;
-  encoder: EncoderInfo & { file: string };
+  /** `file`: the encoder as named (a file, folder or Hub id); `source`: what it resolved to (absent in configs written before it was recorded). */
+  encoder: EncoderInfo & { file: string; source?: EncoderSourceInfo };
   /** What classifier.pt's forward returns. */
   output: 'log_probabilities';
   libtorchVersion: string;
@@ -217,7 +219,14 @@ export class Classifier {
    * trained on, plus `adapters.pt` and `head.pt` from the run's directory (LoRA unmerged: the
    * adapters stay separate from the weights, e.g. to swap adapters on one base encoder).
    */
-  static async loadAdapters(dir: string, options: { encoder: string; device?: Device }): Promise<Classifier> {
+  static async loadAdapters(
+    dir: string,
+    options: {
+      /** The base encoder: a TorchScript file, a Hugging Face model folder or a Hub id (as `train()`'s `encoder`). */
+      encoder: string;
+      device?: Device;
+    },
+  ): Promise<Classifier> {
     const { config, configPath } = await readClassifierConfig(dir);
     const lora = config.hyperparameters.lora as { rank: number; alpha: number; dropout: number; targets: string[] } | undefined;
     const adapter = config.hyperparameters.adapter as ResolvedAdapterOptions | undefined;
@@ -226,9 +235,11 @@ export class Classifier {
     }
     const binding = loadBinding();
     const tokenizer = await TextTokenizer.load(join(dir, TOKENIZER_FILE));
-    const encoder = await loadCheckedEncoder(options.encoder, resolveDevice(options.device), {
+    const { module: encoder } = await loadEncoderSource(options.encoder, {
+      device: resolveDevice(options.device),
       tokenizer,
       maxLength: config.maxLength,
+      fallbackMaxLength: config.maxLength,
       maxLengthFrom: `maxLength in ${configPath}`,
     });
     const { module } = binding.buildClassifier(encoder, {

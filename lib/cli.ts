@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 import { join } from 'node:path';
 /**
- * The `torch-bert` command: train | eval | predict | demo. Same options as the API; tables and
+ * The `torch-bert` command: train | eval | predict | export | demo. Same options as the API; tables and
  * a live progress bar for people, `--json` for programs. Exit code 0 on success, 1 with a
  * one-line error on failure, 2 on a usage error, 130 when interrupted.
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type { AdapterActivation, AdapterConfig } from './binding.js';
 import { Classifier } from './classifier.js';
-import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets, prepareDemoEncoder } from './demo.js';
+import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
+import { exportHuggingFace } from './export.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
 import { train } from './trainer.js';
@@ -75,31 +76,39 @@ const HELP: Record<string, string> = {
   main: `torch-bert — fine-tune BERT classifiers from Node.js on libtorch
 
 Usage:
-  torch-bert train   --data FILE.csv --model ENCODER.pt --tokenizer tokenizer.json --out DIR [options]
+  torch-bert train   --data FILE.csv --model MODEL [--tokenizer tokenizer.json] --out DIR [options]
   torch-bert eval    --classifier DIR --data FILE.csv [--json]
   torch-bert predict --classifier DIR [--json] TEXT...
+  torch-bert export  --classifier DIR --out HF_DIR [--heads N] [--json]
   torch-bert demo    [--out DIR] [--json]
   torch-bert doctor  [--json]      what to paste into a bug report
 
 Every command takes --verbose: on failure, the full trace (as TORCH_BERT_DEBUG=1 does).
 
 Run 'torch-bert COMMAND --help' for a command's options.`,
-  train: `torch-bert train — fine-tune a classifier on a TorchScript encoder (frozen, full, LoRA or adapters)
+  train: `torch-bert train — fine-tune a classifier on an encoder (frozen, full, LoRA or adapters)
 
 Required:
   --data FILE.csv          labelled training data (CSV with a header row); repeat the option
                            for a dataset in parts (same columns), read as one
-  --model ENCODER.pt       TorchScript encoder: forward(input_ids, attention_mask[, token_type_ids])
-  --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder
+  --model MODEL            the encoder: a TorchScript file (ENCODER.pt: forward(input_ids,
+                           attention_mask[, token_type_ids])), a Hugging Face model folder
+                           (config.json + model.safetensors | pytorch_model.bin; BERT, RoBERTa,
+                           XLM-R, CamemBERT, DistilBERT) or a Hub id (org/name[@revision],
+                           from the Hugging Face cache, downloaded when missing; HF_HUB_OFFLINE=1
+                           uses the cache only); an existing local path wins, ./name is local
   --out DIR                where the best checkpoint goes (classifier.pt, config.json, ...)
 Options (default):
+  --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder (the model
+                           folder's own tokenizer.json or vocab.txt; required with a .pt file)
   --text-column NAME       text column (text)
   --label-column NAME      label column (label); integer ids or class names
   --validation-data FILE   validation CSV instead of splitting --data (repeatable)
   --validation-split X     share of --data held out, stratified (${DEFAULTS.validationSplit})
   --epochs N               (${DEFAULTS.epochs})
   --batch-size N           (${DEFAULTS.batchSize})
-  --max-length N           tokens per text incl. special tokens (${DEFAULTS.maxLength})
+  --max-length N           tokens per text incl. special tokens (${DEFAULTS.maxLength}; a model
+                           folder's model_max_length within its position table)
   --lr X                   AdamW learning rate (${DEFAULTS.learningRate})
   --weight-decay X         AdamW weight decay (${DEFAULTS.weightDecay})
   --head-hidden N          head hidden width (${DEFAULTS.headHidden})
@@ -113,7 +122,8 @@ Options (default):
   --lora-rank N            LoRA rank (8)
   --lora-alpha X           LoRA alpha; the update is (alpha/rank)·B·A (16)
   --lora-dropout X         dropout on the adapter path (0)
-  --lora-targets A,B       module path suffixes to adapt (attention.self.query,attention.self.value)
+  --lora-targets A,B       module path suffixes to adapt (attention.self.query,attention.self.value;
+                           a DistilBERT folder's attention.q_lin,attention.v_lin)
   --adapter-config C       adapter: houlsby (after attention and feed-forward) | pfeiffer
                            (feed-forward only) (houlsby)
   --adapter-size N         adapter bottleneck width (64)
@@ -154,11 +164,23 @@ Options (default):
   torch-bert predict --classifier DIR [--json] TEXT...
   --device auto|cpu|cuda   (auto)
   --json                   one JSON object per line: {"text","label","probabilities"}`,
+  export: `torch-bert export — a saved classifier as a Hugging Face model folder (AutoModel.from_pretrained)
+
+Writes config.json (with id2label and a torch_bert block describing the head), model.safetensors
+(the encoder's trained weights; LoRA merged), tokenizer.json + tokenizer_config.json, the head in
+torch_bert_head.safetensors, and for a LoRA classifier its adapters in PEFT's format in adapter/.
+
+  --classifier DIR         directory written by 'torch-bert train'
+  --out HF_DIR             the folder to write (new, or empty)
+  --heads N                attention heads of the encoder, when the classifier does not record
+                           its encoder's config.json (one trained on a TorchScript file)
+  --json                   print one JSON object: the folder, the family and the files written`,
   demo: `torch-bert demo — the whole job on embedded data, no download
 
-Makes a small BERT locally (needs Python PyTorch), makes its features informative with a
-short supervised pass on a separate pre-training set, then runs the seed's frozen-encoder
-job on assets/demo/reviews.csv, saves the classifier and predicts a few sentences.
+Builds the small BERT shipped as a Hugging Face folder (assets/demo/encoder; its features were
+made informative by a short supervised pass on a separate pre-training set), runs the seed's
+frozen-encoder job on assets/demo/reviews.csv, saves the classifier and predicts a few
+sentences. No download, no Python.
 
   --out DIR                working directory (./torch-bert-demo)
   --json                   print one JSON object instead of tables`,
@@ -306,7 +328,7 @@ async function commandTrain(argv: string[]): Promise<void> {
         }
       : undefined,
     encoder: requireOption(values, 'model', 'train'),
-    tokenizer: requireOption(values, 'tokenizer', 'train'),
+    tokenizer: values.tokenizer as string | undefined,
     outDir: values.resume ? (values.out as string | undefined) : requireOption(values, 'out', 'train'),
     epochs: numberOption(values, 'epochs'),
     batchSize: numberOption(values, 'batch-size'),
@@ -469,6 +491,33 @@ async function commandPredict(argv: string[]): Promise<void> {
   }
 }
 
+async function commandExport(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      classifier: { type: 'string' },
+      out: { type: 'string' },
+      heads: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) return void console.log(HELP.export);
+  const classifier = requireOption(values, 'classifier', 'export');
+  const out = requireOption(values, 'out', 'export');
+  const result = await exportHuggingFace({ classifier, out, heads: numberOption(values, 'heads') });
+  if (values.json) {
+    console.log(
+      JSON.stringify({ out: result.out, family: result.family, files: result.files, assumed: result.assumed, adapter: result.adapter }),
+    );
+  } else {
+    console.log(`exported ${classifier} as a Hugging Face ${result.family} model to ${result.out}:`);
+    for (const f of result.files) console.log(`  ${f}`);
+    if (result.assumed.length) console.log(`assumed (family defaults; nothing recorded them): ${result.assumed.join(', ')}`);
+  }
+}
+
 async function commandDemo(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -482,8 +531,10 @@ async function commandDemo(argv: string[]): Promise<void> {
   const log = (s: string) => {
     if (!json) console.log(s);
   };
-  log(`demo: data ${assets.reviews}, tokenizer ${assets.tokenizer}`);
-  const encoder = await prepareDemoEncoder(out, log);
+  log(
+    `demo: data ${assets.reviews}, encoder ${assets.encoder} (a small BERT shipped as a Hugging Face folder), tokenizer ${assets.tokenizer}`,
+  );
+  const encoder = assets.encoder;
   const classifierDir = join(out, 'classifier');
   log(`demo: the seed's job — frozen encoder + Linear-ReLU-Dropout-Linear head, AdamW, best by validation loss`);
   const controller = interruptController();
@@ -530,6 +581,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   train: commandTrain,
   eval: commandEval,
   predict: commandPredict,
+  export: commandExport,
   demo: commandDemo,
   doctor: async (argv) => (await import('./doctor.js')).commandDoctor(argv),
 };

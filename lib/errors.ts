@@ -13,7 +13,11 @@ export type ErrorCode =
   | 'MAX_LENGTH_EXCEEDS_POSITIONS'
   | 'TOKEN_TYPE_EXCEEDS_TYPES'
   | 'ENCODER_PROBE_FAILED'
-  | 'PARAMETERS_WITHOUT_GRADIENT';
+  | 'PARAMETERS_WITHOUT_GRADIENT'
+  | 'UNSUPPORTED_MODEL'
+  | 'CHECKPOINT_MISMATCH'
+  | 'EXPORT_UNSUPPORTED_ENCODER'
+  | 'EXPORT_HEADS_UNKNOWN';
 
 /** Bad user input: a file, a CSV row or column, a label, an option. */
 export class InputError extends Error {

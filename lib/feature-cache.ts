@@ -4,7 +4,8 @@
  * on the cached [N, H] tensor. Texts are encoded sorted by length so batches carry little
  * padding; the tensor stays in that order and `rowOf` maps an example to its row.
  *
- * With an on-disk cache the features are stored under a key made of the encoder file's hash,
+ * With an on-disk cache the features are stored under a key made of what pins the encoder's
+ * weights (the TorchScript file's hash, a model folder's weight files' hashes, or a Hub commit),
  * the pooling, the exact token ids (which pin the tokenizer, the max length and the texts) and
  * the libtorch version (another version may compute slightly different features), and reused
  * by later runs.
@@ -15,7 +16,6 @@ import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gatherRows, longestFirstBatches, runBatches } from './batching.js';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
-import { sha256File } from './checkpoint.js';
 import type { EncodeEvent } from './options.js';
 import type { EncodedTexts } from './tokenizer.js';
 
@@ -55,7 +55,8 @@ export async function encodeOnce(
      */
     tokensPerBatch: number;
     split: 'train' | 'validation';
-    disk?: { dir: string; encoderFile: string; pooling: string };
+    /** `weightsKey` pins the encoder's weights (encoder-source.ts `weightsKey`: file hashes, or a Hub commit). */
+    disk?: { dir: string; weightsKey: string; pooling: string };
     onProgress?: (e: EncodeEvent) => void;
     signal?: AbortSignal;
   },
@@ -63,7 +64,7 @@ export async function encodeOnce(
   let file: string | undefined;
   if (options.disk) {
     const key = createHash('sha256')
-      .update(await sha256File(options.disk.encoderFile))
+      .update(options.disk.weightsKey)
       .update(`\0${options.disk.pooling}\0${tokensDigest(encoded)}\0${binding.versions().libtorch}`)
       .digest('hex')
       .slice(0, 32);

@@ -17,6 +17,8 @@ export {
 } from './classifier.js';
 export type { ArraySource, CsvSource, DataSource } from './data.js';
 export { AbortError, InputError, ModelError, NumericalError } from './errors.js';
+export { type ExportOptions, type ExportResult, exportHuggingFace } from './export.js';
+export type { ExportFamily } from './export-family.js';
 export { loadBinding, NativeLoadError } from './loader.js';
 export { type ClassificationMetrics, type ClassMetrics, classificationMetrics, formatMetricsTable } from './metrics.js';
 export {

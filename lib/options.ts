@@ -99,7 +99,10 @@ export interface LoraOptions {
   alpha?: number;
   /** Dropout on the adapter path, as PEFT's lora_dropout: on each element of the adapter's input, in training. Default 0. */
   dropout?: number;
-  /** Linear modules to adapt, by path suffix. Default the attention query and value of every layer. */
+  /**
+   * Linear modules to adapt, by path suffix. Default the attention query and value of every layer
+   * (`attention.self.query`, `attention.self.value`; a DistilBERT model folder's `attention.q_lin`, `attention.v_lin`).
+   */
   targets?: string[];
 }
 
@@ -147,10 +150,19 @@ export interface TrainOptions {
   data: DataSource;
   /** Validation data. Default: a stratified `validationSplit` share of `data`. */
   validationData?: DataSource;
-  /** TorchScript encoder file; forward(input_ids, attention_mask[, token_type_ids]) → [B, T, H] first. */
+  /**
+   * The encoder: a TorchScript file (forward(input_ids, attention_mask[, token_type_ids]) →
+   * [B, T, H] first), a Hugging Face model folder (config.json + model.safetensors or
+   * pytorch_model.bin, sharded or not; BERT, RoBERTa/XLM-R/CamemBERT, DistilBERT), or a Hub id
+   * (`name`, `org/name`, `@revision`) resolved through the Hugging Face cache. An existing local
+   * path wins over a Hub id; `./name` is always local.
+   */
   encoder: string;
-  /** Hugging Face `tokenizer.json` matching the encoder's vocabulary. */
-  tokenizer: string;
+  /**
+   * Hugging Face `tokenizer.json` matching the encoder's vocabulary. Default: the model folder's
+   * own (tokenizer.json, or vocab.txt with tokenizer_config.json); required with a TorchScript file.
+   */
+  tokenizer?: string;
   /** Directory for the best checkpoint (classifier.pt, config.json, tokenizer.json, history.json). Default: not saved. */
   outDir?: string;
   /** Class names in id order. Default: inferred (integer labels → ids 0..max; names → sorted). */
@@ -186,7 +198,11 @@ export interface TrainOptions {
   featureCache?: 'memory' | 'disk' | 'none';
   /** Directory of the on-disk feature cache. Default `.torch-bert-cache` in the working directory. */
   featureCacheDir?: string;
-  /** Tokens per text after truncation, special tokens included; shorter texts are padded. Default 250. */
+  /**
+   * Tokens per text after truncation, special tokens included; shorter texts are padded. Default
+   * 250 for a TorchScript file; for a model folder, its tokenizer_config.json's `model_max_length`
+   * within what its position table reads.
+   */
   maxLength?: number;
   /** Default 32. */
   batchSize?: number;
@@ -328,7 +344,8 @@ type Optional =
   | 'signal'
   | 'encoderLearningRate'
   | 'classWeights'
-  | 'resumeFrom';
+  | 'resumeFrom'
+  | 'tokenizer';
 export type ResolvedTrainOptions = Required<Omit<TrainOptions, Optional | 'lora' | 'adapter'>> &
   Pick<TrainOptions, Optional> & { lora: Required<LoraOptions>; adapter: ResolvedAdapterOptions };
 
@@ -363,8 +380,12 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   resolved.lora = { ...LORA_DEFAULTS, ...stripUndefined(options.lora ?? {}) };
   resolved.adapter = resolveAdapterOptions(options.adapter ?? {});
   if (!resolved.data) throw new InputError('train(): `data` is required (a CSV path, { csv }, or { texts, labels })');
-  if (typeof resolved.encoder !== 'string') throw new InputError('train(): `encoder` (a TorchScript file) is required');
-  if (typeof resolved.tokenizer !== 'string') throw new InputError('train(): `tokenizer` (a tokenizer.json) is required');
+  if (typeof resolved.encoder !== 'string' || resolved.encoder === '') {
+    throw new InputError('train(): `encoder` (a TorchScript file, a Hugging Face model folder or a Hub id) is required');
+  }
+  if (resolved.tokenizer !== undefined && typeof resolved.tokenizer !== 'string') {
+    throw new InputError('train(): `tokenizer` must be the path of a tokenizer.json');
+  }
   oneOf('technique', resolved.technique, ['frozen', 'full', 'lora', 'adapter']);
   oneOf('pooling', resolved.pooling, ['cls', 'mean']);
   oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);

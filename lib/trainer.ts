@@ -41,15 +41,22 @@ import { classificationTask, type LabelledSet, lossOptions, validateClassifier }
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
 import { csvColumns, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
 import { cpuBf16 } from './doctor.js';
+import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
 import { encodeOnce, type FeatureCache } from './feature-cache.js';
 import { loadBinding } from './loader.js';
 import type { ClassificationMetrics } from './metrics.js';
-import { loadCheckedEncoder } from './model-checks.js';
-import { type EpochMetrics, type Evaluation, type ResolvedTrainOptions, resolveTrainOptions, type TrainOptions } from './options.js';
+import {
+  DEFAULTS,
+  type EpochMetrics,
+  type Evaluation,
+  type ResolvedTrainOptions,
+  resolveTrainOptions,
+  type TrainOptions,
+} from './options.js';
 import { renderReport } from './report.js';
 import { RunKeeper, startPosition } from './run-keeper.js';
-import { TextTokenizer } from './tokenizer.js';
+import type { TextTokenizer } from './tokenizer.js';
 import { setUpTrainable, type TrainableSet } from './trainable.js';
 import { runTrainingLoop } from './training-loop.js';
 import {
@@ -169,9 +176,8 @@ interface RawData {
  * Stage 1: everything that can be wrong with the inputs is checked before the output directory
  * is touched, so a failed run never destroys an earlier checkpoint.
  */
-async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding): Promise<RawData> {
+async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, tokenizer: TextTokenizer): Promise<RawData> {
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
-  const tokenizer = await TextTokenizer.load(opts.tokenizer);
   const trainRaw = await loadExamples(opts.data);
   const validationRaw = opts.validationData ? await loadExamples(opts.validationData) : null;
   const labels = opts.labels ?? inferLabelNames([...trainRaw.labels!, ...(validationRaw?.labels ?? [])], trainRaw.origin);
@@ -259,15 +265,15 @@ function buildModel(
   device: string,
   notes: string[],
 ): BuiltClassifier {
-  const fileDtype = encoder.namedParameters().find(([, t]) => ['float16', 'bfloat16', 'float64'].includes(t.dtype))?.[1].dtype;
-  if (fileDtype) {
-    // Master weights are float32; reduced precision comes from autocast (the precision option).
-    encoder.to(device, 'float32');
-    notes.push(
-      `the encoder file holds ${fileDtype} weights; they train in float32 (precision '${opts.precision}' decides the forward's precision)`,
-    );
-  }
   try {
+    const fileDtype = encoder.namedParameters().find(([, t]) => ['float16', 'bfloat16', 'float64'].includes(t.dtype))?.[1].dtype;
+    if (fileDtype) {
+      // Master weights are float32; reduced precision comes from autocast (the precision option).
+      encoder.to(device, 'float32');
+      notes.push(
+        `the encoder file holds ${fileDtype} weights; they train in float32 (precision '${opts.precision}' decides the forward's precision)`,
+      );
+    }
     return binding.buildClassifier(encoder, {
       numClasses,
       headHidden: opts.headHidden,
@@ -296,10 +302,12 @@ async function encodeFeatures(
   binding: NativeBinding,
   model: NativeScriptModule,
   opts: ResolvedTrainOptions,
+  loaded: LoadedEncoder,
   data: { train: LabelledSet; validation: LabelledSet },
   disposables: Array<{ dispose(): void }>,
 ): Promise<{ train: FeatureCache; validation: FeatureCache }> {
-  const disk = opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, encoderFile: opts.encoder, pooling: opts.pooling } : undefined;
+  const disk =
+    opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, weightsKey: await loaded.weightsKey(), pooling: opts.pooling } : undefined;
   const options = { tokensPerBatch: TOKENS_PER_FORWARD, disk, onProgress: opts.onProgress, signal: opts.signal };
   const train = await encodeOnce(binding, model, data.train.encoded, { ...options, split: 'train' });
   disposables.push(train.features);
@@ -313,6 +321,7 @@ function classifierConfig(
   opts: ResolvedTrainOptions,
   labels: string[],
   built: BuiltClassifier,
+  loaded: LoadedEncoder,
   device: string,
   classWeights: Float32Array | undefined,
   hasValidationData: boolean,
@@ -326,7 +335,7 @@ function classifierConfig(
     pooling: opts.pooling,
     headHidden: opts.headHidden,
     dropout: opts.dropout,
-    encoder: { ...built.encoder, file: opts.encoder },
+    encoder: { ...built.encoder, file: opts.encoder, source: loaded.source },
     output: 'log_probabilities',
     libtorchVersion: binding.versions().libtorch,
     torchBertVersion: packageVersion(),
@@ -365,13 +374,24 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   const { signal } = opts;
   signal?.throwIfAborted();
   if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
-  const raw = await readInputs(opts, binding);
-  const { saved, tokenizer, labels } = raw;
-  // The encoder is loaded and checked against the tokenizer and max length before any text is
-  // tokenized (model-checks.ts): a mismatch fails at once, naming both files and both numbers.
-  // Until buildModel takes it over below, an error leaves it to the garbage collector.
+  // The encoder is loaded (a model folder or Hub id built natively) and checked against the
+  // tokenizer and max length before any text is tokenized (model-checks.ts): a mismatch fails at
+  // once, naming both files and both numbers. A model folder supplies the tokenizer, max length
+  // and LoRA targets the options leave out. Until buildModel takes it over below, an error leaves
+  // it to the garbage collector.
   const device = resolveDevice(opts.device);
-  const encoder = await loadCheckedEncoder(opts.encoder, device, { tokenizer, maxLength: opts.maxLength });
+  const loaded = await loadEncoderSource(opts.encoder, {
+    device,
+    tokenizer: opts.tokenizer,
+    maxLength: options.maxLength,
+    fallbackMaxLength: DEFAULTS.maxLength,
+    signal,
+  });
+  const encoder = loaded.module;
+  opts.maxLength = loaded.maxLength;
+  if (options.lora?.targets === undefined && loaded.loraTargets) opts.lora.targets = loaded.loraTargets;
+  const raw = await readInputs(opts, binding, loaded.tokenizer);
+  const { saved, tokenizer, labels } = raw;
 
   // 2. Prepare data.
   const data = await tokenizeData(opts, raw);
@@ -384,7 +404,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   const evalOptions: EvalStepOptions = { ...loss, precision: opts.precision };
 
   // 3. Build the classifier.
-  const notes: string[] = [];
+  const notes: string[] = [...loaded.notes];
   const built = buildModel(binding, encoder, opts, labels.length, device, notes);
   const model = built.module;
   const outDir = opts.outDir;
@@ -407,11 +427,11 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     if (outDir) await ensureWritableDir(outDir);
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
-      const caches = await encodeFeatures(binding, model, opts, data, disposables);
+      const caches = await encodeFeatures(binding, model, opts, loaded, data, disposables);
       data.train.cache = caches.train;
       data.validation.cache = caches.validation;
     }
-    const config = classifierConfig(binding, opts, labels, built, device, loss.classWeights, raw.hasValidationData);
+    const config = classifierConfig(binding, opts, labels, built, loaded, device, loss.classWeights, raw.hasValidationData);
 
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
     const position = saved?.position ?? startPosition();
@@ -507,7 +527,8 @@ async function finish(run: {
   }
   if (outDir) {
     await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
-    if (opts.report) await writeReport(outDir, opts, position.evaluations, position.history, bestMetrics, config, setup);
+    if (opts.report)
+      await writeReport(outDir, opts, run.tokenizer.path, position.evaluations, position.history, bestMetrics, config, setup);
   }
   const bestModule = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
   bestModule.train(false);
@@ -540,6 +561,7 @@ async function finish(run: {
 function writeReport(
   outDir: string,
   opts: ResolvedTrainOptions,
+  tokenizerFile: string,
   evaluations: Evaluation[],
   history: EpochMetrics[],
   final: ClassificationMetrics,
@@ -556,7 +578,7 @@ function writeReport(
       labels: config.labels,
       settings: {
         encoder: opts.encoder,
-        tokenizer: opts.tokenizer,
+        tokenizer: tokenizerFile,
         ...config.hyperparameters,
         trainableParameters: setup.trainableParameters,
       },

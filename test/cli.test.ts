@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
+import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, repoRoot } from './fixtures.js';
 
 const exec = promisify(execFile);
 const cli = join(repoRoot, 'dist', 'cli.js');
@@ -29,16 +29,7 @@ describe('torch-bert CLI', () => {
   let encoder: string;
   beforeAll(async () => {
     if (!existsSync(cli)) throw new Error(`${cli} is missing: run 'npm run build:ts' first`);
-    encoder = await makeEncoder({
-      layers: 2,
-      hidden: 64,
-      heads: 4,
-      intermediate: 256,
-      tokenizer: demoTokenizer,
-      pretrain: demoPretrain,
-      pretrainEpochs: 10,
-      seed: 1,
-    });
+    encoder = await makeEncoder(INFORMATIVE_ENCODER);
   });
 
   it('trains, evaluates and predicts with --json', async () => {

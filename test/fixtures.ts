@@ -42,7 +42,24 @@ export interface MakeEncoderOptions {
   pretrain?: string;
   pretrainEpochs?: number;
   seed?: number;
+  /** BertModel-named float32 weights (safetensors) to trace instead of the random init. */
+  weights?: string;
 }
+
+/**
+ * The small informative encoder most tests train on: 2 layers of width 64, fine-tuned on the
+ * demo's pretraining reviews so that its features separate the classes (a random BERT's do not).
+ */
+export const INFORMATIVE_ENCODER: MakeEncoderOptions = {
+  layers: 2,
+  hidden: 64,
+  heads: 4,
+  intermediate: 256,
+  tokenizer: demoTokenizer,
+  pretrain: demoPretrain,
+  pretrainEpochs: 10,
+  seed: 1,
+};
 
 /**
  * Run a Python script from the repository with {@link PYTHON}. Resolves with its stdout;
@@ -95,6 +112,7 @@ function encoderArgs(opts: MakeEncoderOptions): string[] {
   add('--signature', opts.signature);
   add('--output', opts.output);
   add('--seed', opts.seed);
+  if (opts.weights !== undefined) add('--weights', path.resolve(repoRoot, opts.weights));
   if (opts.pretrain !== undefined) {
     add('--pretrain', path.resolve(repoRoot, opts.pretrain));
     add('--pretrain-epochs', opts.pretrainEpochs);
@@ -117,6 +135,7 @@ export async function makeEncoder(opts: MakeEncoderOptions = {}): Promise<string
   const inputs = [path.join(repoRoot, 'scripts', 'python', 'make_encoder.py'), path.join(repoRoot, 'scripts', 'python', 'wordpiece.py')];
   if (opts.tokenizer !== undefined) inputs.push(path.resolve(repoRoot, opts.tokenizer));
   if (opts.pretrain !== undefined) inputs.push(path.resolve(repoRoot, opts.pretrain));
+  if (opts.weights !== undefined) inputs.push(path.resolve(repoRoot, opts.weights));
   for (const file of inputs) {
     hash.update('\0' + path.basename(file) + '\0');
     hash.update(readFileSync(file));
@@ -136,4 +155,64 @@ export async function makeEncoder(opts: MakeEncoderOptions = {}): Promise<string
     );
   }
   return pending;
+}
+
+export interface MakeHfFolderOptions {
+  /** See scripts/python/make_hf_folder.py's --layout. */
+  layout?: 'automodel' | 'pretraining' | 'mlm' | 'f16' | 'bf16' | 'sharded' | 'bin' | 'bin-sharded' | 'roberta' | 'distilbert';
+  /** automodel only: float32 weights rounded through float16 / bfloat16. */
+  round?: 'f16' | 'bf16';
+  tokenizer?: 'json' | 'vocab' | 'none';
+  modelMaxLength?: number;
+  layers?: number;
+  hidden?: number;
+  heads?: number;
+  intermediate?: number;
+  maxPosition?: number;
+  act?: string;
+  seed?: number;
+}
+
+/**
+ * A Hugging Face model folder written by `scripts/python/make_hf_folder.py` (independently of
+ * lib/), cached like `makeEncoder` under `test/.fixtures/hf-<hash>/`, with the AutoModel-named
+ * float32 weights beside it as `<folder>.weights.safetensors` (`make_encoder.py --weights`).
+ */
+export async function makeHfFolder(opts: MakeHfFolderOptions = {}): Promise<{ dir: string; weights: string }> {
+  const args: string[] = [];
+  const add = (flag: string, value: string | number | undefined): void => {
+    if (value !== undefined) args.push(flag, String(value));
+  };
+  add('--layout', opts.layout);
+  add('--round', opts.round);
+  add('--tokenizer', opts.tokenizer);
+  add('--model-max-length', opts.modelMaxLength);
+  add('--layers', opts.layers);
+  add('--hidden', opts.hidden);
+  add('--heads', opts.heads);
+  add('--intermediate', opts.intermediate);
+  add('--max-position', opts.maxPosition);
+  add('--act', opts.act);
+  add('--seed', opts.seed);
+  const hash = createHash('sha256').update(JSON.stringify(args));
+  for (const file of [path.join(repoRoot, 'scripts', 'python', 'make_hf_folder.py'), demoTokenizer]) {
+    hash.update('\0' + path.basename(file) + '\0');
+    hash.update(readFileSync(file));
+  }
+  const dir = path.join(fixturesDir, `hf-${hash.digest('hex').slice(0, 20)}`);
+  const weights = `${dir}.weights.safetensors`;
+  if (existsSync(weights)) return { dir, weights };
+  let pending = building.get(dir);
+  if (!pending) {
+    mkdirSync(fixturesDir, { recursive: true });
+    // The weights file is written last: when it exists, the folder is complete.
+    pending = runPython('scripts/python/make_hf_folder.py', ['--out', dir, '--weights-out', weights, ...args]).then(() => dir);
+    building.set(dir, pending);
+    pending.then(
+      () => building.delete(dir),
+      () => building.delete(dir),
+    );
+  }
+  await pending;
+  return { dir, weights };
 }

@@ -50,12 +50,11 @@ const NEEDED = [
   // the declarations dist/*.d.ts import
   'scripts/find-libtorch.d.mts',
   'scripts/native-binary.d.mts',
-  // `torch-bert demo`: its data, and the Python that makes its small BERT
+  // `torch-bert demo`: its data and its small BERT, a Hugging Face folder (no Python runs)
   'assets/demo/reviews.csv',
-  'assets/demo/pretrain.csv',
   'assets/demo/tokenizer.json',
-  'scripts/python/make_encoder.py',
-  'scripts/python/wordpiece.py',
+  'assets/demo/encoder/config.json',
+  'assets/demo/encoder/model.safetensors',
   // the API and the CLI
   'dist/index.js',
   'dist/index.d.ts',
@@ -72,7 +71,9 @@ const NOT_SHIPPED = [
   /^scripts\/check-other-libtorch\.sh$/,
   /^scripts\/setup\.sh$/,
   /^scripts\/prebuild\.mjs$/,
-  /^scripts\/python\/(?!make_encoder\.py$|wordpiece\.py$)/,
+  /^scripts\/python\//,
+  // the demo encoder's pre-training data and how the assets were made: not needed to run it
+  /^assets\/demo\/(pretrain\.csv|README\.md)$/,
   /^test\//,
   /^bench\//,
   /^lib\//,

@@ -16,22 +16,13 @@ import { Classifier, type TrainOptions, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { LORA_DEFAULTS } from '../lib/options.js';
 import { isDecayed } from '../lib/trainable.js';
-import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, PYTHON } from './fixtures.js';
+import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, PYTHON } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-techniques-'));
 let encoder: string;
 let data: { texts: string[]; labels: string[] };
 beforeAll(async () => {
-  encoder = await makeEncoder({
-    layers: 2,
-    hidden: 64,
-    heads: 4,
-    intermediate: 256,
-    tokenizer: demoTokenizer,
-    pretrain: demoPretrain,
-    pretrainEpochs: 10,
-    seed: 1,
-  });
+  encoder = await makeEncoder(INFORMATIVE_ENCODER);
   const raw = await loadExamples(demoReviews);
   data = { texts: raw.texts.slice(0, 320), labels: raw.labels!.slice(0, 320) };
 });

@@ -13,7 +13,7 @@ import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib
 import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
-import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, repoRoot, runPython } from './fixtures.js';
+import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, repoRoot, runPython } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-train-'));
 const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
@@ -21,16 +21,7 @@ const sha = (file: string) => createHash('sha256').update(readFileSync(file)).di
 /** Small enough to train in seconds, with features made informative on the separate pre-training set. */
 let informativeEncoder: string;
 beforeAll(async () => {
-  informativeEncoder = await makeEncoder({
-    layers: 2,
-    hidden: 64,
-    heads: 4,
-    intermediate: 256,
-    tokenizer: demoTokenizer,
-    pretrain: demoPretrain,
-    pretrainEpochs: 10,
-    seed: 1,
-  });
+  informativeEncoder = await makeEncoder(INFORMATIVE_ENCODER);
 });
 
 const SMALL = { maxLength: 48, batchSize: 32, learningRate: 1e-3, headHidden: 64 } as const;

@@ -7,6 +7,7 @@
 
 #include "addon/addon_data.h"
 #include "addon/worker.h"
+#include "model/build_encoder.h"
 #include "module/bottleneck_adapters.h"
 #include "module/classifier.h"
 #include "module/lora_adapters.h"
@@ -15,6 +16,7 @@
 #include "runtime/diagnostics.h"
 #include "runtime/runtime.h"
 #include "tensor/tensor.h"
+#include "tensor/weight_files.h"
 #include "train/optimizer.h"
 #include "train/precision.h"
 #include "train/train_batch.h"
@@ -53,6 +55,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("headEvalStep", Napi::Function::New<HeadEvalStep>(env, "headEvalStep"));
   exports.Set("applyLora", Napi::Function::New<ApplyLora>(env, "applyLora"));
   exports.Set("applyAdapters", Napi::Function::New<ApplyAdapters>(env, "applyAdapters"));
+  exports.Set("buildEncoder", Napi::Function::New<BuildEncoder>(env, "buildEncoder"));
   // Thread count is left at libtorch's default: the caller decides via setNumThreads.
 
   // TorchScript's optimising graph executor profiles a traced BERT and, in grad mode, wraps it
@@ -71,6 +74,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterDiagnostics(env, exports);
   RegisterCpuAllocator(env, exports);
   RegisterTokenPruning(env, exports);
+  RegisterWeightFiles(env, exports);
   return exports;
 }
 

@@ -618,30 +618,84 @@ std::vector<int64_t> InputRanks(const torch::jit::Stack& stack) {
 
 }  // namespace
 
+namespace {
+
+// The `training` attributes the graph reads: prim::GetAttr[name="training"] on a module object
+// reached from self (graph input 0) through prim::GetAttr, with the object and the slot read.
+// Scripted modules read their flag at run time (dropout(x, p, self.training)); traced ones
+// have it baked in as a constant.
+std::vector<std::pair<Node*, PrunedFunction::FlagSlot>> TrainingReads(Graph& graph, const c10::IValue& self) {
+  std::vector<std::pair<Node*, PrunedFunction::FlagSlot>> out;
+  if (graph.inputs().empty() || !self.isObject()) return out;
+  std::unordered_map<const Value*, c10::intrusive_ptr<c10::ivalue::Object>> objects;
+  objects.emplace(graph.inputs()[0], self.toObject());
+  for (Node* node : graph.nodes()) {
+    if (node->kind() != prim::GetAttr) continue;
+    auto known = objects.find(node->input(0));
+    if (known == objects.end()) continue;
+    const std::string& name = node->s(c10::attr::name);
+    auto slot = known->second->type()->findAttributeSlot(name);
+    if (!slot) continue;
+    const c10::IValue& value = known->second->getSlot(*slot);
+    if (value.isObject()) {
+      objects.emplace(node->output(), value.toObject());
+    } else if (name == "training" && value.isBool()) {
+      out.emplace_back(node, PrunedFunction::FlagSlot{known->second, *slot});
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<bool> PrunedFunction::Flags() const {
+  std::vector<bool> flags;
+  flags.reserve(flagSlots_.size());
+  for (const FlagSlot& f : flagSlots_) flags.push_back(f.object->getSlot(f.slot).toBool());
+  return flags;
+}
+
 void PrunedFunction::Run(torch::jit::Stack& stack, size_t batchInputs,
                          const std::function<std::shared_ptr<Graph>()>& graph,
                          const std::function<void(torch::jit::Stack&)>& unpruned, const std::string& name) {
   if (!TokenPruningEnabled()) return unpruned(stack);
-  if (!built_) {
+  std::vector<bool> flags = flagSlotsKnown_ ? Flags() : std::vector<bool>{};
+  auto found = flagSlotsKnown_ ? variants_.find(flags) : variants_.end();
+  if (found == variants_.end()) {
+    // A plan for this setting of the training flags: each read of one becomes the constant it
+    // is now, so that a dropout that is off in this mode is a no-op the pass can push through
+    // (it never pushes through one that draws). Planned once per setting (train, eval).
     std::shared_ptr<Graph> g = graph();
+    auto reads = TrainingReads(*g, stack.empty() ? c10::IValue() : stack.front());
+    if (!flagSlotsKnown_) {
+      for (const auto& read : reads) flagSlots_.push_back(read.second);
+      flagSlotsKnown_ = true;
+      flags = Flags();
+    }
+    for (const auto& [node, slot] : reads) {
+      torch::jit::WithInsertPoint point(node);
+      node->output()->replaceAllUsesWith(g->insertConstant(slot.object->getSlot(slot.slot).toBool()));
+    }
+    Variant variant;
     std::optional<std::vector<std::string>> narrowed = PruneTokens(g, stack, batchInputs);
     if (!narrowed) {
       // The probe failed. Run the call as it is: bad inputs fail there with the user's error
       // (and the next call tries again); if it runs, the graph is one the probe cannot handle.
       unpruned(stack);
-      built_ = true;
+      last_ = &variants_.emplace(flags, std::move(variant)).first->second;
       return;
     }
-    narrowed_ = std::move(*narrowed);
-    if (!narrowed_.empty()) {
-      function_ = std::make_unique<torch::jit::GraphFunction>(c10::QualifiedName("__torch__.torch_bert.pruned." + name),
-                                                              g, nullptr);
-      inputRanks_ = InputRanks(stack);
+    variant.narrowed = std::move(*narrowed);
+    if (!variant.narrowed.empty()) {
+      variant.function = std::make_unique<torch::jit::GraphFunction>(
+          c10::QualifiedName("__torch__.torch_bert.pruned." + name), g, nullptr);
+      variant.inputRanks = InputRanks(stack);
     }
-    built_ = true;
+    found = variants_.emplace(flags, std::move(variant)).first;
   }
+  last_ = &found->second;
   // The ranks the pass was planned for (it narrows dims by position).
-  if (function_ && InputRanks(stack) == inputRanks_) return function_->run(stack);
+  if (last_->function && InputRanks(stack) == last_->inputRanks) return last_->function->run(stack);
   unpruned(stack);
 }
 

@@ -31,6 +31,7 @@
 #include <torch/script.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,19 +60,38 @@ class PrunedFunction {
   // Runs `stack` (the graph's inputs, self first) through the pruned graph when pruning is on
   // and applies, else through `unpruned`; the result is left on the stack. `batchInputs`: how
   // many inputs after self are the method's own (PruneTokens). `graph` makes the inlined graph
-  // to prune (called once); `name` names the pruned function.
+  // to prune (called once per setting of the training flags it reads); `name` names the pruned
+  // function. The graph is planned per setting of the modules' `training` attributes it reads
+  // (a scripted module's dropout(x, p, self.training)), with each read replaced by its value: in
+  // eval mode such a dropout is a no-op the pass narrows through, in train mode it draws and the
+  // pass stops there. Switching modes reuses each setting's plan.
   void Run(torch::jit::Stack& stack, size_t batchInputs,
            const std::function<std::shared_ptr<torch::jit::Graph>()>& graph,
            const std::function<void(torch::jit::Stack&)>& unpruned, const std::string& name);
 
-  // The kinds of the nodes narrowed to one row ({} when nothing could be); null before built.
-  const std::vector<std::string>* narrowed() const { return built_ ? &narrowed_ : nullptr; }
+  // The kinds of the nodes narrowed to one row ({} when nothing could be) in the plan of the
+  // last call; null before the first.
+  const std::vector<std::string>* narrowed() const { return last_ ? &last_->narrowed : nullptr; }
+
+  // A module's `training` attribute that the graph reads (an object and its slot).
+  struct FlagSlot {
+    c10::intrusive_ptr<c10::ivalue::Object> object;
+    size_t slot;
+  };
 
  private:
-  bool built_ = false;
-  std::unique_ptr<torch::jit::GraphFunction> function_;  // null: run unpruned
-  std::vector<std::string> narrowed_;
-  std::vector<int64_t> inputRanks_;  // of the call the pass was planned on
+  // The pruned graph for one setting of the training flags.
+  struct Variant {
+    std::unique_ptr<torch::jit::GraphFunction> function;  // null: run unpruned
+    std::vector<std::string> narrowed;
+    std::vector<int64_t> inputRanks;  // of the call the pass was planned on
+  };
+  std::vector<bool> Flags() const;
+
+  bool flagSlotsKnown_ = false;
+  std::vector<FlagSlot> flagSlots_;  // the graph's reads of `training`, found on the first call
+  std::map<std::vector<bool>, Variant> variants_;
+  const Variant* last_ = nullptr;
 };
 
 }  // namespace torch_bert

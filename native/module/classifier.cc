@@ -235,38 +235,47 @@ def forward(self, input_ids, attention_mask):
 // pooling, an unused head inside the encoder file). Structural, not numeric: a zero gradient
 // still counts as reached. Runs in eval mode (no dropout draws, so no random numbers are used)
 // and restores every requires_grad flag.
-std::vector<std::string> UnreachedParameters(torch::jit::Module& classifier, const EncoderInfo& info) {
-  std::vector<torch::jit::Named<torch::Tensor>> named;
-  for (const auto& p : classifier.named_parameters(/*recurse=*/true)) named.push_back(p);
-  std::vector<bool> flags;
-  std::vector<torch::Tensor> floating;
-  std::vector<size_t> index;
-  for (size_t i = 0; i < named.size(); ++i) {
-    torch::Tensor t = named[i].value;
-    flags.push_back(t.requires_grad());
-    if (t.is_floating_point()) {
-      t.set_requires_grad(true);
-      floating.push_back(t);
-      index.push_back(i);
+// Sets requires_grad on every floating parameter for the probe and puts each flag back as it
+// was when it goes out of scope, however the probe ends.
+class RequiresGradForProbe {
+ public:
+  explicit RequiresGradForProbe(const std::vector<torch::jit::Named<torch::Tensor>>& named) {
+    for (const auto& p : named) {
+      saved_.emplace_back(p.value, p.value.requires_grad());
+      if (p.value.is_floating_point()) p.value.set_requires_grad(true);
     }
   }
+  ~RequiresGradForProbe() {
+    for (auto& [tensor, flag] : saved_) tensor.set_requires_grad(flag);
+  }
+  RequiresGradForProbe(const RequiresGradForProbe&) = delete;
+  RequiresGradForProbe& operator=(const RequiresGradForProbe&) = delete;
+
+ private:
+  std::vector<std::pair<torch::Tensor, bool>> saved_;
+};
+
+std::vector<std::string> UnreachedParameters(torch::jit::Module& classifier, const EncoderInfo& info) {
+  std::vector<torch::jit::Named<torch::Tensor>> floating;
+  for (const auto& p : classifier.named_parameters(/*recurse=*/true)) {
+    if (p.value.is_floating_point()) floating.push_back(p);
+  }
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : floating) tensors.push_back(p.value);
   std::vector<torch::Tensor> grads;
-  try {
+  {
+    RequiresGradForProbe probe(floating);
     c10::AutoGradMode grad(true);
     auto longs = torch::TensorOptions().dtype(torch::kLong).device(info.device);
     std::vector<c10::IValue> inputs{torch::arange(1, 1 + kProbeBatch * kProbeSeq, longs).view({kProbeBatch, kProbeSeq}),
                                     torch::ones({kProbeBatch, kProbeSeq}, longs)};
     torch::Tensor out = classifier.get_method("forward")(std::move(inputs)).toTensor();
-    grads = torch::autograd::grad({out.sum()}, floating, /*grad_outputs=*/{}, /*retain_graph=*/false,
+    grads = torch::autograd::grad({out.sum()}, tensors, /*grad_outputs=*/{}, /*retain_graph=*/false,
                                   /*create_graph=*/false, /*allow_unused=*/true);
-  } catch (...) {
-    for (size_t i = 0; i < named.size(); ++i) named[i].value.set_requires_grad(flags[i]);
-    throw;
   }
-  for (size_t i = 0; i < named.size(); ++i) named[i].value.set_requires_grad(flags[i]);
   std::vector<std::string> unreached;
   for (size_t k = 0; k < floating.size(); ++k) {
-    if (!grads[k].defined()) unreached.push_back(named[index[k]].name);
+    if (!grads[k].defined()) unreached.push_back(floating[k].name);
   }
   return unreached;
 }

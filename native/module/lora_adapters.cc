@@ -215,7 +215,7 @@ Napi::Value LoraAdapters::Parameters(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     Check(env);
-    std::vector<std::pair<std::string, torch::Tensor>> params;
+    NamedTensors params;
     {
       std::lock_guard<std::mutex> lock(*model_->mutex);
       for (const auto& m : lora_->modules) {
@@ -223,15 +223,8 @@ Napi::Value LoraAdapters::Parameters(const Napi::CallbackInfo& info) {
         params.emplace_back(m.path + ".lora_B", m.b);
       }
     }
-    Napi::Array out = Napi::Array::New(env, params.size());
-    for (size_t i = 0; i < params.size(); ++i) {
-      Napi::Array pair = Napi::Array::New(env, 2);
-      pair.Set(0u, Napi::String::New(env, params[i].first));
-      // The same TensorImpl as the adapters': optimizers built on it train them.
-      pair.Set(1u, Tensor::Wrap(env, params[i].second, /*ownsMemory=*/false));
-      out.Set(static_cast<uint32_t>(i), pair);
-    }
-    return out;
+    // The same TensorImpls as the adapters': optimizers built on them train them.
+    return WrapNamedTensors(env, params, /*ownsMemory=*/false);
   });
 }
 

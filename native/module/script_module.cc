@@ -359,20 +359,13 @@ Napi::Value ScriptModule::NamedParameters(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const auto& state = Checked(env);
-    std::vector<std::pair<std::string, torch::Tensor>> params;
+    NamedTensors params;
     {
       std::lock_guard<std::mutex> lock(*state->mutex);
       for (const auto& p : state->module.named_parameters(/*recurse=*/true)) params.emplace_back(p.name, p.value);
     }
-    Napi::Array out = Napi::Array::New(env, params.size());
-    for (size_t i = 0; i < params.size(); ++i) {
-      Napi::Array pair = Napi::Array::New(env, 2);
-      pair.Set(0u, Napi::String::New(env, params[i].first));
-      // Same TensorImpl as the module's: optimizers built on it update the module.
-      pair.Set(1u, Tensor::Wrap(env, params[i].second, /*ownsMemory=*/false));
-      out.Set(static_cast<uint32_t>(i), pair);
-    }
-    return out;
+    // Same TensorImpls as the module's: optimizers built on them update the module.
+    return WrapNamedTensors(env, params, /*ownsMemory=*/false);
   });
 }
 

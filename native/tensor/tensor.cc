@@ -66,10 +66,12 @@ c10::ScalarType ParseDType(const std::string& name) {
   if (name == "bfloat16") return c10::ScalarType::BFloat16;
   if (name == "int64") return c10::ScalarType::Long;
   if (name == "int32") return c10::ScalarType::Int;
+  if (name == "int16") return c10::ScalarType::Short;
+  if (name == "int8") return c10::ScalarType::Char;
   if (name == "uint8") return c10::ScalarType::Byte;
   if (name == "bool") return c10::ScalarType::Bool;
   throw ArgumentError("unknown dtype '" + name +
-                      "'; expected one of float32, float64, float16, bfloat16, int64, int32, uint8, bool");
+                      "'; expected one of float32, float64, float16, bfloat16, int64, int32, int16, int8, uint8, bool");
 }
 
 std::string DTypeName(c10::ScalarType type) {
@@ -173,6 +175,17 @@ Napi::Object Tensor::Wrap(Napi::Env env, const torch::Tensor& tensor, bool ownsM
   TensorInit init{tensor, ownsMemory};
   // The constructor runs synchronously inside New(), so pointing at a local is safe.
   return GetAddonData(env).tensorConstructor.New({Napi::External<TensorInit>::New(env, &init)});
+}
+
+Napi::Array WrapNamedTensors(Napi::Env env, const NamedTensors& tensors, bool ownsMemory) {
+  Napi::Array out = Napi::Array::New(env, tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    Napi::Array pair = Napi::Array::New(env, 2);
+    pair.Set(0u, Napi::String::New(env, tensors[i].first));
+    pair.Set(1u, Tensor::Wrap(env, tensors[i].second, ownsMemory));
+    out.Set(static_cast<uint32_t>(i), pair);
+  }
+  return out;
 }
 
 bool Tensor::IsTensor(const Napi::Value& value) {

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace torch_bert {
 
@@ -17,6 +19,9 @@ std::string DTypeName(c10::ScalarType type);
 // rather than letting libtorch fail later with a less direct message.
 c10::Device ParseDevice(const std::string& name);
 std::string DeviceName(const c10::Device& device);
+
+// Tensors with their names, in order (a module's parameters, a checkpoint's contents).
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 class Tensor : public Napi::ObjectWrap<Tensor> {
  public:
@@ -66,5 +71,9 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
 
 // A CPU, contiguous copy of `tensor` as the typed array binding.ts promises for its dtype.
 Napi::Value TensorToTypedArray(Napi::Env env, const torch::Tensor& tensor);
+
+// `tensors` as a JS array of [name, Tensor] pairs. The Tensors share the TensorImpls (an
+// optimizer built on them trains the originals); `ownsMemory` as in Tensor::Wrap.
+Napi::Array WrapNamedTensors(Napi::Env env, const NamedTensors& tensors, bool ownsMemory);
 
 }  // namespace torch_bert

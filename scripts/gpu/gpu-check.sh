@@ -25,6 +25,9 @@
 #   prebuild  npm run prebuild's prebuilt, then .gpu-kit's npm pack tarball installed in a scratch
 #             app with it, the build tools hidden, and loaded       -> prebuild.log, $OUT/prebuilt.tar.gz
 #   pruning   token pruning on a traced transformers BertModel (scripts/gpu/hf-pruning-check.mjs) -> hf-pruning.txt, .json
+#   export    exportHuggingFace's folder loaded by transformers' AutoModel/AutoTokenizer and its LoRA
+#             adapter by PEFT's PeftModel, against the classifiers' own features (scripts/gpu/hf-export-check.mjs)
+#                                                                  -> hf-export.txt, .json
 #   (machine: GPU, driver, PyTorch, build tools, missing CUDA libraries -> machine.txt, always.)
 #
 # What comes back: the device tool returns at most 8 files from $OUT (16 MiB each, 2 folders
@@ -44,7 +47,7 @@ mkdir -p "$logs"
 exec > >(tee -a "$logs/gpu-check.log") 2>&1
 start=$SECONDS
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET_S:-420}))
-steps=" ${GPU_CHECK_STEPS:-build tests bench doctor prebuild pruning} "
+steps=" ${GPU_CHECK_STEPS:-build tests bench doctor prebuild pruning export} "
 status=0
 nodedir=
 trap 'rm -rf "$work"' EXIT
@@ -316,6 +319,18 @@ if step pruning 30; then
     note pruning "FAILED (see hf-pruning.txt)"
   fi
   cat "$logs/hf-pruning.txt"
+  publish
+fi
+
+# ---- the Hugging Face export read by transformers and PEFT (both are on these machines) ----
+if step export 40; then
+  if timeout "$(limit 180)" node scripts/gpu/hf-export-check.mjs --python "$PY" --out "$logs" > "$logs/hf-export.txt" 2>&1; then
+    if grep -q skipped "$logs/hf-export.txt"; then note export "skipped: no transformers/peft"
+    else note export "ok ($(grep -c ': ok' "$logs/hf-export.txt") checks: AutoModel, AutoTokenizer, head, PeftModel, merge_and_unload)"; fi
+  else
+    note export "FAILED (see hf-export.txt)"
+  fi
+  cat "$logs/hf-export.txt"
   publish
 fi
 

@@ -435,6 +435,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", required=True, help="output TorchScript file (.pt)")
+    p.add_argument("--hf-out", metavar="DIR",
+                   help="also write the encoder as a Hugging Face model folder (config.json + model.safetensors)")
     v = p.add_mutually_exclusive_group()
     v.add_argument("--tokenizer", help="tokenizer.json (vocabulary size is read from it; needed for --pretrain)")
     v.add_argument("--vocab-size", type=int, help="vocabulary size when no --tokenizer is given (then 1000)")
@@ -445,6 +447,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-position", type=int, default=512, help="position embeddings (longest sequence)")
     p.add_argument("--type-vocab", type=int, default=2, help="token type (segment) embeddings")
     p.add_argument("--seed", type=int, default=0, help="torch.manual_seed for the init; also seeds pretraining")
+    p.add_argument("--weights", metavar="FILE.safetensors",
+                   help="load these BertModel-named float32 weights instead of the random init (the sizes must match)")
     p.add_argument("--signature", type=int, choices=(2, 3), default=2,
                    help="2: forward(input_ids, attention_mask); 3: forward(input_ids, attention_mask, token_type_ids)")
     p.add_argument("--output", choices=("tuple", "dict", "tensor", "bad"), default="tuple",
@@ -463,6 +467,39 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     g.add_argument("--label-column", default="label", help="CSV column with the label (ints or strings)")
     g.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (None: PyTorch's choice)")
     return p.parse_args(argv)
+
+
+def write_hf_folder(model: "BertModel", out_dir: str) -> None:
+    """The encoder as transformers' save_pretrained writes a BertModel: config.json + model.safetensors."""
+    from safetensors_io import write_safetensors
+
+    c = model.config
+    config = {
+        "architectures": ["BertModel"],
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": c.hidden_size,
+        "initializer_range": c.initializer_range,
+        "intermediate_size": c.intermediate_size,
+        "layer_norm_eps": c.layer_norm_eps,
+        "max_position_embeddings": c.max_position_embeddings,
+        "model_type": "bert",
+        "num_attention_heads": c.num_attention_heads,
+        "num_hidden_layers": c.num_hidden_layers,
+        "pad_token_id": c.pad_token_id,
+        "position_embedding_type": "absolute",
+        "torch_dtype": "float32",
+        "type_vocab_size": c.type_vocab_size,
+        "vocab_size": c.vocab_size,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    state = {name: t for name, t in model.state_dict().items() if name in set(hf_state_dict_keys(c))}
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), state, {"format": "pt"})
+    with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    log(f"Hugging Face folder: {out_dir}")
 
 
 def vocab_size_of(tokenizer_path: str) -> int:
@@ -505,6 +542,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     if keys != expected:
         raise SystemExit(f"state_dict keys differ from HF BertModel: {sorted(set(keys) ^ set(expected))}")
 
+    if args.weights:
+        from safetensors_io import read_safetensors
+
+        state, _ = read_safetensors(args.weights)
+        wrong = [name for name, t in state.items() if t.dtype != torch.float32]
+        if wrong:
+            raise SystemExit(f"--weights {args.weights}: only float32 is read; {wrong[0]} is {state[wrong[0]].dtype}")
+        if set(state) != set(expected):
+            raise SystemExit(f"--weights {args.weights}: names differ from HF BertModel: {sorted(set(state) ^ set(expected))}")
+        model.load_state_dict(state, strict=True)
+        log(f"weights from {args.weights}")
+
     if args.pretrain:
         pretrain(model, args)
 
@@ -531,6 +580,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.unlink(tmp)
         raise SystemExit(f"saved module names differ from HF BertModel: {sorted((state_keys - buffers) ^ set(expected))}")
     os.replace(tmp, args.out)  # atomic: concurrent builders of the same file never see a partial one
+    if args.hf_out:
+        write_hf_folder(model, args.hf_out)
     log(f"traced (signature {args.signature}, output {args.output}); traced vs eager max abs diff {worst:.2e}; "
         f"schema: {loaded.forward.schema}")
     log(f"wrote {args.out} ({os.path.getsize(args.out):,} bytes) in {time.perf_counter() - t_start:.1f}s")

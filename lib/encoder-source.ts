@@ -1,0 +1,241 @@
+/**
+ * What the user named as an encoder (`train({ encoder })`, `--model`, `Classifier.loadAdapters`'s
+ * `encoder`) → a loaded encoder checked against the tokenizer and max length it will be given.
+ *
+ *   - a `.pt` file: TorchScript, loaded as it is (model-checks.ts `loadCheckedEncoder`);
+ *   - a Hugging Face model folder, or a Hub id resolved into one (hub.ts `resolveModelSource`):
+ *     config.json (hf-config.ts) and the weights (hf-checkpoint.ts) → `binding.buildEncoder`, a
+ *     TorchScript module with transformers' names, so every path that takes a traced encoder
+ *     (buildClassifier, LoRA, pruning, the feature cache, classifier.pt) takes it unchanged.
+ *
+ * A folder also supplies what a TorchScript file cannot: its tokenizer (so none need be named),
+ * the default max length (tokenizer_config.json's model_max_length within the position table),
+ * the family's LoRA targets, and a description of the source recorded in the classifier's
+ * config.json (the Hub commit included).
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NativeScriptModule } from './binding.js';
+import { sha256File } from './checkpoint.js';
+import { InputError, ModelError, messageOf } from './errors.js';
+import { readCheckpoint } from './hf-checkpoint.js';
+import { defaultMaxLength, type EncoderFamily, type HfEncoderConfig, parseHfConfig } from './hf-config.js';
+import { type DownloadProgress, resolveModelSource } from './hub.js';
+import { loadBinding } from './loader.js';
+import { checkModelInputs, loadCheckedEncoder, tokenTypesFed } from './model-checks.js';
+import { TextTokenizer } from './tokenizer.js';
+import { loadFolderTokenizer } from './wordpiece-vocab.js';
+
+/** Where an encoder came from, as the classifier's config.json records it. */
+export type EncoderSourceInfo =
+  | { kind: 'torchscript'; file: string }
+  | {
+      kind: 'folder';
+      dir: string;
+      modelType: string;
+      family: EncoderFamily;
+      /** The weight files, relative to `dir` (an index first, then its shards). */
+      weights: string[];
+      /** Set for a Hub id: the repository, the revision asked for and the commit it resolved to. */
+      repoId?: string;
+      revision?: string;
+      commit?: string;
+    };
+
+export interface LoadedEncoder {
+  module: NativeScriptModule;
+  source: EncoderSourceInfo;
+  /** The file, folder or Hub id (with its commit), for messages. */
+  description: string;
+  tokenizer: TextTokenizer;
+  /** The tokenizer's file: the one given, or the folder's tokenizer.json / vocab.txt. */
+  tokenizerFile: string;
+  maxLength: number;
+  /** Default LoRA targets of the folder's family (undefined for a TorchScript file: the general default applies). */
+  loraTargets?: string[];
+  /** Said once to the user: heads left out of the checkpoint, reduced-precision weights widened. */
+  notes: string[];
+  /**
+   * What pins the encoder's weights, for the feature cache's key: a file's SHA-256, a folder's
+   * config and weight files' SHA-256s, or a Hub commit and its file list.
+   */
+  weightsKey(): Promise<string>;
+}
+
+export interface EncoderLoadOptions {
+  device: string;
+  /** A tokenizer.json path (or a loaded tokenizer); default the folder's own. */
+  tokenizer?: string | TextTokenizer;
+  /** The max length the run uses; default the folder's (see the top), else `fallbackMaxLength`. */
+  maxLength?: number;
+  /** The default for a TorchScript file, which says nothing about lengths. */
+  fallbackMaxLength: number;
+  /** Where a given max length comes from, for messages. Default `maxLength / --max-length`. */
+  maxLengthFrom?: string;
+  signal?: AbortSignal;
+  onDownload?: (progress: DownloadProgress) => void;
+}
+
+/** Loads `spec` (a .pt file, a model folder or a Hub id) and checks it (see the top). */
+export async function loadEncoderSource(spec: string, options: EncoderLoadOptions): Promise<LoadedEncoder> {
+  const source = await resolveModelSource(spec, {
+    tokenizer: options.tokenizer === undefined,
+    signal: options.signal,
+    onProgress: options.onDownload,
+  });
+  const maxLengthFrom = options.maxLengthFrom ?? 'maxLength / --max-length';
+  if (source.kind === 'torchscript') {
+    if (options.tokenizer === undefined) {
+      throw new InputError(
+        `encoder ${source.file} is a TorchScript file, which carries no tokenizer: name its tokenizer.json (tokenizer / --tokenizer)`,
+      );
+    }
+    const tokenizer = typeof options.tokenizer === 'string' ? await TextTokenizer.load(options.tokenizer) : options.tokenizer;
+    const maxLength = options.maxLength ?? options.fallbackMaxLength;
+    const module = await loadCheckedEncoder(source.file, options.device, { tokenizer, maxLength, maxLengthFrom });
+    return {
+      module,
+      source: { kind: 'torchscript', file: source.file },
+      description: source.file,
+      tokenizer,
+      tokenizerFile: tokenizer.path,
+      maxLength,
+      notes: [],
+      weightsKey: () => sha256File(source.file),
+    };
+  }
+
+  const { dir, files } = source;
+  const description = source.repoId ? `${source.repoId}@${source.commit} (${dir})` : dir;
+  const configFile = join(dir, files.config);
+  const config = parseHfConfig(await readJson(configFile, true), configFile);
+
+  let tokenizer: TextTokenizer;
+  if (options.tokenizer === undefined) {
+    if (!files.tokenizer) {
+      throw new InputError(`model ${description} has no tokenizer (tokenizer.json, or vocab.txt): name one (tokenizer / --tokenizer)`, {
+        file: dir,
+      });
+    }
+    tokenizer = await loadFolderTokenizer(dir, files.tokenizer);
+  } else {
+    tokenizer = typeof options.tokenizer === 'string' ? await TextTokenizer.load(options.tokenizer) : options.tokenizer;
+  }
+  let maxLength: number;
+  let from = maxLengthFrom;
+  if (options.maxLength === undefined) {
+    maxLength = defaultMaxLength(config, await readJson(join(dir, 'tokenizer_config.json'), false));
+    from = `the default of ${description}: tokenizer_config.json's model_max_length within max_position_embeddings`;
+  } else {
+    maxLength = options.maxLength;
+  }
+  checkPositionLimit(config, maxLength, from, description);
+
+  const module = await buildFromFolder(dir, files, config, options.device);
+  const notes = module.notes;
+  try {
+    await checkModelInputs(module.encoder, {
+      kind: 'encoder',
+      modelFile: description,
+      tokenizer,
+      maxLength,
+      maxLengthFrom: from,
+      tokenTypes: tokenTypesFed(module.encoder.forwardArity),
+    });
+  } catch (err) {
+    module.encoder.dispose();
+    throw err;
+  }
+  const info: EncoderSourceInfo = {
+    kind: 'folder',
+    dir,
+    modelType: config.modelType,
+    family: config.native.family,
+    weights: files.weights,
+    ...(source.repoId ? { repoId: source.repoId, revision: source.revision, commit: source.commit } : {}),
+  };
+  return {
+    module: module.encoder,
+    source: info,
+    description,
+    tokenizer,
+    tokenizerFile: tokenizer.path,
+    maxLength,
+    loraTargets: config.loraTargets,
+    notes,
+    weightsKey: async () => {
+      const hash = createHash('sha256');
+      if (source.repoId && source.commit) {
+        // A commit pins every file of the repository.
+        hash.update(`hub\0${source.repoId}\0${source.commit}\0${[files.config, ...files.weights].join('\0')}`);
+      } else {
+        for (const file of [files.config, ...files.weights]) hash.update(`${file}\0${await sha256File(join(dir, file))}\0`);
+      }
+      return hash.digest('hex');
+    },
+  };
+}
+
+/**
+ * RoBERTa's position ids start after its padding_idx, which nothing in the built module's
+ * parameter names tells model-checks.ts: the limit is checked here from config.json.
+ */
+function checkPositionLimit(config: HfEncoderConfig, maxLength: number, from: string, description: string): void {
+  if (maxLength <= config.positionLimit) return;
+  const offset = config.native.family === 'roberta' ? `, less ${config.native.padTokenId + 1} for RoBERTa's position offset` : '';
+  throw new InputError(
+    `max length ${maxLength} (${from}) is longer than ${description} can read: max_position_embeddings is ${config.native.maxPositions}${offset}, ` +
+      `so a text can have at most ${config.positionLimit} tokens. Use a max length of at most ${config.positionLimit}.`,
+    { code: 'MAX_LENGTH_EXCEEDS_POSITIONS' },
+  );
+}
+
+async function readJson(file: string, required: boolean): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if (!required) return undefined;
+    throw new ModelError(`cannot read ${file}: ${messageOf(err)}`, { file, cause: err });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ModelError(`${file} is not valid JSON: ${messageOf(err)}`, { file, cause: err });
+  }
+}
+
+/** config + weights → the TorchScript encoder (the MLM head, built too when present, is not needed yet). */
+async function buildFromFolder(
+  dir: string,
+  files: Parameters<typeof readCheckpoint>[2],
+  config: HfEncoderConfig,
+  device: string,
+): Promise<{ encoder: NativeScriptModule; notes: string[] }> {
+  const binding = loadBinding();
+  const checkpoint = await readCheckpoint(binding, dir, files, config.native.family);
+  const notes: string[] = [];
+  if (checkpoint.ignored.length > 0) {
+    notes.push(`the checkpoint's other heads are not part of the encoder and were left out: ${checkpoint.ignored.join(', ')}`);
+  }
+  const reduced = Object.entries(checkpoint.reduced);
+  if (reduced.length > 0) {
+    notes.push(
+      `the checkpoint holds ${reduced.map(([dtype, n]) => `${n} ${dtype} tensors`).join(' and ')}; they were widened to float32 (training keeps float32 weights)`,
+    );
+  }
+  try {
+    const built = binding.buildEncoder(
+      { ...config.native, pooler: checkpoint.pooler, mlmHead: checkpoint.mlmHead },
+      checkpoint.weights,
+      device,
+    );
+    built.mlmHead?.dispose();
+    return { encoder: built.encoder, notes };
+  } catch (err) {
+    throw new ModelError(`cannot build the encoder of ${dir}: ${messageOf(err)}`, { file: dir, code: 'CHECKPOINT_MISMATCH', cause: err });
+  } finally {
+    for (const [, tensor] of checkpoint.weights) tensor.dispose();
+  }
+}

@@ -1,0 +1,401 @@
+/**
+ * `exportHuggingFace`: a trained classifier directory → a Hugging Face model folder that
+ * transformers' `AutoModel.from_pretrained` loads (config.json, model.safetensors with AutoModel's
+ * key names, the tokenizer), plus the classifier's head in `torch_bert_head.safetensors` (described
+ * in config.json's `torch_bert` block) and, for a LoRA run, the adapters in PEFT's format under
+ * `adapter/`.
+ *
+ * The weights come from classifier.pt, which for LoRA already holds W0 + (alpha/r)·B·A (merged at
+ * save time): nothing is merged here and no file of the classifier is written to. The adapters
+ * are read back from adapters.pt through an in-memory LoRA on the loaded module (so its checks of
+ * rank, alpha, targets and shapes apply), which is disposed with it.
+ */
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { NativeTensor } from './binding.js';
+import { archiveChecksums, CONFIG_FILE, resolveArchive, TOKENIZER_FILE } from './checkpoint.js';
+import { ADAPTERS_FILE, Classifier, type ClassifierConfig } from './classifier.js';
+import { InputError, ModelError, messageOf } from './errors.js';
+import { type EncoderShapes, type ExportFamily, encoderShapes } from './export-family.js';
+import { ADAPTER_CONFIG_FILE, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE, adapterConfig, type LoraSettings, peftTensors } from './export-peft.js';
+import { loadBinding } from './loader.js';
+
+export const MODEL_FILE = 'model.safetensors';
+export const HEAD_WEIGHTS_FILE = 'torch_bert_head.safetensors';
+export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+
+/** transformers refuses a safetensors file whose metadata lacks a known format ('pt': torch tensors). */
+const SAFETENSORS_METADATA = { format: 'pt' };
+
+export interface ExportOptions {
+  /** A classifier directory written by `train()`. */
+  classifier: string;
+  /** The folder to write; must not exist or be empty. Written beside and renamed into place. */
+  out: string;
+  /**
+   * Attention heads of the encoder, which its weights cannot tell (query's [H, H] is the same for
+   * any split of H). Used when the classifier does not record its encoder's config.json (one
+   * trained on a Hugging Face folder or Hub id does); must agree with it when both are there.
+   */
+  heads?: number;
+}
+
+export interface ExportResult {
+  out: string;
+  family: ExportFamily;
+  /** The files written, relative to `out`. */
+  files: string[];
+  /** The config.json written. */
+  config: Record<string, unknown>;
+  /** config.json fields neither the weights nor a recorded config said: the family's defaults. */
+  assumed: string[];
+  /** The PEFT adapter of a LoRA classifier, else null. */
+  adapter: { dir: string; modules: string[]; r: number; loraAlpha: number } | null;
+}
+
+/** What the classifier recorded of its encoder's Hugging Face origin, when it came from a folder or Hub id. */
+interface RecordedEncoder {
+  /** The encoder's own config.json (read from the recorded folder, when it is still there). */
+  hfConfig: Record<string, unknown> | null;
+  /** The recorded `model_type` (kept even when the folder is gone). */
+  modelType: string | null;
+  /** The Hub id, else the folder: PEFT's base_model_name_or_path. */
+  baseModel: string | null;
+  /** The Hub commit it resolved to: PEFT's revision. */
+  revision: string | null;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const stringOrNull = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+
+/**
+ * The encoder's Hugging Face origin as a classifier trained on a model folder or Hub id records
+ * it in config.json's `encoder.source` (`{ kind: 'folder', dir, modelType, family, weights,
+ * repoId?, revision?, commit? }`, lib/encoder-source.ts), with the folder's config.json read back
+ * for what the weights cannot tell (heads, epsilon, activation). A classifier trained on a
+ * TorchScript file records none of it.
+ */
+export async function recordedEncoder(config: ClassifierConfig): Promise<RecordedEncoder> {
+  const encoder = (config.encoder ?? {}) as unknown as Record<string, unknown>;
+  const source = isObject(encoder.source) && encoder.source.kind === 'folder' ? encoder.source : null;
+  if (!source) return { hfConfig: null, modelType: null, baseModel: null, revision: null };
+  const dir = stringOrNull(source.dir);
+  let hfConfig: Record<string, unknown> | null = null;
+  if (dir) {
+    try {
+      const parsed = JSON.parse(await readFile(join(dir, CONFIG_FILE), 'utf8')) as unknown;
+      if (isObject(parsed)) hfConfig = parsed;
+    } catch {
+      // Moved or deleted since training (a cache snapshot may be pruned): heads then come from the option.
+    }
+  }
+  return {
+    hfConfig,
+    modelType: stringOrNull(hfConfig?.model_type) ?? stringOrNull(source.modelType),
+    baseModel: stringOrNull(source.repoId) ?? dir,
+    revision: stringOrNull(source.commit),
+  };
+}
+
+/** What the exported config needs from the tokenizer.json. */
+interface TokenizerFacts {
+  lowercase: boolean | null;
+  roberta: boolean;
+  padId: number | null;
+  special: Record<string, string>;
+}
+
+function tokenizerFacts(json: Record<string, unknown>): TokenizerFacts {
+  const normalizers = (n: unknown): Record<string, unknown>[] =>
+    !isObject(n) ? [] : n.type === 'Sequence' && Array.isArray(n.normalizers) ? n.normalizers.flatMap(normalizers) : [n];
+  const norms = normalizers(json.normalizer);
+  const lowercase =
+    norms.length === 0 ? null : norms.some((n) => n.type === 'Lowercase' || (n.type === 'BertNormalizer' && n.lowercase === true));
+  const post = isObject(json.post_processor) ? json.post_processor : {};
+  const added = Array.isArray(json.added_tokens) ? json.added_tokens.filter(isObject) : [];
+  const byContent = new Map(added.map((t) => [String(t.content), Number(t.id)]));
+  const padding = isObject(json.padding) ? json.padding : null;
+  const padId = typeof padding?.pad_id === 'number' ? padding.pad_id : (byContent.get('[PAD]') ?? byContent.get('<pad>') ?? null);
+  const special: Record<string, string> = {};
+  const roles: Array<[string, string[]]> = [
+    ['cls_token', ['[CLS]', '<s>']],
+    ['sep_token', ['[SEP]', '</s>']],
+    ['pad_token', ['[PAD]', '<pad>']],
+    ['unk_token', ['[UNK]', '<unk>']],
+    ['mask_token', ['[MASK]', '<mask>']],
+  ];
+  for (const [role, names] of roles) {
+    const found = names.find((n) => byContent.has(n));
+    if (found) special[role] = found;
+  }
+  return { lowercase, roberta: post.type === 'RobertaProcessing', padId, special };
+}
+
+const ARCHITECTURES: Record<ExportFamily, string> = { bert: 'BertModel', roberta: 'RobertaModel', distilbert: 'DistilBertModel' };
+/** Family defaults of what the weights cannot tell (transformers' configs of bert-base, roberta-base, distilbert-base). */
+const DEFAULT_EPS: Record<ExportFamily, number> = { bert: 1e-12, roberta: 1e-5, distilbert: 1e-12 };
+const DEFAULT_PAD: Record<ExportFamily, number> = { bert: 0, roberta: 1, distilbert: 0 };
+
+function numberField(hf: Record<string, unknown> | null, ...names: string[]): number | undefined {
+  for (const n of names) if (typeof hf?.[n] === 'number') return hf[n] as number;
+  return undefined;
+}
+
+function stringField(hf: Record<string, unknown> | null, ...names: string[]): string | undefined {
+  for (const n of names) if (typeof hf?.[n] === 'string') return hf[n] as string;
+  return undefined;
+}
+
+/** config.json's architecture part, in transformers' field names for the family. */
+function architectureConfig(
+  family: ExportFamily,
+  shapes: EncoderShapes,
+  heads: number,
+  facts: TokenizerFacts,
+  hf: Record<string, unknown> | null,
+  assumed: string[],
+): Record<string, unknown> {
+  const take = <T>(field: string, recorded: T | undefined, fallback: T): T => {
+    if (recorded !== undefined) return recorded;
+    assumed.push(field);
+    return fallback;
+  };
+  const eps = take('layer_norm_eps', numberField(hf, 'layer_norm_eps'), DEFAULT_EPS[family]);
+  const act = take(family === 'distilbert' ? 'activation' : 'hidden_act', stringField(hf, 'hidden_act', 'activation'), 'gelu');
+  const pad = numberField(hf, 'pad_token_id') ?? facts.padId ?? take('pad_token_id', undefined, DEFAULT_PAD[family]);
+  if (family === 'distilbert') {
+    return {
+      architectures: [ARCHITECTURES[family]],
+      model_type: 'distilbert',
+      vocab_size: shapes.vocabSize,
+      dim: shapes.hiddenSize,
+      n_layers: shapes.numLayers,
+      n_heads: heads,
+      hidden_dim: shapes.intermediateSize,
+      max_position_embeddings: shapes.maxPositions,
+      activation: act,
+      sinusoidal_pos_embds: false,
+      dropout: numberField(hf, 'dropout') ?? 0.1,
+      attention_dropout: numberField(hf, 'attention_dropout') ?? 0.1,
+      initializer_range: numberField(hf, 'initializer_range') ?? 0.02,
+      pad_token_id: pad,
+    };
+  }
+  const roberta = family === 'roberta';
+  return {
+    architectures: [ARCHITECTURES[family]],
+    model_type: family,
+    vocab_size: shapes.vocabSize,
+    hidden_size: shapes.hiddenSize,
+    num_hidden_layers: shapes.numLayers,
+    num_attention_heads: heads,
+    intermediate_size: shapes.intermediateSize,
+    hidden_act: act,
+    hidden_dropout_prob: numberField(hf, 'hidden_dropout_prob') ?? 0.1,
+    attention_probs_dropout_prob: numberField(hf, 'attention_probs_dropout_prob') ?? 0.1,
+    max_position_embeddings: shapes.maxPositions,
+    type_vocab_size: shapes.typeVocabSize,
+    initializer_range: numberField(hf, 'initializer_range') ?? 0.02,
+    layer_norm_eps: eps,
+    pad_token_id: pad,
+    ...(roberta ? { bos_token_id: numberField(hf, 'bos_token_id') ?? 0, eos_token_id: numberField(hf, 'eos_token_id') ?? 2 } : {}),
+    position_embedding_type: 'absolute',
+  };
+}
+
+/** The family: DistilBERT by its names; RoBERTa (BERT's names) when the recorded config or the tokenizer says so. */
+function familyOf(shapes: EncoderShapes, recorded: string | null, facts: TokenizerFacts): ExportFamily {
+  if (shapes.family === 'distilbert') return 'distilbert';
+  if (recorded === 'roberta' || recorded === 'xlm-roberta' || recorded === 'camembert') return 'roberta';
+  if (recorded === null && facts.roberta) return 'roberta';
+  return 'bert';
+}
+
+function headsOf(shapes: EncoderShapes, hf: Record<string, unknown> | null, option: number | undefined, file: string): number {
+  const recorded = numberField(hf, 'num_attention_heads', 'n_heads');
+  if (option !== undefined && (!Number.isInteger(option) || option < 1)) {
+    throw new InputError(`heads must be a positive integer, got ${option}`);
+  }
+  if (recorded !== undefined && option !== undefined && recorded !== option) {
+    throw new InputError(`heads ${option} disagrees with the encoder config recorded in ${file} (num_attention_heads ${recorded})`);
+  }
+  const heads = recorded ?? option;
+  if (heads === undefined) {
+    throw new ModelError(
+      `cannot export ${file}: the number of attention heads (num_attention_heads) is missing — the weights cannot ` +
+        `tell it (hidden size ${shapes.hiddenSize} splits into any number of heads that divides it) and no ` +
+        `recorded encoder config.json says it (the classifier was trained on a TorchScript file, or its model ` +
+        `folder is gone); give it with ` +
+        `--heads N (exportHuggingFace's \`heads\` option)`,
+      { file, code: 'EXPORT_HEADS_UNKNOWN' },
+    );
+  }
+  if (shapes.hiddenSize % heads !== 0) {
+    throw new InputError(`heads ${heads} does not divide the encoder's hidden size ${shapes.hiddenSize}`);
+  }
+  return heads;
+}
+
+/** `out` must be new or empty: an export never mixes with older files. */
+async function checkOut(out: string): Promise<void> {
+  const entries = await readdir(out).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    throw new InputError(`cannot write the export to ${out}: ${messageOf(err)}`, { file: out, cause: err });
+  });
+  if (entries.length > 0) throw new InputError(`${out} exists and is not empty; export into a new folder`, { file: out });
+}
+
+/** Float32 CPU copies where needed (an encoder kept in float16 trains, and is saved, in float32 anyway). */
+function float32(tensors: Array<[string, NativeTensor]>): { tensors: Array<[string, NativeTensor]>; copies: NativeTensor[] } {
+  const copies: NativeTensor[] = [];
+  const out = tensors.map(([name, t]): [string, NativeTensor] => {
+    if (t.dtype === 'float32' && t.device === 'cpu') return [name, t];
+    const copy = t.to('cpu', 'float32');
+    copies.push(copy);
+    return [name, copy];
+  });
+  return { tensors: out, copies };
+}
+
+/**
+ * Write a trained classifier as a Hugging Face model folder (see the file comment and README,
+ * *Exporting to Hugging Face*). Refuses an encoder whose parameters are not BERT's, RoBERTa's or
+ * DistilBERT's AutoModel names and shapes (EXPORT_UNSUPPORTED_ENCODER), and one whose number of
+ * attention heads nothing tells (EXPORT_HEADS_UNKNOWN).
+ */
+export async function exportHuggingFace(options: ExportOptions): Promise<ExportResult> {
+  if (!options || typeof options.classifier !== 'string' || typeof options.out !== 'string') {
+    throw new InputError('exportHuggingFace({ classifier, out }): both are paths');
+  }
+  const dir = options.classifier;
+  const out = resolve(options.out);
+  await checkOut(out);
+  const classifier = await Classifier.load(dir, { device: 'cpu' });
+  const binding = loadBinding();
+  const configPath = join(dir, CONFIG_FILE);
+  const copies: NativeTensor[] = [];
+  let staging: string | null = null;
+  try {
+    const config = classifier.config;
+    const params = classifier.module.namedParameters();
+    const encoderParams = params.filter(([n]) => n.startsWith('encoder.')).map(([n, t]): [string, NativeTensor] => [n.slice(8), t]);
+    const headParams = params.filter(([n]) => n.startsWith('head.')).map(([n, t]): [string, NativeTensor] => [n.slice(5), t]);
+    const shapes = encoderShapes(
+      encoderParams.map(([name, t]) => ({ name, shape: t.shape })),
+      join(dir, 'classifier.pt'),
+    );
+    const recorded = await recordedEncoder(config);
+    const tokenizerText = await readFile(join(dir, TOKENIZER_FILE), 'utf8');
+    const facts = tokenizerFacts(JSON.parse(tokenizerText) as Record<string, unknown>);
+    const family = familyOf(shapes, recorded.modelType, facts);
+    const heads = headsOf(shapes, recorded.hfConfig, options.heads, configPath);
+    const assumed: string[] = [];
+    const lora = config.hyperparameters?.lora as LoraSettings | undefined;
+    const technique = (config.hyperparameters?.technique as string | undefined) ?? 'frozen';
+
+    const head = headParams.map(([n, t]) => ({ name: n, shape: t.shape }));
+    const headHidden = headParams.find(([n]) => n === 'dense.weight')?.[1].shape[0];
+    const hfConfig: Record<string, unknown> = {
+      ...architectureConfig(family, shapes, heads, facts, recorded.hfConfig, assumed),
+      id2label: Object.fromEntries(config.labels.map((label, i) => [String(i), label])),
+      label2id: Object.fromEntries(config.labels.map((label, i) => [label, i])),
+      torch_dtype: 'float32',
+      torch_bert: {
+        format: 'torch-bert-hf-export',
+        formatVersion: 1,
+        source: {
+          classifier: resolve(dir),
+          classifierSha256: config.classifierSha256 ?? null,
+          encoder: config.encoder?.file ?? null,
+          baseModel: recorded.baseModel,
+          revision: recorded.revision,
+          technique,
+          torchBertVersion: config.torchBertVersion,
+          libtorchVersion: config.libtorchVersion,
+          createdAt: config.createdAt,
+        },
+        maxLength: config.maxLength,
+        assumed,
+        head: {
+          file: HEAD_WEIGHTS_FILE,
+          input: `the encoder's last hidden state pooled: ${config.pooling === 'mean' ? 'the attention-masked mean over tokens' : 'the first ([CLS]) token'}`,
+          pooling: config.pooling,
+          dropout: config.dropout,
+          layers: [
+            { name: 'dense', type: 'linear', in: shapes.hiddenSize, out: headHidden ?? config.headHidden },
+            { type: 'relu' },
+            { type: 'dropout', p: config.dropout },
+            { name: 'out_proj', type: 'linear', in: headHidden ?? config.headHidden, out: config.labels.length },
+            { type: 'log_softmax', dim: -1 },
+          ],
+          tensors: head,
+        },
+        ...(lora ? { adapter: { dir: ADAPTER_DIR, merged: `${MODEL_FILE} holds the adapters merged: W0 + (lora_alpha / r)·B·A` } } : {}),
+      },
+    };
+
+    await mkdir(dirname(out), { recursive: true });
+    staging = await mkdtemp(join(dirname(out), `.${basename(out)}.export-`));
+    const files: string[] = [];
+    const write = async (name: string, content: string) => {
+      await writeFile(join(staging!, name), content);
+      files.push(name);
+    };
+    await write(CONFIG_FILE, JSON.stringify(hfConfig, null, 2) + '\n');
+
+    const weights = float32(encoderParams);
+    copies.push(...weights.copies);
+    binding.writeSafetensors(join(staging, MODEL_FILE), weights.tensors, SAFETENSORS_METADATA);
+    files.push(MODEL_FILE);
+    const headWeights = float32(headParams);
+    copies.push(...headWeights.copies);
+    binding.writeSafetensors(join(staging, HEAD_WEIGHTS_FILE), headWeights.tensors, SAFETENSORS_METADATA);
+    files.push(HEAD_WEIGHTS_FILE);
+
+    await write(TOKENIZER_FILE, tokenizerText);
+    const tokenizerConfig: Record<string, unknown> = {
+      tokenizer_class: { bert: 'BertTokenizerFast', roberta: 'RobertaTokenizerFast', distilbert: 'DistilBertTokenizerFast' }[family],
+      ...(facts.lowercase !== null ? { do_lower_case: facts.lowercase } : {}),
+      // The length the classifier was trained and predicts with: `truncation=True` then cuts as it did.
+      model_max_length: config.maxLength,
+      ...facts.special,
+    };
+    await write(TOKENIZER_CONFIG_FILE, JSON.stringify(tokenizerConfig, null, 2) + '\n');
+
+    let adapter: ExportResult['adapter'] = null;
+    if (lora) {
+      const adaptersFile = (await resolveArchive(dir, ADAPTERS_FILE, archiveChecksums(config).get(ADAPTERS_FILE))).path;
+      // On the loaded module (its weights are already written): only to read adapters.pt back
+      // with LoraAdapters.load's checks. Never merged; the module is disposed below.
+      const adapters = binding.applyLora(classifier.module, { ...lora, seed: 0 });
+      try {
+        adapters.load(adaptersFile);
+        const tensors = float32(adapters.parameters());
+        copies.push(...tensors.copies);
+        await mkdir(join(staging, ADAPTER_DIR));
+        binding.writeSafetensors(join(staging, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE), peftTensors(tensors.tensors), SAFETENSORS_METADATA);
+        await write(
+          join(ADAPTER_DIR, ADAPTER_CONFIG_FILE),
+          JSON.stringify(adapterConfig(lora, recorded.baseModel, recorded.revision), null, 2) + '\n',
+        );
+        files.push(join(ADAPTER_DIR, ADAPTER_WEIGHTS_FILE));
+        adapter = { dir: join(out, ADAPTER_DIR), modules: adapters.modules.map((m) => m.slice(8)), r: lora.rank, loraAlpha: lora.alpha };
+      } finally {
+        adapters.dispose();
+      }
+    }
+
+    // Into place: `out` is absent or empty (checked above).
+    await rmdir(out).catch(() => undefined);
+    await rename(staging, out);
+    staging = null;
+    return { out, family, files: files.sort(), config: hfConfig, assumed, adapter };
+  } catch (err) {
+    if (err instanceof InputError || err instanceof ModelError) throw err;
+    throw new ModelError(`cannot export ${dir}: ${messageOf(err)}`, { file: configPath, cause: err });
+  } finally {
+    for (const t of copies) t.dispose();
+    classifier.dispose();
+    if (staging) await rm(staging, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,173 @@
+#!/usr/bin/env node
+/**
+ * exportHuggingFace against the real consumers, where `transformers` and `peft` exist (the GPU
+ * machines have them; this project's CI machine has neither, so test/export.test.ts checks the
+ * folder with its own reader and make_encoder.py's BertModel instead).
+ *
+ * A small randomly initialised transformers BertModel (no download) is saved with
+ * save_pretrained (the PEFT base) and traced; a full and a LoRA classifier are trained on the
+ * trace (CPU, a few seconds) and exported; then, in Python:
+ *   - AutoModel.from_pretrained(export) gives the classifier's pooled features (and the head file
+ *     its probabilities),
+ *   - AutoTokenizer.from_pretrained(export) gives the classifier's token ids,
+ *   - PeftModel.from_pretrained(AutoModel.from_pretrained(base), export/adapter) gives the LoRA
+ *     classifier's features, and merge_and_unload() its merged weights.
+ *
+ *   node scripts/gpu/hf-export-check.mjs --python PY --out DIR
+ * Writes DIR/hf-export.json and prints one line per check ('<name>: ok ...' / '<name>: FAILED ...');
+ * exits 1 when a check fails, 0 otherwise (also when transformers or peft is missing: 'skipped').
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const root = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
+const { values: opt } = parseArgs({ options: { python: { type: 'string', default: 'python3' }, out: { type: 'string', default: '.' } } });
+const TOLERANCE = 1e-4; // transformers' attention (sdpa) against our traced eager graph
+
+const MAKE = `
+import json, sys, torch
+try:
+    import transformers, peft
+    from transformers import BertConfig, BertModel
+except Exception as e:
+    print(json.dumps({"skipped": f"no transformers/peft: {e}"})); sys.exit(0)
+work, vocab = sys.argv[1], int(sys.argv[2])
+config = BertConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=256, max_position_embeddings=128)
+torch.manual_seed(0)
+model = BertModel(config).eval()
+model.save_pretrained(f"{work}/base")
+config.torchscript = True
+traced_model = BertModel(config).eval(); traced_model.load_state_dict(model.state_dict())
+ids = torch.randint(5, vocab, (2, 12)); mask = torch.ones(2, 12, dtype=torch.long)
+torch.jit.trace(traced_model, (ids, mask), strict=False).save(f"{work}/base.pt")
+print(json.dumps({"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__}))
+`;
+
+const CHECK = `
+import json, sys, torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
+from peft import PeftModel
+a = json.load(open(sys.argv[1]))
+out = {}
+def pool(h, mask, pooling):
+    if pooling == "cls": return h[:, 0]
+    m = mask[:, :, None].to(h.dtype); return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+def diff(x, y): return (torch.tensor(x) - torch.tensor(y)).abs().max().item()
+for run in a["runs"]:
+    d, pooling = run["export"], run["pooling"]
+    ids, mask = torch.tensor(run["input_ids"]), torch.tensor(run["attention_mask"])
+    model = AutoModel.from_pretrained(d).eval()
+    tok = AutoTokenizer.from_pretrained(d)
+    enc = tok(a["texts"], padding=True, truncation=True, return_tensors="pt")
+    out[run["name"] + " tokenizer"] = 0.0 if enc["input_ids"].tolist() == run["input_ids"] else 1.0
+    head = load_file(f"{d}/torch_bert_head.safetensors")
+    with torch.no_grad():
+        f = pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, pooling)
+        x = torch.relu(torch.nn.functional.linear(f, head["dense.weight"], head["dense.bias"]))
+        p = torch.softmax(torch.nn.functional.linear(x, head["out_proj.weight"], head["out_proj.bias"]), -1)
+    out[run["name"] + " AutoModel features"] = diff(f, run["features"])
+    out[run["name"] + " head probabilities"] = diff(p, run["probabilities"])
+    if run.get("adapter"):
+        peft_model = PeftModel.from_pretrained(AutoModel.from_pretrained(a["base"]), f"{d}/adapter").eval()
+        with torch.no_grad():
+            g = pool(peft_model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, pooling)
+        out[run["name"] + " PeftModel features"] = diff(g, run["features"])
+        merged = peft_model.merge_and_unload().state_dict()
+        exported = load_file(f"{d}/model.safetensors")
+        out[run["name"] + " PEFT merge_and_unload weights"] = max((merged[k] - exported[k]).abs().max().item() for k in exported)
+print(json.dumps(out))
+`;
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-hf-export-'));
+let failed = false;
+try {
+  const tokenizer = join(root, 'assets', 'demo', 'tokenizer.json');
+  const vocab = Object.keys(JSON.parse(readFileSync(tokenizer, 'utf8')).model.vocab).length;
+  const made = JSON.parse(
+    execFileSync(opt.python, ['-c', MAKE, work, String(vocab)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .pop(),
+  );
+  if (made.skipped) {
+    console.log(`hf-export: skipped (${made.skipped})`);
+    writeFileSync(join(opt.out, 'hf-export.json'), JSON.stringify(made, null, 2) + '\n');
+    process.exit(0);
+  }
+  const { train, exportHuggingFace, loadClassifier, loadBinding } = await import(join(root, 'dist', 'index.js'));
+  const { gatherRows } = await import(join(root, 'dist', 'batching.js'));
+  const { loadExamples } = await import(join(root, 'dist', 'data.js'));
+  const raw = await loadExamples(join(root, 'assets', 'demo', 'reviews.csv'));
+  const data = { texts: raw.texts.slice(0, 160), labels: raw.labels.slice(0, 160) };
+  const texts = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings'];
+  const runs = [];
+  for (const [name, extra] of [
+    ['full', { technique: 'full', pooling: 'cls' }],
+    ['lora', { technique: 'lora', lora: { rank: 4, alpha: 8 }, pooling: 'mean' }],
+  ]) {
+    const dir = join(work, name);
+    const result = await train({
+      data,
+      encoder: join(work, 'base.pt'),
+      tokenizer,
+      outDir: dir,
+      epochs: 1,
+      maxLength: 32,
+      headHidden: 16,
+      learningRate: 5e-3,
+      device: 'cpu',
+      ...extra,
+    });
+    result.classifier.dispose();
+    const exported = join(work, `${name}-hf`);
+    await exportHuggingFace({ classifier: dir, out: exported, heads: 4 });
+    const classifier = await loadClassifier(dir, { device: 'cpu' });
+    const encoded = await classifier.tokenizer.encodeBatchAsync(texts, 32);
+    const rows = gatherRows(
+      encoded,
+      texts.map((_, i) => i),
+    );
+    const feats = await loadBinding().extractFeatures(classifier.module, {
+      inputIds: rows.inputIds,
+      attentionMask: rows.attentionMask,
+      batchSize: rows.count,
+      seqLen: rows.seqLen,
+    });
+    const flat = Array.from(feats.toArray());
+    const matrix = (a, w) => Array.from({ length: a.length / w }, (_, r) => Array.from(a).slice(r * w, (r + 1) * w));
+    const predicted = await classifier.predict(texts);
+    runs.push({
+      name,
+      export: exported,
+      pooling: extra.pooling,
+      adapter: name === 'lora',
+      input_ids: matrix(rows.inputIds, rows.seqLen),
+      attention_mask: matrix(rows.attentionMask, rows.seqLen),
+      features: matrix(flat, flat.length / rows.count),
+      probabilities: predicted.map((p) => classifier.labels.map((l) => p.probabilities[l])),
+    });
+    feats.dispose();
+    classifier.dispose();
+  }
+  const input = join(work, 'check.json');
+  writeFileSync(input, JSON.stringify({ runs, texts, base: join(work, 'base') }));
+  const diffs = JSON.parse(execFileSync(opt.python, ['-c', CHECK, input], { encoding: 'utf8' }).trim().split('\n').pop());
+  for (const [check, d] of Object.entries(diffs)) {
+    const ok = d <= TOLERANCE;
+    if (!ok) failed = true;
+    console.log(`${check}: ${ok ? 'ok' : 'FAILED'} (max |diff| ${d.toExponential(2)}, tolerance ${TOLERANCE})`);
+  }
+  writeFileSync(join(opt.out, 'hf-export.json'), JSON.stringify({ versions: made, diffs, tolerance: TOLERANCE }, null, 2) + '\n');
+} catch (err) {
+  failed = true;
+  console.log(`hf-export: FAILED ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
