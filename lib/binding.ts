@@ -423,7 +423,7 @@ export interface BottleneckSpec {
 }
 
 export interface NativeBottleneckAdapters {
-  /** Paths of the adapted sub-layers, e.g. `encoder.encoder.layer.0.attention.output`. */
+  /** Paths of the adapted sub-layers, e.g. `encoder.encoder.layer.0.attention.output` (DistilBERT: `...attention`, `...ffn`). */
   readonly modules: string[];
   /** The bottleneck width. */
   readonly size: number;
@@ -517,7 +517,8 @@ export interface NativeBinding {
   /**
    * Attach bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020) to `model`: after the
    * output projection `dense` of every sub-layer `<layer>.attention.output` (houlsby only) and
-   * `<layer>.output` — before its dropout, residual add and LayerNorm — the output h becomes
+   * `<layer>.output` (DistilBERT: `<layer>.attention.out_lin`, houlsby only, and
+   * `<layer>.ffn.lin2`) — before its dropout, residual add and LayerNorm — the output h becomes
    * h + up(act(down(h))) in every forward of trainStep/evalStep/extractFeatures/forward (a
    * rewritten copy of the method's graph; the model's own graphs are untouched). down.weight is
    * drawn from N(0, 0.02), up and the biases are zero, so the model starts as it was. The

@@ -1110,6 +1110,148 @@ describe('bottleneck adapters', () => {
     });
   }
 
+  it('on a natively built BERT (buildEncoder) as on the traced one with the same weights: the same loss and gradients; its classifier.pt runs in Python', async () => {
+    const traced = b.ScriptModule.load(enc);
+    // Copies: the built encoder would otherwise share the traced module's float32 tensors.
+    const weights = traced.namedParameters().map(([n, t]): [string, NativeTensor] => [n, t.clone()]);
+    const positions = weights.find(([n]) => n === 'embeddings.position_embeddings.weight')![1].shape[0]!;
+    const built = b.buildEncoder(
+      {
+        family: 'bert',
+        vocabSize: 100,
+        hiddenSize: 32,
+        numLayers: 2,
+        numHeads: 2,
+        intermediateSize: 64,
+        maxPositions: positions,
+        typeVocabSize: 2,
+        layerNormEps: 1e-12,
+        padTokenId: 0,
+        hiddenAct: 'gelu',
+        pooler: true,
+        mlmHead: false,
+        // The traced encoder has no dropout (traced in eval mode).
+        hiddenDropoutProb: 0,
+        attentionDropoutProb: 0,
+      },
+      weights,
+      'cpu',
+    ).encoder;
+    const runs = [];
+    for (const encoder of [traced, built]) {
+      const { module: m } = b.buildClassifier(encoder, { ...SPEC, pooling: 'cls' });
+      m.train(true);
+      m.setRequiresGrad(false, 'encoder.');
+      const adapters = b.applyAdapters(m, HOULSBY);
+      fillAdapters(adapters);
+      const opt = adamw([...trainable(m), ...adapters.parameters().map(([, t]) => t)], 1e-2);
+      const r = await b.trainStep(m, opt, batch(ALL), { accumulateOnly: true });
+      const grads = new Map(adapters.parameters().map(([n, t]) => [n, values(t.grad()!)]));
+      opt.zeroGrad();
+      runs.push({ m, adapters, loss: r.loss, grads, ops: m.prunedOps() });
+    }
+    const [t, n] = runs as [(typeof runs)[0], (typeof runs)[0]];
+    expect(n.adapters.modules).toEqual(t.adapters.modules);
+    expect(n.adapters.modules).toHaveLength(4);
+    expect(Math.abs(n.loss - t.loss)).toBeLessThan(1e-6);
+    for (const [name, g] of t.grads) expect(maxAbsDiff(n.grads.get(name)!, g), name).toBeLessThan(1e-5);
+    expect(n.ops!.filter((op) => op === 'aten::silu')).toHaveLength(2); // token pruning through the last layer's adapters
+
+    n.m.train(false);
+    const out = values(n.m.forward(...tokenTensors(ALL)) as NativeTensor);
+    expect(maxAbsDiff(out, values(t.m.forward(...tokenTensors(ALL)) as NativeTensor))).toBeLessThan(1e-5);
+    const saved = file('built-adapter-classifier.pt');
+    n.m.save(saved);
+    const ref = py<{ out: number[]; adapters: number }>(
+      PY_T +
+        'm = torch.jit.load(sys.argv[1]); m.eval(); ids, mask = batch(sys.argv[2], sys.argv[3])\n' +
+        'print(json.dumps({"out": flat(m(ids, mask)), "adapters": sum(1 for n, _ in m.named_parameters() if ".adapter." in n)}))',
+      saved,
+      JSON.stringify(IDS),
+      JSON.stringify(MASK),
+    );
+    expect(maxAbsDiff(ref.out, out)).toBeLessThan(1e-5);
+    expect(ref.adapters).toBe(16);
+  });
+
+  it('on a natively built DistilBERT: after attention.out_lin and ffn.lin2; its classifier.pt runs in Python', async () => {
+    const H = 32;
+    const shapes: Array<[string, number[]]> = [
+      ['embeddings.word_embeddings.weight', [100, H]],
+      ['embeddings.position_embeddings.weight', [40, H]],
+      ['embeddings.LayerNorm.weight', [H]],
+      ['embeddings.LayerNorm.bias', [H]],
+    ];
+    for (const l of [0, 1]) {
+      const p = `transformer.layer.${l}`;
+      for (const lin of ['q_lin', 'k_lin', 'v_lin', 'out_lin'])
+        shapes.push([`${p}.attention.${lin}.weight`, [H, H]], [`${p}.attention.${lin}.bias`, [H]]);
+      shapes.push([`${p}.sa_layer_norm.weight`, [H]], [`${p}.sa_layer_norm.bias`, [H]]);
+      shapes.push(
+        [`${p}.ffn.lin1.weight`, [64, H]],
+        [`${p}.ffn.lin1.bias`, [64]],
+        [`${p}.ffn.lin2.weight`, [H, 64]],
+        [`${p}.ffn.lin2.bias`, [H]],
+      );
+      shapes.push([`${p}.output_layer_norm.weight`, [H]], [`${p}.output_layer_norm.bias`, [H]]);
+    }
+    let k = 0;
+    const weights = shapes.map(([name, shape]): [string, NativeTensor] => {
+      const n = shape.reduce((x, y) => x * y, 1);
+      const norm = name.includes('layer_norm') || name.includes('LayerNorm');
+      const v = Float32Array.from({ length: n }, () => (norm && name.endsWith('weight') ? 1 : 0) + Math.sin(++k) * 0.1);
+      return [name, b.Tensor.fromArray(v, shape)];
+    });
+    const built = b.buildEncoder(
+      {
+        family: 'distilbert',
+        vocabSize: 100,
+        hiddenSize: H,
+        numLayers: 2,
+        numHeads: 2,
+        intermediateSize: 64,
+        maxPositions: 40,
+        typeVocabSize: 0,
+        layerNormEps: 1e-12,
+        padTokenId: 0,
+        hiddenAct: 'gelu',
+        pooler: false,
+        mlmHead: false,
+        hiddenDropoutProb: 0,
+        attentionDropoutProb: 0,
+      },
+      weights,
+      'cpu',
+    ).encoder;
+    const { module: m } = b.buildClassifier(built, { ...SPEC, pooling: 'cls' });
+    m.train(false);
+    const base = values(m.forward(...tokenTensors(ALL)) as NativeTensor);
+    const adapters = b.applyAdapters(m, HOULSBY);
+    expect(adapters.modules).toEqual([
+      'encoder.transformer.layer.0.attention',
+      'encoder.transformer.layer.0.ffn',
+      'encoder.transformer.layer.1.attention',
+      'encoder.transformer.layer.1.ffn',
+    ]);
+    expect(values(m.forward(...tokenTensors(ALL)) as NativeTensor)).toEqual(base); // up = 0
+    fillAdapters(adapters);
+    const out = values(m.forward(...tokenTensors(ALL)) as NativeTensor);
+    expect(maxAbsDiff(out, base)).toBeGreaterThan(1e-4);
+    expect(m.prunedOps()!.filter((op) => op === 'aten::silu')).toHaveLength(2);
+    const saved = file('distilbert-adapter-classifier.pt');
+    m.save(saved);
+    const ref = py<{ out: number[]; adapters: string[] }>(
+      PY_T +
+        'm = torch.jit.load(sys.argv[1]); m.eval(); ids, mask = batch(sys.argv[2], sys.argv[3])\n' +
+        'print(json.dumps({"out": flat(m(ids, mask)), "adapters": sorted({n.rsplit(".adapter.", 1)[0] for n, _ in m.named_parameters() if ".adapter." in n})}))',
+      saved,
+      JSON.stringify(IDS),
+      JSON.stringify(MASK),
+    );
+    expect(maxAbsDiff(ref.out, out)).toBeLessThan(1e-5);
+    expect(ref.adapters).toEqual(adapters.modules);
+  });
+
   it('token pruning applies through the adapters: the same losses and weights as the full computation', async () => {
     async function run(prune: boolean) {
       b.setTokenPruning(prune);

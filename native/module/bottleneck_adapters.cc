@@ -63,9 +63,10 @@ BottleneckSpec ReadSpec(const Napi::Value& value) {
   return spec;
 }
 
-// The `dense` submodule's 2-D floating-point weight parameter, if `sublayer` has one.
-std::optional<std::pair<torch::jit::Module, torch::Tensor>> OutputProjection(const torch::jit::Module& sublayer) {
-  auto slot = sublayer.type()->findAttributeSlot("dense");
+// The submodule `name` of `sublayer` with a 2-D floating-point weight parameter, if any.
+std::optional<std::pair<torch::jit::Module, torch::Tensor>> OutputProjection(const torch::jit::Module& sublayer,
+                                                                             const std::string& name) {
+  auto slot = sublayer.type()->findAttributeSlot(name);
   if (!slot) return std::nullopt;
   c10::IValue dense = sublayer._ivalue()->getSlot(*slot);
   if (!dense.isObject() || !dense.toObject()->type()->is_module()) return std::nullopt;
@@ -79,20 +80,26 @@ std::optional<std::pair<torch::jit::Module, torch::Tensor>> OutputProjection(con
   return std::make_pair(module, weight);
 }
 
-// Where a sub-layer's adapter goes, from its path: "attention" for `...attention.output`,
-// "output" for another `...output` (the feed-forward block's), else none.
-std::optional<std::string> Position(const std::string& path) {
-  const std::string output = "output";
-  if (path != output && (path.size() <= output.size() ||
-                         path.compare(path.size() - output.size() - 1, std::string::npos, "." + output) != 0)) {
-    return std::nullopt;
-  }
-  const std::string attention = "attention.output";
-  if (path == attention || (path.size() > attention.size() && path.compare(path.size() - attention.size() - 1,
-                                                                           std::string::npos, "." + attention) == 0)) {
-    return "attention";
-  }
-  return output;
+bool EndsWith(const std::string& path, const std::string& suffix) {
+  return path == suffix || (path.size() > suffix.size() &&
+                            path.compare(path.size() - suffix.size() - 1, std::string::npos, "." + suffix) == 0);
+}
+
+// Where a sub-layer's adapter goes, from its path, and the name of its output projection:
+// Hugging Face's BERT and RoBERTa have `<layer>.attention.output.dense` (the attention's) and
+// `<layer>.output.dense` (the feed-forward's); DistilBERT `<layer>.attention.out_lin` and
+// `<layer>.ffn.lin2`. A candidate without that projection is no sub-layer.
+struct Placement {
+  std::string position;    // "attention" or "output" (the feed-forward)
+  std::string projection;  // the projection's name in the sub-layer
+};
+
+std::optional<Placement> PlacementOf(const std::string& path) {
+  if (EndsWith(path, "attention.output")) return Placement{"attention", "dense"};
+  if (EndsWith(path, "output")) return Placement{"output", "dense"};
+  if (EndsWith(path, "attention")) return Placement{"attention", "out_lin"};
+  if (EndsWith(path, "ffn")) return Placement{"output", "lin2"};
+  return std::nullopt;
 }
 
 std::string ShapeString(c10::IntArrayRef sizes) {
@@ -136,12 +143,13 @@ Napi::Value ApplyAdapters(const Napi::CallbackInfo& info) {
     at::Generator generator = at::detail::createCPUGenerator(spec.seed);
     std::vector<std::string> outputs;
     for (const auto& named : model->module.named_modules()) {
-      std::optional<std::string> position = Position(named.name);
-      if (!position) continue;
-      std::optional<std::pair<torch::jit::Module, torch::Tensor>> dense = OutputProjection(named.value);
+      std::optional<Placement> placement = PlacementOf(named.name);
+      if (!placement) continue;
+      std::optional<std::pair<torch::jit::Module, torch::Tensor>> dense =
+          OutputProjection(named.value, placement->projection);
       if (!dense) continue;
       outputs.push_back(named.name);
-      if (spec.config == "pfeiffer" && *position == "attention") continue;
+      if (spec.config == "pfeiffer" && placement->position == "attention") continue;
       const torch::Tensor& w = dense->second;
       const int64_t hidden = w.size(0);
       int64_t size = spec.size ? *spec.size : static_cast<int64_t>(std::floor(hidden / *spec.reductionFactor));
@@ -164,6 +172,7 @@ Napi::Value ApplyAdapters(const Napi::CallbackInfo& info) {
         downWeight = downWeight.to(w.device(), w.scalar_type());
       }
       BottleneckModule m{named.name,
+                         placement->projection,
                          dense->first,
                          downWeight,
                          torch::zeros({size}, options),
@@ -174,8 +183,9 @@ Napi::Value ApplyAdapters(const Napi::CallbackInfo& info) {
     }
     if (adapters->modules.empty()) {
       std::string message = fn +
-                            ": no sub-layer '<layer>.attention.output' or '<layer>.output' with an output projection " +
-                            "'dense' (a linear layer), as Hugging Face names BERT's, was found";
+                            ": no sub-layer '<layer>.attention.output' or '<layer>.output' with an output projection "
+                            "'dense' (a linear layer), as Hugging Face names BERT's and RoBERTa's, nor "
+                            "'<layer>.attention' or '<layer>.ffn' with 'out_lin' or 'lin2' (DistilBERT's), was found";
       if (!outputs.empty()) message += " for config '" + spec.config + "'";
       ThrowError(env, message);
     }

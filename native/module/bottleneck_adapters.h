@@ -1,7 +1,8 @@
 // applyAdapters and the JS `BottleneckAdapters` class: the N-API side of bottleneck adapters
 // (Houlsby et al. 2019; Pfeiffer et al. 2020; AdapterHub's bottleneck Adapter). Finds the
 // sub-layers to adapt by their module path names (`<layer>.attention.output` and
-// `<layer>.output`, each with its output projection `dense`, as Hugging Face names BERT's),
+// `<layer>.output`, each with its output projection `dense`, as Hugging Face names BERT's and
+// RoBERTa's; DistilBERT's `<layer>.attention` and `<layer>.ffn` with `out_lin` and `lin2`),
 // initialises the adapters, and saves, loads and lists them. The state it creates is
 // module/bottleneck_state.h; a forward runs with it through module/method_call.h and
 // graph/bottleneck_rewrite.h; saving through module/bottleneck_save.h.

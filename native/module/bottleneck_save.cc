@@ -131,8 +131,8 @@ torch::jit::Module ModuleWithBottleneck(const ModuleState& state) {
     std::vector<std::string> relative;
     for (const BottleneckModule& m : adapters.modules) {
       if (m.path.compare(0, prefix.size(), prefix) != 0) continue;
-      dense.push_back(Submodule(copy, m.path + ".dense"));
-      paths.push_back(m.path + ".dense");
+      dense.push_back(Submodule(copy, m.path + "." + m.projection));
+      paths.push_back(m.path + "." + m.projection);
       relative.push_back(m.path.substr(prefix.size()));
     }
     if (dense.empty()) continue;

@@ -24,7 +24,8 @@ namespace torch_bert {
 
 struct BottleneckModule {
   std::string path;          // the sub-layer, e.g. encoder.encoder.layer.0.attention.output
-  torch::jit::Module dense;  // its output projection `<path>.dense` (a handle on the model's object)
+  std::string projection;    // its output projection's name: dense (BERT, RoBERTa), out_lin or lin2 (DistilBERT)
+  torch::jit::Module dense;  // that projection, `<path>.<projection>` (a handle on the model's object)
   torch::Tensor downWeight;  // [size, hidden]
   torch::Tensor downBias;    // [size]
   torch::Tensor upWeight;    // [hidden, size]

@@ -47,7 +47,7 @@ std::shared_ptr<BottleneckMethod> BuildBottleneckMethod(const torch::jit::Module
   std::vector<std::string> paths;
   for (const BottleneckModule& m : adapters.modules) {
     dense.push_back(m.dense);
-    paths.push_back(m.path + ".dense");
+    paths.push_back(m.path + "." + m.projection);
   }
   BottleneckRewrite rewrite = RewriteForBottleneck(module, method, dense, paths, adapters.activation);
   auto out = std::make_shared<BottleneckMethod>();
