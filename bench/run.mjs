@@ -6,7 +6,7 @@
  *
  *   hardware          bert-base encoder forward GFLOP/s vs plain GEMM GFLOP/s, per thread configuration (bench/hardware.mjs)
  *   frozen-step       frozen training step through train() vs the PyTorch reference trainer (bench/frozen-step.mjs)
- *   techniques-step   frozen / full / lora step vs eager PyTorch (test/python/reference_step.py), tiny, small, bert-base shapes
+ *   techniques-step   frozen / full / lora / adapter step vs eager PyTorch (test/python/reference_step.py), tiny, small, bert-base shapes
  *   frozen-e2e        frozen end to end, 5 epochs: cached features vs recomputing every epoch
  *   scaling           frozen end to end as reviews (1k, 5k) and max length (64-512) grow: time, peak RSS, tokenizer share (bench/scaling.mjs)
  *   imdb-job          (opt-in: --only imdb-job, 10-15 min) the real job: frozen on the full IMDB (25k train, 25k test) through the CLI

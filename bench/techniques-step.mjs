@@ -1,5 +1,6 @@
 /**
- * Techniques step time vs PyTorch: one optimisation step of frozen, full and LoRA training, in
+ * Techniques step time vs PyTorch: one optimisation step of frozen, full, LoRA and bottleneck
+ * adapter (Houlsby, size 64, swish) training, in
  * torch-bert and in plain eager PyTorch (test/python/reference_step.py), on the same encoder
  * weights, the same batch of real tokenized reviews, for a tiny, a small and a bert-base shape.
  *
@@ -37,7 +38,7 @@ import {
   stats,
   table,
 } from './lib.mjs';
-import { LORA, TECHNIQUES, techniqueModel } from './technique-model.mjs';
+import { ADAPTER, LORA, STEP_TECHNIQUES as TECHNIQUES, techniqueModel } from './technique-model.mjs';
 
 export const name = 'techniques-step';
 
@@ -141,6 +142,10 @@ export async function run({ quick, threads, shapes }) {
       String(LORA.alpha),
       '--lora-dropout',
       String(LORA.dropout),
+      '--adapter-size',
+      String(ADAPTER.size),
+      '--adapter-activation',
+      ADAPTER.activation,
       '--heads',
       String(p.shape.heads),
       ...(threads ? ['--threads', String(threads)] : []),
@@ -212,6 +217,10 @@ export async function run({ quick, threads, shapes }) {
         ours: techniques.lora.ours.median / techniques.full.ours.median,
         reference: techniques.lora.reference.median / techniques.full.reference.median,
       },
+      adapterOverFull: {
+        ours: techniques.adapter.ours.median / techniques.full.ours.median,
+        reference: techniques.adapter.reference.median / techniques.full.reference.median,
+      },
       target: p.shape.name === 'tiny' ? TARGETS.tinyRatio : TARGETS.ratio,
     });
   }
@@ -231,31 +240,55 @@ export async function run({ quick, threads, shapes }) {
       ]);
     }
   }
+  const params = (x) =>
+    `${x.trainableParameters.ours.toLocaleString('en-US')} / ${x.trainableParameters.reference.toLocaleString('en-US')}`;
   const loraRows = results.map((r) => [
     shapeLabel(SHAPES[r.shape]),
     r.batch,
     f(r.loraOverFull.ours, 3),
     f(r.loraOverFull.reference, 3),
-    `${r.techniques.lora.trainableParameters.ours.toLocaleString('en-US')} / ${r.techniques.lora.trainableParameters.reference.toLocaleString('en-US')}`,
+    params(r.techniques.lora),
+    f(r.adapterOverFull.ours, 3),
+    f(r.adapterOverFull.reference, 3),
+    params(r.techniques.adapter),
   ]);
   const threadNote = results[0] ? `torch-bert ${results[0].threads.ours} / PyTorch ${results[0].threads.reference} intra-op thread(s)` : '';
   const markdown = [
     `**Training step per technique vs plain PyTorch** (forward + NLL + backward + AdamW on one batch of real reviews; ` +
       `torch-bert: binding.trainStep, the call train() makes, with token pruning (CLS pooling: the last layer runs the [CLS] row alone ` +
       `but for its keys and values; same loss and gradients); PyTorch: test/python/reference_step.py, eager BERT with the same weights, ` +
-      `PEFT-style LoRA r=8, alpha=16 on query/value). Both sides hold the model and alternate blocks of ` +
+      `PEFT-style LoRA r=8, alpha=16 on query/value, Houlsby bottleneck adapters of width 64 with swish after both sub-layers). Both sides hold the model and alternate blocks of ` +
       `${plan.map((p) => p.blockSteps).join('/')} step(s), ${plan.map((p) => p.blocks).join('/')} blocks each after warm-up; ` +
       `s/step = median of the blocks' medians (spread: min–max of them); ${dataDescription}; random-weight encoders; ${threadNote}. ` +
       `A 1x8 batch measures per-step overhead (libtorch's kernels take microseconds there).`,
     '',
     table(['shape', 'batch', 'technique', 'torch-bert s/step (spread)', 'PyTorch s/step (spread)', 'ours/PyTorch', 'target'], rows),
     '',
-    '**LoRA step cost relative to full fine-tuning** (lower is cheaper) and trainable parameters (adapters + head):',
+    '**LoRA and adapter step cost relative to full fine-tuning** (lower is cheaper) and trainable parameters (adapters + head):',
     '',
-    table(['shape', 'batch', 'lora/full torch-bert', 'lora/full PyTorch', 'LoRA trainable params torch-bert / PyTorch'], loraRows),
+    table(
+      [
+        'shape',
+        'batch',
+        'lora/full torch-bert',
+        'lora/full PyTorch',
+        'LoRA trainable params torch-bert / PyTorch',
+        'adapter/full torch-bert',
+        'adapter/full PyTorch',
+        'adapter trainable params torch-bert / PyTorch',
+      ],
+      loraRows,
+    ),
   ].join('\n');
   return {
-    settings: { lora: LORA, lr: 1e-5, weightDecay: 0.01, maxGradNorm: 0, plan: plan.map((p) => ({ ...p, shape: p.shape.name })) },
+    settings: {
+      lora: LORA,
+      adapter: ADAPTER,
+      lr: 1e-5,
+      weightDecay: 0.01,
+      maxGradNorm: 0,
+      plan: plan.map((p) => ({ ...p, shape: p.shape.name })),
+    },
     results,
     markdown,
   };

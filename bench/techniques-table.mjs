@@ -1,11 +1,11 @@
 /**
- * Validation accuracy and seconds per epoch of frozen / full / lora, through train(), on the
+ * Validation accuracy and seconds per epoch of frozen / full / lora / adapter, through train(), on the
  * same reviews, encoder, split, max length, batch size and epochs (train()'s defaults
  * otherwise: dynamic padding, clipping 1.0, constant learning rate).
  *
  * Learning rates, one common recipe per technique: frozen head 1e-3 (features cached in
  * memory); full: head 1e-3, encoder 5e-5; lora: head and adapters 1e-3 (r=8, alpha=16 on
- * attention query and value). "s/epoch" is an epoch's training plus its validation pass; for
+ * attention query and value); adapter: head and adapters 1e-3 (Houlsby, size 64, swish). "s/epoch" is an epoch's training plus its validation pass; for
  * frozen the one-time encoding is reported apart ("before 1st step" = tokenize + load + encode).
  */
 import { binding, dataDescription, e2eSetup, f, median, pct, table, timedTrain, tokenizerFile } from './lib.mjs';
@@ -16,6 +16,7 @@ export const RECIPES = {
   frozen: { technique: 'frozen', featureCache: 'memory', learningRate: 1e-3 },
   full: { technique: 'full', learningRate: 1e-3, encoderLearningRate: 5e-5 },
   lora: { technique: 'lora', learningRate: 1e-3, lora: { rank: 8, alpha: 16 } },
+  adapter: { technique: 'adapter', learningRate: 1e-3, adapter: { config: 'houlsby', size: 64 } },
 };
 
 export async function run({ quick, threads, maxLength }) {
@@ -55,7 +56,7 @@ export async function run({ quick, threads, maxLength }) {
   }
   const lr = (r) => (r.encoderLearningRate ? `head ${r.learningRate}, encoder ${r.encoderLearningRate}` : String(r.learningRate));
   const rows = Object.entries(results).map(([t, r]) => [
-    t + (t === 'lora' ? ' (r=8, α=16, q+v)' : t === 'frozen' ? ' (cached)' : ''),
+    t + ({ lora: ' (r=8, α=16, q+v)', frozen: ' (cached)', adapter: ' (Houlsby, 64, swish)' }[t] ?? ''),
     lr(r.recipe),
     `${r.trainableParameters.toLocaleString('en-US')} (${t === 'frozen' ? 'head only' : `head + ${pct(r.trainableEncoderFraction, 2)} of encoder`})`,
     pct(r.validationAccuracyBest),

@@ -419,6 +419,41 @@ export interface NativeLoraAdapters {
   dispose(): void;
 }
 
+/** Where bottleneck adapters go: Houlsby's after both sub-layers of each layer, Pfeiffer's after the feed-forward only. */
+export type AdapterConfig = 'houlsby' | 'pfeiffer';
+/** The adapter's non-linearity (AdapterHub's names; swish is SiLU, gelu the exact erf form). */
+export type AdapterActivation = 'relu' | 'gelu' | 'swish';
+
+export interface BottleneckSpec {
+  config: AdapterConfig;
+  /** Bottleneck width; give this or `reductionFactor`. */
+  size?: number;
+  /** Bottleneck width as floor(hidden / reductionFactor), AdapterHub's way; give this or `size`. */
+  reductionFactor?: number;
+  activation: AdapterActivation;
+  /** Seeds the initialisation of each adapter's down projection. */
+  seed: number;
+}
+
+export interface NativeBottleneckAdapters {
+  /** Paths of the adapted sub-layers, e.g. `encoder.encoder.layer.0.attention.output` (DistilBERT: `...attention`, `...ffn`). */
+  readonly modules: string[];
+  /** The bottleneck width. */
+  readonly size: number;
+  /**
+   * Trainable adapter tensors: `<sub-layer>.adapter.down.weight` [size, H], `.adapter.down.bias`,
+   * `.adapter.up.weight` [H, size], `.adapter.up.bias` (the names a saved model gives them).
+   */
+  parameters(): Array<[string, NativeTensor]>;
+  /** Number of trainable adapter values. */
+  readonly trainableCount: number;
+  /** Adapter tensors + spec to a small file (torch.load-able dict). */
+  save(path: string): void;
+  /** Load adapter tensors saved by `save()` for the same sub-layers and shapes. */
+  load(path: string): void;
+  dispose(): void;
+}
+
 export interface Versions {
   libtorch: string;
   /** CUDA version libtorch was built with, or null for CPU builds. */
@@ -490,6 +525,22 @@ export interface NativeBinding {
    * Throws when no submodule matches.
    */
   applyLora(model: NativeScriptModule, spec: LoraSpec): NativeLoraAdapters;
+
+  // ---- Bottleneck adapters ----
+  /**
+   * Attach bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020) to `model`: after the
+   * output projection `dense` of every sub-layer `<layer>.attention.output` (houlsby only) and
+   * `<layer>.output` (DistilBERT: `<layer>.attention.out_lin`, houlsby only, and
+   * `<layer>.ffn.lin2`) — before its dropout, residual add and LayerNorm — the output h becomes
+   * h + up(act(down(h))) in every forward of trainStep/evalStep/extractFeatures/forward (a
+   * rewritten copy of the method's graph; the model's own graphs are untouched). down.weight is
+   * drawn from N(0, 0.02), up and the biases are zero, so the model starts as it was. The
+   * model's own parameters are left as they are (the caller decides what trains). `save()` and
+   * `clone()` of an adapted model hold the adapters as submodules `<sub-layer>.adapter.{down,up}`
+   * and in the graph of every method that reaches them. Throws when no sub-layer matches, or on
+   * a model with LoRA adapters (and applyLora on one with these).
+   */
+  applyAdapters(model: NativeScriptModule, spec: BottleneckSpec): NativeBottleneckAdapters;
 
   // ---- Models built natively ----
   /**

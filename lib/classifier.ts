@@ -22,7 +22,7 @@ import type { ExportFamily } from './export-family.js';
 import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { checkModelInputs, tokenTypesFed } from './model-checks.js';
-import type { Device, Pooling } from './options.js';
+import type { Device, Pooling, ResolvedAdapterOptions } from './options.js';
 import type { HeadKind } from './sequence-classification.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 
@@ -131,7 +131,7 @@ export async function runEvaluation(
   );
 }
 
-/** LoRA runs also save their adapters and head alone (small files) next to the merged classifier. */
+/** LoRA and adapter runs also save their adapters and head alone (small files) next to the classifier. */
 export const ADAPTERS_FILE = 'adapters.pt';
 export const HEAD_FILE = 'head.pt';
 
@@ -222,9 +222,9 @@ export class Classifier {
   }
 
   /**
-   * Rebuild a LoRA-trained classifier from its small files: the base encoder it was trained on,
-   * plus `adapters.pt` and `head.pt` from the run's directory (unmerged: the adapters stay
-   * separate from the weights, e.g. to swap adapters on one base encoder).
+   * Rebuild a LoRA- or adapter-trained classifier from its small files: the base encoder it was
+   * trained on, plus `adapters.pt` and `head.pt` from the run's directory (LoRA unmerged: the
+   * adapters stay separate from the weights, e.g. to swap adapters on one base encoder).
    */
   static async loadAdapters(
     dir: string,
@@ -236,7 +236,10 @@ export class Classifier {
   ): Promise<Classifier> {
     const { config, configPath } = await readClassifierConfig(dir);
     const lora = config.hyperparameters.lora as { rank: number; alpha: number; dropout: number; targets: string[] } | undefined;
-    if (!lora) throw new InputError(`${dir} is not a LoRA run (its config has no lora settings)`, { file: configPath });
+    const adapter = config.hyperparameters.adapter as ResolvedAdapterOptions | undefined;
+    if (!lora && !adapter) {
+      throw new InputError(`${dir} is not a LoRA or adapter run (its config has no lora or adapter settings)`, { file: configPath });
+    }
     const binding = loadBinding();
     const tokenizer = await TextTokenizer.load(join(dir, TOKENIZER_FILE));
     const { module: encoder } = await loadEncoderSource(options.encoder, {
@@ -260,12 +263,25 @@ export class Classifier {
     const shas = archiveChecksums(config);
     const adaptersFile = (await resolveArchive(dir, ADAPTERS_FILE, shas.get(ADAPTERS_FILE))).path;
     const headFile = (await resolveArchive(dir, HEAD_FILE, shas.get(HEAD_FILE))).path;
-    const adapters = binding.applyLora(module, { ...lora, seed: 0 });
+    const adapters = lora
+      ? binding.applyLora(module, { ...lora, seed: 0 })
+      : binding.applyAdapters(module, {
+          config: adapter!.config,
+          activation: adapter!.activation,
+          seed: 0,
+          ...(adapter!.reductionFactor === null ? { size: adapter!.size! } : { reductionFactor: adapter!.reductionFactor }),
+        });
     adapters.load(adaptersFile);
+    // The head, and the encoder's LayerNorms where they trained too (adapter.trainLayerNorm).
     const head = binding.loadTensors(headFile);
-    for (const [name, tensor] of module.namedParameters().filter(([n]) => n.startsWith('head.'))) {
-      if (!head[name]) throw new ModelError(`${headFile} lacks ${name}`, { file: headFile });
-      tensor.copyFrom(head[name]!);
+    const params = new Map(module.namedParameters());
+    for (const name of params.keys()) {
+      if (name.startsWith('head.') && !head[name]) throw new ModelError(`${headFile} lacks ${name}`, { file: headFile });
+    }
+    for (const [name, saved] of Object.entries(head)) {
+      const tensor = params.get(name);
+      if (!tensor) throw new ModelError(`${headFile} holds ${name}, which the classifier does not have`, { file: headFile });
+      tensor.copyFrom(saved);
     }
     for (const t of Object.values(head)) t.dispose();
     module.train(false);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
  * one-line error on failure, 2 on a usage error, 130 when interrupted.
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util';
+import type { AdapterActivation, AdapterConfig } from './binding.js';
 import { Classifier } from './classifier.js';
 import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
@@ -49,6 +50,11 @@ const TRAIN_OPTIONS: Options = {
   'lora-alpha': { type: 'string' },
   'lora-dropout': { type: 'string' },
   'lora-targets': { type: 'string' },
+  'adapter-config': { type: 'string' },
+  'adapter-size': { type: 'string' },
+  'adapter-reduction-factor': { type: 'string' },
+  'adapter-activation': { type: 'string' },
+  'adapter-train-layernorm': { type: 'boolean' },
   'feature-cache': { type: 'string' },
   'cache-dir': { type: 'string' },
   schedule: { type: 'string' },
@@ -82,7 +88,7 @@ Usage:
 Every command takes --verbose: on failure, the full trace (as TORCH_BERT_DEBUG=1 does).
 
 Run 'torch-bert COMMAND --help' for a command's options.`,
-  train: `torch-bert train — fine-tune a classifier on an encoder (frozen, full or LoRA)
+  train: `torch-bert train — fine-tune a classifier on an encoder (frozen, full, LoRA or adapters)
 
 Required:
   --data FILE.csv          labelled training data (CSV with a header row); repeat the option
@@ -114,7 +120,7 @@ Options (default):
                            the head (${DEFAULTS.head}); sequence-classification: transformers' own head
                            of the encoder's family, exported whole by torch-bert export
   --max-grad-norm X        gradient clipping, 0 = off (${DEFAULTS.maxGradNorm})
-  --technique T            frozen | full | lora (${DEFAULTS.technique})
+  --technique T            frozen | full | lora | adapter (${DEFAULTS.technique})
   --encoder-lr X           encoder learning rate with --technique full (--lr)
   --freeze PREFIX          full: keep encoder parameters whose names start with PREFIX frozen,
                            e.g. embeddings. or encoder.layer.0. (repeatable)
@@ -123,6 +129,12 @@ Options (default):
   --lora-dropout X         dropout on the adapter path (0)
   --lora-targets A,B       module path suffixes to adapt (attention.self.query,attention.self.value;
                            a DistilBERT folder's attention.q_lin,attention.v_lin)
+  --adapter-config C       adapter: houlsby (after attention and feed-forward) | pfeiffer
+                           (feed-forward only) (houlsby)
+  --adapter-size N         adapter bottleneck width (64)
+  --adapter-reduction-factor X  adapter width as hidden / X, instead of --adapter-size
+  --adapter-activation A   relu | gelu | swish (swish for houlsby, relu for pfeiffer)
+  --adapter-train-layernorm  adapter: train the encoder's LayerNorms too
   --feature-cache C        frozen: memory | disk | none (recompute every epoch) (${DEFAULTS.featureCache})
   --cache-dir DIR          on-disk feature cache (${DEFAULTS.featureCacheDir})
   --schedule S             constant | linear (${DEFAULTS.schedule})
@@ -349,6 +361,13 @@ async function commandTrain(argv: string[]): Promise<void> {
       dropout: numberOption(values, 'lora-dropout'),
       targets: typeof values['lora-targets'] === 'string' ? values['lora-targets'].split(',').map((t) => t.trim()) : undefined,
     },
+    adapter: {
+      config: values['adapter-config'] as AdapterConfig | undefined,
+      size: numberOption(values, 'adapter-size'),
+      reductionFactor: numberOption(values, 'adapter-reduction-factor'),
+      activation: values['adapter-activation'] as AdapterActivation | undefined,
+      trainLayerNorm: values['adapter-train-layernorm'] as boolean | undefined,
+    },
     featureCache: values['feature-cache'] as TrainOptions['featureCache'],
     featureCacheDir: values['cache-dir'] as string | undefined,
     schedule: values.schedule as TrainOptions['schedule'],
@@ -395,7 +414,9 @@ async function commandTrain(argv: string[]): Promise<void> {
   } else {
     console.log(
       `${result.technique}: ${result.trainableParameters.toLocaleString('en-US')} trainable of ${result.totalParameters.toLocaleString('en-US')} parameters` +
-        (result.technique === 'lora' ? ` (adapters: ${(100 * result.trainableEncoderFraction).toFixed(2)}% of the encoder)` : ''),
+        (result.technique === 'lora' || result.technique === 'adapter'
+          ? ` (adapters: ${(100 * result.trainableEncoderFraction).toFixed(2)}% of the encoder)`
+          : ''),
     );
     if (result.unusedParameters.length > 0) {
       console.log(`not used by this task (frozen): ${result.unusedParameters.join(', ')}`);

@@ -22,6 +22,7 @@ export type { ExportFamily } from './export-family.js';
 export { loadBinding, NativeLoadError } from './loader.js';
 export { type ClassificationMetrics, type ClassMetrics, classificationMetrics, formatMetricsTable } from './metrics.js';
 export {
+  type AdapterOptions,
   type BatchEvent,
   type BestMetric,
   DEFAULTS,

@@ -6,13 +6,13 @@
  * Trainer; the seed did not clip), and AdamW's weight decay and epsilon are torch.optim.AdamW's
  * 0.01 and 1e-8 (the seed's transformers.AdamW had 0 and 1e-6).
  */
-import type { Precision } from './binding.js';
+import type { AdapterActivation, AdapterConfig, Precision } from './binding.js';
 import type { DataSource } from './data.js';
 import { InputError } from './errors.js';
 import { HEAD_KINDS, type HeadKind } from './sequence-classification.js';
 
 export type Pooling = 'cls' | 'mean';
-export type Technique = 'frozen' | 'full' | 'lora';
+export type Technique = 'frozen' | 'full' | 'lora' | 'adapter';
 export type BestMetric = 'loss' | 'accuracy' | 'macroF1';
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
@@ -107,6 +107,32 @@ export interface LoraOptions {
   targets?: string[];
 }
 
+/** Bottleneck adapters (technique `adapter`): h + up(act(down(h))) after chosen sub-layers of every encoder layer. */
+export interface AdapterOptions {
+  /**
+   * Where: `houlsby` (default) after the attention output and the feed-forward output of every
+   * layer, `pfeiffer` after the feed-forward output only; each before its residual LayerNorm.
+   */
+  config?: AdapterConfig;
+  /** Bottleneck width. Default 64 (when `reductionFactor` is not given). */
+  size?: number;
+  /** Bottleneck width as floor(hidden / reductionFactor), AdapterHub's `reduction_factor`; instead of `size`. */
+  reductionFactor?: number;
+  /** Non-linearity. Default AdapterHub's for the config: `swish` for houlsby, `relu` for pfeiffer. */
+  activation?: AdapterActivation;
+  /** Also train the encoder's LayerNorm weights and biases, as Houlsby et al. did. Default false. */
+  trainLayerNorm?: boolean;
+}
+
+export interface ResolvedAdapterOptions {
+  config: AdapterConfig;
+  /** null when `reductionFactor` decides the width. */
+  size: number | null;
+  reductionFactor: number | null;
+  activation: AdapterActivation;
+  trainLayerNorm: boolean;
+}
+
 export interface EpochMetrics {
   epoch: number;
   trainLoss: number;
@@ -144,14 +170,17 @@ export interface TrainOptions {
   labels?: string[];
   /**
    * `frozen` (the seed's feature extraction: the encoder runs once per example, only the head
-   * trains), `full` (every encoder parameter trains too, at `encoderLearningRate`), or `lora`
-   * (low-rank adapters on the encoder's attention, plus the head). Default `frozen`.
+   * trains), `full` (every encoder parameter trains too, at `encoderLearningRate`), `lora`
+   * (low-rank adapters on the encoder's attention, plus the head), or `adapter` (bottleneck
+   * adapters after the encoder's sub-layers, plus the head). Default `frozen`.
    */
   technique?: Technique;
   /** Learning rate of the encoder's parameters with `full`. Default: `learningRate`. */
   encoderLearningRate?: number;
   /** LoRA settings (technique `lora`). */
   lora?: LoraOptions;
+  /** Bottleneck adapter settings (technique `adapter`). */
+  adapter?: AdapterOptions;
   /**
    * Technique `full`: encoder parameters to keep frozen, by prefix of the encoder's own
    * parameter names, e.g. `['embeddings.']`, or the first two layers of a BERT with
@@ -310,6 +339,15 @@ export const LORA_DEFAULTS = {
   targets: ['attention.self.query', 'attention.self.value'],
 };
 
+export const ADAPTER_DEFAULTS = {
+  config: 'houlsby' as AdapterConfig,
+  size: 64,
+  trainLayerNorm: false,
+};
+
+/** AdapterHub's non-linearity for each config. */
+const ADAPTER_ACTIVATION: Record<AdapterConfig, AdapterActivation> = { houlsby: 'swish', pfeiffer: 'relu' };
+
 type Optional =
   | 'validationData'
   | 'outDir'
@@ -321,8 +359,8 @@ type Optional =
   | 'classWeights'
   | 'resumeFrom'
   | 'tokenizer';
-export type ResolvedTrainOptions = Required<Omit<TrainOptions, Optional | 'lora'>> &
-  Pick<TrainOptions, Optional> & { lora: Required<LoraOptions> };
+export type ResolvedTrainOptions = Required<Omit<TrainOptions, Optional | 'lora' | 'adapter'>> &
+  Pick<TrainOptions, Optional> & { lora: Required<LoraOptions>; adapter: ResolvedAdapterOptions };
 
 function checkInteger(name: string, value: number, min: number): void {
   if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${value}`);
@@ -353,6 +391,7 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   if (!options || typeof options !== 'object') throw new InputError('train() takes an options object');
   const resolved = { ...DEFAULTS, ...stripUndefined(options) } as ResolvedTrainOptions;
   resolved.lora = { ...LORA_DEFAULTS, ...stripUndefined(options.lora ?? {}) };
+  resolved.adapter = resolveAdapterOptions(options.adapter ?? {});
   if (!resolved.data) throw new InputError('train(): `data` is required (a CSV path, { csv }, or { texts, labels })');
   if (typeof resolved.encoder !== 'string' || resolved.encoder === '') {
     throw new InputError('train(): `encoder` (a TorchScript file, a Hugging Face model folder or a Hub id) is required');
@@ -360,7 +399,7 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   if (resolved.tokenizer !== undefined && typeof resolved.tokenizer !== 'string') {
     throw new InputError('train(): `tokenizer` must be the path of a tokenizer.json');
   }
-  oneOf('technique', resolved.technique, ['frozen', 'full', 'lora']);
+  oneOf('technique', resolved.technique, ['frozen', 'full', 'lora', 'adapter']);
   oneOf('pooling', resolved.pooling, ['cls', 'mean']);
   oneOf('head', resolved.head, HEAD_KINDS);
   if (resolved.head === 'sequence-classification' && resolved.pooling === 'mean') {
@@ -405,4 +444,25 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   if (resolved.threads !== undefined) checkInteger('threads', resolved.threads, 1);
   if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
   return resolved;
+}
+
+function resolveAdapterOptions(options: AdapterOptions): ResolvedAdapterOptions {
+  if (typeof options !== 'object' || options === null) throw new InputError('adapter must be an object');
+  const given = stripUndefined(options);
+  const config = given.config ?? ADAPTER_DEFAULTS.config;
+  oneOf('adapter.config', config, ['houlsby', 'pfeiffer']);
+  const activation = given.activation ?? ADAPTER_ACTIVATION[config];
+  oneOf('adapter.activation', activation, ['relu', 'gelu', 'swish']);
+  if (given.size !== undefined && given.reductionFactor !== undefined) {
+    throw new InputError('adapter takes one of size and reductionFactor, not both');
+  }
+  const reductionFactor = given.reductionFactor ?? null;
+  const size = reductionFactor === null ? (given.size ?? ADAPTER_DEFAULTS.size) : null;
+  if (size !== null) checkInteger('adapter.size', size, 1);
+  if (reductionFactor !== null && !(typeof reductionFactor === 'number' && Number.isFinite(reductionFactor) && reductionFactor >= 1)) {
+    throw new InputError(`adapter.reductionFactor must be a finite number ≥ 1; got ${reductionFactor}`);
+  }
+  const trainLayerNorm = given.trainLayerNorm ?? ADAPTER_DEFAULTS.trainLayerNorm;
+  if (typeof trainLayerNorm !== 'boolean') throw new InputError(`adapter.trainLayerNorm must be true or false; got ${trainLayerNorm}`);
+  return { config, size, reductionFactor, activation, trainLayerNorm };
 }

@@ -10,6 +10,8 @@
  *   - `full`: every encoder parameter the loss reaches trains, except those under a `freeze`
  *     prefix;
  *   - `lora`: the adapters train, never the base weights;
+ *   - `adapter`: the bottleneck adapters train, and the encoder's LayerNorms only with
+ *     `adapter.trainLayerNorm`; no other base weight;
  *   - `frozen`: no encoder parameter trains;
  *   - the head always trains.
  * Parameters the classifier's output cannot reach (the pooler under [CLS] pooling, a head inside
@@ -18,7 +20,14 @@
  * first applied optimizer step to list the trainable parameters that got no gradient
  * (`missingGradientsError`).
  */
-import type { AdamWGroup, NativeBinding, NativeLoraAdapters, NativeScriptModule, NativeTensor } from './binding.js';
+import type {
+  AdamWGroup,
+  NativeBinding,
+  NativeBottleneckAdapters,
+  NativeLoraAdapters,
+  NativeScriptModule,
+  NativeTensor,
+} from './binding.js';
 import { InputError, ModelError } from './errors.js';
 import type { ResolvedTrainOptions } from './options.js';
 
@@ -34,14 +43,16 @@ export interface TrainableSet {
   groupNames: string[][];
   /** The tensors a resume must restore, by stable name. */
   trainable: Named;
-  adapters?: NativeLoraAdapters;
+  adapters?: NativeLoraAdapters | NativeBottleneckAdapters;
   /** Parameters that train (adapters included), and all parameters of the classifier (encoder + head). */
   trainableParameters: number;
   totalParameters: number;
-  /** Trainable parameters that count against the encoder (its own for full, the adapters for LoRA) over the encoder's size. */
+  /** Trainable parameters that count against the encoder (its own for full, the adapters for LoRA and adapter, with any LayerNorms trained) over the encoder's size. */
   trainableEncoderFraction: number;
   /** Encoder parameters the task's output does not depend on, by the encoder file's names; frozen. */
   unusedParameters: string[];
+  /** Encoder parameters that train, by the classifier's names (`encoder.` + the file's). */
+  trainedEncoder: Set<string>;
   /** Encoder parameters frozen by the `freeze` option, by the encoder file's names. */
   frozenByOption: string[];
   /** Says once where the run overrode a gradient flag stored in the encoder file; null when it did not. */
@@ -58,7 +69,12 @@ const encoderName = (name: string) => name.slice(ENCODER.length);
  * LoRA's A and B alike.
  */
 export function isDecayed(name: string): boolean {
-  return !(name.endsWith('.bias') || /layernorm|layer_norm|LayerNorm/.test(name));
+  return !(name.endsWith('.bias') || isLayerNorm(name));
+}
+
+/** A LayerNorm's weight or bias, by Hugging Face's and PyTorch's spellings. */
+export function isLayerNorm(name: string): boolean {
+  return /layernorm|layer_norm|LayerNorm/.test(name);
 }
 
 /** `freeze` prefixes are the encoder's own parameter names (`embeddings.`, `encoder.layer.0.`); each must match one. */
@@ -88,7 +104,7 @@ export function setUpTrainable(
   model: NativeScriptModule,
   opts: Pick<
     ResolvedTrainOptions,
-    'technique' | 'freeze' | 'lora' | 'learningRate' | 'encoderLearningRate' | 'weightDecay' | 'betas' | 'eps' | 'seed'
+    'technique' | 'freeze' | 'lora' | 'adapter' | 'learningRate' | 'encoderLearningRate' | 'weightDecay' | 'betas' | 'eps' | 'seed'
   >,
   unused: readonly string[],
 ): TrainableSet {
@@ -103,7 +119,9 @@ export function setUpTrainable(
 
   // The decision, one flag per parameter. Unused head parameters cannot occur (the head is the
   // output), but are frozen all the same should a future head have one.
-  const trains = (name: string) => !unusedSet.has(name) && (name.startsWith(HEAD) || (opts.technique === 'full' && !frozen.has(name)));
+  const trainsInEncoder = (name: string) =>
+    (opts.technique === 'full' && !frozen.has(name)) || (opts.technique === 'adapter' && opts.adapter.trainLayerNorm && isLayerNorm(name));
+  const trains = (name: string) => !unusedSet.has(name) && (name.startsWith(HEAD) || trainsInEncoder(name));
   const trainedButFlaggedOff = encoder.filter(([n, t]) => trains(n) && !t.requiresGrad).map(([n]) => encoderName(n));
   for (const [name, tensor] of all) tensor.setRequiresGrad(trains(name));
 
@@ -125,23 +143,36 @@ export function setUpTrainable(
   const trainedEncoder = encoder.filter(([n]) => trains(n));
   addGroups(trainedHead, opts.learningRate);
   let trainable: Named = [...trainedHead, ...trainedEncoder];
-  let adapters: NativeLoraAdapters | undefined;
+  let adapters: NativeLoraAdapters | NativeBottleneckAdapters | undefined;
   if (opts.technique === 'full') {
     addGroups(trainedEncoder, opts.encoderLearningRate ?? opts.learningRate);
   } else if (opts.technique === 'lora') {
     adapters = binding.applyLora(model, { ...opts.lora, seed: opts.seed });
+  } else if (opts.technique === 'adapter') {
+    // The LayerNorms (trainLayerNorm) at the adapters' learning rate, as AdapterHub trains them.
+    addGroups(trainedEncoder, opts.learningRate);
+    const { config, size, reductionFactor, activation } = opts.adapter;
+    adapters = binding.applyAdapters(model, {
+      config,
+      activation,
+      seed: opts.seed,
+      ...(reductionFactor === null ? { size: size! } : { reductionFactor }),
+    });
+  }
+  if (adapters) {
     const adapterParams = adapters.parameters();
     trainable = [...trainable, ...adapterParams];
     addGroups(adapterParams, opts.learningRate);
   }
 
   const encoderParameters = count(encoder);
-  const encoderTrainable = adapters ? adapters.trainableCount : count(trainedEncoder);
+  const encoderTrainable = (adapters ? adapters.trainableCount : 0) + count(trainedEncoder);
   return {
     groups,
     groupNames,
     trainable,
     adapters,
+    trainedEncoder: new Set(trainedEncoder.map(([n]) => n)),
     trainableParameters: count(trainable),
     totalParameters: count(all),
     trainableEncoderFraction: encoderParameters > 0 ? encoderTrainable / encoderParameters : 0,

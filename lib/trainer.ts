@@ -32,6 +32,7 @@ import type {
   EvalStepOptions,
   NativeAdamW,
   NativeBinding,
+  NativeBottleneckAdapters,
   NativeLoraAdapters,
   NativeScriptModule,
 } from './binding.js';
@@ -120,17 +121,23 @@ function packageVersion(): string {
 }
 
 /**
- * LoRA's small artifact next to the merged classifier, saved with (and committed by) each
- * checkpoint: the adapters (A, B and their spec) and the head, which `loadAdapters()` puts back
- * onto the same base encoder.
+ * The adapters' small artifact next to the classifier, saved with (and committed by) each
+ * checkpoint: the adapters (LoRA's A and B, or the bottleneck adapters, with their spec) and the
+ * head's weights, which `loadAdapters()` puts back onto the same base encoder. With
+ * `adapter.trainLayerNorm` the head file also holds the encoder's LayerNorms, which trained too.
  */
-function adapterArchives(binding: NativeBinding, adapters: NativeLoraAdapters, model: NativeScriptModule) {
+function adapterArchives(
+  binding: NativeBinding,
+  adapters: NativeLoraAdapters | NativeBottleneckAdapters,
+  model: NativeScriptModule,
+  trainedEncoder: (name: string) => boolean,
+) {
   return [
     { file: ADAPTERS_FILE, write: (path: string) => adapters.save(path) },
     {
       file: HEAD_FILE,
       write: (path: string) =>
-        binding.saveTensors(path, Object.fromEntries(model.namedParameters().filter(([n]) => n.startsWith('head.')))),
+        binding.saveTensors(path, Object.fromEntries(model.namedParameters().filter(([n]) => n.startsWith('head.') || trainedEncoder(n)))),
     },
   ];
 }
@@ -230,6 +237,8 @@ function runFingerprint(opts: ResolvedTrainOptions, labels: string[], trainExamp
     seed: opts.seed,
     gradientAccumulationSteps: opts.gradientAccumulationSteps,
     lora: opts.technique === 'lora' ? opts.lora : null,
+    // Only for the technique, so that states written before it existed still match.
+    ...(opts.technique === 'adapter' ? { adapter: opts.adapter } : {}),
     // Only when set, so that training states written before the option existed still match.
     ...(opts.freeze.length > 0 ? { freeze: opts.freeze } : {}),
     ...(opts.head !== 'mlp' ? { head: opts.head } : {}),
@@ -281,7 +290,7 @@ function buildModel(
   }
 }
 
-/** What trains, inside the cleanup scope: a LoRA target that matches nothing fails here. */
+/** What trains, inside the cleanup scope: a LoRA target or an adapter placement that matches nothing fails here. */
 function setUpTechnique(binding: NativeBinding, model: NativeScriptModule, opts: ResolvedTrainOptions, built: BuiltClassifier) {
   try {
     return setUpTrainable(binding, model, opts, built.unusedParameters);
@@ -340,6 +349,7 @@ function classifierConfig(
     hyperparameters: {
       technique: opts.technique,
       lora: opts.technique === 'lora' ? opts.lora : undefined,
+      adapter: opts.technique === 'adapter' ? opts.adapter : undefined,
       epochs: opts.epochs,
       batchSize: opts.batchSize,
       learningRate: opts.learningRate,
@@ -457,7 +467,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
           config,
           tokenizerJson: tokenizer.json,
           history: position.history,
-          archives: setup.adapters ? adapterArchives(binding, setup.adapters, model) : [],
+          archives: setup.adapters ? adapterArchives(binding, setup.adapters, model, (n) => setup.trainedEncoder.has(n)) : [],
         });
       },
       saveState: async (at) => {

@@ -243,6 +243,49 @@ describe('torch-bert CLI', () => {
     expect(readFileSync(join(dir, 'report.html'), 'utf8')).toContain('<svg');
   });
 
+  it('trains bottleneck adapters with --technique adapter, --adapter-config and --adapter-size', async () => {
+    const dir = join(work, 'adapter');
+    const trained = await run([
+      'train',
+      '--data',
+      demoReviews,
+      '--model',
+      encoder,
+      '--tokenizer',
+      demoTokenizer,
+      '--out',
+      dir,
+      '--epochs',
+      '1',
+      '--max-length',
+      '48',
+      '--lr',
+      '5e-3',
+      '--head-hidden',
+      '32',
+      '--technique',
+      'adapter',
+      '--adapter-config',
+      'pfeiffer',
+      '--adapter-size',
+      '4',
+      '--json',
+    ]);
+    expect(trained.code).toBe(0);
+    const summary = JSON.parse(trained.stdout);
+    expect(summary.technique).toBe('adapter');
+    // Pfeiffer: 2 layers x the feed-forward output x (down [4, 64] + 4 + up [64, 4] + 64), plus the head 64->32->2
+    expect(summary.trainableParameters).toBe(2 * (4 * 64 + 4 + 64 * 4 + 64) + (32 * 64 + 32 + 2 * 32 + 2));
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    expect(config.hyperparameters.adapter).toEqual({
+      config: 'pfeiffer',
+      size: 4,
+      reductionFactor: null,
+      activation: 'relu',
+      trainLayerNorm: false,
+    });
+  });
+
   it('stops on SIGINT with a resumable state, and --resume finishes the run', async () => {
     const dir = join(work, 'interrupted');
     const args = [

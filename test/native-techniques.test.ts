@@ -2,14 +2,22 @@
  * Tests of the native training techniques against Python PyTorch (/usr/bin/python3) on the same
  * inputs: loss options (class weights, label smoothing), gradient accumulation and the gradient
  * norm, the frozen-encoder path (extractFeatures / cat / headTrainStep / headEvalStep), LoRA
- * adapters, tensor files, RNG state and Tensor.copyFrom.
+ * adapters, bottleneck adapters, tensor files, RNG state and Tensor.copyFrom.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import type { ClassifierSpec, NativeAdamW, NativeBinding, NativeScriptModule, NativeTensor, StepBatch } from '../lib/binding.js';
+import type {
+  ClassifierSpec,
+  NativeAdamW,
+  NativeBinding,
+  NativeBottleneckAdapters,
+  NativeScriptModule,
+  NativeTensor,
+  StepBatch,
+} from '../lib/binding.js';
 import { loadBinding } from '../lib/loader.js';
 import { makeEncoder, PYTHON, repoRoot } from './fixtures.js';
 
@@ -865,6 +873,443 @@ describe('LoRA', () => {
     await expectFailure(() => adapters.parameters(), /disposed/);
     // Disposing the handle leaves the adapters on the model.
     await expectFailure(() => b.applyLora(m2, spec), /already has LoRA adapters/);
+  });
+});
+
+describe('bottleneck adapters', () => {
+  const HOULSBY = { config: 'houlsby' as const, size: 8, activation: 'swish' as const, seed: 5 };
+
+  function adapterTensors(adapters: NativeBottleneckAdapters): Map<string, number[]> {
+    return new Map(adapters.parameters().map(([n, t]) => [n, values(t)]));
+  }
+
+  /** Every adapter tensor set to a deterministic non-zero pattern (so that every gradient is non-zero). */
+  function fillAdapters(adapters: NativeBottleneckAdapters): void {
+    let k = 0;
+    for (const [, t] of adapters.parameters()) {
+      const n = t.shape.reduce((x, y) => x * y, 1);
+      t.copyFrom(
+        b.Tensor.fromArray(
+          Float32Array.from({ length: n }, () => Math.sin(++k) * 0.1),
+          t.shape,
+        ),
+      );
+    }
+  }
+
+  it('bert-base shape: Houlsby with size 64 puts 24 adapters, 2,379,264 values (~2.2% of the encoder)', () => {
+    const encoder = b.ScriptModule.load(encBase);
+    const { module } = b.buildClassifier(encoder, { ...SPEC, headHidden: 512 });
+    const adapters = b.applyAdapters(module, { config: 'houlsby', size: 64, activation: 'swish', seed: 0 });
+    expect(adapters.modules).toHaveLength(24);
+    expect(adapters.modules.slice(0, 2)).toEqual(['encoder.encoder.layer.0.attention.output', 'encoder.encoder.layer.0.output']);
+    expect(adapters.size).toBe(64);
+    expect(adapters.trainableCount).toBe(24 * (64 * 768 + 64 + 768 * 64 + 768));
+    expect(adapters.trainableCount).toBe(2_379_264);
+    expect((100 * adapters.trainableCount) / 109_482_240).toBeCloseTo(2.17, 2);
+    module.dispose();
+    encoder.dispose();
+  });
+
+  it('Pfeiffer adapts the feed-forward output only; a reduction factor sets the width as AdapterHub', () => {
+    const pfeiffer = b.applyAdapters(classifier(), { ...HOULSBY, config: 'pfeiffer' });
+    expect(pfeiffer.modules).toEqual(['encoder.encoder.layer.0.output', 'encoder.encoder.layer.1.output']);
+    expect(pfeiffer.trainableCount).toBe(2 * (8 * 32 + 8 + 32 * 8 + 32));
+    const factor = b.applyAdapters(classifier(), { config: 'houlsby', reductionFactor: 5, activation: 'relu', seed: 0 });
+    expect(factor.size).toBe(6); // floor(32 / 5), as AdapterHub's int(hidden // reduction_factor)
+    expect(factor.parameters()[0]).toEqual(['encoder.encoder.layer.0.attention.output.adapter.down.weight', expect.anything()]);
+    expect(factor.parameters()[0]![1].shape).toEqual([6, 32]);
+  });
+
+  it('initialises down from N(0, 0.02) with the seed, up and biases zero: starts as the un-adapted model exactly', async () => {
+    const m = classifier();
+    const names = m.namedParameters().map(([n]) => n);
+    const before = snapshot(m);
+    const out0 = values(m.forward(...tokenTensors(ALL)) as NativeTensor);
+    const eval0 = await b.evalStep(m, batch(ALL));
+    const adapters = b.applyAdapters(m, { ...HOULSBY, seed: 21 });
+    expect(adapters.modules).toEqual([
+      'encoder.encoder.layer.0.attention.output',
+      'encoder.encoder.layer.0.output',
+      'encoder.encoder.layer.1.attention.output',
+      'encoder.encoder.layer.1.output',
+    ]);
+    const params = adapters.parameters();
+    expect(params.map(([n, t]) => [n, t.shape, t.requiresGrad])).toEqual(
+      adapters.modules.flatMap((p) => [
+        [`${p}.adapter.down.weight`, [8, 32], true],
+        [`${p}.adapter.down.bias`, [8], true],
+        [`${p}.adapter.up.weight`, [32, 8], true],
+        [`${p}.adapter.up.bias`, [32], true],
+      ]),
+    );
+    const ref = py<number[][]>(
+      'g = torch.Generator().manual_seed(21)\n' +
+        'print(json.dumps([flat(torch.empty(8, 32).normal_(0, 0.02, generator=g)) for _ in range(4)]))',
+    );
+    params.forEach(([name, t], i) => {
+      if (i % 4 === 0) expect(values(t), name).toEqual(ref[i / 4]);
+      else expect(values(t).every((v) => v === 0)).toBe(true);
+    });
+    // up = 0: exactly the un-adapted model; the model's own parameters untouched, still listed.
+    expect(values(m.forward(...tokenTensors(ALL)) as NativeTensor)).toEqual(out0);
+    expect((await b.evalStep(m, batch(ALL))).probabilities).toEqual(eval0.probabilities);
+    expect(m.namedParameters().map(([n]) => n)).toEqual(names);
+    expect(snapshot(m)).toEqual(before);
+  });
+
+  it('trains only adapters and head; the saved classifier carries them in its graph and runs in Python; adapters round-trip', async () => {
+    const m = classifier({ dropout: 0.1 });
+    m.setRequiresGrad(false, 'encoder.');
+    const adapters = b.applyAdapters(m, HOULSBY);
+    const before = snapshot(m);
+    const adaptersBefore = adapterTensors(adapters);
+    const opt = adamw([...trainable(m), ...adapters.parameters().map(([, t]) => t)], 1e-2);
+    for (let i = 0; i < 3; i++) {
+      const r = await b.trainStep(m, opt, batch(ALL), { maxGradNorm: 1 });
+      expect(Number.isFinite(r.gradNorm!)).toBe(true);
+    }
+    const after = snapshot(m);
+    for (const [name, v] of after) {
+      if (name.startsWith('encoder.'))
+        expect(v, name).toEqual(before.get(name)); // the encoder bit-identical
+      else expect(v, name).not.toEqual(before.get(name));
+    }
+    const trained = adapterTensors(adapters);
+    for (const [name, v] of trained) expect(v, name).not.toEqual(adaptersBefore.get(name));
+
+    m.train(false);
+    const ids = tokenTensors(ALL);
+    const out = values(m.forward(...ids) as NativeTensor);
+    expect(values((await m.forwardAsync(...ids)) as NativeTensor)).toEqual(out);
+    expect(values(m.runMethod('forward', ...ids) as NativeTensor)).toEqual(out);
+    const features = values(await b.extractFeatures(m, batch(ALL)));
+    const base = classifier({ dropout: 0.1 });
+    base.train(false);
+    expect(maxAbsDiff(values(base.forward(...ids) as NativeTensor), out)).toBeGreaterThan(1e-4);
+
+    // The saved classifier: the adapters as submodules of their sub-layers, in the graph of
+    // forward, features and the encoder's own forward; plain torch runs it.
+    const exported = file('adapter-classifier.pt');
+    m.save(exported);
+    await m.saveAsync(file('adapter-classifier-async.pt'));
+    const adapterFile = file('bottleneck-adapters.pt');
+    adapters.save(adapterFile);
+    const ref = py<{
+      out: number[];
+      asyncOut: number[];
+      features: number[];
+      encoderRuns: boolean;
+      params: Record<string, number[]>;
+      adapters: Record<string, unknown>;
+    }>(
+      PY_T +
+        'm = torch.jit.load(sys.argv[1]); m.eval(); ids, mask = batch(sys.argv[2], sys.argv[3])\n' +
+        'a = torch.jit.load(sys.argv[5]); a.eval(); ad = torch.load(sys.argv[4])\n' +
+        'h = m.encoder(ids, mask)[0]; pooled = m.features(ids, mask)\n' +
+        'mk = mask.unsqueeze(-1).float()\n' +
+        'print(json.dumps({"out": flat(m(ids, mask)), "asyncOut": flat(a(ids, mask)), "features": flat(pooled),' +
+        ' "encoderRuns": bool(torch.allclose((h * mk).sum(1) / mk.sum(1), pooled, atol=1e-6)),' +
+        ' "params": {n: flat(p) for n, p in m.named_parameters()},' +
+        ' "adapters": {k: (list(v.shape) if isinstance(v, torch.Tensor) else v) for k, v in ad.items()}}))',
+      exported,
+      JSON.stringify(IDS),
+      JSON.stringify(MASK),
+      adapterFile,
+      file('adapter-classifier-async.pt'),
+    );
+    expect(maxAbsDiff(ref.out, out)).toBeLessThan(1e-5);
+    expect(ref.asyncOut).toEqual(ref.out);
+    expect(maxAbsDiff(ref.features, features)).toBeLessThan(1e-5);
+    expect(ref.encoderRuns).toBe(true); // m.encoder(...) runs the adapters too
+    // Its parameters: the model's own, unchanged, and the adapters' under their names.
+    expect(Object.keys(ref.params).sort()).toEqual([...after.keys(), ...trained.keys()].sort());
+    for (const [name, v] of after) expect(ref.params[name], name).toEqual(v);
+    for (const [name, v] of trained) expect(ref.params[name], name).toEqual(v);
+    expect(ref.adapters).toEqual({
+      ...Object.fromEntries(adapters.parameters().map(([n, t]) => [n, t.shape])),
+      config: 'houlsby',
+      size: 8,
+      activation: 'swish',
+      seed: 5,
+    });
+    // Saving did not disturb the model.
+    expect(snapshot(m)).toEqual(after);
+    expect(values(m.forward(...ids) as NativeTensor)).toEqual(out);
+    // The saved file back in Node (its own graphs now carry the adapters), and a clone.
+    const loaded = b.ScriptModule.load(exported);
+    loaded.train(false);
+    expect(maxAbsDiff(values(loaded.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
+    const copy = m.clone();
+    expect(maxAbsDiff(values(copy.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
+    expect(copy.namedParameters().filter(([n]) => n.includes('.adapter.')).length).toBe(16);
+
+    // Adapters (+ head) onto a fresh classifier on the same base encoder reproduce the outputs.
+    const fresh = classifier({ dropout: 0.1 });
+    fresh.train(false);
+    const freshAdapters = b.applyAdapters(fresh, { ...HOULSBY, seed: 99 });
+    freshAdapters.load(adapterFile);
+    for (const [name, t] of fresh.namedParameters()) if (name.startsWith('head.')) t.copyFrom(param(m, name));
+    expect(maxAbsDiff(values(fresh.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
+    const e1 = await b.evalStep(m, batch(ALL));
+    const e2 = await b.evalStep(fresh, batch(ALL));
+    expect(maxAbsDiff(e1.probabilities, e2.probabilities)).toBeLessThan(1e-6);
+  });
+
+  for (const [label, spec, pooling] of [
+    ['Houlsby, GELU, mean pooling', { config: 'houlsby', size: 5, activation: 'gelu', seed: 3 }, 'mean'],
+    ['Pfeiffer, ReLU, [CLS] pooling (token-pruned)', { config: 'pfeiffer', size: 6, activation: 'relu', seed: 4 }, 'cls'],
+  ] as const) {
+    it(`gradients and one AdamW step equal the eager Python reference (${label})`, async () => {
+      const m = classifier({ pooling });
+      const plain = file(`adapter-grad-${pooling}.pt`);
+      m.save(plain);
+      m.setRequiresGrad(false, 'encoder.');
+      const adapters = b.applyAdapters(m, spec);
+      fillAdapters(adapters);
+      const adapterFile = file(`adapter-grad-${pooling}-adapters.pt`);
+      adapters.save(adapterFile);
+      const opt = adamw([...trainable(m), ...adapters.parameters().map(([, t]) => t)], 1e-2);
+      const r = await b.trainStep(m, opt, batch(ALL), { accumulateOnly: true });
+      const tensors = [...adapters.parameters(), ...m.namedParameters().filter(([n]) => n.startsWith('head.'))];
+      const grads = Object.fromEntries(tensors.map(([n, t]) => [n, values(t.grad()!)]));
+      opt.step();
+      const stepped = Object.fromEntries(tensors.map(([n, t]) => [n, values(t)]));
+      opt.zeroGrad();
+      if (pooling === 'cls') expect(m.prunedOps()).toContain('aten::relu'); // the last layer's adapter runs for [CLS] alone
+
+      const out = execFileSync(
+        PYTHON,
+        [
+          path.join(repoRoot, 'test', 'python', 'reference_adapter.py'),
+          ...['--classifier', plain, '--adapters', adapterFile, '--heads', '2', '--pooling', pooling],
+          ...['--lr', '1e-2', '--weight-decay', '0.01', '--batch'],
+          JSON.stringify({
+            input_ids: ALL.map((row) => IDS.slice(row * T, row * T + T)),
+            attention_mask: ALL.map((row) => MASK.slice(row * T, row * T + T)),
+            labels: LABELS,
+          }),
+        ],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      const ref = JSON.parse(out.trim().split('\n').pop()!) as {
+        loss: number;
+        grads: Record<string, number[]>;
+        stepped: Record<string, number[]>;
+      };
+      expect(Math.abs(r.loss - ref.loss)).toBeLessThan(1e-6);
+      expect(Object.keys(grads).sort()).toEqual(Object.keys(ref.grads).sort());
+      for (const [name, g] of Object.entries(grads)) {
+        expect(
+          g.some((v) => v !== 0),
+          name,
+        ).toBe(true);
+        expect(maxAbsDiff(g, ref.grads[name]!), name).toBeLessThan(1e-5);
+        expect(maxAbsDiff(stepped[name]!, ref.stepped[name]!), name).toBeLessThan(1e-5);
+      }
+    });
+  }
+
+  it('on a natively built BERT (buildEncoder) as on the traced one with the same weights: the same loss and gradients; its classifier.pt runs in Python', async () => {
+    const traced = b.ScriptModule.load(enc);
+    // Copies: the built encoder would otherwise share the traced module's float32 tensors.
+    const weights = traced.namedParameters().map(([n, t]): [string, NativeTensor] => [n, t.clone()]);
+    const positions = weights.find(([n]) => n === 'embeddings.position_embeddings.weight')![1].shape[0]!;
+    const built = b.buildEncoder(
+      {
+        family: 'bert',
+        vocabSize: 100,
+        hiddenSize: 32,
+        numLayers: 2,
+        numHeads: 2,
+        intermediateSize: 64,
+        maxPositions: positions,
+        typeVocabSize: 2,
+        layerNormEps: 1e-12,
+        padTokenId: 0,
+        hiddenAct: 'gelu',
+        pooler: true,
+        mlmHead: false,
+        // The traced encoder has no dropout (traced in eval mode).
+        hiddenDropoutProb: 0,
+        attentionDropoutProb: 0,
+      },
+      weights,
+      'cpu',
+    ).encoder;
+    const runs = [];
+    for (const encoder of [traced, built]) {
+      const { module: m } = b.buildClassifier(encoder, { ...SPEC, pooling: 'cls' });
+      m.train(true);
+      m.setRequiresGrad(false, 'encoder.');
+      const adapters = b.applyAdapters(m, HOULSBY);
+      fillAdapters(adapters);
+      const opt = adamw([...trainable(m), ...adapters.parameters().map(([, t]) => t)], 1e-2);
+      const r = await b.trainStep(m, opt, batch(ALL), { accumulateOnly: true });
+      const grads = new Map(adapters.parameters().map(([n, t]) => [n, values(t.grad()!)]));
+      opt.zeroGrad();
+      runs.push({ m, adapters, loss: r.loss, grads, ops: m.prunedOps() });
+    }
+    const [t, n] = runs as [(typeof runs)[0], (typeof runs)[0]];
+    expect(n.adapters.modules).toEqual(t.adapters.modules);
+    expect(n.adapters.modules).toHaveLength(4);
+    expect(Math.abs(n.loss - t.loss)).toBeLessThan(1e-6);
+    for (const [name, g] of t.grads) expect(maxAbsDiff(n.grads.get(name)!, g), name).toBeLessThan(1e-5);
+    expect(n.ops!.filter((op) => op === 'aten::silu')).toHaveLength(2); // token pruning through the last layer's adapters
+
+    n.m.train(false);
+    const out = values(n.m.forward(...tokenTensors(ALL)) as NativeTensor);
+    expect(maxAbsDiff(out, values(t.m.forward(...tokenTensors(ALL)) as NativeTensor))).toBeLessThan(1e-5);
+    const saved = file('built-adapter-classifier.pt');
+    n.m.save(saved);
+    const ref = py<{ out: number[]; adapters: number }>(
+      PY_T +
+        'm = torch.jit.load(sys.argv[1]); m.eval(); ids, mask = batch(sys.argv[2], sys.argv[3])\n' +
+        'print(json.dumps({"out": flat(m(ids, mask)), "adapters": sum(1 for n, _ in m.named_parameters() if ".adapter." in n)}))',
+      saved,
+      JSON.stringify(IDS),
+      JSON.stringify(MASK),
+    );
+    expect(maxAbsDiff(ref.out, out)).toBeLessThan(1e-5);
+    expect(ref.adapters).toBe(16);
+  });
+
+  it('on a natively built DistilBERT: after attention.out_lin and ffn.lin2; its classifier.pt runs in Python', async () => {
+    const H = 32;
+    const shapes: Array<[string, number[]]> = [
+      ['embeddings.word_embeddings.weight', [100, H]],
+      ['embeddings.position_embeddings.weight', [40, H]],
+      ['embeddings.LayerNorm.weight', [H]],
+      ['embeddings.LayerNorm.bias', [H]],
+    ];
+    for (const l of [0, 1]) {
+      const p = `transformer.layer.${l}`;
+      for (const lin of ['q_lin', 'k_lin', 'v_lin', 'out_lin'])
+        shapes.push([`${p}.attention.${lin}.weight`, [H, H]], [`${p}.attention.${lin}.bias`, [H]]);
+      shapes.push([`${p}.sa_layer_norm.weight`, [H]], [`${p}.sa_layer_norm.bias`, [H]]);
+      shapes.push(
+        [`${p}.ffn.lin1.weight`, [64, H]],
+        [`${p}.ffn.lin1.bias`, [64]],
+        [`${p}.ffn.lin2.weight`, [H, 64]],
+        [`${p}.ffn.lin2.bias`, [H]],
+      );
+      shapes.push([`${p}.output_layer_norm.weight`, [H]], [`${p}.output_layer_norm.bias`, [H]]);
+    }
+    let k = 0;
+    const weights = shapes.map(([name, shape]): [string, NativeTensor] => {
+      const n = shape.reduce((x, y) => x * y, 1);
+      const norm = name.includes('layer_norm') || name.includes('LayerNorm');
+      const v = Float32Array.from({ length: n }, () => (norm && name.endsWith('weight') ? 1 : 0) + Math.sin(++k) * 0.1);
+      return [name, b.Tensor.fromArray(v, shape)];
+    });
+    const built = b.buildEncoder(
+      {
+        family: 'distilbert',
+        vocabSize: 100,
+        hiddenSize: H,
+        numLayers: 2,
+        numHeads: 2,
+        intermediateSize: 64,
+        maxPositions: 40,
+        typeVocabSize: 0,
+        layerNormEps: 1e-12,
+        padTokenId: 0,
+        hiddenAct: 'gelu',
+        pooler: false,
+        mlmHead: false,
+        hiddenDropoutProb: 0,
+        attentionDropoutProb: 0,
+      },
+      weights,
+      'cpu',
+    ).encoder;
+    const { module: m } = b.buildClassifier(built, { ...SPEC, pooling: 'cls' });
+    m.train(false);
+    const base = values(m.forward(...tokenTensors(ALL)) as NativeTensor);
+    const adapters = b.applyAdapters(m, HOULSBY);
+    expect(adapters.modules).toEqual([
+      'encoder.transformer.layer.0.attention',
+      'encoder.transformer.layer.0.ffn',
+      'encoder.transformer.layer.1.attention',
+      'encoder.transformer.layer.1.ffn',
+    ]);
+    expect(values(m.forward(...tokenTensors(ALL)) as NativeTensor)).toEqual(base); // up = 0
+    fillAdapters(adapters);
+    const out = values(m.forward(...tokenTensors(ALL)) as NativeTensor);
+    expect(maxAbsDiff(out, base)).toBeGreaterThan(1e-4);
+    expect(m.prunedOps()!.filter((op) => op === 'aten::silu')).toHaveLength(2);
+    const saved = file('distilbert-adapter-classifier.pt');
+    m.save(saved);
+    const ref = py<{ out: number[]; adapters: string[] }>(
+      PY_T +
+        'm = torch.jit.load(sys.argv[1]); m.eval(); ids, mask = batch(sys.argv[2], sys.argv[3])\n' +
+        'print(json.dumps({"out": flat(m(ids, mask)), "adapters": sorted({n.rsplit(".adapter.", 1)[0] for n, _ in m.named_parameters() if ".adapter." in n})}))',
+      saved,
+      JSON.stringify(IDS),
+      JSON.stringify(MASK),
+    );
+    expect(maxAbsDiff(ref.out, out)).toBeLessThan(1e-5);
+    expect(ref.adapters).toEqual(adapters.modules);
+  });
+
+  it('token pruning applies through the adapters: the same losses and weights as the full computation', async () => {
+    async function run(prune: boolean) {
+      b.setTokenPruning(prune);
+      try {
+        b.manualSeed(3);
+        const m = classifier({ pooling: 'cls', dropout: 0.1 });
+        m.setRequiresGrad(false, 'encoder.');
+        const adapters = b.applyAdapters(m, HOULSBY);
+        fillAdapters(adapters);
+        const opt = adamw([...trainable(m), ...adapters.parameters().map(([, t]) => t)], 1e-3);
+        const losses: number[] = [];
+        for (let i = 0; i < 3; i++) losses.push((await b.trainStep(m, opt, batch(ALL))).loss);
+        return { losses, weights: new Map([...snapshot(m), ...adapterTensors(adapters)]), ops: m.prunedOps() };
+      } finally {
+        b.setTokenPruning(true);
+      }
+    }
+    const full = await run(false);
+    const pruned = await run(true);
+    expect(full.ops).toBeNull();
+    // The last layer's two adapters (down, swish, up, add) run on the [CLS] row alone.
+    expect(pruned.ops!.filter((op) => op === 'aten::silu')).toHaveLength(2);
+    for (let i = 0; i < 3; i++) expect(Math.abs(pruned.losses[i]! - full.losses[i]!)).toBeLessThan(1e-6);
+    for (const [name, v] of pruned.weights) expect(maxAbsDiff(v, full.weights.get(name)!), name).toBeLessThan(1e-5);
+  });
+
+  it('validates specs, refuses mixing with LoRA or a second set, and checks files on load', async () => {
+    const m = classifier();
+    await expectFailure(() => b.applyAdapters(m, { ...HOULSBY, config: 'parallel' as any }), /config must be 'houlsby' or 'pfeiffer'/);
+    await expectFailure(() => b.applyAdapters(m, { ...HOULSBY, reductionFactor: 4 }), /one of size and reductionFactor/);
+    await expectFailure(() => b.applyAdapters(m, { ...HOULSBY, size: 0 }), /size must be in/);
+    await expectFailure(
+      () => b.applyAdapters(m, { ...HOULSBY, activation: 'tanh' as any }),
+      /activation must be 'relu', 'gelu' or 'swish'/,
+    );
+    await expectFailure(() => b.applyAdapters({} as any, HOULSBY), /ScriptModule/, TypeError);
+    // A model without BERT's sub-layer names.
+    const headOnly = file('no-sublayers.pt');
+    py('import torch.nn as nn\ntorch.jit.script(nn.Sequential(nn.Linear(4, 4))).save(sys.argv[1]); print("null")', headOnly);
+    await expectFailure(() => b.applyAdapters(b.ScriptModule.load(headOnly), HOULSBY), /no sub-layer '<layer>\.attention\.output'/);
+
+    const adapters = b.applyAdapters(m, HOULSBY);
+    await expectFailure(() => b.applyAdapters(m, HOULSBY), /already has bottleneck adapters/);
+    await expectFailure(() => b.applyLora(m, { targets: QV, rank: 2, alpha: 2, dropout: 0, seed: 0 }), /bottleneck adapters/);
+    const withLora = classifier();
+    b.applyLora(withLora, { targets: QV, rank: 2, alpha: 2, dropout: 0, seed: 0 });
+    await expectFailure(() => b.applyAdapters(withLora, HOULSBY), /has LoRA adapters/);
+
+    const good = file('bottleneck-good.pt');
+    adapters.save(good);
+    await expectFailure(() => b.applyAdapters(classifier(), { ...HOULSBY, size: 4 }).load(good), /of shape \[8, 32\], expected \[4, 32\]/);
+    await expectFailure(() => b.applyAdapters(classifier(), { ...HOULSBY, config: 'pfeiffer' }).load(good), /config 'houlsby'/);
+    await expectFailure(() => b.applyAdapters(classifier(), { ...HOULSBY, activation: 'relu' }).load(good), /activation 'swish'/);
+    await expectFailure(() => adapters.load(file('missing.pt')), /no such file/);
+    adapters.load(good);
+    adapters.dispose();
+    await expectFailure(() => adapters.parameters(), /disposed/);
+    await expectFailure(() => b.applyAdapters(m, HOULSBY), /already has bottleneck adapters/);
   });
 });
 

@@ -1,9 +1,10 @@
 /**
- * The three techniques and the trainer's controls, through the public train() API on small
+ * The techniques and the trainer's controls, through the public train() API on small
  * locally made encoders: what changes and what must not, exact equalities where the maths
  * says they hold (cache vs recompute, accumulation vs a big batch, resume vs uninterrupted,
  * same seed twice), and the schedule / weight-decay / metric bookkeeping.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +16,7 @@ import { Classifier, type TrainOptions, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { LORA_DEFAULTS } from '../lib/options.js';
 import { isDecayed } from '../lib/trainable.js';
-import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder } from './fixtures.js';
+import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, PYTHON } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-techniques-'));
 let encoder: string;
@@ -134,6 +135,112 @@ describe('lora', () => {
     unmerged.dispose();
     original.dispose();
     result.classifier.dispose();
+  });
+});
+
+describe('adapter', () => {
+  /** Runs the saved classifier.pt of `dir` in Python (nothing but torch) on `texts`, tokenized as Node does. */
+  function pythonProbabilities(dir: string, classifier: Classifier, texts: string[]): number[][] {
+    const encoded = classifier.tokenizer.encodeBatch(texts, 48);
+    const rows = (a: ArrayLike<number>) =>
+      Array.from({ length: encoded.count }, (_, i) => Array.from(a).slice(i * encoded.seqLen, (i + 1) * encoded.seqLen));
+    const out = execFileSync(
+      PYTHON,
+      [
+        '-c',
+        'import json, sys, torch\n' +
+          'm = torch.jit.load(sys.argv[1]).eval(); x = json.loads(sys.argv[2])\n' +
+          'print(json.dumps(m(torch.tensor(x["ids"]), torch.tensor(x["mask"])).exp().tolist()))',
+        join(dir, 'classifier.pt'),
+        JSON.stringify({ ids: rows(encoded.inputIds), mask: rows(encoded.attentionMask) }),
+      ],
+      { encoding: 'utf8' },
+    );
+    return JSON.parse(out.trim().split('\n').pop()!) as number[][];
+  }
+
+  it("trains only adapters and head (the encoder's tensors bit-identical); classifier.pt in Python equals predict; adapters reload", async () => {
+    const binding = loadBinding();
+    const original = binding.ScriptModule.load(encoder);
+    const before = new Map(original.namedParameters().map(([n, t]) => [n, values(t)]));
+    const outDir = join(work, 'adapter');
+    const result = await train({ ...base(), technique: 'adapter', adapter: { size: 8 }, learningRate: 5e-3, outDir });
+    const after = params(result.classifier);
+    for (const [name, v] of before) expect(after.get(`encoder.${name}`), name).toEqual(v);
+    // The classifier holds the adapters: 2 layers x (attention, feed-forward) x (down [8, 64] + 8 + up [64, 8] + 64).
+    const adapterNames = [...after.keys()].filter((n) => n.includes('.adapter.'));
+    expect(adapterNames).toHaveLength(2 * 2 * 4);
+    const head = 64 * 32 + 32 + 32 * 2 + 2;
+    expect(result.trainableParameters).toBe(head + 2 * 2 * (8 * 64 + 8 + 64 * 8 + 64));
+    const encoderSize = [...before.values()].reduce((n, v) => n + v.length, 0);
+    expect(result.trainableEncoderFraction).toBeCloseTo((2 * 2 * 1096) / encoderSize, 12);
+    expect(result.technique).toBe('adapter');
+    const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
+    expect(config.hyperparameters.adapter).toEqual({
+      config: 'houlsby',
+      size: 8,
+      reductionFactor: null,
+      activation: 'swish',
+      trainLayerNorm: false,
+    });
+    expect(existsSync(join(outDir, 'adapters.pt'))).toBe(true);
+
+    const texts = data.texts.slice(0, 12);
+    const predictions = await result.classifier.predict(texts);
+    const inPython = pythonProbabilities(outDir, result.classifier, texts);
+    predictions.forEach((p, i) => {
+      result.labels.forEach((label, c) => {
+        expect(Math.abs(inPython[i]![c]! - p.probabilities[label]!)).toBeLessThan(1e-5);
+      });
+    });
+    const loaded = await Classifier.load(outDir);
+    const fromFile = await loaded.predict(texts);
+    const fromAdapters = await Classifier.loadAdapters(outDir, { encoder });
+    const rebuilt = await fromAdapters.predict(texts);
+    predictions.forEach((p, i) => {
+      for (const label of result.labels) {
+        expect(Math.abs(fromFile[i]!.probabilities[label]! - p.probabilities[label]!)).toBeLessThan(1e-6);
+        expect(Math.abs(rebuilt[i]!.probabilities[label]! - p.probabilities[label]!)).toBeLessThan(1e-6);
+      }
+    });
+    for (const c of [loaded, fromAdapters, result.classifier]) c.dispose();
+    original.dispose();
+  });
+
+  it('trainLayerNorm: the LayerNorms train too and travel with the adapters; Pfeiffer with a reduction factor', async () => {
+    const binding = loadBinding();
+    const original = binding.ScriptModule.load(encoder);
+    const before = new Map(original.namedParameters().map(([n, t]) => [n, values(t)]));
+    const outDir = join(work, 'adapter-ln');
+    const result = await train({
+      ...base(),
+      technique: 'adapter',
+      adapter: { config: 'pfeiffer', reductionFactor: 16, trainLayerNorm: true },
+      learningRate: 5e-3,
+      outDir,
+    });
+    const after = params(result.classifier);
+    for (const [name, v] of before) {
+      if (/LayerNorm/.test(name)) expect(maxAbsDiff(v, after.get(`encoder.${name}`)!), name).toBeGreaterThan(0);
+      else expect(after.get(`encoder.${name}`), name).toEqual(v);
+    }
+    // Pfeiffer: the feed-forward output of 2 layers, width 64 / 16 = 4.
+    expect([...after.keys()].filter((n) => n.includes('.adapter.')).sort()).toEqual(
+      [0, 1].flatMap((l) =>
+        ['down.bias', 'down.weight', 'up.bias', 'up.weight'].map((t) => `encoder.encoder.layer.${l}.output.adapter.${t}`),
+      ),
+    );
+    expect(after.get('encoder.encoder.layer.0.output.adapter.down.weight')).toHaveLength(4 * 64);
+    const texts = data.texts.slice(0, 12);
+    const predictions = await result.classifier.predict(texts);
+    const fromAdapters = await Classifier.loadAdapters(outDir, { encoder });
+    const rebuilt = await fromAdapters.predict(texts);
+    predictions.forEach((p, i) => {
+      for (const label of result.labels) expect(Math.abs(rebuilt[i]!.probabilities[label]! - p.probabilities[label]!)).toBeLessThan(1e-6);
+    });
+    fromAdapters.dispose();
+    result.classifier.dispose();
+    original.dispose();
   });
 });
 
@@ -339,6 +446,18 @@ describe('control', () => {
       lora: { rank: 4, alpha: 8, dropout: 0.3 },
     };
     await expectResumeMatchesWhole(opts, 'lora', { epoch: 1, step: 5 }, /aborted at epoch 1, batch 6\/8; resume with resumeFrom/);
+  });
+
+  it('resumes an interrupted adapter run to the same final weights', async () => {
+    const opts = {
+      ...base(),
+      technique: 'adapter' as const,
+      learningRate: 1e-2,
+      epochs: 2,
+      dropout: 0.2,
+      adapter: { size: 4, trainLayerNorm: true },
+    };
+    await expectResumeMatchesWhole(opts, 'adapter', { epoch: 1, step: 5 }, /aborted at epoch 1, batch 6\/8; resume with resumeFrom/);
   });
 
   it('with gradient accumulation, stops at the next optimizer step and resumes to the same final weights', async () => {

@@ -8,6 +8,7 @@
 #include "addon/addon_data.h"
 #include "addon/worker.h"
 #include "model/build_encoder.h"
+#include "module/bottleneck_adapters.h"
 #include "module/classifier.h"
 #include "module/lora_adapters.h"
 #include "module/script_module.h"
@@ -40,6 +41,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->scriptModuleConstructor = Napi::Persistent(scriptModule);
   // Not exported: instances come from applyLora().
   data->loraAdaptersConstructor = Napi::Persistent(LoraAdapters::Define(env));
+  // Not exported: instances come from applyAdapters().
+  data->bottleneckAdaptersConstructor = Napi::Persistent(BottleneckAdapters::Define(env));
 
   exports.Set("Tensor", tensor);
   exports.Set("ScriptModule", scriptModule);
@@ -51,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("headTrainStep", Napi::Function::New<HeadTrainStep>(env, "headTrainStep"));
   exports.Set("headEvalStep", Napi::Function::New<HeadEvalStep>(env, "headEvalStep"));
   exports.Set("applyLora", Napi::Function::New<ApplyLora>(env, "applyLora"));
+  exports.Set("applyAdapters", Napi::Function::New<ApplyAdapters>(env, "applyAdapters"));
   exports.Set("buildEncoder", Napi::Function::New<BuildEncoder>(env, "buildEncoder"));
   // Thread count is left at libtorch's default: the caller decides via setNumThreads.
 

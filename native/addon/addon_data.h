@@ -12,6 +12,7 @@ struct AddonData {
   Napi::FunctionReference tensorConstructor;
   Napi::FunctionReference scriptModuleConstructor;
   Napi::FunctionReference loraAdaptersConstructor;
+  Napi::FunctionReference bottleneckAdaptersConstructor;
 };
 
 inline AddonData& GetAddonData(Napi::Env env) {

@@ -14,8 +14,10 @@ constexpr napi_type_tag kTags[] = {
     {0x2d6b9f1e8a4c7035ULL, 0xc3e5a7190b2d4f68ULL},  // ScriptModule
     {0x5e8a1c3f7b9d2e40ULL, 0x61f7d3b5a9c0e824ULL},  // AdamW
     {0xb4c2e6a8d0f1357eULL, 0x3a9c5e7f1b2d4608ULL},  // LoraAdapters
+    {0x8e3d5b1f9c7a2064ULL, 0xd17b3f5a09e2c846ULL},  // BottleneckAdapters
 };
-constexpr WrapClass kAll[] = {WrapClass::Tensor, WrapClass::ScriptModule, WrapClass::AdamW, WrapClass::LoraAdapters};
+constexpr WrapClass kAll[] = {WrapClass::Tensor, WrapClass::ScriptModule, WrapClass::AdamW, WrapClass::LoraAdapters,
+                              WrapClass::BottleneckAdapters};
 
 const napi_type_tag& TagOf(WrapClass cls) {
   return kTags[static_cast<int>(cls)];
@@ -33,6 +35,8 @@ const char* WrapClassName(WrapClass cls) {
       return "AdamW";
     case WrapClass::LoraAdapters:
       return "LoraAdapters";
+    case WrapClass::BottleneckAdapters:
+      return "BottleneckAdapters";
   }
   return "?";
 }

@@ -15,7 +15,7 @@
 
 namespace torch_bert {
 
-enum class WrapClass { Tensor, ScriptModule, AdamW, LoraAdapters };
+enum class WrapClass { Tensor, ScriptModule, AdamW, LoraAdapters, BottleneckAdapters };
 
 const char* WrapClassName(WrapClass cls);
 

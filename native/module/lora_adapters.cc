@@ -115,6 +115,7 @@ Napi::Value ApplyLora(const Napi::CallbackInfo& info) {
 
     std::lock_guard<std::mutex> lock(*model->mutex);
     if (model->lora) ThrowError(env, fn + ": the model already has LoRA adapters; merge() them first");
+    if (model->bottleneck) ThrowError(env, fn + ": the model has bottleneck adapters, which do not combine with LoRA");
 
     // A's initialisation, like PEFT's kaiming_uniform_(a=sqrt(5)) on lora_A [r, in], drawn from a
     // private generator (the global RNG is left alone), module after module in path order.

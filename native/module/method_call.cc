@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 
+#include "graph/bottleneck_rewrite.h"
 #include "graph/inline_calls.h"
 #include "graph/lora_rewrite.h"
 #include "graph/token_pruning.h"
@@ -26,7 +27,44 @@ struct LoraMethod {
   PrunedFunction pruned;
 };
 
+// One method of a model with bottleneck adapters, as CallWithBottleneck runs it
+// (BottleneckState::methods).
+struct BottleneckMethod {
+  // The method's graph with the adapters inserted (graph/bottleneck_rewrite.h); its inputs are
+  // the method's (self first), then the four tensors of each module in `applied`.
+  std::unique_ptr<torch::jit::GraphFunction> function;
+  std::vector<size_t> applied;  // BottleneckState::modules indices the method reaches
+  // `function` with token pruning (graph/token_pruning.h).
+  PrunedFunction pruned;
+};
+
 namespace {
+
+std::shared_ptr<BottleneckMethod> BuildBottleneckMethod(const torch::jit::Module& module,
+                                                        const torch::jit::Method& method,
+                                                        const BottleneckState& adapters) {
+  std::vector<torch::jit::Module> dense;
+  std::vector<std::string> paths;
+  for (const BottleneckModule& m : adapters.modules) {
+    dense.push_back(m.dense);
+    paths.push_back(m.path + "." + m.projection);
+  }
+  BottleneckRewrite rewrite = RewriteForBottleneck(module, method, dense, paths, adapters.activation);
+  auto out = std::make_shared<BottleneckMethod>();
+  out->applied = std::move(rewrite.applied);
+  out->function = std::make_unique<torch::jit::GraphFunction>(
+      c10::QualifiedName("__torch__.torch_bert.bottleneck." + method.name()), rewrite.graph, nullptr);
+  return out;
+}
+
+BottleneckMethod& BottleneckMethodFor(ModuleState& state, const torch::jit::Method& method) {
+  auto& cache = state.bottleneck->methods;
+  auto it = cache.find(method.name());
+  if (it == cache.end()) {
+    it = cache.emplace(method.name(), BuildBottleneckMethod(state.module, method, *state.bottleneck)).first;
+  }
+  return *it->second;
+}
 
 std::shared_ptr<LoraMethod> BuildLoraMethod(const torch::jit::Module& module, const torch::jit::Method& method,
                                             const LoraState& lora) {
@@ -63,6 +101,7 @@ torch::jit::Stack MethodStack(const ModuleState& state, const torch::jit::Method
 
 c10::IValue CallMethod(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs,
                        LoraMode mode) {
+  if (state.bottleneck) return CallWithBottleneck(state, method, std::move(inputs), mode);
   if (!state.lora) return CallPruned(state, method, std::move(inputs));
   return CallWithAdapters(state, method, std::move(inputs), mode);
 }
@@ -110,7 +149,33 @@ c10::IValue CallWithAdapters(ModuleState& state, const torch::jit::Method& metho
   return stack.front();
 }
 
+c10::IValue CallWithBottleneck(ModuleState& state, const torch::jit::Method& method, std::vector<c10::IValue> inputs,
+                               LoraMode mode) {
+  if (!state.bottleneck) throw std::logic_error("CallWithBottleneck: the model has no bottleneck adapters");
+  if (mode == LoraMode::kMerged) throw std::logic_error("CallWithBottleneck: kMerged is for LoRA's saving and cloning");
+  const BottleneckState& adapters = *state.bottleneck;
+  BottleneckMethod& plan = BottleneckMethodFor(state, method);
+  std::optional<c10::AutoGradMode> grad;
+  if (mode == LoraMode::kTrain) grad.emplace(true);
+  // The method's inputs, then the adapters'.
+  torch::jit::Stack stack = MethodStack(state, method, std::move(inputs));
+  const size_t methodInputs = stack.size() - 1;
+  for (size_t i : plan.applied) {
+    for (const torch::Tensor& t : BottleneckTensors(adapters.modules[i])) stack.emplace_back(t);
+  }
+  torch::jit::GraphFunction& function = *plan.function;
+  plan.pruned.Run(
+      stack, methodInputs, [&] { return function.graph()->copy(); }, [&](torch::jit::Stack& s) { function.run(s); },
+      "bottleneck." + method.name());
+  return stack.front();
+}
+
 const std::vector<std::string>* PrunedOps(ModuleState& state, const std::string& method) {
+  if (state.bottleneck) {
+    auto it = state.bottleneck->methods.find(method);
+    if (it == state.bottleneck->methods.end()) return nullptr;
+    return it->second->pruned.narrowed();
+  }
   if (state.lora) {
     auto it = state.lora->methods.find(method);
     if (it == state.lora->methods.end()) return nullptr;

@@ -16,8 +16,9 @@
 
 namespace torch_bert {
 
-struct LoraState;      // module/lora_state.h
-class PrunedFunction;  // graph/token_pruning.h
+struct LoraState;        // module/lora_state.h
+struct BottleneckState;  // module/bottleneck_state.h
+class PrunedFunction;    // graph/token_pruning.h
 
 // What a JS ScriptModule refers to. Held through shared_ptr so that async work keeps it alive
 // after the JS object is disposed or collected.
@@ -36,6 +37,11 @@ struct ModuleState {
   // LoraWeights for an adapted weight a graph uses otherwise), and every save and clone through
   // LoraWeights (merged weights), so that they take effect.
   std::shared_ptr<LoraState> lora;
+  // Bottleneck adapters attached by applyAdapters (module/bottleneck_state.h), or null; never
+  // together with `lora`. Every call goes through CallMethod (the adapters inserted into a
+  // rewritten graph), and every save and clone through module/bottleneck_save.h (a copy of the
+  // module that holds them in its graph).
+  std::shared_ptr<BottleneckState> bottleneck;
   // Methods as run without adapters, with token pruning (graph/token_pruning.h), by name;
   // built on each method's first call (module/method_call.cc).
   std::unordered_map<std::string, std::shared_ptr<PrunedFunction>> pruned;

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <optional>
 #include <sstream>
+#include <unordered_map>
 
 #include "addon/addon_data.h"
 #include "addon/arguments.h"
@@ -10,6 +11,8 @@
 #include "addon/worker.h"
 #include "addon/wrap_tag.h"
 #include "graph/token_pruning.h"
+#include "module/bottleneck_save.h"
+#include "module/bottleneck_state.h"
 #include "module/lora_state.h"
 #include "module/method_call.h"
 #include "tensor/tensor.h"
@@ -50,6 +53,14 @@ void SaveModule(const torch::jit::Module& module, const std::string& path) {
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot save TorchScript module to '" + path + "': " + e.what_without_backtrace());
   }
+}
+
+// Saves the model as a forward sees it: LoRA's adapters merged into the weights, bottleneck
+// adapters in a copy's graph (module/bottleneck_save.h). Mutex held.
+void SaveModel(const ModuleState& state, const std::string& path) {
+  if (state.bottleneck) return SaveModule(ModuleWithBottleneck(state), path);
+  LoraWeights merged(state, LoraMode::kMerged);
+  SaveModule(state.module, path);
 }
 
 torch::jit::Method FindMethod(const torch::jit::Module& module, const std::string& name) {
@@ -120,8 +131,7 @@ class SaveWorker : public PromiseWorker {
  protected:
   void Run() override {
     std::lock_guard<std::mutex> lock(*state_->mutex);
-    LoraWeights merged(*state_, LoraMode::kMerged);
-    SaveModule(state_->module, path_);
+    SaveModel(*state_, path_);
   }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
 
@@ -419,6 +429,7 @@ Napi::Value ScriptModule::To(const Napi::CallbackInfo& info) {
       for (const auto& b : state->module.buffers(/*recurse=*/true)) cast(b);
     }
     MoveLora(*state, device);
+    MoveBottleneck(*state, device);
     state->device = device;
     return env.Undefined();
   });
@@ -430,9 +441,9 @@ Napi::Value ScriptModule::Save(const Napi::CallbackInfo& info) {
     std::string path = ReadPath(info[0], "ScriptModule.save: path");
     const auto& state = Checked(env);
     std::lock_guard<std::mutex> lock(*state->mutex);
-    // With adapters attached, the file holds the merged weights as plain parameters.
-    LoraWeights merged(*state, LoraMode::kMerged);
-    SaveModule(state->module, path);
+    // With LoRA attached, the file holds the merged weights as plain parameters; with
+    // bottleneck adapters, their graph and parameters.
+    SaveModel(*state, path);
     return env.Undefined();
   });
 }
@@ -456,17 +467,23 @@ Napi::Value ScriptModule::Clone(const Napi::CallbackInfo& info) {
         // Without this, deep-copied parameters would be non-leaf outputs of clone() that
         // optimizers cannot train.
         c10::NoGradGuard noGrad;
-        // With adapters attached, the copy is the adapted model with merged, plain weights.
-        LoraWeights merged(*state, LoraMode::kMerged);
-        copy = state->module.deepcopy();
+        // With LoRA attached, the copy is the adapted model with merged, plain weights; with
+        // bottleneck adapters, the model with the adapters in its graph.
+        if (state->bottleneck) {
+          copy = ModuleWithBottleneck(*state);
+        } else {
+          LoraWeights merged(*state, LoraMode::kMerged);
+          copy = state->module.deepcopy();
+        }
       }
-      std::vector<bool> requiresGrad;
-      for (const auto& p : state->module.parameters(true)) requiresGrad.push_back(p.requires_grad());
-      size_t i = 0;
-      for (const auto& p : copy.parameters(true)) {
-        if (i >= requiresGrad.size()) break;
-        torch::Tensor param = p;
-        param.set_requires_grad(requiresGrad[i++]);
+      // The flags by name: a copy with bottleneck adapters has their parameters too (trainable,
+      // as they were).
+      std::unordered_map<std::string, bool> requiresGrad;
+      for (const auto& p : state->module.named_parameters(true)) requiresGrad.emplace(p.name, p.value.requires_grad());
+      for (const auto& p : copy.named_parameters(true)) {
+        auto it = requiresGrad.find(p.name);
+        torch::Tensor param = p.value;
+        param.set_requires_grad(it == requiresGrad.end() ? true : it->second);
       }
     }
     auto device = state->device;

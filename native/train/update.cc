@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "module/bottleneck_state.h"
 #include "module/lora_state.h"
 #include "train/fused_adamw.h"
 #include "train/optimizer.h"
@@ -35,6 +36,9 @@ std::vector<torch::Tensor> ParametersWithGrad(ModuleState& state) {
     if (p.grad().defined()) params.push_back(p);
   }
   for (const auto& p : LoraParameters(state)) {
+    if (p.grad().defined()) params.push_back(p);
+  }
+  for (const auto& p : BottleneckParameters(state)) {
     if (p.grad().defined()) params.push_back(p);
   }
   return params;
@@ -108,6 +112,9 @@ GradientReset::~GradientReset() {
       }
     }
     for (auto& p : LoraParameters(model_)) {
+      if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+    }
+    for (auto& p : BottleneckParameters(model_)) {
       if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
     }
   } catch (...) {

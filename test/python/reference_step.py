@@ -19,7 +19,11 @@ Written as a PyTorch user would write it, with nothing but torch:
       lora:   PEFT-style LoRA on every layer's attention `query` and `value`:
               y = x @ W0^T + b + (alpha / r) * (dropout(x) @ A^T) @ B^T, with W0 and b frozen,
               A [r, in] kaiming-uniform(a=sqrt(5)) and B [out, r] zeros (PEFT's init); only
-              A, B and the head train; the rest of the encoder is frozen.
+              A, B and the head train; the rest of the encoder is frozen;
+      adapter: Houlsby bottleneck adapters (as AdapterHub's, placed as torch-bert places them):
+              every layer's attention output projection and feed-forward output projection
+              `dense` followed by h + up(act(down(h))), down [size, H] ~ N(0, 0.02), up and the
+              biases zero; only adapters and head train.
 
 Each timed step is: encoder forward, head forward, loss, backward, (clip,) optimizer.step(),
 zero_grad, and reading the loss and the number of correct predictions back as Python numbers
@@ -66,7 +70,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts
 
 from make_encoder import BertModel2, BertModel3, Config  # noqa: E402
 
-TECHNIQUES = ("frozen", "full", "lora")
+TECHNIQUES = ("frozen", "full", "lora", "adapter")
 BUFFERS = {"embeddings.position_ids", "embeddings.token_type_ids"}
 
 
@@ -185,6 +189,44 @@ def apply_lora(model: nn.Module, targets: List[str], r: int, alpha: float, dropo
 
 
 # ----------------------------------------------------------------------------------------
+# Houlsby bottleneck adapters
+# ----------------------------------------------------------------------------------------
+ADAPTER_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU}
+
+
+class HoulsbyAdapter(nn.Module):
+    """A sub-layer's output projection, then the bottleneck: h = dense(x); h + up(act(down(h)))."""
+
+    def __init__(self, dense: nn.Linear, size: int, activation: str):
+        super().__init__()
+        self.dense = dense
+        self.down = nn.Linear(dense.out_features, size)
+        self.act = ADAPTER_ACTIVATIONS[activation]()
+        self.up = nn.Linear(size, dense.out_features)
+        nn.init.normal_(self.down.weight, std=0.02)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.dense(x)
+        return h + self.up(self.act(self.down(h)))
+
+
+def apply_adapters(model: nn.Module, size: int, activation: str) -> int:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapted = 0
+    for name, module in list(model.named_modules()):
+        if (name.endswith("attention.output") or name.endswith(".output")) and isinstance(getattr(module, "dense", None), nn.Linear):
+            module.dense = HoulsbyAdapter(module.dense, size, activation)
+            adapted += 1
+    if not adapted:
+        raise SystemExit("no attention.output / output sub-layer with a dense projection to adapt")
+    return adapted
+
+
+# ----------------------------------------------------------------------------------------
 # One technique: fresh model, warmup, timed steps
 # ----------------------------------------------------------------------------------------
 class TechniqueRun:
@@ -219,6 +261,9 @@ class TechniqueRun:
             model.train()
         elif technique == "lora":
             apply_lora(model, args.lora_targets, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_style)
+            model.train()
+        elif technique == "adapter":
+            apply_adapters(model, args.adapter_size, args.adapter_activation)
             model.train()
         else:
             raise SystemExit(f"technique must be one of {TECHNIQUES}; got {technique!r}")
@@ -341,7 +386,7 @@ def load_batch(args: argparse.Namespace, vocab: int) -> Tuple[Tensor, Tensor, Te
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description="Time one training step per technique in plain PyTorch (eager BERT).")
     p.add_argument("--encoder", required=True, help="traced encoder file (weights and shape come from it)")
-    p.add_argument("--technique", default="frozen", help="frozen, full, lora, or a comma-separated list (each on a fresh model)")
+    p.add_argument("--technique", default="frozen", help="frozen, full, lora, adapter, or a comma-separated list (each on a fresh model)")
     p.add_argument("--batch", help="JSON batch {input_ids, attention_mask, labels}; default random ids with full masks")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
@@ -351,6 +396,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--lora-alpha", type=float, default=16.0)
     p.add_argument("--lora-dropout", type=float, default=0.0)
     p.add_argument("--lora-targets", default="attention.self.query,attention.self.value")
+    p.add_argument("--adapter-size", type=int, default=64)
+    p.add_argument("--adapter-activation", choices=tuple(ADAPTER_ACTIVATIONS), default="swish")
     p.add_argument("--lora-style", choices=("peft", "weight"), default="peft",
                    help="peft: adapters on the activations (the reference); weight: W0 + (alpha/r) B A formed "
                         "before each linear, as torch-bert does (diagnosis; no adapter dropout)")

@@ -73,6 +73,7 @@ const features = () =>
     [4, 16],
   );
 const adapters = (m = classifier()) => b.applyLora(m, { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0, seed: 1 });
+const bottleneck = (m = classifier()) => b.applyAdapters(m, { config: 'houlsby', size: 2, activation: 'relu', seed: 1 });
 const file = (name: string) => path.join(dir, name);
 const disposed = <T extends { dispose(): void }>(x: T): T => {
   x.dispose();
@@ -280,6 +281,25 @@ const entries = (): Entry[] => [
     call: (p) => adapters().load(p),
   },
   { name: 'LoraAdapters#dispose', kinds: [], args: () => [], call: () => adapters().dispose() },
+  // Bottleneck adapters
+  {
+    name: 'applyAdapters',
+    kinds: ['module', 'object'],
+    args: () => [classifier(), { config: 'pfeiffer', size: 2, activation: 'gelu', seed: 1 }],
+    call: (m, s) => b.applyAdapters(m, s),
+  },
+  { name: 'BottleneckAdapters#parameters', kinds: [], args: () => [], call: () => bottleneck().parameters() },
+  { name: 'BottleneckAdapters#save', kinds: ['path'], args: () => [file('bottleneck.pt')], call: (p) => bottleneck().save(p) },
+  {
+    name: 'BottleneckAdapters#load',
+    kinds: ['path'],
+    args: () => {
+      bottleneck().save(file('bottleneck-load.pt'));
+      return [file('bottleneck-load.pt')];
+    },
+    call: (p) => bottleneck().load(p),
+  },
+  { name: 'BottleneckAdapters#dispose', kinds: [], args: () => [], call: () => bottleneck().dispose() },
   // Tensor files and RNG state
   {
     name: 'saveTensors',
@@ -428,6 +448,7 @@ const ACCESSORS: Record<string, string[]> = {
   ScriptModule: ['device', 'isTraining', 'disposed', 'forwardArity'],
   AdamW: ['disposed'],
   LoraAdapters: ['modules', 'trainableCount'],
+  BottleneckAdapters: ['modules', 'trainableCount', 'size'],
 };
 
 // ---- running calls ------------------------------------------------------------------------------
@@ -536,6 +557,7 @@ describe('every native export and method, with wrong arguments', () => {
       ['ScriptModule', b.ScriptModule as object],
       ['AdamW', b.AdamW as object],
       ['LoraAdapters', (Object.getPrototypeOf(adapters()) as { constructor: object }).constructor],
+      ['BottleneckAdapters', (Object.getPrototypeOf(bottleneck()) as { constructor: object }).constructor],
     ];
     for (const [cls, ctor] of classes) {
       const proto = (ctor as { prototype: object }).prototype;
@@ -645,6 +667,12 @@ describe('every native export and method, with wrong arguments', () => {
         (v) => b.applyLora(classifier(), { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0, seed: 1, [key]: v } as never),
       ]);
     }
+    for (const key of ['config', 'size', 'activation', 'seed']) {
+      cases.push([
+        `applyAdapters spec.${key}`,
+        (v) => b.applyAdapters(classifier(), { config: 'houlsby', size: 2, activation: 'relu', seed: 1, [key]: v } as never),
+      ]);
+    }
     for (const key of ['params', 'lr', 'betas', 'eps', 'weightDecay']) {
       cases.push([`AdamW group.${key}`, (v) => new b.AdamW([{ params: [param()], lr: 0.1, [key]: v } as never])]);
     }
@@ -684,7 +712,7 @@ describe('every native export and method, with wrong arguments', () => {
       if (o.ok || !/NUL character/.test((o.error as Error).message)) wrong.push(`${e.name}: ${o.ok ? 'accepted' : describeError(o.error)}`);
       if (existsSync(cut)) wrong.push(`${e.name}: wrote ${cut}`);
     }
-    expect(checked).toBe(14);
+    expect(checked).toBe(16); // every path position: the weight files' and BottleneckAdapters' save and load included
     expect(wrong).toEqual([]);
   });
 
@@ -789,6 +817,7 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
       ['ScriptModule', classifier],
       ['AdamW', optimizer],
       ['LoraAdapters', () => adapters()],
+      ['BottleneckAdapters', () => bottleneck()],
     ];
     const wrong: string[] = [];
     for (const [cls, make] of objects) {
@@ -841,6 +870,7 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
       ['a ScriptModule', encoder()],
       ['an AdamW', optimizer()],
       ['LoraAdapters', adapters()],
+      ['BottleneckAdapters', bottleneck()],
       ['an object inheriting Tensor.prototype', Object.create(b.Tensor.prototype)],
     ];
     const classes: Array<[string, object]> = [
@@ -848,6 +878,7 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
       ['ScriptModule', b.ScriptModule.prototype],
       ['AdamW', b.AdamW.prototype],
       ['LoraAdapters', Object.getPrototypeOf(adapters()) as object],
+      ['BottleneckAdapters', Object.getPrototypeOf(bottleneck()) as object],
     ];
     const wrong: string[] = [];
     let calls = 0;
@@ -872,7 +903,12 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
       }
     }
     // Constructors called directly, or with forged externals.
-    for (const ctor of [b.Tensor, b.ScriptModule, (Object.getPrototypeOf(adapters()) as { constructor: unknown }).constructor]) {
+    for (const ctor of [
+      b.Tensor,
+      b.ScriptModule,
+      (Object.getPrototypeOf(adapters()) as { constructor: unknown }).constructor,
+      (Object.getPrototypeOf(bottleneck()) as { constructor: unknown }).constructor,
+    ]) {
       for (const args of [[], [1], [{}], [tensor()]]) {
         const o = await outcome(() => new (ctor as new (...a: unknown[]) => unknown)(...args));
         calls++;
@@ -1039,8 +1075,9 @@ function inChild(body: string): string[] {
       ScriptModule: classifier,
       AdamW: () => new b.AdamW([{ params: [param()], lr: 0.1 }]),
       LoraAdapters: () => b.applyLora(classifier(), { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0, seed: 1 }),
+      BottleneckAdapters: () => b.applyAdapters(classifier(), { config: 'houlsby', size: 2, activation: 'relu', seed: 1 }),
     };
-    const protos = { Tensor: b.Tensor.prototype, ScriptModule: b.ScriptModule.prototype, AdamW: b.AdamW.prototype, LoraAdapters: Object.getPrototypeOf(make.LoraAdapters()) };
+    const protos = { Tensor: b.Tensor.prototype, ScriptModule: b.ScriptModule.prototype, AdamW: b.AdamW.prototype, LoraAdapters: Object.getPrototypeOf(make.LoraAdapters()), BottleneckAdapters: Object.getPrototypeOf(make.BottleneckAdapters()) };
     const results = [];
     const record = async (label, fn) => {
       let r;
@@ -1077,9 +1114,10 @@ describe('objects of one addon class used as another (type confusion), in a chil
       const batch = { inputIds: new Int32Array(4), attentionMask: new Int32Array(4).fill(1), batchSize: 2, seqLen: 2, labels: new Int32Array(2) };
       const uses = {
         Tensor: [(x) => b.nllLoss(x, b.Tensor.fromArray(new Int32Array([0, 1]), [2])), (x) => param().copyFrom(x), (x) => b.cat([x]), (x) => b.saveTensors(${JSON.stringify(path.join(dir, 'c.pt'))}, { x })],
-        ScriptModule: [(x) => b.buildClassifier(x, { numClasses: 2, headHidden: 4, dropout: 0, pooling: 'cls', seed: 1 }), (x) => b.evalStep(x, batch), (x) => b.applyLora(x, { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0, seed: 1 })],
+        ScriptModule: [(x) => b.buildClassifier(x, { numClasses: 2, headHidden: 4, dropout: 0, pooling: 'cls', seed: 1 }), (x) => b.evalStep(x, batch), (x) => b.applyLora(x, { targets: ['attention.self.query'], rank: 2, alpha: 4, dropout: 0, seed: 1 }), (x) => b.applyAdapters(x, { config: 'houlsby', size: 2, activation: 'relu', seed: 1 })],
         AdamW: [(x) => b.trainStep(classifier(), x, batch)],
         LoraAdapters: [],
+        BottleneckAdapters: [],
       };
       for (const from of Object.keys(make)) for (const to of Object.keys(protos)) {
         if (from === to) continue;
