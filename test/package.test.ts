@@ -72,8 +72,9 @@ const NOT_SHIPPED = [
   /^scripts\/setup\.sh$/,
   /^scripts\/prebuild\.mjs$/,
   /^scripts\/python\//,
-  // the demo encoder's pre-training data and how the assets were made: not needed to run it
-  /^assets\/demo\/(pretrain\.csv|README\.md)$/,
+  // the demo encoder's pre-training data: not needed to run it (npm packs every README.md, so
+  // assets/demo/README.md, which says how the assets were made, ships)
+  /^assets\/demo\/pretrain\.csv$/,
   /^test\//,
   /^bench\//,
   /^lib\//,
