@@ -159,6 +159,11 @@ describe('config.json → encoder config', () => {
     ]) {
       expect(err.message).toContain(part);
     }
+    const dropouts = refusal(() =>
+      parseHfConfig({ model_type: 'bert', hidden_dropout_prob: 1, attention_probs_dropout_prob: '0.1' }, 'd.json'),
+    );
+    expect(dropouts.message).toContain('hidden_dropout_prob 1 (a probability in [0, 1) is needed)');
+    expect(dropouts.message).toContain('attention_probs_dropout_prob "0.1"');
     const unknown = refusal(() => parseHfConfig({ model_type: 'gpt2', n_layer: 12 }, 'g/config.json'));
     expect(unknown.code).toBe('UNSUPPORTED_MODEL');
     expect(unknown.message).toContain('model_type "gpt2"');
