@@ -56,7 +56,7 @@ import { findLibrary, findLibtorch, NOT_FOUND_MESSAGE, searchKey } from './find-
  * What loadAddon() loaded and how.
  * @typedef {object} LoadInfo
  * @property {FoundLibtorch | null} libtorch
- * @property {'cache' | 'search' | null} how 'cache': build/libtorch.json was valid; 'search': find-libtorch ran.
+ * @property {'cache' | 'build-info' | 'search' | null} how 'cache': build/libtorch.json was valid; 'build-info': it was stale and the libtorch the source build recorded was used; 'search': find-libtorch ran.
  * @property {string | null} searchError
  * @property {string} cacheFile
  * @property {string} binary
@@ -250,6 +250,31 @@ export function readLibtorchCache(root) {
   const now = stamp(cached.libtorch);
   if (!now || !cached.stamp || JSON.stringify(now) !== JSON.stringify(cached.stamp)) return null;
   return cached.libtorch;
+}
+
+/**
+ * The libtorch a source build was compiled against (its build-info.json), when LIBTORCH does not
+ * choose another and every library the binary needs is still in that folder; else null. Loading
+ * uses it when the cache is stale (another PATH or Python environment than at install), so that
+ * loading the addon never starts a Python interpreter to search (no Python on the user's path).
+ * @param {string} root
+ * @returns {FoundLibtorch | null}
+ */
+export function builtAgainstLibtorch(root) {
+  if (process.env.LIBTORCH) return null;
+  const info = readBuildInfo(sourceBinary(root));
+  const recorded = info?.libtorch;
+  if (!recorded?.libDir || !Array.isArray(info.needed) || info.needed.length === 0) return null;
+  const torchLibraries = info.needed.filter((n) => /^lib(torch|c10)/.test(n));
+  if (torchLibraries.length === 0 || !torchLibraries.every((n) => existsSync(join(recorded.libDir, n)))) return null;
+  return {
+    cmakePrefixPath: recorded.cmakePrefixPath ?? null,
+    libDir: recorded.libDir,
+    version: recorded.version ?? null,
+    flavor: recorded.flavor,
+    source: recorded.source,
+    cudaVersion: recorded.cudaVersion ?? null,
+  };
 }
 
 /**
@@ -469,7 +494,13 @@ export function loadAddon(root = packageRoot, { refresh = false } = {}) {
   let resolved = null;
   let searchError = null;
   try {
-    resolved = resolveLibtorch(root, { refresh });
+    const cached = refresh ? null : readLibtorchCache(root);
+    const built = cached || refresh ? null : builtAgainstLibtorch(root);
+    resolved = cached
+      ? { libtorch: cached, how: 'cache' }
+      : built
+        ? { libtorch: built, how: 'build-info' }
+        : resolveLibtorch(root, { refresh: true });
   } catch (err) {
     searchError = messageOf(err);
   }
