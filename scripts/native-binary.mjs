@@ -264,15 +264,16 @@ export function builtAgainstLibtorch(root) {
   if (process.env.LIBTORCH) return null;
   const info = readBuildInfo(sourceBinary(root));
   const recorded = info?.libtorch;
-  if (!recorded?.libDir || !Array.isArray(info.needed) || info.needed.length === 0) return null;
-  const torchLibraries = info.needed.filter((n) => /^lib(torch|c10)/.test(n));
+  const needed = info?.needed;
+  if (!recorded?.libDir || !Array.isArray(needed) || needed.length === 0) return null;
+  const torchLibraries = needed.filter((n) => /^lib(torch|c10)/.test(n));
   if (torchLibraries.length === 0 || !torchLibraries.every((n) => existsSync(join(recorded.libDir, n)))) return null;
   return {
     cmakePrefixPath: recorded.cmakePrefixPath ?? null,
     libDir: recorded.libDir,
     version: recorded.version ?? null,
     flavor: recorded.flavor,
-    source: recorded.source,
+    source: /** @type {FoundLibtorch['source']} */ (recorded.source),
     cudaVersion: recorded.cudaVersion ?? null,
   };
 }
@@ -497,9 +498,9 @@ export function loadAddon(root = packageRoot, { refresh = false } = {}) {
     const cached = refresh ? null : readLibtorchCache(root);
     const built = cached || refresh ? null : builtAgainstLibtorch(root);
     resolved = cached
-      ? { libtorch: cached, how: 'cache' }
+      ? { libtorch: cached, how: /** @type {const} */ ('cache') }
       : built
-        ? { libtorch: built, how: 'build-info' }
+        ? { libtorch: built, how: /** @type {const} */ ('build-info') }
         : resolveLibtorch(root, { refresh: true });
   } catch (err) {
     searchError = messageOf(err);
