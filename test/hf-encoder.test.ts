@@ -1,7 +1,6 @@
 /**
  * Hugging Face folders and Hub ids as encoders, end to end through the native builder
- * (binding.readSafetensors / readTorchStateDict / buildEncoder). Skipped, and listed as such,
- * while the binding lacks them.
+ * (binding.readSafetensors / readTorchStateDict / buildEncoder).
  *
  * References: make_encoder.py traces Python's BertModel over the very weights a folder holds
  * (`--weights`), so a built encoder is compared with PyTorch's own computation, and train()
@@ -21,7 +20,6 @@ import { train } from '../lib/trainer.js';
 import { demoReviews, demoTokenizer, type MakeHfFolderOptions, makeEncoder, makeHfFolder } from './fixtures.js';
 
 const binding = loadBinding();
-const natives = typeof (binding as { buildEncoder?: unknown }).buildEncoder === 'function';
 const SIZE = { layers: 2, hidden: 32, heads: 4, intermediate: 64, maxPosition: 64 } as const;
 
 function lastHidden(out: NativeValue): NativeTensor {
@@ -52,7 +50,7 @@ function maxDiff(a: number[], b: number[]): number {
   return Math.max(...a.map((x, i) => Math.abs(x - b[i]!)));
 }
 
-describe.skipIf(!natives)('Hugging Face folders as encoders (needs binding.buildEncoder)', () => {
+describe('Hugging Face folders as encoders', () => {
   const folder = (o: MakeHfFolderOptions) => makeHfFolder({ ...SIZE, ...o });
 
   it("the AutoModel layout computes what Python's BertModel computes on the same weights", async () => {
