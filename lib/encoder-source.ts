@@ -49,6 +49,12 @@ export interface LoadedEncoder {
   /** The file, folder or Hub id (with its commit), for messages. */
   description: string;
   tokenizer: TextTokenizer;
+  /**
+   * The masked-language-model head (forward(hidden_states) -> logits [B, T, vocab], decoder tied
+   * to the encoder's word embeddings), when asked for (`mlmHead: true`) and the folder's
+   * checkpoint has one; null otherwise (a TorchScript file carries none). The caller disposes it.
+   */
+  mlmHead: NativeScriptModule | null;
   /** The tokenizer's file: the one given, or the folder's tokenizer.json / vocab.txt. */
   tokenizerFile: string;
   maxLength: number;
@@ -73,6 +79,8 @@ export interface EncoderLoadOptions {
   fallbackMaxLength: number;
   /** Where a given max length comes from, for messages. Default `maxLength / --max-length`. */
   maxLengthFrom?: string;
+  /** Keep the checkpoint's MLM head (pretraining, prompting); by default it is not built. */
+  mlmHead?: boolean;
   signal?: AbortSignal;
   onDownload?: (progress: DownloadProgress) => void;
 }
@@ -100,6 +108,7 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
       description: source.file,
       tokenizer,
       tokenizerFile: tokenizer.path,
+      mlmHead: null,
       maxLength,
       notes: [],
       weightsKey: () => sha256File(source.file),
@@ -132,7 +141,7 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
   }
   checkPositionLimit(config, maxLength, from, description);
 
-  const module = await buildFromFolder(dir, files, config, options.device);
+  const module = await buildFromFolder(dir, files, config, options.device, options.mlmHead === true);
   const notes = module.notes;
   try {
     await checkModelInputs(module.encoder, {
@@ -145,6 +154,7 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
     });
   } catch (err) {
     module.encoder.dispose();
+    module.mlmHead?.dispose();
     throw err;
   }
   const info: EncoderSourceInfo = {
@@ -161,6 +171,7 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
     description,
     tokenizer,
     tokenizerFile: tokenizer.path,
+    mlmHead: module.mlmHead,
     maxLength,
     loraTargets: config.loraTargets,
     notes,
@@ -206,13 +217,14 @@ async function readJson(file: string, required: boolean): Promise<unknown> {
   }
 }
 
-/** config + weights → the TorchScript encoder (the MLM head, built too when present, is not needed yet). */
+/** config + weights → the TorchScript encoder, and its MLM head when `keepMlmHead` and the checkpoint has one. */
 async function buildFromFolder(
   dir: string,
   files: Parameters<typeof readCheckpoint>[2],
   config: HfEncoderConfig,
   device: string,
-): Promise<{ encoder: NativeScriptModule; notes: string[] }> {
+  keepMlmHead: boolean,
+): Promise<{ encoder: NativeScriptModule; mlmHead: NativeScriptModule | null; notes: string[] }> {
   const binding = loadBinding();
   const checkpoint = await readCheckpoint(binding, dir, files, config.native.family);
   const notes: string[] = [];
@@ -227,12 +239,11 @@ async function buildFromFolder(
   }
   try {
     const built = binding.buildEncoder(
-      { ...config.native, pooler: checkpoint.pooler, mlmHead: checkpoint.mlmHead },
+      { ...config.native, pooler: checkpoint.pooler, mlmHead: keepMlmHead && checkpoint.mlmHead },
       checkpoint.weights,
       device,
     );
-    built.mlmHead?.dispose();
-    return { encoder: built.encoder, notes };
+    return { encoder: built.encoder, mlmHead: built.mlmHead, notes };
   } catch (err) {
     throw new ModelError(`cannot build the encoder of ${dir}: ${messageOf(err)}`, { file: dir, code: 'CHECKPOINT_MISMATCH', cause: err });
   } finally {
