@@ -239,11 +239,14 @@ async function buildFromFolder(
   }
   try {
     const built = binding.buildEncoder(
-      { ...config.native, pooler: checkpoint.pooler, mlmHead: keepMlmHead && checkpoint.mlmHead },
+      { ...config.native, pooler: checkpoint.pooler, mlmHead: checkpoint.mlmHead },
       checkpoint.weights,
       device,
     );
-    return { encoder: built.encoder, mlmHead: built.mlmHead, notes };
+    // Built whenever the checkpoint has one (its tensors must go somewhere), kept when asked for.
+    if (keepMlmHead) return { encoder: built.encoder, mlmHead: built.mlmHead, notes };
+    built.mlmHead?.dispose();
+    return { encoder: built.encoder, mlmHead: null, notes };
   } catch (err) {
     throw new ModelError(`cannot build the encoder of ${dir}: ${messageOf(err)}`, { file: dir, code: 'CHECKPOINT_MISMATCH', cause: err });
   } finally {
