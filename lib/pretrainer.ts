@@ -220,7 +220,10 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
     const optimizer = new binding.AdamW(setup.groups);
     disposables.push(optimizer);
     await ensureWritableDir(outDir);
+    // Dropout draws from torch's generator: seeded for a fresh run (as buildClassifier seeds it
+    // for train()), restored from the state on resume.
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
+    else binding.manualSeed(opts.seed);
 
     // 4. The loop.
     const position = saved?.position ?? startPosition();

@@ -30,7 +30,10 @@ function corpus(n: number, skip = 0): string[] {
   const lines = readFileSync(demoPretrain, 'utf8')
     .split('\n')
     .slice(1 + skip, 1 + skip + n);
-  return lines.map((l) => l.replace(/,(positive|negative)$/, '').replace(/^"|"$/g, ''));
+  return lines.map((l) => {
+    const text = l.replace(/,(positive|negative)$/, '');
+    return text.startsWith('"') ? text.slice(1, -1).replace(/""/g, '"') : text;
+  });
 }
 
 async function reference(job: {
@@ -219,7 +222,7 @@ describe('torch-bert pretrain (CLI)', () => {
     writeFileSync(
       data,
       `text\n${corpus(120)
-        .map((t) => JSON.stringify(t))
+        .map((t) => `"${t.replace(/"/g, '""')}"`)
         .join('\n')}\n`,
     );
     const out = join(work, 'mlm');
