@@ -16,7 +16,7 @@ import { loadEncoderSource } from '../lib/encoder-source.js';
 import { AbortError } from '../lib/errors.js';
 import { parseHfConfig } from '../lib/hf-config.js';
 import { loadBinding } from '../lib/loader.js';
-import { maskedBatch } from '../lib/mlm-data.js';
+import { groupTexts, maskedBatch } from '../lib/mlm-data.js';
 import { type MaskingVocabulary, wordContinuation } from '../lib/mlm-masking.js';
 import { pretrain } from '../lib/pretrainer.js';
 import type { EncodedTexts } from '../lib/tokenizer.js';
@@ -188,6 +188,35 @@ describe('pretrain()', () => {
         name,
       ).toBe(true);
     }
+  }, 300_000);
+
+  it('groups texts as run_mlm.py: each text with its special tokens, concatenated, blocks cut, remainder dropped', async () => {
+    const loaded = await loadEncoderSource(model, { device: 'cpu', fallbackMaxLength: 32, maxLength: 32 });
+    const texts = corpus(10);
+    const all = texts.flatMap((t) => loaded.tokenizer.encodeWhole(t));
+    const [cls, sep] = [all[0]!, all[loaded.tokenizer.encodeWhole(texts[0]!).length - 1]!];
+    expect(all.filter((id) => id === cls)).toHaveLength(10);
+    expect(all.filter((id) => id === sep)).toHaveLength(10);
+    const blocks = groupTexts(loaded.tokenizer, texts, 16);
+    expect(blocks.count).toBe(Math.floor(all.length / 16));
+    expect(Array.from(blocks.inputIds)).toEqual(all.slice(0, blocks.count * 16));
+    expect(Array.from(blocks.lengths).every((n) => n === 16)).toBe(true);
+    loaded.module.dispose();
+  });
+
+  it('trains line by line, and on its own output folder again (RoBERTa layout: lm_head, decoder weight left out)', async () => {
+    const { dir } = await makeHfFolder({ layout: 'roberta', ...SHAPE, seed: 4 });
+    const first = join(work, 'roberta-1');
+    const one = await pretrain({ model: dir, outDir: first, epochs: 1, ...settings(), lineByLine: true, wholeWordMask: true });
+    expect(one.trainRows).toBe(360);
+    expect(JSON.parse(readFileSync(join(first, 'config.json'), 'utf8')).architectures).toEqual(['RobertaForMaskedLM']);
+    const keys = binding.readSafetensorsHeader(join(first, 'model.safetensors')).tensors.map((t) => t.name);
+    expect(keys).toContain('lm_head.dense.weight');
+    expect(keys).toContain('roberta.embeddings.word_embeddings.weight');
+    expect(keys).not.toContain('lm_head.decoder.weight');
+    const two = await pretrain({ model: first, outDir: join(work, 'roberta-2'), epochs: 1, ...settings(), lineByLine: true });
+    expect(two.notes.join(' ')).not.toMatch(/no MLM head/);
+    expect(two.best.validationLoss).toBeLessThan(one.evaluations[0]!.validationLoss + 1e-9);
   }, 300_000);
 
   it('initialises a missing MLM head as transformers does, decoder tied', async () => {
