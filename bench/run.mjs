@@ -7,6 +7,7 @@
  *   hardware          bert-base encoder forward GFLOP/s vs plain GEMM GFLOP/s, per thread configuration (bench/hardware.mjs)
  *   frozen-step       frozen training step through train() vs the PyTorch reference trainer (bench/frozen-step.mjs)
  *   techniques-step   frozen / full / lora / adapter step vs eager PyTorch (test/python/reference_step.py), tiny, small, bert-base shapes
+ *   mlm-step          masked-LM pretraining step vs PyTorch as transformers computes it (test/python/reference_mlm_step.py)
  *   frozen-e2e        frozen end to end, 5 epochs: cached features vs recomputing every epoch
  *   scaling           frozen end to end as reviews (1k, 5k) and max length (64-512) grow: time, peak RSS, tokenizer share (bench/scaling.mjs)
  *   imdb-job          (opt-in: --only imdb-job, 10-15 min) the real job: frozen on the full IMDB (25k train, 25k test) through the CLI
@@ -34,12 +35,13 @@ import * as frozenStep from './frozen-step.mjs';
 import * as hardware from './hardware.mjs';
 import * as imdbJob from './imdb-job.mjs';
 import { machine, root } from './lib.mjs';
+import * as mlmStep from './mlm-step.mjs';
 import * as safetensorsRead from './safetensors-read.mjs';
 import * as scaling from './scaling.mjs';
 import * as techniquesStep from './techniques-step.mjs';
 import * as techniquesTable from './techniques-table.mjs';
 
-const ALL = [hardware, frozenStep, techniquesStep, builtVsTraced, frozenE2e, techniquesTable, scaling, safetensorsRead, imdbJob];
+const ALL = [hardware, frozenStep, techniquesStep, mlmStep, builtVsTraced, frozenE2e, techniquesTable, scaling, safetensorsRead, imdbJob];
 
 function parseArgs(argv) {
   const args = { quick: false, only: null, threads: undefined, shapes: null, maxLength: undefined };

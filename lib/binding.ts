@@ -300,8 +300,22 @@ export interface StepBatch {
   attentionMask: Int32Array;
   batchSize: number;
   seqLen: number;
-  /** Class ids, length batchSize. */
+  /** Class ids, length batchSize; with `maskedPositions`, the original token ids, one per masked position. */
   labels?: Int32Array;
+  /**
+   * Masked-language modelling (a model from `buildMlmModel`): the masked tokens as flat indices
+   * into the [batchSize, seqLen] batch; the model predicts these rows only. Evaluation then
+   * returns no probabilities (empty), only the loss, `correct` and predictions per position.
+   */
+  maskedPositions?: Int32Array;
+}
+
+/** What `buildMlmModel` returns. */
+export interface BuiltMlmModel {
+  /** forward(input_ids, attention_mask, masked_positions) -> log-probabilities [M, vocab]; parameters `encoder.*` and `head.*`. */
+  module: NativeScriptModule;
+  /** [alias, name]: `alias` names the same tensor as the earlier `name` (the decoder weight tied to the word embeddings). */
+  tiedParameters: Array<[string, string]>;
 }
 
 /** How the loss is computed from the model's log-probabilities (PyTorch cross_entropy semantics). */
@@ -559,6 +573,11 @@ export interface NativeBinding {
    * and both shapes. `device` defaults to the CPU.
    */
   buildEncoder(config: NativeEncoderConfig, weights: Array<[string, NativeTensor]>, device?: string): BuiltEncoder;
+  /**
+   * The encoder and its MLM head (both from one `buildEncoder` call) as one module that runs the
+   * head on the masked tokens only (native/module/mlm_model.h); shares their parameters.
+   */
+  buildMlmModel(encoder: NativeScriptModule, mlmHead: NativeScriptModule): BuiltMlmModel;
 
   // ---- Training state (resume) ----
   /** Write named tensors to a file Python can read with `torch.load` (a dict of tensors). */

@@ -23,6 +23,7 @@ import { readCheckpoint } from './hf-checkpoint.js';
 import { defaultMaxLength, type EncoderFamily, type HfEncoderConfig, parseHfConfig } from './hf-config.js';
 import { type DownloadProgress, resolveModelSource } from './hub.js';
 import { loadBinding } from './loader.js';
+import { initialMlmHeadWeights } from './mlm-head-init.js';
 import { checkModelInputs, loadCheckedEncoder, tokenTypesFed } from './model-checks.js';
 import { TextTokenizer } from './tokenizer.js';
 import { loadFolderTokenizer } from './wordpiece-vocab.js';
@@ -81,6 +82,11 @@ export interface EncoderLoadOptions {
   maxLengthFrom?: string;
   /** Keep the checkpoint's MLM head (pretraining, prompting); by default it is not built. */
   mlmHead?: boolean;
+  /**
+   * With `mlmHead`: a folder whose checkpoint has no MLM head gets one initialised as
+   * transformers does (mlm-head-init.ts), drawn from this seed; without it, `mlmHead` is null.
+   */
+  initialiseMlmHead?: { seed: number };
   signal?: AbortSignal;
   onDownload?: (progress: DownloadProgress) => void;
 }
@@ -118,7 +124,8 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
   const { dir, files } = source;
   const description = source.repoId ? `${source.repoId}@${source.commit} (${dir})` : dir;
   const configFile = join(dir, files.config);
-  const config = parseHfConfig(await readJson(configFile, true), configFile);
+  const rawConfig = await readJson(configFile, true);
+  const config = parseHfConfig(rawConfig, configFile);
 
   let tokenizer: TextTokenizer;
   if (options.tokenizer === undefined) {
@@ -141,7 +148,12 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
   }
   checkPositionLimit(config, maxLength, from, description);
 
-  const module = await buildFromFolder(dir, files, config, options.device, options.mlmHead === true);
+  const initialRange = (rawConfig as { initializer_range?: unknown }).initializer_range;
+  const initialise =
+    options.mlmHead === true && options.initialiseMlmHead
+      ? { seed: options.initialiseMlmHead.seed, initializerRange: typeof initialRange === 'number' ? initialRange : 0.02 }
+      : undefined;
+  const module = await buildFromFolder(dir, files, config, options.device, options.mlmHead === true, initialise);
   const notes = module.notes;
   try {
     await checkModelInputs(module.encoder, {
@@ -224,10 +236,26 @@ async function buildFromFolder(
   config: HfEncoderConfig,
   device: string,
   keepMlmHead: boolean,
+  initialise?: { seed: number; initializerRange: number },
 ): Promise<{ encoder: NativeScriptModule; mlmHead: NativeScriptModule | null; notes: string[] }> {
   const binding = loadBinding();
   const checkpoint = await readCheckpoint(binding, dir, files, config.native.family);
   const notes: string[] = [];
+  if (keepMlmHead && initialise && !checkpoint.mlmHead) {
+    const { hiddenSize, vocabSize } = config.native;
+    checkpoint.weights.push(
+      ...initialMlmHeadWeights(
+        binding,
+        config.native.family,
+        { hiddenSize, vocabSize, initializerRange: initialise.initializerRange },
+        initialise.seed,
+      ),
+    );
+    checkpoint.mlmHead = true;
+    notes.push(
+      `the checkpoint has no MLM head; one was initialised as transformers does (normal(0, ${initialise.initializerRange}) weights, zero biases, decoder tied to the word embeddings)`,
+    );
+  }
   if (checkpoint.ignored.length > 0) {
     notes.push(`the checkpoint's other heads are not part of the encoder and were left out: ${checkpoint.ignored.join(', ')}`);
   }

@@ -39,6 +39,8 @@ export {
   type Technique,
   type TrainOptions,
 } from './options.js';
+export type { MlmMetrics, PretrainOptions, PretrainResult } from './pretrainer.js';
+export { PRETRAIN_DEFAULTS, pretrain } from './pretrainer.js';
 export type { HeadKind } from './sequence-classification.js';
 export { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 export { type TrainResult, train } from './trainer.js';

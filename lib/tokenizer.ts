@@ -119,6 +119,43 @@ export class TextTokenizer {
     return { largestId, largestToken, special, postProcessor: typeof type === 'string' ? type : null };
   }
 
+  /**
+   * What masked-language modelling needs (mlm-masking.ts): the mask token's id (`[MASK]` or
+   * `<mask>`), len(tokenizer) (every id it can produce, added tokens included), the special
+   * tokens it puts around texts and pads with, each id's token string, and whether the model is
+   * byte-level BPE (a word starts at 'Ġ') or WordPiece (a word continues with '##').
+   */
+  maskingVocabulary(): {
+    maskId: number | null;
+    vocabSize: number;
+    specialIds: Set<number>;
+    tokens: Array<string | undefined>;
+    byteLevel: boolean;
+  } {
+    const { largestId } = this.vocabulary();
+    const maskId = this.tokenizer.token_to_id('[MASK]') ?? this.tokenizer.token_to_id('<mask>') ?? null;
+    const tokens: Array<string | undefined> = new Array(largestId + 1);
+    for (const [token, id] of this.tokenizer.get_vocab(true)) tokens[id] = token;
+    const config = JSON.parse(this.json) as { model?: { type?: unknown } };
+    return {
+      maskId: maskId === undefined ? null : maskId,
+      vocabSize: largestId + 1,
+      specialIds: new Set([...this.prefix, ...this.suffix, this.padId]),
+      tokens,
+      byteLevel: config.model?.type === 'BPE',
+    };
+  }
+
+  /** Ids of the whole text with the special tokens, never truncated (run_mlm.py's tokenize before group_texts). */
+  encodeWhole(text: string): number[] {
+    try {
+      return [...this.prefix, ...this.checkIds(this.tokenizer.encode(text, { add_special_tokens: false }).ids), ...this.suffix];
+    } catch (err) {
+      if (err instanceof InputError) throw err;
+      throw new InputError(`tokenizer file ${this.file} cannot encode a text: ${messageOf(err)}`, { file: this.file, cause: err });
+    }
+  }
+
   /** Ids go into Int32Arrays and index the embedding: anything else would be wrapped silently. */
   private checkIds(ids: number[]): number[] {
     for (const id of ids) {

@@ -97,7 +97,9 @@ function frozenByPrefix(encoder: Named, prefixes: readonly string[]): Set<string
 /**
  * Sets every gradient flag of `model` (a classifier from buildClassifier) for the technique,
  * attaches LoRA adapters where asked, and returns the AdamW groups. `unused` is
- * buildClassifier's `unusedParameters` (classifier names).
+ * buildClassifier's `unusedParameters` (classifier names). `aliases` are names of a tensor that
+ * another name already holds (an MLM model's decoder weight, tied to the word embeddings): left
+ * out, so the tensor is one AdamW parameter, set and counted once.
  */
 export function setUpTrainable(
   binding: NativeBinding,
@@ -107,8 +109,10 @@ export function setUpTrainable(
     'technique' | 'freeze' | 'lora' | 'adapter' | 'learningRate' | 'encoderLearningRate' | 'weightDecay' | 'betas' | 'eps' | 'seed'
   >,
   unused: readonly string[],
+  aliases: readonly string[] = [],
 ): TrainableSet {
-  const all = model.namedParameters();
+  const aliasSet = new Set(aliases);
+  const all = model.namedParameters().filter(([n]) => !aliasSet.has(n));
   const head = all.filter(([n]) => n.startsWith(HEAD));
   const encoder = all.filter(([n]) => n.startsWith(ENCODER));
   const unusedSet = new Set(unused);

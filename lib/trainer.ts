@@ -245,7 +245,7 @@ function runFingerprint(opts: ResolvedTrainOptions, labels: string[], trainExamp
   };
 }
 
-function checkPrecision(opts: ResolvedTrainOptions, device: string): void {
+export function checkPrecision(opts: Pick<ResolvedTrainOptions, 'precision'>, device: string): void {
   if (opts.precision === 'fp16' && !device.startsWith('cuda')) {
     throw new InputError(`precision 'fp16' needs a CUDA device, but the device is ${device}: use 'bf16' or 'fp32' on the CPU`);
   }

@@ -11,6 +11,7 @@
 #include "module/bottleneck_adapters.h"
 #include "module/classifier.h"
 #include "module/lora_adapters.h"
+#include "module/mlm_model.h"
 #include "module/script_module.h"
 #include "runtime/cpu_allocator.h"
 #include "runtime/diagnostics.h"
@@ -56,6 +57,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("applyLora", Napi::Function::New<ApplyLora>(env, "applyLora"));
   exports.Set("applyAdapters", Napi::Function::New<ApplyAdapters>(env, "applyAdapters"));
   exports.Set("buildEncoder", Napi::Function::New<BuildEncoder>(env, "buildEncoder"));
+  exports.Set("buildMlmModel", Napi::Function::New<BuildMlmModel>(env, "buildMlmModel"));
   // Thread count is left at libtorch's default: the caller decides via setNumThreads.
 
   // TorchScript's optimising graph executor profiles a traced BERT and, in grad mode, wraps it

@@ -27,7 +27,11 @@ struct Batch {
   int64_t seqLen = 0;
   torch::Tensor inputIds;               // int64 [B, T], CPU
   torch::Tensor attentionMask;          // int64 [B, T], CPU
-  std::optional<torch::Tensor> labels;  // int64 [B], CPU
+  std::optional<torch::Tensor> labels;  // int64 [B], CPU; [M] with maskedPositions
+  // Masked-language modelling: the masked tokens as flat indices into the [B, T] batch (int64
+  // [M], CPU). The model's forward takes them as a third argument and returns a row per masked
+  // token; labels then hold the original ids of those tokens.
+  std::optional<torch::Tensor> maskedPositions;
 };
 
 // What a batch feeds the classifier: a token batch through `forward`, or rows of cached

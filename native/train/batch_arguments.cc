@@ -70,15 +70,32 @@ Batch ReadBatch(const Napi::Value& value, const std::string& fn, bool requireLab
   batch.inputIds = CopyInt32(ids, {batch.size, batch.seqLen});
   batch.attentionMask = CopyInt32(mask, {batch.size, batch.seqLen});
 
+  // Masked-language modelling: one label per masked position instead of one per row.
+  Napi::Value positionsValue = object.Get("maskedPositions");
+  int64_t labelCount = batch.size;
+  std::string labelCountName = "batchSize";
+  if (!IsMissing(positionsValue)) {
+    Napi::Int32Array positions = ReadInt32Array(positionsValue, fn + ": batch.maskedPositions");
+    for (size_t i = 0; i < positions.ElementLength(); ++i) {
+      if (positions[i] < 0 || static_cast<size_t>(positions[i]) >= expected) {
+        ThrowError(env, fn + ": batch.maskedPositions[" + std::to_string(i) + "] = " + std::to_string(positions[i]) +
+                            " is out of range for batchSize * seqLen = " + std::to_string(expected));
+      }
+    }
+    labelCount = static_cast<int64_t>(positions.ElementLength());
+    labelCountName = "maskedPositions.length";
+    batch.maskedPositions = CopyInt32(positions, {labelCount});
+  }
+
   Napi::Value labelsValue = object.Get("labels");
   if (IsMissing(labelsValue)) {
     if (requireLabels) ThrowTypeError(env, fn + ": batch.labels is required (an Int32Array of class ids)");
     return batch;
   }
   Napi::Int32Array labels = ReadInt32Array(labelsValue, fn + ": batch.labels");
-  if (labels.ElementLength() != static_cast<size_t>(batch.size)) {
-    ThrowError(env, fn + ": batch.labels has " + std::to_string(labels.ElementLength()) +
-                        " elements, expected batchSize = " + std::to_string(batch.size));
+  if (labels.ElementLength() != static_cast<size_t>(labelCount)) {
+    ThrowError(env, fn + ": batch.labels has " + std::to_string(labels.ElementLength()) + " elements, expected " +
+                        labelCountName + " = " + std::to_string(labelCount));
   }
   for (size_t i = 0; i < labels.ElementLength(); ++i) {
     // nll_loss would silently skip -100 (its ignore_index); a negative label is a bug upstream.
@@ -86,7 +103,7 @@ Batch ReadBatch(const Napi::Value& value, const std::string& fn, bool requireLab
       ThrowError(env, fn + ": batch.labels[" + std::to_string(i) + "] is negative (" + std::to_string(labels[i]) + ")");
     }
   }
-  batch.labels = CopyInt32(labels, {batch.size});
+  batch.labels = CopyInt32(labels, {labelCount});
   return batch;
 }
 

@@ -39,9 +39,15 @@ torch::Tensor Forward(ModuleState& state, const BatchInput& input, const c10::De
                       Precision precision) {
   torch::jit::Module& module = state.module;
   c10::IValue out;
+  int64_t rows = input.size;
   if (input.tokens) {
     std::vector<c10::IValue> args{ToDevice(input.tokens->inputIds, device),
                                   ToDevice(input.tokens->attentionMask, device)};
+    // Masked-language modelling (module/mlm_model.h): one output row per masked token.
+    if (input.tokens->maskedPositions) {
+      args.emplace_back(ToDevice(*input.tokens->maskedPositions, device));
+      rows = input.tokens->maskedPositions->size(0);
+    }
     AutocastGuard autocast(precision, device);
     out = CallMethod(state, module.get_method("forward"), std::move(args), mode);
   } else {
@@ -60,10 +66,9 @@ torch::Tensor Forward(ModuleState& state, const BatchInput& input, const c10::De
   }
   if (!out.isTensor()) throw std::runtime_error("the model's forward must return a tensor, got a " + out.tagKind());
   torch::Tensor logp = out.toTensor();
-  if (logp.dim() != 2 || logp.size(0) != input.size) {
+  if (logp.dim() != 2 || logp.size(0) != rows) {
     std::ostringstream os;
-    os << "the model's forward must return log-probabilities of shape [" << input.size << ", classes], got "
-       << logp.sizes();
+    os << "the model's forward must return log-probabilities of shape [" << rows << ", classes], got " << logp.sizes();
     throw std::runtime_error(os.str());
   }
   // Autocast's output: the loss and everything after it run in float32.
@@ -72,6 +77,7 @@ torch::Tensor Forward(ModuleState& state, const BatchInput& input, const c10::De
 }
 
 void CheckLabels(const torch::Tensor& labels, int64_t classes) {
+  if (labels.numel() == 0) return;
   int64_t max = labels.max().item<int64_t>();
   if (max >= classes) {
     throw std::runtime_error("label " + std::to_string(max) + " is out of range for a model with " +
@@ -83,6 +89,9 @@ void CheckLabels(const torch::Tensor& labels, int64_t classes) {
 // smoothing: cross_entropy on the log-probabilities, which equals nn.CrossEntropyLoss(weight,
 // label_smoothing) on the logits since log_softmax is idempotent.
 torch::Tensor ComputeLoss(const torch::Tensor& logp, const torch::Tensor& labels, const LossOptions& options) {
+  // A masked-language batch in which no token was chosen: nothing to predict, a zero loss (the
+  // mean over no tokens would be NaN and stop the run), gradients zero but defined.
+  if (logp.size(0) == 0) return logp.sum() * 0;
   if (options.Plain()) return torch::nll_loss(logp, labels);
   namespace F = torch::nn::functional;
   auto ce = F::CrossEntropyFuncOptions().label_smoothing(options.labelSmoothing);

@@ -153,6 +153,8 @@ class EvalBatchWorker : public BatchWorker {
       correct_ = predictions.eq(labels).sum().item<int64_t>();
     }
     predictions_ = ToInt32(predictions);
+    // A masked-language batch's rows are vocabulary-wide: only the loss and predictions return.
+    if (input_.tokens && input_.tokens->maskedPositions) return;
     // softmax rather than exp: right whether forward returns log-probabilities or logits.
     torch::Tensor probabilities = torch::softmax(logp.to(torch::kFloat), 1).to(torch::kCPU).contiguous();
     const auto* data = static_cast<const float*>(probabilities.data_ptr());

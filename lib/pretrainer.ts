@@ -1,0 +1,346 @@
+/**
+ * `pretrain()`: continued masked-language-model pretraining of a BERT-family model with its MLM
+ * head (the checkpoint's, or one initialised as transformers does), on the loop every task
+ * shares (training-loop.ts) with the run bookkeeping of run-keeper.ts: AdamW with warmup and
+ * linear decay, clipping, accumulation, reduced precision, a held-out split measured every
+ * epoch (or every N steps) by its masked-token loss and perplexity, the best weights (lowest
+ * held-out loss) kept, exact resume, abort.
+ *
+ * Stages: 1. options (train()'s resolution, with MLM's own defaults) and the model with its head;
+ * 2. texts → blocks or rows (mlm-data.ts), the first `validationSplit` of the texts held out as
+ * run_mlm.py does; 3. the MLM model (`buildMlmModel`: the head runs on the masked rows only)
+ * and its AdamW groups (the tied decoder weight once); 4. the loop; 5. the kept folder
+ * (mlm-output.ts): a Hugging Face *ForMaskedLM folder and the encoder as TorchScript.
+ */
+import { join } from 'node:path';
+import { consecutiveBatches } from './batching.js';
+import type { NativeBinding, NativeScriptModule, Precision, TrainStepOptions } from './binding.js';
+import { ensureWritableDir, HISTORY_FILE, writeFileAtomic } from './checkpoint.js';
+import { resolveDevice } from './classifier.js';
+import { loadEncoderSource } from './encoder-source.js';
+import { AbortError, InputError } from './errors.js';
+import { loadBinding } from './loader.js';
+import { groupTexts, lineByLine, maskedBatch, readPretrainingTexts } from './mlm-data.js';
+import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from './mlm-masking.js';
+import { writeMaskedLmFolder } from './mlm-output.js';
+import { DEFAULTS, type Device, type EpochMetrics, type Evaluation, type ProgressEvent, resolveTrainOptions } from './options.js';
+import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
+import type { EncodedTexts } from './tokenizer.js';
+import { setUpTrainable } from './trainable.js';
+import { checkPrecision } from './trainer.js';
+import { runTrainingLoop, type Task } from './training-loop.js';
+import { checkFingerprint, readTrainingState, restoreTrainingState, type SkippedBatch, saveTrainingState } from './training-state.js';
+
+export interface PretrainOptions {
+  /** A Hugging Face model folder or Hub id (with or without an MLM head). */
+  model: string;
+  /** Text files (one document per non-blank line) and/or CSV files (their `textColumn`). */
+  data: string | readonly string[];
+  /** The CSV files' text column. Default 'text'. */
+  textColumn?: string;
+  /** One text per row, truncated to maxLength (run_mlm.py --line_by_line); default: texts concatenated and cut into blocks of maxLength. */
+  lineByLine?: boolean;
+  /** Mask all pieces of a word together (DataCollatorForWholeWordMask). Default false. */
+  wholeWordMask?: boolean;
+  /** Share of the tokens chosen for prediction. Default 0.15. */
+  mlmProbability?: number;
+  /** Where the kept model (a Hugging Face folder + encoder.pt), history and training state go. Required. */
+  outDir?: string;
+  /** A tokenizer.json; default the model folder's. */
+  tokenizer?: string;
+  /** Share of the texts held out, the first ones as run_mlm.py's train[:5%]. Default 0.05 (at least one text). */
+  validationSplit?: number;
+  /** Default the model's (tokenizer_config.json's model_max_length within its positions). */
+  maxLength?: number;
+  /** Default 3 (run_mlm.py's). */
+  epochs?: number;
+  /** Default 8 (run_mlm.py's per-device batch). */
+  batchSize?: number;
+  /** Default 5e-5 (Hugging Face Trainer's). */
+  learningRate?: number;
+  weightDecay?: number;
+  betas?: [number, number];
+  eps?: number;
+  /** Default 'linear' (Hugging Face Trainer's). */
+  schedule?: 'constant' | 'linear';
+  warmupRatio?: number;
+  maxGradNorm?: number;
+  gradientAccumulationSteps?: number;
+  precision?: Precision;
+  device?: Device;
+  seed?: number;
+  evaluateEvery?: 'epoch' | number;
+  earlyStoppingPatience?: number;
+  onNonFinite?: 'stop' | 'skip';
+  /** The out dir of an interrupted run: continues it exactly. */
+  resumeFrom?: string;
+  threads?: number;
+  onProgress?: (event: ProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+/** A held-out pass: mean cross-entropy over the masked tokens, its exponential, the masked tokens predicted right. */
+export interface MlmMetrics {
+  loss: number;
+  perplexity: number;
+  accuracy: number;
+  maskedTokens: number;
+}
+
+export interface PretrainResult {
+  outDir: string;
+  history: EpochMetrics[];
+  evaluations: Evaluation[];
+  /** The kept evaluation (lowest held-out loss) with its perplexity. */
+  best: Evaluation & { perplexity: number };
+  /** Held-out metrics of the kept weights, when this process measured them. */
+  metrics: MlmMetrics | undefined;
+  trainRows: number;
+  validationRows: number;
+  notes: string[];
+  stoppedEarly: boolean;
+  skippedBatches: SkippedBatch[];
+}
+
+/** pretrain()'s defaults where they are not train()'s (run_mlm.py's and the Trainer's). */
+export const PRETRAIN_DEFAULTS = {
+  epochs: 3,
+  batchSize: 8,
+  learningRate: 5e-5,
+  schedule: 'linear' as const,
+  validationSplit: 0.05,
+  mlmProbability: 0.15,
+};
+
+/** Validation draws its masks with this epoch (training's are 1, 2, ...): the same masks at every evaluation. */
+const VALIDATION_EPOCH = 0;
+
+export async function pretrain(options: PretrainOptions): Promise<PretrainResult> {
+  // 1. Options and model.
+  if (!options || typeof options !== 'object') throw new InputError('pretrain() takes an options object');
+  const { model: spec, data, textColumn, lineByLine: byLine = false, wholeWordMask = false, ...rest } = options;
+  const mlmProbability = options.mlmProbability ?? PRETRAIN_DEFAULTS.mlmProbability;
+  if (!(mlmProbability > 0 && mlmProbability < 1)) throw new InputError(`mlmProbability must be in (0, 1); got ${mlmProbability}`);
+  if (typeof spec !== 'string' || spec === '')
+    throw new InputError('pretrain(): `model` (a Hugging Face model folder or Hub id) is required');
+  const opts = resolveTrainOptions({
+    ...PRETRAIN_DEFAULTS,
+    ...Object.fromEntries(Object.entries(rest).filter(([k, v]) => v !== undefined && k !== 'mlmProbability')),
+    encoder: spec,
+    data: 'pretraining texts',
+    technique: 'full',
+  });
+  const outDir = opts.outDir;
+  if (!outDir) throw new InputError('pretrain(): `outDir` is required (the pretrained model is a folder)');
+  if (!(opts.validationSplit > 0 && opts.validationSplit < 1)) {
+    throw new InputError(`validationSplit must be in (0, 1) (pretraining measures held-out loss); got ${opts.validationSplit}`);
+  }
+  const binding = loadBinding();
+  const { signal } = opts;
+  signal?.throwIfAborted();
+  if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
+  const device = resolveDevice(opts.device);
+  checkPrecision(opts, device);
+  const loaded = await loadEncoderSource(spec, {
+    device,
+    tokenizer: opts.tokenizer,
+    maxLength: options.maxLength,
+    fallbackMaxLength: DEFAULTS.maxLength,
+    mlmHead: true,
+    initialiseMlmHead: { seed: opts.seed },
+    signal,
+  });
+  const disposables: Array<{ dispose(): void }> = [loaded.module];
+  try {
+    if (!loaded.mlmHead || loaded.source.kind !== 'folder') {
+      throw new InputError(
+        `pretrain(): ${loaded.description} is a TorchScript file; pretraining needs a Hugging Face model folder or Hub id`,
+      );
+    }
+    disposables.push(loaded.mlmHead);
+    const { tokenizer } = loaded;
+    const maxLength = loaded.maxLength;
+    const words = tokenizer.maskingVocabulary();
+    if (words.maskId === null) throw new InputError(`tokenizer ${tokenizer.path} has no mask token ([MASK] or <mask>)`);
+    const vocab: MaskingVocabulary = {
+      maskId: words.maskId,
+      vocabSize: words.vocabSize,
+      specialIds: words.specialIds,
+      continuesWord: wordContinuation(words.tokens, words.byteLevel),
+    };
+    const masking: MaskingOptions = { mlmProbability, wholeWordMask, seed: opts.seed };
+
+    // 2. Data: the first validationSplit of the texts held out (run_mlm.py's train[:5%]).
+    const texts = await readPretrainingTexts(typeof data === 'string' ? [data] : [...data], textColumn);
+    const held = Math.max(1, Math.floor(texts.length * opts.validationSplit));
+    if (texts.length - held < 1)
+      throw new InputError(`pretrain(): ${texts.length} text(s) leave none to train on after the validation split`);
+    const encode = (part: string[]): Promise<EncodedTexts> | EncodedTexts =>
+      byLine ? lineByLine(tokenizer, part, maxLength) : groupTexts(tokenizer, part, maxLength);
+    const validation = await encode(texts.slice(0, held));
+    const train = await encode(texts.slice(held));
+    for (const [set, name] of [
+      [train, 'training'],
+      [validation, 'validation'],
+    ] as const) {
+      if (set.count === 0) {
+        throw new InputError(
+          `pretrain(): the ${name} texts hold fewer than one block of ${maxLength} tokens; use lineByLine, a smaller maxLength or more text`,
+        );
+      }
+    }
+    const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
+    const fingerprint = {
+      task: 'masked-lm',
+      trainExamples: train.count,
+      validationExamples: validation.count,
+      maxLength,
+      batchSize: opts.batchSize,
+      epochs: opts.epochs,
+      seed: opts.seed,
+      gradientAccumulationSteps: opts.gradientAccumulationSteps,
+      lineByLine: byLine,
+      wholeWordMask,
+      mlmProbability,
+    };
+    if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
+
+    // 3. The MLM model and what trains: everything but the pooler (BertForMaskedLM has none).
+    const built = binding.buildMlmModel(loaded.module, loaded.mlmHead);
+    const model = built.module;
+    disposables.push(model);
+    const names = model.namedParameters().map(([n]) => n);
+    const setup = setUpTrainable(
+      binding,
+      model,
+      opts,
+      names.filter((n) => n.startsWith('encoder.pooler.')),
+      built.tiedParameters.map(([alias]) => alias),
+    );
+    const optimizer = new binding.AdamW(setup.groups);
+    disposables.push(optimizer);
+    await ensureWritableDir(outDir);
+    // Dropout draws from torch's generator: seeded for a fresh run (as buildClassifier seeds it
+    // for train()), restored from the state on resume.
+    if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
+    else binding.manualSeed(opts.seed);
+
+    // 4. The loop.
+    const position = saved?.position ?? startPosition();
+    position.skippedBatches ??= [];
+    const validate = () => validateMaskedLm(binding, model, validation, vocab, masking, opts.batchSize, opts.precision, signal);
+    const keeper = new RunKeeper<MlmMetrics>(
+      position,
+      { ...opts, bestMetric: 'loss' },
+      {
+        validate,
+        checkpoint: (evaluation) =>
+          writeMaskedLmFolder(binding, outDir, {
+            model,
+            encoder: loaded.module,
+            aliases: built.tiedParameters.map(([alias]) => alias),
+            family: loaded.source.kind === 'folder' ? loaded.source.family : 'bert',
+            sourceDir: loaded.source.kind === 'folder' ? loaded.source.dir : null,
+            tokenizerJson: tokenizer.json,
+            maxLength,
+            evaluation,
+          }),
+        saveState: (at) => saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer }),
+        onProgress: opts.onProgress,
+      },
+    );
+    const task = maskedLmTask(binding, model, optimizer, train, vocab, masking, () => position.epoch, {
+      precision: opts.precision,
+      maxGradNorm: opts.maxGradNorm,
+      skipNonFinite: opts.onNonFinite === 'skip',
+    });
+    await runTrainingLoop(task, { model, optimizer, setup, baseRates: setup.groups.map((g) => g.lr) }, keeper, {
+      ...opts,
+      trainRows: train.count,
+      randperm: binding.randperm,
+    });
+
+    // 5. Finish.
+    await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
+    const best = keeper.bestEvaluation();
+    return {
+      outDir,
+      history: position.history,
+      evaluations: position.evaluations,
+      best: { ...best, perplexity: Math.exp(best.validationLoss) },
+      metrics: keeper.bestMetrics,
+      trainRows: train.count,
+      validationRows: validation.count,
+      notes: loaded.notes,
+      stoppedEarly: keeper.stoppedEarly,
+      skippedBatches: position.skippedBatches ?? [],
+    };
+  } catch (err) {
+    if (err instanceof Error && err.name === 'AbortError' && !(err instanceof AbortError)) {
+      throw new AbortError('pretraining aborted', { cause: err });
+    }
+    throw err;
+  } finally {
+    for (const d of disposables.reverse()) d.dispose();
+  }
+}
+
+/** The masked-language task: each row masked by (seed, epoch, row), the head on the masked rows, loss over the masked tokens. */
+function maskedLmTask(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  optimizer: InstanceType<NativeBinding['AdamW']>,
+  train: EncodedTexts,
+  vocab: MaskingVocabulary,
+  masking: MaskingOptions,
+  epoch: () => number,
+  settings: { precision: Precision; maxGradNorm: number; skipNonFinite: boolean },
+): Task<ReturnType<typeof maskedBatch>> {
+  return {
+    batch: (rows) => maskedBatch(train, rows, epoch(), vocab, masking),
+    async step(batch, step) {
+      const options: TrainStepOptions = {
+        precision: settings.precision,
+        maxGradNorm: settings.maxGradNorm,
+        accumulateOnly: !step.endsWindow,
+        lossScale: step.accumulationWeight,
+        skipNonFinite: settings.skipNonFinite,
+        checkGradients: step.checkGradients,
+      };
+      const result = await binding.trainStep(model, optimizer, batch, options);
+      // The loop counts `correct` against rows (epochCorrect / epochSeen): the batch's
+      // masked-token accuracy, scaled to its rows, makes that the epoch's mean batch accuracy.
+      const masked = batch.labels.length;
+      return { ...result, correct: masked > 0 ? (result.correct / masked) * batch.batchSize : 0 };
+    },
+  };
+}
+
+/** Held-out loss (mean over every masked token), perplexity and masked-token accuracy; the masks are the same at every evaluation. */
+export async function validateMaskedLm(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  data: EncodedTexts,
+  vocab: MaskingVocabulary,
+  masking: MaskingOptions,
+  batchSize: number,
+  precision: Precision,
+  signal?: AbortSignal,
+): Promise<Validation<MlmMetrics>> {
+  let lossSum = 0;
+  let tokens = 0;
+  let correct = 0;
+  for (const rows of consecutiveBatches(data.count, batchSize)) {
+    if (signal?.aborted) throw new AbortError('validation was aborted', { cause: signal.reason });
+    const batch = maskedBatch(data, rows, VALIDATION_EPOCH, vocab, masking);
+    if (batch.labels.length === 0) continue;
+    const result = await binding.evalStep(model, batch, { precision });
+    lossSum += result.loss! * batch.labels.length;
+    correct += result.correct!;
+    tokens += batch.labels.length;
+  }
+  const loss = tokens > 0 ? lossSum / tokens : Number.NaN;
+  const accuracy = tokens > 0 ? correct / tokens : 0;
+  // macroF1 means nothing here; the run keeps the lowest loss.
+  return { loss, accuracy, macroF1: Number.NaN, metrics: { loss, perplexity: Math.exp(loss), accuracy, maskedTokens: tokens } };
+}
