@@ -39,6 +39,8 @@ export {
   type Technique,
   type TrainOptions,
 } from './options.js';
+export { type PromptClassifierOptions, promptClassifier } from './prompt-classifier.js';
+export type { PromptConfig, VerbalizerSpec } from './prompt-template.js';
 export type { HeadKind } from './sequence-classification.js';
 export { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 export { type TrainResult, train } from './trainer.js';
