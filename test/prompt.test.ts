@@ -101,6 +101,8 @@ describe('zero-shot prompt classification', () => {
         expect(p.labelId).toBe(best);
         expect(p.label).toBe(c.labels[best]);
       });
+      // Token pruning narrows nothing for this head: the mask row is gathered, not selected.
+      expect(c.module.prunedOps()).toEqual([]);
       // Not all alike: the weights are random, so the rows differ by text.
       expect(new Set(ref.probabilities.map((r) => r[0]!.toFixed(6))).size).toBeGreaterThan(1);
     } finally {
@@ -383,9 +385,11 @@ print(json.dumps(out.exp().tolist()))`,
 
   it("frozen trains only the MLM head's transform, from the mask row's cached features", async () => {
     const { train } = await import('../lib/trainer.js');
+    const validationData = { texts: REVIEWS.map((r) => r[0]), labels: REVIEWS.map((r) => r[1]) };
     const result = await train({
       ...PROMPT,
       data,
+      validationData,
       encoder: bertDir,
       technique: 'frozen',
       epochs: 2,
@@ -418,14 +422,84 @@ print(json.dumps(out.exp().tolist()))`,
         'head.transform.dense.weight',
       ]);
       expect(result.trainableParameters).toBe(32 * 32 + 32 + 32 + 32);
-      // Its predictions are the head's on the mask row: the saved model run whole agrees with the cached-feature training's view.
-      const p = await result.classifier.predict(TEXTS);
-      const encoded = PromptEncoder.fromConfig(result.classifier.tokenizer, result.classifier.config.prompt!).encode(TEXTS, null, 24);
-      expect(encoded.count).toBe(TEXTS.length);
-      expect(p.every((x) => Math.abs(x.probabilities.pos! + x.probabilities.neg! - 1) < 1e-5)).toBe(true);
+      // The validation loss was computed on the cached features; the whole model (encoder, the
+      // mask row, the head) on the same texts gives the same loss only if the cache holds the mask row.
+      const whole = await result.classifier.evaluate(validationData);
+      expect(whole.loss).toBeCloseTo(result.best.validationLoss, 5);
+      expect(whole.accuracy).toBeCloseTo(result.best.validationAccuracy, 10);
     } finally {
       zero.dispose();
       result.classifier.dispose();
+    }
+  }, 240_000);
+});
+
+describe('text pairs', () => {
+  it("train reads textPairColumn; the saved classifier's evaluate() applies {text_a}/{text_b} as Python's torch.jit.load sees them", async () => {
+    const { train } = await import('../lib/trainer.js');
+    const { loadClassifier } = await import('../lib/classifier.js');
+    const pairs = [
+      ['A wonderful film.', 'It was great.', 'yes'],
+      ['A wonderful film.', 'It was dull.', 'no'],
+      ['Dull and long.', 'It was boring.', 'yes'],
+      ['Dull and long.', 'It was great fun.', 'no'],
+    ];
+    const csv = join(work, 'pairs.csv');
+    const rows = Array.from({ length: 16 }, (_, i) => pairs[i % 4]!);
+    writeFileSync(csv, `premise,hypothesis,label\n${rows.map(([a, b, l]) => `"${a}","${b}",${l}`).join('\n')}\n`);
+    const outDir = join(work, 'pairs');
+    const result = await train({
+      head: 'prompt',
+      template: '{text_a} ? [MASK] , {text_b}',
+      verbalizer: ['yes=yes', 'no=no'],
+      data: { csv, textColumn: 'premise', labelColumn: 'label' },
+      textPairColumn: 'hypothesis',
+      encoder: bertDir,
+      technique: 'frozen',
+      epochs: 1,
+      batchSize: 4,
+      maxLength: 20,
+      outDir,
+      device: 'cpu',
+    });
+    result.classifier.dispose();
+    const c = await loadClassifier(outDir, { device: 'cpu' });
+    try {
+      expect(c.config.textPairColumn).toBe('hypothesis');
+      const evaluated = await c.evaluate(csv);
+      const encoded = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!).encode(
+        rows.map((r) => r[0]!),
+        rows.map((r) => r[1]!),
+        c.config.maxLength,
+      );
+      const ids = (a: Int32Array) =>
+        Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
+      const python = JSON.parse(
+        await runPython(
+          '-c',
+          [
+            `import json, sys, torch
+m = torch.jit.load(sys.argv[1]).eval()
+d = json.loads(sys.stdin.read())
+with torch.no_grad():
+    out = m(torch.tensor(d["ids"]), torch.tensor(d["mask"]))
+print(json.dumps(torch.nn.functional.nll_loss(out, torch.tensor(d["labels"])).item()))`,
+            join(outDir, 'classifier.pt'),
+          ],
+          JSON.stringify({
+            ids: ids(encoded.inputIds),
+            mask: ids(encoded.attentionMask),
+            labels: rows.map((r) => (r[2] === 'yes' ? 0 : 1)),
+          }),
+        ),
+      ) as number;
+      expect(evaluated.examples).toBe(16);
+      expect(evaluated.loss).toBeCloseTo(python, 5);
+      // The rows hold both texts around the template: [CLS] a ? [MASK] , b [SEP].
+      const first = Array.from(encoded.inputIds.subarray(0, encoded.lengths[0]!));
+      expect(first).toEqual(c.tokenizer.encodeOne('A wonderful film. ? [MASK] , It was great.', 20));
+    } finally {
+      c.dispose();
     }
   }, 240_000);
 });
