@@ -580,3 +580,42 @@ describe('the CLI', () => {
     }
   }, 120_000);
 });
+
+describe("buildClassifier's head 'prompt'", () => {
+  it('refuses a missing MLM head, a label id per class missing, and ids outside the vocabulary', async () => {
+    const { loadEncoderSource } = await import('../lib/encoder-source.js');
+    const { loadBinding } = await import('../lib/loader.js');
+    const b = loadBinding();
+    const loaded = await loadEncoderSource(bertDir, { device: 'cpu', maxLength: 24, fallbackMaxLength: 24, mlmHead: true });
+    const spec = { numClasses: 2, headHidden: 1, dropout: 0, pooling: 'cls' as const, seed: 0, head: 'prompt' as const, maskTokenId: 4 };
+    try {
+      expect(() => b.buildClassifier(loaded.module, { ...spec, labelTokenIds: [5, 6] })).toThrow(/mlmHead/);
+      expect(() => b.buildClassifier(loaded.module, { ...spec, mlmHead: loaded.mlmHead!, labelTokenIds: [5] })).toThrow(
+        /labelTokenIds must hold numClasses ids/,
+      );
+      expect(() => b.buildClassifier(loaded.module, { ...spec, mlmHead: loaded.mlmHead!, labelTokenIds: [5, 589] })).toThrow(
+        /label token id 589 is outside the MLM head's vocabulary of 589/,
+      );
+      expect(() => b.buildClassifier(loaded.module, { ...spec, mlmHead: loaded.module, labelTokenIds: [5, 6] })).toThrow(
+        /BertOnlyMLMHead|RobertaLMHead/,
+      );
+      // The decoder weight is the encoder's word embedding tensor: read in the graph, not copied.
+      const { module } = b.buildClassifier(loaded.module, { ...spec, mlmHead: loaded.mlmHead!, labelTokenIds: [5, 6] });
+      expect(
+        module
+          .namedParameters()
+          .filter(([n]) => n.startsWith('head.'))
+          .map(([n]) => n),
+      ).toEqual([
+        'head.transform.dense.weight',
+        'head.transform.dense.bias',
+        'head.transform.LayerNorm.weight',
+        'head.transform.LayerNorm.bias',
+      ]);
+      module.dispose();
+    } finally {
+      loaded.mlmHead?.dispose();
+      loaded.module.dispose();
+    }
+  }, 120_000);
+});
