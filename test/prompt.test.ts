@@ -619,3 +619,43 @@ describe("buildClassifier's head 'prompt'", () => {
     }
   }, 120_000);
 });
+
+describe('an untied decoder', () => {
+  it("a checkpoint whose decoder is not the word embeddings: the label words' own rows (Python reference)", async () => {
+    const { cpSync } = await import('node:fs');
+    const dir = join(work, 'untied');
+    cpSync(bertDir, dir, { recursive: true });
+    await runPython('-c', [
+      `import sys, torch
+sys.path.insert(0, "scripts/python")
+from safetensors_io import read_safetensors, write_safetensors
+path = sys.argv[1] + "/model.safetensors"
+t, meta = read_safetensors(path)
+words = t["bert.embeddings.word_embeddings.weight"]
+t["cls.predictions.decoder.weight"] = 0.2 * torch.randn(words.shape, generator=torch.Generator().manual_seed(5))
+write_safetensors(path, t, meta)`,
+      dir,
+    ]);
+    const c = await promptClassifier({
+      model: dir,
+      template: '{text} It was [MASK].',
+      verbalizer: ['neg=bad', 'pos=good'],
+      maxLength: 24,
+      device: 'cpu',
+    });
+    try {
+      const predictions = await c.predict(TEXTS);
+      const ref = await reference(dir, c, TEXTS);
+      expectClose(
+        predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+        ref.probabilities,
+        1e-5,
+      );
+      // Not the tied model's numbers.
+      const tied = await reference(bertDir, c, TEXTS);
+      expect(Math.abs(tied.probabilities[0]![0]! - ref.probabilities[0]![0]!)).toBeGreaterThan(1e-4);
+    } finally {
+      c.dispose();
+    }
+  }, 120_000);
+});
