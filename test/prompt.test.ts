@@ -659,3 +659,42 @@ write_safetensors(path, t, meta)`,
     }
   }, 120_000);
 });
+
+describe('the CLI: train --head prompt', () => {
+  it('--head prompt --template --verbalizer --few-shot --text-pair-column train a prompt classifier; predict --classifier refuses a TEXT alone for its pair template', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const { readFileSync } = await import('node:fs');
+    const { repoRoot } = await import('./fixtures.js');
+    const cli = join(repoRoot, 'dist', 'cli.js');
+    const csv = join(work, 'cli-pairs.csv');
+    const rows = Array.from({ length: 24 }, (_, i) =>
+      i % 2 ? ['Dull and long.', 'It was great.', 'no'] : ['A wonderful film.', 'It was great.', 'yes'],
+    );
+    writeFileSync(csv, `a,b,label\n${rows.map((r) => r.map((x) => `"${x}"`).join(',')).join('\n')}\n`);
+    const out = join(work, 'cli-train');
+    // biome-ignore format: one flag and its value per line
+    await promisify(execFile)(process.execPath, [cli, 'train', '--data', csv, '--text-column', 'a', '--text-pair-column', 'b',
+      '--model', bertDir, '--head', 'prompt', '--template', '{text_a} ? [MASK] , {text_b}', '--verbalizer', 'yes=yes', '--verbalizer', 'no=no',
+      '--technique', 'frozen', '--few-shot', '4', '--epochs', '1', '--batch-size', '4', '--max-length', '20', '--device', 'cpu', '--out', out, '--json']);
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as {
+      head: string;
+      prompt: { template: string; labelTokenIds: number[] };
+      textPairColumn: string;
+      hyperparameters: { fewShot: number };
+      labels: string[];
+    };
+    expect(config.head).toBe('prompt');
+    expect(config.labels).toEqual(['yes', 'no']);
+    expect(config.prompt.template).toBe('{text_a} ? [MASK] , {text_b}');
+    expect(config.textPairColumn).toBe('b');
+    expect(config.hyperparameters.fewShot).toBe(4);
+    // A pair template needs a second text, which predict's TEXT arguments do not give: a clear error.
+    await expect(
+      promisify(execFile)(process.execPath, [cli, 'predict', '--classifier', out, '--device', 'cpu', 'x']),
+    ).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/text_a/),
+    });
+  }, 180_000);
+});
