@@ -308,12 +308,23 @@ export class Classifier {
   }
 
   /** Most probable class and every class's probability, for each text. */
-  async predict(texts: readonly string[], options: { batchSize?: number } = {}): Promise<Prediction[]> {
+  async predict(
+    texts: readonly string[],
+    options: {
+      batchSize?: number;
+      /** Each text's second text, for a prompt classifier whose template has {text_a} and {text_b}. */
+      pairs?: readonly string[];
+    } = {},
+  ): Promise<Prediction[]> {
     if (!Array.isArray(texts)) throw new InputError('predict() takes an array of texts');
     texts.forEach((t, i) => {
       if (typeof t !== 'string') throw new InputError(`text ${i} is not a string`);
     });
-    const encoded = await this.encode(texts, null);
+    const { pairs } = options;
+    if (pairs !== undefined && (!Array.isArray(pairs) || pairs.length !== texts.length || pairs.some((t) => typeof t !== 'string'))) {
+      throw new InputError(`predict(): pairs must be ${texts.length} strings, one per text`);
+    }
+    const encoded = await this.encode(texts, pairs ?? null);
     const { predictions, probabilities: flat } = await runEvaluation(this.module, encoded, null, options.batchSize ?? 32);
     const numClasses = this.labels.length;
     return Array.from(predictions, (labelId, i) => ({

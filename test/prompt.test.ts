@@ -495,6 +495,12 @@ print(json.dumps(torch.nn.functional.nll_loss(out, torch.tensor(d["labels"])).it
       ) as number;
       expect(evaluated.examples).toBe(16);
       expect(evaluated.loss).toBeCloseTo(python, 5);
+      const predicted = await c.predict(
+        rows.map((r) => r[0]!),
+        { pairs: rows.map((r) => r[1]!) },
+      );
+      const nll = -predicted.reduce((sum, p, i) => sum + Math.log(p.probabilities[rows[i]![2]!]!), 0) / rows.length;
+      expect(nll).toBeCloseTo(python, 5);
       // The rows hold both texts around the template: [CLS] a ? [MASK] , b [SEP].
       const first = Array.from(encoded.inputIds.subarray(0, encoded.lengths[0]!));
       expect(first).toEqual(c.tokenizer.encodeOne('A wonderful film. ? [MASK] , It was great.', 20));
