@@ -189,7 +189,18 @@ export interface ClassifierSpec {
    * `head.classifier`. RoBERTa: h[:, 0] → dropout → `head.dense` → tanh → dropout → `head.out_proj`.
    * DistilBERT: h[:, 0] → `head.pre_classifier` → ReLU → dropout → `head.classifier`.
    */
-  head?: 'mlp' | 'sequence-classification';
+  head?: 'mlp' | 'sequence-classification' | 'prompt';
+  /**
+   * With head 'prompt' (LM-BFF): the encoder's MLM head from buildEncoder (BERT's or RoBERTa's).
+   * `features` is the hidden state at the first position where input_ids == `maskTokenId`;
+   * `head_forward` applies the MLM head's transform (its modules, shared, under `head.`), then
+   * the decoder's rows of `labelTokenIds` (the encoder's word embeddings when tied; their bias
+   * rows as a fixed buffer) and log_softmax over those numClasses logits. `headHidden`,
+   * `dropout` and `seed` are unused.
+   */
+  mlmHead?: NativeScriptModule;
+  maskTokenId?: number;
+  labelTokenIds?: number[];
   /** The head's family, with head 'sequence-classification'. */
   family?: 'bert' | 'roberta' | 'distilbert';
   /** Standard deviation of the weights' normal init, with head 'sequence-classification' (default 0.02). */

@@ -23,6 +23,7 @@ import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { checkModelInputs, tokenTypesFed } from './model-checks.js';
 import type { Device, Pooling, ResolvedAdapterOptions } from './options.js';
+import { type PromptConfig, PromptEncoder } from './prompt-template.js';
 import type { HeadKind } from './sequence-classification.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 
@@ -38,6 +39,8 @@ export interface ClassifierConfig {
    */
   textColumn?: string;
   labelColumn?: string;
+  /** The second text's column, for a pair prompt ({text_a}/{text_b}). */
+  textPairColumn?: string;
   maxLength: number;
   pooling: Pooling;
   headHidden: number;
@@ -45,6 +48,8 @@ export interface ClassifierConfig {
   dropout: number;
   /** The head (absent: 'mlp', and in configs written before the option existed). */
   head?: HeadKind;
+  /** With head 'prompt': the template and verbalizer predict/evaluate apply to texts (prompt-template.ts). */
+  prompt?: PromptConfig;
   /** With head 'sequence-classification': whose head it is. */
   headFamily?: ExportFamily;
   /** `file`: the encoder as named (a file, folder or Hub id); `source`: what it resolved to (absent in configs written before it was recorded). */
@@ -86,6 +91,8 @@ export interface EvaluationOptions {
   textColumn?: string;
   /** CSV label column. Default: the one the classifier was trained on (config.json), else `label`. */
   labelColumn?: string;
+  /** CSV column of the second text, for a pair prompt. Default: the one the classifier was trained on. */
+  textPairColumn?: string;
   /** Stops tokenizing or evaluating at the next batch; the promise rejects with an AbortError. */
   signal?: AbortSignal;
 }
@@ -235,6 +242,14 @@ export class Classifier {
     },
   ): Promise<Classifier> {
     const { config, configPath } = await readClassifierConfig(dir);
+    if (config.head === 'prompt') {
+      throw new InputError(
+        `${dir} is a prompt classifier: load its classifier.pt with loadClassifier (loadAdapters does not rebuild the prompt head)`,
+        {
+          file: configPath,
+        },
+      );
+    }
     const lora = config.hyperparameters.lora as { rank: number; alpha: number; dropout: number; targets: string[] } | undefined;
     const adapter = config.hyperparameters.adapter as ResolvedAdapterOptions | undefined;
     if (!lora && !adapter) {
@@ -293,12 +308,23 @@ export class Classifier {
   }
 
   /** Most probable class and every class's probability, for each text. */
-  async predict(texts: readonly string[], options: { batchSize?: number } = {}): Promise<Prediction[]> {
+  async predict(
+    texts: readonly string[],
+    options: {
+      batchSize?: number;
+      /** Each text's second text, for a prompt classifier whose template has {text_a} and {text_b}. */
+      pairs?: readonly string[];
+    } = {},
+  ): Promise<Prediction[]> {
     if (!Array.isArray(texts)) throw new InputError('predict() takes an array of texts');
     texts.forEach((t, i) => {
       if (typeof t !== 'string') throw new InputError(`text ${i} is not a string`);
     });
-    const encoded = await this.tokenizer.encodeBatchAsync(texts, this.config.maxLength);
+    const { pairs } = options;
+    if (pairs !== undefined && (!Array.isArray(pairs) || pairs.length !== texts.length || pairs.some((t) => typeof t !== 'string'))) {
+      throw new InputError(`predict(): pairs must be ${texts.length} strings, one per text`);
+    }
+    const encoded = await this.encode(texts, pairs ?? null);
     const { predictions, probabilities: flat } = await runEvaluation(this.module, encoded, null, options.batchSize ?? 32);
     const numClasses = this.labels.length;
     return Array.from(predictions, (labelId, i) => ({
@@ -315,15 +341,21 @@ export class Classifier {
   async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationResult> {
     const textColumn = options.textColumn ?? this.config.textColumn;
     const labelColumn = options.labelColumn ?? this.config.labelColumn;
+    const textPairColumn = options.textPairColumn ?? this.config.textPairColumn;
     const source: DataSource =
       typeof data === 'string' || Array.isArray(data)
-        ? { csv: data as string | readonly string[], textColumn, labelColumn }
+        ? { csv: data as string | readonly string[], textColumn, labelColumn, textPairColumn }
         : 'csv' in data
-          ? { ...data, textColumn: data.textColumn ?? textColumn, labelColumn: data.labelColumn ?? labelColumn }
+          ? {
+              ...data,
+              textColumn: data.textColumn ?? textColumn,
+              labelColumn: data.labelColumn ?? labelColumn,
+              textPairColumn: data.textPairColumn ?? textPairColumn,
+            }
           : data;
     const raw = await loadExamples(source);
     const ids = labelIds(raw.labels!, this.labels, raw.origin);
-    const encoded = await this.tokenizer.encodeBatchAsync(raw.texts, this.config.maxLength, { signal: options.signal });
+    const encoded = await this.encode(raw.texts, raw.pairs ?? null, options.signal);
     const result = await runEvaluation(this.module, encoded, ids, options.batchSize ?? 32, options.signal);
     return {
       loss: result.loss!,
@@ -332,6 +364,16 @@ export class Classifier {
       examples: encoded.count,
       predictions: result.predictions,
     };
+  }
+
+  private promptEncoder: PromptEncoder | undefined;
+
+  /** Texts → rows: through the recorded prompt with head 'prompt', else the tokenizer alone. */
+  private encode(texts: readonly string[], pairs: readonly string[] | null, signal?: AbortSignal): Promise<EncodedTexts> {
+    const prompt = this.config.prompt;
+    if (!prompt) return this.tokenizer.encodeBatchAsync(texts, this.config.maxLength, { signal });
+    this.promptEncoder ??= PromptEncoder.fromConfig(this.tokenizer, prompt);
+    return Promise.resolve(this.promptEncoder.encode(texts, pairs, this.config.maxLength));
   }
 
   /** Free the native module now instead of at garbage collection. */

@@ -14,6 +14,7 @@ import { exportHuggingFace } from './export.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
 import { PRETRAIN_DEFAULTS, pretrain } from './pretrainer.js';
+import { promptClassifier } from './prompt-classifier.js';
 import type { HeadKind } from './sequence-classification.js';
 import { train } from './trainer.js';
 
@@ -37,6 +38,10 @@ const TRAIN_OPTIONS: Options = {
   'validation-split': { type: 'string' },
   'head-hidden': { type: 'string' },
   head: { type: 'string' },
+  template: { type: 'string' },
+  verbalizer: { type: 'string', multiple: true },
+  'few-shot': { type: 'string' },
+  'text-pair-column': { type: 'string' },
   dropout: { type: 'string' },
   pooling: { type: 'string' },
   'max-grad-norm': { type: 'string' },
@@ -75,13 +80,31 @@ const TRAIN_OPTIONS: Options = {
   help: { type: 'boolean', short: 'h' },
 };
 
+const PROMPT_HELP = `  or, zero-shot (LM-BFF: a class's probability is the softmax over the label words' logits at the mask):
+  --model M                a Hugging Face folder or Hub id whose checkpoint has its MLM head (BERT, RoBERTa)
+  --template T             e.g. "{text} It was [MASK]." (the tokenizer's own mask token: <mask> for
+                           RoBERTa); {text_a} and {text_b} for pairs; texts are truncated, the template never
+  --verbalizer LABEL=WORD  one per class, in class order; each word one token of the vocabulary
+  --max-length N           tokens per example, template included (the folder's)
+  --tokenizer FILE.json    instead of the folder's own`;
+
+const PROMPT_OPTIONS: Options = {
+  model: { type: 'string' },
+  template: { type: 'string' },
+  verbalizer: { type: 'string', multiple: true },
+  'max-length': { type: 'string' },
+  tokenizer: { type: 'string' },
+};
+
 const HELP: Record<string, string> = {
   main: `torch-bert — fine-tune BERT classifiers from Node.js on libtorch
 
 Usage:
   torch-bert train   --data FILE.csv --model MODEL [--tokenizer tokenizer.json] --out DIR [options]
   torch-bert eval    --classifier DIR --data FILE.csv [--json]
+  torch-bert eval    --model M --template T --verbalizer LABEL=WORD... --data FILE.csv [--json]
   torch-bert predict --classifier DIR [--json] TEXT...
+  torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
   torch-bert export  --classifier DIR --out HF_DIR [--heads N] [--json]
   torch-bert pretrain --model MODEL --data FILE --out DIR [options]   masked-language-model pretraining
   torch-bert demo    [--out DIR] [--json]
@@ -118,9 +141,16 @@ Options (default):
   --head-hidden N          head hidden width (${DEFAULTS.headHidden})
   --dropout X              head dropout (${DEFAULTS.dropout})
   --pooling cls|mean       (${DEFAULTS.pooling})
-  --head mlp|sequence-classification
+  --head mlp|sequence-classification|prompt
                            the head (${DEFAULTS.head}); sequence-classification: transformers' own head
-                           of the encoder's family, exported whole by torch-bert export
+                           of the encoder's family, exported whole by torch-bert export; prompt:
+                           LM-BFF through the checkpoint's MLM head (--template, --verbalizer;
+                           frozen trains the MLM head's transform only)
+  --template T             head prompt: e.g. "{text} It was [MASK]." ({text_a}/{text_b} for pairs)
+  --verbalizer LABEL=WORD  head prompt: one per class, each word one token (repeatable)
+  --few-shot K             train on K examples per class drawn with the seed; validate on
+                           --validation-data or at most 500 other examples per class
+  --text-pair-column NAME  the second text ({text_b}) of each example
   --max-grad-norm X        gradient clipping, 0 = off (${DEFAULTS.maxGradNorm})
   --technique T            frozen | full | lora | adapter (${DEFAULTS.technique})
   --encoder-lr X           encoder learning rate with --technique full (--lr)
@@ -157,18 +187,22 @@ Options (default):
   --precision P            fp32 | bf16 | fp16 (CUDA only; loss scaling) (${DEFAULTS.precision})
   --threads N              libtorch intra-op threads
   --json                   print one JSON object instead of tables`,
-  eval: `torch-bert eval — loss and accuracy of a saved classifier on labelled data
+  eval: `torch-bert eval — loss and accuracy of a saved classifier, or of a zero-shot prompt, on labelled data
 
   --classifier DIR         directory written by 'torch-bert train'
+${PROMPT_HELP}
   --data FILE.csv          labelled data (repeatable: files read as one)
   --text-column NAME       (the one the classifier was trained on, else text)
   --label-column NAME      (the one the classifier was trained on, else label)
+  --text-pair-column NAME  the second text, for a template with {text_a} and {text_b}
   --batch-size N           (32)
   --device auto|cpu|cuda   (auto)
   --json                   print one JSON object`,
-  predict: `torch-bert predict — classify texts with a saved classifier
+  predict: `torch-bert predict — classify texts with a saved classifier, or zero-shot with a prompt
 
   torch-bert predict --classifier DIR [--json] TEXT...
+  torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
+${PROMPT_HELP}
   --device auto|cpu|cuda   (auto)
   --json                   one JSON object per line: {"text","label","probabilities"}`,
   export: `torch-bert export — a saved classifier as a Hugging Face model folder (AutoModel.from_pretrained)
@@ -387,6 +421,10 @@ async function commandTrain(argv: string[]): Promise<void> {
     dropout: numberOption(values, 'dropout'),
     pooling: values.pooling as 'cls' | 'mean' | undefined,
     head: values.head as HeadKind | undefined,
+    template: values.template as string | undefined,
+    verbalizer: values.verbalizer as string[] | undefined,
+    fewShot: numberOption(values, 'few-shot'),
+    textPairColumn: values['text-pair-column'] as string | undefined,
     maxGradNorm: numberOption(values, 'max-grad-norm'),
     seed: numberOption(values, 'seed'),
     device: values.device as Device | undefined,
@@ -470,10 +508,41 @@ async function commandTrain(argv: string[]): Promise<void> {
   }
 }
 
+/** --classifier DIR, or a zero-shot prompt classifier from --model, --template and --verbalizer. */
+async function openClassifier(values: Record<string, unknown>, command: string): Promise<Classifier> {
+  const device = values.device as Device | undefined;
+  if (values.model === undefined) {
+    const dir = requireOption(values, 'classifier', command);
+    for (const flag of ['template', 'verbalizer']) {
+      if (values[flag] !== undefined)
+        throw new UsageError(`${command}: --${flag} goes with --model (a zero-shot prompt), not --classifier`);
+    }
+    return Classifier.load(dir, { device });
+  }
+  if (values.classifier !== undefined) throw new UsageError(`${command}: give --classifier or --model, not both`);
+  const template = values.template as string | undefined;
+  const verbalizer = values.verbalizer as string[] | undefined;
+  if (template === undefined || verbalizer === undefined) {
+    throw new UsageError(
+      `${command}: --model needs --template and --verbalizer LABEL=WORD (one per class; see 'torch-bert ${command} --help')`,
+    );
+  }
+  return promptClassifier({
+    model: values.model as string,
+    template,
+    verbalizer,
+    maxLength: numberOption(values, 'max-length'),
+    tokenizer: values.tokenizer as string | undefined,
+    device,
+  });
+}
+
 async function commandEval(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
+      ...PROMPT_OPTIONS,
+      'text-pair-column': { type: 'string' },
       classifier: { type: 'string' },
       data: { type: 'string', multiple: true },
       'text-column': { type: 'string' },
@@ -486,12 +555,11 @@ async function commandEval(argv: string[]): Promise<void> {
     strict: true,
   });
   if (values.help) return void console.log(HELP.eval);
-  const dir = requireOption(values, 'classifier', 'eval');
   const data = requireFiles(values, 'data', 'eval');
-  const classifier = await Classifier.load(dir, { device: values.device as Device | undefined });
+  const classifier = await openClassifier(values, 'eval');
   try {
     const result = await classifier.evaluate(
-      { csv: data, textColumn: values['text-column'], labelColumn: values['label-column'] },
+      { csv: data, textColumn: values['text-column'], labelColumn: values['label-column'], textPairColumn: values['text-pair-column'] },
       { batchSize: numberOption(values, 'batch-size') },
     );
     if (values.json) {
@@ -508,6 +576,7 @@ async function commandPredict(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
     options: {
+      ...PROMPT_OPTIONS,
       classifier: { type: 'string' },
       device: { type: 'string' },
       json: { type: 'boolean' },
@@ -517,9 +586,8 @@ async function commandPredict(argv: string[]): Promise<void> {
     strict: true,
   });
   if (values.help) return void console.log(HELP.predict);
-  const dir = requireOption(values, 'classifier', 'predict');
   if (positionals.length === 0) throw new UsageError("predict: give at least one TEXT (see 'torch-bert predict --help')");
-  const classifier = await Classifier.load(dir, { device: values.device as Device | undefined });
+  const classifier = await openClassifier(values, 'predict');
   try {
     const predictions = await classifier.predict(positionals);
     if (values.json) {

@@ -21,11 +21,15 @@ export interface CsvSource {
   textColumn?: string;
   /** Column holding the label. Default `label`. */
   labelColumn?: string;
+  /** Column holding each example's second text ({text_b} of a prompt template). Default: none. */
+  textPairColumn?: string;
 }
 
 /** Labelled examples given directly. Labels may be class names or integer class ids. */
 export interface ArraySource {
   texts: string[];
+  /** Each example's second text, for pair templates. */
+  pairs?: string[];
   labels: Array<string | number>;
 }
 
@@ -37,6 +41,8 @@ export interface RawExamples {
   texts: string[];
   /** Raw labels as strings, or null for unlabelled data. */
   labels: string[] | null;
+  /** Second texts (textPairColumn / ArraySource.pairs), when asked for. */
+  pairs?: string[];
   /** A human description of each example's origin, e.g. `data.csv line 12`. */
   origin: (index: number) => string;
   /** The file the examples came from, when there is one. */
@@ -56,7 +62,7 @@ function describeSource(source: DataSource): string {
 /** Several CSV files with the same columns, read as one: examples in file order. */
 async function readCsvFiles(
   files: readonly string[],
-  options: { textColumn?: string; labelColumn?: string; labelsRequired?: boolean },
+  options: { textColumn?: string; labelColumn?: string; textPairColumn?: string; labelsRequired?: boolean },
 ): Promise<RawExamples> {
   if (files.length === 0) throw new InputError('data: the list of CSV files is empty');
   files.forEach((f, i) => {
@@ -79,12 +85,13 @@ async function readCsvFiles(
   }
   const texts = parts.flatMap((p) => p.texts);
   const labels = labelled ? parts.flatMap((p) => p.labels!) : null;
+  const pairs = options.textPairColumn !== undefined ? parts.flatMap((p) => p.pairs!) : undefined;
   const origin = (i: number) => {
     let k = starts.length - 1;
     while (k > 0 && starts[k]! > i) k--;
     return parts[k]!.origin(i - starts[k]!);
   };
-  return { texts, labels, origin, file: parts[0]!.file };
+  return { texts, labels, ...(pairs ? { pairs } : {}), origin, file: parts[0]!.file };
 }
 
 /**
@@ -93,7 +100,7 @@ async function readCsvFiles(
  */
 export async function readCsv(
   file: string,
-  options: { textColumn?: string; labelColumn?: string; labelsRequired?: boolean } = {},
+  options: { textColumn?: string; labelColumn?: string; textPairColumn?: string; labelsRequired?: boolean } = {},
 ): Promise<RawExamples> {
   const textColumn = options.textColumn ?? DEFAULT_TEXT_COLUMN;
   const labelColumn = options.labelColumn ?? DEFAULT_LABEL_COLUMN;
@@ -146,11 +153,19 @@ export async function readCsv(
       { file, column: labelColumn },
     );
   }
+  const pairIndex = options.textPairColumn === undefined ? -1 : header.indexOf(options.textPairColumn);
+  if (options.textPairColumn !== undefined && pairIndex < 0) {
+    throw new InputError(
+      `data file ${file} has no column '${options.textPairColumn}' (its columns: ${header.join(', ')}); choose the second text's column with textPairColumn / --text-pair-column`,
+      { file, column: options.textPairColumn },
+    );
+  }
   const rows = records.slice(1);
   if (rows.length === 0) throw new InputError(`data file ${file} has a header but no rows`, { file });
   const texts: string[] = new Array(rows.length);
   const labels: string[] | null = labelIndex >= 0 ? new Array(rows.length) : null;
   const lines: number[] = new Array(rows.length);
+  const pairs: string[] | undefined = pairIndex >= 0 ? new Array(rows.length) : undefined;
   let line = 1;
   let offset = 0;
   rows.forEach(({ record }, i) => {
@@ -163,9 +178,10 @@ export async function readCsv(
     }
     lines[i] = line;
     texts[i] = record[textIndex]!;
+    if (pairs) pairs[i] = record[pairIndex]!;
     if (labels) labels[i] = record[labelIndex]!.trim();
   });
-  return { texts, labels, origin: (i) => `${file} line ${lines[i]}`, file };
+  return { texts, labels, ...(pairs ? { pairs } : {}), origin: (i) => `${file} line ${lines[i]}`, file };
 }
 
 /** The CSV columns `source` is read from; undefined for arrays. */
@@ -211,7 +227,10 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
         );
       }
     }
-    raw = { texts: arrays.texts, labels, origin: (i) => `example ${i}` };
+    if (arrays.pairs !== undefined && (!Array.isArray(arrays.pairs) || arrays.pairs.length !== arrays.texts.length)) {
+      throw new InputError(`data.pairs must be an array of ${arrays.texts.length} strings (one per text)`);
+    }
+    raw = { texts: arrays.texts, labels, ...(arrays.pairs ? { pairs: arrays.pairs } : {}), origin: (i) => `example ${i}` };
   }
   const where = describeSource(source);
   for (let i = 0; i < raw.texts.length; i++) {
@@ -221,6 +240,14 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
       throw new InputError(`${raw.origin(i)}: empty text`, { file: raw.file, row: i });
     }
   }
+  raw.pairs?.forEach((t: unknown, i) => {
+    if (typeof t !== 'string' || t.trim().length === 0) {
+      throw new InputError(`${raw.origin(i)}: the second text is ${typeof t !== 'string' ? 'not a string' : 'empty'}`, {
+        file: raw.file,
+        row: i,
+      });
+    }
+  });
   if (raw.labels) {
     raw.labels.forEach((l, i) => {
       if (l.length === 0) throw new InputError(`${raw.origin(i)}: empty label`, { file: raw.file, row: i });

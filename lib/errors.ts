@@ -19,7 +19,15 @@ export type ErrorCode =
   | 'EXPORT_UNSUPPORTED_ENCODER'
   | 'EXPORT_HEADS_UNKNOWN'
   | 'HEAD_UNSUPPORTED_ENCODER'
-  | 'HEAD_NO_POOLER';
+  | 'HEAD_NO_POOLER'
+  | 'TEMPLATE_PLACEHOLDERS'
+  | 'TEMPLATE_MASK'
+  | 'TEMPLATE_TOO_LONG'
+  | 'VERBALIZER_INVALID'
+  | 'VERBALIZER_WORD_SPLITS'
+  | 'VERBALIZER_DUPLICATE_TOKEN'
+  | 'NO_MASK_TOKEN'
+  | 'NO_MLM_HEAD';
 
 /** Bad user input: a file, a CSV row or column, a label, an option. */
 export class InputError extends Error {

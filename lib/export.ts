@@ -283,6 +283,13 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
   let staging: string | null = null;
   try {
     const config = classifier.config;
+    if (config.head === 'prompt') {
+      // Its head is the MLM head's transform with the label words' decoder rows: no transformers class holds that.
+      throw new ModelError(
+        `cannot export ${dir}: a prompt classifier (head 'prompt') has no Hugging Face counterpart; use its classifier.pt (torch.jit.load)`,
+        { file: dir, code: 'EXPORT_UNSUPPORTED_ENCODER' },
+      );
+    }
     const params = classifier.module.namedParameters();
     const encoderParams = params.filter(([n]) => n.startsWith('encoder.')).map(([n, t]): [string, NativeTensor] => [n.slice(8), t]);
     const headParams = params.filter(([n]) => n.startsWith('head.')).map(([n, t]): [string, NativeTensor] => [n.slice(5), t]);

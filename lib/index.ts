@@ -41,6 +41,8 @@ export {
 } from './options.js';
 export type { MlmMetrics, PretrainOptions, PretrainResult } from './pretrainer.js';
 export { PRETRAIN_DEFAULTS, pretrain } from './pretrainer.js';
+export { type PromptClassifierOptions, promptClassifier } from './prompt-classifier.js';
+export type { PromptConfig, VerbalizerSpec } from './prompt-template.js';
 export type { HeadKind } from './sequence-classification.js';
 export { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 export { type TrainResult, train } from './trainer.js';

@@ -9,6 +9,7 @@
 import type { AdapterActivation, AdapterConfig, Precision } from './binding.js';
 import type { DataSource } from './data.js';
 import { InputError } from './errors.js';
+import type { VerbalizerSpec } from './prompt-template.js';
 import { HEAD_KINDS, type HeadKind } from './sequence-classification.js';
 
 export type Pooling = 'cls' | 'mean';
@@ -242,6 +243,21 @@ export interface TrainOptions {
    * `dropout`; `pooling: 'mean'` is refused with it (the head pools its own way).
    */
   head?: HeadKind;
+  /**
+   * With `head: 'prompt'` (LM-BFF prompt-based fine-tuning: cross-entropy over the label words'
+   * logits at the mask, through the checkpoint's MLM head): the template, e.g. '{text} It was
+   * [MASK].' ({text_a} and {text_b} for pairs, read from the text column and `textPairColumn`),
+   * and the verbalizer, one `label=word` per class. `frozen` trains only the MLM head's transform.
+   */
+  template?: string;
+  verbalizer?: VerbalizerSpec;
+  /** CSV column of each example's second text ({text_b} of a prompt template). */
+  textPairColumn?: string;
+  /**
+   * Few-shot: train on K examples per class of `data`, drawn with the seed; validation on
+   * `validationData`, or on at most 500 other examples per class of `data`.
+   */
+  fewShot?: number;
   /** Clip gradients to this global norm; 0 disables (the seed did not clip). Default 1.0. */
   maxGradNorm?: number;
   /** `constant` or `linear` decay to 0, both after `warmupRatio` of the steps of linear warmup. Default `constant` (the seed). */
@@ -349,6 +365,10 @@ export const ADAPTER_DEFAULTS = {
 const ADAPTER_ACTIVATION: Record<AdapterConfig, AdapterActivation> = { houlsby: 'swish', pfeiffer: 'relu' };
 
 type Optional =
+  | 'template'
+  | 'verbalizer'
+  | 'textPairColumn'
+  | 'fewShot'
   | 'validationData'
   | 'outDir'
   | 'labels'
@@ -408,6 +428,15 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
         "(BERT's pooler output, or RoBERTa's and DistilBERT's first token); use pooling 'cls' or head 'mlp'",
     );
   }
+  if (resolved.head === 'prompt') {
+    if (typeof resolved.template !== 'string' || resolved.verbalizer === undefined) {
+      throw new InputError("head 'prompt' needs a template (e.g. '{text} It was [MASK].') and a verbalizer (['label=word', ...])");
+    }
+    if (resolved.technique === 'adapter') throw new InputError("head 'prompt' trains with technique 'full', 'lora' or 'frozen'");
+  } else if (resolved.template !== undefined || resolved.verbalizer !== undefined) {
+    throw new InputError("template and verbalizer go with head 'prompt'");
+  }
+  if (resolved.fewShot !== undefined) checkInteger('fewShot', resolved.fewShot, 1);
   oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
   oneOf('schedule', resolved.schedule, ['constant', 'linear']);
   oneOf('padding', resolved.padding, ['longest', 'max']);

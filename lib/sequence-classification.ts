@@ -16,8 +16,8 @@ import type { EncoderSourceInfo } from './encoder-source.js';
 import { ModelError, messageOf } from './errors.js';
 import { type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
 
-export type HeadKind = 'mlp' | 'sequence-classification';
-export const HEAD_KINDS: readonly HeadKind[] = ['mlp', 'sequence-classification'];
+export type HeadKind = 'mlp' | 'sequence-classification' | 'prompt';
+export const HEAD_KINDS: readonly HeadKind[] = ['mlp', 'sequence-classification', 'prompt'];
 
 /** transformers' class of the whole classifier, per family (config.json's `architectures`). */
 export const SEQUENCE_CLASSIFICATION_ARCHITECTURES: Record<ExportFamily, string> = {
@@ -88,6 +88,8 @@ export async function headSettings(options: {
   tokenizerJson?: string;
 }): Promise<HeadSettings> {
   if (options.head === 'mlp') return { head: 'mlp', dropout: options.dropout, features: options.pooling };
+  // The mask row's hidden state (prompt-classifier.ts builds the head itself).
+  if (options.head === 'prompt') return { head: 'prompt', dropout: 0, features: 'mask' };
   const params = options.encoder.namedParameters().map(([name, t]) => ({ name, shape: t.shape }));
   let family: ExportFamily;
   let pooler: boolean;

@@ -148,12 +148,38 @@ export class TextTokenizer {
 
   /** Ids of the whole text with the special tokens, never truncated (run_mlm.py's tokenize before group_texts). */
   encodeWhole(text: string): number[] {
+    return [...this.prefix, ...this.tokenIds(text), ...this.suffix];
+  }
+
+  /** The special tokens put before and after every text ([CLS] and [SEP] for BERT; prompt-template.ts frames its rows with them). */
+  get framing(): { prefix: readonly number[]; suffix: readonly number[] } {
+    return { prefix: this.prefix, suffix: this.suffix };
+  }
+
+  /** The ids of `text` without special tokens, untruncated (prompt templates and label words). */
+  tokenIds(text: string): number[] {
     try {
-      return [...this.prefix, ...this.checkIds(this.tokenizer.encode(text, { add_special_tokens: false }).ids), ...this.suffix];
+      return this.checkIds(this.tokenizer.encode(text, { add_special_tokens: false }).ids);
     } catch (err) {
       if (err instanceof InputError) throw err;
       throw new InputError(`tokenizer file ${this.file} cannot encode a text: ${messageOf(err)}`, { file: this.file, cause: err });
     }
+  }
+
+  /** A token's string ('Ġgreat', '##ly'), for messages. */
+  tokenString(id: number): string {
+    return this.tokenizer.id_to_token(id) ?? `#${id}`;
+  }
+
+  /** A token's id, or undefined when the vocabulary (added tokens included) lacks it. */
+  tokenId(token: string): number | undefined {
+    return this.tokenizer.token_to_id(token) ?? undefined;
+  }
+
+  /** tokenizer.json's added tokens marked special ([MASK], <mask>, ...). */
+  specialAddedTokens(): string[] {
+    const config = JSON.parse(this.json) as { added_tokens?: Array<{ content?: unknown; special?: unknown }> };
+    return (config.added_tokens ?? []).filter((t) => t.special === true && typeof t.content === 'string').map((t) => t.content as string);
   }
 
   /** Ids go into Int32Arrays and index the embedding: anything else would be wrapped silently. */

@@ -28,6 +28,7 @@ import { join } from 'node:path';
 import { gatherRows, TOKENS_PER_FORWARD } from './batching.js';
 import type {
   BuiltClassifier,
+  ClassifierSpec,
   EncoderInfo,
   EvalStepOptions,
   NativeAdamW,
@@ -39,11 +40,12 @@ import type {
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
-import { csvColumns, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
+import { csvColumns, type DataSource, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
 import { cpuBf16 } from './doctor.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
 import { encodeOnce, type FeatureCache } from './feature-cache.js';
+import { fewShotSplit } from './few-shot.js';
 import { loadBinding } from './loader.js';
 import type { ClassificationMetrics } from './metrics.js';
 import {
@@ -54,6 +56,8 @@ import {
   resolveTrainOptions,
   type TrainOptions,
 } from './options.js';
+import { preparePrompt, promptSpec } from './prompt-classifier.js';
+import type { PromptEncoder } from './prompt-template.js';
 import { renderReport } from './report.js';
 import { RunKeeper, startPosition } from './run-keeper.js';
 import { type HeadSettings, headSettings, headSpec } from './sequence-classification.js';
@@ -163,6 +167,9 @@ interface RawData {
   tokenizer: TextTokenizer;
   trainTexts: readonly string[];
   validationTexts: readonly string[] | null;
+  /** Second texts (textPairColumn), for a pair prompt. */
+  trainPairs: readonly string[] | null;
+  validationPairs: readonly string[] | null;
   labels: string[];
   /** Class id of every row of the training source. */
   allIds: Int32Array;
@@ -179,18 +186,23 @@ interface RawData {
  */
 async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, tokenizer: TextTokenizer): Promise<RawData> {
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
-  const trainRaw = await loadExamples(opts.data);
-  const validationRaw = opts.validationData ? await loadExamples(opts.validationData) : null;
+  const trainRaw = await loadExamples(withPairColumn(opts.data, opts.textPairColumn));
+  const validationRaw = opts.validationData ? await loadExamples(withPairColumn(opts.validationData, opts.textPairColumn)) : null;
   const labels = opts.labels ?? inferLabelNames([...trainRaw.labels!, ...(validationRaw?.labels ?? [])], trainRaw.origin);
   const allIds = labelIds(trainRaw.labels!, labels, trainRaw.origin);
-  const split = validationRaw
-    ? { train: Int32Array.from(allIds.keys()), validation: null }
-    : stratifiedSplit(allIds, opts.validationSplit, opts.seed, binding.randperm);
+  const split =
+    opts.fewShot !== undefined
+      ? fewShotSplit(allIds, labels, opts.fewShot, opts.seed, binding.randperm, validationRaw === null)
+      : validationRaw
+        ? { train: Int32Array.from(allIds.keys()), validation: null }
+        : stratifiedSplit(allIds, opts.validationSplit, opts.seed, binding.randperm);
   return {
     saved,
     tokenizer,
     trainTexts: trainRaw.texts,
     validationTexts: validationRaw?.texts ?? null,
+    trainPairs: trainRaw.pairs ?? null,
+    validationPairs: validationRaw?.pairs ?? null,
     labels,
     allIds,
     trainIndices: split.train,
@@ -200,11 +212,25 @@ async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, to
   };
 }
 
-/** Stage 2: every text tokenized once; the training and validation sets. */
-async function tokenizeData(opts: ResolvedTrainOptions, raw: RawData): Promise<{ train: LabelledSet; validation: LabelledSet }> {
+/** A data source that also reads the second text's column (textPairColumn), when one is named. */
+function withPairColumn(source: DataSource, textPairColumn: string | undefined): DataSource {
+  if (textPairColumn === undefined) return source;
+  if (typeof source === 'string' || Array.isArray(source)) return { csv: source as string | readonly string[], textPairColumn };
+  if ('csv' in source) return { ...source, textPairColumn: source.textPairColumn ?? textPairColumn };
+  return source;
+}
+
+/** Stage 2: every text tokenized once (through the template with a prompt); the training and validation sets. */
+async function tokenizeData(
+  opts: ResolvedTrainOptions,
+  raw: RawData,
+  prompt: PromptEncoder | null,
+): Promise<{ train: LabelledSet; validation: LabelledSet }> {
   const { tokenizer } = raw;
   const { signal } = opts;
-  const encodedAll = await tokenizer.encodeBatchAsync(raw.trainTexts, opts.maxLength, { signal });
+  const encode = (texts: readonly string[], pairs: readonly string[] | null) =>
+    prompt ? Promise.resolve(prompt.encode(texts, pairs, opts.maxLength)) : tokenizer.encodeBatchAsync(texts, opts.maxLength, { signal });
+  const encodedAll = await encode(raw.trainTexts, raw.trainPairs);
   const train = {
     encoded: gatherRows(encodedAll, raw.trainIndices, opts.maxLength),
     labels: Int32Array.from(raw.trainIndices, (i) => raw.allIds[i]!),
@@ -212,7 +238,7 @@ async function tokenizeData(opts: ResolvedTrainOptions, raw: RawData): Promise<{
   };
   const validation = raw.validationTexts
     ? {
-        encoded: await tokenizer.encodeBatchAsync(raw.validationTexts, opts.maxLength, { signal }),
+        encoded: await encode(raw.validationTexts, raw.validationPairs),
         labels: raw.validationIds!,
         cache: null,
       }
@@ -267,6 +293,7 @@ function buildModel(
   numClasses: number,
   device: string,
   notes: string[],
+  promptSpec: Partial<ClassifierSpec> = {},
 ): BuiltClassifier {
   try {
     const fileDtype = encoder.namedParameters().find(([, t]) => ['float16', 'bfloat16', 'float64'].includes(t.dtype))?.[1].dtype;
@@ -283,6 +310,7 @@ function buildModel(
       pooling: opts.pooling,
       seed: opts.seed,
       ...headSpec(head),
+      ...promptSpec,
     });
   } catch (err) {
     encoder.dispose();
@@ -330,12 +358,14 @@ function classifierConfig(
   device: string,
   classWeights: Float32Array | undefined,
   hasValidationData: boolean,
+  prompt: PromptEncoder | null,
 ): ClassifierConfig {
   return {
     format: 'torch-bert-classifier',
     formatVersion: 1,
     labels,
     ...csvColumns(opts.data),
+    ...(prompt ? { prompt: prompt.config, ...(opts.textPairColumn !== undefined ? { textPairColumn: opts.textPairColumn } : {}) } : {}),
     maxLength: opts.maxLength,
     pooling: opts.pooling,
     headHidden: opts.headHidden,
@@ -368,6 +398,7 @@ function classifierConfig(
       seed: opts.seed,
       device,
       precision: opts.precision,
+      ...(opts.fewShot !== undefined ? { fewShot: opts.fewShot } : {}),
     },
     metrics: {},
     createdAt: new Date().toISOString(),
@@ -392,16 +423,26 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     tokenizer: opts.tokenizer,
     maxLength: options.maxLength,
     fallbackMaxLength: DEFAULTS.maxLength,
+    mlmHead: opts.head === 'prompt',
     signal,
   });
   const encoder = loaded.module;
+  // head 'prompt': the MLM head, the mask token and the verbalizer's words, checked before any data is read.
+  const prepared = opts.head === 'prompt' ? await preparePrompt(loaded, opts.template!, opts.verbalizer!) : null;
+  const prompt = prepared?.prompt ?? null;
+  if (prompt) {
+    if (opts.labels !== undefined && opts.labels.join('\0') !== prompt.labels.join('\0')) {
+      throw new InputError(`labels (${opts.labels.join(', ')}) must be the verbalizer's, in its order (${prompt.labels.join(', ')})`);
+    }
+    opts.labels = prompt.labels;
+  }
   opts.maxLength = loaded.maxLength;
   if (options.lora?.targets === undefined && loaded.loraTargets) opts.lora.targets = loaded.loraTargets;
   const raw = await readInputs(opts, binding, loaded.tokenizer);
   const { saved, tokenizer, labels } = raw;
 
   // 2. Prepare data.
-  const data = await tokenizeData(opts, raw);
+  const data = await tokenizeData(opts, raw, prompt);
   const loss = lossOptions(opts, data.train.labels, labels.length);
   const padTo = opts.padding === 'max' ? opts.maxLength : undefined;
   const fingerprint = runFingerprint(opts, labels, data.train.encoded.count, data.validation.encoded.count);
@@ -421,7 +462,22 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     source: loaded.source,
     tokenizerJson: tokenizer.json,
   });
-  const built = buildModel(binding, encoder, opts, head, labels.length, device, notes);
+  let built: BuiltClassifier;
+  try {
+    built = buildModel(
+      binding,
+      encoder,
+      opts,
+      head,
+      labels.length,
+      device,
+      notes,
+      prepared ? promptSpec(prepared.mlmHead, prompt!.config) : {},
+    );
+  } finally {
+    // The classifier holds the MLM head's transform; the handle is not needed.
+    loaded.mlmHead?.dispose();
+  }
   const model = built.module;
   const outDir = opts.outDir;
   // Without outDir the best weights still go to a file, the one way to snapshot a module
@@ -447,7 +503,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       data.train.cache = caches.train;
       data.validation.cache = caches.validation;
     }
-    const config = classifierConfig(binding, opts, labels, built, head, loaded, device, loss.classWeights, raw.hasValidationData);
+    const config = classifierConfig(binding, opts, labels, built, head, loaded, device, loss.classWeights, raw.hasValidationData, prompt);
 
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
     const position = saved?.position ?? startPosition();

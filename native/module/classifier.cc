@@ -3,7 +3,10 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <cctype>
 #include <cmath>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 
@@ -29,6 +32,10 @@ struct ClassifierSpec {
   std::string head;
   std::string family;  // bert | roberta | distilbert; only for "sequence-classification"
   double initializerRange;
+  // "prompt" (LM-BFF): the checkpoint's MLM head, the tokenizer's mask id and the label words' ids.
+  ModuleStatePtr mlmHead;
+  int64_t maskTokenId = -1;
+  std::vector<int64_t> labelTokenIds;
 };
 
 struct EncoderInfo {
@@ -71,8 +78,19 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
     if (s.pooling != "cls") {
       ThrowError(value.Env(), fn + ".pooling must be 'cls' with head 'sequence-classification'");
     }
+  } else if (s.head == "prompt") {
+    s.mlmHead = ScriptModule::Get(spec.Get("mlmHead"), fn + ".mlmHead");
+    s.maskTokenId = ReadInteger(spec.Get("maskTokenId"), fn + ".maskTokenId", 0, (int64_t{1} << 31) - 1);
+    Napi::Array ids = ReadArray(spec.Get("labelTokenIds"), fn + ".labelTokenIds");
+    for (uint32_t i = 0; i < ids.Length(); ++i) {
+      s.labelTokenIds.push_back(
+          ReadInteger(ids.Get(i), fn + ".labelTokenIds[" + std::to_string(i) + "]", 0, (int64_t{1} << 31) - 1));
+    }
+    if (static_cast<int64_t>(s.labelTokenIds.size()) != s.numClasses) {
+      ThrowError(value.Env(), fn + ".labelTokenIds must hold numClasses ids (one label word per class)");
+    }
   } else if (s.head != "mlp") {
-    ThrowError(value.Env(), fn + ".head must be 'mlp' or 'sequence-classification', got '" + s.head + "'");
+    ThrowError(value.Env(), fn + ".head must be 'mlp', 'sequence-classification' or 'prompt', got '" + s.head + "'");
   }
   return s;
 }
@@ -240,7 +258,15 @@ std::string FeaturesSource(const EncoderInfo& info, const ClassifierSpec& spec) 
   } else {
     src << "    h = out[" << Quote(*info.outputKey) << "]\n";
   }
-  if (spec.head == "sequence-classification" && spec.family == "bert") {
+  if (spec.head == "prompt") {
+    // The mask's row, found in the graph (the first position where input_ids is the mask id), so
+    // that classifier.pt needs no position input. The gather is no `select(h, 1, 0)`: token
+    // pruning (graph/token_pruning.h) finds nothing to narrow, and every row is computed.
+    src << "    found = torch.eq(input_ids, self.mask_token_id).float()\n";
+    src << "    pos = torch.argmax(found, 1)\n";
+    src << "    index = pos.view(-1, 1, 1).expand(-1, 1, h.size(2))\n";
+    src << "    return torch.gather(h, 1, index).squeeze(1)\n";
+  } else if (spec.head == "sequence-classification" && spec.family == "bert") {
     // BertForSequenceClassification classifies the pooler output (tanh(dense(h[:, 0]))), which
     // belongs to the encoder: so `frozen` keeps the pooler frozen, as it keeps the encoder.
     src << "    return " << *info.poolerAccess << "\n";
@@ -297,6 +323,78 @@ def head_forward(self, x):
     x = self.head.classifier.forward(x)
     return torch.log_softmax(x, -1)
 )";
+
+// LM-BFF's head (Gao et al. 2021) on the mask row: the MLM head's transform, then its decoder
+// restricted to the label words' rows (weight and bias), log-softmax over those words alone.
+// The transform's modules are the MLM head's own (shared, as the encoder is), so `frozen` trains
+// exactly them. The decoder weight stays the encoder's word embedding tensor when the checkpoint
+// ties them (read in the graph, so `full` trains the label words' embeddings as LM-BFF does);
+// an untied decoder's label rows, and the bias's, are copied into buffers (fixed).
+struct PromptHead {
+  std::string transformSource;  // the body of head_forward up to the decoder, on x
+  std::vector<std::pair<std::string, torch::jit::Module>> modules;
+  torch::Tensor decoderWeight;
+  torch::Tensor decoderBias;
+};
+
+bool HasModule(const torch::jit::Module& m, const std::string& name) {
+  return m.hasattr(name) && m.attr(name).isModule();
+}
+
+PromptHead ReadMlmHead(const torch::jit::Module& mlm) {
+  PromptHead p;
+  if (HasModule(mlm, "predictions")) {
+    // BertOnlyMLMHead: predictions.transform (dense, activation, LayerNorm), predictions.decoder, predictions.bias.
+    torch::jit::Module predictions = mlm.attr("predictions").toModule();
+    p.modules.emplace_back("transform", predictions.attr("transform").toModule());
+    p.transformSource = "    x = self.head.transform.forward(x)\n";
+    p.decoderWeight = predictions.attr("decoder").toModule().attr("weight").toTensor();
+    p.decoderBias = predictions.attr("bias").toTensor();
+  } else if (HasModule(mlm, "dense") && HasModule(mlm, "layer_norm") && HasModule(mlm, "decoder")) {
+    // RobertaLMHead: dense, erf GELU, layer_norm, decoder with the head's bias.
+    p.modules.emplace_back("dense", mlm.attr("dense").toModule());
+    p.modules.emplace_back("layer_norm", mlm.attr("layer_norm").toModule());
+    p.transformSource =
+        "    x = self.head.dense.forward(x)\n    x = torch.gelu(x)\n    x = self.head.layer_norm.forward(x)\n";
+    p.decoderWeight = mlm.attr("decoder").toModule().attr("weight").toTensor();
+    p.decoderBias = mlm.attr("bias").toTensor();
+  } else {
+    throw std::runtime_error(
+        "buildClassifier: head 'prompt' takes a BERT (BertOnlyMLMHead) or RoBERTa (RobertaLMHead) MLM head; this "
+        "mlmHead is neither");
+  }
+  return p;
+}
+
+// `self.encoder.<name>` for the encoder parameter that is `weight` itself, when its name is a
+// TorchScript attribute path; empty otherwise.
+std::string TiedEncoderPath(const torch::jit::Module& encoder, const torch::Tensor& weight) {
+  for (const auto& p : encoder.named_parameters(/*recurse=*/true)) {
+    if (!p.value.is_same(weight)) continue;
+    std::string path = "self.encoder";
+    std::string part;
+    std::istringstream parts(p.name);
+    while (std::getline(parts, part, '.')) {
+      if (part.empty() || std::isdigit(static_cast<unsigned char>(part[0]))) return "";
+      path += "." + part;
+    }
+    return path;
+  }
+  return "";
+}
+
+std::string PromptHeadSource(const PromptHead& p, const std::string& weightPath) {
+  std::ostringstream src;
+  src << "\ndef head_forward(self, x):\n" << p.transformSource;
+  if (weightPath.empty()) {
+    src << "    w = self.label_weight\n";
+  } else {
+    src << "    w = torch.index_select(" << weightPath << ", 0, self.label_token_ids)\n";
+  }
+  src << "    x = torch.linear(x, w, self.label_bias)\n";
+  src << "    return torch.log_softmax(x, -1)\n";
+  return src.str();
+}
 
 // One Linear of a head: its module name and [out, in].
 struct HeadLinear {
@@ -379,6 +477,11 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     ClassifierSpec spec = ReadSpec(info[1]);
 
     std::lock_guard<std::mutex> lock(*encoderState->mutex);
+    // The MLM head of buildEncoder shares the encoder's mutex; another one is held as well.
+    std::unique_lock<std::mutex> headLock;
+    if (spec.mlmHead && spec.mlmHead->mutex != encoderState->mutex) {
+      headLock = std::unique_lock<std::mutex>(*spec.mlmHead->mutex);
+    }
     EncoderInfo encoder = Probe(*encoderState);
     if (encoder.dtype != torch::kFloat) {
       throw std::runtime_error(
@@ -400,7 +503,9 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
           std::string(encoder.outputKind == "tensor" ? "only the last hidden state"
                                                      : "no [batch, hidden] pooler output"));
     }
-    const std::vector<HeadLinear> layout = HeadLayout(spec, encoder.hiddenSize);
+    const bool promptHead = spec.head == "prompt";
+    const std::vector<HeadLinear> layout =
+        promptHead ? std::vector<HeadLinear>{} : HeadLayout(spec, encoder.hiddenSize);
     std::vector<std::pair<torch::Tensor, torch::Tensor>> weights;
     {
       torch::NoGradGuard noGrad;
@@ -426,16 +531,45 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
                                                       AsParameter(weights[k].second, encoder)));
     }
 
+    std::string headSource = promptHead ? "" : HeadSource(spec);
     torch::jit::Module classifier = MakeModule("__torch__.TorchBertClassifier", cu, training);
+    if (promptHead) {
+      PromptHead prompt = ReadMlmHead(spec.mlmHead->module);
+      const int64_t vocab = prompt.decoderWeight.size(0);
+      if (prompt.decoderWeight.dim() != 2 || prompt.decoderWeight.size(1) != encoder.hiddenSize ||
+          prompt.decoderBias.dim() != 1 || prompt.decoderBias.size(0) != vocab) {
+        throw std::runtime_error(
+            "buildClassifier: the MLM head's decoder does not map the encoder's hidden size to a vocabulary");
+      }
+      for (int64_t id : spec.labelTokenIds) {
+        if (id >= vocab) {
+          throw std::runtime_error("buildClassifier: label token id " + std::to_string(id) +
+                                   " is outside the MLM head's vocabulary of " + std::to_string(vocab));
+        }
+      }
+      for (auto& [name, module] : prompt.modules) head.register_module(name, module);
+      torch::Tensor ids = torch::tensor(spec.labelTokenIds, torch::kLong).to(encoder.device);
+      torch::NoGradGuard noGrad;
+      classifier.register_buffer("label_token_ids", ids);
+      classifier.register_buffer("label_bias",
+                                 prompt.decoderBias.detach().index_select(0, ids).to(torch::kFloat).clone());
+      const std::string weightPath = TiedEncoderPath(encoderState->module, prompt.decoderWeight);
+      if (weightPath.empty()) {
+        classifier.register_buffer("label_weight",
+                                   prompt.decoderWeight.detach().index_select(0, ids).to(torch::kFloat).clone());
+      }
+      classifier.register_attribute("mask_token_id", c10::IntType::get(), spec.maskTokenId);
+      headSource = PromptHeadSource(prompt, weightPath);
+    }
     // The encoder is shared, not copied: training the classifier trains this encoder.
     classifier.register_module("encoder", encoderState->module);
     classifier.register_module("head", head);
-    classifier.register_attribute("pooling", c10::StringType::get(), spec.pooling);
+    classifier.register_attribute("pooling", c10::StringType::get(), promptHead ? std::string("mask") : spec.pooling);
     classifier.register_attribute("num_labels", c10::IntType::get(), spec.numClasses);
     classifier.register_attribute("hidden_size", c10::IntType::get(), encoder.hiddenSize);
     classifier.register_attribute("dropout_p", c10::FloatType::get(), spec.dropout);
     classifier.register_attribute("head_kind", c10::StringType::get(), spec.head);
-    classifier.define(FeaturesSource(encoder, spec) + HeadSource(spec) + kForwardSource);
+    classifier.define(FeaturesSource(encoder, spec) + headSource + kForwardSource);
 
     std::vector<std::string> unreached = UnreachedParameters(classifier, encoder);
 

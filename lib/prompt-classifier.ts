@@ -1,0 +1,122 @@
+/**
+ * Prompt-based classification (LM-BFF, Gao et al. 2021) with the checkpoint's MLM head: a class's
+ * probability is the softmax over the label words' logits at the template's mask.
+ *
+ *   const c = await promptClassifier({ model: 'roberta-folder', template: '{text} It was <mask>.',
+ *                                      verbalizer: ['negative=terrible', 'positive=great'] });
+ *   await c.predict(['A wonderful film.']);   // same shapes as a trained classifier's
+ *
+ * The model is the classifier of `head: 'prompt'` (native/module/classifier.cc): forward(input_ids,
+ * attention_mask) -> class log-probabilities, with the mask row found in its graph, so a saved
+ * classifier.pt keeps its contract; config.json records the prompt (prompt-template.ts), which
+ * predict/evaluate apply to new texts. `prepareprompt` is shared with train({ head: 'prompt' }).
+ */
+import { createRequire } from 'node:module';
+import type { BuiltClassifier, NativeScriptModule } from './binding.js';
+import { Classifier, type ClassifierConfig, resolveDevice } from './classifier.js';
+import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
+import { InputError } from './errors.js';
+import { loadBinding } from './loader.js';
+import type { Device } from './options.js';
+import { findMaskToken, type PromptConfig, PromptEncoder, type VerbalizerSpec } from './prompt-template.js';
+
+export interface PromptClassifierOptions {
+  /** A Hugging Face model folder or Hub id whose checkpoint has its MLM head (BERT or RoBERTa family). */
+  model: string;
+  /** E.g. '{text} It was [MASK].' (the tokenizer's own mask token); pairs: {text_a} and {text_b}. */
+  template: string;
+  /** `['negative=terrible', 'positive=great']` or `{ negative: 'terrible', positive: 'great' }`: class order as given. */
+  verbalizer: VerbalizerSpec;
+  /** Tokens per example, template and special tokens included (default: the folder's). */
+  maxLength?: number;
+  device?: Device;
+  /** A tokenizer.json instead of the folder's own. */
+  tokenizer?: string;
+}
+
+/** The MLM head, mask token and prompt of a loaded encoder, checked; throws a clear InputError where prompting cannot work. */
+export async function preparePrompt(
+  loaded: LoadedEncoder,
+  template: string,
+  verbalizer: VerbalizerSpec,
+): Promise<{ mlmHead: NativeScriptModule; prompt: PromptEncoder }> {
+  if (loaded.mlmHead === null) {
+    throw new InputError(
+      loaded.source.kind === 'torchscript'
+        ? `prompting needs the model's masked-language-model head, and ${loaded.description} is a TorchScript encoder, which carries none: name a Hugging Face folder or Hub id whose checkpoint has it (…ForMaskedLM, …ForPreTraining)`
+        : `prompting needs the model's masked-language-model head, and the checkpoint of ${loaded.description} has none (no cls.predictions.* / lm_head.*): use a …ForMaskedLM or …ForPreTraining checkpoint`,
+      { code: 'NO_MLM_HEAD' },
+    );
+  }
+  if (loaded.source.kind === 'folder' && loaded.source.family === 'distilbert') {
+    throw new InputError(`prompting supports BERT and RoBERTa MLM heads; ${loaded.description} is DistilBERT`, {
+      code: 'UNSUPPORTED_MODEL',
+    });
+  }
+  const mask = await findMaskToken(loaded.tokenizer, loaded.source.kind === 'folder' ? loaded.source.dir : null);
+  const prompt = PromptEncoder.create(loaded.tokenizer, template, verbalizer, mask);
+  return { mlmHead: loaded.mlmHead, prompt };
+}
+
+/** buildClassifier's spec for the prompt head. */
+export function promptSpec(mlmHead: NativeScriptModule, prompt: PromptConfig) {
+  return {
+    numClasses: prompt.labelTokenIds.length,
+    headHidden: 1,
+    dropout: 0,
+    pooling: 'cls' as const,
+    seed: 0,
+    head: 'prompt' as const,
+    mlmHead,
+    maskTokenId: prompt.maskTokenId,
+    labelTokenIds: prompt.labelTokenIds,
+  };
+}
+
+/** A zero-shot prompt classifier: `predict` and `evaluate` as a trained classifier's (see the top). */
+export async function promptClassifier(options: PromptClassifierOptions): Promise<Classifier> {
+  if (typeof options?.model !== 'string') throw new InputError('promptClassifier: model must be a model folder or Hub id');
+  const binding = loadBinding();
+  const device = resolveDevice(options.device);
+  const loaded = await loadEncoderSource(options.model, {
+    device,
+    tokenizer: options.tokenizer,
+    maxLength: options.maxLength,
+    fallbackMaxLength: 128,
+    mlmHead: true,
+  });
+  let built: BuiltClassifier;
+  let prompt: PromptEncoder;
+  try {
+    const prepared = await preparePrompt(loaded, options.template, options.verbalizer);
+    prompt = prepared.prompt;
+    built = binding.buildClassifier(loaded.module, promptSpec(prepared.mlmHead, prompt.config));
+  } catch (err) {
+    loaded.module.dispose();
+    throw err;
+  } finally {
+    // The classifier holds the MLM head's transform; its handle is not needed.
+    loaded.mlmHead?.dispose();
+  }
+  built.module.train(false);
+  built.module.setRequiresGrad(false);
+  const config: ClassifierConfig = {
+    format: 'torch-bert-classifier',
+    formatVersion: 1,
+    labels: prompt.labels,
+    maxLength: loaded.maxLength,
+    pooling: 'cls',
+    headHidden: 0,
+    dropout: 0,
+    head: 'prompt',
+    prompt: prompt.config,
+    encoder: { ...built.encoder, file: options.model, source: loaded.source },
+    output: 'log_probabilities',
+    libtorchVersion: binding.versions().libtorch,
+    torchBertVersion: (createRequire(import.meta.url)('../package.json') as { version: string }).version,
+    hyperparameters: { technique: 'zero-shot' },
+    metrics: {},
+    createdAt: new Date().toISOString(),
+  };
+  return Classifier.fromModule(built.module, loaded.tokenizer, config);
+}

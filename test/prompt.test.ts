@@ -1,0 +1,706 @@
+/**
+ * Prompt-based classification (issue 15, items 2 and 3): templates and verbalizers against the
+ * tokenizer, and the zero-shot classifier's probabilities against plain PyTorch
+ * (scripts/python/prompt_reference.py: transformers' MLM head over every position from the
+ * folder's own files, the label words' logits at the mask, softmax), for a BERT folder (WordPiece,
+ * [MASK]) and a RoBERTa folder (byte-level BPE, <mask>, 'Ġword').
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Classifier } from '../lib/classifier.js';
+import { InputError } from '../lib/errors.js';
+import { promptClassifier } from '../lib/prompt-classifier.js';
+import { PromptEncoder, truncateLongestFirst } from '../lib/prompt-template.js';
+import { TextTokenizer } from '../lib/tokenizer.js';
+import { demoTokenizer, fixturesDir, makeEncoder, makeHfFolder, runPython } from './fixtures.js';
+
+const SIZE = { layers: 2, hidden: 32, heads: 4, intermediate: 64, maxPosition: 64 } as const;
+const TEXTS = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings', 'x'];
+
+let work: string;
+let bertDir: string;
+let robertaDir: string;
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'torch-bert-prompt-'));
+  bertDir = (await makeHfFolder({ ...SIZE, layout: 'mlm' })).dir;
+  // RoBERTa with a byte-level BPE tokenizer (pad 1, <mask>); written here, as make_hf_folder has no BPE tokenizer.
+  mkdirSync(fixturesDir, { recursive: true });
+  robertaDir = join(work, 'roberta');
+  await runPython('scripts/python/make_hf_folder.py', [
+    '--out',
+    robertaDir,
+    '--layout',
+    'roberta',
+    '--tokenizer',
+    'none',
+    '--pad',
+    '1',
+    ...Object.entries({ layers: 2, hidden: 32, heads: 4, intermediate: 64, 'max-position': 64 }).flatMap(([k, v]) => [`--${k}`, String(v)]),
+  ]);
+  await runPython('scripts/python/make_bpe_tokenizer.py', [join(robertaDir, 'tokenizer.json')]);
+}, 240_000);
+
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+interface Reference {
+  probabilities: number[][];
+  mask_positions: number[];
+}
+
+async function reference(dir: string, c: Classifier, texts: string[]): Promise<Reference> {
+  const prompt = c.config.prompt!;
+  const encoded = PromptEncoder.fromConfig(c.tokenizer, prompt).encode(texts, null, c.config.maxLength);
+  const rows = (a: Int32Array) =>
+    Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
+  const out = await runPython(
+    'scripts/python/prompt_reference.py',
+    [dir],
+    JSON.stringify({
+      input_ids: rows(encoded.inputIds),
+      attention_mask: rows(encoded.attentionMask),
+      mask_id: prompt.maskTokenId,
+      label_ids: prompt.labelTokenIds,
+    }),
+  );
+  return JSON.parse(out) as Reference;
+}
+
+function expectClose(actual: number[][], expected: number[][], tolerance: number): void {
+  expect(actual.length).toBe(expected.length);
+  actual.forEach((row, i) => {
+    expect(row.length).toBe(expected[i]!.length);
+    for (const [j, x] of row.entries()) expect(Math.abs(x - expected[i]![j]!)).toBeLessThan(tolerance);
+  });
+}
+
+describe('zero-shot prompt classification', () => {
+  it("a BERT folder's probabilities are the MLM head's softmax over the label words at [MASK] (Python reference)", async () => {
+    const c = await promptClassifier({
+      model: bertDir,
+      template: 'Review: {text} It was [MASK].',
+      verbalizer: ['negative=bad', 'positive=good', 'neutral=film'],
+      maxLength: 24,
+      device: 'cpu',
+    });
+    try {
+      expect(c.labels).toEqual(['negative', 'positive', 'neutral']);
+      expect(c.config.prompt!.maskToken).toBe('[MASK]');
+      expect(c.config.prompt!.labelTokenIds.map((id) => c.tokenizer.tokenString(id))).toEqual(['bad', 'good', 'film']);
+      const predictions = await c.predict(TEXTS);
+      const ref = await reference(bertDir, c, TEXTS);
+      expectClose(
+        predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+        ref.probabilities,
+        1e-5,
+      );
+      predictions.forEach((p, i) => {
+        const best = ref.probabilities[i]!.indexOf(Math.max(...ref.probabilities[i]!));
+        expect(p.labelId).toBe(best);
+        expect(p.label).toBe(c.labels[best]);
+      });
+      // Token pruning narrows nothing for this head: the mask row is gathered, not selected.
+      expect(c.module.prunedOps()).toEqual([]);
+      // Not all alike: the weights are random, so the rows differ by text.
+      expect(new Set(ref.probabilities.map((r) => r[0]!.toFixed(6))).size).toBeGreaterThan(1);
+    } finally {
+      c.dispose();
+    }
+  }, 120_000);
+
+  it("a RoBERTa folder (byte-level BPE) uses <mask> and the label words' 'Ġword' tokens (Python reference)", async () => {
+    const c = await promptClassifier({
+      model: robertaDir,
+      template: '{text} It was <mask>.',
+      verbalizer: { negative: 'terrible', positive: 'great' },
+      maxLength: 32,
+      device: 'cpu',
+    });
+    try {
+      expect(c.config.prompt!.maskToken).toBe('<mask>');
+      expect(c.config.prompt!.labelTokenIds.map((id) => c.tokenizer.tokenString(id))).toEqual(['Ġterrible', 'Ġgreat']);
+      const predictions = await c.predict(TEXTS);
+      const ref = await reference(robertaDir, c, TEXTS);
+      expectClose(
+        predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+        ref.probabilities,
+        1e-5,
+      );
+    } finally {
+      c.dispose();
+    }
+  }, 120_000);
+
+  it('evaluate() on a CSV gives the accuracy of the reference predictions', async () => {
+    const c = await promptClassifier({
+      model: bertDir,
+      template: '{text} It was [MASK].',
+      verbalizer: ['neg=bad', 'pos=good'],
+      device: 'cpu',
+    });
+    try {
+      const labels = ['neg', 'pos', 'pos', 'neg'];
+      const csv = join(work, 'eval.csv');
+      writeFileSync(csv, `text,label\n${TEXTS.map((t, i) => `"${t}",${labels[i]}`).join('\n')}\n`);
+      const result = await c.evaluate(csv);
+      const ref = await reference(bertDir, c, TEXTS);
+      const predicted = ref.probabilities.map((r) => (r[0]! > r[1]! ? 'neg' : 'pos'));
+      expect(result.examples).toBe(4);
+      expect(result.accuracy).toBeCloseTo(predicted.filter((p, i) => p === labels[i]).length / 4, 10);
+      const nll = -ref.probabilities.reduce((s, r, i) => s + Math.log(r[labels[i] === 'neg' ? 0 : 1]!), 0) / 4;
+      expect(result.loss).toBeCloseTo(nll, 4);
+    } finally {
+      c.dispose();
+    }
+  }, 120_000);
+});
+
+describe('templates and verbalizers', () => {
+  let bert: TextTokenizer;
+  let bpe: TextTokenizer;
+  beforeAll(async () => {
+    bert = await TextTokenizer.load(demoTokenizer);
+    bpe = await TextTokenizer.load(join(robertaDir, 'tokenizer.json'));
+  });
+  const BERT_MASK = { token: '[MASK]', id: 4 };
+  const bpeMask = () => ({ token: '<mask>', id: bpe.tokenId('<mask>')! });
+
+  it("the template's rows are the tokenizer's own encoding of the filled-in template (BERT and byte-level BPE)", () => {
+    for (const [tok, mask, template] of [
+      [bert, BERT_MASK, 'Review: {text} It was [MASK].'],
+      [bpe, bpeMask(), '{text} It was <mask>.'],
+      [bpe, bpeMask(), 'The film: {text}. It was <mask>!'],
+    ] as const) {
+      const p = PromptEncoder.create(tok, template, ['a=good', 'b=bad'], mask);
+      const encoded = p.encode(['a great film and a dull one'], null, 40);
+      const whole = tok.encodeOne(template.replace('{text}', 'a great film and a dull one'), 40);
+      expect(Array.from(encoded.inputIds.subarray(0, encoded.lengths[0]!))).toEqual(whole);
+    }
+  });
+
+  it('texts are truncated to fit, the template never; pairs longest-first', () => {
+    const p = PromptEncoder.create(bert, '{text} It was [MASK].', ['a=good', 'b=bad'], BERT_MASK);
+    const long = Array.from({ length: 50 }, () => 'good film').join(' ');
+    const e = p.encode([long], null, 12);
+    const ids = Array.from(e.inputIds.subarray(0, 12));
+    // [CLS] + 6 text tokens + "it was [MASK] ." + [SEP]
+    const tail = bert.tokenIds('it was');
+    expect(ids.slice(0, 7)).toEqual([2, ...bert.tokenIds(long).slice(0, 6)]);
+    expect(ids.slice(7)).toEqual([...tail, 4, ...bert.tokenIds('.'), 3]);
+    expect(truncateLongestFirst(10, 3, 8)).toEqual([5, 3]);
+    expect(truncateLongestFirst(5, 5, 7)).toEqual([4, 3]);
+    expect(truncateLongestFirst(2, 9, 6)).toEqual([2, 4]);
+    const pair = PromptEncoder.create(bert, '{text_a} ? [MASK] , {text_b}', ['yes=yes', 'no=no'], BERT_MASK);
+    const pe = pair.encode([long], ['a dull film'], 16);
+    expect(pe.lengths[0]).toBe(16);
+    const row = Array.from(pe.inputIds.subarray(0, 16));
+    const b = bert.tokenIds('a dull film');
+    // 16 - [CLS] [SEP] ? [MASK] , = 11 for the texts: b keeps its 3, a gets 8.
+    expect(row).toEqual([2, ...bert.tokenIds(long).slice(0, 8), ...bert.tokenIds('?'), 4, ...bert.tokenIds(','), ...b, 3]);
+    expect(() => pair.encode(['x'], null, 16)).toThrow(/text_a/);
+    expect(() => p.encode(['x'], null, 6)).toThrow(expect.objectContaining({ code: 'TEMPLATE_TOO_LONG' }));
+  });
+
+  it('refuses bad templates and verbalizers with typed errors', () => {
+    const code = (f: () => unknown, c: string, message?: RegExp) => {
+      try {
+        f();
+      } catch (err) {
+        expect(err).toBeInstanceOf(InputError);
+        expect((err as InputError).code).toBe(c);
+        if (message) expect((err as Error).message).toMatch(message);
+        return;
+      }
+      throw new Error('did not throw');
+    };
+    const v = ['a=good', 'b=bad'];
+    code(() => PromptEncoder.create(bert, 'It was [MASK].', v, BERT_MASK), 'TEMPLATE_PLACEHOLDERS');
+    code(() => PromptEncoder.create(bert, '{text} {text} [MASK]', v, BERT_MASK), 'TEMPLATE_PLACEHOLDERS');
+    code(() => PromptEncoder.create(bert, '{text_a} [MASK]', v, BERT_MASK), 'TEMPLATE_PLACEHOLDERS');
+    code(() => PromptEncoder.create(bert, '{sentence} [MASK]', v, BERT_MASK), 'TEMPLATE_PLACEHOLDERS', /unknown placeholder \{sentence\}/);
+    code(() => PromptEncoder.create(bert, '{text} It was.', v, BERT_MASK), 'TEMPLATE_MASK');
+    code(() => PromptEncoder.create(bert, '{text} [MASK] [MASK]', v, BERT_MASK), 'TEMPLATE_MASK');
+    code(() => PromptEncoder.create(bpe, '{text} It was [MASK].', v, bpeMask()), 'TEMPLATE_MASK', /<mask>/);
+    code(() => PromptEncoder.create(bert, '{text} [MASK]', ['a=good'], BERT_MASK), 'VERBALIZER_INVALID');
+    code(() => PromptEncoder.create(bert, '{text} [MASK]', ['a=good', 'bad'], BERT_MASK), 'VERBALIZER_INVALID', /LABEL=WORD/);
+    code(() => PromptEncoder.create(bert, '{text} [MASK]', ['a=good', 'a=bad'], BERT_MASK), 'VERBALIZER_INVALID', /twice/);
+    code(() => PromptEncoder.create(bert, '{text} [MASK]', ['a=good', 'b=Good'], BERT_MASK), 'VERBALIZER_DUPLICATE_TOKEN');
+    const splits = bert.tokenIds('magnificently').map((id) => `'${bert.tokenString(id)}'`);
+    expect(splits.length).toBeGreaterThan(1);
+    code(
+      () => PromptEncoder.create(bert, '{text} [MASK]', ['a=good', 'b=magnificently'], BERT_MASK),
+      'VERBALIZER_WORD_SPLITS',
+      new RegExp(splits.join(' \\+ ').replace(/[#]/g, '#')),
+    );
+    // RoBERTa: 'great' stands after a space at the mask ('Ġgreat', one token); 'magnificent' splits into 'Ġm' + ...
+    expect(PromptEncoder.create(bpe, '{text} It was <mask>.', ['a=great', 'b=terrible'], bpeMask()).config.labelTokenIds).toEqual([
+      bpe.tokenId('Ġgreat'),
+      bpe.tokenId('Ġterrible'),
+    ]);
+    expect(PromptEncoder.create(bpe, '{text} It was<mask>.', ['a=great', 'b=terrible'], bpeMask()).config.labelTokenIds).toEqual([
+      bpe.tokenId('great'),
+      bpe.tokenId('terrible'),
+    ]);
+    code(
+      () => PromptEncoder.create(bpe, '{text} It was <mask>.', ['a=great', 'b=magnificent'], bpeMask()),
+      'VERBALIZER_WORD_SPLITS',
+      /'Ġm' \+ 'a'/,
+    );
+  });
+
+  it('refuses models without an MLM head: a TorchScript file, an AutoModel folder', async () => {
+    const pt = await makeEncoder({ ...SIZE, tokenizer: demoTokenizer });
+    await expect(
+      promptClassifier({
+        model: pt,
+        tokenizer: demoTokenizer,
+        maxLength: 32,
+        template: '{text} [MASK]',
+        verbalizer: ['a=good', 'b=bad'],
+        device: 'cpu',
+      }),
+    ).rejects.toMatchObject({ code: 'NO_MLM_HEAD', message: expect.stringMatching(/TorchScript/) });
+    const { dir } = await makeHfFolder({ ...SIZE, layout: 'automodel' });
+    await expect(
+      promptClassifier({ model: dir, maxLength: 32, template: '{text} [MASK]', verbalizer: ['a=good', 'b=bad'], device: 'cpu' }),
+    ).rejects.toMatchObject({
+      code: 'NO_MLM_HEAD',
+    });
+  }, 120_000);
+});
+
+describe('prompt-based fine-tuning', () => {
+  const REVIEWS = [
+    ['A wonderful film, great acting.', 'pos'],
+    ['Dull, long and badly acted.', 'neg'],
+    ['I loved every minute of it.', 'pos'],
+    ['A terrible waste of time.', 'neg'],
+    ['Great fun and a good story.', 'pos'],
+    ['Bad script, bad acting.', 'neg'],
+    ['The best film this year.', 'pos'],
+    ['Boring and far too long.', 'neg'],
+  ] as const;
+  const data = {
+    texts: Array.from({ length: 48 }, (_, i) => REVIEWS[i % 8]![0]),
+    labels: Array.from({ length: 48 }, (_, i) => REVIEWS[i % 8]![1]),
+  };
+  const PROMPT = { head: 'prompt' as const, template: '{text} It was [MASK].', verbalizer: ['neg=bad', 'pos=good'] };
+
+  it("few-shot sampling takes K per class, walking torch.randperm(n) from the seed (Python's order)", async () => {
+    const { fewShotSplit } = await import('../lib/few-shot.js');
+    const { loadBinding } = await import('../lib/loader.js');
+    const binding = loadBinding();
+    // 3 classes: 620, 40 and 9 rows, interleaved.
+    const ids = Int32Array.from({ length: 669 }, (_, i) => (i < 27 ? i % 3 : 0));
+    for (let i = 27; i < 27 + 31; i++) ids[i] = 1;
+    const labels = ['a', 'b', 'c'];
+    const split = fewShotSplit(ids, labels, 4, 7, binding.randperm, true);
+    const count = (rows: Int32Array, c: number) => Array.from(rows).filter((r) => ids[r] === c).length;
+    expect([0, 1, 2].map((c) => count(split.train, c))).toEqual([4, 4, 4]);
+    expect([0, 1, 2].map((c) => count(split.validation!, c))).toEqual([500, 36, 5]);
+    expect(Array.from(split.train).some((r) => split.validation!.includes(r))).toBe(false);
+    const expected = JSON.parse(
+      await runPython('-c', [
+        `import json, sys, torch
+ids = json.loads(sys.argv[1]); taken = {}; out = []
+for r in torch.randperm(len(ids), generator=torch.Generator().manual_seed(7)).tolist():
+    if taken.get(ids[r], 0) < 4: taken[ids[r]] = taken.get(ids[r], 0) + 1; out.append(r)
+print(json.dumps(sorted(out)))`,
+        JSON.stringify(Array.from(ids)),
+      ]),
+    ) as number[];
+    expect(Array.from(split.train)).toEqual(expected);
+    expect(Array.from(fewShotSplit(ids, labels, 4, 7, binding.randperm, false).train)).toEqual(expected);
+    expect(Array.from(fewShotSplit(ids, labels, 4, 8, binding.randperm, false).train)).not.toEqual(expected);
+    expect(() => fewShotSplit(ids, labels, 10, 7, binding.randperm, false)).toThrow(/'c' \(9 examples\)/);
+  });
+
+  it.each(['full', 'lora'] as const)(
+    "a prompt classifier trained with %s: classifier.pt run by Python's torch.jit.load equals Node's predict",
+    async (technique) => {
+      const { train } = await import('../lib/trainer.js');
+      const { loadClassifier } = await import('../lib/classifier.js');
+      const outDir = join(work, technique);
+      const result = await train({
+        ...PROMPT,
+        data,
+        encoder: bertDir,
+        technique,
+        fewShot: 8,
+        epochs: 2,
+        batchSize: 4,
+        maxLength: 24,
+        learningRate: 1e-3,
+        outDir,
+        device: 'cpu',
+      });
+      result.classifier.dispose();
+      const c = await loadClassifier(outDir, { device: 'cpu' });
+      try {
+        expect(c.config.head).toBe('prompt');
+        expect(c.config.prompt!.template).toBe(PROMPT.template);
+        const node = await c.predict(TEXTS);
+        const encoded = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!).encode(TEXTS, null, c.config.maxLength);
+        const rows = (a: Int32Array) =>
+          Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
+        const python = JSON.parse(
+          await runPython(
+            '-c',
+            [
+              `import json, sys, torch
+m = torch.jit.load(sys.argv[1]).eval()
+d = json.loads(sys.stdin.read())
+with torch.no_grad():
+    out = m(torch.tensor(d["ids"]), torch.tensor(d["mask"]))
+print(json.dumps(out.exp().tolist()))`,
+              join(outDir, 'classifier.pt'),
+            ],
+            JSON.stringify({ ids: rows(encoded.inputIds), mask: rows(encoded.attentionMask) }),
+          ),
+        ) as number[][];
+        expectClose(
+          node.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+          python,
+          1e-5,
+        );
+        // It trained: the classifier is no longer the zero-shot one.
+        const zero = await promptClassifier({
+          model: bertDir,
+          template: PROMPT.template,
+          verbalizer: PROMPT.verbalizer,
+          maxLength: 24,
+          device: 'cpu',
+        });
+        const before = await zero.predict(TEXTS);
+        zero.dispose();
+        expect(Math.max(...before.map((p, i) => Math.abs(p.probabilities.pos! - node[i]!.probabilities.pos!)))).toBeGreaterThan(1e-3);
+      } finally {
+        c.dispose();
+      }
+    },
+    240_000,
+  );
+
+  it("frozen trains only the MLM head's transform, from the mask row's cached features", async () => {
+    const { train } = await import('../lib/trainer.js');
+    const validationData = { texts: REVIEWS.map((r) => r[0]), labels: REVIEWS.map((r) => r[1]) };
+    const result = await train({
+      ...PROMPT,
+      data,
+      validationData,
+      encoder: bertDir,
+      technique: 'frozen',
+      epochs: 2,
+      batchSize: 8,
+      maxLength: 24,
+      learningRate: 1e-2,
+      device: 'cpu',
+    });
+    const zero = await promptClassifier({
+      model: bertDir,
+      template: PROMPT.template,
+      verbalizer: PROMPT.verbalizer,
+      maxLength: 24,
+      device: 'cpu',
+    });
+    try {
+      const before = new Map(zero.module.namedParameters().map(([n, t]) => [n, Array.from(t.toArray() as Float32Array)]));
+      const after = result.classifier.module.namedParameters();
+      const changed = after
+        .filter(([n, t]) => {
+          const was = before.get(n)!;
+          return (t.toArray() as Float32Array).some((x, i) => x !== was[i]);
+        })
+        .map(([n]) => n)
+        .sort();
+      expect(changed).toEqual([
+        'head.transform.LayerNorm.bias',
+        'head.transform.LayerNorm.weight',
+        'head.transform.dense.bias',
+        'head.transform.dense.weight',
+      ]);
+      expect(result.trainableParameters).toBe(32 * 32 + 32 + 32 + 32);
+      // The validation loss was computed on the cached features; the whole model (encoder, the
+      // mask row, the head) on the same texts gives the same loss only if the cache holds the mask row.
+      const whole = await result.classifier.evaluate(validationData);
+      expect(whole.loss).toBeCloseTo(result.best.validationLoss, 5);
+      expect(whole.accuracy).toBeCloseTo(result.best.validationAccuracy, 10);
+    } finally {
+      zero.dispose();
+      result.classifier.dispose();
+    }
+  }, 240_000);
+});
+
+describe('text pairs', () => {
+  it("train reads textPairColumn; the saved classifier's evaluate() applies {text_a}/{text_b} as Python's torch.jit.load sees them", async () => {
+    const { train } = await import('../lib/trainer.js');
+    const { loadClassifier } = await import('../lib/classifier.js');
+    const pairs = [
+      ['A wonderful film.', 'It was great.', 'yes'],
+      ['A wonderful film.', 'It was dull.', 'no'],
+      ['Dull and long.', 'It was boring.', 'yes'],
+      ['Dull and long.', 'It was great fun.', 'no'],
+    ];
+    const csv = join(work, 'pairs.csv');
+    const rows = Array.from({ length: 16 }, (_, i) => pairs[i % 4]!);
+    writeFileSync(csv, `premise,hypothesis,label\n${rows.map(([a, b, l]) => `"${a}","${b}",${l}`).join('\n')}\n`);
+    const outDir = join(work, 'pairs');
+    const result = await train({
+      head: 'prompt',
+      template: '{text_a} ? [MASK] , {text_b}',
+      verbalizer: ['yes=yes', 'no=no'],
+      data: { csv, textColumn: 'premise', labelColumn: 'label' },
+      textPairColumn: 'hypothesis',
+      encoder: bertDir,
+      technique: 'frozen',
+      epochs: 1,
+      batchSize: 4,
+      maxLength: 20,
+      outDir,
+      device: 'cpu',
+    });
+    result.classifier.dispose();
+    const c = await loadClassifier(outDir, { device: 'cpu' });
+    try {
+      expect(c.config.textPairColumn).toBe('hypothesis');
+      const evaluated = await c.evaluate(csv);
+      const encoded = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!).encode(
+        rows.map((r) => r[0]!),
+        rows.map((r) => r[1]!),
+        c.config.maxLength,
+      );
+      const ids = (a: Int32Array) =>
+        Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
+      const python = JSON.parse(
+        await runPython(
+          '-c',
+          [
+            `import json, sys, torch
+m = torch.jit.load(sys.argv[1]).eval()
+d = json.loads(sys.stdin.read())
+with torch.no_grad():
+    out = m(torch.tensor(d["ids"]), torch.tensor(d["mask"]))
+print(json.dumps(torch.nn.functional.nll_loss(out, torch.tensor(d["labels"])).item()))`,
+            join(outDir, 'classifier.pt'),
+          ],
+          JSON.stringify({
+            ids: ids(encoded.inputIds),
+            mask: ids(encoded.attentionMask),
+            labels: rows.map((r) => (r[2] === 'yes' ? 0 : 1)),
+          }),
+        ),
+      ) as number;
+      expect(evaluated.examples).toBe(16);
+      expect(evaluated.loss).toBeCloseTo(python, 5);
+      const predicted = await c.predict(
+        rows.map((r) => r[0]!),
+        { pairs: rows.map((r) => r[1]!) },
+      );
+      const nll = -predicted.reduce((sum, p, i) => sum + Math.log(p.probabilities[rows[i]![2]!]!), 0) / rows.length;
+      expect(nll).toBeCloseTo(python, 5);
+      // The rows hold both texts around the template: [CLS] a ? [MASK] , b [SEP].
+      const first = Array.from(encoded.inputIds.subarray(0, encoded.lengths[0]!));
+      expect(first).toEqual(c.tokenizer.encodeOne('A wonderful film. ? [MASK] , It was great.', 20));
+    } finally {
+      c.dispose();
+    }
+  }, 240_000);
+});
+
+describe('the CLI', () => {
+  it('predict --model --template --verbalizer --json prints the zero-shot probabilities by label; eval reads the CSV', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const { repoRoot } = await import('./fixtures.js');
+    const cli = join(repoRoot, 'dist', 'cli.js');
+    const args = [
+      '--model',
+      bertDir,
+      '--template',
+      '{text} It was [MASK].',
+      '--verbalizer',
+      'neg=bad',
+      '--verbalizer',
+      'pos=good',
+      '--max-length',
+      '24',
+    ];
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      cli,
+      'predict',
+      ...args,
+      '--device',
+      'cpu',
+      '--json',
+      ...TEXTS.slice(0, 2),
+    ]);
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { text: string; label: string; probabilities: Record<string, number> });
+    const c = await promptClassifier({
+      model: bertDir,
+      template: '{text} It was [MASK].',
+      verbalizer: ['neg=bad', 'pos=good'],
+      maxLength: 24,
+      device: 'cpu',
+    });
+    try {
+      const api = await c.predict(TEXTS.slice(0, 2));
+      expect(lines.map((l) => l.text)).toEqual(TEXTS.slice(0, 2));
+      lines.forEach((l, i) => {
+        expect(l.label).toBe(api[i]!.label);
+        expect(Object.keys(l.probabilities)).toEqual(['neg', 'pos']);
+        expect(Math.abs(l.probabilities.pos! - api[i]!.probabilities.pos!)).toBeLessThan(1e-6);
+      });
+      const csv = join(work, 'cli-eval.csv');
+      writeFileSync(csv, `review,sentiment\n"${TEXTS[0]}",pos\n"${TEXTS[1]}",neg\n`);
+      const ev = await promisify(execFile)(process.execPath, [
+        cli,
+        'eval',
+        ...args,
+        '--data',
+        csv,
+        '--text-column',
+        'review',
+        '--label-column',
+        'sentiment',
+        '--device',
+        'cpu',
+        '--json',
+      ]);
+      const result = JSON.parse(ev.stdout) as { examples: number; accuracy: number };
+      expect(result.examples).toBe(2);
+      expect(result.accuracy).toBe(((api[0]!.label === 'pos' ? 1 : 0) + (api[1]!.label === 'neg' ? 1 : 0)) / 2);
+      // --template without --model is a usage error (exit code 2).
+      await expect(
+        promisify(execFile)(process.execPath, [cli, 'predict', '--classifier', work, '--template', 'x', 'text']),
+      ).rejects.toMatchObject({
+        code: 2,
+      });
+    } finally {
+      c.dispose();
+    }
+  }, 120_000);
+});
+
+describe("buildClassifier's head 'prompt'", () => {
+  it('refuses a missing MLM head, a label id per class missing, and ids outside the vocabulary', async () => {
+    const { loadEncoderSource } = await import('../lib/encoder-source.js');
+    const { loadBinding } = await import('../lib/loader.js');
+    const b = loadBinding();
+    const loaded = await loadEncoderSource(bertDir, { device: 'cpu', maxLength: 24, fallbackMaxLength: 24, mlmHead: true });
+    const spec = { numClasses: 2, headHidden: 1, dropout: 0, pooling: 'cls' as const, seed: 0, head: 'prompt' as const, maskTokenId: 4 };
+    try {
+      expect(() => b.buildClassifier(loaded.module, { ...spec, labelTokenIds: [5, 6] })).toThrow(/mlmHead/);
+      expect(() => b.buildClassifier(loaded.module, { ...spec, mlmHead: loaded.mlmHead!, labelTokenIds: [5] })).toThrow(
+        /labelTokenIds must hold numClasses ids/,
+      );
+      expect(() => b.buildClassifier(loaded.module, { ...spec, mlmHead: loaded.mlmHead!, labelTokenIds: [5, 589] })).toThrow(
+        /label token id 589 is outside the MLM head's vocabulary of 589/,
+      );
+      expect(() => b.buildClassifier(loaded.module, { ...spec, mlmHead: loaded.module, labelTokenIds: [5, 6] })).toThrow(
+        /BertOnlyMLMHead|RobertaLMHead/,
+      );
+      // The decoder weight is the encoder's word embedding tensor: read in the graph, not copied.
+      const { module } = b.buildClassifier(loaded.module, { ...spec, mlmHead: loaded.mlmHead!, labelTokenIds: [5, 6] });
+      expect(
+        module
+          .namedParameters()
+          .filter(([n]) => n.startsWith('head.'))
+          .map(([n]) => n),
+      ).toEqual([
+        'head.transform.dense.weight',
+        'head.transform.dense.bias',
+        'head.transform.LayerNorm.weight',
+        'head.transform.LayerNorm.bias',
+      ]);
+      module.dispose();
+    } finally {
+      loaded.mlmHead?.dispose();
+      loaded.module.dispose();
+    }
+  }, 120_000);
+});
+
+describe('an untied decoder', () => {
+  it("a checkpoint whose decoder is not the word embeddings: the label words' own rows (Python reference)", async () => {
+    const { cpSync } = await import('node:fs');
+    const dir = join(work, 'untied');
+    cpSync(bertDir, dir, { recursive: true });
+    await runPython('-c', [
+      `import sys, torch
+sys.path.insert(0, "scripts/python")
+from safetensors_io import read_safetensors, write_safetensors
+path = sys.argv[1] + "/model.safetensors"
+t, meta = read_safetensors(path)
+words = t["bert.embeddings.word_embeddings.weight"]
+t["cls.predictions.decoder.weight"] = 0.2 * torch.randn(words.shape, generator=torch.Generator().manual_seed(5))
+write_safetensors(path, t, meta)`,
+      dir,
+    ]);
+    const c = await promptClassifier({
+      model: dir,
+      template: '{text} It was [MASK].',
+      verbalizer: ['neg=bad', 'pos=good'],
+      maxLength: 24,
+      device: 'cpu',
+    });
+    try {
+      const predictions = await c.predict(TEXTS);
+      const ref = await reference(dir, c, TEXTS);
+      expectClose(
+        predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+        ref.probabilities,
+        1e-5,
+      );
+      // Not the tied model's numbers.
+      const tied = await reference(bertDir, c, TEXTS);
+      expect(Math.abs(tied.probabilities[0]![0]! - ref.probabilities[0]![0]!)).toBeGreaterThan(1e-4);
+    } finally {
+      c.dispose();
+    }
+  }, 120_000);
+});
+
+describe('the CLI: train --head prompt', () => {
+  it('--head prompt --template --verbalizer --few-shot --text-pair-column train a prompt classifier; predict --classifier refuses a TEXT alone for its pair template', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const { readFileSync } = await import('node:fs');
+    const { repoRoot } = await import('./fixtures.js');
+    const cli = join(repoRoot, 'dist', 'cli.js');
+    const csv = join(work, 'cli-pairs.csv');
+    const rows = Array.from({ length: 24 }, (_, i) =>
+      i % 2 ? ['Dull and long.', 'It was great.', 'no'] : ['A wonderful film.', 'It was great.', 'yes'],
+    );
+    writeFileSync(csv, `a,b,label\n${rows.map((r) => r.map((x) => `"${x}"`).join(',')).join('\n')}\n`);
+    const out = join(work, 'cli-train');
+    // biome-ignore format: one flag and its value per line
+    await promisify(execFile)(process.execPath, [cli, 'train', '--data', csv, '--text-column', 'a', '--text-pair-column', 'b',
+      '--model', bertDir, '--head', 'prompt', '--template', '{text_a} ? [MASK] , {text_b}', '--verbalizer', 'yes=yes', '--verbalizer', 'no=no',
+      '--technique', 'frozen', '--few-shot', '4', '--epochs', '1', '--batch-size', '4', '--max-length', '20', '--device', 'cpu', '--out', out, '--json']);
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as {
+      head: string;
+      prompt: { template: string; labelTokenIds: number[] };
+      textPairColumn: string;
+      hyperparameters: { fewShot: number };
+      labels: string[];
+    };
+    expect(config.head).toBe('prompt');
+    expect(config.labels).toEqual(['yes', 'no']);
+    expect(config.prompt.template).toBe('{text_a} ? [MASK] , {text_b}');
+    expect(config.textPairColumn).toBe('b');
+    expect(config.hyperparameters.fewShot).toBe(4);
+    // A pair template needs a second text, which predict's TEXT arguments do not give: a clear error.
+    await expect(
+      promisify(execFile)(process.execPath, [cli, 'predict', '--classifier', out, '--device', 'cpu', 'x']),
+    ).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/text_a/),
+    });
+  }, 180_000);
+});
