@@ -229,26 +229,28 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(maxDifference(classifierWeights(out), expected)).toBeLessThan(1e-5);
   }, 240_000);
 
-  it.skipIf(!existsSync(torchrun))(
-    'torchrun --no_python --nproc_per_node 2 torch-bert train: the same weights',
-    async () => {
-      const out = join(dir, 'cli-torchrun');
-      const port = await freePort();
-      const run = await runCommand(torchrun, [
-        '--no_python',
-        '--nproc_per_node',
-        '2',
-        '--master_port',
-        String(port),
-        process.execPath,
-        cli,
-        ...cliArgs(out),
-      ]);
-      expect(run.code, run.stderr).toBe(0);
-      expect(maxDifference(classifierWeights(out), weights(join(dir, 'full-ddp.0')))).toBeLessThan(1e-5);
-    },
-    240_000,
-  );
+  it('torchrun --no_python --nproc_per_node 2 torch-bert train: the same weights', async (ctx) => {
+    // Debian 12's torchrun 1.13 fails before starting any worker on its Python 3.11 (an enum
+    // change: "'NoneType' object has no attribute 'get'" in to_map): skipped where it cannot run /bin/true.
+    const probe = existsSync(torchrun)
+      ? await runCommand(torchrun, ['--no_python', '--nproc_per_node', '1', '--master_port', String(await freePort()), '/bin/true'])
+      : null;
+    if (probe?.code !== 0) ctx.skip();
+    const out = join(dir, 'cli-torchrun');
+    const port = await freePort();
+    const run = await runCommand(torchrun, [
+      '--no_python',
+      '--nproc_per_node',
+      '2',
+      '--master_port',
+      String(port),
+      process.execPath,
+      cli,
+      ...cliArgs(out),
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(maxDifference(classifierWeights(out), weights(join(dir, 'full-ddp.0')))).toBeLessThan(1e-5);
+  }, 240_000);
 
   it('a rank killed mid-epoch stops the other within the timeout, with a one-line error naming it', async () => {
     const options = { ...base, technique: 'full', batchSize: 1, epochs: 3, distributedTimeout: 10 };
