@@ -187,6 +187,16 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     }, 240_000);
   }
 
+  it('class weights: each rank weights its loss by its share of the global batch (weights 1 and 3, 60 steps)', async () => {
+    // A rank's half of a batch holds another sum of class weights than the other's, so plain gradient averaging would differ.
+    const options = { ...base, technique: 'full', classWeights: [1, 3] };
+    const single = join(dir, 'weighted-single');
+    expect((await runProcess({ ...options, batchSize: 8 }, single, {})).code).toBe(0);
+    const ranks = await runRanks({ ...options, batchSize: 4 }, join(dir, 'weighted-ddp'), 2);
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    expect(maxDifference(weights(join(dir, 'weighted-ddp.0')), weights(single))).toBeLessThan(1e-5);
+  }, 240_000);
+
   /** The CLI's flags for the `full` run above with batch 4 per process. */
   const cliArgs = (out: string) => [
     'train',
