@@ -375,6 +375,21 @@ export interface TrainStepOptions extends LossOptions {
    * on for 'fp16', off otherwise (bf16 has float32's range and needs none).
    */
   gradScaling?: boolean;
+  /**
+   * Data-parallel training: on the window's last batch, before unscaling, the norm and clipping,
+   * the gradients are averaged over the process group joined by `distributedJoin` (all-reduce
+   * in ~25 MB buckets, native/distributed/gradient_reducer.h). Default false.
+   */
+  averageGradients?: boolean;
+}
+
+/** This process's place in the group it joined (`distributedJoin`). */
+export interface DistributedRank {
+  rank: number;
+  worldSize: number;
+  localRank: number;
+  localWorldSize: number;
+  backend: string;
 }
 
 /** Options of evalStep and headEvalStep. */
@@ -628,6 +643,24 @@ export interface NativeBinding {
   /** `torch.randperm(n, generator=torch.Generator().manual_seed(seed))`, identical to Python. */
   randperm(n: number, seed: number): Int32Array;
   setNumThreads(n: number): void;
+
+  // ---- Distributed (c10d process group; native/distributed/) ----
+  /** The backends this build can create: `['gloo']`, or `[]` when built without Gloo's headers. */
+  distributedBackends(): string[];
+  /**
+   * Joins the process's group from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK,
+   * LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT): TCPStore rendezvous (rank 0 serves it), Gloo.
+   * `timeoutMs` bounds the rendezvous and every later collective. Blocks until every rank joined.
+   */
+  distributedJoin(timeoutMs: number): DistributedRank;
+  /** All-reduce of a few numbers (blocking): the same result on every rank. */
+  distributedAllReduce(values: Float64Array, op: 'sum' | 'max' | 'min'): Float64Array;
+  /** All-reduce of a tensor, in place (blocking): the same values on every rank. */
+  distributedAllReduceTensor(tensor: NativeTensor, op: 'sum' | 'max' | 'min'): void;
+  /** Every rank's tensors take rank `root`'s values, in place (blocking). */
+  distributedBroadcast(tensors: NativeTensor[], root: number): void;
+  /** Leaves the group (no-op when not joined). */
+  distributedLeave(): void;
   /**
    * Turns token pruning on or off from the next call on (default on, or off with
    * TORCH_BERT_TOKEN_PRUNING=0): the graph pass that computes only the token rows a method's

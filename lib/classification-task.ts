@@ -63,6 +63,8 @@ export function classificationTask(
     skipNonFinite: boolean;
     /** Fixed padded width of token batches (`padding: 'max'`); undefined pads to each batch's longest. */
     padTo: number | undefined;
+    /** Data-parallel training: the gradients are averaged over the process group before each update. */
+    averageGradients?: boolean;
   },
 ): Task<ClassificationBatch> {
   const cache = train.cache;
@@ -75,6 +77,14 @@ export function classificationTask(
         tokens: { inputIds: batch.inputIds, attentionMask: batch.attentionMask, batchSize: batch.count, seqLen: batch.seqLen, labels },
       };
     },
+    lossNormaliser(rows) {
+      // The weighted cross-entropy's mean divides by the rows' class weights, the plain one by the rows.
+      const weights = settings.loss.classWeights;
+      if (!weights) return rows.length;
+      let sum = 0;
+      for (const i of rows) sum += weights[train.labels[i]!]!;
+      return sum;
+    },
     step(batch, step: MicroBatchStep): Promise<TrainStepResult> {
       const options: TrainStepOptions = {
         ...settings.loss,
@@ -86,6 +96,7 @@ export function classificationTask(
         lossScale: step.accumulationWeight,
         skipNonFinite: settings.skipNonFinite,
         checkGradients: step.checkGradients,
+        ...(settings.averageGradients ? { averageGradients: true } : {}),
       };
       if ('tokens' in batch) return binding.trainStep(model, optimizer, batch.tokens, options);
       return binding.headTrainStep(model, optimizer, cache!.features, batch.featureRows, batch.labels, options);

@@ -11,6 +11,7 @@ import { Classifier } from './classifier.js';
 import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
 import { exportHuggingFace } from './export.js';
+import { launchWorkers, withoutNproc } from './launcher.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
 import { PRETRAIN_DEFAULTS, pretrain } from './pretrainer.js';
@@ -19,6 +20,13 @@ import type { HeadKind } from './sequence-classification.js';
 import { train } from './trainer.js';
 
 class UsageError extends Error {}
+
+/** `--nproc-per-node`: a worker failed (it printed its own error); the command exits with its code. */
+class WorkersFailed extends Error {
+  constructor(readonly exitCode: number) {
+    super(`a worker exited with code ${exitCode}`);
+  }
+}
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -49,6 +57,8 @@ const TRAIN_OPTIONS: Options = {
   device: { type: 'string' },
   precision: { type: 'string' },
   threads: { type: 'string' },
+  'nproc-per-node': { type: 'string' },
+  'distributed-timeout': { type: 'string' },
   technique: { type: 'string' },
   'encoder-lr': { type: 'string' },
   freeze: { type: 'string', multiple: true },
@@ -185,7 +195,9 @@ Options (default):
   --seed N                 (${DEFAULTS.seed})
   --device auto|cpu|cuda|cuda:N  (${DEFAULTS.device})
   --precision P            fp32 | bf16 | fp16 (CUDA only; loss scaling) (${DEFAULTS.precision})
-  --threads N              libtorch intra-op threads
+  --threads N              libtorch intra-op threads (distributed: cores / processes per node)
+  --nproc-per-node N       data-parallel: start N worker processes on this machine (Gloo), batch per process
+  --distributed-timeout S  seconds a rank waits for the others before failing (${DEFAULTS.distributedTimeout})
   --json                   print one JSON object instead of tables`,
   eval: `torch-bert eval — loss and accuracy of a saved classifier, or of a zero-shot prompt, on labelled data
 
@@ -393,6 +405,17 @@ function interruptController(): AbortController {
 async function commandTrain(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: TRAIN_OPTIONS, strict: true });
   if (values.help) return void console.log(HELP.train);
+  const nproc = numberOption(values, 'nproc-per-node');
+  if (nproc !== undefined && (!Number.isInteger(nproc) || nproc < 1))
+    throw new UsageError(`--nproc-per-node expects an integer ≥ 1; got ${nproc}`);
+  // The launcher (not a worker started by it or by torchrun, which have RANK set): start the workers.
+  if (nproc !== undefined && nproc > 1 && process.env.RANK === undefined) {
+    const code = await launchWorkers(nproc, process.argv[1]!, ['train', ...withoutNproc(argv)]);
+    if (code !== 0) throw new WorkersFailed(code);
+    return;
+  }
+  // A worker of a data-parallel job other than rank 0 prints nothing of its own (rank 0 reports).
+  const quiet = process.env.RANK !== undefined && process.env.RANK !== '0';
   const json = Boolean(values.json);
   const controller = interruptController();
   const options: TrainOptions = {
@@ -430,6 +453,7 @@ async function commandTrain(argv: string[]): Promise<void> {
     device: values.device as Device | undefined,
     precision: values.precision as TrainOptions['precision'],
     threads: numberOption(values, 'threads'),
+    distributedTimeout: numberOption(values, 'distributed-timeout'),
     technique: values.technique as TrainOptions['technique'],
     encoderLearningRate: numberOption(values, 'encoder-lr'),
     freeze: values.freeze as string[] | undefined,
@@ -467,6 +491,7 @@ async function commandTrain(argv: string[]): Promise<void> {
   if (options.resumeFrom && values.out === undefined) options.outDir = options.resumeFrom;
   const result = await train(options);
   result.classifier.dispose();
+  if (quiet) return;
   if (json) {
     console.log(
       JSON.stringify({
@@ -839,6 +864,10 @@ async function main(args: string[]): Promise<number> {
     await run(rest);
     return 0;
   } catch (err) {
+    if (err instanceof WorkersFailed) {
+      console.error(`torch-bert: error: ${err.message}; the others were stopped`);
+      return err.exitCode;
+    }
     const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     const message = messageOf(err).split('\n')[0];
     if (err instanceof AbortError) {

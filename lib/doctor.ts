@@ -61,6 +61,8 @@ export interface DoctorReport {
   cpuAllocator: CpuCacheStats | null;
   /** Token pruning (native/graph/token_pruning.h) on or off (null without a loaded binary). */
   tokenPruning: boolean | null;
+  /** Data-parallel backends this build can create (native/distributed/; null without a loaded binary): ['gloo'], or [] when built without Gloo's headers. */
+  distributedBackends: string[] | null;
   /** Where Hugging Face Hub ids resolve (lib/hub.ts): the cache, the endpoint, offline mode, whether HF_TOKEN is set (never its value). */
   hub: ReturnType<typeof hubSettings>;
   threads: {
@@ -196,6 +198,7 @@ export function doctor(): DoctorReport {
   let blas: DoctorReport['blas'] = null;
   let cpuAllocator: CpuCacheStats | null = null;
   let tokenPruning: boolean | null = null;
+  let distributedBackends: string[] | null = null;
   let intraOp: number | null = null;
   let interOp: number | null = null;
   let parallel: string | null = null;
@@ -224,6 +227,7 @@ export function doctor(): DoctorReport {
     parallel = attempt(() => binding!.parallelInfo());
     cpuAllocator = attempt(() => binding!.cpuCacheStats());
     tokenPruning = attempt(() => binding!.tokenPruning());
+    distributedBackends = attempt(() => binding!.distributedBackends());
     let how: string;
     try {
       how = exerciseBlas(binding);
@@ -253,6 +257,7 @@ export function doctor(): DoctorReport {
     blas,
     cpuAllocator,
     tokenPruning,
+    distributedBackends,
     hub: hubSettings(),
     threads: { intraOp, interOp, parallel, cpus: cpus().length, env },
     node: { version: process.version, modules: process.versions.modules, napi: process.versions.napi ?? null, execPath: process.execPath },
@@ -350,6 +355,14 @@ export function formatDoctor(r: DoctorReport): string {
         r.tokenPruning
           ? 'on: with [CLS] pooling the last layer runs for the [CLS] row but its keys and values (TORCH_BERT_TOKEN_PRUNING=0 turns it off)'
           : 'off (TORCH_BERT_TOKEN_PRUNING=0)',
+      );
+    }
+    if (r.distributedBackends !== null) {
+      add(
+        'distributed',
+        r.distributedBackends.length > 0
+          ? `${r.distributedBackends.join(', ')} (c10d; data-parallel training with torchrun or --nproc-per-node)`
+          : "none: built without Gloo's headers, so no data-parallel training on CPUs (install libgloo-dev and rebuild)",
       );
     }
   }

@@ -43,6 +43,31 @@ function tokensDigest(encoded: EncodedTexts): string {
   return hash.digest('hex');
 }
 
+/** Data-parallel encoding's result: this rank's batches in their places, zeros elsewhere, summed over the ranks. */
+function shardedFeatures(
+  binding: NativeBinding,
+  batches: Int32Array[],
+  mine: NativeTensor[],
+  shard: NonNullable<Parameters<typeof encodeOnce>[3]['shard']>,
+): NativeTensor {
+  // The feature width, from a rank that encoded something (every rank but in a tiny run).
+  const width = shard.max([mine[0]?.shape[1] ?? 0])[0]!;
+  const zeros: NativeTensor[] = [];
+  try {
+    const all = batches.map((batch, i) => {
+      if (i % shard.worldSize === shard.rank) return mine[Math.floor(i / shard.worldSize)]!;
+      const zero = binding.Tensor.fromArray(new Float32Array(batch.length * width), [batch.length, width]);
+      zeros.push(zero);
+      return zero;
+    });
+    const features = binding.cat(all);
+    shard.sum(features);
+    return features;
+  } finally {
+    for (const z of zeros) z.dispose();
+  }
+}
+
 export async function encodeOnce(
   binding: NativeBinding,
   model: NativeScriptModule,
@@ -59,6 +84,12 @@ export async function encodeOnce(
     disk?: { dir: string; weightsKey: string; pooling: string };
     onProgress?: (e: EncodeEvent) => void;
     signal?: AbortSignal;
+    /**
+     * Data-parallel (distributed.ts): rank `rank` encodes every `worldSize`-th batch, leaves the
+     * others' rows zero, and the ranks' tensors are summed, so every rank ends with the features
+     * one process computes (the same batches; x + 0 is exact).
+     */
+    shard?: { rank: number; worldSize: number; sum(tensor: NativeTensor): void; max(values: number[]): Float64Array };
   },
 ): Promise<FeatureCache> {
   let file: string | undefined;
@@ -88,10 +119,12 @@ export async function encodeOnce(
     rowOf[example] = row;
   });
   const parts: NativeTensor[] = [];
+  const { shard } = options;
+  const mine = shard ? batches.filter((_, i) => i % shard.worldSize === shard.rank) : batches;
   try {
     let done = 0;
     await runBatches(
-      batches,
+      mine,
       (batch) => {
         const rows = gatherRows(encoded, batch);
         return binding.extractFeatures(model, {
@@ -109,7 +142,7 @@ export async function encodeOnce(
       },
       options.signal,
     );
-    const features = binding.cat(parts);
+    const features = shard ? shardedFeatures(binding, batches, parts, shard) : binding.cat(parts);
     if (file) {
       await mkdir(options.disk!.dir, { recursive: true });
       const tmp = `${file}.tmp-${process.pid}`;

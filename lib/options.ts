@@ -302,8 +302,17 @@ export interface TrainOptions {
    * Performance section.
    */
   precision?: Precision;
-  /** libtorch intra-op threads. Default: libtorch's own choice. */
+  /** libtorch intra-op threads. Default: libtorch's own choice (a distributed rank: the cores / LOCAL_WORLD_SIZE). */
   threads?: number;
+  /**
+   * Data-parallel training on c10d (lib/distributed.ts): `'auto'` joins the process group when
+   * torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, ...) are set, `'off'`
+   * never does. Each rank trains on its share of every epoch with `batchSize` rows per batch
+   * (the global batch is `batchSize` × WORLD_SIZE). Default 'auto'.
+   */
+  distributed?: 'auto' | 'off';
+  /** Seconds a rank waits for the others (rendezvous and every collective) before failing. Default 300. */
+  distributedTimeout?: number;
   /** Progress: each encoding batch of the frozen technique, training batch, evaluation and epoch (`ProgressEvent`). */
   onProgress?: (event: ProgressEvent) => void;
   /**
@@ -319,6 +328,8 @@ export const DEFAULTS = {
   freeze: [] as string[],
   featureCache: 'memory' as 'memory' | 'disk' | 'none',
   featureCacheDir: '.torch-bert-cache',
+  distributed: 'auto' as 'auto' | 'off',
+  distributedTimeout: 300,
   schedule: 'constant' as 'constant' | 'linear',
   warmupRatio: 0,
   gradientAccumulationSteps: 1,
@@ -471,6 +482,12 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     throw new InputError('lora.targets must name at least one module path suffix');
   }
   if (resolved.threads !== undefined) checkInteger('threads', resolved.threads, 1);
+  oneOf('distributed', resolved.distributed, ['auto', 'off']);
+  if (
+    !(typeof resolved.distributedTimeout === 'number' && resolved.distributedTimeout > 0 && Number.isFinite(resolved.distributedTimeout))
+  ) {
+    throw new InputError(`distributedTimeout must be a number of seconds > 0; got ${resolved.distributedTimeout}`);
+  }
   if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
   return resolved;
 }

@@ -36,11 +36,13 @@ import type {
   NativeBottleneckAdapters,
   NativeLoraAdapters,
   NativeScriptModule,
+  NativeTensor,
 } from './binding.js';
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
 import { csvColumns, type DataSource, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
+import { type Distributed, joinDistributed, threadsPerRank } from './distributed.js';
 import { cpuBf16 } from './doctor.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
@@ -251,7 +253,13 @@ async function tokenizeData(
 }
 
 /** The settings a resumed run must share with the run that saved the state. */
-function runFingerprint(opts: ResolvedTrainOptions, labels: string[], trainExamples: number, validationExamples: number) {
+function runFingerprint(
+  opts: ResolvedTrainOptions,
+  labels: string[],
+  trainExamples: number,
+  validationExamples: number,
+  worldSize: number,
+) {
   return {
     technique: opts.technique,
     labels,
@@ -268,6 +276,8 @@ function runFingerprint(opts: ResolvedTrainOptions, labels: string[], trainExamp
     // Only when set, so that training states written before the option existed still match.
     ...(opts.freeze.length > 0 ? { freeze: opts.freeze } : {}),
     ...(opts.head !== 'mlp' ? { head: opts.head } : {}),
+    // Data-parallel runs only, so that single-process states still match.
+    ...(worldSize > 1 ? { worldSize } : {}),
   };
 }
 
@@ -337,10 +347,20 @@ async function encodeFeatures(
   features: string,
   data: { train: LabelledSet; validation: LabelledSet },
   disposables: Array<{ dispose(): void }>,
+  dist: Distributed | null,
 ): Promise<{ train: FeatureCache; validation: FeatureCache }> {
   const disk =
     opts.featureCache === 'disk' ? { dir: opts.featureCacheDir, weightsKey: await loaded.weightsKey(), pooling: features } : undefined;
-  const options = { tokensPerBatch: TOKENS_PER_FORWARD, disk, onProgress: opts.onProgress, signal: opts.signal };
+  // Data-parallel: each rank encodes its share of the batches, then the features are summed over the ranks.
+  const shard = dist
+    ? {
+        rank: dist.rank,
+        worldSize: dist.worldSize,
+        sum: (t: NativeTensor) => dist.allReduceTensor(t, 'sum'),
+        max: (v: number[]) => dist.allReduce(v, 'max'),
+      }
+    : undefined;
+  const options = { tokensPerBatch: TOKENS_PER_FORWARD, disk, onProgress: opts.onProgress, signal: opts.signal, shard };
   const train = await encodeOnce(binding, model, data.train.encoded, { ...options, split: 'train' });
   disposables.push(train.features);
   const validation = await encodeOnce(binding, model, data.validation.encoded, { ...options, split: 'validation' });
@@ -406,11 +426,33 @@ function classifierConfig(
 }
 
 async function trainNow(options: TrainOptions): Promise<TrainResult> {
-  // 1. Load and check.
   const opts = resolveTrainOptions(options);
   const binding = loadBinding();
+  options.signal?.throwIfAborted();
+  // Data-parallel (distributed.ts): joined first, so that a rank that fails later fails the others' collectives.
+  const dist = joinDistributed(binding, opts.distributed, opts.distributedTimeout);
+  try {
+    if (dist && !dist.isMain) {
+      // Rank 0 alone writes the checkpoint, report and training state, and reports progress.
+      opts.outDir = undefined;
+      opts.report = false;
+      opts.onProgress = undefined;
+    }
+    if (dist && opts.threads === undefined) opts.threads = threadsPerRank(dist.localWorldSize);
+    return await trainRank(opts, binding, options, dist);
+  } finally {
+    dist?.leave();
+  }
+}
+
+async function trainRank(
+  opts: ResolvedTrainOptions,
+  binding: NativeBinding,
+  options: TrainOptions,
+  dist: Distributed | null,
+): Promise<TrainResult> {
+  // 1. Load and check.
   const { signal } = opts;
-  signal?.throwIfAborted();
   if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
   // The encoder is loaded (a model folder or Hub id built natively) and checked against the
   // tokenizer and max length before any text is tokenized (model-checks.ts): a mismatch fails at
@@ -445,7 +487,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   const data = await tokenizeData(opts, raw, prompt);
   const loss = lossOptions(opts, data.train.labels, labels.length);
   const padTo = opts.padding === 'max' ? opts.maxLength : undefined;
-  const fingerprint = runFingerprint(opts, labels, data.train.encoded.count, data.validation.encoded.count);
+  const fingerprint = runFingerprint(opts, labels, data.train.encoded.count, data.validation.encoded.count, dist?.worldSize ?? 1);
   if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
   checkPrecision(opts, device);
   // Validation runs in the training precision too.
@@ -493,13 +535,15 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
     const setup = setUpTechnique(binding, model, opts, built);
     if (setup.adapters) disposables.push(setup.adapters);
     if (setup.flagOverride) notes.push(setup.flagOverride);
+    // Data-parallel: every rank starts from rank 0's weights, as DistributedDataParallel does.
+    if (dist) dist.broadcast(setup.trainable.map(([, t]) => t));
     const optimizer = new binding.AdamW(setup.groups);
     disposables.push(optimizer);
     if (tf32Before !== null) binding.setAllowTF32(true);
     if (outDir) await ensureWritableDir(outDir);
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
-      const caches = await encodeFeatures(binding, model, opts, loaded, head.features, data, disposables);
+      const caches = await encodeFeatures(binding, model, opts, loaded, head.features, data, disposables, dist);
       data.train.cache = caches.train;
       data.validation.cache = caches.validation;
     }
@@ -537,12 +581,14 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
       maxGradNorm: opts.maxGradNorm,
       skipNonFinite: opts.onNonFinite === 'skip',
       padTo,
+      averageGradients: dist !== null,
     });
     await runTrainingLoop(task, trainee(model, optimizer, setup), keeper, {
       ...opts,
       trainRows: data.train.encoded.count,
       groupLengths: opts.groupByLength ? data.train.encoded.lengths : undefined,
       randperm: binding.randperm,
+      rank: dist ?? undefined,
     });
 
     // 5. Finish.

@@ -15,6 +15,7 @@
  */
 import { epochBatches, learningRateFactor } from './batching.js';
 import type { NativeAdamW, NativeScriptModule, TrainStepResult } from './binding.js';
+import { rankShare } from './distributed.js';
 import { AbortError, NumericalError } from './errors.js';
 import type { ResolvedTrainOptions } from './options.js';
 import type { RunKeeper } from './run-keeper.js';
@@ -43,6 +44,11 @@ export interface Task<Batch> {
   batch(rows: Int32Array): Batch;
   /** Forward and backward of one batch, and on the window's last batch the update (see `MicroBatchStep`). */
   step(batch: Batch, step: MicroBatchStep): Promise<StepOutcome>;
+  /**
+   * What the loss of these rows is divided by (their count, or the sum of their class weights):
+   * data-parallel training weights each rank's loss by its share of the global batch's.
+   */
+  lossNormaliser?(rows: Int32Array): number;
 }
 
 /** The model being trained and how it is updated. */
@@ -66,6 +72,11 @@ export type LoopOptions = Pick<
   outDir?: string;
   /** libtorch's randperm(n, seed). */
   randperm: (n: number, seed: number) => Int32Array;
+  /**
+   * Data-parallel training (distributed.ts): this rank trains on its share of every epoch's
+   * permutation, and whether to stop before a step is decided by all ranks together.
+   */
+  rank?: { rank: number; worldSize: number; agreeToStop(local: boolean): boolean };
 };
 
 /** A window of batches [start, end) of one epoch: the batches of one optimizer step. */
@@ -103,6 +114,8 @@ class Loop<Batch> {
   // The guard against silent no-op training: the first step that updates the weights (not an
   // accumulate-only, skipped or overflowed one) lists trainable parameters without a gradient.
   private gradientsChecked = false;
+  // Data-parallel: every rank's batches of this epoch (the global batch k is the ranks' batches k).
+  private rankBatches: Int32Array[][] | null = null;
 
   constructor(
     private readonly task: Task<Batch>,
@@ -110,7 +123,9 @@ class Loop<Batch> {
     private readonly keeper: RunKeeper<unknown>,
     private readonly options: LoopOptions,
   ) {
-    const batchesPerEpoch = Math.ceil(options.trainRows / options.batchSize);
+    // Data-parallel: the rank's share of the rows (distributed.ts rankShare).
+    const rows = options.rank ? Math.ceil(options.trainRows / options.rank.worldSize) : options.trainRows;
+    const batchesPerEpoch = Math.ceil(rows / options.batchSize);
     const stepsPerEpoch = Math.ceil(batchesPerEpoch / options.gradientAccumulationSteps);
     this.totalSteps = stepsPerEpoch * options.epochs;
     this.warmupSteps = Math.ceil(this.totalSteps * options.warmupRatio);
@@ -122,15 +137,22 @@ class Loop<Batch> {
     const clock: EpochClock = { startedAt: performance.now(), firstBatch: position.batch };
     this.trainee.model.train(true);
     // Same permutation as Python's torch.randperm(n, generator=Generator().manual_seed(seed + epoch)).
-    const batches = epochBatches(
-      this.options.randperm(this.options.trainRows, this.options.seed + epoch),
-      this.options.batchSize,
-      this.options.groupLengths,
-    );
+    const permutation = this.options.randperm(this.options.trainRows, this.options.seed + epoch);
+    // Data-parallel: the same permutation on every rank, each taking its share (DistributedSampler).
+    const { rank } = this.options;
+    const rows = rank ? rankShare(permutation, rank.rank, rank.worldSize) : permutation;
+    const batches = epochBatches(rows, this.options.batchSize, this.options.groupLengths);
+    if (rank) {
+      this.rankBatches = Array.from({ length: rank.worldSize }, (_, r) =>
+        epochBatches(rankShare(permutation, r, rank.worldSize), this.options.batchSize, this.options.groupLengths),
+      );
+    }
     for (const window of this.windows(batches.length, position.batch)) {
       // Only between optimizer steps: the gradients of a window's first batches are not part of
       // the saved state, so a state saved mid-window could not resume exactly.
-      if (this.options.signal?.aborted) await this.abort(epoch, batches.length);
+      // Data-parallel: every rank stops at the same step when any rank is aborted.
+      const aborted = this.options.signal?.aborted ?? false;
+      if (this.options.rank ? this.options.rank.agreeToStop(aborted) : aborted) await this.abort(epoch, batches.length);
       const lastBatchApplied = await this.optimizerStep(epoch, batches, window, clock);
       // The epoch's last step is followed by the epoch's evaluation anyway. (A step whose last
       // batch was skipped is not followed by one, as before the loop was restructured.)
@@ -184,7 +206,8 @@ class Loop<Batch> {
   private async microBatch(epoch: number, batches: Int32Array[], clock: EpochClock, step: MicroBatchStep): Promise<boolean> {
     const { position } = this.keeper;
     const rows = batches[position.batch]!;
-    const result = await this.task.step(this.task.batch(rows), step);
+    const weight = step.accumulationWeight * this.globalBatchShare(position.batch, rows);
+    const result = await this.task.step(this.task.batch(rows), { ...step, accumulationWeight: weight });
     if (step.checkGradients && !result.skipped && !result.overflow) {
       const missing = missingGradientsError(result.missingGradients ?? [], this.trainee.setup);
       if (missing) throw missing;
@@ -199,6 +222,20 @@ class Loop<Batch> {
     position.epochSeen += rows.length;
     this.reportBatch(epoch, batches.length, result.loss, clock);
     return true;
+  }
+
+  /**
+   * Data-parallel: this rank's share of the global batch's loss normaliser, times the world size
+   * (the gradients are averaged over the ranks), so that the averaged gradient is the global
+   * batch's: an uneven last batch counts by its rows, class weights by their global sum. 1 alone.
+   */
+  private globalBatchShare(batch: number, rows: Int32Array): number {
+    const { rank } = this.options;
+    const normaliser = this.task.lossNormaliser?.bind(this.task);
+    if (!rank || !normaliser || !this.rankBatches) return 1;
+    let total = 0;
+    for (const batches of this.rankBatches) total += normaliser(batches[batch] ?? new Int32Array(0));
+    return total > 0 ? (rank.worldSize * normaliser(rows)) / total : 1;
   }
 
   /** A NaN/Inf loss or gradient: stop the run, or with `onNonFinite: 'skip'` record the batch (the native step applied nothing). */

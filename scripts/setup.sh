@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 # libjemalloc2: the leak test measures RSS with jemalloc (glibc malloc's arenas creep ~8% with no leak).
 # clang-format: npm test checks native/'s formatting with it (scripts/qa/format-native.sh).
-packages=(libtorch-dev libopenblas0-pthread python3-torch libjemalloc2 clang-format)
+# libgloo-dev: Gloo's headers, which c10d's ProcessGroupGloo (data-parallel training on CPUs) needs.
+packages=(libtorch-dev libopenblas0-pthread python3-torch libjemalloc2 clang-format libgloo-dev)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

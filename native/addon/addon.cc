@@ -7,6 +7,7 @@
 
 #include "addon/addon_data.h"
 #include "addon/worker.h"
+#include "distributed/collectives.h"
 #include "model/build_encoder.h"
 #include "module/bottleneck_adapters.h"
 #include "module/classifier.h"
@@ -77,6 +78,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterCpuAllocator(env, exports);
   RegisterTokenPruning(env, exports);
   RegisterWeightFiles(env, exports);
+  RegisterDistributed(env, exports);
   return exports;
 }
 

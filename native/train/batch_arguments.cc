@@ -142,6 +142,8 @@ TrainOptions ReadTrainOptions(const Napi::Value& value, const std::string& fn) {
   if (!IsMissing(skip)) step.skipNonFinite = ReadBool(skip, where + ".skipNonFinite");
   Napi::Value check = options.Get("checkGradients");
   if (!IsMissing(check)) step.checkGradients = ReadBool(check, where + ".checkGradients");
+  Napi::Value average = options.Get("averageGradients");
+  if (!IsMissing(average)) step.averageGradients = ReadBool(average, where + ".averageGradients");
   Napi::Value scale = options.Get("lossScale");
   if (!IsMissing(scale)) {
     step.accumulationWeight = ReadNumber(scale, where + ".lossScale");

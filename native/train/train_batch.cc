@@ -70,7 +70,8 @@ class TrainBatchWorker : public BatchWorker {
     } else {
       if (options_.checkGradients) missingGradients_ = MissingGradients(adamw);
       if (missingGradients_.empty()) {
-        UpdateResult update = ApplyUpdate(*model_, adamw, scaler, {options_.maxGradNorm, options_.skipNonFinite});
+        UpdateResult update = ApplyUpdate(*model_, adamw, scaler,
+                                          {options_.maxGradNorm, options_.skipNonFinite, options_.averageGradients});
         gradNorm_ = update.gradNorm;
         skipped_ = update.skipped;
         overflow_ = update.overflow;

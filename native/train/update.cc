@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "distributed/gradient_reducer.h"
 #include "module/bottleneck_state.h"
 #include "module/lora_state.h"
 #include "train/fused_adamw.h"
@@ -60,6 +61,9 @@ UpdateResult ApplyUpdate(ModuleState& model, torch::optim::AdamW& optimizer, Gra
                          const UpdateOptions& options) {
   UpdateResult out;
   std::vector<torch::Tensor> params = ParametersWithGrad(model);
+  // Data-parallel: every rank continues with the group's mean gradient, so unscaling, the norm,
+  // clipping and the skip decision below are the same on every rank.
+  if (options.averageGradients) AverageGradients(params);
   if (scaler && scaler->Unscale(params)) {
     // Overflow: no step, the caller's GradientReset drops the gradients, and the scale backs
     // off. The loss itself is fine (reported), the gradient norm is meaningless (none).

@@ -30,8 +30,9 @@ torch::Tensor GradNormTensor(const std::vector<torch::Tensor>& params);
 torch::Tensor ClipCoefficient(const torch::Tensor& norm, double maxNorm);
 
 struct UpdateOptions {
-  double maxGradNorm = 0;      // > 0: clip the gradients to this global norm
-  bool skipNonFinite = false;  // a NaN/Inf gradient norm skips the step
+  double maxGradNorm = 0;         // > 0: clip the gradients to this global norm
+  bool skipNonFinite = false;     // a NaN/Inf gradient norm skips the step
+  bool averageGradients = false;  // data-parallel: all-reduce the gradients first (distributed/)
 };
 
 struct UpdateResult {

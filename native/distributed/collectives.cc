@@ -1,0 +1,168 @@
+#include "distributed/collectives.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "addon/arguments.h"
+#include "addon/errors.h"
+#include "distributed/process_group.h"
+#include "distributed/process_group_internal.h"
+#include "tensor/tensor.h"
+
+namespace torch_bert {
+
+namespace {
+
+Napi::Value Backends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const std::vector<std::string> names = AvailableBackends();
+    Napi::Array out = Napi::Array::New(env, names.size());
+    for (size_t i = 0; i < names.size(); ++i) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, names[i]));
+    return out;
+  });
+}
+
+// distributedJoin(timeoutMs) → { rank, worldSize, localRank, localWorldSize, backend }
+Napi::Value Join(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const int64_t timeout = ReadInteger(info[0], "distributedJoin: timeoutMs", 1, int64_t{1} << 40);
+    const RankEnvironment joined = JoinProcessGroup(std::chrono::milliseconds(timeout));
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("rank", Napi::Number::New(env, joined.rank));
+    out.Set("worldSize", Napi::Number::New(env, joined.worldSize));
+    out.Set("localRank", Napi::Number::New(env, joined.localRank));
+    out.Set("localWorldSize", Napi::Number::New(env, joined.localWorldSize));
+    out.Set("backend", Napi::String::New(env, "gloo"));
+    return out;
+  });
+}
+
+Napi::Value Leave(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    LeaveProcessGroup();
+    return env.Undefined();
+  });
+}
+
+#ifdef TORCH_BERT_GLOO
+
+c10d::ReduceOp ReadReduceOp(const Napi::Value& value, const std::string& what) {
+  const std::string name = ReadString(value, what);
+  if (name == "sum") return c10d::ReduceOp::SUM;
+  if (name == "max") return c10d::ReduceOp::MAX;
+  if (name == "min") return c10d::ReduceOp::MIN;
+  throw ArgumentError(what + " must be 'sum', 'max' or 'min', got '" + name + "'");
+}
+
+// distributedAllReduce(values: Float64Array, op) → a new Float64Array, the same on every rank.
+Napi::Value AllReduce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      ThrowTypeError(env, "distributedAllReduce: values must be a Float64Array, got " + TypeOfValue(info[0]));
+    }
+    Napi::Float64Array values = info[0].As<Napi::Float64Array>();
+    c10d::AllreduceOptions options;
+    options.reduceOp = ReadReduceOp(info[1], "distributedAllReduce: op");
+    auto group = CurrentProcessGroup("distributedAllReduce");
+    torch::Tensor tensor = torch::empty({static_cast<int64_t>(values.ElementLength())}, torch::kFloat64);
+    if (values.ElementLength() > 0)
+      std::memcpy(tensor.data_ptr(), values.Data(), values.ElementLength() * sizeof(double));
+    std::vector<torch::Tensor> tensors{tensor};
+    WaitCollective(group->allreduce(tensors, options), "all-reduce");
+    Napi::Float64Array out = Napi::Float64Array::New(env, values.ElementLength());
+    if (values.ElementLength() > 0) std::memcpy(out.Data(), tensor.data_ptr(), values.ElementLength() * sizeof(double));
+    return out;
+  });
+}
+
+// distributedAllReduceTensor(tensor, op): in place, the same on every rank.
+Napi::Value AllReduceTensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    torch::Tensor target = Tensor::Get(info[0], "distributedAllReduceTensor: tensor");
+    c10d::AllreduceOptions options;
+    options.reduceOp = ReadReduceOp(info[1], "distributedAllReduceTensor: op");
+    auto group = CurrentProcessGroup("distributedAllReduceTensor");
+    torch::NoGradGuard noGrad;
+    const bool direct = target.is_contiguous() && target.device().is_cpu();
+    torch::Tensor buffer = direct ? target : target.to(torch::kCPU).contiguous();
+    std::vector<torch::Tensor> tensors{buffer};
+    WaitCollective(group->allreduce(tensors, options), "all-reduce");
+    if (!direct) target.copy_(buffer);
+    return env.Undefined();
+  });
+}
+
+// distributedBroadcast(tensors: Tensor[], root): every rank's tensors take root's values, in place.
+Napi::Value Broadcast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    Napi::Array array = ReadArray(info[0], "distributedBroadcast: tensors");
+    std::vector<torch::Tensor> targets;
+    for (uint32_t i = 0; i < array.Length(); ++i) {
+      targets.push_back(Tensor::Get(array.Get(i), "distributedBroadcast: tensors[" + std::to_string(i) + "]"));
+    }
+    const int64_t root = ReadInteger(info[1], "distributedBroadcast: root", 0, int64_t{1} << 30);
+    auto group = CurrentProcessGroup("distributedBroadcast");
+    if (root >= group->getSize()) {
+      throw ArgumentError("distributedBroadcast: root " + std::to_string(root) + " is not a rank of the group of " +
+                          std::to_string(group->getSize()));
+    }
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    torch::NoGradGuard noGrad;
+    for (torch::Tensor& target : targets) {
+      // Gloo works on dense contiguous CPU memory: a copy when the tensor is not that.
+      const bool direct = target.is_contiguous() && target.device().is_cpu();
+      torch::Tensor buffer = direct ? target : target.to(torch::kCPU).contiguous();
+      std::vector<torch::Tensor> tensors{buffer};
+      WaitCollective(group->broadcast(tensors, options), "broadcast");
+      if (!direct) target.copy_(buffer);
+    }
+    return env.Undefined();
+  });
+}
+
+#else
+
+Napi::Value AllReduce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(
+      env, [&]() -> Napi::Value { ThrowError(env, "distributedAllReduce: this build has no distributed backend"); });
+}
+
+Napi::Value Broadcast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(
+      env, [&]() -> Napi::Value { ThrowError(env, "distributedBroadcast: this build has no distributed backend"); });
+}
+
+Napi::Value AllReduceTensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    ThrowError(env, "distributedAllReduceTensor: this build has no distributed backend");
+  });
+}
+
+#endif
+
+}  // namespace
+
+void RegisterDistributed(Napi::Env env, Napi::Object exports) {
+  exports.Set("distributedBackends", Napi::Function::New<Backends>(env, "distributedBackends"));
+  exports.Set("distributedJoin", Napi::Function::New<Join>(env, "distributedJoin"));
+  exports.Set("distributedAllReduce", Napi::Function::New<AllReduce>(env, "distributedAllReduce"));
+  exports.Set("distributedAllReduceTensor", Napi::Function::New<AllReduceTensor>(env, "distributedAllReduceTensor"));
+  exports.Set("distributedBroadcast", Napi::Function::New<Broadcast>(env, "distributedBroadcast"));
+  exports.Set("distributedLeave", Napi::Function::New<Leave>(env, "distributedLeave"));
+}
+
+}  // namespace torch_bert

@@ -1,0 +1,255 @@
+#include "distributed/process_group.h"
+
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "distributed/process_group_internal.h"
+
+#ifdef TORCH_BERT_GLOO
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+
+namespace torch_bert {
+
+namespace {
+
+std::string Variable(const char* name) {
+  const char* value = std::getenv(name);
+  if (!value || !*value)
+    throw std::runtime_error(std::string("distributed: the environment variable ") + name + " is not set");
+  return value;
+}
+
+int IntegerVariable(const char* name, int min, int max) {
+  const std::string text = Variable(name);
+  char* end = nullptr;
+  const long value = std::strtol(text.c_str(), &end, 10);
+  if (*end != '\0' || value < min || value > max) {
+    std::ostringstream message;
+    message << "distributed: " << name << "='" << text << "' is not an integer in [" << min << ", " << max << "]";
+    throw std::runtime_error(message.str());
+  }
+  return static_cast<int>(value);
+}
+
+std::string Seconds(std::chrono::milliseconds timeout) {
+  std::ostringstream out;
+  out << static_cast<double>(timeout.count()) / 1000 << " s";
+  return out.str();
+}
+
+#ifdef TORCH_BERT_GLOO
+struct Joined {
+  RankEnvironment env;
+  std::chrono::milliseconds timeout{0};
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+};
+
+std::mutex joinedMutex;
+std::unique_ptr<Joined> joined;
+
+bool IsLoopback(const std::string& addr) {
+  return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
+}
+
+// Gloo's device: the interface named by GLOO_SOCKET_IFNAME (as torch.distributed reads it),
+// loopback when the master is on loopback (one machine), else this host's address.
+std::shared_ptr<::gloo::transport::Device> GlooDevice(const std::string& masterAddr) {
+  if (const char* name = std::getenv("GLOO_SOCKET_IFNAME"); name && *name) {
+    return c10d::ProcessGroupGloo::createDeviceForInterface(name);
+  }
+  if (IsLoopback(masterAddr)) return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
+// torchrun with its static rendezvous serves the store itself (TORCHELASTIC_USE_AGENT_STORE=True),
+// on MASTER_PORT: every rank, rank 0 included, is then a client, under the prefix of the
+// launch's attempt, as torch.distributed's env:// rendezvous does.
+bool AgentServesStore() {
+  const char* value = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  return value && std::string(value) == "True";
+}
+
+c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::chrono::milliseconds timeout) {
+  c10d::TCPStoreOptions options;
+  options.port = env.masterPort;
+  options.isServer = env.rank == 0 && !AgentServesStore();
+  options.numWorkers = static_cast<size_t>(env.worldSize);
+  options.waitWorkers = true;
+  options.timeout = timeout;
+  const std::string where = env.masterAddr + ":" + std::to_string(env.masterPort);
+  try {
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(env.masterAddr, options);
+    if (!AgentServesStore()) return store;
+    const char* restarts = std::getenv("TORCHELASTIC_RESTART_COUNT");
+    return c10::make_intrusive<c10d::PrefixStore>(std::string("/worker/attempt_") + (restarts ? restarts : "0"), store);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    const std::string line = what.substr(0, what.find('\n'));
+    if (options.isServer &&
+        (what.find("in use") != std::string::npos || what.find("EADDRINUSE") != std::string::npos)) {
+      throw std::runtime_error("distributed: rank 0 cannot serve the rendezvous on " + where +
+                               ": the port is already in use (choose another MASTER_PORT)");
+    }
+    if (options.isServer) {
+      throw std::runtime_error("distributed: rank 0 cannot serve the rendezvous on " + where + " (" + line +
+                               "): not every rank joined within " + Seconds(timeout));
+    }
+    throw std::runtime_error("distributed: rank " + std::to_string(env.rank) + " cannot reach the master at " + where +
+                             " within " + Seconds(timeout) + " (" + line + ")");
+  }
+}
+#endif
+
+}  // namespace
+
+RankEnvironment ReadRankEnvironment() {
+  RankEnvironment env;
+  env.worldSize = IntegerVariable("WORLD_SIZE", 1, 1 << 20);
+  env.rank = IntegerVariable("RANK", 0, env.worldSize - 1);
+  env.localWorldSize = std::getenv("LOCAL_WORLD_SIZE") ? IntegerVariable("LOCAL_WORLD_SIZE", 1, env.worldSize) : 1;
+  env.localRank = std::getenv("LOCAL_RANK") ? IntegerVariable("LOCAL_RANK", 0, env.localWorldSize - 1) : 0;
+  env.masterAddr = Variable("MASTER_ADDR");
+  env.masterPort = static_cast<uint16_t>(IntegerVariable("MASTER_PORT", 1, 65535));
+  return env;
+}
+
+std::vector<std::string> AvailableBackends() {
+#ifdef TORCH_BERT_GLOO
+  return {"gloo"};
+#else
+  return {};
+#endif
+}
+
+#ifdef TORCH_BERT_GLOO
+
+RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout) {
+  std::lock_guard<std::mutex> lock(joinedMutex);
+  if (joined) throw std::runtime_error("distributed: this process has already joined a process group");
+  RankEnvironment env = ReadRankEnvironment();
+  auto state = std::make_unique<Joined>();
+  state->env = env;
+  state->timeout = timeout;
+  state->store = ConnectStore(env, timeout);
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  options->devices.push_back(GlooDevice(env.masterAddr));
+  options->threads = 2;
+  try {
+    // Under a prefix, so that the keys the failure check writes never meet Gloo's.
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("gloo", state->store);
+    state->group = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, env.rank, env.worldSize, options);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    throw std::runtime_error("distributed: rank " + std::to_string(env.rank) +
+                             " could not connect to the other ranks within " + Seconds(timeout) + " (" +
+                             what.substr(0, what.find('\n')) + ")");
+  }
+  joined = std::move(state);
+  return env;
+}
+
+bool InProcessGroup() {
+  std::lock_guard<std::mutex> lock(joinedMutex);
+  return joined != nullptr;
+}
+
+const RankEnvironment& GroupEnvironment() {
+  std::lock_guard<std::mutex> lock(joinedMutex);
+  if (!joined) throw std::runtime_error("distributed: this process has not joined a process group");
+  return joined->env;
+}
+
+void LeaveProcessGroup() {
+  std::unique_ptr<Joined> leaving;
+  {
+    std::lock_guard<std::mutex> lock(joinedMutex);
+    leaving = std::move(joined);
+  }
+  // Gloo's threads and connections close with the group, the store after it.
+  if (leaving) {
+    leaving->group.reset();
+    leaving->store.reset();
+  }
+}
+
+c10::intrusive_ptr<c10d::ProcessGroup> CurrentProcessGroup(const std::string& what) {
+  std::lock_guard<std::mutex> lock(joinedMutex);
+  if (!joined) throw std::runtime_error(what + ": this process has not joined a process group (distributed)");
+  return joined->group;
+}
+
+namespace {
+
+// After a collective failed: which ranks are gone. Every surviving rank checks in under a key of
+// its own and waits a moment for the others; the ranks that never check in are named. When the
+// store itself is gone, so is rank 0, which serves it.
+std::string MissingRanks(const Joined& state) {
+  try {
+    const std::string me = "failed/" + std::to_string(state.env.rank);
+    state.store->set(me, std::vector<uint8_t>{1});
+    std::vector<int> missing;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    for (;;) {
+      missing.clear();
+      for (int r = 0; r < state.env.worldSize; ++r) {
+        if (!state.store->check({"failed/" + std::to_string(r)})) missing.push_back(r);
+      }
+      if (missing.empty() || std::chrono::steady_clock::now() > deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (missing.empty()) return "";
+    std::string out = missing.size() == 1 ? "rank " : "ranks ";
+    for (size_t i = 0; i < missing.size(); ++i) out += (i ? ", " : "") + std::to_string(missing[i]);
+    return out;
+  } catch (...) {
+    return "rank 0";
+  }
+}
+
+}  // namespace
+
+void WaitCollective(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
+  try {
+    work->wait();
+  } catch (const std::exception& e) {
+    std::string reason = e.what();
+    reason = reason.substr(0, reason.find('\n'));
+    Joined* state = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(joinedMutex);
+      state = joined.get();
+    }
+    if (!state) throw std::runtime_error("distributed: " + what + " failed: " + reason);
+    const std::string gone = MissingRanks(*state);
+    const std::string who = gone.empty() ? "another rank" : gone;
+    throw std::runtime_error("distributed: " + who + " stopped responding; rank " + std::to_string(state->env.rank) +
+                             "'s " + what + " failed (timeout " + Seconds(state->timeout) + "): " + reason);
+  }
+}
+
+#else
+
+RankEnvironment JoinProcessGroup(std::chrono::milliseconds) {
+  throw std::runtime_error(
+      "distributed: this build of torch-bert has no CPU backend (Gloo's headers were not found when it was built: "
+      "install libgloo-dev and rebuild)");
+}
+bool InProcessGroup() {
+  return false;
+}
+const RankEnvironment& GroupEnvironment() {
+  throw std::runtime_error("distributed: this process has not joined a process group");
+}
+void LeaveProcessGroup() {}
+
+#endif
+
+}  // namespace torch_bert

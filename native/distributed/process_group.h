@@ -1,0 +1,48 @@
+// The process's c10d process group, as torch.distributed's default group: joined once from the
+// variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+// MASTER_PORT), rendezvous through c10d's TCPStore (rank 0 serves it), Gloo on the CPU. One
+// process is one rank, so one group per process; collectives and the gradient averaging use it.
+// No c10d type appears here: without Gloo's headers (a libtorch built without them, or Debian's
+// without libgloo-dev) the addon builds without the CPU backend and joining says so.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace torch_bert {
+
+// Where this process stands in the job, from torchrun's variables.
+struct RankEnvironment {
+  int rank = 0;
+  int worldSize = 1;
+  int localRank = 0;
+  int localWorldSize = 1;
+  std::string masterAddr;
+  uint16_t masterPort = 0;
+};
+
+// The variables read and checked; a missing or malformed one is a runtime_error naming it.
+RankEnvironment ReadRankEnvironment();
+
+// The backends this build can create ("gloo" when built with Gloo's headers).
+std::vector<std::string> AvailableBackends();
+
+// Joins the group: rank 0 serves the TCPStore on MASTER_PORT, every rank connects to it and
+// Gloo connects the ranks to each other. `timeout` bounds the rendezvous and every collective
+// afterwards (a dead or hung rank fails the others' next collective within it). Clear
+// runtime_errors for a port in use, an unreachable master and a rendezvous that times out.
+// Throws when already joined.
+RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout);
+
+// Whether this process has joined (and not left).
+bool InProcessGroup();
+
+// The joined group's place (throws when not joined).
+const RankEnvironment& GroupEnvironment();
+
+// Leaves the group (the store and Gloo's connections closed). No-op when not joined.
+void LeaveProcessGroup();
+
+}  // namespace torch_bert

@@ -1,0 +1,20 @@
+// The c10d objects behind process_group.h, for the distributed layer's own files only (they
+// include c10d's headers, which need Gloo's).
+#pragma once
+
+#ifdef TORCH_BERT_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+
+#include <string>
+
+namespace torch_bert {
+
+// The joined group; throws a runtime_error naming `what` when not joined.
+c10::intrusive_ptr<c10d::ProcessGroup> CurrentProcessGroup(const std::string& what);
+
+// Waits for a collective, turning Gloo's failure (a peer gone, a timeout) into one line that
+// says which collective failed on which rank and why.
+void WaitCollective(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
+
+}  // namespace torch_bert
+#endif
