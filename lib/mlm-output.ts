@@ -91,7 +91,15 @@ export async function writeMaskedLmFolder(
   // writeSafetensors writes a temporary file and renames it.
   binding.writeSafetensors(join(dir, MODEL_FILE), maskedLmKeys(run.model.namedParameters(), run.aliases, run.family), SAFETENSORS_METADATA);
   const encoder = join(dir, ENCODER_FILE);
-  await run.encoder.saveAsync(`${encoder}.tmp`);
+  // Saved in eval mode (dropout off), as a user loading it for features expects; the run goes on
+  // in the mode it was in.
+  const wasTraining = run.encoder.isTraining;
+  run.encoder.train(false);
+  try {
+    await run.encoder.saveAsync(`${encoder}.tmp`);
+  } finally {
+    run.encoder.train(wasTraining);
+  }
   await rename(`${encoder}.tmp`, encoder);
   if (run.sourceDir) {
     for (const file of TOKENIZER_FILES) {

@@ -134,6 +134,10 @@ describe('pretrain()', () => {
     expect(keys.some((k) => k === 'cls.predictions.decoder.weight')).toBe(false);
     expect(keys).toContain('cls.predictions.transform.dense.weight');
     expect(keys).toContain('bert.embeddings.word_embeddings.weight');
+    // encoder.pt is saved in eval mode (dropout off) though the run was training when it saved.
+    const savedEncoder = binding.ScriptModule.load(join(outDir, 'encoder.pt'));
+    expect(savedEncoder.isTraining).toBe(false);
+    savedEncoder.dispose();
 
     // Held-out texts (never trained on), masked once; Python's loss before and after.
     const loaded = await loadEncoderSource(model, { device: 'cpu', fallbackMaxLength: 32, maxLength: 32 });
