@@ -241,8 +241,8 @@ describe('RoBERTa and DistilBERT from built folder encoders, through the CLI', (
       const { dir: folder } = await makeHfFolder({ layout: family, layers: 2, hidden: 32, heads: 4, intermediate: 64, maxPosition: 64 });
       const dir = join(work, `${family}-cli`);
       const out = join(work, `${family}-cli-hf`);
-      const trainArgs = ['train', '--data', demoReviews, '--model', folder, '--out', dir, '--epochs', '1', '--max-length', '32'];
-      await cli([...trainArgs, '--head', 'sequence-classification', '--technique', 'full', '--lr', '1e-3', '--json']);
+      const trainArgs = ['train', '--data', demoReviews, '--model', folder, '--out', dir, '--epochs', '2', '--max-length', '32'];
+      await cli([...trainArgs, '--head', 'sequence-classification', '--technique', 'full', '--lr', '5e-3', '--json']);
       const exported = JSON.parse((await cli(['export', '--classifier', dir, '--out', out, '--json'])).stdout) as { family: string };
       expect(exported.family).toBe(family);
 
