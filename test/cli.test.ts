@@ -32,29 +32,38 @@ describe('torch-bert CLI', () => {
     encoder = await makeEncoder(INFORMATIVE_ENCODER);
   });
 
+  /** `train` on `data` with the test encoder and the demo tokenizer into `dir`, then `flags`. */
+  const trainArgs = (data: string, dir: string, flags: string[]) => [
+    'train',
+    '--data',
+    data,
+    '--model',
+    encoder,
+    '--tokenizer',
+    demoTokenizer,
+    '--out',
+    dir,
+    ...flags,
+  ];
+  /** The technique tests' settings: one epoch at max length 48, learning rate 5e-3, a 64->32->2 head. */
+  const TECHNIQUE = ['--epochs', '1', '--max-length', '48', '--lr', '5e-3', '--head-hidden', '32'];
+
   it('trains, evaluates and predicts with --json', async () => {
-    const trained = await run([
-      'train',
-      '--data',
-      demoReviews,
-      '--model',
-      encoder,
-      '--tokenizer',
-      demoTokenizer,
-      '--out',
-      out,
-      '--epochs',
-      '2',
-      '--batch-size',
-      '32',
-      '--max-length',
-      '48',
-      '--lr',
-      '1e-3',
-      '--head-hidden',
-      '64',
-      '--json',
-    ]);
+    const trained = await run(
+      trainArgs(demoReviews, out, [
+        '--epochs',
+        '2',
+        '--batch-size',
+        '32',
+        '--max-length',
+        '48',
+        '--lr',
+        '1e-3',
+        '--head-hidden',
+        '64',
+        '--json',
+      ]),
+    );
     expect(trained.stderr).toBe('');
     expect(trained.code).toBe(0);
     const summary = JSON.parse(trained.stdout);
@@ -112,30 +121,23 @@ describe('torch-bert CLI', () => {
     };
     writeFileSync(renamed, ['sentiment,review', ...rows.map(swap)].join('\n') + '\n');
     const dir = join(work, 'columns');
-    const trained = await run([
-      'train',
-      '--data',
-      renamed,
-      '--text-column',
-      'review',
-      '--label-column',
-      'sentiment',
-      '--model',
-      encoder,
-      '--tokenizer',
-      demoTokenizer,
-      '--out',
-      dir,
-      '--epochs',
-      '1',
-      '--max-length',
-      '48',
-      '--lr',
-      '1e-3',
-      '--head-hidden',
-      '32',
-      '--json',
-    ]);
+    const trained = await run(
+      trainArgs(renamed, dir, [
+        '--text-column',
+        'review',
+        '--label-column',
+        'sentiment',
+        '--epochs',
+        '1',
+        '--max-length',
+        '48',
+        '--lr',
+        '1e-3',
+        '--head-hidden',
+        '32',
+        '--json',
+      ]),
+    );
     expect(trained.stderr).toBe('');
     expect(trained.code).toBe(0);
     const configFile = join(dir, 'config.json');
@@ -184,19 +186,7 @@ describe('torch-bert CLI', () => {
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/--model is required/);
 
-    const badNumber = await run([
-      'train',
-      '--data',
-      demoReviews,
-      '--model',
-      encoder,
-      '--tokenizer',
-      demoTokenizer,
-      '--out',
-      out,
-      '--epochs',
-      'five',
-    ]);
+    const badNumber = await run(trainArgs(demoReviews, out, ['--epochs', 'five']));
     expect(badNumber.code).toBe(2);
     expect(badNumber.stderr).toMatch(/--epochs expects a number; got 'five'/);
 
@@ -206,33 +196,9 @@ describe('torch-bert CLI', () => {
 
   it('trains with LoRA, reports metrics and writes the HTML report', async () => {
     const dir = join(work, 'lora');
-    const trained = await run([
-      'train',
-      '--data',
-      demoReviews,
-      '--model',
-      encoder,
-      '--tokenizer',
-      demoTokenizer,
-      '--out',
-      dir,
-      '--epochs',
-      '1',
-      '--max-length',
-      '48',
-      '--lr',
-      '5e-3',
-      '--head-hidden',
-      '32',
-      '--technique',
-      'lora',
-      '--lora-rank',
-      '4',
-      '--lora-alpha',
-      '8',
-      '--report',
-      '--json',
-    ]);
+    const trained = await run(
+      trainArgs(demoReviews, dir, [...TECHNIQUE, '--technique', 'lora', '--lora-rank', '4', '--lora-alpha', '8', '--report', '--json']),
+    );
     expect(trained.code).toBe(0);
     const summary = JSON.parse(trained.stdout);
     expect(summary.technique).toBe('lora');
@@ -245,32 +211,18 @@ describe('torch-bert CLI', () => {
 
   it('trains bottleneck adapters with --technique adapter, --adapter-config and --adapter-size', async () => {
     const dir = join(work, 'adapter');
-    const trained = await run([
-      'train',
-      '--data',
-      demoReviews,
-      '--model',
-      encoder,
-      '--tokenizer',
-      demoTokenizer,
-      '--out',
-      dir,
-      '--epochs',
-      '1',
-      '--max-length',
-      '48',
-      '--lr',
-      '5e-3',
-      '--head-hidden',
-      '32',
-      '--technique',
-      'adapter',
-      '--adapter-config',
-      'pfeiffer',
-      '--adapter-size',
-      '4',
-      '--json',
-    ]);
+    const trained = await run(
+      trainArgs(demoReviews, dir, [
+        ...TECHNIQUE,
+        '--technique',
+        'adapter',
+        '--adapter-config',
+        'pfeiffer',
+        '--adapter-size',
+        '4',
+        '--json',
+      ]),
+    );
     expect(trained.code).toBe(0);
     const summary = JSON.parse(trained.stdout);
     expect(summary.technique).toBe('adapter');
@@ -288,25 +240,7 @@ describe('torch-bert CLI', () => {
 
   it('stops on SIGINT with a resumable state, and --resume finishes the run', async () => {
     const dir = join(work, 'interrupted');
-    const args = [
-      'train',
-      '--data',
-      demoReviews,
-      '--model',
-      encoder,
-      '--tokenizer',
-      demoTokenizer,
-      '--out',
-      dir,
-      '--epochs',
-      '8',
-      '--max-length',
-      '48',
-      '--head-hidden',
-      '32',
-      '--feature-cache',
-      'none',
-    ];
+    const args = trainArgs(demoReviews, dir, ['--epochs', '8', '--max-length', '48', '--head-hidden', '32', '--feature-cache', 'none']);
     const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {

@@ -412,6 +412,73 @@ function tokenTensors(rows: number[]): [NativeTensor, NativeTensor] {
 
 const QV = ['attention.self.query', 'attention.self.value'];
 
+/** What a technique's adapters are to the shared set-ups below: their named tensors and a file load. */
+interface Adapters {
+  parameters(): Array<[string, NativeTensor]>;
+  load(path: string): void;
+}
+
+/**
+ * The set-up both techniques' "trains only adapters and head" tests share: a classifier (head
+ * dropout 0.1) with its encoder frozen and `apply`'s adapters trains three steps; the encoder's
+ * tensors stay bit-identical, the head's and every adapter tensor change. Then, in eval mode, the
+ * adapted model's outputs on every row: the same from every forward path, and not the plain
+ * classifier's.
+ */
+async function trainAdaptersAndHead<A extends Adapters>(apply: (m: NativeScriptModule) => A) {
+  const m = classifier({ dropout: 0.1 });
+  m.setRequiresGrad(false, 'encoder.');
+  const adapters = apply(m);
+  const before = snapshot(m);
+  const adaptersBefore = adapters.parameters().map(([, t]) => values(t));
+  const opt = adamw([...trainable(m), ...adapters.parameters().map(([, t]) => t)], 1e-2);
+  for (let i = 0; i < 3; i++) {
+    const r = await b.trainStep(m, opt, batch(ALL), { maxGradNorm: 1 });
+    expect(Number.isFinite(r.gradNorm!)).toBe(true);
+  }
+  const after = snapshot(m);
+  for (const [name, v] of after) {
+    if (name.startsWith('encoder.'))
+      expect(v, name).toEqual(before.get(name)); // the encoder bit-identical
+    else expect(v, name).not.toEqual(before.get(name));
+  }
+  adapters.parameters().forEach(([name, t], i) => {
+    expect(values(t), name).not.toEqual(adaptersBefore[i]);
+  });
+
+  m.train(false);
+  const ids = tokenTensors(ALL);
+  const out = values(m.forward(...ids) as NativeTensor);
+  expect(values((await m.forwardAsync(...ids)) as NativeTensor)).toEqual(out);
+  expect(values(m.runMethod('forward', ...ids) as NativeTensor)).toEqual(out);
+  const base = classifier({ dropout: 0.1 });
+  base.train(false);
+  expect(maxAbsDiff(values(base.forward(...ids) as NativeTensor), out)).toBeGreaterThan(1e-4);
+  return { m, adapters, before, after, ids, out };
+}
+
+/**
+ * Adapters saved in `adapterFile` (+ `m`'s head) onto a fresh classifier on the same base encoder,
+ * by `apply` with another seed, reproduce `m`'s outputs `out` on `ids` and its evaluation.
+ */
+async function expectAdaptersReload(
+  m: NativeScriptModule,
+  apply: (fresh: NativeScriptModule) => Adapters,
+  adapterFile: string,
+  ids: [NativeTensor, NativeTensor],
+  out: number[],
+): Promise<NativeScriptModule> {
+  const fresh = classifier({ dropout: 0.1 });
+  fresh.train(false);
+  apply(fresh).load(adapterFile);
+  for (const [name, t] of fresh.namedParameters()) if (name.startsWith('head.')) t.copyFrom(param(m, name));
+  expect(maxAbsDiff(values(fresh.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
+  const e1 = await b.evalStep(m, batch(ALL));
+  const e2 = await b.evalStep(fresh, batch(ALL));
+  expect(maxAbsDiff(e1.probabilities, e2.probabilities)).toBeLessThan(1e-6);
+  return fresh;
+}
+
 describe('LoRA', () => {
   it('bert-base shape: r=8 on query and value trains 294,912 values (~0.27% of the encoder)', () => {
     const encoder = b.ScriptModule.load(encBase);
@@ -474,35 +541,9 @@ describe('LoRA', () => {
   });
 
   it('trains only adapters and head; exports merged weights that Python runs; adapters round-trip', async () => {
-    const m = classifier({ dropout: 0.1 });
-    m.setRequiresGrad(false, 'encoder.');
-    const adapters = b.applyLora(m, { targets: QV, rank: 4, alpha: 8, dropout: 0.1, seed: 5 });
-    const before = snapshot(m);
-    const opt = adamw([...trainable(m), ...adapters.parameters().map(([, t]) => t)], 1e-2);
-    const adaptersBefore = adapters.parameters().map(([, t]) => values(t));
-    for (let i = 0; i < 3; i++) {
-      const r = await b.trainStep(m, opt, batch(ALL), { maxGradNorm: 1 });
-      expect(Number.isFinite(r.gradNorm!)).toBe(true);
-    }
-    const after = snapshot(m);
-    for (const [name, v] of after) {
-      if (name.startsWith('encoder.'))
-        expect(v, name).toEqual(before.get(name)); // W0 bit-identical
-      else expect(v, name).not.toEqual(before.get(name));
-    }
-    adapters.parameters().forEach(([name, t], i) => {
-      expect(values(t), name).not.toEqual(adaptersBefore[i]);
-    });
-
-    // The adapted model's outputs (eval mode), from every forward path.
-    m.train(false);
-    const ids = tokenTensors(ALL);
-    const out = values(m.forward(...ids) as NativeTensor);
-    expect(values((await m.forwardAsync(...ids)) as NativeTensor)).toEqual(out);
-    expect(values(m.runMethod('forward', ...ids) as NativeTensor)).toEqual(out);
-    const base = classifier({ dropout: 0.1 });
-    base.train(false);
-    expect(maxAbsDiff(values(base.forward(...ids) as NativeTensor), out)).toBeGreaterThan(1e-4);
+    const { m, adapters, before, after, ids, out } = await trainAdaptersAndHead((c) =>
+      b.applyLora(c, { targets: QV, rank: 4, alpha: 8, dropout: 0.1, seed: 5 }),
+    );
 
     // Merged export: plain parameters with the original names, no adapter tensors.
     const exported = file('lora-merged.pt');
@@ -537,18 +578,16 @@ describe('LoRA', () => {
     expect(values(m.forward(...ids) as NativeTensor)).toEqual(out);
 
     // Adapters (+ head) onto a fresh classifier on the same base encoder reproduce the outputs.
-    const fresh = classifier({ dropout: 0.1 });
-    fresh.train(false);
-    const freshAdapters = b.applyLora(fresh, { targets: QV, rank: 4, alpha: 8, dropout: 0.1, seed: 99 });
-    freshAdapters.load(adapterFile);
-    for (const [name, t] of fresh.namedParameters()) if (name.startsWith('head.')) t.copyFrom(param(m, name));
-    expect(maxAbsDiff(values(fresh.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
+    const fresh = await expectAdaptersReload(
+      m,
+      (c) => b.applyLora(c, { targets: QV, rank: 4, alpha: 8, dropout: 0.1, seed: 99 }),
+      adapterFile,
+      ids,
+      out,
+    );
     const f1 = await b.extractFeatures(m, batch(ALL));
     const f2 = await b.extractFeatures(fresh, batch(ALL));
     expect(maxAbsDiff(values(f1), values(f2))).toBeLessThan(1e-6);
-    const e1 = await b.evalStep(m, batch(ALL));
-    const e2 = await b.evalStep(fresh, batch(ALL));
-    expect(maxAbsDiff(e1.probabilities, e2.probabilities)).toBeLessThan(1e-6);
 
     // A clone is the adapted model with merged weights.
     const copy = m.clone();
@@ -959,34 +998,9 @@ describe('bottleneck adapters', () => {
   });
 
   it('trains only adapters and head; the saved classifier carries them in its graph and runs in Python; adapters round-trip', async () => {
-    const m = classifier({ dropout: 0.1 });
-    m.setRequiresGrad(false, 'encoder.');
-    const adapters = b.applyAdapters(m, HOULSBY);
-    const before = snapshot(m);
-    const adaptersBefore = adapterTensors(adapters);
-    const opt = adamw([...trainable(m), ...adapters.parameters().map(([, t]) => t)], 1e-2);
-    for (let i = 0; i < 3; i++) {
-      const r = await b.trainStep(m, opt, batch(ALL), { maxGradNorm: 1 });
-      expect(Number.isFinite(r.gradNorm!)).toBe(true);
-    }
-    const after = snapshot(m);
-    for (const [name, v] of after) {
-      if (name.startsWith('encoder.'))
-        expect(v, name).toEqual(before.get(name)); // the encoder bit-identical
-      else expect(v, name).not.toEqual(before.get(name));
-    }
+    const { m, adapters, after, ids, out } = await trainAdaptersAndHead((c) => b.applyAdapters(c, HOULSBY));
     const trained = adapterTensors(adapters);
-    for (const [name, v] of trained) expect(v, name).not.toEqual(adaptersBefore.get(name));
-
-    m.train(false);
-    const ids = tokenTensors(ALL);
-    const out = values(m.forward(...ids) as NativeTensor);
-    expect(values((await m.forwardAsync(...ids)) as NativeTensor)).toEqual(out);
-    expect(values(m.runMethod('forward', ...ids) as NativeTensor)).toEqual(out);
     const features = values(await b.extractFeatures(m, batch(ALL)));
-    const base = classifier({ dropout: 0.1 });
-    base.train(false);
-    expect(maxAbsDiff(values(base.forward(...ids) as NativeTensor), out)).toBeGreaterThan(1e-4);
 
     // The saved classifier: the adapters as submodules of their sub-layers, in the graph of
     // forward, features and the encoder's own forward; plain torch runs it.
@@ -1045,15 +1059,7 @@ describe('bottleneck adapters', () => {
     expect(copy.namedParameters().filter(([n]) => n.includes('.adapter.')).length).toBe(16);
 
     // Adapters (+ head) onto a fresh classifier on the same base encoder reproduce the outputs.
-    const fresh = classifier({ dropout: 0.1 });
-    fresh.train(false);
-    const freshAdapters = b.applyAdapters(fresh, { ...HOULSBY, seed: 99 });
-    freshAdapters.load(adapterFile);
-    for (const [name, t] of fresh.namedParameters()) if (name.startsWith('head.')) t.copyFrom(param(m, name));
-    expect(maxAbsDiff(values(fresh.forward(...ids) as NativeTensor), out)).toBeLessThan(1e-6);
-    const e1 = await b.evalStep(m, batch(ALL));
-    const e2 = await b.evalStep(fresh, batch(ALL));
-    expect(maxAbsDiff(e1.probabilities, e2.probabilities)).toBeLessThan(1e-6);
+    await expectAdaptersReload(m, (c) => b.applyAdapters(c, { ...HOULSBY, seed: 99 }), adapterFile, ids, out);
   });
 
   for (const [label, spec, pooling] of [

@@ -2,14 +2,17 @@
  * `head: 'sequence-classification'`: transformers' own heads (BertForSequenceClassification,
  * RobertaClassificationHead, DistilBertForSequenceClassification) built natively around the
  * encoder. The classifier's probabilities are compared with plain-PyTorch references of those heads
- * (test/python/seq_classification_reference.py): for BERT end to end, through the exported folder
- * read back by an independent safetensors reader into make_encoder.py's BertModel; for each family's
- * head math, on a traced encoder's outputs. Also: the init, what trains under each technique, the
+ * (test/python/seq_classification_reference.py): end to end through the exported folder read back
+ * by an independent safetensors reader into hf_reference.py's encoder (for BERT from a traced
+ * encoder; for RoBERTa and DistilBERT from folders built natively, through the CLI); for each
+ * family's head math, on a traced encoder's outputs. Also: the init, what trains under each technique, the
  * settings read from a Hugging Face config, and the refusals.
  */
+import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows } from '../lib/batching.js';
 import type { NativeScriptModule, NativeTensor } from '../lib/binding.js';
@@ -19,7 +22,17 @@ import { loadBinding } from '../lib/loader.js';
 import { resolveTrainOptions } from '../lib/options.js';
 import { headSettings, sequenceClassificationKeys } from '../lib/sequence-classification.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
-import { demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, PROBE_TEXTS, runPython, smallClassifierInputs } from './fixtures.js';
+import {
+  demoReviews,
+  demoTokenizer,
+  INFORMATIVE_ENCODER,
+  makeEncoder,
+  makeHfFolder,
+  PROBE_TEXTS,
+  repoRoot,
+  runPython,
+  smallClassifierInputs,
+} from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-seqcls-'));
 const TEXTS = PROBE_TEXTS;
@@ -76,6 +89,28 @@ function probabilitiesOf(module: NativeScriptModule, ids: number[][], mask: numb
   return Array.from({ length: ids.length }, (_, r) => flat.slice(r * width, (r + 1) * width).map(Math.exp));
 }
 
+/**
+ * The Python reference of the folder `out` exported from the classifier saved in `dir`
+ * (seq_classification_reference.py's export mode) gives `classifier`'s predict probabilities on
+ * TEXTS to 1e-5, and those differ between texts (not a degenerate comparison). Returns what the
+ * reference read: the folder's keys and config.json.
+ */
+async function expectExportPredicts(classifier: Classifier, dir: string, out: string) {
+  const { ids, mask } = await tokens(join(dir, 'tokenizer.json'));
+  const ref = JSON.parse(
+    await runPython(
+      'test/python/seq_classification_reference.py',
+      [],
+      JSON.stringify({ mode: 'export', dir: out, input_ids: ids, attention_mask: mask }),
+    ),
+  ) as { probabilities: number[][]; keys: string[]; config: Record<string, unknown> };
+  const predicted = await classifier.predict(TEXTS);
+  const own = predicted.map((p) => classifier.labels.map((l) => p.probabilities[l]!));
+  expect(maxDiff(ref.probabilities, own)).toBeLessThan(1e-5);
+  expect(maxDiff([own[0]!], [own[1]!])).toBeGreaterThan(1e-4);
+  return ref;
+}
+
 describe("head 'sequence-classification' of BERT", () => {
   it('exports whole as BertForSequenceClassification; a Python reference of its math on the exported folder gives the classifier probabilities to 1e-5', async () => {
     const dir = join(work, 'bert-full');
@@ -95,19 +130,7 @@ describe("head 'sequence-classification' of BERT", () => {
 
     const classifier = await loadClassifier(dir);
     try {
-      const { ids, mask } = await tokens(join(dir, 'tokenizer.json'));
-      const ref = JSON.parse(
-        await runPython(
-          'test/python/seq_classification_reference.py',
-          [],
-          JSON.stringify({ mode: 'export', dir: out, input_ids: ids, attention_mask: mask }),
-        ),
-      ) as { probabilities: number[][]; keys: string[]; config: Record<string, unknown> };
-      const predicted = await classifier.predict(TEXTS);
-      const own = predicted.map((p) => classifier.labels.map((l) => p.probabilities[l]!));
-      expect(maxDiff(ref.probabilities, own)).toBeLessThan(1e-5);
-      // Not a degenerate comparison: the texts' probabilities differ.
-      expect(maxDiff([own[0]!], [own[1]!])).toBeGreaterThan(1e-4);
+      const ref = await expectExportPredicts(classifier, dir, out);
 
       expect(ref.config.architectures).toEqual(['BertForSequenceClassification']);
       expect(ref.config.num_labels).toBe(2);
@@ -203,6 +226,44 @@ describe("head 'sequence-classification' of BERT", () => {
       loaded.dispose();
     }
   });
+});
+
+// Issue 14's round trip for the families other than BERT, as a user runs it: the encoder built
+// natively from a Hugging Face folder, `torch-bert train --head sequence-classification`, then
+// `torch-bert export`; the exported folder read back by the Python reference
+// (scripts/python/hf_folder_reference.py into hf_reference.py's encoder, the head by
+// transformers' names) gives what predict gives.
+describe('RoBERTa and DistilBERT from built folder encoders, through the CLI', () => {
+  const cli = (args: string[]) => promisify(execFile)(process.execPath, [join(repoRoot, 'dist', 'cli.js'), ...args]);
+
+  for (const family of ['roberta', 'distilbert'] as const) {
+    it(`${family}: train --head sequence-classification, export; the Python reference of the exported folder gives predict's probabilities (1e-5)`, async () => {
+      const { dir: folder } = await makeHfFolder({ layout: family, layers: 2, hidden: 32, heads: 4, intermediate: 64, maxPosition: 64 });
+      const dir = join(work, `${family}-cli`);
+      const out = join(work, `${family}-cli-hf`);
+      const trainArgs = ['train', '--data', demoReviews, '--model', folder, '--out', dir, '--epochs', '2', '--max-length', '32'];
+      await cli([...trainArgs, '--head', 'sequence-classification', '--technique', 'full', '--lr', '5e-3', '--json']);
+      const exported = JSON.parse((await cli(['export', '--classifier', dir, '--out', out, '--json'])).stdout) as { family: string };
+      expect(exported.family).toBe(family);
+
+      const classifier = await loadClassifier(dir);
+      try {
+        expect(classifier.config.encoder.source).toMatchObject({ kind: 'folder', family });
+        const ref = await expectExportPredicts(classifier, dir, out);
+        expect(ref.config.architectures).toEqual([
+          family === 'roberta' ? 'RobertaForSequenceClassification' : 'DistilBertForSequenceClassification',
+        ]);
+        expect(ref.config.num_labels).toBe(2);
+        expect(ref.keys.filter((k) => !k.startsWith(`${family}.`))).toEqual(
+          family === 'roberta'
+            ? ['classifier.dense.bias', 'classifier.dense.weight', 'classifier.out_proj.bias', 'classifier.out_proj.weight']
+            : ['classifier.bias', 'classifier.weight', 'pre_classifier.bias', 'pre_classifier.weight'],
+        );
+      } finally {
+        classifier.dispose();
+      }
+    });
+  }
 });
 
 describe("each family's head math", () => {

@@ -12,11 +12,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { epochBatches, gatherRows, learningRateFactor, longestFirstBatches } from '../lib/batching.js';
 import type { NativeTensor } from '../lib/binding.js';
 import { loadExamples } from '../lib/data.js';
+import { loadEncoderSource } from '../lib/encoder-source.js';
 import { Classifier, type TrainOptions, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { LORA_DEFAULTS } from '../lib/options.js';
 import { isDecayed } from '../lib/trainable.js';
-import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, PYTHON } from './fixtures.js';
+import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, makeHfFolder, PYTHON } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-techniques-'));
 let encoder: string;
@@ -139,8 +140,12 @@ describe('lora', () => {
 });
 
 describe('adapter', () => {
-  /** Runs the saved classifier.pt of `dir` in Python (nothing but torch) on `texts`, tokenized as Node does. */
-  function pythonProbabilities(dir: string, classifier: Classifier, texts: string[]): number[][] {
+  /**
+   * The saved classifier.pt of `dir` run in Python (nothing but torch) on `texts`, tokenized as
+   * Node does, gives `classifier`'s predict probabilities to 1e-5, and those differ between the
+   * texts by more than that (not a degenerate comparison). Returns the predictions.
+   */
+  async function expectPythonPredicts(dir: string, classifier: Classifier, texts: string[]) {
     const encoded = classifier.tokenizer.encodeBatch(texts, 48);
     const rows = (a: ArrayLike<number>) =>
       Array.from({ length: encoded.count }, (_, i) => Array.from(a).slice(i * encoded.seqLen, (i + 1) * encoded.seqLen));
@@ -156,7 +161,16 @@ describe('adapter', () => {
       ],
       { encoding: 'utf8' },
     );
-    return JSON.parse(out.trim().split('\n').pop()!) as number[][];
+    const inPython = JSON.parse(out.trim().split('\n').pop()!) as number[][];
+    const predictions = await classifier.predict(texts);
+    predictions.forEach((p, i) => {
+      classifier.labels.forEach((label, c) => {
+        expect(Math.abs(inPython[i]![c]! - p.probabilities[label]!)).toBeLessThan(1e-5);
+      });
+    });
+    const first = inPython.map((row) => row[0]!);
+    expect(Math.max(...first) - Math.min(...first)).toBeGreaterThan(1e-4);
+    return predictions;
   }
 
   it("trains only adapters and head (the encoder's tensors bit-identical); classifier.pt in Python equals predict; adapters reload", async () => {
@@ -186,13 +200,7 @@ describe('adapter', () => {
     expect(existsSync(join(outDir, 'adapters.pt'))).toBe(true);
 
     const texts = data.texts.slice(0, 12);
-    const predictions = await result.classifier.predict(texts);
-    const inPython = pythonProbabilities(outDir, result.classifier, texts);
-    predictions.forEach((p, i) => {
-      result.labels.forEach((label, c) => {
-        expect(Math.abs(inPython[i]![c]! - p.probabilities[label]!)).toBeLessThan(1e-5);
-      });
-    });
+    const predictions = await expectPythonPredicts(outDir, result.classifier, texts);
     const loaded = await Classifier.load(outDir);
     const fromFile = await loaded.predict(texts);
     const fromAdapters = await Classifier.loadAdapters(outDir, { encoder });
@@ -206,6 +214,38 @@ describe('adapter', () => {
     for (const c of [loaded, fromAdapters, result.classifier]) c.dispose();
     original.dispose();
   });
+
+  // Issue 19 on the natively built Hugging Face encoders (native/model/): the adapters go after
+  // RoBERTa's attention.output.dense and output.dense as after BERT's, and after DistilBERT's
+  // attention.out_lin and ffn.lin2.
+  for (const family of ['roberta', 'distilbert'] as const) {
+    it(`${family} folder (built natively): only adapters and head train, the encoder's tensors bit-identical; classifier.pt in Python equals predict`, async () => {
+      const { dir: folder } = await makeHfFolder({ layout: family, layers: 2, hidden: 32, heads: 4, intermediate: 64, maxPosition: 64 });
+      const source = await loadEncoderSource(folder, { device: 'cpu', fallbackMaxLength: 48 });
+      const before = new Map(source.module.namedParameters().map(([n, t]) => [n, values(t)]));
+      source.module.dispose();
+      const outDir = join(work, `adapter-${family}`);
+      const result = await train({ ...base(), encoder: folder, technique: 'adapter', adapter: { size: 8 }, learningRate: 5e-3, outDir });
+      expect(result.classifier.config.encoder.source).toMatchObject({ kind: 'folder', family });
+      const after = params(result.classifier);
+      for (const [name, v] of before) expect(after.get(`encoder.${name}`), name).toEqual(v);
+      const sublayers = family === 'distilbert' ? ['attention', 'ffn'] : ['attention.output', 'output'];
+      const layer = family === 'distilbert' ? 'encoder.transformer.layer' : 'encoder.encoder.layer';
+      expect([...after.keys()].filter((n) => n.includes('.adapter.')).sort()).toEqual(
+        [0, 1]
+          .flatMap((l) =>
+            sublayers.flatMap((s) => ['down.weight', 'down.bias', 'up.weight', 'up.bias'].map((t) => `${layer}.${l}.${s}.adapter.${t}`)),
+          )
+          .sort(),
+      );
+      // The head's parameters and every adapter's: 2 layers x 2 sub-layers x (down [8, 32] + 8 + up [32, 8] + 32).
+      expect(result.trainableParameters).toBe(32 * 32 + 32 + 32 * 2 + 2 + 2 * 2 * (8 * 32 + 8 + 32 * 8 + 32));
+      expect(after.get(`${layer}.1.${sublayers[1]}.adapter.up.weight`)!.some((v) => v !== 0)).toBe(true);
+
+      await expectPythonPredicts(outDir, result.classifier, data.texts.slice(0, 12));
+      result.classifier.dispose();
+    });
+  }
 
   it('trainLayerNorm: the LayerNorms train too and travel with the adapters; Pfeiffer with a reduction factor', async () => {
     const binding = loadBinding();

@@ -3,30 +3,18 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
-#include <algorithm>
 #include <cmath>
 #include <optional>
-#include <sstream>
-#include <unordered_map>
 
 #include "addon/addon_data.h"
 #include "addon/arguments.h"
 #include "addon/errors.h"
-#include "addon/wrap_tag.h"
 #include "graph/bottleneck_rewrite.h"
 #include "module/script_module.h"
-#include "tensor/pickle_file.h"
-#include "tensor/tensor.h"
 
 namespace torch_bert {
 
 namespace {
-
-// Passed through an External to the constructor, which is otherwise unusable from JS.
-struct BottleneckInit {
-  ModuleStatePtr model;
-  std::shared_ptr<BottleneckState> adapters;
-};
 
 struct BottleneckSpec {
   std::string config;
@@ -100,21 +88,6 @@ std::optional<Placement> PlacementOf(const std::string& path) {
   if (EndsWith(path, "attention")) return Placement{"attention", "out_lin"};
   if (EndsWith(path, "ffn")) return Placement{"output", "lin2"};
   return std::nullopt;
-}
-
-std::string ShapeString(c10::IntArrayRef sizes) {
-  std::ostringstream os;
-  os << sizes;
-  return os.str();
-}
-
-std::vector<std::pair<std::string, torch::Tensor>> NamedTensorsOf(const BottleneckState& adapters) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& m : adapters.modules) {
-    std::vector<torch::Tensor> tensors = BottleneckTensors(m);
-    for (size_t j = 0; j < tensors.size(); ++j) out.emplace_back(m.path + "." + kBottleneckTensorNames[j], tensors[j]);
-  }
-  return out;
 }
 
 }  // namespace
@@ -191,179 +164,51 @@ Napi::Value ApplyAdapters(const Napi::CallbackInfo& info) {
     }
     model->bottleneck = adapters;
 
-    BottleneckInit init{model, adapters};
-    return GetAddonData(env).bottleneckAdaptersConstructor.New({Napi::External<BottleneckInit>::New(env, &init)});
+    return BottleneckAdapters::New(env, GetAddonData(env).bottleneckAdaptersConstructor, model, adapters);
   });
 }
 
 // ---- BottleneckAdapters --------------------------------------------------------------------
 
 Napi::Function BottleneckAdapters::Define(Napi::Env env) {
-  return DefineClass(env, "BottleneckAdapters",
-                     {
-                         InstanceAccessor<&BottleneckAdapters::Modules>("modules"),
-                         InstanceMethod<&BottleneckAdapters::Parameters>("parameters"),
-                         InstanceAccessor<&BottleneckAdapters::TrainableCount>("trainableCount"),
-                         InstanceAccessor<&BottleneckAdapters::Size>("size"),
-                         InstanceMethod<&BottleneckAdapters::Save>("save"),
-                         InstanceMethod<&BottleneckAdapters::Load>("load"),
-                         InstanceMethod<&BottleneckAdapters::Dispose>("dispose"),
-                     });
+  return DefineWith(env, {InstanceAccessor<&BottleneckAdapters::Size>("size")});
 }
 
-BottleneckAdapters::BottleneckAdapters(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BottleneckAdapters>(info) {
-  Guard(info.Env(), [&] {
-    if (info.Length() != 1 || !info[0].IsExternal()) {
-      ThrowTypeError(info.Env(), "BottleneckAdapters cannot be constructed directly; use applyAdapters()");
+NamedTensors BottleneckAdapters::Tensors(const BottleneckState& adapters) {
+  NamedTensors out;
+  for (const auto& m : adapters.modules) {
+    std::vector<torch::Tensor> tensors = BottleneckTensors(m);
+    for (size_t j = 0; j < tensors.size(); ++j) out.emplace_back(m.path + "." + kBottleneckTensorNames[j], tensors[j]);
+  }
+  return out;
+}
+
+void BottleneckAdapters::AddSettings(const BottleneckState& adapters,
+                                     std::vector<std::pair<std::string, c10::IValue>>& entries) {
+  entries.emplace_back("config", adapters.config);
+  entries.emplace_back("size", adapters.size);
+  entries.emplace_back("activation", adapters.activation);
+  entries.emplace_back("seed", static_cast<int64_t>(adapters.seed));
+}
+
+void BottleneckAdapters::CheckSettings(Napi::Env env, const std::string& prefix, const BottleneckState& adapters,
+                                       const c10::impl::GenericDict& file) {
+  for (const auto& [key, mine] : {std::make_pair(std::string("config"), adapters.config),
+                                  std::make_pair(std::string("activation"), adapters.activation)}) {
+    auto it = file.find(key);
+    if (it != file.end() && it->value().isString() && it->value().toStringRef() != mine) {
+      ThrowError(env, prefix + "holds adapters with " + key + " '" + it->value().toStringRef() + "'; these have '" +
+                          mine + "'");
     }
-    TagWrapped(info.This().As<Napi::Object>(), WrapClass::BottleneckAdapters);
-    auto* init = info[0].As<Napi::External<BottleneckInit>>().Data();
-    model_ = init->model;
-    adapters_ = init->adapters;
-  });
-}
-
-BottleneckAdapters* BottleneckAdapters::Unwrap(const Napi::Object& receiver) {
-  return UnwrapReceiver<BottleneckAdapters>(receiver, WrapClass::BottleneckAdapters);
-}
-
-void BottleneckAdapters::Check(Napi::Env env) const {
-  if (!adapters_) ThrowError(env, "BottleneckAdapters has been disposed");
-}
-
-Napi::Value BottleneckAdapters::Modules(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    Check(env);
-    Napi::Array out = Napi::Array::New(env, adapters_->modules.size());
-    for (size_t i = 0; i < adapters_->modules.size(); ++i) {
-      out.Set(static_cast<uint32_t>(i), Napi::String::New(env, adapters_->modules[i].path));
-    }
-    return out;
-  });
-}
-
-Napi::Value BottleneckAdapters::Parameters(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    Check(env);
-    std::vector<std::pair<std::string, torch::Tensor>> params;
-    {
-      std::lock_guard<std::mutex> lock(*model_->mutex);
-      params = NamedTensorsOf(*adapters_);
-    }
-    Napi::Array out = Napi::Array::New(env, params.size());
-    for (size_t i = 0; i < params.size(); ++i) {
-      Napi::Array pair = Napi::Array::New(env, 2);
-      pair.Set(0u, Napi::String::New(env, params[i].first));
-      // The same TensorImpl as the adapters': optimizers built on it train them.
-      pair.Set(1u, Tensor::Wrap(env, params[i].second, /*ownsMemory=*/false));
-      out.Set(static_cast<uint32_t>(i), pair);
-    }
-    return out;
-  });
-}
-
-Napi::Value BottleneckAdapters::TrainableCount(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    Check(env);
-    int64_t count = 0;
-    for (const auto& m : adapters_->modules) {
-      for (const auto& t : BottleneckTensors(m)) count += t.numel();
-    }
-    return Napi::Number::New(env, static_cast<double>(count));
-  });
+  }
 }
 
 Napi::Value BottleneckAdapters::Size(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     Check(env);
-    return Napi::Number::New(env, static_cast<double>(adapters_->size));
+    return Napi::Number::New(env, static_cast<double>(state_->size));
   });
-}
-
-Napi::Value BottleneckAdapters::Save(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    std::string path = ReadPath(info[0], "BottleneckAdapters.save: path");
-    Check(env);
-    std::lock_guard<std::mutex> lock(*model_->mutex);
-    // {"<sub-layer>.adapter.down.weight": tensor, ..., "config": c, "size": m, "activation": a,
-    //  "seed": s}: the names the saved classifier gives the same tensors.
-    std::vector<std::pair<std::string, c10::IValue>> entries;
-    for (auto& [name, t] : NamedTensorsOf(*adapters_)) entries.emplace_back(name, t);
-    entries.emplace_back("config", adapters_->config);
-    entries.emplace_back("size", adapters_->size);
-    entries.emplace_back("activation", adapters_->activation);
-    entries.emplace_back("seed", static_cast<int64_t>(adapters_->seed));
-    WriteTorchSaveFile(entries, path, "bottleneck adapters");
-    return env.Undefined();
-  });
-}
-
-Napi::Value BottleneckAdapters::Load(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    const std::string fn = "BottleneckAdapters.load";
-    std::string path = ReadPath(info[0], fn + ": path");
-    Check(env);
-    c10::IValue file = ReadPickleFile(path, "bottleneck adapters");
-    const std::string prefix = fn + ": '" + path + "' ";
-    if (!file.isGenericDict()) {
-      ThrowError(env, prefix + "does not hold bottleneck adapters (expected a dict, found a " + file.tagKind() + ")");
-    }
-    std::unordered_map<std::string, torch::Tensor> tensors;
-    std::unordered_map<std::string, std::string> strings;
-    for (const auto& entry : file.toGenericDict()) {
-      if (!entry.key().isString()) continue;
-      const std::string& key = entry.key().toStringRef();
-      if (entry.value().isTensor()) tensors.emplace(key, entry.value().toTensor());
-      if (entry.value().isString()) strings.emplace(key, entry.value().toStringRef());
-    }
-    std::lock_guard<std::mutex> lock(*model_->mutex);
-    for (const auto& [key, mine] : {std::make_pair(std::string("config"), adapters_->config),
-                                    std::make_pair(std::string("activation"), adapters_->activation)}) {
-      auto it = strings.find(key);
-      if (it != strings.end() && it->second != mine) {
-        ThrowError(env, prefix + "holds adapters with " + key + " '" + it->second + "'; these have '" + mine + "'");
-      }
-    }
-    // Check everything before changing anything.
-    std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
-    for (auto& [name, dst] : NamedTensorsOf(*adapters_)) {
-      auto it = tensors.find(name);
-      if (it == tensors.end()) ThrowError(env, prefix + "has no tensor '" + name + "'");
-      if (!it->second.sizes().equals(dst.sizes())) {
-        ThrowError(env, prefix + "has '" + name + "' of shape " + ShapeString(it->second.sizes()) + ", expected " +
-                            ShapeString(dst.sizes()));
-      }
-      copies.emplace_back(dst, it->second);
-    }
-    if (copies.size() != tensors.size()) {
-      const auto known = NamedTensorsOf(*adapters_);
-      for (const auto& [name, t] : tensors) {
-        if (std::none_of(known.begin(), known.end(), [&](const auto& k) { return k.first == name; })) {
-          ThrowError(env, prefix + "has tensor '" + name + "' for a sub-layer these adapters do not adapt");
-        }
-      }
-    }
-    torch::NoGradGuard noGrad;
-    for (auto& [dst, src] : copies) {
-      torch::Tensor target = dst;
-      target.copy_(src);
-    }
-    return env.Undefined();
-  });
-}
-
-Napi::Value BottleneckAdapters::Dispose(const Napi::CallbackInfo& info) {
-  // Only this handle goes: attached adapters belong to the model (the garbage collector may
-  // drop a handle at any time, which must not change the model).
-  model_.reset();
-  adapters_.reset();
-  return info.Env().Undefined();
 }
 
 }  // namespace torch_bert

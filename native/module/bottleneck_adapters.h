@@ -3,15 +3,19 @@
 // sub-layers to adapt by their module path names (`<layer>.attention.output` and
 // `<layer>.output`, each with its output projection `dense`, as Hugging Face names BERT's and
 // RoBERTa's; DistilBERT's `<layer>.attention` and `<layer>.ffn` with `out_lin` and `lin2`),
-// initialises the adapters, and saves, loads and lists them. The state it creates is
+// and initialises the adapters (module/adapter_handle.h lists, saves and loads them). The
+// state it creates is
 // module/bottleneck_state.h; a forward runs with it through module/method_call.h and
 // graph/bottleneck_rewrite.h; saving through module/bottleneck_save.h.
 #pragma once
 
 #include <napi.h>
 
-#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "module/adapter_handle.h"
 #include "module/bottleneck_state.h"
 #include "module/module_state.h"
 
@@ -20,29 +24,27 @@ namespace torch_bert {
 // applyAdapters(model, spec) -> NativeBottleneckAdapters
 Napi::Value ApplyAdapters(const Napi::CallbackInfo& info);
 
-class BottleneckAdapters : public Napi::ObjectWrap<BottleneckAdapters> {
+class BottleneckAdapters : public AdapterHandle<BottleneckAdapters, BottleneckState> {
  public:
+  static constexpr WrapClass kClass = WrapClass::BottleneckAdapters;
+  static constexpr const char* kFactory = "applyAdapters";
+  static constexpr const char* kWhat = "bottleneck adapters";
+  static constexpr const char* kUnit = "sub-layer";
+
   static Napi::Function Define(Napi::Env env);
 
-  explicit BottleneckAdapters(const Napi::CallbackInfo& info);
+  explicit BottleneckAdapters(const Napi::CallbackInfo& info) : AdapterHandle(info) {}
 
-  // Shadows ObjectWrap::Unwrap (called on `this` before every method and accessor): a
-  // TypeError unless `receiver` was made by this class (wrap_tag.h).
-  static BottleneckAdapters* Unwrap(const Napi::Object& receiver);
+  // "<sub-layer>.adapter.down.weight", ...: the names the saved classifier gives the same tensors.
+  static NamedTensors Tensors(const BottleneckState& adapters);
+  // config, size, activation and seed.
+  static void AddSettings(const BottleneckState& adapters, std::vector<std::pair<std::string, c10::IValue>>& entries);
+  // Refuses a file of another config or activation.
+  static void CheckSettings(Napi::Env env, const std::string& prefix, const BottleneckState& adapters,
+                            const c10::impl::GenericDict& file);
 
  private:
-  Napi::Value Modules(const Napi::CallbackInfo& info);
-  Napi::Value Parameters(const Napi::CallbackInfo& info);
-  Napi::Value TrainableCount(const Napi::CallbackInfo& info);
   Napi::Value Size(const Napi::CallbackInfo& info);
-  Napi::Value Save(const Napi::CallbackInfo& info);
-  Napi::Value Load(const Napi::CallbackInfo& info);
-  Napi::Value Dispose(const Napi::CallbackInfo& info);
-
-  void Check(Napi::Env env) const;
-
-  ModuleStatePtr model_;
-  std::shared_ptr<BottleneckState> adapters_;
 };
 
 }  // namespace torch_bert

@@ -7,27 +7,17 @@
 #include <cmath>
 #include <optional>
 #include <sstream>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "addon/addon_data.h"
 #include "addon/arguments.h"
 #include "addon/errors.h"
-#include "addon/wrap_tag.h"
 #include "module/method_call.h"
 #include "module/script_module.h"
-#include "tensor/pickle_file.h"
-#include "tensor/tensor.h"
 
 namespace torch_bert {
 
 namespace {
-
-// Passed through an External to the constructor, which is otherwise unusable from JS.
-struct LoraInit {
-  ModuleStatePtr model;
-  std::shared_ptr<LoraState> lora;
-};
 
 struct LoraSpec {
   std::vector<std::string> targets;
@@ -87,12 +77,6 @@ std::string JoinQuoted(const std::vector<std::string>& items, size_t limit = SIZ
   for (size_t i = 0; i < items.size() && i < limit; ++i) out += (i ? ", '" : "'") + items[i] + "'";
   if (items.size() > limit) out += ", ...";
   return out;
-}
-
-std::string ShapeString(c10::IntArrayRef sizes) {
-  std::ostringstream os;
-  os << sizes;
-  return os.str();
 }
 
 }  // namespace
@@ -158,84 +142,78 @@ Napi::Value ApplyLora(const Napi::CallbackInfo& info) {
     for (auto& m : lora->modules) m.w0.set_requires_grad(false);
     model->lora = lora;
 
-    LoraInit init{model, lora};
-    return GetAddonData(env).loraAdaptersConstructor.New({Napi::External<LoraInit>::New(env, &init)});
+    return LoraAdapters::New(env, GetAddonData(env).loraAdaptersConstructor, model, lora);
   });
 }
 
 // ---- LoraAdapters --------------------------------------------------------------------------
 
 Napi::Function LoraAdapters::Define(Napi::Env env) {
-  return DefineClass(env, "LoraAdapters",
-                     {
-                         InstanceAccessor<&LoraAdapters::Modules>("modules"),
-                         InstanceMethod<&LoraAdapters::Parameters>("parameters"),
-                         InstanceAccessor<&LoraAdapters::TrainableCount>("trainableCount"),
-                         InstanceMethod<&LoraAdapters::Merge>("merge"),
-                         InstanceMethod<&LoraAdapters::Plan>("plan"),
-                         InstanceMethod<&LoraAdapters::Save>("save"),
-                         InstanceMethod<&LoraAdapters::Load>("load"),
-                         InstanceMethod<&LoraAdapters::Dispose>("dispose"),
-                     });
+  return DefineWith(env, {
+                             InstanceMethod<&LoraAdapters::Merge>("merge"),
+                             InstanceMethod<&LoraAdapters::Plan>("plan"),
+                         });
 }
 
-LoraAdapters::LoraAdapters(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LoraAdapters>(info) {
-  Guard(info.Env(), [&] {
-    if (info.Length() != 1 || !info[0].IsExternal()) {
-      ThrowTypeError(info.Env(), "LoraAdapters cannot be constructed directly; use applyLora()");
-    }
-    TagWrapped(info.This().As<Napi::Object>(), WrapClass::LoraAdapters);
-    auto* init = info[0].As<Napi::External<LoraInit>>().Data();
-    model_ = init->model;
-    lora_ = init->lora;
-  });
+NamedTensors LoraAdapters::Tensors(const LoraState& lora) {
+  NamedTensors out;
+  for (const auto& m : lora.modules) {
+    out.emplace_back(m.path + ".lora_A", m.a);
+    out.emplace_back(m.path + ".lora_B", m.b);
+  }
+  return out;
 }
 
-LoraAdapters* LoraAdapters::Unwrap(const Napi::Object& receiver) {
-  return UnwrapReceiver<LoraAdapters>(receiver, WrapClass::LoraAdapters);
+void LoraAdapters::AddSettings(const LoraState& lora, std::vector<std::pair<std::string, c10::IValue>>& entries) {
+  c10::List<std::string> targets;
+  for (const auto& t : lora.targets) targets.push_back(t);
+  entries.emplace_back("rank", lora.rank);
+  entries.emplace_back("alpha", lora.alpha);
+  entries.emplace_back("dropout", lora.dropout);
+  entries.emplace_back("seed", static_cast<int64_t>(lora.seed));
+  entries.emplace_back("targets", targets);
 }
 
-void LoraAdapters::Check(Napi::Env env) const {
-  if (!lora_) ThrowError(env, "LoraAdapters has been disposed");
-}
-
-Napi::Value LoraAdapters::Modules(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    Check(env);
-    Napi::Array out = Napi::Array::New(env, lora_->modules.size());
-    for (size_t i = 0; i < lora_->modules.size(); ++i) {
-      out.Set(static_cast<uint32_t>(i), Napi::String::New(env, lora_->modules[i].path));
-    }
-    return out;
-  });
-}
-
-Napi::Value LoraAdapters::Parameters(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    Check(env);
-    NamedTensors params;
-    {
-      std::lock_guard<std::mutex> lock(*model_->mutex);
-      for (const auto& m : lora_->modules) {
-        params.emplace_back(m.path + ".lora_A", m.a);
-        params.emplace_back(m.path + ".lora_B", m.b);
+void LoraAdapters::CheckSettings(Napi::Env env, const std::string& prefix, const LoraState& lora,
+                                 const c10::impl::GenericDict& file) {
+  std::optional<int64_t> rank;
+  std::optional<double> alpha;
+  std::optional<std::vector<std::string>> targets;
+  for (const auto& entry : file) {
+    if (!entry.key().isString()) continue;
+    const std::string& key = entry.key().toStringRef();
+    const c10::IValue& value = entry.value();
+    if (key == "rank" && value.isInt()) {
+      rank = value.toInt();
+    } else if (key == "alpha" && (value.isDouble() || value.isInt())) {
+      alpha = value.isDouble() ? value.toDouble() : static_cast<double>(value.toInt());
+    } else if (key == "targets" && value.isList()) {
+      targets.emplace();
+      for (const auto& t : value.toListRef()) {
+        if (t.isString()) targets->push_back(t.toStringRef());
       }
     }
-    // The same TensorImpls as the adapters': optimizers built on them train them.
-    return WrapNamedTensors(env, params, /*ownsMemory=*/false);
-  });
-}
-
-Napi::Value LoraAdapters::TrainableCount(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    Check(env);
-    int64_t count = 0;
-    for (const auto& m : lora_->modules) count += m.a.numel() + m.b.numel();
-    return Napi::Number::New(env, static_cast<double>(count));
-  });
+  }
+  if (!lora.attached) ThrowError(env, "LoraAdapters.load: the adapters are merged; there is nothing to load into");
+  if (rank && *rank != lora.rank) {
+    ThrowError(env, prefix + "holds rank-" + std::to_string(*rank) + " adapters; these have rank " +
+                        std::to_string(lora.rank));
+  }
+  if (alpha && std::abs(*alpha - lora.alpha) > 1e-12 * std::max(1.0, std::abs(lora.alpha))) {
+    std::ostringstream os;
+    os << prefix << "holds adapters with alpha " << *alpha << "; these have alpha " << lora.alpha;
+    ThrowError(env, os.str());
+  }
+  if (targets) {
+    auto sorted = [](std::vector<std::string> v) {
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    if (sorted(*targets) != sorted(lora.targets)) {
+      ThrowError(env, prefix + "holds adapters for targets [" + JoinQuoted(*targets) + "]; these target [" +
+                          JoinQuoted(lora.targets) + "]");
+    }
+  }
 }
 
 Napi::Value LoraAdapters::Merge(const Napi::CallbackInfo& info) {
@@ -243,16 +221,16 @@ Napi::Value LoraAdapters::Merge(const Napi::CallbackInfo& info) {
   return Guard(env, [&]() -> Napi::Value {
     Check(env);
     std::lock_guard<std::mutex> lock(*model_->mutex);
-    if (!lora_->attached) ThrowError(env, "LoraAdapters.merge: the adapters are already merged");
+    if (!state_->attached) ThrowError(env, "LoraAdapters.merge: the adapters are already merged");
     {
       torch::NoGradGuard noGrad;
       // In place: handles on W0 (namedParameters(), optimizers) see the merged weight.
-      for (auto& m : lora_->modules) m.w0.addmm_(m.b, m.a, /*beta=*/1, /*alpha=*/lora_->Scaling());
+      for (auto& m : state_->modules) m.w0.addmm_(m.b, m.a, /*beta=*/1, /*alpha=*/state_->Scaling());
     }
     // The merged weights stay frozen, as LoRA trained them: whatever flag the encoder file had
     // is not restored, since the technique (the trainer), not the file, decides what trains.
-    if (model_->lora == lora_) model_->lora.reset();
-    lora_->attached = false;
+    if (model_->lora == state_) model_->lora.reset();
+    state_->attached = false;
     return env.Undefined();
   });
 }
@@ -263,7 +241,7 @@ Napi::Value LoraAdapters::Plan(const Napi::CallbackInfo& info) {
     const std::string name = info[0].IsUndefined() ? "forward" : ReadString(info[0], "LoraAdapters.plan: method");
     Check(env);
     std::lock_guard<std::mutex> lock(*model_->mutex);
-    if (!lora_->attached || model_->lora != lora_) ThrowError(env, "LoraAdapters.plan: the adapters are merged");
+    if (!state_->attached || model_->lora != state_) ThrowError(env, "LoraAdapters.plan: the adapters are merged");
     auto method = model_->module.find_method(name);
     if (!method) ThrowError(env, "LoraAdapters.plan: the model has no method '" + name + "'");
     auto [activation, weightSpace] = AdapterPlan(*model_, *method);
@@ -277,128 +255,6 @@ Napi::Value LoraAdapters::Plan(const Napi::CallbackInfo& info) {
     out.Set("weightSpace", strings(weightSpace));
     return out;
   });
-}
-
-Napi::Value LoraAdapters::Save(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    std::string path = ReadPath(info[0], "LoraAdapters.save: path");
-    Check(env);
-    std::lock_guard<std::mutex> lock(*model_->mutex);
-    // {"<module>.lora_A": tensor, ..., "rank": r, "alpha": a, "dropout": p, "seed": s,
-    //  "targets": [...]}: tensor names as PEFT's (minus its ".weight"), CPU copies so that the
-    // file loads anywhere.
-    std::vector<std::pair<std::string, c10::IValue>> entries;
-    for (const auto& m : lora_->modules) {
-      entries.emplace_back(m.path + ".lora_A", m.a);
-      entries.emplace_back(m.path + ".lora_B", m.b);
-    }
-    c10::List<std::string> targets;
-    for (const auto& t : lora_->targets) targets.push_back(t);
-    entries.emplace_back("rank", lora_->rank);
-    entries.emplace_back("alpha", lora_->alpha);
-    entries.emplace_back("dropout", lora_->dropout);
-    entries.emplace_back("seed", static_cast<int64_t>(lora_->seed));
-    entries.emplace_back("targets", targets);
-    WriteTorchSaveFile(entries, path, "LoRA adapters");
-    return env.Undefined();
-  });
-}
-
-Napi::Value LoraAdapters::Load(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    const std::string fn = "LoraAdapters.load";
-    std::string path = ReadPath(info[0], fn + ": path");
-    Check(env);
-    c10::IValue file = ReadPickleFile(path, "LoRA adapters");
-    const std::string prefix = fn + ": '" + path + "' ";
-    if (!file.isGenericDict())
-      ThrowError(env, prefix + "does not hold LoRA adapters (expected a dict, found a " + file.tagKind() + ")");
-
-    std::unordered_map<std::string, torch::Tensor> tensors;
-    std::optional<int64_t> rank;
-    std::optional<double> alpha;
-    std::optional<std::vector<std::string>> targets;
-    for (const auto& entry : file.toGenericDict()) {
-      if (!entry.key().isString()) continue;
-      const std::string& key = entry.key().toStringRef();
-      const c10::IValue& value = entry.value();
-      if (value.isTensor()) {
-        tensors.emplace(key, value.toTensor());
-      } else if (key == "rank" && value.isInt()) {
-        rank = value.toInt();
-      } else if (key == "alpha" && (value.isDouble() || value.isInt())) {
-        alpha = value.isDouble() ? value.toDouble() : static_cast<double>(value.toInt());
-      } else if (key == "targets" && value.isList()) {
-        targets.emplace();
-        for (const auto& t : value.toListRef()) {
-          if (t.isString()) targets->push_back(t.toStringRef());
-        }
-      }
-    }
-
-    std::lock_guard<std::mutex> lock(*model_->mutex);
-    if (!lora_->attached) ThrowError(env, fn + ": the adapters are merged; there is nothing to load into");
-    if (rank && *rank != lora_->rank) {
-      ThrowError(env, prefix + "holds rank-" + std::to_string(*rank) + " adapters; these have rank " +
-                          std::to_string(lora_->rank));
-    }
-    if (alpha && std::abs(*alpha - lora_->alpha) > 1e-12 * std::max(1.0, std::abs(lora_->alpha))) {
-      std::ostringstream os;
-      os << prefix << "holds adapters with alpha " << *alpha << "; these have alpha " << lora_->alpha;
-      ThrowError(env, os.str());
-    }
-    if (targets) {
-      auto sorted = [](std::vector<std::string> v) {
-        std::sort(v.begin(), v.end());
-        return v;
-      };
-      if (sorted(*targets) != sorted(lora_->targets)) {
-        ThrowError(env, prefix + "holds adapters for targets [" + JoinQuoted(*targets) + "]; these target [" +
-                            JoinQuoted(lora_->targets) + "]");
-      }
-    }
-    // Check everything before changing anything.
-    std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
-    size_t used = 0;
-    for (const auto& m : lora_->modules) {
-      for (const auto& [suffix, dst] : {std::make_pair(".lora_A", m.a), std::make_pair(".lora_B", m.b)}) {
-        const std::string name = m.path + suffix;
-        auto it = tensors.find(name);
-        if (it == tensors.end()) ThrowError(env, prefix + "has no tensor '" + name + "'");
-        if (!it->second.sizes().equals(dst.sizes())) {
-          ThrowError(env, prefix + "has '" + name + "' of shape " + ShapeString(it->second.sizes()) + ", expected " +
-                              ShapeString(dst.sizes()));
-        }
-        copies.emplace_back(dst, it->second);
-        ++used;
-      }
-    }
-    if (used != tensors.size()) {
-      for (const auto& [name, t] : tensors) {
-        bool known = std::any_of(lora_->modules.begin(), lora_->modules.end(), [&](const LoraModule& m) {
-          return name == m.path + ".lora_A" || name == m.path + ".lora_B";
-        });
-        if (!known) ThrowError(env, prefix + "has tensor '" + name + "' for a module these adapters do not adapt");
-      }
-    }
-    torch::NoGradGuard noGrad;
-    for (auto& [dst, src] : copies) {
-      torch::Tensor target = dst;
-      target.copy_(src);
-    }
-    return env.Undefined();
-  });
-}
-
-Napi::Value LoraAdapters::Dispose(const Napi::CallbackInfo& info) {
-  // Only this handle goes: attached adapters belong to the model and keep working until
-  // merged (the garbage collector may drop a handle at any time, which must not change the
-  // model).
-  model_.reset();
-  lora_.reset();
-  return info.Env().Undefined();
 }
 
 }  // namespace torch_bert

@@ -11,14 +11,6 @@
 
 namespace torch_bert {
 
-namespace {
-
-// Passed through an External to the constructor, which is otherwise unusable from JS.
-struct TensorInit {
-  torch::Tensor tensor;
-  bool ownsMemory;
-};
-
 std::string ShapeString(c10::IntArrayRef sizes) {
   std::ostringstream os;
   os << '[';
@@ -26,6 +18,14 @@ std::string ShapeString(c10::IntArrayRef sizes) {
   os << ']';
   return os.str();
 }
+
+namespace {
+
+// Passed through an External to the constructor, which is otherwise unusable from JS.
+struct TensorInit {
+  torch::Tensor tensor;
+  bool ownsMemory;
+};
 
 int64_t ByteSize(const torch::Tensor& t) {
   return t.defined() ? static_cast<int64_t>(t.numel()) * static_cast<int64_t>(t.element_size()) : 0;

@@ -20,6 +20,9 @@ std::string DTypeName(c10::ScalarType type);
 c10::Device ParseDevice(const std::string& name);
 std::string DeviceName(const c10::Device& device);
 
+// A shape as messages write it: "[2, 3]".
+std::string ShapeString(c10::IntArrayRef sizes);
+
 // Tensors with their names, in order (a module's parameters, a checkpoint's contents).
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """The Python side of test/export.test.ts: reads an exported Hugging Face folder without
-transformers or the safetensors package (its own reader: struct + json + torch) into
-scripts/python/make_encoder.py's reference BertModel with load_state_dict(strict=True), so every
-key must be transformers' BertModel name and shape, and returns what the test compares.
+transformers or the safetensors package into scripts/python/hf_reference.py's encoder with
+load_state_dict(strict=True) (scripts/python/hf_folder_reference.py), so every key must be
+transformers' name and shape, and returns what the test compares.
 
 stdin: {"dir": EXPORT_DIR, "input_ids": [[...]], "attention_mask": [[...]], "pooling": "cls"|"mean",
         "base_encoder": TORCHSCRIPT_FILE or null}
@@ -20,26 +20,18 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts", "python"))
-from make_encoder import BertModel2, Config  # noqa: E402
+from hf_folder_reference import encode, load_folder  # noqa: E402
 from safetensors_io import read_safetensors  # noqa: E402
+
 
 def main():
     args = json.load(sys.stdin)
     folder = args["dir"]
-    with open(os.path.join(folder, "config.json")) as f:
-        cfg = json.load(f)
-    weights, metadata = read_safetensors(os.path.join(folder, "model.safetensors"))
-    c = Config(vocab_size=cfg["vocab_size"], hidden=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
-               heads=cfg["num_attention_heads"], intermediate=cfg["intermediate_size"],
-               max_position=cfg["max_position_embeddings"], type_vocab=cfg["type_vocab_size"],
-               pad_token_id=cfg["pad_token_id"])
-    model = BertModel2(c).eval()
-    model.load_state_dict(weights, strict=True)
-
-    ids = torch.tensor(args["input_ids"], dtype=torch.long)
+    exported = load_folder(folder)
+    cfg, weights, metadata = exported.config, exported.weights, exported.metadata
+    hidden, _ = encode(exported, args["input_ids"], args["attention_mask"])
     mask = torch.tensor(args["attention_mask"], dtype=torch.long)
     with torch.no_grad():
-        hidden, _ = model.encode(ids, mask, None)
         if args["pooling"] == "cls":
             pooled = hidden[:, 0]
         else:

@@ -9,10 +9,10 @@ operations, in eval mode (dropout is the identity):
 
 Two modes (stdin JSON):
   {"mode": "export", "dir": EXPORT_DIR, "input_ids": [[...]], "attention_mask": [[...]]}
-    reads an exported BertForSequenceClassification folder with its own safetensors reader
-    (scripts/python/safetensors_io.py), the `bert.` keys into make_encoder.py's reference BertModel
-    with strict loading and the head's keys by transformers' names (any other key is an error);
-    stdout {"probabilities", "keys", "config"}.
+    reads an exported Bert-, Roberta- or DistilBertForSequenceClassification folder
+    (scripts/python/hf_folder_reference.py: the `bert.`/`roberta.`/`distilbert.` keys into
+    hf_reference.py's encoder with strict loading), and the head's keys by transformers' names
+    (any other key is an error); stdout {"probabilities", "keys", "config"}.
   {"mode": "head", "encoder": TORCHSCRIPT_FILE, "family": "bert"|"roberta"|"distilbert",
    "head": {NAME: [...] or [[...]]}, "input_ids", "attention_mask"}
     runs the encoder file, then the family's head with the given weights; stdout {"probabilities"}.
@@ -27,8 +27,7 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts", "python"))
-from make_encoder import BertModel2, Config  # noqa: E402
-from safetensors_io import read_safetensors  # noqa: E402
+from hf_folder_reference import encode, load_folder  # noqa: E402
 
 
 def head_logits(family, w, pooler_output, first_token):
@@ -52,28 +51,19 @@ HEAD_KEYS = {
 
 
 def export_mode(args):
-    folder = args["dir"]
-    with open(os.path.join(folder, "config.json")) as f:
-        cfg = json.load(f)
-    assert cfg["architectures"] == ["BertForSequenceClassification"], cfg["architectures"]
-    weights, _ = read_safetensors(os.path.join(folder, "model.safetensors"))
-    base = {k[len("bert."):]: v for k, v in weights.items() if k.startswith("bert.")}
-    head = {k: v for k, v in weights.items() if not k.startswith("bert.")}
-    if sorted(head) != ["classifier.bias", "classifier.weight"]:
-        raise SystemExit(f"unexpected head keys: {sorted(head)}")
-    c = Config(vocab_size=cfg["vocab_size"], hidden=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
-               heads=cfg["num_attention_heads"], intermediate=cfg["intermediate_size"],
-               max_position=cfg["max_position_embeddings"], type_vocab=cfg["type_vocab_size"],
-               pad_token_id=cfg["pad_token_id"])
-    model = BertModel2(c).eval()
-    model.load_state_dict(base, strict=True)
-    ids = torch.tensor(args["input_ids"], dtype=torch.long)
-    mask = torch.tensor(args["attention_mask"], dtype=torch.long)
+    exported = load_folder(args["dir"])
+    family = exported.family
+    architecture = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
+                    "distilbert": "DistilBertForSequenceClassification"}[family]
+    assert exported.config["architectures"] == [architecture], exported.config["architectures"]
+    expected = sorted(f"{v}.{p}" for v in HEAD_KEYS[family].values() for p in ("weight", "bias"))
+    if sorted(exported.head) != expected:
+        raise SystemExit(f"unexpected head keys: {sorted(exported.head)}, expected {expected}")
+    hidden, pooled = encode(exported, args["input_ids"], args["attention_mask"])
     with torch.no_grad():
-        # BertModel's forward defaults token_type_ids to zeros, as the classifier feeds them.
-        hidden, pooled = model.encode(ids, mask, torch.zeros_like(ids))
-        logits = head_logits("bert", head, pooled, hidden[:, 0])
-    return {"probabilities": torch.softmax(logits, -1).tolist(), "keys": sorted(weights), "config": cfg}
+        logits = head_logits(family, exported.head, pooled, hidden[:, 0])
+    return {"probabilities": torch.softmax(logits, -1).tolist(), "keys": sorted(exported.weights),
+            "config": exported.config}
 
 
 def head_mode(args):

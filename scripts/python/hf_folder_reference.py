@@ -1,0 +1,73 @@
+"""A Hugging Face model folder as torch-bert's export writes it (config.json + model.safetensors),
+read without transformers or the safetensors package (safetensors_io.py's reader) into
+hf_reference.py's encoder of its family with load_state_dict(strict=True): every encoder key must
+be transformers' name and shape, and none may be missing. The tests' Python references of the
+exported folders (test/python/hf_export_reference.py, seq_classification_reference.py) load
+through it.
+
+Both layouts load: an AutoModel's (`BertModel`, `RobertaModel`, `DistilBertModel`: the encoder's
+keys unprefixed) and a ForSequenceClassification's (the encoder under `bert.`, `roberta.` or
+`distilbert.`; the other keys are the head's, returned as they are).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from hf_reference import Config, build
+from safetensors_io import read_safetensors
+
+
+class Folder(NamedTuple):
+    config: dict                  # config.json
+    family: str                   # bert, roberta or distilbert (config.json's model_type)
+    weights: Dict[str, Tensor]    # model.safetensors, as written
+    metadata: Optional[Dict[str, str]]
+    encoder: nn.Module            # hf_reference.py's, eval mode, strictly loaded
+    head: Dict[str, Tensor]       # the keys outside the encoder (none for an AutoModel)
+
+
+def reference_config(cfg: dict, pooler: bool) -> Config:
+    """hf_reference.Config (torch-bert's NativeEncoderConfig) from transformers' config.json."""
+    family = cfg["model_type"]
+    if family == "distilbert":
+        return Config({"family": family, "vocabSize": cfg["vocab_size"], "hiddenSize": cfg["dim"],
+                       "numLayers": cfg["n_layers"], "numHeads": cfg["n_heads"], "intermediateSize": cfg["hidden_dim"],
+                       "maxPositions": cfg["max_position_embeddings"], "typeVocabSize": 0,
+                       "layerNormEps": 1e-12, "padTokenId": cfg["pad_token_id"], "hiddenAct": cfg["activation"],
+                       "pooler": False, "mlmHead": False, "hiddenDropoutProb": 0, "attentionDropoutProb": 0})
+    return Config({"family": family, "vocabSize": cfg["vocab_size"], "hiddenSize": cfg["hidden_size"],
+                   "numLayers": cfg["num_hidden_layers"], "numHeads": cfg["num_attention_heads"],
+                   "intermediateSize": cfg["intermediate_size"], "maxPositions": cfg["max_position_embeddings"],
+                   "typeVocabSize": cfg["type_vocab_size"], "layerNormEps": cfg["layer_norm_eps"],
+                   "padTokenId": cfg["pad_token_id"], "hiddenAct": cfg["hidden_act"], "pooler": pooler,
+                   "mlmHead": False, "hiddenDropoutProb": 0, "attentionDropoutProb": 0})
+
+
+def load_folder(folder: str) -> Folder:
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = json.load(f)
+    family = cfg["model_type"]
+    weights, metadata = read_safetensors(os.path.join(folder, "model.safetensors"))
+    whole = cfg["architectures"][0].endswith("ForSequenceClassification")
+    prefix = family + "." if whole else ""
+    base = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    head = {k: v for k, v in weights.items() if not k.startswith(prefix)}
+    encoder, _ = build(reference_config(cfg, pooler=any(k.startswith("pooler.") for k in base)))
+    encoder.load_state_dict(base, strict=True)
+    return Folder(cfg, family, weights, metadata, encoder.eval(), head)
+
+
+def encode(folder: Folder, input_ids, attention_mask) -> Tuple[Tensor, Optional[Tensor]]:
+    """The last hidden state and (where the encoder has a pooler) the pooler output, with
+    token_type_ids zero as the classifier feeds them, without autograd."""
+    ids = torch.tensor(input_ids, dtype=torch.long)
+    mask = torch.tensor(attention_mask, dtype=torch.long)
+    with torch.no_grad():
+        out = folder.encoder(ids, mask)
+    return out if isinstance(out, tuple) else (out, None)
