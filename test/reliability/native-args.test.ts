@@ -377,6 +377,46 @@ const entries = (): Entry[] => [
     ],
     call: (...a) => (b.buildEncoder as any)(...a),
   },
+  {
+    name: 'buildMlmModel',
+    kinds: ['module', 'module'],
+    // The encoder and its MLM head from one buildEncoder call (buildMlmModel refuses a head from another).
+    args: () => {
+      const h = 16;
+      const v = 100;
+      const t = (n: number, dims: number[], fill = 0) => b.Tensor.fromArray(new Float32Array(n).fill(fill), dims);
+      const built = b.buildEncoder(
+        {
+          family: 'bert',
+          vocabSize: v,
+          hiddenSize: h,
+          numLayers: 1,
+          numHeads: 2,
+          intermediateSize: 32,
+          maxPositions: 512,
+          typeVocabSize: 2,
+          layerNormEps: 1e-12,
+          padTokenId: 0,
+          hiddenAct: 'gelu',
+          pooler: true,
+          mlmHead: true,
+        },
+        [
+          ...encoder()
+            .namedParameters()
+            .map(([n, x]) => [n, x.clone()] as [string, NativeTensor]),
+          ['cls.predictions.transform.dense.weight', t(h * h, [h, h], 0.01)],
+          ['cls.predictions.transform.dense.bias', t(h, [h])],
+          ['cls.predictions.transform.LayerNorm.weight', t(h, [h], 1)],
+          ['cls.predictions.transform.LayerNorm.bias', t(h, [h])],
+          ['cls.predictions.bias', t(v, [v])],
+        ],
+        'cpu',
+      );
+      return [built.encoder, built.mlmHead!];
+    },
+    call: (e, h) => b.buildMlmModel(e, h),
+  },
   { name: 'getRngState', kinds: [], args: () => [], call: () => b.getRngState() },
   { name: 'setRngState', kinds: ['uint8array'], args: () => [b.getRngState()], call: (s) => b.setRngState(s) },
   // Losses and runtime
