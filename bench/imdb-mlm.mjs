@@ -149,6 +149,22 @@ async function reviews(split, n) {
 
 const seconds = (t0) => (performance.now() - t0) / 1000;
 
+/** ROC AUC of `scores` for the positives (Mann-Whitney: ties count one half). */
+function rocAuc(scores, positive) {
+  const order = scores.map((s, i) => [s, i]).sort((a, b) => a[0] - b[0]);
+  let rankSum = 0;
+  for (let i = 0; i < order.length; ) {
+    let j = i;
+    while (j < order.length && order[j][0] === order[i][0]) j++;
+    const rank = (i + 1 + j) / 2; // mean 1-based rank of the tied run
+    for (let k = i; k < j; k++) if (positive[order[k][1]]) rankSum += rank;
+    i = j;
+  }
+  const p = positive.filter(Boolean).length;
+  const n = positive.length - p;
+  return (rankSum - (p * (p + 1)) / 2) / (p * n);
+}
+
 export async function run({ quick }) {
   if (!useImdb) {
     const why = 'skipped: needs ../shared/data/imdb and ../shared/models/bert-base-uncased (not found)';
@@ -207,12 +223,18 @@ export async function run({ quick }) {
     try {
       const r = await zero.evaluate(test);
       const predictedPositive = r.predictions.reduce((n, p) => n + p, 0) / r.examples;
-      zeroShot = { accuracy: r.accuracy, loss: r.loss, predictedPositive, seconds: seconds(t0) };
+      // Whether P(great) ranks the reviews at all, apart from where the label words' prior puts the threshold.
+      const scores = (await zero.predict(test.texts)).map((p) => p.probabilities.positive);
+      const auc = rocAuc(
+        scores,
+        test.labels.map((l) => l === 'positive'),
+      );
+      zeroShot = { accuracy: r.accuracy, loss: r.loss, predictedPositive, rocAuc: auc, seconds: seconds(t0) };
     } finally {
       zero.dispose();
     }
     log(
-      `zero-shot: test ${pct(zeroShot.accuracy, 2)} (predicts positive for ${pct(zeroShot.predictedPositive, 1)}; ${f(zeroShot.seconds, 0)} s)`,
+      `zero-shot: test ${pct(zeroShot.accuracy, 2)} (predicts positive for ${pct(zeroShot.predictedPositive, 1)}, ROC AUC of P(great) ${f(zeroShot.rocAuc, 3)}; ${f(zeroShot.seconds, 0)} s)`,
     );
 
     t0 = performance.now();
@@ -280,7 +302,7 @@ export async function run({ quick }) {
           ['MLM-pretrained', 'the same', pct(frozen.after.validationAccuracy, 2), pct(frozen.after.testAccuracy, 2)],
           [
             'MLM-pretrained',
-            `zero-shot prompt \`${TEMPLATE}\` terrible/great (predicts positive for ${pct(zeroShot.predictedPositive, 1)})`,
+            `zero-shot prompt \`${TEMPLATE}\` terrible/great (predicts positive for ${pct(zeroShot.predictedPositive, 1)}; ROC AUC of P(great) ${f(zeroShot.rocAuc, 3)})`,
             '—',
             pct(zeroShot.accuracy, 2),
           ],
