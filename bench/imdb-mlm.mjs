@@ -167,7 +167,7 @@ function rocAuc(scores, positive) {
 
 export async function run({ quick }) {
   if (!useImdb) {
-    const why = 'skipped: needs ../shared/data/imdb and ../shared/models/bert-base-uncased (not found)';
+    const why = 'skipped: needs ../shared/data/imdb and ../shared/models/bert-base-uncased (not found, or TORCH_BERT_BENCH_DATA=demo)';
     console.error(`bench: imdb-mlm ${why}`);
     return { settings: {}, results: { skipped: why }, markdown: why };
   }
