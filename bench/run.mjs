@@ -11,6 +11,7 @@
  *   frozen-e2e        frozen end to end, 5 epochs: cached features vs recomputing every epoch
  *   scaling           frozen end to end as reviews (1k, 5k) and max length (64-512) grow: time, peak RSS, tokenizer share (bench/scaling.mjs)
  *   imdb-job          (opt-in: --only imdb-job, 10-15 min) the real job: frozen on the full IMDB (25k train, 25k test) through the CLI
+ *   imdb-mlm          (opt-in: --only imdb-mlm, about 15 min) MLM pretraining of a small random BERT on IMDB train texts, the frozen job before/after, zero- and 16-shot prompting (bench/imdb-mlm.mjs)
  *   techniques-table  validation accuracy and s/epoch of frozen / full / lora on the same data and encoder
  *   built-vs-traced   a training step of the natively built Hugging Face encoder vs the same weights traced, per technique and shape (bench/built-vs-traced.mjs)
  *   safetensors-read  readSafetensors of a bert-base-shaped fp32 checkpoint: time and peak RSS added (bench/safetensors-read.mjs)
@@ -34,6 +35,7 @@ import * as frozenE2e from './frozen-e2e.mjs';
 import * as frozenStep from './frozen-step.mjs';
 import * as hardware from './hardware.mjs';
 import * as imdbJob from './imdb-job.mjs';
+import * as imdbMlm from './imdb-mlm.mjs';
 import { machine, root } from './lib.mjs';
 import * as mlmStep from './mlm-step.mjs';
 import * as safetensorsRead from './safetensors-read.mjs';
@@ -41,7 +43,19 @@ import * as scaling from './scaling.mjs';
 import * as techniquesStep from './techniques-step.mjs';
 import * as techniquesTable from './techniques-table.mjs';
 
-const ALL = [hardware, frozenStep, techniquesStep, mlmStep, builtVsTraced, frozenE2e, techniquesTable, scaling, safetensorsRead, imdbJob];
+const ALL = [
+  hardware,
+  frozenStep,
+  techniquesStep,
+  mlmStep,
+  builtVsTraced,
+  frozenE2e,
+  techniquesTable,
+  scaling,
+  safetensorsRead,
+  imdbJob,
+  imdbMlm,
+];
 
 function parseArgs(argv) {
   const args = { quick: false, only: null, threads: undefined, shapes: null, maxLength: undefined };
