@@ -22,7 +22,7 @@ import { type ClassificationMetrics, classificationMetrics } from './metrics.js'
 import type { ResolvedTrainOptions } from './options.js';
 import type { Validation } from './run-keeper.js';
 import type { EncodedTexts } from './tokenizer.js';
-import type { MicroBatchStep, Task } from './training-loop.js';
+import { type MicroBatchStep, nativeStepOptions, type StepSettings, type Task } from './training-loop.js';
 
 /** Texts (tokens) with their class ids; `cache` holds their encoded features with the frozen technique. */
 export interface LabelledSet {
@@ -56,15 +56,10 @@ export function classificationTask(
   model: NativeScriptModule,
   optimizer: NativeAdamW,
   train: LabelledSet,
-  settings: {
+  settings: StepSettings & {
     loss: LossOptions;
-    precision: ResolvedTrainOptions['precision'];
-    maxGradNorm: number;
-    skipNonFinite: boolean;
     /** Fixed padded width of token batches (`padding: 'max'`); undefined pads to each batch's longest. */
     padTo: number | undefined;
-    /** Data-parallel training: the gradients are averaged over the process group before each update. */
-    averageGradients?: boolean;
   },
 ): Task<ClassificationBatch> {
   const cache = train.cache;
@@ -86,18 +81,7 @@ export function classificationTask(
       return sum;
     },
     step(batch, step: MicroBatchStep): Promise<TrainStepResult> {
-      const options: TrainStepOptions = {
-        ...settings.loss,
-        precision: settings.precision,
-        maxGradNorm: settings.maxGradNorm,
-        accumulateOnly: !step.endsWindow,
-        // The native option is named `lossScale`; it is the accumulation weight (fp16's gradient
-        // scaler is the optimizer's own, `gradScaling`).
-        lossScale: step.accumulationWeight,
-        skipNonFinite: settings.skipNonFinite,
-        checkGradients: step.checkGradients,
-        ...(settings.averageGradients ? { averageGradients: true } : {}),
-      };
+      const options: TrainStepOptions = { ...settings.loss, ...nativeStepOptions(settings, step) };
       if ('tokens' in batch) return binding.trainStep(model, optimizer, batch.tokens, options);
       return binding.headTrainStep(model, optimizer, cache!.features, batch.featureRows, batch.labels, options);
     },

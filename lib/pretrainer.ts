@@ -14,7 +14,7 @@
  */
 import { join } from 'node:path';
 import { consecutiveBatches } from './batching.js';
-import type { NativeBinding, NativeScriptModule, Precision, TrainStepOptions } from './binding.js';
+import type { NativeBinding, NativeScriptModule, Precision } from './binding.js';
 import { ensureWritableDir, HISTORY_FILE, writeFileAtomic } from './checkpoint.js';
 import { resolveDevice } from './classifier.js';
 import { loadEncoderSource } from './encoder-source.js';
@@ -28,7 +28,7 @@ import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
 import type { EncodedTexts } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
 import { checkPrecision } from './trainer.js';
-import { runTrainingLoop, type Task } from './training-loop.js';
+import { nativeStepOptions, runTrainingLoop, type StepSettings, type Task } from './training-loop.js';
 import { checkFingerprint, readTrainingState, restoreTrainingState, type SkippedBatch, saveTrainingState } from './training-state.js';
 
 export interface PretrainOptions {
@@ -294,20 +294,12 @@ function maskedLmTask(
   vocab: MaskingVocabulary,
   masking: MaskingOptions,
   epoch: () => number,
-  settings: { precision: Precision; maxGradNorm: number; skipNonFinite: boolean },
+  settings: StepSettings,
 ): Task<ReturnType<typeof maskedBatch>> {
   return {
     batch: (rows) => maskedBatch(train, rows, epoch(), vocab, masking),
     async step(batch, step) {
-      const options: TrainStepOptions = {
-        precision: settings.precision,
-        maxGradNorm: settings.maxGradNorm,
-        accumulateOnly: !step.endsWindow,
-        lossScale: step.accumulationWeight,
-        skipNonFinite: settings.skipNonFinite,
-        checkGradients: step.checkGradients,
-      };
-      const result = await binding.trainStep(model, optimizer, batch, options);
+      const result = await binding.trainStep(model, optimizer, batch, nativeStepOptions(settings, step));
       // The loop counts `correct` against rows (epochCorrect / epochSeen): the batch's
       // masked-token accuracy, scaled to its rows, makes that the epoch's mean batch accuracy.
       const masked = batch.labels.length;

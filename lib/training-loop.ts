@@ -14,7 +14,7 @@
  *      gradients (one native call, so the gradients never cross into JavaScript).
  */
 import { epochBatches, learningRateFactor } from './batching.js';
-import type { NativeAdamW, NativeScriptModule, TrainStepResult } from './binding.js';
+import type { NativeAdamW, NativeScriptModule, TrainStepOptions, TrainStepResult } from './binding.js';
 import { rankShare } from './distributed.js';
 import { AbortError, NumericalError } from './errors.js';
 import type { ResolvedTrainOptions } from './options.js';
@@ -33,6 +33,30 @@ export interface MicroBatchStep {
   endsWindow: boolean;
   /** List the trainable parameters left without a gradient, and apply nothing if there are any (the first applied update only). */
   checkGradients: boolean;
+}
+
+/** What every task's native step takes from the run, whatever its loss. */
+export interface StepSettings {
+  precision: ResolvedTrainOptions['precision'];
+  maxGradNorm: number;
+  skipNonFinite: boolean;
+  /** Data-parallel training: the gradients are averaged over the process group before each update. */
+  averageGradients?: boolean;
+}
+
+/** The native step's options for one micro-batch: the run's settings and where the batch stands in its window. */
+export function nativeStepOptions(settings: StepSettings, step: MicroBatchStep): TrainStepOptions {
+  return {
+    precision: settings.precision,
+    maxGradNorm: settings.maxGradNorm,
+    accumulateOnly: !step.endsWindow,
+    // The native option is named `lossScale`; it is the accumulation weight (fp16's gradient
+    // scaler is the optimizer's own, `gradScaling`).
+    lossScale: step.accumulationWeight,
+    skipNonFinite: settings.skipNonFinite,
+    checkGradients: step.checkGradients,
+    ...(settings.averageGradients ? { averageGradients: true } : {}),
+  };
 }
 
 /** What the loop reads of a micro-batch's native step (a TrainStepResult has these). */

@@ -13,7 +13,7 @@ import type { Classifier } from '../lib/classifier.js';
 import { InputError } from '../lib/errors.js';
 import { promptClassifier } from '../lib/prompt-classifier.js';
 import { PromptEncoder, truncateLongestFirst } from '../lib/prompt-template.js';
-import { TextTokenizer } from '../lib/tokenizer.js';
+import { type EncodedTexts, TextTokenizer } from '../lib/tokenizer.js';
 import { demoTokenizer, fixturesDir, makeEncoder, makeHfFolder, runPython } from './fixtures.js';
 
 const SIZE = { layers: 2, hidden: 32, heads: 4, intermediate: 64, maxPosition: 64 } as const;
@@ -343,23 +343,7 @@ print(json.dumps(sorted(out)))`,
         expect(c.config.prompt!.template).toBe(PROMPT.template);
         const node = await c.predict(TEXTS);
         const encoded = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!).encode(TEXTS, null, c.config.maxLength);
-        const rows = (a: Int32Array) =>
-          Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
-        const python = JSON.parse(
-          await runPython(
-            '-c',
-            [
-              `import json, sys, torch
-m = torch.jit.load(sys.argv[1]).eval()
-d = json.loads(sys.stdin.read())
-with torch.no_grad():
-    out = m(torch.tensor(d["ids"]), torch.tensor(d["mask"]))
-print(json.dumps(out.exp().tolist()))`,
-              join(outDir, 'classifier.pt'),
-            ],
-            JSON.stringify({ ids: rows(encoded.inputIds), mask: rows(encoded.attentionMask) }),
-          ),
-        ) as number[][];
+        const python = (await pythonLogProbabilities(join(outDir, 'classifier.pt'), encoded)).map((row) => row.map(Math.exp));
         expectClose(
           node.map((p) => c.labels.map((l) => p.probabilities[l]!)),
           python,
@@ -472,27 +456,8 @@ describe('text pairs', () => {
         rows.map((r) => r[1]!),
         c.config.maxLength,
       );
-      const ids = (a: Int32Array) =>
-        Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
-      const python = JSON.parse(
-        await runPython(
-          '-c',
-          [
-            `import json, sys, torch
-m = torch.jit.load(sys.argv[1]).eval()
-d = json.loads(sys.stdin.read())
-with torch.no_grad():
-    out = m(torch.tensor(d["ids"]), torch.tensor(d["mask"]))
-print(json.dumps(torch.nn.functional.nll_loss(out, torch.tensor(d["labels"])).item()))`,
-            join(outDir, 'classifier.pt'),
-          ],
-          JSON.stringify({
-            ids: ids(encoded.inputIds),
-            mask: ids(encoded.attentionMask),
-            labels: rows.map((r) => (r[2] === 'yes' ? 0 : 1)),
-          }),
-        ),
-      ) as number;
+      const logProbabilities = await pythonLogProbabilities(join(outDir, 'classifier.pt'), encoded);
+      const python = -logProbabilities.reduce((sum, row, i) => sum + row[rows[i]![2] === 'yes' ? 0 : 1]!, 0) / rows.length;
       expect(evaluated.examples).toBe(16);
       expect(evaluated.loss).toBeCloseTo(python, 5);
       const predicted = await c.predict(
@@ -704,3 +669,21 @@ describe('the CLI: train --head prompt', () => {
     });
   }, 180_000);
 });
+
+/** Class log-probabilities of `encoded`'s rows by classifier.pt in Python's torch.jit.load (nothing of torch-bert). */
+async function pythonLogProbabilities(classifierPt: string, encoded: EncodedTexts): Promise<number[][]> {
+  const rows = (a: Int32Array) =>
+    Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
+  const script = `import json, sys, torch
+m = torch.jit.load(sys.argv[1]).eval()
+d = json.loads(sys.stdin.read())
+with torch.no_grad():
+    out = m(torch.tensor(d["ids"]), torch.tensor(d["mask"]))
+print(json.dumps(out.tolist()))`;
+  const output = await runPython(
+    '-c',
+    [script, classifierPt],
+    JSON.stringify({ ids: rows(encoded.inputIds), mask: rows(encoded.attentionMask) }),
+  );
+  return JSON.parse(output) as number[][];
+}

@@ -113,6 +113,23 @@ interface Entry {
   validFails?: () => boolean;
 }
 
+/** buildEncoder's config of the fixture encoder: a 1-layer BERT of width 16 (2 heads, 100 ids). */
+const FIXTURE_ENCODER_CONFIG = {
+  family: 'bert',
+  vocabSize: 100,
+  hiddenSize: 16,
+  numLayers: 1,
+  numHeads: 2,
+  intermediateSize: 32,
+  maxPositions: 512,
+  typeVocabSize: 2,
+  layerNormEps: 1e-12,
+  padTokenId: 0,
+  hiddenAct: 'gelu',
+  pooler: true,
+  mlmHead: false,
+} as const;
+
 const entries = (): Entry[] => [
   // Tensor
   {
@@ -355,21 +372,7 @@ const entries = (): Entry[] => [
     kinds: ['object', 'array', 'string?'],
     // The fixture encoder's own weights: a 1-layer BERT of width 16 (2 heads, 100 ids).
     args: () => [
-      {
-        family: 'bert',
-        vocabSize: 100,
-        hiddenSize: 16,
-        numLayers: 1,
-        numHeads: 2,
-        intermediateSize: 32,
-        maxPositions: 512,
-        typeVocabSize: 2,
-        layerNormEps: 1e-12,
-        padTokenId: 0,
-        hiddenAct: 'gelu',
-        pooler: true,
-        mlmHead: false,
-      },
+      FIXTURE_ENCODER_CONFIG,
       encoder()
         .namedParameters()
         .map(([n, t]) => [n, t.clone()]),
@@ -382,25 +385,10 @@ const entries = (): Entry[] => [
     kinds: ['module', 'module'],
     // The encoder and its MLM head from one buildEncoder call (buildMlmModel refuses a head from another).
     args: () => {
-      const h = 16;
-      const v = 100;
+      const { hiddenSize: h, vocabSize: v } = FIXTURE_ENCODER_CONFIG;
       const t = (n: number, dims: number[], fill = 0) => b.Tensor.fromArray(new Float32Array(n).fill(fill), dims);
       const built = b.buildEncoder(
-        {
-          family: 'bert',
-          vocabSize: v,
-          hiddenSize: h,
-          numLayers: 1,
-          numHeads: 2,
-          intermediateSize: 32,
-          maxPositions: 512,
-          typeVocabSize: 2,
-          layerNormEps: 1e-12,
-          padTokenId: 0,
-          hiddenAct: 'gelu',
-          pooler: true,
-          mlmHead: true,
-        },
+        { ...FIXTURE_ENCODER_CONFIG, mlmHead: true },
         [
           ...encoder()
             .namedParameters()
