@@ -73,25 +73,38 @@ interface Exit {
   ms: number;
 }
 
-function runProcess(options: object, out: string, env: Record<string, string>, onStart?: (kill: () => void) => void): Promise<Exit> {
+/** How a test watches a rank: it is given the way to kill it, and hears its stdout. */
+interface RankWatch {
+  onStart?: (kill: () => void) => void;
+  onStdout?: (text: string) => void;
+}
+
+function runProcess(options: object, out: string, env: Record<string, string>, watch: RankWatch = {}): Promise<Exit> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [helper, JSON.stringify(options), out], {
       env: { ...process.env, ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
+    child.stdout.on('data', (d) => watch.onStdout?.(String(d)));
     child.stderr.on('data', (d) => {
       stderr += d;
     });
     child.on('error', reject);
     child.on('exit', (code, signal) => resolve({ code, signal, stderr, ms: performance.now() - started }));
-    onStart?.(() => child.kill('SIGKILL'));
+    watch.onStart?.(() => child.kill('SIGKILL'));
   });
 }
 
 /** `worldSize` ranks on 127.0.0.1 with torchrun's variables; rank r's weights go to `${out}.${r}`. */
-async function runRanks(options: object, out: string, worldSize: number, onStart?: (rank: number, kill: () => void) => void) {
+async function runRanks(
+  options: object,
+  out: string,
+  worldSize: number,
+  watch: (rank: number) => RankWatch = () => ({}),
+  env: Record<string, string> = {},
+) {
   const port = await freePort();
   return Promise.all(
     Array.from({ length: worldSize }, (_, rank) =>
@@ -105,8 +118,9 @@ async function runRanks(options: object, out: string, worldSize: number, onStart
           LOCAL_WORLD_SIZE: String(worldSize),
           MASTER_ADDR: '127.0.0.1',
           MASTER_PORT: String(port),
+          ...env,
         },
-        onStart && ((kill) => onStart(rank, kill)),
+        watch(rank),
       ),
     ),
   );
@@ -264,16 +278,35 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
 
   it('a rank killed mid-epoch stops the other within the timeout, with a one-line error naming it', async () => {
     const options = { ...base, technique: 'full', batchSize: 1, epochs: 3, distributedTimeout: 10 };
-    const ranks = await runRanks(options, join(dir, 'killed'), 2, (rank, kill) => {
-      if (rank === 1) setTimeout(kill, 6000);
-    });
+    // Rank 1 is killed once rank 0 (the rank that reports progress) has finished its third batch:
+    // mid-epoch whatever the machine's speed, never after the run has ended.
+    let killRank1: (() => void) | undefined;
+    let killedAt: number | undefined;
+    const started = performance.now();
+    const ranks = await runRanks(
+      options,
+      join(dir, 'killed'),
+      2,
+      (rank) =>
+        rank === 1
+          ? { onStart: (kill) => (killRank1 = kill) }
+          : {
+              onStdout: (text) => {
+                if (killedAt === undefined && /^batch 3$/m.test(text)) {
+                  killedAt = performance.now() - started;
+                  killRank1!();
+                }
+              },
+            },
+      { TORCH_BERT_TEST_SAY_BATCHES: '1' },
+    );
     expect(ranks[1]!.signal).toBe('SIGKILL');
     const survivor = ranks[0]!;
     expect(survivor.code).toBe(1);
     const lines = survivor.stderr.trim().split('\n');
     expect(lines.at(-1)).toMatch(/rank 1 stopped responding/);
-    // Within the timeout of the kill (6 s after the start), not after a hang.
-    expect(survivor.ms).toBeLessThan(6000 + 10_000 + 5000);
+    // Within the timeout (10 s) of the kill, not after a hang.
+    expect(survivor.ms - killedAt!).toBeLessThan(10_000 + 5000);
   }, 120_000);
 
   it('a port already in use: rank 0 says so', async () => {

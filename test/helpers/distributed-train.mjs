@@ -8,8 +8,16 @@
 import { loadBinding, train } from '../../dist/index.js';
 
 const [optionsJson, out] = process.argv.slice(2);
+const options = JSON.parse(optionsJson);
+// The fault test kills a rank once training is under way: the rank that reports progress (rank 0)
+// says each finished batch on stdout.
+if (process.env.TORCH_BERT_TEST_SAY_BATCHES) {
+  options.onProgress = (event) => {
+    if (event.type === 'batch') process.stdout.write(`batch ${event.batch}\n`);
+  };
+}
 try {
-  const result = await train(JSON.parse(optionsJson));
+  const result = await train(options);
   loadBinding().saveTensors(out, Object.fromEntries(result.classifier.module.namedParameters()));
 } catch (err) {
   console.error(`${err?.name ?? 'Error'}: ${err?.message ?? err}`);
