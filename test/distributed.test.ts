@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadExamples } from '../lib/data.js';
+import { freePort } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
 
@@ -52,18 +53,6 @@ function classifierWeights(dir: string): Map<string, Float32Array> {
   } finally {
     module.dispose();
   }
-}
-
-/** A port nobody listens on now (the OS's choice), for one rendezvous. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 interface Exit {

@@ -5,16 +5,21 @@
  * folder's own files, the label words' logits at the mask, softmax), for a BERT folder (WordPiece,
  * [MASK]) and a RoBERTa folder (byte-level BPE, <mask>, 'Ġword').
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Classifier } from '../lib/classifier.js';
 import { InputError } from '../lib/errors.js';
 import { promptClassifier } from '../lib/prompt-classifier.js';
 import { PromptEncoder, truncateLongestFirst } from '../lib/prompt-template.js';
 import { type EncodedTexts, TextTokenizer } from '../lib/tokenizer.js';
-import { demoTokenizer, fixturesDir, makeEncoder, makeHfFolder, runPython } from './fixtures.js';
+import { demoTokenizer, fixturesDir, makeEncoder, makeHfFolder, repoRoot, runPython } from './fixtures.js';
+
+const exec = promisify(execFile);
+const cli = join(repoRoot, 'dist', 'cli.js');
 
 const SIZE = { layers: 2, hidden: 32, heads: 4, intermediate: 64, maxPosition: 64 } as const;
 const TEXTS = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings', 'x'];
@@ -477,10 +482,6 @@ describe('text pairs', () => {
 
 describe('the CLI', () => {
   it('predict --model --template --verbalizer --json prints the zero-shot probabilities by label; eval reads the CSV', async () => {
-    const { execFile } = await import('node:child_process');
-    const { promisify } = await import('node:util');
-    const { repoRoot } = await import('./fixtures.js');
-    const cli = join(repoRoot, 'dist', 'cli.js');
     const args = [
       '--model',
       bertDir,
@@ -493,15 +494,7 @@ describe('the CLI', () => {
       '--max-length',
       '24',
     ];
-    const { stdout } = await promisify(execFile)(process.execPath, [
-      cli,
-      'predict',
-      ...args,
-      '--device',
-      'cpu',
-      '--json',
-      ...TEXTS.slice(0, 2),
-    ]);
+    const { stdout } = await exec(process.execPath, [cli, 'predict', ...args, '--device', 'cpu', '--json', ...TEXTS.slice(0, 2)]);
     const lines = stdout
       .trim()
       .split('\n')
@@ -523,7 +516,7 @@ describe('the CLI', () => {
       });
       const csv = join(work, 'cli-eval.csv');
       writeFileSync(csv, `review,sentiment\n"${TEXTS[0]}",pos\n"${TEXTS[1]}",neg\n`);
-      const ev = await promisify(execFile)(process.execPath, [
+      const ev = await exec(process.execPath, [
         cli,
         'eval',
         ...args,
@@ -541,9 +534,7 @@ describe('the CLI', () => {
       expect(result.examples).toBe(2);
       expect(result.accuracy).toBe(((api[0]!.label === 'pos' ? 1 : 0) + (api[1]!.label === 'neg' ? 1 : 0)) / 2);
       // --template without --model is a usage error (exit code 2).
-      await expect(
-        promisify(execFile)(process.execPath, [cli, 'predict', '--classifier', work, '--template', 'x', 'text']),
-      ).rejects.toMatchObject({
+      await expect(exec(process.execPath, [cli, 'predict', '--classifier', work, '--template', 'x', 'text'])).rejects.toMatchObject({
         code: 2,
       });
     } finally {
@@ -633,11 +624,6 @@ write_safetensors(path, t, meta)`,
 
 describe('the CLI: train --head prompt', () => {
   it('--head prompt --template --verbalizer --few-shot --text-pair-column train a prompt classifier; predict --classifier refuses a TEXT alone for its pair template', async () => {
-    const { execFile } = await import('node:child_process');
-    const { promisify } = await import('node:util');
-    const { readFileSync } = await import('node:fs');
-    const { repoRoot } = await import('./fixtures.js');
-    const cli = join(repoRoot, 'dist', 'cli.js');
     const csv = join(work, 'cli-pairs.csv');
     const rows = Array.from({ length: 24 }, (_, i) =>
       i % 2 ? ['Dull and long.', 'It was great.', 'no'] : ['A wonderful film.', 'It was great.', 'yes'],
@@ -645,7 +631,7 @@ describe('the CLI: train --head prompt', () => {
     writeFileSync(csv, `a,b,label\n${rows.map((r) => r.map((x) => `"${x}"`).join(',')).join('\n')}\n`);
     const out = join(work, 'cli-train');
     // biome-ignore format: one flag and its value per line
-    await promisify(execFile)(process.execPath, [cli, 'train', '--data', csv, '--text-column', 'a', '--text-pair-column', 'b',
+    await exec(process.execPath, [cli, 'train', '--data', csv, '--text-column', 'a', '--text-pair-column', 'b',
       '--model', bertDir, '--head', 'prompt', '--template', '{text_a} ? [MASK] , {text_b}', '--verbalizer', 'yes=yes', '--verbalizer', 'no=no',
       '--technique', 'frozen', '--few-shot', '4', '--epochs', '1', '--batch-size', '4', '--max-length', '20', '--device', 'cpu', '--out', out, '--json']);
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as {
@@ -661,9 +647,7 @@ describe('the CLI: train --head prompt', () => {
     expect(config.textPairColumn).toBe('b');
     expect(config.hyperparameters.fewShot).toBe(4);
     // A pair template needs a second text, which predict's TEXT arguments do not give: a clear error.
-    await expect(
-      promisify(execFile)(process.execPath, [cli, 'predict', '--classifier', out, '--device', 'cpu', 'x']),
-    ).rejects.toMatchObject({
+    await expect(exec(process.execPath, [cli, 'predict', '--classifier', out, '--device', 'cpu', 'x'])).rejects.toMatchObject({
       code: 1,
       stderr: expect.stringMatching(/text_a/),
     });
