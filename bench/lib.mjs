@@ -92,6 +92,11 @@ export const SHAPES = {
 };
 
 export const shapeLabel = (s) => `${s.name} (${s.layers}L, H=${s.hidden})`;
+/** A shape as the flags scripts/python/make_encoder.py and make_hf_folder.py both take. */
+export const shapeFlags = (s) => [
+  ...['--layers', String(s.layers), '--hidden', String(s.hidden)],
+  ...['--heads', String(s.heads), '--intermediate', String(s.intermediate)],
+];
 
 /** Pre-training set for the informative encoder: `rows` labelled reviews disjoint from `dataFile`, as a CSV in the cache. */
 async function pretrainCsv(rows) {
@@ -124,14 +129,7 @@ export async function encoder(shape, pretrain) {
     file,
     '--tokenizer',
     tokenizerFile,
-    '--layers',
-    String(shape.layers),
-    '--hidden',
-    String(shape.hidden),
-    '--heads',
-    String(shape.heads),
-    '--intermediate',
-    String(shape.intermediate),
+    ...shapeFlags(shape),
     '--seed',
     '0',
   ];

@@ -26,12 +26,12 @@ import {
   reviewBatch,
   root,
   SHAPES,
+  shapeFlags,
   shapeLabel,
   spread,
   table,
   tokenizer,
   tokenizerFile,
-  torchBert,
 } from './lib.mjs';
 
 export const name = 'mlm-step';
@@ -48,16 +48,7 @@ function folder(shape, vocabSize) {
     execFileSync(PYTHON, [
       join(root, 'scripts', 'python', 'make_hf_folder.py'),
       ...['--out', dir, '--layout', 'mlm', '--tokenizer', 'none', '--vocab-size', String(vocabSize), '--max-position', '512'],
-      ...[
-        '--layers',
-        String(shape.layers),
-        '--hidden',
-        String(shape.hidden),
-        '--heads',
-        String(shape.heads),
-        '--intermediate',
-        String(shape.intermediate),
-      ],
+      ...shapeFlags(shape),
     ]);
   }
   return dir;
@@ -210,7 +201,6 @@ export async function run({ quick, threads, shapes }) {
       ]),
     ),
   ].join('\n');
-  void torchBert;
   return {
     settings: {
       seqLen,
