@@ -326,9 +326,9 @@ interface Exit {
 }
 
 /** Runs a command to its end with these extra variables. */
-function runCommand(args: string[], env: Record<string, string> = {}): Promise<Exit> {
+function runCommand(command: string, args: string[], env: Record<string, string> = {}): Promise<Exit> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => {
@@ -377,12 +377,12 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
   });
 
   /** `pretrain()` alone (no torchrun variables), or as each of 2 ranks (rank r's options from `forRank`). */
-  const alone = (options: object) => runCommand([pretrainHelper, JSON.stringify(options)]);
+  const alone = (options: object) => runCommand(process.execPath, [pretrainHelper, JSON.stringify(options)]);
   const twoRanks = async (forRank: (rank: number) => object) => {
     const port = await freePort();
     return Promise.all(
       [0, 1].map((rank) =>
-        runCommand([pretrainHelper, JSON.stringify(forRank(rank))], {
+        runCommand(process.execPath, [pretrainHelper, JSON.stringify(forRank(rank))], {
           RANK: String(rank),
           LOCAL_RANK: String(rank),
           WORLD_SIZE: '2',
@@ -415,36 +415,51 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
     expect(maxDifference(folderWeights(small), reference)).toBeGreaterThan(1e-4);
   }, 300_000);
 
+  it('with accumulation over 2 epochs: 2 ranks with batch 2 = 1 process with batch 4 (2 batches per step, 60 steps)', async () => {
+    const options = { ...settings(), epochs: 2, gradientAccumulationSteps: 2 };
+    const single = join(work, 'accum-single');
+    const one = await alone({ ...options, batchSize: 4, outDir: single });
+    expect(one.code, one.stderr).toBe(0);
+    const ddp = join(work, 'accum-ddp');
+    const ranks = await twoRanks((rank) => ({ ...options, batchSize: 2, outDir: rank === 0 ? ddp : join(work, 'accum-rank1') }));
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    // Rank 1 wrote nothing, the training state between the epochs included.
+    expect(existsSync(join(work, 'accum-rank1'))).toBe(false);
+    expect(JSON.parse(readFileSync(join(ddp, 'history.json'), 'utf8'))).toHaveLength(2);
+    expect(maxDifference(folderWeights(ddp), folderWeights(single))).toBeLessThan(1e-5);
+  }, 300_000);
+
+  /** The CLI's flags for the 2-rank run of the first test (batch 2 per process). */
+  const cliArgs = (out: string) => [
+    join(repoRoot, 'dist', 'cli.js'),
+    'pretrain',
+    '--model',
+    model,
+    '--data',
+    texts,
+    '--line-by-line',
+    '--max-length',
+    '16',
+    '--validation-split',
+    '0.04',
+    '--epochs',
+    '1',
+    '--batch-size',
+    '2',
+    '--lr',
+    '0.002',
+    '--seed',
+    '7',
+    '--threads',
+    '1',
+    '--out',
+    out,
+    '--json',
+  ];
+
   it('torch-bert pretrain --nproc-per-node 2: the same weights, one JSON object, the folder loads as --model', async () => {
     const out = join(work, 'cli');
-    const run = await runCommand([
-      join(repoRoot, 'dist', 'cli.js'),
-      'pretrain',
-      '--nproc-per-node',
-      '2',
-      '--model',
-      model,
-      '--data',
-      texts,
-      '--line-by-line',
-      '--max-length',
-      '16',
-      '--validation-split',
-      '0.04',
-      '--epochs',
-      '1',
-      '--batch-size',
-      '2',
-      '--lr',
-      '0.002',
-      '--seed',
-      '7',
-      '--threads',
-      '1',
-      '--out',
-      out,
-      '--json',
-    ]);
+    const run = await runCommand(process.execPath, [...cliArgs(out), '--nproc-per-node', '2']);
     expect(run.code, run.stderr).toBe(0);
     // Rank 0's result alone: one JSON object on stdout.
     const result = JSON.parse(run.stdout);
@@ -457,5 +472,28 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
     expect(Array.from(words)).toEqual(Array.from(folderWeights(out).get('bert.embeddings.word_embeddings.weight')!));
     loaded.mlmHead!.dispose();
     loaded.module.dispose();
+  }, 300_000);
+
+  it('torchrun --no_python --nproc_per_node 2 torch-bert pretrain: the same weights', async (ctx) => {
+    // As in test/distributed.test.ts: skipped where Debian 12's torchrun 1.13 cannot start /bin/true
+    // (its Python 3.11 enum break).
+    const torchrun = '/usr/bin/torchrun';
+    const probe = existsSync(torchrun)
+      ? await runCommand(torchrun, ['--no_python', '--nproc_per_node', '1', '--master_port', String(await freePort()), '/bin/true'])
+      : null;
+    if (probe?.code !== 0) ctx.skip();
+    const out = join(work, 'torchrun');
+    const port = await freePort();
+    const run = await runCommand(torchrun, [
+      '--no_python',
+      '--nproc_per_node',
+      '2',
+      '--master_port',
+      String(port),
+      process.execPath,
+      ...cliArgs(out),
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(maxDifference(folderWeights(out), folderWeights(join(work, 'ddp')))).toBeLessThan(1e-5);
   }, 300_000);
 });
