@@ -378,11 +378,12 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
 
   /** `pretrain()` alone (no torchrun variables), or as each of 2 ranks (rank r's options from `forRank`). */
   const alone = (options: object) => runCommand(process.execPath, [pretrainHelper, JSON.stringify(options)]);
-  const twoRanks = async (forRank: (rank: number) => object) => {
+  const twoRanks = async (forRank: (rank: number) => object, env: Record<string, string> = {}) => {
     const port = await freePort();
     return Promise.all(
       [0, 1].map((rank) =>
         runCommand(process.execPath, [pretrainHelper, JSON.stringify(forRank(rank))], {
+          ...env,
           RANK: String(rank),
           LOCAL_RANK: String(rank),
           WORLD_SIZE: '2',
@@ -425,8 +426,38 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
     for (const r of ranks) expect(r.code, r.stderr).toBe(0);
     // Rank 1 wrote nothing, the training state between the epochs included.
     expect(existsSync(join(work, 'accum-rank1'))).toBe(false);
-    expect(JSON.parse(readFileSync(join(ddp, 'history.json'), 'utf8'))).toHaveLength(2);
+    // Two epochs, the second's weights kept (so the comparison below is after all 60 steps).
+    const history = JSON.parse(readFileSync(join(ddp, 'history.json'), 'utf8'));
+    expect(history.map((h: { isBest: boolean }) => h.isBest)).toEqual([true, true]);
     expect(maxDifference(folderWeights(ddp), folderWeights(single))).toBeLessThan(1e-5);
+  }, 300_000);
+
+  it('an abort on rank 0 stops both ranks at the same step; both resume from the state rank 0 wrote to the uninterrupted weights', async () => {
+    const options = { ...settings(), batchSize: 2, epochs: 2 };
+    const whole = join(work, 'resume-whole');
+    for (const r of await twoRanks((rank) => ({ ...options, outDir: rank === 0 ? whole : join(work, 'resume-whole-1') })))
+      expect(r.code, r.stderr).toBe(0);
+    const parts = join(work, 'resume-parts');
+    // Rank 0 is aborted after 70 batches (in the second epoch); rank 1 is never told, and stops with it.
+    const aborted = await twoRanks((rank) => ({ ...options, outDir: rank === 0 ? parts : join(work, 'resume-parts-1') }), {
+      TORCH_BERT_TEST_ABORT_AFTER: '70',
+    });
+    for (const r of aborted) {
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n').at(-1)).toMatch(/^AbortError: .*aborted at epoch 2, batch 11\/60/);
+    }
+    // Every rank resumes from the state rank 0 wrote (a filesystem they share).
+    const resumed = await twoRanks((rank) => ({
+      ...options,
+      outDir: rank === 0 ? parts : join(work, 'resume-parts-1'),
+      resumeFrom: parts,
+    }));
+    for (const r of resumed) expect(r.code, r.stderr).toBe(0);
+    expect(existsSync(join(work, 'resume-parts-1'))).toBe(false);
+    // The kept weights are the last epoch's, trained after the resume (not epoch 1's, written before the abort).
+    const history = JSON.parse(readFileSync(join(parts, 'history.json'), 'utf8'));
+    expect(history.map((h: { isBest: boolean }) => h.isBest)).toEqual([true, true]);
+    expect(maxDifference(folderWeights(parts), folderWeights(whole))).toBe(0);
   }, 300_000);
 
   /** The CLI's flags for the 2-rank run of the first test (batch 2 per process). */
