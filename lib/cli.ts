@@ -275,7 +275,9 @@ Options (default):
   --seed N                 (${DEFAULTS.seed})
   --device auto|cpu|cuda|cuda:N  (${DEFAULTS.device})
   --precision P            fp32 | bf16 | fp16 (${DEFAULTS.precision})
-  --threads N              libtorch intra-op threads
+  --threads N              libtorch intra-op threads (distributed: cores / processes per node)
+  --nproc-per-node N       data-parallel: start N worker processes on this machine (Gloo), batch per process
+  --distributed-timeout S  seconds a rank waits for the others before failing (${DEFAULTS.distributedTimeout})
   --json                   print one JSON object instead of tables`,
   doctor: `torch-bert doctor — the libtorch found, the binary loaded, CUDA, BLAS and threads (for bug reports)
 
@@ -402,20 +404,31 @@ function interruptController(): AbortController {
   return controller;
 }
 
-async function commandTrain(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: TRAIN_OPTIONS, strict: true });
-  if (values.help) return void console.log(HELP.train);
+/**
+ * `--nproc-per-node N` (N > 1) on the launcher (not on a worker started by it or by torchrun,
+ * which have RANK set): starts the workers of `command` (lib/launcher.ts) and waits for them.
+ * True when it did, and the command has nothing left to do.
+ */
+async function launchedWorkers(command: string, values: Record<string, unknown>, argv: string[]): Promise<boolean> {
   const nproc = numberOption(values, 'nproc-per-node');
   if (nproc !== undefined && (!Number.isInteger(nproc) || nproc < 1))
     throw new UsageError(`--nproc-per-node expects an integer ≥ 1; got ${nproc}`);
-  // The launcher (not a worker started by it or by torchrun, which have RANK set): start the workers.
-  if (nproc !== undefined && nproc > 1 && process.env.RANK === undefined) {
-    const code = await launchWorkers(nproc, process.argv[1]!, ['train', ...withoutNproc(argv)]);
-    if (code !== 0) throw new WorkersFailed(code);
-    return;
-  }
-  // A worker of a data-parallel job other than rank 0 prints nothing of its own (rank 0 reports).
-  const quiet = process.env.RANK !== undefined && process.env.RANK !== '0';
+  if (nproc === undefined || nproc === 1 || process.env.RANK !== undefined) return false;
+  const code = await launchWorkers(nproc, process.argv[1]!, [command, ...withoutNproc(argv)]);
+  if (code !== 0) throw new WorkersFailed(code);
+  return true;
+}
+
+/** A worker of a data-parallel job other than rank 0 prints nothing of its own (rank 0 reports). */
+function quietWorker(): boolean {
+  return process.env.RANK !== undefined && process.env.RANK !== '0';
+}
+
+async function commandTrain(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: TRAIN_OPTIONS, strict: true });
+  if (values.help) return void console.log(HELP.train);
+  if (await launchedWorkers('train', values, argv)) return;
+  const quiet = quietWorker();
   const json = Boolean(values.json);
   const controller = interruptController();
   const options: TrainOptions = {
@@ -737,6 +750,8 @@ const PRETRAIN_OPTIONS: Options = {
       'device',
       'precision',
       'threads',
+      'nproc-per-node',
+      'distributed-timeout',
       'schedule',
       'warmup-ratio',
       'grad-accum',
@@ -756,6 +771,8 @@ const PRETRAIN_OPTIONS: Options = {
 async function commandPretrain(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: PRETRAIN_OPTIONS, strict: true });
   if (values.help) return void console.log(HELP.pretrain);
+  if (await launchedWorkers('pretrain', values, argv)) return;
+  const quiet = quietWorker();
   const json = Boolean(values.json);
   const controller = interruptController();
   const resume = values.resume as string | undefined;
@@ -786,9 +803,11 @@ async function commandPretrain(argv: string[]): Promise<void> {
     device: values.device as Device | undefined,
     precision: values.precision as TrainOptions['precision'],
     threads: numberOption(values, 'threads'),
+    distributedTimeout: numberOption(values, 'distributed-timeout'),
     onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
     signal: controller.signal,
   });
+  if (quiet) return;
   if (json) {
     console.log(JSON.stringify(result));
     return;

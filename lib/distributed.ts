@@ -1,12 +1,14 @@
 /**
- * Data-parallel training on c10d, as PyTorch's DistributedDataParallel: one process per rank,
- * the group joined from the variables torchrun (or a Kubernetes PyTorchJob, or
- * `torch-bert train --nproc-per-node`) sets, Gloo on the CPU (native/distributed/). What the
- * ranks share and how:
+ * Data-parallel training on c10d, as PyTorch's DistributedDataParallel, for train() and
+ * pretrain() (both through `runAsRank` and `startFromRankZero`): one process per rank, the group
+ * joined from the variables torchrun (or a Kubernetes PyTorchJob, or `torch-bert train|pretrain
+ * --nproc-per-node`) sets, Gloo on the CPU (native/distributed/). What the ranks share and how:
  *   - the initial trainable weights, broadcast from rank 0 (`broadcast`);
  *   - every epoch's global permutation, the same on every rank; each rank trains on its share
  *     (`rankShare`, DistributedSampler's), `batchSize` rows per batch;
- *   - the gradients, averaged natively on the window's last batch (TrainStepOptions.averageGradients);
+ *   - the gradients, averaged natively on the window's last batch
+ *     (TrainStepOptions.averageGradients), each rank's loss weighted by its share of the global
+ *     batch's normaliser (rows, class weights, or masked tokens: training-loop.ts globalBatchShare);
  *   - the decision to stop before an optimizer step (`agreeToStop`): an abort on any rank stops
  *     every rank at the same step boundary.
  * Rank 0 alone writes checkpoints, reports, the training state and progress (`isMain`).
@@ -104,4 +106,29 @@ export function rankShare(permutation: Int32Array, rank: number, worldSize: numb
 /** Threads per rank when the options leave it open: the machine's cores shared by the ranks on it. */
 export function threadsPerRank(localWorldSize: number): number {
   return Math.max(1, Math.floor(availableParallelism() / Math.max(1, localWorldSize)));
+}
+
+/**
+ * A run as a rank, the same for train() and pretrain(): the group joined first (so that a rank
+ * that fails later fails the others' collectives), the threads left open set to the cores / the
+ * local world size, the run, and the group left however the run ends. `run` gets null when the
+ * run is alone (`distributed: 'off'`, or no torchrun variables).
+ */
+export async function runAsRank<T>(
+  binding: NativeBinding,
+  opts: { distributed: 'auto' | 'off'; distributedTimeout: number; threads?: number },
+  run: (dist: Distributed | null) => Promise<T>,
+): Promise<T> {
+  const dist = joinDistributed(binding, opts.distributed, opts.distributedTimeout);
+  try {
+    if (dist && opts.threads === undefined) opts.threads = threadsPerRank(dist.localWorldSize);
+    return await run(dist);
+  } finally {
+    dist?.leave();
+  }
+}
+
+/** Every rank starts from rank 0's trainable weights, as DistributedDataParallel does (nothing alone). */
+export function startFromRankZero(dist: Distributed | null, trainable: ReadonlyArray<readonly [string, NativeTensor]>): void {
+  if (dist) dist.broadcast(trainable.map(([, t]) => t));
 }

@@ -1,11 +1,11 @@
 /**
- * `torch-bert train --nproc-per-node N`: torchrun's single-machine launch without Python. The
- * command starts N copies of itself (the same arguments, without --nproc-per-node), each with the
- * variables torchrun would set (RANK = LOCAL_RANK = 0..N-1, WORLD_SIZE = LOCAL_WORLD_SIZE = N,
- * MASTER_ADDR 127.0.0.1 and a free MASTER_PORT unless given), their output going to this
- * command's. Each worker joins the group through train()'s `distributed: 'auto'` and uses the
- * cores / N threads. The first worker to fail stops the others (as torchrun does), and the
- * command exits with its code.
+ * `torch-bert train --nproc-per-node N` (and `pretrain`): torchrun's single-machine launch
+ * without Python. The command starts N copies of itself (the same arguments, without
+ * --nproc-per-node), each with the variables torchrun would set (RANK = LOCAL_RANK = 0..N-1,
+ * WORLD_SIZE = LOCAL_WORLD_SIZE = N, MASTER_ADDR 127.0.0.1 and a free MASTER_PORT unless given),
+ * their output going to this command's. Each worker joins the group through train()'s or
+ * pretrain()'s `distributed: 'auto'` and uses the cores / N threads. The first worker to fail
+ * stops the others (as torchrun does), and the command exits with its code.
  */
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';

@@ -11,19 +11,30 @@
  * run_mlm.py does; 3. the MLM model (`buildMlmModel`: the head runs on the masked rows only)
  * and its AdamW groups (the tied decoder weight once); 4. the loop; 5. the kept folder
  * (mlm-output.ts): a Hugging Face *ForMaskedLM folder and the encoder as TorchScript.
+ * Data-parallel (distributed.ts), as train(): each rank takes its share of every epoch's rows, its
+ * loss weighted by its share of the global batch's masked tokens; rank 0 alone writes.
  */
 import { join } from 'node:path';
 import { consecutiveBatches } from './batching.js';
 import type { NativeBinding, NativeScriptModule, Precision } from './binding.js';
 import { ensureWritableDir, HISTORY_FILE, writeFileAtomic } from './checkpoint.js';
 import { resolveDevice } from './classifier.js';
+import { type Distributed, runAsRank, startFromRankZero } from './distributed.js';
 import { loadEncoderSource } from './encoder-source.js';
 import { AbortError, InputError } from './errors.js';
 import { loadBinding } from './loader.js';
 import { groupTexts, lineByLine, maskedBatch, readPretrainingTexts } from './mlm-data.js';
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from './mlm-masking.js';
 import { writeMaskedLmFolder } from './mlm-output.js';
-import { DEFAULTS, type Device, type EpochMetrics, type Evaluation, type ProgressEvent, resolveTrainOptions } from './options.js';
+import {
+  DEFAULTS,
+  type Device,
+  type EpochMetrics,
+  type Evaluation,
+  type ProgressEvent,
+  type ResolvedTrainOptions,
+  resolveTrainOptions,
+} from './options.js';
 import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
 import type { EncodedTexts } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
@@ -75,6 +86,14 @@ export interface PretrainOptions {
   /** The out dir of an interrupted run: continues it exactly. */
   resumeFrom?: string;
   threads?: number;
+  /**
+   * Data-parallel pretraining (lib/distributed.ts), as train()'s: 'auto' (default) joins the
+   * process group when torchrun's variables are set; each rank takes its share of every epoch's
+   * rows, `batchSize` per rank; rank 0 alone writes the folder, state and progress.
+   */
+  distributed?: 'auto' | 'off';
+  /** Seconds a rank waits for the others before failing. Default 300. */
+  distributedTimeout?: number;
   onProgress?: (event: ProgressEvent) => void;
   signal?: AbortSignal;
 }
@@ -136,8 +155,37 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
     throw new InputError(`validationSplit must be in (0, 1) (pretraining measures held-out loss); got ${opts.validationSplit}`);
   }
   const binding = loadBinding();
+  opts.signal?.throwIfAborted();
+  const run = { spec, data, textColumn, byLine, wholeWordMask, mlmProbability, outDir };
+  // Data-parallel (distributed.ts): joined first, threads per rank, left at the end, as train().
+  return runAsRank(binding, opts, (dist) => {
+    // Rank 0 alone reports progress (and writes: see the keeper's hooks below).
+    if (dist && !dist.isMain) opts.onProgress = undefined;
+    return pretrainRank(binding, opts, options, run, dist);
+  });
+}
+
+/** What pretrain() read of its options beyond train()'s. */
+interface PretrainRun {
+  spec: string;
+  data: string | readonly string[];
+  textColumn: string | undefined;
+  byLine: boolean;
+  wholeWordMask: boolean;
+  mlmProbability: number;
+  outDir: string;
+}
+
+async function pretrainRank(
+  binding: NativeBinding,
+  opts: ResolvedTrainOptions,
+  options: PretrainOptions,
+  { spec, data, textColumn, byLine, wholeWordMask, mlmProbability, outDir }: PretrainRun,
+  dist: Distributed | null,
+): Promise<PretrainResult> {
   const { signal } = opts;
-  signal?.throwIfAborted();
+  // Rank 0 alone writes the folder, the training state and the history.
+  const writes = !dist || dist.isMain;
   if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
   const device = resolveDevice(opts.device);
   checkPrecision(opts, device);
@@ -202,6 +250,8 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
       lineByLine: byLine,
       wholeWordMask,
       mlmProbability,
+      // Data-parallel runs only, so that single-process states still match (as train()'s).
+      ...(dist && dist.worldSize > 1 ? { worldSize: dist.worldSize } : {}),
     };
     if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
 
@@ -217,15 +267,18 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
       names.filter((n) => n.startsWith('encoder.pooler.')),
       built.tiedParameters.map(([alias]) => alias),
     );
+    // Data-parallel: every rank starts from rank 0's weights (its MLM head, if initialised here).
+    startFromRankZero(dist, setup.trainable);
     const optimizer = new binding.AdamW(setup.groups);
     disposables.push(optimizer);
-    await ensureWritableDir(outDir);
+    if (writes) await ensureWritableDir(outDir);
     // Dropout draws from torch's generator: seeded for a fresh run (as buildClassifier seeds it
     // for train()), restored from the state on resume.
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
     else binding.manualSeed(opts.seed);
 
-    // 4. The loop.
+    // 4. The loop. Data-parallel: every rank measures the whole held-out split (the same weights,
+    // the same masks: the same loss, so every rank keeps the same best and stops together).
     const position = saved?.position ?? startPosition();
     position.skippedBatches ??= [];
     const validate = () => validateMaskedLm(binding, model, validation, vocab, masking, opts.batchSize, opts.precision, signal);
@@ -234,8 +287,9 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
       { ...opts, bestMetric: 'loss' },
       {
         validate,
-        checkpoint: (evaluation) =>
-          writeMaskedLmFolder(binding, outDir, {
+        checkpoint: async (evaluation) => {
+          if (!writes) return;
+          await writeMaskedLmFolder(binding, outDir, {
             model,
             encoder: loaded.module,
             aliases: built.tiedParameters.map(([alias]) => alias),
@@ -244,8 +298,11 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
             tokenizerJson: tokenizer.json,
             maxLength,
             evaluation,
-          }),
-        saveState: (at) => saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer }),
+          });
+        },
+        saveState: async (at) => {
+          if (writes) await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });
+        },
         onProgress: opts.onProgress,
       },
     );
@@ -253,15 +310,17 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
       precision: opts.precision,
       maxGradNorm: opts.maxGradNorm,
       skipNonFinite: opts.onNonFinite === 'skip',
+      averageGradients: dist !== null,
     });
     await runTrainingLoop(task, { model, optimizer, setup, baseRates: setup.groups.map((g) => g.lr) }, keeper, {
       ...opts,
       trainRows: train.count,
       randperm: binding.randperm,
+      rank: dist ?? undefined,
     });
 
     // 5. Finish.
-    await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
+    if (writes) await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
     const best = keeper.bestEvaluation();
     return {
       outDir,
@@ -298,6 +357,9 @@ function maskedLmTask(
 ): Task<ReturnType<typeof maskedBatch>> {
   return {
     batch: (rows) => maskedBatch(train, rows, epoch(), vocab, masking),
+    // The native loss is the mean over the batch's masked tokens: data-parallel ranks weight it by
+    // their share of the global batch's masked tokens (training-loop.ts globalBatchShare).
+    batchLossNormaliser: (batch) => batch.labels.length,
     async step(batch, step) {
       const result = await binding.trainStep(model, optimizer, batch, nativeStepOptions(settings, step));
       // The loop counts `correct` against rows (epochCorrect / epochSeen): the batch's

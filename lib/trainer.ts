@@ -42,7 +42,7 @@ import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writ
 import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
 import { csvColumns, type DataSource, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
-import { type Distributed, joinDistributed, threadsPerRank } from './distributed.js';
+import { type Distributed, runAsRank, startFromRankZero } from './distributed.js';
 import { cpuBf16 } from './doctor.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
@@ -429,20 +429,16 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   const opts = resolveTrainOptions(options);
   const binding = loadBinding();
   options.signal?.throwIfAborted();
-  // Data-parallel (distributed.ts): joined first, so that a rank that fails later fails the others' collectives.
-  const dist = joinDistributed(binding, opts.distributed, opts.distributedTimeout);
-  try {
+  // Data-parallel (distributed.ts): joined first, threads per rank, left at the end.
+  return runAsRank(binding, opts, (dist) => {
     if (dist && !dist.isMain) {
       // Rank 0 alone writes the checkpoint, report and training state, and reports progress.
       opts.outDir = undefined;
       opts.report = false;
       opts.onProgress = undefined;
     }
-    if (dist && opts.threads === undefined) opts.threads = threadsPerRank(dist.localWorldSize);
-    return await trainRank(opts, binding, options, dist);
-  } finally {
-    dist?.leave();
-  }
+    return trainRank(opts, binding, options, dist);
+  });
 }
 
 async function trainRank(
@@ -536,7 +532,7 @@ async function trainRank(
     if (setup.adapters) disposables.push(setup.adapters);
     if (setup.flagOverride) notes.push(setup.flagOverride);
     // Data-parallel: every rank starts from rank 0's weights, as DistributedDataParallel does.
-    if (dist) dist.broadcast(setup.trainable.map(([, t]) => t));
+    startFromRankZero(dist, setup.trainable);
     const optimizer = new binding.AdamW(setup.groups);
     disposables.push(optimizer);
     if (tf32Before !== null) binding.setAllowTF32(true);

@@ -73,6 +73,12 @@ export interface Task<Batch> {
    * data-parallel training weights each rank's loss by its share of the global batch's.
    */
   lossNormaliser?(rows: Int32Array): number;
+  /**
+   * What the loss of this built batch is divided by, when only the batch knows it (the masked
+   * tokens a masked-LM batch predicts): data-parallel training sums it over the ranks by an
+   * all-reduce before the step and weights each rank's loss by its share.
+   */
+  batchLossNormaliser?(batch: Batch): number;
 }
 
 /** The model being trained and how it is updated. */
@@ -100,7 +106,13 @@ export type LoopOptions = Pick<
    * Data-parallel training (distributed.ts): this rank trains on its share of every epoch's
    * permutation, and whether to stop before a step is decided by all ranks together.
    */
-  rank?: { rank: number; worldSize: number; agreeToStop(local: boolean): boolean };
+  rank?: {
+    rank: number;
+    worldSize: number;
+    agreeToStop(local: boolean): boolean;
+    /** For a task's batchLossNormaliser: the sum over the ranks. */
+    allReduce(values: ArrayLike<number>, op: 'sum'): Float64Array;
+  };
 };
 
 /** A window of batches [start, end) of one epoch: the batches of one optimizer step. */
@@ -230,8 +242,9 @@ class Loop<Batch> {
   private async microBatch(epoch: number, batches: Int32Array[], clock: EpochClock, step: MicroBatchStep): Promise<boolean> {
     const { position } = this.keeper;
     const rows = batches[position.batch]!;
-    const weight = step.accumulationWeight * this.globalBatchShare(position.batch, rows);
-    const result = await this.task.step(this.task.batch(rows), { ...step, accumulationWeight: weight });
+    const batch = this.task.batch(rows);
+    const weight = step.accumulationWeight * this.globalBatchShare(position.batch, rows, batch);
+    const result = await this.task.step(batch, { ...step, accumulationWeight: weight });
     if (step.checkGradients && !result.skipped && !result.overflow) {
       const missing = missingGradientsError(result.missingGradients ?? [], this.trainee.setup);
       if (missing) throw missing;
@@ -251,10 +264,18 @@ class Loop<Batch> {
   /**
    * Data-parallel: this rank's share of the global batch's loss normaliser, times the world size
    * (the gradients are averaged over the ranks), so that the averaged gradient is the global
-   * batch's: an uneven last batch counts by its rows, class weights by their global sum. 1 alone.
+   * batch's: an uneven last batch counts by its rows, class weights by their global sum, a
+   * masked-LM batch by the global count of masked tokens (all-reduced). 1 alone.
    */
-  private globalBatchShare(batch: number, rows: Int32Array): number {
+  private globalBatchShare(batch: number, rows: Int32Array, built: Batch): number {
     const { rank } = this.options;
+    if (rank && this.task.batchLossNormaliser) {
+      const local = this.task.batchLossNormaliser(built);
+      const total = rank.allReduce([local], 'sum')[0]!;
+      // Nothing to normalise here (no masked token): the loss is a zero with zero gradients
+      // whatever its weight, and the native step takes weights > 0.
+      return total > 0 && local > 0 ? (rank.worldSize * local) / total : 1;
+    }
     const normaliser = this.task.lossNormaliser?.bind(this.task);
     if (!rank || !normaliser || !this.rankBatches) return 1;
     let total = 0;
