@@ -18,9 +18,18 @@ import { archiveChecksums, CONFIG_FILE, resolveArchive, TOKENIZER_FILE } from '.
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig } from './classifier.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
-import { ADAPTER_CONFIG_FILE, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE, adapterConfig, type LoraSettings, peftTensors } from './export-peft.js';
+import {
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_DIR,
+  ADAPTER_WEIGHTS_FILE,
+  adapterConfig,
+  type LoraSettings,
+  type PeftTask,
+  peftModulesToSave,
+  peftTensors,
+} from './export-peft.js';
 import { loadBinding } from './loader.js';
-import { SEQUENCE_CLASSIFICATION_ARCHITECTURES, sequenceClassificationKeys } from './sequence-classification.js';
+import { BASE_PREFIX, SEQUENCE_CLASSIFICATION_ARCHITECTURES, sequenceClassificationKeys } from './sequence-classification.js';
 
 export const MODEL_FILE = 'model.safetensors';
 export const HEAD_WEIGHTS_FILE = 'torch_bert_head.safetensors';
@@ -51,8 +60,19 @@ export interface ExportResult {
   config: Record<string, unknown>;
   /** config.json fields neither the weights nor a recorded config said: the family's defaults. */
   assumed: string[];
-  /** The PEFT adapter of a LoRA classifier, else null. */
-  adapter: { dir: string; modules: string[]; r: number; loraAlpha: number } | null;
+  /**
+   * The PEFT adapter of a LoRA classifier, else null: for the base AutoModel (`FEATURE_EXTRACTION`), or
+   * with `head: 'sequence-classification'` for the base's ForSequenceClassification (`SEQ_CLS`, the
+   * head in `modulesToSave`).
+   */
+  adapter: {
+    dir: string;
+    modules: string[];
+    r: number;
+    loraAlpha: number;
+    taskType: 'FEATURE_EXTRACTION' | 'SEQ_CLS';
+    modulesToSave: string[] | null;
+  } | null;
 }
 
 /** What the classifier recorded of its encoder's Hugging Face origin, when it came from a folder or Hub id. */
@@ -412,14 +432,37 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
         adapters.load(adaptersFile);
         const tensors = float32(adapters.parameters());
         copies.push(...tensors.copies);
+        // With the sequence-classification head the adapter goes on the base's ForSequenceClassification
+        // (its encoder under `bert.`, ...), and carries the trained head as PEFT's modules_to_save.
+        let peft = peftTensors(tensors.tensors);
+        let task: PeftTask = { type: 'FEATURE_EXTRACTION' };
+        if (whole) {
+          const head = float32(
+            sequenceClassificationKeys(
+              family,
+              params.filter(([n]) => n.startsWith('head.')),
+            ),
+          );
+          copies.push(...head.copies);
+          const saved = peftModulesToSave(head.tensors);
+          peft = [...peftTensors(tensors.tensors, BASE_PREFIX[family]), ...saved.tensors];
+          task = { type: 'SEQ_CLS', modulesToSave: saved.modules };
+        }
         await mkdir(join(staging, ADAPTER_DIR));
-        binding.writeSafetensors(join(staging, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE), peftTensors(tensors.tensors), SAFETENSORS_METADATA);
+        binding.writeSafetensors(join(staging, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE), peft, SAFETENSORS_METADATA);
         await write(
           join(ADAPTER_DIR, ADAPTER_CONFIG_FILE),
-          JSON.stringify(adapterConfig(lora, recorded.baseModel, recorded.revision), null, 2) + '\n',
+          JSON.stringify(adapterConfig(lora, recorded.baseModel, recorded.revision, task), null, 2) + '\n',
         );
         files.push(join(ADAPTER_DIR, ADAPTER_WEIGHTS_FILE));
-        adapter = { dir: join(out, ADAPTER_DIR), modules: adapters.modules.map((m) => m.slice(8)), r: lora.rank, loraAlpha: lora.alpha };
+        adapter = {
+          dir: join(out, ADAPTER_DIR),
+          modules: adapters.modules.map((m) => m.slice(8)),
+          r: lora.rank,
+          loraAlpha: lora.alpha,
+          taskType: task.type,
+          modulesToSave: task.type === 'SEQ_CLS' ? task.modulesToSave : null,
+        };
       } finally {
         adapters.dispose();
       }

@@ -27,7 +27,7 @@ export const SEQUENCE_CLASSIFICATION_ARCHITECTURES: Record<ExportFamily, string>
 };
 
 /** The base model's attribute in transformers' ForSequenceClassification: the encoder's keys' prefix. */
-const BASE_PREFIX: Record<ExportFamily, string> = { bert: 'bert.', roberta: 'roberta.', distilbert: 'distilbert.' };
+export const BASE_PREFIX: Record<ExportFamily, string> = { bert: 'bert.', roberta: 'roberta.', distilbert: 'distilbert.' };
 
 /** The head's parameter names in the classifier (`head.` + these) → transformers' key names. */
 const HEAD_KEYS: Record<ExportFamily, Record<string, string>> = {

@@ -352,6 +352,102 @@ describe("each family's head math", () => {
   });
 });
 
+// Issue 14's PEFT export of a LoRA run with this head: the adapter goes on the *base* model's
+// ForSequenceClassification (`PeftModel.from_pretrained(AutoModelForSequenceClassification
+// .from_pretrained(BASE, num_labels=C), dir)`), so its keys carry the base's prefix and the trained
+// head rides along as PEFT's modules_to_save. The reference (test/python/peft_seq_cls_reference.py)
+// applies the LoRA deltas and the head, by their exact key names, to the base folder's own weights.
+describe('LoRA with the sequence-classification head: the PEFT adapter for the base ForSequenceClassification', () => {
+  const cases = [
+    {
+      family: 'bert',
+      layout: 'automodel',
+      prefix: 'bert',
+      targets: ['attention.self.query', 'attention.self.value'],
+      head: ['classifier'],
+    },
+    {
+      family: 'distilbert',
+      layout: 'distilbert',
+      prefix: 'distilbert',
+      targets: ['attention.q_lin', 'attention.v_lin'],
+      head: ['pre_classifier', 'classifier'],
+    },
+  ] as const;
+  for (const c of cases) {
+    it(`${c.family}: task SEQ_CLS, keys base_model.model.${c.prefix}.*.lora_{A,B}.weight and the head's; the reference on the base folder gives predict's probabilities (1e-5)`, async () => {
+      const { dir: folder, weights } = await makeHfFolder({
+        layout: c.layout,
+        layers: 2,
+        hidden: 32,
+        heads: 4,
+        intermediate: 64,
+        maxPosition: 64,
+      });
+      const dir = join(work, `${c.family}-lora-seqcls`);
+      (
+        await train({
+          ...base(dir),
+          encoder: folder,
+          tokenizer: undefined,
+          technique: 'lora',
+          lora: { rank: 4, alpha: 8 },
+          learningRate: 5e-2,
+          epochs: 3,
+        })
+      ).classifier.dispose();
+      const out = join(work, `${c.family}-lora-seqcls-hf`);
+      const exported = await exportHuggingFace({ classifier: dir, out });
+      expect(exported.adapter).toMatchObject({ taskType: 'SEQ_CLS', modulesToSave: [...c.head], r: 4, loraAlpha: 8 });
+
+      const classifier = await loadClassifier(dir);
+      try {
+        const { ids, mask } = await tokens(join(dir, 'tokenizer.json'));
+        const ref = JSON.parse(
+          await runPython(
+            'test/python/peft_seq_cls_reference.py',
+            [],
+            JSON.stringify({ base: folder, weights, adapter: join(out, 'adapter'), input_ids: ids, attention_mask: mask }),
+          ),
+        ) as {
+          probabilities: number[][];
+          keys: string[];
+          shapes: Record<string, number[]>;
+          config: Record<string, unknown>;
+          max_delta: number;
+        };
+        const predicted = await classifier.predict(TEXTS);
+        const own = predicted.map((p) => classifier.labels.map((l) => p.probabilities[l]!));
+        expect(maxDiff(ref.probabilities, own)).toBeLessThan(1e-5);
+        expect(maxDiff([own[0]!], [own[1]!])).toBeGreaterThan(1e-4);
+        // Training moved the adapters off B = 0: the deltas are not a no-op the comparison would miss.
+        expect(ref.max_delta).toBeGreaterThan(1e-4);
+
+        const layer = c.family === 'distilbert' ? 'transformer.layer' : 'encoder.layer';
+        const modules = [0, 1].flatMap((l) => c.targets.map((t) => `base_model.model.${c.prefix}.${layer}.${l}.${t}`));
+        const headKeys = c.head.flatMap((m) => [`base_model.model.${m}.weight`, `base_model.model.${m}.bias`]);
+        expect(ref.keys).toEqual([...modules.flatMap((m) => [`${m}.lora_A.weight`, `${m}.lora_B.weight`]), ...headKeys].sort());
+        for (const m of modules) {
+          expect(ref.shapes[`${m}.lora_A.weight`]).toEqual([4, 32]);
+          expect(ref.shapes[`${m}.lora_B.weight`]).toEqual([32, 4]);
+        }
+        expect(ref.shapes['base_model.model.classifier.weight']).toEqual([2, 32]);
+        expect(ref.config).toMatchObject({
+          peft_type: 'LORA',
+          task_type: 'SEQ_CLS',
+          r: 4,
+          lora_alpha: 8,
+          target_modules: [...c.targets],
+          modules_to_save: [...c.head],
+          base_model_name_or_path: folder,
+        });
+      } finally {
+        classifier.dispose();
+      }
+    });
+  }
+});
+
 describe('settings and refusals', () => {
   it('reads the family from the recorded model_type and the dropout from the config (classifier_dropout, else hidden_dropout_prob), else the option', async () => {
     const b = loadBinding();
