@@ -11,6 +11,7 @@ import { Classifier } from './classifier.js';
 import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
 import { exportHuggingFace } from './export.js';
+import { exportAdapterHub } from './export-adapterhub.js';
 import { launchWorkers, withoutNproc } from './launcher.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
@@ -115,7 +116,7 @@ Usage:
   torch-bert eval    --model M --template T --verbalizer LABEL=WORD... --data FILE.csv [--json]
   torch-bert predict --classifier DIR [--json] TEXT...
   torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
-  torch-bert export  --classifier DIR --out HF_DIR [--heads N] [--json]
+  torch-bert export  --classifier DIR --out HF_DIR [--heads N] [--format hf|adapterhub] [--name NAME] [--json]
   torch-bert pretrain --model MODEL --data FILE --out DIR [options]   masked-language-model pretraining
   torch-bert demo    [--out DIR] [--json]
   torch-bert doctor  [--json]      what to paste into a bug report
@@ -229,6 +230,11 @@ A classifier trained with --head sequence-classification exports whole instead
   --out HF_DIR             the folder to write (new, or empty)
   --heads N                attention heads of the encoder, when the classifier does not record
                            its encoder's config.json (one trained on a TorchScript file)
+  --format hf|adapterhub   (hf) adapterhub: a --technique adapter classifier's bottleneck adapters
+                           for AdapterHub's load_adapter (adapter_config.json, pytorch_adapter.bin;
+                           the head as head_config.json + pytorch_model_head.bin where AdapterHub's
+                           classification head computes the same), on the base model
+  --name NAME              (torch_bert) the adapter's name in AdapterHub's keys (--format adapterhub)
   --json                   print one JSON object: the folder, the family and the files written`,
   demo: `torch-bert demo — the whole job on embedded data, no download
 
@@ -652,6 +658,8 @@ async function commandExport(argv: string[]): Promise<void> {
       classifier: { type: 'string' },
       out: { type: 'string' },
       heads: { type: 'string' },
+      format: { type: 'string' },
+      name: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -660,6 +668,33 @@ async function commandExport(argv: string[]): Promise<void> {
   if (values.help) return void console.log(HELP.export);
   const classifier = requireOption(values, 'classifier', 'export');
   const out = requireOption(values, 'out', 'export');
+  const format = values.format ?? 'hf';
+  if (format !== 'hf' && format !== 'adapterhub') throw new UsageError(`export: --format must be hf or adapterhub; got '${format}'`);
+  if (format === 'adapterhub') {
+    if (values.heads !== undefined)
+      throw new UsageError("export: --heads goes with --format hf (AdapterHub's files do not hold the architecture)");
+    const result = await exportAdapterHub({ classifier, out, name: values.name });
+    if (values.json) {
+      console.log(
+        JSON.stringify({
+          out: result.out,
+          family: result.family,
+          name: result.name,
+          files: result.files,
+          head: result.head,
+          notes: result.notes,
+        }),
+      );
+    } else {
+      console.log(
+        `exported the adapters of ${classifier} in AdapterHub's format (adapter '${result.name}', ${result.family}) to ${result.out}:`,
+      );
+      for (const f of result.files) console.log(`  ${f}`);
+      for (const n of result.notes) console.log(`note: ${n}`);
+    }
+    return;
+  }
+  if (values.name !== undefined) throw new UsageError('export: --name goes with --format adapterhub');
   const result = await exportHuggingFace({ classifier, out, heads: numberOption(values, 'heads') });
   if (values.json) {
     console.log(

@@ -263,7 +263,7 @@ function headsOf(shapes: EncoderShapes, hf: Record<string, unknown> | null, opti
 }
 
 /** `out` must be new or empty: an export never mixes with older files. */
-async function checkOut(out: string): Promise<void> {
+export async function checkOut(out: string): Promise<void> {
   const entries = await readdir(out).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return [];
     throw new InputError(`cannot write the export to ${out}: ${messageOf(err)}`, { file: out, cause: err });

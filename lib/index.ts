@@ -18,6 +18,7 @@ export {
 export type { ArraySource, CsvSource, DataSource } from './data.js';
 export { AbortError, InputError, ModelError, NumericalError } from './errors.js';
 export { type ExportOptions, type ExportResult, exportHuggingFace } from './export.js';
+export { type AdapterHubExportOptions, type AdapterHubExportResult, exportAdapterHub } from './export-adapterhub.js';
 export type { ExportFamily } from './export-family.js';
 export { loadBinding, NativeLoadError } from './loader.js';
 export { type ClassificationMetrics, type ClassMetrics, classificationMetrics, formatMetricsTable } from './metrics.js';

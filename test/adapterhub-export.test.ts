@@ -1,0 +1,309 @@
+/**
+ * exportAdapterHub and `torch-bert export --format adapterhub`: a `technique: 'adapter'` classifier's
+ * bottleneck adapters (and head, where AdapterHub has the same one) in the `adapters` library's
+ * format. The exported files are read back by test/python/adapterhub_reference.py, which implements
+ * AdapterHub's bottleneck forward order from the config's fields (no `adapters` library here),
+ * loads pytorch_adapter.bin with torch.load by its exact key names onto the base folder's own
+ * weights, and must give what predict gives; the key sets are asserted exactly. Also the refusals.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { gatherRows } from '../lib/batching.js';
+import { pythonFloorDiv, reductionFactorFor } from '../lib/export-adapterhub.js';
+import { type Classifier, exportAdapterHub, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
+import { loadBinding } from '../lib/loader.js';
+import { TextTokenizer } from '../lib/tokenizer.js';
+import { makeHfFolder, PROBE_TEXTS, PYTHON, repoRoot, runPython, smallClassifierInputs } from './fixtures.js';
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-adapterhub-'));
+const TEXTS = PROBE_TEXTS;
+let data: { texts: string[]; labels: string[] };
+let bert: { dir: string; weights: string };
+let distilbert: { dir: string; weights: string };
+
+beforeAll(async () => {
+  ({ data } = await smallClassifierInputs());
+  const sizes = { layers: 2, hidden: 32, heads: 4, intermediate: 64, maxPosition: 64 };
+  bert = await makeHfFolder({ layout: 'automodel', ...sizes });
+  distilbert = await makeHfFolder({ layout: 'distilbert', ...sizes });
+});
+
+const base = (outDir: string, encoder: string): TrainOptions => ({
+  data,
+  encoder,
+  outDir,
+  epochs: 2,
+  batchSize: 32,
+  maxLength: 32,
+  technique: 'adapter',
+  learningRate: 1e-2,
+});
+
+interface Reference {
+  probabilities: number[][] | null;
+  features: number[][];
+  keys: string[];
+  head_keys: string[];
+  config: { config: Record<string, unknown> } & Record<string, unknown>;
+  head_config: { config: Record<string, unknown> } & Record<string, unknown>;
+}
+
+const maxDiff = (a: number[][], b: number[][]) => {
+  expect(a.length).toBe(b.length);
+  return Math.max(...a.flatMap((row, r) => row.map((v, c) => Math.abs(v - b[r]![c]!))));
+};
+
+/** The largest difference between two texts' probabilities: the comparison is not of near-constant outputs. */
+const spread = (p: number[][]) => Math.max(...p.flatMap((a) => p.map((b) => maxDiff([a], [b]))));
+
+/** TEXTS as the classifier tokenizes them (padded to the longest, cut at its max length). */
+async function tokens(classifier: Classifier, dir: string) {
+  const tokenizer = await TextTokenizer.load(join(dir, 'tokenizer.json'));
+  const rows = gatherRows(
+    await tokenizer.encodeBatchAsync(TEXTS, classifier.config.maxLength),
+    TEXTS.map((_, i) => i),
+  );
+  const matrix = (a: Int32Array) =>
+    Array.from({ length: rows.count }, (_, r) => Array.from(a.subarray(r * rows.seqLen, (r + 1) * rows.seqLen)));
+  return { ids: matrix(rows.inputIds), mask: matrix(rows.attentionMask), rows };
+}
+
+async function reference(folder: { dir: string; weights: string }, out: string, ids: number[][], mask: number[][]): Promise<Reference> {
+  const stdin = JSON.stringify({ base: folder.dir, weights: folder.weights, dir: out, input_ids: ids, attention_mask: mask });
+  return JSON.parse(await runPython('test/python/adapterhub_reference.py', [], stdin)) as Reference;
+}
+
+/** The largest |value| of the classifier's adapter up-projections: training moved them off their zero init. */
+function maxUp(classifier: Classifier): number {
+  return Math.max(
+    ...classifier.module
+      .namedParameters()
+      .filter(([n]) => n.endsWith('.adapter.up.weight'))
+      .map(([, t]) => Math.max(...Array.from(t.toArray() as Float32Array, Math.abs))),
+  );
+}
+
+const adapterKeys = (prefix: string, locations: string[], name = 'torch_bert') =>
+  [0, 1]
+    .flatMap((l) =>
+      locations.flatMap((loc) =>
+        ['adapter_down.0.weight', 'adapter_down.0.bias', 'adapter_up.weight', 'adapter_up.bias'].map(
+          (p) => `${prefix}.layer.${l}.${loc}.adapters.${name}.${p}`,
+        ),
+      ),
+    )
+    .sort();
+
+describe('exportAdapterHub', () => {
+  it("houlsby (BERT, default head with headHidden = hidden): double_seq_bn's placement, exact keys; the reference of AdapterHub's forward on the base folder gives predict's probabilities (1e-5)", async () => {
+    const dir = join(work, 'houlsby');
+    (await train({ ...base(dir, bert.dir), adapter: { config: 'houlsby', size: 8 }, headHidden: 32 })).classifier.dispose();
+    const out = join(work, 'houlsby-ah');
+    const result = await exportAdapterHub({ classifier: dir, out });
+    expect(result.files).toEqual(['adapter_config.json', 'head_config.json', 'pytorch_adapter.bin', 'pytorch_model_head.bin']);
+    expect(result.head).toEqual({ layers: 2, activation: 'relu', usePooler: false });
+    expect(result.notes).toEqual([]);
+
+    const classifier = await loadClassifier(dir);
+    try {
+      expect(maxUp(classifier)).toBeGreaterThan(1e-3);
+      const { ids, mask } = await tokens(classifier, dir);
+      const ref = await reference(bert, out, ids, mask);
+      const own = (await classifier.predict(TEXTS)).map((p) => classifier.labels.map((l) => p.probabilities[l]!));
+      expect(maxDiff(ref.probabilities!, own)).toBeLessThan(1e-5);
+      expect(spread(own)).toBeGreaterThan(1e-4);
+
+      expect(ref.keys).toEqual(adapterKeys('bert.encoder', ['attention.output', 'output']));
+      expect(ref.head_keys).toEqual([
+        'heads.torch_bert.1.bias',
+        'heads.torch_bert.1.weight',
+        'heads.torch_bert.4.bias',
+        'heads.torch_bert.4.weight',
+      ]);
+      expect(ref.config).toMatchObject({
+        name: 'torch_bert',
+        model_type: 'bert',
+        model_class: 'BertAdapterModel',
+        hidden_size: 32,
+        model_name: bert.dir,
+      });
+      expect(ref.config.config).toMatchObject({
+        architecture: 'bottleneck',
+        mh_adapter: true,
+        output_adapter: true,
+        reduction_factor: 4,
+        non_linearity: 'swish',
+        original_ln_before: false,
+        original_ln_after: true,
+        residual_before_ln: true,
+        ln_before: false,
+        ln_after: false,
+        scaling: 1,
+        is_parallel: false,
+      });
+      expect(ref.head_config.config).toMatchObject({
+        head_type: 'classification',
+        num_labels: 2,
+        layers: 2,
+        activation_function: 'relu',
+        use_pooler: false,
+        label2id: Object.fromEntries(classifier.labels.map((l, i) => [l, i])),
+      });
+    } finally {
+      classifier.dispose();
+    }
+  });
+
+  it("pfeiffer with BERT's sequence-classification head and gelu: mh_adapter false, original_ln_before false (not seq_bn, said in notes); the pooler head as 1 layer with use_pooler; equals predict (1e-5)", async () => {
+    const dir = join(work, 'pfeiffer');
+    (
+      await train({
+        ...base(dir, bert.dir),
+        adapter: { config: 'pfeiffer', reductionFactor: 4, activation: 'gelu' },
+        head: 'sequence-classification',
+        // transformers' head starts at N(0, 0.02): a larger step moves it off near-equal outputs.
+        learningRate: 5e-2,
+        epochs: 3,
+      })
+    ).classifier.dispose();
+    const out = join(work, 'pfeiffer-ah');
+    const result = await exportAdapterHub({ classifier: dir, out, name: 'sentiment' });
+    expect(result.head).toEqual({ layers: 1, activation: null, usePooler: true });
+    expect(result.notes.join('\n')).toMatch(/not as AdapterHub's 'seq_bn'/);
+
+    const classifier = await loadClassifier(dir);
+    try {
+      expect(maxUp(classifier)).toBeGreaterThan(1e-3);
+      const { ids, mask } = await tokens(classifier, dir);
+      const ref = await reference(bert, out, ids, mask);
+      const own = (await classifier.predict(TEXTS)).map((p) => classifier.labels.map((l) => p.probabilities[l]!));
+      expect(maxDiff(ref.probabilities!, own)).toBeLessThan(1e-5);
+      expect(spread(own)).toBeGreaterThan(1e-4);
+      expect(ref.keys).toEqual(adapterKeys('bert.encoder', ['output'], 'sentiment'));
+      expect(ref.head_keys).toEqual(['heads.sentiment.1.bias', 'heads.sentiment.1.weight']);
+      expect(ref.config.config).toMatchObject({
+        mh_adapter: false,
+        output_adapter: true,
+        reduction_factor: 4,
+        non_linearity: 'gelu',
+        original_ln_before: false,
+      });
+    } finally {
+      classifier.dispose();
+    }
+  });
+
+  it('DistilBERT (houlsby, its sequence-classification head): attention_adapters / output_adapters keys; pre_classifier, relu, classifier as 2 layers; equals predict (1e-5)', async () => {
+    const dir = join(work, 'distilbert');
+    (
+      await train({ ...base(dir, distilbert.dir), adapter: { size: 8 }, head: 'sequence-classification', learningRate: 5e-2, epochs: 3 })
+    ).classifier.dispose();
+    const out = join(work, 'distilbert-ah');
+    const result = await exportAdapterHub({ classifier: dir, out });
+    expect(result.family).toBe('distilbert');
+    expect(result.head).toEqual({ layers: 2, activation: 'relu', usePooler: false });
+
+    const classifier = await loadClassifier(dir);
+    try {
+      const { ids, mask } = await tokens(classifier, dir);
+      const ref = await reference(distilbert, out, ids, mask);
+      const own = (await classifier.predict(TEXTS)).map((p) => classifier.labels.map((l) => p.probabilities[l]!));
+      expect(maxDiff(ref.probabilities!, own)).toBeLessThan(1e-5);
+      expect(spread(own)).toBeGreaterThan(1e-4);
+      const keys = [0, 1]
+        .flatMap((l) =>
+          ['attention_adapters', 'output_adapters'].flatMap((loc) =>
+            ['adapter_down.0.weight', 'adapter_down.0.bias', 'adapter_up.weight', 'adapter_up.bias'].map(
+              (p) => `distilbert.transformer.layer.${l}.${loc}.adapters.torch_bert.${p}`,
+            ),
+          ),
+        )
+        .sort();
+      expect(ref.keys).toEqual(keys);
+      expect(ref.config).toMatchObject({ model_type: 'distilbert', model_class: 'DistilBertAdapterModel' });
+    } finally {
+      classifier.dispose();
+    }
+  });
+
+  it("a head AdapterHub has no counterpart for (headHidden 512 on hidden 32) is left out with a note; the adapters alone give the classifier's features (1e-5)", async () => {
+    const dir = join(work, 'wide-head');
+    (await train({ ...base(dir, bert.dir), adapter: { size: 8 } })).classifier.dispose();
+    const out = join(work, 'wide-head-ah');
+    const result = await exportAdapterHub({ classifier: dir, out });
+    expect(result.files).toEqual(['adapter_config.json', 'pytorch_adapter.bin']);
+    expect(result.head).toBeNull();
+    expect(result.notes.join('\n')).toMatch(/the head is not exported: its head's hidden layer is 512 wide \(headHidden\).*hidden size 32/);
+
+    const classifier = await loadClassifier(dir);
+    try {
+      const { ids, mask, rows } = await tokens(classifier, dir);
+      const ref = await reference(bert, out, ids, mask);
+      expect(ref.probabilities).toBeNull();
+      const features = await loadBinding().extractFeatures(classifier.module, {
+        inputIds: rows.inputIds,
+        attentionMask: rows.attentionMask,
+        batchSize: rows.count,
+        seqLen: rows.seqLen,
+      });
+      const flat = Array.from(features.toArray() as Float32Array);
+      features.dispose();
+      const own = Array.from({ length: rows.count }, (_, r) => flat.slice(r * 32, (r + 1) * 32));
+      expect(maxDiff(ref.features, own)).toBeLessThan(1e-5);
+    } finally {
+      classifier.dispose();
+    }
+  });
+
+  it('refuses another technique and a run that trained the LayerNorms, naming why (EXPORT_ADAPTERHUB_UNSUPPORTED); writes nothing', async () => {
+    const lora = join(work, 'lora');
+    (await train({ ...base(lora, bert.dir), technique: 'lora', epochs: 1 })).classifier.dispose();
+    const err = await exportAdapterHub({ classifier: lora, out: join(work, 'lora-ah') }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ModelError);
+    expect((err as ModelError).code).toBe('EXPORT_ADAPTERHUB_UNSUPPORTED');
+    expect((err as Error).message).toMatch(/trained with technique 'lora'.*bottleneck adapters/);
+    expect(existsSync(join(work, 'lora-ah'))).toBe(false);
+
+    const ln = join(work, 'layernorm');
+    (await train({ ...base(ln, bert.dir), adapter: { size: 8, trainLayerNorm: true }, epochs: 1 })).classifier.dispose();
+    const err2 = await exportAdapterHub({ classifier: ln, out: join(work, 'ln-ah') }).catch((e: unknown) => e);
+    expect((err2 as ModelError).code).toBe('EXPORT_ADAPTERHUB_UNSUPPORTED');
+    expect((err2 as Error).message).toMatch(/trained the encoder's own LayerNorms \(adapter\.trainLayerNorm\)/);
+    expect(existsSync(join(work, 'ln-ah'))).toBe(false);
+  });
+
+  it("reduction factors as AdapterHub computes int(hidden // factor) (Python's float floor division)", () => {
+    expect(pythonFloorDiv(768, 12)).toBe(64);
+    // Python: 64 // (64 / 48) == 48.0, 100 // (100 / 30) == 29.0 (the factor's rounding loses one).
+    expect(pythonFloorDiv(64, 64 / 48)).toBe(48);
+    expect(pythonFloorDiv(100, 100 / 30)).toBe(29);
+    expect(pythonFloorDiv(7, 2)).toBe(3);
+    expect(pythonFloorDiv(-7, 2)).toBe(-4);
+    expect(reductionFactorFor(768, 64, null)).toBe(12);
+    expect(reductionFactorFor(32, 8, 4)).toBe(4);
+    // A recorded factor that gives the width is kept as recorded (hidden / factor floored).
+    expect(reductionFactorFor(768, 48, 16)).toBe(16);
+    // No factor gives 30 of 100: refused rather than written as one AdapterHub would build 29 wide.
+    expect(reductionFactorFor(100, 30, null)).toBeNull();
+  });
+});
+
+describe('torch-bert export --format adapterhub', () => {
+  it('--json prints the folder, the adapter name, the files and the head', async () => {
+    const dir = join(work, 'houlsby');
+    const out = join(work, 'cli-ah');
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [join(repoRoot, 'dist', 'cli.js'), 'export', '--format', 'adapterhub', '--classifier', dir, '--out', out, '--name', 'imdb', '--json'],
+      { env: { ...process.env, PYTHON } },
+    );
+    const printed = JSON.parse(stdout) as { out: string; name: string; files: string[]; head: unknown };
+    expect(printed).toMatchObject({ out, name: 'imdb', family: 'bert', head: { layers: 2, activation: 'relu', usePooler: false } });
+    expect(printed.files).toEqual(['adapter_config.json', 'head_config.json', 'pytorch_adapter.bin', 'pytorch_model_head.bin']);
+    expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({ name: 'imdb' });
+  });
+});
