@@ -310,6 +310,15 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
         { file: dir, code: 'EXPORT_UNSUPPORTED_ENCODER' },
       );
     }
+    if (config.hyperparameters?.technique === 'adapter') {
+      // Bottleneck adapters are modules transformers' BERT does not have, and cannot be merged into its weights.
+      throw new ModelError(
+        `cannot export ${dir} as a Hugging Face model: its bottleneck adapters (technique 'adapter') are no part of ` +
+          `transformers' architecture and cannot be merged into its weights; export them for AdapterHub with ` +
+          `exportAdapterHub (torch-bert export --format adapterhub), or use its classifier.pt (torch.jit.load)`,
+        { file: dir, code: 'EXPORT_UNSUPPORTED_ENCODER' },
+      );
+    }
     const params = classifier.module.namedParameters();
     const encoderParams = params.filter(([n]) => n.startsWith('encoder.')).map(([n, t]): [string, NativeTensor] => [n.slice(8), t]);
     const headParams = params.filter(([n]) => n.startsWith('head.')).map(([n, t]): [string, NativeTensor] => [n.slice(5), t]);

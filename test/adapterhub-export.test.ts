@@ -14,7 +14,15 @@ import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows } from '../lib/batching.js';
 import { pythonFloorDiv, reductionFactorFor } from '../lib/export-adapterhub.js';
-import { type Classifier, exportAdapterHub, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
+import {
+  type Classifier,
+  exportAdapterHub,
+  exportHuggingFace,
+  loadClassifier,
+  ModelError,
+  type TrainOptions,
+  train,
+} from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
 import { makeHfFolder, PROBE_TEXTS, PYTHON, repoRoot, runPython, smallClassifierInputs } from './fixtures.js';
@@ -107,6 +115,10 @@ describe('exportAdapterHub', () => {
     expect(result.files).toEqual(['adapter_config.json', 'head_config.json', 'pytorch_adapter.bin', 'pytorch_model_head.bin']);
     expect(result.head).toEqual({ layers: 2, activation: 'relu', usePooler: false });
     expect(result.notes).toEqual([]);
+    // The Hugging Face export has no place for them, and says where they go instead.
+    await expect(exportHuggingFace({ classifier: dir, out: join(work, 'houlsby-hf') })).rejects.toThrow(
+      /bottleneck adapters \(technique 'adapter'\).*--format adapterhub/,
+    );
 
     const classifier = await loadClassifier(dir);
     try {

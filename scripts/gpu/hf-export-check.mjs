@@ -15,7 +15,16 @@
  *   - AutoModelForSequenceClassification.from_pretrained(export) of a classifier trained with
  *     head 'sequence-classification' gives its probabilities: on the BERT trace, and (once the
  *     native builder is there, binding.buildEncoder) on small RoBERTa and DistilBERT folders
- *     saved by save_pretrained.
+ *     saved by save_pretrained,
+ *   - PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base,
+ *     num_labels=C), export/adapter) of a LoRA classifier trained with that head on the base
+ *     folder (the SEQ_CLS adapter, its head as modules_to_save) gives its probabilities,
+ *   - where the `adapters` library is installed (else 'skipped' with the reason),
+ *     AutoAdapterModel.from_pretrained(base).load_adapter(export) of exportAdapterHub's folder gives
+ *     the probabilities of a Houlsby classifier (default head, headHidden = hidden) and of a
+ *     Pfeiffer one with gelu and BERT's sequence-classification head (issue 19),
+ *   - AutoModelForMaskedLM.from_pretrained(out) of a `pretrain` output folder gives the logits of
+ *     torch-bert's own encoder + MLM head loaded from that folder (issue 15).
  *
  *   node scripts/gpu/hf-export-check.mjs --python PY --out DIR
  * Writes DIR/hf-export.json and prints one line per check ('<name>: ok ...' / '<name>: FAILED ...');
@@ -57,13 +66,20 @@ RobertaModel(RobertaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2
 torch.manual_seed(2)
 DistilBertModel(DistilBertConfig(vocab_size=vocab, dim=64, n_layers=2, n_heads=4, hidden_dim=256,
     max_position_embeddings=128, pad_token_id=0, seq_classif_dropout=0.3)).save_pretrained(f"{work}/distilbert")
-print(json.dumps({"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__}))
+try:
+    import adapters
+    adapters_version = adapters.__version__
+except Exception as e:
+    adapters_version = None
+    print(f"adapterhub: skipped (import adapters failed: {e})", file=sys.stderr)
+print(json.dumps({"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__,
+                  "adapters": adapters_version}))
 `;
 
 const CHECK = `
 import json, sys, torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 from peft import PeftModel
 a = json.load(open(sys.argv[1]))
 out = {}
@@ -72,8 +88,34 @@ def pool(h, mask, pooling):
     m = mask[:, :, None].to(h.dtype); return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
 def diff(x, y): return (torch.tensor(x) - torch.tensor(y)).abs().max().item()
 for run in a["runs"]:
-    d, pooling = run["export"], run["pooling"]
+    d, pooling = run["export"], run.get("pooling")
     ids, mask = torch.tensor(run["input_ids"]), torch.tensor(run["attention_mask"])
+    kind = run.get("kind")
+    if kind == "peft-seqcls":
+        # The SEQ_CLS adapter on the base's ForSequenceClassification, sized for the classifier's labels.
+        labels = {str(i): l for i, l in enumerate(run["labels"])}
+        base = AutoModelForSequenceClassification.from_pretrained(a["base"], num_labels=len(labels), id2label=labels)
+        pm = PeftModel.from_pretrained(base, f"{d}/adapter").eval()
+        with torch.no_grad():
+            p = torch.softmax(pm(input_ids=ids, attention_mask=mask).logits, -1)
+        out[run["name"] + " PeftModel(AutoModelForSequenceClassification) probabilities"] = diff(p, run["probabilities"])
+        continue
+    if kind == "adapterhub":
+        from adapters import AutoAdapterModel
+        m = AutoAdapterModel.from_pretrained(a["base"])
+        name = m.load_adapter(d, set_active=True)
+        if name in m.heads: m.active_head = name
+        m.eval()
+        with torch.no_grad():
+            p = torch.softmax(m(input_ids=ids, attention_mask=mask).logits, -1)
+        out[run["name"] + " AdapterHub load_adapter probabilities"] = diff(p, run["probabilities"])
+        continue
+    if kind == "mlm":
+        mlm = AutoModelForMaskedLM.from_pretrained(d).eval()
+        with torch.no_grad():
+            logits = mlm(input_ids=ids, attention_mask=mask).logits
+        out[run["name"] + " AutoModelForMaskedLM logits"] = diff(logits, run["logits"])
+        continue
     if run.get("head") == "sequence-classification":
         # The whole classifier: transformers' ForSequenceClassification with the trained head.
         sc = AutoModelForSequenceClassification.from_pretrained(d).eval()
@@ -120,7 +162,10 @@ try {
     writeFileSync(join(opt.out, 'hf-export.json'), JSON.stringify(made, null, 2) + '\n');
     process.exit(0);
   }
-  const { train, exportHuggingFace, loadClassifier, loadBinding } = await import(join(root, 'dist', 'index.js'));
+  const { train, exportHuggingFace, exportAdapterHub, pretrain, loadClassifier, loadBinding } = await import(
+    join(root, 'dist', 'index.js')
+  );
+  const { loadEncoderSource } = await import(join(root, 'dist', 'encoder-source.js'));
   const { gatherRows } = await import(join(root, 'dist', 'batching.js'));
   const { loadExamples } = await import(join(root, 'dist', 'data.js'));
   const raw = await loadExamples(join(root, 'assets', 'demo', 'reviews.csv'));
@@ -186,6 +231,111 @@ try {
     });
     feats.dispose();
     classifier.dispose();
+  }
+  const matrix = (a, w) => Array.from({ length: a.length / w }, (_, r) => Array.from(a).slice(r * w, (r + 1) * w));
+  /** A saved classifier's token rows of `texts` and its predict probabilities. */
+  const observe = async (dir) => {
+    const classifier = await loadClassifier(dir, { device: 'cpu' });
+    try {
+      const rows = gatherRows(
+        await classifier.tokenizer.encodeBatchAsync(texts, 32),
+        texts.map((_, i) => i),
+      );
+      const predicted = await classifier.predict(texts);
+      return {
+        labels: classifier.labels,
+        input_ids: matrix(rows.inputIds, rows.seqLen),
+        attention_mask: matrix(rows.attentionMask, rows.seqLen),
+        probabilities: predicted.map((p) => classifier.labels.map((l) => p.probabilities[l])),
+      };
+    } finally {
+      classifier.dispose();
+    }
+  };
+  const onBase = (outDir, extra) =>
+    train({
+      data,
+      encoder: join(work, 'base'),
+      tokenizer,
+      outDir,
+      epochs: 2,
+      maxLength: 32,
+      learningRate: 5e-2,
+      device: 'cpu',
+      ...extra,
+    }).then((r) => r.classifier.dispose());
+  if (folders) {
+    // Issue 14: LoRA with the sequence-classification head: the SEQ_CLS PEFT adapter for the base folder.
+    const dir = join(work, 'lora-seqcls');
+    await onBase(dir, { technique: 'lora', lora: { rank: 4, alpha: 8 }, head: 'sequence-classification' });
+    const exported = join(work, 'lora-seqcls-hf');
+    await exportHuggingFace({ classifier: dir, out: exported });
+    runs.push({ name: 'lora seqcls', kind: 'peft-seqcls', export: exported, ...(await observe(dir)) });
+
+    // Issue 19: AdapterHub's format, where the library is installed.
+    if (made.adapters) {
+      for (const [name, extra] of [
+        ['adapterhub houlsby', { technique: 'adapter', adapter: { config: 'houlsby', size: 16 }, headHidden: 64, learningRate: 1e-2 }],
+        [
+          'adapterhub pfeiffer seqcls',
+          {
+            technique: 'adapter',
+            adapter: { config: 'pfeiffer', reductionFactor: 4, activation: 'gelu' },
+            head: 'sequence-classification',
+          },
+        ],
+      ]) {
+        const dir = join(work, name.replaceAll(' ', '-'));
+        await onBase(dir, extra);
+        const exported = `${dir}-ah`;
+        await exportAdapterHub({ classifier: dir, out: exported });
+        runs.push({ name, kind: 'adapterhub', export: exported, ...(await observe(dir)) });
+      }
+    } else {
+      console.log('adapterhub: skipped (the adapters library is not installed: import adapters failed)');
+    }
+
+    // Issue 15: a pretrain output folder as transformers' AutoModelForMaskedLM.
+    const mlmDir = join(work, 'mlm');
+    await pretrain({
+      model: join(work, 'base'),
+      data: join(root, 'assets', 'demo', 'reviews.csv'),
+      tokenizer,
+      outDir: mlmDir,
+      epochs: 1,
+      maxLength: 32,
+      device: 'cpu',
+      learningRate: 1e-3,
+    });
+    const loaded = await loadEncoderSource(mlmDir, { device: 'cpu', fallbackMaxLength: 32, maxLength: 32, mlmHead: true });
+    try {
+      const rows = gatherRows(
+        await loaded.tokenizer.encodeBatchAsync(texts, 32),
+        texts.map((_, i) => i),
+      );
+      const b = loadBinding();
+      const shape = [rows.count, rows.seqLen];
+      const ids = b.Tensor.fromArray(rows.inputIds, shape, 'int64');
+      const mask = b.Tensor.fromArray(rows.attentionMask, shape, 'int64');
+      const types = b.Tensor.fromArray(new Int32Array(rows.count * rows.seqLen), shape, 'int64');
+      const encoded = loaded.module.forwardArity === 3 ? loaded.module.forward(ids, mask, types) : loaded.module.forward(ids, mask);
+      const hidden = Array.isArray(encoded) ? encoded[0] : encoded;
+      const logits = loaded.mlmHead.forward(hidden);
+      const vocab = logits.shape[2];
+      const flat = Array.from(logits.toArray());
+      runs.push({
+        name: 'pretrain mlm',
+        kind: 'mlm',
+        export: mlmDir,
+        input_ids: matrix(rows.inputIds, rows.seqLen),
+        attention_mask: matrix(rows.attentionMask, rows.seqLen),
+        logits: matrix(flat, rows.seqLen * vocab).map((row) => matrix(row, vocab)),
+      });
+      for (const t of [ids, mask, types, logits, ...(Array.isArray(encoded) ? encoded : [encoded])]) t.dispose();
+    } finally {
+      loaded.mlmHead?.dispose();
+      loaded.module.dispose();
+    }
   }
   const input = join(work, 'check.json');
   writeFileSync(input, JSON.stringify({ runs, texts, base: join(work, 'base') }));
