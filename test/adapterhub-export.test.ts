@@ -7,7 +7,7 @@
  * weights, and must give what predict gives; the key sets are asserted exactly. Also the refusals.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -25,6 +25,7 @@ import {
 } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
+import { torchSaveBytes } from '../lib/torch-save.js';
 import { makeHfFolder, PROBE_TEXTS, PYTHON, repoRoot, runPython, smallClassifierInputs } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-adapterhub-'));
@@ -32,12 +33,14 @@ const TEXTS = PROBE_TEXTS;
 let data: { texts: string[]; labels: string[] };
 let bert: { dir: string; weights: string };
 let distilbert: { dir: string; weights: string };
+let roberta: { dir: string; weights: string };
 
 beforeAll(async () => {
   ({ data } = await smallClassifierInputs());
   const sizes = { layers: 2, hidden: 32, heads: 4, intermediate: 64, maxPosition: 64 };
   bert = await makeHfFolder({ layout: 'automodel', ...sizes });
   distilbert = await makeHfFolder({ layout: 'distilbert', ...sizes });
+  roberta = await makeHfFolder({ layout: 'roberta', ...sizes });
 });
 
 const base = (outDir: string, encoder: string): TrainOptions => ({
@@ -209,38 +212,57 @@ describe('exportAdapterHub', () => {
     }
   });
 
-  it('DistilBERT (houlsby, its sequence-classification head): attention_adapters / output_adapters keys; pre_classifier, relu, classifier as 2 layers; equals predict (1e-5)', async () => {
-    const dir = join(work, 'distilbert');
-    (
-      await train({ ...base(dir, distilbert.dir), adapter: { size: 8 }, head: 'sequence-classification', learningRate: 5e-2, epochs: 3 })
-    ).classifier.dispose();
-    const out = join(work, 'distilbert-ah');
-    const result = await exportAdapterHub({ classifier: dir, out });
-    expect(result.family).toBe('distilbert');
-    expect(result.head).toEqual({ layers: 2, activation: 'relu', usePooler: false });
+  const families = [
+    {
+      family: 'roberta',
+      head: { layers: 2, activation: 'tanh', usePooler: false },
+      modelClass: 'RobertaAdapterModel',
+      prefix: 'roberta.encoder.layer',
+      locations: ['attention.output', 'output'],
+    },
+    {
+      family: 'distilbert',
+      head: { layers: 2, activation: 'relu', usePooler: false },
+      modelClass: 'DistilBertAdapterModel',
+      prefix: 'distilbert.transformer.layer',
+      locations: ['attention_adapters', 'output_adapters'],
+    },
+  ] as const;
+  for (const f of families) {
+    it(`${f.family} (houlsby, its sequence-classification head as ${f.head.layers} layers with ${f.head.activation}): ${f.prefix}.N.{${f.locations.join(',')}}.adapters keys; equals predict (1e-5)`, async () => {
+      const folder = f.family === 'roberta' ? roberta : distilbert;
+      const dir = join(work, f.family);
+      (
+        await train({ ...base(dir, folder.dir), adapter: { size: 8 }, head: 'sequence-classification', learningRate: 5e-2, epochs: 3 })
+      ).classifier.dispose();
+      const out = join(work, `${f.family}-ah`);
+      const result = await exportAdapterHub({ classifier: dir, out });
+      expect(result.family).toBe(f.family);
+      expect(result.head).toEqual(f.head);
 
-    const classifier = await loadClassifier(dir);
-    try {
-      const { ids, mask } = await tokens(classifier, dir);
-      const ref = await reference(distilbert, out, ids, mask);
-      const own = (await classifier.predict(TEXTS)).map((p) => classifier.labels.map((l) => p.probabilities[l]!));
-      expect(maxDiff(ref.probabilities!, own)).toBeLessThan(1e-5);
-      expect(spread(own)).toBeGreaterThan(1e-4);
-      const keys = [0, 1]
-        .flatMap((l) =>
-          ['attention_adapters', 'output_adapters'].flatMap((loc) =>
-            ['adapter_down.0.weight', 'adapter_down.0.bias', 'adapter_up.weight', 'adapter_up.bias'].map(
-              (p) => `distilbert.transformer.layer.${l}.${loc}.adapters.torch_bert.${p}`,
+      const classifier = await loadClassifier(dir);
+      try {
+        const { ids, mask } = await tokens(classifier, dir);
+        const ref = await reference(folder, out, ids, mask);
+        const own = (await classifier.predict(TEXTS)).map((p) => classifier.labels.map((l) => p.probabilities[l]!));
+        expect(maxDiff(ref.probabilities!, own)).toBeLessThan(1e-5);
+        expect(spread(own)).toBeGreaterThan(1e-4);
+        const keys = [0, 1]
+          .flatMap((l) =>
+            f.locations.flatMap((loc) =>
+              ['adapter_down.0.weight', 'adapter_down.0.bias', 'adapter_up.weight', 'adapter_up.bias'].map(
+                (p) => `${f.prefix}.${l}.${loc}.adapters.torch_bert.${p}`,
+              ),
             ),
-          ),
-        )
-        .sort();
-      expect(ref.keys).toEqual(keys);
-      expect(ref.config).toMatchObject({ model_type: 'distilbert', model_class: 'DistilBertAdapterModel' });
-    } finally {
-      classifier.dispose();
-    }
-  });
+          )
+          .sort();
+        expect(ref.keys).toEqual(keys);
+        expect(ref.config).toMatchObject({ model_type: f.family, model_class: f.modelClass });
+      } finally {
+        classifier.dispose();
+      }
+    });
+  }
 
   it("a head AdapterHub has no counterpart for (headHidden 512 on hidden 32) is left out with a note; the adapters alone give the classifier's features (1e-5)", async () => {
     const dir = join(work, 'wide-head');
@@ -301,6 +323,50 @@ describe('exportAdapterHub', () => {
     expect(reductionFactorFor(768, 48, 16)).toBe(16);
     // No factor gives 30 of 100: refused rather than written as one AdapterHub would build 29 wide.
     expect(reductionFactorFor(100, 30, null)).toBeNull();
+  });
+});
+
+describe('torchSaveBytes', () => {
+  it("writes what Python's torch.load (weights_only) reads as an OrderedDict of float32 tensors, in order, values exact, data 64-byte aligned", async () => {
+    const file = join(work, 'state.bin');
+    const values = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => (i - k) / 7);
+    writeFileSync(
+      file,
+      torchSaveBytes([
+        { name: 'layer.0.weight', shape: [3, 5], data: values(15, 4) },
+        { name: 'layer.0.bias', shape: [5], data: values(5, 2) },
+        { name: 'scale', shape: [], data: Float32Array.from([1.5]) },
+        { name: 'empty', shape: [0, 4], data: new Float32Array(0) },
+      ]),
+    );
+    const read = JSON.parse(
+      await runPython('-c', [
+        [
+          'import sys, json, zipfile, torch',
+          'd = torch.load(sys.argv[1], weights_only=True)',
+          'z = zipfile.ZipFile(sys.argv[1])',
+          'raw = open(sys.argv[1], "rb").read()',
+          '# a data start: the local header (30 bytes), its name and its extra field (lengths at 26 and 28)',
+          'offsets = [i.header_offset + 30 + int.from_bytes(raw[i.header_offset + 26:i.header_offset + 28], "little")',
+          '           + int.from_bytes(raw[i.header_offset + 28:i.header_offset + 30], "little") for i in z.infolist()]',
+          'print(json.dumps({"type": type(d).__name__, "keys": list(d), "dtypes": sorted({str(v.dtype) for v in d.values()}),',
+          '  "shapes": [list(v.shape) for v in d.values()], "values": [v.flatten().tolist() for v in d.values()],',
+          '  "aligned": all(o % 64 == 0 for o in offsets), "bad": z.testzip()}))',
+        ].join('\n'),
+        file,
+      ]),
+    ) as { type: string; keys: string[]; dtypes: string[]; shapes: number[][]; values: number[][]; aligned: boolean; bad: string | null };
+    expect(read.type).toBe('OrderedDict');
+    expect(read.keys).toEqual(['layer.0.weight', 'layer.0.bias', 'scale', 'empty']);
+    expect(read.dtypes).toEqual(['torch.float32']);
+    expect(read.shapes).toEqual([[3, 5], [5], [], [0, 4]]);
+    expect(read.values[0]).toEqual(Array.from(values(15, 4)));
+    expect(read.values[1]).toEqual(Array.from(values(5, 2)));
+    expect(read.values[2]).toEqual([1.5]);
+    expect(read.values[3]).toEqual([]);
+    expect(read.aligned).toBe(true);
+    expect(read.bad).toBeNull();
+    expect(() => torchSaveBytes([{ name: 'x', shape: [2, 2], data: new Float32Array(3) }])).toThrow(/x has 3 values for shape \[2, 2\]/);
   });
 });
 

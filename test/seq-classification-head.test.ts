@@ -362,20 +362,27 @@ describe('LoRA with the sequence-classification head: the PEFT adapter for the b
     {
       family: 'bert',
       layout: 'automodel',
-      prefix: 'bert',
       targets: ['attention.self.query', 'attention.self.value'],
       head: ['classifier'],
+      headKeys: ['classifier.weight', 'classifier.bias'],
+    },
+    {
+      family: 'roberta',
+      layout: 'roberta',
+      targets: ['attention.self.query', 'attention.self.value'],
+      head: ['classifier'],
+      headKeys: ['classifier.dense.weight', 'classifier.dense.bias', 'classifier.out_proj.weight', 'classifier.out_proj.bias'],
     },
     {
       family: 'distilbert',
       layout: 'distilbert',
-      prefix: 'distilbert',
       targets: ['attention.q_lin', 'attention.v_lin'],
       head: ['pre_classifier', 'classifier'],
+      headKeys: ['pre_classifier.weight', 'pre_classifier.bias', 'classifier.weight', 'classifier.bias'],
     },
   ] as const;
   for (const c of cases) {
-    it(`${c.family}: task SEQ_CLS, keys base_model.model.${c.prefix}.*.lora_{A,B}.weight and the head's; the reference on the base folder gives predict's probabilities (1e-5)`, async () => {
+    it(`${c.family}: task SEQ_CLS, keys base_model.model.${c.family}.*.lora_{A,B}.weight and the head's; the reference on the base folder gives predict's probabilities (1e-5)`, async () => {
       const { dir: folder, weights } = await makeHfFolder({
         layout: c.layout,
         layers: 2,
@@ -424,14 +431,15 @@ describe('LoRA with the sequence-classification head: the PEFT adapter for the b
         expect(ref.max_delta).toBeGreaterThan(1e-4);
 
         const layer = c.family === 'distilbert' ? 'transformer.layer' : 'encoder.layer';
-        const modules = [0, 1].flatMap((l) => c.targets.map((t) => `base_model.model.${c.prefix}.${layer}.${l}.${t}`));
-        const headKeys = c.head.flatMap((m) => [`base_model.model.${m}.weight`, `base_model.model.${m}.bias`]);
+        const modules = [0, 1].flatMap((l) => c.targets.map((t) => `base_model.model.${c.family}.${layer}.${l}.${t}`));
+        const headKeys = c.headKeys.map((k) => `base_model.model.${k}`);
         expect(ref.keys).toEqual([...modules.flatMap((m) => [`${m}.lora_A.weight`, `${m}.lora_B.weight`]), ...headKeys].sort());
         for (const m of modules) {
           expect(ref.shapes[`${m}.lora_A.weight`]).toEqual([4, 32]);
           expect(ref.shapes[`${m}.lora_B.weight`]).toEqual([32, 4]);
         }
-        expect(ref.shapes['base_model.model.classifier.weight']).toEqual([2, 32]);
+        // The head's last linear: [labels, hidden].
+        expect(ref.shapes[`base_model.model.${c.headKeys[c.headKeys.length - 2]}`]).toEqual([2, 32]);
         expect(ref.config).toMatchObject({
           peft_type: 'LORA',
           task_type: 'SEQ_CLS',
