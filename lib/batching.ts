@@ -115,8 +115,13 @@ export async function runBatches<T>(
 
 /** What an evaluation pass over `count` examples gives, in example order. */
 export interface BatchedEvaluation {
-  /** Example-weighted mean of the batches' mean losses; null without labels. */
+  /**
+   * The loss over every example, as one batch of them all would give it: the batches' mean
+   * losses weighted by what each mean divided by (`lossWeight`); null without labels.
+   */
   loss: number | null;
+  /** What the loss divides by: the examples, or with class weights their weights' sum. */
+  lossWeight: number;
   accuracy: number | null;
   /** Argmax class per example. */
   predictions: Int32Array;
@@ -127,7 +132,9 @@ export interface BatchedEvaluation {
 /**
  * An evaluation pass (`evalStep` on tokens, `headEvalStep` on cached features) over `count`
  * examples cut into `batches` of example indices: each batch's predictions and probabilities
- * go back to its examples' places, and its loss counts once per example.
+ * go back to its examples' places, and its loss counts by its `lossWeight` (its rows, or with
+ * class weights the sum of its rows' weights, what the weighted cross-entropy's mean divides by:
+ * so the loss does not depend on how the examples are cut into batches).
  */
 export async function evaluateInBatches(
   count: number,
@@ -135,10 +142,12 @@ export async function evaluateInBatches(
   evaluate: (rows: Int32Array) => Promise<EvalStepResult>,
   withLabels: boolean,
   signal?: AbortSignal,
+  lossWeight: (rows: Int32Array) => number = (rows) => rows.length,
 ): Promise<BatchedEvaluation> {
   const predictions = new Int32Array(count);
   let probabilities = new Float32Array(0);
   let lossSum = 0;
+  let weightSum = 0;
   let correct = 0;
   await runBatches(
     batches,
@@ -151,14 +160,18 @@ export async function evaluateInBatches(
         probabilities.set(result.probabilities.subarray(r * classes, (r + 1) * classes), example * classes);
       });
       if (withLabels) {
-        lossSum += result.loss! * rows.length;
+        const weight = lossWeight(rows);
+        // A batch whose rows all weigh 0 has a NaN mean (0/0) and adds nothing.
+        if (weight > 0) lossSum += result.loss! * weight;
+        weightSum += weight;
         correct += result.correct!;
       }
     },
     signal,
   );
   return {
-    loss: withLabels ? lossSum / count : null,
+    loss: withLabels ? lossSum / weightSum : null,
+    lossWeight: weightSum,
     accuracy: withLabels ? correct / count : null,
     predictions,
     probabilities,

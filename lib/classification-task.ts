@@ -15,7 +15,7 @@ import type {
   TrainStepOptions,
   TrainStepResult,
 } from './binding.js';
-import { runEvaluation } from './classifier.js';
+import { lossWeight, runEvaluation } from './classifier.js';
 import { InputError } from './errors.js';
 import { type FeatureCache, featureRows } from './feature-cache.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
@@ -88,30 +88,82 @@ export function classificationTask(
   };
 }
 
-/** Validation loss and metrics of `model`, from cached features (frozen) or from tokens. */
+/**
+ * Data-parallel validation: this rank evaluates its rows (distributed.ts evaluationRows, each row
+ * on exactly one rank) and `sum` all-reduces what the metrics need.
+ */
+export interface ValidationShard {
+  rows: Int32Array;
+  sum(values: Float64Array): Float64Array;
+}
+
+/**
+ * Validation loss and metrics of `model`, from cached features (frozen) or from tokens. With a
+ * shard, the rank's rows only; every prediction and the loss sum are then summed over the ranks
+ * (a row's prediction is its one rank's, the others add zero), so every rank computes the metrics
+ * of the whole set, exactly those of one process (the confusion matrix and F1 from every
+ * prediction, not averages of the ranks' metrics).
+ */
 export async function validateClassifier(
   binding: NativeBinding,
   model: NativeScriptModule,
   data: LabelledSet,
-  settings: { batchSize: number; padTo: number | undefined; loss: EvalStepOptions; labels: string[]; signal?: AbortSignal },
+  settings: {
+    batchSize: number;
+    padTo: number | undefined;
+    loss: EvalStepOptions;
+    labels: string[];
+    signal?: AbortSignal;
+    shard?: ValidationShard;
+  },
 ): Promise<Validation<ClassificationMetrics>> {
   const { cache } = data;
+  const count = data.encoded.count;
+  const rows = settings.shard?.rows ?? Int32Array.from({ length: count }, (_, i) => i);
+  const labels = Int32Array.from(rows, (i) => data.labels[i]!);
+  // Indices into `rows` from here on; `rows` maps them back to the set's.
   const result = cache
     ? await evaluateInBatches(
-        data.encoded.count,
-        consecutiveBatches(data.encoded.count, settings.batchSize),
+        rows.length,
+        consecutiveBatches(rows.length, settings.batchSize),
         (examples) =>
           binding.headEvalStep(
             model,
             cache.features,
-            featureRows(cache, examples),
-            Int32Array.from(examples, (i) => data.labels[i]!),
+            featureRows(
+              cache,
+              Int32Array.from(examples, (i) => rows[i]!),
+            ),
+            Int32Array.from(examples, (i) => labels[i]!),
             settings.loss,
           ),
         true,
         settings.signal,
+        lossWeight(labels, settings.loss),
       )
-    : await runEvaluation(model, data.encoded, data.labels, settings.batchSize, settings.signal, settings.loss, settings.padTo);
-  const metrics = classificationMetrics(result.predictions, data.labels, settings.labels);
-  return { loss: result.loss!, accuracy: metrics.accuracy, macroF1: metrics.macroF1, metrics };
+    : await runEvaluation(
+        model,
+        settings.shard ? gatherRows(data.encoded, rows, data.encoded.seqLen) : data.encoded,
+        labels,
+        settings.batchSize,
+        settings.signal,
+        settings.loss,
+        settings.padTo,
+      );
+  let predictions = result.predictions;
+  let loss = result.loss!;
+  if (settings.shard) {
+    // [every row's prediction..., this rank's loss sum, what it divides by (rows or class weights)]
+    const local = new Float64Array(count + 2);
+    rows.forEach((row, i) => {
+      local[row] = result.predictions[i]!;
+    });
+    local[count] = result.lossWeight > 0 ? result.loss! * result.lossWeight : 0;
+    local[count + 1] = result.lossWeight;
+    const global = settings.shard.sum(local);
+    predictions = Int32Array.from(global.subarray(0, count));
+    loss = global[count]! / global[count + 1]!;
+  }
+  const metrics = classificationMetrics(predictions, data.labels, settings.labels);
+  return { loss, accuracy: metrics.accuracy, macroF1: metrics.macroF1, metrics };
 }

@@ -135,7 +135,19 @@ export async function runEvaluation(
     },
     labels !== null,
     signal,
+    lossWeight(labels, loss),
   );
+}
+
+/** What the evaluation loss of a batch of these rows divides by: the rows, or the sum of their class weights. */
+export function lossWeight(labels: Int32Array | null, loss: LossOptions | undefined): (rows: Int32Array) => number {
+  const weights = loss?.classWeights;
+  if (!labels || !weights) return (rows) => rows.length;
+  return (rows) => {
+    let sum = 0;
+    for (const i of rows) sum += weights[labels[i]!]!;
+    return sum;
+  };
 }
 
 /** LoRA and adapter runs also save their adapters and head alone (small files) next to the classifier. */

@@ -10,9 +10,14 @@
  *     (TrainStepOptions.averageGradients), each rank's loss weighted by its share of the global
  *     batch's normaliser (rows, class weights, or masked tokens: training-loop.ts globalBatchShare);
  *   - the decision to stop before an optimizer step (`agreeToStop`): an abort on any rank stops
- *     every rank at the same step boundary.
+ *     every rank at the same step boundary;
+ *   - what the run is (`agreeOnRun`, at the start): options, data and model compared, a rank that
+ *     differs refused on every rank with a message naming what differs;
+ *   - evaluation, each rank on its share of the held-out rows (`evaluationRows`), the sums the
+ *     metrics need reduced; rank 0's decisions (best checkpoint, early stopping) broadcast (`fromMain`).
  * Rank 0 alone writes checkpoints, reports, the training state and progress (`isMain`).
  */
+import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { DistributedRank, NativeBinding, NativeTensor } from './binding.js';
 import { InputError, ModelError, messageOf } from './errors.js';
@@ -29,6 +34,10 @@ export interface Distributed extends DistributedRank {
   allReduceTensor(tensor: NativeTensor, op: 'sum' | 'max' | 'min'): void;
   /** Whether any rank wants to stop (each passes its own wish): the same answer on every rank. */
   agreeToStop(local: boolean): boolean;
+  /** Rank 0's numbers, on every rank (each passes its own; the others' are ignored). */
+  fromMain(values: ArrayLike<number>): Float64Array;
+  /** Every rank's value (anything JSON can carry), in rank order, on every rank. */
+  allGather<T>(value: T): T[];
   leave(): void;
 }
 
@@ -85,8 +94,128 @@ export function joinDistributed(binding: NativeBinding, mode: 'auto' | 'off', ti
       }
     },
     agreeToStop: (local) => allReduce([local ? 1 : 0], 'max')[0]! > 0,
+    // A sum where every rank but 0 adds zeros: a broadcast through the one numeric collective.
+    fromMain: (values) => allReduce(rank.rank === 0 ? values : new Float64Array(values.length), 'sum'),
+    allGather: (value) => allGatherJson(allReduce, rank.rank, rank.worldSize, value),
     leave: () => binding.distributedLeave(),
   };
+}
+
+/**
+ * An all-gather of JSON values on the numeric all-reduce: the longest encoding is agreed first,
+ * then each rank writes its UTF-8 bytes into its own slot of a zeroed buffer and the sum is every
+ * rank's bytes (each byte is added to zeros only, so float64 carries it exactly). For the small
+ * values compared at the start (options, digests); not for tensors.
+ */
+function allGatherJson<T>(
+  allReduce: (values: ArrayLike<number>, op: 'sum' | 'max' | 'min') => Float64Array,
+  rank: number,
+  worldSize: number,
+  value: T,
+): T[] {
+  const bytes = new TextEncoder().encode(JSON.stringify(value) ?? 'null');
+  const width = allReduce([bytes.length], 'max')[0]!;
+  const slots = new Float64Array(width * worldSize);
+  slots.set(bytes, rank * width);
+  const all = allReduce(slots, 'sum');
+  const decoder = new TextDecoder();
+  return Array.from({ length: worldSize }, (_, r) => {
+    const slot = Uint8Array.from(all.subarray(r * width, (r + 1) * width));
+    const end = slot.indexOf(0);
+    return JSON.parse(decoder.decode(end < 0 ? slot : slot.subarray(0, end))) as T;
+  });
+}
+
+/**
+ * What every rank of a run must share, checked once at the start (`agreeOnRun`): `settings` are
+ * compared value by value (a message names each that differs, with both values); `digests` pin
+ * content too large to send (the training data, the model's weights), compared whole and named by
+ * what they pin.
+ */
+export interface RunIdentity {
+  settings: Record<string, unknown>;
+  /** By what the digest pins, as the message says it: e.g. 'training data' → a SHA-256 of its texts and labels. */
+  digests: Record<string, string>;
+}
+
+/**
+ * Every rank's identity compared with rank 0's before anything trains; on a difference every rank
+ * throws the same InputError, which names the ranks and what differs. Ranks that trained on other
+ * data or options would still average their gradients and end with weights that are no one's; a
+ * different model would go unnoticed where only the trainable tensors are broadcast (the frozen
+ * encoder of `frozen` or LoRA).
+ */
+export function agreeOnRun(dist: Pick<Distributed, 'allGather'>, identity: RunIdentity): void {
+  const all = dist.allGather(identity);
+  const main = all[0]!;
+  const problems: string[] = [];
+  all.forEach((other, r) => {
+    if (r === 0) return;
+    const settings = Object.keys({ ...main.settings, ...other.settings })
+      .filter((key) => JSON.stringify(main.settings[key]) !== JSON.stringify(other.settings[key]))
+      .map((key) => `${key} ${JSON.stringify(other.settings[key]) ?? 'unset'} vs ${JSON.stringify(main.settings[key]) ?? 'unset'}`);
+    if (settings.length > 0) problems.push(`rank ${r}'s options differ from rank 0's: ${settings.join(', ')}`);
+    for (const what of Object.keys({ ...main.digests, ...other.digests })) {
+      if (main.digests[what] !== other.digests[what]) problems.push(`rank ${r}'s ${what} differs from rank 0's`);
+    }
+  });
+  if (problems.length > 0) {
+    throw new InputError(`distributed: the ranks were started with different runs; nothing was trained: ${problems.join('; ')}`, {
+      code: 'RANKS_DISAGREE',
+    });
+  }
+}
+
+/** Options of a run that may differ between ranks: where a rank writes, reads or logs, and how it computes, not what. */
+const RANK_LOCAL = new Set([
+  // Compared by content (digests), since each machine may mount them elsewhere.
+  'data',
+  'validationData',
+  'encoder',
+  'tokenizer',
+  'resumeFrom',
+  // Rank 0 alone writes.
+  'outDir',
+  'report',
+  'featureCache',
+  'featureCacheDir',
+  // How a rank computes: its cores, its device (cuda:LOCAL_RANK), its patience with the others.
+  'threads',
+  'device',
+  'distributed',
+  'distributedTimeout',
+  // Functions and signals: not values.
+  'onProgress',
+  'signal',
+]);
+
+/** The options every rank must share: all but the rank-local ones (and anything JSON cannot carry). */
+export function sharedSettings(options: object): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(options).filter(([key, value]) => !RANK_LOCAL.has(key) && value !== undefined && typeof value !== 'function'),
+  );
+}
+
+/** A SHA-256 of strings and numbers, each part length-prefixed so that no two different lists hash alike. */
+export function contentDigest(parts: Iterable<string | ArrayLike<number> | null | undefined>): string {
+  const hash = createHash('sha256');
+  for (const part of parts) {
+    if (part === null || part === undefined) hash.update('\u0000null;');
+    else if (typeof part === 'string') hash.update(`s${Buffer.byteLength(part)}:`).update(part);
+    else hash.update(`n${part.length}:`).update(Buffer.from(Float64Array.from(part).buffer));
+  }
+  return hash.digest('hex');
+}
+
+/**
+ * The held-out rows a rank evaluates: every `worldSize`-th from `rank` on, without
+ * DistributedSampler's padding (a duplicate would be counted twice), so that the ranks' shares
+ * add up to the whole set exactly once.
+ */
+export function evaluationRows(count: number, rank: number, worldSize: number): Int32Array {
+  const rows = new Int32Array(Math.max(0, Math.ceil((count - rank) / worldSize)));
+  for (let i = 0; i < rows.length; i++) rows[i] = rank + i * worldSize;
+  return rows;
 }
 
 /**

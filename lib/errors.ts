@@ -28,7 +28,8 @@ export type ErrorCode =
   | 'VERBALIZER_WORD_SPLITS'
   | 'VERBALIZER_DUPLICATE_TOKEN'
   | 'NO_MASK_TOKEN'
-  | 'NO_MLM_HEAD';
+  | 'NO_MLM_HEAD'
+  | 'RANKS_DISAGREE';
 
 /** Bad user input: a file, a CSV row or column, a label, an option. */
 export class InputError extends Error {

@@ -32,6 +32,11 @@ export interface KeeperHooks<M> {
   /** Save the resumable training state at `position` (nothing without an output directory). */
   saveState(position: RunPosition): Promise<void>;
   onProgress?: (event: ProgressEvent) => void;
+  /**
+   * Data-parallel: rank 0's numbers on every rank (distributed.ts fromMain). The decisions taken
+   * after a validation (a new best? early stop?) are rank 0's, broadcast.
+   */
+  agree?: (decision: number[]) => number[];
 }
 
 /** Where a fresh run starts. */
@@ -72,8 +77,7 @@ export class RunKeeper<M> {
 
   /** An evaluation within an epoch. True when early stopping ends the run. */
   async evaluateMidEpoch(epoch: number): Promise<boolean> {
-    await this.evaluate(epoch);
-    this.stoppedEarly = this.patienceRunOut();
+    this.stoppedEarly = await this.evaluate(epoch);
     return this.stoppedEarly;
   }
 
@@ -83,7 +87,7 @@ export class RunKeeper<M> {
    */
   async endEpoch(epoch: number, startedAt: number): Promise<boolean> {
     const position = this.position;
-    if (!this.stoppedEarly) await this.evaluate(epoch);
+    const stop = this.stoppedEarly || (await this.evaluate(epoch));
     const last = this.lastEvaluation!;
     const metrics: EpochMetrics = {
       epoch,
@@ -101,7 +105,7 @@ export class RunKeeper<M> {
     position.epochCorrect = 0;
     position.epochSeen = 0;
     this.hooks.onProgress?.({ type: 'epoch', epochs: this.rules.epochs, ...metrics });
-    if (!this.stoppedEarly) this.stoppedEarly = this.patienceRunOut();
+    this.stoppedEarly = stop;
     if (this.stoppedEarly) return true;
     if (epoch < this.rules.epochs) await this.hooks.saveState({ ...position, epoch: epoch + 1 });
     return false;
@@ -117,9 +121,9 @@ export class RunKeeper<M> {
     return this.position.evaluations.filter((e) => e.isBest).at(-1)!;
   }
 
-  private patienceRunOut(): boolean {
+  private patienceRunOut(withoutImprovement: number): boolean {
     const patience = this.rules.earlyStoppingPatience;
-    return patience > 0 && this.position.evaluationsWithoutImprovement >= patience;
+    return patience > 0 && withoutImprovement >= patience;
   }
 
   private isBetter(value: number): boolean {
@@ -127,17 +131,29 @@ export class RunKeeper<M> {
     return best === null || (this.rules.bestMetric === 'loss' ? value < best : value > best);
   }
 
-  private async evaluate(epoch: number): Promise<void> {
+  /** A validation pass, recorded; a new best is checkpointed. True when early stopping ends the run here. */
+  private async evaluate(epoch: number): Promise<boolean> {
     const position = this.position;
     const result = await this.hooks.validate();
     const value = this.rules.bestMetric === 'loss' ? result.loss : this.rules.bestMetric === 'accuracy' ? result.accuracy : result.macroF1;
+    let isBest = this.isBetter(value);
+    let stop = this.patienceRunOut(isBest ? 0 : position.evaluationsWithoutImprovement + 1);
+    if (this.hooks.agree) {
+      // Data-parallel: rank 0 decides, every rank follows. The reduced metrics are the same on every
+      // rank, so the ranks would agree anyway; but a rank that checkpointed or stopped alone would
+      // leave the others waiting in a collective it never joins, so the decision is one rank's by
+      // construction rather than equal by arithmetic.
+      const [best, end] = this.hooks.agree([isBest ? 1 : 0, stop ? 1 : 0]);
+      isBest = best === 1;
+      stop = end === 1;
+    }
     const evaluation: Evaluation = {
       epoch,
       step: position.optimizerSteps,
       validationLoss: result.loss,
       validationAccuracy: result.accuracy,
       validationMacroF1: result.macroF1,
-      isBest: this.isBetter(value),
+      isBest,
     };
     position.evaluations.push(evaluation);
     if (evaluation.isBest) {
@@ -150,5 +166,6 @@ export class RunKeeper<M> {
     }
     this.lastEvaluation = evaluation;
     this.hooks.onProgress?.({ type: 'evaluation', ...evaluation });
+    return stop;
   }
 }

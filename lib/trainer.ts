@@ -42,7 +42,16 @@ import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writ
 import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
 import { csvColumns, type DataSource, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
-import { type Distributed, runAsRank, startFromRankZero } from './distributed.js';
+import {
+  agreeOnRun,
+  contentDigest,
+  type Distributed,
+  evaluationRows,
+  type RunIdentity,
+  runAsRank,
+  sharedSettings,
+  startFromRankZero,
+} from './distributed.js';
 import { cpuBf16 } from './doctor.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
@@ -67,9 +76,9 @@ import type { TextTokenizer } from './tokenizer.js';
 import { setUpTrainable, type TrainableSet } from './trainable.js';
 import { runTrainingLoop } from './training-loop.js';
 import {
-  checkFingerprint,
   readTrainingState,
   restoreTrainingState,
+  resumePosition,
   type SavedState,
   type SkippedBatch,
   saveTrainingState,
@@ -252,6 +261,26 @@ async function tokenizeData(
   return { train, validation };
 }
 
+/**
+ * What data-parallel ranks must share (distributed.ts agreeOnRun): the options but the rank-local
+ * ones, and by content what the paths name — the texts and labels read, the tokenizer, the
+ * encoder's weights (loaded.weightsKey: file SHA-256s, or a Hub commit), the training state resumed.
+ */
+async function runIdentity(opts: ResolvedTrainOptions, raw: RawData, loaded: LoadedEncoder): Promise<RunIdentity> {
+  // The label names the run settled on (given or inferred) pin what the class ids of the data mean.
+  const settings = { ...sharedSettings(opts), labels: raw.labels };
+  const digests: Record<string, string> = {
+    'training data': contentDigest([...raw.trainTexts, ...(raw.trainPairs ?? []), raw.allIds]),
+    'validation data': raw.validationTexts
+      ? contentDigest([...raw.validationTexts, ...(raw.validationPairs ?? []), raw.validationIds])
+      : contentDigest([raw.validationIndices]),
+    tokenizer: contentDigest([raw.tokenizer.json]),
+    "model's weights": await loaded.weightsKey(),
+  };
+  if (raw.saved) digests['training state'] = contentDigest([JSON.stringify({ ...raw.saved, directory: undefined })]);
+  return { settings, digests };
+}
+
 /** The settings a resumed run must share with the run that saved the state. */
 function runFingerprint(
   opts: ResolvedTrainOptions,
@@ -276,7 +305,8 @@ function runFingerprint(
     // Only when set, so that training states written before the option existed still match.
     ...(opts.freeze.length > 0 ? { freeze: opts.freeze } : {}),
     ...(opts.head !== 'mlp' ? { head: opts.head } : {}),
-    // Data-parallel runs only, so that single-process states still match.
+    // Data-parallel runs only, so that single-process states still match. With the two above, the
+    // batch layout, which may change on resume if the global batch does not (resumePosition).
     ...(worldSize > 1 ? { worldSize } : {}),
   };
 }
@@ -478,13 +508,16 @@ async function trainRank(
   if (options.lora?.targets === undefined && loaded.loraTargets) opts.lora.targets = loaded.loraTargets;
   const raw = await readInputs(opts, binding, loaded.tokenizer);
   const { saved, tokenizer, labels } = raw;
+  // Data-parallel: every rank runs the same job, or none trains (before the texts are tokenized).
+  if (dist) agreeOnRun(dist, await runIdentity(opts, raw, loaded));
 
   // 2. Prepare data.
   const data = await tokenizeData(opts, raw, prompt);
   const loss = lossOptions(opts, data.train.labels, labels.length);
   const padTo = opts.padding === 'max' ? opts.maxLength : undefined;
   const fingerprint = runFingerprint(opts, labels, data.train.encoded.count, data.validation.encoded.count, dist?.worldSize ?? 1);
-  if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
+  // Where a resumed run continues, its batch layout translated to this run's (training-state.ts).
+  const resumedAt = saved ? resumePosition(saved, fingerprint, opts.resumeFrom!, data.train.encoded.count) : null;
   checkPrecision(opts, device);
   // Validation runs in the training precision too.
   const evalOptions: EvalStepOptions = { ...loss, precision: opts.precision };
@@ -546,11 +579,26 @@ async function trainRank(
     const config = classifierConfig(binding, opts, labels, built, head, loaded, device, loss.classWeights, raw.hasValidationData, prompt);
 
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
-    const position = saved?.position ?? startPosition();
+    // Data-parallel: each rank validates its share of the held-out rows (distributed.ts evaluationRows).
+    const validationShard = dist
+      ? {
+          rows: evaluationRows(data.validation.encoded.count, dist.rank, dist.worldSize),
+          sum: (values: Float64Array) => dist.allReduce(values, 'sum'),
+        }
+      : undefined;
+    const position = resumedAt ?? startPosition();
     position.skippedBatches ??= [];
     const keeper = new RunKeeper<ClassificationMetrics>(position, opts, {
       validate: () =>
-        validateClassifier(binding, model, data.validation, { batchSize: opts.batchSize, padTo, loss: evalOptions, labels, signal }),
+        validateClassifier(binding, model, data.validation, {
+          batchSize: opts.batchSize,
+          padTo,
+          loss: evalOptions,
+          labels,
+          signal,
+          shard: validationShard,
+        }),
+      agree: dist ? (decision) => Array.from(dist.fromMain(decision)) : undefined,
       checkpoint: (evaluation) => {
         config.metrics = {
           epoch: evaluation.epoch,

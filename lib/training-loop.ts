@@ -110,7 +110,7 @@ export type LoopOptions = Pick<
     rank: number;
     worldSize: number;
     agreeToStop(local: boolean): boolean;
-    /** For a task's batchLossNormaliser: the sum over the ranks. */
+    /** Sums over the ranks: a task's batchLossNormaliser, the global batch's loss and accuracy (what one process would report). */
     allReduce(values: ArrayLike<number>, op: 'sum'): Float64Array;
   };
 };
@@ -244,7 +244,8 @@ class Loop<Batch> {
     const rows = batches[position.batch]!;
     const batch = this.task.batch(rows);
     const weight = step.accumulationWeight * this.globalBatchShare(position.batch, rows, batch);
-    const result = await this.task.step(batch, { ...step, accumulationWeight: weight });
+    const local = await this.task.step(batch, { ...step, accumulationWeight: weight });
+    const { result, rowsSeen } = this.globalOutcome(local, rows, batch);
     if (step.checkGradients && !result.skipped && !result.overflow) {
       const missing = missingGradientsError(result.missingGradients ?? [], this.trainee.setup);
       if (missing) throw missing;
@@ -254,9 +255,9 @@ class Loop<Batch> {
       this.nonFinite(epoch, rows, result);
       return false;
     }
-    position.epochLossSum += result.loss * rows.length;
+    position.epochLossSum += result.loss * rowsSeen;
     position.epochCorrect += result.correct;
-    position.epochSeen += rows.length;
+    position.epochSeen += rowsSeen;
     this.reportBatch(epoch, batches.length, result.loss, clock);
     return true;
   }
@@ -281,6 +282,23 @@ class Loop<Batch> {
     let total = 0;
     for (const batches of this.rankBatches) total += normaliser(batches[batch] ?? new Int32Array(0));
     return total > 0 ? (rank.worldSize * normaliser(rows)) / total : 1;
+  }
+
+  /**
+   * Data-parallel: the global batch's loss and correct count from every rank's (one sum): the loss
+   * is each rank's mean weighted by its loss normaliser (rows, their class weights, or a masked-LM
+   * batch's masked tokens), as one process's loss on the global batch is. So the history, the
+   * progress and the non-finite check see the same numbers on every rank, those one process
+   * would. Alone: the batch's own.
+   */
+  private globalOutcome(result: StepOutcome, rows: Int32Array, built: Batch): { result: StepOutcome; rowsSeen: number } {
+    const { rank } = this.options;
+    if (!rank) return { result, rowsSeen: rows.length };
+    const normaliser = this.task.batchLossNormaliser?.(built) ?? this.task.lossNormaliser?.(rows) ?? rows.length;
+    // A rank whose share ran out has no rows (and a loss of nothing): it adds zeros.
+    const lossSum = rows.length > 0 ? result.loss * normaliser : 0;
+    const [loss, normalisers, correct, seen] = rank.allReduce([lossSum, normaliser, result.correct, rows.length], 'sum');
+    return { result: { ...result, loss: loss! / normalisers!, correct: correct! }, rowsSeen: seen! };
   }
 
   /** A NaN/Inf loss or gradient: stop the run, or with `onNonFinite: 'skip'` record the batch (the native step applied nothing). */

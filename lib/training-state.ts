@@ -140,6 +140,72 @@ export function checkFingerprint(saved: Record<string, unknown>, current: Record
   }
 }
 
+/**
+ * How a run cuts its epochs, from a fingerprint: `batchSize` rows per rank and batch,
+ * `gradientAccumulationSteps` batches per optimizer step, `worldSize` ranks (absent: one).
+ */
+interface BatchLayout {
+  batchSize: number;
+  gradientAccumulationSteps: number;
+  worldSize: number;
+}
+
+const LAYOUT_KEYS = ['batchSize', 'gradientAccumulationSteps', 'worldSize'] as const;
+
+function layoutOf(fingerprint: Record<string, unknown>): BatchLayout {
+  return {
+    batchSize: Number(fingerprint.batchSize),
+    gradientAccumulationSteps: Number(fingerprint.gradientAccumulationSteps ?? 1),
+    worldSize: Number(fingerprint.worldSize ?? 1),
+  };
+}
+
+function describeLayout(l: BatchLayout): string {
+  return `${l.worldSize} rank${l.worldSize === 1 ? '' : 's'} × batch ${l.batchSize} × accumulation ${l.gradientAccumulationSteps} = ${globalBatch(l)}`;
+}
+
+function globalBatch(l: BatchLayout): number {
+  return l.batchSize * l.worldSize * l.gradientAccumulationSteps;
+}
+
+/** Optimizer steps per epoch of `rows` training rows (each rank's share padded as DistributedSampler's). */
+function stepsPerEpoch(l: BatchLayout, rows: number): number {
+  return Math.ceil(Math.ceil(Math.ceil(rows / l.worldSize) / l.batchSize) / l.gradientAccumulationSteps);
+}
+
+/**
+ * Check a resumed run is the same run (checkFingerprint) and return where it continues. The
+ * batch layout may change — another world size, batch size or accumulation, e.g. 2 ranks × 4
+ * resumed as 1 process × 8 — when the global batch (batch size × world size × accumulation
+ * steps) and the optimizer steps per epoch stay the same: the k-th optimizer step of an epoch
+ * then takes the same rows of the epoch's permutation whatever the layout (the ranks' k-th
+ * batches are consecutive rows of it, distributed.ts rankShare), so only the batch index within
+ * the epoch is translated (optimizer steps done × the new accumulation). Any other change is
+ * refused with a message naming both layouts. The fingerprint's layout keys are `batchSize`,
+ * `gradientAccumulationSteps` and `worldSize` (absent: 1).
+ */
+export function resumePosition(saved: SavedState, current: Record<string, unknown>, dir: string, trainRows: number): RunPosition {
+  const withoutLayout = (f: Record<string, unknown>) =>
+    Object.fromEntries(Object.entries(f).filter(([k]) => !(LAYOUT_KEYS as readonly string[]).includes(k)));
+  checkFingerprint(withoutLayout(saved.fingerprint), withoutLayout(current), dir);
+  const before = layoutOf(saved.fingerprint);
+  const now = layoutOf(current);
+  const position = saved.position;
+  if (LAYOUT_KEYS.every((k) => before[k] === now[k])) return position;
+  const refuse = (why: string) =>
+    new InputError(
+      `cannot resume from ${dir}: ${why} (saved ${describeLayout(before)}, now ${describeLayout(now)}); ` +
+        'a run may resume with another world size, batch size or accumulation only with the same global batch ' +
+        '(batch size × world size × gradient accumulation steps) and the same optimizer steps per epoch',
+      { file: dir },
+    );
+  if (globalBatch(before) !== globalBatch(now)) throw refuse('the global batch differs');
+  if (stepsPerEpoch(before, trainRows) !== stepsPerEpoch(now, trainRows)) throw refuse('the optimizer steps per epoch differ');
+  // Saved between optimizer steps (training-loop.ts), so at a window's start.
+  if (position.batch % before.gradientAccumulationSteps !== 0) throw refuse('the state was saved inside an accumulation window');
+  return { ...position, batch: (position.batch / before.gradientAccumulationSteps) * now.gradientAccumulationSteps };
+}
+
 /** Put the saved tensors, optimizer moments and RNG state back into a freshly built run. */
 export async function restoreTrainingState(
   binding: NativeBinding,

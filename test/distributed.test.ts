@@ -6,7 +6,7 @@
  * The processes run the compiled package (test/helpers/distributed-train.mjs), as users' ranks do.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -86,19 +86,23 @@ function runProcess(options: object, out: string, env: Record<string, string>, w
   });
 }
 
-/** `worldSize` ranks on 127.0.0.1 with torchrun's variables; rank r's weights go to `${out}.${r}`. */
+/**
+ * `worldSize` ranks on 127.0.0.1 with torchrun's variables; rank r's weights go to `${out}.${r}`.
+ * `perRank` adds options to one rank's (to start ranks that disagree).
+ */
 async function runRanks(
   options: object,
   out: string,
   worldSize: number,
   watch: (rank: number) => RankWatch = () => ({}),
   env: Record<string, string> = {},
+  perRank: (rank: number) => object = () => ({}),
 ) {
   const port = await freePort();
   return Promise.all(
     Array.from({ length: worldSize }, (_, rank) =>
       runProcess(
-        options,
+        { ...options, ...perRank(rank) },
         `${out}.${rank}`,
         {
           RANK: String(rank),
@@ -113,6 +117,38 @@ async function runRanks(
       ),
     ),
   );
+}
+
+/** What a run reported (test/helpers/distributed-train.mjs writes it next to the weights). */
+interface Reported {
+  history: Array<Record<string, number | boolean>>;
+  evaluations: Array<Record<string, number | boolean>>;
+  metrics: { accuracy: number; macroF1: number; confusionMatrix: number[][]; perClass: Array<Record<string, number | string>> };
+}
+
+function reported(out: string): Reported {
+  return JSON.parse(readFileSync(`${out}.json`, 'utf8')) as Reported;
+}
+
+/**
+ * The numbers two runs reported agree within `tolerance` (seconds aside): every epoch's history,
+ * every evaluation, the kept weights' metrics (counts exactly).
+ */
+function expectSameReport(a: Reported, b: Reported, tolerance: number): void {
+  const close = (x: Record<string, number | boolean>, y: Record<string, number | boolean>) => {
+    expect(Object.keys(x).sort()).toEqual(Object.keys(y).sort());
+    for (const key of Object.keys(x)) {
+      if (key === 'seconds') continue;
+      if (typeof x[key] === 'number') expect(Math.abs((x[key] as number) - (y[key] as number)), key).toBeLessThanOrEqual(tolerance);
+      else expect(x[key], key).toBe(y[key]);
+    }
+  };
+  expect(a.history).toHaveLength(b.history.length);
+  for (const [i, h] of a.history.entries()) close(h, b.history[i]!);
+  expect(a.evaluations).toHaveLength(b.evaluations.length);
+  for (const [i, e] of a.evaluations.entries()) close(e, b.evaluations[i]!);
+  expect(a.metrics.confusionMatrix).toEqual(b.metrics.confusionMatrix);
+  expect(Math.abs(a.metrics.macroF1 - b.metrics.macroF1)).toBeLessThanOrEqual(tolerance);
 }
 
 function weights(file: string): Map<string, Float32Array> {
@@ -199,6 +235,100 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     for (const r of ranks) expect(r.code, r.stderr).toBe(0);
     expect(maxDifference(weights(join(dir, 'weighted-ddp.0')), weights(single))).toBeLessThan(1e-5);
   }, 240_000);
+
+  it('evaluation is sharded: 2 ranks report the metrics of 1 process on the same model (33 held-out rows, 1e-6)', async () => {
+    // Learning rate 0: both runs hold the same weights throughout, so every number they report
+    // (each evaluation's loss, accuracy and macro-F1, every global batch's training loss, the
+    // confusion matrix) must be one process's; 33 rows do not divide by 2 (no row counted twice).
+    const raw = await loadExamples(demoReviews);
+    const validationData = { texts: raw.texts.slice(480, 513), labels: raw.labels!.slice(480, 513) };
+    const options = { ...base, technique: 'full', learningRate: 0, validationData, evaluateEvery: 20 };
+    const single = join(dir, 'eval-single');
+    expect((await runProcess({ ...options, batchSize: 8 }, single, {})).code).toBe(0);
+    const ranks = await runRanks({ ...options, batchSize: 4 }, join(dir, 'eval-ddp'), 2);
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    const alone = reported(single);
+    const rank0 = reported(join(dir, 'eval-ddp.0'));
+    expect(alone.evaluations).toHaveLength(3);
+    expect(alone.metrics.confusionMatrix.flat().reduce((x, y) => x + y)).toBe(33);
+    expectSameReport(rank0, alone, 1e-6);
+    // Every rank holds the same numbers (the sums are reduced, not rank 0's alone).
+    expectSameReport(reported(join(dir, 'eval-ddp.1')), rank0, 0);
+  }, 240_000);
+
+  it("the history's training loss is the global batch's: 2 ranks × 4 report 1 process × 8's (frozen, trained, 1e-5)", async () => {
+    const raw = await loadExamples(demoReviews);
+    const validationData = { texts: raw.texts.slice(480, 513), labels: raw.labels!.slice(480, 513) };
+    const options = { ...base, technique: 'frozen', validationData, classWeights: [1, 3] };
+    const single = join(dir, 'loss-single');
+    expect((await runProcess({ ...options, batchSize: 8 }, single, {})).code).toBe(0);
+    const ranks = await runRanks({ ...options, batchSize: 4 }, join(dir, 'loss-ddp'), 2);
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    const alone = reported(single);
+    const rank0 = reported(join(dir, 'loss-ddp.0'));
+    expectSameReport(rank0, alone, 1e-5);
+    // Rank 0's own half of each batch would report another loss: the comparison can fail.
+    const half = join(dir, 'loss-b4');
+    expect((await runProcess({ ...options, batchSize: 4 }, half, {})).code).toBe(0);
+    expect(Math.abs((reported(half).history[0]!.trainLoss as number) - (alone.history[0]!.trainLoss as number))).toBeGreaterThan(1e-4);
+  }, 240_000);
+
+  it('ranks started with different options are refused at the start, on every rank, naming the option', async () => {
+    const options = { ...base, technique: 'frozen', batchSize: 4, distributedTimeout: 120 };
+    const ranks = await runRanks(options, join(dir, 'lr-differs'), 2, undefined, {}, (rank) => ({
+      learningRate: rank === 0 ? 0.001 : 0.003,
+    }));
+    for (const r of ranks) {
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n').at(-1)).toMatch(/rank 1's options differ from rank 0's: learningRate 0\.003 vs 0\.001$/);
+      // Refused by the comparison, not by a timeout.
+      expect(r.ms).toBeLessThan(120_000);
+    }
+  }, 240_000);
+
+  it('ranks started with different training data are refused at the start, on every rank, saying so', async () => {
+    const data = base.data as { texts: string[]; labels: string[] };
+    const ranks = await runRanks(
+      { ...base, technique: 'frozen', batchSize: 4, distributedTimeout: 120 },
+      join(dir, 'data-differs'),
+      2,
+      undefined,
+      {},
+      (rank) => (rank === 0 ? {} : { data: { texts: [...data.texts.slice(0, -1), 'another review'], labels: data.labels } }),
+    );
+    for (const r of ranks) {
+      expect(r.code).toBe(1);
+      const last = r.stderr.trim().split('\n').at(-1)!;
+      expect(last).toMatch(/rank 1's training data differs from rank 0's$/);
+      expect(last).not.toMatch(/options differ|validation data|model/);
+      expect(r.ms).toBeLessThan(120_000);
+    }
+  }, 240_000);
+
+  it('a run of 2 ranks × 4 stopped mid-epoch resumes as 1 process × 4 × accumulation 2 and ends as 1 × 8 does', async () => {
+    // 240 rows: 30 steps an epoch, 2 epochs; stopped after rank 0's batch 10 of epoch 1.
+    const data = base.data as { texts: string[]; labels: string[] };
+    const options = { ...base, technique: 'full', epochs: 2, data: { texts: data.texts.slice(0, 240), labels: data.labels.slice(0, 240) } };
+    const reference = join(dir, 'resume-reference');
+    expect((await runProcess({ ...options, batchSize: 8 }, reference, {})).code).toBe(0);
+    const outDir = join(dir, 'resume-run');
+    const stopped = await runRanks({ ...options, batchSize: 4, outDir }, join(dir, 'resume-ddp'), 2, undefined, {
+      TORCH_BERT_TEST_ABORT_AFTER_BATCH: '10',
+    });
+    for (const r of stopped) expect(r.stderr.trim().split('\n').at(-1)).toMatch(/AbortError: training aborted at epoch 1, batch 11\/30/);
+    // Another global batch is refused, naming both layouts.
+    const refused = await runProcess({ ...options, batchSize: 4, resumeFrom: outDir }, join(dir, 'resume-refused'), {});
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(
+      /the global batch differs \(saved 2 ranks × batch 4 × accumulation 1 = 8, now 1 rank × batch 4 × accumulation 1 = 4\)/,
+    );
+    const resumed = join(dir, 'resume-single');
+    const exit = await runProcess({ ...options, batchSize: 4, gradientAccumulationSteps: 2, resumeFrom: outDir }, resumed, {});
+    expect(exit.code, exit.stderr).toBe(0);
+    expect(maxDifference(weights(resumed), weights(reference))).toBeLessThan(1e-5);
+    // The resumed history (epoch 1 begun by 2 ranks, ended by 1 process) is the uninterrupted one's.
+    expectSameReport(reported(resumed), reported(reference), 1e-5);
+  }, 300_000);
 
   /** The CLI's flags for the `full` run above with batch 4 per process. */
   const cliArgs = (out: string) => [

@@ -1,10 +1,12 @@
 /**
  * One process of test/distributed.test.ts: `train()` from the compiled package (dist/, as a
  * user's rank runs it) with the JSON options of argv[2]; the trained classifier's parameters are
- * then saved to argv[3] (torch.save format, binding.saveTensors). A rank of a group reads its
+ * then saved to argv[3] (torch.save format, binding.saveTensors), its history, evaluations and
+ * metrics to argv[3].json. A rank of a group reads its
  * place from torchrun's variables in its environment; the single reference process has none.
  * A failure prints its message on stderr's last line and exits 1.
  */
+import { writeFileSync } from 'node:fs';
 import { loadBinding, train } from '../../dist/index.js';
 
 const [optionsJson, out] = process.argv.slice(2);
@@ -16,9 +18,22 @@ if (process.env.TORCH_BERT_TEST_SAY_BATCHES) {
     if (event.type === 'batch') process.stdout.write(`batch ${event.batch}\n`);
   };
 }
+// The resume test stops a run mid-epoch: rank 0 aborts once it has finished this batch (the
+// ranks agree to stop at the next step boundary; rank 0 saves the training state).
+if (process.env.TORCH_BERT_TEST_ABORT_AFTER_BATCH) {
+  const after = Number(process.env.TORCH_BERT_TEST_ABORT_AFTER_BATCH);
+  const controller = new AbortController();
+  options.signal = controller.signal;
+  options.onProgress = (event) => {
+    if (event.type === 'batch' && event.batch === after) controller.abort();
+  };
+}
 try {
   const result = await train(options);
   loadBinding().saveTensors(out, Object.fromEntries(result.classifier.module.namedParameters()));
+  // What the run reported, for the tests that compare the ranks' metrics with one process's.
+  const { history, evaluations, metrics } = result;
+  writeFileSync(`${out}.json`, JSON.stringify({ history, evaluations, metrics }));
 } catch (err) {
   console.error(`${err?.name ?? 'Error'}: ${err?.message ?? err}`);
   process.exit(1);
