@@ -21,6 +21,7 @@
  *   zero-grad: C++ on a worker thread) → loss / accuracy → progress event.
  */
 
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -674,10 +675,14 @@ async function finish(run: {
   const outDir = opts.outDir;
   const bestEvaluation = keeper.bestEvaluation();
   const best = position.history.find((h) => h.epoch === bestEvaluation.epoch) ?? position.history.at(-1)!;
+  // A resumed run whose best came before the interruption keeps the weights in the resumed
+  // directory; a data-parallel rank other than 0 checkpoints into a temporary folder of its own,
+  // so it reads them there (on the filesystem the ranks share, as the training state).
+  const keptDir = existsSync(join(bestDir, CLASSIFIER_FILE)) || !opts.resumeFrom ? bestDir : opts.resumeFrom;
   let bestMetrics = keeper.bestMetrics;
   if (!bestMetrics) {
     // A resumed run whose best came before the interruption: measure the kept weights again.
-    const kept = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
+    const kept = await binding.ScriptModule.loadAsync(join(keptDir, CLASSIFIER_FILE), device);
     const again = await validateClassifier(
       binding,
       kept,
@@ -692,7 +697,7 @@ async function finish(run: {
     if (opts.report)
       await writeReport(outDir, opts, run.tokenizer.path, position.evaluations, position.history, bestMetrics, config, setup);
   }
-  const bestModule = await binding.ScriptModule.loadAsync(join(bestDir, CLASSIFIER_FILE), device);
+  const bestModule = await binding.ScriptModule.loadAsync(join(keptDir, CLASSIFIER_FILE), device);
   bestModule.train(false);
   if (!outDir) await rm(bestDir, { recursive: true, force: true });
   const skippedBatches = position.skippedBatches ?? [];

@@ -330,6 +330,34 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expectSameReport(reported(resumed), reported(reference), 1e-5);
   }, 300_000);
 
+  it('a run of 1 process × 8 stopped after its best evaluation resumes as 2 ranks × 4; every rank keeps that best', async () => {
+    // Learning rate 0 and best by accuracy: the evaluation at step 10 stays the best (the later ones
+    // equal it; the loss could differ in the last float bit between layouts), so the resumed ranks
+    // never checkpoint and rank 1 must take the kept weights from the resumed directory.
+    const options = { ...base, technique: 'frozen', learningRate: 0, evaluateEvery: 10, bestMetric: 'accuracy' };
+    const reference = join(dir, 'grow-reference');
+    expect((await runProcess({ ...options, batchSize: 8 }, reference, {})).code).toBe(0);
+    const outDir = join(dir, 'grow-run');
+    const stopped = await runProcess({ ...options, batchSize: 8, outDir }, join(dir, 'grow-stopped'), {
+      TORCH_BERT_TEST_ABORT_AFTER_BATCH: '15',
+    });
+    expect(stopped.stderr).toMatch(/training aborted at epoch 1, batch 16\/60/);
+    const ranks = await runRanks({ ...options, batchSize: 4, resumeFrom: outDir }, join(dir, 'grow-ddp'), 2);
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    const resumed = reported(join(dir, 'grow-ddp.0'));
+    expect(resumed.evaluations.map((e) => [e.step, e.isBest])).toEqual([
+      [10, true],
+      [20, false],
+      [30, false],
+      [40, false],
+      [50, false],
+      [60, false],
+    ]);
+    expectSameReport(resumed, reported(reference), 1e-6);
+    expectSameReport(reported(join(dir, 'grow-ddp.1')), resumed, 0);
+    expect(maxDifference(weights(join(dir, 'grow-ddp.1')), weights(reference))).toBe(0);
+  }, 240_000);
+
   /** The CLI's flags for the `full` run above with batch 4 per process. */
   const cliArgs = (out: string) => [
     'train',
