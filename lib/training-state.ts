@@ -192,9 +192,11 @@ export function resumePosition(saved: SavedState, current: Record<string, unknow
   const now = layoutOf(current);
   const position = saved.position;
   if (LAYOUT_KEYS.every((k) => before[k] === now[k])) return position;
+  const changed = LAYOUT_KEYS.filter((k) => before[k] !== now[k]).map((k) => `${k}: saved ${before[k]}, now ${now[k]}`);
   const refuse = (why: string) =>
     new InputError(
-      `cannot resume from ${dir}: ${why} (saved ${describeLayout(before)}, now ${describeLayout(now)}); ` +
+      `cannot resume from ${dir}: the run's settings differ (${changed.join('; ')}): ` +
+        `${why} (saved ${describeLayout(before)}, now ${describeLayout(now)}); ` +
         'a run may resume with another world size, batch size or accumulation only with the same global batch ' +
         '(batch size × world size × gradient accumulation steps) and the same optimizer steps per epoch',
       { file: dir },
