@@ -298,7 +298,9 @@ class Loop<Batch> {
     // A rank whose share ran out has no rows (and a loss of nothing): it adds zeros.
     const lossSum = rows.length > 0 ? result.loss * normaliser : 0;
     const [loss, normalisers, correct, seen] = rank.allReduce([lossSum, normaliser, result.correct, rows.length], 'sum');
-    return { result: { ...result, loss: loss! / normalisers!, correct: correct! }, rowsSeen: seen! };
+    // No masked token in the whole global batch: its loss is the zero each rank's is.
+    const globalLoss = normalisers! > 0 ? loss! / normalisers! : 0;
+    return { result: { ...result, loss: globalLoss, correct: correct! }, rowsSeen: seen! };
   }
 
   /** A NaN/Inf loss or gradient: stop the run, or with `onNonFinite: 'skip'` record the batch (the native step applied nothing). */
