@@ -3,7 +3,10 @@
  * tokenizer, and the zero-shot classifier's probabilities against plain PyTorch
  * (scripts/python/prompt_reference.py: transformers' MLM head over every position from the
  * folder's own files, the label words' logits at the mask, softmax), for a BERT folder (WordPiece,
- * [MASK]) and a RoBERTa folder (byte-level BPE, <mask>, 'Ġword').
+ * [MASK]), a RoBERTa folder (byte-level BPE, <mask>, 'Ġword') and a DistilBERT folder; the
+ * prompt head's loss and gradients (the label words' decoder bias rows included) against the same
+ * reference; resume, loadAdapters of a LoRA run, and the export as a ForMaskedLM folder read back
+ * by the reference.
  */
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -839,10 +842,11 @@ describe('DistilBERT', () => {
 });
 
 describe('an untied decoder', () => {
-  it("a checkpoint whose decoder is not the word embeddings: the label words' own rows (Python reference)", async () => {
+  // A checkpoint whose decoder is not the word embeddings (the BERT folder with its own decoder weight).
+  const dir = () => join(work, 'untied');
+  beforeAll(async () => {
     const { cpSync } = await import('node:fs');
-    const dir = join(work, 'untied');
-    cpSync(bertDir, dir, { recursive: true });
+    cpSync(bertDir, dir(), { recursive: true });
     await runPython('-c', [
       `import sys, torch
 sys.path.insert(0, "scripts/python")
@@ -852,10 +856,13 @@ t, meta = read_safetensors(path)
 words = t["bert.embeddings.word_embeddings.weight"]
 t["cls.predictions.decoder.weight"] = 0.2 * torch.randn(words.shape, generator=torch.Generator().manual_seed(5))
 write_safetensors(path, t, meta)`,
-      dir,
+      dir(),
     ]);
+  }, 120_000);
+
+  it("a checkpoint whose decoder is not the word embeddings: the label words' own rows (Python reference)", async () => {
     const c = await promptClassifier({
-      model: dir,
+      model: dir(),
       template: '{text} It was [MASK].',
       verbalizer: ['neg=bad', 'pos=good'],
       maxLength: 24,
@@ -863,7 +870,7 @@ write_safetensors(path, t, meta)`,
     });
     try {
       const predictions = await c.predict(TEXTS);
-      const ref = await reference(dir, c, TEXTS);
+      const ref = await reference(dir(), c, TEXTS);
       expectClose(
         predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
         ref.probabilities,
@@ -874,6 +881,113 @@ write_safetensors(path, t, meta)`,
       expect(Math.abs(tied.probabilities[0]![0]! - ref.probabilities[0]![0]!)).toBeGreaterThan(1e-4);
     } finally {
       c.dispose();
+    }
+  }, 120_000);
+
+  it('full trains its label rows (head.label_decoder.weight), lora leaves them; the export writes them into the decoder (Python reference)', async () => {
+    const { train } = await import('../lib/trainer.js');
+    const { loadClassifier } = await import('../lib/classifier.js');
+    const texts = Array.from({ length: 16 }, (_, i) => TEXTS[i % 3]!);
+    const labels = Array.from({ length: 16 }, (_, i) => (i % 3 === 1 ? 'neg' : 'pos'));
+    const rowsOf = (name: string, ids: number[]) => checkpointRows(dir(), name, ids);
+    for (const technique of ['full', 'lora'] as const) {
+      const outDir = join(work, `untied-${technique}`);
+      const result = await train({
+        head: 'prompt',
+        template: '{text} It was [MASK].',
+        verbalizer: ['neg=bad', 'pos=good'],
+        data: { texts, labels },
+        encoder: dir(),
+        technique,
+        epochs: 1,
+        batchSize: 4,
+        maxLength: 24,
+        learningRate: 1e-3,
+        outDir,
+        device: 'cpu',
+      });
+      result.classifier.dispose();
+      const c = await loadClassifier(outDir, { device: 'cpu' });
+      try {
+        const ids = c.config.prompt!.labelTokenIds;
+        const weight = Array.from(parameter(c.module, 'head.label_decoder.weight'));
+        const checkpoint = (await rowsOf('cls.predictions.decoder.weight', ids)).flat() as unknown as number[];
+        expect(weight).toHaveLength(2 * 32);
+        const moved = Math.max(...weight.map((x, i) => Math.abs(x - Math.fround(checkpoint[i]!))));
+        if (technique === 'lora') {
+          expect(moved).toBe(0);
+          continue;
+        }
+        expect(moved).toBeGreaterThan(1e-5);
+        const exported = join(work, 'untied-full-export');
+        await exec(process.execPath, [cli, 'export', '--classifier', outDir, '--out', exported]);
+        const node = await c.predict(TEXTS);
+        const fromExport = await reference(exported, c, TEXTS);
+        expectClose(
+          node.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+          fromExport.probabilities,
+          1e-5,
+        );
+        const written = (await checkpointRows(exported, 'cls.predictions.decoder.weight', ids)).flat() as unknown as number[];
+        expect(written.map((x) => Math.fround(x))).toEqual(weight);
+      } finally {
+        c.dispose();
+      }
+    }
+  }, 240_000);
+});
+
+describe('one rule for the mask token', () => {
+  it("TextTokenizer.maskToken: the folder's named mask_token, else the one special token named like a mask; masking and prompting agree", async () => {
+    const { cpSync } = await import('node:fs');
+    const { loadFolderTokenizer } = await import('../lib/wordpiece-vocab.js');
+    for (const [dir, token] of [
+      [bertDir, '[MASK]'],
+      [robertaDir, '<mask>'],
+    ] as const) {
+      const tok = await loadFolderTokenizer(dir, ['tokenizer.json']);
+      expect(tok.maskToken()).toEqual({ token, id: tok.tokenId(token) });
+      expect(tok.maskingVocabulary().maskId).toBe(tok.tokenId(token));
+    }
+    // A tokenizer.json with two special tokens named like a mask: the folder must say which.
+    const dir = join(work, 'two-masks');
+    cpSync(bertDir, dir, { recursive: true });
+    const json = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as { added_tokens: Array<Record<string, unknown>> };
+    json.added_tokens.push({
+      id: 7,
+      content: '[unused_mask]',
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    });
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(json));
+    rmSync(join(dir, 'special_tokens_map.json'), { force: true });
+    rmSync(join(dir, 'tokenizer_config.json'), { force: true });
+    const ambiguous = await loadFolderTokenizer(dir, ['tokenizer.json']);
+    expect(() => ambiguous.maskToken()).toThrow(
+      expect.objectContaining({ code: 'NO_MASK_TOKEN', message: expect.stringMatching(/several/) }),
+    );
+    expect(ambiguous.maskingVocabulary().maskId).toBeNull();
+    writeFileSync(join(dir, 'special_tokens_map.json'), JSON.stringify({ mask_token: { content: '[unused_mask]' } }));
+    const named = await loadFolderTokenizer(dir, ['tokenizer.json']);
+    expect(named.maskToken()).toEqual({ token: '[unused_mask]', id: 7 });
+    expect(named.maskingVocabulary().maskId).toBe(7);
+    // Prompting reads the same answer: the template's mask is the named token.
+    const { preparePrompt } = await import('../lib/prompt-classifier.js');
+    const { loadEncoderSource } = await import('../lib/encoder-source.js');
+    const loaded = await loadEncoderSource(dir, { device: 'cpu', maxLength: 24, fallbackMaxLength: 24, mlmHead: true });
+    try {
+      await expect(preparePrompt(loaded, '{text} It was [MASK].', ['neg=bad', 'pos=good'])).rejects.toMatchObject({
+        code: 'TEMPLATE_MASK',
+      });
+      const { prompt, mlmHead } = await preparePrompt(loaded, '{text} It was [unused_mask].', ['neg=bad', 'pos=good']);
+      expect(prompt.config.maskTokenId).toBe(7);
+      expect(mlmHead).toBe(loaded.mlmHead);
+    } finally {
+      loaded.mlmHead?.dispose();
+      loaded.module.dispose();
     }
   }, 120_000);
 });
