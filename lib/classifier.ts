@@ -23,7 +23,7 @@ import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { checkModelInputs, tokenTypesFed } from './model-checks.js';
 import type { Device, Pooling, ResolvedAdapterOptions } from './options.js';
-import { type PromptConfig, PromptEncoder } from './prompt-template.js';
+import { type PromptConfig, PromptEncoder, promptSpec } from './prompt-template.js';
 import type { HeadKind } from './sequence-classification.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 
@@ -243,7 +243,8 @@ export class Classifier {
   /**
    * Rebuild a LoRA- or adapter-trained classifier from its small files: the base encoder it was
    * trained on, plus `adapters.pt` and `head.pt` from the run's directory (LoRA unmerged: the
-   * adapters stay separate from the weights, e.g. to swap adapters on one base encoder).
+   * adapters stay separate from the weights, e.g. to swap adapters on one base encoder). A prompt
+   * run (`head: 'prompt'`) is rebuilt on the base folder's MLM head, with its recorded prompt.
    */
   static async loadAdapters(
     dir: string,
@@ -254,14 +255,6 @@ export class Classifier {
     },
   ): Promise<Classifier> {
     const { config, configPath } = await readClassifierConfig(dir);
-    if (config.head === 'prompt') {
-      throw new InputError(
-        `${dir} is a prompt classifier: load its classifier.pt with loadClassifier (loadAdapters does not rebuild the prompt head)`,
-        {
-          file: configPath,
-        },
-      );
-    }
     const lora = config.hyperparameters.lora as { rank: number; alpha: number; dropout: number; targets: string[] } | undefined;
     const adapter = config.hyperparameters.adapter as ResolvedAdapterOptions | undefined;
     if (!lora && !adapter) {
@@ -269,21 +262,49 @@ export class Classifier {
     }
     const binding = loadBinding();
     const tokenizer = await TextTokenizer.load(join(dir, TOKENIZER_FILE));
-    const { module: encoder } = await loadEncoderSource(options.encoder, {
+    const prompt = config.head === 'prompt' ? config.prompt : undefined;
+    if (config.head === 'prompt') {
+      if (!prompt) throw new ModelError(`${configPath} says head 'prompt' but records no prompt`, { file: configPath });
+      // The recorded label ids must be this tokenizer's words (a clear error before any model is built).
+      PromptEncoder.fromConfig(tokenizer, prompt);
+    }
+    const { module: encoder, mlmHead } = await loadEncoderSource(options.encoder, {
       device: resolveDevice(options.device),
       tokenizer,
       maxLength: config.maxLength,
       fallbackMaxLength: config.maxLength,
       maxLengthFrom: `maxLength in ${configPath}`,
+      // A prompt run's head is the base checkpoint's MLM head (its transform and decoder), then head.pt's trained values.
+      mlmHead: prompt !== undefined,
     });
-    const { module } = binding.buildClassifier(encoder, {
-      numClasses: config.labels.length,
-      headHidden: config.headHidden,
-      dropout: config.dropout,
-      pooling: config.pooling,
-      seed: 0,
-      ...(config.head === 'sequence-classification' ? { head: config.head, family: config.headFamily } : {}),
-    });
+    let module: NativeScriptModule;
+    try {
+      if (prompt && !mlmHead) {
+        throw new InputError(
+          `${dir} is a prompt classifier, and the encoder ${options.encoder} has no masked-language-model head to rebuild it on: name the base model folder the run was trained on`,
+          { code: 'NO_MLM_HEAD' },
+        );
+      }
+      module = binding.buildClassifier(
+        encoder,
+        prompt
+          ? promptSpec(mlmHead!, prompt)
+          : {
+              numClasses: config.labels.length,
+              headHidden: config.headHidden,
+              dropout: config.dropout,
+              pooling: config.pooling,
+              seed: 0,
+              ...(config.head === 'sequence-classification' ? { head: config.head, family: config.headFamily } : {}),
+            },
+      ).module;
+    } catch (err) {
+      encoder.dispose();
+      throw err;
+    } finally {
+      // The classifier holds what it needs of the MLM head (its transform's modules).
+      mlmHead?.dispose();
+    }
     module.setRequiresGrad(false);
     // The files config.json's checksums name: the public ones, or those of a save killed
     // between its commit and its last renames (see checkpoint.ts).

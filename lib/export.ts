@@ -5,6 +5,8 @@
  * in config.json's `torch_bert` block) and, for a LoRA run, the adapters in PEFT's format under
  * `adapter/`. A classifier trained with `head: 'sequence-classification'` is written whole instead,
  * as transformers' ForSequenceClassification (sequence-classification.ts names its keys): no head file.
+ * A prompt classifier (`head: 'prompt'`) is written as a *ForMaskedLM folder with its prompt in
+ * config.json (export-prompt.ts).
  *
  * The weights come from classifier.pt, which for LoRA already holds W0 + (alpha/r)·B·A (merged at
  * save time): nothing is merged here and no file of the classifier is written to. The adapters
@@ -28,6 +30,7 @@ import {
   peftModulesToSave,
   peftTensors,
 } from './export-peft.js';
+import { writePromptExport } from './export-prompt.js';
 import { loadBinding } from './loader.js';
 import { BASE_PREFIX, SEQUENCE_CLASSIFICATION_ARCHITECTURES, sequenceClassificationKeys } from './sequence-classification.js';
 
@@ -303,13 +306,6 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
   let staging: string | null = null;
   try {
     const config = classifier.config;
-    if (config.head === 'prompt') {
-      // Its head is the MLM head's transform with the label words' decoder rows: no transformers class holds that.
-      throw new ModelError(
-        `cannot export ${dir}: a prompt classifier (head 'prompt') has no Hugging Face counterpart; use its classifier.pt (torch.jit.load)`,
-        { file: dir, code: 'EXPORT_UNSUPPORTED_ENCODER' },
-      );
-    }
     if (config.hyperparameters?.technique === 'adapter') {
       // Bottleneck adapters are modules transformers' BERT does not have, and cannot be merged into its weights.
       throw new ModelError(
@@ -318,6 +314,35 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
           `exportAdapterHub (torch-bert export --format adapterhub), or use its classifier.pt (torch.jit.load)`,
         { file: dir, code: 'EXPORT_UNSUPPORTED_ENCODER' },
       );
+    }
+    if (config.head === 'prompt') {
+      // A ForMaskedLM folder with the prompt in its config.json (export-prompt.ts).
+      const recorded = await recordedEncoder(config);
+      const encoderSource = (config.encoder as { source?: { kind?: string; dir?: unknown } } | undefined)?.source;
+      const baseDir = encoderSource?.kind === 'folder' && typeof encoderSource.dir === 'string' ? encoderSource.dir : null;
+      await mkdir(dirname(out), { recursive: true });
+      staging = await mkdtemp(join(dirname(out), `.${basename(out)}.export-`));
+      const written = await writePromptExport(binding, classifier, dir, baseDir, recorded.hfConfig, staging, {
+        classifier: resolve(dir),
+        classifierSha256: config.classifierSha256 ?? null,
+        baseModel: recorded.baseModel,
+        revision: recorded.revision,
+        technique: (config.hyperparameters?.technique as string | undefined) ?? null,
+        torchBertVersion: config.torchBertVersion,
+        createdAt: config.createdAt,
+      });
+      await writeFile(join(staging, CONFIG_FILE), JSON.stringify(written.config, null, 2) + '\n');
+      await rmdir(out).catch(() => undefined);
+      await rename(staging, out);
+      staging = null;
+      return {
+        out,
+        family: written.family,
+        files: [...written.files, CONFIG_FILE].sort(),
+        config: written.config,
+        assumed: [],
+        adapter: null,
+      };
     }
     const params = classifier.module.namedParameters();
     const encoderParams = params.filter(([n]) => n.startsWith('encoder.')).map(([n, t]): [string, NativeTensor] => [n.slice(8), t]);

@@ -9,7 +9,7 @@
  * The model is the classifier of `head: 'prompt'` (native/module/classifier.cc): forward(input_ids,
  * attention_mask) -> class log-probabilities, with the mask row found in its graph, so a saved
  * classifier.pt keeps its contract; config.json records the prompt (prompt-template.ts), which
- * predict/evaluate apply to new texts. `prepareprompt` is shared with train({ head: 'prompt' }).
+ * predict/evaluate apply to new texts. `preparePrompt` is shared with train({ head: 'prompt' }).
  */
 import { createRequire } from 'node:module';
 import type { BuiltClassifier, NativeScriptModule } from './binding.js';
@@ -18,10 +18,10 @@ import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { InputError } from './errors.js';
 import { loadBinding } from './loader.js';
 import type { Device } from './options.js';
-import { findMaskToken, type PromptConfig, PromptEncoder, type VerbalizerSpec } from './prompt-template.js';
+import { PromptEncoder, promptSpec, type VerbalizerSpec } from './prompt-template.js';
 
 export interface PromptClassifierOptions {
-  /** A Hugging Face model folder or Hub id whose checkpoint has its MLM head (BERT or RoBERTa family). */
+  /** A Hugging Face model folder or Hub id whose checkpoint has its MLM head (BERT, RoBERTa or DistilBERT family). */
   model: string;
   /** E.g. '{text} It was [MASK].' (the tokenizer's own mask token); pairs: {text_a} and {text_b}. */
   template: string;
@@ -48,29 +48,9 @@ export async function preparePrompt(
       { code: 'NO_MLM_HEAD' },
     );
   }
-  if (loaded.source.kind === 'folder' && loaded.source.family === 'distilbert') {
-    throw new InputError(`prompting supports BERT and RoBERTa MLM heads; ${loaded.description} is DistilBERT`, {
-      code: 'UNSUPPORTED_MODEL',
-    });
-  }
-  const mask = await findMaskToken(loaded.tokenizer, loaded.source.kind === 'folder' ? loaded.source.dir : null);
+  const mask = loaded.tokenizer.maskToken();
   const prompt = PromptEncoder.create(loaded.tokenizer, template, verbalizer, mask);
   return { mlmHead: loaded.mlmHead, prompt };
-}
-
-/** buildClassifier's spec for the prompt head. */
-export function promptSpec(mlmHead: NativeScriptModule, prompt: PromptConfig) {
-  return {
-    numClasses: prompt.labelTokenIds.length,
-    headHidden: 1,
-    dropout: 0,
-    pooling: 'cls' as const,
-    seed: 0,
-    head: 'prompt' as const,
-    mlmHead,
-    maskTokenId: prompt.maskTokenId,
-    labelTokenIds: prompt.labelTokenIds,
-  };
 }
 
 /** A zero-shot prompt classifier: `predict` and `evaluate` as a trained classifier's (see the top). */

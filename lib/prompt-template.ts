@@ -16,8 +16,7 @@
  * the template never (a pair longest-first, one token at a time from the longer, the second on
  * a tie, as transformers' tokenizers do).
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import type { NativeScriptModule } from './binding.js';
 import { InputError } from './errors.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 
@@ -78,58 +77,19 @@ export function parseVerbalizer(spec: VerbalizerSpec): Array<{ label: string; wo
   return pairs;
 }
 
-/**
- * The tokenizer's mask token: a model folder's tokenizer_config.json or special_tokens_map.json
- * `mask_token`, else the one special added token of tokenizer.json whose name says mask.
- */
-export async function findMaskToken(tokenizer: TextTokenizer, folder: string | null): Promise<{ token: string; id: number }> {
-  let token: string | undefined;
-  if (folder) {
-    for (const file of ['tokenizer_config.json', 'special_tokens_map.json']) {
-      const named = await readMaskToken(join(folder, file));
-      if (named !== undefined) {
-        token = named;
-        break;
-      }
-    }
-  }
-  if (token === undefined) {
-    const candidates = tokenizer.specialAddedTokens().filter((t) => /mask/i.test(t));
-    if (candidates.length !== 1) {
-      throw new InputError(
-        `cannot tell the mask token of tokenizer ${tokenizer.path}: ` +
-          (candidates.length === 0
-            ? 'it has no special token named like a mask token'
-            : `several special tokens could be it (${candidates.join(', ')})`) +
-          (folder ? ', and neither tokenizer_config.json nor special_tokens_map.json names mask_token' : ''),
-        { file: tokenizer.path, code: 'NO_MASK_TOKEN' },
-      );
-    }
-    token = candidates[0]!;
-  }
-  const id = tokenizer.tokenId(token);
-  if (id === undefined) {
-    throw new InputError(`the mask token '${token}' is not in tokenizer ${tokenizer.path}'s vocabulary`, {
-      file: tokenizer.path,
-      code: 'NO_MASK_TOKEN',
-    });
-  }
-  return { token, id };
-}
-
-async function readMaskToken(file: string): Promise<string | undefined> {
-  let config: unknown;
-  try {
-    config = JSON.parse(await readFile(file, 'utf8'));
-  } catch {
-    return undefined;
-  }
-  const mask = (config as { mask_token?: unknown } | null)?.mask_token;
-  if (typeof mask === 'string') return mask;
-  if (typeof mask === 'object' && mask !== null && typeof (mask as { content?: unknown }).content === 'string') {
-    return (mask as { content: string }).content;
-  }
-  return undefined;
+/** buildClassifier's spec for the prompt head (native/module/classifier.cc): train(), promptClassifier() and loadAdapters() build it alike. */
+export function promptSpec(mlmHead: NativeScriptModule, prompt: PromptConfig) {
+  return {
+    numClasses: prompt.labelTokenIds.length,
+    headHidden: 1,
+    dropout: 0,
+    pooling: 'cls' as const,
+    seed: 0,
+    head: 'prompt' as const,
+    mlmHead,
+    maskTokenId: prompt.maskTokenId,
+    labelTokenIds: prompt.labelTokenIds,
+  };
 }
 
 /** A template and verbalizer checked against a tokenizer, ready to encode texts. */

@@ -83,6 +83,47 @@ export class TextTokenizer {
   }
 
   private readonly file: string;
+  /** The mask token a model folder names (tokenizer_config.json / special_tokens_map.json), recorded by wordpiece-vocab.ts. */
+  private namedMask: string | undefined;
+
+  /** Records the mask token the model folder of this tokenizer names (`nameMaskToken` before `maskToken`). */
+  nameMaskToken(token: string | undefined): void {
+    this.namedMask = token;
+  }
+
+  /**
+   * The one answer to "what is this tokenizer's mask token, and its id", for pretraining's masking
+   * (`maskingVocabulary`) and prompting's templates (prompt-template.ts) alike: the mask token its
+   * model folder names (special_tokens_map.json's `mask_token`, else tokenizer_config.json's, as
+   * transformers reads them), else the one special added token of tokenizer.json whose name says
+   * mask ([MASK], <mask>). A typed InputError (NO_MASK_TOKEN) when there is none, several, or the
+   * named one is not in the vocabulary.
+   */
+  maskToken(): { token: string; id: number } {
+    let token = this.namedMask;
+    if (token === undefined) {
+      const candidates = this.specialAddedTokens().filter((t) => /mask/i.test(t));
+      if (candidates.length !== 1) {
+        throw new InputError(
+          `cannot tell the mask token of tokenizer ${this.file}: ` +
+            (candidates.length === 0
+              ? 'it has no special token named like a mask token'
+              : `several special tokens could be it (${candidates.join(', ')})`) +
+            ', and no model folder names it (mask_token in tokenizer_config.json or special_tokens_map.json)',
+          { file: this.file, code: 'NO_MASK_TOKEN' },
+        );
+      }
+      token = candidates[0]!;
+    }
+    const id = this.tokenId(token);
+    if (id === undefined) {
+      throw new InputError(`the mask token '${token}' is not in tokenizer ${this.file}'s vocabulary`, {
+        file: this.file,
+        code: 'NO_MASK_TOKEN',
+      });
+    }
+    return { token, id };
+  }
 
   /** The tokenizer.json this was loaded from (named in error messages). */
   get path(): string {
@@ -120,8 +161,8 @@ export class TextTokenizer {
   }
 
   /**
-   * What masked-language modelling needs (mlm-masking.ts): the mask token's id (`[MASK]` or
-   * `<mask>`), len(tokenizer) (every id it can produce, added tokens included), the special
+   * What masked-language modelling needs (mlm-masking.ts): the mask token's id (`maskToken()`'s,
+   * null when it finds none), len(tokenizer) (every id it can produce, added tokens included), the special
    * tokens it puts around texts and pads with, each id's token string, and whether the model is
    * byte-level BPE (a word starts at 'Ġ') or WordPiece (a word continues with '##').
    */
@@ -133,12 +174,17 @@ export class TextTokenizer {
     byteLevel: boolean;
   } {
     const { largestId } = this.vocabulary();
-    const maskId = this.tokenizer.token_to_id('[MASK]') ?? this.tokenizer.token_to_id('<mask>') ?? null;
+    let maskId: number | null = null;
+    try {
+      maskId = this.maskToken().id;
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+    }
     const tokens: Array<string | undefined> = new Array(largestId + 1);
     for (const [token, id] of this.tokenizer.get_vocab(true)) tokens[id] = token;
     const config = JSON.parse(this.json) as { model?: { type?: unknown } };
     return {
-      maskId: maskId === undefined ? null : maskId,
+      maskId,
       vocabSize: largestId + 1,
       specialIds: new Set([...this.prefix, ...this.suffix, this.padId]),
       tokens,

@@ -13,7 +13,12 @@
  *   - `adapter`: the bottleneck adapters train, and the encoder's LayerNorms only with
  *     `adapter.trainLayerNorm`; no other base weight;
  *   - `frozen`: no encoder parameter trains;
- *   - the head always trains.
+ *   - the head always trains, except the prompt head's decoder rows (`PROMPT_DECODER`): the label
+ *     words' decoder weight rows (an untied decoder's; a tied one is the word embeddings, an
+ *     encoder parameter) train with `full` only, as the encoder's weights do; their bias rows
+ *     with every technique but `frozen` (LM-BFF's `full` trains the whole MLM head; under `lora`
+ *     and `adapter` they are head parameters, as PEFT trains the task head next to the
+ *     adapters; `frozen` trains the MLM head's transform alone, as issue 15 defines it).
  * Parameters the classifier's output cannot reach (the pooler under [CLS] pooling, a head inside
  * the encoder file that the task does not use) are found by `buildClassifier`'s autograd probe,
  * frozen up front and reported as not used by this task. As a last guard, the trainer asks the
@@ -34,6 +39,8 @@ import type { ResolvedTrainOptions } from './options.js';
 /** The classifier's parameter names: `encoder.` + the encoder file's own names, and `head.`. */
 const ENCODER = 'encoder.';
 const HEAD = 'head.';
+/** The prompt head's label rows of the MLM decoder (native/module/classifier.cc). */
+export const PROMPT_DECODER = { weight: 'head.label_decoder.weight', bias: 'head.label_decoder.bias' } as const;
 
 type Named = Array<[string, NativeTensor]>;
 
@@ -125,7 +132,13 @@ export function setUpTrainable(
   // output), but are frozen all the same should a future head have one.
   const trainsInEncoder = (name: string) =>
     (opts.technique === 'full' && !frozen.has(name)) || (opts.technique === 'adapter' && opts.adapter.trainLayerNorm && isLayerNorm(name));
-  const trains = (name: string) => !unusedSet.has(name) && (name.startsWith(HEAD) || trainsInEncoder(name));
+  const trainsInHead = (name: string) =>
+    name === PROMPT_DECODER.weight
+      ? opts.technique === 'full'
+      : name === PROMPT_DECODER.bias
+        ? opts.technique !== 'frozen'
+        : name.startsWith(HEAD);
+  const trains = (name: string) => !unusedSet.has(name) && (trainsInHead(name) || trainsInEncoder(name));
   const trainedButFlaggedOff = encoder.filter(([n, t]) => trains(n) && !t.requiresGrad).map(([n]) => encoderName(n));
   for (const [name, tensor] of all) tensor.setRequiresGrad(trains(name));
 

@@ -68,8 +68,8 @@ import {
   resolveTrainOptions,
   type TrainOptions,
 } from './options.js';
-import { preparePrompt, promptSpec } from './prompt-classifier.js';
-import type { PromptEncoder } from './prompt-template.js';
+import { preparePrompt } from './prompt-classifier.js';
+import { type PromptEncoder, promptSpec } from './prompt-template.js';
 import { renderReport } from './report.js';
 import { RunKeeper, startPosition } from './run-keeper.js';
 import { type HeadSettings, headSettings, headSpec } from './sequence-classification.js';

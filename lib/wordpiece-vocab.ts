@@ -99,6 +99,26 @@ async function readJsonIfListed(dir: string, files: readonly string[], name: str
  * (`['tokenizer.json']`, or `['vocab.txt', ...companions]`).
  */
 export async function loadFolderTokenizer(dir: string, files: readonly string[]): Promise<TextTokenizer> {
+  const tokenizer = await loadTokenizerFiles(dir, files);
+  // The mask token the folder names, for TextTokenizer.maskToken (its one rule).
+  const [config, specials] = await Promise.all(
+    ['tokenizer_config.json', 'special_tokens_map.json'].map((f) => readJsonQuietly(join(dir, f))),
+  );
+  tokenizer.nameMaskToken(tokenText(specials?.mask_token) ?? tokenText(config?.mask_token));
+  return tokenizer;
+}
+
+/** A companion file, or undefined where it is missing or unreadable (the folder's other files decide then). */
+async function readJsonQuietly(path: string): Promise<Json | undefined> {
+  try {
+    const parsed = JSON.parse(await readFile(path, 'utf8')) as unknown;
+    return typeof parsed === 'object' && parsed !== null ? (parsed as Json) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function loadTokenizerFiles(dir: string, files: readonly string[]): Promise<TextTokenizer> {
   if (files.includes(TOKENIZER_JSON)) return TextTokenizer.load(join(dir, TOKENIZER_JSON));
   const vocabFile = join(dir, VOCAB_TXT);
   let vocabText: string;

@@ -3,7 +3,10 @@
  * tokenizer, and the zero-shot classifier's probabilities against plain PyTorch
  * (scripts/python/prompt_reference.py: transformers' MLM head over every position from the
  * folder's own files, the label words' logits at the mask, softmax), for a BERT folder (WordPiece,
- * [MASK]) and a RoBERTa folder (byte-level BPE, <mask>, 'Ġword').
+ * [MASK]), a RoBERTa folder (byte-level BPE, <mask>, 'Ġword') and a DistilBERT folder; the
+ * prompt head's loss and gradients (the label words' decoder bias rows included) against the same
+ * reference; resume, loadAdapters of a LoRA run, and the export as a ForMaskedLM folder read back
+ * by the reference.
  */
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -365,12 +368,112 @@ print(json.dumps(sorted(out)))`,
         const before = await zero.predict(TEXTS);
         zero.dispose();
         expect(Math.max(...before.map((p, i) => Math.abs(p.probabilities.pos! - node[i]!.probabilities.pos!)))).toBeGreaterThan(1e-3);
+        // The label words' decoder bias rows trained too (LM-BFF trains the whole MLM head; under
+        // LoRA they are head parameters): classifier.pt's differ from the checkpoint's.
+        const bias = Array.from(parameter(c.module, 'head.label_decoder.bias'));
+        const checkpoint = await checkpointRows(bertDir, 'cls.predictions.bias', c.config.prompt!.labelTokenIds);
+        expect(bias).toHaveLength(2);
+        expect(Math.min(...bias.map((x, i) => Math.abs(x - checkpoint[i]!)))).toBeGreaterThan(1e-5);
+        // torch-bert export: a BertForMaskedLM folder with the prompt in config.json; the Python
+        // reference (MLM over every position, label words at the mask) on it gives predict's probabilities.
+        const exported = join(work, `${technique}-export`);
+        await exec(process.execPath, [cli, 'export', '--classifier', outDir, '--out', exported]);
+        const hf = JSON.parse(readFileSync(join(exported, 'config.json'), 'utf8')) as {
+          architectures: string[];
+          torch_bert: { prompt: { template: string; labelTokenIds: number[]; maskTokenId: number; labels: string[] } };
+        };
+        expect(hf.architectures).toEqual(['BertForMaskedLM']);
+        expect(hf.torch_bert.prompt).toMatchObject({
+          template: PROMPT.template,
+          labelTokenIds: c.config.prompt!.labelTokenIds,
+          maskTokenId: c.config.prompt!.maskTokenId,
+          labels: ['neg', 'pos'],
+        });
+        const fromExport = await reference(exported, c, TEXTS);
+        expectClose(
+          node.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+          fromExport.probabilities,
+          1e-5,
+        );
+        // The full vocabulary's bias is the checkpoint's but for the label words' trained rows.
+        const exportedBias = await checkpointRows(exported, 'cls.predictions.bias', [0, 1, 2, ...c.config.prompt!.labelTokenIds]);
+        const baseBias = await checkpointRows(bertDir, 'cls.predictions.bias', [0, 1, 2]);
+        expect(exportedBias.slice(0, 3)).toEqual(baseBias);
+        expect(exportedBias.slice(3).map((x) => Math.fround(x))).toEqual(bias);
+        if (technique === 'lora') {
+          // The run's small files (adapters.pt, head.pt) on the same base folder: classifier.pt's predictions.
+          const { Classifier } = await import('../lib/classifier.js');
+          const rebuilt = await Classifier.loadAdapters(outDir, { encoder: bertDir, device: 'cpu' });
+          try {
+            expect(rebuilt.config.head).toBe('prompt');
+            const again = await rebuilt.predict(TEXTS);
+            expectClose(
+              again.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+              python,
+              1e-5,
+            );
+            expect(Array.from(parameter(rebuilt.module, 'head.label_decoder.bias'))).toEqual(bias);
+          } finally {
+            rebuilt.dispose();
+          }
+          // A base without an MLM head cannot carry the prompt head.
+          const { dir: automodel } = await makeHfFolder({ ...SIZE, layout: 'automodel' });
+          await expect(Classifier.loadAdapters(outDir, { encoder: automodel, device: 'cpu' })).rejects.toMatchObject({
+            code: 'NO_MLM_HEAD',
+          });
+        }
       } finally {
         c.dispose();
       }
     },
     240_000,
   );
+
+  it('a run interrupted after epoch 1 and resumed ends bit-identical to the uninterrupted run (full, few-shot, dropout)', async () => {
+    const { train } = await import('../lib/trainer.js');
+    const opts = {
+      ...PROMPT,
+      data,
+      encoder: bertDir,
+      technique: 'full' as const,
+      fewShot: 8,
+      epochs: 3,
+      batchSize: 4,
+      maxLength: 24,
+      learningRate: 1e-3,
+      warmupRatio: 0.2,
+      device: 'cpu' as const,
+    };
+    const whole = await train({ ...opts, outDir: join(work, 'resume-whole') });
+    const outDir = join(work, 'resume-interrupted');
+    const controller = new AbortController();
+    await expect(
+      train({
+        ...opts,
+        outDir,
+        signal: controller.signal,
+        onProgress: (e) => {
+          if (e.type === 'epoch' && e.epoch === 1) controller.abort();
+        },
+      }),
+    ).rejects.toThrow(/aborted at epoch 2, batch 1\/4; resume with resumeFrom/);
+    const resumed = await train({ ...opts, resumeFrom: outDir });
+    try {
+      expect(resumed.history).toHaveLength(3);
+      expect(resumed.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(
+        whole.history.map((h) => [h.trainLoss, h.validationLoss]),
+      );
+      const values = (c: Classifier) => new Map(c.module.namedParameters().map(([n, t]) => [n, Array.from(t.toArray() as Float32Array)]));
+      const a = values(whole.classifier);
+      const b = values(resumed.classifier);
+      expect([...b.keys()]).toEqual([...a.keys()]);
+      expect(a.has('head.label_decoder.bias')).toBe(true);
+      for (const [key, v] of a) expect(b.get(key), key).toEqual(v);
+    } finally {
+      whole.classifier.dispose();
+      resumed.classifier.dispose();
+    }
+  }, 300_000);
 
   it("frozen trains only the MLM head's transform, from the mask row's cached features", async () => {
     const { train } = await import('../lib/trainer.js');
@@ -573,6 +676,7 @@ describe("buildClassifier's head 'prompt'", () => {
         'head.transform.dense.bias',
         'head.transform.LayerNorm.weight',
         'head.transform.LayerNorm.bias',
+        'head.label_decoder.bias',
       ]);
       module.dispose();
     } finally {
@@ -582,11 +686,167 @@ describe("buildClassifier's head 'prompt'", () => {
   }, 120_000);
 });
 
+/**
+ * One accumulate-only step of the prompt classifier on a labelled batch, against the Python
+ * reference's loss and gradients (the MLM head over every position, cross-entropy over the label
+ * words' logits at the mask): the decoder bias's label rows and the transform's parameters.
+ */
+async function expectPromptGradients(dir: string, template: string, verbalizer: string[], headPrefix: string): Promise<void> {
+  const { loadEncoderSource } = await import('../lib/encoder-source.js');
+  const { loadBinding } = await import('../lib/loader.js');
+  const { preparePrompt } = await import('../lib/prompt-classifier.js');
+  const { promptSpec } = await import('../lib/prompt-template.js');
+  const b = loadBinding();
+  const loaded = await loadEncoderSource(dir, { device: 'cpu', maxLength: 24, fallbackMaxLength: 24, mlmHead: true });
+  const { mlmHead, prompt } = await preparePrompt(loaded, template, verbalizer);
+  const { module } = b.buildClassifier(loaded.module, promptSpec(mlmHead, prompt.config));
+  try {
+    const params = module.namedParameters();
+    for (const [, t] of params) t.setRequiresGrad(true);
+    const optimizer = new b.AdamW([{ params: params.map(([, t]) => t), lr: 0 }]);
+    const encoded = prompt.encode(TEXTS, null, 24);
+    const labels = Int32Array.from(TEXTS, (_, i) => i % verbalizer.length);
+    module.train(false);
+    const result = await b.trainStep(
+      module,
+      optimizer,
+      { inputIds: encoded.inputIds, attentionMask: encoded.attentionMask, batchSize: encoded.count, seqLen: encoded.seqLen, labels },
+      { accumulateOnly: true },
+    );
+    optimizer.dispose();
+    const rows = (a: Int32Array) =>
+      Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
+    const ref = JSON.parse(
+      await runPython(
+        'scripts/python/prompt_reference.py',
+        [dir],
+        JSON.stringify({
+          input_ids: rows(encoded.inputIds),
+          attention_mask: rows(encoded.attentionMask),
+          mask_id: prompt.config.maskTokenId,
+          label_ids: prompt.config.labelTokenIds,
+          labels: Array.from(labels),
+        }),
+      ),
+    ) as { loss: number; label_bias_grad: number[]; grads: Record<string, number[]> };
+    expect(Math.abs(result.loss - ref.loss)).toBeLessThan(1e-5);
+    const grad = (name: string) => {
+      const found = params.find(([n]) => n === name);
+      expect(found, name).toBeDefined();
+      return Array.from(found![1].grad()!.toArray() as Float32Array);
+    };
+    const worst = (a: number[], e: number[]) => {
+      expect(a.length).toBe(e.length);
+      return Math.max(...a.map((x, i) => Math.abs(x - e[i]!)));
+    };
+    const biasGrad = grad('head.label_decoder.bias');
+    expect(worst(biasGrad, ref.label_bias_grad)).toBeLessThan(1e-5);
+    // Not trivially zero: the rows get a gradient of the size of the loss's.
+    expect(Math.max(...biasGrad.map(Math.abs))).toBeGreaterThan(1e-3);
+    const transform = Object.keys(ref.grads);
+    expect(transform.length).toBeGreaterThanOrEqual(4);
+    for (const name of transform) {
+      expect(worst(grad(`head.${name.slice(headPrefix.length)}`), ref.grads[name]!), name).toBeLessThan(1e-5);
+    }
+  } finally {
+    module.dispose();
+    mlmHead.dispose();
+    loaded.module.dispose();
+  }
+}
+
+describe("the label words' decoder bias rows", () => {
+  it("are a head parameter whose gradient (and the transform's, and the loss) equal the Python reference (BERT)", async () => {
+    await expectPromptGradients(bertDir, '{text} It was [MASK].', ['neg=bad', 'pos=good', 'neutral=film'], 'predictions.');
+  }, 120_000);
+});
+
+describe('DistilBERT', () => {
+  let distilDir: string;
+  beforeAll(async () => {
+    distilDir = (await makeHfFolder({ ...SIZE, layout: 'distilbert' })).dir;
+  }, 240_000);
+
+  it("zero-shot: vocab_transform, activation, vocab_layer_norm, vocab_projector's label rows (Python reference)", async () => {
+    const c = await promptClassifier({
+      model: distilDir,
+      template: 'Review: {text} It was [MASK].',
+      verbalizer: ['negative=bad', 'positive=good', 'neutral=film'],
+      maxLength: 24,
+      device: 'cpu',
+    });
+    try {
+      expect(c.config.encoder.source).toMatchObject({ family: 'distilbert' });
+      const predictions = await c.predict(TEXTS);
+      const ref = await reference(distilDir, c, TEXTS);
+      expectClose(
+        predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+        ref.probabilities,
+        1e-5,
+      );
+      expect(new Set(ref.probabilities.map((r) => r[0]!.toFixed(6))).size).toBeGreaterThan(1);
+      expect(
+        c.module
+          .namedParameters()
+          .filter(([n]) => n.startsWith('head.'))
+          .map(([n]) => n),
+      ).toEqual([
+        'head.vocab_transform.weight',
+        'head.vocab_transform.bias',
+        'head.vocab_layer_norm.weight',
+        'head.vocab_layer_norm.bias',
+        'head.label_decoder.bias',
+      ]);
+    } finally {
+      c.dispose();
+    }
+  }, 120_000);
+
+  it('the loss and the gradients of the head (label bias rows included) equal the Python reference', async () => {
+    await expectPromptGradients(distilDir, '{text} It was [MASK].', ['neg=bad', 'pos=good'], '');
+  }, 120_000);
+
+  it("train --head prompt --technique full: classifier.pt run by Python's torch.jit.load equals predict; the head trained", async () => {
+    const csv = join(work, 'distil-train.csv');
+    const reviews = [
+      ['A wonderful film, great acting.', 'pos'],
+      ['Dull, long and badly acted.', 'neg'],
+      ['I loved every minute of it.', 'pos'],
+      ['A terrible waste of time.', 'neg'],
+    ];
+    writeFileSync(csv, `text,label\n${Array.from({ length: 16 }, (_, i) => `"${reviews[i % 4]![0]}",${reviews[i % 4]![1]}`).join('\n')}\n`);
+    const out = join(work, 'distil-full');
+    // biome-ignore format: one flag and its value per line
+    await exec(process.execPath, [cli, 'train', '--data', csv, '--model', distilDir, '--head', 'prompt',
+      '--template', '{text} It was [MASK].', '--verbalizer', 'neg=bad', '--verbalizer', 'pos=good', '--technique', 'full',
+      '--epochs', '2', '--batch-size', '4', '--max-length', '24', '--lr', '1e-3', '--device', 'cpu', '--out', out, '--json']);
+    const { loadClassifier } = await import('../lib/classifier.js');
+    const c = await loadClassifier(out, { device: 'cpu' });
+    try {
+      expect(c.config.head).toBe('prompt');
+      const node = await c.predict(TEXTS);
+      const encoded = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!).encode(TEXTS, null, c.config.maxLength);
+      const python = (await pythonLogProbabilities(join(out, 'classifier.pt'), encoded)).map((row) => row.map(Math.exp));
+      expectClose(
+        node.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+        python,
+        1e-5,
+      );
+      const bias = Array.from(parameter(c.module, 'head.label_decoder.bias'));
+      const checkpoint = await checkpointRows(distilDir, 'vocab_projector.bias', c.config.prompt!.labelTokenIds);
+      expect(Math.min(...bias.map((x, i) => Math.abs(x - checkpoint[i]!)))).toBeGreaterThan(1e-5);
+    } finally {
+      c.dispose();
+    }
+  }, 240_000);
+});
+
 describe('an untied decoder', () => {
-  it("a checkpoint whose decoder is not the word embeddings: the label words' own rows (Python reference)", async () => {
+  // A checkpoint whose decoder is not the word embeddings (the BERT folder with its own decoder weight).
+  const dir = () => join(work, 'untied');
+  beforeAll(async () => {
     const { cpSync } = await import('node:fs');
-    const dir = join(work, 'untied');
-    cpSync(bertDir, dir, { recursive: true });
+    cpSync(bertDir, dir(), { recursive: true });
     await runPython('-c', [
       `import sys, torch
 sys.path.insert(0, "scripts/python")
@@ -596,10 +856,13 @@ t, meta = read_safetensors(path)
 words = t["bert.embeddings.word_embeddings.weight"]
 t["cls.predictions.decoder.weight"] = 0.2 * torch.randn(words.shape, generator=torch.Generator().manual_seed(5))
 write_safetensors(path, t, meta)`,
-      dir,
+      dir(),
     ]);
+  }, 120_000);
+
+  it("a checkpoint whose decoder is not the word embeddings: the label words' own rows (Python reference)", async () => {
     const c = await promptClassifier({
-      model: dir,
+      model: dir(),
       template: '{text} It was [MASK].',
       verbalizer: ['neg=bad', 'pos=good'],
       maxLength: 24,
@@ -607,7 +870,7 @@ write_safetensors(path, t, meta)`,
     });
     try {
       const predictions = await c.predict(TEXTS);
-      const ref = await reference(dir, c, TEXTS);
+      const ref = await reference(dir(), c, TEXTS);
       expectClose(
         predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
         ref.probabilities,
@@ -618,6 +881,113 @@ write_safetensors(path, t, meta)`,
       expect(Math.abs(tied.probabilities[0]![0]! - ref.probabilities[0]![0]!)).toBeGreaterThan(1e-4);
     } finally {
       c.dispose();
+    }
+  }, 120_000);
+
+  it('full trains its label rows (head.label_decoder.weight), lora leaves them; the export writes them into the decoder (Python reference)', async () => {
+    const { train } = await import('../lib/trainer.js');
+    const { loadClassifier } = await import('../lib/classifier.js');
+    const texts = Array.from({ length: 16 }, (_, i) => TEXTS[i % 3]!);
+    const labels = Array.from({ length: 16 }, (_, i) => (i % 3 === 1 ? 'neg' : 'pos'));
+    const rowsOf = (name: string, ids: number[]) => checkpointRows(dir(), name, ids);
+    for (const technique of ['full', 'lora'] as const) {
+      const outDir = join(work, `untied-${technique}`);
+      const result = await train({
+        head: 'prompt',
+        template: '{text} It was [MASK].',
+        verbalizer: ['neg=bad', 'pos=good'],
+        data: { texts, labels },
+        encoder: dir(),
+        technique,
+        epochs: 1,
+        batchSize: 4,
+        maxLength: 24,
+        learningRate: 1e-3,
+        outDir,
+        device: 'cpu',
+      });
+      result.classifier.dispose();
+      const c = await loadClassifier(outDir, { device: 'cpu' });
+      try {
+        const ids = c.config.prompt!.labelTokenIds;
+        const weight = Array.from(parameter(c.module, 'head.label_decoder.weight'));
+        const checkpoint = (await rowsOf('cls.predictions.decoder.weight', ids)).flat() as unknown as number[];
+        expect(weight).toHaveLength(2 * 32);
+        const moved = Math.max(...weight.map((x, i) => Math.abs(x - Math.fround(checkpoint[i]!))));
+        if (technique === 'lora') {
+          expect(moved).toBe(0);
+          continue;
+        }
+        expect(moved).toBeGreaterThan(1e-5);
+        const exported = join(work, 'untied-full-export');
+        await exec(process.execPath, [cli, 'export', '--classifier', outDir, '--out', exported]);
+        const node = await c.predict(TEXTS);
+        const fromExport = await reference(exported, c, TEXTS);
+        expectClose(
+          node.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+          fromExport.probabilities,
+          1e-5,
+        );
+        const written = (await checkpointRows(exported, 'cls.predictions.decoder.weight', ids)).flat() as unknown as number[];
+        expect(written.map((x) => Math.fround(x))).toEqual(weight);
+      } finally {
+        c.dispose();
+      }
+    }
+  }, 240_000);
+});
+
+describe('one rule for the mask token', () => {
+  it("TextTokenizer.maskToken: the folder's named mask_token, else the one special token named like a mask; masking and prompting agree", async () => {
+    const { cpSync } = await import('node:fs');
+    const { loadFolderTokenizer } = await import('../lib/wordpiece-vocab.js');
+    for (const [dir, token] of [
+      [bertDir, '[MASK]'],
+      [robertaDir, '<mask>'],
+    ] as const) {
+      const tok = await loadFolderTokenizer(dir, ['tokenizer.json']);
+      expect(tok.maskToken()).toEqual({ token, id: tok.tokenId(token) });
+      expect(tok.maskingVocabulary().maskId).toBe(tok.tokenId(token));
+    }
+    // A tokenizer.json with two special tokens named like a mask: the folder must say which.
+    const dir = join(work, 'two-masks');
+    cpSync(bertDir, dir, { recursive: true });
+    const json = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as { added_tokens: Array<Record<string, unknown>> };
+    json.added_tokens.push({
+      id: 7,
+      content: '[unused_mask]',
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    });
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(json));
+    rmSync(join(dir, 'special_tokens_map.json'), { force: true });
+    rmSync(join(dir, 'tokenizer_config.json'), { force: true });
+    const ambiguous = await loadFolderTokenizer(dir, ['tokenizer.json']);
+    expect(() => ambiguous.maskToken()).toThrow(
+      expect.objectContaining({ code: 'NO_MASK_TOKEN', message: expect.stringMatching(/several/) }),
+    );
+    expect(ambiguous.maskingVocabulary().maskId).toBeNull();
+    writeFileSync(join(dir, 'special_tokens_map.json'), JSON.stringify({ mask_token: { content: '[unused_mask]' } }));
+    const named = await loadFolderTokenizer(dir, ['tokenizer.json']);
+    expect(named.maskToken()).toEqual({ token: '[unused_mask]', id: 7 });
+    expect(named.maskingVocabulary().maskId).toBe(7);
+    // Prompting reads the same answer: the template's mask is the named token.
+    const { preparePrompt } = await import('../lib/prompt-classifier.js');
+    const { loadEncoderSource } = await import('../lib/encoder-source.js');
+    const loaded = await loadEncoderSource(dir, { device: 'cpu', maxLength: 24, fallbackMaxLength: 24, mlmHead: true });
+    try {
+      await expect(preparePrompt(loaded, '{text} It was [MASK].', ['neg=bad', 'pos=good'])).rejects.toMatchObject({
+        code: 'TEMPLATE_MASK',
+      });
+      const { prompt, mlmHead } = await preparePrompt(loaded, '{text} It was [unused_mask].', ['neg=bad', 'pos=good']);
+      expect(prompt.config.maskTokenId).toBe(7);
+      expect(mlmHead).toBe(loaded.mlmHead);
+    } finally {
+      loaded.mlmHead?.dispose();
+      loaded.module.dispose();
     }
   }, 120_000);
 });
@@ -670,4 +1040,20 @@ print(json.dumps(out.tolist()))`;
     JSON.stringify({ ids: rows(encoded.inputIds), mask: rows(encoded.attentionMask) }),
   );
   return JSON.parse(output) as number[][];
+}
+
+function parameter(module: { namedParameters(): Array<[string, { toArray(): unknown }]> }, name: string): Float32Array {
+  const found = module.namedParameters().find(([n]) => n === name);
+  if (!found) throw new Error(`no parameter ${name}`);
+  return found[1].toArray() as Float32Array;
+}
+
+/** Rows `ids` of the checkpoint tensor `name` in `dir`/model.safetensors, read by Python. */
+async function checkpointRows(dir: string, name: string, ids: number[]): Promise<number[]> {
+  const script = `import json, sys
+sys.path.insert(0, "scripts/python")
+from safetensors_io import read_safetensors
+t, _ = read_safetensors(sys.argv[1] + "/model.safetensors")
+print(json.dumps(t[sys.argv[2]].float()[json.loads(sys.argv[3])].tolist()))`;
+  return JSON.parse(await runPython('-c', [script, dir, name, JSON.stringify(ids)])) as number[];
 }

@@ -87,16 +87,24 @@ def forward(self, features):
   });
 }
 
+// transformers' activation module (DistilBertForMaskedLM's `activation`, get_activation(name)):
+// no parameters, forward = ACT2FN[name]. A module of its own, so that the prompt head
+// (module/classifier.cc) reuses the head's activation without knowing the config.
+torch::jit::Module ActivationModule(ModelBuilder& b, const std::string& name) {
+  return b.Make("__torch__.transformers.activations.ACT2FN_" + name,
+                "\ndef forward(self, x):\n    return " + Activation(name, "x") + "\n", [](torch::jit::Module&) {});
+}
+
 // DistilBertForMaskedLM's head: vocab_transform, activation, vocab_layer_norm (eps 1e-12),
 // vocab_projector (its own bias).
 torch::jit::Module DistilBertMLMHead(ModelBuilder& b, const EncoderConfig& c, const torch::Tensor& words) {
   const std::string source =
       "\ndef forward(self, hidden_states):\n    x = self.vocab_transform.forward(hidden_states)\n"
-      "    x = " +
-      Activation(c.hiddenAct, "x") +
-      "\n    x = self.vocab_layer_norm.forward(x)\n    return self.vocab_projector.forward(x)\n";
+      "    x = self.activation.forward(x)\n"
+      "    x = self.vocab_layer_norm.forward(x)\n    return self.vocab_projector.forward(x)\n";
   return b.Make(kDistil + "DistilBertMLMHead", source, [&](torch::jit::Module& m) {
     m.register_module("vocab_transform", b.Linear("vocab_transform", c.hiddenSize, c.hiddenSize));
+    m.register_module("activation", ActivationModule(b, c.hiddenAct));
     m.register_module("vocab_layer_norm", b.LayerNorm("vocab_layer_norm", c.hiddenSize, c.layerNormEps));
     m.register_module("vocab_projector", b.LinearWithWeight(DecoderWeight(b, c, "vocab_projector.weight", words),
                                                             "vocab_projector.bias", c.vocabSize));

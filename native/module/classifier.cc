@@ -328,8 +328,10 @@ def head_forward(self, x):
 // restricted to the label words' rows (weight and bias), log-softmax over those words alone.
 // The transform's modules are the MLM head's own (shared, as the encoder is), so `frozen` trains
 // exactly them. The decoder weight stays the encoder's word embedding tensor when the checkpoint
-// ties them (read in the graph, so `full` trains the label words' embeddings as LM-BFF does);
-// an untied decoder's label rows, and the bias's, are copied into buffers (fixed).
+// ties them (read in the graph, so `full` trains the label words' embeddings as LM-BFF does); an
+// untied decoder's label rows become `head.label_decoder.weight`, and the bias's label rows
+// `head.label_decoder.bias` (LM-BFF trains the whole MLM head, bias included). Which
+// technique trains them is lib/trainable.ts's decision, as for every parameter.
 struct PromptHead {
   std::string transformSource;  // the body of head_forward up to the decoder, on x
   std::vector<std::pair<std::string, torch::jit::Module>> modules;
@@ -358,10 +360,23 @@ PromptHead ReadMlmHead(const torch::jit::Module& mlm) {
         "    x = self.head.dense.forward(x)\n    x = torch.gelu(x)\n    x = self.head.layer_norm.forward(x)\n";
     p.decoderWeight = mlm.attr("decoder").toModule().attr("weight").toTensor();
     p.decoderBias = mlm.attr("bias").toTensor();
+  } else if (HasModule(mlm, "vocab_transform") && HasModule(mlm, "activation") && HasModule(mlm, "vocab_layer_norm") &&
+             HasModule(mlm, "vocab_projector")) {
+    // DistilBertForMaskedLM's head: vocab_transform, activation (the config's), vocab_layer_norm,
+    // vocab_projector (a Linear with its own bias; its weight tied to the word embeddings).
+    p.modules.emplace_back("vocab_transform", mlm.attr("vocab_transform").toModule());
+    p.modules.emplace_back("activation", mlm.attr("activation").toModule());
+    p.modules.emplace_back("vocab_layer_norm", mlm.attr("vocab_layer_norm").toModule());
+    p.transformSource =
+        "    x = self.head.vocab_transform.forward(x)\n    x = self.head.activation.forward(x)\n"
+        "    x = self.head.vocab_layer_norm.forward(x)\n";
+    torch::jit::Module projector = mlm.attr("vocab_projector").toModule();
+    p.decoderWeight = projector.attr("weight").toTensor();
+    p.decoderBias = projector.attr("bias").toTensor();
   } else {
     throw std::runtime_error(
-        "buildClassifier: head 'prompt' takes a BERT (BertOnlyMLMHead) or RoBERTa (RobertaLMHead) MLM head; this "
-        "mlmHead is neither");
+        "buildClassifier: head 'prompt' takes a BERT (BertOnlyMLMHead), RoBERTa (RobertaLMHead) or DistilBERT "
+        "(vocab_transform, activation, vocab_layer_norm, vocab_projector) MLM head; this mlmHead is none of them");
   }
   return p;
 }
@@ -387,11 +402,11 @@ std::string PromptHeadSource(const PromptHead& p, const std::string& weightPath)
   std::ostringstream src;
   src << "\ndef head_forward(self, x):\n" << p.transformSource;
   if (weightPath.empty()) {
-    src << "    w = self.label_weight\n";
+    src << "    w = self.head.label_decoder.weight\n";
   } else {
     src << "    w = torch.index_select(" << weightPath << ", 0, self.label_token_ids)\n";
   }
-  src << "    x = torch.linear(x, w, self.label_bias)\n";
+  src << "    x = torch.linear(x, w, self.head.label_decoder.bias)\n";
   src << "    return torch.log_softmax(x, -1)\n";
   return src.str();
 }
@@ -551,13 +566,17 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
       torch::Tensor ids = torch::tensor(spec.labelTokenIds, torch::kLong).to(encoder.device);
       torch::NoGradGuard noGrad;
       classifier.register_buffer("label_token_ids", ids);
-      classifier.register_buffer("label_bias",
-                                 prompt.decoderBias.detach().index_select(0, ids).to(torch::kFloat).clone());
+      // Copies of the label words' rows (AsParameter detaches): training them leaves the MLM
+      // head's full-vocabulary tensors as the checkpoint has them.
+      torch::jit::Module decoder = MakeModule("__torch__.TorchBertLabelDecoder", cu, training);
+      decoder.register_parameter("bias", AsParameter(prompt.decoderBias.index_select(0, ids), encoder),
+                                 /*is_buffer=*/false);
       const std::string weightPath = TiedEncoderPath(encoderState->module, prompt.decoderWeight);
       if (weightPath.empty()) {
-        classifier.register_buffer("label_weight",
-                                   prompt.decoderWeight.detach().index_select(0, ids).to(torch::kFloat).clone());
+        decoder.register_parameter("weight", AsParameter(prompt.decoderWeight.index_select(0, ids), encoder),
+                                   /*is_buffer=*/false);
       }
+      head.register_module("label_decoder", decoder);
       classifier.register_attribute("mask_token_id", c10::IntType::get(), spec.maskTokenId);
       headSource = PromptHeadSource(prompt, weightPath);
     }

@@ -6,6 +6,10 @@ nothing of lib/.
 
 Usage: prompt_reference.py FOLDER < {"input_ids": [[...]], "attention_mask": [[...]], "mask_id": M, "label_ids": [...]}
 prints {"probabilities": [[...]], "mask_positions": [...]}
+With "labels": [class per row] in the request, also the prompt head's training loss (cross-entropy
+over the label words' logits at the mask, mean over the rows) and its gradients: "loss",
+"label_bias_grad" (the MLM decoder bias's gradient at the label words' rows) and "grads" (every
+head parameter of the transform, by its name in the head module).
 """
 import json
 import os
@@ -20,6 +24,11 @@ from safetensors_io import read_safetensors  # noqa: E402
 
 def native_config(c: dict) -> dict:
     family = c["model_type"]
+    if family == "distilbert":
+        return {"family": family, "vocabSize": c["vocab_size"], "hiddenSize": c["dim"], "numLayers": c["n_layers"],
+                "numHeads": c["n_heads"], "intermediateSize": c["hidden_dim"], "maxPositions": c["max_position_embeddings"],
+                "typeVocabSize": 0, "layerNormEps": 1e-12, "padTokenId": c["pad_token_id"], "hiddenAct": c["activation"],
+                "pooler": False, "mlmHead": True}
     return {"family": family, "vocabSize": c["vocab_size"], "hiddenSize": c["hidden_size"], "numLayers": c["num_hidden_layers"],
             "numHeads": c["num_attention_heads"], "intermediateSize": c["intermediate_size"],
             "maxPositions": c["max_position_embeddings"], "typeVocabSize": c["type_vocab_size"], "layerNormEps": c["layer_norm_eps"],
@@ -39,14 +48,24 @@ def main() -> int:
     ids = torch.tensor(request["input_ids"], dtype=torch.long)
     mask = torch.tensor(request["attention_mask"], dtype=torch.long)
     args = [ids, mask] + ([torch.zeros_like(ids)] if c.family == "bert" else [])
-    with torch.no_grad():
-        out = encoder(*args)
-        hidden = out[0] if isinstance(out, tuple) else out
-        logits = head(hidden)  # [B, T, vocab]: the decoder over every position, as transformers computes it
-        positions = [int((row == request["mask_id"]).nonzero()[0]) for row in ids]
-        at_mask = torch.stack([logits[b, p] for b, p in enumerate(positions)])
-        probabilities = torch.softmax(at_mask[:, request["label_ids"]].double(), -1)
-    print(json.dumps({"probabilities": probabilities.tolist(), "mask_positions": positions}))
+    out = encoder(*args)
+    hidden = out[0] if isinstance(out, tuple) else out
+    logits = head(hidden)  # [B, T, vocab]: the decoder over every position, as transformers computes it
+    positions = [int((row == request["mask_id"]).nonzero()[0]) for row in ids]
+    at_mask = torch.stack([logits[b, p] for b, p in enumerate(positions)])
+    label_logits = at_mask[:, request["label_ids"]]
+    result = {"probabilities": torch.softmax(label_logits.detach().double(), -1).tolist(), "mask_positions": positions}
+    if "labels" in request:
+        loss = torch.nn.functional.cross_entropy(label_logits, torch.tensor(request["labels"], dtype=torch.long))
+        loss.backward()
+        # The decoder's bias: the one [vocab] parameter of the head (BERT's predictions.bias,
+        # RoBERTa's bias, DistilBERT's vocab_projector.bias).
+        (bias,) = [p for n, p in head.named_parameters() if n.endswith("bias") and p.shape == (c.vocab_size,)]
+        result["loss"] = loss.item()
+        result["label_bias_grad"] = bias.grad[request["label_ids"]].tolist()
+        result["grads"] = {n: p.grad.flatten().tolist() for n, p in head.named_parameters()
+                           if p.grad is not None and p.shape[0] != c.vocab_size}
+    print(json.dumps(result))
     return 0
 
 

@@ -1,0 +1,162 @@
+/**
+ * A prompt classifier (`head: 'prompt'`) as a Hugging Face *ForMaskedLM folder, which transformers
+ * users run as LM-BFF does: fill the template recorded in config.json's `torch_bert.prompt`, take
+ * the MLM logits at the mask, softmax over the label words' ids.
+ *
+ * classifier.pt holds the fine-tuned encoder (LoRA merged) and the MLM head's transform, but of
+ * the decoder only the label words' rows (their bias rows, and an untied decoder's weight rows):
+ * the rest of the vocabulary comes from the base model folder the run was trained on (recorded in
+ * config.json's `encoder.source`), whose MLM head is loaded and given the trained values. The
+ * folder is written by the MLM folder writer's key names (mlm-output.ts `maskedLmKeys`).
+ */
+import { copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NativeBinding, NativeTensor } from './binding.js';
+import { CONFIG_FILE, TOKENIZER_FILE } from './checkpoint.js';
+import type { Classifier } from './classifier.js';
+import { loadEncoderSource } from './encoder-source.js';
+import { ModelError } from './errors.js';
+import type { EncoderFamily } from './hf-config.js';
+import { maskedLmKeys } from './mlm-output.js';
+
+const ARCHITECTURE: Record<EncoderFamily, string> = {
+  bert: 'BertForMaskedLM',
+  roberta: 'RobertaForMaskedLM',
+  distilbert: 'DistilBertForMaskedLM',
+};
+
+/**
+ * The prompt head's parameter names (native/module/classifier.cc) → the MLM head's own: the
+ * transform's modules, and where the decoder's weight and bias are.
+ */
+const HEAD_NAMES: Record<EncoderFamily, { transform: Array<[string, string]>; weight: string; bias: string }> = {
+  bert: { transform: [['transform.', 'predictions.transform.']], weight: 'predictions.decoder.weight', bias: 'predictions.bias' },
+  roberta: {
+    transform: [
+      ['dense.', 'dense.'],
+      ['layer_norm.', 'layer_norm.'],
+    ],
+    weight: 'decoder.weight',
+    bias: 'bias',
+  },
+  distilbert: {
+    transform: [
+      ['vocab_transform.', 'vocab_transform.'],
+      ['vocab_layer_norm.', 'vocab_layer_norm.'],
+    ],
+    weight: 'vocab_projector.weight',
+    bias: 'vocab_projector.bias',
+  },
+};
+
+/** The base model's tokenizer companions, copied when present (tokenizer.json is the classifier's). */
+const TOKENIZER_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'vocab.json', 'merges.txt'];
+
+/** `rows` of `target` ([vocab] or [vocab, hidden]) set to `values`' rows, in place. */
+function setRows(binding: NativeBinding, target: NativeTensor, rows: readonly number[], values: NativeTensor): void {
+  const data = Float32Array.from(target.toArray() as Float32Array);
+  const width = target.shape.length === 2 ? target.shape[1]! : 1;
+  const source = values.toArray() as Float32Array;
+  rows.forEach((row, k) => {
+    data.set(source.subarray(k * width, (k + 1) * width), row * width);
+  });
+  const updated = binding.Tensor.fromArray(data, target.shape);
+  target.copyFrom(updated);
+  updated.dispose();
+}
+
+/**
+ * Writes `classifier` (a prompt classifier loaded from `dir`) into `staging` as a ForMaskedLM
+ * folder; returns the config.json written and the files. `baseDir`: the recorded base folder.
+ */
+export async function writePromptExport(
+  binding: NativeBinding,
+  classifier: Classifier,
+  dir: string,
+  baseDir: string | null,
+  baseConfig: Record<string, unknown> | null,
+  staging: string,
+  source: Record<string, unknown>,
+): Promise<{ family: EncoderFamily; config: Record<string, unknown>; files: string[] }> {
+  const config = classifier.config;
+  const prompt = config.prompt!;
+  if (!baseDir || !baseConfig) {
+    throw new ModelError(
+      `cannot export ${dir}: a prompt classifier holds only its label words' rows of the MLM decoder; the rest comes from the ` +
+        `base model folder it was trained on, which ${baseDir ? `(${baseDir}) is gone` : 'its config.json does not record'}`,
+      { file: join(dir, CONFIG_FILE), code: 'EXPORT_UNSUPPORTED_ENCODER' },
+    );
+  }
+  const loaded = await loadEncoderSource(baseDir, {
+    device: 'cpu',
+    tokenizer: classifier.tokenizer,
+    maxLength: config.maxLength,
+    fallbackMaxLength: config.maxLength,
+    mlmHead: true,
+  });
+  const disposables: Array<{ dispose(): void }> = [loaded.module];
+  try {
+    if (!loaded.mlmHead || loaded.source.kind !== 'folder') {
+      throw new ModelError(`cannot export ${dir}: its base model ${baseDir} has no MLM head`, {
+        file: baseDir,
+        code: 'EXPORT_UNSUPPORTED_ENCODER',
+      });
+    }
+    disposables.push(loaded.mlmHead);
+    const family = loaded.source.family;
+    const trained = new Map(classifier.module.namedParameters());
+    const take = (name: string): NativeTensor => {
+      const t = trained.get(name);
+      if (!t) throw new ModelError(`cannot export ${dir}: classifier.pt lacks ${name}`, { file: dir, code: 'EXPORT_UNSUPPORTED_ENCODER' });
+      return t;
+    };
+    // The encoder: every parameter from classifier.pt (a tied decoder weight is the word embeddings, so it follows).
+    for (const [name, tensor] of loaded.module.namedParameters()) tensor.copyFrom(take(`encoder.${name}`));
+    const names = HEAD_NAMES[family];
+    const head = new Map(loaded.mlmHead.namedParameters());
+    for (const [ours, theirs] of names.transform) {
+      for (const [name, tensor] of head) if (name.startsWith(theirs)) tensor.copyFrom(take(`head.${ours}${name.slice(theirs.length)}`));
+    }
+    setRows(binding, head.get(names.bias)!, prompt.labelTokenIds, take('head.label_decoder.bias'));
+    const untied = trained.get('head.label_decoder.weight');
+    if (untied) setRows(binding, head.get(names.weight)!, prompt.labelTokenIds, untied);
+
+    const built = binding.buildMlmModel(loaded.module, loaded.mlmHead);
+    disposables.push(built.module);
+    const aliases = built.tiedParameters.map(([alias]) => alias);
+    binding.writeSafetensors(join(staging, 'model.safetensors'), maskedLmKeys(built.module.namedParameters(), aliases, family), {
+      format: 'pt',
+    });
+    const files = ['model.safetensors'];
+    for (const file of TOKENIZER_FILES) {
+      if (
+        await copyFile(join(baseDir, file), join(staging, file)).then(
+          () => true,
+          () => false,
+        )
+      )
+        files.push(file);
+    }
+    await copyFile(join(dir, TOKENIZER_FILE), join(staging, TOKENIZER_FILE));
+    files.push(TOKENIZER_FILE);
+    const hfConfig: Record<string, unknown> = {
+      ...baseConfig,
+      architectures: [ARCHITECTURE[family]],
+      torch_dtype: 'float32',
+      id2label: Object.fromEntries(config.labels.map((label, i) => [String(i), label])),
+      label2id: Object.fromEntries(config.labels.map((label, i) => [label, i])),
+      torch_bert: {
+        format: 'torch-bert-prompt-export',
+        formatVersion: 1,
+        source,
+        maxLength: config.maxLength,
+        // How to classify with it (LM-BFF): fill the template ({text}, or {text_a}/{text_b}),
+        // run the MLM, softmax over the logits of `labelTokenIds` (class order) at the mask token.
+        prompt: { ...prompt, labels: config.labels },
+      },
+    };
+    return { family, config: hfConfig, files };
+  } finally {
+    for (const d of disposables.reverse()) d.dispose();
+  }
+}
