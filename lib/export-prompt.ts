@@ -18,6 +18,7 @@ import { loadEncoderSource } from './encoder-source.js';
 import { ModelError } from './errors.js';
 import type { EncoderFamily } from './hf-config.js';
 import { maskedLmKeys } from './mlm-output.js';
+import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
 
 const ARCHITECTURE: Record<EncoderFamily, string> = {
   bert: 'BertForMaskedLM',
@@ -124,10 +125,12 @@ export async function writePromptExport(
     const built = binding.buildMlmModel(loaded.module, loaded.mlmHead);
     disposables.push(built.module);
     const aliases = built.tiedParameters.map(([alias]) => alias);
-    binding.writeSafetensors(join(staging, 'model.safetensors'), maskedLmKeys(built.module.namedParameters(), aliases, family), {
-      format: 'pt',
-    });
-    const files = ['model.safetensors'];
+    binding.writeSafetensors(
+      join(staging, MODEL_FILE),
+      maskedLmKeys(built.module.namedParameters(), aliases, family),
+      SAFETENSORS_METADATA,
+    );
+    const files = [MODEL_FILE];
     for (const file of TOKENIZER_FILES) {
       if (
         await copyFile(join(baseDir, file), join(staging, file)).then(

@@ -32,14 +32,11 @@ import {
 } from './export-peft.js';
 import { writePromptExport } from './export-prompt.js';
 import { loadBinding } from './loader.js';
+import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
 import { BASE_PREFIX, SEQUENCE_CLASSIFICATION_ARCHITECTURES, sequenceClassificationKeys } from './sequence-classification.js';
 
-export const MODEL_FILE = 'model.safetensors';
 export const HEAD_WEIGHTS_FILE = 'torch_bert_head.safetensors';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
-
-/** transformers refuses a safetensors file whose metadata lacks a known format ('pt': torch tensors). */
-const SAFETENSORS_METADATA = { format: 'pt' };
 
 export interface ExportOptions {
   /** A classifier directory written by `train()`. */

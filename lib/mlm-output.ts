@@ -13,8 +13,8 @@ import { copyFile, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
 import { CONFIG_FILE, TOKENIZER_FILE, writeFileAtomic } from './checkpoint.js';
-import { MODEL_FILE } from './export.js';
 import type { EncoderFamily } from './hf-config.js';
+import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
 import type { Evaluation } from './options.js';
 
 export const ENCODER_FILE = 'encoder.pt';
@@ -32,8 +32,6 @@ const PREFIX: Record<EncoderFamily, { encoder: string; head: string }> = {
 };
 /** The source folder's tokenizer files, copied when present (tokenizer.json is always written). */
 const TOKENIZER_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'vocab.json', 'merges.txt'];
-
-const SAFETENSORS_METADATA = { format: 'pt' };
 
 /**
  * transformers' names of the MLM model's parameters (`encoder.*`, `head.*`), aliases (the tied

@@ -12,6 +12,10 @@ import { join, resolve } from 'node:path';
 import { ModelError } from './errors.js';
 
 export const CONFIG_FILE = 'config.json';
+/** The weights file transformers' save_pretrained writes (and what torch-bert's writers name theirs). */
+export const MODEL_FILE = 'model.safetensors';
+/** transformers refuses a safetensors file whose metadata lacks a known format ('pt': torch tensors). */
+export const SAFETENSORS_METADATA = { format: 'pt' };
 /** Weight files in the order they are preferred: safetensors before pickles, one file before shards. */
 export const WEIGHT_CANDIDATES = [
   'model.safetensors',
@@ -91,7 +95,7 @@ export async function selectModelFiles(source: FileSource, options: { tokenizer:
     break;
   }
   if (!weights) return { ok: false, missing: WEIGHTS_DESCRIPTION, state: 'absent' };
-  const format: WeightFormat = weights[0]!.startsWith('model.safetensors') ? 'safetensors' : 'pytorch';
+  const format: WeightFormat = weights[0]!.startsWith(MODEL_FILE) ? 'safetensors' : 'pytorch';
 
   let tokenizer: string[] | undefined;
   if (options.tokenizer) {
