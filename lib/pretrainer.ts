@@ -11,15 +11,27 @@
  * run_mlm.py does; 3. the MLM model (`buildMlmModel`: the head runs on the masked rows only)
  * and its AdamW groups (the tied decoder weight once); 4. the loop; 5. the kept folder
  * (mlm-output.ts): a Hugging Face *ForMaskedLM folder and the encoder as TorchScript.
- * Data-parallel (distributed.ts), as train(): each rank takes its share of every epoch's rows, its
- * loss weighted by its share of the global batch's masked tokens; rank 0 alone writes.
+ * Data-parallel (distributed.ts), as train(): the ranks compare what the run is at the start
+ * (agreeOnRun); each rank takes its share of every epoch's rows, its loss weighted by its share of
+ * the global batch's masked tokens; each evaluates its share of the held-out rows, the sums
+ * reduced; rank 0 decides the best and early stopping, and alone writes.
  */
 import { join } from 'node:path';
 import { consecutiveBatches } from './batching.js';
 import type { NativeBinding, NativeScriptModule, Precision } from './binding.js';
 import { ensureWritableDir, HISTORY_FILE, writeFileAtomic } from './checkpoint.js';
+import type { ValidationShard } from './classification-task.js';
 import { resolveDevice } from './classifier.js';
-import { type Distributed, runAsRank, startFromRankZero } from './distributed.js';
+import {
+  agreeOnRun,
+  contentDigest,
+  type Distributed,
+  evaluationRows,
+  type RunIdentity,
+  runAsRank,
+  sharedSettings,
+  startFromRankZero,
+} from './distributed.js';
 import { loadEncoderSource } from './encoder-source.js';
 import { AbortError, InputError } from './errors.js';
 import { loadBinding } from './loader.js';
@@ -40,7 +52,7 @@ import type { EncodedTexts } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
 import { checkPrecision } from './trainer.js';
 import { nativeStepOptions, runTrainingLoop, type StepSettings, type Task } from './training-loop.js';
-import { checkFingerprint, readTrainingState, restoreTrainingState, type SkippedBatch, saveTrainingState } from './training-state.js';
+import { readTrainingState, restoreTrainingState, resumePosition, type SkippedBatch, saveTrainingState } from './training-state.js';
 
 export interface PretrainOptions {
   /** A Hugging Face model folder or Hub id (with or without an MLM head). */
@@ -223,6 +235,12 @@ async function pretrainRank(
     const held = Math.max(1, Math.floor(texts.length * opts.validationSplit));
     if (texts.length - held < 1)
       throw new InputError(`pretrain(): ${texts.length} text(s) leave none to train on after the validation split`);
+    const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
+    // Data-parallel: every rank runs the same job, or none trains (before the texts are tokenized).
+    if (dist) {
+      const run = { textColumn, byLine, wholeWordMask, mlmProbability, maxLength };
+      agreeOnRun(dist, await runIdentity(opts, run, texts, held, tokenizer.json, loaded.weightsKey, saved));
+    }
     const encode = (part: string[]): Promise<EncodedTexts> | EncodedTexts =>
       byLine ? lineByLine(tokenizer, part, maxLength) : groupTexts(tokenizer, part, maxLength);
     const validation = await encode(texts.slice(0, held));
@@ -237,7 +255,6 @@ async function pretrainRank(
         );
       }
     }
-    const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
     const fingerprint = {
       task: 'masked-lm',
       trainExamples: train.count,
@@ -250,10 +267,13 @@ async function pretrainRank(
       lineByLine: byLine,
       wholeWordMask,
       mlmProbability,
-      // Data-parallel runs only, so that single-process states still match (as train()'s).
+      // Data-parallel runs only, so that single-process states still match (as train()'s). With
+      // batchSize and the accumulation, the batch layout, which may change on resume if the
+      // global batch does not (training-state.ts resumePosition).
       ...(dist && dist.worldSize > 1 ? { worldSize: dist.worldSize } : {}),
     };
-    if (saved) checkFingerprint(saved.fingerprint, fingerprint, opts.resumeFrom!);
+    // Where a resumed run continues, its batch layout translated to this run's.
+    const resumedAt = saved ? resumePosition(saved, fingerprint, opts.resumeFrom!, train.count) : null;
 
     // 3. The MLM model and what trains: everything but the pooler (BertForMaskedLM has none).
     const built = binding.buildMlmModel(loaded.module, loaded.mlmHead);
@@ -277,16 +297,24 @@ async function pretrainRank(
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
     else binding.manualSeed(opts.seed);
 
-    // 4. The loop. Data-parallel: every rank measures the whole held-out split (the same weights,
-    // the same masks: the same loss, so every rank keeps the same best and stops together).
-    const position = saved?.position ?? startPosition();
+    // 4. The loop. Data-parallel: each rank measures its share of the held-out rows (their masks
+    // are fixed per example), the sums reduced; rank 0 decides the best and early stopping.
+    const position = resumedAt ?? startPosition();
     position.skippedBatches ??= [];
-    const validate = () => validateMaskedLm(binding, model, validation, vocab, masking, opts.batchSize, opts.precision, signal);
+    const shard = dist
+      ? {
+          rows: evaluationRows(validation.count, dist.rank, dist.worldSize),
+          sum: (values: Float64Array) => dist.allReduce(values, 'sum'),
+        }
+      : undefined;
+    const validate = () =>
+      validateMaskedLm(binding, model, validation, vocab, masking, { batchSize: opts.batchSize, precision: opts.precision, signal, shard });
     const keeper = new RunKeeper<MlmMetrics>(
       position,
       { ...opts, bestMetric: 'loss' },
       {
         validate,
+        agree: dist ? (decision) => Array.from(dist.fromMain(decision)) : undefined,
         checkpoint: async (evaluation) => {
           if (!writes) return;
           await writeMaskedLmFolder(binding, outDir, {
@@ -360,38 +388,90 @@ function maskedLmTask(
     // The native loss is the mean over the batch's masked tokens: data-parallel ranks weight it by
     // their share of the global batch's masked tokens (training-loop.ts globalBatchShare).
     batchLossNormaliser: (batch) => batch.labels.length,
-    async step(batch, step) {
-      const result = await binding.trainStep(model, optimizer, batch, nativeStepOptions(settings, step));
-      // The loop counts `correct` against rows (epochCorrect / epochSeen): the batch's
-      // masked-token accuracy, scaled to its rows, makes that the epoch's mean batch accuracy.
-      const masked = batch.labels.length;
-      return { ...result, correct: masked > 0 ? (result.correct / masked) * batch.batchSize : 0 };
-    },
+    // `correct` counts masked tokens: the loop scales the global batch's masked-token accuracy
+    // (summed over the ranks) to its rows.
+    accuracyNormaliser: (batch) => batch.labels.length,
+    step: (batch, step) => binding.trainStep(model, optimizer, batch, nativeStepOptions(settings, step)),
   };
 }
 
-/** Held-out loss (mean over every masked token), perplexity and masked-token accuracy; the masks are the same at every evaluation. */
+/** What pretrain() reads beyond train()'s options, compared between data-parallel ranks. */
+interface ReadSettings {
+  textColumn: string | undefined;
+  byLine: boolean;
+  wholeWordMask: boolean;
+  mlmProbability: number;
+  maxLength: number;
+}
+
+/**
+ * What data-parallel ranks must share (distributed.ts agreeOnRun), as train()'s: the options but
+ * the rank-local ones, pretrain()'s own, and by content what the paths name — the training and the
+ * held-out texts as read and split, the tokenizer, the model's weights (with its MLM head: file
+ * SHA-256s, or a Hub commit), the training state resumed.
+ */
+async function runIdentity(
+  opts: ResolvedTrainOptions,
+  read: ReadSettings,
+  texts: string[],
+  held: number,
+  tokenizerJson: string,
+  weightsKey: () => Promise<string>,
+  saved: { directory: string } | null,
+): Promise<RunIdentity> {
+  // The resolved max length (the model's, or the option) replaces the options' unresolved one.
+  const settings = { ...sharedSettings(opts), ...read, textColumn: read.textColumn ?? null };
+  const digests: Record<string, string> = {
+    'training data': contentDigest(texts.slice(held)),
+    'validation data': contentDigest(texts.slice(0, held)),
+    tokenizer: contentDigest([tokenizerJson]),
+    "model's weights": await weightsKey(),
+  };
+  if (saved) digests['training state'] = contentDigest([JSON.stringify({ ...saved, directory: undefined })]);
+  return { settings, digests };
+}
+
+/**
+ * Held-out loss (mean over every masked token), perplexity and masked-token accuracy; the masks are
+ * the same at every evaluation. With a shard (data-parallel), the rank's rows only: each row's mask
+ * is drawn from its index, whichever rank takes it, so the loss sum, the correct and the masked
+ * token counts summed over the ranks are those of the whole split, and every rank computes the
+ * metrics of one process (within float rounding).
+ */
 export async function validateMaskedLm(
   binding: NativeBinding,
   model: NativeScriptModule,
   data: EncodedTexts,
   vocab: MaskingVocabulary,
   masking: MaskingOptions,
-  batchSize: number,
-  precision: Precision,
-  signal?: AbortSignal,
+  settings: { batchSize: number; precision: Precision; signal?: AbortSignal; shard?: ValidationShard },
 ): Promise<Validation<MlmMetrics>> {
+  const { signal, shard } = settings;
+  const rows = shard?.rows ?? Int32Array.from({ length: data.count }, (_, i) => i);
   let lossSum = 0;
   let tokens = 0;
   let correct = 0;
-  for (const rows of consecutiveBatches(data.count, batchSize)) {
+  for (const positions of consecutiveBatches(rows.length, settings.batchSize)) {
     if (signal?.aborted) throw new AbortError('validation was aborted', { cause: signal.reason });
-    const batch = maskedBatch(data, rows, VALIDATION_EPOCH, vocab, masking);
+    const batch = maskedBatch(
+      data,
+      Array.from(positions, (i) => rows[i]!),
+      VALIDATION_EPOCH,
+      vocab,
+      masking,
+    );
     if (batch.labels.length === 0) continue;
-    const result = await binding.evalStep(model, batch, { precision });
+    const result = await binding.evalStep(model, batch, { precision: settings.precision });
     lossSum += result.loss! * batch.labels.length;
     correct += result.correct!;
     tokens += batch.labels.length;
+  }
+  // A rank with no held-out row (fewer rows than ranks) adds zeros.
+  if (shard) {
+    const global = shard.sum(Float64Array.of(lossSum, correct, tokens));
+    lossSum = global[0]!;
+    correct = global[1]!;
+    tokens = global[2]!;
   }
   const loss = tokens > 0 ? lossSum / tokens : Number.NaN;
   const accuracy = tokens > 0 ? correct / tokens : 0;

@@ -79,6 +79,13 @@ export interface Task<Batch> {
    * all-reduce before the step and weights each rank's loss by its share.
    */
   batchLossNormaliser?(batch: Batch): number;
+  /**
+   * What the step's `correct` counts against when it is not the batch's rows (the masked tokens
+   * of a masked-LM batch): the loop scales the batch's accuracy, correct / this, to its rows, so
+   * that the epoch's accuracy is the mean batch accuracy; data-parallel, the global batch's
+   * (the correct and this summed over the ranks), as one process with the global batch reports it.
+   */
+  accuracyNormaliser?(batch: Batch): number;
 }
 
 /** The model being trained and how it is updated. */
@@ -293,14 +300,21 @@ class Loop<Batch> {
    */
   private globalOutcome(result: StepOutcome, rows: Int32Array, built: Batch): { result: StepOutcome; rowsSeen: number } {
     const { rank } = this.options;
-    if (!rank) return { result, rowsSeen: rows.length };
+    const counted = this.task.accuracyNormaliser?.(built);
+    // `correct` counted against something else than rows: the accuracy scaled to the rows.
+    const asRows = (correct: number, against: number, seen: number) =>
+      counted === undefined ? correct : against > 0 ? (correct / against) * seen : 0;
+    if (!rank) return { result: { ...result, correct: asRows(result.correct, counted ?? 0, rows.length) }, rowsSeen: rows.length };
     const normaliser = this.task.batchLossNormaliser?.(built) ?? this.task.lossNormaliser?.(rows) ?? rows.length;
     // A rank whose share ran out has no rows (and a loss of nothing): it adds zeros.
     const lossSum = rows.length > 0 ? result.loss * normaliser : 0;
-    const [loss, normalisers, correct, seen] = rank.allReduce([lossSum, normaliser, result.correct, rows.length], 'sum');
+    const [loss, normalisers, correct, seen, against] = rank.allReduce(
+      [lossSum, normaliser, result.correct, rows.length, counted ?? 0],
+      'sum',
+    );
     // No masked token in the whole global batch: its loss is the zero each rank's is.
     const globalLoss = normalisers! > 0 ? loss! / normalisers! : 0;
-    return { result: { ...result, loss: globalLoss, correct: correct! }, rowsSeen: seen! };
+    return { result: { ...result, loss: globalLoss, correct: asRows(correct!, against!, seen!) }, rowsSeen: seen! };
   }
 
   /** A NaN/Inf loss or gradient: stop the run, or with `onNonFinite: 'skip'` record the batch (the native step applied nothing). */

@@ -12,14 +12,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { evaluationRows } from '../lib/distributed.js';
 import { loadEncoderSource } from '../lib/encoder-source.js';
 import { AbortError } from '../lib/errors.js';
 import { parseHfConfig } from '../lib/hf-config.js';
 import { freePort } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
-import { groupTexts, maskedBatch } from '../lib/mlm-data.js';
+import { groupTexts, lineByLine, maskedBatch } from '../lib/mlm-data.js';
 import { type MaskingVocabulary, wordContinuation } from '../lib/mlm-masking.js';
-import { pretrain } from '../lib/pretrainer.js';
+import { pretrain, validateMaskedLm } from '../lib/pretrainer.js';
 import type { EncodedTexts } from '../lib/tokenizer.js';
 import { demoPretrain, demoReviews, makeHfFolder, repoRoot, runPython } from './fixtures.js';
 
@@ -458,6 +459,109 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
     const history = JSON.parse(readFileSync(join(parts, 'history.json'), 'utf8'));
     expect(history.map((h: { isBest: boolean }) => h.isBest)).toEqual([true, true]);
     expect(maxDifference(folderWeights(parts), folderWeights(whole))).toBe(0);
+  }, 300_000);
+
+  /** The last line of a rank's stderr: its error's `name: message`. */
+  const lastLine = (stderr: string) => stderr.trim().split('\n').at(-1) ?? '';
+
+  it('a different mlmProbability or different data on rank 1 is refused on both ranks in seconds, naming it; nothing written', async () => {
+    const otherTexts = join(work, 'other-texts.txt');
+    writeFileSync(otherTexts, corpus(250, 100).join('\n') + '\n');
+    for (const [differ, named] of [
+      [{ mlmProbability: 0.2 }, /rank 1's options differ from rank 0's: mlmProbability 0\.2 vs 0\.15/],
+      [{ data: otherTexts }, /rank 1's training data differs from rank 0's; rank 1's validation data differs from rank 0's/],
+    ] as const) {
+      const outDir = join(work, 'disagree');
+      const started = performance.now();
+      const ranks = await twoRanks((rank) => ({ ...settings(), batchSize: 2, outDir, ...(rank === 1 ? differ : {}) }));
+      // Well before distributedTimeout (60 s): no rank waits for another that trains something else.
+      expect((performance.now() - started) / 1000).toBeLessThan(30);
+      for (const r of ranks) {
+        expect(r.code, r.stderr).toBe(1);
+        expect(lastLine(r.stderr)).toMatch(/^InputError: distributed: the ranks were started with different runs; nothing was trained: /);
+        expect(lastLine(r.stderr)).toMatch(named);
+      }
+      expect(existsSync(outDir)).toBe(false);
+    }
+  }, 120_000);
+
+  it('held-out metrics sharded over the ranks, sums reduced: each shard alone differs, together they are the whole split', async () => {
+    const loaded = await loadEncoderSource(model, { device: 'cpu', fallbackMaxLength: 16, maxLength: 16, mlmHead: true });
+    const built = binding.buildMlmModel(loaded.module, loaded.mlmHead!);
+    built.module.train(false);
+    // 11 rows: rank 0 takes 6, rank 1 takes 5, each cut into other batches than one process's.
+    const data = await lineByLine(loaded.tokenizer, corpus(11, 400), 16);
+    expect(data.count).toBe(11);
+    const masking = { mlmProbability: 0.15, wholeWordMask: false, seed: 7 };
+    const vocab = vocabularyOf(loaded.tokenizer);
+    const validate = (shard?: { rows: Int32Array; sum(v: Float64Array): Float64Array }) =>
+      validateMaskedLm(binding, built.module, data, vocab, masking, { batchSize: 4, precision: 'fp32', shard });
+    const whole = await validate();
+    // Rank 1's sums first (recorded), then rank 0's with rank 1's added: what the all-reduce returns on every rank.
+    let rankOne = new Float64Array(0);
+    const alone1 = await validate({ rows: evaluationRows(11, 1, 2), sum: (v) => (rankOne = v) });
+    const global = await validate({ rows: evaluationRows(11, 0, 2), sum: (v) => v.map((x, i) => x + rankOne[i]!) });
+    expect(whole.metrics.maskedTokens).toBeGreaterThan(10);
+    expect(alone1.metrics.maskedTokens).toBeLessThan(whole.metrics.maskedTokens);
+    expect(Math.abs(alone1.loss - whole.loss)).toBeGreaterThan(1e-3);
+    expect(global.metrics.maskedTokens).toBe(whole.metrics.maskedTokens);
+    expect(Math.abs(global.loss - whole.loss)).toBeLessThan(1e-6);
+    expect(Math.abs(global.metrics.perplexity - whole.metrics.perplexity)).toBeLessThan(1e-6 * whole.metrics.perplexity);
+    expect(global.accuracy).toBe(whole.accuracy);
+    built.module.dispose();
+    loaded.mlmHead!.dispose();
+    loaded.module.dispose();
+  }, 120_000);
+
+  it('2 ranks report 1 process’s held-out metrics (1e-6) and global training masked-token accuracy, evaluated every 20 steps', async () => {
+    // Evaluations within the epoch too: each a sharded pass and rank 0's decision on both ranks.
+    const options = { ...settings(), evaluateEvery: 20 };
+    const single = join(work, 'metrics-single');
+    const one = await alone({ ...options, batchSize: 4, outDir: single });
+    expect(one.code, one.stderr).toBe(0);
+    const ranks = await twoRanks((rank) => ({ ...options, batchSize: 2, outDir: join(work, `metrics-ddp-${rank}`) }));
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    const want = JSON.parse(one.stdout);
+    expect(want.evaluations).toHaveLength(3);
+    for (const r of ranks) {
+      const got = JSON.parse(r.stdout);
+      expect(got.validationRows).toBe(want.validationRows);
+      expect(got.metrics.maskedTokens).toBe(want.metrics.maskedTokens);
+      got.evaluations.forEach((e: { validationLoss: number; validationAccuracy: number; isBest: boolean }, i: number) => {
+        expect(Math.abs(e.validationLoss - want.evaluations[i].validationLoss)).toBeLessThan(1e-6);
+        expect(Math.abs(e.validationAccuracy - want.evaluations[i].validationAccuracy)).toBeLessThan(1e-6);
+        expect(e.isBest).toBe(want.evaluations[i].isBest);
+      });
+      expect(got.evaluations).toHaveLength(3);
+      expect(Math.abs(got.best.perplexity - want.best.perplexity)).toBeLessThan(1e-6 * want.best.perplexity);
+      // The global batch's masked-token accuracy (correct and masked summed over the ranks), not a mean of the ranks'.
+      expect(Math.abs(got.history[0].trainAccuracy - want.history[0].trainAccuracy)).toBeLessThan(1e-6);
+      expect(Math.abs(got.history[0].trainLoss - want.history[0].trainLoss)).toBeLessThan(1e-5);
+    }
+    expect(want.history[0].trainAccuracy).toBeGreaterThan(0);
+  }, 300_000);
+
+  it('2 ranks × 2 stopped in epoch 2, resumed as 1 process × 4, end with the uninterrupted 1 × 4 run’s weights', async () => {
+    const options = { ...settings(), epochs: 2 };
+    const whole = join(work, 'reshape-whole');
+    const one = await alone({ ...options, batchSize: 4, outDir: whole });
+    expect(one.code, one.stderr).toBe(0);
+    const parts = join(work, 'reshape-parts');
+    const aborted = await twoRanks((rank) => ({ ...options, batchSize: 2, outDir: rank === 0 ? parts : join(work, 'reshape-1') }), {
+      TORCH_BERT_TEST_ABORT_AFTER: '70',
+    });
+    for (const r of aborted) expect(lastLine(r.stderr)).toMatch(/^AbortError: .*aborted at epoch 2, batch 11\/60/);
+    // Another global batch is refused, naming both layouts.
+    const refused = await alone({ ...options, batchSize: 2, outDir: join(work, 'reshape-other'), resumeFrom: parts });
+    expect(refused.code).toBe(1);
+    expect(lastLine(refused.stderr)).toMatch(
+      /the global batch differs \(saved 2 ranks × batch 2 × accumulation 1 = 4, now 1 rank × batch 2/,
+    );
+    const resumed = await alone({ ...options, batchSize: 4, outDir: parts, resumeFrom: parts });
+    expect(resumed.code, resumed.stderr).toBe(0);
+    const history = JSON.parse(readFileSync(join(parts, 'history.json'), 'utf8'));
+    expect(history.map((h: { isBest: boolean }) => h.isBest)).toEqual([true, true]);
+    expect(maxDifference(folderWeights(parts), folderWeights(whole))).toBeLessThan(1e-5);
   }, 300_000);
 
   /** The CLI's flags for the 2-rank run of the first test (batch 2 per process). */

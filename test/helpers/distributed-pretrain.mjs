@@ -4,8 +4,8 @@
  * folder itself (rank 0 alone in a group). A rank of a group reads its place from torchrun's
  * variables in its environment; the single reference process has none. With
  * TORCH_BERT_TEST_ABORT_AFTER=N the process aborts its run after N batches it was told of (only
- * rank 0 is told: the others learn of the abort from the group). A failure prints its message
- * on stderr's last line and exits 1.
+ * rank 0 is told: the others learn of the abort from the group). The result (every rank's) is
+ * printed as JSON on stdout; a failure prints its message on stderr's last line and exits 1.
  */
 import { pretrain } from '../../dist/index.js';
 
@@ -20,7 +20,7 @@ if (abortAfter > 0) {
   };
 }
 try {
-  await pretrain(options);
+  console.log(JSON.stringify(await pretrain(options)));
 } catch (err) {
   console.error(`${err?.name ?? 'Error'}: ${err?.message ?? err}`);
   process.exit(1);
