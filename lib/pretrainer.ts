@@ -221,9 +221,9 @@ async function pretrainRank(
     const { tokenizer } = loaded;
     const maxLength = loaded.maxLength;
     const words = tokenizer.maskingVocabulary();
-    if (words.maskId === null) throw new InputError(`tokenizer ${tokenizer.path} has no mask token ([MASK] or <mask>)`);
     const vocab: MaskingVocabulary = {
-      maskId: words.maskId,
+      // null when the tokenizer has no mask token: maskToken() then throws its own message (tokenizer.ts, the one rule).
+      maskId: words.maskId ?? tokenizer.maskToken().id,
       vocabSize: words.vocabSize,
       specialIds: words.specialIds,
       continuesWord: wordContinuation(words.tokens, words.byteLevel),
