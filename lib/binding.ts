@@ -376,9 +376,13 @@ export interface TrainStepOptions extends LossOptions {
    */
   gradScaling?: boolean;
   /**
-   * Data-parallel training: on the window's last batch, before unscaling, the norm and clipping,
-   * the gradients are averaged over the process group joined by `distributedJoin` (all-reduce
-   * in ~25 MB buckets, native/distributed/gradient_reducer.h). Default false.
+   * Data-parallel training (pass it on every batch of the run): on the window's last batch the
+   * gradients are averaged over the process group joined by `distributedJoin` while backward
+   * runs (c10d's Reducer: ~25 MB buckets all-reduced from autograd hooks,
+   * native/distributed/gradient_reducer.h), before unscaling, the norm and clipping. On every
+   * batch the ranks first agree on a non-finite loss: when any rank's is NaN/Inf, every rank's
+   * result reports that value as its `loss`, and with `skipNonFinite` every rank skips the batch.
+   * Default false.
    */
   averageGradients?: boolean;
 }

@@ -6,9 +6,10 @@
  *   - the initial trainable weights, broadcast from rank 0 (`broadcast`);
  *   - every epoch's global permutation, the same on every rank; each rank trains on its share
  *     (`rankShare`, DistributedSampler's), `batchSize` rows per batch;
- *   - the gradients, averaged natively on the window's last batch
- *     (TrainStepOptions.averageGradients), each rank's loss weighted by its share of the global
- *     batch's normaliser (rows, class weights, or masked tokens: training-loop.ts globalBatchShare);
+ *   - the gradients, averaged natively while the window's last backward runs (c10d's Reducer,
+ *     TrainStepOptions.averageGradients), each rank's loss weighted by its share of the global
+ *     batch's normaliser (rows, class weights, or masked tokens: training-loop.ts globalBatchShare),
+ *     and the decision on a non-finite loss (any rank's is every rank's);
  *   - the decision to stop before an optimizer step (`agreeToStop`): an abort on any rank stops
  *     every rank at the same step boundary;
  *   - what the run is (`agreeOnRun`, at the start): options, data and model compared, a rank that

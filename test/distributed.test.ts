@@ -95,7 +95,7 @@ async function runRanks(
   out: string,
   worldSize: number,
   watch: (rank: number) => RankWatch = () => ({}),
-  env: Record<string, string> = {},
+  env: Record<string, string> | ((rank: number) => Record<string, string>) = {},
   perRank: (rank: number) => object = () => ({}),
 ) {
   const port = await freePort();
@@ -111,7 +111,7 @@ async function runRanks(
           LOCAL_WORLD_SIZE: String(worldSize),
           MASTER_ADDR: '127.0.0.1',
           MASTER_PORT: String(port),
-          ...env,
+          ...(typeof env === 'function' ? env(rank) : env),
         },
         watch(rank),
       ),
@@ -356,6 +356,40 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expectSameReport(resumed, reported(reference), 1e-6);
     expectSameReport(reported(join(dir, 'grow-ddp.1')), resumed, 0);
     expect(maxDifference(weights(join(dir, 'grow-ddp.1')), weights(reference))).toBe(0);
+  }, 240_000);
+
+  it('a non-finite loss or gradient on one rank only: every rank skips the same batches, as one process with the global batch does', async () => {
+    // Rank 1's 10th batch gets a NaN loss, its 20th gradients that overflow to Inf (a finite
+    // loss); rank 0's are fine. Were a rank to skip alone, the other would wait in the all-reduce
+    // until the timeout (or stop alone).
+    const options = { ...base, technique: 'full', onNonFinite: 'skip', distributedTimeout: 10 };
+    const poison = JSON.stringify({ 10: 'loss', 20: 'gradient' });
+    const single = join(dir, 'poison-single');
+    const alone = await runProcess({ ...options, batchSize: 8 }, single, { TORCH_BERT_TEST_POISON: poison });
+    expect(alone.code, alone.stderr).toBe(0);
+    // Rank 0 is watched (its skipped batches written) but never poisoned.
+    const ranks = await runRanks(
+      { ...options, batchSize: 4 },
+      join(dir, 'poison-ddp'),
+      2,
+      () => ({}),
+      (rank) => ({
+        TORCH_BERT_TEST_POISON: rank === 1 ? poison : '{}',
+      }),
+    );
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    const skipped = (file: string) =>
+      JSON.parse(readFileSync(`${file}.json`, 'utf8')).skippedBatches as { batch: number; reason: string }[];
+    const expected = [
+      { epoch: 1, batch: 10, reason: 'loss became NaN' },
+      { epoch: 1, batch: 20, reason: expect.stringMatching(/^gradient norm became (Infinity|NaN)$/) },
+    ];
+    expect(skipped(single)).toEqual(expected);
+    expect(skipped(join(dir, 'poison-ddp.0'))).toEqual(expected);
+    expect(skipped(join(dir, 'poison-ddp.1'))).toEqual(skipped(join(dir, 'poison-ddp.0')));
+    const rank0 = weights(join(dir, 'poison-ddp.0'));
+    expect(maxDifference(rank0, weights(join(dir, 'poison-ddp.1')))).toBe(0);
+    expect(maxDifference(rank0, weights(single))).toBeLessThan(1e-5);
   }, 240_000);
 
   /** The CLI's flags for the `full` run above with batch 4 per process. */

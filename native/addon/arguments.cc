@@ -80,4 +80,11 @@ Napi::Int32Array ReadInt32Array(const Napi::Value& v, const std::string& what) {
   return v.As<Napi::Int32Array>();
 }
 
+Napi::Float64Array ReadFloat64Array(const Napi::Value& v, const std::string& what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    ThrowTypeError(v.Env(), what + " must be a Float64Array, got " + TypeOfValue(v));
+  }
+  return v.As<Napi::Float64Array>();
+}
+
 }  // namespace torch_bert

@@ -27,6 +27,7 @@ Napi::Object ReadObject(const Napi::Value& v, const std::string& what);
 Napi::Array ReadArray(const Napi::Value& v, const std::string& what);
 Napi::Function ReadFunction(const Napi::Value& v, const std::string& what);
 Napi::Int32Array ReadInt32Array(const Napi::Value& v, const std::string& what);
+Napi::Float64Array ReadFloat64Array(const Napi::Value& v, const std::string& what);
 
 inline bool IsMissing(const Napi::Value& v) {
   return v.IsUndefined() || v.IsNull();

@@ -53,6 +53,17 @@ Napi::Value Leave(const Napi::CallbackInfo& info) {
 
 #ifdef TORCH_BERT_GLOO
 
+// Runs a collective on `target` in place. Gloo works on dense contiguous CPU memory: a tensor
+// that is not that goes through a CPU copy, copied back after.
+template <typename F>
+void InPlace(torch::Tensor& target, F&& collective) {
+  torch::NoGradGuard noGrad;
+  const bool direct = target.is_contiguous() && target.device().is_cpu();
+  torch::Tensor buffer = direct ? target : target.to(torch::kCPU).contiguous();
+  collective(buffer);
+  if (!direct) target.copy_(buffer);
+}
+
 c10d::ReduceOp ReadReduceOp(const Napi::Value& value, const std::string& what) {
   const std::string name = ReadString(value, what);
   if (name == "sum") return c10d::ReduceOp::SUM;
@@ -65,10 +76,7 @@ c10d::ReduceOp ReadReduceOp(const Napi::Value& value, const std::string& what) {
 Napi::Value AllReduce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-      ThrowTypeError(env, "distributedAllReduce: values must be a Float64Array, got " + TypeOfValue(info[0]));
-    }
-    Napi::Float64Array values = info[0].As<Napi::Float64Array>();
+    Napi::Float64Array values = ReadFloat64Array(info[0], "distributedAllReduce: values");
     c10d::AllreduceOptions options;
     options.reduceOp = ReadReduceOp(info[1], "distributedAllReduce: op");
     auto group = CurrentProcessGroup("distributedAllReduce");
@@ -91,12 +99,10 @@ Napi::Value AllReduceTensor(const Napi::CallbackInfo& info) {
     c10d::AllreduceOptions options;
     options.reduceOp = ReadReduceOp(info[1], "distributedAllReduceTensor: op");
     auto group = CurrentProcessGroup("distributedAllReduceTensor");
-    torch::NoGradGuard noGrad;
-    const bool direct = target.is_contiguous() && target.device().is_cpu();
-    torch::Tensor buffer = direct ? target : target.to(torch::kCPU).contiguous();
-    std::vector<torch::Tensor> tensors{buffer};
-    WaitCollective(group->allreduce(tensors, options), "all-reduce");
-    if (!direct) target.copy_(buffer);
+    InPlace(target, [&](torch::Tensor& buffer) {
+      std::vector<torch::Tensor> tensors{buffer};
+      WaitCollective(group->allreduce(tensors, options), "all-reduce");
+    });
     return env.Undefined();
   });
 }
@@ -118,14 +124,11 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info) {
     }
     c10d::BroadcastOptions options;
     options.rootRank = root;
-    torch::NoGradGuard noGrad;
     for (torch::Tensor& target : targets) {
-      // Gloo works on dense contiguous CPU memory: a copy when the tensor is not that.
-      const bool direct = target.is_contiguous() && target.device().is_cpu();
-      torch::Tensor buffer = direct ? target : target.to(torch::kCPU).contiguous();
-      std::vector<torch::Tensor> tensors{buffer};
-      WaitCollective(group->broadcast(tensors, options), "broadcast");
-      if (!direct) target.copy_(buffer);
+      InPlace(target, [&](torch::Tensor& buffer) {
+        std::vector<torch::Tensor> tensors{buffer};
+        WaitCollective(group->broadcast(tensors, options), "broadcast");
+      });
     }
     return env.Undefined();
   });
@@ -133,23 +136,19 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info) {
 
 #else
 
+// Without Gloo every collective is the same error, naming the function.
+Napi::Value NoBackend(const Napi::CallbackInfo& info, const std::string& name) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value { ThrowError(env, name + ": this build has no distributed backend"); });
+}
 Napi::Value AllReduce(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(
-      env, [&]() -> Napi::Value { ThrowError(env, "distributedAllReduce: this build has no distributed backend"); });
+  return NoBackend(info, "distributedAllReduce");
 }
-
 Napi::Value Broadcast(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(
-      env, [&]() -> Napi::Value { ThrowError(env, "distributedBroadcast: this build has no distributed backend"); });
+  return NoBackend(info, "distributedBroadcast");
 }
-
 Napi::Value AllReduceTensor(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    ThrowError(env, "distributedAllReduceTensor: this build has no distributed backend");
-  });
+  return NoBackend(info, "distributedAllReduceTensor");
 }
 
 #endif

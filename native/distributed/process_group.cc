@@ -216,22 +216,25 @@ std::string MissingRanks(const Joined& state) {
 
 }  // namespace
 
+void ThrowCollectiveFailure(const std::string& what, const std::string& error) {
+  const std::string reason = error.substr(0, error.find('\n'));
+  Joined* state = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(joinedMutex);
+    state = joined.get();
+  }
+  if (!state) throw std::runtime_error("distributed: " + what + " failed: " + reason);
+  const std::string gone = MissingRanks(*state);
+  const std::string who = gone.empty() ? "another rank" : gone;
+  throw std::runtime_error("distributed: " + who + " stopped responding; rank " + std::to_string(state->env.rank) +
+                           "'s " + what + " failed (timeout " + Seconds(state->timeout) + "): " + reason);
+}
+
 void WaitCollective(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
   try {
     work->wait();
   } catch (const std::exception& e) {
-    std::string reason = e.what();
-    reason = reason.substr(0, reason.find('\n'));
-    Joined* state = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(joinedMutex);
-      state = joined.get();
-    }
-    if (!state) throw std::runtime_error("distributed: " + what + " failed: " + reason);
-    const std::string gone = MissingRanks(*state);
-    const std::string who = gone.empty() ? "another rank" : gone;
-    throw std::runtime_error("distributed: " + who + " stopped responding; rank " + std::to_string(state->env.rank) +
-                             "'s " + what + " failed (timeout " + Seconds(state->timeout) + "): " + reason);
+    ThrowCollectiveFailure(what, e.what());
   }
 }
 

@@ -16,5 +16,9 @@ c10::intrusive_ptr<c10d::ProcessGroup> CurrentProcessGroup(const std::string& wh
 // says which collective failed on which rank and why.
 void WaitCollective(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
 
+// The same one line for a collective `what` that failed with `error` (also when its failure
+// surfaces elsewhere, as the reducer's does at backward's end): which ranks stopped responding.
+[[noreturn]] void ThrowCollectiveFailure(const std::string& what, const std::string& error);
+
 }  // namespace torch_bert
 #endif

@@ -70,8 +70,9 @@ struct TrainOptions {
   // Before updating, list the optimizer's parameters that require a gradient but got none
   // (the trainer asks on its first applied step); any such parameter cancels the update.
   bool checkGradients = false;
-  // Data-parallel training (distributed/): before the update, the gradients are averaged over
-  // the process group (JS `averageGradients`); only on the window's last batch.
+  // Data-parallel training (distributed/, JS `averageGradients`): every batch, the ranks agree on
+  // a non-finite loss before backward; the window's last batch averages the gradients over the
+  // process group while its backward runs (train/forward_backward.h).
   bool averageGradients = false;
   Precision precision = Precision::kFp32;
   // Dynamic loss scaling with the optimizer's GradScaler (JS `gradScaling`); default: on for

@@ -107,20 +107,36 @@ torch::Tensor ComputeLoss(const torch::Tensor& logp, const torch::Tensor& labels
 
 ForwardBackwardResult ForwardBackward(ModuleState& state, const BatchInput& input, const c10::Device& device,
                                       Precision precision, const LossOptions& loss, double lossMultiplier,
-                                      bool skipNonFinite) {
+                                      bool skipNonFinite, const DataParallelStep& parallel) {
   ForwardBackwardResult out;
   out.logp = Forward(state, input, device, LoraMode::kTrain, precision);
   CheckLabels(*input.labels, out.logp.size(1));
   out.labels = ToDevice(*input.labels, device);
   out.loss = ComputeLoss(out.logp, out.labels, loss);
-  if (skipNonFinite && !std::isfinite(out.loss.item<double>())) {
-    out.nonFiniteLoss = true;
-    return out;
+  if (skipNonFinite || parallel.agree) {
+    double decisive = out.loss.item<double>();
+    // Data-parallel: a rank that skipped alone would leave the others waiting in the window's
+    // all-reduce (or stop alone): the global batch's loss is non-finite when any rank's is.
+    if (parallel.agree) {
+      const double group = GroupNonFiniteLoss(decisive);
+      if (group != 0) decisive = *(out.groupLoss = group);
+    }
+    if (skipNonFinite && !std::isfinite(decisive)) {
+      out.nonFiniteLoss = true;
+      return out;
+    }
   }
-  if (lossMultiplier == 1) {
-    out.loss.backward();
+  const auto backward = [&] {
+    if (lossMultiplier == 1) {
+      out.loss.backward();
+    } else {
+      (out.loss * lossMultiplier).backward();
+    }
+  };
+  if (parallel.reducer) {
+    out.averaged = parallel.reducer->AveragingBackward(backward);
   } else {
-    (out.loss * lossMultiplier).backward();
+    backward();
   }
   return out;
 }

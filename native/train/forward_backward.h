@@ -9,8 +9,10 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 
+#include "distributed/gradient_reducer.h"
 #include "module/lora_state.h"
 #include "module/module_state.h"
 #include "train/batch.h"
@@ -40,21 +42,38 @@ void CheckLabels(const torch::Tensor& labels, int64_t classes);
 // label_smoothing) on the logits since log_softmax is idempotent.
 torch::Tensor ComputeLoss(const torch::Tensor& logp, const torch::Tensor& labels, const LossOptions& options);
 
+// Data-parallel training (distributed/): how a micro-batch's backward takes part in the group.
+struct DataParallelStep {
+  // Every micro-batch: before backward, the ranks agree whether any rank's loss is non-finite
+  // (the global batch's loss then is), so every rank decides to skip, or stop, at the same batch.
+  bool agree = false;
+  // The window's last micro-batch: backward runs through the reducer, which all-reduces the
+  // gradients while backward runs and leaves the group's mean in .grad.
+  GradientReducer* reducer = nullptr;
+};
+
 // What ForwardBackward computed.
 struct ForwardBackwardResult {
   torch::Tensor logp;    // [B, C] float32 log-probabilities
   torch::Tensor labels;  // int64 [B] on the device
   torch::Tensor loss;    // the mean loss, before any multiplier
-  // skipNonFinite and the loss is NaN/Inf: no backward ran.
+  // skipNonFinite and the loss (data-parallel: any rank's) is NaN/Inf: no backward ran.
   bool nonFiniteLoss = false;
+  // Data-parallel: some rank's loss was non-finite; the group's value (NaN or ±Inf), which every
+  // rank reports in place of its own.
+  std::optional<double> groupLoss;
+  // Data-parallel, the window's last batch: false when backward left a parameter without a
+  // gradient, so the averaging could not finish (the reducer is spent).
+  bool averaged = true;
 };
 
 // Forward in kTrain mode (autograd on), labels checked, the loss, and backward of
 // loss * `lossMultiplier` (the accumulation weight times the grad scaler's scale; a plain
 // backward when it is 1). With `skipNonFinite`, a NaN/Inf loss is reported instead of
-// differentiated: it never reaches the gradients.
+// differentiated: it never reaches the gradients. Data-parallel (`parallel`): the decision is
+// the group's, and the window's last backward averages the gradients as it runs.
 ForwardBackwardResult ForwardBackward(ModuleState& state, const BatchInput& input, const c10::Device& device,
                                       Precision precision, const LossOptions& loss, double lossMultiplier,
-                                      bool skipNonFinite);
+                                      bool skipNonFinite, const DataParallelStep& parallel = {});
 
 }  // namespace torch_bert

@@ -12,6 +12,8 @@
 
 namespace torch_bert {
 
+class GradientReducer;  // distributed/gradient_reducer.h
+
 struct OptimizerState {
   explicit OptimizerState(std::unique_ptr<torch::optim::AdamW> o) : optimizer(std::move(o)) {}
   // Taken after the model's mutex by trainStep; alone by the optimizer's own methods.
@@ -19,6 +21,10 @@ struct OptimizerState {
   std::unique_ptr<torch::optim::AdamW> optimizer;
   // Loss scaling of fp16 steps (used by trainStep when scaling is on); saved with the optimizer.
   GradScaler scaler;
+  // Data-parallel training: the reducer over the optimizer's trainable parameters, built on the
+  // first averaged step (train/train_batch.cc) and kept for the trainee's life (its hooks stay
+  // on those parameters).
+  std::shared_ptr<GradientReducer> reducer;
 };
 using OptimizerStatePtr = std::shared_ptr<OptimizerState>;
 

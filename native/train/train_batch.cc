@@ -6,10 +6,12 @@
 #include <cstring>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
 #include "addon/errors.h"
+#include "distributed/gradient_reducer.h"
 #include "module/method_call.h"
 #include "module/script_module.h"
 #include "tensor/tensor.h"
@@ -58,8 +60,24 @@ class TrainBatchWorker : public BatchWorker {
 
     // The loss is multiplied by the accumulation weight and the grad scaler's scale (train/batch.h).
     const double lossMultiplier = options_.accumulationWeight * (scaler ? scaler->scale : 1.0);
-    ForwardBackwardResult batch = ForwardBackward(*model_, input_, device, options_.precision, options_.loss,
-                                                  lossMultiplier, options_.skipNonFinite);
+    // Data-parallel: the window's last batch averages the gradients while backward runs, through
+    // the trainee's reducer (built on its first averaged step).
+    DataParallelStep parallel;
+    parallel.agree = options_.averageGradients;
+    if (options_.averageGradients && !options_.accumulateOnly) {
+      if (!optimizer_->reducer) optimizer_->reducer = std::make_shared<GradientReducer>(TrainableParameters(adamw));
+      parallel.reducer = optimizer_->reducer.get();
+    }
+    ForwardBackwardResult batch;
+    try {
+      batch = ForwardBackward(*model_, input_, device, options_.precision, options_.loss, lossMultiplier,
+                              options_.skipNonFinite, parallel);
+    } catch (...) {
+      // A backward that failed half-way leaves the reducer mid-step: a later step builds a new one.
+      if (parallel.reducer) optimizer_->reducer.reset();
+      throw;
+    }
+    if (!batch.averaged) optimizer_->reducer.reset();
     if (batch.nonFiniteLoss) {
       // A NaN/Inf loss never reaches the gradients: the batch is dropped, and gradients
       // accumulated by earlier batches of the window are kept.
@@ -68,10 +86,14 @@ class TrainBatchWorker : public BatchWorker {
     } else if (options_.accumulateOnly) {
       reset.Keep();
     } else {
-      if (options_.checkGradients) missingGradients_ = MissingGradients(adamw);
+      if (options_.checkGradients || !batch.averaged) missingGradients_ = MissingGradients(adamw);
+      if (!batch.averaged && (!options_.checkGradients || missingGradients_.empty())) {
+        throw std::runtime_error(
+            "data-parallel: backward left trainable parameters without a gradient, so their gradients were never "
+            "all-reduced (parameters the loss does not reach must be frozen)");
+      }
       if (missingGradients_.empty()) {
-        UpdateResult update = ApplyUpdate(*model_, adamw, scaler,
-                                          {options_.maxGradNorm, options_.skipNonFinite, options_.averageGradients});
+        UpdateResult update = ApplyUpdate(*model_, adamw, scaler, {options_.maxGradNorm, options_.skipNonFinite});
         gradNorm_ = update.gradNorm;
         skipped_ = update.skipped;
         overflow_ = update.overflow;
@@ -81,7 +103,8 @@ class TrainBatchWorker : public BatchWorker {
 
     torch::NoGradGuard noGrad;
     torch::Tensor predictions = batch.logp.argmax(1);
-    loss_ = batch.loss.item<double>();
+    // Data-parallel: a non-finite loss on any rank is every rank's (the global batch's).
+    loss_ = batch.groupLoss.value_or(batch.loss.item<double>());
     correct_ = predictions.eq(batch.labels).sum().item<int64_t>();
     predictions_ = ToInt32(predictions);
   }

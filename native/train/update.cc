@@ -1,8 +1,8 @@
 #include "train/update.h"
 
 #include <cmath>
+#include <unordered_set>
 
-#include "distributed/gradient_reducer.h"
 #include "module/bottleneck_state.h"
 #include "module/lora_state.h"
 #include "train/fused_adamw.h"
@@ -45,6 +45,17 @@ std::vector<torch::Tensor> ParametersWithGrad(ModuleState& state) {
   return params;
 }
 
+std::vector<torch::Tensor> TrainableParameters(const torch::optim::Optimizer& optimizer) {
+  std::vector<torch::Tensor> params;
+  std::unordered_set<const c10::TensorImpl*> seen;
+  for (const auto& group : optimizer.param_groups()) {
+    for (const auto& p : group.params()) {
+      if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) params.push_back(p);
+    }
+  }
+  return params;
+}
+
 torch::Tensor GradNormTensor(const std::vector<torch::Tensor>& params) {
   if (params.empty()) return torch::zeros({});
   std::vector<torch::Tensor> norms;
@@ -60,10 +71,9 @@ torch::Tensor ClipCoefficient(const torch::Tensor& norm, double maxNorm) {
 UpdateResult ApplyUpdate(ModuleState& model, torch::optim::AdamW& optimizer, GradScaler* scaler,
                          const UpdateOptions& options) {
   UpdateResult out;
+  // Data-parallel: backward left the group's mean gradient on every rank (train/forward_backward.h),
+  // so unscaling, the norm, clipping and the skip decision below are the same on every rank.
   std::vector<torch::Tensor> params = ParametersWithGrad(model);
-  // Data-parallel: every rank continues with the group's mean gradient, so unscaling, the norm,
-  // clipping and the skip decision below are the same on every rank.
-  if (options.averageGradients) AverageGradients(params);
   if (scaler && scaler->Unscale(params)) {
     // Overflow: no step, the caller's GradientReset drops the gradients, and the scale backs
     // off. The loss itself is fine (reported), the gradient norm is meaningless (none).

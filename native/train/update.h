@@ -29,10 +29,14 @@ torch::Tensor GradNormTensor(const std::vector<torch::Tensor>& params);
 // tensor in the norm's dtype, at most 1; NaN for a NaN norm).
 torch::Tensor ClipCoefficient(const torch::Tensor& norm, double maxNorm);
 
+// The optimizer's parameters that require a gradient, each tensor once (a tied weight in two
+// groups, or twice in one, counts once), in the optimizer's order: what data-parallel training
+// averages (distributed/gradient_reducer.h).
+std::vector<torch::Tensor> TrainableParameters(const torch::optim::Optimizer& optimizer);
+
 struct UpdateOptions {
-  double maxGradNorm = 0;         // > 0: clip the gradients to this global norm
-  bool skipNonFinite = false;     // a NaN/Inf gradient norm skips the step
-  bool averageGradients = false;  // data-parallel: all-reduce the gradients first (distributed/)
+  double maxGradNorm = 0;      // > 0: clip the gradients to this global norm
+  bool skipNonFinite = false;  // a NaN/Inf gradient norm skips the step
 };
 
 struct UpdateResult {

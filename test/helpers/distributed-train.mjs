@@ -1,16 +1,33 @@
 /**
  * One process of test/distributed.test.ts: `train()` from the compiled package (dist/, as a
  * user's rank runs it) with the JSON options of argv[2]; the trained classifier's parameters are
- * then saved to argv[3] (torch.save format, binding.saveTensors), its history, evaluations and
- * metrics to argv[3].json. A rank of a group reads its
+ * then saved to argv[3] (torch.save format, binding.saveTensors), its history, evaluations,
+ * metrics and skipped batches to argv[3].json. A rank of a group reads its
  * place from torchrun's variables in its environment; the single reference process has none.
  * A failure prints its message on stderr's last line and exits 1.
+ *
+ * TORCH_BERT_TEST_POISON (the non-finite agreement test only): JSON { "<call>": "loss" |
+ * "gradient" } — this process's trainStep call number <call> (1-based) gets all-zero class
+ * weights (its weighted mean loss is 0/0 = NaN) or a huge accumulation weight (its gradients
+ * overflow to Inf while the loss stays finite).
  */
 import { writeFileSync } from 'node:fs';
 import { loadBinding, train } from '../../dist/index.js';
 
 const [optionsJson, out] = process.argv.slice(2);
 const options = JSON.parse(optionsJson);
+const poison = process.env.TORCH_BERT_TEST_POISON ? JSON.parse(process.env.TORCH_BERT_TEST_POISON) : null;
+if (poison) {
+  const binding = loadBinding();
+  const trainStep = binding.trainStep.bind(binding);
+  let calls = 0;
+  binding.trainStep = (model, optimizer, batch, stepOptions) => {
+    const what = poison[String(++calls)];
+    if (what === 'loss') return trainStep(model, optimizer, batch, { ...stepOptions, classWeights: new Float32Array(2) });
+    if (what === 'gradient') return trainStep(model, optimizer, batch, { ...stepOptions, lossScale: 1e38 });
+    return trainStep(model, optimizer, batch, stepOptions);
+  };
+}
 // The fault test kills a rank once training is under way: the rank that reports progress (rank 0)
 // says each finished batch on stdout.
 if (process.env.TORCH_BERT_TEST_SAY_BATCHES) {
@@ -31,9 +48,9 @@ if (process.env.TORCH_BERT_TEST_ABORT_AFTER_BATCH) {
 try {
   const result = await train(options);
   loadBinding().saveTensors(out, Object.fromEntries(result.classifier.module.namedParameters()));
-  // What the run reported, for the tests that compare the ranks' metrics with one process's.
-  const { history, evaluations, metrics } = result;
-  writeFileSync(`${out}.json`, JSON.stringify({ history, evaluations, metrics }));
+  // What the run reported, for the tests that compare the ranks' metrics (and skipped batches) with one process's.
+  const { history, evaluations, metrics, skippedBatches } = result;
+  writeFileSync(`${out}.json`, JSON.stringify({ history, evaluations, metrics, skippedBatches }));
 } catch (err) {
   console.error(`${err?.name ?? 'Error'}: ${err?.message ?? err}`);
   process.exit(1);
