@@ -15,6 +15,7 @@
  *   techniques-table  validation accuracy and s/epoch of frozen / full / lora on the same data and encoder
  *   built-vs-traced   a training step of the natively built Hugging Face encoder vs the same weights traced, per technique and shape (bench/built-vs-traced.mjs)
  *   safetensors-read  readSafetensors of a bert-base-shaped fp32 checkpoint: time and peak RSS added (bench/safetensors-read.mjs)
+ *   ddp-step          a 2-rank Gloo training step vs the same ranks without the all-reduce and vs PyTorch's DistributedDataParallel; what the overlap hides (bench/ddp-step.mjs)
  *
  * Writes bench/results.json (bench/results-quick.json with --quick): one object per benchmark
  * with the command line, date, machine (cores, CPU, libtorch, BLAS, thread counts) and results;
@@ -31,6 +32,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as builtVsTraced from './built-vs-traced.mjs';
+import * as ddpStep from './ddp-step.mjs';
 import * as frozenE2e from './frozen-e2e.mjs';
 import * as frozenStep from './frozen-step.mjs';
 import * as hardware from './hardware.mjs';
@@ -53,6 +55,7 @@ const ALL = [
   techniquesTable,
   scaling,
   safetensorsRead,
+  ddpStep,
   imdbJob,
   imdbMlm,
 ];

@@ -63,14 +63,16 @@ class AveragingHook : public c10d::CommHookInterface {
   c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
     at::Tensor& buffer = bucket.getBufferRef();
     buffer.div_(group_->getSize());
+    // The launch is timed before the all-reduce is queued: on a busy machine Gloo's threads may
+    // finish it before this thread runs again.
+    const double launched = MillisecondsSince(times_->start);
     std::vector<at::Tensor> tensors{buffer};
     c10::intrusive_ptr<c10::ivalue::Future> future = group_->allreduce(tensors)->getFuture();
     size_t index = 0;
     {
       std::lock_guard<std::mutex> lock(times_->mutex);
       index = times_->buckets.size();
-      times_->buckets.push_back(
-          {static_cast<size_t>(buffer.numel()) * buffer.element_size(), MillisecondsSince(times_->start), -1});
+      times_->buckets.push_back({static_cast<size_t>(buffer.numel()) * buffer.element_size(), launched, -1});
       times_->futures.push_back(future);
     }
     // Outside the lock: a future already completed runs the callback at once, on this thread.
