@@ -358,6 +358,24 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(maxDifference(weights(join(dir, 'grow-ddp.1')), weights(reference))).toBe(0);
   }, 240_000);
 
+  it('gradient accumulation (windows of 2): one averaged backward per window (the last micro-batch), the weights of one process with the same global micro-batch', async () => {
+    // Rank r's micro-batch k holds rows perm[r + 2(2k)], perm[r + 2(2k + 1)]: together, one
+    // process's micro-batch k of 4; both take 60 windows of 2.
+    const options = { ...base, technique: 'full', gradientAccumulationSteps: 2 };
+    const single = join(dir, 'accumulate-single');
+    expect((await runProcess({ ...options, batchSize: 4 }, single, {})).code).toBe(0);
+    // TORCH_BERT_DDP_TIMING: the reducer says each averaged backward on stderr (one line each).
+    const ranks = await runRanks({ ...options, batchSize: 2 }, join(dir, 'accumulate-ddp'), 2, () => ({}), { TORCH_BERT_DDP_TIMING: '1' });
+    for (const r of ranks) {
+      expect(r.code, r.stderr).toBe(0);
+      // 120 micro-batches, 60 windows: communication on each window's last micro-batch only (DDP's no_sync).
+      expect(r.stderr.match(/^torch-bert ddp-timing /gm)).toHaveLength(60);
+    }
+    const rank0 = weights(join(dir, 'accumulate-ddp.0'));
+    expect(maxDifference(rank0, weights(join(dir, 'accumulate-ddp.1')))).toBe(0);
+    expect(maxDifference(rank0, weights(single))).toBeLessThan(1e-5);
+  }, 240_000);
+
   it('bf16 autocast: the ranks average before the update as in fp32 and end with one set of weights, near one process with batch 8', async () => {
     const options = { ...base, technique: 'full', precision: 'bf16' };
     const single = join(dir, 'bf16-single');
