@@ -20,7 +20,7 @@ import { promisify } from 'node:util';
 export const name = 'safetensors-read';
 
 const MB = 2 ** 20;
-const RUNS = 3;
+const RUNS = 7;
 const self = fileURLToPath(import.meta.url);
 const { peakRssBytes } = createRequire(import.meta.url)('./peak-rss.cjs');
 

@@ -617,7 +617,7 @@ export interface NativeBinding {
   // ---- Weight files and Hugging Face models ----
   /**
    * Reads a .safetensors file: every tensor as a CPU tensor in the file's dtype, in header order
-   * (a copy; the file is unmapped before return). The header is validated first (native/tensor/safetensors.h):
+   * (read straight into the tensors, no JS buffer). The header is validated first (native/tensor/safetensors.h):
    * any malformed file throws an Error naming the file and, where one is involved, the tensor.
    */
   readSafetensors(path: string): { tensors: Array<[string, NativeTensor]>; metadata: Record<string, string> | null };

@@ -1,7 +1,6 @@
 #include "tensor/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,10 +22,9 @@ namespace {
 // is read, so a hostile length cannot make us allocate or parse gigabytes.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
-// Mapped file bytes are copied in slices of this size and released (MADV_DONTNEED) behind the
-// copy, so the mapping's resident pages never add more than about this much to the process's
-// RSS: reading a checkpoint costs its tensors, not twice its size.
-constexpr uint64_t kCopySlice = 16ull << 20;
+// Tensor bytes are read in pieces of at most this size (a single read() may return less than
+// asked, and Linux caps one at about 2 GB).
+constexpr uint64_t kReadPiece = 64ull << 20;
 
 struct DTypeCode {
   const char* code;
@@ -465,14 +463,30 @@ uint64_t OpenFile(const std::string& path, FileHandle& file, const std::string& 
   return size;
 }
 
-// A read-only private mapping, unmapped on scope exit.
-struct Mapping {
-  void* data = MAP_FAILED;
-  size_t size = 0;
-  ~Mapping() {
-    if (data != MAP_FAILED) ::munmap(data, size);
+// Reads exactly `n` bytes at file offset `at` into `dst`; a file that ends sooner (truncated
+// since it was opened) is an error, never a short tensor.
+void ReadAt(const FileHandle& file, void* dst, uint64_t n, uint64_t at, const std::string& prefix) {
+  uint64_t done = 0;
+  while (done < n) {
+    const size_t piece = static_cast<size_t>(std::min(kReadPiece, n - done));
+    const ssize_t r = ::pread(file.fd, static_cast<char*>(dst) + done, piece, static_cast<off_t>(at + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) throw std::runtime_error(prefix + (r < 0 ? std::strerror(errno) : "the file is shorter than it was"));
+    done += static_cast<uint64_t>(r);
   }
-};
+}
+
+// The validated header of an open file of `size` bytes; sets `dataStart` to the file offset of
+// the data buffer.
+SafetensorsHeader ReadHeader(const FileHandle& file, uint64_t size, uint64_t& dataStart, const std::string& prefix) {
+  unsigned char length[8];
+  ReadAt(file, length, 8, 0, prefix);
+  const uint64_t n = HeaderLength(length, size, prefix);
+  std::string json(static_cast<size_t>(n), '\0');
+  ReadAt(file, json.data(), n, 8, prefix);
+  dataStart = 8 + n;
+  return ParseSafetensorsHeader(json, size - dataStart, prefix);
+}
 
 void WriteAll(std::ofstream& out, const void* data, uint64_t n) {
   // std::streamsize is signed: write in pieces well inside its range.
@@ -548,56 +562,29 @@ SafetensorsHeader ReadSafetensorsHeader(const std::string& path) {
   const std::string prefix = ReadPrefix(path);
   FileHandle file;
   const uint64_t size = OpenFile(path, file, prefix);
-  unsigned char length[8];
-  auto readAt = [&](void* dst, size_t n, off_t at) {
-    size_t done = 0;
-    while (done < n) {
-      ssize_t r = ::pread(file.fd, static_cast<char*>(dst) + done, n - done, at + static_cast<off_t>(done));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) throw std::runtime_error(prefix + (r < 0 ? std::strerror(errno) : "the file is shorter than it was"));
-      done += static_cast<size_t>(r);
-    }
-  };
-  readAt(length, 8, 0);
-  const uint64_t n = HeaderLength(length, size, prefix);
-  std::string json(static_cast<size_t>(n), '\0');
-  readAt(json.data(), json.size(), 8);
-  return ParseSafetensorsHeader(json, size - 8 - n, prefix);
+  uint64_t dataStart = 0;
+  return ReadHeader(file, size, dataStart, prefix);
 }
 
+// Each tensor's bytes are read (pread) straight into its own storage, in file order. Not a
+// mapping copied out: in this project's VMs a page fault is dear, and a mapping faults every
+// 4 KB page of the file on top of the tensors' own pages (measured on a bert-base-shaped file:
+// bench/safetensors-read.mjs, README "Loading a checkpoint"). Reading also keeps the process
+// safe from a file truncated while it is read (a mapping would SIGBUS; a read comes back short
+// and is an error), and adds nothing but the tensors to its RSS.
 std::vector<std::pair<std::string, torch::Tensor>> ReadSafetensors(const std::string& path,
                                                                    std::optional<SafetensorsMetadata>* metadata) {
   const std::string prefix = ReadPrefix(path);
   FileHandle file;
   const uint64_t size = OpenFile(path, file, prefix);
-  if (size > std::numeric_limits<size_t>::max()) throw std::runtime_error(prefix + "the file is too large to map");
-  Mapping map;
-  map.size = static_cast<size_t>(size);
-  map.data = ::mmap(nullptr, map.size, PROT_READ, MAP_PRIVATE, file.fd, 0);
-  if (map.data == MAP_FAILED) throw std::runtime_error(prefix + "cannot map the file: " + std::strerror(errno));
-  ::madvise(map.data, map.size, MADV_SEQUENTIAL);
-  const auto* bytes = static_cast<const unsigned char*>(map.data);
+  uint64_t dataStart = 0;
+  SafetensorsHeader header = ReadHeader(file, size, dataStart, prefix);
+  ::posix_fadvise(file.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
-  const uint64_t n = HeaderLength(bytes, size, prefix);
-  const uint64_t dataStart = 8 + n;
-  SafetensorsHeader header =
-      ParseSafetensorsHeader(std::string_view(reinterpret_cast<const char*>(bytes) + 8, n), size - dataStart, prefix);
-
-  // Copied in file order, so the mapping is read front to back and released behind the copy.
   std::vector<size_t> order(header.tensors.size());
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(),
             [&](size_t a, size_t b) { return header.tensors[a].begin < header.tensors[b].begin; });
-  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  uint64_t released = 0;  // file bytes [0, released) are released
-  auto release = [&](uint64_t upTo) {
-    const uint64_t end = upTo / page * page;
-    if (end > released) {
-      ::madvise(const_cast<unsigned char*>(bytes) + released, static_cast<size_t>(end - released), MADV_DONTNEED);
-      released = end;
-    }
-  };
-
   std::vector<torch::Tensor> tensors(header.tensors.size());
   for (size_t i : order) {
     const SafetensorsEntry& e = header.tensors[i];
@@ -607,14 +594,7 @@ std::vector<std::pair<std::string, torch::Tensor>> ReadSafetensors(const std::st
     } catch (const c10::Error& err) {
       throw std::runtime_error(prefix + "tensor " + Quoted(e.name) + ": " + err.what_without_backtrace());
     }
-    auto* dst = static_cast<unsigned char*>(t.data_ptr());
-    for (uint64_t done = 0; done < e.end - e.begin;) {
-      const uint64_t piece = std::min(kCopySlice, e.end - e.begin - done);
-      const uint64_t from = dataStart + e.begin + done;
-      std::memcpy(dst + done, bytes + from, static_cast<size_t>(piece));
-      done += piece;
-      release(from + piece);
-    }
+    ReadAt(file, t.data_ptr(), e.end - e.begin, dataStart + e.begin, prefix + "tensor " + Quoted(e.name) + ": ");
     tensors[i] = std::move(t);
   }
 

@@ -50,8 +50,8 @@ SafetensorsHeader ParseSafetensorsHeader(std::string_view json, uint64_t dataSiz
 // The validated header of the file at `path`, reading only the header's bytes.
 SafetensorsHeader ReadSafetensorsHeader(const std::string& path);
 
-// Every tensor of the file at `path`, in header order, as CPU tensors in the file's dtypes:
-// copies out of a read-only mapping of the file, which is unmapped before returning.
+// Every tensor of the file at `path`, in header order, as CPU tensors in the file's dtypes,
+// each read straight into its own storage (no mapping, no intermediate buffer).
 // `metadata` (optional) receives `__metadata__`.
 std::vector<std::pair<std::string, torch::Tensor>> ReadSafetensors(const std::string& path,
                                                                    std::optional<SafetensorsMetadata>* metadata);
