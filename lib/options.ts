@@ -266,7 +266,10 @@ export interface TrainOptions {
   warmupRatio?: number;
   /** Batches whose gradients are summed before one optimizer step. Default 1. */
   gradientAccumulationSteps?: number;
-  /** Per-class loss weights (by class id), or `balanced` (n / (classes · count)). Default none. */
+  /**
+   * Per-class loss weights (by class id), or `balanced` (n / (classes · count)). Default none. The loss
+   * is the weighted mean (nn.CrossEntropyLoss's); a batch whose rows all weigh 0 has a zero loss (not 0/0).
+   */
   classWeights?: number[] | 'balanced';
   /** Label smoothing of the loss, in [0, 1). Default 0. */
   labelSmoothing?: number;

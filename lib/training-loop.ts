@@ -288,7 +288,9 @@ class Loop<Batch> {
     if (!rank || !normaliser || !this.rankBatches) return 1;
     let total = 0;
     for (const batches of this.rankBatches) total += normaliser(batches[batch] ?? new Int32Array(0));
-    return total > 0 ? (rank.worldSize * normaliser(rows)) / total : 1;
+    // A share whose rows all weigh zero: its loss is a zero with zero gradients (native ComputeLoss).
+    const local = normaliser(rows);
+    return total > 0 && local > 0 ? (rank.worldSize * local) / total : 1;
   }
 
   /**

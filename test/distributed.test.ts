@@ -236,6 +236,18 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(maxDifference(weights(join(dir, 'weighted-ddp.0')), weights(single))).toBeLessThan(1e-5);
   }, 240_000);
 
+  it("class weights 0 and 1: a rank's share whose rows all weigh zero adds nothing, as its rows add nothing to one process's batch", async () => {
+    // With 4 rows per rank about one rank-batch in 16 holds class 0 alone (weighed 0): that rank's
+    // weighted mean is 0/0. It must add a zero to the average, not stop (or skip) every rank.
+    const options = { ...base, technique: 'full', classWeights: [0, 1], onNonFinite: 'stop' };
+    const single = join(dir, 'zero-weighted-single');
+    const alone = await runProcess({ ...options, batchSize: 8 }, single, {});
+    expect(alone.code, alone.stderr).toBe(0);
+    const ranks = await runRanks({ ...options, batchSize: 4 }, join(dir, 'zero-weighted-ddp'), 2);
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    expect(maxDifference(weights(join(dir, 'zero-weighted-ddp.0')), weights(single))).toBeLessThan(1e-5);
+  }, 240_000);
+
   it('evaluation is sharded: 2 ranks report the metrics of 1 process on the same model (33 held-out rows, 1e-6)', async () => {
     // Learning rate 0: both runs hold the same weights throughout, so every number they report
     // (each evaluation's loss, accuracy and macro-F1, every global batch's training loss, the

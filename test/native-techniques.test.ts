@@ -186,6 +186,29 @@ describe('loss options and gradNorm', () => {
     }
   });
 
+  it('a batch whose rows all weigh zero: a zero loss with zero gradients, not the 0/0 of a weighted mean', async () => {
+    // Rows 0 and 3 are both class 2; class 2 weighs 0. (PyTorch's weighted mean would be NaN.)
+    const rows = [0, 3];
+    expect(rows.map((r) => LABELS[r])).toEqual([2, 2]);
+    for (const labelSmoothing of [0, 0.1]) {
+      const loss = { classWeights: new Float32Array([1, 1, 0]), labelSmoothing };
+      const m = classifier();
+      const r = await b.trainStep(m, adamw(trainable(m)), batch(rows), loss);
+      // (A zero times the log-probabilities' sum: -0 counts as 0.)
+      expect(Math.abs(r.loss)).toBe(0);
+      expect(Math.abs(r.gradNorm!)).toBe(0);
+      expect(Math.abs((await b.evalStep(classifier(), batch(rows), loss)).loss!)).toBe(0);
+      // One row of a weighed class beside them, and the loss is a real one again (without smoothing,
+      // that row's own: a zero-weight row adds nothing to the weighted mean; smoothing's term does).
+      const mixed = await b.evalStep(classifier(), batch([0, 1]), loss);
+      expect(mixed.loss!).toBeGreaterThan(0);
+      if (labelSmoothing === 0) {
+        const alone = await b.evalStep(classifier(), batch([1]), loss);
+        expect(Math.abs(mixed.loss! - alone.loss!)).toBeLessThan(1e-6);
+      }
+    }
+  });
+
   it("the fused AdamW pass (clipping coefficient and gradient norm taken in it) equals torch's step after clip_grad_norm_", () => {
     // Both in fresh processes, one with TORCH_BERT_FUSED_ADAMW=0; clipped and unclipped steps.
     const run = (env: Record<string, string>) => {

@@ -100,7 +100,12 @@ torch::Tensor ComputeLoss(const torch::Tensor& logp, const torch::Tensor& labels
       throw std::runtime_error("classWeights has " + std::to_string(options.classWeights->numel()) +
                                " values but the model has " + std::to_string(logp.size(1)) + " classes");
     }
-    ce.weight(options.classWeights->to(logp.device(), logp.scalar_type()));
+    torch::Tensor weights = options.classWeights->to(logp.device(), logp.scalar_type());
+    // A batch whose rows all weigh zero has nothing to learn: a zero loss, as for no masked token
+    // above (the weighted mean would be 0/0). Data-parallel, one rank's share can be such a batch
+    // while the global batch is not: the rank then adds nothing to the averaged gradient.
+    if (weights.index_select(0, labels).sum().item<double>() == 0) return logp.sum() * 0;
+    ce.weight(weights);
   }
   return F::cross_entropy(logp, labels, ce);
 }
