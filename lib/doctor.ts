@@ -9,10 +9,17 @@ import { readFileSync } from 'node:fs';
 import { cpus, type as osType, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { FoundLibtorch, LibtorchCandidate } from '../scripts/find-libtorch.mjs';
-import { mappedLibraries, readLibtorchCache, resolveLibtorch } from '../scripts/native-binary.mjs';
+import {
+  describeLibtorch,
+  mappedLibraries,
+  RECORD_FIX,
+  readLibtorchCache,
+  recordedLibtorch,
+  resolveLibtorch,
+} from '../scripts/native-binary.mjs';
 import type { CpuCacheStats, CudaDeviceProperties, NativeBinding, NativeBuildInfo } from './binding.js';
 import { hubSettings } from './hub.js';
-import { type BuildInfo, loadBinding, loadedBinaryInfo, packageRoot } from './loader.js';
+import { type BuildInfo, type LibtorchHow, type LibtorchRecord, loadBinding, loadedBinaryInfo, packageRoot } from './loader.js';
 
 export interface GpuInfo {
   index: number;
@@ -30,11 +37,15 @@ export interface DoctorReport {
     candidates: LibtorchCandidate[];
     /** Whether build/libtorch.json (what the loader reads) held the same result before this search. */
     cacheWasCurrent: boolean;
+    /** The libtorch recorded for the binary (by its source build, or by the install that chose a prebuilt), which the loader takes while it holds; `stale` says why not. */
+    record: LibtorchRecord | null;
     error: string | null;
   };
   binary: {
     path: string;
     kind: 'override' | 'source' | 'prebuilt';
+    /** How the loader chose its libtorch: the record, the cached search, or a search. */
+    how: LibtorchHow | null;
     buildInfo: BuildInfo | null;
     runpath: string | null;
     /** libtorch's libraries loaded before the addon (RTLD_GLOBAL), from the found libtorch. */
@@ -178,6 +189,7 @@ export function doctor(): DoctorReport {
   let found: FoundLibtorch | null = null;
   let error: string | null = null;
   const before = readLibtorchCache(packageRoot);
+  const record = recordedLibtorch(packageRoot);
   try {
     found = resolveLibtorch(packageRoot, { refresh: true, report: (c) => candidates.push(c) }).libtorch;
   } catch (err) {
@@ -244,9 +256,9 @@ export function doctor(): DoctorReport {
 
   return {
     torchBert: { version: packageVersion(), packageRoot },
-    libtorch: { found, candidates, cacheWasCurrent: JSON.stringify(before) === JSON.stringify(found), error },
+    libtorch: { found, candidates, cacheWasCurrent: JSON.stringify(before) === JSON.stringify(found), record, error },
     binary: info
-      ? { path: info.binary, kind: info.kind, buildInfo: info.buildInfo, runpath: info.runpath, preloaded: info.preloaded }
+      ? { path: info.binary, kind: info.kind, how: info.how, buildInfo: info.buildInfo, runpath: info.runpath, preloaded: info.preloaded }
       : null,
     loadError,
     runtime,
@@ -273,6 +285,31 @@ export function doctor(): DoctorReport {
   };
 }
 
+/** The record's line: what it names, or why it is stale and what to do about it. */
+function describeRecord(record: LibtorchRecord | null): string {
+  if (!record) return 'none (the loader takes the cached search or searches)';
+  const by = record.how === 'install' ? 'the install, for the prebuilt it chose' : 'the source build';
+  if (!record.stale) return `${describeLibtorch(record.libtorch)}, by ${by} (${record.file}): the loader takes it`;
+  return (
+    `stale: ${record.file} (by ${by}) names ${describeLibtorch(record.libtorch)}, but ${record.stale}; ` +
+    `the loader takes the cached search or searches instead (which may ask Python). ${RECORD_FIX}`
+  );
+}
+
+function describeHow(how: LibtorchHow | null, record: LibtorchRecord | null): string {
+  switch (how) {
+    case 'install':
+    case 'build-info':
+      return `the record (${record?.file ?? '?'})`;
+    case 'cache':
+      return 'the cached search (build/libtorch.json)';
+    case 'search':
+      return 'a search (scripts/find-libtorch.mjs)';
+    default:
+      return '-';
+  }
+}
+
 export function formatDoctor(r: DoctorReport): string {
   const lines: string[] = [];
   const add = (key: string, value: unknown) => lines.push(`  ${key.padEnd(18)} ${value ?? '-'}`);
@@ -288,12 +325,14 @@ export function formatDoctor(r: DoctorReport): string {
     add('error', r.libtorch.error);
   }
   for (const c of r.libtorch.candidates.filter((c) => !c.usable)) add('skipped', `[${c.source}] ${c.path}: ${c.reason}`);
+  add('recorded', describeRecord(r.libtorch.record));
   lines.push('', 'binary:');
   if (r.binary) {
     add(
       'loaded',
       `${r.binary.path} (${r.binary.kind === 'source' ? 'source build' : r.binary.kind === 'prebuilt' ? 'prebuilt' : 'TORCH_BERT_BINARY'})`,
     );
+    add('libtorch from', describeHow(r.binary.how, r.libtorch.record));
     const b = r.binary.buildInfo;
     if (b) {
       add('built against', `libtorch ${b.libtorch.version} (${b.libtorch.flavor}, ${b.libtorch.source}) at ${b.libtorch.libDir}`);

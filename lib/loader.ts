@@ -3,8 +3,9 @@
  * how to fix it (the way sharp does), instead of surfacing a raw dlopen error.
  *
  * The decisions live in scripts/native-binary.mjs (plain JavaScript, so the install script
- * shares them before TypeScript is compiled): the libtorch found (cached in build/libtorch.json),
- * the binary for it (TORCH_BERT_BINARY, a source build in build/Release, or a prebuilt in
+ * shares them before TypeScript is compiled): the libtorch to use (the one recorded for the
+ * binary, by its source build or by the install that chose a prebuilt; else the cached search
+ * in build/libtorch.json; else a search), the binary for it (TORCH_BERT_BINARY, a source build in build/Release, or a prebuilt in
  * prebuilds/<platform>-<arch>/torch-<version>-<flavor>/), refusing one built against another
  * libtorch, and loading that libtorch's libraries first so no LD_LIBRARY_PATH is needed.
  */
@@ -13,7 +14,7 @@ import { type LoadInfo, loadAddon, packageRoot as root } from '../scripts/native
 import type { NativeBinding } from './binding.js';
 
 export type { FoundLibtorch } from '../scripts/find-libtorch.mjs';
-export type { BuildInfo, LoadInfo } from '../scripts/native-binary.mjs';
+export type { BuildInfo, LibtorchHow, LibtorchRecord, LoadInfo } from '../scripts/native-binary.mjs';
 
 /** The package root: `lib/` (sources under vitest) and `dist/` (compiled) both sit one level below it. */
 export const packageRoot: string = root;

@@ -9,14 +9,14 @@
  * `--CDTORCH_BERT_MANUAL_TORCH=ON` sets libtorch up without its TorchConfig.cmake (what the
  * build does by itself for a CUDA libtorch on a machine without the CUDA toolkit).
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findLibtorch } from './find-libtorch.mjs';
-import { BUILD_INFO, makeBuildInfo, sourceBinary, writeLibtorchCache } from './native-binary.mjs';
+import { BUILD_INFO, checkBinary, makeBuildInfo, sourceBinary, writeLibtorchCache } from './native-binary.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -141,15 +141,12 @@ function recordBuild() {
   const info = makeBuildInfo(root, addon, libtorch);
   write(info);
   writeLibtorchCache(root, libtorch);
-  const check = spawnSync(process.execPath, [join(root, 'scripts', 'native-binary.mjs'), '--check', '--binary', addon], {
-    cwd: root,
-    encoding: 'utf8',
-  });
-  if (check.status !== 0) {
-    console.error(`torch-bert: built ${addon}, but it does not load:\n${check.stderr.trim()}`);
+  const check = checkBinary(addon);
+  if (!check.ok) {
+    console.error(`torch-bert: built ${addon}, but it does not load:\n${check.error}`);
     return 1;
   }
-  write({ ...info, versions: JSON.parse(check.stdout).versions });
+  write({ ...info, versions: check.result.versions });
   console.log(`torch-bert: built ${addon} (${infoFile})`);
   return 0;
 }

@@ -9,6 +9,9 @@
  *      alone, which can load a prebuilt addon but not build one: `cmakePrefixPath` is null).
  *
  * `node scripts/find-libtorch.mjs` prints what it found (`--json` for machine output).
+ * Loading the addon runs this search only when the libtorch recorded for the binary (a source
+ * build's build-info.json, a prebuilt install's build/prebuilt.json) and the cached result both
+ * fail: scripts/native-binary.mjs's resolveLibtorch decides, for the install script too.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';

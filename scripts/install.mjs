@@ -1,31 +1,36 @@
 #!/usr/bin/env node
 /**
  * npm `install` lifecycle script. Finds libtorch (scripts/find-libtorch.mjs; the result is
- * cached in build/libtorch.json for the loader), then, first that applies:
+ * cached in build/libtorch.json), then, first that applies:
  *   1. build/Release/torch_bert.node is up to date and built for that libtorch: nothing to do;
  *   2. a prebuilt for it (prebuilds/<platform>-<arch>/torch-<version>-<flavor>/) loads and
- *      computes: use it (no compiler needed);
+ *      computes: use it (no compiler needed), and record in build/prebuilt.json the libtorch it
+ *      was checked with, which the loader then takes without searching (as a source build's
+ *      build-info.json);
  *   3. build from source with cmake-js (scripts/build-native.mjs); without cmake or a C++
  *      compiler, one message says what to install.
- * TORCH_BERT_BUILD_FROM_SOURCE=1 skips the prebuilts.
+ * TORCH_BERT_BUILD_FROM_SOURCE=1 skips the prebuilts. Which binary fits which libtorch is
+ * scripts/native-binary.mjs's rule, the loader's too.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { NOT_FOUND_MESSAGE } from './find-libtorch.mjs';
 import {
-  ADDON,
+  binaryFits,
+  checkBinary,
   describeLibtorch,
-  incompatibility,
+  installRecordFile,
   listPrebuilds,
   platformKey,
-  prebuildDir,
   prebuildName,
-  readBuildInfo,
+  prebuiltBinary,
+  removeInstallRecord,
   resolveLibtorch,
   packageRoot as root,
   sourceBinary,
   sourceBuildUpToDate,
+  writeInstallRecord,
 } from './native-binary.mjs';
 
 const log = (s) => console.log(`torch-bert: ${s}`);
@@ -43,24 +48,25 @@ try {
 log(`using ${describeLibtorch(libtorch)}`);
 
 const source = sourceBinary(root);
-const sourceFits = existsSync(source) && !incompatibility(readBuildInfo(source), libtorch);
+const sourceFits = binaryFits(source, libtorch);
 if (sourceFits && sourceBuildUpToDate(root)) {
+  removeInstallRecord(root);
   log(`native addon is up to date (${source})`);
   process.exit(0);
 }
 
 if (process.env.TORCH_BERT_BUILD_FROM_SOURCE !== '1' && !sourceFits) {
-  const prebuilt = join(prebuildDir(root, libtorch), ADDON);
+  const prebuilt = prebuiltBinary(root, libtorch);
   if (existsSync(prebuilt)) {
-    const check = spawnSync(process.execPath, [join(root, 'scripts', 'native-binary.mjs'), '--check', '--binary', prebuilt], {
-      cwd: root,
-      encoding: 'utf8',
-    });
-    if (check.status === 0) {
+    const check = checkBinary(prebuilt);
+    if (check.ok) {
       log(`using the prebuilt binary ${prebuilt}`);
+      // The libtorch the check loaded it with: the one just found, through the cache written above.
+      const checked = check.result.libtorch ?? libtorch;
+      if (writeInstallRecord(root, prebuilt, checked)) log(`recorded ${describeLibtorch(checked)} for it in ${installRecordFile(root)}`);
       process.exit(0);
     }
-    log(`the prebuilt binary ${prebuilt} does not work here, building from source instead:\n${check.stderr.trim()}`);
+    log(`the prebuilt binary ${prebuilt} does not work here, building from source instead:\n${check.error}`);
   } else {
     const names = listPrebuilds(root).map((p) => p.name);
     log(
@@ -107,6 +113,7 @@ if (missing.length) {
 }
 
 const result = spawnSync(process.execPath, [join(root, 'scripts', 'build-native.mjs')], { cwd: root, stdio: 'inherit' });
+if (result.status === 0) removeInstallRecord(root);
 if (result.status !== 0) {
   console.error(
     '\ntorch-bert: installing failed because the native addon could not be built.\n' +

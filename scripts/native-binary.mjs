@@ -3,10 +3,12 @@
  * Which native addon to load, and loading it: shared by the install script, `npm run prebuild`,
  * the build script and the TypeScript loader (lib/loader.ts), so all of them decide the same way.
  *
- * - The libtorch to use is found by scripts/find-libtorch.mjs. The result is cached in
- *   build/libtorch.json (written at install time); loading re-searches only when that file is
- *   missing or stale (LIBTORCH or the Python interpreters on PATH changed, or libtorch_cpu's
- *   file changed).
+ * - The libtorch to use, first that holds: the one recorded for the binary to load (a source
+ *   build's build-info.json; for a prebuilt, build/prebuilt.json, written by the install script
+ *   after checking that the prebuilt loads and computes with it) while its libraries are still
+ *   there; build/libtorch.json, find-libtorch's last result, while valid (LIBTORCH, the Python
+ *   interpreters on PATH and libtorch_cpu's file unchanged); else scripts/find-libtorch.mjs
+ *   searches (and may ask Python). Install and loading both decide here.
  * - Binaries, first match wins: TORCH_BERT_BINARY; build/Release/torch_bert.node (a source
  *   build); prebuilds/<platform>-<arch>/torch-<version>-<flavor>/torch_bert.node. Each has a
  *   build-info.json next to it saying which libtorch it was built against; a binary built
@@ -18,10 +20,11 @@
  * `node scripts/native-binary.mjs --check [--binary PATH]` loads the addon, runs a tiny
  * computation and prints what was loaded as JSON (exit code 1 and the message on failure).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findLibrary, findLibtorch, NOT_FOUND_MESSAGE, searchKey } from './find-libtorch.mjs';
 
@@ -53,10 +56,28 @@ import { findLibrary, findLibtorch, NOT_FOUND_MESSAGE, searchKey } from './find-
 /** @typedef {'override' | 'source' | 'prebuilt'} BinaryKind */
 
 /**
+ * How the libtorch to load was chosen. 'build-info': the libtorch the source build recorded;
+ * 'install': the one the install script recorded for the prebuilt it chose (build/prebuilt.json);
+ * 'cache': build/libtorch.json, find-libtorch's last result; 'search': find-libtorch ran.
+ * @typedef {'build-info' | 'install' | 'cache' | 'search'} LibtorchHow
+ */
+
+/**
+ * The libtorch recorded for the binary the loader would load, and whether it still holds.
+ * @typedef {object} LibtorchRecord
+ * @property {'build-info' | 'install'} how
+ * @property {string} file The record: build/Release/build-info.json or build/prebuilt.json.
+ * @property {string} binary The binary it was recorded for.
+ * @property {FoundLibtorch} libtorch As recorded.
+ * @property {string | null} stale Why it no longer holds (loading then takes the cache or searches); null when it holds.
+ */
+
+/**
  * What loadAddon() loaded and how.
  * @typedef {object} LoadInfo
  * @property {FoundLibtorch | null} libtorch
- * @property {'cache' | 'build-info' | 'search' | null} how 'cache': build/libtorch.json was valid; 'build-info': it was stale and the libtorch the source build recorded was used; 'search': find-libtorch ran.
+ * @property {LibtorchHow | null} how
+ * @property {LibtorchRecord | null} record The libtorch recorded for the binary, also when stale (then `how` is 'cache' or 'search').
  * @property {string | null} searchError
  * @property {string} cacheFile
  * @property {string} binary
@@ -120,6 +141,16 @@ export function prebuildName(libtorch) {
  */
 export function prebuildDir(root, libtorch) {
   return join(root, 'prebuilds', platformKey(), prebuildName(libtorch));
+}
+
+/**
+ * The prebuilt binary for `libtorch` (it may not exist).
+ * @param {string} root
+ * @param {FoundLibtorch} libtorch
+ * @returns {string}
+ */
+export function prebuiltBinary(root, libtorch) {
+  return join(prebuildDir(root, libtorch), ADDON);
 }
 
 /**
@@ -191,6 +222,16 @@ export function incompatibility(info, libtorch) {
   return null;
 }
 
+/**
+ * `binary` exists and was not built against another libtorch than `libtorch`.
+ * @param {string} binary
+ * @param {FoundLibtorch} libtorch
+ * @returns {boolean}
+ */
+export function binaryFits(binary, libtorch) {
+  return existsSync(binary) && !incompatibility(readBuildInfo(binary), libtorch);
+}
+
 // ---- the libtorch search, cached ----
 
 /**
@@ -215,13 +256,13 @@ function stamp(libtorch) {
 }
 
 /**
- * @param {string} root
- * @param {FoundLibtorch} libtorch
- * @returns {boolean} false when it could not be written
+ * Writes `body` as JSON to `file` through a temporary file and a rename, so that a process
+ * reading it never sees half of it.
+ * @param {string} file
+ * @param {unknown} body
+ * @returns {boolean} false when it could not be written (a read-only install)
  */
-export function writeLibtorchCache(root, libtorch) {
-  const file = cacheFile(root);
-  const body = { schema: CACHE_SCHEMA, key: searchKey(), stamp: stamp(libtorch), libtorch, writtenAt: new Date().toISOString() };
+function writeJson(file, body) {
   try {
     mkdirSync(dirname(file), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
@@ -229,8 +270,23 @@ export function writeLibtorchCache(root, libtorch) {
     renameSync(tmp, file);
     return true;
   } catch {
-    return false; // a read-only install: searching again next time is all it costs
+    return false;
   }
+}
+
+/**
+ * @param {string} root
+ * @param {FoundLibtorch} libtorch
+ * @returns {boolean} false when it could not be written (a read-only install: searching again next time is all it costs)
+ */
+export function writeLibtorchCache(root, libtorch) {
+  return writeJson(cacheFile(root), {
+    schema: CACHE_SCHEMA,
+    key: searchKey(),
+    stamp: stamp(libtorch),
+    libtorch,
+    writtenAt: new Date().toISOString(),
+  });
 }
 
 /**
@@ -252,47 +308,189 @@ export function readLibtorchCache(root) {
   return cached.libtorch;
 }
 
+// ---- the libtorch recorded for a binary: build-info.json of a source build, build/prebuilt.json of a prebuilt install ----
+
+const RECORD_SCHEMA = 1;
+
+/** What `torch-bert doctor` says to do about a stale record. */
+export const RECORD_FIX =
+  'Rerun `npm rebuild torch-bert` (in a checkout: `npm run build:native`) to record the libtorch found now, ' +
+  'or set LIBTORCH=/path/to/libtorch to choose one.';
+
 /**
- * The libtorch a source build was compiled against (its build-info.json), when LIBTORCH does not
- * choose another and every library the binary needs is still in that folder; else null. Loading
- * uses it when the cache is stale (another PATH or Python environment than at install), so that
- * loading the addon never starts a Python interpreter to search (no Python on the user's path).
+ * Where the install script records the prebuilt it chose and the libtorch it checked it with.
  * @param {string} root
- * @returns {FoundLibtorch | null}
+ * @returns {string}
  */
-export function builtAgainstLibtorch(root) {
-  if (process.env.LIBTORCH) return null;
-  const info = readBuildInfo(sourceBinary(root));
-  const recorded = info?.libtorch;
-  const needed = info?.needed;
-  if (!recorded?.libDir || !Array.isArray(needed) || needed.length === 0) return null;
-  const torchLibraries = needed.filter((n) => /^lib(torch|c10)/.test(n));
-  if (torchLibraries.length === 0 || !torchLibraries.every((n) => existsSync(join(recorded.libDir, n)))) return null;
-  return {
-    cmakePrefixPath: recorded.cmakePrefixPath ?? null,
-    libDir: recorded.libDir,
-    version: recorded.version ?? null,
-    flavor: recorded.flavor,
-    source: /** @type {FoundLibtorch['source']} */ (recorded.source),
-    cudaVersion: recorded.cudaVersion ?? null,
-  };
+export function installRecordFile(root) {
+  return join(root, 'build', 'prebuilt.json');
 }
 
 /**
- * The libtorch to use: from the cache when valid (how: 'cache'), else searched (how: 'search')
- * and cached. Throws find-libtorch's NOT_FOUND_MESSAGE when there is none.
+ * The torch and c10 libraries `binary` needs (file names): from its build-info.json, else its ELF header.
+ * @param {string} binary
+ * @returns {string[] | null}
+ */
+function torchLibrariesNeeded(binary) {
+  const needed = readBuildInfo(binary)?.needed ?? readElfDynamic(binary)?.needed ?? null;
+  return needed ? needed.filter((n) => /^lib(torch|c10)/.test(n)) : null;
+}
+
+/**
+ * What tells one prebuilt from another at the same path (a package update replaces it).
+ * @param {string} root
+ * @param {string} binary
+ * @returns {{ path: string, size: number, builtAt: string | null } | null}
+ */
+function binaryStamp(root, binary) {
+  try {
+    const info = readBuildInfo(binary);
+    return { path: relative(root, binary), size: statSync(binary).size, builtAt: info?.prebuiltAt ?? info?.builtAt ?? null };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Records that the install chose the prebuilt `binary` for `libtorch`, after checking that it loads and
+ * computes with it (checkBinary), so that loading takes this libtorch without searching again.
+ * @param {string} root
+ * @param {string} binary
+ * @param {FoundLibtorch} libtorch
+ * @returns {boolean} false when it could not be written (a read-only install: loading then searches)
+ */
+export function writeInstallRecord(root, binary, libtorch) {
+  return writeJson(installRecordFile(root), {
+    schema: RECORD_SCHEMA,
+    binary: binaryStamp(root, binary),
+    libtorch,
+    needed: torchLibrariesNeeded(binary),
+    recordedAt: new Date().toISOString(),
+  });
+}
+
+/**
+ * Drops the install's record: the install chose no prebuilt this time.
+ * @param {string} root
+ */
+export function removeInstallRecord(root) {
+  try {
+    rmSync(installRecordFile(root), { force: true });
+  } catch {
+    // a read-only install: the record is checked against the binary loaded anyway
+  }
+}
+
+/**
+ * A record as read, before it is checked.
+ * @typedef {{ how: LibtorchRecord['how'], file: string, binary: string, libtorch: FoundLibtorch, needed: string[] | null,
+ *   stamp: { size: number, builtAt: string | null } | null }} RawRecord
+ */
+
+/**
+ * The libtorch build/Release/build-info.json says the source build was compiled against.
+ * @param {string} root
+ * @returns {RawRecord | null}
+ */
+function sourceBuildRecord(root) {
+  const binary = sourceBinary(root);
+  const info = readBuildInfo(binary);
+  const r = info?.libtorch;
+  if (!r?.libDir) return null;
+  /** @type {FoundLibtorch} */
+  const libtorch = {
+    cmakePrefixPath: r.cmakePrefixPath ?? null,
+    libDir: r.libDir,
+    version: r.version ?? null,
+    flavor: r.flavor,
+    source: /** @type {FoundLibtorch['source']} */ (r.source),
+    cudaVersion: r.cudaVersion ?? null,
+  };
+  return { how: 'build-info', file: join(dirname(binary), BUILD_INFO), binary, libtorch, needed: info?.needed ?? null, stamp: null };
+}
+
+/**
+ * build/prebuilt.json as the install script wrote it.
+ * @param {string} root
+ * @returns {RawRecord | null}
+ */
+function installRecord(root) {
+  const file = installRecordFile(root);
+  let body;
+  try {
+    body = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    return null;
+  }
+  if (body?.schema !== RECORD_SCHEMA || !body.libtorch?.libDir || typeof body.binary?.path !== 'string') return null;
+  const binary = resolve(root, body.binary.path);
+  return { how: 'install', file, binary, libtorch: body.libtorch, needed: body.needed ?? null, stamp: body.binary };
+}
+
+/**
+ * Why `r` no longer holds, or null: a library of its libtorch is gone, the prebuilt changed, or
+ * with its libtorch the loader would pick another binary than the one it was recorded for.
+ * @param {string} root
+ * @param {RawRecord} r
+ * @returns {string | null}
+ */
+function whyStale(root, r) {
+  const { libDir } = r.libtorch;
+  const missing = r.needed?.length
+    ? r.needed.filter((n) => !existsSync(join(libDir, n)))
+    : findLibrary(libDir, 'torch_cpu')
+      ? []
+      : ['libtorch_cpu'];
+  if (missing.length) return `its libraries are gone (${missing.join(', ')} missing from ${libDir})`;
+  if (r.stamp) {
+    const now = binaryStamp(root, r.binary);
+    if (!now) return `the prebuilt ${r.binary} is gone`;
+    if (now.size !== r.stamp.size || now.builtAt !== r.stamp.builtAt) return `the prebuilt ${r.binary} changed since the install`;
+  }
+  try {
+    const picked = selectBinary(root, r.libtorch).path;
+    return picked === r.binary ? null : `with it the loader would load ${picked}, not ${r.binary}`;
+  } catch (err) {
+    return `no binary here fits it (${messageOf(err).split('\n')[0]})`;
+  }
+}
+
+/**
+ * The libtorch recorded for the binary the loader would load: build/Release's build-info.json when
+ * there is a source build, else the install's build/prebuilt.json; `stale` says when it no longer
+ * holds. Null when there is none, when TORCH_BERT_BINARY chooses the binary, or when LIBTORCH
+ * chooses another libtorch (a record never overrides the user's choice). Reads files only: taking
+ * a record never starts a process.
+ * @param {string} [root]
+ * @returns {LibtorchRecord | null}
+ */
+export function recordedLibtorch(root = packageRoot) {
+  if (process.env.TORCH_BERT_BINARY) return null;
+  const r = existsSync(sourceBinary(root)) ? sourceBuildRecord(root) : installRecord(root);
+  if (!r) return null;
+  const chosen = process.env.LIBTORCH;
+  if (chosen && !(r.libtorch.source === 'LIBTORCH' && resolve(r.libtorch.libDir) === join(resolve(chosen), 'lib'))) return null;
+  return { how: r.how, file: r.file, binary: r.binary, libtorch: r.libtorch, stale: whyStale(root, r) };
+}
+
+/**
+ * The libtorch to use, first that holds: the one recorded for the binary to load (how
+ * 'build-info' or 'install', see recordedLibtorch); build/libtorch.json while valid (how
+ * 'cache'); else find-libtorch's search (how 'search'), cached. `refresh` goes straight to the
+ * search (the install script and doctor find afresh). `record` is the record looked at, also when
+ * stale. Throws find-libtorch's NOT_FOUND_MESSAGE when there is no libtorch.
  * @param {string} [root]
  * @param {{ refresh?: boolean, report?: (candidate: LibtorchCandidate) => void }} [options]
- * @returns {{ libtorch: FoundLibtorch, how: 'cache' | 'search' }}
+ * @returns {{ libtorch: FoundLibtorch, how: LibtorchHow, record: LibtorchRecord | null }}
  */
 export function resolveLibtorch(root = packageRoot, { refresh = false, report } = {}) {
-  if (!refresh) {
-    const cached = readLibtorchCache(root);
-    if (cached) return { libtorch: cached, how: 'cache' };
-  }
+  const record = refresh ? null : recordedLibtorch(root);
+  if (record && !record.stale) return { libtorch: record.libtorch, how: record.how, record };
+  const cached = refresh ? null : readLibtorchCache(root);
+  if (cached) return { libtorch: cached, how: 'cache', record };
   const libtorch = findLibtorch({ report });
   writeLibtorchCache(root, libtorch);
-  return { libtorch, how: 'search' };
+  return { libtorch, how: 'search', record };
 }
 
 // ---- ELF: which libraries a binary needs, and its RUNPATH ----
@@ -463,7 +661,7 @@ export function selectBinary(root, libtorch) {
     const chosen =
       consider(sourceBinary(root), 'source') ??
       consider(join(root, 'build', 'Debug', ADDON), 'source') ??
-      (libtorch ? consider(join(prebuildDir(root, libtorch), ADDON), 'prebuilt') : null);
+      (libtorch ? consider(prebuiltBinary(root, libtorch), 'prebuilt') : null);
     if (chosen) return chosen;
   }
   const prebuilds = listPrebuilds(root);
@@ -494,16 +692,15 @@ export function selectBinary(root, libtorch) {
 export function loadAddon(root = packageRoot, { refresh = false } = {}) {
   let resolved = null;
   let searchError = null;
+  /** @type {LibtorchRecord | null} */
+  let record = null;
   try {
-    const cached = refresh ? null : readLibtorchCache(root);
-    const built = cached || refresh ? null : builtAgainstLibtorch(root);
-    resolved = cached
-      ? { libtorch: cached, how: /** @type {const} */ ('cache') }
-      : built
-        ? { libtorch: built, how: /** @type {const} */ ('build-info') }
-        : resolveLibtorch(root, { refresh: true });
+    resolved = resolveLibtorch(root, { refresh });
+    record = resolved.record;
   } catch (err) {
     searchError = messageOf(err);
+    // Only a stale record (or none) gets here: doctor shows it with the search's error.
+    record = refresh ? null : recordedLibtorch(root);
   }
   const libtorch = resolved?.libtorch ?? null;
   const chosen = selectBinary(root, libtorch);
@@ -513,6 +710,7 @@ export function loadAddon(root = packageRoot, { refresh = false } = {}) {
   const info = {
     libtorch,
     how: resolved?.how ?? null,
+    record,
     searchError,
     cacheFile: cacheFile(root),
     binary: chosen.path,
@@ -682,6 +880,26 @@ export function mappedLibraries(re) {
 }
 
 // ---- --check ----
+
+/**
+ * What `--check` printed: what was loaded (LoadInfo) and what it computed.
+ * @typedef {LoadInfo & { ok: true, randperm: number[], roundTrip: number[], mapped: string[] | null }} CheckResult
+ */
+
+/**
+ * Loads `binary` in a child process (`--check`: this file loading it with TORCH_BERT_BINARY, so no
+ * record applies, and computing a little) and says what it loaded, or why it failed.
+ * @param {string} binary
+ * @returns {{ ok: true, result: CheckResult } | { ok: false, error: string }}
+ */
+export function checkBinary(binary) {
+  const check = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--check', '--binary', binary], {
+    cwd: packageRoot,
+    encoding: 'utf8',
+  });
+  if (check.status !== 0) return { ok: false, error: check.stderr.trim() || `the check exited with ${check.status ?? check.signal}` };
+  return { ok: true, result: JSON.parse(check.stdout) };
+}
 
 const isMain = process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain && process.argv.includes('--check')) {

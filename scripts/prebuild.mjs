@@ -14,14 +14,15 @@
  * the prebuilt copy (build:native right after finds the build up to date).
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { findLibtorch } from './find-libtorch.mjs';
 import {
   ADDON,
   BUILD_INFO,
+  binaryFits,
+  checkBinary,
   describeLibtorch,
-  incompatibility,
   makeBuildInfo,
   platformKey,
   prebuildName,
@@ -46,9 +47,7 @@ try {
 }
 
 const source = sourceBinary(root);
-const info = existsSync(source) ? readBuildInfo(source) : null;
-const fits = existsSync(source) && !incompatibility(info, libtorch);
-if (force || !fits || !(reuse || sourceBuildUpToDate(root))) {
+if (force || !binaryFits(source, libtorch) || !(reuse || sourceBuildUpToDate(root))) {
   console.log(`torch-bert prebuild: building for ${describeLibtorch(libtorch)}`);
   const built = spawnSync(process.execPath, [join(root, 'scripts', 'build-native.mjs')], { cwd: root, stdio: 'inherit' });
   if (built.status !== 0) process.exit(built.status || 1);
@@ -60,14 +59,12 @@ if (force || !fits || !(reuse || sourceBuildUpToDate(root))) {
 // as far as possible: build-native builds against exactly this search's result).
 let buildInfo = readBuildInfo(source);
 if (!buildInfo) {
-  const check = spawnSync(process.execPath, [join(root, 'scripts', 'native-binary.mjs'), '--check', '--binary', source], {
-    encoding: 'utf8',
-  });
-  if (check.status !== 0) {
-    console.error(`torch-bert prebuild: ${source} does not load:\n${check.stderr.trim()}`);
+  const check = checkBinary(source);
+  if (!check.ok) {
+    console.error(`torch-bert prebuild: ${source} does not load:\n${check.error}`);
     process.exit(1);
   }
-  buildInfo = makeBuildInfo(root, source, libtorch, JSON.parse(check.stdout).versions);
+  buildInfo = makeBuildInfo(root, source, libtorch, check.result.versions);
 }
 
 const dir = join(out, platformKey(), prebuildName(libtorch));

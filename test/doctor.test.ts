@@ -37,6 +37,17 @@ describe('torch-bert doctor', () => {
     expect(['source', 'prebuilt', 'override']).toContain(report.binary!.kind);
     expect(existsSync(report.binary!.path)).toBe(true);
     if (report.binary!.buildInfo) expect(report.binary!.buildInfo.libtorch.version).toBe(libtorch.version);
+    // A source build: the loader took the libtorch its build-info.json records, searching nothing.
+    if (report.binary!.path === join(repoRoot, 'build', 'Release', 'torch_bert.node') && report.binary!.buildInfo) {
+      expect(report.libtorch.record).toEqual({
+        how: 'build-info',
+        file: join(repoRoot, 'build', 'Release', 'build-info.json'),
+        binary: report.binary!.path,
+        libtorch: { ...report.binary!.buildInfo.libtorch },
+        stale: null,
+      });
+      expect(report.binary!.how).toBe('build-info');
+    }
     // Major.minor: Debian's 1.13.1 package calls itself 1.13.0 at run time.
     expect(report.runtime!.libtorch.split('.').slice(0, 2)).toEqual(libtorch.version!.split('.').slice(0, 2));
     const torchCpu = report.runtime!.libraries!.filter((p) => /libtorch_cpu/.test(p));

@@ -2,12 +2,26 @@
  * The prebuilt binary as a new user gets it: `npm run prebuild` (reusing build/Release when it
  * fits), `npm pack`, then `npm install <tarball> --offline` into a fresh folder with the build
  * tools hidden (PATH holds only node and sh, no npm_config_nodedir), and the installed package
- * loads the CPU prebuilt and computes. Also: a libtorch in another folder than the binary's
- * RUNPATH, refusing a binary built for another libtorch version, and the install message when
- * nothing fits and nothing can be built.
+ * loads the CPU prebuilt and computes. Also: the libtorch the install checked the prebuilt with
+ * is recorded (build/prebuilt.json) and loading takes it without asking Python, a record whose
+ * libtorch is gone falls back to the search with doctor saying how to fix it, a libtorch in
+ * another folder than the binary's RUNPATH, refusing a binary built for another libtorch
+ * version, and the install message when nothing fits and nothing can be built.
  */
 import { execFile } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +32,8 @@ import { platformKey, prebuildName } from '../scripts/native-binary.mjs';
 
 const exec = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** Preloaded into a Node process, records every child process it starts (read test/demo.test.ts). */
+const spawnLog = join(repoRoot, 'test', 'helpers', 'spawn-log.cjs');
 /** torch.randperm(10, generator=torch.Generator().manual_seed(0)).tolist() */
 const RANDPERM_10_SEED_0 = [4, 1, 7, 5, 3, 9, 0, 8, 6, 2];
 
@@ -89,6 +105,22 @@ describe.skipIf(process.platform === 'win32')('prebuilt binary: pack, install wi
     return run(process.execPath, ['check.mjs'], { cwd: app, env: { ...env, ...extra } });
   }
 
+  /** check() with every child process it starts logged to `name`: the run, and the logged processes that are a Python. */
+  async function checkLogged(name: string, extra: NodeJS.ProcessEnv = {}): Promise<{ r: Run; python: string[] }> {
+    const log = join(work, name);
+    const r = await check({ ...extra, NODE_OPTIONS: `--require ${spawnLog}`, TORCH_BERT_SPAWN_LOG: log });
+    const spawned: Array<{ command: string; args: string[] }> = existsSync(log)
+      ? readFileSync(log, 'utf8')
+          .trim()
+          .split('\n')
+          .map((line) => JSON.parse(line))
+      : [];
+    return { r, python: spawned.map((s) => [s.command, ...s.args].join(' ')).filter((c) => /python/i.test(c)) };
+  }
+
+  const recordFile = () => join(installed, 'build', 'prebuilt.json');
+  const prebuiltPath = () => join(installed, 'prebuilds', platformKey(), prebuildName(libtorch), 'torch_bert.node');
+
   beforeAll(async () => {
     libtorch = findLibtorch();
     mkdirSync(bin);
@@ -153,6 +185,19 @@ describe.skipIf(process.platform === 'win32')('prebuilt binary: pack, install wi
     expect(typeof info.compiler).toBe('string');
     // The libtorch search is cached for the loader.
     expect(JSON.parse(readFileSync(join(installed, 'build', 'libtorch.json'), 'utf8')).libtorch.libDir).toBe(libtorch.libDir);
+    // And the libtorch the prebuilt was checked with is recorded for it, with what tells the prebuilt apart.
+    const record = JSON.parse(readFileSync(recordFile(), 'utf8'));
+    expect(record.libtorch).toEqual(libtorch);
+    expect(record.binary).toEqual({
+      path: join('prebuilds', platformKey(), prebuildName(libtorch), 'torch_bert.node'),
+      size: statSync(prebuilt).size,
+      builtAt: info.prebuiltAt,
+    });
+    expect(record.needed).toEqual(info.needed);
+    expect(record.needed).toContain(`libtorch_cpu.so.${libtorch.version!.split('.').slice(0, 2).join('.')}`);
+    expect(install.stdout).toContain(
+      `recorded libtorch ${libtorch.version} (cpu, ${libtorch.source}) at ${libtorch.libDir} for it in ${recordFile()}`,
+    );
   });
 
   it('loads the prebuilt and computes', async () => {
@@ -161,11 +206,100 @@ describe.skipIf(process.platform === 'win32')('prebuilt binary: pack, install wi
     const out = JSON.parse(r.stdout);
     expect(out.info.kind).toBe('prebuilt');
     expect(out.info.binary).toBe(join(installed, 'prebuilds', platformKey(), prebuildName(libtorch), 'torch_bert.node'));
-    expect(out.info.how).toBe('cache');
+    expect(out.info.how).toBe('install'); // the install's record, before the cache
+    expect(out.info.record).toEqual({ how: 'install', file: recordFile(), binary: prebuiltPath(), libtorch, stale: null });
     expect(out.shape).toEqual([2, 3]);
     expect(out.values).toEqual([1.5, -2, 3.25, 4, 0.125, 6]);
     expect(out.randperm).toEqual(RANDPERM_10_SEED_0);
     expect(out.versions.cuda).toBeNull();
+  });
+
+  it('with build/libtorch.json stale, loads through the install record and starts no Python process', async () => {
+    // Another python3 first on PATH than at install (the search asks it first): the cached search
+    // is stale, as when another environment rewrote it. This one answers nothing.
+    const pythonBin = join(work, 'python-bin');
+    mkdirSync(pythonBin, { recursive: true });
+    writeFileSync(join(pythonBin, 'python3'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+    const otherPath = { PATH: `${pythonBin}:${bin}` };
+
+    const viaRecord = await checkLogged('spawned-record.jsonl', otherPath);
+    expect(viaRecord.r.code, viaRecord.r.stderr).toBe(0);
+    const out = JSON.parse(viaRecord.r.stdout);
+    expect(out.info.how).toBe('install');
+    expect(out.info.libtorch).toEqual(libtorch);
+    expect(out.info.binary).toBe(prebuiltPath());
+    expect(out.randperm).toEqual(RANDPERM_10_SEED_0);
+    expect(viaRecord.python).toEqual([]);
+
+    // The same load without the record searches, and the search asks the python3 on PATH first:
+    // what the record spares.
+    const kept = readFileSync(recordFile(), 'utf8');
+    rmSync(recordFile());
+    try {
+      const searched = await checkLogged('spawned-search.jsonl', otherPath);
+      expect(searched.r.code, searched.r.stderr).toBe(0);
+      expect(JSON.parse(searched.r.stdout).info.how).toBe('search');
+      expect(searched.python[0]).toMatch(new RegExp(`^${join(pythonBin, 'python3')} -c `));
+    } finally {
+      writeFileSync(recordFile(), kept);
+    }
+  });
+
+  it('a record whose libtorch is gone: loading searches instead, and doctor says how to fix it', async () => {
+    const dir = fakeLibtorch('libtorch-recorded', libtorch.version!, true);
+    const libDir = join(dir, 'lib');
+    const kept = readFileSync(recordFile(), 'utf8');
+    try {
+      // An install that found this libtorch (LIBTORCH) records it for the prebuilt...
+      const reinstall = await run(process.execPath, [join(installed, 'scripts', 'install.mjs')], {
+        cwd: installed,
+        env: { ...env, LIBTORCH: dir },
+      });
+      expect(reinstall.code, reinstall.stderr).toBe(0);
+      expect(reinstall.stdout).toContain(`using the prebuilt binary ${prebuiltPath()}`);
+      const record = JSON.parse(readFileSync(recordFile(), 'utf8'));
+      expect(record.libtorch).toMatchObject({ libDir, source: 'LIBTORCH', version: libtorch.version });
+
+      // ...and loading takes it, LIBTORCH unset: its libraries, not the system's the search would find.
+      const soname = `libtorch_cpu.so.${libtorch.version!.split('.').slice(0, 2).join('.')}`;
+      const recorded = await check();
+      expect(recorded.code, recorded.stderr).toBe(0);
+      const before = JSON.parse(recorded.stdout);
+      expect(before.info.how).toBe('install');
+      expect((before.mapped as string[]).filter((p) => /libtorch_cpu/.test(p))).toEqual([join(libDir, soname)]);
+
+      // That libtorch removed: the record is stale, loading searches and finds the system's.
+      rmSync(libDir, { recursive: true });
+      const stale = `its libraries are gone (${(record.needed as string[]).join(', ')} missing from ${libDir})`;
+      const r = await check();
+      expect(r.code, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out.info.how).toBe('search');
+      expect(out.info.libtorch).toEqual(libtorch);
+      expect(out.info.record).toMatchObject({ how: 'install', file: recordFile(), stale });
+      expect(out.randperm).toEqual(RANDPERM_10_SEED_0);
+      const torchCpu = (out.mapped as string[]).filter((p) => /libtorch_cpu/.test(p));
+      expect(torchCpu).toHaveLength(1);
+      expect(realpathSync(torchCpu[0]!).startsWith(realpathSync(libtorch.libDir))).toBe(true);
+
+      const cli = join(app, 'node_modules', '.bin', 'torch-bert');
+      const json = await run(process.execPath, [cli, 'doctor', '--json'], { cwd: app, env });
+      expect(json.code, json.stderr).toBe(0);
+      const report = JSON.parse(json.stdout);
+      expect(report.libtorch.record).toMatchObject({ how: 'install', stale, libtorch: { libDir } });
+      expect(report.binary.how).toBe('cache'); // doctor's own search just refreshed the cache
+      const text = await run(process.execPath, [cli, 'doctor'], { cwd: app, env });
+      expect(text.code, text.stderr).toBe(0);
+      const line = text.stdout.split('\n').find((l) => /^ {2}recorded /.test(l));
+      expect(line).toBe(
+        `  recorded           stale: ${recordFile()} (by the install, for the prebuilt it chose) names ` +
+          `libtorch ${libtorch.version} (cpu, LIBTORCH) at ${libDir}, but ${stale}; the loader takes the cached search ` +
+          'or searches instead (which may ask Python). Rerun `npm rebuild torch-bert` (in a checkout: `npm run build:native`) ' +
+          'to record the libtorch found now, or set LIBTORCH=/path/to/libtorch to choose one.',
+      );
+    } finally {
+      writeFileSync(recordFile(), kept);
+    }
   });
 
   it.skipIf(process.platform !== 'linux')('uses a libtorch in another folder than the RUNPATH, without LD_LIBRARY_PATH', async () => {
