@@ -7,7 +7,7 @@
  * for bit; the CLI end to end; the folder as --model for train.
  */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -484,6 +484,39 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
       expect(existsSync(outDir)).toBe(false);
     }
   }, 120_000);
+
+  it('a rank that cannot start (rank 1: a missing text file, a broken model folder) stops both in seconds; rank 1 throws its own error', async () => {
+    // A copy of the model whose config.json is cut short: a ModelError, which rank 0's error keeps.
+    const broken = join(work, 'broken-model');
+    cpSync(model, broken, { recursive: true });
+    writeFileSync(join(broken, 'config.json'), '{"model_type": "bert",');
+    for (const [differ, reason] of [
+      [{ data: join(work, 'missing.txt') }, /^InputError: cannot read data file .*missing\.txt: ENOENT/],
+      [{ model: broken }, /^ModelError: .*broken-model\/config\.json is not valid JSON/],
+    ] as const) {
+      const outDir = join(work, 'cannot-start');
+      // Rank 1's own error is the one a single process given the same options throws.
+      const single = await alone({ ...settings(), batchSize: 2, outDir, ...differ });
+      expect(single.code).toBe(1);
+      const own = lastLine(single.stderr);
+      expect(own).toMatch(reason);
+      const [name, message] = [own.slice(0, own.indexOf(': ')), own.slice(own.indexOf(': ') + 2)];
+      const started = performance.now();
+      const ranks = await twoRanks((rank) => ({
+        ...settings(),
+        batchSize: 2,
+        outDir,
+        distributedTimeout: 120,
+        ...(rank === 1 ? differ : {}),
+      }));
+      // Rank 0 did not wait in a collective for the rank that left (distributedTimeout 120 s).
+      expect((performance.now() - started) / 1000).toBeLessThan(30);
+      expect(ranks.map((r) => r.code)).toEqual([1, 1]);
+      expect(lastLine(ranks[1]!.stderr)).toBe(own);
+      expect(lastLine(ranks[0]!.stderr)).toBe(`${name}: distributed: rank 1 could not start: ${message}; nothing was trained`);
+      expect(existsSync(outDir)).toBe(false);
+    }
+  }, 240_000);
 
   it('held-out metrics sharded over the ranks, sums reduced: each shard alone differs, together they are the whole split', async () => {
     const loaded = await loadEncoderSource(model, { device: 'cpu', fallbackMaxLength: 16, maxLength: 16, mlmHead: true });
