@@ -5,8 +5,7 @@
  * mid-epoch stops the other within the timeout with a one-line error naming the dead rank.
  * The processes run the compiled package (test/helpers/distributed-train.mjs), as users' ranks do.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +16,7 @@ import { InputError, ModelError } from '../lib/errors.js';
 import { freePort } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
+import { type CommandExit, type CommandWatch, runCommand, runTorchrun, torchrunStarts } from './helpers/run-command.js';
 
 const binding = loadBinding();
 const gloo = binding.distributedBackends().includes('gloo');
@@ -29,24 +29,6 @@ function writeCsv(file: string, texts: string[], labels: string[]): void {
   writeFileSync(file, ['text,label', ...texts.map((t, i) => `${quote(t)},${quote(labels[i]!)}`)].join('\n') + '\n');
 }
 
-/** Runs a command to its end; its exit code and output. */
-function runCommand(command: string, args: string[], env: Record<string, string> = {}): Promise<Exit & { stdout: string }> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr, ms: performance.now() - started }));
-  });
-}
-
 /** The parameters of a saved classifier directory's module. */
 function classifierWeights(dir: string): Map<string, Float32Array> {
   const module = binding.ScriptModule.load(join(dir, 'classifier.pt'), 'cpu');
@@ -57,35 +39,9 @@ function classifierWeights(dir: string): Map<string, Float32Array> {
   }
 }
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stderr: string;
-  ms: number;
-}
-
-/** How a test watches a rank: it is given the way to kill it, and hears its stdout. */
-interface RankWatch {
-  onStart?: (kill: () => void) => void;
-  onStdout?: (text: string) => void;
-}
-
-function runProcess(options: object, out: string, env: Record<string, string>, watch: RankWatch = {}): Promise<Exit> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [helper, JSON.stringify(options), out], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stdout.on('data', (d) => watch.onStdout?.(String(d)));
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('exit', (code, signal) => resolve({ code, signal, stderr, ms: performance.now() - started }));
-    watch.onStart?.(() => child.kill('SIGKILL'));
-  });
+/** One process of test/helpers/distributed-train.mjs with these options; its weights go to `out`. */
+function runProcess(options: object, out: string, env: Record<string, string>, watch: CommandWatch = {}): Promise<CommandExit> {
+  return runCommand(process.execPath, [helper, JSON.stringify(options), out], env, watch);
 }
 
 /**
@@ -96,7 +52,7 @@ async function runRanks(
   options: object,
   out: string,
   worldSize: number,
-  watch: (rank: number) => RankWatch = () => ({}),
+  watch: (rank: number) => CommandWatch = () => ({}),
   env: Record<string, string> | ((rank: number) => Record<string, string>) = {},
   perRank: (rank: number) => object = () => ({}),
 ) {
@@ -509,24 +465,9 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
   }, 240_000);
 
   it('torchrun --no_python --nproc_per_node 2 torch-bert train: the same weights', async (ctx) => {
-    // Debian 12's torchrun 1.13 fails before starting any worker on its Python 3.11 (an enum
-    // change: "'NoneType' object has no attribute 'get'" in to_map): skipped where it cannot run /bin/true.
-    const probe = existsSync(torchrun)
-      ? await runCommand(torchrun, ['--no_python', '--nproc_per_node', '1', '--master_port', String(await freePort()), '/bin/true'])
-      : null;
-    if (probe?.code !== 0) ctx.skip();
+    if (!(await torchrunStarts(torchrun))) ctx.skip();
     const out = join(dir, 'cli-torchrun');
-    const port = await freePort();
-    const run = await runCommand(torchrun, [
-      '--no_python',
-      '--nproc_per_node',
-      '2',
-      '--master_port',
-      String(port),
-      process.execPath,
-      cli,
-      ...cliArgs(out),
-    ]);
+    const run = await runTorchrun(torchrun, 2, process.execPath, [cli, ...cliArgs(out)]);
     expect(run.code, run.stderr).toBe(0);
     expect(maxDifference(classifierWeights(out), weights(join(dir, 'full-ddp.0')))).toBeLessThan(1e-5);
   }, 240_000);

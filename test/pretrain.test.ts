@@ -6,7 +6,7 @@
  * it on the written folder; an aborted run resumed ends with the uninterrupted run's weights bit
  * for bit; the CLI end to end; the folder as --model for train.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +23,7 @@ import { type MaskingVocabulary, wordContinuation } from '../lib/mlm-masking.js'
 import { pretrain, validateMaskedLm } from '../lib/pretrainer.js';
 import type { EncodedTexts } from '../lib/tokenizer.js';
 import { demoPretrain, demoReviews, makeHfFolder, repoRoot, runPython } from './fixtures.js';
+import { runCommand, runTorchrun, torchrunStarts } from './helpers/run-command.js';
 
 const binding = loadBinding();
 const SHAPE = { hidden: 32, layers: 2, heads: 4, intermediate: 64, maxPosition: 64 };
@@ -318,29 +319,6 @@ function maxDifference(a: Map<string, Float32Array>, b: Map<string, Float32Array
     for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
   }
   return worst;
-}
-
-interface Exit {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command to its end with these extra variables. */
-function runCommand(command: string, args: string[], env: Record<string, string> = {}): Promise<Exit> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 const gloo = binding.distributedBackends().includes('gloo');
@@ -643,24 +621,10 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
   }, 300_000);
 
   it('torchrun --no_python --nproc_per_node 2 torch-bert pretrain: the same weights', async (ctx) => {
-    // As in test/distributed.test.ts: skipped where Debian 12's torchrun 1.13 cannot start /bin/true
-    // (its Python 3.11 enum break).
     const torchrun = '/usr/bin/torchrun';
-    const probe = existsSync(torchrun)
-      ? await runCommand(torchrun, ['--no_python', '--nproc_per_node', '1', '--master_port', String(await freePort()), '/bin/true'])
-      : null;
-    if (probe?.code !== 0) ctx.skip();
+    if (!(await torchrunStarts(torchrun))) ctx.skip();
     const out = join(work, 'torchrun');
-    const port = await freePort();
-    const run = await runCommand(torchrun, [
-      '--no_python',
-      '--nproc_per_node',
-      '2',
-      '--master_port',
-      String(port),
-      process.execPath,
-      ...cliArgs(out),
-    ]);
+    const run = await runTorchrun(torchrun, 2, process.execPath, cliArgs(out));
     expect(run.code, run.stderr).toBe(0);
     expect(maxDifference(folderWeights(out), folderWeights(join(work, 'ddp')))).toBeLessThan(1e-5);
   }, 300_000);
