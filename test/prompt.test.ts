@@ -20,6 +20,7 @@ import { promptClassifier } from '../lib/prompt-classifier.js';
 import { PromptEncoder, truncateLongestFirst } from '../lib/prompt-template.js';
 import { type EncodedTexts, TextTokenizer } from '../lib/tokenizer.js';
 import { demoTokenizer, fixturesDir, makeEncoder, makeHfFolder, repoRoot, runPython } from './fixtures.js';
+import { trainAbortedAt } from './helpers/train-abort.js';
 
 const exec = promisify(execFile);
 const cli = join(repoRoot, 'dist', 'cli.js');
@@ -446,17 +447,9 @@ print(json.dumps(sorted(out)))`,
     };
     const whole = await train({ ...opts, outDir: join(work, 'resume-whole') });
     const outDir = join(work, 'resume-interrupted');
-    const controller = new AbortController();
-    await expect(
-      train({
-        ...opts,
-        outDir,
-        signal: controller.signal,
-        onProgress: (e) => {
-          if (e.type === 'epoch' && e.epoch === 1) controller.abort();
-        },
-      }),
-    ).rejects.toThrow(/aborted at epoch 2, batch 1\/4; resume with resumeFrom/);
+    await expect(trainAbortedAt({ ...opts, outDir }, (e) => e.type === 'epoch' && e.epoch === 1)).rejects.toThrow(
+      /aborted at epoch 2, batch 1\/4; resume with resumeFrom/,
+    );
     const resumed = await train({ ...opts, resumeFrom: outDir });
     try {
       expect(resumed.history).toHaveLength(3);
