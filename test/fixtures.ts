@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gatherRows } from '../lib/batching.js';
+import type { NativeEncoderConfig } from '../lib/binding.js';
 import type { Classifier } from '../lib/classifier.js';
 import { loadExamples } from '../lib/data.js';
 import { loadBinding } from '../lib/loader.js';
@@ -49,6 +50,32 @@ export interface MakeEncoderOptions {
   seed?: number;
   /** BertModel-named float32 weights (safetensors) to trace instead of the random init. */
   weights?: string;
+}
+
+/**
+ * buildEncoder's config of the BERT make_encoder.py traces with these sizes: the script's fixed
+ * choices (2 token types, LayerNorm eps 1e-12, pad id 0, GELU, a pooler), no MLM head, and its
+ * 512 positions unless `maxPosition` says otherwise.
+ */
+export function makeEncoderConfig(
+  sizes: Required<Pick<MakeEncoderOptions, 'vocabSize' | 'layers' | 'hidden' | 'heads' | 'intermediate'>> &
+    Pick<MakeEncoderOptions, 'maxPosition'>,
+): NativeEncoderConfig {
+  return {
+    family: 'bert',
+    vocabSize: sizes.vocabSize,
+    hiddenSize: sizes.hidden,
+    numLayers: sizes.layers,
+    numHeads: sizes.heads,
+    intermediateSize: sizes.intermediate,
+    maxPositions: sizes.maxPosition ?? 512,
+    typeVocabSize: 2,
+    layerNormEps: 1e-12,
+    padTokenId: 0,
+    hiddenAct: 'gelu',
+    pooler: true,
+    mlmHead: false,
+  };
 }
 
 /**
