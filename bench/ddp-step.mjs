@@ -13,21 +13,23 @@
  * hooks and how long it took, and how much of the communication was left after the last
  * gradient (exposed). Sides alternate in blocks; each block starts fresh processes.
  */
-import { spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { cacheDir, encoder, f, median, PYTHON, reviewBatch, root, SHAPES, shapeLabel, spread, stats, table } from './lib.mjs';
 
 export const name = 'ddp-step';
 
 const TARGET = 1.0;
 const WORLD = 2;
+const execFileAsync = promisify(execFile);
 const { freePort } = await import(join(root, 'dist', 'launcher.js'));
 
 /** Starts WORLD ranks of `command args` with torchrun's variables; their stdout JSON and stderr, in rank order. */
 async function job(command, args, extraEnv = {}) {
   const port = await freePort();
-  const ranks = Array.from({ length: WORLD }, (_, rank) => {
+  const ranks = Array.from({ length: WORLD }, async (_, rank) => {
     const env = {
       ...process.env,
       ...extraEnv,
@@ -39,24 +41,16 @@ async function job(command, args, extraEnv = {}) {
       MASTER_PORT: String(port),
       OMP_NUM_THREADS: '1',
     };
-    return new Promise((resolve, reject) => {
-      const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => {
-        stdout += d;
-      });
-      child.stderr.on('data', (d) => {
-        stderr += d;
-      });
-      child.on('error', reject);
-      child.on('exit', (code) => {
-        const line = stdout.trim().split('\n').at(-1);
-        if (code !== 0 || !line)
-          reject(new Error(`ddp-step rank ${rank} (${command}) exited ${code}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`));
-        else resolve({ ...JSON.parse(line), stderr });
-      });
-    });
+    // execFile rejects on a non-zero exit (or a signal), its output attached to the error.
+    const { stdout, stderr, code } = await execFileAsync(command, args, { env, maxBuffer: 64 << 20 }).catch((e) => ({
+      stdout: '',
+      stderr: String(e.stderr || e.message),
+      code: e.code ?? e.signal,
+    }));
+    const line = stdout.trim().split('\n').at(-1);
+    if (!line)
+      throw new Error(`ddp-step rank ${rank} (${command}) exited ${code ?? 0}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    return { ...JSON.parse(line), stderr };
   });
   return Promise.all(ranks);
 }

@@ -12,8 +12,10 @@
  *     and the decision on a non-finite loss (any rank's is every rank's);
  *   - the decision to stop before an optimizer step (`agreeToStop`): an abort on any rank stops
  *     every rank at the same step boundary;
- *   - what the run is (`agreeOnRun`, at the start): options, data and model compared, a rank that
- *     differs refused on every rank with a message naming what differs;
+ *   - what the run is (`startAsRank`, at the start): each rank's set-up and then one collective
+ *     that every rank enters, carrying its run's identity (options, data and model, compared by
+ *     `agreeOnRun`: a rank that differs refused on every rank with a message naming what differs)
+ *     or why its set-up failed (every rank stops at once, the others naming it);
  *   - evaluation, each rank on its share of the held-out rows (`evaluationRows`), the sums the
  *     metrics need reduced; rank 0's decisions (best checkpoint, early stopping) broadcast (`fromMain`).
  * Rank 0 alone writes checkpoints, reports, the training state and progress (`isMain`).
@@ -140,14 +142,65 @@ export interface RunIdentity {
 }
 
 /**
- * Every rank's identity compared with rank 0's before anything trains; on a difference every rank
- * throws the same InputError, which names the ranks and what differs. Ranks that trained on other
- * data or options would still average their gradients and end with weights that are no one's; a
- * different model would go unnoticed where only the trainable tensors are broadcast (the frozen
- * encoder of `frozen` or LoRA).
+ * What a rank says at the start: the identity of the run it set up, or why it could not set one up
+ * (the first line of its error's message, and whether that error was a ModelError).
  */
-export function agreeOnRun(dist: Pick<Distributed, 'allGather'>, identity: RunIdentity): void {
-  const all = dist.allGather(identity);
+type StartReport = { identity: RunIdentity } | { failed: string; modelError: boolean };
+
+/**
+ * A rank's set-up (its model loaded, its data read: whatever may fail on one rank alone) and the
+ * agreement on what the run is, as one collective that every rank enters whether its set-up
+ * succeeded or not. A rank that could not start says why instead of leaving the group, so the
+ * others stop at once rather than wait in a collective it never joins until `distributedTimeout`
+ * passes. Then: the rank that failed throws its own error; every other rank throws one naming each
+ * rank that failed and its reason (code RANK_FAILED_TO_START, a ModelError when the first failed
+ * rank's error was one, an InputError otherwise); or, when all started, the identities are compared
+ * (`agreeOnRun`). Alone (`dist` null), `setUp` only. `identify` runs only in a group.
+ */
+export async function startAsRank<T>(
+  dist: Pick<Distributed, 'allGather'> | null,
+  setUp: () => Promise<T>,
+  identify: (value: T) => Promise<RunIdentity>,
+): Promise<T> {
+  if (!dist) return setUp();
+  let started: { value: T; identity: RunIdentity } | { error: unknown };
+  try {
+    const value = await setUp();
+    started = { value, identity: await identify(value) };
+  } catch (error) {
+    started = { error };
+  }
+  const all = dist.allGather<StartReport>('error' in started ? failureReport(started.error) : { identity: started.identity });
+  if ('error' in started) throw started.error;
+  refuseFailedStarts(all);
+  agreeOnRun(all.map((r) => (r as { identity: RunIdentity }).identity));
+  return started.value;
+}
+
+/** Why this rank could not start, in one line (the gathered reports are a one-line error's parts). */
+function failureReport(error: unknown): StartReport {
+  return { failed: messageOf(error).split('\n')[0]!, modelError: error instanceof ModelError };
+}
+
+/** When any rank could not start, the error every other rank throws, naming each that failed and why. */
+function refuseFailedStarts(all: StartReport[]): void {
+  const failed = all.flatMap((report, rank) => ('failed' in report ? [{ rank, ...report }] : []));
+  if (failed.length === 0) return;
+  const reasons = failed.map((f) => `rank ${f.rank} could not start: ${f.failed}`).join('; ');
+  const message = `distributed: ${reasons}; nothing was trained`;
+  throw failed[0]!.modelError
+    ? new ModelError(message, { code: 'RANK_FAILED_TO_START' })
+    : new InputError(message, { code: 'RANK_FAILED_TO_START' });
+}
+
+/**
+ * Every rank's identity (in rank order, as gathered) compared with rank 0's before anything
+ * trains; on a difference every rank throws the same InputError, which names the ranks and what
+ * differs. Ranks that trained on other data or options would still average their gradients and
+ * end with weights that are no one's; a different model would go unnoticed where only the
+ * trainable tensors are broadcast (the frozen encoder of `frozen` or LoRA).
+ */
+export function agreeOnRun(all: RunIdentity[]): void {
   const main = all[0]!;
   const problems: string[] = [];
   all.forEach((other, r) => {
@@ -240,9 +293,10 @@ export function threadsPerRank(localWorldSize: number): number {
 
 /**
  * A run as a rank, the same for train() and pretrain(): the group joined first (so that a rank
- * that fails later fails the others' collectives), the threads left open set to the cores / the
- * local world size, the run, and the group left however the run ends. `run` gets null when the
- * run is alone (`distributed: 'off'`, or no torchrun variables).
+ * that fails later fails the others' collectives; one that fails during its set-up tells them,
+ * `startAsRank`), the threads left open set to the cores / the local world size, the run, and the
+ * group left however the run ends. `run` gets null when the run is alone (`distributed: 'off'`,
+ * or no torchrun variables).
  */
 export async function runAsRank<T>(
   binding: NativeBinding,

@@ -29,7 +29,8 @@ export type ErrorCode =
   | 'VERBALIZER_DUPLICATE_TOKEN'
   | 'NO_MASK_TOKEN'
   | 'NO_MLM_HEAD'
-  | 'RANKS_DISAGREE';
+  | 'RANKS_DISAGREE'
+  | 'RANK_FAILED_TO_START';
 
 /** Bad user input: a file, a CSV row or column, a label, an option. */
 export class InputError extends Error {

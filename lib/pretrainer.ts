@@ -11,10 +11,11 @@
  * run_mlm.py does; 3. the MLM model (`buildMlmModel`: the head runs on the masked rows only)
  * and its AdamW groups (the tied decoder weight once); 4. the loop; 5. the kept folder
  * (mlm-output.ts): a Hugging Face *ForMaskedLM folder and the encoder as TorchScript.
- * Data-parallel (distributed.ts), as train(): the ranks compare what the run is at the start
- * (agreeOnRun); each rank takes its share of every epoch's rows, its loss weighted by its share of
- * the global batch's masked tokens; each evaluates its share of the held-out rows, the sums
- * reduced; rank 0 decides the best and early stopping, and alone writes.
+ * Data-parallel (distributed.ts), as train(): the ranks compare what the run is at the start, or
+ * all stop when one could not start (startAsRank); each rank takes its share of every epoch's
+ * rows, its loss weighted by its share of the global batch's masked tokens; each evaluates its
+ * share of the held-out rows, the sums reduced; rank 0 decides the best and early stopping, and
+ * alone writes.
  */
 import { join } from 'node:path';
 import { consecutiveBatches } from './batching.js';
@@ -23,13 +24,13 @@ import { ensureWritableDir, HISTORY_FILE, writeFileAtomic } from './checkpoint.j
 import type { ValidationShard } from './classification-task.js';
 import { resolveDevice } from './classifier.js';
 import {
-  agreeOnRun,
   contentDigest,
   type Distributed,
   evaluationRows,
   type RunIdentity,
   runAsRank,
   sharedSettings,
+  startAsRank,
   startFromRankZero,
 } from './distributed.js';
 import { loadEncoderSource } from './encoder-source.js';
@@ -199,48 +200,27 @@ async function pretrainRank(
   // Rank 0 alone writes the folder, the training state and the history.
   const writes = !dist || dist.isMain;
   if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
-  const device = resolveDevice(opts.device);
-  checkPrecision(opts, device);
-  const loaded = await loadEncoderSource(spec, {
-    device,
-    tokenizer: opts.tokenizer,
-    maxLength: options.maxLength,
-    fallbackMaxLength: DEFAULTS.maxLength,
-    mlmHead: true,
-    initialiseMlmHead: { seed: opts.seed },
-    signal,
-  });
-  const disposables: Array<{ dispose(): void }> = [loaded.module];
+  const disposables: Array<{ dispose(): void }> = [];
   try {
-    if (!loaded.mlmHead || loaded.source.kind !== 'folder') {
-      throw new InputError(
-        `pretrain(): ${loaded.description} is a TorchScript file; pretraining needs a Hugging Face model folder or Hub id`,
-      );
-    }
-    disposables.push(loaded.mlmHead);
-    const { tokenizer } = loaded;
-    const maxLength = loaded.maxLength;
-    const words = tokenizer.maskingVocabulary();
-    const vocab: MaskingVocabulary = {
-      // null when the tokenizer has no mask token: maskToken() then throws its own message (tokenizer.ts, the one rule).
-      maskId: words.maskId ?? tokenizer.maskToken().id,
-      vocabSize: words.vocabSize,
-      specialIds: words.specialIds,
-      continuesWord: wordContinuation(words.tokens, words.byteLevel),
-    };
+    // 1–2. The rank's model and texts, then (data-parallel) the start agreed with the other ranks
+    // before the texts are tokenized: every rank runs the same job, or none trains, and a rank that
+    // cannot start stops every rank at once (distributed.ts startAsRank).
+    const { loaded, mlmHead, vocab, texts, held, saved } = await startAsRank(
+      dist,
+      () => loadAndRead(opts, options, { spec, data, textColumn }, disposables),
+      (start) =>
+        runIdentity(
+          opts,
+          { textColumn, byLine, wholeWordMask, mlmProbability, maxLength: start.loaded.maxLength },
+          start.texts,
+          start.held,
+          start.loaded.tokenizer.json,
+          start.loaded.weightsKey,
+          start.saved,
+        ),
+    );
+    const { tokenizer, maxLength } = loaded;
     const masking: MaskingOptions = { mlmProbability, wholeWordMask, seed: opts.seed };
-
-    // 2. Data: the first validationSplit of the texts held out (run_mlm.py's train[:5%]).
-    const texts = await readPretrainingTexts(typeof data === 'string' ? [data] : [...data], textColumn);
-    const held = Math.max(1, Math.floor(texts.length * opts.validationSplit));
-    if (texts.length - held < 1)
-      throw new InputError(`pretrain(): ${texts.length} text(s) leave none to train on after the validation split`);
-    const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
-    // Data-parallel: every rank runs the same job, or none trains (before the texts are tokenized).
-    if (dist) {
-      const run = { textColumn, byLine, wholeWordMask, mlmProbability, maxLength };
-      agreeOnRun(dist, await runIdentity(opts, run, texts, held, tokenizer.json, loaded.weightsKey, saved));
-    }
     const encode = (part: string[]): Promise<EncodedTexts> | EncodedTexts =>
       byLine ? lineByLine(tokenizer, part, maxLength) : groupTexts(tokenizer, part, maxLength);
     const validation = await encode(texts.slice(0, held));
@@ -276,7 +256,7 @@ async function pretrainRank(
     const resumedAt = saved ? resumePosition(saved, fingerprint, opts.resumeFrom!, train.count) : null;
 
     // 3. The MLM model and what trains: everything but the pooler (BertForMaskedLM has none).
-    const built = binding.buildMlmModel(loaded.module, loaded.mlmHead);
+    const built = binding.buildMlmModel(loaded.module, mlmHead);
     const model = built.module;
     disposables.push(model);
     const names = model.namedParameters().map(([n]) => n);
@@ -372,6 +352,51 @@ async function pretrainRank(
   }
 }
 
+/**
+ * Stages 1–2 of a rank, what may fail on one rank alone: the model and its MLM head (disposed with
+ * `disposables`, the caller's), its masking vocabulary, the texts read and the first
+ * validationSplit of them held out (run_mlm.py's train[:5%]), the training state to resume.
+ */
+async function loadAndRead(
+  opts: ResolvedTrainOptions,
+  options: PretrainOptions,
+  { spec, data, textColumn }: Pick<PretrainRun, 'spec' | 'data' | 'textColumn'>,
+  disposables: Array<{ dispose(): void }>,
+) {
+  const device = resolveDevice(opts.device);
+  checkPrecision(opts, device);
+  const loaded = await loadEncoderSource(spec, {
+    device,
+    tokenizer: opts.tokenizer,
+    maxLength: options.maxLength,
+    fallbackMaxLength: DEFAULTS.maxLength,
+    mlmHead: true,
+    initialiseMlmHead: { seed: opts.seed },
+    signal: opts.signal,
+  });
+  disposables.push(loaded.module);
+  if (!loaded.mlmHead || loaded.source.kind !== 'folder') {
+    throw new InputError(
+      `pretrain(): ${loaded.description} is a TorchScript file; pretraining needs a Hugging Face model folder or Hub id`,
+    );
+  }
+  disposables.push(loaded.mlmHead);
+  const words = loaded.tokenizer.maskingVocabulary();
+  const vocab: MaskingVocabulary = {
+    // null when the tokenizer has no mask token: maskToken() then throws its own message (tokenizer.ts, the one rule).
+    maskId: words.maskId ?? loaded.tokenizer.maskToken().id,
+    vocabSize: words.vocabSize,
+    specialIds: words.specialIds,
+    continuesWord: wordContinuation(words.tokens, words.byteLevel),
+  };
+  const texts = await readPretrainingTexts(typeof data === 'string' ? [data] : [...data], textColumn);
+  const held = Math.max(1, Math.floor(texts.length * opts.validationSplit));
+  if (texts.length - held < 1)
+    throw new InputError(`pretrain(): ${texts.length} text(s) leave none to train on after the validation split`);
+  const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
+  return { loaded, mlmHead: loaded.mlmHead, vocab, texts, held, saved };
+}
+
 /** The masked-language task: each row masked by (seed, epoch, row), the head on the masked rows, loss over the masked tokens. */
 function maskedLmTask(
   binding: NativeBinding,
@@ -405,7 +430,7 @@ interface ReadSettings {
 }
 
 /**
- * What data-parallel ranks must share (distributed.ts agreeOnRun), as train()'s: the options but
+ * What data-parallel ranks must share (distributed.ts startAsRank, agreeOnRun), as train()'s: the options but
  * the rank-local ones, pretrain()'s own, and by content what the paths name — the training and the
  * held-out texts as read and split, the tokenizer, the model's weights (with its MLM head: file
  * SHA-256s, or a Hub commit), the training state resumed.

@@ -44,13 +44,13 @@ import { classificationTask, type LabelledSet, lossOptions, validateClassifier }
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
 import { csvColumns, type DataSource, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
 import {
-  agreeOnRun,
   contentDigest,
   type Distributed,
   evaluationRows,
   type RunIdentity,
   runAsRank,
   sharedSettings,
+  startAsRank,
   startFromRankZero,
 } from './distributed.js';
 import { cpuBf16 } from './doctor.js';
@@ -263,9 +263,10 @@ async function tokenizeData(
 }
 
 /**
- * What data-parallel ranks must share (distributed.ts agreeOnRun): the options but the rank-local
- * ones, and by content what the paths name — the texts and labels read, the tokenizer, the
- * encoder's weights (loaded.weightsKey: file SHA-256s, or a Hub commit), the training state resumed.
+ * What data-parallel ranks must share (distributed.ts startAsRank, agreeOnRun): the options but
+ * the rank-local ones, and by content what the paths name — the texts and labels read, the
+ * tokenizer, the encoder's weights (loaded.weightsKey: file SHA-256s, or a Hub commit), the
+ * training state resumed.
  */
 async function runIdentity(opts: ResolvedTrainOptions, raw: RawData, loaded: LoadedEncoder): Promise<RunIdentity> {
   // The label names the run settled on (given or inferred) pin what the class ids of the data mean.
@@ -472,20 +473,14 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
   });
 }
 
-async function trainRank(
-  opts: ResolvedTrainOptions,
-  binding: NativeBinding,
-  options: TrainOptions,
-  dist: Distributed | null,
-): Promise<TrainResult> {
-  // 1. Load and check.
-  const { signal } = opts;
-  if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
-  // The encoder is loaded (a model folder or Hub id built natively) and checked against the
-  // tokenizer and max length before any text is tokenized (model-checks.ts): a mismatch fails at
-  // once, naming both files and both numbers. A model folder supplies the tokenizer, max length
-  // and LoRA targets the options leave out. Until buildModel takes it over below, an error leaves
-  // it to the garbage collector.
+/**
+ * Stage 1, what may fail on one rank alone: the encoder loaded (a model folder or Hub id built
+ * natively) and checked against the tokenizer and max length before any text is tokenized
+ * (model-checks.ts): a mismatch fails at once, naming both files and both numbers. A model folder
+ * supplies the tokenizer, max length and LoRA targets the options leave out (set in `opts`). Then
+ * the data read. Until buildModel takes the encoder over, an error leaves it to the garbage collector.
+ */
+async function loadAndRead(opts: ResolvedTrainOptions, binding: NativeBinding, options: TrainOptions) {
   const device = resolveDevice(opts.device);
   const loaded = await loadEncoderSource(opts.encoder, {
     device,
@@ -493,24 +488,42 @@ async function trainRank(
     maxLength: options.maxLength,
     fallbackMaxLength: DEFAULTS.maxLength,
     mlmHead: opts.head === 'prompt',
-    signal,
+    signal: opts.signal,
   });
-  const encoder = loaded.module;
   // head 'prompt': the MLM head, the mask token and the verbalizer's words, checked before any data is read.
   const prepared = opts.head === 'prompt' ? await preparePrompt(loaded, opts.template!, opts.verbalizer!) : null;
-  const prompt = prepared?.prompt ?? null;
-  if (prompt) {
-    if (opts.labels !== undefined && opts.labels.join('\0') !== prompt.labels.join('\0')) {
-      throw new InputError(`labels (${opts.labels.join(', ')}) must be the verbalizer's, in its order (${prompt.labels.join(', ')})`);
+  if (prepared) {
+    const { labels } = prepared.prompt;
+    if (opts.labels !== undefined && opts.labels.join('\0') !== labels.join('\0')) {
+      throw new InputError(`labels (${opts.labels.join(', ')}) must be the verbalizer's, in its order (${labels.join(', ')})`);
     }
-    opts.labels = prompt.labels;
+    opts.labels = labels;
   }
   opts.maxLength = loaded.maxLength;
   if (options.lora?.targets === undefined && loaded.loraTargets) opts.lora.targets = loaded.loraTargets;
   const raw = await readInputs(opts, binding, loaded.tokenizer);
+  return { device, loaded, prepared, raw };
+}
+
+async function trainRank(
+  opts: ResolvedTrainOptions,
+  binding: NativeBinding,
+  options: TrainOptions,
+  dist: Distributed | null,
+): Promise<TrainResult> {
+  // 1. Load and check: the rank's set-up, then (data-parallel) the start agreed with the other
+  // ranks before any text is tokenized: every rank runs the same job, or none trains, and a rank
+  // that cannot start stops every rank at once (distributed.ts startAsRank).
+  const { signal } = opts;
+  if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
+  const { device, loaded, prepared, raw } = await startAsRank(
+    dist,
+    () => loadAndRead(opts, binding, options),
+    (start) => runIdentity(opts, start.raw, start.loaded),
+  );
+  const encoder = loaded.module;
+  const prompt = prepared?.prompt ?? null;
   const { saved, tokenizer, labels } = raw;
-  // Data-parallel: every rank runs the same job, or none trains (before the texts are tokenized).
-  if (dist) agreeOnRun(dist, await runIdentity(opts, raw, loaded));
 
   // 2. Prepare data.
   const data = await tokenizeData(opts, raw, prompt);

@@ -12,7 +12,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { gatherRows } from '../lib/batching.js';
 import { pythonFloorDiv, reductionFactorFor } from '../lib/export-adapterhub.js';
 import {
   type Classifier,
@@ -23,10 +22,17 @@ import {
   type TrainOptions,
   train,
 } from '../lib/index.js';
-import { loadBinding } from '../lib/loader.js';
-import { TextTokenizer } from '../lib/tokenizer.js';
 import { torchSaveBytes } from '../lib/torch-save.js';
-import { makeHfFolder, PROBE_TEXTS, PYTHON, repoRoot, runPython, smallClassifierInputs } from './fixtures.js';
+import {
+  classifierBatch,
+  classifierFeatures,
+  makeHfFolder,
+  PROBE_TEXTS,
+  PYTHON,
+  repoRoot,
+  runPython,
+  smallClassifierInputs,
+} from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-adapterhub-'));
 const TEXTS = PROBE_TEXTS;
@@ -71,21 +77,22 @@ const maxDiff = (a: number[][], b: number[][]) => {
 /** The largest difference between two texts' probabilities: the comparison is not of near-constant outputs. */
 const spread = (p: number[][]) => Math.max(...p.flatMap((a) => p.map((b) => maxDiff([a], [b]))));
 
-/** TEXTS as the classifier tokenizes them (padded to the longest, cut at its max length). */
-async function tokens(classifier: Classifier, dir: string) {
-  const tokenizer = await TextTokenizer.load(join(dir, 'tokenizer.json'));
-  const rows = gatherRows(
-    await tokenizer.encodeBatchAsync(TEXTS, classifier.config.maxLength),
-    TEXTS.map((_, i) => i),
-  );
-  const matrix = (a: Int32Array) =>
-    Array.from({ length: rows.count }, (_, r) => Array.from(a.subarray(r * rows.seqLen, (r + 1) * rows.seqLen)));
-  return { ids: matrix(rows.inputIds), mask: matrix(rows.attentionMask), rows };
-}
-
 async function reference(folder: { dir: string; weights: string }, out: string, ids: number[][], mask: number[][]): Promise<Reference> {
   const stdin = JSON.stringify({ base: folder.dir, weights: folder.weights, dir: out, input_ids: ids, attention_mask: mask });
   return JSON.parse(await runPython('test/python/adapterhub_reference.py', [], stdin)) as Reference;
+}
+
+/**
+ * The reference of AdapterHub's forward with the export `out` on the base `folder`, on TEXTS as the
+ * classifier tokenizes them: its probabilities must be predict's (1e-5), on outputs that differ by text.
+ */
+async function expectReferenceIsPredict(classifier: Classifier, folder: { dir: string; weights: string }, out: string): Promise<Reference> {
+  const { inputIds, attentionMask } = await classifierBatch(classifier, TEXTS);
+  const ref = await reference(folder, out, inputIds, attentionMask);
+  const own = (await classifier.predict(TEXTS)).map((p) => classifier.labels.map((l) => p.probabilities[l]!));
+  expect(maxDiff(ref.probabilities!, own)).toBeLessThan(1e-5);
+  expect(spread(own)).toBeGreaterThan(1e-4);
+  return ref;
 }
 
 /** The largest |value| of the classifier's adapter up-projections: training moved them off their zero init. */
@@ -98,12 +105,13 @@ function maxUp(classifier: Classifier): number {
   );
 }
 
-const adapterKeys = (prefix: string, locations: string[], name = 'torch_bert') =>
+/** The exact adapter keys of a 2-layer export: `<layers>.N.<location>.adapters.<name>.<param>`. */
+const adapterKeys = (layers: string, locations: readonly string[], name = 'torch_bert') =>
   [0, 1]
     .flatMap((l) =>
       locations.flatMap((loc) =>
         ['adapter_down.0.weight', 'adapter_down.0.bias', 'adapter_up.weight', 'adapter_up.bias'].map(
-          (p) => `${prefix}.layer.${l}.${loc}.adapters.${name}.${p}`,
+          (p) => `${layers}.${l}.${loc}.adapters.${name}.${p}`,
         ),
       ),
     )
@@ -126,13 +134,9 @@ describe('exportAdapterHub', () => {
     const classifier = await loadClassifier(dir);
     try {
       expect(maxUp(classifier)).toBeGreaterThan(1e-3);
-      const { ids, mask } = await tokens(classifier, dir);
-      const ref = await reference(bert, out, ids, mask);
-      const own = (await classifier.predict(TEXTS)).map((p) => classifier.labels.map((l) => p.probabilities[l]!));
-      expect(maxDiff(ref.probabilities!, own)).toBeLessThan(1e-5);
-      expect(spread(own)).toBeGreaterThan(1e-4);
+      const ref = await expectReferenceIsPredict(classifier, bert, out);
 
-      expect(ref.keys).toEqual(adapterKeys('bert.encoder', ['attention.output', 'output']));
+      expect(ref.keys).toEqual(adapterKeys('bert.encoder.layer', ['attention.output', 'output']));
       expect(ref.head_keys).toEqual([
         'heads.torch_bert.1.bias',
         'heads.torch_bert.1.weight',
@@ -193,12 +197,8 @@ describe('exportAdapterHub', () => {
     const classifier = await loadClassifier(dir);
     try {
       expect(maxUp(classifier)).toBeGreaterThan(1e-3);
-      const { ids, mask } = await tokens(classifier, dir);
-      const ref = await reference(bert, out, ids, mask);
-      const own = (await classifier.predict(TEXTS)).map((p) => classifier.labels.map((l) => p.probabilities[l]!));
-      expect(maxDiff(ref.probabilities!, own)).toBeLessThan(1e-5);
-      expect(spread(own)).toBeGreaterThan(1e-4);
-      expect(ref.keys).toEqual(adapterKeys('bert.encoder', ['output'], 'sentiment'));
+      const ref = await expectReferenceIsPredict(classifier, bert, out);
+      expect(ref.keys).toEqual(adapterKeys('bert.encoder.layer', ['output'], 'sentiment'));
       expect(ref.head_keys).toEqual(['heads.sentiment.1.bias', 'heads.sentiment.1.weight']);
       expect(ref.config.config).toMatchObject({
         mh_adapter: false,
@@ -242,21 +242,8 @@ describe('exportAdapterHub', () => {
 
       const classifier = await loadClassifier(dir);
       try {
-        const { ids, mask } = await tokens(classifier, dir);
-        const ref = await reference(folder, out, ids, mask);
-        const own = (await classifier.predict(TEXTS)).map((p) => classifier.labels.map((l) => p.probabilities[l]!));
-        expect(maxDiff(ref.probabilities!, own)).toBeLessThan(1e-5);
-        expect(spread(own)).toBeGreaterThan(1e-4);
-        const keys = [0, 1]
-          .flatMap((l) =>
-            f.locations.flatMap((loc) =>
-              ['adapter_down.0.weight', 'adapter_down.0.bias', 'adapter_up.weight', 'adapter_up.bias'].map(
-                (p) => `${f.prefix}.${l}.${loc}.adapters.torch_bert.${p}`,
-              ),
-            ),
-          )
-          .sort();
-        expect(ref.keys).toEqual(keys);
+        const ref = await expectReferenceIsPredict(classifier, folder, out);
+        expect(ref.keys).toEqual(adapterKeys(f.prefix, f.locations));
         expect(ref.config).toMatchObject({ model_type: f.family, model_class: f.modelClass });
       } finally {
         classifier.dispose();
@@ -275,18 +262,11 @@ describe('exportAdapterHub', () => {
 
     const classifier = await loadClassifier(dir);
     try {
-      const { ids, mask, rows } = await tokens(classifier, dir);
-      const ref = await reference(bert, out, ids, mask);
+      const { batch, inputIds, attentionMask } = await classifierBatch(classifier, TEXTS);
+      const ref = await reference(bert, out, inputIds, attentionMask);
       expect(ref.probabilities).toBeNull();
-      const features = await loadBinding().extractFeatures(classifier.module, {
-        inputIds: rows.inputIds,
-        attentionMask: rows.attentionMask,
-        batchSize: rows.count,
-        seqLen: rows.seqLen,
-      });
-      const flat = Array.from(features.toArray() as Float32Array);
-      features.dispose();
-      const own = Array.from({ length: rows.count }, (_, r) => flat.slice(r * 32, (r + 1) * 32));
+      const own = await classifierFeatures(classifier, batch);
+      expect(own[0]).toHaveLength(32);
       expect(maxDiff(ref.features, own)).toBeLessThan(1e-5);
     } finally {
       classifier.dispose();

@@ -5,16 +5,18 @@
  * mid-epoch stops the other within the timeout with a one-line error naming the dead rank.
  * The processes run the compiled package (test/helpers/distributed-train.mjs), as users' ranks do.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadExamples } from '../lib/data.js';
+import { type RunIdentity, startAsRank } from '../lib/distributed.js';
+import { InputError, ModelError } from '../lib/errors.js';
 import { freePort } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
+import { type CommandExit, type CommandWatch, runCommand, runTorchrun, torchrunStarts } from './helpers/run-command.js';
 
 const binding = loadBinding();
 const gloo = binding.distributedBackends().includes('gloo');
@@ -27,24 +29,6 @@ function writeCsv(file: string, texts: string[], labels: string[]): void {
   writeFileSync(file, ['text,label', ...texts.map((t, i) => `${quote(t)},${quote(labels[i]!)}`)].join('\n') + '\n');
 }
 
-/** Runs a command to its end; its exit code and output. */
-function runCommand(command: string, args: string[], env: Record<string, string> = {}): Promise<Exit & { stdout: string }> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr, ms: performance.now() - started }));
-  });
-}
-
 /** The parameters of a saved classifier directory's module. */
 function classifierWeights(dir: string): Map<string, Float32Array> {
   const module = binding.ScriptModule.load(join(dir, 'classifier.pt'), 'cpu');
@@ -55,35 +39,9 @@ function classifierWeights(dir: string): Map<string, Float32Array> {
   }
 }
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stderr: string;
-  ms: number;
-}
-
-/** How a test watches a rank: it is given the way to kill it, and hears its stdout. */
-interface RankWatch {
-  onStart?: (kill: () => void) => void;
-  onStdout?: (text: string) => void;
-}
-
-function runProcess(options: object, out: string, env: Record<string, string>, watch: RankWatch = {}): Promise<Exit> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [helper, JSON.stringify(options), out], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stdout.on('data', (d) => watch.onStdout?.(String(d)));
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('exit', (code, signal) => resolve({ code, signal, stderr, ms: performance.now() - started }));
-    watch.onStart?.(() => child.kill('SIGKILL'));
-  });
+/** One process of test/helpers/distributed-train.mjs with these options; its weights go to `out`. */
+function runProcess(options: object, out: string, env: Record<string, string>, watch: CommandWatch = {}): Promise<CommandExit> {
+  return runCommand(process.execPath, [helper, JSON.stringify(options), out], env, watch);
 }
 
 /**
@@ -94,7 +52,7 @@ async function runRanks(
   options: object,
   out: string,
   worldSize: number,
-  watch: (rank: number) => RankWatch = () => ({}),
+  watch: (rank: number) => CommandWatch = () => ({}),
   env: Record<string, string> | ((rank: number) => Record<string, string>) = {},
   perRank: (rank: number) => object = () => ({}),
 ) {
@@ -154,6 +112,11 @@ function expectSameReport(a: Reported, b: Reported, tolerance: number): void {
 function weights(file: string): Map<string, Float32Array> {
   const tensors = binding.loadTensors(file);
   return new Map(Object.entries(tensors).map(([name, t]) => [name, Float32Array.from(t.toArray() as ArrayLike<number>)]));
+}
+
+/** The last line of a process's stderr: its error's `name: message` (test/helpers/distributed-train.mjs). */
+function lastLine(stderr: string): string {
+  return stderr.trim().split('\n').at(-1) ?? '';
 }
 
 /** Largest absolute difference between two sets of the same parameters. */
@@ -315,6 +278,26 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
       expect(last).not.toMatch(/options differ|validation data|model/);
       expect(r.ms).toBeLessThan(120_000);
     }
+  }, 240_000);
+
+  it('a rank that cannot start (rank 1: a missing data file) stops every rank in seconds, not at the timeout; rank 1 throws its own error', async () => {
+    const missing = join(dir, 'missing.csv');
+    const options = { ...base, technique: 'frozen', batchSize: 4, distributedTimeout: 120 };
+    // Rank 1's own error is the one a single process given that file throws.
+    const single = await runProcess({ ...options, data: missing }, join(dir, 'missing-single'), {});
+    expect(single.code).toBe(1);
+    const own = lastLine(single.stderr);
+    expect(own).toMatch(/^InputError: cannot read data file .*missing\.csv: ENOENT/);
+    const started = performance.now();
+    const ranks = await runRanks(options, join(dir, 'missing'), 2, undefined, {}, (rank) => (rank === 1 ? { data: missing } : {}));
+    const seconds = (performance.now() - started) / 1000;
+    expect(ranks.map((r) => r.code)).toEqual([1, 1]);
+    expect(lastLine(ranks[1]!.stderr)).toBe(own);
+    expect(lastLine(ranks[0]!.stderr)).toBe(
+      `InputError: distributed: rank 1 could not start: ${own.replace(/^InputError: /, '')}; nothing was trained`,
+    );
+    // Rank 0 did not wait in a collective for the rank that left (distributedTimeout 120 s).
+    expect(seconds).toBeLessThan(30);
   }, 240_000);
 
   it('a run of 2 ranks × 4 stopped mid-epoch resumes as 1 process × 4 × accumulation 2 and ends as 1 × 8 does', async () => {
@@ -482,24 +465,9 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
   }, 240_000);
 
   it('torchrun --no_python --nproc_per_node 2 torch-bert train: the same weights', async (ctx) => {
-    // Debian 12's torchrun 1.13 fails before starting any worker on its Python 3.11 (an enum
-    // change: "'NoneType' object has no attribute 'get'" in to_map): skipped where it cannot run /bin/true.
-    const probe = existsSync(torchrun)
-      ? await runCommand(torchrun, ['--no_python', '--nproc_per_node', '1', '--master_port', String(await freePort()), '/bin/true'])
-      : null;
-    if (probe?.code !== 0) ctx.skip();
+    if (!(await torchrunStarts(torchrun))) ctx.skip();
     const out = join(dir, 'cli-torchrun');
-    const port = await freePort();
-    const run = await runCommand(torchrun, [
-      '--no_python',
-      '--nproc_per_node',
-      '2',
-      '--master_port',
-      String(port),
-      process.execPath,
-      cli,
-      ...cliArgs(out),
-    ]);
+    const run = await runTorchrun(torchrun, 2, process.execPath, [cli, ...cliArgs(out)]);
     expect(run.code, run.stderr).toBe(0);
     expect(maxDifference(classifierWeights(out), weights(join(dir, 'full-ddp.0')))).toBeLessThan(1e-5);
   }, 240_000);
@@ -566,4 +534,112 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(exit.code).toBe(1);
     expect(exit.stderr.trim()).toMatch(new RegExp(`rank 1 cannot reach the master at 127\\.0\\.0\\.1:${port} within 3 s`));
   }, 60_000);
+});
+
+/**
+ * The rule of the start (lib/distributed.ts startAsRank) on a simulated collective: each rank's
+ * report is recorded in a first pass, then every rank runs again and gathers them all, as the
+ * all-gather returns them on every rank.
+ */
+describe('startAsRank: a rank that cannot start stops every rank', () => {
+  const identity = (value: string): RunIdentity => ({ settings: { learningRate: 0.001 }, digests: { 'training data': value } });
+  const recorded = new Error('recorded');
+
+  /** Every rank's outcome: its value, or what it threw. */
+  async function startRanks(
+    setUps: Array<() => Promise<string>>,
+    identify: (value: string) => Promise<RunIdentity> = async () => identity('same'),
+  ) {
+    const reports: unknown[] = [];
+    for (const [rank, setUp] of setUps.entries()) {
+      const record = {
+        allGather: <T>(report: T): T[] => {
+          reports[rank] = report;
+          throw recorded;
+        },
+      };
+      await expect(startAsRank(record, setUp, identify)).rejects.toBe(recorded);
+    }
+    const gather = { allGather: <T>(): T[] => reports as T[] };
+    return Promise.all(
+      setUps.map((setUp) =>
+        startAsRank(gather, setUp, identify).then(
+          (value) => ({ value }),
+          (error: unknown) => ({ error }),
+        ),
+      ),
+    );
+  }
+
+  it('rank 1 could not read its data: rank 1 throws its own error, rank 0 one naming rank 1 and why (RANK_FAILED_TO_START)', async () => {
+    const own = new InputError('cannot read data file /data/train.csv: ENOENT: no such file or directory', { file: '/data/train.csv' });
+    const [rank0, rank1] = await startRanks([async () => 'model 0', () => Promise.reject(own)]);
+    expect(rank1).toEqual({ error: own });
+    expect((rank1 as { error: unknown }).error).toBe(own);
+    const error = (rank0 as { error: InputError }).error;
+    expect(error).toBeInstanceOf(InputError);
+    expect(error.code).toBe('RANK_FAILED_TO_START');
+    expect(error.message).toBe(
+      'distributed: rank 1 could not start: cannot read data file /data/train.csv: ENOENT: no such file or directory; nothing was trained',
+    );
+  });
+
+  it("rank 0's model is broken (a ModelError of several lines): rank 1 throws a ModelError with its first line", async () => {
+    const own = new ModelError('cannot load /models/x/model.pt: not a TorchScript archive\n  at torch::jit::load\n  at frame 2');
+    const [rank0, rank1] = await startRanks([() => Promise.reject(own), async () => 'model 1']);
+    expect((rank0 as { error: unknown }).error).toBe(own);
+    const error = (rank1 as { error: ModelError }).error;
+    expect(error).toBeInstanceOf(ModelError);
+    expect(error.code).toBe('RANK_FAILED_TO_START');
+    expect(error.message).toBe(
+      'distributed: rank 0 could not start: cannot load /models/x/model.pt: not a TorchScript archive; nothing was trained',
+    );
+  });
+
+  it('two of three ranks fail: each throws its own error, the third names both in rank order', async () => {
+    const one = new InputError('tokenizer /t.json is not valid JSON');
+    const two = new Error('out of memory');
+    const [rank0, rank1, rank2] = await startRanks([async () => 'ok', () => Promise.reject(one), () => Promise.reject(two)]);
+    expect((rank1 as { error: unknown }).error).toBe(one);
+    expect((rank2 as { error: unknown }).error).toBe(two);
+    const error = (rank0 as { error: Error }).error;
+    expect(error).toBeInstanceOf(InputError);
+    expect(error.message).toBe(
+      'distributed: rank 1 could not start: tokenizer /t.json is not valid JSON; rank 2 could not start: out of memory; nothing was trained',
+    );
+  });
+
+  it("a rank whose identity cannot be computed (its model's weights unreadable) has not started either", async () => {
+    const own = new InputError('cannot hash /models/x/model.safetensors: EACCES');
+    const [rank0, rank1] = await startRanks([async () => 'a', async () => 'b'], async (value) => {
+      if (value === 'b') throw own;
+      return identity('same');
+    });
+    expect((rank1 as { error: unknown }).error).toBe(own);
+    expect((rank0 as { error: Error }).error.message).toBe(
+      'distributed: rank 1 could not start: cannot hash /models/x/model.safetensors: EACCES; nothing was trained',
+    );
+  });
+
+  it('every rank started: each gets its own set-up, or, when the runs differ, the same RANKS_DISAGREE error', async () => {
+    expect(await startRanks([async () => 'a', async () => 'b'])).toEqual([{ value: 'a' }, { value: 'b' }]);
+    const differ = await startRanks([async () => 'a', async () => 'b'], async (value) => identity(value));
+    for (const outcome of differ) {
+      const error = (outcome as { error: InputError }).error;
+      expect(error.code).toBe('RANKS_DISAGREE');
+      expect(error.message).toMatch(/rank 1's training data differs from rank 0's$/);
+    }
+  });
+
+  it('alone: the set-up only (nothing identified), its error as it is', async () => {
+    let identified = false;
+    const identify = async () => {
+      identified = true;
+      return identity('x');
+    };
+    expect(await startAsRank(null, async () => 'alone', identify)).toBe('alone');
+    const own = new InputError('no data');
+    await expect(startAsRank(null, () => Promise.reject(own), identify)).rejects.toBe(own);
+    expect(identified).toBe(false);
+  });
 });

@@ -11,11 +11,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { gatherRows } from '../lib/batching.js';
 import { encoderShapes } from '../lib/export-family.js';
 import { type Classifier, exportHuggingFace, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
-import { loadBinding } from '../lib/loader.js';
-import { demoTokenizer, PROBE_TEXTS, PYTHON, repoRoot, runPython, smallClassifierInputs } from './fixtures.js';
+import {
+  classifierBatch,
+  classifierFeatures,
+  demoTokenizer,
+  PROBE_TEXTS,
+  PYTHON,
+  repoRoot,
+  runPython,
+  smallClassifierInputs,
+} from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-export-'));
 const TEXTS = PROBE_TEXTS;
@@ -48,26 +55,8 @@ interface Reference {
 
 /** The classifier's own pooled features of TEXTS (through the library), and the ids and mask they came from. */
 async function ownFeatures(classifier: Classifier) {
-  const encoded = await classifier.tokenizer.encodeBatchAsync(TEXTS, classifier.config.maxLength);
-  const rows = gatherRows(
-    encoded,
-    TEXTS.map((_, i) => i),
-  );
-  const features = await loadBinding().extractFeatures(classifier.module, {
-    inputIds: rows.inputIds,
-    attentionMask: rows.attentionMask,
-    batchSize: rows.count,
-    seqLen: rows.seqLen,
-  });
-  const flat = Array.from(features.toArray() as Float32Array);
-  features.dispose();
-  const matrix = (a: ArrayLike<number>, width: number) =>
-    Array.from({ length: a.length / width }, (_, r) => Array.from(a).slice(r * width, (r + 1) * width));
-  return {
-    features: matrix(flat, flat.length / rows.count),
-    inputIds: matrix(rows.inputIds, rows.seqLen),
-    attentionMask: matrix(rows.attentionMask, rows.seqLen),
-  };
+  const { batch, inputIds, attentionMask } = await classifierBatch(classifier, TEXTS);
+  return { features: await classifierFeatures(classifier, batch), inputIds, attentionMask };
 }
 
 async function reference(

@@ -9,7 +9,12 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gatherRows } from '../lib/batching.js';
+import type { NativeEncoderConfig } from '../lib/binding.js';
+import type { Classifier } from '../lib/classifier.js';
 import { loadExamples } from '../lib/data.js';
+import { loadBinding } from '../lib/loader.js';
+import type { EncodedTexts } from '../lib/tokenizer.js';
 
 /** The Python with PyTorch (the first `python3` on PATH may not have it). */
 export const PYTHON = '/usr/bin/python3';
@@ -48,6 +53,32 @@ export interface MakeEncoderOptions {
 }
 
 /**
+ * buildEncoder's config of the BERT make_encoder.py traces with these sizes: the script's fixed
+ * choices (2 token types, LayerNorm eps 1e-12, pad id 0, GELU, a pooler), no MLM head, and its
+ * 512 positions unless `maxPosition` says otherwise.
+ */
+export function makeEncoderConfig(
+  sizes: Required<Pick<MakeEncoderOptions, 'vocabSize' | 'layers' | 'hidden' | 'heads' | 'intermediate'>> &
+    Pick<MakeEncoderOptions, 'maxPosition'>,
+): NativeEncoderConfig {
+  return {
+    family: 'bert',
+    vocabSize: sizes.vocabSize,
+    hiddenSize: sizes.hidden,
+    numLayers: sizes.layers,
+    numHeads: sizes.heads,
+    intermediateSize: sizes.intermediate,
+    maxPositions: sizes.maxPosition ?? 512,
+    typeVocabSize: 2,
+    layerNormEps: 1e-12,
+    padTokenId: 0,
+    hiddenAct: 'gelu',
+    pooler: true,
+    mlmHead: false,
+  };
+}
+
+/**
  * The small informative encoder most tests train on: 2 layers of width 64, fine-tuned on the
  * demo's pretraining reviews so that its features separate the classes (a random BERT's do not).
  */
@@ -73,6 +104,38 @@ export async function smallClassifierInputs(rows = 160): Promise<{ encoder: stri
   const encoder = await makeEncoder(INFORMATIVE_ENCODER);
   const raw = await loadExamples(demoReviews);
   return { encoder, data: { texts: raw.texts.slice(0, rows), labels: raw.labels!.slice(0, rows) } };
+}
+
+/** A flat row-major array as rows `width` wide (as the Python references read ids, masks and features). */
+export function asRows(flat: ArrayLike<number>, width: number): number[][] {
+  const all = Array.from(flat);
+  return Array.from({ length: all.length / width }, (_, r) => all.slice(r * width, (r + 1) * width));
+}
+
+/**
+ * `texts` as `classifier` tokenizes them for one batch (padded to the longest, cut at its max
+ * length): the batch, and its ids and mask as rows.
+ */
+export async function classifierBatch(classifier: Classifier, texts: string[]) {
+  const encoded = await classifier.tokenizer.encodeBatchAsync(texts, classifier.config.maxLength);
+  const batch = gatherRows(
+    encoded,
+    texts.map((_, i) => i),
+  );
+  return { batch, inputIds: asRows(batch.inputIds, batch.seqLen), attentionMask: asRows(batch.attentionMask, batch.seqLen) };
+}
+
+/** The classifier's pooled features of `batch` (extractFeatures, through the library), a row per text. */
+export async function classifierFeatures(classifier: Classifier, batch: EncodedTexts): Promise<number[][]> {
+  const features = await loadBinding().extractFeatures(classifier.module, {
+    inputIds: batch.inputIds,
+    attentionMask: batch.attentionMask,
+    batchSize: batch.count,
+    seqLen: batch.seqLen,
+  });
+  const flat = Array.from(features.toArray() as Float32Array);
+  features.dispose();
+  return asRows(flat, flat.length / batch.count);
 }
 
 /**

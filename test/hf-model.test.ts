@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NativeBinding, NativeEncoderConfig, NativeScriptModule, NativeTensor, NativeValue } from '../lib/binding.js';
 import { loadBinding } from '../lib/loader.js';
-import { fixturesDir, makeEncoder, repoRoot, runPython } from './fixtures.js';
+import { fixturesDir, makeEncoder, makeEncoderConfig, repoRoot, runPython } from './fixtures.js';
 
 const b: NativeBinding = loadBinding();
 const REFERENCE = 'scripts/python/hf_reference.py';
@@ -275,26 +275,11 @@ describe('a built BERT and the traced BertModel of make_encoder.py with the same
   const ids = () => b.Tensor.fromArray(BigInt64Array.from(IDS.map(BigInt)), [3, T]);
   const mask = () => b.Tensor.fromArray(BigInt64Array.from(MASK.map(BigInt)), [3, T]);
   const types = () => b.Tensor.fromArray(BigInt64Array.from(TYPES.map(BigInt)), [3, T]);
-  const traceCfg: NativeEncoderConfig = {
-    family: 'bert',
-    vocabSize: 100,
-    hiddenSize: 32,
-    numLayers: 2,
-    numHeads: 2,
-    intermediateSize: 64,
-    maxPositions: 512,
-    typeVocabSize: 2,
-    layerNormEps: 1e-12,
-    padTokenId: 0,
-    hiddenAct: 'gelu',
-    pooler: true,
-    mlmHead: false,
-  };
+  const sizes = { vocabSize: 100, layers: 2, hidden: 32, heads: 2, intermediate: 64 };
+  const traceCfg = makeEncoderConfig(sizes);
 
   async function pair() {
-    const traced = b.ScriptModule.load(
-      await makeEncoder({ vocabSize: 100, layers: 2, hidden: 32, heads: 2, intermediate: 64, signature: 3, seed: 11 }),
-    );
+    const traced = b.ScriptModule.load(await makeEncoder({ ...sizes, signature: 3, seed: 11 }));
     // Copies: the built encoder would otherwise share the traced module's float32 tensors.
     const weights = traced.namedParameters().map(([n, t]): [string, NativeTensor] => [n, t.clone()]);
     const built = b.buildEncoder(traceCfg, weights, 'cpu').encoder;

@@ -19,7 +19,7 @@ import type {
   StepBatch,
 } from '../lib/binding.js';
 import { loadBinding } from '../lib/loader.js';
-import { makeEncoder, PYTHON, repoRoot } from './fixtures.js';
+import { makeEncoder, makeEncoderConfig, PYTHON, repoRoot } from './fixtures.js';
 
 /** Runs Python code (argv after the code: `args`) and parses the last stdout line as JSON. */
 function py<T = unknown>(code: string, ...args: string[]): T {
@@ -73,7 +73,9 @@ async function expectFailure(fn: () => unknown, pattern?: RegExp, type: ErrorCon
 
 let b: NativeBinding;
 let dir: string;
-let enc: string; // 2 layers, hidden 32, forward(ids, mask) -> (last_hidden_state, pooler_output)
+let enc: string; // ENC_SIZES, forward(ids, mask) -> (last_hidden_state, pooler_output)
+/** The small encoder's sizes: 2 layers of width 32 (2 heads), 100 ids. */
+const ENC_SIZES = { vocabSize: 100, layers: 2, hidden: 32, heads: 2, intermediate: 64 };
 let encBase: string; // 12 layers, hidden 768: the bert-base shape
 
 // Four rows of six tokens (ids < 100, the small encoder's vocabulary), padding in rows 1 and 2.
@@ -123,7 +125,7 @@ beforeAll(async () => {
   b = loadBinding();
   dir = mkdtempSync(path.join(tmpdir(), 'torch-bert-techniques-'));
   [enc, encBase] = await Promise.all([
-    makeEncoder({ vocabSize: 100, layers: 2, hidden: 32, heads: 2, intermediate: 64, seed: 11 }),
+    makeEncoder({ ...ENC_SIZES, seed: 11 }),
     makeEncoder({ layers: 12, hidden: 768, heads: 12, intermediate: 3072, vocabSize: 30522 }),
   ]);
 });
@@ -1143,26 +1145,9 @@ describe('bottleneck adapters', () => {
     const traced = b.ScriptModule.load(enc);
     // Copies: the built encoder would otherwise share the traced module's float32 tensors.
     const weights = traced.namedParameters().map(([n, t]): [string, NativeTensor] => [n, t.clone()]);
-    const positions = weights.find(([n]) => n === 'embeddings.position_embeddings.weight')![1].shape[0]!;
+    // The traced encoder has no dropout (traced in eval mode).
     const built = b.buildEncoder(
-      {
-        family: 'bert',
-        vocabSize: 100,
-        hiddenSize: 32,
-        numLayers: 2,
-        numHeads: 2,
-        intermediateSize: 64,
-        maxPositions: positions,
-        typeVocabSize: 2,
-        layerNormEps: 1e-12,
-        padTokenId: 0,
-        hiddenAct: 'gelu',
-        pooler: true,
-        mlmHead: false,
-        // The traced encoder has no dropout (traced in eval mode).
-        hiddenDropoutProb: 0,
-        attentionDropoutProb: 0,
-      },
+      { ...makeEncoderConfig(ENC_SIZES), hiddenDropoutProb: 0, attentionDropoutProb: 0 },
       weights,
       'cpu',
     ).encoder;
@@ -1488,7 +1473,7 @@ describe('token pruning (native/graph/token_pruning.h)', () => {
       { output: 'dict', signature: 3 },
       { output: 'tensor', signature: 2 },
     ] as const) {
-      const file = await makeEncoder({ vocabSize: 100, layers: 2, hidden: 32, heads: 2, intermediate: 64, seed: 11, ...variant });
+      const file = await makeEncoder({ ...ENC_SIZES, seed: 11, ...variant });
       const features = (prune: boolean) => {
         b.setTokenPruning(prune);
         try {

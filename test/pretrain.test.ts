@@ -6,8 +6,8 @@
  * it on the written folder; an aborted run resumed ends with the uninterrupted run's weights bit
  * for bit; the CLI end to end; the folder as --model for train.
  */
-import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -23,6 +23,7 @@ import { type MaskingVocabulary, wordContinuation } from '../lib/mlm-masking.js'
 import { pretrain, validateMaskedLm } from '../lib/pretrainer.js';
 import type { EncodedTexts } from '../lib/tokenizer.js';
 import { demoPretrain, demoReviews, makeHfFolder, repoRoot, runPython } from './fixtures.js';
+import { runCommand, runTorchrun, torchrunStarts } from './helpers/run-command.js';
 
 const binding = loadBinding();
 const SHAPE = { hidden: 32, layers: 2, heads: 4, intermediate: 64, maxPosition: 64 };
@@ -320,29 +321,6 @@ function maxDifference(a: Map<string, Float32Array>, b: Map<string, Float32Array
   return worst;
 }
 
-interface Exit {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command to its end with these extra variables. */
-function runCommand(command: string, args: string[], env: Record<string, string> = {}): Promise<Exit> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
 const gloo = binding.distributedBackends().includes('gloo');
 const pretrainHelper = join(repoRoot, 'test', 'helpers', 'distributed-pretrain.mjs');
 
@@ -485,6 +463,39 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
     }
   }, 120_000);
 
+  it('a rank that cannot start (rank 1: a missing text file, a broken model folder) stops both in seconds; rank 1 throws its own error', async () => {
+    // A copy of the model whose config.json is cut short: a ModelError, which rank 0's error keeps.
+    const broken = join(work, 'broken-model');
+    cpSync(model, broken, { recursive: true });
+    writeFileSync(join(broken, 'config.json'), '{"model_type": "bert",');
+    for (const [differ, reason] of [
+      [{ data: join(work, 'missing.txt') }, /^InputError: cannot read data file .*missing\.txt: ENOENT/],
+      [{ model: broken }, /^ModelError: .*broken-model\/config\.json is not valid JSON/],
+    ] as const) {
+      const outDir = join(work, 'cannot-start');
+      // Rank 1's own error is the one a single process given the same options throws.
+      const single = await alone({ ...settings(), batchSize: 2, outDir, ...differ });
+      expect(single.code).toBe(1);
+      const own = lastLine(single.stderr);
+      expect(own).toMatch(reason);
+      const [name, message] = [own.slice(0, own.indexOf(': ')), own.slice(own.indexOf(': ') + 2)];
+      const started = performance.now();
+      const ranks = await twoRanks((rank) => ({
+        ...settings(),
+        batchSize: 2,
+        outDir,
+        distributedTimeout: 120,
+        ...(rank === 1 ? differ : {}),
+      }));
+      // Rank 0 did not wait in a collective for the rank that left (distributedTimeout 120 s).
+      expect((performance.now() - started) / 1000).toBeLessThan(30);
+      expect(ranks.map((r) => r.code)).toEqual([1, 1]);
+      expect(lastLine(ranks[1]!.stderr)).toBe(own);
+      expect(lastLine(ranks[0]!.stderr)).toBe(`${name}: distributed: rank 1 could not start: ${message}; nothing was trained`);
+      expect(existsSync(outDir)).toBe(false);
+    }
+  }, 240_000);
+
   it('held-out metrics sharded over the ranks, sums reduced: each shard alone differs, together they are the whole split', async () => {
     const loaded = await loadEncoderSource(model, { device: 'cpu', fallbackMaxLength: 16, maxLength: 16, mlmHead: true });
     const built = binding.buildMlmModel(loaded.module, loaded.mlmHead!);
@@ -610,24 +621,10 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
   }, 300_000);
 
   it('torchrun --no_python --nproc_per_node 2 torch-bert pretrain: the same weights', async (ctx) => {
-    // As in test/distributed.test.ts: skipped where Debian 12's torchrun 1.13 cannot start /bin/true
-    // (its Python 3.11 enum break).
     const torchrun = '/usr/bin/torchrun';
-    const probe = existsSync(torchrun)
-      ? await runCommand(torchrun, ['--no_python', '--nproc_per_node', '1', '--master_port', String(await freePort()), '/bin/true'])
-      : null;
-    if (probe?.code !== 0) ctx.skip();
+    if (!(await torchrunStarts(torchrun))) ctx.skip();
     const out = join(work, 'torchrun');
-    const port = await freePort();
-    const run = await runCommand(torchrun, [
-      '--no_python',
-      '--nproc_per_node',
-      '2',
-      '--master_port',
-      String(port),
-      process.execPath,
-      ...cliArgs(out),
-    ]);
+    const run = await runTorchrun(torchrun, 2, process.execPath, cliArgs(out));
     expect(run.code, run.stderr).toBe(0);
     expect(maxDifference(folderWeights(out), folderWeights(join(work, 'ddp')))).toBeLessThan(1e-5);
   }, 300_000);

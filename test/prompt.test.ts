@@ -14,12 +14,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Classifier } from '../lib/classifier.js';
+import type { Classifier, Prediction } from '../lib/classifier.js';
+import type { LoadedEncoder } from '../lib/encoder-source.js';
 import { InputError } from '../lib/errors.js';
+import type { TrainOptions } from '../lib/options.js';
 import { promptClassifier } from '../lib/prompt-classifier.js';
 import { PromptEncoder, truncateLongestFirst } from '../lib/prompt-template.js';
 import { type EncodedTexts, TextTokenizer } from '../lib/tokenizer.js';
-import { demoTokenizer, fixturesDir, makeEncoder, makeHfFolder, repoRoot, runPython } from './fixtures.js';
+import { asRows, demoTokenizer, fixturesDir, makeEncoder, makeHfFolder, repoRoot, runPython } from './fixtures.js';
+import { trainAbortedAt } from './helpers/train-abort.js';
 
 const exec = promisify(execFile);
 const cli = join(repoRoot, 'dist', 'cli.js');
@@ -61,14 +64,12 @@ interface Reference {
 async function reference(dir: string, c: Classifier, texts: string[]): Promise<Reference> {
   const prompt = c.config.prompt!;
   const encoded = PromptEncoder.fromConfig(c.tokenizer, prompt).encode(texts, null, c.config.maxLength);
-  const rows = (a: Int32Array) =>
-    Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
   const out = await runPython(
     'scripts/python/prompt_reference.py',
     [dir],
     JSON.stringify({
-      input_ids: rows(encoded.inputIds),
-      attention_mask: rows(encoded.attentionMask),
+      input_ids: asRows(encoded.inputIds, encoded.seqLen),
+      attention_mask: asRows(encoded.attentionMask, encoded.seqLen),
       mask_id: prompt.maskTokenId,
       label_ids: prompt.labelTokenIds,
     }),
@@ -84,6 +85,56 @@ function expectClose(actual: number[][], expected: number[][], tolerance: number
   });
 }
 
+/** Predictions' probabilities as rows, in the classifier's label order. */
+function probabilityRows(c: Classifier, predictions: Prediction[]): number[][] {
+  return predictions.map((p) => c.labels.map((l) => p.probabilities[l]!));
+}
+
+/** `c`'s probabilities of TEXTS are the Python reference's on the folder `dir` (1e-5); both, for further checks. */
+async function expectReferenceProbabilities(dir: string, c: Classifier): Promise<{ predictions: Prediction[]; ref: Reference }> {
+  const predictions = await c.predict(TEXTS);
+  const ref = await reference(dir, c, TEXTS);
+  expectClose(probabilityRows(c, predictions), ref.probabilities, 1e-5);
+  return { predictions, ref };
+}
+
+/** `c`'s probabilities of TEXTS are those of the classifier.pt it was loaded from (in `dir`) run by Python's torch.jit.load (1e-5); both. */
+async function expectTorchJitProbabilities(c: Classifier, dir: string): Promise<{ node: Prediction[]; python: number[][] }> {
+  const node = await c.predict(TEXTS);
+  const encoded = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!).encode(TEXTS, null, c.config.maxLength);
+  const python = (await pythonLogProbabilities(join(dir, 'classifier.pt'), encoded)).map((row) => row.map(Math.exp));
+  expectClose(probabilityRows(c, node), python, 1e-5);
+  return { node, python };
+}
+
+/** The names of a module's head parameters, in its order. */
+function headParameterNames(module: { namedParameters(): Array<[string, unknown]> }): string[] {
+  return module
+    .namedParameters()
+    .filter(([n]) => n.startsWith('head.'))
+    .map(([n]) => n);
+}
+
+/** The folder `dir` loaded with its MLM head (24 positions) for `use`, then disposed. */
+async function withMlmSource<T>(dir: string, use: (loaded: LoadedEncoder) => Promise<T>): Promise<T> {
+  const { loadEncoderSource } = await import('../lib/encoder-source.js');
+  const loaded = await loadEncoderSource(dir, { device: 'cpu', maxLength: 24, fallbackMaxLength: 24, mlmHead: true });
+  try {
+    return await use(loaded);
+  } finally {
+    loaded.mlmHead?.dispose();
+    loaded.module.dispose();
+  }
+}
+
+/** Trains `options` into their outDir and loads the saved classifier back, as a later process would. */
+async function trainedFromDisk(options: TrainOptions & { outDir: string }): Promise<Classifier> {
+  const { train } = await import('../lib/trainer.js');
+  const { loadClassifier } = await import('../lib/classifier.js');
+  (await train(options)).classifier.dispose();
+  return loadClassifier(options.outDir, { device: 'cpu' });
+}
+
 describe('zero-shot prompt classification', () => {
   it("a BERT folder's probabilities are the MLM head's softmax over the label words at [MASK] (Python reference)", async () => {
     const c = await promptClassifier({
@@ -97,13 +148,7 @@ describe('zero-shot prompt classification', () => {
       expect(c.labels).toEqual(['negative', 'positive', 'neutral']);
       expect(c.config.prompt!.maskToken).toBe('[MASK]');
       expect(c.config.prompt!.labelTokenIds.map((id) => c.tokenizer.tokenString(id))).toEqual(['bad', 'good', 'film']);
-      const predictions = await c.predict(TEXTS);
-      const ref = await reference(bertDir, c, TEXTS);
-      expectClose(
-        predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
-        ref.probabilities,
-        1e-5,
-      );
+      const { predictions, ref } = await expectReferenceProbabilities(bertDir, c);
       predictions.forEach((p, i) => {
         const best = ref.probabilities[i]!.indexOf(Math.max(...ref.probabilities[i]!));
         expect(p.labelId).toBe(best);
@@ -129,13 +174,7 @@ describe('zero-shot prompt classification', () => {
     try {
       expect(c.config.prompt!.maskToken).toBe('<mask>');
       expect(c.config.prompt!.labelTokenIds.map((id) => c.tokenizer.tokenString(id))).toEqual(['Ġterrible', 'Ġgreat']);
-      const predictions = await c.predict(TEXTS);
-      const ref = await reference(robertaDir, c, TEXTS);
-      expectClose(
-        predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
-        ref.probabilities,
-        1e-5,
-      );
+      await expectReferenceProbabilities(robertaDir, c);
     } finally {
       c.dispose();
     }
@@ -295,6 +334,9 @@ describe('prompt-based fine-tuning', () => {
     labels: Array.from({ length: 48 }, (_, i) => REVIEWS[i % 8]![1]),
   };
   const PROMPT = { head: 'prompt' as const, template: '{text} It was [MASK].', verbalizer: ['neg=bad', 'pos=good'] };
+  /** PROMPT's zero-shot classifier on the base folder: where training starts from. */
+  const zeroShot = () =>
+    promptClassifier({ model: bertDir, template: PROMPT.template, verbalizer: PROMPT.verbalizer, maxLength: 24, device: 'cpu' });
 
   it("few-shot sampling takes K per class, walking torch.randperm(n) from the seed (Python's order)", async () => {
     const { fewShotSplit } = await import('../lib/few-shot.js');
@@ -328,10 +370,8 @@ print(json.dumps(sorted(out)))`,
   it.each(['full', 'lora'] as const)(
     "a prompt classifier trained with %s: classifier.pt run by Python's torch.jit.load equals Node's predict",
     async (technique) => {
-      const { train } = await import('../lib/trainer.js');
-      const { loadClassifier } = await import('../lib/classifier.js');
       const outDir = join(work, technique);
-      const result = await train({
+      const c = await trainedFromDisk({
         ...PROMPT,
         data,
         encoder: bertDir,
@@ -344,27 +384,12 @@ print(json.dumps(sorted(out)))`,
         outDir,
         device: 'cpu',
       });
-      result.classifier.dispose();
-      const c = await loadClassifier(outDir, { device: 'cpu' });
       try {
         expect(c.config.head).toBe('prompt');
         expect(c.config.prompt!.template).toBe(PROMPT.template);
-        const node = await c.predict(TEXTS);
-        const encoded = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!).encode(TEXTS, null, c.config.maxLength);
-        const python = (await pythonLogProbabilities(join(outDir, 'classifier.pt'), encoded)).map((row) => row.map(Math.exp));
-        expectClose(
-          node.map((p) => c.labels.map((l) => p.probabilities[l]!)),
-          python,
-          1e-5,
-        );
+        const { node, python } = await expectTorchJitProbabilities(c, outDir);
         // It trained: the classifier is no longer the zero-shot one.
-        const zero = await promptClassifier({
-          model: bertDir,
-          template: PROMPT.template,
-          verbalizer: PROMPT.verbalizer,
-          maxLength: 24,
-          device: 'cpu',
-        });
+        const zero = await zeroShot();
         const before = await zero.predict(TEXTS);
         zero.dispose();
         expect(Math.max(...before.map((p, i) => Math.abs(p.probabilities.pos! - node[i]!.probabilities.pos!)))).toBeGreaterThan(1e-3);
@@ -389,12 +414,7 @@ print(json.dumps(sorted(out)))`,
           maskTokenId: c.config.prompt!.maskTokenId,
           labels: ['neg', 'pos'],
         });
-        const fromExport = await reference(exported, c, TEXTS);
-        expectClose(
-          node.map((p) => c.labels.map((l) => p.probabilities[l]!)),
-          fromExport.probabilities,
-          1e-5,
-        );
+        await expectReferenceProbabilities(exported, c);
         // The full vocabulary's bias is the checkpoint's but for the label words' trained rows.
         const exportedBias = await checkpointRows(exported, 'cls.predictions.bias', [0, 1, 2, ...c.config.prompt!.labelTokenIds]);
         const baseBias = await checkpointRows(bertDir, 'cls.predictions.bias', [0, 1, 2]);
@@ -407,11 +427,7 @@ print(json.dumps(sorted(out)))`,
           try {
             expect(rebuilt.config.head).toBe('prompt');
             const again = await rebuilt.predict(TEXTS);
-            expectClose(
-              again.map((p) => c.labels.map((l) => p.probabilities[l]!)),
-              python,
-              1e-5,
-            );
+            expectClose(probabilityRows(c, again), python, 1e-5);
             expect(Array.from(parameter(rebuilt.module, 'head.label_decoder.bias'))).toEqual(bias);
           } finally {
             rebuilt.dispose();
@@ -446,17 +462,9 @@ print(json.dumps(sorted(out)))`,
     };
     const whole = await train({ ...opts, outDir: join(work, 'resume-whole') });
     const outDir = join(work, 'resume-interrupted');
-    const controller = new AbortController();
-    await expect(
-      train({
-        ...opts,
-        outDir,
-        signal: controller.signal,
-        onProgress: (e) => {
-          if (e.type === 'epoch' && e.epoch === 1) controller.abort();
-        },
-      }),
-    ).rejects.toThrow(/aborted at epoch 2, batch 1\/4; resume with resumeFrom/);
+    await expect(trainAbortedAt({ ...opts, outDir }, (e) => e.type === 'epoch' && e.epoch === 1)).rejects.toThrow(
+      /aborted at epoch 2, batch 1\/4; resume with resumeFrom/,
+    );
     const resumed = await train({ ...opts, resumeFrom: outDir });
     try {
       expect(resumed.history).toHaveLength(3);
@@ -490,13 +498,7 @@ print(json.dumps(sorted(out)))`,
       learningRate: 1e-2,
       device: 'cpu',
     });
-    const zero = await promptClassifier({
-      model: bertDir,
-      template: PROMPT.template,
-      verbalizer: PROMPT.verbalizer,
-      maxLength: 24,
-      device: 'cpu',
-    });
+    const zero = await zeroShot();
     try {
       const before = new Map(zero.module.namedParameters().map(([n, t]) => [n, Array.from(t.toArray() as Float32Array)]));
       const after = result.classifier.module.namedParameters();
@@ -528,8 +530,6 @@ print(json.dumps(sorted(out)))`,
 
 describe('text pairs', () => {
   it("train reads textPairColumn; the saved classifier's evaluate() applies {text_a}/{text_b} as Python's torch.jit.load sees them", async () => {
-    const { train } = await import('../lib/trainer.js');
-    const { loadClassifier } = await import('../lib/classifier.js');
     const pairs = [
       ['A wonderful film.', 'It was great.', 'yes'],
       ['A wonderful film.', 'It was dull.', 'no'],
@@ -540,7 +540,7 @@ describe('text pairs', () => {
     const rows = Array.from({ length: 16 }, (_, i) => pairs[i % 4]!);
     writeFileSync(csv, `premise,hypothesis,label\n${rows.map(([a, b, l]) => `"${a}","${b}",${l}`).join('\n')}\n`);
     const outDir = join(work, 'pairs');
-    const result = await train({
+    const c = await trainedFromDisk({
       head: 'prompt',
       template: '{text_a} ? [MASK] , {text_b}',
       verbalizer: ['yes=yes', 'no=no'],
@@ -554,8 +554,6 @@ describe('text pairs', () => {
       outDir,
       device: 'cpu',
     });
-    result.classifier.dispose();
-    const c = await loadClassifier(outDir, { device: 'cpu' });
     try {
       expect(c.config.textPairColumn).toBe('hypothesis');
       const evaluated = await c.evaluate(csv);
@@ -648,12 +646,10 @@ describe('the CLI', () => {
 
 describe("buildClassifier's head 'prompt'", () => {
   it('refuses a missing MLM head, a label id per class missing, and ids outside the vocabulary', async () => {
-    const { loadEncoderSource } = await import('../lib/encoder-source.js');
     const { loadBinding } = await import('../lib/loader.js');
     const b = loadBinding();
-    const loaded = await loadEncoderSource(bertDir, { device: 'cpu', maxLength: 24, fallbackMaxLength: 24, mlmHead: true });
     const spec = { numClasses: 2, headHidden: 1, dropout: 0, pooling: 'cls' as const, seed: 0, head: 'prompt' as const, maskTokenId: 4 };
-    try {
+    await withMlmSource(bertDir, async (loaded) => {
       expect(() => b.buildClassifier(loaded.module, { ...spec, labelTokenIds: [5, 6] })).toThrow(/mlmHead/);
       expect(() => b.buildClassifier(loaded.module, { ...spec, mlmHead: loaded.mlmHead!, labelTokenIds: [5] })).toThrow(
         /labelTokenIds must hold numClasses ids/,
@@ -666,12 +662,7 @@ describe("buildClassifier's head 'prompt'", () => {
       );
       // The decoder weight is the encoder's word embedding tensor: read in the graph, not copied.
       const { module } = b.buildClassifier(loaded.module, { ...spec, mlmHead: loaded.mlmHead!, labelTokenIds: [5, 6] });
-      expect(
-        module
-          .namedParameters()
-          .filter(([n]) => n.startsWith('head.'))
-          .map(([n]) => n),
-      ).toEqual([
+      expect(headParameterNames(module)).toEqual([
         'head.transform.dense.weight',
         'head.transform.dense.bias',
         'head.transform.LayerNorm.weight',
@@ -679,10 +670,7 @@ describe("buildClassifier's head 'prompt'", () => {
         'head.label_decoder.bias',
       ]);
       module.dispose();
-    } finally {
-      loaded.mlmHead?.dispose();
-      loaded.module.dispose();
-    }
+    });
   }, 120_000);
 });
 
@@ -692,67 +680,63 @@ describe("buildClassifier's head 'prompt'", () => {
  * words' logits at the mask): the decoder bias's label rows and the transform's parameters.
  */
 async function expectPromptGradients(dir: string, template: string, verbalizer: string[], headPrefix: string): Promise<void> {
-  const { loadEncoderSource } = await import('../lib/encoder-source.js');
   const { loadBinding } = await import('../lib/loader.js');
   const { preparePrompt } = await import('../lib/prompt-classifier.js');
   const { promptSpec } = await import('../lib/prompt-template.js');
   const b = loadBinding();
-  const loaded = await loadEncoderSource(dir, { device: 'cpu', maxLength: 24, fallbackMaxLength: 24, mlmHead: true });
-  const { mlmHead, prompt } = await preparePrompt(loaded, template, verbalizer);
-  const { module } = b.buildClassifier(loaded.module, promptSpec(mlmHead, prompt.config));
-  try {
-    const params = module.namedParameters();
-    for (const [, t] of params) t.setRequiresGrad(true);
-    const optimizer = new b.AdamW([{ params: params.map(([, t]) => t), lr: 0 }]);
-    const encoded = prompt.encode(TEXTS, null, 24);
-    const labels = Int32Array.from(TEXTS, (_, i) => i % verbalizer.length);
-    module.train(false);
-    const result = await b.trainStep(
-      module,
-      optimizer,
-      { inputIds: encoded.inputIds, attentionMask: encoded.attentionMask, batchSize: encoded.count, seqLen: encoded.seqLen, labels },
-      { accumulateOnly: true },
-    );
-    optimizer.dispose();
-    const rows = (a: Int32Array) =>
-      Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
-    const ref = JSON.parse(
-      await runPython(
-        'scripts/python/prompt_reference.py',
-        [dir],
-        JSON.stringify({
-          input_ids: rows(encoded.inputIds),
-          attention_mask: rows(encoded.attentionMask),
-          mask_id: prompt.config.maskTokenId,
-          label_ids: prompt.config.labelTokenIds,
-          labels: Array.from(labels),
-        }),
-      ),
-    ) as { loss: number; label_bias_grad: number[]; grads: Record<string, number[]> };
-    expect(Math.abs(result.loss - ref.loss)).toBeLessThan(1e-5);
-    const grad = (name: string) => {
-      const found = params.find(([n]) => n === name);
-      expect(found, name).toBeDefined();
-      return Array.from(found![1].grad()!.toArray() as Float32Array);
-    };
-    const worst = (a: number[], e: number[]) => {
-      expect(a.length).toBe(e.length);
-      return Math.max(...a.map((x, i) => Math.abs(x - e[i]!)));
-    };
-    const biasGrad = grad('head.label_decoder.bias');
-    expect(worst(biasGrad, ref.label_bias_grad)).toBeLessThan(1e-5);
-    // Not trivially zero: the rows get a gradient of the size of the loss's.
-    expect(Math.max(...biasGrad.map(Math.abs))).toBeGreaterThan(1e-3);
-    const transform = Object.keys(ref.grads);
-    expect(transform.length).toBeGreaterThanOrEqual(4);
-    for (const name of transform) {
-      expect(worst(grad(`head.${name.slice(headPrefix.length)}`), ref.grads[name]!), name).toBeLessThan(1e-5);
+  await withMlmSource(dir, async (loaded) => {
+    const { mlmHead, prompt } = await preparePrompt(loaded, template, verbalizer);
+    const { module } = b.buildClassifier(loaded.module, promptSpec(mlmHead, prompt.config));
+    try {
+      const params = module.namedParameters();
+      for (const [, t] of params) t.setRequiresGrad(true);
+      const optimizer = new b.AdamW([{ params: params.map(([, t]) => t), lr: 0 }]);
+      const encoded = prompt.encode(TEXTS, null, 24);
+      const labels = Int32Array.from(TEXTS, (_, i) => i % verbalizer.length);
+      module.train(false);
+      const result = await b.trainStep(
+        module,
+        optimizer,
+        { inputIds: encoded.inputIds, attentionMask: encoded.attentionMask, batchSize: encoded.count, seqLen: encoded.seqLen, labels },
+        { accumulateOnly: true },
+      );
+      optimizer.dispose();
+      const ref = JSON.parse(
+        await runPython(
+          'scripts/python/prompt_reference.py',
+          [dir],
+          JSON.stringify({
+            input_ids: asRows(encoded.inputIds, encoded.seqLen),
+            attention_mask: asRows(encoded.attentionMask, encoded.seqLen),
+            mask_id: prompt.config.maskTokenId,
+            label_ids: prompt.config.labelTokenIds,
+            labels: Array.from(labels),
+          }),
+        ),
+      ) as { loss: number; label_bias_grad: number[]; grads: Record<string, number[]> };
+      expect(Math.abs(result.loss - ref.loss)).toBeLessThan(1e-5);
+      const grad = (name: string) => {
+        const found = params.find(([n]) => n === name);
+        expect(found, name).toBeDefined();
+        return Array.from(found![1].grad()!.toArray() as Float32Array);
+      };
+      const worst = (a: number[], e: number[]) => {
+        expect(a.length).toBe(e.length);
+        return Math.max(...a.map((x, i) => Math.abs(x - e[i]!)));
+      };
+      const biasGrad = grad('head.label_decoder.bias');
+      expect(worst(biasGrad, ref.label_bias_grad)).toBeLessThan(1e-5);
+      // Not trivially zero: the rows get a gradient of the size of the loss's.
+      expect(Math.max(...biasGrad.map(Math.abs))).toBeGreaterThan(1e-3);
+      const transform = Object.keys(ref.grads);
+      expect(transform.length).toBeGreaterThanOrEqual(4);
+      for (const name of transform) {
+        expect(worst(grad(`head.${name.slice(headPrefix.length)}`), ref.grads[name]!), name).toBeLessThan(1e-5);
+      }
+    } finally {
+      module.dispose();
     }
-  } finally {
-    module.dispose();
-    mlmHead.dispose();
-    loaded.module.dispose();
-  }
+  });
 }
 
 describe("the label words' decoder bias rows", () => {
@@ -777,20 +761,9 @@ describe('DistilBERT', () => {
     });
     try {
       expect(c.config.encoder.source).toMatchObject({ family: 'distilbert' });
-      const predictions = await c.predict(TEXTS);
-      const ref = await reference(distilDir, c, TEXTS);
-      expectClose(
-        predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
-        ref.probabilities,
-        1e-5,
-      );
+      const { ref } = await expectReferenceProbabilities(distilDir, c);
       expect(new Set(ref.probabilities.map((r) => r[0]!.toFixed(6))).size).toBeGreaterThan(1);
-      expect(
-        c.module
-          .namedParameters()
-          .filter(([n]) => n.startsWith('head.'))
-          .map(([n]) => n),
-      ).toEqual([
+      expect(headParameterNames(c.module)).toEqual([
         'head.vocab_transform.weight',
         'head.vocab_transform.bias',
         'head.vocab_layer_norm.weight',
@@ -824,14 +797,7 @@ describe('DistilBERT', () => {
     const c = await loadClassifier(out, { device: 'cpu' });
     try {
       expect(c.config.head).toBe('prompt');
-      const node = await c.predict(TEXTS);
-      const encoded = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!).encode(TEXTS, null, c.config.maxLength);
-      const python = (await pythonLogProbabilities(join(out, 'classifier.pt'), encoded)).map((row) => row.map(Math.exp));
-      expectClose(
-        node.map((p) => c.labels.map((l) => p.probabilities[l]!)),
-        python,
-        1e-5,
-      );
+      await expectTorchJitProbabilities(c, out);
       const bias = Array.from(parameter(c.module, 'head.label_decoder.bias'));
       const checkpoint = await checkpointRows(distilDir, 'vocab_projector.bias', c.config.prompt!.labelTokenIds);
       expect(Math.min(...bias.map((x, i) => Math.abs(x - checkpoint[i]!)))).toBeGreaterThan(1e-5);
@@ -869,13 +835,7 @@ write_safetensors(path, t, meta)`,
       device: 'cpu',
     });
     try {
-      const predictions = await c.predict(TEXTS);
-      const ref = await reference(dir(), c, TEXTS);
-      expectClose(
-        predictions.map((p) => c.labels.map((l) => p.probabilities[l]!)),
-        ref.probabilities,
-        1e-5,
-      );
+      const { ref } = await expectReferenceProbabilities(dir(), c);
       // Not the tied model's numbers.
       const tied = await reference(bertDir, c, TEXTS);
       expect(Math.abs(tied.probabilities[0]![0]! - ref.probabilities[0]![0]!)).toBeGreaterThan(1e-4);
@@ -885,14 +845,12 @@ write_safetensors(path, t, meta)`,
   }, 120_000);
 
   it('full trains its label rows (head.label_decoder.weight), lora leaves them; the export writes them into the decoder (Python reference)', async () => {
-    const { train } = await import('../lib/trainer.js');
-    const { loadClassifier } = await import('../lib/classifier.js');
     const texts = Array.from({ length: 16 }, (_, i) => TEXTS[i % 3]!);
     const labels = Array.from({ length: 16 }, (_, i) => (i % 3 === 1 ? 'neg' : 'pos'));
     const rowsOf = (name: string, ids: number[]) => checkpointRows(dir(), name, ids);
     for (const technique of ['full', 'lora'] as const) {
       const outDir = join(work, `untied-${technique}`);
-      const result = await train({
+      const c = await trainedFromDisk({
         head: 'prompt',
         template: '{text} It was [MASK].',
         verbalizer: ['neg=bad', 'pos=good'],
@@ -906,8 +864,6 @@ write_safetensors(path, t, meta)`,
         outDir,
         device: 'cpu',
       });
-      result.classifier.dispose();
-      const c = await loadClassifier(outDir, { device: 'cpu' });
       try {
         const ids = c.config.prompt!.labelTokenIds;
         const weight = Array.from(parameter(c.module, 'head.label_decoder.weight'));
@@ -921,13 +877,7 @@ write_safetensors(path, t, meta)`,
         expect(moved).toBeGreaterThan(1e-5);
         const exported = join(work, 'untied-full-export');
         await exec(process.execPath, [cli, 'export', '--classifier', outDir, '--out', exported]);
-        const node = await c.predict(TEXTS);
-        const fromExport = await reference(exported, c, TEXTS);
-        expectClose(
-          node.map((p) => c.labels.map((l) => p.probabilities[l]!)),
-          fromExport.probabilities,
-          1e-5,
-        );
+        await expectReferenceProbabilities(exported, c);
         const written = (await checkpointRows(exported, 'cls.predictions.decoder.weight', ids)).flat() as unknown as number[];
         expect(written.map((x) => Math.fround(x))).toEqual(weight);
       } finally {
@@ -976,19 +926,14 @@ describe('one rule for the mask token', () => {
     expect(named.maskingVocabulary().maskId).toBe(7);
     // Prompting reads the same answer: the template's mask is the named token.
     const { preparePrompt } = await import('../lib/prompt-classifier.js');
-    const { loadEncoderSource } = await import('../lib/encoder-source.js');
-    const loaded = await loadEncoderSource(dir, { device: 'cpu', maxLength: 24, fallbackMaxLength: 24, mlmHead: true });
-    try {
+    await withMlmSource(dir, async (loaded) => {
       await expect(preparePrompt(loaded, '{text} It was [MASK].', ['neg=bad', 'pos=good'])).rejects.toMatchObject({
         code: 'TEMPLATE_MASK',
       });
       const { prompt, mlmHead } = await preparePrompt(loaded, '{text} It was [unused_mask].', ['neg=bad', 'pos=good']);
       expect(prompt.config.maskTokenId).toBe(7);
       expect(mlmHead).toBe(loaded.mlmHead);
-    } finally {
-      loaded.mlmHead?.dispose();
-      loaded.module.dispose();
-    }
+    });
   }, 120_000);
 });
 
@@ -1026,8 +971,6 @@ describe('the CLI: train --head prompt', () => {
 
 /** Class log-probabilities of `encoded`'s rows by classifier.pt in Python's torch.jit.load (nothing of torch-bert). */
 async function pythonLogProbabilities(classifierPt: string, encoded: EncodedTexts): Promise<number[][]> {
-  const rows = (a: Int32Array) =>
-    Array.from({ length: encoded.count }, (_, r) => Array.from(a.subarray(r * encoded.seqLen, (r + 1) * encoded.seqLen)));
   const script = `import json, sys, torch
 m = torch.jit.load(sys.argv[1]).eval()
 d = json.loads(sys.stdin.read())
@@ -1037,7 +980,7 @@ print(json.dumps(out.tolist()))`;
   const output = await runPython(
     '-c',
     [script, classifierPt],
-    JSON.stringify({ ids: rows(encoded.inputIds), mask: rows(encoded.attentionMask) }),
+    JSON.stringify({ ids: asRows(encoded.inputIds, encoded.seqLen), mask: asRows(encoded.attentionMask, encoded.seqLen) }),
   );
   return JSON.parse(output) as number[][];
 }

@@ -18,6 +18,7 @@ import { loadBinding } from '../lib/loader.js';
 import { LORA_DEFAULTS } from '../lib/options.js';
 import { isDecayed } from '../lib/trainable.js';
 import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, makeHfFolder, PYTHON } from './fixtures.js';
+import { trainAbortedAt } from './helpers/train-abort.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-techniques-'));
 let encoder: string;
@@ -429,17 +430,9 @@ describe('control', () => {
   ): Promise<string> {
     const whole = await train({ ...opts, outDir: join(work, `${name}-whole`) });
     const outDir = join(work, `${name}-interrupted`);
-    const controller = new AbortController();
+    // 'step', the deprecated event name, which must keep working for one release.
     await expect(
-      train({
-        ...opts,
-        outDir,
-        signal: controller.signal,
-        onProgress: (e) => {
-          // The deprecated event name, which must keep working for one release.
-          if (e.type === 'step' && e.epoch === abortAt.epoch && e.step === abortAt.step) controller.abort();
-        },
-      }),
+      trainAbortedAt({ ...opts, outDir }, (e) => e.type === 'step' && e.epoch === abortAt.epoch && e.step === abortAt.step),
     ).rejects.toThrow(aborted);
     rewriteState?.(join(outDir, 'training-state', 'state.json'));
     const resumed = await train({ ...opts, resumeFrom: outDir });

@@ -13,6 +13,7 @@ import { InputError, ModelError } from '../lib/errors.js';
 import { type Classifier, type TrainOptions, type TrainResult, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, runPython } from './fixtures.js';
+import { trainAbortedAt } from './helpers/train-abort.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-trainable-'));
 let encoder: string;
@@ -336,18 +337,10 @@ describe('native: the pieces the trainer decides with', () => {
 describe('resuming a training state that trained other tensors', () => {
   it('is refused with a message naming them, not libtorch optimizer-state error', async () => {
     const outDir = join(work, 'resume-extra');
-    const controller = new AbortController();
     const opts: TrainOptions = { ...base(), technique: 'full', epochs: 2 };
-    await expect(
-      train({
-        ...opts,
-        outDir,
-        signal: controller.signal,
-        onProgress: (e) => {
-          if (e.type === 'batch' && e.epoch === 1 && e.batch === 3) controller.abort();
-        },
-      }),
-    ).rejects.toThrow(/aborted/);
+    await expect(trainAbortedAt({ ...opts, outDir }, (e) => e.type === 'batch' && e.epoch === 1 && e.batch === 3)).rejects.toThrow(
+      /aborted/,
+    );
     // As an earlier version wrote it for full fine-tuning: the (unused) pooler among the trained tensors.
     const b = loadBinding();
     const file = join(outDir, 'training-state', 'tensors.pt');

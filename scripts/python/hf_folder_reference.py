@@ -8,6 +8,10 @@ through it.
 Both layouts load: an AutoModel's (`BertModel`, `RobertaModel`, `DistilBertModel`: the encoder's
 keys unprefixed) and a ForSequenceClassification's (the encoder under `bert.`, `roberta.` or
 `distilbert.`; the other keys are the head's, returned as they are).
+
+The references that change a base model's weights or forward before running it
+(test/python/adapterhub_reference.py, peft_seq_cls_reference.py) use its parts: read_base for the
+base folder's config and AutoModel-named weights, load_encoder for the strict load, encode.
 """
 
 from __future__ import annotations
@@ -49,25 +53,44 @@ def reference_config(cfg: dict, pooler: bool) -> Config:
                    "mlmHead": False, "hiddenDropoutProb": 0, "attentionDropoutProb": 0})
 
 
-def load_folder(folder: str) -> Folder:
+def read_config(folder: str) -> dict:
     with open(os.path.join(folder, "config.json")) as f:
-        cfg = json.load(f)
+        return json.load(f)
+
+
+def read_base(folder: str, weights_file: Optional[str] = None) -> Tuple[dict, Dict[str, Tensor]]:
+    """A base model folder's config.json and its encoder's weights under AutoModel's names:
+    `weights_file` where given (make_hf_folder.py's --weights-out, for a folder whose own keys are
+    prefixed), else the folder's model.safetensors."""
+    weights, _ = read_safetensors(weights_file or os.path.join(folder, "model.safetensors"))
+    return read_config(folder), weights
+
+
+def load_encoder(cfg: dict, weights: Dict[str, Tensor]) -> nn.Module:
+    """hf_reference.py's encoder for config.json `cfg` (with a pooler where the weights have one),
+    `weights` (AutoModel's names) loaded strictly; eval mode."""
+    encoder, _ = build(reference_config(cfg, pooler=any(k.startswith("pooler.") for k in weights)))
+    encoder.load_state_dict(weights, strict=True)
+    return encoder.eval()
+
+
+def load_folder(folder: str) -> Folder:
+    cfg = read_config(folder)
     family = cfg["model_type"]
     weights, metadata = read_safetensors(os.path.join(folder, "model.safetensors"))
     whole = cfg["architectures"][0].endswith("ForSequenceClassification")
     prefix = family + "." if whole else ""
     base = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     head = {k: v for k, v in weights.items() if not k.startswith(prefix)}
-    encoder, _ = build(reference_config(cfg, pooler=any(k.startswith("pooler.") for k in base)))
-    encoder.load_state_dict(base, strict=True)
-    return Folder(cfg, family, weights, metadata, encoder.eval(), head)
+    return Folder(cfg, family, weights, metadata, load_encoder(cfg, base), head)
 
 
-def encode(folder: Folder, input_ids, attention_mask) -> Tuple[Tensor, Optional[Tensor]]:
+def encode(encoder: nn.Module, input_ids, attention_mask) -> Tuple[Tensor, Optional[Tensor]]:
     """The last hidden state and (where the encoder has a pooler) the pooler output, with
     token_type_ids zero as the classifier feeds them, without autograd."""
     ids = torch.tensor(input_ids, dtype=torch.long)
     mask = torch.tensor(attention_mask, dtype=torch.long)
     with torch.no_grad():
-        out = folder.encoder(ids, mask)
+        out = encoder(ids, mask)
     return out if isinstance(out, tuple) else (out, None)
+

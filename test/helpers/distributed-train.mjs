@@ -7,15 +7,17 @@
  * A failure prints its message on stderr's last line and exits 1.
  *
  * TORCH_BERT_TEST_POISON (the non-finite agreement test only): JSON { "<call>": "loss" |
- * "gradient" } — this process's trainStep call number <call> (1-based) gets all-zero class
- * weights (its weighted mean loss is 0/0 = NaN) or a huge accumulation weight (its gradients
- * overflow to Inf while the loss stays finite).
+ * "gradient" } — this process's trainStep call number <call> (1-based) gets class weights at
+ * float32's largest value (the weighted sums overflow: its weighted mean loss is Inf/Inf = NaN,
+ * as F.cross_entropy's is; all-zero weights would give a zero loss) or a huge accumulation
+ * weight (its gradients overflow to Inf while the loss stays finite).
  */
 import { writeFileSync } from 'node:fs';
 import { loadBinding, train } from '../../dist/index.js';
 
 const [optionsJson, out] = process.argv.slice(2);
 const options = JSON.parse(optionsJson);
+const FLOAT32_MAX = 3.4028234663852886e38;
 const poison = process.env.TORCH_BERT_TEST_POISON ? JSON.parse(process.env.TORCH_BERT_TEST_POISON) : null;
 if (poison) {
   const binding = loadBinding();
@@ -23,7 +25,9 @@ if (poison) {
   let calls = 0;
   binding.trainStep = (model, optimizer, batch, stepOptions) => {
     const what = poison[String(++calls)];
-    if (what === 'loss') return trainStep(model, optimizer, batch, { ...stepOptions, classWeights: new Float32Array(2) });
+    if (what === 'loss') {
+      return trainStep(model, optimizer, batch, { ...stepOptions, classWeights: new Float32Array(2).fill(FLOAT32_MAX) });
+    }
     if (what === 'gradient') return trainStep(model, optimizer, batch, { ...stepOptions, lossScale: 1e38 });
     return trainStep(model, optimizer, batch, stepOptions);
   };

@@ -23,7 +23,8 @@ transformers here) from the files by their exact key names:
     sequential of (Dropout, Linear(H, H), activation) × (layers - 1), Dropout, Linear(H, C), keys
     `heads.NAME.<index>.{weight,bias}`, on the first token or (use_pooler) the pooler output.
   - The base model: config.json and its weights under AutoModel's names (model.safetensors, or the
-    file given as "weights"), strictly loaded into hf_reference.py's encoder.
+    file given as "weights"), strictly loaded into hf_reference.py's encoder (hf_folder_reference.py's
+    read_base and load_encoder).
 
 stdin: {"base": DIR, "weights": FILE or null, "dir": EXPORT_DIR, "input_ids": [[...]], "attention_mask": [[...]]}
 stdout: {"probabilities": [[...]] or null, "features": [[...]] (the first token's last hidden state),
@@ -42,9 +43,8 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "scripts", "python"))
-from hf_folder_reference import reference_config  # noqa: E402
-from hf_reference import activation, build  # noqa: E402
-from safetensors_io import read_safetensors  # noqa: E402
+from hf_folder_reference import encode, load_encoder, read_base  # noqa: E402
+from hf_reference import activation  # noqa: E402
 
 # transformers' get_activation names, as AdapterHub's Activation_Function_Class looks them up (lower case).
 ACT = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": "gelu", "gelu_new": "gelu_new", "tanh": None}
@@ -87,10 +87,8 @@ def check_config(c):
 
 def main():
     args = json.load(sys.stdin)
-    with open(os.path.join(args["base"], "config.json")) as f:
-        cfg = json.load(f)
+    cfg, weights = read_base(args["base"], args.get("weights"))
     family = cfg["model_type"]
-    weights, _ = read_safetensors(args.get("weights") or os.path.join(args["base"], "model.safetensors"))
     with open(os.path.join(args["dir"], "adapter_config.json")) as f:
         meta = json.load(f)
     c = meta["config"]
@@ -126,10 +124,7 @@ def main():
         assert list(w["adapter_down.0.weight"].shape) == [size, hidden], w["adapter_down.0.weight"].shape
         assert list(w["adapter_up.weight"].shape) == [hidden, size], w["adapter_up.weight"].shape
 
-    pooler = any(k.startswith("pooler.") for k in weights)
-    encoder, _ = build(reference_config(cfg, pooler=pooler))
-    encoder.load_state_dict(weights, strict=True)
-    encoder.eval()
+    encoder = load_encoder(cfg, weights)
 
     if family == "distilbert":
         for i, block in enumerate(encoder.transformer.layer):
@@ -151,11 +146,7 @@ def main():
                     return bottleneck(c, w, self.dropout(self.dense(hidden_states)), input_tensor, self.LayerNorm)
                 sub.forward = types.MethodType(forward, sub)
 
-    ids = torch.tensor(args["input_ids"], dtype=torch.long)
-    mask = torch.tensor(args["attention_mask"], dtype=torch.long)
-    with torch.no_grad():
-        out = encoder(ids, mask)
-        hidden_states, pooled = out if isinstance(out, tuple) else (out, None)
+    hidden_states, pooled = encode(encoder, args["input_ids"], args["attention_mask"])
 
     result = {"features": hidden_states[:, 0].tolist(), "keys": sorted(saved), "config": meta, "probabilities": None,
               "head_keys": [], "head_config": None}

@@ -29,7 +29,7 @@ def main():
     folder = args["dir"]
     exported = load_folder(folder)
     cfg, weights, metadata = exported.config, exported.weights, exported.metadata
-    hidden, _ = encode(exported, args["input_ids"], args["attention_mask"])
+    hidden, _ = encode(exported.encoder, args["input_ids"], args["attention_mask"])
     mask = torch.tensor(args["attention_mask"], dtype=torch.long)
     with torch.no_grad():
         if args["pooling"] == "cls":

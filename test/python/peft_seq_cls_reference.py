@@ -15,8 +15,8 @@ plain PyTorch (no transformers or PEFT here), from the files by their exact key 
 
 In eval mode LoRA's dropout is the identity, so each targeted linear computes
 W0·x + b + scaling·B·A·x = (W0 + scaling·B·A)·x + b: the reference adds scaling·B·A to W0, loads
-the result into hf_reference.py's encoder (strict), and runs the family's head
-(seq_classification_reference.py's head_logits) on it.
+the result into hf_reference.py's encoder (strictly, by hf_folder_reference.py's load_encoder), and
+runs the family's head (seq_classification_reference.py's head_logits) on it.
 
 stdin: {"base": BASE_DIR, "weights": FILE or null, "adapter": ADAPTER_DIR, "input_ids": [[...]], "attention_mask": [[...]]}
 stdout: {"probabilities": [[...]], "keys": [...], "shapes": {...}, "config": {...}, "max_delta": x}
@@ -33,18 +33,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "scripts", "python"))
 sys.path.insert(0, HERE)
-from hf_folder_reference import reference_config  # noqa: E402
-from hf_reference import build  # noqa: E402
+from hf_folder_reference import encode, load_encoder, read_base  # noqa: E402
 from safetensors_io import read_safetensors  # noqa: E402
 from seq_classification_reference import HEAD_KEYS, head_logits  # noqa: E402
 
 
 def main():
     args = json.load(sys.stdin)
-    with open(os.path.join(args["base"], "config.json")) as f:
-        cfg = json.load(f)
+    cfg, base = read_base(args["base"], args.get("weights"))
     family = cfg["model_type"]
-    base, _ = read_safetensors(args.get("weights") or os.path.join(args["base"], "model.safetensors"))
     with open(os.path.join(args["adapter"], "adapter_config.json")) as f:
         acfg = json.load(f)
     assert acfg["peft_type"] == "LORA" and acfg["task_type"] == "SEQ_CLS", acfg
@@ -79,15 +76,8 @@ def main():
     # AutoModelForSequenceClassification's base: RoBERTa's has no pooler (the base file's is dropped).
     if family == "roberta":
         weights = {k: v for k, v in weights.items() if not k.startswith("pooler.")}
-    pooler = any(k.startswith("pooler.") for k in weights)
-    encoder, _ = build(reference_config(cfg, pooler=pooler))
-    encoder.load_state_dict(weights, strict=True)
-    encoder.eval()
-    ids = torch.tensor(args["input_ids"], dtype=torch.long)
-    mask = torch.tensor(args["attention_mask"], dtype=torch.long)
+    hidden, pooled = encode(load_encoder(cfg, weights), args["input_ids"], args["attention_mask"])
     with torch.no_grad():
-        out = encoder(ids, mask)
-        hidden, pooled = out if isinstance(out, tuple) else (out, None)
         logits = head_logits(family, head, pooled, hidden[:, 0])
     json.dump({"probabilities": torch.softmax(logits, -1).tolist(), "keys": sorted(adapter),
                "shapes": {k: list(v.shape) for k, v in adapter.items()}, "config": acfg,

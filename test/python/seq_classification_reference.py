@@ -59,7 +59,7 @@ def export_mode(args):
     expected = sorted(f"{v}.{p}" for v in HEAD_KEYS[family].values() for p in ("weight", "bias"))
     if sorted(exported.head) != expected:
         raise SystemExit(f"unexpected head keys: {sorted(exported.head)}, expected {expected}")
-    hidden, pooled = encode(exported, args["input_ids"], args["attention_mask"])
+    hidden, pooled = encode(exported.encoder, args["input_ids"], args["attention_mask"])
     with torch.no_grad():
         logits = head_logits(family, exported.head, pooled, hidden[:, 0])
     return {"probabilities": torch.softmax(logits, -1).tolist(), "keys": sorted(exported.weights),

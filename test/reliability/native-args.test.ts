@@ -23,11 +23,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NativeBinding, NativeScriptModule, NativeTensor, StepBatch } from '../../lib/binding.js';
 import { loadBinding } from '../../lib/loader.js';
-import { makeEncoder, repoRoot } from '../fixtures.js';
+import { makeEncoder, makeEncoderConfig, repoRoot } from '../fixtures.js';
 
 let b: NativeBinding;
 let dir: string;
 let encoderFile: string;
+/** The fixture encoder's sizes: a 1-layer BERT of width 16 (2 heads, 100 ids). */
+const FIXTURE_ENCODER = { layers: 1, hidden: 16, heads: 2, intermediate: 32, vocabSize: 100 };
 
 const startDir = process.cwd();
 
@@ -36,7 +38,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'torch-bert-native-args-'));
   // Garbage paths such as 'x' are relative: let them land in the temporary folder, not the checkout.
   process.chdir(dir);
-  encoderFile = await makeEncoder({ layers: 1, hidden: 16, heads: 2, intermediate: 32, vocabSize: 100, seed: 7 });
+  encoderFile = await makeEncoder({ ...FIXTURE_ENCODER, seed: 7 });
 });
 
 afterAll(() => {
@@ -113,22 +115,8 @@ interface Entry {
   validFails?: () => boolean;
 }
 
-/** buildEncoder's config of the fixture encoder: a 1-layer BERT of width 16 (2 heads, 100 ids). */
-const FIXTURE_ENCODER_CONFIG = {
-  family: 'bert',
-  vocabSize: 100,
-  hiddenSize: 16,
-  numLayers: 1,
-  numHeads: 2,
-  intermediateSize: 32,
-  maxPositions: 512,
-  typeVocabSize: 2,
-  layerNormEps: 1e-12,
-  padTokenId: 0,
-  hiddenAct: 'gelu',
-  pooler: true,
-  mlmHead: false,
-} as const;
+/** buildEncoder's config of the fixture encoder. */
+const FIXTURE_ENCODER_CONFIG = makeEncoderConfig(FIXTURE_ENCODER);
 
 const entries = (): Entry[] => [
   // Tensor

@@ -1,0 +1,64 @@
+/**
+ * Child processes for the tests that start whole programs (the CLI, torchrun, data-parallel ranks):
+ * one command run to its end with its output and duration, one under torchrun, and whether torchrun
+ * can start a worker here.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { freePort } from '../../lib/launcher.js';
+
+/** How a command ended: its exit code, or the signal that ended it; its output; how long it ran. */
+export interface CommandExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** How a test watches a running command: it is given the way to kill it, and hears its stdout as it comes. */
+export interface CommandWatch {
+  onStart?: (kill: () => void) => void;
+  onStdout?: (text: string) => void;
+}
+
+/** Runs `command args` to its end with `env` added to this process's variables. */
+export function runCommand(
+  command: string,
+  args: string[],
+  env: Record<string, string> = {},
+  watch: CommandWatch = {},
+): Promise<CommandExit> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      watch.onStdout?.(String(d));
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr, ms: performance.now() - started }));
+    watch.onStart?.(() => child.kill('SIGKILL'));
+  });
+}
+
+/** Runs `command args` as `nproc` local workers of `torchrun --no_python` on a free master port. */
+export async function runTorchrun(torchrun: string, nproc: number, command: string, args: string[]): Promise<CommandExit> {
+  const port = String(await freePort());
+  return runCommand(torchrun, ['--no_python', '--nproc_per_node', String(nproc), '--master_port', port, command, ...args]);
+}
+
+/**
+ * Whether `torchrun --no_python` can start one worker (/bin/true) here. Debian 12's torchrun 1.13
+ * fails before starting any on its Python 3.11 (an enum change: "'NoneType' object has no attribute
+ * 'get'" in to_map), so the tests that launch through torchrun skip where this is false.
+ */
+export async function torchrunStarts(torchrun: string): Promise<boolean> {
+  if (!existsSync(torchrun)) return false;
+  return (await runTorchrun(torchrun, 1, '/bin/true', [])).code === 0;
+}
