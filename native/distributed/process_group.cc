@@ -13,6 +13,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 #endif
 
 namespace torch_bert {
@@ -75,6 +76,23 @@ std::shared_ptr<::gloo::transport::Device> GlooDevice(const std::string& masterA
 bool AgentServesStore() {
   const char* value = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
   return value && std::string(value) == "True";
+}
+
+// The group over a Gloo backend. libtorch 2.0 split c10d's ProcessGroup from its Backends:
+// 1.13's ProcessGroupGloo is the group itself; 2.x's is a Backend that a ProcessGroup routes
+// CPU tensors to (as torch.distributed.init_process_group("gloo") sets it up). The Reducer and
+// the collectives take the ProcessGroup either way.
+c10::intrusive_ptr<c10d::ProcessGroup> GlooGroup(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                                                 const c10::intrusive_ptr<c10d::ProcessGroupGloo::Options>& options) {
+#if TORCH_VERSION_MAJOR >= 2
+  auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+  auto group = c10::make_intrusive<c10d::ProcessGroup>(store, rank, size);
+  group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, backend);
+  group->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+  return group;
+#else
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+#endif
 }
 
 c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::chrono::milliseconds timeout) {
@@ -145,7 +163,7 @@ RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout) {
   try {
     // Under a prefix, so that the keys the failure check writes never meet Gloo's.
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("gloo", state->store);
-    state->group = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, env.rank, env.worldSize, options);
+    state->group = GlooGroup(prefixed, env.rank, env.worldSize, options);
   } catch (const std::exception& e) {
     const std::string what = e.what();
     throw std::runtime_error("distributed: rank " + std::to_string(env.rank) +
