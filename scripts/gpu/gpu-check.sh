@@ -20,6 +20,11 @@
 #             CMake logic would probe the installed toolkit for nothing); when that fails, the
 #             compiler directly                                    -> build.log, build-info.json
 #   tests     vitest run test/cuda.test.ts test/doctor.test.ts     -> vitest.log
+#   nccl      data-parallel on CUDA (test/nccl.test.ts; the build lists 'nccl' where it was built
+#             against a CUDA libtorch 2.x with NCCL's headers): a world of one over NCCL, then
+#             2 ranks (a GPU each over NCCL where there are 2, one GPU shared over Gloo where
+#             there is one: NCCL refuses two ranks on one GPU) against one process with the
+#             global batch; doctor's backends and the max weight difference -> nccl.log
 #   bench     scripts/gpu/gpu-bench.mjs, the rows in $GPU_BENCH_ROWS   -> gpu-bench.md, gpu-bench.json, gpu-bench.log
 #   doctor    torch-bert doctor                                    -> doctor.txt, doctor.json
 #   prebuild  npm run prebuild's prebuilt, then .gpu-kit's npm pack tarball installed in a scratch
@@ -49,7 +54,7 @@ mkdir -p "$logs"
 exec > >(tee -a "$logs/gpu-check.log") 2>&1
 start=$SECONDS
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET_S:-420}))
-steps=" ${GPU_CHECK_STEPS:-build tests bench doctor prebuild pruning export} "
+steps=" ${GPU_CHECK_STEPS:-build tests nccl bench doctor prebuild pruning export} "
 status=0
 nodedir=
 trap 'rm -rf "$work"' EXIT
@@ -234,6 +239,26 @@ if step tests 40; then
     note tests "FAILED (see vitest.log)"
   fi
   tail -n 25 "$logs/vitest.log"
+  publish
+fi
+
+# ---- nccl: data-parallel training on CUDA ----
+if step nccl 60; then
+  backends=$(timeout "$(limit 45)" node dist/cli.js doctor --json 2>/dev/null | node -e '
+    let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+      try { console.log((JSON.parse(s).distributedBackends ?? []).join(",") || "none"); } catch { console.log("unknown (doctor failed)"); }
+    });')
+  echo "doctor's distributed backends: $backends" > "$logs/nccl.log"
+  case ",$backends," in
+    *,nccl,*)
+      if timeout "$(limit 180)" node node_modules/vitest/vitest.mjs run test/nccl.test.ts >> "$logs/nccl.log" 2>&1; then
+        note nccl "ok (backends $backends; $(grep -E '^ +Tests ' "$logs/nccl.log" | tr -s ' '); $(grep -o 'nccl-check: .*' "$logs/nccl.log" | head -n 1))"
+      else
+        note nccl "FAILED (backends $backends; see nccl.log)"
+      fi
+      tail -n 25 "$logs/nccl.log" ;;
+    *) note nccl "skipped: this build has no NCCL backend (backends: $backends; see build.log's 'torch-bert: ... NCCL' line)" ;;
+  esac
   publish
 fi
 
