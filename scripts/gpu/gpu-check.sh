@@ -15,7 +15,8 @@
 #   the direct compile is tried; GPU_CHECK_BUILD=direct goes straight to the direct compile.
 # GPU_CHECK_STEPS: the steps to run (default all, in this order: the most wanted first, so that
 #   the time guard cuts the least wanted):
-#   build     the addon against that PyTorch's libtorch: cmake-js with libtorch set up by hand
+#   build     the addon against that PyTorch's libtorch (Gloo's headers from .gpu-kit where the
+#             machine has none): cmake-js with libtorch set up by hand
 #             (TORCH_BERT_MANUAL_TORCH=ON: the addon includes no CUDA header, and PyTorch's CUDA
 #             CMake logic would probe the installed toolkit for nothing); when that fails, the
 #             compiler directly                                    -> build.log, build-info.json
@@ -190,6 +191,14 @@ cuda_seen() { [ "$(node -e "import('./dist/loader.js').then(m => console.log(m.l
 # ---- build ----
 if step build 60; then
   rm -rf build
+  # Gloo's headers, which PyTorch's wheels lack (without them no Gloo, hence no NCCL): the kit's
+  # (pack-node.sh: Debian's libgloo-dev, not the Gloo commit libtorch was built with) where the
+  # machine has none; CMake's find_path reads CMAKE_INCLUDE_PATH.
+  if [ ! -f /usr/include/gloo/algorithm.h ] && [ ! -f "$(dirname "$torch_lib")/include/gloo/algorithm.h" ] && [ -f .gpu-kit/gloo-include.tar.xz ]; then
+    mkdir -p "$work/gloo-include" && untar .gpu-kit/gloo-include.tar.xz "$work/gloo-include" \
+      && export CMAKE_INCLUDE_PATH="$work/gloo-include${CMAKE_INCLUDE_PATH:+:$CMAKE_INCLUDE_PATH}" \
+      && echo "Gloo headers: .gpu-kit/gloo-include.tar.xz (Debian's libgloo-dev)" | tee -a "$logs/build.log"
+  fi
   if [ "${GPU_CHECK_BUILD:-cmake}" = cmake ] && timeout "$(limit "${GPU_CHECK_BUILD_S:-240}")" node scripts/build-native.mjs --CDTORCH_BERT_MANUAL_TORCH=ON > "$logs/build.log" 2>&1; then
     note build "ok (cmake-js, libtorch set up by hand)"
   else
