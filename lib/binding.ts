@@ -393,6 +393,7 @@ export interface DistributedRank {
   worldSize: number;
   localRank: number;
   localWorldSize: number;
+  /** The group's backends as init_process_group names them: 'gloo', or 'cpu:gloo,cuda:nccl' when CUDA tensors go to NCCL. */
   backend: string;
 }
 
@@ -649,7 +650,7 @@ export interface NativeBinding {
   setNumThreads(n: number): void;
 
   // ---- Distributed (c10d process group; native/distributed/) ----
-  /** The backends this build can create: `['gloo']`, or `[]` when built without Gloo's headers. */
+  /** The backends this build can create: `['gloo']`, `['gloo', 'nccl']` (a CUDA libtorch 2.x with NCCL's headers), or `[]` when built without Gloo's headers. */
   distributedBackends(): string[];
   /**
    * Joins the process's group from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK,

@@ -24,6 +24,7 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { DistributedRank, NativeBinding, NativeTensor } from './binding.js';
 import { InputError, ModelError, messageOf } from './errors.js';
+import type { Device } from './options.js';
 
 /** This process's rank in a joined group, and the collectives the TypeScript side uses. */
 export interface Distributed extends DistributedRank {
@@ -291,21 +292,40 @@ export function threadsPerRank(localWorldSize: number): number {
   return Math.max(1, Math.floor(availableParallelism() / Math.max(1, localWorldSize)));
 }
 
+/** DistributedRank.backend of a group that sends CUDA tensors to NCCL (native/distributed/process_group.h). */
+export const NCCL_BACKEND = 'cpu:gloo,cuda:nccl';
+
+/**
+ * A rank's device when the options leave the GPU open ('auto', 'cuda'): cuda:LOCAL_RANK where the
+ * group sends CUDA tensors to NCCL, which needs a GPU of its own per rank (the join made that one
+ * current, but only on the joining thread); as given otherwise (cpu, an explicit cuda:N, or one
+ * GPU shared over Gloo). Launchers start every rank with the same arguments, so this is what
+ * lets `--device cuda` (or auto) spread the ranks over the GPUs.
+ */
+export function rankDevice<D extends string>(
+  device: D | undefined,
+  rank: Pick<DistributedRank, 'backend' | 'localRank'>,
+): D | `cuda:${number}` | undefined {
+  if (rank.backend !== NCCL_BACKEND) return device;
+  return device === undefined || device === 'auto' || device === 'cuda' ? `cuda:${rank.localRank}` : device;
+}
+
 /**
  * A run as a rank, the same for train() and pretrain(): the group joined first (so that a rank
  * that fails later fails the others' collectives; one that fails during its set-up tells them,
- * `startAsRank`), the threads left open set to the cores / the local world size, the run, and the
- * group left however the run ends. `run` gets null when the run is alone (`distributed: 'off'`,
- * or no torchrun variables).
+ * `startAsRank`), the threads left open set to the cores / the local world size, the GPU left
+ * open to the rank's own (rankDevice), the run, and the group left however the run ends. `run`
+ * gets null when the run is alone (`distributed: 'off'`, or no torchrun variables).
  */
 export async function runAsRank<T>(
   binding: NativeBinding,
-  opts: { distributed: 'auto' | 'off'; distributedTimeout: number; threads?: number },
+  opts: { distributed: 'auto' | 'off'; distributedTimeout: number; threads?: number; device?: Device },
   run: (dist: Distributed | null) => Promise<T>,
 ): Promise<T> {
   const dist = joinDistributed(binding, opts.distributed, opts.distributedTimeout);
   try {
     if (dist && opts.threads === undefined) opts.threads = threadsPerRank(dist.localWorldSize);
+    if (dist) opts.device = rankDevice(opts.device, dist);
     return await run(dist);
   } finally {
     dist?.leave();

@@ -72,7 +72,7 @@ export interface DoctorReport {
   cpuAllocator: CpuCacheStats | null;
   /** Token pruning (native/graph/token_pruning.h) on or off (null without a loaded binary). */
   tokenPruning: boolean | null;
-  /** Data-parallel backends this build can create (native/distributed/; null without a loaded binary): ['gloo'], or [] when built without Gloo's headers. */
+  /** Data-parallel backends this build can create (native/distributed/; null without a loaded binary): ['gloo'], ['gloo', 'nccl'] with NCCL for CUDA tensors, or [] when built without Gloo's headers. */
   distributedBackends: string[] | null;
   /** Where Hugging Face Hub ids resolve (lib/hub.ts): the cache, the endpoint, offline mode, whether HF_TOKEN is set (never its value). */
   hub: ReturnType<typeof hubSettings>;

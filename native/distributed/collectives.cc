@@ -38,7 +38,7 @@ Napi::Value Join(const Napi::CallbackInfo& info) {
     out.Set("worldSize", Napi::Number::New(env, joined.worldSize));
     out.Set("localRank", Napi::Number::New(env, joined.localRank));
     out.Set("localWorldSize", Napi::Number::New(env, joined.localWorldSize));
-    out.Set("backend", Napi::String::New(env, "gloo"));
+    out.Set("backend", Napi::String::New(env, GroupBackend()));
     return out;
   });
 }
@@ -53,12 +53,14 @@ Napi::Value Leave(const Napi::CallbackInfo& info) {
 
 #ifdef TORCH_BERT_GLOO
 
-// Runs a collective on `target` in place. Gloo works on dense contiguous CPU memory: a tensor
-// that is not that goes through a CPU copy, copied back after.
+// Runs a collective on `target` in place. Gloo works on dense contiguous CPU memory, NCCL (where
+// the group has it) on dense contiguous CUDA memory: any other tensor goes through
+// a CPU copy, copied back after.
 template <typename F>
 void InPlace(torch::Tensor& target, F&& collective) {
   torch::NoGradGuard noGrad;
-  const bool direct = target.is_contiguous() && target.device().is_cpu();
+  const bool onBackend = target.device().is_cpu() || (target.device().is_cuda() && NcclForCuda());
+  const bool direct = target.is_contiguous() && onBackend;
   torch::Tensor buffer = direct ? target : target.to(torch::kCPU).contiguous();
   collective(buffer);
   if (!direct) target.copy_(buffer);

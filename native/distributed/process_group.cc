@@ -10,10 +10,15 @@
 #include "distributed/process_group_internal.h"
 
 #ifdef TORCH_BERT_GLOO
+#include <torch/version.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/version.h>
+#endif
+
+#ifdef TORCH_BERT_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 namespace torch_bert {
@@ -51,6 +56,8 @@ struct Joined {
   std::chrono::milliseconds timeout{0};
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroup> group;
+  // Whether the group routes CUDA tensors to NCCL (else CUDA tensors go to Gloo).
+  bool ncclForCuda = false;
 };
 
 std::mutex joinedMutex;
@@ -80,20 +87,47 @@ bool AgentServesStore() {
 
 // The group over a Gloo backend. libtorch 2.0 split c10d's ProcessGroup from its Backends:
 // 1.13's ProcessGroupGloo is the group itself; 2.x's is a Backend that a ProcessGroup routes
-// CPU tensors to (as torch.distributed.init_process_group("gloo") sets it up). The Reducer and
-// the collectives take the ProcessGroup either way.
+// tensors to by device (as torch.distributed.init_process_group("gloo") sets it up: CPU and
+// CUDA tensors to Gloo; NCCL takes CUDA's place afterwards where it is used, AddNccl). The
+// Reducer and the collectives take the ProcessGroup either way.
 c10::intrusive_ptr<c10d::ProcessGroup> GlooGroup(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                                  const c10::intrusive_ptr<c10d::ProcessGroupGloo::Options>& options) {
 #if TORCH_VERSION_MAJOR >= 2
   auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
   auto group = c10::make_intrusive<c10d::ProcessGroup>(store, rank, size);
   group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, backend);
+  group->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::GLOO, backend);
   group->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
   return group;
 #else
   return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
 #endif
 }
+
+#ifdef TORCH_BERT_NCCL
+// Whether this rank's CUDA tensors can go to NCCL: NCCL (2.5 on) refuses two ranks on one GPU
+// ("Duplicate GPU detected"), so every local rank needs a GPU of its own, cuda:LOCAL_RANK.
+// Otherwise (fewer GPUs than local ranks, or none) CUDA tensors stay on Gloo, which copies
+// them through host memory.
+bool NcclUsable(const RankEnvironment& env) {
+  const int gpus = c10::cuda::device_count();
+  return gpus > 0 && env.localWorldSize <= gpus;
+}
+
+// Adds NCCL for CUDA tensors, as init_process_group("cpu:gloo,cuda:nccl") does: the small
+// Float64 all-reduces on CPU tensors stay on Gloo, the gradient buckets and the broadcasts of
+// CUDA weights go to NCCL. The rank's device becomes current first, as torchrun's scripts do
+// with torch.cuda.set_device(LOCAL_RANK): NCCL creates its communicators, lazily at the first
+// collective, on the current device. `timeout` is NCCL's collective timeout (its watchdog's).
+void AddNccl(c10d::ProcessGroup& group, const c10::intrusive_ptr<c10d::Store>& store, const RankEnvironment& env,
+             std::chrono::milliseconds timeout) {
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(env.localRank));
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = timeout;
+  auto backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env.rank, env.worldSize, options);
+  group.setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, backend);
+}
+#endif
 
 c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions options;
@@ -140,7 +174,9 @@ RankEnvironment ReadRankEnvironment() {
 }
 
 std::vector<std::string> AvailableBackends() {
-#ifdef TORCH_BERT_GLOO
+#ifdef TORCH_BERT_NCCL
+  return {"gloo", "nccl"};
+#elif defined(TORCH_BERT_GLOO)
   return {"gloo"};
 #else
   return {};
@@ -164,6 +200,12 @@ RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout) {
     // Under a prefix, so that the keys the failure check writes never meet Gloo's.
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("gloo", state->store);
     state->group = GlooGroup(prefixed, env.rank, env.worldSize, options);
+#ifdef TORCH_BERT_NCCL
+    if (NcclUsable(env)) {
+      AddNccl(*state->group, c10::make_intrusive<c10d::PrefixStore>("nccl", state->store), env, timeout);
+      state->ncclForCuda = true;
+    }
+#endif
   } catch (const std::exception& e) {
     const std::string what = e.what();
     throw std::runtime_error("distributed: rank " + std::to_string(env.rank) +
@@ -202,6 +244,15 @@ c10::intrusive_ptr<c10d::ProcessGroup> CurrentProcessGroup(const std::string& wh
   std::lock_guard<std::mutex> lock(joinedMutex);
   if (!joined) throw std::runtime_error(what + ": this process has not joined a process group (distributed)");
   return joined->group;
+}
+
+bool NcclForCuda() {
+  std::lock_guard<std::mutex> lock(joinedMutex);
+  return joined && joined->ncclForCuda;
+}
+
+std::string GroupBackend() {
+  return NcclForCuda() ? "cpu:gloo,cuda:nccl" : "gloo";
 }
 
 namespace {
@@ -265,6 +316,9 @@ RankEnvironment JoinProcessGroup(std::chrono::milliseconds) {
 }
 bool InProcessGroup() {
   return false;
+}
+std::string GroupBackend() {
+  return "gloo";
 }
 const RankEnvironment& GroupEnvironment() {
   throw std::runtime_error("distributed: this process has not joined a process group");

@@ -26,7 +26,8 @@ struct RankEnvironment {
 // The variables read and checked; a missing or malformed one is a runtime_error naming it.
 RankEnvironment ReadRankEnvironment();
 
-// The backends this build can create ("gloo" when built with Gloo's headers).
+// The backends this build can create: "gloo" when built with Gloo's headers, and "nccl" too when
+// built against a CUDA libtorch 2.x with NCCL's headers (TORCH_BERT_NCCL).
 std::vector<std::string> AvailableBackends();
 
 // Joins the group: rank 0 serves the TCPStore on MASTER_PORT, every rank connects to it and
@@ -35,6 +36,10 @@ std::vector<std::string> AvailableBackends();
 // runtime_errors for a port in use, an unreachable master and a rendezvous that times out.
 // Throws when already joined.
 RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout);
+
+// The joined group's backends, as init_process_group names them: "cpu:gloo,cuda:nccl" when CUDA
+// tensors go to NCCL (TORCH_BERT_NCCL builds with a GPU for every local rank), else "gloo".
+std::string GroupBackend();
 
 // Whether this process has joined (and not left).
 bool InProcessGroup();

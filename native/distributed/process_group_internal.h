@@ -12,6 +12,9 @@ namespace torch_bert {
 // The joined group; throws a runtime_error naming `what` when not joined.
 c10::intrusive_ptr<c10d::ProcessGroup> CurrentProcessGroup(const std::string& what);
 
+// Whether the joined group sends CUDA tensors to NCCL (else to Gloo; false when not joined).
+bool NcclForCuda();
+
 // Waits for a collective, turning Gloo's failure (a peer gone, a timeout) into one line that
 // says which collective failed on which rank and why.
 void WaitCollective(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);

@@ -15,11 +15,17 @@
 #   the direct compile is tried; GPU_CHECK_BUILD=direct goes straight to the direct compile.
 # GPU_CHECK_STEPS: the steps to run (default all, in this order: the most wanted first, so that
 #   the time guard cuts the least wanted):
-#   build     the addon against that PyTorch's libtorch: cmake-js with libtorch set up by hand
+#   build     the addon against that PyTorch's libtorch (Gloo's headers from .gpu-kit where the
+#             machine has none): cmake-js with libtorch set up by hand
 #             (TORCH_BERT_MANUAL_TORCH=ON: the addon includes no CUDA header, and PyTorch's CUDA
 #             CMake logic would probe the installed toolkit for nothing); when that fails, the
 #             compiler directly                                    -> build.log, build-info.json
 #   tests     vitest run test/cuda.test.ts test/doctor.test.ts     -> vitest.log
+#   nccl      data-parallel on CUDA (test/nccl.test.ts; the build lists 'nccl' where it was built
+#             against a CUDA libtorch 2.x with NCCL's headers): a world of one over NCCL, then
+#             2 ranks (a GPU each over NCCL where there are 2, one GPU shared over Gloo where
+#             there is one: NCCL refuses two ranks on one GPU) against one process with the
+#             global batch; doctor's backends and the max weight difference -> nccl.log
 #   bench     scripts/gpu/gpu-bench.mjs, the rows in $GPU_BENCH_ROWS   -> gpu-bench.md, gpu-bench.json, gpu-bench.log
 #   doctor    torch-bert doctor                                    -> doctor.txt, doctor.json
 #   prebuild  npm run prebuild's prebuilt, then .gpu-kit's npm pack tarball installed in a scratch
@@ -49,7 +55,7 @@ mkdir -p "$logs"
 exec > >(tee -a "$logs/gpu-check.log") 2>&1
 start=$SECONDS
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET_S:-420}))
-steps=" ${GPU_CHECK_STEPS:-build tests bench doctor prebuild pruning export} "
+steps=" ${GPU_CHECK_STEPS:-build tests nccl bench doctor prebuild pruning export} "
 status=0
 nodedir=
 trap 'rm -rf "$work"' EXIT
@@ -185,6 +191,14 @@ cuda_seen() { [ "$(node -e "import('./dist/loader.js').then(m => console.log(m.l
 # ---- build ----
 if step build 60; then
   rm -rf build
+  # Gloo's headers, which PyTorch's wheels lack (without them no Gloo, hence no NCCL): the kit's
+  # (pack-node.sh: Debian's libgloo-dev, not the Gloo commit libtorch was built with) where the
+  # machine has none; CMake's find_path reads CMAKE_INCLUDE_PATH.
+  if [ ! -f /usr/include/gloo/algorithm.h ] && [ ! -f "$(dirname "$torch_lib")/include/gloo/algorithm.h" ] && [ -f .gpu-kit/gloo-include.tar.xz ]; then
+    mkdir -p "$work/gloo-include" && untar .gpu-kit/gloo-include.tar.xz "$work/gloo-include" \
+      && export CMAKE_INCLUDE_PATH="$work/gloo-include${CMAKE_INCLUDE_PATH:+:$CMAKE_INCLUDE_PATH}" \
+      && echo "Gloo headers: .gpu-kit/gloo-include.tar.xz (Debian's libgloo-dev)" | tee -a "$logs/build.log"
+  fi
   if [ "${GPU_CHECK_BUILD:-cmake}" = cmake ] && timeout "$(limit "${GPU_CHECK_BUILD_S:-240}")" node scripts/build-native.mjs --CDTORCH_BERT_MANUAL_TORCH=ON > "$logs/build.log" 2>&1; then
     note build "ok (cmake-js, libtorch set up by hand)"
   else
@@ -234,6 +248,26 @@ if step tests 40; then
     note tests "FAILED (see vitest.log)"
   fi
   tail -n 25 "$logs/vitest.log"
+  publish
+fi
+
+# ---- nccl: data-parallel training on CUDA ----
+if step nccl 60; then
+  backends=$(timeout "$(limit 45)" node dist/cli.js doctor --json 2>/dev/null | node -e '
+    let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+      try { console.log((JSON.parse(s).distributedBackends ?? []).join(",") || "none"); } catch { console.log("unknown (doctor failed)"); }
+    });')
+  echo "doctor's distributed backends: $backends" > "$logs/nccl.log"
+  case ",$backends," in
+    *,nccl,*)
+      if timeout "$(limit 180)" node node_modules/vitest/vitest.mjs run test/nccl.test.ts >> "$logs/nccl.log" 2>&1; then
+        note nccl "ok (backends $backends; $(grep -E '^ +Tests ' "$logs/nccl.log" | tr -s ' '); $(grep -o 'nccl-check: .*' "$logs/nccl.log" | head -n 1))"
+      else
+        note nccl "FAILED (backends $backends; see nccl.log)"
+      fi
+      tail -n 25 "$logs/nccl.log" ;;
+    *) note nccl "skipped: this build has no NCCL backend (backends: $backends; see build.log's 'torch-bert: ... NCCL' line)" ;;
+  esac
   publish
 fi
 

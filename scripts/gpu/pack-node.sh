@@ -7,6 +7,9 @@
 #   dist.tar.xz                          dist/ compiled here from lib/ (so the run spends no time on tsc)
 #   torch-bert-<version>.tgz             the package as `npm pack` makes it, which gpu-check.sh installs
 #                                        there with its prebuilt and the build tools hidden
+#   gloo-include.tar.xz                  this machine's Gloo headers (Debian's libgloo-dev), when installed:
+#                                        PyTorch's wheels ship none, and without them the addon builds
+#                                        without Gloo, so without NCCL (gpu-check.sh's nccl step)
 # Fails when the kit and the working tree that travels with it pass 60 MiB (the device tool
 # carries 64 MiB in all). Carry `.gpu-kit` with the working tree (it is git-ignored).
 set -euo pipefail
@@ -22,7 +25,7 @@ stage=$kit/.stage
 rm -rf "$stage"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/$name/bin" "$stage/$name/include"
-rm -f "$kit"/node-v*-linux-*.tar.xz "$kit"/torch-bert-*.tgz
+rm -f "$kit"/node-v*-linux-*.tar.xz "$kit"/torch-bert-*.tgz "$kit"/gloo-include.tar.xz
 cp "$node" "$stage/$name/bin/node"
 # Node-API and V8 headers for cmake-js (not the 50 MB of OpenSSL headers nobody here includes).
 if [ -f "$prefix/include/node/node_api.h" ]; then
@@ -36,6 +39,9 @@ tar -C "$root" --exclude=node_modules/.cache --exclude=node_modules/.vite -cJf "
   && mv "$stage/node_modules.tar.xz" "$kit/node_modules.tar.xz"
 (cd "$root" && node node_modules/typescript/bin/tsc -p tsconfig.json)
 tar -C "$root" -cJf "$stage/dist.tar.xz" dist && mv "$stage/dist.tar.xz" "$kit/dist.tar.xz"
+if [ -f /usr/include/gloo/algorithm.h ]; then
+  tar -C /usr/include -cJf "$stage/gloo-include.tar.xz" gloo && mv "$stage/gloo-include.tar.xz" "$kit/gloo-include.tar.xz"
+fi
 (cd "$root" && npm pack --ignore-scripts --silent --pack-destination "$stage" >/dev/null) && mv "$stage"/torch-bert-*.tgz "$kit/"
 rm -rf "$stage"
 du -h "$kit"/*
