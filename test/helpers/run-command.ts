@@ -47,17 +47,31 @@ export function runCommand(
   });
 }
 
+/**
+ * torchrun's flags for the workers' output: stdout through a log file and echoed (`--redirects 1
+ * --tee 1`, which every torchrun accepts). Debian 12's torchrun 1.13 cannot take its defaults
+ * on its Python 3.11: it parses "0" (no redirect) to None (Python 3.11 no longer iterates the
+ * zero member of an IntFlag) and fails before starting any worker with "'NoneType' object has no
+ * attribute 'get'". The README gives users the same flags.
+ */
+export const TORCHRUN_OUTPUT_FLAGS = ['--redirects', '1', '--tee', '1'];
+
 /** Runs `command args` as `nproc` local workers of `torchrun --no_python` on a free master port. */
 export async function runTorchrun(torchrun: string, nproc: number, command: string, args: string[]): Promise<CommandExit> {
   const port = String(await freePort());
-  return runCommand(torchrun, ['--no_python', '--nproc_per_node', String(nproc), '--master_port', port, command, ...args]);
+  return runCommand(torchrun, [
+    ...TORCHRUN_OUTPUT_FLAGS,
+    '--no_python',
+    '--nproc_per_node',
+    String(nproc),
+    '--master_port',
+    port,
+    command,
+    ...args,
+  ]);
 }
 
-/**
- * Whether `torchrun --no_python` can start one worker (/bin/true) here. Debian 12's torchrun 1.13
- * fails before starting any on its Python 3.11 (an enum change: "'NoneType' object has no attribute
- * 'get'" in to_map), so the tests that launch through torchrun skip where this is false.
- */
+/** Whether `torchrun --no_python` can start one worker (/bin/true) here; the torchrun tests skip where it cannot (none installed). */
 export async function torchrunStarts(torchrun: string): Promise<boolean> {
   if (!existsSync(torchrun)) return false;
   return (await runTorchrun(torchrun, 1, '/bin/true', [])).code === 0;
