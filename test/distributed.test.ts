@@ -16,7 +16,7 @@ import { InputError, ModelError } from '../lib/errors.js';
 import { freePort } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
-import { type CommandExit, type CommandWatch, runCommand, runTorchrun, torchrunStarts } from './helpers/run-command.js';
+import { type CommandExit, type CommandWatch, runCommand, runTorchrun, torchrunUnfit } from './helpers/run-command.js';
 
 const binding = loadBinding();
 const gloo = binding.distributedBackends().includes('gloo');
@@ -465,7 +465,8 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
   }, 240_000);
 
   it('torchrun --no_python --nproc_per_node 2 torch-bert train: the same weights', async (ctx) => {
-    if (!(await torchrunStarts(torchrun))) ctx.skip();
+    const unfit = await torchrunUnfit(torchrun, binding.versions().libtorch);
+    if (unfit) ctx.skip(unfit);
     const out = join(dir, 'cli-torchrun');
     const run = await runTorchrun(torchrun, 2, process.execPath, [cli, ...cliArgs(out)]);
     expect(run.code, run.stderr).toBe(0);

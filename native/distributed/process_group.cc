@@ -154,8 +154,17 @@ c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::ch
       throw std::runtime_error("distributed: rank 0 cannot serve the rendezvous on " + where + " (" + line +
                                "): not every rank joined within " + Seconds(timeout));
     }
+    // torchrun's agent serves the store from its own PyTorch, and c10d's store protocol changed in
+    // 2.x (a client's first message validates the server): a torchrun of another PyTorch than
+    // this libtorch accepts the connection and then resets it, until the timeout.
+    const std::string agent =
+        AgentServesStore()
+            ? "; the store is torchrun's: launch with the torchrun of PyTorch " + std::string(TORCH_VERSION) +
+                  " (this libtorch's; another version's store speaks another protocol), or with torch-bert's "
+                  "--nproc-per-node"
+            : "";
     throw std::runtime_error("distributed: rank " + std::to_string(env.rank) + " cannot reach the master at " + where +
-                             " within " + Seconds(timeout) + " (" + line + ")");
+                             " within " + Seconds(timeout) + " (" + line + ")" + agent);
   }
 }
 #endif

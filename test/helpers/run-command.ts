@@ -4,7 +4,7 @@
  * can start a worker here.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { freePort } from '../../lib/launcher.js';
 
 /** How a command ended: its exit code, or the signal that ended it; its output; how long it ran. */
@@ -71,8 +71,28 @@ export async function runTorchrun(torchrun: string, nproc: number, command: stri
   ]);
 }
 
-/** Whether `torchrun --no_python` can start one worker (/bin/true) here; the torchrun tests skip where it cannot (none installed). */
-export async function torchrunStarts(torchrun: string): Promise<boolean> {
-  if (!existsSync(torchrun)) return false;
-  return (await runTorchrun(torchrun, 1, '/bin/true', [])).code === 0;
+/** The version of the PyTorch a torchrun script runs (its shebang's Python), or null where that cannot be told. */
+async function torchrunTorchVersion(torchrun: string): Promise<string | null> {
+  const shebang = /^#!\s*(\S+)/.exec(readFileSync(torchrun, 'utf8').split('\n', 1)[0]);
+  if (!shebang) return null;
+  const run = await runCommand(shebang[1], ['-c', 'import torch; print(torch.__version__)']);
+  return run.code === 0 ? run.stdout.trim() : null;
+}
+
+/**
+ * Why the torchrun tests cannot run here, or null where they can: no torchrun; a torchrun of
+ * another PyTorch than `libtorch`, the addon's (major.minor compared: torchrun serves the
+ * workers' store from its own PyTorch, and c10d's store protocol differs between 1.13 and 2.x,
+ * so a 2.13 addon's ranks cannot join Debian's torchrun 1.13 and say so after the timeout); or
+ * a torchrun that cannot start a worker (/bin/true).
+ */
+export async function torchrunUnfit(torchrun: string, libtorch: string): Promise<string | null> {
+  if (!existsSync(torchrun)) return `no ${torchrun}`;
+  const version = await torchrunTorchVersion(torchrun);
+  const minor = (v: string) => v.split('.').slice(0, 2).join('.');
+  if (version && minor(version) !== minor(libtorch)) {
+    return `${torchrun} runs PyTorch ${version}, the addon libtorch ${libtorch}: their stores speak other protocols`;
+  }
+  if ((await runTorchrun(torchrun, 1, '/bin/true', [])).code !== 0) return `${torchrun} cannot start a worker`;
+  return null;
 }
