@@ -17,6 +17,7 @@ import { freePort } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
 import { type CommandExit, type CommandWatch, runCommand, runTorchrun, torchrunUnfit } from './helpers/run-command.js';
+import { maxDifference, savedWeights } from './helpers/weights.js';
 
 const binding = loadBinding();
 const gloo = binding.distributedBackends().includes('gloo');
@@ -109,26 +110,11 @@ function expectSameReport(a: Reported, b: Reported, tolerance: number): void {
   expect(Math.abs(a.metrics.macroF1 - b.metrics.macroF1)).toBeLessThanOrEqual(tolerance);
 }
 
-function weights(file: string): Map<string, Float32Array> {
-  const tensors = binding.loadTensors(file);
-  return new Map(Object.entries(tensors).map(([name, t]) => [name, Float32Array.from(t.toArray() as ArrayLike<number>)]));
-}
+const weights = (file: string) => savedWeights(binding, file);
 
 /** The last line of a process's stderr: its error's `name: message` (test/helpers/distributed-train.mjs). */
 function lastLine(stderr: string): string {
   return stderr.trim().split('\n').at(-1) ?? '';
-}
-
-/** Largest absolute difference between two sets of the same parameters. */
-function maxDifference(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
-  let worst = 0;
-  for (const [name, x] of a) {
-    const y = b.get(name)!;
-    expect(y.length).toBe(x.length);
-    for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
-  }
-  return worst;
 }
 
 describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () => {

@@ -21,6 +21,7 @@ import { NCCL_BACKEND, rankDevice } from '../lib/distributed.js';
 import { freePort } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
+import { maxDifference, savedWeights } from './helpers/weights.js';
 
 const binding = loadBinding();
 const nccl = binding.distributedBackends().includes('nccl') && binding.cudaIsAvailable();
@@ -66,22 +67,7 @@ function runRank(script: string, args: string[], place: Place | null): Promise<E
   });
 }
 
-function weights(file: string): Map<string, Float32Array> {
-  const tensors = binding.loadTensors(file);
-  return new Map(Object.entries(tensors).map(([name, t]) => [name, Float32Array.from(t.toArray() as ArrayLike<number>)]));
-}
-
-/** Largest absolute difference between two sets of the same parameters. */
-function maxDifference(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
-  let worst = 0;
-  for (const [name, x] of a) {
-    const y = b.get(name)!;
-    expect(y.length).toBe(x.length);
-    for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
-  }
-  return worst;
-}
+const weights = (file: string) => savedWeights(binding, file);
 
 describe('rankDevice: the device a rank trains on', () => {
   const nccl0 = { backend: NCCL_BACKEND, localRank: 0 };

@@ -24,6 +24,7 @@ import { pretrain, validateMaskedLm } from '../lib/pretrainer.js';
 import type { EncodedTexts } from '../lib/tokenizer.js';
 import { demoPretrain, demoReviews, makeHfFolder, repoRoot, runPython } from './fixtures.js';
 import { runCommand, runTorchrun, torchrunUnfit } from './helpers/run-command.js';
+import { maxDifference } from './helpers/weights.js';
 
 const binding = loadBinding();
 const SHAPE = { hidden: 32, layers: 2, heads: 4, intermediate: 64, maxPosition: 64 };
@@ -307,18 +308,6 @@ function folderWeights(dir: string): Map<string, Float32Array> {
       .readSafetensors(join(dir, 'model.safetensors'))
       .tensors.map(([name, t]) => [name, Float32Array.from(t.toArray() as Float32Array)]),
   );
-}
-
-/** Largest absolute difference between two folders' tensors (the same names and shapes). */
-function maxDifference(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
-  let worst = 0;
-  for (const [name, x] of a) {
-    const y = b.get(name)!;
-    expect(y.length, name).toBe(x.length);
-    for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
-  }
-  return worst;
 }
 
 const gloo = binding.distributedBackends().includes('gloo');
