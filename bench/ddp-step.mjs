@@ -24,7 +24,7 @@ export const name = 'ddp-step';
 const TARGET = 1.0;
 const WORLD = 2;
 const execFileAsync = promisify(execFile);
-const { freePort } = await import(join(root, 'dist', 'launcher.js'));
+const { freePort, rankVariables } = await import(join(root, 'dist', 'launcher.js'));
 
 /** Starts WORLD ranks of `command args` with torchrun's variables; their stdout JSON and stderr, in rank order. */
 async function job(command, args, extraEnv = {}) {
@@ -33,12 +33,7 @@ async function job(command, args, extraEnv = {}) {
     const env = {
       ...process.env,
       ...extraEnv,
-      RANK: String(rank),
-      LOCAL_RANK: String(rank),
-      WORLD_SIZE: String(WORLD),
-      LOCAL_WORLD_SIZE: String(WORLD),
-      MASTER_ADDR: '127.0.0.1',
-      MASTER_PORT: String(port),
+      ...rankVariables(rank, WORLD, port),
       OMP_NUM_THREADS: '1',
     };
     // execFile rejects on a non-zero exit (or a signal), its output attached to the error.

@@ -33,6 +33,22 @@ export function withoutNproc(args: readonly string[]): string[] {
 }
 
 /**
+ * torchrun's variables for rank `rank` of `worldSize` on one machine (RANK = LOCAL_RANK, WORLD_SIZE
+ * = LOCAL_WORLD_SIZE, node 0), its master at `masterAddr:masterPort`.
+ */
+export function rankVariables(rank: number, worldSize: number, masterPort: number | string, masterAddr = '127.0.0.1') {
+  return {
+    RANK: String(rank),
+    LOCAL_RANK: String(rank),
+    WORLD_SIZE: String(worldSize),
+    LOCAL_WORLD_SIZE: String(worldSize),
+    GROUP_RANK: '0',
+    MASTER_ADDR: masterAddr,
+    MASTER_PORT: String(masterPort),
+  };
+}
+
+/**
  * Runs `nproc` workers of `command args` (argv after node: the script, then its arguments) and
  * resolves with the exit code: 0 when all succeed, else the first failure's (1 for a signal).
  */
@@ -41,16 +57,7 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
   const workers = Array.from({ length: nproc }, (_, rank) =>
     spawn(process.execPath, [script, ...args], {
       stdio: 'inherit',
-      env: {
-        ...process.env,
-        RANK: String(rank),
-        LOCAL_RANK: String(rank),
-        WORLD_SIZE: String(nproc),
-        LOCAL_WORLD_SIZE: String(nproc),
-        GROUP_RANK: '0',
-        MASTER_ADDR: process.env.MASTER_ADDR ?? '127.0.0.1',
-        MASTER_PORT: port,
-      },
+      env: { ...process.env, ...rankVariables(rank, nproc, port, process.env.MASTER_ADDR) },
     }),
   );
   // Ctrl-C reaches the workers through the terminal; the launcher waits for them to save and stop.

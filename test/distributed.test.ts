@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadExamples } from '../lib/data.js';
 import { type RunIdentity, startAsRank } from '../lib/distributed.js';
 import { InputError, ModelError } from '../lib/errors.js';
-import { freePort } from '../lib/launcher.js';
+import { freePort, rankVariables } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
 import { type CommandExit, type CommandWatch, runCommand, runTorchrun, torchrunUnfit } from './helpers/run-command.js';
@@ -63,15 +63,7 @@ async function runRanks(
       runProcess(
         { ...options, ...perRank(rank) },
         `${out}.${rank}`,
-        {
-          RANK: String(rank),
-          WORLD_SIZE: String(worldSize),
-          LOCAL_RANK: String(rank),
-          LOCAL_WORLD_SIZE: String(worldSize),
-          MASTER_ADDR: '127.0.0.1',
-          MASTER_PORT: String(port),
-          ...(typeof env === 'function' ? env(rank) : env),
-        },
+        { ...rankVariables(rank, worldSize, port), ...(typeof env === 'function' ? env(rank) : env) },
         watch(rank),
       ),
     ),

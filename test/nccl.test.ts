@@ -11,27 +11,22 @@
  * NCCL_DEBUG=VERSION makes NCCL print its version when it creates a communicator, which tells
  * which of the two carried the CUDA tensors. rankDevice itself is tested everywhere.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadExamples } from '../lib/data.js';
 import { NCCL_BACKEND, rankDevice } from '../lib/distributed.js';
-import { freePort } from '../lib/launcher.js';
+import { freePort, rankVariables } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
+import { type CommandExit, runCommand } from './helpers/run-command.js';
 import { maxDifference, savedWeights } from './helpers/weights.js';
 
 const binding = loadBinding();
 const nccl = binding.distributedBackends().includes('nccl') && binding.cudaIsAvailable();
 const gpus = nccl ? binding.cudaDeviceCount() : 0;
 const NCCL_USED = /NCCL version \d/;
-
-interface Exit {
-  code: number | null;
-  output: string;
-}
 
 /** Where a rank stands: torchrun's variables on 127.0.0.1 (one machine: LOCAL_RANK = RANK). */
 interface Place {
@@ -40,32 +35,14 @@ interface Place {
   port: number;
 }
 
-/** A Node script to its end, as rank `place` (alone when null); its exit code and output. */
-function runRank(script: string, args: string[], place: Place | null): Promise<Exit> {
-  const env: NodeJS.ProcessEnv = { ...process.env, NCCL_DEBUG: 'VERSION' };
-  if (place) {
-    Object.assign(env, {
-      RANK: String(place.rank),
-      WORLD_SIZE: String(place.worldSize),
-      LOCAL_RANK: String(place.rank),
-      LOCAL_WORLD_SIZE: String(place.worldSize),
-      MASTER_ADDR: '127.0.0.1',
-      MASTER_PORT: String(place.port),
-    });
-  }
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (d) => {
-      output += d;
-    });
-    child.stderr.on('data', (d) => {
-      output += d;
-    });
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code, output }));
-  });
+/** A Node script to its end, as rank `place` (alone when null), NCCL printing its version where it runs. */
+function runRank(script: string, args: string[], place: Place | null): Promise<CommandExit> {
+  const env = { NCCL_DEBUG: 'VERSION', ...(place ? rankVariables(place.rank, place.worldSize, place.port) : {}) };
+  return runCommand(process.execPath, [script, ...args], env);
 }
+
+/** Everything a rank printed, stdout then stderr. */
+const output = (run: CommandExit) => run.stdout + run.stderr;
 
 const weights = (file: string) => savedWeights(binding, file);
 
@@ -101,15 +78,15 @@ describe.skipIf(!nccl)('data-parallel training on CUDA (NCCL)', () => {
   it('a world of one: CUDA tensors go to NCCL (all-reduce, broadcast), CPU tensors to Gloo', async () => {
     const helper = join(repoRoot, 'test', 'helpers', 'nccl-collectives.mjs');
     const run = await runRank(helper, ['cuda:0'], { rank: 0, worldSize: 1, port: await freePort() });
-    expect(run.code, run.output).toBe(0);
-    const result = JSON.parse(run.output.trim().split('\n').at(-1)!);
+    expect(run.code, output(run)).toBe(0);
+    const result = JSON.parse(run.stdout.trim().split('\n').at(-1)!);
     expect(result.backend).toBe(NCCL_BACKEND);
     expect(result.device).toBe('cuda:0');
     // The sum and the broadcast over one rank leave the values as they were.
     expect(result.sum).toEqual([1.5, -2, 3, 0.25]);
     expect(result.broadcast).toEqual([1.5, -2, 3, 0.25]);
     expect(result.cpu).toEqual([4, -1.5]);
-    expect(run.output).toMatch(NCCL_USED);
+    expect(output(run)).toMatch(NCCL_USED);
   }, 120_000);
 
   it('2 ranks with batch 4 end with the weights of 1 process with batch 8 (full, 60 steps)', async () => {
@@ -131,7 +108,7 @@ describe.skipIf(!nccl)('data-parallel training on CUDA (NCCL)', () => {
     const helper = join(repoRoot, 'test', 'helpers', 'distributed-train.mjs');
     const single = join(dir, 'single');
     const alone = await runRank(helper, [JSON.stringify({ ...options, batchSize: 8, device: 'cuda' }), single], null);
-    expect(alone.code, alone.output).toBe(0);
+    expect(alone.code, output(alone)).toBe(0);
     const port = await freePort();
     const ranks = await Promise.all(
       [0, 1].map((rank) =>
@@ -142,9 +119,9 @@ describe.skipIf(!nccl)('data-parallel training on CUDA (NCCL)', () => {
         }),
       ),
     );
-    for (const r of ranks) expect(r.code, r.output).toBe(0);
+    for (const r of ranks) expect(r.code, output(r)).toBe(0);
     // NCCL carried the CUDA tensors with a GPU per rank, Gloo with one GPU for both.
-    for (const r of ranks) expect(NCCL_USED.test(r.output), r.output).toBe(gpus >= 2);
+    for (const r of ranks) expect(NCCL_USED.test(output(r)), output(r)).toBe(gpus >= 2);
     const rank0 = weights(join(dir, 'ddp.0'));
     expect(maxDifference(rank0, weights(join(dir, 'ddp.1')))).toBe(0);
     const difference = maxDifference(rank0, weights(single));

@@ -16,7 +16,7 @@ import { evaluationRows } from '../lib/distributed.js';
 import { loadEncoderSource } from '../lib/encoder-source.js';
 import { AbortError } from '../lib/errors.js';
 import { parseHfConfig } from '../lib/hf-config.js';
-import { freePort } from '../lib/launcher.js';
+import { freePort, rankVariables } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
 import { groupTexts, lineByLine, maskedBatch } from '../lib/mlm-data.js';
 import { type MaskingVocabulary, wordContinuation } from '../lib/mlm-masking.js';
@@ -350,15 +350,7 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
     const port = await freePort();
     return Promise.all(
       [0, 1].map((rank) =>
-        runCommand(process.execPath, [pretrainHelper, JSON.stringify(forRank(rank))], {
-          ...env,
-          RANK: String(rank),
-          LOCAL_RANK: String(rank),
-          WORLD_SIZE: '2',
-          LOCAL_WORLD_SIZE: '2',
-          MASTER_ADDR: '127.0.0.1',
-          MASTER_PORT: String(port),
-        }),
+        runCommand(process.execPath, [pretrainHelper, JSON.stringify(forRank(rank))], { ...env, ...rankVariables(rank, 2, port) }),
       ),
     );
   };
