@@ -119,14 +119,29 @@ function stateDirectory(dir: string): string {
   throw new InputError(`${dir} holds no resumable training state (looked for ${join(dir, STATE_DIR, 'state.json')})`, { file: dir });
 }
 
+/**
+ * Read the complete state in `dir`. Finding the directory and reading its state.json are two
+ * steps: a save running meanwhile may rename the directory found in between (step c or d of
+ * saveTrainingState), so a state.json gone by the time it is read sends the reader back to
+ * finding the directory, a bounded number of times (each swap leaves a complete one behind).
+ */
 export async function readTrainingState(dir: string): Promise<SavedState & { directory: string }> {
-  const directory = stateDirectory(dir);
-  try {
-    const saved = JSON.parse(await readFile(join(directory, 'state.json'), 'utf8')) as SavedState;
-    if (saved.formatVersion !== 1) throw new Error(`unknown format version ${saved.formatVersion}`);
-    return { ...saved, directory };
-  } catch (err) {
-    throw new InputError(`cannot read training state in ${directory}: ${messageOf(err)}`, { file: directory, cause: err });
+  for (let attempt = 1; ; attempt++) {
+    const directory = stateDirectory(dir);
+    let text: string;
+    try {
+      text = await readFile(join(directory, 'state.json'), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 5) continue;
+      throw new InputError(`cannot read training state in ${directory}: ${messageOf(err)}`, { file: directory, cause: err });
+    }
+    try {
+      const saved = JSON.parse(text) as SavedState;
+      if (saved.formatVersion !== 1) throw new Error(`unknown format version ${saved.formatVersion}`);
+      return { ...saved, directory };
+    } catch (err) {
+      throw new InputError(`cannot read training state in ${directory}: ${messageOf(err)}`, { file: directory, cause: err });
+    }
   }
 }
 

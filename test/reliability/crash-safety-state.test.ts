@@ -8,16 +8,29 @@
  *
  * Reproduce a failure with RELIABILITY_SEED=<the printed seed>.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { NativeBinding } from '../../lib/binding.js';
 import { sha256File } from '../../lib/checkpoint.js';
 import { loadBinding } from '../../lib/loader.js';
 import { readTrainingState, STATE_DIR } from '../../lib/training-state.js';
 import { demoTokenizer, makeEncoder } from '../fixtures.js';
 import { exited, rng, runSeed, sleep, spawnTs, waitForLine } from '../helpers/reliability.js';
+
+/** Runs before readTrainingState's next readFile of `path` (once): a save's rename landing between its steps. */
+const beforeRead = vi.hoisted(() => ({ hook: null as null | ((path: string) => void) }));
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const real = await importOriginal<typeof import('node:fs/promises')>();
+  const readFile = ((path: string, ...rest: unknown[]) => {
+    const hook = beforeRead.hook;
+    beforeRead.hook = null;
+    hook?.(String(path));
+    return (real.readFile as (...args: unknown[]) => unknown)(path, ...rest);
+  }) as typeof real.readFile;
+  return { ...real, default: { ...real, readFile }, readFile };
+});
 
 const TRIALS = 20;
 const SEED = runSeed();
@@ -126,6 +139,24 @@ describe('saveTrainingState under SIGKILL', () => {
     const last = spawnTs('test/helpers/checkpoint-writer.ts', ['state', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
     expect((await exited(last)).code).toBe(0);
     expect(readdirSync(dir)).toEqual([STATE_DIR]);
+  });
+
+  it('a reader whose directory is renamed between finding it and reading it finds it again', async () => {
+    const dir = join(work, 'renamed-mid-read');
+    mkdirSync(join(dir, `${STATE_DIR}.old`), { recursive: true });
+    const saved = { formatVersion: 1, fingerprint: { weights: 'A' }, position: { epoch: 1, batch: 3 }, savedAt: '' };
+    writeFileSync(join(dir, `${STATE_DIR}.old`, 'state.json'), JSON.stringify(saved));
+    // The reader finds only .old; before it reads .old/state.json a save renames .old back into
+    // place (saveTrainingState's step c), as it did once in CI under the slowed save below.
+    const renamed: string[] = [];
+    beforeRead.hook = (path) => {
+      renamed.push(path);
+      renameSync(join(dir, `${STATE_DIR}.old`), join(dir, STATE_DIR));
+    };
+    const state = await readTrainingState(dir);
+    expect(renamed).toEqual([join(dir, `${STATE_DIR}.old`, 'state.json')]);
+    expect(state.directory).toBe(join(dir, STATE_DIR));
+    expect(state.position).toEqual(saved.position);
   });
 
   it('a save that finds only training-state.old (a swap killed midway) keeps a complete state readable at every moment', async () => {
