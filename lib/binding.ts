@@ -67,6 +67,8 @@ export interface NativeTensorStatic {
    * the data is converted. Throws if `shape`'s product differs from `data.length`.
    */
   fromArray(data: TypedArray, shape: number[], dtype?: DType, device?: string): NativeTensor;
+  /** The class's prototype (tensors are its instances; JS cannot construct one). */
+  readonly prototype: NativeTensor;
 }
 
 /** What a TorchScript method can return, converted to JS. */
@@ -117,6 +119,8 @@ export interface NativeScriptModuleStatic {
   /** Load a TorchScript archive onto a device. Errors name the file. */
   load(path: string, device?: string): NativeScriptModule;
   loadAsync(path: string, device?: string): Promise<NativeScriptModule>;
+  /** The class's prototype (modules are its instances; JS cannot construct one). */
+  readonly prototype: NativeScriptModule;
 }
 
 /**

@@ -52,13 +52,13 @@ describe('CUDA', () => {
     const data = new Float32Array([1.5, -2, 3.25, 4, 0.125, 6]);
     const t = b.Tensor.fromArray(data, [2, 3], undefined, 'cuda');
     expect(t.device).toBe('cuda:0');
-    expect(Array.from(t.toArray())).toEqual(Array.from(data));
+    expect(Array.from(t.toArray() as Float32Array)).toEqual(Array.from(data));
     const back = t.to('cpu');
     expect(back.device).toBe('cpu');
-    expect(Array.from(back.toArray())).toEqual(Array.from(data));
+    expect(Array.from(back.toArray() as Float32Array)).toEqual(Array.from(data));
     const half = b.Tensor.fromArray(data, [2, 3], 'bfloat16', 'cuda:0');
     expect(half.dtype).toBe('bfloat16');
-    expect(Array.from(half.toArray())).toEqual(Array.from(data)); // all exactly representable in bf16
+    expect(Array.from(half.toArray() as Float32Array)).toEqual(Array.from(data)); // all exactly representable in bf16
     for (const x of [t, back, half]) x.dispose();
   });
 

@@ -119,7 +119,7 @@ describe('exportHuggingFace', () => {
           .namedParameters()
           .find(([n]) => n === 'encoder.encoder.layer.0.attention.self.query.weight')![1]
           .toArray()
-          .slice(0, 4),
+          .slice(0, 4) as Float32Array,
       );
       expect(maxDiff([original.query], [trained])).toBeGreaterThan(1e-6);
 

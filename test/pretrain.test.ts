@@ -238,9 +238,9 @@ describe('pretrain()', () => {
     // 1024 draws of normal(0, 0.02): the sample std within 10%, the mean within 5 standard errors.
     expect(Math.abs(std - 0.02)).toBeLessThan(0.002);
     expect(Math.abs(mean)).toBeLessThan((5 * 0.02) / 32);
-    expect(Array.from(head.get('predictions.transform.dense.bias')!.toArray()).every((x) => x === 0)).toBe(true);
-    expect(Array.from(head.get('predictions.transform.LayerNorm.weight')!.toArray()).every((x) => x === 1)).toBe(true);
-    expect(Array.from(head.get('predictions.bias')!.toArray()).every((x) => x === 0)).toBe(true);
+    expect(Array.from(head.get('predictions.transform.dense.bias')!.toArray() as Float32Array).every((x) => x === 0)).toBe(true);
+    expect(Array.from(head.get('predictions.transform.LayerNorm.weight')!.toArray() as Float32Array).every((x) => x === 1)).toBe(true);
+    expect(Array.from(head.get('predictions.bias')!.toArray() as Float32Array).every((x) => x === 0)).toBe(true);
     const words = new Map(loaded.module.namedParameters()).get('embeddings.word_embeddings.weight')!.toArray();
     expect(head.get('predictions.decoder.weight')!.toArray()).toEqual(words);
     loaded.mlmHead!.dispose();
@@ -490,7 +490,7 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
       validateMaskedLm(binding, built.module, data, vocab, masking, { batchSize: 4, precision: 'fp32', shard });
     const whole = await validate();
     // Rank 1's sums first (recorded), then rank 0's with rank 1's added: what the all-reduce returns on every rank.
-    let rankOne = new Float64Array(0);
+    let rankOne: Float64Array = new Float64Array(0);
     const alone1 = await validate({ rows: evaluationRows(11, 1, 2), sum: (v) => (rankOne = v) });
     const global = await validate({ rows: evaluationRows(11, 0, 2), sum: (v) => v.map((x, i) => x + rankOne[i]!) });
     expect(whole.metrics.maskedTokens).toBeGreaterThan(10);
@@ -595,7 +595,7 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
     expect(maxDifference(folderWeights(out), folderWeights(join(work, 'ddp')))).toBeLessThan(1e-5);
     const loaded = await loadEncoderSource(out, { device: 'cpu', fallbackMaxLength: 16, mlmHead: true });
     expect(loaded.notes.join(' ')).not.toMatch(/no MLM head/);
-    const words = new Map(loaded.module.namedParameters()).get('embeddings.word_embeddings.weight')!.toArray();
+    const words = new Map(loaded.module.namedParameters()).get('embeddings.word_embeddings.weight')!.toArray() as Float32Array;
     expect(Array.from(words)).toEqual(Array.from(folderWeights(out).get('bert.embeddings.word_embeddings.weight')!));
     loaded.mlmHead!.dispose();
     loaded.module.dispose();

@@ -85,14 +85,16 @@ const disposed = <T extends { dispose(): void }>(x: T): T => {
 // ---- the table -------------------------------------------------------------------------------
 
 /**
- * Argument kinds. A trailing `?` marks an optional argument (undefined is fine). `any` accepts
- * every value (its garbage only has to fail cleanly or succeed).
+ * Argument kinds. A trailing `?` marks an optional argument (undefined is fine). `path` is a
+ * string naming a file (also checked for NUL characters). `any` accepts every value (its garbage
+ * only has to fail cleanly or succeed).
  */
 type Kind =
   | 'tensor'
   | 'module'
   | 'optimizer'
   | 'string'
+  | 'path'
   | 'int'
   | 'number'
   | 'bool'
@@ -935,11 +937,12 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
           calls++;
           // Methods: V8's receiver check ("Illegal invocation") or the addon's type-tag check;
           // accessors: the type-tag check, which names the class expected and the one given.
-          const named = d.get
-            ? (o.error as Error | undefined)?.message.includes(`must be a${cls === 'AdamW' ? 'n' : ''} ${cls}, got`)
-            : true;
-          if (o.ok || !(o.error instanceof TypeError) || !named)
-            wrong.push(`${cls}#${name} on ${label}: ${o.ok ? 'succeeded' : describeError(o.error)}`);
+          if (o.ok) {
+            wrong.push(`${cls}#${name} on ${label}: succeeded`);
+            continue;
+          }
+          const named = d.get ? (o.error as Error).message?.includes(`must be a${cls === 'AdamW' ? 'n' : ''} ${cls}, got`) : true;
+          if (!(o.error instanceof TypeError) || !named) wrong.push(`${cls}#${name} on ${label}: ${describeError(o.error)}`);
         }
       }
     }
