@@ -32,14 +32,15 @@
  * heads (BERT: the pooler, 1 layer; RoBERTa: tanh; DistilBERT: relu). Any other head (a
  * `headHidden` wider than the encoder, mean pooling) is left out, saying why in `notes`.
  */
-import { mkdir, mkdtemp, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { NativeTensor } from './binding.js';
 import { CONFIG_FILE, TOKENIZER_FILE } from './checkpoint.js';
 import { Classifier } from './classifier.js';
 import { InputError, ModelError, messageOf } from './errors.js';
-import { checkOut, recordedEncoder } from './export.js';
+import { classifierParts, recordedEncoder } from './export.js';
 import { type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
+import { checkOut, writeFolder } from './export-folder.js';
 import type { ResolvedAdapterOptions } from './options.js';
 import { BASE_PREFIX } from './sequence-classification.js';
 import { type Float32Entry, torchSaveBytes } from './torch-save.js';
@@ -242,7 +243,6 @@ export async function exportAdapterHub(options: AdapterHubExportOptions): Promis
   const out = resolve(options.out);
   await checkOut(out);
   const classifier = await Classifier.load(dir, { device: 'cpu' });
-  let staging: string | null = null;
   try {
     const config = classifier.config;
     const technique = (config.hyperparameters?.technique as string | undefined) ?? 'frozen';
@@ -262,11 +262,9 @@ export async function exportAdapterHub(options: AdapterHubExportOptions): Promis
           `compute this classifier`,
       );
     }
-    const params = classifier.module.namedParameters();
-    const encoder = params.filter(([n]) => n.startsWith('encoder.')).map(([n, t]): [string, NativeTensor] => [n.slice(8), t]);
+    const { encoder, head } = classifierParts(classifier.module.namedParameters());
     const adapterParams = encoder.filter(([n]) => n.includes('.adapter.'));
     const base = encoder.filter(([n]) => !n.includes('.adapter.'));
-    const head = params.filter(([n]) => n.startsWith('head.')).map(([n, t]): [string, NativeTensor] => [n.slice(5), t]);
     const shapes = encoderShapes(
       base.map(([n, t]) => ({ name: n, shape: t.shape })),
       join(dir, 'classifier.pt'),
@@ -322,50 +320,37 @@ export async function exportAdapterHub(options: AdapterHubExportOptions): Promis
     }
     const headMap = classificationHead(config, family, hidden, head);
 
-    await mkdir(dirname(out), { recursive: true });
-    staging = await mkdtemp(join(dirname(out), `.${basename(out)}.export-`));
-    const files: string[] = [];
-    const writeJson = async (file: string, value: unknown) => {
-      await writeFile(join(staging!, file), JSON.stringify(value, null, 2) + '\n');
-      files.push(file);
-    };
-    await writeJson(ADAPTERHUB_CONFIG_FILE, { config: bnConfig, ...meta });
-    await writeFile(join(staging, ADAPTERHUB_WEIGHTS_FILE), torchSaveBytes(mapped.map((m) => entry(m.key, m.tensor))));
-    files.push(ADAPTERHUB_WEIGHTS_FILE);
-
-    let headResult: AdapterHubExportResult['head'] = null;
-    if (typeof headMap === 'string') {
-      notes.push(`the head is not exported: ${headMap}`);
-    } else {
-      const labels = config.labels;
-      await writeJson(ADAPTERHUB_HEAD_CONFIG_FILE, {
-        config: {
-          head_type: 'classification',
-          num_labels: labels.length,
-          layers: headMap.layers,
-          activation_function: headMap.activation,
-          label2id: Object.fromEntries(labels.map((l, i) => [l, i])),
-          use_pooler: headMap.usePooler,
-          bias: true,
-          dropout_prob: config.dropout,
-        },
-        ...meta,
-      });
-      const tensors = headMap.tensors.map(([index, param, t]) => entry(`heads.${name}.${index}.${param}`, t));
-      await writeFile(join(staging, ADAPTERHUB_HEAD_WEIGHTS_FILE), torchSaveBytes(tensors));
-      files.push(ADAPTERHUB_HEAD_WEIGHTS_FILE);
-      headResult = { layers: headMap.layers, activation: headMap.activation, usePooler: headMap.usePooler };
-    }
-
-    await rmdir(out).catch(() => undefined);
-    await rename(staging, out);
-    staging = null;
-    return { out, family, name, files: files.sort(), config: bnConfig, head: headResult, notes };
+    return await writeFolder(out, async (folder) => {
+      await folder.writeJson(ADAPTERHUB_CONFIG_FILE, { config: bnConfig, ...meta });
+      await folder.write(ADAPTERHUB_WEIGHTS_FILE, torchSaveBytes(mapped.map((m) => entry(m.key, m.tensor))));
+      let headResult: AdapterHubExportResult['head'] = null;
+      if (typeof headMap === 'string') {
+        notes.push(`the head is not exported: ${headMap}`);
+      } else {
+        const labels = config.labels;
+        await folder.writeJson(ADAPTERHUB_HEAD_CONFIG_FILE, {
+          config: {
+            head_type: 'classification',
+            num_labels: labels.length,
+            layers: headMap.layers,
+            activation_function: headMap.activation,
+            label2id: Object.fromEntries(labels.map((l, i) => [l, i])),
+            use_pooler: headMap.usePooler,
+            bias: true,
+            dropout_prob: config.dropout,
+          },
+          ...meta,
+        });
+        const tensors = headMap.tensors.map(([index, param, t]) => entry(`heads.${name}.${index}.${param}`, t));
+        await folder.write(ADAPTERHUB_HEAD_WEIGHTS_FILE, torchSaveBytes(tensors));
+        headResult = { layers: headMap.layers, activation: headMap.activation, usePooler: headMap.usePooler };
+      }
+      return { out, family, name, files: [...folder.files].sort(), config: bnConfig, head: headResult, notes };
+    });
   } catch (err) {
     if (err instanceof InputError || err instanceof ModelError) throw err;
     throw new ModelError(`cannot export ${dir} in AdapterHub's format: ${messageOf(err)}`, { file: join(dir, CONFIG_FILE), cause: err });
   } finally {
     classifier.dispose();
-    if (staging) await rm(staging, { recursive: true, force: true });
   }
 }

@@ -13,13 +13,14 @@
  * are read back from adapters.pt through an in-memory LoRA on the loaded module (so its checks of
  * rank, alpha, targets and shapes apply), which is disposed with it.
  */
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { NativeTensor } from './binding.js';
-import { archiveChecksums, CONFIG_FILE, resolveArchive, TOKENIZER_FILE } from './checkpoint.js';
+import { archiveChecksums, CLASSIFIER_FILE, CONFIG_FILE, resolveArchive, TOKENIZER_FILE } from './checkpoint.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig } from './classifier.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
+import { checkOut, type StagedFolder, writeFolder } from './export-folder.js';
 import {
   ADAPTER_CONFIG_FILE,
   ADAPTER_DIR,
@@ -262,25 +263,231 @@ function headsOf(shapes: EncoderShapes, hf: Record<string, unknown> | null, opti
   return heads;
 }
 
-/** `out` must be new or empty: an export never mixes with older files. */
-export async function checkOut(out: string): Promise<void> {
-  const entries = await readdir(out).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return [];
-    throw new InputError(`cannot write the export to ${out}: ${messageOf(err)}`, { file: out, cause: err });
-  });
-  if (entries.length > 0) throw new InputError(`${out} exists and is not empty; export into a new folder`, { file: out });
+/** A classifier module's parameters split into the encoder's and the head's, without their prefixes. */
+export function classifierParts(params: Array<[string, NativeTensor]>): {
+  encoder: Array<[string, NativeTensor]>;
+  head: Array<[string, NativeTensor]>;
+} {
+  const under = (prefix: string) =>
+    params.filter(([n]) => n.startsWith(prefix)).map(([n, t]): [string, NativeTensor] => [n.slice(prefix.length), t]);
+  return { encoder: under('encoder.'), head: under('head.') };
 }
 
-/** Float32 CPU copies where needed (an encoder kept in float16 trains, and is saved, in float32 anyway). */
-function float32(tensors: Array<[string, NativeTensor]>): { tensors: Array<[string, NativeTensor]>; copies: NativeTensor[] } {
+/** Write tensors as safetensors in float32 on the CPU (an encoder kept in float16 trains, and is saved, in float32 anyway). */
+function writeFloat32(path: string, tensors: Array<[string, NativeTensor]>): void {
   const copies: NativeTensor[] = [];
-  const out = tensors.map(([name, t]): [string, NativeTensor] => {
-    if (t.dtype === 'float32' && t.device === 'cpu') return [name, t];
-    const copy = t.to('cpu', 'float32');
-    copies.push(copy);
-    return [name, copy];
+  try {
+    const float32 = tensors.map(([name, t]): [string, NativeTensor] => {
+      if (t.dtype === 'float32' && t.device === 'cpu') return [name, t];
+      const copy = t.to('cpu', 'float32');
+      copies.push(copy);
+      return [name, copy];
+    });
+    loadBinding().writeSafetensors(path, float32, SAFETENSORS_METADATA);
+  } finally {
+    for (const t of copies) t.dispose();
+  }
+}
+
+/** What an export of a classifier is made of, read and checked before anything is written. */
+interface ExportPlan {
+  dir: string;
+  config: ClassifierConfig;
+  params: Array<[string, NativeTensor]>;
+  parts: ReturnType<typeof classifierParts>;
+  shapes: EncoderShapes;
+  recorded: RecordedEncoder;
+  tokenizerText: string;
+  facts: TokenizerFacts;
+  family: ExportFamily;
+  /** With head 'sequence-classification': the whole ForSequenceClassification is written. */
+  whole: boolean;
+  heads: number;
+  lora: LoraSettings | undefined;
+}
+
+async function planExport(classifier: Classifier, dir: string, headsOption: number | undefined): Promise<ExportPlan> {
+  const config = classifier.config;
+  const configPath = join(dir, CONFIG_FILE);
+  const params = classifier.module.namedParameters();
+  const parts = classifierParts(params);
+  const shapes = encoderShapes(
+    parts.encoder.map(([name, t]) => ({ name, shape: t.shape })),
+    join(dir, CLASSIFIER_FILE),
+  );
+  const recorded = await recordedEncoder(config);
+  const tokenizerText = await readFile(join(dir, TOKENIZER_FILE), 'utf8');
+  const facts = tokenizerFacts(JSON.parse(tokenizerText) as Record<string, unknown>);
+  const family = familyOf(shapes, recorded.modelType, facts.roberta);
+  const whole = config.head === 'sequence-classification';
+  if (whole && config.headFamily !== family) {
+    throw new ModelError(
+      `cannot export ${dir}: its head is ${config.headFamily ?? 'of no recorded family'}'s sequence-classification head, ` +
+        `but its encoder reads as ${family}`,
+      { file: configPath, code: 'EXPORT_UNSUPPORTED_ENCODER' },
+    );
+  }
+  const heads = headsOf(shapes, recorded.hfConfig, headsOption, configPath);
+  const lora = config.hyperparameters?.lora as LoraSettings | undefined;
+  return { dir, config, params, parts, shapes, recorded, tokenizerText, facts, family, whole, heads, lora };
+}
+
+/** config.json's `torch_bert.head`: the whole head's architecture, or how to run the MLP head's file. */
+function headDescription(plan: ExportPlan): Record<string, unknown> {
+  const { config, family, shapes } = plan;
+  if (plan.whole) {
+    return {
+      kind: 'sequence-classification',
+      architecture: SEQUENCE_CLASSIFICATION_ARCHITECTURES[family],
+      weights: `${MODEL_FILE}, under transformers' key names`,
+      dropout: config.dropout,
+    };
+  }
+  const hidden = plan.parts.head.find(([n]) => n === 'dense.weight')?.[1].shape[0] ?? config.headHidden;
+  return {
+    file: HEAD_WEIGHTS_FILE,
+    input: `the encoder's last hidden state pooled: ${config.pooling === 'mean' ? 'the attention-masked mean over tokens' : 'the first ([CLS]) token'}`,
+    pooling: config.pooling,
+    dropout: config.dropout,
+    layers: [
+      { name: 'dense', type: 'linear', in: shapes.hiddenSize, out: hidden },
+      { type: 'relu' },
+      { type: 'dropout', p: config.dropout },
+      { name: 'out_proj', type: 'linear', in: hidden, out: config.labels.length },
+      { type: 'log_softmax', dim: -1 },
+    ],
+    tensors: plan.parts.head.map(([name, t]) => ({ name, shape: t.shape })),
+  };
+}
+
+/** The exported config.json: the architecture, the task's labels, and torch-bert's own block (where it came from, the head). */
+function exportedConfig(plan: ExportPlan, assumed: string[]): Record<string, unknown> {
+  const { config, family, recorded } = plan;
+  return {
+    ...architectureConfig(family, plan.shapes, plan.heads, plan.facts, recorded.hfConfig, assumed),
+    ...(plan.whole ? sequenceClassificationConfig(family, config) : {}),
+    id2label: Object.fromEntries(config.labels.map((label, i) => [String(i), label])),
+    label2id: Object.fromEntries(config.labels.map((label, i) => [label, i])),
+    torch_dtype: 'float32',
+    torch_bert: {
+      format: 'torch-bert-hf-export',
+      formatVersion: 1,
+      source: {
+        classifier: resolve(plan.dir),
+        classifierSha256: config.classifierSha256 ?? null,
+        encoder: config.encoder?.file ?? null,
+        baseModel: recorded.baseModel,
+        revision: recorded.revision,
+        technique: (config.hyperparameters?.technique as string | undefined) ?? 'frozen',
+        torchBertVersion: config.torchBertVersion,
+        libtorchVersion: config.libtorchVersion,
+        createdAt: config.createdAt,
+      },
+      maxLength: config.maxLength,
+      assumed,
+      head: headDescription(plan),
+      ...(plan.lora ? { adapter: { dir: ADAPTER_DIR, merged: `${MODEL_FILE} holds the adapters merged: W0 + (lora_alpha / r)·B·A` } } : {}),
+    },
+  };
+}
+
+/**
+ * The weights: with the sequence-classification head, the whole ForSequenceClassification (the
+ * encoder under its base-model prefix, the head under transformers' names; RoBERTa's and
+ * DistilBERT's have no pooler, their heads pool the first token themselves, so a pooler the encoder
+ * file kept is left out); else the AutoModel's weights and the MLP head in its own file.
+ */
+function writeWeights(plan: ExportPlan, folder: StagedFolder): void {
+  if (plan.whole) {
+    const kept = plan.params.filter(([n]) => plan.family === 'bert' || !n.startsWith('encoder.pooler.'));
+    writeFloat32(folder.file(MODEL_FILE), sequenceClassificationKeys(plan.family, kept));
+  } else {
+    writeFloat32(folder.file(MODEL_FILE), plan.parts.encoder);
+    writeFloat32(folder.file(HEAD_WEIGHTS_FILE), plan.parts.head);
+  }
+}
+
+/** tokenizer_config.json: the fast tokenizer's class, its casing and special tokens, and the length the classifier was trained with. */
+function tokenizerConfig(plan: ExportPlan): Record<string, unknown> {
+  return {
+    tokenizer_class: { bert: 'BertTokenizerFast', roberta: 'RobertaTokenizerFast', distilbert: 'DistilBertTokenizerFast' }[plan.family],
+    ...(plan.facts.lowercase !== null ? { do_lower_case: plan.facts.lowercase } : {}),
+    // `truncation=True` then cuts as the classifier did.
+    model_max_length: plan.config.maxLength,
+    ...plan.facts.special,
+  };
+}
+
+/**
+ * A LoRA classifier's adapters in PEFT's format under `adapter/`: for the base AutoModel, or with
+ * the sequence-classification head for the base's ForSequenceClassification (its encoder under
+ * `bert.`, ...), carrying the trained head as PEFT's modules_to_save. adapters.pt is read back
+ * through a LoRA applied to the loaded module (LoraAdapters.load's checks of rank, alpha, targets
+ * and shapes); its weights are already written, nothing is merged, and the LoRA is disposed.
+ */
+async function writePeftAdapter(
+  plan: ExportPlan,
+  lora: LoraSettings,
+  classifier: Classifier,
+  folder: StagedFolder,
+  out: string,
+): Promise<NonNullable<ExportResult['adapter']>> {
+  const { config, dir, family } = plan;
+  const adaptersFile = (await resolveArchive(dir, ADAPTERS_FILE, archiveChecksums(config).get(ADAPTERS_FILE))).path;
+  const adapters = loadBinding().applyLora(classifier.module, { ...lora, seed: 0 });
+  try {
+    adapters.load(adaptersFile);
+    let tensors = peftTensors(adapters.parameters());
+    let task: PeftTask = { type: 'FEATURE_EXTRACTION' };
+    if (plan.whole) {
+      const saved = peftModulesToSave(
+        sequenceClassificationKeys(
+          family,
+          plan.params.filter(([n]) => n.startsWith('head.')),
+        ),
+      );
+      tensors = [...peftTensors(adapters.parameters(), BASE_PREFIX[family]), ...saved.tensors];
+      task = { type: 'SEQ_CLS', modulesToSave: saved.modules };
+    }
+    await mkdir(join(folder.dir, ADAPTER_DIR));
+    writeFloat32(folder.file(join(ADAPTER_DIR, ADAPTER_WEIGHTS_FILE)), tensors);
+    await folder.writeJson(
+      join(ADAPTER_DIR, ADAPTER_CONFIG_FILE),
+      adapterConfig(lora, plan.recorded.baseModel, plan.recorded.revision, task),
+    );
+    return {
+      dir: join(out, ADAPTER_DIR),
+      modules: adapters.modules.map((m) => m.slice('encoder.'.length)),
+      r: lora.rank,
+      loraAlpha: lora.alpha,
+      taskType: task.type,
+      modulesToSave: task.type === 'SEQ_CLS' ? task.modulesToSave : null,
+    };
+  } finally {
+    adapters.dispose();
+  }
+}
+
+/** A prompt classifier (`head: 'prompt'`): a ForMaskedLM folder with the prompt in its config.json (export-prompt.ts). */
+async function exportPrompt(classifier: Classifier, dir: string, out: string): Promise<ExportResult> {
+  const config = classifier.config;
+  const recorded = await recordedEncoder(config);
+  const encoderSource = (config.encoder as { source?: { kind?: string; dir?: unknown } } | undefined)?.source;
+  const baseDir = encoderSource?.kind === 'folder' && typeof encoderSource.dir === 'string' ? encoderSource.dir : null;
+  return writeFolder(out, async (folder) => {
+    const written = await writePromptExport(loadBinding(), classifier, dir, baseDir, recorded.hfConfig, folder.dir, {
+      classifier: resolve(dir),
+      classifierSha256: config.classifierSha256 ?? null,
+      baseModel: recorded.baseModel,
+      revision: recorded.revision,
+      technique: (config.hyperparameters?.technique as string | undefined) ?? null,
+      torchBertVersion: config.torchBertVersion,
+      createdAt: config.createdAt,
+    });
+    await folder.writeJson(CONFIG_FILE, written.config);
+    const files = [...written.files, ...folder.files].sort();
+    return { out, family: written.family, files, config: written.config, assumed: [], adapter: null };
   });
-  return { tensors: out, copies };
 }
 
 /**
@@ -297,10 +504,6 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
   const out = resolve(options.out);
   await checkOut(out);
   const classifier = await Classifier.load(dir, { device: 'cpu' });
-  const binding = loadBinding();
-  const configPath = join(dir, CONFIG_FILE);
-  const copies: NativeTensor[] = [];
-  let staging: string | null = null;
   try {
     const config = classifier.config;
     if (config.hyperparameters?.technique === 'adapter') {
@@ -312,204 +515,22 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
         { file: dir, code: 'EXPORT_UNSUPPORTED_ENCODER' },
       );
     }
-    if (config.head === 'prompt') {
-      // A ForMaskedLM folder with the prompt in its config.json (export-prompt.ts).
-      const recorded = await recordedEncoder(config);
-      const encoderSource = (config.encoder as { source?: { kind?: string; dir?: unknown } } | undefined)?.source;
-      const baseDir = encoderSource?.kind === 'folder' && typeof encoderSource.dir === 'string' ? encoderSource.dir : null;
-      await mkdir(dirname(out), { recursive: true });
-      staging = await mkdtemp(join(dirname(out), `.${basename(out)}.export-`));
-      const written = await writePromptExport(binding, classifier, dir, baseDir, recorded.hfConfig, staging, {
-        classifier: resolve(dir),
-        classifierSha256: config.classifierSha256 ?? null,
-        baseModel: recorded.baseModel,
-        revision: recorded.revision,
-        technique: (config.hyperparameters?.technique as string | undefined) ?? null,
-        torchBertVersion: config.torchBertVersion,
-        createdAt: config.createdAt,
-      });
-      await writeFile(join(staging, CONFIG_FILE), JSON.stringify(written.config, null, 2) + '\n');
-      await rmdir(out).catch(() => undefined);
-      await rename(staging, out);
-      staging = null;
-      return {
-        out,
-        family: written.family,
-        files: [...written.files, CONFIG_FILE].sort(),
-        config: written.config,
-        assumed: [],
-        adapter: null,
-      };
-    }
-    const params = classifier.module.namedParameters();
-    const encoderParams = params.filter(([n]) => n.startsWith('encoder.')).map(([n, t]): [string, NativeTensor] => [n.slice(8), t]);
-    const headParams = params.filter(([n]) => n.startsWith('head.')).map(([n, t]): [string, NativeTensor] => [n.slice(5), t]);
-    const shapes = encoderShapes(
-      encoderParams.map(([name, t]) => ({ name, shape: t.shape })),
-      join(dir, 'classifier.pt'),
-    );
-    const recorded = await recordedEncoder(config);
-    const tokenizerText = await readFile(join(dir, TOKENIZER_FILE), 'utf8');
-    const facts = tokenizerFacts(JSON.parse(tokenizerText) as Record<string, unknown>);
-    const family = familyOf(shapes, recorded.modelType, facts.roberta);
-    const whole = config.head === 'sequence-classification';
-    if (whole && config.headFamily !== family) {
-      throw new ModelError(
-        `cannot export ${dir}: its head is ${config.headFamily ?? 'of no recorded family'}'s sequence-classification head, ` +
-          `but its encoder reads as ${family}`,
-        { file: configPath, code: 'EXPORT_UNSUPPORTED_ENCODER' },
-      );
-    }
-    const heads = headsOf(shapes, recorded.hfConfig, options.heads, configPath);
-    const assumed: string[] = [];
-    const lora = config.hyperparameters?.lora as LoraSettings | undefined;
-    const technique = (config.hyperparameters?.technique as string | undefined) ?? 'frozen';
-
-    const head = headParams.map(([n, t]) => ({ name: n, shape: t.shape }));
-    const headHidden = headParams.find(([n]) => n === 'dense.weight')?.[1].shape[0];
-    const hfConfig: Record<string, unknown> = {
-      ...architectureConfig(family, shapes, heads, facts, recorded.hfConfig, assumed),
-      ...(whole ? sequenceClassificationConfig(family, config) : {}),
-      id2label: Object.fromEntries(config.labels.map((label, i) => [String(i), label])),
-      label2id: Object.fromEntries(config.labels.map((label, i) => [label, i])),
-      torch_dtype: 'float32',
-      torch_bert: {
-        format: 'torch-bert-hf-export',
-        formatVersion: 1,
-        source: {
-          classifier: resolve(dir),
-          classifierSha256: config.classifierSha256 ?? null,
-          encoder: config.encoder?.file ?? null,
-          baseModel: recorded.baseModel,
-          revision: recorded.revision,
-          technique,
-          torchBertVersion: config.torchBertVersion,
-          libtorchVersion: config.libtorchVersion,
-          createdAt: config.createdAt,
-        },
-        maxLength: config.maxLength,
-        assumed,
-        head: whole
-          ? {
-              kind: 'sequence-classification',
-              architecture: SEQUENCE_CLASSIFICATION_ARCHITECTURES[family],
-              weights: `${MODEL_FILE}, under transformers' key names`,
-              dropout: config.dropout,
-            }
-          : {
-              file: HEAD_WEIGHTS_FILE,
-              input: `the encoder's last hidden state pooled: ${config.pooling === 'mean' ? 'the attention-masked mean over tokens' : 'the first ([CLS]) token'}`,
-              pooling: config.pooling,
-              dropout: config.dropout,
-              layers: [
-                { name: 'dense', type: 'linear', in: shapes.hiddenSize, out: headHidden ?? config.headHidden },
-                { type: 'relu' },
-                { type: 'dropout', p: config.dropout },
-                { name: 'out_proj', type: 'linear', in: headHidden ?? config.headHidden, out: config.labels.length },
-                { type: 'log_softmax', dim: -1 },
-              ],
-              tensors: head,
-            },
-        ...(lora ? { adapter: { dir: ADAPTER_DIR, merged: `${MODEL_FILE} holds the adapters merged: W0 + (lora_alpha / r)·B·A` } } : {}),
-      },
-    };
-
-    await mkdir(dirname(out), { recursive: true });
-    staging = await mkdtemp(join(dirname(out), `.${basename(out)}.export-`));
-    const files: string[] = [];
-    const write = async (name: string, content: string) => {
-      await writeFile(join(staging!, name), content);
-      files.push(name);
-    };
-    await write(CONFIG_FILE, JSON.stringify(hfConfig, null, 2) + '\n');
-
-    if (whole) {
-      // The whole ForSequenceClassification: the encoder under its base-model prefix, the head
-      // under transformers' names. RoBERTa's ForSequenceClassification has no pooler (its head
-      // pools the first token itself): a pooler the encoder file kept is left out.
-      const kept = params.filter(([n]) => family === 'bert' || !n.startsWith('encoder.pooler.'));
-      const weights = float32(sequenceClassificationKeys(family, kept));
-      copies.push(...weights.copies);
-      binding.writeSafetensors(join(staging, MODEL_FILE), weights.tensors, SAFETENSORS_METADATA);
-      files.push(MODEL_FILE);
-    } else {
-      const weights = float32(encoderParams);
-      copies.push(...weights.copies);
-      binding.writeSafetensors(join(staging, MODEL_FILE), weights.tensors, SAFETENSORS_METADATA);
-      files.push(MODEL_FILE);
-      const headWeights = float32(headParams);
-      copies.push(...headWeights.copies);
-      binding.writeSafetensors(join(staging, HEAD_WEIGHTS_FILE), headWeights.tensors, SAFETENSORS_METADATA);
-      files.push(HEAD_WEIGHTS_FILE);
-    }
-
-    await write(TOKENIZER_FILE, tokenizerText);
-    const tokenizerConfig: Record<string, unknown> = {
-      tokenizer_class: { bert: 'BertTokenizerFast', roberta: 'RobertaTokenizerFast', distilbert: 'DistilBertTokenizerFast' }[family],
-      ...(facts.lowercase !== null ? { do_lower_case: facts.lowercase } : {}),
-      // The length the classifier was trained and predicts with: `truncation=True` then cuts as it did.
-      model_max_length: config.maxLength,
-      ...facts.special,
-    };
-    await write(TOKENIZER_CONFIG_FILE, JSON.stringify(tokenizerConfig, null, 2) + '\n');
-
-    let adapter: ExportResult['adapter'] = null;
-    if (lora) {
-      const adaptersFile = (await resolveArchive(dir, ADAPTERS_FILE, archiveChecksums(config).get(ADAPTERS_FILE))).path;
-      // On the loaded module (its weights are already written): only to read adapters.pt back
-      // with LoraAdapters.load's checks. Never merged; the module is disposed below.
-      const adapters = binding.applyLora(classifier.module, { ...lora, seed: 0 });
-      try {
-        adapters.load(adaptersFile);
-        const tensors = float32(adapters.parameters());
-        copies.push(...tensors.copies);
-        // With the sequence-classification head the adapter goes on the base's ForSequenceClassification
-        // (its encoder under `bert.`, ...), and carries the trained head as PEFT's modules_to_save.
-        let peft = peftTensors(tensors.tensors);
-        let task: PeftTask = { type: 'FEATURE_EXTRACTION' };
-        if (whole) {
-          const head = float32(
-            sequenceClassificationKeys(
-              family,
-              params.filter(([n]) => n.startsWith('head.')),
-            ),
-          );
-          copies.push(...head.copies);
-          const saved = peftModulesToSave(head.tensors);
-          peft = [...peftTensors(tensors.tensors, BASE_PREFIX[family]), ...saved.tensors];
-          task = { type: 'SEQ_CLS', modulesToSave: saved.modules };
-        }
-        await mkdir(join(staging, ADAPTER_DIR));
-        binding.writeSafetensors(join(staging, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE), peft, SAFETENSORS_METADATA);
-        await write(
-          join(ADAPTER_DIR, ADAPTER_CONFIG_FILE),
-          JSON.stringify(adapterConfig(lora, recorded.baseModel, recorded.revision, task), null, 2) + '\n',
-        );
-        files.push(join(ADAPTER_DIR, ADAPTER_WEIGHTS_FILE));
-        adapter = {
-          dir: join(out, ADAPTER_DIR),
-          modules: adapters.modules.map((m) => m.slice(8)),
-          r: lora.rank,
-          loraAlpha: lora.alpha,
-          taskType: task.type,
-          modulesToSave: task.type === 'SEQ_CLS' ? task.modulesToSave : null,
-        };
-      } finally {
-        adapters.dispose();
-      }
-    }
-
-    // Into place: `out` is absent or empty (checked above).
-    await rmdir(out).catch(() => undefined);
-    await rename(staging, out);
-    staging = null;
-    return { out, family, files: files.sort(), config: hfConfig, assumed, adapter };
+    if (config.head === 'prompt') return await exportPrompt(classifier, dir, out);
+    const plan = await planExport(classifier, dir, options.heads);
+    return await writeFolder(out, async (folder) => {
+      const assumed: string[] = [];
+      const hfConfig = exportedConfig(plan, assumed);
+      await folder.writeJson(CONFIG_FILE, hfConfig);
+      writeWeights(plan, folder);
+      await folder.write(TOKENIZER_FILE, plan.tokenizerText);
+      await folder.writeJson(TOKENIZER_CONFIG_FILE, tokenizerConfig(plan));
+      const adapter = plan.lora ? await writePeftAdapter(plan, plan.lora, classifier, folder, out) : null;
+      return { out, family: plan.family, files: [...folder.files].sort(), config: hfConfig, assumed, adapter };
+    });
   } catch (err) {
     if (err instanceof InputError || err instanceof ModelError) throw err;
-    throw new ModelError(`cannot export ${dir}: ${messageOf(err)}`, { file: configPath, cause: err });
+    throw new ModelError(`cannot export ${dir}: ${messageOf(err)}`, { file: join(dir, CONFIG_FILE), cause: err });
   } finally {
-    for (const t of copies) t.dispose();
     classifier.dispose();
-    if (staging) await rm(staging, { recursive: true, force: true });
   }
 }
