@@ -483,6 +483,102 @@ std::vector<std::string> UnreachedParameters(torch::jit::Module& classifier, con
   return unreached;
 }
 
+// The encoder must compute in float32, and BERT's sequence-classification head needs its pooler output.
+void CheckEncoderForHead(const EncoderInfo& encoder, const ClassifierSpec& spec) {
+  if (encoder.dtype != torch::kFloat) {
+    throw std::runtime_error(std::string("buildClassifier: the encoder computes in ") + c10::toString(encoder.dtype) +
+                             "; cast it to float32 first (ScriptModule.to(device, 'float32')): training keeps float32 "
+                             "weights and gets reduced precision from autocast");
+  }
+  if (spec.head == "sequence-classification" && spec.family == "bert" && !encoder.poolerAccess) {
+    throw std::runtime_error(
+        "buildClassifier: head 'sequence-classification' of BERT (BertForSequenceClassification) classifies the "
+        "pooler output, but this encoder returns none (its forward must return (last_hidden_state, "
+        "pooler_output), as BertModel with its pooler does); got " +
+        std::string(encoder.outputKind == "tensor" ? "only the last hidden state"
+                                                   : "no [batch, hidden] pooler output"));
+  }
+}
+
+// The head's Linear layers, initialised from the seed: transformers' _init_weights for its own
+// heads (normal(0, initializer_range), zero bias), nn.Linear's default for the MLP head.
+std::vector<std::pair<torch::Tensor, torch::Tensor>> InitHeadWeights(const std::vector<HeadLinear>& layout,
+                                                                     const ClassifierSpec& spec) {
+  torch::NoGradGuard noGrad;
+  at::manual_seed(spec.seed);
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> weights;
+  for (const HeadLinear& l : layout) {
+    torch::Tensor w = torch::empty({l.out, l.in});
+    torch::Tensor b = torch::empty({l.out});
+    if (spec.head == "sequence-classification") {
+      w.normal_(0, spec.initializerRange);
+      b.zero_();
+    } else {
+      InitLinear(w, b);
+    }
+    weights.emplace_back(w, b);
+  }
+  return weights;
+}
+
+// The prompt head: the MLM head's transform registered under `head`, the label words' rows of
+// its decoder as `head.label_decoder` (the weight only where it is not the encoder's tied word
+// embeddings) and the label ids as a buffer; returns the head's TorchScript source.
+std::string AttachPromptHead(torch::jit::Module& classifier, torch::jit::Module& head,
+                             const std::shared_ptr<torch::jit::CompilationUnit>& cu, const ModuleState& encoderState,
+                             const EncoderInfo& encoder, const ClassifierSpec& spec, bool training) {
+  PromptHead prompt = ReadMlmHead(spec.mlmHead->module);
+  const int64_t vocab = prompt.decoderWeight.size(0);
+  if (prompt.decoderWeight.dim() != 2 || prompt.decoderWeight.size(1) != encoder.hiddenSize ||
+      prompt.decoderBias.dim() != 1 || prompt.decoderBias.size(0) != vocab) {
+    throw std::runtime_error(
+        "buildClassifier: the MLM head's decoder does not map the encoder's hidden size to a vocabulary");
+  }
+  for (int64_t id : spec.labelTokenIds) {
+    if (id >= vocab) {
+      throw std::runtime_error("buildClassifier: label token id " + std::to_string(id) +
+                               " is outside the MLM head's vocabulary of " + std::to_string(vocab));
+    }
+  }
+  for (auto& [name, module] : prompt.modules) head.register_module(name, module);
+  torch::Tensor ids = torch::tensor(spec.labelTokenIds, torch::kLong).to(encoder.device);
+  torch::NoGradGuard noGrad;
+  classifier.register_buffer("label_token_ids", ids);
+  // Copies of the label words' rows (AsParameter detaches): training them leaves the MLM
+  // head's full-vocabulary tensors as the checkpoint has them.
+  torch::jit::Module decoder = MakeModule("__torch__.TorchBertLabelDecoder", cu, training);
+  decoder.register_parameter("bias", AsParameter(prompt.decoderBias.index_select(0, ids), encoder),
+                             /*is_buffer=*/false);
+  const std::string weightPath = TiedEncoderPath(encoderState.module, prompt.decoderWeight);
+  if (weightPath.empty()) {
+    decoder.register_parameter("weight", AsParameter(prompt.decoderWeight.index_select(0, ids), encoder),
+                               /*is_buffer=*/false);
+  }
+  head.register_module("label_decoder", decoder);
+  classifier.register_attribute("mask_token_id", c10::IntType::get(), spec.maskTokenId);
+  return PromptHeadSource(prompt, weightPath);
+}
+
+// buildClassifier's result: { module, encoder: { arity, outputKind, outputKey, hiddenSize }, unusedParameters }.
+Napi::Object BuildResult(Napi::Env env, const ModuleStatePtr& state, const EncoderInfo& encoder,
+                         const std::vector<std::string>& unreached) {
+  Napi::Object encoderInfo = Napi::Object::New(env);
+  encoderInfo.Set("arity", Napi::Number::New(env, encoder.arity));
+  encoderInfo.Set("outputKind", Napi::String::New(env, encoder.outputKind));
+  encoderInfo.Set("outputKey",
+                  encoder.outputKey ? Napi::Value(Napi::String::New(env, *encoder.outputKey)) : env.Null());
+  encoderInfo.Set("hiddenSize", Napi::Number::New(env, static_cast<double>(encoder.hiddenSize)));
+
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("module", ScriptModule::Wrap(env, state, /*accountMemory=*/false));
+  result.Set("encoder", encoderInfo);
+  Napi::Array unused = Napi::Array::New(env, unreached.size());
+  for (size_t i = 0; i < unreached.size(); ++i)
+    unused.Set(static_cast<uint32_t>(i), Napi::String::New(env, unreached[i]));
+  result.Set("unusedParameters", unused);
+  return result;
+}
+
 }  // namespace
 
 Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
@@ -498,89 +594,30 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
       headLock = std::unique_lock<std::mutex>(*spec.mlmHead->mutex);
     }
     EncoderInfo encoder = Probe(*encoderState);
-    if (encoder.dtype != torch::kFloat) {
-      throw std::runtime_error(
-          std::string("buildClassifier: the encoder computes in ") + c10::toString(encoder.dtype) +
-          "; cast it to float32 first (ScriptModule.to(device, 'float32')): training keeps float32 "
-          "weights and gets reduced precision from autocast");
-    }
+    CheckEncoderForHead(encoder, spec);
     // The new head and wrapper start in eval mode, not in whatever mode the encoder file was saved
     // in; the encoder's own flags are left as the caller set them. Whoever trains the classifier
     // says so (ScriptModule.train(true) sets every module), as the trainer does.
     const bool training = false;
 
-    const bool hfHead = spec.head == "sequence-classification";
-    if (hfHead && spec.family == "bert" && !encoder.poolerAccess) {
-      throw std::runtime_error(
-          "buildClassifier: head 'sequence-classification' of BERT (BertForSequenceClassification) classifies the "
-          "pooler output, but this encoder returns none (its forward must return (last_hidden_state, "
-          "pooler_output), as BertModel with its pooler does); got " +
-          std::string(encoder.outputKind == "tensor" ? "only the last hidden state"
-                                                     : "no [batch, hidden] pooler output"));
-    }
+    // The head: its Linear layers (none for the prompt head, which reuses the MLM head's).
     const bool promptHead = spec.head == "prompt";
     const std::vector<HeadLinear> layout =
         promptHead ? std::vector<HeadLinear>{} : HeadLayout(spec, encoder.hiddenSize);
-    std::vector<std::pair<torch::Tensor, torch::Tensor>> weights;
-    {
-      torch::NoGradGuard noGrad;
-      at::manual_seed(spec.seed);
-      for (const HeadLinear& l : layout) {
-        torch::Tensor w = torch::empty({l.out, l.in});
-        torch::Tensor b = torch::empty({l.out});
-        if (hfHead) {
-          // transformers' _init_weights for a Linear: normal(0, initializer_range), zero bias.
-          w.normal_(0, spec.initializerRange);
-          b.zero_();
-        } else {
-          InitLinear(w, b);
-        }
-        weights.emplace_back(w, b);
-      }
-    }
-
+    const auto weights = InitHeadWeights(layout, spec);
     auto cu = std::make_shared<torch::jit::CompilationUnit>();
     torch::jit::Module head = MakeModule("__torch__.TorchBertClassifierHead", cu, training);
     for (size_t k = 0; k < layout.size(); ++k) {
       head.register_module(layout[k].name, MakeLinear(cu, training, AsParameter(weights[k].first, encoder),
                                                       AsParameter(weights[k].second, encoder)));
     }
-
-    std::string headSource = promptHead ? "" : HeadSource(spec);
     torch::jit::Module classifier = MakeModule("__torch__.TorchBertClassifier", cu, training);
-    if (promptHead) {
-      PromptHead prompt = ReadMlmHead(spec.mlmHead->module);
-      const int64_t vocab = prompt.decoderWeight.size(0);
-      if (prompt.decoderWeight.dim() != 2 || prompt.decoderWeight.size(1) != encoder.hiddenSize ||
-          prompt.decoderBias.dim() != 1 || prompt.decoderBias.size(0) != vocab) {
-        throw std::runtime_error(
-            "buildClassifier: the MLM head's decoder does not map the encoder's hidden size to a vocabulary");
-      }
-      for (int64_t id : spec.labelTokenIds) {
-        if (id >= vocab) {
-          throw std::runtime_error("buildClassifier: label token id " + std::to_string(id) +
-                                   " is outside the MLM head's vocabulary of " + std::to_string(vocab));
-        }
-      }
-      for (auto& [name, module] : prompt.modules) head.register_module(name, module);
-      torch::Tensor ids = torch::tensor(spec.labelTokenIds, torch::kLong).to(encoder.device);
-      torch::NoGradGuard noGrad;
-      classifier.register_buffer("label_token_ids", ids);
-      // Copies of the label words' rows (AsParameter detaches): training them leaves the MLM
-      // head's full-vocabulary tensors as the checkpoint has them.
-      torch::jit::Module decoder = MakeModule("__torch__.TorchBertLabelDecoder", cu, training);
-      decoder.register_parameter("bias", AsParameter(prompt.decoderBias.index_select(0, ids), encoder),
-                                 /*is_buffer=*/false);
-      const std::string weightPath = TiedEncoderPath(encoderState->module, prompt.decoderWeight);
-      if (weightPath.empty()) {
-        decoder.register_parameter("weight", AsParameter(prompt.decoderWeight.index_select(0, ids), encoder),
-                                   /*is_buffer=*/false);
-      }
-      head.register_module("label_decoder", decoder);
-      classifier.register_attribute("mask_token_id", c10::IntType::get(), spec.maskTokenId);
-      headSource = PromptHeadSource(prompt, weightPath);
-    }
-    // The encoder is shared, not copied: training the classifier trains this encoder.
+    const std::string headSource = promptHead
+                                       ? AttachPromptHead(classifier, head, cu, *encoderState, encoder, spec, training)
+                                       : std::string(HeadSource(spec));
+
+    // The classifier: the encoder (shared, not copied: training the classifier trains this
+    // encoder), the head, and their methods.
     classifier.register_module("encoder", encoderState->module);
     classifier.register_module("head", head);
     classifier.register_attribute("pooling", c10::StringType::get(), promptHead ? std::string("mask") : spec.pooling);
@@ -591,25 +628,9 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     classifier.define(FeaturesSource(encoder, spec) + headSource + kForwardSource);
 
     std::vector<std::string> unreached = UnreachedParameters(classifier, encoder);
-
     // Same mutex as the encoder: both handles reach the encoder's parameters.
     auto state = std::make_shared<ModuleState>(classifier, encoderState->mutex, encoder.device);
-
-    Napi::Object encoderInfo = Napi::Object::New(env);
-    encoderInfo.Set("arity", Napi::Number::New(env, encoder.arity));
-    encoderInfo.Set("outputKind", Napi::String::New(env, encoder.outputKind));
-    encoderInfo.Set("outputKey",
-                    encoder.outputKey ? Napi::Value(Napi::String::New(env, *encoder.outputKey)) : env.Null());
-    encoderInfo.Set("hiddenSize", Napi::Number::New(env, static_cast<double>(encoder.hiddenSize)));
-
-    Napi::Object result = Napi::Object::New(env);
-    result.Set("module", ScriptModule::Wrap(env, state, /*accountMemory=*/false));
-    result.Set("encoder", encoderInfo);
-    Napi::Array unused = Napi::Array::New(env, unreached.size());
-    for (size_t i = 0; i < unreached.size(); ++i)
-      unused.Set(static_cast<uint32_t>(i), Napi::String::New(env, unreached[i]));
-    result.Set("unusedParameters", unused);
-    return result;
+    return BuildResult(env, state, encoder, unreached);
   });
 }
 
