@@ -308,56 +308,28 @@ uint64_t ElementSize(c10::ScalarType type) {
   return static_cast<uint64_t>(c10::elementSize(type));
 }
 
-SafetensorsEntry ParseTensor(HeaderParser& p, std::string name, uint64_t dataSize) {
-  const std::string what = "tensor " + Quoted(name);
-  SafetensorsEntry entry;
-  entry.name = std::move(name);
+// A JSON array of non-negative integers (a shape, data_offsets); `what` names it in errors.
+std::vector<uint64_t> ParseIntegers(HeaderParser& p, const std::string& what) {
   p.SkipSpace();
-  if (p.Peek() != '{') p.Fail(what + " must be an object {dtype, shape, data_offsets}, found " + p.Found());
-  p.Expect('{', "");
-  bool hasDType = false, hasShape = false, hasOffsets = false;
-  std::vector<uint64_t> offsets;
+  if (p.Peek() != '[') p.Fail(what + " must be an array of integers, found " + p.Found());
+  p.Expect('[', "");
+  std::vector<uint64_t> values;
   p.SkipSpace();
-  if (p.Peek() == '}') p.Fail(what + ": missing dtype, shape and data_offsets");
+  if (p.Peek() == ']') {
+    p.Expect(']', "");
+    return values;
+  }
   do {
-    std::string field = p.String("a field name of " + what);
-    p.Expect(':', "after a field name of " + what);
-    bool* seen = field == "dtype"          ? &hasDType
-                 : field == "shape"        ? &hasShape
-                 : field == "data_offsets" ? &hasOffsets
-                                           : nullptr;
-    if (seen == nullptr) p.Fail(what + ": unknown field " + Quoted(field) + " (expected dtype, shape, data_offsets)");
-    if (*seen) p.Fail(what + " has the field " + Quoted(field) + " twice");
-    if (field == "dtype") {
-      entry.dtype = DTypeFromCode(p.String("the dtype of " + what), p, entry.name);
-    } else {
-      const bool shape = field == "shape";
-      const std::string arrayName = (shape ? "the shape of " : "the data_offsets of ") + what;
-      p.SkipSpace();
-      if (p.Peek() != '[') p.Fail(arrayName + " must be an array of integers, found " + p.Found());
-      p.Expect('[', "");
-      std::vector<uint64_t> values;
-      p.SkipSpace();
-      if (p.Peek() == ']') {
-        p.Expect(']', "");
-      } else {
-        do {
-          // The length is bounded by the header's size, itself bounded by kMaxHeaderBytes.
-          values.push_back(p.Integer("an entry of " + arrayName));
-        } while (p.More(']', "in " + arrayName));
-      }
-      if (shape) {
-        entry.shape.assign(values.begin(), values.end());
-      } else {
-        offsets = std::move(values);
-      }
-    }
-    *seen = true;
-  } while (p.More('}', "in " + what));
-  if (!hasDType) p.Fail(what + ": missing dtype");
-  if (!hasShape) p.Fail(what + ": missing shape");
-  if (!hasOffsets) p.Fail(what + ": missing data_offsets");
+    // The length is bounded by the header's size, itself bounded by kMaxHeaderBytes.
+    values.push_back(p.Integer("an entry of " + what));
+  } while (p.More(']', "in " + what));
+  return values;
+}
 
+// The entry's byte range: two offsets, in order, inside the data buffer, spanning exactly the
+// shape's elements of its dtype.
+void CheckExtent(HeaderParser& p, const std::string& what, SafetensorsEntry& entry,
+                 const std::vector<uint64_t>& offsets, uint64_t dataSize) {
   if (offsets.size() != 2)
     p.Fail(what + ": data_offsets must be two integers [begin, end], found " + std::to_string(offsets.size()));
   entry.begin = offsets[0];
@@ -388,6 +360,43 @@ SafetensorsEntry ParseTensor(HeaderParser& p, std::string name, uint64_t dataSiz
     p.Fail(what + ": data_offsets span " + std::to_string(entry.end - entry.begin) + " bytes but shape x dtype is " +
            std::to_string(bytes) + " bytes");
   }
+}
+
+// One tensor's entry of the header: an object of exactly dtype, shape and data_offsets.
+SafetensorsEntry ParseTensor(HeaderParser& p, std::string name, uint64_t dataSize) {
+  const std::string what = "tensor " + Quoted(name);
+  SafetensorsEntry entry;
+  entry.name = std::move(name);
+  p.SkipSpace();
+  if (p.Peek() != '{') p.Fail(what + " must be an object {dtype, shape, data_offsets}, found " + p.Found());
+  p.Expect('{', "");
+  bool hasDType = false, hasShape = false, hasOffsets = false;
+  std::vector<uint64_t> offsets;
+  p.SkipSpace();
+  if (p.Peek() == '}') p.Fail(what + ": missing dtype, shape and data_offsets");
+  do {
+    std::string field = p.String("a field name of " + what);
+    p.Expect(':', "after a field name of " + what);
+    bool* seen = field == "dtype"          ? &hasDType
+                 : field == "shape"        ? &hasShape
+                 : field == "data_offsets" ? &hasOffsets
+                                           : nullptr;
+    if (seen == nullptr) p.Fail(what + ": unknown field " + Quoted(field) + " (expected dtype, shape, data_offsets)");
+    if (*seen) p.Fail(what + " has the field " + Quoted(field) + " twice");
+    if (field == "dtype") {
+      entry.dtype = DTypeFromCode(p.String("the dtype of " + what), p, entry.name);
+    } else if (field == "shape") {
+      const std::vector<uint64_t> shape = ParseIntegers(p, "the shape of " + what);
+      entry.shape.assign(shape.begin(), shape.end());
+    } else {
+      offsets = ParseIntegers(p, "the data_offsets of " + what);
+    }
+    *seen = true;
+  } while (p.More('}', "in " + what));
+  if (!hasDType) p.Fail(what + ": missing dtype");
+  if (!hasShape) p.Fail(what + ": missing shape");
+  if (!hasOffsets) p.Fail(what + ": missing data_offsets");
+  CheckExtent(p, what, entry, offsets, dataSize);
   return entry;
 }
 
