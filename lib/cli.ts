@@ -18,7 +18,7 @@ import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type Trai
 import { PRETRAIN_DEFAULTS, pretrain } from './pretrainer.js';
 import { promptClassifier } from './prompt-classifier.js';
 import type { HeadKind } from './sequence-classification.js';
-import { train } from './trainer.js';
+import { type TrainResult, train } from './trainer.js';
 
 class UsageError extends Error {}
 
@@ -430,13 +430,8 @@ function quietWorker(): boolean {
   return process.env.RANK !== undefined && process.env.RANK !== '0';
 }
 
-async function commandTrain(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: TRAIN_OPTIONS, strict: true });
-  if (values.help) return void console.log(HELP.train);
-  if (await launchedWorkers('train', values, argv)) return;
-  const quiet = quietWorker();
-  const json = Boolean(values.json);
-  const controller = interruptController();
+/** train()'s options from `torch-bert train`'s flags (`--resume DIR` alone: DIR is also the output). */
+function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal: AbortSignal): TrainOptions {
   const options: TrainOptions = {
     data: {
       csv: requireFiles(values, 'data', 'train'),
@@ -505,12 +500,14 @@ async function commandTrain(argv: string[]): Promise<void> {
     onNonFinite: values['on-non-finite'] as TrainOptions['onNonFinite'],
     report: values.report as boolean | undefined,
     onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
-    signal: controller.signal,
+    signal,
   };
   if (options.resumeFrom && values.out === undefined) options.outDir = options.resumeFrom;
-  const result = await train(options);
-  result.classifier.dispose();
-  if (quiet) return;
+  return options;
+}
+
+/** What `torch-bert train` prints of its result: one JSON object, or the tables for people. */
+function printTrainResult(result: TrainResult, json: boolean, report: boolean): void {
   if (json) {
     console.log(
       JSON.stringify({
@@ -548,8 +545,18 @@ async function commandTrain(argv: string[]): Promise<void> {
     console.log(historyTable(result.history));
     if (result.stoppedEarly) console.log('(stopped early: no improvement)');
     console.log(`\nvalidation metrics of the kept weights (epoch ${result.best.epoch}):\n${formatMetricsTable(result.metrics)}`);
-    console.log(`\nsaved to ${result.outDir}${values.report ? ` (report: ${join(result.outDir!, 'report.html')})` : ''}`);
+    console.log(`\nsaved to ${result.outDir}${report ? ` (report: ${join(result.outDir!, 'report.html')})` : ''}`);
   }
+}
+
+async function commandTrain(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: TRAIN_OPTIONS, strict: true });
+  if (values.help) return void console.log(HELP.train);
+  if (await launchedWorkers('train', values, argv)) return;
+  const json = Boolean(values.json);
+  const result = await train(trainOptionsFrom(values, json, interruptController().signal));
+  result.classifier.dispose();
+  if (!quietWorker()) printTrainResult(result, json, Boolean(values.report));
 }
 
 /** --classifier DIR, or a zero-shot prompt classifier from --model, --template and --verbalizer. */
