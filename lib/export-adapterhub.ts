@@ -35,12 +35,12 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { NativeTensor } from './binding.js';
-import { CONFIG_FILE, TOKENIZER_FILE } from './checkpoint.js';
+import { CLASSIFIER_FILE, CONFIG_FILE, TOKENIZER_FILE } from './checkpoint.js';
 import { Classifier } from './classifier.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { classifierParts, recordedEncoder } from './export.js';
-import { type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
-import { checkOut, writeFolder } from './export-folder.js';
+import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
+import { checkOut, type StagedFolder, writeFolder } from './export-folder.js';
 import type { ResolvedAdapterOptions } from './options.js';
 import { BASE_PREFIX } from './sequence-classification.js';
 import { type Float32Entry, torchSaveBytes } from './torch-save.js';
@@ -225,6 +225,100 @@ function classificationHead(
   return { layers: 2, activation: 'relu', usePooler: false, tensors: [...linear(1, 'dense'), ...linear(4, 'out_proj')] };
 }
 
+/** The bottleneck adapters' settings of a classifier AdapterHub can hold: technique 'adapter', the encoder's LayerNorms untouched. */
+function adapterSettings(config: Classifier['config'], dir: string): ResolvedAdapterOptions {
+  const technique = (config.hyperparameters?.technique as string | undefined) ?? 'frozen';
+  if (technique !== 'adapter') {
+    throw refuse(
+      dir,
+      `it was trained with technique '${technique}', and AdapterHub's format here is that of bottleneck adapters ` +
+        `(technique 'adapter'); export it with exportHuggingFace (torch-bert export --format hf)`,
+    );
+  }
+  const settings = config.hyperparameters.adapter as ResolvedAdapterOptions;
+  if (settings.trainLayerNorm) {
+    throw refuse(
+      dir,
+      `it trained the encoder's own LayerNorms (adapter.trainLayerNorm), which an AdapterHub adapter does not hold ` +
+        `(its ln_before/ln_after are new LayerNorms inside the adapter), so the adapter on the base model would not ` +
+        `compute this classifier`,
+    );
+  }
+  return settings;
+}
+
+/** The encoder's family, as exportHuggingFace reads it (a classifier without tokenizer.json is not RoBERTa's). */
+async function familyOfClassifier(dir: string, modelType: string | null, shapes: EncoderShapes): Promise<ExportFamily> {
+  let roberta = false;
+  try {
+    roberta = isRobertaTokenizer(JSON.parse(await readFile(join(dir, TOKENIZER_FILE), 'utf8')) as unknown);
+  } catch {
+    // No tokenizer.json: not RoBERTa's.
+  }
+  return familyOf(shapes, modelType, roberta);
+}
+
+/**
+ * The adapter tensors under AdapterHub's keys, checked to be the placement's (`settings.config`
+ * on every layer) and of a width some reduction factor gives; with the BnConfig that builds them.
+ */
+function adapterHubAdapters(
+  dir: string,
+  name: string,
+  family: ExportFamily,
+  shapes: EncoderShapes,
+  settings: ResolvedAdapterOptions,
+  adapterParams: Array<[string, NativeTensor]>,
+): { mapped: Array<{ key: string; tensor: NativeTensor }>; bnConfig: Record<string, unknown>; houlsby: boolean } {
+  const hidden = shapes.hiddenSize;
+  const mapped = adapterParams.map(([n, t]) => {
+    const key = adapterHubKey(family, name, n);
+    if (!key) throw refuse(dir, `adapter tensor '${n}' is not after a sub-layer AdapterHub adapts`);
+    return { ...key, tensor: t };
+  });
+  const houlsby = settings.config === 'houlsby';
+  const expected = shapes.numLayers * (houlsby ? 2 : 1) * 4;
+  const misplaced = mapped.filter((m) => !houlsby && m.location === 'mh_adapter');
+  if (mapped.length !== expected || misplaced.length > 0) {
+    throw refuse(
+      dir,
+      `its adapters (${mapped.length} tensors) are not the ${expected} of '${settings.config}' on ${shapes.numLayers} layers`,
+    );
+  }
+  const size = mapped.find((m) => m.key.endsWith('adapter_down.0.weight'))!.tensor.shape[0]!;
+  const reductionFactor = reductionFactorFor(hidden, size, settings.reductionFactor);
+  if (reductionFactor === null) {
+    throw refuse(dir, `its adapters are ${size} wide, which AdapterHub's int(${hidden} // reduction_factor) gives for no reduction factor`);
+  }
+  return { mapped, bnConfig: bottleneckConfig({ houlsby, reductionFactor, activation: settings.activation }), houlsby };
+}
+
+/** head_config.json and pytorch_model_head.bin: the head as AdapterHub's ClassificationHead named `name`. */
+async function writeClassificationHead(
+  folder: StagedFolder,
+  head: Exclude<ReturnType<typeof classificationHead>, string>,
+  config: Classifier['config'],
+  name: string,
+  meta: Record<string, unknown>,
+): Promise<void> {
+  const labels = config.labels;
+  await folder.writeJson(ADAPTERHUB_HEAD_CONFIG_FILE, {
+    config: {
+      head_type: 'classification',
+      num_labels: labels.length,
+      layers: head.layers,
+      activation_function: head.activation,
+      label2id: Object.fromEntries(labels.map((l, i) => [l, i])),
+      use_pooler: head.usePooler,
+      bias: true,
+      dropout_prob: config.dropout,
+    },
+    ...meta,
+  });
+  const tensors = head.tensors.map(([index, param, t]) => entry(`heads.${name}.${index}.${param}`, t));
+  await folder.write(ADAPTERHUB_HEAD_WEIGHTS_FILE, torchSaveBytes(tensors));
+}
+
 /**
  * Write a `technique: 'adapter'` classifier's adapters (and head, where it maps) in AdapterHub's format
  * (see the file comment and README, *Exporting to AdapterHub*). Refuses another technique, a run that
@@ -245,107 +339,48 @@ export async function exportAdapterHub(options: AdapterHubExportOptions): Promis
   const classifier = await Classifier.load(dir, { device: 'cpu' });
   try {
     const config = classifier.config;
-    const technique = (config.hyperparameters?.technique as string | undefined) ?? 'frozen';
-    if (technique !== 'adapter') {
-      throw refuse(
-        dir,
-        `it was trained with technique '${technique}', and AdapterHub's format here is that of bottleneck adapters ` +
-          `(technique 'adapter'); export it with exportHuggingFace (torch-bert export --format hf)`,
-      );
-    }
-    const settings = config.hyperparameters.adapter as ResolvedAdapterOptions;
-    if (settings.trainLayerNorm) {
-      throw refuse(
-        dir,
-        `it trained the encoder's own LayerNorms (adapter.trainLayerNorm), which an AdapterHub adapter does not hold ` +
-          `(its ln_before/ln_after are new LayerNorms inside the adapter), so the adapter on the base model would not ` +
-          `compute this classifier`,
-      );
-    }
+    const settings = adapterSettings(config, dir);
     const { encoder, head } = classifierParts(classifier.module.namedParameters());
-    const adapterParams = encoder.filter(([n]) => n.includes('.adapter.'));
     const base = encoder.filter(([n]) => !n.includes('.adapter.'));
     const shapes = encoderShapes(
       base.map(([n, t]) => ({ name: n, shape: t.shape })),
-      join(dir, 'classifier.pt'),
+      join(dir, CLASSIFIER_FILE),
     );
     const recorded = await recordedEncoder(config);
-    let roberta = false;
-    try {
-      roberta = isRobertaTokenizer(JSON.parse(await readFile(join(dir, TOKENIZER_FILE), 'utf8')) as unknown);
-    } catch {
-      // No tokenizer.json: not RoBERTa's.
-    }
-    const family = familyOf(shapes, recorded.modelType, roberta);
-    const hidden = shapes.hiddenSize;
-
-    const mapped = adapterParams.map(([n, t]) => {
-      const key = adapterHubKey(family, name, n);
-      if (!key) throw refuse(dir, `adapter tensor '${n}' is not after a sub-layer AdapterHub adapts`);
-      return { ...key, tensor: t };
-    });
-    const houlsby = settings.config === 'houlsby';
-    const expected = shapes.numLayers * (houlsby ? 2 : 1) * 4;
-    const misplaced = mapped.filter((m) => !houlsby && m.location === 'mh_adapter');
-    if (mapped.length !== expected || misplaced.length > 0) {
-      throw refuse(
-        dir,
-        `its adapters (${mapped.length} tensors) are not the ${expected} of '${settings.config}' on ${shapes.numLayers} layers`,
-      );
-    }
-    const size = mapped.find((m) => m.key.endsWith('adapter_down.0.weight'))!.tensor.shape[0]!;
-    const reductionFactor = reductionFactorFor(hidden, size, settings.reductionFactor);
-    if (reductionFactor === null) {
-      throw refuse(
-        dir,
-        `its adapters are ${size} wide, which AdapterHub's int(${hidden} // reduction_factor) gives for no reduction factor`,
-      );
-    }
-    const bnConfig = bottleneckConfig({ houlsby, reductionFactor, activation: settings.activation });
+    const family = await familyOfClassifier(dir, recorded.modelType, shapes);
+    const adapters = adapterHubAdapters(
+      dir,
+      name,
+      family,
+      shapes,
+      settings,
+      encoder.filter(([n]) => n.includes('.adapter.')),
+    );
     const meta = {
-      hidden_size: hidden,
+      hidden_size: shapes.hiddenSize,
       model_class: MODEL_CLASS[family],
       model_name: recorded.baseModel,
       model_type: family,
       name,
       version: ADAPTERHUB_VERSION,
     };
-
     const notes: string[] = [];
-    if (!houlsby) {
+    if (!adapters.houlsby) {
       notes.push(
         "'pfeiffer' is written as its full bottleneck config (the adapter on the feed-forward output before the residual LayerNorm, " +
           "original_ln_before false), not as AdapterHub's 'seq_bn', which places it after that LayerNorm",
       );
     }
-    const headMap = classificationHead(config, family, hidden, head);
+    const headMap = classificationHead(config, family, shapes.hiddenSize, head);
+    if (typeof headMap === 'string') notes.push(`the head is not exported: ${headMap}`);
 
     return await writeFolder(out, async (folder) => {
-      await folder.writeJson(ADAPTERHUB_CONFIG_FILE, { config: bnConfig, ...meta });
-      await folder.write(ADAPTERHUB_WEIGHTS_FILE, torchSaveBytes(mapped.map((m) => entry(m.key, m.tensor))));
-      let headResult: AdapterHubExportResult['head'] = null;
-      if (typeof headMap === 'string') {
-        notes.push(`the head is not exported: ${headMap}`);
-      } else {
-        const labels = config.labels;
-        await folder.writeJson(ADAPTERHUB_HEAD_CONFIG_FILE, {
-          config: {
-            head_type: 'classification',
-            num_labels: labels.length,
-            layers: headMap.layers,
-            activation_function: headMap.activation,
-            label2id: Object.fromEntries(labels.map((l, i) => [l, i])),
-            use_pooler: headMap.usePooler,
-            bias: true,
-            dropout_prob: config.dropout,
-          },
-          ...meta,
-        });
-        const tensors = headMap.tensors.map(([index, param, t]) => entry(`heads.${name}.${index}.${param}`, t));
-        await folder.write(ADAPTERHUB_HEAD_WEIGHTS_FILE, torchSaveBytes(tensors));
-        headResult = { layers: headMap.layers, activation: headMap.activation, usePooler: headMap.usePooler };
-      }
-      return { out, family, name, files: [...folder.files].sort(), config: bnConfig, head: headResult, notes };
+      await folder.writeJson(ADAPTERHUB_CONFIG_FILE, { config: adapters.bnConfig, ...meta });
+      await folder.write(ADAPTERHUB_WEIGHTS_FILE, torchSaveBytes(adapters.mapped.map((m) => entry(m.key, m.tensor))));
+      if (typeof headMap !== 'string') await writeClassificationHead(folder, headMap, config, name, meta);
+      const headResult =
+        typeof headMap === 'string' ? null : { layers: headMap.layers, activation: headMap.activation, usePooler: headMap.usePooler };
+      return { out, family, name, files: [...folder.files].sort(), config: adapters.bnConfig, head: headResult, notes };
     });
   } catch (err) {
     if (err instanceof InputError || err instanceof ModelError) throw err;
