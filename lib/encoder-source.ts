@@ -21,7 +21,7 @@ import { sha256File } from './checkpoint.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { readCheckpoint } from './hf-checkpoint.js';
 import { defaultMaxLength, type EncoderFamily, type HfEncoderConfig, parseHfConfig } from './hf-config.js';
-import { type DownloadProgress, resolveModelSource } from './hub.js';
+import { type DownloadProgress, type ModelSource, resolveModelSource } from './hub.js';
 import { loadBinding } from './loader.js';
 import { initialMlmHeadWeights } from './mlm-head-init.js';
 import { checkModelInputs, loadCheckedEncoder, tokenTypesFed } from './model-checks.js';
@@ -98,55 +98,47 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
     signal: options.signal,
     onProgress: options.onDownload,
   });
-  const maxLengthFrom = options.maxLengthFrom ?? 'maxLength / --max-length';
-  if (source.kind === 'torchscript') {
-    if (options.tokenizer === undefined) {
-      throw new InputError(
-        `encoder ${source.file} is a TorchScript file, which carries no tokenizer: name its tokenizer.json (tokenizer / --tokenizer)`,
-      );
-    }
-    const tokenizer = typeof options.tokenizer === 'string' ? await TextTokenizer.load(options.tokenizer) : options.tokenizer;
-    const maxLength = options.maxLength ?? options.fallbackMaxLength;
-    const module = await loadCheckedEncoder(source.file, options.device, { tokenizer, maxLength, maxLengthFrom });
-    return {
-      module,
-      source: { kind: 'torchscript', file: source.file },
-      description: source.file,
-      tokenizer,
-      tokenizerFile: tokenizer.path,
-      mlmHead: null,
-      maxLength,
-      notes: [],
-      weightsKey: () => sha256File(source.file),
-    };
-  }
+  return source.kind === 'torchscript' ? loadTorchScript(source.file, options) : loadFolder(source, options);
+}
 
+type FolderSource = Extract<ModelSource, { kind: 'folder' }>;
+
+const loadTokenizer = async (tokenizer: string | TextTokenizer): Promise<TextTokenizer> =>
+  typeof tokenizer === 'string' ? TextTokenizer.load(tokenizer) : tokenizer;
+
+/** A TorchScript file: its tokenizer must be named, its max length is the option's or the fallback. */
+async function loadTorchScript(file: string, options: EncoderLoadOptions): Promise<LoadedEncoder> {
+  if (options.tokenizer === undefined) {
+    throw new InputError(
+      `encoder ${file} is a TorchScript file, which carries no tokenizer: name its tokenizer.json (tokenizer / --tokenizer)`,
+    );
+  }
+  const tokenizer = await loadTokenizer(options.tokenizer);
+  const maxLength = options.maxLength ?? options.fallbackMaxLength;
+  const maxLengthFrom = options.maxLengthFrom ?? 'maxLength / --max-length';
+  const module = await loadCheckedEncoder(file, options.device, { tokenizer, maxLength, maxLengthFrom });
+  return {
+    module,
+    source: { kind: 'torchscript', file },
+    description: file,
+    tokenizer,
+    tokenizerFile: tokenizer.path,
+    mlmHead: null,
+    maxLength,
+    notes: [],
+    weightsKey: () => sha256File(file),
+  };
+}
+
+/** A model folder (or a Hub snapshot): its own tokenizer unless one is named, the encoder built natively from config.json. */
+async function loadFolder(source: FolderSource, options: EncoderLoadOptions): Promise<LoadedEncoder> {
   const { dir, files } = source;
   const description = source.repoId ? `${source.repoId}@${source.commit} (${dir})` : dir;
   const configFile = join(dir, files.config);
   const rawConfig = await readJson(configFile, true);
   const config = parseHfConfig(rawConfig, configFile);
-
-  let tokenizer: TextTokenizer;
-  if (options.tokenizer === undefined) {
-    if (!files.tokenizer) {
-      throw new InputError(`model ${description} has no tokenizer (tokenizer.json, or vocab.txt): name one (tokenizer / --tokenizer)`, {
-        file: dir,
-      });
-    }
-    tokenizer = await loadFolderTokenizer(dir, files.tokenizer);
-  } else {
-    tokenizer = typeof options.tokenizer === 'string' ? await TextTokenizer.load(options.tokenizer) : options.tokenizer;
-  }
-  let maxLength: number;
-  let from = maxLengthFrom;
-  if (options.maxLength === undefined) {
-    maxLength = defaultMaxLength(config, await readJson(join(dir, 'tokenizer_config.json'), false));
-    from = `the default of ${description}: tokenizer_config.json's model_max_length within max_position_embeddings`;
-  } else {
-    maxLength = options.maxLength;
-  }
-  checkPositionLimit(config, maxLength, from, description);
+  const tokenizer = await folderTokenizer(source, description, options.tokenizer);
+  const { maxLength, from } = await folderMaxLength(source, config, description, options);
 
   const initialRange = (rawConfig as { initializer_range?: unknown }).initializer_range;
   const initialise =
@@ -154,7 +146,6 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
       ? { seed: options.initialiseMlmHead.seed, initializerRange: typeof initialRange === 'number' ? initialRange : 0.02 }
       : undefined;
   const module = await buildFromFolder(dir, files, config, options.device, options.mlmHead === true, initialise);
-  const notes = module.notes;
   try {
     await checkModelInputs(module.encoder, {
       kind: 'encoder',
@@ -169,35 +160,70 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
     module.mlmHead?.dispose();
     throw err;
   }
-  const info: EncoderSourceInfo = {
-    kind: 'folder',
-    dir,
-    modelType: config.modelType,
-    family: config.native.family,
-    weights: files.weights,
-    ...(source.repoId ? { repoId: source.repoId, revision: source.revision, commit: source.commit } : {}),
-  };
   return {
     module: module.encoder,
-    source: info,
+    source: {
+      kind: 'folder',
+      dir,
+      modelType: config.modelType,
+      family: config.native.family,
+      weights: files.weights,
+      ...(source.repoId ? { repoId: source.repoId, revision: source.revision, commit: source.commit } : {}),
+    },
     description,
     tokenizer,
     tokenizerFile: tokenizer.path,
     mlmHead: module.mlmHead,
     maxLength,
     loraTargets: config.loraTargets,
-    notes,
-    weightsKey: async () => {
-      const hash = createHash('sha256');
-      if (source.repoId && source.commit) {
-        // A commit pins every file of the repository.
-        hash.update(`hub\0${source.repoId}\0${source.commit}\0${[files.config, ...files.weights].join('\0')}`);
-      } else {
-        for (const file of [files.config, ...files.weights]) hash.update(`${file}\0${await sha256File(join(dir, file))}\0`);
-      }
-      return hash.digest('hex');
-    },
+    notes: module.notes,
+    weightsKey: () => folderWeightsKey(source),
   };
+}
+
+/** The tokenizer named, else the folder's own (tokenizer.json, or vocab.txt for older BERT repos). */
+async function folderTokenizer(
+  source: FolderSource,
+  description: string,
+  named: string | TextTokenizer | undefined,
+): Promise<TextTokenizer> {
+  if (named !== undefined) return loadTokenizer(named);
+  if (!source.files.tokenizer) {
+    throw new InputError(`model ${description} has no tokenizer (tokenizer.json, or vocab.txt): name one (tokenizer / --tokenizer)`, {
+      file: source.dir,
+    });
+  }
+  return loadFolderTokenizer(source.dir, source.files.tokenizer);
+}
+
+/** The max length asked for, else the folder's default; either within its position table. Also says where it came from, for messages. */
+async function folderMaxLength(
+  source: FolderSource,
+  config: HfEncoderConfig,
+  description: string,
+  options: EncoderLoadOptions,
+): Promise<{ maxLength: number; from: string }> {
+  const chosen =
+    options.maxLength === undefined
+      ? {
+          maxLength: defaultMaxLength(config, await readJson(join(source.dir, 'tokenizer_config.json'), false)),
+          from: `the default of ${description}: tokenizer_config.json's model_max_length within max_position_embeddings`,
+        }
+      : { maxLength: options.maxLength, from: options.maxLengthFrom ?? 'maxLength / --max-length' };
+  checkPositionLimit(config, chosen.maxLength, chosen.from, description);
+  return chosen;
+}
+
+/** The feature cache's key of a folder's weights: a Hub commit pins every file; a local folder's files are hashed. */
+async function folderWeightsKey(source: FolderSource): Promise<string> {
+  const { dir, files } = source;
+  const hash = createHash('sha256');
+  if (source.repoId && source.commit) {
+    hash.update(`hub\0${source.repoId}\0${source.commit}\0${[files.config, ...files.weights].join('\0')}`);
+  } else {
+    for (const file of [files.config, ...files.weights]) hash.update(`${file}\0${await sha256File(join(dir, file))}\0`);
+  }
+  return hash.digest('hex');
 }
 
 /**
