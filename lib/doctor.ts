@@ -184,6 +184,47 @@ export function cpuBf16(): string[] | null {
 
 const THREAD_ENV = /^(OMP_|MKL_|OPENBLAS_|GOTO_|KMP_|GOMP_|TORCH_|PYTORCH_|CUDA_|CUBLAS_|NVIDIA_|LIBTORCH$|LD_LIBRARY_PATH$|LD_PRELOAD$)/;
 
+/** What the loaded addon tells of itself and of this machine (doctor's fields that need the binding). */
+function bindingFacts(binding: NativeBinding) {
+  const versions = binding.versions();
+  const config = attempt(() => binding.showConfig());
+  const available = binding.cudaIsAvailable();
+  const deviceCount = available ? binding.cudaDeviceCount() : 0;
+  const devices = ['cpu'];
+  const cudaDevices: CudaDeviceProperties[] = [];
+  for (let i = 0; i < deviceCount; i++) {
+    devices.push(`cuda:${i}`);
+    const properties = attempt(() => binding.cudaDeviceProperties(i));
+    if (properties) cudaDevices.push(properties);
+  }
+  let how: string;
+  try {
+    how = exerciseBlas(binding);
+  } catch (err) {
+    how = `matmul failed: ${err instanceof Error ? err.message : String(err)}`;
+  }
+  const blasLibraries = mappedLibraries(/blas|lapack|mkl|blis|nvpl|atlas|accelerate/i);
+  return {
+    runtime: {
+      libtorch: versions.libtorch,
+      builtAgainst: versions.builtAgainst,
+      libraries: mappedLibraries(/^lib(c10|torch)/),
+      build: attempt(() => binding.buildInfo()),
+      config,
+    },
+    cuda: { available, deviceCount, version: versions.cuda, cudnn: versions.cudnn },
+    devices,
+    cudaDevices,
+    blas: blasLibraries === null ? null : { name: blasName(blasLibraries, config), libraries: blasLibraries, how },
+    cpuAllocator: attempt(() => binding.cpuCacheStats()),
+    tokenPruning: attempt(() => binding.tokenPruning()),
+    distributedBackends: attempt(() => binding.distributedBackends()),
+    intraOp: binding.getNumThreads(),
+    interOp: attempt(() => binding.getNumInteropThreads()),
+    parallel: attempt(() => binding.parallelInfo()),
+  };
+}
+
 export function doctor(): DoctorReport {
   const candidates: LibtorchCandidate[] = [];
   let found: FoundLibtorch | null = null;
@@ -204,51 +245,7 @@ export function doctor(): DoctorReport {
     loadError = err instanceof Error ? err.message : String(err);
   }
   const info = loadedBinaryInfo();
-
-  let runtime: DoctorReport['runtime'] = null;
-  let cuda: DoctorReport['cuda'] = null;
-  let blas: DoctorReport['blas'] = null;
-  let cpuAllocator: CpuCacheStats | null = null;
-  let tokenPruning: boolean | null = null;
-  let distributedBackends: string[] | null = null;
-  let intraOp: number | null = null;
-  let interOp: number | null = null;
-  let parallel: string | null = null;
-  const cudaDevices: CudaDeviceProperties[] = [];
-  const devices = ['cpu'];
-  if (binding) {
-    const versions = binding.versions();
-    const config = attempt(() => binding!.showConfig());
-    runtime = {
-      libtorch: versions.libtorch,
-      builtAgainst: versions.builtAgainst,
-      libraries: mappedLibraries(/^lib(c10|torch)/),
-      build: attempt(() => binding!.buildInfo()),
-      config,
-    };
-    const available = binding.cudaIsAvailable();
-    const deviceCount = available ? binding.cudaDeviceCount() : 0;
-    cuda = { available, deviceCount, version: versions.cuda, cudnn: versions.cudnn };
-    for (let i = 0; i < deviceCount; i++) {
-      devices.push(`cuda:${i}`);
-      const properties = attempt(() => binding!.cudaDeviceProperties(i));
-      if (properties) cudaDevices.push(properties);
-    }
-    intraOp = binding.getNumThreads();
-    interOp = attempt(() => binding!.getNumInteropThreads());
-    parallel = attempt(() => binding!.parallelInfo());
-    cpuAllocator = attempt(() => binding!.cpuCacheStats());
-    tokenPruning = attempt(() => binding!.tokenPruning());
-    distributedBackends = attempt(() => binding!.distributedBackends());
-    let how: string;
-    try {
-      how = exerciseBlas(binding);
-    } catch (err) {
-      how = `matmul failed: ${err instanceof Error ? err.message : String(err)}`;
-    }
-    const libraries = mappedLibraries(/blas|lapack|mkl|blis|nvpl|atlas|accelerate/i);
-    blas = libraries === null ? null : { name: blasName(libraries, config), libraries, how };
-  }
+  const facts = binding ? bindingFacts(binding) : null;
 
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env).sort()) if (THREAD_ENV.test(k) && v !== undefined) env[k] = v;
@@ -261,17 +258,23 @@ export function doctor(): DoctorReport {
       ? { path: info.binary, kind: info.kind, how: info.how, buildInfo: info.buildInfo, runpath: info.runpath, preloaded: info.preloaded }
       : null,
     loadError,
-    runtime,
-    cuda,
-    devices,
+    runtime: facts?.runtime ?? null,
+    cuda: facts?.cuda ?? null,
+    devices: facts?.devices ?? ['cpu'],
     gpus: nvidiaSmi(),
-    cudaDevices,
-    blas,
-    cpuAllocator,
-    tokenPruning,
-    distributedBackends,
+    cudaDevices: facts?.cudaDevices ?? [],
+    blas: facts?.blas ?? null,
+    cpuAllocator: facts?.cpuAllocator ?? null,
+    tokenPruning: facts?.tokenPruning ?? null,
+    distributedBackends: facts?.distributedBackends ?? null,
     hub: hubSettings(),
-    threads: { intraOp, interOp, parallel, cpus: cpus().length, env },
+    threads: {
+      intraOp: facts?.intraOp ?? null,
+      interOp: facts?.interOp ?? null,
+      parallel: facts?.parallel ?? null,
+      cpus: cpus().length,
+      env,
+    },
     node: { version: process.version, modules: process.versions.modules, napi: process.versions.napi ?? null, execPath: process.execPath },
     platform: {
       os: osType(),
@@ -310,10 +313,10 @@ function describeHow(how: LibtorchHow | null, record: LibtorchRecord | null): st
   }
 }
 
-export function formatDoctor(r: DoctorReport): string {
-  const lines: string[] = [];
-  const add = (key: string, value: unknown) => lines.push(`  ${key.padEnd(18)} ${value ?? '-'}`);
-  lines.push(`torch-bert ${r.torchBert.version} (${r.torchBert.packageRoot})`, '', 'libtorch found:');
+/** A section's `key  value` lines, keys padded to one column. */
+type AddLine = (key: string, value: unknown) => void;
+
+function libtorchLines(r: DoctorReport, add: AddLine): void {
   const l = r.libtorch.found;
   if (l) {
     add('version', `${l.version ?? '(unknown)'} (${l.flavor})`);
@@ -326,7 +329,9 @@ export function formatDoctor(r: DoctorReport): string {
   }
   for (const c of r.libtorch.candidates.filter((c) => !c.usable)) add('skipped', `[${c.source}] ${c.path}: ${c.reason}`);
   add('recorded', describeRecord(r.libtorch.record));
-  lines.push('', 'binary:');
+}
+
+function binaryLines(r: DoctorReport, add: AddLine): void {
   if (r.binary) {
     add(
       'loaded',
@@ -347,77 +352,92 @@ export function formatDoctor(r: DoctorReport): string {
     add('preloaded', r.binary.preloaded.join(', ') || 'none');
   }
   if (r.loadError) add('load error', r.loadError.replace(/\n/g, '\n' + ' '.repeat(19)));
-  if (r.runtime) {
-    lines.push('', 'runtime:');
-    add('libtorch', `${r.runtime.libtorch} (headers: ${r.runtime.builtAgainst})`);
-    const n = r.runtime.build;
-    if (n) {
-      add(
-        'addon compiled',
-        `libtorch ${n.libtorch}${n.cuda ? `, CUDA ${n.cuda}` : ''}, torch_cuda ${n.torchCudaLinked ? 'linked' : 'not linked'}, ` +
-          `_GLIBCXX_USE_CXX11_ABI=${n.cxx11Abi ?? '?'}, compiler ${n.compiler ?? '?'}, libtorch set up by ${n.torchFrom === 'manual' ? 'hand (no TorchConfig)' : n.torchFrom === 'package' ? 'TorchConfig.cmake' : '?'}`,
-      );
-    }
-    const torchCpu = r.runtime.libraries?.find((p) => /libtorch_cpu/.test(p));
-    if (torchCpu) add('libtorch_cpu', torchCpu);
+}
+
+/** The runtime: the libtorch loaded and how the addon was compiled. */
+function runtimeLines(runtime: NonNullable<DoctorReport['runtime']>, add: AddLine): void {
+  add('libtorch', `${runtime.libtorch} (headers: ${runtime.builtAgainst})`);
+  const n = runtime.build;
+  if (n) {
     add(
-      'CUDA',
-      r.cuda
-        ? r.cuda.available
-          ? `available, ${r.cuda.deviceCount} device(s), CUDA ${r.cuda.version}`
-          : `not available${r.cuda.version ? ` (libtorch built with CUDA ${r.cuda.version})` : ''}`
-        : '-',
+      'addon compiled',
+      `libtorch ${n.libtorch}${n.cuda ? `, CUDA ${n.cuda}` : ''}, torch_cuda ${n.torchCudaLinked ? 'linked' : 'not linked'}, ` +
+        `_GLIBCXX_USE_CXX11_ABI=${n.cxx11Abi ?? '?'}, compiler ${n.compiler ?? '?'}, libtorch set up by ${n.torchFrom === 'manual' ? 'hand (no TorchConfig)' : n.torchFrom === 'package' ? 'TorchConfig.cmake' : '?'}`,
     );
-    add('cuDNN', r.cuda?.cudnn ?? 'none');
-    add('devices', r.devices.join(', '));
-    for (const g of r.gpus)
-      add(`gpu ${g.index}`, `${g.name}, ${g.memoryMiB ?? '?'} MiB, compute ${g.computeCapability ?? '?'}, driver ${g.driver ?? '?'}`);
-    for (const d of r.cudaDevices) {
-      add(
-        `cuda:${d.index}`,
-        `${d.name}, ${Math.round(d.totalMemory / 2 ** 20)} MiB, compute ${d.computeCapability}, ${d.multiProcessorCount} SMs${d.driverCuda ? `, driver supports CUDA ${d.driverCuda}` : ''}`,
-      );
-    }
-    if (r.blas) add('BLAS', `${r.blas.name}: ${r.blas.libraries.join(', ') || '-'} (${r.blas.how})`);
-    if (r.cpuAllocator) {
-      add(
-        'CPU allocator',
-        r.cpuAllocator.installed
-          ? `torch-bert caching allocator, keeps up to ${Math.round(r.cpuAllocator.limitBytes / 2 ** 20)} MiB of freed tensor memory (TORCH_BERT_CPU_CACHE_MB); ` +
-              `blocks of 2 MiB and more in transparent huge pages: ${r.cpuAllocator.hugePages ? 'on' : 'off'} (TORCH_BERT_HUGE_PAGES)`
-          : "libtorch's default (TORCH_BERT_CPU_CACHE_MB=0, or an AddressSanitizer build)",
-      );
-    }
-    if (r.tokenPruning !== null) {
-      add(
-        'token pruning',
-        r.tokenPruning
-          ? 'on: with [CLS] pooling the last layer runs for the [CLS] row but its keys and values (TORCH_BERT_TOKEN_PRUNING=0 turns it off)'
-          : 'off (TORCH_BERT_TOKEN_PRUNING=0)',
-      );
-    }
-    if (r.distributedBackends !== null) {
-      add(
-        'distributed',
-        r.distributedBackends.length > 0
-          ? `${r.distributedBackends.join(', ')} (c10d; data-parallel training with torchrun or --nproc-per-node)`
-          : "none: built without Gloo's headers, so no data-parallel training on CPUs (install libgloo-dev and rebuild)",
-      );
-    }
   }
-  lines.push('', 'hugging face hub:');
+  const torchCpu = runtime.libraries?.find((p) => /libtorch_cpu/.test(p));
+  if (torchCpu) add('libtorch_cpu', torchCpu);
+}
+
+/** CUDA and the devices libtorch sees. */
+function deviceLines(r: DoctorReport, add: AddLine): void {
+  add(
+    'CUDA',
+    r.cuda
+      ? r.cuda.available
+        ? `available, ${r.cuda.deviceCount} device(s), CUDA ${r.cuda.version}`
+        : `not available${r.cuda.version ? ` (libtorch built with CUDA ${r.cuda.version})` : ''}`
+      : '-',
+  );
+  add('cuDNN', r.cuda?.cudnn ?? 'none');
+  add('devices', r.devices.join(', '));
+  for (const g of r.gpus)
+    add(`gpu ${g.index}`, `${g.name}, ${g.memoryMiB ?? '?'} MiB, compute ${g.computeCapability ?? '?'}, driver ${g.driver ?? '?'}`);
+  for (const d of r.cudaDevices) {
+    add(
+      `cuda:${d.index}`,
+      `${d.name}, ${Math.round(d.totalMemory / 2 ** 20)} MiB, compute ${d.computeCapability}, ${d.multiProcessorCount} SMs${d.driverCuda ? `, driver supports CUDA ${d.driverCuda}` : ''}`,
+    );
+  }
+}
+
+/** BLAS, the CPU allocator, token pruning and the distributed backends: what the loaded binary does. */
+function featureLines(r: DoctorReport, add: AddLine): void {
+  if (r.blas) add('BLAS', `${r.blas.name}: ${r.blas.libraries.join(', ') || '-'} (${r.blas.how})`);
+  if (r.cpuAllocator) {
+    add(
+      'CPU allocator',
+      r.cpuAllocator.installed
+        ? `torch-bert caching allocator, keeps up to ${Math.round(r.cpuAllocator.limitBytes / 2 ** 20)} MiB of freed tensor memory (TORCH_BERT_CPU_CACHE_MB); ` +
+            `blocks of 2 MiB and more in transparent huge pages: ${r.cpuAllocator.hugePages ? 'on' : 'off'} (TORCH_BERT_HUGE_PAGES)`
+        : "libtorch's default (TORCH_BERT_CPU_CACHE_MB=0, or an AddressSanitizer build)",
+    );
+  }
+  if (r.tokenPruning !== null) {
+    add(
+      'token pruning',
+      r.tokenPruning
+        ? 'on: with [CLS] pooling the last layer runs for the [CLS] row but its keys and values (TORCH_BERT_TOKEN_PRUNING=0 turns it off)'
+        : 'off (TORCH_BERT_TOKEN_PRUNING=0)',
+    );
+  }
+  if (r.distributedBackends !== null) {
+    add(
+      'distributed',
+      r.distributedBackends.length > 0
+        ? `${r.distributedBackends.join(', ')} (c10d; data-parallel training with torchrun or --nproc-per-node)`
+        : "none: built without Gloo's headers, so no data-parallel training on CPUs (install libgloo-dev and rebuild)",
+    );
+  }
+}
+
+function hubLines(r: DoctorReport, add: AddLine): void {
   add('cache', r.hub.cacheDir);
   add('endpoint', r.hub.endpoint);
   add('offline', r.hub.offline ? 'yes (HF_HUB_OFFLINE): only the cache is read' : 'no');
   add('token', r.hub.tokenSet ? 'set (HF_TOKEN)' : 'not set');
-  lines.push('', 'threads:');
+}
+
+function threadLines(r: DoctorReport, add: AddLine): void {
   add('intra-op', r.threads.intraOp);
   add('inter-op', r.threads.interOp);
   const backend = r.threads.parallel ? /ATen parallel backend: (.*)/.exec(r.threads.parallel)?.[1] : undefined;
   if (backend) add('parallel backend', backend);
   add('CPUs', r.threads.cpus);
   for (const [k, v] of Object.entries(r.threads.env)) add(k, v);
-  lines.push('', 'system:');
+}
+
+function systemLines(r: DoctorReport, add: AddLine): void {
   add('Node', `${r.node.version} (modules ${r.node.modules}, Node-API ${r.node.napi}) ${r.node.execPath}`);
   add('platform', `${r.platform.os} ${r.platform.release} ${r.platform.arch}, glibc ${r.platform.glibc ?? '-'}`);
   add('CPU', `${r.platform.cpu} (${r.threads.cpus}), ${r.platform.memoryGiB} GiB`);
@@ -429,6 +449,28 @@ export function formatDoctor(r: DoctorReport): string {
         : "emulated: keep precision 'fp32' on this CPU",
     );
   }
+}
+
+export function formatDoctor(r: DoctorReport): string {
+  const lines: string[] = [`torch-bert ${r.torchBert.version} (${r.torchBert.packageRoot})`];
+  const add: AddLine = (key, value) => lines.push(`  ${key.padEnd(18)} ${value ?? '-'}`);
+  const section = (title: string, write: () => void) => {
+    lines.push('', `${title}:`);
+    write();
+  };
+  section('libtorch found', () => libtorchLines(r, add));
+  section('binary', () => binaryLines(r, add));
+  const runtime = r.runtime;
+  if (runtime) {
+    section('runtime', () => {
+      runtimeLines(runtime, add);
+      deviceLines(r, add);
+      featureLines(r, add);
+    });
+  }
+  section('hugging face hub', () => hubLines(r, add));
+  section('threads', () => threadLines(r, add));
+  section('system', () => systemLines(r, add));
   return lines.join('\n');
 }
 
