@@ -16,6 +16,7 @@ import type {
   TrainStepResult,
 } from './binding.js';
 import { lossWeight, runEvaluation } from './classifier.js';
+import type { ValidationShard } from './distributed.js';
 import { InputError } from './errors.js';
 import { type FeatureCache, featureRows } from './feature-cache.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
@@ -86,15 +87,6 @@ export function classificationTask(
       return binding.headTrainStep(model, optimizer, cache!.features, batch.featureRows, batch.labels, options);
     },
   };
-}
-
-/**
- * Data-parallel validation: this rank evaluates its rows (distributed.ts evaluationRows, each row
- * on exactly one rank) and `sum` all-reduces what the metrics need.
- */
-export interface ValidationShard {
-  rows: Int32Array;
-  sum(values: Float64Array): Float64Array;
 }
 
 /**

@@ -274,6 +274,21 @@ export function evaluationRows(count: number, rank: number, worldSize: number): 
 }
 
 /**
+ * Data-parallel validation: this rank evaluates its rows (evaluationRows, each row on exactly one
+ * rank) and `sum` all-reduces what the metrics need.
+ */
+export interface ValidationShard {
+  rows: Int32Array;
+  sum(values: Float64Array): Float64Array;
+}
+
+/** A rank's validation shard of `count` held-out rows; undefined alone (every row is this process's). */
+export function validationShard(dist: Distributed | null, count: number): ValidationShard | undefined {
+  if (!dist) return undefined;
+  return { rows: evaluationRows(count, dist.rank, dist.worldSize), sum: (values) => dist.allReduce(values, 'sum') };
+}
+
+/**
  * A rank's share of an epoch's permutation, as torch.utils.data.DistributedSampler cuts it: the
  * permutation padded with its own first rows to a multiple of the world size (every rank gets
  * as many rows, so every rank takes as many steps), then every `worldSize`-th row from `rank`

@@ -21,17 +21,17 @@ import { join } from 'node:path';
 import { consecutiveBatches } from './batching.js';
 import type { NativeBinding, NativeScriptModule, Precision } from './binding.js';
 import { ensureWritableDir, HISTORY_FILE, writeFileAtomic } from './checkpoint.js';
-import type { ValidationShard } from './classification-task.js';
 import { resolveDevice } from './classifier.js';
 import {
   contentDigest,
   type Distributed,
-  evaluationRows,
   type RunIdentity,
   runAsRank,
   sharedSettings,
   startAsRank,
   startFromRankZero,
+  type ValidationShard,
+  validationShard,
 } from './distributed.js';
 import { loadEncoderSource } from './encoder-source.js';
 import { AbortError, InputError } from './errors.js';
@@ -281,12 +281,7 @@ async function pretrainRank(
     // are fixed per example), the sums reduced; rank 0 decides the best and early stopping.
     const position = resumedAt ?? startPosition();
     position.skippedBatches ??= [];
-    const shard = dist
-      ? {
-          rows: evaluationRows(validation.count, dist.rank, dist.worldSize),
-          sum: (values: Float64Array) => dist.allReduce(values, 'sum'),
-        }
-      : undefined;
+    const shard = validationShard(dist, validation.count);
     const validate = () =>
       validateMaskedLm(binding, model, validation, vocab, masking, { batchSize: opts.batchSize, precision: opts.precision, signal, shard });
     const keeper = new RunKeeper<MlmMetrics>(

@@ -46,12 +46,12 @@ import { csvColumns, type DataSource, inferLabelNames, labelIds, loadExamples, s
 import {
   contentDigest,
   type Distributed,
-  evaluationRows,
   type RunIdentity,
   runAsRank,
   sharedSettings,
   startAsRank,
   startFromRankZero,
+  validationShard,
 } from './distributed.js';
 import { cpuBf16 } from './doctor.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
@@ -593,13 +593,8 @@ async function trainRank(
     const config = classifierConfig(binding, opts, labels, built, head, loaded, device, loss.classWeights, raw.hasValidationData, prompt);
 
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
-    // Data-parallel: each rank validates its share of the held-out rows (distributed.ts evaluationRows).
-    const validationShard = dist
-      ? {
-          rows: evaluationRows(data.validation.encoded.count, dist.rank, dist.worldSize),
-          sum: (values: Float64Array) => dist.allReduce(values, 'sum'),
-        }
-      : undefined;
+    // Data-parallel: each rank validates its share of the held-out rows (distributed.ts validationShard).
+    const shard = validationShard(dist, data.validation.encoded.count);
     const position = resumedAt ?? startPosition();
     position.skippedBatches ??= [];
     const keeper = new RunKeeper<ClassificationMetrics>(position, opts, {
@@ -610,7 +605,7 @@ async function trainRank(
           loss: evalOptions,
           labels,
           signal,
-          shard: validationShard,
+          shard,
         }),
       agree: dist ? (decision) => Array.from(dist.fromMain(decision)) : undefined,
       checkpoint: (evaluation) => {
