@@ -70,6 +70,93 @@ export interface HfEncoderConfig {
 type Json = Record<string, unknown>;
 
 /**
+ * Reads config.json's fields, each with its config class's default, noting every value the
+ * builder cannot take in `problems` (and going on with a stand-in, so that all are listed).
+ */
+class FieldReader {
+  readonly problems: string[] = [];
+  constructor(private readonly c: Json) {}
+
+  int(name: string, fallback: number | undefined, min: number): number {
+    const v = this.c[name] ?? fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+      this.problems.push(`${name} ${JSON.stringify(v ?? null)} (an integer ≥ ${min} is needed)`);
+      return min;
+    }
+    return v;
+  }
+
+  positiveNumber(name: string, fallback: number): number {
+    const v = this.c[name] ?? fallback;
+    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
+      this.problems.push(`${name} ${JSON.stringify(v)} (a positive number is needed)`);
+      return fallback;
+    }
+    return v;
+  }
+
+  probability(name: string): number {
+    const v = this.c[name] ?? 0.1;
+    if (typeof v !== 'number' || !(v >= 0 && v < 1)) {
+      this.problems.push(`${name} ${JSON.stringify(v)} (a probability in [0, 1) is needed)`);
+      return 0.1;
+    }
+    return v;
+  }
+
+  activation(name: string): HiddenAct {
+    const v = this.c[name] ?? 'gelu';
+    const act = typeof v === 'string' ? ACTIVATIONS[v] : undefined;
+    if (!act) this.problems.push(`${name} ${JSON.stringify(v)} (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
+    return act ?? 'gelu';
+  }
+}
+
+/** DistilBertConfig's fields (its own names). */
+function distilBertConfig(read: FieldReader): ConfigPart {
+  const d = DEFAULTS.distilbert;
+  return {
+    family: 'distilbert',
+    vocabSize: read.int('vocab_size', d.vocab_size, 1),
+    hiddenSize: read.int('dim', 768, 1),
+    numLayers: read.int('n_layers', 6, 1),
+    numHeads: read.int('n_heads', 12, 1),
+    intermediateSize: read.int('hidden_dim', 3072, 1),
+    maxPositions: read.int('max_position_embeddings', 512, 1),
+    typeVocabSize: 0,
+    // DistilBERT's LayerNorms are built with eps 1e-12, whatever the config says.
+    layerNormEps: 1e-12,
+    padTokenId: read.int('pad_token_id', d.pad_token_id, 0),
+    hiddenAct: read.activation('activation'),
+    hiddenDropoutProb: read.probability('dropout'),
+    attentionDropoutProb: read.probability('attention_dropout'),
+    // `sinusoidal_pos_embds` only decides how the position table is initialised; the stored table is used either way.
+  };
+}
+
+/** BertConfig's and RobertaConfig's fields (absolute position embeddings only). */
+function bertConfig(read: FieldReader, c: Json, family: 'bert' | 'roberta'): ConfigPart {
+  const d = DEFAULTS[family];
+  const positions = c.position_embedding_type ?? 'absolute';
+  if (positions !== 'absolute') read.problems.push(`position_embedding_type ${JSON.stringify(positions)} (only "absolute" is built)`);
+  return {
+    family,
+    vocabSize: read.int('vocab_size', d.vocab_size, 1),
+    hiddenSize: read.int('hidden_size', 768, 1),
+    numLayers: read.int('num_hidden_layers', 12, 1),
+    numHeads: read.int('num_attention_heads', 12, 1),
+    intermediateSize: read.int('intermediate_size', 3072, 1),
+    maxPositions: read.int('max_position_embeddings', 512, 1),
+    typeVocabSize: read.int('type_vocab_size', d.type_vocab_size, 1),
+    layerNormEps: read.positiveNumber('layer_norm_eps', d.layer_norm_eps),
+    padTokenId: read.int('pad_token_id', d.pad_token_id, 0),
+    hiddenAct: read.activation('hidden_act'),
+    hiddenDropoutProb: read.probability('hidden_dropout_prob'),
+    attentionDropoutProb: read.probability('attention_probs_dropout_prob'),
+  };
+}
+
+/**
  * Reads config.json's object (`file` is named in errors). Throws one ModelError (code
  * UNSUPPORTED_MODEL) listing every field the builder cannot reproduce.
  */
@@ -78,91 +165,20 @@ export function parseHfConfig(config: unknown, file: string): HfEncoderConfig {
     throw new ModelError(`${file} is not a JSON object`, { file, code: 'UNSUPPORTED_MODEL' });
   }
   const c = config as Json;
-  const problems: string[] = [];
   const modelType = typeof c.model_type === 'string' ? c.model_type : familyFromArchitectures(c.architectures);
   const family = modelType === undefined ? undefined : FAMILIES[modelType];
   if (!family) {
-    problems.push(
+    throw unsupported(file, [
       `model_type ${JSON.stringify(c.model_type ?? null)} (supported: ${Object.keys(FAMILIES).join(', ')})` +
         (c.model_type === undefined ? ` and architectures ${JSON.stringify(c.architectures ?? null)} name none of them` : ''),
-    );
-    throw unsupported(file, problems);
+    ]);
   }
-
-  const int = (name: string, fallback: number | undefined, min: number): number => {
-    const v = c[name] ?? fallback;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
-      problems.push(`${name} ${JSON.stringify(v ?? null)} (an integer ≥ ${min} is needed)`);
-      return min;
-    }
-    return v;
-  };
-  const positiveNumber = (name: string, fallback: number): number => {
-    const v = c[name] ?? fallback;
-    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
-      problems.push(`${name} ${JSON.stringify(v)} (a positive number is needed)`);
-      return fallback;
-    }
-    return v;
-  };
-  const probability = (name: string): number => {
-    const v = c[name] ?? 0.1;
-    if (typeof v !== 'number' || !(v >= 0 && v < 1)) {
-      problems.push(`${name} ${JSON.stringify(v)} (a probability in [0, 1) is needed)`);
-      return 0.1;
-    }
-    return v;
-  };
-  const activation = (name: string): HiddenAct => {
-    const v = c[name] ?? 'gelu';
-    const act = typeof v === 'string' ? ACTIVATIONS[v] : undefined;
-    if (!act) problems.push(`${name} ${JSON.stringify(v)} (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
-    return act ?? 'gelu';
-  };
+  const read = new FieldReader(c);
+  const problems = read.problems;
   for (const flag of ['is_decoder', 'add_cross_attention'] as const) {
     if (c[flag] === true) problems.push(`${flag} true (only encoders without cross-attention are built)`);
   }
-
-  let native: ConfigPart;
-  if (family === 'distilbert') {
-    const d = DEFAULTS.distilbert;
-    native = {
-      family,
-      vocabSize: int('vocab_size', d.vocab_size, 1),
-      hiddenSize: int('dim', 768, 1),
-      numLayers: int('n_layers', 6, 1),
-      numHeads: int('n_heads', 12, 1),
-      intermediateSize: int('hidden_dim', 3072, 1),
-      maxPositions: int('max_position_embeddings', 512, 1),
-      typeVocabSize: 0,
-      // DistilBERT's LayerNorms are built with eps 1e-12, whatever the config says.
-      layerNormEps: 1e-12,
-      padTokenId: int('pad_token_id', d.pad_token_id, 0),
-      hiddenAct: activation('activation'),
-      hiddenDropoutProb: probability('dropout'),
-      attentionDropoutProb: probability('attention_dropout'),
-      // `sinusoidal_pos_embds` only decides how the position table is initialised; the stored table is used either way.
-    };
-  } else {
-    const d = DEFAULTS[family];
-    const positions = c.position_embedding_type ?? 'absolute';
-    if (positions !== 'absolute') problems.push(`position_embedding_type ${JSON.stringify(positions)} (only "absolute" is built)`);
-    native = {
-      family,
-      vocabSize: int('vocab_size', d.vocab_size, 1),
-      hiddenSize: int('hidden_size', 768, 1),
-      numLayers: int('num_hidden_layers', 12, 1),
-      numHeads: int('num_attention_heads', 12, 1),
-      intermediateSize: int('intermediate_size', 3072, 1),
-      maxPositions: int('max_position_embeddings', 512, 1),
-      typeVocabSize: int('type_vocab_size', d.type_vocab_size, 1),
-      layerNormEps: positiveNumber('layer_norm_eps', d.layer_norm_eps),
-      padTokenId: int('pad_token_id', d.pad_token_id, 0),
-      hiddenAct: activation('hidden_act'),
-      hiddenDropoutProb: probability('hidden_dropout_prob'),
-      attentionDropoutProb: probability('attention_probs_dropout_prob'),
-    };
-  }
+  const native = family === 'distilbert' ? distilBertConfig(read) : bertConfig(read, c, family);
   if (native.hiddenSize % native.numHeads !== 0) {
     problems.push(`hidden size ${native.hiddenSize} not a multiple of the ${native.numHeads} attention heads`);
   }
