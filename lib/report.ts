@@ -161,10 +161,19 @@ interface ChartSpec {
   best?: { x: number; label: string };
 }
 
-function lineChart(spec: ChartSpec): string {
+/** A chart's plot area: the value axis chosen for its series, and the maps from data to SVG coordinates. */
+interface Plot {
+  y: Axis;
+  /** The value axis's tick spacing (ticks' decimals). */
+  yStep: number;
+  sx: (v: number) => number;
+  sy: (v: number) => number;
+  right: number;
+  bottom: number;
+}
+
+function plotOf(spec: ChartSpec): Plot {
   const { width, height, top, right, bottom, left } = CHART_LAYOUT;
-  const plotRight = width - right;
-  const plotBottom = height - bottom;
   const ys = spec.series.flatMap((s) => s.points.map(([, y]) => y)).filter(Number.isFinite);
   let y = ys.length > 0 ? niceAxis(Math.min(...ys), Math.max(...ys)) : niceAxis(0, 1);
   if (spec.yLimits) {
@@ -173,34 +182,35 @@ function lineChart(spec: ChartSpec): string {
     if (domain[0] < domain[1]) y = { domain, ticks: y.ticks.filter((t) => t >= domain[0] && t <= domain[1]) };
   }
   const yStep = y.ticks.length > 1 ? y.ticks[1]! - y.ticks[0]! : 1;
-  const sx = scale(spec.x.domain, [left, plotRight]);
-  const sy = scale(y.domain, [plotBottom, top]);
+  return {
+    y,
+    yStep,
+    sx: scale(spec.x.domain, [left, width - right]),
+    sy: scale(y.domain, [height - bottom, top]),
+    right: width - right,
+    bottom: height - bottom,
+  };
+}
 
-  const parts: string[] = [];
-  parts.push(
-    `<svg id="${escapeHtml(spec.id)}" class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(spec.title)}">`,
-  );
-  parts.push(`<title>${escapeHtml(spec.title)}</title>`);
-
-  // Grid and y ticks.
-  parts.push('<g class="y-axis">');
-  for (const t of y.ticks) {
-    const py = coord(sy(t));
+/** The grid with the value ticks, the x ticks, the axis lines and their labels. */
+function axesSvg(spec: ChartSpec, plot: Plot): string[] {
+  const { height, top, left } = CHART_LAYOUT;
+  const { right: plotRight, bottom: plotBottom } = plot;
+  const parts = ['<g class="y-axis">'];
+  for (const t of plot.y.ticks) {
+    const py = coord(plot.sy(t));
     parts.push(`<line x1="${left}" y1="${py}" x2="${plotRight}" y2="${py}" stroke="${COLORS.grid}" />`);
-    parts.push(`<text x="${left - 8}" y="${py}" text-anchor="end" dominant-baseline="middle">${escapeHtml(spec.formatY(t, yStep))}</text>`);
+    parts.push(
+      `<text x="${left - 8}" y="${py}" text-anchor="end" dominant-baseline="middle">${escapeHtml(spec.formatY(t, plot.yStep))}</text>`,
+    );
   }
-  parts.push('</g>');
-
-  // x ticks.
-  parts.push('<g class="x-axis">');
+  parts.push('</g>', '<g class="x-axis">');
   for (const t of spec.x.ticks) {
-    const px = coord(sx(t));
+    const px = coord(plot.sx(t));
     parts.push(`<line x1="${px}" y1="${plotBottom}" x2="${px}" y2="${plotBottom + 5}" stroke="${COLORS.axis}" />`);
     parts.push(`<text x="${px}" y="${plotBottom + 18}" text-anchor="middle">${t}</text>`);
   }
   parts.push('</g>');
-
-  // Axis lines and labels.
   parts.push(`<line x1="${left}" y1="${plotBottom}" x2="${plotRight}" y2="${plotBottom}" stroke="${COLORS.axis}" />`);
   parts.push(`<line x1="${left}" y1="${top}" x2="${left}" y2="${plotBottom}" stroke="${COLORS.axis}" />`);
   parts.push(
@@ -209,52 +219,58 @@ function lineChart(spec: ChartSpec): string {
   parts.push(
     `<text class="axis-label" x="16" y="${coord((top + plotBottom) / 2)}" text-anchor="middle" transform="rotate(-90 16 ${coord((top + plotBottom) / 2)})">${escapeHtml(spec.yLabel)}</text>`,
   );
+  return parts;
+}
 
-  // Best epoch: a dashed vertical line with its label, drawn under the series.
-  if (spec.best) {
-    const px = coord(sx(spec.best.x));
-    const anchor = sx(spec.best.x) > (left + plotRight) / 2 ? 'end' : 'start';
-    const dx = anchor === 'end' ? -4 : 4;
-    parts.push(
-      `<g class="best-marker"><line class="best" x1="${px}" y1="${top}" x2="${px}" y2="${plotBottom}" stroke="${COLORS.best}" stroke-width="1.5" stroke-dasharray="5 4" />` +
-        `<text x="${coord(sx(spec.best.x) + dx)}" y="${top + 12}" text-anchor="${anchor}" fill="${COLORS.best}" font-weight="600">${escapeHtml(spec.best.label)}</text></g>`,
-    );
+/** The kept weights' x: a dashed vertical line with its label (drawn under the series). */
+function bestMarkerSvg(best: NonNullable<ChartSpec['best']>, plot: Plot): string {
+  const { top, left } = CHART_LAYOUT;
+  const px = coord(plot.sx(best.x));
+  const anchor = plot.sx(best.x) > (left + plot.right) / 2 ? 'end' : 'start';
+  const dx = anchor === 'end' ? -4 : 4;
+  return (
+    `<g class="best-marker"><line class="best" x1="${px}" y1="${top}" x2="${px}" y2="${plot.bottom}" stroke="${COLORS.best}" stroke-width="1.5" stroke-dasharray="5 4" />` +
+    `<text x="${coord(plot.sx(best.x) + dx)}" y="${top + 12}" text-anchor="${anchor}" fill="${COLORS.best}" font-weight="600">${escapeHtml(best.label)}</text></g>`
+  );
+}
+
+/** One series: a polyline per unbroken run of finite points, and a marker per point while they are few. */
+function seriesSvg(s: Series, spec: ChartSpec, plot: Plot): string[] {
+  const { sx, sy } = plot;
+  const cls = escapeHtml(s.name.toLowerCase().replace(/[^a-z0-9]+/g, '-'));
+  const parts = [`<g class="series series-${cls}">`];
+  let run: string[] = [];
+  const flush = (): void => {
+    if (run.length > 0) {
+      const dash = s.dashed ? ' stroke-dasharray="6 3"' : '';
+      parts.push(
+        `<polyline points="${run.join(' ')}" fill="none" stroke="${s.color}" stroke-width="2"${dash} stroke-linejoin="round" stroke-linecap="round" />`,
+      );
+    }
+    run = [];
+  };
+  for (const [x, v] of s.points) {
+    if (Number.isFinite(v)) run.push(`${coord(sx(x))},${coord(sy(v))}`);
+    else flush();
   }
-
-  // Series: one polyline per unbroken run of finite points, plus markers.
-  for (const s of spec.series) {
-    const cls = escapeHtml(s.name.toLowerCase().replace(/[^a-z0-9]+/g, '-'));
-    parts.push(`<g class="series series-${cls}">`);
-    let run: string[] = [];
-    const flush = (): void => {
-      if (run.length > 0) {
-        const dash = s.dashed ? ' stroke-dasharray="6 3"' : '';
-        parts.push(
-          `<polyline points="${run.join(' ')}" fill="none" stroke="${s.color}" stroke-width="2"${dash} stroke-linejoin="round" stroke-linecap="round" />`,
-        );
-      }
-      run = [];
-    };
+  flush();
+  if (s.points.length <= MAX_MARKERS) {
     for (const [x, v] of s.points) {
-      if (Number.isFinite(v)) run.push(`${coord(sx(x))},${coord(sy(v))}`);
-      else flush();
+      if (!Number.isFinite(v)) continue;
+      const ring = spec.best && x === spec.best.x ? ` stroke="${COLORS.best}" stroke-width="2"` : ' stroke="#fff" stroke-width="1"';
+      parts.push(
+        `<circle cx="${coord(sx(x))}" cy="${coord(sy(v))}" r="${spec.best && x === spec.best.x ? 4.5 : 3}" fill="${s.color}"${ring}><title>${escapeHtml(`${s.name}, ${spec.xLabel} ${x}: ${spec.formatY(v, plot.yStep / 100)}`)}</title></circle>`,
+      );
     }
-    flush();
-    if (s.points.length <= MAX_MARKERS) {
-      for (const [x, v] of s.points) {
-        if (!Number.isFinite(v)) continue;
-        const ring = spec.best && x === spec.best.x ? ` stroke="${COLORS.best}" stroke-width="2"` : ' stroke="#fff" stroke-width="1"';
-        parts.push(
-          `<circle cx="${coord(sx(x))}" cy="${coord(sy(v))}" r="${spec.best && x === spec.best.x ? 4.5 : 3}" fill="${s.color}"${ring}><title>${escapeHtml(`${s.name}, ${spec.xLabel} ${x}: ${spec.formatY(v, yStep / 100)}`)}</title></circle>`,
-        );
-      }
-    }
-    parts.push('</g>');
   }
+  parts.push('</g>');
+  return parts;
+}
 
-  // Legend, above the plot area.
-  parts.push('<g class="legend">');
-  let lx = left;
+/** The legend above the plot area: each series, and the kept weights' marker. */
+function legendSvg(spec: ChartSpec): string[] {
+  const parts = ['<g class="legend">'];
+  let lx: number = CHART_LAYOUT.left;
   for (const s of spec.series) {
     parts.push(
       `<line x1="${lx}" y1="16" x2="${lx + 18}" y2="16" stroke="${s.color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="6 3"' : ''} />`,
@@ -267,9 +283,21 @@ function lineChart(spec: ChartSpec): string {
     parts.push(`<text x="${lx + 24}" y="16" dominant-baseline="middle">kept weights</text>`);
   }
   parts.push('</g>');
+  return parts;
+}
 
-  parts.push('</svg>');
-  return parts.join('\n');
+function lineChart(spec: ChartSpec): string {
+  const { width, height } = CHART_LAYOUT;
+  const plot = plotOf(spec);
+  return [
+    `<svg id="${escapeHtml(spec.id)}" class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(spec.title)}">`,
+    `<title>${escapeHtml(spec.title)}</title>`,
+    ...axesSvg(spec, plot),
+    ...(spec.best ? [bestMarkerSvg(spec.best, plot)] : []),
+    ...spec.series.flatMap((s) => seriesSvg(s, spec, plot)),
+    ...legendSvg(spec),
+    '</svg>',
+  ].join('\n');
 }
 
 function decimalsFor(step: number): number {
