@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type BatchedEvaluation, evaluateInBatches, gatherRows, longestFirstBatches, TOKENS_PER_FORWARD } from './batching.js';
-import type { EncoderInfo, LossOptions, NativeScriptModule } from './binding.js';
+import type { EncoderInfo, LossOptions, NativeBinding, NativeScriptModule } from './binding.js';
 import {
   archiveChecksums,
   CLASSIFIER_FILE,
@@ -160,6 +160,27 @@ export function resolveDevice(device: Device | string | undefined): string {
   throw new InputError(`device must be auto, cpu, cuda or cuda:N; got '${device}'`);
 }
 
+/**
+ * head.pt's tensors into `module`: every head parameter must be in the file, and every tensor of
+ * the file a parameter of the module (the head's, or an encoder LayerNorm an adapter run trained).
+ */
+function loadHead(binding: NativeBinding, module: NativeScriptModule, headFile: string): void {
+  const head = binding.loadTensors(headFile);
+  try {
+    const params = new Map(module.namedParameters());
+    for (const name of params.keys()) {
+      if (name.startsWith('head.') && !head[name]) throw new ModelError(`${headFile} lacks ${name}`, { file: headFile });
+    }
+    for (const [name, saved] of Object.entries(head)) {
+      const tensor = params.get(name);
+      if (!tensor) throw new ModelError(`${headFile} holds ${name}, which the classifier does not have`, { file: headFile });
+      tensor.copyFrom(saved);
+    }
+  } finally {
+    for (const t of Object.values(head)) t.dispose();
+  }
+}
+
 /** Read and check `dir/config.json`; every failure names the file. */
 async function readClassifierConfig(dir: string): Promise<{ config: ClassifierConfig; configPath: string }> {
   const configPath = join(dir, CONFIG_FILE);
@@ -268,6 +289,40 @@ export class Classifier {
       // The recorded label ids must be this tokenizer's words (a clear error before any model is built).
       PromptEncoder.fromConfig(tokenizer, prompt);
     }
+    const module = await Classifier.baseClassifier(dir, options, config, configPath, tokenizer, prompt);
+    try {
+      module.setRequiresGrad(false);
+      // The files config.json's checksums name: the public ones, or those of a save killed
+      // between its commit and its last renames (see checkpoint.ts).
+      const shas = archiveChecksums(config);
+      const adapters = lora
+        ? binding.applyLora(module, { ...lora, seed: 0 })
+        : binding.applyAdapters(module, {
+            config: adapter!.config,
+            activation: adapter!.activation,
+            seed: 0,
+            ...(adapter!.reductionFactor === null ? { size: adapter!.size! } : { reductionFactor: adapter!.reductionFactor }),
+          });
+      adapters.load((await resolveArchive(dir, ADAPTERS_FILE, shas.get(ADAPTERS_FILE))).path);
+      // The head, and the encoder's LayerNorms where they trained too (adapter.trainLayerNorm).
+      loadHead(binding, module, (await resolveArchive(dir, HEAD_FILE, shas.get(HEAD_FILE))).path);
+    } catch (err) {
+      module.dispose();
+      throw err;
+    }
+    module.train(false);
+    return new Classifier(module, tokenizer, config);
+  }
+
+  /** loadAdapters' classifier before its files: the base encoder and a head of the recorded kind (untrained). */
+  private static async baseClassifier(
+    dir: string,
+    options: { encoder: string; device?: Device },
+    config: ClassifierConfig,
+    configPath: string,
+    tokenizer: TextTokenizer,
+    prompt: ClassifierConfig['prompt'],
+  ): Promise<NativeScriptModule> {
     const { module: encoder, mlmHead } = await loadEncoderSource(options.encoder, {
       device: resolveDevice(options.device),
       tokenizer,
@@ -277,7 +332,6 @@ export class Classifier {
       // A prompt run's head is the base checkpoint's MLM head (its transform and decoder), then head.pt's trained values.
       mlmHead: prompt !== undefined,
     });
-    let module: NativeScriptModule;
     try {
       if (prompt && !mlmHead) {
         throw new InputError(
@@ -285,7 +339,7 @@ export class Classifier {
           { code: 'NO_MLM_HEAD' },
         );
       }
-      module = binding.buildClassifier(
+      return loadBinding().buildClassifier(
         encoder,
         prompt
           ? promptSpec(mlmHead!, prompt)
@@ -305,35 +359,6 @@ export class Classifier {
       // The classifier holds what it needs of the MLM head (its transform's modules).
       mlmHead?.dispose();
     }
-    module.setRequiresGrad(false);
-    // The files config.json's checksums name: the public ones, or those of a save killed
-    // between its commit and its last renames (see checkpoint.ts).
-    const shas = archiveChecksums(config);
-    const adaptersFile = (await resolveArchive(dir, ADAPTERS_FILE, shas.get(ADAPTERS_FILE))).path;
-    const headFile = (await resolveArchive(dir, HEAD_FILE, shas.get(HEAD_FILE))).path;
-    const adapters = lora
-      ? binding.applyLora(module, { ...lora, seed: 0 })
-      : binding.applyAdapters(module, {
-          config: adapter!.config,
-          activation: adapter!.activation,
-          seed: 0,
-          ...(adapter!.reductionFactor === null ? { size: adapter!.size! } : { reductionFactor: adapter!.reductionFactor }),
-        });
-    adapters.load(adaptersFile);
-    // The head, and the encoder's LayerNorms where they trained too (adapter.trainLayerNorm).
-    const head = binding.loadTensors(headFile);
-    const params = new Map(module.namedParameters());
-    for (const name of params.keys()) {
-      if (name.startsWith('head.') && !head[name]) throw new ModelError(`${headFile} lacks ${name}`, { file: headFile });
-    }
-    for (const [name, saved] of Object.entries(head)) {
-      const tensor = params.get(name);
-      if (!tensor) throw new ModelError(`${headFile} holds ${name}, which the classifier does not have`, { file: headFile });
-      tensor.copyFrom(saved);
-    }
-    for (const t of Object.values(head)) t.dispose();
-    module.train(false);
-    return new Classifier(module, tokenizer, config);
   }
 
   get labels(): string[] {
