@@ -13,7 +13,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rename } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { gatherRows, longestFirstBatches, runBatches } from './batching.js';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
 import type { EncodeEvent } from './options.js';
@@ -41,6 +41,42 @@ function tokensDigest(encoded: EncodedTexts): string {
     hash.update(Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength));
   }
   return hash.digest('hex');
+}
+
+/** The on-disk cache's file for these texts: keyed by the encoder's weights, the pooling, the tokens and libtorch's version. */
+function diskCacheFile(binding: NativeBinding, encoded: EncodedTexts, disk: { dir: string; weightsKey: string; pooling: string }): string {
+  const key = createHash('sha256')
+    .update(disk.weightsKey)
+    .update(`\0${disk.pooling}\0${tokensDigest(encoded)}\0${binding.versions().libtorch}`)
+    .digest('hex')
+    .slice(0, 32);
+  return join(disk.dir, `features-${key}.pt`);
+}
+
+/** The cached features of `count` texts, or null when the file is absent or holds something else. */
+function readDiskCache(binding: NativeBinding, file: string, count: number): FeatureCache | null {
+  if (!existsSync(file)) return null;
+  const saved = binding.loadTensors(file);
+  if (saved.features && saved.rowOf && saved.features.shape[0] === count) {
+    const rowOf = Int32Array.from(saved.rowOf.toArray() as Int32Array);
+    saved.rowOf.dispose();
+    return { features: saved.features, rowOf, fromDisk: true };
+  }
+  for (const t of Object.values(saved)) t.dispose();
+  return null;
+}
+
+/** Written beside and renamed into place: a reader never sees half a file. */
+async function writeDiskCache(binding: NativeBinding, file: string, features: NativeTensor, rowOf: Int32Array): Promise<void> {
+  await mkdir(dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  const rowTensor = binding.Tensor.fromArray(rowOf, [rowOf.length], 'int32');
+  try {
+    binding.saveTensors(tmp, { features, rowOf: rowTensor });
+  } finally {
+    rowTensor.dispose();
+  }
+  await rename(tmp, file);
 }
 
 /** Data-parallel encoding's result: this rank's batches in their places, zeros elsewhere, summed over the ranks. */
@@ -92,24 +128,11 @@ export async function encodeOnce(
     shard?: { rank: number; worldSize: number; sum(tensor: NativeTensor): void; max(values: number[]): Float64Array };
   },
 ): Promise<FeatureCache> {
-  let file: string | undefined;
-  if (options.disk) {
-    const key = createHash('sha256')
-      .update(options.disk.weightsKey)
-      .update(`\0${options.disk.pooling}\0${tokensDigest(encoded)}\0${binding.versions().libtorch}`)
-      .digest('hex')
-      .slice(0, 32);
-    file = join(options.disk.dir, `features-${key}.pt`);
-    if (existsSync(file)) {
-      const saved = binding.loadTensors(file);
-      if (saved.features && saved.rowOf && saved.features.shape[0] === encoded.count) {
-        options.onProgress?.({ type: 'encode', split: options.split, done: encoded.count, total: encoded.count, fromCache: true });
-        const rowOf = Int32Array.from(saved.rowOf.toArray() as Int32Array);
-        saved.rowOf.dispose();
-        return { features: saved.features, rowOf, fromDisk: true };
-      }
-      for (const t of Object.values(saved)) t.dispose();
-    }
+  const file = options.disk ? diskCacheFile(binding, encoded, options.disk) : undefined;
+  const cached = file ? readDiskCache(binding, file, encoded.count) : null;
+  if (cached) {
+    options.onProgress?.({ type: 'encode', split: options.split, done: encoded.count, total: encoded.count, fromCache: true });
+    return cached;
   }
 
   // Longest first: batch widths shrink as encoding proceeds, so padding is minimal.
@@ -143,14 +166,7 @@ export async function encodeOnce(
       options.signal,
     );
     const features = shard ? shardedFeatures(binding, batches, parts, shard) : binding.cat(parts);
-    if (file) {
-      await mkdir(options.disk!.dir, { recursive: true });
-      const tmp = `${file}.tmp-${process.pid}`;
-      const rowTensor = binding.Tensor.fromArray(rowOf, [rowOf.length], 'int32');
-      binding.saveTensors(tmp, { features, rowOf: rowTensor });
-      rowTensor.dispose();
-      await rename(tmp, file);
-    }
+    if (file) await writeDiskCache(binding, file, features, rowOf);
     return { features, rowOf, fromDisk: false };
   } finally {
     for (const p of parts) p.dispose();
