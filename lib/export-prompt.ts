@@ -9,6 +9,7 @@
  * config.json's `encoder.source`), whose MLM head is loaded and given the trained values. The
  * folder is written by the MLM folder writer's key names (mlm-output.ts `maskedLmKeys`).
  */
+import { existsSync } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeTensor } from './binding.js';
@@ -16,7 +17,9 @@ import { CONFIG_FILE, TOKENIZER_FILE } from './checkpoint.js';
 import type { Classifier } from './classifier.js';
 import { loadEncoderSource } from './encoder-source.js';
 import { ModelError } from './errors.js';
+import type { StagedFolder } from './export-folder.js';
 import type { EncoderFamily } from './hf-config.js';
+import { loadBinding } from './loader.js';
 import { maskedLmKeys } from './mlm-output.js';
 import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
 
@@ -67,27 +70,14 @@ function setRows(binding: NativeBinding, target: NativeTensor, rows: readonly nu
 }
 
 /**
- * Writes `classifier` (a prompt classifier loaded from `dir`) into `staging` as a ForMaskedLM
- * folder; returns the config.json written and the files. `baseDir`: the recorded base folder.
+ * The base folder's encoder and MLM head (loaded from `baseDir`) given the classifier's trained
+ * values: every encoder parameter (a tied decoder weight is the word embeddings, so it follows),
+ * the head's transform, and the label words' rows of the decoder's bias (and of an untied
+ * decoder's weight). Returns the base's family, and the two modules for the caller to dispose.
  */
-export async function writePromptExport(
-  binding: NativeBinding,
-  classifier: Classifier,
-  dir: string,
-  baseDir: string | null,
-  baseConfig: Record<string, unknown> | null,
-  staging: string,
-  source: Record<string, unknown>,
-): Promise<{ family: EncoderFamily; config: Record<string, unknown>; files: string[] }> {
-  const config = classifier.config;
-  const prompt = config.prompt!;
-  if (!baseDir || !baseConfig) {
-    throw new ModelError(
-      `cannot export ${dir}: a prompt classifier holds only its label words' rows of the MLM decoder; the rest comes from the ` +
-        `base model folder it was trained on, which ${baseDir ? `(${baseDir}) is gone` : 'its config.json does not record'}`,
-      { file: join(dir, CONFIG_FILE), code: 'EXPORT_UNSUPPORTED_ENCODER' },
-    );
-  }
+async function trainedBase(classifier: Classifier, dir: string, baseDir: string) {
+  const binding = loadBinding();
+  const { config } = classifier;
   const loaded = await loadEncoderSource(baseDir, {
     device: 'cpu',
     tokenizer: classifier.tokenizer,
@@ -95,15 +85,14 @@ export async function writePromptExport(
     fallbackMaxLength: config.maxLength,
     mlmHead: true,
   });
-  const disposables: Array<{ dispose(): void }> = [loaded.module];
+  const { module: encoder, mlmHead } = loaded;
   try {
-    if (!loaded.mlmHead || loaded.source.kind !== 'folder') {
+    if (!mlmHead || loaded.source.kind !== 'folder') {
       throw new ModelError(`cannot export ${dir}: its base model ${baseDir} has no MLM head`, {
         file: baseDir,
         code: 'EXPORT_UNSUPPORTED_ENCODER',
       });
     }
-    disposables.push(loaded.mlmHead);
     const family = loaded.source.family;
     const trained = new Map(classifier.module.namedParameters());
     const take = (name: string): NativeTensor => {
@@ -111,55 +100,81 @@ export async function writePromptExport(
       if (!t) throw new ModelError(`cannot export ${dir}: classifier.pt lacks ${name}`, { file: dir, code: 'EXPORT_UNSUPPORTED_ENCODER' });
       return t;
     };
-    // The encoder: every parameter from classifier.pt (a tied decoder weight is the word embeddings, so it follows).
-    for (const [name, tensor] of loaded.module.namedParameters()) tensor.copyFrom(take(`encoder.${name}`));
+    for (const [name, tensor] of encoder.namedParameters()) tensor.copyFrom(take(`encoder.${name}`));
     const names = HEAD_NAMES[family];
-    const head = new Map(loaded.mlmHead.namedParameters());
+    const head = new Map(mlmHead.namedParameters());
     for (const [ours, theirs] of names.transform) {
       for (const [name, tensor] of head) if (name.startsWith(theirs)) tensor.copyFrom(take(`head.${ours}${name.slice(theirs.length)}`));
     }
-    setRows(binding, head.get(names.bias)!, prompt.labelTokenIds, take('head.label_decoder.bias'));
+    const labelIds = config.prompt!.labelTokenIds;
+    setRows(binding, head.get(names.bias)!, labelIds, take('head.label_decoder.bias'));
     const untied = trained.get('head.label_decoder.weight');
-    if (untied) setRows(binding, head.get(names.weight)!, prompt.labelTokenIds, untied);
-
-    const built = binding.buildMlmModel(loaded.module, loaded.mlmHead);
-    disposables.push(built.module);
-    const aliases = built.tiedParameters.map(([alias]) => alias);
-    binding.writeSafetensors(
-      join(staging, MODEL_FILE),
-      maskedLmKeys(built.module.namedParameters(), aliases, family),
-      SAFETENSORS_METADATA,
-    );
-    const files = [MODEL_FILE];
-    for (const file of TOKENIZER_FILES) {
-      if (
-        await copyFile(join(baseDir, file), join(staging, file)).then(
-          () => true,
-          () => false,
-        )
-      )
-        files.push(file);
-    }
-    await copyFile(join(dir, TOKENIZER_FILE), join(staging, TOKENIZER_FILE));
-    files.push(TOKENIZER_FILE);
-    const hfConfig: Record<string, unknown> = {
-      ...baseConfig,
-      architectures: [ARCHITECTURE[family]],
-      torch_dtype: 'float32',
-      id2label: Object.fromEntries(config.labels.map((label, i) => [String(i), label])),
-      label2id: Object.fromEntries(config.labels.map((label, i) => [label, i])),
-      torch_bert: {
-        format: 'torch-bert-prompt-export',
-        formatVersion: 1,
-        source,
-        maxLength: config.maxLength,
-        // How to classify with it (LM-BFF): fill the template ({text}, or {text_a}/{text_b}),
-        // run the MLM, softmax over the logits of `labelTokenIds` (class order) at the mask token.
-        prompt: { ...prompt, labels: config.labels },
-      },
-    };
-    return { family, config: hfConfig, files };
-  } finally {
-    for (const d of disposables.reverse()) d.dispose();
+    if (untied) setRows(binding, head.get(names.weight)!, labelIds, untied);
+    return { family, encoder, mlmHead };
+  } catch (err) {
+    encoder.dispose();
+    mlmHead?.dispose();
+    throw err;
   }
+}
+
+/**
+ * Writes `classifier` (a prompt classifier loaded from `dir`) into `folder` as a ForMaskedLM
+ * folder (the weights, the base's tokenizer files, the classifier's tokenizer.json); returns the
+ * config.json for the caller to write. `baseDir`: the recorded base folder.
+ */
+export async function writePromptExport(
+  classifier: Classifier,
+  dir: string,
+  baseDir: string | null,
+  baseConfig: Record<string, unknown> | null,
+  folder: StagedFolder,
+  source: Record<string, unknown>,
+): Promise<{ family: EncoderFamily; config: Record<string, unknown> }> {
+  const config = classifier.config;
+  if (!baseDir || !baseConfig) {
+    throw new ModelError(
+      `cannot export ${dir}: a prompt classifier holds only its label words' rows of the MLM decoder; the rest comes from the ` +
+        `base model folder it was trained on, which ${baseDir ? `(${baseDir}) is gone` : 'its config.json does not record'}`,
+      { file: join(dir, CONFIG_FILE), code: 'EXPORT_UNSUPPORTED_ENCODER' },
+    );
+  }
+  const { family, encoder, mlmHead } = await trainedBase(classifier, dir, baseDir);
+  try {
+    const built = loadBinding().buildMlmModel(encoder, mlmHead);
+    try {
+      const aliases = built.tiedParameters.map(([alias]) => alias);
+      loadBinding().writeSafetensors(
+        folder.file(MODEL_FILE),
+        maskedLmKeys(built.module.namedParameters(), aliases, family),
+        SAFETENSORS_METADATA,
+      );
+    } finally {
+      built.module.dispose();
+    }
+  } finally {
+    mlmHead.dispose();
+    encoder.dispose();
+  }
+  for (const file of TOKENIZER_FILES) {
+    if (existsSync(join(baseDir, file))) await copyFile(join(baseDir, file), folder.file(file));
+  }
+  await copyFile(join(dir, TOKENIZER_FILE), folder.file(TOKENIZER_FILE));
+  const hfConfig: Record<string, unknown> = {
+    ...baseConfig,
+    architectures: [ARCHITECTURE[family]],
+    torch_dtype: 'float32',
+    id2label: Object.fromEntries(config.labels.map((label, i) => [String(i), label])),
+    label2id: Object.fromEntries(config.labels.map((label, i) => [label, i])),
+    torch_bert: {
+      format: 'torch-bert-prompt-export',
+      formatVersion: 1,
+      source,
+      maxLength: config.maxLength,
+      // How to classify with it (LM-BFF): fill the template ({text}, or {text_a}/{text_b}),
+      // run the MLM, softmax over the logits of `labelTokenIds` (class order) at the mask token.
+      prompt: { ...config.prompt!, labels: config.labels },
+    },
+  };
+  return { family, config: hfConfig };
 }

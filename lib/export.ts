@@ -475,7 +475,7 @@ async function exportPrompt(classifier: Classifier, dir: string, out: string): P
   const encoderSource = (config.encoder as { source?: { kind?: string; dir?: unknown } } | undefined)?.source;
   const baseDir = encoderSource?.kind === 'folder' && typeof encoderSource.dir === 'string' ? encoderSource.dir : null;
   return writeFolder(out, async (folder) => {
-    const written = await writePromptExport(loadBinding(), classifier, dir, baseDir, recorded.hfConfig, folder.dir, {
+    const written = await writePromptExport(classifier, dir, baseDir, recorded.hfConfig, folder, {
       classifier: resolve(dir),
       classifierSha256: config.classifierSha256 ?? null,
       baseModel: recorded.baseModel,
@@ -485,8 +485,7 @@ async function exportPrompt(classifier: Classifier, dir: string, out: string): P
       createdAt: config.createdAt,
     });
     await folder.writeJson(CONFIG_FILE, written.config);
-    const files = [...written.files, ...folder.files].sort();
-    return { out, family: written.family, files, config: written.config, assumed: [], adapter: null };
+    return { out, family: written.family, files: [...folder.files].sort(), config: written.config, assumed: [], adapter: null };
   });
 }
 

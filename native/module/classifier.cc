@@ -117,12 +117,9 @@ std::string Describe(const c10::IValue& v) {
   return "a " + v.tagKind();
 }
 
-// Runs the encoder once on a small batch to learn what it takes and returns.
-EncoderInfo Probe(ModuleState& state) {
-  torch::jit::Module& encoder = state.module;
-  auto method = encoder.find_method("forward");
-  if (!method) throw std::runtime_error("buildClassifier: the encoder has no forward method");
-  const auto& schema = method->function().getSchema();
+// The number of tensors the encoder's forward takes: 2 (input_ids, attention_mask) or 3 (and token_type_ids).
+int ForwardArity(const torch::jit::Method& method) {
+  const auto& schema = method.function().getSchema();
   const size_t arity = schema.arguments().empty() ? 0 : schema.arguments().size() - 1;
   if (arity != 2 && arity != 3) {
     std::ostringstream os;
@@ -131,51 +128,64 @@ EncoderInfo Probe(ModuleState& state) {
        << schema;
     throw std::runtime_error(os.str());
   }
+  return static_cast<int>(arity);
+}
 
-  EncoderInfo info{static_cast<int>(arity), "",          std::nullopt, 0, c10::ScalarType::Float,
-                   ModuleDevice(state),     std::nullopt};
-  auto longs = torch::TensorOptions().dtype(torch::kLong).device(info.device);
+// The encoder's output on a [2, 8] batch, in eval mode without autograd (its flags restored after).
+c10::IValue ProbeOutput(torch::jit::Module& encoder, torch::jit::Method& method, int arity, const c10::Device& device) {
+  auto longs = torch::TensorOptions().dtype(torch::kLong).device(device);
   std::vector<c10::IValue> inputs{torch::arange(1, 1 + kProbeBatch * kProbeSeq, longs).view({kProbeBatch, kProbeSeq}),
                                   torch::ones({kProbeBatch, kProbeSeq}, longs)};
   if (arity == 3) inputs.emplace_back(torch::zeros({kProbeBatch, kProbeSeq}, longs));
-
-  c10::IValue output;
-  {
-    TrainingModeSnapshot restore(encoder);
-    for (const auto& m : encoder.modules()) SetTrainingFlag(m, false);
-    torch::NoGradGuard noGrad;
-    try {
-      output = (*method)(std::move(inputs));
-    } catch (const c10::Error& e) {
-      throw std::runtime_error("buildClassifier: probing the encoder with input_ids of shape [2, 8] failed: " +
-                               std::string(e.what_without_backtrace()));
-    }
+  TrainingModeSnapshot restore(encoder);
+  for (const auto& m : encoder.modules()) SetTrainingFlag(m, false);
+  torch::NoGradGuard noGrad;
+  try {
+    return method(std::move(inputs));
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("buildClassifier: probing the encoder with input_ids of shape [2, 8] failed: " +
+                             std::string(e.what_without_backtrace()));
   }
+}
 
-  torch::Tensor hidden;
+// The last hidden state in a probe's output (a tensor, or a tuple's or a dict's first item),
+// noting in `info` the output's kind and where a pooler output is; undefined when there is none.
+torch::Tensor HiddenStateOf(const c10::IValue& output, EncoderInfo& info) {
   auto isPooled = [](const c10::IValue& v) {
     return v.isTensor() && v.toTensor().dim() == 2 && v.toTensor().size(0) == kProbeBatch;
   };
   if (output.isTensor()) {
     info.outputKind = "tensor";
-    hidden = output.toTensor();
-  } else if (output.isTuple()) {
-    const auto& elements = output.toTupleRef().elements();
-    if (!elements.empty() && elements[0].isTensor()) {
-      info.outputKind = "tuple";
-      hidden = elements[0].toTensor();
-      if (elements.size() >= 2 && isPooled(elements[1])) info.poolerAccess = "out[1]";
-    }
-  } else if (output.isGenericDict()) {
-    auto dict = output.toGenericDict();
-    if (!dict.empty() && dict.begin()->key().isString() && dict.begin()->value().isTensor()) {
-      info.outputKind = "dict";
-      info.outputKey = dict.begin()->key().toStringRef();
-      hidden = dict.begin()->value().toTensor();
-      auto pooled = dict.find(c10::IValue(std::string("pooler_output")));
-      if (pooled != dict.end() && isPooled(pooled->value())) info.poolerAccess = "out[\"pooler_output\"]";
-    }
+    return output.toTensor();
   }
+  if (output.isTuple()) {
+    const auto& elements = output.toTupleRef().elements();
+    if (elements.empty() || !elements[0].isTensor()) return {};
+    info.outputKind = "tuple";
+    if (elements.size() >= 2 && isPooled(elements[1])) info.poolerAccess = "out[1]";
+    return elements[0].toTensor();
+  }
+  if (output.isGenericDict()) {
+    auto dict = output.toGenericDict();
+    if (dict.empty() || !dict.begin()->key().isString() || !dict.begin()->value().isTensor()) return {};
+    info.outputKind = "dict";
+    info.outputKey = dict.begin()->key().toStringRef();
+    auto pooled = dict.find(c10::IValue(std::string("pooler_output")));
+    if (pooled != dict.end() && isPooled(pooled->value())) info.poolerAccess = "out[\"pooler_output\"]";
+    return dict.begin()->value().toTensor();
+  }
+  return {};
+}
+
+// Runs the encoder once on a small batch to learn what it takes and returns.
+EncoderInfo Probe(ModuleState& state) {
+  torch::jit::Module& encoder = state.module;
+  auto method = encoder.find_method("forward");
+  if (!method) throw std::runtime_error("buildClassifier: the encoder has no forward method");
+  const int arity = ForwardArity(*method);
+  EncoderInfo info{arity, "", std::nullopt, 0, c10::ScalarType::Float, ModuleDevice(state), std::nullopt};
+  const c10::IValue output = ProbeOutput(encoder, *method, arity, info.device);
+  const torch::Tensor hidden = HiddenStateOf(output, info);
   if (!hidden.defined() || hidden.dim() != 3 || hidden.size(0) != kProbeBatch || hidden.size(1) != kProbeSeq ||
       !hidden.is_floating_point()) {
     throw std::runtime_error(

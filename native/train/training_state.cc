@@ -144,49 +144,52 @@ Napi::Value GetRngState(const Napi::CallbackInfo& info) {
   });
 }
 
+// getRngState's bytes back into generator states: the header, then each generator's type,
+// index and state; anything else is refused ("setRngState: not a state from getRngState (why)").
+std::vector<GeneratorState> ReadRngState(const uint8_t* data, size_t size) {
+  size_t pos = 0;
+  auto invalid = [](const std::string& why) {
+    throw ArgumentError("setRngState: not a state from getRngState (" + why + ")");
+  };
+  auto read = [&](void* dst, size_t n) {
+    if (size - pos < n) invalid("truncated");
+    std::memcpy(dst, data + pos, n);
+    pos += n;
+  };
+  char magic[sizeof(kMagic)];
+  read(magic, sizeof(magic));
+  if (std::memcmp(magic, kMagic, sizeof(kMagic)) != 0) invalid("bad header");
+  uint32_t count = 0;
+  read(&count, sizeof(count));
+  std::vector<GeneratorState> states;
+  for (uint32_t i = 0; i < count; ++i) {
+    GeneratorState s;
+    uint64_t length = 0;
+    read(&s.type, sizeof(s.type));
+    read(&s.index, sizeof(s.index));
+    read(&length, sizeof(length));
+    if (s.type != kCpu && s.type != kCuda) invalid("unknown generator type " + std::to_string(s.type));
+    if (length > size - pos) invalid("truncated");
+    s.bytes.assign(data + pos, data + pos + length);
+    pos += length;
+    states.push_back(std::move(s));
+  }
+  if (pos != size) invalid("trailing bytes");
+  bool hasCpu = false;
+  for (const auto& s : states) hasCpu = hasCpu || s.type == kCpu;
+  if (!hasCpu) invalid("no CPU generator state");
+  return states;
+}
+
 Napi::Value SetRngState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    const std::string fn = "setRngState";
     const Napi::Value& value = info[0];
     if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-      ThrowTypeError(env, fn + ": state must be a Uint8Array, got " + TypeOfValue(value));
+      ThrowTypeError(env, "setRngState: state must be a Uint8Array, got " + TypeOfValue(value));
     }
     auto array = value.As<Napi::Uint8Array>();
-    const uint8_t* data = array.Data();
-    const size_t size = array.ElementLength();
-    size_t pos = 0;
-    auto invalid = [&](const std::string& why) {
-      ThrowError(env, fn + ": not a state from getRngState (" + why + ")");
-    };
-    auto read = [&](void* dst, size_t n) {
-      if (size - pos < n) invalid("truncated");
-      std::memcpy(dst, data + pos, n);
-      pos += n;
-    };
-    char magic[sizeof(kMagic)];
-    read(magic, sizeof(magic));
-    if (std::memcmp(magic, kMagic, sizeof(kMagic)) != 0) invalid("bad header");
-    uint32_t count = 0;
-    read(&count, sizeof(count));
-    std::vector<GeneratorState> states;
-    for (uint32_t i = 0; i < count; ++i) {
-      GeneratorState s;
-      uint64_t length = 0;
-      read(&s.type, sizeof(s.type));
-      read(&s.index, sizeof(s.index));
-      read(&length, sizeof(length));
-      if (s.type != kCpu && s.type != kCuda) invalid("unknown generator type " + std::to_string(s.type));
-      if (length > size - pos) invalid("truncated");
-      s.bytes.assign(data + pos, data + pos + length);
-      pos += length;
-      states.push_back(std::move(s));
-    }
-    if (pos != size) invalid("trailing bytes");
-    bool hasCpu = false;
-    for (const auto& s : states) hasCpu = hasCpu || s.type == kCpu;
-    if (!hasCpu) invalid("no CPU generator state");
-
+    const std::vector<GeneratorState> states = ReadRngState(array.Data(), array.ElementLength());
     // CUDA states of devices this process does not see are skipped: without them there is
     // nothing that could draw from those generators.
     const int64_t cuda = CudaGenerators();
