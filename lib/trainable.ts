@@ -101,6 +101,65 @@ function frozenByPrefix(encoder: Named, prefixes: readonly string[]): Set<string
   return frozen;
 }
 
+type TrainableOptions = Pick<
+  ResolvedTrainOptions,
+  'technique' | 'freeze' | 'lora' | 'adapter' | 'learningRate' | 'encoderLearningRate' | 'weightDecay' | 'betas' | 'eps' | 'seed'
+>;
+
+/**
+ * The decision, one flag per classifier parameter name (see the file comment). Unused head
+ * parameters cannot occur (the head is the output), but are frozen all the same should a future
+ * head have one.
+ */
+function trainsUnder(opts: TrainableOptions, frozen: ReadonlySet<string>, unused: ReadonlySet<string>): (name: string) => boolean {
+  const trainsInEncoder = (name: string) =>
+    (opts.technique === 'full' && !frozen.has(name)) || (opts.technique === 'adapter' && opts.adapter.trainLayerNorm && isLayerNorm(name));
+  const trainsInHead = (name: string) =>
+    name === PROMPT_DECODER.weight
+      ? opts.technique === 'full'
+      : name === PROMPT_DECODER.bias
+        ? opts.technique !== 'frozen'
+        : name.startsWith(HEAD);
+  return (name) => !unused.has(name) && (trainsInHead(name) || trainsInEncoder(name));
+}
+
+/** The technique's adapters on `model` (LoRA, or bottleneck adapters), none for `full` and `frozen`. */
+function attachAdapters(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  opts: TrainableOptions,
+): NativeLoraAdapters | NativeBottleneckAdapters | undefined {
+  if (opts.technique === 'lora') return binding.applyLora(model, { ...opts.lora, seed: opts.seed });
+  if (opts.technique !== 'adapter') return undefined;
+  const { config, size, reductionFactor, activation } = opts.adapter;
+  return binding.applyAdapters(model, {
+    config,
+    activation,
+    seed: opts.seed,
+    ...(reductionFactor === null ? { size: size! } : { reductionFactor }),
+  });
+}
+
+/** AdamW's groups and their members' names: each set of parameters split into those with weight decay and those without. */
+class GroupBuilder {
+  readonly groups: AdamWGroup[] = [];
+  readonly names: string[][] = [];
+  constructor(private readonly opts: TrainableOptions) {}
+
+  add(params: Named, lr: number): void {
+    const common = { lr, betas: this.opts.betas, eps: this.opts.eps };
+    for (const [decayed, weightDecay] of [
+      [true, this.opts.weightDecay],
+      [false, 0],
+    ] as const) {
+      const members = params.filter(([n]) => isDecayed(n) === decayed);
+      if (members.length === 0) continue;
+      this.groups.push({ params: members.map(([, t]) => t), weightDecay, ...common });
+      this.names.push(members.map(([n]) => n));
+    }
+  }
+}
+
 /**
  * Sets every gradient flag of `model` (a classifier from buildClassifier) for the technique,
  * attaches LoRA adapters where asked, and returns the AdamW groups. `unused` is
@@ -111,10 +170,7 @@ function frozenByPrefix(encoder: Named, prefixes: readonly string[]): Set<string
 export function setUpTrainable(
   binding: NativeBinding,
   model: NativeScriptModule,
-  opts: Pick<
-    ResolvedTrainOptions,
-    'technique' | 'freeze' | 'lora' | 'adapter' | 'learningRate' | 'encoderLearningRate' | 'weightDecay' | 'betas' | 'eps' | 'seed'
-  >,
+  opts: TrainableOptions,
   unused: readonly string[],
   aliases: readonly string[] = [],
 ): TrainableSet {
@@ -122,71 +178,35 @@ export function setUpTrainable(
   const all = model.namedParameters().filter(([n]) => !aliasSet.has(n));
   const head = all.filter(([n]) => n.startsWith(HEAD));
   const encoder = all.filter(([n]) => n.startsWith(ENCODER));
-  const unusedSet = new Set(unused);
   if (opts.freeze.length > 0 && opts.technique !== 'full') {
     throw new InputError(`freeze applies to technique 'full'; '${opts.technique}' already freezes every encoder parameter`);
   }
   const frozen = frozenByPrefix(encoder, opts.freeze);
 
-  // The decision, one flag per parameter. Unused head parameters cannot occur (the head is the
-  // output), but are frozen all the same should a future head have one.
-  const trainsInEncoder = (name: string) =>
-    (opts.technique === 'full' && !frozen.has(name)) || (opts.technique === 'adapter' && opts.adapter.trainLayerNorm && isLayerNorm(name));
-  const trainsInHead = (name: string) =>
-    name === PROMPT_DECODER.weight
-      ? opts.technique === 'full'
-      : name === PROMPT_DECODER.bias
-        ? opts.technique !== 'frozen'
-        : name.startsWith(HEAD);
-  const trains = (name: string) => !unusedSet.has(name) && (trainsInHead(name) || trainsInEncoder(name));
+  // 1. The flags.
+  const trains = trainsUnder(opts, frozen, new Set(unused));
   const trainedButFlaggedOff = encoder.filter(([n, t]) => trains(n) && !t.requiresGrad).map(([n]) => encoderName(n));
   for (const [name, tensor] of all) tensor.setRequiresGrad(trains(name));
-
-  const groups: AdamWGroup[] = [];
-  const groupNames: string[][] = [];
-  const addGroups = (params: Named, lr: number) => {
-    const common = { lr, betas: opts.betas, eps: opts.eps };
-    for (const [decayed, weightDecay] of [
-      [true, opts.weightDecay],
-      [false, 0],
-    ] as const) {
-      const members = params.filter(([n]) => isDecayed(n) === decayed);
-      if (members.length === 0) continue;
-      groups.push({ params: members.map(([, t]) => t), weightDecay, ...common });
-      groupNames.push(members.map(([n]) => n));
-    }
-  };
   const trainedHead = head.filter(([n]) => trains(n));
   const trainedEncoder = encoder.filter(([n]) => trains(n));
-  addGroups(trainedHead, opts.learningRate);
-  let trainable: Named = [...trainedHead, ...trainedEncoder];
-  let adapters: NativeLoraAdapters | NativeBottleneckAdapters | undefined;
-  if (opts.technique === 'full') {
-    addGroups(trainedEncoder, opts.encoderLearningRate ?? opts.learningRate);
-  } else if (opts.technique === 'lora') {
-    adapters = binding.applyLora(model, { ...opts.lora, seed: opts.seed });
-  } else if (opts.technique === 'adapter') {
-    // The LayerNorms (trainLayerNorm) at the adapters' learning rate, as AdapterHub trains them.
-    addGroups(trainedEncoder, opts.learningRate);
-    const { config, size, reductionFactor, activation } = opts.adapter;
-    adapters = binding.applyAdapters(model, {
-      config,
-      activation,
-      seed: opts.seed,
-      ...(reductionFactor === null ? { size: size! } : { reductionFactor }),
-    });
-  }
-  if (adapters) {
-    const adapterParams = adapters.parameters();
-    trainable = [...trainable, ...adapterParams];
-    addGroups(adapterParams, opts.learningRate);
-  }
+
+  // 2. The adapters, then AdamW's groups: the head at the learning rate; the encoder's trained
+  // parameters at the encoder's rate (full) or, for the LayerNorms trainLayerNorm adds, at the
+  // adapters' (as AdapterHub trains them); the adapters at the learning rate.
+  const adapters = attachAdapters(binding, model, opts);
+  const adapterParams = adapters ? adapters.parameters() : [];
+  const groups = new GroupBuilder(opts);
+  groups.add(trainedHead, opts.learningRate);
+  if (opts.technique === 'full') groups.add(trainedEncoder, opts.encoderLearningRate ?? opts.learningRate);
+  if (opts.technique === 'adapter') groups.add(trainedEncoder, opts.learningRate);
+  groups.add(adapterParams, opts.learningRate);
+  const trainable: Named = [...trainedHead, ...trainedEncoder, ...adapterParams];
 
   const encoderParameters = count(encoder);
   const encoderTrainable = (adapters ? adapters.trainableCount : 0) + count(trainedEncoder);
   return {
-    groups,
-    groupNames,
+    groups: groups.groups,
+    groupNames: groups.names,
     trainable,
     adapters,
     trainedEncoder: new Set(trainedEncoder.map(([n]) => n)),
