@@ -33,7 +33,7 @@ import {
   type ValidationShard,
   validationShard,
 } from './distributed.js';
-import { loadEncoderSource } from './encoder-source.js';
+import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { AbortError, InputError } from './errors.js';
 import { loadBinding } from './loader.js';
 import { groupTexts, lineByLine, maskedBatch, readPretrainingTexts } from './mlm-data.js';
@@ -49,7 +49,7 @@ import {
   resolveTrainOptions,
 } from './options.js';
 import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
-import type { EncodedTexts } from './tokenizer.js';
+import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
 import { checkPrecision } from './trainer.js';
 import { nativeStepOptions, runTrainingLoop, type StepSettings, type Task } from './training-loop.js';
@@ -189,6 +189,35 @@ interface PretrainRun {
   outDir: string;
 }
 
+/** The texts as pretraining rows: blocks of `maxLength` tokens, or one text per row (`byLine`); none is an error. */
+async function encodeTexts(
+  tokenizer: TextTokenizer,
+  texts: string[],
+  maxLength: number,
+  byLine: boolean,
+  name: 'training' | 'validation',
+): Promise<EncodedTexts> {
+  const encoded = byLine ? await lineByLine(tokenizer, texts, maxLength) : await groupTexts(tokenizer, texts, maxLength);
+  if (encoded.count === 0) {
+    throw new InputError(
+      `pretrain(): the ${name} texts hold fewer than one block of ${maxLength} tokens; use lineByLine, a smaller maxLength or more text`,
+    );
+  }
+  return encoded;
+}
+
+/** What the output folder is written from, besides the model and the kept evaluation (mlm-output.ts). */
+function folderOf(loaded: LoadedEncoder, built: { tiedParameters: Array<[string, string]> }) {
+  return {
+    encoder: loaded.module,
+    aliases: built.tiedParameters.map(([alias]) => alias),
+    family: loaded.source.kind === 'folder' ? loaded.source.family : ('bert' as const),
+    sourceDir: loaded.source.kind === 'folder' ? loaded.source.dir : null,
+    tokenizerJson: loaded.tokenizer.json,
+    maxLength: loaded.maxLength,
+  };
+}
+
 async function pretrainRank(
   binding: NativeBinding,
   opts: ResolvedTrainOptions,
@@ -221,20 +250,8 @@ async function pretrainRank(
     );
     const { tokenizer, maxLength } = loaded;
     const masking: MaskingOptions = { mlmProbability, wholeWordMask, seed: opts.seed };
-    const encode = (part: string[]): Promise<EncodedTexts> | EncodedTexts =>
-      byLine ? lineByLine(tokenizer, part, maxLength) : groupTexts(tokenizer, part, maxLength);
-    const validation = await encode(texts.slice(0, held));
-    const train = await encode(texts.slice(held));
-    for (const [set, name] of [
-      [train, 'training'],
-      [validation, 'validation'],
-    ] as const) {
-      if (set.count === 0) {
-        throw new InputError(
-          `pretrain(): the ${name} texts hold fewer than one block of ${maxLength} tokens; use lineByLine, a smaller maxLength or more text`,
-        );
-      }
-    }
+    const train = await encodeTexts(tokenizer, texts.slice(held), maxLength, byLine, 'training');
+    const validation = await encodeTexts(tokenizer, texts.slice(0, held), maxLength, byLine, 'validation');
     const fingerprint = {
       task: 'masked-lm',
       trainExamples: train.count,
@@ -291,17 +308,7 @@ async function pretrainRank(
         validate,
         agree: dist ? (decision) => Array.from(dist.fromMain(decision)) : undefined,
         checkpoint: async (evaluation) => {
-          if (!writes) return;
-          await writeMaskedLmFolder(binding, outDir, {
-            model,
-            encoder: loaded.module,
-            aliases: built.tiedParameters.map(([alias]) => alias),
-            family: loaded.source.kind === 'folder' ? loaded.source.family : 'bert',
-            sourceDir: loaded.source.kind === 'folder' ? loaded.source.dir : null,
-            tokenizerJson: tokenizer.json,
-            maxLength,
-            evaluation,
-          });
+          if (writes) await writeMaskedLmFolder(binding, outDir, { ...folderOf(loaded, built), model, evaluation });
         },
         saveState: async (at) => {
           if (writes) await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });
