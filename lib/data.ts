@@ -94,17 +94,8 @@ async function readCsvFiles(
   return { texts, labels, ...(pairs ? { pairs } : {}), origin, file: parts[0]!.file };
 }
 
-/**
- * Read a CSV file (RFC 4180: quoted fields, embedded newlines, BOM, CRLF) into texts and raw labels.
- * Every problem names the file and, where there is one, the line and column.
- */
-export async function readCsv(
-  file: string,
-  options: { textColumn?: string; labelColumn?: string; textPairColumn?: string; labelsRequired?: boolean } = {},
-): Promise<RawExamples> {
-  const textColumn = options.textColumn ?? DEFAULT_TEXT_COLUMN;
-  const labelColumn = options.labelColumn ?? DEFAULT_LABEL_COLUMN;
-  const labelsRequired = options.labelsRequired ?? true;
+/** A data file's bytes, checked to be UTF-8 text that is not empty (NUL never belongs in one). */
+async function readTextFile(file: string): Promise<Buffer> {
   let content: Buffer;
   try {
     content = await readFile(file);
@@ -121,14 +112,59 @@ export async function readCsv(
     });
   }
   if (content.toString('utf8').trim().length === 0) throw new InputError(`data file ${file} is empty`, { file });
-  // NUL never belongs in a text file: it marks UTF-16 (without BOM) or binary data, and
-  // csv-parse would even fold a NUL after a closing quote into the field.
+  // NUL marks UTF-16 (without BOM) or binary data, and csv-parse would even fold a NUL after a
+  // closing quote into the field.
   const nul = content.indexOf(0);
   if (nul >= 0) {
     const line = 1 + content.subarray(0, nul).reduce((n, b) => n + (b === 0x0a ? 1 : 0), 0);
     throw new InputError(`data file ${file} contains a NUL byte (line ${line}): it is not UTF-8 text (UTF-16? save it as UTF-8)`, { file });
   }
+  return content;
+}
 
+/** The header's index of `column`; a file without it is refused, naming its columns and the option that chooses it. */
+function columnIndex(header: string[], column: string, file: string, what: string, option: string): number {
+  const index = header.indexOf(column);
+  if (index < 0) {
+    throw new InputError(`data file ${file} has no column '${column}' (its columns: ${header.join(', ')}); choose ${what} with ${option}`, {
+      file,
+      column,
+    });
+  }
+  return index;
+}
+
+/**
+ * Each row's first line in the file (1-based), from the byte offsets csv-parse reports: a row
+ * starts where the previous record (the header included) ended, its delimiter included, after
+ * any skipped empty lines. Lines end at LF, CRLF or a lone CR.
+ */
+function firstLines(records: Array<{ info: { bytes: number } }>, content: Buffer): number[] {
+  const lines: number[] = new Array(records.length - 1);
+  let line = 1;
+  let offset = 0;
+  for (let i = 0; i < lines.length; i++) {
+    let start = records[i]!.info.bytes;
+    while (start < content.length && (content[start] === 0x0a || content[start] === 0x0d)) start++;
+    for (; offset < start; offset++) {
+      if (content[offset] === 0x0a || (content[offset] === 0x0d && content[offset + 1] !== 0x0a)) line++;
+    }
+    lines[i] = line;
+  }
+  return lines;
+}
+
+/**
+ * Read a CSV file (RFC 4180: quoted fields, embedded newlines, BOM, CRLF) into texts and raw labels.
+ * Every problem names the file and, where there is one, the line and column.
+ */
+export async function readCsv(
+  file: string,
+  options: { textColumn?: string; labelColumn?: string; textPairColumn?: string; labelsRequired?: boolean } = {},
+): Promise<RawExamples> {
+  const textColumn = options.textColumn ?? DEFAULT_TEXT_COLUMN;
+  const labelColumn = options.labelColumn ?? DEFAULT_LABEL_COLUMN;
+  const content = await readTextFile(file);
   // Parsing the bytes (not a decoded string) makes info.bytes a byte offset into `content`,
   // from which each record's first line number is counted for error messages.
   let records: Array<{ record: string[]; info: { bytes: number } }>;
@@ -139,49 +175,25 @@ export async function readCsv(
   }
   const header = records[0]?.record;
   if (!header) throw new InputError(`data file ${file} has no header row`, { file });
-  const textIndex = header.indexOf(textColumn);
-  if (textIndex < 0) {
-    throw new InputError(
-      `data file ${file} has no column '${textColumn}' (its columns: ${header.join(', ')}); choose the text column with textColumn / --text-column`,
-      { file, column: textColumn },
-    );
-  }
-  const labelIndex = header.indexOf(labelColumn);
-  if (labelIndex < 0 && labelsRequired) {
-    throw new InputError(
-      `data file ${file} has no column '${labelColumn}' (its columns: ${header.join(', ')}); choose the label column with labelColumn / --label-column`,
-      { file, column: labelColumn },
-    );
-  }
-  const pairIndex = options.textPairColumn === undefined ? -1 : header.indexOf(options.textPairColumn);
-  if (options.textPairColumn !== undefined && pairIndex < 0) {
-    throw new InputError(
-      `data file ${file} has no column '${options.textPairColumn}' (its columns: ${header.join(', ')}); choose the second text's column with textPairColumn / --text-pair-column`,
-      { file, column: options.textPairColumn },
-    );
-  }
-  const rows = records.slice(1);
+  const textIndex = columnIndex(header, textColumn, file, 'the text column', 'textColumn / --text-column');
+  const labelIndex =
+    (options.labelsRequired ?? true)
+      ? columnIndex(header, labelColumn, file, 'the label column', 'labelColumn / --label-column')
+      : header.indexOf(labelColumn);
+  const pairIndex =
+    options.textPairColumn === undefined
+      ? -1
+      : columnIndex(header, options.textPairColumn, file, "the second text's column", 'textPairColumn / --text-pair-column');
+  const rows = records.slice(1).map(({ record }) => record);
   if (rows.length === 0) throw new InputError(`data file ${file} has a header but no rows`, { file });
-  const texts: string[] = new Array(rows.length);
-  const labels: string[] | null = labelIndex >= 0 ? new Array(rows.length) : null;
-  const lines: number[] = new Array(rows.length);
-  const pairs: string[] | undefined = pairIndex >= 0 ? new Array(rows.length) : undefined;
-  let line = 1;
-  let offset = 0;
-  rows.forEach(({ record }, i) => {
-    // This record starts where the previous one (header included) ended, its delimiter
-    // included, after any skipped empty lines. Lines end at LF, CRLF or a lone CR.
-    let start = records[i]!.info.bytes;
-    while (start < content.length && (content[start] === 0x0a || content[start] === 0x0d)) start++;
-    for (; offset < start; offset++) {
-      if (content[offset] === 0x0a || (content[offset] === 0x0d && content[offset + 1] !== 0x0a)) line++;
-    }
-    lines[i] = line;
-    texts[i] = record[textIndex]!;
-    if (pairs) pairs[i] = record[pairIndex]!;
-    if (labels) labels[i] = record[labelIndex]!.trim();
-  });
-  return { texts, labels, ...(pairs ? { pairs } : {}), origin: (i) => `${file} line ${lines[i]}`, file };
+  const lines = firstLines(records, content);
+  return {
+    texts: rows.map((r) => r[textIndex]!),
+    labels: labelIndex >= 0 ? rows.map((r) => r[labelIndex]!.trim()) : null,
+    ...(pairIndex >= 0 ? { pairs: rows.map((r) => r[pairIndex]!) } : {}),
+    origin: (i) => `${file} line ${lines[i]}`,
+    file,
+  };
 }
 
 /** The CSV columns `source` is read from; undefined for arrays. */
