@@ -79,6 +79,28 @@ std::string JoinQuoted(const std::vector<std::string>& items, size_t limit = SIZ
   return out;
 }
 
+// The adapters of one Linear with weight `w0` [out, in], as PEFT initialises them: A [rank, in]
+// by kaiming_uniform_(a=sqrt(5)) drawn from `generator` (in float32, then on w0's device and
+// dtype), B [out, rank] zero, so that the adapted module starts as the base one.
+LoraModule NewLoraModule(const std::string& path, const torch::jit::Module& module, const torch::Tensor& w0,
+                         int64_t rank, at::Generator& generator) {
+  const int64_t out = w0.size(0);
+  const int64_t in = w0.size(1);
+  torch::Tensor a;
+  {
+    torch::NoGradGuard noGrad;
+    const double gain = std::sqrt(2.0 / (1 + 5.0));
+    const double bound = std::sqrt(3.0) * gain / std::sqrt(static_cast<double>(in));
+    a = torch::empty({rank, in}, torch::kFloat);
+    a.uniform_(-bound, bound, generator);
+    a = a.to(w0.device(), w0.scalar_type());
+  }
+  torch::Tensor b = torch::zeros({out, rank}, torch::TensorOptions().dtype(w0.scalar_type()).device(w0.device()));
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  return LoraModule{path, module, w0, a, b};
+}
+
 }  // namespace
 
 // ---- applyLora -----------------------------------------------------------------------------
@@ -115,23 +137,7 @@ Napi::Value ApplyLora(const Napi::CallbackInfo& info) {
       // A module reachable by two paths is adapted once.
       if (!matched || !seen.insert(named.value._ivalue().get()).second) continue;
 
-      torch::Tensor w0 = *found;
-      const int64_t out = w0.size(0);
-      const int64_t in = w0.size(1);
-      torch::Tensor a;
-      {
-        torch::NoGradGuard noGrad;
-        const double gain = std::sqrt(2.0 / (1 + 5.0));
-        const double bound = std::sqrt(3.0) * gain / std::sqrt(static_cast<double>(in));
-        a = torch::empty({spec.rank, in}, torch::kFloat);
-        a.uniform_(-bound, bound, generator);
-        a = a.to(w0.device(), w0.scalar_type());
-      }
-      torch::Tensor b =
-          torch::zeros({out, spec.rank}, torch::TensorOptions().dtype(w0.scalar_type()).device(w0.device()));
-      a.set_requires_grad(true);
-      b.set_requires_grad(true);
-      lora->modules.push_back(LoraModule{named.name, named.value, w0, a, b});
+      lora->modules.push_back(NewLoraModule(named.name, named.value, *found, spec.rank, generator));
     }
     if (lora->modules.empty()) {
       std::string message = fn + ": no module with a 2-D weight has a path ending in " + JoinQuoted(spec.targets);
