@@ -26,6 +26,7 @@ import type { Device, Pooling, ResolvedAdapterOptions } from './options.js';
 import { type PromptConfig, PromptEncoder, promptSpec } from './prompt-template.js';
 import type { HeadKind } from './sequence-classification.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
+import { bottleneckSpec } from './trainable.js';
 
 /** config.json of a saved classifier. */
 export interface ClassifierConfig {
@@ -295,14 +296,7 @@ export class Classifier {
       // The files config.json's checksums name: the public ones, or those of a save killed
       // between its commit and its last renames (see checkpoint.ts).
       const shas = archiveChecksums(config);
-      const adapters = lora
-        ? binding.applyLora(module, { ...lora, seed: 0 })
-        : binding.applyAdapters(module, {
-            config: adapter!.config,
-            activation: adapter!.activation,
-            seed: 0,
-            ...(adapter!.reductionFactor === null ? { size: adapter!.size! } : { reductionFactor: adapter!.reductionFactor }),
-          });
+      const adapters = lora ? binding.applyLora(module, { ...lora, seed: 0 }) : binding.applyAdapters(module, bottleneckSpec(adapter!, 0));
       adapters.load((await resolveArchive(dir, ADAPTERS_FILE, shas.get(ADAPTERS_FILE))).path);
       // The head, and the encoder's LayerNorms where they trained too (adapter.trainLayerNorm).
       loadHead(binding, module, (await resolveArchive(dir, HEAD_FILE, shas.get(HEAD_FILE))).path);

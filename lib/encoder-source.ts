@@ -103,6 +103,9 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
 
 type FolderSource = Extract<ModelSource, { kind: 'folder' }>;
 
+/** Where a max length given as an option comes from, for messages. */
+const givenMaxLengthFrom = (options: EncoderLoadOptions): string => options.maxLengthFrom ?? 'maxLength / --max-length';
+
 const loadTokenizer = async (tokenizer: string | TextTokenizer): Promise<TextTokenizer> =>
   typeof tokenizer === 'string' ? TextTokenizer.load(tokenizer) : tokenizer;
 
@@ -115,8 +118,7 @@ async function loadTorchScript(file: string, options: EncoderLoadOptions): Promi
   }
   const tokenizer = await loadTokenizer(options.tokenizer);
   const maxLength = options.maxLength ?? options.fallbackMaxLength;
-  const maxLengthFrom = options.maxLengthFrom ?? 'maxLength / --max-length';
-  const module = await loadCheckedEncoder(file, options.device, { tokenizer, maxLength, maxLengthFrom });
+  const module = await loadCheckedEncoder(file, options.device, { tokenizer, maxLength, maxLengthFrom: givenMaxLengthFrom(options) });
   return {
     module,
     source: { kind: 'torchscript', file },
@@ -209,7 +211,7 @@ async function folderMaxLength(
           maxLength: defaultMaxLength(config, await readJson(join(source.dir, 'tokenizer_config.json'), false)),
           from: `the default of ${description}: tokenizer_config.json's model_max_length within max_position_embeddings`,
         }
-      : { maxLength: options.maxLength, from: options.maxLengthFrom ?? 'maxLength / --max-length' };
+      : { maxLength: options.maxLength, from: givenMaxLengthFrom(options) };
   checkPositionLimit(config, chosen.maxLength, chosen.from, description);
   return chosen;
 }

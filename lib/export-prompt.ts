@@ -139,12 +139,13 @@ export async function writePromptExport(
       { file: join(dir, CONFIG_FILE), code: 'EXPORT_UNSUPPORTED_ENCODER' },
     );
   }
+  const binding = loadBinding();
   const { family, encoder, mlmHead } = await trainedBase(classifier, dir, baseDir);
   try {
-    const built = loadBinding().buildMlmModel(encoder, mlmHead);
+    const built = binding.buildMlmModel(encoder, mlmHead);
     try {
       const aliases = built.tiedParameters.map(([alias]) => alias);
-      loadBinding().writeSafetensors(
+      binding.writeSafetensors(
         folder.file(MODEL_FILE),
         maskedLmKeys(built.module.namedParameters(), aliases, family),
         SAFETENSORS_METADATA,

@@ -437,18 +437,16 @@ async function writePeftAdapter(
   const adapters = loadBinding().applyLora(classifier.module, { ...lora, seed: 0 });
   try {
     adapters.load(adaptersFile);
-    let tensors = peftTensors(adapters.parameters());
-    let task: PeftTask = { type: 'FEATURE_EXTRACTION' };
-    if (plan.whole) {
-      const saved = peftModulesToSave(
-        sequenceClassificationKeys(
-          family,
-          plan.params.filter(([n]) => n.startsWith('head.')),
-        ),
-      );
-      tensors = [...peftTensors(adapters.parameters(), BASE_PREFIX[family]), ...saved.tensors];
-      task = { type: 'SEQ_CLS', modulesToSave: saved.modules };
-    }
+    const saved = plan.whole
+      ? peftModulesToSave(
+          sequenceClassificationKeys(
+            family,
+            plan.params.filter(([n]) => n.startsWith('head.')),
+          ),
+        )
+      : null;
+    const tensors = [...peftTensors(adapters.parameters(), saved ? BASE_PREFIX[family] : ''), ...(saved?.tensors ?? [])];
+    const task: PeftTask = saved ? { type: 'SEQ_CLS', modulesToSave: saved.modules } : { type: 'FEATURE_EXTRACTION' };
     await mkdir(join(folder.dir, ADAPTER_DIR));
     writeFloat32(folder.file(join(ADAPTER_DIR, ADAPTER_WEIGHTS_FILE)), tensors);
     await folder.writeJson(

@@ -27,6 +27,7 @@
  */
 import type {
   AdamWGroup,
+  BottleneckSpec,
   NativeBinding,
   NativeBottleneckAdapters,
   NativeLoraAdapters,
@@ -34,7 +35,7 @@ import type {
   NativeTensor,
 } from './binding.js';
 import { InputError, ModelError } from './errors.js';
-import type { ResolvedTrainOptions } from './options.js';
+import type { ResolvedAdapterOptions, ResolvedTrainOptions } from './options.js';
 
 /** The classifier's parameter names: `encoder.` + the encoder file's own names, and `head.`. */
 const ENCODER = 'encoder.';
@@ -131,13 +132,13 @@ function attachAdapters(
 ): NativeLoraAdapters | NativeBottleneckAdapters | undefined {
   if (opts.technique === 'lora') return binding.applyLora(model, { ...opts.lora, seed: opts.seed });
   if (opts.technique !== 'adapter') return undefined;
-  const { config, size, reductionFactor, activation } = opts.adapter;
-  return binding.applyAdapters(model, {
-    config,
-    activation,
-    seed: opts.seed,
-    ...(reductionFactor === null ? { size: size! } : { reductionFactor }),
-  });
+  return binding.applyAdapters(model, bottleneckSpec(opts.adapter, opts.seed));
+}
+
+/** applyAdapters' spec of resolved adapter options: the width as a size, or as a reduction factor when one was given. */
+export function bottleneckSpec(adapter: ResolvedAdapterOptions, seed: number): BottleneckSpec {
+  const { config, size, reductionFactor, activation } = adapter;
+  return { config, activation, seed, ...(reductionFactor === null ? { size: size! } : { reductionFactor }) };
 }
 
 /** AdamW's groups and their members' names: each set of parameters split into those with weight decay and those without. */

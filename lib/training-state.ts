@@ -128,18 +128,13 @@ function stateDirectory(dir: string): string {
 export async function readTrainingState(dir: string): Promise<SavedState & { directory: string }> {
   for (let attempt = 1; ; attempt++) {
     const directory = stateDirectory(dir);
-    let text: string;
     try {
-      text = await readFile(join(directory, 'state.json'), 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 5) continue;
-      throw new InputError(`cannot read training state in ${directory}: ${messageOf(err)}`, { file: directory, cause: err });
-    }
-    try {
-      const saved = JSON.parse(text) as SavedState;
+      const saved = JSON.parse(await readFile(join(directory, 'state.json'), 'utf8')) as SavedState;
       if (saved.formatVersion !== 1) throw new Error(`unknown format version ${saved.formatVersion}`);
       return { ...saved, directory };
     } catch (err) {
+      // Only a missing file is a rename landing between the two steps; a bad state.json is final.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 5) continue;
       throw new InputError(`cannot read training state in ${directory}: ${messageOf(err)}`, { file: directory, cause: err });
     }
   }
