@@ -218,6 +218,34 @@ function folderOf(loaded: LoadedEncoder, built: { tiedParameters: Array<[string,
   };
 }
 
+/** The settings a resumed pretraining run must share with the run that saved the state (as train()'s runFingerprint). */
+function pretrainFingerprint(
+  opts: ResolvedTrainOptions,
+  { byLine, wholeWordMask, mlmProbability }: Pick<PretrainRun, 'byLine' | 'wholeWordMask' | 'mlmProbability'>,
+  trainExamples: number,
+  validationExamples: number,
+  maxLength: number,
+  worldSize: number,
+) {
+  return {
+    task: 'masked-lm',
+    trainExamples,
+    validationExamples,
+    maxLength,
+    batchSize: opts.batchSize,
+    epochs: opts.epochs,
+    seed: opts.seed,
+    gradientAccumulationSteps: opts.gradientAccumulationSteps,
+    lineByLine: byLine,
+    wholeWordMask,
+    mlmProbability,
+    // Data-parallel runs only, so that single-process states still match (as train()'s). With
+    // batchSize and the accumulation, the batch layout, which may change on resume if the
+    // global batch does not (training-state.ts resumePosition).
+    ...(worldSize > 1 ? { worldSize } : {}),
+  };
+}
+
 async function pretrainRank(
   binding: NativeBinding,
   opts: ResolvedTrainOptions,
@@ -252,23 +280,14 @@ async function pretrainRank(
     const masking: MaskingOptions = { mlmProbability, wholeWordMask, seed: opts.seed };
     const train = await encodeTexts(tokenizer, texts.slice(held), maxLength, byLine, 'training');
     const validation = await encodeTexts(tokenizer, texts.slice(0, held), maxLength, byLine, 'validation');
-    const fingerprint = {
-      task: 'masked-lm',
-      trainExamples: train.count,
-      validationExamples: validation.count,
+    const fingerprint = pretrainFingerprint(
+      opts,
+      { byLine, wholeWordMask, mlmProbability },
+      train.count,
+      validation.count,
       maxLength,
-      batchSize: opts.batchSize,
-      epochs: opts.epochs,
-      seed: opts.seed,
-      gradientAccumulationSteps: opts.gradientAccumulationSteps,
-      lineByLine: byLine,
-      wholeWordMask,
-      mlmProbability,
-      // Data-parallel runs only, so that single-process states still match (as train()'s). With
-      // batchSize and the accumulation, the batch layout, which may change on resume if the
-      // global batch does not (training-state.ts resumePosition).
-      ...(dist && dist.worldSize > 1 ? { worldSize: dist.worldSize } : {}),
-    };
+      dist?.worldSize ?? 1,
+    );
     // Where a resumed run continues, its batch layout translated to this run's.
     const resumedAt = saved ? resumePosition(saved, fingerprint, opts.resumeFrom!, train.count) : null;
 

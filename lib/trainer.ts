@@ -360,6 +360,38 @@ function buildModel(
   }
 }
 
+/**
+ * Stage 3 as the run sees it: the head's settings (its family read off the encoder), then encoder +
+ * head built (buildModel), with the prompt's MLM head for `head: 'prompt'`.
+ */
+async function classifierOf(
+  binding: NativeBinding,
+  opts: ResolvedTrainOptions,
+  loaded: LoadedEncoder,
+  prepared: { mlmHead: NativeScriptModule; prompt: PromptEncoder } | null,
+  tokenizer: TextTokenizer,
+  numClasses: number,
+  device: string,
+  notes: string[],
+): Promise<{ built: BuiltClassifier; head: HeadSettings }> {
+  const head = await headSettings({
+    head: opts.head,
+    dropout: opts.dropout,
+    pooling: opts.pooling,
+    encoder: loaded.module,
+    encoderName: loaded.description,
+    source: loaded.source,
+    tokenizerJson: tokenizer.json,
+  });
+  try {
+    const prompt = prepared ? promptSpec(prepared.mlmHead, prepared.prompt.config) : {};
+    return { built: buildModel(binding, loaded.module, opts, head, numClasses, device, notes, prompt), head };
+  } finally {
+    // The classifier holds the MLM head's transform; the handle is not needed.
+    loaded.mlmHead?.dispose();
+  }
+}
+
 /** What trains, inside the cleanup scope: a LoRA target or an adapter placement that matches nothing fails here. */
 function setUpTechnique(binding: NativeBinding, model: NativeScriptModule, opts: ResolvedTrainOptions, built: BuiltClassifier) {
   try {
@@ -538,31 +570,7 @@ async function trainRank(
 
   // 3. Build the classifier.
   const notes: string[] = [...loaded.notes];
-  const head = await headSettings({
-    head: opts.head,
-    dropout: opts.dropout,
-    pooling: opts.pooling,
-    encoder,
-    encoderName: loaded.description,
-    source: loaded.source,
-    tokenizerJson: tokenizer.json,
-  });
-  let built: BuiltClassifier;
-  try {
-    built = buildModel(
-      binding,
-      encoder,
-      opts,
-      head,
-      labels.length,
-      device,
-      notes,
-      prepared ? promptSpec(prepared.mlmHead, prompt!.config) : {},
-    );
-  } finally {
-    // The classifier holds the MLM head's transform; the handle is not needed.
-    loaded.mlmHead?.dispose();
-  }
+  const { built, head } = await classifierOf(binding, opts, loaded, prepared, tokenizer, labels.length, device, notes);
   const model = built.module;
   const outDir = opts.outDir;
   // Without outDir the best weights still go to a file, the one way to snapshot a module
@@ -608,21 +616,7 @@ async function trainRank(
           shard,
         }),
       agree: dist ? (decision) => Array.from(dist.fromMain(decision)) : undefined,
-      checkpoint: (evaluation) => {
-        config.metrics = {
-          epoch: evaluation.epoch,
-          step: evaluation.step,
-          validationLoss: evaluation.validationLoss,
-          validationAccuracy: evaluation.validationAccuracy,
-          validationMacroF1: evaluation.validationMacroF1,
-        };
-        return writeCheckpoint(bestDir, model, {
-          config,
-          tokenizerJson: tokenizer.json,
-          history: position.history,
-          archives: setup.adapters ? adapterArchives(binding, setup.adapters, model, (n) => setup.trainedEncoder.has(n)) : [],
-        });
-      },
+      checkpoint: (evaluation) => writeBest(binding, bestDir, { model, config, tokenizer, setup }, position.history, evaluation),
       saveState: async (at) => {
         if (outDir) await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });
       },
@@ -656,6 +650,33 @@ async function trainRank(
     if (tf32Before !== null) binding.setAllowTF32(tf32Before);
     for (const d of disposables.reverse()) d.dispose();
   }
+}
+
+/**
+ * The keeper's checkpoint: the evaluation's metrics recorded in the classifier's config, then the
+ * classifier written to `dir` (atomically), with the adapters' archives where adapters train.
+ */
+function writeBest(
+  binding: NativeBinding,
+  dir: string,
+  run: { model: NativeScriptModule; config: ClassifierConfig; tokenizer: TextTokenizer; setup: TrainableSet },
+  history: EpochMetrics[],
+  evaluation: Evaluation,
+): Promise<void> {
+  const { model, config, setup } = run;
+  config.metrics = {
+    epoch: evaluation.epoch,
+    step: evaluation.step,
+    validationLoss: evaluation.validationLoss,
+    validationAccuracy: evaluation.validationAccuracy,
+    validationMacroF1: evaluation.validationMacroF1,
+  };
+  return writeCheckpoint(dir, model, {
+    config,
+    tokenizerJson: run.tokenizer.json,
+    history,
+    archives: setup.adapters ? adapterArchives(binding, setup.adapters, model, (n) => setup.trainedEncoder.has(n)) : [],
+  });
 }
 
 function trainee(model: NativeScriptModule, optimizer: NativeAdamW, setup: TrainableSet) {
