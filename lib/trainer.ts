@@ -553,7 +553,6 @@ async function trainRank(
     () => loadAndRead(opts, binding, options),
     (start) => runIdentity(opts, start.raw, start.loaded),
   );
-  const encoder = loaded.module;
   const prompt = prepared?.prompt ?? null;
   const { saved, tokenizer, labels } = raw;
 
