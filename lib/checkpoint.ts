@@ -23,6 +23,9 @@
  * files a killed save left. In the steady state the directory
  * holds exactly classifier.pt, config.json, tokenizer.json and history.json (and a LoRA run's
  * adapters.pt and head.pt).
+ *
+ * Pretraining's Hugging Face folder (mlm-output.ts) is saved the same way (`commitFolder`): its
+ * archives are model.safetensors and encoder.pt, their checksums in config.json's `torch_bert`.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -65,12 +68,15 @@ function tempName(path: string): string {
   return `${path}.tmp-${writerId()}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
-const TEMP_PATTERN = new RegExp(`\\.tmp-${WRITER_ID_PATTERN}(?:-[0-9a-z]*)?$`);
-const ADDRESSED_PATTERN = /^([a-z]+)-([0-9a-f]{16})\.pt$/;
+// The native safetensors writer adds its own `.tmp` to the path it is given (and renames it away).
+const TEMP_PATTERN = new RegExp(`\\.tmp-${WRITER_ID_PATTERN}(?:-[0-9a-z]*)?(?:\\.tmp)?$`);
+/** The archives a save commits: TorchScript/pickle archives and safetensors files. */
+const ARCHIVE_PATTERN = /^[a-z]+\.(?:pt|safetensors)$/;
+const ADDRESSED_PATTERN = /^([a-z]+)-([0-9a-f]{16})\.(?:pt|safetensors)$/;
 
-/** Name under which an archive (`classifier.pt`, `adapters.pt`, ...) with this SHA-256 waits during a save (step 1 above). */
+/** Name under which an archive (`classifier.pt`, `adapters.pt`, `model.safetensors`, ...) with this SHA-256 waits during a save (step 1 above). */
 export function addressedName(file: string, sha256: string): string {
-  return file.replace(/\.pt$/, `-${sha256.slice(0, 16)}.pt`);
+  return file.replace(/\.(pt|safetensors)$/, `-${sha256.slice(0, 16)}.$1`);
 }
 
 export function addressedClassifierName(sha256: string): string {
@@ -98,7 +104,7 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-async function writeDurably(path: string, content: string): Promise<string> {
+async function writeDurably(path: string, content: string | Uint8Array): Promise<string> {
   const tmp = tempName(path);
   const handle = await open(tmp, 'w');
   try {
@@ -123,13 +129,20 @@ export async function writeFileAtomic(path: string, content: string): Promise<vo
 
 /**
  * The SHA-256 of each archive config.json commits (`classifierSha256`, and `archiveSha256` for
- * every archive), by file name; empty without a config or with one written before checksums.
+ * every archive; a Hugging Face config.json written by pretraining keeps them in its `torch_bert`
+ * block), by file name; empty without a config or with one written before checksums.
  */
-export function archiveChecksums(config: { classifierSha256?: unknown; archiveSha256?: unknown }): Map<string, string> {
+export function archiveChecksums(config: {
+  classifierSha256?: unknown;
+  archiveSha256?: unknown;
+  torch_bert?: unknown;
+}): Map<string, string> {
   const shas = new Map<string, string>();
-  if (config.archiveSha256 && typeof config.archiveSha256 === 'object') {
-    for (const [file, sha] of Object.entries(config.archiveSha256 as Record<string, unknown>)) {
-      if (typeof sha === 'string' && /^[a-z]+\.pt$/.test(file)) shas.set(file, sha);
+  const torchBert = config.torch_bert && typeof config.torch_bert === 'object' ? (config.torch_bert as { archiveSha256?: unknown }) : {};
+  const archives = config.archiveSha256 ?? torchBert.archiveSha256;
+  if (archives && typeof archives === 'object') {
+    for (const [file, sha] of Object.entries(archives as Record<string, unknown>)) {
+      if (typeof sha === 'string' && ARCHIVE_PATTERN.test(file)) shas.set(file, sha);
     }
   }
   if (typeof config.classifierSha256 === 'string') shas.set(CLASSIFIER_FILE, config.classifierSha256);
@@ -221,7 +234,13 @@ export interface CheckpointFiles {
    * config.json's `archiveSha256`), e.g. a LoRA run's `adapters.pt` and `head.pt`. `write`
    * writes the archive to the path given.
    */
-  archives?: Array<{ file: string; write: (path: string) => void | Promise<void> }>;
+  archives?: Archive[];
+}
+
+/** A binary file a save commits by its checksum; `write` writes it to the path given. */
+export interface Archive {
+  file: string;
+  write: (path: string) => void | Promise<void>;
 }
 
 /**
@@ -229,16 +248,40 @@ export interface CheckpointFiles {
  * moment leaves either the previous or the new checkpoint loadable (see the top of this file).
  */
 export async function writeCheckpoint(dir: string, module: NativeScriptModule, files: CheckpointFiles): Promise<void> {
+  await commitFolder(dir, {
+    archives: [{ file: CLASSIFIER_FILE, write: (path: string) => module.saveAsync(path) }, ...(files.archives ?? [])],
+    companions: [
+      { file: TOKENIZER_FILE, content: files.tokenizerJson },
+      { file: HISTORY_FILE, content: JSON.stringify(files.history, null, 2) + '\n' },
+    ],
+    config: (archiveSha256) => ({ ...files.config, classifierSha256: archiveSha256[CLASSIFIER_FILE], archiveSha256 }),
+  });
+}
+
+/**
+ * The save of the top of this file, for any folder whose config.json commits its archives: the
+ * archives under their content-addressed names, the companions (small files, whole at every
+ * moment) swapped in, config.json (made from the archives' checksums) as the commit point, then
+ * the archives published. The classifier's checkpoint and pretraining's model folder
+ * (mlm-output.ts) are both saved this way.
+ */
+export async function commitFolder(
+  dir: string,
+  save: {
+    archives: Archive[];
+    companions: Array<{ file: string; content: string | Uint8Array }>;
+    config: (archiveSha256: Record<string, string>) => object;
+  },
+): Promise<void> {
   await completeInterruptedSave(dir);
   await removeStaleFiles(dir);
-  const archives = [{ file: CLASSIFIER_FILE, write: (path: string) => module.saveAsync(path) }, ...(files.archives ?? [])];
   const pending: string[] = [];
   const addressed: Array<{ file: string; path: string }> = [];
   let committed = false;
   try {
     // 1. Each archive under its content-addressed name.
     const archiveSha256: Record<string, string> = {};
-    for (const archive of archives) {
+    for (const archive of save.archives) {
       const tmp = tempName(join(dir, archive.file));
       pending.push(tmp);
       await archive.write(tmp);
@@ -249,17 +292,17 @@ export async function writeCheckpoint(dir: string, module: NativeScriptModule, f
       await rename(tmp, path);
       addressed.push({ file: archive.file, path });
     }
-    const config = { ...files.config, classifierSha256: archiveSha256[CLASSIFIER_FILE], archiveSha256 };
-    const tokenizerTmp = await writeDurably(join(dir, TOKENIZER_FILE), files.tokenizerJson);
-    pending.push(tokenizerTmp);
-    const historyTmp = await writeDurably(join(dir, HISTORY_FILE), JSON.stringify(files.history, null, 2) + '\n');
-    pending.push(historyTmp);
-    const configTmp = await writeDurably(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
+    const swaps: Array<{ tmp: string; file: string }> = [];
+    for (const { file, content } of save.companions) {
+      const tmp = await writeDurably(join(dir, file), content);
+      pending.push(tmp);
+      swaps.push({ tmp, file });
+    }
+    const configTmp = await writeDurably(join(dir, CONFIG_FILE), JSON.stringify(save.config(archiveSha256), null, 2) + '\n');
     pending.push(configTmp);
     await syncDir(dir);
     // 2. The companions, then config.json: the commit point.
-    await rename(tokenizerTmp, join(dir, TOKENIZER_FILE));
-    await rename(historyTmp, join(dir, HISTORY_FILE));
+    for (const { tmp, file } of swaps) await rename(tmp, join(dir, file));
     await rename(configTmp, join(dir, CONFIG_FILE));
     committed = true;
     await syncDir(dir);

@@ -6,13 +6,17 @@
  * without the decoder weight tied to the word embeddings, and the tokenizer files; plus the
  * encoder as TorchScript (`encoder.pt`). The folder is a model for `train` and `pretrain` again.
  *
- * Each file is written beside its final name and renamed into place, so a crash leaves every
- * file whole (of this best or of the previous one).
+ * Saved as the classifier's checkpoint is (checkpoint.ts commitFolder): model.safetensors and
+ * encoder.pt under content-addressed names, config.json (its `torch_bert` block records their
+ * SHA-256) as the commit point, then published; a crash at any moment leaves the previous best
+ * or this one, never a mix. Between the commit and the publication (two renames) the committed
+ * weights sit under their content-addressed names, which torch-bert's loader takes
+ * (model-folder.ts inspectModelFolder) and the next run into the folder publishes.
  */
-import { copyFile, readFile, rename, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
-import { CONFIG_FILE, TOKENIZER_FILE, writeFileAtomic } from './checkpoint.js';
+import { CONFIG_FILE, commitFolder, TOKENIZER_FILE } from './checkpoint.js';
 import type { EncoderFamily } from './hf-config.js';
 import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
 import type { Evaluation } from './options.js';
@@ -74,7 +78,7 @@ export async function writeMaskedLmFolder(
 ): Promise<void> {
   const config = run.sourceDir ? (JSON.parse(await readFile(join(run.sourceDir, CONFIG_FILE), 'utf8')) as Record<string, unknown>) : {};
   config.architectures = [ARCHITECTURE[run.family]];
-  config.torch_bert = {
+  const torchBert = {
     format: 'torch-bert-mlm',
     formatVersion: 1,
     source: run.sourceDir,
@@ -86,31 +90,40 @@ export async function writeMaskedLmFolder(
       perplexity: Math.exp(run.evaluation.validationLoss),
     },
   };
-  // writeSafetensors writes a temporary file and renames it.
-  binding.writeSafetensors(join(dir, MODEL_FILE), maskedLmKeys(run.model.namedParameters(), run.aliases, run.family), SAFETENSORS_METADATA);
-  const encoder = join(dir, ENCODER_FILE);
-  // Saved in eval mode (dropout off), as a user loading it for features expects; the run goes on
-  // in the mode it was in.
-  const wasTraining = run.encoder.isTraining;
-  run.encoder.train(false);
-  try {
-    await run.encoder.saveAsync(`${encoder}.tmp`);
-  } finally {
-    run.encoder.train(wasTraining);
-  }
-  await rename(`${encoder}.tmp`, encoder);
+  const companions: Array<{ file: string; content: string | Uint8Array }> = [];
   if (run.sourceDir) {
     for (const file of TOKENIZER_FILES) {
-      const from = join(run.sourceDir, file);
-      const to = join(dir, file);
-      if (from === to) continue;
-      await copyFile(from, `${to}.tmp`).then(
-        () => rename(`${to}.tmp`, to),
-        () => rm(`${to}.tmp`, { force: true }),
-      );
+      // The source's own, where it has them (a folder pretrained into itself reads them back).
+      const content = await readFile(join(run.sourceDir, file)).catch(() => null);
+      if (content) companions.push({ file, content });
     }
   }
-  await writeFileAtomic(join(dir, TOKENIZER_FILE), run.tokenizerJson);
-  // config.json last: a folder is a model once it has one.
-  await writeFileAtomic(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
+  companions.push({ file: TOKENIZER_FILE, content: run.tokenizerJson });
+  await commitFolder(dir, {
+    archives: [
+      {
+        file: MODEL_FILE,
+        write: (path) =>
+          binding.writeSafetensors(path, maskedLmKeys(run.model.namedParameters(), run.aliases, run.family), SAFETENSORS_METADATA),
+      },
+      { file: ENCODER_FILE, write: (path) => saveForFeatures(run.encoder, path) },
+    ],
+    companions,
+    // config.json last: a folder is a model once it has one.
+    config: (archiveSha256) => ({ ...config, torch_bert: { ...torchBert, archiveSha256 } }),
+  });
+}
+
+/**
+ * The encoder saved in eval mode (dropout off), as a user loading it for features expects; the
+ * run goes on in the mode it was in.
+ */
+async function saveForFeatures(encoder: NativeScriptModule, path: string): Promise<void> {
+  const wasTraining = encoder.isTraining;
+  encoder.train(false);
+  try {
+    await encoder.saveAsync(path);
+  } finally {
+    encoder.train(wasTraining);
+  }
 }

@@ -9,6 +9,7 @@
  */
 import { open, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { addressedName, archiveChecksums } from './checkpoint.js';
 import { ModelError } from './errors.js';
 
 export const CONFIG_FILE = 'config.json';
@@ -204,5 +205,25 @@ export async function inspectModelFolder(dir: string): Promise<ModelFolderFiles>
   if (selection.files.format === 'pytorch') {
     for (const file of selection.files.weights) if (file.endsWith('.bin')) await checkZipPickle(join(folder, file));
   }
-  return selection.files;
+  return { ...selection.files, weights: await committedWeights(folder, selection.files.weights) };
+}
+
+/**
+ * The weights config.json commits. A folder written by pretraining (mlm-output.ts) records its
+ * model.safetensors' SHA-256; a save killed after that commit and before its last rename left the
+ * committed file under its content-addressed name (checkpoint.ts commitFolder), and that one is
+ * read. A stat, no hashing: the content-addressed file exists only whole, and only until published.
+ */
+async function committedWeights(folder: string, weights: string[]): Promise<string[]> {
+  if (weights.length !== 1 || weights[0] !== MODEL_FILE) return weights;
+  let config: object;
+  try {
+    config = JSON.parse(await readFile(join(folder, CONFIG_FILE), 'utf8')) as object;
+  } catch {
+    return weights; // Read again, with its own message, where config.json is parsed.
+  }
+  const sha = archiveChecksums(config).get(MODEL_FILE);
+  if (!sha) return weights;
+  const addressed = addressedName(MODEL_FILE, sha);
+  return (await fileState(join(folder, addressed))) === 'present' ? [addressed] : weights;
 }

@@ -9,7 +9,7 @@
  * check that the files of a surviving checkpoint belong together. After every completed save a
  * line `{"i", "which", "sha"}` (sha: SHA-256 of classifier.pt, or of tensors.pt for states) is
  * appended to the record file, and (checkpoints) one for every archive as soon as it is written. After the first two saves `ready <mean save ms>` goes to stdout.
- * SLOW_FS_MS (below) slows file operations down.
+ * SLOW_FS_MS (slow-fs.ts) slows file operations down.
  */
 
 import { createHash } from 'node:crypto';
@@ -20,21 +20,10 @@ import { sha256File, writeCheckpoint } from '../../lib/checkpoint.js';
 import { loadBinding } from '../../lib/loader.js';
 import { startPosition } from '../../lib/run-keeper.js';
 import { STATE_DIR, saveTrainingState } from '../../lib/training-state.js';
+import { slowDownFileSystem } from './slow-fs.js';
 
-// SLOW_FS_MS=n: every rename / link / copy / unlink / open takes n ms longer (a slow disk), which
-// widens the gaps between the steps of a save so that random kills land in each of them.
-const slowMs = Number(process.env.SLOW_FS_MS ?? 0);
-if (slowMs > 0) {
-  const p = fs.promises as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
-  for (const name of ['rename', 'link', 'copyFile', 'rm', 'open', 'writeFile', 'mkdir']) {
-    const original = p[name]!;
-    p[name] = async (...a: unknown[]) => {
-      await new Promise((r) => setTimeout(r, slowMs));
-      return original(...a);
-    };
-  }
-  syncBuiltinESMExports();
-}
+// SLOW_FS_MS (slow-fs.ts): a slow disk.
+slowDownFileSystem();
 
 const args = process.argv.slice(2).filter((a) => a !== '--');
 const [mode, dir, encoderFile, record, tokenizerFile] = args as [string, string, string, string, string];
