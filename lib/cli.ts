@@ -12,7 +12,7 @@ import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
 import { exportHuggingFace } from './export.js';
 import { exportAdapterHub } from './export-adapterhub.js';
-import { launchWorkers, withoutNproc } from './launcher.js';
+import { launchWorkers, STOP_SIGNAL, withoutNproc } from './launcher.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
 import { PRETRAIN_DEFAULTS, pretrain } from './pretrainer.js';
@@ -22,10 +22,17 @@ import { type TrainResult, train } from './trainer.js';
 
 class UsageError extends Error {}
 
-/** `--nproc-per-node`: a worker failed (it printed its own error); the command exits with its code. */
+/**
+ * `--nproc-per-node`: a worker failed (it printed its own error; `failure` says which and how), or
+ * the workers stopped on request (no failure: each said where it stopped); the command exits with
+ * `exitCode`.
+ */
 class WorkersFailed extends Error {
-  constructor(readonly exitCode: number) {
-    super(`a worker exited with code ${exitCode}`);
+  constructor(
+    readonly exitCode: number,
+    readonly failure: string | undefined,
+  ) {
+    super(failure ?? `the workers stopped with code ${exitCode}`);
   }
 }
 
@@ -407,6 +414,14 @@ function interruptController(): AbortController {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A worker of --nproc-per-node: its launcher's request to stop (launcher.ts STOP_SIGNAL) stops it
+  // once and never escalates, since the terminal's Ctrl-C may have reached this worker already.
+  if (process.env.RANK !== undefined)
+    process.on(STOP_SIGNAL, () => {
+      if (controller.signal.aborted) return;
+      process.stderr.write('\nthe launcher was asked to stop: stopping after the current step\n');
+      controller.abort(new AbortError('interrupted: the launcher was asked to stop'));
+    });
   return controller;
 }
 
@@ -420,8 +435,8 @@ async function launchedWorkers(command: string, values: Record<string, unknown>,
   if (nproc !== undefined && (!Number.isInteger(nproc) || nproc < 1))
     throw new UsageError(`--nproc-per-node expects an integer ≥ 1; got ${nproc}`);
   if (nproc === undefined || nproc === 1 || process.env.RANK !== undefined) return false;
-  const code = await launchWorkers(nproc, process.argv[1]!, [command, ...withoutNproc(argv)]);
-  if (code !== 0) throw new WorkersFailed(code);
+  const end = await launchWorkers(nproc, process.argv[1]!, [command, ...withoutNproc(argv)]);
+  if (end.code !== 0) throw new WorkersFailed(end.code, end.failure);
   return true;
 }
 
@@ -926,7 +941,8 @@ async function main(args: string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof WorkersFailed) {
-      console.error(`torch-bert: error: ${err.message}; the others were stopped`);
+      // Stopped on request (Ctrl-C, SIGTERM): not an error; every worker said where it stopped.
+      if (err.failure) console.error(`torch-bert: error: ${err.failure}; the other workers were asked to stop`);
       return err.exitCode;
     }
     const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');

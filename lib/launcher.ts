@@ -5,7 +5,9 @@
  * WORLD_SIZE = LOCAL_WORLD_SIZE = N, MASTER_ADDR 127.0.0.1 and a free MASTER_PORT unless given),
  * their output going to this command's. Each worker joins the group through train()'s or
  * pretrain()'s `distributed: 'auto'` and uses the cores / N threads. The first worker to fail
- * stops the others (as torchrun does), and the command exits with its code.
+ * stops the others (as torchrun does), and the command exits with its code. A SIGINT or SIGTERM
+ * sent to the launcher alone (`kill PID`, a supervisor) is passed on, so the workers save and stop
+ * instead of training on as orphans.
  */
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -49,10 +51,29 @@ export function rankVariables(rank: number, worldSize: number, masterPort: numbe
 }
 
 /**
- * Runs `nproc` workers of `command args` (argv after node: the script, then its arguments) and
- * resolves with the exit code: 0 when all succeed, else the first failure's (1 for a signal).
+ * The signal the launcher sends its workers to stop at the next step boundary and save. Not SIGINT
+ * or SIGTERM: a worker takes a second one of those as "quit now", unsaved, and a worker may already
+ * have had one from the terminal (Ctrl-C reaches the whole process group) or from a group kill
+ * (`timeout`); this one stops a worker once and is a no-op after that (cli.ts interruptController).
  */
-export async function launchWorkers(nproc: number, script: string, args: readonly string[]): Promise<number> {
+export const STOP_SIGNAL: NodeJS.Signals = 'SIGUSR2';
+
+/** A worker that stopped on request (Ctrl-C, SIGTERM) exits with this code, its state saved. */
+export const INTERRUPTED_EXIT = 130;
+
+/** How the workers ended: `code` is the command's exit code; `failure` says which worker failed and how. */
+export interface WorkersEnd {
+  /** 0 when all succeeded; else the first failure's code (1 for a signal); 130 when they only stopped on request. */
+  code: number;
+  /** e.g. "rank 1 was killed by SIGKILL"; absent when no worker failed (all succeeded or stopped on request). */
+  failure?: string;
+}
+
+/**
+ * Runs `nproc` workers of `command args` (argv after node: the script, then its arguments) and
+ * resolves when all have exited.
+ */
+export async function launchWorkers(nproc: number, script: string, args: readonly string[]): Promise<WorkersEnd> {
   const port = process.env.MASTER_PORT ?? String(await freePort());
   const workers = Array.from({ length: nproc }, (_, rank) =>
     spawn(process.execPath, [script, ...args], {
@@ -60,33 +81,53 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
       env: { ...process.env, ...rankVariables(rank, nproc, port, process.env.MASTER_ADDR) },
     }),
   );
-  // Ctrl-C reaches the workers through the terminal; the launcher waits for them to save and stop.
-  const ignoreInterrupt = () => undefined;
-  process.on('SIGINT', ignoreInterrupt);
-  let failure = 0;
+  const running = () => workers.filter((w) => w.exitCode === null && w.signalCode === null);
+  // A signal to the launcher asks every worker to save and stop: a no-op for one that the
+  // terminal's Ctrl-C or a group kill reached already. Never escalated to SIGTERM: a group kill
+  // (`timeout`) signals the launcher twice, and a worker takes a second SIGTERM as "quit now",
+  // unsaved. Quitting at once stays the terminal's second Ctrl-C, which reaches the workers.
+  const onSignal = () => {
+    for (const w of running()) w.kill(STOP_SIGNAL);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let failure: WorkersEnd | undefined;
+  let interrupted = false;
   try {
     await Promise.all(
       workers.map(
-        (worker) =>
+        (worker, rank) =>
           new Promise<void>((resolve) => {
             worker.on('exit', (code, signal) => {
-              const status = code ?? (signal ? 1 : 0);
-              if (status !== 0 && failure === 0) {
-                failure = status;
+              if (code === 0) return resolve();
+              // Ended by the launcher's own request: a STOP_SIGNAL that came as the worker was
+              // already exiting (after its handlers) ends it by the signal, not a failure.
+              if (code === INTERRUPTED_EXIT || signal === STOP_SIGNAL) {
+                // Stopped on request: the others were asked too, or stop with it at the same step
+                // boundary (the ranks agree on an abort); signalling them could cut a save short.
+                interrupted = true;
+                return resolve();
+              }
+              if (!failure) {
+                failure = {
+                  code: code ?? 1,
+                  failure: signal ? `rank ${rank} was killed by ${signal}` : `rank ${rank} exited with code ${code}`,
+                };
                 // As torchrun: one failed worker ends the job.
-                for (const other of workers) if (other !== worker && other.exitCode === null) other.kill('SIGTERM');
+                for (const other of running()) other.kill(STOP_SIGNAL);
               }
               resolve();
             });
-            worker.on('error', () => {
-              failure ||= 1;
+            worker.on('error', (err) => {
+              failure ??= { code: 1, failure: `rank ${rank} could not start: ${err.message}` };
               resolve();
             });
           }),
       ),
     );
   } finally {
-    process.off('SIGINT', ignoreInterrupt);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
-  return failure;
+  return failure ?? { code: interrupted ? INTERRUPTED_EXIT : 0 };
 }

@@ -5,6 +5,7 @@
  * mid-epoch stops the other within the timeout with a one-line error naming the dead rank.
  * The processes run the compiled package (test/helpers/distributed-train.mjs), as users' ranks do.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -440,6 +441,41 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(run.stdout.match(/trainable of/g)).toHaveLength(1);
     const expected = weights(join(dir, 'full-ddp.0'));
     expect(maxDifference(classifierWeights(out), expected)).toBeLessThan(1e-5);
+  }, 240_000);
+
+  it('torch-bert train --nproc-per-node 2 sent SIGTERM alone (kill PID): the workers save and stop with it; exit 130', async () => {
+    // SIGTERM to the launcher only, as `kill PID` or a supervisor sends it: it used to die at once
+    // and leave its workers training on as orphans, writing to --out after the command had ended.
+    const out = join(dir, 'cli-nproc-sigterm');
+    const args = cliArgs(out).map((a, i, all) => (all[i - 1] === '--epochs' ? '40' : a));
+    const launcher = spawn(process.execPath, [cli, ...args, '--nproc-per-node', '2'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let sent = false;
+    launcher.stdout.resume();
+    launcher.stderr.on('data', (d) => {
+      stderr += d;
+      // Rank 0's line after its first epoch: the run is under way. One SIGTERM.
+      if (!sent && /^epoch 1\/40:/m.test(stderr)) {
+        sent = true;
+        launcher.kill('SIGTERM');
+      }
+    });
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      launcher.on('exit', (c, s) => resolve([c, s])),
+    );
+    expect({ code, signal }, stderr).toEqual({ code: 130, signal: null });
+    expect(stderr).not.toMatch(/error/);
+    expect(stderr).toMatch(/resume with .*--resume /);
+    const stateFile = join(out, 'training-state', 'state.json');
+    const state = JSON.parse(readFileSync(stateFile, 'utf8')) as { position: { epoch: number; history: unknown[] } };
+    expect(state.position.epoch).toBeGreaterThanOrEqual(2);
+    expect(state.position.history.length).toBeLessThan(40);
+    // The workers ended with the launcher: nothing writes to --out after the command has returned.
+    const saved = readFileSync(stateFile, 'utf8');
+    const history = readFileSync(join(out, 'history.json'), 'utf8');
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(readFileSync(stateFile, 'utf8')).toBe(saved);
+    expect(readFileSync(join(out, 'history.json'), 'utf8')).toBe(history);
   }, 240_000);
 
   it('torchrun --no_python --nproc_per_node 2 torch-bert train: the same weights', async (ctx) => {

@@ -1,0 +1,77 @@
+/**
+ * `--nproc-per-node`'s launcher (lib/launcher.ts) with stand-in workers: small scripts that play
+ * the parts of ranks (exit codes, signals, a slow save) without libtorch, so what the launcher
+ * does to the others when one ends is seen exactly. The same through the real CLI:
+ * test/distributed.test.ts.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchWorkers, STOP_SIGNAL } from '../lib/launcher.js';
+
+/**
+ * A stand-in worker: argv[2] is the folder it records in, argv[3] what rank 1 does. Rank 0 writes
+ * `ready`, then records in `rank0` the first signal it gets (and exits 130 as a stopped worker
+ * does), or, with no signal within 1.5 s, `saved` (a save that ran to its end) and exits 130.
+ */
+const WORKER = `
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+const [dir, part] = process.argv.slice(2);
+const rank = Number(process.env.RANK);
+const record = (text) => writeFileSync(join(dir, 'rank0'), text);
+if (rank === 0) {
+  for (const sig of ['SIGTERM', 'SIGINT', '${STOP_SIGNAL}']) process.on(sig, () => { record(sig); process.exit(130); });
+  writeFileSync(join(dir, 'ready'), '');
+  setTimeout(() => { record('saved'); process.exit(130); }, 1500);
+} else {
+  const waitReady = setInterval(() => {
+    if (!existsSync(join(dir, 'ready'))) return;
+    clearInterval(waitReady);
+    if (part === 'interrupted') process.exit(130);
+    if (part === 'killed') process.kill(process.pid, 'SIGKILL');
+    if (part === 'failed') process.exit(3);
+  }, 10);
+}
+`;
+
+describe('launchWorkers: how one worker ending reaches the others', () => {
+  let dir: string;
+  let script: string;
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'torch-bert-launcher-'));
+    script = join(dir, 'worker.mjs');
+    writeFileSync(script, WORKER);
+  });
+
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** Runs 2 stand-in workers, rank 1 playing `part`; what the launcher returned and what rank 0 saw. */
+  async function run(part: string) {
+    const record = mkdtempSync(join(dir, `${part}-`));
+    const end = await launchWorkers(2, script, [record, part]);
+    expect(existsSync(join(record, 'ready'))).toBe(true);
+    return { end, rank0: readFileSync(join(record, 'rank0'), 'utf8') };
+  }
+
+  it('a worker that stopped on request (exit 130) leaves the others to finish their save; 130, no failure', async () => {
+    // Ctrl-C reaches every worker; the one that exits first must not get the others killed mid-save.
+    const { end, rank0 } = await run('interrupted');
+    expect(rank0).toBe('saved');
+    expect(end).toEqual({ code: 130 });
+  }, 20_000);
+
+  it('a worker killed by a signal: named with its rank and the signal; the others asked to stop (once, never SIGTERM)', async () => {
+    const { end, rank0 } = await run('killed');
+    expect(rank0).toBe(STOP_SIGNAL);
+    expect(end).toEqual({ code: 1, failure: 'rank 1 was killed by SIGKILL' });
+  }, 20_000);
+
+  it('a worker that failed: its exit code, named with its rank', async () => {
+    const { end, rank0 } = await run('failed');
+    expect(rank0).toBe(STOP_SIGNAL);
+    expect(end).toEqual({ code: 3, failure: 'rank 1 exited with code 3' });
+  }, 20_000);
+});
