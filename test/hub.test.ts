@@ -19,6 +19,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { InputError } from '../lib/errors.js';
 import { type DownloadProgress, parseHubId, resolveModelSource, terminalProgress } from '../lib/hub.js';
 import { inspectModelFolder } from '../lib/model-folder.js';
 import { FakeHub, gitBlobSha1, sha256 } from './helpers/hub-server.js';
@@ -259,6 +260,29 @@ describe('Hub ids through the Hugging Face cache', () => {
     const partial = await rejection(resolveModelSource('org/tiny-bert'));
     expect(partial.message).toMatch(/weights \(model\.safetensors, model\.safetensors\.index\.json, pytorch_model\.bin/);
     expect(hub.requests).toEqual([]);
+  });
+
+  it('HF_HUB_OFFLINE=1: a tokenizer the cache never fetched is named as not cached, not as missing from the model', async () => {
+    // As Python leaves the cache after AutoModel.from_pretrained alone: config and weights, no tokenizer.
+    await resolveModelSource('org/tiny-bert', { tokenizer: false });
+    process.env.HF_HUB_OFFLINE = '1';
+    const err = await rejection(resolveModelSource('org/tiny-bert'));
+    expect(err).toBeInstanceOf(InputError);
+    expect(err.message).toBe(
+      `HF_HUB_OFFLINE is set and the tokenizer (tokenizer.json, or vocab.txt) of org/tiny-bert@main is not in the ` +
+        `Hugging Face cache (${cache}); download it once online, or name one (tokenizer / --tokenizer)`,
+    );
+    // Named separately, the model's own tokenizer is not needed.
+    const without = await resolveModelSource('org/tiny-bert', { tokenizer: false });
+    expect(without.kind === 'folder' && without.commit).toBe(C2);
+    // A repository known to have none (Python's .no_exist markers): the folder, without a tokenizer.
+    for (const file of ['tokenizer.json', 'vocab.txt']) {
+      mkdirSync(join(repoDir(), '.no_exist', C2), { recursive: true });
+      writeFileSync(join(repoDir(), '.no_exist', C2, file), '');
+    }
+    const none = await resolveModelSource('org/tiny-bert');
+    expect(none.kind === 'folder' && none.files.tokenizer).toBeUndefined();
+    expect(hub.requests.filter((r) => r.url.includes('tokenizer'))).toEqual([]);
   });
 
   it('wrong bytes from the server are refused and cached under no name', async () => {
