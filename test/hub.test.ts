@@ -441,12 +441,24 @@ describe('local model sources', () => {
     await expect(inspectModelFolder(noConfig)).rejects.toThrow(/is not a Hugging Face model folder: it has no config\.json/);
     const noWeights = writeFolder(join(tmp, 'no-weights'), { 'config.json': '{}' });
     await expect(inspectModelFolder(noWeights)).rejects.toThrow(/it has no weights \(model\.safetensors, model\.safetensors\.index\.json/);
+    // Said once, not again as what a folder needs; a missing shard is named as the index's.
+    await expect(inspectModelFolder(noWeights)).rejects.toThrow(
+      `${noWeights} is not a Hugging Face model folder: it has no weights ` +
+        '(model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)',
+    );
+    await expect(inspectModelFolder(noWeights)).rejects.not.toThrow(/it needs/);
     const missingShard = writeFolder(join(tmp, 'missing-shard'), {
       'config.json': '{}',
       'model.safetensors.index.json': JSON.stringify({ weight_map: { a: 's1.safetensors', b: 's2.safetensors' } }),
       's1.safetensors': 'x',
     });
     await expect(inspectModelFolder(missingShard)).rejects.toThrow(/it has no s2\.safetensors/);
+    await expect(inspectModelFolder(missingShard)).rejects.toThrow(
+      `${missingShard} is not a Hugging Face model folder: it has no s2.safetensors, a shard its weights index lists`,
+    );
+    await expect(inspectModelFolder(noConfig)).rejects.toThrow(
+      `${noConfig} is not a Hugging Face model folder: it has no config.json (it needs config.json and weights (model.safetensors,`,
+    );
     const escaping = writeFolder(join(tmp, 'escaping'), {
       'config.json': '{}',
       'model.safetensors.index.json': JSON.stringify({ weight_map: { a: '../outside.safetensors' } }),
