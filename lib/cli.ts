@@ -99,7 +99,7 @@ const TRAIN_OPTIONS: Options = {
 };
 
 const PROMPT_HELP = `  or, zero-shot (LM-BFF: a class's probability is the softmax over the label words' logits at the mask):
-  --model M                a Hugging Face folder or Hub id whose checkpoint has its MLM head (BERT, RoBERTa)
+  --model M                a Hugging Face folder or Hub id whose checkpoint has its MLM head (BERT, RoBERTa, DistilBERT)
   --template T             e.g. "{text} It was [MASK]." (the tokenizer's own mask token: <mask> for
                            RoBERTa); {text_a} and {text_b} for pairs; texts are truncated, the template never
   --verbalizer LABEL=WORD  one per class, in class order; each word one token of the vocabulary

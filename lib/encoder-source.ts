@@ -42,6 +42,12 @@ export type EncoderSourceInfo =
       repoId?: string;
       revision?: string;
       commit?: string;
+      /**
+       * The folder's config.json as trained on. Kept because the weights cannot tell the export the
+       * attention heads, the activation or LayerNorm's epsilon, and the folder may be gone by then
+       * (the classifier moved to another machine, a Hub snapshot pruned).
+       */
+      config?: Record<string, unknown>;
     };
 
 export interface LoadedEncoder {
@@ -171,6 +177,8 @@ async function loadFolder(source: FolderSource, options: EncoderLoadOptions): Pr
       family: config.native.family,
       weights: files.weights,
       ...(source.repoId ? { repoId: source.repoId, revision: source.revision, commit: source.commit } : {}),
+      // parseHfConfig above refused anything but an object.
+      config: rawConfig as Record<string, unknown>,
     },
     description,
     tokenizer,

@@ -78,7 +78,7 @@ export interface ExportResult {
 
 /** What the classifier recorded of its encoder's Hugging Face origin, when it came from a folder or Hub id. */
 interface RecordedEncoder {
-  /** The encoder's own config.json (read from the recorded folder, when it is still there). */
+  /** The encoder's own config.json: as recorded at training, else read from the recorded folder when it is still there. */
   hfConfig: Record<string, unknown> | null;
   /** The recorded `model_type` (kept even when the folder is gone). */
   modelType: string | null;
@@ -94,8 +94,9 @@ const stringOrNull = (v: unknown): string | null => (typeof v === 'string' ? v :
 /**
  * The encoder's Hugging Face origin as a classifier trained on a model folder or Hub id records
  * it in config.json's `encoder.source` (`{ kind: 'folder', dir, modelType, family, weights,
- * repoId?, revision?, commit? }`, lib/encoder-source.ts), with the folder's config.json read back
- * for what the weights cannot tell (heads, epsilon, activation). A classifier trained on a
+ * repoId?, revision?, commit?, config }`, lib/encoder-source.ts), with the folder's config.json
+ * (`config`, or read back from the folder for a classifier saved before it was recorded) for what
+ * the weights cannot tell (heads, epsilon, activation). A classifier trained on a
  * TorchScript file records none of it.
  */
 export async function recordedEncoder(config: ClassifierConfig): Promise<RecordedEncoder> {
@@ -103,8 +104,9 @@ export async function recordedEncoder(config: ClassifierConfig): Promise<Recorde
   const source = isObject(encoder.source) && encoder.source.kind === 'folder' ? encoder.source : null;
   if (!source) return { hfConfig: null, modelType: null, baseModel: null, revision: null };
   const dir = stringOrNull(source.dir);
-  let hfConfig: Record<string, unknown> | null = null;
-  if (dir) {
+  // The config recorded at training; a classifier saved before it was recorded has only the folder.
+  let hfConfig: Record<string, unknown> | null = isObject(source.config) ? source.config : null;
+  if (!hfConfig && dir) {
     try {
       const parsed = JSON.parse(await readFile(join(dir, CONFIG_FILE), 'utf8')) as unknown;
       if (isObject(parsed)) hfConfig = parsed;

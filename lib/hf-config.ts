@@ -75,15 +75,23 @@ type Json = Record<string, unknown>;
  */
 class FieldReader {
   readonly problems: string[] = [];
+  /** Fields refused above: their stand-in values must not feed the checks between fields. */
+  private readonly invalid = new Set<string>();
   constructor(private readonly c: Json) {}
 
   int(name: string, fallback: number | undefined, min: number): number {
     const v = this.c[name] ?? fallback;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
       this.problems.push(`${name} ${JSON.stringify(v ?? null)} (an integer ≥ ${min} is needed)`);
+      this.invalid.add(name);
       return min;
     }
     return v;
+  }
+
+  /** None of these fields was refused (a field the family does not read counts as valid). */
+  valid(...names: string[]): boolean {
+    return names.every((n) => !this.invalid.has(n));
   }
 
   positiveNumber(name: string, fallback: number): number {
@@ -179,12 +187,17 @@ export function parseHfConfig(config: unknown, file: string): HfEncoderConfig {
     if (c[flag] === true) problems.push(`${flag} true (only encoders without cross-attention are built)`);
   }
   const native = family === 'distilbert' ? distilBertConfig(read) : bertConfig(read, c, family);
-  if (native.hiddenSize % native.numHeads !== 0) {
+  // Checks between fields, each only on values the config really gave (a refused field reads as its minimum).
+  if (read.valid('hidden_size', 'num_attention_heads', 'dim', 'n_heads') && native.hiddenSize % native.numHeads !== 0) {
     problems.push(`hidden size ${native.hiddenSize} not a multiple of the ${native.numHeads} attention heads`);
   }
-  if (native.padTokenId >= native.vocabSize) problems.push(`pad_token_id ${native.padTokenId} (not below vocab_size ${native.vocabSize})`);
+  if (read.valid('pad_token_id', 'vocab_size') && native.padTokenId >= native.vocabSize) {
+    problems.push(`pad_token_id ${native.padTokenId} (not below vocab_size ${native.vocabSize})`);
+  }
   const positionLimit = native.maxPositions - (family === 'roberta' ? native.padTokenId + 1 : 0);
-  if (positionLimit < 2) problems.push(`max_position_embeddings ${native.maxPositions} (leaves fewer than 2 positions)`);
+  if (read.valid('max_position_embeddings', 'pad_token_id') && positionLimit < 2) {
+    problems.push(`max_position_embeddings ${native.maxPositions} (leaves fewer than 2 positions)`);
+  }
   if (problems.length > 0) throw unsupported(file, problems);
   return { modelType: modelType!, native, loraTargets: LORA_TARGETS[family], tokenTypes: family === 'bert', positionLimit };
 }

@@ -22,7 +22,15 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { getHFHubCachePath, getRepoFolderName, HubApiError, modelInfo, pathsInfo } from '@huggingface/hub';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
-import { filesOf, inspectModelFolder, isContainedRelativePath, type ModelFolderFiles, selectModelFiles } from './model-folder.js';
+import {
+  filesOf,
+  inspectModelFolder,
+  isContainedRelativePath,
+  type ModelFolderFiles,
+  selectModelFiles,
+  TOKENIZER_JSON,
+  VOCAB_TXT,
+} from './model-folder.js';
 
 export type ModelSource =
   | { kind: 'torchscript'; file: string }
@@ -229,7 +237,18 @@ async function resolveHubModel(repoId: string, revision: string, env: HubEnv, op
       { state: (p) => cache.state(cachedCommit, p), readText: (p) => readFile(join(cache.snapshot(cachedCommit), p), 'utf8') },
       { tokenizer: wantTokenizer, unknownAsAbsent: env.offline },
     );
-    if (selection.ok) return done(cachedCommit);
+    if (selection.ok) {
+      // Offline, a tokenizer the cache never fetched reads as absent. Python's AutoModel alone leaves
+      // such a snapshot, so say it is not cached rather than let the folder seem to have none.
+      if (env.offline && wantTokenizer && !selection.files.tokenizer && (await tokenizerNeverAsked(cache, cachedCommit))) {
+        throw new InputError(
+          `HF_HUB_OFFLINE is set and the tokenizer (${TOKENIZER_JSON}, or ${VOCAB_TXT}) of ${label} is not in the Hugging Face ` +
+            `cache (${env.cacheDir}); download it once online, or name one (tokenizer / --tokenizer)`,
+          { file: TOKENIZER_JSON },
+        );
+      }
+      return done(cachedCommit);
+    }
     if (env.offline) throw offlineMissing(label, selection.missing, env.cacheDir);
   } else if (env.offline) {
     throw offlineMissing(label, 'config.json', env.cacheDir);
@@ -264,6 +283,11 @@ async function resolveHubModel(repoId: string, revision: string, env: HubEnv, op
   // Python's marker for "asked, not there": the next resolve (ours or Python's) need not ask again.
   for (const path of selection.absent) await writeAtomic(cache.noExist(commit, path), '');
   return done(commit);
+}
+
+/** Neither tokenizer file is in the snapshot or marked missing (`.no_exist`): the cache cannot say whether the repository has one. */
+async function tokenizerNeverAsked(cache: RepoCache, commit: string): Promise<boolean> {
+  return (await cache.state(commit, TOKENIZER_JSON)) === 'unknown' && (await cache.state(commit, VOCAB_TXT)) === 'unknown';
 }
 
 function offlineMissing(label: string, file: string, cacheDir: string): InputError {

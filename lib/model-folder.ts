@@ -197,10 +197,15 @@ export async function inspectModelFolder(dir: string): Promise<ModelFolderFiles>
     { tokenizer: true, unknownAsAbsent: true },
   );
   if (!selection.ok) {
-    throw new ModelError(
-      `${folder} is not a Hugging Face model folder: it has no ${selection.missing} (it needs ${CONFIG_FILE} and ${WEIGHTS_DESCRIPTION})`,
-      { file: folder },
-    );
+    // Locally nothing is unknown, so what is missing is config.json, every weight file (listed
+    // already) or a shard an index names; say which, the list once.
+    const why =
+      selection.missing === CONFIG_FILE
+        ? ` (it needs ${CONFIG_FILE} and ${WEIGHTS_DESCRIPTION})`
+        : selection.missing === WEIGHTS_DESCRIPTION
+          ? ''
+          : ', a shard its weights index lists';
+    throw new ModelError(`${folder} is not a Hugging Face model folder: it has no ${selection.missing}${why}`, { file: folder });
   }
   if (selection.files.format === 'pytorch') {
     for (const file of selection.files.weights) if (file.endsWith('.bin')) await checkZipPickle(join(folder, file));

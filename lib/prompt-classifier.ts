@@ -44,7 +44,7 @@ export async function preparePrompt(
     throw new InputError(
       loaded.source.kind === 'torchscript'
         ? `prompting needs the model's masked-language-model head, and ${loaded.description} is a TorchScript encoder, which carries none: name a Hugging Face folder or Hub id whose checkpoint has it (…ForMaskedLM, …ForPreTraining)`
-        : `prompting needs the model's masked-language-model head, and the checkpoint of ${loaded.description} has none (no cls.predictions.* / lm_head.*): use a …ForMaskedLM or …ForPreTraining checkpoint`,
+        : `prompting needs the model's masked-language-model head, and the checkpoint of ${loaded.description} has none (no cls.predictions.* / lm_head.* / vocab_transform, vocab_projector): use a …ForMaskedLM or …ForPreTraining checkpoint`,
       { code: 'NO_MLM_HEAD' },
     );
   }

@@ -6,7 +6,7 @@
  * must give the merged ones; unsupported encoders and a missing head count are refused.
  */
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -17,6 +17,7 @@ import {
   classifierBatch,
   classifierFeatures,
   demoTokenizer,
+  makeHfFolder,
   PROBE_TEXTS,
   PYTHON,
   repoRoot,
@@ -264,6 +265,29 @@ describe('exportHuggingFace', () => {
     await expect(exportHuggingFace({ classifier: recorded, out: join(work, 'x'), heads: 8 })).rejects.toThrow(
       /heads 8 disagrees with the encoder config recorded .*num_attention_heads 4/,
     );
+  });
+
+  it("a classifier trained on a model folder exports that folder's heads, activation and epsilon after the folder is gone", async () => {
+    // Values no family default gives: 2 heads (any divisor of 32 would load), relu, and the folder's own dropout.
+    const { dir: fixture } = await makeHfFolder({ layers: 1, hidden: 32, heads: 2, intermediate: 64, act: 'relu', dropout: 0.05 });
+    const folder = join(work, 'gone-folder');
+    cpSync(fixture, folder, { recursive: true });
+    const sourceConfig = JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8'));
+    const dir = join(work, 'gone');
+    (await train({ data, encoder: folder, outDir: dir, epochs: 1, batchSize: 32, maxLength: 32, headHidden: 16 })).classifier.dispose();
+    // The classifier is moved to another machine, or the base folder (a Hub snapshot) is pruned.
+    rmSync(folder, { recursive: true });
+    const result = await exportHuggingFace({ classifier: dir, out: join(work, 'gone-hf') });
+    expect(result.assumed).toEqual([]);
+    expect(result.config).toMatchObject({
+      architectures: ['BertModel'],
+      num_attention_heads: 2,
+      hidden_act: 'relu',
+      layer_norm_eps: sourceConfig.layer_norm_eps,
+      hidden_dropout_prob: 0.05,
+      attention_probs_dropout_prob: 0.05,
+    });
+    expect(sourceConfig).toMatchObject({ num_attention_heads: 2, hidden_act: 'relu', layer_norm_eps: 1e-12 });
   });
 
   it('refuses when nothing gives the number of attention heads, naming it and --heads; writes nothing', async () => {

@@ -173,6 +173,27 @@ describe('config.json → encoder config', () => {
     );
   });
 
+  it('names an invalid size once, without checks computed from the stand-in value it was given', () => {
+    // A string "32" is refused as such; the 4 heads and the vocabulary are not then checked against 1.
+    const sizes = refusal(() =>
+      parseHfConfig({ model_type: 'bert', hidden_size: '32', num_attention_heads: 4, vocab_size: null, pad_token_id: 0 }, 'c.json'),
+    );
+    expect(sizes.message).toBe('c.json describes a model the encoder builder cannot make: hidden_size "32" (an integer ≥ 1 is needed)');
+    const vocab = refusal(() =>
+      parseHfConfig({ model_type: 'roberta', vocab_size: 0, pad_token_id: 1, max_position_embeddings: '514' }, 'r.json'),
+    );
+    expect(vocab.message).toBe(
+      'r.json describes a model the encoder builder cannot make: vocab_size 0 (an integer ≥ 1 is needed); ' +
+        'max_position_embeddings "514" (an integer ≥ 1 is needed)',
+    );
+    const distil = refusal(() => parseHfConfig({ model_type: 'distilbert', dim: 32, n_heads: 2.5 }, 'd.json'));
+    expect(distil.message).toBe('d.json describes a model the encoder builder cannot make: n_heads 2.5 (an integer ≥ 1 is needed)');
+    // A real mismatch between valid values is still named.
+    expect(refusal(() => parseHfConfig({ model_type: 'distilbert', dim: 32, n_heads: 3 }, 'd.json')).message).toContain(
+      'hidden size 32 not a multiple of the 3 attention heads',
+    );
+  });
+
   it('takes the default max length from model_max_length, within the position table', () => {
     const bert = parseHfConfig({ model_type: 'bert', max_position_embeddings: 64 }, 'c.json');
     expect(defaultMaxLength(bert, { model_max_length: 512 })).toBe(64);

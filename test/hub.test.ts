@@ -19,6 +19,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { InputError } from '../lib/errors.js';
 import { type DownloadProgress, parseHubId, resolveModelSource, terminalProgress } from '../lib/hub.js';
 import { inspectModelFolder } from '../lib/model-folder.js';
 import { FakeHub, gitBlobSha1, sha256 } from './helpers/hub-server.js';
@@ -261,6 +262,29 @@ describe('Hub ids through the Hugging Face cache', () => {
     expect(hub.requests).toEqual([]);
   });
 
+  it('HF_HUB_OFFLINE=1: a tokenizer the cache never fetched is named as not cached, not as missing from the model', async () => {
+    // As Python leaves the cache after AutoModel.from_pretrained alone: config and weights, no tokenizer.
+    await resolveModelSource('org/tiny-bert', { tokenizer: false });
+    process.env.HF_HUB_OFFLINE = '1';
+    const err = await rejection(resolveModelSource('org/tiny-bert'));
+    expect(err).toBeInstanceOf(InputError);
+    expect(err.message).toBe(
+      `HF_HUB_OFFLINE is set and the tokenizer (tokenizer.json, or vocab.txt) of org/tiny-bert@main is not in the ` +
+        `Hugging Face cache (${cache}); download it once online, or name one (tokenizer / --tokenizer)`,
+    );
+    // Named separately, the model's own tokenizer is not needed.
+    const without = await resolveModelSource('org/tiny-bert', { tokenizer: false });
+    expect(without.kind === 'folder' && without.commit).toBe(C2);
+    // A repository known to have none (Python's .no_exist markers): the folder, without a tokenizer.
+    for (const file of ['tokenizer.json', 'vocab.txt']) {
+      mkdirSync(join(repoDir(), '.no_exist', C2), { recursive: true });
+      writeFileSync(join(repoDir(), '.no_exist', C2, file), '');
+    }
+    const none = await resolveModelSource('org/tiny-bert');
+    expect(none.kind === 'folder' && none.files.tokenizer).toBeUndefined();
+    expect(hub.requests.filter((r) => r.url.includes('tokenizer'))).toEqual([]);
+  });
+
   it('wrong bytes from the server are refused and cached under no name', async () => {
     hub.faults.corrupt = new Set(['model.safetensors']);
     const err = await rejection(resolveModelSource('org/tiny-bert'));
@@ -417,12 +441,24 @@ describe('local model sources', () => {
     await expect(inspectModelFolder(noConfig)).rejects.toThrow(/is not a Hugging Face model folder: it has no config\.json/);
     const noWeights = writeFolder(join(tmp, 'no-weights'), { 'config.json': '{}' });
     await expect(inspectModelFolder(noWeights)).rejects.toThrow(/it has no weights \(model\.safetensors, model\.safetensors\.index\.json/);
+    // Said once, not again as what a folder needs; a missing shard is named as the index's.
+    await expect(inspectModelFolder(noWeights)).rejects.toThrow(
+      `${noWeights} is not a Hugging Face model folder: it has no weights ` +
+        '(model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)',
+    );
+    await expect(inspectModelFolder(noWeights)).rejects.not.toThrow(/it needs/);
     const missingShard = writeFolder(join(tmp, 'missing-shard'), {
       'config.json': '{}',
       'model.safetensors.index.json': JSON.stringify({ weight_map: { a: 's1.safetensors', b: 's2.safetensors' } }),
       's1.safetensors': 'x',
     });
     await expect(inspectModelFolder(missingShard)).rejects.toThrow(/it has no s2\.safetensors/);
+    await expect(inspectModelFolder(missingShard)).rejects.toThrow(
+      `${missingShard} is not a Hugging Face model folder: it has no s2.safetensors, a shard its weights index lists`,
+    );
+    await expect(inspectModelFolder(noConfig)).rejects.toThrow(
+      `${noConfig} is not a Hugging Face model folder: it has no config.json (it needs config.json and weights (model.safetensors,`,
+    );
     const escaping = writeFolder(join(tmp, 'escaping'), {
       'config.json': '{}',
       'model.safetensors.index.json': JSON.stringify({ weight_map: { a: '../outside.safetensors' } }),
