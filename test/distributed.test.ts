@@ -538,6 +538,23 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     }
   }, 60_000);
 
+  it('a rank that never comes: rank 0 stops within the timeout (not twice it), saying how many ranks joined', async () => {
+    const port = await freePort();
+    const exit = await runProcess({ ...base, technique: 'frozen', batchSize: 8, distributedTimeout: 4 }, join(dir, 'alone'), {
+      RANK: '0',
+      WORLD_SIZE: '2',
+      MASTER_ADDR: '127.0.0.1',
+      MASTER_PORT: String(port),
+    });
+    expect(exit.code).toBe(1);
+    expect(exit.stderr.trim()).toMatch(new RegExp(`only 1 of 2 ranks joined the rendezvous on 127\\.0\\.0\\.1:${port} within 4 s`));
+    // libtorch 1.13's store server stopped waiting at the timeout without an error, and Gloo's
+    // rendezvous then waited a second one ("could not connect to the other ranks within 4 s" after
+    // 9.9 s, measured): the join's own count (process_group.cc CheckEveryRankJoined) stops it at
+    // the timeout (4.7 s from the process's start).
+    expect(exit.ms).toBeLessThan(4000 + 3000);
+  }, 60_000);
+
   it('an unreachable master: the rank says which address it could not reach', async () => {
     const port = await freePort();
     const exit = await runProcess({ ...base, technique: 'frozen', batchSize: 8, distributedTimeout: 3 }, join(dir, 'unreachable'), {

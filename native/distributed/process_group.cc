@@ -1,5 +1,7 @@
 #include "distributed/process_group.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -129,19 +131,58 @@ void AddNccl(c10d::ProcessGroup& group, const c10::intrusive_ptr<c10d::Store>& s
 }
 #endif
 
+// CheckEveryRankJoined's error, its own message: ConnectStore's handler passes it on unwrapped.
+struct JoinedTooFew : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Every rank counts itself in once its store is connected, and rank 0 (the store's server) waits
+// for the count. 1.13's TCPStore server waits for its clients up to the timeout and then returns
+// as if they had all come (2.x throws), so rank 0 alone went on to Gloo's rendezvous and waited
+// a second timeout there, to fail with "could not connect to the other ranks (Socket Timeout)".
+// The store's own wait is therefore off (ConnectStore) and the wait here is the only one: bounded
+// by the timeout from the join's start (at least a moment, for a rank that connected at its very
+// end), it says how many ranks came.
+
+c10::intrusive_ptr<c10d::Store> CheckEveryRankJoined(c10::intrusive_ptr<c10d::Store> store, const RankEnvironment& env,
+                                                     std::chrono::steady_clock::time_point start,
+                                                     std::chrono::milliseconds timeout, const std::string& where) {
+  const std::string key = "torch-bert/joined";
+  int64_t joinedRanks = store->add(key, 1);
+  if (env.rank != 0) return store;
+  const auto waitedFrom = std::chrono::steady_clock::now();
+  const auto deadline = std::max(start + timeout, waitedFrom + std::chrono::seconds(1));
+  while (joinedRanks < env.worldSize && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    joinedRanks = store->add(key, 0);
+  }
+  if (joinedRanks < env.worldSize) {
+    throw JoinedTooFew("distributed: only " + std::to_string(joinedRanks) + " of " + std::to_string(env.worldSize) +
+                       " ranks joined the rendezvous on " + where + " within " + Seconds(timeout) +
+                       " (each rank needs the same WORLD_SIZE, MASTER_ADDR and MASTER_PORT)");
+  }
+  return store;
+}
+
 c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions options;
   options.port = env.masterPort;
   options.isServer = env.rank == 0 && !AgentServesStore();
   options.numWorkers = static_cast<size_t>(env.worldSize);
-  options.waitWorkers = true;
+  // Without torchrun's agent, the join's own count (CheckEveryRankJoined) waits for the ranks, once
+  // and against one deadline: 1.13's server wait returns at its timeout as if every rank had come.
+  options.waitWorkers = AgentServesStore();
   options.timeout = timeout;
   const std::string where = env.masterAddr + ":" + std::to_string(env.masterPort);
+  const auto start = std::chrono::steady_clock::now();
+  c10::intrusive_ptr<c10d::Store> store;
   try {
-    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(env.masterAddr, options);
-    if (!AgentServesStore()) return store;
+    store = c10::make_intrusive<c10d::TCPStore>(env.masterAddr, options);
+    if (!AgentServesStore()) return CheckEveryRankJoined(store, env, start, timeout, where);
     const char* restarts = std::getenv("TORCHELASTIC_RESTART_COUNT");
     return c10::make_intrusive<c10d::PrefixStore>(std::string("/worker/attempt_") + (restarts ? restarts : "0"), store);
+  } catch (const JoinedTooFew&) {
+    throw;
   } catch (const std::exception& e) {
     const std::string what = e.what();
     const std::string line = what.substr(0, what.find('\n'));
