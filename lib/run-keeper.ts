@@ -87,7 +87,8 @@ export class RunKeeper<M> {
    */
   async endEpoch(epoch: number, startedAt: number): Promise<boolean> {
     const position = this.position;
-    const stop = this.stoppedEarly || (await this.evaluate(epoch));
+    const evaluates = !this.stoppedEarly;
+    const stop = this.stoppedEarly || (await this.evaluate(epoch, { atEpochEnd: true }));
     const last = this.lastEvaluation!;
     const metrics: EpochMetrics = {
       epoch,
@@ -100,6 +101,8 @@ export class RunKeeper<M> {
       isBest: last.isBest,
     };
     position.history.push(metrics);
+    // The epoch's own evaluation: a new best is checkpointed now, with this epoch in its history.
+    if (evaluates) await this.recordEvaluation(last);
     position.batch = 0;
     position.epochLossSum = 0;
     position.epochCorrect = 0;
@@ -116,9 +119,9 @@ export class RunKeeper<M> {
     return this.hooks.saveState(this.position);
   }
 
-  /** The evaluation whose weights are kept (the last that was best). */
-  bestEvaluation(): Evaluation {
-    return this.position.evaluations.filter((e) => e.isBest).at(-1)!;
+  /** The evaluation whose weights are kept (the last that was best); none before the first evaluation. */
+  bestEvaluation(): Evaluation | undefined {
+    return this.position.evaluations.filter((e) => e.isBest).at(-1);
   }
 
   private patienceRunOut(withoutImprovement: number): boolean {
@@ -131,8 +134,11 @@ export class RunKeeper<M> {
     return best === null || (this.rules.bestMetric === 'loss' ? value < best : value > best);
   }
 
-  /** A validation pass, recorded; a new best is checkpointed. True when early stopping ends the run here. */
-  private async evaluate(epoch: number): Promise<boolean> {
+  /**
+   * A validation pass, recorded; a new best is checkpointed (at an epoch's end, by endEpoch once
+   * the epoch is in the history). True when early stopping ends the run here.
+   */
+  private async evaluate(epoch: number, { atEpochEnd = false } = {}): Promise<boolean> {
     const position = this.position;
     const result = await this.hooks.validate();
     const value = this.rules.bestMetric === 'loss' ? result.loss : this.rules.bestMetric === 'accuracy' ? result.accuracy : result.macroF1;
@@ -160,12 +166,17 @@ export class RunKeeper<M> {
       position.bestValue = value;
       position.evaluationsWithoutImprovement = 0;
       this.bestMetrics = result.metrics;
-      await this.hooks.checkpoint(evaluation);
     } else {
       position.evaluationsWithoutImprovement++;
     }
     this.lastEvaluation = evaluation;
-    this.hooks.onProgress?.({ type: 'evaluation', ...evaluation });
+    if (!atEpochEnd) await this.recordEvaluation(evaluation);
     return stop;
+  }
+
+  /** A new best's checkpoint, then the evaluation's progress event (a listener finds the checkpoint written). */
+  private async recordEvaluation(evaluation: Evaluation): Promise<void> {
+    if (evaluation.isBest) await this.hooks.checkpoint(evaluation);
+    this.hooks.onProgress?.({ type: 'evaluation', ...evaluation });
   }
 }

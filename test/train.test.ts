@@ -12,6 +12,7 @@ import { gatherRows } from '../lib/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
 import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
+import type { EpochMetrics } from '../lib/options.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
 import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, repoRoot, runPython } from './fixtures.js';
 
@@ -371,10 +372,12 @@ describe('bad input gets a clear error and loses nothing', () => {
     const controller = new AbortController();
     let steps = 0;
     const batches: number[] = [];
+    const epochs: EpochMetrics[] = [];
     const run = train({
       ...base(),
       epochs: 3,
       onProgress: (e) => {
+        if (e.type === 'epoch') epochs.push(e);
         if (e.type === 'epoch' && e.epoch === 1) controller.abort();
         // The deprecated 'step' event still comes, once per batch, after its 'batch' event.
         if (e.type === 'step') steps++;
@@ -389,6 +392,9 @@ describe('bad input gets a clear error and loses nothing', () => {
     // Epoch 1 was the best so far and was saved; it loads.
     const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
     expect(config.metrics.epoch).toBe(1);
+    // Its history holds the epoch whose weights it keeps (it used to be written before the epoch's record).
+    const history = JSON.parse(readFileSync(join(outDir, 'history.json'), 'utf8')) as EpochMetrics[];
+    expect(history.map((h) => [h.epoch, h.validationLoss, h.trainLoss])).toEqual([[1, epochs[0]!.validationLoss, epochs[0]!.trainLoss]]);
     const classifier = await loadClassifier(outDir);
     expect(classifier.labels).toEqual(['negative', 'positive']);
     classifier.dispose();
