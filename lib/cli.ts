@@ -948,7 +948,8 @@ async function main(args: string[]): Promise<number> {
     const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     const message = messageOf(err).split('\n')[0];
     if (err instanceof AbortError) {
-      console.error(`torch-bert: ${message}; the best checkpoint so far is kept`);
+      // A training loop's abort says where it stopped and what it kept; an earlier one has kept nothing.
+      console.error(`torch-bert: ${message}`);
       return 130;
     }
     // A cause holds more than the one line (e.g. a TorchScript traceback): say how to see it.

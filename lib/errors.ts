@@ -68,7 +68,7 @@ export class NumericalError extends Error {
   }
 }
 
-/** The run was cancelled through its AbortSignal; the best checkpoint so far is kept. */
+/** The run was cancelled through its AbortSignal (the CLI: Ctrl-C, SIGTERM); an abort of the training loop says what it kept. */
 export class AbortError extends Error {
   constructor(message = 'training was aborted', options?: { cause?: unknown }) {
     super(message, options);

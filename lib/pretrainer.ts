@@ -350,7 +350,7 @@ async function pretrainRank(
 
     // 5. Finish.
     if (writes) await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
-    const best = keeper.bestEvaluation();
+    const best = keeper.bestEvaluation()!; // a finished run has evaluated at least once
     return {
       outDir,
       history: position.history,

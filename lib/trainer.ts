@@ -701,7 +701,8 @@ async function finish(run: {
   const { binding, opts, device, bestDir, keeper, config, setup } = run;
   const { position } = keeper;
   const outDir = opts.outDir;
-  const bestEvaluation = keeper.bestEvaluation();
+  // A finished run has evaluated at least once.
+  const bestEvaluation = keeper.bestEvaluation()!;
   const best = position.history.find((h) => h.epoch === bestEvaluation.epoch) ?? position.history.at(-1)!;
   // A resumed run whose best came before the interruption keeps the weights in the resumed
   // directory; a data-parallel rank other than 0 checkpoints into a temporary folder of its own,

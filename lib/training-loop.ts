@@ -355,9 +355,12 @@ class Loop<Batch> {
   private async abort(epoch: number, batchesPerEpoch: number): Promise<never> {
     await this.keeper.saveInterrupted();
     const { outDir, signal } = this.options;
+    // Without outDir nothing is kept: the best weights lived in a temporary folder of the run.
+    const kept = outDir ? this.keeper.bestEvaluation() : undefined;
     throw new AbortError(
       `training aborted at epoch ${epoch}, batch ${this.keeper.position.batch + 1}/${batchesPerEpoch}` +
-        (outDir ? `; resume with resumeFrom: '${outDir}' (CLI: --resume ${outDir})` : ''),
+        (outDir ? `; resume with resumeFrom: '${outDir}' (CLI: --resume ${outDir})` : '') +
+        (kept ? `; the best checkpoint so far (epoch ${kept.epoch}, step ${kept.step}) is kept in ${outDir}` : ''),
       { cause: signal?.reason },
     );
   }

@@ -250,6 +250,8 @@ describe('torch-bert CLI', () => {
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     expect(code).toBe(130);
     expect(stderr).toMatch(/training aborted at epoch \d+, batch \d+\/\d+; resume with .*--resume .*interrupted/);
+    // It names what it kept: epoch 1's evaluation was the first, so a best.
+    expect(stderr.trim().split('\n').at(-1)).toMatch(/; the best checkpoint so far \(epoch \d+, step \d+\) is kept in .*interrupted$/);
     expect(existsSync(join(dir, 'training-state', 'state.json'))).toBe(true);
     const resumed = await run([...args, '--resume', dir, '--json']);
     expect(resumed.code).toBe(0);

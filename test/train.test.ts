@@ -368,6 +368,21 @@ describe('bad input gets a clear error and loses nothing', () => {
     writeFileSync(file, '');
     await expect(train({ ...base(), outDir: join(file, 'out') })).rejects.toThrow(/output directory .*a-file\/out cannot be written/);
   });
+  it('an abort before the first evaluation claims no checkpoint', async () => {
+    const controller = new AbortController();
+    const run = train({
+      ...base(),
+      outDir: join(work, 'aborted-early'),
+      epochs: 2,
+      onProgress: (e) => {
+        if (e.type === 'batch' && e.batch === 1) controller.abort();
+      },
+      signal: controller.signal,
+    });
+    await expect(run).rejects.toThrow(
+      /^training aborted at epoch 1, batch 2\/\d+; resume with resumeFrom: '[^']*aborted-early' \(CLI: --resume [^)]*aborted-early\)$/,
+    );
+  });
   it('an abort keeps the best checkpoint written so far', async () => {
     const controller = new AbortController();
     let steps = 0;
@@ -385,7 +400,10 @@ describe('bad input gets a clear error and loses nothing', () => {
       },
       signal: controller.signal,
     });
-    await expect(run).rejects.toMatchObject({ name: 'AbortError' });
+    await expect(run).rejects.toMatchObject({
+      name: 'AbortError',
+      message: expect.stringMatching(/; the best checkpoint so far \(epoch 1, step \d+\) is kept in .*kept$/),
+    });
     const stepsPerEpoch = Math.ceil(trainExamples / SMALL.batchSize);
     expect(steps).toBe(stepsPerEpoch);
     expect(batches).toEqual(Array.from({ length: stepsPerEpoch }, (_, i) => i + 1));
