@@ -53,7 +53,14 @@ import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
 import { checkPrecision } from './trainer.js';
 import { nativeStepOptions, runTrainingLoop, type StepSettings, type Task } from './training-loop.js';
-import { readTrainingState, restoreTrainingState, resumePosition, type SkippedBatch, saveTrainingState } from './training-state.js';
+import {
+  readTrainingState,
+  removeTrainingState,
+  restoreTrainingState,
+  resumePosition,
+  type SkippedBatch,
+  saveTrainingState,
+} from './training-state.js';
 
 export interface PretrainOptions {
   /** A Hugging Face model folder or Hub id (with or without an MLM head). */
@@ -349,7 +356,10 @@ async function pretrainRank(
     });
 
     // 5. Finish.
-    if (writes) await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
+    if (writes) {
+      await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
+      await removeTrainingState(outDir);
+    }
     const best = keeper.bestEvaluation()!; // a finished run has evaluated at least once
     return {
       outDir,

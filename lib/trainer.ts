@@ -78,6 +78,7 @@ import { setUpTrainable, type TrainableSet } from './trainable.js';
 import { runTrainingLoop } from './training-loop.js';
 import {
   readTrainingState,
+  removeTrainingState,
   restoreTrainingState,
   resumePosition,
   type SavedState,
@@ -725,6 +726,7 @@ async function finish(run: {
     await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
     if (opts.report)
       await writeReport(outDir, opts, run.tokenizer.path, position.evaluations, position.history, bestMetrics, config, setup);
+    await removeTrainingState(outDir);
   }
   const bestModule = await binding.ScriptModule.loadAsync(join(keptDir, CLASSIFIER_FILE), device);
   bestModule.train(false);

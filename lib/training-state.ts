@@ -66,6 +66,17 @@ async function removeStateDir(path: string): Promise<void> {
 }
 
 /**
+ * The state of a run that has ended well is of no further use (it is the last epoch's start: a
+ * resume would train that epoch again; any other run is refused by its fingerprint), and it
+ * weighs three times the trained weights (the tensors and AdamW's two moments): removed, `.old`
+ * first. Rank 0 alone, as it alone saves it.
+ */
+export async function removeTrainingState(outDir: string): Promise<void> {
+  await removeStateDir(join(outDir, `${STATE_DIR}.old`));
+  await removeStateDir(join(outDir, STATE_DIR));
+}
+
+/**
  * Write the state as a new directory, then swap it in. At every moment of a crash, `<outDir>/
  * training-state` or (only while it is absent) `training-state.old` is a complete state:
  *   a. remove temporary directories of saves whose process died;

@@ -131,6 +131,8 @@ describe('pretrain()', () => {
     expect(result.trainRows).toBeGreaterThan(50);
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'encoder.pt', 'history.json'])
       expect(existsSync(join(outDir, f)), f).toBe(true);
+    // The training state is gone once the run has ended well (README: "until the run ends").
+    expect(existsSync(join(outDir, 'training-state'))).toBe(false);
     const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
     expect(config.architectures).toEqual(['BertForMaskedLM']);
     // save_pretrained's layout: the tied decoder weight left out, the head under cls.

@@ -5,7 +5,7 @@
  * same seed twice), and the schedule / weight-decay / metric bookkeeping.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -436,6 +436,9 @@ describe('control', () => {
     ).rejects.toThrow(aborted);
     rewriteState?.(join(outDir, 'training-state', 'state.json'));
     const resumed = await train({ ...opts, resumeFrom: outDir });
+    // A run that ends well leaves no training state (the last epoch's start, 3x the trained weights).
+    for (const dir of [outDir, join(work, `${name}-whole`)])
+      expect(readdirSync(dir).filter((n) => n.startsWith('training-state'))).toEqual([]);
     expect(resumed.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(whole.history.map((h) => [h.trainLoss, h.validationLoss]));
     expect(resumed.evaluations).toEqual(whole.evaluations);
     const a = params(whole.classifier);
@@ -512,10 +515,17 @@ describe('control', () => {
     });
   });
 
-  it('refuses to resume a different run, naming what differs', async () => {
-    await expect(
-      train({ ...base(), epochs: 3, technique: 'full', resumeFrom: join(work, 'full-interrupted'), batchSize: 16 }),
-    ).rejects.toThrow(/cannot resume .* settings differ \(.*batchSize: saved 32, now 16/);
+  it('refuses to resume a different run, naming what differs, and a run that has ended', async () => {
+    const outDir = join(work, 'resume-refused');
+    const opts: TrainOptions = { ...base(), epochs: 3, technique: 'full' };
+    await expect(trainAbortedAt({ ...opts, outDir }, (e) => e.type === 'batch' && e.epoch === 1 && e.batch === 2)).rejects.toThrow(
+      /aborted/,
+    );
+    await expect(train({ ...opts, resumeFrom: outDir, batchSize: 16 })).rejects.toThrow(
+      /cannot resume .* settings differ \(.*batchSize: saved 32, now 16/,
+    );
+    // A run that ended well left no state to resume (it would have trained its last epoch again).
+    await expect(train({ ...opts, resumeFrom: join(work, 'full-interrupted') })).rejects.toThrow(/holds no resumable training state/);
   });
 
   it('stops on a NaN loss naming epoch and batch, keeping the best checkpoint; or skips such steps', async () => {
