@@ -82,3 +82,29 @@ export function collect(child: ChildProcess): { stdout: () => string; stderr: ()
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * One kill of the crash-safety tests: start `script` (a child that saves back to back, slowed by
+ * SLOW_FS_MS=2, and prints `ready <mean save ms>` after its first two saves), then SIGKILL it at a
+ * moment uniform over two whole saves, so every phase of a save is equally likely to be hit.
+ * Resolves once it is dead, with how it died (the caller checks it was the kill, not an error).
+ */
+export async function killDuringSaves(
+  script: string,
+  args: string[],
+  random: () => number,
+): Promise<{ pid: number; delay: number; signal: NodeJS.Signals | null }> {
+  const child = spawnTs(script, args, { env: { SLOW_FS_MS: '2' } });
+  let meanSaveMs: number;
+  try {
+    meanSaveMs = Number((await waitForLine(child, /^ready ([\d.]+)/, 60_000))[1]);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  const delay = random() * 2 * meanSaveMs;
+  await sleep(delay);
+  child.kill('SIGKILL');
+  const { signal } = await exited(child);
+  return { pid: child.pid!, delay, signal };
+}

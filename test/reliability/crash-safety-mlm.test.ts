@@ -21,7 +21,7 @@ import { loadBinding } from '../../lib/loader.js';
 import { ENCODER_FILE } from '../../lib/mlm-output.js';
 import { inspectModelFolder, MODEL_FILE } from '../../lib/model-folder.js';
 import { makeHfFolder } from '../fixtures.js';
-import { exited, rng, runSeed, sleep, spawnTs, waitForLine } from '../helpers/reliability.js';
+import { exited, killDuringSaves, rng, runSeed, spawnTs } from '../helpers/reliability.js';
 
 const TRIALS = 20;
 const SEED = runSeed();
@@ -76,18 +76,8 @@ describe("pretraining's model folder under SIGKILL", () => {
     const dir = join(work, 'folder');
     const stats = { killedMidSave: 0, resolvedToPending: 0, loadedA: 0, loadedB: 0 };
     for (let trial = 0; trial < TRIALS; trial++) {
-      const child = spawnTs(WRITER, [dir, sources.A, sources.B], { env: { SLOW_FS_MS: '2' } });
-      let meanSaveMs: number;
-      try {
-        meanSaveMs = Number((await waitForLine(child, /^ready ([\d.]+)/, 60_000))[1]);
-      } catch (err) {
-        child.kill('SIGKILL');
-        throw err;
-      }
-      // Uniform over two whole saves: every phase of a save is equally likely to be hit.
-      await sleep(random() * 2 * meanSaveMs);
-      child.kill('SIGKILL');
-      expect((await exited(child)).signal, `trial ${trial}: the child must die by the kill, not by an error`).toBe('SIGKILL');
+      const child = await killDuringSaves(WRITER, [dir, sources.A, sources.B], random);
+      expect(child.signal, `trial ${trial}: the child must die by the kill, not by an error`).toBe('SIGKILL');
       if (readdirSync(dir).some(isLeftover)) stats.killedMidSave++;
 
       const { which, shas } = committed(dir);

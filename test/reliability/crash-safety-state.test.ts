@@ -17,7 +17,7 @@ import { sha256File } from '../../lib/checkpoint.js';
 import { loadBinding } from '../../lib/loader.js';
 import { readTrainingState, STATE_DIR } from '../../lib/training-state.js';
 import { demoTokenizer, makeEncoder } from '../fixtures.js';
-import { exited, rng, runSeed, sleep, spawnTs, waitForLine } from '../helpers/reliability.js';
+import { exited, killDuringSaves, rng, runSeed, sleep, spawnTs } from '../helpers/reliability.js';
 
 /** Runs before readTrainingState's next readFile of `path` (once): a save's rename landing between its steps. */
 const beforeRead = vi.hoisted(() => ({ hook: null as null | ((path: string) => void) }));
@@ -85,19 +85,8 @@ describe('saveTrainingState under SIGKILL', () => {
     // kills that land mid-save.
     let trial = 0;
     for (; trial < 3 * TRIALS && (trial < TRIALS || leftTemp <= TRIALS / 4); trial++) {
-      const child = spawnTs('test/helpers/checkpoint-writer.ts', ['state', dir, encoder, record, demoTokenizer], {
-        env: { SLOW_FS_MS: '2' },
-      });
-      let meanSaveMs: number;
-      try {
-        meanSaveMs = Number((await waitForLine(child, /^ready ([\d.]+)/, 60_000))[1]);
-      } catch (err) {
-        child.kill('SIGKILL');
-        throw err;
-      }
-      await sleep(random() * 2 * meanSaveMs);
-      child.kill('SIGKILL');
-      expect((await exited(child)).signal).toBe('SIGKILL');
+      const child = await killDuringSaves('test/helpers/checkpoint-writer.ts', ['state', dir, encoder, record, demoTokenizer], random);
+      expect(child.signal).toBe('SIGKILL');
 
       const names = readdirSync(dir);
       if (names.some((n) => n.startsWith(`${STATE_DIR}.tmp-`))) leftTemp++;

@@ -32,7 +32,7 @@ import { loadClassifier } from '../../lib/classifier.js';
 import { loadBinding } from '../../lib/loader.js';
 import { writerId } from '../../lib/writer-identity.js';
 import { demoTokenizer, makeEncoder, runPython } from '../fixtures.js';
-import { exited, rng, runSeed, sleep, spawnTs, waitForLine } from '../helpers/reliability.js';
+import { exited, killDuringSaves, rng, runSeed, spawnTs } from '../helpers/reliability.js';
 
 const TRIALS = 50;
 const SEED = runSeed();
@@ -90,23 +90,9 @@ describe('writeCheckpoint under SIGKILL', () => {
     const record = join(work, 'checkpoint-record.jsonl');
     const stats = { trials: 0, killedMidSave: 0, resolvedToPending: 0, loadedA: 0, loadedB: 0, delays: [] as number[] };
     for (let trial = 0; trial < TRIALS; trial++) {
-      const child = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], {
-        env: { SLOW_FS_MS: '2' },
-      });
-      let meanSaveMs: number;
-      try {
-        meanSaveMs = Number((await waitForLine(child, /^ready ([\d.]+)/, 60_000))[1]);
-      } catch (err) {
-        child.kill('SIGKILL');
-        throw err;
-      }
-      // Uniform over two whole saves: every phase of a save is equally likely to be hit.
-      const delay = random() * 2 * meanSaveMs;
-      stats.delays.push(delay);
-      await sleep(delay);
-      child.kill('SIGKILL');
-      const { signal } = await exited(child);
-      expect(signal, `trial ${trial}: the child must die by the kill, not by an error`).toBe('SIGKILL');
+      const child = await killDuringSaves('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], random);
+      stats.delays.push(child.delay);
+      expect(child.signal, `trial ${trial}: the child must die by the kill, not by an error`).toBe('SIGKILL');
       stats.trials++;
 
       const names = readdirSync(dir);
