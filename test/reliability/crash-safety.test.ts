@@ -153,7 +153,9 @@ describe('writeCheckpoint under SIGKILL', () => {
     const last = spawnTs('test/helpers/checkpoint-writer.ts', ['checkpoint', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
     expect((await exited(last)).code).toBe(0);
     expect(readdirSync(dir).sort()).toEqual(['classifier.pt', 'config.json', 'history.json', 'tokenizer.json']);
-  });
+    // 50 children, each a vite-node start (~1.5 s) and two saves: about 95 s alone on this project's
+    // 2-core machine, 120 s and more beside other work. The limit guards against a hang.
+  }, 300_000);
 
   it('a save killed between config.json and classifier.pt is completed by the next run writing there', async () => {
     const dir = join(work, 'rollforward');
