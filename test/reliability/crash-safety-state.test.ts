@@ -128,7 +128,8 @@ describe('saveTrainingState under SIGKILL', () => {
     const last = spawnTs('test/helpers/checkpoint-writer.ts', ['state', dir, encoder, record, demoTokenizer], { env: { SAVES: '1' } });
     expect((await exited(last)).code).toBe(0);
     expect(readdirSync(dir)).toEqual([STATE_DIR]);
-  });
+    // Up to 60 children (a vite-node start each, ~1.5 s): the limit guards against a hang.
+  }, 300_000);
 
   it('a reader whose directory is renamed between finding it and reading it finds it again', async () => {
     const dir = join(work, 'renamed-mid-read');
