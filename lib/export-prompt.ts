@@ -18,16 +18,10 @@ import type { Classifier } from './classifier.js';
 import { loadEncoderSource } from './encoder-source.js';
 import { ModelError } from './errors.js';
 import type { StagedFolder } from './export-folder.js';
-import type { EncoderFamily } from './hf-config.js';
+import { type EncoderFamily, transformersNames } from './hf-config.js';
 import { loadBinding } from './loader.js';
 import { maskedLmKeys } from './mlm-output.js';
 import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
-
-const ARCHITECTURE: Record<EncoderFamily, string> = {
-  bert: 'BertForMaskedLM',
-  roberta: 'RobertaForMaskedLM',
-  distilbert: 'DistilBertForMaskedLM',
-};
 
 /**
  * The prompt head's parameter names (native/module/classifier.cc) → the MLM head's own: the
@@ -163,7 +157,7 @@ export async function writePromptExport(
   await copyFile(join(dir, TOKENIZER_FILE), folder.file(TOKENIZER_FILE));
   const hfConfig: Record<string, unknown> = {
     ...baseConfig,
-    architectures: [ARCHITECTURE[family]],
+    architectures: [transformersNames(family, baseConfig.model_type).className('ForMaskedLM')],
     torch_dtype: 'float32',
     id2label: Object.fromEntries(config.labels.map((label, i) => [String(i), label])),
     label2id: Object.fromEntries(config.labels.map((label, i) => [label, i])),

@@ -32,9 +32,10 @@ import {
   peftTensors,
 } from './export-peft.js';
 import { writePromptExport } from './export-prompt.js';
+import { type TransformersNames, transformersNames } from './hf-config.js';
 import { loadBinding } from './loader.js';
 import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
-import { BASE_PREFIX, SEQUENCE_CLASSIFICATION_ARCHITECTURES, sequenceClassificationKeys } from './sequence-classification.js';
+import { BASE_PREFIX, sequenceClassificationKeys } from './sequence-classification.js';
 
 export const HEAD_WEIGHTS_FILE = 'torch_bert_head.safetensors';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
@@ -155,7 +156,6 @@ function tokenizerFacts(json: Record<string, unknown>): TokenizerFacts {
   return { lowercase, roberta: isRobertaTokenizer(json), padId, special };
 }
 
-const ARCHITECTURES: Record<ExportFamily, string> = { bert: 'BertModel', roberta: 'RobertaModel', distilbert: 'DistilBertModel' };
 /** Family defaults of what the weights cannot tell (transformers' configs of bert-base, roberta-base, distilbert-base). */
 const DEFAULT_EPS: Record<ExportFamily, number> = { bert: 1e-12, roberta: 1e-5, distilbert: 1e-12 };
 const DEFAULT_PAD: Record<ExportFamily, number> = { bert: 0, roberta: 1, distilbert: 0 };
@@ -173,6 +173,7 @@ function stringField(hf: Record<string, unknown> | null, ...names: string[]): st
 /** config.json's architecture part, in transformers' field names for the family. */
 function architectureConfig(
   family: ExportFamily,
+  names: TransformersNames,
   shapes: EncoderShapes,
   heads: number,
   facts: TokenizerFacts,
@@ -189,8 +190,8 @@ function architectureConfig(
   const pad = numberField(hf, 'pad_token_id') ?? facts.padId ?? take('pad_token_id', undefined, DEFAULT_PAD[family]);
   if (family === 'distilbert') {
     return {
-      architectures: [ARCHITECTURES[family]],
-      model_type: 'distilbert',
+      architectures: [names.className('Model')],
+      model_type: names.modelType,
       vocab_size: shapes.vocabSize,
       dim: shapes.hiddenSize,
       n_layers: shapes.numLayers,
@@ -207,8 +208,8 @@ function architectureConfig(
   }
   const roberta = family === 'roberta';
   return {
-    architectures: [ARCHITECTURES[family]],
-    model_type: family,
+    architectures: [names.className('Model')],
+    model_type: names.modelType,
     vocab_size: shapes.vocabSize,
     hidden_size: shapes.hiddenSize,
     num_hidden_layers: shapes.numLayers,
@@ -231,9 +232,9 @@ function architectureConfig(
  * config.json's fields of a whole ForSequenceClassification: the architecture, the task, and the
  * head's dropout under the family's name (the p the classifier trained with).
  */
-function sequenceClassificationConfig(family: ExportFamily, config: ClassifierConfig): Record<string, unknown> {
+function sequenceClassificationConfig(family: ExportFamily, names: TransformersNames, config: ClassifierConfig): Record<string, unknown> {
   return {
-    architectures: [SEQUENCE_CLASSIFICATION_ARCHITECTURES[family]],
+    architectures: [names.className('ForSequenceClassification')],
     num_labels: config.labels.length,
     problem_type: 'single_label_classification',
     ...(family === 'distilbert' ? { seq_classif_dropout: config.dropout } : { classifier_dropout: config.dropout }),
@@ -302,6 +303,8 @@ interface ExportPlan {
   tokenizerText: string;
   facts: TokenizerFacts;
   family: ExportFamily;
+  /** transformers' names for it: the family's, or the recorded model_type's (xlm-roberta, camembert). */
+  names: TransformersNames;
   /** With head 'sequence-classification': the whole ForSequenceClassification is written. */
   whole: boolean;
   heads: number;
@@ -331,16 +334,17 @@ async function planExport(classifier: Classifier, dir: string, headsOption: numb
   }
   const heads = headsOf(shapes, recorded.hfConfig, headsOption, configPath);
   const lora = config.hyperparameters?.lora as LoraSettings | undefined;
-  return { dir, config, params, parts, shapes, recorded, tokenizerText, facts, family, whole, heads, lora };
+  const names = transformersNames(family, recorded.modelType);
+  return { dir, config, params, parts, shapes, recorded, tokenizerText, facts, family, names, whole, heads, lora };
 }
 
 /** config.json's `torch_bert.head`: the whole head's architecture, or how to run the MLP head's file. */
 function headDescription(plan: ExportPlan): Record<string, unknown> {
-  const { config, family, shapes } = plan;
+  const { config, shapes } = plan;
   if (plan.whole) {
     return {
       kind: 'sequence-classification',
-      architecture: SEQUENCE_CLASSIFICATION_ARCHITECTURES[family],
+      architecture: plan.names.className('ForSequenceClassification'),
       weights: `${MODEL_FILE}, under transformers' key names`,
       dropout: config.dropout,
     };
@@ -364,10 +368,10 @@ function headDescription(plan: ExportPlan): Record<string, unknown> {
 
 /** The exported config.json: the architecture, the task's labels, and torch-bert's own block (where it came from, the head). */
 function exportedConfig(plan: ExportPlan, assumed: string[]): Record<string, unknown> {
-  const { config, family, recorded } = plan;
+  const { config, family, names, recorded } = plan;
   return {
-    ...architectureConfig(family, plan.shapes, plan.heads, plan.facts, recorded.hfConfig, assumed),
-    ...(plan.whole ? sequenceClassificationConfig(family, config) : {}),
+    ...architectureConfig(family, names, plan.shapes, plan.heads, plan.facts, recorded.hfConfig, assumed),
+    ...(plan.whole ? sequenceClassificationConfig(family, names, config) : {}),
     id2label: Object.fromEntries(config.labels.map((label, i) => [String(i), label])),
     label2id: Object.fromEntries(config.labels.map((label, i) => [label, i])),
     torch_dtype: 'float32',
@@ -412,7 +416,8 @@ function writeWeights(plan: ExportPlan, folder: StagedFolder): void {
 /** tokenizer_config.json: the fast tokenizer's class, its casing and special tokens, and the length the classifier was trained with. */
 function tokenizerConfig(plan: ExportPlan): Record<string, unknown> {
   return {
-    tokenizer_class: { bert: 'BertTokenizerFast', roberta: 'RobertaTokenizerFast', distilbert: 'DistilBertTokenizerFast' }[plan.family],
+    // The model's own class, so that its tokenizer.json loads as trained.
+    tokenizer_class: plan.names.className('TokenizerFast'),
     ...(plan.facts.lowercase !== null ? { do_lower_case: plan.facts.lowercase } : {}),
     // `truncation=True` then cuts as the classifier did.
     model_max_length: plan.config.maxLength,

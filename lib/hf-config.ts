@@ -28,6 +28,33 @@ const FAMILIES: Record<string, EncoderFamily> = {
   distilbert: 'distilbert',
 };
 
+/** transformers' class-name prefix of each model_type (XLMRobertaModel, XLMRobertaTokenizerFast, ...). */
+const CLASS_PREFIXES: Record<string, string> = {
+  bert: 'Bert',
+  roberta: 'Roberta',
+  'xlm-roberta': 'XLMRoberta',
+  camembert: 'Camembert',
+  distilbert: 'DistilBert',
+};
+
+/** How transformers names a model: its config's `model_type`, and its classes (`className('ForMaskedLM')`). */
+export interface TransformersNames {
+  modelType: string;
+  className(kind: string): string;
+}
+
+/**
+ * The names a written config.json gives a model of `family` that was read as `modelType`: its own
+ * where it is one of the family's (XLM-R stays `xlm-roberta`, XLMRobertaModel,
+ * XLMRobertaTokenizerFast, as save_pretrained writes them: RoBERTa's tokenizer class would also
+ * reset a pre-tokenizer that adds a prefix space, as XLM-R's Metaspace does), else the family's.
+ */
+export function transformersNames(family: EncoderFamily, modelType: unknown): TransformersNames {
+  const kept = typeof modelType === 'string' && FAMILIES[modelType] === family ? modelType : family;
+  const prefix = CLASS_PREFIXES[kept]!;
+  return { modelType: kept, className: (kind) => prefix + kind };
+}
+
 /** transformers' ACT2FN names the builder implements (`swish` is transformers' alias of `silu`). */
 const ACTIVATIONS: Record<string, HiddenAct> = {
   gelu: 'gelu',
@@ -205,14 +232,9 @@ export function parseHfConfig(config: unknown, file: string): HfEncoderConfig {
 /** Old configs without `model_type`: the family their first architecture names (`BertForMaskedLM` → bert). */
 function familyFromArchitectures(architectures: unknown): string | undefined {
   const first = Array.isArray(architectures) && typeof architectures[0] === 'string' ? architectures[0] : '';
-  const prefixes: Array<[string, string]> = [
-    ['DistilBert', 'distilbert'],
-    ['XLMRoberta', 'xlm-roberta'],
-    ['Camembert', 'camembert'],
-    ['Roberta', 'roberta'],
-    ['Bert', 'bert'],
-  ];
-  return prefixes.find(([prefix]) => first.startsWith(prefix))?.[1];
+  // The longest prefix first: DistilBert before Bert, XLMRoberta before Roberta.
+  const byLength = Object.entries(CLASS_PREFIXES).sort(([, a], [, b]) => b.length - a.length);
+  return byLength.find(([, prefix]) => first.startsWith(prefix))?.[0];
 }
 
 function unsupported(file: string, problems: string[]): ModelError {

@@ -17,17 +17,12 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
 import { CONFIG_FILE, commitFolder, TOKENIZER_FILE } from './checkpoint.js';
-import type { EncoderFamily } from './hf-config.js';
+import { type EncoderFamily, transformersNames } from './hf-config.js';
 import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
 import type { Evaluation } from './options.js';
 
 export const ENCODER_FILE = 'encoder.pt';
 
-const ARCHITECTURE: Record<EncoderFamily, string> = {
-  bert: 'BertForMaskedLM',
-  roberta: 'RobertaForMaskedLM',
-  distilbert: 'DistilBertForMaskedLM',
-};
 /** transformers' base-model prefix and MLM head prefix of each family. */
 const PREFIX: Record<EncoderFamily, { encoder: string; head: string }> = {
   bert: { encoder: 'bert.', head: 'cls.' },
@@ -77,7 +72,7 @@ export async function writeMaskedLmFolder(
   },
 ): Promise<void> {
   const config = run.sourceDir ? (JSON.parse(await readFile(join(run.sourceDir, CONFIG_FILE), 'utf8')) as Record<string, unknown>) : {};
-  config.architectures = [ARCHITECTURE[run.family]];
+  config.architectures = [transformersNames(run.family, config.model_type).className('ForMaskedLM')];
   const torchBert = {
     format: 'torch-bert-mlm',
     formatVersion: 1,

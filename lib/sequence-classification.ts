@@ -15,16 +15,10 @@ import type { ClassifierSpec, NativeScriptModule } from './binding.js';
 import type { EncoderSourceInfo } from './encoder-source.js';
 import { ModelError, messageOf } from './errors.js';
 import { type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
+import { transformersNames } from './hf-config.js';
 
 export type HeadKind = 'mlp' | 'sequence-classification' | 'prompt';
 export const HEAD_KINDS: readonly HeadKind[] = ['mlp', 'sequence-classification', 'prompt'];
-
-/** transformers' class of the whole classifier, per family (config.json's `architectures`). */
-export const SEQUENCE_CLASSIFICATION_ARCHITECTURES: Record<ExportFamily, string> = {
-  bert: 'BertForSequenceClassification',
-  roberta: 'RobertaForSequenceClassification',
-  distilbert: 'DistilBertForSequenceClassification',
-};
 
 /** The base model's attribute in transformers' ForSequenceClassification: the encoder's keys' prefix. */
 export const BASE_PREFIX: Record<ExportFamily, string> = { bert: 'bert.', roberta: 'roberta.', distilbert: 'distilbert.' };
@@ -146,7 +140,10 @@ export function sequenceClassificationKeys<T>(family: ExportFamily, params: Read
     if (name.startsWith('encoder.')) return [BASE_PREFIX[family] + name.slice('encoder.'.length), t];
     const m = /^head\.([^.]+)\.(weight|bias)$/.exec(name);
     const module = m ? HEAD_KEYS[family][m[1]!] : undefined;
-    if (!m || !module) throw new ModelError(`${name} is not a parameter of ${SEQUENCE_CLASSIFICATION_ARCHITECTURES[family]}'s head`);
+    if (!m || !module)
+      throw new ModelError(
+        `${name} is not a parameter of ${transformersNames(family, null).className('ForSequenceClassification')}'s head`,
+      );
     return [`${module}.${m[2]}`, t];
   });
 }

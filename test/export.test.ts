@@ -261,10 +261,24 @@ describe('exportHuggingFace', () => {
       base_model_name_or_path: 'org/tiny',
       revision: commit,
     });
+    expect(JSON.parse(readFileSync(join(out, 'tokenizer_config.json'), 'utf8')).tokenizer_class).toBe('RobertaTokenizerFast');
     // A heads option that disagrees with the recorded config is refused, naming both.
     await expect(exportHuggingFace({ classifier: recorded, out: join(work, 'x'), heads: 8 })).rejects.toThrow(
       /heads 8 disagrees with the encoder config recorded .*num_attention_heads 4/,
     );
+
+    // XLM-R (RoBERTa's modules under its own names) exports as what it is, as save_pretrained writes
+    // it: model_type xlm-roberta, XLMRobertaModel, and its own tokenizer class (RoBERTa's would
+    // reset a pre-tokenizer that adds a prefix space, as XLM-R's Metaspace does).
+    config.encoder.source = { ...config.encoder.source, modelType: 'xlm-roberta', config: { ...sourceConfig, model_type: 'xlm-roberta' } };
+    writeFileSync(join(recorded, 'config.json'), JSON.stringify(config));
+    const xlmr = join(work, 'lora-recorded-xlmr');
+    expect((await exportHuggingFace({ classifier: recorded, out: xlmr })).config).toMatchObject({
+      architectures: ['XLMRobertaModel'],
+      model_type: 'xlm-roberta',
+      num_attention_heads: 4,
+    });
+    expect(JSON.parse(readFileSync(join(xlmr, 'tokenizer_config.json'), 'utf8')).tokenizer_class).toBe('XLMRobertaTokenizerFast');
   });
 
   it("a classifier trained on a model folder exports that folder's heads, activation and epsilon after the folder is gone", async () => {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelError } from '../lib/errors.js';
 import { normaliseCheckpoint, type ReadTensor, readShards, shardPlan, type TensorLike } from '../lib/hf-checkpoint.js';
-import { defaultMaxLength, parseHfConfig } from '../lib/hf-config.js';
+import { defaultMaxLength, parseHfConfig, transformersNames } from '../lib/hf-config.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
 import { loadFolderTokenizer, wordPieceTokenizerJson } from '../lib/wordpiece-vocab.js';
 import { demoReviews, demoTokenizer, type MakeHfFolderOptions, makeHfFolder } from './fixtures.js';
@@ -204,6 +204,46 @@ describe('config.json → encoder config', () => {
     const roberta = parseHfConfig({ model_type: 'xlm-roberta', max_position_embeddings: 514, pad_token_id: 1 }, 'c.json');
     expect(defaultMaxLength(roberta, { model_max_length: 512 })).toBe(512);
     expect(defaultMaxLength(roberta, { model_max_length: 600 })).toBe(512);
+  });
+});
+
+describe("transformers' names of a model written out", () => {
+  it('keep a model_type of the family (XLM-R, CamemBERT) and name its classes; take the family otherwise', () => {
+    const names = (family: 'bert' | 'roberta' | 'distilbert', modelType: unknown, kind: string) => {
+      const n = transformersNames(family, modelType);
+      return [n.modelType, n.className(kind)];
+    };
+    expect(names('roberta', 'xlm-roberta', 'ForMaskedLM')).toEqual(['xlm-roberta', 'XLMRobertaForMaskedLM']);
+    expect(names('roberta', 'camembert', 'TokenizerFast')).toEqual(['camembert', 'CamembertTokenizerFast']);
+    expect(names('roberta', 'roberta', 'ForSequenceClassification')).toEqual(['roberta', 'RobertaForSequenceClassification']);
+    expect(names('distilbert', 'distilbert', 'Model')).toEqual(['distilbert', 'DistilBertModel']);
+    // None recorded (a traced file), or another family's (a stale record): the family's own.
+    expect(names('bert', undefined, 'Model')).toEqual(['bert', 'BertModel']);
+    expect(names('roberta', 'bert', 'Model')).toEqual(['roberta', 'RobertaModel']);
+  });
+
+  it('an old config.json without model_type takes the family its first architecture names (the longest prefix)', () => {
+    const family = (architecture: string) =>
+      parseHfConfig(
+        {
+          architectures: [architecture],
+          vocab_size: 30,
+          hidden_size: 8,
+          num_attention_heads: 2,
+          num_hidden_layers: 1,
+          intermediate_size: 16,
+          n_heads: 2,
+          dim: 8,
+          n_layers: 1,
+          hidden_dim: 16,
+        },
+        'config.json',
+      ).modelType;
+    expect(family('DistilBertForMaskedLM')).toBe('distilbert');
+    expect(family('XLMRobertaForMaskedLM')).toBe('xlm-roberta');
+    expect(family('CamembertModel')).toBe('camembert');
+    expect(family('RobertaModel')).toBe('roberta');
+    expect(family('BertForPreTraining')).toBe('bert');
   });
 });
 
