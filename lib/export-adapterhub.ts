@@ -41,6 +41,7 @@ import { InputError, ModelError, messageOf } from './errors.js';
 import { classifierParts, recordedEncoder } from './export.js';
 import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
 import { checkOut, type StagedFolder, writeFolder } from './export-folder.js';
+import { transformersNames } from './hf-config.js';
 import type { ResolvedAdapterOptions } from './options.js';
 import { BASE_PREFIX } from './sequence-classification.js';
 import { type Float32Entry, torchSaveBytes } from './torch-save.js';
@@ -54,12 +55,6 @@ export const ADAPTERHUB_HEAD_WEIGHTS_FILE = 'pytorch_model_head.bin';
  * the loader the non-linearity names are current (see the file comment).
  */
 const ADAPTERHUB_VERSION = 'adapters.1.1.0';
-
-const MODEL_CLASS: Record<ExportFamily, string> = {
-  bert: 'BertAdapterModel',
-  roberta: 'RobertaAdapterModel',
-  distilbert: 'DistilBertAdapterModel',
-};
 
 export interface AdapterHubExportOptions {
   /** A classifier directory written by `train()` with `technique: 'adapter'`. */
@@ -356,11 +351,13 @@ export async function exportAdapterHub(options: AdapterHubExportOptions): Promis
       settings,
       encoder.filter(([n]) => n.includes('.adapter.')),
     );
+    // The source's model_type and the `adapters` library's class for it (XLMRobertaAdapterModel, ...).
+    const names = transformersNames(family, recorded.modelType);
     const meta = {
       hidden_size: shapes.hiddenSize,
-      model_class: MODEL_CLASS[family],
+      model_class: names.className('AdapterModel'),
       model_name: recorded.baseModel,
-      model_type: family,
+      model_type: names.modelType,
       name,
       version: ADAPTERHUB_VERSION,
     };

@@ -7,7 +7,7 @@
  * weights, and must give what predict gives; the key sets are asserted exactly. Also the refusals.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -250,6 +250,23 @@ describe('exportAdapterHub', () => {
       }
     });
   }
+
+  it('a RoBERTa-family classifier whose source is XLM-R names its model type and AdapterHub class as XLM-R', async () => {
+    // The roberta classifier of the test above, its recorded source relabelled as XLM-R (the same modules).
+    const dir = join(work, 'xlmr');
+    cpSync(join(work, 'roberta'), dir, { recursive: true });
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    config.encoder.source = {
+      ...config.encoder.source,
+      modelType: 'xlm-roberta',
+      config: { ...config.encoder.source.config, model_type: 'xlm-roberta' },
+    };
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    const out = join(work, 'xlmr-ah');
+    expect((await exportAdapterHub({ classifier: dir, out })).family).toBe('roberta');
+    const written = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
+    expect([written.model_type, written.model_class]).toEqual(['xlm-roberta', 'XLMRobertaAdapterModel']);
+  });
 
   it("a head AdapterHub has no counterpart for (headHidden 512 on hidden 32) is left out with a note; the adapters alone give the classifier's features (1e-5)", async () => {
     const dir = join(work, 'wide-head');
