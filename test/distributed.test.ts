@@ -520,17 +520,21 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(survivor.ms - killedAt!).toBeLessThan(10_000 + 5000);
   }, 120_000);
 
+  /** One rank of a group of 2 on 127.0.0.1:`port`, started alone (frozen, batch 8): it must fail at the rendezvous. */
+  const aloneAt = (rank: number, port: number, distributedTimeout: number, out: string) =>
+    runProcess({ ...base, technique: 'frozen', batchSize: 8, distributedTimeout }, join(dir, out), {
+      RANK: String(rank),
+      WORLD_SIZE: '2',
+      MASTER_ADDR: '127.0.0.1',
+      MASTER_PORT: String(port),
+    });
+
   it('a port already in use: rank 0 says so', async () => {
     const server = createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
     const { port } = server.address() as { port: number };
     try {
-      const exit = await runProcess({ ...base, technique: 'frozen', batchSize: 8, distributedTimeout: 5 }, join(dir, 'port'), {
-        RANK: '0',
-        WORLD_SIZE: '2',
-        MASTER_ADDR: '127.0.0.1',
-        MASTER_PORT: String(port),
-      });
+      const exit = await aloneAt(0, port, 5, 'port');
       expect(exit.code).toBe(1);
       expect(exit.stderr.trim()).toMatch(new RegExp(`cannot serve the rendezvous on 127\\.0\\.0\\.1:${port}: the port is already in use`));
     } finally {
@@ -540,12 +544,7 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
 
   it('a rank that never comes: rank 0 stops within the timeout (not twice it), saying how many ranks joined', async () => {
     const port = await freePort();
-    const exit = await runProcess({ ...base, technique: 'frozen', batchSize: 8, distributedTimeout: 4 }, join(dir, 'alone'), {
-      RANK: '0',
-      WORLD_SIZE: '2',
-      MASTER_ADDR: '127.0.0.1',
-      MASTER_PORT: String(port),
-    });
+    const exit = await aloneAt(0, port, 4, 'alone');
     expect(exit.code).toBe(1);
     expect(exit.stderr.trim()).toMatch(new RegExp(`only 1 of 2 ranks joined the rendezvous on 127\\.0\\.0\\.1:${port} within 4 s`));
     // libtorch 1.13's store server stopped waiting at the timeout without an error, and Gloo's
@@ -557,12 +556,7 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
 
   it('an unreachable master: the rank says which address it could not reach', async () => {
     const port = await freePort();
-    const exit = await runProcess({ ...base, technique: 'frozen', batchSize: 8, distributedTimeout: 3 }, join(dir, 'unreachable'), {
-      RANK: '1',
-      WORLD_SIZE: '2',
-      MASTER_ADDR: '127.0.0.1',
-      MASTER_PORT: String(port),
-    });
+    const exit = await aloneAt(1, port, 3, 'unreachable');
     expect(exit.code).toBe(1);
     expect(exit.stderr.trim()).toMatch(new RegExp(`rank 1 cannot reach the master at 127\\.0\\.0\\.1:${port} within 3 s`));
   }, 60_000);

@@ -175,9 +175,8 @@ c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::ch
   options.timeout = timeout;
   const std::string where = env.masterAddr + ":" + std::to_string(env.masterPort);
   const auto start = std::chrono::steady_clock::now();
-  c10::intrusive_ptr<c10d::Store> store;
   try {
-    store = c10::make_intrusive<c10d::TCPStore>(env.masterAddr, options);
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(env.masterAddr, options);
     if (!AgentServesStore()) return CheckEveryRankJoined(store, env, start, timeout, where);
     const char* restarts = std::getenv("TORCHELASTIC_RESTART_COUNT");
     return c10::make_intrusive<c10d::PrefixStore>(std::string("/worker/attempt_") + (restarts ? restarts : "0"), store);
