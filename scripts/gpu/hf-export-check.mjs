@@ -14,8 +14,8 @@
  *     classifier's features, and merge_and_unload() its merged weights,
  *   - AutoModelForSequenceClassification.from_pretrained(export) of a classifier trained with
  *     head 'sequence-classification' gives its probabilities: on the BERT trace, and (once the
- *     native builder is there, binding.buildEncoder) on small RoBERTa and DistilBERT folders
- *     saved by save_pretrained,
+ *     native builder is there, binding.buildEncoder) on small RoBERTa, XLM-R and DistilBERT
+ *     folders saved by save_pretrained (the class transformers picks checked too),
  *   - PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base,
  *     num_labels=C), export/adapter) of a LoRA classifier trained with that head on the base
  *     folder (the SEQ_CLS adapter, its head as modules_to_save) gives its probabilities,
@@ -63,6 +63,13 @@ torch.manual_seed(1)
 RobertaModel(RobertaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
     intermediate_size=256, max_position_embeddings=130, pad_token_id=0, type_vocab_size=1),
     add_pooling_layer=False).save_pretrained(f"{work}/roberta")
+# XLM-R: RoBERTa's architecture under its own model_type, which the export must keep (its
+# ForSequenceClassification class and tokenizer class are XLM-R's, not RoBERTa's).
+from transformers import XLMRobertaConfig, XLMRobertaModel
+torch.manual_seed(3)
+XLMRobertaModel(XLMRobertaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=256, max_position_embeddings=130, pad_token_id=0, type_vocab_size=1),
+    add_pooling_layer=False).save_pretrained(f"{work}/xlm-roberta")
 torch.manual_seed(2)
 DistilBertModel(DistilBertConfig(vocab_size=vocab, dim=64, n_layers=2, n_heads=4, hidden_dim=256,
     max_position_embeddings=128, pad_token_id=0, seq_classif_dropout=0.3)).save_pretrained(f"{work}/distilbert")
@@ -174,7 +181,7 @@ try {
   const runs = [];
   const seqcls = { technique: 'full', pooling: 'cls', head: 'sequence-classification' };
   const folders = typeof loadBinding().buildEncoder === 'function';
-  if (!folders) console.log('seqcls roberta/distilbert: not run (no native buildEncoder in this build)');
+  if (!folders) console.log('seqcls roberta/xlm-roberta/distilbert: not run (no native buildEncoder in this build)');
   for (const [name, extra, encoder = join(work, 'base.pt'), architecture = 'BertForSequenceClassification'] of [
     ['full', { technique: 'full', pooling: 'cls' }],
     ['lora', { technique: 'lora', lora: { rank: 4, alpha: 8 }, pooling: 'mean' }],
@@ -182,6 +189,7 @@ try {
     ...(folders
       ? [
           ['seqcls roberta', seqcls, join(work, 'roberta'), 'RobertaForSequenceClassification'],
+          ['seqcls xlm-roberta', seqcls, join(work, 'xlm-roberta'), 'XLMRobertaForSequenceClassification'],
           ['seqcls distilbert', seqcls, join(work, 'distilbert'), 'DistilBertForSequenceClassification'],
         ]
       : []),
