@@ -234,7 +234,11 @@ async function resolveHubModel(repoId: string, revision: string, env: HubEnv, op
   const cachedCommit = await cache.readRef(revision);
   if (cachedCommit) {
     const selection = await selectModelFiles(
-      { state: (p) => cache.state(cachedCommit, p), readText: (p) => readFile(join(cache.snapshot(cachedCommit), p), 'utf8') },
+      {
+        state: (p) => cache.state(cachedCommit, p),
+        readText: (p) => readFile(join(cache.snapshot(cachedCommit), p), 'utf8'),
+        where: (p) => join(cache.snapshot(cachedCommit), p),
+      },
       { tokenizer: wantTokenizer, unknownAsAbsent: env.offline },
     );
     if (selection.ok) {
@@ -275,6 +279,7 @@ async function resolveHubModel(repoId: string, revision: string, env: HubEnv, op
         await fetchFiles([p]);
         return readFile(join(cache.snapshot(commit), p), 'utf8');
       },
+      where: (p) => `${p} of ${label} (commit ${commit})`,
     },
     { tokenizer: wantTokenizer, unknownAsAbsent: false },
   );
@@ -292,10 +297,8 @@ async function tokenizerNeverAsked(cache: RepoCache, commit: string): Promise<bo
 
 function offlineMissing(label: string, file: string, cacheDir: string): InputError {
   return new InputError(
-    `HF_HUB_OFFLINE is set and ${file} of ${label} is not in the Hugging Face cache (${cacheDir}); download it once online`,
-    {
-      file,
-    },
+    `HF_HUB_OFFLINE is set and the Hugging Face cache (${cacheDir}) has no ${file} of ${label}; download it once online`,
+    { file },
   );
 }
 

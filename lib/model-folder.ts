@@ -49,6 +49,8 @@ export interface FileSource {
   state(path: string): FileState | Promise<FileState>;
   /** The text of a file whose state is 'present' (an index, to learn its shards). */
   readText(path: string): Promise<string>;
+  /** The file as a message names it: a path on disk, or the repository's file. */
+  where(path: string): string;
 }
 
 export type Selection =
@@ -87,7 +89,7 @@ export async function selectModelFiles(source: FileSource, options: { tokenizer:
       weights = [candidate];
       break;
     }
-    const shards = shardsOfIndex(await source.readText(candidate), candidate);
+    const shards = shardsOfIndex(await source.readText(candidate), source.where(candidate));
     for (const shard of shards) {
       const shardState = await check(shard);
       if (shardState !== 'present') return missing(shard, shardState);
@@ -193,7 +195,7 @@ async function fileState(path: string): Promise<FileState> {
 export async function inspectModelFolder(dir: string): Promise<ModelFolderFiles> {
   const folder = resolve(dir);
   const selection = await selectModelFiles(
-    { state: (p) => fileState(join(folder, p)), readText: (p) => readFile(join(folder, p), 'utf8') },
+    { state: (p) => fileState(join(folder, p)), readText: (p) => readFile(join(folder, p), 'utf8'), where: (p) => join(folder, p) },
     { tokenizer: true, unknownAsAbsent: true },
   );
   if (!selection.ok) {
