@@ -29,7 +29,8 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, constants, copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, constants, copyFile, link, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NativeScriptModule } from './binding.js';
 import { InputError, ModelError, messageOf } from './errors.js';
@@ -177,6 +178,30 @@ export async function removeStaleFiles(dir: string): Promise<string[]> {
   });
   await Promise.all(stale.map((name) => rm(join(dir, name), { recursive: true, force: true })));
   return stale;
+}
+
+/** `torch-bert-best-<host>-<writer>-`: whose scratch checkpoint folder this is (scratchCheckpointDir). */
+const SCRATCH_PREFIX = 'torch-bert-best-';
+const SCRATCH_PATTERN = new RegExp(`^${WRITER_ID_PATTERN}-[0-9A-Za-z]{6}$`);
+
+/**
+ * A folder of its own under the system's temporary directory, for the checkpoints of a run that
+ * has no outDir (train() without one, a data-parallel rank other than 0): the caller removes it
+ * when the run ends. A run killed outright cannot, so the folders that killed runs of this host
+ * left (their writer no longer runs, writer-identity.ts) are removed first: a best classifier is
+ * the size of the model, too big to leave to the system's cleaning. The host is in the name
+ * because a temporary directory may be shared with machines or containers whose processes this
+ * one cannot see.
+ */
+export async function scratchCheckpointDir(): Promise<string> {
+  const base = tmpdir();
+  const ours = `${SCRATCH_PREFIX}${hostname()}-`;
+  const stale = (await readdir(base)).filter((name) => {
+    const writer = name.startsWith(ours) ? SCRATCH_PATTERN.exec(name.slice(ours.length)) : null;
+    return writer !== null && !writerIsAlive(Number(writer[1]), writer[2]);
+  });
+  await Promise.all(stale.map((name) => rm(join(base, name), { recursive: true, force: true })));
+  return mkdtemp(join(base, `${ours}${writerId()}-`));
 }
 
 /**

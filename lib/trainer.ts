@@ -22,9 +22,8 @@
  */
 
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gatherRows, TOKENS_PER_FORWARD } from './batching.js';
 import type {
@@ -39,7 +38,7 @@ import type {
   NativeScriptModule,
   NativeTensor,
 } from './binding.js';
-import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
+import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, scratchCheckpointDir, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
 import { csvColumns, type DataSource, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
@@ -575,7 +574,7 @@ async function trainRank(
   const outDir = opts.outDir;
   // Without outDir the best weights still go to a file, the one way to snapshot a module
   // whatever its technique (LoRA's save() writes merged weights).
-  const bestDir = outDir ?? (await mkdtemp(join(tmpdir(), 'torch-bert-best-')));
+  const bestDir = outDir ?? (await scratchCheckpointDir());
   // Disposed in reverse order of creation when the run ends, however it ends.
   const disposables: Array<{ dispose(): void }> = [model];
   // TF32 tensor cores for float32 matmuls on CUDA (Ampere and newer) during the run.

@@ -11,7 +11,7 @@
  * Reproduce a failure with RELIABILITY_SEED=<the printed seed>.
  */
 import { copyFileSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NativeBinding, NativeScriptModule } from '../../lib/binding.js';
@@ -25,6 +25,7 @@ import {
   removeStaleFiles,
   resolveArchive,
   resolveClassifierFile,
+  scratchCheckpointDir,
   sha256File,
   writeCheckpoint,
 } from '../../lib/checkpoint.js';
@@ -305,5 +306,32 @@ describe('stale temporary files', () => {
     const removed = await removeStaleFiles(dir);
     expect(removed.sort()).toEqual([gone, reused].sort());
     expect(readdirSync(dir)).toEqual([live]);
+  });
+
+  it("scratch checkpoint folders (runs without outDir): a killed run's are removed by the next, nobody else's", async () => {
+    const base = join(work, 'tmp');
+    await ensureWritableDir(base);
+    const [pid, start] = writerId().split('.');
+    const ours = `torch-bert-best-${hostname()}-`;
+    const live = `${ours}${writerId()}-aB3dE9`; // this process: kept
+    const reused = `${ours}${pid}.${Number(start) + 1}-x1Y2z3`; // same pid, another start: a killed run
+    const gone = `${ours}999999.1-q9W8e7`; // no such process
+    const otherHost = `torch-bert-best-${hostname()}x-999999.1-q9W8e7`; // another machine sharing the folder
+    const unrelated = `${ours}999999.1-q9W8e7.json`; // not a scratch folder's name
+    for (const name of [live, reused, gone, otherHost, unrelated]) {
+      await ensureWritableDir(join(base, name));
+      writeFileSync(join(base, name, CLASSIFIER_FILE), 'x');
+    }
+    const before = process.env.TMPDIR;
+    process.env.TMPDIR = base;
+    try {
+      const made = await scratchCheckpointDir();
+      expect(made).toMatch(new RegExp(`^${base}/torch-bert-best-${hostname().replaceAll('.', '\\.')}-${writerId()}-[0-9A-Za-z]{6}$`));
+      expect(readdirSync(base).sort()).toEqual([live, otherHost, unrelated, made.slice(base.length + 1)].sort());
+      expect(readdirSync(made)).toEqual([]);
+    } finally {
+      if (before === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = before;
+    }
   });
 });
