@@ -13,7 +13,7 @@ import { techniqueModel } from './technique-model.mjs';
 
 const config = JSON.parse(process.argv[2]);
 binding.setNumThreads(config.threads);
-const { rank } = binding.distributedJoin(120_000);
+const { rank } = await binding.distributedJoinAsync(120_000);
 const barrier = () => binding.distributedAllReduce(Float64Array.of(0), 'sum');
 const encoder = await binding.ScriptModule.loadAsync(config.encoderFile, 'cpu');
 const side = techniqueModel(binding, encoder, 'full');

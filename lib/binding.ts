@@ -381,7 +381,7 @@ export interface TrainStepOptions extends LossOptions {
   gradScaling?: boolean;
   /**
    * Data-parallel training (pass it on every batch of the run): on the window's last batch the
-   * gradients are averaged over the process group joined by `distributedJoin` while backward
+   * gradients are averaged over the process group joined by `distributedJoinAsync` while backward
    * runs (c10d's Reducer: ~25 MB buckets all-reduced from autograd hooks,
    * native/distributed/gradient_reducer.h), before unscaling, the norm and clipping. On every
    * batch the ranks first agree on a non-finite loss: when any rank's is NaN/Inf, every rank's
@@ -391,7 +391,7 @@ export interface TrainStepOptions extends LossOptions {
   averageGradients?: boolean;
 }
 
-/** This process's place in the group it joined (`distributedJoin`). */
+/** This process's place in the group it joined (`distributedJoinAsync`). */
 export interface DistributedRank {
   rank: number;
   worldSize: number;
@@ -659,9 +659,15 @@ export interface NativeBinding {
   /**
    * Joins the process's group from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK,
    * LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT): TCPStore rendezvous (rank 0 serves it), Gloo.
-   * `timeoutMs` bounds the rendezvous and every later collective. Blocks until every rank joined.
+   * `timeoutMs` bounds the rendezvous and every later collective. Settles when every rank joined
+   * (on the threadpool: the JS thread stays free), or rejects.
    */
-  distributedJoin(timeoutMs: number): DistributedRank;
+  distributedJoinAsync(timeoutMs: number): Promise<DistributedRank>;
+  /**
+   * Stops the join in progress within about a second (its promise rejects): its waits for the
+   * master and for the other ranks look between tries. No-op when none is in progress.
+   */
+  distributedCancelJoin(): void;
   /** All-reduce of a few numbers (blocking): the same result on every rank. */
   distributedAllReduce(values: Float64Array, op: 'sum' | 'max' | 'min'): Float64Array;
   /** All-reduce of a tensor, in place (blocking): the same values on every rank. */

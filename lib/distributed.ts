@@ -23,7 +23,7 @@
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { DistributedRank, NativeBinding, NativeTensor } from './binding.js';
-import { InputError, ModelError, messageOf } from './errors.js';
+import { AbortError, InputError, ModelError, messageOf } from './errors.js';
 import type { Device } from './options.js';
 
 /** This process's rank in a joined group, and the collectives the TypeScript side uses. */
@@ -55,10 +55,16 @@ export function rankEnvironmentSet(env: NodeJS.ProcessEnv = process.env): boolea
 
 /**
  * Joins the process group when `mode` is 'auto' and torchrun's variables are set (a world of
- * more than one process); null otherwise. Blocks until every rank has joined or `timeoutSeconds`
- * passed.
+ * more than one process); null otherwise. Settles when every rank has joined, or rejects when
+ * `timeoutSeconds` passed or `signal` aborts (Ctrl-C while the other ranks are awaited: an
+ * AbortError within about a second, not at the timeout).
  */
-export function joinDistributed(binding: NativeBinding, mode: 'auto' | 'off', timeoutSeconds: number): Distributed | null {
+export async function joinDistributed(
+  binding: NativeBinding,
+  mode: 'auto' | 'off',
+  timeoutSeconds: number,
+  signal?: AbortSignal,
+): Promise<Distributed | null> {
   if (mode === 'off' || !rankEnvironmentSet()) return null;
   if (binding.distributedBackends().length === 0) {
     throw new InputError(
@@ -66,11 +72,17 @@ export function joinDistributed(binding: NativeBinding, mode: 'auto' | 'off', ti
         "(Gloo's headers were missing when it was built: install libgloo-dev and rebuild); set distributed: 'off' to train alone",
     );
   }
+  signal?.throwIfAborted();
+  const cancel = () => binding.distributedCancelJoin();
+  signal?.addEventListener('abort', cancel, { once: true });
   let rank: DistributedRank;
   try {
-    rank = binding.distributedJoin(Math.round(timeoutSeconds * 1000));
+    rank = await binding.distributedJoinAsync(Math.round(timeoutSeconds * 1000));
   } catch (err) {
+    if (signal?.aborted) throw new AbortError(`${messageOf(err)}; nothing was trained`, { cause: err });
     throw new ModelError(messageOf(err), { cause: err });
+  } finally {
+    signal?.removeEventListener('abort', cancel);
   }
   const allReduce = (values: ArrayLike<number>, op: 'sum' | 'max' | 'min') => {
     try {
@@ -334,10 +346,10 @@ export function rankDevice<D extends string>(
  */
 export async function runAsRank<T>(
   binding: NativeBinding,
-  opts: { distributed: 'auto' | 'off'; distributedTimeout: number; threads?: number; device?: Device },
+  opts: { distributed: 'auto' | 'off'; distributedTimeout: number; threads?: number; device?: Device; signal?: AbortSignal },
   run: (dist: Distributed | null) => Promise<T>,
 ): Promise<T> {
-  const dist = joinDistributed(binding, opts.distributed, opts.distributedTimeout);
+  const dist = await joinDistributed(binding, opts.distributed, opts.distributedTimeout, opts.signal);
   try {
     if (dist && opts.threads === undefined) opts.threads = threadsPerRank(dist.localWorldSize);
     if (dist) opts.device = rankDevice(opts.device, dist);

@@ -9,6 +9,7 @@
 
 #include "addon/arguments.h"
 #include "addon/errors.h"
+#include "addon/worker.h"
 #include "distributed/process_group.h"
 #include "distributed/process_group_internal.h"
 #include "tensor/tensor.h"
@@ -27,19 +28,49 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   });
 }
 
-// distributedJoin(timeoutMs) → { rank, worldSize, localRank, localWorldSize, backend }
-Napi::Value Join(const Napi::CallbackInfo& info) {
+// distributedJoinAsync(timeoutMs) → Promise<{ rank, worldSize, localRank, localWorldSize, backend }>:
+// on the threadpool, so that the JS thread stays free to handle Ctrl-C (distributedCancelJoin).
+class JoinWorker : public PromiseWorker {
+ public:
+  JoinWorker(Napi::Env env, int64_t timeout) : PromiseWorker(env), timeout_(timeout) {}
+
+ protected:
+  void Run() override {
+    joined_ = JoinProcessGroup(std::chrono::milliseconds(timeout_));
+    backend_ = GroupBackend();
+  }
+  Napi::Value Result(Napi::Env env) override {
+    // The JS thread runs the broadcasts and the small all-reduces: the rank's GPU current there too.
+    UseRankDevice();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("rank", Napi::Number::New(env, joined_.rank));
+    out.Set("worldSize", Napi::Number::New(env, joined_.worldSize));
+    out.Set("localRank", Napi::Number::New(env, joined_.localRank));
+    out.Set("localWorldSize", Napi::Number::New(env, joined_.localWorldSize));
+    out.Set("backend", Napi::String::New(env, backend_));
+    return out;
+  }
+
+ private:
+  int64_t timeout_;
+  RankEnvironment joined_;
+  std::string backend_;
+};
+
+Napi::Value JoinAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    const int64_t timeout = ReadInteger(info[0], "distributedJoin: timeoutMs", 1, int64_t{1} << 40);
-    const RankEnvironment joined = JoinProcessGroup(std::chrono::milliseconds(timeout));
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("rank", Napi::Number::New(env, joined.rank));
-    out.Set("worldSize", Napi::Number::New(env, joined.worldSize));
-    out.Set("localRank", Napi::Number::New(env, joined.localRank));
-    out.Set("localWorldSize", Napi::Number::New(env, joined.localWorldSize));
-    out.Set("backend", Napi::String::New(env, GroupBackend()));
-    return out;
+    const int64_t timeout = ReadInteger(info[0], "distributedJoinAsync: timeoutMs", 1, int64_t{1} << 40);
+    return PromiseWorker::Start(new JoinWorker(env, timeout));
+  });
+}
+
+// distributedCancelJoin(): the join in progress stops within about a second (its promise rejects).
+Napi::Value CancelJoinNow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    CancelJoin();
+    return env.Undefined();
   });
 }
 
@@ -159,7 +190,8 @@ Napi::Value AllReduceTensor(const Napi::CallbackInfo& info) {
 
 void RegisterDistributed(Napi::Env env, Napi::Object exports) {
   exports.Set("distributedBackends", Napi::Function::New<Backends>(env, "distributedBackends"));
-  exports.Set("distributedJoin", Napi::Function::New<Join>(env, "distributedJoin"));
+  exports.Set("distributedJoinAsync", Napi::Function::New<JoinAsync>(env, "distributedJoinAsync"));
+  exports.Set("distributedCancelJoin", Napi::Function::New<CancelJoinNow>(env, "distributedCancelJoin"));
   exports.Set("distributedAllReduce", Napi::Function::New<AllReduce>(env, "distributedAllReduce"));
   exports.Set("distributedAllReduceTensor", Napi::Function::New<AllReduceTensor>(env, "distributedAllReduceTensor"));
   exports.Set("distributedBroadcast", Napi::Function::New<Broadcast>(env, "distributedBroadcast"));

@@ -1,6 +1,7 @@
 #include "distributed/process_group.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -12,6 +13,13 @@
 #include "distributed/process_group_internal.h"
 
 #ifdef TORCH_BERT_GLOO
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include <torch/version.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -131,35 +139,94 @@ void AddNccl(c10d::ProcessGroup& group, const c10::intrusive_ptr<c10d::Store>& s
 }
 #endif
 
-// CheckEveryRankJoined's error, its own message: ConnectStore's handler passes it on unwrapped.
-struct JoinedTooFew : std::runtime_error {
+// A join's failure said in its own words (too few ranks, stopped on request): ConnectStore's
+// handler passes it on unwrapped.
+struct JoinError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Every rank counts itself in once its store is connected, and rank 0 (the store's server) waits
-// for the count. 1.13's TCPStore server waits for its clients up to the timeout and then returns
-// as if they had all come (2.x throws), so rank 0 alone went on to Gloo's rendezvous and waited
-// a second timeout there, to fail with "could not connect to the other ranks (Socket Timeout)".
-// The store's own wait is therefore off (ConnectStore) and the wait here is the only one: bounded
-// by the timeout from the join's start (at least a moment, for a rank that connected at its very
-// end), it says how many ranks came.
+// Set by CancelJoin (Ctrl-C, the launcher's stop) while a join waits; cleared when a join starts.
+std::atomic<bool> joinCancelled{false};
 
+void ThrowIfCancelled() {
+  if (joinCancelled.load()) throw JoinError("distributed: the rendezvous was stopped before every rank joined");
+}
+
+using Clock = std::chrono::steady_clock;
+
+// Whether something accepts TCP connections at addr:port within `wait` (the connection closed
+// at once: 1.13's store server takes a client that leaves without a word in its stride).
+bool Accepts(const std::string& addr, uint16_t port, std::chrono::milliseconds wait) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return false;
+  bool accepted = false;
+  for (addrinfo* a = found; a && !accepted; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      accepted = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int error = 0;
+      socklen_t size = sizeof(error);
+      accepted = poll(&p, 1, static_cast<int>(wait.count())) == 1 &&
+                 getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 && error == 0;
+    }
+    close(fd);
+  }
+  freeaddrinfo(found);
+  return accepted;
+}
+
+// A client's store, once the master accepts connections: until then the join looks every 100 ms,
+// checking the cancel between looks, until the deadline. 1.13's client would retry its connect
+// alone until its timeout, which nothing interrupts, logging an error line at every try.
+c10::intrusive_ptr<c10d::Store> ConnectClient(const RankEnvironment& env, c10d::TCPStoreOptions options,
+                                              Clock::time_point deadline, const std::string& where) {
+  const auto timeout = options.timeout;
+  while (!Accepts(env.masterAddr, env.masterPort, std::chrono::milliseconds(100))) {
+    ThrowIfCancelled();
+    if (Clock::now() >= deadline) {
+      throw JoinError("distributed: rank " + std::to_string(env.rank) + " cannot reach the master at " + where +
+                      " within " + Seconds(timeout) +
+                      " (nothing accepted a connection there: is rank 0 started, with the same MASTER_ADDR and "
+                      "MASTER_PORT?)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  // Whole seconds (1.13 truncates the connect's timeout to seconds); the store's own, for its waits, is the join's.
+  options.timeout = std::max<std::chrono::milliseconds>(
+      std::chrono::seconds(1), std::chrono::duration_cast<std::chrono::seconds>(deadline - Clock::now()));
+  auto store = c10::make_intrusive<c10d::TCPStore>(env.masterAddr, options);
+  store->setTimeout(timeout);
+  return store;
+}
+
+// Every rank counts itself in once its store is connected, then waits for the count. 1.13's
+// TCPStore server waits for its clients up to the timeout and then returns as if they had all
+// come (2.x throws), so rank 0 alone went on to Gloo's rendezvous and waited a second timeout
+// there, to fail with "could not connect to the other ranks (Socket Timeout)". The store's own
+// wait is therefore off (ConnectStore) and the wait here is the only one: bounded by the timeout
+// from the join's start (at least a moment, for a rank that connected at its very end), checking
+// the cancel between its looks, it says how many ranks came. Gloo's rendezvous, which nothing
+// interrupts, then starts with every rank there.
 c10::intrusive_ptr<c10d::Store> CheckEveryRankJoined(c10::intrusive_ptr<c10d::Store> store, const RankEnvironment& env,
-                                                     std::chrono::steady_clock::time_point start,
-                                                     std::chrono::milliseconds timeout, const std::string& where) {
+                                                     Clock::time_point start, std::chrono::milliseconds timeout,
+                                                     const std::string& where) {
   const std::string key = "torch-bert/joined";
   int64_t joinedRanks = store->add(key, 1);
-  if (env.rank != 0) return store;
-  const auto waitedFrom = std::chrono::steady_clock::now();
-  const auto deadline = std::max(start + timeout, waitedFrom + std::chrono::seconds(1));
-  while (joinedRanks < env.worldSize && std::chrono::steady_clock::now() < deadline) {
+  const auto deadline = std::max(start + timeout, Clock::now() + std::chrono::seconds(1));
+  while (joinedRanks < env.worldSize && Clock::now() < deadline) {
+    ThrowIfCancelled();
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     joinedRanks = store->add(key, 0);
   }
   if (joinedRanks < env.worldSize) {
-    throw JoinedTooFew("distributed: only " + std::to_string(joinedRanks) + " of " + std::to_string(env.worldSize) +
-                       " ranks joined the rendezvous on " + where + " within " + Seconds(timeout) +
-                       " (each rank needs the same WORLD_SIZE, MASTER_ADDR and MASTER_PORT)");
+    throw JoinError("distributed: only " + std::to_string(joinedRanks) + " of " + std::to_string(env.worldSize) +
+                    " ranks joined the rendezvous on " + where + " within " + Seconds(timeout) +
+                    " (each rank needs the same WORLD_SIZE, MASTER_ADDR and MASTER_PORT)");
   }
   return store;
 }
@@ -174,13 +241,17 @@ c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::ch
   options.waitWorkers = AgentServesStore();
   options.timeout = timeout;
   const std::string where = env.masterAddr + ":" + std::to_string(env.masterPort);
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = Clock::now();
   try {
-    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(env.masterAddr, options);
+    c10::intrusive_ptr<c10d::Store> store;
+    if (options.isServer)
+      store = c10::make_intrusive<c10d::TCPStore>(env.masterAddr, options);
+    else
+      store = ConnectClient(env, options, start + timeout, where);
     if (!AgentServesStore()) return CheckEveryRankJoined(store, env, start, timeout, where);
     const char* restarts = std::getenv("TORCHELASTIC_RESTART_COUNT");
     return c10::make_intrusive<c10d::PrefixStore>(std::string("/worker/attempt_") + (restarts ? restarts : "0"), store);
-  } catch (const JoinedTooFew&) {
+  } catch (const JoinError&) {
     throw;
   } catch (const std::exception& e) {
     const std::string what = e.what();
@@ -237,6 +308,7 @@ std::vector<std::string> AvailableBackends() {
 RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout) {
   std::lock_guard<std::mutex> lock(joinedMutex);
   if (joined) throw std::runtime_error("distributed: this process has already joined a process group");
+  joinCancelled = false;
   RankEnvironment env = ReadRankEnvironment();
   auto state = std::make_unique<Joined>();
   state->env = env;
@@ -263,6 +335,17 @@ RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout) {
   }
   joined = std::move(state);
   return env;
+}
+
+void CancelJoin() {
+  joinCancelled = true;
+}
+
+void UseRankDevice() {
+#ifdef TORCH_BERT_NCCL
+  std::lock_guard<std::mutex> lock(joinedMutex);
+  if (joined && joined->ncclForCuda) c10::cuda::set_device(static_cast<c10::DeviceIndex>(joined->env.localRank));
+#endif
 }
 
 bool InProcessGroup() {
@@ -363,6 +446,8 @@ RankEnvironment JoinProcessGroup(std::chrono::milliseconds) {
       "distributed: this build of torch-bert has no CPU backend (Gloo's headers were not found when it was built: "
       "install libgloo-dev and rebuild)");
 }
+void CancelJoin() {}
+void UseRankDevice() {}
 bool InProcessGroup() {
   return false;
 }

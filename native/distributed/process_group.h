@@ -33,13 +33,22 @@ std::vector<std::string> AvailableBackends();
 // Joins the group: rank 0 serves the TCPStore on MASTER_PORT, every rank connects to it and
 // Gloo connects the ranks to each other. `timeout` bounds the rendezvous and every collective
 // afterwards (a dead or hung rank fails the others' next collective within it). Clear
-// runtime_errors for a port in use, an unreachable master and a rendezvous that times out.
-// Throws when already joined.
+// runtime_errors for a port in use, an unreachable master, a rendezvous that times out and one
+// cancelled. Throws when already joined. Blocks: run it off the JS thread.
 RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout);
+
+// Stops a join in progress (from another thread) at its next look at the rendezvous, within
+// about a second: it then throws. The waits for the master and for the other ranks look; a
+// master that accepts the connection and never answers is not interrupted.
+void CancelJoin();
 
 // The joined group's backends, as init_process_group names them: "cpu:gloo,cuda:nccl" when CUDA
 // tensors go to NCCL (TORCH_BERT_NCCL builds with a GPU for every local rank), else "gloo".
 std::string GroupBackend();
+
+// The rank's GPU made current on the calling thread, where the group's CUDA tensors go to NCCL
+// (the join makes it current on the thread that joined, AddNccl); else nothing.
+void UseRankDevice();
 
 // Whether this process has joined (and not left).
 bool InProcessGroup();

@@ -10,7 +10,7 @@ import { loadBinding } from '../../dist/index.js';
 const device = process.argv[2] ?? 'cuda:0';
 const binding = loadBinding();
 try {
-  const rank = binding.distributedJoin(30_000);
+  const rank = await binding.distributedJoinAsync(30_000);
   try {
     const values = new Float32Array([1.5, -2, 3, 0.25]);
     const summed = binding.Tensor.fromArray(values, [4], 'float32', device);

@@ -417,7 +417,8 @@ const entries = (): Entry[] => [
   { name: 'tokenPruning', kinds: [], args: () => [], call: () => b.tokenPruning() },
   // Distributed: this process joins no group (no RANK/WORLD_SIZE), so joining and the collectives fail by design.
   { name: 'distributedBackends', kinds: [], args: () => [], call: () => b.distributedBackends() },
-  { name: 'distributedJoin', kinds: ['int'], args: () => [1000], call: (t) => b.distributedJoin(t), validFails: () => true },
+  { name: 'distributedJoinAsync', kinds: ['int'], args: () => [1000], call: (t) => b.distributedJoinAsync(t), validFails: () => true },
+  { name: 'distributedCancelJoin', kinds: [], args: () => [], call: () => b.distributedCancelJoin() },
   {
     name: 'distributedAllReduce',
     kinds: ['typedarray', 'string'],
