@@ -2,6 +2,7 @@
  * A native addon that cannot be loaded, as a user of the API and of the CLI meets it: the
  * loader's NativeLoadError, whose message says what is wrong and how to fix it, reaches them
  * whole — not wrapped as the fault of the classifier being loaded, not cut to its first line.
+ * And with no libtorch at all, what the install and the loader say to do.
  */
 import { execFile } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,6 +11,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadClassifier } from '../lib/classifier.js';
 import { NativeLoadError } from '../lib/loader.js';
+import { NOT_FOUND_MESSAGE } from '../scripts/find-libtorch.mjs';
+import { type BuildInfo, loadFailureHint } from '../scripts/native-binary.mjs';
 import { demoTokenizer, repoRoot } from './fixtures.js';
 
 const cli = join(repoRoot, 'dist', 'cli.js');
@@ -70,5 +73,25 @@ describe('a native addon built for another libtorch', () => {
     });
     expect(run.code).toBe(1);
     expect(run.stderr).toBe(`${message}\n`);
+  });
+});
+
+describe('no libtorch found', () => {
+  it('the search says to rebuild with a command an installed package has', () => {
+    // Printed by `npm install` in a user's project, which has no build:native script.
+    expect(NOT_FOUND_MESSAGE.split('\n').at(-1)).toBe('Then run `npm rebuild torch-bert` (in a checkout: `npm run build:native`).');
+  });
+
+  it('a built addon whose libtorch is gone: names the libtorch it was built against and how to provide one, once', () => {
+    // What loading says when the libtorch the addon was built against was uninstalled and no
+    // other is found (dlopen's reason as glibc words it).
+    const info = JSON.parse(readFileSync(join(repoRoot, 'build', 'Release', 'build-info.json'), 'utf8')) as BuildInfo;
+    const hint = loadFailureHint('libc10.so.1.13: cannot open shared object file: No such file or directory', null, NOT_FOUND_MESSAGE, {
+      ...info,
+      libtorch: { ...info.libtorch, version: '1.13.1', flavor: 'cpu', libDir: '/usr/lib/x86_64-linux-gnu' },
+    });
+    expect(hint).toBe(
+      `It was built against libtorch 1.13.1 (cpu) at /usr/lib/x86_64-linux-gnu, and no libtorch is found now:\n${NOT_FOUND_MESSAGE}`,
+    );
   });
 });
