@@ -783,7 +783,9 @@ async function commandDemo(argv: string[]): Promise<void> {
           predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), DEMO_SENTENCES[i]!]),
         ),
       );
-      console.log(`\nnext: node dist/cli.js predict --classifier ${classifierDir} "your sentence"`);
+      // npx runs the installed package's bin, and in a checkout the package's own: a path to
+      // dist/cli.js would hold only in a checkout's root.
+      console.log(`\nnext: npx torch-bert predict --classifier ${classifierDir} "your sentence"`);
     }
   } finally {
     classifier.dispose();
