@@ -64,11 +64,11 @@ const NEEDED = [
 
 // The checkout's QA, benchmark and GPU tooling: nothing installs or runs them from the package.
 const NOT_SHIPPED = [
-  /^scripts\/asan\.sh$/,
-  /^scripts\/gpu-/,
-  /^scripts\/pack-node\.sh$/,
-  /^scripts\/hf-pruning-check\.mjs$/,
-  /^scripts\/check-other-libtorch\.sh$/,
+  // scripts/qa/ (asan.sh, check-other-libtorch.sh, format-native.sh), scripts/gpu/ (gpu-check.sh,
+  // pack-node.sh, hf-pruning-check.mjs, ...) and the kit pack-node.sh makes
+  /^scripts\/qa\//,
+  /^scripts\/gpu\//,
+  /^\.gpu-kit\//,
   /^scripts\/setup\.sh$/,
   /^scripts\/prebuild\.mjs$/,
   /^scripts\/python\//,
