@@ -234,9 +234,12 @@ export class Classifier {
     const archive = await resolveClassifierArchive(dir, config.classifierSha256);
     const modelPath = archive.path;
     const tokenizer = await TextTokenizer.load(join(dir, TOKENIZER_FILE));
+    // Outside the try: an addon that cannot load is the install's problem, not this classifier's,
+    // and its NativeLoadError says how to fix it.
+    const binding = loadBinding();
     let module: NativeScriptModule;
     try {
-      module = await loadBinding().ScriptModule.loadAsync(modelPath, resolveDevice(options.device));
+      module = await binding.ScriptModule.loadAsync(modelPath, resolveDevice(options.device));
     } catch (err) {
       if ((await fileIdentity(modelPath).catch(() => null)) !== archive.identity) return null;
       throw new ModelError(`cannot load classifier ${modelPath}: ${messageOf(err)}`, { file: modelPath, cause: err });

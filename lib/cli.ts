@@ -3,7 +3,8 @@ import { join } from 'node:path';
 /**
  * The `torch-bert` command: train | eval | predict | export | demo. Same options as the API; tables and
  * a live progress bar for people, `--json` for programs. Exit code 0 on success, 1 with a
- * one-line error on failure, 2 on a usage error, 130 when interrupted.
+ * one-line error on failure (a NativeLoadError: its whole message, the fix included), 2 on a
+ * usage error, 130 when interrupted.
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type { AdapterActivation, AdapterConfig } from './binding.js';
@@ -13,6 +14,7 @@ import { AbortError, messageOf } from './errors.js';
 import { exportHuggingFace } from './export.js';
 import { exportAdapterHub } from './export-adapterhub.js';
 import { launchWorkers, STOP_SIGNAL, withoutNproc } from './launcher.js';
+import { NativeLoadError } from './loader.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
 import { PRETRAIN_DEFAULTS, pretrain } from './pretrainer.js';
@@ -781,7 +783,9 @@ async function commandDemo(argv: string[]): Promise<void> {
           predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), DEMO_SENTENCES[i]!]),
         ),
       );
-      console.log(`\nnext: node dist/cli.js predict --classifier ${classifierDir} "your sentence"`);
+      // npx runs the installed package's bin, and in a checkout the package's own: a path to
+      // dist/cli.js would hold only in a checkout's root.
+      console.log(`\nnext: npx torch-bert predict --classifier ${classifierDir} "your sentence"`);
     }
   } finally {
     classifier.dispose();
@@ -944,6 +948,11 @@ async function main(args: string[]): Promise<number> {
       // Stopped on request (Ctrl-C, SIGTERM): not an error; every worker said where it stopped.
       if (err.failure) console.error(`torch-bert: error: ${err.failure}; the other workers were asked to stop`);
       return err.exitCode;
+    }
+    if (err instanceof NativeLoadError) {
+      // The loader's message is the whole explanation: what is wrong with the addon and how to fix it.
+      console.error(err.message);
+      return 1;
     }
     const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     const message = messageOf(err).split('\n')[0];

@@ -23,7 +23,8 @@ export const NOT_FOUND_MESSAGE =
   '  - LIBTORCH=/path/to/libtorch (an unpacked libtorch from https://pytorch.org, containing share/cmake/Torch)\n' +
   '  - Python PyTorch: `pip install torch` (found through `python3`)\n' +
   '  - on Debian/Ubuntu: `sudo apt-get install libtorch-dev libopenblas0-pthread`\n' +
-  'Then run `npm run build:native`.';
+  // An installed package has no build:native script: `npm rebuild` runs its install script.
+  'Then run `npm rebuild torch-bert` (in a checkout: `npm run build:native`).';
 
 const TORCH_CONFIG = join('Torch', 'TorchConfig.cmake');
 

@@ -631,6 +631,34 @@ function buildHint(libtorch) {
 }
 
 /**
+ * What to do when requiring the addon failed with `reason`: the libtorch found (null when the
+ * search failed with `searchError`), the binary's build-info.
+ * @param {string} reason
+ * @param {FoundLibtorch | null} libtorch
+ * @param {string | null} searchError
+ * @param {BuildInfo | null} buildInfo
+ * @returns {string}
+ */
+export function loadFailureHint(reason, libtorch, searchError, buildInfo) {
+  if (/libtorch|libc10|libcudart|libcudnn|libnv|cannot open shared object/.test(reason)) {
+    if (!libtorch) {
+      // The binary is fine; what is missing is libtorch, and the search's message says how to
+      // provide one (building again would not help without one).
+      const builtAgainst = buildInfo?.libtorch ? `${describeBuiltAgainst(buildInfo)} at ${buildInfo.libtorch.libDir}` : 'libtorch';
+      return `It was built against ${builtAgainst}, and no libtorch is found now:\n${searchError ?? NOT_FOUND_MESSAGE}`;
+    }
+    return (
+      `The libtorch libraries it needs could not be loaded (moved, uninstalled or upgraded?); they were looked for in ${libtorch.libDir}. ` +
+      buildHint(libtorch)
+    );
+  }
+  if (/NODE_MODULE_VERSION|napi/i.test(reason)) return 'It was built for another Node.js. ' + buildHint(libtorch);
+  if (/GLIBC|GLIBCXX|CXXABI/.test(reason))
+    return 'It was built on a newer system (C or C++ runtime library) than this one. ' + buildHint(libtorch);
+  return buildHint(libtorch);
+}
+
+/**
  * The binary to load for `libtorch`.
  * Throws a LoadError that names the versions when every binary present was built for another libtorch.
  * @param {string} root
@@ -727,17 +755,7 @@ export function loadAddon(root = packageRoot, { refresh = false } = {}) {
     binding = createRequire(import.meta.url)(chosen.path);
   } catch (err) {
     const reason = messageOf(err);
-    let hint = buildHint(libtorch);
-    if (/libtorch|libc10|libcudart|libcudnn|libnv|cannot open shared object/.test(reason)) {
-      hint =
-        `The libtorch libraries it needs could not be loaded (moved, uninstalled or upgraded?); ` +
-        (libtorch ? `they were looked for in ${libtorch.libDir}. ` : `${searchError ?? 'no libtorch was found'}. `) +
-        hint;
-    } else if (/NODE_MODULE_VERSION|napi/i.test(reason)) {
-      hint = 'It was built for another Node.js. ' + hint;
-    } else if (/GLIBC|GLIBCXX|CXXABI/.test(reason)) {
-      hint = 'It was built on a newer system (C or C++ runtime library) than this one. ' + hint;
-    }
+    const hint = loadFailureHint(reason, libtorch, searchError, chosen.buildInfo);
     const preloadNote = preload.errors.length ? `\nWhile loading libtorch first: ${preload.errors.join('; ')}` : '';
     throw new LoadError(`torch-bert: could not load the native addon ${chosen.path}: ${reason}${preloadNote}\n${hint}`, { cause: err });
   }

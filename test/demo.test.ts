@@ -74,4 +74,13 @@ describe('torch-bert demo', () => {
     const python = spawned.filter((s: { command: string; args: string[] }) => /python/i.test([s.command, ...s.args].join(' ')));
     expect(python).toEqual([]);
   }, 300_000);
+
+  it('ends by saying how to predict with what it saved, in a command that works outside a checkout', async () => {
+    const out = join(work, 'demo-text');
+    const { code, stdout, stderr } = await runNode([cli, 'demo', '--out', out], process.env);
+    expect(code, stderr).toBe(0);
+    expect(stdout.trimEnd().split('\n').at(-1)).toBe(
+      `next: npx torch-bert predict --classifier ${join(out, 'classifier')} "your sentence"`,
+    );
+  }, 300_000);
 });

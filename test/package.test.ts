@@ -64,11 +64,11 @@ const NEEDED = [
 
 // The checkout's QA, benchmark and GPU tooling: nothing installs or runs them from the package.
 const NOT_SHIPPED = [
-  /^scripts\/asan\.sh$/,
-  /^scripts\/gpu-/,
-  /^scripts\/pack-node\.sh$/,
-  /^scripts\/hf-pruning-check\.mjs$/,
-  /^scripts\/check-other-libtorch\.sh$/,
+  // scripts/qa/ (asan.sh, check-other-libtorch.sh, format-native.sh), scripts/gpu/ (gpu-check.sh,
+  // pack-node.sh, hf-pruning-check.mjs, ...) and the kit pack-node.sh makes
+  /^scripts\/qa\//,
+  /^scripts\/gpu\//,
+  /^\.gpu-kit\//,
   /^scripts\/setup\.sh$/,
   /^scripts\/prebuild\.mjs$/,
   /^scripts\/python\//,
@@ -112,12 +112,15 @@ describe('the packed package', () => {
     expect(files).toContain(/^node (\S+)$/.exec(manifest.scripts.install)![1]);
   });
 
-  it('type-checks in a strict project that checks its dependencies (skipLibCheck: false)', async () => {
-    const app = join(work, 'app');
+  /**
+   * A project in `work/name` with the tarball as npm would unpack it into its node_modules
+   * (offline: the package's dependencies, and @types/node for the consumer, are the checkout's
+   * own copies, linked in).
+   */
+  async function appWithPackage(name: string): Promise<string> {
+    const app = join(work, name);
     const installed = join(app, 'node_modules', 'torch-bert');
     mkdirSync(installed, { recursive: true });
-    // The tarball as npm would unpack it (offline: the package's dependencies, and @types/node
-    // for the consumer, are the checkout's own copies, linked in).
     const untar = await run('tar', ['-xzf', tarball, '-C', installed, '--strip-components=1'], app);
     expect(untar.code, untar.stderr).toBe(0);
     const manifest = JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
@@ -125,6 +128,11 @@ describe('the packed package', () => {
       mkdirSync(dirname(join(app, 'node_modules', dep)), { recursive: true });
       symlinkSync(join(repoRoot, 'node_modules', dep), join(app, 'node_modules', dep));
     }
+    return app;
+  }
+
+  it('type-checks in a strict project that checks its dependencies (skipLibCheck: false)', async () => {
+    const app = await appWithPackage('app');
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
     writeFileSync(
       join(app, 'tsconfig.json'),
@@ -159,5 +167,22 @@ describe('the packed package', () => {
     const tsc = await run(process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', app], app);
     expect(tsc.stdout + tsc.stderr).toBe('');
     expect(tsc.code).toBe(0);
+  });
+
+  it('loads from CommonJS (require) as from ESM: the engines range has require() of ES modules', async () => {
+    // A CommonJS project, which is what `npm init -y` makes.
+    const app = await appWithPackage('app-cjs');
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app-cjs', private: true }));
+    writeFileSync(join(app, 'esm.mjs'), "import * as tb from 'torch-bert'; console.log(JSON.stringify(Object.keys(tb).sort()));\n");
+    writeFileSync(join(app, 'cjs.cjs'), "const tb = require('torch-bert'); console.log(JSON.stringify(Object.keys(tb).sort()));\n");
+    const esm = await run(process.execPath, ['esm.mjs'], app);
+    expect(esm.code, esm.stderr).toBe(0);
+    const exported = JSON.parse(esm.stdout) as string[];
+    expect(exported).toContain('train');
+    expect(exported).toContain('loadBinding');
+    const cjs = await run(process.execPath, ['cjs.cjs'], app);
+    expect(cjs.stderr).toBe('');
+    expect(cjs.code).toBe(0);
+    expect(JSON.parse(cjs.stdout)).toEqual(exported);
   });
 });
