@@ -3,7 +3,9 @@
  * Locates a libtorch to build the native addon against.
  *
  * Search order (first usable one wins):
- *   1. env LIBTORCH: an unpacked libtorch folder (with share/cmake/Torch);
+ *   1. env LIBTORCH: an unpacked libtorch folder (with share/cmake/Torch); one that is not is an
+ *      error, never skipped: a mistyped path to a CUDA libtorch would otherwise run on the CPU
+ *      one found next, unnoticed;
  *   2. Python PyTorch: `python3` on PATH, then /usr/bin/python3;
  *   3. the system install (Debian/Ubuntu libtorch-dev; without -dev, the runtime libraries
  *      alone, which can load a prebuilt addon but not build one: `cmakePrefixPath` is null).
@@ -313,12 +315,17 @@ export { findLibrary };
  * @param {{ report?: Report }} [options] `report` is called for every candidate found, usable
  *   or not (with `usable` and, when unusable, `reason`).
  * @returns {FoundLibtorch}
- * @throws {Error} with NOT_FOUND_MESSAGE when nothing usable is found.
+ * @throws {Error} naming LIBTORCH when it is set to something else than a libtorch folder; with
+ *   NOT_FOUND_MESSAGE when nothing usable is found.
  */
 export function findLibtorch({ report } = {}) {
   if (process.env.LIBTORCH) {
     const found = fromLibtorchDir(process.env.LIBTORCH, report);
     if (found) return found;
+    throw new Error(
+      `torch-bert: LIBTORCH=${resolve(process.env.LIBTORCH)} is not a libtorch folder (no ${join('share', 'cmake', TORCH_CONFIG)} ` +
+        'in it): point it at an unpacked libtorch, or unset it to use a Python PyTorch or the system install.',
+    );
   }
   for (const python of pythonCandidates()) {
     const found = fromPython(python, report);

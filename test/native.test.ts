@@ -968,7 +968,7 @@ describe('scripts/find-libtorch.mjs', () => {
     expect(found.version?.split('.').slice(0, 2).join('.')).toBe(b.versions().builtAgainst.split('.').slice(0, 2).join('.'));
   });
 
-  it('prefers LIBTORCH, reading its version and CUDA flavor, and skips an invalid one', async () => {
+  it('prefers LIBTORCH, reading its version and CUDA flavor, and refuses one that is not a libtorch (never falls through)', async () => {
     const { findLibtorch } = await import('../scripts/find-libtorch.mjs');
     const fake = path.join(dir, 'libtorch');
     const cmake = path.join(fake, 'share', 'cmake', 'Torch');
@@ -986,11 +986,16 @@ describe('scripts/find-libtorch.mjs', () => {
         flavor: 'cu130',
         source: 'LIBTORCH',
       });
-      process.env.LIBTORCH = path.join(dir, 'no-such-libtorch');
+      // A mistyped path to a CUDA libtorch used to fall through to the next candidate (here the
+      // system's CPU one), and the user trained on the CPU without a word.
+      const typo = path.join(dir, 'no-such-libtorch');
+      process.env.LIBTORCH = typo;
       const seen: Array<{ source: string; usable: boolean }> = [];
-      const found = findLibtorch({ report: (c: { source: string; usable: boolean }) => seen.push(c) });
-      expect(seen[0]).toMatchObject({ source: 'LIBTORCH', usable: false });
-      expect(found.source).not.toBe('LIBTORCH');
+      expect(() => findLibtorch({ report: (c: { source: string; usable: boolean }) => seen.push(c) })).toThrow(
+        `torch-bert: LIBTORCH=${typo} is not a libtorch folder (no share/cmake/Torch/TorchConfig.cmake in it): ` +
+          'point it at an unpacked libtorch, or unset it to use a Python PyTorch or the system install.',
+      );
+      expect(seen).toEqual([expect.objectContaining({ source: 'LIBTORCH', usable: false })]);
     } finally {
       if (saved === undefined) delete process.env.LIBTORCH;
       else process.env.LIBTORCH = saved;
