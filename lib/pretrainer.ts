@@ -250,6 +250,8 @@ function pretrainFingerprint(
     // batchSize and the accumulation, the batch layout, which may change on resume if the
     // global batch does not (training-state.ts resumePosition).
     ...(worldSize > 1 ? { worldSize } : {}),
+    // Every option that makes the run what it is, as train()'s.
+    options: sharedSettings(opts),
   };
 }
 

@@ -311,6 +311,10 @@ function runFingerprint(
     // Data-parallel runs only, so that single-process states still match. With the two above, the
     // batch layout, which may change on resume if the global batch does not (resumePosition).
     ...(worldSize > 1 ? { worldSize } : {}),
+    // Every option that makes the run what it is (those data-parallel ranks must share): the saved
+    // tensors and moments continued with another learning rate, pooling or verbalizer would end
+    // as no run of either options does.
+    options: sharedSettings(opts),
   };
 }
 

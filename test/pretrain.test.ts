@@ -188,6 +188,10 @@ describe('pretrain()', () => {
         },
       }),
     ).rejects.toBeInstanceOf(AbortError);
+    // Another learning rate would continue the state's weights and moments as no run does: refused.
+    await expect(
+      pretrain({ model, outDir: parts, epochs: 2, ...settings(), gradientAccumulationSteps: 2, learningRate: 1e-2, resumeFrom: parts }),
+    ).rejects.toThrow(/cannot resume .* settings differ \(learningRate: saved 0\.002, now 0\.01\)$/);
     await pretrain({ model, outDir: parts, epochs: 2, ...settings(), gradientAccumulationSteps: 2, resumeFrom: parts });
     const a = binding.readSafetensors(join(whole, 'model.safetensors')).tensors;
     const b = new Map(binding.readSafetensors(join(parts, 'model.safetensors')).tensors);

@@ -465,6 +465,10 @@ print(json.dumps(sorted(out)))`,
     await expect(trainAbortedAt({ ...opts, outDir }, (e) => e.type === 'epoch' && e.epoch === 1)).rejects.toThrow(
       /aborted at epoch 2, batch 1\/4; resume with resumeFrom/,
     );
+    // Label words swapped would continue the state's label rows under the other class: refused.
+    await expect(train({ ...opts, verbalizer: ['neg=good', 'pos=bad'], resumeFrom: outDir })).rejects.toThrow(
+      /cannot resume .* settings differ \(verbalizer: saved \["neg=bad","pos=good"\], now \["neg=good","pos=bad"\]\)$/,
+    );
     const resumed = await train({ ...opts, resumeFrom: outDir });
     try {
       expect(resumed.history).toHaveLength(3);
