@@ -201,7 +201,9 @@ async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, to
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
   const trainRaw = await loadExamples(withPairColumn(opts.data, opts.textPairColumn));
   const validationRaw = opts.validationData ? await loadExamples(withPairColumn(opts.validationData, opts.textPairColumn)) : null;
-  const labels = opts.labels ?? inferLabelNames([...trainRaw.labels!, ...(validationRaw?.labels ?? [])], trainRaw.origin);
+  // The classes are the training data's (as transformers' run_glue): a class only the validation
+  // data has would never train — a typo or the wrong file — and is refused by labelIds below.
+  const labels = opts.labels ?? inferLabelNames(trainRaw.labels!, trainRaw.origin);
   const allIds = labelIds(trainRaw.labels!, labels, trainRaw.origin);
   const split =
     opts.fewShot !== undefined

@@ -358,6 +358,15 @@ describe('bad input gets a clear error and loses nothing', () => {
       classifier.dispose();
     }
   });
+  it('a validation label the training data does not have', async () => {
+    // Its class would never train (a typo, or the wrong file); it once became a third class silently.
+    const file = join(work, 'validation-typo.csv');
+    writeFileSync(file, 'text,label\ngood film,positive\nso so,Positive\nbad film,negative\n');
+    await expect(train({ ...base(), validationData: file })).rejects.toThrow(
+      /validation-typo\.csv line 3: label 'Positive' is not one of the known classes \(negative, positive\)/,
+    );
+    unchanged();
+  });
   it('a file that is not TorchScript', async () => {
     const file = join(work, 'not-torchscript.pt');
     writeFileSync(file, 'this is not a model');
