@@ -336,7 +336,8 @@ async function pretrainRank(
         validate,
         agree: dist ? (decision) => Array.from(dist.fromMain(decision)) : undefined,
         checkpoint: async (evaluation) => {
-          if (writes) await writeMaskedLmFolder(binding, outDir, { ...folderOf(loaded, built), model, evaluation });
+          if (writes)
+            await writeMaskedLmFolder(binding, outDir, { ...folderOf(loaded, built), model, evaluation, history: position.history });
         },
         saveState: async (at) => {
           if (writes) await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });
