@@ -247,6 +247,10 @@ describe('templates and verbalizers', () => {
     // 16 - [CLS] [SEP] ? [MASK] , = 11 for the texts: b keeps its 3, a gets 8.
     expect(row).toEqual([2, ...bert.tokenIds(long).slice(0, 8), ...bert.tokenIds('?'), 4, ...bert.tokenIds(','), ...b, 3]);
     expect(() => pair.encode(['x'], null, 16)).toThrow(/text_a/);
+    // Where the second texts go, for each way in (the predict command has no --text-pair-column).
+    expect(() => pair.encode(['x'], null, 16)).toThrow(
+      /textPairColumn \/ --text-pair-column; predict\(texts, \{ pairs \}\); the torch-bert predict command takes single texts only/,
+    );
     expect(() => p.encode(['x'], null, 6)).toThrow(expect.objectContaining({ code: 'TEMPLATE_TOO_LONG' }));
   });
 
