@@ -9,7 +9,7 @@
  * by the reference.
  */
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -974,6 +974,18 @@ describe('the CLI: train --head prompt', () => {
       code: 1,
       stderr: expect.stringMatching(/text_a/),
     });
+    // Its export needs the base folder's decoder: a base folder since moved is named as gone (the
+    // message once was the loader's bare '<path>: no such file or folder').
+    const moved = join(work, 'cli-train-moved-base');
+    cpSync(out, moved, { recursive: true });
+    const movedConfig = JSON.parse(readFileSync(join(moved, 'config.json'), 'utf8'));
+    const gone = join(work, 'base-moved-away');
+    movedConfig.encoder.source.dir = gone;
+    writeFileSync(join(moved, 'config.json'), JSON.stringify(movedConfig));
+    const { exportHuggingFace } = await import('../lib/export.js');
+    await expect(exportHuggingFace({ classifier: moved, out: join(work, 'cli-train-moved-hf') })).rejects.toThrow(
+      `the rest comes from the base model folder it was trained on, which (${gone}) is gone`,
+    );
   }, 180_000);
 });
 
