@@ -22,7 +22,7 @@ import type { ExportFamily } from './export-family.js';
 import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { checkModelInputs, tokenTypesFed } from './model-checks.js';
-import type { Device, Pooling, ResolvedAdapterOptions } from './options.js';
+import { checkInteger, type Device, type Pooling, type ResolvedAdapterOptions } from './options.js';
 import { type PromptConfig, PromptEncoder, promptSpec } from './prompt-template.js';
 import type { HeadKind } from './sequence-classification.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
@@ -149,6 +149,16 @@ export function lossWeight(labels: Int32Array | null, loss: LossOptions | undefi
     for (const i of rows) sum += weights[labels[i]!]!;
     return sum;
   };
+}
+
+/**
+ * predict()'s and evaluate()'s `batchSize` (default 32), checked before any text is tokenized: 0
+ * or less would cut no rows per batch and the batching would never end; a fraction is no row count.
+ */
+function inferenceBatchSize(batchSize: number | undefined): number {
+  if (batchSize === undefined) return 32;
+  checkInteger('batchSize', batchSize, 1);
+  return batchSize;
 }
 
 /** LoRA and adapter runs also save their adapters and head alone (small files) next to the classifier. */
@@ -375,12 +385,13 @@ export class Classifier {
     texts.forEach((t, i) => {
       if (typeof t !== 'string') throw new InputError(`text ${i} is not a string`);
     });
+    const batchSize = inferenceBatchSize(options.batchSize);
     const { pairs } = options;
     if (pairs !== undefined && (!Array.isArray(pairs) || pairs.length !== texts.length || pairs.some((t) => typeof t !== 'string'))) {
       throw new InputError(`predict(): pairs must be ${texts.length} strings, one per text`);
     }
     const encoded = await this.encode(texts, pairs ?? null);
-    const { predictions, probabilities: flat } = await runEvaluation(this.module, encoded, null, options.batchSize ?? 32);
+    const { predictions, probabilities: flat } = await runEvaluation(this.module, encoded, null, batchSize);
     const numClasses = this.labels.length;
     return Array.from(predictions, (labelId, i) => ({
       label: this.labels[labelId]!,
@@ -394,6 +405,7 @@ export class Classifier {
    * columns: the source's own, else `options`', else those the classifier was trained on.
    */
   async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationResult> {
+    const batchSize = inferenceBatchSize(options.batchSize);
     const textColumn = options.textColumn ?? this.config.textColumn;
     const labelColumn = options.labelColumn ?? this.config.labelColumn;
     const textPairColumn = options.textPairColumn ?? this.config.textPairColumn;
@@ -411,7 +423,7 @@ export class Classifier {
     const raw = await loadExamples(source);
     const ids = labelIds(raw.labels!, this.labels, raw.origin);
     const encoded = await this.encode(raw.texts, raw.pairs ?? null, options.signal);
-    const result = await runEvaluation(this.module, encoded, ids, options.batchSize ?? 32, options.signal);
+    const result = await runEvaluation(this.module, encoded, ids, batchSize, options.signal);
     return {
       loss: result.loss!,
       accuracy: result.accuracy!,

@@ -234,6 +234,9 @@ Writes config.json (with id2label and a torch_bert block describing the head), m
 torch_bert_head.safetensors, and for a LoRA classifier its adapters in PEFT's format in adapter/.
 A classifier trained with --head sequence-classification exports whole instead
 (AutoModelForSequenceClassification.from_pretrained): its head is in model.safetensors.
+One trained with --head prompt exports as a *ForMaskedLM folder (AutoModelForMaskedLM): the
+base model folder's decoder with the label words' trained rows (that folder must still be
+there), the template and verbalizer in config.json's torch_bert.prompt; no head file.
 
   --classifier DIR         directory written by 'torch-bert train'
   --out HF_DIR             the folder to write (new, or empty)

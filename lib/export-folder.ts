@@ -4,7 +4,8 @@
  * never leaves a half-written `out` (a killed one leaves only a hidden `.NAME.export-*` beside
  * it), and never mixes its files with older ones (`out` must be new or empty).
  */
-import { mkdir, mkdtemp, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { InputError, messageOf } from './errors.js';
 
@@ -43,7 +44,11 @@ export class StagedFolder {
  */
 export async function writeFolder<T>(out: string, fill: (folder: StagedFolder) => Promise<T>): Promise<T> {
   await mkdir(dirname(out), { recursive: true });
-  const folder = new StagedFolder(await mkdtemp(join(dirname(out), `.${basename(out)}.export-`)));
+  // mkdir, not mkdtemp: the folder gets the permissions of any folder made there (the umask's);
+  // mkdtemp's 0700 would keep the export from all but its writer (a server or container of another user).
+  const staging = join(dirname(out), `.${basename(out)}.export-${randomBytes(6).toString('hex')}`);
+  await mkdir(staging);
+  const folder = new StagedFolder(staging);
   try {
     const result = await fill(folder);
     await rmdir(out).catch(() => undefined);

@@ -126,7 +126,8 @@ export async function writePromptExport(
   source: Record<string, unknown>,
 ): Promise<{ family: EncoderFamily; config: Record<string, unknown> }> {
   const config = classifier.config;
-  if (!baseDir || !baseConfig) {
+  // A base folder moved or removed since training is named as such, before the loader's bare 'no such file or folder'.
+  if (!baseDir || !baseConfig || !existsSync(baseDir)) {
     throw new ModelError(
       `cannot export ${dir}: a prompt classifier holds only its label words' rows of the MLM decoder; the rest comes from the ` +
         `base model folder it was trained on, which ${baseDir ? `(${baseDir}) is gone` : 'its config.json does not record'}`,

@@ -16,10 +16,10 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
-import { CONFIG_FILE, commitFolder, TOKENIZER_FILE } from './checkpoint.js';
+import { CONFIG_FILE, commitFolder, HISTORY_FILE, TOKENIZER_FILE } from './checkpoint.js';
 import { type EncoderFamily, transformersNames } from './hf-config.js';
 import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
-import type { Evaluation } from './options.js';
+import type { EpochMetrics, Evaluation } from './options.js';
 
 export const ENCODER_FILE = 'encoder.pt';
 
@@ -69,6 +69,8 @@ export async function writeMaskedLmFolder(
     tokenizerJson: string;
     maxLength: number;
     evaluation: Evaluation;
+    /** The run's epochs so far, the kept one's included. */
+    history: EpochMetrics[];
   },
 ): Promise<void> {
   const config = run.sourceDir ? (JSON.parse(await readFile(join(run.sourceDir, CONFIG_FILE), 'utf8')) as Record<string, unknown>) : {};
@@ -94,6 +96,8 @@ export async function writeMaskedLmFolder(
     }
   }
   companions.push({ file: TOKENIZER_FILE, content: run.tokenizerJson });
+  // With the kept weights, as a classifier's checkpoint: an interrupted run's folder has it too.
+  companions.push({ file: HISTORY_FILE, content: JSON.stringify(run.history, null, 2) + '\n' });
   await commitFolder(dir, {
     archives: [
       {

@@ -396,7 +396,7 @@ type Optional =
 export type ResolvedTrainOptions = Required<Omit<TrainOptions, Optional | 'lora' | 'adapter'>> &
   Pick<TrainOptions, Optional> & { lora: Required<LoraOptions>; adapter: ResolvedAdapterOptions };
 
-function checkInteger(name: string, value: number, min: number): void {
+export function checkInteger(name: string, value: number, min: number): void {
   if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${value}`);
 }
 

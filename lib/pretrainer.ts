@@ -250,6 +250,8 @@ function pretrainFingerprint(
     // batchSize and the accumulation, the batch layout, which may change on resume if the
     // global batch does not (training-state.ts resumePosition).
     ...(worldSize > 1 ? { worldSize } : {}),
+    // Every option that makes the run what it is, as train()'s.
+    options: sharedSettings(opts),
   };
 }
 
@@ -334,7 +336,8 @@ async function pretrainRank(
         validate,
         agree: dist ? (decision) => Array.from(dist.fromMain(decision)) : undefined,
         checkpoint: async (evaluation) => {
-          if (writes) await writeMaskedLmFolder(binding, outDir, { ...folderOf(loaded, built), model, evaluation });
+          if (writes)
+            await writeMaskedLmFolder(binding, outDir, { ...folderOf(loaded, built), model, evaluation, history: position.history });
         },
         saveState: async (at) => {
           if (writes) await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });

@@ -198,7 +198,9 @@ export class PromptEncoder {
   encode(texts: readonly string[], pairs: readonly string[] | null, maxLength: number): EncodedTexts {
     if (this.pair && pairs === null) {
       throw new InputError(
-        `the template has {text_a} and {text_b}: give a second text for each example (textPairColumn / --text-pair-column)`,
+        // Each way in takes the second texts its own way; `torch-bert predict` has no flag for them.
+        'the template has {text_a} and {text_b}: give a second text for each example (train, evaluate, torch-bert eval: ' +
+          'textPairColumn / --text-pair-column; predict(texts, { pairs }); the torch-bert predict command takes single texts only)',
         {
           code: 'TEMPLATE_PLACEHOLDERS',
         },

@@ -200,7 +200,9 @@ async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, to
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
   const trainRaw = await loadExamples(withPairColumn(opts.data, opts.textPairColumn));
   const validationRaw = opts.validationData ? await loadExamples(withPairColumn(opts.validationData, opts.textPairColumn)) : null;
-  const labels = opts.labels ?? inferLabelNames([...trainRaw.labels!, ...(validationRaw?.labels ?? [])], trainRaw.origin);
+  // The classes are the training data's (as transformers' run_glue): a class only the validation
+  // data has would never train — a typo or the wrong file — and is refused by labelIds below.
+  const labels = opts.labels ?? inferLabelNames(trainRaw.labels!, trainRaw.origin);
   const allIds = labelIds(trainRaw.labels!, labels, trainRaw.origin);
   const split =
     opts.fewShot !== undefined
@@ -310,6 +312,10 @@ function runFingerprint(
     // Data-parallel runs only, so that single-process states still match. With the two above, the
     // batch layout, which may change on resume if the global batch does not (resumePosition).
     ...(worldSize > 1 ? { worldSize } : {}),
+    // Every option that makes the run what it is (those data-parallel ranks must share): the saved
+    // tensors and moments continued with another learning rate, pooling or verbalizer would end
+    // as no run of either options does.
+    options: sharedSettings(opts),
   };
 }
 

@@ -151,11 +151,18 @@ export async function readTrainingState(dir: string): Promise<SavedState & { dir
   }
 }
 
-/** Check the resumed run is the same run, naming every setting that differs. */
+/**
+ * Check the resumed run is the same run, naming every setting that differs. A fingerprint's
+ * `options` (the run's options, distributed.ts sharedSettings) are compared one by one, by name; a state
+ * written before they were recorded has none, and is compared on the rest.
+ */
 export function checkFingerprint(saved: Record<string, unknown>, current: Record<string, unknown>, dir: string): void {
-  const differences = Object.keys({ ...saved, ...current })
-    .filter((k) => JSON.stringify(saved[k]) !== JSON.stringify(current[k]))
-    .map((k) => `${k}: saved ${JSON.stringify(saved[k])}, now ${JSON.stringify(current[k])}`);
+  const withOptions = saved.options !== undefined;
+  const flat = ({ options, ...rest }: Record<string, unknown>) => (withOptions ? { ...(options as object), ...rest } : rest);
+  const [before, now] = [flat(saved), flat(current)];
+  const differences = Object.keys({ ...before, ...now })
+    .filter((k) => JSON.stringify(before[k]) !== JSON.stringify(now[k]))
+    .map((k) => `${k}: saved ${JSON.stringify(before[k])}, now ${JSON.stringify(now[k])}`);
   if (differences.length > 0) {
     throw new InputError(`cannot resume from ${dir}: the run's settings differ (${differences.join('; ')})`, { file: dir });
   }
@@ -206,8 +213,11 @@ function stepsPerEpoch(l: BatchLayout, rows: number): number {
  * `gradientAccumulationSteps` and `worldSize` (absent: 1).
  */
 export function resumePosition(saved: SavedState, current: Record<string, unknown>, dir: string, trainRows: number): RunPosition {
-  const withoutLayout = (f: Record<string, unknown>) =>
+  const dropLayout = (f: object): Record<string, unknown> =>
     Object.fromEntries(Object.entries(f).filter(([k]) => !(LAYOUT_KEYS as readonly string[]).includes(k)));
+  // The options hold the layout too (batchSize, gradientAccumulationSteps).
+  const withoutLayout = ({ options, ...f }: Record<string, unknown>) =>
+    options === undefined ? dropLayout(f) : { ...dropLayout(f), options: dropLayout(options as object) };
   checkFingerprint(withoutLayout(saved.fingerprint), withoutLayout(current), dir);
   const before = layoutOf(saved.fingerprint);
   const now = layoutOf(current);

@@ -264,6 +264,16 @@ describe('torch-bert CLI', () => {
       expect(help.code).toBe(0);
       expect(help.stdout).toContain(`torch-bert ${command}`);
     }
+    // What export writes depends on the head; each kind is named (a prompt run's is a ForMaskedLM folder).
+    const exportHelp = await run(['export', '--help']);
+    expect(exportHelp.code).toBe(0);
+    for (const kind of [
+      'torch_bert_head.safetensors',
+      '--head sequence-classification',
+      '--head prompt exports as a *ForMaskedLM folder',
+    ]) {
+      expect(exportHelp.stdout).toContain(kind);
+    }
     const train = await run(['train', '--help']);
     for (const flag of [
       '--data',

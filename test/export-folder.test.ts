@@ -3,7 +3,7 @@
  * files. exportHuggingFace and exportAdapterHub write through it; their own tests check what they
  * write, this one what a failure leaves behind.
  */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -30,6 +30,17 @@ describe('an export folder', () => {
     expect(readFileSync(join(out, 'config.json'), 'utf8').endsWith('}\n')).toBe(true);
     expect([...readFileSync(join(out, 'adapter', 'weights.bin'))]).toEqual([1, 2, 3]);
     expect(readdirSync(join(work, 'a', 'nested'))).toEqual(['model']);
+  });
+
+  it('has the permissions of any folder made beside it, not those of a private staging folder', async () => {
+    // Exports are read by other users (a model server, a container); mkdtemp made them 0700.
+    const parent = join(work, 'modes');
+    mkdirSync(parent);
+    const out = join(parent, 'model');
+    await writeFolder(out, (folder) => folder.write('config.json', '{}'));
+    mkdirSync(join(parent, 'plain'));
+    const mode = (path: string) => (statSync(path).mode & 0o777).toString(8);
+    expect(mode(out)).toBe(mode(join(parent, 'plain')));
   });
 
   it('fills an existing empty folder', async () => {

@@ -20,6 +20,7 @@ import { freePort, rankVariables } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
 import { groupTexts, lineByLine, maskedBatch } from '../lib/mlm-data.js';
 import { type MaskingVocabulary, wordContinuation } from '../lib/mlm-masking.js';
+import type { EpochMetrics } from '../lib/options.js';
 import { pretrain, validateMaskedLm } from '../lib/pretrainer.js';
 import type { EncodedTexts } from '../lib/tokenizer.js';
 import { demoPretrain, demoReviews, makeHfFolder, repoRoot, runPython } from './fixtures.js';
@@ -188,6 +189,17 @@ describe('pretrain()', () => {
         },
       }),
     ).rejects.toBeInstanceOf(AbortError);
+    // The kept model of the interrupted run comes with its history so far (as a classifier's
+    // checkpoint): epoch 1, the whole run's first epoch.
+    const wholeHistory = JSON.parse(readFileSync(join(whole, 'history.json'), 'utf8'));
+    const keptHistory = JSON.parse(readFileSync(join(parts, 'history.json'), 'utf8'));
+    expect(keptHistory.map((h: EpochMetrics) => [h.epoch, h.trainLoss, h.validationLoss])).toEqual(
+      wholeHistory.slice(0, 1).map((h: EpochMetrics) => [h.epoch, h.trainLoss, h.validationLoss]),
+    );
+    // Another learning rate would continue the state's weights and moments as no run does: refused.
+    await expect(
+      pretrain({ model, outDir: parts, epochs: 2, ...settings(), gradientAccumulationSteps: 2, learningRate: 1e-2, resumeFrom: parts }),
+    ).rejects.toThrow(/cannot resume .* settings differ \(learningRate: saved 0\.002, now 0\.01\)$/);
     await pretrain({ model, outDir: parts, epochs: 2, ...settings(), gradientAccumulationSteps: 2, resumeFrom: parts });
     const a = binding.readSafetensors(join(whole, 'model.safetensors')).tensors;
     const b = new Map(binding.readSafetensors(join(parts, 'model.safetensors')).tensors);

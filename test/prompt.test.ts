@@ -9,7 +9,7 @@
  * by the reference.
  */
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -247,6 +247,10 @@ describe('templates and verbalizers', () => {
     // 16 - [CLS] [SEP] ? [MASK] , = 11 for the texts: b keeps its 3, a gets 8.
     expect(row).toEqual([2, ...bert.tokenIds(long).slice(0, 8), ...bert.tokenIds('?'), 4, ...bert.tokenIds(','), ...b, 3]);
     expect(() => pair.encode(['x'], null, 16)).toThrow(/text_a/);
+    // Where the second texts go, for each way in (the predict command has no --text-pair-column).
+    expect(() => pair.encode(['x'], null, 16)).toThrow(
+      /textPairColumn \/ --text-pair-column; predict\(texts, \{ pairs \}\); the torch-bert predict command takes single texts only/,
+    );
     expect(() => p.encode(['x'], null, 6)).toThrow(expect.objectContaining({ code: 'TEMPLATE_TOO_LONG' }));
   });
 
@@ -464,6 +468,10 @@ print(json.dumps(sorted(out)))`,
     const outDir = join(work, 'resume-interrupted');
     await expect(trainAbortedAt({ ...opts, outDir }, (e) => e.type === 'epoch' && e.epoch === 1)).rejects.toThrow(
       /aborted at epoch 2, batch 1\/4; resume with resumeFrom/,
+    );
+    // Label words swapped would continue the state's label rows under the other class: refused.
+    await expect(train({ ...opts, verbalizer: ['neg=good', 'pos=bad'], resumeFrom: outDir })).rejects.toThrow(
+      /cannot resume .* settings differ \(verbalizer: saved \["neg=bad","pos=good"\], now \["neg=good","pos=bad"\]\)$/,
     );
     const resumed = await train({ ...opts, resumeFrom: outDir });
     try {
@@ -966,6 +974,18 @@ describe('the CLI: train --head prompt', () => {
       code: 1,
       stderr: expect.stringMatching(/text_a/),
     });
+    // Its export needs the base folder's decoder: a base folder since moved is named as gone (the
+    // message once was the loader's bare '<path>: no such file or folder').
+    const moved = join(work, 'cli-train-moved-base');
+    cpSync(out, moved, { recursive: true });
+    const movedConfig = JSON.parse(readFileSync(join(moved, 'config.json'), 'utf8'));
+    const gone = join(work, 'base-moved-away');
+    movedConfig.encoder.source.dir = gone;
+    writeFileSync(join(moved, 'config.json'), JSON.stringify(movedConfig));
+    const { exportHuggingFace } = await import('../lib/export.js');
+    await expect(exportHuggingFace({ classifier: moved, out: join(work, 'cli-train-moved-hf') })).rejects.toThrow(
+      `the rest comes from the base model folder it was trained on, which (${gone}) is gone`,
+    );
   }, 180_000);
 });
 

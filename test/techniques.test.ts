@@ -511,6 +511,9 @@ describe('control', () => {
       const state = JSON.parse(readFileSync(file, 'utf8'));
       expect(state.position.skippedBatches).toEqual([]);
       delete state.position.skippedBatches;
+      // Nor the run's options in their fingerprint (compared since): the rest is compared.
+      expect(state.fingerprint.options.learningRate).toBe(1e-3);
+      delete state.fingerprint.options;
       writeFileSync(file, JSON.stringify(state, null, 2) + '\n');
     });
   });
@@ -526,6 +529,24 @@ describe('control', () => {
     );
     // A run that ended well left no state to resume (it would have trained its last epoch again).
     await expect(train({ ...opts, resumeFrom: join(work, 'full-interrupted') })).rejects.toThrow(/holds no resumable training state/);
+  });
+
+  it('refuses to resume with other options than the run started with, naming each, and leaves the state to resume', async () => {
+    // The state's tensors and AdamW moments continued under another learning rate or pooling would
+    // end as no run of either options; another head width would fail copying the saved head.
+    const outDir = join(work, 'resume-other-options');
+    const opts: TrainOptions = { ...base(), epochs: 3, technique: 'full', outDir };
+    await expect(trainAbortedAt(opts, (e) => e.type === 'batch' && e.epoch === 1 && e.batch === 2)).rejects.toThrow(/aborted/);
+    await expect(train({ ...opts, resumeFrom: outDir, learningRate: 5e-4 })).rejects.toThrow(
+      /cannot resume .* the run's settings differ \(learningRate: saved 0\.001, now 0\.0005\)$/,
+    );
+    const refused = train({ ...opts, resumeFrom: outDir, pooling: 'mean', headHidden: 16 });
+    await expect(refused).rejects.toThrow(/settings differ \(.*headHidden: saved 32, now 16/);
+    await expect(refused).rejects.toThrow(/settings differ \(.*pooling: saved "cls", now "mean"/);
+    // Refused before anything was touched: the same options still resume, to the end.
+    const resumed = await train({ ...opts, resumeFrom: outDir });
+    expect(resumed.history.map((h) => h.epoch)).toEqual([1, 2, 3]);
+    resumed.classifier.dispose();
   });
 
   it('stops on a NaN loss naming epoch and batch, keeping the best checkpoint; or skips such steps', async () => {

@@ -341,6 +341,32 @@ describe('bad input gets a clear error and loses nothing', () => {
     await expect(evaluate(outDir, file)).rejects.toThrow(/unknown-label\.csv line 3: label 'meh' is not one of the known classes/);
     unchanged();
   });
+  it('a batch size for predict or evaluate that is not a whole number of rows ≥ 1', async () => {
+    // A size of 0 or less cut no rows per batch, so the batching never ended (until out of memory);
+    // a fraction reached libtorch as a batch of 0 rows.
+    const classifier = await loadClassifier(outDir);
+    try {
+      for (const batchSize of [0, -1, 2.5]) {
+        const refusal = `batchSize must be an integer ≥ 1; got ${batchSize}`;
+        await expect(classifier.predict(['a good film'], { batchSize })).rejects.toThrow(refusal);
+        await expect(classifier.evaluate(demoReviews, { batchSize })).rejects.toThrow(refusal);
+      }
+      const [one] = await classifier.predict(['a good film'], { batchSize: 1 });
+      const [byDefault] = await classifier.predict(['a good film']);
+      expect(one!.probabilities).toEqual(byDefault!.probabilities);
+    } finally {
+      classifier.dispose();
+    }
+  });
+  it('a validation label the training data does not have', async () => {
+    // Its class would never train (a typo, or the wrong file); it once became a third class silently.
+    const file = join(work, 'validation-typo.csv');
+    writeFileSync(file, 'text,label\ngood film,positive\nso so,Positive\nbad film,negative\n');
+    await expect(train({ ...base(), validationData: file })).rejects.toThrow(
+      /validation-typo\.csv line 3: label 'Positive' is not one of the known classes \(negative, positive\)/,
+    );
+    unchanged();
+  });
   it('a file that is not TorchScript', async () => {
     const file = join(work, 'not-torchscript.pt');
     writeFileSync(file, 'this is not a model');

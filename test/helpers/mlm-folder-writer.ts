@@ -38,6 +38,7 @@ const models = await Promise.all(
           tokenizerJson: loaded.tokenizer.json,
           maxLength: 32,
           evaluation: { epoch: k + 1, step: i, validationLoss: 1, validationAccuracy: 0, validationMacroF1: 0, isBest: true },
+          history: [],
         }),
     };
   }),
