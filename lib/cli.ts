@@ -387,10 +387,26 @@ function progressPrinter(enabled: boolean, showEvaluations = false): (e: Progres
   };
 }
 
+/**
+ * Columns right-aligned to their widest cell, but the last: left-aligned and not padded, so that
+ * one long cell there (a text) widens no other row.
+ */
 function table(headers: string[], rows: string[][]): string {
+  const last = headers.length - 1;
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === last ? c : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** A text as a table shows it: on one line (whitespace runs as one space), cut at `max` characters with an ellipsis. */
+function textCell(text: string, max = 72): string {
+  const oneLine = text.replace(/\s+/g, ' ').trim();
+  const chars = Array.from(oneLine); // code points: an emoji is not cut in half
+  return chars.length <= max ? oneLine : `${chars.slice(0, max - 1).join('')}…`;
 }
 
 function historyTable(history: EpochMetrics[]): string {
@@ -669,7 +685,8 @@ async function commandPredict(argv: string[]): Promise<void> {
       console.log(
         table(
           ['label', 'probability', 'text'],
-          predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), positionals[i]!]),
+          // The texts whole are --json's: a table line per text, each short enough to read.
+          predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), textCell(positionals[i]!)]),
         ),
       );
     }

@@ -108,6 +108,17 @@ describe('torch-bert CLI', () => {
     expect(predicted.code).toBe(0);
     expect(predicted.stdout).toMatch(/label\s+probability\s+text/);
     expect(predicted.stdout).toMatch(/positive\s+0\.\d{4}\s+a wonderful and moving film/);
+
+    // A long text with line breaks is one line of the table, cut with an ellipsis, and widens no
+    // other row: it used to be printed whole and pad every row to its width (420 KB for 5 texts).
+    const long = `A wonderful film.\n\n${'It moved me. '.repeat(40)}`;
+    const both = await run(['predict', '--classifier', out, long, 'dull']);
+    expect(both.code).toBe(0);
+    const rows = both.stdout.trimEnd().split('\n').slice(2);
+    expect(rows).toHaveLength(2);
+    const cell = (row: string) => row.replace(/^\s*\S+\s+0\.\d{4} {2}/, '');
+    expect(cell(rows[0]!)).toBe(`A wonderful film. ${'It moved me. '.repeat(40)}`.slice(0, 71) + '…');
+    expect(cell(rows[1]!)).toBe('dull');
   });
 
   it('eval reads the columns the classifier was trained on; an older config without them falls back to text/label', async () => {
