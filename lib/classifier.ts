@@ -4,6 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { checkSameBase } from './base-weights.js';
 import { type BatchedEvaluation, evaluateInBatches, gatherRows, longestFirstBatches, TOKENS_PER_FORWARD } from './batching.js';
 import type { EncoderInfo, LossOptions, NativeBinding, NativeScriptModule } from './binding.js';
 import {
@@ -54,7 +55,12 @@ export interface ClassifierConfig {
   /** With head 'sequence-classification': whose head it is. */
   headFamily?: ExportFamily;
   /** `file`: the encoder as named (a file, folder or Hub id); `source`: what it resolved to (absent in configs written before it was recorded). */
-  encoder: EncoderInfo & { file: string; source?: EncoderSourceInfo };
+  encoder: EncoderInfo & {
+    file: string;
+    source?: EncoderSourceInfo;
+    /** LoRA and adapter runs: the base encoder's fingerprint (base-weights.ts), checked by loadAdapters. */
+    weightDigests?: string[];
+  };
   /** What classifier.pt's forward returns. */
   output: 'log_probabilities';
   libtorchVersion: string;
@@ -287,6 +293,11 @@ export class Classifier {
       /** The base encoder: a TorchScript file, a Hugging Face model folder or a Hub id (as `train()`'s `encoder`). */
       encoder: string;
       device?: Device;
+      /**
+       * Build on an encoder whose weights are not those the run was trained on (config.json's
+       * fingerprint, base-weights.ts), e.g. a base continued since; refused by default (`OTHER_BASE`).
+       */
+      allowOtherBase?: boolean;
     },
   ): Promise<Classifier> {
     const { config, configPath } = await readClassifierConfig(dir);
@@ -324,7 +335,7 @@ export class Classifier {
   /** loadAdapters' classifier before its files: the base encoder and a head of the recorded kind (untrained). */
   private static async baseClassifier(
     dir: string,
-    options: { encoder: string; device?: Device },
+    options: { encoder: string; device?: Device; allowOtherBase?: boolean },
     config: ClassifierConfig,
     configPath: string,
     tokenizer: TextTokenizer,
@@ -340,6 +351,13 @@ export class Classifier {
       mlmHead: prompt !== undefined,
     });
     try {
+      if (!options.allowOtherBase)
+        checkSameBase(config.encoder.weightDigests, encoder, {
+          encoder: options.encoder,
+          trainedOn: config.encoder.file,
+          dir,
+          configPath,
+        });
       if (prompt && !mlmHead) {
         throw new InputError(
           `${dir} is a prompt classifier, and the encoder ${options.encoder} has no masked-language-model head to rebuild it on: name the base model folder the run was trained on`,

@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'VERBALIZER_DUPLICATE_TOKEN'
   | 'NO_MASK_TOKEN'
   | 'NO_MLM_HEAD'
+  | 'OTHER_BASE'
   | 'RANKS_DISAGREE'
   | 'RANK_FAILED_TO_START';
 

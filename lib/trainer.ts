@@ -25,6 +25,7 @@ import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { weightDigests } from './base-weights.js';
 import { gatherRows, TOKENS_PER_FORWARD } from './batching.js';
 import type {
   BuiltClassifier,
@@ -573,7 +574,9 @@ async function trainRank(
   // Validation runs in the training precision too.
   const evalOptions: EvalStepOptions = { ...loss, precision: opts.precision };
 
-  // 3. Build the classifier.
+  // 3. Build the classifier. LoRA and adapter runs first fingerprint their base, before anything
+  // is added to it or trains, for loadAdapters to refuse another (base-weights.ts).
+  const baseDigests = opts.technique === 'lora' || opts.technique === 'adapter' ? weightDigests(loaded.module) : undefined;
   const notes: string[] = [...loaded.notes];
   const { built, head } = await classifierOf(binding, opts, loaded, prepared, tokenizer, labels.length, device, notes);
   const model = built.module;
@@ -604,6 +607,7 @@ async function trainRank(
       data.validation.cache = caches.validation;
     }
     const config = classifierConfig(binding, opts, labels, built, head, loaded, device, loss.classWeights, raw.hasValidationData, prompt);
+    if (baseDigests) config.encoder.weightDigests = baseDigests;
 
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
     // Data-parallel: each rank validates its share of the held-out rows (distributed.ts validationShard).

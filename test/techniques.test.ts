@@ -13,7 +13,7 @@ import { epochBatches, gatherRows, learningRateFactor, longestFirstBatches } fro
 import type { NativeTensor } from '../lib/binding.js';
 import { loadExamples } from '../lib/data.js';
 import { loadEncoderSource } from '../lib/encoder-source.js';
-import { Classifier, type TrainOptions, train } from '../lib/index.js';
+import { Classifier, exportHuggingFace, type TrainOptions, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import { LORA_DEFAULTS } from '../lib/options.js';
 import { isDecayed } from '../lib/trainable.js';
@@ -135,6 +135,27 @@ describe('lora', () => {
         expect(Math.abs(fromAdapters[i]!.probabilities[label]! - p.probabilities[label]!)).toBeLessThan(1e-4);
     });
     unmerged.dispose();
+
+    // On another base, the adapters and head would predict wrongly without a word: refused,
+    // whether it is another checkpoint of the architecture or the run's own merged export
+    // (LoRA applied twice).
+    const merged_ = join(work, 'lora-merged-hf');
+    await exportHuggingFace({ classifier: outDir, out: merged_, heads: 4 });
+    const other = await makeEncoder({ ...INFORMATIVE_ENCODER, pretrain: undefined, seed: 2 });
+    for (const [wrong, differing] of [
+      [merged_, '4'], // 2 layers × query and value
+      [other, '\\d+'],
+    ] as const) {
+      const refused = await Classifier.loadAdapters(outDir, { encoder: wrong }).catch((e: unknown) => e);
+      expect(refused).toMatchObject({ name: 'InputError', code: 'OTHER_BASE' });
+      expect((refused as Error).message).toMatch(
+        new RegExp(`^${wrong} is not the base encoder ${outDir} was trained on: ${differing} of the \\d+ weight tensors recorded`),
+      );
+    }
+    // Asked for (a base continued on purpose): built, with the other base's weights.
+    const onOther = await Classifier.loadAdapters(outDir, { encoder: other, allowOtherBase: true });
+    expect((await onOther.predict(texts)).map((p) => p.probabilities)).not.toEqual(fromAdapters.map((p) => p.probabilities));
+    onOther.dispose();
     original.dispose();
     result.classifier.dispose();
   });
