@@ -10,7 +10,7 @@
  * folder is written by the MLM folder writer's key names (mlm-output.ts `maskedLmKeys`).
  */
 import { existsSync } from 'node:fs';
-import { copyFile } from 'node:fs/promises';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeTensor } from './binding.js';
 import { CONFIG_FILE, TOKENIZER_FILE } from './checkpoint.js';
@@ -47,8 +47,12 @@ const HEAD_NAMES: Record<EncoderFamily, { transform: Array<[string, string]>; we
   },
 };
 
-/** The base model's tokenizer companions, copied when present (tokenizer.json is the classifier's). */
-const TOKENIZER_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'vocab.json', 'merges.txt'];
+/**
+ * The base model's tokenizer companions, copied when present (tokenizer.json is the classifier's;
+ * tokenizer_config.json is the base's with the classifier's length, TOKENIZER_CONFIG).
+ */
+const TOKENIZER_FILES = ['special_tokens_map.json', 'vocab.txt', 'vocab.json', 'merges.txt'];
+const TOKENIZER_CONFIG = 'tokenizer_config.json';
 
 /** `rows` of `target` ([vocab] or [vocab, hidden]) set to `values`' rows, in place. */
 function setRows(binding: NativeBinding, target: NativeTensor, rows: readonly number[], values: NativeTensor): void {
@@ -156,6 +160,20 @@ export async function writePromptExport(
     if (existsSync(join(baseDir, file))) await copyFile(join(baseDir, file), folder.file(file));
   }
   await copyFile(join(dir, TOKENIZER_FILE), folder.file(TOKENIZER_FILE));
+  // The length the classifier was trained with, as the default export writes it: `truncation=True`
+  // then cuts as the classifier did, not at the base's 512.
+  let baseTokenizerConfig: Record<string, unknown> = {};
+  if (existsSync(join(baseDir, TOKENIZER_CONFIG))) {
+    try {
+      baseTokenizerConfig = JSON.parse(await readFile(join(baseDir, TOKENIZER_CONFIG), 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new ModelError(`cannot export ${dir}: ${join(baseDir, TOKENIZER_CONFIG)} is not valid JSON`, { cause: err });
+    }
+  }
+  await writeFile(
+    folder.file(TOKENIZER_CONFIG),
+    JSON.stringify({ ...baseTokenizerConfig, model_max_length: config.maxLength }, null, 2) + '\n',
+  );
   const hfConfig: Record<string, unknown> = {
     ...baseConfig,
     architectures: [transformersNames(family, baseConfig.model_type).className('ForMaskedLM')],

@@ -412,6 +412,8 @@ print(json.dumps(sorted(out)))`,
           torch_bert: { prompt: { template: string; labelTokenIds: number[]; maskTokenId: number; labels: string[] } };
         };
         expect(hf.architectures).toEqual(['BertForMaskedLM']);
+        // Its tokenizer cuts where the classifier was trained to (the base's length, or none, before).
+        expect(JSON.parse(readFileSync(join(exported, 'tokenizer_config.json'), 'utf8')).model_max_length).toBe(24);
         expect(hf.torch_bert.prompt).toMatchObject({
           template: PROMPT.template,
           labelTokenIds: c.config.prompt!.labelTokenIds,
