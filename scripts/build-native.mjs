@@ -126,7 +126,7 @@ function runCmakeJs(cmakeArgs, retryManual) {
     }
     console.error(
       `torch-bert: native build failed (${signal ? `signal ${signal}` : `exit code ${code}`}). ` +
-        'Check the compiler output above; `node scripts/find-libtorch.mjs` shows which libtorch was used.',
+        `Check the compiler output above; \`node ${join(root, 'scripts', 'find-libtorch.mjs')}\` shows which libtorch was used.`,
     );
     process.exit(code || 1);
   });

@@ -72,7 +72,8 @@ if (process.env.TORCH_BERT_BUILD_FROM_SOURCE !== '1' && !sourceFits) {
     log(
       `no prebuilt binary for ${platformKey()} ${prebuildName(libtorch)}` +
         (names.length ? ` (prebuilts: ${names.join(', ')})` : '') +
-        '; building from source',
+        // The build's length surprises who expected a download (a few minutes on 4 cores, some 15 on 2 busy ones).
+        '; building from source (cmake and a C++17 compiler, against this libtorch: this takes several minutes)',
     );
   }
 }

@@ -626,7 +626,8 @@ function buildHint(libtorch) {
   const target = libtorch ? ` for ${describeLibtorch(libtorch, { where: false })}` : '';
   return (
     `Build one${target} with \`npm rebuild torch-bert\` (in a checkout: \`npm run build:native\`; needs cmake and a C++17 compiler), ` +
-    'and check which libtorch is found with `npx torch-bert doctor` or `node scripts/find-libtorch.mjs`.'
+    // An absolute path: the relative one holds only in the package's own folder.
+    `and check which libtorch is found with \`npx torch-bert doctor\` or \`node ${join(packageRoot, 'scripts', 'find-libtorch.mjs')}\`.`
   );
 }
 
