@@ -58,6 +58,7 @@ import {
   removeTrainingState,
   restoreTrainingState,
   resumePosition,
+  runContents,
   type SkippedBatch,
   saveTrainingState,
 } from './training-state.js';
@@ -271,32 +272,33 @@ async function pretrainRank(
     // 1–2. The rank's model and texts, then (data-parallel) the start agreed with the other ranks
     // before the texts are tokenized: every rank runs the same job, or none trains, and a rank that
     // cannot start stops every rank at once (distributed.ts startAsRank).
-    const { loaded, mlmHead, vocab, texts, held, saved } = await startAsRank(
-      dist,
-      () => loadAndRead(opts, options, { spec, data, textColumn }, disposables),
-      (start) =>
-        runIdentity(
-          opts,
-          { textColumn, byLine, wholeWordMask, mlmProbability, maxLength: start.loaded.maxLength },
-          start.texts,
-          start.held,
-          start.loaded.tokenizer.json,
-          start.loaded.weightsKey,
-          start.saved,
-        ),
-    );
+    const identify = (start: Awaited<ReturnType<typeof loadAndRead>>) =>
+      runIdentity(
+        opts,
+        { textColumn, byLine, wholeWordMask, mlmProbability, maxLength: start.loaded.maxLength },
+        start.texts,
+        start.held,
+        start.loaded.tokenizer.json,
+        start.loaded.weightsKey,
+        start.saved,
+      );
+    const start = await startAsRank(dist, () => loadAndRead(opts, options, { spec, data, textColumn }, disposables), identify);
+    const { loaded, mlmHead, vocab, texts, held, saved } = start;
     const { tokenizer, maxLength } = loaded;
     const masking: MaskingOptions = { mlmProbability, wholeWordMask, seed: opts.seed };
     const train = await encodeTexts(tokenizer, texts.slice(held), maxLength, byLine, 'training');
     const validation = await encodeTexts(tokenizer, texts.slice(0, held), maxLength, byLine, 'validation');
-    const fingerprint = pretrainFingerprint(
-      opts,
-      { byLine, wholeWordMask, mlmProbability },
-      train.count,
-      validation.count,
-      maxLength,
-      dist?.worldSize ?? 1,
-    );
+    const fingerprint = {
+      ...pretrainFingerprint(
+        opts,
+        { byLine, wholeWordMask, mlmProbability },
+        train.count,
+        validation.count,
+        maxLength,
+        dist?.worldSize ?? 1,
+      ),
+      contents: runContents((await identify(start)).digests),
+    };
     // Where a resumed run continues, its batch layout translated to this run's.
     const resumedAt = saved ? resumePosition(saved, fingerprint, opts.resumeFrom!, train.count) : null;
 

@@ -81,6 +81,7 @@ import {
   removeTrainingState,
   restoreTrainingState,
   resumePosition,
+  runContents,
   type SavedState,
   type SkippedBatch,
   saveTrainingState,
@@ -567,7 +568,11 @@ async function trainRank(
   const data = await tokenizeData(opts, raw, prompt);
   const loss = lossOptions(opts, data.train.labels, labels.length);
   const padTo = opts.padding === 'max' ? opts.maxLength : undefined;
-  const fingerprint = runFingerprint(opts, labels, data.train.encoded.count, data.validation.encoded.count, dist?.worldSize ?? 1);
+  const fingerprint = {
+    ...runFingerprint(opts, labels, data.train.encoded.count, data.validation.encoded.count, dist?.worldSize ?? 1),
+    // Only where a state is saved or resumed: the model's weights are hashed for it.
+    ...(opts.outDir || saved ? { contents: runContents((await runIdentity(opts, raw, loaded)).digests) } : {}),
+  };
   // Where a resumed run continues, its batch layout translated to this run's (training-state.ts).
   const resumedAt = saved ? resumePosition(saved, fingerprint, opts.resumeFrom!, data.train.encoded.count) : null;
   checkPrecision(opts, device);

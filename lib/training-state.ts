@@ -152,17 +152,34 @@ export async function readTrainingState(dir: string): Promise<SavedState & { dir
 }
 
 /**
+ * A fingerprint's `contents`: what the run's paths name, by content — the training and validation
+ * data as read, the tokenizer, the model's weights (a run's RunIdentity digests, as data-parallel
+ * ranks compare them) — so that a resumed run refuses another file under the same name or the
+ * same number of rows. The state resumed is not its own content.
+ */
+export function runContents(digests: Record<string, string>): Record<string, string> {
+  const { 'training state': _state, ...contents } = digests;
+  return contents;
+}
+
+/**
  * Check the resumed run is the same run, naming every setting that differs. A fingerprint's
- * `options` (the run's options, distributed.ts sharedSettings) are compared one by one, by name; a state
- * written before they were recorded has none, and is compared on the rest.
+ * `options` (the run's options, distributed.ts sharedSettings) are compared one by one, by name,
+ * and its `contents` (runContents) by what they are; a state written before they were recorded
+ * has neither, and is compared on the rest.
  */
 export function checkFingerprint(saved: Record<string, unknown>, current: Record<string, unknown>, dir: string): void {
   const withOptions = saved.options !== undefined;
-  const flat = ({ options, ...rest }: Record<string, unknown>) => (withOptions ? { ...(options as object), ...rest } : rest);
+  const flat = ({ options, contents, ...rest }: Record<string, unknown>) => (withOptions ? { ...(options as object), ...rest } : rest);
   const [before, now] = [flat(saved), flat(current)];
   const differences = Object.keys({ ...before, ...now })
     .filter((k) => JSON.stringify(before[k]) !== JSON.stringify(now[k]))
     .map((k) => `${k}: saved ${JSON.stringify(before[k])}, now ${JSON.stringify(now[k])}`);
+  // What the paths name, by content (runContents), where the saved state recorded it: said by name, not by digest.
+  const [had, has] = [saved.contents, current.contents] as Array<Record<string, string> | undefined>;
+  if (had && has) {
+    for (const what of Object.keys({ ...had, ...has })) if (had[what] !== has[what]) differences.push(`the ${what} differs`);
+  }
   if (differences.length > 0) {
     throw new InputError(`cannot resume from ${dir}: the run's settings differ (${differences.join('; ')})`, { file: dir });
   }

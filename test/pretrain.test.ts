@@ -200,6 +200,13 @@ describe('pretrain()', () => {
     await expect(
       pretrain({ model, outDir: parts, epochs: 2, ...settings(), gradientAccumulationSteps: 2, learningRate: 1e-2, resumeFrom: parts }),
     ).rejects.toThrow(/cannot resume .* settings differ \(learningRate: saved 0\.002, now 0\.01\)$/);
+    // So would another corpus under the same names (here one word of the second file changed).
+    const edited = [join(work, 'a-same.txt'), join(work, 'b-edited.txt')];
+    writeFileSync(edited[0]!, readFileSync(files[0]!, 'utf8'));
+    writeFileSync(edited[1]!, readFileSync(files[1]!, 'utf8').replace(/\b(\w+)\b/, '$1s'));
+    await expect(
+      pretrain({ model, outDir: parts, epochs: 2, ...settings(), data: edited, gradientAccumulationSteps: 2, resumeFrom: parts }),
+    ).rejects.toThrow(/cannot resume .* settings differ \(the training data differs\)$/);
     await pretrain({ model, outDir: parts, epochs: 2, ...settings(), gradientAccumulationSteps: 2, resumeFrom: parts });
     const a = binding.readSafetensors(join(whole, 'model.safetensors')).tensors;
     const b = new Map(binding.readSafetensors(join(parts, 'model.safetensors')).tensors);

@@ -535,6 +535,9 @@ describe('control', () => {
       // Nor the run's options in their fingerprint (compared since): the rest is compared.
       expect(state.fingerprint.options.learningRate).toBe(1e-3);
       delete state.fingerprint.options;
+      // Nor the contents (compared since).
+      expect(Object.keys(state.fingerprint.contents).sort()).toEqual(["model's weights", 'tokenizer', 'training data', 'validation data']);
+      delete state.fingerprint.contents;
       writeFileSync(file, JSON.stringify(state, null, 2) + '\n');
     });
   });
@@ -564,6 +567,12 @@ describe('control', () => {
     const refused = train({ ...opts, resumeFrom: outDir, pooling: 'mean', headHidden: 16 });
     await expect(refused).rejects.toThrow(/settings differ \(.*headHidden: saved 32, now 16/);
     await expect(refused).rejects.toThrow(/settings differ \(.*pooling: saved "cls", now "mean"/);
+    // The same options on other texts (as many rows, one edited): refused by content, which no
+    // option or row count shows.
+    const edited = { texts: data.texts.map((t, i) => (i === 7 ? `${t} Not really.` : t)), labels: data.labels };
+    await expect(train({ ...opts, resumeFrom: outDir, data: edited })).rejects.toThrow(
+      /cannot resume .* the run's settings differ \(the training data differs\)$/,
+    );
     // Refused before anything was touched: the same options still resume, to the end.
     const resumed = await train({ ...opts, resumeFrom: outDir });
     expect(resumed.history.map((h) => h.epoch)).toEqual([1, 2, 3]);
