@@ -61,6 +61,7 @@ Napi::Value JoinAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const int64_t timeout = ReadInteger(info[0], "distributedJoinAsync: timeoutMs", 1, int64_t{1} << 40);
+    ClearJoinCancel();
     return PromiseWorker::Start(new JoinWorker(env, timeout));
   });
 }

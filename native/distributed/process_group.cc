@@ -145,7 +145,8 @@ struct JoinError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Set by CancelJoin (Ctrl-C, the launcher's stop) while a join waits; cleared when a join starts.
+// Set by CancelJoin (Ctrl-C, the launcher's stop) while a join waits or is queued; cleared by
+// ClearJoinCancel when a join is queued (not when it starts: a cancel may come in between).
 std::atomic<bool> joinCancelled{false};
 
 void ThrowIfCancelled() {
@@ -308,7 +309,6 @@ std::vector<std::string> AvailableBackends() {
 RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout) {
   std::lock_guard<std::mutex> lock(joinedMutex);
   if (joined) throw std::runtime_error("distributed: this process has already joined a process group");
-  joinCancelled = false;
   RankEnvironment env = ReadRankEnvironment();
   auto state = std::make_unique<Joined>();
   state->env = env;
@@ -339,6 +339,10 @@ RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout) {
 
 void CancelJoin() {
   joinCancelled = true;
+}
+
+void ClearJoinCancel() {
+  joinCancelled = false;
 }
 
 void UseRankDevice() {
@@ -447,6 +451,7 @@ RankEnvironment JoinProcessGroup(std::chrono::milliseconds) {
       "install libgloo-dev and rebuild)");
 }
 void CancelJoin() {}
+void ClearJoinCancel() {}
 void UseRankDevice() {}
 bool InProcessGroup() {
   return false;

@@ -42,6 +42,10 @@ RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout);
 // master that accepts the connection and never answers is not interrupted.
 void CancelJoin();
 
+// Clears an earlier join's cancel: called when a join is queued, before it runs (a cancel that
+// comes while it waits in the queue then stops it as soon as it starts).
+void ClearJoinCancel();
+
 // The joined group's backends, as init_process_group names them: "cpu:gloo,cuda:nccl" when CUDA
 // tensors go to NCCL (TORCH_BERT_NCCL builds with a GPU for every local rank), else "gloo".
 std::string GroupBackend();
