@@ -664,8 +664,8 @@ export interface NativeBinding {
    */
   distributedJoinAsync(timeoutMs: number): Promise<DistributedRank>;
   /**
-   * Stops the join in progress within about a second (its promise rejects): its waits for the
-   * master and for the other ranks look between tries. No-op when none is in progress.
+   * Stops the join in progress (or queued) within about a second (its promise rejects): its waits
+   * for the master and for the other ranks look between tries. No-op when none is in progress.
    */
   distributedCancelJoin(): void;
   /** All-reduce of a few numbers (blocking): the same result on every rank. */

@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -589,6 +589,28 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     // 9.9 s, measured): the join's own count (process_group.cc CheckEveryRankJoined) stops it at
     // the timeout (4.7 s from the process's start).
     expect(exit.ms).toBeLessThan(4000 + 3000);
+  }, 60_000);
+
+  it('something on the master port that accepts and never answers: the rank stops after the timeout, saying so', async () => {
+    // c10d's store client reads without a timeout: rank 1 waited until that peer closed (measured:
+    // 40 s for a 3 s timeout, the peer closing at 40 s). Here the peer never closes during the test.
+    const held: Socket[] = [];
+    const silent = createServer((socket) => held.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', () => resolve()));
+    const { port } = silent.address() as { port: number };
+    try {
+      const exit = await aloneAt(1, port, 3, 'silent');
+      expect(exit.code).toBe(1);
+      expect(exit.stderr.trim()).toBe(
+        `ModelError: distributed: rank 1: something at 127.0.0.1:${port} accepted the connection but did not answer as the ` +
+          'rendezvous store within 3 s (is MASTER_PORT the port rank 0 serves?)',
+      );
+      // The timeout and the grace the join's own waits have to end first (3 s), not the peer's close.
+      expect(exit.ms).toBeLessThan(3000 + 3000 + 5000);
+    } finally {
+      for (const socket of held) socket.destroy();
+      silent.close();
+    }
   }, 60_000);
 
   it('an unreachable master: the rank says which address it could not reach', async () => {

@@ -13,12 +13,17 @@
 #include "distributed/process_group_internal.h"
 
 #ifdef TORCH_BERT_GLOO
+#include <dirent.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <optional>
 
 #include <torch/version.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -205,6 +210,98 @@ c10::intrusive_ptr<c10d::Store> ConnectClient(const RankEnvironment& env, c10d::
   return store;
 }
 
+// Whether a connected socket's peer is `a` (address and port). c10d's client connects IPv6
+// sockets, so an IPv4 master is their peer as an IPv4-mapped address (::ffff:127.0.0.1).
+bool SamePeer(const sockaddr_storage& peer, const sockaddr* a) {
+  if (peer.ss_family == AF_INET6 && a->sa_family == AF_INET) {
+    const auto& p = reinterpret_cast<const sockaddr_in6&>(peer);
+    const auto* q = reinterpret_cast<const sockaddr_in*>(a);
+    return IN6_IS_ADDR_V4MAPPED(&p.sin6_addr) && p.sin6_port == q->sin_port &&
+           std::memcmp(&p.sin6_addr.s6_addr[12], &q->sin_addr.s_addr, 4) == 0;
+  }
+  if (peer.ss_family != a->sa_family) return false;
+  if (a->sa_family == AF_INET) {
+    const auto& p = reinterpret_cast<const sockaddr_in&>(peer);
+    const auto* q = reinterpret_cast<const sockaddr_in*>(a);
+    return p.sin_port == q->sin_port && p.sin_addr.s_addr == q->sin_addr.s_addr;
+  }
+  if (a->sa_family == AF_INET6) {
+    const auto& p = reinterpret_cast<const sockaddr_in6&>(peer);
+    const auto* q = reinterpret_cast<const sockaddr_in6*>(a);
+    return p.sin6_port == q->sin6_port && std::memcmp(&p.sin6_addr, &q->sin6_addr, sizeof(in6_addr)) == 0;
+  }
+  return false;
+}
+
+// Shuts down this process's connections to addr:port (found through /proc/self/fd): a read
+// blocked on one of them returns.
+void ShutDownConnectionsTo(const std::string& addr, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
+  if (DIR* fds = opendir("/proc/self/fd")) {
+    while (const dirent* entry = readdir(fds)) {
+      char* end = nullptr;
+      const long fd = std::strtol(entry->d_name, &end, 10);
+      sockaddr_storage peer{};
+      socklen_t size = sizeof(peer);
+      if (*end != '\0' || getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &size) != 0) continue;
+      for (const addrinfo* a = found; a; a = a->ai_next) {
+        if (SamePeer(peer, a->ai_addr)) shutdown(static_cast<int>(fd), SHUT_RDWR);
+      }
+    }
+    closedir(fds);
+  }
+  freeaddrinfo(found);
+}
+
+// 1.13's store client reads its answers without a timeout, so something on the master's port that
+// accepts and never answers (another service, a proxy) held the join until that peer closed. From
+// the start of a join until its end, the watchdog shuts this process's connections to the master
+// down once the join is overdue (its deadline, and the grace within which the join's own waits
+// end with their own message) or cancelled for a moment: the blocked read returns, and the join
+// fails with `Fired()` set.
+class StoreWatchdog {
+ public:
+  StoreWatchdog(const RankEnvironment& env, Clock::time_point overdue)
+      : thread_([this, addr = env.masterAddr, port = env.masterPort, overdue] { Watch(addr, port, overdue); }) {}
+  ~StoreWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  bool Fired() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return fired_;
+  }
+
+ private:
+  void Watch(const std::string& addr, uint16_t port, Clock::time_point overdue) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    std::optional<Clock::time_point> cancelledAt;
+    while (!done_) {
+      if (!cancelledAt && joinCancelled.load()) cancelledAt = Clock::now();
+      if (Clock::now() >= overdue || (cancelledAt && Clock::now() >= *cancelledAt + std::chrono::seconds(1))) {
+        // Under the lock: a join that has ended (done_) is never cut.
+        fired_ = true;
+        ShutDownConnectionsTo(addr, port);
+        return;
+      }
+      wake_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool done_ = false;
+  bool fired_ = false;
+  std::thread thread_;
+};
+
 // Every rank counts itself in once its store is connected, then waits for the count. 1.13's
 // TCPStore server waits for its clients up to the timeout and then returns as if they had all
 // come (2.x throws), so rank 0 alone went on to Gloo's rendezvous and waited a second timeout
@@ -243,6 +340,10 @@ c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::ch
   options.timeout = timeout;
   const std::string where = env.masterAddr + ":" + std::to_string(env.masterPort);
   const auto start = Clock::now();
+  // Ranks that connect to rank 0's store (torchrun's agent store is its own): see StoreWatchdog. The
+  // grace lets the join's own waits, which end by the deadline, say why first.
+  std::optional<StoreWatchdog> watchdog;
+  if (!options.isServer && !AgentServesStore()) watchdog.emplace(env, start + timeout + std::chrono::seconds(3));
   try {
     c10::intrusive_ptr<c10d::Store> store;
     if (options.isServer)
@@ -255,6 +356,12 @@ c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::ch
   } catch (const JoinError&) {
     throw;
   } catch (const std::exception& e) {
+    if (watchdog && watchdog->Fired()) {
+      ThrowIfCancelled();
+      throw JoinError("distributed: rank " + std::to_string(env.rank) + ": something at " + where +
+                      " accepted the connection but did not answer as the rendezvous store within " + Seconds(timeout) +
+                      " (is MASTER_PORT the port rank 0 serves?)");
+    }
     const std::string what = e.what();
     const std::string line = what.substr(0, what.find('\n'));
     if (options.isServer &&

@@ -38,8 +38,8 @@ std::vector<std::string> AvailableBackends();
 RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout);
 
 // Stops a join in progress (from another thread) at its next look at the rendezvous, within
-// about a second: it then throws. The waits for the master and for the other ranks look; a
-// master that accepts the connection and never answers is not interrupted.
+// about a second: it then throws. The waits for the master and for the other ranks look; a read
+// from a master that accepts the connection and never answers is cut off (StoreWatchdog).
 void CancelJoin();
 
 // Clears an earlier join's cancel: called when a join is queued, before it runs (a cancel that
