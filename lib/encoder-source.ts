@@ -70,8 +70,9 @@ export interface LoadedEncoder {
   /** Said once to the user: heads left out of the checkpoint, reduced-precision weights widened. */
   notes: string[];
   /**
-   * What pins the encoder's weights, for the feature cache's key: a file's SHA-256, a folder's
-   * config and weight files' SHA-256s, or a Hub commit and its file list.
+   * What pins the encoder's weights, for the feature cache's key, the comparison of data-parallel
+   * ranks and a resumed run's: a file's SHA-256, a folder's config and weight files' SHA-256s, or
+   * a Hub commit and its file list. Computed once, at the first call (hashing reads every weight).
    */
   weightsKey(): Promise<string>;
 }
@@ -134,7 +135,7 @@ async function loadTorchScript(file: string, options: EncoderLoadOptions): Promi
     mlmHead: null,
     maxLength,
     notes: [],
-    weightsKey: () => sha256File(file),
+    weightsKey: once(() => sha256File(file)),
   };
 }
 
@@ -187,7 +188,7 @@ async function loadFolder(source: FolderSource, options: EncoderLoadOptions): Pr
     maxLength,
     loraTargets: config.loraTargets,
     notes: module.notes,
-    weightsKey: () => folderWeightsKey(source),
+    weightsKey: once(() => folderWeightsKey(source)),
   };
 }
 
@@ -250,7 +251,14 @@ function checkPositionLimit(config: HfEncoderConfig, maxLength: number, from: st
   );
 }
 
-async function readJson(file: string, required: boolean): Promise<unknown> {
+/** `compute`'s promise, made at the first call and returned at every one. */
+function once<T>(compute: () => Promise<T>): () => Promise<T> {
+  let made: Promise<T> | undefined;
+  return () => (made ??= compute());
+}
+
+/** A JSON file's value; a missing or unreadable one is undefined unless `required`; not JSON is a ModelError naming it. */
+export async function readJson(file: string, required: boolean): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
