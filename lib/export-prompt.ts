@@ -10,12 +10,12 @@
  * folder is written by the MLM folder writer's key names (mlm-output.ts `maskedLmKeys`).
  */
 import { existsSync } from 'node:fs';
-import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeTensor } from './binding.js';
 import { CONFIG_FILE, TOKENIZER_FILE } from './checkpoint.js';
 import type { Classifier } from './classifier.js';
-import { loadEncoderSource } from './encoder-source.js';
+import { loadEncoderSource, readJson } from './encoder-source.js';
 import { ModelError } from './errors.js';
 import type { StagedFolder } from './export-folder.js';
 import { type EncoderFamily, transformersNames } from './hf-config.js';
@@ -162,14 +162,7 @@ export async function writePromptExport(
   await copyFile(join(dir, TOKENIZER_FILE), folder.file(TOKENIZER_FILE));
   // The length the classifier was trained with, as the default export writes it: `truncation=True`
   // then cuts as the classifier did, not at the base's 512.
-  let baseTokenizerConfig: Record<string, unknown> = {};
-  if (existsSync(join(baseDir, TOKENIZER_CONFIG))) {
-    try {
-      baseTokenizerConfig = JSON.parse(await readFile(join(baseDir, TOKENIZER_CONFIG), 'utf8')) as Record<string, unknown>;
-    } catch (err) {
-      throw new ModelError(`cannot export ${dir}: ${join(baseDir, TOKENIZER_CONFIG)} is not valid JSON`, { cause: err });
-    }
-  }
+  const baseTokenizerConfig = ((await readJson(join(baseDir, TOKENIZER_CONFIG), false)) ?? {}) as Record<string, unknown>;
   await writeFile(
     folder.file(TOKENIZER_CONFIG),
     JSON.stringify({ ...baseTokenizerConfig, model_max_length: config.maxLength }, null, 2) + '\n',
