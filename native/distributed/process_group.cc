@@ -160,15 +160,22 @@ void ThrowIfCancelled() {
 
 using Clock = std::chrono::steady_clock;
 
-// Whether something accepts TCP connections at addr:port within `wait` (the connection closed
-// at once: 1.13's store server takes a client that leaves without a word in its stride).
-bool Accepts(const std::string& addr, uint16_t port, std::chrono::milliseconds wait) {
+// addr:port's TCP addresses (getaddrinfo's list, freed with the pointer); null when it does not resolve.
+using Addresses = std::unique_ptr<addrinfo, decltype(&freeaddrinfo)>;
+Addresses Resolve(const std::string& addr, uint16_t port) {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return false;
+  if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) found = nullptr;
+  return Addresses(found, &freeaddrinfo);
+}
+
+// Whether something accepts TCP connections at addr:port within `wait` (the connection closed
+// at once: 1.13's store server takes a client that leaves without a word in its stride).
+bool Accepts(const std::string& addr, uint16_t port, std::chrono::milliseconds wait) {
+  const Addresses found = Resolve(addr, port);
   bool accepted = false;
-  for (addrinfo* a = found; a && !accepted; a = a->ai_next) {
+  for (const addrinfo* a = found.get(); a && !accepted; a = a->ai_next) {
     const int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
     if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
@@ -182,7 +189,6 @@ bool Accepts(const std::string& addr, uint16_t port, std::chrono::milliseconds w
     }
     close(fd);
   }
-  freeaddrinfo(found);
   return accepted;
 }
 
@@ -236,10 +242,8 @@ bool SamePeer(const sockaddr_storage& peer, const sockaddr* a) {
 // Shuts down this process's connections to addr:port (found through /proc/self/fd): a read
 // blocked on one of them returns.
 void ShutDownConnectionsTo(const std::string& addr, uint16_t port) {
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
+  const Addresses found = Resolve(addr, port);
+  if (!found) return;
   if (DIR* fds = opendir("/proc/self/fd")) {
     while (const dirent* entry = readdir(fds)) {
       char* end = nullptr;
@@ -247,13 +251,12 @@ void ShutDownConnectionsTo(const std::string& addr, uint16_t port) {
       sockaddr_storage peer{};
       socklen_t size = sizeof(peer);
       if (*end != '\0' || getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &size) != 0) continue;
-      for (const addrinfo* a = found; a; a = a->ai_next) {
+      for (const addrinfo* a = found.get(); a; a = a->ai_next) {
         if (SamePeer(peer, a->ai_addr)) shutdown(static_cast<int>(fd), SHUT_RDWR);
       }
     }
     closedir(fds);
   }
-  freeaddrinfo(found);
 }
 
 // 1.13's store client reads its answers without a timeout, so something on the master's port that
