@@ -359,6 +359,11 @@ export async function runAsRank<T>(
   }
 }
 
+/** The keeper's `agree` hook (run-keeper.ts): rank 0's decisions on every rank; none for one process. */
+export function rankZeroDecides(dist: Distributed | null): ((decision: number[]) => number[]) | undefined {
+  return dist ? (decision) => Array.from(dist.fromMain(decision)) : undefined;
+}
+
 /** Every rank starts from rank 0's trainable weights, as DistributedDataParallel does (nothing alone). */
 export function startFromRankZero(dist: Distributed | null, trainable: ReadonlyArray<readonly [string, NativeTensor]>): void {
   if (dist) dist.broadcast(trainable.map(([, t]) => t));

@@ -77,6 +77,15 @@ export class AbortError extends Error {
   }
 }
 
+/**
+ * An abort from below (the signal's own DOMException, a native cancel) as this library's
+ * AbortError saying what was aborted; any other error as it is.
+ */
+export function asAbortError(err: unknown, what: string): unknown {
+  if (err instanceof Error && err.name === 'AbortError' && !(err instanceof AbortError)) return new AbortError(what, { cause: err });
+  return err;
+}
+
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -434,6 +434,25 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     throw new InputError('train(): `tokenizer` must be the path of a tokenizer.json');
   }
   oneOf('technique', resolved.technique, ['frozen', 'full', 'lora', 'adapter']);
+  checkHeadOptions(resolved);
+  oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
+  oneOf('schedule', resolved.schedule, ['constant', 'linear']);
+  oneOf('padding', resolved.padding, ['longest', 'max']);
+  oneOf('bestMetric', resolved.bestMetric, ['loss', 'accuracy', 'macroF1']);
+  oneOf('onNonFinite', resolved.onNonFinite, ['stop', 'skip']);
+  oneOf('precision', resolved.precision, ['fp32', 'bf16', 'fp16']);
+  oneOf('distributed', resolved.distributed, ['auto', 'off']);
+  checkNumbers(resolved);
+  checkLoraOptions(resolved.lora);
+  if (!Array.isArray(resolved.freeze) || resolved.freeze.some((p) => typeof p !== 'string' || p.length === 0)) {
+    throw new InputError('freeze must be a list of non-empty parameter name prefixes');
+  }
+  if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
+  return resolved;
+}
+
+/** The head and what goes with it: pooling, a prompt's template and verbalizer, few-shot. */
+function checkHeadOptions(resolved: ResolvedTrainOptions): void {
   oneOf('pooling', resolved.pooling, ['cls', 'mean']);
   oneOf('head', resolved.head, HEAD_KINDS);
   if (resolved.head === 'sequence-classification' && resolved.pooling === 'mean') {
@@ -451,12 +470,10 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     throw new InputError("template and verbalizer go with head 'prompt'");
   }
   if (resolved.fewShot !== undefined) checkInteger('fewShot', resolved.fewShot, 1);
-  oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
-  oneOf('schedule', resolved.schedule, ['constant', 'linear']);
-  oneOf('padding', resolved.padding, ['longest', 'max']);
-  oneOf('bestMetric', resolved.bestMetric, ['loss', 'accuracy', 'macroF1']);
-  oneOf('onNonFinite', resolved.onNonFinite, ['stop', 'skip']);
-  oneOf('precision', resolved.precision, ['fp32', 'bf16', 'fp16']);
+}
+
+/** The numeric options, each in its range. */
+function checkNumbers(resolved: ResolvedTrainOptions): void {
   checkInteger('maxLength', resolved.maxLength, 2);
   checkInteger('batchSize', resolved.batchSize, 1);
   checkInteger('epochs', resolved.epochs, 1);
@@ -472,27 +489,23 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   checkRange('labelSmoothing', resolved.labelSmoothing, 0, 1);
   checkRange('warmupRatio', resolved.warmupRatio, 0, 1);
   if (resolved.evaluateEvery !== 'epoch') checkInteger('evaluateEvery', resolved.evaluateEvery, 1);
-  checkInteger('lora.rank', resolved.lora.rank, 1);
+  if (resolved.threads !== undefined) checkInteger('threads', resolved.threads, 1);
+  const timeout = resolved.distributedTimeout;
+  if (!(typeof timeout === 'number' && timeout > 0 && Number.isFinite(timeout))) {
+    throw new InputError(`distributedTimeout must be a number of seconds > 0; got ${timeout}`);
+  }
+}
+
+function checkLoraOptions(lora: ResolvedTrainOptions['lora']): void {
+  checkInteger('lora.rank', lora.rank, 1);
   // alpha scales the adapters' update: at 0 LoRA would train adapters that change nothing.
-  if (!(typeof resolved.lora.alpha === 'number' && Number.isFinite(resolved.lora.alpha) && resolved.lora.alpha > 0)) {
-    throw new InputError(`lora.alpha must be a finite number > 0; got ${resolved.lora.alpha}`);
+  if (!(typeof lora.alpha === 'number' && Number.isFinite(lora.alpha) && lora.alpha > 0)) {
+    throw new InputError(`lora.alpha must be a finite number > 0; got ${lora.alpha}`);
   }
-  checkRange('lora.dropout', resolved.lora.dropout, 0, 1);
-  if (!Array.isArray(resolved.freeze) || resolved.freeze.some((p) => typeof p !== 'string' || p.length === 0)) {
-    throw new InputError('freeze must be a list of non-empty parameter name prefixes');
-  }
-  if (!Array.isArray(resolved.lora.targets) || resolved.lora.targets.length === 0) {
+  checkRange('lora.dropout', lora.dropout, 0, 1);
+  if (!Array.isArray(lora.targets) || lora.targets.length === 0) {
     throw new InputError('lora.targets must name at least one module path suffix');
   }
-  if (resolved.threads !== undefined) checkInteger('threads', resolved.threads, 1);
-  oneOf('distributed', resolved.distributed, ['auto', 'off']);
-  if (
-    !(typeof resolved.distributedTimeout === 'number' && resolved.distributedTimeout > 0 && Number.isFinite(resolved.distributedTimeout))
-  ) {
-    throw new InputError(`distributedTimeout must be a number of seconds > 0; got ${resolved.distributedTimeout}`);
-  }
-  if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
-  return resolved;
 }
 
 function resolveAdapterOptions(options: AdapterOptions): ResolvedAdapterOptions {

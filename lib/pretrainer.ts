@@ -26,15 +26,15 @@ import {
   contentDigest,
   type Distributed,
   type RunIdentity,
+  rankZeroDecides,
   runAsRank,
   sharedSettings,
   startAsRank,
-  startFromRankZero,
   type ValidationShard,
   validationShard,
 } from './distributed.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
-import { AbortError, InputError } from './errors.js';
+import { AbortError, asAbortError, InputError } from './errors.js';
 import { loadBinding } from './loader.js';
 import { groupTexts, lineByLine, maskedBatch, readPretrainingTexts } from './mlm-data.js';
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from './mlm-masking.js';
@@ -52,16 +52,8 @@ import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
 import { checkPrecision } from './trainer.js';
-import { nativeStepOptions, runTrainingLoop, type StepSettings, type Task } from './training-loop.js';
-import {
-  readTrainingState,
-  removeTrainingState,
-  restoreTrainingState,
-  resumePosition,
-  runContents,
-  type SkippedBatch,
-  saveTrainingState,
-} from './training-state.js';
+import { nativeStepOptions, runTrainingLoop, type StepSettings, startTrainee, type Task } from './training-loop.js';
+import { readTrainingState, removeTrainingState, resumePosition, runContents, type SkippedBatch, stateSaver } from './training-state.js';
 
 export interface PretrainOptions {
   /** A Hugging Face model folder or Hub id (with or without an MLM head). */
@@ -260,74 +252,28 @@ async function pretrainRank(
   binding: NativeBinding,
   opts: ResolvedTrainOptions,
   options: PretrainOptions,
-  { spec, data, textColumn, byLine, wholeWordMask, mlmProbability, outDir }: PretrainRun,
+  run: PretrainRun,
   dist: Distributed | null,
 ): Promise<PretrainResult> {
+  const { outDir } = run;
   const { signal } = opts;
   // Rank 0 alone writes the folder, the training state and the history.
   const writes = !dist || dist.isMain;
   if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
   const disposables: Array<{ dispose(): void }> = [];
   try {
-    // 1–2. The rank's model and texts, then (data-parallel) the start agreed with the other ranks
-    // before the texts are tokenized: every rank runs the same job, or none trains, and a rank that
-    // cannot start stops every rank at once (distributed.ts startAsRank).
-    const identify = (start: Awaited<ReturnType<typeof loadAndRead>>) =>
-      runIdentity(
-        opts,
-        { textColumn, byLine, wholeWordMask, mlmProbability, maxLength: start.loaded.maxLength },
-        start.texts,
-        start.held,
-        start.loaded.tokenizer.json,
-        start.loaded.weightsKey,
-        start.saved,
-      );
-    const start = await startAsRank(dist, () => loadAndRead(opts, options, { spec, data, textColumn }, disposables), identify);
-    const { loaded, mlmHead, vocab, texts, held, saved } = start;
-    const { tokenizer, maxLength } = loaded;
-    const masking: MaskingOptions = { mlmProbability, wholeWordMask, seed: opts.seed };
-    const train = await encodeTexts(tokenizer, texts.slice(held), maxLength, byLine, 'training');
-    const validation = await encodeTexts(tokenizer, texts.slice(0, held), maxLength, byLine, 'validation');
-    const fingerprint = {
-      ...pretrainFingerprint(
-        opts,
-        { byLine, wholeWordMask, mlmProbability },
-        train.count,
-        validation.count,
-        maxLength,
-        dist?.worldSize ?? 1,
-      ),
-      contents: runContents((await identify(start)).digests),
-    };
-    // Where a resumed run continues, its batch layout translated to this run's.
-    const resumedAt = saved ? resumePosition(saved, fingerprint, opts.resumeFrom!, train.count) : null;
+    // 1–2. The model and the texts as rows; where the run starts.
+    const prepared = await prepareRank(opts, options, run, dist, disposables);
+    const { loaded, vocab, train, validation, fingerprint, position } = prepared;
+    const masking: MaskingOptions = { mlmProbability: run.mlmProbability, wholeWordMask: run.wholeWordMask, seed: opts.seed };
 
-    // 3. The MLM model and what trains: everything but the pooler (BertForMaskedLM has none).
-    const built = binding.buildMlmModel(loaded.module, mlmHead);
+    // 3. The MLM model and what trains.
+    const { built, trainee } = await mlmTrainee(binding, opts, prepared, dist, disposables);
     const model = built.module;
-    disposables.push(model);
-    const names = model.namedParameters().map(([n]) => n);
-    const setup = setUpTrainable(
-      binding,
-      model,
-      opts,
-      names.filter((n) => n.startsWith('encoder.pooler.')),
-      built.tiedParameters.map(([alias]) => alias),
-    );
-    // Data-parallel: every rank starts from rank 0's weights (its MLM head, if initialised here).
-    startFromRankZero(dist, setup.trainable);
-    const optimizer = new binding.AdamW(setup.groups);
-    disposables.push(optimizer);
     if (writes) await ensureWritableDir(outDir);
-    // Dropout draws from torch's generator: seeded for a fresh run (as buildClassifier seeds it
-    // for train()), restored from the state on resume.
-    if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
-    else binding.manualSeed(opts.seed);
 
     // 4. The loop. Data-parallel: each rank measures its share of the held-out rows (their masks
     // are fixed per example), the sums reduced; rank 0 decides the best and early stopping.
-    const position = resumedAt ?? startPosition();
-    position.skippedBatches ??= [];
     const shard = validationShard(dist, validation.count);
     const validate = () =>
       validateMaskedLm(binding, model, validation, vocab, masking, { batchSize: opts.batchSize, precision: opts.precision, signal, shard });
@@ -336,24 +282,26 @@ async function pretrainRank(
       { ...opts, bestMetric: 'loss' },
       {
         validate,
-        agree: dist ? (decision) => Array.from(dist.fromMain(decision)) : undefined,
+        agree: rankZeroDecides(dist),
         checkpoint: async (evaluation) => {
           if (writes)
             await writeMaskedLmFolder(binding, outDir, { ...folderOf(loaded, built), model, evaluation, history: position.history });
         },
-        saveState: async (at) => {
-          if (writes) await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });
-        },
+        saveState: stateSaver(binding, writes ? outDir : undefined, {
+          fingerprint,
+          tensors: trainee.setup.trainable,
+          optimizer: trainee.optimizer,
+        }),
         onProgress: opts.onProgress,
       },
     );
-    const task = maskedLmTask(binding, model, optimizer, train, vocab, masking, () => position.epoch, {
+    const task = maskedLmTask(binding, model, trainee.optimizer, train, vocab, masking, () => position.epoch, {
       precision: opts.precision,
       maxGradNorm: opts.maxGradNorm,
       skipNonFinite: opts.onNonFinite === 'skip',
       averageGradients: dist !== null,
     });
-    await runTrainingLoop(task, { model, optimizer, setup, baseRates: setup.groups.map((g) => g.lr) }, keeper, {
+    await runTrainingLoop(task, trainee, keeper, {
       ...opts,
       trainRows: train.count,
       randperm: binding.randperm,
@@ -376,17 +324,72 @@ async function pretrainRank(
       validationRows: validation.count,
       notes: loaded.notes,
       stoppedEarly: keeper.stoppedEarly,
-      skippedBatches: position.skippedBatches ?? [],
+      skippedBatches: position.skippedBatches,
     };
   } catch (err) {
-    if (err instanceof Error && err.name === 'AbortError' && !(err instanceof AbortError)) {
-      throw new AbortError('pretraining aborted', { cause: err });
-    }
-    throw err;
+    throw asAbortError(err, 'pretraining aborted');
   } finally {
     for (const d of disposables.reverse()) d.dispose();
   }
 }
+
+/**
+ * Stages 1–2 of a rank: its model and texts (loadAndRead), then (data-parallel) the start agreed
+ * with the other ranks before the texts are tokenized: every rank runs the same job, or none
+ * trains, and a rank that cannot start stops every rank at once (distributed.ts startAsRank).
+ * Then the texts as rows, the run's fingerprint, and the position it starts from (a resumed
+ * run's, its batch layout translated to this run's).
+ */
+async function prepareRank(
+  opts: ResolvedTrainOptions,
+  options: PretrainOptions,
+  run: PretrainRun,
+  dist: Distributed | null,
+  disposables: Array<{ dispose(): void }>,
+) {
+  const start = await startAsRank(
+    dist,
+    () => loadAndRead(opts, options, run, disposables),
+    (read) => runIdentity(opts, run, read),
+  );
+  const { tokenizer, maxLength } = start.loaded;
+  const train = await encodeTexts(tokenizer, start.texts.slice(start.held), maxLength, run.byLine, 'training');
+  const validation = await encodeTexts(tokenizer, start.texts.slice(0, start.held), maxLength, run.byLine, 'validation');
+  const fingerprint = {
+    ...pretrainFingerprint(opts, run, train.count, validation.count, maxLength, dist?.worldSize ?? 1),
+    contents: runContents((await runIdentity(opts, run, start)).digests),
+  };
+  const position = start.saved ? resumePosition(start.saved, fingerprint, opts.resumeFrom!, train.count) : startPosition();
+  return { ...start, train, validation, fingerprint, position };
+}
+
+/**
+ * Stage 3: the MLM model (`buildMlmModel`: the head runs on the masked rows only; added to
+ * `disposables`) and what trains: everything but the pooler (BertForMaskedLM has none), the tied
+ * decoder weight once. Dropout draws from torch's generator: seeded (as buildClassifier seeds it
+ * for train()), then a resumed run's restored (startTrainee).
+ */
+async function mlmTrainee(
+  binding: NativeBinding,
+  opts: ResolvedTrainOptions,
+  start: Pick<RankStart, 'loaded' | 'mlmHead' | 'saved'>,
+  dist: Distributed | null,
+  disposables: Array<{ dispose(): void }>,
+) {
+  const built = binding.buildMlmModel(start.loaded.module, start.mlmHead);
+  disposables.push(built.module);
+  const pooler = built.module
+    .namedParameters()
+    .map(([n]) => n)
+    .filter((n) => n.startsWith('encoder.pooler.'));
+  const tied = built.tiedParameters.map(([alias]) => alias);
+  const setup = setUpTrainable(binding, built.module, opts, pooler, tied);
+  binding.manualSeed(opts.seed);
+  const trainee = await startTrainee(binding, built.module, setup, { dist, saved: start.saved, disposables });
+  return { built, trainee };
+}
+
+type RankStart = Awaited<ReturnType<typeof loadAndRead>>;
 
 /**
  * Stages 1–2 of a rank, what may fail on one rank alone: the model and its MLM head (disposed with
@@ -456,37 +459,28 @@ function maskedLmTask(
   };
 }
 
-/** What pretrain() reads beyond train()'s options, compared between data-parallel ranks. */
-interface ReadSettings {
-  textColumn: string | undefined;
-  byLine: boolean;
-  wholeWordMask: boolean;
-  mlmProbability: number;
-  maxLength: number;
-}
-
 /**
  * What data-parallel ranks must share (distributed.ts startAsRank, agreeOnRun), as train()'s: the options but
  * the rank-local ones, pretrain()'s own, and by content what the paths name — the training and the
  * held-out texts as read and split, the tokenizer, the model's weights (with its MLM head: file
  * SHA-256s, or a Hub commit), the training state resumed.
  */
-async function runIdentity(
-  opts: ResolvedTrainOptions,
-  read: ReadSettings,
-  texts: string[],
-  held: number,
-  tokenizerJson: string,
-  weightsKey: () => Promise<string>,
-  saved: { directory: string } | null,
-): Promise<RunIdentity> {
+async function runIdentity(opts: ResolvedTrainOptions, run: PretrainRun, start: RankStart): Promise<RunIdentity> {
+  const { loaded, texts, held, saved } = start;
   // The resolved max length (the model's, or the option) replaces the options' unresolved one.
-  const settings = { ...sharedSettings(opts), ...read, textColumn: read.textColumn ?? null };
+  const settings = {
+    ...sharedSettings(opts),
+    textColumn: run.textColumn ?? null,
+    byLine: run.byLine,
+    wholeWordMask: run.wholeWordMask,
+    mlmProbability: run.mlmProbability,
+    maxLength: loaded.maxLength,
+  };
   const digests: Record<string, string> = {
     'training data': contentDigest(texts.slice(held)),
     'validation data': contentDigest(texts.slice(0, held)),
-    tokenizer: contentDigest([tokenizerJson]),
-    "model's weights": await weightsKey(),
+    tokenizer: contentDigest([loaded.tokenizer.json]),
+    "model's weights": await loaded.weightsKey(),
   };
   if (saved) digests['training state'] = contentDigest([JSON.stringify({ ...saved, directory: undefined })]);
   return { settings, digests };

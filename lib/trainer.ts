@@ -32,7 +32,6 @@ import type {
   ClassifierSpec,
   EncoderInfo,
   EvalStepOptions,
-  NativeAdamW,
   NativeBinding,
   NativeBottleneckAdapters,
   NativeLoraAdapters,
@@ -47,15 +46,15 @@ import {
   contentDigest,
   type Distributed,
   type RunIdentity,
+  rankZeroDecides,
   runAsRank,
   sharedSettings,
   startAsRank,
-  startFromRankZero,
   validationShard,
 } from './distributed.js';
 import { cpuBf16 } from './doctor.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
-import { AbortError, InputError, ModelError, messageOf } from './errors.js';
+import { asAbortError, InputError, ModelError, messageOf } from './errors.js';
 import { encodeOnce, type FeatureCache } from './feature-cache.js';
 import { fewShotSplit } from './few-shot.js';
 import { loadBinding } from './loader.js';
@@ -75,16 +74,15 @@ import { RunKeeper, startPosition } from './run-keeper.js';
 import { type HeadSettings, headSettings, headSpec } from './sequence-classification.js';
 import type { TextTokenizer } from './tokenizer.js';
 import { setUpTrainable, type TrainableSet } from './trainable.js';
-import { runTrainingLoop } from './training-loop.js';
+import { runTrainingLoop, startTrainee } from './training-loop.js';
 import {
   readTrainingState,
   removeTrainingState,
-  restoreTrainingState,
   resumePosition,
   runContents,
   type SavedState,
   type SkippedBatch,
-  saveTrainingState,
+  stateSaver,
 } from './training-state.js';
 
 export { resolveTrainOptions } from './options.js';
@@ -564,17 +562,9 @@ async function trainRank(
   const prompt = prepared?.prompt ?? null;
   const { saved, tokenizer, labels } = raw;
 
-  // 2. Prepare data.
-  const data = await tokenizeData(opts, raw, prompt);
-  const loss = lossOptions(opts, data.train.labels, labels.length);
+  // 2. Prepare data, and where the run starts (a resumed run where it stopped).
+  const { data, loss, fingerprint, position } = await prepareData(opts, raw, loaded, prompt, dist);
   const padTo = opts.padding === 'max' ? opts.maxLength : undefined;
-  const fingerprint = {
-    ...runFingerprint(opts, labels, data.train.encoded.count, data.validation.encoded.count, dist?.worldSize ?? 1),
-    // Only where a state is saved or resumed: the model's weights are hashed for it.
-    ...(opts.outDir || saved ? { contents: runContents((await runIdentity(opts, raw, loaded)).digests) } : {}),
-  };
-  // Where a resumed run continues, its batch layout translated to this run's (training-state.ts).
-  const resumedAt = saved ? resumePosition(saved, fingerprint, opts.resumeFrom!, data.train.encoded.count) : null;
   checkPrecision(opts, device);
   // Validation runs in the training precision too.
   const evalOptions: EvalStepOptions = { ...loss, precision: opts.precision };
@@ -599,13 +589,9 @@ async function trainRank(
     const setup = setUpTechnique(binding, model, opts, built);
     if (setup.adapters) disposables.push(setup.adapters);
     if (setup.flagOverride) notes.push(setup.flagOverride);
-    // Data-parallel: every rank starts from rank 0's weights, as DistributedDataParallel does.
-    startFromRankZero(dist, setup.trainable);
-    const optimizer = new binding.AdamW(setup.groups);
-    disposables.push(optimizer);
+    const trainee = await startTrainee(binding, model, setup, { dist, saved, disposables });
     if (tf32Before !== null) binding.setAllowTF32(true);
     if (outDir) await ensureWritableDir(outDir);
-    if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
       const caches = await encodeFeatures(binding, model, opts, loaded, head.features, data, disposables, dist);
       data.train.cache = caches.train;
@@ -617,26 +603,15 @@ async function trainRank(
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
     // Data-parallel: each rank validates its share of the held-out rows (distributed.ts validationShard).
     const shard = validationShard(dist, data.validation.encoded.count);
-    const position = resumedAt ?? startPosition();
-    position.skippedBatches ??= [];
     const keeper = new RunKeeper<ClassificationMetrics>(position, opts, {
       validate: () =>
-        validateClassifier(binding, model, data.validation, {
-          batchSize: opts.batchSize,
-          padTo,
-          loss: evalOptions,
-          labels,
-          signal,
-          shard,
-        }),
-      agree: dist ? (decision) => Array.from(dist.fromMain(decision)) : undefined,
+        validateClassifier(binding, model, data.validation, { batchSize: opts.batchSize, padTo, loss: evalOptions, labels, signal, shard }),
+      agree: rankZeroDecides(dist),
       checkpoint: (evaluation) => writeBest(binding, bestDir, { model, config, tokenizer, setup }, position.history, evaluation),
-      saveState: async (at) => {
-        if (outDir) await saveTrainingState(binding, outDir, { fingerprint, position: at, tensors: setup.trainable, optimizer });
-      },
+      saveState: stateSaver(binding, outDir, { fingerprint, tensors: setup.trainable, optimizer: trainee.optimizer }),
       onProgress: opts.onProgress,
     });
-    const task = classificationTask(binding, model, optimizer, data.train, {
+    const task = classificationTask(binding, model, trainee.optimizer, data.train, {
       loss,
       precision: opts.precision,
       maxGradNorm: opts.maxGradNorm,
@@ -644,7 +619,7 @@ async function trainRank(
       padTo,
       averageGradients: dist !== null,
     });
-    await runTrainingLoop(task, trainee(model, optimizer, setup), keeper, {
+    await runTrainingLoop(task, trainee, keeper, {
       ...opts,
       trainRows: data.train.encoded.count,
       groupLengths: opts.groupByLength ? data.train.encoded.lengths : undefined,
@@ -656,14 +631,35 @@ async function trainRank(
     return await finish({ binding, opts, device, bestDir, keeper, data, evalOptions, padTo, config, tokenizer, built, setup, notes });
   } catch (err) {
     if (!outDir) await rm(bestDir, { recursive: true, force: true });
-    if (err instanceof Error && err.name === 'AbortError' && !(err instanceof AbortError)) {
-      throw new AbortError('training aborted', { cause: err });
-    }
-    throw err;
+    throw asAbortError(err, 'training aborted');
   } finally {
     if (tf32Before !== null) binding.setAllowTF32(tf32Before);
     for (const d of disposables.reverse()) d.dispose();
   }
+}
+
+/**
+ * Stage 2: the texts tokenized, the loss, and what a resume must match: the run's fingerprint
+ * and the position it starts from (a resumed run's, its batch layout translated to this run's:
+ * training-state.ts resumePosition).
+ */
+async function prepareData(
+  opts: ResolvedTrainOptions,
+  raw: RawData,
+  loaded: LoadedEncoder,
+  prompt: PromptEncoder | null,
+  dist: Distributed | null,
+) {
+  const data = await tokenizeData(opts, raw, prompt);
+  const trainRows = data.train.encoded.count;
+  const loss = lossOptions(opts, data.train.labels, raw.labels.length);
+  const fingerprint = {
+    ...runFingerprint(opts, raw.labels, trainRows, data.validation.encoded.count, dist?.worldSize ?? 1),
+    // Only where a state is saved or resumed: the model's weights are hashed for it.
+    ...(opts.outDir || raw.saved ? { contents: runContents((await runIdentity(opts, raw, loaded)).digests) } : {}),
+  };
+  const position = raw.saved ? resumePosition(raw.saved, fingerprint, opts.resumeFrom!, trainRows) : startPosition();
+  return { data, loss, fingerprint, position };
 }
 
 /**
@@ -691,10 +687,6 @@ function writeBest(
     history,
     archives: setup.adapters ? adapterArchives(binding, setup.adapters, model, (n) => setup.trainedEncoder.has(n)) : [],
   });
-}
-
-function trainee(model: NativeScriptModule, optimizer: NativeAdamW, setup: TrainableSet) {
-  return { model, optimizer, setup, baseRates: setup.groups.map((g) => g.lr) };
 }
 
 /** Stage 5: the history and report written, the kept weights loaded as the result's classifier. */
@@ -745,7 +737,6 @@ async function finish(run: {
   const bestModule = await binding.ScriptModule.loadAsync(join(keptDir, CLASSIFIER_FILE), device);
   bestModule.train(false);
   if (!outDir) await rm(bestDir, { recursive: true, force: true });
-  const skippedBatches = position.skippedBatches ?? [];
   return {
     labels: config.labels,
     history: position.history,
@@ -763,8 +754,8 @@ async function finish(run: {
     trainExamples: run.data.train.encoded.count,
     validationExamples: run.data.validation.encoded.count,
     stoppedEarly: keeper.stoppedEarly,
-    skippedBatches,
-    skippedSteps: skippedBatches,
+    skippedBatches: position.skippedBatches,
+    skippedSteps: position.skippedBatches,
     outDir,
     classifier: Classifier.fromModule(bestModule, run.tokenizer, config),
   };

@@ -14,12 +14,13 @@
  *      gradients (one native call, so the gradients never cross into JavaScript).
  */
 import { epochBatches, learningRateFactor } from './batching.js';
-import type { NativeAdamW, NativeScriptModule, TrainStepOptions, TrainStepResult } from './binding.js';
-import { rankShare } from './distributed.js';
+import type { NativeAdamW, NativeBinding, NativeScriptModule, TrainStepOptions, TrainStepResult } from './binding.js';
+import { type Distributed, rankShare, startFromRankZero } from './distributed.js';
 import { AbortError, NumericalError } from './errors.js';
 import type { ResolvedTrainOptions } from './options.js';
 import type { RunKeeper } from './run-keeper.js';
 import { missingGradientsError, type TrainableSet } from './trainable.js';
+import { restoreTrainingState, type SavedState } from './training-state.js';
 
 /** What the loop asks of one micro-batch's native step. */
 export interface MicroBatchStep {
@@ -95,6 +96,24 @@ export interface Trainee {
   /** Each AdamW group's learning rate before the schedule's factor. */
   baseRates: number[];
   setup: TrainableSet;
+}
+
+/**
+ * The trainee of every task once its model is built and what trains is decided: each
+ * data-parallel rank starts from rank 0's weights (as DistributedDataParallel does), AdamW over
+ * the groups (added to `disposables`), and a resumed run's tensors, moments and RNG put back.
+ */
+export async function startTrainee(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  setup: TrainableSet,
+  run: { dist: Distributed | null; saved: (SavedState & { directory: string }) | null; disposables: Array<{ dispose(): void }> },
+): Promise<Trainee> {
+  startFromRankZero(run.dist, setup.trainable);
+  const optimizer = new binding.AdamW(setup.groups);
+  run.disposables.push(optimizer);
+  if (run.saved) await restoreTrainingState(binding, run.saved.directory, setup.trainable, optimizer);
+  return { model, optimizer, setup, baseRates: setup.groups.map((g) => g.lr) };
 }
 
 export type LoopOptions = Pick<
@@ -329,7 +348,6 @@ class Loop<Batch> {
         `training ${what} ${where}; the best checkpoint so far is kept. Lower the learning rate, or set onNonFinite: 'skip'`,
       );
     }
-    position.skippedBatches ??= [];
     position.skippedBatches.push({ epoch, batch: position.batch + 1, reason: what });
   }
 

@@ -38,9 +38,9 @@ export interface RunPosition {
   epochSeen: number;
   /**
    * Batches skipped for a NaN/Inf loss or gradient so far, so that a resumed run reports them
-   * too. Absent in states written before it was recorded (read as none).
+   * too. Absent in states written before it was recorded: resumePosition reads that as none.
    */
-  skippedBatches?: SkippedBatch[];
+  skippedBatches: SkippedBatch[];
 }
 
 /** A training batch whose loss or gradient was not finite, skipped with `onNonFinite: 'skip'`. */
@@ -55,7 +55,8 @@ export interface SavedState {
   formatVersion: 1;
   /** Settings that must be equal for a resume to mean anything. */
   fingerprint: Record<string, unknown>;
-  position: RunPosition;
+  /** As written: states from before skippedBatches was recorded lack it. */
+  position: Omit<RunPosition, 'skippedBatches'> & { skippedBatches?: SkippedBatch[] };
   savedAt: string;
 }
 
@@ -238,7 +239,7 @@ export function resumePosition(saved: SavedState, current: Record<string, unknow
   checkFingerprint(withoutLayout(saved.fingerprint), withoutLayout(current), dir);
   const before = layoutOf(saved.fingerprint);
   const now = layoutOf(current);
-  const position = saved.position;
+  const position: RunPosition = { ...saved.position, skippedBatches: saved.position.skippedBatches ?? [] };
   if (LAYOUT_KEYS.every((k) => before[k] === now[k])) return position;
   const changed = LAYOUT_KEYS.filter((k) => before[k] !== now[k]).map((k) => `${k}: saved ${before[k]}, now ${now[k]}`);
   const refuse = (why: string) =>
@@ -254,6 +255,20 @@ export function resumePosition(saved: SavedState, current: Record<string, unknow
   // Saved between optimizer steps (training-loop.ts), so at a window's start.
   if (position.batch % before.gradientAccumulationSteps !== 0) throw refuse('the state was saved inside an accumulation window');
   return { ...position, batch: (position.batch / before.gradientAccumulationSteps) * now.gradientAccumulationSteps };
+}
+
+/**
+ * The keeper's `saveState` hook: the state saved in `outDir` at each position it is given, or
+ * nothing without an output folder (a run without outDir, a data-parallel rank other than 0).
+ */
+export function stateSaver(
+  binding: NativeBinding,
+  outDir: string | undefined,
+  state: { fingerprint: Record<string, unknown>; tensors: Array<[string, NativeTensor]>; optimizer: NativeAdamW },
+): (position: RunPosition) => Promise<void> {
+  return async (position) => {
+    if (outDir) await saveTrainingState(binding, outDir, { ...state, position });
+  };
 }
 
 /** Put the saved tensors, optimizer moments and RNG state back into a freshly built run. */
