@@ -25,6 +25,7 @@ import { type DownloadProgress, type ModelSource, resolveModelSource } from './h
 import { loadBinding } from './loader.js';
 import { initialMlmHeadWeights } from './mlm-head-init.js';
 import { checkModelInputs, loadCheckedEncoder, tokenTypesFed } from './model-checks.js';
+import { TOKENIZER_CONFIG_FILE } from './model-folder.js';
 import { TextTokenizer } from './tokenizer.js';
 import { loadFolderTokenizer } from './wordpiece-vocab.js';
 
@@ -217,7 +218,7 @@ async function folderMaxLength(
   const chosen =
     options.maxLength === undefined
       ? {
-          maxLength: defaultMaxLength(config, await readJson(join(source.dir, 'tokenizer_config.json'), false)),
+          maxLength: defaultMaxLength(config, await readJson(join(source.dir, TOKENIZER_CONFIG_FILE), false)),
           from: `the default of ${description}: tokenizer_config.json's model_max_length within max_position_embeddings`,
         }
       : { maxLength: options.maxLength, from: givenMaxLengthFrom(options) };

@@ -21,7 +21,7 @@ import type { StagedFolder } from './export-folder.js';
 import { type EncoderFamily, transformersNames } from './hf-config.js';
 import { loadBinding } from './loader.js';
 import { maskedLmKeys } from './mlm-output.js';
-import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
+import { MODEL_FILE, SAFETENSORS_METADATA, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, VOCAB_TXT } from './model-folder.js';
 
 /**
  * The prompt head's parameter names (native/module/classifier.cc) → the MLM head's own: the
@@ -49,10 +49,9 @@ const HEAD_NAMES: Record<EncoderFamily, { transform: Array<[string, string]>; we
 
 /**
  * The base model's tokenizer companions, copied when present (tokenizer.json is the classifier's;
- * tokenizer_config.json is the base's with the classifier's length, TOKENIZER_CONFIG).
+ * tokenizer_config.json is the base's with the classifier's length).
  */
-const TOKENIZER_FILES = ['special_tokens_map.json', 'vocab.txt', 'vocab.json', 'merges.txt'];
-const TOKENIZER_CONFIG = 'tokenizer_config.json';
+const TOKENIZER_FILES = [SPECIAL_TOKENS_MAP_FILE, VOCAB_TXT, 'vocab.json', 'merges.txt'];
 
 /** `rows` of `target` ([vocab] or [vocab, hidden]) set to `values`' rows, in place. */
 function setRows(binding: NativeBinding, target: NativeTensor, rows: readonly number[], values: NativeTensor): void {
@@ -162,9 +161,9 @@ export async function writePromptExport(
   await copyFile(join(dir, TOKENIZER_FILE), folder.file(TOKENIZER_FILE));
   // The length the classifier was trained with, as the default export writes it: `truncation=True`
   // then cuts as the classifier did, not at the base's 512.
-  const baseTokenizerConfig = ((await readJson(join(baseDir, TOKENIZER_CONFIG), false)) ?? {}) as Record<string, unknown>;
+  const baseTokenizerConfig = ((await readJson(join(baseDir, TOKENIZER_CONFIG_FILE), false)) ?? {}) as Record<string, unknown>;
   await writeFile(
-    folder.file(TOKENIZER_CONFIG),
+    folder.file(TOKENIZER_CONFIG_FILE),
     JSON.stringify({ ...baseTokenizerConfig, model_max_length: config.maxLength }, null, 2) + '\n',
   );
   const hfConfig: Record<string, unknown> = {

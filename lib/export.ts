@@ -34,11 +34,10 @@ import {
 import { writePromptExport } from './export-prompt.js';
 import { type TransformersNames, transformersNames } from './hf-config.js';
 import { loadBinding } from './loader.js';
-import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
+import { MODEL_FILE, SAFETENSORS_METADATA, TOKENIZER_CONFIG_FILE } from './model-folder.js';
 import { BASE_PREFIX, sequenceClassificationKeys } from './sequence-classification.js';
 
 export const HEAD_WEIGHTS_FILE = 'torch_bert_head.safetensors';
-export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 
 export interface ExportOptions {
   /** A classifier directory written by `train()`. */

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
 import { CONFIG_FILE, commitFolder, HISTORY_FILE, TOKENIZER_FILE } from './checkpoint.js';
 import { type EncoderFamily, transformersNames } from './hf-config.js';
-import { MODEL_FILE, SAFETENSORS_METADATA } from './model-folder.js';
+import { MODEL_FILE, SAFETENSORS_METADATA, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, VOCAB_TXT } from './model-folder.js';
 import type { EpochMetrics, Evaluation } from './options.js';
 
 export const ENCODER_FILE = 'encoder.pt';
@@ -30,7 +30,7 @@ const PREFIX: Record<EncoderFamily, { encoder: string; head: string }> = {
   distilbert: { encoder: 'distilbert.', head: '' },
 };
 /** The source folder's tokenizer files, copied when present (tokenizer.json is always written). */
-const TOKENIZER_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'vocab.json', 'merges.txt'];
+const TOKENIZER_FILES = [TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_TXT, 'vocab.json', 'merges.txt'];
 
 /**
  * transformers' names of the MLM model's parameters (`encoder.*`, `head.*`), aliases (the tied

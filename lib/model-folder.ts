@@ -27,8 +27,11 @@ export const WEIGHT_CANDIDATES = [
 /** A fast tokenizer; older BERT repos have only the WordPiece vocabulary. */
 export const TOKENIZER_JSON = 'tokenizer.json';
 export const VOCAB_TXT = 'vocab.txt';
+/** The tokenizer's settings (casing, model_max_length, the tokenizer class). */
+export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+export const SPECIAL_TOKENS_MAP_FILE = 'special_tokens_map.json';
 /** Read alongside `vocab.txt` when the repository has them (casing, special tokens). */
-export const VOCAB_COMPANIONS = ['tokenizer_config.json', 'special_tokens_map.json'] as const;
+export const VOCAB_COMPANIONS = [TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE] as const;
 
 export type WeightFormat = 'safetensors' | 'pytorch';
 

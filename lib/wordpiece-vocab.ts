@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError, messageOf } from './errors.js';
-import { TOKENIZER_JSON, VOCAB_TXT } from './model-folder.js';
+import { SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_JSON, VOCAB_TXT } from './model-folder.js';
 import { TextTokenizer } from './tokenizer.js';
 
 type Json = Record<string, unknown>;
@@ -101,9 +101,7 @@ async function readJsonIfListed(dir: string, files: readonly string[], name: str
 export async function loadFolderTokenizer(dir: string, files: readonly string[]): Promise<TextTokenizer> {
   const tokenizer = await loadTokenizerFiles(dir, files);
   // The mask token the folder names, for TextTokenizer.maskToken (its one rule).
-  const [config, specials] = await Promise.all(
-    ['tokenizer_config.json', 'special_tokens_map.json'].map((f) => readJsonQuietly(join(dir, f))),
-  );
+  const [config, specials] = await Promise.all([TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE].map((f) => readJsonQuietly(join(dir, f))));
   tokenizer.nameMaskToken(tokenText(specials?.mask_token) ?? tokenText(config?.mask_token));
   return tokenizer;
 }
@@ -127,7 +125,7 @@ async function loadTokenizerFiles(dir: string, files: readonly string[]): Promis
   } catch (err) {
     throw new InputError(`cannot read ${vocabFile}: ${messageOf(err)}`, { file: vocabFile, cause: err });
   }
-  const config = await readJsonIfListed(dir, files, 'tokenizer_config.json');
-  const specials = await readJsonIfListed(dir, files, 'special_tokens_map.json');
+  const config = await readJsonIfListed(dir, files, TOKENIZER_CONFIG_FILE);
+  const specials = await readJsonIfListed(dir, files, SPECIAL_TOKENS_MAP_FILE);
   return TextTokenizer.fromJson(wordPieceTokenizerJson(vocabText, config, specials, vocabFile), vocabFile);
 }
