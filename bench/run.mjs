@@ -10,8 +10,8 @@
  *   mlm-step          masked-LM pretraining step vs PyTorch as transformers computes it (test/python/reference_mlm_step.py)
  *   frozen-e2e        frozen end to end, 5 epochs: cached features vs recomputing every epoch
  *   scaling           frozen end to end as reviews (1k, 5k) and max length (64-512) grow: time, peak RSS, tokenizer share (bench/scaling.mjs)
- *   imdb-job          (opt-in: --only imdb-job, 10-15 min) the real job: frozen on the full IMDB (25k train, 25k test) through the CLI
- *   imdb-mlm          (opt-in: --only imdb-mlm, about 15 min) MLM pretraining of a small random BERT on IMDB train texts, the frozen job before/after, zero- and 16-shot prompting (bench/imdb-mlm.mjs)
+ *   imdb-job          (opt-in: --only imdb-job; 3 min 29 s in the README's run) the real job: frozen on the full IMDB (25k train, 25k test) through the CLI
+ *   imdb-mlm          (opt-in: --only imdb-mlm; 552 s in the README's run) MLM pretraining of a small random BERT on IMDB train texts, the frozen job before/after, zero- and 16-shot prompting (bench/imdb-mlm.mjs)
  *   techniques-table  validation accuracy and s/epoch of frozen / full / lora on the same data and encoder
  *   built-vs-traced   a training step of the natively built Hugging Face encoder vs the same weights traced, per technique and shape (bench/built-vs-traced.mjs)
  *   safetensors-read  readSafetensors of a bert-base-shaped fp32 checkpoint: time and peak RSS added (bench/safetensors-read.mjs)
@@ -22,12 +22,12 @@
  * with --only, the other benchmarks' entries of an existing file are kept. Prints Markdown tables
  * on stdout; progress goes to stderr.
  *
- * --quick: a smoke run (tiny shape only, few steps, a random-weight encoder for the end-to-end runs), under a minute.
+ * --quick: a smoke run (tiny shape only, few steps, a random-weight encoder for the end-to-end runs).
  * --shapes tiny,small,bert-base: the step benchmarks' shapes (default all three).
  * --max-length N: max length of the end-to-end runs (default: frozen-e2e 250, the tutorial's; techniques-table 128); results go to bench/results-max-length-N.json.
  * --threads N: intra-op threads for both torch-bert and PyTorch (default: each library's own default).
  * Encoders are made once by scripts/python/make_encoder.py and cached in bench/.cache (the first
- * full run also pre-trains the small encoder, about a minute more).
+ * full run also pre-trains the small encoder).
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
