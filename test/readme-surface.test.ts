@@ -1,0 +1,69 @@
+/**
+ * The README's surface against the product: the snippets, commands, option tables, error codes,
+ * API names and file lists a new user copies from it must exist as written.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { repoRoot } from './fixtures.js';
+
+const exec = promisify(execFile);
+const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+
+const codeBlocks = (lang: string): string[] =>
+  [...readme.matchAll(/```(\w*)\n([\s\S]*?)```/g)].filter((m) => m[1] === lang).map((m) => m[2]);
+
+const backticked = (text: string): string[] => [...text.matchAll(/`([^`\n]+)`/g)].map((m) => m[1]);
+
+describe('README surface', () => {
+  it("has TypeScript snippets that compile against the package's declarations", async () => {
+    const snippets = codeBlocks('ts');
+    expect(snippets.length).toBeGreaterThan(0);
+    const dir = mkdtempSync(join(tmpdir(), 'torch-bert-readme-'));
+    try {
+      for (const [i, s] of snippets.entries()) writeFileSync(join(dir, `snippet-${i}.mts`), s);
+      const compilerOptions = {
+        target: 'ES2022',
+        module: 'ES2022',
+        moduleResolution: 'Bundler',
+        strict: true,
+        noEmit: true,
+        skipLibCheck: true,
+        types: ['node'],
+        typeRoots: [join(repoRoot, 'node_modules', '@types')],
+        // `import ... from 'torch-bert'` as an installed user writes it: the package's own types.
+        paths: { 'torch-bert': [join(repoRoot, 'dist', 'index.d.ts')] },
+      };
+      writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions, include: ['*.mts'] }));
+      const tsc = join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');
+      const result = await exec(process.execPath, [tsc, '-p', dir]).catch((e: { stdout: string }) => e);
+      expect(result.stdout).toBe('');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("names only flags that the command's --help lists", async () => {
+    // Every `torch-bert COMMAND ...` in code spans and code blocks (a block's `\` continues a line).
+    const lines = [...backticked(readme), ...codeBlocks('bash').flatMap((b) => b.replace(/\\\n/g, ' ').split('\n'))];
+    const used = new Map<string, Set<string>>();
+    for (const line of lines) {
+      for (const m of line.matchAll(/torch-bert (train|eval|predict|export|pretrain|demo|doctor)\b([^#]*)/g)) {
+        const flags = used.get(m[1]) ?? new Set<string>();
+        for (const f of m[2].matchAll(/(?<![\w-])--[a-z][a-z0-9-]*/g)) flags.add(f[0]);
+        used.set(m[1], flags);
+      }
+    }
+    expect([...used.keys()].sort()).toEqual(['demo', 'doctor', 'eval', 'export', 'predict', 'pretrain', 'train']);
+    const missing: string[] = [];
+    for (const [command, flags] of used) {
+      const { stdout } = await exec(process.execPath, [join(repoRoot, 'dist', 'cli.js'), command, '--help']);
+      const listed = new Set([...stdout.matchAll(/--[a-z][a-z0-9-]*/g)].map((f) => f[0]).concat(['--help', '--verbose']));
+      for (const flag of flags) if (!listed.has(flag)) missing.push(`${command} ${flag}`);
+    }
+    expect(missing).toEqual([]);
+  });
+});
