@@ -66,4 +66,12 @@ describe('README surface', () => {
     }
     expect(missing).toEqual([]);
   });
+  it('names every error code a program can tell apart', () => {
+    const errors = readFileSync(join(repoRoot, 'lib', 'errors.ts'), 'utf8');
+    const start = errors.indexOf('export type ErrorCode');
+    const codes = [...errors.slice(start, errors.indexOf(';', start)).matchAll(/'([A-Z_]+)'/g)].map((m) => m[1]);
+    expect(codes.length).toBeGreaterThan(10);
+    const named = new Set(backticked(readme));
+    expect(codes.filter((c) => !named.has(c))).toEqual([]);
+  });
 });
