@@ -18,6 +18,32 @@ const codeBlocks = (lang: string): string[] =>
 
 const backticked = (text: string): string[] => [...text.matchAll(/`([^`\n]+)`/g)].map((m) => m[1]);
 
+/** The text under the heading that starts with `title`, up to the next heading of its level or above. */
+function section(title: string): string {
+  const lines = readme.split('\n');
+  const start = lines.findIndex((l) => /^#+ /.test(l) && l.replace(/^#+ /, '').startsWith(title));
+  if (start < 0) throw new Error(`README has no heading starting with ${JSON.stringify(title)}`);
+  const level = lines[start].indexOf(' ');
+  const end = lines.findIndex((l, i) => i > start && /^#+ /.test(l) && l.indexOf(' ') <= level);
+  return lines.slice(start, end < 0 ? undefined : end).join('\n');
+}
+
+/** The first cells of the rows of the first table in `text` whose header row starts with `header`. */
+function firstColumn(text: string, header: string): string[] {
+  const lines = text.split('\n');
+  const start = lines.findIndex((l) => l.startsWith(header));
+  if (start < 0) throw new Error(`no table with header ${JSON.stringify(header)}`);
+  const end = lines.findIndex((l, i) => i > start && !l.startsWith('|'));
+  return lines.slice(start + 2, end < 0 ? undefined : end).map((l) => l.split('|')[1]);
+}
+
+/** The property names of an exported interface of lib/. */
+function interfaceKeys(file: string, name: string): string[] {
+  const src = readFileSync(join(repoRoot, 'lib', file), 'utf8');
+  const start = src.indexOf(`export interface ${name} {`);
+  return [...src.slice(start, src.indexOf('\n}\n', start)).matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]);
+}
+
 describe('README surface', () => {
   it("has TypeScript snippets that compile against the package's declarations", async () => {
     const snippets = codeBlocks('ts');
@@ -73,5 +99,12 @@ describe('README surface', () => {
     expect(codes.length).toBeGreaterThan(10);
     const named = new Set(backticked(readme));
     expect(codes.filter((c) => !named.has(c))).toEqual([]);
+  });
+  it('lists every option of train() and pretrain() in their tables', () => {
+    const documented = (title: string) => new Set(firstColumn(section(title), '| option |').flatMap(backticked));
+    const train = documented('`train(options)`');
+    const pretrain = documented('Masked-language-model pretraining');
+    expect(interfaceKeys('options.ts', 'TrainOptions').filter((k) => !train.has(k))).toEqual([]);
+    expect(interfaceKeys('pretrainer.ts', 'PretrainOptions').filter((k) => !pretrain.has(k))).toEqual([]);
   });
 });
