@@ -3,7 +3,7 @@
  * API names and file lists a new user copies from it must exist as written.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -106,5 +106,29 @@ describe('README surface', () => {
     const pretrain = documented('Masked-language-model pretraining');
     expect(interfaceKeys('options.ts', 'TrainOptions').filter((k) => !train.has(k))).toEqual([]);
     expect(interfaceKeys('pretrainer.ts', 'PretrainOptions').filter((k) => !pretrain.has(k))).toEqual([]);
+  });
+  it('calls by name only functions the package exports', async () => {
+    // A bare `name(` in the README is a call a reader will import from 'torch-bert'.
+    const libFunctions = new Set(
+      readdirSync(join(repoRoot, 'lib'))
+        .filter((f) => f.endsWith('.ts') && f !== 'index.ts')
+        .flatMap((f) => [...readFileSync(join(repoRoot, 'lib', f), 'utf8').matchAll(/^export (?:async )?function (\w+)/gm)].map((m) => m[1])),
+    );
+    const called = [...new Set([...readme.matchAll(/`([a-zA-Z_]\w*)\(/g)].map((m) => m[1]))].filter((n) => libFunctions.has(n));
+    expect(called).toContain('train');
+    const pkg: Record<string, unknown> = await import(join(repoRoot, 'dist', 'index.js'));
+    expect(called.filter((n) => typeof pkg[n] !== 'function')).toEqual([]);
+  });
+  it("resolves a model folder through the package's resolveModelSource, as the Hub section shows", async () => {
+    const { resolveModelSource, terminalProgress } = await import('../lib/index.js');
+    const folder = join(repoRoot, 'assets', 'demo', 'encoder');
+    const source = await resolveModelSource(folder, { tokenizer: false });
+    expect(source).toEqual({
+      kind: 'folder',
+      dir: folder,
+      files: { config: 'config.json', format: 'safetensors', weights: ['model.safetensors'], tokenizer: undefined },
+    });
+    // Not a terminal: no bar, so logs and pipes stay clean.
+    expect(terminalProgress({ isTTY: false, write: () => true })).toBeUndefined();
   });
 });
