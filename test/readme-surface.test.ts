@@ -131,4 +131,12 @@ describe('README surface', () => {
     // Not a terminal: no bar, so logs and pipes stay clean.
     expect(terminalProgress({ isTTY: false, write: () => true })).toBeUndefined();
   });
+  it('names every lib/ module and scripts/python/ script in Architecture', () => {
+    const named = new Set(backticked(section('Architecture')));
+    const files = [
+      ...readdirSync(join(repoRoot, 'lib')).filter((f) => f.endsWith('.ts')),
+      ...readdirSync(join(repoRoot, 'scripts', 'python')).filter((f) => f.endsWith('.py')),
+    ];
+    expect(files.filter((f) => !named.has(f))).toEqual([]);
+  });
 });
