@@ -139,4 +139,23 @@ describe('README surface', () => {
     ];
     expect(files.filter((f) => !named.has(f))).toEqual([]);
   });
+  it('dates every benchmark once in Performance, as its own section does', () => {
+    const benches = readdirSync(join(repoRoot, 'bench'))
+      .map((f) => (f.endsWith('.mjs') ? readFileSync(join(repoRoot, 'bench', f), 'utf8').match(/^export const name = '([\w-]+)'/m)?.[1] : undefined))
+      .filter((n): n is string => n !== undefined);
+    expect(benches).toContain('techniques-step');
+    // The opening list of Performance: "- YYYY-MM-DD ...: `bench`, `bench`", a bench in one item only.
+    const opening = section('Performance').split('\n### ')[0];
+    const dateOf = new Map<string, string[]>();
+    for (const m of opening.matchAll(/^- (\d{4}-\d{2}-\d{2})\b(.*(?:\n {2}.*)*)/gm)) {
+      for (const name of backticked(m[2])) dateOf.set(name, [...(dateOf.get(name) ?? []), m[1]]);
+    }
+    expect(benches.filter((b) => dateOf.get(b)?.length !== 1)).toEqual([]);
+    // A section headed with benchmarks' names says "Measured <date>" only with one of their dates.
+    for (const heading of readme.matchAll(/^#{3,4} (.*)$/gm)) {
+      const dates = backticked(heading[1]).flatMap((n) => dateOf.get(n) ?? []);
+      if (dates.length === 0) continue;
+      for (const m of section(heading[1]).matchAll(/Measured (?:on )?(\d{4}-\d{2}-\d{2})/g)) expect(dates, heading[1]).toContain(m[1]);
+    }
+  });
 });
