@@ -112,7 +112,9 @@ describe('README surface', () => {
     const libFunctions = new Set(
       readdirSync(join(repoRoot, 'lib'))
         .filter((f) => f.endsWith('.ts') && f !== 'index.ts')
-        .flatMap((f) => [...readFileSync(join(repoRoot, 'lib', f), 'utf8').matchAll(/^export (?:async )?function (\w+)/gm)].map((m) => m[1])),
+        .flatMap((f) =>
+          [...readFileSync(join(repoRoot, 'lib', f), 'utf8').matchAll(/^export (?:async )?function (\w+)/gm)].map((m) => m[1]),
+        ),
     );
     const called = [...new Set([...readme.matchAll(/`([a-zA-Z_]\w*)\(/g)].map((m) => m[1]))].filter((n) => libFunctions.has(n));
     expect(called).toContain('train');
@@ -141,7 +143,9 @@ describe('README surface', () => {
   });
   it('dates every benchmark once in Performance, as its own section does', () => {
     const benches = readdirSync(join(repoRoot, 'bench'))
-      .map((f) => (f.endsWith('.mjs') ? readFileSync(join(repoRoot, 'bench', f), 'utf8').match(/^export const name = '([\w-]+)'/m)?.[1] : undefined))
+      .map((f) =>
+        f.endsWith('.mjs') ? readFileSync(join(repoRoot, 'bench', f), 'utf8').match(/^export const name = '([\w-]+)'/m)?.[1] : undefined,
+      )
       .filter((n): n is string => n !== undefined);
     expect(benches).toContain('techniques-step');
     // The opening list of Performance: "- YYYY-MM-DD ...: `bench`, `bench`", a bench in one item only.
