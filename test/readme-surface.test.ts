@@ -162,4 +162,20 @@ describe('README surface', () => {
       for (const m of section(heading[1]).matchAll(/Measured (?:on )?(\d{4}-\d{2}-\d{2})/g)) expect(dates, heading[1]).toContain(m[1]);
     }
   });
+  it("computes the on-paper step's FLOPs from bert-base's shapes", () => {
+    const text = section('Scaling out on paper').replace(/\s+/g, ' ');
+    const m = text.match(/about ([\d.]+) TFLOP \(6 × ([\d.]+) M matrix parameters × ([\d,]+) tokens, plus attention's ([\d.]+) TFLOP\)/);
+    expect(m).not.toBeNull();
+    const [layers, hidden, intermediate, batch, length] = [12, 768, 3072, 32, 128];
+    // Per layer: the query, key, value and output projections, and the feed-forward pair.
+    const matrixParameters = layers * (4 * hidden * hidden + 2 * hidden * intermediate);
+    const tokens = batch * length;
+    // Scores and their weighted sum, 2·T²·H multiply-adds each per sequence, times 3 for backward.
+    const attention = 3 * layers * 4 * batch * length * length * hidden;
+    const [total, millions, statedTokens, statedAttention] = (m as RegExpMatchArray).slice(1).map((v) => Number(v.replace(/,/g, '')));
+    expect(millions).toBeCloseTo(matrixParameters / 1e6, 1);
+    expect(statedTokens).toBe(tokens);
+    expect(statedAttention).toBeCloseTo(attention / 1e12, 2);
+    expect(total).toBeCloseTo((6 * matrixParameters * tokens + attention) / 1e12, 2);
+  });
 });
