@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { repoRoot } from './fixtures.js';
+import { PYTHON, repoRoot } from './fixtures.js';
 
 const exec = promisify(execFile);
 const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
@@ -177,5 +177,45 @@ describe('README surface', () => {
     expect(statedTokens).toBe(tokens);
     expect(statedAttention).toBeCloseTo(attention / 1e12, 2);
     expect(total).toBeCloseTo((6 * matrixParameters * tokens + attention) / 1e12, 2);
+  });
+  it('has a torch-only Python snippet that gives the saved classifier the probabilities predict() gives', async () => {
+    const { loadClassifier, TextTokenizer, train } = await import('../lib/index.js');
+    const dir = mkdtempSync(join(tmpdir(), 'torch-bert-readme-py-'));
+    try {
+      const outDir = join(dir, 'sentiment-classifier');
+      const demo = join(repoRoot, 'assets', 'demo');
+      await train({
+        data: join(demo, 'reviews.csv'),
+        encoder: join(demo, 'encoder'),
+        tokenizer: join(demo, 'tokenizer.json'),
+        outDir,
+        epochs: 1,
+        maxLength: 32,
+      });
+      const text = 'What a wonderful film.';
+      const classifier = await loadClassifier(outDir);
+      const [expected] = await classifier.predict([text]);
+      classifier.dispose();
+      const tokenizer = await TextTokenizer.load(join(outDir, 'tokenizer.json'));
+      const encoded = await tokenizer.encodeBatchAsync([text], 32);
+      const ids = Array.from(encoded.inputIds).slice(0, encoded.lengths[0]);
+      // The README's snippet as written, after the ids it says come from the same tokenizer.json.
+      const snippet = codeBlocks('python').find((b) => b.includes('torch.jit.load("sentiment-classifier/classifier.pt")'));
+      expect(snippet).toBeDefined();
+      const script = [
+        'import json, torch',
+        `input_ids = torch.tensor([${JSON.stringify(ids)}])`,
+        'attention_mask = torch.ones_like(input_ids)',
+        snippet,
+        'print(json.dumps(probabilities[0].tolist()))',
+      ].join('\n');
+      const { stdout } = await exec(PYTHON, ['-c', script], { cwd: dir });
+      const probabilities: number[] = JSON.parse(stdout);
+      const labels = Object.keys(expected.probabilities);
+      expect(probabilities).toHaveLength(labels.length);
+      for (const [i, label] of labels.entries()) expect(probabilities[i]).toBeCloseTo(expected.probabilities[label], 5);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
