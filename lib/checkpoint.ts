@@ -274,13 +274,28 @@ export interface Archive {
  */
 export async function writeCheckpoint(dir: string, module: NativeScriptModule, files: CheckpointFiles): Promise<void> {
   await commitFolder(dir, {
-    archives: [{ file: CLASSIFIER_FILE, write: (path: string) => module.saveAsync(path) }, ...(files.archives ?? [])],
+    archives: [{ file: CLASSIFIER_FILE, write: (path: string) => saveInEvalMode(module, path) }, ...(files.archives ?? [])],
     companions: [
       { file: TOKENIZER_FILE, content: files.tokenizerJson },
       { file: HISTORY_FILE, content: JSON.stringify(files.history, null, 2) + '\n' },
     ],
     config: (archiveSha256) => ({ ...files.config, classifierSha256: archiveSha256[CLASSIFIER_FILE], archiveSha256 }),
   });
+}
+
+/**
+ * A module saved in eval mode (dropout off): what `torch.jit.load` gives a user is run as is,
+ * for predictions or features, the same at every call. The run goes on in the mode it was in
+ * (the training loop sets one mode for the whole model, so the top module's flag is every module's).
+ */
+export async function saveInEvalMode(module: NativeScriptModule, path: string): Promise<void> {
+  const wasTraining = module.isTraining;
+  module.train(false);
+  try {
+    await module.saveAsync(path);
+  } finally {
+    module.train(wasTraining);
+  }
 }
 
 /**

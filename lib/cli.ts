@@ -13,6 +13,7 @@ import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
 import { exportHuggingFace } from './export.js';
 import { exportAdapterHub } from './export-adapterhub.js';
+import { resolveModelSource, terminalProgress } from './hub.js';
 import { launchWorkers, STOP_SIGNAL, withoutNproc } from './launcher.js';
 import { NativeLoadError } from './loader.js';
 import { formatMetricsTable } from './metrics.js';
@@ -466,6 +467,18 @@ function quietWorker(): boolean {
   return process.env.RANK !== undefined && process.env.RANK !== '0';
 }
 
+/**
+ * --model, when it is a Hub id, downloaded ahead with a progress bar per file if stderr is a
+ * terminal: the library downloads silently, and a large model would leave the terminal still for
+ * minutes. The run then finds it in the cache without a request. In a pipe, or on a worker other
+ * than rank 0, nothing is done here.
+ */
+async function fetchModelWithProgress(values: Record<string, unknown>): Promise<void> {
+  const onProgress = quietWorker() ? undefined : terminalProgress();
+  if (onProgress === undefined || typeof values.model !== 'string') return;
+  await resolveModelSource(values.model, { tokenizer: values.tokenizer === undefined, onProgress });
+}
+
 /** train()'s options from `torch-bert train`'s flags (`--resume DIR` alone: DIR is also the output). */
 function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal: AbortSignal): TrainOptions {
   const options: TrainOptions = {
@@ -588,6 +601,7 @@ function printTrainResult(result: TrainResult, json: boolean, report: boolean): 
 async function commandTrain(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: TRAIN_OPTIONS, strict: true });
   if (values.help) return void console.log(HELP.train);
+  await fetchModelWithProgress(values);
   if (await launchedWorkers('train', values, argv)) return;
   const json = Boolean(values.json);
   const result = await train(trainOptionsFrom(values, json, interruptController().signal));
@@ -614,6 +628,7 @@ async function openClassifier(values: Record<string, unknown>, command: string):
       `${command}: --model needs --template and --verbalizer LABEL=WORD (one per class; see 'torch-bert ${command} --help')`,
     );
   }
+  await fetchModelWithProgress(values);
   return promptClassifier({
     model: values.model as string,
     template,
@@ -852,6 +867,7 @@ const PRETRAIN_OPTIONS: Options = {
 async function commandPretrain(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: PRETRAIN_OPTIONS, strict: true });
   if (values.help) return void console.log(HELP.pretrain);
+  await fetchModelWithProgress(values);
   if (await launchedWorkers('pretrain', values, argv)) return;
   const quiet = quietWorker();
   const json = Boolean(values.json);

@@ -20,6 +20,13 @@ export { AbortError, InputError, ModelError, NumericalError } from './errors.js'
 export { type ExportOptions, type ExportResult, exportHuggingFace } from './export.js';
 export { type AdapterHubExportOptions, type AdapterHubExportResult, exportAdapterHub } from './export-adapterhub.js';
 export type { ExportFamily } from './export-family.js';
+export {
+  type DownloadProgress,
+  type ModelSource,
+  type ResolveOptions,
+  resolveModelSource,
+  terminalProgress,
+} from './hub.js';
 export { loadBinding, NativeLoadError } from './loader.js';
 export { type ClassificationMetrics, type ClassMetrics, classificationMetrics, formatMetricsTable } from './metrics.js';
 export {

@@ -16,7 +16,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
-import { CONFIG_FILE, commitFolder, HISTORY_FILE, TOKENIZER_FILE } from './checkpoint.js';
+import { CONFIG_FILE, commitFolder, HISTORY_FILE, saveInEvalMode, TOKENIZER_FILE } from './checkpoint.js';
 import { type EncoderFamily, transformersNames } from './hf-config.js';
 import { MODEL_FILE, SAFETENSORS_METADATA, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, VOCAB_TXT } from './model-folder.js';
 import type { EpochMetrics, Evaluation } from './options.js';
@@ -105,24 +105,10 @@ export async function writeMaskedLmFolder(
         write: (path) =>
           binding.writeSafetensors(path, maskedLmKeys(run.model.namedParameters(), run.aliases, run.family), SAFETENSORS_METADATA),
       },
-      { file: ENCODER_FILE, write: (path) => saveForFeatures(run.encoder, path) },
+      { file: ENCODER_FILE, write: (path) => saveInEvalMode(run.encoder, path) },
     ],
     companions,
     // config.json last: a folder is a model once it has one.
     config: (archiveSha256) => ({ ...config, torch_bert: { ...torchBert, archiveSha256 } }),
   });
-}
-
-/**
- * The encoder saved in eval mode (dropout off), as a user loading it for features expects; the
- * run goes on in the mode it was in.
- */
-async function saveForFeatures(encoder: NativeScriptModule, path: string): Promise<void> {
-  const wasTraining = encoder.isTraining;
-  encoder.train(false);
-  try {
-    await encoder.saveAsync(path);
-  } finally {
-    encoder.train(wasTraining);
-  }
 }

@@ -68,8 +68,8 @@ export interface PretrainOptions {
   wholeWordMask?: boolean;
   /** Share of the tokens chosen for prediction. Default 0.15. */
   mlmProbability?: number;
-  /** Where the kept model (a Hugging Face folder + encoder.pt), history and training state go. Required. */
-  outDir?: string;
+  /** Where the kept model (a Hugging Face folder + encoder.pt), history and training state go. */
+  outDir: string;
   /** A tokenizer.json; default the model folder's. */
   tokenizer?: string;
   /** Share of the texts held out, the first ones as run_mlm.py's train[:5%]. Default 0.05 (at least one text). */

@@ -8,6 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Node.js first: the minimum is package.json's engines (the one place it is written), and an older
+# Node (Debian 12's own nodejs package is 18) would only fail after the apt installs and the build.
+need_node=$(sed -n 's/^ *"node": *">=\([0-9.]*\)".*/\1/p' package.json)
+have_node=$(node --version 2>/dev/null | sed 's/^v//' || true)
+if [ -z "$have_node" ] || [ "$(printf '%s\n%s\n' "$need_node" "$have_node" | sort -V | head -n 1)" != "$need_node" ]; then
+  echo "setup: Node.js $need_node or later is needed, with npm (found ${have_node:-none}); install it (nodejs.org, NodeSource or nvm), then run this again" >&2
+  exit 1
+fi
+
 # libjemalloc2: the leak test measures RSS with jemalloc (glibc malloc's arenas creep ~8% with no leak).
 # clang-format: npm test checks native/'s formatting with it (scripts/qa/format-native.sh).
 # libgloo-dev: Gloo's headers, which c10d's ProcessGroupGloo (data-parallel training on CPUs) needs.

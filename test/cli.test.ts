@@ -100,6 +100,11 @@ describe('torch-bert CLI', () => {
       .split('\n')
       .map((l) => JSON.parse(l));
     expect(lines.map((l) => l.label)).toEqual(['positive', 'negative']);
+    // The README's CLI section spells this line out: the text, its label, the probabilities.
+    expect(lines.map((l) => [Object.keys(l), l.text])).toEqual([
+      [['text', 'label', 'probabilities'], 'a wonderful and moving film'],
+      [['text', 'label', 'probabilities'], 'dull and terrible'],
+    ]);
     for (const l of lines) expect(l.probabilities.negative + l.probabilities.positive).toBeCloseTo(1, 5);
   });
 

@@ -155,7 +155,7 @@ describe('the packed package', () => {
     writeFileSync(
       join(app, 'app.ts'),
       [
-        "import { loadClassifier, predict, train, type Prediction, type TrainResult } from 'torch-bert';",
+        "import { loadClassifier, predict, pretrain, train, type Prediction, type TrainResult } from 'torch-bert';",
         "const result: TrainResult = await train({ data: { csv: 'reviews.csv', textColumn: 'review' }, encoder: 'bert.pt', tokenizer: 'tokenizer.json', outDir: 'out', technique: 'lora' });",
         "const classifier = await loadClassifier('out', { device: 'cpu' });",
         "const mine: Prediction[] = await classifier.predict(['a wonderful film']);",
@@ -164,6 +164,10 @@ describe('the packed package', () => {
         // The package's types are in force (not `any`): a wrong option is an error.
         '// @ts-expect-error epochs is a number',
         "await train({ data: 'reviews.csv', encoder: 'bert.pt', tokenizer: 'tokenizer.json', epochs: 'five' });",
+        // As the README's table says: pretrain() writes a model folder, so outDir is required.
+        "await pretrain({ model: 'bert-base-uncased', data: 'corpus.txt', outDir: 'bert-domain' });",
+        '// @ts-expect-error outDir is required',
+        "await pretrain({ model: 'bert-base-uncased', data: 'corpus.txt' });",
         '',
       ].join('\n'),
     );

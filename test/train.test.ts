@@ -178,6 +178,43 @@ with torch.no_grad():
     expect(ours[1]!.label).toBe('negative');
   });
 
+  it('runs in Python as loaded, without eval(): classifier.pt is saved in eval mode', async () => {
+    // The README: Python, C++ libtorch or Node load the classifier and run it as is. Saved in
+    // training mode, the head's dropout would draw anew at every call.
+    const texts = ['a wonderful and moving film', 'the acting was dull and the plot was terrible'];
+    const classifier = await loadClassifier(outDir);
+    const ours = await classifier.predict(texts);
+    const encoded = classifier.tokenizer.encodeBatch(texts, SMALL.maxLength);
+    classifier.dispose();
+    const script = `
+import json, sys, torch
+spec = json.load(sys.stdin)
+m = torch.jit.load(spec["model"])
+ids = torch.tensor(spec["ids"]).view(len(spec["texts"]), -1)
+mask = torch.tensor(spec["mask"]).view(len(spec["texts"]), -1)
+with torch.no_grad():
+    print(json.dumps({"training": m.training, "calls": [m(ids, mask).exp().tolist() for _ in range(3)]}))
+`;
+    const stdout = await runPython(
+      '-c',
+      [script],
+      JSON.stringify({
+        model: join(outDir, 'classifier.pt'),
+        texts,
+        ids: Array.from(encoded.inputIds),
+        mask: Array.from(encoded.attentionMask),
+      }),
+    );
+    const python = JSON.parse(stdout) as { training: boolean; calls: number[][][] };
+    expect(python.training).toBe(false);
+    for (const call of python.calls) {
+      call.forEach((row, i) => {
+        expect(Math.abs(row[0]! - ours[i]!.probabilities.negative!)).toBeLessThan(1e-5);
+        expect(Math.abs(row[1]! - ours[i]!.probabilities.positive!)).toBeLessThan(1e-5);
+      });
+    }
+  });
+
   it('keeps the frozen encoder bit-identical while the head learns', async () => {
     const binding = loadBinding();
     const original = binding.ScriptModule.load(informativeEncoder);

@@ -1,0 +1,34 @@
+/**
+ * README.md's Architecture lists native/'s folders as layers, lower first, and says a lower layer
+ * never includes a higher one: checked here against every #include of native/.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { repoRoot } from './fixtures.js';
+
+const native = join(repoRoot, 'native');
+
+describe('README Architecture: native/ layers', () => {
+  it('lists the folders in an order that no #include goes up', () => {
+    const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+    const list = readme.slice(readme.indexOf('- `native/` — '), readme.indexOf('\n- `lib/` — '));
+    expect(list).toContain('lower layers never');
+    const order = [...list.matchAll(/^ {2}- `([a-z_]+)\/` — /gm)].map((m) => m[1]!);
+    const folders = readdirSync(native, { withFileTypes: true })
+      .filter((d) => d.isDirectory())
+      .map((d) => d.name);
+    expect([...order].sort()).toEqual([...folders].sort());
+    const upward: string[] = [];
+    for (const folder of folders) {
+      for (const file of readdirSync(join(native, folder)).filter((f) => /\.(cc|h)$/.test(f))) {
+        // addon.cc is the top: the exports of every layer.
+        if (folder === 'addon' && file === 'addon.cc') continue;
+        for (const m of readFileSync(join(native, folder, file), 'utf8').matchAll(/^#include "([a-z_]+)\//gm)) {
+          if (order.indexOf(m[1]!) > order.indexOf(folder)) upward.push(`${folder}/${file} includes ${m[1]}/`);
+        }
+      }
+    }
+    expect([...new Set(upward)]).toEqual([]);
+  });
+});
