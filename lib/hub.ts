@@ -23,6 +23,7 @@ import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { getHFHubCachePath, getRepoFolderName, HubApiError, modelInfo, pathsInfo } from '@huggingface/hub';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
 import {
+  CONFIG_FILE,
   filesOf,
   inspectModelFolder,
   isContainedRelativePath,
@@ -221,43 +222,63 @@ async function linkAtomic(target: string, link: string): Promise<void> {
 }
 
 async function resolveHubModel(repoId: string, revision: string, env: HubEnv, options: ResolveOptions): Promise<ModelSource> {
-  const cache = new RepoCache(env.cacheDir, repoId);
+  const repo: HubRepo = { cache: new RepoCache(env.cacheDir, repoId), repoId, revision, label: `${repoId}@${revision}` };
   const wantTokenizer = options.tokenizer ?? true;
-  const label = `${repoId}@${revision}`;
-  const done = async (commit: string): Promise<ModelSource> => {
-    const dir = cache.snapshot(commit);
-    return { kind: 'folder', dir, files: await inspectModelFolder(dir), repoId, revision, commit };
-  };
+  const commit = (await fromCache(repo, env, wantTokenizer)) ?? (await fromHub(repo, env, wantTokenizer, options));
+  const dir = repo.cache.snapshot(commit);
+  return { kind: 'folder', dir, files: await inspectModelFolder(dir), repoId, revision, commit };
+}
 
-  // A snapshot that already holds every needed file (or says which are missing) is used without
-  // asking the Hub: a second resolve makes no request. Offline, the cache is all there is.
+/** A Hub repository at a revision, and its folder in the Hugging Face cache. */
+interface HubRepo {
+  cache: RepoCache;
+  repoId: string;
+  revision: string;
+  /** `repoId@revision`, as messages name it. */
+  label: string;
+}
+
+/**
+ * The cached commit of the revision when its snapshot already holds every needed file (or says
+ * which are missing): a second resolve makes no request. Offline, the cache is all there is: what
+ * it lacks is an error; online, null sends the resolve to the Hub.
+ */
+async function fromCache({ cache, revision, label }: HubRepo, env: HubEnv, wantTokenizer: boolean): Promise<string | null> {
   const cachedCommit = await cache.readRef(revision);
-  if (cachedCommit) {
-    const selection = await selectModelFiles(
-      {
-        state: (p) => cache.state(cachedCommit, p),
-        readText: (p) => readFile(join(cache.snapshot(cachedCommit), p), 'utf8'),
-        where: (p) => join(cache.snapshot(cachedCommit), p),
-      },
-      { tokenizer: wantTokenizer, unknownAsAbsent: env.offline },
-    );
-    if (selection.ok) {
-      // Offline, a tokenizer the cache never fetched reads as absent. Python's AutoModel alone leaves
-      // such a snapshot, so say it is not cached rather than let the folder seem to have none.
-      if (env.offline && wantTokenizer && !selection.files.tokenizer && (await tokenizerNeverAsked(cache, cachedCommit))) {
-        throw new InputError(
-          `HF_HUB_OFFLINE is set and the tokenizer (${TOKENIZER_JSON}, or ${VOCAB_TXT}) of ${label} is not in the Hugging Face ` +
-            `cache (${env.cacheDir}); download it once online, or name one (tokenizer / --tokenizer)`,
-          { file: TOKENIZER_JSON },
-        );
-      }
-      return done(cachedCommit);
-    }
-    if (env.offline) throw offlineMissing(label, selection.missing, env.cacheDir);
-  } else if (env.offline) {
-    throw offlineMissing(label, 'config.json', env.cacheDir);
+  if (!cachedCommit) {
+    if (env.offline) throw offlineMissing(label, CONFIG_FILE, env.cacheDir);
+    return null;
   }
+  const selection = await selectModelFiles(
+    {
+      state: (p) => cache.state(cachedCommit, p),
+      readText: (p) => readFile(join(cache.snapshot(cachedCommit), p), 'utf8'),
+      where: (p) => join(cache.snapshot(cachedCommit), p),
+    },
+    { tokenizer: wantTokenizer, unknownAsAbsent: env.offline },
+  );
+  if (!selection.ok) {
+    if (env.offline) throw offlineMissing(label, selection.missing, env.cacheDir);
+    return null;
+  }
+  // Offline, a tokenizer the cache never fetched reads as absent. Python's AutoModel alone leaves
+  // such a snapshot, so say it is not cached rather than let the folder seem to have none.
+  if (env.offline && wantTokenizer && !selection.files.tokenizer && (await tokenizerNeverAsked(cache, cachedCommit))) {
+    throw new InputError(
+      `HF_HUB_OFFLINE is set and the tokenizer (${TOKENIZER_JSON}, or ${VOCAB_TXT}) of ${label} is not in the Hugging Face ` +
+        `cache (${env.cacheDir}); download it once online, or name one (tokenizer / --tokenizer)`,
+      { file: TOKENIZER_JSON },
+    );
+  }
+  return cachedCommit;
+}
 
+/**
+ * The revision resolved to a commit by the Hub, and the files the model needs downloaded into its
+ * snapshot (only those: the file list decides, config.json and an index read first).
+ */
+async function fromHub(repo: HubRepo, env: HubEnv, wantTokenizer: boolean, options: ResolveOptions): Promise<string> {
+  const { cache, repoId, revision, label } = repo;
   const signal = options.signal;
   const hub = { hubUrl: env.endpoint, accessToken: env.token, fetch: withSignal(signal) };
   let info: { sha?: string; filePaths?: string[] };
@@ -287,7 +308,7 @@ async function resolveHubModel(repoId: string, revision: string, env: HubEnv, op
   await fetchFiles(filesOf(selection.files));
   // Python's marker for "asked, not there": the next resolve (ours or Python's) need not ask again.
   for (const path of selection.absent) await writeAtomic(cache.noExist(commit, path), '');
-  return done(commit);
+  return commit;
 }
 
 /** Neither tokenizer file is in the snapshot or marked missing (`.no_exist`): the cache cannot say whether the repository has one. */
