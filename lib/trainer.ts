@@ -689,8 +689,8 @@ function writeBest(
   });
 }
 
-/** Stage 5: the history and report written, the kept weights loaded as the result's classifier. */
-async function finish(run: {
+/** What stage 5 reads of the run. */
+interface FinishedRun {
   binding: NativeBinding;
   opts: ResolvedTrainOptions;
   device: string;
@@ -704,7 +704,26 @@ async function finish(run: {
   built: BuiltClassifier;
   setup: TrainableSet;
   notes: string[];
-}): Promise<TrainResult> {
+}
+
+/**
+ * The kept weights' full metrics: the keeper's, or, for a resumed run whose best came before the
+ * interruption, measured again from the kept classifier in `keptDir`.
+ */
+async function keptMetrics(run: FinishedRun, keptDir: string): Promise<ClassificationMetrics> {
+  if (run.keeper.bestMetrics) return run.keeper.bestMetrics;
+  const { binding, opts } = run;
+  const kept = await binding.ScriptModule.loadAsync(join(keptDir, CLASSIFIER_FILE), run.device);
+  try {
+    const options = { batchSize: opts.batchSize, padTo: run.padTo, loss: run.evalOptions, labels: run.config.labels, signal: opts.signal };
+    return (await validateClassifier(binding, kept, { ...run.data.validation, cache: null }, options)).metrics;
+  } finally {
+    kept.dispose();
+  }
+}
+
+/** Stage 5: the history and report written, the kept weights loaded as the result's classifier. */
+async function finish(run: FinishedRun): Promise<TrainResult> {
   const { binding, opts, device, bestDir, keeper, config, setup } = run;
   const { position } = keeper;
   const outDir = opts.outDir;
@@ -715,19 +734,7 @@ async function finish(run: {
   // directory; a data-parallel rank other than 0 checkpoints into a temporary folder of its own,
   // so it reads them there (on the filesystem the ranks share, as the training state).
   const keptDir = existsSync(join(bestDir, CLASSIFIER_FILE)) || !opts.resumeFrom ? bestDir : opts.resumeFrom;
-  let bestMetrics = keeper.bestMetrics;
-  if (!bestMetrics) {
-    // A resumed run whose best came before the interruption: measure the kept weights again.
-    const kept = await binding.ScriptModule.loadAsync(join(keptDir, CLASSIFIER_FILE), device);
-    const again = await validateClassifier(
-      binding,
-      kept,
-      { ...run.data.validation, cache: null },
-      { batchSize: opts.batchSize, padTo: run.padTo, loss: run.evalOptions, labels: config.labels, signal: opts.signal },
-    );
-    bestMetrics = again.metrics;
-    kept.dispose();
-  }
+  const bestMetrics = await keptMetrics(run, keptDir);
   if (outDir) {
     await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
     if (opts.report)
