@@ -84,7 +84,7 @@ function shardedFeatures(
   binding: NativeBinding,
   batches: Int32Array[],
   mine: NativeTensor[],
-  shard: NonNullable<Parameters<typeof encodeOnce>[3]['shard']>,
+  shard: NonNullable<EncodeOptions['shard']>,
 ): NativeTensor {
   // The feature width, from a rank that encoded something (every rank but in a tiny run).
   const width = shard.max([mine[0]?.shape[1] ?? 0])[0]!;
@@ -104,29 +104,33 @@ function shardedFeatures(
   }
 }
 
+/** How encodeOnce batches, where it keeps the features, and what it reports. */
+export interface EncodeOptions {
+  /**
+   * Tokens per encoder batch (rows × the batch's longest row). A budget rather than a row
+   * count, so that batches of short texts hold more rows and the activations of long ones
+   * (attention grows with the square of the length) stay bounded.
+   */
+  tokensPerBatch: number;
+  split: 'train' | 'validation';
+  /** `weightsKey` pins the encoder's weights (encoder-source.ts `weightsKey`: file hashes, or a Hub commit). */
+  disk?: { dir: string; weightsKey: string; pooling: string };
+  onProgress?: (e: EncodeEvent) => void;
+  signal?: AbortSignal;
+  /**
+   * Data-parallel (distributed.ts): rank `rank` encodes every `worldSize`-th batch, leaves the
+   * others' rows zero, and the ranks' tensors are summed, so every rank ends with the features
+   * one process computes (the same batches; x + 0 is exact).
+   */
+  shard?: { rank: number; worldSize: number; sum(tensor: NativeTensor): void; max(values: number[]): Float64Array };
+}
+
+/** Every text of `encoded` through the encoder once, or its features read from the disk cache that holds them. */
 export async function encodeOnce(
   binding: NativeBinding,
   model: NativeScriptModule,
   encoded: EncodedTexts,
-  options: {
-    /**
-     * Tokens per encoder batch (rows × the batch's longest row). A budget rather than a row
-     * count, so that batches of short texts hold more rows and the activations of long ones
-     * (attention grows with the square of the length) stay bounded.
-     */
-    tokensPerBatch: number;
-    split: 'train' | 'validation';
-    /** `weightsKey` pins the encoder's weights (encoder-source.ts `weightsKey`: file hashes, or a Hub commit). */
-    disk?: { dir: string; weightsKey: string; pooling: string };
-    onProgress?: (e: EncodeEvent) => void;
-    signal?: AbortSignal;
-    /**
-     * Data-parallel (distributed.ts): rank `rank` encodes every `worldSize`-th batch, leaves the
-     * others' rows zero, and the ranks' tensors are summed, so every rank ends with the features
-     * one process computes (the same batches; x + 0 is exact).
-     */
-    shard?: { rank: number; worldSize: number; sum(tensor: NativeTensor): void; max(values: number[]): Float64Array };
-  },
+  options: EncodeOptions,
 ): Promise<FeatureCache> {
   const file = options.disk ? diskCacheFile(binding, encoded, options.disk) : undefined;
   const cached = file ? readDiskCache(binding, file, encoded.count) : null;
