@@ -3,7 +3,7 @@
  * on the same inputs: tensors, randperm, TorchScript modules, the classifier (initialisation,
  * forward, saved archive), AdamW, trainStep/evalStep, and errors instead of crashes.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -955,6 +955,70 @@ describe('garbage in, errors out', () => {
     expect(b.randperm(5, 0)).toHaveLength(5);
     expect(values(t)).toEqual([1, 2, 3, 4]);
   });
+});
+
+// Each worker_threads Worker loads the addon into its own environment (addon/addon_data.h).
+// Before the fix, a Worker terminated, or calling process.exit(), while its batches were queued
+// aborted the whole process ("terminate called after throwing an instance of 'Napi::Error'"):
+// the worker thread settled their promises during its teardown, when no JS can run, and the
+// failure escaped into Node-API.
+describe('worker_threads', () => {
+  it.each(['terminate', 'exit'])(
+    'a Worker with batches pending at its %s ends alone; its results before and the main thread after equal the main thread before',
+    (end) => {
+      const common = `
+        import { loadAddon } from ${JSON.stringify(path.join(repoRoot, 'scripts', 'native-binary.mjs'))};
+        const b = loadAddon(${JSON.stringify(repoRoot)}).binding;
+        const ROWS = 256, T = 6;
+        const ids = new Int32Array(ROWS * T).map((_, i) => (i % T === 0 ? 2 : 5 + ((i * 7) % 90)));
+        const data = { inputIds: ids, attentionMask: new Int32Array(ROWS * T).fill(1), batchSize: ROWS, seqLen: T, labels: new Int32Array(ROWS).map((_, r) => r % 2) };
+        const classifier = () => b.buildClassifier(b.ScriptModule.load(${JSON.stringify(encTuple)}), { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 5 }).module;
+      `;
+      const workerFile = path.join(dir, `worker-${end}.mjs`);
+      writeFileSync(
+        workerFile,
+        `${common}
+        import { parentPort } from 'node:worker_threads';
+        const model = classifier();
+        parentPort.postMessage({ loss: (await b.evalStep(model, data)).loss });
+        // Enough batches that some are still queued when the worker ends, whatever the timing.
+        for (let i = 0; i < 8; i++) b.evalStep(model, data);
+        ${end === 'exit' ? 'process.exit(0);' : "parentPort.postMessage('queued');"}
+      `,
+      );
+      const mainFile = path.join(dir, `main-${end}.mjs`);
+      writeFileSync(
+        mainFile,
+        `${common}
+        import { Worker } from 'node:worker_threads';
+        const model = classifier();
+        const before = (await b.evalStep(model, data)).loss;
+        const worker = new Worker(${JSON.stringify(workerFile)});
+        let workerLoss = null;
+        worker.on('message', (m) => {
+          if (m === 'queued') worker.terminate();
+          else workerLoss = m.loss;
+        });
+        const exitCode = await new Promise((resolve) => worker.on('exit', resolve));
+        const after = (await b.evalStep(model, data)).loss;
+        console.log(JSON.stringify({ before, workerLoss, after, exitCode }));
+      `,
+      );
+      const child = spawnSync(process.execPath, [mainFile], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
+      expect(child.signal, child.stderr.slice(-2000)).toBeNull();
+      expect(child.status, child.stderr.slice(-2000)).toBe(0);
+      const out = JSON.parse(child.stdout.trim().split('\n').pop()!) as {
+        before: number;
+        workerLoss: number;
+        after: number;
+        exitCode: number;
+      };
+      expect(out.exitCode).toBe(end === 'exit' ? 0 : 1);
+      expect(out.before).toBeGreaterThan(0);
+      expect(out.workerLoss).toBe(out.before);
+      expect(out.after).toBe(out.before);
+    },
+  );
 });
 
 describe('scripts/find-libtorch.mjs', () => {
