@@ -402,6 +402,26 @@ describe('ScriptModule', () => {
     await expectFailure(() => enc.setRequiresGrad(false, 'no_such_prefix.'), /no parameter name starts with/);
   });
 
+  it('forwardAsync computes on its inputs as they were at the call, whatever is written into them before it settles', async () => {
+    // Before the fix, the worker thread read the caller's input tensors when its turn came, so a
+    // copyFrom into an input (reusing it for the next batch) silently changed a pending forward's
+    // result; the batch calls (trainStep, ...) already copied their batch at the call.
+    const enc = b.ScriptModule.load(encTuple);
+    const [ids, mask] = idTensors();
+    const [reference] = enc.forward(ids, mask) as NativeTensor[];
+    // A forward of many rows ahead of it on the same module, so that the one under test is still
+    // waiting for the module when its input is overwritten.
+    const rows = 4096;
+    const bigIds = b.Tensor.fromArray(new Int32Array(rows * T).fill(7), [rows, T], 'int64');
+    const bigMask = b.Tensor.fromArray(new Int32Array(rows * T).fill(1), [rows, T], 'int64');
+    const ahead = enc.forwardAsync(bigIds, bigMask);
+    const pending = enc.forwardAsync(ids, mask);
+    ids.copyFrom(b.Tensor.fromArray(new Int32Array(B * T).fill(9), [B, T], 'int64'));
+    await ahead;
+    const [got] = (await pending) as NativeTensor[];
+    expect(maxAbsDiff(values(got), values(reference))).toBe(0);
+  });
+
   it('toggles training mode, moves, clones and disposes', async () => {
     const enc = b.ScriptModule.load(encTuple);
     enc.train(true);

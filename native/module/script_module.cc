@@ -319,11 +319,15 @@ Napi::Value ScriptModule::ForwardAsync(const Napi::CallbackInfo& info) {
     const auto& state = Checked(env);
     std::vector<c10::IValue> inputs;
     {
-      // Converting needs the schema; the tensors themselves are reference-counted handles
-      // that stay valid on the worker thread.
+      // Converting needs the schema.
       std::lock_guard<std::mutex> lock(*state->mutex);
       inputs = MethodInputs(FindMethod(state->module, "forward"), info, 0);
     }
+    // Copies of the tensors as they are now, as the batch calls copy their batch: the caller
+    // may write into an input (copyFrom, reusing it for the next batch) before the worker's
+    // turn comes. clone() keeps autograd's link to the caller's tensors, and deepcopy keeps
+    // one copy of a tensor passed twice.
+    for (c10::IValue& input : inputs) input = input.deepcopy();
     return PromiseWorker::Start(new ForwardWorker(env, state, "forward", std::move(inputs)));
   });
 }
