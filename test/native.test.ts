@@ -422,6 +422,58 @@ describe('ScriptModule', () => {
     expect(maxAbsDiff(values(got), values(reference))).toBe(0);
   });
 
+  it('an input array whose getter uses or disposes the module: forward and forwardAsync still compute, in a child process', () => {
+    // Before the fix, forward and forwardAsync read their inputs from JS holding the module's
+    // lock: a getter that used the module (isTraining) took that lock again on the same thread
+    // and the process hung for good; one that disposed it freed the module under the lock
+    // (segfault).
+    const script = path.join(dir, 'list-input.py');
+    writeFileSync(
+      script,
+      [
+        'import sys, torch',
+        'from typing import List',
+        'class M(torch.nn.Module):',
+        '    def forward(self, xs: List[torch.Tensor]):',
+        '        return xs[0] * 2',
+        'torch.jit.script(M()).save(sys.argv[1])',
+      ].join('\n'),
+    );
+    const model = path.join(dir, 'list-input.pt');
+    execFileSync(PYTHON, [script, model]);
+    const child = path.join(dir, 'list-input.mjs');
+    writeFileSync(
+      child,
+      `
+      import { loadAddon } from ${JSON.stringify(path.join(repoRoot, 'scripts', 'native-binary.mjs'))};
+      const b = loadAddon(${JSON.stringify(repoRoot)}).binding;
+      const out = {};
+      for (const call of ['forward', 'forwardAsync']) {
+        for (const getter of ['uses', 'disposes']) {
+          const m = b.ScriptModule.load(${JSON.stringify(model)});
+          const x = b.Tensor.fromArray(new Float32Array([1, 2]), [2]);
+          const xs = [];
+          let seen;
+          Object.defineProperty(xs, 0, { get: () => { seen = getter === 'uses' ? m.isTraining : (m.dispose(), m.disposed); return x; } });
+          const result = await m[call](xs);
+          out[call + ' ' + getter] = { result: Array.from(result.toArray()), seen };
+        }
+      }
+      console.log(JSON.stringify(out));
+      `,
+    );
+    const run = spawnSync(process.execPath, [child], { encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+    expect(run.signal, `the child ${run.signal === 'SIGKILL' ? 'hung' : 'crashed'}: ${run.stderr.slice(-2000)}`).toBeNull();
+    expect(run.status, run.stderr.slice(-2000)).toBe(0);
+    const trained = py<boolean>(PY_PRELUDE + 'print(json.dumps(torch.jit.load(sys.argv[1]).training))', model);
+    expect(JSON.parse(run.stdout.trim().split('\n').pop()!)).toEqual({
+      'forward uses': { result: [2, 4], seen: trained },
+      'forward disposes': { result: [2, 4], seen: true },
+      'forwardAsync uses': { result: [2, 4], seen: trained },
+      'forwardAsync disposes': { result: [2, 4], seen: true },
+    });
+  });
+
   it('toggles training mode, moves, clones and disposes', async () => {
     const enc = b.ScriptModule.load(encTuple);
     enc.train(true);
