@@ -721,6 +721,46 @@ describe('AdamW', () => {
     await expectFailure(() => optB.load(garbage), /garbage-state\.pt/);
   });
 
+  it('setGradScaler with options whose getter uses or disposes the optimizer: set, or a clear Error, in a child process', () => {
+    // Before the fix, the options were read holding the optimizer's lock: a getter that read
+    // gradScaler() took the lock again on the same thread and the process hung for good; one that
+    // disposed the optimizer freed it under the lock.
+    const child = path.join(dir, 'scaler-getter.mjs');
+    writeFileSync(
+      child,
+      `
+      import { loadAddon } from ${JSON.stringify(path.join(repoRoot, 'scripts', 'native-binary.mjs'))};
+      const b = loadAddon(${JSON.stringify(repoRoot)}).binding;
+      const make = () => {
+        const p = b.Tensor.fromArray(new Float32Array([1, 2]), [2]);
+        p.setRequiresGrad(true);
+        return new b.AdamW([{ params: [p], lr: 0.1 }]);
+      };
+      const uses = make();
+      uses.setGradScaler({ get scale() { return uses.gradScaler().scale * 2; } });
+      const disposes = make();
+      let error = null;
+      try {
+        disposes.setGradScaler({ get growthTracker() { disposes.dispose(); return 3; } });
+      } catch (e) {
+        error = e.message;
+      }
+      console.log(JSON.stringify({ scale: uses.gradScaler().scale, error }));
+      `,
+    );
+    const run = spawnSync(process.execPath, [child], { encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+    expect(run.signal, `the child ${run.signal === 'SIGKILL' ? 'hung' : 'crashed'}: ${run.stderr.slice(-2000)}`).toBeNull();
+    expect(run.status, run.stderr.slice(-2000)).toBe(0);
+    // torch.amp.GradScaler's initial scale, doubled by the getter.
+    const initial = py<number>(
+      PY_PRELUDE + "import inspect\nprint(json.dumps(inspect.signature(torch.cuda.amp.GradScaler).parameters['init_scale'].default))",
+    );
+    expect(JSON.parse(run.stdout.trim().split('\n').pop()!)).toEqual({
+      scale: initial * 2,
+      error: 'AdamW has been disposed',
+    });
+  });
+
   it('validates its groups', async () => {
     const [p1] = params();
     await expectFailure(() => new b.AdamW([]), /empty/);
