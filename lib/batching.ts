@@ -113,6 +113,24 @@ export async function runBatches<T>(
   }
 }
 
+/** Each model's last native call made through `afterModelCalls`, settled or not. */
+const lastModelCall = new WeakMap<object, Promise<unknown>>();
+
+/**
+ * Makes `call` (a native batch call on `model`) once the calls made before it on that model have
+ * settled. A call waiting for the model's lock holds one of libuv's threads (4 by default):
+ * concurrent predict() calls each queuing a batch would otherwise stall every fs, dns, zlib and
+ * crypto call of the process until the model's queue drained.
+ */
+export function afterModelCalls<T>(model: object, call: () => Promise<T>): Promise<T> {
+  const turn = (lastModelCall.get(model) ?? Promise.resolve()).then(call);
+  lastModelCall.set(
+    model,
+    turn.catch(() => undefined),
+  );
+  return turn;
+}
+
 /** What an evaluation pass over `count` examples gives, in example order. */
 export interface BatchedEvaluation {
   /**

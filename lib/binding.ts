@@ -81,7 +81,7 @@ export interface NativeScriptModule {
   readonly disposed: boolean;
   /** Run `forward` on the calling thread (use for small inputs and tests). */
   forward(...inputs: NativeTensor[]): NativeValue;
-  /** Run `forward` on a worker thread. */
+  /** Run `forward` on a worker thread, on copies of `inputs` taken at the call (writing into them meanwhile changes nothing). */
   forwardAsync(...inputs: NativeTensor[]): Promise<NativeValue>;
   /** Run any method by name on the calling thread. */
   runMethod(name: string, ...inputs: NativeTensor[]): NativeValue;

@@ -5,7 +5,14 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkSameBase } from './base-weights.js';
-import { type BatchedEvaluation, evaluateInBatches, gatherRows, longestFirstBatches, TOKENS_PER_FORWARD } from './batching.js';
+import {
+  afterModelCalls,
+  type BatchedEvaluation,
+  evaluateInBatches,
+  gatherRows,
+  longestFirstBatches,
+  TOKENS_PER_FORWARD,
+} from './batching.js';
 import type { EncoderInfo, LossOptions, NativeBinding, NativeScriptModule } from './binding.js';
 import {
   archiveChecksums,
@@ -128,16 +135,18 @@ export async function runEvaluation(
     batches,
     (indices) => {
       const rows = gatherRows(encoded, indices, padTo);
-      return binding.evalStep(
-        module,
-        {
-          inputIds: rows.inputIds,
-          attentionMask: rows.attentionMask,
-          batchSize: rows.count,
-          seqLen: rows.seqLen,
-          labels: labels ? Int32Array.from(indices, (i) => labels[i]!) : undefined,
-        },
-        loss,
+      return afterModelCalls(module, () =>
+        binding.evalStep(
+          module,
+          {
+            inputIds: rows.inputIds,
+            attentionMask: rows.attentionMask,
+            batchSize: rows.count,
+            seqLen: rows.seqLen,
+            labels: labels ? Int32Array.from(indices, (i) => labels[i]!) : undefined,
+          },
+          loss,
+        ),
       );
     },
     labels !== null,

@@ -3,7 +3,7 @@
  * on the same inputs: tensors, randperm, TorchScript modules, the classifier (initialisation,
  * forward, saved archive), AdamW, trainStep/evalStep, and errors instead of crashes.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -402,6 +402,78 @@ describe('ScriptModule', () => {
     await expectFailure(() => enc.setRequiresGrad(false, 'no_such_prefix.'), /no parameter name starts with/);
   });
 
+  it('forwardAsync computes on its inputs as they were at the call, whatever is written into them before it settles', async () => {
+    // Before the fix, the worker thread read the caller's input tensors when its turn came, so a
+    // copyFrom into an input (reusing it for the next batch) silently changed a pending forward's
+    // result; the batch calls (trainStep, ...) already copied their batch at the call.
+    const enc = b.ScriptModule.load(encTuple);
+    const [ids, mask] = idTensors();
+    const [reference] = enc.forward(ids, mask) as NativeTensor[];
+    // A forward of many rows ahead of it on the same module, so that the one under test is still
+    // waiting for the module when its input is overwritten.
+    const rows = 4096;
+    const bigIds = b.Tensor.fromArray(new Int32Array(rows * T).fill(7), [rows, T], 'int64');
+    const bigMask = b.Tensor.fromArray(new Int32Array(rows * T).fill(1), [rows, T], 'int64');
+    const ahead = enc.forwardAsync(bigIds, bigMask);
+    const pending = enc.forwardAsync(ids, mask);
+    ids.copyFrom(b.Tensor.fromArray(new Int32Array(B * T).fill(9), [B, T], 'int64'));
+    await ahead;
+    const [got] = (await pending) as NativeTensor[];
+    expect(maxAbsDiff(values(got), values(reference))).toBe(0);
+  });
+
+  it('an input array whose getter uses or disposes the module: forward and forwardAsync still compute, in a child process', () => {
+    // Before the fix, forward and forwardAsync read their inputs from JS holding the module's
+    // lock: a getter that used the module (isTraining) took that lock again on the same thread
+    // and the process hung for good; one that disposed it freed the module under the lock
+    // (segfault).
+    const script = path.join(dir, 'list-input.py');
+    writeFileSync(
+      script,
+      [
+        'import sys, torch',
+        'from typing import List',
+        'class M(torch.nn.Module):',
+        '    def forward(self, xs: List[torch.Tensor]):',
+        '        return xs[0] * 2',
+        'torch.jit.script(M()).save(sys.argv[1])',
+      ].join('\n'),
+    );
+    const model = path.join(dir, 'list-input.pt');
+    execFileSync(PYTHON, [script, model]);
+    const child = path.join(dir, 'list-input.mjs');
+    writeFileSync(
+      child,
+      `
+      import { loadAddon } from ${JSON.stringify(path.join(repoRoot, 'scripts', 'native-binary.mjs'))};
+      const b = loadAddon(${JSON.stringify(repoRoot)}).binding;
+      const out = {};
+      for (const call of ['forward', 'forwardAsync']) {
+        for (const getter of ['uses', 'disposes']) {
+          const m = b.ScriptModule.load(${JSON.stringify(model)});
+          const x = b.Tensor.fromArray(new Float32Array([1, 2]), [2]);
+          const xs = [];
+          let seen;
+          Object.defineProperty(xs, 0, { get: () => { seen = getter === 'uses' ? m.isTraining : (m.dispose(), m.disposed); return x; } });
+          const result = await m[call](xs);
+          out[call + ' ' + getter] = { result: Array.from(result.toArray()), seen };
+        }
+      }
+      console.log(JSON.stringify(out));
+      `,
+    );
+    const run = spawnSync(process.execPath, [child], { encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+    expect(run.signal, `the child ${run.signal === 'SIGKILL' ? 'hung' : 'crashed'}: ${run.stderr.slice(-2000)}`).toBeNull();
+    expect(run.status, run.stderr.slice(-2000)).toBe(0);
+    const trained = py<boolean>(PY_PRELUDE + 'print(json.dumps(torch.jit.load(sys.argv[1]).training))', model);
+    expect(JSON.parse(run.stdout.trim().split('\n').pop()!)).toEqual({
+      'forward uses': { result: [2, 4], seen: trained },
+      'forward disposes': { result: [2, 4], seen: true },
+      'forwardAsync uses': { result: [2, 4], seen: trained },
+      'forwardAsync disposes': { result: [2, 4], seen: true },
+    });
+  });
+
   it('toggles training mode, moves, clones and disposes', async () => {
     const enc = b.ScriptModule.load(encTuple);
     enc.train(true);
@@ -647,6 +719,46 @@ describe('AdamW', () => {
     const garbage = path.join(dir, 'garbage-state.pt');
     writeFileSync(garbage, 'garbage');
     await expectFailure(() => optB.load(garbage), /garbage-state\.pt/);
+  });
+
+  it('setGradScaler with options whose getter uses or disposes the optimizer: set, or a clear Error, in a child process', () => {
+    // Before the fix, the options were read holding the optimizer's lock: a getter that read
+    // gradScaler() took the lock again on the same thread and the process hung for good; one that
+    // disposed the optimizer freed it under the lock.
+    const child = path.join(dir, 'scaler-getter.mjs');
+    writeFileSync(
+      child,
+      `
+      import { loadAddon } from ${JSON.stringify(path.join(repoRoot, 'scripts', 'native-binary.mjs'))};
+      const b = loadAddon(${JSON.stringify(repoRoot)}).binding;
+      const make = () => {
+        const p = b.Tensor.fromArray(new Float32Array([1, 2]), [2]);
+        p.setRequiresGrad(true);
+        return new b.AdamW([{ params: [p], lr: 0.1 }]);
+      };
+      const uses = make();
+      uses.setGradScaler({ get scale() { return uses.gradScaler().scale * 2; } });
+      const disposes = make();
+      let error = null;
+      try {
+        disposes.setGradScaler({ get growthTracker() { disposes.dispose(); return 3; } });
+      } catch (e) {
+        error = e.message;
+      }
+      console.log(JSON.stringify({ scale: uses.gradScaler().scale, error }));
+      `,
+    );
+    const run = spawnSync(process.execPath, [child], { encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+    expect(run.signal, `the child ${run.signal === 'SIGKILL' ? 'hung' : 'crashed'}: ${run.stderr.slice(-2000)}`).toBeNull();
+    expect(run.status, run.stderr.slice(-2000)).toBe(0);
+    // torch.amp.GradScaler's initial scale, doubled by the getter.
+    const initial = py<number>(
+      PY_PRELUDE + "import inspect\nprint(json.dumps(inspect.signature(torch.cuda.amp.GradScaler).parameters['init_scale'].default))",
+    );
+    expect(JSON.parse(run.stdout.trim().split('\n').pop()!)).toEqual({
+      scale: initial * 2,
+      error: 'AdamW has been disposed',
+    });
   });
 
   it('validates its groups', async () => {
@@ -955,6 +1067,70 @@ describe('garbage in, errors out', () => {
     expect(b.randperm(5, 0)).toHaveLength(5);
     expect(values(t)).toEqual([1, 2, 3, 4]);
   });
+});
+
+// Each worker_threads Worker loads the addon into its own environment (addon/addon_data.h).
+// Before the fix, a Worker terminated, or calling process.exit(), while its batches were queued
+// aborted the whole process ("terminate called after throwing an instance of 'Napi::Error'"):
+// the worker thread settled their promises during its teardown, when no JS can run, and the
+// failure escaped into Node-API.
+describe('worker_threads', () => {
+  it.each(['terminate', 'exit'])(
+    'a Worker with batches pending at its %s ends alone; its results before and the main thread after equal the main thread before',
+    (end) => {
+      const common = `
+        import { loadAddon } from ${JSON.stringify(path.join(repoRoot, 'scripts', 'native-binary.mjs'))};
+        const b = loadAddon(${JSON.stringify(repoRoot)}).binding;
+        const ROWS = 256, T = 6;
+        const ids = new Int32Array(ROWS * T).map((_, i) => (i % T === 0 ? 2 : 5 + ((i * 7) % 90)));
+        const data = { inputIds: ids, attentionMask: new Int32Array(ROWS * T).fill(1), batchSize: ROWS, seqLen: T, labels: new Int32Array(ROWS).map((_, r) => r % 2) };
+        const classifier = () => b.buildClassifier(b.ScriptModule.load(${JSON.stringify(encTuple)}), { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 5 }).module;
+      `;
+      const workerFile = path.join(dir, `worker-${end}.mjs`);
+      writeFileSync(
+        workerFile,
+        `${common}
+        import { parentPort } from 'node:worker_threads';
+        const model = classifier();
+        parentPort.postMessage({ loss: (await b.evalStep(model, data)).loss });
+        // Enough batches that some are still queued when the worker ends, whatever the timing.
+        for (let i = 0; i < 8; i++) b.evalStep(model, data);
+        ${end === 'exit' ? 'process.exit(0);' : "parentPort.postMessage('queued');"}
+      `,
+      );
+      const mainFile = path.join(dir, `main-${end}.mjs`);
+      writeFileSync(
+        mainFile,
+        `${common}
+        import { Worker } from 'node:worker_threads';
+        const model = classifier();
+        const before = (await b.evalStep(model, data)).loss;
+        const worker = new Worker(${JSON.stringify(workerFile)});
+        let workerLoss = null;
+        worker.on('message', (m) => {
+          if (m === 'queued') worker.terminate();
+          else workerLoss = m.loss;
+        });
+        const exitCode = await new Promise((resolve) => worker.on('exit', resolve));
+        const after = (await b.evalStep(model, data)).loss;
+        console.log(JSON.stringify({ before, workerLoss, after, exitCode }));
+      `,
+      );
+      const child = spawnSync(process.execPath, [mainFile], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
+      expect(child.signal, child.stderr.slice(-2000)).toBeNull();
+      expect(child.status, child.stderr.slice(-2000)).toBe(0);
+      const out = JSON.parse(child.stdout.trim().split('\n').pop()!) as {
+        before: number;
+        workerLoss: number;
+        after: number;
+        exitCode: number;
+      };
+      expect(out.exitCode).toBe(end === 'exit' ? 0 : 1);
+      expect(out.before).toBeGreaterThan(0);
+      expect(out.workerLoss).toBe(out.before);
+      expect(out.after).toBe(out.before);
+    },
+  );
 });
 
 describe('scripts/find-libtorch.mjs', () => {

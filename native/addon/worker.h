@@ -56,7 +56,14 @@ class PromiseWorker : public Napi::AsyncWorker {
   }
 
   void OnOK() final {
-    Napi::Env env = Env();
+    WhileJsCanRun([&] { Settle(Env()); });
+  }
+
+  void OnError(const Napi::Error& e) final {
+    WhileJsCanRun([&] { deferred_.Reject(e.Value()); });
+  }
+
+  void Settle(Napi::Env env) {
     if (failed_) {
       deferred_.Reject(MakeError(env, error_).Value());
       return;
@@ -70,7 +77,17 @@ class PromiseWorker : public Napi::AsyncWorker {
     }
   }
 
-  void OnError(const Napi::Error& e) final { deferred_.Reject(e.Value()); }
+  // Node-API fails every call that needs JS (making the result, settling the promise) only once
+  // the environment is being torn down: a worker_threads Worker terminated or exiting runs the
+  // completions of its pending work then. No JS can see that promise any more, and a C++
+  // exception escaping into Node-API there aborts the whole process, so the failure is dropped.
+  template <typename F>
+  static void WhileJsCanRun(F&& settle) {
+    try {
+      settle();
+    } catch (const Napi::Error&) {
+    }
+  }
 
   Napi::Promise::Deferred deferred_;
   bool failed_ = false;

@@ -70,16 +70,18 @@ torch::jit::Method FindMethod(const torch::jit::Module& module, const std::strin
   throw std::runtime_error("module has no method '" + name + "' (methods: " + (names.empty() ? "none" : names) + ")");
 }
 
-// Converts JS arguments info[first..] to the method's declared input types.
-std::vector<c10::IValue> MethodInputs(const torch::jit::Method& method, const Napi::CallbackInfo& info, size_t first) {
-  const auto& arguments = method.function().getSchema().arguments();
+// Converts JS arguments info[first..] to the declared input types of the method `schema`
+// describes. Reading an array or object input runs its getters (JS), so call it without the
+// module's lock (see MethodSchemaOf).
+std::vector<c10::IValue> MethodInputs(const c10::FunctionSchema& schema, const Napi::CallbackInfo& info, size_t first) {
+  const auto& arguments = schema.arguments();
   const size_t declared = arguments.empty() ? 0 : arguments.size() - 1;  // minus self
   const size_t given = info.Length() > first ? info.Length() - first : 0;
   size_t required = declared;
   while (required > 0 && arguments[required].default_value().has_value()) --required;
   if (given > declared || given < required) {
     std::ostringstream os;
-    os << method.name() << "() takes ";
+    os << schema.name() << "() takes ";
     if (required == declared)
       os << declared;
     else
@@ -92,9 +94,17 @@ std::vector<c10::IValue> MethodInputs(const torch::jit::Method& method, const Na
   for (size_t i = 0; i < given; ++i) {
     const auto& argument = arguments[i + 1];
     inputs.push_back(
-        JsToIValue(info[first + i], argument.type(), method.name() + "(): input '" + argument.name() + "'"));
+        JsToIValue(info[first + i], argument.type(), schema.name() + "(): input '" + argument.name() + "'"));
   }
   return inputs;
+}
+
+// The schema of the module's method `name`, a copy read under the lock, so that the inputs can
+// be read from JS without it: a getter of an input array may use the module (its lock, taken
+// again on this thread, would never be released) or dispose it.
+c10::FunctionSchema MethodSchemaOf(const ModuleState& state, const std::string& name) {
+  std::lock_guard<std::mutex> lock(*state.mutex);
+  return FindMethod(state.module, name).function().getSchema();
 }
 
 class ForwardWorker : public PromiseWorker {
@@ -291,13 +301,13 @@ Napi::Value ScriptModule::ForwardArity(const Napi::CallbackInfo& info) {
 
 Napi::Value ScriptModule::Call(const Napi::CallbackInfo& info, const std::string& name, size_t firstInput) {
   Napi::Env env = info.Env();
-  const auto& state = Checked(env);
+  // A copy: a getter run by MethodInputs may dispose this handle, whose state the call keeps.
+  const ModuleStatePtr state = Checked(env);
+  std::vector<c10::IValue> inputs = MethodInputs(MethodSchemaOf(*state, name), info, firstInput);
   c10::IValue result;
   {
     std::lock_guard<std::mutex> lock(*state->mutex);
-    torch::jit::Method method = FindMethod(state->module, name);
-    std::vector<c10::IValue> inputs = MethodInputs(method, info, firstInput);
-    result = CallMethod(*state, method, std::move(inputs), LoraMode::kForward);
+    result = CallMethod(*state, FindMethod(state->module, name), std::move(inputs), LoraMode::kForward);
   }
   return IValueToJs(env, result);
 }
@@ -316,14 +326,14 @@ Napi::Value ScriptModule::RunMethod(const Napi::CallbackInfo& info) {
 Napi::Value ScriptModule::ForwardAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardAsync(env, [&]() -> Napi::Value {
-    const auto& state = Checked(env);
-    std::vector<c10::IValue> inputs;
-    {
-      // Converting needs the schema; the tensors themselves are reference-counted handles
-      // that stay valid on the worker thread.
-      std::lock_guard<std::mutex> lock(*state->mutex);
-      inputs = MethodInputs(FindMethod(state->module, "forward"), info, 0);
-    }
+    // A copy: a getter run by MethodInputs may dispose this handle, whose state the work keeps.
+    const ModuleStatePtr state = Checked(env);
+    std::vector<c10::IValue> inputs = MethodInputs(MethodSchemaOf(*state, "forward"), info, 0);
+    // Copies of the tensors as they are now, as the batch calls copy their batch: the caller
+    // may write into an input (copyFrom, reusing it for the next batch) before the worker's
+    // turn comes. clone() keeps autograd's link to the caller's tensors, and deepcopy keeps
+    // one copy of a tensor passed twice.
+    for (c10::IValue& input : inputs) input = input.deepcopy();
     return PromiseWorker::Start(new ForwardWorker(env, state, "forward", std::move(inputs)));
   });
 }

@@ -77,31 +77,41 @@ Napi::Object GradScaler::ToJs(Napi::Env env) const {
   return out;
 }
 
-void GradScaler::Configure(const Napi::Object& options, const std::string& what) {
+GradScalerSettings ReadGradScalerSettings(const Napi::Object& options, const std::string& what) {
   Napi::Env env = options.Env();
-  GradScaler next = *this;
+  GradScalerSettings settings;
   Napi::Value v = options.Get("scale");
   if (!IsMissing(v)) {
-    next.scale = ReadNumber(v, what + ".scale");
-    if (!(next.scale > 0) || !std::isfinite(static_cast<float>(next.scale))) {
+    settings.scale = ReadNumber(v, what + ".scale");
+    if (!(*settings.scale > 0) || !std::isfinite(static_cast<float>(*settings.scale))) {
       ThrowError(env, what + ".scale must be > 0 and within float32 range");
     }
   }
   v = options.Get("growthFactor");
   if (!IsMissing(v)) {
-    next.growthFactor = ReadNumber(v, what + ".growthFactor");
-    if (next.growthFactor <= 1) ThrowError(env, what + ".growthFactor must be > 1");
+    settings.growthFactor = ReadNumber(v, what + ".growthFactor");
+    if (*settings.growthFactor <= 1) ThrowError(env, what + ".growthFactor must be > 1");
   }
   v = options.Get("backoffFactor");
   if (!IsMissing(v)) {
-    next.backoffFactor = ReadNumber(v, what + ".backoffFactor");
-    if (next.backoffFactor <= 0 || next.backoffFactor >= 1) ThrowError(env, what + ".backoffFactor must be in (0, 1)");
+    settings.backoffFactor = ReadNumber(v, what + ".backoffFactor");
+    if (*settings.backoffFactor <= 0 || *settings.backoffFactor >= 1) {
+      ThrowError(env, what + ".backoffFactor must be in (0, 1)");
+    }
   }
   v = options.Get("growthInterval");
-  if (!IsMissing(v)) next.growthInterval = ReadInteger(v, what + ".growthInterval", 1, int64_t{1} << 40);
+  if (!IsMissing(v)) settings.growthInterval = ReadInteger(v, what + ".growthInterval", 1, int64_t{1} << 40);
   v = options.Get("growthTracker");
-  if (!IsMissing(v)) next.growthTracker = ReadInteger(v, what + ".growthTracker", 0, int64_t{1} << 40);
-  *this = next;
+  if (!IsMissing(v)) settings.growthTracker = ReadInteger(v, what + ".growthTracker", 0, int64_t{1} << 40);
+  return settings;
+}
+
+void GradScaler::Configure(const GradScalerSettings& settings) {
+  scale = settings.scale.value_or(scale);
+  growthFactor = settings.growthFactor.value_or(growthFactor);
+  backoffFactor = settings.backoffFactor.value_or(backoffFactor);
+  growthInterval = settings.growthInterval.value_or(growthInterval);
+  growthTracker = settings.growthTracker.value_or(growthTracker);
 }
 
 }  // namespace torch_bert

@@ -12,10 +12,24 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace torch_bert {
+
+// The fields AdamW.setGradScaler's `options` give (scale, growthFactor, backoffFactor,
+// growthInterval, growthTracker), validated; absent ones stay unset. Main thread, before the
+// optimizer's lock is taken: reading runs the options' getters, JS that may use the optimizer
+// (its lock, taken again on this thread, would never be released) or dispose it.
+struct GradScalerSettings {
+  std::optional<double> scale;
+  std::optional<double> growthFactor;
+  std::optional<double> backoffFactor;
+  std::optional<int64_t> growthInterval;
+  std::optional<int64_t> growthTracker;
+};
+GradScalerSettings ReadGradScalerSettings(const Napi::Object& options, const std::string& what);
 
 struct GradScaler {
   // torch.amp.GradScaler's defaults.
@@ -38,9 +52,8 @@ struct GradScaler {
   void Load(torch::serialize::InputArchive& archive);
 
   Napi::Object ToJs(Napi::Env env) const;
-  // Sets the fields present in `options` (scale, growthFactor, backoffFactor, growthInterval,
-  // growthTracker), validated. Main thread.
-  void Configure(const Napi::Object& options, const std::string& what);
+  // Sets the fields given (ReadGradScalerSettings).
+  void Configure(const GradScalerSettings& settings);
 };
 
 }  // namespace torch_bert

@@ -234,9 +234,11 @@ Napi::Value AdamW::SetGradScaler(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     Napi::Object options = ReadObject(info[0], "AdamW.setGradScaler: options");
+    // Read before the lock (grad_scaler.h says why); then this optimizer may be disposed.
+    GradScalerSettings settings = ReadGradScalerSettings(options, "AdamW.setGradScaler: options");
     const auto& state = Checked(env);
     std::lock_guard<std::mutex> lock(state->mutex);
-    state->scaler.Configure(options, "AdamW.setGradScaler: options");
+    state->scaler.Configure(settings);
     return env.Undefined();
   });
 }
