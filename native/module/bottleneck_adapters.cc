@@ -90,6 +90,74 @@ std::optional<Placement> PlacementOf(const std::string& path) {
   return std::nullopt;
 }
 
+// The adapter width for a sub-layer `hidden` wide: the spec's size, or hidden / reductionFactor
+// rounded down (AdapterHub's), which must leave at least one.
+int64_t BottleneckSizeFor(Napi::Env env, const std::string& fn, const BottleneckSpec& spec, const std::string& path,
+                          int64_t hidden) {
+  int64_t size = spec.size ? *spec.size : static_cast<int64_t>(std::floor(hidden / *spec.reductionFactor));
+  if (size < 1) {
+    ThrowError(env, fn + ": reduction factor " + std::to_string(*spec.reductionFactor) + " leaves no bottleneck for '" +
+                        path + "' (hidden size " + std::to_string(hidden) + ")");
+  }
+  return size;
+}
+
+// The adapter of the sub-layer `path` after its projection `dense` (weight `w`), `size` wide,
+// its tensors requiring grad: down.weight drawn from `generator`, the rest zero (see
+// AddAdapters).
+BottleneckModule NewAdapter(const std::string& path, const std::string& projection, const torch::jit::Module& dense,
+                            const torch::Tensor& w, int64_t size, at::Generator& generator) {
+  const int64_t hidden = w.size(0);
+  auto options = torch::TensorOptions().dtype(w.scalar_type()).device(w.device());
+  torch::Tensor downWeight;
+  {
+    torch::NoGradGuard noGrad;
+    downWeight = torch::empty({size, hidden}, torch::kFloat);
+    downWeight.normal_(0.0, 0.02, generator);
+    downWeight = downWeight.to(w.device(), w.scalar_type());
+  }
+  BottleneckModule m{path,
+                     projection,
+                     dense,
+                     downWeight,
+                     torch::zeros({size}, options),
+                     torch::zeros({hidden, size}, options),
+                     torch::zeros({hidden}, options)};
+  for (torch::Tensor t : BottleneckTensors(m)) t.set_requires_grad(true);
+  return m;
+}
+
+// An adapter for every sub-layer of `module` the spec's config adapts, added to `adapters`
+// (whose size it sets). Returns whether `module` has any sub-layer, adapted or not (for the
+// message when none is adapted).
+bool AddAdapters(Napi::Env env, const std::string& fn, const BottleneckSpec& spec, const torch::jit::Module& module,
+                 BottleneckState& adapters) {
+  // down.weight drawn as AdapterHub's "bert" init, N(0, 0.02), from a private generator (the
+  // global RNG is left alone), sub-layer after sub-layer in path order; up and the biases are
+  // zero, so that the adapted model starts as the encoder's own function.
+  at::Generator generator = at::detail::createCPUGenerator(spec.seed);
+  bool anySubLayer = false;
+  for (const auto& named : module.named_modules()) {
+    std::optional<Placement> placement = PlacementOf(named.name);
+    if (!placement) continue;
+    std::optional<std::pair<torch::jit::Module, torch::Tensor>> dense =
+        OutputProjection(named.value, placement->projection);
+    if (!dense) continue;
+    anySubLayer = true;
+    if (spec.config == "pfeiffer" && placement->position == "attention") continue;
+    const torch::Tensor& w = dense->second;
+    const int64_t hidden = w.size(0);
+    const int64_t size = BottleneckSizeFor(env, fn, spec, named.name, hidden);
+    if (adapters.size != 0 && adapters.size != size) {
+      ThrowError(env, fn + ": sub-layers of different widths need one bottleneck size; '" + named.name + "' has " +
+                          std::to_string(hidden));
+    }
+    adapters.size = size;
+    adapters.modules.push_back(NewAdapter(named.name, placement->projection, dense->first, w, size, generator));
+  }
+  return anySubLayer;
+}
+
 }  // namespace
 
 // ---- applyAdapters -------------------------------------------------------------------------
@@ -110,56 +178,13 @@ Napi::Value ApplyAdapters(const Napi::CallbackInfo& info) {
     if (model->bottleneck) ThrowError(env, fn + ": the model already has bottleneck adapters");
     if (model->lora) ThrowError(env, fn + ": the model has LoRA adapters; merge() them first");
 
-    // down.weight drawn as AdapterHub's "bert" init, N(0, 0.02), from a private generator (the
-    // global RNG is left alone), sub-layer after sub-layer in path order; up and the biases are
-    // zero, so that the adapted model starts as the encoder's own function.
-    at::Generator generator = at::detail::createCPUGenerator(spec.seed);
-    std::vector<std::string> outputs;
-    for (const auto& named : model->module.named_modules()) {
-      std::optional<Placement> placement = PlacementOf(named.name);
-      if (!placement) continue;
-      std::optional<std::pair<torch::jit::Module, torch::Tensor>> dense =
-          OutputProjection(named.value, placement->projection);
-      if (!dense) continue;
-      outputs.push_back(named.name);
-      if (spec.config == "pfeiffer" && placement->position == "attention") continue;
-      const torch::Tensor& w = dense->second;
-      const int64_t hidden = w.size(0);
-      int64_t size = spec.size ? *spec.size : static_cast<int64_t>(std::floor(hidden / *spec.reductionFactor));
-      if (size < 1) {
-        ThrowError(env, fn + ": reduction factor " + std::to_string(*spec.reductionFactor) +
-                            " leaves no bottleneck for '" + named.name + "' (hidden size " + std::to_string(hidden) +
-                            ")");
-      }
-      if (adapters->size != 0 && adapters->size != size) {
-        ThrowError(env, fn + ": sub-layers of different widths need one bottleneck size; '" + named.name + "' has " +
-                            std::to_string(hidden));
-      }
-      adapters->size = size;
-      auto options = torch::TensorOptions().dtype(w.scalar_type()).device(w.device());
-      torch::Tensor downWeight;
-      {
-        torch::NoGradGuard noGrad;
-        downWeight = torch::empty({size, hidden}, torch::kFloat);
-        downWeight.normal_(0.0, 0.02, generator);
-        downWeight = downWeight.to(w.device(), w.scalar_type());
-      }
-      BottleneckModule m{named.name,
-                         placement->projection,
-                         dense->first,
-                         downWeight,
-                         torch::zeros({size}, options),
-                         torch::zeros({hidden, size}, options),
-                         torch::zeros({hidden}, options)};
-      for (torch::Tensor t : BottleneckTensors(m)) t.set_requires_grad(true);
-      adapters->modules.push_back(std::move(m));
-    }
+    const bool anySubLayer = AddAdapters(env, fn, spec, model->module, *adapters);
     if (adapters->modules.empty()) {
       std::string message = fn +
                             ": no sub-layer '<layer>.attention.output' or '<layer>.output' with an output projection "
                             "'dense' (a linear layer), as Hugging Face names BERT's and RoBERTa's, nor "
                             "'<layer>.attention' or '<layer>.ffn' with 'out_lin' or 'lin2' (DistilBERT's), was found";
-      if (!outputs.empty()) message += " for config '" + spec.config + "'";
+      if (anySubLayer) message += " for config '" + spec.config + "'";
       ThrowError(env, message);
     }
     model->bottleneck = adapters;

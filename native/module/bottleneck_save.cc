@@ -83,6 +83,127 @@ void InputsToAttributes(torch::jit::Graph& graph, size_t methodInputs, const std
   graph.lint();
 }
 
+// The adapters' module classes, one for the linears and one for the adapter, shared by all of
+// them: a sub-layer class shared by several layers takes one attribute type.
+struct AdapterTypes {
+  c10::ClassTypePtr linear;
+  c10::ClassTypePtr adapter;
+};
+
+AdapterTypes NewAdapterTypes(const std::shared_ptr<torch::jit::CompilationUnit>& cu) {
+  c10::ClassTypePtr linearType = ModuleType(cu, "AdapterLinear");
+  linearType->addAttribute("weight", c10::TensorType::get(), /*is_parameter=*/true);
+  linearType->addAttribute("bias", c10::TensorType::get(), /*is_parameter=*/true);
+  c10::ClassTypePtr adapterType = ModuleType(cu, "BottleneckAdapter");
+  adapterType->addAttribute("down", linearType);
+  adapterType->addAttribute("up", linearType);
+  return AdapterTypes{linearType, adapterType};
+}
+
+// The adapter module of `m` (`down` and `up`, holding copies of its tensors), in the training
+// mode of the sub-layer it goes into.
+torch::jit::Module NewAdapter(const std::shared_ptr<torch::jit::CompilationUnit>& cu, const AdapterTypes& types,
+                              const BottleneckModule& m, bool training) {
+  auto linear = [&](const torch::Tensor& weight, const torch::Tensor& bias) {
+    torch::jit::Module out = NewModule(cu, types.linear, training);
+    out.setattr("weight", weight.detach().clone());
+    out.setattr("bias", bias.detach().clone());
+    return out;
+  };
+  torch::jit::Module adapter = NewModule(cu, types.adapter, training);
+  adapter.setattr("down", linear(m.downWeight, m.downBias)._ivalue());
+  adapter.setattr("up", linear(m.upWeight, m.upBias)._ivalue());
+  return adapter;
+}
+
+// Stage 1: every adapter registered as the `adapter` submodule of its sub-layer in `copy`.
+void AttachAdapters(const torch::jit::Module& copy, const BottleneckState& adapters) {
+  std::shared_ptr<torch::jit::CompilationUnit> cu = copy._ivalue()->compilation_unit();
+  const AdapterTypes types = NewAdapterTypes(cu);
+  for (const BottleneckModule& m : adapters.modules) {
+    torch::jit::Module sublayer = Submodule(copy, m.path);
+    torch::jit::Module adapter = NewAdapter(cu, types, m, sublayer.is_training());
+    // (A sub-layer class shared by several layers has it from the first of them.)
+    if (sublayer.type()->hasAttribute("adapter") && sublayer.type()->getAttribute("adapter") != types.adapter) {
+      throw std::runtime_error("cannot save the adapters: module '" + m.path + "' already has an attribute 'adapter'");
+    }
+    sublayer.register_module("adapter", adapter);
+  }
+}
+
+// The adapted sub-layers inside the module at `prefix` ("" for the root, else ending in '.'),
+// in RewriteForBottleneck's terms: their output projections, the projections' paths from the
+// root, and the sub-layers' paths from that module.
+struct AdaptersWithin {
+  std::vector<torch::jit::Module> dense;
+  std::vector<std::string> paths;
+  std::vector<std::string> relative;
+};
+
+AdaptersWithin AdaptersUnder(const torch::jit::Module& copy, const BottleneckState& adapters,
+                             const std::string& prefix) {
+  AdaptersWithin out;
+  for (const BottleneckModule& m : adapters.modules) {
+    if (m.path.compare(0, prefix.size(), prefix) != 0) continue;
+    out.dense.push_back(Submodule(copy, m.path + "." + m.projection));
+    out.paths.push_back(m.path + "." + m.projection);
+    out.relative.push_back(m.path.substr(prefix.size()));
+  }
+  return out;
+}
+
+// The rewritten methods of `module` (the root when `isRoot`) that reach one of `within`'s
+// adapters, their adapter inputs turned into reads of the attached adapters, added to `out`.
+void RewriteMethods(const torch::jit::Module& module, bool isRoot, const AdaptersWithin& within,
+                    const std::string& activation, std::vector<Replacement>& out) {
+  for (const torch::jit::Method& method : module.get_methods()) {
+    BottleneckRewrite rewrite;
+    try {
+      rewrite = RewriteForBottleneck(module, method, within.dense, within.paths, activation);
+    } catch (const std::runtime_error&) {
+      // The model's own methods run with the adapters (CallWithBottleneck has rewritten them
+      // already); a submodule's method that cannot be followed keeps its graph.
+      if (isRoot) throw;
+      continue;
+    }
+    if (rewrite.applied.empty()) continue;
+    std::vector<std::string> applied;
+    for (size_t i : rewrite.applied) applied.push_back(within.relative[i]);
+    const size_t methodInputs = method.function().getSchema().arguments().size();
+    InputsToAttributes(*rewrite.graph, methodInputs, applied);
+    out.push_back(
+        Replacement{module, method.name(), method.function().qualname(), method.function().getSchema(), rewrite.graph});
+  }
+}
+
+// Stage 2: every method that reaches an adapter, of the copy and of its submodules (so that
+// `m.encoder(...)` in Python runs the adapters too), once per class.
+std::vector<Replacement> RewrittenMethods(const torch::jit::Module& copy, const BottleneckState& adapters) {
+  std::vector<Replacement> replacements;
+  std::unordered_set<const c10::ClassType*> seen;
+  for (const auto& named : copy.named_modules()) {
+    if (!seen.insert(named.value.type().get()).second) continue;
+    const std::string prefix = named.name.empty() ? "" : named.name + ".";
+    const AdaptersWithin within = AdaptersUnder(copy, adapters, prefix);
+    if (within.dense.empty()) continue;
+    RewriteMethods(named.value, named.name.empty(), within, adapters.activation, replacements);
+  }
+  return replacements;
+}
+
+// Stage 3: `r`'s graph in place of the method it rewrites.
+void Install(const Replacement& r) {
+  // In the compilation unit of the method's class: the encoder's is not the classifier's.
+  const c10::ClassTypePtr type = r.module.type();
+  std::shared_ptr<torch::jit::CompilationUnit> unit = type->compilation_unit();
+  const c10::QualifiedName qualified = r.qualified;
+  type->unsafeRemoveMethod(r.name);
+  unit->unsafeRemoveMethod(qualified);
+  torch::jit::Function* function = unit->create_function(qualified, r.graph);
+  torch::jit::toGraphFunction(*function).setSchema(r.schema);
+  type->addMethod(function);
+}
+
 }  // namespace
 
 torch::jit::Module ModuleWithBottleneck(const ModuleState& state) {
@@ -90,82 +211,10 @@ torch::jit::Module ModuleWithBottleneck(const ModuleState& state) {
   const BottleneckState& adapters = *state.bottleneck;
   torch::NoGradGuard noGrad;
   torch::jit::Module copy = state.module.clone();
-  std::shared_ptr<torch::jit::CompilationUnit> cu = copy._ivalue()->compilation_unit();
-
-  // One class for the adapters' linears and one for the adapter, shared by all of them: a
-  // sub-layer class shared by several layers takes one attribute type.
-  c10::ClassTypePtr linearType = ModuleType(cu, "AdapterLinear");
-  linearType->addAttribute("weight", c10::TensorType::get(), /*is_parameter=*/true);
-  linearType->addAttribute("bias", c10::TensorType::get(), /*is_parameter=*/true);
-  c10::ClassTypePtr adapterType = ModuleType(cu, "BottleneckAdapter");
-  adapterType->addAttribute("down", linearType);
-  adapterType->addAttribute("up", linearType);
-  for (const BottleneckModule& m : adapters.modules) {
-    torch::jit::Module sublayer = Submodule(copy, m.path);
-    const bool training = sublayer.is_training();
-    auto linear = [&](const torch::Tensor& weight, const torch::Tensor& bias) {
-      torch::jit::Module out = NewModule(cu, linearType, training);
-      out.setattr("weight", weight.detach().clone());
-      out.setattr("bias", bias.detach().clone());
-      return out;
-    };
-    torch::jit::Module adapter = NewModule(cu, adapterType, training);
-    adapter.setattr("down", linear(m.downWeight, m.downBias)._ivalue());
-    adapter.setattr("up", linear(m.upWeight, m.upBias)._ivalue());
-    // (A sub-layer class shared by several layers has it from the first of them.)
-    if (sublayer.type()->hasAttribute("adapter") && sublayer.type()->getAttribute("adapter") != adapterType) {
-      throw std::runtime_error("cannot save the adapters: module '" + m.path + "' already has an attribute 'adapter'");
-    }
-    sublayer.register_module("adapter", adapter);
-  }
-
-  // Every method that reaches an adapter, of the copy and of its submodules (so that
-  // `m.encoder(...)` in Python runs the adapters too), once per class.
-  std::vector<Replacement> replacements;
-  std::unordered_set<const c10::ClassType*> seen;
-  for (const auto& named : copy.named_modules()) {
-    if (!seen.insert(named.value.type().get()).second) continue;
-    const std::string prefix = named.name.empty() ? "" : named.name + ".";
-    std::vector<torch::jit::Module> dense;
-    std::vector<std::string> paths;
-    std::vector<std::string> relative;
-    for (const BottleneckModule& m : adapters.modules) {
-      if (m.path.compare(0, prefix.size(), prefix) != 0) continue;
-      dense.push_back(Submodule(copy, m.path + "." + m.projection));
-      paths.push_back(m.path + "." + m.projection);
-      relative.push_back(m.path.substr(prefix.size()));
-    }
-    if (dense.empty()) continue;
-    for (const torch::jit::Method& method : named.value.get_methods()) {
-      BottleneckRewrite rewrite;
-      try {
-        rewrite = RewriteForBottleneck(named.value, method, dense, paths, adapters.activation);
-      } catch (const std::runtime_error&) {
-        // The model's own methods run with the adapters (CallWithBottleneck has rewritten them
-        // already); a submodule's method that cannot be followed keeps its graph.
-        if (named.name.empty()) throw;
-        continue;
-      }
-      if (rewrite.applied.empty()) continue;
-      std::vector<std::string> applied;
-      for (size_t i : rewrite.applied) applied.push_back(relative[i]);
-      const size_t methodInputs = method.function().getSchema().arguments().size();
-      InputsToAttributes(*rewrite.graph, methodInputs, applied);
-      replacements.push_back(Replacement{named.value, method.name(), method.function().qualname(),
-                                         method.function().getSchema(), rewrite.graph});
-    }
-  }
-  for (Replacement& r : replacements) {
-    // In the compilation unit of the method's class: the encoder's is not the classifier's.
-    const c10::ClassTypePtr type = r.module.type();
-    std::shared_ptr<torch::jit::CompilationUnit> unit = type->compilation_unit();
-    const c10::QualifiedName qualified = r.qualified;
-    type->unsafeRemoveMethod(r.name);
-    unit->unsafeRemoveMethod(qualified);
-    torch::jit::Function* function = unit->create_function(qualified, r.graph);
-    torch::jit::toGraphFunction(*function).setSchema(r.schema);
-    type->addMethod(function);
-  }
+  AttachAdapters(copy, adapters);
+  // All rewritten before any is installed (see Replacement).
+  const std::vector<Replacement> replacements = RewrittenMethods(copy, adapters);
+  for (const Replacement& r : replacements) Install(r);
   return copy;
 }
 

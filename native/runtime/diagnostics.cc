@@ -141,55 +141,78 @@ bool LibtorchHasCuda() {
   }
 }
 
+// Throws unless the libtorch loaded sees CUDA device `index`, saying which of the two it lacks:
+// CUDA, or that device.
+void CheckLibtorchDevice(Napi::Env env, const std::string& fn, int64_t index) {
+  if (!LibtorchHasCuda()) {
+    ThrowError(env, fn + ": the libtorch loaded (" + std::string(TORCH_VERSION) +
+                        ") is a CPU-only build; CUDA devices need a CUDA build of libtorch");
+  }
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (index >= count) {
+    ThrowError(env, fn + ": no CUDA device " + std::to_string(index) + " (libtorch sees " + std::to_string(count) +
+                        " device" + (count == 1 ? "" : "s") + ")");
+  }
+}
+
+// What the driver says of one device.
+struct DeviceProperties {
+  std::string name;
+  size_t memory = 0;
+  int major = 0, minor = 0, processors = 0;
+  int driverVersion = 0;  // 0 where the driver has no cuDriverGetVersion
+};
+
+// Device `index`'s properties from the driver; throws naming the driver call that failed.
+DeviceProperties QueryDevice(Napi::Env env, const std::string& fn, int64_t index) {
+  const Driver& driver = CudaDriver();
+  if (!driver.error.empty()) ThrowError(env, fn + ": " + driver.error);
+  CUdevice device = 0;
+  auto check = [&](CUresult r, const char* what) {
+    if (r != 0)
+      ThrowError(env, fn + "(" + std::to_string(index) + "): " + what + " failed (CUDA driver error " +
+                          std::to_string(r) + ")");
+  };
+  check(driver.deviceGet(&device, static_cast<int>(index)), "cuDeviceGet");
+  DeviceProperties out;
+  char name[256] = {0};
+  check(driver.deviceGetName(name, sizeof(name) - 1, device), "cuDeviceGetName");
+  out.name = name;
+  check(driver.deviceTotalMem(&out.memory, device), "cuDeviceTotalMem");
+  check(driver.deviceGetAttribute(&out.major, kAttributeComputeMajor, device), "cuDeviceGetAttribute");
+  check(driver.deviceGetAttribute(&out.minor, kAttributeComputeMinor, device), "cuDeviceGetAttribute");
+  check(driver.deviceGetAttribute(&out.processors, kAttributeMultiprocessorCount, device), "cuDeviceGetAttribute");
+  if (driver.driverGetVersion) driver.driverGetVersion(&out.driverVersion);
+  return out;
+}
+
+// `props` of device `index` as the object cudaDeviceProperties returns.
+Napi::Object PropertiesObject(Napi::Env env, int64_t index, const DeviceProperties& props) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("index", Napi::Number::New(env, static_cast<double>(index)));
+  out.Set("name", props.name);
+  out.Set("totalMemory", Napi::Number::New(env, static_cast<double>(props.memory)));
+  out.Set("computeCapability", std::to_string(props.major) + "." + std::to_string(props.minor));
+  out.Set("major", Napi::Number::New(env, props.major));
+  out.Set("minor", Napi::Number::New(env, props.minor));
+  out.Set("multiProcessorCount", Napi::Number::New(env, props.processors));
+  // e.g. 12040 -> "12.4": the newest CUDA the driver supports.
+  if (props.driverVersion > 0) {
+    out.Set("driverCuda",
+            std::to_string(props.driverVersion / 1000) + "." + std::to_string((props.driverVersion % 1000) / 10));
+  } else {
+    out.Set("driverCuda", env.Null());
+  }
+  return out;
+}
+
 Napi::Value CudaDeviceProperties(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const std::string fn = "cudaDeviceProperties";
     int64_t index = ReadInteger(info[0], fn + ": index", 0, 1023);
-    if (!LibtorchHasCuda()) {
-      ThrowError(env, fn + ": the libtorch loaded (" + std::string(TORCH_VERSION) +
-                          ") is a CPU-only build; CUDA devices need a CUDA build of libtorch");
-    }
-    const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
-    if (index >= count) {
-      ThrowError(env, fn + ": no CUDA device " + std::to_string(index) + " (libtorch sees " + std::to_string(count) +
-                          " device" + (count == 1 ? "" : "s") + ")");
-    }
-    const Driver& driver = CudaDriver();
-    if (!driver.error.empty()) ThrowError(env, fn + ": " + driver.error);
-    CUdevice device = 0;
-    auto check = [&](CUresult r, const char* what) {
-      if (r != 0)
-        ThrowError(env, fn + "(" + std::to_string(index) + "): " + what + " failed (CUDA driver error " +
-                            std::to_string(r) + ")");
-    };
-    check(driver.deviceGet(&device, static_cast<int>(index)), "cuDeviceGet");
-    char name[256] = {0};
-    check(driver.deviceGetName(name, sizeof(name) - 1, device), "cuDeviceGetName");
-    size_t memory = 0;
-    check(driver.deviceTotalMem(&memory, device), "cuDeviceTotalMem");
-    int major = 0, minor = 0, processors = 0;
-    check(driver.deviceGetAttribute(&major, kAttributeComputeMajor, device), "cuDeviceGetAttribute");
-    check(driver.deviceGetAttribute(&minor, kAttributeComputeMinor, device), "cuDeviceGetAttribute");
-    check(driver.deviceGetAttribute(&processors, kAttributeMultiprocessorCount, device), "cuDeviceGetAttribute");
-    int driverVersion = 0;
-    if (driver.driverGetVersion) driver.driverGetVersion(&driverVersion);
-
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("index", Napi::Number::New(env, static_cast<double>(index)));
-    out.Set("name", std::string(name));
-    out.Set("totalMemory", Napi::Number::New(env, static_cast<double>(memory)));
-    out.Set("computeCapability", std::to_string(major) + "." + std::to_string(minor));
-    out.Set("major", Napi::Number::New(env, major));
-    out.Set("minor", Napi::Number::New(env, minor));
-    out.Set("multiProcessorCount", Napi::Number::New(env, processors));
-    // e.g. 12040 -> "12.4": the newest CUDA the driver supports.
-    if (driverVersion > 0) {
-      out.Set("driverCuda", std::to_string(driverVersion / 1000) + "." + std::to_string((driverVersion % 1000) / 10));
-    } else {
-      out.Set("driverCuda", env.Null());
-    }
-    return out;
+    CheckLibtorchDevice(env, fn, index);
+    return PropertiesObject(env, index, QueryDevice(env, fn, index));
   });
 }
 

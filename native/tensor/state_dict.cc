@@ -390,47 +390,52 @@ class Unpickler {
   std::unordered_map<std::string, Value> storages_;
 };
 
-}  // namespace
-
-std::vector<std::pair<std::string, torch::Tensor>> ReadTorchStateDict(const std::string& path) {
-  const std::string prefix = "cannot load a state dict from '" + path + "': ";
+// Throws unless `path` is a regular file in torch.save's zip format, saying so where it is in
+// the legacy format (which would otherwise fail as a corrupt archive).
+void CheckZipArchive(const std::string& path, const std::string& prefix) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw std::runtime_error(prefix + "no such file");
   if (!std::filesystem::is_regular_file(path, ec)) throw std::runtime_error(prefix + "not a regular file");
-  {
-    // torch.save's zip format starts with a zip local file header; the legacy format (torch <
-    // 1.6, or _use_new_zipfile_serialization=False) is a bare pickle stream, opcode PROTO first.
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw std::runtime_error(prefix + "cannot open the file");
-    char magic[4] = {0, 0, 0, 0};
-    in.read(magic, 4);
-    if (std::memcmp(magic, "PK\x03\x04", 4) != 0) {
-      if (static_cast<unsigned char>(magic[0]) == 0x80) {
-        throw std::runtime_error(prefix +
-                                 "it is in torch.save's legacy (non-zip) format, which is not supported; re-save it "
-                                 "with torch >= 1.6 (torch.save(torch.load(f), f)) or convert it to safetensors");
-      }
-      throw std::runtime_error(prefix + "not a torch.save zip archive");
+  // torch.save's zip format starts with a zip local file header; the legacy format (torch <
+  // 1.6, or _use_new_zipfile_serialization=False) is a bare pickle stream, opcode PROTO first.
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(prefix + "cannot open the file");
+  char magic[4] = {0, 0, 0, 0};
+  in.read(magic, 4);
+  if (std::memcmp(magic, "PK\x03\x04", 4) != 0) {
+    if (static_cast<unsigned char>(magic[0]) == 0x80) {
+      throw std::runtime_error(prefix +
+                               "it is in torch.save's legacy (non-zip) format, which is not supported; re-save it "
+                               "with torch >= 1.6 (torch.save(torch.load(f), f)) or convert it to safetensors");
     }
+    throw std::runtime_error(prefix + "not a torch.save zip archive");
   }
-  Value root;
+}
+
+// The archive's data.pkl unpickled, its tensors on the archive's records; any failure, libtorch's
+// reader's included, as a std::runtime_error after `prefix`.
+Value UnpickleArchive(const std::string& path, const std::string& prefix) {
   try {
     // Records are read from the file one at a time (the archive is never held whole).
     caffe2::serialize::PyTorchStreamReader reader(path);
     auto [data, size] = reader.getRecord("data.pkl");
     const std::string pickle(static_cast<const char*>(data.get()), size);
-    root = Unpickler(pickle, reader).Run();
+    return Unpickler(pickle, reader).Run();
   } catch (const c10::Error& e) {
     throw std::runtime_error(prefix + e.what_without_backtrace());
   } catch (const std::exception& e) {
     throw std::runtime_error(prefix + e.what());
   }
-  if (root->kind != Node::kDict)
-    throw std::runtime_error(prefix + "it does not hold a dict of tensors (found a " + KindName(root->kind) + ")");
+}
+
+// The entries of `root`, in order; throws unless it is a dict of string keys to tensors.
+std::vector<std::pair<std::string, torch::Tensor>> DictOfTensors(const Node& root, const std::string& prefix) {
+  if (root.kind != Node::kDict)
+    throw std::runtime_error(prefix + "it does not hold a dict of tensors (found a " + KindName(root.kind) + ")");
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (size_t k = 0; k + 1 < root->items.size(); k += 2) {
-    const Node& key = *root->items[k];
-    const Node& value = *root->items[k + 1];
+  for (size_t k = 0; k + 1 < root.items.size(); k += 2) {
+    const Node& key = *root.items[k];
+    const Node& value = *root.items[k + 1];
     if (key.kind != Node::kString) {
       throw std::runtime_error(prefix + "it does not hold a dict of tensors (it has a " + KindName(key.kind) + " key)");
     }
@@ -441,6 +446,15 @@ std::vector<std::pair<std::string, torch::Tensor>> ReadTorchStateDict(const std:
     tensors.emplace_back(key.s, value.tensor);
   }
   return tensors;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, torch::Tensor>> ReadTorchStateDict(const std::string& path) {
+  const std::string prefix = "cannot load a state dict from '" + path + "': ";
+  CheckZipArchive(path, prefix);
+  const Value root = UnpickleArchive(path, prefix);
+  return DictOfTensors(*root, prefix);
 }
 
 }  // namespace torch_bert

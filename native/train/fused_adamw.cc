@@ -88,6 +88,54 @@ Key StateKey(const torch::Tensor& p) {
   }
 }
 
+// The AdamW state of `p` in `state` (optimizer.state()), created as torch::optim::AdamW
+// creates it where it has none, its moments made what UpdateElements takes.
+template <typename State>
+torch::optim::AdamWParamState& FloatState(State& state, const torch::Tensor& p) {
+  using Key = typename State::key_type;
+  const Key key = StateKey<Key>(p);
+  auto found = state.find(key);
+  if (found == state.end()) {
+    // As torch::optim::AdamW initialises it.
+    auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+    fresh->step(0);
+    fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    found = state.emplace(key, std::move(fresh)).first;
+  }
+  auto& s = static_cast<torch::optim::AdamWParamState&>(*found->second);
+  torch::Tensor& expAvg = s.exp_avg();
+  torch::Tensor& expAvgSq = s.exp_avg_sq();
+  if (!expAvg.is_contiguous() || !expAvgSq.is_contiguous() || expAvg.scalar_type() != torch::kFloat ||
+      expAvgSq.scalar_type() != torch::kFloat) {
+    // Loaded state of another layout: make it the parameter's (values unchanged).
+    expAvg = expAvg.to(torch::kFloat).contiguous();
+    expAvgSq = expAvgSq.to(torch::kFloat).contiguous();
+  }
+  return s;
+}
+
+// UpdateElements' constants for a parameter of the group with `options` at `step` (its bias
+// corrections), computed in double and rounded once to float.
+Coefficients StepCoefficients(const torch::optim::AdamWOptions& options, int64_t step, float clipCoefficient) {
+  const double beta1 = std::get<0>(options.betas());
+  const double beta2 = std::get<1>(options.betas());
+  const double correction1 = 1 - std::pow(beta1, step);
+  const double correction2 = 1 - std::pow(beta2, step);
+  Coefficients c;
+  c.applyDecay = options.weight_decay() != 0;
+  c.decay = static_cast<float>(1 - options.lr() * options.weight_decay());
+  c.beta1 = static_cast<float>(beta1);
+  c.oneMinusBeta1 = static_cast<float>(1 - beta1);
+  c.beta2 = static_cast<float>(beta2);
+  c.oneMinusBeta2 = static_cast<float>(1 - beta2);
+  c.sqrtCorrection2 = static_cast<float>(std::sqrt(correction2));
+  c.eps = static_cast<float>(options.eps());
+  c.negStepSize = static_cast<float>(-(options.lr() / correction1));
+  c.clipCoefficient = clipCoefficient;
+  return c;
+}
+
 // TORCH_BERT_FUSED_ADAMW=0 restores torch::optim::AdamW::step (for comparison).
 bool FusedEnabled() {
   static const bool enabled = [] {
@@ -125,46 +173,15 @@ std::optional<double> FusedAdamWStep(torch::optim::AdamW& optimizer, float clipC
   double sumOfSquares = 0;
   torch::NoGradGuard noGrad;
   auto& state = optimizer.state();
-  using Key = typename std::decay_t<decltype(state)>::key_type;
   for (auto& group : optimizer.param_groups()) {
     const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      const Key key = StateKey<Key>(p);
-      auto found = state.find(key);
-      if (found == state.end()) {
-        // As torch::optim::AdamW initialises it.
-        auto fresh = std::make_unique<torch::optim::AdamWParamState>();
-        fresh->step(0);
-        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        found = state.emplace(key, std::move(fresh)).first;
-      }
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*found->second);
+      torch::optim::AdamWParamState& s = FloatState(state, p);
+      s.step(s.step() + 1);
+      const Coefficients c = StepCoefficients(options, s.step(), clipCoefficient);
       torch::Tensor& expAvg = s.exp_avg();
       torch::Tensor& expAvgSq = s.exp_avg_sq();
-      if (!expAvg.is_contiguous() || !expAvgSq.is_contiguous() || expAvg.scalar_type() != torch::kFloat ||
-          expAvgSq.scalar_type() != torch::kFloat) {
-        // Loaded state of another layout: make it the parameter's (values unchanged).
-        expAvg = expAvg.to(torch::kFloat).contiguous();
-        expAvgSq = expAvgSq.to(torch::kFloat).contiguous();
-      }
-      s.step(s.step() + 1);
-      const double beta1 = std::get<0>(options.betas());
-      const double beta2 = std::get<1>(options.betas());
-      const double correction1 = 1 - std::pow(beta1, s.step());
-      const double correction2 = 1 - std::pow(beta2, s.step());
-      Coefficients c;
-      c.applyDecay = options.weight_decay() != 0;
-      c.decay = static_cast<float>(1 - options.lr() * options.weight_decay());
-      c.beta1 = static_cast<float>(beta1);
-      c.oneMinusBeta1 = static_cast<float>(1 - beta1);
-      c.beta2 = static_cast<float>(beta2);
-      c.oneMinusBeta2 = static_cast<float>(1 - beta2);
-      c.sqrtCorrection2 = static_cast<float>(std::sqrt(correction2));
-      c.eps = static_cast<float>(options.eps());
-      c.negStepSize = static_cast<float>(-(options.lr() / correction1));
-      c.clipCoefficient = clipCoefficient;
       float* param = p.data_ptr<float>();
       const float* grad = p.grad().data_ptr<float>();
       float* m = expAvg.data_ptr<float>();
