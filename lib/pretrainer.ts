@@ -48,6 +48,7 @@ import {
   type ResolvedTrainOptions,
   resolveTrainOptions,
 } from './options.js';
+import { checkOutputFolder } from './output-folder.js';
 import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
@@ -318,7 +319,10 @@ async function pretrainRank(
     startFromRankZero(dist, setup.trainable);
     const optimizer = new binding.AdamW(setup.groups);
     disposables.push(optimizer);
-    if (writes) await ensureWritableDir(outDir);
+    if (writes) {
+      await checkOutputFolder(outDir, 'mlm', loaded);
+      await ensureWritableDir(outDir);
+    }
     // Dropout draws from torch's generator: seeded for a fresh run (as buildClassifier seeds it
     // for train()), restored from the state on resume.
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);

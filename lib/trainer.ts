@@ -68,6 +68,7 @@ import {
   resolveTrainOptions,
   type TrainOptions,
 } from './options.js';
+import { checkOutputFolder } from './output-folder.js';
 import { preparePrompt } from './prompt-classifier.js';
 import { type PromptEncoder, promptSpec } from './prompt-template.js';
 import { renderReport } from './report.js';
@@ -604,7 +605,10 @@ async function trainRank(
     const optimizer = new binding.AdamW(setup.groups);
     disposables.push(optimizer);
     if (tf32Before !== null) binding.setAllowTF32(true);
-    if (outDir) await ensureWritableDir(outDir);
+    if (outDir) {
+      await checkOutputFolder(outDir, 'classifier', loaded);
+      await ensureWritableDir(outDir);
+    }
     if (saved) await restoreTrainingState(binding, saved.directory, setup.trainable, optimizer);
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
       const caches = await encodeFeatures(binding, model, opts, loaded, head.features, data, disposables, dist);

@@ -1,0 +1,100 @@
+/**
+ * An output folder a run would damage is refused before anything is written (lib/output-folder.ts):
+ * the model folder the run reads, and a folder holding another kind of model. The demo encoder is
+ * copied first: the runs here must never write under assets/.
+ */
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { InputError } from '../lib/errors.js';
+import { train } from '../lib/index.js';
+import { pretrain } from '../lib/pretrainer.js';
+import { demoPretrain, demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-output-folder-'));
+const demoEncoder = join(repoRoot, 'assets', 'demo', 'encoder');
+
+/** Every file of `dir` with its SHA-256, to show a refused run changed nothing. */
+function contents(dir: string): Record<string, string> {
+  const files = readdirSync(dir).sort();
+  return Object.fromEntries(
+    files.map((f) => [
+      f,
+      createHash('sha256')
+        .update(readFileSync(join(dir, f)))
+        .digest('hex'),
+    ]),
+  );
+}
+
+/** A copy of the demo encoder with its tokenizer, as a user's model folder. */
+function modelFolder(name: string): string {
+  const dir = join(work, name);
+  cpSync(demoEncoder, dir, { recursive: true });
+  cpSync(demoTokenizer, join(dir, 'tokenizer.json'));
+  return dir;
+}
+
+const classify = (encoder: string, outDir: string) => train({ data: demoReviews, encoder, outDir, epochs: 1, maxLength: 32 });
+
+describe('an output folder the run would damage', () => {
+  const texts = join(work, 'texts.txt');
+  let model: string;
+  let pretrained: string;
+  beforeAll(async () => {
+    model = modelFolder('model');
+    const lines = readFileSync(demoPretrain, 'utf8').split('\n').slice(1, 201);
+    writeFileSync(texts, lines.map((l) => l.replace(/,(positive|negative)$/, '')).join('\n') + '\n');
+    pretrained = join(work, 'pretrained');
+    await pretrain({ model, data: texts, outDir: pretrained, epochs: 1, maxLength: 32, batchSize: 16 });
+  });
+
+  it('train refuses the model folder it reads, and leaves it as it was', async () => {
+    const before = contents(model);
+    const run = classify(model, model);
+    await expect(run).rejects.toBeInstanceOf(InputError);
+    await expect(run).rejects.toThrow(/^output directory .*model is the model folder the run reads .*: choose another outDir \/ --out$/);
+    expect(contents(model)).toEqual(before);
+  });
+
+  it('train refuses another Hugging Face model folder and a pretrained folder', async () => {
+    const other = modelFolder('other-model');
+    const before = contents(other);
+    await expect(classify(model, other)).rejects.toThrow(
+      /^output directory .*other-model holds a Hugging Face model folder \(model_type bert\), whose config\.json this run would overwrite: choose a new or empty outDir \/ --out$/,
+    );
+    expect(contents(other)).toEqual(before);
+    const pretrainedBefore = contents(pretrained);
+    await expect(classify(model, pretrained)).rejects.toThrow(/holds a torch-bert pretrained \(masked-LM\) folder, whose config\.json/);
+    expect(contents(pretrained)).toEqual(pretrainedBefore);
+  });
+
+  it('pretrain refuses its own model folder and a classifier folder', async () => {
+    const before = contents(pretrained);
+    await expect(pretrain({ model: pretrained, data: texts, outDir: pretrained, epochs: 1, maxLength: 32 })).rejects.toThrow(
+      /^output directory .*pretrained is the model folder the run reads/,
+    );
+    expect(contents(pretrained)).toEqual(before);
+
+    const classifierDir = join(work, 'classifier');
+    (await classify(model, classifierDir)).classifier.dispose();
+    const classifierBefore = contents(classifierDir);
+    await expect(pretrain({ model, data: texts, outDir: classifierDir, epochs: 1, maxLength: 32 })).rejects.toThrow(
+      /holds a torch-bert classifier, whose config\.json this run would overwrite/,
+    );
+    expect(contents(classifierDir)).toEqual(classifierBefore);
+  });
+
+  it('an earlier output of the same kind, or a folder of unrelated files, is written to', async () => {
+    const dir = join(work, 'rerun');
+    (await classify(model, dir)).classifier.dispose();
+    writeFileSync(join(dir, 'notes.txt'), 'mine\n');
+    const again = await train({ data: demoReviews, encoder: model, outDir: dir, epochs: 2, maxLength: 32 });
+    again.classifier.dispose();
+    expect(JSON.parse(readFileSync(join(dir, 'history.json'), 'utf8'))).toHaveLength(2);
+    expect(readFileSync(join(dir, 'notes.txt'), 'utf8')).toBe('mine\n');
+    expect(existsSync(join(dir, 'classifier.pt'))).toBe(true);
+  });
+});
