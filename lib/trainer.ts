@@ -567,7 +567,7 @@ async function trainRank(
 
   // 2. Prepare data.
   const data = await tokenizeData(opts, raw, prompt);
-  const loss = lossOptions(opts, data.train.labels, labels.length);
+  const loss = lossOptions(opts, data.train.labels, labels);
   const padTo = opts.padding === 'max' ? opts.maxLength : undefined;
   const fingerprint = {
     ...runFingerprint(opts, labels, data.train.encoded.count, data.validation.encoded.count, dist?.worldSize ?? 1),

@@ -389,6 +389,13 @@ describe('bad input gets a clear error and loses nothing', () => {
     );
     unchanged();
   });
+  it('class weights that give every class of the training data weight 0', async () => {
+    // Before: the training loss was 0 (nothing to learn), the validation loss NaN, and that run was saved as the best.
+    await expect(train({ ...base(), classWeights: [0, 0] })).rejects.toThrow(
+      /^classWeights \[0, 0\] give every class of the training data \(negative, positive\) weight 0, so nothing would be learned: give at least one of them a positive weight$/,
+    );
+    unchanged();
+  });
   it('an output directory that cannot be written', async () => {
     const file = join(work, 'a-file');
     writeFileSync(file, '');
