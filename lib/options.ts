@@ -450,6 +450,7 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   } else if (resolved.template !== undefined || resolved.verbalizer !== undefined) {
     throw new InputError("template and verbalizer go with head 'prompt'");
   }
+  checkTechniqueOptions(options, resolved.technique);
   if (resolved.fewShot !== undefined) checkInteger('fewShot', resolved.fewShot, 1);
   oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
   oneOf('schedule', resolved.schedule, ['constant', 'linear']);
@@ -493,6 +494,26 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   }
   if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
   return resolved;
+}
+
+/** Options read by one technique only: given with another, they would be ignored without a word. */
+const TECHNIQUE_OF: ReadonlyArray<[keyof TrainOptions, Technique]> = [
+  ['lora', 'lora'],
+  ['adapter', 'adapter'],
+  ['encoderLearningRate', 'full'],
+];
+
+function checkTechniqueOptions(options: TrainOptions, technique: Technique): void {
+  for (const [name, owner] of TECHNIQUE_OF) {
+    const value: unknown = options[name];
+    // The CLI passes { rank: undefined, ... } when no --lora-* flag is given: only a value set counts.
+    const given = typeof value === 'object' && value !== null ? Object.values(value).some((v) => v !== undefined) : value !== undefined;
+    if (given && technique !== owner) {
+      throw new InputError(
+        `${name} goes with technique '${owner}', but the technique is '${technique}': set technique '${owner}' (--technique ${owner}) or leave ${name} out`,
+      );
+    }
+  }
 }
 
 function resolveAdapterOptions(options: AdapterOptions): ResolvedAdapterOptions {
