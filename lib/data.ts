@@ -3,7 +3,8 @@
  * stratified train/validation split. This is the first stop of a batch's journey:
  * CSV row → (text, label id) here → token ids in `tokenizer.ts` → `trainer.ts`.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, realpath } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { InputError, messageOf } from './errors.js';
 
@@ -51,6 +52,37 @@ export interface RawExamples {
 
 /** Integer class ids larger than this are rejected: they are almost always a wrong column. */
 export const MAX_CLASS_ID = 9_999;
+
+/** The CSV files a source names; none for arrays. */
+export function sourceFiles(source: DataSource): string[] {
+  const files = typeof source === 'string' || Array.isArray(source) ? source : (source as Partial<CsvSource>).csv;
+  if (files === undefined) return [];
+  return (typeof files === 'string' ? [files] : [...files]).filter((f): f is string => typeof f === 'string');
+}
+
+/**
+ * Refuses a file named twice: read as one with the others, its rows would train twice (and a
+ * stratified split would hold out copies of trained rows), or validation would measure rows the
+ * classifier trains on, with nothing said.
+ */
+export async function checkFilesNamedOnce(training: readonly string[], validation: readonly string[] = []): Promise<void> {
+  const seen = new Map<string, { file: string; validation: boolean }>();
+  for (const [file, isValidation] of [...training.map((f) => [f, false] as const), ...validation.map((f) => [f, true] as const)]) {
+    const key = await realpath(file).catch(() => resolve(file));
+    const first = seen.get(key);
+    if (first && isValidation && !first.validation) {
+      throw new InputError(
+        `validation file ${file} is also a training file (${first.file}): validation would measure rows the classifier trains on; give held-out rows (validationData / --validation-data), or leave it out to hold out a share of the data`,
+        { file },
+      );
+    }
+    if (first) {
+      const option = isValidation ? 'validationData / --validation-data' : 'data / --data';
+      throw new InputError(`${first.file} is named twice (${option}): its rows would count twice; name each file once`, { file });
+    }
+    seen.set(key, { file, validation: isValidation });
+  }
+}
 
 function describeSource(source: DataSource): string {
   const files =

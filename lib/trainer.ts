@@ -42,7 +42,16 @@ import type {
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, scratchCheckpointDir, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
-import { csvColumns, type DataSource, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
+import {
+  checkFilesNamedOnce,
+  csvColumns,
+  type DataSource,
+  inferLabelNames,
+  labelIds,
+  loadExamples,
+  sourceFiles,
+  stratifiedSplit,
+} from './data.js';
 import {
   contentDigest,
   type Distributed,
@@ -201,6 +210,7 @@ interface RawData {
  */
 async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, tokenizer: TextTokenizer): Promise<RawData> {
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
+  await checkFilesNamedOnce(sourceFiles(opts.data), opts.validationData ? sourceFiles(opts.validationData) : []);
   const trainRaw = await loadExamples(withPairColumn(opts.data, opts.textPairColumn));
   const validationRaw = opts.validationData ? await loadExamples(withPairColumn(opts.validationData, opts.textPairColumn)) : null;
   // The classes are the training data's (as transformers' run_glue): a class only the validation

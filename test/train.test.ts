@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows } from '../lib/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
@@ -386,6 +386,19 @@ describe('bad input gets a clear error and loses nothing', () => {
     writeFileSync(noModel, '{"version": "1.0"}');
     await expect(train({ ...base(), tokenizer: noModel })).rejects.toThrow(
       /no-model-tokenizer\.json is not a Hugging Face tokenizer\.json/,
+    );
+    unchanged();
+  });
+  it('a data file named twice, or as both training and validation data', async () => {
+    // Before: read as one, the rows counted twice and the split held out copies of trained rows
+    // (validation accuracy 86% instead of 47% on the demo encoder); the same file as validation
+    // data measured the training rows. Both with exit 0 and no word.
+    await expect(train({ ...base(), data: [demoReviews, demoReviews] })).rejects.toThrow(
+      /^.*reviews\.csv is named twice \(data \/ --data\): its rows would count twice; name each file once$/,
+    );
+    await expect(train({ ...base(), data: { csv: [demoReviews, relative(process.cwd(), demoReviews)] } })).rejects.toThrow(/named twice/);
+    await expect(train({ ...base(), validationData: demoReviews })).rejects.toThrow(
+      /^validation file .*reviews\.csv is also a training file \(.*reviews\.csv\): validation would measure rows the classifier trains on; give held-out rows/,
     );
     unchanged();
   });
