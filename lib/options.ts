@@ -451,6 +451,13 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     throw new InputError("template and verbalizer go with head 'prompt'");
   }
   checkTechniqueOptions(options, resolved.technique);
+  // The split is of `data` alone: validation data or a few-shot draw decide the validation set instead.
+  const validatedBy = options.validationData !== undefined ? 'validationData' : options.fewShot !== undefined ? 'fewShot' : null;
+  if (options.validationSplit !== undefined && validatedBy !== null) {
+    throw new InputError(
+      `validationSplit holds out a share of data, but ${validatedBy} decides the validation set: leave validationSplit (--validation-split) out`,
+    );
+  }
   if (resolved.fewShot !== undefined) checkInteger('fewShot', resolved.fewShot, 1);
   oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
   oneOf('schedule', resolved.schedule, ['constant', 'linear']);

@@ -402,6 +402,20 @@ describe('bad input gets a clear error and loses nothing', () => {
     );
     unchanged();
   });
+  it('a validation split with validation data or a few-shot draw', async () => {
+    // Before: the split was ignored without a word (validation was the whole validation file, or the few-shot draw's).
+    const validation = join(work, 'validation.csv');
+    writeFileSync(validation, readFileSync(demoReviews, 'utf8').split('\n').slice(0, 101).join('\n') + '\n');
+    for (const [options, by] of [
+      [{ validationData: validation }, 'validationData'],
+      [{ fewShot: 8 }, 'fewShot'],
+    ] as const) {
+      await expect(train({ ...base(), ...options, validationSplit: 0.3 })).rejects.toThrow(
+        `validationSplit holds out a share of data, but ${by} decides the validation set: leave validationSplit (--validation-split) out`,
+      );
+    }
+    unchanged();
+  });
   it('class weights that give every class of the training data weight 0', async () => {
     // Before: the training loss was 0 (nothing to learn), the validation loss NaN, and that run was saved as the best.
     await expect(train({ ...base(), classWeights: [0, 0] })).rejects.toThrow(
