@@ -2,6 +2,7 @@
  * A trained classifier: the TorchScript module (encoder + head), its tokenizer and its
  * config, with `predict()` and `evaluate()`. Loaded from a directory written by `train()`.
  */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkSameBase } from './base-weights.js';
@@ -24,10 +25,12 @@ import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { checkModelInputs, tokenTypesFed } from './model-checks.js';
 import { checkInteger, type Device, type Pooling, type ResolvedAdapterOptions } from './options.js';
+import { folderKind, kindInWords } from './output-folder.js';
 import { type PromptConfig, PromptEncoder, promptSpec } from './prompt-template.js';
 import type { HeadKind } from './sequence-classification.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { bottleneckSpec } from './trainable.js';
+import { STATE_DIR } from './training-state.js';
 
 /** config.json of a saved classifier. */
 export interface ClassifierConfig {
@@ -198,17 +201,31 @@ function loadHead(binding: NativeBinding, module: NativeScriptModule, headFile: 
   }
 }
 
-/** Read and check `dir/config.json`; every failure names the file. */
+/** Read and check `dir/config.json`; every failure names the file, and what the folder holds instead. */
 async function readClassifierConfig(dir: string): Promise<{ config: ClassifierConfig; configPath: string }> {
   const configPath = join(dir, CONFIG_FILE);
   let config: ClassifierConfig;
   try {
     config = JSON.parse(await readFile(configPath, 'utf8')) as ClassifierConfig;
   } catch (err) {
+    if (existsSync(join(dir, STATE_DIR))) {
+      throw new InputError(
+        `${dir} holds no classifier yet, only the state of a training run stopped before its first evaluation: finish the run (resumeFrom / torch-bert train ... --resume ${dir})`,
+        // No cause: the missing config.json is the whole story, and --verbose would add nothing.
+        { file: configPath },
+      );
+    }
     throw new InputError(`cannot read classifier config ${configPath}: ${messageOf(err)}`, { file: configPath, cause: err });
   }
   if (typeof config !== 'object' || config === null || config.format !== 'torch-bert-classifier' || !Array.isArray(config.labels)) {
-    throw new InputError(`${configPath} is not a torch-bert classifier config`, { file: configPath });
+    const holds = await folderKind(dir);
+    const instead = holds === null || holds === 'classifier' ? '' : `: ${dir} holds ${kindInWords(holds)}`;
+    throw new InputError(
+      `${configPath} is not a torch-bert classifier config${instead}; give a folder that torch-bert train wrote (its outDir / --out)`,
+      {
+        file: configPath,
+      },
+    );
   }
   return { config, configPath };
 }

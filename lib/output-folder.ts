@@ -15,8 +15,13 @@ export type OutputKind = 'classifier' | 'mlm';
 
 const KIND_NAMES: Record<OutputKind, string> = {
   classifier: 'a torch-bert classifier',
-  mlm: 'a torch-bert pretrained (masked-LM) folder',
+  mlm: 'a torch-bert pretrained (masked-LM) model',
 };
+
+/** A folder's kind (`folderKind`) in words, for messages. */
+export function kindInWords(kind: OutputKind | string): string {
+  return kind in KIND_NAMES ? KIND_NAMES[kind as OutputKind] : kind;
+}
 
 /** Refuses an output folder the run would damage (see the top); an absent folder passes. */
 export async function checkOutputFolder(outDir: string, kind: OutputKind, model: LoadedEncoder): Promise<void> {
@@ -30,14 +35,14 @@ export async function checkOutputFolder(outDir: string, kind: OutputKind, model:
   const holds = await folderKind(outDir);
   if (holds !== null && holds !== kind) {
     throw new InputError(
-      `output directory ${outDir} holds ${holds in KIND_NAMES ? KIND_NAMES[holds as OutputKind] : holds}, whose config.json this run would overwrite: choose a new or empty outDir / --out`,
+      `output directory ${outDir} holds ${kindInWords(holds)}, whose config.json this run would overwrite: choose a new or empty outDir / --out`,
       { file: outDir },
     );
   }
 }
 
 /** The kind of output `dir/config.json` describes, a description of anything else, or null without one. */
-async function folderKind(dir: string): Promise<OutputKind | string | null> {
+export async function folderKind(dir: string): Promise<OutputKind | string | null> {
   let text: string;
   try {
     text = await readFile(join(dir, 'config.json'), 'utf8');
@@ -55,9 +60,7 @@ async function folderKind(dir: string): Promise<OutputKind | string | null> {
   if (json.format === 'torch-bert-classifier') return 'classifier';
   const marker = json.torch_bert as { format?: unknown } | undefined;
   if (marker?.format === 'torch-bert-mlm') return 'mlm';
-  return typeof json.model_type === 'string'
-    ? `a Hugging Face model folder (model_type ${json.model_type})`
-    : 'a config.json of another program';
+  return typeof json.model_type === 'string' ? `a Hugging Face model (model_type ${json.model_type})` : 'a config.json of another program';
 }
 
 async function samePath(a: string, b: string): Promise<boolean> {

@@ -1,7 +1,8 @@
 /**
  * An output folder a run would damage is refused before anything is written (lib/output-folder.ts):
  * the model folder the run reads, and a folder holding another kind of model. The demo encoder is
- * copied first: the runs here must never write under assets/.
+ * copied first: the runs here must never write under assets/. And the other way round: a folder
+ * given as a classifier that is not one says what it holds.
  */
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -9,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { InputError } from '../lib/errors.js';
-import { train } from '../lib/index.js';
+import { loadClassifier, train } from '../lib/index.js';
 import { pretrain } from '../lib/pretrainer.js';
 import { demoPretrain, demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
 
@@ -63,11 +64,11 @@ describe('an output folder the run would damage', () => {
     const other = modelFolder('other-model');
     const before = contents(other);
     await expect(classify(model, other)).rejects.toThrow(
-      /^output directory .*other-model holds a Hugging Face model folder \(model_type bert\), whose config\.json this run would overwrite: choose a new or empty outDir \/ --out$/,
+      /^output directory .*other-model holds a Hugging Face model \(model_type bert\), whose config\.json this run would overwrite: choose a new or empty outDir \/ --out$/,
     );
     expect(contents(other)).toEqual(before);
     const pretrainedBefore = contents(pretrained);
-    await expect(classify(model, pretrained)).rejects.toThrow(/holds a torch-bert pretrained \(masked-LM\) folder, whose config\.json/);
+    await expect(classify(model, pretrained)).rejects.toThrow(/holds a torch-bert pretrained \(masked-LM\) model, whose config\.json/);
     expect(contents(pretrained)).toEqual(pretrainedBefore);
   });
 
@@ -85,6 +86,41 @@ describe('an output folder the run would damage', () => {
       /holds a torch-bert classifier, whose config\.json this run would overwrite/,
     );
     expect(contents(classifierDir)).toEqual(classifierBefore);
+  });
+
+  it('loading a model folder or a pretrained folder as a classifier says what the folder holds', async () => {
+    // Before: '<dir>/config.json is not a torch-bert classifier config', with no hint of what it is or what to give.
+    const give = '; give a folder that torch-bert train wrote (its outDir / --out)';
+    await expect(loadClassifier(model)).rejects.toThrow(
+      `${model}/config.json is not a torch-bert classifier config: ${model} holds a Hugging Face model (model_type bert)${give}`,
+    );
+    await expect(loadClassifier(pretrained)).rejects.toThrow(
+      `${pretrained}/config.json is not a torch-bert classifier config: ${pretrained} holds a torch-bert pretrained (masked-LM) model${give}`,
+    );
+  });
+
+  it('loading a run stopped before its first evaluation says to resume it', async () => {
+    // Before: 'cannot read classifier config <dir>/config.json: ENOENT: no such file or directory ...'.
+    const stopped = join(work, 'stopped');
+    const controller = new AbortController();
+    const run = train({
+      data: demoReviews,
+      encoder: model,
+      outDir: stopped,
+      epochs: 1,
+      maxLength: 32,
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.type === 'batch' && e.batch === 2) controller.abort();
+      },
+    });
+    await expect(run).rejects.toThrow(/^training aborted at epoch 1, batch 3\/20/);
+    expect(readdirSync(stopped)).toEqual(['training-state']);
+    const load = loadClassifier(stopped);
+    await expect(load).rejects.toBeInstanceOf(InputError);
+    await expect(load).rejects.toThrow(
+      `${stopped} holds no classifier yet, only the state of a training run stopped before its first evaluation: finish the run (resumeFrom / torch-bert train ... --resume ${stopped})`,
+    );
   });
 
   it('an earlier output of the same kind, or a folder of unrelated files, is written to', async () => {
