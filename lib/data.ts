@@ -55,8 +55,9 @@ export const MAX_CLASS_ID = 9_999;
 
 /** The CSV files a source names; none for arrays. */
 export function sourceFiles(source: DataSource): string[] {
-  const files = typeof source === 'string' || Array.isArray(source) ? source : (source as Partial<CsvSource>).csv;
-  if (files === undefined) return [];
+  const files = typeof source === 'string' || Array.isArray(source) ? source : (source as Partial<CsvSource> | null)?.csv;
+  // Of another shape, the source is refused by loadExamples (checkSourceShape), naming what it takes.
+  if (typeof files !== 'string' && !Array.isArray(files)) return [];
   return (typeof files === 'string' ? [files] : [...files]).filter((f): f is string => typeof f === 'string');
 }
 
@@ -238,9 +239,22 @@ export function csvColumns(source: DataSource): { textColumn: string; labelColum
   return undefined;
 }
 
+/** A JavaScript caller's source of another type would otherwise fail as a TypeError deep in the reader. */
+function checkSourceShape(source: unknown): void {
+  const shapes = 'a CSV path, a list of paths, { csv, textColumn, labelColumn } or { texts, labels }';
+  if (typeof source !== 'string' && (typeof source !== 'object' || source === null)) {
+    throw new InputError(`a data source must be ${shapes}; got ${source === null ? 'null' : typeof source}`);
+  }
+  const csv = (source as Partial<CsvSource>).csv;
+  if (typeof source === 'object' && 'csv' in source && typeof csv !== 'string' && !Array.isArray(csv)) {
+    throw new InputError(`a data source's csv must be a path or a list of paths; got ${csv === null ? 'null' : typeof csv}`);
+  }
+}
+
 /** Load any data source into raw examples, validating texts and (when required) labels. */
 export async function loadExamples(source: DataSource, options: { labelsRequired?: boolean } = {}): Promise<RawExamples> {
   const labelsRequired = options.labelsRequired ?? true;
+  checkSourceShape(source);
   let raw: RawExamples;
   if (typeof source === 'string') {
     raw = await readCsv(source, { labelsRequired });

@@ -10,6 +10,7 @@ import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows } from '../lib/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
+import { InputError } from '../lib/errors.js';
 import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import type { EpochMetrics } from '../lib/options.js';
@@ -413,6 +414,19 @@ describe('bad input gets a clear error and loses nothing', () => {
       await expect(train({ ...base(), ...options, validationSplit: 0.3 })).rejects.toThrow(
         `validationSplit holds out a share of data, but ${by} decides the validation set: leave validationSplit (--validation-split) out`,
       );
+    }
+    unchanged();
+  });
+  it('a data source of the wrong type, from JavaScript', async () => {
+    // Before: TypeError: Cannot use 'in' operator to search for 'csv' in 5 (or files.forEach is not a function).
+    for (const [data, got] of [
+      [5, 'a data source must be a CSV path, a list of paths, { csv, textColumn, labelColumn } or { texts, labels }; got number'],
+      [{ csv: 5 }, "a data source's csv must be a path or a list of paths; got number"],
+    ] as const) {
+      const run = train({ ...base(), data: data as never });
+      await expect(run).rejects.toBeInstanceOf(InputError);
+      await expect(run).rejects.toThrow(got);
+      await expect(train({ ...base(), validationData: data as never })).rejects.toThrow(got);
     }
     unchanged();
   });
