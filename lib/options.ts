@@ -396,19 +396,25 @@ type Optional =
 export type ResolvedTrainOptions = Required<Omit<TrainOptions, Optional | 'lora' | 'adapter'>> &
   Pick<TrainOptions, Optional> & { lora: Required<LoraOptions>; adapter: ResolvedAdapterOptions };
 
+/** A value as a message shows it: a string quoted, so that '3' is not mistaken for the number 3. */
+function shown(value: unknown): string {
+  if (typeof value === 'string') return `'${value}' (a string)`;
+  return Array.isArray(value) ? `[${value.map(shown).join(', ')}]` : String(value);
+}
+
 export function checkInteger(name: string, value: number, min: number): void {
-  if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${value}`);
+  if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${shown(value)}`);
 }
 
 function checkRange(name: string, value: number, min: number, maxExclusive: number): void {
   if (!(typeof value === 'number' && value >= min && value < maxExclusive)) {
-    throw new InputError(`${name} must be in [${min}, ${maxExclusive}); got ${value}`);
+    throw new InputError(`${name} must be in [${min}, ${maxExclusive}); got ${shown(value)}`);
   }
 }
 
 function checkNonNegative(name: string, value: number): void {
   if (!(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
-    throw new InputError(`${name} must be a finite number ≥ 0; got ${value}`);
+    throw new InputError(`${name} must be a finite number ≥ 0; got ${shown(value)}`);
   }
 }
 
@@ -475,6 +481,11 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   checkNonNegative('learningRate', resolved.learningRate);
   if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
   checkNonNegative('weightDecay', resolved.weightDecay);
+  const { betas } = resolved;
+  if (!Array.isArray(betas) || betas.length !== 2 || betas.some((b) => !(typeof b === 'number' && b >= 0 && b < 1))) {
+    throw new InputError(`betas must be two numbers in [0, 1); got ${shown(betas)}`);
+  }
+  checkNonNegative('eps', resolved.eps);
   checkNonNegative('maxGradNorm', resolved.maxGradNorm);
   checkRange('dropout', resolved.dropout, 0, 1);
   checkRange('labelSmoothing', resolved.labelSmoothing, 0, 1);
@@ -483,7 +494,7 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   checkInteger('lora.rank', resolved.lora.rank, 1);
   // alpha scales the adapters' update: at 0 LoRA would train adapters that change nothing.
   if (!(typeof resolved.lora.alpha === 'number' && Number.isFinite(resolved.lora.alpha) && resolved.lora.alpha > 0)) {
-    throw new InputError(`lora.alpha must be a finite number > 0; got ${resolved.lora.alpha}`);
+    throw new InputError(`lora.alpha must be a finite number > 0; got ${shown(resolved.lora.alpha)}`);
   }
   checkRange('lora.dropout', resolved.lora.dropout, 0, 1);
   if (!Array.isArray(resolved.freeze) || resolved.freeze.some((p) => typeof p !== 'string' || p.length === 0)) {
@@ -497,7 +508,7 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   if (
     !(typeof resolved.distributedTimeout === 'number' && resolved.distributedTimeout > 0 && Number.isFinite(resolved.distributedTimeout))
   ) {
-    throw new InputError(`distributedTimeout must be a number of seconds > 0; got ${resolved.distributedTimeout}`);
+    throw new InputError(`distributedTimeout must be a number of seconds > 0; got ${shown(resolved.distributedTimeout)}`);
   }
   if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
   return resolved;
@@ -537,9 +548,10 @@ function resolveAdapterOptions(options: AdapterOptions): ResolvedAdapterOptions 
   const size = reductionFactor === null ? (given.size ?? ADAPTER_DEFAULTS.size) : null;
   if (size !== null) checkInteger('adapter.size', size, 1);
   if (reductionFactor !== null && !(typeof reductionFactor === 'number' && Number.isFinite(reductionFactor) && reductionFactor >= 1)) {
-    throw new InputError(`adapter.reductionFactor must be a finite number ≥ 1; got ${reductionFactor}`);
+    throw new InputError(`adapter.reductionFactor must be a finite number ≥ 1; got ${shown(reductionFactor)}`);
   }
   const trainLayerNorm = given.trainLayerNorm ?? ADAPTER_DEFAULTS.trainLayerNorm;
-  if (typeof trainLayerNorm !== 'boolean') throw new InputError(`adapter.trainLayerNorm must be true or false; got ${trainLayerNorm}`);
+  if (typeof trainLayerNorm !== 'boolean')
+    throw new InputError(`adapter.trainLayerNorm must be true or false; got ${shown(trainLayerNorm)}`);
   return { config, size, reductionFactor, activation, trainLayerNorm };
 }

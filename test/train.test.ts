@@ -430,6 +430,22 @@ describe('bad input gets a clear error and loses nothing', () => {
     }
     unchanged();
   });
+  it('options of the wrong type or range, from JavaScript', async () => {
+    // Before: epochs '3' said 'got 3' (as if the number 3 were wrong); betas and eps failed in
+    // the native AdamW as a plain Error ('new AdamW: groups[0].betas must be in [0, 1)').
+    for (const [options, message] of [
+      [{ epochs: '3' }, "epochs must be an integer ≥ 1; got '3' (a string)"],
+      [{ learningRate: '1e-5' }, "learningRate must be a finite number ≥ 0; got '1e-5' (a string)"],
+      [{ betas: [1.5, 0.9] }, 'betas must be two numbers in [0, 1); got [1.5, 0.9]'],
+      [{ betas: 0.9 }, 'betas must be two numbers in [0, 1); got 0.9'],
+      [{ eps: -1 }, 'eps must be a finite number ≥ 0; got -1'],
+    ] as const) {
+      const run = train({ ...base(), ...(options as object) });
+      await expect(run).rejects.toBeInstanceOf(InputError);
+      await expect(run).rejects.toThrow(message);
+    }
+    unchanged();
+  });
   it('class weights that give every class of the training data weight 0', async () => {
     // Before: the training loss was 0 (nothing to learn), the validation loss NaN, and that run was saved as the best.
     await expect(train({ ...base(), classWeights: [0, 0] })).rejects.toThrow(
