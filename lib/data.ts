@@ -342,6 +342,21 @@ export function inferLabelNames(rawLabels: readonly string[], origin: (i: number
   return names;
 }
 
+/**
+ * A note for classes no training example has: the classifier keeps an output for each that never
+ * learns, typically integer labels counted from 1 (ids are counted from 0). Null when every class has one.
+ */
+export function absentClassNote(trainIds: Int32Array, names: readonly string[]): string | null {
+  const seen = new Set(trainIds);
+  const absent = names.filter((_, id) => !seen.has(id));
+  if (absent.length === 0) return null;
+  const integerIds = names.every((n, id) => n === String(id));
+  return (
+    `no training example has class ${absent.map((n) => `'${n}'`).join(', ')}; the classifier has an output for it that never learns` +
+    (integerIds ? ' (integer labels are class ids counted from 0: if yours count from 1, subtract 1 or use class names)' : '')
+  );
+}
+
 /** Map raw labels to class ids; a label outside `names` is an error naming its row. */
 export function labelIds(rawLabels: readonly string[], names: readonly string[], origin: (i: number) => string): Int32Array {
   const idOf = new Map(names.map((n, i) => [n, i]));

@@ -43,6 +43,7 @@ import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, scratchCheckpointDir,
 import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
 import {
+  absentClassNote,
   checkFilesNamedOnce,
   csvColumns,
   type DataSource,
@@ -593,7 +594,8 @@ async function trainRank(
   // 3. Build the classifier. LoRA and adapter runs first fingerprint their base, before anything
   // is added to it or trains, for loadAdapters to refuse another (base-weights.ts).
   const baseDigests = opts.technique === 'lora' || opts.technique === 'adapter' ? weightDigests(loaded.module) : undefined;
-  const notes: string[] = [...loaded.notes];
+  const absent = absentClassNote(data.train.labels, labels);
+  const notes: string[] = [...loaded.notes, ...(absent ? [absent] : [])];
   const { built, head } = await classifierOf(binding, opts, loaded, prepared, tokenizer, labels.length, device, notes);
   const model = built.module;
   const outDir = opts.outDir;

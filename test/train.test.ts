@@ -305,6 +305,37 @@ print(json.dumps(((h * m).sum(1) / m.sum(1)).flatten().tolist()))
   });
 });
 
+describe('integer labels counted from 1', () => {
+  it('train with class 0 left empty, and the result says so', async () => {
+    // Before: labels 1 and 2 made classes 0, 1, 2 without a word; class 0, never seen, took most
+    // predictions after one epoch (demo: validation accuracy 1.88%).
+    const raw = await loadExamples(demoReviews);
+    const labels = raw.labels!.map((l) => (l === 'positive' ? 2 : 1));
+    const result = await train({
+      data: { texts: raw.texts, labels },
+      encoder: informativeEncoder,
+      tokenizer: demoTokenizer,
+      epochs: 1,
+      ...SMALL,
+    });
+    result.classifier.dispose();
+    expect(result.labels).toEqual(['0', '1', '2']);
+    expect(result.notes).toContain(
+      "no training example has class '0'; the classifier has an output for it that never learns (integer labels are class ids counted from 0: if yours count from 1, subtract 1 or use class names)",
+    );
+    const named = await train({
+      data: demoReviews,
+      labels: ['negative', 'neutral', 'positive'],
+      encoder: informativeEncoder,
+      tokenizer: demoTokenizer,
+      epochs: 1,
+      ...SMALL,
+    });
+    named.classifier.dispose();
+    expect(named.notes).toContain("no training example has class 'neutral'; the classifier has an output for it that never learns");
+  });
+});
+
 describe('bad input gets a clear error and loses nothing', () => {
   let outDir: string;
   let checkpointSha: string;
