@@ -404,10 +404,25 @@ export function stratifiedSplit(
   isValidation.forEach((v, i) => {
     (v ? validation : train).push(i);
   });
-  if (train.length === 0 || validation.length === 0) {
+  if (validation.length === 0) throw new InputError(noValidationMessage(perClass, classIds.length, validationFraction));
+  if (train.length === 0) {
     throw new InputError(
       `too few examples (${classIds.length}) to split ${validationFraction} off for validation; give more data or validationData`,
     );
   }
   return { train: Int32Array.from(train), validation: Int32Array.from(validation) };
+}
+
+/**
+ * Why the stratified split held nothing out: every class too small for its share to round to one
+ * example. Nearly as many classes as examples is the mark of a wrong label column (a text or an id).
+ */
+function noValidationMessage(perClass: Map<number, number>, examples: number, fraction: number): string {
+  const largest = Math.max(...perClass.values());
+  const needed = Math.ceil(0.5 / fraction);
+  const suspect = perClass.size * 2 > examples ? 'is the label column right? If so, ' : '';
+  return (
+    `too few examples per class to hold out ${fraction} of each for validation (${perClass.size} classes among ${examples} examples, ` +
+    `at most ${largest} in one; a class needs ${needed}): ${suspect}give more data, a larger validationSplit or validationData`
+  );
 }

@@ -116,4 +116,15 @@ describe('stratified split', () => {
     expect(() => stratifiedSplit(Int32Array.from([0, 1]), 0.2, 1, reverse)).toThrow(/too few examples/);
     expect(() => stratifiedSplit(Int32Array.from([0, 1]), 1.5, 1, reverse)).toThrow(/between 0 and 1/);
   });
+  it('says why nothing was held out, and suspects the label column when nearly every example is its own class', () => {
+    // Before: 'too few examples (800) to split 0.2 off for validation' for 800 rows whose label column held the texts.
+    const distinct = Int32Array.from({ length: 800 }, (_, i) => i);
+    expect(() => stratifiedSplit(distinct, 0.2, 1, reverse)).toThrow(
+      'too few examples per class to hold out 0.2 of each for validation (800 classes among 800 examples, at most 1 in one; a class needs 3): is the label column right? If so, give more data, a larger validationSplit or validationData',
+    );
+    const small = Int32Array.from([0, 0, 1, 1]);
+    expect(() => stratifiedSplit(small, 0.2, 1, reverse)).toThrow(
+      'too few examples per class to hold out 0.2 of each for validation (2 classes among 4 examples, at most 2 in one; a class needs 3): give more data, a larger validationSplit or validationData',
+    );
+  });
 });
