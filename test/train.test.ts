@@ -485,6 +485,19 @@ describe('bad input gets a clear error and loses nothing', () => {
     );
     unchanged();
   });
+  it('a feature cache directory that is a file', async () => {
+    // Before: a plain Error, 'EEXIST: file already exists, mkdir ...', naming neither the option nor a way out.
+    const file = join(work, 'cache-is-a-file');
+    writeFileSync(file, '');
+    const run = train({ ...base(), featureCache: 'disk', featureCacheDir: file });
+    await expect(run).rejects.toBeInstanceOf(InputError);
+    await expect(run).rejects.toThrow(
+      new RegExp(
+        `^feature cache directory ${file} cannot be created: EEXIST: .*; choose another featureCacheDir / --cache-dir, or featureCache 'memory'$`,
+      ),
+    );
+    unchanged();
+  });
   it('class weights that give every class of the training data weight 0', async () => {
     // Before: the training loss was 0 (nothing to learn), the validation loss NaN, and that run was saved as the best.
     await expect(train({ ...base(), classWeights: [0, 0] })).rejects.toThrow(
