@@ -9,7 +9,7 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { InputError } from '../lib/errors.js';
+import { InputError, ModelError } from '../lib/errors.js';
 import { loadClassifier, train } from '../lib/index.js';
 import { pretrain } from '../lib/pretrainer.js';
 import { demoPretrain, demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
@@ -40,7 +40,7 @@ function modelFolder(name: string): string {
 
 const classify = (encoder: string, outDir: string) => train({ data: demoReviews, encoder, outDir, epochs: 1, maxLength: 32 });
 
-describe('an output folder the run would damage', () => {
+describe('a folder of the wrong kind', () => {
   const texts = join(work, 'texts.txt');
   let model: string;
   let pretrained: string;
@@ -120,6 +120,17 @@ describe('an output folder the run would damage', () => {
     await expect(load).rejects.toBeInstanceOf(InputError);
     await expect(load).rejects.toThrow(
       `${stopped} holds no classifier yet, only the state of a training run stopped before its first evaluation: finish the run (resumeFrom / torch-bert train ... --resume ${stopped})`,
+    );
+  });
+
+  it('a classifier folder given as the model says so and names the model it was trained from', async () => {
+    // Before: '<dir> is not a Hugging Face model folder: it has no weights (model.safetensors, ...)'.
+    const classifierDir = join(work, 'classifier-as-model');
+    (await classify(model, classifierDir)).classifier.dispose();
+    const run = classify(classifierDir, join(work, 'from-classifier'));
+    await expect(run).rejects.toBeInstanceOf(ModelError);
+    await expect(run).rejects.toThrow(
+      `${classifierDir} is not a Hugging Face model folder: it has no weights (model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json); it is a torch-bert classifier: give the model it was trained from (${model}), or load it with loadClassifier / --classifier`,
     );
   });
 
