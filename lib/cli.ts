@@ -146,8 +146,9 @@ Required:
                            uses the cache only); an existing local path wins, ./name is local
   --out DIR                where the best checkpoint goes (classifier.pt, config.json, ...)
 Options (default):
-  --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder (the model
-                           folder's own tokenizer.json or vocab.txt; required with a .pt file)
+  --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder, or a BERT vocab.txt
+                           (with the tokenizer_config.json beside it); default the model folder's
+                           own tokenizer.json or vocab.txt; required with a .pt file
   --text-column NAME       text column (text)
   --label-column NAME      label column (label); integer ids or class names
   --validation-data FILE   validation CSV instead of splitting --data (repeatable)

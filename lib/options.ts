@@ -162,7 +162,8 @@ export interface TrainOptions {
    */
   encoder: string;
   /**
-   * Hugging Face `tokenizer.json` matching the encoder's vocabulary. Default: the model folder's
+   * Hugging Face `tokenizer.json` matching the encoder's vocabulary, or a BERT `vocab.txt` (read
+   * with the `tokenizer_config.json` and `special_tokens_map.json` beside it). Default: the model folder's
    * own (tokenizer.json, or vocab.txt with tokenizer_config.json); required with a TorchScript file.
    */
   tokenizer?: string;

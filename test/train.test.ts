@@ -4,7 +4,7 @@
  * encoder signatures, hidden sizes, and every bad input of the foundation issue.
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -302,6 +302,27 @@ print(json.dumps(((h * m).sum(1) / m.sum(1)).flatten().tolist()))
       expect(Math.abs(actual[i]! - v)).toBeLessThan(1e-5);
     });
     classifier.dispose();
+  });
+});
+
+describe('a vocab.txt as the tokenizer', () => {
+  it('trains exactly as the tokenizer.json with the same vocabulary', async () => {
+    // Before: "tokenizer file .../vocab.txt is not valid JSON: Unexpected token 'P', ..." (the help
+    // names vocab.txt, and a TorchScript encoder of an older BERT has no tokenizer.json).
+    const dir = join(work, 'vocab-only');
+    mkdirSync(dir);
+    const vocab = JSON.parse(readFileSync(demoTokenizer, 'utf8')).model.vocab as Record<string, number>;
+    const byId = Object.entries(vocab).sort((a, b) => a[1] - b[1]);
+    expect(byId.every(([, id], i) => id === i)).toBe(true);
+    writeFileSync(join(dir, 'vocab.txt'), byId.map(([token]) => token).join('\n') + '\n');
+    const run = (tokenizer: string) => train({ data: demoReviews, encoder: informativeEncoder, tokenizer, epochs: 2, ...SMALL });
+    const fromJson = await run(demoTokenizer);
+    const fromVocab = await run(join(dir, 'vocab.txt'));
+    fromJson.classifier.dispose();
+    fromVocab.classifier.dispose();
+    expect(fromVocab.history.map((e) => [e.trainLoss, e.validationLoss])).toEqual(
+      fromJson.history.map((e) => [e.trainLoss, e.validationLoss]),
+    );
   });
 });
 
