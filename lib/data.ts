@@ -164,6 +164,14 @@ function columnIndex(header: string[], column: string, file: string, what: strin
       column,
     });
   }
+  // Two columns of the name: the first would be read, the other dropped, without a word.
+  const again = header.indexOf(column, index + 1);
+  if (again >= 0) {
+    throw new InputError(
+      `data file ${file} has two columns named '${column}' (columns ${index + 1} and ${again + 1}); rename one, or choose ${what} with ${option}`,
+      { file, column },
+    );
+  }
   return index;
 }
 

@@ -34,6 +34,14 @@ describe('CSV loading', () => {
     await expect(readCsv(file, { textColumn: 'review', labelColumn: 'stars' })).rejects.toThrow(/no column 'stars'/);
   });
 
+  it('refuses a header that names the chosen column twice', async () => {
+    // Before: the first 'text' column was read and the second dropped, without a word.
+    const file = join(dir, 'twice.csv');
+    writeFileSync(file, 'text,text,label\nx,a good film,positive\ny,a bad film,negative\n');
+    await expect(readCsv(file)).rejects.toThrow(
+      `data file ${file} has two columns named 'text' (columns 1 and 2); rename one, or choose the text column with textColumn / --text-column`,
+    );
+  });
   it('names the file of a missing, empty, non-UTF-8 or malformed CSV', async () => {
     await expect(readCsv(join(dir, 'absent.csv'))).rejects.toThrow(/cannot read data file .*absent\.csv: ENOENT/);
     await expect(readCsv(csv('empty.csv', ''))).rejects.toThrow(/empty\.csv is empty/);
