@@ -365,6 +365,19 @@ export function absentClassNote(trainIds: Int32Array, names: readonly string[]):
   );
 }
 
+/**
+ * A note for class names that differ only in case ('Positive', 'positive'): kept apart as classes,
+ * as they must be, though they are most often one class written two ways. Null when none do.
+ */
+export function caseVariantsNote(names: readonly string[]): string | null {
+  const byLower = new Map<string, string[]>();
+  for (const n of names) byLower.set(n.toLowerCase(), [...(byLower.get(n.toLowerCase()) ?? []), n]);
+  const variants = [...byLower.values()].filter((group) => group.length > 1);
+  if (variants.length === 0) return null;
+  const listed = variants.map((group) => group.map((n) => `'${n}'`).join(' and ')).join('; ');
+  return `classes ${listed} differ only in case and train as different classes; if they are one class, write its labels alike`;
+}
+
 /** Map raw labels to class ids; a label outside `names` is an error naming its row. */
 export function labelIds(rawLabels: readonly string[], names: readonly string[], origin: (i: number) => string): Int32Array {
   const idOf = new Map(names.map((n, i) => [n, i]));

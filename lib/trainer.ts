@@ -44,6 +44,7 @@ import { classificationTask, type LabelledSet, lossOptions, validateClassifier }
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
 import {
   absentClassNote,
+  caseVariantsNote,
   checkFilesNamedOnce,
   csvColumns,
   type DataSource,
@@ -594,8 +595,8 @@ async function trainRank(
   // 3. Build the classifier. LoRA and adapter runs first fingerprint their base, before anything
   // is added to it or trains, for loadAdapters to refuse another (base-weights.ts).
   const baseDigests = opts.technique === 'lora' || opts.technique === 'adapter' ? weightDigests(loaded.module) : undefined;
-  const absent = absentClassNote(data.train.labels, labels);
-  const notes: string[] = [...loaded.notes, ...(absent ? [absent] : [])];
+  const labelNotes = [absentClassNote(data.train.labels, labels), caseVariantsNote(labels)].filter((n) => n !== null);
+  const notes: string[] = [...loaded.notes, ...labelNotes];
   const { built, head } = await classifierOf(binding, opts, loaded, prepared, tokenizer, labels.length, device, notes);
   const model = built.module;
   const outDir = opts.outDir;
