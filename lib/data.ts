@@ -196,6 +196,19 @@ function firstLines(records: Array<{ info: { bytes: number } }>, content: Buffer
 }
 
 /**
+ * A JSON or JSON Lines file, named as such: read as CSV it fails on its first quote, and read as
+ * pretraining text its braces and keys would be learned as words.
+ */
+export function checkNotJson(file: string): void {
+  if (/\.(json|jsonl|ndjson)$/i.test(file)) {
+    throw new InputError(
+      `data file ${file} is JSON, which torch-bert does not read: give a CSV file with a header row (pretrain also reads plain text, one document per line)`,
+      { file },
+    );
+  }
+}
+
+/**
  * Read a CSV file (RFC 4180: quoted fields, embedded newlines, BOM, CRLF) into texts and raw labels.
  * Every problem names the file and, where there is one, the line and column.
  */
@@ -205,6 +218,7 @@ export async function readCsv(
 ): Promise<RawExamples> {
   const textColumn = options.textColumn ?? DEFAULT_TEXT_COLUMN;
   const labelColumn = options.labelColumn ?? DEFAULT_LABEL_COLUMN;
+  checkNotJson(file);
   const content = await readTextFile(file);
   // Parsing the bytes (not a decoded string) makes info.bytes a byte offset into `content`,
   // from which each record's first line number is counted for error messages.

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { inferLabelNames, labelIds, loadExamples, readCsv, stratifiedSplit } from '../lib/data.js';
 import { InputError } from '../lib/errors.js';
+import { readPretrainingTexts } from '../lib/mlm-data.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'torch-bert-data-'));
 function csv(name: string, content: string | Buffer): string {
@@ -34,6 +35,14 @@ describe('CSV loading', () => {
     await expect(readCsv(file, { textColumn: 'review', labelColumn: 'stars' })).rejects.toThrow(/no column 'stars'/);
   });
 
+  it('refuses a JSON Lines file by its name, for training and pretraining', async () => {
+    // Before: train said 'not valid CSV: Invalid Opening Quote ... value is "{"'; pretrain trained on the JSON text, braces and keys included.
+    const file = join(dir, 'reviews.jsonl');
+    writeFileSync(file, '{"text": "a good film", "label": "positive"}\n{"text": "a bad film", "label": "negative"}\n');
+    const refusal = `data file ${file} is JSON, which torch-bert does not read: give a CSV file with a header row (pretrain also reads plain text, one document per line)`;
+    await expect(readCsv(file)).rejects.toThrow(refusal);
+    await expect(readPretrainingTexts([file])).rejects.toThrow(refusal);
+  });
   it('refuses a header that names the chosen column twice', async () => {
     // Before: the first 'text' column was read and the second dropped, without a word.
     const file = join(dir, 'twice.csv');
