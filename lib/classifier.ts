@@ -17,7 +17,7 @@ import {
   resolveClassifierArchive,
   TOKENIZER_FILE,
 } from './checkpoint.js';
-import { type DataSource, labelIds, loadExamples } from './data.js';
+import { checkSourceShape, type DataSource, labelIds, loadExamples } from './data.js';
 import { type EncoderSourceInfo, loadEncoderSource } from './encoder-source.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import type { ExportFamily } from './export-family.js';
@@ -248,6 +248,11 @@ export class Classifier {
    * names, and a load that raced with a save's rename is retried.
    */
   static async load(dir: string, options: { device?: Device } = {}): Promise<Classifier> {
+    if (typeof dir !== 'string' || dir === '') {
+      throw new InputError(
+        `loadClassifier(dir): dir must be the path of a folder torch-bert train wrote; got ${dir === '' ? "''" : typeof dir}`,
+      );
+    }
     for (let attempt = 1; ; attempt++) {
       const loaded = await Classifier.loadOnce(dir, options);
       if (loaded) return loaded;
@@ -440,6 +445,7 @@ export class Classifier {
    * columns: the source's own, else `options`', else those the classifier was trained on.
    */
   async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationResult> {
+    checkSourceShape(data);
     const batchSize = inferenceBatchSize(options.batchSize);
     const textColumn = options.textColumn ?? this.config.textColumn;
     const labelColumn = options.labelColumn ?? this.config.labelColumn;

@@ -262,7 +262,7 @@ export function csvColumns(source: DataSource): { textColumn: string; labelColum
 }
 
 /** A JavaScript caller's source of another type would otherwise fail as a TypeError deep in the reader. */
-function checkSourceShape(source: unknown): void {
+export function checkSourceShape(source: unknown): void {
   const shapes = 'a CSV path, a list of paths, { csv, textColumn, labelColumn } or { texts, labels }';
   if (typeof source !== 'string' && (typeof source !== 'object' || source === null)) {
     throw new InputError(`a data source must be ${shapes}; got ${source === null ? 'null' : typeof source}`);

@@ -411,6 +411,24 @@ describe('bad input gets a clear error and loses nothing', () => {
     await expect(evaluate(outDir, file)).rejects.toThrow(/unknown-label\.csv line 3: label 'meh' is not one of the known classes/);
     unchanged();
   });
+  it('loadClassifier and evaluate with arguments of the wrong type, from JavaScript', async () => {
+    // Before: TypeErrors ('The "path" argument must be of type string', "Cannot use 'in' operator to search for 'csv' in 5").
+    for (const dir of [5, undefined]) {
+      const load = loadClassifier(dir as never);
+      await expect(load).rejects.toBeInstanceOf(InputError);
+      await expect(load).rejects.toThrow(`loadClassifier(dir): dir must be the path of a folder torch-bert train wrote; got ${typeof dir}`);
+    }
+    const classifier = await loadClassifier(outDir);
+    try {
+      const evaluation = classifier.evaluate(5 as never);
+      await expect(evaluation).rejects.toBeInstanceOf(InputError);
+      await expect(evaluation).rejects.toThrow(
+        'a data source must be a CSV path, a list of paths, { csv, textColumn, labelColumn } or { texts, labels }; got number',
+      );
+    } finally {
+      classifier.dispose();
+    }
+  });
   it('a batch size for predict or evaluate that is not a whole number of rows ≥ 1', async () => {
     // A size of 0 or less cut no rows per batch, so the batching never ended (until out of memory);
     // a fraction reached libtorch as a batch of 0 rows.
