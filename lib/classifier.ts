@@ -432,6 +432,7 @@ export class Classifier {
     }
     const encoded = await this.encode(texts, pairs ?? null);
     const { predictions, probabilities: flat } = await runEvaluation(this.module, encoded, null, batchSize);
+    this.checkClassCount(flat, encoded.count);
     const numClasses = this.labels.length;
     return Array.from(predictions, (labelId, i) => ({
       label: this.labels[labelId]!,
@@ -465,6 +466,7 @@ export class Classifier {
     const ids = labelIds(raw.labels!, this.labels, raw.origin);
     const encoded = await this.encode(raw.texts, raw.pairs ?? null, options.signal);
     const result = await runEvaluation(this.module, encoded, ids, batchSize, options.signal);
+    this.checkClassCount(result.probabilities, encoded.count);
     return {
       loss: result.loss!,
       accuracy: result.accuracy!,
@@ -472,6 +474,16 @@ export class Classifier {
       examples: encoded.count,
       predictions: result.predictions,
     };
+  }
+
+  /** The model's classes against config.json's labels: with a label added or removed there, each probability would be named wrongly. */
+  private checkClassCount(probabilities: Float32Array, count: number): void {
+    const classes = count === 0 ? this.labels.length : probabilities.length / count;
+    if (classes !== this.labels.length) {
+      throw new ModelError(
+        `the classifier's model gives ${classes} classes but its config.json lists ${this.labels.length} labels (${this.labels.join(', ')}): the config was edited or comes from another save; give it the labels it was trained with`,
+      );
+    }
   }
 
   private promptEncoder: PromptEncoder | undefined;

@@ -4,13 +4,13 @@
  * encoder signatures, hidden sizes, and every bad input of the foundation issue.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows } from '../lib/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
-import { InputError } from '../lib/errors.js';
+import { InputError, ModelError } from '../lib/errors.js';
 import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import type { EpochMetrics } from '../lib/options.js';
@@ -410,6 +410,23 @@ describe('bad input gets a clear error and loses nothing', () => {
     writeFileSync(file, 'text,label\ngood film,positive\nso so,meh\n');
     await expect(evaluate(outDir, file)).rejects.toThrow(/unknown-label\.csv line 3: label 'meh' is not one of the known classes/);
     unchanged();
+  });
+  it('a classifier whose config.json lists more labels than its model has classes', async () => {
+    // Before: predict named the 2 outputs 'a' and 'b' and never 'c', without a word.
+    const edited = join(work, 'edited-labels');
+    cpSync(outDir, edited, { recursive: true });
+    const config = JSON.parse(readFileSync(join(edited, 'config.json'), 'utf8'));
+    writeFileSync(join(edited, 'config.json'), JSON.stringify({ ...config, labels: ['a', 'b', 'c'] }));
+    const classifier = await loadClassifier(edited);
+    try {
+      const run = classifier.predict(['a good film']);
+      await expect(run).rejects.toBeInstanceOf(ModelError);
+      await expect(run).rejects.toThrow(
+        "the classifier's model gives 2 classes but its config.json lists 3 labels (a, b, c): the config was edited or comes from another save; give it the labels it was trained with",
+      );
+    } finally {
+      classifier.dispose();
+    }
   });
   it('loadClassifier and evaluate with arguments of the wrong type, from JavaScript', async () => {
     // Before: TypeErrors ('The "path" argument must be of type string', "Cannot use 'in' operator to search for 'csv' in 5").
