@@ -571,6 +571,21 @@ describe('bad input gets a clear error and loses nothing', () => {
     );
     unchanged();
   });
+  it('a second text without the prompt head', async () => {
+    // Before: read, then dropped: the mlp head trained on the first text alone (demo pairs with the review
+    // as the second text: 50% validation accuracy), exit 0 and no word.
+    const pairs = join(work, 'pairs.csv');
+    const rows = readFileSync(demoReviews, 'utf8').trim().split('\n').slice(1);
+    writeFileSync(pairs, `text,text2,label\n${rows.map((r) => `x,${r}`).join('\n')}\n`);
+    const tail =
+      "goes with head 'prompt' (its template's {text_b}); head 'mlp' reads one text: set head 'prompt' with a template, or leave the second text out";
+    await expect(train({ ...base(), data: pairs, textPairColumn: 'text2' })).rejects.toThrow(`textPairColumn ${tail}`);
+    await expect(train({ ...base(), data: { csv: pairs, textPairColumn: 'text2' } })).rejects.toThrow(`data.textPairColumn ${tail}`);
+    await expect(train({ ...base(), data: { texts: ['a', 'b'], pairs: ['c', 'd'], labels: [0, 1] } })).rejects.toThrow(
+      `data.pairs ${tail}`,
+    );
+    unchanged();
+  });
   it('class weights that give every class of the training data weight 0', async () => {
     // Before: the training loss was 0 (nothing to learn), the validation loss NaN, and that run was saved as the best.
     await expect(train({ ...base(), classWeights: [0, 0] })).rejects.toThrow(
