@@ -491,6 +491,12 @@ export class Classifier {
   /** Texts → rows: through the recorded prompt with head 'prompt', else the tokenizer alone. */
   private encode(texts: readonly string[], pairs: readonly string[] | null, signal?: AbortSignal): Promise<EncodedTexts> {
     const prompt = this.config.prompt;
+    if (!prompt && pairs !== null) {
+      // Only a prompt's template has a place ({text_b}) for a second text: it would be dropped.
+      throw new InputError(
+        "second texts (a text pair column, or predict's pairs) go with a prompt classifier's {text_b}; this classifier reads one text: leave them out",
+      );
+    }
     if (!prompt) return this.tokenizer.encodeBatchAsync(texts, this.config.maxLength, { signal });
     this.promptEncoder ??= PromptEncoder.fromConfig(this.tokenizer, prompt);
     return Promise.resolve(this.promptEncoder.encode(texts, pairs, this.config.maxLength));

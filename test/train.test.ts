@@ -411,6 +411,21 @@ describe('bad input gets a clear error and loses nothing', () => {
     await expect(evaluate(outDir, file)).rejects.toThrow(/unknown-label\.csv line 3: label 'meh' is not one of the known classes/);
     unchanged();
   });
+  it('second texts given to a classifier that reads one text', async () => {
+    // Before: dropped without a word; eval --text-pair-column and predict(texts, { pairs }) scored the first texts alone.
+    const refusal =
+      "second texts (a text pair column, or predict's pairs) go with a prompt classifier's {text_b}; this classifier reads one text: leave them out";
+    const pairs = join(work, 'eval-pairs.csv');
+    writeFileSync(pairs, 'text,text2,label\na good film,fine,positive\na bad film,dull,negative\n');
+    const classifier = await loadClassifier(outDir);
+    try {
+      await expect(classifier.predict(['a good film'], { pairs: ['fine'] })).rejects.toThrow(refusal);
+      await expect(classifier.evaluate(pairs, { textPairColumn: 'text2' })).rejects.toThrow(refusal);
+      await expect(classifier.evaluate({ csv: pairs, textPairColumn: 'text2' })).rejects.toThrow(refusal);
+    } finally {
+      classifier.dispose();
+    }
+  });
   it('a classifier whose config.json lists more labels than its model has classes', async () => {
     // Before: predict named the 2 outputs 'a' and 'b' and never 'c', without a word.
     const edited = join(work, 'edited-labels');
