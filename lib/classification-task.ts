@@ -36,20 +36,32 @@ export interface LabelledSet {
 export type ClassificationBatch = { tokens: StepBatch } | { featureRows: Int32Array; labels: Int32Array };
 
 /** Class weights for the loss: given, or `balanced` as scikit-learn computes them. */
-export function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array, numClasses: number): LossOptions {
+export function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array, labels: readonly string[]): LossOptions {
   const loss: LossOptions = {};
   if (opts.labelSmoothing > 0) loss.labelSmoothing = opts.labelSmoothing;
+  const counts = new Float64Array(labels.length);
+  for (const c of trainLabels) counts[c]!++;
   if (opts.classWeights === 'balanced') {
-    const counts = new Float64Array(numClasses);
-    for (const c of trainLabels) counts[c]!++;
-    loss.classWeights = Float32Array.from(counts, (n) => (n > 0 ? trainLabels.length / (numClasses * n) : 0));
+    loss.classWeights = Float32Array.from(counts, (n) => (n > 0 ? trainLabels.length / (labels.length * n) : 0));
   } else if (opts.classWeights !== undefined) {
-    if (!Array.isArray(opts.classWeights) || opts.classWeights.length !== numClasses || opts.classWeights.some((w) => !(w >= 0))) {
-      throw new InputError(`classWeights must be 'balanced' or ${numClasses} non-negative numbers (one per class)`);
-    }
-    loss.classWeights = Float32Array.from(opts.classWeights);
+    loss.classWeights = givenClassWeights(opts.classWeights, counts, labels);
   }
   return loss;
+}
+
+/** Given weights, one per class, of which a class the training data has must weigh more than 0. */
+function givenClassWeights(weights: number[], counts: Float64Array, labels: readonly string[]): Float32Array {
+  if (!Array.isArray(weights) || weights.length !== labels.length || weights.some((w) => !(w >= 0))) {
+    throw new InputError(`classWeights must be 'balanced' or ${labels.length} non-negative numbers (one per class)`);
+  }
+  // With every trained class at weight 0 the weighted loss is 0 (or 0/0 = NaN): no gradient, a NaN validation loss.
+  if (!weights.some((w, c) => w > 0 && counts[c]! > 0)) {
+    const present = labels.filter((_, c) => counts[c]! > 0);
+    throw new InputError(
+      `classWeights [${weights.join(', ')}] give every class of the training data (${present.join(', ')}) weight 0, so nothing would be learned: give at least one of them a positive weight`,
+    );
+  }
+  return Float32Array.from(weights);
 }
 
 export function classificationTask(

@@ -2,6 +2,7 @@
  * A trained classifier: the TorchScript module (encoder + head), its tokenizer and its
  * config, with `predict()` and `evaluate()`. Loaded from a directory written by `train()`.
  */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkSameBase } from './base-weights.js';
@@ -23,7 +24,7 @@ import {
   resolveClassifierArchive,
   TOKENIZER_FILE,
 } from './checkpoint.js';
-import { type DataSource, labelIds, loadExamples } from './data.js';
+import { checkSourceShape, type DataSource, labelIds, loadExamples } from './data.js';
 import { type EncoderSourceInfo, loadEncoderSource } from './encoder-source.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import type { ExportFamily } from './export-family.js';
@@ -31,10 +32,12 @@ import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
 import { checkModelInputs, tokenTypesFed } from './model-checks.js';
 import { checkInteger, type Device, type Pooling, type ResolvedAdapterOptions } from './options.js';
+import { folderKind, kindInWords } from './output-folder.js';
 import { type PromptConfig, PromptEncoder, promptSpec } from './prompt-template.js';
 import type { HeadKind } from './sequence-classification.js';
 import { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { bottleneckSpec } from './trainable.js';
+import { STATE_DIR } from './training-state.js';
 
 /** config.json of a saved classifier. */
 export interface ClassifierConfig {
@@ -207,17 +210,31 @@ function loadHead(binding: NativeBinding, module: NativeScriptModule, headFile: 
   }
 }
 
-/** Read and check `dir/config.json`; every failure names the file. */
+/** Read and check `dir/config.json`; every failure names the file, and what the folder holds instead. */
 async function readClassifierConfig(dir: string): Promise<{ config: ClassifierConfig; configPath: string }> {
   const configPath = join(dir, CONFIG_FILE);
   let config: ClassifierConfig;
   try {
     config = JSON.parse(await readFile(configPath, 'utf8')) as ClassifierConfig;
   } catch (err) {
+    if (existsSync(join(dir, STATE_DIR))) {
+      throw new InputError(
+        `${dir} holds no classifier yet, only the state of a training run stopped before its first evaluation: finish the run (resumeFrom / torch-bert train ... --resume ${dir})`,
+        // No cause: the missing config.json is the whole story, and --verbose would add nothing.
+        { file: configPath },
+      );
+    }
     throw new InputError(`cannot read classifier config ${configPath}: ${messageOf(err)}`, { file: configPath, cause: err });
   }
   if (typeof config !== 'object' || config === null || config.format !== 'torch-bert-classifier' || !Array.isArray(config.labels)) {
-    throw new InputError(`${configPath} is not a torch-bert classifier config`, { file: configPath });
+    const holds = await folderKind(dir);
+    const instead = holds === null || holds === 'classifier' ? '' : `: ${dir} holds ${kindInWords(holds)}`;
+    throw new InputError(
+      `${configPath} is not a torch-bert classifier config${instead}; give a folder that torch-bert train wrote (its outDir / --out)`,
+      {
+        file: configPath,
+      },
+    );
   }
   return { config, configPath };
 }
@@ -240,6 +257,11 @@ export class Classifier {
    * names, and a load that raced with a save's rename is retried.
    */
   static async load(dir: string, options: { device?: Device } = {}): Promise<Classifier> {
+    if (typeof dir !== 'string' || dir === '') {
+      throw new InputError(
+        `loadClassifier(dir): dir must be the path of a folder torch-bert train wrote; got ${dir === '' ? "''" : typeof dir}`,
+      );
+    }
     for (let attempt = 1; ; attempt++) {
       const loaded = await Classifier.loadOnce(dir, options);
       if (loaded) return loaded;
@@ -419,6 +441,7 @@ export class Classifier {
     }
     const encoded = await this.encode(texts, pairs ?? null);
     const { predictions, probabilities: flat } = await runEvaluation(this.module, encoded, null, batchSize);
+    this.checkClassCount(flat, encoded.count);
     const numClasses = this.labels.length;
     return Array.from(predictions, (labelId, i) => ({
       label: this.labels[labelId]!,
@@ -432,6 +455,7 @@ export class Classifier {
    * columns: the source's own, else `options`', else those the classifier was trained on.
    */
   async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationResult> {
+    checkSourceShape(data);
     const batchSize = inferenceBatchSize(options.batchSize);
     const textColumn = options.textColumn ?? this.config.textColumn;
     const labelColumn = options.labelColumn ?? this.config.labelColumn;
@@ -451,6 +475,7 @@ export class Classifier {
     const ids = labelIds(raw.labels!, this.labels, raw.origin);
     const encoded = await this.encode(raw.texts, raw.pairs ?? null, options.signal);
     const result = await runEvaluation(this.module, encoded, ids, batchSize, options.signal);
+    this.checkClassCount(result.probabilities, encoded.count);
     return {
       loss: result.loss!,
       accuracy: result.accuracy!,
@@ -460,11 +485,27 @@ export class Classifier {
     };
   }
 
+  /** The model's classes against config.json's labels: with a label added or removed there, each probability would be named wrongly. */
+  private checkClassCount(probabilities: Float32Array, count: number): void {
+    const classes = count === 0 ? this.labels.length : probabilities.length / count;
+    if (classes !== this.labels.length) {
+      throw new ModelError(
+        `the classifier's model gives ${classes} classes but its config.json lists ${this.labels.length} labels (${this.labels.join(', ')}): the config was edited or comes from another save; give it the labels it was trained with`,
+      );
+    }
+  }
+
   private promptEncoder: PromptEncoder | undefined;
 
   /** Texts → rows: through the recorded prompt with head 'prompt', else the tokenizer alone. */
   private encode(texts: readonly string[], pairs: readonly string[] | null, signal?: AbortSignal): Promise<EncodedTexts> {
     const prompt = this.config.prompt;
+    if (!prompt && pairs !== null) {
+      // Only a prompt's template has a place ({text_b}) for a second text: it would be dropped.
+      throw new InputError(
+        "second texts (a text pair column, or predict's pairs) go with a prompt classifier's {text_b}; this classifier reads one text: leave them out",
+      );
+    }
     if (!prompt) return this.tokenizer.encodeBatchAsync(texts, this.config.maxLength, { signal });
     this.promptEncoder ??= PromptEncoder.fromConfig(this.tokenizer, prompt);
     return Promise.resolve(this.promptEncoder.encode(texts, pairs, this.config.maxLength));

@@ -147,8 +147,9 @@ Required:
                            uses the cache only); an existing local path wins, ./name is local
   --out DIR                where the best checkpoint goes (classifier.pt, config.json, ...)
 Options (default):
-  --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder (the model
-                           folder's own tokenizer.json or vocab.txt; required with a .pt file)
+  --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder, or a BERT vocab.txt
+                           (with the tokenizer_config.json beside it); default the model folder's
+                           own tokenizer.json or vocab.txt; required with a .pt file
   --text-column NAME       text column (text)
   --label-column NAME      label column (label); integer ids or class names
   --validation-data FILE   validation CSV instead of splitting --data (repeatable)
@@ -954,6 +955,27 @@ function takeVerbose(argv: string[]): { verbose: boolean; argv: string[] } {
   return { verbose: kept.length < flags.length || Boolean(process.env.TORCH_BERT_DEBUG), argv: [...kept, ...rest] };
 }
 
+/**
+ * `--name -1` as `--name=-1`: node's parseArgs takes a value starting with '-' for an option and
+ * refuses it as ambiguous, so a negative number would never reach the option's own check (which
+ * says what the option needs).
+ */
+function joinNegativeValues(argv: string[]): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') return [...joined, ...argv.slice(i)];
+    const next = argv[i + 1];
+    if (/^--[^=]+$/.test(arg) && next !== undefined && /^-(\d|\.\d|Infinity$|NaN$)/.test(next)) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else {
+      joined.push(arg);
+    }
+  }
+  return joined;
+}
+
 /** The error's stack, then each cause's (or its message, for a cause that is not an Error). */
 function details(err: unknown): string {
   const parts: string[] = [];
@@ -965,7 +987,7 @@ function details(err: unknown): string {
 }
 
 async function main(args: string[]): Promise<number> {
-  const { verbose, argv } = takeVerbose(args);
+  const { verbose, argv } = takeVerbose(joinNegativeValues(args));
   const [command, ...rest] = argv;
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     console.log(HELP.main);

@@ -3,7 +3,8 @@
  * stratified train/validation split. This is the first stop of a batch's journey:
  * CSV row → (text, label id) here → token ids in `tokenizer.ts` → `trainer.ts`.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, realpath } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { InputError, messageOf } from './errors.js';
 
@@ -51,6 +52,38 @@ export interface RawExamples {
 
 /** Integer class ids larger than this are rejected: they are almost always a wrong column. */
 export const MAX_CLASS_ID = 9_999;
+
+/** The CSV files a source names; none for arrays. */
+export function sourceFiles(source: DataSource): string[] {
+  const files = typeof source === 'string' || Array.isArray(source) ? source : (source as Partial<CsvSource> | null)?.csv;
+  // Of another shape, the source is refused by loadExamples (checkSourceShape), naming what it takes.
+  if (typeof files !== 'string' && !Array.isArray(files)) return [];
+  return (typeof files === 'string' ? [files] : [...files]).filter((f): f is string => typeof f === 'string');
+}
+
+/**
+ * Refuses a file named twice: read as one with the others, its rows would train twice (and a
+ * stratified split would hold out copies of trained rows), or validation would measure rows the
+ * classifier trains on, with nothing said.
+ */
+export async function checkFilesNamedOnce(training: readonly string[], validation: readonly string[] = []): Promise<void> {
+  const seen = new Map<string, { file: string; validation: boolean }>();
+  for (const [file, isValidation] of [...training.map((f) => [f, false] as const), ...validation.map((f) => [f, true] as const)]) {
+    const key = await realpath(file).catch(() => resolve(file));
+    const first = seen.get(key);
+    if (first && isValidation && !first.validation) {
+      throw new InputError(
+        `validation file ${file} is also a training file (${first.file}): validation would measure rows the classifier trains on; give held-out rows (validationData / --validation-data), or leave it out to hold out a share of the data`,
+        { file },
+      );
+    }
+    if (first) {
+      const option = isValidation ? 'validationData / --validation-data' : 'data / --data';
+      throw new InputError(`${first.file} is named twice (${option}): its rows would count twice; name each file once`, { file });
+    }
+    seen.set(key, { file, validation: isValidation });
+  }
+}
 
 function describeSource(source: DataSource): string {
   const files =
@@ -131,6 +164,14 @@ function columnIndex(header: string[], column: string, file: string, what: strin
       column,
     });
   }
+  // Two columns of the name: the first would be read, the other dropped, without a word.
+  const again = header.indexOf(column, index + 1);
+  if (again >= 0) {
+    throw new InputError(
+      `data file ${file} has two columns named '${column}' (columns ${index + 1} and ${again + 1}); rename one, or choose ${what} with ${option}`,
+      { file, column },
+    );
+  }
   return index;
 }
 
@@ -155,6 +196,19 @@ function firstLines(records: Array<{ info: { bytes: number } }>, content: Buffer
 }
 
 /**
+ * A JSON or JSON Lines file, named as such: read as CSV it fails on its first quote, and read as
+ * pretraining text its braces and keys would be learned as words.
+ */
+export function checkNotJson(file: string): void {
+  if (/\.(json|jsonl|ndjson)$/i.test(file)) {
+    throw new InputError(
+      `data file ${file} is JSON, which torch-bert does not read: give a CSV file with a header row (pretrain also reads plain text, one document per line)`,
+      { file },
+    );
+  }
+}
+
+/**
  * Read a CSV file (RFC 4180: quoted fields, embedded newlines, BOM, CRLF) into texts and raw labels.
  * Every problem names the file and, where there is one, the line and column.
  */
@@ -164,6 +218,7 @@ export async function readCsv(
 ): Promise<RawExamples> {
   const textColumn = options.textColumn ?? DEFAULT_TEXT_COLUMN;
   const labelColumn = options.labelColumn ?? DEFAULT_LABEL_COLUMN;
+  checkNotJson(file);
   const content = await readTextFile(file);
   // Parsing the bytes (not a decoded string) makes info.bytes a byte offset into `content`,
   // from which each record's first line number is counted for error messages.
@@ -206,9 +261,22 @@ export function csvColumns(source: DataSource): { textColumn: string; labelColum
   return undefined;
 }
 
+/** A JavaScript caller's source of another type would otherwise fail as a TypeError deep in the reader. */
+export function checkSourceShape(source: unknown): void {
+  const shapes = 'a CSV path, a list of paths, { csv, textColumn, labelColumn } or { texts, labels }';
+  if (typeof source !== 'string' && (typeof source !== 'object' || source === null)) {
+    throw new InputError(`a data source must be ${shapes}; got ${source === null ? 'null' : typeof source}`);
+  }
+  const csv = (source as Partial<CsvSource>).csv;
+  if (typeof source === 'object' && 'csv' in source && typeof csv !== 'string' && !Array.isArray(csv)) {
+    throw new InputError(`a data source's csv must be a path or a list of paths; got ${csv === null ? 'null' : typeof csv}`);
+  }
+}
+
 /** Load any data source into raw examples, validating texts and (when required) labels. */
 export async function loadExamples(source: DataSource, options: { labelsRequired?: boolean } = {}): Promise<RawExamples> {
   const labelsRequired = options.labelsRequired ?? true;
+  checkSourceShape(source);
   let raw: RawExamples;
   if (typeof source === 'string') {
     raw = await readCsv(source, { labelsRequired });
@@ -296,6 +364,34 @@ export function inferLabelNames(rawLabels: readonly string[], origin: (i: number
   return names;
 }
 
+/**
+ * A note for classes no training example has: the classifier keeps an output for each that never
+ * learns, typically integer labels counted from 1 (ids are counted from 0). Null when every class has one.
+ */
+export function absentClassNote(trainIds: Int32Array, names: readonly string[]): string | null {
+  const seen = new Set(trainIds);
+  const absent = names.filter((_, id) => !seen.has(id));
+  if (absent.length === 0) return null;
+  const integerIds = names.every((n, id) => n === String(id));
+  return (
+    `no training example has class ${absent.map((n) => `'${n}'`).join(', ')}; the classifier has an output for it that never learns` +
+    (integerIds ? ' (integer labels are class ids counted from 0: if yours count from 1, subtract 1 or use class names)' : '')
+  );
+}
+
+/**
+ * A note for class names that differ only in case ('Positive', 'positive'): kept apart as classes,
+ * as they must be, though they are most often one class written two ways. Null when none do.
+ */
+export function caseVariantsNote(names: readonly string[]): string | null {
+  const byLower = new Map<string, string[]>();
+  for (const n of names) byLower.set(n.toLowerCase(), [...(byLower.get(n.toLowerCase()) ?? []), n]);
+  const variants = [...byLower.values()].filter((group) => group.length > 1);
+  if (variants.length === 0) return null;
+  const listed = variants.map((group) => group.map((n) => `'${n}'`).join(' and ')).join('; ');
+  return `classes ${listed} differ only in case and train as different classes; if they are one class, write its labels alike`;
+}
+
 /** Map raw labels to class ids; a label outside `names` is an error naming its row. */
 export function labelIds(rawLabels: readonly string[], names: readonly string[], origin: (i: number) => string): Int32Array {
   const idOf = new Map(names.map((n, i) => [n, i]));
@@ -343,10 +439,25 @@ export function stratifiedSplit(
   isValidation.forEach((v, i) => {
     (v ? validation : train).push(i);
   });
-  if (train.length === 0 || validation.length === 0) {
+  if (validation.length === 0) throw new InputError(noValidationMessage(perClass, classIds.length, validationFraction));
+  if (train.length === 0) {
     throw new InputError(
       `too few examples (${classIds.length}) to split ${validationFraction} off for validation; give more data or validationData`,
     );
   }
   return { train: Int32Array.from(train), validation: Int32Array.from(validation) };
+}
+
+/**
+ * Why the stratified split held nothing out: every class too small for its share to round to one
+ * example. Nearly as many classes as examples is the mark of a wrong label column (a text or an id).
+ */
+function noValidationMessage(perClass: Map<number, number>, examples: number, fraction: number): string {
+  const largest = Math.max(...perClass.values());
+  const needed = Math.ceil(0.5 / fraction);
+  const suspect = perClass.size * 2 > examples ? 'is the label column right? If so, ' : '';
+  return (
+    `too few examples per class to hold out ${fraction} of each for validation (${perClass.size} classes among ${examples} examples, ` +
+    `at most ${largest} in one; a class needs ${needed}): ${suspect}give more data, a larger validationSplit or validationData`
+  );
 }

@@ -14,8 +14,9 @@
  * config.json (the Hub commit included).
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { NativeScriptModule } from './binding.js';
 import { sha256File } from './checkpoint.js';
 import { InputError, ModelError, messageOf } from './errors.js';
@@ -25,7 +26,7 @@ import { type DownloadProgress, type ModelSource, resolveModelSource } from './h
 import { loadBinding } from './loader.js';
 import { initialMlmHeadWeights } from './mlm-head-init.js';
 import { checkModelInputs, loadCheckedEncoder, tokenTypesFed } from './model-checks.js';
-import { TOKENIZER_CONFIG_FILE } from './model-folder.js';
+import { TOKENIZER_CONFIG_FILE, VOCAB_COMPANIONS, VOCAB_TXT } from './model-folder.js';
 import { TextTokenizer } from './tokenizer.js';
 import { loadFolderTokenizer } from './wordpiece-vocab.js';
 
@@ -114,8 +115,13 @@ type FolderSource = Extract<ModelSource, { kind: 'folder' }>;
 /** Where a max length given as an option comes from, for messages. */
 const givenMaxLengthFrom = (options: EncoderLoadOptions): string => options.maxLengthFrom ?? 'maxLength / --max-length';
 
-const loadTokenizer = async (tokenizer: string | TextTokenizer): Promise<TextTokenizer> =>
-  typeof tokenizer === 'string' ? TextTokenizer.load(tokenizer) : tokenizer;
+/** A tokenizer.json, or a vocab.txt read as its folder's (with the companions beside it), or one already loaded. */
+async function loadTokenizer(tokenizer: string | TextTokenizer): Promise<TextTokenizer> {
+  if (typeof tokenizer !== 'string') return tokenizer;
+  if (basename(tokenizer) !== VOCAB_TXT) return TextTokenizer.load(tokenizer);
+  const dir = dirname(tokenizer);
+  return loadFolderTokenizer(dir, [VOCAB_TXT, ...VOCAB_COMPANIONS.filter((f) => existsSync(join(dir, f)))]);
+}
 
 /** A TorchScript file: its tokenizer must be named, its max length is the option's or the fallback. */
 async function loadTorchScript(file: string, options: EncoderLoadOptions): Promise<LoadedEncoder> {

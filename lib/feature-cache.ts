@@ -16,6 +16,7 @@ import { mkdir, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { gatherRows, longestFirstBatches, runBatches } from './batching.js';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from './binding.js';
+import { InputError, messageOf } from './errors.js';
 import type { EncodeEvent } from './options.js';
 import type { EncodedTexts } from './tokenizer.js';
 
@@ -68,7 +69,14 @@ function readDiskCache(binding: NativeBinding, file: string, count: number): Fea
 
 /** Written beside and renamed into place: a reader never sees half a file. */
 async function writeDiskCache(binding: NativeBinding, file: string, features: NativeTensor, rowOf: Int32Array): Promise<void> {
-  await mkdir(dirname(file), { recursive: true });
+  try {
+    await mkdir(dirname(file), { recursive: true });
+  } catch (err) {
+    throw new InputError(
+      `feature cache directory ${dirname(file)} cannot be created: ${messageOf(err)}; choose another featureCacheDir / --cache-dir, or featureCache 'memory'`,
+      { file: dirname(file), cause: err },
+    );
+  }
   const tmp = `${file}.tmp-${process.pid}`;
   const rowTensor = binding.Tensor.fromArray(rowOf, [rowOf.length], 'int32');
   try {

@@ -16,7 +16,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
@@ -31,6 +31,7 @@ import {
   selectModelFiles,
   TOKENIZER_JSON,
   VOCAB_TXT,
+  WEIGHT_CANDIDATES,
 } from './model-folder.js';
 
 export type ModelSource =
@@ -136,7 +137,10 @@ async function statOrUndefined(path: string) {
  */
 export async function resolveModelSource(spec: string, options: ResolveOptions = {}): Promise<ModelSource> {
   const found = await statOrUndefined(spec);
-  if (found?.isFile()) return { kind: 'torchscript', file: resolve(spec) };
+  if (found?.isFile()) {
+    checkNotFolderFile(spec);
+    return { kind: 'torchscript', file: resolve(spec) };
+  }
   if (found?.isDirectory()) {
     const dir = resolve(spec);
     return { kind: 'folder', dir, files: await inspectModelFolder(dir) };
@@ -151,6 +155,20 @@ export async function resolveModelSource(spec: string, options: ResolveOptions =
     return await resolveHubModel(parsed.repoId, parsed.revision ?? options.revision ?? DEFAULT_REVISION, env, options);
   } catch (err) {
     throw withoutSecret(err, env.token);
+  }
+}
+
+/** The files of a Hugging Face folder, which a user may name instead of the folder (read as TorchScript, they fail obscurely). */
+const FOLDER_FILES: readonly string[] = [CONFIG_FILE, ...WEIGHT_CANDIDATES, TOKENIZER_JSON, VOCAB_TXT];
+
+function checkNotFolderFile(spec: string): void {
+  if (FOLDER_FILES.includes(basename(spec))) {
+    throw new InputError(
+      `${spec} is one file of a Hugging Face model folder, not a model: give the folder that holds it (${dirname(resolve(spec))})`,
+      {
+        file: spec,
+      },
+    );
   }
 }
 

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { gatherRows } from './batching.js';
 import type { StepBatch } from './binding.js';
-import { DEFAULT_TEXT_COLUMN, readCsv } from './data.js';
+import { checkFilesNamedOnce, checkNotJson, DEFAULT_TEXT_COLUMN, readCsv } from './data.js';
 import { InputError, messageOf } from './errors.js';
 import { type MaskingOptions, type MaskingVocabulary, maskExample } from './mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
@@ -17,8 +17,10 @@ import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
  */
 export async function readPretrainingTexts(files: readonly string[], textColumn = DEFAULT_TEXT_COLUMN): Promise<string[]> {
   if (files.length === 0) throw new InputError('pretrain(): `data` must name at least one file');
+  await checkFilesNamedOnce(files);
   const texts: string[] = [];
   for (const file of files) {
+    checkNotJson(file);
     if (file.toLowerCase().endsWith('.csv')) {
       texts.push(...(await readCsv(file, { textColumn, labelsRequired: false })).texts);
       continue;

@@ -11,6 +11,7 @@ import { open, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { addressedName, archiveChecksums } from './checkpoint.js';
 import { ModelError } from './errors.js';
+import { folderKind } from './output-folder.js';
 
 export const CONFIG_FILE = 'config.json';
 /** The weights file transformers' save_pretrained writes (and what torch-bert's writers name theirs). */
@@ -210,7 +211,12 @@ export async function inspectModelFolder(dir: string): Promise<ModelFolderFiles>
         : selection.missing === WEIGHTS_DESCRIPTION
           ? ''
           : ', a shard its weights index lists';
-    throw new ModelError(`${folder} is not a Hugging Face model folder: it has no ${selection.missing}${why}`, { file: folder });
+    throw new ModelError(
+      `${folder} is not a Hugging Face model folder: it has no ${selection.missing}${why}${await classifierHint(folder)}`,
+      {
+        file: folder,
+      },
+    );
   }
   if (selection.files.format === 'pytorch') {
     for (const file of selection.files.weights) if (file.endsWith('.bin')) await checkZipPickle(join(folder, file));
@@ -236,4 +242,12 @@ async function committedWeights(folder: string, weights: string[]): Promise<stri
   if (!sha) return weights;
   const addressed = addressedName(MODEL_FILE, sha);
   return (await fileState(join(folder, addressed))) === 'present' ? [addressed] : weights;
+}
+
+/** A torch-bert classifier given as a model: where its encoder came from, the model meant. */
+async function classifierHint(folder: string): Promise<string> {
+  if ((await folderKind(folder)) !== 'classifier') return '';
+  const config = JSON.parse(await readFile(join(folder, CONFIG_FILE), 'utf8')) as { encoder?: { file?: unknown } };
+  const base = typeof config.encoder?.file === 'string' ? ` (${config.encoder.file})` : '';
+  return `; it is a torch-bert classifier: give the model it was trained from${base}, or load it with loadClassifier / --classifier`;
 }

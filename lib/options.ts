@@ -6,6 +6,7 @@
  * Trainer; the seed did not clip), and AdamW's weight decay and epsilon are torch.optim.AdamW's
  * 0.01 and 1e-8 (the seed's transformers.AdamW had 0 and 1e-6).
  */
+import { availableParallelism } from 'node:os';
 import type { AdapterActivation, AdapterConfig, Precision } from './binding.js';
 import type { DataSource } from './data.js';
 import { InputError } from './errors.js';
@@ -161,7 +162,8 @@ export interface TrainOptions {
    */
   encoder: string;
   /**
-   * Hugging Face `tokenizer.json` matching the encoder's vocabulary. Default: the model folder's
+   * Hugging Face `tokenizer.json` matching the encoder's vocabulary, or a BERT `vocab.txt` (read
+   * with the `tokenizer_config.json` and `special_tokens_map.json` beside it). Default: the model folder's
    * own (tokenizer.json, or vocab.txt with tokenizer_config.json); required with a TorchScript file.
    */
   tokenizer?: string;
@@ -396,19 +398,25 @@ type Optional =
 export type ResolvedTrainOptions = Required<Omit<TrainOptions, Optional | 'lora' | 'adapter'>> &
   Pick<TrainOptions, Optional> & { lora: Required<LoraOptions>; adapter: ResolvedAdapterOptions };
 
+/** A value as a message shows it: a string quoted, so that '3' is not mistaken for the number 3. */
+function shown(value: unknown): string {
+  if (typeof value === 'string') return `'${value}' (a string)`;
+  return Array.isArray(value) ? `[${value.map(shown).join(', ')}]` : String(value);
+}
+
 export function checkInteger(name: string, value: number, min: number): void {
-  if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${value}`);
+  if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${shown(value)}`);
 }
 
 function checkRange(name: string, value: number, min: number, maxExclusive: number): void {
   if (!(typeof value === 'number' && value >= min && value < maxExclusive)) {
-    throw new InputError(`${name} must be in [${min}, ${maxExclusive}); got ${value}`);
+    throw new InputError(`${name} must be in [${min}, ${maxExclusive}); got ${shown(value)}`);
   }
 }
 
 function checkNonNegative(name: string, value: number): void {
   if (!(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
-    throw new InputError(`${name} must be a finite number ≥ 0; got ${value}`);
+    throw new InputError(`${name} must be a finite number ≥ 0; got ${shown(value)}`);
   }
 }
 
@@ -434,7 +442,9 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     throw new InputError('train(): `tokenizer` must be the path of a tokenizer.json');
   }
   oneOf('technique', resolved.technique, ['frozen', 'full', 'lora', 'adapter']);
-  checkHeadOptions(resolved);
+  checkHeadOptions(options, resolved);
+  checkTechniqueOptions(options, resolved.technique);
+  checkValidationSource(options, resolved);
   oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
   oneOf('schedule', resolved.schedule, ['constant', 'linear']);
   oneOf('padding', resolved.padding, ['longest', 'max']);
@@ -451,8 +461,8 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   return resolved;
 }
 
-/** The head and what goes with it: pooling, a prompt's template and verbalizer, few-shot. */
-function checkHeadOptions(resolved: ResolvedTrainOptions): void {
+/** The head and what goes with it: pooling, a prompt's template, verbalizer and second texts. */
+function checkHeadOptions(options: TrainOptions, resolved: ResolvedTrainOptions): void {
   oneOf('pooling', resolved.pooling, ['cls', 'mean']);
   oneOf('head', resolved.head, HEAD_KINDS);
   if (resolved.head === 'sequence-classification' && resolved.pooling === 'mean') {
@@ -468,6 +478,21 @@ function checkHeadOptions(resolved: ResolvedTrainOptions): void {
     if (resolved.technique === 'adapter') throw new InputError("head 'prompt' trains with technique 'full', 'lora' or 'frozen'");
   } else if (resolved.template !== undefined || resolved.verbalizer !== undefined) {
     throw new InputError("template and verbalizer go with head 'prompt'");
+  } else if (secondTexts(options) !== null) {
+    // The other heads encode one text: a second text would be read and then dropped.
+    throw new InputError(
+      `${secondTexts(options)} goes with head 'prompt' (its template's {text_b}); head '${resolved.head}' reads one text: set head 'prompt' with a template, or leave the second text out`,
+    );
+  }
+}
+
+/** Where the validation set comes from: the split is of `data` alone, so validation data or a few-shot draw rule it out. */
+function checkValidationSource(options: TrainOptions, resolved: ResolvedTrainOptions): void {
+  const validatedBy = options.validationData !== undefined ? 'validationData' : options.fewShot !== undefined ? 'fewShot' : null;
+  if (options.validationSplit !== undefined && validatedBy !== null) {
+    throw new InputError(
+      `validationSplit holds out a share of data, but ${validatedBy} decides the validation set: leave validationSplit (--validation-split) out`,
+    );
   }
   if (resolved.fewShot !== undefined) checkInteger('fewShot', resolved.fewShot, 1);
 }
@@ -484,15 +509,20 @@ function checkNumbers(resolved: ResolvedTrainOptions): void {
   checkNonNegative('learningRate', resolved.learningRate);
   if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
   checkNonNegative('weightDecay', resolved.weightDecay);
+  const { betas } = resolved;
+  if (!Array.isArray(betas) || betas.length !== 2 || betas.some((b) => !(typeof b === 'number' && b >= 0 && b < 1))) {
+    throw new InputError(`betas must be two numbers in [0, 1); got ${shown(betas)}`);
+  }
+  checkNonNegative('eps', resolved.eps);
   checkNonNegative('maxGradNorm', resolved.maxGradNorm);
   checkRange('dropout', resolved.dropout, 0, 1);
   checkRange('labelSmoothing', resolved.labelSmoothing, 0, 1);
   checkRange('warmupRatio', resolved.warmupRatio, 0, 1);
   if (resolved.evaluateEvery !== 'epoch') checkInteger('evaluateEvery', resolved.evaluateEvery, 1);
-  if (resolved.threads !== undefined) checkInteger('threads', resolved.threads, 1);
+  if (resolved.threads !== undefined) checkThreads(resolved.threads);
   const timeout = resolved.distributedTimeout;
   if (!(typeof timeout === 'number' && timeout > 0 && Number.isFinite(timeout))) {
-    throw new InputError(`distributedTimeout must be a number of seconds > 0; got ${timeout}`);
+    throw new InputError(`distributedTimeout must be a number of seconds > 0; got ${shown(timeout)}`);
   }
 }
 
@@ -500,11 +530,59 @@ function checkLoraOptions(lora: ResolvedTrainOptions['lora']): void {
   checkInteger('lora.rank', lora.rank, 1);
   // alpha scales the adapters' update: at 0 LoRA would train adapters that change nothing.
   if (!(typeof lora.alpha === 'number' && Number.isFinite(lora.alpha) && lora.alpha > 0)) {
-    throw new InputError(`lora.alpha must be a finite number > 0; got ${lora.alpha}`);
+    throw new InputError(`lora.alpha must be a finite number > 0; got ${shown(lora.alpha)}`);
   }
   checkRange('lora.dropout', lora.dropout, 0, 1);
   if (!Array.isArray(lora.targets) || lora.targets.length === 0) {
     throw new InputError('lora.targets must name at least one module path suffix');
+  }
+}
+
+/**
+ * Intra-op threads beyond the CPUs the process may run on only wait on each other (2 cores, the
+ * demo's one epoch: 6 s with 2 threads, 27 s with 16, over 60 s with 64).
+ */
+function checkThreads(threads: number): void {
+  checkInteger('threads', threads, 1);
+  const cpus = availableParallelism();
+  if (threads > cpus) {
+    throw new InputError(
+      `threads ${threads} is more than the ${cpus} CPUs this process may use, which slows every step down: use at most ${cpus}`,
+    );
+  }
+}
+
+/** Where the options give each example a second text, named for messages; null when they give none. */
+function secondTexts(options: TrainOptions): string | null {
+  if (options.textPairColumn !== undefined) return 'textPairColumn';
+  for (const [name, source] of [
+    ['data', options.data],
+    ['validationData', options.validationData],
+  ] as const) {
+    if (typeof source !== 'object' || source === null || Array.isArray(source)) continue;
+    if ('pairs' in source && source.pairs !== undefined) return `${name}.pairs`;
+    if ('textPairColumn' in source && source.textPairColumn !== undefined) return `${name}.textPairColumn`;
+  }
+  return null;
+}
+
+/** Options read by one technique only: given with another, they would be ignored without a word. */
+const TECHNIQUE_OF: ReadonlyArray<[keyof TrainOptions, Technique]> = [
+  ['lora', 'lora'],
+  ['adapter', 'adapter'],
+  ['encoderLearningRate', 'full'],
+];
+
+function checkTechniqueOptions(options: TrainOptions, technique: Technique): void {
+  for (const [name, owner] of TECHNIQUE_OF) {
+    const value: unknown = options[name];
+    // The CLI passes { rank: undefined, ... } when no --lora-* flag is given: only a value set counts.
+    const given = typeof value === 'object' && value !== null ? Object.values(value).some((v) => v !== undefined) : value !== undefined;
+    if (given && technique !== owner) {
+      throw new InputError(
+        `${name} goes with technique '${owner}', but the technique is '${technique}': set technique '${owner}' (--technique ${owner}) or leave ${name} out`,
+      );
+    }
   }
 }
 
@@ -522,9 +600,10 @@ function resolveAdapterOptions(options: AdapterOptions): ResolvedAdapterOptions 
   const size = reductionFactor === null ? (given.size ?? ADAPTER_DEFAULTS.size) : null;
   if (size !== null) checkInteger('adapter.size', size, 1);
   if (reductionFactor !== null && !(typeof reductionFactor === 'number' && Number.isFinite(reductionFactor) && reductionFactor >= 1)) {
-    throw new InputError(`adapter.reductionFactor must be a finite number ≥ 1; got ${reductionFactor}`);
+    throw new InputError(`adapter.reductionFactor must be a finite number ≥ 1; got ${shown(reductionFactor)}`);
   }
   const trainLayerNorm = given.trainLayerNorm ?? ADAPTER_DEFAULTS.trainLayerNorm;
-  if (typeof trainLayerNorm !== 'boolean') throw new InputError(`adapter.trainLayerNorm must be true or false; got ${trainLayerNorm}`);
+  if (typeof trainLayerNorm !== 'boolean')
+    throw new InputError(`adapter.trainLayerNorm must be true or false; got ${shown(trainLayerNorm)}`);
   return { config, size, reductionFactor, activation, trainLayerNorm };
 }

@@ -48,6 +48,7 @@ import {
   type ResolvedTrainOptions,
   resolveTrainOptions,
 } from './options.js';
+import { checkOutputFolder } from './output-folder.js';
 import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
@@ -270,7 +271,10 @@ async function pretrainRank(
     // 3. The MLM model and what trains.
     const { built, trainee } = await mlmTrainee(binding, opts, prepared, dist, disposables);
     const model = built.module;
-    if (writes) await ensureWritableDir(outDir);
+    if (writes) {
+      await checkOutputFolder(outDir, 'mlm', loaded);
+      await ensureWritableDir(outDir);
+    }
 
     // 4. The loop. Data-parallel: each rank measures its share of the held-out rows (their masks
     // are fixed per example), the sums reduced; rank 0 decides the best and early stopping.

@@ -41,7 +41,18 @@ import type {
 import { CLASSIFIER_FILE, ensureWritableDir, HISTORY_FILE, scratchCheckpointDir, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
-import { csvColumns, type DataSource, inferLabelNames, labelIds, loadExamples, stratifiedSplit } from './data.js';
+import {
+  absentClassNote,
+  caseVariantsNote,
+  checkFilesNamedOnce,
+  csvColumns,
+  type DataSource,
+  inferLabelNames,
+  labelIds,
+  loadExamples,
+  sourceFiles,
+  stratifiedSplit,
+} from './data.js';
 import {
   contentDigest,
   type Distributed,
@@ -67,6 +78,7 @@ import {
   resolveTrainOptions,
   type TrainOptions,
 } from './options.js';
+import { checkOutputFolder } from './output-folder.js';
 import { preparePrompt } from './prompt-classifier.js';
 import { type PromptEncoder, promptSpec } from './prompt-template.js';
 import { renderReport } from './report.js';
@@ -198,6 +210,7 @@ interface RawData {
  */
 async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, tokenizer: TextTokenizer): Promise<RawData> {
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
+  await checkFilesNamedOnce(sourceFiles(opts.data), opts.validationData ? sourceFiles(opts.validationData) : []);
   const trainRaw = await loadExamples(withPairColumn(opts.data, opts.textPairColumn));
   const validationRaw = opts.validationData ? await loadExamples(withPairColumn(opts.validationData, opts.textPairColumn)) : null;
   // The classes are the training data's (as transformers' run_glue): a class only the validation
@@ -572,7 +585,8 @@ async function trainRank(
   // 3. Build the classifier. LoRA and adapter runs first fingerprint their base, before anything
   // is added to it or trains, for loadAdapters to refuse another (base-weights.ts).
   const baseDigests = opts.technique === 'lora' || opts.technique === 'adapter' ? weightDigests(loaded.module) : undefined;
-  const notes: string[] = [...loaded.notes];
+  const labelNotes = [absentClassNote(data.train.labels, labels), caseVariantsNote(labels)].filter((n) => n !== null);
+  const notes: string[] = [...loaded.notes, ...labelNotes];
   const { built, head } = await classifierOf(binding, opts, loaded, prepared, tokenizer, labels.length, device, notes);
   const model = built.module;
   const outDir = opts.outDir;
@@ -591,7 +605,10 @@ async function trainRank(
     if (setup.flagOverride) notes.push(setup.flagOverride);
     const trainee = await startTrainee(binding, model, setup, { dist, saved, disposables });
     if (tf32Before !== null) binding.setAllowTF32(true);
-    if (outDir) await ensureWritableDir(outDir);
+    if (outDir) {
+      await checkOutputFolder(outDir, 'classifier', loaded);
+      await ensureWritableDir(outDir);
+    }
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
       const caches = await encodeFeatures(binding, model, opts, loaded, head.features, data, disposables, dist);
       data.train.cache = caches.train;
@@ -652,7 +669,7 @@ async function prepareData(
 ) {
   const data = await tokenizeData(opts, raw, prompt);
   const trainRows = data.train.encoded.count;
-  const loss = lossOptions(opts, data.train.labels, raw.labels.length);
+  const loss = lossOptions(opts, data.train.labels, raw.labels);
   const fingerprint = {
     ...runFingerprint(opts, raw.labels, trainRows, data.validation.encoded.count, dist?.worldSize ?? 1),
     // Only where a state is saved or resumed: the model's weights are hashed for it.

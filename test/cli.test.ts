@@ -210,6 +210,20 @@ describe('torch-bert CLI', () => {
     expect(unknown.code).toBe(2);
   });
 
+  it('reads a negative number as the value of its option and says what is wrong with it', async () => {
+    // Before: node's parseArgs took '-1' for an option and answered "Option '--epochs' argument is ambiguous."
+    for (const [flag, message] of [
+      ['--epochs', 'epochs must be an integer ≥ 1; got -1'],
+      ['--lr', 'learningRate must be a finite number ≥ 0; got -1'],
+      ['--seed', 'seed must be an integer ≥ 0; got -1'],
+    ]) {
+      const negative = await run(trainArgs(demoReviews, join(work, 'negative'), [flag!, '-1']));
+      expect(negative.stderr).toBe(`torch-bert: error: ${message}\n`);
+      expect(negative.code).toBe(1);
+    }
+    expect(existsSync(join(work, 'negative'))).toBe(false);
+  });
+
   it('trains with LoRA, reports metrics and writes the HTML report', async () => {
     const dir = join(work, 'lora');
     const trained = await run(

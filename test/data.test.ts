@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { inferLabelNames, labelIds, loadExamples, readCsv, stratifiedSplit } from '../lib/data.js';
 import { InputError } from '../lib/errors.js';
+import { readPretrainingTexts } from '../lib/mlm-data.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'torch-bert-data-'));
 function csv(name: string, content: string | Buffer): string {
@@ -34,6 +35,22 @@ describe('CSV loading', () => {
     await expect(readCsv(file, { textColumn: 'review', labelColumn: 'stars' })).rejects.toThrow(/no column 'stars'/);
   });
 
+  it('refuses a JSON Lines file by its name, for training and pretraining', async () => {
+    // Before: train said 'not valid CSV: Invalid Opening Quote ... value is "{"'; pretrain trained on the JSON text, braces and keys included.
+    const file = join(dir, 'reviews.jsonl');
+    writeFileSync(file, '{"text": "a good film", "label": "positive"}\n{"text": "a bad film", "label": "negative"}\n');
+    const refusal = `data file ${file} is JSON, which torch-bert does not read: give a CSV file with a header row (pretrain also reads plain text, one document per line)`;
+    await expect(readCsv(file)).rejects.toThrow(refusal);
+    await expect(readPretrainingTexts([file])).rejects.toThrow(refusal);
+  });
+  it('refuses a header that names the chosen column twice', async () => {
+    // Before: the first 'text' column was read and the second dropped, without a word.
+    const file = join(dir, 'twice.csv');
+    writeFileSync(file, 'text,text,label\nx,a good film,positive\ny,a bad film,negative\n');
+    await expect(readCsv(file)).rejects.toThrow(
+      `data file ${file} has two columns named 'text' (columns 1 and 2); rename one, or choose the text column with textColumn / --text-column`,
+    );
+  });
   it('names the file of a missing, empty, non-UTF-8 or malformed CSV', async () => {
     await expect(readCsv(join(dir, 'absent.csv'))).rejects.toThrow(/cannot read data file .*absent\.csv: ENOENT/);
     await expect(readCsv(csv('empty.csv', ''))).rejects.toThrow(/empty\.csv is empty/);
@@ -115,5 +132,16 @@ describe('stratified split', () => {
   it('rejects a split that leaves a side empty', () => {
     expect(() => stratifiedSplit(Int32Array.from([0, 1]), 0.2, 1, reverse)).toThrow(/too few examples/);
     expect(() => stratifiedSplit(Int32Array.from([0, 1]), 1.5, 1, reverse)).toThrow(/between 0 and 1/);
+  });
+  it('says why nothing was held out, and suspects the label column when nearly every example is its own class', () => {
+    // Before: 'too few examples (800) to split 0.2 off for validation' for 800 rows whose label column held the texts.
+    const distinct = Int32Array.from({ length: 800 }, (_, i) => i);
+    expect(() => stratifiedSplit(distinct, 0.2, 1, reverse)).toThrow(
+      'too few examples per class to hold out 0.2 of each for validation (800 classes among 800 examples, at most 1 in one; a class needs 3): is the label column right? If so, give more data, a larger validationSplit or validationData',
+    );
+    const small = Int32Array.from([0, 0, 1, 1]);
+    expect(() => stratifiedSplit(small, 0.2, 1, reverse)).toThrow(
+      'too few examples per class to hold out 0.2 of each for validation (2 classes among 4 examples, at most 2 in one; a class needs 3): give more data, a larger validationSplit or validationData',
+    );
   });
 });

@@ -144,7 +144,7 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
 
   for (const technique of ['full', 'lora', 'frozen'] as const) {
     it(`${technique}: 2 ranks with batch 4 end with the weights of 1 process with batch 8 (60 steps)`, async () => {
-      const options = { ...base, technique, lora: { rank: 4, alpha: 8, dropout: 0 } };
+      const options = { ...base, technique, ...(technique === 'lora' ? { lora: { rank: 4, alpha: 8, dropout: 0 } } : {}) };
       const single = join(dir, `${technique}-single`);
       const alone = await runProcess({ ...options, batchSize: 8 }, single, {});
       expect(alone.stderr).toBe('');

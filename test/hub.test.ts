@@ -413,6 +413,18 @@ describe('local model sources', () => {
     expect(fromHub.kind === 'folder' && fromHub.commit).toBe(C1);
   });
 
+  it('a file of a model folder given as the model names the folder to give instead', async () => {
+    // Before: read as TorchScript: 'PytorchStreamReader failed reading zip archive: failed finding central directory'.
+    const dir = writeFolder(join(tmp, 'named-file'), { 'config.json': '{}', 'model.safetensors': 'x', 'vocab.txt': '[PAD]\n' });
+    for (const name of ['config.json', 'model.safetensors', 'vocab.txt']) {
+      const run = resolveModelSource(join(dir, name));
+      await expect(run).rejects.toBeInstanceOf(InputError);
+      await expect(run).rejects.toThrow(
+        `${join(dir, name)} is one file of a Hugging Face model folder, not a model: give the folder that holds it (${dir})`,
+      );
+    }
+  });
+
   it('a file is a TorchScript encoder', async () => {
     const file = join(tmp, 'encoder.pt');
     writeFileSync(file, Buffer.concat([ZIP_HEADER, Buffer.alloc(16)]));

@@ -219,6 +219,13 @@ describe('pretrain()', () => {
     }
   }, 300_000);
 
+  it('refuses a text file named twice, which would put copies of trained texts in the held-out share', async () => {
+    await expect(pretrain({ model, outDir: join(work, 'twice'), epochs: 1, ...settings(), data: [files[0]!, files[0]!] })).rejects.toThrow(
+      /^.*a\.txt is named twice \(data \/ --data\): its rows would count twice; name each file once$/,
+    );
+    expect(existsSync(join(work, 'twice'))).toBe(false);
+  });
+
   it('groups texts as run_mlm.py: each text with its special tokens, concatenated, blocks cut, remainder dropped', async () => {
     const loaded = await loadEncoderSource(model, { device: 'cpu', fallbackMaxLength: 32, maxLength: 32 });
     const texts = corpus(10);

@@ -212,6 +212,22 @@ describe('a technique that cannot be set up', () => {
   });
 });
 
+describe('an option of another technique', () => {
+  it('is refused, naming the option and both techniques, instead of being ignored', async () => {
+    // Before: LoRA options without technique 'lora' trained the frozen default, the options unused, without a word.
+    const cases: Array<[Partial<TrainOptions>, string]> = [
+      [{ lora: { rank: 4 } }, "lora goes with technique 'lora', but the technique is 'frozen'"],
+      [{ technique: 'full', adapter: { size: 8 } }, "adapter goes with technique 'adapter', but the technique is 'full'"],
+      [{ technique: 'lora', encoderLearningRate: 1e-4 }, "encoderLearningRate goes with technique 'full', but the technique is 'lora'"],
+    ];
+    for (const [options, message] of cases) {
+      const run = train({ ...base(), ...options });
+      await expect(run).rejects.toBeInstanceOf(InputError);
+      await expect(run).rejects.toThrow(`${message}: set technique '`);
+    }
+  });
+});
+
 describe('float16 encoder files', () => {
   it('train in float32: the head and the encoder weights are float32, and the result says so', async () => {
     const half = join(work, 'half.pt');

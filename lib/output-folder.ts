@@ -1,0 +1,73 @@
+/**
+ * The one rule for a run's output folder before anything is written to it: a save replaces
+ * config.json, the tokenizer and the weights by name, so the folder may hold nothing, an
+ * interrupted run's state, or an earlier output of the same kind of run; never another model
+ * (a Hugging Face folder, the other kind of torch-bert output) and never the model the run
+ * reads, whose files the save would replace.
+ */
+import { readFile, realpath } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { LoadedEncoder } from './encoder-source.js';
+import { InputError } from './errors.js';
+
+/** What a torch-bert run writes: `train`'s classifier or `pretrain`'s masked-LM folder. */
+export type OutputKind = 'classifier' | 'mlm';
+
+const KIND_NAMES: Record<OutputKind, string> = {
+  classifier: 'a torch-bert classifier',
+  mlm: 'a torch-bert pretrained (masked-LM) model',
+};
+
+/** A folder's kind (`folderKind`) in words, for messages. */
+export function kindInWords(kind: OutputKind | string): string {
+  return kind in KIND_NAMES ? KIND_NAMES[kind as OutputKind] : kind;
+}
+
+/** Refuses an output folder the run would damage (see the top); an absent folder passes. */
+export async function checkOutputFolder(outDir: string, kind: OutputKind, model: LoadedEncoder): Promise<void> {
+  const modelDir = model.source.kind === 'folder' ? model.source.dir : null;
+  if (modelDir !== null && (await samePath(outDir, modelDir))) {
+    throw new InputError(
+      `output directory ${outDir} is the model folder the run reads (${model.description}); saving there would replace its files: choose another outDir / --out`,
+      { file: outDir },
+    );
+  }
+  const holds = await folderKind(outDir);
+  if (holds !== null && holds !== kind) {
+    throw new InputError(
+      `output directory ${outDir} holds ${kindInWords(holds)}, whose config.json this run would overwrite: choose a new or empty outDir / --out`,
+      { file: outDir },
+    );
+  }
+}
+
+/** The kind of output `dir/config.json` describes, a description of anything else, or null without one. */
+export async function folderKind(dir: string): Promise<OutputKind | string | null> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, 'config.json'), 'utf8');
+  } catch {
+    // No config.json (or no folder): nothing a save would overwrite by name but its own files.
+    return null;
+  }
+  let config: unknown;
+  try {
+    config = JSON.parse(text);
+  } catch {
+    return 'a config.json that is not JSON';
+  }
+  const json = (typeof config === 'object' && config !== null ? config : {}) as Record<string, unknown>;
+  if (json.format === 'torch-bert-classifier') return 'classifier';
+  const marker = json.torch_bert as { format?: unknown } | undefined;
+  if (marker?.format === 'torch-bert-mlm') return 'mlm';
+  return typeof json.model_type === 'string' ? `a Hugging Face model (model_type ${json.model_type})` : 'a config.json of another program';
+}
+
+async function samePath(a: string, b: string): Promise<boolean> {
+  try {
+    return (await realpath(a)) === (await realpath(b));
+  } catch {
+    // One of them does not exist (the output folder is new): not the same folder.
+    return false;
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * An output folder a run would damage is refused before anything is written (lib/output-folder.ts):
+ * the model folder the run reads, and a folder holding another kind of model. The demo encoder is
+ * copied first: the runs here must never write under assets/. And the other way round: a folder
+ * given as a classifier that is not one says what it holds.
+ */
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { InputError, ModelError } from '../lib/errors.js';
+import { loadClassifier, train } from '../lib/index.js';
+import { pretrain } from '../lib/pretrainer.js';
+import { demoPretrain, demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-output-folder-'));
+const demoEncoder = join(repoRoot, 'assets', 'demo', 'encoder');
+
+/** Every file of `dir` with its SHA-256, to show a refused run changed nothing. */
+function contents(dir: string): Record<string, string> {
+  const files = readdirSync(dir).sort();
+  return Object.fromEntries(
+    files.map((f) => [
+      f,
+      createHash('sha256')
+        .update(readFileSync(join(dir, f)))
+        .digest('hex'),
+    ]),
+  );
+}
+
+/** A copy of the demo encoder with its tokenizer, as a user's model folder. */
+function modelFolder(name: string): string {
+  const dir = join(work, name);
+  cpSync(demoEncoder, dir, { recursive: true });
+  cpSync(demoTokenizer, join(dir, 'tokenizer.json'));
+  return dir;
+}
+
+const classify = (encoder: string, outDir: string) => train({ data: demoReviews, encoder, outDir, epochs: 1, maxLength: 32 });
+
+describe('a folder of the wrong kind', () => {
+  const texts = join(work, 'texts.txt');
+  let model: string;
+  let pretrained: string;
+  beforeAll(async () => {
+    model = modelFolder('model');
+    const lines = readFileSync(demoPretrain, 'utf8').split('\n').slice(1, 201);
+    writeFileSync(texts, lines.map((l) => l.replace(/,(positive|negative)$/, '')).join('\n') + '\n');
+    pretrained = join(work, 'pretrained');
+    await pretrain({ model, data: texts, outDir: pretrained, epochs: 1, maxLength: 32, batchSize: 16 });
+  });
+
+  it('train refuses the model folder it reads, and leaves it as it was', async () => {
+    const before = contents(model);
+    const run = classify(model, model);
+    await expect(run).rejects.toBeInstanceOf(InputError);
+    await expect(run).rejects.toThrow(/^output directory .*model is the model folder the run reads .*: choose another outDir \/ --out$/);
+    expect(contents(model)).toEqual(before);
+  });
+
+  it('train refuses another Hugging Face model folder and a pretrained folder', async () => {
+    const other = modelFolder('other-model');
+    const before = contents(other);
+    await expect(classify(model, other)).rejects.toThrow(
+      /^output directory .*other-model holds a Hugging Face model \(model_type bert\), whose config\.json this run would overwrite: choose a new or empty outDir \/ --out$/,
+    );
+    expect(contents(other)).toEqual(before);
+    const pretrainedBefore = contents(pretrained);
+    await expect(classify(model, pretrained)).rejects.toThrow(/holds a torch-bert pretrained \(masked-LM\) model, whose config\.json/);
+    expect(contents(pretrained)).toEqual(pretrainedBefore);
+  });
+
+  it('pretrain refuses its own model folder and a classifier folder', async () => {
+    const before = contents(pretrained);
+    await expect(pretrain({ model: pretrained, data: texts, outDir: pretrained, epochs: 1, maxLength: 32 })).rejects.toThrow(
+      /^output directory .*pretrained is the model folder the run reads/,
+    );
+    expect(contents(pretrained)).toEqual(before);
+
+    const classifierDir = join(work, 'classifier');
+    (await classify(model, classifierDir)).classifier.dispose();
+    const classifierBefore = contents(classifierDir);
+    await expect(pretrain({ model, data: texts, outDir: classifierDir, epochs: 1, maxLength: 32 })).rejects.toThrow(
+      /holds a torch-bert classifier, whose config\.json this run would overwrite/,
+    );
+    expect(contents(classifierDir)).toEqual(classifierBefore);
+  });
+
+  it('loading a model folder or a pretrained folder as a classifier says what the folder holds', async () => {
+    // Before: '<dir>/config.json is not a torch-bert classifier config', with no hint of what it is or what to give.
+    const give = '; give a folder that torch-bert train wrote (its outDir / --out)';
+    await expect(loadClassifier(model)).rejects.toThrow(
+      `${model}/config.json is not a torch-bert classifier config: ${model} holds a Hugging Face model (model_type bert)${give}`,
+    );
+    await expect(loadClassifier(pretrained)).rejects.toThrow(
+      `${pretrained}/config.json is not a torch-bert classifier config: ${pretrained} holds a torch-bert pretrained (masked-LM) model${give}`,
+    );
+  });
+
+  it('loading a run stopped before its first evaluation says to resume it', async () => {
+    // Before: 'cannot read classifier config <dir>/config.json: ENOENT: no such file or directory ...'.
+    const stopped = join(work, 'stopped');
+    const controller = new AbortController();
+    const run = train({
+      data: demoReviews,
+      encoder: model,
+      outDir: stopped,
+      epochs: 1,
+      maxLength: 32,
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.type === 'batch' && e.batch === 2) controller.abort();
+      },
+    });
+    await expect(run).rejects.toThrow(/^training aborted at epoch 1, batch 3\/20/);
+    expect(readdirSync(stopped)).toEqual(['training-state']);
+    const load = loadClassifier(stopped);
+    await expect(load).rejects.toBeInstanceOf(InputError);
+    await expect(load).rejects.toThrow(
+      `${stopped} holds no classifier yet, only the state of a training run stopped before its first evaluation: finish the run (resumeFrom / torch-bert train ... --resume ${stopped})`,
+    );
+  });
+
+  it('a classifier folder given as the model says so and names the model it was trained from', async () => {
+    // Before: '<dir> is not a Hugging Face model folder: it has no weights (model.safetensors, ...)'.
+    const classifierDir = join(work, 'classifier-as-model');
+    (await classify(model, classifierDir)).classifier.dispose();
+    const run = classify(classifierDir, join(work, 'from-classifier'));
+    await expect(run).rejects.toBeInstanceOf(ModelError);
+    await expect(run).rejects.toThrow(
+      `${classifierDir} is not a Hugging Face model folder: it has no weights (model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json); it is a torch-bert classifier: give the model it was trained from (${model}), or load it with loadClassifier / --classifier`,
+    );
+  });
+
+  it('an earlier output of the same kind, or a folder of unrelated files, is written to', async () => {
+    const dir = join(work, 'rerun');
+    (await classify(model, dir)).classifier.dispose();
+    writeFileSync(join(dir, 'notes.txt'), 'mine\n');
+    const again = await train({ data: demoReviews, encoder: model, outDir: dir, epochs: 2, maxLength: 32 });
+    again.classifier.dispose();
+    expect(JSON.parse(readFileSync(join(dir, 'history.json'), 'utf8'))).toHaveLength(2);
+    expect(readFileSync(join(dir, 'notes.txt'), 'utf8')).toBe('mine\n');
+    expect(existsSync(join(dir, 'classifier.pt'))).toBe(true);
+  });
+});
