@@ -7,6 +7,7 @@
  */
 import { readFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CONFIG_FILE } from './checkpoint.js';
 import type { LoadedEncoder } from './encoder-source.js';
 import { InputError } from './errors.js';
 
@@ -45,7 +46,7 @@ export async function checkOutputFolder(outDir: string, kind: OutputKind, model:
 export async function folderKind(dir: string): Promise<OutputKind | string | null> {
   let text: string;
   try {
-    text = await readFile(join(dir, 'config.json'), 'utf8');
+    text = await readFile(join(dir, CONFIG_FILE), 'utf8');
   } catch {
     // No config.json (or no folder): nothing a save would overwrite by name but its own files.
     return null;

@@ -13,7 +13,7 @@ import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib
 import { InputError, ModelError } from '../lib/errors.js';
 import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
-import type { EpochMetrics } from '../lib/options.js';
+import type { EpochMetrics, TrainOptions } from '../lib/options.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
 import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, repoRoot, runPython } from './fixtures.js';
 
@@ -364,46 +364,30 @@ describe('a vocab.txt as the tokenizer', () => {
 });
 
 describe('labels that are probably a mistake', () => {
+  /** The notes of one demo epoch on `data` (with `labels`, when given). */
+  const notesOf = async (data: TrainOptions['data'], labels?: string[]) => {
+    const result = await train({ data, labels, encoder: informativeEncoder, tokenizer: demoTokenizer, epochs: 1, ...SMALL });
+    result.classifier.dispose();
+    return { labels: result.labels, notes: result.notes };
+  };
   it('train with class 0 left empty, and the result says so', async () => {
     // Before: labels 1 and 2 made classes 0, 1, 2 without a word; class 0, never seen, took most
     // predictions after one epoch (demo: validation accuracy 1.88%).
     const raw = await loadExamples(demoReviews);
     const labels = raw.labels!.map((l) => (l === 'positive' ? 2 : 1));
-    const result = await train({
-      data: { texts: raw.texts, labels },
-      encoder: informativeEncoder,
-      tokenizer: demoTokenizer,
-      epochs: 1,
-      ...SMALL,
-    });
-    result.classifier.dispose();
+    const result = await notesOf({ texts: raw.texts, labels });
     expect(result.labels).toEqual(['0', '1', '2']);
     expect(result.notes).toContain(
       "no training example has class '0'; the classifier has an output for it that never learns (integer labels are class ids counted from 0: if yours count from 1, subtract 1 or use class names)",
     );
-    const named = await train({
-      data: demoReviews,
-      labels: ['negative', 'neutral', 'positive'],
-      encoder: informativeEncoder,
-      tokenizer: demoTokenizer,
-      epochs: 1,
-      ...SMALL,
-    });
-    named.classifier.dispose();
+    const named = await notesOf(demoReviews, ['negative', 'neutral', 'positive']);
     expect(named.notes).toContain("no training example has class 'neutral'; the classifier has an output for it that never learns");
   });
   it('labels that differ only in case train as different classes, and the result says so', async () => {
     // Before: 'Positive' on a third of the positive rows made a third class without a word (demo: 18% validation accuracy).
     const raw = await loadExamples(demoReviews);
     const labels = raw.labels!.map((l, i) => (l === 'positive' && i % 3 === 0 ? 'Positive' : l));
-    const result = await train({
-      data: { texts: raw.texts, labels },
-      encoder: informativeEncoder,
-      tokenizer: demoTokenizer,
-      epochs: 1,
-      ...SMALL,
-    });
-    result.classifier.dispose();
+    const result = await notesOf({ texts: raw.texts, labels });
     expect(result.labels).toEqual(['Positive', 'negative', 'positive']);
     expect(result.notes).toContain(
       "classes 'Positive' and 'positive' differ only in case and train as different classes; if they are one class, write its labels alike",
