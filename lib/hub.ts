@@ -303,7 +303,10 @@ async function fromHub(repo: HubRepo, env: HubEnv, wantTokenizer: boolean, optio
   try {
     info = await modelInfo({ ...hub, name: repoId, revision, additionalFields: ['sha', 'filePaths'] });
   } catch (err) {
-    throw hubFailure(err, `${label} could not be resolved on ${env.endpoint}`, signal);
+    // An existing local path wins over a Hub id: a name that reaches the Hub named no file or
+    // folder here either, which a mistyped local path needs said as much as the Hub's answer.
+    const asked = `${label} could not be resolved on ${env.endpoint} (read as a Hub id: there is no file or folder ${repoId} in ${process.cwd()})`;
+    throw hubFailure(err, asked, signal);
   }
   const commit = info.sha;
   if (!commit || !COMMIT.test(commit)) throw new Error(`${env.endpoint} answered for ${label} without a commit hash`);

@@ -16,6 +16,8 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -411,6 +413,20 @@ describe('local model sources', () => {
     expect(hub.requests).toEqual([]);
     const fromHub = await resolveModelSource('tiny-bert');
     expect(fromHub.kind === 'folder' && fromHub.commit).toBe(C1);
+  });
+
+  it('a name that is no local path and that the Hub cannot resolve says both', async () => {
+    // Before: 'no-such-model@main could not be resolved on URL: fetch failed', as if only the Hub were asked.
+    process.chdir(tmp);
+    const closed = createServer();
+    await new Promise<void>((done) => closed.listen(0, '127.0.0.1', done));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((done) => closed.close(done));
+    process.env.HF_ENDPOINT = `http://127.0.0.1:${port}`;
+    const err = await rejection(resolveModelSource('no-such-model'));
+    expect(err.message).toBe(
+      `no-such-model@main could not be resolved on http://127.0.0.1:${port} (read as a Hub id: there is no file or folder no-such-model in ${process.cwd()}): fetch failed`,
+    );
   });
 
   it('a file of a model folder given as the model names the folder to give instead', async () => {
