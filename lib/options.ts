@@ -424,6 +424,115 @@ function oneOf<T extends string>(name: string, value: T, allowed: readonly T[]):
   if (!allowed.includes(value)) throw new InputError(`${name} must be one of ${allowed.join(', ')}; got '${value}'`);
 }
 
+/**
+ * The names of train()'s options, of `lora`'s and of `adapter`'s: TypeScript refuses a misspelt
+ * key at compile time, plain JavaScript would ignore it and train with the default. (`satisfies`
+ * keeps each list equal to its type's keys.)
+ */
+const TRAIN_OPTION_NAMES = Object.keys({
+  data: 1,
+  validationData: 1,
+  encoder: 1,
+  tokenizer: 1,
+  outDir: 1,
+  labels: 1,
+  technique: 1,
+  encoderLearningRate: 1,
+  lora: 1,
+  adapter: 1,
+  freeze: 1,
+  featureCache: 1,
+  featureCacheDir: 1,
+  maxLength: 1,
+  batchSize: 1,
+  epochs: 1,
+  learningRate: 1,
+  weightDecay: 1,
+  betas: 1,
+  eps: 1,
+  validationSplit: 1,
+  seed: 1,
+  headHidden: 1,
+  dropout: 1,
+  pooling: 1,
+  head: 1,
+  template: 1,
+  verbalizer: 1,
+  textPairColumn: 1,
+  fewShot: 1,
+  maxGradNorm: 1,
+  schedule: 1,
+  warmupRatio: 1,
+  gradientAccumulationSteps: 1,
+  classWeights: 1,
+  labelSmoothing: 1,
+  padding: 1,
+  groupByLength: 1,
+  evaluateEvery: 1,
+  bestMetric: 1,
+  earlyStoppingPatience: 1,
+  resumeFrom: 1,
+  onNonFinite: 1,
+  report: 1,
+  device: 1,
+  precision: 1,
+  threads: 1,
+  distributed: 1,
+  distributedTimeout: 1,
+  onProgress: 1,
+  signal: 1,
+} satisfies Record<keyof TrainOptions, 1>);
+const LORA_OPTION_NAMES = Object.keys({ rank: 1, alpha: 1, dropout: 1, targets: 1 } satisfies Record<keyof LoraOptions, 1>);
+const ADAPTER_OPTION_NAMES = Object.keys({
+  config: 1,
+  size: 1,
+  reductionFactor: 1,
+  activation: 1,
+  trainLayerNorm: 1,
+} satisfies Record<keyof AdapterOptions, 1>);
+
+/** train()'s options (and its lora and adapter objects) name only options it has. */
+export function checkTrainOptionNames(options: unknown): void {
+  if (!options || typeof options !== 'object') return;
+  checkOptionNames('train()', options, TRAIN_OPTION_NAMES);
+  const { lora, adapter } = options as TrainOptions;
+  if (lora && typeof lora === 'object') checkOptionNames('train(): lora', lora, LORA_OPTION_NAMES);
+  if (adapter && typeof adapter === 'object') checkOptionNames('train(): adapter', adapter, ADAPTER_OPTION_NAMES);
+}
+
+/** An InputError for the first key of `options` not among `names`, with the name it was probably meant to be. */
+export function checkOptionNames(what: string, options: object, names: readonly string[]): void {
+  const unknown = Object.keys(options).find((key) => !names.includes(key));
+  if (unknown === undefined) return;
+  const meant = likelyMeant(unknown, names);
+  throw new InputError(`${what} has no option '${unknown}': ${meant ? `did you mean '${meant}'?` : `its options are ${names.join(', ')}`}`);
+}
+
+/** The name `key` is a slip of: the same but for case, or within two edits. */
+function likelyMeant(key: string, names: readonly string[]): string | undefined {
+  const sameButCase = names.find((n) => n.toLowerCase() === key.toLowerCase());
+  if (sameButCase) return sameButCase;
+  let best: { name: string; distance: number } | undefined;
+  for (const name of names) {
+    const distance = editDistance(key.toLowerCase(), name.toLowerCase());
+    if (distance <= 2 && (!best || distance < best.distance)) best = { name, distance };
+  }
+  return best?.name;
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = row;
+  }
+  return previous[b.length]!;
+}
+
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -40,6 +40,7 @@ import { groupTexts, lineByLine, maskedBatch, readPretrainingTexts } from './mlm
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from './mlm-masking.js';
 import { writeMaskedLmFolder } from './mlm-output.js';
 import {
+  checkOptionNames,
   DEFAULTS,
   type Device,
   type EpochMetrics,
@@ -148,9 +149,46 @@ export const PRETRAIN_DEFAULTS = {
 /** Validation draws its masks with this epoch (training's are 1, 2, ...): the same masks at every evaluation. */
 const VALIDATION_EPOCH = 0;
 
+/** pretrain()'s option names, equal to PretrainOptions' keys (for plain JavaScript's misspelt keys: options.ts checkOptionNames). */
+const PRETRAIN_OPTION_NAMES = Object.keys({
+  model: 1,
+  data: 1,
+  textColumn: 1,
+  lineByLine: 1,
+  wholeWordMask: 1,
+  mlmProbability: 1,
+  outDir: 1,
+  tokenizer: 1,
+  validationSplit: 1,
+  maxLength: 1,
+  epochs: 1,
+  batchSize: 1,
+  learningRate: 1,
+  weightDecay: 1,
+  betas: 1,
+  eps: 1,
+  schedule: 1,
+  warmupRatio: 1,
+  maxGradNorm: 1,
+  gradientAccumulationSteps: 1,
+  precision: 1,
+  device: 1,
+  seed: 1,
+  evaluateEvery: 1,
+  earlyStoppingPatience: 1,
+  onNonFinite: 1,
+  resumeFrom: 1,
+  threads: 1,
+  distributed: 1,
+  distributedTimeout: 1,
+  onProgress: 1,
+  signal: 1,
+} satisfies Record<keyof PretrainOptions, 1>);
+
 export async function pretrain(options: PretrainOptions): Promise<PretrainResult> {
   // 1. Options and model.
   if (!options || typeof options !== 'object') throw new InputError('pretrain() takes an options object');
+  checkOptionNames('pretrain()', options, PRETRAIN_OPTION_NAMES);
   const { model: spec, data, textColumn, lineByLine: byLine = false, wholeWordMask = false, ...rest } = options;
   const mlmProbability = options.mlmProbability ?? PRETRAIN_DEFAULTS.mlmProbability;
   if (!(mlmProbability > 0 && mlmProbability < 1)) throw new InputError(`mlmProbability must be in (0, 1); got ${mlmProbability}`);

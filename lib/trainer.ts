@@ -71,6 +71,7 @@ import { fewShotSplit } from './few-shot.js';
 import { loadBinding } from './loader.js';
 import type { ClassificationMetrics } from './metrics.js';
 import {
+  checkTrainOptionNames,
   DEFAULTS,
   type EpochMetrics,
   type Evaluation,
@@ -509,6 +510,7 @@ function classifierConfig(
 }
 
 async function trainNow(options: TrainOptions): Promise<TrainResult> {
+  checkTrainOptionNames(options);
   const opts = resolveTrainOptions(options);
   const binding = loadBinding();
   options.signal?.throwIfAborted();

@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows } from '../lib/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
 import { InputError, ModelError } from '../lib/errors.js';
-import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
+import { evaluate, loadClassifier, predict, pretrain, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import type { EpochMetrics, TrainOptions } from '../lib/options.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
@@ -359,6 +359,31 @@ describe('a vocab.txt as the tokenizer', () => {
     fromVocab.classifier.dispose();
     expect(fromVocab.history.map((e) => [e.trainLoss, e.validationLoss])).toEqual(
       fromJson.history.map((e) => [e.trainLoss, e.validationLoss]),
+    );
+  });
+});
+
+describe('option names', () => {
+  it('a misspelt option of train(), of its lora or adapter object, or of pretrain() is refused, naming the one meant', async () => {
+    // Before: plain JavaScript's { epoch: 2 } trained with the default epochs without a word.
+    const base = { data: demoReviews, encoder: informativeEncoder, tokenizer: demoTokenizer };
+    const refusal = (options: object, run: (o: never) => Promise<unknown> = train) =>
+      run(options as never).then(
+        () => 'trained',
+        (err: Error) => `${err.name}: ${err.message}`,
+      );
+    expect(await refusal({ ...base, epoch: 2 })).toBe("InputError: train() has no option 'epoch': did you mean 'epochs'?");
+    expect(await refusal({ ...base, learningrate: 1e-3 })).toBe(
+      "InputError: train() has no option 'learningrate': did you mean 'learningRate'?",
+    );
+    expect(await refusal({ ...base, technique: 'lora', lora: { rnak: 4 } })).toBe(
+      "InputError: train(): lora has no option 'rnak': did you mean 'rank'?",
+    );
+    expect(await refusal({ ...base, technique: 'adapter', adapter: { reduction: 16 } })).toBe(
+      "InputError: train(): adapter has no option 'reduction': its options are config, size, reductionFactor, activation, trainLayerNorm",
+    );
+    expect(await refusal({ model: informativeEncoder, data: demoReviews, outDir: work, lineBylIne: true }, pretrain)).toBe(
+      "InputError: pretrain() has no option 'lineBylIne': did you mean 'lineByLine'?",
     );
   });
 });
