@@ -440,7 +440,9 @@ export class Classifier {
       throw new InputError(`predict(): pairs must be ${texts.length} strings, one per text`);
     }
     const encoded = await this.encode(texts, pairs ?? null);
-    const { predictions, probabilities: flat } = await runEvaluation(this.module, encoded, null, batchSize);
+    const { predictions, probabilities: flat } = await this.whileUsable('predict', () =>
+      runEvaluation(this.module, encoded, null, batchSize),
+    );
     this.checkClassCount(flat, encoded.count);
     const numClasses = this.labels.length;
     return Array.from(predictions, (labelId, i) => ({
@@ -474,7 +476,7 @@ export class Classifier {
     const raw = await loadExamples(source);
     const ids = labelIds(raw.labels!, this.labels, raw.origin);
     const encoded = await this.encode(raw.texts, raw.pairs ?? null, options.signal);
-    const result = await runEvaluation(this.module, encoded, ids, batchSize, options.signal);
+    const result = await this.whileUsable('evaluate', () => runEvaluation(this.module, encoded, ids, batchSize, options.signal));
     this.checkClassCount(result.probabilities, encoded.count);
     return {
       loss: result.loss!,
@@ -509,6 +511,22 @@ export class Classifier {
     if (!prompt) return this.tokenizer.encodeBatchAsync(texts, this.config.maxLength, { signal });
     this.promptEncoder ??= PromptEncoder.fromConfig(this.tokenizer, prompt);
     return Promise.resolve(this.promptEncoder.encode(texts, pairs, this.config.maxLength));
+  }
+
+  /**
+   * `run` on the model, which dispose() frees: a call after it, or a dispose() while it runs, is
+   * an error saying so (the native one names an internal step and a ScriptModule).
+   */
+  private async whileUsable<T>(method: string, run: () => Promise<T>): Promise<T> {
+    const disposed = () =>
+      new InputError(`${method}(): this Classifier has been disposed (dispose() frees its model); load it again with loadClassifier()`);
+    if (this.module.disposed) throw disposed();
+    try {
+      return await run();
+    } catch (err) {
+      if (this.module.disposed) throw disposed();
+      throw err;
+    }
   }
 
   /** Free the native module now instead of at garbage collection. */

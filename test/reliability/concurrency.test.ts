@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Classifier, loadClassifier } from '../../lib/classifier.js';
 import { loadExamples } from '../../lib/data.js';
+import { InputError } from '../../lib/errors.js';
 import { loadBinding } from '../../lib/loader.js';
 import type { TrainOptions } from '../../lib/options.js';
 import { type TrainResult, train } from '../../lib/trainer.js';
@@ -91,6 +92,38 @@ describe('predict() and evaluate() calls on one classifier, side by side', () =>
       binding.evalStep = evalStep;
     }
     expect(most).toBe(1);
+  });
+});
+
+describe('a classifier disposed', () => {
+  it('before or while predict() and evaluate() run: an InputError that says so', async () => {
+    // Before: 'evalStep: model: ScriptModule has been disposed' (an internal step, a plain Error).
+    const own = await loadClassifier(join(work, 'classifier'));
+    const running = own.predict(texts.slice(0, 64), { batchSize: 1 });
+    own.dispose();
+    const message = (method: string) =>
+      `${method}(): this Classifier has been disposed (dispose() frees its model); load it again with loadClassifier()`;
+    await expect(running).rejects.toThrow(new InputError(message('predict')));
+    await expect(running).rejects.toBeInstanceOf(InputError);
+    await expect(own.predict(texts.slice(0, 2))).rejects.toThrow(message('predict'));
+    await expect(own.evaluate(demoReviews)).rejects.toThrow(message('evaluate'));
+
+    // Disposed between two of its batches (the first one's native call made, the next not yet).
+    const other = await loadClassifier(join(work, 'classifier'));
+    const binding = loadBinding();
+    const evalStep = binding.evalStep;
+    let calls = 0;
+    binding.evalStep = (...args) => {
+      const step = evalStep.apply(binding, args);
+      if (++calls === 1) other.dispose();
+      return step;
+    };
+    try {
+      await expect(other.evaluate(demoReviews, { batchSize: 1 })).rejects.toThrow(new InputError(message('evaluate')));
+    } finally {
+      binding.evalStep = evalStep;
+    }
+    expect(calls).toBeGreaterThan(1);
   });
 });
 
