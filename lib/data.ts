@@ -209,6 +209,21 @@ export function checkNotJson(file: string): void {
 }
 
 /**
+ * A header with tabs and no comma is a tab-separated file: read as CSV it is one column (no
+ * text and label column), or a parse error about a quote where a review quotes someone.
+ */
+function checkCommaSeparated(file: string, content: Buffer): void {
+  const end = content.indexOf(0x0a);
+  const header = content.subarray(0, end < 0 ? content.length : end);
+  if (header.includes(0x09) && !header.includes(0x2c)) {
+    throw new InputError(
+      `data file ${file} is tab-separated (its header has tabs and no comma); torch-bert reads comma-separated CSV: convert it (e.g. pandas: read_csv(f, sep='\\t').to_csv(out, index=False))`,
+      { file },
+    );
+  }
+}
+
+/**
  * Read a CSV file (RFC 4180: quoted fields, embedded newlines, BOM, CRLF) into texts and raw labels.
  * Every problem names the file and, where there is one, the line and column.
  */
@@ -220,6 +235,7 @@ export async function readCsv(
   const labelColumn = options.labelColumn ?? DEFAULT_LABEL_COLUMN;
   checkNotJson(file);
   const content = await readTextFile(file);
+  checkCommaSeparated(file, content);
   // Parsing the bytes (not a decoded string) makes info.bytes a byte offset into `content`,
   // from which each record's first line number is counted for error messages.
   let records: Array<{ record: string[]; info: { bytes: number } }>;

@@ -43,6 +43,18 @@ describe('CSV loading', () => {
     await expect(readCsv(file)).rejects.toThrow(refusal);
     await expect(readPretrainingTexts([file])).rejects.toThrow(refusal);
   });
+  it('refuses a tab-separated file, saying so', async () => {
+    // Before: 'not valid CSV: Invalid Closing Quote ...' where a review quoted someone, else "no column 'text' (its columns: text\tlabel)".
+    const quoted = csv('reviews.tsv.csv', 'text\tlabel\nshe said "superb" and it was\tpositive\n');
+    const plain = csv('plain.csv', 'text\tlabel\na good film\tpositive\n');
+    for (const file of [quoted, plain]) {
+      await expect(readCsv(file)).rejects.toThrow(
+        `data file ${file} is tab-separated (its header has tabs and no comma); torch-bert reads comma-separated CSV: convert it (e.g. pandas: read_csv(f, sep='\\t').to_csv(out, index=False))`,
+      );
+    }
+    // A tab inside a comma-separated file's text is only text.
+    expect((await readCsv(csv('tab-in-text.csv', 'text,label\na\tgood film,positive\n'))).texts).toEqual(['a\tgood film']);
+  });
   it('refuses a header that names the chosen column twice', async () => {
     // Before: the first 'text' column was read and the second dropped, without a word.
     const file = join(dir, 'twice.csv');
