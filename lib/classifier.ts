@@ -24,7 +24,7 @@ import {
   resolveClassifierArchive,
   TOKENIZER_FILE,
 } from './checkpoint.js';
-import { checkSourceShape, type DataSource, labelIds, loadExamples } from './data.js';
+import { checkFilesNamedOnce, checkSourceShape, type DataSource, labelIds, loadExamples, sourceFiles } from './data.js';
 import { type EncoderSourceInfo, loadEncoderSource } from './encoder-source.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import type { ExportFamily } from './export-family.js';
@@ -473,6 +473,7 @@ export class Classifier {
               textPairColumn: data.textPairColumn ?? textPairColumn,
             }
           : data;
+    await checkFilesNamedOnce(sourceFiles(source));
     const raw = await loadExamples(source);
     const ids = labelIds(raw.labels!, this.labels, raw.origin);
     const encoded = await this.encode(raw.texts, raw.pairs ?? null, options.signal);

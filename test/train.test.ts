@@ -457,6 +457,13 @@ describe('bad input gets a clear error and loses nothing', () => {
     await expect(evaluate(outDir, file)).rejects.toThrow(/unknown-label\.csv line 3: label 'meh' is not one of the known classes/);
     unchanged();
   });
+  it('a file named twice to evaluate', async () => {
+    // Before: evaluate(dir, [f, f]) counted every row twice (examples 2N, the same accuracy).
+    await expect(evaluate(outDir, [demoReviews, demoReviews])).rejects.toThrow(
+      `${demoReviews} is named twice (data / --data): its rows would count twice; name each file once`,
+    );
+    unchanged();
+  });
   it('second texts given to a classifier that reads one text', async () => {
     // Before: dropped without a word; eval --text-pair-column and predict(texts, { pairs }) scored the first texts alone.
     const refusal =
