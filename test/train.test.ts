@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows } from '../lib/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
 import { InputError, ModelError } from '../lib/errors.js';
-import { evaluate, loadClassifier, predict, pretrain, train } from '../lib/index.js';
+import { type Classifier, evaluate, loadClassifier, predict, pretrain, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import type { EpochMetrics, TrainOptions } from '../lib/options.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
@@ -433,6 +433,20 @@ describe('bad input gets a clear error and loses nothing', () => {
     checkpointSha = sha(join(outDir, 'classifier.pt'));
   });
   const unchanged = () => expect(sha(join(outDir, 'classifier.pt'))).toBe(checkpointSha);
+  /** `use` on the classifier loaded from `dir` (default the kept one), disposed after. */
+  const withClassifier = async (use: (classifier: Classifier) => Promise<void>, dir = outDir) => {
+    const classifier = await loadClassifier(dir);
+    try {
+      await use(classifier);
+    } finally {
+      classifier.dispose();
+    }
+  };
+  /** `run` rejects with an error of `type` whose message is `message`. */
+  const refused = async (run: Promise<unknown>, type: new (...args: never[]) => Error, message: string) => {
+    await expect(run).rejects.toBeInstanceOf(type);
+    await expect(run).rejects.toThrow(message);
+  };
 
   it('a missing data file', async () => {
     await expect(train({ ...base(), data: join(work, 'nope.csv') })).rejects.toThrow(/cannot read data file .*nope\.csv/);
@@ -470,14 +484,11 @@ describe('bad input gets a clear error and loses nothing', () => {
       "second texts (a text pair column, or predict's pairs) go with a prompt classifier's {text_b}; this classifier reads one text: leave them out";
     const pairs = join(work, 'eval-pairs.csv');
     writeFileSync(pairs, 'text,text2,label\na good film,fine,positive\na bad film,dull,negative\n');
-    const classifier = await loadClassifier(outDir);
-    try {
+    await withClassifier(async (classifier) => {
       await expect(classifier.predict(['a good film'], { pairs: ['fine'] })).rejects.toThrow(refusal);
       await expect(classifier.evaluate(pairs, { textPairColumn: 'text2' })).rejects.toThrow(refusal);
       await expect(classifier.evaluate({ csv: pairs, textPairColumn: 'text2' })).rejects.toThrow(refusal);
-    } finally {
-      classifier.dispose();
-    }
+    });
   });
   it('a classifier whose config.json lists more labels than its model has classes', async () => {
     // Before: predict named the 2 outputs 'a' and 'b' and never 'c', without a word.
@@ -485,34 +496,29 @@ describe('bad input gets a clear error and loses nothing', () => {
     cpSync(outDir, edited, { recursive: true });
     const config = JSON.parse(readFileSync(join(edited, 'config.json'), 'utf8'));
     writeFileSync(join(edited, 'config.json'), JSON.stringify({ ...config, labels: ['a', 'b', 'c'] }));
-    const classifier = await loadClassifier(edited);
-    try {
-      const run = classifier.predict(['a good film']);
-      await expect(run).rejects.toBeInstanceOf(ModelError);
-      await expect(run).rejects.toThrow(
-        "the classifier's model gives 2 classes but its config.json lists 3 labels (a, b, c): the config was edited or comes from another save; give it the labels it was trained with",
-      );
-    } finally {
-      classifier.dispose();
-    }
+    await withClassifier(
+      (classifier) =>
+        refused(
+          classifier.predict(['a good film']),
+          ModelError,
+          "the classifier's model gives 2 classes but its config.json lists 3 labels (a, b, c): the config was edited or comes from another save; give it the labels it was trained with",
+        ),
+      edited,
+    );
   });
   it('loadClassifier and evaluate with arguments of the wrong type, from JavaScript', async () => {
     // Before: TypeErrors ('The "path" argument must be of type string', "Cannot use 'in' operator to search for 'csv' in 5").
     for (const dir of [5, undefined]) {
-      const load = loadClassifier(dir as never);
-      await expect(load).rejects.toBeInstanceOf(InputError);
-      await expect(load).rejects.toThrow(`loadClassifier(dir): dir must be the path of a folder torch-bert train wrote; got ${typeof dir}`);
+      const message = `loadClassifier(dir): dir must be the path of a folder torch-bert train wrote; got ${typeof dir}`;
+      await refused(loadClassifier(dir as never), InputError, message);
     }
-    const classifier = await loadClassifier(outDir);
-    try {
-      const evaluation = classifier.evaluate(5 as never);
-      await expect(evaluation).rejects.toBeInstanceOf(InputError);
-      await expect(evaluation).rejects.toThrow(
+    await withClassifier((classifier) =>
+      refused(
+        classifier.evaluate(5 as never),
+        InputError,
         'a data source must be a CSV path, a list of paths, { csv, textColumn, labelColumn } or { texts, labels }; got number',
-      );
-    } finally {
-      classifier.dispose();
-    }
+      ),
+    );
   });
   it('a batch size for predict or evaluate that is not a whole number of rows ≥ 1', async () => {
     // A size of 0 or less cut no rows per batch, so the batching never ended (until out of memory);
