@@ -143,12 +143,19 @@ describe('a trained classifier', () => {
     expect(new Set(together.map((p) => p.probabilities.positive!.toFixed(6))).size).toBeGreaterThan(10);
   });
 
-  it('predicts in Python (torch.jit.load) exactly as in Node', async () => {
-    const texts = ['a wonderful and moving film', 'the acting was dull and the plot was terrible', 'it was fine'];
+  /** The trained classifier's predictions of `texts`, and what a Python script is given to predict them: classifier.pt and the token ids. */
+  async function predictedInNode(texts: string[]) {
     const classifier = await loadClassifier(outDir);
     const ours = await classifier.predict(texts);
     const encoded = classifier.tokenizer.encodeBatch(texts, SMALL.maxLength);
     classifier.dispose();
+    const ids = { texts, ids: Array.from(encoded.inputIds), mask: Array.from(encoded.attentionMask) };
+    return { ours, pythonInput: JSON.stringify({ model: join(outDir, 'classifier.pt'), ...ids }) };
+  }
+
+  it('predicts in Python (torch.jit.load) exactly as in Node', async () => {
+    const texts = ['a wonderful and moving film', 'the acting was dull and the plot was terrible', 'it was fine'];
+    const { ours, pythonInput } = await predictedInNode(texts);
     const script = `
 import json, sys, torch
 spec = json.load(sys.stdin)
@@ -159,17 +166,7 @@ mask = torch.tensor(spec["mask"]).view(len(spec["texts"]), -1)
 with torch.no_grad():
     print(json.dumps(m(ids, mask).exp().tolist()))
 `;
-    const stdout = await runPython(
-      '-c',
-      [script],
-      JSON.stringify({
-        model: join(outDir, 'classifier.pt'),
-        texts,
-        ids: Array.from(encoded.inputIds),
-        mask: Array.from(encoded.attentionMask),
-      }),
-    );
-    const python = JSON.parse(stdout) as number[][];
+    const python = JSON.parse(await runPython('-c', [script], pythonInput)) as number[][];
     python.forEach((row, i) => {
       expect(row[0]! + row[1]!).toBeCloseTo(1, 5);
       expect(Math.abs(row[0]! - ours[i]!.probabilities.negative!)).toBeLessThan(1e-5);
@@ -182,11 +179,7 @@ with torch.no_grad():
   it('runs in Python as loaded, without eval(): classifier.pt is saved in eval mode', async () => {
     // The README: Python, C++ libtorch or Node load the classifier and run it as is. Saved in
     // training mode, the head's dropout would draw anew at every call.
-    const texts = ['a wonderful and moving film', 'the acting was dull and the plot was terrible'];
-    const classifier = await loadClassifier(outDir);
-    const ours = await classifier.predict(texts);
-    const encoded = classifier.tokenizer.encodeBatch(texts, SMALL.maxLength);
-    classifier.dispose();
+    const { ours, pythonInput } = await predictedInNode(['a wonderful and moving film', 'the acting was dull and the plot was terrible']);
     const script = `
 import json, sys, torch
 spec = json.load(sys.stdin)
@@ -196,17 +189,7 @@ mask = torch.tensor(spec["mask"]).view(len(spec["texts"]), -1)
 with torch.no_grad():
     print(json.dumps({"training": m.training, "calls": [m(ids, mask).exp().tolist() for _ in range(3)]}))
 `;
-    const stdout = await runPython(
-      '-c',
-      [script],
-      JSON.stringify({
-        model: join(outDir, 'classifier.pt'),
-        texts,
-        ids: Array.from(encoded.inputIds),
-        mask: Array.from(encoded.attentionMask),
-      }),
-    );
-    const python = JSON.parse(stdout) as { training: boolean; calls: number[][][] };
+    const python = JSON.parse(await runPython('-c', [script], pythonInput)) as { training: boolean; calls: number[][][] };
     expect(python.training).toBe(false);
     for (const call of python.calls) {
       call.forEach((row, i) => {
