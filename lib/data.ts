@@ -86,10 +86,9 @@ export async function checkFilesNamedOnce(training: readonly string[], validatio
 }
 
 function describeSource(source: DataSource): string {
-  const files =
-    typeof source === 'string' || Array.isArray(source) ? source : 'csv' in (source as object) ? (source as CsvSource).csv : null;
-  if (files === null) return 'the given arrays';
-  return typeof files === 'string' ? files : files.length === 1 ? files[0]! : `${files[0]} (and ${files.length - 1} more files)`;
+  const files = sourceFiles(source);
+  if (files.length === 0) return 'the given arrays';
+  return files.length === 1 ? files[0]! : `${files[0]} (and ${files.length - 1} more files)`;
 }
 
 /** Several CSV files with the same columns, read as one: examples in file order. */
