@@ -15,7 +15,8 @@
  */
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -379,6 +380,7 @@ async function downloadIntoCache(cache: RepoCache, commit: string, paths: string
   for (const path of paths) if ((await cache.state(commit, path)) !== 'present') needed.push(path);
   if (needed.length === 0) return;
   const { env, signal } = ctx;
+  await removeAbandonedDownloads(join(cache.root, 'blobs'));
   let infos: Awaited<ReturnType<typeof pathsInfo>>;
   try {
     infos = await pathsInfo({
@@ -413,6 +415,48 @@ async function downloadIntoCache(cache: RepoCache, commit: string, paths: string
   }
 }
 
+/** This host in the name of a partial download, with the pid: a later run tells whether its writer still runs. */
+const HOST = hostname().replace(/[^A-Za-z0-9]/g, '_');
+/**
+ * A partial download of ours: `<hash>.<host>-<pid>-<random>.incomplete` (before the host was
+ * named, `<hash>.<pid>-<random>.incomplete`). Python's are `<hash>.incomplete`, which it resumes.
+ */
+const OUR_PARTIAL = /^[0-9a-f]{40}(?:[0-9a-f]{24})?\.(?:([A-Za-z0-9_]+)-)?(\d+)-[0-9a-z]+\.incomplete$/;
+/**
+ * A live download writes every few seconds (fetch gives up on a body silent for five minutes): a
+ * partial file of another host untouched this long lost its writer.
+ */
+const ABANDONED_MS = 15 * 60 * 1000;
+
+/**
+ * Removes the partial downloads whose writer is gone: a process of this host that no longer runs,
+ * or, for another host sharing the cache (whose pids are not ours to check), one silent too long.
+ * A killed process (SIGKILL, OOM, a crash) runs no cleanup: before this, each kill left its
+ * partial file, up to a whole weights file, in `blobs/` for good.
+ */
+async function removeAbandonedDownloads(blobs: string): Promise<void> {
+  const names = await readdir(blobs).catch(() => [] as string[]);
+  for (const name of names) {
+    const writer = OUR_PARTIAL.exec(name);
+    if (!writer) continue;
+    const gone =
+      writer[1] === HOST
+        ? !isRunning(Number(writer[2]))
+        : Date.now() - ((await statOrUndefined(join(blobs, name)))?.mtimeMs ?? Date.now()) > ABANDONED_MS;
+    if (gone) await rm(join(blobs, name), { force: true });
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it runs, as another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 async function downloadVerified(
   url: string,
   blob: string,
@@ -422,7 +466,7 @@ async function downloadVerified(
   const { env, signal, onProgress } = ctx;
   await mkdir(dirname(blob), { recursive: true });
   // Unique per download, so two processes fetching one blob do not write into each other's file.
-  const tmp = `${blob}.${process.pid}-${Math.random().toString(36).slice(2)}.incomplete`;
+  const tmp = `${blob}.${HOST}-${process.pid}-${Math.random().toString(36).slice(2)}.incomplete`;
   try {
     let response: Response;
     try {

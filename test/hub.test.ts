@@ -3,6 +3,8 @@
  * what is downloaded, where it lands in the Hugging Face cache, when nothing is asked, and what
  * is refused. HF_HUB_CACHE / HF_HOME point into a temporary folder, never the real cache.
  */
+
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   existsSync,
@@ -14,6 +16,7 @@ import {
   readlinkSync,
   rmSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { createServer } from 'node:http';
@@ -24,6 +27,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { InputError } from '../lib/errors.js';
 import { type DownloadProgress, parseHubId, resolveModelSource, terminalProgress } from '../lib/hub.js';
 import { inspectModelFolder } from '../lib/model-folder.js';
+import { repoRoot } from './fixtures.js';
 import { FakeHub, gitBlobSha1, sha256 } from './helpers/hub-server.js';
 
 const commitOf = (label: string) => createHash('sha1').update(label).digest('hex');
@@ -94,6 +98,28 @@ function listTree(dir: string): string[] {
   return readdirSync(dir, { recursive: true, encoding: 'utf8' })
     .filter((p) => !lstatSync(join(dir, p)).isDirectory())
     .sort();
+}
+
+/** A partial download's name holds its writer's pid: `<hash>.[<host>-]<pid>-<random>.incomplete`. */
+const writtenBy = (name: string, pid: number | undefined) => new RegExp(`[.-]${pid}-[0-9a-z]+\\.incomplete$`).test(name);
+
+/**
+ * Another process (the compiled lib/hub.ts) resolving org/tiny-bert, returned once it has written
+ * part of the weights: the test server stalls them midway (faults.stall).
+ */
+async function stalledDownloader(): Promise<ChildProcess> {
+  const hubModule = JSON.stringify(join(repoRoot, 'dist', 'hub.js'));
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `(await import(${hubModule})).resolveModelSource('org/tiny-bert')`], {
+    env: { ...process.env },
+    stdio: 'ignore',
+  });
+  const blobs = join(repoDir(), 'blobs');
+  const written = () => listTree(blobs).some((b) => writtenBy(b, child.pid) && lstatSync(join(blobs, b)).size === weights.length / 2);
+  while (!written()) {
+    if (child.exitCode !== null) throw new Error(`the downloader exited (${child.exitCode}) before writing`);
+    await new Promise((done) => setTimeout(done, 20));
+  }
+  return child;
 }
 
 async function rejection(promise: Promise<unknown>): Promise<Error> {
@@ -331,6 +357,38 @@ describe('Hub ids through the Hugging Face cache', () => {
     );
     expect([err.name, err.message]).toEqual(['AbortError', 'the model download was aborted']);
     expect(listTree(join(repoDir(), 'blobs')).filter((b) => b === sha256(weights) || b.includes('.incomplete'))).toEqual([]);
+  });
+
+  it('a download killed outright leaves a partial file that the next download removes, and spares a live one', async () => {
+    // Before: each SIGKILLed download left its <sha256>.<pid>-<random>.incomplete in blobs/ for good.
+    hub.faults.stall = new Set(['model.safetensors']);
+    const blobs = join(repoDir(), 'blobs');
+    const killed = await stalledDownloader();
+    killed.kill('SIGKILL');
+    await new Promise((done) => killed.once('exit', done));
+    const partial = (pid: number | undefined) => listTree(blobs).find((b) => b.endsWith('.incomplete') && writtenBy(b, pid));
+    const killedPartial = partial(killed.pid);
+    expect(lstatSync(join(blobs, killedPartial!)).size).toBe(weights.length / 2);
+    const alive = await stalledDownloader();
+    try {
+      // Another host's partial is judged by its age alone.
+      const otherHost = (age: number, name: string) => {
+        writeFileSync(join(blobs, `${sha256(weights)}.${name}-7-x1.incomplete`), 'partial');
+        const when = (Date.now() - age) / 1000;
+        utimesSync(join(blobs, `${sha256(weights)}.${name}-7-x1.incomplete`), when, when);
+      };
+      otherHost(16 * 60_000, 'silentHost');
+      otherHost(60_000, 'busyHost');
+
+      hub.faults = {};
+      const source = await resolveModelSource('org/tiny-bert');
+      expect(source.kind === 'folder' && readFileSync(join(source.dir, 'model.safetensors')).equals(weights)).toBe(true);
+      const left = listTree(blobs).filter((b) => b.endsWith('.incomplete'));
+      expect(left).toEqual([partial(alive.pid), `${sha256(weights)}.busyHost-7-x1.incomplete`].sort());
+      expect(left).not.toContain(killedPartial);
+    } finally {
+      alive.kill('SIGKILL');
+    }
   });
 
   it('HF_TOKEN goes as a Bearer header and never into an error', async () => {
