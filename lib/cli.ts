@@ -366,8 +366,8 @@ function progressPrinter(enabled: boolean, showEvaluations = false): (e: Progres
       );
       return;
     }
-    // The deprecated twin of each 'batch' event.
-    if (e.type === 'step') return;
+    // The deprecated twin of each 'batch' event. Downloads: drawn ahead, by fetchModelWithProgress.
+    if (e.type === 'step' || e.type === 'download') return;
     if (e.type === 'batch') {
       if (!live) return;
       const width = 24;
@@ -470,8 +470,8 @@ function quietWorker(): boolean {
 
 /**
  * --model, when it is a Hub id, downloaded ahead with a progress bar per file if stderr is a
- * terminal: the library downloads silently, and a large model would leave the terminal still for
- * minutes. The run then finds it in the cache without a request. In a pipe, or on a worker other
+ * terminal: a large model would leave the terminal still for minutes, and of the library's calls
+ * only train() and pretrain() report a download (to onProgress). The run then finds it in the cache without a request. In a pipe, or on a worker other
  * than rank 0, nothing is done here.
  */
 async function fetchModelWithProgress(values: Record<string, unknown>): Promise<void> {

@@ -35,6 +35,7 @@ export {
   type BestMetric,
   DEFAULTS,
   type Device,
+  type DownloadEvent,
   type EncodeEvent,
   type EpochEvent,
   type EpochMetrics,

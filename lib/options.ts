@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import type { AdapterActivation, AdapterConfig, Precision } from './binding.js';
 import type { DataSource } from './data.js';
 import { InputError } from './errors.js';
+import type { DownloadProgress } from './hub.js';
 import type { VerbalizerSpec } from './prompt-template.js';
 import { HEAD_KINDS, type HeadKind } from './sequence-classification.js';
 
@@ -81,7 +82,20 @@ export interface EncodeEvent {
   fromCache: boolean;
 }
 
-export type ProgressEvent = BatchEvent | StepEvent | EpochEvent | EvaluationEvent | EncodeEvent;
+/**
+ * Emitted as a Hub id's files download, before anything else (nothing for a model already in the
+ * Hugging Face cache): after each chunk of each file, the last with `received === total`.
+ */
+export interface DownloadEvent extends DownloadProgress {
+  type: 'download';
+}
+
+export type ProgressEvent = BatchEvent | StepEvent | EpochEvent | EvaluationEvent | EncodeEvent | DownloadEvent;
+
+/** A Hub download's progress sent to `onProgress` as `DownloadEvent`s (none without a listener). */
+export function downloadEvents(onProgress: ((event: ProgressEvent) => void) | undefined): ((p: DownloadProgress) => void) | undefined {
+  return onProgress && ((progress) => onProgress({ type: 'download', ...progress }));
+}
 
 /** One validation pass. */
 export interface Evaluation {
@@ -318,7 +332,7 @@ export interface TrainOptions {
   distributed?: 'auto' | 'off';
   /** Seconds a rank waits for the others (rendezvous and every collective) before failing. Default 300. */
   distributedTimeout?: number;
-  /** Progress: each encoding batch of the frozen technique, training batch, evaluation and epoch (`ProgressEvent`). */
+  /** Progress: a Hub model's download, each encoding batch of the frozen technique, training batch, evaluation and epoch (`ProgressEvent`). */
   onProgress?: (event: ProgressEvent) => void;
   /**
    * Stops training before the next optimizer step (with `gradientAccumulationSteps` N, at the

@@ -43,6 +43,7 @@ import {
   checkOptionNames,
   DEFAULTS,
   type Device,
+  downloadEvents,
   type EpochMetrics,
   type Evaluation,
   type ProgressEvent,
@@ -454,6 +455,7 @@ async function loadAndRead(
     mlmHead: true,
     initialiseMlmHead: { seed: opts.seed },
     signal: opts.signal,
+    onDownload: downloadEvents(opts.onProgress),
   });
   disposables.push(loaded.module);
   if (!loaded.mlmHead || loaded.source.kind !== 'folder') {

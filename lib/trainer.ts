@@ -73,6 +73,7 @@ import type { ClassificationMetrics } from './metrics.js';
 import {
   checkTrainOptionNames,
   DEFAULTS,
+  downloadEvents,
   type EpochMetrics,
   type Evaluation,
   type ResolvedTrainOptions,
@@ -542,6 +543,7 @@ async function loadAndRead(opts: ResolvedTrainOptions, binding: NativeBinding, o
     fallbackMaxLength: DEFAULTS.maxLength,
     mlmHead: opts.head === 'prompt',
     signal: opts.signal,
+    onDownload: downloadEvents(opts.onProgress),
   });
   // head 'prompt': the MLM head, the mask token and the verbalizer's words, checked before any data is read.
   const prepared = opts.head === 'prompt' ? await preparePrompt(loaded, opts.template!, opts.verbalizer!) : null;

@@ -2,6 +2,7 @@
  * A Hub id given as --model, downloaded by the CLI: on a terminal it draws a progress bar per file
  * (a large model would otherwise leave the terminal still for minutes); in a pipe or a log it
  * writes none. Runs the compiled CLI against a Hub on loopback, under `script` for a terminal.
+ * train() and pretrain() given a Hub id report the download to `onProgress` ('download' events).
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -9,8 +10,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { ProgressEvent } from '../lib/options.js';
+import { pretrain } from '../lib/pretrainer.js';
+import { train } from '../lib/trainer.js';
+import { demoPretrain, demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
 import { FakeHub } from './helpers/hub-server.js';
 
 const exec = promisify(execFile);
@@ -18,11 +22,12 @@ const hub = new FakeHub();
 const COMMIT = createHash('sha1').update('demo').digest('hex');
 const encoder = join(repoRoot, 'assets', 'demo', 'encoder');
 const weights = readFileSync(join(encoder, 'model.safetensors'));
+let files: Record<string, Buffer>;
 let tmp: string;
 
 beforeAll(async () => {
   await hub.start();
-  const files = {
+  files = {
     'config.json': readFileSync(join(encoder, 'config.json')),
     'model.safetensors': weights,
     'tokenizer.json': readFileSync(demoTokenizer),
@@ -38,11 +43,11 @@ afterAll(async () => {
 const quote = (arg: string) => `'${arg.replace(/'/g, `'\\''`)}'`;
 
 /** `torch-bert train` on org/demo-bert with a fresh cache; on a terminal (`script`'s pty) or in a pipe. */
-async function trainFromHub(name: string, terminal: boolean): Promise<{ output: string; out: string }> {
+async function trainFromHub(name: string, terminal: boolean, json = true): Promise<{ output: string; out: string }> {
   const out = join(tmp, `out-${name}`);
   const env = { ...process.env, HF_ENDPOINT: hub.url, HF_HUB_CACHE: join(tmp, `cache-${name}`), HF_TOKEN: '' };
   const cli = [process.execPath, join(repoRoot, 'dist', 'cli.js'), 'train', '--model', 'org/demo-bert'];
-  const args = [...cli, '--data', demoReviews, '--out', out, '--epochs', '1', '--max-length', '32', '--json'];
+  const args = [...cli, '--data', demoReviews, '--out', out, '--epochs', '1', '--max-length', '32', ...(json ? ['--json'] : [])];
   const { stdout, stderr } = terminal
     ? await exec('script', ['-qec', args.map(quote).join(' '), '/dev/null'], { env })
     : await exec(args[0]!, args.slice(1), { env });
@@ -67,5 +72,77 @@ describe('torch-bert train --model ORG/NAME', () => {
     const { output, out } = await trainFromHub('pipe', false);
     expect(output).not.toContain('100%');
     expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).encoder.source.commit).toBe(COMMIT);
+  });
+
+  it('in a pipe without --json, prints the epochs and passes over the download events', async () => {
+    // train()'s 'download' events reach the CLI's progress printer, which drew them as epochs
+    // (TypeError: Cannot read properties of undefined (reading 'toFixed')).
+    const { output, out } = await trainFromHub('pipe-text', false, false);
+    expect(output).toMatch(/^epoch 1\/1: train loss \d\.\d{4} acc /m);
+    expect(output).not.toContain('100%');
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).encoder.source.commit).toBe(COMMIT);
+  });
+});
+
+describe('train() and pretrain() given a Hub id', () => {
+  const saved = { HF_ENDPOINT: process.env.HF_ENDPOINT, HF_HUB_CACHE: process.env.HF_HUB_CACHE, HF_TOKEN: process.env.HF_TOKEN };
+  afterEach(() => {
+    for (const [key, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[key];
+      else process.env[key] = value;
+    }
+  });
+
+  /** Each file's download events, in order, as [received, total]; the other events' types. */
+  function recorder() {
+    const downloads: Record<string, Array<[number, number]>> = {};
+    const others = new Set<string>();
+    const onProgress = (e: ProgressEvent) => {
+      if (e.type !== 'download') others.add(e.type);
+      else downloads[e.file] = [...(downloads[e.file] ?? []), [e.received, e.total]];
+    };
+    return { downloads, others, onProgress };
+  }
+
+  /** Each file's downloaded bytes climb to its size and end there. */
+  function expectWholeFiles(downloads: Record<string, Array<[number, number]>>): void {
+    expect(Object.keys(downloads).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json']);
+    for (const [file, events] of Object.entries(downloads)) {
+      const size = files[file]!.length;
+      expect(events.at(-1), file).toEqual([size, size]);
+      expect(
+        events.every(([received, total], i) => total === size && received > (events[i - 1]?.[0] ?? 0)),
+        file,
+      ).toBe(true);
+    }
+    // The weights come in several chunks, each reported.
+    expect(downloads['model.safetensors']!.length).toBeGreaterThan(1);
+  }
+
+  it("report the model's download to onProgress, byte by byte, and nothing once it is cached", async () => {
+    // Before: train() and pretrain() downloaded a Hub model without a word to onProgress.
+    process.env.HF_ENDPOINT = hub.url;
+    process.env.HF_HUB_CACHE = join(tmp, 'cache-api');
+    delete process.env.HF_TOKEN;
+    const first = recorder();
+    await train({ data: demoReviews, encoder: 'org/demo-bert', epochs: 1, maxLength: 32, onProgress: first.onProgress });
+    expectWholeFiles(first.downloads);
+    expect(first.others.has('batch')).toBe(true);
+
+    const cached = recorder();
+    await train({ data: demoReviews, encoder: 'org/demo-bert', epochs: 1, maxLength: 32, onProgress: cached.onProgress });
+    expect(cached.downloads).toEqual({});
+
+    process.env.HF_HUB_CACHE = join(tmp, 'cache-pretrain');
+    const pretraining = recorder();
+    await pretrain({
+      model: 'org/demo-bert',
+      data: demoPretrain,
+      outDir: join(tmp, 'pretrained'),
+      epochs: 1,
+      maxLength: 32,
+      onProgress: pretraining.onProgress,
+    });
+    expectWholeFiles(pretraining.downloads);
   });
 });
