@@ -356,11 +356,20 @@ function hubFailure(err: unknown, what: string, signal: AbortSignal | undefined)
   if (err instanceof HubApiError) {
     const detail = (err.data as { error?: unknown } | undefined)?.error;
     const said = typeof detail === 'string' && detail ? `: ${detail}` : '';
-    const hint =
-      err.statusCode === 401 || err.statusCode === 403 || err.statusCode === 404
-        ? '; check the id and revision, and for a private or gated model set HF_TOKEN to a token that can read it'
-        : '';
-    return new InputError(`${what} (HTTP ${err.statusCode}${said})${hint}`, { cause: err });
+    const answer = `${what} (HTTP ${err.statusCode}${said})`;
+    if (err.statusCode === 401 || err.statusCode === 403 || err.statusCode === 404) {
+      return new InputError(
+        `${answer}; check the id and revision, and for a private or gated model set HF_TOKEN to a token that can read it`,
+        {
+          cause: err,
+        },
+      );
+    }
+    // A busy or failing server (429, 5xx) is no fault of the request: not an InputError.
+    if (err.statusCode === 429 || err.statusCode >= 500) {
+      return new Error(`${answer}; the server is busy or failing: try again later (files already downloaded are kept)`, { cause: err });
+    }
+    return new InputError(answer, { cause: err });
   }
   return new Error(`${what}: ${messageOf(err)}`, { cause: err });
 }

@@ -344,6 +344,22 @@ describe('Hub ids through the Hugging Face cache', () => {
     expect(existsSync(join(repoDir(), 'snapshots', C2, 'model.safetensors'))).toBe(false);
   });
 
+  it('a server failing mid-way (503) is said to be the server’s fault, not the input’s, and a rerun fetches only the rest', async () => {
+    // Before: an InputError, as if the id or revision were wrong, and no word that trying again helps.
+    hub.faults.unavailable = new Set(['tokenizer.json']);
+    const err = await rejection(resolveModelSource('org/tiny-bert'));
+    expect(err).not.toBeInstanceOf(InputError);
+    expect(err.message).toBe(
+      `tokenizer.json of org/tiny-bert@main could not be downloaded from ${hub.url} (HTTP 503: <html>503 Service Temporarily Unavailable</html>); ` +
+        'the server is busy or failing: try again later (files already downloaded are kept)',
+    );
+    hub.faults = {};
+    hub.requests.length = 0;
+    const source = await resolveModelSource('org/tiny-bert');
+    expect(source.kind === 'folder' && readFileSync(join(source.dir, 'tokenizer.json'), 'utf8')).toBe(tinyBert('two')['tokenizer.json']);
+    expect(hub.requests.filter((r) => r.url.includes('/resolve/')).map((r) => r.url.replace(/.*\//, ''))).toEqual(['tokenizer.json']);
+  });
+
   it('an abort mid-download stops it and leaves no partial file', async () => {
     hub.faults.stall = new Set(['model.safetensors']);
     const controller = new AbortController();

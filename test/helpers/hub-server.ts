@@ -8,7 +8,7 @@
  *                                              LFS files: 302 to /cdn/<sha256>, X-Linked-Etag, X-Linked-Size
  *
  * with X-Repo-Commit on resolves, 401/404 JSON errors with X-Error-Code, and faults to order:
- * wrong bytes, a connection closed mid-body, a body that stalls.
+ * wrong bytes, a connection closed mid-body, a body that stalls, a 404, a 503.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -38,6 +38,8 @@ export interface Faults {
   stall?: Set<string>;
   /** Paths whose resolve answers 404, echoing the request's Authorization header (as a careless server might). */
   missing?: Set<string>;
+  /** Paths whose resolve answers 503 with an HTML page, as a failing front end does. */
+  unavailable?: Set<string>;
 }
 
 export const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
@@ -142,6 +144,11 @@ export class FakeHub {
     if (resolve && req.method === 'GET') {
       const path = decodeURIComponent(resolve[3]!);
       if (this.faults.missing?.has(path)) return json(404, { error: `Entry not found (request had ${authorization})` }, 'EntryNotFound');
+      if (this.faults.unavailable?.has(path)) {
+        res.writeHead(503, { 'Content-Type': 'text/html' });
+        res.end('<html>503 Service Temporarily Unavailable</html>');
+        return;
+      }
       const content = files[path] === undefined ? undefined : Buffer.from(files[path]!);
       if (!content) return json(404, { error: 'Entry not found' }, 'EntryNotFound');
       res.setHeader('X-Repo-Commit', commit);
