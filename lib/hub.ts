@@ -175,13 +175,16 @@ function checkNotFolderFile(spec: string): void {
 
 /**
  * Replaces a token wherever it might be echoed (a server's error body, a URL) in an error and
- * its causes: the one place that keeps a token out of messages and stacks.
+ * its causes: the one place that keeps a token out of messages, stacks and what a logged error shows.
  */
 function withoutSecret(err: unknown, token: string | undefined): unknown {
   if (!token) return err;
+  const scrub = (text: string) => text.split(token).join('***');
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    e.message = e.message.split(token).join('***');
-    if (e.stack) e.stack = e.stack.split(token).join('***');
+    e.message = scrub(e.message);
+    if (e.stack) e.stack = scrub(e.stack);
+    // The server's answer, which console.log(err) prints with the error.
+    if (e instanceof HubApiError && e.data !== undefined) e.data = JSON.parse(scrub(JSON.stringify(e.data)));
   }
   return err;
 }

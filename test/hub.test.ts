@@ -23,6 +23,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inspect } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { InputError } from '../lib/errors.js';
 import { type DownloadProgress, parseHubId, resolveModelSource, terminalProgress } from '../lib/hub.js';
@@ -427,6 +428,9 @@ describe('Hub ids through the Hugging Face cache', () => {
     );
     const everything = (e: unknown): string => (e instanceof Error ? `${e.message}\n${e.stack}\n${everything(e.cause)}` : String(e));
     expect(everything(denied)).not.toContain(wrong);
+    // As console.log(err) shows it: the cause's own fields too (HubApiError keeps the server's answer).
+    expect(inspect(denied, { depth: 8 })).toContain('Bearer ***');
+    expect(inspect(denied, { depth: 8 })).not.toContain(wrong);
 
     // A 404 from a download, echoing the header as well.
     process.env.HF_TOKEN = token;
@@ -434,6 +438,7 @@ describe('Hub ids through the Hugging Face cache', () => {
     const notFound = await rejection(resolveModelSource('org/private'));
     expect(notFound.message).toMatch(/tokenizer\.json of org\/private@main could not be downloaded .*HTTP 404: .*Bearer \*\*\*/);
     expect(everything(notFound)).not.toContain(token);
+    expect(inspect(notFound, { depth: 8 })).not.toContain(token);
   });
 
   it('refuses ids that could leave the cache folder, before any request', async () => {
