@@ -16,12 +16,12 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { homedir, hostname } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
-import { getHFHubCachePath, getRepoFolderName, HubApiError, modelInfo, pathsInfo } from '@huggingface/hub';
+import { getRepoFolderName, HubApiError, modelInfo, pathsInfo } from '@huggingface/hub';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
 import {
   CONFIG_FILE,
@@ -83,12 +83,26 @@ function hubEnv(): HubEnv {
 export function hubSettings(): { cacheDir: string; endpoint: string; offline: boolean; tokenSet: boolean } {
   const env = process.env;
   return {
-    cacheDir: getHFHubCachePath(),
+    cacheDir: hubCacheDir(env),
     endpoint: (env.HF_ENDPOINT || 'https://huggingface.co').replace(/\/+$/, ''),
     // Python's huggingface_hub reads these spellings as true.
     offline: ['1', 'on', 'yes', 'true'].includes((env.HF_HUB_OFFLINE ?? '').trim().toLowerCase()),
     tokenSet: Boolean(env.HF_TOKEN),
   };
+}
+
+/**
+ * The cache folder as Python's huggingface_hub finds it (its constants.py): HF_HUB_CACHE, else the
+ * older HUGGINGFACE_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+ * ~/.cache/huggingface/hub, with `~` and `$VAR` expanded. @huggingface/hub's getHFHubCachePath
+ * expands neither and skips HUGGINGFACE_HUB_CACHE, so `HF_HOME='~/hf'` was a folder named `~`
+ * in the working directory, and the two sides each downloaded their own copy.
+ */
+function hubCacheDir(env: NodeJS.ProcessEnv): string {
+  const expand = (path: string) =>
+    path.replace(/^~(?=$|\/)/, homedir()).replace(/\$(\w+)|\$\{([^}]*)\}/g, (text, name, braced) => env[name ?? braced] ?? text);
+  const home = expand(env.HF_HOME ?? join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface'));
+  return expand(env.HF_HUB_CACHE ?? env.HUGGINGFACE_HUB_CACHE ?? join(home, 'hub'));
 }
 
 const COMMIT = /^[0-9a-f]{40}$/;

@@ -232,6 +232,32 @@ describe('Hub ids through the Hugging Face cache', () => {
     expect(existsSync(cache)).toBe(false);
   });
 
+  it('finds the cache where Python does: ~ and $VAR expanded, HUGGINGFACE_HUB_CACHE read', async () => {
+    // Before: HF_HOME='~/hf' was a folder named '~' in the working directory, and HUGGINGFACE_HUB_CACHE was ignored.
+    const home = process.env.HOME;
+    const snapshotIn = async (cacheDir: string) => {
+      const source = await resolveModelSource('org/tiny-bert');
+      expect(source.kind === 'folder' && source.dir).toBe(join(cacheDir, 'models--org--tiny-bert', 'snapshots', C2));
+    };
+    try {
+      process.env.HOME = join(tmp, 'user');
+      delete process.env.HF_HUB_CACHE;
+      process.env.HF_HOME = '~/hf';
+      await snapshotIn(join(tmp, 'user', 'hf', 'hub'));
+      process.env.TORCH_BERT_TEST_ROOT = tmp;
+      // A shell's spellings, as Python's os.path.expandvars reads them: ${NAME}, $NAME, an unset one kept.
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the literal text is the point
+      process.env.HF_HUB_CACHE = '${TORCH_BERT_TEST_ROOT}/by-var/$TORCH_BERT_TEST_ROOT_UNSET';
+      await snapshotIn(join(tmp, 'by-var', '$TORCH_BERT_TEST_ROOT_UNSET'));
+      delete process.env.HF_HUB_CACHE;
+      process.env.HUGGINGFACE_HUB_CACHE = join(tmp, 'legacy');
+      await snapshotIn(join(tmp, 'legacy'));
+    } finally {
+      process.env.HOME = home;
+      delete process.env.TORCH_BERT_TEST_ROOT;
+    }
+  });
+
   it('sharded weights: downloads the index and its shards, records absent files in .no_exist', async () => {
     const shard1 = Buffer.alloc(300, 1);
     const shard2 = Buffer.alloc(200, 2);
