@@ -471,8 +471,8 @@ function quietWorker(): boolean {
 /**
  * --model, when it is a Hub id, downloaded ahead with a progress bar per file if stderr is a
  * terminal: a large model would leave the terminal still for minutes, and of the library's calls
- * only train() and pretrain() report a download (to onProgress). The run then finds it in the cache without a request. In a pipe, or on a worker other
- * than rank 0, nothing is done here.
+ * only train() and pretrain() report a download (to onProgress). The run then finds it in the
+ * cache without a request. In a pipe, or on a worker other than rank 0, nothing is done here.
  */
 async function fetchModelWithProgress(values: Record<string, unknown>): Promise<void> {
   const onProgress = quietWorker() ? undefined : terminalProgress();
