@@ -475,9 +475,22 @@ function quietWorker(): boolean {
  * cache without a request. In a pipe, or on a worker other than rank 0, nothing is done here.
  */
 async function fetchModelWithProgress(values: Record<string, unknown>): Promise<void> {
-  const onProgress = quietWorker() ? undefined : terminalProgress();
+  // A bar ends its line only when its file is complete: what was last written tells whether a
+  // failed download left one open, for the error to go on a line of its own.
+  let lineOpen = false;
+  const stderr = process.stderr;
+  const write = (text: string) => {
+    lineOpen = !text.endsWith('\n');
+    return stderr.write(text);
+  };
+  const onProgress = quietWorker() ? undefined : terminalProgress({ isTTY: stderr.isTTY, columns: stderr.columns, write });
   if (onProgress === undefined || typeof values.model !== 'string') return;
-  await resolveModelSource(values.model, { tokenizer: values.tokenizer === undefined, onProgress });
+  try {
+    await resolveModelSource(values.model, { tokenizer: values.tokenizer === undefined, onProgress });
+  } catch (err) {
+    if (lineOpen) stderr.write('\n');
+    throw err;
+  }
 }
 
 /** train()'s options from `torch-bert train`'s flags (`--resume DIR` alone: DIR is also the output). */

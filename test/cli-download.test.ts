@@ -68,6 +68,22 @@ describe('torch-bert train --model ORG/NAME', () => {
     expect(config.encoder.source.commit).toBe(COMMIT);
   });
 
+  it('a download that breaks off ends its bar before the error', async () => {
+    // Before: '\rmodel.safetensors [####......] 36% 0.2/0.6 MBtorch-bert: error: the download ...' on one line.
+    hub.faults.truncate = new Set(['model.safetensors']);
+    try {
+      const failed = await trainFromHub('broken', true).then(
+        () => expect.fail('the run should fail'),
+        (err: { stdout: string; stderr: string }) => err.stdout + err.stderr,
+      );
+      expect(failed).toMatch(
+        /\rmodel\.safetensors \[[#.]+\] \d+% [\d.]+\/0\.6 MB\r?\ntorch-bert: error: the download of model\.safetensors /,
+      );
+    } finally {
+      hub.faults = {};
+    }
+  });
+
   it('writes no bar into a pipe', async () => {
     const { output, out } = await trainFromHub('pipe', false);
     expect(output).not.toContain('100%');

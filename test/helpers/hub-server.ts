@@ -32,7 +32,7 @@ export interface RecordedRequest {
 export interface Faults {
   /** Paths served with every byte flipped (same length). */
   corrupt?: Set<string>;
-  /** Paths whose connection is destroyed after half the body. */
+  /** Paths whose connection is destroyed after half the body, sent in two parts. */
   truncate?: Set<string>;
   /** Paths that send half the body and then wait until the client goes away. */
   stall?: Set<string>;
@@ -181,7 +181,11 @@ export class FakeHub {
     }
     const half = content.subarray(0, Math.floor(content.length / 2));
     if (this.faults.truncate?.has(path)) {
-      res.write(half, () => setTimeout(() => res.destroy(), 20));
+      // Two parts, 150 ms apart (a slow network's pace: a progress bar redrawn at most every 100 ms draws the second).
+      const quarter = Math.floor(half.length / 2);
+      res.write(half.subarray(0, quarter), () =>
+        setTimeout(() => res.write(half.subarray(quarter), () => setTimeout(() => res.destroy(), 20)), 150),
+      );
       return;
     }
     if (this.faults.stall?.has(path)) {
