@@ -617,6 +617,11 @@ function checkNumbers(resolved: ResolvedTrainOptions): void {
   checkInteger('seed', resolved.seed, 0);
   checkNonNegative('learningRate', resolved.learningRate);
   if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
+  // At 0 every step leaves the weights as they were, and the run would save them as trained:
+  // refused, as lora.alpha 0 and classWeights all 0 are. (The encoder's own rate may still train.)
+  if (resolved.learningRate === 0 && !((resolved.encoderLearningRate ?? 0) > 0)) {
+    throw new InputError('learningRate 0 trains nothing (every step leaves the weights as they were): give a learning rate > 0');
+  }
   checkNonNegative('weightDecay', resolved.weightDecay);
   const { betas } = resolved;
   if (!Array.isArray(betas) || betas.length !== 2 || betas.some((b) => !(typeof b === 'number' && b >= 0 && b < 1))) {

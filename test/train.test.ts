@@ -600,6 +600,9 @@ describe('bad input gets a clear error and loses nothing', () => {
       [{ betas: [1.5, 0.9] }, 'betas must be two numbers in [0, 1); got [1.5, 0.9]'],
       [{ betas: 0.9 }, 'betas must be two numbers in [0, 1); got 0.9'],
       [{ eps: -1 }, 'eps must be a finite number ≥ 0; got -1'],
+      // Before: accepted; the run trained nothing and saved the weights it started from as trained.
+      [{ learningRate: 0 }, 'learningRate 0 trains nothing (every step leaves the weights as they were): give a learning rate > 0'],
+      [{ technique: 'full', learningRate: 0, encoderLearningRate: 0 }, 'learningRate 0 trains nothing'],
     ] as const) {
       const run = train({ ...base(), ...(options as object) });
       await expect(run).rejects.toBeInstanceOf(InputError);
