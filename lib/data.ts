@@ -127,7 +127,7 @@ async function readCsvFiles(
 }
 
 /** A data file's bytes, checked to be UTF-8 text that is not empty (NUL never belongs in one). */
-async function readTextFile(file: string): Promise<Buffer> {
+export async function readTextFile(file: string): Promise<Buffer> {
   let content: Buffer;
   try {
     content = await readFile(file);

@@ -3,11 +3,10 @@
  * row (`lineByLine`) or concatenated and cut into blocks (transformers' run_mlm.py), and the
  * masked batch of some rows.
  */
-import { readFile } from 'node:fs/promises';
 import { gatherRows } from './batching.js';
 import type { StepBatch } from './binding.js';
-import { checkFilesNamedOnce, checkNotJson, DEFAULT_TEXT_COLUMN, readCsv } from './data.js';
-import { InputError, messageOf } from './errors.js';
+import { checkFilesNamedOnce, checkNotJson, DEFAULT_TEXT_COLUMN, readCsv, readTextFile } from './data.js';
+import { InputError } from './errors.js';
 import { type MaskingOptions, type MaskingVocabulary, maskExample } from './mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 
@@ -25,12 +24,9 @@ export async function readPretrainingTexts(files: readonly string[], textColumn 
       texts.push(...(await readCsv(file, { textColumn, labelsRequired: false })).texts);
       continue;
     }
-    let content: string;
-    try {
-      content = await readFile(file, 'utf8');
-    } catch (err) {
-      throw new InputError(`cannot read data file ${file}: ${messageOf(err)}`, { file, cause: err });
-    }
+    // Checked as a CSV file is (UTF-8, not empty, no NUL), its BOM dropped: read as 'utf8' alone,
+    // invalid bytes became U+FFFD and trained as [UNK], and a BOM began the first text.
+    const content = (await readTextFile(file)).toString('utf8').replace(/^\uFEFF/, '');
     for (const line of content.split(/\r?\n/)) if (line.trim().length > 0) texts.push(line);
   }
   if (texts.length === 0) throw new InputError(`pretrain(): no text in ${files.join(', ')}`);

@@ -43,6 +43,14 @@ describe('CSV loading', () => {
     await expect(readCsv(file)).rejects.toThrow(refusal);
     await expect(readPretrainingTexts([file])).rejects.toThrow(refusal);
   });
+  it('reads a plain-text pretraining file as a CSV file is read: UTF-8 checked, BOM dropped', async () => {
+    // Before: read as 'utf8' alone, invalid bytes became U+FFFD (trained as [UNK]) and the BOM began the first text.
+    const bom = csv('bom.txt', '\uFEFFa good film\r\n\r\na bad film\n');
+    expect(await readPretrainingTexts([bom])).toEqual(['a good film', 'a bad film']);
+    const latin1 = csv('latin1.txt', Buffer.concat([Buffer.from('a good film\nun caf'), Buffer.from([0xe9]), Buffer.from('\n')]));
+    await expect(readPretrainingTexts([latin1])).rejects.toThrow(`data file ${latin1} is not valid UTF-8 text`);
+    await expect(readPretrainingTexts([csv('empty.txt', '\n \n')])).rejects.toThrow(/data file .*empty\.txt is empty/);
+  });
   it('refuses a tab-separated file, saying so', async () => {
     // Before: 'not valid CSV: Invalid Closing Quote ...' where a review quoted someone, else "no column 'text' (its columns: text\tlabel)".
     const quoted = csv('reviews.tsv.csv', 'text\tlabel\nshe said "superb" and it was\tpositive\n');
