@@ -407,6 +407,22 @@ export function caseVariantsNote(names: readonly string[]): string | null {
   return `classes ${listed} differ only in case and train as different classes; if they are one class, write its labels alike`;
 }
 
+/**
+ * A note for class names that are one number written differently ('1', '01', '1.0', as a
+ * spreadsheet or pandas may write some rows): kept apart as classes, like case variants. Null when none are.
+ */
+export function numberVariantsNote(names: readonly string[]): string | null {
+  const byValue = new Map<number, string[]>();
+  for (const n of names) {
+    if (!/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(n)) continue;
+    byValue.set(Number(n), [...(byValue.get(Number(n)) ?? []), n]);
+  }
+  const variants = [...byValue.values()].filter((group) => group.length > 1);
+  if (variants.length === 0) return null;
+  const listed = variants.map((group) => group.map((n) => `'${n}'`).join(' and ')).join('; ');
+  return `classes ${listed} are one number written differently and train as different classes; if they are one class, write its labels alike`;
+}
+
 /** Map raw labels to class ids; a label outside `names` is an error naming its row. */
 export function labelIds(rawLabels: readonly string[], names: readonly string[], origin: (i: number) => string): Int32Array {
   const idOf = new Map(names.map((n, i) => [n, i]));

@@ -50,6 +50,7 @@ import {
   inferLabelNames,
   labelIds,
   loadExamples,
+  numberVariantsNote,
   sourceFiles,
   stratifiedSplit,
 } from './data.js';
@@ -587,7 +588,9 @@ async function trainRank(
   // 3. Build the classifier. LoRA and adapter runs first fingerprint their base, before anything
   // is added to it or trains, for loadAdapters to refuse another (base-weights.ts).
   const baseDigests = opts.technique === 'lora' || opts.technique === 'adapter' ? weightDigests(loaded.module) : undefined;
-  const labelNotes = [absentClassNote(data.train.labels, labels), caseVariantsNote(labels)].filter((n) => n !== null);
+  const labelNotes = [absentClassNote(data.train.labels, labels), caseVariantsNote(labels), numberVariantsNote(labels)].filter(
+    (n) => n !== null,
+  );
   const notes: string[] = [...loaded.notes, ...labelNotes];
   const { built, head } = await classifierOf(binding, opts, loaded, prepared, tokenizer, labels.length, device, notes);
   const model = built.module;

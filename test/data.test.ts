@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { inferLabelNames, labelIds, loadExamples, readCsv, stratifiedSplit } from '../lib/data.js';
+import { inferLabelNames, labelIds, loadExamples, numberVariantsNote, readCsv, stratifiedSplit } from '../lib/data.js';
 import { InputError } from '../lib/errors.js';
 import { readPretrainingTexts } from '../lib/mlm-data.js';
 
@@ -12,6 +12,16 @@ function csv(name: string, content: string | Buffer): string {
   writeFileSync(path, content);
   return path;
 }
+
+describe('label notes', () => {
+  it("names classes that are one number written differently ('1', '01', '1.0'), and only those", () => {
+    expect(numberVariantsNote(inferLabelNames(['1', '01', '1.0', '0', '2'], (i) => `row ${i}`))).toBe(
+      "classes '01' and '1' and '1.0' are one number written differently and train as different classes; if they are one class, write its labels alike",
+    );
+    expect(numberVariantsNote(['0.0', '1.0'])).toBeNull();
+    expect(numberVariantsNote(['negative', 'positive', '1'])).toBeNull();
+  });
+});
 
 describe('CSV loading', () => {
   it('parses quoted fields with commas, quotes, newlines, CRLF and a BOM', async () => {

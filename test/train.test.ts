@@ -401,6 +401,16 @@ describe('labels that are probably a mistake', () => {
       "classes 'Positive' and 'positive' differ only in case and train as different classes; if they are one class, write its labels alike",
     );
   });
+  it('labels that are one number written differently train as different classes, and the result says so', async () => {
+    // Before: '1.0' on a third of the 1 rows (as pandas writes a float column) made a third class without a word.
+    const raw = await loadExamples(demoReviews);
+    const labels = raw.labels!.map((l, i) => (l === 'positive' ? (i % 3 === 0 ? '1.0' : '1') : '0'));
+    const result = await notesOf({ texts: raw.texts, labels });
+    expect(result.labels).toEqual(['0', '1', '1.0']);
+    expect(result.notes).toContain(
+      "classes '1' and '1.0' are one number written differently and train as different classes; if they are one class, write its labels alike",
+    );
+  });
 });
 
 describe('bad input gets a clear error and loses nothing', () => {
