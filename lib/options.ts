@@ -632,6 +632,10 @@ function checkNumbers(resolved: ResolvedTrainOptions): void {
   checkRange('dropout', resolved.dropout, 0, 1);
   checkRange('labelSmoothing', resolved.labelSmoothing, 0, 1);
   checkRange('warmupRatio', resolved.warmupRatio, 0, 1);
+  // Here, with the others: stratifiedSplit refuses it too, but only once the model is loaded and the data read.
+  if (!(typeof resolved.validationSplit === 'number' && resolved.validationSplit > 0 && resolved.validationSplit < 1)) {
+    throw new InputError(`validationSplit must be between 0 and 1 (exclusive); got ${shown(resolved.validationSplit)}`);
+  }
   if (resolved.evaluateEvery !== 'epoch') checkInteger('evaluateEvery', resolved.evaluateEvery, 1);
   if (resolved.threads !== undefined) checkThreads(resolved.threads);
   const timeout = resolved.distributedTimeout;

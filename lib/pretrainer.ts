@@ -203,9 +203,6 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   });
   const outDir = opts.outDir;
   if (!outDir) throw new InputError('pretrain(): `outDir` is required (the pretrained model is a folder)');
-  if (!(opts.validationSplit > 0 && opts.validationSplit < 1)) {
-    throw new InputError(`validationSplit must be in (0, 1) (pretraining measures held-out loss); got ${opts.validationSplit}`);
-  }
   const binding = loadBinding();
   opts.signal?.throwIfAborted();
   const run = { spec, data, textColumn, byLine, wholeWordMask, mlmProbability, outDir };

@@ -613,6 +613,12 @@ describe('bad input gets a clear error and loses nothing', () => {
       // Before: accepted; the run trained nothing and saved the weights it started from as trained.
       [{ learningRate: 0 }, 'learningRate 0 trains nothing (every step leaves the weights as they were): give a learning rate > 0'],
       [{ technique: 'full', learningRate: 0, encoderLearningRate: 0 }, 'learningRate 0 trains nothing'],
+      // Before: refused only once the model was loaded and the data read (here: "... nowhere: no such file or folder").
+      [{ encoder: join(work, 'nowhere'), validationSplit: 1.5 }, 'validationSplit must be between 0 and 1 (exclusive); got 1.5'],
+      [
+        { encoder: join(work, 'nowhere'), validationSplit: '0.2' },
+        "validationSplit must be between 0 and 1 (exclusive); got '0.2' (a string)",
+      ],
     ] as const) {
       const run = train({ ...base(), ...(options as object) });
       await expect(run).rejects.toBeInstanceOf(InputError);
