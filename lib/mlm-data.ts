@@ -27,7 +27,8 @@ export async function readPretrainingTexts(files: readonly string[], textColumn 
     // Checked as a CSV file is (UTF-8, not empty, no NUL), its BOM dropped: read as 'utf8' alone,
     // invalid bytes became U+FFFD and trained as [UNK], and a BOM began the first text.
     const content = (await readTextFile(file)).toString('utf8').replace(/^\uFEFF/, '');
-    for (const line of content.split(/\r?\n/)) if (line.trim().length > 0) texts.push(line);
+    // Lines end at LF, CRLF or a lone CR, as Python's universal newlines read them (run_mlm.py's datasets).
+    for (const line of content.split(/\r\n?|\n/)) if (line.trim().length > 0) texts.push(line);
   }
   if (texts.length === 0) throw new InputError(`pretrain(): no text in ${files.join(', ')}`);
   return texts;

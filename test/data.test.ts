@@ -57,6 +57,8 @@ describe('CSV loading', () => {
     // Before: read as 'utf8' alone, invalid bytes became U+FFFD (trained as [UNK]) and the BOM began the first text.
     const bom = csv('bom.txt', '\uFEFFa good film\r\n\r\na bad film\n');
     expect(await readPretrainingTexts([bom])).toEqual(['a good film', 'a bad film']);
+    // Before: a file with lone-CR line ends (classic Mac) was one text.
+    expect(await readPretrainingTexts([csv('cr.txt', 'a good film\ra bad film\r')])).toEqual(['a good film', 'a bad film']);
     const latin1 = csv('latin1.txt', Buffer.concat([Buffer.from('a good film\nun caf'), Buffer.from([0xe9]), Buffer.from('\n')]));
     await expect(readPretrainingTexts([latin1])).rejects.toThrow(`data file ${latin1} is not valid UTF-8 text`);
     await expect(readPretrainingTexts([csv('empty.txt', '\n \n')])).rejects.toThrow(/data file .*empty\.txt is empty/);
