@@ -335,14 +335,16 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
       throw new InputError(`${raw.origin(i)}: empty text`, { file: raw.file, row: i });
     }
   }
-  raw.pairs?.forEach((t: unknown, i) => {
+  // An index loop, as for the texts: forEach would skip a sparse array's holes.
+  for (let i = 0; i < (raw.pairs?.length ?? 0); i++) {
+    const t: unknown = raw.pairs![i];
     if (typeof t !== 'string' || t.trim().length === 0) {
       throw new InputError(`${raw.origin(i)}: the second text is ${typeof t !== 'string' ? 'not a string' : 'empty'}`, {
         file: raw.file,
         row: i,
       });
     }
-  });
+  }
   if (raw.labels) {
     raw.labels.forEach((l, i) => {
       if (l.length === 0) throw new InputError(`${raw.origin(i)}: empty label`, { file: raw.file, row: i });

@@ -23,6 +23,17 @@ describe('label notes', () => {
   });
 });
 
+describe('arrays', () => {
+  it('refuses a hole in the second texts, as in the texts', async () => {
+    // Before: accepted, and a prompt filled {text_b} with the word 'undefined'.
+    const pairs = ['a fine plot'];
+    pairs.length = 2;
+    const run = loadExamples({ texts: ['good', 'bad'], labels: ['1', '0'], pairs });
+    await expect(run).rejects.toBeInstanceOf(InputError);
+    await expect(run).rejects.toThrow('example 1: the second text is not a string');
+  });
+});
+
 describe('CSV loading', () => {
   it('parses quoted fields with commas, quotes, newlines, CRLF and a BOM', async () => {
     const file = csv('ok.csv', '\uFEFFid,text,label\r\n1,"hello, ""world""\r\nsecond line",positive\r\n2,plain,negative\r\n');
