@@ -513,6 +513,21 @@ describe('bad input gets a clear error and loses nothing', () => {
       ),
     );
   });
+  it('a hole in the texts predict() is given', async () => {
+    // Before: skipped by the check, the hole became a row of padding and got a prediction.
+    const texts = ['a good film'];
+    texts.length = 2;
+    const pairs = ['a fine plot'];
+    pairs.length = 2;
+    await withClassifier(async (classifier) => {
+      await refused(classifier.predict(texts), InputError, 'text 1 is not a string');
+      await refused(
+        classifier.predict(['a good film', 'a bad film'], { pairs }),
+        InputError,
+        'predict(): pairs must be 2 strings, one per text',
+      );
+    });
+  });
   it('a batch size for predict or evaluate that is not a whole number of rows ≥ 1', async () => {
     // A size of 0 or less cut no rows per batch, so the batching never ended (until out of memory);
     // a fraction reached libtorch as a batch of 0 rows.
