@@ -615,6 +615,10 @@ function checkNumbers(resolved: ResolvedTrainOptions): void {
   checkInteger('gradientAccumulationSteps', resolved.gradientAccumulationSteps, 1);
   checkInteger('earlyStoppingPatience', resolved.earlyStoppingPatience, 0);
   checkInteger('seed', resolved.seed, 0);
+  // A double holds every integer only up to 2^53 - 1; libtorch's seed reader refused a larger one as a wrapped int64.
+  if (resolved.seed > Number.MAX_SAFE_INTEGER) {
+    throw new InputError(`seed must be an integer in [0, ${Number.MAX_SAFE_INTEGER}]; got ${shown(resolved.seed)}`);
+  }
   checkNonNegative('learningRate', resolved.learningRate);
   if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
   // At 0 every step leaves the weights as they were, and the run would save them as trained:

@@ -628,6 +628,8 @@ describe('bad input gets a clear error and loses nothing', () => {
       // Before: accepted; the run trained nothing and saved the weights it started from as trained.
       [{ learningRate: 0 }, 'learningRate 0 trains nothing (every step leaves the weights as they were): give a learning rate > 0'],
       [{ technique: 'full', learningRate: 0, encoderLearningRate: 0 }, 'learningRate 0 trains nothing'],
+      // Before: "randperm: seed must be in [-9007199254740992, 9007199254740992], got -9223372036854775808" (wrapped).
+      [{ seed: 1e20 }, 'seed must be an integer in [0, 9007199254740991]; got 100000000000000000000'],
       // Before: refused only once the model was loaded and the data read (here: "... nowhere: no such file or folder").
       [{ encoder: join(work, 'nowhere'), validationSplit: 1.5 }, 'validationSplit must be between 0 and 1 (exclusive); got 1.5'],
       [
