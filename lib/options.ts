@@ -404,8 +404,11 @@ function shown(value: unknown): string {
   return Array.isArray(value) ? `[${value.map(shown).join(', ')}]` : String(value);
 }
 
-export function checkInteger(name: string, value: number, min: number): void {
-  if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${shown(value)}`);
+export function checkInteger(name: string, value: number, min: number, max = Number.POSITIVE_INFINITY): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    const range = max === Number.POSITIVE_INFINITY ? `≥ ${min}` : `in [${min}, ${max}]`;
+    throw new InputError(`${name} must be an integer ${range}; got ${shown(value)}`);
+  }
 }
 
 function checkRange(name: string, value: number, min: number, maxExclusive: number): void {
@@ -611,14 +614,12 @@ function checkNumbers(resolved: ResolvedTrainOptions): void {
   checkInteger('maxLength', resolved.maxLength, 2);
   checkInteger('batchSize', resolved.batchSize, 1);
   checkInteger('epochs', resolved.epochs, 1);
-  checkInteger('headHidden', resolved.headHidden, 1);
+  // The native head's limit, which otherwise refused it as "encoder ... cannot be used".
+  checkInteger('headHidden', resolved.headHidden, 1, 2 ** 20);
   checkInteger('gradientAccumulationSteps', resolved.gradientAccumulationSteps, 1);
   checkInteger('earlyStoppingPatience', resolved.earlyStoppingPatience, 0);
-  checkInteger('seed', resolved.seed, 0);
   // A double holds every integer only up to 2^53 - 1; libtorch's seed reader refused a larger one as a wrapped int64.
-  if (resolved.seed > Number.MAX_SAFE_INTEGER) {
-    throw new InputError(`seed must be an integer in [0, ${Number.MAX_SAFE_INTEGER}]; got ${shown(resolved.seed)}`);
-  }
+  checkInteger('seed', resolved.seed, 0, Number.MAX_SAFE_INTEGER);
   checkNonNegative('learningRate', resolved.learningRate);
   if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
   // At 0 every step leaves the weights as they were, and the run would save them as trained:
