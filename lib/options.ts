@@ -405,10 +405,8 @@ function shown(value: unknown): string {
 }
 
 export function checkInteger(name: string, value: number, min: number, max = Number.POSITIVE_INFINITY): void {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    const range = max === Number.POSITIVE_INFINITY ? `≥ ${min}` : `in [${min}, ${max}]`;
-    throw new InputError(`${name} must be an integer ${range}; got ${shown(value)}`);
-  }
+  if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${shown(value)}`);
+  if (value > max) throw new InputError(`${name} must be at most ${max}; got ${shown(value)}`);
 }
 
 function checkRange(name: string, value: number, min: number, maxExclusive: number): void {
