@@ -607,6 +607,16 @@ function checkValidationSource(options: TrainOptions, resolved: ResolvedTrainOpt
   if (resolved.fewShot !== undefined) checkInteger('fewShot', resolved.fewShot, 1);
 }
 
+/**
+ * A note for a run that trains nothing: learning rate 0 (the encoder's too, or none of its own).
+ * Not refused (PyTorch takes lr 0): it measures the starting weights' loss and metrics, epoch after
+ * epoch, but the weights it saves are those it started from. Null when something trains.
+ */
+export function zeroLearningRateNote(resolved: ResolvedTrainOptions): string | null {
+  if (resolved.learningRate !== 0 || (resolved.encoderLearningRate ?? 0) > 0) return null;
+  return 'learningRate 0: no step changes a weight, so the run measures the weights it starts from and saves them unchanged';
+}
+
 /** The numeric options, each in its range. */
 function checkNumbers(resolved: ResolvedTrainOptions): void {
   checkInteger('maxLength', resolved.maxLength, 2);
@@ -620,11 +630,6 @@ function checkNumbers(resolved: ResolvedTrainOptions): void {
   checkInteger('seed', resolved.seed, 0, Number.MAX_SAFE_INTEGER);
   checkNonNegative('learningRate', resolved.learningRate);
   if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
-  // At 0 every step leaves the weights as they were, and the run would save them as trained:
-  // refused, as lora.alpha 0 and classWeights all 0 are. (The encoder's own rate may still train.)
-  if (resolved.learningRate === 0 && !((resolved.encoderLearningRate ?? 0) > 0)) {
-    throw new InputError('learningRate 0 trains nothing (every step leaves the weights as they were): give a learning rate > 0');
-  }
   checkNonNegative('weightDecay', resolved.weightDecay);
   const { betas } = resolved;
   if (!Array.isArray(betas) || betas.length !== 2 || betas.some((b) => !(typeof b === 'number' && b >= 0 && b < 1))) {

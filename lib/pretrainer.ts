@@ -48,6 +48,7 @@ import {
   type ProgressEvent,
   type ResolvedTrainOptions,
   resolveTrainOptions,
+  zeroLearningRateNote,
 } from './options.js';
 import { checkOutputFolder } from './output-folder.js';
 import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
@@ -361,7 +362,7 @@ async function pretrainRank(
       metrics: keeper.bestMetrics,
       trainRows: train.count,
       validationRows: validation.count,
-      notes: loaded.notes,
+      notes: [...loaded.notes, ...[zeroLearningRateNote(opts)].filter((n) => n !== null)],
       stoppedEarly: keeper.stoppedEarly,
       skippedBatches: position.skippedBatches,
     };
