@@ -11,8 +11,8 @@ import { type MaskingOptions, type MaskingVocabulary, maskExample } from './mlm-
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 
 /**
- * The texts of every file in order: a `.csv` file's `textColumn`, or each non-blank line of any
- * other file (run_mlm.py's line-by-line reading drops empty and whitespace-only lines).
+ * The non-blank texts of every file in order: a `.csv` file's `textColumn`, or each line of any
+ * other file (run_mlm.py's line-by-line reading drops empty and whitespace-only texts).
  */
 export async function readPretrainingTexts(files: readonly string[], textColumn = DEFAULT_TEXT_COLUMN): Promise<string[]> {
   if (files.length === 0) throw new InputError('pretrain(): `data` must name at least one file');
@@ -21,7 +21,8 @@ export async function readPretrainingTexts(files: readonly string[], textColumn 
   for (const file of files) {
     checkNotJson(file);
     if (file.toLowerCase().endsWith('.csv')) {
-      texts.push(...(await readCsv(file, { textColumn, labelsRequired: false })).texts);
+      // Blank, as a text file's blank lines: a row of special tokens alone, with nothing to mask.
+      texts.push(...(await readCsv(file, { textColumn, labelsRequired: false })).texts.filter((t) => t.trim().length > 0));
       continue;
     }
     // Checked as a CSV file is (UTF-8, not empty, no NUL), its BOM dropped: read as 'utf8' alone,

@@ -73,6 +73,11 @@ describe('CSV loading', () => {
     const latin1 = csv('latin1.txt', Buffer.concat([Buffer.from('a good film\nun caf'), Buffer.from([0xe9]), Buffer.from('\n')]));
     await expect(readPretrainingTexts([latin1])).rejects.toThrow(`data file ${latin1} is not valid UTF-8 text`);
     await expect(readPretrainingTexts([csv('empty.txt', '\n \n')])).rejects.toThrow(/data file .*empty\.txt is empty/);
+    // Before: a CSV file's blank texts were kept, each a row of [CLS] [SEP] alone with lineByLine.
+    expect(await readPretrainingTexts([csv('blank-rows.csv', 'text\na good film\n""\n"  "\na bad film\n')])).toEqual([
+      'a good film',
+      'a bad film',
+    ]);
   });
   it('refuses a tab-separated file, saying so', async () => {
     // Before: 'not valid CSV: Invalid Closing Quote ...' where a review quoted someone, else "no column 'text' (its columns: text\tlabel)".
