@@ -431,12 +431,15 @@ export class Classifier {
     } = {},
   ): Promise<Prediction[]> {
     if (!Array.isArray(texts)) throw new InputError('predict() takes an array of texts');
-    texts.forEach((t, i) => {
-      if (typeof t !== 'string') throw new InputError(`text ${i} is not a string`);
-    });
+    // Index loops, not forEach / some: a sparse array's hole must be caught, not skipped (a text's
+    // became a row of padding; a second text's, the word 'undefined').
+    for (let i = 0; i < texts.length; i++) if (typeof texts[i] !== 'string') throw new InputError(`text ${i} is not a string`);
     const batchSize = inferenceBatchSize(options.batchSize);
     const { pairs } = options;
-    if (pairs !== undefined && (!Array.isArray(pairs) || pairs.length !== texts.length || pairs.some((t) => typeof t !== 'string'))) {
+    if (
+      pairs !== undefined &&
+      (!Array.isArray(pairs) || pairs.length !== texts.length || Array.from(pairs).some((t) => typeof t !== 'string'))
+    ) {
       throw new InputError(`predict(): pairs must be ${texts.length} strings, one per text`);
     }
     const encoded = await this.encode(texts, pairs ?? null);

@@ -304,23 +304,31 @@ Options (default):
   --json                   print one JSON object`,
 };
 
+/**
+ * A flag's number, written in decimal (3, -1, 0.5, 5e-5; spaces around it are dropped), else
+ * undefined. Number() alone would also read '0x10' as 16, '0b11' as 3 and '' (a weight in '1,,2') as 0.
+ */
+function decimal(raw: string): number | undefined {
+  const n = Number(raw);
+  return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(raw.trim()) && Number.isFinite(n) ? n : undefined;
+}
+
+/** A numeric flag's value; whether it is in the option's range is the option's own check (options.ts). */
 function numberOption(values: Record<string, unknown>, name: string): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(n)) {
-    throw new UsageError(`--${name} expects a number; got '${String(raw)}'`);
-  }
+  const n = typeof raw === 'string' ? decimal(raw) : undefined;
+  if (n === undefined) throw new UsageError(`--${name} expects a number; got '${String(raw)}'`);
   return n;
 }
 
 function classWeightsOption(raw: unknown): TrainOptions['classWeights'] {
   if (raw === undefined) return undefined;
   if (raw === 'balanced') return 'balanced';
-  const weights = String(raw).split(',').map(Number);
-  if (weights.some((w) => !Number.isFinite(w)))
+  const weights = String(raw).split(',').map(decimal);
+  if (weights.some((w) => w === undefined))
     throw new UsageError(`--class-weights expects 'balanced' or numbers like 1,2.5; got '${String(raw)}'`);
-  return weights;
+  return weights as number[];
 }
 
 /** A repeatable file option (`--data a.csv --data b.csv`): one path, or several read as one. */
@@ -1025,8 +1033,10 @@ async function main(args: string[]): Promise<number> {
       console.error(err.message);
       return 1;
     }
-    const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
-    const message = messageOf(err).split('\n')[0];
+    const parseArgsError = (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true;
+    const usage = err instanceof UsageError || parseArgsError;
+    // node's parseArgs says on its later lines what to do ("--epochs -x": write '--epochs=-XYZ').
+    const message = parseArgsError ? messageOf(err).replace(/\s*\n\s*/g, ' ') : messageOf(err).split('\n')[0];
     if (err instanceof AbortError) {
       // A training loop's abort says where it stopped and what it kept; an earlier one has kept nothing.
       console.error(`torch-bert: ${message}`);

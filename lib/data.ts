@@ -127,7 +127,7 @@ async function readCsvFiles(
 }
 
 /** A data file's bytes, checked to be UTF-8 text that is not empty (NUL never belongs in one). */
-async function readTextFile(file: string): Promise<Buffer> {
+export async function readTextFile(file: string): Promise<Buffer> {
   let content: Buffer;
   try {
     content = await readFile(file);
@@ -335,14 +335,16 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
       throw new InputError(`${raw.origin(i)}: empty text`, { file: raw.file, row: i });
     }
   }
-  raw.pairs?.forEach((t: unknown, i) => {
+  // An index loop, as for the texts: forEach would skip a sparse array's holes.
+  for (let i = 0; i < (raw.pairs?.length ?? 0); i++) {
+    const t: unknown = raw.pairs![i];
     if (typeof t !== 'string' || t.trim().length === 0) {
       throw new InputError(`${raw.origin(i)}: the second text is ${typeof t !== 'string' ? 'not a string' : 'empty'}`, {
         file: raw.file,
         row: i,
       });
     }
-  });
+  }
   if (raw.labels) {
     raw.labels.forEach((l, i) => {
       if (l.length === 0) throw new InputError(`${raw.origin(i)}: empty label`, { file: raw.file, row: i });
@@ -405,6 +407,22 @@ export function caseVariantsNote(names: readonly string[]): string | null {
   if (variants.length === 0) return null;
   const listed = variants.map((group) => group.map((n) => `'${n}'`).join(' and ')).join('; ');
   return `classes ${listed} differ only in case and train as different classes; if they are one class, write its labels alike`;
+}
+
+/**
+ * A note for class names that are one number written differently ('1', '01', '1.0', as a
+ * spreadsheet or pandas may write some rows): kept apart as classes, like case variants. Null when none are.
+ */
+export function numberVariantsNote(names: readonly string[]): string | null {
+  const byValue = new Map<number, string[]>();
+  for (const n of names) {
+    if (!/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(n)) continue;
+    byValue.set(Number(n), [...(byValue.get(Number(n)) ?? []), n]);
+  }
+  const variants = [...byValue.values()].filter((group) => group.length > 1);
+  if (variants.length === 0) return null;
+  const listed = variants.map((group) => group.map((n) => `'${n}'`).join(' and ')).join('; ');
+  return `classes ${listed} are one number written differently and train as different classes; if they are one class, write its labels alike`;
 }
 
 /** Map raw labels to class ids; a label outside `names` is an error naming its row. */

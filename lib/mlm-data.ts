@@ -3,17 +3,16 @@
  * row (`lineByLine`) or concatenated and cut into blocks (transformers' run_mlm.py), and the
  * masked batch of some rows.
  */
-import { readFile } from 'node:fs/promises';
 import { gatherRows } from './batching.js';
 import type { StepBatch } from './binding.js';
-import { checkFilesNamedOnce, checkNotJson, DEFAULT_TEXT_COLUMN, readCsv } from './data.js';
-import { InputError, messageOf } from './errors.js';
+import { checkFilesNamedOnce, checkNotJson, DEFAULT_TEXT_COLUMN, readCsv, readTextFile } from './data.js';
+import { InputError } from './errors.js';
 import { type MaskingOptions, type MaskingVocabulary, maskExample } from './mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 
 /**
- * The texts of every file in order: a `.csv` file's `textColumn`, or each non-blank line of any
- * other file (run_mlm.py's line-by-line reading drops empty and whitespace-only lines).
+ * The non-blank texts of every file in order: a `.csv` file's `textColumn`, or each line of any
+ * other file (run_mlm.py's line-by-line reading drops empty and whitespace-only texts).
  */
 export async function readPretrainingTexts(files: readonly string[], textColumn = DEFAULT_TEXT_COLUMN): Promise<string[]> {
   if (files.length === 0) throw new InputError('pretrain(): `data` must name at least one file');
@@ -22,16 +21,15 @@ export async function readPretrainingTexts(files: readonly string[], textColumn 
   for (const file of files) {
     checkNotJson(file);
     if (file.toLowerCase().endsWith('.csv')) {
-      texts.push(...(await readCsv(file, { textColumn, labelsRequired: false })).texts);
+      // Blank, as a text file's blank lines: a row of special tokens alone, with nothing to mask.
+      texts.push(...(await readCsv(file, { textColumn, labelsRequired: false })).texts.filter((t) => t.trim().length > 0));
       continue;
     }
-    let content: string;
-    try {
-      content = await readFile(file, 'utf8');
-    } catch (err) {
-      throw new InputError(`cannot read data file ${file}: ${messageOf(err)}`, { file, cause: err });
-    }
-    for (const line of content.split(/\r?\n/)) if (line.trim().length > 0) texts.push(line);
+    // Checked as a CSV file is (UTF-8, not empty, no NUL), its BOM dropped: read as 'utf8' alone,
+    // invalid bytes became U+FFFD and trained as [UNK], and a BOM began the first text.
+    const content = (await readTextFile(file)).toString('utf8').replace(/^\uFEFF/, '');
+    // Lines end at LF, CRLF or a lone CR, as Python's universal newlines read them (run_mlm.py's datasets).
+    for (const line of content.split(/\r\n?|\n/)) if (line.trim().length > 0) texts.push(line);
   }
   if (texts.length === 0) throw new InputError(`pretrain(): no text in ${files.join(', ')}`);
   return texts;

@@ -418,8 +418,9 @@ function shown(value: unknown): string {
   return Array.isArray(value) ? `[${value.map(shown).join(', ')}]` : String(value);
 }
 
-export function checkInteger(name: string, value: number, min: number): void {
+export function checkInteger(name: string, value: number, min: number, max = Number.POSITIVE_INFINITY): void {
   if (!Number.isInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}; got ${shown(value)}`);
+  if (value > max) throw new InputError(`${name} must be at most ${max}; got ${shown(value)}`);
 }
 
 function checkRange(name: string, value: number, min: number, maxExclusive: number): void {
@@ -620,15 +621,27 @@ function checkValidationSource(options: TrainOptions, resolved: ResolvedTrainOpt
   if (resolved.fewShot !== undefined) checkInteger('fewShot', resolved.fewShot, 1);
 }
 
+/**
+ * A note for a run that trains nothing: learning rate 0 (the encoder's too, or none of its own).
+ * Not refused (PyTorch takes lr 0): it measures the starting weights' loss and metrics, epoch after
+ * epoch, but the weights it saves are those it started from. Null when something trains.
+ */
+export function zeroLearningRateNote(resolved: ResolvedTrainOptions): string | null {
+  if (resolved.learningRate !== 0 || (resolved.encoderLearningRate ?? 0) > 0) return null;
+  return 'learningRate 0: no step changes a weight, so the run measures the weights it starts from and saves them unchanged';
+}
+
 /** The numeric options, each in its range. */
 function checkNumbers(resolved: ResolvedTrainOptions): void {
   checkInteger('maxLength', resolved.maxLength, 2);
   checkInteger('batchSize', resolved.batchSize, 1);
   checkInteger('epochs', resolved.epochs, 1);
-  checkInteger('headHidden', resolved.headHidden, 1);
+  // The native head's limit, which otherwise refused it as "encoder ... cannot be used".
+  checkInteger('headHidden', resolved.headHidden, 1, 2 ** 20);
   checkInteger('gradientAccumulationSteps', resolved.gradientAccumulationSteps, 1);
   checkInteger('earlyStoppingPatience', resolved.earlyStoppingPatience, 0);
-  checkInteger('seed', resolved.seed, 0);
+  // A double holds every integer only up to 2^53 - 1; libtorch's seed reader refused a larger one as a wrapped int64.
+  checkInteger('seed', resolved.seed, 0, Number.MAX_SAFE_INTEGER);
   checkNonNegative('learningRate', resolved.learningRate);
   if (resolved.encoderLearningRate !== undefined) checkNonNegative('encoderLearningRate', resolved.encoderLearningRate);
   checkNonNegative('weightDecay', resolved.weightDecay);
@@ -641,6 +654,10 @@ function checkNumbers(resolved: ResolvedTrainOptions): void {
   checkRange('dropout', resolved.dropout, 0, 1);
   checkRange('labelSmoothing', resolved.labelSmoothing, 0, 1);
   checkRange('warmupRatio', resolved.warmupRatio, 0, 1);
+  // Here, with the others: stratifiedSplit refuses it too, but only once the model is loaded and the data read.
+  if (!(typeof resolved.validationSplit === 'number' && resolved.validationSplit > 0 && resolved.validationSplit < 1)) {
+    throw new InputError(`validationSplit must be between 0 and 1 (exclusive); got ${shown(resolved.validationSplit)}`);
+  }
   if (resolved.evaluateEvery !== 'epoch') checkInteger('evaluateEvery', resolved.evaluateEvery, 1);
   if (resolved.threads !== undefined) checkThreads(resolved.threads);
   const timeout = resolved.distributedTimeout;

@@ -49,6 +49,7 @@ import {
   type ProgressEvent,
   type ResolvedTrainOptions,
   resolveTrainOptions,
+  zeroLearningRateNote,
 } from './options.js';
 import { checkOutputFolder } from './output-folder.js';
 import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
@@ -204,9 +205,6 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   });
   const outDir = opts.outDir;
   if (!outDir) throw new InputError('pretrain(): `outDir` is required (the pretrained model is a folder)');
-  if (!(opts.validationSplit > 0 && opts.validationSplit < 1)) {
-    throw new InputError(`validationSplit must be in (0, 1) (pretraining measures held-out loss); got ${opts.validationSplit}`);
-  }
   const binding = loadBinding();
   opts.signal?.throwIfAborted();
   const run = { spec, data, textColumn, byLine, wholeWordMask, mlmProbability, outDir };
@@ -365,7 +363,7 @@ async function pretrainRank(
       metrics: keeper.bestMetrics,
       trainRows: train.count,
       validationRows: validation.count,
-      notes: loaded.notes,
+      notes: [...loaded.notes, ...[zeroLearningRateNote(opts)].filter((n) => n !== null)],
       stoppedEarly: keeper.stoppedEarly,
       skippedBatches: position.skippedBatches,
     };

@@ -13,8 +13,8 @@
  * every word as it appears in the whole string; the mask token takes no space (RoBERTa's
  * <mask> strips the space before it). A label word is tokenized as it would stand at the mask:
  * after a space when the template has one there. Texts are truncated to fit the max length,
- * the template never (a pair longest-first, one token at a time from the longer, the second on
- * a tie, as transformers' tokenizers do).
+ * the template never (a pair longest-first, as Hugging Face tokenizers cut a pair: see
+ * truncateLongestFirst).
  */
 import type { NativeScriptModule } from './binding.js';
 import { InputError } from './errors.js';
@@ -245,17 +245,18 @@ export class PromptEncoder {
 }
 
 /**
- * How many tokens of each text stay when `room` must hold both: one token at a time from the
- * longer, from the second on a tie (transformers' longest_first).
+ * How many tokens of each text stay when `room` must hold both, as Hugging Face tokenizers'
+ * longest_first does (transformers' default, fast tokenizers): the shorter text is kept whole
+ * while it fits in half the room, the longer takes the rest; else each gets half, the odd token
+ * going to the longer (to the second on a tie). transformers' slow tokenizers differ there: they
+ * give the odd token to the first.
  */
 export function truncateLongestFirst(a: number, b: number, room: number): [number, number] {
-  let keepA = a;
-  let keepB = b;
-  while (keepA + keepB > room) {
-    if (keepA > keepB) keepA--;
-    else keepB--;
-  }
-  return [keepA, keepB];
+  if (a + b <= room) return [a, b];
+  const shorter = Math.min(a, b);
+  if (2 * shorter <= room) return a <= b ? [a, room - a] : [room - b, b];
+  const half = Math.floor(room / 2);
+  return a > b ? [room - half, half] : [half, room - half];
 }
 
 /** The template's pieces: literal text, the mask, the text slots; refusals say what is wrong. */

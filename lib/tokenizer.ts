@@ -281,7 +281,7 @@ export class TextTokenizer {
   /**
    * The first `room` token ids of `text` (no special tokens). Tokenizing costs time and memory
    * in proportion to the text (a 10 MB text: ~10 s and ~0.7 GB), yet only `room` tokens are
-   * kept; so growing prefixes are encoded, each cut just before a whitespace character so that
+   * kept; so growing prefixes are encoded, each cut just before an ASCII whitespace character so that
    * no word is split, until one yields more than `room` tokens: its first `room` tokens are the
    * whole text's (pre-tokenizers split at whitespace). Texts without whitespace near the cut
    * are encoded whole.
@@ -298,7 +298,9 @@ export class TextTokenizer {
   private firstTokensUnchecked(text: string, room: number): number[] {
     for (let limit = Math.max(4096, room * 16); limit < text.length; limit *= 4) {
       let cut = limit;
-      while (cut > limit / 2 && !/\s/.test(text[cut]!)) cut--;
+      // ASCII whitespace only: JavaScript's \s also matches \v, \f and U+FEFF, which BERT's
+      // normalizer deletes, so a cut there split a word the whole text has in one piece.
+      while (cut > limit / 2 && !/[ \t\n\r]/.test(text[cut]!)) cut--;
       if (cut <= limit / 2) continue;
       const ids = this.tokenizer.encode(text.slice(0, cut), { add_special_tokens: false }).ids;
       if (ids.length > room) return ids.slice(0, room);

@@ -50,6 +50,7 @@ import {
   inferLabelNames,
   labelIds,
   loadExamples,
+  numberVariantsNote,
   sourceFiles,
   stratifiedSplit,
 } from './data.js';
@@ -79,6 +80,7 @@ import {
   type ResolvedTrainOptions,
   resolveTrainOptions,
   type TrainOptions,
+  zeroLearningRateNote,
 } from './options.js';
 import { checkOutputFolder } from './output-folder.js';
 import { preparePrompt } from './prompt-classifier.js';
@@ -589,8 +591,8 @@ async function trainRank(
   // 3. Build the classifier. LoRA and adapter runs first fingerprint their base, before anything
   // is added to it or trains, for loadAdapters to refuse another (base-weights.ts).
   const baseDigests = opts.technique === 'lora' || opts.technique === 'adapter' ? weightDigests(loaded.module) : undefined;
-  const labelNotes = [absentClassNote(data.train.labels, labels), caseVariantsNote(labels)].filter((n) => n !== null);
-  const notes: string[] = [...loaded.notes, ...labelNotes];
+  const labelNotes = [absentClassNote(data.train.labels, labels), caseVariantsNote(labels), numberVariantsNote(labels)];
+  const notes: string[] = [...loaded.notes, ...[...labelNotes, zeroLearningRateNote(opts)].filter((n) => n !== null)];
   const { built, head } = await classifierOf(binding, opts, loaded, prepared, tokenizer, labels.length, device, notes);
   const model = built.module;
   const outDir = opts.outDir;

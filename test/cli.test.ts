@@ -224,6 +224,47 @@ describe('torch-bert CLI', () => {
     expect(existsSync(join(work, 'negative'))).toBe(false);
   });
 
+  it('reads a numeric flag as a decimal number, one rule for every flag, and says what is wrong with any other value', async () => {
+    // --batch-size 0 makes an accepted value fail fast, on the batch size, without training.
+    const refusal = async (flags: string[]) => {
+      const r = await run(trainArgs(demoReviews, join(work, 'numbers'), [...flags, '--batch-size', '0']));
+      return { code: r.code, stderr: r.stderr.replace(/^torch-bert: error: /, '').trimEnd() };
+    };
+    // Before: Number() read '0x10' as 16, '0b1' as 1 and the empty weight of '1,' as 0.
+    for (const [flag, value] of [
+      ['--epochs', '0x10'],
+      ['--lr', '0b1'],
+      ['--seed', '1,5'],
+      ['--epochs', 'NaN'],
+      ['--epochs', 'Infinity'],
+      ['--epochs', ''],
+      ['--max-length', '1e999'],
+    ]) {
+      expect(await refusal([flag!, value!])).toEqual({ code: 2, stderr: `${flag} expects a number; got '${value}'` });
+    }
+    expect(await refusal(['--class-weights', '1,'])).toEqual({
+      code: 2,
+      stderr: "--class-weights expects 'balanced' or numbers like 1,2.5; got '1,'",
+    });
+    expect(await refusal(['--epochs=-x'])).toEqual({ code: 2, stderr: "--epochs expects a number; got '-x'" });
+    // Before: only the first line of node's message, "Option '--epochs' argument is ambiguous."
+    expect(await refusal(['--epochs', '-x'])).toEqual({
+      code: 2,
+      stderr:
+        "Option '--epochs' argument is ambiguous. Did you forget to specify the option argument for '--epochs'? To specify an option argument starting with a dash use '--epochs=-XYZ'.",
+    });
+    // A number in range is the option's own check (options.ts), for the API and the CLI alike.
+    const fraction = await run(trainArgs(demoReviews, join(work, 'numbers'), ['--epochs', '2.5']));
+    expect([fraction.code, fraction.stderr]).toEqual([1, 'torch-bert: error: epochs must be an integer ≥ 1; got 2.5\n']);
+    for (const accepted of [
+      ['--epochs', '1e0'],
+      ['--lr', ' 5e-3 '],
+      ['--class-weights', '1, 2.5'],
+    ]) {
+      expect(await refusal(accepted)).toEqual({ code: 1, stderr: 'batchSize must be an integer ≥ 1; got 0' });
+    }
+  });
+
   it('trains with LoRA, reports metrics and writes the HTML report', async () => {
     const dir = join(work, 'lora');
     const trained = await run(

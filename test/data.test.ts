@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { inferLabelNames, labelIds, loadExamples, readCsv, stratifiedSplit } from '../lib/data.js';
+import { inferLabelNames, labelIds, loadExamples, numberVariantsNote, readCsv, stratifiedSplit } from '../lib/data.js';
 import { InputError } from '../lib/errors.js';
 import { readPretrainingTexts } from '../lib/mlm-data.js';
 
@@ -12,6 +12,27 @@ function csv(name: string, content: string | Buffer): string {
   writeFileSync(path, content);
   return path;
 }
+
+describe('label notes', () => {
+  it("names classes that are one number written differently ('1', '01', '1.0'), and only those", () => {
+    expect(numberVariantsNote(inferLabelNames(['1', '01', '1.0', '0', '2'], (i) => `row ${i}`))).toBe(
+      "classes '01' and '1' and '1.0' are one number written differently and train as different classes; if they are one class, write its labels alike",
+    );
+    expect(numberVariantsNote(['0.0', '1.0'])).toBeNull();
+    expect(numberVariantsNote(['negative', 'positive', '1'])).toBeNull();
+  });
+});
+
+describe('arrays', () => {
+  it('refuses a hole in the second texts, as in the texts', async () => {
+    // Before: accepted, and a prompt filled {text_b} with the word 'undefined'.
+    const pairs = ['a fine plot'];
+    pairs.length = 2;
+    const run = loadExamples({ texts: ['good', 'bad'], labels: ['1', '0'], pairs });
+    await expect(run).rejects.toBeInstanceOf(InputError);
+    await expect(run).rejects.toThrow('example 1: the second text is not a string');
+  });
+});
 
 describe('CSV loading', () => {
   it('parses quoted fields with commas, quotes, newlines, CRLF and a BOM', async () => {
@@ -42,6 +63,21 @@ describe('CSV loading', () => {
     const refusal = `data file ${file} is JSON, which torch-bert does not read: give a CSV file with a header row (pretrain also reads plain text, one document per line)`;
     await expect(readCsv(file)).rejects.toThrow(refusal);
     await expect(readPretrainingTexts([file])).rejects.toThrow(refusal);
+  });
+  it('reads a plain-text pretraining file as a CSV file is read: UTF-8 checked, BOM dropped', async () => {
+    // Before: read as 'utf8' alone, invalid bytes became U+FFFD (trained as [UNK]) and the BOM began the first text.
+    const bom = csv('bom.txt', '\uFEFFa good film\r\n\r\na bad film\n');
+    expect(await readPretrainingTexts([bom])).toEqual(['a good film', 'a bad film']);
+    // Before: a file with lone-CR line ends (classic Mac) was one text.
+    expect(await readPretrainingTexts([csv('cr.txt', 'a good film\ra bad film\r')])).toEqual(['a good film', 'a bad film']);
+    const latin1 = csv('latin1.txt', Buffer.concat([Buffer.from('a good film\nun caf'), Buffer.from([0xe9]), Buffer.from('\n')]));
+    await expect(readPretrainingTexts([latin1])).rejects.toThrow(`data file ${latin1} is not valid UTF-8 text`);
+    await expect(readPretrainingTexts([csv('empty.txt', '\n \n')])).rejects.toThrow(/data file .*empty\.txt is empty/);
+    // Before: a CSV file's blank texts were kept, each a row of [CLS] [SEP] alone with lineByLine.
+    expect(await readPretrainingTexts([csv('blank-rows.csv', 'text\na good film\n""\n"  "\na bad film\n')])).toEqual([
+      'a good film',
+      'a bad film',
+    ]);
   });
   it('refuses a tab-separated file, saying so', async () => {
     // Before: 'not valid CSV: Invalid Closing Quote ...' where a review quoted someone, else "no column 'text' (its columns: text\tlabel)".

@@ -237,7 +237,6 @@ describe('templates and verbalizers', () => {
     expect(ids.slice(0, 7)).toEqual([2, ...bert.tokenIds(long).slice(0, 6)]);
     expect(ids.slice(7)).toEqual([...tail, 4, ...bert.tokenIds('.'), 3]);
     expect(truncateLongestFirst(10, 3, 8)).toEqual([5, 3]);
-    expect(truncateLongestFirst(5, 5, 7)).toEqual([4, 3]);
     expect(truncateLongestFirst(2, 9, 6)).toEqual([2, 4]);
     const pair = PromptEncoder.create(bert, '{text_a} ? [MASK] , {text_b}', ['yes=yes', 'no=no'], BERT_MASK);
     const pe = pair.encode([long], ['a dull film'], 16);
@@ -252,6 +251,40 @@ describe('templates and verbalizers', () => {
       /textPairColumn \/ --text-pair-column; predict\(texts, \{ pairs \}\); the torch-bert predict command takes single texts only/,
     );
     expect(() => p.encode(['x'], null, 6)).toThrow(expect.objectContaining({ code: 'TEMPLATE_TOO_LONG' }));
+  });
+
+  it("cuts a pair as Hugging Face tokenizers' longest_first does: the odd token to the longer, to the second on a tie", () => {
+    // Before: one token at a time from the longer, the first keeping the odd token (transformers'
+    // slow tokenizers), so (5, 5) in 7 kept [4, 3] where BertTokenizerFast keeps [3, 4].
+    // tokenizers' own table (src/utils/truncation.rs, truncate_encodings_longest_first, room 7):
+    // [first, second, kept first, kept second]; empty 0, short 2, medium 4, long 8 tokens.
+    const table = [
+      [0, 0, 0, 0],
+      [0, 2, 0, 2],
+      [0, 4, 0, 4],
+      [0, 8, 0, 7],
+      [2, 0, 2, 0],
+      [2, 2, 2, 2],
+      [2, 4, 2, 4],
+      [2, 8, 2, 5],
+      [4, 0, 4, 0],
+      [4, 2, 4, 2],
+      [4, 4, 3, 4],
+      [4, 8, 3, 4],
+      [8, 0, 7, 0],
+      [8, 2, 5, 2],
+      [8, 4, 4, 3],
+      [8, 8, 3, 4],
+    ];
+    for (const [a, b, keepA, keepB] of table) expect(truncateLongestFirst(a!, b!, 7)).toEqual([keepA, keepB]);
+    expect(truncateLongestFirst(5, 5, 7)).toEqual([3, 4]);
+    // bert-base-uncased's tokenizer.json through tokenizers (npm 'tokenizers' 0.23.2):
+    // encode('a b c', 'this film was a long ...') with max length 8 gives [CLS] a b [SEP] this film was [SEP].
+    const pair = PromptEncoder.create(bert, '{text_a} ? [MASK] , {text_b}', ['yes=yes', 'no=no'], BERT_MASK);
+    const b = bert.tokenIds('this film was a long and winding story');
+    const row = Array.from(pair.encode(['a b c'], ['this film was a long and winding story'], 10).inputIds);
+    // 10 - [CLS] ? [MASK] , [SEP] = 5 for the texts: 'a b c' is 3 tokens, so 2 and 3.
+    expect(row).toEqual([2, ...bert.tokenIds('a b'), ...bert.tokenIds('?'), 4, ...bert.tokenIds(','), ...b.slice(0, 3), 3]);
   });
 
   it('refuses bad templates and verbalizers with typed errors', () => {

@@ -2,12 +2,15 @@
  * TextTokenizer.encodeBatchAsync: the same rows as encodeBatch, tokenized by worker threads for
  * large inputs (the main thread stays free) and on the main thread in slices for small ones.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { Tokenizer } from '@huggingface/tokenizers';
 import { describe, expect, it } from 'vitest';
+import { readCsv } from '../lib/data.js';
 import { AbortError } from '../lib/errors.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
-import { demoReviews, demoTokenizer } from './fixtures.js';
+import { demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
 
 /** `n` varied texts of a few sentences each, made from the demo reviews (plus edge cases). */
 function texts(n: number): string[] {
@@ -63,5 +66,39 @@ describe('encodeBatchAsync', () => {
     setTimeout(() => controller.abort(new Error('stop')), 5);
     await expect(running).rejects.toBeInstanceOf(AbortError);
     await expect(tokenizer.encodeBatchAsync(input.slice(0, 100), 128, { signal: AbortSignal.abort() })).rejects.toBeInstanceOf(AbortError);
+  });
+});
+
+describe('encodeOne on the real bert-base-uncased tokenizer', () => {
+  const shared = join(repoRoot, '..', 'shared');
+  const tokenizerFile = join(shared, 'models', 'bert-base-uncased', 'tokenizer.json');
+  const imdb = join(shared, 'data', 'imdb', 'test-00-of-10.csv');
+
+  it("equals the library's own encoding of the whole text, cut to the max length: IMDB reviews, other scripts, emoji, 100k characters, deleted characters at the cut", async (context) => {
+    if (!existsSync(tokenizerFile) || !existsSync(imdb)) {
+      context.skip(`${tokenizerFile} or ${imdb} is not here (read in place from ../shared, never copied into the repository)`);
+    }
+    const tokenizer = await TextTokenizer.load(tokenizerFile);
+    const library = new Tokenizer(JSON.parse(readFileSync(tokenizerFile, 'utf8')), {});
+    const [cls, sep] = library.encode('').ids;
+    const hard = [
+      'I loved it 😀👍🏽 so much 👩‍🚀',
+      '这部电影很好看 日本語のテキスト 한국어',
+      'هذا فيلم رائع',
+      'Café naïve résumé ÉCOLE',
+      'a lone surrogate \uD83D here',
+      'The quick brown fox 😀 jumps 这部电影 over '.repeat(2500),
+      'x'.repeat(100_000),
+      // Before: cut at the \uFEFF (or \v, \f), which BERT's normalizer deletes: at max length 43 the
+      // 41st token was 'un' (of 'unbeliev') where the whole text has 'unbelievable'.
+      ...['\uFEFF', '\v', '\f'].map((c) => `${`${'x'.repeat(101)} `.repeat(40)}unbeliev${c}able${'s'.repeat(30)}${' more'.repeat(100)}`),
+    ];
+    const reviews = (await readCsv(imdb)).texts.slice(0, 200);
+    for (const text of [...hard, ...reviews]) {
+      const whole = library.encode(text, { add_special_tokens: false }).ids;
+      for (const maxLength of [8, 43, 128, 512]) {
+        expect(tokenizer.encodeOne(text, maxLength)).toEqual([cls, ...whole.slice(0, maxLength - 2), sep]);
+      }
+    }
   });
 });

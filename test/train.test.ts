@@ -401,6 +401,37 @@ describe('labels that are probably a mistake', () => {
       "classes 'Positive' and 'positive' differ only in case and train as different classes; if they are one class, write its labels alike",
     );
   });
+  it('labels that are one number written differently train as different classes, and the result says so', async () => {
+    // Before: '1.0' on a third of the 1 rows (as pandas writes a float column) made a third class without a word.
+    const raw = await loadExamples(demoReviews);
+    const labels = raw.labels!.map((l, i) => (l === 'positive' ? (i % 3 === 0 ? '1.0' : '1') : '0'));
+    const result = await notesOf({ texts: raw.texts, labels });
+    expect(result.labels).toEqual(['0', '1', '1.0']);
+    expect(result.notes).toContain(
+      "classes '1' and '1.0' are one number written differently and train as different classes; if they are one class, write its labels alike",
+    );
+  });
+});
+
+describe('a run that trains nothing', () => {
+  it('learning rate 0 is taken (it measures the starting weights), and the result says it trains nothing', async () => {
+    // Before: no word; the saved classifier looked trained.
+    const result = await train({
+      data: demoReviews,
+      encoder: informativeEncoder,
+      tokenizer: demoTokenizer,
+      epochs: 1,
+      ...SMALL,
+      learningRate: 0,
+    });
+    result.classifier.dispose();
+    expect(result.notes).toContain(
+      'learningRate 0: no step changes a weight, so the run measures the weights it starts from and saves them unchanged',
+    );
+    const trained = await train({ data: demoReviews, encoder: informativeEncoder, tokenizer: demoTokenizer, epochs: 1, ...SMALL });
+    trained.classifier.dispose();
+    expect(trained.notes.filter((n) => n.startsWith('learningRate 0'))).toEqual([]);
+  });
 });
 
 describe('bad input gets a clear error and loses nothing', () => {
@@ -503,6 +534,21 @@ describe('bad input gets a clear error and loses nothing', () => {
       ),
     );
   });
+  it('a hole in the texts predict() is given', async () => {
+    // Before: skipped by the check, the hole became a row of padding and got a prediction.
+    const texts = ['a good film'];
+    texts.length = 2;
+    const pairs = ['a fine plot'];
+    pairs.length = 2;
+    await withClassifier(async (classifier) => {
+      await refused(classifier.predict(texts), InputError, 'text 1 is not a string');
+      await refused(
+        classifier.predict(['a good film', 'a bad film'], { pairs }),
+        InputError,
+        'predict(): pairs must be 2 strings, one per text',
+      );
+    });
+  });
   it('a batch size for predict or evaluate that is not a whole number of rows ≥ 1', async () => {
     // A size of 0 or less cut no rows per batch, so the batching never ended (until out of memory);
     // a fraction reached libtorch as a batch of 0 rows.
@@ -600,6 +646,16 @@ describe('bad input gets a clear error and loses nothing', () => {
       [{ betas: [1.5, 0.9] }, 'betas must be two numbers in [0, 1); got [1.5, 0.9]'],
       [{ betas: 0.9 }, 'betas must be two numbers in [0, 1); got 0.9'],
       [{ eps: -1 }, 'eps must be a finite number ≥ 0; got -1'],
+      // Before: "randperm: seed must be in [-9007199254740992, 9007199254740992], got -9223372036854775808" (wrapped).
+      [{ seed: 1e20 }, 'seed must be at most 9007199254740991; got 100000000000000000000'],
+      // Before: "encoder ... cannot be used: buildClassifier: spec.headHidden must be in [1, 1048576], got 1000000000000".
+      [{ headHidden: 1e12 }, 'headHidden must be at most 1048576; got 1000000000000'],
+      // Before: refused only once the model was loaded and the data read (here: "... nowhere: no such file or folder").
+      [{ encoder: join(work, 'nowhere'), validationSplit: 1.5 }, 'validationSplit must be between 0 and 1 (exclusive); got 1.5'],
+      [
+        { encoder: join(work, 'nowhere'), validationSplit: '0.2' },
+        "validationSplit must be between 0 and 1 (exclusive); got '0.2' (a string)",
+      ],
     ] as const) {
       const run = train({ ...base(), ...(options as object) });
       await expect(run).rejects.toBeInstanceOf(InputError);
