@@ -337,6 +337,12 @@ function requireOption(values: Record<string, unknown>, name: string, command: s
   return v;
 }
 
+/** --out, which `--resume DIR` alone may leave out: the resumed run goes on writing in DIR. */
+function outDirOption(values: Record<string, unknown>, command: string): string {
+  const resume = values.resume;
+  return typeof resume === 'string' && resume !== '' && values.out === undefined ? resume : requireOption(values, 'out', command);
+}
+
 function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '?';
   if (s < 60) return `${s.toFixed(0)}s`;
@@ -497,7 +503,7 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
       : undefined,
     encoder: requireOption(values, 'model', 'train'),
     tokenizer: values.tokenizer as string | undefined,
-    outDir: values.resume ? (values.out as string | undefined) : requireOption(values, 'out', 'train'),
+    outDir: outDirOption(values, 'train'),
     epochs: numberOption(values, 'epochs'),
     batchSize: numberOption(values, 'batch-size'),
     maxLength: numberOption(values, 'max-length'),
@@ -552,7 +558,6 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
     onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
     signal,
   };
-  if (options.resumeFrom && values.out === undefined) options.outDir = options.resumeFrom;
   return options;
 }
 
@@ -881,7 +886,7 @@ async function commandPretrain(argv: string[]): Promise<void> {
     lineByLine: values['line-by-line'] as boolean | undefined,
     wholeWordMask: values['whole-word-mask'] as boolean | undefined,
     mlmProbability: numberOption(values, 'mlm-probability'),
-    outDir: resume && values.out === undefined ? resume : requireOption(values, 'out', 'pretrain'),
+    outDir: outDirOption(values, 'pretrain'),
     tokenizer: values.tokenizer as string | undefined,
     validationSplit: numberOption(values, 'validation-split'),
     epochs: numberOption(values, 'epochs'),
