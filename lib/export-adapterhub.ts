@@ -39,7 +39,7 @@ import { CLASSIFIER_FILE, CONFIG_FILE, TOKENIZER_FILE } from './checkpoint.js';
 import { Classifier } from './classifier.js';
 import { InputError, ModelError, messageOf } from './errors.js';
 import { classifierParts, type RecordedEncoder, recordedEncoder } from './export.js';
-import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
+import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizerText } from './export-family.js';
 import { checkOut, type StagedFolder, writeFolder } from './export-folder.js';
 import { transformersNames } from './hf-config.js';
 import type { ResolvedAdapterOptions } from './options.js';
@@ -244,13 +244,9 @@ function adapterSettings(config: Classifier['config'], dir: string): ResolvedAda
 
 /** The encoder's family, as exportHuggingFace reads it (a classifier without tokenizer.json is not RoBERTa's). */
 async function familyOfClassifier(dir: string, modelType: string | null, shapes: EncoderShapes): Promise<ExportFamily> {
-  let roberta = false;
-  try {
-    roberta = isRobertaTokenizer(JSON.parse(await readFile(join(dir, TOKENIZER_FILE), 'utf8')) as unknown);
-  } catch {
-    // No tokenizer.json: not RoBERTa's.
-  }
-  return familyOf(shapes, modelType, roberta);
+  // No tokenizer.json: not RoBERTa's.
+  const text = await readFile(join(dir, TOKENIZER_FILE), 'utf8').catch(() => null);
+  return familyOf(shapes, modelType, text !== null && isRobertaTokenizerText(text));
 }
 
 /**

@@ -206,6 +206,15 @@ export function isRobertaTokenizer(json: unknown): boolean {
   return typeof post === 'object' && post !== null && (post as Record<string, unknown>).type === 'RobertaProcessing';
 }
 
+/** isRobertaTokenizer of a tokenizer file's text: text that is not JSON (a vocab.txt) is BERT's WordPiece, not RoBERTa's. */
+export function isRobertaTokenizerText(text: string): boolean {
+  try {
+    return isRobertaTokenizer(JSON.parse(text) as unknown);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * The family: DistilBERT by its names; RoBERTa (BERT's names) when the recorded config's
  * model_type says so, or, when none is recorded (a traced file), when the tokenizer is RoBERTa's.
