@@ -153,6 +153,8 @@ function endOfCentralDirectory(entries: number, size: number, offset: number): B
   return end;
 }
 
+const tooLargeForZip = () => new RangeError('torch-save: the state dict is too large for a zip without ZIP64');
+
 /** An uncompressed zip whose entries' data start at multiples of 64 bytes (padding in the local header's extra field). */
 function storedZip(files: Array<{ name: string; data: Buffer }>): Buffer {
   const out: Buffer[] = [];
@@ -166,17 +168,17 @@ function storedZip(files: Array<{ name: string; data: Buffer }>): Buffer {
     const extra = Buffer.alloc(4 + pad);
     extra.writeUInt16LE(0x4246, 0);
     extra.writeUInt16LE(pad, 2);
+    // An offset the headers' 32-bit fields cannot hold.
+    if (offset >= 2 ** 32) throw tooLargeForZip();
     const local = localHeader(name, crc, f.data.length, extra.length);
     central.push(centralHeader(name, crc, f.data.length, offset), name);
     out.push(local, name, extra, f.data);
     offset += local.length + name.length + extra.length + f.data.length;
   }
   const centralBytes = Buffer.concat(central);
-  const end = endOfCentralDirectory(files.length, centralBytes.length, offset);
-  if (offset + centralBytes.length >= 2 ** 32 || files.length >= 2 ** 16) {
-    throw new RangeError('torch-save: the state dict is too large for a zip without ZIP64');
-  }
-  return Buffer.concat([...out, centralBytes, end]);
+  // Before the end record is written: its 16- and 32-bit fields would throw Node's bare out-of-range error.
+  if (offset + centralBytes.length >= 2 ** 32 || files.length >= 2 ** 16) throw tooLargeForZip();
+  return Buffer.concat([...out, centralBytes, endOfCentralDirectory(files.length, centralBytes.length, offset)]);
 }
 
 /** The bytes of `torch.save(OrderedDict(entries))` for float32 CPU tensors. */
