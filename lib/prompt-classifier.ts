@@ -80,7 +80,12 @@ export async function promptClassifier(options: PromptClassifierOptions): Promis
   }
   built.module.train(false);
   built.module.setRequiresGrad(false);
-  const config: ClassifierConfig = {
+  return Classifier.fromModule(built.module, loaded.tokenizer, zeroShotConfig(options.model, loaded, built, prompt));
+}
+
+/** The config of a zero-shot classifier, as a trained one's: its labels, template and encoder, nothing trained. */
+function zeroShotConfig(model: string, loaded: LoadedEncoder, built: BuiltClassifier, prompt: PromptEncoder): ClassifierConfig {
+  return {
     format: 'torch-bert-classifier',
     formatVersion: 1,
     labels: prompt.labels,
@@ -90,13 +95,12 @@ export async function promptClassifier(options: PromptClassifierOptions): Promis
     dropout: 0,
     head: 'prompt',
     prompt: prompt.config,
-    encoder: { ...built.encoder, file: options.model, source: loaded.source },
+    encoder: { ...built.encoder, file: model, source: loaded.source },
     output: 'log_probabilities',
-    libtorchVersion: binding.versions().libtorch,
+    libtorchVersion: loadBinding().versions().libtorch,
     torchBertVersion: (createRequire(import.meta.url)('../package.json') as { version: string }).version,
     hyperparameters: { technique: 'zero-shot' },
     metrics: {},
     createdAt: new Date().toISOString(),
   };
-  return Classifier.fromModule(built.module, loaded.tokenizer, config);
 }
