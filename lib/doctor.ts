@@ -7,7 +7,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, type as osType, release, totalmem } from 'node:os';
-import { join } from 'node:path';
 import type { FoundLibtorch, LibtorchCandidate } from '../scripts/find-libtorch.mjs';
 import {
   describeLibtorch,
@@ -20,7 +19,15 @@ import {
 import type { CpuCacheStats, CudaDeviceProperties, NativeBinding, NativeBuildInfo } from './binding.js';
 import { messageOf } from './errors.js';
 import { hubSettings } from './hub.js';
-import { type BuildInfo, type LibtorchHow, type LibtorchRecord, loadBinding, loadedBinaryInfo, packageRoot } from './loader.js';
+import {
+  type BuildInfo,
+  type LibtorchHow,
+  type LibtorchRecord,
+  loadBinding,
+  loadedBinaryInfo,
+  packageRoot,
+  packageVersion,
+} from './loader.js';
 
 export interface GpuInfo {
   index: number;
@@ -98,9 +105,10 @@ export interface DoctorReport {
   };
 }
 
-function packageVersion(): string {
+/** The package's version, or 'unknown': doctor reports what fails rather than throwing. */
+function versionOrUnknown(): string {
   try {
-    return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+    return packageVersion();
   } catch {
     return 'unknown';
   }
@@ -280,7 +288,7 @@ export function doctor(): DoctorReport {
   const { facts, loadError } = loadedBinding();
   const info = loadedBinaryInfo();
   return {
-    torchBert: { version: packageVersion(), packageRoot },
+    torchBert: { version: versionOrUnknown(), packageRoot },
     libtorch,
     binary: info
       ? { path: info.binary, kind: info.kind, how: info.how, buildInfo: info.buildInfo, runpath: info.runpath, preloaded: info.preloaded }

@@ -11,12 +11,11 @@
  * classifier.pt keeps its contract; config.json records the prompt (prompt-template.ts), which
  * predict/evaluate apply to new texts. `preparePrompt` is shared with train({ head: 'prompt' }).
  */
-import { createRequire } from 'node:module';
 import type { BuiltClassifier, NativeScriptModule } from './binding.js';
 import { Classifier, type ClassifierConfig, resolveDevice } from './classifier.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { InputError } from './errors.js';
-import { loadBinding } from './loader.js';
+import { loadBinding, packageVersion } from './loader.js';
 import type { Device } from './options.js';
 import { PromptEncoder, promptSpec, type VerbalizerSpec } from './prompt-template.js';
 
@@ -98,7 +97,7 @@ function zeroShotConfig(model: string, loaded: LoadedEncoder, built: BuiltClassi
     encoder: { ...built.encoder, file: model, source: loaded.source },
     output: 'log_probabilities',
     libtorchVersion: loadBinding().versions().libtorch,
-    torchBertVersion: (createRequire(import.meta.url)('../package.json') as { version: string }).version,
+    torchBertVersion: packageVersion(),
     hyperparameters: { technique: 'zero-shot' },
     metrics: {},
     createdAt: new Date().toISOString(),
