@@ -4,7 +4,7 @@
  * smoothing, computed in the native step) and its validation pass. The loop that drives it is
  * training-loop.ts's, which any other task (MLM, prompt-based training) shares.
  */
-import { consecutiveBatches, evaluateInBatches, gatherRows } from './batching.js';
+import { type BatchedEvaluation, consecutiveBatches, evaluateInBatches, gatherRows } from './batching.js';
 import type {
   EvalStepOptions,
   LossOptions,
@@ -101,6 +101,81 @@ export function classificationTask(
   };
 }
 
+/** What validateClassifier is given besides the model and the data. */
+interface ValidationSettings {
+  batchSize: number;
+  padTo: number | undefined;
+  loss: EvalStepOptions;
+  labels: string[];
+  signal?: AbortSignal;
+  shard?: ValidationShard;
+}
+
+/**
+ * `rows` of the set evaluated in this process, from the cached features (frozen) or from tokens;
+ * `labels` are theirs. Its predictions are indices into `rows`.
+ */
+function evaluateRows(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  data: LabelledSet,
+  rows: Int32Array,
+  labels: Int32Array,
+  settings: ValidationSettings,
+): Promise<BatchedEvaluation> {
+  const { cache } = data;
+  if (!cache) {
+    return runEvaluation(
+      model,
+      settings.shard ? gatherRows(data.encoded, rows, data.encoded.seqLen) : data.encoded,
+      labels,
+      settings.batchSize,
+      settings.signal,
+      settings.loss,
+      settings.padTo,
+    );
+  }
+  return evaluateInBatches(
+    rows.length,
+    consecutiveBatches(rows.length, settings.batchSize),
+    (examples) =>
+      binding.headEvalStep(
+        model,
+        cache.features,
+        featureRows(
+          cache,
+          Int32Array.from(examples, (i) => rows[i]!),
+        ),
+        Int32Array.from(examples, (i) => labels[i]!),
+        settings.loss,
+      ),
+    true,
+    settings.signal,
+    lossWeight(labels, settings.loss),
+  );
+}
+
+/**
+ * A rank's predictions of its `rows` and its loss, summed over the ranks into every row's
+ * prediction (a row's is its one rank's, the others add zero) and the whole set's loss.
+ */
+function sumOverRanks(
+  local: BatchedEvaluation,
+  rows: Int32Array,
+  count: number,
+  shard: ValidationShard,
+): { predictions: Int32Array; loss: number } {
+  // [every row's prediction..., this rank's loss sum, what it divides by (rows or class weights)]
+  const sums = new Float64Array(count + 2);
+  rows.forEach((row, i) => {
+    sums[row] = local.predictions[i]!;
+  });
+  sums[count] = local.lossWeight > 0 ? local.loss! * local.lossWeight : 0;
+  sums[count + 1] = local.lossWeight;
+  const global = shard.sum(sums);
+  return { predictions: Int32Array.from(global.subarray(0, count)), loss: global[count]! / global[count + 1]! };
+}
+
 /**
  * Validation loss and metrics of `model`, from cached features (frozen) or from tokens. With a
  * shard, the rank's rows only; every prediction and the loss sum are then summed over the ranks
@@ -112,62 +187,15 @@ export async function validateClassifier(
   binding: NativeBinding,
   model: NativeScriptModule,
   data: LabelledSet,
-  settings: {
-    batchSize: number;
-    padTo: number | undefined;
-    loss: EvalStepOptions;
-    labels: string[];
-    signal?: AbortSignal;
-    shard?: ValidationShard;
-  },
+  settings: ValidationSettings,
 ): Promise<Validation<ClassificationMetrics>> {
-  const { cache } = data;
   const count = data.encoded.count;
   const rows = settings.shard?.rows ?? Int32Array.from({ length: count }, (_, i) => i);
   const labels = Int32Array.from(rows, (i) => data.labels[i]!);
-  // Indices into `rows` from here on; `rows` maps them back to the set's.
-  const result = cache
-    ? await evaluateInBatches(
-        rows.length,
-        consecutiveBatches(rows.length, settings.batchSize),
-        (examples) =>
-          binding.headEvalStep(
-            model,
-            cache.features,
-            featureRows(
-              cache,
-              Int32Array.from(examples, (i) => rows[i]!),
-            ),
-            Int32Array.from(examples, (i) => labels[i]!),
-            settings.loss,
-          ),
-        true,
-        settings.signal,
-        lossWeight(labels, settings.loss),
-      )
-    : await runEvaluation(
-        model,
-        settings.shard ? gatherRows(data.encoded, rows, data.encoded.seqLen) : data.encoded,
-        labels,
-        settings.batchSize,
-        settings.signal,
-        settings.loss,
-        settings.padTo,
-      );
-  let predictions = result.predictions;
-  let loss = result.loss!;
-  if (settings.shard) {
-    // [every row's prediction..., this rank's loss sum, what it divides by (rows or class weights)]
-    const local = new Float64Array(count + 2);
-    rows.forEach((row, i) => {
-      local[row] = result.predictions[i]!;
-    });
-    local[count] = result.lossWeight > 0 ? result.loss! * result.lossWeight : 0;
-    local[count + 1] = result.lossWeight;
-    const global = settings.shard.sum(local);
-    predictions = Int32Array.from(global.subarray(0, count));
-    loss = global[count]! / global[count + 1]!;
-  }
+  const result = await evaluateRows(binding, model, data, rows, labels, settings);
+  const { predictions, loss } = settings.shard
+    ? sumOverRanks(result, rows, count, settings.shard)
+    : { predictions: result.predictions, loss: result.loss! };
   const metrics = classificationMetrics(predictions, data.labels, settings.labels);
   return { loss, accuracy: metrics.accuracy, macroF1: metrics.macroF1, metrics };
 }

@@ -14,7 +14,7 @@ import {
   longestFirstBatches,
   TOKENS_PER_FORWARD,
 } from './batching.js';
-import type { EncoderInfo, LossOptions, NativeBinding, NativeScriptModule } from './binding.js';
+import type { ClassifierSpec, EncoderInfo, LossOptions, NativeBinding, NativeScriptModule } from './binding.js';
 import {
   archiveChecksums,
   CLASSIFIER_FILE,
@@ -239,6 +239,18 @@ async function readClassifierConfig(dir: string): Promise<{ config: ClassifierCo
   return { config, configPath };
 }
 
+/** The head a classifier's config records (not a prompt's), to be built untrained and given its saved values. */
+function recordedHeadSpec(config: ClassifierConfig): ClassifierSpec {
+  return {
+    numClasses: config.labels.length,
+    headHidden: config.headHidden,
+    dropout: config.dropout,
+    pooling: config.pooling,
+    seed: 0,
+    ...(config.head === 'sequence-classification' ? { head: config.head, family: config.headFamily } : {}),
+  };
+}
+
 export class Classifier {
   private constructor(
     readonly module: NativeScriptModule,
@@ -395,19 +407,7 @@ export class Classifier {
           { code: 'NO_MLM_HEAD' },
         );
       }
-      return loadBinding().buildClassifier(
-        encoder,
-        prompt
-          ? promptSpec(mlmHead!, prompt)
-          : {
-              numClasses: config.labels.length,
-              headHidden: config.headHidden,
-              dropout: config.dropout,
-              pooling: config.pooling,
-              seed: 0,
-              ...(config.head === 'sequence-classification' ? { head: config.head, family: config.headFamily } : {}),
-            },
-      ).module;
+      return loadBinding().buildClassifier(encoder, prompt ? promptSpec(mlmHead!, prompt) : recordedHeadSpec(config)).module;
     } catch (err) {
       encoder.dispose();
       throw err;

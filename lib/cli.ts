@@ -8,17 +8,18 @@ import { join } from 'node:path';
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type { AdapterActivation, AdapterConfig } from './binding.js';
-import { Classifier } from './classifier.js';
+import { Classifier, type Prediction } from './classifier.js';
+import type { CsvSource } from './data.js';
 import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
-import { exportHuggingFace } from './export.js';
-import { exportAdapterHub } from './export-adapterhub.js';
+import { type ExportResult, exportHuggingFace } from './export.js';
+import { type AdapterHubExportResult, exportAdapterHub } from './export-adapterhub.js';
 import { resolveModelSource, terminalProgress } from './hub.js';
 import { launchWorkers, STOP_SIGNAL, withoutNproc } from './launcher.js';
 import { NativeLoadError } from './loader.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
-import { PRETRAIN_DEFAULTS, pretrain } from './pretrainer.js';
+import { PRETRAIN_DEFAULTS, type PretrainOptions, type PretrainResult, pretrain } from './pretrainer.js';
 import { promptClassifier } from './prompt-classifier.js';
 import type { HeadKind } from './sequence-classification.js';
 import { type TrainResult, train } from './trainer.js';
@@ -345,6 +346,12 @@ function requireOption(values: Record<string, unknown>, name: string, command: s
   return v;
 }
 
+/** --out, which `--resume DIR` alone may leave out: the resumed run goes on writing in DIR. */
+function outDirOption(values: Record<string, unknown>, command: string): string {
+  const resume = values.resume;
+  return typeof resume === 'string' && resume !== '' && values.out === undefined ? resume : requireOption(values, 'out', command);
+}
+
 function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '?';
   if (s < 60) return `${s.toFixed(0)}s`;
@@ -417,6 +424,14 @@ function textCell(text: string, max = 72): string {
   const oneLine = text.replace(/\s+/g, ' ').trim();
   const chars = Array.from(oneLine); // code points: an emoji is not cut in half
   return chars.length <= max ? oneLine : `${chars.slice(0, max - 1).join('')}…`;
+}
+
+/** Each text's predicted label and its probability. The texts whole are --json's: a table line per text, each short enough to read. */
+function predictionTable(predictions: Prediction[], texts: readonly string[]): string {
+  return table(
+    ['label', 'probability', 'text'],
+    predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), textCell(texts[i]!)]),
+  );
 }
 
 function historyTable(history: EpochMetrics[]): string {
@@ -501,24 +516,26 @@ async function fetchModelWithProgress(values: Record<string, unknown>): Promise<
   }
 }
 
-/** train()'s options from `torch-bert train`'s flags (`--resume DIR` alone: DIR is also the output). */
+/** `--data` or `--validation-data`: its files, read by the columns `--text-column` and `--label-column` name. */
+function csvOption(values: Record<string, unknown>, name: string): CsvSource {
+  return {
+    csv: requireFiles(values, name, 'train'),
+    textColumn: values['text-column'] as string | undefined,
+    labelColumn: values['label-column'] as string | undefined,
+  };
+}
+
+/**
+ * train()'s options from `torch-bert train`'s flags. A flat table, flag by flag, kept whole so
+ * that a flag is found by reading down it.
+ */
 function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal: AbortSignal): TrainOptions {
-  const options: TrainOptions = {
-    data: {
-      csv: requireFiles(values, 'data', 'train'),
-      textColumn: values['text-column'] as string | undefined,
-      labelColumn: values['label-column'] as string | undefined,
-    },
-    validationData: values['validation-data']
-      ? {
-          csv: requireFiles(values, 'validation-data', 'train'),
-          textColumn: values['text-column'] as string | undefined,
-          labelColumn: values['label-column'] as string | undefined,
-        }
-      : undefined,
+  return {
+    data: csvOption(values, 'data'),
+    validationData: values['validation-data'] ? csvOption(values, 'validation-data') : undefined,
     encoder: requireOption(values, 'model', 'train'),
     tokenizer: values.tokenizer as string | undefined,
-    outDir: values.resume ? (values.out as string | undefined) : requireOption(values, 'out', 'train'),
+    outDir: outDirOption(values, 'train'),
     epochs: numberOption(values, 'epochs'),
     batchSize: numberOption(values, 'batch-size'),
     maxLength: numberOption(values, 'max-length'),
@@ -573,8 +590,6 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
     onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
     signal,
   };
-  if (options.resumeFrom && values.out === undefined) options.outDir = options.resumeFrom;
-  return options;
 }
 
 /** What `torch-bert train` prints of its result: one JSON object, or the tables for people. */
@@ -719,13 +734,7 @@ async function commandPredict(argv: string[]): Promise<void> {
         console.log(JSON.stringify({ text: positionals[i], label: p.label, probabilities: p.probabilities }));
       });
     } else {
-      console.log(
-        table(
-          ['label', 'probability', 'text'],
-          // The texts whole are --json's: a table line per text, each short enough to read.
-          predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), textCell(positionals[i]!)]),
-        ),
-      );
+      console.log(predictionTable(predictions, positionals));
     }
   } finally {
     classifier.dispose();
@@ -754,38 +763,76 @@ async function commandExport(argv: string[]): Promise<void> {
   if (format === 'adapterhub') {
     if (values.heads !== undefined)
       throw new UsageError("export: --heads goes with --format hf (AdapterHub's files do not hold the architecture)");
-    const result = await exportAdapterHub({ classifier, out, name: values.name });
-    if (values.json) {
-      console.log(
-        JSON.stringify({
-          out: result.out,
-          family: result.family,
-          name: result.name,
-          files: result.files,
-          head: result.head,
-          notes: result.notes,
-        }),
-      );
-    } else {
-      console.log(
-        `exported the adapters of ${classifier} in AdapterHub's format (adapter '${result.name}', ${result.family}) to ${result.out}:`,
-      );
-      for (const f of result.files) console.log(`  ${f}`);
-      for (const n of result.notes) console.log(`note: ${n}`);
-    }
+    printAdapterHubExport(await exportAdapterHub({ classifier, out, name: values.name }), classifier, Boolean(values.json));
     return;
   }
   if (values.name !== undefined) throw new UsageError('export: --name goes with --format adapterhub');
-  const result = await exportHuggingFace({ classifier, out, heads: numberOption(values, 'heads') });
-  if (values.json) {
+  printHuggingFaceExport(
+    await exportHuggingFace({ classifier, out, heads: numberOption(values, 'heads') }),
+    classifier,
+    Boolean(values.json),
+  );
+}
+
+/** What `torch-bert export --format adapterhub` prints: one JSON object, or the files and notes for people. */
+function printAdapterHubExport(result: AdapterHubExportResult, classifier: string, json: boolean): void {
+  if (json) {
+    console.log(
+      JSON.stringify({
+        out: result.out,
+        family: result.family,
+        name: result.name,
+        files: result.files,
+        head: result.head,
+        notes: result.notes,
+      }),
+    );
+    return;
+  }
+  console.log(
+    `exported the adapters of ${classifier} in AdapterHub's format (adapter '${result.name}', ${result.family}) to ${result.out}:`,
+  );
+  for (const f of result.files) console.log(`  ${f}`);
+  for (const n of result.notes) console.log(`note: ${n}`);
+}
+
+/** What `torch-bert export` prints of a Hugging Face folder: one JSON object, or the files and assumptions for people. */
+function printHuggingFaceExport(result: ExportResult, classifier: string, json: boolean): void {
+  if (json) {
     console.log(
       JSON.stringify({ out: result.out, family: result.family, files: result.files, assumed: result.assumed, adapter: result.adapter }),
     );
-  } else {
-    console.log(`exported ${classifier} as a Hugging Face ${result.family} model to ${result.out}:`);
-    for (const f of result.files) console.log(`  ${f}`);
-    if (result.assumed.length) console.log(`assumed (family defaults; nothing recorded them): ${result.assumed.join(', ')}`);
+    return;
   }
+  console.log(`exported ${classifier} as a Hugging Face ${result.family} model to ${result.out}:`);
+  for (const f of result.files) console.log(`  ${f}`);
+  if (result.assumed.length) console.log(`assumed (family defaults; nothing recorded them): ${result.assumed.join(', ')}`);
+}
+
+/**
+ * The demo's training run (the seed's job on the shipped reviews and small BERT) into
+ * `classifierDir`, saying what it does and, for people, how it went. `log` is silent with --json.
+ */
+async function trainDemo(classifierDir: string, json: boolean, log: (s: string) => void): Promise<TrainResult> {
+  const assets = demoAssets();
+  log(
+    `demo: data ${assets.reviews}, encoder ${assets.encoder} (a small BERT shipped as a Hugging Face folder), tokenizer ${assets.tokenizer}`,
+  );
+  log(`demo: the seed's job — frozen encoder + Linear-ReLU-Dropout-Linear head, AdamW, best by validation loss`);
+  const result = await train({
+    ...DEMO_TRAINING,
+    data: assets.reviews,
+    encoder: assets.encoder,
+    tokenizer: assets.tokenizer,
+    outDir: classifierDir,
+    onProgress: progressPrinter(!json),
+    signal: interruptController().signal,
+  });
+  result.classifier.dispose();
+  log('\n' + historyTable(result.history));
+  log(`\nvalidation metrics of the kept weights:\n${formatMetricsTable(result.metrics)}`);
+  log(`\nsaved the best classifier (epoch ${result.best.epoch}) to ${classifierDir}; reloading it to predict:`);
+  return result;
 }
 
 async function commandDemo(argv: string[]): Promise<void> {
@@ -796,31 +843,11 @@ async function commandDemo(argv: string[]): Promise<void> {
   });
   if (values.help) return void console.log(HELP.demo);
   const json = Boolean(values.json);
-  const out = values.out ?? 'torch-bert-demo';
-  const assets = demoAssets();
+  const classifierDir = join(values.out ?? 'torch-bert-demo', 'classifier');
   const log = (s: string) => {
     if (!json) console.log(s);
   };
-  log(
-    `demo: data ${assets.reviews}, encoder ${assets.encoder} (a small BERT shipped as a Hugging Face folder), tokenizer ${assets.tokenizer}`,
-  );
-  const encoder = assets.encoder;
-  const classifierDir = join(out, 'classifier');
-  log(`demo: the seed's job — frozen encoder + Linear-ReLU-Dropout-Linear head, AdamW, best by validation loss`);
-  const controller = interruptController();
-  const result = await train({
-    ...DEMO_TRAINING,
-    data: assets.reviews,
-    encoder,
-    tokenizer: assets.tokenizer,
-    outDir: classifierDir,
-    onProgress: progressPrinter(!json),
-    signal: controller.signal,
-  });
-  result.classifier.dispose();
-  log('\n' + historyTable(result.history));
-  log(`\nvalidation metrics of the kept weights:\n${formatMetricsTable(result.metrics)}`);
-  log(`\nsaved the best classifier (epoch ${result.best.epoch}) to ${classifierDir}; reloading it to predict:`);
+  const result = await trainDemo(classifierDir, json, log);
   const classifier = await Classifier.load(classifierDir);
   try {
     const predictions = await classifier.predict(DEMO_SENTENCES);
@@ -834,12 +861,7 @@ async function commandDemo(argv: string[]): Promise<void> {
         }),
       );
     } else {
-      console.log(
-        table(
-          ['label', 'probability', 'text'],
-          predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), DEMO_SENTENCES[i]!]),
-        ),
-      );
+      console.log(predictionTable(predictions, DEMO_SENTENCES));
       // npx runs the installed package's bin, and in a checkout the package's own: a path to
       // dist/cli.js would hold only in a checkout's root.
       console.log(`\nnext: npx torch-bert predict --classifier ${classifierDir} "your sentence"`);
@@ -886,23 +908,16 @@ const PRETRAIN_OPTIONS: Options = {
   'mlm-probability': { type: 'string' },
 };
 
-async function commandPretrain(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: PRETRAIN_OPTIONS, strict: true });
-  if (values.help) return void console.log(HELP.pretrain);
-  await fetchModelWithProgress(values);
-  if (await launchedWorkers('pretrain', values, argv)) return;
-  const quiet = quietWorker();
-  const json = Boolean(values.json);
-  const controller = interruptController();
-  const resume = values.resume as string | undefined;
-  const result = await pretrain({
+/** pretrain()'s options from `torch-bert pretrain`'s flags: a flat table, as trainOptionsFrom's. */
+function pretrainOptionsFrom(values: Record<string, unknown>, json: boolean, signal: AbortSignal): PretrainOptions {
+  return {
     model: requireOption(values, 'model', 'pretrain'),
     data: requireFiles(values, 'data', 'pretrain'),
     textColumn: values['text-column'] as string | undefined,
     lineByLine: values['line-by-line'] as boolean | undefined,
     wholeWordMask: values['whole-word-mask'] as boolean | undefined,
     mlmProbability: numberOption(values, 'mlm-probability'),
-    outDir: resume && values.out === undefined ? resume : requireOption(values, 'out', 'pretrain'),
+    outDir: outDirOption(values, 'pretrain'),
     tokenizer: values.tokenizer as string | undefined,
     validationSplit: numberOption(values, 'validation-split'),
     epochs: numberOption(values, 'epochs'),
@@ -916,7 +931,7 @@ async function commandPretrain(argv: string[]): Promise<void> {
     maxGradNorm: numberOption(values, 'max-grad-norm'),
     evaluateEvery: numberOption(values, 'eval-every'),
     earlyStoppingPatience: numberOption(values, 'early-stopping'),
-    resumeFrom: resume,
+    resumeFrom: values.resume as string | undefined,
     onNonFinite: values['on-non-finite'] as 'stop' | 'skip' | undefined,
     seed: numberOption(values, 'seed'),
     device: values.device as Device | undefined,
@@ -924,9 +939,12 @@ async function commandPretrain(argv: string[]): Promise<void> {
     threads: numberOption(values, 'threads'),
     distributedTimeout: numberOption(values, 'distributed-timeout'),
     onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
-    signal: controller.signal,
-  });
-  if (quiet) return;
+    signal,
+  };
+}
+
+/** What `torch-bert pretrain` prints of its result: one JSON object, or the table for people. */
+function printPretrainResult(result: PretrainResult, json: boolean): void {
   if (json) {
     console.log(JSON.stringify(result));
     return;
@@ -951,6 +969,16 @@ async function commandPretrain(argv: string[]): Promise<void> {
     `\nkept: epoch ${result.best.epoch}, step ${result.best.step}: held-out loss ${result.best.validationLoss.toFixed(4)}, perplexity ${result.best.perplexity.toFixed(2)}` +
       `\nsaved to ${result.outDir} (${result.trainRows} training and ${result.validationRows} held-out ${result.trainRows === 1 ? 'row' : 'rows'})`,
   );
+}
+
+async function commandPretrain(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: PRETRAIN_OPTIONS, strict: true });
+  if (values.help) return void console.log(HELP.pretrain);
+  await fetchModelWithProgress(values);
+  if (await launchedWorkers('pretrain', values, argv)) return;
+  const json = Boolean(values.json);
+  const result = await pretrain(pretrainOptionsFrom(values, json, interruptController().signal));
+  if (!quietWorker()) printPretrainResult(result, json);
 }
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {

@@ -288,46 +288,35 @@ export function checkSourceShape(source: unknown): void {
   }
 }
 
-/** Load any data source into raw examples, validating texts and (when required) labels. */
-export async function loadExamples(source: DataSource, options: { labelsRequired?: boolean } = {}): Promise<RawExamples> {
-  const labelsRequired = options.labelsRequired ?? true;
-  checkSourceShape(source);
-  let raw: RawExamples;
-  if (typeof source === 'string') {
-    raw = await readCsv(source, { labelsRequired });
-  } else if (Array.isArray(source)) {
-    raw = await readCsvFiles(source as readonly string[], { labelsRequired });
-  } else if ('csv' in source) {
-    const csv = (source as CsvSource).csv;
-    raw =
-      typeof csv === 'string' ? await readCsv(csv, { ...source, labelsRequired }) : await readCsvFiles(csv, { ...source, labelsRequired });
-  } else {
-    const arrays = source as ArraySource;
-    if (!Array.isArray(arrays.texts)) throw new InputError('data.texts must be an array of strings');
-    if (!Array.isArray(arrays.labels)) throw new InputError('data.labels must be an array of labels');
-    if (arrays.texts.length !== arrays.labels.length) {
-      throw new InputError(`data has ${arrays.texts.length} texts but ${arrays.labels.length} labels`);
-    }
-    if (arrays.texts.length === 0) throw new InputError('data has no examples');
-    const labels: string[] = new Array(arrays.labels.length);
-    // Index loops, not forEach: a sparse array's holes must be caught, not skipped.
-    for (let i = 0; i < arrays.labels.length; i++) {
-      const l: unknown = arrays.labels[i];
-      if (typeof l === 'string') labels[i] = l.trim();
-      else if (typeof l === 'number' && Number.isSafeInteger(l) && l >= 0) labels[i] = String(l);
-      else {
-        throw new InputError(
-          `example ${i}: label ${typeof l === 'number' ? l : `of type ${l === null ? 'null' : typeof l}`} is neither a class name (string) nor a class id (integer ≥ 0)`,
-          { row: i },
-        );
-      }
-    }
-    if (arrays.pairs !== undefined && (!Array.isArray(arrays.pairs) || arrays.pairs.length !== arrays.texts.length)) {
-      throw new InputError(`data.pairs must be an array of ${arrays.texts.length} strings (one per text)`);
-    }
-    raw = { texts: arrays.texts, labels, ...(arrays.pairs ? { pairs: arrays.pairs } : {}), origin: (i) => `example ${i}` };
+/** `{ texts, labels, pairs? }` as raw examples: arrays of one length, each label a class name or id. */
+function fromArrays(arrays: ArraySource): RawExamples {
+  if (!Array.isArray(arrays.texts)) throw new InputError('data.texts must be an array of strings');
+  if (!Array.isArray(arrays.labels)) throw new InputError('data.labels must be an array of labels');
+  if (arrays.texts.length !== arrays.labels.length) {
+    throw new InputError(`data has ${arrays.texts.length} texts but ${arrays.labels.length} labels`);
   }
-  const where = describeSource(source);
+  if (arrays.texts.length === 0) throw new InputError('data has no examples');
+  const labels: string[] = new Array(arrays.labels.length);
+  // Index loops, not forEach: a sparse array's holes must be caught, not skipped.
+  for (let i = 0; i < arrays.labels.length; i++) {
+    const l: unknown = arrays.labels[i];
+    if (typeof l === 'string') labels[i] = l.trim();
+    else if (typeof l === 'number' && Number.isSafeInteger(l) && l >= 0) labels[i] = String(l);
+    else {
+      throw new InputError(
+        `example ${i}: label ${typeof l === 'number' ? l : `of type ${l === null ? 'null' : typeof l}`} is neither a class name (string) nor a class id (integer ≥ 0)`,
+        { row: i },
+      );
+    }
+  }
+  if (arrays.pairs !== undefined && (!Array.isArray(arrays.pairs) || arrays.pairs.length !== arrays.texts.length)) {
+    throw new InputError(`data.pairs must be an array of ${arrays.texts.length} strings (one per text)`);
+  }
+  return { texts: arrays.texts, labels, ...(arrays.pairs ? { pairs: arrays.pairs } : {}), origin: (i) => `example ${i}` };
+}
+
+/** Every text (and second text) a non-empty string, every label non-empty, and labels there when required. */
+function checkExamples(raw: RawExamples, where: string, labelsRequired: boolean): void {
   for (let i = 0; i < raw.texts.length; i++) {
     const t: unknown = raw.texts[i];
     if (typeof t !== 'string') throw new InputError(`${raw.origin(i)}: text is not a string`, { file: raw.file, row: i });
@@ -352,6 +341,25 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
   } else if (labelsRequired) {
     throw new InputError(`${where}: no labels`);
   }
+}
+
+/** Load any data source into raw examples, validating texts and (when required) labels. */
+export async function loadExamples(source: DataSource, options: { labelsRequired?: boolean } = {}): Promise<RawExamples> {
+  const labelsRequired = options.labelsRequired ?? true;
+  checkSourceShape(source);
+  let raw: RawExamples;
+  if (typeof source === 'string') {
+    raw = await readCsv(source, { labelsRequired });
+  } else if (Array.isArray(source)) {
+    raw = await readCsvFiles(source as readonly string[], { labelsRequired });
+  } else if ('csv' in source) {
+    const csv = (source as CsvSource).csv;
+    raw =
+      typeof csv === 'string' ? await readCsv(csv, { ...source, labelsRequired }) : await readCsvFiles(csv, { ...source, labelsRequired });
+  } else {
+    raw = fromArrays(source as ArraySource);
+  }
+  checkExamples(raw, describeSource(source), labelsRequired);
   return raw;
 }
 

@@ -7,7 +7,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, type as osType, release, totalmem } from 'node:os';
-import { join } from 'node:path';
 import type { FoundLibtorch, LibtorchCandidate } from '../scripts/find-libtorch.mjs';
 import {
   describeLibtorch,
@@ -18,8 +17,17 @@ import {
   resolveLibtorch,
 } from '../scripts/native-binary.mjs';
 import type { CpuCacheStats, CudaDeviceProperties, NativeBinding, NativeBuildInfo } from './binding.js';
+import { messageOf } from './errors.js';
 import { hubSettings } from './hub.js';
-import { type BuildInfo, type LibtorchHow, type LibtorchRecord, loadBinding, loadedBinaryInfo, packageRoot } from './loader.js';
+import {
+  type BuildInfo,
+  type LibtorchHow,
+  type LibtorchRecord,
+  loadBinding,
+  loadedBinaryInfo,
+  packageRoot,
+  packageVersion,
+} from './loader.js';
 
 export interface GpuInfo {
   index: number;
@@ -97,9 +105,10 @@ export interface DoctorReport {
   };
 }
 
-function packageVersion(): string {
+/** The package's version, or 'unknown': doctor reports what fails rather than throwing. */
+function versionOrUnknown(): string {
   try {
-    return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+    return packageVersion();
   } catch {
     return 'unknown';
   }
@@ -201,7 +210,7 @@ function bindingFacts(binding: NativeBinding) {
   try {
     how = exerciseBlas(binding);
   } catch (err) {
-    how = `matmul failed: ${err instanceof Error ? err.message : String(err)}`;
+    how = `matmul failed: ${messageOf(err)}`;
   }
   const blasLibraries = mappedLibraries(/blas|lapack|mkl|blis|nvpl|atlas|accelerate/i);
   return {
@@ -225,7 +234,11 @@ function bindingFacts(binding: NativeBinding) {
   };
 }
 
-export function doctor(): DoctorReport {
+/**
+ * A fresh search for libtorch (it refreshes the cache the loader reads, so whether that cache
+ * held the same result is read before it), with the record the loader would take first.
+ */
+function libtorchSearch(): DoctorReport['libtorch'] {
   const candidates: LibtorchCandidate[] = [];
   let found: FoundLibtorch | null = null;
   let error: string | null = null;
@@ -234,26 +247,49 @@ export function doctor(): DoctorReport {
   try {
     found = resolveLibtorch(packageRoot, { refresh: true, report: (c) => candidates.push(c) }).libtorch;
   } catch (err) {
-    error = err instanceof Error ? err.message : String(err);
+    error = messageOf(err);
   }
+  return { found, candidates, cacheWasCurrent: JSON.stringify(before) === JSON.stringify(found), record, error };
+}
 
-  let binding: NativeBinding | null = null;
-  let loadError: string | null = null;
+/** The addon loaded and what it tells (bindingFacts), or why it does not load. */
+function loadedBinding(): { facts: ReturnType<typeof bindingFacts> | null; loadError: string | null } {
+  let binding: NativeBinding;
   try {
     binding = loadBinding();
   } catch (err) {
-    loadError = err instanceof Error ? err.message : String(err);
+    return { facts: null, loadError: messageOf(err) };
   }
-  const info = loadedBinaryInfo();
-  const facts = binding ? bindingFacts(binding) : null;
+  return { facts: bindingFacts(binding), loadError: null };
+}
 
+/** The environment variables that set threads, BLAS, CUDA or where libtorch is found (THREAD_ENV), by name. */
+function threadEnv(): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env).sort()) if (THREAD_ENV.test(k) && v !== undefined) env[k] = v;
-  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return env;
+}
 
+function platformFacts(): DoctorReport['platform'] {
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
   return {
-    torchBert: { version: packageVersion(), packageRoot },
-    libtorch: { found, candidates, cacheWasCurrent: JSON.stringify(before) === JSON.stringify(found), record, error },
+    os: osType(),
+    release: release(),
+    arch: process.arch,
+    glibc: header?.glibcVersionRuntime ?? null,
+    cpu: cpus()[0]?.model ?? null,
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    cpuBf16: cpuBf16(),
+  };
+}
+
+export function doctor(): DoctorReport {
+  const libtorch = libtorchSearch();
+  const { facts, loadError } = loadedBinding();
+  const info = loadedBinaryInfo();
+  return {
+    torchBert: { version: versionOrUnknown(), packageRoot },
+    libtorch,
     binary: info
       ? { path: info.binary, kind: info.kind, how: info.how, buildInfo: info.buildInfo, runpath: info.runpath, preloaded: info.preloaded }
       : null,
@@ -273,18 +309,10 @@ export function doctor(): DoctorReport {
       interOp: facts?.interOp ?? null,
       parallel: facts?.parallel ?? null,
       cpus: cpus().length,
-      env,
+      env: threadEnv(),
     },
     node: { version: process.version, modules: process.versions.modules, napi: process.versions.napi ?? null, execPath: process.execPath },
-    platform: {
-      os: osType(),
-      release: release(),
-      arch: process.arch,
-      glibc: header?.glibcVersionRuntime ?? null,
-      cpu: cpus()[0]?.model ?? null,
-      memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-      cpuBf16: cpuBf16(),
-    },
+    platform: platformFacts(),
   };
 }
 

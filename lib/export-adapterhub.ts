@@ -38,8 +38,8 @@ import type { NativeTensor } from './binding.js';
 import { CLASSIFIER_FILE, CONFIG_FILE, TOKENIZER_FILE } from './checkpoint.js';
 import { Classifier } from './classifier.js';
 import { InputError, ModelError, messageOf } from './errors.js';
-import { classifierParts, recordedEncoder } from './export.js';
-import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
+import { classifierParts, type RecordedEncoder, recordedEncoder } from './export.js';
+import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizerText } from './export-family.js';
 import { checkOut, type StagedFolder, writeFolder } from './export-folder.js';
 import { transformersNames } from './hf-config.js';
 import type { ResolvedAdapterOptions } from './options.js';
@@ -244,13 +244,9 @@ function adapterSettings(config: Classifier['config'], dir: string): ResolvedAda
 
 /** The encoder's family, as exportHuggingFace reads it (a classifier without tokenizer.json is not RoBERTa's). */
 async function familyOfClassifier(dir: string, modelType: string | null, shapes: EncoderShapes): Promise<ExportFamily> {
-  let roberta = false;
-  try {
-    roberta = isRobertaTokenizer(JSON.parse(await readFile(join(dir, TOKENIZER_FILE), 'utf8')) as unknown);
-  } catch {
-    // No tokenizer.json: not RoBERTa's.
-  }
-  return familyOf(shapes, modelType, roberta);
+  // No tokenizer.json: not RoBERTa's.
+  const text = await readFile(join(dir, TOKENIZER_FILE), 'utf8').catch(() => null);
+  return familyOf(shapes, modelType, text !== null && isRobertaTokenizerText(text));
 }
 
 /**
@@ -314,13 +310,8 @@ async function writeClassificationHead(
   await folder.write(ADAPTERHUB_HEAD_WEIGHTS_FILE, torchSaveBytes(tensors));
 }
 
-/**
- * Write a `technique: 'adapter'` classifier's adapters (and head, where it maps) in AdapterHub's format
- * (see the file comment and README, *Exporting to AdapterHub*). Refuses another technique, a run that
- * trained the encoder's LayerNorms, and an adapter width no reduction factor gives
- * (EXPORT_ADAPTERHUB_UNSUPPORTED).
- */
-export async function exportAdapterHub(options: AdapterHubExportOptions): Promise<AdapterHubExportResult> {
+/** `options.name` (default 'torch_bert'), checked with the paths: the name becomes part of AdapterHub's key names. */
+function checkedName(options: AdapterHubExportOptions): string {
   if (!options || typeof options.classifier !== 'string' || typeof options.out !== 'string') {
     throw new InputError('exportAdapterHub({ classifier, out }): both are paths');
   }
@@ -328,53 +319,79 @@ export async function exportAdapterHub(options: AdapterHubExportOptions): Promis
   if (!/^[A-Za-z0-9_-]+$/.test(name)) {
     throw new InputError(`adapter name '${name}' must be letters, digits, '_' or '-' (it becomes part of AdapterHub's key names)`);
   }
+  return name;
+}
+
+/**
+ * The fields every AdapterHub config file carries besides its own: the source's model_type and the
+ * `adapters` library's class for it (XLMRobertaAdapterModel, ...).
+ */
+function adapterHubMeta(family: ExportFamily, recorded: RecordedEncoder, hiddenSize: number, name: string): Record<string, unknown> {
+  const names = transformersNames(family, recorded.modelType);
+  return {
+    hidden_size: hiddenSize,
+    model_class: names.className('AdapterModel'),
+    model_name: recorded.baseModel,
+    model_type: names.modelType,
+    name,
+    version: ADAPTERHUB_VERSION,
+  };
+}
+
+/**
+ * What the export writes of `classifier` (loaded from `dir`): its adapters under AdapterHub's keys,
+ * its head where AdapterHub has the same one (else why not), the config files' common fields, and
+ * the notes on what is not written as AdapterHub would.
+ */
+async function adapterHubContents(classifier: Classifier, dir: string, name: string) {
+  const config = classifier.config;
+  const settings = adapterSettings(config, dir);
+  const { encoder, head } = classifierParts(classifier.module.namedParameters());
+  const base = encoder.filter(([n]) => !n.includes('.adapter.'));
+  const shapes = encoderShapes(
+    base.map(([n, t]) => ({ name: n, shape: t.shape })),
+    join(dir, CLASSIFIER_FILE),
+  );
+  const recorded = await recordedEncoder(config);
+  const family = await familyOfClassifier(dir, recorded.modelType, shapes);
+  const adapters = adapterHubAdapters(
+    dir,
+    name,
+    family,
+    shapes,
+    settings,
+    encoder.filter(([n]) => n.includes('.adapter.')),
+  );
+  const notes: string[] = [];
+  if (!adapters.houlsby) {
+    notes.push(
+      "'pfeiffer' is written as its full bottleneck config (the adapter on the feed-forward output before the residual LayerNorm, " +
+        "original_ln_before false), not as AdapterHub's 'seq_bn', which places it after that LayerNorm",
+    );
+  }
+  const headMap = classificationHead(config, family, shapes.hiddenSize, head);
+  if (typeof headMap === 'string') notes.push(`the head is not exported: ${headMap}`);
+  return { family, adapters, headMap, meta: adapterHubMeta(family, recorded, shapes.hiddenSize, name), notes };
+}
+
+/**
+ * Write a `technique: 'adapter'` classifier's adapters (and head, where it maps) in AdapterHub's format
+ * (see the file comment and README, *Exporting to AdapterHub*). Refuses another technique, a run that
+ * trained the encoder's LayerNorms, and an adapter width no reduction factor gives
+ * (EXPORT_ADAPTERHUB_UNSUPPORTED).
+ */
+export async function exportAdapterHub(options: AdapterHubExportOptions): Promise<AdapterHubExportResult> {
+  const name = checkedName(options);
   const dir = options.classifier;
   const out = resolve(options.out);
   await checkOut(out);
   const classifier = await Classifier.load(dir, { device: 'cpu' });
   try {
-    const config = classifier.config;
-    const settings = adapterSettings(config, dir);
-    const { encoder, head } = classifierParts(classifier.module.namedParameters());
-    const base = encoder.filter(([n]) => !n.includes('.adapter.'));
-    const shapes = encoderShapes(
-      base.map(([n, t]) => ({ name: n, shape: t.shape })),
-      join(dir, CLASSIFIER_FILE),
-    );
-    const recorded = await recordedEncoder(config);
-    const family = await familyOfClassifier(dir, recorded.modelType, shapes);
-    const adapters = adapterHubAdapters(
-      dir,
-      name,
-      family,
-      shapes,
-      settings,
-      encoder.filter(([n]) => n.includes('.adapter.')),
-    );
-    // The source's model_type and the `adapters` library's class for it (XLMRobertaAdapterModel, ...).
-    const names = transformersNames(family, recorded.modelType);
-    const meta = {
-      hidden_size: shapes.hiddenSize,
-      model_class: names.className('AdapterModel'),
-      model_name: recorded.baseModel,
-      model_type: names.modelType,
-      name,
-      version: ADAPTERHUB_VERSION,
-    };
-    const notes: string[] = [];
-    if (!adapters.houlsby) {
-      notes.push(
-        "'pfeiffer' is written as its full bottleneck config (the adapter on the feed-forward output before the residual LayerNorm, " +
-          "original_ln_before false), not as AdapterHub's 'seq_bn', which places it after that LayerNorm",
-      );
-    }
-    const headMap = classificationHead(config, family, shapes.hiddenSize, head);
-    if (typeof headMap === 'string') notes.push(`the head is not exported: ${headMap}`);
-
+    const { family, adapters, headMap, meta, notes } = await adapterHubContents(classifier, dir, name);
     return await writeFolder(out, async (folder) => {
       await folder.writeJson(ADAPTERHUB_CONFIG_FILE, { config: adapters.bnConfig, ...meta });
       await folder.write(ADAPTERHUB_WEIGHTS_FILE, torchSaveBytes(adapters.mapped.map((m) => entry(m.key, m.tensor))));
-      if (typeof headMap !== 'string') await writeClassificationHead(folder, headMap, config, name, meta);
+      if (typeof headMap !== 'string') await writeClassificationHead(folder, headMap, classifier.config, name, meta);
       const headResult =
         typeof headMap === 'string' ? null : { layers: headMap.layers, activation: headMap.activation, usePooler: headMap.usePooler };
       return { out, family, name, files: [...folder.files].sort(), config: adapters.bnConfig, head: headResult, notes };

@@ -113,8 +113,14 @@ function expectedNames(layout: FamilyLayout, s: { v: number; h: number; p: numbe
   return out;
 }
 
-/** The layout's sizes and what does not fit it (missing names, unexpected names, wrong shapes). */
-function tryLayout(layout: FamilyLayout, params: Map<string, readonly number[]>): { shapes?: EncoderShapes; problems: string[] } {
+/** Sizes the layout reads off an encoder's parameters: v vocabulary, h hidden, p positions, t token types, i intermediate, l layers. */
+type LayoutSizes = Parameters<typeof expectedNames>[1];
+
+/** The first 6 items, then how many there are in all. */
+const listed = (items: string[]) => items.slice(0, 6).join(', ') + (items.length > 6 ? `, ... (${items.length} in all)` : '');
+
+/** The sizes, read off the tensors that give them (word and position embeddings, layer 0's FFN), or what is missing of those. */
+function layoutSizes(layout: FamilyLayout, params: Map<string, readonly number[]>): LayoutSizes | string {
   const word = params.get('embeddings.word_embeddings.weight');
   const position = params.get('embeddings.position_embeddings.weight');
   const types = params.get('embeddings.token_type_embeddings.weight');
@@ -131,13 +137,8 @@ function tryLayout(layout: FamilyLayout, params: Map<string, readonly number[]>)
   if (layout.tokenTypes && types?.length !== 2) head.push('embeddings.token_type_embeddings.weight (2-D)');
   if (numLayers === 0) head.push(`${layout.layers}0.*`);
   else if (ffn?.length !== 2) head.push(`${layout.layers}0.${layout.intermediate} (2-D)`);
-  if (head.length > 0) {
-    const found = [...params.keys()];
-    const shown = found.slice(0, 6).join(', ') + (found.length > 6 ? `, ... (${found.length} in all)` : '');
-    return { problems: [`missing ${head.join(', ')}; the encoder has ${shown || 'no parameters'}`] };
-  }
-
-  const sizes = {
+  if (head.length > 0) return `missing ${head.join(', ')}; the encoder has ${listed([...params.keys()]) || 'no parameters'}`;
+  return {
     v: word![0]!,
     h: word![1]!,
     p: position![0]!,
@@ -146,6 +147,12 @@ function tryLayout(layout: FamilyLayout, params: Map<string, readonly number[]>)
     l: numLayers,
     pooler: layout.pooler && params.has('pooler.dense.weight'),
   };
+}
+
+/** The layout's sizes and what does not fit it (missing names, unexpected names, wrong shapes). */
+function tryLayout(layout: FamilyLayout, params: Map<string, readonly number[]>): { shapes?: EncoderShapes; problems: string[] } {
+  const sizes = layoutSizes(layout, params);
+  if (typeof sizes === 'string') return { problems: [sizes] };
   const expected = expectedNames(layout, sizes);
   const missing = [...expected.keys()].filter((n) => !params.has(n));
   const unexpected = [...params.keys()].filter((n) => !expected.has(n));
@@ -153,10 +160,9 @@ function tryLayout(layout: FamilyLayout, params: Map<string, readonly number[]>)
     .filter(([n, shape]) => params.has(n) && !sameShape(params.get(n)!, shape))
     .map(([n, shape]) => `${n} is ${shapeText(params.get(n)!)}, expected ${shapeText(shape)}`);
   const problems: string[] = [];
-  const list = (items: string[]) => items.slice(0, 6).join(', ') + (items.length > 6 ? `, ... (${items.length} in all)` : '');
-  if (missing.length) problems.push(`missing ${list(missing)}`);
-  if (unexpected.length) problems.push(`unexpected ${list(unexpected)}`);
-  if (wrong.length) problems.push(list(wrong));
+  if (missing.length) problems.push(`missing ${listed(missing)}`);
+  if (unexpected.length) problems.push(`unexpected ${listed(unexpected)}`);
+  if (wrong.length) problems.push(listed(wrong));
   if (problems.length) return { problems };
   return {
     problems,
@@ -198,6 +204,15 @@ export function encoderShapes(parameters: readonly NamedShape[], file: string): 
 export function isRobertaTokenizer(json: unknown): boolean {
   const post = typeof json === 'object' && json !== null ? (json as Record<string, unknown>).post_processor : null;
   return typeof post === 'object' && post !== null && (post as Record<string, unknown>).type === 'RobertaProcessing';
+}
+
+/** isRobertaTokenizer of a tokenizer file's text: text that is not JSON (a vocab.txt) is BERT's WordPiece, not RoBERTa's. */
+export function isRobertaTokenizerText(text: string): boolean {
+  try {
+    return isRobertaTokenizer(JSON.parse(text) as unknown);
+  } catch {
+    return false;
+  }
 }
 
 /**

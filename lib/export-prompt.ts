@@ -116,20 +116,15 @@ async function trainedBase(classifier: Classifier, dir: string, baseDir: string)
 }
 
 /**
- * Writes `classifier` (a prompt classifier loaded from `dir`) into `folder` as a ForMaskedLM
- * folder (the weights, the base's tokenizer files, the classifier's tokenizer.json); returns the
- * config.json for the caller to write. `baseDir`: the recorded base folder.
+ * The recorded base folder, which must still be there: a prompt classifier holds only its label
+ * words' rows of the MLM decoder. A folder moved or removed since training is named as such,
+ * before the loader's bare 'no such file or folder'.
  */
-export async function writePromptExport(
-  classifier: Classifier,
+function requireBase(
   dir: string,
   baseDir: string | null,
   baseConfig: Record<string, unknown> | null,
-  folder: StagedFolder,
-  source: Record<string, unknown>,
-): Promise<{ family: EncoderFamily; config: Record<string, unknown> }> {
-  const config = classifier.config;
-  // A base folder moved or removed since training is named as such, before the loader's bare 'no such file or folder'.
+): { baseDir: string; baseConfig: Record<string, unknown> } {
   if (!baseDir || !baseConfig || !existsSync(baseDir)) {
     throw new ModelError(
       `cannot export ${dir}: a prompt classifier holds only its label words' rows of the MLM decoder; the rest comes from the ` +
@@ -137,6 +132,11 @@ export async function writePromptExport(
       { file: join(dir, CONFIG_FILE), code: 'EXPORT_UNSUPPORTED_ENCODER' },
     );
   }
+  return { baseDir, baseConfig };
+}
+
+/** model.safetensors: the base's encoder and MLM head with the classifier's trained values, under the MLM folder's keys. */
+async function writeMaskedLmWeights(classifier: Classifier, dir: string, baseDir: string, folder: StagedFolder): Promise<EncoderFamily> {
   const binding = loadBinding();
   const { family, encoder, mlmHead } = await trainedBase(classifier, dir, baseDir);
   try {
@@ -155,6 +155,11 @@ export async function writePromptExport(
     mlmHead.dispose();
     encoder.dispose();
   }
+  return family;
+}
+
+/** The base's tokenizer companions, the classifier's tokenizer.json, and the base's tokenizer_config.json at `maxLength`. */
+async function writeTokenizerFiles(dir: string, baseDir: string, maxLength: number, folder: StagedFolder): Promise<void> {
   for (const file of TOKENIZER_FILES) {
     if (existsSync(join(baseDir, file))) await copyFile(join(baseDir, file), folder.file(file));
   }
@@ -164,9 +169,18 @@ export async function writePromptExport(
   const baseTokenizerConfig = ((await readJson(join(baseDir, TOKENIZER_CONFIG_FILE), false)) ?? {}) as Record<string, unknown>;
   await writeFile(
     folder.file(TOKENIZER_CONFIG_FILE),
-    JSON.stringify({ ...baseTokenizerConfig, model_max_length: config.maxLength }, null, 2) + '\n',
+    JSON.stringify({ ...baseTokenizerConfig, model_max_length: maxLength }, null, 2) + '\n',
   );
-  const hfConfig: Record<string, unknown> = {
+}
+
+/** config.json: the base's, as a ForMaskedLM with the classifier's labels, and `torch_bert` saying how to classify with it. */
+function maskedLmConfig(
+  baseConfig: Record<string, unknown>,
+  family: EncoderFamily,
+  config: Classifier['config'],
+  source: Record<string, unknown>,
+): Record<string, unknown> {
+  return {
     ...baseConfig,
     architectures: [transformersNames(family, baseConfig.model_type).className('ForMaskedLM')],
     torch_dtype: 'float32',
@@ -182,5 +196,24 @@ export async function writePromptExport(
       prompt: { ...config.prompt!, labels: config.labels },
     },
   };
-  return { family, config: hfConfig };
+}
+
+/**
+ * Writes `classifier` (a prompt classifier loaded from `dir`) into `folder` as a ForMaskedLM
+ * folder (the weights, the base's tokenizer files, the classifier's tokenizer.json); returns the
+ * config.json for the caller to write. `recordedDir`, `recordedConfig`: the base folder and its
+ * config.json as the classifier recorded them.
+ */
+export async function writePromptExport(
+  classifier: Classifier,
+  dir: string,
+  recordedDir: string | null,
+  recordedConfig: Record<string, unknown> | null,
+  folder: StagedFolder,
+  source: Record<string, unknown>,
+): Promise<{ family: EncoderFamily; config: Record<string, unknown> }> {
+  const { baseDir, baseConfig } = requireBase(dir, recordedDir, recordedConfig);
+  const family = await writeMaskedLmWeights(classifier, dir, baseDir, folder);
+  await writeTokenizerFiles(dir, baseDir, classifier.config.maxLength, folder);
+  return { family, config: maskedLmConfig(baseConfig, family, classifier.config, source) };
 }

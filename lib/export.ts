@@ -77,7 +77,7 @@ export interface ExportResult {
 }
 
 /** What the classifier recorded of its encoder's Hugging Face origin, when it came from a folder or Hub id. */
-interface RecordedEncoder {
+export interface RecordedEncoder {
   /** The encoder's own config.json: as recorded at training, else read from the recorded folder when it is still there. */
   hfConfig: Record<string, unknown> | null;
   /** The recorded `model_type` (kept even when the folder is gone). */

@@ -89,6 +89,22 @@ function renameLeaf(name: string): string {
   return name;
 }
 
+/** A checkpoint's tensor name as `buildEncoder` takes it: without the family's prefix, with today's leaf names. */
+function normalisedName(name: string, family: EncoderFamily): string {
+  return renameLeaf(name.startsWith(PREFIX[family]) ? name.slice(PREFIX[family].length) : name);
+}
+
+/** Refuses a tensor that is not a float weight (the integer buffers are dropped before this check). */
+function checkFloat<T extends TensorLike>({ name, tensor, file }: ReadTensor<T>): void {
+  if (!FLOAT.has(tensor.dtype) && !REDUCED.has(tensor.dtype)) {
+    throw new ModelError(
+      `${file}: tensor ${name} is ${tensor.dtype}; an encoder's weights are float32, float16 or bfloat16 ` +
+        `(the only integer tensors expected are the buffers ${[...BUFFERS].join(', ')})`,
+      { file, code: 'CHECKPOINT_MISMATCH' },
+    );
+  }
+}
+
 /**
  * The checkpoint's tensors renamed to what `buildEncoder` takes (see the top). Throws ModelError
  * (code CHECKPOINT_MISMATCH) naming the file and the tensor for a name met twice after
@@ -106,8 +122,7 @@ export function normaliseCheckpoint<T extends TensorLike>(
   let decoderBias: ReadTensor<T> | undefined;
   for (const read of tensors) {
     const { tensor, file } = read;
-    let name = read.name.startsWith(PREFIX[family]) ? read.name.slice(PREFIX[family].length) : read.name;
-    name = renameLeaf(name);
+    const name = normalisedName(read.name, family);
     if (BUFFERS.has(name)) {
       dropped.push(read.name);
       continue;
@@ -116,13 +131,7 @@ export function normaliseCheckpoint<T extends TensorLike>(
       ignored.push(read.name);
       continue;
     }
-    if (!FLOAT.has(tensor.dtype) && !REDUCED.has(tensor.dtype)) {
-      throw new ModelError(
-        `${file}: tensor ${read.name} is ${tensor.dtype}; an encoder's weights are float32, float16 or bfloat16 ` +
-          `(the only integer tensors expected are the buffers ${[...BUFFERS].join(', ')})`,
-        { file, code: 'CHECKPOINT_MISMATCH' },
-      );
-    }
+    checkFloat(read);
     if (REDUCED.has(tensor.dtype)) reduced[tensor.dtype] = (reduced[tensor.dtype] ?? 0) + 1;
     if (head.decoderBias && name === head.decoderBias) {
       decoderBias = read;

@@ -10,6 +10,8 @@
  * libtorch, and loading that libtorch's libraries first so no LD_LIBRARY_PATH is needed.
  */
 
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { type LoadInfo, loadAddon, packageRoot as root } from '../scripts/native-binary.mjs';
 import type { NativeBinding } from './binding.js';
 
@@ -18,6 +20,11 @@ export type { BuildInfo, LibtorchHow, LibtorchRecord, LoadInfo } from '../script
 
 /** The package root: `lib/` (sources under vitest) and `dist/` (compiled) both sit one level below it. */
 export const packageRoot: string = root;
+
+/** This package's version, as its package.json says (recorded in every classifier's config). */
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+}
 
 let cached: NativeBinding | undefined;
 let cachedInfo: LoadInfo | undefined;

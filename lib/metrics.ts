@@ -30,8 +30,8 @@ export interface ClassificationMetrics {
   examples: number;
 }
 
-/** Metrics of `predictions` against `labels`, both class ids into `labelNames`. */
-export function classificationMetrics(predictions: Int32Array, labels: Int32Array, labelNames: string[]): ClassificationMetrics {
+/** The arguments' types, pairing and class ids, each refusal saying which is wrong and how. */
+function checkInputs(predictions: Int32Array, labels: Int32Array, labelNames: string[]): void {
   if (!(predictions instanceof Int32Array) || !(labels instanceof Int32Array)) {
     throw new InputError('classificationMetrics(): predictions and labels must be Int32Arrays of class ids');
   }
@@ -56,39 +56,46 @@ export function classificationMetrics(predictions: Int32Array, labels: Int32Arra
   };
   checkIds('predictions', predictions);
   checkIds('labels', labels);
+}
 
-  const confusionMatrix = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
-  let correct = 0;
-  for (let i = 0; i < labels.length; i++) {
-    const truth = labels[i]!;
-    const predicted = predictions[i]!;
-    confusionMatrix[truth]![predicted]!++;
-    if (truth === predicted) correct++;
+/** `matrix[trueId][predictedId]` counts examples. */
+function confusionMatrixOf(predictions: Int32Array, labels: Int32Array, numClasses: number): number[][] {
+  const matrix = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
+  for (let i = 0; i < labels.length; i++) matrix[labels[i]!]![predictions[i]!]!++;
+  return matrix;
+}
+
+/** Class `c`'s precision, recall and F1 read off the confusion matrix, with the zero_division=0 rules of the file comment. */
+function classMetrics(label: string, c: number, matrix: number[][]): ClassMetrics {
+  const truePositives = matrix[c]![c]!;
+  let support = 0; // row sum: truly c
+  let predictedAsC = 0; // column sum: predicted c
+  for (let k = 0; k < matrix.length; k++) {
+    support += matrix[c]![k]!;
+    predictedAsC += matrix[k]![c]!;
   }
+  const falsePositives = predictedAsC - truePositives;
+  const falseNegatives = support - truePositives;
+  const f1Denominator = 2 * truePositives + falsePositives + falseNegatives;
+  return {
+    label,
+    precision: predictedAsC === 0 ? 0 : truePositives / predictedAsC,
+    recall: support === 0 ? 0 : truePositives / support,
+    f1: f1Denominator === 0 ? 0 : (2 * truePositives) / f1Denominator,
+    support,
+  };
+}
 
-  const perClass = labelNames.map((label, c): ClassMetrics => {
-    const truePositives = confusionMatrix[c]![c]!;
-    let support = 0; // row sum: truly c
-    let predictedAsC = 0; // column sum: predicted c
-    for (let k = 0; k < numClasses; k++) {
-      support += confusionMatrix[c]![k]!;
-      predictedAsC += confusionMatrix[k]![c]!;
-    }
-    const falsePositives = predictedAsC - truePositives;
-    const falseNegatives = support - truePositives;
-    const f1Denominator = 2 * truePositives + falsePositives + falseNegatives;
-    return {
-      label,
-      precision: predictedAsC === 0 ? 0 : truePositives / predictedAsC,
-      recall: support === 0 ? 0 : truePositives / support,
-      f1: f1Denominator === 0 ? 0 : (2 * truePositives) / f1Denominator,
-      support,
-    };
-  });
-
+/** Metrics of `predictions` against `labels`, both class ids into `labelNames`. */
+export function classificationMetrics(predictions: Int32Array, labels: Int32Array, labelNames: string[]): ClassificationMetrics {
+  checkInputs(predictions, labels, labelNames);
+  const confusionMatrix = confusionMatrixOf(predictions, labels, labelNames.length);
+  const perClass = labelNames.map((label, c) => classMetrics(label, c, confusionMatrix));
+  // The diagonal: the predictions equal to their label.
+  const correct = confusionMatrix.reduce((sum, row, c) => sum + row[c]!, 0);
   return {
     accuracy: labels.length === 0 ? 0 : correct / labels.length,
-    macroF1: perClass.reduce((sum, m) => sum + m.f1, 0) / numClasses,
+    macroF1: perClass.reduce((sum, m) => sum + m.f1, 0) / labelNames.length,
     perClass,
     confusionMatrix,
     examples: labels.length,

@@ -57,6 +57,26 @@ export function maskedLmKeys(
   return out;
 }
 
+/** The files beside the weights: the source's tokenizer companions, the run's tokenizer.json and its history. */
+async function companionFiles(
+  sourceDir: string | null,
+  tokenizerJson: string,
+  history: EpochMetrics[],
+): Promise<Array<{ file: string; content: string | Uint8Array }>> {
+  const companions: Array<{ file: string; content: string | Uint8Array }> = [];
+  if (sourceDir) {
+    for (const file of TOKENIZER_FILES) {
+      // The source's own, where it has them (a folder pretrained into itself reads them back).
+      const content = await readFile(join(sourceDir, file)).catch(() => null);
+      if (content) companions.push({ file, content });
+    }
+  }
+  companions.push({ file: TOKENIZER_FILE, content: tokenizerJson });
+  // With the kept weights, as a classifier's checkpoint: an interrupted run's folder has it too.
+  companions.push({ file: HISTORY_FILE, content: JSON.stringify(history, null, 2) + '\n' });
+  return companions;
+}
+
 export async function writeMaskedLmFolder(
   binding: NativeBinding,
   dir: string,
@@ -87,17 +107,7 @@ export async function writeMaskedLmFolder(
       perplexity: Math.exp(run.evaluation.validationLoss),
     },
   };
-  const companions: Array<{ file: string; content: string | Uint8Array }> = [];
-  if (run.sourceDir) {
-    for (const file of TOKENIZER_FILES) {
-      // The source's own, where it has them (a folder pretrained into itself reads them back).
-      const content = await readFile(join(run.sourceDir, file)).catch(() => null);
-      if (content) companions.push({ file, content });
-    }
-  }
-  companions.push({ file: TOKENIZER_FILE, content: run.tokenizerJson });
-  // With the kept weights, as a classifier's checkpoint: an interrupted run's folder has it too.
-  companions.push({ file: HISTORY_FILE, content: JSON.stringify(run.history, null, 2) + '\n' });
+  const companions = await companionFiles(run.sourceDir, run.tokenizerJson, run.history);
   await commitFolder(dir, {
     archives: [
       {

@@ -11,12 +11,11 @@
  * classifier.pt keeps its contract; config.json records the prompt (prompt-template.ts), which
  * predict/evaluate apply to new texts. `preparePrompt` is shared with train({ head: 'prompt' }).
  */
-import { createRequire } from 'node:module';
 import type { BuiltClassifier, NativeScriptModule } from './binding.js';
 import { Classifier, type ClassifierConfig, resolveDevice } from './classifier.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { InputError } from './errors.js';
-import { loadBinding } from './loader.js';
+import { loadBinding, packageVersion } from './loader.js';
 import type { Device } from './options.js';
 import { PromptEncoder, promptSpec, type VerbalizerSpec } from './prompt-template.js';
 
@@ -80,7 +79,12 @@ export async function promptClassifier(options: PromptClassifierOptions): Promis
   }
   built.module.train(false);
   built.module.setRequiresGrad(false);
-  const config: ClassifierConfig = {
+  return Classifier.fromModule(built.module, loaded.tokenizer, zeroShotConfig(options.model, loaded, built, prompt));
+}
+
+/** The config of a zero-shot classifier, as a trained one's: its labels, template and encoder, nothing trained. */
+function zeroShotConfig(model: string, loaded: LoadedEncoder, built: BuiltClassifier, prompt: PromptEncoder): ClassifierConfig {
+  return {
     format: 'torch-bert-classifier',
     formatVersion: 1,
     labels: prompt.labels,
@@ -90,13 +94,12 @@ export async function promptClassifier(options: PromptClassifierOptions): Promis
     dropout: 0,
     head: 'prompt',
     prompt: prompt.config,
-    encoder: { ...built.encoder, file: options.model, source: loaded.source },
+    encoder: { ...built.encoder, file: model, source: loaded.source },
     output: 'log_probabilities',
-    libtorchVersion: binding.versions().libtorch,
-    torchBertVersion: (createRequire(import.meta.url)('../package.json') as { version: string }).version,
+    libtorchVersion: loadBinding().versions().libtorch,
+    torchBertVersion: packageVersion(),
     hyperparameters: { technique: 'zero-shot' },
     metrics: {},
     createdAt: new Date().toISOString(),
   };
-  return Classifier.fromModule(built.module, loaded.tokenizer, config);
 }

@@ -194,8 +194,11 @@ export class PromptEncoder {
     return made;
   }
 
-  /** Rows of exactly `maxLength` ids: the template with each text truncated to fit (see the top). */
-  encode(texts: readonly string[], pairs: readonly string[] | null, maxLength: number): EncodedTexts {
+  /**
+   * The tokens left for the texts in rows of `maxLength`: refuses second texts the template has no
+   * place for (or their absence where it has), and a template that leaves each text no token.
+   */
+  private roomForTexts(pairs: readonly string[] | null, maxLength: number): number {
     if (this.pair && pairs === null) {
       throw new InputError(
         // Each way in takes the second texts its own way; `torch-bert predict` has no flag for them.
@@ -220,6 +223,12 @@ export class PromptEncoder {
         { code: 'TEMPLATE_TOO_LONG' },
       );
     }
+    return room;
+  }
+
+  /** Rows of exactly `maxLength` ids: the template with each text truncated to fit (see the top). */
+  encode(texts: readonly string[], pairs: readonly string[] | null, maxLength: number): EncodedTexts {
+    const room = this.roomForTexts(pairs, maxLength);
     const { prefix, suffix } = this.tokenizer.framing;
     const count = texts.length;
     const inputIds = new Int32Array(count * maxLength).fill(this.tokenizer.padId);

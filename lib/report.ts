@@ -563,11 +563,8 @@ table.settings tr + tr th, table.settings tr + tr td { border-top: 1px solid #f3
 footer { color: #9ca3af; font-size: 12px; text-align: center; margin-top: 24px; }
 `;
 
-/** The run as one self-contained HTML page (no scripts, no external assets). */
-export function renderReport(input: ReportInput): string {
-  const history = input.history ?? [];
-  const best = bestEpoch(history);
-  const title = escapeHtml(input.title);
+/** The page's sections, in order: curves, step evaluations, epochs, confusion matrix, classes, settings (each where there is one). */
+function reportSections(input: ReportInput, history: EpochMetrics[], best: EpochMetrics | undefined): string[] {
   const sections: string[] = [];
 
   sections.push(
@@ -596,7 +593,15 @@ export function renderReport(input: ReportInput): string {
       .join('')}</ol></section>`,
   );
   sections.push(`<section id="settings"><h2>Settings</h2>${settingsTable(input.settings)}</section>`);
+  return sections;
+}
 
+/** The run as one self-contained HTML page (no scripts, no external assets). */
+export function renderReport(input: ReportInput): string {
+  const history = input.history ?? [];
+  const best = bestEpoch(history);
+  const title = escapeHtml(input.title);
+  const sections = reportSections(input, history, best);
   return `<!DOCTYPE html>
 <html lang="en">
 <head>

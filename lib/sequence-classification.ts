@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { ClassifierSpec, NativeScriptModule } from './binding.js';
 import type { EncoderSourceInfo } from './encoder-source.js';
 import { ModelError, messageOf } from './errors.js';
-import { type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from './export-family.js';
+import { type ExportFamily, encoderShapes, familyOf, isRobertaTokenizerText } from './export-family.js';
 import { transformersNames } from './hf-config.js';
 
 export type HeadKind = 'mlp' | 'sequence-classification' | 'prompt';
@@ -66,6 +66,26 @@ function configDropout(family: ExportFamily, hf: Record<string, unknown>): numbe
   return num(hf.classifier_dropout) ?? num(hf.hidden_dropout_prob);
 }
 
+/** The encoder's family and whether it has a pooler, or a refusal: the head is transformers' head of that family. */
+function encoderFamily(options: { encoder: NativeScriptModule; encoderName: string; source?: EncoderSourceInfo; tokenizerJson?: string }): {
+  family: ExportFamily;
+  pooler: boolean;
+} {
+  const params = options.encoder.namedParameters().map(([name, t]) => ({ name, shape: t.shape }));
+  try {
+    const shapes = encoderShapes(params, options.encoderName);
+    const roberta = options.tokenizerJson !== undefined && isRobertaTokenizerText(options.tokenizerJson);
+    const modelType = options.source?.kind === 'folder' ? options.source.modelType : null;
+    return { family: familyOf(shapes, modelType, roberta), pooler: shapes.pooler };
+  } catch (err) {
+    throw new ModelError(
+      `head 'sequence-classification' trains transformers' head of the encoder's family, but ${options.encoderName} is ` +
+        `not a BERT, RoBERTa or DistilBERT encoder with transformers' parameter names: ${messageOf(err)}`,
+      { file: options.encoderName, code: 'HEAD_UNSUPPORTED_ENCODER', cause: err },
+    );
+  }
+}
+
 /**
  * The head's settings for a run (see the top). `encoder` is the loaded encoder module (its own
  * parameter names), `tokenizerJson` the run's tokenizer.json text when there is one (a RoBERTa
@@ -84,29 +104,7 @@ export async function headSettings(options: {
   if (options.head === 'mlp') return { head: 'mlp', dropout: options.dropout, features: options.pooling };
   // The mask row's hidden state (prompt-classifier.ts builds the head itself).
   if (options.head === 'prompt') return { head: 'prompt', dropout: 0, features: 'mask' };
-  const params = options.encoder.namedParameters().map(([name, t]) => ({ name, shape: t.shape }));
-  let family: ExportFamily;
-  let pooler: boolean;
-  try {
-    const shapes = encoderShapes(params, options.encoderName);
-    let roberta = false;
-    if (options.tokenizerJson !== undefined) {
-      try {
-        roberta = isRobertaTokenizer(JSON.parse(options.tokenizerJson) as unknown);
-      } catch {
-        // Not JSON (a vocab.txt): BERT's WordPiece, not RoBERTa's.
-      }
-    }
-    const modelType = options.source?.kind === 'folder' ? options.source.modelType : null;
-    family = familyOf(shapes, modelType, roberta);
-    pooler = shapes.pooler;
-  } catch (err) {
-    throw new ModelError(
-      `head 'sequence-classification' trains transformers' head of the encoder's family, but ${options.encoderName} is ` +
-        `not a BERT, RoBERTa or DistilBERT encoder with transformers' parameter names: ${messageOf(err)}`,
-      { file: options.encoderName, code: 'HEAD_UNSUPPORTED_ENCODER', cause: err },
-    );
-  }
+  const { family, pooler } = encoderFamily(options);
   if (family === 'bert' && !pooler) {
     throw new ModelError(
       `head 'sequence-classification' of BERT (BertForSequenceClassification) classifies the pooler output, but encoder ` +

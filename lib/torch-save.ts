@@ -102,6 +102,59 @@ function statePickle(entries: Float32Entry[]): Buffer {
   return p.op(OP.SETITEMS).op(OP.STOP).bytes();
 }
 
+/** A stored entry's local file header (30 bytes), before its name, extra field and data. */
+function localHeader(name: Buffer, crc: number, size: number, extraLength: number): Buffer {
+  const local = Buffer.alloc(30);
+  local.writeUInt32LE(0x04034b50, 0);
+  local.writeUInt16LE(20, 4); // version needed
+  local.writeUInt16LE(0, 6); // flags
+  local.writeUInt16LE(0, 8); // stored
+  local.writeUInt16LE(0, 10); // time
+  local.writeUInt16LE(0x21, 12); // date: 1980-01-01
+  local.writeUInt32LE(crc, 14);
+  local.writeUInt32LE(size, 18);
+  local.writeUInt32LE(size, 22);
+  local.writeUInt16LE(name.length, 26);
+  local.writeUInt16LE(extraLength, 28);
+  return local;
+}
+
+/** A stored entry's central directory header (46 bytes), before its name; `offset`: where its local header is. */
+function centralHeader(name: Buffer, crc: number, size: number, offset: number): Buffer {
+  const header = Buffer.alloc(46);
+  header.writeUInt32LE(0x02014b50, 0);
+  header.writeUInt16LE(20, 4); // made by
+  header.writeUInt16LE(20, 6); // needed
+  header.writeUInt16LE(0, 8);
+  header.writeUInt16LE(0, 10);
+  header.writeUInt16LE(0, 12);
+  header.writeUInt16LE(0x21, 14);
+  header.writeUInt32LE(crc, 16);
+  header.writeUInt32LE(size, 20);
+  header.writeUInt32LE(size, 24);
+  header.writeUInt16LE(name.length, 28);
+  header.writeUInt16LE(0, 30); // extra
+  header.writeUInt16LE(0, 32); // comment
+  header.writeUInt16LE(0, 34); // disk
+  header.writeUInt16LE(0, 36); // internal attributes
+  header.writeUInt32LE(0, 38); // external attributes
+  header.writeUInt32LE(offset, 42);
+  return header;
+}
+
+/** The end of central directory record (22 bytes): `entries` headers of `size` bytes from `offset`. */
+function endOfCentralDirectory(entries: number, size: number, offset: number): Buffer {
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(entries, 8);
+  end.writeUInt16LE(entries, 10);
+  end.writeUInt32LE(size, 12);
+  end.writeUInt32LE(offset, 16);
+  return end;
+}
+
+const tooLargeForZip = () => new RangeError('torch-save: the state dict is too large for a zip without ZIP64');
+
 /** An uncompressed zip whose entries' data start at multiples of 64 bytes (padding in the local header's extra field). */
 function storedZip(files: Array<{ name: string; data: Buffer }>): Buffer {
   const out: Buffer[] = [];
@@ -115,51 +168,17 @@ function storedZip(files: Array<{ name: string; data: Buffer }>): Buffer {
     const extra = Buffer.alloc(4 + pad);
     extra.writeUInt16LE(0x4246, 0);
     extra.writeUInt16LE(pad, 2);
-    const local = Buffer.alloc(30);
-    local.writeUInt32LE(0x04034b50, 0);
-    local.writeUInt16LE(20, 4); // version needed
-    local.writeUInt16LE(0, 6); // flags
-    local.writeUInt16LE(0, 8); // stored
-    local.writeUInt16LE(0, 10); // time
-    local.writeUInt16LE(0x21, 12); // date: 1980-01-01
-    local.writeUInt32LE(crc, 14);
-    local.writeUInt32LE(f.data.length, 18);
-    local.writeUInt32LE(f.data.length, 22);
-    local.writeUInt16LE(name.length, 26);
-    local.writeUInt16LE(extra.length, 28);
-    const header = Buffer.alloc(46);
-    header.writeUInt32LE(0x02014b50, 0);
-    header.writeUInt16LE(20, 4); // made by
-    header.writeUInt16LE(20, 6); // needed
-    header.writeUInt16LE(0, 8);
-    header.writeUInt16LE(0, 10);
-    header.writeUInt16LE(0, 12);
-    header.writeUInt16LE(0x21, 14);
-    header.writeUInt32LE(crc, 16);
-    header.writeUInt32LE(f.data.length, 20);
-    header.writeUInt32LE(f.data.length, 24);
-    header.writeUInt16LE(name.length, 28);
-    header.writeUInt16LE(0, 30); // extra
-    header.writeUInt16LE(0, 32); // comment
-    header.writeUInt16LE(0, 34); // disk
-    header.writeUInt16LE(0, 36); // internal attributes
-    header.writeUInt32LE(0, 38); // external attributes
-    header.writeUInt32LE(offset, 42);
-    central.push(header, name);
+    // An offset the headers' 32-bit fields cannot hold.
+    if (offset >= 2 ** 32) throw tooLargeForZip();
+    const local = localHeader(name, crc, f.data.length, extra.length);
+    central.push(centralHeader(name, crc, f.data.length, offset), name);
     out.push(local, name, extra, f.data);
     offset += local.length + name.length + extra.length + f.data.length;
   }
   const centralBytes = Buffer.concat(central);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(files.length, 8);
-  end.writeUInt16LE(files.length, 10);
-  end.writeUInt32LE(centralBytes.length, 12);
-  end.writeUInt32LE(offset, 16);
-  if (offset + centralBytes.length >= 2 ** 32 || files.length >= 2 ** 16) {
-    throw new RangeError('torch-save: the state dict is too large for a zip without ZIP64');
-  }
-  return Buffer.concat([...out, centralBytes, end]);
+  // Before the end record is written: its 16- and 32-bit fields would throw Node's bare out-of-range error.
+  if (offset + centralBytes.length >= 2 ** 32 || files.length >= 2 ** 16) throw tooLargeForZip();
+  return Buffer.concat([...out, centralBytes, endOfCentralDirectory(files.length, centralBytes.length, offset)]);
 }
 
 /** The bytes of `torch.save(OrderedDict(entries))` for float32 CPU tensors. */

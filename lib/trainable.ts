@@ -216,13 +216,18 @@ export function setUpTrainable(
     trainableEncoderFraction: encoderParameters > 0 ? encoderTrainable / encoderParameters : 0,
     unusedParameters: unused.filter((n) => n.startsWith(ENCODER)).map(encoderName),
     frozenByOption: [...frozen].map(encoderName),
-    flagOverride:
-      trainedButFlaggedOff.length === 0
-        ? null
-        : `the encoder file marks ${trainedButFlaggedOff.length} of its ${encoder.length} parameters requires_grad = false ` +
-          `(${trainedButFlaggedOff.slice(0, 3).join(', ')}${trainedButFlaggedOff.length > 3 ? ', ...' : ''}); ` +
-          `technique 'full' trains them anyway (freeze some on purpose with the freeze option)`,
+    flagOverride: flagOverrideNote(trainedButFlaggedOff, encoder.length),
   };
+}
+
+/** The note for encoder parameters the file marks requires_grad = false and the technique trains anyway; null for none. */
+function flagOverrideNote(trainedButFlaggedOff: string[], encoderParameters: number): string | null {
+  if (trainedButFlaggedOff.length === 0) return null;
+  return (
+    `the encoder file marks ${trainedButFlaggedOff.length} of its ${encoderParameters} parameters requires_grad = false ` +
+    `(${trainedButFlaggedOff.slice(0, 3).join(', ')}${trainedButFlaggedOff.length > 3 ? ', ...' : ''}); ` +
+    `technique 'full' trains them anyway (freeze some on purpose with the freeze option)`
+  );
 }
 
 /**

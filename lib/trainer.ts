@@ -23,7 +23,6 @@
 
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { weightDigests } from './base-weights.js';
 import { gatherRows, TOKENS_PER_FORWARD } from './batching.js';
@@ -69,7 +68,7 @@ import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { asAbortError, InputError, ModelError, messageOf } from './errors.js';
 import { encodeOnce, type FeatureCache } from './feature-cache.js';
 import { fewShotSplit } from './few-shot.js';
-import { loadBinding } from './loader.js';
+import { loadBinding, packageVersion } from './loader.js';
 import type { ClassificationMetrics } from './metrics.js';
 import {
   checkTrainOptionNames,
@@ -145,11 +144,6 @@ export interface TrainResult {
   outDir?: string;
   /** The best classifier, in memory, ready for `predict()`. */
   classifier: Classifier;
-}
-
-function packageVersion(): string {
-  const require = createRequire(import.meta.url);
-  return (require('../package.json') as { version: string }).version;
 }
 
 /**

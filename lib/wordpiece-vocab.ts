@@ -20,6 +20,18 @@ function tokenText(value: unknown): string | undefined {
   return undefined;
 }
 
+/** vocab.txt's tokens (one a line, CRLF or LF) by id, its line number. */
+function vocabOf(vocabText: string): Record<string, number> {
+  const lines = vocabText.endsWith('\n') ? vocabText.slice(0, -1).split('\n') : vocabText.split('\n');
+  const vocab: Record<string, number> = {};
+  lines.forEach((token, id) => {
+    // As transformers' load_vocab: the first line of a token wins (duplicates never occur in real vocabularies).
+    const t = token.endsWith('\r') ? token.slice(0, -1) : token;
+    if (!(t in vocab)) vocab[t] = id;
+  });
+  return vocab;
+}
+
 /**
  * The tokenizer.json text of BERT's WordPiece tokenizer over `vocabText` (one token per line,
  * the line number its id), with casing and special tokens from tokenizer_config.json and
@@ -31,13 +43,7 @@ export function wordPieceTokenizerJson(
   specialTokens: Json | undefined,
   file: string,
 ): string {
-  const lines = vocabText.endsWith('\n') ? vocabText.slice(0, -1).split('\n') : vocabText.split('\n');
-  const vocab: Record<string, number> = {};
-  lines.forEach((token, id) => {
-    // As transformers' load_vocab: the first line of a token wins (duplicates never occur in real vocabularies).
-    const t = token.endsWith('\r') ? token.slice(0, -1) : token;
-    if (!(t in vocab)) vocab[t] = id;
-  });
+  const vocab = vocabOf(vocabText);
   const special = (key: string, fallback: string): string => {
     const name = tokenText(specialTokens?.[key]) ?? tokenText(tokenizerConfig?.[key]) ?? fallback;
     if (!(name in vocab)) throw new InputError(`${file} has no ${key} ${JSON.stringify(name)}`, { file });

@@ -365,6 +365,13 @@ describe('torchSaveBytes', () => {
     expect(read.bad).toBeNull();
     expect(() => torchSaveBytes([{ name: 'x', shape: [2, 2], data: new Float32Array(3) }])).toThrow(/x has 3 values for shape \[2, 2\]/);
   });
+
+  it('refuses more tensors than a zip without ZIP64 holds, saying so', () => {
+    // Before: Node's 'The value of "value" is out of range ... Received 65538', from writing the
+    // entry count into the end record ahead of the check meant to refuse it.
+    const many = Array.from({ length: 2 ** 16 }, (_, i) => ({ name: `t${i}`, shape: [1], data: new Float32Array(1) }));
+    expect(() => torchSaveBytes(many)).toThrow(/^torch-save: the state dict is too large for a zip without ZIP64$/);
+  });
 });
 
 describe('torch-bert export --format adapterhub', () => {

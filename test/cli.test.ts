@@ -210,6 +210,14 @@ describe('torch-bert CLI', () => {
     expect(unknown.code).toBe(2);
   });
 
+  it('refuses an empty --out with --resume, as pretrain does and as train does without --resume', async () => {
+    // Before: `--resume DIR --out ""` went on to train() with outDir '', which resumes and then keeps nothing.
+    const resume = join(work, 'resume-empty-out');
+    const empty = await run(['train', '--data', demoReviews, '--model', encoder, '--resume', resume, '--out', '']);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toMatch(/^torch-bert: error: train: --out is required/);
+  });
+
   it('reads a negative number as the value of its option and says what is wrong with it', async () => {
     // Before: node's parseArgs took '-1' for an option and answered "Option '--epochs' argument is ambiguous."
     for (const [flag, message] of [
