@@ -16,13 +16,14 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { homedir, hostname } from 'node:os';
+import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { getRepoFolderName, HubApiError, modelInfo, pathsInfo } from '@huggingface/hub';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
+import { HOST, isRunning, onceAcrossProcesses } from './hub-lock.js';
 import {
   CONFIG_FILE,
   filesOf,
@@ -52,6 +53,11 @@ export interface DownloadProgress {
   file: string;
   received: number;
   total: number;
+  /**
+   * True while another process sharing the cache downloads the file and this one waits for it
+   * (`received` is that download's); absent for this process's own download.
+   */
+  waiting?: true;
 }
 
 export interface ResolveOptions {
@@ -223,6 +229,10 @@ class RepoCache {
   }
   blob(etag: string): string {
     return join(this.root, 'blobs', etag);
+  }
+  /** The lock on downloading a blob (hub-lock.ts), where Python keeps its own: `<cache>/.locks/models--org--name/`. */
+  downloadLock(etag: string): string {
+    return join(dirname(this.root), '.locks', basename(this.root), `${etag}.torch-bert.lock`);
   }
   async readRef(revision: string): Promise<string | undefined> {
     if (COMMIT.test(revision)) return revision;
@@ -435,14 +445,55 @@ async function downloadIntoCache(cache: RepoCache, commit: string, paths: string
     const blob = cache.blob(expected.hash);
     if (!(await statOrUndefined(blob))) {
       const url = `${env.endpoint}/${cache.repoId}/resolve/${commit}/${path.split('/').map(encodeURIComponent).join('/')}`;
-      await downloadVerified(url, blob, { ...expected, path, ctx });
+      await fetchBlob(url, cache.downloadLock(expected.hash), blob, { ...expected, path, ctx });
     }
     await linkAtomic(blob, join(cache.snapshot(commit), path));
   }
 }
 
-/** This host in the name of a partial download, with the pid: a later run tells whether its writer still runs. */
-const HOST = hostname().replace(/[^A-Za-z0-9]/g, '_');
+interface ExpectedBlob {
+  algorithm: 'sha256' | 'git-sha1';
+  hash: string;
+  size: number;
+  path: string;
+  ctx: DownloadContext;
+}
+
+/**
+ * The blob downloaded once among the processes sharing the cache: by this one, or, while
+ * another holds its lock, by that one, waited for (its progress reported as `waiting`).
+ */
+async function fetchBlob(url: string, lock: string, blob: string, expected: ExpectedBlob): Promise<void> {
+  const { path, ctx } = expected;
+  const waiting = (received: number) => ctx.onProgress?.({ file: path, received, total: expected.size, waiting: true });
+  let waited = false;
+  try {
+    await onceAcrossProcesses(lock, {
+      done: async () => (await statOrUndefined(blob)) !== undefined,
+      run: () => {
+        waited = false;
+        return downloadVerified(url, blob, expected);
+      },
+      onWait: async (holder) => {
+        waited = true;
+        waiting(await partialSize(dirname(blob), expected.hash, holder));
+      },
+      signal: ctx.signal,
+    });
+  } catch (err) {
+    if (ctx.signal?.aborted && !(err instanceof AbortError)) throw new AbortError('the model download was aborted', { cause: err });
+    throw err;
+  }
+  if (waited) waiting(expected.size);
+}
+
+/** How much of the blob the process `<host>-<pid>` has written (its partial file), or 0. */
+async function partialSize(blobs: string, hash: string, writer: string): Promise<number> {
+  const names = await readdir(blobs).catch(() => [] as string[]);
+  const partial = writer ? names.find((name) => name.startsWith(`${hash}.${writer}-`) && name.endsWith('.incomplete')) : undefined;
+  return (partial && (await statOrUndefined(join(blobs, partial)))?.size) || 0;
+}
+
 /**
  * A partial download of ours: `<hash>.<host>-<pid>-<random>.incomplete` (before the host was
  * named, `<hash>.<pid>-<random>.incomplete`). Python's are `<hash>.incomplete`, which it resumes.
@@ -473,21 +524,7 @@ async function removeAbandonedDownloads(blobs: string): Promise<void> {
   }
 }
 
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it runs, as another user.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-async function downloadVerified(
-  url: string,
-  blob: string,
-  expected: { algorithm: 'sha256' | 'git-sha1'; hash: string; size: number; path: string; ctx: DownloadContext },
-): Promise<void> {
+async function downloadVerified(url: string, blob: string, expected: ExpectedBlob): Promise<void> {
   const { path, ctx } = expected;
   const { env, signal, onProgress } = ctx;
   await mkdir(dirname(blob), { recursive: true });
@@ -545,7 +582,7 @@ export function terminalProgress(
 ): ((progress: DownloadProgress) => void) | undefined {
   if (!stream.isTTY) return undefined;
   let lastDrawn = 0;
-  return ({ file, received, total }) => {
+  return ({ file, received, total, waiting }) => {
     const now = Date.now();
     const finished = received >= total;
     // Redraw at most ten times a second; always draw the end.
@@ -553,7 +590,7 @@ export function terminalProgress(
     lastDrawn = now;
     const fraction = total > 0 ? Math.min(1, received / total) : 1;
     const mb = (n: number) => (n / 1e6).toFixed(1);
-    const tail = ` ${Math.round(fraction * 100)}% ${mb(received)}/${mb(total)} MB`;
+    const tail = ` ${Math.round(fraction * 100)}% ${mb(received)}/${mb(total)} MB${waiting ? ' (by another process)' : ''}`;
     const width = Math.max(10, Math.min(40, (stream.columns ?? 80) - file.length - tail.length - 4));
     const filled = Math.round(fraction * width);
     stream.write(`\r${file} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}]${tail}${finished ? '\n' : ''}`);

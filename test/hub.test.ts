@@ -22,7 +22,8 @@ import {
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { inspect } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { InputError } from '../lib/errors.js';
@@ -115,12 +116,54 @@ async function stalledDownloader(): Promise<ChildProcess> {
     stdio: 'ignore',
   });
   const blobs = join(repoDir(), 'blobs');
-  const written = () => listTree(blobs).some((b) => writtenBy(b, child.pid) && lstatSync(join(blobs, b)).size === weights.length / 2);
+  // Only the weights' partial is looked at: a small file's is renamed away in an instant (an lstat of it could fail).
+  const weightsPartial = (b: string) => b.startsWith(`${sha256(weights)}.`) && writtenBy(b, child.pid);
+  const written = () =>
+    existsSync(blobs) && readdirSync(blobs).some((b) => weightsPartial(b) && lstatSync(join(blobs, b)).size === weights.length / 2);
   while (!written()) {
     if (child.exitCode !== null) throw new Error(`the downloader exited (${child.exitCode}) before writing`);
     await new Promise((done) => setTimeout(done, 20));
   }
   return child;
+}
+
+/**
+ * Another process (the compiled lib/hub.ts) resolving `spec`: `first` says how its first progress
+ * event of model.safetensors came ('downloading', or 'waiting' for another process's download),
+ * `source` is what it resolved.
+ */
+function resolver(spec: string): {
+  child: ChildProcess;
+  first: Promise<string | undefined>;
+  source: Promise<{ dir: string; commit: string }>;
+} {
+  const hubModule = JSON.stringify(join(repoRoot, 'dist', 'hub.js'));
+  const script = `
+    const { resolveModelSource } = await import(${hubModule});
+    let told = false;
+    const onProgress = (p) => {
+      if (p.file !== 'model.safetensors' || told) return;
+      told = true;
+      console.log(p.waiting ? 'waiting' : 'downloading');
+    };
+    console.log(JSON.stringify(await resolveModelSource(${JSON.stringify(spec)}, { onProgress })));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (text) => {
+    stderr += text;
+  });
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  const first = lines.next().then((line) => (line.done ? undefined : (line.value as string)));
+  const source = first.then(async () => {
+    const last = await lines.next();
+    const code = child.exitCode ?? (await new Promise((done) => child.once('exit', done)));
+    if (code !== 0 || last.done) throw new Error(`the resolver exited (${code}): ${stderr}`);
+    return JSON.parse(last.value as string);
+  });
+  return { child, first, source };
 }
 
 async function rejection(promise: Promise<unknown>): Promise<Error> {
@@ -424,14 +467,108 @@ describe('Hub ids through the Hugging Face cache', () => {
       otherHost(60_000, 'busyHost');
 
       hub.faults = {};
-      const source = await resolveModelSource('org/tiny-bert');
-      expect(source.kind === 'folder' && readFileSync(join(source.dir, 'model.safetensors')).equals(weights)).toBe(true);
+      // The live download holds the blob's lock: this resolve waits for it, once it has removed what it removes.
+      let sawWaiting = () => {};
+      const waiting = new Promise<void>((done) => {
+        sawWaiting = done;
+      });
+      const resolving = resolveModelSource('org/tiny-bert', { onProgress: (p) => p.waiting && sawWaiting() });
+      await Promise.race([waiting, resolving]);
       const left = listTree(blobs).filter((b) => b.endsWith('.incomplete'));
       expect(left).toEqual([partial(alive.pid), `${sha256(weights)}.busyHost-7-x1.incomplete`].sort());
       expect(left).not.toContain(killedPartial);
+      alive.kill('SIGKILL');
+      const source = await resolving;
+      expect(source.kind === 'folder' && readFileSync(join(source.dir, 'model.safetensors')).equals(weights)).toBe(true);
     } finally {
       alive.kill('SIGKILL');
     }
+  });
+
+  it('processes resolving one id at once download each file once: the others wait for it, then find it', async () => {
+    // Before: each process fetched the weights itself (measured: { config.json: 2, model.safetensors: 3, tokenizer.json: 1 }).
+    const big = Buffer.alloc(4_000_000);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 104_729) % 253;
+    const files = { ...tinyBert('big'), 'model.safetensors': big };
+    hub.repos.set('org/big-bert', { commits: { [C1]: files }, refs: { main: C1 } });
+    // The weights are held half sent until every process has begun them, downloading or waiting.
+    hub.faults.hold = new Set(['model.safetensors']);
+    const resolvers = [1, 2, 3].map(() => resolver('org/big-bert'));
+    try {
+      const firsts = await Promise.all(resolvers.map((r) => r.first));
+      hub.release();
+      const sources = await Promise.all(resolvers.map((r) => r.source));
+      const fetched: Record<string, number> = {};
+      for (const r of hub.requests.filter((r) => r.url.startsWith('/org/big-bert/resolve/'))) {
+        const file = decodeURIComponent(r.url.replace(/.*\//, ''));
+        fetched[file] = (fetched[file] ?? 0) + 1;
+      }
+      expect(fetched).toEqual({ 'config.json': 1, 'model.safetensors': 1, 'tokenizer.json': 1 });
+      expect(firsts.sort()).toEqual(['downloading', 'waiting', 'waiting']);
+      for (const source of sources) {
+        expect(source.commit).toBe(C1);
+        for (const file of ['config.json', 'model.safetensors', 'tokenizer.json']) {
+          expect(readFileSync(join(source.dir, file)).equals(bytesOf(files, file)), file).toBe(true);
+        }
+      }
+      // Released locks are removed (Python's flock files, which it keeps, are named <hash>.lock).
+      expect(listTree(join(cache, '.locks'))).toEqual([]);
+    } finally {
+      for (const r of resolvers) r.child.kill('SIGKILL');
+    }
+  });
+
+  // A take-over that waited for the one-minute bound on a silent lock would run past this test's timeout.
+  it('a download lock whose holder was killed outright is taken over by the process waiting for it', async () => {
+    hub.faults.stall = new Set(['model.safetensors']);
+    const holder = await stalledDownloader();
+    hub.faults = {};
+    const events: DownloadProgress[] = [];
+    let sawWaiting = () => {};
+    const waiting = new Promise<string>((done) => {
+      sawWaiting = () => done('waited');
+    });
+    const resolving = resolveModelSource('org/tiny-bert', {
+      onProgress: (p) => {
+        events.push({ ...p });
+        if (p.waiting) sawWaiting();
+      },
+    });
+    try {
+      expect(await Promise.race([waiting, resolving.then(() => 'downloaded without waiting')])).toBe('waited');
+      // The bar shows the holder's download while this process waits for it.
+      expect(events[0]).toEqual({ file: 'model.safetensors', received: weights.length / 2, total: weights.length, waiting: true });
+    } finally {
+      holder.kill('SIGKILL');
+    }
+    const source = await resolving;
+    expect(source.kind === 'folder' && readFileSync(join(source.dir, 'model.safetensors')).equals(weights)).toBe(true);
+    expect(hub.requests.filter((r) => r.url.endsWith('/model.safetensors')).length).toBe(2); // the killed holder's, then its own
+    // Its own download's end, not a wait's.
+    expect(events.filter((e) => e.file === 'model.safetensors').at(-1)).toEqual({
+      file: 'model.safetensors',
+      received: weights.length,
+      total: weights.length,
+    });
+    expect(listTree(join(cache, '.locks'))).toEqual([]);
+  }, 30_000);
+
+  it('another host’s download lock is waited for while refreshed, and taken over once silent a minute; an abort ends the wait', async () => {
+    const lock = join(cache, '.locks', 'models--org--tiny-bert', `${sha256(weights)}.torch-bert.lock`);
+    mkdirSync(dirname(lock), { recursive: true });
+    writeFileSync(lock, 'otherHost-7-x1');
+    const controller = new AbortController();
+    const err = await rejection(
+      resolveModelSource('org/tiny-bert', { signal: controller.signal, onProgress: (p) => p.waiting && controller.abort() }),
+    );
+    expect([err.name, err.message]).toEqual(['AbortError', 'the model download was aborted']);
+    expect(readFileSync(lock, 'utf8')).toBe('otherHost-7-x1');
+
+    const silent = (Date.now() - 61_000) / 1000;
+    utimesSync(lock, silent, silent);
+    const source = await resolveModelSource('org/tiny-bert');
+    expect(source.kind === 'folder' && readFileSync(join(source.dir, 'model.safetensors')).equals(weights)).toBe(true);
+    expect(existsSync(lock)).toBe(false);
   });
 
   it('HF_TOKEN goes as a Bearer header and never into an error', async () => {
@@ -622,6 +759,9 @@ describe('terminalProgress', () => {
     const draw = terminalProgress({ isTTY: true, columns: 80, write: (t: string) => written.push(t) })!;
     draw({ file: 'model.safetensors', received: 2_000_000, total: 2_000_000 });
     expect(written).toEqual([`\rmodel.safetensors [${'#'.repeat(40)}] 100% 2.0/2.0 MB\n`]);
+    // Another process's download, waited for.
+    draw({ file: 'model.safetensors', received: 2_000_000, total: 2_000_000, waiting: true });
+    expect(written[1]).toMatch(/^\rmodel\.safetensors \[#+\] 100% 2\.0\/2\.0 MB \(by another process\)\n$/);
     expect(terminalProgress({ isTTY: false, write: () => true })).toBeUndefined();
   });
 });

@@ -8,7 +8,7 @@
  *                                              LFS files: 302 to /cdn/<sha256>, X-Linked-Etag, X-Linked-Size
  *
  * with X-Repo-Commit on resolves, 401/404 JSON errors with X-Error-Code, and faults to order:
- * wrong bytes, a connection closed mid-body, a body that stalls, a 404, a 503.
+ * wrong bytes, a connection closed mid-body, a body that stalls or is held until released, a 404, a 503.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -36,6 +36,8 @@ export interface Faults {
   truncate?: Set<string>;
   /** Paths that send half the body and then wait until the client goes away. */
   stall?: Set<string>;
+  /** Paths that send half the body and the rest once `release()` is called. */
+  hold?: Set<string>;
   /** Paths whose resolve answers 404, echoing the request's Authorization header (as a careless server might). */
   missing?: Set<string>;
   /** Paths whose resolve answers 503 with an HTML page, as a failing front end does. */
@@ -53,6 +55,7 @@ export class FakeHub {
   readonly requests: RecordedRequest[] = [];
   faults: Faults = {};
   private server: Server | undefined;
+  private held: (() => void)[] = [];
   url = '';
 
   async start(): Promise<void> {
@@ -69,6 +72,12 @@ export class FakeHub {
   async stop(): Promise<void> {
     this.server?.closeAllConnections();
     await new Promise<void>((done) => this.server?.close(() => done()) ?? done());
+  }
+
+  /** Sends the rest of every held body, and holds no more. */
+  release(): void {
+    this.faults.hold = undefined;
+    for (const finish of this.held.splice(0)) finish();
   }
 
   private blobs(): Map<string, Buffer> {
@@ -190,6 +199,11 @@ export class FakeHub {
     }
     if (this.faults.stall?.has(path)) {
       res.write(half);
+      return;
+    }
+    if (this.faults.hold?.has(path)) {
+      res.write(half);
+      this.held.push(() => res.end(content.subarray(half.length)));
       return;
     }
     res.end(content);
