@@ -209,8 +209,9 @@ export interface TrainOptions {
   freeze?: string[];
   /**
    * Frozen technique: where the encoded features live. `memory` (default) encodes once and
-   * keeps them; `disk` also stores them under `featureCacheDir`, keyed by the encoder file's
-   * hash, the pooling, the tokens and the libtorch version, and reuses them across runs; `none`
+   * keeps them; `disk` also stores them under `featureCacheDir`, keyed by what pins the
+   * encoder's weights (a file's hash, a folder's weight files' hashes or a Hub commit), the pooling,
+   * the tokens and the libtorch version, and reuses them across runs; `none`
    * recomputes the encoder every epoch (the tutorial's way).
    */
   featureCache?: 'memory' | 'disk' | 'none';
@@ -562,9 +563,7 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   if (typeof resolved.encoder !== 'string' || resolved.encoder === '') {
     throw new InputError('train(): `encoder` (a TorchScript file, a Hugging Face model folder or a Hub id) is required');
   }
-  if (resolved.tokenizer !== undefined && typeof resolved.tokenizer !== 'string') {
-    throw new InputError('train(): `tokenizer` must be the path of a tokenizer.json');
-  }
+  checkPaths(resolved);
   oneOf('technique', resolved.technique, ['frozen', 'full', 'lora', 'adapter']);
   checkHeadOptions(options, resolved);
   checkTechniqueOptions(options, resolved.technique);
@@ -583,6 +582,28 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   }
   if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
   return resolved;
+}
+
+/** What each path option names, for its refusal. */
+const PATH_OPTIONS = {
+  tokenizer: 'the path of a tokenizer.json',
+  outDir: 'the path of a folder',
+  resumeFrom: "the path of an earlier run's folder",
+  featureCacheDir: 'the path of a folder',
+} as const;
+
+/**
+ * A path option, when given, is a non-empty string: '' resolves to the working directory, so
+ * `outDir: ''` wrote classifier.pt, config.json and tokenizer.json over the working directory's
+ * own and `resumeFrom: ''` read its training state from there.
+ */
+function checkPaths(resolved: ResolvedTrainOptions): void {
+  for (const [name, what] of Object.entries(PATH_OPTIONS)) {
+    const value: unknown = resolved[name as keyof typeof PATH_OPTIONS];
+    if (value !== undefined && (typeof value !== 'string' || value === '')) {
+      throw new InputError(`train(): \`${name}\` must be ${what}; got ${shown(value)}`);
+    }
+  }
 }
 
 /** The head and what goes with it: pooling, a prompt's template, verbalizer and second texts. */

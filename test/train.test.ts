@@ -4,7 +4,7 @@
  * encoder signatures, hidden sizes, and every bad input of the foundation issue.
  */
 import { createHash } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -704,6 +704,21 @@ describe('bad input gets a clear error and loses nothing', () => {
     await expect(train({ ...base(), classWeights: [0, 0] })).rejects.toThrow(
       /^classWeights \[0, 0\] give every class of the training data \(negative, positive\) weight 0, so nothing would be learned: give at least one of them a positive weight$/,
     );
+    unchanged();
+  });
+  it('an empty path for a folder or file option', async () => {
+    // Before: outDir '' wrote classifier.pt, config.json and tokenizer.json into the working directory.
+    const cwdBefore = readdirSync(process.cwd()).sort();
+    for (const [name, what] of [
+      ['outDir', 'the path of a folder'],
+      ['resumeFrom', "the path of an earlier run's folder"],
+      ['featureCacheDir', 'the path of a folder'],
+      ['tokenizer', 'the path of a tokenizer.json'],
+    ] as const) {
+      await refused(train({ ...base(), [name]: '' }), InputError, `train(): \`${name}\` must be ${what}; got '' (a string)`);
+    }
+    await refused(train({ ...base(), outDir: 3 as never }), InputError, 'train(): `outDir` must be the path of a folder; got 3');
+    expect(readdirSync(process.cwd()).sort()).toEqual(cwdBefore);
     unchanged();
   });
   it('an output directory that cannot be written', async () => {
