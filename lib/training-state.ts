@@ -81,7 +81,8 @@ export async function removeTrainingState(outDir: string): Promise<void> {
  * Write the state as a new directory, then swap it in. At every moment of a crash, `<outDir>/
  * training-state` or (only while it is absent) `training-state.old` is a complete state:
  *   a. remove temporary directories of saves whose process died;
- *   b. write `training-state.tmp-<pid>.<start time>` (writer-identity.ts), state.json last;
+ *   b. write `training-state.tmp-<pid>.<start time>` (writer-identity.ts), state.json last (a
+ *      write that fails, e.g. on a full disk, removes it);
  *   c. if a previous swap died with only `.old` left, rename it back first (never delete the
  *      only complete state);
  *   d. remove `.old`, rename the current state to `.old`, the new one into place, remove `.old`.
@@ -101,18 +102,13 @@ export async function saveTrainingState(
     if (id && !writerIsAlive(Number(id[1]), id[2])) await removeStateDir(join(outDir, name));
   }
   await removeStateDir(fresh);
-  await mkdir(fresh, { recursive: true });
-  binding.saveTensors(join(fresh, 'tensors.pt'), Object.fromEntries(state.tensors));
-  state.optimizer.save(join(fresh, 'optimizer.pt'));
-  await writeFile(join(fresh, 'rng.bin'), binding.getRngState());
-  const saved: SavedState = {
-    formatVersion: 1,
-    fingerprint: state.fingerprint,
-    position: state.position,
-    savedAt: new Date().toISOString(),
-  };
-  // state.json last: its presence marks a complete state directory.
-  await writeFile(join(fresh, 'state.json'), JSON.stringify(saved, null, 2) + '\n');
+  try {
+    await writeStateDir(binding, fresh, state);
+  } catch (err) {
+    // A save that failed (a full disk) leaves no half state taking the space the next one needs.
+    await removeStateDir(fresh).catch(() => undefined);
+    throw err;
+  }
   if (!existsSync(join(final, 'state.json')) && existsSync(join(old, 'state.json'))) {
     await removeStateDir(final);
     await rename(old, final);
@@ -121,6 +117,26 @@ export async function saveTrainingState(
   if (existsSync(final)) await rename(final, old);
   await rename(fresh, final);
   await removeStateDir(old);
+}
+
+/** Step b of saveTrainingState: the state as a new directory `dir`, state.json last. */
+async function writeStateDir(
+  binding: NativeBinding,
+  dir: string,
+  state: { fingerprint: Record<string, unknown>; position: RunPosition; tensors: Array<[string, NativeTensor]>; optimizer: NativeAdamW },
+): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  binding.saveTensors(join(dir, 'tensors.pt'), Object.fromEntries(state.tensors));
+  state.optimizer.save(join(dir, 'optimizer.pt'));
+  await writeFile(join(dir, 'rng.bin'), binding.getRngState());
+  const saved: SavedState = {
+    formatVersion: 1,
+    fingerprint: state.fingerprint,
+    position: state.position,
+    savedAt: new Date().toISOString(),
+  };
+  // state.json last: its presence marks a complete state directory.
+  await writeFile(join(dir, 'state.json'), JSON.stringify(saved, null, 2) + '\n');
 }
 
 /** Find a complete state directory in `dir` (the current one, or `.old` if a swap was interrupted). */
