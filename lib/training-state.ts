@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import type { NativeAdamW, NativeBinding, NativeTensor } from './binding.js';
 import { InputError, messageOf } from './errors.js';
 import type { EpochMetrics, Evaluation } from './options.js';
+import { folderKind, kindInWords } from './output-folder.js';
 import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js';
 
 export const STATE_DIR = 'training-state';
@@ -140,11 +141,20 @@ async function writeStateDir(
 }
 
 /** Find a complete state directory in `dir` (the current one, or `.old` if a swap was interrupted). */
-function stateDirectory(dir: string): string {
+async function stateDirectory(dir: string): Promise<string> {
   for (const candidate of [join(dir, STATE_DIR), join(dir, `${STATE_DIR}.old`)]) {
     if (existsSync(join(candidate, 'state.json'))) return candidate;
   }
-  throw new InputError(`${dir} holds no resumable training state (looked for ${join(dir, STATE_DIR, 'state.json')})`, { file: dir });
+  // A run saves its state before its first step and removes it when it ends well: a folder
+  // holding a run's output and no state is a finished run's (resuming it would train no further).
+  const kind = await folderKind(dir);
+  const why =
+    kind === 'classifier' || kind === 'mlm'
+      ? `the run that wrote it has finished (${kindInWords(kind)}): there is nothing to resume`
+      : 'a run saves one before its first step, so a run stopped earlier has nothing to resume: start it again without resumeFrom / --resume';
+  throw new InputError(`${dir} holds no resumable training state (looked for ${join(dir, STATE_DIR, 'state.json')}): ${why}`, {
+    file: dir,
+  });
 }
 
 /**
@@ -155,7 +165,7 @@ function stateDirectory(dir: string): string {
  */
 export async function readTrainingState(dir: string): Promise<SavedState & { directory: string }> {
   for (let attempt = 1; ; attempt++) {
-    const directory = stateDirectory(dir);
+    const directory = await stateDirectory(dir);
     try {
       const saved = JSON.parse(await readFile(join(directory, 'state.json'), 'utf8')) as SavedState;
       if (saved.formatVersion !== 1) throw new Error(`unknown format version ${saved.formatVersion}`);

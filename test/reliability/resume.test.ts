@@ -1,15 +1,22 @@
 /**
- * Resuming as a user meets it: a save on a full disk.
+ * Resuming as a user meets it: a run killed before its first epoch ends, a run that has already
+ * finished, a save on a full disk.
+ *
+ * A SIGKILL at a progress event is simulated by copying the output folder at that event: the
+ * event is sent between writes, so the copy holds what the kill would leave.
  */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NativeAdamW, NativeTensor } from '../../lib/binding.js';
+import type { Classifier } from '../../lib/classifier.js';
 import { loadBinding } from '../../lib/loader.js';
+import type { TrainOptions } from '../../lib/options.js';
 import { startPosition } from '../../lib/run-keeper.js';
+import { type TrainResult, train } from '../../lib/trainer.js';
 import { readTrainingState, STATE_DIR, saveTrainingState } from '../../lib/training-state.js';
-import { demoTokenizer, makeEncoder } from '../fixtures.js';
+import { demoReviews, demoTokenizer, makeEncoder } from '../fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-resume-'));
 let encoder: string;
@@ -19,6 +26,66 @@ beforeAll(async () => {
 });
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+const base = (): TrainOptions => ({
+  data: demoReviews,
+  encoder,
+  tokenizer: demoTokenizer,
+  technique: 'full',
+  epochs: 2,
+  batchSize: 32,
+  maxLength: 32,
+  learningRate: 1e-3,
+  headHidden: 16,
+  dropout: 0.2,
+});
+const params = (c: Classifier) => new Map(c.module.namedParameters().map(([n, t]) => [n, Array.from(t.toArray() as Float32Array)]));
+const withoutSeconds = (r: TrainResult) => r.history.map(({ seconds: _s, ...h }) => h);
+
+describe('resume', () => {
+  it('resumes a run killed before its first epoch ended (after a mid-epoch checkpoint) to the uninterrupted run', async () => {
+    const outDir = join(work, 'early');
+    const killed = join(work, 'early-killed');
+    const opts: TrainOptions = { ...base(), evaluateEvery: 4 };
+    const whole = await train({
+      ...opts,
+      outDir,
+      onProgress: (e) => {
+        // The first evaluation, mid epoch 1: its checkpoint written, no epoch ended yet.
+        if (e.type === 'evaluation' && e.step === 4) cpSync(outDir, killed, { recursive: true });
+      },
+    });
+    expect(JSON.parse(readFileSync(join(killed, 'config.json'), 'utf8')).metrics.step).toBe(4);
+    const resumed = await train({ ...opts, resumeFrom: killed });
+    expect(withoutSeconds(resumed)).toEqual(withoutSeconds(whole));
+    expect(resumed.evaluations).toEqual(whole.evaluations);
+    const [a, b] = [params(whole.classifier), params(resumed.classifier)];
+    expect([...b.keys()]).toEqual([...a.keys()]);
+    for (const [name, v] of a) expect(b.get(name), name).toEqual(v);
+    whole.classifier.dispose();
+    resumed.classifier.dispose();
+  });
+
+  it('refuses to resume a run that has finished, saying so, and leaves its result as it was', async () => {
+    const outDir = join(work, 'finished');
+    const done = await train({ ...base(), epochs: 1, outDir });
+    done.classifier.dispose();
+    const files = ['classifier.pt', 'config.json', 'history.json'].map((f) => readFileSync(join(outDir, f)));
+    await expect(train({ ...base(), epochs: 1, resumeFrom: outDir })).rejects.toThrow(
+      `${outDir} holds no resumable training state (looked for ${join(outDir, 'training-state', 'state.json')}): ` +
+        'the run that wrote it has finished (a torch-bert classifier): there is nothing to resume',
+    );
+    expect(['classifier.pt', 'config.json', 'history.json'].map((f) => readFileSync(join(outDir, f)))).toEqual(files);
+  });
+
+  it('says how to go on when a run was stopped before it saved any state', async () => {
+    const outDir = join(work, 'never-saved');
+    mkdirSync(outDir);
+    await expect(train({ ...base(), resumeFrom: outDir })).rejects.toThrow(
+      /holds no resumable training state .*: a run saves one before its first step, so a run stopped earlier has nothing to resume: start it again without resumeFrom \/ --resume$/,
+    );
+  });
+});
 
 describe('a save on a full disk', () => {
   // /dev/full answers every write with ENOSPC: the archive's path and its sibling `.tmp` (where
