@@ -49,7 +49,7 @@ import {
   type ResolvedTrainOptions,
   resolveTrainOptions,
 } from './options.js';
-import { checkOutputFolder } from './output-folder.js';
+import { checkOutputFolder, claimOutputFolder } from './output-folder.js';
 import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
@@ -300,6 +300,8 @@ async function pretrainRank(
   const writes = !dist || dist.isMain;
   if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
   const disposables: Array<{ dispose(): void }> = [];
+  // Held from before the first write into outDir until the run ends, however it ends.
+  let releaseOutDir: (() => Promise<void>) | undefined;
   try {
     // 1–2. The model and the texts as rows; where the run starts.
     const prepared = await prepareRank(opts, options, run, dist, disposables);
@@ -311,6 +313,7 @@ async function pretrainRank(
     const model = built.module;
     if (writes) {
       await checkOutputFolder(outDir, 'mlm', loaded);
+      releaseOutDir = await claimOutputFolder(outDir);
       await ensureWritableDir(outDir);
     }
 
@@ -372,6 +375,7 @@ async function pretrainRank(
     throw asAbortError(err, 'pretraining aborted');
   } finally {
     for (const d of disposables.reverse()) d.dispose();
+    await releaseOutDir?.();
   }
 }
 

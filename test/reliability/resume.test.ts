@@ -1,11 +1,13 @@
 /**
  * Resuming as a user meets it: a run killed before its first epoch ends, a run that has already
- * finished, a save on a full disk.
+ * finished, two runs started on one output folder, a save on a full disk.
  *
  * A SIGKILL at a progress event is simulated by copying the output folder at that event: the
- * event is sent between writes, so the copy holds what the kill would leave.
+ * event is sent between writes, so the copy holds what the kill would leave. (Its run lock names
+ * this process, which runs on; a killed run's lock names a dead one and the next run takes it
+ * over, so the copy's is removed.)
  */
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +15,7 @@ import type { NativeAdamW, NativeTensor } from '../../lib/binding.js';
 import type { Classifier } from '../../lib/classifier.js';
 import { loadBinding } from '../../lib/loader.js';
 import type { TrainOptions } from '../../lib/options.js';
+import { RUN_LOCK_FILE } from '../../lib/output-folder.js';
 import { startPosition } from '../../lib/run-keeper.js';
 import { type TrainResult, train } from '../../lib/trainer.js';
 import { readTrainingState, STATE_DIR, saveTrainingState } from '../../lib/training-state.js';
@@ -55,6 +58,7 @@ describe('resume', () => {
         if (e.type === 'evaluation' && e.step === 4) cpSync(outDir, killed, { recursive: true });
       },
     });
+    rmSync(join(killed, RUN_LOCK_FILE));
     expect(JSON.parse(readFileSync(join(killed, 'config.json'), 'utf8')).metrics.step).toBe(4);
     const resumed = await train({ ...opts, resumeFrom: killed });
     expect(withoutSeconds(resumed)).toEqual(withoutSeconds(whole));
@@ -84,6 +88,28 @@ describe('resume', () => {
     await expect(train({ ...base(), resumeFrom: outDir })).rejects.toThrow(
       /holds no resumable training state .*: a run saves one before its first step, so a run stopped earlier has nothing to resume: start it again without resumeFrom \/ --resume$/,
     );
+  });
+});
+
+describe('one output folder, two runs', () => {
+  it('refuses a run on a folder another live run is writing, touching nothing, and takes over a killed run’s lock', async () => {
+    const outDir = join(work, 'shared');
+    const first = await train({ ...base(), epochs: 1, outDir });
+    first.classifier.dispose();
+    const before = readFileSync(join(outDir, 'classifier.pt'));
+    // A run in another process, still running (this test's parent), holds the folder.
+    writeFileSync(join(outDir, RUN_LOCK_FILE), String(process.ppid));
+    await expect(train({ ...base(), epochs: 1, seed: 7, outDir })).rejects.toThrow(
+      `output directory ${outDir} is being written by another run (process ${process.ppid}, still running): ` +
+        'wait for it to end or stop it, or choose another outDir / --out',
+    );
+    expect(readFileSync(join(outDir, 'classifier.pt'))).toEqual(before);
+    // A killed run's lock (its process no longer runs): the next run takes the folder over, and releases it.
+    writeFileSync(join(outDir, RUN_LOCK_FILE), '999999999.1');
+    const second = await train({ ...base(), epochs: 1, seed: 7, outDir });
+    second.classifier.dispose();
+    expect(readFileSync(join(outDir, 'classifier.pt'))).not.toEqual(before);
+    expect(() => readFileSync(join(outDir, RUN_LOCK_FILE))).toThrow(/ENOENT/);
   });
 });
 
