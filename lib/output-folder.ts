@@ -115,6 +115,7 @@ export async function claimOutputFolder(outDir: string): Promise<() => Promise<v
     if (err instanceof InputError) throw err;
     throw new InputError(`output directory ${outDir} cannot be written: ${messageOf(err)}`, { file: outDir, cause: err });
   } finally {
-    await rm(claim, { force: true });
+    // Not over the error above (rm fails too where the folder could not be made).
+    await rm(claim, { force: true }).catch(() => undefined);
   }
 }
