@@ -28,8 +28,20 @@ export function kindInWords(kind: OutputKind | string): string {
   return kind in KIND_NAMES ? KIND_NAMES[kind as OutputKind] : kind;
 }
 
-/** Refuses an output folder the run would damage (see the top); an absent folder passes. */
-export async function checkOutputFolder(outDir: string, kind: OutputKind, model: LoadedEncoder): Promise<void> {
+/**
+ * Refuses an output folder the run would damage (see the top); an absent folder passes. A resumed
+ * run writes the folder it resumes from: its checkpoint and state are there, and a run resumed
+ * into another folder left that one without the weights kept before the interruption (only
+ * history.json) and the first with a state no run would finish.
+ */
+export async function checkOutputFolder(outDir: string, kind: OutputKind, model: LoadedEncoder, resumeFrom?: string): Promise<void> {
+  if (resumeFrom !== undefined && !(await samePath(outDir, resumeFrom))) {
+    throw new InputError(
+      `output directory ${outDir} is not the folder the run resumes from (${resumeFrom}): a resumed run goes on writing its own ` +
+        `folder, where its checkpoint is; leave outDir / --out out, or copy ${resumeFrom} to ${outDir} and resume from the copy`,
+      { file: outDir },
+    );
+  }
   const modelDir = model.source.kind === 'folder' ? model.source.dir : null;
   if (modelDir !== null && (await samePath(outDir, modelDir))) {
     throw new InputError(

@@ -312,7 +312,7 @@ async function pretrainRank(
     const { built, trainee } = await mlmTrainee(binding, opts, prepared, dist, disposables);
     const model = built.module;
     if (writes) {
-      await checkOutputFolder(outDir, 'mlm', loaded);
+      await checkOutputFolder(outDir, 'mlm', loaded, opts.resumeFrom);
       releaseOutDir = await claimOutputFolder(outDir);
       await ensureWritableDir(outDir);
     }

@@ -610,7 +610,7 @@ async function trainRank(
     const trainee = await startTrainee(binding, model, setup, { dist, saved, disposables });
     if (tf32Before !== null) binding.setAllowTF32(true);
     if (outDir) {
-      await checkOutputFolder(outDir, 'classifier', loaded);
+      await checkOutputFolder(outDir, 'classifier', loaded, opts.resumeFrom);
       releaseOutDir = await claimOutputFolder(outDir);
       await ensureWritableDir(outDir);
     }

@@ -7,7 +7,7 @@
  * this process, which runs on; a killed run's lock names a dead one and the next run takes it
  * over, so the copy's is removed.)
  */
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -80,6 +80,27 @@ describe('resume', () => {
         'the run that wrote it has finished (a torch-bert classifier): there is nothing to resume',
     );
     expect(['classifier.pt', 'config.json', 'history.json'].map((f) => readFileSync(join(outDir, f)))).toEqual(files);
+  });
+
+  it('refuses to resume into another output folder, which would end without the weights kept before the interruption', async () => {
+    // Best by accuracy with learning rate 0: the first evaluation stays the best, so a run resumed
+    // after it never checkpoints again, and its kept weights are the resumed folder's.
+    const opts: TrainOptions = { ...base(), learningRate: 0, bestMetric: 'accuracy', evaluateEvery: 4 };
+    const stopped = join(work, 'moved');
+    const controller = new AbortController();
+    await expect(
+      train({ ...opts, outDir: stopped, signal: controller.signal, onProgress: (e) => e.type === 'evaluation' && controller.abort() }),
+    ).rejects.toThrow(/aborted/);
+    const elsewhere = join(work, 'moved-elsewhere');
+    await expect(train({ ...opts, resumeFrom: stopped, outDir: elsewhere })).rejects.toThrow(
+      `output directory ${elsewhere} is not the folder the run resumes from (${stopped}): a resumed run goes on writing its own ` +
+        `folder, where its checkpoint is; leave outDir / --out out, or copy ${stopped} to ${elsewhere} and resume from the copy`,
+    );
+    expect(existsSync(elsewhere)).toBe(false);
+    const resumed = await train({ ...opts, resumeFrom: stopped, outDir: stopped });
+    expect(resumed.evaluations.filter((e) => e.isBest).map((e) => e.step)).toEqual([4]);
+    expect(JSON.parse(readFileSync(join(stopped, 'config.json'), 'utf8')).metrics.step).toBe(4);
+    resumed.classifier.dispose();
   });
 
   it('says how to go on when a run was stopped before it saved any state', async () => {
