@@ -5,11 +5,15 @@
  * (a Hugging Face folder, the other kind of torch-bert output) and never the model the run
  * reads, whose files the save would replace.
  */
-import { readFile, realpath } from 'node:fs/promises';
+import { link, mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CONFIG_FILE } from './checkpoint.js';
 import type { LoadedEncoder } from './encoder-source.js';
-import { InputError } from './errors.js';
+import { InputError, messageOf } from './errors.js';
+import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js';
+
+/** Present while a run writes the folder: its writer's identity (writer-identity.ts). */
+export const RUN_LOCK_FILE = '.torch-bert-run.lock';
 
 /** What a torch-bert run writes: `train`'s classifier or `pretrain`'s masked-LM folder. */
 export type OutputKind = 'classifier' | 'mlm';
@@ -24,8 +28,20 @@ export function kindInWords(kind: OutputKind | string): string {
   return kind in KIND_NAMES ? KIND_NAMES[kind as OutputKind] : kind;
 }
 
-/** Refuses an output folder the run would damage (see the top); an absent folder passes. */
-export async function checkOutputFolder(outDir: string, kind: OutputKind, model: LoadedEncoder): Promise<void> {
+/**
+ * Refuses an output folder the run would damage (see the top); an absent folder passes. A resumed
+ * run writes the folder it resumes from: its checkpoint and state are there, and a run resumed
+ * into another folder left that one without the weights kept before the interruption (only
+ * history.json) and the first with a state no run would finish.
+ */
+export async function checkOutputFolder(outDir: string, kind: OutputKind, model: LoadedEncoder, resumeFrom?: string): Promise<void> {
+  if (resumeFrom !== undefined && !(await samePath(outDir, resumeFrom))) {
+    throw new InputError(
+      `output directory ${outDir} is not the folder the run resumes from (${resumeFrom}): a resumed run goes on writing its own ` +
+        `folder, where its checkpoint is; leave outDir / --out out, or copy ${resumeFrom} to ${outDir} and resume from the copy`,
+      { file: outDir },
+    );
+  }
   const modelDir = model.source.kind === 'folder' ? model.source.dir : null;
   if (modelDir !== null && (await samePath(outDir, modelDir))) {
     throw new InputError(
@@ -70,5 +86,48 @@ async function samePath(a: string, b: string): Promise<boolean> {
   } catch {
     // One of them does not exist (the output folder is new): not the same folder.
     return false;
+  }
+}
+
+/**
+ * Claims `outDir` for this run until the returned release is called: two runs writing one folder
+ * (a command started twice) would each finish the other's saves halfway (a copy of a checkpoint
+ * the other had just removed: ENOENT) and leave weights, config and history of different runs.
+ * A second run is refused while the first runs; the lock of a run that was killed (its writer no
+ * longer runs) is taken over. Called before anything in the folder is touched (ensureWritableDir
+ * completes interrupted saves).
+ */
+export async function claimOutputFolder(outDir: string): Promise<() => Promise<void>> {
+  const lock = join(outDir, RUN_LOCK_FILE);
+  // Written whole, then linked into place: a lock never exists without its writer's identity.
+  const claim = `${lock}.tmp-${writerId()}`;
+  try {
+    await mkdir(outDir, { recursive: true });
+    await writeFile(claim, writerId());
+    // Twice: once more after removing a killed run's lock (link fails if another run took it first).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await link(claim, lock);
+        return () => rm(lock, { force: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const owner = new RegExp(`^${WRITER_ID_PATTERN}$`).exec(await readFile(lock, 'utf8').catch(() => ''));
+      if (owner && writerIsAlive(Number(owner[1]), owner[2])) {
+        throw new InputError(
+          `output directory ${outDir} is being written by another run (process ${owner[1]}, still running): ` +
+            'wait for it to end or stop it, or choose another outDir / --out',
+          { file: outDir },
+        );
+      }
+      if (attempt === 2) throw new Error(`${lock} is held by a process that no longer runs and could not be removed`);
+      await rm(lock, { force: true });
+    }
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw new InputError(`output directory ${outDir} cannot be written: ${messageOf(err)}`, { file: outDir, cause: err });
+  } finally {
+    // Not over the error above (rm fails too where the folder could not be made).
+    await rm(claim, { force: true }).catch(() => undefined);
   }
 }

@@ -51,7 +51,7 @@ import {
   resolveTrainOptions,
   zeroLearningRateNote,
 } from './options.js';
-import { checkOutputFolder } from './output-folder.js';
+import { checkOutputFolder, claimOutputFolder } from './output-folder.js';
 import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
@@ -299,6 +299,8 @@ async function pretrainRank(
   const writes = !dist || dist.isMain;
   if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
   const disposables: Array<{ dispose(): void }> = [];
+  // Held from before the first write into outDir until the run ends, however it ends.
+  let releaseOutDir: (() => Promise<void>) | undefined;
   try {
     // 1–2. The model and the texts as rows; where the run starts.
     const prepared = await prepareRank(opts, options, run, dist, disposables);
@@ -309,7 +311,8 @@ async function pretrainRank(
     const { built, trainee } = await mlmTrainee(binding, opts, prepared, dist, disposables);
     const model = built.module;
     if (writes) {
-      await checkOutputFolder(outDir, 'mlm', loaded);
+      await checkOutputFolder(outDir, 'mlm', loaded, opts.resumeFrom);
+      releaseOutDir = await claimOutputFolder(outDir);
       await ensureWritableDir(outDir);
     }
 
@@ -371,6 +374,7 @@ async function pretrainRank(
     throw asAbortError(err, 'pretraining aborted');
   } finally {
     for (const d of disposables.reverse()) d.dispose();
+    await releaseOutDir?.();
   }
 }
 

@@ -1,8 +1,8 @@
 /**
  * The one place that decides what a training run keeps and when it stops: each validation pass,
  * whether it is a new best by `bestMetric` (then the weights are checkpointed), the epoch's
- * record in the history, early stopping, and the resumable training state at each epoch's end
- * and on abort. The training loop (training-loop.ts) only tells it where the run stands.
+ * record in the history, early stopping, and the resumable training state (at the start, at each
+ * epoch's end and on abort). The training loop (training-loop.ts) only tells it where the run stands.
  */
 import type { BestMetric, EpochMetrics, Evaluation, ProgressEvent } from './options.js';
 import type { RunPosition } from './training-state.js';
@@ -68,6 +68,17 @@ export class RunKeeper<M> {
     private readonly rules: KeeperRules,
     private readonly hooks: KeeperHooks<M>,
   ) {}
+
+  /**
+   * Before a fresh run's first step: its state saved, so that a run killed before its first
+   * epoch ends can be resumed too (a mid-epoch evaluation may have checkpointed by then, and the
+   * state is what tells an unfinished run's folder from a finished one's). A run resumed at this
+   * position saves the same state again.
+   */
+  async begin(): Promise<void> {
+    const { epoch, batch, optimizerSteps } = this.position;
+    if (epoch === 1 && batch === 0 && optimizerSteps === 0) await this.hooks.saveState(this.position);
+  }
 
   /** Whether an evaluation is due after this optimizer step (every `evaluateEvery` steps). */
   evaluationDue(): boolean {

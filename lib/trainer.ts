@@ -81,7 +81,7 @@ import {
   type TrainOptions,
   zeroLearningRateNote,
 } from './options.js';
-import { checkOutputFolder } from './output-folder.js';
+import { checkOutputFolder, claimOutputFolder } from './output-folder.js';
 import { preparePrompt } from './prompt-classifier.js';
 import { type PromptEncoder, promptSpec } from './prompt-template.js';
 import { renderReport } from './report.js';
@@ -597,6 +597,8 @@ async function trainRank(
   const disposables: Array<{ dispose(): void }> = [model];
   // TF32 tensor cores for float32 matmuls on CUDA (Ampere and newer) during the run.
   const tf32Before = device.startsWith('cuda') ? binding.allowTF32() : null;
+  // Held from before the first write into outDir until the run ends, however it ends.
+  let releaseOutDir: (() => Promise<void>) | undefined;
   try {
     // Inside the cleanup scope: the model and the temporary best-weights folder are released
     // whatever fails from here on.
@@ -606,7 +608,8 @@ async function trainRank(
     const trainee = await startTrainee(binding, model, setup, { dist, saved, disposables });
     if (tf32Before !== null) binding.setAllowTF32(true);
     if (outDir) {
-      await checkOutputFolder(outDir, 'classifier', loaded);
+      await checkOutputFolder(outDir, 'classifier', loaded, opts.resumeFrom);
+      releaseOutDir = await claimOutputFolder(outDir);
       await ensureWritableDir(outDir);
     }
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
@@ -652,6 +655,7 @@ async function trainRank(
   } finally {
     if (tf32Before !== null) binding.setAllowTF32(tf32Before);
     for (const d of disposables.reverse()) d.dispose();
+    await releaseOutDir?.();
   }
 }
 

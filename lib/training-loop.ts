@@ -165,6 +165,7 @@ export async function runTrainingLoop<Batch>(
   options: LoopOptions,
 ): Promise<void> {
   const loop = new Loop(task, trainee, keeper, options);
+  await keeper.begin();
   for (const position = keeper.position; position.epoch <= options.epochs; position.epoch++) {
     if (await loop.epoch(position.epoch)) break;
   }

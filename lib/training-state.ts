@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import type { NativeAdamW, NativeBinding, NativeTensor } from './binding.js';
 import { InputError, messageOf } from './errors.js';
 import type { EpochMetrics, Evaluation } from './options.js';
+import { folderKind, kindInWords } from './output-folder.js';
 import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js';
 
 export const STATE_DIR = 'training-state';
@@ -81,7 +82,8 @@ export async function removeTrainingState(outDir: string): Promise<void> {
  * Write the state as a new directory, then swap it in. At every moment of a crash, `<outDir>/
  * training-state` or (only while it is absent) `training-state.old` is a complete state:
  *   a. remove temporary directories of saves whose process died;
- *   b. write `training-state.tmp-<pid>.<start time>` (writer-identity.ts), state.json last;
+ *   b. write `training-state.tmp-<pid>.<start time>` (writer-identity.ts), state.json last (a
+ *      write that fails, e.g. on a full disk, removes it);
  *   c. if a previous swap died with only `.old` left, rename it back first (never delete the
  *      only complete state);
  *   d. remove `.old`, rename the current state to `.old`, the new one into place, remove `.old`.
@@ -101,18 +103,13 @@ export async function saveTrainingState(
     if (id && !writerIsAlive(Number(id[1]), id[2])) await removeStateDir(join(outDir, name));
   }
   await removeStateDir(fresh);
-  await mkdir(fresh, { recursive: true });
-  binding.saveTensors(join(fresh, 'tensors.pt'), Object.fromEntries(state.tensors));
-  state.optimizer.save(join(fresh, 'optimizer.pt'));
-  await writeFile(join(fresh, 'rng.bin'), binding.getRngState());
-  const saved: SavedState = {
-    formatVersion: 1,
-    fingerprint: state.fingerprint,
-    position: state.position,
-    savedAt: new Date().toISOString(),
-  };
-  // state.json last: its presence marks a complete state directory.
-  await writeFile(join(fresh, 'state.json'), JSON.stringify(saved, null, 2) + '\n');
+  try {
+    await writeStateDir(binding, fresh, state);
+  } catch (err) {
+    // A save that failed (a full disk) leaves no half state taking the space the next one needs.
+    await removeStateDir(fresh).catch(() => undefined);
+    throw err;
+  }
   if (!existsSync(join(final, 'state.json')) && existsSync(join(old, 'state.json'))) {
     await removeStateDir(final);
     await rename(old, final);
@@ -123,12 +120,41 @@ export async function saveTrainingState(
   await removeStateDir(old);
 }
 
+/** Step b of saveTrainingState: the state as a new directory `dir`, state.json last. */
+async function writeStateDir(
+  binding: NativeBinding,
+  dir: string,
+  state: { fingerprint: Record<string, unknown>; position: RunPosition; tensors: Array<[string, NativeTensor]>; optimizer: NativeAdamW },
+): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  binding.saveTensors(join(dir, 'tensors.pt'), Object.fromEntries(state.tensors));
+  state.optimizer.save(join(dir, 'optimizer.pt'));
+  await writeFile(join(dir, 'rng.bin'), binding.getRngState());
+  const saved: SavedState = {
+    formatVersion: 1,
+    fingerprint: state.fingerprint,
+    position: state.position,
+    savedAt: new Date().toISOString(),
+  };
+  // state.json last: its presence marks a complete state directory.
+  await writeFile(join(dir, 'state.json'), JSON.stringify(saved, null, 2) + '\n');
+}
+
 /** Find a complete state directory in `dir` (the current one, or `.old` if a swap was interrupted). */
-function stateDirectory(dir: string): string {
+async function stateDirectory(dir: string): Promise<string> {
   for (const candidate of [join(dir, STATE_DIR), join(dir, `${STATE_DIR}.old`)]) {
     if (existsSync(join(candidate, 'state.json'))) return candidate;
   }
-  throw new InputError(`${dir} holds no resumable training state (looked for ${join(dir, STATE_DIR, 'state.json')})`, { file: dir });
+  // A run saves its state before its first step and removes it when it ends well: a folder
+  // holding a run's output and no state is a finished run's (resuming it would train no further).
+  const kind = await folderKind(dir);
+  const why =
+    kind === 'classifier' || kind === 'mlm'
+      ? `the run that wrote it has finished (${kindInWords(kind)}): there is nothing to resume`
+      : 'a run saves one before its first step, so a run stopped earlier has nothing to resume: start it again without resumeFrom / --resume';
+  throw new InputError(`${dir} holds no resumable training state (looked for ${join(dir, STATE_DIR, 'state.json')}): ${why}`, {
+    file: dir,
+  });
 }
 
 /**
@@ -139,7 +165,7 @@ function stateDirectory(dir: string): string {
  */
 export async function readTrainingState(dir: string): Promise<SavedState & { directory: string }> {
   for (let attempt = 1; ; attempt++) {
-    const directory = stateDirectory(dir);
+    const directory = await stateDirectory(dir);
     try {
       const saved = JSON.parse(await readFile(join(directory, 'state.json'), 'utf8')) as SavedState;
       if (saved.formatVersion !== 1) throw new Error(`unknown format version ${saved.formatVersion}`);

@@ -15,6 +15,7 @@
 #include "module/bottleneck_state.h"
 #include "module/lora_state.h"
 #include "module/method_call.h"
+#include "tensor/pickle_file.h"
 #include "tensor/tensor.h"
 #include "tensor/values.h"
 
@@ -48,11 +49,16 @@ torch::jit::Module LoadModule(const std::string& path, c10::Device device) {
 }
 
 void SaveModule(const torch::jit::Module& module, const std::string& path) {
+  const std::string prefix = "cannot save TorchScript module to '" + path + "': ";
+  // In memory first (WriteFileBytes says why libtorch's file writer cannot be used).
+  std::ostringstream archive;
   try {
-    module.save(path);
+    module.save(archive);
   } catch (const c10::Error& e) {
-    throw std::runtime_error("cannot save TorchScript module to '" + path + "': " + e.what_without_backtrace());
+    throw std::runtime_error(prefix + e.what_without_backtrace());
   }
+  const std::string bytes = std::move(archive).str();
+  WriteFileBytes(path, bytes.data(), bytes.size(), prefix);
 }
 
 // Saves the model as a forward sees it: LoRA's adapters merged into the weights, bottleneck

@@ -3,6 +3,10 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/serialize.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -216,25 +220,32 @@ void WriteTorchSaveFile(const std::vector<std::pair<std::string, c10::IValue>>& 
     throw std::runtime_error(prefix + e.what());
   }
 
-  // Write a sibling file and rename it, so a reader never sees a half-written file.
+  WriteFileBytes(path, archive.data(), archive.size(), prefix);
+}
+
+void WriteFileBytes(const std::string& path, const char* data, size_t size, const std::string& prefix) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(prefix + "cannot open the file for writing");
-    out.write(archive.data(), static_cast<std::streamsize>(archive.size()));
-    out.close();
-    if (!out) {
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);
-      throw std::runtime_error(prefix + "write failed");
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error(prefix + std::strerror(errno));
+  size_t written = 0;
+  int error = 0;
+  while (written < size) {
+    ssize_t n = ::write(fd, data + written, size - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      error = errno;
+      break;
     }
+    written += static_cast<size_t>(n);
   }
+  // close reports what a network filesystem defers (e.g. a quota exceeded).
+  if (::close(fd) != 0 && error == 0) error = errno;
   std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
+  if (error == 0) std::filesystem::rename(tmp, path, ec);
+  if (error != 0 || ec) {
     std::error_code ignored;
     std::filesystem::remove(tmp, ignored);
-    throw std::runtime_error(prefix + ec.message());
+    throw std::runtime_error(prefix + (error != 0 ? std::strerror(error) : ec.message()));
   }
 }
 

@@ -22,6 +22,13 @@ namespace torch_bert {
 void WriteTorchSaveFile(const std::vector<std::pair<std::string, c10::IValue>>& entries, const std::string& path,
                         const std::string& what);
 
+// Writes `size` bytes to `path` through a sibling file renamed into place, so a reader never
+// sees a half-written file. Throws std::runtime_error `prefix` + the system's reason (e.g. "No
+// space left on device"), the sibling removed. Archives are built in memory and written with
+// this: libtorch's own file writer throws again from its destructor when a write fails (a full
+// disk), which ends the process (std::terminate) instead of failing the save.
+void WriteFileBytes(const std::string& path, const char* data, size_t size, const std::string& prefix);
+
 // Reads a torch.save file (ours or Python's). Throws std::runtime_error naming `path` and `what`.
 c10::IValue ReadPickleFile(const std::string& path, const std::string& what);
 

@@ -1,11 +1,13 @@
 #include "train/optimizer.h"
 
 #include <filesystem>
+#include <sstream>
 #include <unordered_set>
 
 #include "addon/arguments.h"
 #include "addon/errors.h"
 #include "addon/wrap_tag.h"
+#include "tensor/pickle_file.h"
 #include "tensor/tensor.h"
 #include "train/fused_adamw.h"
 
@@ -174,15 +176,20 @@ Napi::Value AdamW::Save(const Napi::CallbackInfo& info) {
     std::string path = ReadPath(info[0], "AdamW.save: path");
     const auto& state = Checked(env);
     std::lock_guard<std::mutex> lock(state->mutex);
+    const std::string prefix = "cannot save optimizer state to '" + path + "': ";
+    // In memory first (WriteFileBytes says why libtorch's file writer cannot be used).
+    std::ostringstream bytes;
     try {
       // torch::save(optimizer, path), plus the gradient scaler's state.
       torch::serialize::OutputArchive archive(std::make_shared<torch::jit::CompilationUnit>());
       state->optimizer->save(archive);
       state->scaler.Save(archive);
-      archive.save_to(path);
+      archive.save_to(bytes);
     } catch (const c10::Error& e) {
-      ThrowError(env, "cannot save optimizer state to '" + path + "': " + e.what_without_backtrace());
+      ThrowError(env, prefix + e.what_without_backtrace());
     }
+    const std::string archived = std::move(bytes).str();
+    WriteFileBytes(path, archived.data(), archived.size(), prefix);
     return env.Undefined();
   });
 }
