@@ -516,7 +516,7 @@ export class Classifier {
     }
     if (!prompt) return this.tokenizer.encodeBatchAsync(texts, this.config.maxLength, { signal });
     this.promptEncoder ??= PromptEncoder.fromConfig(this.tokenizer, prompt);
-    return Promise.resolve(this.promptEncoder.encode(texts, pairs, this.config.maxLength));
+    return this.promptEncoder.encodeAsync(texts, pairs, this.config.maxLength, signal);
   }
 
   /**
