@@ -26,7 +26,7 @@ import {
 } from './checkpoint.js';
 import { checkFilesNamedOnce, checkSourceShape, type DataSource, labelIds, loadExamples, sourceFiles } from './data.js';
 import { type EncoderSourceInfo, loadEncoderSource } from './encoder-source.js';
-import { InputError, ModelError, messageOf } from './errors.js';
+import { asAbortError, InputError, ModelError, messageOf } from './errors.js';
 import type { ExportFamily } from './export-family.js';
 import { loadBinding } from './loader.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
@@ -428,6 +428,8 @@ export class Classifier {
       batchSize?: number;
       /** Each text's second text, for a prompt classifier whose template has {text_a} and {text_b}. */
       pairs?: readonly string[];
+      /** Stops tokenizing or predicting at the next batch; the promise rejects with an AbortError. */
+      signal?: AbortSignal;
     } = {},
   ): Promise<Prediction[]> {
     if (!Array.isArray(texts)) throw new InputError('predict() takes an array of texts');
@@ -435,16 +437,16 @@ export class Classifier {
     // became a row of padding; a second text's, the word 'undefined').
     for (let i = 0; i < texts.length; i++) if (typeof texts[i] !== 'string') throw new InputError(`text ${i} is not a string`);
     const batchSize = inferenceBatchSize(options.batchSize);
-    const { pairs } = options;
+    const { pairs, signal } = options;
     if (
       pairs !== undefined &&
       (!Array.isArray(pairs) || pairs.length !== texts.length || Array.from(pairs).some((t) => typeof t !== 'string'))
     ) {
       throw new InputError(`predict(): pairs must be ${texts.length} strings, one per text`);
     }
-    const encoded = await this.encode(texts, pairs ?? null);
+    const encoded = await this.encode(texts, pairs ?? null, signal);
     const { predictions, probabilities: flat } = await this.whileUsable('predict', () =>
-      runEvaluation(this.module, encoded, null, batchSize),
+      runEvaluation(this.module, encoded, null, batchSize, signal),
     );
     this.checkClassCount(flat, encoded.count);
     const numClasses = this.labels.length;
@@ -514,12 +516,14 @@ export class Classifier {
     }
     if (!prompt) return this.tokenizer.encodeBatchAsync(texts, this.config.maxLength, { signal });
     this.promptEncoder ??= PromptEncoder.fromConfig(this.tokenizer, prompt);
-    return Promise.resolve(this.promptEncoder.encode(texts, pairs, this.config.maxLength));
+    return this.promptEncoder.encodeAsync(texts, pairs, this.config.maxLength, signal);
   }
 
   /**
    * `run` on the model, which dispose() frees: a call after it, or a dispose() while it runs, is
-   * an error saying so (the native one names an internal step and a ScriptModule).
+   * an error saying so (the native one names an internal step and a ScriptModule). An abort
+   * between batches is the signal's own DOMException: it becomes this library's AbortError, as an
+   * abort while tokenizing is.
    */
   private async whileUsable<T>(method: string, run: () => Promise<T>): Promise<T> {
     const disposed = () =>
@@ -529,7 +533,7 @@ export class Classifier {
       return await run();
     } catch (err) {
       if (this.module.disposed) throw disposed();
-      throw err;
+      throw asAbortError(err, `${method}() was aborted`);
     }
   }
 

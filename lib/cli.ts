@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type { AdapterActivation, AdapterConfig } from './binding.js';
 import { Classifier, type Prediction } from './classifier.js';
-import type { CsvSource } from './data.js';
+import { type CsvSource, loadExamples } from './data.js';
 import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './demo.js';
 import { AbortError, messageOf } from './errors.js';
 import { type ExportResult, exportHuggingFace } from './export.js';
@@ -125,7 +125,7 @@ Usage:
   torch-bert train   --data FILE.csv --model MODEL [--tokenizer tokenizer.json] --out DIR [options]
   torch-bert eval    --classifier DIR --data FILE.csv [--json]
   torch-bert eval    --model M --template T --verbalizer LABEL=WORD... --data FILE.csv [--json]
-  torch-bert predict --classifier DIR [--json] TEXT...
+  torch-bert predict --classifier DIR [--json] TEXT... | --data FILE.csv
   torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
   torch-bert export  --classifier DIR --out HF_DIR [--heads N] [--format hf|adapterhub] [--name NAME] [--json]
   torch-bert pretrain --model MODEL --data FILE --out DIR [options]   masked-language-model pretraining
@@ -226,8 +226,13 @@ ${PROMPT_HELP}
   predict: `torch-bert predict — classify texts with a saved classifier, or zero-shot with a prompt
 
   torch-bert predict --classifier DIR [--json] TEXT...
+  torch-bert predict --classifier DIR [--json] --data FILE.csv [--text-column NAME]
   torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
 ${PROMPT_HELP}
+  --data FILE.csv          the texts instead of TEXT... (repeatable: files read as one; a label
+                           column, if any, is ignored)
+  --text-column NAME       (the one the classifier was trained on, else text)
+  --batch-size N           (32)
   --device auto|cpu|cuda   (auto)
   --json                   one JSON object per line: {"text","label","probabilities"}`,
   export: `torch-bert export — a saved classifier as a Hugging Face model folder (AutoModel.from_pretrained)
@@ -711,12 +716,22 @@ async function commandEval(argv: string[]): Promise<void> {
   }
 }
 
+/** predict --data's texts: its --text-column, else the column the classifier was trained on, else `text`. */
+async function textsOf(values: Record<string, unknown>, classifier: Classifier): Promise<string[]> {
+  const csv = requireFiles(values, 'data', 'predict');
+  const textColumn = (values['text-column'] as string | undefined) ?? classifier.config.textColumn;
+  return (await loadExamples({ csv, textColumn }, { labelsRequired: false })).texts;
+}
+
 async function commandPredict(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
     options: {
       ...PROMPT_OPTIONS,
       classifier: { type: 'string' },
+      data: { type: 'string', multiple: true },
+      'text-column': { type: 'string' },
+      'batch-size': { type: 'string' },
       device: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -725,16 +740,18 @@ async function commandPredict(argv: string[]): Promise<void> {
     strict: true,
   });
   if (values.help) return void console.log(HELP.predict);
-  if (positionals.length === 0) throw new UsageError("predict: give at least one TEXT (see 'torch-bert predict --help')");
+  if ((positionals.length === 0) === (values.data === undefined))
+    throw new UsageError("predict: give at least one TEXT, or --data FILE.csv, not both (see 'torch-bert predict --help')");
   const classifier = await openClassifier(values, 'predict');
   try {
-    const predictions = await classifier.predict(positionals);
+    const texts = values.data ? await textsOf(values, classifier) : positionals;
+    const predictions = await classifier.predict(texts, { batchSize: numberOption(values, 'batch-size') });
     if (values.json) {
       predictions.forEach((p, i) => {
-        console.log(JSON.stringify({ text: positionals[i], label: p.label, probabilities: p.probabilities }));
+        console.log(JSON.stringify({ text: texts[i], label: p.label, probabilities: p.probabilities }));
       });
     } else {
-      console.log(predictionTable(predictions, positionals));
+      console.log(predictionTable(predictions, texts));
     }
   } finally {
     classifier.dispose();

@@ -88,7 +88,7 @@ export function evaluate(
 export function predict(
   classifier: Classifier | string,
   texts: readonly string[],
-  options: { batchSize?: number; device?: Device } = {},
+  options: { batchSize?: number; signal?: AbortSignal; device?: Device } = {},
 ): Promise<Prediction[]> {
   return withClassifier(classifier, options.device, (c) => c.predict(texts, options));
 }

@@ -14,7 +14,7 @@ import { AbortError, InputError, messageOf } from './errors.js';
 import type { TokenizeJob, TokenizeReply } from './tokenizer-worker.js';
 
 /** Texts per slice: a worker's unit of work, and the main thread's between two event-loop turns. */
-const SLICE = 256;
+export const SLICE = 256;
 /**
  * Below this many texts, tokenizing on the main thread (in slices, yielding between them) beats
  * starting workers (each parses the tokenizer.json: ~0.1-0.2 s).

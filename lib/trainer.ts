@@ -254,7 +254,7 @@ async function tokenizeData(
   const { tokenizer } = raw;
   const { signal } = opts;
   const encode = (texts: readonly string[], pairs: readonly string[] | null) =>
-    prompt ? Promise.resolve(prompt.encode(texts, pairs, opts.maxLength)) : tokenizer.encodeBatchAsync(texts, opts.maxLength, { signal });
+    prompt ? prompt.encodeAsync(texts, pairs, opts.maxLength, signal) : tokenizer.encodeBatchAsync(texts, opts.maxLength, { signal });
   const encodedAll = await encode(raw.trainTexts, raw.trainPairs);
   const train = {
     encoded: gatherRows(encodedAll, raw.trainIndices, opts.maxLength),

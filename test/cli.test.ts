@@ -126,6 +126,40 @@ describe('torch-bert CLI', () => {
     expect(cell(rows[1]!)).toBe('dull');
   });
 
+  it('predict reads its texts from --data, as it predicts them given as TEXT', async () => {
+    // Before: TEXT arguments only, so a file of texts had to go through xargs in pieces (the
+    // argument list's limit), and a text starting with '-' was taken for an option.
+    const texts = ['a wonderful and moving film', '-- dull, "quoted", and terrible', 'an ordinary film'];
+    const file = join(work, 'to-predict.csv');
+    writeFileSync(file, `id,review\n${texts.map((t, i) => `${i},"${t.replaceAll('"', '""')}"`).join('\n')}\n`);
+    const jsonLines = (stdout: string) =>
+      stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+    const asText = await run(['predict', '--classifier', out, '--json', '--', ...texts]);
+    expect(asText.code, asText.stderr).toBe(0);
+    const fromFile = await run(['predict', '--classifier', out, '--json', '--data', file, '--text-column', 'review', '--batch-size', '2']);
+    expect(fromFile.code, fromFile.stderr).toBe(0);
+    expect(jsonLines(fromFile.stdout).map((l) => l.text)).toEqual(texts);
+    const expected = jsonLines(asText.stdout);
+    jsonLines(fromFile.stdout).forEach((l, i) => {
+      expect(l.label).toBe(expected[i].label);
+      expect(l.probabilities.positive).toBeCloseTo(expected[i].probabilities.positive, 5);
+    });
+    // Without --text-column: the column the classifier was trained on (text); a label column is ignored.
+    const demo = await run(['predict', '--classifier', out, '--data', demoReviews]);
+    expect(demo.code, demo.stderr).toBe(0);
+    expect(demo.stdout.trimEnd().split('\n')).toHaveLength(2 + readFileSync(demoReviews, 'utf8').trimEnd().split('\n').length - 1);
+    for (const args of [[], ['--data', file, 'a text']]) {
+      const refused = await run(['predict', '--classifier', out, ...args]);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toBe(
+        "torch-bert: error: predict: give at least one TEXT, or --data FILE.csv, not both (see 'torch-bert predict --help')\n",
+      );
+    }
+  });
+
   it('eval reads the columns the classifier was trained on; an older config without them falls back to text/label', async () => {
     // The demo reviews under other column names, and with the columns swapped round, so that
     // reading by position or by the default names cannot pass.

@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Classifier, Prediction } from '../lib/classifier.js';
 import type { LoadedEncoder } from '../lib/encoder-source.js';
-import { InputError } from '../lib/errors.js';
+import { AbortError, InputError } from '../lib/errors.js';
 import type { TrainOptions } from '../lib/options.js';
 import { promptClassifier } from '../lib/prompt-classifier.js';
 import { PromptEncoder, truncateLongestFirst } from '../lib/prompt-template.js';
@@ -198,6 +198,30 @@ describe('zero-shot prompt classification', () => {
       expect(result.accuracy).toBeCloseTo(predicted.filter((p, i) => p === labels[i]).length / 4, 10);
       const nll = -ref.probabilities.reduce((s, r, i) => s + Math.log(r[labels[i] === 'neg' ? 0 : 1]!), 0) / 4;
       expect(result.loss).toBeCloseTo(nll, 4);
+    } finally {
+      c.dispose();
+    }
+  }, 120_000);
+
+  it('predict() tokenizes a slice of texts per event-loop turn, and stops there at an abort', async () => {
+    // Before: the template's rows were encoded all at once on the main thread (25,000 IMDB reviews:
+    // the event loop and an abort held 14 s), so an abort from the next turn came after it all.
+    const c = await promptClassifier({
+      model: bertDir,
+      template: '{text} It was [MASK].',
+      verbalizer: ['neg=bad', 'pos=good'],
+      device: 'cpu',
+    });
+    try {
+      const texts = Array.from({ length: 2000 }, (_, i) => `${TEXTS[i % TEXTS.length]} ${i}`);
+      const controller = new AbortController();
+      const run = c.predict(texts, { signal: controller.signal });
+      setImmediate(() => controller.abort());
+      await expect(run).rejects.toBeInstanceOf(AbortError);
+      await expect(run).rejects.toThrow('tokenization was aborted');
+      // The rows are those encode() gives at once.
+      const prompt = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!);
+      expect(await prompt.encodeAsync(texts, null, c.config.maxLength)).toEqual(prompt.encode(texts, null, c.config.maxLength));
     } finally {
       c.dispose();
     }

@@ -10,7 +10,7 @@ import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows } from '../lib/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
-import { InputError, ModelError } from '../lib/errors.js';
+import { AbortError, InputError, ModelError } from '../lib/errors.js';
 import { type Classifier, evaluate, loadClassifier, predict, pretrain, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import type { EpochMetrics, TrainOptions } from '../lib/options.js';
@@ -141,6 +141,40 @@ describe('a trained classifier', () => {
     }
     // Probabilities differ across texts (the order really is the input's, not one repeated row).
     expect(new Set(together.map((p) => p.probabilities.positive!.toFixed(6))).size).toBeGreaterThan(10);
+  });
+
+  it('predict() and evaluate() stop at an abort between batches, rejecting with an AbortError', async () => {
+    // Before: predict() had no signal (a long call could not be stopped), and evaluate() aborted
+    // between batches rejected with the signal's DOMException, not this library's AbortError.
+    const { classifier } = result;
+    const tokenizer = classifier.tokenizer;
+    const texts = ['a wonderful film', 'a dull film', 'a film'];
+    const unaborted = await classifier.predict(texts);
+    for (const [method, call] of [
+      ['predict', (signal: AbortSignal) => classifier.predict(texts, { batchSize: 1, signal })],
+      [
+        'evaluate',
+        (signal: AbortSignal) => classifier.evaluate({ texts, labels: ['positive', 'negative', 'negative'] }, { batchSize: 1, signal }),
+      ],
+    ] as const) {
+      const controller = new AbortController();
+      // The texts are tokenized whole, then the signal is aborted: the batches see it.
+      const encode = tokenizer.encodeBatchAsync.bind(tokenizer);
+      tokenizer.encodeBatchAsync = async (...args) => {
+        const encoded = await encode(...args);
+        controller.abort();
+        return encoded;
+      };
+      try {
+        const run = call(controller.signal);
+        await expect(run).rejects.toBeInstanceOf(AbortError);
+        await expect(run).rejects.toThrow(`${method}() was aborted`);
+      } finally {
+        tokenizer.encodeBatchAsync = encode;
+      }
+    }
+    // Usable after an abort, with nothing of it left behind.
+    expect(await classifier.predict(texts)).toEqual(unaborted);
   });
 
   /** The trained classifier's predictions of `texts`, and what a Python script is given to predict them: classifier.pt and the token ids. */
