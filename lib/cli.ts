@@ -452,12 +452,19 @@ function historyTable(history: EpochMetrics[]): string {
   );
 }
 
-/** Ctrl-C / SIGTERM stop training at the next step boundary; a second one exits at once. */
+/**
+ * Ctrl-C / SIGTERM stop training at the next step boundary; a second one exits at once. In a
+ * data-parallel job rank 0 alone says so (quietWorker): Ctrl-C reaches every worker, and the ranks
+ * stop at the same step boundary.
+ */
 function interruptController(): AbortController {
   const controller = new AbortController();
+  const say = (text: string) => {
+    if (!quietWorker()) process.stderr.write(text);
+  };
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(130);
-    process.stderr.write(`\n${sig}: stopping after the current step (again to quit now)\n`);
+    say(`\n${sig}: stopping after the current step (again to quit now)\n`);
     controller.abort(new AbortError(`interrupted by ${sig}`));
   };
   process.on('SIGINT', onSignal);
@@ -467,8 +474,9 @@ function interruptController(): AbortController {
   if (process.env.RANK !== undefined)
     process.on(STOP_SIGNAL, () => {
       if (controller.signal.aborted) return;
-      process.stderr.write('\nthe launcher was asked to stop: stopping after the current step\n');
-      controller.abort(new AbortError('interrupted: the launcher was asked to stop'));
+      // Asked after a signal to the launcher, or after another worker failed (launcher.ts).
+      say('\nthe launcher asked the workers to stop: stopping after the current step\n');
+      controller.abort(new AbortError('interrupted: the launcher asked the workers to stop'));
     });
   return controller;
 }

@@ -465,6 +465,8 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     );
     expect({ code, signal }, stderr).toEqual({ code: 130, signal: null });
     expect(stderr).not.toMatch(/error/);
+    // Said once, by rank 0, not once per worker.
+    expect(stderr.match(/^the launcher asked the workers to stop: stopping after the current step$/gm)).toHaveLength(1);
     expect(stderr).toMatch(/resume with .*--resume /);
     const stateFile = join(out, 'training-state', 'state.json');
     const state = JSON.parse(readFileSync(stateFile, 'utf8')) as { position: { epoch: number; history: unknown[] } };
