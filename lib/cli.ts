@@ -15,7 +15,7 @@ import { AbortError, messageOf } from './errors.js';
 import { type ExportResult, exportHuggingFace } from './export.js';
 import { type AdapterHubExportResult, exportAdapterHub } from './export-adapterhub.js';
 import { resolveModelSource, terminalProgress } from './hub.js';
-import { launchWorkers, STOP_SIGNAL, withoutNproc } from './launcher.js';
+import { launchWorkers, STOP_SIGNAL, stopGrace, withoutNproc } from './launcher.js';
 import { NativeLoadError } from './loader.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
@@ -35,6 +35,8 @@ class WorkersFailed extends Error {
   constructor(
     readonly exitCode: number,
     readonly failure: string | undefined,
+    /** Which workers the launcher killed for not ending with the others (launcher.ts stopGrace). */
+    readonly killed?: string,
   ) {
     super(failure ?? `the workers stopped with code ${exitCode}`);
   }
@@ -455,12 +457,19 @@ function historyTable(history: EpochMetrics[]): string {
   );
 }
 
-/** Ctrl-C / SIGTERM stop training at the next step boundary; a second one exits at once. */
+/**
+ * Ctrl-C / SIGTERM stop training at the next step boundary; a second one exits at once. In a
+ * data-parallel job rank 0 alone says so (quietWorker): Ctrl-C reaches every worker, and the ranks
+ * stop at the same step boundary.
+ */
 function interruptController(): AbortController {
   const controller = new AbortController();
+  const say = (text: string) => {
+    if (!quietWorker()) process.stderr.write(text);
+  };
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(130);
-    process.stderr.write(`\n${sig}: stopping after the current step (again to quit now)\n`);
+    say(`\n${sig}: stopping after the current step (again to quit now)\n`);
     controller.abort(new AbortError(`interrupted by ${sig}`));
   };
   process.on('SIGINT', onSignal);
@@ -470,8 +479,9 @@ function interruptController(): AbortController {
   if (process.env.RANK !== undefined)
     process.on(STOP_SIGNAL, () => {
       if (controller.signal.aborted) return;
-      process.stderr.write('\nthe launcher was asked to stop: stopping after the current step\n');
-      controller.abort(new AbortError('interrupted: the launcher was asked to stop'));
+      // Asked after a signal to the launcher, or after another worker failed (launcher.ts).
+      say('\nthe launcher asked the workers to stop: stopping after the current step\n');
+      controller.abort(new AbortError('interrupted: the launcher asked the workers to stop'));
     });
   return controller;
 }
@@ -486,8 +496,9 @@ async function launchedWorkers(command: string, values: Record<string, unknown>,
   if (nproc !== undefined && (!Number.isInteger(nproc) || nproc < 1))
     throw new UsageError(`--nproc-per-node expects an integer ≥ 1; got ${nproc}`);
   if (nproc === undefined || nproc === 1 || process.env.RANK !== undefined) return false;
-  const end = await launchWorkers(nproc, process.argv[1]!, [command, ...withoutNproc(argv)]);
-  if (end.code !== 0) throw new WorkersFailed(end.code, end.failure);
+  const timeout = numberOption(values, 'distributed-timeout') ?? DEFAULTS.distributedTimeout;
+  const end = await launchWorkers(nproc, process.argv[1]!, [command, ...withoutNproc(argv)], stopGrace(timeout));
+  if (end.code !== 0) throw new WorkersFailed(end.code, end.failure, end.killed);
   return true;
 }
 
@@ -1070,7 +1081,9 @@ async function main(args: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof WorkersFailed) {
       // Stopped on request (Ctrl-C, SIGTERM): not an error; every worker said where it stopped.
-      if (err.failure) console.error(`torch-bert: error: ${err.failure}; the other workers were asked to stop`);
+      const failed = err.failure && `${err.failure}; the other workers were asked to stop`;
+      const said = [failed, err.killed].filter(Boolean).join('; ');
+      if (said) console.error(`torch-bert: error: ${said}`);
       return err.exitCode;
     }
     if (err instanceof NativeLoadError) {

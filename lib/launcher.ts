@@ -5,11 +5,12 @@
  * WORLD_SIZE = LOCAL_WORLD_SIZE = N, MASTER_ADDR 127.0.0.1 and a free MASTER_PORT unless given),
  * their output going to this command's. Each worker joins the group through train()'s or
  * pretrain()'s `distributed: 'auto'` and uses the cores / N threads. The first worker to fail
- * stops the others (as torchrun does), and the command exits with its code. A SIGINT or SIGTERM
+ * stops the others (as torchrun does), and the command exits with its code; a worker still
+ * running `stopGrace` after another ended is killed. A SIGINT or SIGTERM
  * sent to the launcher alone (`kill PID`, a supervisor) is passed on, so the workers save and stop
  * instead of training on as orphans.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 
 /** A port free now on 127.0.0.1 (the operating system's choice). */
@@ -63,17 +64,52 @@ export const INTERRUPTED_EXIT = 130;
 
 /** How the workers ended: `code` is the command's exit code; `failure` says which worker failed and how. */
 export interface WorkersEnd {
-  /** 0 when all succeeded; else the first failure's code (1 for a signal); 130 when they only stopped on request. */
+  /** 0 when all succeeded; else the first failure's code (1 for a signal, or a worker killed by the launcher); 130 when they only stopped on request. */
   code: number;
   /** e.g. "rank 1 was killed by SIGKILL"; absent when no worker failed (all succeeded or stopped on request). */
   failure?: string;
+  /** The workers the launcher killed for not ending within the grace (stopGrace), e.g. "rank 0 had not ended 40 s after rank 1 and was killed (SIGKILL)". */
+  killed?: string;
+}
+
+/**
+ * How long after one worker ended (succeeded, stopped or failed) the launcher waits for the
+ * others before it kills them: the distributed timeout (a worker that can run ends with the
+ * others, or fails its next collective within it) and 30 s to save, print and exit. One still
+ * running then is stopped (SIGSTOP) or hung, and would hold the command, and the master's port,
+ * forever.
+ */
+export function stopGrace(distributedTimeoutSeconds: number): number {
+  return distributedTimeoutSeconds + 30;
+}
+
+/**
+ * SIGKILLs the workers still running `seconds` from now, and says so (`killed`); `cancel` when all
+ * have exited. `wasKilled(rank)`: whether that worker's end was this kill (not a failure of its own).
+ */
+function killStragglersAfter(seconds: number, workers: readonly ChildProcess[], firstEnded: number) {
+  let left: number[] = [];
+  const timer = setTimeout(() => {
+    left = workers.flatMap((w, rank) => (w.exitCode === null && w.signalCode === null ? [rank] : []));
+    for (const rank of left) workers[rank]!.kill('SIGKILL');
+  }, seconds * 1000);
+  const ranks = () => left.map((rank) => `rank ${rank}`).join(', ');
+  return {
+    cancel: () => clearTimeout(timer),
+    wasKilled: (rank: number) => left.includes(rank),
+    killed: () =>
+      left.length === 0
+        ? undefined
+        : `${ranks()} had not ended ${seconds} s after rank ${firstEnded} and ${left.length > 1 ? 'were' : 'was'} killed (SIGKILL)`,
+  };
 }
 
 /**
  * Runs `nproc` workers of `command args` (argv after node: the script, then its arguments) and
- * resolves when all have exited.
+ * resolves when all have exited; those still running `graceSeconds` after the first ended
+ * (stopGrace) are killed.
  */
-export async function launchWorkers(nproc: number, script: string, args: readonly string[]): Promise<WorkersEnd> {
+export async function launchWorkers(nproc: number, script: string, args: readonly string[], graceSeconds: number): Promise<WorkersEnd> {
   const port = process.env.MASTER_PORT ?? String(await freePort());
   const workers = Array.from({ length: nproc }, (_, rank) =>
     spawn(process.execPath, [script, ...args], {
@@ -92,6 +128,7 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let failure: WorkersEnd | undefined;
+  let stragglers: ReturnType<typeof killStragglersAfter> | undefined;
   let interrupted = false;
   try {
     await Promise.all(
@@ -99,7 +136,8 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
         (worker, rank) =>
           new Promise<void>((resolve) => {
             worker.on('exit', (code, signal) => {
-              if (code === 0) return resolve();
+              stragglers ??= killStragglersAfter(graceSeconds, workers, rank);
+              if (code === 0 || stragglers.wasKilled(rank)) return resolve();
               // Ended by the launcher's own request: a STOP_SIGNAL that came as the worker was
               // already exiting (after its handlers) ends it by the signal, not a failure.
               if (code === INTERRUPTED_EXIT || signal === STOP_SIGNAL) {
@@ -128,6 +166,9 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    stragglers?.cancel();
   }
+  const killed = stragglers?.killed();
+  if (killed) return { ...(failure ?? { code: 1 }), killed };
   return failure ?? { code: interrupted ? INTERRUPTED_EXIT : 0 };
 }

@@ -331,11 +331,12 @@ async function pretrainRank(
           if (writes)
             await writeMaskedLmFolder(binding, outDir, { ...folderOf(loaded, built), model, evaluation, history: position.history });
         },
-        saveState: stateSaver(binding, writes ? outDir : undefined, {
-          fingerprint,
-          tensors: trainee.setup.trainable,
-          optimizer: trainee.optimizer,
-        }),
+        saveState: stateSaver(
+          binding,
+          writes ? outDir : undefined,
+          { fingerprint, tensors: trainee.setup.trainable, optimizer: trainee.optimizer },
+          dist,
+        ),
         onProgress: opts.onProgress,
       },
     );

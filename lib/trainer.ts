@@ -628,7 +628,7 @@ async function trainRank(
         validateClassifier(binding, model, data.validation, { batchSize: opts.batchSize, padTo, loss: evalOptions, labels, signal, shard }),
       agree: rankZeroDecides(dist),
       checkpoint: (evaluation) => writeBest(binding, bestDir, { model, config, tokenizer, setup }, position.history, evaluation),
-      saveState: stateSaver(binding, outDir, { fingerprint, tensors: setup.trainable, optimizer: trainee.optimizer }),
+      saveState: stateSaver(binding, outDir, { fingerprint, tensors: setup.trainable, optimizer: trainee.optimizer }, dist),
       onProgress: opts.onProgress,
     });
     const task = classificationTask(binding, model, trainee.optimizer, data.train, {

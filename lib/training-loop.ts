@@ -112,7 +112,7 @@ export async function startTrainee(
   startFromRankZero(run.dist, setup.trainable);
   const optimizer = new binding.AdamW(setup.groups);
   run.disposables.push(optimizer);
-  if (run.saved) await restoreTrainingState(binding, run.saved.directory, setup.trainable, optimizer);
+  if (run.saved) await restoreTrainingState(binding, run.saved.directory, setup.trainable, optimizer, run.dist?.rank);
   return { model, optimizer, setup, baseRates: setup.groups.map((g) => g.lr) };
 }
 

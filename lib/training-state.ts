@@ -5,7 +5,9 @@
  * pure function of (seed, epoch), so "where" is just (epoch, batch index, optimizer step).
  *
  * Layout: `<outDir>/training-state/` with `state.json`, `tensors.pt` (a dict Python's
- * `torch.load` reads), `optimizer.pt` and `rng.bin`. It is written as a new directory and then
+ * `torch.load` reads), `optimizer.pt` and `rng.bin` (rank 0's; a data-parallel run's other
+ * ranks' in `rng-rank<R>.bin`: their dropout masks differ, and so does how far each rank's
+ * generator has run, since the masks' sizes follow each rank's batches). It is written as a new directory and then
  * swapped in with renames, so a crash mid-save leaves the previous state (or `.old`) intact
  * (see `saveTrainingState`).
  */
@@ -13,6 +15,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeAdamW, NativeBinding, NativeTensor } from './binding.js';
+import type { Distributed } from './distributed.js';
 import { InputError, messageOf } from './errors.js';
 import type { EpochMetrics, Evaluation } from './options.js';
 import { folderKind, kindInWords } from './output-folder.js';
@@ -91,7 +94,14 @@ export async function removeTrainingState(outDir: string): Promise<void> {
 export async function saveTrainingState(
   binding: NativeBinding,
   outDir: string,
-  state: { fingerprint: Record<string, unknown>; position: RunPosition; tensors: Array<[string, NativeTensor]>; optimizer: NativeAdamW },
+  state: {
+    fingerprint: Record<string, unknown>;
+    position: RunPosition;
+    tensors: Array<[string, NativeTensor]>;
+    optimizer: NativeAdamW;
+    /** Every rank's RNG state (base64), in rank order, in a data-parallel run. */
+    rankRngs?: string[];
+  },
 ): Promise<void> {
   const final = join(outDir, STATE_DIR);
   const fresh = `${final}.tmp-${writerId()}`;
@@ -124,12 +134,22 @@ export async function saveTrainingState(
 async function writeStateDir(
   binding: NativeBinding,
   dir: string,
-  state: { fingerprint: Record<string, unknown>; position: RunPosition; tensors: Array<[string, NativeTensor]>; optimizer: NativeAdamW },
+  state: {
+    fingerprint: Record<string, unknown>;
+    position: RunPosition;
+    tensors: Array<[string, NativeTensor]>;
+    optimizer: NativeAdamW;
+    /** Every rank's RNG state (base64), in rank order, in a data-parallel run. */
+    rankRngs?: string[];
+  },
 ): Promise<void> {
   await mkdir(dir, { recursive: true });
   binding.saveTensors(join(dir, 'tensors.pt'), Object.fromEntries(state.tensors));
   state.optimizer.save(join(dir, 'optimizer.pt'));
   await writeFile(join(dir, 'rng.bin'), binding.getRngState());
+  for (const [rank, rng] of (state.rankRngs ?? []).entries()) {
+    if (rank > 0) await writeFile(join(dir, rankRngFile(rank)), Buffer.from(rng, 'base64'));
+  }
   const saved: SavedState = {
     formatVersion: 1,
     fingerprint: state.fingerprint,
@@ -291,10 +311,19 @@ export function stateSaver(
   binding: NativeBinding,
   outDir: string | undefined,
   state: { fingerprint: Record<string, unknown>; tensors: Array<[string, NativeTensor]>; optimizer: NativeAdamW },
+  dist: Pick<Distributed, 'allGather'> | null,
 ): (position: RunPosition) => Promise<void> {
   return async (position) => {
-    if (outDir) await saveTrainingState(binding, outDir, { ...state, position });
+    // Every rank saves at the same positions (the keeper's, after the ranks agreed to stop), so
+    // each can hand rank 0 its RNG state there.
+    const rankRngs = dist?.allGather(Buffer.from(binding.getRngState()).toString('base64'));
+    if (outDir) await saveTrainingState(binding, outDir, { ...state, position, rankRngs });
   };
+}
+
+/** The file of rank `rank`'s RNG state (rank > 0) in a training state directory; rank 0's is rng.bin. */
+function rankRngFile(rank: number): string {
+  return `rng-rank${rank}.bin`;
 }
 
 /** Put the saved tensors, optimizer moments and RNG state back into a freshly built run. */
@@ -303,6 +332,7 @@ export async function restoreTrainingState(
   directory: string,
   tensors: Array<[string, NativeTensor]>,
   optimizer: NativeAdamW,
+  rank = 0,
 ): Promise<void> {
   const saved = binding.loadTensors(join(directory, 'tensors.pt'));
   // A state that trained other tensors than this run does (written before what trains was
@@ -325,5 +355,8 @@ export async function restoreTrainingState(
     value.dispose();
   }
   optimizer.load(join(directory, 'optimizer.pt'));
-  binding.setRngState(new Uint8Array(await readFile(join(directory, 'rng.bin'))));
+  // Each rank continues its own generator where one was saved for it (a state of as many ranks or more).
+  const own = join(directory, rankRngFile(rank));
+  const rng = rank > 0 && existsSync(own) ? own : join(directory, 'rng.bin');
+  binding.setRngState(new Uint8Array(await readFile(rng)));
 }

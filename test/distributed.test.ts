@@ -465,6 +465,8 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     );
     expect({ code, signal }, stderr).toEqual({ code: 130, signal: null });
     expect(stderr).not.toMatch(/error/);
+    // Said once, by rank 0, not once per worker.
+    expect(stderr.match(/^the launcher asked the workers to stop: stopping after the current step$/gm)).toHaveLength(1);
     expect(stderr).toMatch(/resume with .*--resume /);
     const stateFile = join(out, 'training-state', 'state.json');
     const state = JSON.parse(readFileSync(stateFile, 'utf8')) as { position: { epoch: number; history: unknown[] } };
@@ -476,6 +478,32 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     await new Promise((r) => setTimeout(r, 3000));
     expect(readFileSync(stateFile, 'utf8')).toBe(saved);
     expect(readFileSync(join(out, 'history.json'), 'utf8')).toBe(history);
+  }, 240_000);
+
+  it('--nproc-per-node 2 stopped by SIGTERM and resumed ends with the weights of the uninterrupted run, dropout on', async () => {
+    // Each rank's generator runs as far as its own batches' dropout masks take it (padding to each
+    // batch's longest text); the state used to keep rank 0's alone, so a resumed rank 1 drew rank
+    // 0's masks and the run ended elsewhere.
+    const args = (out: string) => [
+      cli,
+      ...['train', '--data', demoReviews, '--model', join(repoRoot, 'assets', 'demo', 'encoder'), '--tokenizer', demoTokenizer],
+      ...['--out', out, '--technique', 'full', '--batch-size', '4', '--max-length', '32', '--epochs', '2', '--seed', '3'],
+      ...['--threads', '1', '--nproc-per-node', '2'],
+    ];
+    const whole = await runCommand(process.execPath, args(join(dir, 'rng-whole')));
+    expect(whole.code, whole.stderr).toBe(0);
+    const out = join(dir, 'rng-resumed');
+    const launcher = spawn(process.execPath, args(out), { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    launcher.stderr.on('data', (d) => {
+      if (!/^epoch 1\/2:/m.test(stderr) && /^epoch 1\/2:/m.test(stderr + d)) launcher.kill('SIGTERM');
+      stderr += d;
+    });
+    const code = await new Promise<number | null>((resolve) => launcher.on('exit', resolve));
+    expect(code, stderr).toBe(130);
+    const resumed = await runCommand(process.execPath, [...args(out), '--resume', out]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(maxDifference(classifierWeights(out), classifierWeights(join(dir, 'rng-whole')))).toBe(0);
   }, 240_000);
 
   it('Ctrl-C while the rendezvous waits: rank 0 (serving it) and rank 1 (its master not up) stop at once, not at the timeout', async () => {

@@ -13,7 +13,9 @@ import { launchWorkers, STOP_SIGNAL } from '../lib/launcher.js';
 /**
  * A stand-in worker: argv[2] is the folder it records in, argv[3] what rank 1 does. Rank 0 writes
  * `ready`, then records in `rank0` the first signal it gets (and exits 130 as a stopped worker
- * does), or, with no signal within 1.5 s, `saved` (a save that ran to its end) and exits 130.
+ * does), or, with no signal within 1.5 s, `saved` (a save that ran to its end) and exits 130;
+ * with `hung`, rank 0 stops itself instead and rank 1 fails (exit 3); `hung-after-success`, rank 1
+ * succeeds (exit 0).
  */
 const WORKER = `
 import { existsSync, writeFileSync } from 'node:fs';
@@ -24,6 +26,8 @@ const record = (text) => writeFileSync(join(dir, 'rank0'), text);
 if (rank === 0) {
   for (const sig of ['SIGTERM', 'SIGINT', '${STOP_SIGNAL}']) process.on(sig, () => { record(sig); process.exit(130); });
   writeFileSync(join(dir, 'ready'), '');
+  // A hung rank: it answers no signal but SIGKILL (SIGSTOP, as a debugger or a swapped-out machine).
+  if (part.startsWith('hung')) process.kill(process.pid, 'SIGSTOP');
   setTimeout(() => { record('saved'); process.exit(130); }, 1500);
 } else {
   const waitReady = setInterval(() => {
@@ -31,7 +35,8 @@ if (rank === 0) {
     clearInterval(waitReady);
     if (part === 'interrupted') process.exit(130);
     if (part === 'killed') process.kill(process.pid, 'SIGKILL');
-    if (part === 'failed') process.exit(3);
+    if (part === 'failed' || part === 'hung') process.exit(3);
+    if (part === 'hung-after-success') process.exit(0);
   }, 10);
 }
 `;
@@ -51,7 +56,7 @@ describe('launchWorkers: how one worker ending reaches the others', () => {
   /** Runs 2 stand-in workers, rank 1 playing `part`; what the launcher returned and what rank 0 saw. */
   async function run(part: string) {
     const record = mkdtempSync(join(dir, `${part}-`));
-    const end = await launchWorkers(2, script, [record, part]);
+    const end = await launchWorkers(2, script, [record, part], 60);
     expect(existsSync(join(record, 'ready'))).toBe(true);
     return { end, rank0: readFileSync(join(record, 'rank0'), 'utf8') };
   }
@@ -73,5 +78,23 @@ describe('launchWorkers: how one worker ending reaches the others', () => {
     const { end, rank0 } = await run('failed');
     expect(rank0).toBe(STOP_SIGNAL);
     expect(end).toEqual({ code: 3, failure: 'rank 1 exited with code 3' });
+  }, 20_000);
+
+  it('a worker that does not end after another failed (stopped, hung) is killed after the grace and named; the launcher returns', async () => {
+    // It used to wait on a stopped worker forever: the command never returned, holding the port.
+    const record = mkdtempSync(join(dir, 'hung-'));
+    const end = await launchWorkers(2, script, [record, 'hung'], 1);
+    expect(existsSync(join(record, 'rank0'))).toBe(false);
+    expect(end).toEqual({
+      code: 3,
+      failure: 'rank 1 exited with code 3',
+      killed: 'rank 0 had not ended 1 s after rank 1 and was killed (SIGKILL)',
+    });
+  }, 20_000);
+
+  it('a worker that does not end after another succeeded is killed after the grace: exit 1, named', async () => {
+    const record = mkdtempSync(join(dir, 'hung-after-success-'));
+    const end = await launchWorkers(2, script, [record, 'hung-after-success'], 1);
+    expect(end).toEqual({ code: 1, killed: 'rank 0 had not ended 1 s after rank 1 and was killed (SIGKILL)' });
   }, 20_000);
 });
