@@ -81,6 +81,16 @@ export async function removeTrainingState(outDir: string): Promise<void> {
   await removeStateDir(join(outDir, STATE_DIR));
 }
 
+/** What a save writes: the run's fingerprint and position, the trained tensors, AdamW's moments, the RNG states. */
+export interface StateToSave {
+  fingerprint: Record<string, unknown>;
+  position: RunPosition;
+  tensors: Array<[string, NativeTensor]>;
+  optimizer: NativeAdamW;
+  /** Every rank's RNG state (base64), in rank order, in a data-parallel run. */
+  rankRngs?: string[];
+}
+
 /**
  * Write the state as a new directory, then swap it in. At every moment of a crash, `<outDir>/
  * training-state` or (only while it is absent) `training-state.old` is a complete state:
@@ -91,18 +101,7 @@ export async function removeTrainingState(outDir: string): Promise<void> {
  *      only complete state);
  *   d. remove `.old`, rename the current state to `.old`, the new one into place, remove `.old`.
  */
-export async function saveTrainingState(
-  binding: NativeBinding,
-  outDir: string,
-  state: {
-    fingerprint: Record<string, unknown>;
-    position: RunPosition;
-    tensors: Array<[string, NativeTensor]>;
-    optimizer: NativeAdamW;
-    /** Every rank's RNG state (base64), in rank order, in a data-parallel run. */
-    rankRngs?: string[];
-  },
-): Promise<void> {
+export async function saveTrainingState(binding: NativeBinding, outDir: string, state: StateToSave): Promise<void> {
   const final = join(outDir, STATE_DIR);
   const fresh = `${final}.tmp-${writerId()}`;
   const old = `${final}.old`;
@@ -131,18 +130,7 @@ export async function saveTrainingState(
 }
 
 /** Step b of saveTrainingState: the state as a new directory `dir`, state.json last. */
-async function writeStateDir(
-  binding: NativeBinding,
-  dir: string,
-  state: {
-    fingerprint: Record<string, unknown>;
-    position: RunPosition;
-    tensors: Array<[string, NativeTensor]>;
-    optimizer: NativeAdamW;
-    /** Every rank's RNG state (base64), in rank order, in a data-parallel run. */
-    rankRngs?: string[];
-  },
-): Promise<void> {
+async function writeStateDir(binding: NativeBinding, dir: string, state: StateToSave): Promise<void> {
   await mkdir(dir, { recursive: true });
   binding.saveTensors(join(dir, 'tensors.pt'), Object.fromEntries(state.tensors));
   state.optimizer.save(join(dir, 'optimizer.pt'));
@@ -310,7 +298,7 @@ export function resumePosition(saved: SavedState, current: Record<string, unknow
 export function stateSaver(
   binding: NativeBinding,
   outDir: string | undefined,
-  state: { fingerprint: Record<string, unknown>; tensors: Array<[string, NativeTensor]>; optimizer: NativeAdamW },
+  state: Pick<StateToSave, 'fingerprint' | 'tensors' | 'optimizer'>,
   dist: Pick<Distributed, 'allGather'> | null,
 ): (position: RunPosition) => Promise<void> {
   return async (position) => {
