@@ -23,19 +23,10 @@ import { mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { writerIsAlive } from './writer-identity.js';
 
 /** This host in the names of locks and partial downloads, with a pid: whether that writer runs is ours to check only here. */
 export const HOST = hostname().replace(/[^A-Za-z0-9]/g, '_');
-
-export function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it runs, as another user.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 const REFRESH_MS = 10_000;
 const SILENT_MS = 60_000;
@@ -111,6 +102,6 @@ async function holderOf(path: string): Promise<{ writer: string; gone: boolean }
   const [content, info] = await Promise.all([readFile(path, 'utf8').catch(() => undefined), stat(path).catch(() => undefined)]);
   if (content === undefined || info === undefined) return undefined;
   const holder = /^([A-Za-z0-9_]+)-(\d+)-[0-9a-z]+$/.exec(content);
-  const dead = holder?.[1] === HOST && !isRunning(Number(holder[2]));
+  const dead = holder?.[1] === HOST && !writerIsAlive(Number(holder[2]));
   return { writer: holder ? `${holder[1]}-${holder[2]}` : '', gone: dead || Date.now() - info.mtimeMs > SILENT_MS };
 }

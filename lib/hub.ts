@@ -23,7 +23,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { getRepoFolderName, HubApiError, modelInfo, pathsInfo } from '@huggingface/hub';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
-import { HOST, isRunning, onceAcrossProcesses } from './hub-lock.js';
+import { HOST, onceAcrossProcesses } from './hub-lock.js';
 import {
   CONFIG_FILE,
   filesOf,
@@ -35,6 +35,7 @@ import {
   VOCAB_TXT,
   WEIGHT_CANDIDATES,
 } from './model-folder.js';
+import { writerIsAlive } from './writer-identity.js';
 
 export type ModelSource =
   | { kind: 'torchscript'; file: string }
@@ -518,7 +519,7 @@ async function removeAbandonedDownloads(blobs: string): Promise<void> {
     if (!writer) continue;
     const gone =
       writer[1] === HOST
-        ? !isRunning(Number(writer[2]))
+        ? !writerIsAlive(Number(writer[2]))
         : Date.now() - ((await statOrUndefined(join(blobs, name)))?.mtimeMs ?? Date.now()) > ABANDONED_MS;
     if (gone) await rm(join(blobs, name), { force: true });
   }
