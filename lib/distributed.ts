@@ -24,7 +24,7 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { DistributedRank, NativeBinding, NativeTensor } from './binding.js';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
-import type { Device } from './options.js';
+import { type Device, settingDifferences } from './options.js';
 
 /** This process's rank in a joined group, and the collectives the TypeScript side uses. */
 export interface Distributed extends DistributedRank {
@@ -144,7 +144,8 @@ function allGatherJson<T>(
 
 /**
  * What every rank of a run must share, checked once at the start (`agreeOnRun`): `settings` are
- * compared value by value (a message names each that differs, with both values); `digests` pin
+ * compared value by value, by what they do as a resumed run's are (options.ts settingDifferences;
+ * a message names each that differs, with both values); `digests` pin
  * content too large to send (the training data, the model's weights), compared whole and named by
  * what they pin.
  */
@@ -218,9 +219,7 @@ export function agreeOnRun(all: RunIdentity[]): void {
   const problems: string[] = [];
   all.forEach((other, r) => {
     if (r === 0) return;
-    const settings = Object.keys({ ...main.settings, ...other.settings })
-      .filter((key) => JSON.stringify(main.settings[key]) !== JSON.stringify(other.settings[key]))
-      .map((key) => `${key} ${JSON.stringify(other.settings[key]) ?? 'unset'} vs ${JSON.stringify(main.settings[key]) ?? 'unset'}`);
+    const settings = settingDifferences(main.settings, other.settings).map((d) => `${d.name} ${d.b} vs ${d.a}`);
     if (settings.length > 0) problems.push(`rank ${r}'s options differ from rank 0's: ${settings.join(', ')}`);
     for (const what of Object.keys({ ...main.digests, ...other.digests })) {
       if (main.digests[what] !== other.digests[what]) problems.push(`rank ${r}'s ${what} differs from rank 0's`);

@@ -11,7 +11,7 @@ import type { AdapterActivation, AdapterConfig, Precision } from './binding.js';
 import type { DataSource } from './data.js';
 import { InputError } from './errors.js';
 import type { DownloadProgress } from './hub.js';
-import type { VerbalizerSpec } from './prompt-template.js';
+import { parseVerbalizer, type VerbalizerSpec } from './prompt-template.js';
 import { HEAD_KINDS, type HeadKind } from './sequence-classification.js';
 
 export type Pooling = 'cls' | 'mean';
@@ -582,6 +582,46 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   }
   if (resolved.resumeFrom !== undefined && resolved.outDir === undefined) resolved.outDir = resolved.resumeFrom;
   return resolved;
+}
+
+/**
+ * Settings as what they make a run do, for telling whether two runs are one (a resumed run and the
+ * run that saved its state, training-state.ts checkFingerprint; data-parallel ranks, distributed.ts
+ * agreeOnRun). resolveTrainOptions fills in the defaults it can; these are the options it leaves
+ * unset whose value, given, can mean what leaving them out means, or what another spelling does:
+ * `encoderLearningRate` equal to `learningRate` (its default) is left out, as are class weights all
+ * 1 (the unweighted loss); a verbalizer is its `label=word` entries, given as a list or an object.
+ * Plain values in and out: a saved state's settings are the options as given (JSON), so that a
+ * state written by any version compares by meaning too.
+ */
+export function effectiveSettings(settings: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const { encoderLearningRate, classWeights, verbalizer, ...rest } = settings;
+  const effective: Record<string, unknown> = { ...rest };
+  const ownRate = encoderLearningRate !== undefined && encoderLearningRate !== settings.learningRate;
+  if (ownRate) effective.encoderLearningRate = encoderLearningRate;
+  const unweighted = Array.isArray(classWeights) && classWeights.every((w) => w === 1);
+  if (classWeights !== undefined && !unweighted) effective.classWeights = classWeights;
+  if (verbalizer !== undefined) {
+    effective.verbalizer = parseVerbalizer(verbalizer as VerbalizerSpec).map(({ label, word }) => `${label}=${word}`);
+  }
+  return effective;
+}
+
+/** A setting where two runs differ, with each run's value as a message shows it. */
+export interface SettingDifference {
+  name: string;
+  /** JSON, or `unset` for an option left out. */
+  a: string;
+  b: string;
+}
+
+/** The settings in which run `a` and run `b` differ by what they do (effectiveSettings). */
+export function settingDifferences(a: Readonly<Record<string, unknown>>, b: Readonly<Record<string, unknown>>): SettingDifference[] {
+  const [before, now] = [effectiveSettings(a), effectiveSettings(b)];
+  const shown = (value: unknown) => JSON.stringify(value) ?? 'unset';
+  return Object.keys({ ...before, ...now })
+    .map((name) => ({ name, a: shown(before[name]), b: shown(now[name]) }))
+    .filter((d) => d.a !== d.b);
 }
 
 /** What each path option names, for its refusal. */

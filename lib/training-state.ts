@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import type { NativeAdamW, NativeBinding, NativeTensor } from './binding.js';
 import type { Distributed } from './distributed.js';
 import { InputError, messageOf } from './errors.js';
-import type { EpochMetrics, Evaluation } from './options.js';
+import { type EpochMetrics, type Evaluation, settingDifferences } from './options.js';
 import { folderKind, kindInWords } from './output-folder.js';
 import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js';
 
@@ -199,17 +199,16 @@ export function runContents(digests: Record<string, string>): Record<string, str
 
 /**
  * Check the resumed run is the same run, naming every setting that differs. A fingerprint's
- * `options` (the run's options, distributed.ts sharedSettings) are compared one by one, by name,
- * and its `contents` (runContents) by what they are; a state written before they were recorded
- * has neither, and is compared on the rest.
+ * `options` (the run's options as given, distributed.ts sharedSettings) are compared one by one,
+ * by name and by what they do (options.ts settingDifferences: `encoderLearningRate` given at
+ * `learningRate` is the run that left it out), and its `contents` (runContents) by what they are;
+ * a state written before they were recorded has neither, and is compared on the rest.
  */
 export function checkFingerprint(saved: Record<string, unknown>, current: Record<string, unknown>, dir: string): void {
   const withOptions = saved.options !== undefined;
   const flat = ({ options, contents, ...rest }: Record<string, unknown>) => (withOptions ? { ...(options as object), ...rest } : rest);
   const [before, now] = [flat(saved), flat(current)];
-  const differences = Object.keys({ ...before, ...now })
-    .filter((k) => JSON.stringify(before[k]) !== JSON.stringify(now[k]))
-    .map((k) => `${k}: saved ${JSON.stringify(before[k])}, now ${JSON.stringify(now[k])}`);
+  const differences = settingDifferences(before, now).map((d) => `${d.name}: saved ${d.a}, now ${d.b}`);
   // What the paths name, by content (runContents), where the saved state recorded it: said by name, not by digest.
   const [had, has] = [saved.contents, current.contents] as Array<Record<string, string> | undefined>;
   if (had && has) {
