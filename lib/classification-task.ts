@@ -20,7 +20,7 @@ import type { ValidationShard } from './distributed.js';
 import { InputError } from './errors.js';
 import { type FeatureCache, featureRows } from './feature-cache.js';
 import { type ClassificationMetrics, classificationMetrics } from './metrics.js';
-import type { ResolvedTrainOptions } from './options.js';
+import { type ResolvedTrainOptions, unweightedClasses } from './options.js';
 import type { Validation } from './run-keeper.js';
 import type { EncodedTexts } from './tokenizer.js';
 import { type MicroBatchStep, nativeStepOptions, type StepSettings, type Task } from './training-loop.js';
@@ -44,7 +44,10 @@ export function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array,
   if (opts.classWeights === 'balanced') {
     loss.classWeights = Float32Array.from(counts, (n) => (n > 0 ? trainLabels.length / (labels.length * n) : 0));
   } else if (opts.classWeights !== undefined) {
-    loss.classWeights = givenClassWeights(opts.classWeights, counts, labels);
+    const weights = givenClassWeights(opts.classWeights, counts, labels);
+    // Weights all 1 are no weights, and computed as none: the weighted mean rounds otherwise
+    // (float32), and a run resumed with them must continue the run that left them out (options.ts effectiveSettings).
+    if (!unweightedClasses(opts.classWeights)) loss.classWeights = weights;
   }
   return loss;
 }

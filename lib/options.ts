@@ -599,12 +599,16 @@ export function effectiveSettings(settings: Readonly<Record<string, unknown>>): 
   const effective: Record<string, unknown> = { ...rest };
   const ownRate = encoderLearningRate !== undefined && encoderLearningRate !== settings.learningRate;
   if (ownRate) effective.encoderLearningRate = encoderLearningRate;
-  const unweighted = Array.isArray(classWeights) && classWeights.every((w) => w === 1);
-  if (classWeights !== undefined && !unweighted) effective.classWeights = classWeights;
+  if (classWeights !== undefined && !unweightedClasses(classWeights)) effective.classWeights = classWeights;
   if (verbalizer !== undefined) {
     effective.verbalizer = parseVerbalizer(verbalizer as VerbalizerSpec).map(({ label, word }) => `${label}=${word}`);
   }
   return effective;
+}
+
+/** Class weights that weigh every class 1: the unweighted loss, which a run computes as such (classification-task.ts lossOptions). */
+export function unweightedClasses(classWeights: unknown): boolean {
+  return Array.isArray(classWeights) && classWeights.every((w) => w === 1);
 }
 
 /** A setting where two runs differ, with each run's value as a message shows it. */

@@ -440,23 +440,28 @@ describe('control', () => {
   /**
    * Trains `opts` uninterrupted into `<name>-whole`, and into `<name>-interrupted` aborted after
    * the batch `abortAt` then resumed: history and final weights must be identical. `rewriteState`
-   * may change the saved training state before the resume. Returns the interrupted run's directory.
+   * may change the saved training state before the resume; `started` and `resumed` are options
+   * the interrupted run starts, and resumes, with beside `opts`. Returns the interrupted run's directory.
    */
   async function expectResumeMatchesWhole(
     opts: TrainOptions,
     name: string,
     abortAt: { epoch: number; step: number },
     aborted: RegExp,
-    rewriteState?: (stateFile: string) => void,
+    {
+      rewriteState,
+      started = {},
+      resumed: resumedWith = {},
+    }: { rewriteState?: (stateFile: string) => void; started?: Partial<TrainOptions>; resumed?: Partial<TrainOptions> } = {},
   ): Promise<string> {
     const whole = await train({ ...opts, outDir: join(work, `${name}-whole`) });
     const outDir = join(work, `${name}-interrupted`);
     // 'step', the deprecated event name, which must keep working for one release.
     await expect(
-      trainAbortedAt({ ...opts, outDir }, (e) => e.type === 'step' && e.epoch === abortAt.epoch && e.step === abortAt.step),
+      trainAbortedAt({ ...opts, ...started, outDir }, (e) => e.type === 'step' && e.epoch === abortAt.epoch && e.step === abortAt.step),
     ).rejects.toThrow(aborted);
     rewriteState?.(join(outDir, 'training-state', 'state.json'));
-    const resumed = await train({ ...opts, resumeFrom: outDir });
+    const resumed = await train({ ...opts, ...resumedWith, resumeFrom: outDir });
     // A run that ends well leaves no training state (the last epoch's start, 3x the trained weights).
     for (const dir of [outDir, join(work, `${name}-whole`)])
       expect(readdirSync(dir).filter((n) => n.startsWith('training-state'))).toEqual([]);
@@ -528,7 +533,7 @@ describe('control', () => {
     // States written before this release have no `skippedBatches` in their position (the one
     // field the renames added); such a state resumes to the uninterrupted run's result.
     const opts = { ...base(), technique: 'full' as const, epochs: 2, dropout: 0.2, evaluateEvery: 3 };
-    await expectResumeMatchesWhole(opts, 'old-state', { epoch: 1, step: 4 }, /aborted at epoch 1, batch 5\/8/, (file) => {
+    const rewriteState = (file: string) => {
       const state = JSON.parse(readFileSync(file, 'utf8'));
       expect(state.position.skippedBatches).toEqual([]);
       delete state.position.skippedBatches;
@@ -539,6 +544,20 @@ describe('control', () => {
       expect(Object.keys(state.fingerprint.contents).sort()).toEqual(["model's weights", 'tokenizer', 'training data', 'validation data']);
       delete state.fingerprint.contents;
       writeFileSync(file, JSON.stringify(state, null, 2) + '\n');
+    };
+    await expectResumeMatchesWhole(opts, 'old-state', { epoch: 1, step: 4 }, /aborted at epoch 1, batch 5\/8/, { rewriteState });
+  });
+
+  it('resumes with options given at what leaving them out means (the encoder at learningRate, class weights all 1), to the uninterrupted result', async () => {
+    // The same run spelt two ways: the one given explicitly on resume, and the one whose state saved them as given.
+    const opts = { ...base(), technique: 'full' as const, epochs: 2, dropout: 0.2 };
+    const explicit = { encoderLearningRate: opts.learningRate, classWeights: [1, 1] };
+    const abortAt = { epoch: 1, step: 4 };
+    await expectResumeMatchesWhole(opts, 'explicit-on-resume', abortAt, /aborted at epoch 1, batch 5\/8/, { resumed: explicit });
+    await expectResumeMatchesWhole(opts, 'explicit-in-state', abortAt, /aborted at epoch 1, batch 5\/8/, {
+      started: explicit,
+      // Saved as given, as every version saves them: the state compares by meaning, not by its spelling.
+      rewriteState: (file) => expect(JSON.parse(readFileSync(file, 'utf8')).fingerprint.options).toMatchObject(explicit),
     });
   });
 
@@ -563,6 +582,10 @@ describe('control', () => {
     await expect(trainAbortedAt(opts, (e) => e.type === 'batch' && e.epoch === 1 && e.batch === 2)).rejects.toThrow(/aborted/);
     await expect(train({ ...opts, resumeFrom: outDir, learningRate: 5e-4 })).rejects.toThrow(
       /cannot resume .* the run's settings differ \(learningRate: saved 0\.001, now 0\.0005\)$/,
+    );
+    // Another encoder learning rate, other class weights: named with both values ('unset': left out).
+    await expect(train({ ...opts, resumeFrom: outDir, encoderLearningRate: 5e-4, classWeights: [1, 2] })).rejects.toThrow(
+      /settings differ \(encoderLearningRate: saved unset, now 0\.0005; classWeights: saved unset, now \[1,2\]\)$/,
     );
     const refused = train({ ...opts, resumeFrom: outDir, pooling: 'mean', headHidden: 16 });
     await expect(refused).rejects.toThrow(/settings differ \(.*headHidden: saved 32, now 16/);
