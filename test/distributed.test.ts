@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadExamples } from '../lib/data.js';
-import { type RunIdentity, startAsRank } from '../lib/distributed.js';
+import { agreeOnRun, type RunIdentity, startAsRank } from '../lib/distributed.js';
 import { InputError, ModelError } from '../lib/errors.js';
 import { freePort, rankVariables } from '../lib/launcher.js';
 import { loadBinding } from '../lib/loader.js';
@@ -762,5 +762,22 @@ describe('startAsRank: a rank that cannot start stops every rank', () => {
     const own = new InputError('no data');
     await expect(startAsRank(null, () => Promise.reject(own), identify)).rejects.toBe(own);
     expect(identified).toBe(false);
+  });
+});
+
+describe('agreeOnRun: ranks compare options by what they do', () => {
+  const ranks = (...settings: Array<Record<string, unknown>>): RunIdentity[] => settings.map((s) => ({ settings: s, digests: {} }));
+  const full = { technique: 'full', learningRate: 0.001 };
+
+  it('an option given at what leaving it out means agrees with the rank that left it out (as a resumed run)', () => {
+    const spelt = { ...full, encoderLearningRate: 0.001, classWeights: [1, 1], verbalizer: { negative: 'bad', positive: 'good' } };
+    expect(() => agreeOnRun(ranks({ ...full, verbalizer: ['negative=bad', 'positive=good'] }, spelt))).not.toThrow();
+  });
+
+  it('another encoder learning rate, other class weights or verbalizer words are refused, naming each with both values', () => {
+    const other = { ...full, encoderLearningRate: 0.002, classWeights: [1, 2], verbalizer: ['negative=bad', 'positive=great'] };
+    expect(() => agreeOnRun(ranks({ ...full, verbalizer: { negative: 'bad', positive: 'good' } }, other))).toThrow(
+      /rank 1's options differ from rank 0's: verbalizer \["negative=bad","positive=great"\] vs \["negative=bad","positive=good"\], encoderLearningRate 0\.002 vs unset, classWeights \[1,2\] vs unset$/,
+    );
   });
 });
