@@ -510,14 +510,15 @@ function maskedLmTask(
  * What data-parallel ranks must share (distributed.ts startAsRank, agreeOnRun), as train()'s: the options but
  * the rank-local ones, pretrain()'s own, and by content what the paths name — the training and the
  * held-out texts as read and split, the tokenizer, the model's weights (with its MLM head: file
- * SHA-256s, or a Hub commit), the training state resumed.
+ * SHA-256s, or a Hub commit), the training state resumed. The texts as read pin `textColumn`, as a
+ * resumed run's contents do (pretrainFingerprint): the column named, left to its default, or
+ * ignored (text files) is the same run when the same texts are read.
  */
 async function runIdentity(opts: ResolvedTrainOptions, run: PretrainRun, start: RankStart): Promise<RunIdentity> {
   const { loaded, texts, held, saved } = start;
   // The resolved max length (the model's, or the option) replaces the options' unresolved one.
   const settings = {
     ...sharedSettings(opts),
-    textColumn: run.textColumn ?? null,
     byLine: run.byLine,
     wholeWordMask: run.wholeWordMask,
     mlmProbability: run.mlmProbability,

@@ -472,6 +472,26 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
     }
   }, 120_000);
 
+  it('rank 1 naming the text column that rank 0 leaves to its default (text) trains with it: the texts read are compared, not the spelling', async () => {
+    const csv = join(work, 'texts.csv');
+    writeFileSync(
+      csv,
+      `text\n${corpus(250, 400)
+        .map((t) => `"${t.replace(/"/g, '""')}"`)
+        .join('\n')}\n`,
+    );
+    const outDir = join(work, 'text-column');
+    const ranks = await twoRanks((rank) => ({
+      ...settings(),
+      data: csv,
+      batchSize: 2,
+      outDir,
+      ...(rank === 1 ? { textColumn: 'text' } : {}),
+    }));
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(outDir, 'history.json'), 'utf8'))).toHaveLength(1);
+  }, 120_000);
+
   it('a rank that cannot start (rank 1: a missing text file, a broken model folder) stops both in seconds; rank 1 throws its own error', async () => {
     // A copy of the model whose config.json is cut short: a ModelError, which rank 0's error keeps.
     const broken = join(work, 'broken-model');
