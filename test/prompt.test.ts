@@ -532,7 +532,8 @@ print(json.dumps(sorted(out)))`,
     await expect(train({ ...opts, verbalizer: ['neg=good', 'pos=bad'], resumeFrom: outDir })).rejects.toThrow(
       /cannot resume .* settings differ \(verbalizer: saved \["neg=bad","pos=good"\], now \["neg=good","pos=bad"\]\)$/,
     );
-    const resumed = await train({ ...opts, resumeFrom: outDir });
+    // The same words spelt as an object: the same run, resumed (options.ts effectiveSettings).
+    const resumed = await train({ ...opts, verbalizer: { neg: 'bad', pos: 'good' }, resumeFrom: outDir });
     try {
       expect(resumed.history).toHaveLength(3);
       expect(resumed.history.map((h) => [h.trainLoss, h.validationLoss])).toEqual(
