@@ -525,7 +525,7 @@ export function checkOptionNames(what: string, options: object, names: readonly 
 }
 
 /** The name `key` is a slip of: the same but for case, or within two edits. */
-function likelyMeant(key: string, names: readonly string[]): string | undefined {
+export function likelyMeant(key: string, names: readonly string[]): string | undefined {
   const sameButCase = names.find((n) => n.toLowerCase() === key.toLowerCase());
   if (sameButCase) return sameButCase;
   let best: { name: string; distance: number } | undefined;
