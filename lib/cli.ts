@@ -663,7 +663,10 @@ function parseCommandArgs<T extends ParseArgsConfig>(command: string, config: T)
     if ((err as { code?: string }).code !== 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw err;
     const flag = /^Unknown option '([^']*)'/.exec(messageOf(err))?.[1];
     if (flag === undefined) throw err;
-    const meant = likelyMeant(flag, Object.keys(config.options ?? {}).map((name) => `--${name}`));
+    const meant = likelyMeant(
+      flag,
+      Object.keys(config.options ?? {}).map((name) => `--${name}`),
+    );
     // predict's TEXTs: one that starts with '-' reads as a flag unless it comes after '--'.
     const asText = config.allowPositionals ? `; a TEXT that starts with '-' goes after '--' (-- "${flag}")` : '';
     throw new UsageError(
