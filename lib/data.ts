@@ -436,13 +436,15 @@ export function numberVariantsNote(names: readonly string[]): string | null {
 }
 
 /**
- * Map raw labels to class ids: each a class name, or, when some are not names and all are integer
- * class ids, each an id into `names` (`labels: ['negative', 'positive']` names a 0/1 column). A
- * label that is neither is an error naming its row.
+ * Map raw labels to class ids: each a class name, or, when no name is an integer and every label
+ * is, each an id into `names` (`labels: ['negative', 'positive']` names a 0/1 column). Only then:
+ * where a name is an integer, '1' must mean that name, never the id 1 (a stray '0' among labels
+ * named '1'..'5' would otherwise shift every row by one class, silently). A label that is neither
+ * is an error naming its row.
  */
 export function labelIds(rawLabels: readonly string[], names: readonly string[], origin: (i: number) => string): Int32Array {
   const idOf = new Map(names.map((n, i) => [n, i]));
-  const asIds = !rawLabels.every((l) => idOf.has(l)) && rawLabels.every((l) => INTEGER_LABEL.test(l));
+  const asIds = !names.some((n) => INTEGER_LABEL.test(n)) && rawLabels.every((l) => INTEGER_LABEL.test(l));
   const ids = new Int32Array(rawLabels.length);
   rawLabels.forEach((l, i) => {
     const id = asIds ? Number(l) : idOf.get(l);
