@@ -18,7 +18,7 @@ import { resolveModelSource, terminalProgress } from './hub.js';
 import { launchWorkers, STOP_SIGNAL, stopGrace, withoutNproc } from './launcher.js';
 import { NativeLoadError } from './loader.js';
 import { formatMetricsTable } from './metrics.js';
-import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
+import { DEFAULTS, type Device, type EpochMetrics, likelyMeant, type ProgressEvent, type TrainOptions } from './options.js';
 import { PRETRAIN_DEFAULTS, type PretrainOptions, type PretrainResult, pretrain } from './pretrainer.js';
 import { promptClassifier } from './prompt-classifier.js';
 import type { HeadKind } from './sequence-classification.js';
@@ -651,8 +651,32 @@ function printTrainResult(result: TrainResult, json: boolean, report: boolean): 
   }
 }
 
+/**
+ * node's parseArgs for `torch-bert COMMAND`, but a flag the command does not have is refused
+ * naming the flag probably meant, as train()'s option names are, and the command's --help: node
+ * says only "Unknown option '--epoch'".
+ */
+function parseCommandArgs<T extends ParseArgsConfig>(command: string, config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw err;
+    const flag = /^Unknown option '([^']*)'/.exec(messageOf(err))?.[1];
+    if (flag === undefined) throw err;
+    const meant = likelyMeant(
+      flag,
+      Object.keys(config.options ?? {}).map((name) => `--${name}`),
+    );
+    // predict's TEXTs: one that starts with '-' reads as a flag unless it comes after '--'.
+    const asText = config.allowPositionals ? `; a TEXT that starts with '-' goes after '--' (-- "${flag}")` : '';
+    throw new UsageError(
+      `${command}: unknown option '${flag}'${meant ? `: did you mean '${meant}'?` : ''}${asText} (see 'torch-bert ${command} --help')`,
+    );
+  }
+}
+
 async function commandTrain(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: TRAIN_OPTIONS, strict: true });
+  const { values } = parseCommandArgs('train', { args: argv, options: TRAIN_OPTIONS, strict: true });
   if (values.help) return void console.log(HELP.train);
   await fetchModelWithProgress(values);
   if (await launchedWorkers('train', values, argv)) return;
@@ -693,7 +717,7 @@ async function openClassifier(values: Record<string, unknown>, command: string):
 }
 
 async function commandEval(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs('eval', {
     args: argv,
     options: {
       ...PROMPT_OPTIONS,
@@ -735,7 +759,7 @@ async function textsOf(values: Record<string, unknown>, classifier: Classifier):
 }
 
 async function commandPredict(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs('predict', {
     args: argv,
     options: {
       ...PROMPT_OPTIONS,
@@ -770,7 +794,7 @@ async function commandPredict(argv: string[]): Promise<void> {
 }
 
 async function commandExport(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs('export', {
     args: argv,
     options: {
       classifier: { type: 'string' },
@@ -864,7 +888,7 @@ async function trainDemo(classifierDir: string, json: boolean, log: (s: string) 
 }
 
 async function commandDemo(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs('demo', {
     args: argv,
     options: { out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     strict: true,
@@ -1000,7 +1024,7 @@ function printPretrainResult(result: PretrainResult, json: boolean): void {
 }
 
 async function commandPretrain(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: PRETRAIN_OPTIONS, strict: true });
+  const { values } = parseCommandArgs('pretrain', { args: argv, options: PRETRAIN_OPTIONS, strict: true });
   if (values.help) return void console.log(HELP.pretrain);
   await fetchModelWithProgress(values);
   if (await launchedWorkers('pretrain', values, argv)) return;

@@ -363,13 +363,15 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
   return raw;
 }
 
+/** A label that is a class id: a non-negative integer, written without leading zeros. */
+const INTEGER_LABEL = /^(0|[1-9][0-9]*)$/;
+
 /**
  * Decide the class names from the raw labels. Integer labels are class ids 0..max (names
  * '0'..'max'); anything else is a class name, sorted so the id assignment is stable.
  */
 export function inferLabelNames(rawLabels: readonly string[], origin: (i: number) => string): string[] {
-  const integer = /^(0|[1-9][0-9]*)$/;
-  if (rawLabels.every((l) => integer.test(l))) {
+  if (rawLabels.every((l) => INTEGER_LABEL.test(l))) {
     let max = 0;
     rawLabels.forEach((l, i) => {
       const id = Number(l);
@@ -433,14 +435,22 @@ export function numberVariantsNote(names: readonly string[]): string | null {
   return `classes ${listed} are one number written differently and train as different classes; if they are one class, write its labels alike`;
 }
 
-/** Map raw labels to class ids; a label outside `names` is an error naming its row. */
+/**
+ * Map raw labels to class ids: each a class name, or, when no name is an integer and every label
+ * is, each an id into `names` (`labels: ['negative', 'positive']` names a 0/1 column). Only then:
+ * where a name is an integer, '1' must mean that name, never the id 1 (a stray '0' among labels
+ * named '1'..'5' would otherwise shift every row by one class, silently). A label that is neither
+ * is an error naming its row.
+ */
 export function labelIds(rawLabels: readonly string[], names: readonly string[], origin: (i: number) => string): Int32Array {
   const idOf = new Map(names.map((n, i) => [n, i]));
+  const asIds = !names.some((n) => INTEGER_LABEL.test(n)) && rawLabels.every((l) => INTEGER_LABEL.test(l));
   const ids = new Int32Array(rawLabels.length);
   rawLabels.forEach((l, i) => {
-    const id = idOf.get(l);
-    if (id === undefined) {
-      throw new InputError(`${origin(i)}: label '${l}' is not one of the known classes (${names.join(', ')})`);
+    const id = asIds ? Number(l) : idOf.get(l);
+    if (id === undefined || id >= names.length) {
+      const orId = asIds ? ` nor a class id below ${names.length} (integer labels are ids into the ${names.length} class names)` : '';
+      throw new InputError(`${origin(i)}: label '${l}' is not one of the known classes (${names.join(', ')})${orId}`);
     }
     ids[i] = id;
   });

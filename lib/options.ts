@@ -183,7 +183,7 @@ export interface TrainOptions {
   tokenizer?: string;
   /** Directory for the best checkpoint (classifier.pt, config.json, tokenizer.json, history.json). Default: not saved. */
   outDir?: string;
-  /** Class names in id order. Default: inferred (integer labels → ids 0..max; names → sorted). */
+  /** Class names in id order (integer labels that are not among them are ids into them). Default: inferred (integer labels → ids 0..max; names → sorted). */
   labels?: string[];
   /**
    * `frozen` (the seed's feature extraction: the encoder runs once per example, only the head
@@ -525,7 +525,7 @@ export function checkOptionNames(what: string, options: object, names: readonly 
 }
 
 /** The name `key` is a slip of: the same but for case, or within two edits. */
-function likelyMeant(key: string, names: readonly string[]): string | undefined {
+export function likelyMeant(key: string, names: readonly string[]): string | undefined {
   const sameButCase = names.find((n) => n.toLowerCase() === key.toLowerCase());
   if (sameButCase) return sameButCase;
   let best: { name: string; distance: number } | undefined;

@@ -378,7 +378,9 @@ class Loop<Batch> {
     const kept = outDir ? this.keeper.bestEvaluation() : undefined;
     throw new AbortError(
       `training aborted at epoch ${epoch}, batch ${this.keeper.position.batch + 1}/${batchesPerEpoch}` +
-        (outDir ? `; resume with resumeFrom: '${outDir}' (CLI: --resume ${outDir})` : '') +
+        // The same options: resuming refuses any other value (training-state.ts), and the CLI's
+        // --resume alone is not a command (--data, --model, ... are still required).
+        (outDir ? `; resume with the same options and resumeFrom: '${outDir}' (CLI: the same command with --resume ${outDir})` : '') +
         (kept ? `; the best checkpoint so far (epoch ${kept.epoch}, step ${kept.step}) is kept in ${outDir}` : ''),
       { cause: signal?.reason },
     );

@@ -244,6 +244,28 @@ describe('torch-bert CLI', () => {
     expect(unknown.code).toBe(2);
   });
 
+  it("refuses a flag the command lacks naming the flag probably meant and the command's --help", async () => {
+    // Before: node's "Unknown option '--epoch'" alone, where train() says "did you mean 'epochs'?".
+    const refusal = async (args: string[]) => {
+      const r = await run(args);
+      return [r.code, r.stderr];
+    };
+    expect(await refusal(trainArgs(demoReviews, join(work, 'unknown-flag'), ['--epoch', '1']))).toEqual([
+      2,
+      "torch-bert: error: train: unknown option '--epoch': did you mean '--epochs'? (see 'torch-bert train --help')\n",
+    ]);
+    expect(await refusal(['eval', '--classifier', out, '--Data', demoReviews])).toEqual([
+      2,
+      "torch-bert: error: eval: unknown option '--Data': did you mean '--data'? (see 'torch-bert eval --help')\n",
+    ]);
+    // Nothing within two edits: no guess. predict's texts may start with a dash: how to pass one.
+    expect(await refusal(['predict', '--classifier', out, '--frobnicate', 'a text'])).toEqual([
+      2,
+      `torch-bert: error: predict: unknown option '--frobnicate'; a TEXT that starts with '-' goes after '--' (-- "--frobnicate") (see 'torch-bert predict --help')\n`,
+    ]);
+    expect(existsSync(join(work, 'unknown-flag'))).toBe(false);
+  });
+
   it('refuses an empty --out with --resume, as pretrain does and as train does without --resume', async () => {
     // Before: `--resume DIR --out ""` went on to train() with outDir '', which resumes and then keeps nothing.
     const resume = join(work, 'resume-empty-out');

@@ -154,6 +154,20 @@ describe('labels', () => {
     expect(names).toEqual(['neg', 'neutral', 'pos']);
     expect(Array.from(labelIds(['pos', 'neg'], names, origin))).toEqual([2, 0]);
   });
+  it('reads integer labels as ids into given class names that they are not (labels: names for a 0/1 column)', () => {
+    // Before: IMDB's 0/1 with labels ['negative', 'positive'] was refused ("label '1' is not one of the known classes").
+    expect(Array.from(labelIds(['1', '0', '0', '1'], ['negative', 'positive'], origin))).toEqual([1, 0, 0, 1]);
+    // Names the labels are stay names, whatever their order.
+    expect(Array.from(labelIds(['1', '0'], ['1', '0'], origin))).toEqual([0, 1]);
+    expect(() => labelIds(['1', '2'], ['negative', 'positive'], origin)).toThrow(
+      "row 1: label '2' is not one of the known classes (negative, positive) nor a class id below 2 (integer labels are ids into the 2 class names)",
+    );
+    // Where a name is an integer, an integer label is that name, never an id: a stray '0' among
+    // labels named '1'..'3' is refused, not read as ids (which would shift every row by a class).
+    expect(() => labelIds(['1', '0', '3'], ['1', '2', '3'], origin)).toThrow("row 1: label '0' is not one of the known classes (1, 2, 3)");
+    // A column that is not all ids stays names: 'neg' is a name, '1' is not.
+    expect(() => labelIds(['neg', '1'], ['neg', 'pos'], origin)).toThrow("row 1: label '1' is not one of the known classes (neg, pos)");
+  });
   it('rejects unknown, huge and single-class labels', () => {
     expect(() => labelIds(['pos', 'meh'], ['neg', 'pos'], origin)).toThrow(
       /row 1: label 'meh' is not one of the known classes \(neg, pos\)/,

@@ -44,6 +44,20 @@ function interfaceKeys(file: string, name: string): string[] {
   return [...src.slice(start, src.indexOf('\n}\n', start)).matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]);
 }
 
+/** The top-level keys of the README's `NAME`: `{ key, key: { nested }, key: Type[] }` summary of a result type. */
+function summaryKeys(name: string): string[] {
+  const at = readme.indexOf(`\`${name}\`: \`{`);
+  if (at < 0) throw new Error(`README has no \`${name}\`: \`{ ... }\` summary`);
+  let body = readme.slice(at).split('`')[3]!.slice(1, -1);
+  // Nested groups out, innermost first, until only the top level's `key` and `key: Type` are left.
+  while (/[{[]/.test(body)) {
+    const outer = body.replace(/\{[^{}]*\}|\[[^[\]]*\]/g, '');
+    if (outer === body) throw new Error(`README's \`${name}\` summary has an unclosed { or [`);
+    body = outer;
+  }
+  return body.split(',').map((entry) => /^\s*(\w+)/.exec(entry)![1]!);
+}
+
 describe('README surface', () => {
   it("has TypeScript snippets that compile against the package's declarations", async () => {
     const snippets = codeBlocks('ts');
@@ -106,6 +120,15 @@ describe('README surface', () => {
     const pretrain = documented('Masked-language-model pretraining');
     expect(interfaceKeys('options.ts', 'TrainOptions').filter((k) => !train.has(k))).toEqual([]);
     expect(interfaceKeys('pretrainer.ts', 'PretrainOptions').filter((k) => !pretrain.has(k))).toEqual([]);
+  });
+  it('lists every field of TrainResult and PretrainResult in their summaries', () => {
+    expect(summaryKeys('TrainResult').sort()).toEqual(interfaceKeys('trainer.ts', 'TrainResult').sort());
+    expect(summaryKeys('PretrainResult').sort()).toEqual(interfaceKeys('pretrainer.ts', 'PretrainResult').sort());
+  });
+  it('names every value the package exports', async () => {
+    const pkg: Record<string, unknown> = await import(join(repoRoot, 'dist', 'index.js'));
+    const spans = [...backticked(readme), ...codeBlocks('ts')].join('\n');
+    expect(Object.keys(pkg).filter((name) => !new RegExp(`\\b${name}\\b`).test(spans))).toEqual([]);
   });
   it('calls by name only functions the package exports', async () => {
     // A bare `name(` in the README is a call a reader will import from 'torch-bert'.

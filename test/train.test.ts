@@ -772,7 +772,7 @@ describe('bad input gets a clear error and loses nothing', () => {
       signal: controller.signal,
     });
     await expect(run).rejects.toThrow(
-      /^training aborted at epoch 1, batch 2\/\d+; resume with resumeFrom: '[^']*aborted-early' \(CLI: --resume [^)]*aborted-early\)$/,
+      /^training aborted at epoch 1, batch 2\/\d+; resume with the same options and resumeFrom: '[^']*aborted-early' \(CLI: the same command with --resume [^)]*aborted-early\)$/,
     );
   });
   it('an abort keeps the best checkpoint written so far', async () => {
