@@ -130,9 +130,29 @@ function attachAdapters(
   model: NativeScriptModule,
   opts: TrainableOptions,
 ): NativeLoraAdapters | NativeBottleneckAdapters | undefined {
-  if (opts.technique === 'lora') return binding.applyLora(model, { ...opts.lora, seed: opts.seed });
+  if (opts.technique === 'lora') return everyTargetUsed(binding.applyLora(model, { ...opts.lora, seed: opts.seed }), opts.lora.targets);
   if (opts.technique !== 'adapter') return undefined;
   return binding.applyAdapters(model, bottleneckSpec(opts.adapter, opts.seed));
+}
+
+/**
+ * The adapters, once every LoRA target has matched a module. applyLora refuses targets that match
+ * nothing at all; one target of several that matches nothing is a typo (`query,valu`) that would
+ * train query alone, silently. Checked here, for training, not in applyLora: a classifier saved
+ * with such a target must still load (Classifier.loadAdapters).
+ */
+function everyTargetUsed(adapters: NativeLoraAdapters, targets: readonly string[]): NativeLoraAdapters {
+  // applyLora's rule (lora_adapters.cc MatchesTarget): the path is the target or ends in `.target`.
+  const matches = (path: string, target: string) => path === target || path.endsWith(`.${target}`);
+  const unused = targets.filter((t) => !adapters.modules.some((path) => matches(path, t)));
+  if (unused.length > 0) {
+    const adapted = [...new Set(adapters.modules.map((path) => path.slice(path.lastIndexOf('.') + 1)))];
+    throw new InputError(
+      `lora.targets ${unused.map((t) => `'${t}'`).join(', ')} match${unused.length === 1 ? 'es' : ''} no module with a 2-D weight ` +
+        `(the other targets adapt modules named ${adapted.map((n) => `'${n}'`).join(', ')}): correct or remove ${unused.length === 1 ? 'it' : 'them'}`,
+    );
+  }
+  return adapters;
 }
 
 /** applyAdapters' spec of resolved adapter options: the width as a size, or as a reduction factor when one was given. */

@@ -159,6 +159,12 @@ describe('lora', () => {
     original.dispose();
     result.classifier.dispose();
   });
+  it('refuses a target of several that matches no module (a typo), rather than training the others alone', async () => {
+    // Before: 'valu' matched nothing while 'query' did, and the run trained LoRA on query alone.
+    await expect(train({ ...base(), technique: 'lora', lora: { rank: 2, targets: ['attention.self.query', 'valu'] } })).rejects.toThrow(
+      "lora.targets 'valu' matches no module with a 2-D weight (the other targets adapt modules named 'query'): correct or remove it",
+    );
+  });
 });
 
 describe('adapter', () => {
