@@ -3,7 +3,9 @@
  * config.json, the tokenizer and the weights by name, so the folder may hold nothing, an
  * interrupted run's state, or an earlier output of the same kind of run; never another model
  * (a Hugging Face folder, the other kind of torch-bert output) and never the model the run
- * reads, whose files the save would replace.
+ * reads, whose files the save would replace. An interrupted run's state is for the run that
+ * resumes it: a fresh run is refused it once the folder is claimed (training-state.ts
+ * checkNoUnfinishedRun), as its first save would replace that state.
  */
 import { link, mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -57,7 +57,15 @@ import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
 import { checkPrecision } from './trainer.js';
 import { nativeStepOptions, runTrainingLoop, type StepSettings, startTrainee, type Task } from './training-loop.js';
-import { readTrainingState, removeTrainingState, resumePosition, runContents, type SkippedBatch, stateSaver } from './training-state.js';
+import {
+  checkNoUnfinishedRun,
+  readTrainingState,
+  removeTrainingState,
+  resumePosition,
+  runContents,
+  type SkippedBatch,
+  stateSaver,
+} from './training-state.js';
 
 export interface PretrainOptions {
   /** A Hugging Face model folder or Hub id (with or without an MLM head). */
@@ -313,6 +321,7 @@ async function pretrainRank(
     if (writes) {
       await checkOutputFolder(outDir, 'mlm', loaded, opts.resumeFrom);
       releaseOutDir = await claimOutputFolder(outDir);
+      if (opts.resumeFrom === undefined) await checkNoUnfinishedRun(outDir);
       await ensureWritableDir(outDir);
     }
 

@@ -91,6 +91,7 @@ import type { TextTokenizer } from './tokenizer.js';
 import { setUpTrainable, type TrainableSet } from './trainable.js';
 import { runTrainingLoop, startTrainee } from './training-loop.js';
 import {
+  checkNoUnfinishedRun,
   readTrainingState,
   removeTrainingState,
   resumePosition,
@@ -610,6 +611,7 @@ async function trainRank(
     if (outDir) {
       await checkOutputFolder(outDir, 'classifier', loaded, opts.resumeFrom);
       releaseOutDir = await claimOutputFolder(outDir);
+      if (opts.resumeFrom === undefined) await checkNoUnfinishedRun(outDir);
       await ensureWritableDir(outDir);
     }
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {

@@ -148,11 +148,15 @@ async function writeStateDir(binding: NativeBinding, dir: string, state: StateTo
   await writeFile(join(dir, 'state.json'), JSON.stringify(saved, null, 2) + '\n');
 }
 
+/** The complete state directories in `dir`: the current one, then `.old` (left by an interrupted swap). */
+function completeStateDirectories(dir: string): string[] {
+  return [join(dir, STATE_DIR), join(dir, `${STATE_DIR}.old`)].filter((candidate) => existsSync(join(candidate, 'state.json')));
+}
+
 /** Find a complete state directory in `dir` (the current one, or `.old` if a swap was interrupted). */
 async function stateDirectory(dir: string): Promise<string> {
-  for (const candidate of [join(dir, STATE_DIR), join(dir, `${STATE_DIR}.old`)]) {
-    if (existsSync(join(candidate, 'state.json'))) return candidate;
-  }
+  const [found] = completeStateDirectories(dir);
+  if (found !== undefined) return found;
   // A run saves its state before its first step and removes it when it ends well: a folder
   // holding a run's output and no state is a finished run's (resuming it would train no further).
   const kind = await folderKind(dir);
@@ -163,6 +167,44 @@ async function stateDirectory(dir: string): Promise<string> {
   throw new InputError(`${dir} holds no resumable training state (looked for ${join(dir, STATE_DIR, 'state.json')}): ${why}`, {
     file: dir,
   });
+}
+
+/**
+ * Refuses a fresh run (one without resumeFrom) an output folder that holds an unfinished run's
+ * state — interrupted, killed or failed: the fresh run's first save (RunKeeper.begin) would replace
+ * it, and with it all the training it holds, for one forgotten resumeFrom / --resume. A run that
+ * ended well removed its state (removeTrainingState), so its folder passes, as one without any.
+ * Called under the folder's claim (output-folder.ts claimOutputFolder): the state of a run still
+ * writing the folder is that run's, and the claim refuses the fresh run, saying so.
+ */
+export async function checkNoUnfinishedRun(outDir: string): Promise<void> {
+  const found = completeStateDirectories(outDir);
+  if (found.length === 0) return;
+  throw new InputError(
+    `output directory ${outDir} holds the training state of an unfinished run${await whereItResumes(found[0]!)}, ` +
+      `which a new run would overwrite: resume it with the same options and resumeFrom: '${outDir}' ` +
+      `(CLI: the same command with --resume ${outDir}), or, to start over, delete ${found.join(' and ')} ` +
+      'or choose another outDir / --out',
+    { file: outDir },
+  );
+}
+
+/**
+ * Where the state in `directory` resumes, in words (the batch 1-based, as an abort names it), or
+ * nothing when its state.json cannot be read: the refusal stands without it.
+ */
+async function whereItResumes(directory: string): Promise<string> {
+  let saved: Partial<SavedState>;
+  try {
+    saved = JSON.parse(await readFile(join(directory, 'state.json'), 'utf8'));
+  } catch {
+    return '';
+  }
+  const at = saved.position;
+  if (!at || ![at.epoch, at.batch, at.optimizerSteps].every(Number.isInteger)) return '';
+  const steps = `${at.optimizerSteps} optimizer step${at.optimizerSteps === 1 ? '' : 's'}`;
+  const when = typeof saved.savedAt === 'string' ? `; saved ${saved.savedAt}` : '';
+  return ` (it resumes at epoch ${at.epoch}, batch ${at.batch + 1}, after ${steps}${when})`;
 }
 
 /**

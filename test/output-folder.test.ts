@@ -5,21 +5,24 @@
  * given as a classifier that is not one says what it holds.
  */
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { InputError, ModelError } from '../lib/errors.js';
-import { loadClassifier, train } from '../lib/index.js';
+import { loadClassifier, type ProgressEvent, train } from '../lib/index.js';
+import { RUN_LOCK_FILE } from '../lib/output-folder.js';
 import { pretrain } from '../lib/pretrainer.js';
 import { demoPretrain, demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-output-folder-'));
 const demoEncoder = join(repoRoot, 'assets', 'demo', 'encoder');
 
-/** Every file of `dir` with its SHA-256, to show a refused run changed nothing. */
+/** Every file of `dir` and its subfolders with its SHA-256, to show a refused run changed nothing. */
 function contents(dir: string): Record<string, string> {
-  const files = readdirSync(dir).sort();
+  const files = readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => statSync(join(dir, f)).isFile())
+    .sort();
   return Object.fromEntries(
     files.map((f) => [
       f,
@@ -40,14 +43,20 @@ function modelFolder(name: string): string {
 
 const classify = (encoder: string, outDir: string) => train({ data: demoReviews, encoder, outDir, epochs: 1, maxLength: 32 });
 
+/** The first 200 texts of the demo's pretraining corpus in `file`, one a line, for pretrain(). */
+function writeTexts(file: string): string {
+  const lines = readFileSync(demoPretrain, 'utf8').split('\n').slice(1, 201);
+  writeFileSync(file, lines.map((l) => l.replace(/,(positive|negative)$/, '')).join('\n') + '\n');
+  return file;
+}
+
 describe('a folder of the wrong kind', () => {
   const texts = join(work, 'texts.txt');
   let model: string;
   let pretrained: string;
   beforeAll(async () => {
     model = modelFolder('model');
-    const lines = readFileSync(demoPretrain, 'utf8').split('\n').slice(1, 201);
-    writeFileSync(texts, lines.map((l) => l.replace(/,(positive|negative)$/, '')).join('\n') + '\n');
+    writeTexts(texts);
     pretrained = join(work, 'pretrained');
     await pretrain({ model, data: texts, outDir: pretrained, epochs: 1, maxLength: 32, batchSize: 16 });
   });
@@ -143,5 +152,93 @@ describe('a folder of the wrong kind', () => {
     expect(JSON.parse(readFileSync(join(dir, 'history.json'), 'utf8'))).toHaveLength(2);
     expect(readFileSync(join(dir, 'notes.txt'), 'utf8')).toBe('mine\n');
     expect(existsSync(join(dir, 'classifier.pt'))).toBe(true);
+  });
+});
+
+describe("an unfinished run's folder", () => {
+  let model: string;
+  let texts: string;
+  beforeAll(() => {
+    model = modelFolder('unfinished-model');
+    texts = writeTexts(join(work, 'unfinished-texts.txt'));
+  });
+
+  /** What a fresh run over `dir`, whose state resumes at epoch 1 batch 2 (aborted after batch 1), is refused with. */
+  const refusal = (dir: string, stateDirs = [join(dir, 'training-state')]) => {
+    const { savedAt } = JSON.parse(readFileSync(join(stateDirs[0]!, 'state.json'), 'utf8'));
+    return (
+      `output directory ${dir} holds the training state of an unfinished run (it resumes at epoch 1, batch 2, after 1 optimizer step; saved ${savedAt}), ` +
+      `which a new run would overwrite: resume it with the same options and resumeFrom: '${dir}' (CLI: the same command with --resume ${dir}), ` +
+      `or, to start over, delete ${stateDirs.join(' and ')} or choose another outDir / --out`
+    );
+  };
+  /** `run` started with `signal`, aborted after its first batch: an unfinished run's folder. */
+  const abortedAfterFirstBatch = async (run: (signal: AbortSignal, onProgress: (e: ProgressEvent) => void) => Promise<unknown>) => {
+    const controller = new AbortController();
+    await expect(run(controller.signal, (e) => e.type === 'batch' && e.batch === 1 && controller.abort())).rejects.toThrow(
+      /aborted at epoch 1, batch 2\//,
+    );
+  };
+
+  it('train refuses to start over it, leaving its state as it was; resumed, the finished folder is written to again', async () => {
+    // Before: the fresh run's first save (RunKeeper.begin) replaced the state at once, and the training it held was lost.
+    const dir = join(work, 'unfinished');
+    const options = { data: demoReviews, encoder: model, outDir: dir, epochs: 2, maxLength: 32 };
+    await abortedAfterFirstBatch((signal, onProgress) => train({ ...options, signal, onProgress }));
+    const before = contents(dir);
+    expect(Object.keys(before)).toContain(join('training-state', 'state.json'));
+    const fresh = train({ ...options, epochs: 1 });
+    await expect(fresh).rejects.toBeInstanceOf(InputError);
+    await expect(fresh).rejects.toThrow(refusal(dir));
+    expect(contents(dir)).toEqual(before);
+    // The state refused over is the one the run resumes from, to its end.
+    const resumed = await train({ ...options, resumeFrom: dir });
+    resumed.classifier.dispose();
+    expect(resumed.history.map((h) => h.epoch)).toEqual([1, 2]);
+    expect(readdirSync(dir).filter((n) => n.startsWith('training-state'))).toEqual([]);
+    // A finished run's folder (no state left) takes a fresh run, as an earlier classifier folder.
+    const again = await train({ ...options, epochs: 1 });
+    again.classifier.dispose();
+    expect(JSON.parse(readFileSync(join(dir, 'history.json'), 'utf8'))).toHaveLength(1);
+  });
+
+  it('names the state left as training-state.old by a save killed mid-swap, which a resume would read', async () => {
+    const dir = join(work, 'unfinished-swap');
+    await abortedAfterFirstBatch((signal, onProgress) =>
+      train({ data: demoReviews, encoder: model, outDir: dir, epochs: 1, maxLength: 32, signal, onProgress }),
+    );
+    renameSync(join(dir, 'training-state'), join(dir, 'training-state.old'));
+    const before = contents(dir);
+    await expect(classify(model, dir)).rejects.toThrow(refusal(dir, [join(dir, 'training-state.old')]));
+    expect(contents(dir)).toEqual(before);
+  });
+
+  it('a run still writing it is no unfinished run: the fresh run is told so, not to resume or delete its state', async () => {
+    const dir = join(work, 'unfinished-live');
+    await abortedAfterFirstBatch((signal, onProgress) =>
+      train({ data: demoReviews, encoder: model, outDir: dir, epochs: 1, maxLength: 32, signal, onProgress }),
+    );
+    // A run in another process, still running (this test's parent), holds the folder and its state.
+    writeFileSync(join(dir, RUN_LOCK_FILE), String(process.ppid));
+    const before = contents(dir);
+    await expect(classify(model, dir)).rejects.toThrow(
+      `output directory ${dir} is being written by another run (process ${process.ppid}, still running): ` +
+        'wait for it to end or stop it, or choose another outDir / --out',
+    );
+    expect(contents(dir)).toEqual(before);
+  });
+
+  it('pretrain refuses to start over it, leaving its state as it was, and resumes from it', async () => {
+    const dir = join(work, 'unfinished-pretrained');
+    const options = { model, data: texts, outDir: dir, epochs: 1, maxLength: 32, batchSize: 16 };
+    await abortedAfterFirstBatch((signal, onProgress) => pretrain({ ...options, signal, onProgress }));
+    const before = contents(dir);
+    const fresh = pretrain(options);
+    await expect(fresh).rejects.toBeInstanceOf(InputError);
+    await expect(fresh).rejects.toThrow(refusal(dir));
+    expect(contents(dir)).toEqual(before);
+    const resumed = await pretrain({ ...options, resumeFrom: dir });
+    expect(resumed.history.map((h) => h.epoch)).toEqual([1]);
+    expect(existsSync(join(dir, 'training-state'))).toBe(false);
   });
 });
