@@ -373,7 +373,7 @@ describe('torch-bert CLI', () => {
     });
   });
 
-  it('stops on SIGINT with a resumable state, and --resume finishes the run', async () => {
+  it('stops on SIGINT with a resumable state, which the same command without --resume refuses to overwrite, and --resume finishes the run', async () => {
     const dir = join(work, 'interrupted');
     const args = trainArgs(demoReviews, dir, ['--epochs', '8', '--max-length', '48', '--head-hidden', '32', '--feature-cache', 'none']);
     const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -387,7 +387,21 @@ describe('torch-bert CLI', () => {
     expect(stderr).toMatch(/training aborted at epoch \d+, batch \d+\/\d+; resume with .*--resume .*interrupted/);
     // It names what it kept: epoch 1's evaluation was the first, so a best.
     expect(stderr.trim().split('\n').at(-1)).toMatch(/; the best checkpoint so far \(epoch \d+, step \d+\) is kept in .*interrupted$/);
-    expect(existsSync(join(dir, 'training-state', 'state.json'))).toBe(true);
+    const stateFile = join(dir, 'training-state', 'state.json');
+    const state = readFileSync(stateFile, 'utf8');
+    // Before: the command started over at once, its first save replacing the state (and the epoch trained).
+    const { position, savedAt } = JSON.parse(state);
+    const steps = `${position.optimizerSteps} optimizer step${position.optimizerSteps === 1 ? '' : 's'}`;
+    expect(await run(args)).toEqual({
+      code: 1,
+      stdout: '',
+      stderr:
+        `torch-bert: error: output directory ${dir} holds the training state of an unfinished run ` +
+        `(it resumes at epoch ${position.epoch}, batch ${position.batch + 1}, after ${steps}; saved ${savedAt}), ` +
+        `which a new run would overwrite: resume it with the same options and resumeFrom: '${dir}' (CLI: the same command with --resume ${dir}), ` +
+        `or, to start over, delete ${join(dir, 'training-state')} or choose another outDir / --out\n`,
+    });
+    expect(readFileSync(stateFile, 'utf8')).toBe(state);
     const resumed = await run([...args, '--resume', dir, '--json']);
     expect(resumed.code).toBe(0);
     expect(JSON.parse(resumed.stdout).history).toHaveLength(8);
