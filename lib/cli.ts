@@ -148,7 +148,9 @@ Required:
                            XLM-R, CamemBERT, DistilBERT) or a Hub id (org/name[@revision],
                            from the Hugging Face cache, downloaded when missing; HF_HUB_OFFLINE=1
                            uses the cache only); an existing local path wins, ./name is local
-  --out DIR                where the best checkpoint goes (classifier.pt, config.json, ...)
+  --out DIR                where the best checkpoint goes (classifier.pt, config.json, ...); a
+                           DIR an unfinished run left its training state in is refused without
+                           --resume DIR: delete DIR/training-state to start over
 Options (default):
   --tokenizer FILE.json    Hugging Face tokenizer.json matching the encoder, or a BERT vocab.txt
                            (with the tokenizer_config.json beside it); default the model folder's
@@ -278,7 +280,9 @@ Required:
                            checkpoint without an MLM head gets one initialised as transformers does
   --data FILE              text (one document per non-blank line) or CSV (--text-column);
                            repeatable, read as one
-  --out DIR                the pretrained model folder
+  --out DIR                the pretrained model folder; a DIR an unfinished run left its
+                           training state in is refused without --resume DIR: delete
+                           DIR/training-state to start over
 Options (default):
   --text-column NAME       CSV text column (text)
   --line-by-line           one text per row, truncated to --max-length (default: texts

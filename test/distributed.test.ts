@@ -304,6 +304,22 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expectSameReport(reported(resumed), reported(reference), 1e-5);
   }, 300_000);
 
+  it("started over an interrupted run's folder without resumeFrom, rank 0 refuses it and both ranks stop, the state as it was", async () => {
+    // Rank 0 alone writes the folder, so it alone decides; rank 1 stops as its first collective finds rank 0 gone.
+    const options = { ...base, technique: 'full', batchSize: 4, outDir: join(dir, 'restart-run') };
+    const stopped = await runRanks(options, join(dir, 'restart-stopped'), 2, undefined, { TORCH_BERT_TEST_ABORT_AFTER_BATCH: '1' });
+    for (const r of stopped) expect(lastLine(r.stderr)).toMatch(/AbortError: training aborted at epoch 1, batch 2\/60/);
+    const stateFile = join(options.outDir, 'training-state', 'state.json');
+    const state = readFileSync(stateFile, 'utf8');
+    const fresh = await runRanks(options, join(dir, 'restart-fresh'), 2);
+    expect(fresh.map((r) => r.code)).toEqual([1, 1]);
+    expect(lastLine(fresh[0]!.stderr)).toMatch(
+      /^InputError: output directory .*restart-run holds the training state of an unfinished run \(it resumes at epoch 1, batch 2, after 1 optimizer step; /,
+    );
+    expect(lastLine(fresh[1]!.stderr)).toMatch(/^ModelError: distributed: .* stopped responding/);
+    expect(readFileSync(stateFile, 'utf8')).toBe(state);
+  }, 240_000);
+
   it('a run of 1 process × 8 stopped after its best evaluation resumes as 2 ranks × 4; every rank keeps that best', async () => {
     // Learning rate 0 and best by accuracy: the evaluation at step 10 stays the best (the later ones
     // equal it; the loss could differ in the last float bit between layouts), so the resumed ranks
