@@ -526,7 +526,7 @@ print(json.dumps(sorted(out)))`,
     const whole = await train({ ...opts, outDir: join(work, 'resume-whole') });
     const outDir = join(work, 'resume-interrupted');
     await expect(trainAbortedAt({ ...opts, outDir }, (e) => e.type === 'epoch' && e.epoch === 1)).rejects.toThrow(
-      /aborted at epoch 2, batch 1\/4; resume with resumeFrom/,
+      /aborted at epoch 2, batch 1\/4; resume with the same options and resumeFrom/,
     );
     // Label words swapped would continue the state's label rows under the other class: refused.
     await expect(train({ ...opts, verbalizer: ['neg=good', 'pos=bad'], resumeFrom: outDir })).rejects.toThrow(

@@ -496,7 +496,7 @@ describe('control', () => {
       opts,
       'full',
       { epoch: 2, step: 3 },
-      /aborted at epoch 2, batch 4\/8; resume with resumeFrom/,
+      /aborted at epoch 2, batch 4\/8; resume with the same options and resumeFrom/,
     );
     const saved = JSON.parse(readFileSync(join(outDir, 'history.json'), 'utf8'));
     expect(saved).toHaveLength(3);
@@ -513,7 +513,12 @@ describe('control', () => {
       dropout: 0.2,
       lora: { rank: 4, alpha: 8, dropout: 0.3 },
     };
-    await expectResumeMatchesWhole(opts, 'lora', { epoch: 1, step: 5 }, /aborted at epoch 1, batch 6\/8; resume with resumeFrom/);
+    await expectResumeMatchesWhole(
+      opts,
+      'lora',
+      { epoch: 1, step: 5 },
+      /aborted at epoch 1, batch 6\/8; resume with the same options and resumeFrom/,
+    );
   });
 
   it('resumes an interrupted adapter run to the same final weights', async () => {
@@ -525,14 +530,24 @@ describe('control', () => {
       dropout: 0.2,
       adapter: { size: 4, trainLayerNorm: true },
     };
-    await expectResumeMatchesWhole(opts, 'adapter', { epoch: 1, step: 5 }, /aborted at epoch 1, batch 6\/8; resume with resumeFrom/);
+    await expectResumeMatchesWhole(
+      opts,
+      'adapter',
+      { epoch: 1, step: 5 },
+      /aborted at epoch 1, batch 6\/8; resume with the same options and resumeFrom/,
+    );
   });
 
   it('with gradient accumulation, stops at the next optimizer step and resumes to the same final weights', async () => {
     // Batches of 16, two per optimizer step: an abort after batch 3 (the first of step 2's pair)
     // takes effect before batch 5, where the saved state holds no half-accumulated gradient.
     const opts = { ...base(), batchSize: 16, gradientAccumulationSteps: 2, technique: 'full' as const, epochs: 2, dropout: 0.2 };
-    await expectResumeMatchesWhole(opts, 'accumulated', { epoch: 1, step: 3 }, /aborted at epoch 1, batch 5\/16; resume with resumeFrom/);
+    await expectResumeMatchesWhole(
+      opts,
+      'accumulated',
+      { epoch: 1, step: 3 },
+      /aborted at epoch 1, batch 5\/16; resume with the same options and resumeFrom/,
+    );
   });
 
   it('resumes a training state written before the batch/step renames', async () => {
