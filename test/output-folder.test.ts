@@ -213,6 +213,21 @@ describe("an unfinished run's folder", () => {
     expect(contents(dir)).toEqual(before);
   });
 
+  it('a state.json that cannot be read is refused all the same, without where it resumes', async () => {
+    const dir = join(work, 'unfinished-unreadable');
+    await abortedAfterFirstBatch((signal, onProgress) =>
+      train({ data: demoReviews, encoder: model, outDir: dir, epochs: 1, maxLength: 32, signal, onProgress }),
+    );
+    writeFileSync(join(dir, 'training-state', 'state.json'), '{"position": ');
+    const before = contents(dir);
+    await expect(classify(model, dir)).rejects.toThrow(
+      `output directory ${dir} holds the training state of an unfinished run, which a new run would overwrite: ` +
+        `resume it with the same options and resumeFrom: '${dir}' (CLI: the same command with --resume ${dir}), ` +
+        `or, to start over, delete ${join(dir, 'training-state')} or choose another outDir / --out`,
+    );
+    expect(contents(dir)).toEqual(before);
+  });
+
   it('a run still writing it is no unfinished run: the fresh run is told so, not to resume or delete its state', async () => {
     const dir = join(work, 'unfinished-live');
     await abortedAfterFirstBatch((signal, onProgress) =>
