@@ -170,26 +170,41 @@ Addresses Resolve(const std::string& addr, uint16_t port) {
   return Addresses(found, &freeaddrinfo);
 }
 
-// Whether something accepts TCP connections at addr:port within `wait` (the connection closed
-// at once: 1.13's store server takes a client that leaves without a word in its stride).
-bool Accepts(const std::string& addr, uint16_t port, std::chrono::milliseconds wait) {
+// What a connection to addr:port found: nothing (refused, or not accepted within `wait`), a peer
+// that waits to be asked, as c10d's store server does, or one that spoke or hung up first (an SSH
+// or mail server's banner, a proxy without a backend), which no store does. c10d's client would
+// read such bytes as its answers: a background thread of 1.13's took a banner for a length and
+// aborted the process (std::bad_alloc, SIGABRT). The connection is closed after the look (1.13's
+// store server takes a client that leaves without a word in its stride).
+enum class Peer { kNone, kWaits, kSpoke, kHungUp };
+
+// A connected socket's peer: whether it spoke or hung up within `listen` of the connection.
+Peer FirstWord(int fd, std::chrono::milliseconds listen) {
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, static_cast<int>(listen.count())) != 1) return Peer::kWaits;
+  char byte = 0;
+  return recv(fd, &byte, 1, MSG_PEEK) > 0 ? Peer::kSpoke : Peer::kHungUp;
+}
+
+Peer Probe(const std::string& addr, uint16_t port, std::chrono::milliseconds wait) {
   const Addresses found = Resolve(addr, port);
-  bool accepted = false;
-  for (const addrinfo* a = found.get(); a && !accepted; a = a->ai_next) {
+  Peer peer = Peer::kNone;
+  for (const addrinfo* a = found.get(); a && peer == Peer::kNone; a = a->ai_next) {
     const int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-      accepted = true;
-    } else if (errno == EINPROGRESS) {
+    bool accepted = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+    if (!accepted && errno == EINPROGRESS) {
       pollfd p{fd, POLLOUT, 0};
       int error = 0;
       socklen_t size = sizeof(error);
       accepted = poll(&p, 1, static_cast<int>(wait.count())) == 1 &&
                  getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 && error == 0;
     }
+    // A banner comes with the accept; on another host a round trip later: `wait` covers both.
+    if (accepted) peer = FirstWord(fd, wait);
     close(fd);
   }
-  return accepted;
+  return peer;
 }
 
 // A client's store, once the master accepts connections: until then the join looks every 100 ms,
@@ -198,7 +213,8 @@ bool Accepts(const std::string& addr, uint16_t port, std::chrono::milliseconds w
 c10::intrusive_ptr<c10d::Store> ConnectClient(const RankEnvironment& env, c10d::TCPStoreOptions options,
                                               Clock::time_point deadline, const std::string& where) {
   const auto timeout = options.timeout;
-  while (!Accepts(env.masterAddr, env.masterPort, std::chrono::milliseconds(100))) {
+  Peer peer;
+  while ((peer = Probe(env.masterAddr, env.masterPort, std::chrono::milliseconds(100))) == Peer::kNone) {
     ThrowIfCancelled();
     if (Clock::now() >= deadline) {
       throw JoinError("distributed: rank " + std::to_string(env.rank) + " cannot reach the master at " + where +
@@ -207,6 +223,13 @@ c10::intrusive_ptr<c10d::Store> ConnectClient(const RankEnvironment& env, c10d::
                       "MASTER_PORT?)");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (peer != Peer::kWaits) {
+    throw JoinError(
+        "distributed: rank " + std::to_string(env.rank) + ": something at " + where +
+        " accepted the connection but did not answer as the rendezvous store (" +
+        (peer == Peer::kSpoke ? "it spoke first, in another protocol" : "it closed the connection at once") +
+        "): is MASTER_PORT the port rank 0 serves?");
   }
   // Whole seconds (1.13 truncates the connect's timeout to seconds); the store's own, for its waits, is the join's.
   options.timeout = std::max<std::chrono::milliseconds>(
@@ -326,10 +349,9 @@ void PublishWorldSize(c10d::Store& store, const RankEnvironment& env) {
 
 // A client's first exchange with the store: the world size rank 0 published, awaited (rank 0 sets
 // it a moment after its store serves) and compared with this rank's. `check` is the first request
-// because its answer is one byte that c10d validates: a peer that is not the store (another
-// service on the port, a store of another PyTorch) fails it with a clear error, where a read of a
-// number or of a value takes whatever bytes come (an SSH banner's made a count pass, then Gloo's
-// rendezvous read "Stop_waiting response is expected" or allocated a garbage length: bad_alloc).
+// because its answer is one byte that c10d validates: a peer that is not the store yet waited to
+// be asked (a web server, a store of another PyTorch) fails it with an error, where a read of a
+// number or a value takes whatever bytes come (a count that passes, a length to allocate).
 void AgreeOnWorldSize(c10d::Store& store, const RankEnvironment& env, Clock::time_point deadline,
                       const std::string& where) {
   while (!store.check({kWorldSizeKey}) && Clock::now() < deadline) {
