@@ -8,10 +8,13 @@
  * stops the others (as torchrun does), and the command exits with its code; a worker still
  * running `stopGrace` after another ended is killed. A SIGINT or SIGTERM
  * sent to the launcher alone (`kill PID`, a supervisor) is passed on, so the workers save and stop
- * instead of training on as orphans.
+ * instead of training on as orphans. The workers' errors are the launcher's to print, each once
+ * (`workerErrorLines`): a worker hands its error to the launcher (`handErrorToLauncher`).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { writeSync } from 'node:fs';
 import { createServer } from 'node:net';
+import type { Readable } from 'node:stream';
 
 /** A port free now on 127.0.0.1 (the operating system's choice). */
 export function freePort(): Promise<number> {
@@ -62,12 +65,85 @@ export const STOP_SIGNAL: NodeJS.Signals = 'SIGUSR2';
 /** A worker that stopped on request (Ctrl-C, SIGTERM) exits with this code, its state saved. */
 export const INTERRUPTED_EXIT = 130;
 
+/**
+ * The variable that tells a worker of the launcher which file descriptor hands its error to the
+ * launcher (a pipe the launcher reads); unset in any other process, which prints its error itself.
+ */
+export const ERROR_FD_VARIABLE = 'TORCH_BERT_LAUNCHER_ERROR_FD';
+
+/** The workers' descriptor for their errors: the first after stdin, stdout and stderr. */
+const ERROR_FD = 3;
+
+/** A worker's error as it hands it to the launcher: what it would have printed, and whether it only relays another rank's failure. */
+export interface WorkerError {
+  said: string;
+  /** The rank failed because another could not start (RANK_FAILED_TO_START): that rank says why itself. */
+  relayed: boolean;
+}
+
+/** In a worker of the launcher, hands `error` to it and returns true; elsewhere false, and the caller prints it. */
+export function handErrorToLauncher(error: WorkerError): boolean {
+  const fd = process.env[ERROR_FD_VARIABLE];
+  if (fd === undefined) return false;
+  try {
+    writeSync(Number(fd), `${JSON.stringify(error)}\n`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The workers' errors (by rank; undefined for a worker that reported none) as the command prints
+ * them, each once. The workers run the same arguments on one machine, so a set-up error that one
+ * meets (a missing file, a bad option, a model that does not load) every one meets: an error that
+ * every worker reported is said once, as it is. Any other is said with the ranks that reported it
+ * (`torch-bert: error: rank 1: ...`), so that one rank's failure names it. A relay of another
+ * rank's failure (WorkerError.relayed) is left out where a rank said its own.
+ */
+export function workerErrorLines(reported: ReadonlyArray<WorkerError | undefined>): string[] {
+  const own = reported.some((error) => error && !error.relayed);
+  const ranksBySaid = new Map<string, number[]>();
+  reported.forEach((error, rank) => {
+    if (error && !(own && error.relayed)) ranksBySaid.set(error.said, [...(ranksBySaid.get(error.said) ?? []), rank]);
+  });
+  const said = [...ranksBySaid];
+  if (said.length === 1 && said[0]![1].length === reported.length) return [said[0]![0]];
+  return said.map(([text, ranks]) => namingRanks(text, ranks));
+}
+
+/** `torch-bert: error: X` as `torch-bert: error: rank 1: X` (ranks 0, 2: for several). */
+function namingRanks(said: string, ranks: number[]): string {
+  const who = `${ranks.length > 1 ? 'ranks' : 'rank'} ${ranks.join(', ')}: `;
+  return said.replace(/^(torch-bert: (?:error: )?)?/, (prefix) => prefix + who);
+}
+
+/** The error a worker handed over on `stream` (its last, if several), once the stream has ended. */
+function errorHandedOver(stream: Readable): Promise<WorkerError | undefined> {
+  let text = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (d: string) => {
+    text += d;
+  });
+  return new Promise((resolve) =>
+    stream.on('close', () => {
+      const last = text.trim().split('\n').at(-1);
+      resolve(last ? (JSON.parse(last) as WorkerError) : undefined);
+    }),
+  );
+}
+
 /** How the workers ended: `code` is the command's exit code; `failure` says which worker failed and how. */
 export interface WorkersEnd {
   /** 0 when all succeeded; else the first failure's code (1 for a signal, or a worker killed by the launcher); 130 when they only stopped on request. */
   code: number;
-  /** e.g. "rank 1 was killed by SIGKILL"; absent when no worker failed (all succeeded or stopped on request). */
+  /**
+   * e.g. "rank 1 was killed by SIGKILL"; absent when no worker failed (all succeeded or stopped on
+   * request), and when the worker that failed first handed over its error (`errors` says it).
+   */
   failure?: string;
+  /** The workers' errors as the command prints them (workerErrorLines); absent when none reported one. */
+  errors?: string[];
   /** The workers the launcher killed for not ending within the grace (stopGrace), e.g. "rank 0 had not ended 40 s after rank 1 and was killed (SIGKILL)". */
   killed?: string;
 }
@@ -113,9 +189,12 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
   const port = process.env.MASTER_PORT ?? String(await freePort());
   const workers = Array.from({ length: nproc }, (_, rank) =>
     spawn(process.execPath, [script, ...args], {
-      stdio: 'inherit',
-      env: { ...process.env, ...rankVariables(rank, nproc, port, process.env.MASTER_ADDR) },
+      stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+      env: { ...process.env, ...rankVariables(rank, nproc, port, process.env.MASTER_ADDR), [ERROR_FD_VARIABLE]: String(ERROR_FD) },
     }),
+  );
+  const handedOver = Promise.all(
+    workers.map((w) => (w.stdio[ERROR_FD] ? errorHandedOver(w.stdio[ERROR_FD] as Readable) : Promise.resolve(undefined))),
   );
   const running = () => workers.filter((w) => w.exitCode === null && w.signalCode === null);
   // A signal to the launcher asks every worker to save and stop: a no-op for one that the
@@ -127,7 +206,7 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  let failure: WorkersEnd | undefined;
+  let failure: (WorkersEnd & { rank?: number }) | undefined;
   let stragglers: ReturnType<typeof killStragglersAfter> | undefined;
   let interrupted = false;
   try {
@@ -149,6 +228,7 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
               if (!failure) {
                 failure = {
                   code: code ?? 1,
+                  rank,
                   failure: signal ? `rank ${rank} was killed by ${signal}` : `rank ${rank} exited with code ${code}`,
                 };
                 // As torchrun: one failed worker ends the job.
@@ -168,7 +248,19 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
     process.off('SIGTERM', onSignal);
     stragglers?.cancel();
   }
-  const killed = stragglers?.killed();
-  if (killed) return { ...(failure ?? { code: 1 }), killed };
-  return failure ?? { code: interrupted ? INTERRUPTED_EXIT : 0 };
+  return withErrors(failure, await handedOver, stragglers?.killed(), interrupted);
+}
+
+/** The workers' end from the first failure, the errors handed over and the kills. */
+function withErrors(
+  first: (WorkersEnd & { rank?: number }) | undefined,
+  reported: Array<WorkerError | undefined>,
+  killed: string | undefined,
+  interrupted: boolean,
+): WorkersEnd {
+  const errors = reported.some(Boolean) ? { errors: workerErrorLines(reported) } : {};
+  // The worker that failed first said what happened in its error; the launcher's line would only repeat that it failed.
+  const failure = first && (first.rank === undefined || !reported[first.rank]) ? { failure: first.failure } : {};
+  const code = first?.code ?? (killed ? 1 : interrupted ? INTERRUPTED_EXIT : 0);
+  return { code, ...failure, ...errors, ...(killed ? { killed } : {}) };
 }

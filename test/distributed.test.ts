@@ -669,7 +669,7 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
       // the start of a process on a loaded machine (up to 16 s measured with 3 starting at once).
       expect(exit.ms).toBeLessThan(30_000);
     }
-  }, 60_000);
+  }, 120_000);
 
   it('the same RANK started twice: every process stops at once, with the same line naming the rank', async () => {
     // A second rank 1 counted itself in for the missing rank 2, and Gloo paired it under the first one's keys:
@@ -688,7 +688,7 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
       );
       expect(exit.ms).toBeLessThan(30_000);
     }
-  }, 60_000);
+  }, 120_000);
 
   it('the master gone during the join: the waiting rank says it lost it, at once', async () => {
     // It said "rank 1 cannot reach the master at ... within 20 s (Connection reset by peer)": it had reached it.
