@@ -454,6 +454,16 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(maxDifference(classifierWeights(out), expected)).toBeLessThan(1e-5);
   }, 240_000);
 
+  it('torch-bert train --nproc-per-node 2 with a data file that every worker misses: the error once, as one process says it', async () => {
+    // Each worker printed it, and the launcher added "rank 1 exited with code 1; the other workers were asked to stop".
+    const args = (out: string) => cliArgs(join(dir, out)).map((a) => (a === join(dir, 'train.csv') ? join(dir, 'missing.csv') : a));
+    const alone = await runCommand(process.execPath, [cli, ...args('cli-missing-alone')]);
+    const launched = await runCommand(process.execPath, [cli, ...args('cli-missing'), '--nproc-per-node', '2']);
+    expect(alone.stderr.trim()).toMatch(/^torch-bert: error: cannot read data file .*missing\.csv: ENOENT/);
+    expect(launched.code).toBe(1);
+    expect(launched.stderr.trim()).toBe(alone.stderr.trim());
+  }, 120_000);
+
   it('torch-bert train --nproc-per-node 2 sent SIGTERM alone (kill PID): the workers save and stop with it; exit 130', async () => {
     // SIGTERM to the launcher only, as `kill PID` or a supervisor sends it: it used to die at once
     // and leave its workers training on as orphans, writing to --out after the command had ended.
