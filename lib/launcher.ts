@@ -128,7 +128,12 @@ function errorHandedOver(stream: Readable): Promise<WorkerError | undefined> {
   return new Promise((resolve) =>
     stream.on('close', () => {
       const last = text.trim().split('\n').at(-1);
-      resolve(last ? (JSON.parse(last) as WorkerError) : undefined);
+      try {
+        resolve(last ? (JSON.parse(last) as WorkerError) : undefined);
+      } catch {
+        // Cut short (a worker killed while it wrote): it said nothing whole, as one killed before.
+        resolve(undefined);
+      }
     }),
   );
 }
@@ -248,11 +253,11 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
     process.off('SIGTERM', onSignal);
     stragglers?.cancel();
   }
-  return withErrors(failure, await handedOver, stragglers?.killed(), interrupted);
+  return workersEnd(failure, await handedOver, stragglers?.killed(), interrupted);
 }
 
 /** The workers' end from the first failure, the errors handed over and the kills. */
-function withErrors(
+function workersEnd(
   first: (WorkersEnd & { rank?: number }) | undefined,
   reported: Array<WorkerError | undefined>,
   killed: string | undefined,
