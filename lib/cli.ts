@@ -15,7 +15,7 @@ import { AbortError, messageOf } from './errors.js';
 import { type ExportResult, exportHuggingFace } from './export.js';
 import { type AdapterHubExportResult, exportAdapterHub } from './export-adapterhub.js';
 import { resolveModelSource, terminalProgress } from './hub.js';
-import { handErrorToLauncher, launchWorkers, STOP_SIGNAL, stopGrace, withoutNproc } from './launcher.js';
+import { handErrorToLauncher, launchWorkers, STOP_SIGNAL, stopGrace, tellLauncherListening, withoutNproc } from './launcher.js';
 import { NativeLoadError } from './loader.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, type ProgressEvent, type TrainOptions } from './options.js';
@@ -490,15 +490,18 @@ function interruptController(): AbortController {
 
 /**
  * Whether a launcher's stop (launcher.ts STOP_SIGNAL) came before the run's interruptController
- * existed. A worker hears it from its start: the signal's default action ended a worker still
- * setting up, before it could hand over its own error (the same set-up error on every rank is said
- * once only when every worker hands it over: launcher.ts workerErrorLines).
+ * existed. A worker hears it from its start, and tells its launcher so (which holds a stop back
+ * until then): the signal's default action ended a worker still setting up, before it could hand
+ * over its own error (the same set-up error on every rank is said once only when every worker
+ * hands it over: launcher.ts workerErrorLines).
  */
 let stopCameEarly = false;
-if (process.env.RANK !== undefined)
+if (process.env.RANK !== undefined) {
   process.on(STOP_SIGNAL, () => {
     stopCameEarly = true;
   });
+  tellLauncherListening();
+}
 
 /**
  * `--nproc-per-node N` (N > 1) on the launcher (not on a worker started by it or by torchrun,

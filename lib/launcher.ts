@@ -9,7 +9,8 @@
  * running `stopGrace` after another ended is killed. A SIGINT or SIGTERM
  * sent to the launcher alone (`kill PID`, a supervisor) is passed on, so the workers save and stop
  * instead of training on as orphans. The workers' errors are the launcher's to print, each once
- * (`workerErrorLines`): a worker hands its error to the launcher (`handErrorToLauncher`).
+ * (`workerErrorLines`): a worker hands its error to the launcher (`handErrorToLauncher`), and tells
+ * it when it hears STOP_SIGNAL (`tellLauncherListening`).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { writeSync } from 'node:fs';
@@ -66,13 +67,14 @@ export const STOP_SIGNAL: NodeJS.Signals = 'SIGUSR2';
 export const INTERRUPTED_EXIT = 130;
 
 /**
- * The variable that tells a worker of the launcher which file descriptor hands its error to the
- * launcher (a pipe the launcher reads); unset in any other process, which prints its error itself.
+ * The variable that tells a worker of the launcher which file descriptor reaches the launcher (a
+ * pipe it reads: WorkerMessage, one JSON line each); unset in any other process, which prints its
+ * error itself.
  */
-export const ERROR_FD_VARIABLE = 'TORCH_BERT_LAUNCHER_ERROR_FD';
+export const LAUNCHER_FD_VARIABLE = 'TORCH_BERT_LAUNCHER_FD';
 
-/** The workers' descriptor for their errors: the first after stdin, stdout and stderr. */
-const ERROR_FD = 3;
+/** The workers' descriptor to the launcher: the first after stdin, stdout and stderr. */
+const LAUNCHER_FD = 3;
 
 /** A worker's error as it hands it to the launcher: what it would have printed, and whether it only relays another rank's failure. */
 export interface WorkerError {
@@ -81,16 +83,33 @@ export interface WorkerError {
   relayed: boolean;
 }
 
-/** In a worker of the launcher, hands `error` to it and returns true; elsewhere false, and the caller prints it. */
-export function handErrorToLauncher(error: WorkerError): boolean {
-  const fd = process.env[ERROR_FD_VARIABLE];
+/** What a worker tells the launcher: that it hears STOP_SIGNAL from now on, or its error. */
+type WorkerMessage = { listening: true } | WorkerError;
+
+/** In a worker of the launcher, sends `message` to it and returns true; elsewhere false. */
+function tellLauncher(message: WorkerMessage): boolean {
+  const fd = process.env[LAUNCHER_FD_VARIABLE];
   if (fd === undefined) return false;
   try {
-    writeSync(Number(fd), `${JSON.stringify(error)}\n`);
+    writeSync(Number(fd), `${JSON.stringify(message)}\n`);
     return true;
   } catch {
     return false;
   }
+}
+
+/** In a worker of the launcher, hands `error` to it and returns true; elsewhere false, and the caller prints it. */
+export function handErrorToLauncher(error: WorkerError): boolean {
+  return tellLauncher(error);
+}
+
+/**
+ * Tells the launcher that this worker handles STOP_SIGNAL from now on. Until then the launcher
+ * holds its stop back: the signal's default action would end a worker still starting (node
+ * loading its modules) without a word, where it would go on to say its own error.
+ */
+export function tellLauncherListening(): void {
+  tellLauncher({ listening: true });
 }
 
 /**
@@ -118,24 +137,50 @@ function namingRanks(said: string, ranks: number[]): string {
   return said.replace(/^(torch-bert: (?:error: )?)?/, (prefix) => prefix + who);
 }
 
-/** The error a worker handed over on `stream` (its last, if several), once the stream has ended. */
-function errorHandedOver(stream: Readable): Promise<WorkerError | undefined> {
-  let text = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (d: string) => {
-    text += d;
-  });
-  return new Promise((resolve) =>
-    stream.on('close', () => {
-      const last = text.trim().split('\n').at(-1);
-      try {
-        resolve(last ? (JSON.parse(last) as WorkerError) : undefined);
-      } catch {
-        // Cut short (a worker killed while it wrote): it said nothing whole, as one killed before.
-        resolve(undefined);
+/** A message line from a worker; undefined for one cut short (a worker killed while it wrote). */
+function parseMessage(line: string): WorkerMessage | undefined {
+  try {
+    return JSON.parse(line) as WorkerMessage;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The launcher's side of a worker's descriptor, read as it comes: `stop` sends STOP_SIGNAL once the
+ * worker listens (held back until then), `error` is the error it handed over (its last), once it
+ * has ended.
+ */
+function workerLine(worker: ChildProcess) {
+  const stream = worker.stdio[LAUNCHER_FD] as Readable | null;
+  let listening = false;
+  let stopHeld = false;
+  let error: WorkerError | undefined;
+  let partial = '';
+  stream?.setEncoding('utf8');
+  stream?.on('data', (d: string) => {
+    const lines = (partial + d).split('\n');
+    partial = lines.pop()!;
+    for (const message of lines.map(parseMessage)) {
+      if (message && 'listening' in message) {
+        listening = true;
+        if (stopHeld) worker.kill(STOP_SIGNAL);
+      } else if (message) {
+        error = message;
       }
-    }),
-  );
+    }
+  });
+  const ended = new Promise<void>((resolve) => (stream ? stream.on('close', () => resolve()) : resolve()));
+  return {
+    stop: () => {
+      if (listening) worker.kill(STOP_SIGNAL);
+      else stopHeld = true;
+    },
+    error: async () => {
+      await ended;
+      return error;
+    },
+  };
 }
 
 /** How the workers ended: `code` is the command's exit code; `failure` says which worker failed and how. */
@@ -195,19 +240,17 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
   const workers = Array.from({ length: nproc }, (_, rank) =>
     spawn(process.execPath, [script, ...args], {
       stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
-      env: { ...process.env, ...rankVariables(rank, nproc, port, process.env.MASTER_ADDR), [ERROR_FD_VARIABLE]: String(ERROR_FD) },
+      env: { ...process.env, ...rankVariables(rank, nproc, port, process.env.MASTER_ADDR), [LAUNCHER_FD_VARIABLE]: String(LAUNCHER_FD) },
     }),
   );
-  const handedOver = Promise.all(
-    workers.map((w) => (w.stdio[ERROR_FD] ? errorHandedOver(w.stdio[ERROR_FD] as Readable) : Promise.resolve(undefined))),
-  );
-  const running = () => workers.filter((w) => w.exitCode === null && w.signalCode === null);
+  const lines = workers.map(workerLine);
+  const running = () => lines.filter((_, rank) => workers[rank]!.exitCode === null && workers[rank]!.signalCode === null);
   // A signal to the launcher asks every worker to save and stop: a no-op for one that the
   // terminal's Ctrl-C or a group kill reached already. Never escalated to SIGTERM: a group kill
   // (`timeout`) signals the launcher twice, and a worker takes a second SIGTERM as "quit now",
   // unsaved. Quitting at once stays the terminal's second Ctrl-C, which reaches the workers.
   const onSignal = () => {
-    for (const w of running()) w.kill(STOP_SIGNAL);
+    for (const line of running()) line.stop();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -237,7 +280,7 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
                   failure: signal ? `rank ${rank} was killed by ${signal}` : `rank ${rank} exited with code ${code}`,
                 };
                 // As torchrun: one failed worker ends the job.
-                for (const other of running()) other.kill(STOP_SIGNAL);
+                for (const other of running()) other.stop();
               }
               resolve();
             });
@@ -253,7 +296,7 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
     process.off('SIGTERM', onSignal);
     stragglers?.cancel();
   }
-  return workersEnd(failure, await handedOver, stragglers?.killed(), interrupted);
+  return workersEnd(failure, await Promise.all(lines.map((line) => line.error())), stragglers?.killed(), interrupted);
 }
 
 /** The workers' end from the first failure, the errors handed over and the kills. */

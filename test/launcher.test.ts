@@ -17,12 +17,12 @@ import { repoRoot } from './fixtures.js';
  * does), or, with no signal within 1.5 s, `saved` (a save that ran to its end) and exits 130;
  * with `hung`, rank 0 stops itself instead and rank 1 fails (exit 3); `hung-after-success`, rank 1
  * succeeds (exit 0); with \`error\`, rank 1 hands the launcher its error (as cli.ts does) and exits 1;
- * with \`same-error\`, both do, the same error, once both are there.
+ * with \`same-error\`, both do at once, the same error. Each tells the launcher once it handles the stop.
  */
 const WORKER = `
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { handErrorToLauncher } from '${join(repoRoot, 'dist', 'launcher.js')}';
+import { handErrorToLauncher, tellLauncherListening } from '${join(repoRoot, 'dist', 'launcher.js')}';
 const [dir, part] = process.argv.slice(2);
 const rank = Number(process.env.RANK);
 const record = (text) => writeFileSync(join(dir, 'rank0'), text);
@@ -31,15 +31,19 @@ const fail = (said) => {
   process.exit(1);
 };
 if (part === 'same-error') {
-  // As cli.ts, a worker hears the launcher's stop from its start, and still hands over its own error. Each
-  // fails once both are there (a worker stopped while node itself starts would end by the signal, unheard).
+  // As cli.ts, a worker hears the launcher's stop from its start (and says so), and still hands over its own error.
   process.on('${STOP_SIGNAL}', () => {});
-  writeFileSync(join(dir, \`there-\${rank}\`), '');
-  while (![0, 1].every((r) => existsSync(join(dir, \`there-\${r}\`)))) await new Promise((r) => setTimeout(r, 10));
+  tellLauncherListening();
   fail('torch-bert: error: cannot read data file train.csv: ENOENT');
+}
+if (part === 'late-listener') {
+  // Rank 1 fails at once; rank 0 handles the stop only a second after its start (as a worker whose modules load).
+  if (rank === 1) process.exit(3);
+  await new Promise((r) => setTimeout(r, 1000));
 }
 if (rank === 0) {
   for (const sig of ['SIGTERM', 'SIGINT', '${STOP_SIGNAL}']) process.on(sig, () => { record(sig); process.exit(130); });
+  tellLauncherListening();
   writeFileSync(join(dir, 'ready'), '');
   // A hung rank: it answers no signal but SIGKILL (SIGSTOP, as a debugger or a swapped-out machine).
   if (part.startsWith('hung')) process.kill(process.pid, 'SIGSTOP');
@@ -106,6 +110,13 @@ describe('launchWorkers: how one worker ending reaches the others', () => {
     const { end, rank0 } = await run('error');
     expect(rank0).toBe(STOP_SIGNAL);
     expect(end).toEqual({ code: 1, errors: ['torch-bert: error: rank 1: rank 1 ran out of memory'] });
+  }, 20_000);
+
+  it('a worker that does not handle the stop yet gets it once it says it does, not before (it would end unheard)', async () => {
+    const record = mkdtempSync(join(dir, 'late-listener-'));
+    const end = await launchWorkers(2, script, [record, 'late-listener'], 60);
+    expect(readFileSync(join(record, 'rank0'), 'utf8')).toBe(STOP_SIGNAL);
+    expect(end).toEqual({ code: 3, failure: 'rank 1 exited with code 3' });
   }, 20_000);
 
   it('a worker that does not end after another failed (stopped, hung) is killed after the grace and named; the launcher returns', async () => {
