@@ -15,7 +15,7 @@ import { AbortError, messageOf } from './errors.js';
 import { type ExportResult, exportHuggingFace } from './export.js';
 import { type AdapterHubExportResult, exportAdapterHub } from './export-adapterhub.js';
 import { resolveModelSource, terminalProgress } from './hub.js';
-import { launchWorkers, STOP_SIGNAL, stopGrace, withoutNproc } from './launcher.js';
+import { handErrorToLauncher, launchWorkers, STOP_SIGNAL, stopGrace, tellLauncherListening, withoutNproc } from './launcher.js';
 import { NativeLoadError } from './loader.js';
 import { formatMetricsTable } from './metrics.js';
 import { DEFAULTS, type Device, type EpochMetrics, likelyMeant, type ProgressEvent, type TrainOptions } from './options.js';
@@ -27,18 +27,19 @@ import { type TrainResult, train } from './trainer.js';
 class UsageError extends Error {}
 
 /**
- * `--nproc-per-node`: a worker failed (it printed its own error; `failure` says which and how), or
- * the workers stopped on request (no failure: each said where it stopped); the command exits with
- * `exitCode`.
+ * `--nproc-per-node`: a worker failed (`errors`, the workers' own, each once: launcher.ts
+ * workerErrorLines; `failure` says which failed and how when its error does not), or the workers
+ * stopped on request (no failure: each said where it stopped); the command exits with `exitCode`.
  */
 class WorkersFailed extends Error {
   constructor(
     readonly exitCode: number,
     readonly failure: string | undefined,
+    readonly errors: readonly string[] = [],
     /** Which workers the launcher killed for not ending with the others (launcher.ts stopGrace). */
     readonly killed?: string,
   ) {
-    super(failure ?? `the workers stopped with code ${exitCode}`);
+    super(failure ?? errors[0] ?? `the workers stopped with code ${exitCode}`);
   }
 }
 
@@ -480,14 +481,30 @@ function interruptController(): AbortController {
   process.on('SIGTERM', onSignal);
   // A worker of --nproc-per-node: its launcher's request to stop (launcher.ts STOP_SIGNAL) stops it
   // once and never escalates, since the terminal's Ctrl-C may have reached this worker already.
-  if (process.env.RANK !== undefined)
-    process.on(STOP_SIGNAL, () => {
-      if (controller.signal.aborted) return;
-      // Asked after a signal to the launcher, or after another worker failed (launcher.ts).
-      say('\nthe launcher asked the workers to stop: stopping after the current step\n');
-      controller.abort(new AbortError('interrupted: the launcher asked the workers to stop'));
-    });
+  const onStop = () => {
+    if (controller.signal.aborted) return;
+    // Asked after a signal to the launcher, or after another worker failed (launcher.ts).
+    say('\nthe launcher asked the workers to stop: stopping after the current step\n');
+    controller.abort(new AbortError('interrupted: the launcher asked the workers to stop'));
+  };
+  if (process.env.RANK !== undefined) process.on(STOP_SIGNAL, onStop);
+  if (stopCameEarly) onStop();
   return controller;
+}
+
+/**
+ * Whether a launcher's stop (launcher.ts STOP_SIGNAL) came before the run's interruptController
+ * existed. A worker hears it from its start, and tells its launcher so (which holds a stop back
+ * until then): the signal's default action ended a worker still setting up, before it could hand
+ * over its own error (the same set-up error on every rank is said once only when every worker
+ * hands it over: launcher.ts workerErrorLines).
+ */
+let stopCameEarly = false;
+if (process.env.RANK !== undefined) {
+  process.on(STOP_SIGNAL, () => {
+    stopCameEarly = true;
+  });
+  tellLauncherListening();
 }
 
 /**
@@ -502,7 +519,7 @@ async function launchedWorkers(command: string, values: Record<string, unknown>,
   if (nproc === undefined || nproc === 1 || process.env.RANK !== undefined) return false;
   const timeout = numberOption(values, 'distributed-timeout') ?? DEFAULTS.distributedTimeout;
   const end = await launchWorkers(nproc, process.argv[1]!, [command, ...withoutNproc(argv)], stopGrace(timeout));
-  if (end.code !== 0) throw new WorkersFailed(end.code, end.failure, end.killed);
+  if (end.code !== 0) throw new WorkersFailed(end.code, end.failure, end.errors, end.killed);
   return true;
 }
 
@@ -1091,6 +1108,15 @@ function details(err: unknown): string {
   return parts.join('\n');
 }
 
+/**
+ * Prints a failure's line(s), or, in a worker of `--nproc-per-node`, hands them to the launcher,
+ * which prints each error once for all its workers (launcher.ts workerErrorLines).
+ */
+function sayError(said: string, err: unknown): void {
+  const relayed = (err as { code?: unknown }).code === 'RANK_FAILED_TO_START';
+  if (!handErrorToLauncher({ said, relayed })) console.error(said);
+}
+
 async function main(args: string[]): Promise<number> {
   const { verbose, argv } = takeVerbose(joinNegativeValues(args));
   const [command, ...rest] = argv;
@@ -1108,6 +1134,7 @@ async function main(args: string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof WorkersFailed) {
+      for (const line of err.errors) console.error(line);
       // Stopped on request (Ctrl-C, SIGTERM): not an error; every worker said where it stopped.
       const failed = err.failure && `${err.failure}; the other workers were asked to stop`;
       const said = [failed, err.killed].filter(Boolean).join('; ');
@@ -1116,7 +1143,7 @@ async function main(args: string[]): Promise<number> {
     }
     if (err instanceof NativeLoadError) {
       // The loader's message is the whole explanation: what is wrong with the addon and how to fix it.
-      console.error(err.message);
+      sayError(err.message, err);
       return 1;
     }
     const parseArgsError = (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true;
@@ -1130,7 +1157,7 @@ async function main(args: string[]): Promise<number> {
     }
     // A cause holds more than the one line (e.g. a TorchScript traceback): say how to see it.
     const more = !verbose && err instanceof Error && err.cause !== undefined ? ' (--verbose for details)' : '';
-    console.error(`torch-bert: error: ${message}${more}`);
+    sayError(`torch-bert: error: ${message}${more}`, err);
     if (verbose) console.error(details(err));
     return usage ? 2 : 1;
   }

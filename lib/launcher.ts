@@ -8,10 +8,14 @@
  * stops the others (as torchrun does), and the command exits with its code; a worker still
  * running `stopGrace` after another ended is killed. A SIGINT or SIGTERM
  * sent to the launcher alone (`kill PID`, a supervisor) is passed on, so the workers save and stop
- * instead of training on as orphans.
+ * instead of training on as orphans. The workers' errors are the launcher's to print, each once
+ * (`workerErrorLines`): a worker hands its error to the launcher (`handErrorToLauncher`), and tells
+ * it when it hears STOP_SIGNAL (`tellLauncherListening`).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { writeSync } from 'node:fs';
 import { createServer } from 'node:net';
+import type { Readable } from 'node:stream';
 
 /** A port free now on 127.0.0.1 (the operating system's choice). */
 export function freePort(): Promise<number> {
@@ -62,12 +66,134 @@ export const STOP_SIGNAL: NodeJS.Signals = 'SIGUSR2';
 /** A worker that stopped on request (Ctrl-C, SIGTERM) exits with this code, its state saved. */
 export const INTERRUPTED_EXIT = 130;
 
+/**
+ * The variable that tells a worker of the launcher which file descriptor reaches the launcher (a
+ * pipe it reads: WorkerMessage, one JSON line each); unset in any other process, which prints its
+ * error itself.
+ */
+export const LAUNCHER_FD_VARIABLE = 'TORCH_BERT_LAUNCHER_FD';
+
+/** The workers' descriptor to the launcher: the first after stdin, stdout and stderr. */
+const LAUNCHER_FD = 3;
+
+/** A worker's error as it hands it to the launcher: what it would have printed, and whether it only relays another rank's failure. */
+export interface WorkerError {
+  said: string;
+  /** The rank failed because another could not start (RANK_FAILED_TO_START): that rank says why itself. */
+  relayed: boolean;
+}
+
+/** What a worker tells the launcher: that it hears STOP_SIGNAL from now on, or its error. */
+type WorkerMessage = { listening: true } | WorkerError;
+
+/** In a worker of the launcher, sends `message` to it and returns true; elsewhere false. */
+function tellLauncher(message: WorkerMessage): boolean {
+  const fd = process.env[LAUNCHER_FD_VARIABLE];
+  if (fd === undefined) return false;
+  try {
+    writeSync(Number(fd), `${JSON.stringify(message)}\n`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** In a worker of the launcher, hands `error` to it and returns true; elsewhere false, and the caller prints it. */
+export function handErrorToLauncher(error: WorkerError): boolean {
+  return tellLauncher(error);
+}
+
+/**
+ * Tells the launcher that this worker handles STOP_SIGNAL from now on. Until then the launcher
+ * holds its stop back: the signal's default action would end a worker still starting (node
+ * loading its modules) without a word, where it would go on to say its own error.
+ */
+export function tellLauncherListening(): void {
+  tellLauncher({ listening: true });
+}
+
+/**
+ * The workers' errors (by rank; undefined for a worker that reported none) as the command prints
+ * them, each once. The workers run the same arguments on one machine, so a set-up error that one
+ * meets (a missing file, a bad option, a model that does not load) every one meets: an error that
+ * every worker reported is said once, as it is. Any other is said with the ranks that reported it
+ * (`torch-bert: error: rank 1: ...`), so that one rank's failure names it. A relay of another
+ * rank's failure (WorkerError.relayed) is left out where a rank said its own.
+ */
+export function workerErrorLines(reported: ReadonlyArray<WorkerError | undefined>): string[] {
+  const own = reported.some((error) => error && !error.relayed);
+  const ranksBySaid = new Map<string, number[]>();
+  reported.forEach((error, rank) => {
+    if (error && !(own && error.relayed)) ranksBySaid.set(error.said, [...(ranksBySaid.get(error.said) ?? []), rank]);
+  });
+  const said = [...ranksBySaid];
+  if (said.length === 1 && said[0]![1].length === reported.length) return [said[0]![0]];
+  return said.map(([text, ranks]) => namingRanks(text, ranks));
+}
+
+/** `torch-bert: error: X` as `torch-bert: error: rank 1: X` (ranks 0, 2: for several). */
+function namingRanks(said: string, ranks: number[]): string {
+  const who = `${ranks.length > 1 ? 'ranks' : 'rank'} ${ranks.join(', ')}: `;
+  return said.replace(/^(torch-bert: (?:error: )?)?/, (prefix) => prefix + who);
+}
+
+/** A message line from a worker; undefined for one cut short (a worker killed while it wrote). */
+function parseMessage(line: string): WorkerMessage | undefined {
+  try {
+    return JSON.parse(line) as WorkerMessage;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The launcher's side of a worker's descriptor, read as it comes: `stop` sends STOP_SIGNAL once the
+ * worker listens (held back until then), `error` is the error it handed over (its last), once it
+ * has ended.
+ */
+function workerLine(worker: ChildProcess) {
+  const stream = worker.stdio[LAUNCHER_FD] as Readable | null;
+  let listening = false;
+  let stopHeld = false;
+  let error: WorkerError | undefined;
+  let partial = '';
+  stream?.setEncoding('utf8');
+  stream?.on('data', (d: string) => {
+    const lines = (partial + d).split('\n');
+    partial = lines.pop()!;
+    for (const message of lines.map(parseMessage)) {
+      if (message && 'listening' in message) {
+        listening = true;
+        if (stopHeld) worker.kill(STOP_SIGNAL);
+      } else if (message) {
+        error = message;
+      }
+    }
+  });
+  const ended = new Promise<void>((resolve) => (stream ? stream.on('close', () => resolve()) : resolve()));
+  return {
+    stop: () => {
+      if (listening) worker.kill(STOP_SIGNAL);
+      else stopHeld = true;
+    },
+    error: async () => {
+      await ended;
+      return error;
+    },
+  };
+}
+
 /** How the workers ended: `code` is the command's exit code; `failure` says which worker failed and how. */
 export interface WorkersEnd {
   /** 0 when all succeeded; else the first failure's code (1 for a signal, or a worker killed by the launcher); 130 when they only stopped on request. */
   code: number;
-  /** e.g. "rank 1 was killed by SIGKILL"; absent when no worker failed (all succeeded or stopped on request). */
+  /**
+   * e.g. "rank 1 was killed by SIGKILL"; absent when no worker failed (all succeeded or stopped on
+   * request), and when the worker that failed first handed over its error (`errors` says it).
+   */
   failure?: string;
+  /** The workers' errors as the command prints them (workerErrorLines); absent when none reported one. */
+  errors?: string[];
   /** The workers the launcher killed for not ending within the grace (stopGrace), e.g. "rank 0 had not ended 40 s after rank 1 and was killed (SIGKILL)". */
   killed?: string;
 }
@@ -113,21 +239,22 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
   const port = process.env.MASTER_PORT ?? String(await freePort());
   const workers = Array.from({ length: nproc }, (_, rank) =>
     spawn(process.execPath, [script, ...args], {
-      stdio: 'inherit',
-      env: { ...process.env, ...rankVariables(rank, nproc, port, process.env.MASTER_ADDR) },
+      stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+      env: { ...process.env, ...rankVariables(rank, nproc, port, process.env.MASTER_ADDR), [LAUNCHER_FD_VARIABLE]: String(LAUNCHER_FD) },
     }),
   );
-  const running = () => workers.filter((w) => w.exitCode === null && w.signalCode === null);
+  const lines = workers.map(workerLine);
+  const running = () => lines.filter((_, rank) => workers[rank]!.exitCode === null && workers[rank]!.signalCode === null);
   // A signal to the launcher asks every worker to save and stop: a no-op for one that the
   // terminal's Ctrl-C or a group kill reached already. Never escalated to SIGTERM: a group kill
   // (`timeout`) signals the launcher twice, and a worker takes a second SIGTERM as "quit now",
   // unsaved. Quitting at once stays the terminal's second Ctrl-C, which reaches the workers.
   const onSignal = () => {
-    for (const w of running()) w.kill(STOP_SIGNAL);
+    for (const line of running()) line.stop();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  let failure: WorkersEnd | undefined;
+  let failure: (WorkersEnd & { rank?: number }) | undefined;
   let stragglers: ReturnType<typeof killStragglersAfter> | undefined;
   let interrupted = false;
   try {
@@ -149,10 +276,11 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
               if (!failure) {
                 failure = {
                   code: code ?? 1,
+                  rank,
                   failure: signal ? `rank ${rank} was killed by ${signal}` : `rank ${rank} exited with code ${code}`,
                 };
                 // As torchrun: one failed worker ends the job.
-                for (const other of running()) other.kill(STOP_SIGNAL);
+                for (const other of running()) other.stop();
               }
               resolve();
             });
@@ -168,7 +296,19 @@ export async function launchWorkers(nproc: number, script: string, args: readonl
     process.off('SIGTERM', onSignal);
     stragglers?.cancel();
   }
-  const killed = stragglers?.killed();
-  if (killed) return { ...(failure ?? { code: 1 }), killed };
-  return failure ?? { code: interrupted ? INTERRUPTED_EXIT : 0 };
+  return workersEnd(failure, await Promise.all(lines.map((line) => line.error())), stragglers?.killed(), interrupted);
+}
+
+/** The workers' end from the first failure, the errors handed over and the kills. */
+function workersEnd(
+  first: (WorkersEnd & { rank?: number }) | undefined,
+  reported: Array<WorkerError | undefined>,
+  killed: string | undefined,
+  interrupted: boolean,
+): WorkersEnd {
+  const errors = reported.some(Boolean) ? { errors: workerErrorLines(reported) } : {};
+  // The worker that failed first said what happened in its error; the launcher's line would only repeat that it failed.
+  const failure = first && (first.rank === undefined || !reported[first.rank]) ? { failure: first.failure } : {};
+  const code = first?.code ?? (killed ? 1 : interrupted ? INTERRUPTED_EXIT : 0);
+  return { code, ...failure, ...errors, ...(killed ? { killed } : {}) };
 }

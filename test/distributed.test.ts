@@ -105,6 +105,17 @@ function expectSameReport(a: Reported, b: Reported, tolerance: number): void {
 
 const weights = (file: string) => savedWeights(binding, file);
 
+/** Whether something accepts TCP connections on 127.0.0.1:`port` now (the connection closed at once). */
+function accepting(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', () => resolve(false));
+  });
+}
+
 /** The last line of a process's stderr: its error's `name: message` (test/helpers/distributed-train.mjs). */
 function lastLine(stderr: string): string {
   return stderr.trim().split('\n').at(-1) ?? '';
@@ -459,6 +470,16 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(maxDifference(classifierWeights(out), expected)).toBeLessThan(1e-5);
   }, 240_000);
 
+  it('torch-bert train --nproc-per-node 2 with a data file that every worker misses: the error once, as one process says it', async () => {
+    // Each worker printed it, and the launcher added "rank 1 exited with code 1; the other workers were asked to stop".
+    const args = (out: string) => cliArgs(join(dir, out)).map((a) => (a === join(dir, 'train.csv') ? join(dir, 'missing.csv') : a));
+    const alone = await runCommand(process.execPath, [cli, ...args('cli-missing-alone')]);
+    const launched = await runCommand(process.execPath, [cli, ...args('cli-missing'), '--nproc-per-node', '2']);
+    expect(alone.stderr.trim()).toMatch(/^torch-bert: error: cannot read data file .*missing\.csv: ENOENT/);
+    expect(launched.code).toBe(1);
+    expect(launched.stderr.trim()).toBe(alone.stderr.trim());
+  }, 120_000);
+
   it('torch-bert train --nproc-per-node 2 sent SIGTERM alone (kill PID): the workers save and stop with it; exit 130', async () => {
     // SIGTERM to the launcher only, as `kill PID` or a supervisor sends it: it used to die at once
     // and leave its workers training on as orphans, writing to --out after the command had ended.
@@ -526,14 +547,6 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     // The join ran on the JS thread: a rank waiting for the others ignored Ctrl-C, SIGTERM and the
     // launcher's stop until the timeout (300 s by default), measured 298 s for rank 0.
     const port = await freePort();
-    const accepting = () =>
-      new Promise<boolean>((resolve) => {
-        const socket = connect(port, '127.0.0.1', () => {
-          socket.destroy();
-          resolve(true);
-        });
-        socket.on('error', () => resolve(false));
-      });
     for (const rank of [0, 1]) {
       const out = join(dir, `cli-interrupted-join-${rank}`);
       const worker = spawn(process.execPath, [cli, ...cliArgs(out), '--distributed-timeout', '120'], {
@@ -547,7 +560,7 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
       });
       const exited = new Promise<number | null>((resolve) => worker.on('exit', (code) => resolve(code)));
       // Rank 0 waits once it serves the store on the port; rank 1, a moment after its start.
-      if (rank === 0) while (!(await accepting())) await new Promise((r) => setTimeout(r, 100));
+      if (rank === 0) while (!(await accepting(port))) await new Promise((r) => setTimeout(r, 100));
       else await new Promise((r) => setTimeout(r, 3000));
       const interrupted = performance.now();
       worker.kill('SIGINT');
@@ -601,14 +614,17 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(survivor.ms - killedAt!).toBeLessThan(10_000 + 5000);
   }, 120_000);
 
-  /** One rank of a group of 2 on 127.0.0.1:`port`, started alone (frozen, batch 8): it must fail at the rendezvous. */
-  const aloneAt = (rank: number, port: number, distributedTimeout: number, out: string) =>
+  /** Rank `rank` of a group of `worldSize` on 127.0.0.1:`port` (frozen, batch 8), for the tests that make the rendezvous fail. */
+  const rankAt = (rank: number, worldSize: number, port: number, distributedTimeout: number, out: string) =>
     runProcess({ ...base, technique: 'frozen', batchSize: 8, distributedTimeout }, join(dir, out), {
       RANK: String(rank),
-      WORLD_SIZE: '2',
+      WORLD_SIZE: String(worldSize),
       MASTER_ADDR: '127.0.0.1',
       MASTER_PORT: String(port),
     });
+
+  /** One rank of a group of 2, started alone: it must fail at the rendezvous. */
+  const aloneAt = (rank: number, port: number, distributedTimeout: number, out: string) => rankAt(rank, 2, port, distributedTimeout, out);
 
   it('a port already in use: rank 0 says so', async () => {
     const server = createServer();
@@ -617,7 +633,11 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     try {
       const exit = await aloneAt(0, port, 5, 'port');
       expect(exit.code).toBe(1);
-      expect(exit.stderr.trim()).toMatch(new RegExp(`cannot serve the rendezvous on 127\\.0\\.0\\.1:${port}: the port is already in use`));
+      // One line: c10d's server logged three lines of its own (glog) on the bind before it (process_group.cc ThrowIfPortInUse).
+      expect(exit.stderr.trim()).toBe(
+        `ModelError: distributed: rank 0 cannot serve the rendezvous on 127.0.0.1:${port}: the port is already in use ` +
+          '(by another program, or by a rank 0 already started: give each process its own RANK, or choose another MASTER_PORT)',
+      );
     } finally {
       server.close();
     }
@@ -659,6 +679,134 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
       silent.close();
     }
   }, 60_000);
+
+  it('ranks with different WORLD_SIZE: both stop at once, with the same line naming both sizes', async () => {
+    // It was "only 2 of 3 ranks joined" on rank 1 and "could not connect to the other ranks within 5 s (Socket
+    // Timeout)" on rank 0, at the timeout.
+    const port = await freePort();
+    const [rank0, rank1] = await Promise.all([rankAt(0, 2, port, 60, 'world-size-0'), rankAt(1, 3, port, 60, 'world-size-1')]);
+    const said =
+      `ModelError: distributed: rank 1 has WORLD_SIZE=3 but rank 0 (serving the rendezvous on 127.0.0.1:${port}) has ` +
+      'WORLD_SIZE=2: start every rank with the same WORLD_SIZE';
+    for (const exit of [rank0!, rank1!]) {
+      expect(exit.code).toBe(1);
+      expect(exit.stderr.trim()).toBe(said);
+      // Well within the timeout (60 s): the refusal reaches rank 0 through the store. The bound leaves room for
+      // the start of a process on a loaded machine (up to 16 s measured with 3 starting at once).
+      expect(exit.ms).toBeLessThan(30_000);
+    }
+  }, 120_000);
+
+  it('the same RANK started twice: every process stops at once, with the same line naming the rank', async () => {
+    // A second rank 1 counted itself in for the missing rank 2, and Gloo paired it under the first one's keys:
+    // "[./gloo/transport/tcp/pair.h:324] Connect timeout" after 30 s, or two processes training as one rank.
+    const port = await freePort();
+    const exits = await Promise.all([
+      rankAt(0, 3, port, 60, 'twice-0'),
+      rankAt(1, 3, port, 60, 'twice-1a'),
+      rankAt(1, 3, port, 60, 'twice-1b'),
+    ]);
+    for (const exit of exits) {
+      expect(exit.code).toBe(1);
+      expect(exit.stderr.trim()).toBe(
+        `ModelError: distributed: two processes joined the rendezvous on 127.0.0.1:${port} as rank 1 (RANK=1 was ` +
+          'started twice): give each process its own RANK, 0 to 2',
+      );
+      expect(exit.ms).toBeLessThan(30_000);
+    }
+  }, 120_000);
+
+  it('the master gone during the join: the waiting rank says it lost it, at once', async () => {
+    // It said "rank 1 cannot reach the master at ... within 20 s (Connection reset by peer)": it had reached it.
+    // Rank 1 reaches rank 0 through a relay that tells when the store has answered it; rank 0 is then killed
+    // while rank 1 waits for a third rank that never comes.
+    const port = await freePort();
+    let answered: () => void;
+    const storeAnswered = new Promise<void>((resolve) => (answered = resolve));
+    const relay = createServer((client) => {
+      const master = connect(port, '127.0.0.1');
+      client.pipe(master);
+      master.on('data', (d) => {
+        client.write(d);
+        answered();
+      });
+      for (const [a, b] of [
+        [client, master],
+        [master, client],
+      ] as const) {
+        a.on('error', () => b.destroy());
+        a.on('close', () => b.destroy());
+      }
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', () => resolve()));
+    const relayPort = (relay.address() as { port: number }).port;
+    try {
+      let killRank0: () => void;
+      const rank0 = runProcess(
+        { ...base, technique: 'frozen', batchSize: 8, distributedTimeout: 20 },
+        join(dir, 'gone-0'),
+        rankVariables(0, 3, port),
+        { onStart: (kill) => (killRank0 = kill) },
+      );
+      // Rank 1 starts once rank 0 serves: the relay would otherwise reset its connection, another failure.
+      while (!(await accepting(port))) await new Promise((r) => setTimeout(r, 100));
+      const rank1 = rankAt(1, 3, relayPort, 20, 'gone-1');
+      await storeAnswered;
+      // Rank 1 is in the join's count by now (it looks every 10 ms); the kill comes well after its first answer.
+      await new Promise((r) => setTimeout(r, 1000));
+      const killedAt = performance.now();
+      killRank0!();
+      expect((await rank0).signal).toBe('SIGKILL');
+      const exit = await rank1;
+      expect(exit.code).toBe(1);
+      expect(exit.stderr.trim()).toMatch(
+        new RegExp(
+          `^ModelError: distributed: rank 1 lost the master at 127\\.0\\.0\\.1:${relayPort} during the rendezvous \\([^)]+\\): ` +
+            'rank 0 ended before every rank joined; see its error, then start every rank again$',
+        ),
+      );
+      expect(performance.now() - killedAt).toBeLessThan(10_000);
+    } finally {
+      relay.close();
+    }
+  }, 60_000);
+
+  for (const [what, greet, answer] of [
+    // An SSH server's banner: its bytes were read as the join's count (which passed), then as lengths, and rank 1
+    // aborted (std::bad_alloc, SIGABRT).
+    [
+      'speaks first (an SSH banner)',
+      (socket: Socket) => socket.write('SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n'),
+      'it spoke first, in another protocol',
+    ],
+    [
+      'answers in another protocol (a web server)',
+      (socket: Socket) => socket.once('data', () => socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n')),
+      'it answered in another protocol',
+    ],
+  ] as const) {
+    it(`something on the master port that ${what}: the rank says so, in one line`, async () => {
+      const held: Socket[] = [];
+      const other = createServer((socket) => {
+        held.push(socket);
+        socket.on('error', () => {});
+        greet(socket);
+      });
+      await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', () => resolve()));
+      const { port } = other.address() as { port: number };
+      try {
+        const exit = await aloneAt(1, port, 5, 'other-protocol');
+        expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 1, signal: null });
+        expect(exit.stderr.trim()).toBe(
+          `ModelError: distributed: rank 1: something at 127.0.0.1:${port} accepted the connection but did not answer as ` +
+            `the rendezvous store (${answer}): is MASTER_PORT the port rank 0 serves?`,
+        );
+      } finally {
+        for (const socket of held) socket.destroy();
+        other.close();
+      }
+    }, 60_000);
+  }
 
   it('an unreachable master: the rank says which address it could not reach', async () => {
     const port = await freePort();

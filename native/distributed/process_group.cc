@@ -170,26 +170,41 @@ Addresses Resolve(const std::string& addr, uint16_t port) {
   return Addresses(found, &freeaddrinfo);
 }
 
-// Whether something accepts TCP connections at addr:port within `wait` (the connection closed
-// at once: 1.13's store server takes a client that leaves without a word in its stride).
-bool Accepts(const std::string& addr, uint16_t port, std::chrono::milliseconds wait) {
+// What a connection to addr:port found: nothing (refused, or not accepted within `wait`), a peer
+// that waits to be asked, as c10d's store server does, or one that spoke or hung up first (an SSH
+// or mail server's banner, a proxy without a backend), which no store does. c10d's client would
+// read such bytes as its answers: a background thread of 1.13's took a banner for a length and
+// aborted the process (std::bad_alloc, SIGABRT). The connection is closed after the look (1.13's
+// store server takes a client that leaves without a word in its stride).
+enum class Peer { kNone, kWaits, kSpoke, kHungUp };
+
+// A connected socket's peer: whether it spoke or hung up within `listen` of the connection.
+Peer FirstWord(int fd, std::chrono::milliseconds listen) {
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, static_cast<int>(listen.count())) != 1) return Peer::kWaits;
+  char byte = 0;
+  return recv(fd, &byte, 1, MSG_PEEK) > 0 ? Peer::kSpoke : Peer::kHungUp;
+}
+
+Peer Probe(const std::string& addr, uint16_t port, std::chrono::milliseconds wait) {
   const Addresses found = Resolve(addr, port);
-  bool accepted = false;
-  for (const addrinfo* a = found.get(); a && !accepted; a = a->ai_next) {
+  Peer peer = Peer::kNone;
+  for (const addrinfo* a = found.get(); a && peer == Peer::kNone; a = a->ai_next) {
     const int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-      accepted = true;
-    } else if (errno == EINPROGRESS) {
+    bool accepted = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+    if (!accepted && errno == EINPROGRESS) {
       pollfd p{fd, POLLOUT, 0};
       int error = 0;
       socklen_t size = sizeof(error);
       accepted = poll(&p, 1, static_cast<int>(wait.count())) == 1 &&
                  getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 && error == 0;
     }
+    // A banner comes with the accept; on another host a round trip later: `wait` covers both.
+    if (accepted) peer = FirstWord(fd, wait);
     close(fd);
   }
-  return accepted;
+  return peer;
 }
 
 // A client's store, once the master accepts connections: until then the join looks every 100 ms,
@@ -198,7 +213,8 @@ bool Accepts(const std::string& addr, uint16_t port, std::chrono::milliseconds w
 c10::intrusive_ptr<c10d::Store> ConnectClient(const RankEnvironment& env, c10d::TCPStoreOptions options,
                                               Clock::time_point deadline, const std::string& where) {
   const auto timeout = options.timeout;
-  while (!Accepts(env.masterAddr, env.masterPort, std::chrono::milliseconds(100))) {
+  Peer peer;
+  while ((peer = Probe(env.masterAddr, env.masterPort, std::chrono::milliseconds(100))) == Peer::kNone) {
     ThrowIfCancelled();
     if (Clock::now() >= deadline) {
       throw JoinError("distributed: rank " + std::to_string(env.rank) + " cannot reach the master at " + where +
@@ -207,6 +223,13 @@ c10::intrusive_ptr<c10d::Store> ConnectClient(const RankEnvironment& env, c10d::
                       "MASTER_PORT?)");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (peer != Peer::kWaits) {
+    throw JoinError(
+        "distributed: rank " + std::to_string(env.rank) + ": something at " + where +
+        " accepted the connection but did not answer as the rendezvous store (" +
+        (peer == Peer::kSpoke ? "it spoke first, in another protocol" : "it closed the connection at once") +
+        "): is MASTER_PORT the port rank 0 serves?");
   }
   // Whole seconds (1.13 truncates the connect's timeout to seconds); the store's own, for its waits, is the join's.
   options.timeout = std::max<std::chrono::milliseconds>(
@@ -305,24 +328,86 @@ class StoreWatchdog {
   std::thread thread_;
 };
 
+// The join's own keys in the store (Gloo's are under "gloo/").
+const std::string kWorldSizeKey = "torch-bert/world-size";
+const std::string kRefusedKey = "torch-bert/refused";
+const std::string kJoinedKey = "torch-bert/joined";
+
+// A rank that cannot join says why in the store before it throws, so that the ranks still waiting
+// for it stop at once with the same message (CheckEveryRankJoined) instead of at the timeout.
+[[noreturn]] void Refuse(c10d::Store& store, const std::string& message) {
+  store.set(kRefusedKey, std::vector<uint8_t>(message.begin(), message.end()));
+  throw JoinError(message);
+}
+
+// Rank 0's world size, which every other rank compares with its own (AgreeOnWorldSize). Set by the
+// server rank as soon as its store serves, before any rank can count itself in.
+void PublishWorldSize(c10d::Store& store, const RankEnvironment& env) {
+  const std::string size = std::to_string(env.worldSize);
+  store.set(kWorldSizeKey, std::vector<uint8_t>(size.begin(), size.end()));
+}
+
+// A client's first exchange with the store: the world size rank 0 published, awaited (rank 0 sets
+// it a moment after its store serves) and compared with this rank's. `check` is the first request
+// because its answer is one byte that c10d validates: a peer that is not the store yet waited to
+// be asked (a web server, a store of another PyTorch) fails it with an error, where a read of a
+// number or a value takes whatever bytes come (a count that passes, a length to allocate).
+void AgreeOnWorldSize(c10d::Store& store, const RankEnvironment& env, Clock::time_point deadline,
+                      const std::string& where) {
+  while (!store.check({kWorldSizeKey}) && Clock::now() < deadline) {
+    ThrowIfCancelled();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (!store.check({kWorldSizeKey})) return;  // Not published by the deadline: the count says so.
+  const std::vector<uint8_t> value = store.get(kWorldSizeKey);
+  const std::string size(value.begin(), value.end());
+  if (size == std::to_string(env.worldSize)) return;
+  Refuse(store, "distributed: rank " + std::to_string(env.rank) + " has WORLD_SIZE=" + std::to_string(env.worldSize) +
+                    " but rank 0 (serving the rendezvous on " + where + ") has WORLD_SIZE=" + size +
+                    ": start every rank with the same WORLD_SIZE");
+}
+
+// Each rank number joins once (rank 0's is, by its port: ThrowIfPortInUse): a second process with the same RANK (a
+// launch that started one twice) would count itself in for a rank that is missing, and Gloo's rendezvous would then
+// pair it with the others under the first one's keys (measured: "Connect timeout" after 30 s, or both training as one
+// rank).
+void ClaimRank(c10d::Store& store, const RankEnvironment& env, const std::string& where) {
+  const std::string rank = std::to_string(env.rank);
+  if (store.add("torch-bert/rank/" + rank, 1) == 1) return;
+  Refuse(store, "distributed: two processes joined the rendezvous on " + where + " as rank " + rank + " (RANK=" + rank +
+                    " was started twice): give each process its own RANK, 0 to " + std::to_string(env.worldSize - 1));
+}
+
+// The reason a rank that could not join left in the store (Refuse), if one did.
+std::optional<std::string> Refusal(c10d::Store& store) {
+  if (!store.check({kRefusedKey})) return std::nullopt;
+  const std::vector<uint8_t> value = store.get(kRefusedKey);
+  return std::string(value.begin(), value.end());
+}
+
 // Every rank counts itself in once its store is connected, then waits for the count. 1.13's
 // TCPStore server waits for its clients up to the timeout and then returns as if they had all
 // come (2.x throws), so rank 0 alone went on to Gloo's rendezvous and waited a second timeout
 // there, to fail with "could not connect to the other ranks (Socket Timeout)". The store's own
 // wait is therefore off (ConnectStore) and the wait here is the only one: bounded by the timeout
 // from the join's start (at least a moment, for a rank that connected at its very end), checking
-// the cancel between its looks, it says how many ranks came. Gloo's rendezvous, which nothing
-// interrupts, then starts with every rank there.
+// the cancel and another rank's refusal between its looks, it says how many ranks came. Gloo's
+// rendezvous, which nothing interrupts, then starts with every rank there.
 c10::intrusive_ptr<c10d::Store> CheckEveryRankJoined(c10::intrusive_ptr<c10d::Store> store, const RankEnvironment& env,
                                                      Clock::time_point start, std::chrono::milliseconds timeout,
                                                      const std::string& where) {
-  const std::string key = "torch-bert/joined";
-  int64_t joinedRanks = store->add(key, 1);
+  int64_t joinedRanks = store->add(kJoinedKey, 1);
   const auto deadline = std::max(start + timeout, Clock::now() + std::chrono::seconds(1));
   while (joinedRanks < env.worldSize && Clock::now() < deadline) {
     ThrowIfCancelled();
+    if (const auto refusal = Refusal(*store)) {
+      // The store closes with rank 0: it lingers a moment so that the other waiting ranks, which
+      // look every 10 ms, read the reason too rather than lose the master.
+      if (env.rank == 0) std::this_thread::sleep_for(std::chrono::seconds(1));
+      throw JoinError(*refusal);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    joinedRanks = store->add(key, 0);
+    joinedRanks = store->add(kJoinedKey, 0);
   }
   if (joinedRanks < env.worldSize) {
     throw JoinError("distributed: only " + std::to_string(joinedRanks) + " of " + std::to_string(env.worldSize) +
@@ -330,6 +415,98 @@ c10::intrusive_ptr<c10d::Store> CheckEveryRankJoined(c10::intrusive_ptr<c10d::St
                     " (each rank needs the same WORLD_SIZE, MASTER_ADDR and MASTER_PORT)");
   }
   return store;
+}
+
+// Whether a listening socket can be bound to `port` on the wildcard address of `family` (as
+// c10d's server binds it, SO_REUSEADDR); `inUse` is set when the bind failed for EADDRINUSE.
+bool CanBind(int family, uint16_t port, bool& inUse) {
+  const int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const int on = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  sockaddr_storage addr{};
+  if (family == AF_INET6) {
+    auto& a = reinterpret_cast<sockaddr_in6&>(addr);
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_any;
+    a.sin6_port = htons(port);
+  } else {
+    auto& a = reinterpret_cast<sockaddr_in&>(addr);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    a.sin_port = htons(port);
+  }
+  const socklen_t size = family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  const bool bound = bind(fd, reinterpret_cast<sockaddr*>(&addr), size) == 0 && listen(fd, 1) == 0;
+  inUse = inUse || (!bound && errno == EADDRINUSE);
+  close(fd);
+  return bound;
+}
+
+// Rank 0's port taken, found before c10d's server tries it: its attempt logs three lines of its
+// own (glog warnings on bind) before the error. A port taken between this look and c10d's bind
+// still ends in ConnectStore's message, those lines included.
+void ThrowIfPortInUse(const RankEnvironment& env, const std::string& where) {
+  bool inUse = false;
+  if (CanBind(AF_INET6, env.masterPort, inUse) || CanBind(AF_INET, env.masterPort, inUse) || !inUse) return;
+  throw JoinError("distributed: rank 0 cannot serve the rendezvous on " + where +
+                  ": the port is already in use (by another program, or by a rank 0 already started: give each "
+                  "process its own RANK, or choose another MASTER_PORT)");
+}
+
+// How far a client's join got, which says what a failure of the store means: before the store
+// answered (kHandshake), the peer is not the store; after (kJoining), the master went away.
+enum class Stage { kConnecting, kHandshake, kJoining };
+
+// A client's store (ConnectClient), its first exchange (AgreeOnWorldSize) and its rank claimed;
+// `stage` follows it.
+c10::intrusive_ptr<c10d::Store> JoinAsClient(const RankEnvironment& env, const c10d::TCPStoreOptions& options,
+                                             Clock::time_point deadline, const std::string& where, Stage& stage) {
+  auto store = ConnectClient(env, options, deadline, where);
+  stage = Stage::kHandshake;
+  AgreeOnWorldSize(*store, env, deadline, where);
+  stage = Stage::kJoining;
+  ClaimRank(*store, env, where);
+  return store;
+}
+
+// A failure of the join, other than its own (JoinError), in one line that says what happened.
+[[noreturn]] void ThrowJoinFailure(const RankEnvironment& env, const c10d::TCPStoreOptions& options,
+                                   const std::string& what, Stage stage, const std::string& where) {
+  const std::string line = what.substr(0, what.find('\n'));
+  const std::string rank = std::to_string(env.rank);
+  if (options.isServer && (what.find("in use") != std::string::npos || what.find("EADDRINUSE") != std::string::npos)) {
+    throw std::runtime_error("distributed: rank 0 cannot serve the rendezvous on " + where +
+                             ": the port is already in use (choose another MASTER_PORT)");
+  }
+  if (options.isServer) {
+    throw std::runtime_error("distributed: rank 0 cannot serve the rendezvous on " + where + " (" + line +
+                             "): not every rank joined within " + Seconds(options.timeout));
+  }
+  if (stage == Stage::kHandshake && !AgentServesStore()) {
+    // c10d's complaints about an answer it did not expect ("ready or not_ready response expected")
+    // name its protocol's messages; the system's errors (a reset) say what the peer did.
+    const std::string answer = line.find("expected") != std::string::npos ? "it answered in another protocol" : line;
+    throw std::runtime_error("distributed: rank " + rank + ": something at " + where +
+                             " accepted the connection but did not answer as the rendezvous store (" + answer +
+                             "): is MASTER_PORT the port rank 0 serves?");
+  }
+  if (stage == Stage::kJoining) {
+    throw std::runtime_error("distributed: rank " + rank + " lost the master at " + where + " during the rendezvous (" +
+                             line +
+                             "): rank 0 ended before every rank joined; see its error, then start every rank again");
+  }
+  // torchrun's agent serves the store from its own PyTorch, and c10d's store protocol changed in
+  // 2.x (a client's first message validates the server): a torchrun of another PyTorch than
+  // this libtorch accepts the connection and then resets it, until the timeout.
+  const std::string agent =
+      AgentServesStore()
+          ? "; the store is torchrun's: launch with the torchrun of PyTorch " + std::string(TORCH_VERSION) +
+                " (this libtorch's; another version's store speaks another protocol), or with torch-bert's "
+                "--nproc-per-node"
+          : "";
+  throw std::runtime_error("distributed: rank " + rank + " cannot reach the master at " + where + " within " +
+                           Seconds(options.timeout) + " (" + line + ")" + agent);
 }
 
 c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::chrono::milliseconds timeout) {
@@ -347,15 +524,23 @@ c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::ch
   // grace lets the join's own waits, which end by the deadline, say why first.
   std::optional<StoreWatchdog> watchdog;
   if (!options.isServer && !AgentServesStore()) watchdog.emplace(env, start + timeout + std::chrono::seconds(3));
+  Stage stage = Stage::kConnecting;
   try {
+    if (AgentServesStore()) {
+      auto store = ConnectClient(env, options, start + timeout, where);
+      const char* restarts = std::getenv("TORCHELASTIC_RESTART_COUNT");
+      return c10::make_intrusive<c10d::PrefixStore>(std::string("/worker/attempt_") + (restarts ? restarts : "0"),
+                                                    store);
+    }
     c10::intrusive_ptr<c10d::Store> store;
-    if (options.isServer)
+    if (options.isServer) {
+      ThrowIfPortInUse(env, where);
       store = c10::make_intrusive<c10d::TCPStore>(env.masterAddr, options);
-    else
-      store = ConnectClient(env, options, start + timeout, where);
-    if (!AgentServesStore()) return CheckEveryRankJoined(store, env, start, timeout, where);
-    const char* restarts = std::getenv("TORCHELASTIC_RESTART_COUNT");
-    return c10::make_intrusive<c10d::PrefixStore>(std::string("/worker/attempt_") + (restarts ? restarts : "0"), store);
+      PublishWorldSize(*store, env);
+    } else {
+      store = JoinAsClient(env, options, start + timeout, where, stage);
+    }
+    return CheckEveryRankJoined(store, env, start, timeout, where);
   } catch (const JoinError&) {
     throw;
   } catch (const std::exception& e) {
@@ -365,28 +550,7 @@ c10::intrusive_ptr<c10d::Store> ConnectStore(const RankEnvironment& env, std::ch
                       " accepted the connection but did not answer as the rendezvous store within " + Seconds(timeout) +
                       " (is MASTER_PORT the port rank 0 serves?)");
     }
-    const std::string what = e.what();
-    const std::string line = what.substr(0, what.find('\n'));
-    if (options.isServer &&
-        (what.find("in use") != std::string::npos || what.find("EADDRINUSE") != std::string::npos)) {
-      throw std::runtime_error("distributed: rank 0 cannot serve the rendezvous on " + where +
-                               ": the port is already in use (choose another MASTER_PORT)");
-    }
-    if (options.isServer) {
-      throw std::runtime_error("distributed: rank 0 cannot serve the rendezvous on " + where + " (" + line +
-                               "): not every rank joined within " + Seconds(timeout));
-    }
-    // torchrun's agent serves the store from its own PyTorch, and c10d's store protocol changed in
-    // 2.x (a client's first message validates the server): a torchrun of another PyTorch than
-    // this libtorch accepts the connection and then resets it, until the timeout.
-    const std::string agent =
-        AgentServesStore()
-            ? "; the store is torchrun's: launch with the torchrun of PyTorch " + std::string(TORCH_VERSION) +
-                  " (this libtorch's; another version's store speaks another protocol), or with torch-bert's "
-                  "--nproc-per-node"
-            : "";
-    throw std::runtime_error("distributed: rank " + std::to_string(env.rank) + " cannot reach the master at " + where +
-                             " within " + Seconds(timeout) + " (" + line + ")" + agent);
+    ThrowJoinFailure(env, options, e.what(), stage, where);
   }
 }
 #endif

@@ -33,8 +33,10 @@ std::vector<std::string> AvailableBackends();
 // Joins the group: rank 0 serves the TCPStore on MASTER_PORT, every rank connects to it and
 // Gloo connects the ranks to each other. `timeout` bounds the rendezvous and every collective
 // afterwards (a dead or hung rank fails the others' next collective within it). Clear
-// runtime_errors for a port in use, an unreachable master, a rendezvous that times out and one
-// cancelled. Throws when already joined. Blocks: run it off the JS thread.
+// runtime_errors for a port in use, an unreachable master, something else on the master's port,
+// a master gone during the join, ranks with different WORLD_SIZE, a RANK started twice, a
+// rendezvous that times out and one cancelled. Throws when already joined. Blocks: run it off the
+// JS thread.
 RankEnvironment JoinProcessGroup(std::chrono::milliseconds timeout);
 
 // Stops a join in progress (from another thread) at its next look at the rendezvous, within
