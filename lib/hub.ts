@@ -55,8 +55,9 @@ export interface DownloadProgress {
   received: number;
   total: number;
   /**
-   * True while another process sharing the cache downloads the file and this one waits for it
-   * (`received` is that download's); absent for this process's own download.
+   * True while another process sharing the cache (torch-bert's or Python's) downloads the file and
+   * this one waits for it (`received`: the size of the file's newest partial download, that
+   * process's); absent for this process's own download.
    */
   waiting?: true;
 }

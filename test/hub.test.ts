@@ -161,8 +161,15 @@ except BlockingIOError:
   return run.stdout.trim() === 'held';
 }
 
-/** The files this process has open (Linux). */
-const openFiles = () => readdirSync('/proc/self/fd').map((fd) => readlinkSync(join('/proc/self/fd', fd), { encoding: 'utf8' }));
+/** The files this process has open (Linux; a descriptor closed meanwhile, such as the listing's own, is skipped). */
+const openFiles = () =>
+  readdirSync('/proc/self/fd').flatMap((fd) => {
+    try {
+      return [readlinkSync(join('/proc/self/fd', fd), { encoding: 'utf8' })];
+    } catch {
+      return [];
+    }
+  });
 
 /**
  * Another process (the compiled lib/hub.ts) resolving org/tiny-bert, returned once it has written
