@@ -699,6 +699,15 @@ export interface NativeBinding {
   /** Whether TF32 matmuls are allowed (cuBLAS). */
   allowTF32(): boolean;
 
+  // ---- File locks (native/runtime/file_lock.h) ----
+  /**
+   * `flock(fd, LOCK_EX | LOCK_NB)`, the lock Python's huggingface_hub takes on a download
+   * (lib/hub-lock.ts): true when taken, false while another open file description holds it.
+   * Never blocks (poll it). Throws where the file system has no flock. Released by closing `fd`,
+   * or by the kernel when the process dies.
+   */
+  tryLockFile(fd: number): boolean;
+
   // ---- Diagnostics (torch-bert doctor) ----
   /** `torch.__config__.show()`: libtorch's build configuration (compiler, BLAS_INFO, CUDA, flags). */
   showConfig(): string;

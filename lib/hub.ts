@@ -16,14 +16,14 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
+import { homedir, hostname } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { getRepoFolderName, HubApiError, modelInfo, pathsInfo } from '@huggingface/hub';
 import { AbortError, InputError, ModelError, messageOf } from './errors.js';
-import { HOST, onceAcrossProcesses } from './hub-lock.js';
+import { onceAcrossProcesses } from './hub-lock.js';
 import {
   CONFIG_FILE,
   filesOf,
@@ -35,7 +35,7 @@ import {
   VOCAB_TXT,
   WEIGHT_CANDIDATES,
 } from './model-folder.js';
-import { writerIsAlive } from './writer-identity.js';
+import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js';
 
 export type ModelSource =
   | { kind: 'torchscript'; file: string }
@@ -55,8 +55,9 @@ export interface DownloadProgress {
   received: number;
   total: number;
   /**
-   * True while another process sharing the cache downloads the file and this one waits for it
-   * (`received` is that download's); absent for this process's own download.
+   * True while another process sharing the cache (torch-bert's or Python's) downloads the file and
+   * this one waits for it (`received`: the size of the file's newest partial download, that
+   * process's); absent for this process's own download.
    */
   waiting?: true;
 }
@@ -231,9 +232,9 @@ class RepoCache {
   blob(etag: string): string {
     return join(this.root, 'blobs', etag);
   }
-  /** The lock on downloading a blob (hub-lock.ts), where Python keeps its own: `<cache>/.locks/models--org--name/`. */
+  /** The lock on downloading a blob, Python's own (hub-lock.ts): `<cache>/.locks/models--org--name/<hash>.lock`. */
   downloadLock(etag: string): string {
-    return join(dirname(this.root), '.locks', basename(this.root), `${etag}.torch-bert.lock`);
+    return join(dirname(this.root), '.locks', basename(this.root), `${etag}.lock`);
   }
   async readRef(revision: string): Promise<string | undefined> {
     if (COMMIT.test(revision)) return revision;
@@ -475,9 +476,9 @@ async function fetchBlob(url: string, lock: string, blob: string, expected: Expe
         waited = false;
         return downloadVerified(url, blob, expected);
       },
-      onWait: async (holder) => {
+      onWait: async () => {
         waited = true;
-        waiting(await partialSize(dirname(blob), expected.hash, holder));
+        waiting(await partialSize(dirname(blob), expected.hash));
       },
       signal: ctx.signal,
     });
@@ -488,18 +489,28 @@ async function fetchBlob(url: string, lock: string, blob: string, expected: Expe
   if (waited) waiting(expected.size);
 }
 
-/** How much of the blob the process `<host>-<pid>` has written (its partial file), or 0. */
-async function partialSize(blobs: string, hash: string, writer: string): Promise<number> {
-  const names = await readdir(blobs).catch(() => [] as string[]);
-  const partial = writer ? names.find((name) => name.startsWith(`${hash}.${writer}-`) && name.endsWith('.incomplete')) : undefined;
-  return (partial && (await statOrUndefined(join(blobs, partial)))?.size) || 0;
+/**
+ * How much of the blob the lock's holder has written, or 0. The lock does not say who holds it:
+ * its partial file is the one of this blob written last (ours, or Python's `<hash>.incomplete` or
+ * `<hash>.<uuid>.incomplete`); an abandoned one is older.
+ */
+async function partialSize(blobs: string, hash: string): Promise<number> {
+  const names = (await readdir(blobs).catch(() => [] as string[])).filter((n) => n.startsWith(`${hash}.`) && n.endsWith('.incomplete'));
+  const partials = await Promise.all(names.map((name) => statOrUndefined(join(blobs, name))));
+  const newest = partials.reduce((a, b) => (b && (!a || b.mtimeMs > a.mtimeMs) ? b : a), undefined);
+  return newest?.size ?? 0;
 }
 
+/** This host in the names of partial downloads: whether their writer runs is ours to check only here. */
+export const HOST = hostname().replace(/[^A-Za-z0-9]/g, '_');
+
 /**
- * A partial download of ours: `<hash>.<host>-<pid>-<random>.incomplete` (before the host was
- * named, `<hash>.<pid>-<random>.incomplete`). Python's are `<hash>.incomplete`, which it resumes.
+ * A partial download of ours: `<hash>.<host>-<writer>-<random>.incomplete`, the writer being
+ * writer-identity's `<pid>.<start time>` (older names: a bare pid, and before that no host).
+ * Python's are `<hash>.incomplete` (which older huggingface_hub resumes) and `<hash>.<uuid>.incomplete`:
+ * never ours to remove.
  */
-const OUR_PARTIAL = /^[0-9a-f]{40}(?:[0-9a-f]{24})?\.(?:([A-Za-z0-9_]+)-)?(\d+)-[0-9a-z]+\.incomplete$/;
+const OUR_PARTIAL = new RegExp(`^[0-9a-f]{40}(?:[0-9a-f]{24})?\\.(?:([A-Za-z0-9_]+)-)?${WRITER_ID_PATTERN}-[0-9a-z]+\\.incomplete$`);
 /**
  * A live download writes every few seconds (fetch gives up on a body silent for five minutes): a
  * partial file of another host untouched this long lost its writer.
@@ -519,7 +530,7 @@ async function removeAbandonedDownloads(blobs: string): Promise<void> {
     if (!writer) continue;
     const gone =
       writer[1] === HOST
-        ? !writerIsAlive(Number(writer[2]))
+        ? !writerIsAlive(Number(writer[2]), writer[3])
         : Date.now() - ((await statOrUndefined(join(blobs, name)))?.mtimeMs ?? Date.now()) > ABANDONED_MS;
     if (gone) await rm(join(blobs, name), { force: true });
   }
@@ -529,8 +540,11 @@ async function downloadVerified(url: string, blob: string, expected: ExpectedBlo
   const { path, ctx } = expected;
   const { env, signal, onProgress } = ctx;
   await mkdir(dirname(blob), { recursive: true });
-  // Unique per download, so two processes fetching one blob do not write into each other's file.
-  const tmp = `${blob}.${HOST}-${process.pid}-${Math.random().toString(36).slice(2)}.incomplete`;
+  // Unique per download and named by its writer, not Python's `<hash>.incomplete`: where the lock
+  // does not hold (unlocked, or a file system granting flock to all) two writers of one name would
+  // interleave their bytes (newer huggingface_hub moved to unique names for that reason), and the
+  // writer's identity lets removeAbandonedDownloads tell a dead writer's leftover. Nothing resumes.
+  const tmp = `${blob}.${HOST}-${writerId()}-${Math.random().toString(36).slice(2)}.incomplete`;
   try {
     let response: Response;
     try {

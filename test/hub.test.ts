@@ -4,7 +4,7 @@
  * is refused. HF_HUB_CACHE / HF_HOME point into a temporary folder, never the real cache.
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   existsSync,
@@ -15,6 +15,7 @@ import {
   readFileSync,
   readlinkSync,
   rmSync,
+  statSync,
   symlinkSync,
   utimesSync,
   writeFileSync,
@@ -22,14 +23,15 @@ import {
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { inspect } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { InputError } from '../lib/errors.js';
-import { type DownloadProgress, parseHubId, resolveModelSource, terminalProgress } from '../lib/hub.js';
+import { type DownloadProgress, HOST, parseHubId, resolveModelSource, terminalProgress } from '../lib/hub.js';
 import { inspectModelFolder } from '../lib/model-folder.js';
-import { repoRoot } from './fixtures.js';
+import { writerId } from '../lib/writer-identity.js';
+import { PYTHON, repoRoot } from './fixtures.js';
 import { FakeHub, gitBlobSha1, sha256 } from './helpers/hub-server.js';
 
 const commitOf = (label: string) => createHash('sha1').update(label).digest('hex');
@@ -102,8 +104,72 @@ function listTree(dir: string): string[] {
     .sort();
 }
 
-/** A partial download's name holds its writer's pid: `<hash>.[<host>-]<pid>-<random>.incomplete`. */
-const writtenBy = (name: string, pid: number | undefined) => new RegExp(`[.-]${pid}-[0-9a-z]+\\.incomplete$`).test(name);
+/** A partial download's name holds its writer's pid (and start time): `<hash>.<host>-<pid>.<start>-<random>.incomplete`. */
+const writtenBy = (name: string, pid: number | undefined) => new RegExp(`[.-]${pid}(?:\\.\\d+)?-[0-9a-z]+\\.incomplete$`).test(name);
+
+/** huggingface_hub's download lock of a blob of org/tiny-bert, which torch-bert takes too. */
+const lockOf = (hash: string) => join(cache, '.locks', 'models--org--tiny-bert', `${hash}.lock`);
+
+/**
+ * Python downloading the blob `hash` of org/tiny-bert as huggingface_hub does: flock on its
+ * `.locks/.../<hash>.lock` (opened as filelock's UnixFileLock opens it), half of `content`
+ * written to `blobs/<hash>.incomplete`, then `locked` resolves. `finish()` writes the rest,
+ * renames it to the blob and releases the lock.
+ */
+function pythonDownloader(hash: string, content: Buffer): { child: ChildProcess; locked: Promise<void>; finish(): void } {
+  const source = join(tmp, `${hash}.source`);
+  writeFileSync(source, content);
+  const blob = join(repoDir(), 'blobs', hash);
+  const script = `
+import fcntl, os, sys
+lock, blob, source = sys.argv[1:4]
+os.makedirs(os.path.dirname(lock), exist_ok=True)
+os.makedirs(os.path.dirname(blob), exist_ok=True)
+fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+data = open(source, 'rb').read()
+with open(blob + '.incomplete', 'ab') as f:
+    f.write(data[: len(data) // 2])
+print('locked', flush=True)
+sys.stdin.readline()
+with open(blob + '.incomplete', 'ab') as f:
+    f.write(data[len(data) // 2 :])
+os.replace(blob + '.incomplete', blob)
+os.close(fd)
+`;
+  const child = spawn(PYTHON, ['-c', script, lockOf(hash), blob, source], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const locked = new Promise<void>((done, fail) => {
+    child.stdout!.once('data', () => done());
+    child.once('exit', (code) => fail(new Error(`the Python downloader exited (${code}) before locking`)));
+  });
+  return { child, locked, finish: () => child.stdin!.write('go\n') };
+}
+
+/** Whether a Python process finds the lock held: `flock(LOCK_EX | LOCK_NB)`, as filelock polls it. */
+function pythonFindsHeld(lock: string): boolean {
+  const script = `
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print('taken')
+except BlockingIOError:
+    print('held')
+`;
+  const run = spawnSync(PYTHON, ['-c', script, lock], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`python failed: ${run.stderr}`);
+  return run.stdout.trim() === 'held';
+}
+
+/** The files this process has open (Linux; a descriptor closed meanwhile, such as the listing's own, is skipped). */
+const openFiles = () =>
+  readdirSync('/proc/self/fd').flatMap((fd) => {
+    try {
+      return [readlinkSync(join('/proc/self/fd', fd), { encoding: 'utf8' })];
+    } catch {
+      return [];
+    }
+  });
 
 /**
  * Another process (the compiled lib/hub.ts) resolving org/tiny-bert, returned once it has written
@@ -454,6 +520,8 @@ describe('Hub ids through the Hugging Face cache', () => {
     await new Promise((done) => killed.once('exit', done));
     const partial = (pid: number | undefined) => listTree(blobs).find((b) => b.endsWith('.incomplete') && writtenBy(b, pid));
     const killedPartial = partial(killed.pid);
+    // Named by its writer's identity: this host, the pid and its start time.
+    expect(killedPartial).toMatch(new RegExp(`^[0-9a-f]{64}\\.${HOST}-${killed.pid}\\.\\d+-[0-9a-z]+\\.incomplete$`));
     expect(lstatSync(join(blobs, killedPartial!)).size).toBe(weights.length / 2);
     const alive = await stalledDownloader();
     try {
@@ -511,14 +579,14 @@ describe('Hub ids through the Hugging Face cache', () => {
           expect(readFileSync(join(source.dir, file)).equals(bytesOf(files, file)), file).toBe(true);
         }
       }
-      // Released locks are removed (Python's flock files, which it keeps, are named <hash>.lock).
-      expect(listTree(join(cache, '.locks'))).toEqual([]);
+      // The locks were Python's flock files, which stay when released (as Python leaves them).
+      const hashes = [gitBlobSha1(bytesOf(files, 'config.json')), sha256(big), gitBlobSha1(bytesOf(files, 'tokenizer.json'))];
+      expect(listTree(join(cache, '.locks'))).toEqual(hashes.map((h) => `models--org--big-bert/${h}.lock`).sort());
     } finally {
       for (const r of resolvers) r.child.kill('SIGKILL');
     }
   });
 
-  // A take-over that waited for the one-minute bound on a silent lock would run past this test's timeout.
   it('a download lock whose holder was killed outright is taken over by the process waiting for it', async () => {
     hub.faults.stall = new Set(['model.safetensors']);
     const holder = await stalledDownloader();
@@ -550,25 +618,133 @@ describe('Hub ids through the Hugging Face cache', () => {
       received: weights.length,
       total: weights.length,
     });
-    expect(listTree(join(cache, '.locks'))).toEqual([]);
+    expect(listTree(join(cache, '.locks'))).toContain(`models--org--tiny-bert/${sha256(weights)}.lock`);
   }, 30_000);
 
-  it('another host’s download lock is waited for while refreshed, and taken over once silent a minute; an abort ends the wait', async () => {
-    const lock = join(cache, '.locks', 'models--org--tiny-bert', `${sha256(weights)}.torch-bert.lock`);
-    mkdirSync(dirname(lock), { recursive: true });
-    writeFileSync(lock, 'otherHost-7-x1');
-    const controller = new AbortController();
-    const err = await rejection(
-      resolveModelSource('org/tiny-bert', { signal: controller.signal, onProgress: (p) => p.waiting && controller.abort() }),
-    );
-    expect([err.name, err.message]).toEqual(['AbortError', 'the model download was aborted']);
-    expect(readFileSync(lock, 'utf8')).toBe('otherHost-7-x1');
+  it('a download Python holds the lock of is waited for, and the blob Python wrote is used without a request', async () => {
+    // Before: torch-bert locked a file of its own, did not wait, and downloaded the weights beside Python.
+    const hash = sha256(weights);
+    const python = pythonDownloader(hash, weights);
+    try {
+      await python.locked;
+      const events: DownloadProgress[] = [];
+      let sawWaiting = () => {};
+      const waiting = new Promise<string>((done) => {
+        sawWaiting = () => done('waited');
+      });
+      const resolving = resolveModelSource('org/tiny-bert', {
+        onProgress: (p) => {
+          if (p.file === 'model.safetensors') events.push({ ...p });
+          if (p.waiting) sawWaiting();
+        },
+      });
+      expect(await Promise.race([waiting, resolving.then(() => 'resolved without waiting')])).toBe('waited');
+      // Python's partial is its own (older huggingface_hub resumes it): kept, and its bytes shown.
+      expect(events[0]).toEqual({ file: 'model.safetensors', received: weights.length / 2, total: weights.length, waiting: true });
+      expect(listTree(join(repoDir(), 'blobs'))).toContain(`${hash}.incomplete`);
+      python.finish();
+      const source = await resolving;
+      expect(source.kind === 'folder' && readFileSync(join(source.dir, 'model.safetensors')).equals(weights)).toBe(true);
+      expect(hub.requests.filter((r) => r.url.endsWith('/model.safetensors'))).toEqual([]);
+      expect(events.at(-1)).toEqual({ file: 'model.safetensors', received: weights.length, total: weights.length, waiting: true });
+      expect(listTree(join(cache, '.locks')).filter((l) => !l.endsWith('.lock'))).toEqual([]);
+    } finally {
+      python.child.kill('SIGKILL');
+    }
+  });
 
-    const silent = (Date.now() - 61_000) / 1000;
-    utimesSync(lock, silent, silent);
-    const source = await resolveModelSource('org/tiny-bert');
+  it('a torch-bert download holds Python’s lock: Python’s LOCK_NB attempt fails until the holder is killed', async () => {
+    hub.faults.stall = new Set(['model.safetensors']);
+    const holder = await stalledDownloader();
+    try {
+      expect(pythonFindsHeld(lockOf(sha256(weights)))).toBe(true);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+    await new Promise((done) => holder.once('exit', done));
+    // Released by the kernel at the holder's death: nothing to wait out.
+    expect(pythonFindsHeld(lockOf(sha256(weights)))).toBe(false);
+  });
+
+  it('a Python holder killed outright releases the lock at once: the waiting download goes on by itself', async () => {
+    const hash = sha256(weights);
+    const python = pythonDownloader(hash, weights);
+    await python.locked;
+    let killedAt = 0;
+    let ownStart = 0;
+    const resolving = resolveModelSource('org/tiny-bert', {
+      onProgress: (p) => {
+        if (p.waiting && killedAt === 0) {
+          killedAt = performance.now();
+          python.child.kill('SIGKILL');
+        }
+        if (p.file === 'model.safetensors' && !p.waiting && ownStart === 0) ownStart = performance.now();
+      },
+    });
+    const source = await resolving;
     expect(source.kind === 'folder' && readFileSync(join(source.dir, 'model.safetensors')).equals(weights)).toBe(true);
-    expect(existsSync(lock)).toBe(false);
+    expect(killedAt).toBeGreaterThan(0);
+    // Polls are at most 0.5 s apart; a stale-lock bound would be a minute.
+    expect(ownStart - killedAt).toBeLessThan(2000);
+    expect(hub.requests.filter((r) => r.url.endsWith('/model.safetensors')).length).toBe(1);
+    // The dead Python's partial is Python's to resume: left as it was.
+    expect(statSync(join(repoDir(), 'blobs', `${hash}.incomplete`)).size).toBe(weights.length / 2);
+  });
+
+  it('an abort while Python holds the lock rejects at once and lets go of the lock file', async () => {
+    const hash = sha256(weights);
+    const python = pythonDownloader(hash, weights);
+    try {
+      await python.locked;
+      const controller = new AbortController();
+      let abortedAt = 0;
+      const err = await rejection(
+        resolveModelSource('org/tiny-bert', {
+          signal: controller.signal,
+          onProgress: (p) => {
+            if (!p.waiting || abortedAt > 0) return;
+            abortedAt = performance.now();
+            controller.abort();
+          },
+        }),
+      );
+      expect(performance.now() - abortedAt).toBeLessThan(300);
+      expect([err.name, err.message]).toEqual(['AbortError', 'the model download was aborted']);
+      expect(openFiles()).not.toContain(lockOf(hash));
+      expect(pythonFindsHeld(lockOf(hash))).toBe(true);
+      expect(listTree(join(repoDir(), 'blobs'))).toContain(`${hash}.incomplete`);
+      expect(hub.requests.filter((r) => r.url.endsWith('/model.safetensors'))).toEqual([]);
+    } finally {
+      python.child.kill('SIGKILL');
+    }
+  });
+
+  it('a partial download names its writer by pid and start time: a reused pid is not taken for the writer', async () => {
+    // Before: `<hash>.<host>-<pid>-<random>.incomplete`, kept for as long as any process had that pid.
+    const hash = sha256(weights);
+    const blobs = join(repoDir(), 'blobs');
+    mkdirSync(blobs, { recursive: true });
+    const exited = spawnSync(process.execPath, ['-e', '']).pid;
+    const [pid, start] = writerId().split('.');
+    const partials = {
+      reusedPid: `${hash}.${HOST}-${pid}.${Number(start) + 1}-x1.incomplete`,
+      deadWriter: `${hash}.${HOST}-${exited}.${start}-x2.incomplete`,
+      liveWriter: `${hash}.${HOST}-${writerId()}-x3.incomplete`,
+      // Before the start time was recorded: the pid alone is all there is to go by.
+      olderName: `${hash}.${HOST}-${pid}-x4.incomplete`,
+      // Python's, whatever their age: never ours to remove.
+      python: `${hash}.incomplete`,
+      pythonUnique: `${hash}.0123abcd.incomplete`,
+    };
+    const old = (Date.now() - 60 * 60_000) / 1000;
+    for (const name of Object.values(partials)) {
+      writeFileSync(join(blobs, name), 'partial');
+      utimesSync(join(blobs, name), old, old);
+    }
+    await resolveModelSource('org/tiny-bert');
+    expect(listTree(blobs).filter((b) => b.endsWith('.incomplete'))).toEqual(
+      [partials.liveWriter, partials.olderName, partials.python, partials.pythonUnique].sort(),
+    );
   });
 
   it('HF_TOKEN goes as a Bearer header and never into an error', async () => {

@@ -16,6 +16,7 @@
 #include "module/script_module.h"
 #include "runtime/cpu_allocator.h"
 #include "runtime/diagnostics.h"
+#include "runtime/file_lock.h"
 #include "runtime/runtime.h"
 #include "tensor/tensor.h"
 #include "tensor/weight_files.h"
@@ -75,6 +76,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterTrainingState(env, exports);
   RegisterPrecision(env, exports);
   RegisterDiagnostics(env, exports);
+  RegisterFileLock(env, exports);
   RegisterCpuAllocator(env, exports);
   RegisterTokenPruning(env, exports);
   RegisterWeightFiles(env, exports);
