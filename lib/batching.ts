@@ -98,8 +98,8 @@ export function gatherRows(encoded: EncodedTexts, indices: ArrayLike<number>, se
 
 /**
  * The loop of every inference pass: for each batch of rows, in order, `run` makes the native
- * call (given the rows and the batch's index) and `scatter` puts its result back where those rows belong. An abort stops it before the
- * next batch (a native call in flight finishes).
+ * call (given the rows and the batch's index) and `scatter` puts its result back where those
+ * rows belong. An abort stops it before the next batch (a native call in flight finishes).
  */
 export async function runBatches<T>(
   batches: readonly Int32Array[],
