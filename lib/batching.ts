@@ -115,9 +115,8 @@ export async function runBatches<T>(
 
 /**
  * Texts an inference pass over many texts (predict(), evaluate()) tokenizes at a time: the rows
- * of consecutive batches, at least this many (the last chunk may have fewer). Two chunks' rows
- * are held at once (the one running, the next one tokenizing), not every text's. 4,096 rows of
- * max length 512 are 16 MB of ids and masks. An object so that a test can set a small one and
+ * of consecutive batches, at least this many (the last chunk may have fewer). One chunk's rows
+ * are held at a time, not every text's. 4,096 rows of max length 512 are 16 MB of ids and masks. An object so that a test can set a small one and
  * cross chunk boundaries with few texts; not an option.
  */
 export const INFERENCE_CHUNK = { rows: 4096 };
@@ -125,8 +124,10 @@ export const INFERENCE_CHUNK = { rows: 4096 };
 /**
  * A batch's rows (dynamically padded, as `gatherRows` pads them) for `runBatches`' `run`, from
  * texts tokenized a chunk of consecutive batches at a time (`INFERENCE_CHUNK`): `tokenize` gets
- * a chunk's rows in batch order and gives them encoded in that order. The next chunk is tokenized
- * while the current one's batches run. Batches must be asked for in order.
+ * a chunk's rows in batch order and gives them encoded in that order, when its first batch is
+ * asked for. Batches must be asked for in order. Tokenizing the next chunk while the current
+ * one's batches ran was slower on 2 cores (200,000 short texts: 31.7 s against 25.3 s; the main
+ * thread's tokenizing took CPU from libtorch's threads), so it is not done.
  */
 export function rowsByChunk(
   batches: readonly Int32Array[],
@@ -134,20 +135,15 @@ export function rowsByChunk(
   tokenize: (rows: Int32Array) => Promise<EncodedTexts>,
 ): (batch: number) => Promise<EncodedTexts> {
   const { chunks, chunkOf, offsetOf } = cutIntoChunks(batches, rowsPerChunk);
-  const tokenized = new Map<number, Promise<EncodedTexts>>();
-  const start = (chunk: number) => {
-    if (chunk >= chunks.length || tokenized.has(chunk)) return;
-    const encoded = tokenize(chunks[chunk]!);
-    // Awaited when its batches come; a pass that ends first (an error, an abort) leaves it unread.
-    encoded.catch(() => undefined);
-    tokenized.set(chunk, encoded);
-  };
+  let current: { chunk: number; encoded: EncodedTexts } | undefined;
   return async (batch) => {
     const chunk = chunkOf[batch]!;
-    tokenized.delete(chunk - 1);
-    start(chunk);
-    start(chunk + 1);
-    const encoded = await tokenized.get(chunk)!;
+    if (current?.chunk !== chunk) {
+      // The previous chunk's rows go before the next chunk's are made.
+      current = undefined;
+      current = { chunk, encoded: await tokenize(chunks[chunk]!) };
+    }
+    const { encoded } = current;
     const first = offsetOf[batch]!;
     return gatherRows(
       encoded,

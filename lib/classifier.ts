@@ -552,8 +552,8 @@ export class Classifier {
    * The evaluation pass of predict() and evaluate() over `texts`. Texts that fit one chunk
    * (`INFERENCE_CHUNK`) are tokenized at once; more are first measured (each row's length, no
    * rows kept), cut into the batches a pass over them all at once would run, and then tokenized
-   * a chunk of those batches at a time on the main thread, while the batches before run natively:
-   * the same batches, so the same results, holding two chunks' rows instead of every text's.
+   * a chunk of those batches at a time on the main thread: the same batches, so the same results,
+   * holding one chunk's rows instead of every text's.
    */
   private async evaluateTexts(
     texts: readonly string[],

@@ -266,7 +266,7 @@ describe('a trained classifier', () => {
           signal: controller.signal,
           onProgress: (e) => {
             events.push(e);
-            // In the third chunk (the fourth being tokenized meanwhile).
+            // In the third chunk.
             if (e.done >= 25) controller.abort();
           },
         });
