@@ -18,7 +18,7 @@ import { resolveModelSource, terminalProgress } from './hub.js';
 import { handErrorToLauncher, launchWorkers, STOP_SIGNAL, stopGrace, tellLauncherListening, withoutNproc } from './launcher.js';
 import { NativeLoadError } from './loader.js';
 import { formatMetricsTable } from './metrics.js';
-import { DEFAULTS, type Device, type EpochMetrics, likelyMeant, type ProgressEvent, type TrainOptions } from './options.js';
+import { DEFAULTS, type Device, type EpochMetrics, likelyMeant, type PredictEvent, type ProgressEvent, type TrainOptions } from './options.js';
 import { PRETRAIN_DEFAULTS, type PretrainOptions, type PretrainResult, pretrain } from './pretrainer.js';
 import { promptClassifier } from './prompt-classifier.js';
 import type { HeadKind } from './sequence-classification.js';
@@ -372,9 +372,21 @@ function formatSeconds(s: number): string {
     .padStart(2, '0')}s`;
 }
 
+/** Whether a progress line is drawn: on a terminal (stderr), unless the output is JSON (`enabled` false). */
+function liveProgress(enabled: boolean): boolean {
+  return enabled && process.stderr.isTTY === true;
+}
+
+/** `[####----]`: `fraction` of 24 places filled. */
+function progressBar(fraction: number): string {
+  const width = 24;
+  const filled = Math.round(fraction * width);
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`;
+}
+
 /** A one-line progress bar redrawn in place on a terminal; silent otherwise. */
 function progressPrinter(enabled: boolean, showEvaluations = false): (e: ProgressEvent) => void {
-  const live = enabled && process.stderr.isTTY;
+  const live = liveProgress(enabled);
   return (e) => {
     if (e.type === 'encode') {
       if (live)
@@ -397,10 +409,8 @@ function progressPrinter(enabled: boolean, showEvaluations = false): (e: Progres
     if (e.type === 'step' || e.type === 'download') return;
     if (e.type === 'batch') {
       if (!live) return;
-      const width = 24;
-      const filled = Math.round((e.batch / e.batchesPerEpoch) * width);
       process.stderr.write(
-        `\repoch ${e.epoch} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] batch ${e.batch}/${e.batchesPerEpoch}` +
+        `\repoch ${e.epoch} ${progressBar(e.batch / e.batchesPerEpoch)} batch ${e.batch}/${e.batchesPerEpoch}` +
           `  loss ${e.epochLoss.toFixed(4)}  ${e.examplesPerSecond.toFixed(1)} ex/s  ETA ${formatSeconds(e.etaSeconds)}   `,
       );
     } else {
@@ -413,6 +423,27 @@ function progressPrinter(enabled: boolean, showEvaluations = false): (e: Progres
         );
       }
     }
+  };
+}
+
+/**
+ * eval's and predict --data's progress bar (texts predicted, texts/s, ETA), redrawn in place on a
+ * terminal as train's; silent otherwise. The rate counts from the first batch's end: before it,
+ * the texts were read and measured.
+ */
+function predictPrinter(enabled: boolean): (e: PredictEvent) => void {
+  const live = liveProgress(enabled);
+  let first: { done: number; at: number } | undefined;
+  return (e) => {
+    if (!live) return;
+    const now = performance.now();
+    first ??= { done: e.done, at: now };
+    const perSecond = (e.done - first.done) / ((now - first.at) / 1000);
+    process.stderr.write(
+      `\rpredicting ${progressBar(e.done / e.total)} ${e.done}/${e.total} texts` +
+        `  ${perSecond > 0 ? `${perSecond.toFixed(1)} texts/s  ` : ''}ETA ${formatSeconds((e.total - e.done) / perSecond)}   `,
+    );
+    if (e.done === e.total) process.stderr.write('\n');
   };
 }
 
@@ -760,7 +791,7 @@ async function commandEval(argv: string[]): Promise<void> {
   try {
     const result = await classifier.evaluate(
       { csv: data, textColumn: values['text-column'], labelColumn: values['label-column'], textPairColumn: values['text-pair-column'] },
-      { batchSize: numberOption(values, 'batch-size') },
+      { batchSize: numberOption(values, 'batch-size'), onProgress: predictPrinter(!values.json) },
     );
     if (values.json) {
       console.log(JSON.stringify({ loss: result.loss, accuracy: result.accuracy, examples: result.examples, metrics: result.metrics }));
@@ -801,7 +832,11 @@ async function commandPredict(argv: string[]): Promise<void> {
   const classifier = await openClassifier(values, 'predict');
   try {
     const texts = values.data ? await textsOf(values, classifier) : positionals;
-    const predictions = await classifier.predict(texts, { batchSize: numberOption(values, 'batch-size') });
+    const predictions = await classifier.predict(texts, {
+      batchSize: numberOption(values, 'batch-size'),
+      // Given as TEXT, the texts are few: their predictions come at once.
+      onProgress: values.data ? predictPrinter(!values.json) : undefined,
+    });
     if (values.json) {
       predictions.forEach((p, i) => {
         console.log(JSON.stringify({ text: texts[i], label: p.label, probabilities: p.probabilities }));

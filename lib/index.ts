@@ -14,6 +14,7 @@ export {
   type EvaluationResult,
   loadClassifier,
   type Prediction,
+  type PredictOptions,
 } from './classifier.js';
 export type { ArraySource, CsvSource, DataSource } from './data.js';
 export { AbortError, InputError, ModelError, NumericalError } from './errors.js';
@@ -43,6 +44,7 @@ export {
   type EvaluationEvent,
   type LoraOptions,
   type Pooling,
+  type PredictEvent,
   type ProgressEvent,
   type StepEvent,
   type Technique,
@@ -57,7 +59,7 @@ export { type EncodedTexts, TextTokenizer } from './tokenizer.js';
 export { type TrainResult, train } from './trainer.js';
 export type { SkippedBatch } from './training-state.js';
 
-import { Classifier, type EvaluationOptions, type EvaluationResult, type Prediction } from './classifier.js';
+import { Classifier, type EvaluationOptions, type EvaluationResult, type Prediction, type PredictOptions } from './classifier.js';
 import type { DataSource } from './data.js';
 import type { Device } from './options.js';
 
@@ -88,7 +90,7 @@ export function evaluate(
 export function predict(
   classifier: Classifier | string,
   texts: readonly string[],
-  options: { batchSize?: number; signal?: AbortSignal; device?: Device } = {},
+  options: PredictOptions & { device?: Device } = {},
 ): Promise<Prediction[]> {
   return withClassifier(classifier, options.device, (c) => c.predict(texts, options));
 }

@@ -92,6 +92,17 @@ export interface DownloadEvent extends DownloadProgress {
 
 export type ProgressEvent = BatchEvent | StepEvent | EpochEvent | EvaluationEvent | EncodeEvent | DownloadEvent;
 
+/**
+ * Sent to `predict()`'s and `evaluate()`'s `onProgress` (not train()'s) after each batch: `done` of
+ * the `total` texts are predicted; the last has `done === total` (none for no texts). Batches run
+ * longest text first, so the first ones are the slowest.
+ */
+export interface PredictEvent {
+  type: 'predict';
+  done: number;
+  total: number;
+}
+
 /** A Hub download's progress sent to `onProgress` as `DownloadEvent`s (none without a listener). */
 export function downloadEvents(onProgress: ((event: ProgressEvent) => void) | undefined): ((p: DownloadProgress) => void) | undefined {
   return onProgress && ((progress) => onProgress({ type: 'download', ...progress }));

@@ -245,12 +245,23 @@ export class PromptEncoder {
     signal?: AbortSignal,
   ): Promise<EncodedTexts> {
     const out = this.emptyRows(texts.length, pairs, maxLength);
-    for (let start = 0; start < texts.length; start += SLICE) {
-      if (signal?.aborted) throw new AbortError('tokenization was aborted', { cause: signal.reason });
-      this.encodeRows(out, texts, pairs, start, Math.min(start + SLICE, texts.length));
-      if (start + SLICE < texts.length) await nextTurn();
-    }
+    await inSlices(texts.length, signal, (from, to) => this.encodeRows(out, texts, pairs, from, to));
     return out;
+  }
+
+  /** The `lengths` of `encodeAsync`'s rows without the rows (a slice's at a time), as `TextTokenizer.rowLengthsAsync`. */
+  async rowLengthsAsync(
+    texts: readonly string[],
+    pairs: readonly string[] | null,
+    maxLength: number,
+    signal?: AbortSignal,
+  ): Promise<Int32Array> {
+    this.roomForTexts(pairs, maxLength);
+    const lengths = new Int32Array(texts.length);
+    await inSlices(texts.length, signal, (from, to) => {
+      lengths.set(this.encode(texts.slice(from, to), pairs?.slice(from, to) ?? null, maxLength).lengths, from);
+    });
+    return lengths;
   }
 
   /** `count` rows of `maxLength` padding ids, once the texts are known to fit (`roomForTexts`). */
@@ -301,6 +312,15 @@ export function truncateLongestFirst(a: number, b: number, room: number): [numbe
   if (2 * shorter <= room) return a <= b ? [a, room - a] : [room - b, b];
   const half = Math.floor(room / 2);
   return a > b ? [room - half, half] : [half, room - half];
+}
+
+/** `each(from, to)` for every slice of `count` texts, one per event-loop turn; stops at an abort, before the next slice. */
+async function inSlices(count: number, signal: AbortSignal | undefined, each: (from: number, to: number) => void): Promise<void> {
+  for (let start = 0; start < count; start += SLICE) {
+    if (signal?.aborted) throw new AbortError('tokenization was aborted', { cause: signal.reason });
+    each(start, Math.min(start + SLICE, count));
+    if (start + SLICE < count) await nextTurn();
+  }
 }
 
 /** The template's pieces: literal text, the mask, the text slots; refusals say what is wrong. */

@@ -54,6 +54,9 @@ export interface EncodedTexts {
   lengths: Int32Array;
 }
 
+/** Where a slice of encoded rows goes: `start` is its first text's index. */
+type PlaceSlice = (start: number, part: Pick<EncodedTexts, 'inputIds' | 'attentionMask' | 'lengths'>) => void;
+
 export class TextTokenizer {
   /** The tokenizer.json content, kept so it can be saved next to the classifier. */
   readonly json: string;
@@ -311,9 +314,7 @@ export class TextTokenizer {
 
   /** Encode texts into rows of exactly `maxLength` ids (truncated, then padded with the pad id). */
   encodeBatch(texts: readonly string[], maxLength: number): EncodedTexts {
-    if (!Number.isInteger(maxLength) || maxLength < 2) {
-      throw new InputError(`maxLength must be an integer ≥ 2; got ${maxLength}`);
-    }
+    checkMaxLength(maxLength);
     const count = texts.length;
     const inputIds = new Int32Array(count * maxLength).fill(this.padId);
     const attentionMask = new Int32Array(count * maxLength);
@@ -333,11 +334,7 @@ export class TextTokenizer {
    * turn. The result is identical to `encodeBatch`'s.
    */
   async encodeBatchAsync(texts: readonly string[], maxLength: number, options: EncodeOptions = {}): Promise<EncodedTexts> {
-    if (!Number.isInteger(maxLength) || maxLength < 2) {
-      throw new InputError(`maxLength must be an integer ≥ 2; got ${maxLength}`);
-    }
-    const { signal } = options;
-    const threads = Math.max(1, Math.min(options.threads ?? availableParallelism(), Math.ceil(texts.length / SLICE)));
+    checkMaxLength(maxLength);
     const count = texts.length;
     const out: EncodedTexts = {
       inputIds: new Int32Array(count * maxLength),
@@ -346,21 +343,39 @@ export class TextTokenizer {
       seqLen: maxLength,
       lengths: new Int32Array(count),
     };
-    const place = (start: number, part: Pick<EncodedTexts, 'inputIds' | 'attentionMask' | 'lengths'>) => {
+    await this.encodeInSlices(texts, maxLength, options, (start, part) => {
       out.inputIds.set(part.inputIds, start * maxLength);
       out.attentionMask.set(part.attentionMask, start * maxLength);
       out.lengths.set(part.lengths, start);
-    };
+    });
+    return out;
+  }
+
+  /**
+   * The `lengths` of `encodeBatchAsync`'s rows without the rows (a slice's at a time): what an
+   * inference pass over many texts cuts its batches by before it tokenizes them a chunk at a time.
+   */
+  async rowLengthsAsync(texts: readonly string[], maxLength: number, options: EncodeOptions = {}): Promise<Int32Array> {
+    checkMaxLength(maxLength);
+    const lengths = new Int32Array(texts.length);
+    await this.encodeInSlices(texts, maxLength, options, (start, part) => lengths.set(part.lengths, start));
+    return lengths;
+  }
+
+  /** Every slice of `texts` encoded (on workers or the main thread, as `encodeBatchAsync` says) and given to `place` with its offset. */
+  private async encodeInSlices(texts: readonly string[], maxLength: number, options: EncodeOptions, place: PlaceSlice): Promise<void> {
+    const { signal } = options;
+    const threads = Math.max(1, Math.min(options.threads ?? availableParallelism(), Math.ceil(texts.length / SLICE)));
+    const count = texts.length;
     if (threads < 2 || count < MIN_TEXTS_FOR_WORKERS || workerScript === null) {
       for (let start = 0; start < count; start += SLICE) {
         if (signal?.aborted) throw new AbortError('tokenization was aborted', { cause: signal.reason });
         place(start, this.encodeBatch(texts.slice(start, start + SLICE), maxLength));
         if (start + SLICE < count) await nextTurn();
       }
-      return out;
+      return;
     }
     await this.encodeInWorkers(texts, maxLength, threads, place, signal);
-    return out;
   }
 
   /** Slices handed to `threads` workers as each becomes free; every reply placed at its offset. */
@@ -368,7 +383,7 @@ export class TextTokenizer {
     texts: readonly string[],
     maxLength: number,
     threads: number,
-    place: (start: number, part: Pick<EncodedTexts, 'inputIds' | 'attentionMask' | 'lengths'>) => void,
+    place: PlaceSlice,
     signal: AbortSignal | undefined,
   ): Promise<void> {
     const workers: Worker[] = [];
@@ -416,6 +431,10 @@ export class TextTokenizer {
       }
     });
   }
+}
+
+function checkMaxLength(maxLength: number): void {
+  if (!Number.isInteger(maxLength) || maxLength < 2) throw new InputError(`maxLength must be an integer ≥ 2; got ${maxLength}`);
 }
 
 function isTokenId(id: unknown): id is number {

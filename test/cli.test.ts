@@ -23,6 +23,16 @@ async function run(args: string[]): Promise<{ code: number; stdout: string; stde
   }
 }
 
+/**
+ * `args` run on a terminal (util-linux's `script` gives the command one for stdin, stdout and
+ * stderr): what the terminal shows, both streams as one, line ends as \n.
+ */
+async function runOnTerminal(args: string[]): Promise<string> {
+  const command = [process.execPath, cli, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
+  const { stdout } = await exec('script', ['-qec', command, '/dev/null'], { maxBuffer: 64 * 1024 * 1024 });
+  return stdout.replaceAll('\r\n', '\n');
+}
+
 describe('torch-bert CLI', () => {
   const work = mkdtempSync(join(tmpdir(), 'torch-bert-cli-'));
   const out = join(work, 'classifier');
@@ -157,6 +167,40 @@ describe('torch-bert CLI', () => {
       expect(refused.stderr).toBe(
         "torch-bert: error: predict: give at least one TEXT, or --data FILE.csv, not both (see 'torch-bert predict --help')\n",
       );
+    }
+  });
+
+  it('eval and predict --data draw their progress on a terminal, not with --json nor when stderr is no terminal', async () => {
+    // Before: nothing until every text was predicted (25,000 texts: ~45 s without a sign of life).
+    const total = readFileSync(demoReviews, 'utf8').trimEnd().split('\n').length - 1;
+    for (const command of [
+      ['eval', '--classifier', out, '--data', demoReviews, '--batch-size', '64'],
+      ['predict', '--classifier', out, '--data', demoReviews, '--batch-size', '64'],
+    ]) {
+      const shown = await runOnTerminal(command);
+      const bars = [...shown.matchAll(/\rpredicting \[[#-]{24}\] (\d+)\/(\d+) texts/g)];
+      expect(bars.map((m) => Number(m[2]))).toEqual(bars.map(() => total));
+      // A batch (at most 64 texts) at a time, to the last text.
+      const done = bars.map((m) => Number(m[1]));
+      expect(done.length).toBeGreaterThanOrEqual(total / 64);
+      expect(done.at(-1)).toBe(total);
+      done.forEach((d, i) => {
+        expect(d - (done[i - 1] ?? 0)).toBeGreaterThan(0);
+        expect(d - (done[i - 1] ?? 0)).toBeLessThanOrEqual(64);
+      });
+      // The finished bar keeps its line; the results follow it.
+      const results = shown.slice(shown.lastIndexOf(`${total}/${total} texts`));
+      expect(results).toMatch(command[0] === 'eval' ? new RegExp(`\nexamples ${total}, loss`) : /\n\s*label\s+probability\s+text\n/);
+
+      const json = await runOnTerminal([...command, '--json']);
+      expect(json).not.toContain('predicting');
+      const lines = json.trimEnd().split('\n');
+      expect(lines).toHaveLength(command[0] === 'eval' ? 1 : total);
+      for (const line of lines) JSON.parse(line);
+
+      const piped = await run(command);
+      expect(piped.code, piped.stderr).toBe(0);
+      expect(piped.stderr).toBe('');
     }
   });
 

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { INFERENCE_CHUNK } from '../lib/batching.js';
 import type { Classifier, Prediction } from '../lib/classifier.js';
 import type { LoadedEncoder } from '../lib/encoder-source.js';
 import { AbortError, InputError } from '../lib/errors.js';
@@ -29,6 +30,7 @@ const cli = join(repoRoot, 'dist', 'cli.js');
 
 const SIZE = { layers: 2, hidden: 32, heads: 4, intermediate: 64, maxPosition: 64 } as const;
 const TEXTS = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings', 'x'];
+const CHUNK_ROWS = INFERENCE_CHUNK.rows;
 
 let work: string;
 let bertDir: string;
@@ -222,6 +224,34 @@ describe('zero-shot prompt classification', () => {
       // The rows are those encode() gives at once.
       const prompt = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!);
       expect(await prompt.encodeAsync(texts, null, c.config.maxLength)).toEqual(prompt.encode(texts, null, c.config.maxLength));
+    } finally {
+      c.dispose();
+    }
+  }, 120_000);
+
+  it('predicts text pairs a chunk at a time exactly as in one pass, each pair in its template', async () => {
+    // More texts than a chunk are measured first (PromptEncoder.rowLengthsAsync), then tokenized
+    // a chunk of batches at a time: each text with its own second text.
+    const c = await promptClassifier({
+      model: bertDir,
+      template: '{text_a} ? [MASK] , {text_b}',
+      verbalizer: ['yes=yes', 'no=no'],
+      device: 'cpu',
+    });
+    try {
+      const texts = Array.from({ length: 40 }, (_, i) => `${TEXTS[i % TEXTS.length]} ${'again '.repeat(i % 7)}${i}`);
+      const pairs = texts.map((_, i) => `${'so '.repeat((i * 5) % 11)}it was ${i}`);
+      const prompt = PromptEncoder.fromConfig(c.tokenizer, c.config.prompt!);
+      const lengths = prompt.encode(texts, pairs, c.config.maxLength).lengths;
+      expect(new Set(lengths).size).toBeGreaterThan(10);
+      expect(await prompt.rowLengthsAsync(texts, pairs, c.config.maxLength)).toEqual(lengths);
+      const onePass = await c.predict(texts, { pairs, batchSize: 3 });
+      INFERENCE_CHUNK.rows = 5;
+      try {
+        expect(await c.predict(texts, { pairs, batchSize: 3 })).toEqual(onePass);
+      } finally {
+        INFERENCE_CHUNK.rows = CHUNK_ROWS;
+      }
     } finally {
       c.dispose();
     }

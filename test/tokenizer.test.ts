@@ -47,6 +47,18 @@ describe('encodeBatchAsync', () => {
     expect((await tokenizer.encodeBatchAsync([], 32)).count).toBe(0);
   });
 
+  it('rowLengthsAsync gives exactly the lengths of its rows without them, on workers and on the main thread', async () => {
+    // predict() and evaluate() cut many texts' batches by these before tokenizing a chunk of them at a time.
+    const tokenizer = await TextTokenizer.load(demoTokenizer);
+    const input = texts(3000);
+    const expected = Array.from(tokenizer.encodeBatch(input, 64).lengths);
+    expect(new Set(expected).size).toBeGreaterThan(20);
+    for (const threads of [1, 2])
+      expect(Array.from(await tokenizer.rowLengthsAsync(input, 64, { threads })), `threads ${threads}`).toEqual(expected);
+    await expect(tokenizer.rowLengthsAsync(input, 64, { signal: AbortSignal.abort() })).rejects.toBeInstanceOf(AbortError);
+    await expect(tokenizer.rowLengthsAsync(input, 1)).rejects.toThrow('maxLength must be an integer ≥ 2; got 1');
+  });
+
   it('leaves the main thread mostly idle on large inputs (workers), and stops on abort', async () => {
     const tokenizer = await TextTokenizer.load(demoTokenizer);
     const input = texts(6000);

@@ -8,12 +8,13 @@ import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSyn
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { gatherRows } from '../lib/batching.js';
+import { gatherRows, INFERENCE_CHUNK } from '../lib/batching.js';
+import type { PredictOptions } from '../lib/classifier.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
 import { AbortError, InputError, ModelError } from '../lib/errors.js';
 import { type Classifier, evaluate, loadClassifier, predict, pretrain, train } from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
-import type { EpochMetrics, TrainOptions } from '../lib/options.js';
+import type { EpochMetrics, PredictEvent, TrainOptions } from '../lib/options.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
 import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, repoRoot, runPython } from './fixtures.js';
 
@@ -124,13 +125,17 @@ describe('a trained classifier', () => {
     expect(history[1].validationAccuracy).toBeCloseTo(result.history[1]!.validationAccuracy, 12);
   });
 
-  it('predicts texts of mixed lengths (batched longest first) in input order, as each text alone', async () => {
-    const texts = Array.from(
+  /** 70 texts of 2 to 24 words, in no order of length. */
+  const mixedTexts = () =>
+    Array.from(
       { length: 70 },
       (_, i) =>
         Array.from({ length: 1 + ((i * 7) % 23) }, (_, k) => (k % 3 === 0 ? 'wonderful' : k % 3 === 1 ? 'dull' : 'film')).join(' ') +
         ` ${i}`,
     );
+
+  it('predicts texts of mixed lengths (batched longest first) in input order, as each text alone', async () => {
+    const texts = mixedTexts();
     const together = await result.classifier.predict(texts);
     expect(together).toHaveLength(texts.length);
     for (let i = 0; i < texts.length; i += 7) {
@@ -175,6 +180,104 @@ describe('a trained classifier', () => {
     }
     // Usable after an abort, with nothing of it left behind.
     expect(await classifier.predict(texts)).toEqual(unaborted);
+  });
+
+  /**
+   * Runs `use` with predict() and evaluate() tokenizing at most `rows` texts at a time
+   * (INFERENCE_CHUNK), and gives it the sizes of the tokenizer's encodeBatchAsync calls.
+   */
+  async function inChunksOf<T>(rows: number, use: (tokenized: number[]) => Promise<T>): Promise<T> {
+    const tokenizer = result.classifier.tokenizer;
+    const encode = tokenizer.encodeBatchAsync.bind(tokenizer);
+    const tokenized: number[] = [];
+    tokenizer.encodeBatchAsync = (texts, ...rest) => {
+      tokenized.push(texts.length);
+      return encode(texts, ...rest);
+    };
+    const before = INFERENCE_CHUNK.rows;
+    INFERENCE_CHUNK.rows = rows;
+    try {
+      return await use(tokenized);
+    } finally {
+      INFERENCE_CHUNK.rows = before;
+      tokenizer.encodeBatchAsync = encode;
+    }
+  }
+
+  /** The `done` of each PredictEvent, checked against `total`. */
+  function counted(events: PredictEvent[], total: number): number[] {
+    for (const e of events) expect(e).toEqual({ type: 'predict', done: e.done, total });
+    return events.map((e) => e.done);
+  }
+
+  it('predicts and evaluates many texts a chunk at a time, exactly as in one pass, reporting every batch', async () => {
+    // Before: every text was tokenized into rows padded to the max length before the first batch
+    // ran (200k texts: 0.6 GB), and nothing was reported until the last batch. Now more texts
+    // than a chunk are measured, cut into the batches one pass cuts (so that each batch, and its
+    // result to the last bit, is the same: batches cut chunk by chunk changed probabilities by up
+    // to 2e-6), and tokenized a chunk of them at a time. 70 texts in chunks of 10 cross 6 boundaries.
+    const { classifier } = result;
+    const texts = mixedTexts();
+    const labels = texts.map((_, i) => (i % 3 === 0 ? 'positive' : 'negative'));
+    const batchSize = 4;
+    const onePass = await classifier.predict(texts, { batchSize });
+    const onePassEvaluation = await classifier.evaluate({ texts, labels }, { batchSize });
+    await inChunksOf(10, async (tokenized) => {
+      const events: PredictEvent[] = [];
+      expect(await classifier.predict(texts, { batchSize, onProgress: (e) => events.push(e) })).toEqual(onePass);
+      // Each text tokenized once (besides measuring), in chunks of whole batches: at least 10 rows, at most 10 + 3.
+      expect(tokenized.reduce((a, b) => a + b)).toBe(70);
+      expect(tokenized.length).toBeGreaterThanOrEqual(6);
+      for (const rows of tokenized.slice(0, -1)) expect(rows).toBeGreaterThanOrEqual(10);
+      expect(Math.max(...tokenized)).toBeLessThanOrEqual(10 + batchSize - 1);
+      // A rising count to 70, a batch (at most 4 texts) at a time.
+      const done = counted(events, 70);
+      expect(done.at(-1)).toBe(70);
+      const steps = done.map((d, i) => d - (done[i - 1] ?? 0));
+      expect(Math.min(...steps)).toBeGreaterThanOrEqual(1);
+      expect(Math.max(...steps)).toBeLessThanOrEqual(batchSize);
+      expect(done.length).toBeGreaterThanOrEqual(70 / batchSize);
+
+      events.length = 0;
+      const evaluation = await classifier.evaluate({ texts, labels }, { batchSize, onProgress: (e) => events.push(e) });
+      expect(evaluation).toEqual(onePassEvaluation);
+      expect(counted(events, 70)).toEqual(done);
+    });
+    // One chunk or fewer: reported the same way.
+    const events: PredictEvent[] = [];
+    await classifier.predict(texts, { batchSize, onProgress: (e) => events.push(e) });
+    expect(counted(events, 70).at(-1)).toBe(70);
+  });
+
+  it('stops predicting and evaluating texts that come a chunk at a time at the next batch after an abort', async () => {
+    const { classifier } = result;
+    const texts = mixedTexts();
+    const labels = texts.map((_, i) => (i % 3 === 0 ? 'positive' : 'negative'));
+    const unaborted = await classifier.predict(texts, { batchSize: 4 });
+    await inChunksOf(10, async () => {
+      for (const [method, call] of [
+        ['predict', (options: PredictOptions) => classifier.predict(texts, options)],
+        ['evaluate', (options: PredictOptions) => classifier.evaluate({ texts, labels }, options)],
+      ] as const) {
+        const controller = new AbortController();
+        const events: PredictEvent[] = [];
+        const run = call({
+          batchSize: 4,
+          signal: controller.signal,
+          onProgress: (e) => {
+            events.push(e);
+            // In the third chunk.
+            if (e.done >= 25) controller.abort();
+          },
+        });
+        await expect(run).rejects.toBeInstanceOf(AbortError);
+        await expect(run).rejects.toThrow(`${method}() was aborted`);
+        // No batch ran after the one that aborted.
+        expect(events.at(-1)!.done).toBeLessThan(25 + 4);
+        expect(events.filter((e) => e.done >= 25)).toHaveLength(1);
+      }
+      expect(await classifier.predict(texts, { batchSize: 4 })).toEqual(unaborted);
+    });
   });
 
   /** The trained classifier's predictions of `texts`, and what a Python script is given to predict them: classifier.pt and the token ids. */
