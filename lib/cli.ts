@@ -18,7 +18,15 @@ import { resolveModelSource, terminalProgress } from './hub.js';
 import { handErrorToLauncher, launchWorkers, STOP_SIGNAL, stopGrace, tellLauncherListening, withoutNproc } from './launcher.js';
 import { NativeLoadError } from './loader.js';
 import { formatMetricsTable } from './metrics.js';
-import { DEFAULTS, type Device, type EpochMetrics, likelyMeant, type PredictEvent, type ProgressEvent, type TrainOptions } from './options.js';
+import {
+  DEFAULTS,
+  type Device,
+  type EpochMetrics,
+  likelyMeant,
+  type PredictEvent,
+  type ProgressEvent,
+  type TrainOptions,
+} from './options.js';
 import { PRETRAIN_DEFAULTS, type PretrainOptions, type PretrainResult, pretrain } from './pretrainer.js';
 import { promptClassifier } from './prompt-classifier.js';
 import type { HeadKind } from './sequence-classification.js';
