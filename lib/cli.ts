@@ -234,7 +234,7 @@ ${PROMPT_HELP}
   --label-column NAME      (the one the classifier was trained on, else label)
   --text-pair-column NAME  the second text, for a template with {text_a} and {text_b}
   --batch-size N           (32)
-  --device auto|cpu|cuda   (auto)
+  --device auto|cpu|cuda|cuda:N  (auto)
   --json                   print one JSON object`,
   predict: `torch-bert predict — classify texts with a saved classifier, or zero-shot with a prompt
 
@@ -246,7 +246,7 @@ ${PROMPT_HELP}
                            column, if any, is ignored)
   --text-column NAME       (the one the classifier was trained on, else text)
   --batch-size N           (32)
-  --device auto|cpu|cuda   (auto)
+  --device auto|cpu|cuda|cuda:N  (auto)
   --json                   one JSON object per line: {"text","label","probabilities"}`,
   export: `torch-bert export — a saved classifier as a Hugging Face model folder (AutoModel.from_pretrained)
 
