@@ -28,7 +28,7 @@ import { createInterface } from 'node:readline';
 import { inspect } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { InputError } from '../lib/errors.js';
-import { type DownloadProgress, HOST, parseHubId, resolveModelSource, terminalProgress } from '../lib/hub.js';
+import { type DownloadProgress, HOST, type ModelSource, parseHubId, resolveModelSource, terminalProgress } from '../lib/hub.js';
 import { inspectModelFolder } from '../lib/model-folder.js';
 import { writerId } from '../lib/writer-identity.js';
 import { PYTHON, repoRoot } from './fixtures.js';
@@ -175,6 +175,25 @@ const openFiles = () =>
  * Another process (the compiled lib/hub.ts) resolving org/tiny-bert, returned once it has written
  * part of the weights: the test server stalls them midway (faults.stall).
  */
+/**
+ * Resolves org/tiny-bert, recording every progress event; `waitedFirst` is 'waited' once a wait for
+ * another process's lock is reported, or 'resolved without waiting' if it resolved before any.
+ */
+function resolveWatchingWaits(): { events: DownloadProgress[]; resolving: Promise<ModelSource>; waitedFirst: Promise<string> } {
+  const events: DownloadProgress[] = [];
+  let sawWaiting = () => {};
+  const waiting = new Promise<string>((done) => {
+    sawWaiting = () => done('waited');
+  });
+  const resolving = resolveModelSource('org/tiny-bert', {
+    onProgress: (p) => {
+      events.push({ ...p });
+      if (p.waiting) sawWaiting();
+    },
+  });
+  return { events, resolving, waitedFirst: Promise.race([waiting, resolving.then(() => 'resolved without waiting')]) };
+}
+
 async function stalledDownloader(): Promise<ChildProcess> {
   const hubModule = JSON.stringify(join(repoRoot, 'dist', 'hub.js'));
   const child = spawn(process.execPath, ['--input-type=module', '-e', `(await import(${hubModule})).resolveModelSource('org/tiny-bert')`], {
@@ -591,19 +610,9 @@ describe('Hub ids through the Hugging Face cache', () => {
     hub.faults.stall = new Set(['model.safetensors']);
     const holder = await stalledDownloader();
     hub.faults = {};
-    const events: DownloadProgress[] = [];
-    let sawWaiting = () => {};
-    const waiting = new Promise<string>((done) => {
-      sawWaiting = () => done('waited');
-    });
-    const resolving = resolveModelSource('org/tiny-bert', {
-      onProgress: (p) => {
-        events.push({ ...p });
-        if (p.waiting) sawWaiting();
-      },
-    });
+    const { events, resolving, waitedFirst } = resolveWatchingWaits();
     try {
-      expect(await Promise.race([waiting, resolving.then(() => 'downloaded without waiting')])).toBe('waited');
+      expect(await waitedFirst).toBe('waited');
       // The bar shows the holder's download while this process waits for it.
       expect(events[0]).toEqual({ file: 'model.safetensors', received: weights.length / 2, total: weights.length, waiting: true });
     } finally {
@@ -627,26 +636,17 @@ describe('Hub ids through the Hugging Face cache', () => {
     const python = pythonDownloader(hash, weights);
     try {
       await python.locked;
-      const events: DownloadProgress[] = [];
-      let sawWaiting = () => {};
-      const waiting = new Promise<string>((done) => {
-        sawWaiting = () => done('waited');
-      });
-      const resolving = resolveModelSource('org/tiny-bert', {
-        onProgress: (p) => {
-          if (p.file === 'model.safetensors') events.push({ ...p });
-          if (p.waiting) sawWaiting();
-        },
-      });
-      expect(await Promise.race([waiting, resolving.then(() => 'resolved without waiting')])).toBe('waited');
+      const { events, resolving, waitedFirst } = resolveWatchingWaits();
+      const weightEvents = () => events.filter((e) => e.file === 'model.safetensors');
+      expect(await waitedFirst).toBe('waited');
       // Python's partial is its own (older huggingface_hub resumes it): kept, and its bytes shown.
-      expect(events[0]).toEqual({ file: 'model.safetensors', received: weights.length / 2, total: weights.length, waiting: true });
+      expect(weightEvents()[0]).toEqual({ file: 'model.safetensors', received: weights.length / 2, total: weights.length, waiting: true });
       expect(listTree(join(repoDir(), 'blobs'))).toContain(`${hash}.incomplete`);
       python.finish();
       const source = await resolving;
       expect(source.kind === 'folder' && readFileSync(join(source.dir, 'model.safetensors')).equals(weights)).toBe(true);
       expect(hub.requests.filter((r) => r.url.endsWith('/model.safetensors'))).toEqual([]);
-      expect(events.at(-1)).toEqual({ file: 'model.safetensors', received: weights.length, total: weights.length, waiting: true });
+      expect(weightEvents().at(-1)).toEqual({ file: 'model.safetensors', received: weights.length, total: weights.length, waiting: true });
       expect(listTree(join(cache, '.locks')).filter((l) => !l.endsWith('.lock'))).toEqual([]);
     } finally {
       python.child.kill('SIGKILL');
