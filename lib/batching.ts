@@ -116,8 +116,9 @@ export async function runBatches<T>(
 /**
  * Texts an inference pass over many texts (predict(), evaluate()) tokenizes at a time: the rows
  * of consecutive batches, at least this many (the last chunk may have fewer). One chunk's rows
- * are held at a time, not every text's. 4,096 rows of max length 512 are 16 MB of ids and masks. An object so that a test can set a small one and
- * cross chunk boundaries with few texts; not an option.
+ * are held at a time, not every text's: 4,096 rows of max length 512 are 16 MB of ids and masks.
+ * An object so that a test can set a small one and cross chunk boundaries with few texts; not an
+ * option.
  */
 export const INFERENCE_CHUNK = { rows: 4096 };
 
