@@ -13,6 +13,7 @@
  *   3. on the window's last batch the native step also clips, steps AdamW and zeroes the
  *      gradients (one native call, so the gradients never cross into JavaScript).
  */
+import { join } from 'node:path';
 import { epochBatches, learningRateFactor } from './batching.js';
 import type { NativeAdamW, NativeBinding, NativeScriptModule, TrainStepOptions, TrainStepResult } from './binding.js';
 import { type Distributed, rankShare, startFromRankZero } from './distributed.js';
@@ -20,7 +21,7 @@ import { AbortError, NumericalError } from './errors.js';
 import type { ResolvedTrainOptions } from './options.js';
 import type { RunKeeper } from './run-keeper.js';
 import { missingGradientsError, type TrainableSet } from './trainable.js';
-import { restoreTrainingState, type SavedState } from './training-state.js';
+import { restoreTrainingState, type SavedState, STATE_DIR } from './training-state.js';
 
 /** What the loop asks of one micro-batch's native step. */
 export interface MicroBatchStep {
@@ -344,12 +345,23 @@ class Loop<Batch> {
     const { position } = this.keeper;
     const what = Number.isFinite(result.loss) ? `gradient norm became ${result.gradNorm}` : `loss became ${result.loss}`;
     const where = `at epoch ${epoch}, batch ${position.batch + 1} (training rows ${Array.from(rows.subarray(0, 8)).join(', ')}${rows.length > 8 ? ', ...' : ''})`;
-    if (this.options.onNonFinite === 'stop') {
-      throw new NumericalError(
-        `training ${what} ${where}; the best checkpoint so far is kept. Lower the learning rate, or set onNonFinite: 'skip'`,
-      );
-    }
+    if (this.options.onNonFinite === 'stop') throw this.nonFiniteStop(`training ${what} ${where}`);
     position.skippedBatches.push({ epoch, batch: position.batch + 1, reason: what });
+  }
+
+  /**
+   * The error that stops a run at a non-finite step. The way on is a new run with other options,
+   * and in the same outDir that run is refused while this run's training state is there (it
+   * resumes only this run, which replays to this step and stops again): the message says what to delete.
+   */
+  private nonFiniteStop(what: string): NumericalError {
+    const { outDir } = this.options;
+    return new NumericalError(
+      what +
+        this.keptCheckpoint() +
+        "; lower the learning rate, or set onNonFinite: 'skip'" +
+        (outDir ? `, and start again (in ${outDir}: delete ${join(outDir, STATE_DIR)} first, which resumes only this run)` : ''),
+    );
   }
 
   private reportBatch(epoch: number, batchesPerEpoch: number, loss: number, clock: EpochClock): void {
@@ -374,15 +386,20 @@ class Loop<Batch> {
   private async abort(epoch: number, batchesPerEpoch: number): Promise<never> {
     await this.keeper.saveInterrupted();
     const { outDir, signal } = this.options;
-    // Without outDir nothing is kept: the best weights lived in a temporary folder of the run.
-    const kept = outDir ? this.keeper.bestEvaluation() : undefined;
     throw new AbortError(
       `training aborted at epoch ${epoch}, batch ${this.keeper.position.batch + 1}/${batchesPerEpoch}` +
         // The same options: resuming refuses any other value (training-state.ts), and the CLI's
         // --resume alone is not a command (--data, --model, ... are still required).
         (outDir ? `; resume with the same options and resumeFrom: '${outDir}' (CLI: the same command with --resume ${outDir})` : '') +
-        (kept ? `; the best checkpoint so far (epoch ${kept.epoch}, step ${kept.step}) is kept in ${outDir}` : ''),
+        this.keptCheckpoint(),
       { cause: signal?.reason },
     );
+  }
+
+  /** Where the best checkpoint so far is kept, for a message that ends the run; '' without outDir (the best weights lived in a temporary folder of the run). */
+  private keptCheckpoint(): string {
+    const { outDir } = this.options;
+    const kept = outDir ? this.keeper.bestEvaluation() : undefined;
+    return kept ? `; the best checkpoint so far (epoch ${kept.epoch}, step ${kept.step}) is kept in ${outDir}` : '';
   }
 }

@@ -5,7 +5,7 @@
  * same seed twice), and the schedule / weight-decay / metric bookkeeping.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -636,19 +636,31 @@ describe('control', () => {
       epochs: 1,
     };
     const outDir = join(work, 'nan');
-    await expect(train({ ...exploding, outDir })).rejects.toMatchObject({
+    const stopped = await train({ ...exploding, outDir }).then(
+      () => new Error('train() resolved'),
+      (e: Error) => e,
+    );
+    expect(stopped).toMatchObject({
       name: 'NumericalError',
       message: expect.stringMatching(
         /training (loss|gradient norm) became (NaN|Infinity|-Infinity) at epoch 1, batch \d+ \(training rows \d+/,
       ),
     });
+    // What to do next, and, in the same outDir, what a new run must find gone (a fresh run over an
+    // unfinished run's state is refused).
+    const next =
+      `; the best checkpoint so far (epoch 1, step 1) is kept in ${outDir}; lower the learning rate, or set onNonFinite: 'skip', ` +
+      `and start again (in ${outDir}: delete ${join(outDir, 'training-state')} first, which resumes only this run)`;
+    expect(stopped.message.slice(-next.length)).toBe(next);
     const kept = await Classifier.load(outDir);
     expect(kept.config.metrics.step).toBe(1);
     const probabilities = await kept.predict(['a fine film']);
     expect(Number.isFinite(probabilities[0]!.probabilities.positive)).toBe(true);
     kept.dispose();
 
-    const skipped = await train({ ...exploding, onNonFinite: 'skip' });
+    // As the message says: the state deleted, the new run writes the same folder.
+    rmSync(join(outDir, 'training-state'), { recursive: true });
+    const skipped = await train({ ...exploding, onNonFinite: 'skip', outDir });
     expect(skipped.skippedBatches.length).toBeGreaterThan(0);
     expect(skipped.skippedBatches[0]).toMatchObject({ epoch: 1, reason: expect.stringMatching(/became/) });
     // The deprecated alias is the same list.
