@@ -91,6 +91,12 @@ async function samePath(a: string, b: string): Promise<boolean> {
   }
 }
 
+/** The pid of the run that writes `outDir` now (its RUN_LOCK_FILE's writer, still running), if one does. */
+export async function liveWriter(outDir: string): Promise<string | undefined> {
+  const owner = new RegExp(`^${WRITER_ID_PATTERN}$`).exec(await readFile(join(outDir, RUN_LOCK_FILE), 'utf8').catch(() => ''));
+  return owner && writerIsAlive(Number(owner[1]), owner[2]) ? owner[1] : undefined;
+}
+
 /**
  * Claims `outDir` for this run until the returned release is called: two runs writing one folder
  * (a command started twice) would each finish the other's saves halfway (a copy of a checkpoint
@@ -114,10 +120,10 @@ export async function claimOutputFolder(outDir: string): Promise<() => Promise<v
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
-      const owner = new RegExp(`^${WRITER_ID_PATTERN}$`).exec(await readFile(lock, 'utf8').catch(() => ''));
-      if (owner && writerIsAlive(Number(owner[1]), owner[2])) {
+      const writer = await liveWriter(outDir);
+      if (writer !== undefined) {
         throw new InputError(
-          `output directory ${outDir} is being written by another run (process ${owner[1]}, still running): ` +
+          `output directory ${outDir} is being written by another run (process ${writer}, still running): ` +
             'wait for it to end or stop it, or choose another outDir / --out',
           { file: outDir },
         );

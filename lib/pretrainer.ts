@@ -59,6 +59,7 @@ import { checkPrecision } from './trainer.js';
 import { nativeStepOptions, runTrainingLoop, type StepSettings, startTrainee, type Task } from './training-loop.js';
 import {
   checkNoUnfinishedRun,
+  checkNoUnfinishedRunFirst,
   readTrainingState,
   removeTrainingState,
   resumePosition,
@@ -447,7 +448,8 @@ async function mlmTrainee(
 type RankStart = Awaited<ReturnType<typeof loadAndRead>>;
 
 /**
- * Stages 1–2 of a rank, what may fail on one rank alone: the model and its MLM head (disposed with
+ * Stages 1–2 of a rank, what may fail on one rank alone: a fresh run over an unfinished run's
+ * folder refused (checkNoUnfinishedRunFirst, before minutes of loading); the model and its MLM head (disposed with
  * `disposables`, the caller's), its masking vocabulary, the texts read and the first
  * validationSplit of them held out (run_mlm.py's train[:5%]), the training state to resume.
  */
@@ -457,6 +459,7 @@ async function loadAndRead(
   { spec, data, textColumn }: Pick<PretrainRun, 'spec' | 'data' | 'textColumn'>,
   disposables: Array<{ dispose(): void }>,
 ) {
+  await checkNoUnfinishedRunFirst(opts.outDir, opts.resumeFrom);
   const device = resolveDevice(opts.device);
   checkPrecision(opts, device);
   const loaded = await loadEncoderSource(spec, {

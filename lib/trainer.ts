@@ -92,6 +92,7 @@ import { setUpTrainable, type TrainableSet } from './trainable.js';
 import { runTrainingLoop, startTrainee } from './training-loop.js';
 import {
   checkNoUnfinishedRun,
+  checkNoUnfinishedRunFirst,
   readTrainingState,
   removeTrainingState,
   resumePosition,
@@ -525,13 +526,15 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
 }
 
 /**
- * Stage 1, what may fail on one rank alone: the encoder loaded (a model folder or Hub id built
+ * Stage 1, what may fail on one rank alone: a fresh run over an unfinished run's folder refused
+ * (checkNoUnfinishedRunFirst, before minutes of loading); the encoder loaded (a model folder or Hub id built
  * natively) and checked against the tokenizer and max length before any text is tokenized
  * (model-checks.ts): a mismatch fails at once, naming both files and both numbers. A model folder
  * supplies the tokenizer, max length and LoRA targets the options leave out (set in `opts`). Then
  * the data read. Until buildModel takes the encoder over, an error leaves it to the garbage collector.
  */
 async function loadAndRead(opts: ResolvedTrainOptions, binding: NativeBinding, options: TrainOptions) {
+  await checkNoUnfinishedRunFirst(opts.outDir, opts.resumeFrom);
   const device = resolveDevice(opts.device);
   const loaded = await loadEncoderSource(opts.encoder, {
     device,

@@ -18,7 +18,7 @@ import type { NativeAdamW, NativeBinding, NativeTensor } from './binding.js';
 import type { Distributed } from './distributed.js';
 import { InputError, messageOf } from './errors.js';
 import { type EpochMetrics, type Evaluation, settingDifferences } from './options.js';
-import { folderKind, kindInWords } from './output-folder.js';
+import { folderKind, kindInWords, liveWriter } from './output-folder.js';
 import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js';
 
 export const STATE_DIR = 'training-state';
@@ -187,6 +187,17 @@ export async function checkNoUnfinishedRun(outDir: string): Promise<void> {
       'or choose another outDir / --out',
     { file: outDir },
   );
+}
+
+/**
+ * checkNoUnfinishedRun before a fresh run loads anything (the model, a download, the data:
+ * minutes), so that it fails at once, and on a data-parallel run as a set-up error every rank
+ * reports (distributed.ts startAsRank). A folder a live run writes is left to the claim's refusal
+ * ("being written by another run"), and the check under the claim stays the one that holds.
+ */
+export async function checkNoUnfinishedRunFirst(outDir: string | undefined, resumeFrom: string | undefined): Promise<void> {
+  if (outDir === undefined || resumeFrom !== undefined || (await liveWriter(outDir)) !== undefined) return;
+  await checkNoUnfinishedRun(outDir);
 }
 
 /**

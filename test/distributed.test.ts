@@ -316,7 +316,8 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
   }, 300_000);
 
   it("started over an interrupted run's folder without resumeFrom, rank 0 refuses it and both ranks stop, the state as it was", async () => {
-    // Rank 0 alone writes the folder, so it alone decides; rank 1 stops as its first collective finds rank 0 gone.
+    // Rank 0 alone writes the folder, so it alone decides, at its start (before loading anything):
+    // rank 1 stops with rank 0's reason (before: only that rank 0 stopped responding).
     const options = { ...base, technique: 'full', batchSize: 4, outDir: join(dir, 'restart-run') };
     const stopped = await runRanks(options, join(dir, 'restart-stopped'), 2, undefined, { TORCH_BERT_TEST_ABORT_AFTER_BATCH: '1' });
     for (const r of stopped) expect(lastLine(r.stderr)).toMatch(/AbortError: training aborted at epoch 1, batch 2\/60/);
@@ -327,7 +328,9 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(lastLine(fresh[0]!.stderr)).toMatch(
       /^InputError: output directory .*restart-run holds the training state of an unfinished run \(it resumes at epoch 1, batch 2, after 1 optimizer step; /,
     );
-    expect(lastLine(fresh[1]!.stderr)).toMatch(/^ModelError: distributed: .* stopped responding/);
+    expect(lastLine(fresh[1]!.stderr)).toMatch(
+      /^InputError: distributed: rank 0 could not start: output directory .*restart-run holds the training state of an unfinished run \(it resumes at epoch 1, batch 2, after 1 optimizer step; .*; nothing was trained$/,
+    );
     expect(readFileSync(stateFile, 'utf8')).toBe(state);
   }, 240_000);
 

@@ -190,6 +190,8 @@ describe("an unfinished run's folder", () => {
     const fresh = train({ ...options, epochs: 1 });
     await expect(fresh).rejects.toBeInstanceOf(InputError);
     await expect(fresh).rejects.toThrow(refusal(dir));
+    // Refused before the model is loaded (minutes for a download or a large model): a model that is not there is never looked for.
+    await expect(train({ ...options, encoder: join(work, 'no-such-model') })).rejects.toThrow(refusal(dir));
     expect(contents(dir)).toEqual(before);
     // The state refused over is the one the run resumes from, to its end.
     const resumed = await train({ ...options, resumeFrom: dir });
@@ -251,6 +253,7 @@ describe("an unfinished run's folder", () => {
     const fresh = pretrain(options);
     await expect(fresh).rejects.toBeInstanceOf(InputError);
     await expect(fresh).rejects.toThrow(refusal(dir));
+    await expect(pretrain({ ...options, model: join(work, 'no-such-model') })).rejects.toThrow(refusal(dir));
     expect(contents(dir)).toEqual(before);
     const resumed = await pretrain({ ...options, resumeFrom: dir });
     expect(resumed.history.map((h) => h.epoch)).toEqual([1]);
