@@ -17,7 +17,7 @@
  * runs in a child process.
  */
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -414,6 +414,8 @@ const entries = (): Entry[] => [
   { name: 'manualSeed', kinds: ['int'], args: () => [5], call: (s) => b.manualSeed(s) },
   { name: 'randperm', kinds: ['int', 'int'], args: () => [7, 1], call: (n, s) => b.randperm(n, s) },
   { name: 'setNumThreads', kinds: ['int'], args: () => [b.getNumThreads()], call: (n) => b.setNumThreads(n) },
+  // A descriptor of a file of this test's own (a lock taken again by this process is granted).
+  { name: 'tryLockFile', kinds: ['int'], args: () => [openSync(path.join(dir, 'lock'), 'w')], call: (fd) => b.tryLockFile(fd) },
   { name: 'tokenPruning', kinds: [], args: () => [], call: () => b.tokenPruning() },
   // Distributed: this process joins no group (no RANK/WORLD_SIZE), so joining and the collectives fail by design.
   { name: 'distributedBackends', kinds: [], args: () => [], call: () => b.distributedBackends() },
