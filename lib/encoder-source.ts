@@ -27,6 +27,7 @@ import { loadBinding } from './loader.js';
 import { initialMlmHeadWeights } from './mlm-head-init.js';
 import { checkModelInputs, loadCheckedEncoder, tokenTypesFed } from './model-checks.js';
 import { TOKENIZER_CONFIG_FILE, VOCAB_COMPANIONS, VOCAB_TXT } from './model-folder.js';
+import type { ModelFolderRead } from './output-folder.js';
 import { TextTokenizer } from './tokenizer.js';
 import { loadFolderTokenizer } from './wordpiece-vocab.js';
 
@@ -331,4 +332,9 @@ async function buildFromFolder(
   } finally {
     for (const [, tensor] of checkpoint.weights) tensor.dispose();
   }
+}
+
+/** The folder `loaded` was read from (a local folder or a Hub snapshot), for checkOutputFolder; null for a TorchScript file. */
+export function modelFolderRead(loaded: LoadedEncoder): ModelFolderRead | null {
+  return loaded.source.kind === 'folder' ? { dir: loaded.source.dir, description: loaded.description } : null;
 }

@@ -181,6 +181,15 @@ export async function resolveModelSource(spec: string, options: ResolveOptions =
   }
 }
 
+/**
+ * The folder `spec` names where it is an existing local folder (which wins over a Hub id, as in
+ * resolveModelSource), resolved; null for anything else. Nothing is downloaded or read: what a
+ * run knows of its model before loading it.
+ */
+export async function localModelFolder(spec: string): Promise<string | null> {
+  return (await statOrUndefined(spec))?.isDirectory() ? resolve(spec) : null;
+}
+
 /** The files of a Hugging Face folder, which a user may name instead of the folder (read as TorchScript, they fail obscurely). */
 const FOLDER_FILES: readonly string[] = [CONFIG_FILE, ...WEIGHT_CANDIDATES, TOKENIZER_JSON, VOCAB_TXT];
 

@@ -10,7 +10,6 @@
 import { link, mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CONFIG_FILE } from './checkpoint.js';
-import type { LoadedEncoder } from './encoder-source.js';
 import { InputError, messageOf } from './errors.js';
 import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js';
 
@@ -30,13 +29,26 @@ export function kindInWords(kind: OutputKind | string): string {
   return kind in KIND_NAMES ? KIND_NAMES[kind as OutputKind] : kind;
 }
 
+/** The model folder a run reads (a model given as a folder or a Hub id's snapshot), in its words for messages. */
+export interface ModelFolderRead {
+  dir: string;
+  description: string;
+}
+
 /**
  * Refuses an output folder the run would damage (see the top); an absent folder passes. A resumed
  * run writes the folder it resumes from: its checkpoint and state are there, and a run resumed
  * into another folder left that one without the weights kept before the interruption (only
- * history.json) and the first with a state no run would finish.
+ * history.json) and the first with a state no run would finish. The model folder is known once
+ * the model is found; a run checks first without it, before loading anything (minutes for a
+ * download or a large model), and again with it under the folder's claim.
  */
-export async function checkOutputFolder(outDir: string, kind: OutputKind, model: LoadedEncoder, resumeFrom?: string): Promise<void> {
+export async function checkOutputFolder(
+  outDir: string,
+  kind: OutputKind,
+  resumeFrom: string | undefined,
+  modelFolder?: ModelFolderRead | null,
+): Promise<void> {
   if (resumeFrom !== undefined && !(await samePath(outDir, resumeFrom))) {
     throw new InputError(
       `output directory ${outDir} is not the folder the run resumes from (${resumeFrom}): a resumed run goes on writing its own ` +
@@ -44,10 +56,9 @@ export async function checkOutputFolder(outDir: string, kind: OutputKind, model:
       { file: outDir },
     );
   }
-  const modelDir = model.source.kind === 'folder' ? model.source.dir : null;
-  if (modelDir !== null && (await samePath(outDir, modelDir))) {
+  if (modelFolder && (await samePath(outDir, modelFolder.dir))) {
     throw new InputError(
-      `output directory ${outDir} is the model folder the run reads (${model.description}); saving there would replace its files: choose another outDir / --out`,
+      `output directory ${outDir} is the model folder the run reads (${modelFolder.description}); saving there would replace its files: choose another outDir / --out`,
       { file: outDir },
     );
   }

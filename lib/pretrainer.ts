@@ -33,7 +33,7 @@ import {
   type ValidationShard,
   validationShard,
 } from './distributed.js';
-import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
+import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from './encoder-source.js';
 import { AbortError, asAbortError, InputError } from './errors.js';
 import { loadBinding } from './loader.js';
 import { groupTexts, lineByLine, maskedBatch, readPretrainingTexts } from './mlm-data.js';
@@ -59,7 +59,7 @@ import { checkPrecision } from './trainer.js';
 import { nativeStepOptions, runTrainingLoop, type StepSettings, startTrainee, type Task } from './training-loop.js';
 import {
   checkNoUnfinishedRun,
-  checkNoUnfinishedRunFirst,
+  checkOutputFolderFirst,
   readTrainingState,
   removeTrainingState,
   resumePosition,
@@ -320,7 +320,7 @@ async function pretrainRank(
     const { built, trainee } = await mlmTrainee(binding, opts, prepared, dist, disposables);
     const model = built.module;
     if (writes) {
-      await checkOutputFolder(outDir, 'mlm', loaded, opts.resumeFrom);
+      await checkOutputFolder(outDir, 'mlm', opts.resumeFrom, modelFolderRead(loaded));
       releaseOutDir = await claimOutputFolder(outDir);
       if (opts.resumeFrom === undefined) await checkNoUnfinishedRun(outDir);
       await ensureWritableDir(outDir);
@@ -448,8 +448,8 @@ async function mlmTrainee(
 type RankStart = Awaited<ReturnType<typeof loadAndRead>>;
 
 /**
- * Stages 1–2 of a rank, what may fail on one rank alone: a fresh run over an unfinished run's
- * folder refused (checkNoUnfinishedRunFirst, before minutes of loading); the model and its MLM head (disposed with
+ * Stages 1–2 of a rank, what may fail on one rank alone: an output folder the
+ * run would damage refused (checkOutputFolderFirst, before minutes of loading); the model and its MLM head (disposed with
  * `disposables`, the caller's), its masking vocabulary, the texts read and the first
  * validationSplit of them held out (run_mlm.py's train[:5%]), the training state to resume.
  */
@@ -459,7 +459,7 @@ async function loadAndRead(
   { spec, data, textColumn }: Pick<PretrainRun, 'spec' | 'data' | 'textColumn'>,
   disposables: Array<{ dispose(): void }>,
 ) {
-  await checkNoUnfinishedRunFirst(opts.outDir, opts.resumeFrom);
+  await checkOutputFolderFirst(opts.outDir, 'mlm', spec, opts.resumeFrom);
   const device = resolveDevice(opts.device);
   checkPrecision(opts, device);
   const loaded = await loadEncoderSource(spec, {

@@ -64,7 +64,7 @@ import {
   validationShard,
 } from './distributed.js';
 import { cpuBf16 } from './doctor.js';
-import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
+import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from './encoder-source.js';
 import { asAbortError, InputError, ModelError, messageOf } from './errors.js';
 import { encodeOnce, type FeatureCache } from './feature-cache.js';
 import { fewShotSplit } from './few-shot.js';
@@ -92,7 +92,7 @@ import { setUpTrainable, type TrainableSet } from './trainable.js';
 import { runTrainingLoop, startTrainee } from './training-loop.js';
 import {
   checkNoUnfinishedRun,
-  checkNoUnfinishedRunFirst,
+  checkOutputFolderFirst,
   readTrainingState,
   removeTrainingState,
   resumePosition,
@@ -526,15 +526,15 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
 }
 
 /**
- * Stage 1, what may fail on one rank alone: a fresh run over an unfinished run's folder refused
- * (checkNoUnfinishedRunFirst, before minutes of loading); the encoder loaded (a model folder or Hub id built
+ * Stage 1, what may fail on one rank alone: an output folder the run would damage refused
+ * (checkOutputFolderFirst, before minutes of loading); the encoder loaded (a model folder or Hub id built
  * natively) and checked against the tokenizer and max length before any text is tokenized
  * (model-checks.ts): a mismatch fails at once, naming both files and both numbers. A model folder
  * supplies the tokenizer, max length and LoRA targets the options leave out (set in `opts`). Then
  * the data read. Until buildModel takes the encoder over, an error leaves it to the garbage collector.
  */
 async function loadAndRead(opts: ResolvedTrainOptions, binding: NativeBinding, options: TrainOptions) {
-  await checkNoUnfinishedRunFirst(opts.outDir, opts.resumeFrom);
+  await checkOutputFolderFirst(opts.outDir, 'classifier', opts.encoder, opts.resumeFrom);
   const device = resolveDevice(opts.device);
   const loaded = await loadEncoderSource(opts.encoder, {
     device,
@@ -612,7 +612,7 @@ async function trainRank(
     const trainee = await startTrainee(binding, model, setup, { dist, saved, disposables });
     if (tf32Before !== null) binding.setAllowTF32(true);
     if (outDir) {
-      await checkOutputFolder(outDir, 'classifier', loaded, opts.resumeFrom);
+      await checkOutputFolder(outDir, 'classifier', opts.resumeFrom, modelFolderRead(loaded));
       releaseOutDir = await claimOutputFolder(outDir);
       if (opts.resumeFrom === undefined) await checkNoUnfinishedRun(outDir);
       await ensureWritableDir(outDir);

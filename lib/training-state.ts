@@ -17,8 +17,9 @@ import { join } from 'node:path';
 import type { NativeAdamW, NativeBinding, NativeTensor } from './binding.js';
 import type { Distributed } from './distributed.js';
 import { InputError, messageOf } from './errors.js';
+import { localModelFolder } from './hub.js';
 import { type EpochMetrics, type Evaluation, settingDifferences } from './options.js';
-import { folderKind, kindInWords, liveWriter } from './output-folder.js';
+import { checkOutputFolder, folderKind, kindInWords, liveWriter, type OutputKind } from './output-folder.js';
 import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js';
 
 export const STATE_DIR = 'training-state';
@@ -190,13 +191,23 @@ export async function checkNoUnfinishedRun(outDir: string): Promise<void> {
 }
 
 /**
- * checkNoUnfinishedRun before a fresh run loads anything (the model, a download, the data:
- * minutes), so that it fails at once, and on a data-parallel run as a set-up error every rank
- * reports (distributed.ts startAsRank). A folder a live run writes is left to the claim's refusal
- * ("being written by another run"), and the check under the claim stays the one that holds.
+ * The output folder checked before a run loads anything (the model, a download, the data:
+ * minutes), so that a refusal comes at once, and on a data-parallel run as a set-up error every
+ * rank reports (distributed.ts startAsRank): checkOutputFolder, with the model's folder where the
+ * model is named by a local folder, then checkNoUnfinishedRun for a fresh run. A folder a live run
+ * writes is left to the claim's refusal ("being written by another run"), and the checks under
+ * the claim stay the ones that hold.
  */
-export async function checkNoUnfinishedRunFirst(outDir: string | undefined, resumeFrom: string | undefined): Promise<void> {
-  if (outDir === undefined || resumeFrom !== undefined || (await liveWriter(outDir)) !== undefined) return;
+export async function checkOutputFolderFirst(
+  outDir: string | undefined,
+  kind: OutputKind,
+  model: string,
+  resumeFrom: string | undefined,
+): Promise<void> {
+  if (outDir === undefined) return;
+  const modelDir = await localModelFolder(model);
+  await checkOutputFolder(outDir, kind, resumeFrom, modelDir === null ? null : { dir: modelDir, description: modelDir });
+  if (resumeFrom !== undefined || (await liveWriter(outDir)) !== undefined) return;
   await checkNoUnfinishedRun(outDir);
 }
 

@@ -76,6 +76,10 @@ describe('a folder of the wrong kind', () => {
       /^output directory .*other-model holds a Hugging Face model \(model_type bert\), whose config\.json this run would overwrite: choose a new or empty outDir \/ --out$/,
     );
     expect(contents(other)).toEqual(before);
+    // Refused before the model is loaded (minutes for a download or a large model): a model that is not there is never looked for.
+    await expect(classify(join(work, 'no-such-model'), other)).rejects.toThrow(
+      /^output directory .*other-model holds a Hugging Face model/,
+    );
     const pretrainedBefore = contents(pretrained);
     await expect(classify(model, pretrained)).rejects.toThrow(/holds a torch-bert pretrained \(masked-LM\) model, whose config\.json/);
     expect(contents(pretrained)).toEqual(pretrainedBefore);
@@ -95,6 +99,9 @@ describe('a folder of the wrong kind', () => {
       /holds a torch-bert classifier, whose config\.json this run would overwrite/,
     );
     expect(contents(classifierDir)).toEqual(classifierBefore);
+    await expect(
+      pretrain({ model: join(work, 'no-such-model'), data: texts, outDir: classifierDir, epochs: 1, maxLength: 32 }),
+    ).rejects.toThrow(/holds a torch-bert classifier, whose config\.json this run would overwrite/);
   });
 
   it('loading a model folder or a pretrained folder as a classifier says what the folder holds', async () => {
