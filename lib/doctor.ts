@@ -5,7 +5,6 @@
  * (refreshing the cache the loader reads) and never throws: what fails is reported.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { cpus, type as osType, release, totalmem } from 'node:os';
 import type { FoundLibtorch, LibtorchCandidate } from '../scripts/find-libtorch.mjs';
 import {
@@ -28,6 +27,7 @@ import {
   packageRoot,
   packageVersion,
 } from './loader.js';
+import { cpuBf16 } from './precision.js';
 
 export interface GpuInfo {
   index: number;
@@ -172,20 +172,6 @@ function exerciseBlas(binding: NativeBinding): string {
 function attempt<T>(fn: () => T): T | null {
   try {
     return fn();
-  } catch {
-    return null;
-  }
-}
-
-/**
- * CPU flags for native bfloat16 (Linux /proc/cpuinfo): x86 avx512_bf16 / amx_bf16, Arm bf16.
- * Empty: bfloat16 is emulated on this CPU (much slower than float32); null: unknown.
- */
-export function cpuBf16(): string[] | null {
-  try {
-    const info = readFileSync('/proc/cpuinfo', 'utf8');
-    const flags = new Set((/^(?:flags|Features)\s*:(.*)$/m.exec(info)?.[1] ?? '').trim().split(/\s+/));
-    return ['avx512_bf16', 'amx_bf16', 'bf16'].filter((f) => flags.has(f));
   } catch {
     return null;
   }

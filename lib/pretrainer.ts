@@ -52,10 +52,10 @@ import {
   zeroLearningRateNote,
 } from './options.js';
 import { checkOutputFolder, claimOutputFolder } from './output-folder.js';
+import { checkPrecision } from './precision.js';
 import { RunKeeper, startPosition, type Validation } from './run-keeper.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 import { setUpTrainable } from './trainable.js';
-import { checkPrecision } from './trainer.js';
 import { nativeStepOptions, runTrainingLoop, type StepSettings, startTrainee, type Task } from './training-loop.js';
 import {
   checkNoUnfinishedRun,

@@ -63,7 +63,6 @@ import {
   startAsRank,
   validationShard,
 } from './distributed.js';
-import { cpuBf16 } from './doctor.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from './encoder-source.js';
 import { asAbortError, InputError, ModelError, messageOf } from './errors.js';
 import { encodeOnce, type FeatureCache } from './feature-cache.js';
@@ -82,6 +81,7 @@ import {
   zeroLearningRateNote,
 } from './options.js';
 import { checkOutputFolder, claimOutputFolder } from './output-folder.js';
+import { checkPrecision } from './precision.js';
 import { preparePrompt } from './prompt-classifier.js';
 import { type PromptEncoder, promptSpec } from './prompt-template.js';
 import { renderReport } from './report.js';
@@ -330,19 +330,6 @@ function runFingerprint(
     // as no run of either options does.
     options: sharedSettings(opts),
   };
-}
-
-export function checkPrecision(opts: Pick<ResolvedTrainOptions, 'precision'>, device: string): void {
-  if (opts.precision === 'fp16' && !device.startsWith('cuda')) {
-    throw new InputError(`precision 'fp16' needs a CUDA device, but the device is ${device}: use 'bf16' or 'fp32' on the CPU`);
-  }
-  if (opts.precision === 'bf16' && device === 'cpu' && cpuBf16()?.length === 0) {
-    process.emitWarning(
-      "precision 'bf16' on this CPU is emulated (it has no AVX512-BF16, AMX or Arm BF16): expect training to be far slower " +
-        "than with 'fp32' (measured 15-30x with libtorch 2.13), or libtorch to reject it. Use precision 'fp32' on this CPU.",
-      { code: 'TORCH_BERT_BF16_EMULATED' },
-    );
-  }
 }
 
 /** Stage 3: encoder + head. Until it returns, an error disposes of the encoder here. */
