@@ -7,17 +7,21 @@ import { join } from 'node:path';
  * usage error, 130 when interrupted.
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import type { AdapterActivation, AdapterConfig } from './binding.js';
-import { Classifier, type Prediction } from './classifier.js';
-import { type CsvSource, loadExamples } from './data.js';
-import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './demo.js';
-import { AbortError, messageOf } from './errors.js';
-import { type ExportResult, exportHuggingFace } from './export.js';
-import { type AdapterHubExportResult, exportAdapterHub } from './export-adapterhub.js';
-import { resolveModelSource, terminalProgress } from './hub.js';
-import { handErrorToLauncher, launchWorkers, STOP_SIGNAL, stopGrace, tellLauncherListening, withoutNproc } from './launcher.js';
-import { NativeLoadError } from './loader.js';
-import { formatMetricsTable } from './metrics.js';
+import type { AdapterActivation, AdapterConfig } from './addon/binding.js';
+import { AbortError, messageOf } from './addon/errors.js';
+import { NativeLoadError } from './addon/loader.js';
+import { Classifier, type Prediction } from './classification/classifier.js';
+import { promptClassifier } from './classification/prompt-classifier.js';
+import { type TrainResult, train } from './classification/trainer.js';
+import { DEMO_SENTENCES, DEMO_TRAINING, demoAssets } from './cli/demo.js';
+import { handErrorToLauncher, launchWorkers, STOP_SIGNAL, stopGrace, tellLauncherListening, withoutNproc } from './cli/launcher.js';
+import { type CsvSource, loadExamples } from './data/data.js';
+import { type ExportResult, exportHuggingFace } from './export/export.js';
+import { type AdapterHubExportResult, exportAdapterHub } from './export/export-adapterhub.js';
+import { resolveModelSource, terminalProgress } from './models/hub.js';
+import type { HeadKind } from './models/sequence-classification.js';
+import { PRETRAIN_DEFAULTS, type PretrainOptions, type PretrainResult, pretrain } from './pretraining/pretrainer.js';
+import { formatMetricsTable } from './training/metrics.js';
 import {
   DEFAULTS,
   type Device,
@@ -26,11 +30,7 @@ import {
   type PredictEvent,
   type ProgressEvent,
   type TrainOptions,
-} from './options.js';
-import { PRETRAIN_DEFAULTS, type PretrainOptions, type PretrainResult, pretrain } from './pretrainer.js';
-import { promptClassifier } from './prompt-classifier.js';
-import type { HeadKind } from './sequence-classification.js';
-import { type TrainResult, train } from './trainer.js';
+} from './training/options.js';
 
 class UsageError extends Error {}
 
@@ -548,7 +548,7 @@ if (process.env.RANK !== undefined) {
 
 /**
  * `--nproc-per-node N` (N > 1) on the launcher (not on a worker started by it or by torchrun,
- * which have RANK set): starts the workers of `command` (lib/launcher.ts) and waits for them.
+ * which have RANK set): starts the workers of `command` (lib/cli/launcher.ts) and waits for them.
  * True when it did, and the command has nothing left to do.
  */
 async function launchedWorkers(command: string, values: Record<string, unknown>, argv: string[]): Promise<boolean> {
@@ -1104,7 +1104,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   predict: commandPredict,
   export: commandExport,
   demo: commandDemo,
-  doctor: async (argv) => (await import('./doctor.js')).commandDoctor(argv),
+  doctor: async (argv) => (await import('./cli/doctor.js')).commandDoctor(argv),
 };
 
 /**

@@ -6,7 +6,9 @@
  *   await classifier.predict(['a wonderful film']);
  */
 
-export type * from './binding.js';
+export type * from './addon/binding.js';
+export { AbortError, InputError, ModelError, NumericalError } from './addon/errors.js';
+export { loadBinding, NativeLoadError } from './addon/loader.js';
 export {
   Classifier,
   type ClassifierConfig,
@@ -15,21 +17,26 @@ export {
   loadClassifier,
   type Prediction,
   type PredictOptions,
-} from './classifier.js';
-export type { ArraySource, CsvSource, DataSource } from './data.js';
-export { AbortError, InputError, ModelError, NumericalError } from './errors.js';
-export { type ExportOptions, type ExportResult, exportHuggingFace } from './export.js';
-export { type AdapterHubExportOptions, type AdapterHubExportResult, exportAdapterHub } from './export-adapterhub.js';
-export type { ExportFamily } from './export-family.js';
+} from './classification/classifier.js';
+export { type PromptClassifierOptions, promptClassifier } from './classification/prompt-classifier.js';
+export { type TrainResult, train } from './classification/trainer.js';
+export type { ArraySource, CsvSource, DataSource } from './data/data.js';
+export type { PromptConfig, VerbalizerSpec } from './data/prompt-template.js';
+export { type EncodedTexts, TextTokenizer } from './data/tokenizer.js';
+export { type ExportOptions, type ExportResult, exportHuggingFace } from './export/export.js';
+export { type AdapterHubExportOptions, type AdapterHubExportResult, exportAdapterHub } from './export/export-adapterhub.js';
+export type { ExportFamily } from './models/export-family.js';
 export {
   type DownloadProgress,
   type ModelSource,
   type ResolveOptions,
   resolveModelSource,
   terminalProgress,
-} from './hub.js';
-export { loadBinding, NativeLoadError } from './loader.js';
-export { type ClassificationMetrics, type ClassMetrics, classificationMetrics, formatMetricsTable } from './metrics.js';
+} from './models/hub.js';
+export type { HeadKind } from './models/sequence-classification.js';
+export type { MlmMetrics, PretrainOptions, PretrainResult } from './pretraining/pretrainer.js';
+export { PRETRAIN_DEFAULTS, pretrain } from './pretraining/pretrainer.js';
+export { type ClassificationMetrics, type ClassMetrics, classificationMetrics, formatMetricsTable } from './training/metrics.js';
 export {
   type AdapterOptions,
   type BatchEvent,
@@ -49,19 +56,18 @@ export {
   type StepEvent,
   type Technique,
   type TrainOptions,
-} from './options.js';
-export type { MlmMetrics, PretrainOptions, PretrainResult } from './pretrainer.js';
-export { PRETRAIN_DEFAULTS, pretrain } from './pretrainer.js';
-export { type PromptClassifierOptions, promptClassifier } from './prompt-classifier.js';
-export type { PromptConfig, VerbalizerSpec } from './prompt-template.js';
-export type { HeadKind } from './sequence-classification.js';
-export { type EncodedTexts, TextTokenizer } from './tokenizer.js';
-export { type TrainResult, train } from './trainer.js';
-export type { SkippedBatch } from './training-state.js';
+} from './training/options.js';
+export type { SkippedBatch } from './training/training-state.js';
 
-import { Classifier, type EvaluationOptions, type EvaluationResult, type Prediction, type PredictOptions } from './classifier.js';
-import type { DataSource } from './data.js';
-import type { Device } from './options.js';
+import {
+  Classifier,
+  type EvaluationOptions,
+  type EvaluationResult,
+  type Prediction,
+  type PredictOptions,
+} from './classification/classifier.js';
+import type { DataSource } from './data/data.js';
+import type { Device } from './training/options.js';
 
 async function withClassifier<T>(
   classifier: Classifier | string,

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * Which native addon to load, and loading it: shared by the install script, `npm run prebuild`,
- * the build script and the TypeScript loader (lib/loader.ts), so all of them decide the same way.
+ * the build script and the TypeScript loader (lib/addon/loader.ts), so all of them decide the same way.
  *
  * - The libtorch to use, first that holds: the one recorded for the binary to load (a source
  *   build's build-info.json; for a prebuilt, build/prebuilt.json, written by the install script
@@ -749,7 +749,7 @@ export function loadAddon(root = packageRoot, { refresh = false } = {}) {
     preloaded: preload.loaded,
     preloadErrors: preload.errors,
   };
-  // The addon's own interface is typed in lib/binding.ts; here only versions() is used.
+  // The addon's own interface is typed in lib/addon/binding.ts; here only versions() is used.
   /** @type {{ versions?: () => AddonVersions }} */
   let binding;
   try {
@@ -926,7 +926,7 @@ if (isMain && process.argv.includes('--check')) {
   if (at > 0 && process.argv[at + 1]) process.env.TORCH_BERT_BINARY = process.argv[at + 1];
   try {
     const loaded = loadAddon(packageRoot);
-    // The calls of this check; the addon's whole interface is typed in lib/binding.ts.
+    // The calls of this check; the addon's whole interface is typed in lib/addon/binding.ts.
     const binding =
       /** @type {{ randperm(n: number, seed: number): ArrayLike<number>, Tensor: { fromArray(data: Float32Array, shape: number[]): { toArray(): ArrayLike<number>, dispose(): void } } }} */ (
         loaded.binding

@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { pythonFloorDiv, reductionFactorFor } from '../lib/export-adapterhub.js';
+import { pythonFloorDiv, reductionFactorFor } from '../lib/export/export-adapterhub.js';
+import { torchSaveBytes } from '../lib/files/torch-save.js';
 import {
   type Classifier,
   exportAdapterHub,
@@ -22,7 +23,6 @@ import {
   type TrainOptions,
   train,
 } from '../lib/index.js';
-import { torchSaveBytes } from '../lib/torch-save.js';
 import {
   classifierBatch,
   classifierFeatures,

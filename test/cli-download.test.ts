@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { ProgressEvent } from '../lib/options.js';
-import { pretrain } from '../lib/pretrainer.js';
-import { train } from '../lib/trainer.js';
+import { train } from '../lib/classification/trainer.js';
+import { pretrain } from '../lib/pretraining/pretrainer.js';
+import type { ProgressEvent } from '../lib/training/options.js';
 import { demoPretrain, demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
 import { FakeHub } from './helpers/hub-server.js';
 

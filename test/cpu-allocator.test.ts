@@ -7,8 +7,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { NativeBinding } from '../lib/binding.js';
-import { loadBinding } from '../lib/loader.js';
+import type { NativeBinding } from '../lib/addon/binding.js';
+import { loadBinding } from '../lib/addon/loader.js';
 import { makeEncoder, repoRoot } from './fixtures.js';
 
 let b: NativeBinding;

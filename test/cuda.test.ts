@@ -9,8 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { NativeBinding, NativeScriptModule, StepBatch } from '../lib/binding.js';
-import { loadBinding, loadedBinaryInfo } from '../lib/loader.js';
+import type { NativeBinding, NativeScriptModule, StepBatch } from '../lib/addon/binding.js';
+import { loadBinding, loadedBinaryInfo } from '../lib/addon/loader.js';
 import { repoRoot } from './fixtures.js';
 
 const b: NativeBinding = loadBinding();

@@ -2,9 +2,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { inferLabelNames, labelIds, loadExamples, numberVariantsNote, readCsv, stratifiedSplit } from '../lib/data.js';
-import { InputError } from '../lib/errors.js';
-import { readPretrainingTexts } from '../lib/mlm-data.js';
+import { InputError } from '../lib/addon/errors.js';
+import { inferLabelNames, labelIds, loadExamples, numberVariantsNote, readCsv, stratifiedSplit } from '../lib/data/data.js';
+import { readPretrainingTexts } from '../lib/data/mlm-data.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'torch-bert-data-'));
 function csv(name: string, content: string | Buffer): string {

@@ -11,11 +11,11 @@ import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadExamples } from '../lib/data.js';
-import { agreeOnRun, type RunIdentity, startAsRank } from '../lib/distributed.js';
-import { InputError, ModelError } from '../lib/errors.js';
-import { freePort, rankVariables } from '../lib/launcher.js';
-import { loadBinding } from '../lib/loader.js';
+import { InputError, ModelError } from '../lib/addon/errors.js';
+import { loadBinding } from '../lib/addon/loader.js';
+import { freePort, rankVariables } from '../lib/cli/launcher.js';
+import { loadExamples } from '../lib/data/data.js';
+import { agreeOnRun, type RunIdentity, startAsRank } from '../lib/training/distributed.js';
 import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
 import { type CommandExit, type CommandWatch, runCommand, runTorchrun, torchrunUnfit } from './helpers/run-command.js';
 import { maxDifference, savedWeights } from './helpers/weights.js';
@@ -825,7 +825,7 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
 });
 
 /**
- * The rule of the start (lib/distributed.ts startAsRank) on a simulated collective: each rank's
+ * The rule of the start (lib/training/distributed.ts startAsRank) on a simulated collective: each rank's
  * report is recorded in a first pass, then every rank runs again and gathers them all, as the
  * all-gather returns them on every rank.
  */

@@ -8,7 +8,7 @@ import { existsSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { DoctorReport } from '../lib/doctor.js';
+import type { DoctorReport } from '../lib/cli/doctor.js';
 import { type FoundLibtorch, findLibtorch } from '../scripts/find-libtorch.mjs';
 import { repoRoot } from './fixtures.js';
 

@@ -1,5 +1,5 @@
 /**
- * The folder an export writes (lib/export-folder.ts): whole or not at all, never mixed with older
+ * The folder an export writes (lib/files/export-folder.ts): whole or not at all, never mixed with older
  * files. exportHuggingFace and exportAdapterHub write through it; their own tests check what they
  * write, this one what a failure leaves behind.
  */
@@ -7,8 +7,8 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { InputError } from '../lib/errors.js';
-import { checkOut, writeFolder } from '../lib/export-folder.js';
+import { InputError } from '../lib/addon/errors.js';
+import { checkOut, writeFolder } from '../lib/files/export-folder.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-export-folder-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));

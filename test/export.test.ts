@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { encoderShapes } from '../lib/export-family.js';
 import { type Classifier, exportHuggingFace, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
+import { encoderShapes } from '../lib/models/export-family.js';
 import {
   classifierBatch,
   classifierFeatures,

@@ -6,21 +6,28 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gatherRows } from '../lib/batching.js';
-import type { NativeEncoderConfig } from '../lib/binding.js';
-import type { Classifier } from '../lib/classifier.js';
-import { loadExamples } from '../lib/data.js';
-import { loadBinding } from '../lib/loader.js';
-import type { EncodedTexts } from '../lib/tokenizer.js';
+import type { NativeEncoderConfig } from '../lib/addon/binding.js';
+import { loadBinding } from '../lib/addon/loader.js';
+import type { Classifier } from '../lib/classification/classifier.js';
+import { gatherRows } from '../lib/data/batching.js';
+import { loadExamples } from '../lib/data/data.js';
+import type { EncodedTexts } from '../lib/data/tokenizer.js';
 
 /** The Python with PyTorch (the first `python3` on PATH may not have it). */
 export const PYTHON = '/usr/bin/python3';
 
 /** Absolute path of the repository root (this file lives in `<root>/test/`). */
 export const repoRoot: string = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Every TypeScript source of lib/, as paths relative to lib/ (`index.ts`, `addon/binding.ts`, ...), sorted. */
+export function libSources(): string[] {
+  return readdirSync(path.join(repoRoot, 'lib'), { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.ts'))
+    .sort();
+}
 
 export const demoTokenizer: string = path.join(repoRoot, 'assets', 'demo', 'tokenizer.json');
 export const demoReviews: string = path.join(repoRoot, 'assets', 'demo', 'reviews.csv');

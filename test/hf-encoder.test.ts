@@ -13,10 +13,10 @@ import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, syml
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NativeScriptModule, NativeTensor, NativeValue } from '../lib/binding.js';
-import { loadEncoderSource } from '../lib/encoder-source.js';
-import { loadBinding } from '../lib/loader.js';
-import { train } from '../lib/trainer.js';
+import type { NativeScriptModule, NativeTensor, NativeValue } from '../lib/addon/binding.js';
+import { loadBinding } from '../lib/addon/loader.js';
+import { train } from '../lib/classification/trainer.js';
+import { loadEncoderSource } from '../lib/models/encoder-source.js';
 import { demoReviews, demoTokenizer, type MakeHfFolderOptions, makeEncoder, makeHfFolder } from './fixtures.js';
 
 const binding = loadBinding();

@@ -10,11 +10,11 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ModelError } from '../lib/errors.js';
-import { normaliseCheckpoint, type ReadTensor, readShards, shardPlan, type TensorLike } from '../lib/hf-checkpoint.js';
-import { defaultMaxLength, parseHfConfig, transformersNames } from '../lib/hf-config.js';
-import { TextTokenizer } from '../lib/tokenizer.js';
-import { loadFolderTokenizer, wordPieceTokenizerJson } from '../lib/wordpiece-vocab.js';
+import { ModelError } from '../lib/addon/errors.js';
+import { TextTokenizer } from '../lib/data/tokenizer.js';
+import { normaliseCheckpoint, type ReadTensor, readShards, shardPlan, type TensorLike } from '../lib/models/hf-checkpoint.js';
+import { defaultMaxLength, parseHfConfig, transformersNames } from '../lib/models/hf-config.js';
+import { loadFolderTokenizer, wordPieceTokenizerJson } from '../lib/models/wordpiece-vocab.js';
 import { demoReviews, demoTokenizer, type MakeHfFolderOptions, makeHfFolder } from './fixtures.js';
 
 /** The tensors of a safetensors file as its header lists them: 8-byte little-endian size, then JSON. */

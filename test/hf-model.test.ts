@@ -9,8 +9,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, w
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { NativeBinding, NativeEncoderConfig, NativeScriptModule, NativeTensor, NativeValue } from '../lib/binding.js';
-import { loadBinding } from '../lib/loader.js';
+import type { NativeBinding, NativeEncoderConfig, NativeScriptModule, NativeTensor, NativeValue } from '../lib/addon/binding.js';
+import { loadBinding } from '../lib/addon/loader.js';
 import { fixturesDir, makeEncoder, makeEncoderConfig, repoRoot, runPython } from './fixtures.js';
 
 const b: NativeBinding = loadBinding();

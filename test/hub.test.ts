@@ -1,5 +1,5 @@
 /**
- * lib/hub.ts and lib/model-folder.ts against a Hub on loopback (test/helpers/hub-server.ts):
+ * lib/models/hub.ts and lib/models/model-folder.ts against a Hub on loopback (test/helpers/hub-server.ts):
  * what is downloaded, where it lands in the Hugging Face cache, when nothing is asked, and what
  * is refused. HF_HUB_CACHE / HF_HOME point into a temporary folder, never the real cache.
  */
@@ -27,10 +27,10 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { inspect } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { InputError } from '../lib/errors.js';
-import { type DownloadProgress, HOST, type ModelSource, parseHubId, resolveModelSource, terminalProgress } from '../lib/hub.js';
-import { inspectModelFolder } from '../lib/model-folder.js';
-import { writerId } from '../lib/writer-identity.js';
+import { InputError } from '../lib/addon/errors.js';
+import { writerId } from '../lib/files/writer-identity.js';
+import { type DownloadProgress, HOST, type ModelSource, parseHubId, resolveModelSource, terminalProgress } from '../lib/models/hub.js';
+import { inspectModelFolder } from '../lib/models/model-folder.js';
 import { PYTHON, repoRoot } from './fixtures.js';
 import { FakeHub, gitBlobSha1, sha256 } from './helpers/hub-server.js';
 
@@ -172,7 +172,7 @@ const openFiles = () =>
   });
 
 /**
- * Another process (the compiled lib/hub.ts) resolving org/tiny-bert, returned once it has written
+ * Another process (the compiled lib/models/hub.ts) resolving org/tiny-bert, returned once it has written
  * part of the weights: the test server stalls them midway (faults.stall).
  */
 /**
@@ -213,7 +213,7 @@ async function stalledDownloader(): Promise<ChildProcess> {
 }
 
 /**
- * Another process (the compiled lib/hub.ts) resolving `spec`: `first` says how its first progress
+ * Another process (the compiled lib/models/hub.ts) resolving `spec`: `first` says how its first progress
  * event of model.safetensors came ('downloading', or 'waiting' for another process's download),
  * `source` is what it resolved.
  */

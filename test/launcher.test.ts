@@ -1,5 +1,5 @@
 /**
- * `--nproc-per-node`'s launcher (lib/launcher.ts) with stand-in workers: small scripts that play
+ * `--nproc-per-node`'s launcher (lib/cli/launcher.ts) with stand-in workers: small scripts that play
  * the parts of ranks (exit codes, signals, a slow save) without libtorch, so what the launcher
  * does to the others when one ends is seen exactly. The same through the real CLI:
  * test/distributed.test.ts.
@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchWorkers, STOP_SIGNAL, type WorkerError, workerErrorLines } from '../lib/launcher.js';
+import { launchWorkers, STOP_SIGNAL, type WorkerError, workerErrorLines } from '../lib/cli/launcher.js';
 import { repoRoot } from './fixtures.js';
 
 /**

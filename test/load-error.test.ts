@@ -9,8 +9,8 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadClassifier } from '../lib/classifier.js';
-import { NativeLoadError } from '../lib/loader.js';
+import { NativeLoadError } from '../lib/addon/loader.js';
+import { loadClassifier } from '../lib/classification/classifier.js';
 import { NOT_FOUND_MESSAGE } from '../scripts/find-libtorch.mjs';
 import { type BuildInfo, loadFailureHint } from '../scripts/native-binary.mjs';
 import { demoTokenizer, repoRoot } from './fixtures.js';

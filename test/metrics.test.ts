@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { InputError } from '../lib/errors.js';
-import { type ClassificationMetrics, classificationMetrics, formatMetricsTable } from '../lib/metrics.js';
+import { InputError } from '../lib/addon/errors.js';
+import { type ClassificationMetrics, classificationMetrics, formatMetricsTable } from '../lib/training/metrics.js';
 import { rng } from './helpers/reliability.js';
 
 const ids = (xs: number[]): Int32Array => Int32Array.from(xs);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { KeyedRandom, type MaskingVocabulary, maskExample, wordContinuation } from '../lib/mlm-masking.js';
+import { KeyedRandom, type MaskingVocabulary, maskExample, wordContinuation } from '../lib/data/mlm-masking.js';
 
 const V = 1000;
 const CLS = 1;

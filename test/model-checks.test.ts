@@ -1,5 +1,5 @@
 /**
- * A model and its inputs that do not agree (lib/model-checks.ts) fail before any work with an
+ * A model and its inputs that do not agree (lib/models/model-checks.ts) fail before any work with an
  * error naming both files and both numbers and carrying a stable `code`: a tokenizer.json of
  * another model, a max length beyond the position embeddings (RoBERTa's offset included), in
  * train(), loadClassifier()/predict()/evaluate() and the CLI; and an error that still comes out
@@ -13,10 +13,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { loadBinding } from '../lib/addon/loader.js';
+import { TextTokenizer } from '../lib/data/tokenizer.js';
 import { evaluate, loadClassifier, predict, train } from '../lib/index.js';
-import { loadBinding } from '../lib/loader.js';
-import { checkTables } from '../lib/model-checks.js';
-import { TextTokenizer } from '../lib/tokenizer.js';
+import { checkTables } from '../lib/models/model-checks.js';
 import { demoReviews, demoTokenizer, fixturesDir, makeEncoder, repoRoot, runPython } from './fixtures.js';
 
 const exec = promisify(execFile);

@@ -9,8 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NativeAdamW, NativeBinding, NativeScriptModule, Precision, StepBatch } from '../lib/binding.js';
-import { loadBinding } from '../lib/loader.js';
+import type { NativeAdamW, NativeBinding, NativeScriptModule, Precision, StepBatch } from '../lib/addon/binding.js';
+import { loadBinding } from '../lib/addon/loader.js';
 import { makeEncoder } from './fixtures.js';
 
 const b: NativeBinding = loadBinding();

@@ -17,8 +17,8 @@ import type {
   NativeScriptModule,
   NativeTensor,
   StepBatch,
-} from '../lib/binding.js';
-import { loadBinding } from '../lib/loader.js';
+} from '../lib/addon/binding.js';
+import { loadBinding } from '../lib/addon/loader.js';
 import { makeEncoder, makeEncoderConfig, PYTHON, repoRoot } from './fixtures.js';
 
 /** Runs Python code (argv after the code: `args`) and parses the last stdout line as JSON. */

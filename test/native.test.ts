@@ -10,8 +10,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import type { NativeBinding, NativeScriptModule, NativeTensor, StepBatch } from '../lib/binding.js';
-import { loadBinding } from '../lib/loader.js';
+import type { NativeBinding, NativeScriptModule, NativeTensor, StepBatch } from '../lib/addon/binding.js';
+import { loadBinding } from '../lib/addon/loader.js';
 
 const PYTHON = '/usr/bin/python3';
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -1,5 +1,5 @@
 /**
- * An output folder a run would damage is refused before anything is written (lib/output-folder.ts):
+ * An output folder a run would damage is refused before anything is written (lib/files/output-folder.ts):
  * the model folder the run reads, and a folder holding another kind of model. The demo encoder is
  * copied first: the runs here must never write under assets/. And the other way round: a folder
  * given as a classifier that is not one says what it holds.
@@ -9,10 +9,10 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { InputError, ModelError } from '../lib/errors.js';
+import { InputError, ModelError } from '../lib/addon/errors.js';
+import { RUN_LOCK_FILE } from '../lib/files/output-folder.js';
 import { loadClassifier, type ProgressEvent, train } from '../lib/index.js';
-import { RUN_LOCK_FILE } from '../lib/output-folder.js';
-import { pretrain } from '../lib/pretrainer.js';
+import { pretrain } from '../lib/pretraining/pretrainer.js';
 import { demoPretrain, demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-output-folder-'));

@@ -59,7 +59,7 @@ const NEEDED = [
   'dist/index.js',
   'dist/index.d.ts',
   'dist/cli.js',
-  'dist/tokenizer-worker.js',
+  'dist/data/tokenizer-worker.js',
 ];
 
 // The checkout's QA, benchmark and GPU tooling: nothing installs or runs them from the package.

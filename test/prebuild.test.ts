@@ -64,7 +64,7 @@ const CHECK = `
 import { readFileSync } from 'node:fs';
 const root = new URL('./node_modules/torch-bert/', import.meta.url);
 // The loader by file URL: the package's "exports" expose only the API.
-const { loadBinding, loadedBinaryInfo } = await import(new URL('dist/loader.js', root).href);
+const { loadBinding, loadedBinaryInfo } = await import(new URL('dist/addon/loader.js', root).href);
 const b = loadBinding();
 const t = b.Tensor.fromArray(new Float32Array([1.5, -2, 3.25, 4, 0.125, 6]), [2, 3]);
 const maps = readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => /lib(torch|c10)/.test(l)).map((l) => l.slice(l.indexOf('/')));

@@ -14,14 +14,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { INFERENCE_CHUNK } from '../lib/batching.js';
-import type { Classifier, Prediction } from '../lib/classifier.js';
-import type { LoadedEncoder } from '../lib/encoder-source.js';
-import { AbortError, InputError } from '../lib/errors.js';
-import type { TrainOptions } from '../lib/options.js';
-import { promptClassifier } from '../lib/prompt-classifier.js';
-import { PromptEncoder, truncateLongestFirst } from '../lib/prompt-template.js';
-import { type EncodedTexts, TextTokenizer } from '../lib/tokenizer.js';
+import { AbortError, InputError } from '../lib/addon/errors.js';
+import type { Classifier, Prediction } from '../lib/classification/classifier.js';
+import { promptClassifier } from '../lib/classification/prompt-classifier.js';
+import { INFERENCE_CHUNK } from '../lib/data/batching.js';
+import { PromptEncoder, truncateLongestFirst } from '../lib/data/prompt-template.js';
+import { type EncodedTexts, TextTokenizer } from '../lib/data/tokenizer.js';
+import type { LoadedEncoder } from '../lib/models/encoder-source.js';
+import type { TrainOptions } from '../lib/training/options.js';
 import { asRows, demoTokenizer, fixturesDir, makeEncoder, makeHfFolder, repoRoot, runPython } from './fixtures.js';
 import { trainAbortedAt } from './helpers/train-abort.js';
 
@@ -119,7 +119,7 @@ function headParameterNames(module: { namedParameters(): Array<[string, unknown]
 
 /** The folder `dir` loaded with its MLM head (24 positions) for `use`, then disposed. */
 async function withMlmSource<T>(dir: string, use: (loaded: LoadedEncoder) => Promise<T>): Promise<T> {
-  const { loadEncoderSource } = await import('../lib/encoder-source.js');
+  const { loadEncoderSource } = await import('../lib/models/encoder-source.js');
   const loaded = await loadEncoderSource(dir, { device: 'cpu', maxLength: 24, fallbackMaxLength: 24, mlmHead: true });
   try {
     return await use(loaded);
@@ -131,8 +131,8 @@ async function withMlmSource<T>(dir: string, use: (loaded: LoadedEncoder) => Pro
 
 /** Trains `options` into their outDir and loads the saved classifier back, as a later process would. */
 async function trainedFromDisk(options: TrainOptions & { outDir: string }): Promise<Classifier> {
-  const { train } = await import('../lib/trainer.js');
-  const { loadClassifier } = await import('../lib/classifier.js');
+  const { train } = await import('../lib/classification/trainer.js');
+  const { loadClassifier } = await import('../lib/classification/classifier.js');
   (await train(options)).classifier.dispose();
   return loadClassifier(options.outDir, { device: 'cpu' });
 }
@@ -430,8 +430,8 @@ describe('prompt-based fine-tuning', () => {
     promptClassifier({ model: bertDir, template: PROMPT.template, verbalizer: PROMPT.verbalizer, maxLength: 24, device: 'cpu' });
 
   it("few-shot sampling takes K per class, walking torch.randperm(n) from the seed (Python's order)", async () => {
-    const { fewShotSplit } = await import('../lib/few-shot.js');
-    const { loadBinding } = await import('../lib/loader.js');
+    const { fewShotSplit } = await import('../lib/data/few-shot.js');
+    const { loadBinding } = await import('../lib/addon/loader.js');
     const binding = loadBinding();
     // 3 classes: 620, 40 and 9 rows, interleaved.
     const ids = Int32Array.from({ length: 669 }, (_, i) => (i < 27 ? i % 3 : 0));
@@ -515,7 +515,7 @@ print(json.dumps(sorted(out)))`,
         expect(exportedBias.slice(3).map((x) => Math.fround(x))).toEqual(bias);
         if (technique === 'lora') {
           // The run's small files (adapters.pt, head.pt) on the same base folder: classifier.pt's predictions.
-          const { Classifier } = await import('../lib/classifier.js');
+          const { Classifier } = await import('../lib/classification/classifier.js');
           const rebuilt = await Classifier.loadAdapters(outDir, { encoder: bertDir, device: 'cpu' });
           try {
             expect(rebuilt.config.head).toBe('prompt');
@@ -539,7 +539,7 @@ print(json.dumps(sorted(out)))`,
   );
 
   it('a run interrupted after epoch 1 and resumed ends bit-identical to the uninterrupted run (full, few-shot, dropout)', async () => {
-    const { train } = await import('../lib/trainer.js');
+    const { train } = await import('../lib/classification/trainer.js');
     const opts = {
       ...PROMPT,
       data,
@@ -582,7 +582,7 @@ print(json.dumps(sorted(out)))`,
   }, 300_000);
 
   it("frozen trains only the MLM head's transform, from the mask row's cached features", async () => {
-    const { train } = await import('../lib/trainer.js');
+    const { train } = await import('../lib/classification/trainer.js');
     const validationData = { texts: REVIEWS.map((r) => r[0]), labels: REVIEWS.map((r) => r[1]) };
     const result = await train({
       ...PROMPT,
@@ -744,7 +744,7 @@ describe('the CLI', () => {
 
 describe("buildClassifier's head 'prompt'", () => {
   it('refuses a missing MLM head, a label id per class missing, and ids outside the vocabulary', async () => {
-    const { loadBinding } = await import('../lib/loader.js');
+    const { loadBinding } = await import('../lib/addon/loader.js');
     const b = loadBinding();
     const spec = { numClasses: 2, headHidden: 1, dropout: 0, pooling: 'cls' as const, seed: 0, head: 'prompt' as const, maskTokenId: 4 };
     await withMlmSource(bertDir, async (loaded) => {
@@ -778,9 +778,9 @@ describe("buildClassifier's head 'prompt'", () => {
  * words' logits at the mask): the decoder bias's label rows and the transform's parameters.
  */
 async function expectPromptGradients(dir: string, template: string, verbalizer: string[], headPrefix: string): Promise<void> {
-  const { loadBinding } = await import('../lib/loader.js');
-  const { preparePrompt } = await import('../lib/prompt-classifier.js');
-  const { promptSpec } = await import('../lib/prompt-template.js');
+  const { loadBinding } = await import('../lib/addon/loader.js');
+  const { preparePrompt } = await import('../lib/classification/prompt-classifier.js');
+  const { promptSpec } = await import('../lib/data/prompt-template.js');
   const b = loadBinding();
   await withMlmSource(dir, async (loaded) => {
     const { mlmHead, prompt } = await preparePrompt(loaded, template, verbalizer);
@@ -891,7 +891,7 @@ describe('DistilBERT', () => {
     await exec(process.execPath, [cli, 'train', '--data', csv, '--model', distilDir, '--head', 'prompt',
       '--template', '{text} It was [MASK].', '--verbalizer', 'neg=bad', '--verbalizer', 'pos=good', '--technique', 'full',
       '--epochs', '2', '--batch-size', '4', '--max-length', '24', '--lr', '1e-3', '--device', 'cpu', '--out', out, '--json']);
-    const { loadClassifier } = await import('../lib/classifier.js');
+    const { loadClassifier } = await import('../lib/classification/classifier.js');
     const c = await loadClassifier(out, { device: 'cpu' });
     try {
       expect(c.config.head).toBe('prompt');
@@ -988,7 +988,7 @@ write_safetensors(path, t, meta)`,
 describe('one rule for the mask token', () => {
   it("TextTokenizer.maskToken: the folder's named mask_token, else the one special token named like a mask; masking and prompting agree", async () => {
     const { cpSync } = await import('node:fs');
-    const { loadFolderTokenizer } = await import('../lib/wordpiece-vocab.js');
+    const { loadFolderTokenizer } = await import('../lib/models/wordpiece-vocab.js');
     for (const [dir, token] of [
       [bertDir, '[MASK]'],
       [robertaDir, '<mask>'],
@@ -1023,7 +1023,7 @@ describe('one rule for the mask token', () => {
     expect(named.maskToken()).toEqual({ token: '[unused_mask]', id: 7 });
     expect(named.maskingVocabulary().maskId).toBe(7);
     // Prompting reads the same answer: the template's mask is the named token.
-    const { preparePrompt } = await import('../lib/prompt-classifier.js');
+    const { preparePrompt } = await import('../lib/classification/prompt-classifier.js');
     await withMlmSource(dir, async (loaded) => {
       await expect(preparePrompt(loaded, '{text} It was [MASK].', ['neg=bad', 'pos=good'])).rejects.toMatchObject({
         code: 'TEMPLATE_MASK',
@@ -1072,7 +1072,7 @@ describe('the CLI: train --head prompt', () => {
     const gone = join(work, 'base-moved-away');
     movedConfig.encoder.source.dir = gone;
     writeFileSync(join(moved, 'config.json'), JSON.stringify(movedConfig));
-    const { exportHuggingFace } = await import('../lib/export.js');
+    const { exportHuggingFace } = await import('../lib/export/export.js');
     await expect(exportHuggingFace({ classifier: moved, out: join(work, 'cli-train-moved-hf') })).rejects.toThrow(
       `the rest comes from the base model folder it was trained on, which (${gone}) is gone`,
     );

@@ -5,18 +5,14 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { repoRoot } from './fixtures.js';
+import { libSources, repoRoot } from './fixtures.js';
 
 const camelCase = /\b[a-z]+[A-Z][A-Za-z0-9]*\b/g;
 
 describe('README names', () => {
   it('starts no code span with a camelCase name that lib/ does not declare', () => {
     const lib = join(repoRoot, 'lib');
-    const declared = new Set(
-      readdirSync(lib)
-        .filter((f) => f.endsWith('.ts'))
-        .flatMap((f) => readFileSync(join(lib, f), 'utf8').match(camelCase) ?? []),
-    );
+    const declared = new Set(libSources().flatMap((f) => readFileSync(join(lib, f), 'utf8').match(camelCase) ?? []));
     // Prose only: fenced blocks are compiled (TypeScript) or are another language's code.
     const prose = readFileSync(join(repoRoot, 'README.md'), 'utf8').replace(/^```[\s\S]*?^```/gm, '');
     // A span's first word is the name the reader copies (`lora.dropout`, `skippedBatches`); later

@@ -5,10 +5,10 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { PYTHON, repoRoot } from './fixtures.js';
+import { libSources, PYTHON, repoRoot } from './fixtures.js';
 
 const exec = promisify(execFile);
 const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
@@ -37,7 +37,7 @@ function firstColumn(text: string, header: string): string[] {
   return lines.slice(start + 2, end < 0 ? undefined : end).map((l) => l.split('|')[1]);
 }
 
-/** The property names of an exported interface of lib/. */
+/** The property names of an exported interface of a lib/ file (its path under lib/). */
 function interfaceKeys(file: string, name: string): string[] {
   const src = readFileSync(join(repoRoot, 'lib', file), 'utf8');
   const start = src.indexOf(`export interface ${name} {`);
@@ -107,7 +107,7 @@ describe('README surface', () => {
     expect(missing).toEqual([]);
   });
   it('names every error code a program can tell apart', () => {
-    const errors = readFileSync(join(repoRoot, 'lib', 'errors.ts'), 'utf8');
+    const errors = readFileSync(join(repoRoot, 'lib', 'addon', 'errors.ts'), 'utf8');
     const start = errors.indexOf('export type ErrorCode');
     const codes = [...errors.slice(start, errors.indexOf(';', start)).matchAll(/'([A-Z_]+)'/g)].map((m) => m[1]);
     expect(codes.length).toBeGreaterThan(10);
@@ -118,12 +118,12 @@ describe('README surface', () => {
     const documented = (title: string) => new Set(firstColumn(section(title), '| option |').flatMap(backticked));
     const train = documented('`train(options)`');
     const pretrain = documented('Masked-language-model pretraining');
-    expect(interfaceKeys('options.ts', 'TrainOptions').filter((k) => !train.has(k))).toEqual([]);
-    expect(interfaceKeys('pretrainer.ts', 'PretrainOptions').filter((k) => !pretrain.has(k))).toEqual([]);
+    expect(interfaceKeys('training/options.ts', 'TrainOptions').filter((k) => !train.has(k))).toEqual([]);
+    expect(interfaceKeys('pretraining/pretrainer.ts', 'PretrainOptions').filter((k) => !pretrain.has(k))).toEqual([]);
   });
   it('lists every field of TrainResult and PretrainResult in their summaries', () => {
-    expect(summaryKeys('TrainResult').sort()).toEqual(interfaceKeys('trainer.ts', 'TrainResult').sort());
-    expect(summaryKeys('PretrainResult').sort()).toEqual(interfaceKeys('pretrainer.ts', 'PretrainResult').sort());
+    expect(summaryKeys('TrainResult').sort()).toEqual(interfaceKeys('classification/trainer.ts', 'TrainResult').sort());
+    expect(summaryKeys('PretrainResult').sort()).toEqual(interfaceKeys('pretraining/pretrainer.ts', 'PretrainResult').sort());
   });
   it('names every value the package exports', async () => {
     const pkg: Record<string, unknown> = await import(join(repoRoot, 'dist', 'index.js'));
@@ -133,8 +133,8 @@ describe('README surface', () => {
   it('calls by name only functions the package exports', async () => {
     // A bare `name(` in the README is a call a reader will import from 'torch-bert'.
     const libFunctions = new Set(
-      readdirSync(join(repoRoot, 'lib'))
-        .filter((f) => f.endsWith('.ts') && f !== 'index.ts')
+      libSources()
+        .filter((f) => f !== 'index.ts')
         .flatMap((f) =>
           [...readFileSync(join(repoRoot, 'lib', f), 'utf8').matchAll(/^export (?:async )?function (\w+)/gm)].map((m) => m[1]),
         ),
@@ -159,7 +159,7 @@ describe('README surface', () => {
   it('names every lib/ module and scripts/python/ script in Architecture', () => {
     const named = new Set(backticked(section('Architecture')));
     const files = [
-      ...readdirSync(join(repoRoot, 'lib')).filter((f) => f.endsWith('.ts')),
+      ...libSources().map((f) => basename(f)),
       ...readdirSync(join(repoRoot, 'scripts', 'python')).filter((f) => f.endsWith('.py')),
     ];
     expect(files.filter((f) => !named.has(f))).toEqual([]);

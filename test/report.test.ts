@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { classificationMetrics } from '../lib/metrics.js';
-import type { EpochMetrics } from '../lib/options.js';
-import { bestEpoch, CHART_LAYOUT, escapeHtml, integerAxis, niceAxis, type ReportInput, renderReport } from '../lib/report.js';
+import { classificationMetrics } from '../lib/training/metrics.js';
+import type { EpochMetrics } from '../lib/training/options.js';
+import { bestEpoch, CHART_LAYOUT, escapeHtml, integerAxis, niceAxis, type ReportInput, renderReport } from '../lib/training/report.js';
 
 function epoch(
   e: number,

@@ -11,8 +11,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DType, NativeBinding, NativeTensor } from '../lib/binding.js';
-import { loadBinding } from '../lib/loader.js';
+import type { DType, NativeBinding, NativeTensor } from '../lib/addon/binding.js';
+import { loadBinding } from '../lib/addon/loader.js';
 import { PYTHON } from './fixtures.js';
 import { rng } from './helpers/reliability.js';
 

@@ -14,14 +14,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { gatherRows } from '../lib/batching.js';
-import type { NativeScriptModule, NativeTensor } from '../lib/binding.js';
-import { Classifier } from '../lib/classifier.js';
+import type { NativeScriptModule, NativeTensor } from '../lib/addon/binding.js';
+import { loadBinding } from '../lib/addon/loader.js';
+import { Classifier } from '../lib/classification/classifier.js';
+import { gatherRows } from '../lib/data/batching.js';
+import { TextTokenizer } from '../lib/data/tokenizer.js';
 import { exportHuggingFace, InputError, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
-import { loadBinding } from '../lib/loader.js';
-import { resolveTrainOptions } from '../lib/options.js';
-import { headSettings, sequenceClassificationKeys } from '../lib/sequence-classification.js';
-import { TextTokenizer } from '../lib/tokenizer.js';
+import { headSettings, sequenceClassificationKeys } from '../lib/models/sequence-classification.js';
+import { resolveTrainOptions } from '../lib/training/options.js';
 import {
   demoReviews,
   demoTokenizer,

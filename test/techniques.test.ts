@@ -9,14 +9,14 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { epochBatches, gatherRows, learningRateFactor, longestFirstBatches } from '../lib/batching.js';
-import type { NativeTensor } from '../lib/binding.js';
-import { loadExamples } from '../lib/data.js';
-import { loadEncoderSource } from '../lib/encoder-source.js';
+import type { NativeTensor } from '../lib/addon/binding.js';
+import { loadBinding } from '../lib/addon/loader.js';
+import { epochBatches, gatherRows, learningRateFactor, longestFirstBatches } from '../lib/data/batching.js';
+import { loadExamples } from '../lib/data/data.js';
 import { Classifier, exportHuggingFace, type TrainOptions, train } from '../lib/index.js';
-import { loadBinding } from '../lib/loader.js';
-import { LORA_DEFAULTS } from '../lib/options.js';
-import { isDecayed } from '../lib/trainable.js';
+import { loadEncoderSource } from '../lib/models/encoder-source.js';
+import { LORA_DEFAULTS } from '../lib/training/options.js';
+import { isDecayed } from '../lib/training/trainable.js';
 import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, makeHfFolder, PYTHON } from './fixtures.js';
 import { trainAbortedAt } from './helpers/train-abort.js';
 

@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { describe, expect, it } from 'vitest';
-import { readCsv } from '../lib/data.js';
-import { AbortError } from '../lib/errors.js';
-import { TextTokenizer } from '../lib/tokenizer.js';
+import { AbortError } from '../lib/addon/errors.js';
+import { readCsv } from '../lib/data/data.js';
+import { TextTokenizer } from '../lib/data/tokenizer.js';
 import { demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
 
 /** `n` varied texts of a few sentences each, made from the demo reviews (plus edge cases). */

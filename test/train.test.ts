@@ -8,14 +8,14 @@ import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSyn
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { gatherRows, INFERENCE_CHUNK } from '../lib/batching.js';
-import type { PredictOptions } from '../lib/classifier.js';
-import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
-import { AbortError, InputError, ModelError } from '../lib/errors.js';
+import { AbortError, InputError, ModelError } from '../lib/addon/errors.js';
+import { loadBinding } from '../lib/addon/loader.js';
+import type { PredictOptions } from '../lib/classification/classifier.js';
+import { gatherRows, INFERENCE_CHUNK } from '../lib/data/batching.js';
+import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data/data.js';
+import { TextTokenizer } from '../lib/data/tokenizer.js';
 import { type Classifier, evaluate, loadClassifier, predict, pretrain, train } from '../lib/index.js';
-import { loadBinding } from '../lib/loader.js';
-import type { EpochMetrics, PredictEvent, TrainOptions } from '../lib/options.js';
-import { TextTokenizer } from '../lib/tokenizer.js';
+import type { EpochMetrics, PredictEvent, TrainOptions } from '../lib/training/options.js';
 import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, repoRoot, runPython } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-train-'));
@@ -435,7 +435,7 @@ describe('encoders of other shapes', () => {
     const binding = loadBinding();
     const ids = binding.Tensor.fromArray(encoded.inputIds, [2, SMALL.maxLength], 'int64');
     const mask = binding.Tensor.fromArray(encoded.attentionMask, [2, SMALL.maxLength], 'int64');
-    const features = classifier.module.runMethod('features', ids, mask) as import('../lib/binding.js').NativeTensor;
+    const features = classifier.module.runMethod('features', ids, mask) as import('../lib/addon/binding.js').NativeTensor;
     const script = `
 import json, sys, torch
 spec = json.load(sys.stdin)

@@ -1,17 +1,17 @@
 /**
  * What trains is decided by the technique and the `freeze` option, never by the gradient flags
- * stored in the encoder file (lib/trainable.ts); parameters the task cannot reach are frozen
+ * stored in the encoder file (lib/training/trainable.ts); parameters the task cannot reach are frozen
  * and reported; the first applied step refuses trainable parameters without a gradient.
  */
 import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { NativeTensor } from '../lib/binding.js';
-import { loadExamples } from '../lib/data.js';
-import { InputError, ModelError } from '../lib/errors.js';
+import type { NativeTensor } from '../lib/addon/binding.js';
+import { InputError, ModelError } from '../lib/addon/errors.js';
+import { loadBinding } from '../lib/addon/loader.js';
+import { loadExamples } from '../lib/data/data.js';
 import { type Classifier, type TrainOptions, type TrainResult, train } from '../lib/index.js';
-import { loadBinding } from '../lib/loader.js';
 import { demoReviews, demoTokenizer, makeEncoder, runPython } from './fixtures.js';
 import { trainAbortedAt } from './helpers/train-abort.js';
 

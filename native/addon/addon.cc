@@ -1,4 +1,4 @@
-// Module initialisation: builds the exports declared by NativeBinding in lib/binding.ts.
+// Module initialisation: builds the exports declared by NativeBinding in lib/addon/binding.ts.
 #include <napi.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 

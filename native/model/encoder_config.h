@@ -1,5 +1,5 @@
 // The configuration of a Hugging Face encoder built natively (NativeEncoderConfig in
-// lib/binding.ts): what transformers' BertConfig / RobertaConfig / DistilBertConfig say about
+// lib/addon/binding.ts): what transformers' BertConfig / RobertaConfig / DistilBertConfig say about
 // the shapes and the math, already mapped to one vocabulary by the caller (lib/ reads
 // config.json and refuses what this layer does not build). No N-API.
 #pragma once

@@ -341,7 +341,7 @@ def head_forward(self, x):
 // ties them (read in the graph, so `full` trains the label words' embeddings as LM-BFF does); an
 // untied decoder's label rows become `head.label_decoder.weight`, and the bias's label rows
 // `head.label_decoder.bias` (LM-BFF trains the whole MLM head, bias included). Which
-// technique trains them is lib/trainable.ts's decision, as for every parameter.
+// technique trains them is lib/training/trainable.ts's decision, as for every parameter.
 struct PromptHead {
   std::string transformSource;  // the body of head_forward up to the decoder, on x
   std::vector<std::pair<std::string, torch::jit::Module>> modules;

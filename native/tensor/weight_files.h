@@ -7,7 +7,7 @@
 namespace torch_bert {
 
 // Adds readSafetensors, readSafetensorsHeader, writeSafetensors and readTorchStateDict to
-// `exports` (typed in lib/binding.ts).
+// `exports` (typed in lib/addon/binding.ts).
 void RegisterWeightFiles(Napi::Env env, Napi::Object exports);
 
 }  // namespace torch_bert

@@ -8,7 +8,7 @@ DistilBertForMaskedLM's vocab_* head) with the same module and parameter names, 
 and load their weights from a dict of tensors named as transformers' AutoModel state_dict plus
 the masked-LM head's keys (`cls.`, `lm_head.`, `vocab_*`).
 
-The config is torch-bert's NativeEncoderConfig (lib/binding.ts) as JSON: family, vocabSize,
+The config is torch-bert's NativeEncoderConfig (lib/addon/binding.ts) as JSON: family, vocabSize,
 hiddenSize, numLayers, numHeads, intermediateSize, maxPositions, typeVocabSize, layerNormEps,
 padTokenId, hiddenAct, pooler, mlmHead (and optional hiddenDropoutProb, attentionDropoutProb).
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Write a Hugging Face model folder with seeded random weights, in one of the layouts real
 checkpoints come in, independently of this repository's TypeScript (the tests read these
-folders with lib/hf-checkpoint.ts and must not be checked against themselves).
+folders with lib/models/hf-checkpoint.ts and must not be checked against themselves).
 
 Weights: the parameter names and shapes of transformers' BertModel / RobertaModel /
 DistilBertModel (and their MLM and other heads), written out by hand below. Matrices and

@@ -6,7 +6,7 @@
 # 1. Builds an ASan variant of the addon in build/asan/ (cmake-js, the libtorch that
 #    scripts/find-libtorch.mjs finds, -fsanitize=address -fno-omit-frame-pointer, -O1 -g), next to
 #    and independent of the normal build/Release/torch_bert.node.
-# 2. Runs the native tests against it (TORCH_BERT_BINARY selects the binary; see lib/loader.ts)
+# 2. Runs the native tests against it (TORCH_BERT_BINARY selects the binary; see lib/addon/loader.ts)
 #    with libasan preloaded into node (an ASan-instrumented shared object needs the runtime loaded
 #    first). Default tests: test/native.test.ts test/reliability/native-args.test.ts (whose
 #    child-process tests pass objects of one class as another: every one must be refused by the

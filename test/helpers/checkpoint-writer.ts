@@ -16,10 +16,10 @@ import { createHash } from 'node:crypto';
 import fs, { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
-import { sha256File, writeCheckpoint } from '../../lib/checkpoint.js';
-import { loadBinding } from '../../lib/loader.js';
-import { startPosition } from '../../lib/run-keeper.js';
-import { STATE_DIR, saveTrainingState } from '../../lib/training-state.js';
+import { loadBinding } from '../../lib/addon/loader.js';
+import { sha256File, writeCheckpoint } from '../../lib/files/checkpoint.js';
+import { startPosition } from '../../lib/training/run-keeper.js';
+import { STATE_DIR, saveTrainingState } from '../../lib/training/training-state.js';
 import { slowDownFileSystem } from './slow-fs.js';
 
 // SLOW_FS_MS (slow-fs.ts): a slow disk.

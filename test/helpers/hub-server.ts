@@ -1,5 +1,5 @@
 /**
- * A Hugging Face Hub on loopback, answering the requests lib/hub.ts makes (through
+ * A Hugging Face Hub on loopback, answering the requests lib/models/hub.ts makes (through
  * @huggingface/hub and its own downloads), shaped like the real Hub's:
  *
  *   GET  /api/models/{repo}/revision/{rev}     {_id, id, sha, siblings: [{rfilename}], ...}

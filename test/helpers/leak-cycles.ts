@@ -12,10 +12,10 @@
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadClassifier } from '../../lib/classifier.js';
-import { loadExamples } from '../../lib/data.js';
-import type { Technique } from '../../lib/options.js';
-import { train } from '../../lib/trainer.js';
+import { loadClassifier } from '../../lib/classification/classifier.js';
+import { train } from '../../lib/classification/trainer.js';
+import { loadExamples } from '../../lib/data/data.js';
+import type { Technique } from '../../lib/training/options.js';
 import { demoReviews, demoTokenizer } from '../fixtures.js';
 
 const args = process.argv.slice(2).filter((a) => a !== '--');

@@ -11,9 +11,9 @@
  * (slow-fs.ts) slows file operations down; SAVES=n stops after n saves (default: never).
  */
 import { mkdirSync } from 'node:fs';
-import { loadEncoderSource } from '../../lib/encoder-source.js';
-import { loadBinding } from '../../lib/loader.js';
-import { writeMaskedLmFolder } from '../../lib/mlm-output.js';
+import { loadBinding } from '../../lib/addon/loader.js';
+import { loadEncoderSource } from '../../lib/models/encoder-source.js';
+import { writeMaskedLmFolder } from '../../lib/pretraining/mlm-output.js';
 import { slowDownFileSystem } from './slow-fs.js';
 
 slowDownFileSystem();

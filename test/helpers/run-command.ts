@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { freePort } from '../../lib/launcher.js';
+import { freePort } from '../../lib/cli/launcher.js';
 
 /** How a command ended: its exit code, or the signal that ended it; its output; how long it ran. */
 export interface CommandExit {

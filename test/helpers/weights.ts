@@ -4,7 +4,7 @@
  * largest absolute difference between two sets.
  */
 import { expect } from 'vitest';
-import type { NativeBinding } from '../../lib/binding.js';
+import type { NativeBinding } from '../../lib/addon/binding.js';
 
 /** The tensors of a file written by the addon's saveTensors (e.g. a rank's trained weights), by name. */
 export function savedWeights(binding: NativeBinding, file: string): Map<string, Float32Array> {

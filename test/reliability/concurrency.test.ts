@@ -12,12 +12,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Classifier, loadClassifier } from '../../lib/classifier.js';
-import { loadExamples } from '../../lib/data.js';
-import { InputError } from '../../lib/errors.js';
-import { loadBinding } from '../../lib/loader.js';
-import type { TrainOptions } from '../../lib/options.js';
-import { type TrainResult, train } from '../../lib/trainer.js';
+import { InputError } from '../../lib/addon/errors.js';
+import { loadBinding } from '../../lib/addon/loader.js';
+import { type Classifier, loadClassifier } from '../../lib/classification/classifier.js';
+import { type TrainResult, train } from '../../lib/classification/trainer.js';
+import { loadExamples } from '../../lib/data/data.js';
+import type { TrainOptions } from '../../lib/training/options.js';
 import { demoReviews, demoTokenizer, makeEncoder } from '../fixtures.js';
 import { rng, runSeed } from '../helpers/reliability.js';
 

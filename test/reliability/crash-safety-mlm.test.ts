@@ -14,12 +14,12 @@ import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NativeBinding, NativeTensor } from '../../lib/binding.js';
-import { addressedName, archiveChecksums, CONFIG_FILE, ensureWritableDir, resolveArchive, sha256File } from '../../lib/checkpoint.js';
-import { loadEncoderSource } from '../../lib/encoder-source.js';
-import { loadBinding } from '../../lib/loader.js';
-import { ENCODER_FILE } from '../../lib/mlm-output.js';
-import { inspectModelFolder, MODEL_FILE } from '../../lib/model-folder.js';
+import type { NativeBinding, NativeTensor } from '../../lib/addon/binding.js';
+import { loadBinding } from '../../lib/addon/loader.js';
+import { addressedName, archiveChecksums, CONFIG_FILE, ensureWritableDir, resolveArchive, sha256File } from '../../lib/files/checkpoint.js';
+import { loadEncoderSource } from '../../lib/models/encoder-source.js';
+import { inspectModelFolder, MODEL_FILE } from '../../lib/models/model-folder.js';
+import { ENCODER_FILE } from '../../lib/pretraining/mlm-output.js';
 import { makeHfFolder } from '../fixtures.js';
 import { exited, killDuringSaves, rng, runSeed, spawnTs } from '../helpers/reliability.js';
 

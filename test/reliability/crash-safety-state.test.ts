@@ -12,10 +12,10 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { NativeBinding } from '../../lib/binding.js';
-import { sha256File } from '../../lib/checkpoint.js';
-import { loadBinding } from '../../lib/loader.js';
-import { readTrainingState, STATE_DIR } from '../../lib/training-state.js';
+import type { NativeBinding } from '../../lib/addon/binding.js';
+import { loadBinding } from '../../lib/addon/loader.js';
+import { sha256File } from '../../lib/files/checkpoint.js';
+import { readTrainingState, STATE_DIR } from '../../lib/training/training-state.js';
 import { demoTokenizer, makeEncoder } from '../fixtures.js';
 import { exited, killDuringSaves, rng, runSeed, sleep, spawnTs } from '../helpers/reliability.js';
 

@@ -14,7 +14,9 @@ import { copyFileSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileS
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NativeBinding, NativeScriptModule } from '../../lib/binding.js';
+import type { NativeBinding, NativeScriptModule } from '../../lib/addon/binding.js';
+import { loadBinding } from '../../lib/addon/loader.js';
+import { loadClassifier } from '../../lib/classification/classifier.js';
 import {
   addressedClassifierName,
   addressedName,
@@ -28,10 +30,8 @@ import {
   scratchCheckpointDir,
   sha256File,
   writeCheckpoint,
-} from '../../lib/checkpoint.js';
-import { loadClassifier } from '../../lib/classifier.js';
-import { loadBinding } from '../../lib/loader.js';
-import { writerId } from '../../lib/writer-identity.js';
+} from '../../lib/files/checkpoint.js';
+import { writerId } from '../../lib/files/writer-identity.js';
 import { demoTokenizer, makeEncoder, runPython } from '../fixtures.js';
 import { exited, killDuringSaves, rng, runSeed, spawnTs } from '../helpers/reliability.js';
 

@@ -20,9 +20,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { inferLabelNames, labelIds, loadExamples, MAX_CLASS_ID } from '../../lib/data.js';
-import { InputError } from '../../lib/errors.js';
-import { TextTokenizer } from '../../lib/tokenizer.js';
+import { InputError } from '../../lib/addon/errors.js';
+import { inferLabelNames, labelIds, loadExamples, MAX_CLASS_ID } from '../../lib/data/data.js';
+import { TextTokenizer } from '../../lib/data/tokenizer.js';
 import { demoTokenizer, runPython } from '../fixtures.js';
 import { rng, runSeed } from '../helpers/reliability.js';
 

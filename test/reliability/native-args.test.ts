@@ -21,8 +21,8 @@ import { appendFileSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NativeBinding, NativeScriptModule, NativeTensor, StepBatch } from '../../lib/binding.js';
-import { loadBinding } from '../../lib/loader.js';
+import type { NativeBinding, NativeScriptModule, NativeTensor, StepBatch } from '../../lib/addon/binding.js';
+import { loadBinding } from '../../lib/addon/loader.js';
 import { makeEncoder, makeEncoderConfig, repoRoot } from '../fixtures.js';
 
 let b: NativeBinding;

@@ -11,14 +11,14 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NativeAdamW, NativeTensor } from '../../lib/binding.js';
-import type { Classifier } from '../../lib/classifier.js';
-import { loadBinding } from '../../lib/loader.js';
-import type { TrainOptions } from '../../lib/options.js';
-import { RUN_LOCK_FILE } from '../../lib/output-folder.js';
-import { startPosition } from '../../lib/run-keeper.js';
-import { type TrainResult, train } from '../../lib/trainer.js';
-import { readTrainingState, STATE_DIR, saveTrainingState } from '../../lib/training-state.js';
+import type { NativeAdamW, NativeTensor } from '../../lib/addon/binding.js';
+import { loadBinding } from '../../lib/addon/loader.js';
+import type { Classifier } from '../../lib/classification/classifier.js';
+import { type TrainResult, train } from '../../lib/classification/trainer.js';
+import { RUN_LOCK_FILE } from '../../lib/files/output-folder.js';
+import type { TrainOptions } from '../../lib/training/options.js';
+import { startPosition } from '../../lib/training/run-keeper.js';
+import { readTrainingState, STATE_DIR, saveTrainingState } from '../../lib/training/training-state.js';
 import { demoReviews, demoTokenizer, makeEncoder } from '../fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-resume-'));

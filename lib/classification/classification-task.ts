@@ -1,0 +1,205 @@
+/**
+ * Sequence classification as a training task: its batch (tokens, or the frozen technique's
+ * cached features, with class ids), its loss (cross-entropy with class weights and label
+ * smoothing, computed in the native step) and its validation pass. The loop that drives it is
+ * training-loop.ts's, which any other task (MLM, prompt-based training) shares.
+ */
+
+import type {
+  EvalStepOptions,
+  LossOptions,
+  NativeAdamW,
+  NativeBinding,
+  NativeScriptModule,
+  StepBatch,
+  TrainStepOptions,
+  TrainStepResult,
+} from '../addon/binding.js';
+import { InputError } from '../addon/errors.js';
+import { type BatchedEvaluation, consecutiveBatches, evaluateInBatches, gatherRows } from '../data/batching.js';
+import type { EncodedTexts } from '../data/tokenizer.js';
+import type { ValidationShard } from '../training/distributed.js';
+import { type FeatureCache, featureRows } from '../training/feature-cache.js';
+import { type ClassificationMetrics, classificationMetrics } from '../training/metrics.js';
+import { type ResolvedTrainOptions, unweightedClasses } from '../training/options.js';
+import type { Validation } from '../training/run-keeper.js';
+import { type MicroBatchStep, nativeStepOptions, type StepSettings, type Task } from '../training/training-loop.js';
+import { lossWeight, runEvaluation } from './classifier.js';
+
+/** Texts (tokens) with their class ids; `cache` holds their encoded features with the frozen technique. */
+export interface LabelledSet {
+  encoded: EncodedTexts;
+  labels: Int32Array;
+  cache: FeatureCache | null;
+}
+
+/** A classification batch: tokens, or rows of the cached features, with their class ids. */
+export type ClassificationBatch = { tokens: StepBatch } | { featureRows: Int32Array; labels: Int32Array };
+
+/** Class weights for the loss: given, or `balanced` as scikit-learn computes them. */
+export function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array, labels: readonly string[]): LossOptions {
+  const loss: LossOptions = {};
+  if (opts.labelSmoothing > 0) loss.labelSmoothing = opts.labelSmoothing;
+  const counts = new Float64Array(labels.length);
+  for (const c of trainLabels) counts[c]!++;
+  if (opts.classWeights === 'balanced') {
+    loss.classWeights = Float32Array.from(counts, (n) => (n > 0 ? trainLabels.length / (labels.length * n) : 0));
+  } else if (opts.classWeights !== undefined) {
+    const weights = givenClassWeights(opts.classWeights, counts, labels);
+    // Weights all 1 are no weights, and computed as none: the weighted mean rounds otherwise
+    // (float32), and a run resumed with them must continue the run that left them out (options.ts effectiveSettings).
+    if (!unweightedClasses(opts.classWeights)) loss.classWeights = weights;
+  }
+  return loss;
+}
+
+/** Given weights, one per class, of which a class the training data has must weigh more than 0. */
+function givenClassWeights(weights: number[], counts: Float64Array, labels: readonly string[]): Float32Array {
+  if (!Array.isArray(weights) || weights.length !== labels.length || weights.some((w) => !(w >= 0))) {
+    throw new InputError(`classWeights must be 'balanced' or ${labels.length} non-negative numbers (one per class)`);
+  }
+  // With every trained class at weight 0 the weighted loss is 0 (or 0/0 = NaN): no gradient, a NaN validation loss.
+  if (!weights.some((w, c) => w > 0 && counts[c]! > 0)) {
+    const present = labels.filter((_, c) => counts[c]! > 0);
+    throw new InputError(
+      `classWeights [${weights.join(', ')}] give every class of the training data (${present.join(', ')}) weight 0, so nothing would be learned: give at least one of them a positive weight`,
+    );
+  }
+  return Float32Array.from(weights);
+}
+
+export function classificationTask(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  optimizer: NativeAdamW,
+  train: LabelledSet,
+  settings: StepSettings & {
+    loss: LossOptions;
+    /** Fixed padded width of token batches (`padding: 'max'`); undefined pads to each batch's longest. */
+    padTo: number | undefined;
+  },
+): Task<ClassificationBatch> {
+  const cache = train.cache;
+  return {
+    batch(rows) {
+      const labels = Int32Array.from(rows, (i) => train.labels[i]!);
+      if (cache) return { featureRows: featureRows(cache, rows), labels };
+      const batch = gatherRows(train.encoded, rows, settings.padTo);
+      return {
+        tokens: { inputIds: batch.inputIds, attentionMask: batch.attentionMask, batchSize: batch.count, seqLen: batch.seqLen, labels },
+      };
+    },
+    lossNormaliser(rows) {
+      // The weighted cross-entropy's mean divides by the rows' class weights, the plain one by the rows.
+      const weights = settings.loss.classWeights;
+      if (!weights) return rows.length;
+      let sum = 0;
+      for (const i of rows) sum += weights[train.labels[i]!]!;
+      return sum;
+    },
+    step(batch, step: MicroBatchStep): Promise<TrainStepResult> {
+      const options: TrainStepOptions = { ...settings.loss, ...nativeStepOptions(settings, step) };
+      if ('tokens' in batch) return binding.trainStep(model, optimizer, batch.tokens, options);
+      return binding.headTrainStep(model, optimizer, cache!.features, batch.featureRows, batch.labels, options);
+    },
+  };
+}
+
+/** What validateClassifier is given besides the model and the data. */
+interface ValidationSettings {
+  batchSize: number;
+  padTo: number | undefined;
+  loss: EvalStepOptions;
+  labels: string[];
+  signal?: AbortSignal;
+  shard?: ValidationShard;
+}
+
+/**
+ * `rows` of the set evaluated in this process, from the cached features (frozen) or from tokens;
+ * `labels` are theirs. Its predictions are indices into `rows`.
+ */
+function evaluateRows(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  data: LabelledSet,
+  rows: Int32Array,
+  labels: Int32Array,
+  settings: ValidationSettings,
+): Promise<BatchedEvaluation> {
+  const { cache } = data;
+  if (!cache) {
+    return runEvaluation(
+      model,
+      settings.shard ? gatherRows(data.encoded, rows, data.encoded.seqLen) : data.encoded,
+      labels,
+      settings.batchSize,
+      settings.signal,
+      settings.loss,
+      settings.padTo,
+    );
+  }
+  return evaluateInBatches(
+    rows.length,
+    consecutiveBatches(rows.length, settings.batchSize),
+    (examples) =>
+      binding.headEvalStep(
+        model,
+        cache.features,
+        featureRows(
+          cache,
+          Int32Array.from(examples, (i) => rows[i]!),
+        ),
+        Int32Array.from(examples, (i) => labels[i]!),
+        settings.loss,
+      ),
+    true,
+    settings.signal,
+    lossWeight(labels, settings.loss),
+  );
+}
+
+/**
+ * A rank's predictions of its `rows` and its loss, summed over the ranks into every row's
+ * prediction (a row's is its one rank's, the others add zero) and the whole set's loss.
+ */
+function sumOverRanks(
+  local: BatchedEvaluation,
+  rows: Int32Array,
+  count: number,
+  shard: ValidationShard,
+): { predictions: Int32Array; loss: number } {
+  // [every row's prediction..., this rank's loss sum, what it divides by (rows or class weights)]
+  const sums = new Float64Array(count + 2);
+  rows.forEach((row, i) => {
+    sums[row] = local.predictions[i]!;
+  });
+  sums[count] = local.lossWeight > 0 ? local.loss! * local.lossWeight : 0;
+  sums[count + 1] = local.lossWeight;
+  const global = shard.sum(sums);
+  return { predictions: Int32Array.from(global.subarray(0, count)), loss: global[count]! / global[count + 1]! };
+}
+
+/**
+ * Validation loss and metrics of `model`, from cached features (frozen) or from tokens. With a
+ * shard, the rank's rows only; every prediction and the loss sum are then summed over the ranks
+ * (a row's prediction is its one rank's, the others add zero), so every rank computes the metrics
+ * of the whole set, exactly those of one process (the confusion matrix and F1 from every
+ * prediction, not averages of the ranks' metrics).
+ */
+export async function validateClassifier(
+  binding: NativeBinding,
+  model: NativeScriptModule,
+  data: LabelledSet,
+  settings: ValidationSettings,
+): Promise<Validation<ClassificationMetrics>> {
+  const count = data.encoded.count;
+  const rows = settings.shard?.rows ?? Int32Array.from({ length: count }, (_, i) => i);
+  const labels = Int32Array.from(rows, (i) => data.labels[i]!);
+  const result = await evaluateRows(binding, model, data, rows, labels, settings);
+  const { predictions, loss } = settings.shard
+    ? sumOverRanks(result, rows, count, settings.shard)
+    : { predictions: result.predictions, loss: result.loss! };
+  const metrics = classificationMetrics(predictions, data.labels, settings.labels);
+  return { loss, accuracy: metrics.accuracy, macroF1: metrics.macroF1, metrics };
+}

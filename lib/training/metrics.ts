@@ -1,0 +1,152 @@
+/**
+ * Classification metrics of a set of predictions, with scikit-learn's conventions and
+ * `zero_division=0`, so numbers printed here match what a Python user would compute with
+ * `classification_report` / `f1_score(average='macro', labels=range(C), zero_division=0)`:
+ *   - precision of a class that is never predicted is 0;
+ *   - recall of a class that never occurs in the labels is 0;
+ *   - F1 is 2·TP / (2·TP + FP + FN), 0 when the class is neither predicted nor present;
+ *   - macro-F1 averages F1 over every class in `labelNames`, present or not.
+ */
+import { InputError } from '../addon/errors.js';
+
+export interface ClassMetrics {
+  label: string;
+  precision: number;
+  recall: number;
+  f1: number;
+  /** How many examples truly belong to the class. */
+  support: number;
+}
+
+export interface ClassificationMetrics {
+  /** Share of predictions equal to the label; 0 when there are no examples. */
+  accuracy: number;
+  /** Unweighted mean of the per-class F1 over all classes. */
+  macroF1: number;
+  /** One entry per class, in id order. */
+  perClass: ClassMetrics[];
+  /** `confusionMatrix[trueId][predictedId]` counts examples. */
+  confusionMatrix: number[][];
+  examples: number;
+}
+
+/** The arguments' types, pairing and class ids, each refusal saying which is wrong and how. */
+function checkInputs(predictions: Int32Array, labels: Int32Array, labelNames: string[]): void {
+  if (!(predictions instanceof Int32Array) || !(labels instanceof Int32Array)) {
+    throw new InputError('classificationMetrics(): predictions and labels must be Int32Arrays of class ids');
+  }
+  if (!Array.isArray(labelNames) || labelNames.length === 0) {
+    throw new InputError('classificationMetrics(): labelNames must name at least one class');
+  }
+  if (predictions.length !== labels.length) {
+    throw new InputError(
+      `classificationMetrics(): ${predictions.length} predictions but ${labels.length} labels; they must pair up one to one`,
+    );
+  }
+  const numClasses = labelNames.length;
+  const checkIds = (what: string, ids: Int32Array): void => {
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (id < 0 || id >= numClasses) {
+        throw new InputError(
+          `classificationMetrics(): ${what}[${i}] is class id ${id}, outside 0..${numClasses - 1} (${numClasses} classes)`,
+        );
+      }
+    }
+  };
+  checkIds('predictions', predictions);
+  checkIds('labels', labels);
+}
+
+/** `matrix[trueId][predictedId]` counts examples. */
+function confusionMatrixOf(predictions: Int32Array, labels: Int32Array, numClasses: number): number[][] {
+  const matrix = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
+  for (let i = 0; i < labels.length; i++) matrix[labels[i]!]![predictions[i]!]!++;
+  return matrix;
+}
+
+/** Class `c`'s precision, recall and F1 read off the confusion matrix, with the zero_division=0 rules of the file comment. */
+function classMetrics(label: string, c: number, matrix: number[][]): ClassMetrics {
+  const truePositives = matrix[c]![c]!;
+  let support = 0; // row sum: truly c
+  let predictedAsC = 0; // column sum: predicted c
+  for (let k = 0; k < matrix.length; k++) {
+    support += matrix[c]![k]!;
+    predictedAsC += matrix[k]![c]!;
+  }
+  const falsePositives = predictedAsC - truePositives;
+  const falseNegatives = support - truePositives;
+  const f1Denominator = 2 * truePositives + falsePositives + falseNegatives;
+  return {
+    label,
+    precision: predictedAsC === 0 ? 0 : truePositives / predictedAsC,
+    recall: support === 0 ? 0 : truePositives / support,
+    f1: f1Denominator === 0 ? 0 : (2 * truePositives) / f1Denominator,
+    support,
+  };
+}
+
+/** Metrics of `predictions` against `labels`, both class ids into `labelNames`. */
+export function classificationMetrics(predictions: Int32Array, labels: Int32Array, labelNames: string[]): ClassificationMetrics {
+  checkInputs(predictions, labels, labelNames);
+  const confusionMatrix = confusionMatrixOf(predictions, labels, labelNames.length);
+  const perClass = labelNames.map((label, c) => classMetrics(label, c, confusionMatrix));
+  // The diagonal: the predictions equal to their label.
+  const correct = confusionMatrix.reduce((sum, row, c) => sum + row[c]!, 0);
+  return {
+    accuracy: labels.length === 0 ? 0 : correct / labels.length,
+    macroF1: perClass.reduce((sum, m) => sum + m.f1, 0) / labelNames.length,
+    perClass,
+    confusionMatrix,
+    examples: labels.length,
+  };
+}
+
+// Longer class names make the confusion matrix too wide for a terminal, so its columns are
+// then headed by class ids and the rows say which id is which.
+const MAX_MATRIX_HEADER = 12;
+
+/**
+ * A plain-text report for the CLI: per-class precision, recall, F1 and support, accuracy and
+ * macro-F1, then the confusion matrix (rows: true class, columns: predicted class).
+ */
+export function formatMetricsTable(m: ClassificationMetrics): string {
+  const fixed = (x: number): string => x.toFixed(4);
+  const metricRows: string[][] = [
+    ['class', 'precision', 'recall', 'f1', 'support'],
+    ...m.perClass.map((c) => [c.label, fixed(c.precision), fixed(c.recall), fixed(c.f1), String(c.support)]),
+    [],
+    ['accuracy', '', '', fixed(m.accuracy), String(m.examples)],
+    ['macro F1', '', '', fixed(m.macroF1), String(m.examples)],
+  ];
+
+  const useIds = m.perClass.some((c) => c.label.length > MAX_MATRIX_HEADER);
+  const columnHeaders = m.perClass.map((c, i) => (useIds ? `#${i}` : c.label));
+  const rowHeaders = m.perClass.map((c, i) => (useIds ? `#${i} ${c.label}` : c.label));
+  const matrixRows: string[][] = [
+    ['true \\ predicted', ...columnHeaders],
+    ...m.confusionMatrix.map((row, i) => [rowHeaders[i]!, ...row.map(String)]),
+  ];
+
+  return [alignColumns(metricRows), '', 'confusion matrix (rows: true class, columns: predicted class)', alignColumns(matrixRows)].join(
+    '\n',
+  );
+}
+
+/** Left-aligns the first column, right-aligns the others (numbers), two spaces apart. */
+function alignColumns(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const row of rows) {
+    row.forEach((cell, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, cell.length);
+    });
+  }
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
