@@ -24,7 +24,7 @@ export const name = 'ddp-step';
 const TARGET = 1.0;
 const WORLD = 2;
 const execFileAsync = promisify(execFile);
-const { freePort, rankVariables } = await import(join(root, 'dist', 'launcher.js'));
+const { freePort, rankVariables } = await import(join(root, 'dist', 'cli', 'launcher.js'));
 
 /** Starts WORLD ranks of `command args` with torchrun's variables; their stdout JSON and stderr, in rank order. */
 async function job(command, args, extraEnv = {}) {

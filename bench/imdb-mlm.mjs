@@ -69,7 +69,7 @@ function writeSafetensors(file, tensors) {
  * counter-based generator, not torch's).
  */
 async function randomBertFolder(dir, seed) {
-  const { KeyedRandom } = await import(join(root, 'dist', 'mlm-masking.js'));
+  const { KeyedRandom } = await import(join(root, 'dist', 'data', 'mlm-masking.js'));
   const random = new KeyedRandom(seed, -2, 0);
   const vocab = 30522;
   const { hidden: h, intermediate: ffn, layers } = SHAPE;

@@ -195,7 +195,7 @@ function resolveWatchingWaits(): { events: DownloadProgress[]; resolving: Promis
 }
 
 async function stalledDownloader(): Promise<ChildProcess> {
-  const hubModule = JSON.stringify(join(repoRoot, 'dist', 'hub.js'));
+  const hubModule = JSON.stringify(join(repoRoot, 'dist', 'models', 'hub.js'));
   const child = spawn(process.execPath, ['--input-type=module', '-e', `(await import(${hubModule})).resolveModelSource('org/tiny-bert')`], {
     env: { ...process.env },
     stdio: 'ignore',
@@ -222,7 +222,7 @@ function resolver(spec: string): {
   first: Promise<string | undefined>;
   source: Promise<{ dir: string; commit: string }>;
 } {
-  const hubModule = JSON.stringify(join(repoRoot, 'dist', 'hub.js'));
+  const hubModule = JSON.stringify(join(repoRoot, 'dist', 'models', 'hub.js'));
   const script = `
     const { resolveModelSource } = await import(${hubModule});
     let told = false;

@@ -22,7 +22,7 @@ import { repoRoot } from './fixtures.js';
 const WORKER = `
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { handErrorToLauncher, tellLauncherListening } from '${join(repoRoot, 'dist', 'launcher.js')}';
+import { handErrorToLauncher, tellLauncherListening } from '${join(repoRoot, 'dist', 'cli', 'launcher.js')}';
 const [dir, part] = process.argv.slice(2);
 const rank = Number(process.env.RANK);
 const record = (text) => writeFileSync(join(dir, 'rank0'), text);

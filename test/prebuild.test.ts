@@ -147,7 +147,7 @@ describe.skipIf(process.platform === 'win32')('prebuilt binary: pack, install wi
         env: process.env,
       },
     );
-    expect(existsSync(join(pkg, 'dist', 'loader.js'))).toBe(true);
+    expect(existsSync(join(pkg, 'dist', 'addon', 'loader.js'))).toBe(true);
 
     const prebuild = await run(process.execPath, [join(repoRoot, 'scripts', 'prebuild.mjs'), '--reuse', '--out', join(pkg, 'prebuilds')], {
       cwd: repoRoot,

@@ -2,7 +2,7 @@
  * The names README.md's prose gives the reader to type: an option, a field or a method written
  * in a code span must be one the library declares, or the reader's code fails on it.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { libSources, repoRoot } from './fixtures.js';

@@ -75,7 +75,7 @@ const DEVICE = opt.device;
 const PEAK = Number(process.env.GPU_PEAK_TFLOPS ?? 989);
 const log = (s) => console.error(`gpu-bench: ${s}`);
 
-const { loadBinding } = await import(join(root, 'dist', 'loader.js'));
+const { loadBinding } = await import(join(root, 'dist', 'addon', 'loader.js'));
 const binding = loadBinding();
 if (DEVICE.startsWith('cuda') && !binding.cudaIsAvailable()) throw new Error('gpu-bench: libtorch sees no CUDA device');
 

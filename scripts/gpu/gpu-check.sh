@@ -186,7 +186,7 @@ nvlibs=$(sed -n 's/^nvidia: //p' <<< "$pyinfo")
 cat "$logs/machine.txt"
 publish
 
-cuda_seen() { [ "$(node -e "import('./dist/loader.js').then(m => console.log(m.loadBinding().cudaIsAvailable()))" 2>/dev/null)" = true ]; }
+cuda_seen() { [ "$(node -e "import('./dist/addon/loader.js').then(m => console.log(m.loadBinding().cudaIsAvailable()))" 2>/dev/null)" = true ]; }
 
 # ---- build ----
 if step build 60; then

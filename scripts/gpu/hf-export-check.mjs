@@ -172,9 +172,9 @@ try {
   const { train, exportHuggingFace, exportAdapterHub, pretrain, loadClassifier, loadBinding } = await import(
     join(root, 'dist', 'index.js')
   );
-  const { loadEncoderSource } = await import(join(root, 'dist', 'encoder-source.js'));
-  const { gatherRows } = await import(join(root, 'dist', 'batching.js'));
-  const { loadExamples } = await import(join(root, 'dist', 'data.js'));
+  const { loadEncoderSource } = await import(join(root, 'dist', 'models', 'encoder-source.js'));
+  const { gatherRows } = await import(join(root, 'dist', 'data', 'batching.js'));
+  const { loadExamples } = await import(join(root, 'dist', 'data', 'data.js'));
   const raw = await loadExamples(join(root, 'assets', 'demo', 'reviews.csv'));
   const data = { texts: raw.texts.slice(0, 160), labels: raw.labels.slice(0, 160) };
   const texts = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings'];

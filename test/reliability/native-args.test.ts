@@ -1112,7 +1112,7 @@ describe('disposed objects, wrong receivers, hostile getters', () => {
  */
 function inChild(body: string): string[] {
   const script = `
-    import { loadBinding } from ${JSON.stringify(path.join(repoRoot, 'lib', 'loader.ts'))};
+    import { loadBinding } from ${JSON.stringify(path.join(repoRoot, 'lib', 'addon', 'loader.ts'))};
     const b = loadBinding();
     const encoderFile = ${JSON.stringify(encoderFile)};
     const classifier = () => b.buildClassifier(b.ScriptModule.load(encoderFile), { numClasses: 2, headHidden: 4, dropout: 0, pooling: 'cls', seed: 1 }).module;
