@@ -1,0 +1,55 @@
+/**
+ * What eval and predict classify with: a saved classifier (--classifier DIR), or a zero-shot
+ * prompt classifier (--model, --template, --verbalizer), and those flags' help.
+ */
+import { Classifier } from '../classification/classifier.js';
+import { promptClassifier } from '../classification/prompt-classifier.js';
+import type { Device } from '../training/options.js';
+import { numberOption, type Options, requireOption, UsageError } from './args.js';
+import { fetchModelWithProgress } from './run-control.js';
+
+export const PROMPT_HELP = `  or, zero-shot (LM-BFF: a class's probability is the softmax over the label words' logits at the mask):
+  --model M                a Hugging Face folder or Hub id whose checkpoint has its MLM head (BERT, RoBERTa, DistilBERT)
+  --template T             e.g. "{text} It was [MASK]." (the tokenizer's own mask token: <mask> for
+                           RoBERTa); {text_a} and {text_b} for pairs; texts are truncated, the template never
+  --verbalizer LABEL=WORD  one per class, in class order; each word one token of the vocabulary
+  --max-length N           tokens per example, template included (the folder's)
+  --tokenizer FILE.json    instead of the folder's own`;
+
+export const PROMPT_OPTIONS: Options = {
+  model: { type: 'string' },
+  template: { type: 'string' },
+  verbalizer: { type: 'string', multiple: true },
+  'max-length': { type: 'string' },
+  tokenizer: { type: 'string' },
+};
+
+/** --classifier DIR, or a zero-shot prompt classifier from --model, --template and --verbalizer. */
+export async function openClassifier(values: Record<string, unknown>, command: string): Promise<Classifier> {
+  const device = values.device as Device | undefined;
+  if (values.model === undefined) {
+    const dir = requireOption(values, 'classifier', command);
+    for (const flag of ['template', 'verbalizer']) {
+      if (values[flag] !== undefined)
+        throw new UsageError(`${command}: --${flag} goes with --model (a zero-shot prompt), not --classifier`);
+    }
+    return Classifier.load(dir, { device });
+  }
+  if (values.classifier !== undefined) throw new UsageError(`${command}: give --classifier or --model, not both`);
+  const template = values.template as string | undefined;
+  const verbalizer = values.verbalizer as string[] | undefined;
+  if (template === undefined || verbalizer === undefined) {
+    throw new UsageError(
+      `${command}: --model needs --template and --verbalizer LABEL=WORD (one per class; see 'torch-bert ${command} --help')`,
+    );
+  }
+  await fetchModelWithProgress(values);
+  return promptClassifier({
+    model: values.model as string,
+    template,
+    verbalizer,
+    maxLength: numberOption(values, 'max-length'),
+    tokenizer: values.tokenizer as string | undefined,
+    device,
+  });
+}

@@ -1,0 +1,52 @@
+/** `torch-bert eval`: loss and metrics of a classifier on labelled data. */
+import { formatMetricsTable } from '../training/metrics.js';
+import { numberOption, parseCommandArgs, requireFiles } from './args.js';
+import { openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
+import { predictPrinter } from './output.js';
+
+export const EVAL_HELP = `torch-bert eval — loss and accuracy of a saved classifier, or of a zero-shot prompt, on labelled data
+
+  --classifier DIR         directory written by 'torch-bert train'
+${PROMPT_HELP}
+  --data FILE.csv          labelled data (repeatable: files read as one)
+  --text-column NAME       (the one the classifier was trained on, else text)
+  --label-column NAME      (the one the classifier was trained on, else label)
+  --text-pair-column NAME  the second text, for a template with {text_a} and {text_b}
+  --batch-size N           (32)
+  --device auto|cpu|cuda|cuda:N  (auto)
+  --json                   print one JSON object`;
+
+export async function commandEval(argv: string[]): Promise<void> {
+  const { values } = parseCommandArgs('eval', {
+    args: argv,
+    options: {
+      ...PROMPT_OPTIONS,
+      'text-pair-column': { type: 'string' },
+      classifier: { type: 'string' },
+      data: { type: 'string', multiple: true },
+      'text-column': { type: 'string' },
+      'label-column': { type: 'string' },
+      'batch-size': { type: 'string' },
+      device: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) return void console.log(EVAL_HELP);
+  const data = requireFiles(values, 'data', 'eval');
+  const classifier = await openClassifier(values, 'eval');
+  try {
+    const result = await classifier.evaluate(
+      { csv: data, textColumn: values['text-column'], labelColumn: values['label-column'], textPairColumn: values['text-pair-column'] },
+      { batchSize: numberOption(values, 'batch-size'), onProgress: predictPrinter(!values.json) },
+    );
+    if (values.json) {
+      console.log(JSON.stringify({ loss: result.loss, accuracy: result.accuracy, examples: result.examples, metrics: result.metrics }));
+    } else {
+      console.log(`examples ${result.examples}, loss ${result.loss.toFixed(4)}\n${formatMetricsTable(result.metrics)}`);
+    }
+  } finally {
+    classifier.dispose();
+  }
+}

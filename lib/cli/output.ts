@@ -1,0 +1,135 @@
+/**
+ * What the commands show people: progress lines redrawn in place on a terminal (silent in a pipe
+ * or with --json), and tables.
+ */
+import type { Prediction } from '../classification/classifier.js';
+import type { EpochMetrics, PredictEvent, ProgressEvent } from '../training/options.js';
+
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  if (s < 60) return `${s.toFixed(0)}s`;
+  return `${Math.floor(s / 60)}m${Math.round(s % 60)
+    .toString()
+    .padStart(2, '0')}s`;
+}
+
+/** Whether a progress line is drawn: on a terminal (stderr), unless the output is JSON (`enabled` false). */
+function liveProgress(enabled: boolean): boolean {
+  return enabled && process.stderr.isTTY === true;
+}
+
+/** `[####----]`: `fraction` of 24 places filled. */
+function progressBar(fraction: number): string {
+  const width = 24;
+  const filled = Math.round(fraction * width);
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`;
+}
+
+/** A one-line progress bar redrawn in place on a terminal; silent otherwise. */
+export function progressPrinter(enabled: boolean, showEvaluations = false): (e: ProgressEvent) => void {
+  const live = liveProgress(enabled);
+  return (e) => {
+    if (e.type === 'encode') {
+      if (live)
+        process.stderr.write(
+          `\rencoding ${e.split} once (frozen encoder): ${e.done}/${e.total}${e.fromCache ? ' (from the disk cache)' : ''}   `,
+        );
+      if (live && e.done === e.total) process.stderr.write('\n');
+      return;
+    }
+    if (e.type === 'evaluation') {
+      if (!enabled || !showEvaluations) return;
+      if (live) process.stderr.write('\r\x1b[K');
+      process.stderr.write(
+        `evaluation at step ${e.step}: validation loss ${e.validationLoss.toFixed(4)} acc ${(100 * e.validationAccuracy).toFixed(2)}%` +
+          ` macro-F1 ${e.validationMacroF1.toFixed(4)}${e.isBest ? ' | best, saved' : ''}\n`,
+      );
+      return;
+    }
+    // The deprecated twin of each 'batch' event. Downloads: drawn ahead, by fetchModelWithProgress.
+    if (e.type === 'step' || e.type === 'download') return;
+    if (e.type === 'batch') {
+      if (!live) return;
+      process.stderr.write(
+        `\repoch ${e.epoch} ${progressBar(e.batch / e.batchesPerEpoch)} batch ${e.batch}/${e.batchesPerEpoch}` +
+          `  loss ${e.epochLoss.toFixed(4)}  ${e.examplesPerSecond.toFixed(1)} ex/s  ETA ${formatSeconds(e.etaSeconds)}   `,
+      );
+    } else {
+      if (live) process.stderr.write('\r\x1b[K');
+      if (enabled) {
+        process.stderr.write(
+          `epoch ${e.epoch}/${e.epochs}: train loss ${e.trainLoss.toFixed(4)} acc ${(100 * e.trainAccuracy).toFixed(2)}%` +
+            ` | validation loss ${e.validationLoss.toFixed(4)} acc ${(100 * e.validationAccuracy).toFixed(2)}%` +
+            ` | ${formatSeconds(e.seconds)}${e.isBest ? ' | best, saved' : ''}\n`,
+        );
+      }
+    }
+  };
+}
+
+/**
+ * eval's and predict --data's progress bar (texts predicted, texts/s, ETA), redrawn in place on a
+ * terminal as train's; silent otherwise. The rate counts from the first batch's end: before it,
+ * the texts were read and measured.
+ */
+export function predictPrinter(enabled: boolean): (e: PredictEvent) => void {
+  const live = liveProgress(enabled);
+  let first: { done: number; at: number } | undefined;
+  return (e) => {
+    if (!live) return;
+    const now = performance.now();
+    first ??= { done: e.done, at: now };
+    const perSecond = (e.done - first.done) / ((now - first.at) / 1000);
+    process.stderr.write(
+      `\rpredicting ${progressBar(e.done / e.total)} ${e.done}/${e.total} texts` +
+        `  ${perSecond > 0 ? `${perSecond.toFixed(1)} texts/s  ` : ''}ETA ${formatSeconds((e.total - e.done) / perSecond)}   `,
+    );
+    if (e.done === e.total) process.stderr.write('\n');
+  };
+}
+
+/**
+ * Columns right-aligned to their widest cell, but the last: left-aligned and not padded, so that
+ * one long cell there (a text) widens no other row.
+ */
+export function table(headers: string[], rows: string[][]): string {
+  const last = headers.length - 1;
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === last ? c : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** A text as a table shows it: on one line (whitespace runs as one space), cut at `max` characters with an ellipsis. */
+function textCell(text: string, max = 72): string {
+  const oneLine = text.replace(/\s+/g, ' ').trim();
+  const chars = Array.from(oneLine); // code points: an emoji is not cut in half
+  return chars.length <= max ? oneLine : `${chars.slice(0, max - 1).join('')}…`;
+}
+
+/** Each text's predicted label and its probability. The texts whole are --json's: a table line per text, each short enough to read. */
+export function predictionTable(predictions: Prediction[], texts: readonly string[]): string {
+  return table(
+    ['label', 'probability', 'text'],
+    predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), textCell(texts[i]!)]),
+  );
+}
+
+export function historyTable(history: EpochMetrics[]): string {
+  return table(
+    ['epoch', 'train loss', 'train acc', 'val loss', 'val acc', 'val macro-F1', 'time', 'best'],
+    history.map((h) => [
+      String(h.epoch),
+      h.trainLoss.toFixed(4),
+      `${(100 * h.trainAccuracy).toFixed(2)}%`,
+      h.validationLoss.toFixed(4),
+      `${(100 * h.validationAccuracy).toFixed(2)}%`,
+      h.validationMacroF1.toFixed(4),
+      formatSeconds(h.seconds),
+      h.isBest ? '*' : '',
+    ]),
+  );
+}

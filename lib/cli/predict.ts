@@ -1,0 +1,65 @@
+/** `torch-bert predict`: texts given on the command line or in a CSV, classified. */
+import type { Classifier } from '../classification/classifier.js';
+import { loadExamples } from '../data/data.js';
+import { numberOption, parseCommandArgs, requireFiles, UsageError } from './args.js';
+import { openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
+import { predictionTable, predictPrinter } from './output.js';
+
+export const PREDICT_HELP = `torch-bert predict — classify texts with a saved classifier, or zero-shot with a prompt
+
+  torch-bert predict --classifier DIR [--json] TEXT...
+  torch-bert predict --classifier DIR [--json] --data FILE.csv [--text-column NAME]
+  torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
+${PROMPT_HELP}
+  --data FILE.csv          the texts instead of TEXT... (repeatable: files read as one; a label
+                           column, if any, is ignored)
+  --text-column NAME       (the one the classifier was trained on, else text)
+  --batch-size N           (32)
+  --device auto|cpu|cuda|cuda:N  (auto)
+  --json                   one JSON object per line: {"text","label","probabilities"}`;
+
+/** predict --data's texts: its --text-column, else the column the classifier was trained on, else `text`. */
+async function textsOf(values: Record<string, unknown>, classifier: Classifier): Promise<string[]> {
+  const csv = requireFiles(values, 'data', 'predict');
+  const textColumn = (values['text-column'] as string | undefined) ?? classifier.config.textColumn;
+  return (await loadExamples({ csv, textColumn }, { labelsRequired: false })).texts;
+}
+
+export async function commandPredict(argv: string[]): Promise<void> {
+  const { values, positionals } = parseCommandArgs('predict', {
+    args: argv,
+    options: {
+      ...PROMPT_OPTIONS,
+      classifier: { type: 'string' },
+      data: { type: 'string', multiple: true },
+      'text-column': { type: 'string' },
+      'batch-size': { type: 'string' },
+      device: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) return void console.log(PREDICT_HELP);
+  if ((positionals.length === 0) === (values.data === undefined))
+    throw new UsageError("predict: give at least one TEXT, or --data FILE.csv, not both (see 'torch-bert predict --help')");
+  const classifier = await openClassifier(values, 'predict');
+  try {
+    const texts = values.data ? await textsOf(values, classifier) : positionals;
+    const predictions = await classifier.predict(texts, {
+      batchSize: numberOption(values, 'batch-size'),
+      // Given as TEXT, the texts are few: their predictions come at once.
+      onProgress: values.data ? predictPrinter(!values.json) : undefined,
+    });
+    if (values.json) {
+      predictions.forEach((p, i) => {
+        console.log(JSON.stringify({ text: texts[i], label: p.label, probabilities: p.probabilities }));
+      });
+    } else {
+      console.log(predictionTable(predictions, texts));
+    }
+  } finally {
+    classifier.dispose();
+  }
+}
