@@ -14,7 +14,7 @@ import { commandExport } from './cli/export.js';
 import { handErrorToLauncher } from './cli/launcher.js';
 import { commandPredict } from './cli/predict.js';
 import { commandPretrain } from './cli/pretrain.js';
-import { WorkersFailed } from './cli/run-control.js';
+import { quietWorker, WorkersFailed } from './cli/run-control.js';
 import { commandTrain } from './cli/train.js';
 
 const USAGE = `torch-bert — fine-tune BERT classifiers from Node.js on libtorch
@@ -97,8 +97,9 @@ async function main(args: string[]): Promise<number> {
     // node's parseArgs says on its later lines what to do ("--epochs -x": write '--epochs=-XYZ').
     const message = parseArgsError ? messageOf(err).replace(/\s*\n\s*/g, ' ') : messageOf(err).split('\n')[0];
     if (err instanceof AbortError) {
-      // A training loop's abort says where it stopped and what it kept; an earlier one has kept nothing.
-      console.error(`torch-bert: ${message}`);
+      // A training loop's abort says where it stopped and what it kept; an earlier one has kept
+      // nothing. In a data-parallel job the ranks stop at the same step boundary: rank 0 says it.
+      if (!quietWorker()) console.error(`torch-bert: ${message}`);
       return 130;
     }
     // A cause holds more than the one line (e.g. a TorchScript traceback): say how to see it.

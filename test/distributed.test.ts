@@ -541,6 +541,8 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     });
     const code = await new Promise<number | null>((resolve) => launcher.on('exit', resolve));
     expect(code, stderr).toBe(130);
+    // Both ranks stopped at the same step boundary, and one line says where (each rank said it before).
+    expect(stderr.match(/^torch-bert: training aborted at /gm), stderr).toHaveLength(1);
     const resumed = await runCommand(process.execPath, [...args(out), '--resume', out]);
     expect(resumed.code, resumed.stderr).toBe(0);
     expect(maxDifference(classifierWeights(out), classifierWeights(join(dir, 'rng-whole')))).toBe(0);
