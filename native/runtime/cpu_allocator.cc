@@ -6,6 +6,8 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -30,8 +32,28 @@ constexpr uint64_t kDefaultLimitMiB = 1024;
 constexpr size_t kHugePageBytes = size_t{2} << 20;
 
 struct Header {
-  size_t capacity;  // bytes of data after the header
+  size_t capacity;   // bytes of data after the header
+  void* allocation;  // what malloc returned, to free (the header's own address for cached sizes)
 };
+
+// A block below kMinCachedBytes: malloc'd with room to put the data on a 64-byte boundary
+// after the header. c10::alloc_cpu's posix_memalign takes glibc's slow path on every call (no
+// per-thread cache; each block carved out of a larger chunk, the rest freed again), and a
+// tiny encoder's training step allocates hundreds of small tensors: tiny LoRA step at 1x8,
+// worker-thread time in fwd+bwd 1.5-3% lower (perf: malloc's share of the worker's samples
+// 11.8% -> 10.9%). Freed by Delete, never cached.
+void* AllocateSmall(size_t n) {
+  // malloc aligns to alignof(max_align_t); at most kHeaderBytes - that is skipped to align.
+  void* allocation = std::malloc(n + 2 * kHeaderBytes - alignof(std::max_align_t));
+  // As c10::alloc_cpu's failure, which runtime/device_errors.h reports as out of memory.
+  TORCH_CHECK(allocation != nullptr, "DefaultCPUAllocator: not enough memory: you tried to allocate ", n, " bytes.");
+  const auto start = reinterpret_cast<uintptr_t>(allocation) + kHeaderBytes;
+  char* data = reinterpret_cast<char*>((start + kHeaderBytes - 1) / kHeaderBytes * kHeaderBytes);
+  auto* header = reinterpret_cast<Header*>(data - kHeaderBytes);
+  header->capacity = n;
+  header->allocation = allocation;
+  return data;
+}
 
 class CachingCpuAllocator;
 // The installed allocator (static lifetime), or null.
@@ -86,35 +108,35 @@ class CachingCpuAllocator final : public c10::Allocator {
     void* base = static_cast<char*>(data) - kHeaderBytes;
     size_t capacity = static_cast<Header*>(base)->capacity;
     if (capacity < kMinCachedBytes) {
-      c10::free_cpu(base);
+      std::free(static_cast<Header*>(base)->allocation);
       return;
     }
     gInstance->Release(base, capacity);
   }
 
   void* Allocate(size_t n) {
-    if (n >= kMinCachedBytes) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      // Best fit: the smallest cached block that holds n, if at most twice n (a larger one would
-      // waste more than it saves).
-      auto it = free_.lower_bound(n);
-      if (it != free_.end() && it->first <= 2 * n) {
-        void* base = it->second.base;
-        cachedBytes_ -= it->first;
-        byAge_.erase(it->second.freedAt);
-        free_.erase(it);
-        ++stats_.hits;
-        return static_cast<char*>(base) + kHeaderBytes;
-      }
-      ++stats_.misses;
-      lock.unlock();
-      n = (n + kRoundingBytes - 1) / kRoundingBytes * kRoundingBytes;
+    if (n < kMinCachedBytes) return AllocateSmall(n);
+    std::unique_lock<std::mutex> lock(mutex_);
+    // Best fit: the smallest cached block that holds n, if at most twice n (a larger one would
+    // waste more than it saves).
+    auto it = free_.lower_bound(n);
+    if (it != free_.end() && it->first <= 2 * n) {
+      void* base = it->second.base;
+      cachedBytes_ -= it->first;
+      byAge_.erase(it->second.freedAt);
+      free_.erase(it);
+      ++stats_.hits;
+      return static_cast<char*>(base) + kHeaderBytes;
     }
+    ++stats_.misses;
+    lock.unlock();
+    n = (n + kRoundingBytes - 1) / kRoundingBytes * kRoundingBytes;
     void* base = n + kHeaderBytes >= kHugePageBytes && hugePages_ ? AllocateHuge(n + kHeaderBytes) : nullptr;
     if (base != nullptr) hugePageBlocks_.fetch_add(1, std::memory_order_relaxed);
     // c10::alloc_cpu throws c10::Error on failure (out of memory), as the default allocator does.
     if (base == nullptr) base = c10::alloc_cpu(n + kHeaderBytes);
     static_cast<Header*>(base)->capacity = n;
+    static_cast<Header*>(base)->allocation = base;
     return static_cast<char*>(base) + kHeaderBytes;
   }
 

@@ -12,9 +12,10 @@
 // Blocks of at least kMinCachedBytes are kept on free after use (up to a byte limit, evicting
 // the ones freed longest ago first) and handed to a later request that fits (best fit, at most
 // twice as large);
-// smaller blocks go straight back to malloc, which handles them well. Each block carries a
+// smaller blocks come from malloc and go straight back to it, which handles them well (through
+// malloc itself, not c10::alloc_cpu's posix_memalign: see AllocateSmall). Each block carries a
 // 64-byte header holding its capacity, so freeing needs no lookup. Alignment is libtorch's
-// (64 bytes, via c10::alloc_cpu).
+// (64 bytes).
 //
 // Blocks of 2 MiB and more start on a 2 MiB boundary and are marked MADV_HUGEPAGE (Linux
 // distributions set transparent huge pages to "madvise"), so that activations and weights sit
