@@ -469,16 +469,15 @@ async function loadAndRead(
     fallbackMaxLength: DEFAULTS.maxLength,
     mlmHead: true,
     initialiseMlmHead: { seed: opts.seed },
+    refuseTorchScript: (file) =>
+      new InputError(`pretrain(): ${file} is a TorchScript file; pretraining needs a Hugging Face model folder or Hub id`),
     signal: opts.signal,
     onDownload: downloadEvents(opts.onProgress),
   });
   disposables.push(loaded.module);
-  if (!loaded.mlmHead || loaded.source.kind !== 'folder') {
-    throw new InputError(
-      `pretrain(): ${loaded.description} is a TorchScript file; pretraining needs a Hugging Face model folder or Hub id`,
-    );
-  }
-  disposables.push(loaded.mlmHead);
+  // A folder's MLM head: its checkpoint's, or initialised (initialiseMlmHead).
+  const mlmHead = loaded.mlmHead!;
+  disposables.push(mlmHead);
   const words = loaded.tokenizer.maskingVocabulary();
   const vocab: MaskingVocabulary = {
     // null when the tokenizer has no mask token: maskToken() then throws its own message (tokenizer.ts, the one rule).
@@ -492,7 +491,7 @@ async function loadAndRead(
   if (texts.length - held < 1)
     throw new InputError(`pretrain(): ${texts.length} text(s) leave none to train on after the validation split`);
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
-  return { loaded, mlmHead: loaded.mlmHead, vocab, texts, held, saved };
+  return { loaded, mlmHead, vocab, texts, held, saved };
 }
 
 /** The masked-language task: each row masked by (seed, epoch, row), the head on the masked rows, loss over the masked tokens. */

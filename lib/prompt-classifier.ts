@@ -33,7 +33,18 @@ export interface PromptClassifierOptions {
   tokenizer?: string;
 }
 
-/** The MLM head, mask token and prompt of a loaded encoder, checked; throws a clear InputError where prompting cannot work. */
+/** The refusal of a TorchScript encoder for prompting (loadEncoderSource's refuseTorchScript, before its tokenizer and max length are asked for). */
+export function noMlmHeadInTorchScript(file: string): InputError {
+  return new InputError(
+    `prompting needs the model's masked-language-model head, and ${file} is a TorchScript encoder, which carries none: name a Hugging Face folder or Hub id whose checkpoint has it (…ForMaskedLM, …ForPreTraining)`,
+    { code: 'NO_MLM_HEAD' },
+  );
+}
+
+/**
+ * The MLM head, mask token and prompt of a loaded encoder, checked; throws a clear InputError where
+ * prompting cannot work (a TorchScript file was refused at its load: noMlmHeadInTorchScript).
+ */
 export async function preparePrompt(
   loaded: LoadedEncoder,
   template: string,
@@ -41,9 +52,7 @@ export async function preparePrompt(
 ): Promise<{ mlmHead: NativeScriptModule; prompt: PromptEncoder }> {
   if (loaded.mlmHead === null) {
     throw new InputError(
-      loaded.source.kind === 'torchscript'
-        ? `prompting needs the model's masked-language-model head, and ${loaded.description} is a TorchScript encoder, which carries none: name a Hugging Face folder or Hub id whose checkpoint has it (…ForMaskedLM, …ForPreTraining)`
-        : `prompting needs the model's masked-language-model head, and the checkpoint of ${loaded.description} has none (no cls.predictions.* / lm_head.* / vocab_transform, vocab_projector): use a …ForMaskedLM or …ForPreTraining checkpoint`,
+      `prompting needs the model's masked-language-model head, and the checkpoint of ${loaded.description} has none (no cls.predictions.* / lm_head.* / vocab_transform, vocab_projector): use a …ForMaskedLM or …ForPreTraining checkpoint`,
       { code: 'NO_MLM_HEAD' },
     );
   }
@@ -63,6 +72,7 @@ export async function promptClassifier(options: PromptClassifierOptions): Promis
     maxLength: options.maxLength,
     fallbackMaxLength: 128,
     mlmHead: true,
+    refuseTorchScript: noMlmHeadInTorchScript,
   });
   let built: BuiltClassifier;
   let prompt: PromptEncoder;

@@ -82,7 +82,7 @@ import {
   zeroLearningRateNote,
 } from './options.js';
 import { checkOutputFolder, claimOutputFolder } from './output-folder.js';
-import { preparePrompt } from './prompt-classifier.js';
+import { noMlmHeadInTorchScript, preparePrompt } from './prompt-classifier.js';
 import { type PromptEncoder, promptSpec } from './prompt-template.js';
 import { renderReport } from './report.js';
 import { RunKeeper, startPosition } from './run-keeper.js';
@@ -542,6 +542,7 @@ async function loadAndRead(opts: ResolvedTrainOptions, binding: NativeBinding, o
     maxLength: options.maxLength,
     fallbackMaxLength: DEFAULTS.maxLength,
     mlmHead: opts.head === 'prompt',
+    refuseTorchScript: opts.head === 'prompt' ? noMlmHeadInTorchScript : undefined,
     signal: opts.signal,
     onDownload: downloadEvents(opts.onProgress),
   });

@@ -23,7 +23,7 @@ import { type MaskingVocabulary, wordContinuation } from '../lib/mlm-masking.js'
 import type { EpochMetrics } from '../lib/options.js';
 import { pretrain, validateMaskedLm } from '../lib/pretrainer.js';
 import type { EncodedTexts } from '../lib/tokenizer.js';
-import { demoPretrain, demoReviews, makeHfFolder, repoRoot, runPython } from './fixtures.js';
+import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, makeHfFolder, repoRoot, runPython } from './fixtures.js';
 import { runCommand, runTorchrun, torchrunUnfit } from './helpers/run-command.js';
 import { maxDifference } from './helpers/weights.js';
 
@@ -225,6 +225,17 @@ describe('pretrain()', () => {
     );
     expect(existsSync(join(work, 'twice'))).toBe(false);
   });
+
+  it('refuses a TorchScript file at once, saying pretraining needs a folder or Hub id, not to name its tokenizer or lower the max length', async () => {
+    // 64 positions: the default max length (250) is too long for it, and no tokenizer is named.
+    const pt = await makeEncoder({ ...SHAPE, tokenizer: demoTokenizer });
+    const refusal = new RegExp(`^pretrain\\(\\): ${pt} is a TorchScript file; pretraining needs a Hugging Face model folder or Hub id$`);
+    await expect(pretrain({ model: pt, outDir: join(work, 'torchscript'), data: files, epochs: 1 })).rejects.toThrow(refusal);
+    await expect(
+      pretrain({ model: pt, tokenizer: demoTokenizer, outDir: join(work, 'torchscript'), data: files, epochs: 1 }),
+    ).rejects.toThrow(refusal);
+    expect(existsSync(join(work, 'torchscript'))).toBe(false);
+  }, 120_000);
 
   it('groups texts as run_mlm.py: each text with its special tokens, concatenated, blocks cut, remainder dropped', async () => {
     const loaded = await loadEncoderSource(model, { device: 'cpu', fallbackMaxLength: 32, maxLength: 32 });

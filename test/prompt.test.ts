@@ -400,6 +400,18 @@ describe('templates and verbalizers', () => {
         device: 'cpu',
       }),
     ).rejects.toMatchObject({ code: 'NO_MLM_HEAD', message: expect.stringMatching(/TorchScript/) });
+    // Refused as such at once: not first sent to name its tokenizer, then to lower the max length
+    // (the default 128 is more than its 64 positions), to meet this refusal only after.
+    const refusal = { code: 'NO_MLM_HEAD', message: expect.stringMatching(/is a TorchScript encoder, which carries none/) };
+    await expect(promptClassifier({ model: pt, template: '{text} [MASK]', verbalizer: ['a=good', 'b=bad'] })).rejects.toMatchObject(
+      refusal,
+    );
+    const { train } = await import('../lib/trainer.js');
+    const data = join(work, 'no-mlm-head.csv');
+    writeFileSync(data, 'text,label\ngood,a\nbad,b\n');
+    await expect(
+      train({ data, encoder: pt, tokenizer: demoTokenizer, head: 'prompt', template: '{text} [MASK]', verbalizer: ['a=good', 'b=bad'] }),
+    ).rejects.toMatchObject(refusal);
     const { dir } = await makeHfFolder({ ...SIZE, layout: 'automodel' });
     await expect(
       promptClassifier({ model: dir, maxLength: 32, template: '{text} [MASK]', verbalizer: ['a=good', 'b=bad'], device: 'cpu' }),
