@@ -35,6 +35,7 @@ import { writePromptExport } from './export-prompt.js';
 import { type TransformersNames, transformersNames } from './hf-config.js';
 import { loadBinding } from './loader.js';
 import { MODEL_FILE, SAFETENSORS_METADATA, TOKENIZER_CONFIG_FILE } from './model-folder.js';
+import { checkOptionNames } from './options.js';
 import { BASE_PREFIX, sequenceClassificationKeys } from './sequence-classification.js';
 
 export const HEAD_WEIGHTS_FILE = 'torch_bert_head.safetensors';
@@ -51,6 +52,9 @@ export interface ExportOptions {
    */
   heads?: number;
 }
+
+/** exportHuggingFace's option names (plain JavaScript's misspelt keys: options.ts checkOptionNames). */
+const EXPORT_OPTION_NAMES = Object.keys({ classifier: 1, out: 1, heads: 1 } satisfies Record<keyof ExportOptions, 1>);
 
 export interface ExportResult {
   out: string;
@@ -503,6 +507,7 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
   if (!options || typeof options.classifier !== 'string' || typeof options.out !== 'string') {
     throw new InputError('exportHuggingFace({ classifier, out }): both are paths');
   }
+  checkOptionNames('exportHuggingFace()', options, EXPORT_OPTION_NAMES);
   const dir = options.classifier;
   const out = resolve(options.out);
   await checkOut(out);

@@ -12,6 +12,7 @@ export {
   type ClassifierConfig,
   type EvaluationOptions,
   type EvaluationResult,
+  type LoadAdaptersOptions,
   loadClassifier,
   type Prediction,
   type PredictOptions,

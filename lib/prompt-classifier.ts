@@ -16,7 +16,7 @@ import { Classifier, type ClassifierConfig, resolveDevice } from './classifier.j
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { InputError } from './errors.js';
 import { loadBinding, packageVersion } from './loader.js';
-import type { Device } from './options.js';
+import { checkOptionNames, type Device } from './options.js';
 import { PromptEncoder, promptSpec, type VerbalizerSpec } from './prompt-template.js';
 
 export interface PromptClassifierOptions {
@@ -32,6 +32,16 @@ export interface PromptClassifierOptions {
   /** A tokenizer.json instead of the folder's own. */
   tokenizer?: string;
 }
+
+/** promptClassifier's option names (plain JavaScript's misspelt keys: options.ts checkOptionNames). */
+const PROMPT_CLASSIFIER_OPTION_NAMES = Object.keys({
+  model: 1,
+  template: 1,
+  verbalizer: 1,
+  maxLength: 1,
+  device: 1,
+  tokenizer: 1,
+} satisfies Record<keyof PromptClassifierOptions, 1>);
 
 /** The refusal of a TorchScript encoder for prompting (loadEncoderSource's refuseTorchScript, before its tokenizer and max length are asked for). */
 export function noMlmHeadInTorchScript(file: string): InputError {
@@ -64,6 +74,7 @@ export async function preparePrompt(
 /** A zero-shot prompt classifier: `predict` and `evaluate` as a trained classifier's (see the top). */
 export async function promptClassifier(options: PromptClassifierOptions): Promise<Classifier> {
   if (typeof options?.model !== 'string') throw new InputError('promptClassifier: model must be a model folder or Hub id');
+  checkOptionNames('promptClassifier()', options, PROMPT_CLASSIFIER_OPTION_NAMES);
   const binding = loadBinding();
   const device = resolveDevice(options.device);
   const loaded = await loadEncoderSource(options.model, {

@@ -4,7 +4,7 @@
  * encoder signatures, hidden sizes, and every bad input of the foundation issue.
  */
 import { createHash } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +12,17 @@ import { gatherRows, INFERENCE_CHUNK } from '../lib/batching.js';
 import type { PredictOptions } from '../lib/classifier.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data.js';
 import { AbortError, InputError, ModelError } from '../lib/errors.js';
-import { type Classifier, evaluate, loadClassifier, predict, pretrain, train } from '../lib/index.js';
+import {
+  Classifier,
+  evaluate,
+  exportAdapterHub,
+  exportHuggingFace,
+  loadClassifier,
+  predict,
+  pretrain,
+  promptClassifier,
+  train,
+} from '../lib/index.js';
 import { loadBinding } from '../lib/loader.js';
 import type { EpochMetrics, PredictEvent, TrainOptions } from '../lib/options.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
@@ -505,6 +515,38 @@ describe('option names', () => {
     expect(await refusal({ model: informativeEncoder, data: demoReviews, outDir: work, lineBylIne: true }, pretrain)).toBe(
       "InputError: pretrain() has no option 'lineBylIne': did you mean 'lineByLine'?",
     );
+  });
+
+  it("the other entry points' misspelt options are refused before any file is read, naming the one meant; nothing written", async () => {
+    // Before: exportAdapterHub({ nmae }) named the adapter torch_bert, loadClassifier({ devcie: 'cuda' })
+    // ran on the CPU, exportHuggingFace({ head: 4 }) took the heads from elsewhere, without a word.
+    const missing = join(work, 'no-such-classifier');
+    const out = join(work, 'not-written');
+    const refusal = (call: () => Promise<unknown>) =>
+      call().then(
+        () => 'ran',
+        (err: Error) => `${err.name}: ${err.message}`,
+      );
+    const prompt = { model: missing, template: '{text} [MASK]', verbalizer: ['a=good', 'b=bad'] };
+    expect(await refusal(() => promptClassifier({ ...prompt, maxLenght: 32 } as never))).toBe(
+      "InputError: promptClassifier() has no option 'maxLenght': did you mean 'maxLength'?",
+    );
+    expect(await refusal(() => loadClassifier(missing, { devcie: 'cpu' } as never))).toBe(
+      "InputError: loadClassifier() has no option 'devcie': did you mean 'device'?",
+    );
+    expect(await refusal(() => Classifier.loadAdapters(missing, { encoder: missing, allowOtherbase: true } as never))).toBe(
+      "InputError: Classifier.loadAdapters() has no option 'allowOtherbase': did you mean 'allowOtherBase'?",
+    );
+    expect(await refusal(() => Classifier.loadAdapters(missing, { base: missing } as never))).toBe(
+      'InputError: Classifier.loadAdapters(dir, { encoder }): encoder names the base the run was trained on (a folder, Hub id or TorchScript file)',
+    );
+    expect(await refusal(() => exportHuggingFace({ classifier: missing, out, head: 4 } as never))).toBe(
+      "InputError: exportHuggingFace() has no option 'head': did you mean 'heads'?",
+    );
+    expect(await refusal(() => exportAdapterHub({ classifier: missing, out, nmae: 'sentiment' } as never))).toBe(
+      "InputError: exportAdapterHub() has no option 'nmae': did you mean 'name'?",
+    );
+    expect(existsSync(out)).toBe(false);
   });
 });
 
