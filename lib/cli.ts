@@ -245,6 +245,8 @@ ${PROMPT_HELP}
   --data FILE.csv          the texts instead of TEXT... (repeatable: files read as one; a label
                            column, if any, is ignored)
   --text-column NAME       (the one the classifier was trained on, else text)
+  --text-pair-column NAME  with --data: the second text ({text_b}) of each example (the one the
+                           classifier was trained on)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
   --json                   one JSON object per line: {"text","label","probabilities"}`,
@@ -811,11 +813,15 @@ async function commandEval(argv: string[]): Promise<void> {
   }
 }
 
-/** predict --data's texts: its --text-column, else the column the classifier was trained on, else `text`. */
-async function textsOf(values: Record<string, unknown>, classifier: Classifier): Promise<string[]> {
+/**
+ * predict --data's texts: its --text-column, else the column the classifier was trained on, else
+ * `text`; and their second texts, from --text-pair-column, else the classifier's pair column.
+ */
+async function textsOf(values: Record<string, unknown>, classifier: Classifier): Promise<{ texts: string[]; pairs?: string[] }> {
   const csv = requireFiles(values, 'data', 'predict');
   const textColumn = (values['text-column'] as string | undefined) ?? classifier.config.textColumn;
-  return (await loadExamples({ csv, textColumn }, { labelsRequired: false })).texts;
+  const textPairColumn = (values['text-pair-column'] as string | undefined) ?? classifier.config.textPairColumn;
+  return loadExamples({ csv, textColumn, textPairColumn }, { labelsRequired: false });
 }
 
 async function commandPredict(argv: string[]): Promise<void> {
@@ -826,6 +832,7 @@ async function commandPredict(argv: string[]): Promise<void> {
       classifier: { type: 'string' },
       data: { type: 'string', multiple: true },
       'text-column': { type: 'string' },
+      'text-pair-column': { type: 'string' },
       'batch-size': { type: 'string' },
       device: { type: 'string' },
       json: { type: 'boolean' },
@@ -837,10 +844,13 @@ async function commandPredict(argv: string[]): Promise<void> {
   if (values.help) return void console.log(HELP.predict);
   if ((positionals.length === 0) === (values.data === undefined))
     throw new UsageError("predict: give at least one TEXT, or --data FILE.csv, not both (see 'torch-bert predict --help')");
+  if (values['text-pair-column'] !== undefined && values.data === undefined)
+    throw new UsageError('predict: --text-pair-column goes with --data (a TEXT argument is one text)');
   const classifier = await openClassifier(values, 'predict');
   try {
-    const texts = values.data ? await textsOf(values, classifier) : positionals;
+    const { texts, pairs } = values.data ? await textsOf(values, classifier) : { texts: positionals, pairs: undefined };
     const predictions = await classifier.predict(texts, {
+      pairs,
       batchSize: numberOption(values, 'batch-size'),
       // Given as TEXT, the texts are few: their predictions come at once.
       onProgress: values.data ? predictPrinter(!values.json) : undefined,

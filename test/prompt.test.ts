@@ -300,9 +300,9 @@ describe('templates and verbalizers', () => {
     // 16 - [CLS] [SEP] ? [MASK] , = 11 for the texts: b keeps its 3, a gets 8.
     expect(row).toEqual([2, ...bert.tokenIds(long).slice(0, 8), ...bert.tokenIds('?'), 4, ...bert.tokenIds(','), ...b, 3]);
     expect(() => pair.encode(['x'], null, 16)).toThrow(/text_a/);
-    // Where the second texts go, for each way in (the predict command has no --text-pair-column).
+    // Where the second texts go, for each way in.
     expect(() => pair.encode(['x'], null, 16)).toThrow(
-      /textPairColumn \/ --text-pair-column; predict\(texts, \{ pairs \}\); the torch-bert predict command takes single texts only/,
+      /textPairColumn \/ --text-pair-column; predict\(texts, \{ pairs \}\); torch-bert predict: --data with --text-pair-column/,
     );
     expect(() => p.encode(['x'], null, 6)).toThrow(expect.objectContaining({ code: 'TEMPLATE_TOO_LONG' }));
   });
@@ -682,6 +682,19 @@ describe('text pairs', () => {
       );
       const nll = -predicted.reduce((sum, p, i) => sum + Math.log(p.probabilities[rows[i]![2]!]!), 0) / rows.length;
       expect(nll).toBeCloseTo(python, 5);
+      // torch-bert predict --data reads the pair column the classifier was trained on, as eval does
+      // (it refused: 'give a second text for each example').
+      const { stdout } = await exec(process.execPath, [cli, 'predict', '--classifier', outDir, '--data', csv, '--json']);
+      const printed = stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { text: string; probabilities: Record<string, number> });
+      expect(printed.map((p) => p.text)).toEqual(rows.map((r) => r[0]!));
+      expectClose(
+        printed.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+        predicted.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+        1e-6,
+      );
       // The rows hold both texts around the template: [CLS] a ? [MASK] , b [SEP].
       const first = Array.from(encoded.inputIds.subarray(0, encoded.lengths[0]!));
       expect(first).toEqual(c.tokenizer.encodeOne('A wonderful film. ? [MASK] , It was great.', 20));
