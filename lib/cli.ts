@@ -121,6 +121,10 @@ const PROMPT_HELP = `  or, zero-shot (LM-BFF: a class's probability is the softm
   --max-length N           tokens per example, template included (the folder's)
   --tokenizer FILE.json    instead of the folder's own`;
 
+const BASE_HELP = `  --base MODEL             with --classifier DIR of a lora or adapter run: build it from its small
+                           files (adapters.pt, head.pt) on the base encoder it was trained on
+                           (Classifier.loadAdapters; DIR/classifier.pt is not read)`;
+
 const PROMPT_OPTIONS: Options = {
   model: { type: 'string' },
   template: { type: 'string' },
@@ -228,6 +232,7 @@ Options (default):
   eval: `torch-bert eval — loss and accuracy of a saved classifier, or of a zero-shot prompt, on labelled data
 
   --classifier DIR         directory written by 'torch-bert train'
+${BASE_HELP}
 ${PROMPT_HELP}
   --data FILE.csv          labelled data (repeatable: files read as one)
   --text-column NAME       (the one the classifier was trained on, else text)
@@ -241,6 +246,7 @@ ${PROMPT_HELP}
   torch-bert predict --classifier DIR [--json] TEXT...
   torch-bert predict --classifier DIR [--json] --data FILE.csv [--text-column NAME]
   torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
+${BASE_HELP}
 ${PROMPT_HELP}
   --data FILE.csv          the texts instead of TEXT... (repeatable: files read as one; a label
                            column, if any, is ignored)
@@ -757,9 +763,11 @@ async function openClassifier(values: Record<string, unknown>, command: string):
       if (values[flag] !== undefined)
         throw new UsageError(`${command}: --${flag} goes with --model (a zero-shot prompt), not --classifier`);
     }
+    if (values.base !== undefined) return Classifier.loadAdapters(dir, { encoder: values.base as string, device });
     return Classifier.load(dir, { device });
   }
   if (values.classifier !== undefined) throw new UsageError(`${command}: give --classifier or --model, not both`);
+  if (values.base !== undefined) throw new UsageError(`${command}: --base goes with --classifier (a lora or adapter run), not --model`);
   const template = values.template as string | undefined;
   const verbalizer = values.verbalizer as string[] | undefined;
   if (template === undefined || verbalizer === undefined) {
@@ -785,6 +793,7 @@ async function commandEval(argv: string[]): Promise<void> {
       ...PROMPT_OPTIONS,
       'text-pair-column': { type: 'string' },
       classifier: { type: 'string' },
+      base: { type: 'string' },
       data: { type: 'string', multiple: true },
       'text-column': { type: 'string' },
       'label-column': { type: 'string' },
@@ -830,6 +839,7 @@ async function commandPredict(argv: string[]): Promise<void> {
     options: {
       ...PROMPT_OPTIONS,
       classifier: { type: 'string' },
+      base: { type: 'string' },
       data: { type: 'string', multiple: true },
       'text-column': { type: 'string' },
       'text-pair-column': { type: 'string' },
