@@ -511,8 +511,19 @@ print(json.dumps(sorted(out)))`,
           torch_bert: { prompt: { template: string; labelTokenIds: number[]; maskTokenId: number; labels: string[] } };
         };
         expect(hf.architectures).toEqual(['BertForMaskedLM']);
-        // Its tokenizer cuts where the classifier was trained to (the base's length, or none, before).
-        expect(JSON.parse(readFileSync(join(exported, 'tokenizer_config.json'), 'utf8')).model_max_length).toBe(24);
+        // Its tokenizer cuts where the classifier was trained to (the base's length, or none, before),
+        // and says what the base folder (no tokenizer_config.json) left to transformers' defaults, as
+        // the default export does: told nothing, a BertTokenizerFast lowercases, a cased one too.
+        expect(JSON.parse(readFileSync(join(exported, 'tokenizer_config.json'), 'utf8'))).toEqual({
+          tokenizer_class: 'BertTokenizerFast',
+          do_lower_case: true,
+          cls_token: '[CLS]',
+          sep_token: '[SEP]',
+          pad_token: '[PAD]',
+          unk_token: '[UNK]',
+          mask_token: '[MASK]',
+          model_max_length: 24,
+        });
         expect(hf.torch_bert.prompt).toMatchObject({
           template: PROMPT.template,
           labelTokenIds: c.config.prompt!.labelTokenIds,
