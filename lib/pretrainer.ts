@@ -205,6 +205,7 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   if (!(mlmProbability > 0 && mlmProbability < 1)) throw new InputError(`mlmProbability must be in (0, 1); got ${mlmProbability}`);
   if (typeof spec !== 'string' || spec === '')
     throw new InputError('pretrain(): `model` (a Hugging Face model folder or Hub id) is required');
+  const files = dataFiles(data);
   const opts = resolveTrainOptions({
     ...PRETRAIN_DEFAULTS,
     ...Object.fromEntries(Object.entries(rest).filter(([k, v]) => v !== undefined && k !== 'mlmProbability')),
@@ -216,7 +217,7 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   if (!outDir) throw new InputError('pretrain(): `outDir` is required (the pretrained model is a folder)');
   const binding = loadBinding();
   opts.signal?.throwIfAborted();
-  const run = { spec, data, textColumn, byLine, wholeWordMask, mlmProbability, outDir };
+  const run = { spec, data: files, textColumn, byLine, wholeWordMask, mlmProbability, outDir };
   // Data-parallel (distributed.ts): joined first, threads per rank, left at the end, as train().
   return runAsRank(binding, opts, (dist) => {
     // Rank 0 alone reports progress (and writes: see the keeper's hooks below).
@@ -225,10 +226,25 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   });
 }
 
+/**
+ * `data` as its list of files, checked before the model loads: train()'s other shapes
+ * (`{ csv, textColumn }`, `{ texts, labels }`) are not pretrain()'s, and failed as 'data is not iterable'.
+ */
+function dataFiles(data: unknown): readonly string[] {
+  const files = typeof data === 'string' ? [data] : data;
+  if (!Array.isArray(files) || files.some((f) => typeof f !== 'string' || f === '')) {
+    throw new InputError(
+      'pretrain(): `data` is a file path or a list of them: text files (one document per line) or CSV files (their textColumn); ' +
+        `texts in memory are not taken: write them to a file, one per line (got ${JSON.stringify(data)?.slice(0, 80) ?? String(data)})`,
+    );
+  }
+  return files;
+}
+
 /** What pretrain() read of its options beyond train()'s. */
 interface PretrainRun {
   spec: string;
-  data: string | readonly string[];
+  data: readonly string[];
   textColumn: string | undefined;
   byLine: boolean;
   wholeWordMask: boolean;
@@ -486,7 +502,7 @@ async function loadAndRead(
     specialIds: words.specialIds,
     continuesWord: wordContinuation(words.tokens, words.byteLevel),
   };
-  const texts = await readPretrainingTexts(typeof data === 'string' ? [data] : [...data], textColumn);
+  const texts = await readPretrainingTexts(data, textColumn);
   const held = Math.max(1, Math.floor(texts.length * opts.validationSplit));
   if (texts.length - held < 1)
     throw new InputError(`pretrain(): ${texts.length} text(s) leave none to train on after the validation split`);

@@ -237,6 +237,16 @@ describe('pretrain()', () => {
     expect(existsSync(join(work, 'torchscript'))).toBe(false);
   }, 120_000);
 
+  it("refuses train()'s other data shapes and an empty path before loading the model, saying what data takes; nothing written", async () => {
+    // Before: { csv } and { texts } failed as a TypeError, 'data is not iterable', after the model loaded.
+    for (const data of [{ csv: files[0]!, textColumn: 'text' }, { texts: ['a text'] }, '', [files[0]!, 3]]) {
+      await expect(pretrain({ model, outDir: join(work, 'shapes'), epochs: 1, data: data as never })).rejects.toThrow(
+        /^pretrain\(\): `data` is a file path or a list of them: text files \(one document per line\) or CSV files \(their textColumn\); texts in memory are not taken: write them to a file, one per line \(got .+\)$/,
+      );
+    }
+    expect(existsSync(join(work, 'shapes'))).toBe(false);
+  });
+
   it('groups texts as run_mlm.py: each text with its special tokens, concatenated, blocks cut, remainder dropped', async () => {
     const loaded = await loadEncoderSource(model, { device: 'cpu', fallbackMaxLength: 32, maxLength: 32 });
     const texts = corpus(10);
