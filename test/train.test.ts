@@ -878,6 +878,16 @@ describe('bad input gets a clear error and loses nothing', () => {
     );
     unchanged();
   });
+  it('pooling, headHidden or dropout with the prompt head', async () => {
+    // Before: trained with the MLM head on the mask row all the same, and config.json recorded pooling 'mean'.
+    const prompt = { head: 'prompt', template: '{text} It was [MASK].', verbalizer: ['negative=bad', 'positive=good'] } as const;
+    const tail =
+      "cannot be used with head 'prompt': it scores the label words with the checkpoint's MLM head at the mask token's row; leave them out (they shape head 'mlp')";
+    const { headHidden: _, ...promptBase } = base();
+    await refused(train({ ...promptBase, ...prompt, pooling: 'mean' }), InputError, `pooling 'mean' ${tail}`);
+    await refused(train({ ...promptBase, ...prompt, headHidden: 64, dropout: 0.2 }), InputError, `headHidden, dropout ${tail}`);
+    unchanged();
+  });
   it('class weights that give every class of the training data weight 0', async () => {
     // Before: the training loss was 0 (nothing to learn), the validation loss NaN, and that run was saved as the best.
     await expect(train({ ...base(), classWeights: [0, 0] })).rejects.toThrow(
