@@ -123,7 +123,9 @@ const PROMPT_HELP = `  or, zero-shot (LM-BFF: a class's probability is the softm
 
 const BASE_HELP = `  --base MODEL             with --classifier DIR of a lora or adapter run: build it from its small
                            files (adapters.pt, head.pt) on the base encoder it was trained on
-                           (Classifier.loadAdapters; DIR/classifier.pt is not read)`;
+                           (Classifier.loadAdapters; DIR/classifier.pt is not read)
+  --allow-other-base       with --base: build on a base whose weights are not those the run was
+                           trained on (refused by default: the adapters would predict wrongly)`;
 
 const PROMPT_OPTIONS: Options = {
   model: { type: 'string' },
@@ -763,7 +765,9 @@ async function openClassifier(values: Record<string, unknown>, command: string):
       if (values[flag] !== undefined)
         throw new UsageError(`${command}: --${flag} goes with --model (a zero-shot prompt), not --classifier`);
     }
-    if (values.base !== undefined) return Classifier.loadAdapters(dir, { encoder: values.base as string, device });
+    const allowOtherBase = values['allow-other-base'] as boolean | undefined;
+    if (allowOtherBase && values.base === undefined) throw new UsageError(`${command}: --allow-other-base goes with --base`);
+    if (values.base !== undefined) return Classifier.loadAdapters(dir, { encoder: values.base as string, device, allowOtherBase });
     return Classifier.load(dir, { device });
   }
   if (values.classifier !== undefined) throw new UsageError(`${command}: give --classifier or --model, not both`);
@@ -794,6 +798,7 @@ async function commandEval(argv: string[]): Promise<void> {
       'text-pair-column': { type: 'string' },
       classifier: { type: 'string' },
       base: { type: 'string' },
+      'allow-other-base': { type: 'boolean' },
       data: { type: 'string', multiple: true },
       'text-column': { type: 'string' },
       'label-column': { type: 'string' },
@@ -840,6 +845,7 @@ async function commandPredict(argv: string[]): Promise<void> {
       ...PROMPT_OPTIONS,
       classifier: { type: 'string' },
       base: { type: 'string' },
+      'allow-other-base': { type: 'boolean' },
       data: { type: 'string', multiple: true },
       'text-column': { type: 'string' },
       'text-pair-column': { type: 'string' },

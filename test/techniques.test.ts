@@ -170,8 +170,24 @@ describe('lora', () => {
     }
     // Asked for (a base continued on purpose): built, with the other base's weights.
     const onOther = await Classifier.loadAdapters(outDir, { encoder: other, allowOtherBase: true });
-    expect((await onOther.predict(texts)).map((p) => p.probabilities)).not.toEqual(fromAdapters.map((p) => p.probabilities));
+    const onOtherPredicted = await onOther.predict(texts);
+    expect(onOtherPredicted.map((p) => p.probabilities)).not.toEqual(fromAdapters.map((p) => p.probabilities));
     onOther.dispose();
+    // The CLI: refused, naming its flag; with it, the same predictions.
+    const cliOnOther = (...flags: string[]) =>
+      execFileSync(process.execPath, [cli, 'predict', '--classifier', small, '--base', other, ...flags, '--json', '--', ...texts], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    expect(() => cliOnOther()).toThrow(/to apply them to another base on purpose, allowOtherBase: true \/ --allow-other-base\)\n/);
+    cliOnOther('--allow-other-base')
+      .trim()
+      .split('\n')
+      .forEach((line, i) => {
+        const p = JSON.parse(line) as { probabilities: Record<string, number> };
+        for (const label of result.labels)
+          expect(Math.abs(p.probabilities[label]! - onOtherPredicted[i]!.probabilities[label]!)).toBeLessThan(1e-6);
+      });
     original.dispose();
     result.classifier.dispose();
   });
