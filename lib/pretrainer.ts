@@ -36,7 +36,7 @@ import {
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import { AbortError, asAbortError, InputError } from './errors.js';
 import { loadBinding } from './loader.js';
-import { groupTexts, lineByLine, maskedBatch, readPretrainingTexts } from './mlm-data.js';
+import { groupTexts, isCsvFile, lineByLine, maskedBatch, readPretrainingTexts } from './mlm-data.js';
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from './mlm-masking.js';
 import { writeMaskedLmFolder } from './mlm-output.js';
 import {
@@ -206,6 +206,11 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   if (typeof spec !== 'string' || spec === '')
     throw new InputError('pretrain(): `model` (a Hugging Face model folder or Hub id) is required');
   const files = dataFiles(data);
+  if (textColumn !== undefined && !files.some(isCsvFile)) {
+    throw new InputError(
+      `pretrain(): textColumn '${textColumn}' names a CSV column, and no data file is a .csv file (the others are read a document per line): leave textColumn out`,
+    );
+  }
   const opts = resolveTrainOptions({
     ...PRETRAIN_DEFAULTS,
     ...Object.fromEntries(Object.entries(rest).filter(([k, v]) => v !== undefined && k !== 'mlmProbability')),

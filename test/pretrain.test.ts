@@ -237,13 +237,18 @@ describe('pretrain()', () => {
     expect(existsSync(join(work, 'torchscript'))).toBe(false);
   }, 120_000);
 
-  it("refuses train()'s other data shapes and an empty path before loading the model, saying what data takes; nothing written", async () => {
+  it("refuses train()'s other data shapes, an empty path and a textColumn without a CSV file before loading the model, saying why; nothing written", async () => {
     // Before: { csv } and { texts } failed as a TypeError, 'data is not iterable', after the model loaded.
     for (const data of [{ csv: files[0]!, textColumn: 'text' }, { texts: ['a text'] }, '', [files[0]!, 3]]) {
       await expect(pretrain({ model, outDir: join(work, 'shapes'), epochs: 1, data: data as never })).rejects.toThrow(
         /^pretrain\(\): `data` is a file path or a list of them: text files \(one document per line\) or CSV files \(their textColumn\); texts in memory are not taken: write them to a file, one per line \(got .+\)$/,
       );
     }
+    expect(existsSync(join(work, 'shapes'))).toBe(false);
+    // A CSV column named for text files alone: it would be ignored without a word.
+    await expect(pretrain({ model, outDir: join(work, 'shapes'), epochs: 1, data: files, textColumn: 'body' })).rejects.toThrow(
+      "pretrain(): textColumn 'body' names a CSV column, and no data file is a .csv file (the others are read a document per line): leave textColumn out",
+    );
     expect(existsSync(join(work, 'shapes'))).toBe(false);
   });
 
