@@ -14,6 +14,7 @@ export {
   type ClassifierConfig,
   type EvaluationOptions,
   type EvaluationResult,
+  type LoadAdaptersOptions,
   loadClassifier,
   type Prediction,
   type PredictOptions,

@@ -23,7 +23,7 @@ import { parseHfConfig } from '../lib/models/hf-config.js';
 import { pretrain, validateMaskedLm } from '../lib/pretraining/pretrainer.js';
 import { evaluationRows } from '../lib/training/distributed.js';
 import type { EpochMetrics } from '../lib/training/options.js';
-import { demoPretrain, demoReviews, makeHfFolder, repoRoot, runPython } from './fixtures.js';
+import { demoPretrain, demoReviews, demoTokenizer, makeEncoder, makeHfFolder, repoRoot, runPython } from './fixtures.js';
 import { runCommand, runTorchrun, torchrunUnfit } from './helpers/run-command.js';
 import { maxDifference } from './helpers/weights.js';
 
@@ -224,6 +224,32 @@ describe('pretrain()', () => {
       /^.*a\.txt is named twice \(data \/ --data\): its rows would count twice; name each file once$/,
     );
     expect(existsSync(join(work, 'twice'))).toBe(false);
+  });
+
+  it('refuses a TorchScript file at once, saying pretraining needs a folder or Hub id, not to name its tokenizer or lower the max length', async () => {
+    // 64 positions: the default max length (250) is too long for it, and no tokenizer is named.
+    const pt = await makeEncoder({ ...SHAPE, tokenizer: demoTokenizer });
+    const refusal = new RegExp(`^pretrain\\(\\): ${pt} is a TorchScript file; pretraining needs a Hugging Face model folder or Hub id$`);
+    await expect(pretrain({ model: pt, outDir: join(work, 'torchscript'), data: files, epochs: 1 })).rejects.toThrow(refusal);
+    await expect(
+      pretrain({ model: pt, tokenizer: demoTokenizer, outDir: join(work, 'torchscript'), data: files, epochs: 1 }),
+    ).rejects.toThrow(refusal);
+    expect(existsSync(join(work, 'torchscript'))).toBe(false);
+  }, 120_000);
+
+  it("refuses train()'s other data shapes, an empty path and a textColumn without a CSV file before loading the model, saying why; nothing written", async () => {
+    // Before: { csv } and { texts } failed as a TypeError, 'data is not iterable', after the model loaded.
+    for (const data of [{ csv: files[0]!, textColumn: 'text' }, { texts: ['a text'] }, '', [files[0]!, 3]]) {
+      await expect(pretrain({ model, outDir: join(work, 'shapes'), epochs: 1, data: data as never })).rejects.toThrow(
+        /^pretrain\(\): `data` is a file path or a list of them: text files \(one document per line\) or CSV files \(their textColumn\); texts in memory are not taken: write them to a file, one per line \(got .+\)$/,
+      );
+    }
+    expect(existsSync(join(work, 'shapes'))).toBe(false);
+    // A CSV column named for text files alone: it would be ignored without a word.
+    await expect(pretrain({ model, outDir: join(work, 'shapes'), epochs: 1, data: files, textColumn: 'body' })).rejects.toThrow(
+      "pretrain(): textColumn 'body' names a CSV column, and no data file is a .csv file (the others are read a document per line): leave textColumn out",
+    );
+    expect(existsSync(join(work, 'shapes'))).toBe(false);
   });
 
   it('groups texts as run_mlm.py: each text with its special tokens, concatenated, blocks cut, remainder dropped', async () => {

@@ -300,9 +300,9 @@ describe('templates and verbalizers', () => {
     // 16 - [CLS] [SEP] ? [MASK] , = 11 for the texts: b keeps its 3, a gets 8.
     expect(row).toEqual([2, ...bert.tokenIds(long).slice(0, 8), ...bert.tokenIds('?'), 4, ...bert.tokenIds(','), ...b, 3]);
     expect(() => pair.encode(['x'], null, 16)).toThrow(/text_a/);
-    // Where the second texts go, for each way in (the predict command has no --text-pair-column).
+    // Where the second texts go, for each way in.
     expect(() => pair.encode(['x'], null, 16)).toThrow(
-      /textPairColumn \/ --text-pair-column; predict\(texts, \{ pairs \}\); the torch-bert predict command takes single texts only/,
+      /textPairColumn \/ --text-pair-column; predict\(texts, \{ pairs \}\); torch-bert predict: --data with --text-pair-column/,
     );
     expect(() => p.encode(['x'], null, 6)).toThrow(expect.objectContaining({ code: 'TEMPLATE_TOO_LONG' }));
   });
@@ -400,6 +400,18 @@ describe('templates and verbalizers', () => {
         device: 'cpu',
       }),
     ).rejects.toMatchObject({ code: 'NO_MLM_HEAD', message: expect.stringMatching(/TorchScript/) });
+    // Refused as such at once: not first sent to name its tokenizer, then to lower the max length
+    // (the default 128 is more than its 64 positions), to meet this refusal only after.
+    const refusal = { code: 'NO_MLM_HEAD', message: expect.stringMatching(/is a TorchScript encoder, which carries none/) };
+    await expect(promptClassifier({ model: pt, template: '{text} [MASK]', verbalizer: ['a=good', 'b=bad'] })).rejects.toMatchObject(
+      refusal,
+    );
+    const { train } = await import('../lib/classification/trainer.js');
+    const data = join(work, 'no-mlm-head.csv');
+    writeFileSync(data, 'text,label\ngood,a\nbad,b\n');
+    await expect(
+      train({ data, encoder: pt, tokenizer: demoTokenizer, head: 'prompt', template: '{text} [MASK]', verbalizer: ['a=good', 'b=bad'] }),
+    ).rejects.toMatchObject(refusal);
     const { dir } = await makeHfFolder({ ...SIZE, layout: 'automodel' });
     await expect(
       promptClassifier({ model: dir, maxLength: 32, template: '{text} [MASK]', verbalizer: ['a=good', 'b=bad'], device: 'cpu' }),
@@ -499,8 +511,19 @@ print(json.dumps(sorted(out)))`,
           torch_bert: { prompt: { template: string; labelTokenIds: number[]; maskTokenId: number; labels: string[] } };
         };
         expect(hf.architectures).toEqual(['BertForMaskedLM']);
-        // Its tokenizer cuts where the classifier was trained to (the base's length, or none, before).
-        expect(JSON.parse(readFileSync(join(exported, 'tokenizer_config.json'), 'utf8')).model_max_length).toBe(24);
+        // Its tokenizer cuts where the classifier was trained to (the base's length, or none, before),
+        // and says what the base folder (no tokenizer_config.json) left to transformers' defaults, as
+        // the default export does: told nothing, a BertTokenizerFast lowercases, a cased one too.
+        expect(JSON.parse(readFileSync(join(exported, 'tokenizer_config.json'), 'utf8'))).toEqual({
+          tokenizer_class: 'BertTokenizerFast',
+          do_lower_case: true,
+          cls_token: '[CLS]',
+          sep_token: '[SEP]',
+          pad_token: '[PAD]',
+          unk_token: '[UNK]',
+          mask_token: '[MASK]',
+          model_max_length: 24,
+        });
         expect(hf.torch_bert.prompt).toMatchObject({
           template: PROMPT.template,
           labelTokenIds: c.config.prompt!.labelTokenIds,
@@ -670,6 +693,19 @@ describe('text pairs', () => {
       );
       const nll = -predicted.reduce((sum, p, i) => sum + Math.log(p.probabilities[rows[i]![2]!]!), 0) / rows.length;
       expect(nll).toBeCloseTo(python, 5);
+      // torch-bert predict --data reads the pair column the classifier was trained on, as eval does
+      // (it refused: 'give a second text for each example').
+      const { stdout } = await exec(process.execPath, [cli, 'predict', '--classifier', outDir, '--data', csv, '--json']);
+      const printed = stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { text: string; probabilities: Record<string, number> });
+      expect(printed.map((p) => p.text)).toEqual(rows.map((r) => r[0]!));
+      expectClose(
+        printed.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+        predicted.map((p) => c.labels.map((l) => p.probabilities[l]!)),
+        1e-6,
+      );
       // The rows hold both texts around the template: [CLS] a ? [MASK] , b [SEP].
       const first = Array.from(encoded.inputIds.subarray(0, encoded.lengths[0]!));
       expect(first).toEqual(c.tokenizer.encodeOne('A wonderful film. ? [MASK] , It was great.', 20));

@@ -5,7 +5,7 @@
  * same seed twice), and the schedule / weight-decay / metric bookkeeping.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -17,10 +17,11 @@ import { Classifier, exportHuggingFace, type TrainOptions, train } from '../lib/
 import { loadEncoderSource } from '../lib/models/encoder-source.js';
 import { LORA_DEFAULTS } from '../lib/training/options.js';
 import { isDecayed } from '../lib/training/trainable.js';
-import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, makeHfFolder, PYTHON } from './fixtures.js';
+import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, makeHfFolder, PYTHON, repoRoot } from './fixtures.js';
 import { trainAbortedAt } from './helpers/train-abort.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-techniques-'));
+const cli = join(repoRoot, 'dist', 'cli.js');
 let encoder: string;
 let data: { texts: string[]; labels: string[] };
 beforeAll(async () => {
@@ -135,6 +136,21 @@ describe('lora', () => {
         expect(Math.abs(fromAdapters[i]!.probabilities[label]! - p.probabilities[label]!)).toBeLessThan(1e-4);
     });
     unmerged.dispose();
+    // The CLI builds it from the small files alone (no classifier.pt) on the base, as loadAdapters.
+    const small = join(work, 'lora-small');
+    mkdirSync(small);
+    for (const file of ['config.json', 'tokenizer.json', 'adapters.pt', 'head.pt']) copyFileSync(join(outDir, file), join(small, file));
+    const printed = execFileSync(process.execPath, [cli, 'predict', '--classifier', small, '--base', encoder, '--json', '--', ...texts], {
+      encoding: 'utf8',
+    })
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { label: string; probabilities: Record<string, number> });
+    printed.forEach((p, i) => {
+      expect(p.label).toBe(fromAdapters[i]!.label);
+      for (const label of result.labels)
+        expect(Math.abs(p.probabilities[label]! - fromAdapters[i]!.probabilities[label]!)).toBeLessThan(1e-6);
+    });
 
     // On another base, the adapters and head would predict wrongly without a word: refused,
     // whether it is another checkpoint of the architecture or the run's own merged export
@@ -154,8 +170,24 @@ describe('lora', () => {
     }
     // Asked for (a base continued on purpose): built, with the other base's weights.
     const onOther = await Classifier.loadAdapters(outDir, { encoder: other, allowOtherBase: true });
-    expect((await onOther.predict(texts)).map((p) => p.probabilities)).not.toEqual(fromAdapters.map((p) => p.probabilities));
+    const onOtherPredicted = await onOther.predict(texts);
+    expect(onOtherPredicted.map((p) => p.probabilities)).not.toEqual(fromAdapters.map((p) => p.probabilities));
     onOther.dispose();
+    // The CLI: refused, naming its flag; with it, the same predictions.
+    const cliOnOther = (...flags: string[]) =>
+      execFileSync(process.execPath, [cli, 'predict', '--classifier', small, '--base', other, ...flags, '--json', '--', ...texts], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    expect(() => cliOnOther()).toThrow(/to apply them to another base on purpose, allowOtherBase: true \/ --allow-other-base\)\n/);
+    cliOnOther('--allow-other-base')
+      .trim()
+      .split('\n')
+      .forEach((line, i) => {
+        const p = JSON.parse(line) as { probabilities: Record<string, number> };
+        for (const label of result.labels)
+          expect(Math.abs(p.probabilities[label]! - onOtherPredicted[i]!.probabilities[label]!)).toBeLessThan(1e-6);
+      });
     original.dispose();
     result.classifier.dispose();
   });

@@ -4,7 +4,7 @@
  * encoder signatures, hidden sizes, and every bad input of the foundation issue.
  */
 import { createHash } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +14,17 @@ import type { PredictOptions } from '../lib/classification/classifier.js';
 import { gatherRows, INFERENCE_CHUNK } from '../lib/data/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data/data.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
-import { type Classifier, evaluate, loadClassifier, predict, pretrain, train } from '../lib/index.js';
+import {
+  Classifier,
+  evaluate,
+  exportAdapterHub,
+  exportHuggingFace,
+  loadClassifier,
+  predict,
+  pretrain,
+  promptClassifier,
+  train,
+} from '../lib/index.js';
 import type { EpochMetrics, PredictEvent, TrainOptions } from '../lib/training/options.js';
 import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, repoRoot, runPython } from './fixtures.js';
 
@@ -506,6 +516,38 @@ describe('option names', () => {
       "InputError: pretrain() has no option 'lineBylIne': did you mean 'lineByLine'?",
     );
   });
+
+  it("the other entry points' misspelt options are refused before any file is read, naming the one meant; nothing written", async () => {
+    // Before: exportAdapterHub({ nmae }) named the adapter torch_bert, loadClassifier({ devcie: 'cuda' })
+    // ran on the CPU, exportHuggingFace({ head: 4 }) took the heads from elsewhere, without a word.
+    const missing = join(work, 'no-such-classifier');
+    const out = join(work, 'not-written');
+    const refusal = (call: () => Promise<unknown>) =>
+      call().then(
+        () => 'ran',
+        (err: Error) => `${err.name}: ${err.message}`,
+      );
+    const prompt = { model: missing, template: '{text} [MASK]', verbalizer: ['a=good', 'b=bad'] };
+    expect(await refusal(() => promptClassifier({ ...prompt, maxLenght: 32 } as never))).toBe(
+      "InputError: promptClassifier() has no option 'maxLenght': did you mean 'maxLength'?",
+    );
+    expect(await refusal(() => loadClassifier(missing, { devcie: 'cpu' } as never))).toBe(
+      "InputError: loadClassifier() has no option 'devcie': did you mean 'device'?",
+    );
+    expect(await refusal(() => Classifier.loadAdapters(missing, { encoder: missing, allowOtherbase: true } as never))).toBe(
+      "InputError: Classifier.loadAdapters() has no option 'allowOtherbase': did you mean 'allowOtherBase'?",
+    );
+    expect(await refusal(() => Classifier.loadAdapters(missing, { base: missing } as never))).toBe(
+      'InputError: Classifier.loadAdapters(dir, { encoder }): encoder names the base the run was trained on (a folder, Hub id or TorchScript file)',
+    );
+    expect(await refusal(() => exportHuggingFace({ classifier: missing, out, head: 4 } as never))).toBe(
+      "InputError: exportHuggingFace() has no option 'head': did you mean 'heads'?",
+    );
+    expect(await refusal(() => exportAdapterHub({ classifier: missing, out, nmae: 'sentiment' } as never))).toBe(
+      "InputError: exportAdapterHub() has no option 'nmae': did you mean 'name'?",
+    );
+    expect(existsSync(out)).toBe(false);
+  });
 });
 
 describe('labels that are probably a mistake', () => {
@@ -834,6 +876,16 @@ describe('bad input gets a clear error and loses nothing', () => {
     await expect(train({ ...base(), data: { texts: ['a', 'b'], pairs: ['c', 'd'], labels: [0, 1] } })).rejects.toThrow(
       `data.pairs ${tail}`,
     );
+    unchanged();
+  });
+  it('pooling, headHidden or dropout with the prompt head', async () => {
+    // Before: trained with the MLM head on the mask row all the same, and config.json recorded pooling 'mean'.
+    const prompt = { head: 'prompt', template: '{text} It was [MASK].', verbalizer: ['negative=bad', 'positive=good'] } as const;
+    const tail =
+      "cannot be used with head 'prompt': it scores the label words with the checkpoint's MLM head at the mask token's row; leave them out (they shape head 'mlp')";
+    const { headHidden: _, ...promptBase } = base();
+    await refused(train({ ...promptBase, ...prompt, pooling: 'mean' }), InputError, `pooling 'mean' ${tail}`);
+    await refused(train({ ...promptBase, ...prompt, headHidden: 64, dropout: 0.2 }), InputError, `headHidden, dropout ${tail}`);
     unchanged();
   });
   it('class weights that give every class of the training data weight 0', async () => {

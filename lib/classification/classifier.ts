@@ -37,7 +37,14 @@ import type { ExportFamily } from '../models/export-family.js';
 import { checkModelInputs, tokenTypesFed } from '../models/model-checks.js';
 import type { HeadKind } from '../models/sequence-classification.js';
 import { type ClassificationMetrics, classificationMetrics } from '../training/metrics.js';
-import { checkInteger, type Device, type Pooling, type PredictEvent, type ResolvedAdapterOptions } from '../training/options.js';
+import {
+  checkInteger,
+  checkOptionNames,
+  type Device,
+  type Pooling,
+  type PredictEvent,
+  type ResolvedAdapterOptions,
+} from '../training/options.js';
 import { bottleneckSpec } from '../training/trainable.js';
 import { STATE_DIR } from '../training/training-state.js';
 
@@ -103,6 +110,20 @@ export interface EvaluationResult {
   /** Predicted class id per example, in input order. */
   predictions: Int32Array;
 }
+
+export interface LoadAdaptersOptions {
+  /** The base encoder: a TorchScript file, a Hugging Face model folder or a Hub id (as `train()`'s `encoder`). */
+  encoder: string;
+  device?: Device;
+  /**
+   * Build on an encoder whose weights are not those the run was trained on (config.json's
+   * fingerprint, base-weights.ts), e.g. a base continued since; refused by default (`OTHER_BASE`).
+   */
+  allowOtherBase?: boolean;
+}
+
+/** Classifier.loadAdapters' option names (plain JavaScript's misspelt keys: options.ts checkOptionNames). */
+const LOAD_ADAPTERS_OPTION_NAMES = Object.keys({ encoder: 1, device: 1, allowOtherBase: 1 } satisfies Record<keyof LoadAdaptersOptions, 1>);
 
 export interface EvaluationOptions {
   batchSize?: number;
@@ -330,6 +351,7 @@ export class Classifier {
         `loadClassifier(dir): dir must be the path of a folder torch-bert train wrote; got ${dir === '' ? "''" : typeof dir}`,
       );
     }
+    checkOptionNames('loadClassifier()', options, ['device']);
     for (let attempt = 1; ; attempt++) {
       const loaded = await Classifier.loadOnce(dir, options);
       if (loaded) return loaded;
@@ -386,19 +408,13 @@ export class Classifier {
    * adapters stay separate from the weights, e.g. to swap adapters on one base encoder). A prompt
    * run (`head: 'prompt'`) is rebuilt on the base folder's MLM head, with its recorded prompt.
    */
-  static async loadAdapters(
-    dir: string,
-    options: {
-      /** The base encoder: a TorchScript file, a Hugging Face model folder or a Hub id (as `train()`'s `encoder`). */
-      encoder: string;
-      device?: Device;
-      /**
-       * Build on an encoder whose weights are not those the run was trained on (config.json's
-       * fingerprint, base-weights.ts), e.g. a base continued since; refused by default (`OTHER_BASE`).
-       */
-      allowOtherBase?: boolean;
-    },
-  ): Promise<Classifier> {
+  static async loadAdapters(dir: string, options: LoadAdaptersOptions): Promise<Classifier> {
+    if (typeof options?.encoder !== 'string') {
+      throw new InputError(
+        `Classifier.loadAdapters(dir, { encoder }): encoder names the base the run was trained on (a folder, Hub id or TorchScript file)`,
+      );
+    }
+    checkOptionNames('Classifier.loadAdapters()', options, LOAD_ADAPTERS_OPTION_NAMES);
     const { config, configPath } = await readClassifierConfig(dir);
     const lora = config.hyperparameters.lora as { rank: number; alpha: number; dropout: number; targets: string[] } | undefined;
     const adapter = config.hyperparameters.adapter as ResolvedAdapterOptions | undefined;

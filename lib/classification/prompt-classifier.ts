@@ -16,7 +16,7 @@ import { InputError } from '../addon/errors.js';
 import { loadBinding, packageVersion } from '../addon/loader.js';
 import { PromptEncoder, promptSpec, type VerbalizerSpec } from '../data/prompt-template.js';
 import { type LoadedEncoder, loadEncoderSource } from '../models/encoder-source.js';
-import type { Device } from '../training/options.js';
+import { checkOptionNames, type Device } from '../training/options.js';
 import { Classifier, type ClassifierConfig, resolveDevice } from './classifier.js';
 
 export interface PromptClassifierOptions {
@@ -33,7 +33,28 @@ export interface PromptClassifierOptions {
   tokenizer?: string;
 }
 
-/** The MLM head, mask token and prompt of a loaded encoder, checked; throws a clear InputError where prompting cannot work. */
+/** promptClassifier's option names (plain JavaScript's misspelt keys: options.ts checkOptionNames). */
+const PROMPT_CLASSIFIER_OPTION_NAMES = Object.keys({
+  model: 1,
+  template: 1,
+  verbalizer: 1,
+  maxLength: 1,
+  device: 1,
+  tokenizer: 1,
+} satisfies Record<keyof PromptClassifierOptions, 1>);
+
+/** The refusal of a TorchScript encoder for prompting (loadEncoderSource's refuseTorchScript, before its tokenizer and max length are asked for). */
+export function noMlmHeadInTorchScript(file: string): InputError {
+  return new InputError(
+    `prompting needs the model's masked-language-model head, and ${file} is a TorchScript encoder, which carries none: name a Hugging Face folder or Hub id whose checkpoint has it (…ForMaskedLM, …ForPreTraining)`,
+    { code: 'NO_MLM_HEAD' },
+  );
+}
+
+/**
+ * The MLM head, mask token and prompt of a loaded encoder, checked; throws a clear InputError where
+ * prompting cannot work (a TorchScript file was refused at its load: noMlmHeadInTorchScript).
+ */
 export async function preparePrompt(
   loaded: LoadedEncoder,
   template: string,
@@ -41,9 +62,7 @@ export async function preparePrompt(
 ): Promise<{ mlmHead: NativeScriptModule; prompt: PromptEncoder }> {
   if (loaded.mlmHead === null) {
     throw new InputError(
-      loaded.source.kind === 'torchscript'
-        ? `prompting needs the model's masked-language-model head, and ${loaded.description} is a TorchScript encoder, which carries none: name a Hugging Face folder or Hub id whose checkpoint has it (…ForMaskedLM, …ForPreTraining)`
-        : `prompting needs the model's masked-language-model head, and the checkpoint of ${loaded.description} has none (no cls.predictions.* / lm_head.* / vocab_transform, vocab_projector): use a …ForMaskedLM or …ForPreTraining checkpoint`,
+      `prompting needs the model's masked-language-model head, and the checkpoint of ${loaded.description} has none (no cls.predictions.* / lm_head.* / vocab_transform, vocab_projector): use a …ForMaskedLM or …ForPreTraining checkpoint`,
       { code: 'NO_MLM_HEAD' },
     );
   }
@@ -55,6 +74,7 @@ export async function preparePrompt(
 /** A zero-shot prompt classifier: `predict` and `evaluate` as a trained classifier's (see the top). */
 export async function promptClassifier(options: PromptClassifierOptions): Promise<Classifier> {
   if (typeof options?.model !== 'string') throw new InputError('promptClassifier: model must be a model folder or Hub id');
+  checkOptionNames('promptClassifier()', options, PROMPT_CLASSIFIER_OPTION_NAMES);
   const binding = loadBinding();
   const device = resolveDevice(options.device);
   const loaded = await loadEncoderSource(options.model, {
@@ -63,6 +83,7 @@ export async function promptClassifier(options: PromptClassifierOptions): Promis
     maxLength: options.maxLength,
     fallbackMaxLength: 128,
     mlmHead: true,
+    refuseTorchScript: noMlmHeadInTorchScript,
   });
   let built: BuiltClassifier;
   let prompt: PromptEncoder;

@@ -107,7 +107,7 @@ import {
 } from '../training/training-state.js';
 import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
-import { preparePrompt } from './prompt-classifier.js';
+import { noMlmHeadInTorchScript, preparePrompt } from './prompt-classifier.js';
 
 export { resolveTrainOptions } from '../training/options.js';
 
@@ -536,6 +536,7 @@ async function loadAndRead(opts: ResolvedTrainOptions, binding: NativeBinding, o
     maxLength: options.maxLength,
     fallbackMaxLength: DEFAULTS.maxLength,
     mlmHead: opts.head === 'prompt',
+    refuseTorchScript: opts.head === 'prompt' ? noMlmHeadInTorchScript : undefined,
     signal: opts.signal,
     onDownload: downloadEvents(opts.onProgress),
   });

@@ -16,6 +16,18 @@ export const PROMPT_HELP = `  or, zero-shot (LM-BFF: a class's probability is th
   --max-length N           tokens per example, template included (the folder's)
   --tokenizer FILE.json    instead of the folder's own`;
 
+/** --base: a lora or adapter run built from its small files (Classifier.loadAdapters). */
+export const BASE_HELP = `  --base MODEL             with --classifier DIR of a lora or adapter run: build it from its small
+                           files (adapters.pt, head.pt) on the base encoder it was trained on
+                           (Classifier.loadAdapters; DIR/classifier.pt is not read)
+  --allow-other-base       with --base: build on a base whose weights are not those the run was
+                           trained on (refused by default: the adapters would predict wrongly)`;
+
+export const BASE_OPTIONS: Options = {
+  base: { type: 'string' },
+  'allow-other-base': { type: 'boolean' },
+};
+
 export const PROMPT_OPTIONS: Options = {
   model: { type: 'string' },
   template: { type: 'string' },
@@ -24,7 +36,7 @@ export const PROMPT_OPTIONS: Options = {
   tokenizer: { type: 'string' },
 };
 
-/** --classifier DIR, or a zero-shot prompt classifier from --model, --template and --verbalizer. */
+/** --classifier DIR (with --base: from its small files), or a zero-shot prompt classifier from --model, --template and --verbalizer. */
 export async function openClassifier(values: Record<string, unknown>, command: string): Promise<Classifier> {
   const device = values.device as Device | undefined;
   if (values.model === undefined) {
@@ -33,9 +45,13 @@ export async function openClassifier(values: Record<string, unknown>, command: s
       if (values[flag] !== undefined)
         throw new UsageError(`${command}: --${flag} goes with --model (a zero-shot prompt), not --classifier`);
     }
+    const allowOtherBase = values['allow-other-base'] as boolean | undefined;
+    if (allowOtherBase && values.base === undefined) throw new UsageError(`${command}: --allow-other-base goes with --base`);
+    if (values.base !== undefined) return Classifier.loadAdapters(dir, { encoder: values.base as string, device, allowOtherBase });
     return Classifier.load(dir, { device });
   }
   if (values.classifier !== undefined) throw new UsageError(`${command}: give --classifier or --model, not both`);
+  if (values.base !== undefined) throw new UsageError(`${command}: --base goes with --classifier (a lora or adapter run), not --model`);
   const template = values.template as string | undefined;
   const verbalizer = values.verbalizer as string[] | undefined;
   if (template === undefined || verbalizer === undefined) {

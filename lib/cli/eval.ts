@@ -1,12 +1,13 @@
 /** `torch-bert eval`: loss and metrics of a classifier on labelled data. */
 import { formatMetricsTable } from '../training/metrics.js';
 import { numberOption, parseCommandArgs, requireFiles } from './args.js';
-import { openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
+import { BASE_HELP, BASE_OPTIONS, openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
 import { predictPrinter } from './output.js';
 
 export const EVAL_HELP = `torch-bert eval — loss and accuracy of a saved classifier, or of a zero-shot prompt, on labelled data
 
   --classifier DIR         directory written by 'torch-bert train'
+${BASE_HELP}
 ${PROMPT_HELP}
   --data FILE.csv          labelled data (repeatable: files read as one)
   --text-column NAME       (the one the classifier was trained on, else text)
@@ -21,6 +22,7 @@ export async function commandEval(argv: string[]): Promise<void> {
     args: argv,
     options: {
       ...PROMPT_OPTIONS,
+      ...BASE_OPTIONS,
       'text-pair-column': { type: 'string' },
       classifier: { type: 'string' },
       data: { type: 'string', multiple: true },

@@ -2,7 +2,7 @@
 import type { Classifier } from '../classification/classifier.js';
 import { loadExamples } from '../data/data.js';
 import { numberOption, parseCommandArgs, requireFiles, UsageError } from './args.js';
-import { openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
+import { BASE_HELP, BASE_OPTIONS, openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
 import { predictionTable, predictPrinter } from './output.js';
 
 export const PREDICT_HELP = `torch-bert predict — classify texts with a saved classifier, or zero-shot with a prompt
@@ -10,19 +10,26 @@ export const PREDICT_HELP = `torch-bert predict — classify texts with a saved 
   torch-bert predict --classifier DIR [--json] TEXT...
   torch-bert predict --classifier DIR [--json] --data FILE.csv [--text-column NAME]
   torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
+${BASE_HELP}
 ${PROMPT_HELP}
   --data FILE.csv          the texts instead of TEXT... (repeatable: files read as one; a label
                            column, if any, is ignored)
   --text-column NAME       (the one the classifier was trained on, else text)
+  --text-pair-column NAME  with --data: the second text ({text_b}) of each example (the one the
+                           classifier was trained on)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
   --json                   one JSON object per line: {"text","label","probabilities"}`;
 
-/** predict --data's texts: its --text-column, else the column the classifier was trained on, else `text`. */
-async function textsOf(values: Record<string, unknown>, classifier: Classifier): Promise<string[]> {
+/**
+ * predict --data's texts: its --text-column, else the column the classifier was trained on, else
+ * `text`; and their second texts, from --text-pair-column, else the classifier's pair column.
+ */
+async function textsOf(values: Record<string, unknown>, classifier: Classifier): Promise<{ texts: string[]; pairs?: string[] }> {
   const csv = requireFiles(values, 'data', 'predict');
   const textColumn = (values['text-column'] as string | undefined) ?? classifier.config.textColumn;
-  return (await loadExamples({ csv, textColumn }, { labelsRequired: false })).texts;
+  const textPairColumn = (values['text-pair-column'] as string | undefined) ?? classifier.config.textPairColumn;
+  return loadExamples({ csv, textColumn, textPairColumn }, { labelsRequired: false });
 }
 
 export async function commandPredict(argv: string[]): Promise<void> {
@@ -30,9 +37,11 @@ export async function commandPredict(argv: string[]): Promise<void> {
     args: argv,
     options: {
       ...PROMPT_OPTIONS,
+      ...BASE_OPTIONS,
       classifier: { type: 'string' },
       data: { type: 'string', multiple: true },
       'text-column': { type: 'string' },
+      'text-pair-column': { type: 'string' },
       'batch-size': { type: 'string' },
       device: { type: 'string' },
       json: { type: 'boolean' },
@@ -44,10 +53,13 @@ export async function commandPredict(argv: string[]): Promise<void> {
   if (values.help) return void console.log(PREDICT_HELP);
   if ((positionals.length === 0) === (values.data === undefined))
     throw new UsageError("predict: give at least one TEXT, or --data FILE.csv, not both (see 'torch-bert predict --help')");
+  if (values['text-pair-column'] !== undefined && values.data === undefined)
+    throw new UsageError('predict: --text-pair-column goes with --data (a TEXT argument is one text)');
   const classifier = await openClassifier(values, 'predict');
   try {
-    const texts = values.data ? await textsOf(values, classifier) : positionals;
+    const { texts, pairs } = values.data ? await textsOf(values, classifier) : { texts: positionals, pairs: undefined };
     const predictions = await classifier.predict(texts, {
+      pairs,
       batchSize: numberOption(values, 'batch-size'),
       // Given as TEXT, the texts are few: their predictions come at once.
       onProgress: values.data ? predictPrinter(!values.json) : undefined,

@@ -11,6 +11,9 @@ import { checkFilesNamedOnce, checkNotJson, DEFAULT_TEXT_COLUMN, readCsv, readTe
 import { type MaskingOptions, type MaskingVocabulary, maskExample } from './mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 
+/** A data file read as CSV (its textColumn), not as a document per line: by its extension. */
+export const isCsvFile = (file: string): boolean => file.toLowerCase().endsWith('.csv');
+
 /**
  * The non-blank texts of every file in order: a `.csv` file's `textColumn`, or each line of any
  * other file (run_mlm.py's line-by-line reading drops empty and whitespace-only texts).
@@ -21,7 +24,7 @@ export async function readPretrainingTexts(files: readonly string[], textColumn 
   const texts: string[] = [];
   for (const file of files) {
     checkNotJson(file);
-    if (file.toLowerCase().endsWith('.csv')) {
+    if (isCsvFile(file)) {
       // Blank, as a text file's blank lines: a row of special tokens alone, with nothing to mask.
       texts.push(...(await readCsv(file, { textColumn, labelsRequired: false })).texts.filter((t) => t.trim().length > 0));
       continue;

@@ -202,9 +202,9 @@ export class PromptEncoder {
   private roomForTexts(pairs: readonly string[] | null, maxLength: number): number {
     if (this.pair && pairs === null) {
       throw new InputError(
-        // Each way in takes the second texts its own way; `torch-bert predict` has no flag for them.
+        // Each way in takes the second texts its own way.
         'the template has {text_a} and {text_b}: give a second text for each example (train, evaluate, torch-bert eval: ' +
-          'textPairColumn / --text-pair-column; predict(texts, { pairs }); the torch-bert predict command takes single texts only)',
+          'textPairColumn / --text-pair-column; predict(texts, { pairs }); torch-bert predict: --data with --text-pair-column)',
         {
           code: 'TEMPLATE_PLACEHOLDERS',
         },

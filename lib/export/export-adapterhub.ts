@@ -43,7 +43,7 @@ import { type Float32Entry, torchSaveBytes } from '../files/torch-save.js';
 import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizerText } from '../models/export-family.js';
 import { transformersNames } from '../models/hf-config.js';
 import { BASE_PREFIX } from '../models/sequence-classification.js';
-import type { ResolvedAdapterOptions } from '../training/options.js';
+import { checkOptionNames, type ResolvedAdapterOptions } from '../training/options.js';
 import { classifierParts, type RecordedEncoder, recordedEncoder } from './export.js';
 
 export const ADAPTERHUB_CONFIG_FILE = 'adapter_config.json';
@@ -64,6 +64,9 @@ export interface AdapterHubExportOptions {
   /** The adapter's (and head's) name in AdapterHub: `adapters.{name}.` in its keys. Default 'torch_bert'. */
   name?: string;
 }
+
+/** exportAdapterHub's option names (plain JavaScript's misspelt keys: options.ts checkOptionNames). */
+const ADAPTERHUB_EXPORT_OPTION_NAMES = Object.keys({ classifier: 1, out: 1, name: 1 } satisfies Record<keyof AdapterHubExportOptions, 1>);
 
 export interface AdapterHubExportResult {
   out: string;
@@ -315,6 +318,7 @@ function checkedName(options: AdapterHubExportOptions): string {
   if (!options || typeof options.classifier !== 'string' || typeof options.out !== 'string') {
     throw new InputError('exportAdapterHub({ classifier, out }): both are paths');
   }
+  checkOptionNames('exportAdapterHub()', options, ADAPTERHUB_EXPORT_OPTION_NAMES);
   const name = options.name ?? 'torch_bert';
   if (!/^[A-Za-z0-9_-]+$/.test(name)) {
     throw new InputError(`adapter name '${name}' must be letters, digits, '_' or '-' (it becomes part of AdapterHub's key names)`);

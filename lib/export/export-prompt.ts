@@ -49,7 +49,7 @@ const HEAD_NAMES: Record<EncoderFamily, { transform: Array<[string, string]>; we
 
 /**
  * The base model's tokenizer companions, copied when present (tokenizer.json is the classifier's;
- * tokenizer_config.json is the base's with the classifier's length).
+ * tokenizer_config.json is the base's, completed from the tokenizer, with the classifier's length).
  */
 const TOKENIZER_FILES = [SPECIAL_TOKENS_MAP_FILE, VOCAB_TXT, 'vocab.json', 'merges.txt'];
 
@@ -158,8 +158,19 @@ async function writeMaskedLmWeights(classifier: Classifier, dir: string, baseDir
   return family;
 }
 
-/** The base's tokenizer companions, the classifier's tokenizer.json, and the base's tokenizer_config.json at `maxLength`. */
-async function writeTokenizerFiles(dir: string, baseDir: string, maxLength: number, folder: StagedFolder): Promise<void> {
+/**
+ * The base's tokenizer companions, the classifier's tokenizer.json, and the base's
+ * tokenizer_config.json at `maxLength`, what it leaves out taken from `described` (the default
+ * export's description of the tokenizer: a base folder without the file left the casing to
+ * transformers' default, which lowercases).
+ */
+async function writeTokenizerFiles(
+  dir: string,
+  baseDir: string,
+  maxLength: number,
+  described: Record<string, unknown>,
+  folder: StagedFolder,
+): Promise<void> {
   for (const file of TOKENIZER_FILES) {
     if (existsSync(join(baseDir, file))) await copyFile(join(baseDir, file), folder.file(file));
   }
@@ -169,7 +180,7 @@ async function writeTokenizerFiles(dir: string, baseDir: string, maxLength: numb
   const baseTokenizerConfig = ((await readJson(join(baseDir, TOKENIZER_CONFIG_FILE), false)) ?? {}) as Record<string, unknown>;
   await writeFile(
     folder.file(TOKENIZER_CONFIG_FILE),
-    JSON.stringify({ ...baseTokenizerConfig, model_max_length: maxLength }, null, 2) + '\n',
+    JSON.stringify({ ...described, ...baseTokenizerConfig, model_max_length: maxLength }, null, 2) + '\n',
   );
 }
 
@@ -202,18 +213,20 @@ function maskedLmConfig(
  * Writes `classifier` (a prompt classifier loaded from `dir`) into `folder` as a ForMaskedLM
  * folder (the weights, the base's tokenizer files, the classifier's tokenizer.json); returns the
  * config.json for the caller to write. `recordedDir`, `recordedConfig`: the base folder and its
- * config.json as the classifier recorded them.
+ * config.json as the classifier recorded them; `describeTokenizer`: the default export's
+ * tokenizer_config.json fields for the family, which fill in what the base's leaves out.
  */
 export async function writePromptExport(
   classifier: Classifier,
   dir: string,
   recordedDir: string | null,
   recordedConfig: Record<string, unknown> | null,
+  describeTokenizer: (family: EncoderFamily) => Record<string, unknown>,
   folder: StagedFolder,
   source: Record<string, unknown>,
 ): Promise<{ family: EncoderFamily; config: Record<string, unknown> }> {
   const { baseDir, baseConfig } = requireBase(dir, recordedDir, recordedConfig);
   const family = await writeMaskedLmWeights(classifier, dir, baseDir, folder);
-  await writeTokenizerFiles(dir, baseDir, classifier.config.maxLength, folder);
+  await writeTokenizerFiles(dir, baseDir, classifier.config.maxLength, describeTokenizer(family), folder);
   return { family, config: maskedLmConfig(baseConfig, family, classifier.config, source) };
 }

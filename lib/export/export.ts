@@ -25,6 +25,7 @@ import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRober
 import { type TransformersNames, transformersNames } from '../models/hf-config.js';
 import { MODEL_FILE, SAFETENSORS_METADATA, TOKENIZER_CONFIG_FILE } from '../models/model-folder.js';
 import { BASE_PREFIX, sequenceClassificationKeys } from '../models/sequence-classification.js';
+import { checkOptionNames } from '../training/options.js';
 import {
   ADAPTER_CONFIG_FILE,
   ADAPTER_DIR,
@@ -51,6 +52,9 @@ export interface ExportOptions {
    */
   heads?: number;
 }
+
+/** exportHuggingFace's option names (plain JavaScript's misspelt keys: options.ts checkOptionNames). */
+const EXPORT_OPTION_NAMES = Object.keys({ classifier: 1, out: 1, heads: 1 } satisfies Record<keyof ExportOptions, 1>);
 
 export interface ExportResult {
   out: string;
@@ -412,15 +416,22 @@ function writeWeights(plan: ExportPlan, folder: StagedFolder): void {
   }
 }
 
-/** tokenizer_config.json: the fast tokenizer's class, its casing and special tokens, and the length the classifier was trained with. */
+/** tokenizer_config.json: the tokenizer's description, and the length the classifier was trained with. */
 function tokenizerConfig(plan: ExportPlan): Record<string, unknown> {
+  // `truncation=True` then cuts as the classifier did.
+  return { ...tokenizerDescription(plan.facts, plan.names), model_max_length: plan.config.maxLength };
+}
+
+/**
+ * What tokenizer_config.json says of a tokenizer.json for transformers to load it as trained: the
+ * model's own fast class, its casing (a BertTokenizerFast told nothing lowercases, rewriting a cased
+ * normalizer) and its special tokens.
+ */
+function tokenizerDescription(facts: TokenizerFacts, names: TransformersNames): Record<string, unknown> {
   return {
-    // The model's own class, so that its tokenizer.json loads as trained.
-    tokenizer_class: plan.names.className('TokenizerFast'),
-    ...(plan.facts.lowercase !== null ? { do_lower_case: plan.facts.lowercase } : {}),
-    // `truncation=True` then cuts as the classifier did.
-    model_max_length: plan.config.maxLength,
-    ...plan.facts.special,
+    tokenizer_class: names.className('TokenizerFast'),
+    ...(facts.lowercase !== null ? { do_lower_case: facts.lowercase } : {}),
+    ...facts.special,
   };
 }
 
@@ -478,8 +489,10 @@ async function exportPrompt(classifier: Classifier, dir: string, out: string): P
   const recorded = await recordedEncoder(config);
   const encoderSource = (config.encoder as { source?: { kind?: string; dir?: unknown } } | undefined)?.source;
   const baseDir = encoderSource?.kind === 'folder' && typeof encoderSource.dir === 'string' ? encoderSource.dir : null;
+  const facts = tokenizerFacts(JSON.parse(await readFile(join(dir, TOKENIZER_FILE), 'utf8')) as Record<string, unknown>);
+  const tokenizer = (family: ExportFamily) => tokenizerDescription(facts, transformersNames(family, recorded.modelType));
   return writeFolder(out, async (folder) => {
-    const written = await writePromptExport(classifier, dir, baseDir, recorded.hfConfig, folder, {
+    const written = await writePromptExport(classifier, dir, baseDir, recorded.hfConfig, tokenizer, folder, {
       classifier: resolve(dir),
       classifierSha256: config.classifierSha256 ?? null,
       baseModel: recorded.baseModel,
@@ -503,6 +516,7 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
   if (!options || typeof options.classifier !== 'string' || typeof options.out !== 'string') {
     throw new InputError('exportHuggingFace({ classifier, out }): both are paths');
   }
+  checkOptionNames('exportHuggingFace()', options, EXPORT_OPTION_NAMES);
   const dir = options.classifier;
   const out = resolve(options.out);
   await checkOut(out);

@@ -57,7 +57,7 @@ export function checkSameBase(
     `${where.encoder} is not the base encoder ${where.dir} was trained on: ${missing} of the ${saved.size} weight tensors ` +
       `recorded in ${where.configPath} (encoder.weightDigests) are not among its own. Name the encoder the run was trained ` +
       `on (${where.trainedOn}), not a merged export or another checkpoint (or, to apply them to another base on purpose, ` +
-      'allowOtherBase: true)',
+      'allowOtherBase: true / --allow-other-base)',
     { file: where.configPath, code: 'OTHER_BASE' },
   );
 }

@@ -97,6 +97,12 @@ export interface EncoderLoadOptions {
    * transformers does (mlm-head-init.ts), drawn from this seed; without it, `mlmHead` is null.
    */
   initialiseMlmHead?: { seed: number };
+  /**
+   * The error for a TorchScript file, where the caller cannot use one (pretraining, prompting):
+   * thrown before the file's tokenizer or max length is asked for, which would send the user to
+   * fix those first.
+   */
+  refuseTorchScript?: (file: string) => Error;
   signal?: AbortSignal;
   onDownload?: (progress: DownloadProgress) => void;
 }
@@ -108,6 +114,7 @@ export async function loadEncoderSource(spec: string, options: EncoderLoadOption
     signal: options.signal,
     onProgress: options.onDownload,
   });
+  if (source.kind === 'torchscript' && options.refuseTorchScript) throw options.refuseTorchScript(source.file);
   return source.kind === 'torchscript' ? loadTorchScript(source.file, options) : loadFolder(source, options);
 }
 

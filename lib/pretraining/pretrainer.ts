@@ -23,7 +23,7 @@ import { AbortError, asAbortError, InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches } from '../data/batching.js';
-import { groupTexts, lineByLine, maskedBatch, readPretrainingTexts } from '../data/mlm-data.js';
+import { groupTexts, isCsvFile, lineByLine, maskedBatch, readPretrainingTexts } from '../data/mlm-data.js';
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from '../data/mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from '../data/tokenizer.js';
 import { ensureWritableDir, HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
@@ -205,6 +205,12 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   if (!(mlmProbability > 0 && mlmProbability < 1)) throw new InputError(`mlmProbability must be in (0, 1); got ${mlmProbability}`);
   if (typeof spec !== 'string' || spec === '')
     throw new InputError('pretrain(): `model` (a Hugging Face model folder or Hub id) is required');
+  const files = dataFiles(data);
+  if (textColumn !== undefined && !files.some(isCsvFile)) {
+    throw new InputError(
+      `pretrain(): textColumn '${textColumn}' names a CSV column, and no data file is a .csv file (the others are read a document per line): leave textColumn out`,
+    );
+  }
   const opts = resolveTrainOptions({
     ...PRETRAIN_DEFAULTS,
     ...Object.fromEntries(Object.entries(rest).filter(([k, v]) => v !== undefined && k !== 'mlmProbability')),
@@ -216,7 +222,7 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   if (!outDir) throw new InputError('pretrain(): `outDir` is required (the pretrained model is a folder)');
   const binding = loadBinding();
   opts.signal?.throwIfAborted();
-  const run = { spec, data, textColumn, byLine, wholeWordMask, mlmProbability, outDir };
+  const run = { spec, data: files, textColumn, byLine, wholeWordMask, mlmProbability, outDir };
   // Data-parallel (distributed.ts): joined first, threads per rank, left at the end, as train().
   return runAsRank(binding, opts, (dist) => {
     // Rank 0 alone reports progress (and writes: see the keeper's hooks below).
@@ -225,10 +231,25 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   });
 }
 
+/**
+ * `data` as its list of files, checked before the model loads: train()'s other shapes
+ * (`{ csv, textColumn }`, `{ texts, labels }`) are not pretrain()'s, and failed as 'data is not iterable'.
+ */
+function dataFiles(data: unknown): readonly string[] {
+  const files = typeof data === 'string' ? [data] : data;
+  if (!Array.isArray(files) || files.some((f) => typeof f !== 'string' || f === '')) {
+    throw new InputError(
+      'pretrain(): `data` is a file path or a list of them: text files (one document per line) or CSV files (their textColumn); ' +
+        `texts in memory are not taken: write them to a file, one per line (got ${JSON.stringify(data)?.slice(0, 80) ?? String(data)})`,
+    );
+  }
+  return files;
+}
+
 /** What pretrain() read of its options beyond train()'s. */
 interface PretrainRun {
   spec: string;
-  data: string | readonly string[];
+  data: readonly string[];
   textColumn: string | undefined;
   byLine: boolean;
   wholeWordMask: boolean;
@@ -469,16 +490,15 @@ async function loadAndRead(
     fallbackMaxLength: DEFAULTS.maxLength,
     mlmHead: true,
     initialiseMlmHead: { seed: opts.seed },
+    refuseTorchScript: (file) =>
+      new InputError(`pretrain(): ${file} is a TorchScript file; pretraining needs a Hugging Face model folder or Hub id`),
     signal: opts.signal,
     onDownload: downloadEvents(opts.onProgress),
   });
   disposables.push(loaded.module);
-  if (!loaded.mlmHead || loaded.source.kind !== 'folder') {
-    throw new InputError(
-      `pretrain(): ${loaded.description} is a TorchScript file; pretraining needs a Hugging Face model folder or Hub id`,
-    );
-  }
-  disposables.push(loaded.mlmHead);
+  // A folder's MLM head: its checkpoint's, or initialised (initialiseMlmHead).
+  const mlmHead = loaded.mlmHead!;
+  disposables.push(mlmHead);
   const words = loaded.tokenizer.maskingVocabulary();
   const vocab: MaskingVocabulary = {
     // null when the tokenizer has no mask token: maskToken() then throws its own message (tokenizer.ts, the one rule).
@@ -487,12 +507,12 @@ async function loadAndRead(
     specialIds: words.specialIds,
     continuesWord: wordContinuation(words.tokens, words.byteLevel),
   };
-  const texts = await readPretrainingTexts(typeof data === 'string' ? [data] : [...data], textColumn);
+  const texts = await readPretrainingTexts(data, textColumn);
   const held = Math.max(1, Math.floor(texts.length * opts.validationSplit));
   if (texts.length - held < 1)
     throw new InputError(`pretrain(): ${texts.length} text(s) leave none to train on after the validation split`);
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
-  return { loaded, mlmHead: loaded.mlmHead, vocab, texts, held, saved };
+  return { loaded, mlmHead, vocab, texts, held, saved };
 }
 
 /** The masked-language task: each row masked by (seed, epoch, row), the head on the masked rows, loss over the masked tokens. */

@@ -676,6 +676,18 @@ function checkHeadOptions(options: TrainOptions, resolved: ResolvedTrainOptions)
       throw new InputError("head 'prompt' needs a template (e.g. '{text} It was [MASK].') and a verbalizer (['label=word', ...])");
     }
     if (resolved.technique === 'adapter') throw new InputError("head 'prompt' trains with technique 'full', 'lora' or 'frozen'");
+    // The prompt head is the MLM head on the mask token's row: these would be recorded, not used.
+    const unused = [
+      resolved.pooling === 'mean' ? "pooling 'mean'" : null,
+      options.headHidden !== undefined ? 'headHidden' : null,
+      options.dropout !== undefined ? 'dropout' : null,
+    ].filter((name) => name !== null);
+    if (unused.length > 0) {
+      throw new InputError(
+        `${unused.join(', ')} cannot be used with head 'prompt': it scores the label words with the checkpoint's MLM head ` +
+          "at the mask token's row; leave them out (they shape head 'mlp')",
+      );
+    }
   } else if (resolved.template !== undefined || resolved.verbalizer !== undefined) {
     throw new InputError("template and verbalizer go with head 'prompt'");
   } else if (secondTexts(options) !== null) {
