@@ -66,6 +66,8 @@ function sayError(said: string, err: unknown): void {
 async function main(args: string[]): Promise<number> {
   const { verbose, argv } = takeVerbose(joinNegativeValues(args));
   const [command, ...rest] = argv;
+  // `torch-bert help train` as `torch-bert train --help`.
+  if (command === 'help' && rest.length === 1 && rest[0]! in COMMANDS) return main([rest[0]!, '--help']);
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     console.log(USAGE);
     return command ? 0 : 2;

@@ -290,6 +290,24 @@ describe('exportAdapterHub', () => {
     }
   });
 
+  it('a classifier whose encoder is no recorded Hugging Face model (a TorchScript file) writes model_name null and says so in a note', async () => {
+    // The classifier of the test above, its recorded source removed as a TorchScript-trained one records none.
+    const dir = join(work, 'no-source');
+    cpSync(join(work, 'wide-head'), dir, { recursive: true });
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    delete config.encoder.source;
+    config.encoder.file = '/models/encoder.pt';
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    const out = join(work, 'no-source-ah');
+    const result = await exportAdapterHub({ classifier: dir, out });
+    expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')).model_name).toBeNull();
+    // Before: model_name null and not a word on which model the adapters go.
+    expect(result.notes).toContain(
+      "the classifier's encoder, /models/encoder.pt, is no recorded Hugging Face model (a TorchScript file, or a classifier saved " +
+        'before torch-bert recorded its source): model_name is null; load the adapters onto the Hugging Face model whose weights it holds',
+    );
+  });
+
   it('refuses another technique and a run that trained the LayerNorms, naming why (EXPORT_ADAPTERHUB_UNSUPPORTED); writes nothing', async () => {
     const lora = join(work, 'lora');
     (await train({ ...base(lora, bert.dir), technique: 'lora', epochs: 1 })).classifier.dispose();

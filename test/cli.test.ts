@@ -456,6 +456,8 @@ describe('torch-bert CLI', () => {
       const help = await run([command, '--help']);
       expect(help.code).toBe(0);
       expect(help.stdout).toContain(`torch-bert ${command}`);
+      // `torch-bert help COMMAND` is the same (it printed the overview).
+      expect((await run(['help', command])).stdout).toBe(help.stdout);
     }
     // What export writes depends on the head; each kind is named (a prompt run's is a ForMaskedLM folder).
     const exportHelp = await run(['export', '--help']);

@@ -250,6 +250,13 @@ describe('pretrain()', () => {
       "pretrain(): textColumn 'body' names a CSV column, and no data file is a .csv file (the others are read a document per line): leave textColumn out",
     );
     expect(existsSync(join(work, 'shapes'))).toBe(false);
+    // One text: the held-out one leaves none to train on, and the message says what to give (it said only the first half).
+    const one = join(work, 'one-text.txt');
+    writeFileSync(one, 'a single document\n');
+    await expect(pretrain({ model, outDir: join(work, 'shapes'), epochs: 1, data: one })).rejects.toThrow(
+      'pretrain(): 1 text(s) leave none to train on once one is held out for validation (validationSplit 0.05, at least one text): ' +
+        'give more texts (a non-blank line of a text file, or a CSV row, each)',
+    );
   });
 
   it('groups texts as run_mlm.py: each text with its special tokens, concatenated, blocks cut, remainder dropped', async () => {

@@ -509,6 +509,10 @@ describe('settings and refusals', () => {
     expect(() => resolveTrainOptions({ ...opts, head: 'sequence-classification', pooling: 'mean' })).toThrow(
       /pooling 'mean'.*head 'sequence-classification'/,
     );
+    // headHidden shapes head 'mlp' alone: it was recorded and never used.
+    expect(() => resolveTrainOptions({ ...opts, head: 'sequence-classification', headHidden: 64 })).toThrow(
+      /^headHidden cannot be used with head 'sequence-classification': that head is transformers' own for the family/,
+    );
     expect(() => resolveTrainOptions({ ...opts, head: 'linear' as never })).toThrow(/head must be one of mlp, sequence-classification/);
     expect(resolveTrainOptions(opts).head).toBe('mlp');
 

@@ -373,6 +373,13 @@ async function adapterHubContents(classifier: Classifier, dir: string, name: str
         "original_ln_before false), not as AdapterHub's 'seq_bn', which places it after that LayerNorm",
     );
   }
+  if (recorded.baseModel === null) {
+    notes.push(
+      `the classifier's encoder, ${config.encoder.file}, is no recorded Hugging Face model (a TorchScript file, or a ` +
+        'classifier saved before torch-bert recorded its source): model_name is null; load the adapters onto the Hugging Face ' +
+        'model whose weights it holds',
+    );
+  }
   const headMap = classificationHead(config, family, shapes.hiddenSize, head);
   if (typeof headMap === 'string') notes.push(`the head is not exported: ${headMap}`);
   return { family, adapters, headMap, meta: adapterHubMeta(family, recorded, shapes.hiddenSize, name), notes };

@@ -510,7 +510,10 @@ async function loadAndRead(
   const texts = await readPretrainingTexts(data, textColumn);
   const held = Math.max(1, Math.floor(texts.length * opts.validationSplit));
   if (texts.length - held < 1)
-    throw new InputError(`pretrain(): ${texts.length} text(s) leave none to train on after the validation split`);
+    throw new InputError(
+      `pretrain(): ${texts.length} text(s) leave none to train on once one is held out for validation (validationSplit ` +
+        `${opts.validationSplit}, at least one text): give more texts (a non-blank line of a text file, or a CSV row, each)`,
+    );
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
   return { loaded, mlmHead, vocab, texts, held, saved };
 }

@@ -671,6 +671,13 @@ function checkHeadOptions(options: TrainOptions, resolved: ResolvedTrainOptions)
         "(BERT's pooler output, or RoBERTa's and DistilBERT's first token); use pooling 'cls' or head 'mlp'",
     );
   }
+  if (resolved.head === 'sequence-classification' && options.headHidden !== undefined) {
+    // Recorded and never used, as with head 'prompt' (below).
+    throw new InputError(
+      "headHidden cannot be used with head 'sequence-classification': that head is transformers' own for the family, " +
+        "its widths the encoder's (hidden size, classes); leave it out (it shapes head 'mlp')",
+    );
+  }
   if (resolved.head === 'prompt') {
     if (typeof resolved.template !== 'string' || resolved.verbalizer === undefined) {
       throw new InputError("head 'prompt' needs a template (e.g. '{text} It was [MASK].') and a verbalizer (['label=word', ...])");
