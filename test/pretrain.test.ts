@@ -170,6 +170,35 @@ describe('pretrain()', () => {
     expect(result.best.perplexity).toBeCloseTo(Math.exp(result.best.validationLoss), 6);
   }, 300_000);
 
+  it('writes a tokenizer_config.json that loads its tokenizer.json as trained: described where the source has none, the source’s fields kept', async () => {
+    // A cased tokenizer in a folder without tokenizer_config.json (make_hf_folder's): transformers'
+    // BertTokenizerFast told no do_lower_case would lowercase it.
+    const cased = join(work, 'cased-source');
+    cpSync(model, cased, { recursive: true });
+    expect(existsSync(join(cased, 'tokenizer_config.json'))).toBe(false);
+    const tokenizer = JSON.parse(readFileSync(join(cased, 'tokenizer.json'), 'utf8'));
+    tokenizer.normalizer.lowercase = false;
+    writeFileSync(join(cased, 'tokenizer.json'), JSON.stringify(tokenizer));
+    const small = { ...settings(), data: files[0]!, epochs: 1 };
+    const described = {
+      tokenizer_class: 'BertTokenizerFast',
+      do_lower_case: false,
+      cls_token: '[CLS]',
+      sep_token: '[SEP]',
+      pad_token: '[PAD]',
+      unk_token: '[UNK]',
+      mask_token: '[MASK]',
+    };
+    await pretrain({ model: cased, outDir: join(work, 'cased-1'), ...small });
+    expect(JSON.parse(readFileSync(join(work, 'cased-1', 'tokenizer_config.json'), 'utf8'))).toEqual(described);
+
+    // The source's own fields win; what it leaves out is described.
+    const own = { tokenizer_class: 'BertTokenizer', model_max_length: 48, strip_accents: false };
+    writeFileSync(join(cased, 'tokenizer_config.json'), JSON.stringify(own));
+    await pretrain({ model: cased, outDir: join(work, 'cased-2'), ...small });
+    expect(JSON.parse(readFileSync(join(work, 'cased-2', 'tokenizer_config.json'), 'utf8'))).toEqual({ ...described, ...own });
+  }, 300_000);
+
   it('resumes an aborted run to the uninterrupted run’s weights, bit for bit', async () => {
     const whole = join(work, 'whole');
     await pretrain({ model, outDir: whole, epochs: 2, ...settings(), gradientAccumulationSteps: 2 });

@@ -21,10 +21,11 @@ import { loadBinding } from '../addon/loader.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig } from '../classification/classifier.js';
 import { archiveChecksums, CLASSIFIER_FILE, CONFIG_FILE, resolveArchive, TOKENIZER_FILE } from '../files/checkpoint.js';
 import { checkOut, type StagedFolder, writeFolder } from '../files/export-folder.js';
-import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf, isRobertaTokenizer } from '../models/export-family.js';
+import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf } from '../models/export-family.js';
 import { type TransformersNames, transformersNames } from '../models/hf-config.js';
 import { MODEL_FILE, SAFETENSORS_METADATA, TOKENIZER_CONFIG_FILE } from '../models/model-folder.js';
 import { BASE_PREFIX, sequenceClassificationKeys } from '../models/sequence-classification.js';
+import { type TokenizerFacts, tokenizerDescription, tokenizerFacts } from '../models/tokenizer-config.js';
 import { checkOptionNames } from '../training/options.js';
 import {
   ADAPTER_CONFIG_FILE,
@@ -124,39 +125,6 @@ export async function recordedEncoder(config: ClassifierConfig): Promise<Recorde
     baseModel: stringOrNull(source.repoId) ?? dir,
     revision: stringOrNull(source.commit),
   };
-}
-
-/** What the exported config needs from the tokenizer.json. */
-interface TokenizerFacts {
-  lowercase: boolean | null;
-  roberta: boolean;
-  padId: number | null;
-  special: Record<string, string>;
-}
-
-function tokenizerFacts(json: Record<string, unknown>): TokenizerFacts {
-  const normalizers = (n: unknown): Record<string, unknown>[] =>
-    !isObject(n) ? [] : n.type === 'Sequence' && Array.isArray(n.normalizers) ? n.normalizers.flatMap(normalizers) : [n];
-  const norms = normalizers(json.normalizer);
-  const lowercase =
-    norms.length === 0 ? null : norms.some((n) => n.type === 'Lowercase' || (n.type === 'BertNormalizer' && n.lowercase === true));
-  const added = Array.isArray(json.added_tokens) ? json.added_tokens.filter(isObject) : [];
-  const byContent = new Map(added.map((t) => [String(t.content), Number(t.id)]));
-  const padding = isObject(json.padding) ? json.padding : null;
-  const padId = typeof padding?.pad_id === 'number' ? padding.pad_id : (byContent.get('[PAD]') ?? byContent.get('<pad>') ?? null);
-  const special: Record<string, string> = {};
-  const roles: Array<[string, string[]]> = [
-    ['cls_token', ['[CLS]', '<s>']],
-    ['sep_token', ['[SEP]', '</s>']],
-    ['pad_token', ['[PAD]', '<pad>']],
-    ['unk_token', ['[UNK]', '<unk>']],
-    ['mask_token', ['[MASK]', '<mask>']],
-  ];
-  for (const [role, names] of roles) {
-    const found = names.find((n) => byContent.has(n));
-    if (found) special[role] = found;
-  }
-  return { lowercase, roberta: isRobertaTokenizer(json), padId, special };
 }
 
 /** Family defaults of what the weights cannot tell (transformers' configs of bert-base, roberta-base, distilbert-base). */
@@ -420,19 +388,6 @@ function writeWeights(plan: ExportPlan, folder: StagedFolder): void {
 function tokenizerConfig(plan: ExportPlan): Record<string, unknown> {
   // `truncation=True` then cuts as the classifier did.
   return { ...tokenizerDescription(plan.facts, plan.names), model_max_length: plan.config.maxLength };
-}
-
-/**
- * What tokenizer_config.json says of a tokenizer.json for transformers to load it as trained: the
- * model's own fast class, its casing (a BertTokenizerFast told nothing lowercases, rewriting a cased
- * normalizer) and its special tokens.
- */
-function tokenizerDescription(facts: TokenizerFacts, names: TransformersNames): Record<string, unknown> {
-  return {
-    tokenizer_class: names.className('TokenizerFast'),
-    ...(facts.lowercase !== null ? { do_lower_case: facts.lowercase } : {}),
-    ...facts.special,
-  };
 }
 
 /**

@@ -17,8 +17,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from '../addon/binding.js';
 import { CONFIG_FILE, commitFolder, HISTORY_FILE, saveInEvalMode, TOKENIZER_FILE } from '../files/checkpoint.js';
-import { type EncoderFamily, transformersNames } from '../models/hf-config.js';
+import { readJson } from '../models/encoder-source.js';
+import { type EncoderFamily, type TransformersNames, transformersNames } from '../models/hf-config.js';
 import { MODEL_FILE, SAFETENSORS_METADATA, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, VOCAB_TXT } from '../models/model-folder.js';
+import { tokenizerDescription, tokenizerFacts } from '../models/tokenizer-config.js';
 import type { EpochMetrics, Evaluation } from '../training/options.js';
 
 export const ENCODER_FILE = 'encoder.pt';
@@ -29,8 +31,11 @@ const PREFIX: Record<EncoderFamily, { encoder: string; head: string }> = {
   roberta: { encoder: 'roberta.', head: 'lm_head.' },
   distilbert: { encoder: 'distilbert.', head: '' },
 };
-/** The source folder's tokenizer files, copied when present (tokenizer.json is always written). */
-const TOKENIZER_FILES = [TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_TXT, 'vocab.json', 'merges.txt'];
+/**
+ * The source folder's tokenizer files, copied when present (tokenizer.json is always written;
+ * tokenizer_config.json is the source's, completed from the tokenizer).
+ */
+const TOKENIZER_FILES = [SPECIAL_TOKENS_MAP_FILE, VOCAB_TXT, 'vocab.json', 'merges.txt'];
 
 /**
  * transformers' names of the MLM model's parameters (`encoder.*`, `head.*`), aliases (the tied
@@ -57,10 +62,16 @@ export function maskedLmKeys(
   return out;
 }
 
-/** The files beside the weights: the source's tokenizer companions, the run's tokenizer.json and its history. */
+/**
+ * The files beside the weights: the source's tokenizer companions, the run's tokenizer.json and
+ * its history, and the source's tokenizer_config.json with what it leaves out (or all of it, for a
+ * source without one) described from the tokenizer.json as the classifier's export writes it: a
+ * folder without the file leaves the casing to transformers' default, which lowercases.
+ */
 async function companionFiles(
   sourceDir: string | null,
   tokenizerJson: string,
+  names: TransformersNames,
   history: EpochMetrics[],
 ): Promise<Array<{ file: string; content: string | Uint8Array }>> {
   const companions: Array<{ file: string; content: string | Uint8Array }> = [];
@@ -72,6 +83,9 @@ async function companionFiles(
     }
   }
   companions.push({ file: TOKENIZER_FILE, content: tokenizerJson });
+  const described = tokenizerDescription(tokenizerFacts(JSON.parse(tokenizerJson) as Record<string, unknown>), names);
+  const own = sourceDir ? ((await readJson(join(sourceDir, TOKENIZER_CONFIG_FILE), false)) ?? {}) : {};
+  companions.push({ file: TOKENIZER_CONFIG_FILE, content: JSON.stringify({ ...described, ...(own as object) }, null, 2) + '\n' });
   // With the kept weights, as a classifier's checkpoint: an interrupted run's folder has it too.
   companions.push({ file: HISTORY_FILE, content: JSON.stringify(history, null, 2) + '\n' });
   return companions;
@@ -94,7 +108,8 @@ export async function writeMaskedLmFolder(
   },
 ): Promise<void> {
   const config = run.sourceDir ? (JSON.parse(await readFile(join(run.sourceDir, CONFIG_FILE), 'utf8')) as Record<string, unknown>) : {};
-  config.architectures = [transformersNames(run.family, config.model_type).className('ForMaskedLM')];
+  const names = transformersNames(run.family, config.model_type);
+  config.architectures = [names.className('ForMaskedLM')];
   const torchBert = {
     format: 'torch-bert-mlm',
     formatVersion: 1,
@@ -107,7 +122,7 @@ export async function writeMaskedLmFolder(
       perplexity: Math.exp(run.evaluation.validationLoss),
     },
   };
-  const companions = await companionFiles(run.sourceDir, run.tokenizerJson, run.history);
+  const companions = await companionFiles(run.sourceDir, run.tokenizerJson, names, run.history);
   await commitFolder(dir, {
     archives: [
       {
