@@ -8,8 +8,10 @@ evaluation step returns probabilities. Tokenizing is not on this side (no `token
 
 A persistent process: prints {"ready", "threads", "torch"}, then answers one JSON request line
 with one JSON reply line:
-  {"cmd": "probabilities"}  one pass, its seconds and every row's probabilities (batch order)
-  {"cmd": "passes", "n": N} N passes, the seconds of each (timed here, with perf_counter)
+  {"cmd": "probabilities"}                  one pass over every batch, its seconds and every
+                                            row's probabilities (batch order)
+  {"cmd": "batches", "start": S, "end": E}  batches S to E - 1, their seconds (timed here, with
+                                            perf_counter)
   {"cmd": "quit"}
 
   /usr/bin/python3 bench/predict.py --classifier DIR/classifier.pt --batches batches.json [--threads N]
@@ -57,11 +59,11 @@ def main() -> int:
     model = torch.jit.load(args.classifier, map_location="cpu").eval()
     batches = load_batches(args.batches)
 
-    def one_pass() -> tuple[float, list[torch.Tensor]]:
+    def run(start: int, end: int) -> tuple[float, list[torch.Tensor]]:
         out = []
         t0 = time.perf_counter()
         with torch.inference_mode():
-            for ids, mask in batches:
+            for ids, mask in batches[start:end]:
                 out.append(model(ids, mask).softmax(1))
         return time.perf_counter() - t0, out
 
@@ -72,10 +74,10 @@ def main() -> int:
             if req["cmd"] == "quit":
                 break
             if req["cmd"] == "probabilities":
-                seconds, out = one_pass()
+                seconds, out = run(0, len(batches))
                 reply = {"seconds": seconds, "probabilities": torch.cat(out).flatten().tolist()}
-            elif req["cmd"] == "passes":
-                reply = {"seconds": [one_pass()[0] for _ in range(req["n"])]}
+            elif req["cmd"] == "batches":
+                reply = {"seconds": run(req["start"], req["end"])[0]}
             else:
                 reply = {"error": f"unknown command {req['cmd']}"}
         except Exception as err:  # the benchmark reports it and stops
