@@ -6,10 +6,11 @@
  * both are present; else the embedded demo reviews and tokenizer (with a message saying so;
  * TORCH_BERT_BENCH_DATA=demo forces it).
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
@@ -172,6 +173,40 @@ export function pretrainSummary(file) {
 export async function python(script, args) {
   const { stdout } = await execFileAsync(PYTHON, [join(root, 'test', 'python', script), ...args], { maxBuffer: 256 << 20 });
   return JSON.parse(stdout);
+}
+
+/**
+ * A persistent Python process (the system Python running `script` with `args`) that both sides
+ * of a comparison keep alive, so that their runs can alternate in blocks: it prints one JSON
+ * ready line, then answers each JSON request line with one JSON reply line ({"error"} throws).
+ */
+export async function startServer(script, args) {
+  const label = basename(script);
+  const child = spawn(PYTHON, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  const next = async () => {
+    const got = await Promise.race([lines.next(), exited.then((code) => ({ exit: code }))]);
+    if ('exit' in got || got.done)
+      throw new Error(`${label} exited (${got.exit ?? 'eof'}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    const reply = JSON.parse(got.value);
+    if (reply.error) throw new Error(`${label}: ${reply.error}`);
+    return reply;
+  };
+  const ready = await next();
+  return {
+    ready,
+    async request(req) {
+      child.stdin.write(JSON.stringify(req) + '\n');
+      return next();
+    },
+    async close() {
+      child.stdin.end(JSON.stringify({ cmd: 'quit' }) + '\n');
+      await exited;
+    },
+  };
 }
 
 // ---- statistics ------------------------------------------------------------------------

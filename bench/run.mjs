@@ -10,6 +10,7 @@
  *   mlm-step          masked-LM pretraining step vs PyTorch as transformers computes it (test/python/reference_mlm_step.py)
  *   frozen-e2e        frozen end to end, 5 epochs: cached features vs recomputing every epoch
  *   scaling           frozen end to end as reviews (1k, 5k) and max length (64-512) grow: time, peak RSS, tokenizer share (bench/scaling.mjs)
+ *   predict           Classifier.predict() on IMDB test reviews: texts/s with and without tokenizing vs PyTorch's inference forward on the same batches, peak RSS over 25k texts (bench/predict.mjs)
  *   imdb-job          (opt-in: --only imdb-job; 3 min 29 s in the README's run) the real job: frozen on the full IMDB (25k train, 25k test) through the CLI
  *   imdb-mlm          (opt-in: --only imdb-mlm; 552 s in the README's run) MLM pretraining of a small random BERT on IMDB train texts, the frozen job before/after, zero- and 16-shot prompting (bench/imdb-mlm.mjs)
  *   techniques-table  validation accuracy and s/epoch of frozen / full / lora on the same data and encoder
@@ -40,6 +41,7 @@ import * as imdbJob from './imdb-job.mjs';
 import * as imdbMlm from './imdb-mlm.mjs';
 import { machine, root } from './lib.mjs';
 import * as mlmStep from './mlm-step.mjs';
+import * as predict from './predict.mjs';
 import * as safetensorsRead from './safetensors-read.mjs';
 import * as scaling from './scaling.mjs';
 import * as techniquesStep from './techniques-step.mjs';
@@ -54,6 +56,7 @@ const ALL = [
   frozenE2e,
   techniquesTable,
   scaling,
+  predict,
   safetensorsRead,
   ddpStep,
   imdbJob,

@@ -18,10 +18,8 @@
  * steps on both. Each block's median step is one sample; the table shows the median of the
  * blocks and their spread (min–max).
  */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import {
   binding,
   cacheDir,
@@ -29,12 +27,12 @@ import {
   encoder,
   f,
   median,
-  PYTHON,
   reviewBatch,
   root,
   SHAPES,
   shapeLabel,
   spread,
+  startServer,
   stats,
   table,
 } from './lib.mjs';
@@ -70,37 +68,6 @@ function oursSetup(base, technique, batch) {
   };
 }
 
-/** The persistent reference process: one JSON request line in, one JSON reply line out. */
-async function startReference(args) {
-  const child = spawn(PYTHON, [join(root, 'test', 'python', 'reference_step.py'), ...args, '--serve'], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
-  const next = async () => {
-    const got = await Promise.race([lines.next(), exited.then((code) => ({ exit: code }))]);
-    if ('exit' in got || got.done)
-      throw new Error(`reference_step.py exited (${got.exit ?? 'eof'}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
-    const reply = JSON.parse(got.value);
-    if (reply.error) throw new Error(`reference_step.py: ${reply.error}`);
-    return reply;
-  };
-  const ready = await next();
-  return {
-    ready,
-    async request(req) {
-      child.stdin.write(JSON.stringify(req) + '\n');
-      return next();
-    },
-    async close() {
-      child.stdin.end(JSON.stringify({ cmd: 'quit' }) + '\n');
-      await exited;
-    },
-  };
-}
-
 export async function run({ quick, threads, shapes }) {
   const plan = (
     quick
@@ -131,7 +98,8 @@ export async function run({ quick, threads, shapes }) {
     );
     const realTokens = encoded.attentionMask.reduce((a, b) => a + b, 0);
 
-    const reference = await startReference([
+    const reference = await startServer(join(root, 'test', 'python', 'reference_step.py'), [
+      '--serve',
       '--encoder',
       enc,
       '--batch',
