@@ -27,8 +27,8 @@ if (!existsSync(join(dist, 'index.js'))) {
   process.exit(1);
 }
 export const torchBert = await import(join(dist, 'index.js'));
-export const dataModule = await import(join(dist, 'data.js'));
-export const tokenizerModule = await import(join(dist, 'tokenizer.js'));
+export const dataModule = await import(join(dist, 'data', 'data.js'));
+export const tokenizerModule = await import(join(dist, 'data', 'tokenizer.js'));
 export const binding = torchBert.loadBinding();
 
 // ---- data ------------------------------------------------------------------------------

@@ -38,9 +38,9 @@ export const name = 'mlm-step';
 
 const TARGETS = { 'bert-base': 0.7, other: 1.0 };
 const dist = join(root, 'dist');
-const { loadEncoderSource } = await import(join(dist, 'encoder-source.js'));
-const { maskedBatch } = await import(join(dist, 'mlm-data.js'));
-const { wordContinuation } = await import(join(dist, 'mlm-masking.js'));
+const { loadEncoderSource } = await import(join(dist, 'models', 'encoder-source.js'));
+const { maskedBatch } = await import(join(dist, 'data', 'mlm-data.js'));
+const { wordContinuation } = await import(join(dist, 'data', 'mlm-masking.js'));
 
 function folder(shape, vocabSize) {
   const dir = join(cacheDir, `mlm-${shape.name}-v${vocabSize}`);
