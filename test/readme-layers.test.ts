@@ -8,17 +8,27 @@ import { describe, expect, it } from 'vitest';
 import { repoRoot } from './fixtures.js';
 
 const native = join(repoRoot, 'native');
+const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+
+/**
+ * The README's list of `root`'s folders (from its `- \`root/\` — ` line to the next top-level
+ * item): its text and the folders in their listed order, checked to be every folder on disk, the
+ * list saying that lower layers never reach higher ones.
+ */
+function listedLayers(root: string, next: string): { list: string; order: string[]; folders: string[] } {
+  const list = readme.slice(readme.indexOf(`- \`${root}/\` — `), readme.indexOf(`\n- \`${next}/\` — `));
+  expect(list).toContain('lower layers never');
+  const order = [...list.matchAll(/^ {2}- `([a-z_]+)\/` — /gm)].map((m) => m[1]!);
+  const folders = readdirSync(join(repoRoot, root), { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name);
+  expect([...order].sort()).toEqual([...folders].sort());
+  return { list, order, folders };
+}
 
 describe('README Architecture: native/ layers', () => {
   it('lists the folders in an order that no #include goes up', () => {
-    const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
-    const list = readme.slice(readme.indexOf('- `native/` — '), readme.indexOf('\n- `lib/` — '));
-    expect(list).toContain('lower layers never');
-    const order = [...list.matchAll(/^ {2}- `([a-z_]+)\/` — /gm)].map((m) => m[1]!);
-    const folders = readdirSync(native, { withFileTypes: true })
-      .filter((d) => d.isDirectory())
-      .map((d) => d.name);
-    expect([...order].sort()).toEqual([...folders].sort());
+    const { order, folders } = listedLayers('native', 'lib');
     const upward: string[] = [];
     for (const folder of folders) {
       for (const file of readdirSync(join(native, folder)).filter((f) => /\.(cc|h)$/.test(f))) {
@@ -37,14 +47,7 @@ const lib = join(repoRoot, 'lib');
 
 describe('README Architecture: lib/ layers', () => {
   it('lists the folders in an order that no import goes up', () => {
-    const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
-    const list = readme.slice(readme.indexOf('- `lib/` — '), readme.indexOf('\n- `scripts/` — '));
-    expect(list).toContain('lower layers never');
-    const order = [...list.matchAll(/^ {2}- `([a-z]+)\/` — /gm)].map((m) => m[1]!);
-    const folders = readdirSync(lib, { withFileTypes: true })
-      .filter((d) => d.isDirectory())
-      .map((d) => d.name);
-    expect([...order].sort()).toEqual([...folders].sort());
+    const { list, order, folders } = listedLayers('lib', 'scripts');
     // The top, index.ts and cli.ts, are the only files beside the folders.
     expect(readdirSync(lib).filter((f) => f.endsWith('.ts'))).toEqual(['cli.ts', 'index.ts']);
     const upward: string[] = [];
