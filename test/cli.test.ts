@@ -354,6 +354,7 @@ describe('torch-bert CLI', () => {
       code: 2,
       stderr: "--class-weights expects 'balanced' or numbers like 1,2.5; got '1,'",
     });
+    expect(await refusal(['--betas', '0.9'])).toEqual({ code: 2, stderr: "--betas expects two numbers like 0.9,0.999; got '0.9'" });
     expect(await refusal(['--epochs=-x'])).toEqual({ code: 2, stderr: "--epochs expects a number; got '-x'" });
     // Before: only the first line of node's message, "Option '--epochs' argument is ambiguous."
     expect(await refusal(['--epochs', '-x'])).toEqual({
@@ -368,8 +369,19 @@ describe('torch-bert CLI', () => {
       ['--epochs', '1e0'],
       ['--lr', ' 5e-3 '],
       ['--class-weights', '1, 2.5'],
+      ['--betas', '0.9, 0.98'],
+      ['--eps', '1e-6'],
     ]) {
       expect(await refusal(accepted)).toEqual({ code: 1, stderr: 'batchSize must be an integer ≥ 1; got 0' });
+    }
+    // train()'s betas, eps and labels, which had no flag: each reaches its option (its own check says so).
+    for (const [flags, message] of [
+      [['--betas', '0.9,1.5'], 'betas must be two numbers in [0, 1); got [0.9, 1.5]'],
+      [['--eps', '-1'], 'eps must be a finite number ≥ 0; got -1'],
+      [['--labels', 'good,bad'], `${demoReviews} line 2: label 'positive' is not one of the known classes (good, bad)`],
+    ] as const) {
+      const r = await run(trainArgs(demoReviews, join(work, 'numbers'), [...flags]));
+      expect([r.code, r.stderr]).toEqual([1, `torch-bert: error: ${message}\n`]);
     }
   });
 

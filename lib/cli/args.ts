@@ -29,6 +29,22 @@ export function numberOption(values: Record<string, unknown>, name: string): num
   return n;
 }
 
+/** A comma-separated flag (`--labels neg,pos`, `--lora-targets query,value`): its items, trimmed. */
+export function listOption(values: Record<string, unknown>, name: string): string[] | undefined {
+  const raw = values[name];
+  return typeof raw === 'string' ? raw.split(',').map((item) => item.trim()) : undefined;
+}
+
+/** `--betas 0.9,0.999`: AdamW's two betas; their range is the option's own check. */
+export function betasOption(values: Record<string, unknown>): [number, number] | undefined {
+  const items = listOption(values, 'betas');
+  if (items === undefined) return undefined;
+  const betas = items.map(decimal);
+  if (betas.length !== 2 || betas.some((b) => b === undefined))
+    throw new UsageError(`--betas expects two numbers like 0.9,0.999; got '${String(values.betas)}'`);
+  return betas as [number, number];
+}
+
 export function classWeightsOption(raw: unknown): TrainOptions['classWeights'] {
   if (raw === undefined) return undefined;
   if (raw === 'balanced') return 'balanced';

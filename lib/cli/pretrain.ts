@@ -1,7 +1,7 @@
 /** `torch-bert pretrain`: pretrain()'s options from flags, its help, and what it prints of the result. */
 import { PRETRAIN_DEFAULTS, type PretrainOptions, type PretrainResult, pretrain } from '../pretraining/pretrainer.js';
 import { DEFAULTS, type Device, type TrainOptions } from '../training/options.js';
-import { numberOption, type Options, outDirOption, parseCommandArgs, requireFiles, requireOption } from './args.js';
+import { betasOption, numberOption, type Options, outDirOption, parseCommandArgs, requireFiles, requireOption } from './args.js';
 import { formatSeconds, progressPrinter, table } from './output.js';
 import { fetchModelWithProgress, interruptController, launchedWorkers, quietWorker } from './run-control.js';
 import { TRAIN_OPTIONS } from './train.js';
@@ -32,6 +32,8 @@ Options (default):
   --max-length N           tokens per block or text (the model's model_max_length)
   --lr X                   AdamW learning rate (${PRETRAIN_DEFAULTS.learningRate})
   --weight-decay X         (${DEFAULTS.weightDecay})
+  --betas B1,B2            AdamW betas (${DEFAULTS.betas.join(',')})
+  --eps X                  AdamW epsilon (${DEFAULTS.eps})
   --schedule S             constant | linear (${PRETRAIN_DEFAULTS.schedule})
   --warmup-ratio X         (${DEFAULTS.warmupRatio})
   --grad-accum N           batches per optimizer step (${DEFAULTS.gradientAccumulationSteps})
@@ -62,6 +64,8 @@ const PRETRAIN_OPTIONS: Options = {
       'max-length',
       'lr',
       'weight-decay',
+      'betas',
+      'eps',
       'validation-split',
       'max-grad-norm',
       'seed',
@@ -103,6 +107,8 @@ function pretrainOptionsFrom(values: Record<string, unknown>, json: boolean, sig
     maxLength: numberOption(values, 'max-length'),
     learningRate: numberOption(values, 'lr'),
     weightDecay: numberOption(values, 'weight-decay'),
+    betas: betasOption(values),
+    eps: numberOption(values, 'eps'),
     schedule: values.schedule as 'constant' | 'linear' | undefined,
     warmupRatio: numberOption(values, 'warmup-ratio'),
     gradientAccumulationSteps: numberOption(values, 'grad-accum'),

@@ -5,7 +5,7 @@ import { type TrainResult, train } from '../classification/trainer.js';
 import type { HeadKind } from '../models/sequence-classification.js';
 import { formatMetricsTable } from '../training/metrics.js';
 import { DEFAULTS, type Device, type TrainOptions } from '../training/options.js';
-import { classWeightsOption, csvOption, numberOption, type Options, outDirOption, parseCommandArgs, requireOption } from './args.js';
+import { betasOption, classWeightsOption, csvOption, listOption, numberOption, type Options, outDirOption, parseCommandArgs, requireOption } from './args.js';
 import { historyTable, progressPrinter } from './output.js';
 import { fetchModelWithProgress, interruptController, launchedWorkers, quietWorker } from './run-control.js';
 
@@ -29,6 +29,7 @@ Options (default):
                            own tokenizer.json or vocab.txt; required with a .pt file
   --text-column NAME       text column (text)
   --label-column NAME      label column (label); integer ids or class names
+  --labels A,B             class names in id order (inferred: integer labels as ids, names sorted)
   --validation-data FILE   validation CSV instead of splitting --data (repeatable)
   --validation-split X     share of --data held out, stratified (${DEFAULTS.validationSplit})
   --epochs N               (${DEFAULTS.epochs})
@@ -37,6 +38,8 @@ Options (default):
                            folder's model_max_length within its position table)
   --lr X                   AdamW learning rate (${DEFAULTS.learningRate})
   --weight-decay X         AdamW weight decay (${DEFAULTS.weightDecay})
+  --betas B1,B2            AdamW betas (${DEFAULTS.betas.join(',')})
+  --eps X                  AdamW epsilon (${DEFAULTS.eps})
   --head-hidden N          head hidden width (${DEFAULTS.headHidden})
   --dropout X              head dropout (${DEFAULTS.dropout})
   --pooling cls|mean       (${DEFAULTS.pooling})
@@ -102,6 +105,9 @@ export const TRAIN_OPTIONS: Options = {
   'max-length': { type: 'string' },
   lr: { type: 'string' },
   'weight-decay': { type: 'string' },
+  betas: { type: 'string' },
+  eps: { type: 'string' },
+  labels: { type: 'string' },
   'validation-split': { type: 'string' },
   'head-hidden': { type: 'string' },
   head: { type: 'string' },
@@ -165,6 +171,9 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
     maxLength: numberOption(values, 'max-length'),
     learningRate: numberOption(values, 'lr'),
     weightDecay: numberOption(values, 'weight-decay'),
+    betas: betasOption(values),
+    eps: numberOption(values, 'eps'),
+    labels: listOption(values, 'labels'),
     validationSplit: numberOption(values, 'validation-split'),
     headHidden: numberOption(values, 'head-hidden'),
     dropout: numberOption(values, 'dropout'),
@@ -187,7 +196,7 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
       rank: numberOption(values, 'lora-rank'),
       alpha: numberOption(values, 'lora-alpha'),
       dropout: numberOption(values, 'lora-dropout'),
-      targets: typeof values['lora-targets'] === 'string' ? values['lora-targets'].split(',').map((t) => t.trim()) : undefined,
+      targets: listOption(values, 'lora-targets'),
     },
     adapter: {
       config: values['adapter-config'] as AdapterConfig | undefined,
