@@ -5,7 +5,17 @@ import { type TrainResult, train } from '../classification/trainer.js';
 import type { HeadKind } from '../models/sequence-classification.js';
 import { formatMetricsTable } from '../training/metrics.js';
 import { DEFAULTS, type Device, type TrainOptions } from '../training/options.js';
-import { betasOption, classWeightsOption, csvOption, listOption, numberOption, type Options, outDirOption, parseCommandArgs, requireOption } from './args.js';
+import {
+  betasOption,
+  classWeightsOption,
+  csvOption,
+  listOption,
+  numberOption,
+  type Options,
+  outDirOption,
+  parseCommandArgs,
+  requireOption,
+} from './args.js';
 import { historyTable, progressPrinter } from './output.js';
 import { fetchModelWithProgress, interruptController, launchedWorkers, quietWorker } from './run-control.js';
 
