@@ -706,6 +706,10 @@ describe('text pairs', () => {
         predicted.map((p) => c.labels.map((l) => p.probabilities[l]!)),
         1e-6,
       );
+      // For people, the table shows both texts of each pair (it showed the first alone).
+      const table = (await exec(process.execPath, [cli, 'predict', '--classifier', outDir, '--data', csv])).stdout;
+      expect(table.split('\n')[0]).toMatch(/ {2}text \| second text$/);
+      expect(table).toContain(`${rows[0]![0]} | ${rows[0]![1]}\n`);
       // The rows hold both texts around the template: [CLS] a ? [MASK] , b [SEP].
       const first = Array.from(encoded.inputIds.subarray(0, encoded.lengths[0]!));
       expect(first).toEqual(c.tokenizer.encodeOne('A wonderful film. ? [MASK] , It was great.', 20));

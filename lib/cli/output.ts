@@ -111,10 +111,12 @@ function textCell(text: string, max = 72): string {
 }
 
 /** Each text's predicted label and its probability. The texts whole are --json's: a table line per text, each short enough to read. */
-export function predictionTable(predictions: Prediction[], texts: readonly string[]): string {
+export function predictionTable(predictions: Prediction[], texts: readonly string[], pairs?: readonly string[]): string {
+  // A pair's two texts share the line, half the width each (the table showed the first alone).
+  const shown = (i: number) => (pairs ? `${textCell(texts[i]!, 35)} | ${textCell(pairs[i]!, 35)}` : textCell(texts[i]!));
   return table(
-    ['label', 'probability', 'text'],
-    predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), textCell(texts[i]!)]),
+    ['label', 'probability', pairs ? 'text | second text' : 'text'],
+    predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), shown(i)]),
   );
 }
 

@@ -69,7 +69,7 @@ export async function commandPredict(argv: string[]): Promise<void> {
         console.log(JSON.stringify({ text: texts[i], label: p.label, probabilities: p.probabilities }));
       });
     } else {
-      console.log(predictionTable(predictions, texts));
+      console.log(predictionTable(predictions, texts, pairs));
     }
   } finally {
     classifier.dispose();
