@@ -72,7 +72,7 @@ describe('CSV loading', () => {
     expect(await readPretrainingTexts([csv('cr.txt', 'a good film\ra bad film\r')])).toEqual(['a good film', 'a bad film']);
     const latin1 = csv('latin1.txt', Buffer.concat([Buffer.from('a good film\nun caf'), Buffer.from([0xe9]), Buffer.from('\n')]));
     await expect(readPretrainingTexts([latin1])).rejects.toThrow(`data file ${latin1} is not valid UTF-8 text`);
-    await expect(readPretrainingTexts([csv('empty.txt', '\n \n')])).rejects.toThrow(/data file .*empty\.txt is empty/);
+    await expect(readPretrainingTexts([csv('empty.txt', '\n \n')])).rejects.toThrow(/data file .*empty\.txt is empty \(3 bytes of blank lines and spaces, no text\)$/);
     // Before: a CSV file's blank texts were kept, each a row of [CLS] [SEP] alone with lineByLine.
     expect(await readPretrainingTexts([csv('blank-rows.csv', 'text\na good film\n""\n"  "\na bad film\n')])).toEqual([
       'a good film',
@@ -101,7 +101,7 @@ describe('CSV loading', () => {
   });
   it('names the file of a missing, empty, non-UTF-8 or malformed CSV', async () => {
     await expect(readCsv(join(dir, 'absent.csv'))).rejects.toThrow(/cannot read data file .*absent\.csv: ENOENT/);
-    await expect(readCsv(csv('empty.csv', ''))).rejects.toThrow(/empty\.csv is empty/);
+    await expect(readCsv(csv('empty.csv', ''))).rejects.toThrow(/empty\.csv is empty \(0 bytes\)$/);
     await expect(readCsv(csv('bin.csv', Buffer.from([0x74, 0x65, 0x78, 0x74, 0x0a, 0xff, 0xfe, 0x0a])))).rejects.toThrow(/not valid UTF-8/);
     await expect(readCsv(csv('quote.csv', 'text,label\n"unterminated,1\n'))).rejects.toThrow(
       /quote\.csv is not valid CSV: Quote Not Closed/,

@@ -143,7 +143,11 @@ export async function readTextFile(file: string): Promise<Buffer> {
       cause: err,
     });
   }
-  if (content.toString('utf8').trim().length === 0) throw new InputError(`data file ${file} is empty`, { file });
+  if (content.toString('utf8').trim().length === 0) {
+    // Blank lines only: a file that looks written (it has a size) but holds nothing to read.
+    const blank = content.length > 0 ? ` (${content.length} bytes of blank lines and spaces, no text)` : ' (0 bytes)';
+    throw new InputError(`data file ${file} is empty${blank}`, { file });
+  }
   // NUL marks UTF-16 (without BOM) or binary data, and csv-parse would even fold a NUL after a
   // closing quote into the field.
   const nul = content.indexOf(0);
