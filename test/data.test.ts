@@ -72,7 +72,9 @@ describe('CSV loading', () => {
     expect(await readPretrainingTexts([csv('cr.txt', 'a good film\ra bad film\r')])).toEqual(['a good film', 'a bad film']);
     const latin1 = csv('latin1.txt', Buffer.concat([Buffer.from('a good film\nun caf'), Buffer.from([0xe9]), Buffer.from('\n')]));
     await expect(readPretrainingTexts([latin1])).rejects.toThrow(`data file ${latin1} is not valid UTF-8 text`);
-    await expect(readPretrainingTexts([csv('empty.txt', '\n \n')])).rejects.toThrow(/data file .*empty\.txt is empty \(3 bytes of blank lines and spaces, no text\)$/);
+    await expect(readPretrainingTexts([csv('empty.txt', '\n \n')])).rejects.toThrow(
+      /data file .*empty\.txt is empty \(3 bytes of blank lines and spaces, no text\)$/,
+    );
     // Before: a CSV file's blank texts were kept, each a row of [CLS] [SEP] alone with lineByLine.
     expect(await readPretrainingTexts([csv('blank-rows.csv', 'text\na good film\n""\n"  "\na bad film\n')])).toEqual([
       'a good film',
