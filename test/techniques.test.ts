@@ -196,6 +196,17 @@ describe('lora', () => {
     await expect(train({ ...base(), technique: 'lora', lora: { rank: 2, targets: ['attention.self.query', 'valu'] } })).rejects.toThrow(
       "lora.targets 'valu' matches no module with a 2-D weight (the other targets adapt modules named 'query'): correct or remove it",
     );
+    // Which targets matched is applyLora's own rule (a path is the target or ends in '.' + target),
+    // reported by the adapters, not a copy of it: 'uery' ends a path but not after a dot.
+    const model = loadBinding().ScriptModule.load(encoder);
+    try {
+      const adapters = loadBinding().applyLora(model, { targets: ['self.query', 'uery', 'valu'], rank: 2, alpha: 4, dropout: 0, seed: 1 });
+      expect(adapters.unusedTargets).toEqual(['uery', 'valu']);
+      expect(adapters.modules.every((path) => path.endsWith('.self.query'))).toBe(true);
+      adapters.dispose();
+    } finally {
+      model.dispose();
+    }
   });
 });
 

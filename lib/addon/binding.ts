@@ -451,6 +451,11 @@ export interface NativeLoraAdapters {
   parameters(): Array<[string, NativeTensor]>;
   /** Number of trainable adapter values. */
   readonly trainableCount: number;
+  /**
+   * The spec's targets that matched no module with a 2-D weight (applyLora refuses a spec where
+   * none matched): one of several that matches nothing is a typo for training, not for a saved run.
+   */
+  readonly unusedTargets: string[];
   /** Bake W0 + s·B·A into the weights for good and detach the adapters. */
   merge(): void;
   /**

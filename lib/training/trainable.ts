@@ -130,7 +130,7 @@ function attachAdapters(
   model: NativeScriptModule,
   opts: TrainableOptions,
 ): NativeLoraAdapters | NativeBottleneckAdapters | undefined {
-  if (opts.technique === 'lora') return everyTargetUsed(binding.applyLora(model, { ...opts.lora, seed: opts.seed }), opts.lora.targets);
+  if (opts.technique === 'lora') return everyTargetUsed(binding.applyLora(model, { ...opts.lora, seed: opts.seed }));
   if (opts.technique !== 'adapter') return undefined;
   return binding.applyAdapters(model, bottleneckSpec(opts.adapter, opts.seed));
 }
@@ -141,10 +141,8 @@ function attachAdapters(
  * train query alone, silently. Checked here, for training, not in applyLora: a classifier saved
  * with such a target must still load (Classifier.loadAdapters).
  */
-function everyTargetUsed(adapters: NativeLoraAdapters, targets: readonly string[]): NativeLoraAdapters {
-  // applyLora's rule (lora_adapters.cc MatchesTarget): the path is the target or ends in `.target`.
-  const matches = (path: string, target: string) => path === target || path.endsWith(`.${target}`);
-  const unused = targets.filter((t) => !adapters.modules.some((path) => matches(path, t)));
+function everyTargetUsed(adapters: NativeLoraAdapters): NativeLoraAdapters {
+  const unused = adapters.unusedTargets;
   if (unused.length > 0) {
     const adapted = [...new Set(adapters.modules.map((path) => path.slice(path.lastIndexOf('.') + 1)))];
     throw new InputError(

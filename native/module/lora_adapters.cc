@@ -128,12 +128,17 @@ Napi::Value ApplyLora(const Napi::CallbackInfo& info) {
     at::Generator generator = at::detail::createCPUGenerator(spec.seed);
     std::vector<std::string> linear;
     std::unordered_set<const void*> seen;
+    std::vector<bool> targetUsed(spec.targets.size(), false);
     for (const auto& named : model->module.named_modules()) {
       std::optional<torch::Tensor> found = LinearWeight(named.value);
       if (!found) continue;
       linear.push_back(named.name);
-      bool matched = std::any_of(spec.targets.begin(), spec.targets.end(),
-                                 [&](const std::string& t) { return MatchesTarget(named.name, t); });
+      bool matched = false;
+      for (size_t t = 0; t < spec.targets.size(); ++t) {
+        if (!MatchesTarget(named.name, spec.targets[t])) continue;
+        targetUsed[t] = true;
+        matched = true;
+      }
       // A module reachable by two paths is adapted once.
       if (!matched || !seen.insert(named.value._ivalue().get()).second) continue;
 
@@ -143,6 +148,9 @@ Napi::Value ApplyLora(const Napi::CallbackInfo& info) {
       std::string message = fn + ": no module with a 2-D weight has a path ending in " + JoinQuoted(spec.targets);
       message += linear.empty() ? " (the model has none)" : " (such modules: " + JoinQuoted(linear, 8) + ")";
       ThrowError(env, message);
+    }
+    for (size_t t = 0; t < spec.targets.size(); ++t) {
+      if (!targetUsed[t]) lora->unusedTargets.push_back(spec.targets[t]);
     }
     // Freeze W0 only once everything else has succeeded.
     for (auto& m : lora->modules) m.w0.set_requires_grad(false);
@@ -158,6 +166,7 @@ Napi::Function LoraAdapters::Define(Napi::Env env) {
   return DefineWith(env, {
                              InstanceMethod<&LoraAdapters::Merge>("merge"),
                              InstanceMethod<&LoraAdapters::Plan>("plan"),
+                             InstanceAccessor<&LoraAdapters::UnusedTargets>("unusedTargets"),
                          });
 }
 
@@ -238,6 +247,18 @@ Napi::Value LoraAdapters::Merge(const Napi::CallbackInfo& info) {
     if (model_->lora == state_) model_->lora.reset();
     state_->attached = false;
     return env.Undefined();
+  });
+}
+
+Napi::Value LoraAdapters::UnusedTargets(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    Check(env);
+    Napi::Array out = Napi::Array::New(env, state_->unusedTargets.size());
+    for (size_t i = 0; i < state_->unusedTargets.size(); ++i) {
+      out.Set(static_cast<uint32_t>(i), Napi::String::New(env, state_->unusedTargets[i]));
+    }
+    return out;
   });
 }
 

@@ -42,6 +42,8 @@ class LoraAdapters : public AdapterHandle<LoraAdapters, LoraState> {
  private:
   Napi::Value Merge(const Napi::CallbackInfo& info);
   Napi::Value Plan(const Napi::CallbackInfo& info);
+  // The targets that matched no module when applied (LoraState::unusedTargets).
+  Napi::Value UnusedTargets(const Napi::CallbackInfo& info);
 };
 
 }  // namespace torch_bert

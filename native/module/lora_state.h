@@ -46,6 +46,9 @@ struct LoraState {
   double dropout = 0;
   uint64_t seed = 0;
   std::vector<LoraModule> modules;
+  // The targets no module with a 2-D weight matched when applied (MatchesTarget, the one rule):
+  // the caller decides whether one of several is a typo (training) or acceptable (a saved run).
+  std::vector<std::string> unusedTargets;
   bool attached = true;  // false once merged
   // The rewritten methods, by name, built on first call (module/method_call.cc).
   std::unordered_map<std::string, std::shared_ptr<LoraMethod>> methods;

@@ -274,6 +274,7 @@ const entries = (): Entry[] => [
   },
   { name: 'LoraAdapters#modules', kinds: [], args: () => [], call: () => adapters().modules },
   { name: 'LoraAdapters#trainableCount', kinds: [], args: () => [], call: () => adapters().trainableCount },
+  { name: 'LoraAdapters#unusedTargets', kinds: [], args: () => [], call: () => adapters().unusedTargets },
   { name: 'LoraAdapters#parameters', kinds: [], args: () => [], call: () => adapters().parameters() },
   { name: 'LoraAdapters#merge', kinds: [], args: () => [], call: () => adapters().merge() },
   { name: 'LoraAdapters#plan', kinds: ['string?'], args: () => ['forward'], call: (...a) => (adapters().plan as any)(...a) },
@@ -493,7 +494,7 @@ const ACCESSORS: Record<string, string[]> = {
   Tensor: ['shape', 'dtype', 'device', 'requiresGrad', 'disposed'],
   ScriptModule: ['device', 'isTraining', 'disposed', 'forwardArity'],
   AdamW: ['disposed'],
-  LoraAdapters: ['modules', 'trainableCount'],
+  LoraAdapters: ['modules', 'trainableCount', 'unusedTargets'],
   BottleneckAdapters: ['modules', 'trainableCount', 'size'],
 };
 
