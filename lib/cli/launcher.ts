@@ -59,7 +59,7 @@ export function rankVariables(rank: number, worldSize: number, masterPort: numbe
  * The signal the launcher sends its workers to stop at the next step boundary and save. Not SIGINT
  * or SIGTERM: a worker takes a second one of those as "quit now", unsaved, and a worker may already
  * have had one from the terminal (Ctrl-C reaches the whole process group) or from a group kill
- * (`timeout`); this one stops a worker once and is a no-op after that (cli.ts interruptController).
+ * (`timeout`); this one stops a worker once and is a no-op after that (run-control.ts interruptController).
  */
 export const STOP_SIGNAL: NodeJS.Signals = 'SIGUSR2';
 
