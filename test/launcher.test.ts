@@ -31,7 +31,7 @@ const fail = (said) => {
   process.exit(1);
 };
 if (part === 'same-error') {
-  // As cli.ts, a worker hears the launcher's stop from its start (and says so), and still hands over its own error.
+  // As the CLI (run-control.ts), a worker hears the launcher's stop from its start (and says so), and still hands over its own error.
   process.on('${STOP_SIGNAL}', () => {});
   tellLauncherListening();
   fail('torch-bert: error: cannot read data file train.csv: ENOENT');
