@@ -11,7 +11,7 @@ import { joinNegativeValues, takeVerbose, UsageError } from './cli/args.js';
 import { commandDemo } from './cli/demo.js';
 import { commandEval } from './cli/eval.js';
 import { commandExport } from './cli/export.js';
-import { handErrorToLauncher } from './cli/launcher.js';
+import { handErrorToLauncher, isLauncherWorker } from './cli/launcher.js';
 import { commandPredict } from './cli/predict.js';
 import { commandPretrain } from './cli/pretrain.js';
 import { quietWorker, WorkersFailed } from './cli/run-control.js';
@@ -100,8 +100,9 @@ async function main(args: string[]): Promise<number> {
     const message = parseArgsError ? messageOf(err).replace(/\s*\n\s*/g, ' ') : messageOf(err).split('\n')[0];
     if (err instanceof AbortError) {
       // A training loop's abort says where it stopped and what it kept; an earlier one has kept
-      // nothing. In a data-parallel job the ranks stop at the same step boundary: rank 0 says it.
-      if (!quietWorker()) console.error(`torch-bert: ${message}`);
+      // nothing. The launcher's workers share one terminal and stop at the same step boundary:
+      // rank 0 says it for all (started apart, by torchrun or by hand, each rank says its own).
+      if (!(isLauncherWorker() && quietWorker())) console.error(`torch-bert: ${message}`);
       return 130;
     }
     // A cause holds more than the one line (e.g. a TorchScript traceback): say how to see it.

@@ -653,8 +653,9 @@ describe.skipIf(!gloo)('data-parallel pretrain (2 Gloo ranks on loopback)', () =
       TORCH_BERT_TEST_ABORT_AFTER: '70',
     });
     for (const r of aborted) expect(lastLine(r.stderr)).toMatch(/^AbortError: .*aborted at epoch 2, batch 11\/60/);
-    // Another global batch is refused, naming both layouts.
-    const refused = await alone({ ...options, batchSize: 2, outDir: join(work, 'reshape-other'), resumeFrom: parts });
+    // Another global batch is refused, naming both layouts (resumed into its own folder: another
+    // outDir is refused before anything loads, as the resumed run writes where its state is).
+    const refused = await alone({ ...options, batchSize: 2, outDir: parts, resumeFrom: parts });
     expect(refused.code).toBe(1);
     expect(lastLine(refused.stderr)).toMatch(
       /the global batch differs \(saved 2 ranks × batch 2 × accumulation 1 = 4, now 1 rank × batch 2/,

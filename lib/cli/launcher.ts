@@ -98,6 +98,11 @@ function tellLauncher(message: WorkerMessage): boolean {
   }
 }
 
+/** Whether this process is a worker of the launcher (`--nproc-per-node`): its stderr is the launcher's terminal, shared with the other workers. */
+export function isLauncherWorker(): boolean {
+  return process.env[LAUNCHER_FD_VARIABLE] !== undefined;
+}
+
 /** In a worker of the launcher, hands `error` to it and returns true; elsewhere false, and the caller prints it. */
 export function handErrorToLauncher(error: WorkerError): boolean {
   return tellLauncher(error);

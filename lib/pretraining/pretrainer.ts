@@ -225,8 +225,12 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   const run = { spec, data: files, textColumn, byLine, wholeWordMask, mlmProbability, outDir };
   // Data-parallel (distributed.ts): joined first, threads per rank, left at the end, as train().
   return runAsRank(binding, opts, (dist) => {
-    // Rank 0 alone reports progress (and writes: see the keeper's hooks below).
-    if (dist && !dist.isMain) opts.onProgress = undefined;
+    if (dist && !dist.isMain) {
+      // Rank 0 alone reports progress and writes (see the keeper's hooks below): another rank's
+      // outDir is not checked (it may name a folder of its own that nothing writes).
+      opts.onProgress = undefined;
+      opts.outDir = undefined;
+    }
     return pretrainRank(binding, opts, options, run, dist);
   });
 }
