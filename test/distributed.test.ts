@@ -8,14 +8,14 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InputError, ModelError } from '../lib/addon/errors.js';
 import { loadBinding } from '../lib/addon/loader.js';
 import { freePort, rankVariables } from '../lib/cli/launcher.js';
 import { loadExamples } from '../lib/data/data.js';
-import { agreeOnRun, type RunIdentity, startAsRank } from '../lib/training/distributed.js';
+import { agreeOnRun, type RunIdentity, rankBlasThreads, startAsRank } from '../lib/training/distributed.js';
 import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
 import { type CommandExit, type CommandWatch, runCommand, runTorchrun, torchrunUnfit } from './helpers/run-command.js';
 import { maxDifference, savedWeights } from './helpers/weights.js';
@@ -76,6 +76,8 @@ interface Reported {
   history: Array<Record<string, number | boolean>>;
   evaluations: Array<Record<string, number | boolean>>;
   metrics: { accuracy: number; macroF1: number; confusionMatrix: number[][]; perClass: Array<Record<string, number | string>> };
+  /** OpenBLAS's threads at the first training step and after train() returned (null without OpenBLAS). */
+  blasThreads: { during: number | null; after: number | null };
 }
 
 function reported(out: string): Reported {
@@ -104,6 +106,19 @@ function expectSameReport(a: Reported, b: Reported, tolerance: number): void {
 }
 
 const weights = (file: string) => savedWeights(binding, file);
+
+/**
+ * OpenBLAS's pool (where it is the BLAS): a rank trains with its share of the cores, as one
+ * process with 2 ranks on a 2-core machine should (sized by the cores, each ran 2 BLAS threads),
+ * and train() gives the pool back as it found it; one process keeps the pool OpenBLAS chose.
+ */
+function expectBlasShare(single: Reported, ranks: Reported[]): void {
+  const atLoad = binding.getBlasThreads();
+  if (atLoad === null) return;
+  expect(single.blasThreads).toEqual({ during: atLoad, after: atLoad });
+  const share = Math.max(1, Math.floor(availableParallelism() / ranks.length));
+  for (const r of ranks) expect(r.blasThreads).toEqual({ during: share, after: atLoad });
+}
 
 /** Whether something accepts TCP connections on 127.0.0.1:`port` now (the connection closed at once). */
 function accepting(port: number): Promise<boolean> {
@@ -170,6 +185,11 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
       const rank1 = weights(join(dir, `${technique}-ddp.1`));
       // Every rank holds the same weights, and they are one process's with the global batch.
       expect(maxDifference(rank0, rank1)).toBe(0);
+      if (technique === 'full')
+        expectBlasShare(
+          reported(single),
+          [0, 1].map((r) => reported(join(dir, `full-ddp.${r}`))),
+        );
       expect(maxDifference(rank0, reference)).toBeLessThan(1e-5);
       // Training moved the weights (the comparison above is not between two untrained models):
       // one process with batch 4 takes other steps and ends elsewhere.
@@ -931,6 +951,19 @@ describe('startAsRank: a rank that cannot start stops every rank', () => {
     const own = new InputError('no data');
     await expect(startAsRank(null, () => Promise.reject(own), identify)).rejects.toBe(own);
     expect(identified).toBe(false);
+  });
+});
+
+describe("rankBlasThreads: a rank's share of the BLAS's pool", () => {
+  it('the cores / the ranks on the machine, at least 1, unless the environment sized the pool (torchrun sets OMP_NUM_THREADS=1)', () => {
+    const cores = availableParallelism();
+    expect(rankBlasThreads(1, {})).toBe(cores);
+    expect(rankBlasThreads(2, {})).toBe(Math.max(1, Math.floor(cores / 2)));
+    expect(rankBlasThreads(cores * 4, {})).toBe(1);
+    for (const name of ['OPENBLAS_NUM_THREADS', 'GOTO_NUM_THREADS', 'OMP_NUM_THREADS'])
+      expect(rankBlasThreads(2, { [name]: '1' }), name).toBeUndefined();
+    // Set but empty is not set (OpenBLAS reads it as 0: its own default).
+    expect(rankBlasThreads(2, { OMP_NUM_THREADS: '' })).toBe(Math.max(1, Math.floor(cores / 2)));
   });
 });
 

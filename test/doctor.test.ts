@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -68,6 +69,9 @@ describe('torch-bert doctor', () => {
     if (libtorch.source === 'system' && existsSync(systemBlas) && /openblas/.test(realpathSync(systemBlas))) {
       expect(report.blas!.name).toBe('OpenBLAS');
       expect(report.blas!.libraries.some((p) => /openblas/.test(p))).toBe(true);
+      // OpenBLAS's own pool, as OpenBLAS sized it from the environment (else the cores).
+      const fromEnv = Number(process.env.OPENBLAS_NUM_THREADS || process.env.GOTO_NUM_THREADS || process.env.OMP_NUM_THREADS || 0);
+      expect(report.threads.blas).toBe(fromEnv > 0 ? Math.min(fromEnv, availableParallelism()) : availableParallelism());
     }
     expect(report.tokenPruning).toBe(process.env.TORCH_BERT_TOKEN_PRUNING !== '0');
     expect(report.threads.intraOp).toBeGreaterThanOrEqual(1);

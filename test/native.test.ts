@@ -4,7 +4,7 @@
  * forward, saved archive), AdamW, trainStep/evalStep, and errors instead of crashes.
  */
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -144,6 +144,33 @@ describe('runtime', () => {
     expect(b.getNumThreads()).toBe(1);
     b.setNumThreads(before);
     expect(b.getNumThreads()).toBe(before);
+  });
+
+  it("sizes OpenBLAS's own thread pool, found where libtorch loaded it", () => {
+    // OpenBLAS is the BLAS when a mapped file of this process is an OpenBLAS library.
+    const openBlas = /openblas/i.test(readFileSync('/proc/self/maps', 'utf8'));
+    const before = b.getBlasThreads();
+    if (!openBlas) {
+      expect(before).toBeNull();
+      expect(b.setBlasThreads(1)).toBe(false);
+      return;
+    }
+    expect(before).toBeGreaterThanOrEqual(1);
+    expect(b.setBlasThreads(1)).toBe(true);
+    expect(b.getBlasThreads()).toBe(1);
+    // libtorch's intra-op setting does not move it.
+    b.setNumThreads(b.getNumThreads());
+    expect(b.getBlasThreads()).toBe(1);
+    expect(b.setBlasThreads(before!)).toBe(true);
+    expect(b.getBlasThreads()).toBe(before);
+    // The pool found is the one OpenBLAS sized from the environment when libtorch loaded it.
+    const dist = JSON.stringify(path.join(repoRoot, 'dist', 'index.js'));
+    const code = `const { loadBinding } = await import(${dist}); console.log(loadBinding().getBlasThreads());`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', code], {
+      env: { ...process.env, OPENBLAS_NUM_THREADS: '1' },
+      encoding: 'utf8',
+    });
+    expect(out.trim()).toBe('1');
   });
 
   it('answers CUDA queries consistently, and refuses CUDA devices when there is none', async () => {

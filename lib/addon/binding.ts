@@ -657,6 +657,13 @@ export interface NativeBinding {
   /** `torch.randperm(n, generator=torch.Generator().manual_seed(seed))`, identical to Python. */
   randperm(n: number, seed: number): Int32Array;
   setNumThreads(n: number): void;
+  /**
+   * OpenBLAS's own thread count (its pool, which setNumThreads does not size), or null where the
+   * BLAS libtorch loaded is not OpenBLAS (MKL follows setNumThreads).
+   */
+  getBlasThreads(): number | null;
+  /** Sizes OpenBLAS's pool; false (nothing done) where the BLAS is not OpenBLAS. */
+  setBlasThreads(n: number): boolean;
 
   // ---- Distributed (c10d process group; native/distributed/) ----
   /** The backends this build can create: `['gloo']`, `['gloo', 'nccl']` (a CUDA libtorch 2.x with NCCL's headers), or `[]` when built without Gloo's headers. */

@@ -87,6 +87,8 @@ export interface DoctorReport {
   threads: {
     intraOp: number | null;
     interOp: number | null;
+    /** OpenBLAS's own pool (OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS, else the cores; a data-parallel rank: its share); null where the BLAS is not OpenBLAS or no binary loaded. */
+    blas: number | null;
     /** ATen's parallel backend and settings (torch.__config__.parallel_info()). */
     parallel: string | null;
     cpus: number;
@@ -215,6 +217,7 @@ function bindingFacts(binding: NativeBinding) {
     tokenPruning: attempt(() => binding.tokenPruning()),
     distributedBackends: attempt(() => binding.distributedBackends()),
     intraOp: binding.getNumThreads(),
+    blasThreads: attempt(() => binding.getBlasThreads()),
     interOp: attempt(() => binding.getNumInteropThreads()),
     parallel: attempt(() => binding.parallelInfo()),
   };
@@ -293,6 +296,7 @@ export function doctor(): DoctorReport {
     threads: {
       intraOp: facts?.intraOp ?? null,
       interOp: facts?.interOp ?? null,
+      blas: facts?.blasThreads ?? null,
       parallel: facts?.parallel ?? null,
       cpus: cpus().length,
       env: threadEnv(),
@@ -445,6 +449,7 @@ function hubLines(r: DoctorReport, add: AddLine): void {
 function threadLines(r: DoctorReport, add: AddLine): void {
   add('intra-op', r.threads.intraOp);
   add('inter-op', r.threads.interOp);
+  if (r.threads.blas !== null) add('OpenBLAS', r.threads.blas);
   const backend = r.threads.parallel ? /ATen parallel backend: (.*)/.exec(r.threads.parallel)?.[1] : undefined;
   if (backend) add('parallel backend', backend);
   add('CPUs', r.threads.cpus);

@@ -318,6 +318,20 @@ export function threadsPerRank(localWorldSize: number): number {
   return Math.max(1, Math.floor(availableParallelism() / Math.max(1, localWorldSize)));
 }
 
+/** What OpenBLAS sizes its thread pool from when it loads, in its order of precedence. */
+const BLAS_THREAD_VARIABLES = ['OPENBLAS_NUM_THREADS', 'GOTO_NUM_THREADS', 'OMP_NUM_THREADS'] as const;
+
+/**
+ * A rank's BLAS threads: its share of the cores, as for its intra-op threads, unless the
+ * environment sized the BLAS's pool (torchrun sets OMP_NUM_THREADS=1 for several workers per
+ * node); undefined leaves the pool as it is. OpenBLAS sizes its pool by the cores otherwise, so
+ * two ranks on 2 cores ran 2 BLAS threads each.
+ */
+export function rankBlasThreads(localWorldSize: number, env: NodeJS.ProcessEnv = process.env): number | undefined {
+  if (BLAS_THREAD_VARIABLES.some((name) => env[name])) return undefined;
+  return threadsPerRank(localWorldSize);
+}
+
 /** DistributedRank.backend of a group that sends CUDA tensors to NCCL (native/distributed/process_group.h). */
 export const NCCL_BACKEND = 'cpu:gloo,cuda:nccl';
 
@@ -339,7 +353,8 @@ export function rankDevice<D extends string>(
 /**
  * A run as a rank, the same for train() and pretrain(): the group joined first (so that a rank
  * that fails later fails the others' collectives; one that fails during its set-up tells them,
- * `startAsRank`), the threads left open set to the cores / the local world size, the GPU left
+ * `startAsRank`), the threads left open set to the cores / the local world size (and the BLAS's
+ * pool to that share, rankBlasThreads), the GPU left
  * open to the rank's own (rankDevice), the run, and the group left however the run ends. `run`
  * gets null when the run is alone (`distributed: 'off'`, or no torchrun variables).
  */
@@ -349,11 +364,15 @@ export async function runAsRank<T>(
   run: (dist: Distributed | null) => Promise<T>,
 ): Promise<T> {
   const dist = await joinDistributed(binding, opts.distributed, opts.distributedTimeout, opts.signal);
+  const blasBefore = binding.getBlasThreads();
+  const blasThreads = dist ? rankBlasThreads(dist.localWorldSize) : undefined;
   try {
     if (dist && opts.threads === undefined) opts.threads = threadsPerRank(dist.localWorldSize);
+    if (blasThreads !== undefined) binding.setBlasThreads(blasThreads);
     if (dist) opts.device = rankDevice(opts.device, dist);
     return await run(dist);
   } finally {
+    if (blasThreads !== undefined && blasBefore !== null) binding.setBlasThreads(blasBefore);
     dist?.leave();
   }
 }

@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <dlfcn.h>
+
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -101,6 +103,50 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Guard(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), at::get_num_threads()); });
 }
 
+// OpenBLAS keeps its own thread pool, sized from OPENBLAS_NUM_THREADS (else OMP_NUM_THREADS, else
+// the cores) when it loads, which at::set_num_threads does not reach (MKL's it does): data-parallel
+// ranks sharing a machine each ran as many BLAS threads as it has cores. Its setters are looked
+// up in the OpenBLAS libtorch loaded (directly, or behind libblas.so.3); none where the BLAS is
+// another.
+struct OpenBlasThreads {
+  int (*get)() = nullptr;
+  void (*set)(int) = nullptr;
+};
+
+const OpenBlasThreads& LoadedOpenBlas() {
+  static const OpenBlasThreads blas = [] {
+    for (const char* library : {"libopenblas.so.0", "libblas.so.3"}) {
+      // RTLD_NOLOAD: a handle only to a library already in the process, never a second BLAS.
+      void* handle = dlopen(library, RTLD_LAZY | RTLD_NOLOAD);
+      if (handle == nullptr) continue;
+      OpenBlasThreads found;
+      found.get = reinterpret_cast<int (*)()>(dlsym(handle, "openblas_get_num_threads"));
+      found.set = reinterpret_cast<void (*)(int)>(dlsym(handle, "openblas_set_num_threads"));
+      dlclose(handle);  // drops the reference RTLD_NOLOAD took; libtorch's keeps it loaded
+      if (found.get != nullptr && found.set != nullptr) return found;
+    }
+    return OpenBlasThreads{};
+  }();
+  return blas;
+}
+
+Napi::Value GetBlasThreads(const Napi::CallbackInfo& info) {
+  return Guard(info.Env(), [&]() -> Napi::Value {
+    const OpenBlasThreads& blas = LoadedOpenBlas();
+    return blas.get == nullptr ? info.Env().Null() : Napi::Number::New(info.Env(), blas.get());
+  });
+}
+
+Napi::Value SetBlasThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    int n = static_cast<int>(ReadInteger(info[0], "setBlasThreads: n", 1, 1024));
+    const OpenBlasThreads& blas = LoadedOpenBlas();
+    if (blas.set != nullptr) blas.set(n);
+    return Napi::Boolean::New(env, blas.set != nullptr);
+  });
+}
+
 Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
   return Guard(info.Env(),
                [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), torch::cuda::is_available()); });
@@ -186,6 +232,8 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("randperm", Napi::Function::New<Randperm>(env, "randperm"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
+  exports.Set("getBlasThreads", Napi::Function::New<GetBlasThreads>(env, "getBlasThreads"));
+  exports.Set("setBlasThreads", Napi::Function::New<SetBlasThreads>(env, "setBlasThreads"));
   exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));
   exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
   exports.Set("versions", Napi::Function::New<Versions>(env, "versions"));

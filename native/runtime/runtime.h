@@ -5,7 +5,7 @@
 
 namespace torch_bert {
 
-// Adds manualSeed, randperm, setNumThreads, getNumThreads, cudaIsAvailable,
+// Adds manualSeed, randperm, setNumThreads, getNumThreads, getBlasThreads, setBlasThreads, cudaIsAvailable,
 // cudaDeviceCount, versions, noGrad, nllLoss, crossEntropy and cat to `exports`.
 void RegisterRuntime(Napi::Env env, Napi::Object exports);
 

@@ -4,7 +4,8 @@
  * then saved to argv[3] (torch.save format, binding.saveTensors), its history, evaluations,
  * metrics and skipped batches to argv[3].json. A rank of a group reads its
  * place from torchrun's variables in its environment; the single reference process has none.
- * A failure prints its message on stderr's last line and exits 1.
+ * A failure prints its message on stderr's last line and exits 1. The report also holds OpenBLAS's
+ * thread count at the first training step and after train() returned (null without OpenBLAS).
  *
  * TORCH_BERT_TEST_POISON (the non-finite agreement test only): JSON { "<call>": "loss" |
  * "gradient" } — this process's trainStep call number <call> (1-based) gets class weights at
@@ -19,6 +20,15 @@ const [optionsJson, out] = process.argv.slice(2);
 const options = JSON.parse(optionsJson);
 const FLOAT32_MAX = 3.4028234663852886e38;
 const poison = process.env.TORCH_BERT_TEST_POISON ? JSON.parse(process.env.TORCH_BERT_TEST_POISON) : null;
+const blasThreads = { during: undefined, after: undefined };
+{
+  const binding = loadBinding();
+  const trainStep = binding.trainStep.bind(binding);
+  binding.trainStep = (...args) => {
+    blasThreads.during ??= binding.getBlasThreads();
+    return trainStep(...args);
+  };
+}
 if (poison) {
   const binding = loadBinding();
   const trainStep = binding.trainStep.bind(binding);
@@ -54,7 +64,8 @@ try {
   loadBinding().saveTensors(out, Object.fromEntries(result.classifier.module.namedParameters()));
   // What the run reported, for the tests that compare the ranks' metrics (and skipped batches) with one process's.
   const { history, evaluations, metrics, skippedBatches } = result;
-  writeFileSync(`${out}.json`, JSON.stringify({ history, evaluations, metrics, skippedBatches }));
+  blasThreads.after = loadBinding().getBlasThreads();
+  writeFileSync(`${out}.json`, JSON.stringify({ history, evaluations, metrics, skippedBatches, blasThreads }));
 } catch (err) {
   console.error(`${err?.name ?? 'Error'}: ${err?.message ?? err}`);
   process.exit(1);

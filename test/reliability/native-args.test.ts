@@ -415,6 +415,7 @@ const entries = (): Entry[] => [
   { name: 'manualSeed', kinds: ['int'], args: () => [5], call: (s) => b.manualSeed(s) },
   { name: 'randperm', kinds: ['int', 'int'], args: () => [7, 1], call: (n, s) => b.randperm(n, s) },
   { name: 'setNumThreads', kinds: ['int'], args: () => [b.getNumThreads()], call: (n) => b.setNumThreads(n) },
+  { name: 'setBlasThreads', kinds: ['int'], args: () => [b.getBlasThreads() ?? 1], call: (n) => b.setBlasThreads(n) },
   // A descriptor of a file of this test's own (a lock taken again by this process is granted).
   { name: 'tryLockFile', kinds: ['int'], args: () => [openSync(path.join(dir, 'lock'), 'w')], call: (fd) => b.tryLockFile(fd) },
   { name: 'tokenPruning', kinds: [], args: () => [], call: () => b.tokenPruning() },
@@ -446,6 +447,7 @@ const entries = (): Entry[] => [
   { name: 'distributedLeave', kinds: [], args: () => [], call: () => b.distributedLeave() },
   { name: 'setTokenPruning', kinds: ['bool'], args: () => [true], call: (on) => b.setTokenPruning(on) },
   { name: 'getNumThreads', kinds: [], args: () => [], call: () => b.getNumThreads() },
+  { name: 'getBlasThreads', kinds: [], args: () => [], call: () => b.getBlasThreads() },
   { name: 'cudaIsAvailable', kinds: [], args: () => [], call: () => b.cudaIsAvailable() },
   { name: 'cudaDeviceCount', kinds: [], args: () => [], call: () => b.cudaDeviceCount() },
   { name: 'versions', kinds: [], args: () => [], call: () => b.versions() },
