@@ -372,7 +372,7 @@ describe('checkpoint names, normalised for every layout', () => {
     expect(n).toMatchObject({ pooler: false, mlmHead: true, ignored: [], dropped: [] });
   });
 
-  it('ignores classification, QA and pre-classifier heads; refuses integer tensors and names met twice', () => {
+  it('keeps the sequence-classification head apart (classifier, pre_classifier), ignores QA; refuses integer tensors and names met twice', () => {
     const t = (dtype: string, shape: number[] = [2]) => ({ dtype, shape });
     const n = normaliseCheckpoint(
       [
@@ -385,7 +385,8 @@ describe('checkpoint names, normalised for every layout', () => {
       'distilbert',
     );
     expect(n.weights.map(([name]) => name)).toEqual(['embeddings.word_embeddings.weight']);
-    expect(n.ignored).toEqual(['pre_classifier.weight', 'classifier.bias', 'qa_outputs.weight']);
+    expect(n.classificationHead.map(([name]) => name)).toEqual(['pre_classifier.weight', 'classifier.bias']);
+    expect(n.ignored).toEqual(['qa_outputs.weight']);
     const int = refusal(() =>
       normaliseCheckpoint([{ name: 'bert.encoder.layer.0.step', tensor: t('I32'), file: '/m/shard-2.safetensors' }], 'bert'),
     );

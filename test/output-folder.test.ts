@@ -106,7 +106,7 @@ describe('a folder of the wrong kind', () => {
 
   it('loading a model folder or a pretrained folder as a classifier says what the folder holds', async () => {
     // Before: '<dir>/config.json is not a torch-bert classifier config', with no hint of what it is or what to give.
-    const give = '; give a folder that torch-bert train wrote (its outDir / --out)';
+    const give = '; give a folder that torch-bert train wrote (its outDir / --out), or a Hugging Face sequence classifier';
     await expect(loadClassifier(model)).rejects.toThrow(
       `${model}/config.json is not a torch-bert classifier config: ${model} holds a Hugging Face model (model_type bert)${give}`,
     );

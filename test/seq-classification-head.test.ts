@@ -108,6 +108,17 @@ async function expectExportPredicts(classifier: Classifier, dir: string, out: st
   const own = predicted.map((p) => classifier.labels.map((l) => p.probabilities[l]!));
   expect(maxDiff(ref.probabilities, own)).toBeLessThan(1e-5);
   expect(maxDiff([own[0]!], [own[1]!])).toBeGreaterThan(1e-4);
+  // The exported folder loads back as a classifier (a Hugging Face sequence classifier): its
+  // classes are id2label's, and it predicts what the reference computes from the folder.
+  const loaded = await loadClassifier(out);
+  try {
+    expect(loaded.labels).toEqual(classifier.labels);
+    expect(loaded.config.head).toBe('sequence-classification');
+    const back = (await loaded.predict(TEXTS)).map((p) => loaded.labels.map((l) => p.probabilities[l]!));
+    expect(maxDiff(ref.probabilities, back)).toBeLessThan(1e-5);
+  } finally {
+    loaded.dispose();
+  }
   return ref;
 }
 

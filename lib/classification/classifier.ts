@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ClassifierSpec, EncoderInfo, LossOptions, NativeBinding, NativeScriptModule } from '../addon/binding.js';
 import { asAbortError, InputError, ModelError, messageOf } from '../addon/errors.js';
-import { loadBinding } from '../addon/loader.js';
+import { loadBinding, packageVersion } from '../addon/loader.js';
 import {
   afterModelCalls,
   type BatchedEvaluation,
@@ -34,6 +34,8 @@ import { folderKind, kindInWords } from '../files/output-folder.js';
 import { checkSameBase } from '../models/base-weights.js';
 import { type EncoderSourceInfo, loadEncoderSource } from '../models/encoder-source.js';
 import type { ExportFamily } from '../models/export-family.js';
+import { isSequenceClassifierFolder, loadSequenceClassifier } from '../models/hf-sequence-classifier.js';
+import { isHubId, localModelFolder } from '../models/hub.js';
 import { checkModelInputs, tokenTypesFed } from '../models/model-checks.js';
 import type { HeadKind } from '../models/sequence-classification.js';
 import { type ClassificationMetrics, classificationMetrics } from '../training/metrics.js';
@@ -287,6 +289,16 @@ function loadHead(binding: NativeBinding, module: NativeScriptModule, headFile: 
   }
 }
 
+/**
+ * Whether loadClassifier's `dir` names a Hugging Face sequence classifier rather than a folder
+ * torch-bert trained: a folder whose config.json's architectures say so, or a Hub id (not a
+ * path that exists, nor one written as a path: `./x`, `/x`, `~/x`), resolved through the cache.
+ */
+async function namesSequenceClassifier(dir: string): Promise<boolean> {
+  if (await localModelFolder(dir)) return isSequenceClassifierFolder(dir);
+  return !existsSync(dir) && isHubId(dir);
+}
+
 /** Read and check `dir/config.json`; every failure names the file, and what the folder holds instead. */
 async function readClassifierConfig(dir: string): Promise<{ config: ClassifierConfig; configPath: string }> {
   const configPath = join(dir, CONFIG_FILE);
@@ -307,7 +319,7 @@ async function readClassifierConfig(dir: string): Promise<{ config: ClassifierCo
     const holds = await folderKind(dir);
     const instead = holds === null || holds === 'classifier' ? '' : `: ${dir} holds ${kindInWords(holds)}`;
     throw new InputError(
-      `${configPath} is not a torch-bert classifier config${instead}; give a folder that torch-bert train wrote (its outDir / --out)`,
+      `${configPath} is not a torch-bert classifier config${instead}; give a folder that torch-bert train wrote (its outDir / --out), or a Hugging Face sequence classifier`,
       {
         file: configPath,
       },
@@ -352,6 +364,7 @@ export class Classifier {
       );
     }
     checkOptionNames('loadClassifier()', options, ['device']);
+    if (await namesSequenceClassifier(dir)) return Classifier.fromHuggingFace(dir, options);
     for (let attempt = 1; ; attempt++) {
       const loaded = await Classifier.loadOnce(dir, options);
       if (loaded) return loaded;
@@ -400,6 +413,35 @@ export class Classifier {
       throw err;
     }
     return new Classifier(module, tokenizer, config);
+  }
+
+  /**
+   * A Hugging Face sequence classifier (hf-sequence-classifier.ts), with the config.json a
+   * classifier torch-bert trained would have: its classes, max length and head; no training
+   * hyperparameters or metrics (it was not trained here).
+   */
+  private static async fromHuggingFace(spec: string, options: { device?: Device }): Promise<Classifier> {
+    const binding = loadBinding();
+    const { module, encoder, encoderInfo, head, labels } = await loadSequenceClassifier(spec, resolveDevice(options.device));
+    const config: ClassifierConfig = {
+      format: 'torch-bert-classifier',
+      formatVersion: 1,
+      labels,
+      maxLength: encoder.maxLength,
+      pooling: 'cls',
+      headHidden: encoderInfo.hiddenSize,
+      dropout: head.dropout,
+      head: 'sequence-classification',
+      headFamily: head.family,
+      encoder: { ...encoderInfo, file: spec, source: encoder.source },
+      output: 'log_probabilities',
+      libtorchVersion: binding.versions().libtorch,
+      torchBertVersion: packageVersion(),
+      hyperparameters: {},
+      metrics: {},
+      createdAt: new Date().toISOString(),
+    };
+    return new Classifier(module, encoder.tokenizer, config);
   }
 
   /**

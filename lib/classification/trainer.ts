@@ -65,6 +65,7 @@ import {
 import { checkOutputFolder, claimOutputFolder } from '../files/output-folder.js';
 import { weightDigests } from '../models/base-weights.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
+import { startHeadFromCheckpoint } from '../models/hf-sequence-classifier.js';
 import { type HeadSettings, headSettings, headSpec } from '../models/sequence-classification.js';
 import {
   contentDigest,
@@ -536,6 +537,8 @@ async function loadAndRead(opts: ResolvedTrainOptions, binding: NativeBinding, o
     maxLength: options.maxLength,
     fallbackMaxLength: DEFAULTS.maxLength,
     mlmHead: opts.head === 'prompt',
+    // A sequence classifier's head, for transformers' head to start from (startHeadFromCheckpoint).
+    classificationHead: opts.head === 'sequence-classification',
     refuseTorchScript: opts.head === 'prompt' ? noMlmHeadInTorchScript : undefined,
     signal: opts.signal,
     onDownload: downloadEvents(opts.onProgress),
@@ -601,6 +604,7 @@ async function trainRank(
   try {
     // Inside the cleanup scope: the model and the temporary best-weights folder are released
     // whatever fails from here on.
+    if (loaded.classificationHead.length > 0) notes.push(startHeadFromCheckpoint(model, head.family!, loaded, labels));
     const setup = setUpTechnique(binding, model, opts, built);
     if (setup.adapters) disposables.push(setup.adapters);
     if (setup.flagOverride) notes.push(setup.flagOverride);

@@ -6,7 +6,8 @@ import { predictPrinter } from './output.js';
 
 export const EVAL_HELP = `torch-bert eval — loss and accuracy of a saved classifier, or of a zero-shot prompt, on labelled data
 
-  --classifier DIR         directory written by 'torch-bert train'
+  --classifier DIR         directory written by 'torch-bert train', or a Hugging Face sequence
+                           classifier (a folder or Hub id: *ForSequenceClassification)
 ${BASE_HELP}
 ${PROMPT_HELP}
   --data FILE.csv          labelled data (repeatable: files read as one)

@@ -10,6 +10,9 @@ export const PREDICT_HELP = `torch-bert predict — classify texts with a saved 
   torch-bert predict --classifier DIR [--json] TEXT...
   torch-bert predict --classifier DIR [--json] --data FILE.csv [--text-column NAME]
   torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
+
+  --classifier DIR         directory written by 'torch-bert train', or a Hugging Face sequence
+                           classifier (a folder or Hub id: *ForSequenceClassification)
 ${BASE_HELP}
 ${PROMPT_HELP}
   --data FILE.csv          the texts instead of TEXT... (repeatable: files read as one; a label

@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { NativeScriptModule } from '../addon/binding.js';
+import type { NativeScriptModule, NativeTensor } from '../addon/binding.js';
 import { InputError, ModelError, messageOf } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { TextTokenizer } from '../data/tokenizer.js';
@@ -65,6 +65,11 @@ export interface LoadedEncoder {
    * checkpoint has one; null otherwise (a TorchScript file carries none). The caller disposes it.
    */
   mlmHead: NativeScriptModule | null;
+  /**
+   * A ForSequenceClassification checkpoint's head tensors (`classifier.*`, `pre_classifier.*`,
+   * float32), when asked for (`classificationHead: true`); empty otherwise. The caller disposes them.
+   */
+  classificationHead: Array<[string, NativeTensor]>;
   /** The tokenizer's file: the one given, or the folder's tokenizer.json / vocab.txt. */
   tokenizerFile: string;
   maxLength: number;
@@ -92,6 +97,8 @@ export interface EncoderLoadOptions {
   maxLengthFrom?: string;
   /** Keep the checkpoint's MLM head (pretraining, prompting); by default it is not built. */
   mlmHead?: boolean;
+  /** Keep a ForSequenceClassification checkpoint's head tensors (loading it as a classifier); by default they are left out with a note. */
+  classificationHead?: boolean;
   /**
    * With `mlmHead`: a folder whose checkpoint has no MLM head gets one initialised as
    * transformers does (mlm-head-init.ts), drawn from this seed; without it, `mlmHead` is null.
@@ -148,6 +155,7 @@ async function loadTorchScript(file: string, options: EncoderLoadOptions): Promi
     tokenizer,
     tokenizerFile: tokenizer.path,
     mlmHead: null,
+    classificationHead: [],
     maxLength,
     notes: [],
     weightsKey: once(() => sha256File(file)),
@@ -169,7 +177,11 @@ async function loadFolder(source: FolderSource, options: EncoderLoadOptions): Pr
     options.mlmHead === true && options.initialiseMlmHead
       ? { seed: options.initialiseMlmHead.seed, initializerRange: typeof initialRange === 'number' ? initialRange : 0.02 }
       : undefined;
-  const module = await buildFromFolder(dir, files, config, options.device, options.mlmHead === true, initialise);
+  const module = await buildFromFolder(dir, files, config, options.device, {
+    mlmHead: options.mlmHead === true,
+    classificationHead: options.classificationHead === true,
+    initialise,
+  });
   try {
     await checkModelInputs(module.encoder, {
       kind: 'encoder',
@@ -182,6 +194,7 @@ async function loadFolder(source: FolderSource, options: EncoderLoadOptions): Pr
   } catch (err) {
     module.encoder.dispose();
     module.mlmHead?.dispose();
+    for (const [, t] of module.classificationHead) t.dispose();
     throw err;
   }
   return {
@@ -200,6 +213,7 @@ async function loadFolder(source: FolderSource, options: EncoderLoadOptions): Pr
     tokenizer,
     tokenizerFile: tokenizer.path,
     mlmHead: module.mlmHead,
+    classificationHead: module.classificationHead,
     maxLength,
     loraTargets: config.loraTargets,
     notes: module.notes,
@@ -294,11 +308,17 @@ async function buildFromFolder(
   files: Parameters<typeof readCheckpoint>[2],
   config: HfEncoderConfig,
   device: string,
-  keepMlmHead: boolean,
-  initialise?: { seed: number; initializerRange: number },
-): Promise<{ encoder: NativeScriptModule; mlmHead: NativeScriptModule | null; notes: string[] }> {
+  keep: { mlmHead: boolean; classificationHead: boolean; initialise?: { seed: number; initializerRange: number } },
+): Promise<{
+  encoder: NativeScriptModule;
+  mlmHead: NativeScriptModule | null;
+  classificationHead: Array<[string, NativeTensor]>;
+  notes: string[];
+}> {
   const binding = loadBinding();
-  const checkpoint = await readCheckpoint(binding, dir, files, config.native.family);
+  const { mlmHead: keepMlmHead, initialise } = keep;
+  const checkpoint = await readCheckpoint(binding, dir, files, config.native.family, keep.classificationHead);
+  const { classificationHead } = checkpoint;
   const notes: string[] = [];
   if (keepMlmHead && initialise && !checkpoint.mlmHead) {
     const { hiddenSize, vocabSize } = config.native;
@@ -331,10 +351,11 @@ async function buildFromFolder(
       device,
     );
     // Built whenever the checkpoint has one (its tensors must go somewhere), kept when asked for.
-    if (keepMlmHead) return { encoder: built.encoder, mlmHead: built.mlmHead, notes };
+    if (keepMlmHead) return { encoder: built.encoder, mlmHead: built.mlmHead, classificationHead, notes };
     built.mlmHead?.dispose();
-    return { encoder: built.encoder, mlmHead: null, notes };
+    return { encoder: built.encoder, mlmHead: null, classificationHead, notes };
   } catch (err) {
+    for (const [, t] of classificationHead) t.dispose();
     throw new ModelError(`cannot build the encoder of ${dir}: ${messageOf(err)}`, { file: dir, code: 'CHECKPOINT_MISMATCH', cause: err });
   } finally {
     for (const [, tensor] of checkpoint.weights) tensor.dispose();

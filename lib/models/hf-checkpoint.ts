@@ -10,8 +10,10 @@
  *   - the MLM head (`cls.predictions.*`, `lm_head.*`, `vocab_*`): kept, its decoder weight
  *     optional (BertForMaskedLM files omit it: it is tied to the word embeddings), the decoder's
  *     tied bias kept once under the head's own bias name;
- *   - other heads (NSP's `cls.seq_relationship.*`, `classifier.*`, `pre_classifier.*`,
- *     `qa_outputs.*`): ignored, with a note listing them.
+ *   - the sequence-classification head of ForSequenceClassification files (`classifier.*`,
+ *     `pre_classifier.*`): apart (`classificationHead`), for loading such a model as a
+ *     classifier (hf-classifier.ts); an encoder alone ignores it;
+ *   - other heads (NSP's `cls.seq_relationship.*`, `qa_outputs.*`): ignored, with a note listing them.
  * Weights are float32, float16 or bfloat16 (reduced ones are widened to float32 here: training
  * keeps float32 master weights); integer tensors other than the known buffers are refused.
  *
@@ -45,6 +47,8 @@ export interface NormalisedCheckpoint<T extends TensorLike> {
   pooler: boolean;
   /** Whether the MLM head is present. */
   mlmHead: boolean;
+  /** The sequence-classification head's tensors (`classifier.*`, `pre_classifier.*`: their own names), apart from `weights`. */
+  classificationHead: Array<[string, T]>;
   /** Tensors of other heads, left out (original names). */
   ignored: string[];
   /** Buffers and duplicate tied tensors, left out (original names). */
@@ -73,8 +77,11 @@ const MLM_HEAD: Record<EncoderFamily, { prefixes: string[]; marker: string; bias
   },
 };
 
-/** Heads other than the MLM head: not part of an encoder. */
-const OTHER_HEADS = ['cls.seq_relationship.', 'classifier.', 'pre_classifier.', 'qa_outputs.'];
+/** ForSequenceClassification's head (every family's: BERT's `classifier`, RoBERTa's `classifier.dense`/`out_proj`, DistilBERT's `pre_classifier` and `classifier`). */
+const CLASSIFICATION_HEAD = ['classifier.', 'pre_classifier.'];
+
+/** Heads other than the MLM and sequence-classification heads: not part of an encoder. */
+const OTHER_HEADS = ['cls.seq_relationship.', 'qa_outputs.'];
 
 /** Buffers some checkpoints store (older transformers saved them). */
 const BUFFERS = new Set(['embeddings.position_ids', 'embeddings.token_type_ids']);
@@ -116,6 +123,7 @@ export function normaliseCheckpoint<T extends TensorLike>(
 ): NormalisedCheckpoint<T> {
   const head = MLM_HEAD[family];
   const out = new Map<string, { tensor: T; from: ReadTensor<T> }>();
+  const classificationHead: Array<[string, T]> = [];
   const ignored: string[] = [];
   const dropped: string[] = [];
   const reduced: Record<string, number> = {};
@@ -133,6 +141,10 @@ export function normaliseCheckpoint<T extends TensorLike>(
     }
     checkFloat(read);
     if (REDUCED.has(tensor.dtype)) reduced[tensor.dtype] = (reduced[tensor.dtype] ?? 0) + 1;
+    if (CLASSIFICATION_HEAD.some((p) => name.startsWith(p))) {
+      classificationHead.push([name, tensor]);
+      continue;
+    }
     if (head.decoderBias && name === head.decoderBias) {
       decoderBias = read;
       continue;
@@ -155,6 +167,7 @@ export function normaliseCheckpoint<T extends TensorLike>(
     weights: [...out].map(([name, { tensor }]) => [name, tensor]),
     pooler: out.has('pooler.dense.weight'),
     mlmHead: out.has(head.marker),
+    classificationHead,
     ignored,
     dropped,
     reduced,
@@ -243,14 +256,16 @@ export async function readShards<T>(
 
 /**
  * Reads a model folder's weights (its `files`, as model-folder.ts chose them) and normalises
- * them for `family`. Float16/bfloat16 tensors are widened to float32. Errors are ModelErrors
- * naming the file (the shard) and the tensor.
+ * them for `family`. Float16/bfloat16 tensors are widened to float32. The sequence-classification
+ * head is kept when `keepClassificationHead`; otherwise it is freed and listed with the ignored
+ * heads. Errors are ModelErrors naming the file (the shard) and the tensor.
  */
 export async function readCheckpoint(
   binding: NativeBinding,
   dir: string,
   files: ModelFolderFiles,
   family: EncoderFamily,
+  keepClassificationHead = false,
 ): Promise<NormalisedCheckpoint<NativeTensor>> {
   const readOne = async (file: string): Promise<Array<[string, NativeTensor]>> => {
     const path = join(dir, file);
@@ -276,13 +291,20 @@ export async function readCheckpoint(
     for (const r of read) r.tensor.dispose();
     throw err;
   }
-  const kept = new Set(normalised.weights.map(([, t]) => t));
+  if (!keepClassificationHead) {
+    normalised.ignored.push(...normalised.classificationHead.map(([name]) => name));
+    normalised.classificationHead = [];
+  }
+  const kept = new Set([...normalised.weights, ...normalised.classificationHead].map(([, t]) => t));
   for (const r of read) if (!kept.has(r.tensor)) r.tensor.dispose();
-  normalised.weights = normalised.weights.map(([name, tensor]) => {
-    if (tensor.dtype === 'float32') return [name, tensor];
-    const wide = tensor.to('cpu', 'float32');
-    tensor.dispose();
-    return [name, wide];
-  });
+  const widened = (named: Array<[string, NativeTensor]>) =>
+    named.map(([name, tensor]): [string, NativeTensor] => {
+      if (tensor.dtype === 'float32') return [name, tensor];
+      const wide = tensor.to('cpu', 'float32');
+      tensor.dispose();
+      return [name, wide];
+    });
+  normalised.weights = widened(normalised.weights);
+  normalised.classificationHead = widened(normalised.classificationHead);
   return normalised;
 }

@@ -140,6 +140,17 @@ export function parseHubId(spec: string): { repoId: string; revision?: string } 
   return { repoId: id, revision };
 }
 
+/** Whether resolveModelSource would send `spec` to the Hub when nothing exists at it: a Hub id not written as a path. */
+export function isHubId(spec: string): boolean {
+  if (looksLikePath(spec)) return false;
+  try {
+    parseHubId(spec);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A spec the user meant as a path: never sent to the Hub. */
 function looksLikePath(spec: string): boolean {
   return isAbsolute(spec) || /^\.{1,2}([/\\]|$)/.test(spec) || spec.startsWith('~') || spec.includes('\\');

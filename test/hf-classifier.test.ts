@@ -1,0 +1,272 @@
+/**
+ * loadClassifier() of a Hugging Face sequence classifier (lib/models/hf-sequence-classifier.ts): a
+ * folder or Hub id whose config.json names a *ForSequenceClassification. Its probabilities against
+ * the Python reference of transformers' math are checked for each family in
+ * seq-classification-head.test.ts (each exported folder loaded back); here: a Hub id read from the
+ * cache, evaluate(), the CLI, the classes of config.json, and the refusals.
+ */
+import { execFile } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadBinding } from '../lib/addon/loader.js';
+import type { Classifier } from '../lib/classification/classifier.js';
+import { exportHuggingFace, InputError, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
+import { loadEncoderSource } from '../lib/models/encoder-source.js';
+import { sequenceClassifierLabels } from '../lib/models/hf-sequence-classifier.js';
+import { demoTokenizer, makeHfFolder, PROBE_TEXTS, repoRoot, smallClassifierInputs } from './fixtures.js';
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-hf-classifier-'));
+/** The classifier trained here (head 'sequence-classification', BERT), and its export: a BertForSequenceClassification folder. */
+let trained: Classifier;
+let hfDir: string;
+let data: { texts: string[]; labels: string[] };
+
+beforeAll(async () => {
+  const inputs = await smallClassifierInputs();
+  data = inputs.data;
+  const dir = join(work, 'trained');
+  const result = await train({
+    data,
+    encoder: inputs.encoder,
+    tokenizer: demoTokenizer,
+    outDir: dir,
+    epochs: 1,
+    batchSize: 32,
+    maxLength: 32,
+    head: 'sequence-classification',
+    technique: 'full',
+    learningRate: 1e-3,
+  });
+  result.classifier.dispose();
+  hfDir = join(work, 'hf');
+  await exportHuggingFace({ classifier: dir, out: hfDir, heads: 4 });
+  trained = await loadClassifier(dir);
+}, 300_000);
+
+afterAll(() => trained?.dispose());
+
+const probabilities = async (c: Classifier, texts: readonly string[]) =>
+  (await c.predict(texts)).map((p) => c.labels.map((l) => p.probabilities[l]!));
+
+/** A copy of `from` as the Hugging Face cache holds repository `repoId` at one commit (refs/main → snapshots/<commit>/). */
+function cacheRepo(cache: string, repoId: string, from: string): string {
+  const commit = 'c0ffee'.padEnd(40, '0');
+  const root = join(cache, `models--${repoId.replace('/', '--')}`);
+  mkdirSync(join(root, 'refs'), { recursive: true });
+  writeFileSync(join(root, 'refs', 'main'), commit);
+  const snapshot = join(root, 'snapshots', commit);
+  mkdirSync(snapshot, { recursive: true });
+  for (const file of readdirSync(from)) copyFileSync(join(from, file), join(snapshot, file));
+  return commit;
+}
+
+/** `fn` with the Hub read from `cache` alone (HF_HUB_OFFLINE: no request is made), the variables restored after. */
+async function offlineFrom<T>(cache: string, fn: () => Promise<T>): Promise<T> {
+  const saved = { HF_HUB_CACHE: process.env.HF_HUB_CACHE, HF_HUB_OFFLINE: process.env.HF_HUB_OFFLINE };
+  process.env.HF_HUB_CACHE = cache;
+  process.env.HF_HUB_OFFLINE = '1';
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+describe('a Hugging Face sequence classifier as a classifier', () => {
+  it("a folder: id2label's classes, the family's head, the folder's max length; evaluate() reports what the trained classifier's does", async () => {
+    const loaded = await loadClassifier(hfDir);
+    try {
+      expect(loaded.labels).toEqual(trained.labels);
+      expect(loaded.config).toMatchObject({ head: 'sequence-classification', headFamily: 'bert', maxLength: 32, pooling: 'cls' });
+      const own = await probabilities(trained, PROBE_TEXTS);
+      const back = await probabilities(loaded, PROBE_TEXTS);
+      expect(Math.max(...own.flatMap((row, r) => row.map((v, c) => Math.abs(v - back[r]![c]!))))).toBeLessThan(1e-6);
+      const [a, b] = await Promise.all([trained.evaluate(data), loaded.evaluate(data)]);
+      expect(b.predictions).toEqual(a.predictions);
+      expect(Math.abs(b.loss - a.loss)).toBeLessThan(1e-6);
+      expect(b.accuracy).toBe(a.accuracy);
+    } finally {
+      loaded.dispose();
+    }
+  });
+
+  it('a Hub id, from the Hugging Face cache with no request made: the same classifier, its repository and commit recorded', async () => {
+    const cache = join(work, 'cache');
+    const commit = cacheRepo(cache, 'org/tiny-sentiment', hfDir);
+    const [fromHub, fromFolder] = await offlineFrom(cache, async () => [
+      await loadClassifier('org/tiny-sentiment'),
+      await loadClassifier(hfDir),
+    ]);
+    try {
+      expect(fromHub.labels).toEqual(fromFolder.labels);
+      expect(fromHub.config.encoder.source).toMatchObject({ kind: 'folder', repoId: 'org/tiny-sentiment', commit });
+      expect(await probabilities(fromHub, PROBE_TEXTS)).toEqual(await probabilities(fromFolder, PROBE_TEXTS));
+    } finally {
+      fromHub.dispose();
+      fromFolder.dispose();
+    }
+  });
+
+  it('torch-bert predict --classifier takes the folder', async () => {
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [join(repoRoot, 'dist', 'cli.js'), 'predict', '--classifier', hfDir, '--json', PROBE_TEXTS[0]!],
+      { encoding: 'utf8' },
+    );
+    // One JSON object per line.
+    const prediction = JSON.parse(stdout.trim().split('\n')[0]!) as { label: string; probabilities: Record<string, number> };
+    const [own] = await trained.predict([PROBE_TEXTS[0]!]);
+    expect(prediction!.label).toBe(own!.label);
+    for (const label of trained.labels) expect(Math.abs(prediction!.probabilities[label]! - own!.probabilities[label]!)).toBeLessThan(1e-6);
+  });
+});
+
+describe('a sequence classifier as an encoder', () => {
+  it('its head is left out, with the note naming its tensors; nothing of it is kept', async () => {
+    const loaded = await loadEncoderSource(hfDir, { device: 'cpu', fallbackMaxLength: 32 });
+    try {
+      expect(loaded.classificationHead).toEqual([]);
+      expect(loaded.notes).toContain(
+        "the checkpoint's other heads are not part of the encoder and were left out: classifier.weight, classifier.bias",
+      );
+      expect(loaded.module.namedParameters().some(([name]) => name.includes('classifier'))).toBe(false);
+    } finally {
+      loaded.module.dispose();
+    }
+  });
+});
+
+describe("train() from a sequence classifier, head 'sequence-classification'", () => {
+  /** train() on the exported folder, learning rate 0 (nothing moves: what the run starts from is what it saves). */
+  const untrained = (name: string, extra: Partial<TrainOptions> = {}) =>
+    train({
+      data,
+      encoder: hfDir,
+      outDir: join(work, name),
+      epochs: 1,
+      batchSize: 32,
+      maxLength: 32,
+      head: 'sequence-classification',
+      technique: 'full',
+      learningRate: 0,
+      ...extra,
+    });
+
+  it("the head starts from the checkpoint's: the run's classifier predicts what the checkpoint does, in either class order", async () => {
+    const hf = await loadClassifier(hfDir);
+    try {
+      const expected = await probabilities(hf, PROBE_TEXTS);
+      const same = await untrained('same-order');
+      const reversed = await untrained('reversed', { labels: [...hf.labels].reverse() });
+      try {
+        expect(same.notes).toContain(`the head starts from the checkpoint's classification head (its classes ${hf.labels.join(', ')})`);
+        expect(same.classifier.labels).toEqual(hf.labels);
+        expect(reversed.classifier.labels).toEqual([...hf.labels].reverse());
+        for (const run of [same, reversed]) {
+          // By class name: the reversed run's output rows follow its class order.
+          const got = (await run.classifier.predict(PROBE_TEXTS)).map((p) => hf.labels.map((l) => p.probabilities[l]!));
+          expect(Math.max(...expected.flatMap((row, r) => row.map((v, c) => Math.abs(v - got[r]![c]!))))).toBeLessThan(1e-6);
+        }
+      } finally {
+        same.classifier.dispose();
+        reversed.classifier.dispose();
+      }
+    } finally {
+      hf.dispose();
+    }
+  });
+
+  it("classes other than the checkpoint's: the head starts initialised, and the notes say why", async () => {
+    const other = { texts: data.texts, labels: data.labels.map((l) => `other-${l}`) };
+    const run = await untrained('other-classes', { data: other });
+    try {
+      const theirs = trained.labels.join(', ');
+      const ours = run.classifier.labels.join(', ');
+      expect(run.notes).toContain(
+        `the checkpoint's classification head classifies ${theirs}; this run's classes are ${ours}, so the head starts initialised (labels with the checkpoint's names would start it from the checkpoint's)`,
+      );
+      // Initialised as transformers does: another head than the checkpoint's.
+      const hf = await loadClassifier(hfDir);
+      try {
+        const head = (c: Classifier) =>
+          c.module
+            .namedParameters()
+            .find(([n]) => n === 'head.classifier.weight')![1]
+            .toArray() as Float32Array;
+        expect(Array.from(head(run.classifier))).not.toEqual(Array.from(head(hf)));
+      } finally {
+        hf.dispose();
+      }
+    } finally {
+      run.classifier.dispose();
+    }
+  });
+});
+
+describe("a sequence classifier's classes (config.json)", () => {
+  const file = 'config.json';
+  it("id2label's names by id, whatever the key order; transformers' LABEL_i where there is none", () => {
+    expect(sequenceClassifierLabels({ id2label: { '1': 'pos', '0': 'neg' }, num_labels: 2 }, 2, file)).toEqual(['neg', 'pos']);
+    expect(sequenceClassifierLabels({ problem_type: 'single_label_classification' }, 3, file)).toEqual(['LABEL_0', 'LABEL_1', 'LABEL_2']);
+  });
+
+  it('refuses regression and multi-label models, and classes that disagree with the head or repeat a name', () => {
+    const refusal = (config: Record<string, unknown>, classes: number) => {
+      try {
+        sequenceClassifierLabels(config, classes, file);
+      } catch (err) {
+        expect(err).toBeInstanceOf(ModelError);
+        return (err as Error).message;
+      }
+      throw new Error('not refused');
+    };
+    expect(refusal({ problem_type: 'regression' }, 1)).toMatch(/^config\.json: this model is a regression model \(one output\)/);
+    expect(refusal({}, 1)).toMatch(/regression model/);
+    expect(refusal({ problem_type: 'multi_label_classification' }, 3)).toMatch(/multi-label classifier/);
+    expect(refusal({ num_labels: 3 }, 2)).toBe("config.json says num_labels 3, but the model's head has 2 outputs");
+    expect(refusal({ id2label: { '0': 'a' } }, 2)).toMatch(
+      /^config\.json: id2label must name each of the head's 2 classes by its id \(0 to 1\)/,
+    );
+    expect(refusal({ id2label: { '0': 'a', '2': 'b' } }, 2)).toMatch(/id2label must name each/);
+    expect(refusal({ id2label: { '0': 'a', '1': 'a' } }, 2)).toMatch(/gives two classes the name 'a'/);
+  });
+});
+
+describe('refusals', () => {
+  it('a checkpoint that lacks a tensor of the head is refused, naming it', async () => {
+    const broken = join(work, 'no-bias');
+    mkdirSync(broken);
+    for (const f of readdirSync(hfDir)) if (f !== 'model.safetensors') copyFileSync(join(hfDir, f), join(broken, f));
+    const b = loadBinding();
+    const { tensors } = b.readSafetensors(join(hfDir, 'model.safetensors'));
+    b.writeSafetensors(
+      join(broken, 'model.safetensors'),
+      tensors.filter(([name]) => name !== 'classifier.bias'),
+      { format: 'pt' },
+    );
+    for (const [, t] of tensors) t.dispose();
+    const err = await loadClassifier(broken).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ModelError);
+    expect((err as Error).message).toBe(`${broken}: its checkpoint lacks classifier.bias, a tensor of the head`);
+  });
+
+  it('a Hub id of an encoder (no sequence-classification head) says to train a classifier on it', async () => {
+    const { dir } = await makeHfFolder({ layout: 'automodel' });
+    const cache = join(work, 'cache-encoder');
+    cacheRepo(cache, 'org/encoder', dir);
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { architectures?: string[] };
+    const err = await offlineFrom(cache, () => loadClassifier('org/encoder')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect((err as Error).message).toMatch(
+      new RegExp(
+        `^org/encoder@c0ffee0+ \\(.*\\) is a Hugging Face model without a sequence-classification head \\(architectures ${JSON.stringify(config.architectures ?? null).replace(/[[\]]/g, '\\$&')}\\): train a classifier on it`,
+      ),
+    );
+  });
+});
