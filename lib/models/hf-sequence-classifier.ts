@@ -130,7 +130,7 @@ function copyHead(
     const values = saved.toArray() as Float32Array;
     const width = values.length / rows.length;
     const reordered = new Float32Array(values.length);
-    rows.forEach((row, c) => reordered.set(values.subarray(row * width, (row + 1) * width), c * width));
+    for (const [c, row] of rows.entries()) reordered.set(values.subarray(row * width, (row + 1) * width), c * width);
     const tensor = loadBinding().Tensor.fromArray(reordered, saved.shape);
     try {
       param.copyFrom(tensor);
