@@ -23,6 +23,9 @@
  *     AutoAdapterModel.from_pretrained(base).load_adapter(export) of exportAdapterHub's folder gives
  *     the probabilities of a Houlsby classifier (default head, headHidden = hidden) and of a
  *     Pfeiffer one with gelu and BERT's sequence-classification head (issue 19),
+ *   - AutoModelForSequenceClassification.from_pretrained(folder) of transformers' own BERT,
+ *     RoBERTa and DistilBERT sequence classifiers (save_pretrained, random weights, three named
+ *     classes) gives the probabilities of loadClassifier(folder), with id2label's classes,
  *   - AutoModelForMaskedLM.from_pretrained(out) of a `pretrain` output folder gives the logits of
  *     torch-bert's own encoder + MLM head loaded from that folder (issue 15).
  *
@@ -31,7 +34,7 @@
  * exits 1 when a check fails, 0 otherwise (also when transformers or peft is missing: 'skipped').
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,6 +76,20 @@ XLMRobertaModel(XLMRobertaConfig(vocab_size=vocab, hidden_size=64, num_hidden_la
 torch.manual_seed(2)
 DistilBertModel(DistilBertConfig(vocab_size=vocab, dim=64, n_layers=2, n_heads=4, hidden_dim=256,
     max_position_embeddings=128, pad_token_id=0, seq_classif_dropout=0.3)).save_pretrained(f"{work}/distilbert")
+# Sequence classifiers as transformers saves them (issue 14, loadClassifier of a Hugging Face
+# *ForSequenceClassification): random weights, three named classes, one folder per family.
+from transformers import BertForSequenceClassification, RobertaForSequenceClassification, DistilBertForSequenceClassification
+named = dict(num_labels=3, id2label={0: "negative", 1: "neutral", 2: "positive"}, label2id={"negative": 0, "neutral": 1, "positive": 2})
+for seed, cls, cfg, folder in [
+    (4, BertForSequenceClassification, BertConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=256, max_position_embeddings=128, **named), "bert-sc"),
+    (5, RobertaForSequenceClassification, RobertaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=256, max_position_embeddings=130, pad_token_id=0, type_vocab_size=1, **named), "roberta-sc"),
+    (6, DistilBertForSequenceClassification, DistilBertConfig(vocab_size=vocab, dim=64, n_layers=2, n_heads=4, hidden_dim=256,
+        max_position_embeddings=128, pad_token_id=0, **named), "distilbert-sc"),
+]:
+    torch.manual_seed(seed)
+    cls(cfg).eval().save_pretrained(f"{work}/{folder}")
 try:
     import adapters
     adapters_version = adapters.__version__
@@ -116,6 +133,14 @@ for run in a["runs"]:
         with torch.no_grad():
             p = torch.softmax(m(input_ids=ids, attention_mask=mask).logits, -1)
         out[run["name"] + " AdapterHub load_adapter probabilities"] = diff(p, run["probabilities"])
+        continue
+    if kind == "hf-classifier":
+        # transformers' own sequence classifier, which loadClassifier built natively.
+        sc = AutoModelForSequenceClassification.from_pretrained(d).eval()
+        out[run["name"] + " classes (id2label)"] = 0.0 if [sc.config.id2label[i] for i in range(len(run["labels"]))] == run["labels"] else 1.0
+        with torch.no_grad():
+            p = torch.softmax(sc(input_ids=ids, attention_mask=mask).logits, -1)
+        out[run["name"] + " loadClassifier probabilities"] = diff(p, run["probabilities"])
         continue
     if kind == "mlm":
         mlm = AutoModelForMaskedLM.from_pretrained(d).eval()
@@ -301,6 +326,14 @@ try {
       }
     } else {
       console.log('adapterhub: skipped (the adapters library is not installed: import adapters failed)');
+    }
+
+    // Issue 14: transformers' own sequence classifiers (saved by save_pretrained, random weights)
+    // loaded by loadClassifier: the folder gets the demo tokenizer (the check feeds ids).
+    for (const family of ['bert', 'roberta', 'distilbert']) {
+      const folder = join(work, `${family}-sc`);
+      copyFileSync(tokenizer, join(folder, 'tokenizer.json'));
+      runs.push({ name: `hf-classifier ${family}`, kind: 'hf-classifier', export: folder, ...(await observe(folder)) });
     }
 
     // Issue 15: a pretrain output folder as transformers' AutoModelForMaskedLM.
