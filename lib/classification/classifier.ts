@@ -299,8 +299,12 @@ async function namesSequenceClassifier(dir: string): Promise<boolean> {
   return !existsSync(dir) && isHubId(dir);
 }
 
-/** Read and check `dir/config.json`; every failure names the file, and what the folder holds instead. */
-async function readClassifierConfig(dir: string): Promise<{ config: ClassifierConfig; configPath: string }> {
+/**
+ * Read and check `dir/config.json`; every failure names the file, and what the folder holds
+ * instead. `alsoTaken`: what else the caller takes, for the message (loadClassifier's Hugging Face
+ * sequence classifiers).
+ */
+async function readClassifierConfig(dir: string, alsoTaken = ''): Promise<{ config: ClassifierConfig; configPath: string }> {
   const configPath = join(dir, CONFIG_FILE);
   let config: ClassifierConfig;
   try {
@@ -319,7 +323,7 @@ async function readClassifierConfig(dir: string): Promise<{ config: ClassifierCo
     const holds = await folderKind(dir);
     const instead = holds === null || holds === 'classifier' ? '' : `: ${dir} holds ${kindInWords(holds)}`;
     throw new InputError(
-      `${configPath} is not a torch-bert classifier config${instead}; give a folder that torch-bert train wrote (its outDir / --out), or a Hugging Face sequence classifier`,
+      `${configPath} is not a torch-bert classifier config${instead}; give a folder that torch-bert train wrote (its outDir / --out)${alsoTaken}`,
       {
         file: configPath,
       },
@@ -378,7 +382,7 @@ export class Classifier {
 
   /** One attempt of `load`: null when the archive was replaced while it loaded. */
   private static async loadOnce(dir: string, options: { device?: Device }): Promise<Classifier | null> {
-    const { config, configPath } = await readClassifierConfig(dir);
+    const { config, configPath } = await readClassifierConfig(dir, ', or a Hugging Face sequence classifier');
     // classifier.pt, or the content-addressed archive of a save killed before its last rename;
     // either way the one whose checksum config.json records.
     const archive = await resolveClassifierArchive(dir, config.classifierSha256);
