@@ -243,7 +243,20 @@ export async function makeEncoder(opts: MakeEncoderOptions = {}): Promise<string
 
 export interface MakeHfFolderOptions {
   /** See scripts/python/make_hf_folder.py's --layout. */
-  layout?: 'automodel' | 'pretraining' | 'mlm' | 'f16' | 'bf16' | 'sharded' | 'bin' | 'bin-sharded' | 'roberta' | 'distilbert';
+  layout?:
+    | 'automodel'
+    | 'pretraining'
+    | 'mlm'
+    | 'f16'
+    | 'bf16'
+    | 'sharded'
+    | 'bin'
+    | 'bin-sharded'
+    | 'roberta'
+    | 'distilbert'
+    | 'bert-seqcls'
+    | 'roberta-seqcls'
+    | 'distilbert-seqcls';
   /** automodel only: float32 weights rounded through float16 / bfloat16. */
   round?: 'f16' | 'bf16';
   tokenizer?: 'json' | 'vocab' | 'none';

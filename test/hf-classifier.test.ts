@@ -13,10 +13,11 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadBinding } from '../lib/addon/loader.js';
 import type { Classifier } from '../lib/classification/classifier.js';
+import { gatherRows } from '../lib/data/batching.js';
 import { exportHuggingFace, InputError, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
 import { loadEncoderSource } from '../lib/models/encoder-source.js';
 import { sequenceClassifierLabels } from '../lib/models/hf-sequence-classifier.js';
-import { demoTokenizer, makeHfFolder, PROBE_TEXTS, repoRoot, smallClassifierInputs } from './fixtures.js';
+import { asRows, demoTokenizer, makeHfFolder, PROBE_TEXTS, repoRoot, runPython, smallClassifierInputs } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-hf-classifier-'));
 /** The classifier trained here (head 'sequence-classification', BERT), and its export: a BertForSequenceClassification folder. */
@@ -95,6 +96,40 @@ describe('a Hugging Face sequence classifier as a classifier', () => {
       loaded.dispose();
     }
   });
+
+  for (const family of ['bert', 'roberta', 'distilbert'] as const) {
+    it(`${family}: a ForSequenceClassification folder as transformers writes it (a Python writer of its names) predicts the Python reference's probabilities (1e-5)`, async () => {
+      const { dir } = await makeHfFolder({ layout: `${family}-seqcls` });
+      const loaded = await loadClassifier(dir);
+      try {
+        expect(loaded.labels).toEqual(['negative', 'neutral', 'positive']);
+        expect(loaded.config.headFamily).toBe(family);
+        const rows = gatherRows(
+          await loaded.tokenizer.encodeBatchAsync(PROBE_TEXTS, loaded.config.maxLength),
+          PROBE_TEXTS.map((_, i) => i),
+        );
+        const ref = JSON.parse(
+          await runPython(
+            'test/python/seq_classification_reference.py',
+            [],
+            JSON.stringify({
+              mode: 'export',
+              dir,
+              input_ids: asRows(rows.inputIds, rows.seqLen),
+              attention_mask: asRows(rows.attentionMask, rows.seqLen),
+            }),
+          ),
+        ) as { probabilities: number[][] };
+        const own = await probabilities(loaded, PROBE_TEXTS);
+        expect(Math.max(...own.flatMap((row, r) => row.map((v, c) => Math.abs(v - ref.probabilities[r]![c]!))))).toBeLessThan(1e-5);
+        // Not a degenerate comparison: the classes' probabilities differ, and differ between texts.
+        expect(Math.max(...own[0]!) - Math.min(...own[0]!)).toBeGreaterThan(0.05);
+        expect(Math.max(...own[0]!.map((p, c) => Math.abs(p - own[1]![c]!)))).toBeGreaterThan(1e-3);
+      } finally {
+        loaded.dispose();
+      }
+    });
+  }
 
   it('a Hub id, from the Hugging Face cache with no request made: the same classifier, its repository and commit recorded', async () => {
     const cache = join(work, 'cache');

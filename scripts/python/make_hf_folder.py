@@ -21,6 +21,12 @@ Layouts (--layout):
   bin-sharded  pytorch_model.bin.index.json + 2 .bin shards
   roberta      RobertaForMaskedLM (`roberta.` prefix, lm_head with its decoder's tied bias)
   distilbert   DistilBertForMaskedLM (`distilbert.` prefix, vocab_* head)
+  bert-seqcls, roberta-seqcls, distilbert-seqcls
+               Bert-, Roberta-, DistilBertForSequenceClassification as save_pretrained writes it:
+               the family's prefix, the head's own names (classifier; classifier.dense and
+               classifier.out_proj; pre_classifier and classifier), three classes named in
+               id2label (SEQCLS_LABELS); the layers' matrices drawn 10x and the head's 25x wider,
+               so that the classes' probabilities differ, and differ between texts
 --round f16|bf16 writes float32 weights rounded through that dtype (the reference the f16/bf16
 layouts must equal). --weights-out FILE also writes the AutoModel-named float32 weights as one
 safetensors file (make_encoder.py --weights traces them).
@@ -104,7 +110,11 @@ def init(shapes: List[Tuple[str, List[int]]], gen: torch.Generator, pad: int) ->
 
 
 def family_of(layout: str) -> str:
-    return layout if layout in ("roberta", "distilbert") else "bert"
+    family = layout[: -len("-seqcls")] if layout.endswith("-seqcls") else layout
+    return family if family in ("roberta", "distilbert") else "bert"
+
+
+SEQCLS_LABELS = ["negative", "neutral", "positive"]
 
 
 def config_json(a: argparse.Namespace, family: str, architecture: str, dtype: str) -> Dict[str, object]:
@@ -130,11 +140,49 @@ def config_json(a: argparse.Namespace, family: str, architecture: str, dtype: st
     return c
 
 
+def seqcls_config(a: argparse.Namespace, family: str, architecture: str, dtype: str) -> Dict[str, object]:
+    """config_json's, with the task: transformers writes id2label / label2id (num_labels follows from them)."""
+    c = config_json(a, family, architecture, dtype)
+    c.update({"id2label": {str(i): label for i, label in enumerate(SEQCLS_LABELS)},
+              "label2id": {label: i for i, label in enumerate(SEQCLS_LABELS)},
+              "problem_type": "single_label_classification"})
+    return c
+
+
+def seqcls(a: argparse.Namespace, family: str, gen: torch.Generator):
+    """A *ForSequenceClassification file: the family's body under its prefix, then the head by transformers' names."""
+    H, C = a.hidden, len(SEQCLS_LABELS)
+    if family == "distilbert":
+        body = init(distilbert_body(a), gen, a.pad)
+        head = init([("pre_classifier.weight", [H, H]), ("pre_classifier.bias", [H]), ("classifier.weight", [C, H]),
+                     ("classifier.bias", [C])], gen, a.pad)
+        prefix, architecture = "distilbert.", "DistilBertForSequenceClassification"
+    elif family == "roberta":
+        body = init(bert_body(a, 1), gen, a.pad)
+        head = init([("classifier.dense.weight", [H, H]), ("classifier.dense.bias", [H]), ("classifier.out_proj.weight", [C, H]),
+                     ("classifier.out_proj.bias", [C])], gen, a.pad)
+        prefix, architecture = "roberta.", "RobertaForSequenceClassification"
+    else:
+        body = init(bert_body(a, 2), gen, a.pad)
+        body.update(init([("pooler.dense.weight", [H, H]), ("pooler.dense.bias", [H])], gen, a.pad))
+        head = init([("classifier.weight", [C, H]), ("classifier.bias", [C])], gen, a.pad)
+        prefix, architecture = "bert.", "BertForSequenceClassification"
+    # The layers' matrices 10x wider too: with BERT's 0.02 the first token's state hardly depends
+    # on the rest of the text (DistilBERT's [CLS] moved by 5e-6 between texts).
+    body = OrderedDict((k, 10 * v if k.startswith(("encoder.", "transformer.")) and k.endswith(".weight") and "LayerNorm" not in k
+                        and "layer_norm" not in k else v) for k, v in body.items())
+    out = OrderedDict((prefix + k, v) for k, v in body.items())
+    out.update((k, 25 * v) for k, v in head.items())
+    return out, body, architecture, "float32"
+
+
 def build(a: argparse.Namespace) -> Tuple["OrderedDict[str, torch.Tensor]", "OrderedDict[str, torch.Tensor]", str, str]:
     """(the file's tensors in the layout, the AutoModel-named float32 weights, architecture, torch_dtype)."""
     family = family_of(a.layout)
     gen = torch.Generator().manual_seed(a.seed)
     H, V = a.hidden, a.vocab_size
+    if a.layout.endswith("-seqcls"):
+        return seqcls(a, family, gen)
     if family == "distilbert":
         body = init(distilbert_body(a), gen, a.pad)
         head = init([("vocab_transform.weight", [H, H]), ("vocab_transform.bias", [H]), ("vocab_layer_norm.weight", [H]),
@@ -221,7 +269,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--layout", default="automodel",
-                   choices=["automodel", "pretraining", "mlm", "f16", "bf16", "sharded", "bin", "bin-sharded", "roberta", "distilbert"])
+                   choices=["automodel", "pretraining", "mlm", "f16", "bf16", "sharded", "bin", "bin-sharded", "roberta", "distilbert",
+                            "bert-seqcls", "roberta-seqcls", "distilbert-seqcls"])
     p.add_argument("--round", choices=["f16", "bf16"], help="automodel layout only: float32 values rounded through this dtype")
     p.add_argument("--tokenizer", default="json", choices=["json", "vocab", "none"])
     p.add_argument("--model-max-length", type=int, default=512, help="tokenizer_config.json's model_max_length (vocab tokenizer)")
@@ -242,7 +291,8 @@ def main() -> int:
     os.makedirs(a.out, exist_ok=True)
     tensors, automodel, architecture, dtype = build(a)
     with open(os.path.join(a.out, "config.json"), "w") as f:
-        json.dump(config_json(a, family_of(a.layout), architecture, dtype), f, indent=2, sort_keys=True)
+        write_config = seqcls_config if a.layout.endswith("-seqcls") else config_json
+        json.dump(write_config(a, family_of(a.layout), architecture, dtype), f, indent=2, sort_keys=True)
     if a.layout == "sharded":
         write_shards(a.out, tensors, 3, "safetensors")
     elif a.layout == "bin-sharded":
