@@ -35,7 +35,7 @@ import { checkSameBase } from '../models/base-weights.js';
 import { type EncoderSourceInfo, loadEncoderSource } from '../models/encoder-source.js';
 import type { ExportFamily } from '../models/export-family.js';
 import { isSequenceClassifierFolder, loadSequenceClassifier } from '../models/hf-sequence-classifier.js';
-import { isHubId, localModelFolder } from '../models/hub.js';
+import { localModelFolder, namesHubModel } from '../models/hub.js';
 import { checkModelInputs, tokenTypesFed } from '../models/model-checks.js';
 import type { HeadKind } from '../models/sequence-classification.js';
 import { type ClassificationMetrics, classificationMetrics } from '../training/metrics.js';
@@ -296,7 +296,7 @@ function loadHead(binding: NativeBinding, module: NativeScriptModule, headFile: 
  */
 async function namesSequenceClassifier(dir: string): Promise<boolean> {
   if (await localModelFolder(dir)) return isSequenceClassifierFolder(dir);
-  return !existsSync(dir) && isHubId(dir);
+  return namesHubModel(dir);
 }
 
 /**

@@ -2,10 +2,9 @@
  * What eval and predict classify with: a saved classifier (--classifier DIR), or a zero-shot
  * prompt classifier (--model, --template, --verbalizer), and those flags' help.
  */
-import { existsSync } from 'node:fs';
 import { Classifier } from '../classification/classifier.js';
 import { promptClassifier } from '../classification/prompt-classifier.js';
-import { isHubId } from '../models/hub.js';
+import { namesHubModel } from '../models/hub.js';
 import type { Device } from '../training/options.js';
 import { numberOption, type Options, requireOption, UsageError } from './args.js';
 import { fetchModelWithProgress } from './run-control.js';
@@ -51,7 +50,7 @@ export async function openClassifier(values: Record<string, unknown>, command: s
     if (allowOtherBase && values.base === undefined) throw new UsageError(`${command}: --allow-other-base goes with --base`);
     if (values.base !== undefined) return Classifier.loadAdapters(dir, { encoder: values.base as string, device, allowOtherBase });
     // A Hugging Face sequence classifier named by its Hub id: downloaded ahead with progress, as --model is.
-    if (!existsSync(dir) && isHubId(dir)) await fetchModelWithProgress({ model: dir });
+    if (namesHubModel(dir)) await fetchModelWithProgress({ model: dir });
     return Classifier.load(dir, { device });
   }
   if (values.classifier !== undefined) throw new UsageError(`${command}: give --classifier or --model, not both`);

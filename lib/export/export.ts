@@ -22,7 +22,7 @@ import { ADAPTERS_FILE, Classifier, type ClassifierConfig } from '../classificat
 import { archiveChecksums, CLASSIFIER_FILE, CONFIG_FILE, resolveArchive, TOKENIZER_FILE } from '../files/checkpoint.js';
 import { checkOut, type StagedFolder, writeFolder } from '../files/export-folder.js';
 import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf } from '../models/export-family.js';
-import { type TransformersNames, transformersNames } from '../models/hf-config.js';
+import { isJsonObject, type TransformersNames, transformersNames } from '../models/hf-config.js';
 import { MODEL_FILE, SAFETENSORS_METADATA, TOKENIZER_CONFIG_FILE } from '../models/model-folder.js';
 import { BASE_PREFIX, sequenceClassificationKeys } from '../models/sequence-classification.js';
 import { type TokenizerFacts, tokenizerDescription, tokenizerFacts } from '../models/tokenizer-config.js';
@@ -93,7 +93,6 @@ export interface RecordedEncoder {
   revision: string | null;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const stringOrNull = (v: unknown): string | null => (typeof v === 'string' ? v : null);
 
 /**
@@ -106,15 +105,15 @@ const stringOrNull = (v: unknown): string | null => (typeof v === 'string' ? v :
  */
 export async function recordedEncoder(config: ClassifierConfig): Promise<RecordedEncoder> {
   const encoder = (config.encoder ?? {}) as unknown as Record<string, unknown>;
-  const source = isObject(encoder.source) && encoder.source.kind === 'folder' ? encoder.source : null;
+  const source = isJsonObject(encoder.source) && encoder.source.kind === 'folder' ? encoder.source : null;
   if (!source) return { hfConfig: null, modelType: null, baseModel: null, revision: null };
   const dir = stringOrNull(source.dir);
   // The config recorded at training; a classifier saved before it was recorded has only the folder.
-  let hfConfig: Record<string, unknown> | null = isObject(source.config) ? source.config : null;
+  let hfConfig: Record<string, unknown> | null = isJsonObject(source.config) ? source.config : null;
   if (!hfConfig && dir) {
     try {
       const parsed = JSON.parse(await readFile(join(dir, CONFIG_FILE), 'utf8')) as unknown;
-      if (isObject(parsed)) hfConfig = parsed;
+      if (isJsonObject(parsed)) hfConfig = parsed;
     } catch {
       // Moved or deleted since training (a cache snapshot may be pruned): heads then come from the option.
     }

@@ -191,12 +191,15 @@ function bertConfig(read: FieldReader, c: Json, family: 'bert' | 'roberta'): Con
   };
 }
 
+/** A JSON object (not null, not an array): what config.json and its nested fields must be to be read. */
+export const isJsonObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 /**
  * Reads config.json's object (`file` is named in errors). Throws one ModelError (code
  * UNSUPPORTED_MODEL) listing every field the builder cannot reproduce.
  */
 export function parseHfConfig(config: unknown, file: string): HfEncoderConfig {
-  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+  if (!isJsonObject(config)) {
     throw new ModelError(`${file} is not a JSON object`, { file, code: 'UNSUPPORTED_MODEL' });
   }
   const c = config as Json;

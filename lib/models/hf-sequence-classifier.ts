@@ -20,6 +20,7 @@ import { InputError, ModelError, messageOf } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import type { ExportFamily } from './export-family.js';
+import { isJsonObject } from './hf-config.js';
 import { CONFIG_FILE } from './model-folder.js';
 import { type HeadSettings, headSettings, headSpec, sequenceClassificationKeys } from './sequence-classification.js';
 
@@ -34,10 +35,21 @@ export interface LoadedSequenceClassifier {
   labels: string[];
 }
 
-/** The architecture names transformers gives a sequence classifier (`BertForSequenceClassification`, ...). */
-const SEQUENCE_CLASSIFIER = /ForSequenceClassification$/;
+/** Whether a config.json's `architectures` name a sequence classifier (`BertForSequenceClassification`, ...). */
+function namesSequenceClassifier(config: unknown): boolean {
+  return (
+    isJsonObject(config) &&
+    Array.isArray(config.architectures) &&
+    config.architectures.some((a) => /ForSequenceClassification$/.test(String(a)))
+  );
+}
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** The config.json of a loaded folder or Hub snapshot, and its path for messages (a TorchScript file has none). */
+function checkpointConfig(loaded: LoadedEncoder): { config: Record<string, unknown>; file: string } {
+  const source = loaded.source;
+  if (source.kind !== 'folder') return { config: {}, file: loaded.description };
+  return { config: source.config ?? {}, file: join(source.dir, CONFIG_FILE) };
+}
 
 /**
  * Whether `dir` is a Hugging Face sequence classifier's folder, read from its config.json alone
@@ -51,7 +63,7 @@ export async function isSequenceClassifierFolder(dir: string): Promise<boolean> 
   } catch {
     return false;
   }
-  return isObject(config) && Array.isArray(config.architectures) && config.architectures.some((a) => SEQUENCE_CLASSIFIER.test(String(a)));
+  return namesSequenceClassifier(config);
 }
 
 /**
@@ -77,10 +89,10 @@ export function sequenceClassifierLabels(config: Record<string, unknown>, classe
   }
   if (config.id2label === undefined || config.id2label === null) return Array.from({ length: classes }, (_, i) => `LABEL_${i}`);
   const id2label = config.id2label;
-  const ids = isObject(id2label) ? Object.keys(id2label) : [];
+  const ids = isJsonObject(id2label) ? Object.keys(id2label) : [];
   const complete =
     ids.length === classes &&
-    Array.from({ length: classes }, (_, i) => isObject(id2label) && typeof id2label[String(i)] === 'string').every(Boolean);
+    Array.from({ length: classes }, (_, i) => isJsonObject(id2label) && typeof id2label[String(i)] === 'string').every(Boolean);
   if (!complete) {
     throw new ModelError(
       `${configFile}: id2label must name each of the head's ${classes} classes by its id (0 to ${classes - 1}); got ${JSON.stringify(id2label)}`,
@@ -177,9 +189,7 @@ function startHead(
   weights: ReadonlyMap<string, NativeTensor>,
   labels: readonly string[],
 ): string {
-  const source = loaded.source;
-  const file = source.kind === 'folder' ? join(source.dir, CONFIG_FILE) : loaded.description;
-  const config = source.kind === 'folder' ? (source.config ?? {}) : {};
+  const { config, file } = checkpointConfig(loaded);
   const classes = weights.get(OUTPUT_KEY[family])?.shape[0];
   let theirs: string[];
   try {
@@ -218,14 +228,8 @@ export async function loadSequenceClassifier(spec: string, device: string): Prom
   const weights = new Map(encoder.classificationHead);
   let module: NativeScriptModule | undefined;
   try {
-    const source = encoder.source;
-    const configFile = source.kind === 'folder' ? join(source.dir, CONFIG_FILE) : spec;
-    const config = source.kind === 'folder' ? (source.config ?? {}) : {};
-    if (
-      !isObject(config) ||
-      !Array.isArray(config.architectures) ||
-      !config.architectures.some((a) => SEQUENCE_CLASSIFIER.test(String(a)))
-    ) {
+    const { config, file: configFile } = checkpointConfig(encoder);
+    if (!namesSequenceClassifier(config)) {
       throw new InputError(
         `${encoder.description} is a Hugging Face model without a sequence-classification head (architectures ${JSON.stringify(config.architectures ?? null)}): ` +
           `train a classifier on it (train({ encoder }) / torch-bert train --model), then load that`,
@@ -238,7 +242,7 @@ export async function loadSequenceClassifier(spec: string, device: string): Prom
       pooling: 'cls',
       encoder: encoder.module,
       encoderName: encoder.description,
-      source,
+      source: encoder.source,
     })) as LoadedSequenceClassifier['head'];
     const outputKey = OUTPUT_KEY[head.family!];
     const outputWeight = weights.get(outputKey);

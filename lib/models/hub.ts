@@ -14,7 +14,7 @@
  * nothing and can leave a partial `.incomplete` behind.
  */
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { homedir, hostname } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
@@ -140,9 +140,9 @@ export function parseHubId(spec: string): { repoId: string; revision?: string } 
   return { repoId: id, revision };
 }
 
-/** Whether resolveModelSource would send `spec` to the Hub when nothing exists at it: a Hub id not written as a path. */
-export function isHubId(spec: string): boolean {
-  if (looksLikePath(spec)) return false;
+/** Whether resolveModelSource would send `spec` to the Hub: nothing exists at it, and it is a Hub id not written as a path. */
+export function namesHubModel(spec: string): boolean {
+  if (existsSync(spec) || looksLikePath(spec)) return false;
   try {
     parseHubId(spec);
     return true;

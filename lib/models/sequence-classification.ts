@@ -15,7 +15,7 @@ import type { ClassifierSpec, NativeScriptModule } from '../addon/binding.js';
 import { ModelError, messageOf } from '../addon/errors.js';
 import type { EncoderSourceInfo } from './encoder-source.js';
 import { type ExportFamily, encoderShapes, familyOf, isRobertaTokenizerText } from './export-family.js';
-import { transformersNames } from './hf-config.js';
+import { isJsonObject, transformersNames } from './hf-config.js';
 
 export type HeadKind = 'mlp' | 'sequence-classification' | 'prompt';
 export const HEAD_KINDS: readonly HeadKind[] = ['mlp', 'sequence-classification', 'prompt'];
@@ -45,7 +45,6 @@ export interface HeadSettings {
   features: string;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
 /** The encoder folder's config.json, or null (a TorchScript file, or a folder gone since). */
@@ -53,7 +52,7 @@ async function folderConfig(source: EncoderSourceInfo | undefined): Promise<Reco
   if (source?.kind !== 'folder') return null;
   try {
     const parsed = JSON.parse(await readFile(join(source.dir, 'config.json'), 'utf8')) as unknown;
-    return isObject(parsed) ? parsed : null;
+    return isJsonObject(parsed) ? parsed : null;
   } catch {
     return null;
   }

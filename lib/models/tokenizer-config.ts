@@ -5,9 +5,7 @@
  * (export.ts, export-prompt.ts, pretraining's mlm-output.ts).
  */
 import { isRobertaTokenizer } from './export-family.js';
-import type { TransformersNames } from './hf-config.js';
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+import { isJsonObject, type TransformersNames } from './hf-config.js';
 
 /** What an exported folder needs from the tokenizer.json. */
 export interface TokenizerFacts {
@@ -19,13 +17,13 @@ export interface TokenizerFacts {
 
 export function tokenizerFacts(json: Record<string, unknown>): TokenizerFacts {
   const normalizers = (n: unknown): Record<string, unknown>[] =>
-    !isObject(n) ? [] : n.type === 'Sequence' && Array.isArray(n.normalizers) ? n.normalizers.flatMap(normalizers) : [n];
+    !isJsonObject(n) ? [] : n.type === 'Sequence' && Array.isArray(n.normalizers) ? n.normalizers.flatMap(normalizers) : [n];
   const norms = normalizers(json.normalizer);
   const lowercase =
     norms.length === 0 ? null : norms.some((n) => n.type === 'Lowercase' || (n.type === 'BertNormalizer' && n.lowercase === true));
-  const added = Array.isArray(json.added_tokens) ? json.added_tokens.filter(isObject) : [];
+  const added = Array.isArray(json.added_tokens) ? json.added_tokens.filter(isJsonObject) : [];
   const byContent = new Map(added.map((t) => [String(t.content), Number(t.id)]));
-  const padding = isObject(json.padding) ? json.padding : null;
+  const padding = isJsonObject(json.padding) ? json.padding : null;
   const padId = typeof padding?.pad_id === 'number' ? padding.pad_id : (byContent.get('[PAD]') ?? byContent.get('<pad>') ?? null);
   const special: Record<string, string> = {};
   const roles: Array<[string, string[]]> = [
