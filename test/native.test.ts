@@ -991,6 +991,11 @@ describe('trainStep / evalStep', () => {
     await expectFailure(() => b.trainStep(module, opt, { ...good, labels: new Int32Array([0, -100]) }), /negative/);
     await expectFailure(() => b.trainStep(module, opt, { ...good, inputIds: new Float32Array(12) as any }), /Int32Array/, TypeError);
     await expectFailure(() => b.evalStep(module, { ...good, batchSize: 0 }), /batchSize/);
+    // Text pairs' segments: one per token, none negative, and only for a classifier whose encoder takes them (this one's does not).
+    await expectFailure(() => b.evalStep(module, { ...good, tokenTypeIds: new Int32Array(5) }), /tokenTypeIds has 5 elements, expected/);
+    await expectFailure(() => b.evalStep(module, { ...good, tokenTypeIds: new Int32Array(12).fill(-1) }), /tokenTypeIds\[0\] is negative/);
+    await expectFailure(() => b.evalStep(module, { ...good, tokenTypeIds: new Int32Array(12) }), /no 'forward_token_types' method/);
+    await expectFailure(() => b.extractFeatures(module, { ...good, tokenTypeIds: new Int32Array(12) }), /no 'features_token_types' method/);
     await expectFailure(() => b.trainStep(opt as any, opt, good), /ScriptModule/, TypeError);
     await expectFailure(() => b.trainStep(module, module as any, good), /AdamW/, TypeError);
     await expectFailure(() => b.trainStep(module, opt, good, { maxGradNorm: -1 }), /maxGradNorm/);

@@ -313,6 +313,12 @@ export interface StepBatch {
   inputIds: Int32Array;
   /** 1 for real tokens, 0 for padding, row-major [batchSize, seqLen]. */
   attentionMask: Int32Array;
+  /**
+   * Text pairs, for a classifier whose encoder takes token_type_ids: each token's segment (0: the
+   * first text, 1: the second), row-major [batchSize, seqLen]. The classifier's
+   * `forward_token_types` / `features_token_types` run instead of `forward` / `features`.
+   */
+  tokenTypeIds?: Int32Array;
   batchSize: number;
   seqLen: number;
   /** Class ids, length batchSize; with `maskedPositions`, the original token ids, one per masked position. */

@@ -16,7 +16,7 @@ import type {
   TrainStepResult,
 } from '../addon/binding.js';
 import { InputError } from '../addon/errors.js';
-import { type BatchedEvaluation, consecutiveBatches, evaluateInBatches, gatherRows } from '../data/batching.js';
+import { type BatchedEvaluation, consecutiveBatches, evaluateInBatches, gatherRows, stepBatch } from '../data/batching.js';
 import type { EncodedTexts } from '../data/tokenizer.js';
 import type { ValidationShard } from '../training/distributed.js';
 import { type FeatureCache, featureRows } from '../training/feature-cache.js';
@@ -84,10 +84,7 @@ export function classificationTask(
     batch(rows) {
       const labels = Int32Array.from(rows, (i) => train.labels[i]!);
       if (cache) return { featureRows: featureRows(cache, rows), labels };
-      const batch = gatherRows(train.encoded, rows, settings.padTo);
-      return {
-        tokens: { inputIds: batch.inputIds, attentionMask: batch.attentionMask, batchSize: batch.count, seqLen: batch.seqLen, labels },
-      };
+      return { tokens: stepBatch(gatherRows(train.encoded, rows, settings.padTo), labels) };
     },
     lossNormaliser(rows) {
       // The weighted cross-entropy's mean divides by the rows' class weights, the plain one by the rows.

@@ -16,11 +16,12 @@ import {
   INFERENCE_CHUNK,
   longestFirstBatches,
   rowsByChunk,
+  stepBatch,
   TOKENS_PER_FORWARD,
 } from '../data/batching.js';
 import { checkFilesNamedOnce, checkSourceShape, type DataSource, labelIds, loadExamples, sourceFiles } from '../data/data.js';
 import { type PromptConfig, PromptEncoder, promptSpec } from '../data/prompt-template.js';
-import { type EncodedTexts, TextTokenizer } from '../data/tokenizer.js';
+import { type EncodedTexts, type TextPairs, TextTokenizer } from '../data/tokenizer.js';
 import {
   archiveChecksums,
   CLASSIFIER_FILE,
@@ -36,7 +37,7 @@ import { type EncoderSourceInfo, loadEncoderSource } from '../models/encoder-sou
 import type { ExportFamily } from '../models/export-family.js';
 import { isSequenceClassifierFolder, loadSequenceClassifier } from '../models/hf-sequence-classifier.js';
 import { localModelFolder, namesHubModel } from '../models/hub.js';
-import { checkModelInputs, tokenTypesFed } from '../models/model-checks.js';
+import { checkModelInputs, checkPairTokenTypes, tokenTypesFed } from '../models/model-checks.js';
 import type { HeadKind } from '../models/sequence-classification.js';
 import { type ClassificationMetrics, classificationMetrics } from '../training/metrics.js';
 import {
@@ -62,8 +63,15 @@ export interface ClassifierConfig {
    */
   textColumn?: string;
   labelColumn?: string;
-  /** The second text's column, for a pair prompt ({text_a}/{text_b}). */
+  /** The second text's CSV column, for text pairs or a pair prompt ({text_a}/{text_b}), which `evaluate()` reads by default. */
   textPairColumn?: string;
+  /**
+   * What one example is, for heads other than 'prompt' (whose template says): one text ('text'),
+   * or a text and a second text ('text-pair', encoded with the tokenizer's pair template; predict()
+   * and evaluate() then need the second texts). Absent: one text (configs written before pairs
+   * were recorded). A Hugging Face sequence classifier's is 'text-or-pair': its config does not tell.
+   */
+  input?: 'text' | 'text-pair' | 'text-or-pair';
   maxLength: number;
   pooling: Pooling;
   headHidden: number;
@@ -133,7 +141,7 @@ export interface EvaluationOptions {
   textColumn?: string;
   /** CSV label column. Default: the one the classifier was trained on (config.json), else `label`. */
   labelColumn?: string;
-  /** CSV column of the second text, for a pair prompt. Default: the one the classifier was trained on. */
+  /** CSV column of the second text, for text pairs or a pair prompt. Default: the one the classifier was trained on. */
   textPairColumn?: string;
   /** Stops tokenizing or evaluating at the next batch; the promise rejects with an AbortError. */
   signal?: AbortSignal;
@@ -143,7 +151,7 @@ export interface EvaluationOptions {
 
 export interface PredictOptions {
   batchSize?: number;
-  /** Each text's second text, for a prompt classifier whose template has {text_a} and {text_b}. */
+  /** Each text's second text: for a classifier trained on text pairs, or a prompt classifier whose template has {text_a} and {text_b}. */
   pairs?: readonly string[];
   /** Stops tokenizing or predicting at the next batch; the promise rejects with an AbortError. */
   signal?: AbortSignal;
@@ -215,17 +223,7 @@ async function evaluateBatches(
     async (indices, batch) => {
       const rows = await rowsOf(indices, batch);
       const result = await afterModelCalls(module, () =>
-        binding.evalStep(
-          module,
-          {
-            inputIds: rows.inputIds,
-            attentionMask: rows.attentionMask,
-            batchSize: rows.count,
-            seqLen: rows.seqLen,
-            labels: labels ? Int32Array.from(indices, (i) => labels[i]!) : undefined,
-          },
-          loss,
-        ),
+        binding.evalStep(module, stepBatch(rows, labels ? Int32Array.from(indices, (i) => labels[i]!) : undefined), loss),
       );
       done += indices.length;
       onProgress?.({ type: 'predict', done, total: count });
@@ -437,6 +435,7 @@ export class Classifier {
       dropout: head.dropout,
       head: 'sequence-classification',
       headFamily: head.family,
+      input: 'text-or-pair',
       encoder: { ...encoderInfo, file: spec, source: encoder.source },
       output: 'log_probabilities',
       libtorchVersion: binding.versions().libtorch,
@@ -640,32 +639,49 @@ export class Classifier {
 
   private promptEncoder: PromptEncoder | undefined;
 
-  /** The recorded prompt's encoder with head 'prompt', else null (the tokenizer alone); refuses second texts without a prompt. */
-  private promptFor(pairs: readonly string[] | null): PromptEncoder | null {
+  /** The recorded prompt's encoder with head 'prompt', else null (the tokenizer alone). */
+  private promptFor(): PromptEncoder | null {
     const prompt = this.config.prompt;
-    if (!prompt && pairs !== null) {
-      // Only a prompt's template has a place ({text_b}) for a second text: it would be dropped.
-      throw new InputError(
-        "second texts (a text pair column, or predict's pairs) go with a prompt classifier's {text_b}; this classifier reads one text: leave them out",
-      );
-    }
     if (!prompt) return null;
     this.promptEncoder ??= PromptEncoder.fromConfig(this.tokenizer, prompt);
     return this.promptEncoder;
   }
 
+  /**
+   * Second texts as the tokenizer encodes them for this classifier's input (config.json's `input`):
+   * required by one trained on text pairs, refused by one trained on single texts; their segments
+   * kept where the encoder takes token_type_ids.
+   */
+  private textPairs(pairs: readonly string[] | null): TextPairs | undefined {
+    const input = this.config.input ?? 'text';
+    if (pairs === null) {
+      if (input !== 'text-pair') return undefined;
+      throw new InputError(
+        "this classifier was trained on text pairs: give each text its second text (predict's pairs, evaluate's textPairColumn or data.pairs, --text-pair-column)",
+      );
+    }
+    if (input === 'text') {
+      throw new InputError(
+        "this classifier reads one text per example (it was trained on single texts): leave the second texts (a text pair column, or predict's pairs) out",
+      );
+    }
+    const tokenTypes = this.config.encoder.arity === 3;
+    if (tokenTypes) checkPairTokenTypes(this.module, this.tokenizer, `the classifier of encoder ${this.config.encoder.file}`);
+    return { second: pairs, tokenTypes };
+  }
+
   /** Texts → rows: through the recorded prompt with head 'prompt', else the tokenizer alone (on `threads`, as encodeBatchAsync's). */
   private encode(texts: readonly string[], pairs: readonly string[] | null, signal?: AbortSignal, threads?: number): Promise<EncodedTexts> {
-    const prompt = this.promptFor(pairs);
-    if (!prompt) return this.tokenizer.encodeBatchAsync(texts, this.config.maxLength, { signal, threads });
-    return prompt.encodeAsync(texts, pairs, this.config.maxLength, signal);
+    const prompt = this.promptFor();
+    if (prompt) return prompt.encodeAsync(texts, pairs, this.config.maxLength, signal);
+    return this.tokenizer.encodeBatchAsync(texts, this.config.maxLength, { signal, threads, pairs: this.textPairs(pairs) });
   }
 
   /** The lengths of `encode`'s rows, without the rows. */
   private rowLengths(texts: readonly string[], pairs: readonly string[] | null, signal?: AbortSignal): Promise<Int32Array> {
-    const prompt = this.promptFor(pairs);
-    if (!prompt) return this.tokenizer.rowLengthsAsync(texts, this.config.maxLength, { signal });
-    return prompt.rowLengthsAsync(texts, pairs, this.config.maxLength, signal);
+    const prompt = this.promptFor();
+    if (prompt) return prompt.rowLengthsAsync(texts, pairs, this.config.maxLength, signal);
+    return this.tokenizer.rowLengthsAsync(texts, this.config.maxLength, { signal, pairs: this.textPairs(pairs) });
   }
 
   /**

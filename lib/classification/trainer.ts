@@ -66,6 +66,7 @@ import { checkOutputFolder, claimOutputFolder } from '../files/output-folder.js'
 import { weightDigests } from '../models/base-weights.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
 import { startHeadFromCheckpoint } from '../models/hf-sequence-classifier.js';
+import { checkPairTokenTypes } from '../models/model-checks.js';
 import { type HeadSettings, headSettings, headSpec } from '../models/sequence-classification.js';
 import {
   contentDigest,
@@ -199,7 +200,7 @@ interface RawData {
   tokenizer: TextTokenizer;
   trainTexts: readonly string[];
   validationTexts: readonly string[] | null;
-  /** Second texts (textPairColumn), for a pair prompt. */
+  /** Second texts (textPairColumn, or the data's pairs): a pair prompt's {text_b}, or the second text of text pairs. */
   trainPairs: readonly string[] | null;
   validationPairs: readonly string[] | null;
   labels: string[];
@@ -221,6 +222,12 @@ async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, to
   await checkFilesNamedOnce(sourceFiles(opts.data), opts.validationData ? sourceFiles(opts.validationData) : []);
   const trainRaw = await loadExamples(withPairColumn(opts.data, opts.textPairColumn));
   const validationRaw = opts.validationData ? await loadExamples(withPairColumn(opts.validationData, opts.textPairColumn)) : null;
+  if (validationRaw && (trainRaw.pairs === undefined) !== (validationRaw.pairs === undefined)) {
+    const [paired, single] = trainRaw.pairs ? ['data', 'validationData'] : ['validationData', 'data'];
+    throw new InputError(
+      `${paired} has a second text for each example but ${single} has none: give both sets their second texts (the same textPairColumn, or pairs), or neither`,
+    );
+  }
   // The classes are the training data's (as transformers' run_glue): a class only the validation
   // data has would never train — a typo or the wrong file — and is refused by labelIds below.
   const labels = opts.labels ?? inferLabelNames(trainRaw.labels!, trainRaw.origin);
@@ -255,16 +262,25 @@ function withPairColumn(source: DataSource, textPairColumn: string | undefined):
   return source;
 }
 
-/** Stage 2: every text tokenized once (through the template with a prompt); the training and validation sets. */
+/**
+ * Stage 2: every text tokenized once (through the template with a prompt; as text pairs where the
+ * data has second texts, with their segments for an encoder that takes token_type_ids); the
+ * training and validation sets.
+ */
 async function tokenizeData(
   opts: ResolvedTrainOptions,
   raw: RawData,
+  loaded: LoadedEncoder,
   prompt: PromptEncoder | null,
 ): Promise<{ train: LabelledSet; validation: LabelledSet }> {
   const { tokenizer } = raw;
   const { signal } = opts;
-  const encode = (texts: readonly string[], pairs: readonly string[] | null) =>
-    prompt ? prompt.encodeAsync(texts, pairs, opts.maxLength, signal) : tokenizer.encodeBatchAsync(texts, opts.maxLength, { signal });
+  const tokenTypes = loaded.module.forwardArity === 3;
+  if (!prompt && raw.trainPairs && tokenTypes) checkPairTokenTypes(loaded.module, tokenizer, `encoder ${loaded.description}`);
+  const encode = (texts: readonly string[], second: readonly string[] | null) =>
+    prompt
+      ? prompt.encodeAsync(texts, second, opts.maxLength, signal)
+      : tokenizer.encodeBatchAsync(texts, opts.maxLength, { signal, ...(second ? { pairs: { second, tokenTypes } } : {}) });
   const encodedAll = await encode(raw.trainTexts, raw.trainPairs);
   const train = {
     encoded: gatherRows(encodedAll, raw.trainIndices, opts.maxLength),
@@ -455,7 +471,7 @@ function classifierConfig(
   loaded: LoadedEncoder,
   device: string,
   classWeights: Float32Array | undefined,
-  hasValidationData: boolean,
+  raw: Pick<RawData, 'hasValidationData' | 'trainPairs'>,
   prompt: PromptEncoder | null,
 ): ClassifierConfig {
   return {
@@ -463,7 +479,10 @@ function classifierConfig(
     formatVersion: 1,
     labels,
     ...csvColumns(opts.data),
-    ...(prompt ? { prompt: prompt.config, ...(opts.textPairColumn !== undefined ? { textPairColumn: opts.textPairColumn } : {}) } : {}),
+    ...(prompt ? { prompt: prompt.config } : {}),
+    // A prompt's template says whether it reads pairs; the other heads read them as text pairs.
+    ...(!prompt && raw.trainPairs ? { input: 'text-pair' as const } : {}),
+    ...(opts.textPairColumn !== undefined ? { textPairColumn: opts.textPairColumn } : {}),
     maxLength: opts.maxLength,
     pooling: opts.pooling,
     headHidden: opts.headHidden,
@@ -491,7 +510,7 @@ function classifierConfig(
       maxGradNorm: opts.maxGradNorm,
       classWeights: classWeights ? Array.from(classWeights) : undefined,
       labelSmoothing: opts.labelSmoothing,
-      validationSplit: hasValidationData ? null : opts.validationSplit,
+      validationSplit: raw.hasValidationData ? null : opts.validationSplit,
       bestMetric: opts.bestMetric,
       seed: opts.seed,
       device,
@@ -621,7 +640,7 @@ async function trainRank(
       data.train.cache = caches.train;
       data.validation.cache = caches.validation;
     }
-    const config = classifierConfig(binding, opts, labels, built, head, loaded, device, loss.classWeights, raw.hasValidationData, prompt);
+    const config = classifierConfig(binding, opts, labels, built, head, loaded, device, loss.classWeights, raw, prompt);
     if (baseDigests) config.encoder.weightDigests = baseDigests;
 
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
@@ -675,7 +694,7 @@ async function prepareData(
   prompt: PromptEncoder | null,
   dist: Distributed | null,
 ) {
-  const data = await tokenizeData(opts, raw, prompt);
+  const data = await tokenizeData(opts, raw, loaded, prompt);
   const trainRows = data.train.encoded.count;
   const loss = lossOptions(opts, data.train.labels, raw.labels);
   const fingerprint = {

@@ -13,7 +13,8 @@ ${PROMPT_HELP}
   --data FILE.csv          labelled data (repeatable: files read as one)
   --text-column NAME       (the one the classifier was trained on, else text)
   --label-column NAME      (the one the classifier was trained on, else label)
-  --text-pair-column NAME  the second text, for a template with {text_a} and {text_b}
+  --text-pair-column NAME  the second text of each example, for text pairs or a template's
+                           {text_b} (the one the classifier was trained on)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
   --json                   print one JSON object`;

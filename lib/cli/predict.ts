@@ -18,8 +18,8 @@ ${PROMPT_HELP}
   --data FILE.csv          the texts instead of TEXT... (repeatable: files read as one; a label
                            column, if any, is ignored)
   --text-column NAME       (the one the classifier was trained on, else text)
-  --text-pair-column NAME  with --data: the second text ({text_b}) of each example (the one the
-                           classifier was trained on)
+  --text-pair-column NAME  with --data: the second text of each example, for text pairs or a
+                           template's {text_b} (the one the classifier was trained on)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
   --json                   one JSON object per line: {"text","label","probabilities"}`;

@@ -62,7 +62,8 @@ Options (default):
   --verbalizer LABEL=WORD  head prompt: one per class, each word one token (repeatable)
   --few-shot K             train on K examples per class drawn with the seed; validate on
                            --validation-data or at most 500 other examples per class
-  --text-pair-column NAME  the second text ({text_b}) of each example
+  --text-pair-column NAME  the second text of each example: text pairs (NLI, paraphrase:
+                           [CLS] a [SEP] b [SEP]), or a template's {text_b}
   --max-grad-norm X        gradient clipping, 0 = off (${DEFAULTS.maxGradNorm})
   --technique T            frozen | full | lora | adapter (${DEFAULTS.technique})
   --encoder-lr X           encoder learning rate with --technique full (--lr)

@@ -5,7 +5,7 @@
  * its rows; gathering a batch's rows; and the one loop of inference passes (evaluation,
  * validation, the frozen encoding): batch → native call → results scattered back by row.
  */
-import type { EvalStepResult } from '../addon/binding.js';
+import type { EvalStepResult, StepBatch } from '../addon/binding.js';
 import type { EncodedTexts } from './tokenizer.js';
 
 /**
@@ -86,14 +86,28 @@ export function gatherRows(encoded: EncodedTexts, indices: ArrayLike<number>, se
   width = Math.max(1, Math.min(width, encoded.seqLen));
   const inputIds = new Int32Array(indices.length * width);
   const attentionMask = new Int32Array(indices.length * width);
+  const tokenTypeIds = encoded.tokenTypeIds && new Int32Array(indices.length * width);
   const lengths = new Int32Array(indices.length);
   for (let r = 0; r < indices.length; r++) {
     const from = indices[r]! * encoded.seqLen;
     inputIds.set(encoded.inputIds.subarray(from, from + width), r * width);
     attentionMask.set(encoded.attentionMask.subarray(from, from + width), r * width);
+    tokenTypeIds?.set(encoded.tokenTypeIds!.subarray(from, from + width), r * width);
     lengths[r] = encoded.lengths[indices[r]!]!;
   }
-  return { inputIds, attentionMask, count: indices.length, seqLen: width, lengths };
+  return { inputIds, attentionMask, ...(tokenTypeIds ? { tokenTypeIds } : {}), count: indices.length, seqLen: width, lengths };
+}
+
+/** Gathered rows as the native steps take a batch (with the rows' class ids, when given). */
+export function stepBatch(rows: EncodedTexts, labels?: Int32Array): StepBatch {
+  return {
+    inputIds: rows.inputIds,
+    attentionMask: rows.attentionMask,
+    ...(rows.tokenTypeIds ? { tokenTypeIds: rows.tokenTypeIds } : {}),
+    batchSize: rows.count,
+    seqLen: rows.seqLen,
+    ...(labels ? { labels } : {}),
+  };
 }
 
 /**

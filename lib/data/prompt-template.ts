@@ -13,13 +13,13 @@
  * every word as it appears in the whole string; the mask token takes no space (RoBERTa's
  * <mask> strips the space before it). A label word is tokenized as it would stand at the mask:
  * after a space when the template has one there. Texts are truncated to fit the max length,
- * the template never (a pair longest-first, as Hugging Face tokenizers cut a pair: see
- * truncateLongestFirst).
+ * the template never (a pair longest-first, as Hugging Face tokenizers cut a pair:
+ * tokenizer.ts truncateLongestFirst, the rule text pairs are cut by too).
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { NativeScriptModule } from '../addon/binding.js';
 import { AbortError, InputError } from '../addon/errors.js';
-import { type EncodedTexts, SLICE, type TextTokenizer } from './tokenizer.js';
+import { type EncodedTexts, SLICE, type TextTokenizer, truncateLongestFirst } from './tokenizer.js';
 
 /** What config.json records of a prompt, so predict/eval apply it to new texts. */
 export interface PromptConfig {
@@ -297,21 +297,6 @@ export class PromptEncoder {
       lengths[row] = ids.length;
     }
   }
-}
-
-/**
- * How many tokens of each text stay when `room` must hold both, as Hugging Face tokenizers'
- * longest_first does (transformers' default, fast tokenizers): the shorter text is kept whole
- * while it fits in half the room, the longer takes the rest; else each gets half, the odd token
- * going to the longer (to the second on a tie). transformers' slow tokenizers differ there: they
- * give the odd token to the first.
- */
-export function truncateLongestFirst(a: number, b: number, room: number): [number, number] {
-  if (a + b <= room) return [a, b];
-  const shorter = Math.min(a, b);
-  if (2 * shorter <= room) return a <= b ? [a, room - a] : [room - b, b];
-  const half = Math.floor(room / 2);
-  return a > b ? [room - half, half] : [half, room - half];
 }
 
 /** `each(from, to)` for every slice of `count` texts, one per event-loop turn; stops at an abort, before the next slice. */

@@ -6,16 +6,18 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { InputError, messageOf } from '../addon/errors.js';
-import { TextTokenizer } from './tokenizer.js';
+import { type TextPairs, TextTokenizer } from './tokenizer.js';
 
 export interface TokenizeJob {
   start: number;
   texts: string[];
+  /** The second texts of `texts`, for text pairs. */
+  pairs?: TextPairs;
   maxLength: number;
 }
 
 export type TokenizeReply =
-  | { start: number; inputIds: Int32Array; attentionMask: Int32Array; lengths: Int32Array }
+  | { start: number; inputIds: Int32Array; attentionMask: Int32Array; tokenTypeIds?: Int32Array; lengths: Int32Array }
   | { start: number; error: string; file?: string };
 
 const port = parentPort!;
@@ -24,9 +26,10 @@ const tokenizer = TextTokenizer.fromJson(json, file);
 
 port.on('message', (job: TokenizeJob) => {
   try {
-    const { inputIds, attentionMask, lengths } = tokenizer.encodeBatch(job.texts, job.maxLength);
-    const reply: TokenizeReply = { start: job.start, inputIds, attentionMask, lengths };
-    port.postMessage(reply, [inputIds.buffer, attentionMask.buffer, lengths.buffer] as ArrayBuffer[]);
+    const { inputIds, attentionMask, tokenTypeIds, lengths } = tokenizer.encodeBatch(job.texts, job.maxLength, job.pairs);
+    const reply: TokenizeReply = { start: job.start, inputIds, attentionMask, ...(tokenTypeIds ? { tokenTypeIds } : {}), lengths };
+    const buffers = [inputIds.buffer, attentionMask.buffer, lengths.buffer, ...(tokenTypeIds ? [tokenTypeIds.buffer] : [])];
+    port.postMessage(reply, buffers as ArrayBuffer[]);
   } catch (err) {
     const reply: TokenizeReply = { start: job.start, error: messageOf(err), file: err instanceof InputError ? err.file : undefined };
     port.postMessage(reply);

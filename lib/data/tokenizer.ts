@@ -38,6 +38,8 @@ const workerScript: string | null = (() => {
 })();
 
 export interface EncodeOptions {
+  /** A second text for every text, encoded together as text pairs (`TextPairs`). */
+  pairs?: TextPairs;
   /**
    * Worker threads to tokenize with. Default: the machine's available parallelism (tokenizing
    * runs before any model work, so it has the cores to itself). 1: on the main thread.
@@ -46,10 +48,25 @@ export interface EncodeOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Text pairs (NLI, paraphrase, question answering as classification): the second text of each
+ * text, framed as the tokenizer's pair template says (`[CLS] a [SEP] b [SEP]` for BERT,
+ * `<s> a </s></s> b </s>` for RoBERTa) and truncated as transformers' default truncation
+ * (longest first) does. `tokenTypes`: keep each token's segment (the template's type ids) for an
+ * encoder whose forward takes token_type_ids (BERT); without it they are dropped, as
+ * transformers' DistilBERT and RoBERTa tokenizers do.
+ */
+export interface TextPairs {
+  second: readonly string[];
+  tokenTypes: boolean;
+}
+
 /** Token ids and masks for many texts, row-major [count, seqLen]. */
 export interface EncodedTexts {
   inputIds: Int32Array;
   attentionMask: Int32Array;
+  /** Each token's segment, for text pairs whose encoder takes token_type_ids (`TextPairs`); absent otherwise. */
+  tokenTypeIds?: Int32Array;
   count: number;
   seqLen: number;
   /** Real (unpadded) token count of each row, special tokens included. */
@@ -57,7 +74,18 @@ export interface EncodedTexts {
 }
 
 /** Where a slice of encoded rows goes: `start` is its first text's index. */
-type PlaceSlice = (start: number, part: Pick<EncodedTexts, 'inputIds' | 'attentionMask' | 'lengths'>) => void;
+type PlaceSlice = (start: number, part: Pick<EncodedTexts, 'inputIds' | 'attentionMask' | 'lengths' | 'tokenTypeIds'>) => void;
+
+/**
+ * Where the pair template puts its special tokens around two texts (`before` a `between` b
+ * `after`), and the segment (token type id) of each position.
+ */
+interface PairFraming {
+  before: number[];
+  between: number[];
+  after: number[];
+  types: { before: number[]; a: number; between: number[]; b: number; after: number[] };
+}
 
 export class TextTokenizer {
   /** The tokenizer.json content, kept so it can be saved next to the classifier. */
@@ -85,6 +113,39 @@ export class TextTokenizer {
     if (at < 0) throw new InputError(`tokenizer ${file}: cannot locate the text between its special tokens`, { file });
     this.prefix = empty.slice(0, at);
     this.suffix = empty.slice(at);
+  }
+
+  private pairFramingCache: PairFraming | undefined;
+
+  /**
+   * The pair template, found as `framing` is: two probe texts encoded as a pair, with their
+   * segments, and the special tokens located around them.
+   */
+  private get pairFraming(): PairFraming {
+    if (this.pairFramingCache) return this.pairFramingCache;
+    const a = this.tokenizer.encode('a', { add_special_tokens: false }).ids;
+    const b = this.tokenizer.encode('b', { add_special_tokens: false }).ids;
+    const pair = this.tokenizer.encode('a', { text_pair: 'b', return_token_type_ids: true });
+    const atA = indexOfSequence(pair.ids, a);
+    const atB = atA < 0 ? -1 : indexOfSequence(pair.ids.slice(atA + a.length), b);
+    if (atA < 0 || atB < 0)
+      throw new InputError(`tokenizer ${this.file}: cannot locate the two texts of a pair between its special tokens`, { file: this.file });
+    const startB = atA + a.length + atB;
+    const ids = this.checkIds(pair.ids);
+    const types = pair.token_type_ids;
+    this.pairFramingCache = {
+      before: ids.slice(0, atA),
+      between: ids.slice(atA + a.length, startB),
+      after: ids.slice(startB + b.length),
+      types: {
+        before: types.slice(0, atA),
+        a: types[atA]!,
+        between: types.slice(atA + a.length, startB),
+        b: types[startB]!,
+        after: types.slice(startB + b.length),
+      },
+    };
+    return this.pairFramingCache;
   }
 
   private readonly file: string;
@@ -314,20 +375,56 @@ export class TextTokenizer {
     return ids.length > room ? ids.slice(0, room) : ids;
   }
 
-  /** Encode texts into rows of exactly `maxLength` ids (truncated, then padded with the pad id). */
-  encodeBatch(texts: readonly string[], maxLength: number): EncodedTexts {
+  /** The largest segment (token type id) the pair template gives: 1 for BERT's, 0 where it gives none. */
+  get largestPairTokenType(): number {
+    const { types } = this.pairFraming;
+    return Math.max(types.a, types.b, ...types.before, ...types.between, ...types.after);
+  }
+
+  /**
+   * Ids of a text pair with the pair template's special tokens, and each id's segment, at most
+   * `maxLength` in all: the texts cut longest first (`truncateLongestFirst`).
+   */
+  encodePair(text: string, second: string, maxLength: number): { ids: number[]; types: number[] } {
+    const { before, between, after, types } = this.pairFraming;
+    const room = maxLength - before.length - between.length - after.length;
+    if (room < 2) throw new InputError(`maxLength ${maxLength} leaves no room for two texts between the special tokens`);
+    // Only the first room + 1 tokens of each text decide the lengths kept, except which text is
+    // longer when both exceed the room: then the lengths are counted whole.
+    let a = this.firstTokens(text, room + 1);
+    let b = this.firstTokens(second, room + 1);
+    let [longerA, longerB] = [a.length, b.length];
+    if (a.length > room && b.length > room) [longerA, longerB] = [this.tokenIds(text).length, this.tokenIds(second).length];
+    const [keepA, keepB] = truncateLongestFirst(longerA, longerB, room);
+    a = a.slice(0, keepA);
+    b = b.slice(0, keepB);
+    const ids = [...before, ...a, ...between, ...b, ...after];
+    const segments = [...types.before, ...a.map(() => types.a), ...types.between, ...b.map(() => types.b), ...types.after];
+    return { ids, types: segments };
+  }
+
+  /**
+   * Encode texts (or text pairs) into rows of exactly `maxLength` ids (truncated, then padded
+   * with the pad id); with `pairs.tokenTypes`, each token's segment too (padding: 0).
+   */
+  encodeBatch(texts: readonly string[], maxLength: number, pairs?: TextPairs): EncodedTexts {
     checkMaxLength(maxLength);
     const count = texts.length;
+    if (pairs && pairs.second.length !== count) {
+      throw new InputError(`${count} texts but ${pairs.second.length} second texts: give one second text per text`);
+    }
     const inputIds = new Int32Array(count * maxLength).fill(this.padId);
     const attentionMask = new Int32Array(count * maxLength);
+    const tokenTypeIds = pairs?.tokenTypes ? new Int32Array(count * maxLength) : undefined;
     const lengths = new Int32Array(count);
     texts.forEach((text, row) => {
-      const ids = this.encodeOne(text, maxLength);
-      inputIds.set(ids, row * maxLength);
-      attentionMask.fill(1, row * maxLength, row * maxLength + ids.length);
-      lengths[row] = ids.length;
+      const encoded = pairs ? this.encodePair(text, pairs.second[row]!, maxLength) : { ids: this.encodeOne(text, maxLength), types: null };
+      inputIds.set(encoded.ids, row * maxLength);
+      attentionMask.fill(1, row * maxLength, row * maxLength + encoded.ids.length);
+      if (tokenTypeIds && encoded.types) tokenTypeIds.set(encoded.types, row * maxLength);
+      lengths[row] = encoded.ids.length;
     });
-    return { inputIds, attentionMask, count, seqLen: maxLength, lengths };
+    return { inputIds, attentionMask, ...(tokenTypeIds ? { tokenTypeIds } : {}), count, seqLen: maxLength, lengths };
   }
 
   /**
@@ -341,6 +438,7 @@ export class TextTokenizer {
     const out: EncodedTexts = {
       inputIds: new Int32Array(count * maxLength),
       attentionMask: new Int32Array(count * maxLength),
+      ...(options.pairs?.tokenTypes ? { tokenTypeIds: new Int32Array(count * maxLength) } : {}),
       count,
       seqLen: maxLength,
       lengths: new Int32Array(count),
@@ -348,6 +446,7 @@ export class TextTokenizer {
     await this.encodeInSlices(texts, maxLength, options, (start, part) => {
       out.inputIds.set(part.inputIds, start * maxLength);
       out.attentionMask.set(part.attentionMask, start * maxLength);
+      if (part.tokenTypeIds) out.tokenTypeIds!.set(part.tokenTypeIds, start * maxLength);
       out.lengths.set(part.lengths, start);
     });
     return out;
@@ -366,23 +465,28 @@ export class TextTokenizer {
 
   /** Every slice of `texts` encoded (on workers or the main thread, as `encodeBatchAsync` says) and given to `place` with its offset. */
   private async encodeInSlices(texts: readonly string[], maxLength: number, options: EncodeOptions, place: PlaceSlice): Promise<void> {
-    const { signal } = options;
+    const { signal, pairs } = options;
+    if (pairs && pairs.second.length !== texts.length) {
+      throw new InputError(`${texts.length} texts but ${pairs.second.length} second texts: give one second text per text`);
+    }
     const threads = Math.max(1, Math.min(options.threads ?? availableParallelism(), Math.ceil(texts.length / SLICE)));
     const count = texts.length;
     if (threads < 2 || count < MIN_TEXTS_FOR_WORKERS || workerScript === null) {
       for (let start = 0; start < count; start += SLICE) {
         if (signal?.aborted) throw new AbortError('tokenization was aborted', { cause: signal.reason });
-        place(start, this.encodeBatch(texts.slice(start, start + SLICE), maxLength));
+        const second = pairs && { ...pairs, second: pairs.second.slice(start, start + SLICE) };
+        place(start, this.encodeBatch(texts.slice(start, start + SLICE), maxLength, second));
         if (start + SLICE < count) await nextTurn();
       }
       return;
     }
-    await this.encodeInWorkers(texts, maxLength, threads, place, signal);
+    await this.encodeInWorkers(texts, pairs, maxLength, threads, place, signal);
   }
 
   /** Slices handed to `threads` workers as each becomes free; every reply placed at its offset. */
   private encodeInWorkers(
     texts: readonly string[],
+    pairs: TextPairs | undefined,
     maxLength: number,
     threads: number,
     place: PlaceSlice,
@@ -409,7 +513,12 @@ export class TextTokenizer {
           if (pending === 0) finish();
           return;
         }
-        const job: TokenizeJob = { start: next, texts: texts.slice(next, next + SLICE), maxLength };
+        const job: TokenizeJob = {
+          start: next,
+          texts: texts.slice(next, next + SLICE),
+          ...(pairs ? { pairs: { second: pairs.second.slice(next, next + SLICE), tokenTypes: pairs.tokenTypes } } : {}),
+          maxLength,
+        };
         next += SLICE;
         pending++;
         worker.postMessage(job);
@@ -437,6 +546,21 @@ export class TextTokenizer {
 
 function checkMaxLength(maxLength: number): void {
   if (!Number.isInteger(maxLength) || maxLength < 2) throw new InputError(`maxLength must be an integer ≥ 2; got ${maxLength}`);
+}
+
+/**
+ * How many tokens of each text stay when `room` must hold both, as Hugging Face tokenizers'
+ * longest_first does (transformers' default, fast tokenizers): the shorter text is kept whole
+ * while it fits in half the room, the longer takes the rest; else each gets half, the odd token
+ * going to the longer (to the second on a tie). transformers' slow tokenizers differ there: they
+ * give the odd token to the first.
+ */
+export function truncateLongestFirst(a: number, b: number, room: number): [number, number] {
+  if (a + b <= room) return [a, b];
+  const shorter = Math.min(a, b);
+  if (2 * shorter <= room) return a <= b ? [a, room - a] : [room - b, b];
+  const half = Math.floor(room / 2);
+  return a > b ? [room - half, half] : [half, room - half];
 }
 
 function isTokenId(id: unknown): id is number {

@@ -302,6 +302,16 @@ async function planExport(classifier: Classifier, dir: string, headsOption: numb
       { file: configPath, code: 'EXPORT_UNSUPPORTED_ENCODER' },
     );
   }
+  if (family === 'bert' && config.input === 'text-pair' && config.encoder.arity === 2) {
+    // transformers' BERT gives a second text segment 1 (the tokenizer's token_type_ids); this
+    // encoder file took none, so every token was segment 0 in training: the export would compute another function.
+    throw new ModelError(
+      `cannot export ${dir}: it was trained on text pairs through an encoder whose forward takes no token_type_ids, so both texts ` +
+        "were segment 0, but transformers' BERT reads the second text as segment 1; train it on a Hugging Face folder or an encoder " +
+        'traced with token_type_ids (forward(input_ids, attention_mask, token_type_ids))',
+      { file: configPath, code: 'EXPORT_UNSUPPORTED_ENCODER' },
+    );
+  }
   const heads = headsOf(shapes, recorded.hfConfig, headsOption, configPath);
   const lora = config.hyperparameters?.lora as LoraSettings | undefined;
   const names = transformersNames(family, recorded.modelType);

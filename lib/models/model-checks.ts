@@ -68,9 +68,9 @@ export function findEmbeddingTables(params: ReadonlyArray<readonly [string, read
 }
 
 /**
- * The largest token type id a model is given, or null when it is given none: single texts are
- * all segment 0, and classifier.cc passes zeros to a forward that takes token_type_ids (arity
- * 3); one of arity 2 uses its own. Text pairs would feed 1.
+ * The largest token type id a model is given for single texts, or null when it is given none:
+ * single texts are all segment 0, and classifier.cc passes zeros to a forward that takes
+ * token_type_ids (arity 3); one of arity 2 uses its own. Text pairs: `checkPairTokenTypes`.
  */
 export function tokenTypesFed(arity: number): number | null {
   return arity === 3 ? 0 : null;
@@ -148,14 +148,27 @@ export function checkTables(params: ReadonlyArray<readonly [string, readonly num
       );
     }
   }
-  if (tables.tokenTypes && inputs.tokenTypes !== null && inputs.tokenTypes >= tables.tokenTypes.rows) {
-    throw new InputError(
-      `${model} cannot take token type id ${inputs.tokenTypes}: its token type table (${tables.tokenTypes.name}) has ` +
-        `${tables.tokenTypes.rows} row${tables.tokenTypes.rows === 1 ? '' : 's'}, so it reads single texts only (type 0), not text pairs.`,
-      { code: 'TOKEN_TYPE_EXCEEDS_TYPES' },
-    );
-  }
+  if (inputs.tokenTypes !== null) checkTokenTypeTable(tables, inputs.tokenTypes, model);
   return tables;
+}
+
+function checkTokenTypeTable(tables: EmbeddingTables, tokenType: number, model: string): void {
+  if (!tables.tokenTypes || tokenType < tables.tokenTypes.rows) return;
+  throw new InputError(
+    `${model} cannot take token type id ${tokenType}: its token type table (${tables.tokenTypes.name}) has ` +
+      `${tables.tokenTypes.rows} row${tables.tokenTypes.rows === 1 ? '' : 's'}, so it reads single texts only (type 0), not text pairs.`,
+    { code: 'TOKEN_TYPE_EXCEEDS_TYPES' },
+  );
+}
+
+/**
+ * Text pairs given to `module` (an encoder or classifier whose encoder takes token_type_ids):
+ * its token type table must have a row for every segment the tokenizer's pair template gives
+ * (BERT's: 0 and 1). `model` names it in the message.
+ */
+export function checkPairTokenTypes(module: NativeScriptModule, tokenizer: TextTokenizer, model: string): void {
+  const params = module.namedParameters().map(([name, tensor]) => [name, tensor.shape] as const);
+  checkTokenTypeTable(findEmbeddingTables(params), tokenizer.largestPairTokenType, model);
 }
 
 function disposeValue(value: NativeValue): void {

@@ -16,7 +16,7 @@ import { mkdir, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from '../addon/binding.js';
 import { InputError, messageOf } from '../addon/errors.js';
-import { gatherRows, longestFirstBatches, runBatches } from '../data/batching.js';
+import { gatherRows, longestFirstBatches, runBatches, stepBatch } from '../data/batching.js';
 import type { EncodedTexts } from '../data/tokenizer.js';
 import type { EncodeEvent } from './options.js';
 
@@ -40,11 +40,15 @@ function tokensDigest(encoded: EncodedTexts): string {
     const from = row * encoded.seqLen;
     const ids = encoded.inputIds.subarray(from, from + encoded.lengths[row]!);
     hash.update(Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength));
+    // A text pair's segments (absent for single texts, whose keys stay as they were): the same ids
+    // in other segments are other features.
+    const types = encoded.tokenTypeIds?.subarray(from, from + encoded.lengths[row]!);
+    if (types) hash.update(Buffer.from(types.buffer, types.byteOffset, types.byteLength));
   }
   return hash.digest('hex');
 }
 
-/** The on-disk cache's file for these texts: keyed by the encoder's weights, the pooling, the tokens and libtorch's version. */
+/** The on-disk cache's file for these texts: keyed by the encoder's weights, the pooling, the tokens (and segments) and libtorch's version. */
 function diskCacheFile(binding: NativeBinding, encoded: EncodedTexts, disk: { dir: string; weightsKey: string; pooling: string }): string {
   const key = createHash('sha256')
     .update(disk.weightsKey)
@@ -161,13 +165,7 @@ export async function encodeOnce(
     await runBatches(
       mine,
       (batch) => {
-        const rows = gatherRows(encoded, batch);
-        return binding.extractFeatures(model, {
-          inputIds: rows.inputIds,
-          attentionMask: rows.attentionMask,
-          batchSize: rows.count,
-          seqLen: rows.seqLen,
-        });
+        return binding.extractFeatures(model, stepBatch(gatherRows(encoded, batch)));
       },
       // The batches follow `order`, so the features of each come next in the tensor.
       (features, batch) => {

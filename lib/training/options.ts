@@ -279,7 +279,11 @@ export interface TrainOptions {
    */
   template?: string;
   verbalizer?: VerbalizerSpec;
-  /** CSV column of each example's second text ({text_b} of a prompt template). */
+  /**
+   * CSV column of each example's second text: text pairs (NLI, paraphrase), encoded with the
+   * tokenizer's pair template (`[CLS] a [SEP] b [SEP]`, with token types where the encoder takes
+   * them), or {text_b} of a prompt template.
+   */
   textPairColumn?: string;
   /**
    * Few-shot: train on K examples per class of `data`, drawn with the seed; validation on
@@ -697,11 +701,6 @@ function checkHeadOptions(options: TrainOptions, resolved: ResolvedTrainOptions)
     }
   } else if (resolved.template !== undefined || resolved.verbalizer !== undefined) {
     throw new InputError("template and verbalizer go with head 'prompt'");
-  } else if (secondTexts(options) !== null) {
-    // The other heads encode one text: a second text would be read and then dropped.
-    throw new InputError(
-      `${secondTexts(options)} goes with head 'prompt' (its template's {text_b}); head '${resolved.head}' reads one text: set head 'prompt' with a template, or leave the second text out`,
-    );
   }
 }
 
@@ -785,20 +784,6 @@ function checkThreads(threads: number): void {
       `threads ${threads} is more than the ${cpus} CPUs this process may use, which slows every step down: use at most ${cpus}`,
     );
   }
-}
-
-/** Where the options give each example a second text, named for messages; null when they give none. */
-function secondTexts(options: TrainOptions): string | null {
-  if (options.textPairColumn !== undefined) return 'textPairColumn';
-  for (const [name, source] of [
-    ['data', options.data],
-    ['validationData', options.validationData],
-  ] as const) {
-    if (typeof source !== 'object' || source === null || Array.isArray(source)) continue;
-    if ('pairs' in source && source.pairs !== undefined) return `${name}.pairs`;
-    if ('textPairColumn' in source && source.textPairColumn !== undefined) return `${name}.textPairColumn`;
-  }
-  return null;
 }
 
 /** Options read by one technique only: given with another, they would be ignored without a word. */

@@ -255,12 +255,21 @@ def forward(self, x):
   return m;
 }
 
-std::string FeaturesSource(const EncoderInfo& info, const ClassifierSpec& spec) {
+// `features`, or with `tokenTypes` `features_token_types`: the same pooling of the encoder's
+// output, given the token type ids of text pairs instead of zeros (one text: all segment 0).
+// Two methods, not one with an Optional argument: token pruning (graph/token_pruning.h) cannot
+// follow the branch on None that an Optional needs.
+std::string FeaturesSource(const EncoderInfo& info, const ClassifierSpec& spec, bool tokenTypes) {
   const std::string& pooling = spec.pooling;
   std::ostringstream src;
-  src << "def features(self, input_ids, attention_mask):\n";
-  src << "    out = self.encoder.forward(input_ids, attention_mask"
-      << (info.arity == 3 ? ", torch.zeros_like(input_ids)" : "") << ")\n";
+  if (tokenTypes) {
+    src << "\ndef features_token_types(self, input_ids, attention_mask, token_type_ids):\n";
+    src << "    out = self.encoder.forward(input_ids, attention_mask, token_type_ids)\n";
+  } else {
+    src << "\ndef features(self, input_ids, attention_mask):\n";
+    src << "    out = self.encoder.forward(input_ids, attention_mask"
+        << (info.arity == 3 ? ", torch.zeros_like(input_ids)" : "") << ")\n";
+  }
   if (info.outputKind == "tensor") {
     src << "    h = out\n";
   } else if (info.outputKind == "tuple") {
@@ -293,6 +302,22 @@ const char* kForwardSource = R"(
 def forward(self, input_ids, attention_mask):
     return self.head_forward(self.features(input_ids, attention_mask))
 )";
+
+// A text pair's forward (the encoder's token_type_ids given), beside `forward` for the reason
+// FeaturesSource gives.
+const char* kTokenTypesForwardSource = R"(
+def forward_token_types(self, input_ids, attention_mask, token_type_ids):
+    return self.head_forward(self.features_token_types(input_ids, attention_mask, token_type_ids))
+)";
+
+// The classifier's methods: features, head_forward and forward; and where the encoder takes
+// token_type_ids, their text-pair variants (a prompt's pairs are in its template, one segment).
+std::string ClassifierSource(const EncoderInfo& encoder, const ClassifierSpec& spec, const std::string& headSource) {
+  std::string source = FeaturesSource(encoder, spec, false) + headSource + kForwardSource;
+  if (encoder.arity == 3 && spec.head != "prompt")
+    source += FeaturesSource(encoder, spec, true) + kTokenTypesForwardSource;
+  return source;
+}
 
 const char* kMlpHeadSource = R"(
 def head_forward(self, x):
@@ -635,7 +660,7 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     classifier.register_attribute("hidden_size", c10::IntType::get(), encoder.hiddenSize);
     classifier.register_attribute("dropout_p", c10::FloatType::get(), spec.dropout);
     classifier.register_attribute("head_kind", c10::StringType::get(), spec.head);
-    classifier.define(FeaturesSource(encoder, spec) + headSource + kForwardSource);
+    classifier.define(ClassifierSource(encoder, spec, headSource));
 
     std::vector<std::string> unreached = UnreachedParameters(classifier, encoder);
     // Same mutex as the encoder: both handles reach the encoder's parameters.

@@ -25,9 +25,12 @@ namespace torch_bert {
 struct Batch {
   int64_t size = 0;
   int64_t seqLen = 0;
-  torch::Tensor inputIds;               // int64 [B, T], CPU
-  torch::Tensor attentionMask;          // int64 [B, T], CPU
-  std::optional<torch::Tensor> labels;  // int64 [B], CPU; [M] with maskedPositions
+  torch::Tensor inputIds;       // int64 [B, T], CPU
+  torch::Tensor attentionMask;  // int64 [B, T], CPU
+  // A text pair's segments (0 for the first text, 1 for the second), for an encoder whose forward
+  // takes token_type_ids: the classifier's `forward_token_types` / `features_token_types` get them.
+  std::optional<torch::Tensor> tokenTypeIds;  // int64 [B, T], CPU
+  std::optional<torch::Tensor> labels;        // int64 [B], CPU; [M] with maskedPositions
   // Masked-language modelling: the masked tokens as flat indices into the [B, T] batch (int64
   // [M], CPU). The model's forward takes them as a third argument and returns a row per masked
   // token; labels then hold the original ids of those tokens.

@@ -69,6 +69,19 @@ Batch ReadBatch(const Napi::Value& value, const std::string& fn, bool requireLab
   checkLength(mask, "attentionMask");
   batch.inputIds = CopyInt32(ids, {batch.size, batch.seqLen});
   batch.attentionMask = CopyInt32(mask, {batch.size, batch.seqLen});
+  Napi::Value typesValue = object.Get("tokenTypeIds");
+  if (!IsMissing(typesValue)) {
+    Napi::Int32Array types = ReadInt32Array(typesValue, fn + ": batch.tokenTypeIds");
+    checkLength(types, "tokenTypeIds");
+    for (size_t i = 0; i < types.ElementLength(); ++i) {
+      // An embedding row: a negative one would read before the table.
+      if (types[i] < 0) {
+        ThrowError(
+            env, fn + ": batch.tokenTypeIds[" + std::to_string(i) + "] is negative (" + std::to_string(types[i]) + ")");
+      }
+    }
+    batch.tokenTypeIds = CopyInt32(types, {batch.size, batch.seqLen});
+  }
 
   // Masked-language modelling: one label per masked position instead of one per row.
   Napi::Value positionsValue = object.Get("maskedPositions");

@@ -32,6 +32,21 @@ torch::Tensor ToDevice(const torch::Tensor& t, const c10::Device& device) {
   return t.to(device);
 }
 
+TokenCall TokenMethodCall(const torch::jit::Module& module, const std::string& name, const Batch& batch,
+                          const c10::Device& device) {
+  std::vector<c10::IValue> inputs{ToDevice(batch.inputIds, device), ToDevice(batch.attentionMask, device)};
+  if (!batch.tokenTypeIds) return {module.get_method(name), std::move(inputs)};
+  const std::string typed = name + "_token_types";
+  auto method = module.find_method(typed);
+  if (!method) {
+    throw std::runtime_error("the batch has token type ids (text pairs), but the model has no '" + typed +
+                             "' method: its encoder's forward takes no token_type_ids, or it was saved before text "
+                             "pairs were supported");
+  }
+  inputs.emplace_back(ToDevice(*batch.tokenTypeIds, device));
+  return {*method, std::move(inputs)};
+}
+
 // Runs the classifier on the input and checks it returned [B, C] log-probabilities, as
 // float32 whatever the precision. Adapters (if any) take effect for the duration of the call
 // only (module/lora_state.h); merged weights, where needed, are computed outside autocast, in float32.
@@ -41,15 +56,14 @@ torch::Tensor Forward(ModuleState& state, const BatchInput& input, const c10::De
   c10::IValue out;
   int64_t rows = input.size;
   if (input.tokens) {
-    std::vector<c10::IValue> args{ToDevice(input.tokens->inputIds, device),
-                                  ToDevice(input.tokens->attentionMask, device)};
+    TokenCall call = TokenMethodCall(module, "forward", *input.tokens, device);
     // Masked-language modelling (module/mlm_model.h): one output row per masked token.
     if (input.tokens->maskedPositions) {
-      args.emplace_back(ToDevice(*input.tokens->maskedPositions, device));
+      call.inputs.emplace_back(ToDevice(*input.tokens->maskedPositions, device));
       rows = input.tokens->maskedPositions->size(0);
     }
     AutocastGuard autocast(precision, device);
-    out = CallMethod(state, module.get_method("forward"), std::move(args), mode);
+    out = CallMethod(state, call.method, std::move(call.inputs), mode);
   } else {
     torch::jit::Method head = ClassifierMethod(module, "head_forward");
     if (module.hasattr("hidden_size") && module.attr("hidden_size").isInt() &&

@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "distributed/gradient_reducer.h"
 #include "module/lora_state.h"
@@ -27,6 +28,17 @@ torch::Tensor ToDevice(const torch::Tensor& t, const c10::Device& device);
 // The classifier's method `name` ("features", "head_forward"), or an error saying to build the
 // model with buildClassifier.
 torch::jit::Method ClassifierMethod(const torch::jit::Module& module, const std::string& name);
+
+// A token batch's call of the classifier's method `name` ("forward", "features"): the method and
+// its inputs on `device`. A batch with token type ids (text pairs) calls the method's
+// `_token_types` variant, which the classifier has when its encoder takes token_type_ids
+// (module/classifier.h); an error says so when it has none.
+struct TokenCall {
+  torch::jit::Method method;
+  std::vector<c10::IValue> inputs;
+};
+TokenCall TokenMethodCall(const torch::jit::Module& module, const std::string& name, const Batch& batch,
+                          const c10::Device& device);
 
 // Runs the classifier on the input and checks it returned [B, C] log-probabilities, as
 // float32 whatever the precision. Adapters (if any) take effect in `mode` for the duration of

@@ -221,12 +221,12 @@ class FeaturesWorker : public BatchWorker {
     TrainingModeSnapshot restore(Modules(*model_));
     for (const auto& m : Modules(*model_)) SetTrainingFlag(m, false);
 
-    torch::jit::Method features = ClassifierMethod(module, "features");
-    std::vector<c10::IValue> args{ToDevice(batch_.inputIds, device), ToDevice(batch_.attentionMask, device)};
+    ClassifierMethod(module, "features");  // an error that says what the model lacks
+    TokenCall call = TokenMethodCall(module, "features", batch_, device);
     c10::IValue out;
     {
       AutocastGuard autocast(precision_, device);
-      out = CallMethod(*model_, features, std::move(args), LoraMode::kForward);
+      out = CallMethod(*model_, call.method, std::move(call.inputs), LoraMode::kForward);
     }
     if (!out.isTensor() || out.toTensor().dim() != 2 || out.toTensor().size(0) != batch_.size) {
       std::ostringstream os;

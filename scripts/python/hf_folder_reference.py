@@ -85,12 +85,16 @@ def load_folder(folder: str) -> Folder:
     return Folder(cfg, family, weights, metadata, load_encoder(cfg, base), head)
 
 
-def encode(encoder: nn.Module, input_ids, attention_mask) -> Tuple[Tensor, Optional[Tensor]]:
-    """The last hidden state and (where the encoder has a pooler) the pooler output, with
-    token_type_ids zero as the classifier feeds them, without autograd."""
+def encode(encoder: nn.Module, input_ids, attention_mask, token_type_ids=None) -> Tuple[Tensor, Optional[Tensor]]:
+    """The last hidden state and (where the encoder has a pooler) the pooler output, without
+    autograd; token_type_ids (text pairs' segments) only where given, else zero as the
+    classifier feeds single texts."""
     ids = torch.tensor(input_ids, dtype=torch.long)
     mask = torch.tensor(attention_mask, dtype=torch.long)
     with torch.no_grad():
-        out = encoder(ids, mask)
+        if token_type_ids is None:
+            out = encoder(ids, mask)
+        else:
+            out = encoder(ids, mask, torch.tensor(token_type_ids, dtype=torch.long))
     return out if isinstance(out, tuple) else (out, None)
 

@@ -8,7 +8,8 @@ operations, in eval mode (dropout is the identity):
   DistilBertForSequenceClassification: logits = classifier(relu(pre_classifier(h[:, 0])))
 
 Two modes (stdin JSON):
-  {"mode": "export", "dir": EXPORT_DIR, "input_ids": [[...]], "attention_mask": [[...]]}
+  {"mode": "export", "dir": EXPORT_DIR, "input_ids": [[...]], "attention_mask": [[...]],
+   "token_type_ids": [[...]] (optional: text pairs' segments, BERT only)}
     reads an exported Bert-, Roberta- or DistilBertForSequenceClassification folder
     (scripts/python/hf_folder_reference.py: the `bert.`/`roberta.`/`distilbert.` keys into
     hf_reference.py's encoder with strict loading), and the head's keys by transformers' names
@@ -59,7 +60,7 @@ def export_mode(args):
     expected = sorted(f"{v}.{p}" for v in HEAD_KEYS[family].values() for p in ("weight", "bias"))
     if sorted(exported.head) != expected:
         raise SystemExit(f"unexpected head keys: {sorted(exported.head)}, expected {expected}")
-    hidden, pooled = encode(exported.encoder, args["input_ids"], args["attention_mask"])
+    hidden, pooled = encode(exported.encoder, args["input_ids"], args["attention_mask"], args.get("token_type_ids"))
     with torch.no_grad():
         logits = head_logits(family, exported.head, pooled, hidden[:, 0])
     return {"probabilities": torch.softmax(logits, -1).tolist(), "keys": sorted(exported.weights),
