@@ -25,7 +25,9 @@
  *     Pfeiffer one with gelu and BERT's sequence-classification head (issue 19),
  *   - AutoModelForSequenceClassification.from_pretrained(folder) of transformers' own BERT,
  *     RoBERTa and DistilBERT sequence classifiers (save_pretrained, random weights, three named
- *     classes) gives the probabilities of loadClassifier(folder), with id2label's classes,
+ *     classes) gives the probabilities of loadClassifier(folder), with id2label's classes;
+ *     and, for BERT's, of predict() on text pairs given their token_type_ids, whose ids and
+ *     segments AutoTokenizer(texts, pairs) makes too (truncated longest first at 32 tokens),
  *   - AutoModelForMaskedLM.from_pretrained(out) of a `pretrain` output folder gives the logits of
  *     torch-bert's own encoder + MLM head loaded from that folder (issue 15).
  *
@@ -142,6 +144,18 @@ for run in a["runs"]:
             p = torch.softmax(sc(input_ids=ids, attention_mask=mask).logits, -1)
         out[run["name"] + " loadClassifier probabilities"] = diff(p, run["probabilities"])
         continue
+    if kind == "hf-classifier-pairs":
+        # Text pairs: transformers' tokenizer frames and truncates them (longest_first) into the
+        # ids and segments torch-bert made, and its classifier given them gives predict()'s probabilities.
+        tok = AutoTokenizer.from_pretrained(d)
+        enc = tok(a["texts"], a["pairs"], padding="max_length", max_length=32, truncation=True)
+        out[run["name"] + " tokenizer ids (32)"] = 0.0 if enc["input_ids"] == run["input_ids_32"] else 1.0
+        out[run["name"] + " tokenizer token_type_ids (32)"] = 0.0 if enc["token_type_ids"] == run["token_type_ids_32"] else 1.0
+        sc = AutoModelForSequenceClassification.from_pretrained(d).eval()
+        with torch.no_grad():
+            p = torch.softmax(sc(input_ids=ids, attention_mask=mask, token_type_ids=torch.tensor(run["token_type_ids"])).logits, -1)
+        out[run["name"] + " loadClassifier probabilities"] = diff(p, run["probabilities"])
+        continue
     if kind == "mlm":
         mlm = AutoModelForMaskedLM.from_pretrained(d).eval()
         with torch.no_grad():
@@ -203,6 +217,12 @@ try {
   const raw = await loadExamples(join(root, 'assets', 'demo', 'reviews.csv'));
   const data = { texts: raw.texts.slice(0, 160), labels: raw.labels.slice(0, 160) };
   const texts = ['What a wonderful film.', 'Dull, long and badly acted.', 'I have mixed feelings'];
+  // Second texts for the text-pair check; the last pair is longer than 32 tokens (longest-first truncation).
+  const pairs = [
+    'It is great.',
+    'Bad.',
+    'The plot is thin, the actors are wooden, the music is loud, the ending comes far too late, and nobody in the cinema laughed once',
+  ];
   const runs = [];
   const seqcls = { technique: 'full', pooling: 'cls', head: 'sequence-classification' };
   const folders = typeof loadBinding().buildEncoder === 'function';
@@ -336,6 +356,31 @@ try {
       runs.push({ name: `hf-classifier ${family}`, kind: 'hf-classifier', export: folder, ...(await observe(folder)) });
     }
 
+    // Text pairs through transformers' BERT classifier: its tokenizer against ours at 32 tokens
+    // (one pair truncated), its model against predict() at the classifier's max length.
+    {
+      const folder = join(work, 'bert-sc');
+      const classifier = await loadClassifier(folder, { device: 'cpu' });
+      try {
+        const at = (width) => classifier.tokenizer.encodeBatchAsync(texts, width, { pairs: { second: pairs, tokenTypes: true } });
+        const [short, rows] = [await at(32), await at(classifier.config.maxLength)];
+        const predicted = await classifier.predict(texts, { pairs });
+        runs.push({
+          name: 'hf-classifier bert pairs',
+          kind: 'hf-classifier-pairs',
+          export: folder,
+          input_ids_32: matrix(short.inputIds, short.seqLen),
+          token_type_ids_32: matrix(short.tokenTypeIds, short.seqLen),
+          input_ids: matrix(rows.inputIds, rows.seqLen),
+          attention_mask: matrix(rows.attentionMask, rows.seqLen),
+          token_type_ids: matrix(rows.tokenTypeIds, rows.seqLen),
+          probabilities: predicted.map((p) => classifier.labels.map((l) => p.probabilities[l])),
+        });
+      } finally {
+        classifier.dispose();
+      }
+    }
+
     // Issue 15: a pretrain output folder as transformers' AutoModelForMaskedLM.
     const mlmDir = join(work, 'mlm');
     await pretrain({
@@ -379,7 +424,7 @@ try {
     }
   }
   const input = join(work, 'check.json');
-  writeFileSync(input, JSON.stringify({ runs, texts, base: join(work, 'base') }));
+  writeFileSync(input, JSON.stringify({ runs, texts, pairs, base: join(work, 'base') }));
   const diffs = JSON.parse(execFileSync(opt.python, ['-c', CHECK, input], { encoding: 'utf8' }).trim().split('\n').pop());
   for (const [check, d] of Object.entries(diffs)) {
     const ok = d <= TOLERANCE;
