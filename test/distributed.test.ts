@@ -493,6 +493,30 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(maxDifference(classifierWeights(out), expected)).toBeLessThan(1e-5);
   }, 240_000);
 
+  it("torch-bert train --distributed off where torchrun's variables name rank 1 of 2: trains alone, as with no variables, and reports; with --nproc-per-node, a usage error", async () => {
+    // Before, the API's distributed: 'off' had no flag: such a process joined (or waited for) the job, and printed nothing as a rank other than 0.
+    const job = { RANK: '1', LOCAL_RANK: '1', WORLD_SIZE: '2', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '1' };
+    const off = await runCommand(process.execPath, [cli, ...cliArgs(join(dir, 'cli-off')), '--distributed', 'off'], job);
+    expect(off.stderr).not.toMatch(/error/);
+    expect(off.code).toBe(0);
+    expect(off.stdout.match(/trainable of/g)).toHaveLength(1);
+    const alone = await runCommand(process.execPath, [cli, ...cliArgs(join(dir, 'cli-alone'))]);
+    expect(alone.code).toBe(0);
+    expect(maxDifference(classifierWeights(join(dir, 'cli-off')), classifierWeights(join(dir, 'cli-alone')))).toBe(0);
+    const both = await runCommand(process.execPath, [
+      cli,
+      ...cliArgs(join(dir, 'cli-both')),
+      '--distributed',
+      'off',
+      '--nproc-per-node',
+      '2',
+    ]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain(
+      '--nproc-per-node 2 starts a data-parallel job, which --distributed off rules out: give one or the other',
+    );
+  }, 240_000);
+
   it('torch-bert train --nproc-per-node 2 with a data file that every worker misses: the error once, as one process says it', async () => {
     // Each worker printed it, and the launcher added "rank 1 exited with code 1; the other workers were asked to stop".
     const args = (out: string) => cliArgs(join(dir, out)).map((a) => (a === join(dir, 'train.csv') ? join(dir, 'missing.csv') : a));

@@ -74,7 +74,7 @@ async function trainDemo(classifierDir: string, json: boolean, log: (s: string) 
     tokenizer: assets.tokenizer,
     outDir: classifierDir,
     onProgress: progressPrinter(!json),
-    signal: interruptController().signal,
+    signal: interruptController({}).signal,
   });
   result.classifier.dispose();
   log('\n' + historyTable(result.history));

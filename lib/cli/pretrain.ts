@@ -48,6 +48,8 @@ Options (default):
   --precision P            fp32 | bf16 | fp16 (${DEFAULTS.precision})
   --threads N              libtorch intra-op threads (distributed: cores / processes per node)
   --nproc-per-node N       data-parallel: start N worker processes on this machine (Gloo), batch per process
+  --distributed auto|off   auto: join the data-parallel job torchrun's variables (RANK, ...) describe;
+                           off: train alone even where they are set (${DEFAULTS.distributed})
   --distributed-timeout S  seconds a rank waits for the others before failing (${DEFAULTS.distributedTimeout})
   --json                   print one JSON object instead of tables`;
 
@@ -73,6 +75,7 @@ const PRETRAIN_OPTIONS: Options = {
       'precision',
       'threads',
       'nproc-per-node',
+      'distributed',
       'distributed-timeout',
       'schedule',
       'warmup-ratio',
@@ -121,6 +124,7 @@ function pretrainOptionsFrom(values: Record<string, unknown>, json: boolean, sig
     device: values.device as Device | undefined,
     precision: values.precision as TrainOptions['precision'],
     threads: numberOption(values, 'threads'),
+    distributed: values.distributed as TrainOptions['distributed'],
     distributedTimeout: numberOption(values, 'distributed-timeout'),
     onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
     signal,
@@ -161,6 +165,6 @@ export async function commandPretrain(argv: string[]): Promise<void> {
   await fetchModelWithProgress(values);
   if (await launchedWorkers('pretrain', values, argv)) return;
   const json = Boolean(values.json);
-  const result = await pretrain(pretrainOptionsFrom(values, json, interruptController().signal));
-  if (!quietWorker()) printPretrainResult(result, json);
+  const result = await pretrain(pretrainOptionsFrom(values, json, interruptController(values).signal));
+  if (!quietWorker(values)) printPretrainResult(result, json);
 }

@@ -30,10 +30,10 @@ export class WorkersFailed extends Error {
  * data-parallel job rank 0 alone says so (quietWorker): Ctrl-C reaches every worker, and the ranks
  * stop at the same step boundary.
  */
-export function interruptController(): AbortController {
+export function interruptController(values: Record<string, unknown>): AbortController {
   const controller = new AbortController();
   const say = (text: string) => {
-    if (!quietWorker()) process.stderr.write(text);
+    if (!quietWorker(values)) process.stderr.write(text);
   };
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(130);
@@ -80,15 +80,22 @@ export async function launchedWorkers(command: string, values: Record<string, un
   if (nproc !== undefined && (!Number.isInteger(nproc) || nproc < 1))
     throw new UsageError(`--nproc-per-node expects an integer ≥ 1; got ${nproc}`);
   if (nproc === undefined || nproc === 1 || process.env.RANK !== undefined) return false;
+  if (values.distributed === 'off') {
+    throw new UsageError(`--nproc-per-node ${nproc} starts a data-parallel job, which --distributed off rules out: give one or the other`);
+  }
   const timeout = numberOption(values, 'distributed-timeout') ?? DEFAULTS.distributedTimeout;
   const end = await launchWorkers(nproc, process.argv[1]!, [command, ...withoutNproc(argv)], stopGrace(timeout));
   if (end.code !== 0) throw new WorkersFailed(end.code, end.failure, end.errors, end.killed);
   return true;
 }
 
-/** A worker of a data-parallel job other than rank 0 prints nothing of its own (rank 0 reports). */
-export function quietWorker(): boolean {
-  return process.env.RANK !== undefined && process.env.RANK !== '0';
+/**
+ * A worker of a data-parallel job other than rank 0 prints nothing of its own (rank 0 reports).
+ * With `--distributed off` (`values`) a process where torchrun's variables are set trains alone,
+ * so it is no worker of a job and reports as any run does.
+ */
+export function quietWorker(values?: Record<string, unknown>): boolean {
+  return process.env.RANK !== undefined && process.env.RANK !== '0' && values?.distributed !== 'off';
 }
 
 /**
@@ -106,7 +113,7 @@ export async function fetchModelWithProgress(values: Record<string, unknown>): P
     lineOpen = !text.endsWith('\n');
     return stderr.write(text);
   };
-  const onProgress = quietWorker() ? undefined : terminalProgress({ isTTY: stderr.isTTY, columns: stderr.columns, write });
+  const onProgress = quietWorker(values) ? undefined : terminalProgress({ isTTY: stderr.isTTY, columns: stderr.columns, write });
   if (onProgress === undefined || typeof values.model !== 'string') return;
   try {
     await resolveModelSource(values.model, { tokenizer: values.tokenizer === undefined, onProgress });

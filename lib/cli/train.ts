@@ -100,6 +100,8 @@ Options (default):
   --precision P            fp32 | bf16 | fp16 (CUDA only; loss scaling) (${DEFAULTS.precision})
   --threads N              libtorch intra-op threads (distributed: cores / processes per node)
   --nproc-per-node N       data-parallel: start N worker processes on this machine (Gloo), batch per process
+  --distributed auto|off   auto: join the data-parallel job torchrun's variables (RANK, ...) describe;
+                           off: train alone even where they are set (${DEFAULTS.distributed})
   --distributed-timeout S  seconds a rank waits for the others before failing (${DEFAULTS.distributedTimeout})
   --json                   print one JSON object instead of tables`;
 
@@ -134,6 +136,7 @@ export const TRAIN_OPTIONS: Options = {
   precision: { type: 'string' },
   threads: { type: 'string' },
   'nproc-per-node': { type: 'string' },
+  distributed: { type: 'string' },
   'distributed-timeout': { type: 'string' },
   technique: { type: 'string' },
   'encoder-lr': { type: 'string' },
@@ -199,6 +202,7 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
     device: values.device as Device | undefined,
     precision: values.precision as TrainOptions['precision'],
     threads: numberOption(values, 'threads'),
+    distributed: values.distributed as TrainOptions['distributed'],
     distributedTimeout: numberOption(values, 'distributed-timeout'),
     technique: values.technique as TrainOptions['technique'],
     encoderLearningRate: numberOption(values, 'encoder-lr'),
@@ -285,7 +289,7 @@ export async function commandTrain(argv: string[]): Promise<void> {
   await fetchModelWithProgress(values);
   if (await launchedWorkers('train', values, argv)) return;
   const json = Boolean(values.json);
-  const result = await train(trainOptionsFrom(values, json, interruptController().signal));
+  const result = await train(trainOptionsFrom(values, json, interruptController(values).signal));
   result.classifier.dispose();
-  if (!quietWorker()) printTrainResult(result, json, Boolean(values.report));
+  if (!quietWorker(values)) printTrainResult(result, json, Boolean(values.report));
 }
