@@ -17,7 +17,8 @@ import { loadExamples } from '../lib/data/data.js';
 import { TextTokenizer, truncateLongestFirst } from '../lib/data/tokenizer.js';
 import { exportHuggingFace, InputError, loadClassifier, train } from '../lib/index.js';
 import { checkPairTokenTypes } from '../lib/models/model-checks.js';
-import { asRows, demoReviews, demoTokenizer, makeHfFolder, runPython, smallClassifierInputs } from './fixtures.js';
+import { asRows, demoReviews, demoTokenizer, makeHfFolder, repoRoot, runPython, smallClassifierInputs } from './fixtures.js';
+import { runCommand } from './helpers/run-command.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-pairs-'));
 
@@ -181,6 +182,38 @@ describe('text pairs: Hugging Face sequence classifiers', () => {
       }
     });
   }
+});
+
+describe('text pairs: the CLI', () => {
+  it("predict --pair: each TEXT's second text, in order; the API's probabilities; a count that differs is a usage error", async () => {
+    const { dir } = await makeHfFolder({ layout: 'bert-seqcls' });
+    const cli = join(repoRoot, 'dist', 'cli.js');
+    const args = ['predict', '--classifier', dir, '--json'];
+    FIRST.forEach((text, i) => args.push('--pair', SECOND[i]!, text));
+    const run = await runCommand(process.execPath, [cli, ...args]);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const lines = run.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { text: string; pair: string; probabilities: Record<string, number> });
+    expect(lines.map((l) => [l.text, l.pair])).toEqual(FIRST.map((t, i) => [t, SECOND[i]]));
+    const loaded = await loadClassifier(dir);
+    try {
+      const api = await pairProbabilities(loaded, FIRST, SECOND);
+      expect(
+        maxDifference(
+          lines.map((l) => loaded.labels.map((c) => l.probabilities[c]!)),
+          api,
+        ),
+      ).toBeLessThan(1e-6);
+    } finally {
+      loaded.dispose();
+    }
+    const short = await runCommand(process.execPath, [cli, 'predict', '--classifier', dir, '--pair', 'b', 'a', 'c']);
+    expect(short.code).toBe(2);
+    expect(short.stderr).toContain('1 --pair for 2 TEXT: give one --pair per TEXT, in order');
+  }, 120_000);
 });
 
 describe('text pairs: training', () => {

@@ -8,6 +8,7 @@ import { predictionTable, predictPrinter } from './output.js';
 export const PREDICT_HELP = `torch-bert predict — classify texts with a saved classifier, or zero-shot with a prompt
 
   torch-bert predict --classifier DIR [--json] TEXT...
+  torch-bert predict --classifier DIR [--json] --pair SECOND TEXT [--pair SECOND TEXT]...
   torch-bert predict --classifier DIR [--json] --data FILE.csv [--text-column NAME]
   torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
 
@@ -18,11 +19,13 @@ ${PROMPT_HELP}
   --data FILE.csv          the texts instead of TEXT... (repeatable: files read as one; a label
                            column, if any, is ignored)
   --text-column NAME       (the one the classifier was trained on, else text)
+  --pair SECOND            the second text of a TEXT, for text pairs or a template's {text_b}:
+                           one per TEXT, in order (repeatable)
   --text-pair-column NAME  with --data: the second text of each example, for text pairs or a
                            template's {text_b} (the one the classifier was trained on)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
-  --json                   one JSON object per line: {"text","label","probabilities"}`;
+  --json                   one JSON object per line: {"text","label","probabilities"} ("pair" too for pairs)`;
 
 /**
  * predict --data's texts: its --text-column, else the column the classifier was trained on, else
@@ -45,6 +48,7 @@ export async function commandPredict(argv: string[]): Promise<void> {
       data: { type: 'string', multiple: true },
       'text-column': { type: 'string' },
       'text-pair-column': { type: 'string' },
+      pair: { type: 'string', multiple: true },
       'batch-size': { type: 'string' },
       device: { type: 'string' },
       json: { type: 'boolean' },
@@ -57,10 +61,15 @@ export async function commandPredict(argv: string[]): Promise<void> {
   if ((positionals.length === 0) === (values.data === undefined))
     throw new UsageError("predict: give at least one TEXT, or --data FILE.csv, not both (see 'torch-bert predict --help')");
   if (values['text-pair-column'] !== undefined && values.data === undefined)
-    throw new UsageError('predict: --text-pair-column goes with --data (a TEXT argument is one text)');
+    throw new UsageError('predict: --text-pair-column goes with --data (a TEXT argument is one text: give its second text with --pair)');
+  const given = values.pair as string[] | undefined;
+  if (given !== undefined && values.data !== undefined)
+    throw new UsageError('predict: --pair gives the second text of a TEXT argument; with --data, name the column with --text-pair-column');
+  if (given !== undefined && given.length !== positionals.length)
+    throw new UsageError(`predict: ${given.length} --pair for ${positionals.length} TEXT: give one --pair per TEXT, in order`);
   const classifier = await openClassifier(values, 'predict');
   try {
-    const { texts, pairs } = values.data ? await textsOf(values, classifier) : { texts: positionals, pairs: undefined };
+    const { texts, pairs } = values.data ? await textsOf(values, classifier) : { texts: positionals, pairs: given };
     const predictions = await classifier.predict(texts, {
       pairs,
       batchSize: numberOption(values, 'batch-size'),
@@ -69,7 +78,9 @@ export async function commandPredict(argv: string[]): Promise<void> {
     });
     if (values.json) {
       predictions.forEach((p, i) => {
-        console.log(JSON.stringify({ text: texts[i], label: p.label, probabilities: p.probabilities }));
+        console.log(
+          JSON.stringify({ text: texts[i], ...(pairs ? { pair: pairs[i] } : {}), label: p.label, probabilities: p.probabilities }),
+        );
       });
     } else {
       console.log(predictionTable(predictions, texts, pairs));
