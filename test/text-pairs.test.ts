@@ -188,8 +188,7 @@ describe('text pairs: the CLI', () => {
   it("predict --pair: each TEXT's second text, in order; the API's probabilities; a count that differs is a usage error", async () => {
     const { dir } = await makeHfFolder({ layout: 'bert-seqcls' });
     const cli = join(repoRoot, 'dist', 'cli.js');
-    const args = ['predict', '--classifier', dir, '--json'];
-    FIRST.forEach((text, i) => args.push('--pair', SECOND[i]!, text));
+    const args = ['predict', '--classifier', dir, '--json', ...FIRST.flatMap((text, i) => ['--pair', SECOND[i]!, text])];
     const run = await runCommand(process.execPath, [cli, ...args]);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
