@@ -15,6 +15,7 @@ export {
   type EvaluationOptions,
   type EvaluationResult,
   type LoadAdaptersOptions,
+  type LoadClassifierOptions,
   loadClassifier,
   type Prediction,
   type PredictOptions,
@@ -23,7 +24,7 @@ export { type PromptClassifierOptions, promptClassifier } from './classification
 export { type TrainResult, train } from './classification/trainer.js';
 export type { ArraySource, CsvSource, DataSource } from './data/data.js';
 export type { PromptConfig, VerbalizerSpec } from './data/prompt-template.js';
-export { type EncodedTexts, TextTokenizer } from './data/tokenizer.js';
+export { type EncodedTexts, type TextPairs, TextTokenizer } from './data/tokenizer.js';
 export { type ExportOptions, type ExportResult, exportHuggingFace } from './export/export.js';
 export { type AdapterHubExportOptions, type AdapterHubExportResult, exportAdapterHub } from './export/export-adapterhub.js';
 export type { ExportFamily } from './models/export-family.js';

@@ -11,10 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadClassifier } from '../lib/classification/classifier.js';
 import { train } from '../lib/classification/trainer.js';
 import { pretrain } from '../lib/pretraining/pretrainer.js';
 import type { ProgressEvent } from '../lib/training/options.js';
-import { demoPretrain, demoReviews, demoTokenizer, repoRoot } from './fixtures.js';
+import { demoPretrain, demoReviews, demoTokenizer, makeHfFolder, repoRoot } from './fixtures.js';
 import { FakeHub } from './helpers/hub-server.js';
 
 const exec = promisify(execFile);
@@ -160,5 +161,29 @@ describe('train() and pretrain() given a Hub id', () => {
       onProgress: pretraining.onProgress,
     });
     expectWholeFiles(pretraining.downloads);
+  });
+
+  it('loadClassifier(hubId) of a sequence classifier reports its download to onProgress, and nothing once it is cached', async () => {
+    // Before: loadClassifier downloaded a Hub classifier without a word (only the CLI drew bars).
+    const { dir } = await makeHfFolder({ layout: 'bert-seqcls' });
+    const repoFiles = Object.fromEntries(
+      ['config.json', 'model.safetensors', 'tokenizer.json'].map((f) => [f, readFileSync(join(dir, f))]),
+    );
+    hub.repos.set('org/demo-sentiment', { commits: { [COMMIT]: repoFiles }, refs: { main: COMMIT } });
+    process.env.HF_ENDPOINT = hub.url;
+    process.env.HF_HUB_CACHE = join(tmp, 'cache-classifier');
+    delete process.env.HF_TOKEN;
+    const first = recorder();
+    const classifier = await loadClassifier('org/demo-sentiment', { onProgress: first.onProgress });
+    classifier.dispose();
+    expect(Object.keys(first.downloads).sort()).toEqual(Object.keys(repoFiles).sort());
+    for (const [file, events] of Object.entries(first.downloads)) {
+      const size = repoFiles[file]!.length;
+      expect(events.at(-1), file).toEqual([size, size]);
+    }
+    expect(first.others.size).toBe(0);
+    const cached = recorder();
+    (await loadClassifier('org/demo-sentiment', { onProgress: cached.onProgress })).dispose();
+    expect(cached.downloads).toEqual({});
   });
 });

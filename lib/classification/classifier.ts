@@ -44,6 +44,8 @@ import {
   checkInteger,
   checkOptionNames,
   type Device,
+  type DownloadEvent,
+  downloadEvents,
   type Pooling,
   type PredictEvent,
   type ResolvedAdapterOptions,
@@ -359,13 +361,13 @@ export class Classifier {
    * training into the directory): the archive loaded is always the one config.json's checksum
    * names, and a load that raced with a save's rename is retried.
    */
-  static async load(dir: string, options: { device?: Device } = {}): Promise<Classifier> {
+  static async load(dir: string, options: LoadClassifierOptions = {}): Promise<Classifier> {
     if (typeof dir !== 'string' || dir === '') {
       throw new InputError(
         `loadClassifier(dir): dir must be the path of a folder torch-bert train wrote; got ${dir === '' ? "''" : typeof dir}`,
       );
     }
-    checkOptionNames('loadClassifier()', options, ['device']);
+    checkOptionNames('loadClassifier()', options, ['device', 'onProgress']);
     if (await namesSequenceClassifier(dir)) return Classifier.fromHuggingFace(dir, options);
     for (let attempt = 1; ; attempt++) {
       const loaded = await Classifier.loadOnce(dir, options);
@@ -422,9 +424,13 @@ export class Classifier {
    * classifier torch-bert trained would have: its classes, max length and head; no training
    * hyperparameters or metrics (it was not trained here).
    */
-  private static async fromHuggingFace(spec: string, options: { device?: Device }): Promise<Classifier> {
+  private static async fromHuggingFace(spec: string, options: LoadClassifierOptions): Promise<Classifier> {
     const binding = loadBinding();
-    const { module, encoder, encoderInfo, head, labels } = await loadSequenceClassifier(spec, resolveDevice(options.device));
+    const { module, encoder, encoderInfo, head, labels } = await loadSequenceClassifier(
+      spec,
+      resolveDevice(options.device),
+      downloadEvents(options.onProgress),
+    );
     const config: ClassifierConfig = {
       format: 'torch-bert-classifier',
       formatVersion: 1,
@@ -713,7 +719,19 @@ function pick(all: readonly string[], indices: Int32Array): string[] {
   return Array.from(indices, (i) => all[i]!);
 }
 
-/** Load a classifier directory written by `train()` (classifier.pt, config.json, tokenizer.json). */
-export function loadClassifier(dir: string, options: { device?: Device } = {}): Promise<Classifier> {
+export interface LoadClassifierOptions {
+  device?: Device;
+  /**
+   * A Hugging Face sequence classifier named by Hub id: called after each chunk of its files'
+   * download (none once they are in the cache), as train()'s `onProgress` is (`DownloadEvent`).
+   */
+  onProgress?: (event: DownloadEvent) => void;
+}
+
+/**
+ * Load a classifier directory written by `train()` (classifier.pt, config.json, tokenizer.json),
+ * or a Hugging Face sequence classifier (a folder or Hub id).
+ */
+export function loadClassifier(dir: string, options: LoadClassifierOptions = {}): Promise<Classifier> {
   return Classifier.load(dir, options);
 }

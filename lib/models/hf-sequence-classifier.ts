@@ -21,6 +21,7 @@ import { loadBinding } from '../addon/loader.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
 import type { ExportFamily } from './export-family.js';
 import { isJsonObject } from './hf-config.js';
+import type { DownloadProgress } from './hub.js';
 import { CONFIG_FILE } from './model-folder.js';
 import { type HeadSettings, headSettings, headSpec, sequenceClassificationKeys } from './sequence-classification.js';
 
@@ -214,9 +215,14 @@ function startHead(
  * (every one the head has, each of its shape: ModelError naming the missing or mismatched
  * tensor), eval mode.
  */
-export async function loadSequenceClassifier(spec: string, device: string): Promise<LoadedSequenceClassifier> {
+export async function loadSequenceClassifier(
+  spec: string,
+  device: string,
+  onDownload?: (progress: DownloadProgress) => void,
+): Promise<LoadedSequenceClassifier> {
   const encoder = await loadEncoderSource(spec, {
     device,
+    onDownload,
     fallbackMaxLength: 512,
     classificationHead: true,
     refuseTorchScript: (file) =>

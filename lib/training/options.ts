@@ -104,7 +104,7 @@ export interface PredictEvent {
 }
 
 /** A Hub download's progress sent to `onProgress` as `DownloadEvent`s (none without a listener). */
-export function downloadEvents(onProgress: ((event: ProgressEvent) => void) | undefined): ((p: DownloadProgress) => void) | undefined {
+export function downloadEvents(onProgress: ((event: DownloadEvent) => void) | undefined): ((p: DownloadProgress) => void) | undefined {
   return onProgress && ((progress) => onProgress({ type: 'download', ...progress }));
 }
 
