@@ -256,7 +256,8 @@ export interface MakeHfFolderOptions {
     | 'distilbert'
     | 'bert-seqcls'
     | 'roberta-seqcls'
-    | 'distilbert-seqcls';
+    | 'distilbert-seqcls'
+    | 'bert-seqcls-legacy';
   /** automodel only: float32 weights rounded through float16 / bfloat16. */
   round?: 'f16' | 'bf16';
   tokenizer?: 'json' | 'vocab' | 'none';

@@ -131,6 +131,21 @@ describe('a Hugging Face sequence classifier as a classifier', () => {
     });
   }
 
+  it('an old save (transformers 2.x/3.x: pytorch_model.bin, LayerNorm.gamma/beta, a position_ids buffer) predicts as the same weights saved today', async () => {
+    const [legacy, current] = await Promise.all([makeHfFolder({ layout: 'bert-seqcls-legacy' }), makeHfFolder({ layout: 'bert-seqcls' })]);
+    expect(readdirSync(legacy.dir)).toContain('pytorch_model.bin');
+    const [old, now] = [await loadClassifier(legacy.dir), await loadClassifier(current.dir)];
+    try {
+      expect(old.labels).toEqual(now.labels);
+      const [a, b] = [await probabilities(old, PROBE_TEXTS), await probabilities(now, PROBE_TEXTS)];
+      expect(Math.max(...a.flatMap((row, r) => row.map((v, c) => Math.abs(v - b[r]![c]!))))).toBeLessThan(1e-6);
+      expect(Math.max(...a[0]!) - Math.min(...a[0]!)).toBeGreaterThan(0.05);
+    } finally {
+      old.dispose();
+      now.dispose();
+    }
+  });
+
   it('a Hub id, from the Hugging Face cache with no request made: the same classifier, its repository and commit recorded', async () => {
     const cache = join(work, 'cache');
     const commit = cacheRepo(cache, 'org/tiny-sentiment', hfDir);

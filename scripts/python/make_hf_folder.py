@@ -27,6 +27,10 @@ Layouts (--layout):
                classifier.out_proj; pre_classifier and classifier), three classes named in
                id2label (SEQCLS_LABELS); the layers' matrices drawn 10x and the head's 25x wider,
                so that the classes' probabilities differ, and differ between texts
+  bert-seqcls-legacy
+               bert-seqcls's tensors as a transformers 2.x/3.x save has them (many classifiers on
+               the Hub, e.g. textattack's, ship only this): pytorch_model.bin (torch.save, zip
+               format), LayerNorm.gamma/beta, the embeddings.position_ids buffer
 --round f16|bf16 writes float32 weights rounded through that dtype (the reference the f16/bf16
 layouts must equal). --weights-out FILE also writes the AutoModel-named float32 weights as one
 safetensors file (make_encoder.py --weights traces them).
@@ -181,6 +185,12 @@ def build(a: argparse.Namespace) -> Tuple["OrderedDict[str, torch.Tensor]", "Ord
     family = family_of(a.layout)
     gen = torch.Generator().manual_seed(a.seed)
     H, V = a.hidden, a.vocab_size
+    if a.layout == "bert-seqcls-legacy":
+        tensors, body, architecture, dtype = seqcls(a, family, gen)
+        legacy = OrderedDict([("bert.embeddings.position_ids", torch.arange(a.max_position).unsqueeze(0))])
+        for k, v in tensors.items():
+            legacy[k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")] = v
+        return legacy, body, architecture, dtype
     if a.layout.endswith("-seqcls"):
         return seqcls(a, family, gen)
     if family == "distilbert":
@@ -270,7 +280,7 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--layout", default="automodel",
                    choices=["automodel", "pretraining", "mlm", "f16", "bf16", "sharded", "bin", "bin-sharded", "roberta", "distilbert",
-                            "bert-seqcls", "roberta-seqcls", "distilbert-seqcls"])
+                            "bert-seqcls", "roberta-seqcls", "distilbert-seqcls", "bert-seqcls-legacy"])
     p.add_argument("--round", choices=["f16", "bf16"], help="automodel layout only: float32 values rounded through this dtype")
     p.add_argument("--tokenizer", default="json", choices=["json", "vocab", "none"])
     p.add_argument("--model-max-length", type=int, default=512, help="tokenizer_config.json's model_max_length (vocab tokenizer)")
@@ -291,13 +301,13 @@ def main() -> int:
     os.makedirs(a.out, exist_ok=True)
     tensors, automodel, architecture, dtype = build(a)
     with open(os.path.join(a.out, "config.json"), "w") as f:
-        write_config = seqcls_config if a.layout.endswith("-seqcls") else config_json
+        write_config = seqcls_config if "-seqcls" in a.layout else config_json
         json.dump(write_config(a, family_of(a.layout), architecture, dtype), f, indent=2, sort_keys=True)
     if a.layout == "sharded":
         write_shards(a.out, tensors, 3, "safetensors")
     elif a.layout == "bin-sharded":
         write_shards(a.out, tensors, 2, "bin")
-    elif a.layout == "bin":
+    elif a.layout in ("bin", "bert-seqcls-legacy"):
         torch.save(dict(tensors), os.path.join(a.out, "pytorch_model.bin"))
     else:
         write_safetensors(os.path.join(a.out, "model.safetensors"), tensors, {"format": "pt"})
