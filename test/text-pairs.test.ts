@@ -15,7 +15,7 @@ import type { NativeScriptModule } from '../lib/addon/binding.js';
 import { Classifier } from '../lib/classification/classifier.js';
 import { loadExamples } from '../lib/data/data.js';
 import { TextTokenizer, truncateLongestFirst } from '../lib/data/tokenizer.js';
-import { exportHuggingFace, InputError, loadClassifier, train } from '../lib/index.js';
+import { exportHuggingFace, InputError, loadClassifier, ModelError, train } from '../lib/index.js';
 import { checkPairTokenTypes } from '../lib/models/model-checks.js';
 import { asRows, demoReviews, demoTokenizer, makeHfFolder, repoRoot, runPython, smallClassifierInputs } from './fixtures.js';
 import { runCommand } from './helpers/run-command.js';
@@ -385,6 +385,28 @@ describe('text pairs: training', () => {
       }
     }, 300_000);
   }
+
+  it('a BERT classifier trained on pairs through a traced encoder that takes no token_type_ids does not export: transformers would read its second texts as segment 1', async () => {
+    const { encoder: traced } = await smallClassifierInputs();
+    const outDir = join(work, 'untyped');
+    const result = await train({
+      ...common,
+      epochs: 1,
+      data: trainSet,
+      validationData: validationSet,
+      encoder: traced,
+      tokenizer: demoTokenizer,
+      outDir,
+      technique: 'full',
+      head: 'sequence-classification',
+    });
+    result.classifier.dispose();
+    expect(result.encoder.arity).toBe(2);
+    const refused = await exportHuggingFace({ classifier: outDir, out: join(work, 'untyped-hf'), heads: 4 }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(ModelError);
+    expect((refused as ModelError).code).toBe('EXPORT_UNSUPPORTED_ENCODER');
+    expect((refused as Error).message).toContain("transformers' BERT reads the second text as segment 1");
+  }, 300_000);
 
   it('refuses training data with second texts and validation data without (or the reverse)', async () => {
     await expect(

@@ -37,7 +37,7 @@ import { type EncoderSourceInfo, loadEncoderSource } from '../models/encoder-sou
 import type { ExportFamily } from '../models/export-family.js';
 import { isSequenceClassifierFolder, loadSequenceClassifier } from '../models/hf-sequence-classifier.js';
 import { localModelFolder, namesHubModel } from '../models/hub.js';
-import { checkModelInputs, checkPairTokenTypes, tokenTypesFed } from '../models/model-checks.js';
+import { checkModelInputs, checkPairTokenTypes, takesTokenTypes, tokenTypesFed } from '../models/model-checks.js';
 import type { HeadKind } from '../models/sequence-classification.js';
 import { type ClassificationMetrics, classificationMetrics } from '../training/metrics.js';
 import {
@@ -671,7 +671,7 @@ export class Classifier {
         "this classifier reads one text per example (it was trained on single texts): leave the second texts (a text pair column, or predict's pairs) out",
       );
     }
-    const tokenTypes = this.config.encoder.arity === 3;
+    const tokenTypes = takesTokenTypes(this.config.encoder.arity);
     if (tokenTypes) checkPairTokenTypes(this.module, this.tokenizer, `the classifier of encoder ${this.config.encoder.file}`);
     return { second: pairs, tokenTypes };
   }

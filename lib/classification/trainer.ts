@@ -66,7 +66,7 @@ import { checkOutputFolder, claimOutputFolder } from '../files/output-folder.js'
 import { weightDigests } from '../models/base-weights.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
 import { startHeadFromCheckpoint } from '../models/hf-sequence-classifier.js';
-import { checkPairTokenTypes } from '../models/model-checks.js';
+import { checkPairTokenTypes, takesTokenTypes } from '../models/model-checks.js';
 import { type HeadSettings, headSettings, headSpec } from '../models/sequence-classification.js';
 import {
   contentDigest,
@@ -275,7 +275,7 @@ async function tokenizeData(
 ): Promise<{ train: LabelledSet; validation: LabelledSet }> {
   const { tokenizer } = raw;
   const { signal } = opts;
-  const tokenTypes = loaded.module.forwardArity === 3;
+  const tokenTypes = takesTokenTypes(loaded.module.forwardArity);
   if (!prompt && raw.trainPairs && tokenTypes) checkPairTokenTypes(loaded.module, tokenizer, `encoder ${loaded.description}`);
   const encode = (texts: readonly string[], second: readonly string[] | null) =>
     prompt

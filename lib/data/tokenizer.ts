@@ -393,9 +393,9 @@ export class TextTokenizer {
     // longer when both exceed the room: then the lengths are counted whole.
     let a = this.firstTokens(text, room + 1);
     let b = this.firstTokens(second, room + 1);
-    let [longerA, longerB] = [a.length, b.length];
-    if (a.length > room && b.length > room) [longerA, longerB] = [this.tokenIds(text).length, this.tokenIds(second).length];
-    const [keepA, keepB] = truncateLongestFirst(longerA, longerB, room);
+    let [lengthA, lengthB] = [a.length, b.length];
+    if (a.length > room && b.length > room) [lengthA, lengthB] = [this.tokenIds(text).length, this.tokenIds(second).length];
+    const [keepA, keepB] = truncateLongestFirst(lengthA, lengthB, room);
     a = a.slice(0, keepA);
     b = b.slice(0, keepB);
     const ids = [...before, ...a, ...between, ...b, ...after];
@@ -410,9 +410,7 @@ export class TextTokenizer {
   encodeBatch(texts: readonly string[], maxLength: number, pairs?: TextPairs): EncodedTexts {
     checkMaxLength(maxLength);
     const count = texts.length;
-    if (pairs && pairs.second.length !== count) {
-      throw new InputError(`${count} texts but ${pairs.second.length} second texts: give one second text per text`);
-    }
+    checkPairCount(texts, pairs);
     const inputIds = new Int32Array(count * maxLength).fill(this.padId);
     const attentionMask = new Int32Array(count * maxLength);
     const tokenTypeIds = pairs?.tokenTypes ? new Int32Array(count * maxLength) : undefined;
@@ -466,9 +464,7 @@ export class TextTokenizer {
   /** Every slice of `texts` encoded (on workers or the main thread, as `encodeBatchAsync` says) and given to `place` with its offset. */
   private async encodeInSlices(texts: readonly string[], maxLength: number, options: EncodeOptions, place: PlaceSlice): Promise<void> {
     const { signal, pairs } = options;
-    if (pairs && pairs.second.length !== texts.length) {
-      throw new InputError(`${texts.length} texts but ${pairs.second.length} second texts: give one second text per text`);
-    }
+    checkPairCount(texts, pairs);
     const threads = Math.max(1, Math.min(options.threads ?? availableParallelism(), Math.ceil(texts.length / SLICE)));
     const count = texts.length;
     if (threads < 2 || count < MIN_TEXTS_FOR_WORKERS || workerScript === null) {
@@ -561,6 +557,12 @@ export function truncateLongestFirst(a: number, b: number, room: number): [numbe
   if (2 * shorter <= room) return a <= b ? [a, room - a] : [room - b, b];
   const half = Math.floor(room / 2);
   return a > b ? [room - half, half] : [half, room - half];
+}
+
+function checkPairCount(texts: readonly string[], pairs: TextPairs | undefined): void {
+  if (pairs && pairs.second.length !== texts.length) {
+    throw new InputError(`${texts.length} texts but ${pairs.second.length} second texts: give one second text per text`);
+  }
 }
 
 function isTokenId(id: unknown): id is number {

@@ -23,6 +23,7 @@ import { archiveChecksums, CLASSIFIER_FILE, CONFIG_FILE, resolveArchive, TOKENIZ
 import { checkOut, type StagedFolder, writeFolder } from '../files/export-folder.js';
 import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf } from '../models/export-family.js';
 import { isJsonObject, type TransformersNames, transformersNames } from '../models/hf-config.js';
+import { takesTokenTypes } from '../models/model-checks.js';
 import { MODEL_FILE, SAFETENSORS_METADATA, TOKENIZER_CONFIG_FILE } from '../models/model-folder.js';
 import { BASE_PREFIX, sequenceClassificationKeys } from '../models/sequence-classification.js';
 import { type TokenizerFacts, tokenizerDescription, tokenizerFacts } from '../models/tokenizer-config.js';
@@ -302,7 +303,7 @@ async function planExport(classifier: Classifier, dir: string, headsOption: numb
       { file: configPath, code: 'EXPORT_UNSUPPORTED_ENCODER' },
     );
   }
-  if (family === 'bert' && config.input === 'text-pair' && config.encoder.arity === 2) {
+  if (family === 'bert' && config.input === 'text-pair' && !takesTokenTypes(config.encoder.arity)) {
     // transformers' BERT gives a second text segment 1 (the tokenizer's token_type_ids); this
     // encoder file took none, so every token was segment 0 in training: the export would compute another function.
     throw new ModelError(

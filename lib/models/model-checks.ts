@@ -73,7 +73,12 @@ export function findEmbeddingTables(params: ReadonlyArray<readonly [string, read
  * token_type_ids (arity 3); one of arity 2 uses its own. Text pairs: `checkPairTokenTypes`.
  */
 export function tokenTypesFed(arity: number): number | null {
-  return arity === 3 ? 0 : null;
+  return takesTokenTypes(arity) ? 0 : null;
+}
+
+/** Whether an encoder's forward of `arity` inputs takes token_type_ids (forward(input_ids, attention_mask, token_type_ids)). */
+export function takesTokenTypes(arity: number | undefined): boolean {
+  return arity === 3;
 }
 
 export interface ModelInputs {
@@ -189,7 +194,7 @@ async function forwardFails(module: NativeScriptModule, id: number, length: numb
     Tensor.fromArray(new Int32Array(length).fill(id), [1, length], 'int64', module.device),
     Tensor.fromArray(new Int32Array(length).fill(1), [1, length], 'int64', module.device),
   ];
-  if (module.forwardArity === 3) inputs.push(Tensor.fromArray(new Int32Array(length), [1, length], 'int64', module.device));
+  if (takesTokenTypes(module.forwardArity)) inputs.push(Tensor.fromArray(new Int32Array(length), [1, length], 'int64', module.device));
   try {
     disposeValue(await module.forwardAsync(...inputs));
     return null;
