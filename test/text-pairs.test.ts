@@ -6,7 +6,7 @@
  * tokenizers library's truncation rule, and the Python reference of transformers' BERT and RoBERTa
  * sequence classifiers given the same ids and segments.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -406,6 +406,71 @@ describe('text pairs: training', () => {
     expect(refused).toBeInstanceOf(ModelError);
     expect((refused as ModelError).code).toBe('EXPORT_UNSUPPORTED_ENCODER');
     expect((refused as Error).message).toContain("transformers' BERT reads the second text as segment 1");
+  }, 300_000);
+
+  it('the CLI: train --text-pair-column, then eval and predict --data read the pair column the classifier was trained on', async () => {
+    const quote = (v: string) => `"${v.replace(/"/g, '""')}"`;
+    const csv = (file: string, set: typeof trainSet) => {
+      const rows = set.texts.map((t, i) => [t, set.pairs[i]!, set.labels[i]!].map(quote).join(','));
+      writeFileSync(file, ['premise,hypothesis,label', ...rows].join('\n') + '\n');
+      return file;
+    };
+    const [trainCsv, validationCsv] = [
+      csv(join(work, 'pairs-train.csv'), trainSet),
+      csv(join(work, 'pairs-validation.csv'), validationSet),
+    ];
+    const cli = (args: string[]) => runCommand(process.execPath, [join(repoRoot, 'dist', 'cli.js'), ...args]);
+    const outDir = join(work, 'cli');
+    const trained = await cli([
+      'train',
+      '--data',
+      trainCsv,
+      '--validation-data',
+      validationCsv,
+      '--text-column',
+      'premise',
+      '--text-pair-column',
+      'hypothesis',
+      '--model',
+      encoder,
+      '--out',
+      outDir,
+      '--epochs',
+      '1',
+      '--max-length',
+      String(common.maxLength),
+      '--technique',
+      'frozen',
+      '--json',
+    ]);
+    expect([trained.code, trained.stderr]).toEqual([0, '']);
+    const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8')) as { input: string; textPairColumn: string };
+    expect([config.input, config.textPairColumn]).toEqual(['text-pair', 'hypothesis']);
+    const evaluated = await cli(['eval', '--classifier', outDir, '--data', validationCsv, '--json']);
+    expect([evaluated.code, evaluated.stderr]).toEqual([0, '']);
+    const loaded = await loadClassifier(outDir);
+    try {
+      const api = await loaded.evaluate(validationSet);
+      const metrics = JSON.parse(evaluated.stdout) as { loss: number; accuracy: number };
+      expect(Math.abs(metrics.loss - api.loss)).toBeLessThan(1e-6);
+      expect(metrics.accuracy).toBe(api.accuracy);
+      const predicted = await cli(['predict', '--classifier', outDir, '--data', validationCsv, '--json']);
+      expect(predicted.code).toBe(0);
+      const lines = predicted.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { pair: string; probabilities: Record<string, number> });
+      expect(lines.map((l) => l.pair)).toEqual(validationSet.pairs);
+      const own = await pairProbabilities(loaded, validationSet.texts, validationSet.pairs);
+      expect(
+        maxDifference(
+          lines.map((l) => loaded.labels.map((c) => l.probabilities[c]!)),
+          own,
+        ),
+      ).toBeLessThan(1e-6);
+    } finally {
+      loaded.dispose();
+    }
   }, 300_000);
 
   it('refuses training data with second texts and validation data without (or the reverse)', async () => {
