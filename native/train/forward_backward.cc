@@ -35,7 +35,7 @@ torch::Tensor ToDevice(const torch::Tensor& t, const c10::Device& device) {
 TokenCall TokenMethodCall(const torch::jit::Module& module, const std::string& name, const Batch& batch,
                           const c10::Device& device) {
   std::vector<c10::IValue> inputs{ToDevice(batch.inputIds, device), ToDevice(batch.attentionMask, device)};
-  if (!batch.tokenTypeIds) return {module.get_method(name), std::move(inputs)};
+  if (!batch.tokenTypeIds) return {ClassifierMethod(module, name), std::move(inputs)};
   const std::string typed = name + "_token_types";
   auto method = module.find_method(typed);
   if (!method) {

@@ -221,7 +221,6 @@ class FeaturesWorker : public BatchWorker {
     TrainingModeSnapshot restore(Modules(*model_));
     for (const auto& m : Modules(*model_)) SetTrainingFlag(m, false);
 
-    ClassifierMethod(module, "features");  // an error that says what the model lacks
     TokenCall call = TokenMethodCall(module, "features", batch_, device);
     c10::IValue out;
     {
