@@ -43,6 +43,16 @@ async function referenceProbabilities(
 
 const maxDifference = (a: number[][], b: number[][]) => Math.max(...a.flatMap((row, r) => row.map((v, c) => Math.abs(v - b[r]![c]!))));
 
+/** `torch-bert predict --json`'s lines. */
+type PredictLine = { text: string; pair: string; probabilities: Record<string, number> };
+const predictLines = (stdout: string) =>
+  stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as PredictLine);
+/** Each line's probabilities in the order of `labels`. */
+const lineProbabilities = (lines: PredictLine[], labels: readonly string[]) => lines.map((l) => labels.map((c) => l.probabilities[c]!));
+
 async function pairProbabilities(c: Classifier, texts: readonly string[], pairs: readonly string[]) {
   return (await c.predict(texts, { pairs })).map((p) => c.labels.map((l) => p.probabilities[l]!));
 }
@@ -192,20 +202,11 @@ describe('text pairs: the CLI', () => {
     const run = await runCommand(process.execPath, [cli, ...args]);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
-    const lines = run.stdout
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as { text: string; pair: string; probabilities: Record<string, number> });
+    const lines = predictLines(run.stdout);
     expect(lines.map((l) => [l.text, l.pair])).toEqual(FIRST.map((t, i) => [t, SECOND[i]]));
     const loaded = await loadClassifier(dir);
     try {
-      const api = await pairProbabilities(loaded, FIRST, SECOND);
-      expect(
-        maxDifference(
-          lines.map((l) => loaded.labels.map((c) => l.probabilities[c]!)),
-          api,
-        ),
-      ).toBeLessThan(1e-6);
+      expect(maxDifference(lineProbabilities(lines, loaded.labels), await pairProbabilities(loaded, FIRST, SECOND))).toBeLessThan(1e-6);
     } finally {
       loaded.dispose();
     }
@@ -456,18 +457,10 @@ describe('text pairs: training', () => {
       expect(metrics.accuracy).toBe(api.accuracy);
       const predicted = await cli(['predict', '--classifier', outDir, '--data', validationCsv, '--json']);
       expect(predicted.code).toBe(0);
-      const lines = predicted.stdout
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l) as { pair: string; probabilities: Record<string, number> });
+      const lines = predictLines(predicted.stdout);
       expect(lines.map((l) => l.pair)).toEqual(validationSet.pairs);
       const own = await pairProbabilities(loaded, validationSet.texts, validationSet.pairs);
-      expect(
-        maxDifference(
-          lines.map((l) => loaded.labels.map((c) => l.probabilities[c]!)),
-          own,
-        ),
-      ).toBeLessThan(1e-6);
+      expect(maxDifference(lineProbabilities(lines, loaded.labels), own)).toBeLessThan(1e-6);
     } finally {
       loaded.dispose();
     }
