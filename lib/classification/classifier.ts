@@ -644,6 +644,8 @@ export class Classifier {
   }
 
   private promptEncoder: PromptEncoder | undefined;
+  /** The token type table checked against the tokenizer's pair template (once: neither changes; a pass over many texts encodes a chunk at a time). */
+  private pairTokenTypesChecked = false;
 
   /** The recorded prompt's encoder with head 'prompt', else null (the tokenizer alone). */
   private promptFor(): PromptEncoder | null {
@@ -672,7 +674,10 @@ export class Classifier {
       );
     }
     const tokenTypes = takesTokenTypes(this.config.encoder.arity);
-    if (tokenTypes) checkPairTokenTypes(this.module, this.tokenizer, `the classifier of encoder ${this.config.encoder.file}`);
+    if (tokenTypes && !this.pairTokenTypesChecked) {
+      checkPairTokenTypes(this.module, this.tokenizer, `the classifier of encoder ${this.config.encoder.file}`);
+      this.pairTokenTypesChecked = true;
+    }
     return { second: pairs, tokenTypes };
   }
 

@@ -37,7 +37,7 @@ export interface LoadedSequenceClassifier {
 }
 
 /** Whether a config.json's `architectures` name a sequence classifier (`BertForSequenceClassification`, ...). */
-function namesSequenceClassifier(config: unknown): boolean {
+function isSequenceClassifierConfig(config: unknown): boolean {
   return (
     isJsonObject(config) &&
     Array.isArray(config.architectures) &&
@@ -64,7 +64,7 @@ export async function isSequenceClassifierFolder(dir: string): Promise<boolean> 
   } catch {
     return false;
   }
-  return namesSequenceClassifier(config);
+  return isSequenceClassifierConfig(config);
 }
 
 /**
@@ -235,7 +235,7 @@ export async function loadSequenceClassifier(
   let module: NativeScriptModule | undefined;
   try {
     const { config, file: configFile } = checkpointConfig(encoder);
-    if (!namesSequenceClassifier(config)) {
+    if (!isSequenceClassifierConfig(config)) {
       throw new InputError(
         `${encoder.description} is a Hugging Face model without a sequence-classification head (architectures ${JSON.stringify(config.architectures ?? null)}): ` +
           `train a classifier on it (train({ encoder }) / torch-bert train --model), then load that`,
