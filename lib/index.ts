@@ -12,13 +12,19 @@ export { loadBinding, NativeLoadError } from './addon/loader.js';
 export {
   Classifier,
   type ClassifierConfig,
+  type EvaluationOf,
   type EvaluationOptions,
   type EvaluationResult,
   type LoadAdaptersOptions,
   type LoadClassifierOptions,
   loadClassifier,
+  type MultiLabelPrediction,
+  PROBLEM_TYPES,
   type Prediction,
+  type PredictionOf,
   type PredictOptions,
+  type RegressionEvaluation,
+  type RegressionPrediction,
 } from './classification/classifier.js';
 export { type PromptClassifierOptions, promptClassifier } from './classification/prompt-classifier.js';
 export { type TrainResult, train } from './classification/trainer.js';
@@ -38,7 +44,14 @@ export {
 export type { HeadKind } from './models/sequence-classification.js';
 export type { MlmMetrics, PretrainOptions, PretrainResult } from './pretraining/pretrainer.js';
 export { PRETRAIN_DEFAULTS, pretrain } from './pretraining/pretrainer.js';
-export { type ClassificationMetrics, type ClassMetrics, classificationMetrics, formatMetricsTable } from './training/metrics.js';
+export {
+  type ClassificationMetrics,
+  type ClassMetrics,
+  classificationMetrics,
+  formatMetricsTable,
+  type RegressionMetrics,
+  regressionMetrics,
+} from './training/metrics.js';
 export {
   type AdapterOptions,
   type BatchEvent,

@@ -258,6 +258,8 @@ export interface MakeHfFolderOptions {
     | 'roberta-seqcls'
     | 'distilbert-seqcls'
     | 'bert-seqcls-legacy';
+  /** *-seqcls layouts: config.json's problem_type ('unset': none; regression: one output). See make_hf_folder.py's --problem-type. */
+  problemType?: 'single_label_classification' | 'multi_label_classification' | 'regression' | 'unset';
   /** automodel only: float32 weights rounded through float16 / bfloat16. */
   round?: 'f16' | 'bf16';
   tokenizer?: 'json' | 'vocab' | 'none';
@@ -295,6 +297,7 @@ export async function makeHfFolder(opts: MakeHfFolderOptions = {}): Promise<{ di
   add('--act', opts.act);
   add('--dropout', opts.dropout);
   add('--seed', opts.seed);
+  add('--problem-type', opts.problemType);
   const hash = createHash('sha256').update(JSON.stringify(args));
   for (const file of [path.join(repoRoot, 'scripts', 'python', 'make_hf_folder.py'), demoTokenizer]) {
     hash.update('\0' + path.basename(file) + '\0');

@@ -11,12 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ProblemType } from '../lib/addon/binding.js';
 import { loadBinding } from '../lib/addon/loader.js';
-import type { Classifier } from '../lib/classification/classifier.js';
+import type { Classifier, MultiLabelPrediction } from '../lib/classification/classifier.js';
 import { gatherRows } from '../lib/data/batching.js';
 import { exportHuggingFace, InputError, loadClassifier, ModelError, type TrainOptions, train } from '../lib/index.js';
 import { loadEncoderSource } from '../lib/models/encoder-source.js';
-import { sequenceClassifierLabels } from '../lib/models/hf-sequence-classifier.js';
+import { sequenceClassifierLabels, sequenceClassifierProblem } from '../lib/models/hf-sequence-classifier.js';
 import { asRows, demoTokenizer, makeHfFolder, PROBE_TEXTS, repoRoot, runPython, smallClassifierInputs } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-hf-classifier-'));
@@ -259,6 +260,125 @@ describe("train() from a sequence classifier, head 'sequence-classification'", (
   });
 });
 
+describe('regression and multi-label sequence classifiers (problem_type)', () => {
+  /** The Python reference's logits of `dir` on PROBE_TEXTS, given the classifier's own token rows. */
+  async function referenceLogits(dir: string, c: Classifier<ProblemType>): Promise<number[][]> {
+    const rows = gatherRows(
+      await c.tokenizer.encodeBatchAsync(PROBE_TEXTS, c.config.maxLength),
+      PROBE_TEXTS.map((_, i) => i),
+    );
+    const ref = JSON.parse(
+      await runPython(
+        'test/python/seq_classification_reference.py',
+        [],
+        JSON.stringify({
+          mode: 'export',
+          dir,
+          input_ids: asRows(rows.inputIds, rows.seqLen),
+          attention_mask: asRows(rows.attentionMask, rows.seqLen),
+        }),
+      ),
+    ) as { logits: number[][] };
+    return ref.logits;
+  }
+
+  it("regression (BERT): loaded only when asked for; predict()'s values and evaluate()'s loss and correlations are the reference's", async () => {
+    const { dir } = await makeHfFolder({ layout: 'bert-seqcls', problemType: 'regression' });
+    await expect(loadClassifier(dir)).rejects.toThrow(
+      `${dir} is a regression model (problem_type regression), not a single-label classifier: load it with loadClassifier(dir, { problemType: 'regression' }), whose predict() gives values`,
+    );
+    const model = await loadClassifier(dir, { problemType: 'regression' });
+    try {
+      expect(model.problemType).toBe('regression');
+      expect(model.config).toMatchObject({ labels: ['LABEL_0'], output: 'values', problemType: 'regression' });
+      const logits = await referenceLogits(dir, model);
+      const predictions = await model.predict(PROBE_TEXTS);
+      predictions.forEach((p, i) => {
+        expect(Math.abs(p.value - logits[i]![0]!)).toBeLessThan(1e-5);
+        expect(p.values).toEqual({ LABEL_0: p.value });
+      });
+      // Not a degenerate comparison: the values differ between texts.
+      expect(Math.abs(predictions[0]!.value - predictions[1]!.value)).toBeGreaterThan(1e-3);
+      const targets = [0.5, -1, 2.25, 0];
+      const result = await model.evaluate({ texts: PROBE_TEXTS, labels: targets });
+      const mse = targets.reduce((sum, t, i) => sum + (logits[i]![0]! - t) ** 2, 0) / targets.length;
+      expect(Math.abs(result.loss - mse)).toBeLessThan(1e-5 * Math.max(1, mse));
+      expect(Math.abs(result.metrics.mse - mse)).toBeLessThan(1e-5 * Math.max(1, mse));
+      expect(result.metrics.examples).toBe(4);
+      expect(Array.from(result.values)).toEqual(predictions.map((p) => Math.fround(p.value)));
+      // Spearman: the ranks of the values against those of the targets, from the reference's order.
+      const rank = (xs: number[]) => xs.map((x) => xs.filter((y) => y < x).length + 1);
+      const [rv, rt] = [rank(logits.map((l) => l[0]!)), rank(targets)];
+      const d2 = rv.reduce((sum, r, i) => sum + (r - rt[i]!) ** 2, 0);
+      expect(result.metrics.spearman).toBeCloseTo(1 - (6 * d2) / (4 * 15), 10);
+      await expect(model.evaluate({ texts: PROBE_TEXTS, labels: ['0.5', 'high', '1', '2'] })).rejects.toThrow(
+        "example 1: label 'high' is not a number a float32 holds; a regression model's labels are its target values",
+      );
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it("multi-label (RoBERTa): a sigmoid per class as transformers' pipeline gives it, the classes at 0.5 or more; evaluate() says it cannot read the labels", async () => {
+    const { dir } = await makeHfFolder({ layout: 'roberta-seqcls', problemType: 'multi_label_classification' });
+    await expect(loadClassifier(dir, { problemType: 'regression' })).rejects.toThrow(
+      /is a multi-label classifier \(problem_type multi_label_classification\), not a regression model: load it with loadClassifier\(dir, \{ problemType: 'multi_label_classification' \}\)/,
+    );
+    const model = await loadClassifier(dir, { problemType: ['single_label_classification', 'multi_label_classification'] });
+    try {
+      expect(model.problemType).toBe('multi_label_classification');
+      expect(model.config.output).toBe('logits');
+      const logits = await referenceLogits(dir, model);
+      const predictions = (await model.predict(PROBE_TEXTS)) as MultiLabelPrediction[];
+      let applied = 0;
+      predictions.forEach((p, i) => {
+        const expected = logits[i]!.map((z) => 1 / (1 + Math.exp(-z)));
+        expect(Math.max(...model.labels.map((l, c) => Math.abs(p.probabilities[l]! - expected[c]!)))).toBeLessThan(1e-5);
+        expect(p.labels).toEqual(model.labels.filter((_, c) => expected[c]! >= 0.5));
+        applied += p.labels.length;
+      });
+      // Not a degenerate comparison: some classes apply, not all.
+      expect(applied).toBeGreaterThan(0);
+      expect(applied).toBeLessThan(PROBE_TEXTS.length * 3);
+      await expect(model.evaluate({ texts: PROBE_TEXTS, labels: ['a', 'b', 'c', 'd'] })).rejects.toThrow(
+        /a multi-label classifier's labelled data .* is not read yet/,
+      );
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it("torch-bert predict and eval print a regression model's values and metrics", async () => {
+    const { dir } = await makeHfFolder({ layout: 'bert-seqcls', problemType: 'regression' });
+    const csv = join(work, 'sts.csv');
+    writeFileSync(csv, `text,label\n${PROBE_TEXTS.map((t, i) => `"${t}",${[0.5, -1, 2.25, 0][i]}`).join('\n')}\n`);
+    const cli = (...args: string[]) =>
+      promisify(execFile)(process.execPath, [join(repoRoot, 'dist', 'cli.js'), ...args], { encoding: 'utf8' }).then((r) => r.stdout);
+    const model = await loadClassifier(dir, { problemType: 'regression' });
+    try {
+      const [own, evaluation] = [await model.predict(PROBE_TEXTS), await model.evaluate(csv)];
+      const lines = (await cli('predict', '--classifier', dir, '--json', ...PROBE_TEXTS))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { text: string; value: number; values: Record<string, number> });
+      expect(lines.map((l) => l.text)).toEqual(PROBE_TEXTS);
+      for (const [i, l] of lines.entries()) expect(Math.abs(l.value - own[i]!.value)).toBeLessThan(1e-6);
+      const table = await cli('predict', '--classifier', dir, PROBE_TEXTS[0]!);
+      expect(table).toContain(own[0]!.value.toFixed(4));
+      const json = JSON.parse(await cli('eval', '--classifier', dir, '--data', csv, '--json')) as {
+        loss: number;
+        metrics: Record<string, number>;
+      };
+      expect(Math.abs(json.loss - evaluation.loss)).toBeLessThan(1e-6);
+      expect(json.metrics.pearson).toBeCloseTo(evaluation.metrics.pearson, 6);
+      const text = await cli('eval', '--classifier', dir, '--data', csv);
+      expect(text).toMatch(new RegExp(`spearman\\s+${evaluation.metrics.spearman.toFixed(4)}`));
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
 describe("a sequence classifier's classes (config.json)", () => {
   const file = 'config.json';
   it("id2label's names by id, whatever the key order; transformers' LABEL_i where there is none", () => {
@@ -266,7 +386,20 @@ describe("a sequence classifier's classes (config.json)", () => {
     expect(sequenceClassifierLabels({ problem_type: 'single_label_classification' }, 3, file)).toEqual(['LABEL_0', 'LABEL_1', 'LABEL_2']);
   });
 
-  it('refuses regression and multi-label models, and classes that disagree with the head or repeat a name', () => {
+  it("the problem type: config.json's problem_type, else regression for one output (as transformers' loss decides)", () => {
+    expect(sequenceClassifierProblem({ problem_type: 'regression' }, 1, file)).toBe('regression');
+    expect(sequenceClassifierProblem({}, 1, file)).toBe('regression');
+    expect(sequenceClassifierProblem({}, 3, file)).toBe('single_label_classification');
+    expect(sequenceClassifierProblem({ problem_type: 'multi_label_classification' }, 3, file)).toBe('multi_label_classification');
+    expect(() => sequenceClassifierProblem({ problem_type: 'ordinal' }, 3, file)).toThrow(
+      /problem_type "ordinal" is none of transformers'/,
+    );
+    expect(() => sequenceClassifierProblem({ problem_type: 'single_label_classification' }, 1, file)).toThrow(
+      'config.json: problem_type single_label_classification with a head of one output; a classifier has two classes or more',
+    );
+  });
+
+  it('refuses classes that disagree with the head or repeat a name', () => {
     const refusal = (config: Record<string, unknown>, classes: number) => {
       try {
         sequenceClassifierLabels(config, classes, file);
@@ -276,9 +409,6 @@ describe("a sequence classifier's classes (config.json)", () => {
       }
       throw new Error('not refused');
     };
-    expect(refusal({ problem_type: 'regression' }, 1)).toMatch(/^config\.json: this model is a regression model \(one output\)/);
-    expect(refusal({}, 1)).toMatch(/regression model/);
-    expect(refusal({ problem_type: 'multi_label_classification' }, 3)).toMatch(/multi-label classifier/);
     expect(refusal({ num_labels: 3 }, 2)).toBe("config.json says num_labels 3, but the model's head has 2 outputs");
     expect(refusal({ id2label: { '0': 'a' } }, 2)).toMatch(
       /^config\.json: id2label must name each of the head's 2 classes by its id \(0 to 1\)/,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../lib/addon/errors.js';
-import { type ClassificationMetrics, classificationMetrics, formatMetricsTable } from '../lib/training/metrics.js';
+import { type ClassificationMetrics, classificationMetrics, formatMetricsTable, regressionMetrics } from '../lib/training/metrics.js';
 import { rng } from './helpers/reliability.js';
 
 const ids = (xs: number[]): Int32Array => Int32Array.from(xs);
@@ -210,5 +210,39 @@ describe('formatMetricsTable', () => {
     const text = formatMetricsTable(m);
     expect(text).toMatch(/^true \\ predicted +#0 {2}#1 {2}#2$/m);
     expect(text).toContain('#1 a rather long class name   0   1   1');
+  });
+});
+
+describe('regressionMetrics, hand-computed (scipy.stats.pearsonr / spearmanr, sklearn mean_squared_error / mean_absolute_error)', () => {
+  const f32 = (xs: number[]) => Float32Array.from(xs);
+
+  it('errors and correlations of four values', () => {
+    // values 1, 2, 3, 4 against targets 1, 3, 2, 4: errors 0, -1, 1, 0.
+    const m = regressionMetrics(f32([1, 2, 3, 4]), f32([1, 3, 2, 4]));
+    expect(m.examples).toBe(4);
+    expect(m.mse).toBeCloseTo(0.5, 12);
+    expect(m.mae).toBeCloseTo(0.5, 12);
+    // Pearson: Σdxdy = 4, Σdx² = Σdy² = 5. Spearman (no ties): 1 - 6·Σd²/(n(n²-1)) = 1 - 12/60.
+    expect(m.pearson).toBeCloseTo(0.8, 12);
+    expect(m.spearman).toBeCloseTo(0.8, 12);
+  });
+
+  it("ties share their average rank (scipy's spearmanr([1, 2, 2, 3], [1, 2, 3, 4]) = 0.9486833)", () => {
+    const m = regressionMetrics(f32([1, 2, 2, 3]), f32([1, 2, 3, 4]));
+    // Ranks 1, 2.5, 2.5, 4 against 1, 2, 3, 4: 4.5 / √(4.5·5).
+    expect(m.spearman).toBeCloseTo(4.5 / Math.sqrt(22.5), 12);
+    expect(m.spearman).toBeCloseTo(0.9486833, 7);
+    // A monotone map changes Pearson's r, never Spearman's ρ.
+    const cubed = regressionMetrics(f32([1, 8, 8, 27]), f32([1, 2, 3, 4]));
+    expect(cubed.spearman).toBeCloseTo(m.spearman, 12);
+    expect(Math.abs(cubed.pearson - m.pearson)).toBeGreaterThan(1e-3);
+  });
+
+  it('a constant side has no correlation (NaN, as SciPy), and arrays that do not pair up are refused', () => {
+    const m = regressionMetrics(f32([2, 2, 2]), f32([1, 2, 3]));
+    expect(m.pearson).toBeNaN();
+    expect(m.spearman).toBeNaN();
+    expect(m.mae).toBeCloseTo(2 / 3, 12);
+    expect(() => regressionMetrics(f32([1]), f32([1, 2]))).toThrow(InputError);
   });
 });

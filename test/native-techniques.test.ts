@@ -290,6 +290,138 @@ describe('loss options and gradNorm', () => {
   });
 });
 
+describe('problem types: regression and multi-label classification (native/module/problem_type.h)', () => {
+  // Targets, row-major [4 rows, outputs]: one value per row for regression, three 0/1 per row for multi-label.
+  const VALUES = [0.5, -1.25, 2, 0.75];
+  const MULTI = [1, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0];
+  const CASES = [
+    { problemType: 'regression', numClasses: 1, targets: VALUES, loss: 'F.mse_loss(logits, y.view_as(logits))', scores: 'logits' },
+    {
+      problemType: 'multi_label_classification',
+      numClasses: 3,
+      targets: MULTI,
+      loss: 'F.binary_cross_entropy_with_logits(logits, y.view_as(logits))',
+      scores: 'torch.sigmoid(logits)',
+    },
+  ] as const;
+
+  for (const c of CASES) {
+    it(`${c.problemType}: forward returns the head's logits; the step's loss, update and evaluation equal ${c.loss.split('(')[0]}`, async () => {
+      const spec = { numClasses: c.numClasses, problemType: c.problemType };
+      const m = classifier(spec);
+      const before = file(`${c.problemType}-before.pt`);
+      m.save(before);
+      const targets = (rows: number[]) => new Float32Array(rows.flatMap((r) => c.targets.slice(r * c.numClasses, (r + 1) * c.numClasses)));
+      const step = await b.trainStep(m, adamw(trainable(m)), { ...batch(ALL, false), labels: targets(ALL) });
+      const trained = file(`${c.problemType}-trained.pt`);
+      m.save(trained);
+      m.train(false);
+      const ev = await b.evalStep(m, { ...batch(ALL, false), labels: targets(ALL) });
+      const predicted = await b.evalStep(m, batch(ALL, false));
+      const ref = py<{ attr: string; forward: number; loss: number; params: Record<string, number[]>; evalLoss: number; scores: number[] }>(
+        PY_T +
+          'ids, mask = batch(sys.argv[2], sys.argv[3]); y = torch.tensor(json.loads(sys.argv[4]), dtype=torch.float)\n' +
+          'm = torch.jit.load(sys.argv[1]); m.train()\n' +
+          'opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.01)\n' +
+          // The MLP head's logits (dropout 0), which forward must return as they are.
+          'logits = m.head.out_proj(torch.relu(m.head.dense(m.features(ids, mask))))\n' +
+          'out = {"attr": m.problem_type, "forward": (m(ids, mask) - logits).abs().max().item()}\n' +
+          `loss = ${c.loss}\n` +
+          'out["loss"] = loss.item(); loss.backward(); opt.step()\n' +
+          'out["params"] = {n: flat(p) for n, p in m.named_parameters()}\n' +
+          'm.eval()\n' +
+          'with torch.no_grad():\n' +
+          '    logits = m.head.out_proj(torch.relu(m.head.dense(m.features(ids, mask))))\n' +
+          `    out["evalLoss"] = (${c.loss}).item(); out["scores"] = flat(${c.scores})\n` +
+          'print(json.dumps(out))',
+        before,
+        JSON.stringify(IDS),
+        JSON.stringify(MASK),
+        JSON.stringify(c.targets),
+      );
+      expect(ref.attr).toBe(c.problemType);
+      expect(ref.forward).toBe(0);
+      expect(Math.abs(step.loss - ref.loss)).toBeLessThan(1e-6);
+      for (const [name, v] of snapshot(m)) expect(maxAbsDiff(v, ref.params[name]!), name).toBeLessThan(1e-6);
+      // No class per row: no argmax, nothing counted correct.
+      expect([step.correct, step.predictions.length]).toEqual([0, 0]);
+      expect([ev.correct, ev.predictions.length]).toEqual([null, 0]);
+      expect(Math.abs(ev.loss! - ref.evalLoss)).toBeLessThan(1e-6);
+      const [scores, empty] = c.problemType === 'regression' ? [ev.values, ev.probabilities] : [ev.probabilities, ev.values];
+      expect(maxAbsDiff(scores, ref.scores)).toBeLessThan(1e-6);
+      expect(empty.length).toBe(0);
+      expect(predicted.loss).toBeNull();
+      expect(maxAbsDiff(c.problemType === 'regression' ? predicted.values : predicted.probabilities, ref.scores)).toBeLessThan(1e-6);
+      // The attribute survives the file: a classifier.pt loaded again trains with the same loss.
+      const reloaded = b.ScriptModule.load(trained);
+      const again = await b.evalStep(reloaded, { ...batch(ALL, false), labels: targets(ALL) });
+      expect(Math.abs(again.loss! - ref.evalLoss)).toBeLessThan(1e-6);
+    });
+  }
+
+  it('cached features: headTrainStep and headEvalStep take targets as trainStep and evalStep do', async () => {
+    const spec = { numClasses: 3, problemType: 'multi_label_classification' } as const;
+    const targets = new Float32Array(MULTI);
+    const tokens = classifier(spec);
+    const cached = classifier(spec);
+    // Only the head trains on cached features: freeze the encoder of both.
+    for (const m of [tokens, cached]) m.setRequiresGrad(false, 'encoder.');
+    const features = await b.extractFeatures(cached, batch(ALL, false));
+    const viaTokens = await b.trainStep(tokens, adamw(trainable(tokens)), { ...batch(ALL, false), labels: targets });
+    const viaFeatures = await b.headTrainStep(cached, adamw(trainable(cached)), features, new Int32Array(ALL), targets);
+    expect(Math.abs(viaTokens.loss - viaFeatures.loss)).toBeLessThan(1e-6);
+    const after = snapshot(tokens);
+    for (const [name, v] of snapshot(cached)) expect(maxAbsDiff(v, after.get(name)!), name).toBeLessThan(1e-6);
+    const ev = await b.headEvalStep(cached, features, new Int32Array([2, 0]), new Float32Array([0, 1, 1, 1, 0, 1]));
+    expect(ev.probabilities.length).toBe(6);
+    expect(ev.loss).toBeGreaterThan(0);
+  });
+
+  it('labels of the wrong kind, count or range, and options of single-label classification, are refused with what is wrong', async () => {
+    const regression = classifier({ numClasses: 1, problemType: 'regression' });
+    const multi = classifier({ numClasses: 3, problemType: 'multi_label_classification' });
+    const single = classifier();
+    const opt = adamw(trainable(regression));
+    const withLabels = (labels: Int32Array | Float32Array): StepBatch => ({ ...batch(ALL, false), labels });
+    await expectFailure(
+      () => b.evalStep(regression, batch(ALL)),
+      /problem type is regression: its labels are targets, one per output \(a Float32Array\)/,
+    );
+    await expectFailure(
+      () => b.evalStep(single, withLabels(new Float32Array(4))),
+      /problem type is single_label_classification: its labels are class ids/,
+    );
+    await expectFailure(
+      () => b.evalStep(multi, withLabels(new Float32Array(4))),
+      /the labels hold 4 targets for 4 rows, but the model has 3 outputs per row/,
+    );
+    await expectFailure(
+      () => b.evalStep(multi, withLabels(new Float32Array(MULTI).fill(1.5, 2, 3))),
+      /multi-label targets must be in \[0, 1\].*1\.5/,
+    );
+    await expectFailure(
+      () => b.trainStep(regression, opt, withLabels(new Float32Array([1, Number.NaN, 0, 0]))),
+      /batch\.labels\[1\] is not a finite number/,
+    );
+    await expectFailure(
+      () => b.trainStep(regression, opt, withLabels(new Float32Array(6))),
+      /6 targets, not a positive multiple of batchSize = 4/,
+    );
+    await expectFailure(
+      () => b.trainStep(regression, opt, withLabels(new Float64Array(4) as any)),
+      /Int32Array of class ids or a Float32Array of targets/,
+      TypeError,
+    );
+    await expectFailure(
+      () => b.trainStep(regression, opt, withLabels(new Float32Array(4)), { labelSmoothing: 0.1 }),
+      /class weights and label smoothing are single-label classification's; this model's problem type is regression/,
+    );
+    expect(() => classifier({ problemType: 'ordinal' as any })).toThrow(
+      /spec\.problemType must be 'single_label_classification', 'multi_label_classification' or 'regression', got 'ordinal'/,
+    );
+  });
+});
+
 describe('gradient accumulation', () => {
   it('two accumulated half-batches (lossScale 0.5) then a step equal one full-batch step', async () => {
     const full = classifier();

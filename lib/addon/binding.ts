@@ -176,8 +176,19 @@ export interface EncoderInfo {
   hiddenSize: number;
 }
 
+/**
+ * What a classifier's output is and which loss trains it: Hugging Face's `problem_type`
+ * (native/module/problem_type.h). single_label_classification: log-probabilities, one class of
+ * several (NLL / cross-entropy on class ids). multi_label_classification: a logit per class, each
+ * class applying or not (BCEWithLogitsLoss on targets in [0, 1]). regression: a value per output
+ * (MSELoss on targets).
+ */
+export type ProblemType = 'single_label_classification' | 'multi_label_classification' | 'regression';
+
 export interface ClassifierSpec {
   numClasses: number;
+  /** Default 'single_label_classification'; recorded as the module's `problem_type` attribute, which the steps read. Head 'prompt' is single-label. */
+  problemType?: ProblemType;
   /** Width of the head's hidden layer (the seed: 512). */
   headHidden: number;
   /** Dropout after the head's ReLU (the seed: 0.1). */
@@ -288,9 +299,9 @@ export interface TrainStepResult {
   overflow: boolean;
   /** The *gradient scaler's scale* this step used (fp16's dynamic loss scaling, `GradScalerState.scale`), when gradient scaling was on; else null. */
   gradScale: number | null;
-  /** Number of examples whose argmax prediction equals the label. */
+  /** Number of examples whose argmax prediction equals the label (single-label classification; else 0). */
   correct: number;
-  /** Argmax class per example. */
+  /** Argmax class per example (single-label classification; else empty). */
   predictions: Int32Array;
   /**
    * With `checkGradients`: [group, index] of each optimizer parameter that requires a gradient
@@ -302,10 +313,14 @@ export interface TrainStepResult {
 export interface EvalStepResult {
   /** Mean loss over the batch, or null when no labels were given. */
   loss: number | null;
+  /** Single-label classification with labels: examples whose argmax is the label; else null. */
   correct: number | null;
+  /** Argmax class per example (single-label classification; else empty). */
   predictions: Int32Array;
-  /** Softmax probabilities, row-major [batch, numClasses]. */
+  /** Row-major [batch, numClasses]: softmax probabilities (single-label), a sigmoid per class (multi-label); empty for regression. */
   probabilities: Float32Array;
+  /** Regression: the outputs, row-major [batch, numClasses]; else empty. */
+  values: Float32Array;
 }
 
 export interface StepBatch {
@@ -321,8 +336,12 @@ export interface StepBatch {
   tokenTypeIds?: Int32Array;
   batchSize: number;
   seqLen: number;
-  /** Class ids, length batchSize; with `maskedPositions`, the original token ids, one per masked position. */
-  labels?: Int32Array;
+  /**
+   * Class ids, length batchSize; with `maskedPositions`, the original token ids, one per masked
+   * position. A model of problem type multi_label_classification or regression takes a
+   * Float32Array of targets instead, row-major [batchSize, numClasses] (multi-label: each in [0, 1]).
+   */
+  labels?: Int32Array | Float32Array;
   /**
    * Masked-language modelling (a model from `buildMlmModel`): the masked tokens as flat indices
    * into the [batchSize, seqLen] batch; the model predicts these rows only. Evaluation then
@@ -339,7 +358,7 @@ export interface BuiltMlmModel {
   tiedParameters: Array<[string, string]>;
 }
 
-/** How the loss is computed from the model's log-probabilities (PyTorch cross_entropy semantics). */
+/** How the loss is computed from the model's log-probabilities (PyTorch cross_entropy semantics); single-label classification's alone. */
 export interface LossOptions {
   /** Per-class weights, length numClasses (like `weight=` of nn.CrossEntropyLoss); weighted mean. */
   classWeights?: Float32Array;
@@ -561,7 +580,7 @@ export interface NativeBinding {
     optimizer: NativeAdamW,
     features: NativeTensor,
     rows: Int32Array,
-    labels: Int32Array,
+    labels: Int32Array | Float32Array,
     options?: TrainStepOptions,
   ): Promise<TrainStepResult>;
   /** evalStep on cached features (`head_forward` in eval mode, no autograd). */
@@ -569,7 +588,7 @@ export interface NativeBinding {
     model: NativeScriptModule,
     features: NativeTensor,
     rows: Int32Array,
-    labels: Int32Array | null,
+    labels: Int32Array | Float32Array | null,
     options?: EvalStepOptions,
   ): Promise<EvalStepResult>;
 

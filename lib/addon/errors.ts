@@ -30,6 +30,7 @@ export type ErrorCode =
   | 'NO_MASK_TOKEN'
   | 'NO_MLM_HEAD'
   | 'OTHER_BASE'
+  | 'PROBLEM_TYPE_MISMATCH'
   | 'RANKS_DISAGREE'
   | 'RANK_FAILED_TO_START';
 

@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ClassifierSpec, EncoderInfo, LossOptions, NativeBinding, NativeScriptModule } from '../addon/binding.js';
+import type { ClassifierSpec, EncoderInfo, LossOptions, NativeBinding, NativeScriptModule, ProblemType } from '../addon/binding.js';
 import { asAbortError, InputError, ModelError, messageOf } from '../addon/errors.js';
 import { loadBinding, packageVersion } from '../addon/loader.js';
 import {
@@ -19,7 +19,15 @@ import {
   stepBatch,
   TOKENS_PER_FORWARD,
 } from '../data/batching.js';
-import { checkFilesNamedOnce, checkSourceShape, type DataSource, labelIds, loadExamples, sourceFiles } from '../data/data.js';
+import {
+  checkFilesNamedOnce,
+  checkSourceShape,
+  type DataSource,
+  labelIds,
+  loadExamples,
+  regressionTargets,
+  sourceFiles,
+} from '../data/data.js';
 import { type PromptConfig, PromptEncoder, promptSpec } from '../data/prompt-template.js';
 import { type EncodedTexts, type TextPairs, TextTokenizer } from '../data/tokenizer.js';
 import {
@@ -39,7 +47,7 @@ import { isSequenceClassifierFolder, loadSequenceClassifier } from '../models/hf
 import { localModelFolder, namesHubModel } from '../models/hub.js';
 import { checkModelInputs, checkPairTokenTypes, takesTokenTypes, tokenTypesFed } from '../models/model-checks.js';
 import type { HeadKind } from '../models/sequence-classification.js';
-import { type ClassificationMetrics, classificationMetrics } from '../training/metrics.js';
+import { type ClassificationMetrics, classificationMetrics, type RegressionMetrics, regressionMetrics } from '../training/metrics.js';
 import {
   checkInteger,
   checkOptionNames,
@@ -57,8 +65,10 @@ import { STATE_DIR } from '../training/training-state.js';
 export interface ClassifierConfig {
   format: 'torch-bert-classifier';
   formatVersion: 1;
-  /** Class names in id order. */
+  /** Class names in id order (for regression, the outputs' names). */
   labels: string[];
+  /** What the classifier predicts (absent: single_label_classification, as in configs written before it was recorded). */
+  problemType?: ProblemType;
   /**
    * The CSV columns the training data was read from, which `evaluate()` reads by default.
    * Absent when it came as arrays, and in configs written before they were recorded.
@@ -92,8 +102,8 @@ export interface ClassifierConfig {
     /** LoRA and adapter runs: the base encoder's fingerprint (base-weights.ts), checked by loadAdapters. */
     weightDigests?: string[];
   };
-  /** What classifier.pt's forward returns. */
-  output: 'log_probabilities';
+  /** What classifier.pt's forward returns: log-probabilities (single-label), logits (multi-label: a sigmoid each), values (regression). */
+  output: 'log_probabilities' | 'logits' | 'values';
   libtorchVersion: string;
   torchBertVersion: string;
   hyperparameters: Record<string, unknown>;
@@ -105,6 +115,12 @@ export interface ClassifierConfig {
   archiveSha256?: Record<string, string>;
 }
 
+/** What classifier.pt's forward returns for a problem type (config.json's `output`). */
+export function outputOf(problemType: ProblemType): ClassifierConfig['output'] {
+  return problemType === 'regression' ? 'values' : problemType === 'multi_label_classification' ? 'logits' : 'log_probabilities';
+}
+
+/** A single-label classifier's prediction. */
 export interface Prediction {
   /** The most probable class name. */
   label: string;
@@ -112,6 +128,45 @@ export interface Prediction {
   /** Probability of every class, by class name. */
   probabilities: Record<string, number>;
 }
+
+/**
+ * A multi-label classifier's prediction: a probability per class (a sigmoid each, as transformers'
+ * text-classification pipeline gives them), and the classes whose probability is at least 0.5.
+ */
+export interface MultiLabelPrediction {
+  /** The classes that apply (probability ≥ 0.5), in class id order. */
+  labels: string[];
+  probabilities: Record<string, number>;
+}
+
+/** A regression model's prediction: its first output's value, and every output's by name. */
+export interface RegressionPrediction {
+  value: number;
+  values: Record<string, number>;
+}
+
+/** predict()'s result per text for a classifier of problem type `P`. */
+export type PredictionOf<P extends ProblemType> = P extends 'regression'
+  ? RegressionPrediction
+  : P extends 'multi_label_classification'
+    ? MultiLabelPrediction
+    : Prediction;
+
+/** A regression model's evaluation: its loss (mean squared error), its metrics and its values. */
+export interface RegressionEvaluation {
+  loss: number;
+  metrics: RegressionMetrics;
+  examples: number;
+  /** Each example's value (the first output's), in input order. */
+  values: Float32Array;
+}
+
+/** evaluate()'s result for a classifier of problem type `P`. */
+export type EvaluationOf<P extends ProblemType> = P extends 'regression'
+  ? RegressionEvaluation
+  : P extends 'single_label_classification'
+    ? EvaluationResult
+    : never;
 
 export interface EvaluationResult {
   loss: number;
@@ -163,8 +218,8 @@ export interface PredictOptions {
 
 /** What an evaluation pass is given besides its model and its rows. */
 interface PassSettings {
-  /** The examples' class ids, for the loss and accuracy; null to predict only. */
-  labels: Int32Array | null;
+  /** The examples' class ids (or a regression model's targets, one each), for the loss and metrics; null to predict only. */
+  labels: Int32Array | Float32Array | null;
   signal?: AbortSignal;
   loss?: LossOptions;
   onProgress?: (event: PredictEvent) => void;
@@ -178,7 +233,7 @@ interface PassSettings {
 export function runEvaluation(
   module: NativeScriptModule,
   encoded: EncodedTexts,
-  labels: Int32Array | null,
+  labels: Int32Array | Float32Array | null,
   batchSize: number,
   signal?: AbortSignal,
   loss?: LossOptions,
@@ -225,7 +280,7 @@ async function evaluateBatches(
     async (indices, batch) => {
       const rows = await rowsOf(indices, batch);
       const result = await afterModelCalls(module, () =>
-        binding.evalStep(module, stepBatch(rows, labels ? Int32Array.from(indices, (i) => labels[i]!) : undefined), loss),
+        binding.evalStep(module, stepBatch(rows, labels ? labelsAt(labels, indices) : undefined), loss),
       );
       done += indices.length;
       onProgress?.({ type: 'predict', done, total: count });
@@ -237,8 +292,17 @@ async function evaluateBatches(
   );
 }
 
-/** What the evaluation loss of a batch of these rows divides by: the rows, or the sum of their class weights. */
-export function lossWeight(labels: Int32Array | null, loss: LossOptions | undefined): (rows: Int32Array) => number {
+/** The labels of the examples at `indices`: class ids, or targets one per example. */
+function labelsAt<L extends Int32Array | Float32Array>(labels: L, indices: Int32Array): L {
+  const picked = labels instanceof Float32Array ? new Float32Array(indices.length) : new Int32Array(indices.length);
+  indices.forEach((example, r) => {
+    picked[r] = labels[example]!;
+  });
+  return picked as L;
+}
+
+/** What the evaluation loss of a batch of these rows divides by: the rows, or the sum of their class weights (single-label). */
+export function lossWeight(labels: Int32Array | Float32Array | null, loss: LossOptions | undefined): (rows: Int32Array) => number {
   const weights = loss?.classWeights;
   if (!labels || !weights) return (rows) => rows.length;
   return (rows) => {
@@ -340,11 +404,17 @@ function recordedHeadSpec(config: ClassifierConfig): ClassifierSpec {
     dropout: config.dropout,
     pooling: config.pooling,
     seed: 0,
+    ...(config.problemType ? { problemType: config.problemType } : {}),
     ...(config.head === 'sequence-classification' ? { head: config.head, family: config.headFamily } : {}),
   };
 }
 
-export class Classifier {
+/**
+ * A classifier of problem type `P` (Hugging Face's problem_type: `ProblemType`), which types what
+ * predict() and evaluate() return. loadClassifier checks the loaded model's against the `P` it is
+ * asked for (single-label classification unless told otherwise).
+ */
+export class Classifier<P extends ProblemType = 'single_label_classification'> {
   private constructor(
     readonly module: NativeScriptModule,
     readonly tokenizer: TextTokenizer,
@@ -356,18 +426,41 @@ export class Classifier {
     return new Classifier(module, tokenizer, config);
   }
 
+  /** What the classifier predicts: one class of several, the classes that apply, or values. */
+  get problemType(): P {
+    return (this.config.problemType ?? 'single_label_classification') as P;
+  }
+
   /**
    * Load a directory written by `train()`. A save may be running meanwhile (another process
    * training into the directory): the archive loaded is always the one config.json's checksum
    * names, and a load that raced with a save's rename is retried.
    */
-  static async load(dir: string, options: LoadClassifierOptions = {}): Promise<Classifier> {
+  static async load<P extends ProblemType = 'single_label_classification'>(
+    dir: string,
+    options: LoadClassifierOptions<P> = {},
+  ): Promise<Classifier<P>> {
     if (typeof dir !== 'string' || dir === '') {
       throw new InputError(
         `loadClassifier(dir): dir must be the path of a folder torch-bert train wrote; got ${dir === '' ? "''" : typeof dir}`,
       );
     }
-    checkOptionNames('loadClassifier()', options, ['device', 'onProgress']);
+    checkOptionNames('loadClassifier()', options, ['device', 'onProgress', 'problemType']);
+    const asked = [options.problemType ?? 'single_label_classification'].flat() as ProblemType[];
+    const loaded = await Classifier.loadAny(dir, options);
+    if (!asked.includes(loaded.problemType)) {
+      loaded.dispose();
+      throw new InputError(
+        `${dir} is a ${PROBLEM_IN_WORDS[loaded.problemType]} (problem_type ${loaded.problemType}), not a ${asked.map((p) => PROBLEM_IN_WORDS[p]).join(' or ')}: ` +
+          `load it with loadClassifier(dir, { problemType: '${loaded.problemType}' }), whose predict() gives ${PREDICTS[loaded.problemType]}`,
+        { code: 'PROBLEM_TYPE_MISMATCH' },
+      );
+    }
+    return loaded as unknown as Classifier<P>;
+  }
+
+  /** load() of any problem type. */
+  private static async loadAny(dir: string, options: LoadClassifierOptions<ProblemType>): Promise<Classifier<ProblemType>> {
     if (await namesSequenceClassifier(dir)) return Classifier.fromHuggingFace(dir, options);
     for (let attempt = 1; ; attempt++) {
       const loaded = await Classifier.loadOnce(dir, options);
@@ -381,7 +474,7 @@ export class Classifier {
   }
 
   /** One attempt of `load`: null when the archive was replaced while it loaded. */
-  private static async loadOnce(dir: string, options: { device?: Device }): Promise<Classifier | null> {
+  private static async loadOnce(dir: string, options: { device?: Device }): Promise<Classifier<ProblemType> | null> {
     const { config, configPath } = await readClassifierConfig(dir, ', or a Hugging Face sequence classifier');
     // classifier.pt, or the content-addressed archive of a save killed before its last rename;
     // either way the one whose checksum config.json records.
@@ -424,9 +517,9 @@ export class Classifier {
    * classifier torch-bert trained would have: its classes, max length and head; no training
    * hyperparameters or metrics (it was not trained here).
    */
-  private static async fromHuggingFace(spec: string, options: LoadClassifierOptions): Promise<Classifier> {
+  private static async fromHuggingFace(spec: string, options: LoadClassifierOptions<ProblemType>): Promise<Classifier<ProblemType>> {
     const binding = loadBinding();
-    const { module, encoder, encoderInfo, head, labels } = await loadSequenceClassifier(
+    const { module, encoder, encoderInfo, head, labels, problemType } = await loadSequenceClassifier(
       spec,
       resolveDevice(options.device),
       downloadEvents(options.onProgress),
@@ -435,6 +528,7 @@ export class Classifier {
       format: 'torch-bert-classifier',
       formatVersion: 1,
       labels,
+      problemType,
       maxLength: encoder.maxLength,
       pooling: 'cls',
       headHidden: encoderInfo.hiddenSize,
@@ -443,7 +537,7 @@ export class Classifier {
       headFamily: head.family,
       input: 'text-or-pair',
       encoder: { ...encoderInfo, file: spec, source: encoder.source },
-      output: 'log_probabilities',
+      output: outputOf(problemType),
       libtorchVersion: binding.versions().libtorch,
       torchBertVersion: packageVersion(),
       hyperparameters: {},
@@ -544,8 +638,11 @@ export class Classifier {
     return this.config.labels;
   }
 
-  /** Most probable class and every class's probability, for each text. */
-  async predict(texts: readonly string[], options: PredictOptions = {}): Promise<Prediction[]> {
+  /**
+   * Each text's prediction: the most probable class and every class's probability (single-label
+   * classification), the classes that apply (multi-label), or the values (regression).
+   */
+  async predict(texts: readonly string[], options: PredictOptions = {}): Promise<PredictionOf<P>[]> {
     if (!Array.isArray(texts)) throw new InputError('predict() takes an array of texts');
     // Index loops, not forEach / some: a sparse array's hole must be caught, not skipped (a text's
     // became a row of padding; a second text's, the word 'undefined').
@@ -558,24 +655,34 @@ export class Classifier {
     ) {
       throw new InputError(`predict(): pairs must be ${texts.length} strings, one per text`);
     }
-    const { predictions, probabilities: flat } = await this.whileUsable('predict', () =>
-      this.evaluateTexts(texts, pairs ?? null, null, batchSize, options),
-    );
-    this.checkClassCount(flat, texts.length);
-    const numClasses = this.labels.length;
-    return Array.from(predictions, (labelId, i) => ({
-      label: this.labels[labelId]!,
-      labelId,
-      probabilities: Object.fromEntries(this.labels.map((name, c) => [name, flat[i * numClasses + c]!])),
-    }));
+    const result = await this.whileUsable('predict', () => this.evaluateTexts(texts, pairs ?? null, null, batchSize, options));
+    const scores = this.problemType === 'regression' ? result.values : result.probabilities;
+    this.checkClassCount(scores, texts.length);
+    const names = this.labels;
+    const row = (i: number) => Object.fromEntries(names.map((name, c) => [name, scores[i * names.length + c]!]));
+    return Array.from(texts, (_, i): Prediction | MultiLabelPrediction | RegressionPrediction => {
+      if (this.problemType === 'regression') return { value: scores[i * names.length]!, values: row(i) };
+      if (this.problemType === 'multi_label_classification') {
+        return { labels: names.filter((_, c) => scores[i * names.length + c]! >= 0.5), probabilities: row(i) };
+      }
+      const labelId = result.predictions[i]!;
+      return { label: names[labelId]!, labelId, probabilities: row(i) };
+    }) as PredictionOf<P>[];
   }
 
   /**
-   * Loss and accuracy on labelled data (labels must be among the classifier's classes). CSV
-   * columns: the source's own, else `options`', else those the classifier was trained on.
+   * Loss and metrics on labelled data: accuracy, macro-F1 and the rest for single-label
+   * classification (labels must be among the classifier's classes); mean squared error, Pearson
+   * and Spearman for regression (labels are the target values). CSV columns: the source's own,
+   * else `options`', else those the classifier was trained on.
    */
-  async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationResult> {
+  async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationOf<P>> {
     checkSourceShape(data);
+    if (this.problemType === 'multi_label_classification') {
+      throw new InputError(
+        "evaluate() takes a single-label classifier or a regression model; a multi-label classifier's labelled data (several classes per text) is not read yet: score its predict() against your labels",
+      );
+    }
     const batchSize = inferenceBatchSize(options.batchSize);
     const textColumn = options.textColumn ?? this.config.textColumn;
     const labelColumn = options.labelColumn ?? this.config.labelColumn;
@@ -592,17 +699,38 @@ export class Classifier {
             }
           : data;
     await checkFilesNamedOnce(sourceFiles(source));
-    const raw = await loadExamples(source);
+    const regression = this.problemType === 'regression';
+    const raw = await loadExamples(source, { labelKind: regression ? 'value' : 'class' });
+    const evaluateLabels = (labels: Int32Array | Float32Array) =>
+      this.whileUsable('evaluate', () => this.evaluateTexts(raw.texts, raw.pairs ?? null, labels, batchSize, options));
+    if (regression) {
+      if (this.labels.length !== 1) {
+        throw new InputError(
+          `evaluate() reads one target per example; this regression model has ${this.labels.length} outputs (${this.labels.join(', ')})`,
+        );
+      }
+      const targets = regressionTargets(raw.labels!, raw.origin);
+      const result = await evaluateLabels(targets);
+      this.checkClassCount(result.values, raw.texts.length);
+      const evaluation: RegressionEvaluation = {
+        loss: result.loss!,
+        metrics: regressionMetrics(result.values, targets),
+        examples: raw.texts.length,
+        values: result.values,
+      };
+      return evaluation as EvaluationOf<P>;
+    }
     const ids = labelIds(raw.labels!, this.labels, raw.origin);
-    const result = await this.whileUsable('evaluate', () => this.evaluateTexts(raw.texts, raw.pairs ?? null, ids, batchSize, options));
+    const result = await evaluateLabels(ids);
     this.checkClassCount(result.probabilities, raw.texts.length);
-    return {
+    const evaluation: EvaluationResult = {
       loss: result.loss!,
       accuracy: result.accuracy!,
       metrics: classificationMetrics(result.predictions, ids, this.labels),
       examples: raw.texts.length,
       predictions: result.predictions,
     };
+    return evaluation as EvaluationOf<P>;
   }
 
   /** The model's classes against config.json's labels: with a label added or removed there, each probability would be named wrongly. */
@@ -625,7 +753,7 @@ export class Classifier {
   private async evaluateTexts(
     texts: readonly string[],
     pairs: readonly string[] | null,
-    labels: Int32Array | null,
+    labels: Int32Array | Float32Array | null,
     batchSize: number,
     { signal, onProgress }: { signal?: AbortSignal; onProgress?: (event: PredictEvent) => void },
   ): Promise<BatchedEvaluation> {
@@ -724,8 +852,28 @@ function pick(all: readonly string[], indices: Int32Array): string[] {
   return Array.from(indices, (i) => all[i]!);
 }
 
-export interface LoadClassifierOptions {
+/** Every problem type a classifier may have. */
+export const PROBLEM_TYPES: readonly ProblemType[] = ['single_label_classification', 'multi_label_classification', 'regression'];
+
+/** A problem type in a message: what kind of model it is, and what its predict() gives. */
+const PROBLEM_IN_WORDS: Record<ProblemType, string> = {
+  single_label_classification: 'single-label classifier',
+  multi_label_classification: 'multi-label classifier',
+  regression: 'regression model',
+};
+const PREDICTS: Record<ProblemType, string> = {
+  single_label_classification: 'a class and its probabilities per text',
+  multi_label_classification: 'the classes that apply and a probability per class',
+  regression: 'values',
+};
+
+export interface LoadClassifierOptions<P extends ProblemType = 'single_label_classification'> {
   device?: Device;
+  /**
+   * The problem type (or types) the caller takes, which types predict() and evaluate() (default
+   * single_label_classification): a model of another is refused with a message naming its own.
+   */
+  problemType?: P | readonly P[];
   /**
    * A Hugging Face sequence classifier named by Hub id: called after each chunk of its files'
    * download (none once they are in the cache), as train()'s `onProgress` is (`DownloadEvent`).
@@ -737,6 +885,9 @@ export interface LoadClassifierOptions {
  * Load a classifier directory written by `train()` (classifier.pt, config.json, tokenizer.json),
  * or a Hugging Face sequence classifier (a folder or Hub id).
  */
-export function loadClassifier(dir: string, options: LoadClassifierOptions = {}): Promise<Classifier> {
+export function loadClassifier<P extends ProblemType = 'single_label_classification'>(
+  dir: string,
+  options: LoadClassifierOptions<P> = {},
+): Promise<Classifier<P>> {
   return Classifier.load(dir, options);
 }

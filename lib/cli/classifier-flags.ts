@@ -2,7 +2,8 @@
  * What eval and predict classify with: a saved classifier (--classifier DIR), or a zero-shot
  * prompt classifier (--model, --template, --verbalizer), and those flags' help.
  */
-import { Classifier } from '../classification/classifier.js';
+import type { ProblemType } from '../addon/binding.js';
+import { Classifier, PROBLEM_TYPES } from '../classification/classifier.js';
 import { promptClassifier } from '../classification/prompt-classifier.js';
 import { namesHubModel } from '../models/hub.js';
 import type { Device } from '../training/options.js';
@@ -38,7 +39,7 @@ export const PROMPT_OPTIONS: Options = {
 };
 
 /** --classifier DIR (with --base: from its small files), or a zero-shot prompt classifier from --model, --template and --verbalizer. */
-export async function openClassifier(values: Record<string, unknown>, command: string): Promise<Classifier> {
+export async function openClassifier(values: Record<string, unknown>, command: string): Promise<Classifier<ProblemType>> {
   const device = values.device as Device | undefined;
   if (values.model === undefined) {
     const dir = requireOption(values, 'classifier', command);
@@ -51,7 +52,8 @@ export async function openClassifier(values: Record<string, unknown>, command: s
     if (values.base !== undefined) return Classifier.loadAdapters(dir, { encoder: values.base as string, device, allowOtherBase });
     // A Hugging Face sequence classifier named by its Hub id: downloaded ahead with progress, as --model is.
     if (namesHubModel(dir)) await fetchModelWithProgress({ model: dir });
-    return Classifier.load(dir, { device });
+    // Every problem type: the commands print each.
+    return Classifier.load(dir, { device, problemType: PROBLEM_TYPES });
   }
   if (values.classifier !== undefined) throw new UsageError(`${command}: give --classifier or --model, not both`);
   if (values.base !== undefined) throw new UsageError(`${command}: --base goes with --classifier (a lora or adapter run), not --model`);

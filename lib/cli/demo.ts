@@ -109,7 +109,7 @@ export async function commandDemo(argv: string[]): Promise<void> {
         }),
       );
     } else {
-      console.log(predictionTable(predictions, DEMO_SENTENCES));
+      console.log(predictionTable(classifier.problemType, predictions, DEMO_SENTENCES));
       // npx runs the installed package's bin, and in a checkout the package's own: a path to
       // dist/cli.js would hold only in a checkout's root.
       console.log(`\nnext: npx torch-bert predict --classifier ${classifierDir} "your sentence"`);

@@ -1,10 +1,11 @@
 /** `torch-bert eval`: loss and metrics of a classifier on labelled data. */
-import { formatMetricsTable } from '../training/metrics.js';
+import { formatMetricsTable, formatRegressionMetrics } from '../training/metrics.js';
 import { numberOption, parseCommandArgs, requireFiles } from './args.js';
 import { BASE_HELP, BASE_OPTIONS, openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
 import { predictPrinter } from './output.js';
 
 export const EVAL_HELP = `torch-bert eval — loss and accuracy of a saved classifier, or of a zero-shot prompt, on labelled data
+(a regression model's: mean squared error, mean absolute error, Pearson and Spearman; its labels are values)
 
   --classifier DIR         directory written by 'torch-bert train', or a Hugging Face sequence
                            classifier (a folder or Hub id: *ForSequenceClassification)
@@ -45,10 +46,18 @@ export async function commandEval(argv: string[]): Promise<void> {
       { csv: data, textColumn: values['text-column'], labelColumn: values['label-column'], textPairColumn: values['text-pair-column'] },
       { batchSize: numberOption(values, 'batch-size'), onProgress: predictPrinter(!values.json) },
     );
-    if (values.json) {
-      console.log(JSON.stringify({ loss: result.loss, accuracy: result.accuracy, examples: result.examples, metrics: result.metrics }));
+    const head = `examples ${result.examples}, loss ${result.loss.toFixed(4)}`;
+    if ('accuracy' in result) {
+      if (values.json) {
+        console.log(JSON.stringify({ loss: result.loss, accuracy: result.accuracy, examples: result.examples, metrics: result.metrics }));
+      } else {
+        console.log(`${head}\n${formatMetricsTable(result.metrics)}`);
+      }
+    } else if (values.json) {
+      // A regression model's: its loss is the mean squared error.
+      console.log(JSON.stringify({ loss: result.loss, examples: result.examples, metrics: result.metrics }));
     } else {
-      console.log(`examples ${result.examples}, loss ${result.loss.toFixed(4)}\n${formatMetricsTable(result.metrics)}`);
+      console.log(`${head}\n${formatRegressionMetrics(result.metrics)}`);
     }
   } finally {
     classifier.dispose();

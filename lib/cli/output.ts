@@ -2,7 +2,9 @@
  * What the commands show people: progress lines redrawn in place on a terminal (silent in a pipe
  * or with --json), and tables.
  */
-import type { Prediction } from '../classification/classifier.js';
+
+import type { ProblemType } from '../addon/binding.js';
+import type { MultiLabelPrediction, Prediction, PredictionOf, RegressionPrediction } from '../classification/classifier.js';
 import type { EpochMetrics, PredictEvent, ProgressEvent } from '../training/options.js';
 
 export function formatSeconds(s: number): string {
@@ -110,13 +112,35 @@ function textCell(text: string, max = 72): string {
   return chars.length <= max ? oneLine : `${chars.slice(0, max - 1).join('')}…`;
 }
 
-/** Each text's predicted label and its probability. The texts whole are --json's: a table line per text, each short enough to read. */
-export function predictionTable(predictions: Prediction[], texts: readonly string[], pairs?: readonly string[]): string {
+/**
+ * Each text's prediction: its label and that label's probability (single-label), the labels that
+ * apply (multi-label; '-' for none), or its value (regression). The texts whole are --json's: a
+ * table line per text, each short enough to read.
+ */
+export function predictionTable(
+  problemType: ProblemType,
+  predictions: PredictionOf<ProblemType>[],
+  texts: readonly string[],
+  pairs?: readonly string[],
+): string {
   // A pair's two texts share the line, half the width each (the table showed the first alone).
   const shown = (i: number) => (pairs ? `${textCell(texts[i]!, 35)} | ${textCell(pairs[i]!, 35)}` : textCell(texts[i]!));
+  const text = pairs ? 'text | second text' : 'text';
+  if (problemType === 'regression') {
+    return table(
+      ['value', text],
+      (predictions as RegressionPrediction[]).map((p, i) => [p.value.toFixed(4), shown(i)]),
+    );
+  }
+  if (problemType === 'multi_label_classification') {
+    return table(
+      ['labels', text],
+      (predictions as MultiLabelPrediction[]).map((p, i) => [p.labels.join(', ') || '-', shown(i)]),
+    );
+  }
   return table(
-    ['label', 'probability', pairs ? 'text | second text' : 'text'],
-    predictions.map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), shown(i)]),
+    ['label', 'probability', text],
+    (predictions as Prediction[]).map((p, i) => [p.label, p.probabilities[p.label]!.toFixed(4), shown(i)]),
   );
 }
 

@@ -1,5 +1,6 @@
 /** `torch-bert predict`: texts given on the command line or in a CSV, classified. */
-import type { Classifier } from '../classification/classifier.js';
+import type { ProblemType } from '../addon/binding.js';
+import type { Classifier, Prediction } from '../classification/classifier.js';
 import { loadExamples } from '../data/data.js';
 import { numberOption, parseCommandArgs, requireFiles, UsageError } from './args.js';
 import { BASE_HELP, BASE_OPTIONS, openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
@@ -25,13 +26,18 @@ ${PROMPT_HELP}
                            template's {text_b} (the one the classifier was trained on)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
-  --json                   one JSON object per line: {"text","label","probabilities"} ("pair" too for pairs)`;
+  --json                   one JSON object per line: {"text","label","probabilities"} ("pair" too for
+                           pairs); a multi-label classifier's {"text","labels","probabilities"},
+                           a regression model's {"text","value","values"}`;
 
 /**
  * predict --data's texts: its --text-column, else the column the classifier was trained on, else
  * `text`; and their second texts, from --text-pair-column, else the classifier's pair column.
  */
-async function textsOf(values: Record<string, unknown>, classifier: Classifier): Promise<{ texts: string[]; pairs?: string[] }> {
+async function textsOf(
+  values: Record<string, unknown>,
+  classifier: Classifier<ProblemType>,
+): Promise<{ texts: string[]; pairs?: string[] }> {
   const csv = requireFiles(values, 'data', 'predict');
   const textColumn = (values['text-column'] as string | undefined) ?? classifier.config.textColumn;
   const textPairColumn = (values['text-pair-column'] as string | undefined) ?? classifier.config.textPairColumn;
@@ -77,13 +83,13 @@ export async function commandPredict(argv: string[]): Promise<void> {
       onProgress: values.data ? predictPrinter(!values.json) : undefined,
     });
     if (values.json) {
+      // The prediction's own fields, after the text (a single-label one's labelId is left out, as before).
       predictions.forEach((p, i) => {
-        console.log(
-          JSON.stringify({ text: texts[i], ...(pairs ? { pair: pairs[i] } : {}), label: p.label, probabilities: p.probabilities }),
-        );
+        const { labelId: _, ...fields } = p as Partial<Prediction>;
+        console.log(JSON.stringify({ text: texts[i], ...(pairs ? { pair: pairs[i] } : {}), ...fields }));
       });
     } else {
-      console.log(predictionTable(predictions, texts, pairs));
+      console.log(predictionTable(classifier.problemType, predictions, texts, pairs));
     }
   } finally {
     classifier.dispose();

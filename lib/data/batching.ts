@@ -99,7 +99,7 @@ export function gatherRows(encoded: EncodedTexts, indices: ArrayLike<number>, se
 }
 
 /** Gathered rows as the native steps take a batch (with the rows' class ids, when given). */
-export function stepBatch(rows: EncodedTexts, labels?: Int32Array): StepBatch {
+export function stepBatch(rows: EncodedTexts, labels?: Int32Array | Float32Array): StepBatch {
   return {
     inputIds: rows.inputIds,
     attentionMask: rows.attentionMask,
@@ -215,17 +215,36 @@ export interface BatchedEvaluation {
   loss: number | null;
   /** What the loss divides by: the examples, or with class weights their weights' sum. */
   lossWeight: number;
+  /** Single-label classification with labels; else null. */
   accuracy: number | null;
-  /** Argmax class per example. */
+  /** Argmax class per example (single-label classification; else zeros). */
   predictions: Int32Array;
-  /** Softmax probabilities, row-major [count, classes]. */
+  /** Row-major [count, classes]: softmax probabilities, or a sigmoid per class (multi-label); empty for regression. */
   probabilities: Float32Array;
+  /** Regression: the outputs, row-major [count, outputs]; else empty. */
+  values: Float32Array;
+}
+
+/** A growing [count, width] table, each batch's rows put at their examples' places (the width: the first batch's). */
+function rowTable(count: number): { table: () => Float32Array; put: (batch: Float32Array, rows: Int32Array) => void } {
+  let table = new Float32Array(0);
+  return {
+    table: () => table,
+    put(batch, rows) {
+      if (batch.length === 0) return;
+      const width = batch.length / rows.length;
+      if (table.length === 0) table = new Float32Array(count * width);
+      rows.forEach((example, r) => {
+        table.set(batch.subarray(r * width, (r + 1) * width), example * width);
+      });
+    },
+  };
 }
 
 /**
  * An evaluation pass (`evalStep` on tokens, `headEvalStep` on cached features) over `count`
- * examples cut into `batches` of example indices: each batch's predictions and probabilities
- * go back to its examples' places, and its loss counts by its `lossWeight` (its rows, or with
+ * examples cut into `batches` of example indices: each batch's predictions, probabilities and
+ * values go back to its examples' places, and its loss counts by its `lossWeight` (its rows, or with
  * class weights the sum of its rows' weights, what the weighted cross-entropy's mean divides by:
  * so the loss does not depend on how the examples are cut into batches).
  */
@@ -238,26 +257,28 @@ export async function evaluateInBatches(
   lossWeight: (rows: Int32Array) => number = (rows) => rows.length,
 ): Promise<BatchedEvaluation> {
   const predictions = new Int32Array(count);
-  let probabilities = new Float32Array(0);
+  const probabilities = rowTable(count);
+  const values = rowTable(count);
   let lossSum = 0;
   let weightSum = 0;
-  let correct = 0;
+  let correct: number | null = null;
   await runBatches(
     batches,
     evaluate,
     (result, rows) => {
-      const classes = result.probabilities.length / rows.length;
-      if (probabilities.length === 0) probabilities = new Float32Array(count * classes);
-      rows.forEach((example, r) => {
-        predictions[example] = result.predictions[r]!;
-        probabilities.set(result.probabilities.subarray(r * classes, (r + 1) * classes), example * classes);
-      });
+      if (result.predictions.length > 0) {
+        rows.forEach((example, r) => {
+          predictions[example] = result.predictions[r]!;
+        });
+      }
+      probabilities.put(result.probabilities, rows);
+      values.put(result.values, rows);
       if (withLabels) {
         const weight = lossWeight(rows);
         // A batch whose rows all weigh 0 has a NaN mean (0/0) and adds nothing.
         if (weight > 0) lossSum += result.loss! * weight;
         weightSum += weight;
-        correct += result.correct!;
+        if (result.correct !== null) correct = (correct ?? 0) + result.correct;
       }
     },
     signal,
@@ -265,9 +286,10 @@ export async function evaluateInBatches(
   return {
     loss: withLabels ? lossSum / weightSum : null,
     lossWeight: weightSum,
-    accuracy: withLabels ? correct / count : null,
+    accuracy: correct === null ? null : correct / count,
     predictions,
-    probabilities,
+    probabilities: probabilities.table(),
+    values: values.table(),
   };
 }
 

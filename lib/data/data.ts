@@ -292,8 +292,14 @@ export function checkSourceShape(source: unknown): void {
   }
 }
 
-/** `{ texts, labels, pairs? }` as raw examples: arrays of one length, each label a class name or id. */
-function fromArrays(arrays: ArraySource): RawExamples {
+/**
+ * What a label is: a class name or id ('class'), or a regression target ('value': any finite
+ * number, `regressionTargets`).
+ */
+export type LabelKind = 'class' | 'value';
+
+/** `{ texts, labels, pairs? }` as raw examples: arrays of one length, each label a class name or id (or a number, for values). */
+function fromArrays(arrays: ArraySource, labelKind: LabelKind): RawExamples {
   if (!Array.isArray(arrays.texts)) throw new InputError('data.texts must be an array of strings');
   if (!Array.isArray(arrays.labels)) throw new InputError('data.labels must be an array of labels');
   if (arrays.texts.length !== arrays.labels.length) {
@@ -306,7 +312,15 @@ function fromArrays(arrays: ArraySource): RawExamples {
     const l: unknown = arrays.labels[i];
     if (typeof l === 'string') labels[i] = l.trim();
     else if (typeof l === 'number' && Number.isSafeInteger(l) && l >= 0) labels[i] = String(l);
-    else {
+    else if (labelKind === 'value' && typeof l === 'number' && Number.isFinite(l)) labels[i] = String(l);
+    else if (labelKind === 'value') {
+      throw new InputError(
+        `example ${i}: label ${typeof l === 'number' ? l : `of type ${l === null ? 'null' : typeof l}`} is not a finite number`,
+        {
+          row: i,
+        },
+      );
+    } else {
       throw new InputError(
         `example ${i}: label ${typeof l === 'number' ? l : `of type ${l === null ? 'null' : typeof l}`} is neither a class name (string) nor a class id (integer ≥ 0)`,
         { row: i },
@@ -348,7 +362,10 @@ function checkExamples(raw: RawExamples, where: string, labelsRequired: boolean)
 }
 
 /** Load any data source into raw examples, validating texts and (when required) labels. */
-export async function loadExamples(source: DataSource, options: { labelsRequired?: boolean } = {}): Promise<RawExamples> {
+export async function loadExamples(
+  source: DataSource,
+  options: { labelsRequired?: boolean; labelKind?: LabelKind } = {},
+): Promise<RawExamples> {
   const labelsRequired = options.labelsRequired ?? true;
   checkSourceShape(source);
   let raw: RawExamples;
@@ -361,10 +378,24 @@ export async function loadExamples(source: DataSource, options: { labelsRequired
     raw =
       typeof csv === 'string' ? await readCsv(csv, { ...source, labelsRequired }) : await readCsvFiles(csv, { ...source, labelsRequired });
   } else {
-    raw = fromArrays(source as ArraySource);
+    raw = fromArrays(source as ArraySource, options.labelKind ?? 'class');
   }
   checkExamples(raw, describeSource(source), labelsRequired);
   return raw;
+}
+
+/** A decimal number as CSV and JSON write one (`2.5`, `-1`, `4e-3`): what a regression target may be. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/** Raw labels as regression targets: each a finite decimal number (else an InputError naming the example). */
+export function regressionTargets(rawLabels: readonly string[], origin: (i: number) => string): Float32Array {
+  return Float32Array.from(rawLabels, (l, i) => {
+    const value = Number(l);
+    if (!DECIMAL.test(l) || !Number.isFinite(Math.fround(value))) {
+      throw new InputError(`${origin(i)}: label '${l}' is not a number a float32 holds; a regression model's labels are its target values`);
+    }
+    return value;
+  });
 }
 
 /** A label that is a class id: a non-negative integer, written without leading zeros. */

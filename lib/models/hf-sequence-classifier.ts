@@ -9,13 +9,13 @@
  * 'sequence-classification') given the checkpoint's head tensors, and the classes of `id2label`.
  * `loadClassifier()` takes such a model as it takes a folder torch-bert trained.
  *
- * Only single-label classification is what the classifier computes (log-softmax over the
- * classes): a `problem_type` of regression or multi-label classification, or one output (what
- * transformers reads as regression), is refused.
+ * Its problem type is the config's `problem_type` (`sequenceClassifierProblem`): single-label
+ * classification, multi-label classification or regression, each predicted as transformers'
+ * pipelines do (a softmax, a sigmoid per class, the values).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { EncoderInfo, NativeScriptModule, NativeTensor } from '../addon/binding.js';
+import type { EncoderInfo, NativeScriptModule, NativeTensor, ProblemType } from '../addon/binding.js';
 import { InputError, ModelError, messageOf } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { type LoadedEncoder, loadEncoderSource } from './encoder-source.js';
@@ -32,8 +32,9 @@ export interface LoadedSequenceClassifier {
   encoder: LoadedEncoder;
   encoderInfo: EncoderInfo;
   head: HeadSettings & { head: 'sequence-classification' };
-  /** Class names in id order: `id2label`'s. */
+  /** Class (or, for regression, output) names in id order: `id2label`'s. */
   labels: string[];
+  problemType: ProblemType;
 }
 
 /** Whether a config.json's `architectures` name a sequence classifier (`BertForSequenceClassification`, ...). */
@@ -68,20 +69,37 @@ export async function isSequenceClassifierFolder(dir: string): Promise<boolean> 
 }
 
 /**
- * The classes of a sequence classifier's config.json, in id order: `id2label`'s names for ids 0 to
- * `classes` - 1 (transformers' LABEL_i where it has none). Refuses a task other than single-label
- * classification, an `id2label` or `num_labels` that disagrees with the head's `classes` outputs,
- * and a name given to two ids (predict and evaluate name classes by their names).
+ * A sequence classifier's problem type, as transformers' BertForSequenceClassification.forward
+ * decides its loss: config.json's `problem_type` where it names one; else regression for a head
+ * of one output, single-label classification for more (transformers would tell single- from
+ * multi-label by the labels' dtype at training, which a checkpoint does not record: its pipelines
+ * apply a softmax then, as here).
+ */
+export function sequenceClassifierProblem(config: Record<string, unknown>, classes: number, configFile: string): ProblemType {
+  const problem = config.problem_type;
+  if (problem === undefined || problem === null) return classes === 1 ? 'regression' : 'single_label_classification';
+  if (problem === 'single_label_classification' || problem === 'multi_label_classification' || problem === 'regression') {
+    if (problem !== 'regression' && classes === 1) {
+      throw new ModelError(`${configFile}: problem_type ${problem} with a head of one output; a classifier has two classes or more`, {
+        file: configFile,
+        code: 'CHECKPOINT_MISMATCH',
+      });
+    }
+    return problem;
+  }
+  throw new ModelError(
+    `${configFile}: problem_type ${JSON.stringify(problem)} is none of transformers' (single_label_classification, multi_label_classification, regression)`,
+    { file: configFile, code: 'UNSUPPORTED_MODEL' },
+  );
+}
+
+/**
+ * The classes (for regression, the outputs) of a sequence classifier's config.json, in id order:
+ * `id2label`'s names for ids 0 to `classes` - 1 (transformers' LABEL_i where it has none).
+ * Refuses an `id2label` or `num_labels` that disagrees with the head's `classes` outputs, and a
+ * name given to two ids (predict and evaluate name classes by their names).
  */
 export function sequenceClassifierLabels(config: Record<string, unknown>, classes: number, configFile: string): string[] {
-  const problem = config.problem_type;
-  if (problem === 'regression' || problem === 'multi_label_classification' || classes === 1) {
-    throw new ModelError(
-      `${configFile}: this model is a ${problem === 'multi_label_classification' ? 'multi-label classifier (problem_type multi_label_classification: a sigmoid per class)' : 'regression model (one output)'}; ` +
-        'torch-bert classifiers choose one class of several (single_label_classification: a softmax over the classes)',
-      { file: configFile, code: 'UNSUPPORTED_MODEL' },
-    );
-  }
   if (config.num_labels !== undefined && config.num_labels !== classes) {
     throw new ModelError(`${configFile} says num_labels ${String(config.num_labels)}, but the model's head has ${classes} outputs`, {
       file: configFile,
@@ -194,6 +212,8 @@ function startHead(
   const classes = weights.get(OUTPUT_KEY[family])?.shape[0];
   let theirs: string[];
   try {
+    const problem = sequenceClassifierProblem(config, classes ?? 0, file);
+    if (problem !== 'single_label_classification') throw new Error(`it is a ${problem} head; this run classifies single labels`);
     theirs = sequenceClassifierLabels(config, classes ?? 0, file);
   } catch (err) {
     return `the checkpoint's classification head was not used (${messageOf(err)}); the head starts initialised`;
@@ -258,10 +278,12 @@ export async function loadSequenceClassifier(
         code: 'CHECKPOINT_MISMATCH',
       });
     }
+    const problemType = sequenceClassifierProblem(config, outputWeight.shape[0]!, configFile);
     const labels = sequenceClassifierLabels(config, outputWeight.shape[0]!, configFile);
     const hidden = outputWeight.shape[1]!;
     const built = loadBinding().buildClassifier(encoder.module, {
       numClasses: labels.length,
+      problemType,
       headHidden: hidden,
       pooling: 'cls',
       seed: 0,
@@ -277,7 +299,7 @@ export async function loadSequenceClassifier(
       configFile,
     );
     module.train(false);
-    return { module, encoder, encoderInfo: built.encoder, head, labels };
+    return { module, encoder, encoderInfo: built.encoder, head, labels, problemType };
   } catch (err) {
     module?.dispose();
     encoder.module.dispose();

@@ -150,3 +150,87 @@ function alignColumns(rows: string[][]): string {
     )
     .join('\n');
 }
+
+/**
+ * Metrics of a regression model's values against their targets, as scikit-learn and SciPy give
+ * them (GLUE's STS-B reports Pearson and Spearman): mean squared and absolute error, Pearson's r,
+ * and Spearman's ρ (Pearson's r of the ranks, ties given their average rank, as
+ * scipy.stats.spearmanr). A correlation is NaN where either side is constant (SciPy's too).
+ */
+export interface RegressionMetrics {
+  mse: number;
+  mae: number;
+  pearson: number;
+  spearman: number;
+  examples: number;
+}
+
+export function regressionMetrics(values: Float32Array, targets: Float32Array): RegressionMetrics {
+  if (!(values instanceof Float32Array) || !(targets instanceof Float32Array) || values.length !== targets.length) {
+    throw new InputError('regressionMetrics(): values and targets must be Float32Arrays of one length');
+  }
+  const n = values.length;
+  let squared = 0;
+  let absolute = 0;
+  for (let i = 0; i < n; i++) {
+    const d = values[i]! - targets[i]!;
+    squared += d * d;
+    absolute += Math.abs(d);
+  }
+  return {
+    mse: squared / n,
+    mae: absolute / n,
+    pearson: pearson(values, targets),
+    spearman: pearson(averageRanks(values), averageRanks(targets)),
+    examples: n,
+  };
+}
+
+/** A regression model's metrics as `torch-bert eval` prints them: a line each. */
+export function formatRegressionMetrics(m: RegressionMetrics): string {
+  const fixed = (x: number): string => x.toFixed(4);
+  return alignColumns([
+    ['mse', fixed(m.mse)],
+    ['mae', fixed(m.mae)],
+    ['pearson', fixed(m.pearson)],
+    ['spearman', fixed(m.spearman)],
+  ]);
+}
+
+/** Pearson's r, in float64 about the means. */
+function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  const n = x.length;
+  let mx = 0;
+  let my = 0;
+  for (let i = 0; i < n; i++) {
+    mx += x[i]!;
+    my += y[i]!;
+  }
+  mx /= n;
+  my /= n;
+  let sxy = 0;
+  let sxx = 0;
+  let syy = 0;
+  for (let i = 0; i < n; i++) {
+    const dx = x[i]! - mx;
+    const dy = y[i]! - my;
+    sxy += dx * dy;
+    sxx += dx * dx;
+    syy += dy * dy;
+  }
+  return sxx === 0 || syy === 0 ? Number.NaN : sxy / Math.sqrt(sxx * syy);
+}
+
+/** 1-based ranks, tied values sharing their average rank (scipy.stats.rankdata's 'average'). */
+function averageRanks(x: Float32Array): Float64Array {
+  const order = Array.from(x.keys()).sort((a, b) => x[a]! - x[b]!);
+  const ranks = new Float64Array(x.length);
+  for (let start = 0; start < order.length; ) {
+    let end = start + 1;
+    while (end < order.length && x[order[end]!] === x[order[start]!]) end++;
+    const rank = (start + 1 + end) / 2;
+    for (let k = start; k < end; k++) ranks[order[k]!] = rank;
+    start = end;
+  }
+  return ranks;
+}

@@ -12,6 +12,7 @@
 
 #include "addon/arguments.h"
 #include "addon/errors.h"
+#include "module/problem_type.h"
 #include "module/script_module.h"
 #include "tensor/tensor.h"
 
@@ -36,6 +37,8 @@ struct ClassifierSpec {
   ModuleStatePtr mlmHead;
   int64_t maskTokenId = -1;
   std::vector<int64_t> labelTokenIds;
+  // What forward returns and which loss trains it (module/problem_type.h).
+  ProblemType problemType = ProblemType::kSingleLabel;
 };
 
 struct EncoderInfo {
@@ -64,6 +67,14 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
   // Negative seeds wrap to uint64 as in torch.manual_seed.
   s.seed = static_cast<uint64_t>(ReadInteger(spec.Get("seed"), fn + ".seed", -(int64_t{1} << 53), int64_t{1} << 53));
   s.head = !IsMissing(spec.Get("head")) ? ReadString(spec.Get("head"), fn + ".head") : "mlp";
+  if (!IsMissing(spec.Get("problemType"))) {
+    const std::string what = fn + ".problemType";
+    try {
+      s.problemType = ParseProblemType(ReadString(spec.Get("problemType"), what), what);
+    } catch (const std::runtime_error& e) {
+      ThrowError(value.Env(), e.what());
+    }
+  }
   s.initializerRange = 0.02;
   if (s.head == "sequence-classification") {
     s.family = ReadString(spec.Get("family"), fn + ".family");
@@ -79,6 +90,10 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
       ThrowError(value.Env(), fn + ".pooling must be 'cls' with head 'sequence-classification'");
     }
   } else if (s.head == "prompt") {
+    // LM-BFF's head scores one label word of several: a softmax over them.
+    if (s.problemType != ProblemType::kSingleLabel) {
+      ThrowError(value.Env(), fn + ".problemType must be 'single_label_classification' with head 'prompt'");
+    }
     s.mlmHead = ScriptModule::Get(spec.Get("mlmHead"), fn + ".mlmHead");
     s.maskTokenId = ReadInteger(spec.Get("maskTokenId"), fn + ".maskTokenId", 0, (int64_t{1} << 31) - 1);
     Napi::Array ids = ReadArray(spec.Get("labelTokenIds"), fn + ".labelTokenIds");
@@ -319,25 +334,30 @@ std::string ClassifierSource(const EncoderInfo& encoder, const ClassifierSpec& s
   return source;
 }
 
+// The last line of a head's head_forward, on its logits x: log-probabilities for single-label
+// classification, else the logits themselves (multi-label: the loss applies the sigmoid;
+// regression: they are the values), as transformers' heads return them.
+std::string OutputSource(ProblemType problem) {
+  return problem == ProblemType::kSingleLabel ? "    return torch.log_softmax(x, -1)\n" : "    return x\n";
+}
+
 const char* kMlpHeadSource = R"(
 def head_forward(self, x):
     x = self.head.dense.forward(x)
     x = torch.relu(x)
     x = torch.dropout(x, self.dropout_p, self.training)
     x = self.head.out_proj.forward(x)
-    return torch.log_softmax(x, -1)
 )";
 
 // transformers' sequence-classification heads, in their order of operations and with their module
 // names (BertForSequenceClassification, RobertaClassificationHead,
 // DistilBertForSequenceClassification), from the features: the pooler output for BERT, the first
-// token's hidden state for RoBERTa and DistilBERT. transformers returns logits; log_softmax here
-// keeps the classifier's output contract.
+// token's hidden state for RoBERTa and DistilBERT. transformers returns logits; OutputSource
+// ends each head with the classifier's output (module/problem_type.h).
 const char* kBertHeadSource = R"(
 def head_forward(self, x):
     x = torch.dropout(x, self.dropout_p, self.training)
     x = self.head.classifier.forward(x)
-    return torch.log_softmax(x, -1)
 )";
 
 const char* kRobertaHeadSource = R"(
@@ -347,7 +367,6 @@ def head_forward(self, x):
     x = torch.tanh(x)
     x = torch.dropout(x, self.dropout_p, self.training)
     x = self.head.out_proj.forward(x)
-    return torch.log_softmax(x, -1)
 )";
 
 const char* kDistilBertHeadSource = R"(
@@ -356,7 +375,6 @@ def head_forward(self, x):
     x = torch.relu(x)
     x = torch.dropout(x, self.dropout_p, self.training)
     x = self.head.classifier.forward(x)
-    return torch.log_softmax(x, -1)
 )";
 
 // LM-BFF's head (Gao et al. 2021) on the mask row: the MLM head's transform, then its decoder
@@ -442,7 +460,7 @@ std::string PromptHeadSource(const PromptHead& p, const std::string& weightPath)
     src << "    w = torch.index_select(" << weightPath << ", 0, self.label_token_ids)\n";
   }
   src << "    x = torch.linear(x, w, self.head.label_decoder.bias)\n";
-  src << "    return torch.log_softmax(x, -1)\n";
+  src << OutputSource(ProblemType::kSingleLabel);
   return src.str();
 }
 
@@ -460,11 +478,12 @@ std::vector<HeadLinear> HeadLayout(const ClassifierSpec& spec, int64_t hidden) {
   return {{"pre_classifier", hidden, hidden}, {"classifier", spec.numClasses, hidden}};
 }
 
-const char* HeadSource(const ClassifierSpec& spec) {
-  if (spec.head == "mlp") return kMlpHeadSource;
-  if (spec.family == "bert") return kBertHeadSource;
-  if (spec.family == "roberta") return kRobertaHeadSource;
-  return kDistilBertHeadSource;
+std::string HeadSource(const ClassifierSpec& spec) {
+  const char* body = spec.head == "mlp"         ? kMlpHeadSource
+                     : spec.family == "bert"    ? kBertHeadSource
+                     : spec.family == "roberta" ? kRobertaHeadSource
+                                                : kDistilBertHeadSource;
+  return body + OutputSource(spec.problemType);
 }
 
 // The classifier's parameters that its output cannot reach, by name: a forward of the probe batch
@@ -647,9 +666,8 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
                                                       AsParameter(weights[k].second, encoder)));
     }
     torch::jit::Module classifier = MakeModule("__torch__.TorchBertClassifier", cu, training);
-    const std::string headSource = promptHead
-                                       ? AttachPromptHead(classifier, head, cu, *encoderState, encoder, spec, training)
-                                       : std::string(HeadSource(spec));
+    const std::string headSource =
+        promptHead ? AttachPromptHead(classifier, head, cu, *encoderState, encoder, spec, training) : HeadSource(spec);
 
     // The classifier: the encoder (shared, not copied: training the classifier trains this
     // encoder), the head, and their methods.
@@ -660,6 +678,8 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     classifier.register_attribute("hidden_size", c10::IntType::get(), encoder.hiddenSize);
     classifier.register_attribute("dropout_p", c10::FloatType::get(), spec.dropout);
     classifier.register_attribute("head_kind", c10::StringType::get(), spec.head);
+    classifier.register_attribute("problem_type", c10::StringType::get(),
+                                  std::string(ProblemTypeName(spec.problemType)));
     classifier.define(ClassifierSource(encoder, spec, headSource));
 
     std::vector<std::string> unreached = UnreachedParameters(classifier, encoder);

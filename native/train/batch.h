@@ -30,7 +30,9 @@ struct Batch {
   // A text pair's segments (0 for the first text, 1 for the second), for an encoder whose forward
   // takes token_type_ids: the classifier's `forward_token_types` / `features_token_types` get them.
   std::optional<torch::Tensor> tokenTypeIds;  // int64 [B, T], CPU
-  std::optional<torch::Tensor> labels;        // int64 [B], CPU; [M] with maskedPositions
+  // Class ids: int64 [B] ([M] with maskedPositions). Multi-label classification and regression
+  // (module/problem_type.h): float32 [B * C] targets, row-major, shaped to the output's [B, C].
+  std::optional<torch::Tensor> labels;  // CPU
   // Masked-language modelling: the masked tokens as flat indices into the [B, T] batch (int64
   // [M], CPU). The model's forward takes them as a third argument and returns a row per masked
   // token; labels then hold the original ids of those tokens.
@@ -44,7 +46,7 @@ struct BatchInput {
   std::optional<Batch> tokens;
   torch::Tensor features;               // [N, H], any device
   torch::Tensor rows;                   // int64 [B], CPU
-  std::optional<torch::Tensor> labels;  // int64 [B], CPU
+  std::optional<torch::Tensor> labels;  // as Batch's, CPU
 };
 
 inline BatchInput TokenInput(Batch batch) {

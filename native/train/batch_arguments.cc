@@ -47,6 +47,45 @@ void ReadLossFields(const Napi::Object& options, const std::string& where, LossO
   }
 }
 
+// A batch's labels: an Int32Array of `count` class ids (none negative: nll_loss would silently
+// skip -100, its ignore_index, and a negative label is a bug upstream), or a Float32Array of
+// finite targets, `count` rows of one or more values each (multi-label classification and
+// regression, train/batch.h).
+torch::Tensor ReadLabels(const Napi::Value& value, const std::string& what, int64_t count,
+                         const std::string& countName) {
+  Napi::Env env = value.Env();
+  if (value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    auto targets = value.As<Napi::Float32Array>();
+    const size_t n = targets.ElementLength();
+    if (count == 0 ? n != 0 : n == 0 || n % static_cast<size_t>(count) != 0) {
+      ThrowError(env, what + " has " + std::to_string(n) + " targets, not a positive multiple of " + countName + " = " +
+                          std::to_string(count) + " (one or more per row)");
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (!std::isfinite(targets[i])) {
+        ThrowError(env,
+                   what + "[" + std::to_string(i) + "] is not a finite number (" + std::to_string(targets[i]) + ")");
+      }
+    }
+    torch::Tensor t = torch::empty({static_cast<int64_t>(n)}, torch::kFloat);
+    if (n > 0) std::memcpy(t.data_ptr(), targets.Data(), n * sizeof(float));
+    return t;
+  }
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    ThrowTypeError(
+        env, what + " must be an Int32Array of class ids or a Float32Array of targets, got " + TypeOfValue(value));
+  }
+  auto ids = value.As<Napi::Int32Array>();
+  if (ids.ElementLength() != static_cast<size_t>(count)) {
+    ThrowError(env, what + " has " + std::to_string(ids.ElementLength()) + " elements, expected " + countName + " = " +
+                        std::to_string(count));
+  }
+  for (size_t i = 0; i < ids.ElementLength(); ++i) {
+    if (ids[i] < 0) ThrowError(env, what + "[" + std::to_string(i) + "] is negative (" + std::to_string(ids[i]) + ")");
+  }
+  return CopyInt32(ids, {count});
+}
+
 }  // namespace
 
 Batch ReadBatch(const Napi::Value& value, const std::string& fn, bool requireLabels) {
@@ -102,21 +141,11 @@ Batch ReadBatch(const Napi::Value& value, const std::string& fn, bool requireLab
 
   Napi::Value labelsValue = object.Get("labels");
   if (IsMissing(labelsValue)) {
-    if (requireLabels) ThrowTypeError(env, fn + ": batch.labels is required (an Int32Array of class ids)");
+    if (requireLabels)
+      ThrowTypeError(env, fn + ": batch.labels is required (an Int32Array of class ids, or a Float32Array of targets)");
     return batch;
   }
-  Napi::Int32Array labels = ReadInt32Array(labelsValue, fn + ": batch.labels");
-  if (labels.ElementLength() != static_cast<size_t>(labelCount)) {
-    ThrowError(env, fn + ": batch.labels has " + std::to_string(labels.ElementLength()) + " elements, expected " +
-                        labelCountName + " = " + std::to_string(labelCount));
-  }
-  for (size_t i = 0; i < labels.ElementLength(); ++i) {
-    // nll_loss would silently skip -100 (its ignore_index); a negative label is a bug upstream.
-    if (labels[i] < 0) {
-      ThrowError(env, fn + ": batch.labels[" + std::to_string(i) + "] is negative (" + std::to_string(labels[i]) + ")");
-    }
-  }
-  batch.labels = CopyInt32(labels, {labelCount});
+  batch.labels = ReadLabels(labelsValue, fn + ": batch.labels", labelCount, labelCountName);
   return batch;
 }
 
@@ -193,20 +222,11 @@ BatchInput FeatureInput(const Napi::CallbackInfo& info, size_t first, const std:
 
   Napi::Value labelsValue = info[first + 2];
   if (IsMissing(labelsValue)) {
-    if (requireLabels) ThrowTypeError(env, fn + ": labels is required (an Int32Array of class ids)");
+    if (requireLabels)
+      ThrowTypeError(env, fn + ": labels is required (an Int32Array of class ids, or a Float32Array of targets)");
     return input;
   }
-  Napi::Int32Array labels = ReadInt32Array(labelsValue, fn + ": labels");
-  if (labels.ElementLength() != rows.ElementLength()) {
-    ThrowError(env, fn + ": labels has " + std::to_string(labels.ElementLength()) + " elements, rows has " +
-                        std::to_string(rows.ElementLength()));
-  }
-  for (size_t i = 0; i < labels.ElementLength(); ++i) {
-    if (labels[i] < 0) {
-      ThrowError(env, fn + ": labels[" + std::to_string(i) + "] is negative (" + std::to_string(labels[i]) + ")");
-    }
-  }
-  input.labels = CopyInt32(labels, {input.size});
+  input.labels = ReadLabels(labelsValue, fn + ": labels", input.size, "rows.length");
   return input;
 }
 

@@ -15,7 +15,8 @@
 namespace torch_bert {
 
 // batch = { batchSize, seqLen, inputIds, attentionMask, labels? } (Int32Arrays of
-// batchSize * seqLen, labels of batchSize). `fn` names the function in messages.
+// batchSize * seqLen; labels: batchSize class ids, or a Float32Array of batchSize rows of targets). `fn` names the
+// function in messages.
 Batch ReadBatch(const Napi::Value& value, const std::string& fn, bool requireLabels);
 
 // features, rows and labels of headTrainStep / headEvalStep (info[first..first + 2]), checked

@@ -47,8 +47,8 @@ TokenCall TokenMethodCall(const torch::jit::Module& module, const std::string& n
   return {*method, std::move(inputs)};
 }
 
-// Runs the classifier on the input and checks it returned [B, C] log-probabilities, as
-// float32 whatever the precision. Adapters (if any) take effect for the duration of the call
+// Runs the classifier on the input and checks it returned [B, C] outputs, as float32 whatever
+// the precision. Adapters (if any) take effect for the duration of the call
 // only (module/lora_state.h); merged weights, where needed, are computed outside autocast, in float32.
 torch::Tensor Forward(ModuleState& state, const BatchInput& input, const c10::Device& device, LoraMode mode,
                       Precision precision) {
@@ -79,59 +79,88 @@ torch::Tensor Forward(ModuleState& state, const BatchInput& input, const c10::De
     out = CallMethod(state, head, {x}, mode);
   }
   if (!out.isTensor()) throw std::runtime_error("the model's forward must return a tensor, got a " + out.tagKind());
-  torch::Tensor logp = out.toTensor();
-  if (logp.dim() != 2 || logp.size(0) != rows) {
+  torch::Tensor outputs = out.toTensor();
+  if (outputs.dim() != 2 || outputs.size(0) != rows) {
     std::ostringstream os;
-    os << "the model's forward must return log-probabilities of shape [" << rows << ", classes], got " << logp.sizes();
+    os << "the model's forward must return outputs of shape [" << rows << ", classes], got " << outputs.sizes();
     throw std::runtime_error(os.str());
   }
   // Autocast's output: the loss and everything after it run in float32.
-  const bool reduced = logp.scalar_type() == torch::kHalf || logp.scalar_type() == torch::kBFloat16;
-  return reduced ? logp.to(torch::kFloat) : logp;
+  const bool reduced = outputs.scalar_type() == torch::kHalf || outputs.scalar_type() == torch::kBFloat16;
+  return reduced ? outputs.to(torch::kFloat) : outputs;
 }
 
-void CheckLabels(const torch::Tensor& labels, int64_t classes) {
-  if (labels.numel() == 0) return;
-  int64_t max = labels.max().item<int64_t>();
-  if (max >= classes) {
-    throw std::runtime_error("label " + std::to_string(max) + " is out of range for a model with " +
-                             std::to_string(classes) + " classes");
+torch::Tensor LossTargets(const torch::Tensor& labels, const torch::Tensor& outputs, ProblemType problem) {
+  const int64_t classes = outputs.size(1);
+  const bool classIds = !labels.is_floating_point();
+  if (classIds != (problem == ProblemType::kSingleLabel)) {
+    throw std::runtime_error(std::string("the model's problem type is ") + ProblemTypeName(problem) +
+                             ": its labels are " +
+                             (problem == ProblemType::kSingleLabel ? "class ids (an Int32Array)"
+                                                                   : "targets, one per output (a Float32Array)"));
   }
+  if (classIds) {
+    if (labels.numel() > 0 && labels.max().item<int64_t>() >= classes) {
+      throw std::runtime_error("label " + std::to_string(labels.max().item<int64_t>()) +
+                               " is out of range for a model with " + std::to_string(classes) + " classes");
+    }
+    return labels;
+  }
+  if (labels.numel() != outputs.numel()) {
+    throw std::runtime_error("the labels hold " + std::to_string(labels.numel()) + " targets for " +
+                             std::to_string(outputs.size(0)) + " rows, but the model has " + std::to_string(classes) +
+                             " outputs per row");
+  }
+  // BCE's targets are probabilities: another value trains toward a loss below zero, silently.
+  if (problem == ProblemType::kMultiLabel && labels.numel() > 0 &&
+      (labels.min().item<float>() < 0 || labels.max().item<float>() > 1)) {
+    throw std::runtime_error(
+        "multi-label targets must be in [0, 1] (1: the class applies), got one of " +
+        std::to_string(labels.min().item<float>() < 0 ? labels.min().item<float>() : labels.max().item<float>()));
+  }
+  return labels.view({outputs.size(0), classes});
 }
 
-// Mean loss over the batch. Plain: NLL of the log-probabilities. With class weights or label
-// smoothing: cross_entropy on the log-probabilities, which equals nn.CrossEntropyLoss(weight,
-// label_smoothing) on the logits since log_softmax is idempotent.
-torch::Tensor ComputeLoss(const torch::Tensor& logp, const torch::Tensor& labels, const LossOptions& options) {
+torch::Tensor ComputeLoss(const torch::Tensor& outputs, const torch::Tensor& targets, const LossOptions& options,
+                          ProblemType problem) {
   // A masked-language batch in which no token was chosen: nothing to predict, a zero loss (the
   // mean over no tokens would be NaN and stop the run), gradients zero but defined.
-  if (logp.size(0) == 0) return logp.sum() * 0;
-  if (options.Plain()) return torch::nll_loss(logp, labels);
+  if (outputs.size(0) == 0) return outputs.sum() * 0;
   namespace F = torch::nn::functional;
+  if (problem != ProblemType::kSingleLabel) {
+    if (!options.Plain()) {
+      throw std::runtime_error(std::string("class weights and label smoothing are single-label classification's; "
+                                           "this model's problem type is ") +
+                               ProblemTypeName(problem));
+    }
+    if (problem == ProblemType::kRegression) return F::mse_loss(outputs, targets);
+    return F::binary_cross_entropy_with_logits(outputs, targets);
+  }
+  if (options.Plain()) return torch::nll_loss(outputs, targets);
   auto ce = F::CrossEntropyFuncOptions().label_smoothing(options.labelSmoothing);
   if (options.classWeights) {
-    if (options.classWeights->numel() != logp.size(1)) {
+    if (options.classWeights->numel() != outputs.size(1)) {
       throw std::runtime_error("classWeights has " + std::to_string(options.classWeights->numel()) +
-                               " values but the model has " + std::to_string(logp.size(1)) + " classes");
+                               " values but the model has " + std::to_string(outputs.size(1)) + " classes");
     }
-    torch::Tensor weights = options.classWeights->to(logp.device(), logp.scalar_type());
+    torch::Tensor weights = options.classWeights->to(outputs.device(), outputs.scalar_type());
     // A batch whose rows all weigh zero has nothing to learn: a zero loss, as for no masked token
     // above (the weighted mean would be 0/0). Data-parallel, one rank's share can be such a batch
     // while the global batch is not: the rank then adds nothing to the averaged gradient.
-    if (weights.index_select(0, labels).sum().item<double>() == 0) return logp.sum() * 0;
+    if (weights.index_select(0, targets).sum().item<double>() == 0) return outputs.sum() * 0;
     ce.weight(weights);
   }
-  return F::cross_entropy(logp, labels, ce);
+  return F::cross_entropy(outputs, targets, ce);
 }
 
 ForwardBackwardResult ForwardBackward(ModuleState& state, const BatchInput& input, const c10::Device& device,
                                       Precision precision, const LossOptions& loss, double lossMultiplier,
                                       bool skipNonFinite, const DataParallelStep& parallel) {
   ForwardBackwardResult out;
-  out.logp = Forward(state, input, device, LoraMode::kTrain, precision);
-  CheckLabels(*input.labels, out.logp.size(1));
-  out.labels = ToDevice(*input.labels, device);
-  out.loss = ComputeLoss(out.logp, out.labels, loss);
+  out.problem = ProblemTypeOf(state.module);
+  out.outputs = Forward(state, input, device, LoraMode::kTrain, precision);
+  out.targets = ToDevice(LossTargets(*input.labels, out.outputs, out.problem), device);
+  out.loss = ComputeLoss(out.outputs, out.targets, loss, out.problem);
   if (skipNonFinite || parallel.agree) {
     double decisive = out.loss.item<double>();
     // Data-parallel: a rank that skipped alone would leave the others waiting in the window's

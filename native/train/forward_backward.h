@@ -16,6 +16,7 @@
 #include "distributed/gradient_reducer.h"
 #include "module/lora_state.h"
 #include "module/module_state.h"
+#include "module/problem_type.h"
 #include "train/batch.h"
 #include "train/precision.h"
 
@@ -40,19 +41,25 @@ struct TokenCall {
 TokenCall TokenMethodCall(const torch::jit::Module& module, const std::string& name, const Batch& batch,
                           const c10::Device& device);
 
-// Runs the classifier on the input and checks it returned [B, C] log-probabilities, as
-// float32 whatever the precision. Adapters (if any) take effect in `mode` for the duration of
-// the call only (module/method_call.h).
+// Runs the classifier on the input and checks it returned [B, C] outputs (log-probabilities,
+// logits or values: module/problem_type.h), as float32 whatever the precision. Adapters (if any)
+// take effect in `mode` for the duration of the call only (module/method_call.h).
 torch::Tensor Forward(ModuleState& state, const BatchInput& input, const c10::Device& device, LoraMode mode,
                       Precision precision);
 
-// Throws when a label is not a class of a model with `classes` classes.
-void CheckLabels(const torch::Tensor& labels, int64_t classes);
+// The labels as the loss of `problem` takes them, checked against the [B, C] `outputs`: class ids
+// below C (single-label), or float targets shaped [B, C] (multi-label: each in [0, 1]; regression).
+// Throws when they are not the problem's kind, or do not fit.
+torch::Tensor LossTargets(const torch::Tensor& labels, const torch::Tensor& outputs, ProblemType problem);
 
-// Mean loss over the batch. Plain: NLL of the log-probabilities. With class weights or label
-// smoothing: cross_entropy on the log-probabilities, which equals nn.CrossEntropyLoss(weight,
-// label_smoothing) on the logits since log_softmax is idempotent.
-torch::Tensor ComputeLoss(const torch::Tensor& logp, const torch::Tensor& labels, const LossOptions& options);
+// Mean loss over the batch, as transformers' sequence classifiers compute it for `problem`.
+// Single-label: NLL of the log-probabilities; with class weights or label smoothing,
+// cross_entropy on the log-probabilities, which equals nn.CrossEntropyLoss(weight,
+// label_smoothing) on the logits since log_softmax is idempotent. Multi-label:
+// BCEWithLogitsLoss (mean over every row and class). Regression: MSELoss. Class weights and label
+// smoothing are single-label's alone.
+torch::Tensor ComputeLoss(const torch::Tensor& outputs, const torch::Tensor& targets, const LossOptions& options,
+                          ProblemType problem);
 
 // Data-parallel training (distributed/): how a micro-batch's backward takes part in the group.
 struct DataParallelStep {
@@ -66,9 +73,10 @@ struct DataParallelStep {
 
 // What ForwardBackward computed.
 struct ForwardBackwardResult {
-  torch::Tensor logp;    // [B, C] float32 log-probabilities
-  torch::Tensor labels;  // int64 [B] on the device
-  torch::Tensor loss;    // the mean loss, before any multiplier
+  ProblemType problem;    // the model's (module/problem_type.h)
+  torch::Tensor outputs;  // [B, C] float32: log-probabilities, logits or values, by `problem`
+  torch::Tensor targets;  // LossTargets' labels, on the device
+  torch::Tensor loss;     // the mean loss, before any multiplier
   // skipNonFinite and the loss (data-parallel: any rank's) is NaN/Inf: no backward ran.
   bool nonFiniteLoss = false;
   // Data-parallel: some rank's loss was non-finite; the group's value (NaN or ±Inf), which every

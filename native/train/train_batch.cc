@@ -13,6 +13,7 @@
 #include "addon/errors.h"
 #include "distributed/gradient_reducer.h"
 #include "module/method_call.h"
+#include "module/problem_type.h"
 #include "module/script_module.h"
 #include "tensor/tensor.h"
 #include "train/batch.h"
@@ -102,11 +103,14 @@ class TrainBatchWorker : public BatchWorker {
     }
 
     torch::NoGradGuard noGrad;
-    torch::Tensor predictions = batch.logp.argmax(1);
     // Data-parallel: a non-finite loss on any rank is every rank's (the global batch's).
     loss_ = batch.groupLoss.value_or(batch.loss.item<double>());
-    correct_ = predictions.eq(batch.labels).sum().item<int64_t>();
-    predictions_ = ToInt32(predictions);
+    // A class per row is single-label classification's; the others predict no one class.
+    if (batch.problem == ProblemType::kSingleLabel) {
+      torch::Tensor predictions = batch.outputs.argmax(1);
+      correct_ = predictions.eq(batch.targets).sum().item<int64_t>();
+      predictions_ = ToInt32(predictions);
+    }
   }
 
   Napi::Value Result(Napi::Env env) override {
@@ -167,22 +171,24 @@ class EvalBatchWorker : public BatchWorker {
     TrainingModeSnapshot restore(Modules(*model_));
     for (const auto& m : Modules(*model_)) SetTrainingFlag(m, false);
 
-    torch::Tensor logp = Forward(*model_, input_, device, LoraMode::kForward, options_.precision);
-    classes_ = logp.size(1);
-    torch::Tensor predictions = logp.argmax(1);
+    const ProblemType problem = ProblemTypeOf(model_->module);
+    torch::Tensor outputs = Forward(*model_, input_, device, LoraMode::kForward, options_.precision);
     if (input_.labels) {
-      CheckLabels(*input_.labels, classes_);
-      torch::Tensor labels = ToDevice(*input_.labels, device);
-      loss_ = ComputeLoss(logp, labels, options_.loss).item<double>();
-      correct_ = predictions.eq(labels).sum().item<int64_t>();
+      torch::Tensor targets = ToDevice(LossTargets(*input_.labels, outputs, problem), device);
+      loss_ = ComputeLoss(outputs, targets, options_.loss, problem).item<double>();
+      if (problem == ProblemType::kSingleLabel) correct_ = outputs.argmax(1).eq(targets).sum().item<int64_t>();
     }
-    predictions_ = ToInt32(predictions);
+    if (problem == ProblemType::kSingleLabel) predictions_ = ToInt32(outputs.argmax(1));
     // A masked-language batch's rows are vocabulary-wide: only the loss and predictions return.
     if (input_.tokens && input_.tokens->maskedPositions) return;
-    // softmax rather than exp: right whether forward returns log-probabilities or logits.
-    torch::Tensor probabilities = torch::softmax(logp.to(torch::kFloat), 1).to(torch::kCPU).contiguous();
-    const auto* data = static_cast<const float*>(probabilities.data_ptr());
-    probabilities_.assign(data, data + probabilities.numel());
+    // Single-label: softmax rather than exp, right whether forward returns log-probabilities or
+    // logits. Multi-label: a sigmoid per class. Regression: the values as they are.
+    torch::Tensor scores = problem == ProblemType::kSingleLabel  ? torch::softmax(outputs, 1)
+                           : problem == ProblemType::kMultiLabel ? torch::sigmoid(outputs)
+                                                                 : outputs;
+    scores = scores.to(torch::kCPU, torch::kFloat).contiguous();
+    const auto* data = static_cast<const float*>(scores.data_ptr());
+    (problem == ProblemType::kRegression ? values_ : probabilities_).assign(data, data + scores.numel());
   }
 
   Napi::Value Result(Napi::Env env) override {
@@ -195,17 +201,20 @@ class EvalBatchWorker : public BatchWorker {
       std::memcpy(probabilities.Data(), probabilities_.data(), probabilities_.size() * sizeof(float));
     }
     out.Set("probabilities", probabilities);
+    Napi::Float32Array values = Napi::Float32Array::New(env, values_.size());
+    if (!values_.empty()) std::memcpy(values.Data(), values_.data(), values_.size() * sizeof(float));
+    out.Set("values", values);
     return out;
   }
 
  private:
   BatchInput input_;
   EvalOptions options_;
-  int64_t classes_ = 0;
   std::optional<double> loss_;
   std::optional<int64_t> correct_;
   std::vector<int32_t> predictions_;
   std::vector<float> probabilities_;
+  std::vector<float> values_;
 };
 
 // extractFeatures: the classifier's `features` in eval mode without autograd.

@@ -31,6 +31,9 @@ Layouts (--layout):
                bert-seqcls's tensors as a transformers 2.x/3.x save has them (many classifiers on
                the Hub, e.g. textattack's, ship only this): pytorch_model.bin (torch.save, zip
                format), LayerNorm.gamma/beta, the embeddings.position_ids buffer
+--problem-type (the *-seqcls layouts): config.json's problem_type, single_label_classification by
+default; multi_label_classification; regression (one output, LABEL_0); unset (none written, which
+transformers reads as regression for one output).
 --round f16|bf16 writes float32 weights rounded through that dtype (the reference the f16/bf16
 layouts must equal). --weights-out FILE also writes the AutoModel-named float32 weights as one
 safetensors file (make_encoder.py --weights traces them).
@@ -144,18 +147,25 @@ def config_json(a: argparse.Namespace, family: str, architecture: str, dtype: st
     return c
 
 
+def seqcls_labels(a: argparse.Namespace) -> List[str]:
+    """The head's outputs by name: SEQCLS_LABELS, or for regression one output, LABEL_0 as transformers names it."""
+    return ["LABEL_0"] if a.problem_type == "regression" else SEQCLS_LABELS
+
+
 def seqcls_config(a: argparse.Namespace, family: str, architecture: str, dtype: str) -> Dict[str, object]:
     """config_json's, with the task: transformers writes id2label / label2id (num_labels follows from them)."""
     c = config_json(a, family, architecture, dtype)
-    c.update({"id2label": {str(i): label for i, label in enumerate(SEQCLS_LABELS)},
-              "label2id": {label: i for i, label in enumerate(SEQCLS_LABELS)},
-              "problem_type": "single_label_classification"})
+    labels = seqcls_labels(a)
+    c.update({"id2label": {str(i): label for i, label in enumerate(labels)},
+              "label2id": {label: i for i, label in enumerate(labels)}})
+    if a.problem_type != "unset":
+        c["problem_type"] = a.problem_type
     return c
 
 
 def seqcls(a: argparse.Namespace, family: str, gen: torch.Generator):
     """A *ForSequenceClassification file: the family's body under its prefix, then the head by transformers' names."""
-    H, C = a.hidden, len(SEQCLS_LABELS)
+    H, C = a.hidden, len(seqcls_labels(a))
     if family == "distilbert":
         body = init(distilbert_body(a), gen, a.pad)
         head = init([("pre_classifier.weight", [H, H]), ("pre_classifier.bias", [H]), ("classifier.weight", [C, H]),
@@ -294,6 +304,9 @@ def main() -> int:
     p.add_argument("--act", default="gelu")
     p.add_argument("--dropout", type=float, default=0.1, help="the config's hidden and attention dropout probabilities")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--problem-type", default="single_label_classification",
+                   choices=["single_label_classification", "multi_label_classification", "regression", "unset"],
+                   help="*-seqcls layouts: config.json's problem_type (unset: none written); regression has one output, LABEL_0")
     p.add_argument("--weights-out", help="also write the AutoModel-named float32 weights here (safetensors)")
     a = p.parse_args()
     if a.round and a.layout != "automodel":

@@ -63,7 +63,7 @@ def export_mode(args):
     hidden, pooled = encode(exported.encoder, args["input_ids"], args["attention_mask"], args.get("token_type_ids"))
     with torch.no_grad():
         logits = head_logits(family, exported.head, pooled, hidden[:, 0])
-    return {"probabilities": torch.softmax(logits, -1).tolist(), "keys": sorted(exported.weights),
+    return {"probabilities": torch.softmax(logits, -1).tolist(), "logits": logits.tolist(), "keys": sorted(exported.weights),
             "config": exported.config}
 
 
