@@ -71,6 +71,7 @@ export {
   type StepEvent,
   type Technique,
   type TrainOptions,
+  type TrainProblemType,
 } from './training/options.js';
 export type { SkippedBatch } from './training/training-state.js';
 

@@ -16,7 +16,7 @@ import { loadBinding } from '../lib/addon/loader.js';
 import { freePort, rankVariables } from '../lib/cli/launcher.js';
 import { loadExamples } from '../lib/data/data.js';
 import { agreeOnRun, type RunIdentity, rankBlasThreads, startAsRank } from '../lib/training/distributed.js';
-import { demoReviews, demoTokenizer, makeEncoder, repoRoot } from './fixtures.js';
+import { demoReviews, demoTokenizer, makeEncoder, makeHfFolder, repoRoot } from './fixtures.js';
 import { type CommandExit, type CommandWatch, runCommand, runTorchrun, torchrunUnfit } from './helpers/run-command.js';
 import { maxDifference, savedWeights } from './helpers/weights.js';
 
@@ -219,6 +219,48 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     const ranks = await runRanks({ ...options, batchSize: 4 }, join(dir, 'zero-weighted-ddp'), 2);
     for (const r of ranks) expect(r.code, r.stderr).toBe(0);
     expect(maxDifference(weights(join(dir, 'zero-weighted-ddp.0')), weights(single))).toBeLessThan(1e-5);
+  }, 240_000);
+
+  it("regression (full, MSE): 2 ranks with batch 4 end with 1 process's weights with batch 8, and report its Pearson and Spearman (sharded values)", async () => {
+    // Each review's score: 4 or 1 by its sentiment, plus a quarter per (row mod 3); 33 held-out rows do not divide by 2.
+    // The attention's key bias is frozen: its gradient is zero in exact arithmetic (a softmax does not
+    // move when one constant is added to a row's scores), so AdamW turns each run's rounding noise
+    // into steps of the learning rate's size, in directions of its own (measured: 6e-5 apart after
+    // 60 steps, every other weight within 2e-6).
+    const raw = await loadExamples(demoReviews);
+    const score = (l: string, i: number) => (l === 'positive' ? 4 : 1) + (i % 3) * 0.25;
+    const options = {
+      ...base,
+      technique: 'full',
+      problemType: 'regression',
+      bestMetric: 'spearman',
+      freeze: ['encoder.layer.0.attention.self.key.bias'],
+      data: { texts: raw.texts.slice(0, 480), labels: raw.labels!.slice(0, 480).map(score) },
+      validationData: { texts: raw.texts.slice(480, 513), labels: raw.labels!.slice(480, 513).map(score) },
+    };
+    const single = join(dir, 'regression-single');
+    const alone = await runProcess({ ...options, batchSize: 8 }, single, {});
+    expect(alone.code, alone.stderr).toBe(0);
+    const ranks = await runRanks({ ...options, batchSize: 4 }, join(dir, 'regression-ddp'), 2);
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    expect(maxDifference(weights(join(dir, 'regression-ddp.0')), weights(single))).toBeLessThan(1e-5);
+    // The values sharded: with learning rate 0 both runs hold the same weights, so the ranks' summed
+    // values give one process's errors and correlations (as the classification test below does).
+    // A Hugging Face regression model's head, whose values spread (an untrained head's are nearly
+    // one value, whose correlation magnifies the rounding of differently padded batches: 3e-5).
+    const { dir: regressionModel } = await makeHfFolder({ layout: 'bert-seqcls', problemType: 'regression' });
+    const still = { ...options, encoder: regressionModel, head: 'sequence-classification', learningRate: 0 };
+    const stillSingle = join(dir, 'regression-lr0-single');
+    expect((await runProcess({ ...still, batchSize: 8 }, stillSingle, {})).code).toBe(0);
+    for (const r of await runRanks({ ...still, batchSize: 4 }, join(dir, 'regression-lr0-ddp'), 2)) expect(r.code, r.stderr).toBe(0);
+    const metrics = (out: string) => reported(out).metrics as unknown as Record<string, number>;
+    const [one, rank0, rank1] = [stillSingle, `${join(dir, 'regression-lr0-ddp')}.0`, `${join(dir, 'regression-lr0-ddp')}.1`].map(metrics);
+    expect(one!.examples).toBe(33);
+    for (const key of ['mse', 'mae', 'pearson', 'spearman']) {
+      expect(Math.abs(rank0![key]! - one![key]!), key).toBeLessThan(1e-6);
+      expect(rank1![key], key).toBe(rank0![key]);
+    }
+    expect(reported(stillSingle).history[0]!.validationSpearman).toBe(one!.spearman);
   }, 240_000);
 
   it('evaluation is sharded: 2 ranks report the metrics of 1 process on the same model (33 held-out rows, 1e-6)', async () => {

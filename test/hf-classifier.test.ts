@@ -80,6 +80,21 @@ async function offlineFrom<T>(cache: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The Python reference of transformers' heads on `dir`'s folder (PROBE_TEXTS, given the classifier's own token rows): softmax probabilities and logits. */
+async function reference(dir: string, c: Classifier<ProblemType>): Promise<{ probabilities: number[][]; logits: number[][] }> {
+  const rows = gatherRows(
+    await c.tokenizer.encodeBatchAsync(PROBE_TEXTS, c.config.maxLength),
+    PROBE_TEXTS.map((_, i) => i),
+  );
+  const input = {
+    mode: 'export',
+    dir,
+    input_ids: asRows(rows.inputIds, rows.seqLen),
+    attention_mask: asRows(rows.attentionMask, rows.seqLen),
+  };
+  return JSON.parse(await runPython('test/python/seq_classification_reference.py', [], JSON.stringify(input)));
+}
+
 describe('a Hugging Face sequence classifier as a classifier', () => {
   it("a folder: id2label's classes, the family's head, the folder's max length; evaluate() reports what the trained classifier's does", async () => {
     const loaded = await loadClassifier(hfDir);
@@ -105,22 +120,7 @@ describe('a Hugging Face sequence classifier as a classifier', () => {
       try {
         expect(loaded.labels).toEqual(['negative', 'neutral', 'positive']);
         expect(loaded.config.headFamily).toBe(family);
-        const rows = gatherRows(
-          await loaded.tokenizer.encodeBatchAsync(PROBE_TEXTS, loaded.config.maxLength),
-          PROBE_TEXTS.map((_, i) => i),
-        );
-        const ref = JSON.parse(
-          await runPython(
-            'test/python/seq_classification_reference.py',
-            [],
-            JSON.stringify({
-              mode: 'export',
-              dir,
-              input_ids: asRows(rows.inputIds, rows.seqLen),
-              attention_mask: asRows(rows.attentionMask, rows.seqLen),
-            }),
-          ),
-        ) as { probabilities: number[][] };
+        const ref = await reference(dir, loaded);
         const own = await probabilities(loaded, PROBE_TEXTS);
         expect(Math.max(...own.flatMap((row, r) => row.map((v, c) => Math.abs(v - ref.probabilities[r]![c]!))))).toBeLessThan(1e-5);
         // Not a degenerate comparison: the classes' probabilities differ, and differ between texts.
@@ -261,27 +261,6 @@ describe("train() from a sequence classifier, head 'sequence-classification'", (
 });
 
 describe('regression and multi-label sequence classifiers (problem_type)', () => {
-  /** The Python reference's logits of `dir` on PROBE_TEXTS, given the classifier's own token rows. */
-  async function referenceLogits(dir: string, c: Classifier<ProblemType>): Promise<number[][]> {
-    const rows = gatherRows(
-      await c.tokenizer.encodeBatchAsync(PROBE_TEXTS, c.config.maxLength),
-      PROBE_TEXTS.map((_, i) => i),
-    );
-    const ref = JSON.parse(
-      await runPython(
-        'test/python/seq_classification_reference.py',
-        [],
-        JSON.stringify({
-          mode: 'export',
-          dir,
-          input_ids: asRows(rows.inputIds, rows.seqLen),
-          attention_mask: asRows(rows.attentionMask, rows.seqLen),
-        }),
-      ),
-    ) as { logits: number[][] };
-    return ref.logits;
-  }
-
   it("regression (BERT): loaded only when asked for; predict()'s values and evaluate()'s loss and correlations are the reference's", async () => {
     const { dir } = await makeHfFolder({ layout: 'bert-seqcls', problemType: 'regression' });
     await expect(loadClassifier(dir)).rejects.toThrow(
@@ -291,7 +270,7 @@ describe('regression and multi-label sequence classifiers (problem_type)', () =>
     try {
       expect(model.problemType).toBe('regression');
       expect(model.config).toMatchObject({ labels: ['LABEL_0'], output: 'values', problemType: 'regression' });
-      const logits = await referenceLogits(dir, model);
+      const { logits } = await reference(dir, model);
       const predictions = await model.predict(PROBE_TEXTS);
       predictions.forEach((p, i) => {
         expect(Math.abs(p.value - logits[i]![0]!)).toBeLessThan(1e-5);
@@ -328,7 +307,7 @@ describe('regression and multi-label sequence classifiers (problem_type)', () =>
     try {
       expect(model.problemType).toBe('multi_label_classification');
       expect(model.config.output).toBe('logits');
-      const logits = await referenceLogits(dir, model);
+      const { logits } = await reference(dir, model);
       const predictions = (await model.predict(PROBE_TEXTS)) as MultiLabelPrediction[];
       let applied = 0;
       predictions.forEach((p, i) => {

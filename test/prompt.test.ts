@@ -641,7 +641,7 @@ print(json.dumps(sorted(out)))`,
       // mask row, the head) on the same texts gives the same loss only if the cache holds the mask row.
       const whole = await result.classifier.evaluate(validationData);
       expect(whole.loss).toBeCloseTo(result.best.validationLoss, 5);
-      expect(whole.accuracy).toBeCloseTo(result.best.validationAccuracy, 10);
+      expect(whole.accuracy).toBeCloseTo(result.best.validationAccuracy!, 10);
     } finally {
       zero.dispose();
       result.classifier.dispose();

@@ -40,7 +40,9 @@ function firstColumn(text: string, header: string): string[] {
 /** The property names of an exported interface of a lib/ file (its path under lib/). */
 function interfaceKeys(file: string, name: string): string[] {
   const src = readFileSync(join(repoRoot, 'lib', file), 'utf8');
-  const start = src.indexOf(`export interface ${name} {`);
+  // A generic interface's parameters (`TrainResult<P extends ...>`) sit between its name and its body.
+  const start = src.search(new RegExp(`export interface ${name}(<[^{]*>)? \\{`));
+  if (start < 0) throw new Error(`lib/${file} declares no interface ${name}`);
   return [...src.slice(start, src.indexOf('\n}\n', start)).matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]);
 }
 

@@ -242,3 +242,30 @@ describe('axes', () => {
     expect(integerAxis(1, 50).ticks).toEqual([5, 10, 15, 20, 25, 30, 35, 40, 45, 50]);
   });
 });
+
+describe("a regression run's report", () => {
+  const regressionEpoch = (e: number, validationLoss: number, pearson: number, spearman: number, isBest: boolean): EpochMetrics => ({
+    epoch: e,
+    trainLoss: validationLoss + 0.1,
+    validationLoss,
+    validationPearson: pearson,
+    validationSpearman: spearman,
+    seconds: 10,
+    isBest,
+  });
+  const html = render({
+    history: [regressionEpoch(1, 0.9, 0.61, 0.58, true), regressionEpoch(2, 0.7, 0.734, 0.7, true)],
+    final: { mse: 0.7, mae: 0.65, pearson: 0.734, spearman: 0.7, examples: 40 },
+    labels: ['LABEL_0'],
+  });
+
+  it('curves of Pearson and Spearman, their columns, the errors and correlations; no accuracy, confusion matrix or classes', () => {
+    expectWellFormed(html);
+    expect(html).toContain('Correlation per epoch');
+    expect(html).toContain('<th>validation Pearson</th><th>validation Spearman</th>');
+    expect(html).toContain('<td>0.734</td><td>0.700</td>');
+    expect(html).toContain('<th scope="row">Spearman&#39;s ρ</th><td>0.700</td>');
+    expect(html).toContain('<th scope="row">mean squared error</th><td>0.7000</td>');
+    for (const absent of ['Accuracy per epoch', 'id="confusion"', 'id="labels"', 'train accuracy']) expect(html).not.toContain(absent);
+  });
+});

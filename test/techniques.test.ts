@@ -464,8 +464,8 @@ describe('control', () => {
     const mid = Array.from({ length: 3 * steps }, (_, i) => i + 1).filter((s) => s % 3 === 0 && s % steps !== 0).length;
     expect(result.evaluations).toHaveLength(mid + 3);
     const best = result.evaluations.filter((e) => e.isBest).at(-1)!;
-    expect(best.validationMacroF1).toBe(Math.max(...result.evaluations.map((e) => e.validationMacroF1)));
-    expect(result.metrics.macroF1).toBeCloseTo(best.validationMacroF1, 10);
+    expect(best.validationMacroF1).toBe(Math.max(...result.evaluations.map((e) => e.validationMacroF1!)));
+    expect(result.metrics.macroF1).toBeCloseTo(best.validationMacroF1!, 10);
     result.classifier.dispose();
 
     // lr 0: nothing improves after the first evaluation, so patience 2 ends the run after epoch 3 of 10.
@@ -718,7 +718,7 @@ describe('control', () => {
     const outDir = join(work, 'report');
     const result = await train({ ...base(), outDir, report: true });
     expect(result.metrics.confusionMatrix.flat().reduce((a, b) => a + b, 0)).toBe(result.validationExamples);
-    expect(result.metrics.accuracy).toBeCloseTo(result.best.validationAccuracy, 10);
+    expect(result.metrics.accuracy).toBeCloseTo(result.best.validationAccuracy!, 10);
     const html = readFileSync(join(outDir, 'report.html'), 'utf8');
     expect(html).toContain('<svg');
     for (const label of result.labels) expect(html).toContain(label);

@@ -23,6 +23,7 @@ import {
   predict,
   pretrain,
   promptClassifier,
+  type TrainResult,
   train,
 } from '../lib/index.js';
 import type { EpochMetrics, PredictEvent, TrainOptions } from '../lib/training/options.js';
@@ -105,7 +106,7 @@ describe('parity with the plain-PyTorch reference of the seed job', () => {
     for (let e = 0; e < epochs; e++) {
       const r = reference.epochs[e]!;
       const o = ours.history[e]!;
-      expect(Math.abs(o.validationAccuracy - r.valAccuracy)).toBeLessThanOrEqual(0.015);
+      expect(Math.abs(o.validationAccuracy! - r.valAccuracy)).toBeLessThanOrEqual(0.015);
       expect(Math.abs(o.validationLoss - r.valLoss) / r.valLoss).toBeLessThan(0.05);
       expect(Math.abs(o.trainLoss - r.trainLoss) / r.trainLoss).toBeLessThan(0.05);
     }
@@ -114,7 +115,7 @@ describe('parity with the plain-PyTorch reference of the seed job', () => {
 
 describe('a trained classifier', () => {
   let outDir: string;
-  let result: Awaited<ReturnType<typeof train>>;
+  let result: TrainResult;
   beforeAll(async () => {
     outDir = join(work, 'trained');
     result = await train({ data: demoReviews, encoder: informativeEncoder, tokenizer: demoTokenizer, outDir, epochs: 2, ...SMALL });
@@ -132,7 +133,7 @@ describe('a trained classifier', () => {
     expect(readFileSync(join(outDir, 'tokenizer.json'), 'utf8')).toBe(readFileSync(demoTokenizer, 'utf8'));
     const history = JSON.parse(readFileSync(join(outDir, 'history.json'), 'utf8'));
     expect(history).toHaveLength(2);
-    expect(history[1].validationAccuracy).toBeCloseTo(result.history[1]!.validationAccuracy, 12);
+    expect(history[1].validationAccuracy).toBeCloseTo(result.history[1]!.validationAccuracy!, 12);
   });
 
   /** 70 texts of 2 to 24 words, in no order of length. */
@@ -390,7 +391,7 @@ with torch.no_grad():
     });
     expect(metrics.examples).toBe(split.validation.length);
     expect(Math.abs(metrics.loss - result.best.validationLoss)).toBeLessThan(1e-5);
-    expect(metrics.accuracy).toBeCloseTo(result.best.validationAccuracy, 10);
+    expect(metrics.accuracy).toBeCloseTo(result.best.validationAccuracy!, 10);
     const byPredict = await predict(result.classifier, ['a wonderful and moving film']);
     expect(byPredict[0]!.label).toBe('positive');
   });

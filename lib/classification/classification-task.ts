@@ -1,7 +1,8 @@
 /**
  * Sequence classification as a training task: its batch (tokens, or the frozen technique's
- * cached features, with class ids), its loss (cross-entropy with class weights and label
- * smoothing, computed in the native step) and its validation pass. The loop that drives it is
+ * cached features, with class ids, or a regression run's targets), its loss (cross-entropy with
+ * class weights and label smoothing, or the mean squared error, computed in the native step) and
+ * its validation pass. The loop that drives it is
  * training-loop.ts's, which any other task (MLM, prompt-based training) shares.
  */
 
@@ -16,29 +17,33 @@ import type {
   TrainStepResult,
 } from '../addon/binding.js';
 import { InputError } from '../addon/errors.js';
-import { type BatchedEvaluation, consecutiveBatches, evaluateInBatches, gatherRows, stepBatch } from '../data/batching.js';
+import { type BatchedEvaluation, consecutiveBatches, evaluateInBatches, gatherRows, labelsAt, stepBatch } from '../data/batching.js';
 import type { EncodedTexts } from '../data/tokenizer.js';
 import type { ValidationShard } from '../training/distributed.js';
 import { type FeatureCache, featureRows } from '../training/feature-cache.js';
-import { type ClassificationMetrics, classificationMetrics } from '../training/metrics.js';
+import { type ClassificationMetrics, classificationMetrics, type RegressionMetrics, regressionMetrics } from '../training/metrics.js';
 import { type ResolvedTrainOptions, unweightedClasses } from '../training/options.js';
 import type { Validation } from '../training/run-keeper.js';
 import { type MicroBatchStep, nativeStepOptions, type StepSettings, type Task } from '../training/training-loop.js';
 import { lossWeight, runEvaluation } from './classifier.js';
 
-/** Texts (tokens) with their class ids; `cache` holds their encoded features with the frozen technique. */
+/**
+ * Texts (tokens) with their labels: class ids, or a regression run's targets (a Float32Array, one
+ * per text); `cache` holds their encoded features with the frozen technique.
+ */
 export interface LabelledSet {
   encoded: EncodedTexts;
-  labels: Int32Array;
+  labels: Int32Array | Float32Array;
   cache: FeatureCache | null;
 }
 
-/** A classification batch: tokens, or rows of the cached features, with their class ids. */
-export type ClassificationBatch = { tokens: StepBatch } | { featureRows: Int32Array; labels: Int32Array };
+/** A classification batch: tokens, or rows of the cached features, with their labels. */
+export type ClassificationBatch = { tokens: StepBatch } | { featureRows: Int32Array; labels: Int32Array | Float32Array };
 
-/** Class weights for the loss: given, or `balanced` as scikit-learn computes them. */
-export function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array, labels: readonly string[]): LossOptions {
+/** Class weights for the loss: given, or `balanced` as scikit-learn computes them (none for regression: no classes). */
+export function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array | Float32Array, labels: readonly string[]): LossOptions {
   const loss: LossOptions = {};
+  if (trainLabels instanceof Float32Array) return loss;
   if (opts.labelSmoothing > 0) loss.labelSmoothing = opts.labelSmoothing;
   const counts = new Float64Array(labels.length);
   for (const c of trainLabels) counts[c]!++;
@@ -82,14 +87,14 @@ export function classificationTask(
   const cache = train.cache;
   return {
     batch(rows) {
-      const labels = Int32Array.from(rows, (i) => train.labels[i]!);
+      const labels = labelsAt(train.labels, rows);
       if (cache) return { featureRows: featureRows(cache, rows), labels };
       return { tokens: stepBatch(gatherRows(train.encoded, rows, settings.padTo), labels) };
     },
     lossNormaliser(rows) {
       // The weighted cross-entropy's mean divides by the rows' class weights, the plain one by the rows.
       const weights = settings.loss.classWeights;
-      if (!weights) return rows.length;
+      if (!weights || train.labels instanceof Float32Array) return rows.length;
       let sum = 0;
       for (const i of rows) sum += weights[train.labels[i]!]!;
       return sum;
@@ -121,7 +126,7 @@ function evaluateRows(
   model: NativeScriptModule,
   data: LabelledSet,
   rows: Int32Array,
-  labels: Int32Array,
+  labels: Int32Array | Float32Array,
   settings: ValidationSettings,
 ): Promise<BatchedEvaluation> {
   const { cache } = data;
@@ -147,7 +152,7 @@ function evaluateRows(
           cache,
           Int32Array.from(examples, (i) => rows[i]!),
         ),
-        Int32Array.from(examples, (i) => labels[i]!),
+        labelsAt(labels, examples),
         settings.loss,
       ),
     true,
@@ -157,46 +162,54 @@ function evaluateRows(
 }
 
 /**
- * A rank's predictions of its `rows` and its loss, summed over the ranks into every row's
- * prediction (a row's is its one rank's, the others add zero) and the whole set's loss.
+ * A rank's outputs of its `rows` (class predictions, or a regression run's values) and its loss,
+ * summed over the ranks into every row's output (a row's is its one rank's, the others add zero)
+ * and the whole set's loss.
  */
 function sumOverRanks(
-  local: BatchedEvaluation,
+  local: ArrayLike<number>,
+  localLoss: { loss: number; weight: number },
   rows: Int32Array,
   count: number,
   shard: ValidationShard,
-): { predictions: Int32Array; loss: number } {
-  // [every row's prediction..., this rank's loss sum, what it divides by (rows or class weights)]
+): { outputs: Float64Array; loss: number } {
+  // [every row's output..., this rank's loss sum, what it divides by (rows or class weights)]
   const sums = new Float64Array(count + 2);
   rows.forEach((row, i) => {
-    sums[row] = local.predictions[i]!;
+    sums[row] = local[i]!;
   });
-  sums[count] = local.lossWeight > 0 ? local.loss! * local.lossWeight : 0;
-  sums[count + 1] = local.lossWeight;
+  sums[count] = localLoss.weight > 0 ? localLoss.loss * localLoss.weight : 0;
+  sums[count + 1] = localLoss.weight;
   const global = shard.sum(sums);
-  return { predictions: Int32Array.from(global.subarray(0, count)), loss: global[count]! / global[count + 1]! };
+  return { outputs: global.subarray(0, count), loss: global[count]! / global[count + 1]! };
 }
 
 /**
- * Validation loss and metrics of `model`, from cached features (frozen) or from tokens. With a
- * shard, the rank's rows only; every prediction and the loss sum are then summed over the ranks
- * (a row's prediction is its one rank's, the others add zero), so every rank computes the metrics
- * of the whole set, exactly those of one process (the confusion matrix and F1 from every
- * prediction, not averages of the ranks' metrics).
+ * Validation loss and metrics of `model`, from cached features (frozen) or from tokens:
+ * classification's, or a regression run's (its labels are targets). With a shard, the rank's rows
+ * only; every output and the loss sum are then summed over the ranks (a row's output is its one
+ * rank's, the others add zero), so every rank computes the metrics of the whole set, exactly
+ * those of one process (the confusion matrix and F1, or the correlations, from every output, not
+ * averages of the ranks' metrics).
  */
 export async function validateClassifier(
   binding: NativeBinding,
   model: NativeScriptModule,
   data: LabelledSet,
   settings: ValidationSettings,
-): Promise<Validation<ClassificationMetrics>> {
+): Promise<Validation<ClassificationMetrics | RegressionMetrics>> {
   const count = data.encoded.count;
   const rows = settings.shard?.rows ?? Int32Array.from({ length: count }, (_, i) => i);
-  const labels = Int32Array.from(rows, (i) => data.labels[i]!);
-  const result = await evaluateRows(binding, model, data, rows, labels, settings);
-  const { predictions, loss } = settings.shard
-    ? sumOverRanks(result, rows, count, settings.shard)
-    : { predictions: result.predictions, loss: result.loss! };
-  const metrics = classificationMetrics(predictions, data.labels, settings.labels);
-  return { loss, accuracy: metrics.accuracy, macroF1: metrics.macroF1, metrics };
+  const result = await evaluateRows(binding, model, data, rows, labelsAt(data.labels, rows), settings);
+  const regression = data.labels instanceof Float32Array;
+  const local = regression ? result.values : result.predictions;
+  const { outputs, loss } = settings.shard
+    ? sumOverRanks(local, { loss: result.loss!, weight: result.lossWeight }, rows, count, settings.shard)
+    : { outputs: local, loss: result.loss! };
+  if (data.labels instanceof Float32Array) {
+    const metrics = regressionMetrics(Float32Array.from(outputs), data.labels);
+    return { loss, scores: { pearson: metrics.pearson, spearman: metrics.spearman }, metrics };
+  }
+  const metrics = classificationMetrics(Int32Array.from(outputs), data.labels, settings.labels);
+  return { loss, scores: { accuracy: metrics.accuracy, macroF1: metrics.macroF1 }, metrics };
 }

@@ -14,6 +14,7 @@ import {
   evaluateInBatches,
   gatherRows,
   INFERENCE_CHUNK,
+  labelsAt,
   longestFirstBatches,
   rowsByChunk,
   stepBatch,
@@ -178,7 +179,7 @@ export interface EvaluationResult {
   predictions: Int32Array;
 }
 
-export interface LoadAdaptersOptions {
+export interface LoadAdaptersOptions<P extends ProblemType = 'single_label_classification'> {
   /** The base encoder: a TorchScript file, a Hugging Face model folder or a Hub id (as `train()`'s `encoder`). */
   encoder: string;
   device?: Device;
@@ -187,10 +188,15 @@ export interface LoadAdaptersOptions {
    * fingerprint, base-weights.ts), e.g. a base continued since; refused by default (`OTHER_BASE`).
    */
   allowOtherBase?: boolean;
+  /** As loadClassifier's: the problem type (or types) the caller takes (default single_label_classification). */
+  problemType?: P | readonly P[];
 }
 
 /** Classifier.loadAdapters' option names (plain JavaScript's misspelt keys: options.ts checkOptionNames). */
-const LOAD_ADAPTERS_OPTION_NAMES = Object.keys({ encoder: 1, device: 1, allowOtherBase: 1 } satisfies Record<keyof LoadAdaptersOptions, 1>);
+const LOAD_ADAPTERS_OPTION_NAMES = Object.keys({ encoder: 1, device: 1, allowOtherBase: 1, problemType: 1 } satisfies Record<
+  keyof LoadAdaptersOptions,
+  1
+>);
 
 export interface EvaluationOptions {
   batchSize?: number;
@@ -290,15 +296,6 @@ async function evaluateBatches(
     signal,
     lossWeight(labels, loss),
   );
-}
-
-/** The labels of the examples at `indices`: class ids, or targets one per example. */
-function labelsAt<L extends Int32Array | Float32Array>(labels: L, indices: Int32Array): L {
-  const picked = labels instanceof Float32Array ? new Float32Array(indices.length) : new Int32Array(indices.length);
-  indices.forEach((example, r) => {
-    picked[r] = labels[example]!;
-  });
-  return picked as L;
 }
 
 /** What the evaluation loss of a batch of these rows divides by: the rows, or the sum of their class weights (single-label). */
@@ -446,13 +443,25 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
       );
     }
     checkOptionNames('loadClassifier()', options, ['device', 'onProgress', 'problemType']);
-    const asked = [options.problemType ?? 'single_label_classification'].flat() as ProblemType[];
-    const loaded = await Classifier.loadAny(dir, options);
-    if (!asked.includes(loaded.problemType)) {
+    return Classifier.ofProblemType(await Classifier.loadAny(dir, options), options.problemType, dir, 'loadClassifier(dir, { problemType:');
+  }
+
+  /**
+   * `loaded`, when its problem type is one `asked` (default: single-label classification), typed so;
+   * else disposed, and an InputError naming its problem type and the option (`how`) that loads it.
+   */
+  private static ofProblemType<P extends ProblemType>(
+    loaded: Classifier<ProblemType>,
+    asked: P | readonly P[] | undefined,
+    dir: string,
+    how: string,
+  ): Classifier<P> {
+    const types = [asked ?? 'single_label_classification'].flat() as ProblemType[];
+    if (!types.includes(loaded.problemType)) {
       loaded.dispose();
       throw new InputError(
-        `${dir} is a ${PROBLEM_IN_WORDS[loaded.problemType]} (problem_type ${loaded.problemType}), not a ${asked.map((p) => PROBLEM_IN_WORDS[p]).join(' or ')}: ` +
-          `load it with loadClassifier(dir, { problemType: '${loaded.problemType}' }), whose predict() gives ${PREDICTS[loaded.problemType]}`,
+        `${dir} is a ${PROBLEM_IN_WORDS[loaded.problemType]} (problem_type ${loaded.problemType}), not a ${types.map((p) => PROBLEM_IN_WORDS[p]).join(' or ')}: ` +
+          `load it with ${how} '${loaded.problemType}' }), whose predict() gives ${PREDICTS[loaded.problemType]}`,
         { code: 'PROBLEM_TYPE_MISMATCH' },
       );
     }
@@ -553,7 +562,10 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
    * adapters stay separate from the weights, e.g. to swap adapters on one base encoder). A prompt
    * run (`head: 'prompt'`) is rebuilt on the base folder's MLM head, with its recorded prompt.
    */
-  static async loadAdapters(dir: string, options: LoadAdaptersOptions): Promise<Classifier> {
+  static async loadAdapters<P extends ProblemType = 'single_label_classification'>(
+    dir: string,
+    options: LoadAdaptersOptions<P>,
+  ): Promise<Classifier<P>> {
     if (typeof options?.encoder !== 'string') {
       throw new InputError(
         `Classifier.loadAdapters(dir, { encoder }): encoder names the base the run was trained on (a folder, Hub id or TorchScript file)`,
@@ -589,7 +601,12 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
       throw err;
     }
     module.train(false);
-    return new Classifier(module, tokenizer, config);
+    return Classifier.ofProblemType(
+      new Classifier(module, tokenizer, config),
+      options.problemType,
+      dir,
+      'Classifier.loadAdapters(dir, { encoder, problemType:',
+    );
   }
 
   /** loadAdapters' classifier before its files: the base encoder and a head of the recorded kind (untrained). */

@@ -37,7 +37,7 @@ import type {
 } from '../addon/binding.js';
 import { asAbortError, InputError, ModelError, messageOf } from '../addon/errors.js';
 import { loadBinding, packageVersion } from '../addon/loader.js';
-import { gatherRows, TOKENS_PER_FORWARD } from '../data/batching.js';
+import { gatherRows, labelsAt, TOKENS_PER_FORWARD } from '../data/batching.js';
 import {
   absentClassNote,
   caseVariantsNote,
@@ -48,6 +48,8 @@ import {
   labelIds,
   loadExamples,
   numberVariantsNote,
+  type RawExamples,
+  regressionTargets,
   sourceFiles,
   stratifiedSplit,
 } from '../data/data.js';
@@ -79,8 +81,9 @@ import {
   validationShard,
 } from '../training/distributed.js';
 import { encodeOnce, type FeatureCache } from '../training/feature-cache.js';
-import type { ClassificationMetrics } from '../training/metrics.js';
+import type { ClassificationMetrics, RegressionMetrics } from '../training/metrics.js';
 import {
+  type AnyTrainOptions,
   checkTrainOptionNames,
   DEFAULTS,
   downloadEvents,
@@ -89,6 +92,7 @@ import {
   type ResolvedTrainOptions,
   resolveTrainOptions,
   type TrainOptions,
+  type TrainProblemType,
   zeroLearningRateNote,
 } from '../training/options.js';
 import { checkPrecision } from '../training/precision.js';
@@ -108,13 +112,14 @@ import {
   stateSaver,
 } from '../training/training-state.js';
 import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
-import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, resolveDevice } from './classifier.js';
+import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, outputOf, resolveDevice } from './classifier.js';
 import { noMlmHeadInTorchScript, preparePrompt } from './prompt-classifier.js';
 
 export { resolveTrainOptions } from '../training/options.js';
 
-export interface TrainResult {
-  /** Class names in id order. */
+/** A train() run's result: a classifier's, or with `problemType: 'regression'` a regression model's (its metrics and classifier typed so). */
+export interface TrainResult<P extends TrainProblemType = 'single_label_classification'> {
+  /** Class names in id order (a regression model's output: LABEL_0, as transformers names it). */
   labels: string[];
   /** Metrics of every epoch. */
   history: EpochMetrics[];
@@ -122,8 +127,11 @@ export interface TrainResult {
   evaluations: Evaluation[];
   /** The epoch whose evaluation was best by `bestMetric` (its weights are the ones kept). */
   best: EpochMetrics;
-  /** Accuracy, macro-F1, per-class precision/recall and confusion matrix of the kept weights on the validation set. */
-  metrics: ClassificationMetrics;
+  /**
+   * The kept weights' metrics on the validation set: accuracy, macro-F1, per-class
+   * precision/recall and confusion matrix; a regression model's errors and correlations.
+   */
+  metrics: P extends 'regression' ? RegressionMetrics : ClassificationMetrics;
   encoder: EncoderInfo;
   technique: ResolvedTrainOptions['technique'];
   /** Parameters that trained, and all parameters of the classifier (encoder + head). */
@@ -154,7 +162,7 @@ export interface TrainResult {
   /** The directory the best checkpoint was written to, when `outDir` was given. */
   outDir?: string;
   /** The best classifier, in memory, ready for `predict()`. */
-  classifier: Classifier;
+  classifier: Classifier<P>;
 }
 
 /**
@@ -187,11 +195,11 @@ function adapterArchives(
  */
 let runQueue: Promise<unknown> = Promise.resolve();
 
-/** Fine-tune a classifier on top of a TorchScript encoder. See `TrainOptions` for every option and default. */
-export function train(options: TrainOptions): Promise<TrainResult> {
+/** Fine-tune a classifier (or a regression model) on top of an encoder. See `TrainOptions` for every option and default. */
+export function train<P extends TrainProblemType = 'single_label_classification'>(options: TrainOptions<P>): Promise<TrainResult<P>> {
   const run = runQueue.then(() => trainNow(options));
   runQueue = run.catch(() => undefined);
-  return run;
+  return run as Promise<TrainResult<P>>;
 }
 
 /** Stage 1's data, read and labelled but not yet tokenized. */
@@ -204,12 +212,13 @@ interface RawData {
   trainPairs: readonly string[] | null;
   validationPairs: readonly string[] | null;
   labels: string[];
-  /** Class id of every row of the training source. */
-  allIds: Int32Array;
+  /** The label of every row of the training source: its class id, or a regression run's target. */
+  allLabels: Int32Array | Float32Array;
   trainIndices: Int32Array;
   /** Rows of the training source held out for validation (no separate validation data). */
   validationIndices: Int32Array | null;
-  validationIds: Int32Array | null;
+  /** The separate validation data's labels, as `allLabels`. */
+  validationLabels: Int32Array | Float32Array | null;
   hasValidationData: boolean;
 }
 
@@ -220,24 +229,31 @@ interface RawData {
 async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, tokenizer: TextTokenizer): Promise<RawData> {
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
   await checkFilesNamedOnce(sourceFiles(opts.data), opts.validationData ? sourceFiles(opts.validationData) : []);
-  const trainRaw = await loadExamples(withPairColumn(opts.data, opts.textPairColumn));
-  const validationRaw = opts.validationData ? await loadExamples(withPairColumn(opts.validationData, opts.textPairColumn)) : null;
+  const labelKind = opts.problemType === 'regression' ? 'value' : 'class';
+  const trainRaw = await loadExamples(withPairColumn(opts.data, opts.textPairColumn), { labelKind });
+  const validationRaw = opts.validationData
+    ? await loadExamples(withPairColumn(opts.validationData, opts.textPairColumn), { labelKind })
+    : null;
   if (validationRaw && (trainRaw.pairs === undefined) !== (validationRaw.pairs === undefined)) {
     const [paired, single] = trainRaw.pairs ? ['data', 'validationData'] : ['validationData', 'data'];
     throw new InputError(
       `${paired} has a second text for each example but ${single} has none: give both sets their second texts (the same textPairColumn, or pairs), or neither`,
     );
   }
-  // The classes are the training data's (as transformers' run_glue): a class only the validation
-  // data has would never train — a typo or the wrong file — and is refused by labelIds below.
-  const labels = opts.labels ?? inferLabelNames(trainRaw.labels!, trainRaw.origin);
-  const allIds = labelIds(trainRaw.labels!, labels, trainRaw.origin);
+  const { labels, labelsOf } = labelling(opts, trainRaw);
+  const allLabels = labelsOf(trainRaw);
   const split =
     opts.fewShot !== undefined
-      ? fewShotSplit(allIds, labels, opts.fewShot, opts.seed, binding.randperm, validationRaw === null)
+      ? fewShotSplit(allLabels as Int32Array, labels, opts.fewShot, opts.seed, binding.randperm, validationRaw === null)
       : validationRaw
-        ? { train: Int32Array.from(allIds.keys()), validation: null }
-        : stratifiedSplit(allIds, opts.validationSplit, opts.seed, binding.randperm);
+        ? { train: Int32Array.from(allLabels.keys()), validation: null }
+        : // Regression: one stratum, a plain random split.
+          stratifiedSplit(
+            allLabels instanceof Int32Array ? allLabels : new Int32Array(allLabels.length),
+            opts.validationSplit,
+            opts.seed,
+            binding.randperm,
+          );
   return {
     saved,
     tokenizer,
@@ -246,12 +262,27 @@ async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, to
     trainPairs: trainRaw.pairs ?? null,
     validationPairs: validationRaw?.pairs ?? null,
     labels,
-    allIds,
+    allLabels,
     trainIndices: split.train,
     validationIndices: split.validation,
-    validationIds: validationRaw ? labelIds(validationRaw.labels!, labels, validationRaw.origin) : null,
+    validationLabels: validationRaw ? labelsOf(validationRaw) : null,
     hasValidationData: validationRaw !== null,
   };
+}
+
+/**
+ * The run's output names and how a set's raw labels become its labels. Classification: the
+ * classes are the training data's (as transformers' run_glue: a class only the validation data
+ * has would never train — a typo or the wrong file — and is refused by labelIds), each label a
+ * class id. Regression: one output, LABEL_0 (transformers' name), each label a target value.
+ */
+function labelling(
+  opts: ResolvedTrainOptions,
+  trainRaw: RawExamples,
+): { labels: string[]; labelsOf: (raw: RawExamples) => Int32Array | Float32Array } {
+  if (opts.problemType === 'regression') return { labels: ['LABEL_0'], labelsOf: (raw) => regressionTargets(raw.labels!, raw.origin) };
+  const labels = opts.labels ?? inferLabelNames(trainRaw.labels!, trainRaw.origin);
+  return { labels, labelsOf: (raw) => labelIds(raw.labels!, labels, raw.origin) };
 }
 
 /** A data source that also reads the second text's column (textPairColumn), when one is named. */
@@ -284,18 +315,18 @@ async function tokenizeData(
   const encodedAll = await encode(raw.trainTexts, raw.trainPairs);
   const train = {
     encoded: gatherRows(encodedAll, raw.trainIndices, opts.maxLength),
-    labels: Int32Array.from(raw.trainIndices, (i) => raw.allIds[i]!),
+    labels: labelsAt(raw.allLabels, raw.trainIndices),
     cache: null,
   };
   const validation = raw.validationTexts
     ? {
         encoded: await encode(raw.validationTexts, raw.validationPairs),
-        labels: raw.validationIds!,
+        labels: raw.validationLabels!,
         cache: null,
       }
     : {
         encoded: gatherRows(encodedAll, raw.validationIndices!, opts.maxLength),
-        labels: Int32Array.from(raw.validationIndices!, (i) => raw.allIds[i]!),
+        labels: labelsAt(raw.allLabels, raw.validationIndices!),
         cache: null,
       };
   return { train, validation };
@@ -311,9 +342,9 @@ async function runIdentity(opts: ResolvedTrainOptions, raw: RawData, loaded: Loa
   // The label names the run settled on (given or inferred) pin what the class ids of the data mean.
   const settings = { ...sharedSettings(opts), labels: raw.labels };
   const digests: Record<string, string> = {
-    'training data': contentDigest([...raw.trainTexts, ...(raw.trainPairs ?? []), raw.allIds]),
+    'training data': contentDigest([...raw.trainTexts, ...(raw.trainPairs ?? []), raw.allLabels]),
     'validation data': raw.validationTexts
-      ? contentDigest([...raw.validationTexts, ...(raw.validationPairs ?? []), raw.validationIds])
+      ? contentDigest([...raw.validationTexts, ...(raw.validationPairs ?? []), raw.validationLabels])
       : contentDigest([raw.validationIndices]),
     tokenizer: contentDigest([raw.tokenizer.json]),
     "model's weights": await loaded.weightsKey(),
@@ -346,6 +377,8 @@ function runFingerprint(
     // Only when set, so that training states written before the option existed still match.
     ...(opts.freeze.length > 0 ? { freeze: opts.freeze } : {}),
     ...(opts.head !== 'mlp' ? { head: opts.head } : {}),
+    // Only for regression, so that training states written before the option existed still match.
+    ...(opts.problemType !== 'single_label_classification' ? { problemType: opts.problemType } : {}),
     // Data-parallel runs only, so that single-process states still match. With the two above, the
     // batch layout, which may change on resume if the global batch does not (resumePosition).
     ...(worldSize > 1 ? { worldSize } : {}),
@@ -378,6 +411,7 @@ function buildModel(
     }
     return binding.buildClassifier(encoder, {
       numClasses,
+      problemType: opts.problemType,
       headHidden: opts.headHidden,
       pooling: opts.pooling,
       seed: opts.seed,
@@ -478,6 +512,7 @@ function classifierConfig(
     format: 'torch-bert-classifier',
     formatVersion: 1,
     labels,
+    ...(opts.problemType !== 'single_label_classification' ? { problemType: opts.problemType } : {}),
     ...csvColumns(opts.data),
     ...(prompt ? { prompt: prompt.config } : {}),
     // A prompt's template says whether it reads pairs; the other heads read them as text pairs.
@@ -490,7 +525,7 @@ function classifierConfig(
     // Only for transformers' head, so that configs of the default head stay as they were.
     ...(head.head !== 'mlp' ? { head: head.head, headFamily: head.family } : {}),
     encoder: { ...built.encoder, file: opts.encoder, source: loaded.source },
-    output: 'log_probabilities',
+    output: outputOf(opts.problemType),
     libtorchVersion: binding.versions().libtorch,
     torchBertVersion: packageVersion(),
     hyperparameters: {
@@ -522,7 +557,7 @@ function classifierConfig(
   };
 }
 
-async function trainNow(options: TrainOptions): Promise<TrainResult> {
+async function trainNow(options: AnyTrainOptions): Promise<TrainResult<TrainProblemType>> {
   checkTrainOptionNames(options);
   const opts = resolveTrainOptions(options);
   const binding = loadBinding();
@@ -547,7 +582,7 @@ async function trainNow(options: TrainOptions): Promise<TrainResult> {
  * supplies the tokenizer, max length and LoRA targets the options leave out (set in `opts`). Then
  * the data read. Until buildModel takes the encoder over, an error leaves it to the garbage collector.
  */
-async function loadAndRead(opts: ResolvedTrainOptions, binding: NativeBinding, options: TrainOptions) {
+async function loadAndRead(opts: ResolvedTrainOptions, binding: NativeBinding, options: AnyTrainOptions) {
   await checkOutputFolderFirst(opts.outDir, 'classifier', opts.encoder, opts.resumeFrom);
   const device = resolveDevice(opts.device);
   const loaded = await loadEncoderSource(opts.encoder, {
@@ -580,9 +615,9 @@ async function loadAndRead(opts: ResolvedTrainOptions, binding: NativeBinding, o
 async function trainRank(
   opts: ResolvedTrainOptions,
   binding: NativeBinding,
-  options: TrainOptions,
+  options: AnyTrainOptions,
   dist: Distributed | null,
-): Promise<TrainResult> {
+): Promise<TrainResult<TrainProblemType>> {
   // 1. Load and check: the rank's set-up, then (data-parallel) the start agreed with the other
   // ranks before any text is tokenized: every rank runs the same job, or none trains, and a rank
   // that cannot start stops every rank at once (distributed.ts startAsRank).
@@ -606,7 +641,11 @@ async function trainRank(
   // 3. Build the classifier. LoRA and adapter runs first fingerprint their base, before anything
   // is added to it or trains, for loadAdapters to refuse another (base-weights.ts).
   const baseDigests = opts.technique === 'lora' || opts.technique === 'adapter' ? weightDigests(loaded.module) : undefined;
-  const labelNotes = [absentClassNote(data.train.labels, labels), caseVariantsNote(labels), numberVariantsNote(labels)];
+  // Classes only: a regression run's labels are values.
+  const labelNotes =
+    data.train.labels instanceof Int32Array
+      ? [absentClassNote(data.train.labels, labels), caseVariantsNote(labels), numberVariantsNote(labels)]
+      : [];
   const notes: string[] = [...loaded.notes, ...[...labelNotes, zeroLearningRateNote(opts)].filter((n) => n !== null)];
   const { built, head } = await classifierOf(binding, opts, loaded, prepared, tokenizer, labels.length, device, notes);
   const model = built.module;
@@ -623,7 +662,7 @@ async function trainRank(
   try {
     // Inside the cleanup scope: the model and the temporary best-weights folder are released
     // whatever fails from here on.
-    if (loaded.classificationHead.length > 0) notes.push(startHeadFromCheckpoint(model, head.family!, loaded, labels));
+    if (loaded.classificationHead.length > 0) notes.push(startHeadFromCheckpoint(model, head.family!, loaded, labels, opts.problemType));
     const setup = setUpTechnique(binding, model, opts, built);
     if (setup.adapters) disposables.push(setup.adapters);
     if (setup.flagOverride) notes.push(setup.flagOverride);
@@ -646,7 +685,7 @@ async function trainRank(
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
     // Data-parallel: each rank validates its share of the held-out rows (distributed.ts validationShard).
     const shard = validationShard(dist, data.validation.encoded.count);
-    const keeper = new RunKeeper<ClassificationMetrics>(position, opts, {
+    const keeper = new RunKeeper<ClassificationMetrics | RegressionMetrics>(position, opts, {
       validate: () =>
         validateClassifier(binding, model, data.validation, { batchSize: opts.batchSize, padTo, loss: evalOptions, labels, signal, shard }),
       agree: rankZeroDecides(dist),
@@ -718,13 +757,8 @@ function writeBest(
   evaluation: Evaluation,
 ): Promise<void> {
   const { model, config, setup } = run;
-  config.metrics = {
-    epoch: evaluation.epoch,
-    step: evaluation.step,
-    validationLoss: evaluation.validationLoss,
-    validationAccuracy: evaluation.validationAccuracy,
-    validationMacroF1: evaluation.validationMacroF1,
-  };
+  const { isBest: _, ...measured } = evaluation;
+  config.metrics = measured;
   return writeCheckpoint(dir, model, {
     config,
     tokenizerJson: run.tokenizer.json,
@@ -739,7 +773,7 @@ interface FinishedRun {
   opts: ResolvedTrainOptions;
   device: string;
   bestDir: string;
-  keeper: RunKeeper<ClassificationMetrics>;
+  keeper: RunKeeper<ClassificationMetrics | RegressionMetrics>;
   data: { train: LabelledSet; validation: LabelledSet };
   evalOptions: EvalStepOptions;
   padTo: number | undefined;
@@ -754,7 +788,7 @@ interface FinishedRun {
  * The kept weights' full metrics: the keeper's, or, for a resumed run whose best came before the
  * interruption, measured again from the kept classifier in `keptDir`.
  */
-async function keptMetrics(run: FinishedRun, keptDir: string): Promise<ClassificationMetrics> {
+async function keptMetrics(run: FinishedRun, keptDir: string): Promise<ClassificationMetrics | RegressionMetrics> {
   if (run.keeper.bestMetrics) return run.keeper.bestMetrics;
   const { binding, opts } = run;
   const kept = await binding.ScriptModule.loadAsync(join(keptDir, CLASSIFIER_FILE), run.device);
@@ -767,7 +801,7 @@ async function keptMetrics(run: FinishedRun, keptDir: string): Promise<Classific
 }
 
 /** Stage 5: the history and report written, the kept weights loaded as the result's classifier. */
-async function finish(run: FinishedRun): Promise<TrainResult> {
+async function finish(run: FinishedRun): Promise<TrainResult<TrainProblemType>> {
   const { binding, opts, device, bestDir, keeper, config, setup } = run;
   const { position } = keeper;
   const outDir = opts.outDir;
@@ -818,7 +852,7 @@ function writeReport(
   tokenizerFile: string,
   evaluations: Evaluation[],
   history: EpochMetrics[],
-  final: ClassificationMetrics,
+  final: ClassificationMetrics | RegressionMetrics,
   config: ClassifierConfig,
   setup: TrainableSet,
 ): Promise<void> {

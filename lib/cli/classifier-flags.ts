@@ -49,7 +49,8 @@ export async function openClassifier(values: Record<string, unknown>, command: s
     }
     const allowOtherBase = values['allow-other-base'] as boolean | undefined;
     if (allowOtherBase && values.base === undefined) throw new UsageError(`${command}: --allow-other-base goes with --base`);
-    if (values.base !== undefined) return Classifier.loadAdapters(dir, { encoder: values.base as string, device, allowOtherBase });
+    if (values.base !== undefined)
+      return Classifier.loadAdapters(dir, { encoder: values.base as string, device, allowOtherBase, problemType: PROBLEM_TYPES });
     // A Hugging Face sequence classifier named by its Hub id: downloaded ahead with progress, as --model is.
     if (namesHubModel(dir)) await fetchModelWithProgress({ model: dir });
     // Every problem type: the commands print each.

@@ -32,7 +32,7 @@ export function demoAssets(): { encoder: string; tokenizer: string; reviews: str
  * examples give 20 steps an epoch, too few for the seed's lr 1e-5 to move the head, and the
  * demo sentences fit in 64 tokens.
  */
-export const DEMO_TRAINING: Omit<TrainOptions, 'data' | 'encoder' | 'tokenizer'> = {
+export const DEMO_TRAINING: Omit<TrainOptions, 'data' | 'encoder' | 'tokenizer' | 'problemType'> = {
   epochs: 5,
   batchSize: 32,
   maxLength: 64,

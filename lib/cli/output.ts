@@ -5,7 +5,7 @@
 
 import type { ProblemType } from '../addon/binding.js';
 import type { MultiLabelPrediction, Prediction, PredictionOf, RegressionPrediction } from '../classification/classifier.js';
-import type { EpochMetrics, PredictEvent, ProgressEvent } from '../training/options.js';
+import type { EpochMetrics, Evaluation, PredictEvent, ProgressEvent } from '../training/options.js';
 
 export function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '?';
@@ -43,8 +43,7 @@ export function progressPrinter(enabled: boolean, showEvaluations = false): (e: 
       if (!enabled || !showEvaluations) return;
       if (live) process.stderr.write('\r\x1b[K');
       process.stderr.write(
-        `evaluation at step ${e.step}: validation loss ${e.validationLoss.toFixed(4)} acc ${(100 * e.validationAccuracy).toFixed(2)}%` +
-          ` macro-F1 ${e.validationMacroF1.toFixed(4)}${e.isBest ? ' | best, saved' : ''}\n`,
+        `evaluation at step ${e.step}: validation loss ${e.validationLoss.toFixed(4)} ${scoresText(e)}${e.isBest ? ' | best, saved' : ''}\n`,
       );
       return;
     }
@@ -60,8 +59,8 @@ export function progressPrinter(enabled: boolean, showEvaluations = false): (e: 
       if (live) process.stderr.write('\r\x1b[K');
       if (enabled) {
         process.stderr.write(
-          `epoch ${e.epoch}/${e.epochs}: train loss ${e.trainLoss.toFixed(4)} acc ${(100 * e.trainAccuracy).toFixed(2)}%` +
-            ` | validation loss ${e.validationLoss.toFixed(4)} acc ${(100 * e.validationAccuracy).toFixed(2)}%` +
+          `epoch ${e.epoch}/${e.epochs}: train loss ${e.trainLoss.toFixed(4)}${e.trainAccuracy === undefined ? '' : ` acc ${percent(e.trainAccuracy)}`}` +
+            ` | validation loss ${e.validationLoss.toFixed(4)} ${e.validationPearson === undefined ? `acc ${percent(e.validationAccuracy)}` : scoresText(e)}` +
             ` | ${formatSeconds(e.seconds)}${e.isBest ? ' | best, saved' : ''}\n`,
         );
       }
@@ -144,18 +143,43 @@ export function predictionTable(
   );
 }
 
+/** A share as a percentage with two decimals ('NaN%' where there is none). */
+function percent(share: number | undefined): string {
+  return `${(100 * (share ?? Number.NaN)).toFixed(2)}%`;
+}
+
+/** An evaluation's scores in a line: accuracy and macro-F1 (classification), or Pearson and Spearman (regression). */
+function scoresText(e: Evaluation | EpochMetrics): string {
+  if (e.validationPearson !== undefined)
+    return `pearson ${e.validationPearson.toFixed(4)} spearman ${(e.validationSpearman ?? Number.NaN).toFixed(4)}`;
+  return `acc ${percent(e.validationAccuracy)} macro-F1 ${(e.validationMacroF1 ?? Number.NaN).toFixed(4)}`;
+}
+
 export function historyTable(history: EpochMetrics[]): string {
+  const time = (h: EpochMetrics) => [formatSeconds(h.seconds), h.isBest ? '*' : ''];
+  if (history.some((h) => h.validationPearson !== undefined)) {
+    return table(
+      ['epoch', 'train loss', 'val loss', 'val pearson', 'val spearman', 'time', 'best'],
+      history.map((h) => [
+        String(h.epoch),
+        h.trainLoss.toFixed(4),
+        h.validationLoss.toFixed(4),
+        (h.validationPearson ?? Number.NaN).toFixed(4),
+        (h.validationSpearman ?? Number.NaN).toFixed(4),
+        ...time(h),
+      ]),
+    );
+  }
   return table(
     ['epoch', 'train loss', 'train acc', 'val loss', 'val acc', 'val macro-F1', 'time', 'best'],
     history.map((h) => [
       String(h.epoch),
       h.trainLoss.toFixed(4),
-      `${(100 * h.trainAccuracy).toFixed(2)}%`,
+      percent(h.trainAccuracy),
       h.validationLoss.toFixed(4),
-      `${(100 * h.validationAccuracy).toFixed(2)}%`,
-      h.validationMacroF1.toFixed(4),
-      formatSeconds(h.seconds),
-      h.isBest ? '*' : '',
+      percent(h.validationAccuracy),
+      (h.validationMacroF1 ?? Number.NaN).toFixed(4),
+      ...time(h),
     ]),
   );
 }

@@ -146,7 +146,7 @@ function printPretrainResult(result: PretrainResult, json: boolean): void {
         h.trainLoss.toFixed(4),
         h.validationLoss.toFixed(4),
         Math.exp(h.validationLoss).toFixed(2),
-        `${(100 * h.validationAccuracy).toFixed(2)}%`,
+        `${(100 * (h.validationAccuracy ?? Number.NaN)).toFixed(2)}%`,
         formatSeconds(h.seconds),
         h.isBest ? '*' : '',
       ]),

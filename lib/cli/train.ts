@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import type { AdapterActivation, AdapterConfig } from '../addon/binding.js';
 import { type TrainResult, train } from '../classification/trainer.js';
 import type { HeadKind } from '../models/sequence-classification.js';
-import { formatMetricsTable } from '../training/metrics.js';
-import { DEFAULTS, type Device, type TrainOptions } from '../training/options.js';
+import { formatMetricsTable, formatRegressionMetrics } from '../training/metrics.js';
+import { DEFAULTS, type Device, type TrainOptions, type TrainProblemType } from '../training/options.js';
 import {
   betasOption,
   classWeightsOption,
@@ -90,7 +90,10 @@ Options (default):
   --padding P              longest (per batch) | max (${DEFAULTS.padding})
   --group-by-length        batch texts of similar length together
   --eval-every N           also evaluate every N optimizer steps (each epoch)
-  --best-metric M          loss | accuracy | macroF1 picks the checkpoint (${DEFAULTS.bestMetric})
+  --best-metric M          loss | accuracy | macroF1 (regression: loss | pearson | spearman) picks
+                           the checkpoint (${DEFAULTS.bestMetric})
+  --problem-type T         single_label_classification (each label a class) | regression (each
+                           label a number: MSE loss, one output) (${DEFAULTS.problemType})
   --early-stopping N       stop after N evaluations without improvement (off)
   --resume DIR             continue the interrupted run whose --out was DIR
   --on-non-finite P        stop | skip a NaN/Inf step (${DEFAULTS.onNonFinite})
@@ -161,6 +164,7 @@ export const TRAIN_OPTIONS: Options = {
   'group-by-length': { type: 'boolean' },
   'eval-every': { type: 'string' },
   'best-metric': { type: 'string' },
+  'problem-type': { type: 'string' },
   'early-stopping': { type: 'string' },
   resume: { type: 'string' },
   'on-non-finite': { type: 'string' },
@@ -173,7 +177,7 @@ export const TRAIN_OPTIONS: Options = {
  * train()'s options from `torch-bert train`'s flags. A flat table, flag by flag, kept whole so
  * that a flag is found by reading down it.
  */
-function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal: AbortSignal): TrainOptions {
+function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal: AbortSignal): TrainOptions<TrainProblemType> {
   return {
     data: csvOption(values, 'data'),
     validationData: values['validation-data'] ? csvOption(values, 'validation-data') : undefined,
@@ -231,6 +235,7 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
     groupByLength: values['group-by-length'] as boolean | undefined,
     evaluateEvery: numberOption(values, 'eval-every'),
     bestMetric: values['best-metric'] as TrainOptions['bestMetric'],
+    problemType: values['problem-type'] as TrainProblemType | undefined,
     earlyStoppingPatience: numberOption(values, 'early-stopping'),
     resumeFrom: values.resume as string | undefined,
     onNonFinite: values['on-non-finite'] as TrainOptions['onNonFinite'],
@@ -241,7 +246,7 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
 }
 
 /** What `torch-bert train` prints of its result: one JSON object, or the tables for people. */
-function printTrainResult(result: TrainResult, json: boolean, report: boolean): void {
+function printTrainResult(result: TrainResult<TrainProblemType>, json: boolean, report: boolean): void {
   if (json) {
     console.log(
       JSON.stringify({
@@ -278,7 +283,8 @@ function printTrainResult(result: TrainResult, json: boolean, report: boolean): 
     for (const note of result.notes) console.log(`note: ${note}`);
     console.log(historyTable(result.history));
     if (result.stoppedEarly) console.log('(stopped early: no improvement)');
-    console.log(`\nvalidation metrics of the kept weights (epoch ${result.best.epoch}):\n${formatMetricsTable(result.metrics)}`);
+    const metrics = 'spearman' in result.metrics ? formatRegressionMetrics(result.metrics) : formatMetricsTable(result.metrics);
+    console.log(`\nvalidation metrics of the kept weights (epoch ${result.best.epoch}):\n${metrics}`);
     console.log(`\nsaved to ${result.outDir}${report ? ` (report: ${join(result.outDir!, 'report.html')})` : ''}`);
   }
 }

@@ -207,6 +207,15 @@ export function afterModelCalls<T>(model: object, call: () => Promise<T>): Promi
 }
 
 /** What an evaluation pass over `count` examples gives, in example order. */
+/** The labels of the examples at `indices`: class ids, or targets one per example. */
+export function labelsAt<L extends Int32Array | Float32Array>(labels: L, indices: Int32Array): L {
+  const picked = labels instanceof Float32Array ? new Float32Array(indices.length) : new Int32Array(indices.length);
+  indices.forEach((example, r) => {
+    picked[r] = labels[example]!;
+  });
+  return picked as L;
+}
+
 export interface BatchedEvaluation {
   /**
    * The loss over every example, as one batch of them all would give it: the batches' mean

@@ -34,9 +34,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { NativeTensor } from '../addon/binding.js';
+import type { NativeTensor, ProblemType } from '../addon/binding.js';
 import { InputError, ModelError, messageOf } from '../addon/errors.js';
-import { Classifier } from '../classification/classifier.js';
+import { Classifier, PROBLEM_TYPES } from '../classification/classifier.js';
 import { CLASSIFIER_FILE, CONFIG_FILE, TOKENIZER_FILE } from '../files/checkpoint.js';
 import { checkOut, type StagedFolder, writeFolder } from '../files/export-folder.js';
 import { type Float32Entry, torchSaveBytes } from '../files/torch-save.js';
@@ -347,7 +347,7 @@ function adapterHubMeta(family: ExportFamily, recorded: RecordedEncoder, hiddenS
  * its head where AdapterHub has the same one (else why not), the config files' common fields, and
  * the notes on what is not written as AdapterHub would.
  */
-async function adapterHubContents(classifier: Classifier, dir: string, name: string) {
+async function adapterHubContents(classifier: Classifier<ProblemType>, dir: string, name: string) {
   const config = classifier.config;
   const settings = adapterSettings(config, dir);
   const { encoder, head } = classifierParts(classifier.module.namedParameters());
@@ -396,8 +396,14 @@ export async function exportAdapterHub(options: AdapterHubExportOptions): Promis
   const dir = options.classifier;
   const out = resolve(options.out);
   await checkOut(out);
-  const classifier = await Classifier.load(dir, { device: 'cpu' });
+  const classifier = await Classifier.load(dir, { device: 'cpu', problemType: PROBLEM_TYPES });
   try {
+    if (classifier.problemType !== 'single_label_classification') {
+      throw refuse(
+        dir,
+        `it is a ${classifier.problemType} model, and AdapterHub's format here holds single-label classifiers; export it with exportHuggingFace (torch-bert export --format hf)`,
+      );
+    }
     const { family, adapters, headMap, meta, notes } = await adapterHubContents(classifier, dir, name);
     return await writeFolder(out, async (folder) => {
       await folder.writeJson(ADAPTERHUB_CONFIG_FILE, { config: adapters.bnConfig, ...meta });

@@ -12,7 +12,7 @@
 import { existsSync } from 'node:fs';
 import { copyFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { NativeBinding, NativeTensor } from '../addon/binding.js';
+import type { NativeBinding, NativeTensor, ProblemType } from '../addon/binding.js';
 import { ModelError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import type { Classifier } from '../classification/classifier.js';
@@ -72,7 +72,7 @@ function setRows(binding: NativeBinding, target: NativeTensor, rows: readonly nu
  * the head's transform, and the label words' rows of the decoder's bias (and of an untied
  * decoder's weight). Returns the base's family, and the two modules for the caller to dispose.
  */
-async function trainedBase(classifier: Classifier, dir: string, baseDir: string) {
+async function trainedBase(classifier: Classifier<ProblemType>, dir: string, baseDir: string) {
   const binding = loadBinding();
   const { config } = classifier;
   const loaded = await loadEncoderSource(baseDir, {
@@ -136,7 +136,12 @@ function requireBase(
 }
 
 /** model.safetensors: the base's encoder and MLM head with the classifier's trained values, under the MLM folder's keys. */
-async function writeMaskedLmWeights(classifier: Classifier, dir: string, baseDir: string, folder: StagedFolder): Promise<EncoderFamily> {
+async function writeMaskedLmWeights(
+  classifier: Classifier<ProblemType>,
+  dir: string,
+  baseDir: string,
+  folder: StagedFolder,
+): Promise<EncoderFamily> {
   const binding = loadBinding();
   const { family, encoder, mlmHead } = await trainedBase(classifier, dir, baseDir);
   try {
@@ -217,7 +222,7 @@ function maskedLmConfig(
  * tokenizer_config.json fields for the family, which fill in what the base's leaves out.
  */
 export async function writePromptExport(
-  classifier: Classifier,
+  classifier: Classifier<ProblemType>,
   dir: string,
   recordedDir: string | null,
   recordedConfig: Record<string, unknown> | null,

@@ -15,10 +15,10 @@
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { NativeTensor } from '../addon/binding.js';
+import type { NativeTensor, ProblemType } from '../addon/binding.js';
 import { InputError, ModelError, messageOf } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
-import { ADAPTERS_FILE, Classifier, type ClassifierConfig } from '../classification/classifier.js';
+import { ADAPTERS_FILE, Classifier, type ClassifierConfig, PROBLEM_TYPES } from '../classification/classifier.js';
 import { archiveChecksums, CLASSIFIER_FILE, CONFIG_FILE, resolveArchive, TOKENIZER_FILE } from '../files/checkpoint.js';
 import { checkOut, type StagedFolder, writeFolder } from '../files/export-folder.js';
 import { type EncoderShapes, type ExportFamily, encoderShapes, familyOf } from '../models/export-family.js';
@@ -207,7 +207,7 @@ function sequenceClassificationConfig(family: ExportFamily, names: TransformersN
   return {
     architectures: [names.className('ForSequenceClassification')],
     num_labels: config.labels.length,
-    problem_type: 'single_label_classification',
+    problem_type: config.problemType ?? 'single_label_classification',
     ...(family === 'distilbert' ? { seq_classif_dropout: config.dropout } : { classifier_dropout: config.dropout }),
   };
 }
@@ -282,7 +282,7 @@ interface ExportPlan {
   lora: LoraSettings | undefined;
 }
 
-async function planExport(classifier: Classifier, dir: string, headsOption: number | undefined): Promise<ExportPlan> {
+async function planExport(classifier: Classifier<ProblemType>, dir: string, headsOption: number | undefined): Promise<ExportPlan> {
   const config = classifier.config;
   const configPath = join(dir, CONFIG_FILE);
   const params = classifier.module.namedParameters();
@@ -410,7 +410,7 @@ function tokenizerConfig(plan: ExportPlan): Record<string, unknown> {
 async function writePeftAdapter(
   plan: ExportPlan,
   lora: LoraSettings,
-  classifier: Classifier,
+  classifier: Classifier<ProblemType>,
   folder: StagedFolder,
   out: string,
 ): Promise<NonNullable<ExportResult['adapter']>> {
@@ -449,7 +449,7 @@ async function writePeftAdapter(
 }
 
 /** A prompt classifier (`head: 'prompt'`): a ForMaskedLM folder with the prompt in its config.json (export-prompt.ts). */
-async function exportPrompt(classifier: Classifier, dir: string, out: string): Promise<ExportResult> {
+async function exportPrompt(classifier: Classifier<ProblemType>, dir: string, out: string): Promise<ExportResult> {
   const config = classifier.config;
   const recorded = await recordedEncoder(config);
   const encoderSource = (config.encoder as { source?: { kind?: string; dir?: unknown } } | undefined)?.source;
@@ -485,7 +485,8 @@ export async function exportHuggingFace(options: ExportOptions): Promise<ExportR
   const dir = options.classifier;
   const out = resolve(options.out);
   await checkOut(out);
-  const classifier = await Classifier.load(dir, { device: 'cpu' });
+  // Any problem type: config.json's problem_type says which.
+  const classifier = await Classifier.load(dir, { device: 'cpu', problemType: PROBLEM_TYPES });
   try {
     const config = classifier.config;
     if (config.hyperparameters?.technique === 'adapter') {

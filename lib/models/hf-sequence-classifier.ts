@@ -181,7 +181,8 @@ const OUTPUT_KEY: Record<ExportFamily, string> = {
 /**
  * A classifier trained from a sequence classifier's checkpoint (`train()`'s head
  * 'sequence-classification'): its head starts from the checkpoint's where the checkpoint's
- * classes are the run's (in any order: the output rows follow the names), as
+ * problem type is the run's and its classes are the run's (in any order: the output rows follow
+ * the names; a regression head's one output is the run's), as
  * `AutoModelForSequenceClassification.from_pretrained` starts from the checkpoint's head when it
  * fits; else it keeps its initialisation. Returns the note saying which. The checkpoint's head
  * tensors (`loaded.classificationHead`) are freed either way.
@@ -191,11 +192,12 @@ export function startHeadFromCheckpoint(
   family: ExportFamily,
   loaded: LoadedEncoder,
   labels: readonly string[],
+  problemType: ProblemType,
 ): string {
   const weights = new Map(loaded.classificationHead);
   loaded.classificationHead = [];
   try {
-    return startHead(module, family, loaded, weights, labels);
+    return startHead(module, family, loaded, weights, labels, problemType);
   } finally {
     for (const t of weights.values()) t.dispose();
   }
@@ -207,16 +209,22 @@ function startHead(
   loaded: LoadedEncoder,
   weights: ReadonlyMap<string, NativeTensor>,
   labels: readonly string[],
+  problemType: ProblemType,
 ): string {
   const { config, file } = checkpointConfig(loaded);
   const classes = weights.get(OUTPUT_KEY[family])?.shape[0];
   let theirs: string[];
   try {
     const problem = sequenceClassifierProblem(config, classes ?? 0, file);
-    if (problem !== 'single_label_classification') throw new Error(`it is a ${problem} head; this run classifies single labels`);
+    if (problem !== problemType) throw new Error(`it is a ${problem} head; this run's problem type is ${problemType}`);
     theirs = sequenceClassifierLabels(config, classes ?? 0, file);
   } catch (err) {
     return `the checkpoint's classification head was not used (${messageOf(err)}); the head starts initialised`;
+  }
+  if (problemType === 'regression') {
+    if (classes !== 1) return `the checkpoint's regression head has ${classes} outputs, this run's one, so the head starts initialised`;
+    copyHead(module, family, weights, [0], loaded.description, file);
+    return "the head starts from the checkpoint's regression head";
   }
   const rows = labels.map((label) => theirs.indexOf(label));
   if (classes !== labels.length || rows.some((row) => row < 0)) {

@@ -618,5 +618,5 @@ export async function validateMaskedLm(
   const loss = tokens > 0 ? lossSum / tokens : Number.NaN;
   const accuracy = tokens > 0 ? correct / tokens : 0;
   // macroF1 means nothing here; the run keeps the lowest loss.
-  return { loss, accuracy, macroF1: Number.NaN, metrics: { loss, perplexity: Math.exp(loss), accuracy, maskedTokens: tokens } };
+  return { loss, scores: { accuracy, macroF1: Number.NaN }, metrics: { loss, perplexity: Math.exp(loss), accuracy, maskedTokens: tokens } };
 }

@@ -16,7 +16,14 @@ import { HEAD_KINDS, type HeadKind } from '../models/sequence-classification.js'
 
 export type Pooling = 'cls' | 'mean';
 export type Technique = 'frozen' | 'full' | 'lora' | 'adapter';
-export type BestMetric = 'loss' | 'accuracy' | 'macroF1';
+/** Picks the best checkpoint: the validation loss, or a metric of the problem type (classification: accuracy, macroF1; regression: pearson, spearman). */
+export type BestMetric = 'loss' | 'accuracy' | 'macroF1' | 'pearson' | 'spearman';
+
+/** train()'s options of any problem type, as the library reads them. */
+export type AnyTrainOptions = TrainOptions<TrainProblemType>;
+
+/** What train() learns: one class of several (default), or a value per text (`regression`, Hugging Face's problem_type). */
+export type TrainProblemType = 'single_label_classification' | 'regression';
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
 /**
@@ -114,8 +121,14 @@ export interface Evaluation {
   /** Optimizer steps done when it ran. */
   step: number;
   validationLoss: number;
-  validationAccuracy: number;
-  validationMacroF1: number;
+  /** Classification: the share of examples whose class is the label's. */
+  validationAccuracy?: number;
+  /** Classification: the F1 averaged over the classes. */
+  validationMacroF1?: number;
+  /** Regression: Pearson's r of the values and the targets. */
+  validationPearson?: number;
+  /** Regression: Spearman's ρ (ties by their average rank). */
+  validationSpearman?: number;
   /** Whether it improved the best metric (and was checkpointed). */
   isBest: boolean;
 }
@@ -160,20 +173,25 @@ export interface ResolvedAdapterOptions {
   trainLayerNorm: boolean;
 }
 
+/** An epoch's record: its training loss and its end-of-epoch evaluation (classification's or regression's metrics, as `Evaluation`'s). */
 export interface EpochMetrics {
   epoch: number;
   trainLoss: number;
-  trainAccuracy: number;
+  /** Classification: the share of training examples predicted right (each batch's, before its step). */
+  trainAccuracy?: number;
   validationLoss: number;
-  validationAccuracy: number;
+  validationAccuracy?: number;
   /** Wall seconds of the epoch (training + validation). */
   seconds: number;
-  validationMacroF1: number;
+  validationMacroF1?: number;
+  validationPearson?: number;
+  validationSpearman?: number;
   /** Whether this epoch's end-of-epoch evaluation set a new best (and was checkpointed). */
   isBest: boolean;
 }
 
-export interface TrainOptions {
+/** train()'s options; `P`, the problem type, types the result (`TrainResult<P>`): single-label classification unless `problemType` says otherwise. */
+export interface TrainOptions<P extends TrainProblemType = 'single_label_classification'> {
   /** Training data: a CSV path, `{ csv, textColumn, labelColumn }`, or `{ texts, labels }`. */
   data: DataSource;
   /** Validation data. Default: a stratified `validationSplit` share of `data`. */
@@ -311,8 +329,14 @@ export interface TrainOptions {
   groupByLength?: boolean;
   /** Evaluate at each epoch's end (`epoch`, default) and also every N optimizer steps (a number). */
   evaluateEvery?: 'epoch' | number;
-  /** Metric that picks the best checkpoint: `loss` (validation loss, default), `accuracy` or `macroF1`. */
+  /** Metric that picks the best checkpoint: `loss` (validation loss, default); `accuracy` or `macroF1` (classification); `pearson` or `spearman` (regression). */
   bestMetric?: BestMetric;
+  /**
+   * `single_label_classification` (default): each label is a class. `regression`: each label is a
+   * number, the head has one output, the loss is the mean squared error (MSELoss, as transformers'
+   * problem_type regression), validation reports Pearson's r and Spearman's ρ (STS-B's metrics).
+   */
+  problemType?: P;
   /** Stop after this many evaluations without improvement of the best metric. 0 = never. Default 0. */
   earlyStoppingPatience?: number;
   /** Continue the run whose training state is in this directory (an `outDir` of an earlier run). */
@@ -373,6 +397,7 @@ export const DEFAULTS = {
   groupByLength: false,
   evaluateEvery: 'epoch' as 'epoch' | number,
   bestMetric: 'loss' as BestMetric,
+  problemType: 'single_label_classification' as TrainProblemType,
   earlyStoppingPatience: 0,
   onNonFinite: 'stop' as 'stop' | 'skip',
   report: false,
@@ -425,8 +450,8 @@ type Optional =
   | 'classWeights'
   | 'resumeFrom'
   | 'tokenizer';
-export type ResolvedTrainOptions = Required<Omit<TrainOptions, Optional | 'lora' | 'adapter'>> &
-  Pick<TrainOptions, Optional> & { lora: Required<LoraOptions>; adapter: ResolvedAdapterOptions };
+export type ResolvedTrainOptions = Required<Omit<AnyTrainOptions, Optional | 'lora' | 'adapter'>> &
+  Pick<AnyTrainOptions, Optional> & { lora: Required<LoraOptions>; adapter: ResolvedAdapterOptions };
 
 /** A value as a message shows it: a string quoted, so that '3' is not mistaken for the number 3. */
 function shown(value: unknown): string {
@@ -501,6 +526,7 @@ const TRAIN_OPTION_NAMES = Object.keys({
   groupByLength: 1,
   evaluateEvery: 1,
   bestMetric: 1,
+  problemType: 1,
   earlyStoppingPatience: 1,
   resumeFrom: 1,
   onNonFinite: 1,
@@ -512,7 +538,7 @@ const TRAIN_OPTION_NAMES = Object.keys({
   distributedTimeout: 1,
   onProgress: 1,
   signal: 1,
-} satisfies Record<keyof TrainOptions, 1>);
+} satisfies Record<keyof AnyTrainOptions, 1>);
 const LORA_OPTION_NAMES = Object.keys({ rank: 1, alpha: 1, dropout: 1, targets: 1 } satisfies Record<keyof LoraOptions, 1>);
 const ADAPTER_OPTION_NAMES = Object.keys({
   config: 1,
@@ -526,7 +552,7 @@ const ADAPTER_OPTION_NAMES = Object.keys({
 export function checkTrainOptionNames(options: unknown): void {
   if (!options || typeof options !== 'object') return;
   checkOptionNames('train()', options, TRAIN_OPTION_NAMES);
-  const { lora, adapter } = options as TrainOptions;
+  const { lora, adapter } = options as AnyTrainOptions;
   if (lora && typeof lora === 'object') checkOptionNames('train(): lora', lora, LORA_OPTION_NAMES);
   if (adapter && typeof adapter === 'object') checkOptionNames('train(): adapter', adapter, ADAPTER_OPTION_NAMES);
 }
@@ -569,7 +595,7 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 }
 
 /** `options` with every default filled in, every value checked (an InputError names the first bad one). */
-export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions {
+export function resolveTrainOptions(options: AnyTrainOptions): ResolvedTrainOptions {
   if (!options || typeof options !== 'object') throw new InputError('train() takes an options object');
   const resolved = { ...DEFAULTS, ...stripUndefined(options) } as ResolvedTrainOptions;
   resolved.lora = { ...LORA_DEFAULTS, ...stripUndefined(options.lora ?? {}) };
@@ -586,7 +612,7 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
   oneOf('schedule', resolved.schedule, ['constant', 'linear']);
   oneOf('padding', resolved.padding, ['longest', 'max']);
-  oneOf('bestMetric', resolved.bestMetric, ['loss', 'accuracy', 'macroF1']);
+  checkProblemType(options, resolved);
   oneOf('onNonFinite', resolved.onNonFinite, ['stop', 'skip']);
   oneOf('precision', resolved.precision, ['fp32', 'bf16', 'fp16']);
   oneOf('distributed', resolved.distributed, ['auto', 'off']);
@@ -605,13 +631,15 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
  * agreeOnRun). resolveTrainOptions fills in the defaults it can; these are the options it leaves
  * unset whose value, given, can mean what leaving them out means, or what another spelling does:
  * `encoderLearningRate` equal to `learningRate` (its default) is left out, as are class weights all
- * 1 (the unweighted loss); a verbalizer is its `label=word` entries, given as a list or an object.
+ * 1 (the unweighted loss) and problemType single_label_classification (its default); a verbalizer is its `label=word` entries, given as a list or an object.
  * Plain values in and out: a saved state's settings are the options as given (JSON), so that a
  * state written by any version compares by meaning too.
  */
 export function effectiveSettings(settings: Readonly<Record<string, unknown>>): Record<string, unknown> {
-  const { encoderLearningRate, classWeights, verbalizer, ...rest } = settings;
+  const { encoderLearningRate, classWeights, verbalizer, problemType, ...rest } = settings;
   const effective: Record<string, unknown> = { ...rest };
+  // Single-label classification is what a state saved before problemType existed trained.
+  if (problemType !== undefined && problemType !== 'single_label_classification') effective.problemType = problemType;
   const ownRate = encoderLearningRate !== undefined && encoderLearningRate !== settings.learningRate;
   if (ownRate) effective.encoderLearningRate = encoderLearningRate;
   if (classWeights !== undefined && !unweightedClasses(classWeights)) effective.classWeights = classWeights;
@@ -666,7 +694,7 @@ function checkPaths(resolved: ResolvedTrainOptions): void {
 }
 
 /** The head and what goes with it: pooling, a prompt's template, verbalizer and second texts. */
-function checkHeadOptions(options: TrainOptions, resolved: ResolvedTrainOptions): void {
+function checkHeadOptions(options: AnyTrainOptions, resolved: ResolvedTrainOptions): void {
   oneOf('pooling', resolved.pooling, ['cls', 'mean']);
   oneOf('head', resolved.head, HEAD_KINDS);
   if (resolved.head === 'sequence-classification' && resolved.pooling === 'mean') {
@@ -704,8 +732,23 @@ function checkHeadOptions(options: TrainOptions, resolved: ResolvedTrainOptions)
   }
 }
 
+/** The problem type, and the options of another: a regression run has no classes to weigh, smooth, draw per class, name or put in a prompt. */
+function checkProblemType(options: AnyTrainOptions, resolved: ResolvedTrainOptions): void {
+  oneOf('problemType', resolved.problemType, ['single_label_classification', 'regression']);
+  const regression = resolved.problemType === 'regression';
+  oneOf('bestMetric', resolved.bestMetric, regression ? ['loss', 'pearson', 'spearman'] : ['loss', 'accuracy', 'macroF1']);
+  if (!regression) return;
+  const classOptions: string[] = (['classWeights', 'labelSmoothing', 'fewShot', 'labels', 'template', 'verbalizer'] as const).filter(
+    (name) => options[name] !== undefined,
+  );
+  if (resolved.head === 'prompt') classOptions.push("head 'prompt'");
+  if (classOptions.length > 0) {
+    throw new InputError(`${classOptions.join(', ')} cannot be used with problemType 'regression': its labels are values, not classes`);
+  }
+}
+
 /** Where the validation set comes from: the split is of `data` alone, so validation data or a few-shot draw rule it out. */
-function checkValidationSource(options: TrainOptions, resolved: ResolvedTrainOptions): void {
+function checkValidationSource(options: AnyTrainOptions, resolved: ResolvedTrainOptions): void {
   const validatedBy = options.validationData !== undefined ? 'validationData' : options.fewShot !== undefined ? 'fewShot' : null;
   if (options.validationSplit !== undefined && validatedBy !== null) {
     throw new InputError(
@@ -787,13 +830,13 @@ function checkThreads(threads: number): void {
 }
 
 /** Options read by one technique only: given with another, they would be ignored without a word. */
-const TECHNIQUE_OF: ReadonlyArray<[keyof TrainOptions, Technique]> = [
+const TECHNIQUE_OF: ReadonlyArray<[keyof AnyTrainOptions, Technique]> = [
   ['lora', 'lora'],
   ['adapter', 'adapter'],
   ['encoderLearningRate', 'full'],
 ];
 
-function checkTechniqueOptions(options: TrainOptions, technique: Technique): void {
+function checkTechniqueOptions(options: AnyTrainOptions, technique: Technique): void {
   for (const [name, owner] of TECHNIQUE_OF) {
     const value: unknown = options[name];
     // The CLI passes { rank: undefined, ... } when no --lora-* flag is given: only a value set counts.

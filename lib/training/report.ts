@@ -1,11 +1,12 @@
 /**
- * A training run as one self-contained HTML page: loss and accuracy curves, the per-step
- * validation curve when there is one, the epoch table, the confusion matrix with per-class
- * precision/recall/F1, and the settings. No scripts, no external assets, no dependencies:
+ * A training run as one self-contained HTML page: loss and accuracy curves (a regression run's:
+ * Pearson and Spearman), the per-step validation curve when there is one, the epoch table, the
+ * confusion matrix with per-class precision/recall/F1 (a regression run's errors and
+ * correlations), and the settings. No scripts, no external assets, no dependencies:
  * the page can be mailed, archived or opened offline years later, and the charts are inline
  * SVG drawn here. Every user-supplied string (title, labels, settings) is escaped.
  */
-import type { ClassificationMetrics } from './metrics.js';
+import type { ClassificationMetrics, RegressionMetrics } from './metrics.js';
 import type { EpochMetrics } from './options.js';
 
 /** A validation pass run every N optimisation steps, not only at an epoch's end. */
@@ -14,8 +15,11 @@ export interface StepEvaluation {
   step: number;
   epoch: number;
   validationLoss: number;
-  validationAccuracy: number;
+  validationAccuracy?: number;
   validationMacroF1?: number;
+  /** A regression run's, in place of accuracy and macro-F1. */
+  validationPearson?: number;
+  validationSpearman?: number;
   /** Whether it set a new best (and was checkpointed). */
   isBest?: boolean;
 }
@@ -25,7 +29,7 @@ export interface ReportInput {
   history: EpochMetrics[];
   evaluations?: StepEvaluation[];
   /** Metrics of the kept (best) model on the validation data. */
-  final?: ClassificationMetrics;
+  final?: ClassificationMetrics | RegressionMetrics;
   /** Class names in id order. */
   labels: string[];
   settings: Record<string, unknown>;
@@ -61,6 +65,34 @@ type EpochRecord = EpochMetrics & { validationMacroF1?: number };
 
 function macroF1Of(m: EpochRecord | StepEvaluation): number | undefined {
   return typeof m.validationMacroF1 === 'number' ? m.validationMacroF1 : undefined;
+}
+
+/** A regression run's records: Pearson and Spearman in place of accuracy and macro-F1. */
+function isRegression(records: ReadonlyArray<EpochRecord | StepEvaluation>): boolean {
+  return records.some((m) => m.validationPearson !== undefined);
+}
+
+/** A regression run's second chart: validation Pearson (solid) and Spearman (dashed) by `x` (epoch or step). */
+function correlationChart(
+  records: ReadonlyArray<EpochRecord | StepEvaluation>,
+  at: (m: EpochRecord | StepEvaluation) => number,
+  chart: { id: string; title: string; x: Axis; xLabel: string; best: { x: number; label: string } | undefined },
+): string {
+  return lineChart({
+    ...chart,
+    series: [
+      { name: 'validation Pearson', color: COLORS.validation, points: records.map((m) => [at(m), m.validationPearson ?? NaN]) },
+      {
+        name: 'validation Spearman',
+        color: COLORS.macroF1,
+        dashed: true,
+        points: records.map((m) => [at(m), m.validationSpearman ?? NaN]),
+      },
+    ],
+    yLabel: 'correlation',
+    formatY: formatLossTick,
+    yLimits: [-1, 1],
+  });
 }
 
 /**
@@ -326,9 +358,19 @@ function lossChartsFor(history: EpochMetrics[]): string {
     formatY: formatLossTick,
     best: bestMark,
   });
+  if (isRegression(history)) {
+    const correlation = correlationChart(history, (m) => m.epoch, {
+      id: 'chart-correlation',
+      title: 'Correlation per epoch',
+      x,
+      xLabel: 'epoch',
+      best: bestMark,
+    });
+    return `<div class="charts"><figure><figcaption>Loss</figcaption>${loss}</figure><figure><figcaption>Correlation</figcaption>${correlation}</figure></div>`;
+  }
   const accuracySeries: Series[] = [
-    { name: 'train', color: COLORS.train, points: history.map((m) => [m.epoch, m.trainAccuracy]) },
-    { name: 'validation', color: COLORS.validation, points: history.map((m) => [m.epoch, m.validationAccuracy]) },
+    { name: 'train', color: COLORS.train, points: history.map((m) => [m.epoch, m.trainAccuracy ?? NaN]) },
+    { name: 'validation', color: COLORS.validation, points: history.map((m) => [m.epoch, m.validationAccuracy ?? NaN]) },
   ];
   if (history.some((m) => macroF1Of(m) !== undefined)) {
     accuracySeries.push({
@@ -369,8 +411,18 @@ function evaluationChartsFor(evaluations: StepEvaluation[]): string {
     formatY: formatLossTick,
     best: bestMark,
   });
+  if (isRegression(sorted)) {
+    const correlation = correlationChart(sorted, (e) => (e as StepEvaluation).step, {
+      id: 'chart-step-correlation',
+      title: 'Validation correlation by step',
+      x,
+      xLabel: 'step',
+      best: bestMark,
+    });
+    return `<div class="charts"><figure><figcaption>Validation loss</figcaption>${loss}</figure><figure><figcaption>Validation correlation</figcaption>${correlation}</figure></div>`;
+  }
   const accuracySeries: Series[] = [
-    { name: 'validation', color: COLORS.validation, points: sorted.map((e) => [e.step, e.validationAccuracy]) },
+    { name: 'validation', color: COLORS.validation, points: sorted.map((e) => [e.step, e.validationAccuracy ?? NaN]) },
   ];
   if (sorted.some((e) => macroF1Of(e) !== undefined)) {
     accuracySeries.push({
@@ -411,13 +463,14 @@ function formatSeconds(seconds: number): string {
 
 function historyTable(history: EpochRecord[], best: EpochMetrics | undefined): string {
   if (history.length === 0) return '';
+  if (isRegression(history)) return regressionHistoryTable(history, best);
   const withF1 = history.some((m) => macroF1Of(m) !== undefined);
   const rows = history.map((m) => {
     const isBest = m === best;
     return (
       `<tr${isBest ? ' class="best-row"' : ''}><td>${m.epoch}${isBest ? ' <span class="badge">best</span>' : ''}</td>` +
-      `<td>${formatLoss(m.trainLoss)}</td><td>${formatPercent(m.trainAccuracy)}</td>` +
-      `<td>${formatLoss(m.validationLoss)}</td><td>${formatPercent(m.validationAccuracy)}</td>` +
+      `<td>${formatLoss(m.trainLoss)}</td><td>${formatPercent(m.trainAccuracy ?? NaN)}</td>` +
+      `<td>${formatLoss(m.validationLoss)}</td><td>${formatPercent(m.validationAccuracy ?? NaN)}</td>` +
       (withF1 ? `<td>${formatRatio(macroF1Of(m) ?? NaN)}</td>` : '') +
       `<td>${formatSeconds(m.seconds)}</td></tr>`
     );
@@ -427,6 +480,35 @@ function historyTable(history: EpochRecord[], best: EpochMetrics | undefined): s
     `<th>validation loss</th><th>validation accuracy</th>${withF1 ? '<th>validation macro-F1</th>' : ''}<th>time</th></tr></thead>` +
     `<tbody>${rows.join('')}</tbody></table>`
   );
+}
+
+function regressionHistoryTable(history: EpochRecord[], best: EpochMetrics | undefined): string {
+  const rows = history.map((m) => {
+    const isBest = m === best;
+    return (
+      `<tr${isBest ? ' class="best-row"' : ''}><td>${m.epoch}${isBest ? ' <span class="badge">best</span>' : ''}</td>` +
+      `<td>${formatLoss(m.trainLoss)}</td><td>${formatLoss(m.validationLoss)}</td>` +
+      `<td>${formatRatio(m.validationPearson ?? NaN)}</td><td>${formatRatio(m.validationSpearman ?? NaN)}</td>` +
+      `<td>${formatSeconds(m.seconds)}</td></tr>`
+    );
+  });
+  return (
+    '<table class="numbers history"><thead><tr><th>epoch</th><th>train loss</th><th>validation loss</th>' +
+    '<th>validation Pearson</th><th>validation Spearman</th><th>time</th></tr></thead>' +
+    `<tbody>${rows.join('')}</tbody></table>`
+  );
+}
+
+/** A regression model's metrics on the validation data: its errors and correlations. */
+function regressionTable(m: RegressionMetrics): string {
+  const rows: Array<[string, string]> = [
+    ['mean squared error', formatLoss(m.mse)],
+    ['mean absolute error', formatLoss(m.mae)],
+    ["Pearson's r", formatRatio(m.pearson)],
+    ["Spearman's ρ", formatRatio(m.spearman)],
+    ['examples', String(m.examples)],
+  ];
+  return `<table class="settings"><tbody>${rows.map(([k, v]) => `<tr><th scope="row">${escapeHtml(k)}</th><td>${v}</td></tr>`).join('')}</tbody></table>`;
 }
 
 /** Background of a confusion-matrix cell: blue for correct predictions, red for confusions, by row share. */
@@ -494,14 +576,16 @@ function summaryCards(input: ReportInput, best: EpochMetrics | undefined): strin
   if (best) {
     cards.push(['kept epoch', `${best.epoch} of ${input.history.length}`]);
     cards.push(['validation loss', formatLoss(best.validationLoss)]);
-    cards.push(['validation accuracy', formatPercent(best.validationAccuracy)]);
+    if (best.validationPearson !== undefined) cards.push(['validation Pearson', formatRatio(best.validationPearson)]);
+    else cards.push(['validation accuracy', formatPercent(best.validationAccuracy ?? NaN)]);
   }
   if (input.final) {
-    cards.push(['macro F1', formatRatio(input.final.macroF1)]);
+    if ('spearman' in input.final) cards.push(['Spearman', formatRatio(input.final.spearman)]);
+    else cards.push(['macro F1', formatRatio(input.final.macroF1)]);
     cards.push(['evaluated examples', String(input.final.examples)]);
   }
   if (input.history.length > 0) cards.push(['training time', formatSeconds(input.history.reduce((s, m) => s + m.seconds, 0))]);
-  cards.push(['classes', String(input.labels.length)]);
+  if (!(input.final && 'spearman' in input.final)) cards.push(['classes', String(input.labels.length)]);
   return `<div class="cards">${cards
     .map(
       ([name, value]) =>
@@ -579,7 +663,9 @@ function reportSections(input: ReportInput, history: EpochMetrics[], best: Epoch
   }
   if (history.length > 0)
     sections.push(`<section id="epochs"><h2>Epochs</h2><div class="scroll">${historyTable(history, best)}</div></section>`);
-  if (input.final) {
+  if (input.final && 'spearman' in input.final) {
+    sections.push(`<section id="regression"><h2>Errors and correlations</h2>${regressionTable(input.final)}</section>`);
+  } else if (input.final) {
     sections.push(
       '<section id="confusion"><h2>Confusion matrix and per-class metrics</h2>' +
         '<p class="legend-note">Rows are true classes, columns predicted classes; shading is the share of the row ' +
@@ -587,11 +673,13 @@ function reportSections(input: ReportInput, history: EpochMetrics[], best: Epoch
         `${confusionTable(input.final)}</section>`,
     );
   }
-  sections.push(
-    `<section id="labels"><h2>Classes</h2><ol class="labels" start="0">${input.labels
-      .map((l, i) => `<li><span class="meta">${i}</span> ${escapeHtml(l)}</li>`)
-      .join('')}</ol></section>`,
-  );
+  // A regression model has an output, not classes.
+  if (!(input.final && 'spearman' in input.final))
+    sections.push(
+      `<section id="labels"><h2>Classes</h2><ol class="labels" start="0">${input.labels
+        .map((l, i) => `<li><span class="meta">${i}</span> ${escapeHtml(l)}</li>`)
+        .join('')}</ol></section>`,
+    );
   sections.push(`<section id="settings"><h2>Settings</h2>${settingsTable(input.settings)}</section>`);
   return sections;
 }

@@ -4,21 +4,52 @@
  * record in the history, early stopping, and the resumable training state (at the start, at each
  * epoch's end and on abort). The training loop (training-loop.ts) only tells it where the run stands.
  */
-import type { BestMetric, EpochMetrics, Evaluation, ProgressEvent } from './options.js';
+import type { BestMetric, EpochMetrics, Evaluation, ProgressEvent, TrainProblemType } from './options.js';
 import type { RunPosition } from './training-state.js';
 
-/** One validation pass as a task measures it: the three numbers the run compares, and the task's full metrics. */
+/** A validation pass's scores by `bestMetric` name: classification's accuracy and macro-F1, or regression's Pearson and Spearman. */
+export type ValidationScores = { accuracy: number; macroF1: number } | { pearson: number; spearman: number };
+
+/** One validation pass as a task measures it: the numbers the run compares, and the task's full metrics. */
 export interface Validation<M> {
   loss: number;
-  accuracy: number;
-  macroF1: number;
+  scores: ValidationScores;
   metrics: M;
+}
+
+/** An evaluation's score fields, copied into its epoch's record. */
+function scoreFieldsOf(e: Evaluation): Partial<EpochMetrics> {
+  const { validationAccuracy, validationMacroF1, validationPearson, validationSpearman } = e;
+  return Object.fromEntries(
+    Object.entries({ validationAccuracy, validationMacroF1, validationPearson, validationSpearman }).filter(([, v]) => v !== undefined),
+  );
+}
+
+/** An evaluation's (and epoch's) fields of the scores: `validationAccuracy`, `validationMacroF1`; or `validationPearson`, `validationSpearman`. */
+function scoreFields(scores: ValidationScores): Partial<Evaluation> {
+  return 'accuracy' in scores
+    ? { validationAccuracy: scores.accuracy, validationMacroF1: scores.macroF1 }
+    : { validationPearson: scores.pearson, validationSpearman: scores.spearman };
+}
+
+/** The evaluation's value of `metric` (one its problem type has: options.ts checks). */
+function scoreOf(evaluation: Evaluation, metric: BestMetric): number {
+  const field = {
+    loss: 'validationLoss',
+    accuracy: 'validationAccuracy',
+    macroF1: 'validationMacroF1',
+    pearson: 'validationPearson',
+    spearman: 'validationSpearman',
+  } as const;
+  return evaluation[field[metric]]!;
 }
 
 export interface KeeperRules {
   bestMetric: BestMetric;
   /** Evaluations without improvement that end the run; 0 = never. */
   earlyStoppingPatience: number;
+  /** Regression runs count no training accuracy (their steps predict no class). Absent: classification. */
+  problemType?: TrainProblemType;
   /** Evaluate at each epoch's end, and also every N optimizer steps when a number. */
   evaluateEvery: 'epoch' | number;
   epochs: number;
@@ -104,10 +135,9 @@ export class RunKeeper<M> {
     const metrics: EpochMetrics = {
       epoch,
       trainLoss: position.epochLossSum / Math.max(1, position.epochSeen),
-      trainAccuracy: position.epochCorrect / Math.max(1, position.epochSeen),
+      ...(this.rules.problemType === 'regression' ? {} : { trainAccuracy: position.epochCorrect / Math.max(1, position.epochSeen) }),
       validationLoss: last.validationLoss,
-      validationAccuracy: last.validationAccuracy,
-      validationMacroF1: last.validationMacroF1,
+      ...scoreFieldsOf(last),
       seconds: (performance.now() - startedAt) / 1000,
       isBest: last.isBest,
     };
@@ -152,7 +182,8 @@ export class RunKeeper<M> {
   private async evaluate(epoch: number, { atEpochEnd = false } = {}): Promise<boolean> {
     const position = this.position;
     const result = await this.hooks.validate();
-    const value = this.rules.bestMetric === 'loss' ? result.loss : this.rules.bestMetric === 'accuracy' ? result.accuracy : result.macroF1;
+    const measured = { validationLoss: result.loss, ...scoreFields(result.scores) };
+    const value = scoreOf({ epoch, step: 0, isBest: false, ...measured }, this.rules.bestMetric);
     let isBest = this.isBetter(value);
     let stop = this.patienceRunOut(isBest ? 0 : position.evaluationsWithoutImprovement + 1);
     if (this.hooks.agree) {
@@ -167,9 +198,7 @@ export class RunKeeper<M> {
     const evaluation: Evaluation = {
       epoch,
       step: position.optimizerSteps,
-      validationLoss: result.loss,
-      validationAccuracy: result.accuracy,
-      validationMacroF1: result.macroF1,
+      ...measured,
       isBest,
     };
     position.evaluations.push(evaluation);

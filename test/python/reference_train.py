@@ -28,7 +28,11 @@ Input: --spec FILE (JSON)
     "validation": {same} (optional),
     "numClasses": 2, "epochs": 3, "batchSize": 16, "lr": 1e-3, "weightDecay": 0.01,
     "betas": [0.9, 0.999], "eps": 1e-8, "seed": 0, "headHidden": 512, "dropout": 0.1,
-    "pooling": "cls" | "mean" }
+    "pooling": "cls" | "mean",
+    "problemType": "single_label_classification" (default) | "regression" }
+  regression: labels are numbers, the head ends at its Linear(headHidden, 1) (no LogSoftmax), the
+  loss is MSELoss (transformers' problem_type regression), accuracies are null and each epoch
+  also reports the validation Pearson's r ("valPearson", torch.corrcoef).
 Output (stdout, or --out FILE):
   { "epochs": [{"epoch", "trainLoss", "trainAccuracy", "valLoss", "valAccuracy"}],
     "best": {"epoch", "valLoss", "valAccuracy"},
@@ -93,11 +97,11 @@ class Frozen:
             return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-def tensors(split: Dict[str, Any], name: str) -> Tuple[Tensor, Tensor, Tensor]:
+def tensors(split: Dict[str, Any], name: str, regression: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     try:
         ids = torch.tensor(split["input_ids"], dtype=torch.long)
         mask = torch.tensor(split["attention_mask"], dtype=torch.long)
-        labels = torch.tensor(split["labels"], dtype=torch.long)
+        labels = torch.tensor(split["labels"], dtype=torch.float32 if regression else torch.long)
     except (KeyError, ValueError, TypeError) as e:
         raise SystemExit(f"spec.{name}: needs rectangular input_ids, attention_mask and labels ({e})")
     if ids.dim() != 2 or ids.shape != mask.shape or labels.shape != (ids.shape[0],):
@@ -110,14 +114,15 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
     epochs = int(spec["epochs"])
     bs = int(spec["batchSize"])
     seed = int(spec.get("seed", 0))
+    regression = spec.get("problemType", "single_label_classification") == "regression"
     frozen = Frozen(spec["encoder"], spec.get("pooling", "cls"))
-    tr_ids, tr_mask, tr_y = tensors(spec["train"], "train")
+    tr_ids, tr_mask, tr_y = tensors(spec["train"], "train", regression)
     val = spec.get("validation")
     has_val = bool(val) and len(val.get("labels", [])) > 0
     if has_val:
-        va_ids, va_mask, va_y = tensors(val, "validation")
-    for y in [tr_y] + ([va_y] if has_val else []):
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        va_ids, va_mask, va_y = tensors(val, "validation", regression)
+    for y in [tr_y] + ([va_y] if has_val and not regression else []):
+        if not regression and len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise SystemExit(f"labels must be in [0, {num_classes})")
 
     hidden = frozen.features(tr_ids[:1], tr_mask[:1]).shape[-1]
@@ -127,7 +132,7 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
         nn.ReLU(),
         nn.Dropout(float(spec.get("dropout", 0.1))),
         nn.Linear(int(spec.get("headHidden", 512)), num_classes),
-        nn.LogSoftmax(dim=-1),
+        *([] if regression else [nn.LogSoftmax(dim=-1)]),
     )
     betas = spec.get("betas", [0.9, 0.999])
     opt = torch.optim.AdamW(
@@ -137,7 +142,9 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
         eps=float(spec.get("eps", 1e-8)),
         weight_decay=float(spec.get("weightDecay", 0.01)),
     )
-    loss_fn = nn.NLLLoss()
+    nll = nn.NLLLoss()
+    mse = nn.MSELoss()
+    loss_fn = (lambda out, y: mse(out, y.view_as(out))) if regression else nll
     n_train = tr_ids.shape[0]
     history: List[Dict[str, Any]] = []
     step_times: List[float] = []
@@ -159,11 +166,12 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
             opt.zero_grad()
             step_times.append(time.perf_counter() - t0)
             tot_loss += loss.item() * len(idx)
-            correct += int((logp.argmax(-1) == tr_y[idx]).sum())
+            if not regression:
+                correct += int((logp.argmax(-1) == tr_y[idx]).sum())
         row: Dict[str, Any] = {
             "epoch": epoch,
             "trainLoss": tot_loss / n_train if n_train else None,
-            "trainAccuracy": correct / n_train if n_train else None,
+            "trainAccuracy": correct / n_train if n_train and not regression else None,
             "valLoss": None,
             "valAccuracy": None,
         }
@@ -171,17 +179,23 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
             head.eval()
             n_val = va_ids.shape[0]
             vloss, vcorrect = 0.0, 0
+            values = []
             with torch.no_grad():
                 for s in range(0, n_val, bs):
                     logp = head(frozen.features(va_ids[s : s + bs], va_mask[s : s + bs]))
                     y = va_y[s : s + bs]
                     vloss += loss_fn(logp, y).item() * len(y)
-                    vcorrect += int((logp.argmax(-1) == y).sum())
+                    if regression:
+                        values.append(logp[:, 0])
+                    else:
+                        vcorrect += int((logp.argmax(-1) == y).sum())
             row["valLoss"] = vloss / n_val
-            row["valAccuracy"] = vcorrect / n_val
+            row["valAccuracy"] = None if regression else vcorrect / n_val
+            if regression:
+                row["valPearson"] = torch.corrcoef(torch.stack([torch.cat(values), va_y]))[0, 1].item()
         history.append(row)
-        print(f"[reference_train] epoch {epoch}: train loss {row['trainLoss']:.4f} acc {row['trainAccuracy']:.4f}"
-              + (f" | val loss {row['valLoss']:.4f} acc {row['valAccuracy']:.4f}" if has_val else ""),
+        print(f"[reference_train] epoch {epoch}: train loss {row['trainLoss']:.4f}"
+              + (f" | val loss {row['valLoss']:.4f}" if has_val else ""),
               file=sys.stderr, flush=True)
         if best is None or not has_val or row["valLoss"] < best["valLoss"]:
             best = {"epoch": epoch, "valLoss": row["valLoss"], "valAccuracy": row["valAccuracy"]}

@@ -100,6 +100,8 @@ type Kind =
   | 'bool'
   | 'object'
   | 'int32array'
+  // A batch's labels: class ids (Int32Array) or a regression or multi-label model's targets (Float32Array).
+  | 'labels'
   | 'uint8array'
   | 'typedarray'
   | 'array'
@@ -251,7 +253,7 @@ const entries = (): Entry[] => [
   { name: 'cat', kinds: ['array'], args: () => [[features(), features()]], call: (ts) => b.cat(ts) },
   {
     name: 'headTrainStep',
-    kinds: ['module', 'optimizer', 'tensor', 'int32array', 'int32array', 'object?'],
+    kinds: ['module', 'optimizer', 'tensor', 'int32array', 'labels', 'object?'],
     args: () => {
       const m = classifier();
       m.setRequiresGrad(false, 'encoder.');
@@ -548,8 +550,8 @@ function garbage(): Array<{ label: string; value: unknown; typeOk: string[] }> {
     { label: 'a function', value: () => 1, typeOk: ['function'] },
     { label: 'a symbol', value: Symbol('s'), typeOk: [] },
     { label: '10n', value: 10n, typeOk: [] },
-    { label: 'Float32Array(2)', value: new Float32Array(2), typeOk: ['typedarray', 'object'] },
-    { label: 'Int32Array(0)', value: new Int32Array(0), typeOk: ['int32array', 'typedarray', 'object'] },
+    { label: 'Float32Array(2)', value: new Float32Array(2), typeOk: ['labels', 'typedarray', 'object'] },
+    { label: 'Int32Array(0)', value: new Int32Array(0), typeOk: ['int32array', 'labels', 'typedarray', 'object'] },
     { label: 'Uint8Array(3)', value: new Uint8Array(3), typeOk: ['uint8array', 'typedarray', 'object'] },
     { label: 'Int16Array(2)', value: new Int16Array(2), typeOk: ['object'] },
     { label: 'a DataView', value: new DataView(new ArrayBuffer(8)), typeOk: ['object'] },

@@ -1,0 +1,372 @@
+/**
+ * train() with `problemType: 'regression'` (Hugging Face's problem_type regression: one output,
+ * MSELoss, Pearson and Spearman): parity with the plain-PyTorch reference trainer given the same
+ * tokens and split, the saved model in Python and through loadClassifier/evaluate, a Hugging Face
+ * regression model's head continued and exported, the CLI, and the refusals.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { InputError } from '../lib/addon/errors.js';
+import { loadBinding } from '../lib/addon/loader.js';
+import { gatherRows } from '../lib/data/batching.js';
+import { loadExamples, stratifiedSplit } from '../lib/data/data.js';
+import { TextTokenizer } from '../lib/data/tokenizer.js';
+import { Classifier, exportAdapterHub, exportHuggingFace, loadClassifier, type TrainResult, train } from '../lib/index.js';
+import {
+  asRows,
+  demoReviews,
+  demoTokenizer,
+  INFORMATIVE_ENCODER,
+  makeEncoder,
+  makeHfFolder,
+  PROBE_TEXTS,
+  repoRoot,
+  runPython,
+} from './fixtures.js';
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-regression-'));
+const SMALL = { maxLength: 48, batchSize: 32, learningRate: 1e-3, headHidden: 64 } as const;
+
+let encoder: string;
+/** The demo reviews with a score each: 4 for a positive review, 1 for a negative one, plus a quarter per (row mod 3). */
+let csv: string;
+let texts: string[];
+let scores: number[];
+
+beforeAll(async () => {
+  encoder = await makeEncoder(INFORMATIVE_ENCODER);
+  const raw = await loadExamples(demoReviews);
+  texts = raw.texts;
+  scores = raw.labels!.map((l, i) => (l === 'positive' ? 4 : 1) + (i % 3) * 0.25);
+  csv = join(work, 'scores.csv');
+  const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
+  writeFileSync(csv, `text,score\n${texts.map((t, i) => `${quote(t)},${scores[i]}`).join('\n')}\n`);
+});
+
+describe('parity with the plain-PyTorch reference trainer (MSELoss, one output)', () => {
+  it('gives the reference losses and Pearson epoch by epoch; the kept model predicts what its classifier.pt gives in Python', async () => {
+    const epochs = 3;
+    const seed = 42;
+    // The reference gets exactly our tokens and split (one stratum: a random split), then does the rest itself.
+    const tokenizer = await TextTokenizer.load(demoTokenizer);
+    const split = stratifiedSplit(new Int32Array(texts.length), 0.2, seed, loadBinding().randperm);
+    const encoded = tokenizer.encodeBatch(texts, SMALL.maxLength);
+    const rowsOf = (indices: Int32Array) => {
+      const rows = gatherRows(encoded, indices);
+      return {
+        input_ids: asRows(rows.inputIds, rows.seqLen),
+        attention_mask: asRows(rows.attentionMask, rows.seqLen),
+        labels: Array.from(indices, (i) => scores[i]!),
+      };
+    };
+    const spec = {
+      encoder,
+      train: rowsOf(split.train),
+      validation: rowsOf(split.validation),
+      numClasses: 1,
+      problemType: 'regression',
+      epochs,
+      batchSize: SMALL.batchSize,
+      lr: SMALL.learningRate,
+      weightDecay: 0.01,
+      seed,
+      headHidden: SMALL.headHidden,
+      dropout: 0.1,
+      pooling: 'cls',
+    };
+    const specFile = join(work, 'reference-spec.json');
+    writeFileSync(specFile, JSON.stringify(spec));
+    const reference = JSON.parse(await runPython(join(repoRoot, 'test/python/reference_train.py'), ['--spec', specFile])) as {
+      epochs: Array<{ trainLoss: number; valLoss: number; valPearson: number; trainAccuracy: null }>;
+    };
+    const outDir = join(work, 'parity');
+    const ours: TrainResult<'regression'> = await train({
+      data: { csv, labelColumn: 'score' },
+      problemType: 'regression',
+      encoder,
+      tokenizer: demoTokenizer,
+      outDir,
+      epochs,
+      seed,
+      maxGradNorm: 0,
+      bestMetric: 'pearson',
+      ...SMALL,
+    });
+    try {
+      expect(ours.labels).toEqual(['LABEL_0']);
+      expect(ours.validationExamples).toBe(split.validation.length);
+      // The encoder is informative: the scores are learned.
+      expect(reference.epochs.at(-1)!.valPearson).toBeGreaterThan(0.8);
+      for (let e = 0; e < epochs; e++) {
+        const [r, o] = [reference.epochs[e]!, ours.history[e]!];
+        // As the classification parity test: the same job, batches of the same rows.
+        expect(Math.abs(o.trainLoss - r.trainLoss) / r.trainLoss).toBeLessThan(0.05);
+        expect(Math.abs(o.validationLoss - r.valLoss) / r.valLoss).toBeLessThan(0.05);
+        expect(Math.abs(o.validationPearson! - r.valPearson)).toBeLessThan(0.02);
+        // A regression run counts no accuracy.
+        expect(o.trainAccuracy).toBeUndefined();
+        expect(o.validationAccuracy).toBeUndefined();
+      }
+      // The kept epoch is the best by Pearson; its metrics are the result's.
+      const best = ours.history.reduce((a, b) => (b.validationPearson! > a.validationPearson! ? b : a));
+      expect(ours.best.epoch).toBe(best.epoch);
+      expect(ours.metrics.pearson).toBeCloseTo(best.validationPearson!, 6);
+      expect(ours.metrics.mse).toBeCloseTo(best.validationLoss, 5);
+
+      const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
+      expect(config).toMatchObject({ problemType: 'regression', output: 'values', labels: ['LABEL_0'], labelColumn: 'score' });
+      expect(config.metrics.validationPearson).toBeCloseTo(best.validationPearson!, 10);
+      // classifier.pt in Python: forward returns the values predict() gives.
+      const rows = gatherRows(tokenizer.encodeBatch(PROBE_TEXTS, SMALL.maxLength), Int32Array.from(PROBE_TEXTS.keys()));
+      const python = JSON.parse(
+        await runPython('-c', [
+          [
+            'import json, sys, torch',
+            'm = torch.jit.load(sys.argv[1]).eval()',
+            'ids, mask = torch.tensor(json.loads(sys.argv[2])), torch.tensor(json.loads(sys.argv[3]))',
+            'print(json.dumps({"attr": m.problem_type, "values": m(ids, mask)[:, 0].tolist()}))',
+          ].join('\n'),
+          join(outDir, 'classifier.pt'),
+          JSON.stringify(asRows(rows.inputIds, rows.seqLen)),
+          JSON.stringify(asRows(rows.attentionMask, rows.seqLen)),
+        ]),
+      ) as { attr: string; values: number[] };
+      expect(python.attr).toBe('regression');
+      const predictions = await ours.classifier.predict(PROBE_TEXTS);
+      for (const [i, p] of predictions.entries()) expect(Math.abs(p.value - python.values[i]!)).toBeLessThan(1e-5);
+      // Loaded back, evaluated on the training CSV's own column (config.json's labelColumn).
+      const loaded = await loadClassifier(outDir, { problemType: 'regression' });
+      try {
+        const again = await loaded.evaluate({ texts: PROBE_TEXTS, labels: [4, 1, 2.5, 1] });
+        const mse = [4, 1, 2.5, 1].reduce((s, t, i) => s + (python.values[i]! - t) ** 2, 0) / 4;
+        expect(Math.abs(again.loss - mse)).toBeLessThan(1e-5 * Math.max(1, mse));
+        const whole = await loaded.evaluate(csv);
+        expect(whole.examples).toBe(texts.length);
+        expect(whole.metrics.pearson).toBeGreaterThan(0.8);
+      } finally {
+        loaded.dispose();
+      }
+    } finally {
+      ours.classifier.dispose();
+    }
+  });
+});
+
+describe("a Hugging Face regression model's head, continued (head 'sequence-classification')", () => {
+  it("starts from the checkpoint's head (learning rate 0: the run predicts what the checkpoint does); the export says problem_type regression", async () => {
+    const { dir } = await makeHfFolder({ layout: 'bert-seqcls', problemType: 'regression' });
+    const hf = await loadClassifier(dir, { problemType: 'regression' });
+    const outDir = join(work, 'continued');
+    const run = await train({
+      data: { texts: texts.slice(0, 64), labels: scores.slice(0, 64) },
+      problemType: 'regression',
+      encoder: dir,
+      outDir,
+      epochs: 1,
+      batchSize: 32,
+      maxLength: 32,
+      head: 'sequence-classification',
+      technique: 'full',
+      learningRate: 0,
+    });
+    try {
+      expect(run.notes).toContain("the head starts from the checkpoint's regression head");
+      const [expected, got] = [await hf.predict(PROBE_TEXTS), await run.classifier.predict(PROBE_TEXTS)];
+      for (const [i, p] of got.entries()) expect(Math.abs(p.value - expected[i]!.value)).toBeLessThan(1e-6);
+      // Not a degenerate comparison: the values differ between texts.
+      expect(Math.abs(got[0]!.value - got[1]!.value)).toBeGreaterThan(1e-3);
+      const exported = join(work, 'continued-hf');
+      await exportHuggingFace({ classifier: outDir, out: exported });
+      const hfConfig = JSON.parse(readFileSync(join(exported, 'config.json'), 'utf8'));
+      expect(hfConfig).toMatchObject({ problem_type: 'regression', num_labels: 1, id2label: { '0': 'LABEL_0' } });
+      const back = await loadClassifier(exported, { problemType: 'regression' });
+      try {
+        const values = await back.predict(PROBE_TEXTS);
+        for (const [i, p] of values.entries()) expect(Math.abs(p.value - got[i]!.value)).toBeLessThan(1e-5);
+      } finally {
+        back.dispose();
+      }
+      // A single-label run from the same checkpoint starts its head initialised, and says why.
+      const single = await train({
+        data: { texts: texts.slice(0, 64), labels: scores.slice(0, 64).map((s) => (s > 2 ? 'high' : 'low')) },
+        encoder: dir,
+        epochs: 1,
+        batchSize: 32,
+        maxLength: 32,
+        head: 'sequence-classification',
+        technique: 'full',
+        learningRate: 0,
+      });
+      single.classifier.dispose();
+      expect(single.notes).toContain(
+        "the checkpoint's classification head was not used (it is a regression head; this run's problem type is single_label_classification); the head starts initialised",
+      );
+    } finally {
+      hf.dispose();
+      run.classifier.dispose();
+    }
+  });
+});
+
+describe('LoRA and bottleneck adapters, loaded back; the exports', () => {
+  for (const technique of ['lora', 'adapter'] as const) {
+    it(`${technique}: loadAdapters rebuilds the regression model (its values), asked for by problemType; AdapterHub refuses it, naming the Hugging Face export`, async () => {
+      const outDir = join(work, technique);
+      const run = await train({
+        data: { texts: texts.slice(0, 96), labels: scores.slice(0, 96) },
+        problemType: 'regression',
+        technique,
+        encoder,
+        tokenizer: demoTokenizer,
+        outDir,
+        epochs: 1,
+        ...SMALL,
+      });
+      try {
+        await expect(Classifier.loadAdapters(outDir, { encoder })).rejects.toThrow(
+          `${outDir} is a regression model (problem_type regression), not a single-label classifier: load it with Classifier.loadAdapters(dir, { encoder, problemType: 'regression' })`,
+        );
+        const unmerged = await Classifier.loadAdapters(outDir, { encoder, problemType: 'regression' });
+        try {
+          const [a, b] = [await run.classifier.predict(PROBE_TEXTS), await unmerged.predict(PROBE_TEXTS)];
+          for (const [i, p] of b.entries()) expect(Math.abs(p.value - a[i]!.value)).toBeLessThan(1e-5);
+          // Not a degenerate comparison: the values differ between texts.
+          expect(Math.abs(a[0]!.value - a[1]!.value)).toBeGreaterThan(1e-3);
+        } finally {
+          unmerged.dispose();
+        }
+        await expect(exportAdapterHub({ classifier: outDir, out: join(work, `${technique}-adapterhub`) })).rejects.toThrow(
+          /it is a regression model, and AdapterHub's format here holds single-label classifiers; export it with exportHuggingFace/,
+        );
+      } finally {
+        run.classifier.dispose();
+      }
+    });
+  }
+});
+
+describe('text pairs, resumed runs', () => {
+  it("pairs (STS-B's shape): each text's second text read, the segments the encoder's; predict() needs the pairs", async () => {
+    const pairs = texts.slice(0, 96).map((_, i) => texts[(i + 7) % 96]!);
+    const run = await train({
+      data: { texts: texts.slice(0, 96), pairs, labels: scores.slice(0, 96) },
+      problemType: 'regression',
+      technique: 'full',
+      encoder: (await makeHfFolder({ layout: 'bert-seqcls', problemType: 'regression' })).dir,
+      head: 'sequence-classification',
+      epochs: 1,
+      batchSize: 32,
+      maxLength: 48,
+      learningRate: 1e-4,
+    });
+    try {
+      expect(run.classifier.config.input).toBe('text-pair');
+      const paired = await run.classifier.predict(PROBE_TEXTS, { pairs: [...PROBE_TEXTS].reverse() });
+      const other = await run.classifier.predict(PROBE_TEXTS, { pairs: PROBE_TEXTS });
+      // The second texts move the values.
+      expect(Math.max(...paired.map((p, i) => Math.abs(p.value - other[i]!.value)))).toBeGreaterThan(1e-3);
+      await expect(run.classifier.predict(PROBE_TEXTS)).rejects.toThrow(/trained on text pairs/);
+    } finally {
+      run.classifier.dispose();
+    }
+  });
+
+  it('a run stopped after its first epoch and resumed ends as the uninterrupted run does (history and weights)', async () => {
+    const options = {
+      data: { csv, labelColumn: 'score' },
+      problemType: 'regression',
+      encoder,
+      tokenizer: demoTokenizer,
+      epochs: 2,
+      ...SMALL,
+    } as const;
+    const whole = await train({ ...options, outDir: join(work, 'whole') });
+    const outDir = join(work, 'stopped');
+    const controller = new AbortController();
+    await expect(
+      train({ ...options, outDir, signal: controller.signal, onProgress: (e) => e.type === 'epoch' && controller.abort() }),
+    ).rejects.toThrow(/training aborted/);
+    // The state keeps the problem type: resumed as a classifier, the run is refused, naming it.
+    await expect(train({ ...options, problemType: 'single_label_classification', resumeFrom: outDir })).rejects.toThrow(/problemType/);
+    const resumed = await train({ ...options, resumeFrom: outDir });
+    try {
+      expect(resumed.history.map((h) => [h.trainLoss, h.validationLoss, h.validationPearson])).toEqual(
+        whole.history.map((h) => [h.trainLoss, h.validationLoss, h.validationPearson]),
+      );
+      const [a, b] = [await whole.classifier.predict(PROBE_TEXTS), await resumed.classifier.predict(PROBE_TEXTS)];
+      for (const [i, p] of b.entries()) expect(p.value).toBe(a[i]!.value);
+    } finally {
+      whole.classifier.dispose();
+      resumed.classifier.dispose();
+    }
+  });
+});
+
+describe('torch-bert train --problem-type regression', () => {
+  it("prints the epochs' Pearson and Spearman and the kept weights' errors and correlations", async () => {
+    const outDir = join(work, 'cli');
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [
+        join(repoRoot, 'dist', 'cli.js'),
+        'train',
+        '--data',
+        csv,
+        '--label-column',
+        'score',
+        '--problem-type',
+        'regression',
+        '--model',
+        encoder,
+        '--tokenizer',
+        demoTokenizer,
+        '--out',
+        outDir,
+        '--epochs',
+        '1',
+        '--max-length',
+        '48',
+        '--json',
+      ],
+      { encoding: 'utf8' },
+    );
+    const result = JSON.parse(stdout.trim().split('\n').at(-1)!) as {
+      history: Array<Record<string, number>>;
+      metrics: Record<string, number>;
+    };
+    expect(Object.keys(result.history[0]!)).toEqual(
+      expect.arrayContaining(['trainLoss', 'validationLoss', 'validationPearson', 'validationSpearman']),
+    );
+    expect(result.history[0]!.validationAccuracy).toBeUndefined();
+    expect(result.metrics.pearson).toBeCloseTo(result.history[0]!.validationPearson!, 6);
+    const loaded = await loadClassifier(outDir, { problemType: 'regression' });
+    loaded.dispose();
+  });
+});
+
+describe('refusals', () => {
+  const base = { encoder: 'unused.pt', tokenizer: demoTokenizer, problemType: 'regression' } as const;
+  it('options of classes, a metric of classification, and a label that is not a number', async () => {
+    await expect(train({ ...base, data: csv, classWeights: 'balanced' })).rejects.toThrow(
+      "classWeights cannot be used with problemType 'regression': its labels are values, not classes",
+    );
+    await expect(train({ ...base, data: csv, labelSmoothing: 0.1, fewShot: 4 })).rejects.toThrow(/^labelSmoothing, fewShot cannot be used/);
+    await expect(train({ ...base, data: csv, bestMetric: 'accuracy' })).rejects.toThrow(
+      "bestMetric must be one of loss, pearson, spearman; got 'accuracy'",
+    );
+    await expect(train({ data: csv, encoder: 'unused.pt', bestMetric: 'pearson' })).rejects.toThrow(
+      "bestMetric must be one of loss, accuracy, macroF1; got 'pearson'",
+    );
+    await expect(train({ ...base, data: csv, problemType: 'ordinal' as never })).rejects.toThrow(
+      "problemType must be one of single_label_classification, regression; got 'ordinal'",
+    );
+    await expect(train({ ...base, encoder, data: { texts: ['a', 'b', 'c'], labels: [1, 'much', 2] } })).rejects.toThrow(
+      "example 1: label 'much' is not a number a float32 holds; a regression model's labels are its target values",
+    );
+    await expect(train({ ...base, encoder, data: { texts: ['a', 'b'], labels: [1, Number.NaN] } })).rejects.toThrow(InputError);
+  });
+});
