@@ -18,6 +18,7 @@ export {
   type LoadAdaptersOptions,
   type LoadClassifierOptions,
   loadClassifier,
+  type MultiLabelEvaluation,
   type MultiLabelPrediction,
   PROBLEM_TYPES,
   type Prediction,
@@ -49,6 +50,8 @@ export {
   type ClassMetrics,
   classificationMetrics,
   formatMetricsTable,
+  type MultiLabelMetrics,
+  multiLabelMetrics,
   type RegressionMetrics,
   regressionMetrics,
 } from './training/metrics.js';

@@ -263,6 +263,44 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     expect(reported(stillSingle).history[0]!.validationSpearman).toBe(one!.spearman);
   }, 240_000);
 
+  it("multi-label (full, BCE): 2 ranks with batch 4 end with 1 process's weights with batch 8; the sharded probabilities give its metrics", async () => {
+    // A Hugging Face multi-label BERT (its config's dropouts 0) and its head (negative, neutral,
+    // positive), every fourth review also 'neutral'. transformers' BERT head (tanh pooler, linear)
+    // has no ReLU: with the MLP head, a hidden unit that crossed zero for one run's rounding and not
+    // the other's (measured: after step 50 of 60) took AdamW steps of the learning rate's size in one
+    // run alone (0.02 apart at the end). The key biases frozen, as for regression.
+    const raw = await loadExamples(demoReviews);
+    const { dir: multiModel } = await makeHfFolder({ layout: 'bert-seqcls', problemType: 'multi_label_classification', dropout: 0 });
+    const sentiments = (l: string, i: number) => (i % 4 === 0 ? [l, 'neutral'] : [l]);
+    const options = {
+      ...base,
+      encoder: multiModel,
+      head: 'sequence-classification',
+      technique: 'full',
+      problemType: 'multi_label_classification',
+      labels: ['negative', 'neutral', 'positive'],
+      freeze: ['encoder.layer.0.attention.self.key.bias', 'encoder.layer.1.attention.self.key.bias'],
+      data: { texts: raw.texts.slice(0, 480), labels: raw.labels!.slice(0, 480).map(sentiments) },
+      validationData: { texts: raw.texts.slice(480, 513), labels: raw.labels!.slice(480, 513).map(sentiments) },
+    };
+    const single = join(dir, 'multi-single');
+    const alone = await runProcess({ ...options, batchSize: 8 }, single, {});
+    expect(alone.code, alone.stderr).toBe(0);
+    const ranks = await runRanks({ ...options, batchSize: 4 }, join(dir, 'multi-ddp'), 2);
+    for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+    expect(maxDifference(weights(join(dir, 'multi-ddp.0')), weights(single))).toBeLessThan(1e-5);
+    // Learning rate 0: the same weights in both runs, so the ranks' summed probabilities give one process's metrics.
+    const still = { ...options, learningRate: 0 };
+    const stillSingle = join(dir, 'multi-lr0-single');
+    expect((await runProcess({ ...still, batchSize: 8 }, stillSingle, {})).code).toBe(0);
+    for (const r of await runRanks({ ...still, batchSize: 4 }, join(dir, 'multi-lr0-ddp'), 2)) expect(r.code, r.stderr).toBe(0);
+    const [one, rank0] = [reported(stillSingle), reported(`${join(dir, 'multi-lr0-ddp')}.0`)];
+    const metrics = (r: Reported) => r.metrics as unknown as { accuracy: number; microF1: number; macroF1: number; examples: number };
+    expect(metrics(one).examples).toBe(33);
+    for (const key of ['accuracy', 'microF1', 'macroF1'] as const) expect(metrics(rank0)[key], key).toBe(metrics(one)[key]);
+    expect(Math.abs((rank0.history[0]!.validationLoss as number) - (one.history[0]!.validationLoss as number))).toBeLessThan(1e-6);
+  }, 240_000);
+
   it('evaluation is sharded: 2 ranks report the metrics of 1 process on the same model (33 held-out rows, 1e-6)', async () => {
     // Learning rate 0: both runs hold the same weights throughout, so every number they report
     // (each evaluation's loss, accuracy and macro-F1, every global batch's training loss, the

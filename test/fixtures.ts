@@ -6,7 +6,8 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NativeEncoderConfig } from '../lib/addon/binding.js';
@@ -117,6 +118,61 @@ export async function smallClassifierInputs(rows = 160): Promise<{ encoder: stri
 export function asRows(flat: ArrayLike<number>, width: number): number[][] {
   const all = Array.from(flat);
   return Array.from({ length: all.length / width }, (_, r) => all.slice(r * width, (r + 1) * width));
+}
+
+/** What test/python/reference_train.py reports of an epoch (accuracies null where the problem type has none). */
+export interface ReferenceEpoch {
+  epoch: number;
+  trainLoss: number;
+  trainAccuracy: number | null;
+  valLoss: number;
+  valAccuracy: number | null;
+  /** Regression's. */
+  valPearson?: number;
+}
+
+/**
+ * test/python/reference_train.py, the plain-PyTorch trainer, on exactly our tokens and split: the
+ * rows of `encoded` in `split`, each with `labelOf(row)` (a class id, a target, a multi-hot row);
+ * `settings`, the rest of its spec (encoder, numClasses, problemType, epochs, ...).
+ */
+export async function referenceTrain(
+  encoded: EncodedTexts,
+  split: { train: Int32Array; validation: Int32Array },
+  labelOf: (row: number) => unknown,
+  settings: Record<string, unknown>,
+): Promise<{ epochs: ReferenceEpoch[] }> {
+  const rowsOf = (indices: Int32Array) => {
+    const rows = gatherRows(encoded, indices);
+    return {
+      input_ids: asRows(rows.inputIds, rows.seqLen),
+      attention_mask: asRows(rows.attentionMask, rows.seqLen),
+      labels: Array.from(indices, labelOf),
+    };
+  };
+  const dir = mkdtempSync(path.join(tmpdir(), 'torch-bert-reference-'));
+  try {
+    const specFile = path.join(dir, 'spec.json');
+    writeFileSync(specFile, JSON.stringify({ ...settings, train: rowsOf(split.train), validation: rowsOf(split.validation) }));
+    return JSON.parse(await runPython('test/python/reference_train.py', ['--spec', specFile]));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A saved classifier.pt run by Python's torch.jit.load in eval mode on token `rows`: its
+ * `problem_type` attribute and forward's outputs (log-probabilities, logits or values), a row each.
+ */
+export async function classifierPtForward(file: string, rows: EncodedTexts): Promise<{ problemType: string; outputs: number[][] }> {
+  const code = [
+    'import json, sys, torch',
+    'm = torch.jit.load(sys.argv[1]).eval()',
+    'ids, mask = torch.tensor(json.loads(sys.argv[2])), torch.tensor(json.loads(sys.argv[3]))',
+    'print(json.dumps({"problemType": m.problem_type, "outputs": m(ids, mask).tolist()}))',
+  ].join('\n');
+  const [ids, mask] = [asRows(rows.inputIds, rows.seqLen), asRows(rows.attentionMask, rows.seqLen)];
+  return JSON.parse(await runPython('-c', [code, file, JSON.stringify(ids), JSON.stringify(mask)]));
 }
 
 /**

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../lib/addon/errors.js';
-import { type ClassificationMetrics, classificationMetrics, formatMetricsTable, regressionMetrics } from '../lib/training/metrics.js';
+import {
+  type ClassificationMetrics,
+  classificationMetrics,
+  formatMetricsTable,
+  multiLabelMetrics,
+  regressionMetrics,
+} from '../lib/training/metrics.js';
 import { rng } from './helpers/reliability.js';
 
 const ids = (xs: number[]): Int32Array => Int32Array.from(xs);
@@ -244,5 +250,26 @@ describe('regressionMetrics, hand-computed (scipy.stats.pearsonr / spearmanr, sk
     expect(m.spearman).toBeNaN();
     expect(m.mae).toBeCloseTo(2 / 3, 12);
     expect(() => regressionMetrics(f32([1]), f32([1, 2]))).toThrow(InputError);
+  });
+});
+
+describe('multiLabelMetrics, hand-computed (sklearn accuracy_score and f1_score on multi-hot rows, zero_division=0)', () => {
+  it('subset accuracy, micro and macro F1, per-class counts; a class at exactly 0.5 is predicted', () => {
+    // Classes a, b, c; three examples. Predicted (≥ 0.5): {a, b}, {b}, {} ; true: {a}, {b, c}, {}.
+    const probabilities = Float32Array.from([0.9, 0.5, 0.1, 0.2, 0.7, 0.4, 0.3, 0.2, 0.1]);
+    const targets = Float32Array.from([1, 0, 0, 0, 1, 1, 0, 0, 0]);
+    const m = multiLabelMetrics(probabilities, targets, ['a', 'b', 'c']);
+    expect(m.examples).toBe(3);
+    // Only the third example has every class right.
+    expect(m.accuracy).toBeCloseTo(1 / 3, 12);
+    // a: TP 1; b: TP 1, FP 1; c: FN 1. Micro: TP 2, FP 1, FN 1 → 4 / 6.
+    expect(m.microF1).toBeCloseTo(4 / 6, 12);
+    expect(m.perClass.map((c) => [c.label, c.precision, c.recall, c.f1, c.support])).toEqual([
+      ['a', 1, 1, 1, 1],
+      ['b', 0.5, 1, 2 / 3, 1],
+      ['c', 0, 0, 0, 1],
+    ]);
+    expect(m.macroF1).toBeCloseTo((1 + 2 / 3 + 0) / 3, 12);
+    expect(() => multiLabelMetrics(probabilities, targets.subarray(0, 6), ['a', 'b', 'c'])).toThrow(InputError);
   });
 });

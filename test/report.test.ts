@@ -269,3 +269,26 @@ describe("a regression run's report", () => {
     for (const absent of ['Accuracy per epoch', 'id="confusion"', 'id="labels"', 'train accuracy']) expect(html).not.toContain(absent);
   });
 });
+
+describe("a multi-label run's report", () => {
+  it('the per-class table with subset accuracy and the F1 averages, no confusion matrix', () => {
+    const html = render({
+      final: {
+        accuracy: 0.5,
+        microF1: 0.75,
+        macroF1: 0.625,
+        perClass: [
+          { label: 'sports', precision: 1, recall: 0.5, f1: 2 / 3, support: 2 },
+          { label: 'politics', precision: 0.5, recall: 1, f1: 2 / 3, support: 1 },
+        ],
+        examples: 4,
+      },
+      labels: ['sports', 'politics'],
+    });
+    expectWellFormed(html);
+    expect(html).toContain('<h2>Per-class metrics</h2>');
+    expect(html).toContain('<tr><th scope="row">sports</th><td>1.000</td><td>0.500</td><td>0.667</td><td>2</td></tr>');
+    expect(html).toContain('<tr><th scope="row">micro F1</th><td></td><td></td><td>0.750</td><td>4</td></tr>');
+    expect(html).not.toContain('id="confusion"');
+  });
+});

@@ -12,6 +12,7 @@ import type {
   NativeAdamW,
   NativeBinding,
   NativeScriptModule,
+  ProblemType,
   StepBatch,
   TrainStepOptions,
   TrainStepResult,
@@ -21,7 +22,18 @@ import { type BatchedEvaluation, consecutiveBatches, evaluateInBatches, gatherRo
 import type { EncodedTexts } from '../data/tokenizer.js';
 import type { ValidationShard } from '../training/distributed.js';
 import { type FeatureCache, featureRows } from '../training/feature-cache.js';
-import { type ClassificationMetrics, classificationMetrics, type RegressionMetrics, regressionMetrics } from '../training/metrics.js';
+import {
+  type ClassificationMetrics,
+  classificationMetrics,
+  type MultiLabelMetrics,
+  multiLabelMetrics,
+  type RegressionMetrics,
+  regressionMetrics,
+} from '../training/metrics.js';
+
+/** A validation pass's full metrics: a classifier's, a regression model's, or a multi-label classifier's. */
+export type TrainedMetrics = ClassificationMetrics | RegressionMetrics | MultiLabelMetrics;
+
 import { type ResolvedTrainOptions, unweightedClasses } from '../training/options.js';
 import type { Validation } from '../training/run-keeper.js';
 import { type MicroBatchStep, nativeStepOptions, type StepSettings, type Task } from '../training/training-loop.js';
@@ -87,7 +99,7 @@ export function classificationTask(
   const cache = train.cache;
   return {
     batch(rows) {
-      const labels = labelsAt(train.labels, rows);
+      const labels = labelsAt(train.labels, rows, train.labels.length / train.encoded.count);
       if (cache) return { featureRows: featureRows(cache, rows), labels };
       return { tokens: stepBatch(gatherRows(train.encoded, rows, settings.padTo), labels) };
     },
@@ -109,6 +121,8 @@ export function classificationTask(
 
 /** What validateClassifier is given besides the model and the data. */
 interface ValidationSettings {
+  /** What the labels are (class ids, regression targets, multi-label rows) and so which metrics. */
+  problemType: ProblemType;
   batchSize: number;
   padTo: number | undefined;
   loss: EvalStepOptions;
@@ -152,7 +166,7 @@ function evaluateRows(
           cache,
           Int32Array.from(examples, (i) => rows[i]!),
         ),
-        labelsAt(labels, examples),
+        labelsAt(labels, examples, labels.length / rows.length),
         settings.loss,
       ),
     true,
@@ -162,26 +176,28 @@ function evaluateRows(
 }
 
 /**
- * A rank's outputs of its `rows` (class predictions, or a regression run's values) and its loss,
- * summed over the ranks into every row's output (a row's is its one rank's, the others add zero)
- * and the whole set's loss.
+ * A rank's outputs of its `rows` (class predictions, a regression run's values, or a multi-label
+ * classifier's probabilities: `width` per row) and its loss, summed over the ranks into every
+ * row's outputs (a row's are its one rank's, the others add zero) and the whole set's loss.
  */
 function sumOverRanks(
   local: ArrayLike<number>,
+  width: number,
   localLoss: { loss: number; weight: number },
   rows: Int32Array,
   count: number,
   shard: ValidationShard,
 ): { outputs: Float64Array; loss: number } {
-  // [every row's output..., this rank's loss sum, what it divides by (rows or class weights)]
-  const sums = new Float64Array(count + 2);
+  // [every row's outputs..., this rank's loss sum, what it divides by (rows or class weights)]
+  const size = count * width;
+  const sums = new Float64Array(size + 2);
   rows.forEach((row, i) => {
-    sums[row] = local[i]!;
+    for (let k = 0; k < width; k++) sums[row * width + k] = local[i * width + k]!;
   });
-  sums[count] = localLoss.weight > 0 ? localLoss.loss * localLoss.weight : 0;
-  sums[count + 1] = localLoss.weight;
+  sums[size] = localLoss.weight > 0 ? localLoss.loss * localLoss.weight : 0;
+  sums[size + 1] = localLoss.weight;
   const global = shard.sum(sums);
-  return { outputs: global.subarray(0, count), loss: global[count]! / global[count + 1]! };
+  return { outputs: global.subarray(0, size), loss: global[size]! / global[size + 1]! };
 }
 
 /**
@@ -197,19 +213,26 @@ export async function validateClassifier(
   model: NativeScriptModule,
   data: LabelledSet,
   settings: ValidationSettings,
-): Promise<Validation<ClassificationMetrics | RegressionMetrics>> {
+): Promise<Validation<TrainedMetrics>> {
   const count = data.encoded.count;
   const rows = settings.shard?.rows ?? Int32Array.from({ length: count }, (_, i) => i);
-  const result = await evaluateRows(binding, model, data, rows, labelsAt(data.labels, rows), settings);
-  const regression = data.labels instanceof Float32Array;
-  const local = regression ? result.values : result.predictions;
+  const width = data.labels.length / count;
+  const result = await evaluateRows(binding, model, data, rows, labelsAt(data.labels, rows, width), settings);
+  const { problemType } = settings;
+  const local =
+    problemType === 'regression' ? result.values : problemType === 'multi_label_classification' ? result.probabilities : result.predictions;
   const { outputs, loss } = settings.shard
-    ? sumOverRanks(local, { loss: result.loss!, weight: result.lossWeight }, rows, count, settings.shard)
+    ? sumOverRanks(local, width, { loss: result.loss!, weight: result.lossWeight }, rows, count, settings.shard)
     : { outputs: local, loss: result.loss! };
-  if (data.labels instanceof Float32Array) {
-    const metrics = regressionMetrics(Float32Array.from(outputs), data.labels);
-    return { loss, scores: { pearson: metrics.pearson, spearman: metrics.spearman }, metrics };
+  if (data.labels instanceof Int32Array) {
+    const metrics = classificationMetrics(Int32Array.from(outputs), data.labels, settings.labels);
+    return { loss, scores: { accuracy: metrics.accuracy, macroF1: metrics.macroF1 }, metrics };
   }
-  const metrics = classificationMetrics(Int32Array.from(outputs), data.labels, settings.labels);
-  return { loss, scores: { accuracy: metrics.accuracy, macroF1: metrics.macroF1 }, metrics };
+  if (problemType === 'multi_label_classification') {
+    const metrics = multiLabelMetrics(Float32Array.from(outputs), data.labels, settings.labels);
+    // Subset accuracy: every class of the example right.
+    return { loss, scores: { accuracy: metrics.accuracy, macroF1: metrics.macroF1 }, metrics };
+  }
+  const metrics = regressionMetrics(Float32Array.from(outputs), data.labels);
+  return { loss, scores: { pearson: metrics.pearson, spearman: metrics.spearman }, metrics };
 }

@@ -24,8 +24,11 @@ import {
   checkFilesNamedOnce,
   checkSourceShape,
   type DataSource,
+  LABEL_KIND,
   labelIds,
+  labelSets,
   loadExamples,
+  multiLabelTargets,
   regressionTargets,
   sourceFiles,
 } from '../data/data.js';
@@ -48,7 +51,14 @@ import { isSequenceClassifierFolder, loadSequenceClassifier } from '../models/hf
 import { localModelFolder, namesHubModel } from '../models/hub.js';
 import { checkModelInputs, checkPairTokenTypes, takesTokenTypes, tokenTypesFed } from '../models/model-checks.js';
 import type { HeadKind } from '../models/sequence-classification.js';
-import { type ClassificationMetrics, classificationMetrics, type RegressionMetrics, regressionMetrics } from '../training/metrics.js';
+import {
+  type ClassificationMetrics,
+  classificationMetrics,
+  type MultiLabelMetrics,
+  multiLabelMetrics,
+  type RegressionMetrics,
+  regressionMetrics,
+} from '../training/metrics.js';
 import {
   checkInteger,
   checkOptionNames,
@@ -162,12 +172,21 @@ export interface RegressionEvaluation {
   values: Float32Array;
 }
 
+/** A multi-label classifier's evaluation: its loss (BCEWithLogitsLoss), its metrics and its probabilities. */
+export interface MultiLabelEvaluation {
+  loss: number;
+  metrics: MultiLabelMetrics;
+  examples: number;
+  /** Each example's probability of each class (a sigmoid each), row-major [examples, classes]. */
+  probabilities: Float32Array;
+}
+
 /** evaluate()'s result for a classifier of problem type `P`. */
 export type EvaluationOf<P extends ProblemType> = P extends 'regression'
   ? RegressionEvaluation
-  : P extends 'single_label_classification'
-    ? EvaluationResult
-    : never;
+  : P extends 'multi_label_classification'
+    ? MultiLabelEvaluation
+    : EvaluationResult;
 
 export interface EvaluationResult {
   loss: number;
@@ -286,7 +305,7 @@ async function evaluateBatches(
     async (indices, batch) => {
       const rows = await rowsOf(indices, batch);
       const result = await afterModelCalls(module, () =>
-        binding.evalStep(module, stepBatch(rows, labels ? labelsAt(labels, indices) : undefined), loss),
+        binding.evalStep(module, stepBatch(rows, labels ? labelsAt(labels, indices, labels.length / count) : undefined), loss),
       );
       done += indices.length;
       onProgress?.({ type: 'predict', done, total: count });
@@ -695,11 +714,6 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
    */
   async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationOf<P>> {
     checkSourceShape(data);
-    if (this.problemType === 'multi_label_classification') {
-      throw new InputError(
-        "evaluate() takes a single-label classifier or a regression model; a multi-label classifier's labelled data (several classes per text) is not read yet: score its predict() against your labels",
-      );
-    }
     const batchSize = inferenceBatchSize(options.batchSize);
     const textColumn = options.textColumn ?? this.config.textColumn;
     const labelColumn = options.labelColumn ?? this.config.labelColumn;
@@ -716,11 +730,23 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
             }
           : data;
     await checkFilesNamedOnce(sourceFiles(source));
-    const regression = this.problemType === 'regression';
-    const raw = await loadExamples(source, { labelKind: regression ? 'value' : 'class' });
+    const problem = this.problemType as ProblemType;
+    const raw = await loadExamples(source, { labelKind: LABEL_KIND[problem] });
     const evaluateLabels = (labels: Int32Array | Float32Array) =>
       this.whileUsable('evaluate', () => this.evaluateTexts(raw.texts, raw.pairs ?? null, labels, batchSize, options));
-    if (regression) {
+    if (problem === 'multi_label_classification') {
+      const targets = multiLabelTargets(labelSets(raw), this.labels, raw.origin);
+      const result = await evaluateLabels(targets);
+      this.checkClassCount(result.probabilities, raw.texts.length);
+      const evaluation: MultiLabelEvaluation = {
+        loss: result.loss!,
+        metrics: multiLabelMetrics(result.probabilities, targets, this.labels),
+        examples: raw.texts.length,
+        probabilities: result.probabilities,
+      };
+      return evaluation as EvaluationOf<P>;
+    }
+    if (problem === 'regression') {
       if (this.labels.length !== 1) {
         throw new InputError(
           `evaluate() reads one target per example; this regression model has ${this.labels.length} outputs (${this.labels.join(', ')})`,

@@ -45,8 +45,12 @@ import {
   csvColumns,
   type DataSource,
   inferLabelNames,
+  inferLabelSetNames,
+  LABEL_KIND,
   labelIds,
+  labelSets,
   loadExamples,
+  multiLabelTargets,
   numberVariantsNote,
   type RawExamples,
   regressionTargets,
@@ -81,7 +85,7 @@ import {
   validationShard,
 } from '../training/distributed.js';
 import { encodeOnce, type FeatureCache } from '../training/feature-cache.js';
-import type { ClassificationMetrics, RegressionMetrics } from '../training/metrics.js';
+import type { ClassificationMetrics, MultiLabelMetrics, RegressionMetrics } from '../training/metrics.js';
 import {
   type AnyTrainOptions,
   checkTrainOptionNames,
@@ -111,7 +115,7 @@ import {
   type SkippedBatch,
   stateSaver,
 } from '../training/training-state.js';
-import { classificationTask, type LabelledSet, lossOptions, validateClassifier } from './classification-task.js';
+import { classificationTask, type LabelledSet, lossOptions, type TrainedMetrics, validateClassifier } from './classification-task.js';
 import { ADAPTERS_FILE, Classifier, type ClassifierConfig, HEAD_FILE, outputOf, resolveDevice } from './classifier.js';
 import { noMlmHeadInTorchScript, preparePrompt } from './prompt-classifier.js';
 
@@ -131,7 +135,7 @@ export interface TrainResult<P extends TrainProblemType = 'single_label_classifi
    * The kept weights' metrics on the validation set: accuracy, macro-F1, per-class
    * precision/recall and confusion matrix; a regression model's errors and correlations.
    */
-  metrics: P extends 'regression' ? RegressionMetrics : ClassificationMetrics;
+  metrics: P extends 'regression' ? RegressionMetrics : P extends 'multi_label_classification' ? MultiLabelMetrics : ClassificationMetrics;
   encoder: EncoderInfo;
   technique: ResolvedTrainOptions['technique'];
   /** Parameters that trained, and all parameters of the classifier (encoder + head). */
@@ -229,7 +233,7 @@ interface RawData {
 async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, tokenizer: TextTokenizer): Promise<RawData> {
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
   await checkFilesNamedOnce(sourceFiles(opts.data), opts.validationData ? sourceFiles(opts.validationData) : []);
-  const labelKind = opts.problemType === 'regression' ? 'value' : 'class';
+  const labelKind = LABEL_KIND[opts.problemType];
   const trainRaw = await loadExamples(withPairColumn(opts.data, opts.textPairColumn), { labelKind });
   const validationRaw = opts.validationData
     ? await loadExamples(withPairColumn(opts.validationData, opts.textPairColumn), { labelKind })
@@ -246,10 +250,10 @@ async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, to
     opts.fewShot !== undefined
       ? fewShotSplit(allLabels as Int32Array, labels, opts.fewShot, opts.seed, binding.randperm, validationRaw === null)
       : validationRaw
-        ? { train: Int32Array.from(allLabels.keys()), validation: null }
-        : // Regression: one stratum, a plain random split.
+        ? { train: Int32Array.from(trainRaw.texts.keys()), validation: null }
+        : // Regression and multi-label classification: one stratum, a plain random split.
           stratifiedSplit(
-            allLabels instanceof Int32Array ? allLabels : new Int32Array(allLabels.length),
+            allLabels instanceof Int32Array ? allLabels : new Int32Array(trainRaw.texts.length),
             opts.validationSplit,
             opts.seed,
             binding.randperm,
@@ -281,6 +285,10 @@ function labelling(
   trainRaw: RawExamples,
 ): { labels: string[]; labelsOf: (raw: RawExamples) => Int32Array | Float32Array } {
   if (opts.problemType === 'regression') return { labels: ['LABEL_0'], labelsOf: (raw) => regressionTargets(raw.labels!, raw.origin) };
+  if (opts.problemType === 'multi_label_classification') {
+    const labels = opts.labels ?? inferLabelSetNames(labelSets(trainRaw), trainRaw.origin);
+    return { labels, labelsOf: (raw) => multiLabelTargets(labelSets(raw), labels, raw.origin) };
+  }
   const labels = opts.labels ?? inferLabelNames(trainRaw.labels!, trainRaw.origin);
   return { labels, labelsOf: (raw) => labelIds(raw.labels!, labels, raw.origin) };
 }
@@ -315,7 +323,7 @@ async function tokenizeData(
   const encodedAll = await encode(raw.trainTexts, raw.trainPairs);
   const train = {
     encoded: gatherRows(encodedAll, raw.trainIndices, opts.maxLength),
-    labels: labelsAt(raw.allLabels, raw.trainIndices),
+    labels: labelsAt(raw.allLabels, raw.trainIndices, raw.allLabels.length / raw.trainTexts.length),
     cache: null,
   };
   const validation = raw.validationTexts
@@ -326,7 +334,7 @@ async function tokenizeData(
       }
     : {
         encoded: gatherRows(encodedAll, raw.validationIndices!, opts.maxLength),
-        labels: labelsAt(raw.allLabels, raw.validationIndices!),
+        labels: labelsAt(raw.allLabels, raw.validationIndices!, raw.allLabels.length / raw.trainTexts.length),
         cache: null,
       };
   return { train, validation };
@@ -645,7 +653,9 @@ async function trainRank(
   const labelNotes =
     data.train.labels instanceof Int32Array
       ? [absentClassNote(data.train.labels, labels), caseVariantsNote(labels), numberVariantsNote(labels)]
-      : [];
+      : opts.problemType === 'multi_label_classification'
+        ? [caseVariantsNote(labels), numberVariantsNote(labels)]
+        : [];
   const notes: string[] = [...loaded.notes, ...[...labelNotes, zeroLearningRateNote(opts)].filter((n) => n !== null)];
   const { built, head } = await classifierOf(binding, opts, loaded, prepared, tokenizer, labels.length, device, notes);
   const model = built.module;
@@ -685,9 +695,17 @@ async function trainRank(
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.
     // Data-parallel: each rank validates its share of the held-out rows (distributed.ts validationShard).
     const shard = validationShard(dist, data.validation.encoded.count);
-    const keeper = new RunKeeper<ClassificationMetrics | RegressionMetrics>(position, opts, {
+    const keeper = new RunKeeper<TrainedMetrics>(position, opts, {
       validate: () =>
-        validateClassifier(binding, model, data.validation, { batchSize: opts.batchSize, padTo, loss: evalOptions, labels, signal, shard }),
+        validateClassifier(binding, model, data.validation, {
+          problemType: opts.problemType,
+          batchSize: opts.batchSize,
+          padTo,
+          loss: evalOptions,
+          labels,
+          signal,
+          shard,
+        }),
       agree: rankZeroDecides(dist),
       checkpoint: (evaluation) => writeBest(binding, bestDir, { model, config, tokenizer, setup }, position.history, evaluation),
       saveState: stateSaver(binding, outDir, { fingerprint, tensors: setup.trainable, optimizer: trainee.optimizer }, dist),
@@ -773,7 +791,7 @@ interface FinishedRun {
   opts: ResolvedTrainOptions;
   device: string;
   bestDir: string;
-  keeper: RunKeeper<ClassificationMetrics | RegressionMetrics>;
+  keeper: RunKeeper<TrainedMetrics>;
   data: { train: LabelledSet; validation: LabelledSet };
   evalOptions: EvalStepOptions;
   padTo: number | undefined;
@@ -788,12 +806,19 @@ interface FinishedRun {
  * The kept weights' full metrics: the keeper's, or, for a resumed run whose best came before the
  * interruption, measured again from the kept classifier in `keptDir`.
  */
-async function keptMetrics(run: FinishedRun, keptDir: string): Promise<ClassificationMetrics | RegressionMetrics> {
+async function keptMetrics(run: FinishedRun, keptDir: string): Promise<TrainedMetrics> {
   if (run.keeper.bestMetrics) return run.keeper.bestMetrics;
   const { binding, opts } = run;
   const kept = await binding.ScriptModule.loadAsync(join(keptDir, CLASSIFIER_FILE), run.device);
   try {
-    const options = { batchSize: opts.batchSize, padTo: run.padTo, loss: run.evalOptions, labels: run.config.labels, signal: opts.signal };
+    const options = {
+      problemType: opts.problemType,
+      batchSize: opts.batchSize,
+      padTo: run.padTo,
+      loss: run.evalOptions,
+      labels: run.config.labels,
+      signal: opts.signal,
+    };
     return (await validateClassifier(binding, kept, { ...run.data.validation, cache: null }, options)).metrics;
   } finally {
     kept.dispose();
@@ -852,7 +877,7 @@ function writeReport(
   tokenizerFile: string,
   evaluations: Evaluation[],
   history: EpochMetrics[],
-  final: ClassificationMetrics | RegressionMetrics,
+  final: TrainedMetrics,
   config: ClassifierConfig,
   setup: TrainableSet,
 ): Promise<void> {

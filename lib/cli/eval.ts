@@ -1,11 +1,13 @@
 /** `torch-bert eval`: loss and metrics of a classifier on labelled data. */
-import { formatMetricsTable, formatRegressionMetrics } from '../training/metrics.js';
+import { formatMetricsTable, formatMultiLabelMetrics, formatRegressionMetrics } from '../training/metrics.js';
 import { numberOption, parseCommandArgs, requireFiles } from './args.js';
 import { BASE_HELP, BASE_OPTIONS, openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
 import { predictPrinter } from './output.js';
 
 export const EVAL_HELP = `torch-bert eval — loss and accuracy of a saved classifier, or of a zero-shot prompt, on labelled data
-(a regression model's: mean squared error, mean absolute error, Pearson and Spearman; its labels are values)
+(a regression model's: mean squared error, mean absolute error, Pearson and Spearman, its labels values; a
+multi-label classifier's: per-class precision, recall and F1, subset accuracy, micro and macro F1, its
+labels each example's classes, comma-separated)
 
   --classifier DIR         directory written by 'torch-bert train', or a Hugging Face sequence
                            classifier (a folder or Hub id: *ForSequenceClassification)
@@ -54,10 +56,11 @@ export async function commandEval(argv: string[]): Promise<void> {
         console.log(`${head}\n${formatMetricsTable(result.metrics)}`);
       }
     } else if (values.json) {
-      // A regression model's: its loss is the mean squared error.
+      // A regression model's (its loss the mean squared error) or a multi-label classifier's.
       console.log(JSON.stringify({ loss: result.loss, examples: result.examples, metrics: result.metrics }));
     } else {
-      console.log(`${head}\n${formatRegressionMetrics(result.metrics)}`);
+      const metrics = 'microF1' in result.metrics ? formatMultiLabelMetrics(result.metrics) : formatRegressionMetrics(result.metrics);
+      console.log(`${head}\n${metrics}`);
     }
   } finally {
     classifier.dispose();

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { AdapterActivation, AdapterConfig } from '../addon/binding.js';
 import { type TrainResult, train } from '../classification/trainer.js';
 import type { HeadKind } from '../models/sequence-classification.js';
-import { formatMetricsTable, formatRegressionMetrics } from '../training/metrics.js';
+import { formatMetricsTable, formatMultiLabelMetrics, formatRegressionMetrics } from '../training/metrics.js';
 import { DEFAULTS, type Device, type TrainOptions, type TrainProblemType } from '../training/options.js';
 import {
   betasOption,
@@ -93,7 +93,9 @@ Options (default):
   --best-metric M          loss | accuracy | macroF1 (regression: loss | pearson | spearman) picks
                            the checkpoint (${DEFAULTS.bestMetric})
   --problem-type T         single_label_classification (each label a class) | regression (each
-                           label a number: MSE loss, one output) (${DEFAULTS.problemType})
+                           label a number: MSE loss, one output) | multi_label_classification
+                           (each label the classes that apply, comma-separated: a sigmoid per
+                           class, BCE loss) (${DEFAULTS.problemType})
   --early-stopping N       stop after N evaluations without improvement (off)
   --resume DIR             continue the interrupted run whose --out was DIR
   --on-non-finite P        stop | skip a NaN/Inf step (${DEFAULTS.onNonFinite})
@@ -283,7 +285,12 @@ function printTrainResult(result: TrainResult<TrainProblemType>, json: boolean, 
     for (const note of result.notes) console.log(`note: ${note}`);
     console.log(historyTable(result.history));
     if (result.stoppedEarly) console.log('(stopped early: no improvement)');
-    const metrics = 'spearman' in result.metrics ? formatRegressionMetrics(result.metrics) : formatMetricsTable(result.metrics);
+    const metrics =
+      'spearman' in result.metrics
+        ? formatRegressionMetrics(result.metrics)
+        : 'microF1' in result.metrics
+          ? formatMultiLabelMetrics(result.metrics)
+          : formatMetricsTable(result.metrics);
     console.log(`\nvalidation metrics of the kept weights (epoch ${result.best.epoch}):\n${metrics}`);
     console.log(`\nsaved to ${result.outDir}${report ? ` (report: ${join(result.outDir!, 'report.html')})` : ''}`);
   }

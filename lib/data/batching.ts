@@ -206,15 +206,19 @@ export function afterModelCalls<T>(model: object, call: () => Promise<T>): Promi
   return turn;
 }
 
-/** What an evaluation pass over `count` examples gives, in example order. */
-/** The labels of the examples at `indices`: class ids, or targets one per example. */
-export function labelsAt<L extends Int32Array | Float32Array>(labels: L, indices: Int32Array): L {
-  const picked = labels instanceof Float32Array ? new Float32Array(indices.length) : new Int32Array(indices.length);
+/**
+ * The labels of the examples at `indices`: class ids, or targets, `width` per example (a
+ * regression model's one value; a multi-label classifier's row of classes).
+ */
+export function labelsAt<L extends Int32Array | Float32Array>(labels: L, indices: Int32Array, width = 1): L {
+  const picked = labels instanceof Float32Array ? new Float32Array(indices.length * width) : new Int32Array(indices.length * width);
   indices.forEach((example, r) => {
-    picked[r] = labels[example]!;
+    picked.set(labels.subarray(example * width, (example + 1) * width), r * width);
   });
   return picked as L;
 }
+
+/** What an evaluation pass over `count` examples gives, in example order. */
 
 export interface BatchedEvaluation {
   /**

@@ -3,9 +3,11 @@
  * stratified train/validation split. This is the first stop of a batch's journey:
  * CSV row → (text, label id) here → token ids in `tokenizer.ts` → `trainer.ts`.
  */
+
 import { readFile, realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
+import type { ProblemType } from '../addon/binding.js';
 import { InputError, messageOf } from '../addon/errors.js';
 
 /** The CSV columns read when none are named. */
@@ -26,12 +28,16 @@ export interface CsvSource {
   textPairColumn?: string;
 }
 
-/** Labelled examples given directly. Labels may be class names or integer class ids. */
+/**
+ * Labelled examples given directly. Labels may be class names or integer class ids; a regression
+ * model's are numbers; a multi-label classifier's are each example's classes (an array of names,
+ * empty where none applies).
+ */
 export interface ArraySource {
   texts: string[];
   /** Each example's second text, for pair templates. */
   pairs?: string[];
-  labels: Array<string | number>;
+  labels: Array<string | number | readonly string[]>;
 }
 
 /** A CSV path, several CSV paths (read as one), a `CsvSource`, or arrays. */
@@ -40,8 +46,10 @@ export type DataSource = string | readonly string[] | CsvSource | ArraySource;
 /** Texts with their raw labels, and where each came from (for error messages). */
 export interface RawExamples {
   texts: string[];
-  /** Raw labels as strings, or null for unlabelled data. */
+  /** Raw labels as strings (a CSV cell each), or null for unlabelled data. */
   labels: string[] | null;
+  /** A multi-label source given as arrays: each example's classes (`labelSets` reads a CSV's cells instead). */
+  labelSets?: string[][];
   /** Second texts (textPairColumn / ArraySource.pairs), when asked for. */
   pairs?: string[];
   /** A human description of each example's origin, e.g. `data.csv line 12`. */
@@ -293,10 +301,17 @@ export function checkSourceShape(source: unknown): void {
 }
 
 /**
- * What a label is: a class name or id ('class'), or a regression target ('value': any finite
- * number, `regressionTargets`).
+ * What a label is: a class name or id ('class'), a regression target ('value': any finite
+ * number, `regressionTargets`), or the classes of a multi-label example ('set': `labelSets`).
  */
-export type LabelKind = 'class' | 'value';
+export type LabelKind = 'class' | 'value' | 'set';
+
+/** What a label is for a model of each problem type. */
+export const LABEL_KIND: Record<ProblemType, LabelKind> = {
+  single_label_classification: 'class',
+  regression: 'value',
+  multi_label_classification: 'set',
+};
 
 /** `{ texts, labels, pairs? }` as raw examples: arrays of one length, each label a class name or id (or a number, for values). */
 function fromArrays(arrays: ArraySource, labelKind: LabelKind): RawExamples {
@@ -306,6 +321,7 @@ function fromArrays(arrays: ArraySource, labelKind: LabelKind): RawExamples {
     throw new InputError(`data has ${arrays.texts.length} texts but ${arrays.labels.length} labels`);
   }
   if (arrays.texts.length === 0) throw new InputError('data has no examples');
+  if (labelKind === 'set') return { ...fromLabelSets(arrays), origin: (i) => `example ${i}` };
   const labels: string[] = new Array(arrays.labels.length);
   // Index loops, not forEach: a sparse array's holes must be caught, not skipped.
   for (let i = 0; i < arrays.labels.length; i++) {
@@ -333,8 +349,70 @@ function fromArrays(arrays: ArraySource, labelKind: LabelKind): RawExamples {
   return { texts: arrays.texts, labels, ...(arrays.pairs ? { pairs: arrays.pairs } : {}), origin: (i) => `example ${i}` };
 }
 
-/** Every text (and second text) a non-empty string, every label non-empty, and labels there when required. */
-function checkExamples(raw: RawExamples, where: string, labelsRequired: boolean): void {
+/** A multi-label source's arrays: each label an array of class names (none, where no class applies). */
+function fromLabelSets(arrays: ArraySource): Pick<RawExamples, 'texts' | 'labels' | 'labelSets' | 'pairs'> {
+  const sets: string[][] = new Array(arrays.labels.length);
+  for (let i = 0; i < arrays.labels.length; i++) {
+    const set: unknown = arrays.labels[i];
+    if (!Array.isArray(set) || Array.from(set).some((name) => typeof name !== 'string' || name.trim() === '')) {
+      throw new InputError(
+        `example ${i}: a multi-label example's label is an array of class names (empty when none applies), got ${JSON.stringify(set) ?? typeof set}`,
+        { row: i },
+      );
+    }
+    sets[i] = set.map((name: string) => name.trim());
+  }
+  if (arrays.pairs !== undefined && (!Array.isArray(arrays.pairs) || arrays.pairs.length !== arrays.texts.length)) {
+    throw new InputError(`data.pairs must be an array of ${arrays.texts.length} strings (one per text)`);
+  }
+  return {
+    texts: arrays.texts,
+    labels: sets.map((set) => set.join(',')),
+    labelSets: sets,
+    ...(arrays.pairs ? { pairs: arrays.pairs } : {}),
+  };
+}
+
+/**
+ * Each multi-label example's classes: its array's (ArraySource), or its CSV cell's names,
+ * comma-separated ("sports,politics"; spaces around a name dropped; an empty cell: no class applies).
+ */
+export function labelSets(raw: RawExamples): string[][] {
+  return (
+    raw.labelSets ??
+    raw.labels!.map((cell) =>
+      cell
+        .split(',')
+        .map((name) => name.trim())
+        .filter((name) => name !== ''),
+    )
+  );
+}
+
+/** The class names of multi-label examples: those `inferLabelNames` finds among all their classes. */
+export function inferLabelSetNames(sets: readonly string[][], origin: (i: number) => string): string[] {
+  const { names, owners } = flatten(sets);
+  return inferLabelNames(names, (k) => origin(owners[k]!));
+}
+
+/** Multi-label targets: a row of `names.length` per example, 1 where a class applies (each class one of `names`: labelIds' rule). */
+export function multiLabelTargets(sets: readonly string[][], names: readonly string[], origin: (i: number) => string): Float32Array {
+  const { names: flat, owners } = flatten(sets);
+  const ids = labelIds(flat, names, (k) => origin(owners[k]!));
+  const targets = new Float32Array(sets.length * names.length);
+  ids.forEach((id, k) => {
+    targets[owners[k]! * names.length + id] = 1;
+  });
+  return targets;
+}
+
+/** Every example's class names in one list, with the example each came from. */
+function flatten(sets: readonly string[][]): { names: string[]; owners: number[] } {
+  return { names: sets.flat(), owners: sets.flatMap((set, i) => set.map(() => i)) };
+}
+
+/** Every text (and second text) a non-empty string, every label non-empty (a multi-label one may be), and labels there when required. */
+function checkExamples(raw: RawExamples, where: string, labelsRequired: boolean, labelKind: LabelKind): void {
   for (let i = 0; i < raw.texts.length; i++) {
     const t: unknown = raw.texts[i];
     if (typeof t !== 'string') throw new InputError(`${raw.origin(i)}: text is not a string`, { file: raw.file, row: i });
@@ -354,7 +432,7 @@ function checkExamples(raw: RawExamples, where: string, labelsRequired: boolean)
   }
   if (raw.labels) {
     raw.labels.forEach((l, i) => {
-      if (l.length === 0) throw new InputError(`${raw.origin(i)}: empty label`, { file: raw.file, row: i });
+      if (l.length === 0 && labelKind !== 'set') throw new InputError(`${raw.origin(i)}: empty label`, { file: raw.file, row: i });
     });
   } else if (labelsRequired) {
     throw new InputError(`${where}: no labels`);
@@ -380,7 +458,7 @@ export async function loadExamples(
   } else {
     raw = fromArrays(source as ArraySource, options.labelKind ?? 'class');
   }
-  checkExamples(raw, describeSource(source), labelsRequired);
+  checkExamples(raw, describeSource(source), labelsRequired, options.labelKind ?? 'class');
   return raw;
 }
 

@@ -234,3 +234,75 @@ function averageRanks(x: Float32Array): Float64Array {
   }
   return ranks;
 }
+
+/**
+ * Metrics of a multi-label classifier, as scikit-learn gives them for multi-hot rows (class `c`
+ * predicted where its probability is at least 0.5, `zero_division=0` as above): `accuracy` is the
+ * share of examples whose every class is right (accuracy_score's subset accuracy), `microF1`
+ * pools every class's true and false positives and negatives (f1_score(average='micro')),
+ * `macroF1` averages the classes' F1, and `perClass` has each class's precision, recall, F1 and
+ * support (the examples it applies to).
+ */
+export interface MultiLabelMetrics {
+  accuracy: number;
+  microF1: number;
+  macroF1: number;
+  perClass: ClassMetrics[];
+  examples: number;
+}
+
+/** `probabilities` and `targets`, row-major [examples, classes] (targets 0 or 1), against `labelNames`. */
+export function multiLabelMetrics(probabilities: Float32Array, targets: Float32Array, labelNames: string[]): MultiLabelMetrics {
+  const classes = labelNames.length;
+  if (probabilities.length !== targets.length || classes === 0 || targets.length % classes !== 0) {
+    throw new InputError(`multiLabelMetrics(): probabilities and targets must be Float32Arrays of [examples, ${classes}] rows`);
+  }
+  const examples = targets.length / classes;
+  const counts = labelNames.map(() => ({ tp: 0, fp: 0, fn: 0 }));
+  let exact = 0;
+  for (let i = 0; i < examples; i++) {
+    let right = true;
+    for (let c = 0; c < classes; c++) {
+      const predicted = probabilities[i * classes + c]! >= 0.5;
+      const applies = targets[i * classes + c]! >= 0.5;
+      const n = counts[c]!;
+      if (predicted && applies) n.tp++;
+      else if (predicted) n.fp++;
+      else if (applies) n.fn++;
+      if (predicted !== applies) right = false;
+    }
+    if (right) exact++;
+  }
+  const f1 = (tp: number, fp: number, fn: number) => (2 * tp + fp + fn === 0 ? 0 : (2 * tp) / (2 * tp + fp + fn));
+  const perClass = labelNames.map((label, c) => {
+    const { tp, fp, fn } = counts[c]!;
+    return {
+      label,
+      precision: tp + fp === 0 ? 0 : tp / (tp + fp),
+      recall: tp + fn === 0 ? 0 : tp / (tp + fn),
+      f1: f1(tp, fp, fn),
+      support: tp + fn,
+    };
+  });
+  const total = counts.reduce((sum, n) => ({ tp: sum.tp + n.tp, fp: sum.fp + n.fp, fn: sum.fn + n.fn }), { tp: 0, fp: 0, fn: 0 });
+  return {
+    accuracy: examples === 0 ? 0 : exact / examples,
+    microF1: f1(total.tp, total.fp, total.fn),
+    macroF1: perClass.reduce((sum, m) => sum + m.f1, 0) / classes,
+    perClass,
+    examples,
+  };
+}
+
+/** A multi-label classifier's metrics as `torch-bert eval` prints them: per class, then the averages. */
+export function formatMultiLabelMetrics(m: MultiLabelMetrics): string {
+  const fixed = (x: number): string => x.toFixed(4);
+  return alignColumns([
+    ['class', 'precision', 'recall', 'f1', 'support'],
+    ...m.perClass.map((c) => [c.label, fixed(c.precision), fixed(c.recall), fixed(c.f1), String(c.support)]),
+    [],
+    ['subset accuracy', '', '', fixed(m.accuracy), String(m.examples)],
+    ['micro F1', '', '', fixed(m.microF1), String(m.examples)],
+    ['macro F1', '', '', fixed(m.macroF1), String(m.examples)],
+  ]);
+}

@@ -22,8 +22,11 @@ export type BestMetric = 'loss' | 'accuracy' | 'macroF1' | 'pearson' | 'spearman
 /** train()'s options of any problem type, as the library reads them. */
 export type AnyTrainOptions = TrainOptions<TrainProblemType>;
 
-/** What train() learns: one class of several (default), or a value per text (`regression`, Hugging Face's problem_type). */
-export type TrainProblemType = 'single_label_classification' | 'regression';
+/**
+ * What train() learns (Hugging Face's problem_type): one class of several (default), a value per
+ * text (`regression`), or the classes that apply to each text (`multi_label_classification`).
+ */
+export type TrainProblemType = 'single_label_classification' | 'regression' | 'multi_label_classification';
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
 /**
@@ -335,6 +338,9 @@ export interface TrainOptions<P extends TrainProblemType = 'single_label_classif
    * `single_label_classification` (default): each label is a class. `regression`: each label is a
    * number, the head has one output, the loss is the mean squared error (MSELoss, as transformers'
    * problem_type regression), validation reports Pearson's r and Spearman's ρ (STS-B's metrics).
+   * `multi_label_classification`: each label is the set of classes that apply (an array of names,
+   * or a CSV cell of comma-separated names), the loss BCEWithLogitsLoss, a class predicted where its
+   * sigmoid is at least 0.5; accuracy is subset accuracy (every class right).
    */
   problemType?: P;
   /** Stop after this many evaluations without improvement of the best metric. 0 = never. Default 0. */
@@ -734,16 +740,20 @@ function checkHeadOptions(options: AnyTrainOptions, resolved: ResolvedTrainOptio
 
 /** The problem type, and the options of another: a regression run has no classes to weigh, smooth, draw per class, name or put in a prompt. */
 function checkProblemType(options: AnyTrainOptions, resolved: ResolvedTrainOptions): void {
-  oneOf('problemType', resolved.problemType, ['single_label_classification', 'regression']);
-  const regression = resolved.problemType === 'regression';
-  oneOf('bestMetric', resolved.bestMetric, regression ? ['loss', 'pearson', 'spearman'] : ['loss', 'accuracy', 'macroF1']);
-  if (!regression) return;
-  const classOptions: string[] = (['classWeights', 'labelSmoothing', 'fewShot', 'labels', 'template', 'verbalizer'] as const).filter(
+  oneOf('problemType', resolved.problemType, ['single_label_classification', 'regression', 'multi_label_classification']);
+  const problem = resolved.problemType;
+  oneOf('bestMetric', resolved.bestMetric, problem === 'regression' ? ['loss', 'pearson', 'spearman'] : ['loss', 'accuracy', 'macroF1']);
+  if (problem === 'single_label_classification') return;
+  // Regression has no classes; a multi-label example has several, which no single-class option fits
+  // (its class names may be given: labels).
+  const refused = problem === 'regression' ? (['labels'] as const) : ([] as const);
+  const others: string[] = ([...refused, 'classWeights', 'labelSmoothing', 'fewShot', 'template', 'verbalizer'] as const).filter(
     (name) => options[name] !== undefined,
   );
-  if (resolved.head === 'prompt') classOptions.push("head 'prompt'");
-  if (classOptions.length > 0) {
-    throw new InputError(`${classOptions.join(', ')} cannot be used with problemType 'regression': its labels are values, not classes`);
+  if (resolved.head === 'prompt') others.push("head 'prompt'");
+  if (others.length > 0) {
+    const why = problem === 'regression' ? 'its labels are values, not classes' : 'each example has a set of classes, not one';
+    throw new InputError(`${others.join(', ')} cannot be used with problemType '${problem}': ${why}`);
   }
 }
 

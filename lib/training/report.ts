@@ -6,7 +6,7 @@
  * the page can be mailed, archived or opened offline years later, and the charts are inline
  * SVG drawn here. Every user-supplied string (title, labels, settings) is escaped.
  */
-import type { ClassificationMetrics, RegressionMetrics } from './metrics.js';
+import type { ClassificationMetrics, MultiLabelMetrics, RegressionMetrics } from './metrics.js';
 import type { EpochMetrics } from './options.js';
 
 /** A validation pass run every N optimisation steps, not only at an epoch's end. */
@@ -29,7 +29,7 @@ export interface ReportInput {
   history: EpochMetrics[];
   evaluations?: StepEvaluation[];
   /** Metrics of the kept (best) model on the validation data. */
-  final?: ClassificationMetrics | RegressionMetrics;
+  final?: ClassificationMetrics | RegressionMetrics | MultiLabelMetrics;
   /** Class names in id order. */
   labels: string[];
   settings: Record<string, unknown>;
@@ -511,6 +511,22 @@ function regressionTable(m: RegressionMetrics): string {
   return `<table class="settings"><tbody>${rows.map(([k, v]) => `<tr><th scope="row">${escapeHtml(k)}</th><td>${v}</td></tr>`).join('')}</tbody></table>`;
 }
 
+/** A multi-label classifier's metrics: each class's precision, recall, F1 and support, then subset accuracy and the F1 averages. */
+function multiLabelTable(m: MultiLabelMetrics): string {
+  const row = (name: string, cells: string[]) =>
+    `<tr><th scope="row">${escapeHtml(name)}</th>${cells.map((c) => `<td>${c}</td>`).join('')}</tr>`;
+  const body = m.perClass.map((c) => row(c.label, [formatRatio(c.precision), formatRatio(c.recall), formatRatio(c.f1), String(c.support)]));
+  const foot = [
+    row('subset accuracy', ['', '', formatRatio(m.accuracy), String(m.examples)]),
+    row('micro F1', ['', '', formatRatio(m.microF1), String(m.examples)]),
+    row('macro F1', ['', '', formatRatio(m.macroF1), String(m.examples)]),
+  ];
+  return (
+    '<table class="numbers"><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr></thead>' +
+    `<tbody>${body.join('')}</tbody><tfoot>${foot.join('')}</tfoot></table>`
+  );
+}
+
 /** Background of a confusion-matrix cell: blue for correct predictions, red for confusions, by row share. */
 function cellShade(share: number, diagonal: boolean): { background: string; color: string } {
   const [r, g, b] = diagonal ? [37, 99, 235] : [220, 38, 38];
@@ -665,6 +681,11 @@ function reportSections(input: ReportInput, history: EpochMetrics[], best: Epoch
     sections.push(`<section id="epochs"><h2>Epochs</h2><div class="scroll">${historyTable(history, best)}</div></section>`);
   if (input.final && 'spearman' in input.final) {
     sections.push(`<section id="regression"><h2>Errors and correlations</h2>${regressionTable(input.final)}</section>`);
+  } else if (input.final && 'microF1' in input.final) {
+    sections.push(
+      '<section id="per-class"><h2>Per-class metrics</h2><p class="legend-note">A class is predicted where its probability is at least 0.5; ' +
+        `subset accuracy counts the examples whose every class is right.</p><div class="scroll">${multiLabelTable(input.final)}</div></section>`,
+    );
   } else if (input.final) {
     sections.push(
       '<section id="confusion"><h2>Confusion matrix and per-class metrics</h2>' +

@@ -48,7 +48,7 @@ export interface KeeperRules {
   bestMetric: BestMetric;
   /** Evaluations without improvement that end the run; 0 = never. */
   earlyStoppingPatience: number;
-  /** Regression runs count no training accuracy (their steps predict no class). Absent: classification. */
+  /** Only single-label classification counts a training accuracy (regression and multi-label steps predict no one class). Absent: single-label. */
   problemType?: TrainProblemType;
   /** Evaluate at each epoch's end, and also every N optimizer steps when a number. */
   evaluateEvery: 'epoch' | number;
@@ -135,7 +135,10 @@ export class RunKeeper<M> {
     const metrics: EpochMetrics = {
       epoch,
       trainLoss: position.epochLossSum / Math.max(1, position.epochSeen),
-      ...(this.rules.problemType === 'regression' ? {} : { trainAccuracy: position.epochCorrect / Math.max(1, position.epochSeen) }),
+      // Only a step that predicts one class per row counts right ones (a regression or multi-label step counts none).
+      ...((this.rules.problemType ?? 'single_label_classification') === 'single_label_classification'
+        ? { trainAccuracy: position.epochCorrect / Math.max(1, position.epochSeen) }
+        : {}),
       validationLoss: last.validationLoss,
       ...scoreFieldsOf(last),
       seconds: (performance.now() - startedAt) / 1000,

@@ -29,10 +29,13 @@ Input: --spec FILE (JSON)
     "numClasses": 2, "epochs": 3, "batchSize": 16, "lr": 1e-3, "weightDecay": 0.01,
     "betas": [0.9, 0.999], "eps": 1e-8, "seed": 0, "headHidden": 512, "dropout": 0.1,
     "pooling": "cls" | "mean",
-    "problemType": "single_label_classification" (default) | "regression" }
+    "problemType": "single_label_classification" (default) | "regression" | "multi_label_classification" }
   regression: labels are numbers, the head ends at its Linear(headHidden, 1) (no LogSoftmax), the
   loss is MSELoss (transformers' problem_type regression), accuracies are null and each epoch
   also reports the validation Pearson's r ("valPearson", torch.corrcoef).
+  multi_label_classification: labels are multi-hot rows [numClasses] of 0/1, the head ends at its
+  Linear (logits), the loss is BCEWithLogitsLoss, a class is predicted where its sigmoid is at least
+  0.5 and accuracy is subset accuracy (every class of the example right).
 Output (stdout, or --out FILE):
   { "epochs": [{"epoch", "trainLoss", "trainAccuracy", "valLoss", "valAccuracy"}],
     "best": {"epoch", "valLoss", "valAccuracy"},
@@ -97,14 +100,14 @@ class Frozen:
             return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-def tensors(split: Dict[str, Any], name: str, regression: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+def tensors(split: Dict[str, Any], name: str, floats: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     try:
         ids = torch.tensor(split["input_ids"], dtype=torch.long)
         mask = torch.tensor(split["attention_mask"], dtype=torch.long)
-        labels = torch.tensor(split["labels"], dtype=torch.float32 if regression else torch.long)
+        labels = torch.tensor(split["labels"], dtype=torch.float32 if floats else torch.long)
     except (KeyError, ValueError, TypeError) as e:
         raise SystemExit(f"spec.{name}: needs rectangular input_ids, attention_mask and labels ({e})")
-    if ids.dim() != 2 or ids.shape != mask.shape or labels.shape != (ids.shape[0],):
+    if ids.dim() != 2 or ids.shape != mask.shape or labels.shape[0] != ids.shape[0]:
         raise SystemExit(f"spec.{name}: shapes input_ids {list(ids.shape)}, attention_mask {list(mask.shape)}, labels {list(labels.shape)}")
     return ids, mask, labels
 
@@ -114,15 +117,18 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
     epochs = int(spec["epochs"])
     bs = int(spec["batchSize"])
     seed = int(spec.get("seed", 0))
-    regression = spec.get("problemType", "single_label_classification") == "regression"
+    problem = spec.get("problemType", "single_label_classification")
+    regression = problem == "regression"
+    multi = problem == "multi_label_classification"
+    single = not regression and not multi
     frozen = Frozen(spec["encoder"], spec.get("pooling", "cls"))
-    tr_ids, tr_mask, tr_y = tensors(spec["train"], "train", regression)
+    tr_ids, tr_mask, tr_y = tensors(spec["train"], "train", not single)
     val = spec.get("validation")
     has_val = bool(val) and len(val.get("labels", [])) > 0
     if has_val:
-        va_ids, va_mask, va_y = tensors(val, "validation", regression)
-    for y in [tr_y] + ([va_y] if has_val and not regression else []):
-        if not regression and len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        va_ids, va_mask, va_y = tensors(val, "validation", not single)
+    for y in [tr_y] + ([va_y] if has_val else []):
+        if single and len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise SystemExit(f"labels must be in [0, {num_classes})")
 
     hidden = frozen.features(tr_ids[:1], tr_mask[:1]).shape[-1]
@@ -132,7 +138,7 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
         nn.ReLU(),
         nn.Dropout(float(spec.get("dropout", 0.1))),
         nn.Linear(int(spec.get("headHidden", 512)), num_classes),
-        *([] if regression else [nn.LogSoftmax(dim=-1)]),
+        *([nn.LogSoftmax(dim=-1)] if single else []),
     )
     betas = spec.get("betas", [0.9, 0.999])
     opt = torch.optim.AdamW(
@@ -144,7 +150,13 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
     )
     nll = nn.NLLLoss()
     mse = nn.MSELoss()
-    loss_fn = (lambda out, y: mse(out, y.view_as(out))) if regression else nll
+    bce = nn.BCEWithLogitsLoss()
+    loss_fn = (lambda out, y: mse(out, y.view_as(out))) if regression else bce if multi else nll
+
+    def n_correct(out: Tensor, y: Tensor) -> int:
+        if multi:
+            return int(((torch.sigmoid(out) >= 0.5) == (y >= 0.5)).all(dim=-1).sum())
+        return int((out.argmax(-1) == y).sum())
     n_train = tr_ids.shape[0]
     history: List[Dict[str, Any]] = []
     step_times: List[float] = []
@@ -166,12 +178,12 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
             opt.zero_grad()
             step_times.append(time.perf_counter() - t0)
             tot_loss += loss.item() * len(idx)
-            if not regression:
-                correct += int((logp.argmax(-1) == tr_y[idx]).sum())
+            if single:
+                correct += n_correct(logp, tr_y[idx])
         row: Dict[str, Any] = {
             "epoch": epoch,
             "trainLoss": tot_loss / n_train if n_train else None,
-            "trainAccuracy": correct / n_train if n_train and not regression else None,
+            "trainAccuracy": correct / n_train if n_train and single else None,
             "valLoss": None,
             "valAccuracy": None,
         }
@@ -188,7 +200,7 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
                     if regression:
                         values.append(logp[:, 0])
                     else:
-                        vcorrect += int((logp.argmax(-1) == y).sum())
+                        vcorrect += n_correct(logp, y)
             row["valLoss"] = vloss / n_val
             row["valAccuracy"] = None if regression else vcorrect / n_val
             if regression:

@@ -1,0 +1,248 @@
+/**
+ * train() with `problemType: 'multi_label_classification'` (Hugging Face's problem_type: a sigmoid
+ * per class, BCEWithLogitsLoss): parity with the plain-PyTorch reference trainer given the same
+ * tokens and split, the saved model in Python and through loadClassifier/evaluate, the export, the
+ * CLI, and the refusals.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadBinding } from '../lib/addon/loader.js';
+import { gatherRows } from '../lib/data/batching.js';
+import { loadExamples, stratifiedSplit } from '../lib/data/data.js';
+import { TextTokenizer } from '../lib/data/tokenizer.js';
+import { exportHuggingFace, loadClassifier, type TrainResult, train } from '../lib/index.js';
+import {
+  asRows,
+  classifierPtForward,
+  demoReviews,
+  demoTokenizer,
+  INFORMATIVE_ENCODER,
+  makeEncoder,
+  PROBE_TEXTS,
+  referenceTrain,
+  repoRoot,
+  runPython,
+} from './fixtures.js';
+
+const work = mkdtempSync(join(tmpdir(), 'torch-bert-multi-label-'));
+const SMALL = { maxLength: 48, batchSize: 32, learningRate: 1e-3, headHidden: 64 } as const;
+/** The classes, sorted as inferred from the data. */
+const CLASSES = ['long', 'negative', 'positive'];
+
+let encoder: string;
+let texts: string[];
+/** Each review's classes: its sentiment, and 'long' for more than 10 words (the reviews have 5 to 16). */
+let sets: string[][];
+let csv: string;
+
+beforeAll(async () => {
+  encoder = await makeEncoder(INFORMATIVE_ENCODER);
+  const raw = await loadExamples(demoReviews);
+  texts = raw.texts;
+  sets = raw.labels!.map((sentiment, i) => [sentiment, ...(texts[i]!.split(/\s+/).length > 10 ? ['long'] : [])]);
+  csv = join(work, 'tags.csv');
+  const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
+  writeFileSync(csv, `text,tags\n${texts.map((t, i) => `${quote(t)},${quote(sets[i]!.join(', '))}`).join('\n')}\n`);
+});
+
+/** Multi-hot rows of `CLASSES`. */
+const multiHot = (rows: string[][]) => rows.map((set) => CLASSES.map((c) => (set.includes(c) ? 1 : 0)));
+
+describe('parity with the plain-PyTorch reference trainer (BCEWithLogitsLoss, a sigmoid per class)', () => {
+  it("gives the reference losses and subset accuracy epoch by epoch; the kept model's classifier.pt returns the logits predict() reads", async () => {
+    const epochs = 3;
+    const seed = 42;
+    expect(sets.filter((s) => s.includes('long')).length).toBeGreaterThan(20);
+    const tokenizer = await TextTokenizer.load(demoTokenizer);
+    // One stratum: the split of a multi-label run is a random split.
+    const split = stratifiedSplit(new Int32Array(texts.length), 0.2, seed, loadBinding().randperm);
+    const encoded = tokenizer.encodeBatch(texts, SMALL.maxLength);
+    const reference = await referenceTrain(encoded, split, (i) => multiHot([sets[i]!])[0], {
+      encoder,
+      numClasses: CLASSES.length,
+      problemType: 'multi_label_classification',
+      epochs,
+      batchSize: SMALL.batchSize,
+      lr: SMALL.learningRate,
+      weightDecay: 0.01,
+      seed,
+      headHidden: SMALL.headHidden,
+      dropout: 0.1,
+      pooling: 'cls',
+    });
+    const outDir = join(work, 'parity');
+    const ours: TrainResult<'multi_label_classification'> = await train({
+      data: { csv, labelColumn: 'tags' },
+      problemType: 'multi_label_classification',
+      encoder,
+      tokenizer: demoTokenizer,
+      outDir,
+      epochs,
+      seed,
+      maxGradNorm: 0,
+      ...SMALL,
+    });
+    try {
+      expect(ours.labels).toEqual(CLASSES);
+      expect(ours.validationExamples).toBe(split.validation.length);
+      // The sentiments are learned: most validation examples have every class right.
+      expect(reference.epochs.at(-1)!.valAccuracy!).toBeGreaterThan(0.6);
+      for (let e = 0; e < epochs; e++) {
+        const [r, o] = [reference.epochs[e]!, ours.history[e]!];
+        expect(Math.abs(o.trainLoss - r.trainLoss) / r.trainLoss).toBeLessThan(0.05);
+        expect(Math.abs(o.validationLoss - r.valLoss) / r.valLoss).toBeLessThan(0.05);
+        expect(Math.abs(o.validationAccuracy! - r.valAccuracy!)).toBeLessThanOrEqual(0.015);
+        // A multi-label step predicts no one class: no training accuracy is counted.
+        expect(o.trainAccuracy).toBeUndefined();
+      }
+      expect(ours.metrics.accuracy).toBeCloseTo(ours.best.validationAccuracy!, 10);
+      expect(ours.metrics.perClass.map((c) => c.label)).toEqual(CLASSES);
+
+      const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
+      expect(config).toMatchObject({ problemType: 'multi_label_classification', output: 'logits', labels: CLASSES, labelColumn: 'tags' });
+      const rows = gatherRows(tokenizer.encodeBatch(PROBE_TEXTS, SMALL.maxLength), Int32Array.from(PROBE_TEXTS.keys()));
+      const forward = await classifierPtForward(join(outDir, 'classifier.pt'), rows);
+      const python = { attr: forward.problemType, sigmoid: forward.outputs.map((row) => row.map((z) => 1 / (1 + Math.exp(-z)))) };
+      expect(python.attr).toBe('multi_label_classification');
+      const predictions = await ours.classifier.predict(PROBE_TEXTS);
+      for (const [i, p] of predictions.entries()) {
+        expect(Math.max(...CLASSES.map((c, k) => Math.abs(p.probabilities[c]! - python.sigmoid[i]![k]!)))).toBeLessThan(1e-5);
+        expect(p.labels).toEqual(CLASSES.filter((_, k) => python.sigmoid[i]![k]! >= 0.5));
+      }
+      // Loaded back and evaluated on the training CSV (config.json's label column, comma-separated
+      // cells): the loss is the BCE of the Python sigmoids on the probe texts' classes.
+      const loaded = await loadClassifier(outDir, { problemType: 'multi_label_classification' });
+      try {
+        const probeSets = [['positive'], ['negative', 'long'], [], ['positive']];
+        const evaluation = await loaded.evaluate({ texts: PROBE_TEXTS, labels: probeSets });
+        const targets = multiHot(probeSets);
+        const bce =
+          -targets
+            .flatMap((row, i) => row.map((t, k) => t * Math.log(python.sigmoid[i]![k]!) + (1 - t) * Math.log(1 - python.sigmoid[i]![k]!)))
+            .reduce((a, b) => a + b) /
+          (4 * CLASSES.length);
+        expect(Math.abs(evaluation.loss - bce)).toBeLessThan(1e-5);
+        const exact = targets.filter((row, i) => row.every((t, k) => (python.sigmoid[i]![k]! >= 0.5 ? 1 : 0) === t)).length;
+        expect(evaluation.metrics.accuracy).toBe(exact / 4);
+        const whole = await loaded.evaluate(csv);
+        expect(whole.examples).toBe(texts.length);
+        expect(whole.metrics.accuracy).toBeGreaterThan(0.6);
+      } finally {
+        loaded.dispose();
+      }
+    } finally {
+      ours.classifier.dispose();
+    }
+  });
+});
+
+describe("head 'sequence-classification', exported", () => {
+  it('writes problem_type multi_label_classification; the exported folder predicts what the run does', async () => {
+    const outDir = join(work, 'seqcls');
+    const run = await train({
+      data: { texts: texts.slice(0, 96), labels: sets.slice(0, 96) },
+      validationData: { texts: texts.slice(96, 128), labels: sets.slice(96, 128) },
+      problemType: 'multi_label_classification',
+      encoder,
+      tokenizer: demoTokenizer,
+      outDir,
+      epochs: 1,
+      technique: 'full',
+      head: 'sequence-classification',
+      maxLength: 48,
+      learningRate: 1e-3,
+    });
+    try {
+      expect([run.trainExamples, run.validationExamples]).toEqual([96, 32]);
+      const exported = join(work, 'seqcls-hf');
+      await exportHuggingFace({ classifier: outDir, out: exported, heads: 4 });
+      const hfConfig = JSON.parse(readFileSync(join(exported, 'config.json'), 'utf8'));
+      expect(hfConfig).toMatchObject({ problem_type: 'multi_label_classification', num_labels: 3, id2label: { '0': 'long' } });
+      const back = await loadClassifier(exported, { problemType: 'multi_label_classification' });
+      try {
+        const [a, b] = [await run.classifier.predict(PROBE_TEXTS), await back.predict(PROBE_TEXTS)];
+        for (const [i, p] of b.entries()) {
+          expect(Math.max(...CLASSES.map((c) => Math.abs(p.probabilities[c]! - a[i]!.probabilities[c]!)))).toBeLessThan(1e-5);
+        }
+      } finally {
+        back.dispose();
+      }
+    } finally {
+      run.classifier.dispose();
+    }
+  });
+});
+
+describe('torch-bert train and eval --problem-type multi_label_classification', () => {
+  it('trains from a CSV of comma-separated classes; eval prints the per-class table and the averages', async () => {
+    const outDir = join(work, 'cli');
+    const cli = (...args: string[]) =>
+      promisify(execFile)(process.execPath, [join(repoRoot, 'dist', 'cli.js'), ...args], { encoding: 'utf8' }).then((r) => r.stdout);
+    const trained = JSON.parse(
+      (
+        await cli(
+          'train',
+          '--data',
+          csv,
+          '--label-column',
+          'tags',
+          '--problem-type',
+          'multi_label_classification',
+          '--model',
+          encoder,
+          '--tokenizer',
+          demoTokenizer,
+          '--out',
+          outDir,
+          '--epochs',
+          '1',
+          '--max-length',
+          '48',
+          '--json',
+        )
+      )
+        .trim()
+        .split('\n')
+        .at(-1)!,
+    ) as { labels: string[]; metrics: { microF1: number; accuracy: number } };
+    expect(trained.labels).toEqual(CLASSES);
+    expect(trained.metrics.microF1).toBeGreaterThan(0);
+    const table = await cli('eval', '--classifier', outDir, '--data', csv);
+    expect(table).toMatch(/^class\s+precision\s+recall\s+f1\s+support$/m);
+    expect(table).toMatch(new RegExp(`^subset accuracy\\s+\\d\\.\\d{4}\\s+${texts.length}$`, 'm'));
+    expect(table).toMatch(new RegExp(`^micro F1\\s+\\d\\.\\d{4}\\s+${texts.length}$`, 'm'));
+    const predicted = JSON.parse((await cli('predict', '--classifier', outDir, '--json', PROBE_TEXTS[0]!)).trim()) as {
+      labels: string[];
+      probabilities: Record<string, number>;
+    };
+    expect(Object.keys(predicted.probabilities)).toEqual(CLASSES);
+    expect(predicted.labels).toEqual(CLASSES.filter((c) => predicted.probabilities[c]! >= 0.5));
+  });
+});
+
+describe('refusals', () => {
+  const base = { encoder: 'unused.pt', tokenizer: demoTokenizer, problemType: 'multi_label_classification' } as const;
+  it('options of single classes, a metric of regression, a label that is not a set of names, a class the run does not have', async () => {
+    await expect(train({ ...base, data: csv, classWeights: 'balanced', labelSmoothing: 0.1 })).rejects.toThrow(
+      "classWeights, labelSmoothing cannot be used with problemType 'multi_label_classification': each example has a set of classes, not one",
+    );
+    await expect(train({ ...base, data: csv, bestMetric: 'pearson' })).rejects.toThrow(
+      "bestMetric must be one of loss, accuracy, macroF1; got 'pearson'",
+    );
+    await expect(train({ ...base, encoder, data: { texts: ['a', 'b'], labels: [['x'], 'y'] } })).rejects.toThrow(
+      `example 1: a multi-label example's label is an array of class names (empty when none applies), got "y"`,
+    );
+    await expect(
+      train({
+        ...base,
+        encoder,
+        data: { texts: ['a', 'b'], labels: [['x'], ['y']] },
+        validationData: { texts: ['c'], labels: [['x', 'z']] },
+      }),
+    ).rejects.toThrow(/example 0: label 'z' is not one of the known classes \(x, y\)/);
+  });
+});
