@@ -541,7 +541,7 @@ describe('cached features (frozen encoder)', () => {
     );
     await expectFailure(() => b.headTrainStep(m, opt, f, new Int32Array([-1, 0]), labels), /rows\[0\] = -1/);
     await expectFailure(() => b.headTrainStep(m, opt, f, new Int32Array(0), new Int32Array(0)), /rows must not be empty/);
-    await expectFailure(() => b.headTrainStep(m, opt, f, rows, new Int32Array([0])), /labels has 1 elements, rows has 2/);
+    await expectFailure(() => b.headTrainStep(m, opt, f, rows, new Int32Array([0])), /labels has 1 elements, expected rows.length = 2/);
     await expectFailure(() => b.headTrainStep(m, opt, f, rows, null as any), /labels is required/, TypeError);
     await expectFailure(() => b.headTrainStep(m, opt, f, rows, new Int32Array([0, 5])), /label 5 is out of range/);
     await expectFailure(() => b.headTrainStep(m, opt, f, [0, 1] as any, labels), /Int32Array/, TypeError);
