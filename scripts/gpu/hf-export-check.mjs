@@ -15,7 +15,9 @@
  *   - AutoModelForSequenceClassification.from_pretrained(export) of a classifier trained with
  *     head 'sequence-classification' gives its probabilities: on the BERT trace, and (once the
  *     native builder is there, binding.buildEncoder) on small RoBERTa, XLM-R and DistilBERT
- *     folders saved by save_pretrained (the class transformers picks checked too),
+ *     folders saved by save_pretrained (the class transformers picks checked too); and of a
+ *     regression and a multi-label run of that head (problemType), its problem_type read and its
+ *     logits predict()'s values, or through a sigmoid each its probabilities,
  *   - PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base,
  *     num_labels=C), export/adapter) of a LoRA classifier trained with that head on the base
  *     folder (the SEQ_CLS adapter, its head as modules_to_save) gives its probabilities,
@@ -156,6 +158,16 @@ for run in a["runs"]:
             p = torch.softmax(sc(input_ids=ids, attention_mask=mask, token_type_ids=torch.tensor(run["token_type_ids"])).logits, -1)
         out[run["name"] + " loadClassifier probabilities"] = diff(p, run["probabilities"])
         continue
+    if kind == "seqcls-problem":
+        # A regression or multi-label run's export: transformers reads its problem_type, and its
+        # logits are predict()'s values (regression) or, through a sigmoid each, its probabilities.
+        sc = AutoModelForSequenceClassification.from_pretrained(d).eval()
+        out[run["name"] + " problem_type"] = 0.0 if sc.config.problem_type == run["problem_type"] else 1.0
+        with torch.no_grad():
+            z = sc(input_ids=ids, attention_mask=mask).logits
+        got = z if run["problem_type"] == "regression" else torch.sigmoid(z)
+        out[run["name"] + " AutoModelForSequenceClassification outputs"] = diff(got, run["outputs"])
+        continue
     if kind == "mlm":
         mlm = AutoModelForMaskedLM.from_pretrained(d).eval()
         with torch.no_grad():
@@ -286,6 +298,49 @@ try {
     classifier.dispose();
   }
   const matrix = (a, w) => Array.from({ length: a.length / w }, (_, r) => Array.from(a).slice(r * w, (r + 1) * w));
+  // Regression and multi-label runs of transformers' BERT head, exported: AutoModelForSequenceClassification
+  // reads their problem_type, and gives predict()'s values, or its probabilities through a sigmoid each.
+  for (const [name, problemType, labelOf] of [
+    ['seqcls bert regression', 'regression', (l, i) => (l === 'positive' ? 4 : 1) + (i % 3) * 0.25],
+    ['seqcls bert multi-label', 'multi_label_classification', (l, i) => (i % 4 === 0 ? [l, 'neutral'] : [l])],
+  ]) {
+    const dir = join(work, name.replaceAll(' ', '-'));
+    const labels = raw.labels.slice(0, 160).map(labelOf);
+    const result = await train({
+      data: { texts: data.texts, labels },
+      problemType,
+      encoder: join(work, 'base.pt'),
+      tokenizer,
+      outDir: dir,
+      epochs: 1,
+      maxLength: 32,
+      learningRate: 5e-3,
+      device: 'cpu',
+      ...seqcls,
+    });
+    result.classifier.dispose();
+    const exported = `${dir}-hf`;
+    await exportHuggingFace({ classifier: dir, out: exported, heads: 4 });
+    const classifier = await loadClassifier(dir, { device: 'cpu', problemType });
+    try {
+      const rows = gatherRows(
+        await classifier.tokenizer.encodeBatchAsync(texts, 32),
+        texts.map((_, i) => i),
+      );
+      const predicted = await classifier.predict(texts);
+      runs.push({
+        name,
+        kind: 'seqcls-problem',
+        problem_type: problemType,
+        export: exported,
+        input_ids: matrix(rows.inputIds, rows.seqLen),
+        attention_mask: matrix(rows.attentionMask, rows.seqLen),
+        outputs: predicted.map((p) => (problemType === 'regression' ? [p.value] : classifier.labels.map((l) => p.probabilities[l]))),
+      });
+    } finally {
+      classifier.dispose();
+    }
+  }
   /** A saved classifier's token rows of `texts` and its predict probabilities. */
   const observe = async (dir) => {
     const classifier = await loadClassifier(dir, { device: 'cpu' });
