@@ -17,7 +17,6 @@ import { loadExamples, stratifiedSplit } from '../lib/data/data.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
 import { Classifier, exportAdapterHub, exportHuggingFace, loadClassifier, type TrainResult, train } from '../lib/index.js';
 import {
-  asRows,
   classifierPtForward,
   demoReviews,
   demoTokenizer,
@@ -27,7 +26,6 @@ import {
   PROBE_TEXTS,
   referenceTrain,
   repoRoot,
-  runPython,
 } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-regression-'));

@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { AbortError, InputError, ModelError } from '../lib/addon/errors.js';
 import { loadBinding } from '../lib/addon/loader.js';
 import type { PredictOptions } from '../lib/classification/classifier.js';
-import { gatherRows, INFERENCE_CHUNK } from '../lib/data/batching.js';
+import { INFERENCE_CHUNK } from '../lib/data/batching.js';
 import { inferLabelNames, labelIds, loadExamples, stratifiedSplit } from '../lib/data/data.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
 import {
@@ -27,7 +27,7 @@ import {
   train,
 } from '../lib/index.js';
 import type { EpochMetrics, PredictEvent, TrainOptions } from '../lib/training/options.js';
-import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, referenceTrain, repoRoot, runPython } from './fixtures.js';
+import { demoReviews, demoTokenizer, INFORMATIVE_ENCODER, makeEncoder, referenceTrain, runPython } from './fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-train-'));
 const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
