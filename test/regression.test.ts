@@ -336,7 +336,7 @@ describe('refusals', () => {
       "bestMetric must be one of loss, accuracy, macroF1; got 'pearson'",
     );
     await expect(train({ ...base, data: csv, problemType: 'ordinal' as never })).rejects.toThrow(
-      "problemType must be one of single_label_classification, regression; got 'ordinal'",
+      "problemType must be one of single_label_classification, regression, multi_label_classification; got 'ordinal'",
     );
     await expect(train({ ...base, encoder, data: { texts: ['a', 'b', 'c'], labels: [1, 'much', 2] } })).rejects.toThrow(
       "example 1: label 'much' is not a number a float32 holds; a regression model's labels are its target values",
