@@ -1,8 +1,8 @@
 /**
  * Sequence classification as a training task: its batch (tokens, or the frozen technique's
- * cached features, with class ids, or a regression run's targets), its loss (cross-entropy with
- * class weights and label smoothing, or the mean squared error, computed in the native step) and
- * its validation pass. The loop that drives it is
+ * cached features, with class ids, a regression run's targets or a multi-label run's rows), its
+ * loss (cross-entropy with class weights and label smoothing, the mean squared error, or
+ * BCEWithLogitsLoss, computed in the native step) and its validation pass. The loop that drives it is
  * training-loop.ts's, which any other task (MLM, prompt-based training) shares.
  */
 
@@ -40,8 +40,9 @@ import { type MicroBatchStep, nativeStepOptions, type StepSettings, type Task } 
 import { lossWeight, runEvaluation } from './classifier.js';
 
 /**
- * Texts (tokens) with their labels: class ids, or a regression run's targets (a Float32Array, one
- * per text); `cache` holds their encoded features with the frozen technique.
+ * Texts (tokens) with their labels: class ids, or a Float32Array of targets (a regression run's
+ * one per text, a multi-label run's multi-hot row per text); `cache` holds their encoded features
+ * with the frozen technique.
  */
 export interface LabelledSet {
   encoded: EncodedTexts;
@@ -202,11 +203,11 @@ function sumOverRanks(
 
 /**
  * Validation loss and metrics of `model`, from cached features (frozen) or from tokens:
- * classification's, or a regression run's (its labels are targets). With a shard, the rank's rows
+ * classification's, a regression run's or a multi-label run's (settings.problemType). With a shard, the rank's rows
  * only; every output and the loss sum are then summed over the ranks (a row's output is its one
  * rank's, the others add zero), so every rank computes the metrics of the whole set, exactly
- * those of one process (the confusion matrix and F1, or the correlations, from every output, not
- * averages of the ranks' metrics).
+ * those of one process (the confusion matrix and F1, the correlations, or the per-class counts,
+ * from every output, not averages of the ranks' metrics).
  */
 export async function validateClassifier(
   binding: NativeBinding,
