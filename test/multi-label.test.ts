@@ -36,6 +36,8 @@ let texts: string[];
 /** Each review's classes: its sentiment, and 'long' for more than 10 words (the reviews have 5 to 16). */
 let sets: string[][];
 let csv: string;
+/** The same examples with a 0/1 column per class (Jigsaw's layout); some cells written true/false, as pandas writes booleans. */
+let columnsCsv: string;
 
 beforeAll(async () => {
   encoder = await makeEncoder(INFORMATIVE_ENCODER);
@@ -45,6 +47,23 @@ beforeAll(async () => {
   csv = join(work, 'tags.csv');
   const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
   writeFileSync(csv, `text,tags\n${texts.map((t, i) => `${quote(t)},${quote(sets[i]!.join(', '))}`).join('\n')}\n`);
+  columnsCsv = join(work, 'columns.csv');
+  const cell = (applies: boolean, i: number) => (i % 7 === 0 ? (applies ? 'True' : 'false') : applies ? '1' : '0');
+  writeFileSync(
+    columnsCsv,
+    `id,positive,text,long,negative,spam\n${texts
+      .map((t, i) =>
+        [
+          i,
+          cell(sets[i]!.includes('positive'), i),
+          quote(t),
+          cell(sets[i]!.includes('long'), i),
+          cell(sets[i]!.includes('negative'), i),
+          0,
+        ].join(','),
+      )
+      .join('\n')}\n`,
+  );
 });
 
 /** Multi-hot rows of `CLASSES`. */
@@ -138,6 +157,80 @@ describe('parity with the plain-PyTorch reference trainer (BCEWithLogitsLoss, a 
   });
 });
 
+describe('label columns: one 0/1 column per class', () => {
+  it('train the run that the same sets as arrays train; config.json records the columns, which evaluate() then reads', async () => {
+    const order = ['positive', 'negative', 'long'];
+    const common = {
+      problemType: 'multi_label_classification',
+      encoder,
+      tokenizer: demoTokenizer,
+      epochs: 1,
+      seed: 7,
+      ...SMALL,
+    } as const;
+    const fromColumns = await train({ ...common, data: { csv: columnsCsv, labelColumns: order }, outDir: join(work, 'columns') });
+    const fromArrays = await train({ ...common, data: { texts, labels: sets }, labels: order, outDir: join(work, 'columns-arrays') });
+    try {
+      // The columns are the classes, in their order (not sorted, as inferred classes are).
+      expect(fromColumns.labels).toEqual(order);
+      expect(fromColumns.history.map((e) => [e.trainLoss, e.validationLoss, e.validationAccuracy])).toEqual(
+        fromArrays.history.map((e) => [e.trainLoss, e.validationLoss, e.validationAccuracy]),
+      );
+      const config = JSON.parse(readFileSync(join(work, 'columns', 'config.json'), 'utf8'));
+      expect(config).toMatchObject({ labels: order, labelColumns: order, textColumn: 'text' });
+      expect(config.labelColumn).toBeUndefined();
+      const loaded = await loadClassifier(join(work, 'columns'), { problemType: 'multi_label_classification' });
+      try {
+        const [byColumns, bySets] = [await loaded.evaluate(columnsCsv), await loaded.evaluate({ texts, labels: sets })];
+        expect(byColumns.examples).toBe(texts.length);
+        expect(byColumns.loss).toBe(bySets.loss);
+        expect(byColumns.metrics).toEqual(bySets.metrics);
+        // The same columns named in any order give the same targets; the comma-separated cells too.
+        const reordered = await loaded.evaluate({ csv: columnsCsv, labelColumns: ['long', 'negative', 'positive'] });
+        expect(reordered.loss).toBe(bySets.loss);
+        expect((await loaded.evaluate({ csv, labelColumn: 'tags' })).loss).toBe(bySets.loss);
+        // Columns that are not the classes: a class without one would read as never applying.
+        await expect(loaded.evaluate({ csv: columnsCsv, labelColumns: ['positive', 'negative'] })).rejects.toThrow(
+          `${columnsCsv}: the label columns must be the classes (positive, negative, long), one column each: no column for 'long'`,
+        );
+        await expect(loaded.evaluate({ csv: columnsCsv, labelColumns: ['positive', 'negative', 'long', 'spam'] })).rejects.toThrow(
+          "one column each: 'spam' is not a class",
+        );
+      } finally {
+        loaded.dispose();
+      }
+    } finally {
+      fromColumns.classifier.dispose();
+      fromArrays.classifier.dispose();
+    }
+  });
+
+  it('refuses a cell other than 1/0 (true/false), both label options, a column named twice, columns for other problem types', async () => {
+    const bad = join(work, 'bad-cell.csv');
+    writeFileSync(bad, 'text,a,b\nfirst text,1,0\nsecond text,0,yes\n');
+    await expect(loadExamples({ csv: bad, labelColumns: ['a', 'b'] }, { labelKind: 'set' })).rejects.toThrow(
+      `${bad} line 3: column 'b' holds 'yes'; a label column's cell says whether its class applies: 1 or 0 (true or false)`,
+    );
+    await expect(loadExamples({ csv: bad, labelColumns: ['a', 'c'] }, { labelKind: 'set' })).rejects.toThrow(
+      `data file ${bad} has no column 'c' (its columns: text, a, b); choose the label columns with labelColumns / --label-columns`,
+    );
+    await expect(loadExamples({ csv: bad, labelColumn: 'a', labelColumns: ['a'] }, { labelKind: 'set' })).rejects.toThrow(
+      "a data source reads its labels from labelColumn ('a') or labelColumns (one per class), not both",
+    );
+    await expect(loadExamples({ csv: bad, labelColumns: ['a', 'a'] }, { labelKind: 'set' })).rejects.toThrow(
+      "a data source's labelColumns name 'a' twice; name each class's column once",
+    );
+    await expect(loadExamples({ csv: bad, labelColumns: [] }, { labelKind: 'set' })).rejects.toThrow(
+      "a data source's labelColumns must list the label columns (one per class); got []",
+    );
+    await expect(
+      train({ encoder, tokenizer: demoTokenizer, data: { csv: columnsCsv, labelColumns: ['positive'] }, outDir: join(work, 'never') }),
+    ).rejects.toThrow(
+      "labelColumns reads a multi-label classifier's labels, one column per class (problemType 'multi_label_classification'); a single-label classifier reads one label per example, from labelColumn",
+    );
+  });
+});
+
 describe("head 'sequence-classification', exported", () => {
   it('writes problem_type multi_label_classification; the exported folder predicts what the run does', async () => {
     const outDir = join(work, 'seqcls');
@@ -213,6 +306,8 @@ describe('torch-bert train and eval --problem-type multi_label_classification', 
     expect(table).toMatch(/^class\s+precision\s+recall\s+f1\s+support$/m);
     expect(table).toMatch(new RegExp(`^subset accuracy\\s+\\d\\.\\d{4}\\s+${texts.length}$`, 'm'));
     expect(table).toMatch(new RegExp(`^micro F1\\s+\\d\\.\\d{4}\\s+${texts.length}$`, 'm'));
+    // The same labels read from a column per class: the same table.
+    expect(await cli('eval', '--classifier', outDir, '--data', columnsCsv, '--label-columns', 'negative,long,positive')).toBe(table);
     const predicted = JSON.parse((await cli('predict', '--classifier', outDir, '--json', PROBE_TEXTS[0]!)).trim()) as {
       labels: string[];
       probabilities: Record<string, number>;

@@ -21,12 +21,12 @@ import {
   TOKENS_PER_FORWARD,
 } from '../data/batching.js';
 import {
+  type CsvSource,
   checkFilesNamedOnce,
   checkSourceShape,
   type DataSource,
   LABEL_KIND,
   labelIds,
-  labelSets,
   loadExamples,
   multiLabelTargets,
   regressionTargets,
@@ -86,6 +86,8 @@ export interface ClassifierConfig {
    */
   textColumn?: string;
   labelColumn?: string;
+  /** A multi-label classifier's label columns, one per class (CsvSource.labelColumns), when it was trained on them. */
+  labelColumns?: string[];
   /** The second text's CSV column, for text pairs or a pair prompt ({text_a}/{text_b}), which `evaluate()` reads by default. */
   textPairColumn?: string;
   /**
@@ -223,6 +225,8 @@ export interface EvaluationOptions {
   textColumn?: string;
   /** CSV label column. Default: the one the classifier was trained on (config.json), else `label`. */
   labelColumn?: string;
+  /** A multi-label classifier's CSV label columns, one per class (CsvSource.labelColumns), read instead of `labelColumn`. Default: those the classifier was trained on. */
+  labelColumns?: readonly string[];
   /** CSV column of the second text, for text pairs or a pair prompt. Default: the one the classifier was trained on. */
   textPairColumn?: string;
   /** Stops tokenizing or evaluating at the next batch; the promise rejects with an AbortError. */
@@ -332,6 +336,19 @@ export function lossWeight(labels: Int32Array | Float32Array | null, loss: LossO
  * predict()'s and evaluate()'s `batchSize` (default 32), checked before any text is tokenized: 0
  * or less would cut no rows per batch and the batching would never end; a fraction is no row count.
  */
+/**
+ * Where a source, the options or the config say a CSV's labels are: one label column or label
+ * columns (one per class), whichever it names; undefined when it names neither, so that the next
+ * in line decides.
+ */
+function labelsRead(columns: {
+  labelColumn?: string;
+  labelColumns?: readonly string[];
+}): Pick<CsvSource, 'labelColumn' | 'labelColumns'> | undefined {
+  if (columns.labelColumns !== undefined) return { labelColumns: columns.labelColumns };
+  return columns.labelColumn !== undefined ? { labelColumn: columns.labelColumn } : undefined;
+}
+
 function inferenceBatchSize(batchSize: number | undefined): number {
   if (batchSize === undefined) return 32;
   checkInteger('batchSize', batchSize, 1);
@@ -716,16 +733,16 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
     checkSourceShape(data);
     const batchSize = inferenceBatchSize(options.batchSize);
     const textColumn = options.textColumn ?? this.config.textColumn;
-    const labelColumn = options.labelColumn ?? this.config.labelColumn;
+    const labels = labelsRead(options) ?? labelsRead(this.config) ?? {};
     const textPairColumn = options.textPairColumn ?? this.config.textPairColumn;
     const source: DataSource =
       typeof data === 'string' || Array.isArray(data)
-        ? { csv: data as string | readonly string[], textColumn, labelColumn, textPairColumn }
+        ? { csv: data as string | readonly string[], textColumn, ...labels, textPairColumn }
         : 'csv' in data
           ? {
               ...data,
               textColumn: data.textColumn ?? textColumn,
-              labelColumn: data.labelColumn ?? labelColumn,
+              ...(labelsRead(data) ?? labels),
               textPairColumn: data.textPairColumn ?? textPairColumn,
             }
           : data;
@@ -735,7 +752,7 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
     const evaluateLabels = (labels: Int32Array | Float32Array) =>
       this.whileUsable('evaluate', () => this.evaluateTexts(raw.texts, raw.pairs ?? null, labels, batchSize, options));
     if (problem === 'multi_label_classification') {
-      const targets = multiLabelTargets(labelSets(raw), this.labels, raw.origin);
+      const targets = multiLabelTargets(raw, this.labels);
       const result = await evaluateLabels(targets);
       this.checkClassCount(result.probabilities, raw.texts.length);
       const evaluation: MultiLabelEvaluation = {

@@ -279,6 +279,8 @@ async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, to
  * classes are the training data's (as transformers' run_glue: a class only the validation data
  * has would never train — a typo or the wrong file — and is refused by labelIds), each label a
  * class id. Regression: one output, LABEL_0 (transformers' name), each label a target value.
+ * Multi-label: the classes are `labels`, else the data's label columns, else those its examples
+ * name (inferred as single labels are); each label a multi-hot row.
  */
 function labelling(
   opts: ResolvedTrainOptions,
@@ -286,8 +288,8 @@ function labelling(
 ): { labels: string[]; labelsOf: (raw: RawExamples) => Int32Array | Float32Array } {
   if (opts.problemType === 'regression') return { labels: ['LABEL_0'], labelsOf: (raw) => regressionTargets(raw.labels!, raw.origin) };
   if (opts.problemType === 'multi_label_classification') {
-    const labels = opts.labels ?? inferLabelSetNames(labelSets(trainRaw), trainRaw.origin);
-    return { labels, labelsOf: (raw) => multiLabelTargets(labelSets(raw), labels, raw.origin) };
+    const labels = opts.labels ?? trainRaw.labelColumns ?? inferLabelSetNames(labelSets(trainRaw), trainRaw.origin);
+    return { labels, labelsOf: (raw) => multiLabelTargets(raw, labels) };
   }
   const labels = opts.labels ?? inferLabelNames(trainRaw.labels!, trainRaw.origin);
   return { labels, labelsOf: (raw) => labelIds(raw.labels!, labels, raw.origin) };

@@ -74,12 +74,13 @@ export function outDirOption(values: Record<string, unknown>, command: string): 
   return typeof resume === 'string' && resume !== '' && values.out === undefined ? resume : requireOption(values, 'out', command);
 }
 
-/** `--data` or `--validation-data`: its files, read by the columns `--text-column` and `--label-column` name. */
+/** `--data` or `--validation-data`: its files, read by the columns `--text-column` and `--label-column` (or `--label-columns`) name. */
 export function csvOption(values: Record<string, unknown>, name: string): CsvSource {
   return {
     csv: requireFiles(values, name, 'train'),
     textColumn: values['text-column'] as string | undefined,
     labelColumn: values['label-column'] as string | undefined,
+    labelColumns: listOption(values, 'label-columns'),
   };
 }
 

@@ -1,13 +1,13 @@
 /** `torch-bert eval`: loss and metrics of a classifier on labelled data. */
 import { formatMetricsTable, formatMultiLabelMetrics, formatRegressionMetrics } from '../training/metrics.js';
-import { numberOption, parseCommandArgs, requireFiles } from './args.js';
+import { listOption, numberOption, parseCommandArgs, requireFiles } from './args.js';
 import { BASE_HELP, BASE_OPTIONS, openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
 import { predictPrinter } from './output.js';
 
 export const EVAL_HELP = `torch-bert eval — loss and accuracy of a saved classifier, or of a zero-shot prompt, on labelled data
 (a regression model's: mean squared error, mean absolute error, Pearson and Spearman, its labels values; a
 multi-label classifier's: per-class precision, recall and F1, subset accuracy, micro and macro F1, its
-labels each example's classes, comma-separated)
+labels each example's classes, comma-separated, or one column per class: --label-columns)
 
   --classifier DIR         directory written by 'torch-bert train', or a Hugging Face sequence
                            classifier (a folder or Hub id: *ForSequenceClassification)
@@ -16,6 +16,8 @@ ${PROMPT_HELP}
   --data FILE.csv          labelled data (repeatable: files read as one)
   --text-column NAME       (the one the classifier was trained on, else text)
   --label-column NAME      (the one the classifier was trained on, else label)
+  --label-columns A,B      a multi-label classifier's: one column per class, 1 or 0 (those it
+                           was trained on)
   --text-pair-column NAME  the second text of each example, for text pairs or a template's
                            {text_b} (the one the classifier was trained on)
   --batch-size N           (32)
@@ -33,6 +35,7 @@ export async function commandEval(argv: string[]): Promise<void> {
       data: { type: 'string', multiple: true },
       'text-column': { type: 'string' },
       'label-column': { type: 'string' },
+      'label-columns': { type: 'string' },
       'batch-size': { type: 'string' },
       device: { type: 'string' },
       json: { type: 'boolean' },
@@ -45,7 +48,13 @@ export async function commandEval(argv: string[]): Promise<void> {
   const classifier = await openClassifier(values, 'eval');
   try {
     const result = await classifier.evaluate(
-      { csv: data, textColumn: values['text-column'], labelColumn: values['label-column'], textPairColumn: values['text-pair-column'] },
+      {
+        csv: data,
+        textColumn: values['text-column'],
+        labelColumn: values['label-column'],
+        labelColumns: listOption(values, 'label-columns'),
+        textPairColumn: values['text-pair-column'],
+      },
       { batchSize: numberOption(values, 'batch-size'), onProgress: predictPrinter(!values.json) },
     );
     const head = `examples ${result.examples}, loss ${result.loss.toFixed(4)}`;

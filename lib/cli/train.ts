@@ -39,6 +39,7 @@ Options (default):
                            own tokenizer.json or vocab.txt; required with a .pt file
   --text-column NAME       text column (text)
   --label-column NAME      label column (label); integer ids or class names
+  --label-columns A,B      multi-label: one column per class instead (1 or 0: whether it applies)
   --labels A,B             class names in id order (inferred: integer labels as ids, names sorted)
   --validation-data FILE   validation CSV instead of splitting --data (repeatable)
   --validation-split X     share of --data held out, stratified (${DEFAULTS.validationSplit})
@@ -94,8 +95,8 @@ Options (default):
                            the checkpoint (${DEFAULTS.bestMetric})
   --problem-type T         single_label_classification (each label a class) | regression (each
                            label a number: MSE loss, one output) | multi_label_classification
-                           (each label the classes that apply, comma-separated: a sigmoid per
-                           class, BCE loss) (${DEFAULTS.problemType})
+                           (each label the classes that apply, comma-separated, or
+                           --label-columns: a sigmoid per class, BCE loss) (${DEFAULTS.problemType})
   --early-stopping N       stop after N evaluations without improvement (off)
   --resume DIR             continue the interrupted run whose --out was DIR
   --on-non-finite P        stop | skip a NaN/Inf step (${DEFAULTS.onNonFinite})
@@ -167,6 +168,7 @@ export const TRAIN_OPTIONS: Options = {
   'eval-every': { type: 'string' },
   'best-metric': { type: 'string' },
   'problem-type': { type: 'string' },
+  'label-columns': { type: 'string' },
   'early-stopping': { type: 'string' },
   resume: { type: 'string' },
   'on-non-finite': { type: 'string' },

@@ -24,9 +24,19 @@ export interface CsvSource {
   textColumn?: string;
   /** Column holding the label. Default `label`. */
   labelColumn?: string;
+  /**
+   * A multi-label classifier's labels, one column per class (as Jigsaw's toxic, obscene, threat,
+   * ...): each column's header is its class's name, and each cell says whether the class applies
+   * to the row's text (`1` or `0`; `true` or `false`). Read instead of `labelColumn`; the columns
+   * are the classifier's classes, in their order.
+   */
+  labelColumns?: readonly string[];
   /** Column holding each example's second text ({text_b} of a prompt template). Default: none. */
   textPairColumn?: string;
 }
+
+/** How a CSV file is read: its columns, and whether it must have labels (predict()'s need not). */
+type CsvReadOptions = Omit<CsvSource, 'csv'> & { labelsRequired?: boolean };
 
 /**
  * Labelled examples given directly. Labels may be class names or integer class ids; a regression
@@ -48,8 +58,13 @@ export interface RawExamples {
   texts: string[];
   /** Raw labels as strings (a CSV cell each), or null for unlabelled data. */
   labels: string[] | null;
-  /** A multi-label source given as arrays: each example's classes (`labelSets` reads a CSV's cells instead). */
+  /**
+   * A multi-label source given as arrays or read from label columns: each example's classes
+   * (`labelSets` reads the comma-separated cells of one label column instead).
+   */
   labelSets?: string[][];
+  /** The label columns the sets were read from (CsvSource.labelColumns): every class an example may have. */
+  labelColumns?: string[];
   /** Second texts (textPairColumn / ArraySource.pairs), when asked for. */
   pairs?: string[];
   /** A human description of each example's origin, e.g. `data.csv line 12`. */
@@ -100,10 +115,7 @@ function describeSource(source: DataSource): string {
 }
 
 /** Several CSV files with the same columns, read as one: examples in file order. */
-async function readCsvFiles(
-  files: readonly string[],
-  options: { textColumn?: string; labelColumn?: string; textPairColumn?: string; labelsRequired?: boolean },
-): Promise<RawExamples> {
+async function readCsvFiles(files: readonly string[], options: CsvReadOptions): Promise<RawExamples> {
   if (files.length === 0) throw new InputError('data: the list of CSV files is empty');
   files.forEach((f, i) => {
     if (typeof f !== 'string' || f.length === 0) throw new InputError(`data: file ${i} of the list is not a path`);
@@ -125,13 +137,15 @@ async function readCsvFiles(
   }
   const texts = parts.flatMap((p) => p.texts);
   const labels = labelled ? parts.flatMap((p) => p.labels!) : null;
+  const sets =
+    labelled && parts[0]!.labelSets ? { labelSets: parts.flatMap((p) => p.labelSets!), labelColumns: parts[0]!.labelColumns! } : {};
   const pairs = options.textPairColumn !== undefined ? parts.flatMap((p) => p.pairs!) : undefined;
   const origin = (i: number) => {
     let k = starts.length - 1;
     while (k > 0 && starts[k]! > i) k--;
     return parts[k]!.origin(i - starts[k]!);
   };
-  return { texts, labels, ...(pairs ? { pairs } : {}), origin, file: parts[0]!.file };
+  return { texts, labels, ...sets, ...(pairs ? { pairs } : {}), origin, file: parts[0]!.file };
 }
 
 /** A data file's bytes, checked to be UTF-8 text that is not empty (NUL never belongs in one). */
@@ -238,10 +252,7 @@ function checkCommaSeparated(file: string, content: Buffer): void {
  * Read a CSV file (RFC 4180: quoted fields, embedded newlines, BOM, CRLF) into texts and raw labels.
  * Every problem names the file and, where there is one, the line and column.
  */
-export async function readCsv(
-  file: string,
-  options: { textColumn?: string; labelColumn?: string; textPairColumn?: string; labelsRequired?: boolean } = {},
-): Promise<RawExamples> {
+export async function readCsv(file: string, options: CsvReadOptions = {}): Promise<RawExamples> {
   const textColumn = options.textColumn ?? DEFAULT_TEXT_COLUMN;
   const labelColumn = options.labelColumn ?? DEFAULT_LABEL_COLUMN;
   checkNotJson(file);
@@ -259,9 +270,11 @@ export async function readCsv(
   if (!header) throw new InputError(`data file ${file} has no header row`, { file });
   const textIndex = columnIndex(header, textColumn, file, 'the text column', 'textColumn / --text-column');
   const labelIndex =
-    (options.labelsRequired ?? true)
-      ? columnIndex(header, labelColumn, file, 'the label column', 'labelColumn / --label-column')
-      : header.indexOf(labelColumn);
+    options.labelColumns !== undefined
+      ? -1
+      : (options.labelsRequired ?? true)
+        ? columnIndex(header, labelColumn, file, 'the label column', 'labelColumn / --label-column')
+        : header.indexOf(labelColumn);
   const pairIndex =
     options.textPairColumn === undefined
       ? -1
@@ -269,21 +282,61 @@ export async function readCsv(
   const rows = records.slice(1).map(({ record }) => record);
   if (rows.length === 0) throw new InputError(`data file ${file} has a header but no rows`, { file });
   const lines = firstLines(records, content);
+  const origin = (i: number) => `${file} line ${lines[i]}`;
+  const sets = options.labelColumns !== undefined ? readLabelColumns(header, rows, options.labelColumns, file, origin) : null;
   return {
     texts: rows.map((r) => r[textIndex]!),
-    labels: labelIndex >= 0 ? rows.map((r) => r[labelIndex]!.trim()) : null,
+    labels: sets ? sets.labelSets.map((set) => set.join(',')) : labelIndex >= 0 ? rows.map((r) => r[labelIndex]!.trim()) : null,
+    ...sets,
     ...(pairIndex >= 0 ? { pairs: rows.map((r) => r[pairIndex]!) } : {}),
-    origin: (i) => `${file} line ${lines[i]}`,
+    origin,
     file,
   };
 }
 
-/** The CSV columns `source` is read from; undefined for arrays. */
-export function csvColumns(source: DataSource): { textColumn: string; labelColumn: string } | undefined {
+/** A label column's cell: whether its class applies (1 or 0, true or false, as pandas writes integer and boolean columns). */
+const APPLIES = new Map([
+  ['1', true],
+  ['0', false],
+  ['true', true],
+  ['false', false],
+]);
+
+/** Each row's classes: the label columns whose cell says the class applies (CsvSource.labelColumns). */
+function readLabelColumns(
+  header: string[],
+  rows: string[][],
+  columns: readonly string[],
+  file: string,
+  origin: (i: number) => string,
+): { labelSets: string[][]; labelColumns: string[] } {
+  const indices = columns.map((column) => columnIndex(header, column, file, 'the label columns', 'labelColumns / --label-columns'));
+  const labelSets = rows.map((row, i) =>
+    columns.filter((column, k) => {
+      const cell = row[indices[k]!]!.trim();
+      const applies = APPLIES.get(cell.toLowerCase());
+      if (applies === undefined) {
+        throw new InputError(
+          `${origin(i)}: column '${column}' holds '${cell}'; a label column's cell says whether its class applies: 1 or 0 (true or false)`,
+          { file, row: i, column },
+        );
+      }
+      return applies;
+    }),
+  );
+  return { labelSets, labelColumns: [...columns] };
+}
+
+/** The CSV columns `source` is read from (its label column, or its label columns); undefined for arrays. */
+export function csvColumns(
+  source: DataSource,
+): { textColumn: string; labelColumn: string } | { textColumn: string; labelColumns: string[] } | undefined {
   if (typeof source === 'string' || Array.isArray(source)) return { textColumn: DEFAULT_TEXT_COLUMN, labelColumn: DEFAULT_LABEL_COLUMN };
   if ('csv' in (source as object)) {
     const csv = source as CsvSource;
-    return { textColumn: csv.textColumn ?? DEFAULT_TEXT_COLUMN, labelColumn: csv.labelColumn ?? DEFAULT_LABEL_COLUMN };
+    const textColumn = csv.textColumn ?? DEFAULT_TEXT_COLUMN;
+    if (csv.labelColumns !== undefined) return { textColumn, labelColumns: [...csv.labelColumns] };
+    return { textColumn, labelColumn: csv.labelColumn ?? DEFAULT_LABEL_COLUMN };
   }
   return undefined;
 }
@@ -297,6 +350,17 @@ export function checkSourceShape(source: unknown): void {
   const csv = (source as Partial<CsvSource>).csv;
   if (typeof source === 'object' && 'csv' in source && typeof csv !== 'string' && !Array.isArray(csv)) {
     throw new InputError(`a data source's csv must be a path or a list of paths; got ${csv === null ? 'null' : typeof csv}`);
+  }
+  const { labelColumn, labelColumns } = source as Partial<CsvSource>;
+  if (labelColumns === undefined) return;
+  const names: unknown[] = Array.isArray(labelColumns) ? Array.from(labelColumns) : [];
+  if (names.length === 0 || names.some((name) => typeof name !== 'string' || name === '')) {
+    throw new InputError(`a data source's labelColumns must list the label columns (one per class); got ${JSON.stringify(labelColumns)}`);
+  }
+  const twice = names.find((name, i) => names.indexOf(name) !== i);
+  if (twice !== undefined) throw new InputError(`a data source's labelColumns name '${twice}' twice; name each class's column once`);
+  if (labelColumn !== undefined) {
+    throw new InputError(`a data source reads its labels from labelColumn ('${labelColumn}') or labelColumns (one per class), not both`);
   }
 }
 
@@ -395,15 +459,38 @@ export function inferLabelSetNames(sets: readonly string[][], origin: (i: number
   return inferLabelNames(names, (k) => origin(owners[k]!));
 }
 
-/** Multi-label targets: a row of `names.length` per example, 1 where a class applies (each class one of `names`: labelIds' rule). */
-export function multiLabelTargets(sets: readonly string[][], names: readonly string[], origin: (i: number) => string): Float32Array {
+/**
+ * Multi-label targets: a row of `names.length` per example, 1 where a class applies (each class
+ * one of `names`: labelIds' rule). Examples read from label columns must have one for each class
+ * and no other: a class without a column would read as never applying.
+ */
+export function multiLabelTargets(raw: RawExamples, names: readonly string[]): Float32Array {
+  if (raw.labelColumns) checkColumnsAreClasses(raw.labelColumns, names, raw.file);
+  const sets = labelSets(raw);
   const { names: flat, owners } = flatten(sets);
-  const ids = labelIds(flat, names, (k) => origin(owners[k]!));
+  const ids = labelIds(flat, names, (k) => raw.origin(owners[k]!));
   const targets = new Float32Array(sets.length * names.length);
   ids.forEach((id, k) => {
     targets[owners[k]! * names.length + id] = 1;
   });
   return targets;
+}
+
+/** Label columns and classes, the same names (in any order); else an InputError naming what differs. */
+function checkColumnsAreClasses(columns: readonly string[], classes: readonly string[], file: string | undefined): void {
+  const missing = classes.filter((name) => !columns.includes(name));
+  const extra = columns.filter((name) => !classes.includes(name));
+  if (missing.length === 0 && extra.length === 0) return;
+  const differences = [
+    ...(missing.length > 0 ? [`no column for ${missing.map((name) => `'${name}'`).join(', ')}`] : []),
+    ...(extra.length > 0
+      ? [`${extra.map((name) => `'${name}'`).join(', ')} ${extra.length === 1 ? 'is not a class' : 'are not classes'}`]
+      : []),
+  ];
+  throw new InputError(
+    `${file ?? 'data'}: the label columns must be the classes (${classes.join(', ')}), one column each: ${differences.join('; ')}`,
+    { file },
+  );
 }
 
 /** Every example's class names in one list, with the example each came from. */
@@ -445,7 +532,14 @@ export async function loadExamples(
   options: { labelsRequired?: boolean; labelKind?: LabelKind } = {},
 ): Promise<RawExamples> {
   const labelsRequired = options.labelsRequired ?? true;
+  const labelKind = options.labelKind ?? 'class';
   checkSourceShape(source);
+  if ((source as Partial<CsvSource>).labelColumns !== undefined && labelKind !== 'set') {
+    const reader = labelKind === 'value' ? 'a regression model' : 'a single-label classifier';
+    throw new InputError(
+      `labelColumns reads a multi-label classifier's labels, one column per class (problemType 'multi_label_classification'); ${reader} reads one label per example, from labelColumn`,
+    );
+  }
   let raw: RawExamples;
   if (typeof source === 'string') {
     raw = await readCsv(source, { labelsRequired });
@@ -456,9 +550,9 @@ export async function loadExamples(
     raw =
       typeof csv === 'string' ? await readCsv(csv, { ...source, labelsRequired }) : await readCsvFiles(csv, { ...source, labelsRequired });
   } else {
-    raw = fromArrays(source as ArraySource, options.labelKind ?? 'class');
+    raw = fromArrays(source as ArraySource, labelKind);
   }
-  checkExamples(raw, describeSource(source), labelsRequired, options.labelKind ?? 'class');
+  checkExamples(raw, describeSource(source), labelsRequired, labelKind);
   return raw;
 }
 
