@@ -157,6 +157,69 @@ describe('parity with the plain-PyTorch reference trainer (BCEWithLogitsLoss, a 
   });
 });
 
+describe("positiveWeights: BCEWithLogitsLoss's pos_weight", () => {
+  it("'balanced' gives the reference's losses with each class's negatives / positives as pos_weight; config.json records the weights", async () => {
+    const [epochs, seed] = [2, 11];
+    const tokenizer = await TextTokenizer.load(demoTokenizer);
+    const split = stratifiedSplit(new Int32Array(texts.length), 0.2, seed, loadBinding().randperm);
+    const reference = await referenceTrain(tokenizer.encodeBatch(texts, SMALL.maxLength), split, (i) => multiHot([sets[i]!])[0], {
+      encoder,
+      numClasses: CLASSES.length,
+      problemType: 'multi_label_classification',
+      positiveWeights: 'balanced',
+      epochs,
+      batchSize: SMALL.batchSize,
+      lr: SMALL.learningRate,
+      weightDecay: 0.01,
+      seed,
+      headHidden: SMALL.headHidden,
+      dropout: 0.1,
+      pooling: 'cls',
+    });
+    const outDir = join(work, 'positive-weights');
+    const ours = await train({
+      data: { csv, labelColumn: 'tags' },
+      problemType: 'multi_label_classification',
+      positiveWeights: 'balanced',
+      encoder,
+      tokenizer: demoTokenizer,
+      outDir,
+      epochs,
+      seed,
+      maxGradNorm: 0,
+      ...SMALL,
+    });
+    try {
+      // Each class's negatives / positives among the training rows: 'long' is the rare one.
+      const trained = Array.from(split.train, (i) => multiHot([sets[i]!])[0]!);
+      const balanced = CLASSES.map((_, k) => {
+        const positives = trained.filter((row) => row[k] === 1).length;
+        return (trained.length - positives) / positives;
+      });
+      expect(balanced[0]).toBeGreaterThan(1.5);
+      const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
+      for (const [k, w] of balanced.entries()) expect(config.hyperparameters.positiveWeights[k]).toBeCloseTo(w, 5);
+      for (let e = 0; e < epochs; e++) {
+        const [r, o] = [reference.epochs[e]!, ours.history[e]!];
+        expect(Math.abs(o.trainLoss - r.trainLoss) / r.trainLoss).toBeLessThan(0.05);
+        expect(Math.abs(o.validationLoss - r.valLoss) / r.valLoss).toBeLessThan(0.05);
+      }
+    } finally {
+      ours.classifier.dispose();
+    }
+  });
+
+  it('are refused for other problem types, and when not one finite weight ≥ 0 per class', async () => {
+    const base = { encoder, tokenizer: demoTokenizer, outDir: join(work, 'never') } as const;
+    await expect(train({ ...base, data: demoReviews, positiveWeights: 'balanced' })).rejects.toThrow(
+      "positiveWeights weigh a multi-label run's positive targets (problemType 'multi_label_classification'); a single-label run weighs its classes with classWeights",
+    );
+    await expect(
+      train({ ...base, data: { csv, labelColumn: 'tags' }, problemType: 'multi_label_classification', positiveWeights: [1, 2] }),
+    ).rejects.toThrow("positiveWeights must be 'balanced' or 3 finite numbers ≥ 0 (one per class: long, negative, positive)");
+  });
+});
+
 describe('label columns: one 0/1 column per class', () => {
   it('train the run that the same sets as arrays train; config.json records the columns, which evaluate() then reads', async () => {
     const order = ['positive', 'negative', 'long'];

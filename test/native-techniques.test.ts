@@ -303,20 +303,29 @@ describe('problem types: regression and multi-label classification (native/modul
       loss: 'F.binary_cross_entropy_with_logits(logits, y.view_as(logits))',
       scores: 'torch.sigmoid(logits)',
     },
+    {
+      problemType: 'multi_label_classification',
+      numClasses: 3,
+      targets: MULTI,
+      positiveWeights: [3, 0.5, 1.5],
+      loss: 'F.binary_cross_entropy_with_logits(logits, y.view_as(logits), pos_weight=torch.tensor([3, 0.5, 1.5]))',
+      scores: 'torch.sigmoid(logits)',
+    },
   ] as const;
 
   for (const c of CASES) {
-    it(`${c.problemType}: forward returns the head's logits; the step's loss, update and evaluation equal ${c.loss.split('(')[0]}`, async () => {
+    const loss = 'positiveWeights' in c ? { positiveWeights: Float32Array.from(c.positiveWeights) } : {};
+    it(`${c.problemType}: forward returns the head's logits; the step's loss, update and evaluation equal ${c.loss.split('(')[0]}${'positiveWeights' in c ? ' with pos_weight' : ''}`, async () => {
       const spec = { numClasses: c.numClasses, problemType: c.problemType };
       const m = classifier(spec);
       const before = file(`${c.problemType}-before.pt`);
       m.save(before);
       const targets = (rows: number[]) => new Float32Array(rows.flatMap((r) => c.targets.slice(r * c.numClasses, (r + 1) * c.numClasses)));
-      const step = await b.trainStep(m, adamw(trainable(m)), { ...batch(ALL, false), labels: targets(ALL) });
+      const step = await b.trainStep(m, adamw(trainable(m)), { ...batch(ALL, false), labels: targets(ALL) }, loss);
       const trained = file(`${c.problemType}-trained.pt`);
       m.save(trained);
       m.train(false);
-      const ev = await b.evalStep(m, { ...batch(ALL, false), labels: targets(ALL) });
+      const ev = await b.evalStep(m, { ...batch(ALL, false), labels: targets(ALL) }, loss);
       const predicted = await b.evalStep(m, batch(ALL, false));
       const ref = py<{ attr: string; forward: number; loss: number; params: Record<string, number[]>; evalLoss: number; scores: number[] }>(
         PY_T +
@@ -354,7 +363,7 @@ describe('problem types: regression and multi-label classification (native/modul
       expect(maxAbsDiff(c.problemType === 'regression' ? predicted.values : predicted.probabilities, ref.scores)).toBeLessThan(1e-6);
       // The attribute survives the file: a classifier.pt loaded again trains with the same loss.
       const reloaded = b.ScriptModule.load(trained);
-      const again = await b.evalStep(reloaded, { ...batch(ALL, false), labels: targets(ALL) });
+      const again = await b.evalStep(reloaded, { ...batch(ALL, false), labels: targets(ALL) }, loss);
       expect(Math.abs(again.loss! - ref.evalLoss)).toBeLessThan(1e-6);
     });
   }
@@ -415,6 +424,18 @@ describe('problem types: regression and multi-label classification (native/modul
     await expectFailure(
       () => b.trainStep(regression, opt, withLabels(new Float32Array(4)), { labelSmoothing: 0.1 }),
       /class weights and label smoothing are single-label classification's; this model's problem type is regression/,
+    );
+    await expectFailure(
+      () => b.evalStep(single, batch(ALL), { positiveWeights: new Float32Array([1, 1, 1]) }),
+      /positive weights are multi-label classification's; this model's problem type is single_label_classification/,
+    );
+    await expectFailure(
+      () => b.evalStep(multi, withLabels(new Float32Array(MULTI)), { positiveWeights: new Float32Array([1, 2]) }),
+      /positiveWeights has 2 values but the model has 3 classes/,
+    );
+    await expectFailure(
+      () => b.evalStep(multi, withLabels(new Float32Array(MULTI)), { positiveWeights: new Float32Array([1, -2, 1]) }),
+      /positiveWeights\[1\] must be a finite number >= 0/,
     );
     expect(() => classifier({ problemType: 'ordinal' as any })).toThrow(
       /spec\.problemType must be 'single_label_classification', 'multi_label_classification' or 'regression', got 'ordinal'/,

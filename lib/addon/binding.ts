@@ -358,12 +358,17 @@ export interface BuiltMlmModel {
   tiedParameters: Array<[string, string]>;
 }
 
-/** How the loss is computed from the model's log-probabilities (PyTorch cross_entropy semantics); single-label classification's alone. */
+/**
+ * How the loss is computed: class weights and label smoothing for single-label classification
+ * (PyTorch cross_entropy semantics), positive weights for multi-label classification.
+ */
 export interface LossOptions {
   /** Per-class weights, length numClasses (like `weight=` of nn.CrossEntropyLoss); weighted mean. */
   classWeights?: Float32Array;
   /** Label smoothing in [0, 1) (like `label_smoothing=` of nn.CrossEntropyLoss). */
   labelSmoothing?: number;
+  /** A multi-label model's weight of each class's positive targets, length numClasses (`pos_weight=` of nn.BCEWithLogitsLoss). */
+  positiveWeights?: Float32Array;
 }
 
 export interface TrainStepOptions extends LossOptions {

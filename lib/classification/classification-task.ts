@@ -53,9 +53,17 @@ export interface LabelledSet {
 /** A classification batch: tokens, or rows of the cached features, with their labels. */
 export type ClassificationBatch = { tokens: StepBatch } | { featureRows: Int32Array; labels: Int32Array | Float32Array };
 
-/** Class weights for the loss: given, or `balanced` as scikit-learn computes them (none for regression: no classes). */
+/**
+ * The loss's options: class weights, given or `balanced` as scikit-learn computes them, and label
+ * smoothing (single-label); positive weights (multi-label); none for regression (no classes).
+ */
 export function lossOptions(opts: ResolvedTrainOptions, trainLabels: Int32Array | Float32Array, labels: readonly string[]): LossOptions {
   const loss: LossOptions = {};
+  if (opts.problemType === 'multi_label_classification' && opts.positiveWeights !== undefined) {
+    const weights = positiveWeights(opts.positiveWeights, trainLabels as Float32Array, labels);
+    // As class weights all 1: the unweighted loss, computed as such.
+    if (!unweightedClasses(opts.positiveWeights)) loss.positiveWeights = weights;
+  }
   if (trainLabels instanceof Float32Array) return loss;
   if (opts.labelSmoothing > 0) loss.labelSmoothing = opts.labelSmoothing;
   const counts = new Float64Array(labels.length);
@@ -84,6 +92,28 @@ function givenClassWeights(weights: number[], counts: Float64Array, labels: read
     );
   }
   return Float32Array.from(weights);
+}
+
+/**
+ * A multi-label run's positive weights: given, one per class, each finite and ≥ 0; or `balanced`,
+ * each class's negatives / positives among `targets` (multi-hot rows), 1 for a class without
+ * positives (nothing to weigh).
+ */
+function positiveWeights(given: number[] | 'balanced', targets: Float32Array, labels: readonly string[]): Float32Array {
+  if (given !== 'balanced') {
+    if (!Array.isArray(given) || given.length !== labels.length || given.some((w) => !(w >= 0 && Number.isFinite(w)))) {
+      throw new InputError(
+        `positiveWeights must be 'balanced' or ${labels.length} finite numbers ≥ 0 (one per class: ${labels.join(', ')})`,
+      );
+    }
+    return Float32Array.from(given);
+  }
+  const positives = new Float64Array(labels.length);
+  targets.forEach((t, i) => {
+    positives[i % labels.length]! += t;
+  });
+  const rows = targets.length / labels.length;
+  return Float32Array.from(positives, (p) => (p > 0 ? (rows - p) / p : 1));
 }
 
 export function classificationTask(

@@ -29,6 +29,7 @@ import type {
   ClassifierSpec,
   EncoderInfo,
   EvalStepOptions,
+  LossOptions,
   NativeBinding,
   NativeBottleneckAdapters,
   NativeLoraAdapters,
@@ -514,7 +515,7 @@ function classifierConfig(
   head: HeadSettings,
   loaded: LoadedEncoder,
   device: string,
-  classWeights: Float32Array | undefined,
+  loss: LossOptions,
   raw: Pick<RawData, 'hasValidationData' | 'trainPairs'>,
   prompt: PromptEncoder | null,
 ): ClassifierConfig {
@@ -553,7 +554,8 @@ function classifierConfig(
       warmupRatio: opts.warmupRatio,
       gradientAccumulationSteps: opts.gradientAccumulationSteps,
       maxGradNorm: opts.maxGradNorm,
-      classWeights: classWeights ? Array.from(classWeights) : undefined,
+      classWeights: loss.classWeights ? Array.from(loss.classWeights) : undefined,
+      ...(loss.positiveWeights ? { positiveWeights: Array.from(loss.positiveWeights) } : {}),
       labelSmoothing: opts.labelSmoothing,
       validationSplit: raw.hasValidationData ? null : opts.validationSplit,
       bestMetric: opts.bestMetric,
@@ -691,7 +693,7 @@ async function trainRank(
       data.train.cache = caches.train;
       data.validation.cache = caches.validation;
     }
-    const config = classifierConfig(binding, opts, labels, built, head, loaded, device, loss.classWeights, raw, prompt);
+    const config = classifierConfig(binding, opts, labels, built, head, loaded, device, loss, raw, prompt);
     if (baseDigests) config.encoder.weightDigests = baseDigests;
 
     // 4. The loop over optimizer steps; the keeper decides what is kept and when to stop.

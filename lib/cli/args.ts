@@ -45,12 +45,14 @@ export function betasOption(values: Record<string, unknown>): [number, number] |
   return betas as [number, number];
 }
 
-export function classWeightsOption(raw: unknown): TrainOptions['classWeights'] {
+/** `--class-weights` or `--positive-weights`: `balanced`, or a weight per class. */
+export function weightsOption(values: Record<string, unknown>, name: 'class-weights' | 'positive-weights'): TrainOptions['classWeights'] {
+  const raw = values[name];
   if (raw === undefined) return undefined;
   if (raw === 'balanced') return 'balanced';
   const weights = String(raw).split(',').map(decimal);
   if (weights.some((w) => w === undefined))
-    throw new UsageError(`--class-weights expects 'balanced' or numbers like 1,2.5; got '${String(raw)}'`);
+    throw new UsageError(`--${name} expects 'balanced' or numbers like 1,2.5; got '${String(raw)}'`);
   return weights as number[];
 }
 

@@ -7,7 +7,6 @@ import { formatMetricsTable, formatMultiLabelMetrics, formatRegressionMetrics } 
 import { DEFAULTS, type Device, type TrainOptions, type TrainProblemType } from '../training/options.js';
 import {
   betasOption,
-  classWeightsOption,
   csvOption,
   listOption,
   numberOption,
@@ -15,6 +14,7 @@ import {
   outDirOption,
   parseCommandArgs,
   requireOption,
+  weightsOption,
 } from './args.js';
 import { historyTable, progressPrinter } from './output.js';
 import { fetchModelWithProgress, interruptController, launchedWorkers, quietWorker } from './run-control.js';
@@ -87,6 +87,8 @@ Options (default):
   --warmup-ratio X         share of steps warming the learning rate up (${DEFAULTS.warmupRatio})
   --grad-accum N           batches per optimizer step (${DEFAULTS.gradientAccumulationSteps})
   --class-weights W        balanced, or one weight per class: 1,2.5
+  --positive-weights W     multi-label: balanced (each class's negatives / positives), or one
+                           weight per class of its positive targets: BCE's pos_weight
   --label-smoothing X      (${DEFAULTS.labelSmoothing})
   --padding P              longest (per batch) | max (${DEFAULTS.padding})
   --group-by-length        batch texts of similar length together
@@ -162,6 +164,7 @@ export const TRAIN_OPTIONS: Options = {
   'warmup-ratio': { type: 'string' },
   'grad-accum': { type: 'string' },
   'class-weights': { type: 'string' },
+  'positive-weights': { type: 'string' },
   'label-smoothing': { type: 'string' },
   padding: { type: 'string' },
   'group-by-length': { type: 'boolean' },
@@ -233,7 +236,8 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
     schedule: values.schedule as TrainOptions['schedule'],
     warmupRatio: numberOption(values, 'warmup-ratio'),
     gradientAccumulationSteps: numberOption(values, 'grad-accum'),
-    classWeights: classWeightsOption(values['class-weights']),
+    classWeights: weightsOption(values, 'class-weights'),
+    positiveWeights: weightsOption(values, 'positive-weights'),
     labelSmoothing: numberOption(values, 'label-smoothing'),
     padding: values.padding as TrainOptions['padding'],
     groupByLength: values['group-by-length'] as boolean | undefined,

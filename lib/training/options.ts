@@ -324,6 +324,13 @@ export interface TrainOptions<P extends TrainProblemType = 'single_label_classif
    * is the weighted mean (nn.CrossEntropyLoss's); a batch whose rows all weigh 0 has a zero loss (not 0/0).
    */
   classWeights?: number[] | 'balanced';
+  /**
+   * A multi-label run's weight of each class's positive targets (by class id: BCEWithLogitsLoss's
+   * `pos_weight`), or `balanced`: each class's negatives / positives in the training data (1 for a
+   * class without positives), so that a rare class's few positives count as much as its negatives.
+   * Default none.
+   */
+  positiveWeights?: number[] | 'balanced';
   /** Label smoothing of the loss, in [0, 1). Default 0. */
   labelSmoothing?: number;
   /** Pad each batch to its longest text (`longest`, default) or always to `maxLength` (`max`). */
@@ -454,6 +461,7 @@ type Optional =
   | 'signal'
   | 'encoderLearningRate'
   | 'classWeights'
+  | 'positiveWeights'
   | 'resumeFrom'
   | 'tokenizer';
 export type ResolvedTrainOptions = Required<Omit<AnyTrainOptions, Optional | 'lora' | 'adapter'>> &
@@ -527,6 +535,7 @@ const TRAIN_OPTION_NAMES = Object.keys({
   warmupRatio: 1,
   gradientAccumulationSteps: 1,
   classWeights: 1,
+  positiveWeights: 1,
   labelSmoothing: 1,
   padding: 1,
   groupByLength: 1,
@@ -636,28 +645,29 @@ export function resolveTrainOptions(options: AnyTrainOptions): ResolvedTrainOpti
  * run that saved its state, training-state.ts checkFingerprint; data-parallel ranks, distributed.ts
  * agreeOnRun). resolveTrainOptions fills in the defaults it can; these are the options it leaves
  * unset whose value, given, can mean what leaving them out means, or what another spelling does:
- * `encoderLearningRate` equal to `learningRate` (its default) is left out, as are class weights all
- * 1 (the unweighted loss) and problemType single_label_classification (its default); a verbalizer is its `label=word` entries, given as a list or an object.
+ * `encoderLearningRate` equal to `learningRate` (its default) is left out, as are class or positive
+ * weights all 1 (the unweighted loss) and problemType single_label_classification (its default); a verbalizer is its `label=word` entries, given as a list or an object.
  * Plain values in and out: a saved state's settings are the options as given (JSON), so that a
  * state written by any version compares by meaning too.
  */
 export function effectiveSettings(settings: Readonly<Record<string, unknown>>): Record<string, unknown> {
-  const { encoderLearningRate, classWeights, verbalizer, problemType, ...rest } = settings;
+  const { encoderLearningRate, classWeights, positiveWeights, verbalizer, problemType, ...rest } = settings;
   const effective: Record<string, unknown> = { ...rest };
   // Single-label classification is what a state saved before problemType existed trained.
   if (problemType !== undefined && problemType !== 'single_label_classification') effective.problemType = problemType;
   const ownRate = encoderLearningRate !== undefined && encoderLearningRate !== settings.learningRate;
   if (ownRate) effective.encoderLearningRate = encoderLearningRate;
   if (classWeights !== undefined && !unweightedClasses(classWeights)) effective.classWeights = classWeights;
+  if (positiveWeights !== undefined && !unweightedClasses(positiveWeights)) effective.positiveWeights = positiveWeights;
   if (verbalizer !== undefined) {
     effective.verbalizer = parseVerbalizer(verbalizer as VerbalizerSpec).map(({ label, word }) => `${label}=${word}`);
   }
   return effective;
 }
 
-/** Class weights that weigh every class 1: the unweighted loss, which a run computes as such (classification-task.ts lossOptions). */
-export function unweightedClasses(classWeights: unknown): boolean {
-  return Array.isArray(classWeights) && classWeights.every((w) => w === 1);
+/** Class (or positive) weights that weigh every class 1: the unweighted loss, which a run computes as such (classification-task.ts lossOptions). */
+export function unweightedClasses(weights: unknown): boolean {
+  return Array.isArray(weights) && weights.every((w) => w === 1);
 }
 
 /** A setting where two runs differ, with each run's value as a message shows it. */
@@ -743,6 +753,11 @@ function checkProblemType(options: AnyTrainOptions, resolved: ResolvedTrainOptio
   oneOf('problemType', resolved.problemType, ['single_label_classification', 'regression', 'multi_label_classification']);
   const problem = resolved.problemType;
   oneOf('bestMetric', resolved.bestMetric, problem === 'regression' ? ['loss', 'pearson', 'spearman'] : ['loss', 'accuracy', 'macroF1']);
+  if (options.positiveWeights !== undefined && problem !== 'multi_label_classification') {
+    throw new InputError(
+      `positiveWeights weigh a multi-label run's positive targets (problemType 'multi_label_classification'); ${problem === 'regression' ? 'a regression run has no classes' : 'a single-label run weighs its classes with classWeights'}`,
+    );
+  }
   if (problem === 'single_label_classification') return;
   // Regression has no classes; a multi-label example has several, which no single-class option fits
   // (its class names may be given: labels).

@@ -58,9 +58,12 @@ inline BatchInput TokenInput(Batch batch) {
 }
 
 struct LossOptions {
+  // Single-label classification's: cross_entropy's weight= and label_smoothing=.
   std::optional<torch::Tensor> classWeights;  // float32 [C], CPU
   double labelSmoothing = 0;
-  bool Plain() const { return !classWeights && labelSmoothing == 0; }
+  // Multi-label classification's: binary_cross_entropy_with_logits' pos_weight=.
+  std::optional<torch::Tensor> positiveWeights;  // float32 [C], CPU
+  bool Plain() const { return !classWeights && labelSmoothing == 0 && !positiveWeights; }
 };
 
 // trainStep / headTrainStep options.

@@ -19,26 +19,32 @@ torch::Tensor CopyInt32(const Napi::Int32Array& array, std::vector<int64_t> shap
   return t.to(torch::kLong);
 }
 
+// Per-class weights (classWeights, positiveWeights): a non-empty Float32Array of finite numbers >= 0.
+std::optional<torch::Tensor> ReadClassValues(const Napi::Object& options, const char* name, const std::string& where) {
+  Napi::Env env = options.Env();
+  Napi::Value weights = options.Get(name);
+  if (IsMissing(weights)) return std::nullopt;
+  const std::string what = where + "." + name;
+  if (!weights.IsTypedArray() || weights.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    ThrowTypeError(env, what + " must be a Float32Array, got " + TypeOfValue(weights));
+  }
+  auto array = weights.As<Napi::Float32Array>();
+  if (array.ElementLength() == 0) ThrowError(env, what + " must not be empty");
+  for (size_t i = 0; i < array.ElementLength(); ++i) {
+    if (!std::isfinite(array[i]) || array[i] < 0) {
+      ThrowError(env,
+                 what + "[" + std::to_string(i) + "] must be a finite number >= 0, got " + std::to_string(array[i]));
+    }
+  }
+  torch::Tensor t = torch::empty({static_cast<int64_t>(array.ElementLength())}, torch::kFloat);
+  std::memcpy(t.data_ptr(), array.Data(), array.ElementLength() * sizeof(float));
+  return t;
+}
+
 void ReadLossFields(const Napi::Object& options, const std::string& where, LossOptions& loss) {
   Napi::Env env = options.Env();
-  Napi::Value weights = options.Get("classWeights");
-  if (!IsMissing(weights)) {
-    const std::string what = where + ".classWeights";
-    if (!weights.IsTypedArray() || weights.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-      ThrowTypeError(env, what + " must be a Float32Array, got " + TypeOfValue(weights));
-    }
-    auto array = weights.As<Napi::Float32Array>();
-    if (array.ElementLength() == 0) ThrowError(env, what + " must not be empty");
-    for (size_t i = 0; i < array.ElementLength(); ++i) {
-      if (!std::isfinite(array[i]) || array[i] < 0) {
-        ThrowError(env,
-                   what + "[" + std::to_string(i) + "] must be a finite number >= 0, got " + std::to_string(array[i]));
-      }
-    }
-    torch::Tensor t = torch::empty({static_cast<int64_t>(array.ElementLength())}, torch::kFloat);
-    std::memcpy(t.data_ptr(), array.Data(), array.ElementLength() * sizeof(float));
-    loss.classWeights = t;
-  }
+  loss.classWeights = ReadClassValues(options, "classWeights", where);
+  loss.positiveWeights = ReadClassValues(options, "positiveWeights", where);
   Napi::Value smoothing = options.Get("labelSmoothing");
   if (!IsMissing(smoothing)) {
     loss.labelSmoothing = ReadNumber(smoothing, where + ".labelSmoothing");

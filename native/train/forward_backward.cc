@@ -127,14 +127,27 @@ torch::Tensor ComputeLoss(const torch::Tensor& outputs, const torch::Tensor& tar
   // mean over no tokens would be NaN and stop the run), gradients zero but defined.
   if (outputs.size(0) == 0) return outputs.sum() * 0;
   namespace F = torch::nn::functional;
+  if (options.positiveWeights && problem != ProblemType::kMultiLabel) {
+    throw std::runtime_error(
+        std::string("positive weights are multi-label classification's; this model's problem type is ") +
+        ProblemTypeName(problem));
+  }
   if (problem != ProblemType::kSingleLabel) {
-    if (!options.Plain()) {
+    if (options.classWeights || options.labelSmoothing != 0) {
       throw std::runtime_error(std::string("class weights and label smoothing are single-label classification's; "
                                            "this model's problem type is ") +
                                ProblemTypeName(problem));
     }
     if (problem == ProblemType::kRegression) return F::mse_loss(outputs, targets);
-    return F::binary_cross_entropy_with_logits(outputs, targets);
+    auto bce = F::BinaryCrossEntropyWithLogitsFuncOptions();
+    if (options.positiveWeights) {
+      if (options.positiveWeights->numel() != outputs.size(1)) {
+        throw std::runtime_error("positiveWeights has " + std::to_string(options.positiveWeights->numel()) +
+                                 " values but the model has " + std::to_string(outputs.size(1)) + " classes");
+      }
+      bce.pos_weight(options.positiveWeights->to(outputs.device(), outputs.scalar_type()));
+    }
+    return F::binary_cross_entropy_with_logits(outputs, targets, bce);
   }
   if (options.Plain()) return torch::nll_loss(outputs, targets);
   auto ce = F::CrossEntropyFuncOptions().label_smoothing(options.labelSmoothing);

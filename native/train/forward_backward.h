@@ -56,8 +56,9 @@ torch::Tensor LossTargets(const torch::Tensor& labels, const torch::Tensor& outp
 // Single-label: NLL of the log-probabilities; with class weights or label smoothing,
 // cross_entropy on the log-probabilities, which equals nn.CrossEntropyLoss(weight,
 // label_smoothing) on the logits since log_softmax is idempotent. Multi-label:
-// BCEWithLogitsLoss (mean over every row and class). Regression: MSELoss. Class weights and label
-// smoothing are single-label's alone.
+// BCEWithLogitsLoss (mean over every row and class; positive weights are its pos_weight, each
+// class's positive targets weighed by its own). Regression: MSELoss. Class weights and label
+// smoothing are single-label's alone, positive weights multi-label's.
 torch::Tensor ComputeLoss(const torch::Tensor& outputs, const torch::Tensor& targets, const LossOptions& options,
                           ProblemType problem);
 

@@ -35,7 +35,9 @@ Input: --spec FILE (JSON)
   also reports the validation Pearson's r ("valPearson", torch.corrcoef).
   multi_label_classification: labels are multi-hot rows [numClasses] of 0/1, the head ends at its
   Linear (logits), the loss is BCEWithLogitsLoss, a class is predicted where its sigmoid is at least
-  0.5 and accuracy is subset accuracy (every class of the example right).
+  0.5 and accuracy is subset accuracy (every class of the example right). "positiveWeights":
+  [numbers] or "balanced" (each class's negatives / positives among the training labels, 1 for a
+  class with none) is the loss's pos_weight, in training and validation alike.
 Output (stdout, or --out FILE):
   { "epochs": [{"epoch", "trainLoss", "trainAccuracy", "valLoss", "valAccuracy"}],
     "best": {"epoch", "valLoss", "valAccuracy"},
@@ -112,6 +114,17 @@ def tensors(split: Dict[str, Any], name: str, floats: bool = False) -> Tuple[Ten
     return ids, mask, labels
 
 
+def positive_weights(given: Any, targets: Tensor) -> Optional[Tensor]:
+    """BCEWithLogitsLoss's pos_weight: as given, or balanced (negatives / positives per class)."""
+    if given is None:
+        return None
+    if given != "balanced":
+        return torch.tensor(given, dtype=torch.float)
+    positives = targets.sum(dim=0)
+    negatives = targets.shape[0] - positives
+    return torch.where(positives > 0, negatives / positives.clamp(min=1), torch.ones_like(positives))
+
+
 def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
     num_classes = int(spec["numClasses"])
     epochs = int(spec["epochs"])
@@ -150,7 +163,7 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
     )
     nll = nn.NLLLoss()
     mse = nn.MSELoss()
-    bce = nn.BCEWithLogitsLoss()
+    bce = nn.BCEWithLogitsLoss(pos_weight=positive_weights(spec.get("positiveWeights"), tr_y) if multi else None)
     loss_fn = (lambda out, y: mse(out, y.view_as(out))) if regression else bce if multi else nll
 
     def n_correct(out: Tensor, y: Tensor) -> int:
