@@ -411,6 +411,31 @@ describe('optimisation', () => {
     expect(learningRateFactor('linear', 0, 10, 0)).toBe(1);
   });
 
+  it("follows Hugging Face's cosine schedule with warmup (half a wave: 1 after warmup, 1/2 halfway, 0 at the end); each batch event reports its rate", async () => {
+    // 2 warmup steps, then 6 decaying: progress 0, 1/6, ..., 5/6 gives (1 + cos(π·progress)) / 2.
+    const cosine = [0, 1, 2, 3, 4, 5, 6, 7].map((s) => learningRateFactor('cosine', s, 8, 2));
+    const expected = [0, 0.5, 1, (2 + Math.sqrt(3)) / 4, 0.75, 0.5, 0.25, (2 - Math.sqrt(3)) / 4];
+    for (const [i, f] of cosine.entries()) expect(f, `step ${i}`).toBeCloseTo(expected[i]!, 12);
+    expect(learningRateFactor('cosine', 8, 8, 2)).toBeCloseTo(0, 12);
+    // Through train(): 2 epochs of 5 batches, warmupRatio 0.2 (2 steps); each batch event's rate.
+    const rates: number[] = [];
+    const run = await train({
+      ...base(),
+      data: { texts: data.texts.slice(0, 80), labels: data.labels.slice(0, 80) },
+      validationData: { texts: data.texts.slice(80, 96), labels: data.labels.slice(80, 96) },
+      batchSize: 16,
+      schedule: 'cosine',
+      warmupRatio: 0.2,
+      onProgress: (e) => {
+        if (e.type === 'batch') rates.push(e.learningRate);
+      },
+    });
+    run.classifier.dispose();
+    expect(rates).toHaveLength(10);
+    const wave = (step: number) => (step < 2 ? step / 2 : (1 + Math.cos((Math.PI * (step - 2)) / 8)) / 2);
+    for (const [step, rate] of rates.entries()) expect(rate, `step ${step}`).toBeCloseTo(1e-3 * wave(step), 15);
+  });
+
   it('puts every weight matrix in the decayed AdamW group, LoRA A and B alike, and biases and LayerNorm weights in the other', () => {
     // Hugging Face's Trainer decays all but biases and LayerNorm weights; on BERT with LoRA
     // (and the head) those are exactly the parameters of one dimension.

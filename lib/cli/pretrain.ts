@@ -1,4 +1,5 @@
 /** `torch-bert pretrain`: pretrain()'s options from flags, its help, and what it prints of the result. */
+import type { Schedule } from '../data/batching.js';
 import { PRETRAIN_DEFAULTS, type PretrainOptions, type PretrainResult, pretrain } from '../pretraining/pretrainer.js';
 import { DEFAULTS, type Device, type TrainOptions } from '../training/options.js';
 import { betasOption, numberOption, type Options, outDirOption, parseCommandArgs, requireFiles, requireOption } from './args.js';
@@ -34,7 +35,7 @@ Options (default):
   --weight-decay X         (${DEFAULTS.weightDecay})
   --betas B1,B2            AdamW betas (${DEFAULTS.betas.join(',')})
   --eps X                  AdamW epsilon (${DEFAULTS.eps})
-  --schedule S             constant | linear (${PRETRAIN_DEFAULTS.schedule})
+  --schedule S             constant | linear | cosine (${PRETRAIN_DEFAULTS.schedule})
   --warmup-ratio X         (${DEFAULTS.warmupRatio})
   --grad-accum N           batches per optimizer step (${DEFAULTS.gradientAccumulationSteps})
   --max-grad-norm X        (${DEFAULTS.maxGradNorm})
@@ -112,7 +113,7 @@ function pretrainOptionsFrom(values: Record<string, unknown>, json: boolean, sig
     weightDecay: numberOption(values, 'weight-decay'),
     betas: betasOption(values),
     eps: numberOption(values, 'eps'),
-    schedule: values.schedule as 'constant' | 'linear' | undefined,
+    schedule: values.schedule as Schedule | undefined,
     warmupRatio: numberOption(values, 'warmup-ratio'),
     gradientAccumulationSteps: numberOption(values, 'grad-accum'),
     maxGradNorm: numberOption(values, 'max-grad-norm'),

@@ -83,7 +83,7 @@ Options (default):
   --adapter-train-layernorm  adapter: train the encoder's LayerNorms too
   --feature-cache C        frozen: memory | disk | none (recompute every epoch) (${DEFAULTS.featureCache})
   --cache-dir DIR          on-disk feature cache (${DEFAULTS.featureCacheDir})
-  --schedule S             constant | linear (${DEFAULTS.schedule})
+  --schedule S             constant | linear | cosine (${DEFAULTS.schedule})
   --warmup-ratio X         share of steps warming the learning rate up (${DEFAULTS.warmupRatio})
   --grad-accum N           batches per optimizer step (${DEFAULTS.gradientAccumulationSteps})
   --class-weights W        balanced, or one weight per class: 1,2.5

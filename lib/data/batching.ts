@@ -62,17 +62,22 @@ export function longestFirstBatches(
   return { order, batches };
 }
 
-export type Schedule = 'constant' | 'linear';
+/** The learning-rate schedules: Hugging Face's `lr_scheduler_type`s of the same names. */
+export const SCHEDULES = ['constant', 'linear', 'cosine'] as const;
+export type Schedule = (typeof SCHEDULES)[number];
 
 /**
- * The learning-rate multiplier for optimizer step `step` (0-based) of `totalSteps`, as
- * Hugging Face's get_linear_schedule_with_warmup / get_constant_schedule_with_warmup compute
- * it: linear warmup from 0 over `warmupSteps`, then constant, or linear decay to 0 at the end.
+ * The learning-rate multiplier for optimizer step `step` (0-based) of `totalSteps`, as Hugging
+ * Face's get_constant_schedule_with_warmup / get_linear_schedule_with_warmup /
+ * get_cosine_schedule_with_warmup (half a cosine wave, its default) compute it: linear warmup
+ * from 0 over `warmupSteps`, then constant, a linear decay to 0 at the end, or a cosine one.
  */
 export function learningRateFactor(schedule: Schedule, step: number, totalSteps: number, warmupSteps: number): number {
   if (step < warmupSteps) return step / Math.max(1, warmupSteps);
   if (schedule === 'constant') return 1;
-  return Math.max(0, (totalSteps - step) / Math.max(1, totalSteps - warmupSteps));
+  const remaining = Math.max(0, (totalSteps - step) / Math.max(1, totalSteps - warmupSteps));
+  if (schedule === 'linear') return remaining;
+  return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * (1 - remaining))));
 }
 
 /**

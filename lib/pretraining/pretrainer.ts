@@ -22,7 +22,7 @@ import type { NativeBinding, NativeScriptModule, Precision } from '../addon/bind
 import { AbortError, asAbortError, InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
-import { consecutiveBatches } from '../data/batching.js';
+import { consecutiveBatches, type Schedule } from '../data/batching.js';
 import { groupTexts, isCsvFile, lineByLine, maskedBatch, readPretrainingTexts } from '../data/mlm-data.js';
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from '../data/mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from '../data/tokenizer.js';
@@ -98,8 +98,8 @@ export interface PretrainOptions {
   weightDecay?: number;
   betas?: [number, number];
   eps?: number;
-  /** Default 'linear' (Hugging Face Trainer's). */
-  schedule?: 'constant' | 'linear';
+  /** `constant`, `linear` or `cosine` (TrainOptions.schedule). Default 'linear' (Hugging Face Trainer's). */
+  schedule?: Schedule;
   warmupRatio?: number;
   maxGradNorm?: number;
   gradientAccumulationSteps?: number;

@@ -9,6 +9,7 @@
 import { availableParallelism } from 'node:os';
 import type { AdapterActivation, AdapterConfig, Precision } from '../addon/binding.js';
 import { InputError } from '../addon/errors.js';
+import { SCHEDULES, type Schedule } from '../data/batching.js';
 import type { DataSource } from '../data/data.js';
 import { parseVerbalizer, type VerbalizerSpec } from '../data/prompt-template.js';
 import type { DownloadProgress } from '../models/hub.js';
@@ -40,6 +41,11 @@ export interface BatchEvent {
   batch: number;
   /** Batches in the epoch. */
   batchesPerEpoch: number;
+  /**
+   * The learning rate of the optimizer step this batch belongs to: `learningRate` times the
+   * schedule's factor (warmup, decay). A group with its own rate (`encoderLearningRate`) follows the same factor.
+   */
+  learningRate: number;
   /** Mean loss of this batch. */
   loss: number;
   /** Running mean training loss of the epoch so far. */
@@ -313,8 +319,11 @@ export interface TrainOptions<P extends TrainProblemType = 'single_label_classif
   fewShot?: number;
   /** Clip gradients to this global norm; 0 disables (the seed did not clip). Default 1.0. */
   maxGradNorm?: number;
-  /** `constant` or `linear` decay to 0, both after `warmupRatio` of the steps of linear warmup. Default `constant` (the seed). */
-  schedule?: 'constant' | 'linear';
+  /**
+   * `constant`, `linear` decay to 0, or `cosine` decay to 0 (half a cosine wave), each after
+   * `warmupRatio` of the steps of linear warmup (Hugging Face's schedules). Default `constant` (the seed).
+   */
+  schedule?: Schedule;
   /** Share of the optimizer steps spent warming the learning rate up from 0. Default 0. */
   warmupRatio?: number;
   /** Batches whose gradients are summed before one optimizer step. Default 1. */
@@ -402,7 +411,7 @@ export const DEFAULTS = {
   featureCacheDir: '.torch-bert-cache',
   distributed: 'auto' as 'auto' | 'off',
   distributedTimeout: 300,
-  schedule: 'constant' as 'constant' | 'linear',
+  schedule: 'constant' as Schedule,
   warmupRatio: 0,
   gradientAccumulationSteps: 1,
   labelSmoothing: 0,
@@ -625,7 +634,7 @@ export function resolveTrainOptions(options: AnyTrainOptions): ResolvedTrainOpti
   checkTechniqueOptions(options, resolved.technique);
   checkValidationSource(options, resolved);
   oneOf('featureCache', resolved.featureCache, ['memory', 'disk', 'none']);
-  oneOf('schedule', resolved.schedule, ['constant', 'linear']);
+  oneOf('schedule', resolved.schedule, SCHEDULES);
   oneOf('padding', resolved.padding, ['longest', 'max']);
   checkProblemType(options, resolved);
   oneOf('onNonFinite', resolved.onNonFinite, ['stop', 'skip']);

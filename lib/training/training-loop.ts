@@ -180,6 +180,8 @@ class Loop<Batch> {
   private gradientsChecked = false;
   // Data-parallel: every rank's batches of this epoch (the global batch k is the ranks' batches k).
   private rankBatches: Int32Array[][] | null = null;
+  /** The learning rate of AdamW's first group (the head's) at the current optimizer step. */
+  private learningRate = 0;
 
   constructor(
     private readonly task: Task<Batch>,
@@ -251,6 +253,7 @@ class Loop<Batch> {
     this.trainee.baseRates.forEach((lr, group) => {
       this.trainee.optimizer.setLr(group, lr * factor);
     });
+    this.learningRate = this.trainee.baseRates[0]! * factor;
     const accumulationWeight = 1 / (window.end - window.start);
     let applied = false;
     for (; position.batch < window.end; position.batch++) {
@@ -377,7 +380,7 @@ class Loop<Batch> {
       examplesPerSecond: position.epochSeen / elapsed,
       etaSeconds: (elapsed / done) * (batchesPerEpoch - position.batch - 1),
     };
-    onProgress({ type: 'batch', batch: position.batch + 1, batchesPerEpoch, ...progress });
+    onProgress({ type: 'batch', batch: position.batch + 1, batchesPerEpoch, learningRate: this.learningRate, ...progress });
     // The deprecated spelling, for one release (StepEvent).
     onProgress({ type: 'step', step: position.batch + 1, stepsPerEpoch: batchesPerEpoch, ...progress });
   }
