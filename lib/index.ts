@@ -51,6 +51,7 @@ export {
   classificationMetrics,
   formatMetricsTable,
   type MultiLabelMetrics,
+  type MultiLabelThreshold,
   multiLabelMetrics,
   type RegressionMetrics,
   regressionMetrics,

@@ -148,6 +148,26 @@ describe('parity with the plain-PyTorch reference trainer (BCEWithLogitsLoss, a 
         const whole = await loaded.evaluate(csv);
         expect(whole.examples).toBe(texts.length);
         expect(whole.metrics.accuracy).toBeGreaterThan(0.6);
+
+        // Thresholds other than 0.5: one for every class, or one per class by name.
+        const perClass = { long: 0.8, negative: 0.3, positive: 0.6 };
+        for (const threshold of [0.3, 0.7, perClass]) {
+          const at = CLASSES.map((c) => (typeof threshold === 'number' ? threshold : perClass[c as keyof typeof perClass]));
+          const thresholded = await loaded.predict(PROBE_TEXTS, { threshold });
+          for (const [i, p] of thresholded.entries()) expect(p.labels).toEqual(CLASSES.filter((_, k) => python.sigmoid[i]![k]! >= at[k]!));
+          const scored = await loaded.evaluate({ texts: PROBE_TEXTS, labels: probeSets }, { threshold });
+          const right = targets.filter((row, i) => row.every((t, k) => (python.sigmoid[i]![k]! >= at[k]! ? 1 : 0) === t)).length;
+          expect(scored.metrics.accuracy).toBe(right / 4);
+          expect(scored.loss).toBe(evaluation.loss);
+        }
+        // The thresholds differ somewhere from 0.5's predictions, or the loop above proves nothing.
+        const at05 = (await loaded.predict(PROBE_TEXTS)).map((p) => p.labels);
+        const at03 = (await loaded.predict(PROBE_TEXTS, { threshold: 0.3 })).map((p) => p.labels);
+        expect(at03).not.toEqual(at05);
+        await expect(loaded.predict(PROBE_TEXTS, { threshold: 1.5 })).rejects.toThrow('threshold must be a number in [0, 1]; got 1.5');
+        await expect(loaded.evaluate(csv, { threshold: { long: 0.5, negative: 0.5, spam: 0.5 } })).rejects.toThrow(
+          'threshold names every class once (long, negative, positive): missing positive; spam is not a class',
+        );
       } finally {
         loaded.dispose();
       }
@@ -369,6 +389,10 @@ describe('torch-bert train and eval --problem-type multi_label_classification', 
     expect(table).toMatch(/^class\s+precision\s+recall\s+f1\s+support$/m);
     expect(table).toMatch(new RegExp(`^subset accuracy\\s+\\d\\.\\d{4}\\s+${texts.length}$`, 'm'));
     expect(table).toMatch(new RegExp(`^micro F1\\s+\\d\\.\\d{4}\\s+${texts.length}$`, 'm'));
+    // At threshold 0 every class is predicted for every text: each class's recall is 1.
+    const everything = await cli('eval', '--classifier', outDir, '--data', csv, '--threshold', '0');
+    for (const c of CLASSES) expect(everything).toMatch(new RegExp(`^${c}\\s+\\d\\.\\d{4}\\s+1\\.0000\\s`, 'm'));
+    expect(everything).not.toBe(table);
     // The same labels read from a column per class: the same table.
     expect(await cli('eval', '--classifier', outDir, '--data', columnsCsv, '--label-columns', 'negative,long,positive')).toBe(table);
     const predicted = JSON.parse((await cli('predict', '--classifier', outDir, '--json', PROBE_TEXTS[0]!)).trim()) as {
@@ -377,6 +401,14 @@ describe('torch-bert train and eval --problem-type multi_label_classification', 
     };
     expect(Object.keys(predicted.probabilities)).toEqual(CLASSES);
     expect(predicted.labels).toEqual(CLASSES.filter((c) => predicted.probabilities[c]! >= 0.5));
+    // Per-class thresholds: each class at its own (long always, negative never, positive at 0.5).
+    const thresholded = JSON.parse(
+      (await cli('predict', '--classifier', outDir, '--json', '--threshold', 'long=0,negative=1.0,positive=0.5', PROBE_TEXTS[0]!)).trim(),
+    ) as { labels: string[] };
+    expect(thresholded.labels).toEqual(['long', ...(predicted.probabilities.positive! >= 0.5 ? ['positive'] : [])]);
+    await expect(cli('predict', '--classifier', outDir, '--threshold', 'high', PROBE_TEXTS[0]!)).rejects.toThrow(
+      "--threshold expects a number like 0.3, or one per class like toxic=0.3,threat=0.1; got 'high'",
+    );
   });
 });
 

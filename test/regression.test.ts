@@ -112,6 +112,10 @@ describe('parity with the plain-PyTorch reference trainer (MSELoss, one output)'
       expect(python.attr).toBe('regression');
       const predictions = await ours.classifier.predict(PROBE_TEXTS);
       for (const [i, p] of predictions.entries()) expect(Math.abs(p.value - python.values[i]!)).toBeLessThan(1e-5);
+      // Thresholds decide a multi-label classifier's classes; a regression model has none.
+      await expect(ours.classifier.predict(PROBE_TEXTS, { threshold: 0.5 } as never)).rejects.toThrow(
+        "predict(): threshold decides which classes of a multi-label classifier apply; this classifier's problem type is regression",
+      );
       // Loaded back, evaluated on the training CSV's own column (config.json's labelColumn).
       const loaded = await loadClassifier(outDir, { problemType: 'regression' });
       try {

@@ -54,7 +54,9 @@ import type { HeadKind } from '../models/sequence-classification.js';
 import {
   type ClassificationMetrics,
   classificationMetrics,
+  classThresholds,
   type MultiLabelMetrics,
+  type MultiLabelThreshold,
   multiLabelMetrics,
   type RegressionMetrics,
   regressionMetrics,
@@ -229,6 +231,8 @@ export interface EvaluationOptions {
   labelColumns?: readonly string[];
   /** CSV column of the second text, for text pairs or a pair prompt. Default: the one the classifier was trained on. */
   textPairColumn?: string;
+  /** A multi-label classifier's: where a class applies, for the metrics (PredictOptions.threshold). Default 0.5. */
+  threshold?: MultiLabelThreshold;
   /** Stops tokenizing or evaluating at the next batch; the promise rejects with an AbortError. */
   signal?: AbortSignal;
   /** Called after each batch with how many of the examples are predicted (`PredictEvent`). */
@@ -243,6 +247,8 @@ export interface PredictOptions {
   signal?: AbortSignal;
   /** Called after each batch with how many of the texts are predicted (`PredictEvent`). */
   onProgress?: (event: PredictEvent) => void;
+  /** A multi-label classifier's: a class applies where its sigmoid is at least this (one number, or one per class by name). Default 0.5. */
+  threshold?: MultiLabelThreshold;
 }
 
 /** What an evaluation pass is given besides its model and its rows. */
@@ -708,6 +714,7 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
     ) {
       throw new InputError(`predict(): pairs must be ${texts.length} strings, one per text`);
     }
+    const thresholds = this.thresholds(options.threshold, 'predict');
     const result = await this.whileUsable('predict', () => this.evaluateTexts(texts, pairs ?? null, null, batchSize, options));
     const scores = this.problemType === 'regression' ? result.values : result.probabilities;
     this.checkClassCount(scores, texts.length);
@@ -716,7 +723,7 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
     return Array.from(texts, (_, i): Prediction | MultiLabelPrediction | RegressionPrediction => {
       if (this.problemType === 'regression') return { value: scores[i * names.length]!, values: row(i) };
       if (this.problemType === 'multi_label_classification') {
-        return { labels: names.filter((_, c) => scores[i * names.length + c]! >= 0.5), probabilities: row(i) };
+        return { labels: names.filter((_, c) => scores[i * names.length + c]! >= thresholds![c]!), probabilities: row(i) };
       }
       const labelId = result.predictions[i]!;
       return { label: names[labelId]!, labelId, probabilities: row(i) };
@@ -732,6 +739,7 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
   async evaluate(data: DataSource, options: EvaluationOptions = {}): Promise<EvaluationOf<P>> {
     checkSourceShape(data);
     const batchSize = inferenceBatchSize(options.batchSize);
+    this.thresholds(options.threshold, 'evaluate');
     const textColumn = options.textColumn ?? this.config.textColumn;
     const labels = labelsRead(options) ?? labelsRead(this.config) ?? {};
     const textPairColumn = options.textPairColumn ?? this.config.textPairColumn;
@@ -757,7 +765,7 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
       this.checkClassCount(result.probabilities, raw.texts.length);
       const evaluation: MultiLabelEvaluation = {
         loss: result.loss!,
-        metrics: multiLabelMetrics(result.probabilities, targets, this.labels),
+        metrics: multiLabelMetrics(result.probabilities, targets, this.labels, options.threshold),
         examples: raw.texts.length,
         probabilities: result.probabilities,
       };
@@ -794,6 +802,17 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
   }
 
   /** The model's classes against config.json's labels: with a label added or removed there, each probability would be named wrongly. */
+  /** A multi-label classifier's class thresholds (`threshold`, default 0.5), checked before any work; null for the other problem types, which refuse one. */
+  private thresholds(threshold: MultiLabelThreshold | undefined, method: 'predict' | 'evaluate'): Float64Array | null {
+    if (this.problemType === 'multi_label_classification') return classThresholds(threshold ?? 0.5, this.labels);
+    if (threshold !== undefined) {
+      throw new InputError(
+        `${method}(): threshold decides which classes of a multi-label classifier apply; this classifier's problem type is ${this.problemType}`,
+      );
+    }
+    return null;
+  }
+
   private checkClassCount(probabilities: Float32Array, count: number): void {
     const classes = count === 0 ? this.labels.length : probabilities.length / count;
     if (classes !== this.labels.length) {

@@ -5,6 +5,7 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { messageOf } from '../addon/errors.js';
 import type { CsvSource } from '../data/data.js';
+import type { MultiLabelThreshold } from '../training/metrics.js';
 import { likelyMeant, type TrainOptions } from '../training/options.js';
 
 export class UsageError extends Error {}
@@ -33,6 +34,27 @@ export function numberOption(values: Record<string, unknown>, name: string): num
 export function listOption(values: Record<string, unknown>, name: string): string[] | undefined {
   const raw = values[name];
   return typeof raw === 'string' ? raw.split(',').map((item) => item.trim()) : undefined;
+}
+
+/** `--threshold 0.3`, or one per class: `--threshold toxic=0.3,threat=0.1`; whether they fit the classes is classThresholds' check. */
+export function thresholdOption(values: Record<string, unknown>): MultiLabelThreshold | undefined {
+  const raw = values.threshold;
+  if (raw === undefined) return undefined;
+  const text = String(raw);
+  const usage = () => new UsageError(`--threshold expects a number like 0.3, or one per class like toxic=0.3,threat=0.1; got '${text}'`);
+  if (!text.includes('=')) {
+    const threshold = decimal(text);
+    if (threshold === undefined) throw usage();
+    return threshold;
+  }
+  return Object.fromEntries(
+    text.split(',').map((item) => {
+      const at = item.lastIndexOf('=');
+      const value = decimal(item.slice(at + 1));
+      if (at <= 0 || value === undefined) throw usage();
+      return [item.slice(0, at).trim(), value];
+    }),
+  );
 }
 
 /** `--betas 0.9,0.999`: AdamW's two betas; their range is the option's own check. */

@@ -1,6 +1,6 @@
 /** `torch-bert eval`: loss and metrics of a classifier on labelled data. */
 import { formatMetricsTable, formatMultiLabelMetrics, formatRegressionMetrics } from '../training/metrics.js';
-import { listOption, numberOption, parseCommandArgs, requireFiles } from './args.js';
+import { listOption, numberOption, parseCommandArgs, requireFiles, thresholdOption } from './args.js';
 import { BASE_HELP, BASE_OPTIONS, openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
 import { predictPrinter } from './output.js';
 
@@ -20,6 +20,8 @@ ${PROMPT_HELP}
                            was trained on)
   --text-pair-column NAME  the second text of each example, for text pairs or a template's
                            {text_b} (the one the classifier was trained on)
+  --threshold X            a multi-label classifier's: a class applies at a sigmoid of at least X,
+                           or per class: A=0.3,B=0.1 (0.5)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
   --json                   print one JSON object`;
@@ -36,6 +38,7 @@ export async function commandEval(argv: string[]): Promise<void> {
       'text-column': { type: 'string' },
       'label-column': { type: 'string' },
       'label-columns': { type: 'string' },
+      threshold: { type: 'string' },
       'batch-size': { type: 'string' },
       device: { type: 'string' },
       json: { type: 'boolean' },
@@ -55,7 +58,7 @@ export async function commandEval(argv: string[]): Promise<void> {
         labelColumns: listOption(values, 'label-columns'),
         textPairColumn: values['text-pair-column'],
       },
-      { batchSize: numberOption(values, 'batch-size'), onProgress: predictPrinter(!values.json) },
+      { batchSize: numberOption(values, 'batch-size'), threshold: thresholdOption(values), onProgress: predictPrinter(!values.json) },
     );
     const head = `examples ${result.examples}, loss ${result.loss.toFixed(4)}`;
     if ('accuracy' in result) {

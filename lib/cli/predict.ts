@@ -2,7 +2,7 @@
 import type { ProblemType } from '../addon/binding.js';
 import type { Classifier, Prediction } from '../classification/classifier.js';
 import { loadExamples } from '../data/data.js';
-import { numberOption, parseCommandArgs, requireFiles, UsageError } from './args.js';
+import { numberOption, parseCommandArgs, requireFiles, thresholdOption, UsageError } from './args.js';
 import { BASE_HELP, BASE_OPTIONS, openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
 import { predictionTable, predictPrinter } from './output.js';
 
@@ -24,6 +24,8 @@ ${PROMPT_HELP}
                            one per TEXT, in order (repeatable)
   --text-pair-column NAME  with --data: the second text of each example, for text pairs or a
                            template's {text_b} (the one the classifier was trained on)
+  --threshold X            a multi-label classifier's: a class applies at a sigmoid of at least X,
+                           or per class: A=0.3,B=0.1 (0.5)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
   --json                   one JSON object per line: {"text","label","probabilities"} ("pair" too for
@@ -55,6 +57,7 @@ export async function commandPredict(argv: string[]): Promise<void> {
       'text-column': { type: 'string' },
       'text-pair-column': { type: 'string' },
       pair: { type: 'string', multiple: true },
+      threshold: { type: 'string' },
       'batch-size': { type: 'string' },
       device: { type: 'string' },
       json: { type: 'boolean' },
@@ -78,6 +81,7 @@ export async function commandPredict(argv: string[]): Promise<void> {
     const { texts, pairs } = values.data ? await textsOf(values, classifier) : { texts: positionals, pairs: given };
     const predictions = await classifier.predict(texts, {
       pairs,
+      threshold: thresholdOption(values),
       batchSize: numberOption(values, 'batch-size'),
       // Given as TEXT, the texts are few: their predictions come at once.
       onProgress: values.data ? predictPrinter(!values.json) : undefined,

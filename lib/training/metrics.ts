@@ -236,8 +236,41 @@ function averageRanks(x: Float32Array): Float64Array {
 }
 
 /**
+ * Where a multi-label classifier's class applies: at a sigmoid of at least this, one number for
+ * every class or one per class by name. Default 0.5.
+ */
+export type MultiLabelThreshold = number | Readonly<Record<string, number>>;
+
+/** Each class's threshold, in `labelNames` order: every one in [0, 1], and named classes exactly the classifier's. */
+export function classThresholds(threshold: MultiLabelThreshold, labelNames: readonly string[]): Float64Array {
+  const inRange = (t: unknown) => typeof t === 'number' && t >= 0 && t <= 1;
+  if (typeof threshold === 'number') {
+    if (!inRange(threshold)) throw new InputError(`threshold must be a number in [0, 1]; got ${threshold}`);
+    return new Float64Array(labelNames.length).fill(threshold);
+  }
+  if (typeof threshold !== 'object' || threshold === null || Array.isArray(threshold)) {
+    throw new InputError(`threshold must be a number in [0, 1], or one per class by name (${labelNames.join(', ')})`);
+  }
+  const names = Object.keys(threshold);
+  const missing = labelNames.filter((name) => !names.includes(name));
+  const unknown = names.filter((name) => !labelNames.includes(name));
+  if (missing.length > 0 || unknown.length > 0) {
+    throw new InputError(
+      `threshold names every class once (${labelNames.join(', ')}): ${[
+        ...(missing.length > 0 ? [`missing ${missing.join(', ')}`] : []),
+        ...(unknown.length > 0 ? [`${unknown.join(', ')} ${unknown.length === 1 ? 'is not a class' : 'are not classes'}`] : []),
+      ].join('; ')}`,
+    );
+  }
+  const bad = labelNames.find((name) => !inRange(threshold[name]));
+  if (bad !== undefined) throw new InputError(`threshold of '${bad}' must be a number in [0, 1]; got ${threshold[bad]}`);
+  return Float64Array.from(labelNames, (name) => threshold[name]!);
+}
+
+/**
  * Metrics of a multi-label classifier, as scikit-learn gives them for multi-hot rows (class `c`
- * predicted where its probability is at least 0.5, `zero_division=0` as above): `accuracy` is the
+ * predicted where its probability is at least its threshold, 0.5 unless given:
+ * `classThresholds`; `zero_division=0` as above): `accuracy` is the
  * share of examples whose every class is right (accuracy_score's subset accuracy), `microF1`
  * pools every class's true and false positives and negatives (f1_score(average='micro')),
  * `macroF1` averages the classes' F1, and `perClass` has each class's precision, recall, F1 and
@@ -252,18 +285,24 @@ export interface MultiLabelMetrics {
 }
 
 /** `probabilities` and `targets`, row-major [examples, classes] (targets 0 or 1), against `labelNames`. */
-export function multiLabelMetrics(probabilities: Float32Array, targets: Float32Array, labelNames: string[]): MultiLabelMetrics {
+export function multiLabelMetrics(
+  probabilities: Float32Array,
+  targets: Float32Array,
+  labelNames: string[],
+  threshold: MultiLabelThreshold = 0.5,
+): MultiLabelMetrics {
   const classes = labelNames.length;
   if (probabilities.length !== targets.length || classes === 0 || targets.length % classes !== 0) {
     throw new InputError(`multiLabelMetrics(): probabilities and targets must be Float32Arrays of [examples, ${classes}] rows`);
   }
+  const thresholds = classThresholds(threshold, labelNames);
   const examples = targets.length / classes;
   const counts = labelNames.map(() => ({ tp: 0, fp: 0, fn: 0 }));
   let exact = 0;
   for (let i = 0; i < examples; i++) {
     let right = true;
     for (let c = 0; c < classes; c++) {
-      const predicted = probabilities[i * classes + c]! >= 0.5;
+      const predicted = probabilities[i * classes + c]! >= thresholds[c]!;
       const applies = targets[i * classes + c]! >= 0.5;
       const n = counts[c]!;
       if (predicted && applies) n.tp++;
