@@ -56,14 +56,83 @@ describe('CSV loading', () => {
     await expect(readCsv(file, { textColumn: 'review', labelColumn: 'stars' })).rejects.toThrow(/no column 'stars'/);
   });
 
-  it('refuses a JSON Lines file by its name, for training and pretraining', async () => {
-    // Before: train said 'not valid CSV: Invalid Opening Quote ... value is "{"'; pretrain trained on the JSON text, braces and keys included.
-    const file = join(dir, 'reviews.jsonl');
-    writeFileSync(file, '{"text": "a good film", "label": "positive"}\n{"text": "a bad film", "label": "negative"}\n');
-    const refusal = `data file ${file} is JSON, which torch-bert does not read: give a CSV file with a header row (pretrain also reads plain text, one document per line)`;
-    await expect(readCsv(file)).rejects.toThrow(refusal);
-    await expect(readPretrainingTexts([file])).rejects.toThrow(refusal);
+  it('reads JSON Lines and JSON arrays of records as it reads the same rows from CSV, pretraining too', async () => {
+    const rows = [
+      { text: 'a "good" film,\nin two lines', label: 'positive', second: 'yes' },
+      { text: 'ein schlechter Film – zu lang', label: 'negative', second: 'no' },
+      { text: 'neither', label: 'positive', second: 'maybe' },
+    ];
+    const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
+    const fromCsv = await loadExamples({
+      csv: csv('rows.csv', `text,label,second\n${rows.map((r) => [r.text, r.label, r.second].map(quote).join(',')).join('\n')}\n`),
+      textPairColumn: 'second',
+    });
+    const lines = csv('rows.jsonl', `${rows.map((r) => JSON.stringify({ id: 7, ...r })).join('\n')}\n\n`);
+    // datasets' to_json() writes JSON Lines under a .json name; pandas' orient='records' writes an array.
+    const linesAsJson = csv('rows-lines.json', `\uFEFF${rows.map((r) => JSON.stringify(r)).join('\r\n')}`);
+    const array = csv('rows.json', JSON.stringify(rows, null, 2));
+    for (const file of [lines, linesAsJson, array]) {
+      const raw = await loadExamples({ csv: file, textPairColumn: 'second' });
+      expect([raw.texts, raw.labels, raw.pairs]).toEqual([fromCsv.texts, fromCsv.labels, fromCsv.pairs]);
+    }
+    expect((await loadExamples(lines)).origin(2)).toBe(`${lines} line 3`);
+    expect((await loadExamples(array)).origin(1)).toBe(`${array} record 2`);
+    // Several files read as one, CSV and JSON alike; pretraining reads a JSON file's text field.
+    expect((await loadExamples([lines, array])).texts).toEqual([...fromCsv.texts, ...fromCsv.texts]);
+    expect(await readPretrainingTexts([lines])).toEqual(rows.map((r) => r.text));
   });
+
+  it("reads JSON labels as their types say: numbers as class ids or targets, lists as a multi-label example's classes, one field per class", async () => {
+    const numbers = csv('numbers.jsonl', '{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n{"text": "c", "label": 2.5}\n');
+    expect((await loadExamples(numbers, { labelKind: 'value' })).labels).toEqual(['1', '0', '2.5']);
+    const sets = csv('sets.jsonl', '{"text": "a", "label": ["x", "y"]}\n{"text": "b", "label": []}\n');
+    expect((await loadExamples(sets, { labelKind: 'set' })).labelSets).toEqual([['x', 'y'], []]);
+    await expect(loadExamples(sets)).rejects.toThrow(
+      `${sets}: each label is a list of classes, a multi-label example's (problemType 'multi_label_classification'); a single-label classifier reads one class per example`,
+    );
+    const columns = csv('columns.jsonl', '{"text": "a", "x": true, "y": 0}\n{"text": "b", "x": false, "y": 1}\n');
+    expect((await loadExamples({ csv: columns, labelColumns: ['x', 'y'] }, { labelKind: 'set' })).labelSets).toEqual([['x'], ['y']]);
+    // predict() reads texts alone: a file without labels, or whose labels it does not read.
+    expect((await loadExamples(columns, { labelsRequired: false })).labels).toBeNull();
+  });
+
+  it('names the line, the field and what is wrong in a JSON file', async () => {
+    const cases: Array<[string, string, string]> = [
+      ['bad-line.jsonl', '{"text": "a", "label": "x"}\n{"text": "b", label: "y"}\n', 'line 2 is not a JSON object: '],
+      [
+        'not-object.jsonl',
+        '{"text": "a", "label": "x"}\n["b", "y"]\n',
+        'line 2: a record is a JSON object ({"text": ..., "label": ...}), got ["b","y"]',
+      ],
+      [
+        'no-text.jsonl',
+        '{"review": "a", "label": "x"}\n',
+        "line 1 has no field 'text' (its fields: review, label); choose another with textColumn / --text-column",
+      ],
+      ['number-text.jsonl', '{"text": 5, "label": "x"}\n', "line 1: field 'text' is a number (5), not a text"],
+      [
+        'null-label.jsonl',
+        '{"text": "a", "label": null}\n',
+        "line 1: field 'label' is null; a label is a class name, a class id or a number",
+      ],
+      ['bad-array.json', '[{"text": "a", "label": "x"}', 'is not valid JSON: '],
+      ['empty-array.json', '[]', 'has no records'],
+    ];
+    for (const [name, content, message] of cases) {
+      const file = csv(name, content);
+      await expect(loadExamples(file), name).rejects.toThrow(message);
+      await expect(loadExamples(file), name).rejects.toThrow(file);
+    }
+    const mixed = csv('mixed.jsonl', '{"text": "a", "label": ["x"]}\n{"text": "b", "label": "y"}\n');
+    await expect(loadExamples(mixed, { labelKind: 'set' })).rejects.toThrow(
+      `${mixed} line 2: field 'label' is a string ("y"); the first record's is a list of classes, so every record's must be one (class names; empty where none applies)`,
+    );
+    const flag = csv('flag.jsonl', '{"text": "a", "x": "maybe"}\n');
+    await expect(loadExamples({ csv: flag, labelColumns: ['x'] }, { labelKind: 'set' })).rejects.toThrow(
+      `${flag} line 1: field 'x' is a string ("maybe"); a label column says whether its class applies: true or false, 1 or 0`,
+    );
+  });
+
   it('reads a plain-text pretraining file as a CSV file is read: UTF-8 checked, BOM dropped', async () => {
     // Before: read as 'utf8' alone, invalid bytes became U+FFFD (trained as [UNK]) and the BOM began the first text.
     const bom = csv('bom.txt', '\uFEFFa good film\r\n\r\na bad film\n');

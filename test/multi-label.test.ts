@@ -253,6 +253,13 @@ describe('label columns: one 0/1 column per class', () => {
     } as const;
     const fromColumns = await train({ ...common, data: { csv: columnsCsv, labelColumns: order }, outDir: join(work, 'columns') });
     const fromArrays = await train({ ...common, data: { texts, labels: sets }, labels: order, outDir: join(work, 'columns-arrays') });
+    // JSON Lines, each label a list of names (as datasets' to_json() writes a Sequence feature).
+    const jsonl = join(work, 'sets.jsonl');
+    writeFileSync(jsonl, texts.map((text, i) => JSON.stringify({ text, labels: sets[i] })).join('\n'));
+    const fromJson = await train({ ...common, data: { csv: jsonl, labelColumn: 'labels' }, labels: order, outDir: join(work, 'json') });
+    fromJson.classifier.dispose();
+    const withoutTime = (history: Array<{ seconds: number }>) => history.map(({ seconds: _, ...epoch }) => epoch);
+    expect(withoutTime(fromJson.history)).toEqual(withoutTime(fromArrays.history));
     try {
       // The columns are the classes, in their order (not sorted, as inferred classes are).
       expect(fromColumns.labels).toEqual(order);

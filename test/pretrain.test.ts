@@ -276,7 +276,7 @@ describe('pretrain()', () => {
     expect(existsSync(join(work, 'shapes'))).toBe(false);
     // A CSV column named for text files alone: it would be ignored without a word.
     await expect(pretrain({ model, outDir: join(work, 'shapes'), epochs: 1, data: files, textColumn: 'body' })).rejects.toThrow(
-      "pretrain(): textColumn 'body' names a CSV column, and no data file is a .csv file (the others are read a document per line): leave textColumn out",
+      "pretrain(): textColumn 'body' names a CSV column (or a JSON field), and no data file is a .csv or JSON file (the others are read a document per line): leave textColumn out",
     );
     expect(existsSync(join(work, 'shapes'))).toBe(false);
     // One text: the held-out one leaves none to train on, and the message says what to give (it said only the first half).

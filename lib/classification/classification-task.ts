@@ -18,7 +18,15 @@ import type {
   TrainStepResult,
 } from '../addon/binding.js';
 import { InputError } from '../addon/errors.js';
-import { type BatchedEvaluation, consecutiveBatches, evaluateInBatches, gatherRows, labelsAt, stepBatch } from '../data/batching.js';
+import {
+  type BatchedEvaluation,
+  consecutiveBatches,
+  evaluateInBatches,
+  gatherRows,
+  labelsAt,
+  labelWidth,
+  stepBatch,
+} from '../data/batching.js';
 import type { EncodedTexts } from '../data/tokenizer.js';
 import type { ValidationShard } from '../training/distributed.js';
 import { type FeatureCache, featureRows } from '../training/feature-cache.js';
@@ -130,7 +138,7 @@ export function classificationTask(
   const cache = train.cache;
   return {
     batch(rows) {
-      const labels = labelsAt(train.labels, rows, train.labels.length / train.encoded.count);
+      const labels = labelsAt(train.labels, rows, train.encoded.count);
       if (cache) return { featureRows: featureRows(cache, rows), labels };
       return { tokens: stepBatch(gatherRows(train.encoded, rows, settings.padTo), labels) };
     },
@@ -197,7 +205,7 @@ function evaluateRows(
           cache,
           Int32Array.from(examples, (i) => rows[i]!),
         ),
-        labelsAt(labels, examples, labels.length / rows.length),
+        labelsAt(labels, examples, rows.length),
         settings.loss,
       ),
     true,
@@ -247,8 +255,8 @@ export async function validateClassifier(
 ): Promise<Validation<TrainedMetrics>> {
   const count = data.encoded.count;
   const rows = settings.shard?.rows ?? Int32Array.from({ length: count }, (_, i) => i);
-  const width = data.labels.length / count;
-  const result = await evaluateRows(binding, model, data, rows, labelsAt(data.labels, rows, width), settings);
+  const width = labelWidth(data.labels, count);
+  const result = await evaluateRows(binding, model, data, rows, labelsAt(data.labels, rows, count), settings);
   const { problemType } = settings;
   const local =
     problemType === 'regression' ? result.values : problemType === 'multi_label_classification' ? result.probabilities : result.predictions;

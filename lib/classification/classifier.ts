@@ -315,7 +315,7 @@ async function evaluateBatches(
     async (indices, batch) => {
       const rows = await rowsOf(indices, batch);
       const result = await afterModelCalls(module, () =>
-        binding.evalStep(module, stepBatch(rows, labels ? labelsAt(labels, indices, labels.length / count) : undefined), loss),
+        binding.evalStep(module, stepBatch(rows, labels ? labelsAt(labels, indices, count) : undefined), loss),
       );
       done += indices.length;
       onProgress?.({ type: 'predict', done, total: count });

@@ -326,7 +326,7 @@ async function tokenizeData(
   const encodedAll = await encode(raw.trainTexts, raw.trainPairs);
   const train = {
     encoded: gatherRows(encodedAll, raw.trainIndices, opts.maxLength),
-    labels: labelsAt(raw.allLabels, raw.trainIndices, raw.allLabels.length / raw.trainTexts.length),
+    labels: labelsAt(raw.allLabels, raw.trainIndices, raw.trainTexts.length),
     cache: null,
   };
   const validation = raw.validationTexts
@@ -337,7 +337,7 @@ async function tokenizeData(
       }
     : {
         encoded: gatherRows(encodedAll, raw.validationIndices!, opts.maxLength),
-        labels: labelsAt(raw.allLabels, raw.validationIndices!, raw.allLabels.length / raw.trainTexts.length),
+        labels: labelsAt(raw.allLabels, raw.validationIndices!, raw.trainTexts.length),
         cache: null,
       };
   return { train, validation };

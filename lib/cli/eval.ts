@@ -13,7 +13,7 @@ labels each example's classes, comma-separated, or one column per class: --label
                            classifier (a folder or Hub id: *ForSequenceClassification)
 ${BASE_HELP}
 ${PROMPT_HELP}
-  --data FILE.csv          labelled data (repeatable: files read as one)
+  --data FILE.csv          labelled data, CSV or JSON Lines (repeatable: files read as one)
   --text-column NAME       (the one the classifier was trained on, else text)
   --label-column NAME      (the one the classifier was trained on, else label)
   --label-columns A,B      a multi-label classifier's: one column per class, 1 or 0 (those it

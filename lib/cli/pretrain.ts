@@ -16,8 +16,8 @@ DIR works as --model for train and pretrain.
 Required:
   --model MODEL            a Hugging Face model folder or Hub id (BERT, RoBERTa, DistilBERT); a
                            checkpoint without an MLM head gets one initialised as transformers does
-  --data FILE              text (one document per non-blank line) or CSV (--text-column);
-                           repeatable, read as one
+  --data FILE              text (one document per non-blank line), CSV or JSON Lines
+                           (--text-column); repeatable, read as one
   --out DIR                the pretrained model folder; a DIR an unfinished run left its
                            training state in is refused without --resume DIR: delete
                            DIR/training-state to start over

@@ -22,8 +22,8 @@ import { fetchModelWithProgress, interruptController, launchedWorkers, quietWork
 export const TRAIN_HELP = `torch-bert train — fine-tune a classifier on an encoder (frozen, full, LoRA or adapters)
 
 Required:
-  --data FILE.csv          labelled training data (CSV with a header row); repeat the option
-                           for a dataset in parts (same columns), read as one
+  --data FILE.csv          labelled training data (CSV with a header row, or JSON Lines: .jsonl,
+                           .json); repeat the option for a dataset in parts (same columns), read as one
   --model MODEL            the encoder: a TorchScript file (ENCODER.pt: forward(input_ids,
                            attention_mask[, token_type_ids])), a Hugging Face model folder
                            (config.json + model.safetensors | pytorch_model.bin; BERT, RoBERTa,

@@ -212,10 +212,16 @@ export function afterModelCalls<T>(model: object, call: () => Promise<T>): Promi
 }
 
 /**
- * The labels of the examples at `indices`: class ids, or targets, `width` per example (a
- * regression model's one value; a multi-label classifier's row of classes).
+ * How many values `labels` holds per example, of `count` examples: one class id, or one
+ * regression target, or a multi-label classifier's row of classes.
  */
-export function labelsAt<L extends Int32Array | Float32Array>(labels: L, indices: Int32Array, width = 1): L {
+export function labelWidth(labels: Int32Array | Float32Array, count: number): number {
+  return count === 0 ? 1 : labels.length / count;
+}
+
+/** The labels of the examples at `indices`, of the `count` examples `labels` holds (labelWidth values each). */
+export function labelsAt<L extends Int32Array | Float32Array>(labels: L, indices: Int32Array, count: number): L {
+  const width = labelWidth(labels, count);
   const picked = labels instanceof Float32Array ? new Float32Array(indices.length * width) : new Int32Array(indices.length * width);
   indices.forEach((example, r) => {
     picked.set(labels.subarray(example * width, (example + 1) * width), r * width);

@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import type { ProblemType } from '../addon/binding.js';
 import { InputError, messageOf } from '../addon/errors.js';
+import { isJsonFile, readJsonRecords } from './json-records.js';
 
 /** The CSV columns read when none are named. */
 export const DEFAULT_TEXT_COLUMN = 'text';
@@ -35,8 +36,8 @@ export interface CsvSource {
   textPairColumn?: string;
 }
 
-/** How a CSV file is read: its columns, and whether it must have labels (predict()'s need not). */
-type CsvReadOptions = Omit<CsvSource, 'csv'> & { labelsRequired?: boolean };
+/** How a data file is read: its columns (a JSON file's fields), and whether it must have labels (predict()'s need not). */
+export type CsvReadOptions = Omit<CsvSource, 'csv'> & { labelsRequired?: boolean };
 
 /**
  * Labelled examples given directly. Labels may be class names or integer class ids; a regression
@@ -114,15 +115,20 @@ function describeSource(source: DataSource): string {
   return files.length === 1 ? files[0]! : `${files[0]} (and ${files.length - 1} more files)`;
 }
 
-/** Several CSV files with the same columns, read as one: examples in file order. */
-async function readCsvFiles(files: readonly string[], options: CsvReadOptions): Promise<RawExamples> {
+/** A data file by its name: JSON Lines or a JSON array of records (`.jsonl`, `.ndjson`, `.json`: readJsonRecords), else CSV. */
+export function readDataFile(file: string, options: CsvReadOptions = {}): Promise<RawExamples> {
+  return isJsonFile(file) ? readJsonRecords(file, options) : readCsv(file, options);
+}
+
+/** Several data files with the same columns, read as one: examples in file order. */
+async function readDataFiles(files: readonly string[], options: CsvReadOptions): Promise<RawExamples> {
   if (files.length === 0) throw new InputError('data: the list of CSV files is empty');
   files.forEach((f, i) => {
     if (typeof f !== 'string' || f.length === 0) throw new InputError(`data: file ${i} of the list is not a path`);
   });
-  if (files.length === 1) return readCsv(files[0]!, options);
+  if (files.length === 1) return readDataFile(files[0]!, options);
   const parts: RawExamples[] = [];
-  for (const file of files) parts.push(await readCsv(file, options));
+  for (const file of files) parts.push(await readDataFile(file, options));
   const labelled = parts.filter((p) => p.labels !== null).length;
   if (labelled !== 0 && labelled !== parts.length) {
     const without = parts.find((p) => p.labels === null)!;
@@ -221,19 +227,6 @@ function firstLines(records: Array<{ info: { bytes: number } }>, content: Buffer
 }
 
 /**
- * A JSON or JSON Lines file, named as such: read as CSV it fails on its first quote, and read as
- * pretraining text its braces and keys would be learned as words.
- */
-export function checkNotJson(file: string): void {
-  if (/\.(json|jsonl|ndjson)$/i.test(file)) {
-    throw new InputError(
-      `data file ${file} is JSON, which torch-bert does not read: give a CSV file with a header row (pretrain also reads plain text, one document per line)`,
-      { file },
-    );
-  }
-}
-
-/**
  * A header with tabs and no comma is a tab-separated file: read as CSV it is one column (no
  * text and label column), or a parse error about a quote where a review quotes someone.
  */
@@ -255,7 +248,6 @@ function checkCommaSeparated(file: string, content: Buffer): void {
 export async function readCsv(file: string, options: CsvReadOptions = {}): Promise<RawExamples> {
   const textColumn = options.textColumn ?? DEFAULT_TEXT_COLUMN;
   const labelColumn = options.labelColumn ?? DEFAULT_LABEL_COLUMN;
-  checkNotJson(file);
   const content = await readTextFile(file);
   checkCommaSeparated(file, content);
   // Parsing the bytes (not a decoded string) makes info.bytes a byte offset into `content`,
@@ -302,6 +294,11 @@ const APPLIES = new Map([
   ['false', false],
 ]);
 
+/** Whether a label column's cell says its class applies; undefined for a cell that says neither. */
+export function classApplies(cell: string): boolean | undefined {
+  return APPLIES.get(cell.trim().toLowerCase());
+}
+
 /** Each row's classes: the label columns whose cell says the class applies (CsvSource.labelColumns). */
 function readLabelColumns(
   header: string[],
@@ -314,7 +311,7 @@ function readLabelColumns(
   const labelSets = rows.map((row, i) =>
     columns.filter((column, k) => {
       const cell = row[indices[k]!]!.trim();
-      const applies = APPLIES.get(cell.toLowerCase());
+      const applies = classApplies(cell);
       if (applies === undefined) {
         throw new InputError(
           `${origin(i)}: column '${column}' holds '${cell}'; a label column's cell says whether its class applies: 1 or 0 (true or false)`,
@@ -517,6 +514,13 @@ function checkExamples(raw: RawExamples, where: string, labelsRequired: boolean,
       });
     }
   }
+  if (raw.labelSets && labelKind !== 'set' && labelsRequired) {
+    const reader = labelKind === 'value' ? 'a regression model reads a number' : 'a single-label classifier reads one class';
+    throw new InputError(
+      `${where}: each label is a list of classes, a multi-label example's (problemType 'multi_label_classification'); ${reader} per example`,
+      { file: raw.file },
+    );
+  }
   if (raw.labels) {
     raw.labels.forEach((l, i) => {
       if (l.length === 0 && labelKind !== 'set') throw new InputError(`${raw.origin(i)}: empty label`, { file: raw.file, row: i });
@@ -542,13 +546,15 @@ export async function loadExamples(
   }
   let raw: RawExamples;
   if (typeof source === 'string') {
-    raw = await readCsv(source, { labelsRequired });
+    raw = await readDataFile(source, { labelsRequired });
   } else if (Array.isArray(source)) {
-    raw = await readCsvFiles(source as readonly string[], { labelsRequired });
+    raw = await readDataFiles(source as readonly string[], { labelsRequired });
   } else if ('csv' in source) {
     const csv = (source as CsvSource).csv;
     raw =
-      typeof csv === 'string' ? await readCsv(csv, { ...source, labelsRequired }) : await readCsvFiles(csv, { ...source, labelsRequired });
+      typeof csv === 'string'
+        ? await readDataFile(csv, { ...source, labelsRequired })
+        : await readDataFiles(csv, { ...source, labelsRequired });
   } else {
     raw = fromArrays(source as ArraySource, labelKind);
   }

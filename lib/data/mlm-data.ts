@@ -7,26 +7,27 @@
 import type { StepBatch } from '../addon/binding.js';
 import { InputError } from '../addon/errors.js';
 import { gatherRows } from './batching.js';
-import { checkFilesNamedOnce, checkNotJson, DEFAULT_TEXT_COLUMN, readCsv, readTextFile } from './data.js';
+import { checkFilesNamedOnce, DEFAULT_TEXT_COLUMN, readDataFile, readTextFile } from './data.js';
+import { isJsonFile } from './json-records.js';
 import { type MaskingOptions, type MaskingVocabulary, maskExample } from './mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
 
-/** A data file read as CSV (its textColumn), not as a document per line: by its extension. */
-export const isCsvFile = (file: string): boolean => file.toLowerCase().endsWith('.csv');
+/** A data file read by columns (a CSV file's textColumn, a JSON file's field), not as a document per line: by its extension. */
+export const hasColumns = (file: string): boolean => file.toLowerCase().endsWith('.csv') || isJsonFile(file);
 
 /**
- * The non-blank texts of every file in order: a `.csv` file's `textColumn`, or each line of any
- * other file (run_mlm.py's line-by-line reading drops empty and whitespace-only texts).
+ * The non-blank texts of every file in order: a `.csv` file's `textColumn`, a JSON file's
+ * `textColumn` field (JSON Lines, or an array of records: readJsonRecords), or each line of any
+ * other file (run_mlm.py's extensions; its line-by-line reading drops empty and whitespace-only texts).
  */
 export async function readPretrainingTexts(files: readonly string[], textColumn = DEFAULT_TEXT_COLUMN): Promise<string[]> {
   if (files.length === 0) throw new InputError('pretrain(): `data` must name at least one file');
   await checkFilesNamedOnce(files);
   const texts: string[] = [];
   for (const file of files) {
-    checkNotJson(file);
-    if (isCsvFile(file)) {
+    if (hasColumns(file)) {
       // Blank, as a text file's blank lines: a row of special tokens alone, with nothing to mask.
-      texts.push(...(await readCsv(file, { textColumn, labelsRequired: false })).texts.filter((t) => t.trim().length > 0));
+      texts.push(...(await readDataFile(file, { textColumn, labelsRequired: false })).texts.filter((t) => t.trim().length > 0));
       continue;
     }
     // Checked as a CSV file is (UTF-8, not empty, no NUL), its BOM dropped: read as 'utf8' alone,

@@ -23,7 +23,7 @@ import { AbortError, asAbortError, InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches, type Schedule } from '../data/batching.js';
-import { groupTexts, isCsvFile, lineByLine, maskedBatch, readPretrainingTexts } from '../data/mlm-data.js';
+import { groupTexts, hasColumns, lineByLine, maskedBatch, readPretrainingTexts } from '../data/mlm-data.js';
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from '../data/mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from '../data/tokenizer.js';
 import { ensureWritableDir, HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
@@ -206,9 +206,9 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   if (typeof spec !== 'string' || spec === '')
     throw new InputError('pretrain(): `model` (a Hugging Face model folder or Hub id) is required');
   const files = dataFiles(data);
-  if (textColumn !== undefined && !files.some(isCsvFile)) {
+  if (textColumn !== undefined && !files.some(hasColumns)) {
     throw new InputError(
-      `pretrain(): textColumn '${textColumn}' names a CSV column, and no data file is a .csv file (the others are read a document per line): leave textColumn out`,
+      `pretrain(): textColumn '${textColumn}' names a CSV column (or a JSON field), and no data file is a .csv or JSON file (the others are read a document per line): leave textColumn out`,
     );
   }
   const opts = resolveTrainOptions({
