@@ -129,7 +129,11 @@ describe('CSV loading', () => {
     );
     const flag = csv('flag.jsonl', '{"text": "a", "x": "maybe"}\n');
     await expect(loadExamples({ csv: flag, labelColumns: ['x'] }, { labelKind: 'set' })).rejects.toThrow(
-      `${flag} line 1: field 'x' is a string ("maybe"); a label column says whether its class applies: true or false, 1 or 0`,
+      `${flag} line 1: column 'x' holds 'maybe'; a label column's cell says whether its class applies: 1 or 0 (true or false)`,
+    );
+    const list = csv('list.jsonl', '{"text": "a", "x": [1]}\n');
+    await expect(loadExamples({ csv: list, labelColumns: ['x'] }, { labelKind: 'value' })).rejects.toThrow(
+      `${list} line 1: field 'x' is a list ([1]); a label column holds whether its class applies (true or false, 1 or 0) or an output's target (a number)`,
     );
   });
 

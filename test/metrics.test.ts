@@ -4,6 +4,7 @@ import {
   type ClassificationMetrics,
   classificationMetrics,
   formatMetricsTable,
+  formatRegressionMetrics,
   multiLabelMetrics,
   regressionMetrics,
 } from '../lib/training/metrics.js';
@@ -242,6 +243,31 @@ describe('regressionMetrics, hand-computed (scipy.stats.pearsonr / spearmanr, sk
     const cubed = regressionMetrics(f32([1, 8, 8, 27]), f32([1, 2, 3, 4]));
     expect(cubed.spearman).toBeCloseTo(m.spearman, 12);
     expect(Math.abs(cubed.pearson - m.pearson)).toBeGreaterThan(1e-3);
+  });
+
+  it("several outputs: each output's metrics, errors over every value, correlations averaged (multioutput='uniform_average')", () => {
+    // Two outputs, rows [a, b]: a's values and targets are the four-value case above, b's the tie case.
+    const a = { values: [1, 2, 3, 4], targets: [1, 3, 2, 4] };
+    const b = { values: [1, 2, 2, 3], targets: [1, 2, 3, 4] };
+    const rows = (x: number[], y: number[]) => f32(x.flatMap((v, i) => [v, y[i]!]));
+    const m = regressionMetrics(rows(a.values, b.values), rows(a.targets, b.targets), ['a', 'b']);
+    const [ma, mb] = [regressionMetrics(f32(a.values), f32(a.targets)), regressionMetrics(f32(b.values), f32(b.targets))];
+    expect(m.examples).toBe(4);
+    expect(m.perOutput).toEqual([
+      { output: 'a', mse: ma.mse, mae: ma.mae, pearson: ma.pearson, spearman: ma.spearman },
+      { output: 'b', mse: mb.mse, mae: mb.mae, pearson: mb.pearson, spearman: mb.spearman },
+    ]);
+    expect(m.mse).toBeCloseTo((ma.mse + mb.mse) / 2, 12);
+    expect(m.mae).toBeCloseTo((ma.mae + mb.mae) / 2, 12);
+    expect(m.pearson).toBeCloseTo((ma.pearson + mb.pearson) / 2, 12);
+    expect(m.spearman).toBeCloseTo((0.8 + 0.9486833) / 2, 7);
+    // One output has no per-output list; rows that do not fit the outputs are refused.
+    expect(ma.perOutput).toBeUndefined();
+    expect(() => regressionMetrics(f32([1, 2, 3]), f32([1, 2, 3]), ['a', 'b'])).toThrow(
+      'regressionMetrics(): values and targets must be Float32Arrays of [examples, 2] rows',
+    );
+    expect(formatRegressionMetrics(m).split('\n')[0]).toMatch(/^output\s+mse\s+mae\s+pearson\s+spearman$/);
+    expect(formatRegressionMetrics(m).split('\n').at(-1)).toMatch(/^all\s+0\.5000\s+0\.5000\s+0\.8743\s+0\.8743$/);
   });
 
   it('a constant side has no correlation (NaN, as SciPy), and arrays that do not pair up are refused', () => {

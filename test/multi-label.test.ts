@@ -316,7 +316,7 @@ describe('label columns: one 0/1 column per class', () => {
     await expect(
       train({ encoder, tokenizer: demoTokenizer, data: { csv: columnsCsv, labelColumns: ['positive'] }, outDir: join(work, 'never') }),
     ).rejects.toThrow(
-      "labelColumns reads a multi-label classifier's labels, one column per class (problemType 'multi_label_classification'); a single-label classifier reads one label per example, from labelColumn",
+      "labelColumns reads a column per class (problemType 'multi_label_classification') or per output (a regression model of several); a single-label classifier reads one label per example, from labelColumn",
     );
   });
 });

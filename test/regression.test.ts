@@ -15,7 +15,15 @@ import { loadBinding } from '../lib/addon/loader.js';
 import { gatherRows } from '../lib/data/batching.js';
 import { loadExamples, stratifiedSplit } from '../lib/data/data.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
-import { Classifier, exportAdapterHub, exportHuggingFace, loadClassifier, type TrainResult, train } from '../lib/index.js';
+import {
+  Classifier,
+  exportAdapterHub,
+  exportHuggingFace,
+  loadClassifier,
+  regressionMetrics,
+  type TrainResult,
+  train,
+} from '../lib/index.js';
 import {
   classifierPtForward,
   demoReviews,
@@ -125,6 +133,85 @@ describe('parity with the plain-PyTorch reference trainer (MSELoss, one output)'
         const whole = await loaded.evaluate(csv);
         expect(whole.examples).toBe(texts.length);
         expect(whole.metrics.pearson).toBeGreaterThan(0.8);
+      } finally {
+        loaded.dispose();
+      }
+    } finally {
+      ours.classifier.dispose();
+    }
+  });
+});
+
+describe('several outputs: a label column per output', () => {
+  it("trains as the reference does with a target per output; evaluate() reads the columns and gives each output's metrics", async () => {
+    const [epochs, seed] = [2, 5];
+    // Two targets per review: its score, and its length in words / 10.
+    const lengths = texts.map((t) => t.split(/\s+/).length / 10);
+    const columns = join(work, 'two-outputs.csv');
+    const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
+    writeFileSync(columns, `length,text,score\n${texts.map((t, i) => `${lengths[i]},${quote(t)},${scores[i]}`).join('\n')}\n`);
+    const tokenizer = await TextTokenizer.load(demoTokenizer);
+    const split = stratifiedSplit(new Int32Array(texts.length), 0.2, seed, loadBinding().randperm);
+    const reference = await referenceTrain(tokenizer.encodeBatch(texts, SMALL.maxLength), split, (i) => [scores[i]!, lengths[i]!], {
+      encoder,
+      numClasses: 2,
+      problemType: 'regression',
+      epochs,
+      batchSize: SMALL.batchSize,
+      lr: SMALL.learningRate,
+      weightDecay: 0.01,
+      seed,
+      headHidden: SMALL.headHidden,
+      dropout: 0.1,
+      pooling: 'cls',
+    });
+    const outDir = join(work, 'two-outputs');
+    const ours = await train({
+      data: { csv: columns, labelColumns: ['score', 'length'] },
+      problemType: 'regression',
+      encoder,
+      tokenizer: demoTokenizer,
+      outDir,
+      epochs,
+      seed,
+      maxGradNorm: 0,
+      ...SMALL,
+    });
+    try {
+      // The outputs are the columns, in their order; the loss is MSELoss over both.
+      expect(ours.labels).toEqual(['score', 'length']);
+      for (let e = 0; e < epochs; e++) {
+        const [r, o] = [reference.epochs[e]!, ours.history[e]!];
+        expect(Math.abs(o.trainLoss - r.trainLoss) / r.trainLoss).toBeLessThan(0.05);
+        expect(Math.abs(o.validationLoss - r.valLoss) / r.valLoss).toBeLessThan(0.05);
+        // Each output's r, averaged.
+        expect(Math.abs(o.validationPearson! - r.valPearson!)).toBeLessThan(0.02);
+      }
+      expect(ours.metrics.perOutput!.map((m) => m.output)).toEqual(['score', 'length']);
+      expect(ours.metrics.pearson).toBeCloseTo((ours.metrics.perOutput![0]!.pearson + ours.metrics.perOutput![1]!.pearson) / 2, 12);
+      const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
+      expect(config).toMatchObject({ labels: ['score', 'length'], labelColumns: ['score', 'length'] });
+      // evaluate() reads config.json's columns; each output's Pearson is the Python forward's.
+      const rows = gatherRows(tokenizer.encodeBatch(texts, SMALL.maxLength), Int32Array.from(texts.keys()));
+      const python = (await classifierPtForward(join(outDir, 'classifier.pt'), rows)).outputs;
+      const loaded = await loadClassifier(outDir, { problemType: 'regression' });
+      try {
+        const evaluation = await loaded.evaluate(columns);
+        for (const [k, targets] of [scores, lengths].entries()) {
+          const expected = regressionMetrics(
+            Float32Array.from(python, (row) => row[k]!),
+            Float32Array.from(targets),
+          );
+          expect(Math.abs(evaluation.metrics.perOutput![k]!.pearson - expected.pearson)).toBeLessThan(1e-5);
+          expect(Math.abs(evaluation.metrics.perOutput![k]!.mse - expected.mse)).toBeLessThan(1e-5);
+        }
+        // One label column for a model of two outputs: a target per output is needed.
+        await expect(loaded.evaluate({ csv, labelColumn: 'score' })).rejects.toThrow(
+          `${csv}: a regression model of 2 outputs (score, length) reads a target per output: name their columns with labelColumns (--label-columns)`,
+        );
+        await expect(loaded.evaluate({ csv: columns, labelColumns: ['score'] })).rejects.toThrow(
+          `${columns}: the label columns must be the outputs (score, length), one column each: no column for 'length'`,
+        );
       } finally {
         loaded.dispose();
       }

@@ -272,6 +272,6 @@ export async function validateClassifier(
     // Subset accuracy: every class of the example right.
     return { loss, scores: { accuracy: metrics.accuracy, macroF1: metrics.macroF1 }, metrics };
   }
-  const metrics = regressionMetrics(Float32Array.from(outputs), data.labels);
+  const metrics = regressionMetrics(Float32Array.from(outputs), data.labels, settings.labels);
   return { loss, scores: { pearson: metrics.pearson, spearman: metrics.spearman }, metrics };
 }

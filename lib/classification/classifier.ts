@@ -88,7 +88,7 @@ export interface ClassifierConfig {
    */
   textColumn?: string;
   labelColumn?: string;
-  /** A multi-label classifier's label columns, one per class (CsvSource.labelColumns), when it was trained on them. */
+  /** The label columns, one per class or output (CsvSource.labelColumns), when the classifier was trained on them. */
   labelColumns?: string[];
   /** The second text's CSV column, for text pairs or a pair prompt ({text_a}/{text_b}), which `evaluate()` reads by default. */
   textPairColumn?: string;
@@ -227,7 +227,7 @@ export interface EvaluationOptions {
   textColumn?: string;
   /** CSV label column. Default: the one the classifier was trained on (config.json), else `label`. */
   labelColumn?: string;
-  /** A multi-label classifier's CSV label columns, one per class (CsvSource.labelColumns), read instead of `labelColumn`. Default: those the classifier was trained on. */
+  /** CSV label columns, one per class or output (CsvSource.labelColumns), read instead of `labelColumn`. Default: those the classifier was trained on. */
   labelColumns?: readonly string[];
   /** CSV column of the second text, for text pairs or a pair prompt. Default: the one the classifier was trained on. */
   textPairColumn?: string;
@@ -772,17 +772,12 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
       return evaluation as EvaluationOf<P>;
     }
     if (problem === 'regression') {
-      if (this.labels.length !== 1) {
-        throw new InputError(
-          `evaluate() reads one target per example; this regression model has ${this.labels.length} outputs (${this.labels.join(', ')})`,
-        );
-      }
-      const targets = regressionTargets(raw.labels!, raw.origin);
+      const targets = regressionTargets(raw, this.labels);
       const result = await evaluateLabels(targets);
       this.checkClassCount(result.values, raw.texts.length);
       const evaluation: RegressionEvaluation = {
         loss: result.loss!,
-        metrics: regressionMetrics(result.values, targets),
+        metrics: regressionMetrics(result.values, targets, this.labels),
         examples: raw.texts.length,
         values: result.values,
       };

@@ -279,7 +279,8 @@ async function readInputs(opts: ResolvedTrainOptions, binding: NativeBinding, to
  * The run's output names and how a set's raw labels become its labels. Classification: the
  * classes are the training data's (as transformers' run_glue: a class only the validation data
  * has would never train — a typo or the wrong file — and is refused by labelIds), each label a
- * class id. Regression: one output, LABEL_0 (transformers' name), each label a target value.
+ * class id. Regression: one output, LABEL_0 (transformers' name), each label a target value; or
+ * an output per label column, named by it.
  * Multi-label: the classes are `labels`, else the data's label columns, else those its examples
  * name (inferred as single labels are); each label a multi-hot row.
  */
@@ -287,7 +288,10 @@ function labelling(
   opts: ResolvedTrainOptions,
   trainRaw: RawExamples,
 ): { labels: string[]; labelsOf: (raw: RawExamples) => Int32Array | Float32Array } {
-  if (opts.problemType === 'regression') return { labels: ['LABEL_0'], labelsOf: (raw) => regressionTargets(raw.labels!, raw.origin) };
+  if (opts.problemType === 'regression') {
+    const labels = trainRaw.labelColumns ?? ['LABEL_0'];
+    return { labels, labelsOf: (raw) => regressionTargets(raw, labels) };
+  }
   if (opts.problemType === 'multi_label_classification') {
     const labels = opts.labels ?? trainRaw.labelColumns ?? inferLabelSetNames(labelSets(trainRaw), trainRaw.origin);
     return { labels, labelsOf: (raw) => multiLabelTargets(raw, labels) };

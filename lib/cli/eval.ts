@@ -16,8 +16,8 @@ ${PROMPT_HELP}
   --data FILE.csv          labelled data, CSV or JSON Lines (repeatable: files read as one)
   --text-column NAME       (the one the classifier was trained on, else text)
   --label-column NAME      (the one the classifier was trained on, else label)
-  --label-columns A,B      a multi-label classifier's: one column per class, 1 or 0 (those it
-                           was trained on)
+  --label-columns A,B      a column per class (multi-label: 1 or 0) or per output (regression:
+                           its target) (those the classifier was trained on)
   --text-pair-column NAME  the second text of each example, for text pairs or a template's
                            {text_b} (the one the classifier was trained on)
   --threshold X            a multi-label classifier's: a class applies at a sigmoid of at least X,

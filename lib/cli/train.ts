@@ -39,7 +39,8 @@ Options (default):
                            own tokenizer.json or vocab.txt; required with a .pt file
   --text-column NAME       text column (text)
   --label-column NAME      label column (label); integer ids or class names
-  --label-columns A,B      multi-label: one column per class instead (1 or 0: whether it applies)
+  --label-columns A,B      a column per class instead (multi-label: 1 or 0, whether it applies)
+                           or per output (regression: its target)
   --labels A,B             class names in id order (inferred: integer labels as ids, names sorted)
   --validation-data FILE   validation CSV instead of splitting --data (repeatable)
   --validation-split X     share of --data held out, stratified (${DEFAULTS.validationSplit})

@@ -26,10 +26,11 @@ export interface CsvSource {
   /** Column holding the label. Default `label`. */
   labelColumn?: string;
   /**
-   * A multi-label classifier's labels, one column per class (as Jigsaw's toxic, obscene, threat,
-   * ...): each column's header is its class's name, and each cell says whether the class applies
-   * to the row's text (`1` or `0`; `true` or `false`). Read instead of `labelColumn`; the columns
-   * are the classifier's classes, in their order.
+   * Labels of several columns, read instead of `labelColumn`, each column's header the name of a
+   * class or output: a multi-label classifier's, a column per class (as Jigsaw's toxic, obscene,
+   * threat, ...), each cell saying whether the class applies to the row's text (`1` or `0`; `true`
+   * or `false`); a regression model's of several outputs, a column per output, each cell its
+   * target. The columns are the model's classes or outputs, in their order.
    */
   labelColumns?: readonly string[];
   /** Column holding each example's second text ({text_b} of a prompt template). Default: none. */
@@ -60,12 +61,14 @@ export interface RawExamples {
   /** Raw labels as strings (a CSV cell each), or null for unlabelled data. */
   labels: string[] | null;
   /**
-   * A multi-label source given as arrays or read from label columns: each example's classes
-   * (`labelSets` reads the comma-separated cells of one label column instead).
+   * A multi-label source given as lists (arrays, or a JSON file's): each example's classes
+   * (`labelSets` reads the comma-separated cells of one label column, or the label columns, instead).
    */
   labelSets?: string[][];
-  /** The label columns the sets were read from (CsvSource.labelColumns): every class an example may have. */
+  /** The label columns read (CsvSource.labelColumns): the classes or outputs, one column each. */
   labelColumns?: string[];
+  /** Each example's cells of the label columns, in `labelColumns` order (`labelSets` and `regressionTargets` read them). */
+  labelCells?: string[][];
   /** Second texts (textPairColumn / ArraySource.pairs), when asked for. */
   pairs?: string[];
   /** A human description of each example's origin, e.g. `data.csv line 12`. */
@@ -143,15 +146,16 @@ async function readDataFiles(files: readonly string[], options: CsvReadOptions):
   }
   const texts = parts.flatMap((p) => p.texts);
   const labels = labelled ? parts.flatMap((p) => p.labels!) : null;
-  const sets =
-    labelled && parts[0]!.labelSets ? { labelSets: parts.flatMap((p) => p.labelSets!), labelColumns: parts[0]!.labelColumns! } : {};
+  const sets = labelled && parts[0]!.labelSets ? { labelSets: parts.flatMap((p) => p.labelSets!) } : {};
+  const cells =
+    labelled && parts[0]!.labelCells ? { labelCells: parts.flatMap((p) => p.labelCells!), labelColumns: parts[0]!.labelColumns! } : {};
   const pairs = options.textPairColumn !== undefined ? parts.flatMap((p) => p.pairs!) : undefined;
   const origin = (i: number) => {
     let k = starts.length - 1;
     while (k > 0 && starts[k]! > i) k--;
     return parts[k]!.origin(i - starts[k]!);
   };
-  return { texts, labels, ...sets, ...(pairs ? { pairs } : {}), origin, file: parts[0]!.file };
+  return { texts, labels, ...sets, ...cells, ...(pairs ? { pairs } : {}), origin, file: parts[0]!.file };
 }
 
 /** A data file's bytes, checked to be UTF-8 text that is not empty (NUL never belongs in one). */
@@ -275,11 +279,11 @@ export async function readCsv(file: string, options: CsvReadOptions = {}): Promi
   if (rows.length === 0) throw new InputError(`data file ${file} has a header but no rows`, { file });
   const lines = firstLines(records, content);
   const origin = (i: number) => `${file} line ${lines[i]}`;
-  const sets = options.labelColumns !== undefined ? readLabelColumns(header, rows, options.labelColumns, file, origin) : null;
+  const cells = options.labelColumns !== undefined ? labelColumnCells(header, rows, options.labelColumns, file) : null;
   return {
     texts: rows.map((r) => r[textIndex]!),
-    labels: sets ? sets.labelSets.map((set) => set.join(',')) : labelIndex >= 0 ? rows.map((r) => r[labelIndex]!.trim()) : null,
-    ...sets,
+    labels: cells ? cells.labels : labelIndex >= 0 ? rows.map((r) => r[labelIndex]!.trim()) : null,
+    ...cells,
     ...(pairIndex >= 0 ? { pairs: rows.map((r) => r[pairIndex]!) } : {}),
     origin,
     file,
@@ -295,33 +299,20 @@ const APPLIES = new Map([
 ]);
 
 /** Whether a label column's cell says its class applies; undefined for a cell that says neither. */
-export function classApplies(cell: string): boolean | undefined {
+function classApplies(cell: string): boolean | undefined {
   return APPLIES.get(cell.trim().toLowerCase());
 }
 
-/** Each row's classes: the label columns whose cell says the class applies (CsvSource.labelColumns). */
-function readLabelColumns(
+/** Each row's cells of the label columns (CsvSource.labelColumns), and `labels` showing them joined. */
+function labelColumnCells(
   header: string[],
   rows: string[][],
   columns: readonly string[],
   file: string,
-  origin: (i: number) => string,
-): { labelSets: string[][]; labelColumns: string[] } {
+): Required<Pick<RawExamples, 'labelCells' | 'labelColumns'>> & { labels: string[] } {
   const indices = columns.map((column) => columnIndex(header, column, file, 'the label columns', 'labelColumns / --label-columns'));
-  const labelSets = rows.map((row, i) =>
-    columns.filter((column, k) => {
-      const cell = row[indices[k]!]!.trim();
-      const applies = classApplies(cell);
-      if (applies === undefined) {
-        throw new InputError(
-          `${origin(i)}: column '${column}' holds '${cell}'; a label column's cell says whether its class applies: 1 or 0 (true or false)`,
-          { file, row: i, column },
-        );
-      }
-      return applies;
-    }),
-  );
-  return { labelSets, labelColumns: [...columns] };
+  const labelCells = rows.map((row) => indices.map((index) => row[index]!.trim()));
+  return { labelCells, labelColumns: [...columns], labels: labelCells.map((cells) => cells.join(',')) };
 }
 
 /** The CSV columns `source` is read from (its label column, or its label columns); undefined for arrays. */
@@ -435,19 +426,33 @@ function fromLabelSets(arrays: ArraySource): Pick<RawExamples, 'texts' | 'labels
 }
 
 /**
- * Each multi-label example's classes: its array's (ArraySource), or its CSV cell's names,
- * comma-separated ("sports,politics"; spaces around a name dropped; an empty cell: no class applies).
+ * Each multi-label example's classes: its list's (ArraySource, a JSON file's), those of the label
+ * columns whose cell says so, or its label cell's names, comma-separated ("sports,politics"; spaces
+ * around a name dropped; an empty cell: no class applies).
  */
 export function labelSets(raw: RawExamples): string[][] {
-  return (
-    raw.labelSets ??
-    raw.labels!.map((cell) =>
-      cell
-        .split(',')
-        .map((name) => name.trim())
-        .filter((name) => name !== ''),
-    )
+  if (raw.labelSets) return raw.labelSets;
+  if (raw.labelCells) {
+    return raw.labelCells.map((cells, i) => raw.labelColumns!.filter((column, k) => appliesAt(raw, i, column, cells[k]!)));
+  }
+  return raw.labels!.map((cell) =>
+    cell
+      .split(',')
+      .map((name) => name.trim())
+      .filter((name) => name !== ''),
   );
+}
+
+/** Whether a label column's cell says its class applies; else an InputError naming the example and the column. */
+function appliesAt(raw: RawExamples, i: number, column: string, cell: string): boolean {
+  const applies = classApplies(cell);
+  if (applies === undefined) {
+    throw new InputError(
+      `${raw.origin(i)}: column '${column}' holds '${cell}'; a label column's cell says whether its class applies: 1 or 0 (true or false)`,
+      { file: raw.file, row: i, column },
+    );
+  }
+  return applies;
 }
 
 /** The class names of multi-label examples: those `inferLabelNames` finds among all their classes. */
@@ -462,7 +467,7 @@ export function inferLabelSetNames(sets: readonly string[][], origin: (i: number
  * and no other: a class without a column would read as never applying.
  */
 export function multiLabelTargets(raw: RawExamples, names: readonly string[]): Float32Array {
-  if (raw.labelColumns) checkColumnsAreClasses(raw.labelColumns, names, raw.file);
+  if (raw.labelColumns) checkColumnsAreNames(raw.labelColumns, names, 'class', raw.file);
   const sets = labelSets(raw);
   const { names: flat, owners } = flatten(sets);
   const ids = labelIds(flat, names, (k) => raw.origin(owners[k]!));
@@ -473,19 +478,30 @@ export function multiLabelTargets(raw: RawExamples, names: readonly string[]): F
   return targets;
 }
 
-/** Label columns and classes, the same names (in any order); else an InputError naming what differs. */
-function checkColumnsAreClasses(columns: readonly string[], classes: readonly string[], file: string | undefined): void {
-  const missing = classes.filter((name) => !columns.includes(name));
-  const extra = columns.filter((name) => !classes.includes(name));
+/**
+ * Label columns and the model's classes (or outputs), the same names in any order; else an
+ * InputError naming what differs: a class without a column would read as never applying.
+ */
+function checkColumnsAreNames(
+  columns: readonly string[],
+  names: readonly string[],
+  what: 'class' | 'output',
+  file: string | undefined,
+): void {
+  const missing = names.filter((name) => !columns.includes(name));
+  const extra = columns.filter((name) => !names.includes(name));
   if (missing.length === 0 && extra.length === 0) return;
+  const plural = what === 'class' ? 'classes' : 'outputs';
   const differences = [
     ...(missing.length > 0 ? [`no column for ${missing.map((name) => `'${name}'`).join(', ')}`] : []),
     ...(extra.length > 0
-      ? [`${extra.map((name) => `'${name}'`).join(', ')} ${extra.length === 1 ? 'is not a class' : 'are not classes'}`]
+      ? [
+          `${extra.map((name) => `'${name}'`).join(', ')} ${extra.length === 1 ? `is not a${what === 'output' ? 'n' : ''} ${what}` : `are not ${plural}`}`,
+        ]
       : []),
   ];
   throw new InputError(
-    `${file ?? 'data'}: the label columns must be the classes (${classes.join(', ')}), one column each: ${differences.join('; ')}`,
+    `${file ?? 'data'}: the label columns must be the ${plural} (${names.join(', ')}), one column each: ${differences.join('; ')}`,
     { file },
   );
 }
@@ -538,10 +554,9 @@ export async function loadExamples(
   const labelsRequired = options.labelsRequired ?? true;
   const labelKind = options.labelKind ?? 'class';
   checkSourceShape(source);
-  if ((source as Partial<CsvSource>).labelColumns !== undefined && labelKind !== 'set') {
-    const reader = labelKind === 'value' ? 'a regression model' : 'a single-label classifier';
+  if ((source as Partial<CsvSource>).labelColumns !== undefined && labelKind === 'class') {
     throw new InputError(
-      `labelColumns reads a multi-label classifier's labels, one column per class (problemType 'multi_label_classification'); ${reader} reads one label per example, from labelColumn`,
+      "labelColumns reads a column per class (problemType 'multi_label_classification') or per output (a regression model of several); a single-label classifier reads one label per example, from labelColumn",
     );
   }
   let raw: RawExamples;
@@ -559,21 +574,45 @@ export async function loadExamples(
     raw = fromArrays(source as ArraySource, labelKind);
   }
   checkExamples(raw, describeSource(source), labelsRequired, labelKind);
-  return raw;
+  // A multi-label source's label columns say cell by cell whether each class applies: read, and checked, once here.
+  return raw.labelCells && labelKind === 'set' ? { ...raw, labelSets: labelSets(raw) } : raw;
 }
 
 /** A decimal number as CSV and JSON write one (`2.5`, `-1`, `4e-3`): what a regression target may be. */
 const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
-/** Raw labels as regression targets: each a finite decimal number (else an InputError naming the example). */
-export function regressionTargets(rawLabels: readonly string[], origin: (i: number) => string): Float32Array {
-  return Float32Array.from(rawLabels, (l, i) => {
-    const value = Number(l);
-    if (!DECIMAL.test(l) || !Number.isFinite(Math.fround(value))) {
-      throw new InputError(`${origin(i)}: label '${l}' is not a number a float32 holds; a regression model's labels are its target values`);
-    }
-    return value;
-  });
+/**
+ * Regression targets, row-major [examples, outputs] in `outputs` order: each example's label (one
+ * output), or its cells of the label columns, which must be the outputs (several); each a finite
+ * decimal number a float32 holds, else an InputError naming the example.
+ */
+export function regressionTargets(raw: RawExamples, outputs: readonly string[]): Float32Array {
+  if (raw.labelCells) {
+    checkColumnsAreNames(raw.labelColumns!, outputs, 'output', raw.file);
+    const at = outputs.map((name) => raw.labelColumns!.indexOf(name));
+    return Float32Array.from({ length: raw.labelCells.length * outputs.length }, (_, j) => {
+      const i = Math.floor(j / outputs.length);
+      const column = raw.labelColumns![at[j % outputs.length]!]!;
+      const cell = raw.labelCells![i]![at[j % outputs.length]!]!;
+      return targetValue(cell, () => `${raw.origin(i)}: label '${cell}' of column '${column}'`);
+    });
+  }
+  if (outputs.length !== 1) {
+    throw new InputError(
+      `${raw.file ?? 'data'}: a regression model of ${outputs.length} outputs (${outputs.join(', ')}) reads a target per output: name their columns with labelColumns (--label-columns)`,
+      { file: raw.file },
+    );
+  }
+  return Float32Array.from(raw.labels!, (l, i) => targetValue(l, () => `${raw.origin(i)}: label '${l}'`));
+}
+
+/** A target value: a finite decimal number a float32 holds (else an InputError: `label` names the example and the text). */
+function targetValue(text: string, label: () => string): number {
+  const value = Number(text);
+  if (!DECIMAL.test(text) || !Number.isFinite(Math.fround(value))) {
+    throw new InputError(`${label()} is not a number a float32 holds; a regression model's labels are its target values`);
+  }
+  return value;
 }
 
 /** A label that is a class id: a non-negative integer, written without leading zeros. */

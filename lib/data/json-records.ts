@@ -7,7 +7,7 @@
  */
 
 import { InputError, messageOf } from '../addon/errors.js';
-import { type CsvReadOptions, classApplies, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, type RawExamples, readTextFile } from './data.js';
+import { type CsvReadOptions, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, type RawExamples, readTextFile } from './data.js';
 
 /** A JSON data file, by its name: `.jsonl` / `.ndjson` (JSON Lines), or `.json` (JSON Lines or an array of objects). */
 export function isJsonFile(file: string): boolean {
@@ -34,7 +34,7 @@ export async function readJsonRecords(file: string, options: CsvReadOptions = {}
   const origin = (i: number) => records[i]!.where;
   const labels =
     options.labelColumns !== undefined
-      ? labelColumnSets(records, options.labelColumns, file)
+      ? labelColumnCells(records, options.labelColumns, file)
       : (options.labelsRequired ?? true) || records.every((r) => labelColumn in r.fields)
         ? labelField(records, labelColumn, file)
         : { labels: null };
@@ -133,27 +133,28 @@ function labelField(records: JsonRecord[], name: string, file: string): { labels
   return { labels };
 }
 
-/** Each record's classes from one field per class (CsvSource.labelColumns): true or false, 1 or 0. */
-function labelColumnSets(
+/**
+ * Each record's fields of the label columns (CsvSource.labelColumns) as a CSV file's cells: a
+ * class's true or false (1 or 0), or an output's target (a number); `labelSets` and
+ * `regressionTargets` read them as the problem type says.
+ */
+function labelColumnCells(
   records: JsonRecord[],
   columns: readonly string[],
   file: string,
-): { labels: string[]; labelSets: string[][]; labelColumns: string[] } {
-  const labelSets = records.map((record, i) =>
-    columns.filter((column) => {
+): Required<Pick<RawExamples, 'labelCells' | 'labelColumns'>> & { labels: string[] } {
+  const labelCells = records.map((record, i) =>
+    columns.map((column) => {
       const value = field(record, column, file, 'labelColumns / --label-columns');
-      const applies =
-        typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' ? classApplies(String(value)) : undefined;
-      if (applies === undefined) {
-        throw new InputError(
-          `${record.where}: field '${column}' is ${describe(value)}; a label column says whether its class applies: true or false, 1 or 0`,
-          { file, row: i, column },
-        );
-      }
-      return applies;
+      if ((typeof value === 'number' && Number.isFinite(value)) || typeof value === 'boolean' || typeof value === 'string')
+        return String(value);
+      throw new InputError(
+        `${record.where}: field '${column}' is ${describe(value)}; a label column holds whether its class applies (true or false, 1 or 0) or an output's target (a number)`,
+        { file, row: i, column },
+      );
     }),
   );
-  return { labels: labelSets.map((set) => set.join(',')), labelSets, labelColumns: [...columns] };
+  return { labelCells, labelColumns: [...columns], labels: labelCells.map((cells) => cells.join(',')) };
 }
 
 /** A JSON value as a message shows it: its type, and its start. */

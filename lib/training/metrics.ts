@@ -155,7 +155,10 @@ function alignColumns(rows: string[][]): string {
  * Metrics of a regression model's values against their targets, as scikit-learn and SciPy give
  * them (GLUE's STS-B reports Pearson and Spearman): mean squared and absolute error, Pearson's r,
  * and Spearman's ρ (Pearson's r of the ranks, ties given their average rank, as
- * scipy.stats.spearmanr). A correlation is NaN where either side is constant (SciPy's too).
+ * scipy.stats.spearmanr). A correlation is NaN where either side is constant (SciPy's too). A
+ * model of several outputs (a target per output and example) has each output's in `perOutput`;
+ * its errors are over every value (MSELoss's mean), its correlations the outputs' averaged
+ * (scikit-learn's `multioutput='uniform_average'`).
  */
 export interface RegressionMetrics {
   mse: number;
@@ -163,12 +166,46 @@ export interface RegressionMetrics {
   pearson: number;
   spearman: number;
   examples: number;
+  /** With more than one output: each output's metrics, in output order. */
+  perOutput?: OutputMetrics[];
 }
 
-export function regressionMetrics(values: Float32Array, targets: Float32Array): RegressionMetrics {
-  if (!(values instanceof Float32Array) || !(targets instanceof Float32Array) || values.length !== targets.length) {
-    throw new InputError('regressionMetrics(): values and targets must be Float32Arrays of one length');
+/** One output's metrics, of a regression model with several. */
+export interface OutputMetrics {
+  output: string;
+  mse: number;
+  mae: number;
+  pearson: number;
+  spearman: number;
+}
+
+/** `values` and `targets`, row-major [examples, outputs], the outputs named `outputs` (one, by default: transformers' LABEL_0). */
+export function regressionMetrics(
+  values: Float32Array,
+  targets: Float32Array,
+  outputs: readonly string[] = ['LABEL_0'],
+): RegressionMetrics {
+  const width = outputs.length;
+  if (
+    !(values instanceof Float32Array) ||
+    !(targets instanceof Float32Array) ||
+    values.length !== targets.length ||
+    width === 0 ||
+    targets.length % width !== 0
+  ) {
+    throw new InputError(`regressionMetrics(): values and targets must be Float32Arrays of [examples, ${width}] rows`);
   }
+  const examples = targets.length / width;
+  if (width === 1) return { ...oneOutput(values, targets), examples };
+  const column = (x: Float32Array, k: number) => Float32Array.from({ length: examples }, (_, i) => x[i * width + k]!);
+  const perOutput = outputs.map((output, k) => ({ output, ...oneOutput(column(values, k), column(targets, k)) }));
+  const mean = (key: 'pearson' | 'spearman') => perOutput.reduce((sum, m) => sum + m[key], 0) / width;
+  const all = oneOutput(values, targets);
+  return { mse: all.mse, mae: all.mae, pearson: mean('pearson'), spearman: mean('spearman'), examples, perOutput };
+}
+
+/** Errors and correlations of one output's values against its targets. */
+function oneOutput(values: Float32Array, targets: Float32Array): Omit<OutputMetrics, 'output'> {
   const n = values.length;
   let squared = 0;
   let absolute = 0;
@@ -182,13 +219,19 @@ export function regressionMetrics(values: Float32Array, targets: Float32Array): 
     mae: absolute / n,
     pearson: pearson(values, targets),
     spearman: pearson(averageRanks(values), averageRanks(targets)),
-    examples: n,
   };
 }
 
-/** A regression model's metrics as `torch-bert eval` prints them: a line each. */
+/** A regression model's metrics as `torch-bert eval` prints them: a line each; with several outputs, a row per output, then the averages. */
 export function formatRegressionMetrics(m: RegressionMetrics): string {
   const fixed = (x: number): string => x.toFixed(4);
+  if (m.perOutput) {
+    return alignColumns([
+      ['output', 'mse', 'mae', 'pearson', 'spearman'],
+      ...m.perOutput.map((o) => [o.output, fixed(o.mse), fixed(o.mae), fixed(o.pearson), fixed(o.spearman)]),
+      ['all', fixed(m.mse), fixed(m.mae), fixed(m.pearson), fixed(m.spearman)],
+    ]);
+  }
   return alignColumns([
     ['mse', fixed(m.mse)],
     ['mae', fixed(m.mae)],

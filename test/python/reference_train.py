@@ -32,7 +32,8 @@ Input: --spec FILE (JSON)
     "problemType": "single_label_classification" (default) | "regression" | "multi_label_classification" }
   regression: labels are numbers, the head ends at its Linear(headHidden, 1) (no LogSoftmax), the
   loss is MSELoss (transformers' problem_type regression), accuracies are null and each epoch
-  also reports the validation Pearson's r ("valPearson", torch.corrcoef).
+  also reports the validation Pearson's r ("valPearson", torch.corrcoef; with several outputs,
+  labels rows of a target each, their r averaged).
   multi_label_classification: labels are multi-hot rows [numClasses] of 0/1, the head ends at its
   Linear (logits), the loss is BCEWithLogitsLoss, a class is predicted where its sigmoid is at least
   0.5 and accuracy is subset accuracy (every class of the example right). "positiveWeights":
@@ -211,13 +212,17 @@ def run(spec: Dict[str, Any]) -> Tuple[Dict[str, Any], nn.Module]:
                     y = va_y[s : s + bs]
                     vloss += loss_fn(logp, y).item() * len(y)
                     if regression:
-                        values.append(logp[:, 0])
+                        values.append(logp)
                     else:
                         vcorrect += n_correct(logp, y)
             row["valLoss"] = vloss / n_val
             row["valAccuracy"] = None if regression else vcorrect / n_val
             if regression:
-                row["valPearson"] = torch.corrcoef(torch.stack([torch.cat(values), va_y]))[0, 1].item()
+                # Several outputs: each output's r, averaged (scikit-learn's multioutput='uniform_average').
+                out, y = torch.cat(values), va_y.view(n_val, -1)
+                row["valPearson"] = statistics.fmean(
+                    torch.corrcoef(torch.stack([out[:, k], y[:, k]]))[0, 1].item() for k in range(out.shape[1])
+                )
         history.append(row)
         print(f"[reference_train] epoch {epoch}: train loss {row['trainLoss']:.4f}"
               + (f" | val loss {row['valLoss']:.4f}" if has_val else ""),
