@@ -11,10 +11,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { InputError } from '../lib/addon/errors.js';
-import { loadBinding } from '../lib/addon/loader.js';
 import { gatherRows } from '../lib/data/batching.js';
-import { loadExamples, stratifiedSplit } from '../lib/data/data.js';
-import { TextTokenizer } from '../lib/data/tokenizer.js';
+import { loadExamples } from '../lib/data/data.js';
 import {
   Classifier,
   exportAdapterHub,
@@ -32,12 +30,11 @@ import {
   makeEncoder,
   makeHfFolder,
   PROBE_TEXTS,
-  referenceTrain,
   repoRoot,
 } from './fixtures.js';
+import { expectReferenceLosses, SMALL_RUN, smallReferenceRun, smallRunOptions } from './helpers/reference-runs.js';
 
 const work = mkdtempSync(join(tmpdir(), 'torch-bert-regression-'));
-const SMALL = { maxLength: 48, batchSize: 32, learningRate: 1e-3, headHidden: 64 } as const;
 
 let encoder: string;
 /** The demo reviews with a score each: 4 for a positive review, 1 for a negative one, plus a quarter per (row mod 3). */
@@ -60,45 +57,33 @@ describe('parity with the plain-PyTorch reference trainer (MSELoss, one output)'
     const epochs = 3;
     const seed = 42;
     // The reference gets exactly our tokens and split (one stratum: a random split), then does the rest itself.
-    const tokenizer = await TextTokenizer.load(demoTokenizer);
-    const split = stratifiedSplit(new Int32Array(texts.length), 0.2, seed, loadBinding().randperm);
-    const encoded = tokenizer.encodeBatch(texts, SMALL.maxLength);
-    const reference = await referenceTrain(encoded, split, (i) => scores[i]!, {
+    const {
+      tokenizer,
+      split,
+      epochs: reference,
+    } = await smallReferenceRun(texts, (i) => scores[i]!, {
       encoder,
       numClasses: 1,
       problemType: 'regression',
       epochs,
-      batchSize: SMALL.batchSize,
-      lr: SMALL.learningRate,
-      weightDecay: 0.01,
       seed,
-      headHidden: SMALL.headHidden,
-      dropout: 0.1,
-      pooling: 'cls',
     });
     const outDir = join(work, 'parity');
     const ours: TrainResult<'regression'> = await train({
       data: { csv, labelColumn: 'score' },
       problemType: 'regression',
-      encoder,
-      tokenizer: demoTokenizer,
+      ...smallRunOptions(encoder, epochs, seed),
       outDir,
-      epochs,
-      seed,
-      maxGradNorm: 0,
       bestMetric: 'pearson',
-      ...SMALL,
     });
     try {
       expect(ours.labels).toEqual(['LABEL_0']);
       expect(ours.validationExamples).toBe(split.validation.length);
       // The encoder is informative: the scores are learned.
-      expect(reference.epochs.at(-1)!.valPearson!).toBeGreaterThan(0.8);
+      expect(reference.at(-1)!.valPearson!).toBeGreaterThan(0.8);
+      expectReferenceLosses(ours.history, reference);
       for (let e = 0; e < epochs; e++) {
-        const [r, o] = [reference.epochs[e]!, ours.history[e]!];
-        // As the classification parity test: the same job, batches of the same rows.
-        expect(Math.abs(o.trainLoss - r.trainLoss) / r.trainLoss).toBeLessThan(0.05);
-        expect(Math.abs(o.validationLoss - r.valLoss) / r.valLoss).toBeLessThan(0.05);
+        const [r, o] = [reference[e]!, ours.history[e]!];
         expect(Math.abs(o.validationPearson! - r.valPearson!)).toBeLessThan(0.02);
         // A regression run counts no accuracy.
         expect(o.trainAccuracy).toBeUndefined();
@@ -114,7 +99,7 @@ describe('parity with the plain-PyTorch reference trainer (MSELoss, one output)'
       expect(config).toMatchObject({ problemType: 'regression', output: 'values', labels: ['LABEL_0'], labelColumn: 'score' });
       expect(config.metrics.validationPearson).toBeCloseTo(best.validationPearson!, 10);
       // classifier.pt in Python: forward returns the values predict() gives.
-      const rows = gatherRows(tokenizer.encodeBatch(PROBE_TEXTS, SMALL.maxLength), Int32Array.from(PROBE_TEXTS.keys()));
+      const rows = gatherRows(tokenizer.encodeBatch(PROBE_TEXTS, SMALL_RUN.maxLength), Int32Array.from(PROBE_TEXTS.keys()));
       const forward = await classifierPtForward(join(outDir, 'classifier.pt'), rows);
       const python = { attr: forward.problemType, values: forward.outputs.map((row) => row[0]!) };
       expect(python.attr).toBe('regression');
@@ -150,49 +135,32 @@ describe('several outputs: a label column per output', () => {
     const columns = join(work, 'two-outputs.csv');
     const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
     writeFileSync(columns, `length,text,score\n${texts.map((t, i) => `${lengths[i]},${quote(t)},${scores[i]}`).join('\n')}\n`);
-    const tokenizer = await TextTokenizer.load(demoTokenizer);
-    const split = stratifiedSplit(new Int32Array(texts.length), 0.2, seed, loadBinding().randperm);
-    const reference = await referenceTrain(tokenizer.encodeBatch(texts, SMALL.maxLength), split, (i) => [scores[i]!, lengths[i]!], {
+    const { tokenizer, epochs: reference } = await smallReferenceRun(texts, (i) => [scores[i]!, lengths[i]!], {
       encoder,
       numClasses: 2,
       problemType: 'regression',
       epochs,
-      batchSize: SMALL.batchSize,
-      lr: SMALL.learningRate,
-      weightDecay: 0.01,
       seed,
-      headHidden: SMALL.headHidden,
-      dropout: 0.1,
-      pooling: 'cls',
     });
     const outDir = join(work, 'two-outputs');
     const ours = await train({
       data: { csv: columns, labelColumns: ['score', 'length'] },
       problemType: 'regression',
-      encoder,
-      tokenizer: demoTokenizer,
+      ...smallRunOptions(encoder, epochs, seed),
       outDir,
-      epochs,
-      seed,
-      maxGradNorm: 0,
-      ...SMALL,
     });
     try {
       // The outputs are the columns, in their order; the loss is MSELoss over both.
       expect(ours.labels).toEqual(['score', 'length']);
-      for (let e = 0; e < epochs; e++) {
-        const [r, o] = [reference.epochs[e]!, ours.history[e]!];
-        expect(Math.abs(o.trainLoss - r.trainLoss) / r.trainLoss).toBeLessThan(0.05);
-        expect(Math.abs(o.validationLoss - r.valLoss) / r.valLoss).toBeLessThan(0.05);
-        // Each output's r, averaged.
-        expect(Math.abs(o.validationPearson! - r.valPearson!)).toBeLessThan(0.02);
-      }
+      expectReferenceLosses(ours.history, reference);
+      // Each output's r, averaged.
+      for (const [e, o] of ours.history.entries()) expect(Math.abs(o.validationPearson! - reference[e]!.valPearson!)).toBeLessThan(0.02);
       expect(ours.metrics.perOutput!.map((m) => m.output)).toEqual(['score', 'length']);
       expect(ours.metrics.pearson).toBeCloseTo((ours.metrics.perOutput![0]!.pearson + ours.metrics.perOutput![1]!.pearson) / 2, 12);
       const config = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
       expect(config).toMatchObject({ labels: ['score', 'length'], labelColumns: ['score', 'length'] });
       // evaluate() reads config.json's columns; each output's Pearson is the Python forward's.
-      const rows = gatherRows(tokenizer.encodeBatch(texts, SMALL.maxLength), Int32Array.from(texts.keys()));
+      const rows = gatherRows(tokenizer.encodeBatch(texts, SMALL_RUN.maxLength), Int32Array.from(texts.keys()));
       const python = (await classifierPtForward(join(outDir, 'classifier.pt'), rows)).outputs;
       const loaded = await loadClassifier(outDir, { problemType: 'regression' });
       try {
@@ -289,7 +257,7 @@ describe('LoRA and bottleneck adapters, loaded back; the exports', () => {
         tokenizer: demoTokenizer,
         outDir,
         epochs: 1,
-        ...SMALL,
+        ...SMALL_RUN,
       });
       try {
         await expect(Classifier.loadAdapters(outDir, { encoder })).rejects.toThrow(
@@ -347,7 +315,7 @@ describe('text pairs, resumed runs', () => {
       encoder,
       tokenizer: demoTokenizer,
       epochs: 2,
-      ...SMALL,
+      ...SMALL_RUN,
     } as const;
     const whole = await train({ ...options, outDir: join(work, 'whole') });
     const outDir = join(work, 'stopped');
