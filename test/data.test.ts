@@ -127,6 +127,10 @@ describe('CSV loading', () => {
     await expect(loadExamples(mixed, { labelKind: 'set' })).rejects.toThrow(
       `${mixed} line 2: field 'label' is a string ("y"); the first record's is a list of classes, so every record's must be one (class names; empty where none applies)`,
     );
+    const numbers = csv('number-list.jsonl', '{"text": "a", "label": [0.5, 1]}\n');
+    await expect(loadExamples(numbers, { labelKind: 'value' })).rejects.toThrow(
+      `${numbers} line 1: field 'label' is a list ([0.5,1]), a list of numbers; a list label is a multi-label example's class names: give a target per output (regression) or a 0/1 per class a field each, named with labelColumns (--label-columns)`,
+    );
     const flag = csv('flag.jsonl', '{"text": "a", "x": "maybe"}\n');
     await expect(loadExamples({ csv: flag, labelColumns: ['x'] }, { labelKind: 'set' })).rejects.toThrow(
       `${flag} line 1: column 'x' holds 'maybe'; a label column's cell says whether its class applies: 1 or 0 (true or false)`,

@@ -110,6 +110,12 @@ function labelField(records: JsonRecord[], name: string, file: string): { labels
   const option = 'labelColumn / --label-column';
   const values = records.map((r) => field(r, name, file, option));
   if (Array.isArray(values[0])) {
+    if (values[0].some((c) => typeof c === 'number')) {
+      throw new InputError(
+        `${records[0]!.where}: field '${name}' is ${describe(values[0])}, a list of numbers; a list label is a multi-label example's class names: give a target per output (regression) or a 0/1 per class a field each, named with labelColumns (--label-columns)`,
+        { file, row: 0, column: name },
+      );
+    }
     const labelSets = values.map((value, i) => {
       if (!Array.isArray(value) || value.some((c) => typeof c !== 'string' || c.trim() === '')) {
         throw new InputError(
