@@ -53,7 +53,7 @@ export function progressPrinter(enabled: boolean, showEvaluations = false): (e: 
       if (!live) return;
       process.stderr.write(
         `\repoch ${e.epoch} ${progressBar(e.batch / e.batchesPerEpoch)} batch ${e.batch}/${e.batchesPerEpoch}` +
-          `  loss ${e.epochLoss.toFixed(4)}  ${e.examplesPerSecond.toFixed(1)} ex/s  ETA ${formatSeconds(e.etaSeconds)}   `,
+          `  loss ${e.epochLoss.toFixed(4)}  lr ${e.learningRate.toPrecision(3)}  ${e.examplesPerSecond.toFixed(1)} ex/s  ETA ${formatSeconds(e.etaSeconds)}   `,
       );
     } else {
       if (live) process.stderr.write('\r\x1b[K');
