@@ -90,6 +90,10 @@ describe('CSV loading', () => {
     await expect(loadExamples(sets)).rejects.toThrow(
       `${sets}: each label is a list of classes, a multi-label example's (problemType 'multi_label_classification'); a single-label classifier reads one class per example`,
     );
+    // A dataset in parts, lists in one and comma-separated cells in the other: one multi-label source.
+    const cells = csv('sets.csv', 'text,label\nc,"x, y"\nd,\n');
+    expect((await loadExamples([sets, cells], { labelKind: 'set' })).labelSets).toEqual([['x', 'y'], [], ['x', 'y'], []]);
+    expect((await loadExamples([cells, sets], { labelKind: 'set' })).labelSets).toEqual([['x', 'y'], [], ['x', 'y'], []]);
     const columns = csv('columns.jsonl', '{"text": "a", "x": true, "y": 0}\n{"text": "b", "x": false, "y": 1}\n');
     expect((await loadExamples({ csv: columns, labelColumns: ['x', 'y'] }, { labelKind: 'set' })).labelSets).toEqual([['x'], ['y']]);
     // predict() reads texts alone: a file without labels, or whose labels it does not read.
@@ -212,7 +216,7 @@ describe('CSV loading', () => {
     await expect(loadExamples([a, unlabelled], { labelsRequired: false })).rejects.toThrow(
       /part-unlabelled\.csv has no label column but the other files have one/,
     );
-    await expect(loadExamples([])).rejects.toThrow(/list of CSV files is empty/);
+    await expect(loadExamples([])).rejects.toThrow(/list of data files is empty/);
   });
 
   it('checks array sources', async () => {

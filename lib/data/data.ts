@@ -125,7 +125,7 @@ export function readDataFile(file: string, options: CsvReadOptions = {}): Promis
 
 /** Several data files with the same columns, read as one: examples in file order. */
 async function readDataFiles(files: readonly string[], options: CsvReadOptions): Promise<RawExamples> {
-  if (files.length === 0) throw new InputError('data: the list of CSV files is empty');
+  if (files.length === 0) throw new InputError('data: the list of data files is empty');
   files.forEach((f, i) => {
     if (typeof f !== 'string' || f.length === 0) throw new InputError(`data: file ${i} of the list is not a path`);
   });
@@ -146,7 +146,8 @@ async function readDataFiles(files: readonly string[], options: CsvReadOptions):
   }
   const texts = parts.flatMap((p) => p.texts);
   const labels = labelled ? parts.flatMap((p) => p.labels!) : null;
-  const sets = labelled && parts[0]!.labelSets ? { labelSets: parts.flatMap((p) => p.labelSets!) } : {};
+  // A part's labels of lists (a JSON file's) make the whole a multi-label source: every part's sets, each read its way.
+  const sets = labelled && parts.some((p) => p.labelSets) ? { labelSets: parts.flatMap(labelSets) } : {};
   const cells =
     labelled && parts[0]!.labelCells ? { labelCells: parts.flatMap((p) => p.labelCells!), labelColumns: parts[0]!.labelColumns! } : {};
   const pairs = options.textPairColumn !== undefined ? parts.flatMap((p) => p.pairs!) : undefined;
