@@ -268,6 +268,27 @@ describe("a regression run's report", () => {
     expect(html).toContain('<th scope="row">mean squared error</th><td>0.7000</td>');
     for (const absent of ['Accuracy per epoch', 'id="confusion"', 'id="labels"', 'train accuracy']) expect(html).not.toContain(absent);
   });
+
+  it('several outputs: a row per output, then all of them', () => {
+    const outputs = render({
+      history: [regressionEpoch(1, 0.9, 0.61, 0.58, true)],
+      final: {
+        mse: 0.5,
+        mae: 0.45,
+        pearson: 0.7,
+        spearman: 0.65,
+        examples: 40,
+        perOutput: [
+          { output: 'valence', mse: 0.4, mae: 0.4, pearson: 0.8, spearman: 0.75 },
+          { output: 'arousal', mse: 0.6, mae: 0.5, pearson: 0.6, spearman: 0.55 },
+        ],
+      },
+      labels: ['valence', 'arousal'],
+    });
+    expectWellFormed(outputs);
+    expect(outputs).toContain('<tr><th scope="row">valence</th><td>0.4000</td><td>0.4000</td><td>0.800</td><td>0.750</td></tr>');
+    expect(outputs).toContain('<tr><th scope="row">all (40 examples)</th><td>0.5000</td><td>0.4500</td><td>0.700</td><td>0.650</td></tr>');
+  });
 });
 
 describe("a multi-label run's report", () => {

@@ -499,8 +499,16 @@ function regressionHistoryTable(history: EpochRecord[], best: EpochMetrics | und
   );
 }
 
-/** A regression model's metrics on the validation data: its errors and correlations. */
+/** A regression model's metrics on the validation data: its errors and correlations; with several outputs, a row per output, then all. */
 function regressionTable(m: RegressionMetrics): string {
+  if (m.perOutput) {
+    const row = (name: string, o: Pick<RegressionMetrics, 'mse' | 'mae' | 'pearson' | 'spearman'>) =>
+      `<tr><th scope="row">${escapeHtml(name)}</th>${[formatLoss(o.mse), formatLoss(o.mae), formatRatio(o.pearson), formatRatio(o.spearman)].map((c) => `<td>${c}</td>`).join('')}</tr>`;
+    return (
+      '<table class="numbers"><thead><tr><th>output</th><th>mean squared error</th><th>mean absolute error</th><th>Pearson\'s r</th><th>Spearman\'s ρ</th></tr></thead>' +
+      `<tbody>${m.perOutput.map((o) => row(o.output, o)).join('')}</tbody><tfoot>${row(`all (${m.examples} examples)`, m)}</tfoot></table>`
+    );
+  }
   const rows: Array<[string, string]> = [
     ['mean squared error', formatLoss(m.mse)],
     ['mean absolute error', formatLoss(m.mae)],
