@@ -177,6 +177,15 @@ describe('several outputs: a label column per output', () => {
         await expect(loaded.evaluate({ csv, labelColumn: 'score' })).rejects.toThrow(
           `${csv}: a regression model of 2 outputs (score, length) reads a target per output: name their columns with labelColumns (--label-columns)`,
         );
+        // The CLI: a column per output, the values predict() gives; eval's row per output.
+        const cli = (...args: string[]) =>
+          promisify(execFile)(process.execPath, [join(repoRoot, 'dist', 'cli.js'), ...args], { encoding: 'utf8' }).then((r) => r.stdout);
+        const printed = (await cli('predict', '--classifier', outDir, PROBE_TEXTS[0]!)).split('\n');
+        const [predicted] = await loaded.predict([PROBE_TEXTS[0]!]);
+        expect(printed[0]).toMatch(/^\s*score\s+length\s+text$/);
+        expect(printed[2]).toMatch(new RegExp(`^\\s*${predicted!.values.score!.toFixed(4)}\\s+${predicted!.values.length!.toFixed(4)}\\s`));
+        const table = await cli('eval', '--classifier', outDir, '--data', columns);
+        expect(table).toMatch(new RegExp(`^length\\s+${evaluation.metrics.perOutput![1]!.mse.toFixed(4)}\\s`, 'm'));
         await expect(loaded.evaluate({ csv: columns, labelColumns: ['score'] })).rejects.toThrow(
           `${columns}: the label columns must be the outputs (score, length), one column each: no column for 'length'`,
         );

@@ -154,7 +154,7 @@ export interface MultiLabelPrediction {
   probabilities: Record<string, number>;
 }
 
-/** A regression model's prediction: its first output's value, and every output's by name. */
+/** A regression model's prediction: its first output's value (its only one, unless it has several), and every output's by name. */
 export interface RegressionPrediction {
   value: number;
   values: Record<string, number>;

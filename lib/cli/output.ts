@@ -113,7 +113,7 @@ function textCell(text: string, max = 72): string {
 
 /**
  * Each text's prediction: its label and that label's probability (single-label), the labels that
- * apply (multi-label; '-' for none), or its value (regression). The texts whole are --json's: a
+ * apply (multi-label; '-' for none), or its value (regression; a column per output). The texts whole are --json's: a
  * table line per text, each short enough to read.
  */
 export function predictionTable(
@@ -126,9 +126,11 @@ export function predictionTable(
   const shown = (i: number) => (pairs ? `${textCell(texts[i]!, 35)} | ${textCell(pairs[i]!, 35)}` : textCell(texts[i]!));
   const text = pairs ? 'text | second text' : 'text';
   if (problemType === 'regression') {
+    // A column per output, named by it where there are several.
+    const outputs = Object.keys((predictions[0] as RegressionPrediction | undefined)?.values ?? {});
     return table(
-      ['value', text],
-      (predictions as RegressionPrediction[]).map((p, i) => [p.value.toFixed(4), shown(i)]),
+      [...(outputs.length > 1 ? outputs : ['value']), text],
+      (predictions as RegressionPrediction[]).map((p, i) => [...Object.values(p.values).map((v) => v.toFixed(4)), shown(i)]),
     );
   }
   if (problemType === 'multi_label_classification') {
