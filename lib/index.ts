@@ -53,6 +53,7 @@ export {
   type MultiLabelMetrics,
   type MultiLabelThreshold,
   multiLabelMetrics,
+  type OutputMetrics,
   type RegressionMetrics,
   regressionMetrics,
 } from './training/metrics.js';
