@@ -3,7 +3,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../lib/addon/errors.js';
-import { inferLabelNames, labelIds, loadExamples, numberVariantsNote, readCsv, stratifiedSplit } from '../lib/data/data.js';
+import {
+  inferLabelNames,
+  inferLabelSetNames,
+  labelIds,
+  loadExamples,
+  numberVariantsNote,
+  readCsv,
+  stratifiedSplit,
+} from '../lib/data/data.js';
 import { readPretrainingTexts } from '../lib/data/mlm-data.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'torch-bert-data-'));
@@ -87,6 +95,11 @@ describe('CSV loading', () => {
     expect((await loadExamples(numbers, { labelKind: 'value' })).labels).toEqual(['1', '0', '2.5']);
     const sets = csv('sets.jsonl', '{"text": "a", "label": ["x", "y"]}\n{"text": "b", "label": []}\n');
     expect((await loadExamples(sets, { labelKind: 'set' })).labelSets).toEqual([['x', 'y'], []]);
+    // Class ids, as datasets writes a Sequence(ClassLabel) (go_emotions' labels): read as a CSV cell's ids are.
+    const ids = csv('ids.jsonl', '{"text": "a", "label": [27]}\n{"text": "b", "label": [0, 3]}\n{"text": "c", "label": []}\n');
+    const raw = await loadExamples(ids, { labelKind: 'set' });
+    expect(raw.labelSets).toEqual([['27'], ['0', '3'], []]);
+    expect(inferLabelSetNames(raw.labelSets!, raw.origin)).toEqual(Array.from({ length: 28 }, (_, i) => String(i)));
     await expect(loadExamples(sets)).rejects.toThrow(
       `${sets}: each label is a list of classes, a multi-label example's (problemType 'multi_label_classification'); a single-label classifier reads one class per example`,
     );
@@ -129,11 +142,15 @@ describe('CSV loading', () => {
     }
     const mixed = csv('mixed.jsonl', '{"text": "a", "label": ["x"]}\n{"text": "b", "label": "y"}\n');
     await expect(loadExamples(mixed, { labelKind: 'set' })).rejects.toThrow(
-      `${mixed} line 2: field 'label' is a string ("y"); the first record's is a list of classes, so every record's must be one (class names; empty where none applies)`,
+      `${mixed} line 2: field 'label' is a string ("y"); the first record's is a list of classes, so every record's must be one (class names or ids; empty where none applies)`,
     );
-    const numbers = csv('number-list.jsonl', '{"text": "a", "label": [0.5, 1]}\n');
-    await expect(loadExamples(numbers, { labelKind: 'value' })).rejects.toThrow(
-      `${numbers} line 1: field 'label' is a list ([0.5,1]), a list of numbers; a list label is a multi-label example's class names: give a target per output (regression) or a 0/1 per class a field each, named with labelColumns (--label-columns)`,
+    const fractions = csv('number-list.jsonl', '{"text": "a", "label": [0.5, 1]}\n');
+    await expect(loadExamples(fractions, { labelKind: 'set' })).rejects.toThrow(
+      `${fractions} line 1: field 'label' is a list ([0.5,1]); the first record's is a list of classes, so every record's must be one (class names or ids; empty where none applies)`,
+    );
+    const multiHot = csv('multi-hot.jsonl', '{"text": "a", "label": [0, 1, 0]}\n{"text": "b", "label": [1, 0, 1]}\n');
+    await expect(loadExamples(multiHot, { labelKind: 'set' })).rejects.toThrow(
+      `${multiHot} line 1: field 'label' holds a list of 3 0s and 1s in every record, a multi-hot vector: give each class a field of its own, named with labelColumns (--label-columns), or list the classes that apply (names or ids)`,
     );
     const flag = csv('flag.jsonl', '{"text": "a", "x": "maybe"}\n');
     await expect(loadExamples({ csv: flag, labelColumns: ['x'] }, { labelKind: 'set' })).rejects.toThrow(

@@ -104,27 +104,24 @@ function textField(record: JsonRecord, name: string, file: string, option: strin
 
 /**
  * Each record's label: a class name (a string), a class id or a regression target (a number), or
- * a multi-label example's classes (an array of names; then every record's label is one).
+ * a multi-label example's classes (a list of names, or of class ids as datasets writes a
+ * Sequence(ClassLabel): go_emotions' `labels`; then every record's label is one).
  */
 function labelField(records: JsonRecord[], name: string, file: string): { labels: string[]; labelSets?: string[][] } {
   const option = 'labelColumn / --label-column';
   const values = records.map((r) => field(r, name, file, option));
   if (Array.isArray(values[0])) {
-    if (values[0].some((c) => typeof c === 'number')) {
-      throw new InputError(
-        `${records[0]!.where}: field '${name}' is ${describe(values[0])}, a list of numbers; a list label is a multi-label example's class names: give a target per output (regression) or a 0/1 per class a field each, named with labelColumns (--label-columns)`,
-        { file, row: 0, column: name },
-      );
-    }
     const labelSets = values.map((value, i) => {
-      if (!Array.isArray(value) || value.some((c) => typeof c !== 'string' || c.trim() === '')) {
+      const classes = Array.isArray(value) ? value.map(className) : [undefined];
+      if (classes.some((c) => c === undefined)) {
         throw new InputError(
-          `${records[i]!.where}: field '${name}' is ${describe(value)}; the first record's is a list of classes, so every record's must be one (class names; empty where none applies)`,
+          `${records[i]!.where}: field '${name}' is ${describe(value)}; the first record's is a list of classes, so every record's must be one (class names or ids; empty where none applies)`,
           { file, row: i, column: name },
         );
       }
-      return (value as string[]).map((c) => c.trim());
+      return classes as string[];
     });
+    checkNotMultiHot(labelSets, records, name, file);
     return { labels: labelSets.map((set) => set.join(',')), labelSets };
   }
   const labels = values.map((value, i) => {
@@ -137,6 +134,25 @@ function labelField(records: JsonRecord[], name: string, file: string): { labels
     });
   });
   return { labels };
+}
+
+/** A class in a list label: a name, or a class id (an integer ≥ 0, named as a CSV cell names it); undefined for anything else. */
+function className(c: unknown): string | undefined {
+  if (typeof c === 'string' && c.trim() !== '') return c.trim();
+  return typeof c === 'number' && Number.isSafeInteger(c) && c >= 0 ? String(c) : undefined;
+}
+
+/**
+ * Lists of 0s and 1s of one length in every record are a multi-hot vector per example, not class
+ * ids: read as ids, [0, 1, 0] would say classes 0 and 1 apply. Refused, naming what reads them.
+ */
+function checkNotMultiHot(sets: string[][], records: JsonRecord[], name: string, file: string): void {
+  const width = sets[0]!.length;
+  if (width < 2 || !sets.every((set) => set.length === width && set.every((c) => c === '0' || c === '1'))) return;
+  throw new InputError(
+    `${records[0]!.where}: field '${name}' holds a list of ${width} 0s and 1s in every record, a multi-hot vector: give each class a field of its own, named with labelColumns (--label-columns), or list the classes that apply (names or ids)`,
+    { file, column: name },
+  );
 }
 
 /**
