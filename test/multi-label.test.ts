@@ -213,13 +213,23 @@ describe('label columns: one 0/1 column per class', () => {
     } as const;
     const fromColumns = await train({ ...common, data: { csv: columnsCsv, labelColumns: order }, outDir: join(work, 'columns') });
     const fromArrays = await train({ ...common, data: { texts, labels: sets }, labels: order, outDir: join(work, 'columns-arrays') });
-    // JSON Lines, each label a list of names (as datasets' to_json() writes a Sequence feature).
-    const jsonl = join(work, 'sets.jsonl');
-    writeFileSync(jsonl, texts.map((text, i) => JSON.stringify({ text, labels: sets[i] })).join('\n'));
-    const fromJson = await train({ ...common, data: { csv: jsonl, labelColumn: 'labels' }, labels: order, outDir: join(work, 'json') });
-    fromJson.classifier.dispose();
+    // JSON Lines, each label a list of names, or of class ids by `labels` (as datasets' to_json() writes a Sequence feature).
     const withoutTime = (history: Array<{ seconds: number }>) => history.map(({ seconds: _, ...epoch }) => epoch);
-    expect(withoutTime(fromJson.history)).toEqual(withoutTime(fromArrays.history));
+    for (const [name, label] of [
+      ['names', (set: string[]) => set],
+      ['ids', (set: string[]) => set.map((c) => order.indexOf(c))],
+    ] as const) {
+      const jsonl = join(work, `sets-${name}.jsonl`);
+      writeFileSync(jsonl, texts.map((text, i) => JSON.stringify({ text, labels: label(sets[i]!) })).join('\n'));
+      const fromJson = await train({
+        ...common,
+        data: { csv: jsonl, labelColumn: 'labels' },
+        labels: order,
+        outDir: join(work, `json-${name}`),
+      });
+      fromJson.classifier.dispose();
+      expect(withoutTime(fromJson.history), name).toEqual(withoutTime(fromArrays.history));
+    }
     try {
       // The columns are the classes, in their order (not sorted, as inferred classes are).
       expect(fromColumns.labels).toEqual(order);
