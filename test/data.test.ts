@@ -100,6 +100,12 @@ describe('CSV loading', () => {
     const raw = await loadExamples(ids, { labelKind: 'set' });
     expect(raw.labelSets).toEqual([['27'], ['0', '3'], []]);
     expect(inferLabelSetNames(raw.labelSets!, raw.origin)).toEqual(Array.from({ length: 28 }, (_, i) => String(i)));
+    // Arrays alike.
+    const arrays = await loadExamples({ texts: ['a', 'b', 'c'], labels: [[27], [0, ' x '], []] }, { labelKind: 'set' });
+    expect(arrays.labelSets).toEqual([['27'], ['0', 'x'], []]);
+    await expect(loadExamples({ texts: ['a'], labels: [[1.5]] }, { labelKind: 'set' })).rejects.toThrow(
+      "example 0: a multi-label example's label is an array of class names or ids (empty when none applies), got [1.5]",
+    );
     await expect(loadExamples(sets)).rejects.toThrow(
       `${sets}: each label is a list of classes, a multi-label example's (problemType 'multi_label_classification'); a single-label classifier reads one class per example`,
     );

@@ -399,7 +399,7 @@ describe('refusals', () => {
       "bestMetric must be one of loss, accuracy, macroF1; got 'pearson'",
     );
     await expect(train({ ...base, encoder, data: { texts: ['a', 'b'], labels: [['x'], 'y'] } })).rejects.toThrow(
-      `example 1: a multi-label example's label is an array of class names (empty when none applies), got "y"`,
+      `example 1: a multi-label example's label is an array of class names or ids (empty when none applies), got "y"`,
     );
     await expect(
       train({

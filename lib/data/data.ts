@@ -49,7 +49,7 @@ export interface ArraySource {
   texts: string[];
   /** Each example's second text, for pair templates. */
   pairs?: string[];
-  labels: Array<string | number | readonly string[]>;
+  labels: Array<string | number | ReadonlyArray<string | number>>;
 }
 
 /** A CSV path, several CSV paths (read as one), a `CsvSource`, or arrays. */
@@ -402,18 +402,28 @@ function fromArrays(arrays: ArraySource, labelKind: LabelKind): RawExamples {
   return { texts: arrays.texts, labels, ...(arrays.pairs ? { pairs: arrays.pairs } : {}), origin: (i) => `example ${i}` };
 }
 
-/** A multi-label source's arrays: each label an array of class names (none, where no class applies). */
+/**
+ * A class in a multi-label example's list: a name, or a class id (an integer ≥ 0, named as a CSV
+ * cell names it); undefined for anything else.
+ */
+export function listedClass(c: unknown): string | undefined {
+  if (typeof c === 'string' && c.trim() !== '') return c.trim();
+  return typeof c === 'number' && Number.isSafeInteger(c) && c >= 0 ? String(c) : undefined;
+}
+
+/** A multi-label source's arrays: each label an array of class names or ids (none, where no class applies). */
 function fromLabelSets(arrays: ArraySource): Pick<RawExamples, 'texts' | 'labels' | 'labelSets' | 'pairs'> {
   const sets: string[][] = new Array(arrays.labels.length);
   for (let i = 0; i < arrays.labels.length; i++) {
     const set: unknown = arrays.labels[i];
-    if (!Array.isArray(set) || Array.from(set).some((name) => typeof name !== 'string' || name.trim() === '')) {
+    const classes = Array.isArray(set) ? Array.from(set, listedClass) : [undefined];
+    if (classes.some((c) => c === undefined)) {
       throw new InputError(
-        `example ${i}: a multi-label example's label is an array of class names (empty when none applies), got ${JSON.stringify(set) ?? typeof set}`,
+        `example ${i}: a multi-label example's label is an array of class names or ids (empty when none applies), got ${JSON.stringify(set) ?? typeof set}`,
         { row: i },
       );
     }
-    sets[i] = set.map((name: string) => name.trim());
+    sets[i] = classes as string[];
   }
   if (arrays.pairs !== undefined && (!Array.isArray(arrays.pairs) || arrays.pairs.length !== arrays.texts.length)) {
     throw new InputError(`data.pairs must be an array of ${arrays.texts.length} strings (one per text)`);

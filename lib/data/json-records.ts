@@ -7,7 +7,7 @@
  */
 
 import { InputError, messageOf } from '../addon/errors.js';
-import { type CsvReadOptions, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, type RawExamples, readTextFile } from './data.js';
+import { type CsvReadOptions, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, listedClass, type RawExamples, readTextFile } from './data.js';
 
 /** A JSON data file, by its name: `.jsonl` / `.ndjson` (JSON Lines), or `.json` (JSON Lines or an array of objects). */
 export function isJsonFile(file: string): boolean {
@@ -112,7 +112,7 @@ function labelField(records: JsonRecord[], name: string, file: string): { labels
   const values = records.map((r) => field(r, name, file, option));
   if (Array.isArray(values[0])) {
     const labelSets = values.map((value, i) => {
-      const classes = Array.isArray(value) ? value.map(className) : [undefined];
+      const classes = Array.isArray(value) ? value.map(listedClass) : [undefined];
       if (classes.some((c) => c === undefined)) {
         throw new InputError(
           `${records[i]!.where}: field '${name}' is ${describe(value)}; the first record's is a list of classes, so every record's must be one (class names or ids; empty where none applies)`,
@@ -134,12 +134,6 @@ function labelField(records: JsonRecord[], name: string, file: string): { labels
     });
   });
   return { labels };
-}
-
-/** A class in a list label: a name, or a class id (an integer ≥ 0, named as a CSV cell names it); undefined for anything else. */
-function className(c: unknown): string | undefined {
-  if (typeof c === 'string' && c.trim() !== '') return c.trim();
-  return typeof c === 'number' && Number.isSafeInteger(c) && c >= 0 ? String(c) : undefined;
 }
 
 /**
