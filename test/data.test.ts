@@ -146,6 +146,11 @@ describe('CSV loading', () => {
       await expect(loadExamples(file), name).rejects.toThrow(message);
       await expect(loadExamples(file), name).rejects.toThrow(file);
     }
+    // An inherited property is no field: every object has a 'constructor', no record has one here.
+    const inherited = csv('inherited.jsonl', '{"text": "a", "label": "x"}\n');
+    await expect(loadExamples({ csv: inherited, textColumn: 'constructor' })).rejects.toThrow(
+      `${inherited} line 1 has no field 'constructor' (its fields: text, label); choose another with textColumn / --text-column`,
+    );
     const mixed = csv('mixed.jsonl', '{"text": "a", "label": ["x"]}\n{"text": "b", "label": "y"}\n');
     await expect(loadExamples(mixed, { labelKind: 'set' })).rejects.toThrow(
       `${mixed} line 2: field 'label' is a string ("y"); the first record's is a list of classes, so every record's must be one (class names or ids; empty where none applies)`,

@@ -35,7 +35,7 @@ export async function readJsonRecords(file: string, options: CsvReadOptions = {}
   const labels =
     options.labelColumns !== undefined
       ? labelColumnCells(records, options.labelColumns, file)
-      : (options.labelsRequired ?? true) || records.every((r) => labelColumn in r.fields)
+      : (options.labelsRequired ?? true) || records.every((r) => Object.hasOwn(r.fields, labelColumn))
         ? labelField(records, labelColumn, file)
         : { labels: null };
   return { texts, ...labels, ...(pairs ? { pairs } : {}), origin, file };
@@ -85,7 +85,7 @@ function parseRecords(file: string, content: string): JsonRecord[] {
 
 /** A field the record must have, naming the record's fields and the option that chooses another where it has none. */
 function field(record: JsonRecord, name: string, file: string, option: string): unknown {
-  if (!(name in record.fields)) {
+  if (!Object.hasOwn(record.fields, name)) {
     throw new InputError(
       `${record.where} has no field '${name}' (its fields: ${Object.keys(record.fields).join(', ')}); choose another with ${option}`,
       { file, column: name },
