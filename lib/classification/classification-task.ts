@@ -38,14 +38,13 @@ import {
   type RegressionMetrics,
   regressionMetrics,
 } from '../training/metrics.js';
-
-/** A validation pass's full metrics: a classifier's, a regression model's, or a multi-label classifier's. */
-export type TrainedMetrics = ClassificationMetrics | RegressionMetrics | MultiLabelMetrics;
-
 import { type ResolvedTrainOptions, unweightedClasses } from '../training/options.js';
 import type { Validation } from '../training/run-keeper.js';
 import { type MicroBatchStep, nativeStepOptions, type StepSettings, type Task } from '../training/training-loop.js';
 import { lossWeight, runEvaluation } from './classifier.js';
+
+/** A validation pass's full metrics: a classifier's, a regression model's, or a multi-label classifier's. */
+export type TrainedMetrics = ClassificationMetrics | RegressionMetrics | MultiLabelMetrics;
 
 /**
  * Texts (tokens) with their labels: class ids, or a Float32Array of targets (a regression run's

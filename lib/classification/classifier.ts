@@ -55,6 +55,7 @@ import {
   type ClassificationMetrics,
   classificationMetrics,
   classThresholds,
+  DEFAULT_THRESHOLD,
   type MultiLabelMetrics,
   type MultiLabelThreshold,
   multiLabelMetrics,
@@ -796,10 +797,9 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
     return evaluation as EvaluationOf<P>;
   }
 
-  /** The model's classes against config.json's labels: with a label added or removed there, each probability would be named wrongly. */
   /** A multi-label classifier's class thresholds (`threshold`, default 0.5), checked before any work; null for the other problem types, which refuse one. */
   private thresholds(threshold: MultiLabelThreshold | undefined, method: 'predict' | 'evaluate'): Float64Array | null {
-    if (this.problemType === 'multi_label_classification') return classThresholds(threshold ?? 0.5, this.labels);
+    if (this.problemType === 'multi_label_classification') return classThresholds(threshold ?? DEFAULT_THRESHOLD, this.labels);
     if (threshold !== undefined) {
       throw new InputError(
         `${method}(): threshold decides which classes of a multi-label classifier apply; this classifier's problem type is ${this.problemType}`,
@@ -808,6 +808,7 @@ export class Classifier<P extends ProblemType = 'single_label_classification'> {
     return null;
   }
 
+  /** The model's classes against config.json's labels: with a label added or removed there, each probability would be named wrongly. */
   private checkClassCount(probabilities: Float32Array, count: number): void {
     const classes = count === 0 ? this.labels.length : probabilities.length / count;
     if (classes !== this.labels.length) {

@@ -230,7 +230,6 @@ export function labelsAt<L extends Int32Array | Float32Array>(labels: L, indices
 }
 
 /** What an evaluation pass over `count` examples gives, in example order. */
-
 export interface BatchedEvaluation {
   /**
    * The loss over every example, as one batch of them all would give it: the batches' mean

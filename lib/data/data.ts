@@ -602,10 +602,9 @@ export function regressionTargets(raw: RawExamples, outputs: readonly string[]):
     checkColumnsAreNames(raw.labelColumns!, outputs, 'output', raw.file);
     const at = outputs.map((name) => raw.labelColumns!.indexOf(name));
     return Float32Array.from({ length: raw.labelCells.length * outputs.length }, (_, j) => {
-      const i = Math.floor(j / outputs.length);
-      const column = raw.labelColumns![at[j % outputs.length]!]!;
-      const cell = raw.labelCells![i]![at[j % outputs.length]!]!;
-      return targetValue(cell, () => `${raw.origin(i)}: label '${cell}' of column '${column}'`);
+      const [i, c] = [Math.floor(j / outputs.length), at[j % outputs.length]!];
+      const cell = raw.labelCells![i]![c]!;
+      return targetValue(cell, () => `${raw.origin(i)}: label '${cell}' of column '${raw.labelColumns![c]}'`);
     });
   }
   if (outputs.length !== 1) {

@@ -284,6 +284,9 @@ function averageRanks(x: Float32Array): Float64Array {
  */
 export type MultiLabelThreshold = number | Readonly<Record<string, number>>;
 
+/** Where a multi-label classifier's class applies unless a threshold is given: a sigmoid of 0.5, a logit of 0. */
+export const DEFAULT_THRESHOLD = 0.5;
+
 /** Each class's threshold, in `labelNames` order: every one in [0, 1], and named classes exactly the classifier's. */
 export function classThresholds(threshold: MultiLabelThreshold, labelNames: readonly string[]): Float64Array {
   const inRange = (t: unknown) => typeof t === 'number' && t >= 0 && t <= 1;
@@ -332,7 +335,7 @@ export function multiLabelMetrics(
   probabilities: Float32Array,
   targets: Float32Array,
   labelNames: string[],
-  threshold: MultiLabelThreshold = 0.5,
+  threshold: MultiLabelThreshold = DEFAULT_THRESHOLD,
 ): MultiLabelMetrics {
   const classes = labelNames.length;
   if (probabilities.length !== targets.length || classes === 0 || targets.length % classes !== 0) {
