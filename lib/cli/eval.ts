@@ -1,5 +1,5 @@
 /** `torch-bert eval`: loss and metrics of a classifier on labelled data. */
-import { formatMetricsTable, formatMultiLabelMetrics, formatRegressionMetrics } from '../training/metrics.js';
+import { formatMetrics } from '../training/metrics.js';
 import { listOption, numberOption, parseCommandArgs, requireFiles, thresholdOption } from './args.js';
 import { BASE_HELP, BASE_OPTIONS, openClassifier, PROMPT_HELP, PROMPT_OPTIONS } from './classifier-flags.js';
 import { predictPrinter } from './output.js';
@@ -61,18 +61,12 @@ export async function commandEval(argv: string[]): Promise<void> {
       { batchSize: numberOption(values, 'batch-size'), threshold: thresholdOption(values), onProgress: predictPrinter(!values.json) },
     );
     const head = `examples ${result.examples}, loss ${result.loss.toFixed(4)}`;
-    if ('accuracy' in result) {
-      if (values.json) {
-        console.log(JSON.stringify({ loss: result.loss, accuracy: result.accuracy, examples: result.examples, metrics: result.metrics }));
-      } else {
-        console.log(`${head}\n${formatMetricsTable(result.metrics)}`);
-      }
-    } else if (values.json) {
-      // A regression model's (its loss the mean squared error) or a multi-label classifier's.
-      console.log(JSON.stringify({ loss: result.loss, examples: result.examples, metrics: result.metrics }));
+    if (values.json) {
+      // A single-label classifier's has its accuracy; a regression model's loss is the mean squared error.
+      const accuracy = 'accuracy' in result ? { accuracy: result.accuracy } : {};
+      console.log(JSON.stringify({ loss: result.loss, ...accuracy, examples: result.examples, metrics: result.metrics }));
     } else {
-      const metrics = 'microF1' in result.metrics ? formatMultiLabelMetrics(result.metrics) : formatRegressionMetrics(result.metrics);
-      console.log(`${head}\n${metrics}`);
+      console.log(`${head}\n${formatMetrics(result.metrics)}`);
     }
   } finally {
     classifier.dispose();

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { AdapterActivation, AdapterConfig } from '../addon/binding.js';
 import { type TrainResult, train } from '../classification/trainer.js';
 import type { HeadKind } from '../models/sequence-classification.js';
-import { formatMetricsTable, formatMultiLabelMetrics, formatRegressionMetrics } from '../training/metrics.js';
+import { formatMetrics } from '../training/metrics.js';
 import { DEFAULTS, type Device, type TrainOptions, type TrainProblemType } from '../training/options.js';
 import {
   betasOption,
@@ -292,13 +292,7 @@ function printTrainResult(result: TrainResult<TrainProblemType>, json: boolean, 
     for (const note of result.notes) console.log(`note: ${note}`);
     console.log(historyTable(result.history));
     if (result.stoppedEarly) console.log('(stopped early: no improvement)');
-    const metrics =
-      'spearman' in result.metrics
-        ? formatRegressionMetrics(result.metrics)
-        : 'microF1' in result.metrics
-          ? formatMultiLabelMetrics(result.metrics)
-          : formatMetricsTable(result.metrics);
-    console.log(`\nvalidation metrics of the kept weights (epoch ${result.best.epoch}):\n${metrics}`);
+    console.log(`\nvalidation metrics of the kept weights (epoch ${result.best.epoch}):\n${formatMetrics(result.metrics)}`);
     console.log(`\nsaved to ${result.outDir}${report ? ` (report: ${join(result.outDir!, 'report.html')})` : ''}`);
   }
 }

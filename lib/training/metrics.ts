@@ -379,6 +379,12 @@ export function multiLabelMetrics(
   };
 }
 
+/** Any problem type's metrics as the CLI prints them: a classifier's table, a regression model's lines, a multi-label classifier's classes. */
+export function formatMetrics(m: ClassificationMetrics | RegressionMetrics | MultiLabelMetrics): string {
+  if ('spearman' in m) return formatRegressionMetrics(m);
+  return 'microF1' in m ? formatMultiLabelMetrics(m) : formatMetricsTable(m);
+}
+
 /** A multi-label classifier's metrics as `torch-bert eval` prints them: per class, then the averages. */
 export function formatMultiLabelMetrics(m: MultiLabelMetrics): string {
   const fixed = (x: number): string => x.toFixed(4);
