@@ -93,7 +93,7 @@ export async function run({ quick, threads, shapes }) {
       { mlmProbability: 0.15, wholeWordMask: false, seed: 42 },
     );
     const labels = new Array(batch.batchSize * batch.seqLen).fill(-100);
-    batch.maskedPositions.forEach((at, k) => {
+    batch.positions.forEach((at, k) => {
       labels[at] = batch.labels[k];
     });
     const rows = (a) => Array.from({ length: batch.batchSize }, (_, r) => Array.from(a).slice(r * batch.seqLen, (r + 1) * batch.seqLen));

@@ -56,7 +56,7 @@ function asRows(batch: ReturnType<typeof maskedBatch>) {
   const { batchSize: b, seqLen: t } = batch;
   const rows = (a: ArrayLike<number>) => Array.from({ length: b }, (_, r) => Array.from(a).slice(r * t, (r + 1) * t));
   const labels = new Array(b * t).fill(-100);
-  batch.maskedPositions.forEach((p, k) => {
+  batch.positions.forEach((p, k) => {
     labels[p] = batch.labels[k]!;
   });
   return { inputIds: rows(batch.inputIds), attentionMask: rows(batch.attentionMask), labels: rows(labels) };

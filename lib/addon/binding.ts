@@ -203,8 +203,12 @@ export interface ClassifierSpec {
    * encoder's pooler output (forward's second output; an encoder without one throws) → dropout →
    * `head.classifier`. RoBERTa: h[:, 0] → dropout → `head.dense` → tanh → dropout → `head.out_proj`.
    * DistilBERT: h[:, 0] → `head.pre_classifier` → ReLU → dropout → `head.classifier`.
+   * 'token-classification': transformers' token-classification head of `family` (the same for the
+   * three: every token's last hidden state → dropout → `head.classifier`, that init), single-label;
+   * `features` returns [B, T, H] and `forward(input_ids, attention_mask, positions)` the
+   * log-probabilities of the rows at `positions` (StepBatch.positions); no text-pair methods.
    */
-  head?: 'mlp' | 'sequence-classification' | 'prompt';
+  head?: 'mlp' | 'sequence-classification' | 'token-classification' | 'prompt';
   /**
    * With head 'prompt' (LM-BFF): the encoder's MLM head from buildEncoder (BERT's or RoBERTa's).
    * `features` is the hidden state at the first position where input_ids == `maskTokenId`;
@@ -216,9 +220,9 @@ export interface ClassifierSpec {
   mlmHead?: NativeScriptModule;
   maskTokenId?: number;
   labelTokenIds?: number[];
-  /** The head's family, with head 'sequence-classification'. */
+  /** The head's family, with transformers' heads ('sequence-classification', 'token-classification'). */
   family?: 'bert' | 'roberta' | 'distilbert';
-  /** Standard deviation of the weights' normal init, with head 'sequence-classification' (default 0.02). */
+  /** Standard deviation of the weights' normal init, with transformers' heads (default 0.02). */
   initializerRange?: number;
 }
 
@@ -337,17 +341,20 @@ export interface StepBatch {
   batchSize: number;
   seqLen: number;
   /**
-   * Class ids, length batchSize; with `maskedPositions`, the original token ids, one per masked
-   * position. A model of problem type multi_label_classification or regression takes a
+   * Class ids, length batchSize; with `positions`, one per position (a masked token's original
+   * id, a word's tag). A model of problem type multi_label_classification or regression takes a
    * Float32Array of targets instead, row-major [batchSize, numClasses] (multi-label: each in [0, 1]).
    */
   labels?: Int32Array | Float32Array;
   /**
-   * Masked-language modelling (a model from `buildMlmModel`): the masked tokens as flat indices
-   * into the [batchSize, seqLen] batch; the model predicts these rows only. Evaluation then
-   * returns no probabilities (empty), only the loss, `correct` and predictions per position.
+   * For a per-token model, the tokens it predicts as flat indices into the [batchSize, seqLen]
+   * batch: a masked-language model's masked tokens (`buildMlmModel`), a token classifier's
+   * labelled words' first tokens (`buildClassifier`'s head 'token-classification'). The model
+   * predicts these rows only; `labels`, predictions and probabilities are per position. A
+   * masked-language model's evaluation returns no probabilities (empty: vocabulary-wide rows),
+   * only the loss, `correct` and predictions.
    */
-  maskedPositions?: Int32Array;
+  positions?: Int32Array;
 }
 
 /** What `buildMlmModel` returns. */

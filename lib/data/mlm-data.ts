@@ -86,7 +86,7 @@ export function maskedBatch(
   epoch: number,
   vocab: MaskingVocabulary,
   options: MaskingOptions,
-): StepBatch & { maskedPositions: Int32Array; labels: Int32Array } {
+): StepBatch & { positions: Int32Array; labels: Int32Array } {
   const batch = gatherRows(data, rows);
   const positions: number[] = [];
   const labels: number[] = [];
@@ -105,7 +105,7 @@ export function maskedBatch(
     attentionMask: batch.attentionMask,
     batchSize: batch.count,
     seqLen: batch.seqLen,
-    maskedPositions: Int32Array.from(positions),
+    positions: Int32Array.from(positions),
     labels: Int32Array.from(labels),
   };
 }

@@ -16,12 +16,13 @@ import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js
 /** Present while a run writes the folder: its writer's identity (writer-identity.ts). */
 export const RUN_LOCK_FILE = '.torch-bert-run.lock';
 
-/** What a torch-bert run writes: `train`'s classifier or `pretrain`'s masked-LM folder. */
-export type OutputKind = 'classifier' | 'mlm';
+/** What a torch-bert run writes: `train`'s classifier, `pretrain`'s masked-LM folder or `trainTokenClassifier`'s folder. */
+export type OutputKind = 'classifier' | 'mlm' | 'token-classifier';
 
 const KIND_NAMES: Record<OutputKind, string> = {
   classifier: 'a torch-bert classifier',
   mlm: 'a torch-bert pretrained (masked-LM) model',
+  'token-classifier': 'a torch-bert token classifier',
 };
 
 /** A folder's kind (`folderKind`) in words, for messages. */
@@ -90,6 +91,7 @@ export async function folderKind(dir: string): Promise<OutputKind | string | nul
   if (json.format === 'torch-bert-classifier') return 'classifier';
   const marker = json.torch_bert as { format?: unknown } | undefined;
   if (marker?.format === 'torch-bert-mlm') return 'mlm';
+  if (marker?.format === 'torch-bert-token-classifier') return 'token-classifier';
   return typeof json.model_type === 'string' ? `a Hugging Face model (model_type ${json.model_type})` : 'a config.json of another program';
 }
 

@@ -68,7 +68,7 @@ export function maskedLmKeys(
  * source without one) described from the tokenizer.json as the classifier's export writes it: a
  * folder without the file leaves the casing to transformers' default, which lowercases.
  */
-async function companionFiles(
+export async function companionFiles(
   sourceDir: string | null,
   tokenizerJson: string,
   names: TransformersNames,

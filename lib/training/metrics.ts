@@ -133,8 +133,8 @@ export function formatMetricsTable(m: ClassificationMetrics): string {
   );
 }
 
-/** Left-aligns the first column, right-aligns the others (numbers), two spaces apart. */
-function alignColumns(rows: string[][]): string {
+/** Left-aligns the first column, right-aligns the others (numbers), two spaces apart: every metrics table's layout. */
+export function alignColumns(rows: string[][]): string {
   const widths: number[] = [];
   for (const row of rows) {
     row.forEach((cell, i) => {

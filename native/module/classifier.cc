@@ -29,9 +29,10 @@ struct ClassifierSpec {
   double dropout;
   std::string pooling;
   uint64_t seed;
-  // "mlp" (torch-bert's own head) or "sequence-classification" (transformers' head of `family`).
+  // "mlp" (torch-bert's own head), "sequence-classification" or "token-classification"
+  // (transformers' heads of `family`), or "prompt".
   std::string head;
-  std::string family;  // bert | roberta | distilbert; only for "sequence-classification"
+  std::string family;  // bert | roberta | distilbert; only for transformers' heads
   double initializerRange;
   // "prompt" (LM-BFF): the checkpoint's MLM head, the tokenizer's mask id and the label words' ids.
   ModuleStatePtr mlmHead;
@@ -76,7 +77,7 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
     }
   }
   s.initializerRange = 0.02;
-  if (s.head == "sequence-classification") {
+  if (s.head == "sequence-classification" || s.head == "token-classification") {
     s.family = ReadString(spec.Get("family"), fn + ".family");
     if (s.family != "bert" && s.family != "roberta" && s.family != "distilbert") {
       ThrowError(value.Env(), fn + ".family must be 'bert', 'roberta' or 'distilbert', got '" + s.family + "'");
@@ -85,9 +86,14 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
       s.initializerRange = ReadNumber(spec.Get("initializerRange"), fn + ".initializerRange");
       if (!(s.initializerRange > 0)) ThrowError(value.Env(), fn + ".initializerRange must be > 0");
     }
-    // transformers' head pools its own way (the pooler, or the first token).
-    if (s.pooling != "cls") {
-      ThrowError(value.Env(), fn + ".pooling must be 'cls' with head 'sequence-classification'");
+    // transformers' head pools its own way (the pooler, or the first token), or not at all (a row
+    // per token).
+    if (s.pooling != "cls") ThrowError(value.Env(), fn + ".pooling must be 'cls' with head '" + s.head + "'");
+    // A word's class is one of several: a softmax over them (BertForTokenClassification's
+    // cross-entropy).
+    if (s.head == "token-classification" && s.problemType != ProblemType::kSingleLabel) {
+      ThrowError(value.Env(),
+                 fn + ".problemType must be 'single_label_classification' with head 'token-classification'");
     }
   } else if (s.head == "prompt") {
     // LM-BFF's head scores one label word of several: a softmax over them.
@@ -105,7 +111,9 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
       ThrowError(value.Env(), fn + ".labelTokenIds must hold numClasses ids (one label word per class)");
     }
   } else if (s.head != "mlp") {
-    ThrowError(value.Env(), fn + ".head must be 'mlp', 'sequence-classification' or 'prompt', got '" + s.head + "'");
+    ThrowError(value.Env(),
+               fn + ".head must be 'mlp', 'sequence-classification', 'token-classification' or 'prompt', got '" +
+                   s.head + "'");
   }
   return s;
 }
@@ -292,7 +300,10 @@ std::string FeaturesSource(const EncoderInfo& info, const ClassifierSpec& spec, 
   } else {
     src << "    h = out[" << Quote(*info.outputKey) << "]\n";
   }
-  if (spec.head == "prompt") {
+  if (spec.head == "token-classification") {
+    // Every token's hidden state: forward picks the rows it classifies.
+    src << "    return h\n";
+  } else if (spec.head == "prompt") {
     // The mask's row, found in the graph (the first position where input_ids is the mask id), so
     // that classifier.pt needs no position input. The gather is no `select(h, 1, 0)`: token
     // pruning (graph/token_pruning.h) finds nothing to narrow, and every row is computed.
@@ -325,9 +336,22 @@ def forward_token_types(self, input_ids, attention_mask, token_type_ids):
     return self.head_forward(self.features_token_types(input_ids, attention_mask, token_type_ids))
 )";
 
+// A token classifier's forward: the head on the rows of `positions` (flat indices into the
+// [B, T] batch: the labelled words' first tokens, train/batch.h) only, as the MLM model runs its
+// head on the masked rows; transformers' BertForTokenClassification runs it on every token and
+// its loss ignores the others (label -100), the same loss and gradients.
+const char* kTokenForwardSource = R"(
+def forward(self, input_ids, attention_mask, positions):
+    h = self.features(input_ids, attention_mask)
+    return self.head_forward(h.reshape(-1, h.size(-1)).index_select(0, positions))
+)";
+
 // The classifier's methods: features, head_forward and forward; and where the encoder takes
-// token_type_ids, their text-pair variants (a prompt's pairs are in its template, one segment).
+// token_type_ids, their text-pair variants (a prompt's pairs are in its template, one segment;
+// a token classifier reads single texts).
 std::string ClassifierSource(const EncoderInfo& encoder, const ClassifierSpec& spec, const std::string& headSource) {
+  if (spec.head == "token-classification")
+    return FeaturesSource(encoder, spec, false) + headSource + kTokenForwardSource;
   std::string source = FeaturesSource(encoder, spec, false) + headSource + kForwardSource;
   if (encoder.arity == 3 && spec.head != "prompt")
     source += FeaturesSource(encoder, spec, true) + kTokenTypesForwardSource;
@@ -347,6 +371,15 @@ def head_forward(self, x):
     x = torch.relu(x)
     x = torch.dropout(x, self.dropout_p, self.training)
     x = self.head.out_proj.forward(x)
+)";
+
+// transformers' token-classification heads (BertForTokenClassification,
+// RobertaForTokenClassification, DistilBertForTokenClassification: the same for the three), on
+// each token's last hidden state.
+const char* kTokenHeadSource = R"(
+def head_forward(self, x):
+    x = torch.dropout(x, self.dropout_p, self.training)
+    x = self.head.classifier.forward(x)
 )";
 
 // transformers' sequence-classification heads, in their order of operations and with their module
@@ -473,16 +506,17 @@ struct HeadLinear {
 
 std::vector<HeadLinear> HeadLayout(const ClassifierSpec& spec, int64_t hidden) {
   if (spec.head == "mlp") return {{"dense", spec.headHidden, hidden}, {"out_proj", spec.numClasses, spec.headHidden}};
-  if (spec.family == "bert") return {{"classifier", spec.numClasses, hidden}};
+  if (spec.head == "token-classification" || spec.family == "bert") return {{"classifier", spec.numClasses, hidden}};
   if (spec.family == "roberta") return {{"dense", hidden, hidden}, {"out_proj", spec.numClasses, hidden}};
   return {{"pre_classifier", hidden, hidden}, {"classifier", spec.numClasses, hidden}};
 }
 
 std::string HeadSource(const ClassifierSpec& spec) {
-  const char* body = spec.head == "mlp"         ? kMlpHeadSource
-                     : spec.family == "bert"    ? kBertHeadSource
-                     : spec.family == "roberta" ? kRobertaHeadSource
-                                                : kDistilBertHeadSource;
+  const char* body = spec.head == "mlp"                    ? kMlpHeadSource
+                     : spec.head == "token-classification" ? kTokenHeadSource
+                     : spec.family == "bert"               ? kBertHeadSource
+                     : spec.family == "roberta"            ? kRobertaHeadSource
+                                                           : kDistilBertHeadSource;
   return body + OutputSource(spec.problemType);
 }
 
@@ -526,6 +560,10 @@ std::vector<std::string> UnreachedParameters(torch::jit::Module& classifier, con
     auto longs = torch::TensorOptions().dtype(torch::kLong).device(info.device);
     std::vector<c10::IValue> inputs{torch::arange(1, 1 + kProbeBatch * kProbeSeq, longs).view({kProbeBatch, kProbeSeq}),
                                     torch::ones({kProbeBatch, kProbeSeq}, longs)};
+    // A token classifier's forward classifies the rows it is given: every one.
+    if (classifier.attr("head_kind").toStringRef() == "token-classification") {
+      inputs.emplace_back(torch::arange(kProbeBatch * kProbeSeq, longs));
+    }
     torch::Tensor out = classifier.get_method("forward")(std::move(inputs)).toTensor();
     grads = torch::autograd::grad({out.sum()}, tensors, /*grad_outputs=*/{}, /*retain_graph=*/false,
                                   /*create_graph=*/false, /*allow_unused=*/true);
@@ -555,7 +593,8 @@ void CheckEncoderForHead(const EncoderInfo& encoder, const ClassifierSpec& spec)
 }
 
 // The head's Linear layers, initialised from the seed: transformers' _init_weights for its own
-// heads (normal(0, initializer_range), zero bias), nn.Linear's default for the MLP head.
+// heads (sequence and token classification: normal(0, initializer_range), zero bias), nn.Linear's
+// default for the MLP head.
 std::vector<std::pair<torch::Tensor, torch::Tensor>> InitHeadWeights(const std::vector<HeadLinear>& layout,
                                                                      const ClassifierSpec& spec) {
   torch::NoGradGuard noGrad;
@@ -564,7 +603,7 @@ std::vector<std::pair<torch::Tensor, torch::Tensor>> InitHeadWeights(const std::
   for (const HeadLinear& l : layout) {
     torch::Tensor w = torch::empty({l.out, l.in});
     torch::Tensor b = torch::empty({l.out});
-    if (spec.head == "sequence-classification") {
+    if (spec.head != "mlp") {
       w.normal_(0, spec.initializerRange);
       b.zero_();
     } else {
@@ -673,7 +712,10 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     // encoder), the head, and their methods.
     classifier.register_module("encoder", encoderState->module);
     classifier.register_module("head", head);
-    classifier.register_attribute("pooling", c10::StringType::get(), promptHead ? std::string("mask") : spec.pooling);
+    const std::string pooling = promptHead                            ? std::string("mask")
+                                : spec.head == "token-classification" ? std::string("tokens")
+                                                                      : spec.pooling;
+    classifier.register_attribute("pooling", c10::StringType::get(), pooling);
     classifier.register_attribute("num_labels", c10::IntType::get(), spec.numClasses);
     classifier.register_attribute("hidden_size", c10::IntType::get(), encoder.hiddenSize);
     classifier.register_attribute("dropout_p", c10::FloatType::get(), spec.dropout);

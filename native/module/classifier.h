@@ -5,6 +5,10 @@
 // head_forward; where the encoder's forward takes token_type_ids (BERT), also
 // forward_token_types and features_token_types(input_ids, attention_mask, token_type_ids), for
 // text pairs.
+// A token classifier (spec.head 'token-classification') classifies tokens, not texts:
+// forward(input_ids, attention_mask, positions) -> [M, C] log-probabilities, a row per position
+// (flat indices into the [B, T] batch, train/batch.h); features returns every token's hidden
+// state [B, T, H].
 #pragma once
 
 #include <napi.h>

@@ -30,13 +30,14 @@ struct Batch {
   // A text pair's segments (0 for the first text, 1 for the second), for an encoder whose forward
   // takes token_type_ids: the classifier's `forward_token_types` / `features_token_types` get them.
   std::optional<torch::Tensor> tokenTypeIds;  // int64 [B, T], CPU
-  // Class ids: int64 [B] ([M] with maskedPositions). Multi-label classification and regression
+  // Class ids: int64 [B] ([M], one per position, with positions). Multi-label classification and regression
   // (module/problem_type.h): float32 [B * C] targets, row-major, shaped to the output's [B, C].
   std::optional<torch::Tensor> labels;  // CPU
-  // Masked-language modelling: the masked tokens as flat indices into the [B, T] batch (int64
-  // [M], CPU). The model's forward takes them as a third argument and returns a row per masked
-  // token; labels then hold the original ids of those tokens.
-  std::optional<torch::Tensor> maskedPositions;
+  // The tokens a per-token model predicts, as flat indices into the [B, T] batch (int64 [M],
+  // CPU): masked-language modelling's masked tokens (module/mlm_model.h), token classification's
+  // labelled words' first tokens (module/classifier.h). The model's forward takes them as a third
+  // argument and returns a row per position; labels then hold one class id per position.
+  std::optional<torch::Tensor> positions;
 };
 
 // What a batch feeds the classifier: a token batch through `forward`, or rows of cached

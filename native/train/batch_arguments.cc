@@ -128,21 +128,21 @@ Batch ReadBatch(const Napi::Value& value, const std::string& fn, bool requireLab
     batch.tokenTypeIds = CopyInt32(types, {batch.size, batch.seqLen});
   }
 
-  // Masked-language modelling: one label per masked position instead of one per row.
-  Napi::Value positionsValue = object.Get("maskedPositions");
+  // A per-token model (train/batch.h): one label per position instead of one per row.
+  Napi::Value positionsValue = object.Get("positions");
   int64_t labelCount = batch.size;
   std::string labelCountName = "batchSize";
   if (!IsMissing(positionsValue)) {
-    Napi::Int32Array positions = ReadInt32Array(positionsValue, fn + ": batch.maskedPositions");
+    Napi::Int32Array positions = ReadInt32Array(positionsValue, fn + ": batch.positions");
     for (size_t i = 0; i < positions.ElementLength(); ++i) {
       if (positions[i] < 0 || static_cast<size_t>(positions[i]) >= expected) {
-        ThrowError(env, fn + ": batch.maskedPositions[" + std::to_string(i) + "] = " + std::to_string(positions[i]) +
+        ThrowError(env, fn + ": batch.positions[" + std::to_string(i) + "] = " + std::to_string(positions[i]) +
                             " is out of range for batchSize * seqLen = " + std::to_string(expected));
       }
     }
     labelCount = static_cast<int64_t>(positions.ElementLength());
-    labelCountName = "maskedPositions.length";
-    batch.maskedPositions = CopyInt32(positions, {labelCount});
+    labelCountName = "positions.length";
+    batch.positions = CopyInt32(positions, {labelCount});
   }
 
   Napi::Value labelsValue = object.Get("labels");

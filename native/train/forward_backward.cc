@@ -57,10 +57,10 @@ torch::Tensor Forward(ModuleState& state, const BatchInput& input, const c10::De
   int64_t rows = input.size;
   if (input.tokens) {
     TokenCall call = TokenMethodCall(module, "forward", *input.tokens, device);
-    // Masked-language modelling (module/mlm_model.h): one output row per masked token.
-    if (input.tokens->maskedPositions) {
-      call.inputs.emplace_back(ToDevice(*input.tokens->maskedPositions, device));
-      rows = input.tokens->maskedPositions->size(0);
+    // A per-token model (train/batch.h positions): one output row per position.
+    if (input.tokens->positions) {
+      call.inputs.emplace_back(ToDevice(*input.tokens->positions, device));
+      rows = input.tokens->positions->size(0);
     }
     AutocastGuard autocast(precision, device);
     out = CallMethod(state, call.method, std::move(call.inputs), mode);

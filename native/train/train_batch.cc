@@ -39,6 +39,12 @@ Napi::Int32Array ToJs(Napi::Env env, const std::vector<int32_t>& values) {
   return out;
 }
 
+// Whether `module` is buildClassifier's token classifier (module/classifier.h).
+bool IsTokenClassifier(const torch::jit::Module& module) {
+  return module.hasattr("head_kind") && module.attr("head_kind").isString() &&
+         module.attr("head_kind").toStringRef() == "token-classification";
+}
+
 // trainStep and headTrainStep: forward in the model's current mode, loss, backward, then
 // (unless accumulating) the update: unscaling, norm, clipping, the optimizer step
 // (train/update.h); gradients are dropped unless the batch keeps them for its window.
@@ -179,8 +185,9 @@ class EvalBatchWorker : public BatchWorker {
       if (problem == ProblemType::kSingleLabel) correct_ = outputs.argmax(1).eq(targets).sum().item<int64_t>();
     }
     if (problem == ProblemType::kSingleLabel) predictions_ = ToInt32(outputs.argmax(1));
-    // A masked-language batch's rows are vocabulary-wide: only the loss and predictions return.
-    if (input_.tokens && input_.tokens->maskedPositions) return;
+    // A masked-language model's rows are vocabulary-wide: only the loss and predictions return (a
+    // token classifier's, a row per word, return their probabilities).
+    if (input_.tokens && input_.tokens->positions && !IsTokenClassifier(model_->module)) return;
     // Single-label: softmax rather than exp, right whether forward returns log-probabilities or
     // logits. Multi-label: a sigmoid per class. Regression: the values as they are.
     torch::Tensor scores = problem == ProblemType::kSingleLabel  ? torch::softmax(outputs, 1)

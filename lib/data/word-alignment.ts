@@ -1,0 +1,100 @@
+/**
+ * Sentences of words as token rows, each word's tag on its first token: how Hugging Face's
+ * run_ner.py aligns labels (`tokenize_and_align_labels` with `label_all_tokens=False`). Each
+ * word is tokenized on its own (is_split_into_words), the row is the words' tokens between the
+ * tokenizer's special tokens, cut to the max length (a word whose first token is cut has no
+ * position, as its label falls off in run_ner.py), and the positions a token classifier
+ * predicts are the words' first tokens (StepBatch.positions).
+ */
+import type { StepBatch } from '../addon/binding.js';
+import { InputError } from '../addon/errors.js';
+import { gatherRows, stepBatch } from './batching.js';
+import type { EncodedTexts, TextTokenizer } from './tokenizer.js';
+
+/** Sentences as token rows, and where each word starts in its row. */
+export interface WordRows {
+  encoded: EncodedTexts;
+  /** Per sentence, each word's first token (an index into its row); -1 for a word without one (no token, or cut). */
+  firstTokens: Int32Array[];
+}
+
+/**
+ * Token rows of `sentences`, at most `maxLength` tokens each. A word is encoded with a space
+ * before it: what run_ner.py's `add_prefix_space=True` gives a byte-level (RoBERTa) tokenizer's
+ * words, and nothing for WordPiece (BERT splits at the space) or a SentencePiece tokenizer (its
+ * word-start marker either way).
+ */
+export function encodeWords(tokenizer: TextTokenizer, sentences: readonly (readonly string[])[], maxLength: number): WordRows {
+  const { prefix, suffix } = tokenizer.framing;
+  const room = maxLength - prefix.length - suffix.length;
+  if (room < 1) throw new InputError(`maxLength ${maxLength} leaves no room for words between the special tokens`);
+  const pieces = new Map<string, number[]>();
+  const piecesOf = (word: string) => {
+    const known = pieces.get(word);
+    if (known) return known;
+    const ids = tokenizer.tokenIds(` ${word}`);
+    pieces.set(word, ids);
+    return ids;
+  };
+  const rows: number[][] = [];
+  const firstTokens = sentences.map((words) => {
+    const row = [...prefix];
+    const first = new Int32Array(words.length).fill(-1);
+    for (const [w, word] of words.entries()) {
+      const ids = piecesOf(word);
+      if (ids.length === 0 || row.length - prefix.length >= room) continue;
+      first[w] = row.length;
+      row.push(...ids.slice(0, room - (row.length - prefix.length)));
+    }
+    rows.push([...row, ...suffix]);
+    return first;
+  });
+  return { encoded: packRows(rows, tokenizer.padId), firstTokens };
+}
+
+/** Rows of ids as EncodedTexts, padded to the longest. */
+function packRows(rows: readonly number[][], padId: number): EncodedTexts {
+  const seqLen = Math.max(1, ...rows.map((r) => r.length));
+  const inputIds = new Int32Array(rows.length * seqLen).fill(padId);
+  const attentionMask = new Int32Array(rows.length * seqLen);
+  const lengths = new Int32Array(rows.length);
+  for (const [r, row] of rows.entries()) {
+    inputIds.set(row, r * seqLen);
+    attentionMask.fill(1, r * seqLen, r * seqLen + row.length);
+    lengths[r] = row.length;
+  }
+  return { inputIds, attentionMask, count: rows.length, seqLen, lengths };
+}
+
+/** A batch of sentences with the positions of their words' first tokens, in sentence and word order. */
+export type WordBatch = StepBatch & { positions: Int32Array };
+
+/**
+ * The batch of sentences `indices` (padded to its longest row), its positions (each word with a
+ * first token, sentence by sentence), and with `tags` (class ids per word) the positions' labels.
+ */
+export function wordBatch(rows: WordRows, indices: ArrayLike<number>, tags?: readonly Int32Array[]): WordBatch {
+  const gathered = gatherRows(rows.encoded, indices);
+  const positions: number[] = [];
+  const labels: number[] = [];
+  for (let r = 0; r < indices.length; r++) {
+    const sentence = indices[r]!;
+    for (const [w, token] of rows.firstTokens[sentence]!.entries()) {
+      if (token < 0) continue;
+      positions.push(r * gathered.seqLen + token);
+      if (tags) labels.push(tags[sentence]![w]!);
+    }
+  }
+  return { ...stepBatch(gathered, tags ? Int32Array.from(labels) : undefined), positions: Int32Array.from(positions) };
+}
+
+/**
+ * Per-position results of `wordBatch(rows, indices)` back onto the words: `values[k]` is the
+ * k-th position's; a word without a position gets `missing`.
+ */
+export function perWord(rows: WordRows, indices: ArrayLike<number>, values: ArrayLike<number>, missing: number): Int32Array[] {
+  let k = 0;
+  return Array.from({ length: indices.length }, (_, r) =>
+    rows.firstTokens[indices[r]!]!.map((token) => (token < 0 ? missing : values[k++]!)),
+  );
+}

@@ -1,0 +1,86 @@
+/**
+ * A token classifier's kept weights as a Hugging Face folder in the *ForTokenClassification
+ * layout (BertForTokenClassification, RobertaForTokenClassification,
+ * DistilBertForTokenClassification), as save_pretrained writes it: config.json (the source
+ * model's, with `architectures`, `id2label` and `label2id`), model.safetensors with the family's
+ * prefix (`bert.`, `roberta.`, `distilbert.`) and the head's `classifier.weight`/`bias`, no pooler
+ * (transformers builds these models without one), and the tokenizer files. transformers'
+ * `AutoModelForTokenClassification.from_pretrained` and its `token-classification` pipeline read
+ * it, and so does `loadTokenClassifier()`.
+ *
+ * Saved as pretraining's folder is (checkpoint.ts commitFolder): a crash at any moment leaves the
+ * previous best or this one, never a mix.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NativeBinding, NativeScriptModule, NativeTensor } from '../addon/binding.js';
+import { CONFIG_FILE, commitFolder } from '../files/checkpoint.js';
+import type { ExportFamily } from '../models/export-family.js';
+import { transformersNames } from '../models/hf-config.js';
+import { MODEL_FILE, SAFETENSORS_METADATA } from '../models/model-folder.js';
+import { BASE_PREFIX } from '../models/sequence-classification.js';
+import { companionFiles } from '../pretraining/mlm-output.js';
+import type { EpochMetrics, Evaluation } from '../training/options.js';
+
+/** config.json's `torch_bert.format` of a token classifier torch-bert trained. */
+export const TOKEN_CLASSIFIER_FORMAT = 'torch-bert-token-classifier';
+
+/**
+ * The token classifier's parameters (`encoder.*`, `head.classifier.*`) under transformers'
+ * *ForTokenClassification names; the pooler, which the model has not, left out.
+ */
+export function tokenClassificationKeys<T>(family: ExportFamily, params: ReadonlyArray<readonly [string, T]>): Array<[string, T]> {
+  const out: Array<[string, T]> = [];
+  for (const [name, tensor] of params) {
+    if (name.startsWith('encoder.pooler.')) continue;
+    if (name.startsWith('encoder.')) out.push([BASE_PREFIX[family] + name.slice('encoder.'.length), tensor]);
+    else if (name.startsWith('head.')) out.push([name.slice('head.'.length), tensor]);
+  }
+  return out;
+}
+
+export async function writeTokenClassifierFolder(
+  binding: NativeBinding,
+  dir: string,
+  run: {
+    model: NativeScriptModule;
+    family: ExportFamily;
+    /** The model folder trained from, for its config.json and tokenizer companions. */
+    sourceDir: string;
+    tokenizerJson: string;
+    maxLength: number;
+    /** Tag names in class-id order. */
+    labels: readonly string[];
+    evaluation: Evaluation;
+    history: EpochMetrics[];
+  },
+): Promise<void> {
+  const config = JSON.parse(await readFile(join(run.sourceDir, CONFIG_FILE), 'utf8')) as Record<string, unknown>;
+  const names = transformersNames(run.family, config.model_type);
+  const torchBert = {
+    format: TOKEN_CLASSIFIER_FORMAT,
+    formatVersion: 1,
+    source: run.sourceDir,
+    maxLength: run.maxLength,
+    kept: {
+      epoch: run.evaluation.epoch,
+      step: run.evaluation.step,
+      validationLoss: run.evaluation.validationLoss,
+      validationAccuracy: run.evaluation.validationAccuracy,
+      validationMacroF1: run.evaluation.validationMacroF1,
+    },
+  };
+  const tensors: Array<[string, NativeTensor]> = tokenClassificationKeys(run.family, run.model.namedParameters());
+  await commitFolder(dir, {
+    archives: [{ file: MODEL_FILE, write: (path) => binding.writeSafetensors(path, tensors, SAFETENSORS_METADATA) }],
+    companions: await companionFiles(run.sourceDir, run.tokenizerJson, names, run.history),
+    // config.json last: a folder is a model once it has one.
+    config: (archiveSha256) => ({
+      ...config,
+      architectures: [names.className('ForTokenClassification')],
+      id2label: Object.fromEntries(run.labels.map((label, id) => [String(id), label])),
+      label2id: Object.fromEntries(run.labels.map((label, id) => [label, id])),
+      torch_bert: { ...torchBert, archiveSha256 },
+    }),
+  });
+}

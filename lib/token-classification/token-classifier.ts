@@ -1,0 +1,168 @@
+/**
+ * A trained token classifier, loaded to tag words: a folder trainTokenClassifier() wrote, or any
+ * Hugging Face *ForTokenClassification model (a folder or Hub id: BERT, RoBERTa/XLM-R,
+ * DistilBERT), built natively as transformers' `AutoModelForTokenClassification.from_pretrained`
+ * reads it (modeling_bert.py's BertForTokenClassification: the encoder without a pooler, dropout,
+ * `classifier`), its tags from config.json's `id2label`.
+ */
+import type { NativeScriptModule, Precision } from '../addon/binding.js';
+import { InputError, ModelError } from '../addon/errors.js';
+import { loadBinding } from '../addon/loader.js';
+import { resolveDevice } from '../classification/classifier.js';
+import { consecutiveBatches } from '../data/batching.js';
+import { readTaggedFiles, type TaggedReadOptions } from '../data/tagged-words.js';
+import { encodeWords, perWord, wordBatch } from '../data/word-alignment.js';
+import { type LoadedEncoder, loadEncoderSource } from '../models/encoder-source.js';
+import { sequenceClassifierLabels } from '../models/hf-sequence-classifier.js';
+import type { DownloadProgress } from '../models/hub.js';
+import type { Device } from '../training/options.js';
+import { folderOf, type TokenMetrics, taggedSet, validateTokenClassifier } from './token-trainer.js';
+
+/** One sentence tagged: a tag per word, and the tag's probability; null for a word the model did not see (no token, or past maxLength). */
+export interface TaggedWords {
+  words: string[];
+  tags: Array<string | null>;
+  scores: Array<number | null>;
+}
+
+export interface TokenClassifierLoadOptions {
+  device?: Device;
+  onDownload?: (progress: DownloadProgress) => void;
+}
+
+/** The head tensors of a *ForTokenClassification checkpoint (every family's), by transformers' names. */
+const HEAD_KEYS = ['classifier.weight', 'classifier.bias'] as const;
+
+export class TokenClassifier {
+  private constructor(
+    private readonly module: NativeScriptModule,
+    private readonly encoder: LoadedEncoder,
+    /** Tag names in class-id order. */
+    readonly labels: readonly string[],
+  ) {}
+
+  /** A token classifier from a folder (trainTokenClassifier()'s, or transformers') or a Hub id. */
+  static async load(spec: string, options: TokenClassifierLoadOptions = {}): Promise<TokenClassifier> {
+    const encoder = await loadEncoderSource(spec, {
+      device: resolveDevice(options.device ?? 'auto'),
+      onDownload: options.onDownload,
+      fallbackMaxLength: 512,
+      classificationHead: true,
+      refuseTorchScript: (file) =>
+        new InputError(`${file} is a file; a token classifier is a Hugging Face *ForTokenClassification folder or Hub id`, { file }),
+    });
+    const weights = new Map(encoder.classificationHead);
+    encoder.classificationHead = [];
+    let module: NativeScriptModule | undefined;
+    try {
+      const { family, config, configFile } = folderOf(encoder);
+      const architectures = Array.isArray(config.architectures) ? config.architectures.map(String) : [];
+      if (!architectures.some((a) => a.endsWith('ForTokenClassification'))) {
+        throw new InputError(
+          `${encoder.description} is not a token classifier (architectures ${JSON.stringify(config.architectures ?? null)}): ` +
+            'train one on it with trainTokenClassifier(), then load that',
+          { file: configFile },
+        );
+      }
+      const weight = weights.get(HEAD_KEYS[0]);
+      if (weight?.shape.length !== 2) {
+        throw new ModelError(
+          `${encoder.description} has no classifier.weight [tags, hidden]: its checkpoint holds no token-classification head`,
+          {
+            file: configFile,
+            code: 'CHECKPOINT_MISMATCH',
+          },
+        );
+      }
+      const labels = sequenceClassifierLabels(config, weight.shape[0]!, configFile);
+      module = loadBinding().buildClassifier(encoder.module, {
+        numClasses: labels.length,
+        headHidden: 1,
+        pooling: 'cls',
+        seed: 0,
+        head: 'token-classification',
+        family,
+        dropout: 0,
+      }).module;
+      for (const [name, param] of module.namedParameters().filter(([n]) => n.startsWith('head.'))) {
+        const key = name.slice('head.'.length);
+        const saved = weights.get(key);
+        if (!saved || saved.shape.join(',') !== param.shape.join(',')) {
+          throw new ModelError(
+            `${encoder.description}: its checkpoint ${saved ? `holds ${key} as [${saved.shape.join(', ')}], where the head takes [${param.shape.join(', ')}]` : `lacks ${key}`}`,
+            { file: configFile, code: 'CHECKPOINT_MISMATCH' },
+          );
+        }
+        param.copyFrom(saved);
+      }
+      module.train(false);
+      return new TokenClassifier(module, encoder, labels);
+    } catch (err) {
+      module?.dispose();
+      encoder.module.dispose();
+      throw err;
+    } finally {
+      for (const t of weights.values()) t.dispose();
+    }
+  }
+
+  /** Tokens per sentence the classifier reads, special tokens included. */
+  get maxLength(): number {
+    return this.encoder.maxLength;
+  }
+
+  /** Each word's tag (the most probable) and its probability, for sentences given as words. */
+  async predict(
+    sentences: readonly (readonly string[])[],
+    options: { batchSize?: number; precision?: Precision } = {},
+  ): Promise<TaggedWords[]> {
+    checkSentences(sentences);
+    const rows = encodeWords(this.encoder.tokenizer, sentences, this.encoder.maxLength);
+    const out: TaggedWords[] = [];
+    const classes = this.labels.length;
+    for (const indices of consecutiveBatches(sentences.length, options.batchSize ?? 32)) {
+      const batch = wordBatch(rows, indices);
+      const result = await loadBinding().evalStep(this.module, batch, { precision: options.precision ?? 'fp32' });
+      const scores = Float32Array.from(result.predictions, (c, k) => result.probabilities[k * classes + c]!);
+      const predicted = perWord(rows, indices, result.predictions, -1);
+      let k = 0;
+      for (const [r, ids] of predicted.entries()) {
+        const words = [...sentences[indices[r]!]!];
+        const tags = Array.from(ids, (c) => (c < 0 ? null : this.labels[c]!));
+        out.push({ words, tags, scores: tags.map((t) => (t === null ? null : scores[k++]!)) });
+      }
+    }
+    return out;
+  }
+
+  /** seqeval's entity scores, the words' accuracy and the loss on tagged sentences (CoNLL or JSON files), as validation computes them. */
+  async evaluate(
+    data: string | readonly string[],
+    options: TaggedReadOptions & { batchSize?: number; precision?: Precision } = {},
+  ): Promise<TokenMetrics> {
+    const files = typeof data === 'string' ? [data] : data;
+    const sentences = await readTaggedFiles(files, { labels: this.labels, ...options });
+    const set = taggedSet(this.encoder.tokenizer, this.encoder.maxLength, sentences, this.labels);
+    const validation = await validateTokenClassifier(loadBinding(), this.module, set, this.labels, {
+      batchSize: options.batchSize ?? 32,
+      precision: options.precision ?? 'fp32',
+    });
+    return validation.metrics;
+  }
+
+  dispose(): void {
+    this.module.dispose();
+    this.encoder.module.dispose();
+  }
+}
+
+/** predict() takes sentences as lists of words (already split, as CoNLL data has them). */
+function checkSentences(sentences: unknown): void {
+  const ok = Array.isArray(sentences) && sentences.every((s) => Array.isArray(s) && s.every((w) => typeof w === 'string'));
+  if (!ok) throw new InputError("predict() takes sentences as lists of words, e.g. [['EU', 'rejects', 'German', 'call']]");
+}
+
+/** Loads a token classifier (`TokenClassifier.load`). */
+export function loadTokenClassifier(spec: string, options?: TokenClassifierLoadOptions): Promise<TokenClassifier> {
+  return TokenClassifier.load(spec, options);
+}

@@ -1,0 +1,303 @@
+#!/usr/bin/python3
+"""Hugging Face's token-classification fine-tuning (transformers' examples/pytorch/
+token-classification/run_ner.py with BertForTokenClassification and the Trainer's AdamW) in plain
+PyTorch, without transformers, for the parity test of torch-bert's native token-classification
+training to compare against.
+
+Reads one JSON object on stdin:
+  folder            a Hugging Face BERT base-model folder: config.json, model.safetensors (AutoModel
+                    names, or the same under a `bert.` prefix, which is stripped; keys outside the
+                    prefix, `pooler.*` and `embeddings.position_ids` are dropped; LayerNorm
+                    gamma/beta read as weight/bias) and tokenizer.json (WordPiece)
+  train             {"words": [[str]], "tags": [[int]]}: one tag in [0, numLabels) per word
+  validation        the same (optional)
+  numLabels, epochs, batchSize, lr, weightDecay, betas [b1, b2], eps, seed,
+  maxGradNorm       0: no clipping
+  maxLength         the row's length limit, special tokens included
+  initializerRange  config.initializer_range: the classifier's init std
+
+What is computed:
+ 1. Rows, as run_ner.py's tokenize_and_align_labels with label_all_tokens=False (a fast tokenizer
+    with is_split_into_words=True, truncation=True, max_length=maxLength): each word is tokenized
+    alone (scripts/python/wordpiece.py's WordPieceTokenizer.tokenize on the word's text: added
+    tokens, BertNormalizer, BertPreTokenizer, WordPiece; no special tokens); a row is the
+    template's leading special tokens ([CLS]) + the words' pieces in order, truncated to
+    maxLength minus the number of the template's special tokens (2 for BERT: [CLS] and [SEP])
+    pieces, + the trailing ones ([SEP]). The first piece of each word carries the word's tag,
+    every other position (the other pieces, [CLS], [SEP]) -100; a word with no piece, or whose
+    first piece was cut off, carries nothing.
+ 2. Model: scripts/python/hf_reference.py's encoder (built through hf_folder_reference.py's
+    reference_config with pooler=False, so no dropout anywhere: the test folders' dropout is 0),
+    loaded strictly from the folder's weights in float32; then, after it is built,
+    torch.manual_seed(seed); classifier weight = torch.empty(numLabels, hidden).normal_(0,
+    initializerRange), bias = zeros (BertPreTrainedModel._init_weights on the one new module;
+    nothing else is drawn from the default generator after the seed). logits = classifier(last
+    hidden state) at every position, token_type_ids zero; loss = F.cross_entropy(logits.view(-1,
+    C), labels.view(-1), ignore_index=-100), the mean over the batch's labelled positions.
+    (BertForTokenClassification's dropout before the classifier is the identity at dropout 0.)
+ 3. Optimizer: torch.optim.AdamW(lr, betas, eps) over the encoder's parameters (no pooler) then
+    the classifier's, in two groups as the Trainer's: weight decay `weightDecay` for every
+    parameter except biases and LayerNorm weights (names ending in `.bias` or containing
+    `LayerNorm`, `layernorm` or `layer_norm`), 0 for those. Constant lr: no schedule, no warmup.
+ 4. Epoch e = 1..epochs, the modules in train mode: order = torch.randperm(nTrain,
+    generator=torch.Generator().manual_seed(seed + e)); batches of batchSize consecutive indices
+    of the order, the last partial batch kept; each batch right-padded to its longest row (the
+    pad id of tokenizer.json's `padding`, else [PAD]'s id; attention mask 0 and label -100
+    there); forward, loss, backward; if maxGradNorm > 0,
+    torch.nn.utils.clip_grad_norm_(encoder parameters then classifier's, maxGradNorm);
+    optimizer.step(); optimizer.zero_grad(set_to_none=True). Each batch's loss is recorded.
+ 5. After each epoch, with validation data: eval mode, torch.no_grad, batches of batchSize in
+    the given order, padded as in training; validationLoss = the sum over all labelled positions
+    of the cross-entropy (F.cross_entropy reduction='sum' per batch, the batches' sums added in
+    Python floats) / the number of labelled positions (a token-weighted mean, not a mean of batch
+    means); predictions = argmax of the logits at each labelled position (the lowest index on a
+    tie); validationAccuracy = right / labelled positions. Both null where nothing is labelled.
+
+Writes JSON on stdout:
+  {"rows": {"train": [[ids]], "trainLabels": [[label per position, -100 elsewhere]],
+            "validation": [[ids]], "validationLabels": [[...]]}      (before padding; validation
+                                                                        only where given)
+   "batchLosses": [float, ...]   every training batch's loss, all epochs in order (a batch without
+                                 a labelled position gives NaN there, as transformers; written null)
+   "epochs": [{"epoch", "validationLoss", "validationAccuracy",
+               "predictions": [[predicted tag per word of each validation sentence, -1 for a word
+                                without a labelled position]]}]   (null, null, null without
+                                                                   validation data)
+   "classifier": {"weight": [[...]] (numLabels x hidden), "bias": [...]}   after training}
+
+  /usr/bin/python3 test/python/token_classification_reference.py < job.json > result.json
+
+With "mode": "predict", the job is {"mode", "folder", "sentences": [[str]], "maxLength"}: `folder` is
+a BertForTokenClassification folder (the `bert.` encoder and `classifier.weight`/`bias`, as
+save_pretrained writes it; no pooler); each sentence is aligned as in 1, and every word gets the
+softmax of the logits at its first piece, in eval mode. Writes {"probabilities": [[[p per tag] or
+null (a word without a position) per word] per sentence]}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts", "python"))
+from hf_folder_reference import read_base, reference_config  # noqa: E402
+from hf_reference import build  # noqa: E402
+from wordpiece import WordPieceTokenizer  # noqa: E402
+
+IGNORE = -100
+
+
+# ---- 1. tokenize and align ----------------------------------------------------------------------
+class Aligner:
+    def __init__(self, path: str):
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+        self.tok = WordPieceTokenizer(spec)
+        template = self.tok.template
+        seq = [i for i, (kind, _) in enumerate(template) if kind == "seq"]
+        if len(seq) != 1:
+            raise SystemExit(f"{path}: the single template must hold one sequence, not {len(seq)}")
+        self.head = [self.tok.token_to_id(v) for kind, v in template[: seq[0]]]
+        self.tail = [self.tok.token_to_id(v) for kind, v in template[seq[0] + 1:]]
+        padding = spec.get("padding") or {}
+        self.pad_id = int(padding["pad_id"]) if "pad_id" in padding else self.tok.pad_id
+
+    def row(self, words: List[str], tags: List[int], max_length: int) -> Tuple[List[int], List[int], List[int]]:
+        """Ids, labels (per position) and, per word, its labelled position or -1."""
+        if len(words) != len(tags):
+            raise SystemExit(f"a sentence has {len(words)} words and {len(tags)} tags")
+        pieces: List[Tuple[int, int]] = []  # (id, word index)
+        for w, word in enumerate(words):
+            pieces.extend((self.tok.token_to_id(t), w) for t in self.tok.tokenize(word))
+        pieces = pieces[: max(0, max_length - len(self.head) - len(self.tail))]
+        ids = self.head + [p for p, _ in pieces] + self.tail
+        labels = [IGNORE] * len(ids)
+        where = [-1] * len(words)
+        previous: Optional[int] = None
+        for k, (_, w) in enumerate(pieces):
+            if w != previous:
+                labels[len(self.head) + k] = int(tags[w])
+                where[w] = len(self.head) + k
+            previous = w
+        return ids, labels, where
+
+
+def rows(aligner: Aligner, split: Dict[str, Any], name: str, max_length: int, num_labels: int):
+    words, tags = split.get("words", []), split.get("tags", [])
+    if len(words) != len(tags):
+        raise SystemExit(f"{name}: {len(words)} sentences of words and {len(tags)} of tags")
+    for sentence in tags:
+        for t in sentence:
+            if not 0 <= int(t) < num_labels:
+                raise SystemExit(f"{name}: tag {t} outside [0, {num_labels})")
+    out = [aligner.row(w, t, max_length) for w, t in zip(words, tags)]
+    return [r[0] for r in out], [r[1] for r in out], [r[2] for r in out]
+
+
+def pad(ids: List[List[int]], labels: List[List[int]], pad_id: int) -> Tuple[Tensor, Tensor, Tensor]:
+    width = max(len(r) for r in ids)
+    return (torch.tensor([r + [pad_id] * (width - len(r)) for r in ids], dtype=torch.long),
+            torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids], dtype=torch.long),
+            torch.tensor([r + [IGNORE] * (width - len(r)) for r in labels], dtype=torch.long))
+
+
+# ---- 2. model -----------------------------------------------------------------------------------
+def encoder_weights(cfg: dict, weights: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """AutoModel names: the family's prefix stripped (keys outside it are heads), no pooler, no
+    position_ids buffer, LayerNorm gamma/beta as weight/bias; float32."""
+    prefix = cfg["model_type"] + "."
+    if any(k.startswith(prefix) for k in weights):
+        weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    out = {}
+    for k, v in weights.items():
+        if k.startswith("pooler.") or k == "embeddings.position_ids":
+            continue
+        k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        out[k] = v.float()
+    return out
+
+
+class TokenClassifier(nn.Module):
+    def __init__(self, encoder: nn.Module, classifier: nn.Linear):
+        super().__init__()
+        self.encoder = encoder
+        self.classifier = classifier
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        out = self.encoder(ids, mask)
+        hidden = out[0] if isinstance(out, tuple) else out
+        return self.classifier(hidden)
+
+
+def no_decay(name: str) -> bool:
+    return name.endswith(".bias") or "LayerNorm" in name or "layernorm" in name or "layer_norm" in name
+
+
+def finite(x: float) -> Optional[float]:
+    return x if math.isfinite(x) else None
+
+
+def run(job: Dict[str, Any]) -> Dict[str, Any]:
+    folder = job["folder"]
+    num_labels = int(job["numLabels"])
+    epochs = int(job["epochs"])
+    bs = int(job["batchSize"])
+    seed = int(job["seed"])
+    max_length = int(job["maxLength"])
+    max_grad_norm = float(job.get("maxGradNorm", 0))
+    betas = job.get("betas", [0.9, 0.999])
+
+    aligner = Aligner(os.path.join(folder, "tokenizer.json"))
+    tr_ids, tr_labels, _ = rows(aligner, job["train"], "train", max_length, num_labels)
+    val = job.get("validation")
+    has_val = bool(val) and len(val.get("words", [])) > 0
+    if has_val:
+        va_ids, va_labels, va_where = rows(aligner, val, "validation", max_length, num_labels)
+
+    cfg, raw = read_base(folder)
+    encoder, _ = build(reference_config(cfg, pooler=False))
+    encoder.load_state_dict(encoder_weights(cfg, raw), strict=True)
+    hidden = encoder.embeddings.word_embeddings.weight.shape[1]
+    classifier = nn.Linear(hidden, num_labels)  # its default init is overwritten below
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.empty(num_labels, hidden).normal_(0.0, float(job["initializerRange"])))
+        classifier.bias.zero_()
+    model = TokenClassifier(encoder, classifier)
+
+    named = [(n, p) for n, p in encoder.named_parameters()] + [("classifier." + n, p) for n, p in classifier.named_parameters()]
+    params = [p for _, p in named]
+    opt = torch.optim.AdamW(
+        [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": float(job["weightDecay"])},
+         {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}],
+        lr=float(job["lr"]), betas=(float(betas[0]), float(betas[1])), eps=float(job["eps"]))
+
+    n_train = len(tr_ids)
+    batch_losses: List[Optional[float]] = []
+    history: List[Dict[str, Any]] = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        for s in range(0, n_train, bs):
+            idx = order[s:s + bs]
+            ids, mask, labels = pad([tr_ids[i] for i in idx], [tr_labels[i] for i in idx], aligner.pad_id)
+            logits = model(ids, mask)
+            loss = F.cross_entropy(logits.view(-1, num_labels), labels.view(-1), ignore_index=IGNORE)
+            loss.backward()
+            if max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            batch_losses.append(finite(loss.item()))
+        row: Dict[str, Any] = {"epoch": epoch, "validationLoss": None, "validationAccuracy": None, "predictions": None}
+        if has_val:
+            model.eval()
+            total, right, count = 0.0, 0, 0
+            predictions: List[List[int]] = []
+            with torch.no_grad():
+                for s in range(0, len(va_ids), bs):
+                    ids, mask, labels = pad(va_ids[s:s + bs], va_labels[s:s + bs], aligner.pad_id)
+                    logits = model(ids, mask)
+                    total += F.cross_entropy(logits.view(-1, num_labels), labels.view(-1),
+                                             ignore_index=IGNORE, reduction="sum").item()
+                    predicted = logits.argmax(-1)
+                    labelled = labels.ne(IGNORE)
+                    right += int((predicted.eq(labels) & labelled).sum())
+                    count += int(labelled.sum())
+                    for r, where in enumerate(va_where[s:s + bs]):
+                        predictions.append([int(predicted[r, k]) if k >= 0 else -1 for k in where])
+            row["validationLoss"] = finite(total / count) if count else None
+            row["validationAccuracy"] = right / count if count else None
+            row["predictions"] = predictions
+            print(f"[token_classification_reference] epoch {epoch}: validation loss {row['validationLoss']}"
+                  f" accuracy {row['validationAccuracy']}", file=sys.stderr, flush=True)
+        history.append(row)
+
+    out_rows: Dict[str, Any] = {"train": tr_ids, "trainLabels": tr_labels}
+    if has_val:
+        out_rows.update({"validation": va_ids, "validationLabels": va_labels})
+    return {"rows": out_rows, "batchLosses": batch_losses, "epochs": history,
+            "classifier": {"weight": classifier.weight.detach().tolist(), "bias": classifier.bias.detach().tolist()}}
+
+
+def predict(job: Dict[str, Any]) -> Dict[str, Any]:
+    folder = job["folder"]
+    aligner = Aligner(os.path.join(folder, "tokenizer.json"))
+    cfg, raw = read_base(folder)
+    assert cfg["architectures"] == ["BertForTokenClassification"], cfg["architectures"]
+    assert not any(k.startswith("bert.pooler.") for k in raw), "a token classifier has no pooler"
+    assert sorted(k for k in raw if not k.startswith("bert.")) == ["classifier.bias", "classifier.weight"], sorted(raw)
+    encoder, _ = build(reference_config(cfg, pooler=False))
+    encoder.load_state_dict(encoder_weights(cfg, raw), strict=True)
+    classifier = nn.Linear(raw["classifier.weight"].shape[1], raw["classifier.weight"].shape[0])
+    with torch.no_grad():
+        classifier.weight.copy_(raw["classifier.weight"].float())
+        classifier.bias.copy_(raw["classifier.bias"].float())
+    model = TokenClassifier(encoder, classifier).eval()
+    out = []
+    with torch.no_grad():
+        for words in job["sentences"]:
+            ids, _, where = aligner.row(words, [0] * len(words), int(job["maxLength"]))
+            probabilities = torch.softmax(model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))[0], -1)
+            out.append([probabilities[k].tolist() if k >= 0 else None for k in where])
+    return {"probabilities": out}
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    job = json.load(sys.stdin)
+    json.dump(predict(job) if job.get("mode") == "predict" else run(job), sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

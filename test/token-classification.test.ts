@@ -1,0 +1,200 @@
+/**
+ * Token classification against an independent reference: trainTokenClassifier() on tagged
+ * sentences (CoNLL for training, JSON Lines for validation) equals run_ner.py's fine-tuning of
+ * BertForTokenClassification written out in plain PyTorch
+ * (test/python/token_classification_reference.py: its own WordPiece alignment, the encoder's math,
+ * cross-entropy with -100 off the words' first tokens) batch by batch; the folder it keeps is a
+ * BertForTokenClassification folder the reference reads back and predicts alike; the loaded
+ * classifier evaluates and predicts as validation did.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadBinding } from '../lib/addon/loader.js';
+import { TextTokenizer } from '../lib/data/tokenizer.js';
+import { encodeWords } from '../lib/data/word-alignment.js';
+import { TokenClassifier } from '../lib/token-classification/token-classifier.js';
+import { type TokenTrainResult, trainTokenClassifier } from '../lib/token-classification/token-trainer.js';
+import type { BatchEvent } from '../lib/training/options.js';
+import { makeHfFolder, runPython } from './fixtures.js';
+
+const TAGS = ['B-LOC', 'B-PER', 'I-LOC', 'I-PER', 'O'];
+const FILLER = ['the', 'movie', 'was', 'great', 'plot', 'boring', 'film', 'good', 'bad', 'story', 'and', 'really'];
+const PEOPLE = [['actors'], ['villain', 'laughing'], ['director']];
+const PLACES = [['cinema'], ['theater', 'downtown'], ['city']];
+
+/** `n` sentences of filler words with a person and a place somewhere (a seeded LCG: the same every run). */
+function sentences(n: number, seed: number): { words: string[][]; tags: string[][] } {
+  let state = seed;
+  const next = (k: number) => {
+    state = (state * 1103515245 + 12345) % 2147483648;
+    return state % k;
+  };
+  const words: string[][] = [];
+  const tags: string[][] = [];
+  for (let i = 0; i < n; i++) {
+    const w: string[] = [];
+    const t: string[] = [];
+    const filler = (count: number) => {
+      for (let k = 0; k < count; k++) {
+        w.push(FILLER[next(FILLER.length)]!);
+        t.push('O');
+      }
+    };
+    const entity = (choices: string[][], type: string) => {
+      const e = choices[next(choices.length)]!;
+      e.forEach((word, k) => {
+        w.push(word);
+        t.push(`${k === 0 ? 'B' : 'I'}-${type}`);
+      });
+    };
+    filler(1 + next(3));
+    entity(PEOPLE, 'PER');
+    filler(1 + next(3));
+    if (next(2) === 0) entity(PLACES, 'LOC');
+    filler(next(2));
+    words.push(w);
+    tags.push(t);
+  }
+  return { words, tags };
+}
+
+const conll = (s: { words: string[][]; tags: string[][] }) =>
+  '-DOCSTART- -X- -X- O\n\n' + s.words.map((w, i) => w.map((word, k) => `${word} NN O ${s.tags[i]![k]}`).join('\n')).join('\n\n') + '\n';
+const jsonl = (s: { words: string[][]; tags: string[][] }) =>
+  s.words.map((w, i) => JSON.stringify({ tokens: w, ner_tags: s.tags[i]!.map((t) => TAGS.indexOf(t)) })).join('\n') + '\n';
+
+interface Reference {
+  rows: { train: number[][]; trainLabels: number[][] };
+  batchLosses: number[];
+  epochs: Array<{ epoch: number; validationLoss: number; validationAccuracy: number; predictions: number[][] }>;
+  classifier: { weight: number[][]; bias: number[] };
+}
+
+const RUN = { epochs: 2, batchSize: 4, learningRate: 5e-4, weightDecay: 0.01, seed: 7, maxGradNorm: 1, maxLength: 16 };
+
+describe('token classification (trainTokenClassifier, TokenClassifier)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'torch-bert-ner-'));
+  const train = sentences(22, 1);
+  const validation = sentences(6, 2);
+  let folder: string;
+  let result: TokenTrainResult;
+  let reference: Reference;
+  const batches: BatchEvent[] = [];
+
+  beforeAll(async () => {
+    folder = (
+      await makeHfFolder({ layout: 'automodel', tokenizer: 'json', layers: 2, hidden: 32, heads: 4, intermediate: 64, dropout: 0, seed: 3 })
+    ).dir;
+    writeFileSync(join(dir, 'train.conll'), conll(train));
+    writeFileSync(join(dir, 'validation.jsonl'), jsonl(validation));
+    const job = {
+      folder,
+      train: { words: train.words, tags: train.tags.map((t) => t.map((tag) => TAGS.indexOf(tag))) },
+      validation: { words: validation.words, tags: validation.tags.map((t) => t.map((tag) => TAGS.indexOf(tag))) },
+      numLabels: TAGS.length,
+      epochs: RUN.epochs,
+      batchSize: RUN.batchSize,
+      lr: RUN.learningRate,
+      weightDecay: RUN.weightDecay,
+      betas: [0.9, 0.999],
+      eps: 1e-8,
+      seed: RUN.seed,
+      maxGradNorm: RUN.maxGradNorm,
+      maxLength: RUN.maxLength,
+      initializerRange: 0.02,
+    };
+    [reference, result] = await Promise.all([
+      runPython('test/python/token_classification_reference.py', [], JSON.stringify(job)).then((out) => JSON.parse(out) as Reference),
+      trainTokenClassifier({
+        model: folder,
+        data: join(dir, 'train.conll'),
+        validationData: join(dir, 'validation.jsonl'),
+        labels: TAGS,
+        outDir: join(dir, 'out'),
+        schedule: 'constant',
+        threads: 1,
+        ...RUN,
+        onProgress: (e) => {
+          if (e.type === 'batch') batches.push(e);
+        },
+      }),
+    ]);
+  }, 300_000);
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("aligns each word's tag to its first token as run_ner.py does", async () => {
+    const tokenizer = await TextTokenizer.load(join(folder, 'tokenizer.json'));
+    const rows = encodeWords(tokenizer, train.words, RUN.maxLength);
+    const ids = Array.from({ length: rows.encoded.count }, (_, r) =>
+      Array.from(rows.encoded.inputIds.subarray(r * rows.encoded.seqLen, r * rows.encoded.seqLen + rows.encoded.lengths[r]!)),
+    );
+    expect(ids).toEqual(reference.rows.train);
+    // The reference's labelled positions are exactly the words' first tokens.
+    const labelled = reference.rows.trainLabels.map((labels) => labels.flatMap((l, k) => (l >= 0 ? [k] : [])));
+    expect(rows.firstTokens.map((f) => Array.from(f).filter((k) => k >= 0))).toEqual(labelled);
+    // Some word is split into several pieces, so first-token alignment is exercised.
+    expect(ids.some((row, r) => row.length - 2 > train.words[r]!.length)).toBe(true);
+  });
+
+  it('trains batch by batch as the PyTorch reference of BertForTokenClassification', () => {
+    expect(batches.length).toBe(reference.batchLosses.length);
+    batches.forEach((b, i) => {
+      expect(b.loss).toBeCloseTo(reference.batchLosses[i]!, 4);
+    });
+    expect(result.history.map((h) => h.validationLoss)).toEqual(reference.epochs.map((e) => expect.closeTo(e.validationLoss, 4)));
+    expect(result.history.map((h) => h.validationAccuracy)).toEqual(reference.epochs.map((e) => e.validationAccuracy));
+    // Learned something: the last epoch's validation loss is below the first batch's.
+    expect(reference.epochs.at(-1)!.validationLoss).toBeLessThan(reference.batchLosses[0]!);
+  });
+
+  it('keeps a BertForTokenClassification folder that the reference reads and predicts alike', async () => {
+    const config = JSON.parse(readFileSync(join(dir, 'out', 'config.json'), 'utf8'));
+    expect(config.architectures).toEqual(['BertForTokenClassification']);
+    expect(config.id2label).toEqual(Object.fromEntries(TAGS.map((t, i) => [String(i), t])));
+    expect(config.label2id).toEqual(Object.fromEntries(TAGS.map((t, i) => [t, i])));
+    const weights = loadBinding().readSafetensors(join(dir, 'out', 'model.safetensors')).tensors;
+    try {
+      const kept = Object.fromEntries(weights.map(([n, t]) => [n, t]));
+      const best = result.best.epoch;
+      if (best === RUN.epochs) {
+        const weight = Array.from(kept['classifier.weight']!.toArray() as Float32Array);
+        weight.forEach((w, i) => {
+          expect(w).toBeCloseTo(reference.classifier.weight[Math.floor(i / 32)]![i % 32]!, 4);
+        });
+      }
+    } finally {
+      for (const [, t] of weights) t.dispose();
+    }
+    const classifier = await TokenClassifier.load(join(dir, 'out'), { device: 'cpu' });
+    try {
+      const tagged = await classifier.predict(validation.words);
+      const theirs = JSON.parse(
+        await runPython(
+          'test/python/token_classification_reference.py',
+          [],
+          JSON.stringify({ mode: 'predict', folder: join(dir, 'out'), sentences: validation.words, maxLength: RUN.maxLength }),
+        ),
+      ) as { probabilities: Array<Array<number[] | null>> };
+      tagged.forEach((sentence, s) => {
+        sentence.tags.forEach((tag, w) => {
+          const p = theirs.probabilities[s]![w]!;
+          const c = p.indexOf(Math.max(...p));
+          expect(tag).toBe(TAGS[c]);
+          expect(sentence.scores[w]).toBeCloseTo(p[c]!, 5);
+        });
+      });
+      // The kept epoch's predictions, as the reference made them at that epoch.
+      const predicted = tagged.map((s) => s.tags.map((t) => TAGS.indexOf(t!)));
+      expect(predicted).toEqual(reference.epochs[result.best.epoch - 1]!.predictions);
+      const metrics = await classifier.evaluate(join(dir, 'validation.jsonl'));
+      expect(metrics.loss).toBeCloseTo(result.best.validationLoss, 5);
+      expect(metrics.accuracy).toBe(result.best.validationAccuracy);
+      // The same scores (the loss within rounding: batches of 32, not validation's 4).
+      expect(metrics).toEqual({ ...result.metrics, loss: expect.closeTo(result.metrics!.loss, 5) });
+    } finally {
+      classifier.dispose();
+    }
+  });
+});
