@@ -98,3 +98,25 @@ export function perWord(rows: WordRows, indices: ArrayLike<number>, values: Arra
     rows.firstTokens[indices[r]!]!.map((token) => (token < 0 ? missing : values[k++]!)),
   );
 }
+
+/** A word of a text and where it is: the characters [start, end). */
+export interface TextWord {
+  word: string;
+  start: number;
+  end: number;
+}
+
+/**
+ * BERT's pre-tokenizer's punctuation: Unicode's (P*) and every ASCII character that is not a
+ * letter, a digit or a space ($, +, <, ^, `, |, ~ included).
+ */
+const WORDS = /[^\s\p{P}!-/:-@[-`{-~]+|[\p{P}!-/:-@[-`{-~]/gu;
+
+/**
+ * A text's words as BERT's pre-tokenizer splits it (BertPreTokenizer): at whitespace, and each
+ * punctuation character a word of its own ("don't" is don, ', t), so that a text's words are the
+ * words its tokens belong to, and an entity's characters are its words'.
+ */
+export function splitWords(text: string): TextWord[] {
+  return Array.from(text.matchAll(WORDS), (m) => ({ word: m[0], start: m.index, end: m.index + m[0].length }));
+}

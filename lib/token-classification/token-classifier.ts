@@ -11,12 +11,24 @@ import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches } from '../data/batching.js';
 import { readTaggedFiles, type TaggedReadOptions } from '../data/tagged-words.js';
-import { encodeWords, perWord, wordBatch } from '../data/word-alignment.js';
+import { encodeWords, perWord, splitWords, wordBatch } from '../data/word-alignment.js';
 import { type LoadedEncoder, loadEncoderSource } from '../models/encoder-source.js';
+import { isJsonObject } from '../models/hf-config.js';
 import { sequenceClassifierLabels } from '../models/hf-sequence-classifier.js';
 import type { DownloadProgress } from '../models/hub.js';
+import { entitySpans } from '../training/entity-metrics.js';
 import type { Device } from '../training/options.js';
+import { TOKEN_CLASSIFIER_FORMAT } from './token-classifier-folder.js';
 import { folderOf, type TokenMetrics, taggedSet, validateTokenClassifier } from './token-trainer.js';
+
+/** An entity found in a text: its type, its characters [start, end) and their text, its words' mean probability. */
+export interface TextEntity {
+  type: string;
+  text: string;
+  start: number;
+  end: number;
+  score: number;
+}
 
 /** One sentence tagged: a tag per word, and the tag's probability; null for a word the model did not see (no token, or past maxLength). */
 export interface TaggedWords {
@@ -27,6 +39,8 @@ export interface TaggedWords {
 
 export interface TokenClassifierLoadOptions {
   device?: Device;
+  /** Tokens per sentence, special tokens included. Default: what the folder was trained with (config.json's `torch_bert.maxLength`), else the model's. */
+  maxLength?: number;
   onDownload?: (progress: DownloadProgress) => void;
 }
 
@@ -39,6 +53,8 @@ export class TokenClassifier {
     private readonly encoder: LoadedEncoder,
     /** Tag names in class-id order. */
     readonly labels: readonly string[],
+    /** Tokens per sentence the classifier reads, special tokens included. */
+    readonly maxLength: number,
   ) {}
 
   /** A token classifier from a folder (trainTokenClassifier()'s, or transformers') or a Hub id. */
@@ -46,6 +62,7 @@ export class TokenClassifier {
     const encoder = await loadEncoderSource(spec, {
       device: resolveDevice(options.device ?? 'auto'),
       onDownload: options.onDownload,
+      maxLength: options.maxLength,
       fallbackMaxLength: 512,
       classificationHead: true,
       refuseTorchScript: (file) =>
@@ -96,7 +113,11 @@ export class TokenClassifier {
         param.copyFrom(saved);
       }
       module.train(false);
-      return new TokenClassifier(module, encoder, labels);
+      // The sentences read as in training: words past the trained length were never seen there.
+      const trained =
+        isJsonObject(config.torch_bert) && config.torch_bert.format === TOKEN_CLASSIFIER_FORMAT ? config.torch_bert.maxLength : undefined;
+      const maxLength = options.maxLength ?? (typeof trained === 'number' ? trained : encoder.maxLength);
+      return new TokenClassifier(module, encoder, labels, maxLength);
     } catch (err) {
       module?.dispose();
       encoder.module.dispose();
@@ -106,18 +127,13 @@ export class TokenClassifier {
     }
   }
 
-  /** Tokens per sentence the classifier reads, special tokens included. */
-  get maxLength(): number {
-    return this.encoder.maxLength;
-  }
-
   /** Each word's tag (the most probable) and its probability, for sentences given as words. */
   async predict(
     sentences: readonly (readonly string[])[],
     options: { batchSize?: number; precision?: Precision } = {},
   ): Promise<TaggedWords[]> {
     checkSentences(sentences);
-    const rows = encodeWords(this.encoder.tokenizer, sentences, this.encoder.maxLength);
+    const rows = encodeWords(this.encoder.tokenizer, sentences, this.maxLength);
     const out: TaggedWords[] = [];
     const classes = this.labels.length;
     for (const indices of consecutiveBatches(sentences.length, options.batchSize ?? 32)) {
@@ -135,6 +151,29 @@ export class TokenClassifier {
     return out;
   }
 
+  /**
+   * The entities of each text, as transformers' token-classification pipeline finds them with
+   * aggregation 'first': the text split into words (BERT's pre-tokenization: `splitWords`), each
+   * word tagged by its first token, the words' tags grouped into entities as seqeval reads IOB
+   * tags (B- starts one, I- of its type continues it, another type or O ends it; a word the model
+   * did not see counts as O), each entity's score its words' mean.
+   */
+  async entities(texts: readonly string[], options: { batchSize?: number; precision?: Precision } = {}): Promise<TextEntity[][]> {
+    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InputError('entities() takes a list of texts');
+    const words = texts.map(splitWords);
+    const tagged = await this.predict(
+      words.map((ws) => ws.map((w) => w.word)),
+      options,
+    );
+    return tagged.map(({ tags, scores }, i) =>
+      entitySpans([tags.map((tag) => tag ?? 'O')]).map(([type, first, last]) => {
+        const [start, end] = [words[i]![first]!.start, words[i]![last]!.end];
+        const spanned = scores.slice(first, last + 1).map((s) => s ?? 0);
+        return { type, text: texts[i]!.slice(start, end), start, end, score: spanned.reduce((a, b) => a + b, 0) / spanned.length };
+      }),
+    );
+  }
+
   /** seqeval's entity scores, the words' accuracy and the loss on tagged sentences (CoNLL or JSON files), as validation computes them. */
   async evaluate(
     data: string | readonly string[],
@@ -142,7 +181,7 @@ export class TokenClassifier {
   ): Promise<TokenMetrics> {
     const files = typeof data === 'string' ? [data] : data;
     const sentences = await readTaggedFiles(files, { labels: this.labels, ...options });
-    const set = taggedSet(this.encoder.tokenizer, this.encoder.maxLength, sentences, this.labels);
+    const set = taggedSet(this.encoder.tokenizer, this.maxLength, sentences, this.labels);
     const validation = await validateTokenClassifier(loadBinding(), this.module, set, this.labels, {
       batchSize: options.batchSize ?? 32,
       precision: options.precision ?? 'fp32',

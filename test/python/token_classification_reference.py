@@ -1,20 +1,29 @@
 #!/usr/bin/python3
 """Hugging Face's token-classification fine-tuning (transformers' examples/pytorch/
-token-classification/run_ner.py with BertForTokenClassification and the Trainer's AdamW) in plain
-PyTorch, without transformers, for the parity test of torch-bert's native token-classification
-training to compare against.
+token-classification/run_ner.py with BertForTokenClassification or
+DistilBertForTokenClassification and the Trainer's AdamW) in plain PyTorch, without transformers,
+for the parity tests of torch-bert's native token-classification training to compare against.
 
 Reads one JSON object on stdin:
-  folder            a Hugging Face BERT base-model folder: config.json, model.safetensors (AutoModel
-                    names, or the same under a `bert.` prefix, which is stripped; keys outside the
-                    prefix, `pooler.*` and `embeddings.position_ids` are dropped; LayerNorm
-                    gamma/beta read as weight/bias) and tokenizer.json (WordPiece)
+  folder            a Hugging Face BERT or DistilBERT base-model folder (config.json's model_type
+                    `bert` or `distilbert`): config.json, model.safetensors (AutoModel names, or
+                    the same under the family's prefix, `bert.` or `distilbert.`, which is
+                    stripped; keys outside the prefix, `pooler.*` and `embeddings.position_ids`
+                    are dropped; LayerNorm gamma/beta read as weight/bias) and tokenizer.json
+                    (WordPiece). Its dropout must be 0 (BERT: hidden_dropout_prob,
+                    attention_probs_dropout_prob, classifier_dropout where set; DistilBERT:
+                    dropout, attention_dropout): the reference draws no dropout masks, so a folder
+                    whose training would draw some is refused
   train             {"words": [[str]], "tags": [[int]]}: one tag in [0, numLabels) per word
   validation        the same (optional)
   numLabels, epochs, batchSize, lr, weightDecay, betas [b1, b2], eps, seed,
   maxGradNorm       0: no clipping
   maxLength         the row's length limit, special tokens included
   initializerRange  config.initializer_range: the classifier's init std
+  frozen            optional, default false: technique 'frozen' (the encoder frozen, the head alone
+                    trained): the encoder's parameters get no gradient (requires_grad False) and
+                    are left out of the optimizer and the clipping; the classifier's weight and
+                    bias alone fill the two groups of 3
 
 What is computed:
  1. Rows, as run_ner.py's tokenize_and_align_labels with label_all_tokens=False (a fast tokenizer
@@ -34,7 +43,9 @@ What is computed:
     nothing else is drawn from the default generator after the seed). logits = classifier(last
     hidden state) at every position, token_type_ids zero; loss = F.cross_entropy(logits.view(-1,
     C), labels.view(-1), ignore_index=-100), the mean over the batch's labelled positions.
-    (BertForTokenClassification's dropout before the classifier is the identity at dropout 0.)
+    (BertForTokenClassification's dropout before the classifier, DistilBertForTokenClassification's
+    `dropout` there, is the identity at dropout 0.) DistilBERT's encoder is hf_reference.py's
+    DistilBertModel: no token types, its LayerNorms `sa_layer_norm` / `output_layer_norm`.
  3. Optimizer: torch.optim.AdamW(lr, betas, eps) over the encoder's parameters (no pooler) then
     the classifier's, in two groups as the Trainer's: weight decay `weightDecay` for every
     parameter except biases and LayerNorm weights (names ending in `.bias` or containing
@@ -44,7 +55,8 @@ What is computed:
     of the order, the last partial batch kept; each batch right-padded to its longest row (the
     pad id of tokenizer.json's `padding`, else [PAD]'s id; attention mask 0 and label -100
     there); forward, loss, backward; if maxGradNorm > 0,
-    torch.nn.utils.clip_grad_norm_(encoder parameters then classifier's, maxGradNorm);
+    torch.nn.utils.clip_grad_norm_(the trained parameters: encoder's then classifier's, or the
+    classifier's alone when frozen, maxGradNorm);
     optimizer.step(); optimizer.zero_grad(set_to_none=True). Each batch's loss is recorded.
  5. After each epoch, with validation data: eval mode, torch.no_grad, batches of batchSize in
     the given order, padded as in training; validationLoss = the sum over all labelled positions
@@ -63,14 +75,17 @@ Writes JSON on stdout:
                "predictions": [[predicted tag per word of each validation sentence, -1 for a word
                                 without a labelled position]]}]   (null, null, null without
                                                                    validation data)
-   "classifier": {"weight": [[...]] (numLabels x hidden), "bias": [...]}   after training}
+   "classifier": {"weight": [[...]] (numLabels x hidden), "bias": [...]}   after training
+   "classifierInit": the same, as initialized (before the first step)}
 
   /usr/bin/python3 test/python/token_classification_reference.py < job.json > result.json
 
 With "mode": "predict", the job is {"mode", "folder", "sentences": [[str]], "maxLength"}: `folder` is
-a BertForTokenClassification folder (the `bert.` encoder and `classifier.weight`/`bias`, as
-save_pretrained writes it; no pooler); each sentence is aligned as in 1, and every word gets the
-softmax of the logits at its first piece, in eval mode. Writes {"probabilities": [[[p per tag] or
+a BertForTokenClassification or DistilBertForTokenClassification folder (config.json's
+architectures exactly that one, as model_type says; the family's encoder under `bert.` or
+`distilbert.` and `classifier.weight`/`bias`, as save_pretrained writes it, nothing else; no
+pooler); each sentence is aligned as in 1, and every word gets the softmax of the logits at its
+first piece, in eval mode. Writes {"probabilities": [[[p per tag] or
 null (a word without a position) per word] per sentence]}.
 """
 
@@ -93,6 +108,28 @@ from hf_reference import build  # noqa: E402
 from wordpiece import WordPieceTokenizer  # noqa: E402
 
 IGNORE = -100
+
+# model_type -> (its *ForTokenClassification class, the encoder's prefix in that class's state_dict)
+FAMILIES = {"bert": ("BertForTokenClassification", "bert."),
+            "distilbert": ("DistilBertForTokenClassification", "distilbert.")}
+
+
+def family_of(cfg: dict) -> str:
+    family = cfg.get("model_type")
+    if family not in FAMILIES:
+        raise SystemExit(f"model_type {family!r}: the reference knows {sorted(FAMILIES)}")
+    return family
+
+
+def check_no_dropout(cfg: dict) -> None:
+    """The reference draws no dropout masks: a folder whose training would draw some is refused."""
+    if family_of(cfg) == "distilbert":
+        keys = ["dropout", "attention_dropout"]
+    else:
+        keys = ["hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"]
+    drawn = {k: cfg[k] for k in keys if cfg.get(k) not in (None, 0, 0.0)}
+    if drawn:
+        raise SystemExit(f"the folder's dropout is not 0 ({drawn}): the reference cannot draw transformers' masks")
 
 
 # ---- 1. tokenize and align ----------------------------------------------------------------------
@@ -202,7 +239,10 @@ def run(job: Dict[str, Any]) -> Dict[str, Any]:
     if has_val:
         va_ids, va_labels, va_where = rows(aligner, val, "validation", max_length, num_labels)
 
+    frozen = bool(job.get("frozen", False))
     cfg, raw = read_base(folder)
+    family_of(cfg)
+    check_no_dropout(cfg)
     encoder, _ = build(reference_config(cfg, pooler=False))
     encoder.load_state_dict(encoder_weights(cfg, raw), strict=True)
     hidden = encoder.embeddings.word_embeddings.weight.shape[1]
@@ -211,9 +251,14 @@ def run(job: Dict[str, Any]) -> Dict[str, Any]:
     with torch.no_grad():
         classifier.weight.copy_(torch.empty(num_labels, hidden).normal_(0.0, float(job["initializerRange"])))
         classifier.bias.zero_()
+    classifier_init = {"weight": classifier.weight.detach().tolist(), "bias": classifier.bias.detach().tolist()}
     model = TokenClassifier(encoder, classifier)
+    if frozen:
+        for p in encoder.parameters():
+            p.requires_grad_(False)
 
-    named = [(n, p) for n, p in encoder.named_parameters()] + [("classifier." + n, p) for n, p in classifier.named_parameters()]
+    named = [] if frozen else [(n, p) for n, p in encoder.named_parameters()]
+    named += [("classifier." + n, p) for n, p in classifier.named_parameters()]
     params = [p for _, p in named]
     opt = torch.optim.AdamW(
         [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": float(job["weightDecay"])},
@@ -265,16 +310,18 @@ def run(job: Dict[str, Any]) -> Dict[str, Any]:
     if has_val:
         out_rows.update({"validation": va_ids, "validationLabels": va_labels})
     return {"rows": out_rows, "batchLosses": batch_losses, "epochs": history,
-            "classifier": {"weight": classifier.weight.detach().tolist(), "bias": classifier.bias.detach().tolist()}}
+            "classifier": {"weight": classifier.weight.detach().tolist(), "bias": classifier.bias.detach().tolist()},
+            "classifierInit": classifier_init}
 
 
 def predict(job: Dict[str, Any]) -> Dict[str, Any]:
     folder = job["folder"]
     aligner = Aligner(os.path.join(folder, "tokenizer.json"))
     cfg, raw = read_base(folder)
-    assert cfg["architectures"] == ["BertForTokenClassification"], cfg["architectures"]
-    assert not any(k.startswith("bert.pooler.") for k in raw), "a token classifier has no pooler"
-    assert sorted(k for k in raw if not k.startswith("bert.")) == ["classifier.bias", "classifier.weight"], sorted(raw)
+    architecture, prefix = FAMILIES[family_of(cfg)]
+    assert cfg["architectures"] == [architecture], cfg["architectures"]
+    assert not any(k.startswith(prefix + "pooler.") for k in raw), "a token classifier has no pooler"
+    assert sorted(k for k in raw if not k.startswith(prefix)) == ["classifier.bias", "classifier.weight"], sorted(raw)
     encoder, _ = build(reference_config(cfg, pooler=False))
     encoder.load_state_dict(encoder_weights(cfg, raw), strict=True)
     classifier = nn.Linear(raw["classifier.weight"].shape[1], raw["classifier.weight"].shape[0])

@@ -1,0 +1,345 @@
+/**
+ * Token classification's runs beyond the parity test's (token-classification.test.ts), each
+ * against a reference: an aborted run resumed ends with the uninterrupted run's weights bit for
+ * bit; technique 'frozen' leaves every encoder weight as the source folder has it and trains the
+ * head as the PyTorch reference does with the encoder frozen
+ * (test/python/token_classification_reference.py's `frozen`); a DistilBERT folder trains as the
+ * reference's DistilBertForTokenClassification and is kept as one that the reference reads and
+ * predicts alike; and what trainTokenClassifier() / TokenClassifier.load() refuse.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AbortError } from '../lib/addon/errors.js';
+import { loadBinding } from '../lib/addon/loader.js';
+import { TokenClassifier } from '../lib/token-classification/token-classifier.js';
+import { type TokenTrainOptions, type TokenTrainResult, trainTokenClassifier } from '../lib/token-classification/token-trainer.js';
+import type { BatchEvent, EpochMetrics } from '../lib/training/options.js';
+import { demoTokenizer, makeEncoder, makeHfFolder, runPython } from './fixtures.js';
+
+const TAGS = ['B-LOC', 'B-PER', 'I-LOC', 'I-PER', 'O'];
+const FILLER = ['the', 'movie', 'was', 'great', 'plot', 'boring', 'film', 'good', 'bad', 'story', 'and', 'really', 'at'];
+const PEOPLE = [['actors'], ['villain', 'laughing'], ['director']];
+const PLACES = [['cinema'], ['theater', 'downtown'], ['city']];
+const SIZES = { tokenizer: 'json' as const, layers: 2, hidden: 32, heads: 4, intermediate: 64 };
+
+interface Sentences {
+  words: string[][];
+  tags: string[][];
+}
+
+/** `n` sentences of filler words with one or two people and places among them (a seeded LCG's high bits: the same every run). */
+function sentences(n: number, seed: number): Sentences {
+  let state = seed;
+  const next = (k: number) => {
+    state = (state * 1103515245 + 12345) % 2147483648;
+    return Math.floor(state / 65536) % k;
+  };
+  const out: Sentences = { words: [], tags: [] };
+  for (let i = 0; i < n; i++) {
+    const w: string[] = [];
+    const t: string[] = [];
+    const filler = (count: number) => {
+      for (let k = 0; k < count; k++) {
+        w.push(FILLER[next(FILLER.length)]!);
+        t.push('O');
+      }
+    };
+    filler(1 + next(3));
+    for (let e = 1 + next(2); e > 0; e--) {
+      const [choices, type] = next(2) === 0 ? [PEOPLE, 'PER'] : [PLACES, 'LOC'];
+      choices[next(choices.length)]!.forEach((word, k) => {
+        w.push(word);
+        t.push(`${k === 0 ? 'B' : 'I'}-${type}`);
+      });
+      filler(1 + next(2));
+    }
+    out.words.push(w);
+    out.tags.push(t);
+  }
+  return out;
+}
+
+const conll = (s: Sentences) => s.words.map((w, i) => w.map((word, k) => `${word} ${s.tags[i]![k]}`).join('\n')).join('\n\n') + '\n';
+const jsonl = (s: Sentences) =>
+  s.words.map((w, i) => JSON.stringify({ tokens: w, ner_tags: s.tags[i]!.map((t) => TAGS.indexOf(t)) })).join('\n') + '\n';
+const asIds = (s: Sentences) => ({ words: s.words, tags: s.tags.map((t) => t.map((tag) => TAGS.indexOf(tag))) });
+
+interface Reference {
+  batchLosses: number[];
+  epochs: Array<{ epoch: number; validationLoss: number; validationAccuracy: number; predictions: number[][] }>;
+  classifier: { weight: number[][]; bias: number[] };
+  classifierInit: { weight: number[][]; bias: number[] };
+}
+
+/** The settings every run here shares with its reference job. */
+const RUN = { epochs: 2, batchSize: 4, learningRate: 5e-4, weightDecay: 0.01, seed: 7, maxGradNorm: 1, maxLength: 16 };
+
+/** The reference's training of `folder` on the sentences, with RUN's settings (a constant rate). */
+async function referenceRun(
+  folder: string,
+  train: Sentences,
+  validation: Sentences,
+  extra: Record<string, unknown> = {},
+): Promise<Reference> {
+  const job = {
+    folder,
+    train: asIds(train),
+    validation: asIds(validation),
+    numLabels: TAGS.length,
+    epochs: RUN.epochs,
+    batchSize: RUN.batchSize,
+    lr: RUN.learningRate,
+    weightDecay: RUN.weightDecay,
+    betas: [0.9, 0.999],
+    eps: 1e-8,
+    seed: RUN.seed,
+    maxGradNorm: RUN.maxGradNorm,
+    maxLength: RUN.maxLength,
+    initializerRange: 0.02,
+    ...extra,
+  };
+  return JSON.parse(await runPython('test/python/token_classification_reference.py', [], JSON.stringify(job))) as Reference;
+}
+
+/** The reference's probabilities, per word, of the token classifier folder `folder` on `words`. */
+async function referencePredict(folder: string, words: string[][]): Promise<Array<Array<number[] | null>>> {
+  const job = { mode: 'predict', folder, sentences: words, maxLength: RUN.maxLength };
+  const out = JSON.parse(await runPython('test/python/token_classification_reference.py', [], JSON.stringify(job)));
+  return out.probabilities;
+}
+
+/** A safetensors file's tensors as float32 arrays, by name. */
+function readTensors(file: string): Map<string, Float32Array> {
+  const tensors = loadBinding().readSafetensors(file).tensors;
+  try {
+    return new Map(tensors.map(([name, t]) => [name, Float32Array.from(t.toArray() as Float32Array)]));
+  } finally {
+    for (const [, t] of tensors) t.dispose();
+  }
+}
+
+const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => Math.max(...Array.from(a, (x, i) => Math.abs(x - b[i]!)));
+const losses = (history: EpochMetrics[]) =>
+  history.map((h) => [h.epoch, h.trainLoss, h.trainAccuracy, h.validationLoss, h.validationAccuracy]);
+
+describe('token classification runs (resume, frozen, DistilBERT, refusals)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'torch-bert-ner-runs-'));
+  const train = sentences(20, 11);
+  const validation = sentences(6, 12);
+  const data = join(dir, 'train.conll');
+  const validationData = join(dir, 'validation.jsonl');
+  let bert: { dir: string; weights: string };
+
+  /** trainTokenClassifier() on the sentences with RUN's settings, its batch events collected in `batches`. */
+  const run = (model: string, outDir: string, batches: BatchEvent[], options: Partial<TokenTrainOptions> = {}) =>
+    trainTokenClassifier({
+      model,
+      data,
+      validationData,
+      labels: TAGS,
+      outDir,
+      schedule: 'constant',
+      threads: 1,
+      ...RUN,
+      ...options,
+      onProgress: (e) => {
+        if (e.type === 'batch') batches.push(e);
+        options.onProgress?.(e);
+      },
+    });
+
+  beforeAll(async () => {
+    writeFileSync(data, conll(train));
+    writeFileSync(validationData, jsonl(validation));
+    bert = await makeHfFolder({ layout: 'automodel', ...SIZES, dropout: 0, seed: 3 });
+  }, 300_000);
+  afterAll(() => {
+    console.log('KEEP', dir);
+    writeFileSync('/tmp/tcdbg/words.json', JSON.stringify(validation.words));
+  });
+
+  it("resumes a run aborted in epoch 2 to the uninterrupted run's kept weights, bit for bit, and its history", async () => {
+    // Dropout 0.1 and a warmup then linear decay: the resumed run must restore the RNG and the
+    // schedule's place as well as the weights and AdamW's moments.
+    const folder = (await makeHfFolder({ layout: 'automodel', ...SIZES, dropout: 0.1, seed: 5 })).dir;
+    const settings = { schedule: 'linear' as const, warmupRatio: 0.2, epochs: 3, learningRate: 1e-3 };
+    const wholeBatches: BatchEvent[] = [];
+    const whole = await run(folder, join(dir, 'whole'), wholeBatches, settings);
+    // 5 batches an epoch; the kept weights are the last epoch's (trained after the resume, not
+    // written before the abort), else the comparison below would prove nothing.
+    expect(wholeBatches.length).toBe(15);
+    expect(whole.best.epoch).toBe(3);
+
+    const parts = join(dir, 'parts');
+    const controller = new AbortController();
+    const before: BatchEvent[] = [];
+    let seen = 0;
+    await expect(
+      run(folder, parts, before, {
+        ...settings,
+        signal: controller.signal,
+        onProgress: (e) => {
+          if (e.type === 'batch' && ++seen === 7) controller.abort();
+        },
+      }),
+    ).rejects.toBeInstanceOf(AbortError);
+    // Stopped after epoch 2's second batch, its state saved there.
+    expect(before.map((b) => [b.epoch, b.batch])).toEqual(wholeBatches.slice(0, 7).map((b) => [b.epoch, b.batch]));
+    expect(existsSync(join(parts, 'training-state', 'state.json'))).toBe(true);
+
+    const after: BatchEvent[] = [];
+    const resumed = await run(folder, parts, after, { ...settings, resumeFrom: parts });
+    // It goes on where it stopped: the rest of the batches, their losses and rates the whole run's.
+    expect(after.map((b) => [b.epoch, b.batch, b.loss, b.learningRate])).toEqual(
+      wholeBatches.slice(7).map((b) => [b.epoch, b.batch, b.loss, b.learningRate]),
+    );
+    expect(losses(resumed.history)).toEqual(losses(whole.history));
+    expect(resumed.best).toEqual(whole.best);
+    expect(resumed.evaluations).toEqual(whole.evaluations);
+    expect(losses(JSON.parse(readFileSync(join(parts, 'history.json'), 'utf8')))).toEqual(losses(whole.history));
+    expect(existsSync(join(parts, 'training-state'))).toBe(false);
+
+    const a = readTensors(join(dir, 'whole', 'model.safetensors'));
+    const b = readTensors(join(parts, 'model.safetensors'));
+    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
+    expect(a.size).toBeGreaterThan(30);
+    for (const [name, t] of a) expect(bytes(t).equals(bytes(b.get(name)!)), name).toBe(true);
+  }, 300_000);
+
+  it("technique 'frozen' keeps every encoder weight as the source has it, and trains the head as the reference with the encoder frozen", async () => {
+    const batches: BatchEvent[] = [];
+    const out = join(dir, 'frozen');
+    const [reference, result] = await Promise.all([
+      referenceRun(bert.dir, train, validation, { frozen: true }),
+      run(bert.dir, out, batches, { technique: 'frozen' }),
+    ]);
+    expect(batches.length).toBe(reference.batchLosses.length);
+    batches.forEach((b, i) => {
+      expect(b.loss, `batch ${i + 1}`).toBeCloseTo(reference.batchLosses[i]!, 4);
+    });
+    expect(result.history.map((h) => h.validationLoss)).toEqual(reference.epochs.map((e) => expect.closeTo(e.validationLoss, 4)));
+    expect(result.history.map((h) => h.validationAccuracy)).toEqual(reference.epochs.map((e) => e.validationAccuracy));
+    // The frozen encoder's losses are not the fully trained one's (the flag changes the run).
+    const full = await referenceRun(bert.dir, train, validation);
+    expect(maxAbsDiff(full.batchLosses.slice(1), reference.batchLosses.slice(1))).toBeGreaterThan(1e-3);
+
+    const source = readTensors(bert.weights);
+    const kept = readTensors(join(out, 'model.safetensors'));
+    const encoderKeys = [...kept.keys()].filter((k) => k.startsWith('bert.'));
+    // Every encoder tensor the source has but the pooler (a token classifier has none), each equal to it bit for bit.
+    expect(encoderKeys.map((k) => k.slice('bert.'.length)).sort()).toEqual(
+      [...source.keys()].filter((k) => !k.startsWith('pooler.')).sort(),
+    );
+    for (const key of encoderKeys) expect(bytes(kept.get(key)!).equals(bytes(source.get(key.slice('bert.'.length))!)), key).toBe(true);
+    expect([...kept.keys()].filter((k) => !k.startsWith('bert.')).sort()).toEqual(['classifier.bias', 'classifier.weight']);
+    // The classifier moved from its init (the reference's, drawn from the same seed), to the reference's trained one.
+    const weight = kept.get('classifier.weight')!;
+    const init = reference.classifierInit.weight.flat();
+    expect(maxAbsDiff(Float32Array.from(init), weight)).toBeGreaterThan(1e-3);
+    expect(maxAbsDiff(kept.get('classifier.bias')!, reference.classifierInit.bias)).toBeGreaterThan(1e-4);
+    expect(result.best.epoch).toBe(RUN.epochs);
+    expect(maxAbsDiff(weight, reference.classifier.weight.flat())).toBeLessThan(1e-4);
+    expect(maxAbsDiff(kept.get('classifier.bias')!, reference.classifier.bias)).toBeLessThan(1e-4);
+  }, 300_000);
+
+  it('trains a DistilBERT folder as the reference trains DistilBertForTokenClassification, and keeps one the reference predicts alike', async () => {
+    const distil = await makeHfFolder({ layout: 'distilbert', ...SIZES, dropout: 0, seed: 4 });
+    const batches: BatchEvent[] = [];
+    const out = join(dir, 'distilbert');
+    let result: TokenTrainResult;
+    let reference: Reference;
+    [reference, result] = await Promise.all([referenceRun(distil.dir, train, validation), run(distil.dir, out, batches)]);
+    expect(batches.length).toBe(reference.batchLosses.length);
+    batches.forEach((b, i) => {
+      expect(b.loss, `batch ${i + 1}`).toBeCloseTo(reference.batchLosses[i]!, 4);
+    });
+    expect(result.history.map((h) => h.validationLoss)).toEqual(reference.epochs.map((e) => expect.closeTo(e.validationLoss, 4)));
+    expect(result.history.map((h) => h.validationAccuracy)).toEqual(reference.epochs.map((e) => e.validationAccuracy));
+
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    expect(config.architectures).toEqual(['DistilBertForTokenClassification']);
+    expect(config.model_type).toBe('distilbert');
+    expect(config.id2label).toEqual(Object.fromEntries(TAGS.map((t, i) => [String(i), t])));
+    const kept = readTensors(join(out, 'model.safetensors'));
+    const source = readTensors(distil.weights);
+    expect([...kept.keys()].sort()).toEqual(
+      [...[...source.keys()].map((k) => `distilbert.${k}`), 'classifier.bias', 'classifier.weight'].sort(),
+    );
+    // Full fine-tuning: the encoder moved too.
+    const moved = [...source].filter(([k, t]) => maxAbsDiff(t, kept.get(`distilbert.${k}`)!) > 1e-6).length;
+    expect(moved).toBeGreaterThan(source.size / 2);
+
+    const classifier = await TokenClassifier.load(out, { device: 'cpu' });
+    try {
+      expect(classifier.labels).toEqual(TAGS);
+      const tagged = await classifier.predict(validation.words);
+      const theirs = await referencePredict(out, validation.words);
+      let words = 0;
+      tagged.forEach((sentence, s) => {
+        expect(sentence.tags.length).toBe(theirs[s]!.length);
+        sentence.tags.forEach((tag, w) => {
+          const p = theirs[s]![w]!;
+          if (p === null) {
+            // A word past maxLength: neither predicts it.
+            expect([tag, sentence.scores[w]]).toEqual([null, null]);
+            return;
+          }
+          const c = p.indexOf(Math.max(...p));
+          expect(tag).toBe(TAGS[c]);
+          expect(sentence.scores[w]).toBeCloseTo(p[c]!, 5);
+          words++;
+        });
+      });
+      expect(words).toBeGreaterThan(validation.words.flat().length / 2);
+      // The kept epoch's predictions, as the reference made them at that epoch.
+      expect(tagged.map((s) => s.tags.map((t) => TAGS.indexOf(t!)))).toEqual(reference.epochs[result.best.epoch - 1]!.predictions);
+    } finally {
+      classifier.dispose();
+    }
+  }, 300_000);
+
+  describe('refusals', () => {
+    const base = () => ({ model: bert.dir, data, validationData, labels: TAGS, epochs: 1, threads: 1 });
+
+    it("refuses technique 'lora', naming the techniques it has", async () => {
+      const outDir = join(dir, 'lora');
+      await expect(trainTokenClassifier({ ...base(), outDir, technique: 'lora' as 'full' })).rejects.toThrow(
+        /technique must be 'full' or 'frozen'; got "lora"/,
+      );
+      expect(existsSync(outDir)).toBe(false);
+    });
+
+    it('refuses a TorchScript encoder, naming the file', async () => {
+      const pt = await makeEncoder({ layers: 2, hidden: 32, heads: 4, intermediate: 64, tokenizer: demoTokenizer, maxPosition: 64 });
+      const outDir = join(dir, 'torchscript');
+      const refused = await trainTokenClassifier({ ...base(), model: pt, outDir, tokenizer: demoTokenizer }).catch((e: Error) => e);
+      expect(refused).toBeInstanceOf(Error);
+      expect((refused as Error).message).toContain(pt);
+      expect((refused as Error).message).toMatch(/TorchScript file; token classification trains a Hugging Face model folder or Hub id/);
+      expect(existsSync(join(outDir, 'model.safetensors'))).toBe(false);
+    });
+
+    it('refuses an unknown option, naming it and the one meant', async () => {
+      const options = { ...base(), outDir: join(dir, 'misspelt'), learningrate: 1e-3 } as unknown as TokenTrainOptions;
+      await expect(trainTokenClassifier(options)).rejects.toThrow(/has no option 'learningrate': did you mean 'learningRate'\?/);
+      const unlike = { ...base(), outDir: join(dir, 'unknown'), pooling: 'mean' } as unknown as TokenTrainOptions;
+      await expect(trainTokenClassifier(unlike)).rejects.toThrow(/has no option 'pooling'/);
+    });
+
+    it('refuses integer tags without their names, asking for labels', async () => {
+      const { labels: _labels, ...withoutLabels } = base();
+      await expect(trainTokenClassifier({ ...withoutLabels, data: validationData, outDir: join(dir, 'ids') })).rejects.toThrow(
+        /is class id \d+, but no tag names are given: pass labels \/ --labels/,
+      );
+    });
+
+    it('refuses to load a folder that is not a token classifier', async () => {
+      await expect(TokenClassifier.load(bert.dir, { device: 'cpu' })).rejects.toThrow(
+        /is not a token classifier \(architectures \["BertModel"\]\): train one on it with trainTokenClassifier\(\)/,
+      );
+    });
+  });
+});
