@@ -31,7 +31,9 @@ export { type PromptClassifierOptions, promptClassifier } from './classification
 export { type TrainResult, train } from './classification/trainer.js';
 export type { ArraySource, CsvSource, DataSource } from './data/data.js';
 export type { PromptConfig, VerbalizerSpec } from './data/prompt-template.js';
+export type { TaggedReadOptions } from './data/tagged-words.js';
 export { type EncodedTexts, type TextPairs, TextTokenizer } from './data/tokenizer.js';
+export { splitWords, type TextWord } from './data/word-alignment.js';
 export { type ExportOptions, type ExportResult, exportHuggingFace } from './export/export.js';
 export { type AdapterHubExportOptions, type AdapterHubExportResult, exportAdapterHub } from './export/export-adapterhub.js';
 export type { ExportFamily } from './models/export-family.js';
@@ -45,6 +47,21 @@ export {
 export type { HeadKind } from './models/sequence-classification.js';
 export type { MlmMetrics, PretrainOptions, PretrainResult } from './pretraining/pretrainer.js';
 export { PRETRAIN_DEFAULTS, pretrain } from './pretraining/pretrainer.js';
+export {
+  loadTokenClassifier,
+  type TaggedWords,
+  type TextEntity,
+  TokenClassifier,
+  type TokenClassifierLoadOptions,
+} from './token-classification/token-classifier.js';
+export {
+  TOKEN_TRAIN_DEFAULTS,
+  type TokenMetrics,
+  type TokenTrainOptions,
+  type TokenTrainResult,
+  trainTokenClassifier,
+} from './token-classification/token-trainer.js';
+export { type EntityMetrics, type EntityTypeMetrics, entityMetrics, entitySpans, formatEntityMetrics } from './training/entity-metrics.js';
 export {
   type ClassificationMetrics,
   type ClassMetrics,

@@ -298,13 +298,35 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     }
   }, 300_000);
 
+  it("technique 'lora' keeps the adapters merged into the weights: the folder, loaded without them, scores as the adapted model did", async () => {
+    const out = join(dir, 'lora');
+    const result = await run(bert.dir, out, [], { technique: 'lora', learningRate: 5e-3, lora: { rank: 4, alpha: 8 } });
+    const source = readTensors(bert.weights);
+    const kept = readTensors(join(out, 'model.safetensors'));
+    // The family's targets (query and value) carry W0 + (alpha / r)·B·A; every other encoder weight is the source's.
+    const changed = [...kept.keys()].filter((k) => k.startsWith('bert.') && !bytes(kept.get(k)!).equals(bytes(source.get(k.slice(5))!)));
+    expect(changed.sort()).toEqual(
+      [0, 1].flatMap((l) => ['query', 'value'].map((m) => `bert.encoder.layer.${l}.attention.self.${m}.weight`)).sort(),
+    );
+    // Validation ran the adapters in activation space; the folder holds plain merged weights.
+    const classifier = await TokenClassifier.load(out, { device: 'cpu' });
+    try {
+      const metrics = await classifier.evaluate(validationData, { batchSize: RUN.batchSize });
+      expect(metrics.accuracy).toBe(result.metrics!.accuracy);
+      expect(metrics.f1).toBe(result.metrics!.f1);
+      expect(metrics.loss).toBeCloseTo(result.metrics!.loss, 5);
+    } finally {
+      classifier.dispose();
+    }
+  }, 300_000);
+
   describe('refusals', () => {
     const base = () => ({ model: bert.dir, data, validationData, labels: TAGS, epochs: 1, threads: 1 });
 
-    it("refuses technique 'lora', naming the techniques it has", async () => {
-      const outDir = join(dir, 'lora');
-      await expect(trainTokenClassifier({ ...base(), outDir, technique: 'lora' as 'full' })).rejects.toThrow(
-        /technique must be 'full' or 'frozen'; got "lora"/,
+    it("refuses technique 'adapter', naming the techniques it has", async () => {
+      const outDir = join(dir, 'adapter');
+      await expect(trainTokenClassifier({ ...base(), outDir, technique: 'adapter' as 'full' })).rejects.toThrow(
+        /technique must be 'full', 'lora' or 'frozen'; got "adapter"/,
       );
       expect(existsSync(outDir)).toBe(false);
     });

@@ -44,6 +44,11 @@ export async function writeTokenClassifierFolder(
   dir: string,
   run: {
     model: NativeScriptModule;
+    /**
+     * The model has LoRA adapters: its weights are saved as a forward sees them, W0 + (alpha /
+     * r)·B·A (a merged copy), so that transformers loads them without PEFT.
+     */
+    merge: boolean;
     family: ExportFamily;
     /** The model folder trained from, for its config.json and tokenizer companions. */
     sourceDir: string;
@@ -70,17 +75,39 @@ export async function writeTokenClassifierFolder(
       validationMacroF1: run.evaluation.validationMacroF1,
     },
   };
-  const tensors: Array<[string, NativeTensor]> = tokenClassificationKeys(run.family, run.model.namedParameters());
+  const merged = run.merge ? run.model.clone() : null;
+  try {
+    await commitModel(binding, dir, {
+      tensors: tokenClassificationKeys(run.family, (merged ?? run.model).namedParameters()),
+      companions: await companionFiles(run.sourceDir, run.tokenizerJson, names, run.history),
+      config: {
+        ...config,
+        architectures: [names.className('ForTokenClassification')],
+        id2label: Object.fromEntries(run.labels.map((label, id) => [String(id), label])),
+        label2id: Object.fromEntries(run.labels.map((label, id) => [label, id])),
+      },
+      torchBert,
+    });
+  } finally {
+    merged?.dispose();
+  }
+}
+
+/** The folder committed: model.safetensors, the companions, then config.json with the `torch_bert` block. */
+async function commitModel(
+  binding: NativeBinding,
+  dir: string,
+  save: {
+    tensors: Array<[string, NativeTensor]>;
+    companions: Array<{ file: string; content: string | Uint8Array }>;
+    config: Record<string, unknown>;
+    torchBert: Record<string, unknown>;
+  },
+): Promise<void> {
   await commitFolder(dir, {
-    archives: [{ file: MODEL_FILE, write: (path) => binding.writeSafetensors(path, tensors, SAFETENSORS_METADATA) }],
-    companions: await companionFiles(run.sourceDir, run.tokenizerJson, names, run.history),
+    archives: [{ file: MODEL_FILE, write: (path) => binding.writeSafetensors(path, save.tensors, SAFETENSORS_METADATA) }],
+    companions: save.companions,
     // config.json last: a folder is a model once it has one.
-    config: (archiveSha256) => ({
-      ...config,
-      architectures: [names.className('ForTokenClassification')],
-      id2label: Object.fromEntries(run.labels.map((label, id) => [String(id), label])),
-      label2id: Object.fromEntries(run.labels.map((label, id) => [label, id])),
-      torch_bert: { ...torchBert, archiveSha256 },
-    }),
+    config: (archiveSha256) => ({ ...save.config, torch_bert: { ...save.torchBert, archiveSha256 } }),
   });
 }

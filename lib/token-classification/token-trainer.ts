@@ -34,6 +34,7 @@ import {
   downloadEvents,
   type EpochMetrics,
   type Evaluation,
+  type LoraOptions,
   type ProgressEvent,
   type ResolvedTrainOptions,
   resolveTrainOptions,
@@ -66,8 +67,13 @@ export interface TokenTrainOptions extends TaggedReadOptions {
   validationSplit?: number;
   /** Where the kept model (a Hugging Face *ForTokenClassification folder), history and training state go. */
   outDir: string;
-  /** 'full' (default, run_ner.py's) trains the encoder and the head; 'frozen' the head alone. */
-  technique?: 'full' | 'frozen';
+  /**
+   * 'full' (default, run_ner.py's) trains the encoder and the head; 'lora' low-rank adapters and
+   * the head (PEFT's TOKEN_CLS), kept merged into the weights; 'frozen' the head alone.
+   */
+  technique?: 'full' | 'lora' | 'frozen';
+  /** With technique 'lora': train()'s LoRA options; targets default to the family's (query/value, DistilBERT's q_lin/v_lin). */
+  lora?: LoraOptions;
   /** A tokenizer.json; default the model folder's. */
   tokenizer?: string;
   /** Tokens per sentence, special tokens included; words past it are not predicted. Default the model's (tokenizer_config.json's, within its positions). */
@@ -131,6 +137,9 @@ export const TOKEN_TRAIN_DEFAULTS = {
   validationSplit: 0.1,
 };
 
+/** What trains a token classifier (bottleneck adapters are not yet kept in a form transformers loads). */
+const TOKEN_TECHNIQUES: ReadonlyArray<TokenTrainOptions['technique']> = ['full', 'lora', 'frozen'];
+
 /** trainTokenClassifier()'s option names, equal to TokenTrainOptions' keys (for plain JavaScript's misspelt keys). */
 const TOKEN_OPTION_NAMES = Object.keys({
   model: 1,
@@ -142,6 +151,7 @@ const TOKEN_OPTION_NAMES = Object.keys({
   labels: 1,
   outDir: 1,
   technique: 1,
+  lora: 1,
   tokenizer: 1,
   maxLength: 1,
   epochs: 1,
@@ -181,8 +191,8 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
   const { model: spec, data, validationData, wordsColumn, tagsColumn, labels, technique, ...rest } = options;
   if (typeof spec !== 'string' || spec === '')
     throw new InputError('trainTokenClassifier(): `model` (a Hugging Face model folder or Hub id) is required');
-  if (technique !== undefined && technique !== 'full' && technique !== 'frozen') {
-    throw new InputError(`trainTokenClassifier(): technique must be 'full' or 'frozen'; got ${JSON.stringify(technique)}`);
+  if (technique !== undefined && !TOKEN_TECHNIQUES.includes(technique)) {
+    throw new InputError(`trainTokenClassifier(): technique must be 'full', 'lora' or 'frozen'; got ${JSON.stringify(technique)}`);
   }
   if (rankEnvironmentSet()) {
     throw new InputError('trainTokenClassifier() runs in one process: data-parallel token classification is not supported yet');
@@ -208,6 +218,7 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
 
     // 2. The model and its head.
     const loaded = await loadModel(opts, spec, options.maxLength, disposables);
+    if (options.lora?.targets === undefined && loaded.loraTargets) opts.lora.targets = loaded.loraTargets;
     const { family, dir: sourceDir, config } = folderOf(loaded);
     const train = taggedSet(loaded.tokenizer, loaded.maxLength, trainSentences, names);
     const validation = taggedSet(loaded.tokenizer, loaded.maxLength, validationSentences, names);
@@ -259,6 +270,7 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
       checkpoint: (evaluation) =>
         writeTokenClassifierFolder(binding, outDir, {
           model,
+          merge: setup.adapters !== undefined,
           family,
           sourceDir,
           tokenizerJson: loaded.tokenizer.json,
