@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `torch-bert` command: train | pretrain | eval | predict | export | demo | doctor, one file
+ * The `torch-bert` command: train | pretrain | eval | predict | export | tokens | demo | doctor, one file
  * each in cli/. Same options as the API; tables and a live progress bar for people, `--json` for
  * programs. Exit code 0 on success, 1 with a one-line error on failure (a NativeLoadError: its
  * whole message, the fix included), 2 on a usage error, 130 when interrupted.
@@ -15,6 +15,7 @@ import { handErrorToLauncher, isLauncherWorker } from './cli/launcher.js';
 import { commandPredict } from './cli/predict.js';
 import { commandPretrain } from './cli/pretrain.js';
 import { quietWorker, WorkersFailed } from './cli/run-control.js';
+import { commandTokens } from './cli/tokens.js';
 import { commandTrain } from './cli/train.js';
 
 const USAGE = `torch-bert — fine-tune BERT classifiers from Node.js on libtorch
@@ -27,6 +28,9 @@ Usage:
   torch-bert predict --model M --template T --verbalizer LABEL=WORD... [--json] TEXT...
   torch-bert export  --classifier DIR --out HF_DIR [--heads N] [--format hf|adapterhub] [--name NAME] [--json]
   torch-bert pretrain --model MODEL --data FILE --out DIR [options]   masked-language-model pretraining
+  torch-bert tokens train   --model MODEL --data FILE --out DIR [options]   token classification (NER, POS)
+  torch-bert tokens eval    --classifier DIR --data FILE [--json]
+  torch-bert tokens predict --classifier DIR [--json] SENTENCE...
   torch-bert demo    [--out DIR] [--json]
   torch-bert doctor  [--json]      what to paste into a bug report
 
@@ -37,6 +41,7 @@ Run 'torch-bert COMMAND --help' for a command's options.`;
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   train: commandTrain,
   pretrain: commandPretrain,
+  tokens: commandTokens,
   eval: commandEval,
   predict: commandPredict,
   export: commandExport,

@@ -53,14 +53,14 @@ export {
   type TextEntity,
   TokenClassifier,
   type TokenClassifierLoadOptions,
-} from './token-classification/token-classifier.js';
+} from './tagging/token-classifier.js';
 export {
   TOKEN_TRAIN_DEFAULTS,
   type TokenMetrics,
   type TokenTrainOptions,
   type TokenTrainResult,
   trainTokenClassifier,
-} from './token-classification/token-trainer.js';
+} from './tagging/token-trainer.js';
 export { type EntityMetrics, type EntityTypeMetrics, entityMetrics, entitySpans, formatEntityMetrics } from './training/entity-metrics.js';
 export {
   type ClassificationMetrics,

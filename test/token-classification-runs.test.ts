@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortError } from '../lib/addon/errors.js';
 import { loadBinding } from '../lib/addon/loader.js';
-import { TokenClassifier } from '../lib/token-classification/token-classifier.js';
-import { type TokenTrainOptions, type TokenTrainResult, trainTokenClassifier } from '../lib/token-classification/token-trainer.js';
+import { TokenClassifier } from '../lib/tagging/token-classifier.js';
+import { type TokenTrainOptions, type TokenTrainResult, trainTokenClassifier } from '../lib/tagging/token-trainer.js';
 import type { BatchEvent, EpochMetrics } from '../lib/training/options.js';
 import { demoTokenizer, makeEncoder, makeHfFolder, runPython } from './fixtures.js';
 

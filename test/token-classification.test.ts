@@ -14,8 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadBinding } from '../lib/addon/loader.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
 import { encodeWords, splitWords } from '../lib/data/word-alignment.js';
-import { TokenClassifier } from '../lib/token-classification/token-classifier.js';
-import { type TokenTrainResult, trainTokenClassifier } from '../lib/token-classification/token-trainer.js';
+import { TokenClassifier } from '../lib/tagging/token-classifier.js';
+import { type TokenTrainResult, trainTokenClassifier } from '../lib/tagging/token-trainer.js';
 import type { BatchEvent } from '../lib/training/options.js';
 import { makeHfFolder, runPython } from './fixtures.js';
 

@@ -5,15 +5,10 @@
  */
 import type { Schedule } from '../data/batching.js';
 import { namesHubModel } from '../models/hub.js';
-import { type TaggedWords, TokenClassifier } from '../token-classification/token-classifier.js';
-import {
-  TOKEN_TRAIN_DEFAULTS,
-  type TokenTrainOptions,
-  type TokenTrainResult,
-  trainTokenClassifier,
-} from '../token-classification/token-trainer.js';
+import { type TaggedWords, TokenClassifier } from '../tagging/token-classifier.js';
+import { TOKEN_TRAIN_DEFAULTS, type TokenTrainOptions, type TokenTrainResult, trainTokenClassifier } from '../tagging/token-trainer.js';
 import { formatEntityMetrics } from '../training/entity-metrics.js';
-import { DEFAULTS, type Device } from '../training/options.js';
+import { DEFAULTS, type Device, LORA_DEFAULTS } from '../training/options.js';
 import {
   betasOption,
   listOption,
@@ -64,7 +59,13 @@ Options (default):
   --words-column NAME      JSON data's field of words (tokens)
   --tags-column NAME       JSON data's field of tags (ner_tags): names, or integer ids into --labels
   --labels A,B             tag names in id order (the tags read, sorted); every tag read must be one
-  --technique T            full (encoder and head) | frozen (the head alone) (${TOKEN_TRAIN_DEFAULTS.technique})
+  --technique T            full (encoder and head) | lora (low-rank adapters and the head, kept
+                           merged into the weights) | frozen (the head alone) (${TOKEN_TRAIN_DEFAULTS.technique})
+  --lora-rank N            LoRA rank (${LORA_DEFAULTS.rank})
+  --lora-alpha X           LoRA alpha; the update is (alpha/rank)·B·A (${LORA_DEFAULTS.alpha})
+  --lora-dropout X         dropout on the adapter path (${LORA_DEFAULTS.dropout})
+  --lora-targets A,B       module path suffixes to adapt (attention.self.query,attention.self.value;
+                           a DistilBERT folder's attention.q_lin,attention.v_lin)
   --epochs N               (${TOKEN_TRAIN_DEFAULTS.epochs})
   --batch-size N           sentences per batch (${TOKEN_TRAIN_DEFAULTS.batchSize})
   --max-length N           tokens per sentence incl. special tokens; words past it are not
@@ -108,7 +109,8 @@ export const TOKENS_PREDICT_HELP = `torch-bert tokens predict — tag each word 
   torch-bert tokens predict --classifier DIR [--json] SENTENCE...
 
 Each SENTENCE is split into words on whitespace; it prints a line per sentence, each word with
-its tag (word/TAG; word/- for a word the model did not see: past the classifier's max length).
+its tag (word/TAG; word/- for a word the model did not see: no token of it, or past the
+classifier's max length).
 
   --classifier DIR         a folder written by 'torch-bert tokens train', or a Hugging Face
                            token classifier (a folder or Hub id: *ForTokenClassification)
@@ -128,6 +130,10 @@ const TOKENS_TRAIN_OPTIONS: Options = {
       'out',
       'labels',
       'technique',
+      'lora-rank',
+      'lora-alpha',
+      'lora-dropout',
+      'lora-targets',
       'epochs',
       'batch-size',
       'max-length',
@@ -158,13 +164,13 @@ const TOKENS_TRAIN_OPTIONS: Options = {
 };
 
 /** What eval and predict share: the classifier, its batches and device. */
-const CLASSIFIER_OPTIONS: Options = {
+const CLASSIFIER_OPTIONS = {
   classifier: { type: 'string' },
   'batch-size': { type: 'string' },
   device: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
-};
+} satisfies Options;
 
 /** trainTokenClassifier()'s options from `torch-bert tokens train`'s flags: a flat table, as pretrainOptionsFrom's. */
 function tokenTrainOptionsFrom(values: Record<string, unknown>, json: boolean, signal: AbortSignal): TokenTrainOptions {
@@ -178,6 +184,12 @@ function tokenTrainOptionsFrom(values: Record<string, unknown>, json: boolean, s
     labels: listOption(values, 'labels'),
     outDir: outDirOption(values, 'tokens train'),
     technique: values.technique as TokenTrainOptions['technique'],
+    lora: {
+      rank: numberOption(values, 'lora-rank'),
+      alpha: numberOption(values, 'lora-alpha'),
+      dropout: numberOption(values, 'lora-dropout'),
+      targets: listOption(values, 'lora-targets'),
+    },
     tokenizer: values.tokenizer as string | undefined,
     maxLength: numberOption(values, 'max-length'),
     epochs: numberOption(values, 'epochs'),
@@ -262,7 +274,8 @@ async function tokensEval(argv: string[]): Promise<void> {
       batchSize: numberOption(values, 'batch-size'),
     });
     if (values.json) console.log(JSON.stringify(metrics));
-    else console.log(`words ${metrics.words}, entities ${metrics.entities}, loss ${metrics.loss.toFixed(4)}\n${formatEntityMetrics(metrics)}`);
+    else
+      console.log(`words ${metrics.words}, entities ${metrics.entities}, loss ${metrics.loss.toFixed(4)}\n${formatEntityMetrics(metrics)}`);
   } finally {
     classifier.dispose();
   }
