@@ -320,6 +320,30 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     }
   }, 300_000);
 
+  it("starts the head from a token classifier's own where its tags are the run's (in any order), else initialised", async () => {
+    const first = join(dir, 'first');
+    await run(bert.dir, first, [], { epochs: 1 });
+    const trained = readTensors(join(first, 'model.safetensors'));
+    // Learning rate 0: the kept head is the head the run started from.
+    const reordered = [...TAGS].reverse();
+    const again = await run(first, join(dir, 'again'), [], { epochs: 1, learningRate: 0, labels: reordered });
+    expect(again.notes).toContain(`the head starts from the checkpoint's token-classification head (its tags ${TAGS.join(', ')})`);
+    const kept = readTensors(join(dir, 'again', 'model.safetensors'));
+    const hidden = SIZES.hidden;
+    reordered.forEach((tag, c) => {
+      const row = TAGS.indexOf(tag);
+      expect(bytes(kept.get('classifier.weight')!.subarray(c * hidden, (c + 1) * hidden))).toEqual(
+        bytes(trained.get('classifier.weight')!.subarray(row * hidden, (row + 1) * hidden)),
+      );
+      expect(kept.get('classifier.bias')![c]).toBe(trained.get('classifier.bias')![row]);
+    });
+    // Other tags: the head starts initialised, as from a model without one.
+    const other = await run(first, join(dir, 'other'), [], { epochs: 1, learningRate: 0, labels: [...TAGS, 'B-MISC'] });
+    expect(other.notes.find((n) => n.includes('token-classification head tags'))).toMatch(/so the head starts initialised/);
+    const fresh = readTensors(join(dir, 'other', 'model.safetensors'));
+    expect(maxAbsDiff(fresh.get('classifier.bias')!, new Float32Array(TAGS.length + 1))).toBe(0);
+  }, 300_000);
+
   describe('refusals', () => {
     const base = () => ({ model: bert.dir, data, validationData, labels: TAGS, epochs: 1, threads: 1 });
 

@@ -66,7 +66,7 @@ export interface LoadedEncoder {
    */
   mlmHead: NativeScriptModule | null;
   /**
-   * A ForSequenceClassification checkpoint's head tensors (`classifier.*`, `pre_classifier.*`,
+   * A ForSequenceClassification or ForTokenClassification checkpoint's head tensors (`classifier.*`, `pre_classifier.*`,
    * float32), when asked for (`classificationHead: true`); empty otherwise. The caller disposes them.
    */
   classificationHead: Array<[string, NativeTensor]>;

@@ -10,9 +10,10 @@
  *   - the MLM head (`cls.predictions.*`, `lm_head.*`, `vocab_*`): kept, its decoder weight
  *     optional (BertForMaskedLM files omit it: it is tied to the word embeddings), the decoder's
  *     tied bias kept once under the head's own bias name;
- *   - the sequence-classification head of ForSequenceClassification files (`classifier.*`,
- *     `pre_classifier.*`): apart (`classificationHead`), for loading such a model as a
- *     classifier (hf-classifier.ts); an encoder alone ignores it;
+ *   - the classification head of ForSequenceClassification and ForTokenClassification files
+ *     (`classifier.*`, `pre_classifier.*`): apart (`classificationHead`), for loading such a
+ *     model as a classifier (hf-sequence-classifier.ts, tagging/token-classifier.ts) or starting
+ *     a run's head from it; an encoder alone ignores it;
  *   - other heads (NSP's `cls.seq_relationship.*`, `qa_outputs.*`): ignored, with a note listing them.
  * Weights are float32, float16 or bfloat16 (reduced ones are widened to float32 here: training
  * keeps float32 master weights); integer tensors other than the known buffers are refused.
@@ -47,7 +48,7 @@ export interface NormalisedCheckpoint<T extends TensorLike> {
   pooler: boolean;
   /** Whether the MLM head is present. */
   mlmHead: boolean;
-  /** The sequence-classification head's tensors (`classifier.*`, `pre_classifier.*`: their own names), apart from `weights`. */
+  /** A classification head's tensors (`classifier.*`, `pre_classifier.*`: their own names; a sequence or a token classifier's), apart from `weights`. */
   classificationHead: Array<[string, T]>;
   /** Tensors of other heads, left out (original names). */
   ignored: string[];
@@ -77,7 +78,7 @@ const MLM_HEAD: Record<EncoderFamily, { prefixes: string[]; marker: string; bias
   },
 };
 
-/** ForSequenceClassification's head (every family's: BERT's `classifier`, RoBERTa's `classifier.dense`/`out_proj`, DistilBERT's `pre_classifier` and `classifier`). */
+/** ForSequenceClassification's head (every family's: BERT's `classifier`, RoBERTa's `classifier.dense`/`out_proj`, DistilBERT's `pre_classifier` and `classifier`), and ForTokenClassification's (`classifier`). */
 const CLASSIFICATION_HEAD = ['classifier.', 'pre_classifier.'];
 
 /** Heads other than the MLM and sequence-classification heads: not part of an encoder. */

@@ -14,9 +14,12 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from '../addon/binding.js';
+import { ModelError } from '../addon/errors.js';
+import { loadBinding } from '../addon/loader.js';
 import { CONFIG_FILE, commitFolder } from '../files/checkpoint.js';
 import type { ExportFamily } from '../models/export-family.js';
-import { transformersNames } from '../models/hf-config.js';
+import { isJsonObject, transformersNames } from '../models/hf-config.js';
+import { sequenceClassifierLabels } from '../models/hf-sequence-classifier.js';
 import { MODEL_FILE, SAFETENSORS_METADATA } from '../models/model-folder.js';
 import { BASE_PREFIX } from '../models/sequence-classification.js';
 import { companionFiles } from '../pretraining/mlm-output.js';
@@ -110,4 +113,82 @@ async function commitModel(
     // config.json last: a folder is a model once it has one.
     config: (archiveSha256) => ({ ...save.config, torch_bert: { ...save.torchBert, archiveSha256 } }),
   });
+}
+
+/** Whether a config.json's `architectures` name a token classifier (`BertForTokenClassification`, ...). */
+export function isTokenClassifierConfig(config: Record<string, unknown>): boolean {
+  return Array.isArray(config.architectures) && config.architectures.some((a) => String(a).endsWith('ForTokenClassification'));
+}
+
+/** The max length a folder trainTokenClassifier() wrote was trained with (its `torch_bert` block); undefined for another folder. */
+export function trainedMaxLength(config: Record<string, unknown>): number | undefined {
+  const block = config.torch_bert;
+  return isJsonObject(block) && block.format === TOKEN_CLASSIFIER_FORMAT && typeof block.maxLength === 'number'
+    ? block.maxLength
+    : undefined;
+}
+
+/**
+ * A *ForTokenClassification checkpoint's head (`head`: its `classifier.weight` [tags, hidden] and
+ * `classifier.bias`, by transformers' names) and its tags (config.json's `id2label`, in id order).
+ */
+export interface CheckpointHead {
+  weights: ReadonlyMap<string, NativeTensor>;
+  tags: string[];
+}
+
+/** The checkpoint's head and tags; a ModelError naming the file when it holds no head or its id2label does not name each row. */
+export function checkpointHead(
+  head: ReadonlyMap<string, NativeTensor>,
+  config: Record<string, unknown>,
+  description: string,
+  file: string,
+): CheckpointHead {
+  const weight = head.get('classifier.weight');
+  if (weight?.shape.length !== 2) {
+    throw new ModelError(`${description} has no classifier.weight [tags, hidden]: its checkpoint holds no token-classification head`, {
+      file,
+      code: 'CHECKPOINT_MISMATCH',
+    });
+  }
+  return { weights: head, tags: sequenceClassifierLabels(config, weight.shape[0]!, file) };
+}
+
+/**
+ * The checkpoint's head into the token classifier's (`head.classifier.*`), tag `c` taking the
+ * checkpoint's row `rows[c]`: each tensor there, of the head's shape, else a ModelError naming it.
+ */
+export function copyTokenHead(
+  module: NativeScriptModule,
+  checkpoint: CheckpointHead,
+  rows: readonly number[],
+  description: string,
+  file: string,
+): void {
+  for (const [name, param] of module.namedParameters().filter(([n]) => n.startsWith('head.'))) {
+    const key = name.slice('head.'.length);
+    const saved = checkpoint.weights.get(key);
+    const shape = [rows.length, ...(saved?.shape.slice(1) ?? [])];
+    if (!saved || saved.shape.length !== param.shape.length || shape.join(',') !== param.shape.join(',')) {
+      throw new ModelError(
+        `${description}: its checkpoint ${saved ? `holds ${key} as [${saved.shape.join(', ')}], where the head takes [${param.shape.join(', ')}]` : `lacks ${key}`}`,
+        { file, code: 'CHECKPOINT_MISMATCH' },
+      );
+    }
+    if (rows.every((row, c) => row === c) && saved.shape[0] === rows.length) {
+      param.copyFrom(saved);
+      continue;
+    }
+    // The rows in this head's tag order.
+    const values = saved.toArray() as Float32Array;
+    const width = values.length / saved.shape[0]!;
+    const ordered = new Float32Array(rows.length * width);
+    for (const [c, row] of rows.entries()) ordered.set(values.subarray(row * width, (row + 1) * width), c * width);
+    const tensor = loadBinding().Tensor.fromArray(ordered, param.shape);
+    try {
+      param.copyFrom(tensor);
+    } finally {
+      tensor.dispose();
+    }
+  }
 }

@@ -6,19 +6,17 @@
  * `classifier`), its tags from config.json's `id2label`.
  */
 import type { NativeScriptModule, Precision } from '../addon/binding.js';
-import { InputError, ModelError } from '../addon/errors.js';
+import { InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches } from '../data/batching.js';
 import { readTaggedFiles, type TaggedReadOptions } from '../data/tagged-words.js';
 import { encodeWords, perWord, splitWords, wordBatch } from '../data/word-alignment.js';
 import { type LoadedEncoder, loadEncoderSource } from '../models/encoder-source.js';
-import { isJsonObject } from '../models/hf-config.js';
-import { sequenceClassifierLabels } from '../models/hf-sequence-classifier.js';
 import type { DownloadProgress } from '../models/hub.js';
 import { entitySpans } from '../training/entity-metrics.js';
 import type { Device } from '../training/options.js';
-import { TOKEN_CLASSIFIER_FORMAT } from './token-classifier-folder.js';
+import { checkpointHead, copyTokenHead, isTokenClassifierConfig, trainedMaxLength } from './token-classifier-folder.js';
 import { folderOf, type TokenMetrics, taggedSet, validateTokenClassifier } from './token-trainer.js';
 
 /** An entity found in a text: its type, its characters [start, end) and their text, its words' mean probability. */
@@ -43,9 +41,6 @@ export interface TokenClassifierLoadOptions {
   maxLength?: number;
   onDownload?: (progress: DownloadProgress) => void;
 }
-
-/** The head tensors of a *ForTokenClassification checkpoint (every family's), by transformers' names. */
-const HEAD_KEYS = ['classifier.weight', 'classifier.bias'] as const;
 
 export class TokenClassifier {
   private constructor(
@@ -73,25 +68,15 @@ export class TokenClassifier {
     let module: NativeScriptModule | undefined;
     try {
       const { family, config, configFile } = folderOf(encoder);
-      const architectures = Array.isArray(config.architectures) ? config.architectures.map(String) : [];
-      if (!architectures.some((a) => a.endsWith('ForTokenClassification'))) {
+      if (!isTokenClassifierConfig(config)) {
         throw new InputError(
           `${encoder.description} is not a token classifier (architectures ${JSON.stringify(config.architectures ?? null)}): ` +
             'train one on it with trainTokenClassifier(), then load that',
           { file: configFile },
         );
       }
-      const weight = weights.get(HEAD_KEYS[0]);
-      if (weight?.shape.length !== 2) {
-        throw new ModelError(
-          `${encoder.description} has no classifier.weight [tags, hidden]: its checkpoint holds no token-classification head`,
-          {
-            file: configFile,
-            code: 'CHECKPOINT_MISMATCH',
-          },
-        );
-      }
-      const labels = sequenceClassifierLabels(config, weight.shape[0]!, configFile);
+      const head = checkpointHead(weights, config, encoder.description, configFile);
+      const labels = head.tags;
       module = loadBinding().buildClassifier(encoder.module, {
         numClasses: labels.length,
         headHidden: 1,
@@ -101,22 +86,16 @@ export class TokenClassifier {
         family,
         dropout: 0,
       }).module;
-      for (const [name, param] of module.namedParameters().filter(([n]) => n.startsWith('head.'))) {
-        const key = name.slice('head.'.length);
-        const saved = weights.get(key);
-        if (!saved || saved.shape.join(',') !== param.shape.join(',')) {
-          throw new ModelError(
-            `${encoder.description}: its checkpoint ${saved ? `holds ${key} as [${saved.shape.join(', ')}], where the head takes [${param.shape.join(', ')}]` : `lacks ${key}`}`,
-            { file: configFile, code: 'CHECKPOINT_MISMATCH' },
-          );
-        }
-        param.copyFrom(saved);
-      }
+      copyTokenHead(
+        module,
+        head,
+        labels.map((_, c) => c),
+        encoder.description,
+        configFile,
+      );
       module.train(false);
       // The sentences read as in training: words past the trained length were never seen there.
-      const trained =
-        isJsonObject(config.torch_bert) && config.torch_bert.format === TOKEN_CLASSIFIER_FORMAT ? config.torch_bert.maxLength : undefined;
-      const maxLength = options.maxLength ?? (typeof trained === 'number' ? trained : encoder.maxLength);
+      const maxLength = options.maxLength ?? trainedMaxLength(config) ?? encoder.maxLength;
       return new TokenClassifier(module, encoder, labels, maxLength);
     } catch (err) {
       module?.dispose();

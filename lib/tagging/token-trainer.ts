@@ -54,7 +54,7 @@ import {
   type SkippedBatch,
   stateSaver,
 } from '../training/training-state.js';
-import { writeTokenClassifierFolder } from './token-classifier-folder.js';
+import { checkpointHead, copyTokenHead, isTokenClassifierConfig, writeTokenClassifierFolder } from './token-classifier-folder.js';
 
 export interface TokenTrainOptions extends TaggedReadOptions {
   /** A Hugging Face model folder or Hub id (BERT, RoBERTa/XLM-R, DistilBERT). */
@@ -234,6 +234,7 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
     });
     const model = built.module;
     disposables.push(model);
+    const headNote = startHeadFromCheckpoint(model, loaded, names);
 
     // 3. What trains; the run's identity for a resume.
     const setup = setUpTrainable(binding, model, opts, built.unusedParameters);
@@ -301,7 +302,7 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
       metrics: keeper.bestMetrics,
       trainSentences: train.rows.encoded.count,
       validationSentences: validation.rows.encoded.count,
-      notes: [...loaded.notes, ...[zeroLearningRateNote(opts)].filter((n) => n !== null)],
+      notes: [...loaded.notes, ...[headNote, zeroLearningRateNote(opts)].filter((n) => n !== null)],
       stoppedEarly: keeper.stoppedEarly,
       skippedBatches: position.skippedBatches,
     };
@@ -367,6 +368,7 @@ async function loadModel(
     tokenizer: opts.tokenizer,
     maxLength,
     fallbackMaxLength: DEFAULTS.maxLength,
+    classificationHead: true,
     refuseTorchScript: (file) =>
       new InputError(
         `trainTokenClassifier(): ${file} is a TorchScript file; token classification trains a Hugging Face model folder or Hub id (its family decides the head and the saved folder)`,
@@ -374,8 +376,40 @@ async function loadModel(
     signal: opts.signal,
     onDownload: downloadEvents(opts.onProgress),
   });
-  disposables.push(loaded.module);
+  disposables.push(loaded.module, {
+    // A token classifier's head, until the run takes it (startHeadFromCheckpoint).
+    dispose: () => {
+      for (const [, t] of loaded.classificationHead) t.dispose();
+    },
+  });
   return loaded;
+}
+
+/**
+ * A model that is a token classifier already (a *ForTokenClassification folder or Hub id): its
+ * head starts this run's where its tags are this run's (in any order: the rows follow the names),
+ * as `from_pretrained` keeps a head that fits, else the head keeps its initialisation. The note
+ * says which; null for a model without such a head. The checkpoint's head tensors are freed.
+ */
+function startHeadFromCheckpoint(model: NativeScriptModule, loaded: LoadedEncoder, names: readonly string[]): string | null {
+  const weights = new Map(loaded.classificationHead);
+  loaded.classificationHead = [];
+  try {
+    const { config, configFile } = folderOf(loaded);
+    if (!isTokenClassifierConfig(config) || weights.size === 0) return null;
+    const head = checkpointHead(weights, config, loaded.description, configFile);
+    const rows = names.map((tag) => head.tags.indexOf(tag));
+    if (head.tags.length !== names.length || rows.some((row) => row < 0)) {
+      return (
+        `the checkpoint's token-classification head tags ${head.tags.join(', ')}; this run's tags are ${names.join(', ')}, ` +
+        "so the head starts initialised (labels with the checkpoint's tags would start it from the checkpoint's)"
+      );
+    }
+    copyTokenHead(model, head, rows, loaded.description, configFile);
+    return `the head starts from the checkpoint's token-classification head (its tags ${head.tags.join(', ')})`;
+  } finally {
+    for (const t of weights.values()) t.dispose();
+  }
 }
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
