@@ -179,6 +179,46 @@ describe('torch-bert tokens (CLI)', () => {
     expect(human.stdout).toContain(`saved to ${join(work, 'human')} (18 training and 6 validation sentences)`);
   });
 
+  it('--nproc-per-node 2 starts a data-parallel run: rank 0 alone prints, writes and scores every validation word', async () => {
+    const args = (dir: string, batch: string) => [
+      'tokens',
+      'train',
+      '--model',
+      model,
+      '--data',
+      trainFile,
+      '--validation-data',
+      validationFile,
+      '--labels',
+      LABELS.join(','),
+      '--out',
+      dir,
+      '--epochs',
+      '1',
+      '--batch-size',
+      batch,
+      '--max-length',
+      '16',
+      '--json',
+    ];
+    const [two, one] = await Promise.all([
+      run([...args(join(work, 'nproc'), '2'), '--nproc-per-node', '2']),
+      run([...args(join(work, 'nproc-single'), '4'), '--threads', '1']),
+    ]);
+    expect(two.code, two.stderr).toBe(0);
+    expect(one.code, one.stderr).toBe(0);
+    // One JSON result (rank 0's), scored on the whole validation set (every word, as one process
+    // scores it; the weights themselves differ here, the model's dropout drawing per rank: the
+    // library's test compares them with dropout off).
+    const lines = two.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const [ddp, single] = [JSON.parse(lines[0]!), JSON.parse(one.stdout)];
+    expect([ddp.trainSentences, ddp.validationSentences]).toEqual([24, 8]);
+    expect(ddp.metrics.words).toBe(single.metrics.words);
+    expect(ddp.metrics.entities).toBe(single.metrics.entities);
+    expect(existsSync(join(work, 'nproc', 'model.safetensors'))).toBe(true);
+  }, 300_000);
+
   it('exits 2 on a usage error, naming the missing flag', async () => {
     const missing = await run(['tokens', 'train', '--data', trainFile, '--out', join(work, 'none')]);
     expect(missing.code).toBe(2);

@@ -13,10 +13,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortError } from '../lib/addon/errors.js';
 import { loadBinding } from '../lib/addon/loader.js';
+import { freePort, rankVariables } from '../lib/cli/launcher.js';
 import { TokenClassifier } from '../lib/tagging/token-classifier.js';
 import { type TokenTrainOptions, type TokenTrainResult, trainTokenClassifier } from '../lib/tagging/token-trainer.js';
 import type { BatchEvent, EpochMetrics } from '../lib/training/options.js';
-import { demoTokenizer, makeEncoder, makeHfFolder, runPython } from './fixtures.js';
+import { demoTokenizer, makeEncoder, makeHfFolder, repoRoot, runPython } from './fixtures.js';
+import { runCommand } from './helpers/run-command.js';
+import { maxDifference } from './helpers/weights.js';
 
 const TAGS = ['B-LOC', 'B-PER', 'I-LOC', 'I-PER', 'O'];
 const FILLER = ['the', 'movie', 'was', 'great', 'plot', 'boring', 'film', 'good', 'bad', 'story', 'and', 'really', 'at'];
@@ -120,6 +123,8 @@ function readTensors(file: string): Map<string, Float32Array> {
   }
 }
 
+/** A kept folder's model.safetensors as name → values. */
+const folderTensors = (folder: string) => readTensors(join(folder, 'model.safetensors'));
 const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => Math.max(...Array.from(a, (x, i) => Math.abs(x - b[i]!)));
 const losses = (history: EpochMetrics[]) =>
@@ -343,6 +348,56 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     const fresh = readTensors(join(dir, 'other', 'model.safetensors'));
     expect(maxAbsDiff(fresh.get('classifier.bias')!, new Float32Array(TAGS.length + 1))).toBe(0);
   }, 300_000);
+
+  /**
+   * Issue 16's equivalence for token classification: two Gloo ranks with batch 2 each end with
+   * one process's weights with batch 4; each validates half the sentences, and the sums reduced
+   * give one process's metrics. Rank 0 alone writes.
+   */
+  it.skipIf(!loadBinding().distributedBackends().includes('gloo'))(
+    '2 ranks with batch 2 end with the weights and validation of 1 process with batch 4; rank 0 alone writes',
+    async () => {
+      const helper = join(repoRoot, 'test', 'helpers', 'distributed-token-train.mjs');
+      const options = (outDir: string, batchSize: number) =>
+        JSON.stringify({
+          model: bert.dir,
+          data,
+          validationData,
+          labels: TAGS,
+          outDir,
+          ...RUN,
+          batchSize,
+          learningRate: 2e-3,
+          threads: 1,
+          distributedTimeout: 60,
+        });
+      const single = join(dir, 'ddp-single');
+      const one = await runCommand(process.execPath, [helper, options(single, 4)]);
+      expect(one.code, one.stderr).toBe(0);
+      const port = await freePort();
+      const ranks = await Promise.all(
+        [0, 1].map((rank) =>
+          runCommand(process.execPath, [helper, options(join(dir, rank === 0 ? 'ddp' : 'ddp-rank1'), 2)], rankVariables(rank, 2, port)),
+        ),
+      );
+      for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+      expect(existsSync(join(dir, 'ddp-rank1'))).toBe(false);
+      expect(maxDifference(folderTensors(join(dir, 'ddp')), folderTensors(single))).toBeLessThan(1e-5);
+      // Every rank reports the whole validation set's metrics, one process's.
+      const reference = JSON.parse(one.stdout) as TokenTrainResult;
+      for (const r of ranks) {
+        const result = JSON.parse(r.stdout) as TokenTrainResult;
+        expect(result.history.map((h) => h.validationAccuracy)).toEqual(reference.history.map((h) => h.validationAccuracy));
+        expect(result.history.map((h) => h.validationLoss)).toEqual(reference.history.map((h) => expect.closeTo(h.validationLoss, 6)));
+        expect({ ...result.metrics, loss: 0 }).toEqual({ ...reference.metrics, loss: 0 });
+      }
+      // The weights moved: one process with batch 2 ends elsewhere.
+      const small = join(dir, 'ddp-b2');
+      expect((await runCommand(process.execPath, [helper, options(small, 2)])).code).toBe(0);
+      expect(maxDifference(folderTensors(small), folderTensors(single))).toBeGreaterThan(1e-4);
+    },
+    300_000,
+  );
 
   describe('refusals', () => {
     const base = () => ({ model: bert.dir, data, validationData, labels: TAGS, epochs: 1, threads: 1 });

@@ -21,7 +21,7 @@ import {
   UsageError,
 } from './args.js';
 import { historyTable, progressPrinter } from './output.js';
-import { fetchModelWithProgress, interruptController } from './run-control.js';
+import { fetchModelWithProgress, interruptController, launchedWorkers, quietWorker } from './run-control.js';
 import { TRAIN_OPTIONS } from './train.js';
 
 const DATA_HELP = `Data: CoNLL files (a word and its tag per line, the tag in the last column, a blank line
@@ -88,7 +88,11 @@ Options (default):
   --seed N                 (${DEFAULTS.seed})
   --device auto|cpu|cuda|cuda:N  (${DEFAULTS.device})
   --precision P            fp32 | bf16 | fp16 (CUDA only; loss scaling) (${DEFAULTS.precision})
-  --threads N              libtorch intra-op threads
+  --threads N              libtorch intra-op threads (distributed: cores / processes per node)
+  --nproc-per-node N       data-parallel: start N worker processes on this machine (Gloo), batch per process
+  --distributed auto|off   auto: join the data-parallel job torchrun's variables (RANK, ...) describe;
+                           off: train alone even where they are set (${DEFAULTS.distributed})
+  --distributed-timeout S  seconds a rank waits for the others before failing (${DEFAULTS.distributedTimeout})
   --json                   print one JSON object instead of tables`;
 
 export const TOKENS_EVAL_HELP = `torch-bert tokens eval — seqeval's entity scores (precision, recall, F1 per entity type, micro
@@ -147,6 +151,9 @@ const TOKENS_TRAIN_OPTIONS: Options = {
       'device',
       'precision',
       'threads',
+      'nproc-per-node',
+      'distributed',
+      'distributed-timeout',
       'schedule',
       'warmup-ratio',
       'grad-accum',
@@ -211,6 +218,8 @@ function tokenTrainOptionsFrom(values: Record<string, unknown>, json: boolean, s
     onNonFinite: values['on-non-finite'] as TokenTrainOptions['onNonFinite'],
     resumeFrom: values.resume as string | undefined,
     threads: numberOption(values, 'threads'),
+    distributed: values.distributed as TokenTrainOptions['distributed'],
+    distributedTimeout: numberOption(values, 'distributed-timeout'),
     onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
     signal,
   };
@@ -241,9 +250,10 @@ async function tokensTrain(argv: string[]): Promise<void> {
   const { values } = parseCommandArgs('tokens train', { args: argv, options: TOKENS_TRAIN_OPTIONS, strict: true });
   if (values.help) return void console.log(TOKENS_TRAIN_HELP);
   await fetchModelWithProgress(values);
+  if (await launchedWorkers('tokens', values, ['train', ...argv])) return;
   const json = Boolean(values.json);
   const result = await trainTokenClassifier(tokenTrainOptionsFrom(values, json, interruptController(values).signal));
-  printTokenTrainResult(result, json);
+  if (!quietWorker(values)) printTokenTrainResult(result, json);
 }
 
 /** --classifier DIR, or a Hub id (downloaded ahead with progress, as --model is). */

@@ -25,7 +25,17 @@ import { CONFIG_FILE, ensureWritableDir, HISTORY_FILE, writeFileAtomic } from '.
 import { checkOutputFolder, claimOutputFolder } from '../files/output-folder.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
 import type { ExportFamily } from '../models/export-family.js';
-import { contentDigest, rankEnvironmentSet, sharedSettings } from '../training/distributed.js';
+import {
+  contentDigest,
+  type Distributed,
+  type RunIdentity,
+  rankZeroDecides,
+  runAsRank,
+  sharedSettings,
+  startAsRank,
+  type ValidationShard,
+  validationShard,
+} from '../training/distributed.js';
 import { type EntityMetrics, entityMetrics } from '../training/entity-metrics.js';
 import {
   checkOptionNames,
@@ -103,6 +113,14 @@ export interface TokenTrainOptions extends TaggedReadOptions {
   /** The out dir of an interrupted run: continues it exactly. */
   resumeFrom?: string;
   threads?: number;
+  /**
+   * Data-parallel training, as train()'s: 'auto' (default) joins the process group when
+   * torchrun's variables are set; each rank takes its share of every epoch's sentences,
+   * `batchSize` per rank; rank 0 alone writes the folder, state and progress.
+   */
+  distributed?: 'auto' | 'off';
+  /** Seconds a rank waits for the others before failing. Default 300. */
+  distributedTimeout?: number;
   onProgress?: (event: ProgressEvent) => void;
   signal?: AbortSignal;
 }
@@ -173,6 +191,8 @@ const TOKEN_OPTION_NAMES = Object.keys({
   onNonFinite: 1,
   resumeFrom: 1,
   threads: 1,
+  distributed: 1,
+  distributedTimeout: 1,
   onProgress: 1,
   signal: 1,
 } satisfies Record<keyof TokenTrainOptions, 1>);
@@ -194,9 +214,6 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
   if (technique !== undefined && !TOKEN_TECHNIQUES.includes(technique)) {
     throw new InputError(`trainTokenClassifier(): technique must be 'full', 'lora' or 'frozen'; got ${JSON.stringify(technique)}`);
   }
-  if (rankEnvironmentSet()) {
-    throw new InputError('trainTokenClassifier() runs in one process: data-parallel token classification is not supported yet');
-  }
   const opts = resolveTrainOptions({
     ...TOKEN_TRAIN_DEFAULTS,
     ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
@@ -206,70 +223,74 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
   });
   const outDir = opts.outDir;
   if (!outDir) throw new InputError('trainTokenClassifier(): `outDir` is required (the trained model is a folder)');
-  const read = { wordsColumn, tagsColumn, labels };
+  const run: TokenRun = {
+    spec,
+    data,
+    validationData,
+    read: { wordsColumn, tagsColumn, labels },
+    maxLength: options.maxLength,
+    loraTargetsGiven: options.lora?.targets !== undefined,
+    outDir,
+  };
   const binding = loadBinding();
+  // Data-parallel (distributed.ts), as train() and pretrain(): joined first, threads per rank.
+  return runAsRank(binding, opts, (dist) => {
+    if (dist && !dist.isMain) {
+      // Rank 0 alone reports progress and writes.
+      opts.onProgress = undefined;
+      opts.outDir = undefined;
+    }
+    return trainRank(binding, opts, run, dist);
+  });
+}
+
+/** What trainTokenClassifier() read of its options beyond train()'s. */
+interface TokenRun {
+  spec: string;
+  data: string | readonly string[];
+  validationData: string | readonly string[] | undefined;
+  read: TaggedReadOptions;
+  maxLength: number | undefined;
+  loraTargetsGiven: boolean;
+  outDir: string;
+}
+
+async function trainRank(
+  binding: NativeBinding,
+  opts: ResolvedTrainOptions,
+  run: TokenRun,
+  dist: Distributed | null,
+): Promise<TokenTrainResult> {
+  const { outDir } = run;
+  // Rank 0 alone writes the folder, the training state and the history.
+  const writes = !dist || dist.isMain;
   if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
   const disposables: Array<{ dispose(): void }> = [];
   let releaseOutDir: (() => Promise<void>) | undefined;
   try {
-    await checkOutputFolderFirst(outDir, 'token-classifier', spec, opts.resumeFrom);
-    const { train: trainSentences, validation: validationSentences } = await readSplit(binding, opts, data, validationData, read);
-    const names = tagNames({ words: [], tags: [...trainSentences.tags, ...validationSentences.tags], origins: [] }, labels);
+    // 1–2. The sentences, the model, where the run starts.
+    const prepared = await prepareRank(binding, opts, run, dist, disposables);
+    const { loaded, names, train, validation, position } = prepared;
 
-    // 2. The model and its head.
-    const loaded = await loadModel(opts, spec, options.maxLength, disposables);
-    if (options.lora?.targets === undefined && loaded.loraTargets) opts.lora.targets = loaded.loraTargets;
-    const { family, dir: sourceDir, config } = folderOf(loaded);
-    const train = taggedSet(loaded.tokenizer, loaded.maxLength, trainSentences, names);
-    const validation = taggedSet(loaded.tokenizer, loaded.maxLength, validationSentences, names);
-    const built = binding.buildClassifier(loaded.module, {
-      numClasses: names.length,
-      headHidden: 1,
-      pooling: 'cls',
-      seed: opts.seed,
-      head: 'token-classification',
-      family,
-      dropout: headDropout(family, config),
-      initializerRange: num(config.initializer_range) ?? 0.02,
-    });
-    const model = built.module;
-    disposables.push(model);
-    const headNote = startHeadFromCheckpoint(model, loaded, names);
+    // 3. The token classifier and what trains.
+    const { model, setup, trainee, headNote } = await tokenTrainee(binding, opts, prepared, dist, disposables);
+    const { family, dir: sourceDir } = folderOf(loaded);
+    if (writes) {
+      await checkOutputFolder(outDir, 'token-classifier', opts.resumeFrom, modelFolderRead(loaded));
+      releaseOutDir = await claimOutputFolder(outDir);
+      if (opts.resumeFrom === undefined) await checkNoUnfinishedRun(outDir);
+      await ensureWritableDir(outDir);
+    }
 
-    // 3. What trains; the run's identity for a resume.
-    const setup = setUpTrainable(binding, model, opts, built.unusedParameters);
-    const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
-    const fingerprint = {
-      task: 'token-classification',
-      trainExamples: train.rows.encoded.count,
-      validationExamples: validation.rows.encoded.count,
-      maxLength: loaded.maxLength,
-      labels: names,
-      batchSize: opts.batchSize,
-      epochs: opts.epochs,
-      seed: opts.seed,
-      gradientAccumulationSteps: opts.gradientAccumulationSteps,
-      options: sharedSettings(opts),
-      contents: runContents({
-        'training data': contentDigest(trainSentences.words.map((w, i) => JSON.stringify([w, trainSentences.tags[i]]))),
-        'validation data': contentDigest(validationSentences.words.map((w, i) => JSON.stringify([w, validationSentences.tags[i]]))),
-        tokenizer: contentDigest([loaded.tokenizer.json]),
-        "model's weights": await loaded.weightsKey(),
-      }),
-    };
-    const position = saved ? resumePosition(saved, fingerprint, opts.resumeFrom!, train.rows.encoded.count) : startPosition();
-    const trainee = await startTrainee(binding, model, setup, { dist: null, saved, disposables });
-    model.train(true);
-    await checkOutputFolder(outDir, 'token-classifier', opts.resumeFrom, modelFolderRead(loaded));
-    releaseOutDir = await claimOutputFolder(outDir);
-    if (opts.resumeFrom === undefined) await checkNoUnfinishedRun(outDir);
-    await ensureWritableDir(outDir);
-
-    // 4. The loop.
+    // 4. The loop. Data-parallel: each rank validates its share of the sentences, the sums
+    // reduced; rank 0 decides the best and early stopping.
+    const shard = validationShard(dist, validation.rows.encoded.count);
     const keeper = new RunKeeper<TokenMetrics>(position, opts, {
-      validate: () => validateTokenClassifier(binding, model, validation, names, opts),
-      checkpoint: (evaluation) =>
-        writeTokenClassifierFolder(binding, outDir, {
+      validate: () => validateTokenClassifier(binding, model, validation, names, { ...opts, shard }),
+      agree: rankZeroDecides(dist),
+      checkpoint: async (evaluation) => {
+        if (!writes) return;
+        await writeTokenClassifierFolder(binding, outDir, {
           model,
           merge: setup.adapters !== undefined,
           family,
@@ -279,20 +300,34 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
           labels: names,
           evaluation,
           history: position.history,
-        }),
-      saveState: stateSaver(binding, outDir, { fingerprint, tensors: setup.trainable, optimizer: trainee.optimizer }, null),
+        });
+      },
+      saveState: stateSaver(
+        binding,
+        writes ? outDir : undefined,
+        { fingerprint: prepared.fingerprint, tensors: setup.trainable, optimizer: trainee.optimizer },
+        dist,
+      ),
       onProgress: opts.onProgress,
     });
     const task = tokenClassificationTask(binding, model, trainee.optimizer, train, {
       precision: opts.precision,
       maxGradNorm: opts.maxGradNorm,
       skipNonFinite: opts.onNonFinite === 'skip',
+      averageGradients: dist !== null,
     });
-    await runTrainingLoop(task, trainee, keeper, { ...opts, trainRows: train.rows.encoded.count, randperm: binding.randperm });
+    await runTrainingLoop(task, trainee, keeper, {
+      ...opts,
+      trainRows: train.rows.encoded.count,
+      randperm: binding.randperm,
+      rank: dist ?? undefined,
+    });
 
     // 5. Finish.
-    await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
-    await removeTrainingState(outDir);
+    if (writes) {
+      await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
+      await removeTrainingState(outDir);
+    }
     return {
       outDir,
       labels: names,
@@ -312,6 +347,114 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
     for (const d of disposables.reverse()) d.dispose();
     await releaseOutDir?.();
   }
+}
+
+/**
+ * Stages 1–2 of a rank: what may fail on one rank alone (loadAndRead), then (data-parallel) the
+ * start agreed with the other ranks: every rank runs the same job, or none trains. Then the
+ * sentences as token rows, the run's fingerprint and the position it starts from.
+ */
+async function prepareRank(
+  binding: NativeBinding,
+  opts: ResolvedTrainOptions,
+  run: TokenRun,
+  dist: Distributed | null,
+  disposables: Array<{ dispose(): void }>,
+) {
+  const start = await startAsRank(
+    dist,
+    () => loadAndRead(binding, opts, run, disposables),
+    (read) => runIdentity(opts, read),
+  );
+  const { loaded, names, split } = start;
+  if (!run.loraTargetsGiven && loaded.loraTargets) opts.lora.targets = loaded.loraTargets;
+  const train = taggedSet(loaded.tokenizer, loaded.maxLength, split.train, names);
+  const validation = taggedSet(loaded.tokenizer, loaded.maxLength, split.validation, names);
+  const fingerprint = {
+    task: 'token-classification',
+    trainExamples: train.rows.encoded.count,
+    validationExamples: validation.rows.encoded.count,
+    maxLength: loaded.maxLength,
+    labels: names,
+    batchSize: opts.batchSize,
+    epochs: opts.epochs,
+    seed: opts.seed,
+    gradientAccumulationSteps: opts.gradientAccumulationSteps,
+    // Data-parallel runs only, so that single-process states still match (as train()'s).
+    ...(dist && dist.worldSize > 1 ? { worldSize: dist.worldSize } : {}),
+    options: sharedSettings(opts),
+    contents: runContents((await runIdentity(opts, start)).digests),
+  };
+  const position = start.saved ? resumePosition(start.saved, fingerprint, opts.resumeFrom!, train.rows.encoded.count) : startPosition();
+  return { ...start, train, validation, fingerprint, position };
+}
+
+/**
+ * Stages 1–2 of a rank, what may fail on one rank alone: an output folder the run would damage
+ * refused first; the sentences read and split, their tags; the model (its parts added to
+ * `disposables`); the training state to resume.
+ */
+async function loadAndRead(binding: NativeBinding, opts: ResolvedTrainOptions, run: TokenRun, disposables: Array<{ dispose(): void }>) {
+  await checkOutputFolderFirst(opts.outDir, 'token-classifier', run.spec, opts.resumeFrom);
+  const split = await readSplit(binding, opts, run.data, run.validationData, run.read);
+  const names = tagNames({ words: [], tags: [...split.train.tags, ...split.validation.tags], origins: [] }, run.read.labels);
+  const loaded = await loadModel(opts, run.spec, run.maxLength, disposables);
+  const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
+  return { split, names, loaded, saved };
+}
+
+type RankStart = Awaited<ReturnType<typeof loadAndRead>>;
+
+/**
+ * What data-parallel ranks must share, and what a resumed run's contents are: the options but the
+ * rank-local ones, the tags, and by content the sentences as read and split, the tokenizer, the
+ * model's weights and the training state resumed.
+ */
+async function runIdentity(opts: ResolvedTrainOptions, start: RankStart): Promise<RunIdentity> {
+  const { split, names, loaded, saved } = start;
+  const sentences = (set: TaggedSentences) => contentDigest(set.words.map((w, i) => JSON.stringify([w, set.tags[i]])));
+  const digests: Record<string, string> = {
+    'training data': sentences(split.train),
+    'validation data': sentences(split.validation),
+    tokenizer: contentDigest([loaded.tokenizer.json]),
+    "model's weights": await loaded.weightsKey(),
+  };
+  if (saved) digests['training state'] = contentDigest([JSON.stringify({ ...saved, directory: undefined })]);
+  return { settings: { ...sharedSettings(opts), maxLength: loaded.maxLength, tags: names }, digests };
+}
+
+/**
+ * Stage 3: the token classifier (transformers' head of the family; added to `disposables`), its
+ * head started from the checkpoint's where it has one with the run's tags, what trains (the
+ * pooler, which the loss does not reach, frozen), and its AdamW, each rank from rank 0's weights.
+ * Dropout draws from torch's generator, seeded with the head's init.
+ */
+async function tokenTrainee(
+  binding: NativeBinding,
+  opts: ResolvedTrainOptions,
+  start: Pick<RankStart, 'loaded' | 'names' | 'saved'>,
+  dist: Distributed | null,
+  disposables: Array<{ dispose(): void }>,
+) {
+  const { loaded, names } = start;
+  const { family, config } = folderOf(loaded);
+  const built = binding.buildClassifier(loaded.module, {
+    numClasses: names.length,
+    headHidden: 1,
+    pooling: 'cls',
+    seed: opts.seed,
+    head: 'token-classification',
+    family,
+    dropout: headDropout(family, config),
+    initializerRange: num(config.initializer_range) ?? 0.02,
+  });
+  const model = built.module;
+  disposables.push(model);
+  const headNote = startHeadFromCheckpoint(model, loaded, names);
+  const setup = setUpTrainable(binding, model, opts, built.unusedParameters);
+  const trainee = await startTrainee(binding, model, setup, { dist, saved: start.saved, disposables });
+  model.train(true);
+  return { model, setup, trainee, headNote };
 }
 
 /** Files as a list. */
@@ -463,33 +606,48 @@ function tokenClassificationTask(
 /**
  * Validation: the loss over every word with a position (a token-weighted mean, as one batch of
  * them all), each word's predicted tag, and seqeval's scores of those words, as run_ner.py
- * computes them (words cut by maxLength, having no position, are left out of both).
+ * computes them (words cut by maxLength, having no position, are left out of both). With a shard
+ * (data-parallel), the rank's sentences only: each word's prediction (its tag id + 1, 0 for none)
+ * and the loss sums are summed over the ranks, so every rank scores the whole set as one process.
  */
 export async function validateTokenClassifier(
   binding: NativeBinding,
   model: NativeScriptModule,
   data: TaggedSet,
   names: readonly string[],
-  settings: { batchSize: number; precision: Precision; signal?: AbortSignal },
+  settings: { batchSize: number; precision: Precision; signal?: AbortSignal; shard?: ValidationShard },
 ): Promise<Validation<TokenMetrics>> {
-  let lossSum = 0;
-  let words = 0;
-  const predicted: string[][] = [];
-  const gold: string[][] = [];
-  for (const rows of consecutiveBatches(data.rows.encoded.count, settings.batchSize)) {
+  const count = data.rows.encoded.count;
+  const rows = settings.shard?.rows ?? Int32Array.from({ length: count }, (_, i) => i);
+  // Where each sentence's words start among all words, then the loss sum and the words predicted.
+  const offsets = new Int32Array(count + 1);
+  data.tags.forEach((tags, i) => {
+    offsets[i + 1] = offsets[i]! + tags.length;
+  });
+  const sums = new Float64Array(offsets[count]! + 2);
+  for (const batchRows of consecutiveBatches(rows.length, settings.batchSize)) {
     if (settings.signal?.aborted) throw new AbortError('validation was aborted', { cause: settings.signal.reason });
-    const batch = wordBatch(data.rows, rows, data.tags);
+    const sentences = Int32Array.from(batchRows, (i) => rows[i]!);
+    const batch = wordBatch(data.rows, sentences, data.tags);
     if (batch.positions.length === 0) continue;
     const result = await binding.evalStep(model, batch, { precision: settings.precision });
-    lossSum += result.loss! * batch.positions.length;
-    words += batch.positions.length;
-    for (const [r, ids] of perWord(data.rows, rows, result.predictions, -1).entries()) {
-      const sentence = rows[r]!;
-      const kept = [...ids.keys()].filter((w) => ids[w]! >= 0);
-      predicted.push(kept.map((w) => names[ids[w]!]!));
-      gold.push(kept.map((w) => names[data.tags[sentence]![w]!]!));
-    }
+    sums[sums.length - 2]! += result.loss! * batch.positions.length;
+    sums[sums.length - 1]! += batch.positions.length;
+    for (const [r, ids] of perWord(data.rows, sentences, result.predictions, -1).entries())
+      sums.set(
+        Array.from(ids, (c) => c + 1),
+        offsets[sentences[r]!]!,
+      );
   }
+  const all = settings.shard ? settings.shard.sum(sums) : sums;
+  const [lossSum, words] = [all[all.length - 2]!, all[all.length - 1]!];
+  const predicted: string[][] = [];
+  const gold: string[][] = [];
+  data.tags.forEach((tags, i) => {
+    const seen = [...tags.keys()].filter((w) => all[offsets[i]! + w]! > 0);
+    predicted.push(seen.map((w) => names[all[offsets[i]! + w]! - 1]!));
+    gold.push(seen.map((w) => names[tags[w]!]!));
+  });
   const loss = words > 0 ? lossSum / words : Number.NaN;
   const metrics = { ...entityMetrics(predicted, gold), loss };
   return { loss, scores: { accuracy: metrics.accuracy, macroF1: metrics.macroF1 }, metrics };
