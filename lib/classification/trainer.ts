@@ -61,15 +61,7 @@ import {
 import { fewShotSplit } from '../data/few-shot.js';
 import { type PromptEncoder, promptSpec } from '../data/prompt-template.js';
 import type { TextTokenizer } from '../data/tokenizer.js';
-import {
-  CLASSIFIER_FILE,
-  ensureWritableDir,
-  HISTORY_FILE,
-  scratchCheckpointDir,
-  writeCheckpoint,
-  writeFileAtomic,
-} from '../files/checkpoint.js';
-import { checkOutputFolder, claimOutputFolder } from '../files/output-folder.js';
+import { CLASSIFIER_FILE, HISTORY_FILE, scratchCheckpointDir, writeCheckpoint, writeFileAtomic } from '../files/checkpoint.js';
 import { weightDigests } from '../models/base-weights.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
 import { startHeadFromCheckpoint } from '../models/hf-sequence-classifier.js';
@@ -106,8 +98,8 @@ import { RunKeeper, startPosition } from '../training/run-keeper.js';
 import { setUpTrainable, type TrainableSet } from '../training/trainable.js';
 import { runTrainingLoop, startTrainee } from '../training/training-loop.js';
 import {
-  checkNoUnfinishedRun,
   checkOutputFolderFirst,
+  claimRunFolder,
   readTrainingState,
   removeTrainingState,
   resumePosition,
@@ -686,12 +678,7 @@ async function trainRank(
     if (setup.flagOverride) notes.push(setup.flagOverride);
     const trainee = await startTrainee(binding, model, setup, { dist, saved, disposables });
     if (tf32Before !== null) binding.setAllowTF32(true);
-    if (outDir) {
-      await checkOutputFolder(outDir, 'classifier', opts.resumeFrom, modelFolderRead(loaded));
-      releaseOutDir = await claimOutputFolder(outDir);
-      if (opts.resumeFrom === undefined) await checkNoUnfinishedRun(outDir);
-      await ensureWritableDir(outDir);
-    }
+    if (outDir) releaseOutDir = await claimRunFolder(outDir, 'classifier', opts.resumeFrom, modelFolderRead(loaded));
     if (opts.technique === 'frozen' && opts.featureCache !== 'none') {
       const caches = await encodeFeatures(binding, model, opts, loaded, head.features, data, disposables, dist);
       data.train.cache = caches.train;

@@ -26,8 +26,7 @@ import { consecutiveBatches, type Schedule } from '../data/batching.js';
 import { groupTexts, hasColumns, lineByLine, maskedBatch, readPretrainingTexts } from '../data/mlm-data.js';
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from '../data/mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from '../data/tokenizer.js';
-import { ensureWritableDir, HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
-import { checkOutputFolder, claimOutputFolder } from '../files/output-folder.js';
+import { HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
 import {
   contentDigest,
@@ -57,8 +56,8 @@ import { RunKeeper, startPosition, type Validation } from '../training/run-keepe
 import { setUpTrainable } from '../training/trainable.js';
 import { nativeStepOptions, runTrainingLoop, type StepSettings, startTrainee, type Task } from '../training/training-loop.js';
 import {
-  checkNoUnfinishedRun,
   checkOutputFolderFirst,
+  claimRunFolder,
   readTrainingState,
   removeTrainingState,
   resumePosition,
@@ -344,12 +343,7 @@ async function pretrainRank(
     // 3. The MLM model and what trains.
     const { built, trainee } = await mlmTrainee(binding, opts, prepared, dist, disposables);
     const model = built.module;
-    if (writes) {
-      await checkOutputFolder(outDir, 'mlm', opts.resumeFrom, modelFolderRead(loaded));
-      releaseOutDir = await claimOutputFolder(outDir);
-      if (opts.resumeFrom === undefined) await checkNoUnfinishedRun(outDir);
-      await ensureWritableDir(outDir);
-    }
+    if (writes) releaseOutDir = await claimRunFolder(outDir, 'mlm', opts.resumeFrom, modelFolderRead(loaded));
 
     // 4. The loop. Data-parallel: each rank measures its share of the held-out rows (their masks
     // are fixed per example), the sums reduced; rank 0 decides the best and early stopping.

@@ -21,8 +21,7 @@ import { consecutiveBatches, type Schedule } from '../data/batching.js';
 import { readTaggedFiles, type TaggedReadOptions, type TaggedSentences, tagIds, tagNames } from '../data/tagged-words.js';
 import type { TextTokenizer } from '../data/tokenizer.js';
 import { encodeWords, perWord, type WordRows, wordBatch } from '../data/word-alignment.js';
-import { CONFIG_FILE, ensureWritableDir, HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
-import { checkOutputFolder, claimOutputFolder } from '../files/output-folder.js';
+import { CONFIG_FILE, HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
 import type { ExportFamily } from '../models/export-family.js';
 import {
@@ -55,8 +54,8 @@ import { RunKeeper, startPosition, type Validation } from '../training/run-keepe
 import { setUpTrainable } from '../training/trainable.js';
 import { nativeStepOptions, runTrainingLoop, type StepSettings, startTrainee, type Task } from '../training/training-loop.js';
 import {
-  checkNoUnfinishedRun,
   checkOutputFolderFirst,
+  claimRunFolder,
   readTrainingState,
   removeTrainingState,
   resumePosition,
@@ -275,12 +274,7 @@ async function trainRank(
     // 3. The token classifier and what trains.
     const { model, setup, trainee, headNote } = await tokenTrainee(binding, opts, prepared, dist, disposables);
     const { family, dir: sourceDir } = folderOf(loaded);
-    if (writes) {
-      await checkOutputFolder(outDir, 'token-classifier', opts.resumeFrom, modelFolderRead(loaded));
-      releaseOutDir = await claimOutputFolder(outDir);
-      if (opts.resumeFrom === undefined) await checkNoUnfinishedRun(outDir);
-      await ensureWritableDir(outDir);
-    }
+    if (writes) releaseOutDir = await claimRunFolder(outDir, 'token-classifier', opts.resumeFrom, modelFolderRead(loaded));
 
     // 4. The loop. Data-parallel: each rank validates its share of the sentences, the sums
     // reduced; rank 0 decides the best and early stopping.

@@ -16,7 +16,16 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import type { NativeAdamW, NativeBinding, NativeTensor } from '../addon/binding.js';
 import { InputError, messageOf } from '../addon/errors.js';
-import { checkOutputFolder, folderKind, kindInWords, liveWriter, type OutputKind } from '../files/output-folder.js';
+import { ensureWritableDir } from '../files/checkpoint.js';
+import {
+  checkOutputFolder,
+  claimOutputFolder,
+  folderKind,
+  kindInWords,
+  liveWriter,
+  type ModelFolderRead,
+  type OutputKind,
+} from '../files/output-folder.js';
 import { WRITER_ID_PATTERN, writerId, writerIsAlive } from '../files/writer-identity.js';
 import { localModelFolder } from '../models/hub.js';
 import type { Distributed } from './distributed.js';
@@ -168,6 +177,29 @@ async function stateDirectory(dir: string): Promise<string> {
   throw new InputError(`${dir} holds no resumable training state (looked for ${join(dir, STATE_DIR, 'state.json')}): ${why}`, {
     file: dir,
   });
+}
+
+/**
+ * The output folder made the run's once its model is loaded (checkOutputFolderFirst ran before):
+ * checked again with the model's folder, claimed (the returned release frees it), an unfinished
+ * run's state refused to a fresh run, interrupted saves completed. Every trainer's one sequence.
+ */
+export async function claimRunFolder(
+  outDir: string,
+  kind: OutputKind,
+  resumeFrom: string | undefined,
+  modelFolder: ModelFolderRead | null,
+): Promise<() => Promise<void>> {
+  await checkOutputFolder(outDir, kind, resumeFrom, modelFolder);
+  const release = await claimOutputFolder(outDir);
+  try {
+    if (resumeFrom === undefined) await checkNoUnfinishedRun(outDir);
+    await ensureWritableDir(outDir);
+    return release;
+  } catch (err) {
+    await release();
+    throw err;
+  }
 }
 
 /**
