@@ -67,26 +67,26 @@ function expectSentences(read: TaggedSentences, origins: string[]) {
 describe('readTaggedFile: the same sentences from every format', () => {
   it('reads CoNLL-2003 (four columns, -DOCSTART-, blank lines): the first column and the last', async () => {
     const file = await fixture('conll2003.conll', `${CONLL_2003.join('\n')}\n\n\n`);
-    expectSentences(await readTaggedFile(file), [`${file}:3`, `${file}:8`, `${file}:13`]);
+    expectSentences(await readTaggedFile(file), [`${file} line 3`, `${file} line 8`, `${file} line 13`]);
   });
 
   it('reads CRLF, a BOM, no final newline, and lines of whitespace as blank lines', async () => {
     const lines = CONLL_2003.map((l) => (l === '' ? ' \t' : l));
     const file = await fixture('crlf.txt', `\uFEFF${lines.join('\r\n')}`);
-    expectSentences(await readTaggedFile(file), [`${file}:3`, `${file}:8`, `${file}:13`]);
+    expectSentences(await readTaggedFile(file), [`${file} line 3`, `${file} line 8`, `${file} line 13`]);
   });
 
   it('ends a sentence at -DOCSTART- even without a blank line', async () => {
     const file = await fixture('docstart.iob', 'a X O\n-DOCSTART- -X- O\nb X O\n');
     const read = await readTaggedFile(file);
     expect(read.words).toEqual([['a'], ['b']]);
-    expect(read.origins).toEqual([`${file}:1`, `${file}:3`]);
+    expect(read.origins).toEqual([`${file} line 1`, `${file} line 3`]);
   });
 
   it('reads two tab-separated columns (WNUT, WikiANN), spaces around them too', async () => {
     const lines = WORDS.map((words, s) => words.map((w, k) => `${w}\t${TAGS[s]![k]}`).join('\n'));
     const file = await fixture('wnut.tsv', `${lines[0]}\n\n${lines[1]}  \n\n\n${lines[2]}\n`);
-    expectSentences(await readTaggedFile(file), [`${file}:1`, `${file}:6`, `${file}:10`]);
+    expectSentences(await readTaggedFile(file), [`${file} line 1`, `${file} line 6`, `${file} line 10`]);
   });
 
   it('keeps Unicode spaces other than spaces and tabs as words', async () => {
@@ -96,12 +96,12 @@ describe('readTaggedFile: the same sentences from every format', () => {
 
   it('reads JSON Lines with tag names', async () => {
     const file = await fixture('names.jsonl', jsonLines(jsonRecords(TAGS)));
-    expectSentences(await readTaggedFile(file), [`${file}:1`, `${file}:2`, `${file}:3`]);
+    expectSentences(await readTaggedFile(file), [`${file} line 1`, `${file} line 2`, `${file} line 3`]);
   });
 
   it('reads JSON Lines with class ids, named by labels', async () => {
     const file = await fixture('ids.jsonl', `\uFEFF${jsonLines(jsonRecords(ids)).replaceAll('\n', '\r\n')}`);
-    expectSentences(await readTaggedFile(file, { labels: NAMES }), [`${file}:1`, `${file}:2`, `${file}:3`]);
+    expectSentences(await readTaggedFile(file, { labels: NAMES }), [`${file} line 1`, `${file} line 2`, `${file} line 3`]);
   });
 
   it('reads a JSON array, and skips a record of no words', async () => {
@@ -113,13 +113,13 @@ describe('readTaggedFile: the same sentences from every format', () => {
   it('reads the fields the options name', async () => {
     const records = WORDS.map((words, i) => ({ words, tags: TAGS[i] }));
     const file = await fixture('fields.ndjson', jsonLines(records));
-    expectSentences(await readTaggedFile(file, { wordsColumn: 'words', tagsColumn: 'tags' }), [`${file}:1`, `${file}:2`, `${file}:3`]);
+    expectSentences(await readTaggedFile(file, { wordsColumn: 'words', tagsColumn: 'tags' }), [`${file} line 1`, `${file} line 2`, `${file} line 3`]);
   });
 
   it('reads several files in order (readTaggedFiles)', async () => {
     const first = await fixture('part-1.conll', 'EU B-ORG\nrejects O\nGerman B-MISC\ncall O\n');
     const second = await fixture('part-2.jsonl', jsonLines(jsonRecords(TAGS).slice(1)));
-    expectSentences(await readTaggedFiles([first, second]), [`${first}:1`, `${second}:1`, `${second}:2`]);
+    expectSentences(await readTaggedFiles([first, second]), [`${first} line 1`, `${second} line 1`, `${second} line 2`]);
   });
 });
 
@@ -216,7 +216,7 @@ describe('readTaggedFile: problems named with their file and line', () => {
 });
 
 describe('tag sets and class ids', () => {
-  const read: TaggedSentences = { words: WORDS, tags: TAGS, origins: ['a.conll:1', 'a.conll:7', 'a.conll:10'] };
+  const read: TaggedSentences = { words: WORDS, tags: TAGS, origins: ['a.conll line 1', 'a.conll line 7', 'a.conll line 10'] };
 
   it('sorts the tags read, as run_ner.py does', () => {
     expect(tagNames(read)).toEqual(['B-LOC', 'B-MISC', 'B-ORG', 'B-PER', 'I-PER', 'O']);
@@ -229,7 +229,7 @@ describe('tag sets and class ids', () => {
         read,
         NAMES.filter((n) => n !== 'B-LOC'),
       ),
-    ).toThrow(/a\.conll:10: tag 'B-LOC' \(word 1, 'BRUSSELS'\) is not one of the tags/);
+    ).toThrow(/a\.conll line 10: tag 'B-LOC' \(word 1, 'BRUSSELS'\) is not one of the tags/);
     expect(() => tagNames(read, [...NAMES, 'O'])).toThrow(/the tag 'O' is given twice/);
   });
 

@@ -15,7 +15,7 @@ export function isJsonFile(file: string): boolean {
 }
 
 /** One object of the file, and where it is (for messages). */
-interface JsonRecord {
+export interface JsonRecord {
   fields: Record<string, unknown>;
   where: string;
 }
@@ -41,16 +41,16 @@ export async function readJsonRecords(file: string, options: CsvReadOptions = {}
   return { texts, ...labels, ...(pairs ? { pairs } : {}), origin, file };
 }
 
-/** The file's objects: a JSON array's, or one per non-blank line. */
-function parseRecords(file: string, content: string): JsonRecord[] {
+/**
+ * The file's objects: a JSON array's, or one per non-blank line; each `where` is `FILE line N` or
+ * `FILE record N`. `shape` shows a record in the message for a value that is not an object.
+ */
+export function parseRecords(file: string, content: string, shape = '{"text": ..., "label": ...}'): JsonRecord[] {
   const asObject = (value: unknown, where: string): JsonRecord => {
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      throw new InputError(
-        `${where}: a record is a JSON object ({"text": ..., "label": ...}), got ${JSON.stringify(value)?.slice(0, 60)}`,
-        {
-          file,
-        },
-      );
+      throw new InputError(`${where}: a record is a JSON object (${shape}), got ${JSON.stringify(value)?.slice(0, 60)}`, {
+        file,
+      });
     }
     return { fields: value as Record<string, unknown>, where };
   };

@@ -5,15 +5,15 @@
  * as Hugging Face datasets' `to_json()` writes conll2003, wnut_17 or wikiann.
  */
 
-import { InputError, messageOf } from '../addon/errors.js';
+import { InputError } from '../addon/errors.js';
 import { readTextFile } from './data.js';
-import { isJsonFile } from './json-records.js';
+import { isJsonFile, type JsonRecord, parseRecords } from './json-records.js';
 
 /** Sentences as words, each word with one tag (token classification's examples). */
 export interface TaggedSentences {
   words: string[][];
   tags: string[][];
-  /** Where each sentence is, for messages: 'file:line' (its first word's line; a JSON array's: 'file record N'). */
+  /** Where each sentence is, for messages: 'FILE line N' (its first word's line; a JSON array's: 'FILE record N'). */
   origins: string[];
 }
 
@@ -108,7 +108,7 @@ function readConll(file: string, content: string): TaggedSentences {
   let tags: string[] = [];
   let start = 0;
   const endSentence = () => {
-    addSentence(out, words, tags, `${file}:${start}`);
+    addSentence(out, words, tags, `${file} line ${start}`);
     words = [];
     tags = [];
   };
@@ -134,18 +134,11 @@ function readConll(file: string, content: string): TaggedSentences {
   return out;
 }
 
-/** One JSON record, and where it is (for messages): 'file line N' or 'file record N'. */
-interface JsonRecord {
-  fields: Record<string, unknown>;
-  where: string;
-  origin: string;
-}
-
 function readJsonSentences(file: string, content: string, options: TaggedReadOptions): TaggedSentences {
   const wordsColumn = options.wordsColumn ?? DEFAULT_WORDS_COLUMN;
   const tagsColumn = options.tagsColumn ?? DEFAULT_TAGS_COLUMN;
   const out: TaggedSentences = { words: [], tags: [], origins: [] };
-  for (const record of parseRecords(file, content)) {
+  for (const record of parseRecords(file, content, '{"tokens": [...], "ner_tags": [...]}')) {
     const words = list(record, wordsColumn, 'wordsColumn / --words-column', file);
     const tags = list(record, tagsColumn, 'tagsColumn / --tags-column', file);
     if (words.length !== tags.length) {
@@ -162,7 +155,7 @@ function readJsonSentences(file: string, content: string, options: TaggedReadOpt
         throw new InputError(`${where(k, wordsColumn)} is ${describe(word)}, not a word (a string)`, { file, column: wordsColumn });
       }),
       tags.map((tag, k) => tagName(tag, options.labels, where(k, tagsColumn), file)),
-      record.origin,
+      record.where,
     );
   }
   return out;
@@ -199,40 +192,6 @@ function list(record: JsonRecord, name: string, option: string, file: string): u
   if (!Array.isArray(value))
     throw new InputError(`${record.where}: field '${name}' is ${describe(value)}, not a list`, { file, column: name });
   return value;
-}
-
-/** The file's objects: a JSON array's, or one per non-blank line (as json-records.ts reads them). */
-function parseRecords(file: string, content: string): JsonRecord[] {
-  const asRecord = (value: unknown, where: string, origin: string): JsonRecord => {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      throw new InputError(`${where}: a record is a JSON object ({"tokens": [...], "ner_tags": [...]}), got ${describe(value)}`, { file });
-    }
-    return { fields: value as Record<string, unknown>, where, origin };
-  };
-  if (content.trimStart().startsWith('[')) {
-    let array: unknown[];
-    try {
-      array = JSON.parse(content) as unknown[];
-    } catch (err) {
-      throw new InputError(`data file ${file} is not valid JSON: ${messageOf(err)}`, { file, cause: err });
-    }
-    return array.map((value, i) => asRecord(value, `${file} record ${i + 1}`, `${file} record ${i + 1}`));
-  }
-  const records: JsonRecord[] = [];
-  content.split(/\r?\n/).forEach((line, i) => {
-    if (line.trim() === '') return;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (err) {
-      throw new InputError(`${file} line ${i + 1} is not a JSON object: ${messageOf(err)} (a JSON Lines file has one object per line)`, {
-        file,
-        cause: err,
-      });
-    }
-    records.push(asRecord(value, `${file} line ${i + 1}`, `${file}:${i + 1}`));
-  });
-  return records;
 }
 
 /** A JSON value as a message shows it: its type, and its start. */

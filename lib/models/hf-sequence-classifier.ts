@@ -157,17 +157,24 @@ function copyHead(
       param.copyFrom(saved);
       continue;
     }
-    // The output layer's rows in the run's class order: row c is the checkpoint's rows[c].
-    const values = saved.toArray() as Float32Array;
-    const width = values.length / rows.length;
-    const reordered = new Float32Array(values.length);
-    for (const [c, row] of rows.entries()) reordered.set(values.subarray(row * width, (row + 1) * width), c * width);
-    const tensor = loadBinding().Tensor.fromArray(reordered, saved.shape);
-    try {
-      param.copyFrom(tensor);
-    } finally {
-      tensor.dispose();
-    }
+    copyRows(param, saved, rows);
+  }
+}
+
+/**
+ * `param` (rows of classes: an output layer's weight [C, ...] or bias [C]) set to `saved`'s rows
+ * in another order: row c is `saved`'s row rows[c] (`saved` may have other rows besides).
+ */
+export function copyRows(param: NativeTensor, saved: NativeTensor, rows: readonly number[]): void {
+  const values = saved.toArray() as Float32Array;
+  const width = values.length / saved.shape[0]!;
+  const ordered = new Float32Array(rows.length * width);
+  for (const [c, row] of rows.entries()) ordered.set(values.subarray(row * width, (row + 1) * width), c * width);
+  const tensor = loadBinding().Tensor.fromArray(ordered, param.shape);
+  try {
+    param.copyFrom(tensor);
+  } finally {
+    tensor.dispose();
   }
 }
 

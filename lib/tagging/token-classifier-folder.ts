@@ -15,11 +15,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from '../addon/binding.js';
 import { ModelError } from '../addon/errors.js';
-import { loadBinding } from '../addon/loader.js';
 import { CONFIG_FILE, commitFolder } from '../files/checkpoint.js';
 import type { ExportFamily } from '../models/export-family.js';
 import { isJsonObject, transformersNames } from '../models/hf-config.js';
-import { sequenceClassifierLabels } from '../models/hf-sequence-classifier.js';
+import { copyRows, sequenceClassifierLabels } from '../models/hf-sequence-classifier.js';
 import { MODEL_FILE, SAFETENSORS_METADATA } from '../models/model-folder.js';
 import { BASE_PREFIX } from '../models/sequence-classification.js';
 import { companionFiles } from '../pretraining/mlm-output.js';
@@ -179,16 +178,6 @@ export function copyTokenHead(
       param.copyFrom(saved);
       continue;
     }
-    // The rows in this head's tag order.
-    const values = saved.toArray() as Float32Array;
-    const width = values.length / saved.shape[0]!;
-    const ordered = new Float32Array(rows.length * width);
-    for (const [c, row] of rows.entries()) ordered.set(values.subarray(row * width, (row + 1) * width), c * width);
-    const tensor = loadBinding().Tensor.fromArray(ordered, param.shape);
-    try {
-      param.copyFrom(tensor);
-    } finally {
-      tensor.dispose();
-    }
+    copyRows(param, saved, rows);
   }
 }
