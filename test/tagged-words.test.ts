@@ -113,7 +113,11 @@ describe('readTaggedFile: the same sentences from every format', () => {
   it('reads the fields the options name', async () => {
     const records = WORDS.map((words, i) => ({ words, tags: TAGS[i] }));
     const file = await fixture('fields.ndjson', jsonLines(records));
-    expectSentences(await readTaggedFile(file, { wordsColumn: 'words', tagsColumn: 'tags' }), [`${file} line 1`, `${file} line 2`, `${file} line 3`]);
+    expectSentences(await readTaggedFile(file, { wordsColumn: 'words', tagsColumn: 'tags' }), [
+      `${file} line 1`,
+      `${file} line 2`,
+      `${file} line 3`,
+    ]);
   });
 
   it('reads several files in order (readTaggedFiles)', async () => {
