@@ -113,15 +113,15 @@ export const TOKENS_PREDICT_HELP = `torch-bert tokens predict — tag each word 
   torch-bert tokens predict --classifier DIR [--json] SENTENCE...
 
 Each SENTENCE is split into words on whitespace; it prints a line per sentence, each word with
-its tag (word/TAG; word/- for a word the model did not see: no token of it, or past the
-classifier's max length).
+its tag (word/TAG; word/- for a word without a token). A sentence longer than the classifier's
+max length is read in windows of whole words.
 
   --classifier DIR         a folder written by 'torch-bert tokens train', or a Hugging Face
                            token classifier (a folder or Hub id: *ForTokenClassification)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
   --json                   one JSON object per line: {"words","tags","scores"} (a tag and its
-                           probability per word; null for a word the model did not see)`;
+                           probability per word; null for a word without a token)`;
 
 /** `tokens train`'s flags: train's and pretrain's spellings for the options they share, and the tagged data's columns. */
 const TOKENS_TRAIN_OPTIONS: Options = {

@@ -19,23 +19,35 @@ export interface WordRows {
 }
 
 /**
- * Token rows of `sentences`, at most `maxLength` tokens each. A word is encoded with a space
- * before it: what run_ner.py's `add_prefix_space=True` gives a byte-level (RoBERTa) tokenizer's
- * words, and nothing for WordPiece (BERT splits at the space) or a SentencePiece tokenizer (its
- * word-start marker either way).
+ * Each word's token ids, encoded with a space before it: what run_ner.py's
+ * `add_prefix_space=True` gives a byte-level (RoBERTa) tokenizer's words, and nothing for
+ * WordPiece (BERT splits at the space) or a SentencePiece tokenizer (its word-start marker
+ * either way). Each distinct word is encoded once.
  */
-export function encodeWords(tokenizer: TextTokenizer, sentences: readonly (readonly string[])[], maxLength: number): WordRows {
-  const { prefix, suffix } = tokenizer.framing;
-  const room = maxLength - prefix.length - suffix.length;
-  if (room < 1) throw new InputError(`maxLength ${maxLength} leaves no room for words between the special tokens`);
+function wordPieces(tokenizer: TextTokenizer): (word: string) => number[] {
   const pieces = new Map<string, number[]>();
-  const piecesOf = (word: string) => {
+  return (word) => {
     const known = pieces.get(word);
     if (known) return known;
     const ids = tokenizer.tokenIds(` ${word}`);
     pieces.set(word, ids);
     return ids;
   };
+}
+
+/** The tokens a row has for words, between the special tokens. */
+function roomFor(tokenizer: TextTokenizer, maxLength: number): number {
+  const { prefix, suffix } = tokenizer.framing;
+  const room = maxLength - prefix.length - suffix.length;
+  if (room < 1) throw new InputError(`maxLength ${maxLength} leaves no room for words between the special tokens`);
+  return room;
+}
+
+/** Token rows of `sentences`, at most `maxLength` tokens each (see the top). */
+export function encodeWords(tokenizer: TextTokenizer, sentences: readonly (readonly string[])[], maxLength: number): WordRows {
+  const { prefix, suffix } = tokenizer.framing;
+  const room = roomFor(tokenizer, maxLength);
+  const piecesOf = wordPieces(tokenizer);
   const rows: number[][] = [];
   const firstTokens = sentences.map((words) => {
     const row = [...prefix];
@@ -50,6 +62,40 @@ export function encodeWords(tokenizer: TextTokenizer, sentences: readonly (reado
     return first;
   });
   return { encoded: packRows(rows, tokenizer.padId), firstTokens };
+}
+
+/** Sentences cut into windows of whole words; `from[i]` is where window i's first word is. */
+export interface SentenceWindows {
+  windows: string[][];
+  from: Array<{ sentence: number; word: number }>;
+}
+
+/**
+ * Sentences longer than `maxLength` tokens cut into consecutive windows of whole words, each
+ * within it (a word longer than a row on its own is a window alone: its first token is still
+ * read), so that every word is predicted; a sentence that fits is one window. A word's context is
+ * its window's words.
+ */
+export function sentenceWindows(tokenizer: TextTokenizer, sentences: readonly (readonly string[])[], maxLength: number): SentenceWindows {
+  const room = roomFor(tokenizer, maxLength);
+  const piecesOf = wordPieces(tokenizer);
+  const out: SentenceWindows = { windows: [], from: [] };
+  sentences.forEach((words, sentence) => {
+    let start = 0;
+    let used = 0;
+    words.forEach((word, w) => {
+      const count = piecesOf(word).length;
+      if (used + count > room && w > start) {
+        out.windows.push(words.slice(start, w));
+        out.from.push({ sentence, word: start });
+        [start, used] = [w, 0];
+      }
+      used += count;
+    });
+    out.windows.push(words.slice(start));
+    out.from.push({ sentence, word: start });
+  });
+  return out;
 }
 
 /** Rows of ids as EncodedTexts, padded to the longest. */

@@ -11,7 +11,7 @@ import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches } from '../data/batching.js';
 import { readTaggedFiles, type TaggedReadOptions } from '../data/tagged-words.js';
-import { encodeWords, perWord, splitWords, wordBatch } from '../data/word-alignment.js';
+import { encodeWords, perWord, sentenceWindows, splitWords, wordBatch } from '../data/word-alignment.js';
 import { type LoadedEncoder, loadEncoderSource } from '../models/encoder-source.js';
 import type { DownloadProgress } from '../models/hub.js';
 import { entitySpans } from '../training/entity-metrics.js';
@@ -28,7 +28,7 @@ export interface TextEntity {
   score: number;
 }
 
-/** One sentence tagged: a tag per word, and the tag's probability; null for a word the model did not see (no token, or past maxLength). */
+/** One sentence tagged: a tag per word, and the tag's probability; null for a word without a token (one the tokenizer drops). */
 export interface TaggedWords {
   words: string[];
   tags: Array<string | null>;
@@ -106,25 +106,30 @@ export class TokenClassifier {
     }
   }
 
-  /** Each word's tag (the most probable) and its probability, for sentences given as words. */
+  /**
+   * Each word's tag (the most probable) and its probability, for sentences given as words. A
+   * sentence longer than `maxLength` tokens is read in windows of whole words
+   * (`sentenceWindows`), so every word with a token is tagged; null for a word without one.
+   */
   async predict(
     sentences: readonly (readonly string[])[],
     options: { batchSize?: number; precision?: Precision } = {},
   ): Promise<TaggedWords[]> {
     checkSentences(sentences);
-    const rows = encodeWords(this.encoder.tokenizer, sentences, this.maxLength);
-    const out: TaggedWords[] = [];
+    const { windows, from } = sentenceWindows(this.encoder.tokenizer, sentences, this.maxLength);
+    const out: TaggedWords[] = sentences.map((words) => ({ words: [...words], tags: [], scores: [] }));
+    const rows = encodeWords(this.encoder.tokenizer, windows, this.maxLength);
     const classes = this.labels.length;
-    for (const indices of consecutiveBatches(sentences.length, options.batchSize ?? 32)) {
-      const batch = wordBatch(rows, indices);
-      const result = await loadBinding().evalStep(this.module, batch, { precision: options.precision ?? 'fp32' });
-      const scores = Float32Array.from(result.predictions, (c, k) => result.probabilities[k * classes + c]!);
-      const predicted = perWord(rows, indices, result.predictions, -1);
+    for (const indices of consecutiveBatches(windows.length, options.batchSize ?? 32)) {
+      const result = await loadBinding().evalStep(this.module, wordBatch(rows, indices), { precision: options.precision ?? 'fp32' });
       let k = 0;
-      for (const [r, ids] of predicted.entries()) {
-        const words = [...sentences[indices[r]!]!];
-        const tags = Array.from(ids, (c) => (c < 0 ? null : this.labels[c]!));
-        out.push({ words, tags, scores: tags.map((t) => (t === null ? null : scores[k++]!)) });
+      for (const [r, ids] of perWord(rows, indices, result.predictions, -1).entries()) {
+        // A sentence's windows are consecutive: each appends its words' tags.
+        const tagged = out[from[indices[r]!]!.sentence]!;
+        for (const c of ids) {
+          tagged.tags.push(c < 0 ? null : this.labels[c]!);
+          tagged.scores.push(c < 0 ? null : result.probabilities[k++ * classes + c]!);
+        }
       }
     }
     return out;

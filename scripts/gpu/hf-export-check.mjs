@@ -31,7 +31,17 @@
  *     and, for BERT's, of predict() on text pairs given their token_type_ids, whose ids and
  *     segments AutoTokenizer(texts, pairs) makes too (truncated longest first at 32 tokens),
  *   - AutoModelForMaskedLM.from_pretrained(out) of a `pretrain` output folder gives the logits of
- *     torch-bert's own encoder + MLM head loaded from that folder (issue 15).
+ *     torch-bert's own encoder + MLM head loaded from that folder (issue 15),
+ *   - token classification (run_ner.py's fine-tuning): of trainTokenClassifier's folder (the base
+ *     folder with the demo tokenizer, trained on synthetic tagged sentences), transformers'
+ *     AutoModelForTokenClassification.from_pretrained(out) is a BertForTokenClassification with
+ *     the run's labels as id2label, AutoTokenizer(words, is_split_into_words=True, truncation=True,
+ *     max_length) gives the ids torch-bert aligned (encodeWords), and the softmax at each word's
+ *     first token (word_ids()) gives predict()'s tag and score ('token-classifier'); its
+ *     pipeline('token-classification', aggregation_strategy='first') finds entities()'s entities
+ *     ('token-pipeline'); and of transformers' own BertForTokenClassification (save_pretrained,
+ *     random weights, three named tags, the demo tokenizer saved by BertTokenizerFast),
+ *     TokenClassifier.load(folder) predicts as the model does ('token-load').
  *
  *   node scripts/gpu/hf-export-check.mjs --python PY --out DIR
  * Writes DIR/hf-export.json and prints one line per check ('<name>: ok ...' / '<name>: FAILED ...');
@@ -47,6 +57,10 @@ import { parseArgs } from 'node:util';
 const root = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const { values: opt } = parseArgs({ options: { python: { type: 'string', default: 'python3' }, out: { type: 'string', default: '.' } } });
 const TOLERANCE = 1e-4; // transformers' attention (sdpa) against our traced eager graph
+// The token-classification pipeline's entity scores against entities()': the same definition (the
+// mean of the words' first-token probabilities), computed apart (numpy's softmax and nanmean in
+// float32 over each text run alone, against libtorch's on a padded batch and a mean in doubles).
+const PIPELINE_TOLERANCE = 1e-3;
 
 const MAKE = `
 import json, sys, torch
@@ -94,6 +108,18 @@ for seed, cls, cfg, folder in [
 ]:
     torch.manual_seed(seed)
     cls(cfg).eval().save_pretrained(f"{work}/{folder}")
+# A token classifier as transformers saves it (TokenClassifier.load of a *ForTokenClassification):
+# random weights, three named tags, the head's weights spread (probabilities far from uniform, so a
+# word's top tag is clear), and the demo tokenizer saved by transformers' own tokenizer class.
+from transformers import BertForTokenClassification, BertTokenizerFast
+tags = {0: "O", 1: "B-PER", 2: "I-PER"}
+torch.manual_seed(7)
+tc = BertForTokenClassification(BertConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=256, max_position_embeddings=128, num_labels=3, id2label=tags, label2id={t: i for i, t in tags.items()})).eval()
+with torch.no_grad():
+    tc.classifier.weight.normal_(std=0.5)
+tc.save_pretrained(f"{work}/bert-tc")
+BertTokenizerFast(tokenizer_file=sys.argv[3]).save_pretrained(f"{work}/bert-tc")
 try:
     import adapters
     adapters_version = adapters.__version__
@@ -115,8 +141,66 @@ def pool(h, mask, pooling):
     if pooling == "cls": return h[:, 0]
     m = mask[:, :, None].to(h.dtype); return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
 def diff(x, y): return (torch.tensor(x) - torch.tensor(y)).abs().max().item()
+def token_classifier(run):
+    # A *ForTokenClassification folder: the class and id2label transformers reads, the ids its
+    # tokenizer gives the words as run_ner.py calls it, and the softmax at each word's first token
+    # (word_ids()): its top tag is predict()'s tag (up to a tie within the tolerance: the gap to the
+    # top probability is what is reported) and its top probability predict()'s score. A word
+    # without a token there (cut by max_length) has none in predict() either.
+    from transformers import AutoModelForTokenClassification
+    n, d, labels, res = run["name"], run["export"], run["labels"], {}
+    m, info = AutoModelForTokenClassification.from_pretrained(d, output_loading_info=True)
+    m.eval()
+    res[n + " " + run["architecture"]] = 0.0 if type(m).__name__ == run["architecture"] else 1.0
+    res[n + " weights (missing + unexpected keys)"] = float(len(info["missing_keys"]) + len(info["unexpected_keys"]))
+    res[n + " id2label"] = 0.0 if [m.config.id2label[i] for i in range(m.config.num_labels)] == labels else 1.0
+    tok = AutoTokenizer.from_pretrained(d)
+    enc = tok(run["sentences"], is_split_into_words=True, truncation=True, max_length=run["max_length"], padding=True, return_tensors="pt")
+    ids = [row[keep.bool()].tolist() for row, keep in zip(enc["input_ids"], enc["attention_mask"])]
+    res[n + " tokenizer ids (is_split_into_words, encodeWords)"] = 0.0 if ids == run["input_ids"] else 1.0
+    with torch.no_grad():
+        p = torch.softmax(m(**enc).logits, -1)
+    seen, gap, score = True, 0.0, 0.0
+    for s, (tags, scores) in enumerate(zip(run["tags"], run["scores"])):
+        first = {}
+        for k, w in enumerate(enc.word_ids(s)):
+            if w is not None: first.setdefault(w, k)
+        for w, (tag, sc) in enumerate(zip(tags, scores)):
+            if (w in first) != (tag is not None): seen = False
+            if tag is None or w not in first: continue
+            q = p[s, first[w]]
+            gap = max(gap, (q.max() - q[labels.index(tag)]).item())
+            score = max(score, abs(q.max().item() - sc))
+    res[n + " words with a first token"] = 0.0 if seen else 1.0
+    res[n + " tags (argmax at first tokens)"] = gap
+    res[n + " scores (softmax at first tokens)"] = score
+    return res
+def token_pipeline(run):
+    # transformers' pipeline with aggregation_strategy='first' against entities(): each word's tag
+    # and score its first token's (the argmax, its probability), words grouped by B-/I- and the
+    # O words dropped, an entity's score np.nanmean of its words' scores. Its words are its
+    # tokenizer's (a token without the ## prefix starts one), BERT's pre-tokenization where the
+    # texts are lowercase ascii words of the vocabulary and punctuation, as these are; it runs
+    # each text alone, entities() a padded batch.
+    from transformers import pipeline
+    n, res = run["name"], {}
+    found = pipeline("token-classification", model=run["export"], aggregation_strategy="first", device="cpu")(run["texts"])
+    theirs = [[[e["entity_group"], int(e["start"]), int(e["end"])] for e in es] for es in found]
+    ours = [[[e["type"], e["start"], e["end"]] for e in es] for es in run["entities"]]
+    total = sum(len(es) for es in ours)
+    res[f"{n} entities found ({total})"] = 0.0 if total > 0 else 1.0
+    res[n + " entities (entity_group, start, end)"] = 0.0 if theirs == ours else 1.0
+    pairs = [(float(e["score"]), f["score"]) for es, fs in zip(found, run["entities"]) for e, f in zip(es, fs)]
+    res[n + " entity scores"] = max((abs(x - y) for x, y in pairs), default=0.0) if theirs == ours else 1.0
+    return res
 for run in a["runs"]:
     d, pooling = run["export"], run.get("pooling")
+    if run.get("kind") == "token-classifier":
+        out.update(token_classifier(run))
+        continue
+    if run.get("kind") == "token-pipeline":
+        out.update(token_pipeline(run))
+        continue
     ids, mask = torch.tensor(run["input_ids"]), torch.tensor(run["attention_mask"])
     kind = run.get("kind")
     if kind == "peft-seqcls":
@@ -210,7 +294,7 @@ try {
   const tokenizer = join(root, 'assets', 'demo', 'tokenizer.json');
   const vocab = Object.keys(JSON.parse(readFileSync(tokenizer, 'utf8')).model.vocab).length;
   const made = JSON.parse(
-    execFileSync(opt.python, ['-c', MAKE, work, String(vocab)], { encoding: 'utf8' })
+    execFileSync(opt.python, ['-c', MAKE, work, String(vocab), tokenizer], { encoding: 'utf8' })
       .trim()
       .split('\n')
       .pop(),
@@ -220,9 +304,18 @@ try {
     writeFileSync(join(opt.out, 'hf-export.json'), JSON.stringify(made, null, 2) + '\n');
     process.exit(0);
   }
-  const { train, exportHuggingFace, exportAdapterHub, pretrain, loadClassifier, loadBinding } = await import(
-    join(root, 'dist', 'index.js')
-  );
+  const {
+    train,
+    exportHuggingFace,
+    exportAdapterHub,
+    pretrain,
+    loadClassifier,
+    loadBinding,
+    trainTokenClassifier,
+    TokenClassifier,
+    TextTokenizer,
+  } = await import(join(root, 'dist', 'index.js'));
+  const { encodeWords } = await import(join(root, 'dist', 'data', 'word-alignment.js'));
   const { loadEncoderSource } = await import(join(root, 'dist', 'models', 'encoder-source.js'));
   const { gatherRows } = await import(join(root, 'dist', 'data', 'batching.js'));
   const { loadExamples } = await import(join(root, 'dist', 'data', 'data.js'));
@@ -477,16 +570,107 @@ try {
       loaded.mlmHead?.dispose();
       loaded.module.dispose();
     }
+
+    // Token classification as run_ner.py fine-tunes it: trainTokenClassifier on the base folder
+    // with the demo tokenizer (as pretrain gets a folder with a tokenizer), on sentences of filler
+    // words with people and places among them (a seeded Park-Miller generator: the same every run).
+    const tokenLength = 24;
+    const FILLER = ['the', 'movie', 'was', 'great', 'plot', 'boring', 'film', 'good', 'bad', 'story', 'and', 'really', ',', '.', ';', 'at'];
+    const PEOPLE = [['actors'], ['villain', 'laughing'], ['director']];
+    const PLACES = [['cinema'], ['theater', 'downtown'], ['city']];
+    let state = 1;
+    const next = (k) => (state = (state * 48271) % 2147483647) % k;
+    const conll = Array.from({ length: 80 }, () => {
+      const lines = [];
+      const filler = () => {
+        for (let k = 1 + next(2); k > 0; k--) lines.push(`${FILLER[next(FILLER.length)]} O`);
+      };
+      filler();
+      for (let e = 1 + next(3); e > 0; e--) {
+        const [type, choices] = next(2) === 0 ? ['PER', PEOPLE] : ['LOC', PLACES];
+        choices[next(choices.length)].forEach((word, k) => lines.push(`${word} ${k === 0 ? 'B' : 'I'}-${type}`));
+        filler();
+      }
+      return lines.join('\n');
+    });
+    writeFileSync(join(work, 'tagged.conll'), conll.join('\n\n') + '\n');
+    const tokenDir = join(work, 'token-classifier');
+    const tokenResult = await trainTokenClassifier({
+      model: join(work, 'base'),
+      tokenizer,
+      data: join(work, 'tagged.conll'),
+      outDir: tokenDir,
+      maxLength: tokenLength,
+      epochs: 8,
+      batchSize: 8,
+      learningRate: 3e-3,
+      seed: 1,
+      device: 'cpu',
+    });
+    // Words split into pieces, an unknown word, and a sentence past the max length: 'actors' keeps
+    // its first piece alone, the words after it none (null in predict(), no first token in transformers').
+    const sentences = [
+      ['the', 'villain', 'laughing', 'was', 'at', 'the', 'theater', 'downtown', ';', 'the', 'director', 'the', 'actors', 'really', 'good', '.'],
+      ['actors', 'at', 'the', 'cinema', ',', 'good', 'plot'],
+      ['john', 'and', 'mary', 'in', 'paris', '!', 'zzyzx'],
+    ];
+    /** A token classifier folder's run: its predict() of `sentences`, and the ids encodeWords aligned with its tokenizer. */
+    const tagged = async (name, dir, labels, more) => {
+      const classifier = await TokenClassifier.load(dir, { device: 'cpu' });
+      try {
+        const rows = encodeWords(await TextTokenizer.load(join(dir, 'tokenizer.json')), sentences, classifier.maxLength).encoded;
+        const predicted = await classifier.predict(sentences);
+        return [
+          {
+            name,
+            kind: 'token-classifier',
+            export: dir,
+            architecture: 'BertForTokenClassification',
+            labels: labels ?? classifier.labels,
+            max_length: classifier.maxLength,
+            sentences,
+            input_ids: matrix(rows.inputIds, rows.seqLen).map((row, r) => row.slice(0, rows.lengths[r])),
+            tags: predicted.map((p) => p.tags),
+            scores: predicted.map((p) => p.scores),
+          },
+          ...(more ? [await more(classifier)] : []),
+        ];
+      } finally {
+        classifier.dispose();
+      }
+    };
+    // The pipeline's texts: lowercase ascii words of the vocabulary and punctuation, each within the
+    // trained max length (the pipeline does not cut them), where its words are BERT's pre-tokenization's.
+    const tokenTexts = [
+      'the villain laughing, at the theater downtown; director was good.',
+      'actors and the city, really boring.',
+      'the cinema was great and the director bad.',
+    ];
+    runs.push(
+      ...(await tagged('token-classifier', tokenDir, tokenResult.labels, async (classifier) => ({
+        name: 'token-pipeline',
+        kind: 'token-pipeline',
+        export: tokenDir,
+        texts: tokenTexts,
+        entities: await classifier.entities(tokenTexts),
+      }))),
+      // transformers' own BertForTokenClassification (made by MAKE), loaded by TokenClassifier.load.
+      ...(await tagged('token-load', join(work, 'bert-tc'))),
+    );
   }
   const input = join(work, 'check.json');
   writeFileSync(input, JSON.stringify({ runs, texts, pairs, base: join(work, 'base') }));
   const diffs = JSON.parse(execFileSync(opt.python, ['-c', CHECK, input], { encoding: 'utf8' }).trim().split('\n').pop());
   for (const [check, d] of Object.entries(diffs)) {
-    const ok = d <= TOLERANCE;
+    const tolerance = check.startsWith('token-pipeline ') ? PIPELINE_TOLERANCE : TOLERANCE;
+    const ok = d <= tolerance;
     if (!ok) failed = true;
-    console.log(`${check}: ${ok ? 'ok' : 'FAILED'} (max |diff| ${d.toExponential(2)}, tolerance ${TOLERANCE})`);
+    console.log(`${check}: ${ok ? 'ok' : 'FAILED'} (max |diff| ${d.toExponential(2)}, tolerance ${tolerance})`);
   }
-  writeFileSync(join(opt.out, 'hf-export.json'), JSON.stringify({ versions: made, diffs, tolerance: TOLERANCE }, null, 2) + '\n');
+  writeFileSync(
+    join(opt.out, 'hf-export.json'),
+    JSON.stringify({ versions: made, diffs, tolerance: TOLERANCE, pipelineTolerance: PIPELINE_TOLERANCE }, null, 2) + '\n',
+  );
 } catch (err) {
   failed = true;
   console.log(`hf-export: FAILED ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
