@@ -54,9 +54,9 @@ export {
   TokenClassifier,
   type TokenClassifierLoadOptions,
 } from './tagging/token-classifier.js';
+export type { TokenMetrics } from './tagging/token-task.js';
 export {
   TOKEN_TRAIN_DEFAULTS,
-  type TokenMetrics,
   type TokenTrainOptions,
   type TokenTrainResult,
   trainTokenClassifier,

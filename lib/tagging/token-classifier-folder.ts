@@ -14,8 +14,9 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, NativeTensor } from '../addon/binding.js';
-import { ModelError } from '../addon/errors.js';
+import { InputError, ModelError } from '../addon/errors.js';
 import { CONFIG_FILE, commitFolder } from '../files/checkpoint.js';
+import type { LoadedEncoder } from '../models/encoder-source.js';
 import type { ExportFamily } from '../models/export-family.js';
 import { isJsonObject, transformersNames } from '../models/hf-config.js';
 import { copyRows, sequenceClassifierLabels } from '../models/hf-sequence-classifier.js';
@@ -180,4 +181,19 @@ export function copyTokenHead(
     }
     copyRows(param, saved, rows);
   }
+}
+
+/**
+ * The model folder (a folder or a Hub snapshot; a TorchScript file is refused before it loads):
+ * its family, which decides the head and the saved folder's names, and its config.json.
+ */
+export function folderOf(loaded: LoadedEncoder): {
+  family: ExportFamily;
+  dir: string;
+  config: Record<string, unknown>;
+  configFile: string;
+} {
+  const source = loaded.source;
+  if (source.kind !== 'folder') throw new InputError(`${loaded.description} is not a Hugging Face model folder`);
+  return { family: source.family, dir: source.dir, config: source.config ?? {}, configFile: join(source.dir, CONFIG_FILE) };
 }

@@ -16,8 +16,8 @@ import { type LoadedEncoder, loadEncoderSource } from '../models/encoder-source.
 import type { DownloadProgress } from '../models/hub.js';
 import { entitySpans } from '../training/entity-metrics.js';
 import type { Device } from '../training/options.js';
-import { checkpointHead, copyTokenHead, isTokenClassifierConfig, trainedMaxLength } from './token-classifier-folder.js';
-import { folderOf, type TokenMetrics, taggedSet, validateTokenClassifier } from './token-trainer.js';
+import { checkpointHead, copyTokenHead, folderOf, isTokenClassifierConfig, trainedMaxLength } from './token-classifier-folder.js';
+import { type TokenMetrics, taggedSet, validateTokenClassifier } from './token-task.js';
 
 /** An entity found in a text: its type, its characters [start, end) and their text, its words' mean probability. */
 export interface TextEntity {

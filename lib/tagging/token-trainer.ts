@@ -14,14 +14,12 @@
  */
 import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, Precision } from '../addon/binding.js';
-import { AbortError, asAbortError, InputError } from '../addon/errors.js';
+import { asAbortError, InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
-import { consecutiveBatches, type Schedule } from '../data/batching.js';
-import { readTaggedFiles, type TaggedReadOptions, type TaggedSentences, tagIds, tagNames } from '../data/tagged-words.js';
-import type { TextTokenizer } from '../data/tokenizer.js';
-import { encodeWords, perWord, type WordRows, wordBatch } from '../data/word-alignment.js';
-import { CONFIG_FILE, HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
+import type { Schedule } from '../data/batching.js';
+import { readTaggedFiles, type TaggedReadOptions, type TaggedSentences, tagNames } from '../data/tagged-words.js';
+import { HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
 import type { ExportFamily } from '../models/export-family.js';
 import {
@@ -32,10 +30,8 @@ import {
   runAsRank,
   sharedSettings,
   startAsRank,
-  type ValidationShard,
   validationShard,
 } from '../training/distributed.js';
-import { type EntityMetrics, entityMetrics } from '../training/entity-metrics.js';
 import {
   checkOptionNames,
   DEFAULTS,
@@ -50,9 +46,9 @@ import {
   zeroLearningRateNote,
 } from '../training/options.js';
 import { checkPrecision } from '../training/precision.js';
-import { RunKeeper, startPosition, type Validation } from '../training/run-keeper.js';
+import { RunKeeper, startPosition } from '../training/run-keeper.js';
 import { setUpTrainable } from '../training/trainable.js';
-import { nativeStepOptions, runTrainingLoop, type StepSettings, startTrainee, type Task } from '../training/training-loop.js';
+import { runTrainingLoop, startTrainee } from '../training/training-loop.js';
 import {
   checkOutputFolderFirst,
   claimRunFolder,
@@ -63,7 +59,8 @@ import {
   type SkippedBatch,
   stateSaver,
 } from '../training/training-state.js';
-import { checkpointHead, copyTokenHead, isTokenClassifierConfig, writeTokenClassifierFolder } from './token-classifier-folder.js';
+import { checkpointHead, copyTokenHead, folderOf, isTokenClassifierConfig, writeTokenClassifierFolder } from './token-classifier-folder.js';
+import { type TokenMetrics, taggedSet, tokenClassificationTask, validateTokenClassifier } from './token-task.js';
 
 export interface TokenTrainOptions extends TaggedReadOptions {
   /** A Hugging Face model folder or Hub id (BERT, RoBERTa/XLM-R, DistilBERT). */
@@ -123,9 +120,6 @@ export interface TokenTrainOptions extends TaggedReadOptions {
   onProgress?: (event: ProgressEvent) => void;
   signal?: AbortSignal;
 }
-
-/** A validation pass of a token classifier: seqeval's entity scores, the word accuracy, and the loss over the words. */
-export type TokenMetrics = EntityMetrics & { loss: number };
 
 export interface TokenTrainResult {
   outDir: string;
@@ -195,13 +189,6 @@ const TOKEN_OPTION_NAMES = Object.keys({
   onProgress: 1,
   signal: 1,
 } satisfies Record<keyof TokenTrainOptions, 1>);
-
-/** Tagged sentences with their class ids and token rows. */
-export interface TaggedSet {
-  sentences: TaggedSentences;
-  tags: Int32Array[];
-  rows: WordRows;
-}
 
 export async function trainTokenClassifier(options: TokenTrainOptions): Promise<TokenTrainResult> {
   // 1. Options.
@@ -551,98 +538,8 @@ function startHeadFromCheckpoint(model: NativeScriptModule, loaded: LoadedEncode
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
-/**
- * The model folder (a folder or a Hub snapshot; a TorchScript file is refused before it loads):
- * its family, which decides the head and the saved folder's names, and its config.json.
- */
-export function folderOf(loaded: LoadedEncoder): {
-  family: ExportFamily;
-  dir: string;
-  config: Record<string, unknown>;
-  configFile: string;
-} {
-  const source = loaded.source;
-  if (source.kind !== 'folder') throw new InputError(`${loaded.description} is not a Hugging Face model folder`);
-  return { family: source.family, dir: source.dir, config: source.config ?? {}, configFile: join(source.dir, CONFIG_FILE) };
-}
-
 /** transformers' dropout before the token-classification head: classifier_dropout, else hidden_dropout_prob (DistilBERT: dropout). */
 function headDropout(family: ExportFamily, config: Record<string, unknown>): number {
   if (family === 'distilbert') return num(config.dropout) ?? 0.1;
   return num(config.classifier_dropout) ?? num(config.hidden_dropout_prob) ?? 0.1;
-}
-
-/** Sentences with their tags' class ids and their token rows. */
-export function taggedSet(tokenizer: TextTokenizer, maxLength: number, sentences: TaggedSentences, names: readonly string[]): TaggedSet {
-  return { sentences, tags: tagIds(sentences, names), rows: encodeWords(tokenizer, sentences.words, maxLength) };
-}
-
-/**
- * The token-classification task: a batch of sentences, the head on their words' first tokens,
- * cross-entropy averaged over those words (transformers' loss with -100 on every other token).
- */
-function tokenClassificationTask(
-  binding: NativeBinding,
-  model: NativeScriptModule,
-  optimizer: InstanceType<NativeBinding['AdamW']>,
-  train: TaggedSet,
-  settings: StepSettings,
-): Task<ReturnType<typeof wordBatch>> {
-  return {
-    batch: (rows) => wordBatch(train.rows, rows, train.tags),
-    // `correct` counts words: the loop's training accuracy is the words'.
-    batchLossNormaliser: (batch) => batch.positions.length,
-    accuracyNormaliser: (batch) => batch.positions.length,
-    step: (batch, step) => binding.trainStep(model, optimizer, batch, nativeStepOptions(settings, step)),
-  };
-}
-
-/**
- * Validation: the loss over every word with a position (a token-weighted mean, as one batch of
- * them all), each word's predicted tag, and seqeval's scores of those words, as run_ner.py
- * computes them (words cut by maxLength, having no position, are left out of both). With a shard
- * (data-parallel), the rank's sentences only: each word's prediction (its tag id + 1, 0 for none)
- * and the loss sums are summed over the ranks, so every rank scores the whole set as one process.
- */
-export async function validateTokenClassifier(
-  binding: NativeBinding,
-  model: NativeScriptModule,
-  data: TaggedSet,
-  names: readonly string[],
-  settings: { batchSize: number; precision: Precision; signal?: AbortSignal; shard?: ValidationShard },
-): Promise<Validation<TokenMetrics>> {
-  const count = data.rows.encoded.count;
-  const rows = settings.shard?.rows ?? Int32Array.from({ length: count }, (_, i) => i);
-  // Where each sentence's words start among all words, then the loss sum and the words predicted.
-  const offsets = new Int32Array(count + 1);
-  data.tags.forEach((tags, i) => {
-    offsets[i + 1] = offsets[i]! + tags.length;
-  });
-  const sums = new Float64Array(offsets[count]! + 2);
-  for (const batchRows of consecutiveBatches(rows.length, settings.batchSize)) {
-    if (settings.signal?.aborted) throw new AbortError('validation was aborted', { cause: settings.signal.reason });
-    const sentences = Int32Array.from(batchRows, (i) => rows[i]!);
-    const batch = wordBatch(data.rows, sentences, data.tags);
-    if (batch.positions.length === 0) continue;
-    const result = await binding.evalStep(model, batch, { precision: settings.precision });
-    sums[sums.length - 2]! += result.loss! * batch.positions.length;
-    sums[sums.length - 1]! += batch.positions.length;
-    for (const [r, ids] of perWord(data.rows, sentences, result.predictions, -1).entries())
-      sums.set(
-        Array.from(ids, (c) => c + 1),
-        offsets[sentences[r]!]!,
-      );
-  }
-  const all = settings.shard ? settings.shard.sum(sums) : sums;
-  const [lossSum, words] = [all[all.length - 2]!, all[all.length - 1]!];
-  const predicted: string[][] = [];
-  const gold: string[][] = [];
-  data.tags.forEach((tags, i) => {
-    const seen = [...tags.keys()].filter((w) => all[offsets[i]! + w]! > 0);
-    predicted.push(seen.map((w) => names[all[offsets[i]! + w]! - 1]!));
-    gold.push(seen.map((w) => names[tags[w]!]!));
-  });
-  const loss = words > 0 ? lossSum / words : Number.NaN;
-  const metrics = { ...entityMetrics(predicted, gold), loss };
-  return { loss, scores: { accuracy: metrics.accuracy, macroF1: metrics.macroF1 }, metrics };
 }
