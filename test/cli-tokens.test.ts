@@ -173,7 +173,7 @@ describe('torch-bert tokens (CLI)', () => {
       '1',
     ]);
     expect(human.code, human.stderr).toBe(0);
-    expect(human.stdout).toMatch(/^epoch\s+train loss\s+train acc\s+val loss\s+val acc\s+val macro-F1\s+time\s+best$/m);
+    expect(human.stdout).toMatch(/^epoch\s+train loss\s+train acc\s+val loss\s+val acc\s+val F1\s+val macro-F1\s+time\s+best$/m);
     expect(human.stdout).toMatch(/validation metrics of the kept weights \(epoch 1, step \d+\), loss \d+\.\d{4}:\ntype\s+precision/);
     expect(human.stdout).toMatch(/^micro avg\s/m);
     expect(human.stdout).toContain(`saved to ${join(work, 'human')} (18 training and 6 validation sentences)`);

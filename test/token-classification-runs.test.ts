@@ -412,6 +412,30 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     300_000,
   );
 
+  it("bestMetric 'f1' keeps the evaluation of highest seqeval entity F1, recorded per epoch", async () => {
+    const out = join(dir, 'best-f1');
+    const result = await run(bert.dir, out, [], { epochs: 8, learningRate: 5e-3, bestMetric: 'f1' });
+    const f1s = result.history.map((h) => h.validationF1!);
+    expect(f1s.every((f) => f >= 0 && f <= 1)).toBe(true);
+    // Strictly higher to replace: the first epoch of the highest F1.
+    expect(result.best.epoch).toBe(f1s.indexOf(Math.max(...f1s)) + 1);
+    // ... which the loss would not keep (it goes on falling after the F1 is at its highest).
+    const losses = result.history.map((h) => h.validationLoss);
+    expect(losses.indexOf(Math.min(...losses)) + 1).not.toBe(result.best.epoch);
+    expect(result.best.validationF1).toBe(result.metrics!.f1);
+    // Validation's F1 is seqeval's on the kept weights, as evaluate() computes it.
+    const classifier = await TokenClassifier.load(out, { device: 'cpu' });
+    try {
+      expect((await classifier.evaluate(validationData)).f1).toBe(result.best.validationF1);
+    } finally {
+      classifier.dispose();
+    }
+    // A metric of another problem type is refused, naming the ones there are.
+    await expect(run(bert.dir, join(dir, 'pearson'), [], { bestMetric: 'pearson' as 'f1' })).rejects.toThrow(
+      /bestMetric must be one of loss, f1, accuracy, macroF1; got "pearson"/,
+    );
+  }, 300_000);
+
   describe('refusals', () => {
     const base = () => ({ model: bert.dir, data, validationData, labels: TAGS, epochs: 1, threads: 1 });
 

@@ -172,14 +172,17 @@ export function historyTable(history: EpochMetrics[]): string {
       ]),
     );
   }
+  // Token classification's runs also score the entities (seqeval's F1).
+  const entities = history.some((h) => h.validationF1 !== undefined);
   return table(
-    ['epoch', 'train loss', 'train acc', 'val loss', 'val acc', 'val macro-F1', 'time', 'best'],
+    ['epoch', 'train loss', 'train acc', 'val loss', 'val acc', ...(entities ? ['val F1'] : []), 'val macro-F1', 'time', 'best'],
     history.map((h) => [
       String(h.epoch),
       h.trainLoss.toFixed(4),
       percent(h.trainAccuracy),
       h.validationLoss.toFixed(4),
       percent(h.validationAccuracy),
+      ...(entities ? [(h.validationF1 ?? Number.NaN).toFixed(4)] : []),
       (h.validationMacroF1 ?? Number.NaN).toFixed(4),
       ...time(h),
     ]),

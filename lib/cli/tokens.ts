@@ -79,8 +79,8 @@ Options (default):
   --grad-accum N           batches per optimizer step (${DEFAULTS.gradientAccumulationSteps})
   --max-grad-norm X        gradient clipping, 0 = off (${DEFAULTS.maxGradNorm})
   --eval-every N           also evaluate every N optimizer steps (each epoch)
-  --best-metric M          loss | accuracy (of the words' tags) | macroF1 (the entity types' F1
-                           averaged) picks the weights kept (${DEFAULTS.bestMetric})
+  --best-metric M          loss | f1 (seqeval's entity F1, micro) | accuracy (of the words' tags) |
+                           macroF1 (the entity types' F1 averaged) picks the weights kept (${DEFAULTS.bestMetric})
   --early-stopping N       stop after N evaluations without improvement (off)
   --resume DIR             continue the interrupted run whose --out was DIR
   --on-non-finite P        stop | skip a NaN/Inf step (${DEFAULTS.onNonFinite})

@@ -98,5 +98,5 @@ export async function validateTokenClassifier(
   });
   const loss = words > 0 ? lossSum / words : Number.NaN;
   const metrics = { ...entityMetrics(predicted, gold), loss };
-  return { loss, scores: { accuracy: metrics.accuracy, macroF1: metrics.macroF1 }, metrics };
+  return { loss, scores: { accuracy: metrics.accuracy, macroF1: metrics.macroF1, f1: metrics.f1 }, metrics };
 }

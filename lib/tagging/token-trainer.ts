@@ -102,8 +102,12 @@ export interface TokenTrainOptions extends TaggedReadOptions {
   device?: Device;
   seed?: number;
   evaluateEvery?: 'epoch' | number;
-  /** Which validation score keeps the best weights: 'loss' (default), 'accuracy' (of the words' tags) or 'macroF1' (the entity types' F1 averaged). */
-  bestMetric?: 'loss' | 'accuracy' | 'macroF1';
+  /**
+   * Which validation score keeps the best weights: 'loss' (default), 'f1' (seqeval's entity F1,
+   * micro: run_ner.py's `overall_f1`), 'accuracy' (of the words' tags) or 'macroF1' (the entity
+   * types' F1 averaged).
+   */
+  bestMetric?: TokenBestMetric;
   earlyStoppingPatience?: number;
   onNonFinite?: 'stop' | 'skip';
   /** The out dir of an interrupted run: continues it exactly. */
@@ -147,6 +151,10 @@ export const TOKEN_TRAIN_DEFAULTS = {
   schedule: 'linear' as const,
   validationSplit: 0.1,
 };
+
+/** The scores a token classifier's best weights may be kept by. */
+export type TokenBestMetric = 'loss' | 'f1' | 'accuracy' | 'macroF1';
+const TOKEN_BEST_METRICS: readonly TokenBestMetric[] = ['loss', 'f1', 'accuracy', 'macroF1'];
 
 /** What trains a token classifier (bottleneck adapters are not yet kept in a form transformers loads). */
 const TOKEN_TECHNIQUES: ReadonlyArray<TokenTrainOptions['technique']> = ['full', 'lora', 'frozen'];
@@ -194,11 +202,16 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
   // 1. Options.
   if (!options || typeof options !== 'object') throw new InputError('trainTokenClassifier() takes an options object');
   checkOptionNames('trainTokenClassifier()', options, TOKEN_OPTION_NAMES);
-  const { model: spec, data, validationData, wordsColumn, tagsColumn, labels, technique, ...rest } = options;
+  const { model: spec, data, validationData, wordsColumn, tagsColumn, labels, technique, bestMetric, ...rest } = options;
   if (typeof spec !== 'string' || spec === '')
     throw new InputError('trainTokenClassifier(): `model` (a Hugging Face model folder or Hub id) is required');
   if (technique !== undefined && !TOKEN_TECHNIQUES.includes(technique)) {
     throw new InputError(`trainTokenClassifier(): technique must be 'full', 'lora' or 'frozen'; got ${JSON.stringify(technique)}`);
+  }
+  if (bestMetric !== undefined && !TOKEN_BEST_METRICS.includes(bestMetric)) {
+    throw new InputError(
+      `trainTokenClassifier(): bestMetric must be one of ${TOKEN_BEST_METRICS.join(', ')}; got ${JSON.stringify(bestMetric)}`,
+    );
   }
   const opts = resolveTrainOptions({
     ...TOKEN_TRAIN_DEFAULTS,
@@ -207,6 +220,8 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
     encoder: spec,
     data: 'tagged sentences',
   });
+  // train()'s resolution knows its own problem types' metrics; seqeval's F1 is this task's.
+  if (bestMetric !== undefined) opts.bestMetric = bestMetric;
   const outDir = opts.outDir;
   if (!outDir) throw new InputError('trainTokenClassifier(): `outDir` is required (the trained model is a folder)');
   const run: TokenRun = {

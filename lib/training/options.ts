@@ -17,8 +17,12 @@ import { HEAD_KINDS, type HeadKind } from '../models/sequence-classification.js'
 
 export type Pooling = 'cls' | 'mean';
 export type Technique = 'frozen' | 'full' | 'lora' | 'adapter';
-/** Picks the best checkpoint: the validation loss, or a metric of the problem type (classification: accuracy, macroF1; regression: pearson, spearman). */
-export type BestMetric = 'loss' | 'accuracy' | 'macroF1' | 'pearson' | 'spearman';
+/**
+ * Picks the best checkpoint: the validation loss, or a metric of the problem type
+ * (classification: accuracy, macroF1; regression: pearson, spearman; token classification also
+ * f1, seqeval's entity F1).
+ */
+export type BestMetric = 'loss' | 'accuracy' | 'macroF1' | 'f1' | 'pearson' | 'spearman';
 
 /** train()'s options of any problem type, as the library reads them. */
 export type AnyTrainOptions = TrainOptions<TrainProblemType>;
@@ -132,8 +136,10 @@ export interface Evaluation {
   validationLoss: number;
   /** Classification: the share of examples whose class is the label's. */
   validationAccuracy?: number;
-  /** Classification: the F1 averaged over the classes. */
+  /** Classification: the F1 averaged over the classes (token classification: over the entity types). */
   validationMacroF1?: number;
+  /** Token classification: seqeval's F1 over the entities (micro). */
+  validationF1?: number;
   /** Regression: Pearson's r of the values and the targets. */
   validationPearson?: number;
   /** Regression: Spearman's ρ (ties by their average rank). */
@@ -193,6 +199,7 @@ export interface EpochMetrics {
   /** Wall seconds of the epoch (training + validation). */
   seconds: number;
   validationMacroF1?: number;
+  validationF1?: number;
   validationPearson?: number;
   validationSpearman?: number;
   /** Whether this epoch's end-of-epoch evaluation set a new best (and was checkpointed). */

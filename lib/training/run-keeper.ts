@@ -7,8 +7,11 @@
 import type { BestMetric, EpochMetrics, Evaluation, ProgressEvent, TrainProblemType } from './options.js';
 import type { RunPosition } from './training-state.js';
 
-/** A validation pass's scores by `bestMetric` name: classification's accuracy and macro-F1, or regression's Pearson and Spearman. */
-export type ValidationScores = { accuracy: number; macroF1: number } | { pearson: number; spearman: number };
+/**
+ * A validation pass's scores by `bestMetric` name: classification's accuracy and macro-F1 (token
+ * classification's also seqeval's entity F1), or regression's Pearson and Spearman.
+ */
+export type ValidationScores = { accuracy: number; macroF1: number; f1?: number } | { pearson: number; spearman: number };
 
 /** One validation pass as a task measures it: the numbers the run compares, and the task's full metrics. */
 export interface Validation<M> {
@@ -19,17 +22,22 @@ export interface Validation<M> {
 
 /** An evaluation's score fields, copied into its epoch's record. */
 function scoreFieldsOf(e: Evaluation): Partial<EpochMetrics> {
-  const { validationAccuracy, validationMacroF1, validationPearson, validationSpearman } = e;
+  const { validationAccuracy, validationMacroF1, validationF1, validationPearson, validationSpearman } = e;
   return Object.fromEntries(
-    Object.entries({ validationAccuracy, validationMacroF1, validationPearson, validationSpearman }).filter(([, v]) => v !== undefined),
+    Object.entries({ validationAccuracy, validationMacroF1, validationF1, validationPearson, validationSpearman }).filter(
+      ([, v]) => v !== undefined,
+    ),
   );
 }
 
-/** An evaluation's (and epoch's) fields of the scores: `validationAccuracy`, `validationMacroF1`; or `validationPearson`, `validationSpearman`. */
+/** An evaluation's (and epoch's) fields of the scores: `validationAccuracy`, `validationMacroF1` (`validationF1`); or `validationPearson`, `validationSpearman`. */
 function scoreFields(scores: ValidationScores): Partial<Evaluation> {
-  return 'accuracy' in scores
-    ? { validationAccuracy: scores.accuracy, validationMacroF1: scores.macroF1 }
-    : { validationPearson: scores.pearson, validationSpearman: scores.spearman };
+  if (!('accuracy' in scores)) return { validationPearson: scores.pearson, validationSpearman: scores.spearman };
+  return {
+    validationAccuracy: scores.accuracy,
+    validationMacroF1: scores.macroF1,
+    ...(scores.f1 !== undefined ? { validationF1: scores.f1 } : {}),
+  };
 }
 
 /** The evaluation's value of `metric` (one its problem type has: options.ts checks). */
@@ -38,6 +46,7 @@ function scoreOf(evaluation: Evaluation, metric: BestMetric): number {
     loss: 'validationLoss',
     accuracy: 'validationAccuracy',
     macroF1: 'validationMacroF1',
+    f1: 'validationF1',
     pearson: 'validationPearson',
     spearman: 'validationSpearman',
   } as const;
