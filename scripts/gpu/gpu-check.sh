@@ -362,7 +362,7 @@ fi
 if step export 40; then
   if timeout "$(limit 180)" node scripts/gpu/hf-export-check.mjs --python "$PY" --out "$logs" > "$logs/hf-export.txt" 2>&1; then
     if grep -q '^hf-export: skipped' "$logs/hf-export.txt"; then note export "skipped: no transformers/peft"
-    else note export "ok ($(grep -c ': ok' "$logs/hf-export.txt") checks: AutoModel, AutoTokenizer, head, PeftModel, merge_and_unload, AutoModelForSequenceClassification)"; fi
+    else note export "ok ($(grep -c ': ok' "$logs/hf-export.txt") checks: AutoModel, AutoTokenizer, head, PeftModel, merge_and_unload, AutoModelForSequenceClassification, AutoModelForMaskedLM, AutoModelForTokenClassification, token-classification pipeline)"; fi
   else
     note export "FAILED (see hf-export.txt)"
   fi

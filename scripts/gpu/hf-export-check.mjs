@@ -37,7 +37,8 @@
  *     AutoModelForTokenClassification.from_pretrained(out) is a BertForTokenClassification with
  *     the run's labels as id2label, AutoTokenizer(words, is_split_into_words=True, truncation=True,
  *     max_length) gives the ids torch-bert aligned (encodeWords), and the softmax at each word's
- *     first token (word_ids()) gives predict()'s tag and score ('token-classifier'); its
+ *     first token (word_ids()) of the windows predict() reads a long sentence in
+ *     (sentenceWindows) gives predict()'s tag and score ('token-classifier'); its
  *     pipeline('token-classification', aggregation_strategy='first') finds entities()'s entities
  *     ('token-pipeline'); and of transformers' own BertForTokenClassification (save_pretrained,
  *     random weights, three named tags, the demo tokenizer saved by BertTokenizerFast),
@@ -76,6 +77,9 @@ torch.manual_seed(0)
 model = BertModel(config).eval()
 model.save_pretrained(f"{work}/base")
 config.torchscript = True
+# Eager attention: a trace of the sdpa path holds aten::scaled_dot_product_attention, which a
+# libtorch older than 2.0 (Debian's 1.13, the CPU machines') cannot load.
+config._attn_implementation = "eager"
 traced_model = BertModel(config).eval(); traced_model.load_state_dict(model.state_dict())
 ids = torch.randint(5, vocab, (2, 12)); mask = torch.ones(2, 12, dtype=torch.long)
 torch.jit.trace(traced_model, (ids, mask), strict=False).save(f"{work}/base.pt")
@@ -143,10 +147,11 @@ def pool(h, mask, pooling):
 def diff(x, y): return (torch.tensor(x) - torch.tensor(y)).abs().max().item()
 def token_classifier(run):
     # A *ForTokenClassification folder: the class and id2label transformers reads, the ids its
-    # tokenizer gives the words as run_ner.py calls it, and the softmax at each word's first token
-    # (word_ids()): its top tag is predict()'s tag (up to a tie within the tolerance: the gap to the
-    # top probability is what is reported) and its top probability predict()'s score. A word
-    # without a token there (cut by max_length) has none in predict() either.
+    # tokenizer gives the sentences' words as run_ner.py calls it (cut at max_length), and, for
+    # each window of words predict() read, the softmax at each word's first token (word_ids()): its
+    # top tag is predict()'s tag (up to a tie within the tolerance: the gap to the top probability
+    # is what is reported) and its top probability predict()'s score. A word without a token there
+    # has none in predict() either.
     from transformers import AutoModelForTokenClassification
     n, d, labels, res = run["name"], run["export"], run["labels"], {}
     m, info = AutoModelForTokenClassification.from_pretrained(d, output_loading_info=True)
@@ -158,10 +163,12 @@ def token_classifier(run):
     enc = tok(run["sentences"], is_split_into_words=True, truncation=True, max_length=run["max_length"], padding=True, return_tensors="pt")
     ids = [row[keep.bool()].tolist() for row, keep in zip(enc["input_ids"], enc["attention_mask"])]
     res[n + " tokenizer ids (is_split_into_words, encodeWords)"] = 0.0 if ids == run["input_ids"] else 1.0
+    enc = tok(run["windows"], is_split_into_words=True, truncation=True, max_length=run["max_length"], padding=True, return_tensors="pt")
     with torch.no_grad():
         p = torch.softmax(m(**enc).logits, -1)
     seen, gap, score = True, 0.0, 0.0
     for s, (tags, scores) in enumerate(zip(run["tags"], run["scores"])):
+        if len(tags) != len(run["windows"][s]): seen = False
         first = {}
         for k, w in enumerate(enc.word_ids(s)):
             if w is not None: first.setdefault(w, k)
@@ -171,9 +178,10 @@ def token_classifier(run):
             q = p[s, first[w]]
             gap = max(gap, (q.max() - q[labels.index(tag)]).item())
             score = max(score, abs(q.max().item() - sc))
+    at = f"at first tokens, {len(run['windows'])} windows of {len(run['sentences'])} sentences"
     res[n + " words with a first token"] = 0.0 if seen else 1.0
-    res[n + " tags (argmax at first tokens)"] = gap
-    res[n + " scores (softmax at first tokens)"] = score
+    res[f"{n} tags (argmax {at})"] = gap
+    res[f"{n} scores (softmax {at})"] = score
     return res
 def token_pipeline(run):
     # transformers' pipeline with aggregation_strategy='first' against entities(): each word's tag
@@ -302,6 +310,7 @@ try {
   if (made.skipped) {
     console.log(`hf-export: skipped (${made.skipped})`);
     writeFileSync(join(opt.out, 'hf-export.json'), JSON.stringify(made, null, 2) + '\n');
+    rmSync(work, { recursive: true, force: true }); // process.exit skips the finally below
     process.exit(0);
   }
   const {
@@ -315,7 +324,7 @@ try {
     TokenClassifier,
     TextTokenizer,
   } = await import(join(root, 'dist', 'index.js'));
-  const { encodeWords } = await import(join(root, 'dist', 'data', 'word-alignment.js'));
+  const { encodeWords, sentenceWindows } = await import(join(root, 'dist', 'data', 'word-alignment.js'));
   const { loadEncoderSource } = await import(join(root, 'dist', 'models', 'encoder-source.js'));
   const { gatherRows } = await import(join(root, 'dist', 'data', 'batching.js'));
   const { loadExamples } = await import(join(root, 'dist', 'data', 'data.js'));
@@ -352,7 +361,8 @@ try {
       outDir: dir,
       epochs: 1,
       maxLength: 32,
-      headHidden: 16,
+      // headHidden shapes head 'mlp' alone (the sequence-classification head refuses it).
+      ...(extra.head === 'sequence-classification' ? {} : { headHidden: 16 }),
       learningRate: 5e-3,
       device: 'cpu',
       ...extra,
@@ -579,7 +589,10 @@ try {
     const PEOPLE = [['actors'], ['villain', 'laughing'], ['director']];
     const PLACES = [['cinema'], ['theater', 'downtown'], ['city']];
     let state = 1;
-    const next = (k) => (state = (state * 48271) % 2147483647) % k;
+    const next = (k) => {
+      state = (state * 48271) % 2147483647;
+      return state % k;
+    };
     const conll = Array.from({ length: 80 }, () => {
       const lines = [];
       const filler = () => {
@@ -588,7 +601,7 @@ try {
       filler();
       for (let e = 1 + next(3); e > 0; e--) {
         const [type, choices] = next(2) === 0 ? ['PER', PEOPLE] : ['LOC', PLACES];
-        choices[next(choices.length)].forEach((word, k) => lines.push(`${word} ${k === 0 ? 'B' : 'I'}-${type}`));
+        lines.push(...choices[next(choices.length)].map((word, k) => `${word} ${k === 0 ? 'B' : 'I'}-${type}`));
         filler();
       }
       return lines.join('\n');
@@ -607,19 +620,29 @@ try {
       seed: 1,
       device: 'cpu',
     });
-    // Words split into pieces, an unknown word, and a sentence past the max length: 'actors' keeps
-    // its first piece alone, the words after it none (null in predict(), no first token in transformers').
+    // Words split into pieces, an unknown word, a word without a token (a zero-width space, which
+    // BERT's normalizer drops: null in predict(), no word_ids() in transformers'), and a sentence
+    // past the max length: run_ner.py's truncation cuts it (the ids), predict() reads it in two
+    // windows of whole words (sentenceWindows), each of which transformers is given alike.
     const sentences = [
-      ['the', 'villain', 'laughing', 'was', 'at', 'the', 'theater', 'downtown', ';', 'the', 'director', 'the', 'actors', 'really', 'good', '.'],
-      ['actors', 'at', 'the', 'cinema', ',', 'good', 'plot'],
-      ['john', 'and', 'mary', 'in', 'paris', '!', 'zzyzx'],
-    ];
-    /** A token classifier folder's run: its predict() of `sentences`, and the ids encodeWords aligned with its tokenizer. */
+      'the villain laughing was at the theater downtown ; the director the actors really good .',
+      'actors at the cinema , good plot',
+      'john and mary \u200b in paris ! zzyzx',
+    ].map((s) => s.split(' '));
+    /**
+     * A token classifier folder's run: the ids encodeWords aligns `sentences` to at its max length
+     * with its tokenizer (cut as run_ner.py cuts them), the windows predict() reads them in, and
+     * predict()'s tags and scores window by window.
+     */
     const tagged = async (name, dir, labels, more) => {
       const classifier = await TokenClassifier.load(dir, { device: 'cpu' });
       try {
-        const rows = encodeWords(await TextTokenizer.load(join(dir, 'tokenizer.json')), sentences, classifier.maxLength).encoded;
+        const folderTokenizer = await TextTokenizer.load(join(dir, 'tokenizer.json'));
+        const rows = encodeWords(folderTokenizer, sentences, classifier.maxLength).encoded;
+        const { windows, from } = sentenceWindows(folderTokenizer, sentences, classifier.maxLength);
         const predicted = await classifier.predict(sentences);
+        const perWindow = (key) =>
+          windows.map((words, i) => predicted[from[i].sentence][key].slice(from[i].word, from[i].word + words.length));
         return [
           {
             name,
@@ -630,8 +653,9 @@ try {
             max_length: classifier.maxLength,
             sentences,
             input_ids: matrix(rows.inputIds, rows.seqLen).map((row, r) => row.slice(0, rows.lengths[r])),
-            tags: predicted.map((p) => p.tags),
-            scores: predicted.map((p) => p.scores),
+            windows,
+            tags: perWindow('tags'),
+            scores: perWindow('scores'),
           },
           ...(more ? [await more(classifier)] : []),
         ];
