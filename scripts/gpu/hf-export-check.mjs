@@ -30,6 +30,9 @@
  *     classes) gives the probabilities of loadClassifier(folder), with id2label's classes;
  *     and, for BERT's, of predict() on text pairs given their token_type_ids, whose ids and
  *     segments AutoTokenizer(texts, pairs) makes too (truncated longest first at 32 tokens),
+ *   - AutoModel.from_pretrained(folder) of transformers' own saved BERT, RoBERTa, XLM-R and
+ *     DistilBERT base models gives the last hidden state (and BERT's pooler output) of the encoder
+ *     torch-bert builds natively from that folder, within 1e-5 ('encoder <family>', issue 14),
  *   - AutoModelForMaskedLM.from_pretrained(out) of a `pretrain` output folder gives the logits of
  *     torch-bert's own encoder + MLM head loaded from that folder (issue 15),
  *   - token classification (run_ner.py's fine-tuning): of trainTokenClassifier's folder (the base
@@ -62,6 +65,8 @@ const TOLERANCE = 1e-4; // transformers' attention (sdpa) against our traced eag
 // mean of the words' first-token probabilities), computed apart (numpy's softmax and nanmean in
 // float32 over each text run alone, against libtorch's on a padded batch and a mean in doubles).
 const PIPELINE_TOLERANCE = 1e-3;
+// Issue 14's bar for the natively built encoder against transformers' own model, fp32.
+const ENCODER_TOLERANCE = 1e-5;
 
 const MAKE = `
 import json, sys, torch
@@ -259,6 +264,15 @@ for run in a["runs"]:
             z = sc(input_ids=ids, attention_mask=mask).logits
         got = z if run["problem_type"] == "regression" else torch.sigmoid(z)
         out[run["name"] + " AutoModelForSequenceClassification outputs"] = diff(got, run["outputs"])
+        continue
+    if kind == "encoder":
+        # transformers' own base model: its last hidden state (and BERT's pooler output).
+        base = AutoModel.from_pretrained(d).eval()
+        with torch.no_grad():
+            o = base(input_ids=ids, attention_mask=mask)
+        out[run["name"] + " last_hidden_state"] = diff(o.last_hidden_state, run["hidden"])
+        if "pooled" in run:
+            out[run["name"] + " pooler_output"] = diff(o.pooler_output, run["pooled"])
         continue
     if kind == "mlm":
         mlm = AutoModelForMaskedLM.from_pretrained(d).eval()
@@ -581,6 +595,38 @@ try {
       loaded.module.dispose();
     }
 
+    // Issue 14 item 2: the encoder built natively from transformers' own saved folders (BERT with
+    // its pooler, RoBERTa, XLM-R, DistilBERT) against AutoModel's outputs, to ENCODER_TOLERANCE.
+    for (const family of ['base', 'roberta', 'xlm-roberta', 'distilbert']) {
+      const encoder = await loadEncoderSource(join(work, family), { device: 'cpu', tokenizer, fallbackMaxLength: 32, maxLength: 32 });
+      try {
+        const rows = gatherRows(
+          await encoder.tokenizer.encodeBatchAsync(texts, 32),
+          texts.map((_, i) => i),
+        );
+        const b = loadBinding();
+        const shape = [rows.count, rows.seqLen];
+        const ids = b.Tensor.fromArray(rows.inputIds, shape, 'int64');
+        const mask = b.Tensor.fromArray(rows.attentionMask, shape, 'int64');
+        const types = b.Tensor.fromArray(new Int32Array(rows.count * rows.seqLen), shape, 'int64');
+        const encoded = encoder.module.forwardArity === 3 ? encoder.module.forward(ids, mask, types) : encoder.module.forward(ids, mask);
+        const [hidden, pooled] = Array.isArray(encoded) ? encoded : [encoded];
+        const width = hidden.shape[2];
+        runs.push({
+          name: `encoder ${family === 'base' ? 'bert' : family}`,
+          kind: 'encoder',
+          export: join(work, family),
+          input_ids: matrix(rows.inputIds, rows.seqLen),
+          attention_mask: matrix(rows.attentionMask, rows.seqLen),
+          hidden: matrix(Array.from(hidden.toArray()), rows.seqLen * width).map((row) => matrix(row, width)),
+          ...(pooled ? { pooled: matrix(Array.from(pooled.toArray()), width) } : {}),
+        });
+        for (const t of [ids, mask, types, ...(Array.isArray(encoded) ? encoded : [encoded])]) t.dispose();
+      } finally {
+        encoder.module.dispose();
+      }
+    }
+
     // Token classification as run_ner.py fine-tunes it: trainTokenClassifier on the base folder
     // with the demo tokenizer (as pretrain gets a folder with a tokenizer), on sentences of filler
     // words with people and places among them (a seeded Park-Miller generator: the same every run).
@@ -686,14 +732,22 @@ try {
   writeFileSync(input, JSON.stringify({ runs, texts, pairs, base: join(work, 'base') }));
   const diffs = JSON.parse(execFileSync(opt.python, ['-c', CHECK, input], { encoding: 'utf8' }).trim().split('\n').pop());
   for (const [check, d] of Object.entries(diffs)) {
-    const tolerance = check.startsWith('token-pipeline ') ? PIPELINE_TOLERANCE : TOLERANCE;
+    const tolerance = check.startsWith('token-pipeline ')
+      ? PIPELINE_TOLERANCE
+      : check.startsWith('encoder ')
+        ? ENCODER_TOLERANCE
+        : TOLERANCE;
     const ok = d <= tolerance;
     if (!ok) failed = true;
     console.log(`${check}: ${ok ? 'ok' : 'FAILED'} (max |diff| ${d.toExponential(2)}, tolerance ${tolerance})`);
   }
   writeFileSync(
     join(opt.out, 'hf-export.json'),
-    JSON.stringify({ versions: made, diffs, tolerance: TOLERANCE, pipelineTolerance: PIPELINE_TOLERANCE }, null, 2) + '\n',
+    JSON.stringify(
+      { versions: made, diffs, tolerance: TOLERANCE, pipelineTolerance: PIPELINE_TOLERANCE, encoderTolerance: ENCODER_TOLERANCE },
+      null,
+      2,
+    ) + '\n',
   );
 } catch (err) {
   failed = true;
