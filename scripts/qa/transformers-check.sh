@@ -18,7 +18,8 @@ out=${1:-${TMPDIR:-/tmp}/torch-bert-transformers-check}
 mkdir -p "$out"
 if ! "$venv/bin/python" -c 'import torch, transformers, peft' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch transformers peft safetensors
+  # Retries 0: an index that cannot be reached (pypi.org, where pip is set to a local mirror too) fails at once.
+  "$venv/bin/pip" install -q --retries 0 --timeout 10 torch transformers peft safetensors
 fi
 "$venv/bin/python" -c 'import torch, transformers, peft; print(f"transformers-check: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")'
 cd "$root"
