@@ -7,7 +7,7 @@
  * BertForTokenClassification folder the reference reads back and predicts alike; the loaded
  * classifier evaluates and predicts as validation did.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +18,7 @@ import { TokenClassifier } from '../lib/tagging/token-classifier.js';
 import { type TokenTrainResult, trainTokenClassifier } from '../lib/tagging/token-trainer.js';
 import type { BatchEvent } from '../lib/training/options.js';
 import { makeHfFolder, runPython } from './fixtures.js';
+import { FakeHub } from './helpers/hub-server.js';
 
 const TAGS = ['B-LOC', 'B-PER', 'I-LOC', 'I-PER', 'O'];
 const FILLER = ['the', 'movie', 'was', 'great', 'plot', 'boring', 'film', 'good', 'bad', 'story', 'and', 'really', ',', '.', ';', 'at'];
@@ -208,6 +209,46 @@ describe('token classification (trainTokenClassifier, TokenClassifier)', () => {
       expect(metrics).toEqual({ ...result.metrics, loss: expect.closeTo(result.metrics!.loss, 5) });
     } finally {
       classifier.dispose();
+    }
+  });
+
+  it('loads the kept folder as a Hub id (org/name, a loopback Hub, the Hugging Face cache) as it loads the folder', async () => {
+    const hub = new FakeHub();
+    await hub.start();
+    const saved = { cache: process.env.HF_HUB_CACHE, endpoint: process.env.HF_ENDPOINT };
+    try {
+      process.env.HF_HUB_CACHE = join(dir, 'hub-cache');
+      process.env.HF_ENDPOINT = hub.url;
+      const files = Object.fromEntries(
+        readdirSync(join(dir, 'out'), { withFileTypes: true })
+          .filter((f) => f.isFile() && !f.name.startsWith('.'))
+          .map((f) => [f.name, readFileSync(join(dir, 'out', f.name))]),
+      );
+      const commit = 'c'.repeat(40);
+      hub.repos.set('org/tiny-ner', { commits: { [commit]: files }, refs: { main: commit } });
+      const [fromHub, fromFolder] = await Promise.all([
+        TokenClassifier.load('org/tiny-ner', { device: 'cpu' }),
+        TokenClassifier.load(join(dir, 'out'), { device: 'cpu' }),
+      ]);
+      try {
+        expect(fromHub.labels).toEqual(TAGS);
+        expect(fromHub.maxLength).toBe(RUN.maxLength);
+        expect(await fromHub.predict(validation.words)).toEqual(await fromFolder.predict(validation.words));
+      } finally {
+        fromHub.dispose();
+        fromFolder.dispose();
+      }
+      // The snapshot sits in the cache as huggingface_hub lays it out.
+      expect(readdirSync(join(dir, 'hub-cache', 'models--org--tiny-ner', 'snapshots'))).toEqual([commit]);
+    } finally {
+      for (const [key, value] of [
+        ['HF_HUB_CACHE', saved.cache],
+        ['HF_ENDPOINT', saved.endpoint],
+      ] as const) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+      await hub.stop();
     }
   });
 
