@@ -49,10 +49,12 @@ export type { MlmMetrics, PretrainOptions, PretrainResult } from './pretraining/
 export { PRETRAIN_DEFAULTS, pretrain } from './pretraining/pretrainer.js';
 export {
   loadTokenClassifier,
+  type PredictWordsOptions,
   type TaggedWords,
   type TextEntity,
   TokenClassifier,
   type TokenClassifierLoadOptions,
+  type WordAggregation,
 } from './tagging/token-classifier.js';
 export type { TokenMetrics } from './tagging/token-task.js';
 export {

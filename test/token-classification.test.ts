@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadBinding } from '../lib/addon/loader.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
 import { encodeWords, sentenceWindows, splitWords } from '../lib/data/word-alignment.js';
-import { TokenClassifier } from '../lib/tagging/token-classifier.js';
+import { type TaggedWords, TokenClassifier } from '../lib/tagging/token-classifier.js';
 import { type TokenTrainResult, trainTokenClassifier } from '../lib/tagging/token-trainer.js';
 import type { BatchEvent } from '../lib/training/options.js';
 import { makeHfFolder, runPython } from './fixtures.js';
@@ -172,31 +172,35 @@ describe('token classification (trainTokenClassifier, TokenClassifier)', () => {
     }
     const classifier = await TokenClassifier.load(join(dir, 'out'), { device: 'cpu' });
     try {
-      const tagged = await classifier.predict(validation.words);
       // A sentence longer than maxLength is read in windows of whole words: the reference
       // predicts each window alone (none is cut), and a sentence's windows add up to its words.
       const tokenizer = await TextTokenizer.load(join(folder, 'tokenizer.json'));
       const { windows, from } = sentenceWindows(tokenizer, validation.words, RUN.maxLength);
       expect(windows.length).toBeGreaterThan(validation.words.length);
-      const theirs = JSON.parse(
-        await runPython(
-          'test/python/token_classification_reference.py',
-          [],
-          JSON.stringify({ mode: 'predict', folder: join(dir, 'out'), sentences: windows, maxLength: RUN.maxLength }),
-        ),
-      ) as { probabilities: Array<Array<number[] | null>> };
-      const stitched = validation.words.map((_, s) =>
-        windows.flatMap((__, i) => (from[i]!.sentence === s ? theirs.probabilities[i]! : [])),
-      );
-      tagged.forEach((sentence, s) => {
-        expect(sentence.tags).toHaveLength(validation.words[s]!.length);
-        sentence.tags.forEach((tag, w) => {
-          const p = stitched[s]![w]!;
-          const c = p.indexOf(Math.max(...p));
-          expect(tag).toBe(TAGS[c]);
-          expect(sentence.scores[w]).toBeCloseTo(p[c]!, 5);
+      // Each aggregation of a word's tokens, as transformers' pipeline reads them.
+      let tagged: TaggedWords[] = [];
+      for (const aggregation of ['average', 'max', 'first'] as const) {
+        tagged = await classifier.predict(validation.words, { aggregation });
+        const theirs = JSON.parse(
+          await runPython(
+            'test/python/token_classification_reference.py',
+            [],
+            JSON.stringify({ mode: 'predict', folder: join(dir, 'out'), sentences: windows, maxLength: RUN.maxLength, aggregation }),
+          ),
+        ) as { probabilities: Array<Array<number[] | null>> };
+        const stitched = validation.words.map((_, s) =>
+          windows.flatMap((__, i) => (from[i]!.sentence === s ? theirs.probabilities[i]! : [])),
+        );
+        tagged.forEach((sentence, s) => {
+          expect(sentence.tags).toHaveLength(validation.words[s]!.length);
+          sentence.tags.forEach((tag, w) => {
+            const p = stitched[s]![w]!;
+            const c = p.indexOf(Math.max(...p));
+            expect(tag, `${aggregation}: sentence ${s}, word ${w}`).toBe(TAGS[c]);
+            expect(sentence.scores[w]).toBeCloseTo(p[c]!, 5);
+          });
         });
-      });
+      }
       // The kept epoch's predictions, as the reference made them at that epoch (a sentence that
       // fits: the others were cut there, run_ner.py's way, and are windows here).
       const whole = validation.words.map((_, s) => from.filter((f) => f.sentence === s).length === 1);

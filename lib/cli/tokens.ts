@@ -5,7 +5,7 @@
  */
 import type { Schedule } from '../data/batching.js';
 import { namesHubModel } from '../models/hub.js';
-import { type TaggedWords, TokenClassifier } from '../tagging/token-classifier.js';
+import { type TaggedWords, TokenClassifier, type WordAggregation } from '../tagging/token-classifier.js';
 import { TOKEN_TRAIN_DEFAULTS, type TokenTrainOptions, type TokenTrainResult, trainTokenClassifier } from '../tagging/token-trainer.js';
 import { formatEntityMetrics } from '../training/entity-metrics.js';
 import { DEFAULTS, type Device, LORA_DEFAULTS } from '../training/options.js';
@@ -118,6 +118,10 @@ max length is read in windows of whole words.
 
   --classifier DIR         a folder written by 'torch-bert tokens train', or a Hugging Face
                            token classifier (a folder or Hub id: *ForTokenClassification)
+  --aggregation A          how a word of several tokens is tagged, as transformers' pipeline's
+                           aggregation_strategy: first (its first token, as training reads it) |
+                           average (its tokens' probabilities averaged) | max (its most confident
+                           token) (first)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
   --json                   one JSON object per line: {"words","tags","scores"} (a tag and its
@@ -299,7 +303,7 @@ function taggedLine({ words, tags }: TaggedWords): string {
 async function tokensPredict(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs('tokens predict', {
     args: argv,
-    options: CLASSIFIER_OPTIONS,
+    options: { ...CLASSIFIER_OPTIONS, aggregation: { type: 'string' } },
     allowPositionals: true,
     strict: true,
   });
@@ -310,7 +314,10 @@ async function tokensPredict(argv: string[]): Promise<void> {
   if (empty >= 0) throw new UsageError(`tokens predict: SENTENCE ${empty + 1} has no words`);
   const classifier = await openTokenClassifier(values, 'tokens predict');
   try {
-    const tagged = await classifier.predict(sentences, { batchSize: numberOption(values, 'batch-size') });
+    const tagged = await classifier.predict(sentences, {
+      batchSize: numberOption(values, 'batch-size'),
+      aggregation: values.aggregation as WordAggregation | undefined,
+    });
     for (const t of tagged) console.log(values.json ? JSON.stringify(t) : taggedLine(t));
   } finally {
     classifier.dispose();

@@ -16,6 +16,8 @@ export interface WordRows {
   encoded: EncodedTexts;
   /** Per sentence, each word's first token (an index into its row); -1 for a word without one (no token, or cut). */
   firstTokens: Int32Array[];
+  /** Per sentence, how many of each word's tokens its row holds (from its first on); 0 for a word without one. */
+  tokenCounts: Int32Array[];
 }
 
 /**
@@ -49,19 +51,24 @@ export function encodeWords(tokenizer: TextTokenizer, sentences: readonly (reado
   const room = roomFor(tokenizer, maxLength);
   const piecesOf = wordPieces(tokenizer);
   const rows: number[][] = [];
+  const tokenCounts: Int32Array[] = [];
   const firstTokens = sentences.map((words) => {
     const row = [...prefix];
     const first = new Int32Array(words.length).fill(-1);
+    const counts = new Int32Array(words.length);
     for (const [w, word] of words.entries()) {
       const ids = piecesOf(word);
       if (ids.length === 0 || row.length - prefix.length >= room) continue;
       first[w] = row.length;
-      row.push(...ids.slice(0, room - (row.length - prefix.length)));
+      const kept = ids.slice(0, room - (row.length - prefix.length));
+      counts[w] = kept.length;
+      row.push(...kept);
     }
     rows.push([...row, ...suffix]);
+    tokenCounts.push(counts);
     return first;
   });
-  return { encoded: packRows(rows, tokenizer.padId), firstTokens };
+  return { encoded: packRows(rows, tokenizer.padId), firstTokens, tokenCounts };
 }
 
 /** Sentences cut into windows of whole words; `from[i]` is where window i's first word is. */
@@ -112,14 +119,15 @@ function packRows(rows: readonly number[][], padId: number): EncodedTexts {
   return { inputIds, attentionMask, count: rows.length, seqLen, lengths };
 }
 
-/** A batch of sentences with the positions of their words' first tokens, in sentence and word order. */
+/** A batch of sentences with the positions of their words' first tokens (or all their tokens), in sentence and word order. */
 export type WordBatch = StepBatch & { positions: Int32Array };
 
 /**
  * The batch of sentences `indices` (padded to its longest row), its positions (each word with a
- * first token, sentence by sentence), and with `tags` (class ids per word) the positions' labels.
+ * first token, sentence by sentence; with `everyToken`, each of the word's tokens), and with
+ * `tags` (class ids per word) the positions' labels.
  */
-export function wordBatch(rows: WordRows, indices: ArrayLike<number>, tags?: readonly Int32Array[]): WordBatch {
+export function wordBatch(rows: WordRows, indices: ArrayLike<number>, tags?: readonly Int32Array[], everyToken = false): WordBatch {
   const gathered = gatherRows(rows.encoded, indices);
   const positions: number[] = [];
   const labels: number[] = [];
@@ -127,8 +135,11 @@ export function wordBatch(rows: WordRows, indices: ArrayLike<number>, tags?: rea
     const sentence = indices[r]!;
     for (const [w, token] of rows.firstTokens[sentence]!.entries()) {
       if (token < 0) continue;
-      positions.push(r * gathered.seqLen + token);
-      if (tags) labels.push(tags[sentence]![w]!);
+      const count = everyToken ? rows.tokenCounts[sentence]![w]! : 1;
+      for (let k = 0; k < count; k++) {
+        positions.push(r * gathered.seqLen + token + k);
+        if (tags) labels.push(tags[sentence]![w]!);
+      }
     }
   }
   return { ...stepBatch(gathered, tags ? Int32Array.from(labels) : undefined), positions: Int32Array.from(positions) };

@@ -11,7 +11,7 @@ import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches } from '../data/batching.js';
 import { readTaggedFiles, type TaggedReadOptions } from '../data/tagged-words.js';
-import { encodeWords, perWord, sentenceWindows, splitWords, wordBatch } from '../data/word-alignment.js';
+import { encodeWords, sentenceWindows, splitWords, wordBatch } from '../data/word-alignment.js';
 import { type LoadedEncoder, loadEncoderSource } from '../models/encoder-source.js';
 import type { DownloadProgress } from '../models/hub.js';
 import { entitySpans } from '../training/entity-metrics.js';
@@ -33,6 +33,52 @@ export interface TaggedWords {
   words: string[];
   tags: Array<string | null>;
   scores: Array<number | null>;
+}
+
+/** How a word of several tokens is tagged (`predict`'s `aggregation`). */
+export type WordAggregation = 'first' | 'average' | 'max';
+const AGGREGATIONS: readonly WordAggregation[] = ['first', 'average', 'max'];
+
+export interface PredictWordsOptions {
+  /** Default 'first'. */
+  aggregation?: WordAggregation;
+  /** Sentences (windows) per native call. Default 32. */
+  batchSize?: number;
+  precision?: Precision;
+}
+
+/**
+ * A word's tag and its probability from its `count` tokens' probability rows (row-major, from row
+ * `at`, `classes` wide), as the pipeline aggregates them (`predict`).
+ */
+function wordTag(
+  probabilities: Float32Array,
+  at: number,
+  count: number,
+  classes: number,
+  aggregation: WordAggregation,
+): { tag: number; score: number } {
+  const row = (k: number) => probabilities.subarray((at + k) * classes, (at + k + 1) * classes);
+  const best = (p: ArrayLike<number>) => {
+    let tag = 0;
+    for (let c = 1; c < classes; c++) if (p[c]! > p[tag]!) tag = c;
+    return { tag, score: p[tag]! };
+  };
+  if (aggregation === 'first' || count === 1) return best(row(0));
+  if (aggregation === 'max') {
+    let top = best(row(0));
+    for (let k = 1; k < count; k++) {
+      const next = best(row(k));
+      if (next.score > top.score) top = next;
+    }
+    return top;
+  }
+  const mean = new Float64Array(classes);
+  for (let k = 0; k < count; k++) {
+    const p = row(k);
+    for (let c = 0; c < classes; c++) mean[c]! += p[c]! / count;
+  }
+  return best(mean);
 }
 
 export interface TokenClassifierLoadOptions {
@@ -107,42 +153,51 @@ export class TokenClassifier {
   }
 
   /**
-   * Each word's tag (the most probable) and its probability, for sentences given as words. A
-   * sentence longer than `maxLength` tokens is read in windows of whole words
-   * (`sentenceWindows`), so every word with a token is tagged; null for a word without one.
+   * Each word's tag and its probability, for sentences given as words. `aggregation` says how a
+   * word of several tokens is read, as transformers' token-classification pipeline's
+   * `aggregation_strategy`: 'first' (default: its first token, as training reads it), 'average'
+   * (its tokens' probabilities averaged, then the most probable tag), 'max' (the tag of its token
+   * whose best probability is highest). A sentence longer than `maxLength` tokens is read in
+   * windows of whole words (`sentenceWindows`), so every word with a token is tagged; null for a
+   * word without one.
    */
-  async predict(
-    sentences: readonly (readonly string[])[],
-    options: { batchSize?: number; precision?: Precision } = {},
-  ): Promise<TaggedWords[]> {
+  async predict(sentences: readonly (readonly string[])[], options: PredictWordsOptions = {}): Promise<TaggedWords[]> {
     checkSentences(sentences);
+    const aggregation = options.aggregation ?? 'first';
+    if (!AGGREGATIONS.includes(aggregation)) {
+      throw new InputError(`aggregation must be one of ${AGGREGATIONS.join(', ')}; got ${JSON.stringify(aggregation)}`);
+    }
     const { windows, from } = sentenceWindows(this.encoder.tokenizer, sentences, this.maxLength);
     const out: TaggedWords[] = sentences.map((words) => ({ words: [...words], tags: [], scores: [] }));
     const rows = encodeWords(this.encoder.tokenizer, windows, this.maxLength);
-    const classes = this.labels.length;
+    const every = aggregation !== 'first';
     for (const indices of consecutiveBatches(windows.length, options.batchSize ?? 32)) {
-      const result = await loadBinding().evalStep(this.module, wordBatch(rows, indices), { precision: options.precision ?? 'fp32' });
-      let k = 0;
-      for (const [r, ids] of perWord(rows, indices, result.predictions, -1).entries()) {
+      const batch = wordBatch(rows, indices, undefined, every);
+      const { probabilities } = await loadBinding().evalStep(this.module, batch, { precision: options.precision ?? 'fp32' });
+      let at = 0;
+      for (const window of indices) {
         // A sentence's windows are consecutive: each appends its words' tags.
-        const tagged = out[from[indices[r]!]!.sentence]!;
-        for (const c of ids) {
-          tagged.tags.push(c < 0 ? null : this.labels[c]!);
-          tagged.scores.push(c < 0 ? null : result.probabilities[k++ * classes + c]!);
-        }
+        const tagged = out[from[window]!.sentence]!;
+        rows.firstTokens[window]!.forEach((first, w) => {
+          const count = first < 0 ? 0 : every ? rows.tokenCounts[window]![w]! : 1;
+          const word = count === 0 ? null : wordTag(probabilities, at, count, this.labels.length, aggregation);
+          at += count;
+          tagged.tags.push(word === null ? null : this.labels[word.tag]!);
+          tagged.scores.push(word === null ? null : word.score);
+        });
       }
     }
     return out;
   }
 
   /**
-   * The entities of each text, as transformers' token-classification pipeline finds them with
-   * aggregation 'first': the text split into words (BERT's pre-tokenization: `splitWords`), each
-   * word tagged by its first token, the words' tags grouped into entities as seqeval reads IOB
-   * tags (B- starts one, I- of its type continues it, another type or O ends it; a word the model
-   * did not see counts as O), each entity's score its words' mean.
+   * The entities of each text, as transformers' token-classification pipeline finds them with a
+   * word aggregation ('first' by default; `predict`'s `aggregation`): the text split into words
+   * (BERT's pre-tokenization: `splitWords`), each word tagged, the words' tags grouped into
+   * entities as seqeval reads IOB tags (B- starts one, I- of its type continues it, another type or
+   * O ends it; a word without a token counts as O), each entity's score its words' mean.
    */
-  async entities(texts: readonly string[], options: { batchSize?: number; precision?: Precision } = {}): Promise<TextEntity[][]> {
+  async entities(texts: readonly string[], options: PredictWordsOptions = {}): Promise<TextEntity[][]> {
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InputError('entities() takes a list of texts');
     const words = texts.map(splitWords);
     const tagged = await this.predict(

@@ -45,7 +45,12 @@
  *     pipeline('token-classification', aggregation_strategy='first') finds entities()'s entities
  *     ('token-pipeline'); and of transformers' own BertForTokenClassification (save_pretrained,
  *     random weights, three named tags, the demo tokenizer saved by BertTokenizerFast),
- *     TokenClassifier.load(folder) predicts as the model does ('token-load').
+ *     TokenClassifier.load(folder) predicts as the model does ('token-load'); and the same checks
+ *     of trainTokenClassifier's folder from a small RoBERTa saved with a byte-level BPE tokenizer
+ *     (make_bpe_tokenizer.py's, with the tagged sentences' words added), its tokenizer loaded as
+ *     run_ner.py loads RoBERTa's, AutoTokenizer.from_pretrained(out, add_prefix_space=True): the ids
+ *     of encodeWords' ' ' + word per word, and a RobertaForTokenClassification
+ *     ('token-classifier roberta').
  *
  *   node scripts/gpu/hf-export-check.mjs --python PY --out DIR
  * Writes DIR/hf-export.json and prints one line per check ('<name>: ok ...' / '<name>: FAILED ...');
@@ -67,6 +72,10 @@ const TOLERANCE = 1e-4; // transformers' attention (sdpa) against our traced eag
 const PIPELINE_TOLERANCE = 1e-3;
 // Issue 14's bar for the natively built encoder against transformers' own model, fp32.
 const ENCODER_TOLERANCE = 1e-5;
+// The tagged sentences' words (token classification): filler, and people and places to find.
+const FILLER = ['the', 'movie', 'was', 'great', 'plot', 'boring', 'film', 'good', 'bad', 'story', 'and', 'really', ',', '.', ';', 'at'];
+const PEOPLE = [['actors'], ['villain', 'laughing'], ['director']];
+const PLACES = [['cinema'], ['theater', 'downtown'], ['city']];
 
 const MAKE = `
 import json, sys, torch
@@ -129,6 +138,24 @@ with torch.no_grad():
     tc.classifier.weight.normal_(std=0.5)
 tc.save_pretrained(f"{work}/bert-tc")
 BertTokenizerFast(tokenizer_file=sys.argv[3]).save_pretrained(f"{work}/bert-tc")
+# RoBERTa for token classification with a byte-level BPE tokenizer.json: make_bpe_tokenizer.py's,
+# its words and the tagged sentences' (sys.argv[5]) whole tokens, any other word its bytes; the
+# model sized for its vocabulary (the size the script prints), its pad id the tokenizer's <pad>.
+import contextlib, importlib.util, io, os
+spec = importlib.util.spec_from_file_location("make_bpe_tokenizer", sys.argv[4])
+bpe = importlib.util.module_from_spec(spec); spec.loader.exec_module(bpe)
+bpe.WORDS = bpe.WORDS + [w for w in json.loads(sys.argv[5]) if w not in bpe.WORDS]
+os.makedirs(f"{work}/roberta-tc")
+argv, sys.argv, printed = sys.argv, [sys.argv[4], f"{work}/roberta-tc/tokenizer.json"], io.StringIO()
+with contextlib.redirect_stdout(printed):
+    bpe.main()
+sys.argv = argv
+bpe_tokens = json.load(open(f"{work}/roberta-tc/tokenizer.json", encoding="utf-8"))["added_tokens"]
+torch.manual_seed(8)
+RobertaModel(RobertaConfig(vocab_size=int(printed.getvalue()), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=256, max_position_embeddings=130, type_vocab_size=1,
+    **{f"{k}_token_id": next(t["id"] for t in bpe_tokens if t["content"] == f"<{v}>") for k, v in [("pad", "pad"), ("bos", "s"), ("eos", "/s")]}),
+    add_pooling_layer=False).save_pretrained(f"{work}/roberta-tc")
 try:
     import adapters
     adapters_version = adapters.__version__
@@ -164,7 +191,7 @@ def token_classifier(run):
     res[n + " " + run["architecture"]] = 0.0 if type(m).__name__ == run["architecture"] else 1.0
     res[n + " weights (missing + unexpected keys)"] = float(len(info["missing_keys"]) + len(info["unexpected_keys"]))
     res[n + " id2label"] = 0.0 if [m.config.id2label[i] for i in range(m.config.num_labels)] == labels else 1.0
-    tok = AutoTokenizer.from_pretrained(d)
+    tok = AutoTokenizer.from_pretrained(d, **run["tokenizer_kwargs"])
     enc = tok(run["sentences"], is_split_into_words=True, truncation=True, max_length=run["max_length"], padding=True, return_tensors="pt")
     ids = [row[keep.bool()].tolist() for row, keep in zip(enc["input_ids"], enc["attention_mask"])]
     res[n + " tokenizer ids (is_split_into_words, encodeWords)"] = 0.0 if ids == run["input_ids"] else 1.0
@@ -316,7 +343,19 @@ try {
   const tokenizer = join(root, 'assets', 'demo', 'tokenizer.json');
   const vocab = Object.keys(JSON.parse(readFileSync(tokenizer, 'utf8')).model.vocab).length;
   const made = JSON.parse(
-    execFileSync(opt.python, ['-c', MAKE, work, String(vocab), tokenizer], { encoding: 'utf8' })
+    execFileSync(
+      opt.python,
+      [
+        '-c',
+        MAKE,
+        work,
+        String(vocab),
+        tokenizer,
+        join(root, 'scripts', 'python', 'make_bpe_tokenizer.py'),
+        JSON.stringify([...FILLER, ...PEOPLE.flat(), ...PLACES.flat()]),
+      ],
+      { encoding: 'utf8' },
+    )
       .trim()
       .split('\n')
       .pop(),
@@ -631,9 +670,6 @@ try {
     // with the demo tokenizer (as pretrain gets a folder with a tokenizer), on sentences of filler
     // words with people and places among them (a seeded Park-Miller generator: the same every run).
     const tokenLength = 24;
-    const FILLER = ['the', 'movie', 'was', 'great', 'plot', 'boring', 'film', 'good', 'bad', 'story', 'and', 'really', ',', '.', ';', 'at'];
-    const PEOPLE = [['actors'], ['villain', 'laughing'], ['director']];
-    const PLACES = [['cinema'], ['theater', 'downtown'], ['city']];
     let state = 1;
     const next = (k) => {
       state = (state * 48271) % 2147483647;
@@ -653,23 +689,32 @@ try {
       return lines.join('\n');
     });
     writeFileSync(join(work, 'tagged.conll'), conll.join('\n\n') + '\n');
+    /** trainTokenClassifier on the tagged sentences from `model` (its own tokenizer.json unless `tokenizer`). */
+    const tokenRun = (model, outDir, extra) =>
+      trainTokenClassifier({
+        model,
+        data: join(work, 'tagged.conll'),
+        outDir,
+        maxLength: tokenLength,
+        epochs: 8,
+        batchSize: 8,
+        learningRate: 3e-3,
+        seed: 1,
+        device: 'cpu',
+        ...extra,
+      });
     const tokenDir = join(work, 'token-classifier');
-    const tokenResult = await trainTokenClassifier({
-      model: join(work, 'base'),
-      tokenizer,
-      data: join(work, 'tagged.conll'),
-      outDir: tokenDir,
-      maxLength: tokenLength,
-      epochs: 8,
-      batchSize: 8,
-      learningRate: 3e-3,
-      seed: 1,
-      device: 'cpu',
-    });
+    const tokenResult = await tokenRun(join(work, 'base'), tokenDir, { tokenizer });
+    // RoBERTa's byte-level BPE: the folder MAKE saved with its tokenizer.json (to which
+    // trainTokenClassifier's output adds tokenizer_config.json's RobertaTokenizerFast).
+    const robertaTokenDir = join(work, 'roberta-token-classifier');
+    const robertaTokenResult = await tokenRun(join(work, 'roberta-tc'), robertaTokenDir);
     // Words split into pieces, an unknown word, a word without a token (a zero-width space, which
     // BERT's normalizer drops: null in predict(), no word_ids() in transformers'), and a sentence
     // past the max length: run_ner.py's truncation cuts it (the ids), predict() reads it in two
-    // windows of whole words (sentenceWindows), each of which transformers is given alike.
+    // windows of whole words (sentenceWindows), each of which transformers is given alike. For the
+    // byte-level BPE, the words outside its vocabulary (john, mary, paris, zzyzx, in, !, the
+    // zero-width space: 'Ġ' and each byte) are the pieces, and the third sentence the long one.
     const sentences = [
       'the villain laughing was at the theater downtown ; the director the actors really good .',
       'actors at the cinema , good plot',
@@ -678,9 +723,10 @@ try {
     /**
      * A token classifier folder's run: the ids encodeWords aligns `sentences` to at its max length
      * with its tokenizer (cut as run_ner.py cuts them), the windows predict() reads them in, and
-     * predict()'s tags and scores window by window.
+     * predict()'s tags and scores window by window; transformers' class expected (`architecture`)
+     * and what its AutoTokenizer.from_pretrained is given (`tokenizerKwargs`, as run_ner.py).
      */
-    const tagged = async (name, dir, labels, more) => {
+    const tagged = async (name, dir, { labels, architecture = 'BertForTokenClassification', tokenizerKwargs = {}, more } = {}) => {
       const classifier = await TokenClassifier.load(dir, { device: 'cpu' });
       try {
         const folderTokenizer = await TextTokenizer.load(join(dir, 'tokenizer.json'));
@@ -694,7 +740,8 @@ try {
             name,
             kind: 'token-classifier',
             export: dir,
-            architecture: 'BertForTokenClassification',
+            architecture,
+            tokenizer_kwargs: tokenizerKwargs,
             labels: labels ?? classifier.labels,
             max_length: classifier.maxLength,
             sentences,
@@ -717,15 +764,25 @@ try {
       'the cinema was great and the director bad.',
     ];
     runs.push(
-      ...(await tagged('token-classifier', tokenDir, tokenResult.labels, async (classifier) => ({
-        name: 'token-pipeline',
-        kind: 'token-pipeline',
-        export: tokenDir,
-        texts: tokenTexts,
-        entities: await classifier.entities(tokenTexts),
-      }))),
+      ...(await tagged('token-classifier', tokenDir, {
+        labels: tokenResult.labels,
+        more: async (classifier) => ({
+          name: 'token-pipeline',
+          kind: 'token-pipeline',
+          export: tokenDir,
+          texts: tokenTexts,
+          entities: await classifier.entities(tokenTexts),
+        }),
+      })),
       // transformers' own BertForTokenClassification (made by MAKE), loaded by TokenClassifier.load.
       ...(await tagged('token-load', join(work, 'bert-tc'))),
+      // run_ner.py's RoBERTa tokenizer: add_prefix_space=True, which is_split_into_words requires
+      // of a byte-level BPE and encodeWords assumes (' ' + word).
+      ...(await tagged('token-classifier roberta', robertaTokenDir, {
+        labels: robertaTokenResult.labels,
+        architecture: 'RobertaForTokenClassification',
+        tokenizerKwargs: { add_prefix_space: true },
+      })),
     );
   }
   const input = join(work, 'check.json');

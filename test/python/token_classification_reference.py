@@ -80,12 +80,14 @@ Writes JSON on stdout:
 
   /usr/bin/python3 test/python/token_classification_reference.py < job.json > result.json
 
-With "mode": "predict", the job is {"mode", "folder", "sentences": [[str]], "maxLength"}: `folder` is
+With "mode": "predict", the job is {"mode", "folder", "sentences": [[str]], "maxLength", "aggregation"
+('first' (default), 'average' or 'max': how a word's tokens are read, as transformers' pipeline's
+aggregation_strategy; see aggregate())}: `folder` is
 a BertForTokenClassification or DistilBertForTokenClassification folder (config.json's
 architectures exactly that one, as model_type says; the family's encoder under `bert.` or
 `distilbert.` and `classifier.weight`/`bias`, as save_pretrained writes it, nothing else; no
 pooler); each sentence is aligned as in 1, and every word gets the softmax of the logits at its
-first piece, in eval mode. Writes {"probabilities": [[[p per tag] or
+pieces as `aggregation` reads them (its first piece's by default), in eval mode. Writes {"probabilities": [[[p per tag] or
 null (a word without a position) per word] per sentence]}.
 """
 
@@ -334,8 +336,25 @@ def predict(job: Dict[str, Any]) -> Dict[str, Any]:
         for words in job["sentences"]:
             ids, _, where = aligner.row(words, [0] * len(words), int(job["maxLength"]))
             probabilities = torch.softmax(model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))[0], -1)
-            out.append([probabilities[k].tolist() if k >= 0 else None for k in where])
+            out.append([aggregate(probabilities, where, w, len(ids) - len(aligner.tail), job.get("aggregation", "first"))
+                        for w in range(len(words))])
     return {"probabilities": out}
+
+
+def aggregate(probabilities: Tensor, where: List[int], w: int, end: int, aggregation: str) -> Optional[List[float]]:
+    """Word w's probabilities as transformers' TokenClassificationPipeline aggregates a word's
+    tokens: 'first' its first token's; 'average' its tokens' mean; 'max' those of its token whose
+    best probability is highest. A word's tokens run from its first to the next word's first (or
+    the row's end)."""
+    if where[w] < 0:
+        return None
+    following = [k for k in where[w + 1:] if k >= 0]
+    rows = probabilities[where[w]:(following[0] if following else end)]
+    if aggregation == "first":
+        return rows[0].tolist()
+    if aggregation == "average":
+        return rows.mean(0).tolist()
+    return rows[int(rows.max(-1).values.argmax())].tolist()
 
 
 def main() -> int:
