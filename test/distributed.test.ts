@@ -158,6 +158,12 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
       epochs: 1,
       dropout: 0,
       learningRate: 1e-3,
+      // The ranks' runs and one process's are equal arithmetic in another order (the all-reduce's
+      // sums, the batch split). AdamW's step, ~lr · g / (|g| + eps), turns a gradient at rounding
+      // level into a step of up to lr with the default eps (1e-8): on a CPU with AVX-512 kernels
+      // two such runs ended 1.4e-5 and 1.6e-5 apart after 60 steps. eps 1e-6 keeps rounding
+      // rounding, so 1e-5 tests what the runs do, not the order of their additions.
+      eps: 1e-6,
       seed: 7,
       threads: 1,
       distributedTimeout: 20,
@@ -464,8 +470,10 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
 
   it('gradient accumulation (windows of 2): one averaged backward per window (the last micro-batch), the weights of one process with the same global micro-batch', async () => {
     // Rank r's micro-batch k holds rows perm[r + 2(2k)], perm[r + 2(2k + 1)]: together, one
-    // process's micro-batch k of 4; both take 60 windows of 2.
-    const options = { ...base, technique: 'full', gradientAccumulationSteps: 2 };
+    // process's micro-batch k of 4; both take 60 windows of 2. transformers' BERT head (tanh
+    // pooler, linear): with the MLP head a ReLU unit that crossed zero in one run alone (the
+    // additions in another order) gave head.out_proj 2.2e-5 apart on an AVX-512 CPU.
+    const options = { ...base, technique: 'full', head: 'sequence-classification', gradientAccumulationSteps: 2 };
     const single = join(dir, 'accumulate-single');
     expect((await runProcess({ ...options, batchSize: 4 }, single, {})).code).toBe(0);
     // TORCH_BERT_DDP_TIMING: the reducer says each averaged backward on stderr (one line each).
@@ -595,6 +603,9 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     '0',
     '--lr',
     '0.001',
+    // base's eps (above).
+    '--eps',
+    '1e-6',
     '--seed',
     '7',
     '--threads',
