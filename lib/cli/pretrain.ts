@@ -5,7 +5,7 @@ import { DEFAULTS, type Device, type TrainOptions } from '../training/options.js
 import { betasOption, numberOption, type Options, outDirOption, parseCommandArgs, requireFiles, requireOption } from './args.js';
 import { formatSeconds, progressPrinter, table } from './output.js';
 import { fetchModelWithProgress, interruptController, launchedWorkers, quietWorker } from './run-control.js';
-import { TRAIN_OPTIONS } from './train.js';
+import { trainFlags } from './train.js';
 
 export const PRETRAIN_HELP = `torch-bert pretrain — continued masked-language-model pretraining (run_mlm.py's job)
 
@@ -55,40 +55,7 @@ Options (default):
   --json                   print one JSON object instead of tables`;
 
 const PRETRAIN_OPTIONS: Options = {
-  ...Object.fromEntries(
-    [
-      'data',
-      'model',
-      'tokenizer',
-      'out',
-      'text-column',
-      'epochs',
-      'batch-size',
-      'max-length',
-      'lr',
-      'weight-decay',
-      'betas',
-      'eps',
-      'validation-split',
-      'max-grad-norm',
-      'seed',
-      'device',
-      'precision',
-      'threads',
-      'nproc-per-node',
-      'distributed',
-      'distributed-timeout',
-      'schedule',
-      'warmup-ratio',
-      'grad-accum',
-      'eval-every',
-      'early-stopping',
-      'resume',
-      'on-non-finite',
-      'json',
-      'help',
-    ].map((name) => [name, TRAIN_OPTIONS[name]!]),
-  ),
+  ...trainFlags(['data', 'text-column']),
   'line-by-line': { type: 'boolean' },
   'whole-word-mask': { type: 'boolean' },
   'mlm-probability': { type: 'string' },

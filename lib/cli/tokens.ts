@@ -22,7 +22,7 @@ import {
 } from './args.js';
 import { historyTable, progressPrinter } from './output.js';
 import { fetchModelWithProgress, interruptController, launchedWorkers, quietWorker } from './run-control.js';
-import { TRAIN_OPTIONS } from './train.js';
+import { trainFlags } from './train.js';
 
 const DATA_HELP = `Data: CoNLL files (a word and its tag per line, the tag in the last column, a blank line
 between sentences; -DOCSTART- lines skipped) or JSON / JSON Lines records with a list of words
@@ -129,47 +129,17 @@ max length is read in windows of whole words.
 
 /** `tokens train`'s flags: train's and pretrain's spellings for the options they share, and the tagged data's columns. */
 const TOKENS_TRAIN_OPTIONS: Options = {
-  ...Object.fromEntries(
-    [
-      'data',
-      'validation-data',
-      'model',
-      'tokenizer',
-      'out',
-      'labels',
-      'technique',
-      'lora-rank',
-      'lora-alpha',
-      'lora-dropout',
-      'lora-targets',
-      'epochs',
-      'batch-size',
-      'max-length',
-      'lr',
-      'weight-decay',
-      'betas',
-      'eps',
-      'validation-split',
-      'max-grad-norm',
-      'seed',
-      'device',
-      'precision',
-      'threads',
-      'nproc-per-node',
-      'distributed',
-      'distributed-timeout',
-      'schedule',
-      'warmup-ratio',
-      'grad-accum',
-      'eval-every',
-      'best-metric',
-      'early-stopping',
-      'resume',
-      'on-non-finite',
-      'json',
-      'help',
-    ].map((name) => [name, TRAIN_OPTIONS[name]!]),
-  ),
+  ...trainFlags([
+    'data',
+    'validation-data',
+    'labels',
+    'technique',
+    'lora-rank',
+    'lora-alpha',
+    'lora-dropout',
+    'lora-targets',
+    'best-metric',
+  ]),
   'words-column': { type: 'string' },
   'tags-column': { type: 'string' },
 };

@@ -114,6 +114,46 @@ Options (default):
   --distributed-timeout S  seconds a rank waits for the others before failing (${DEFAULTS.distributedTimeout})
   --json                   print one JSON object instead of tables`;
 
+/**
+ * The flags of any training run's loop and bookkeeping, spelt as `train`'s: what `pretrain` and
+ * `tokens train` take besides their own (`trainFlags` picks them with the others they share).
+ */
+const RUN_FLAGS = [
+  'model',
+  'tokenizer',
+  'out',
+  'epochs',
+  'batch-size',
+  'max-length',
+  'lr',
+  'weight-decay',
+  'betas',
+  'eps',
+  'validation-split',
+  'max-grad-norm',
+  'seed',
+  'device',
+  'precision',
+  'threads',
+  'nproc-per-node',
+  'distributed',
+  'distributed-timeout',
+  'schedule',
+  'warmup-ratio',
+  'grad-accum',
+  'eval-every',
+  'early-stopping',
+  'resume',
+  'on-non-finite',
+  'json',
+  'help',
+] as const;
+
+/** `train`'s definitions of the run flags (RUN_FLAGS) and of `more` of its flags, for another command that takes them. */
+export function trainFlags(more: readonly string[]): Options {
+  return Object.fromEntries([...RUN_FLAGS, ...more].map((name) => [name, TRAIN_OPTIONS[name]!]));
+}
+
 export const TRAIN_OPTIONS: Options = {
   data: { type: 'string', multiple: true },
   'validation-data': { type: 'string', multiple: true },
