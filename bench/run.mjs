@@ -8,6 +8,7 @@
  *   frozen-step       frozen training step through train() vs the PyTorch reference trainer (bench/frozen-step.mjs)
  *   techniques-step   frozen / full / lora / adapter step vs eager PyTorch (test/python/reference_step.py), tiny, small, bert-base shapes
  *   mlm-step          masked-LM pretraining step vs PyTorch as transformers computes it (test/python/reference_mlm_step.py)
+ *   token-step        token-classification (NER) training step vs PyTorch as transformers computes it (test/python/reference_token_step.py)
  *   frozen-e2e        frozen end to end, 5 epochs: cached features vs recomputing every epoch
  *   scaling           frozen end to end as reviews (1k, 5k) and max length (64-512) grow: time, peak RSS, tokenizer share (bench/scaling.mjs)
  *   predict           Classifier.predict() on IMDB test reviews: texts/s with and without tokenizing vs PyTorch's inference forward on the same batches, peak RSS over 25k texts (bench/predict.mjs)
@@ -46,12 +47,14 @@ import * as safetensorsRead from './safetensors-read.mjs';
 import * as scaling from './scaling.mjs';
 import * as techniquesStep from './techniques-step.mjs';
 import * as techniquesTable from './techniques-table.mjs';
+import * as tokenStep from './token-step.mjs';
 
 const ALL = [
   hardware,
   frozenStep,
   techniquesStep,
   mlmStep,
+  tokenStep,
   builtVsTraced,
   frozenE2e,
   techniquesTable,

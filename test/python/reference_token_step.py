@@ -2,24 +2,29 @@
 """One token-classification training step as transformers computes it, timed:
 BertForTokenClassification's math (scripts/python/hf_reference.py's encoder, loaded from a Hugging
 Face folder's config.json and model.safetensors, with the folder's hidden and attention dropout;
-then dropout (hidden_dropout_prob) and a Linear classifier over EVERY position),
-F.cross_entropy(ignore_index=-100) over the labelled positions (the words' first tokens),
-backward, torch.optim.AdamW (lr 5e-5, weight decay 0.01, one group, no clipping),
+then dropout (classifier_dropout, else hidden_dropout_prob) and a Linear classifier over EVERY
+position), F.cross_entropy(ignore_index=-100) over the labelled positions (the words' first
+tokens), backward, torch.optim.AdamW (lr 5e-5, weight decay 0.01, one group, no clipping),
 zero_grad(set_to_none). For bench/token-step.mjs, against torch-bert's step (the head on the
 words' first tokens only).
 
 The classifier starts as BertPreTrainedModel._init_weights starts it and as torch-bert's
-buildClassifier (seed) does: torch.manual_seed(seed) after the encoder is built, weight
-normal(0, initializer_range), bias zero.
+buildClassifier (seed) does: after the encoder and the Linear are built, torch.manual_seed(seed),
+then weight = torch.empty(numLabels, hidden).normal_(0, initializer_range), bias zero.
 
-The first step (the check step, untimed) runs in eval mode, so that no dropout mask is drawn
-and its loss is the one torch-bert's first step computes (the bench compares them); then
---warmup steps and --steps timed steps in train mode.
+The check step runs in eval mode, so that no dropout mask is drawn and its loss and gradient
+norm are the ones torch-bert's first step computes (the bench compares them); the timed steps
+run in train mode.
 
-  reference_token_step.py --folder DIR --batch B.json --num-labels N --seed S --warmup N --steps N [--threads N]
+  reference_token_step.py --folder DIR --batch B.json --num-labels N [--seed S] [--threads N] --warmup N --steps N
+    the check step, --warmup steps, then --steps timed steps; prints JSON {"seconds": [per timed
+    step], "losses": [...], "checkLoss", "checkGradNorm", "threads": torch.get_num_threads()}
+  reference_token_step.py --folder DIR --batch B.json --num-labels N [--seed S] [--threads N] --serve
+    keeps the model and batch loaded and answers one JSON line per request line on stdin (the
+    bench interleaves blocks of its steps and of these): first {"ready": true, "threads",
+    "torch"}; then {"cmd": "check"} -> {"loss", "gradNorm"} (the check step; first),
+    {"cmd": "steps", "n": N} -> {"seconds": [...], "losses": [...]}, {"cmd": "quit"} exits.
 B.json: {"input_ids": [[...]], "attention_mask": [[...]], "labels": [[...]] (-100 off the words' first tokens)}.
-Prints JSON: {"seconds": [per timed step], "checkLoss": float, "checkGradNorm": float, "losses": [...],
-"threads": torch.get_num_threads()}.
 """
 import argparse
 import json
@@ -37,6 +42,84 @@ from hf_reference import load  # noqa: E402
 from safetensors_io import read_safetensors  # noqa: E402
 
 
+class TokenStep:
+    """The model, its AdamW and the batch; step() is one training step."""
+
+    def __init__(self, folder: str, batch_file: str, num_labels: int, seed: int):
+        cfg = read_config(folder)
+        if cfg["model_type"] != "bert":
+            raise SystemExit(f"reference_token_step.py: a BERT folder is expected, got model_type {cfg['model_type']}")
+        c = reference_config(cfg, pooler=False)
+        c.hidden_dropout = cfg["hidden_dropout_prob"]
+        c.attention_dropout = cfg["attention_probs_dropout_prob"]
+        raw, _ = read_safetensors(os.path.join(folder, "model.safetensors"))
+        weights = {(k[5:] if k.startswith("bert.") else k): v.float() for k, v in raw.items()}
+        self.encoder, _ = load(c, weights)  # the encoder's keys strictly; the pooler's are not read
+        self.classifier = nn.Linear(c.hidden_size, num_labels)  # its default init is overwritten below
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.empty(num_labels, c.hidden_size).normal_(0.0, cfg.get("initializer_range", 0.02)))
+            self.classifier.bias.zero_()
+        head_dropout = cfg.get("classifier_dropout")
+        self.dropout = nn.Dropout(cfg["hidden_dropout_prob"] if head_dropout is None else head_dropout)
+        self.modules = [self.encoder, self.dropout, self.classifier]
+        with open(batch_file) as f:
+            b = json.load(f)
+        self.ids = torch.tensor(b["input_ids"])
+        self.mask = torch.tensor(b["attention_mask"])
+        self.labels = torch.tensor(b["labels"])
+        self.params = list(self.encoder.parameters()) + list(self.classifier.parameters())
+        self.opt = torch.optim.AdamW(self.params, lr=5e-5, weight_decay=0.01)
+
+    def step(self, grad_norm: bool = False):
+        hidden = self.encoder(self.ids, self.mask)
+        logits = self.classifier(self.dropout(hidden))
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), self.labels.view(-1), ignore_index=-100)
+        loss.backward()
+        norm = None
+        if grad_norm:
+            norm = torch.sqrt(sum((t.grad.double() ** 2).sum() for t in self.params if t.grad is not None)).item()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss, norm
+
+    def check(self):
+        """One step in eval mode (no dropout), untimed: its loss and gradient norm."""
+        for m in self.modules:
+            m.eval()
+        loss, norm = self.step(grad_norm=True)
+        for m in self.modules:
+            m.train()
+        return {"loss": loss.item(), "gradNorm": norm}
+
+    def steps(self, n: int):
+        seconds, losses = [], []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            loss, _ = self.step()
+            seconds.append(time.perf_counter() - t0)
+            losses.append(loss.item())
+        return {"seconds": seconds, "losses": losses}
+
+
+def serve(run: TokenStep) -> None:
+    print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        cmd = req.get("cmd")
+        if cmd == "quit":
+            break
+        if cmd == "check":
+            reply = run.check()
+        elif cmd == "steps":
+            reply = run.steps(int(req["n"]))
+        else:
+            reply = {"error": f"unknown command {cmd!r}"}
+        print(json.dumps(reply), flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--folder", required=True)
@@ -46,71 +129,18 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
+    p.add_argument("--serve", action="store_true", help="answer check/steps requests, one JSON line each, on stdin/stdout")
     a = p.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-
-    cfg = read_config(a.folder)
-    if cfg["model_type"] != "bert":
-        raise SystemExit(f"reference_token_step.py: a BERT folder is expected, got model_type {cfg['model_type']}")
-    c = reference_config(cfg, pooler=False)
-    c.hidden_dropout = cfg["hidden_dropout_prob"]
-    c.attention_dropout = cfg["attention_probs_dropout_prob"]
-    raw, _ = read_safetensors(os.path.join(a.folder, "model.safetensors"))
-    weights = {(k[5:] if k.startswith("bert.") else k): v.float() for k, v in raw.items()}
-    encoder, _ = load(c, weights)  # the encoder's keys strictly; the pooler's are not read
-
-    torch.manual_seed(a.seed)
-    classifier = nn.Linear(c.hidden_size, a.num_labels)
-    with torch.no_grad():
-        classifier.weight.normal_(0.0, cfg.get("initializer_range", 0.02))
-        classifier.bias.zero_()
-    head_dropout = cfg.get("classifier_dropout")
-    dropout = nn.Dropout(cfg["hidden_dropout_prob"] if head_dropout is None else head_dropout)
-    modules = [encoder, dropout, classifier]
-
-    with open(a.batch) as f:
-        b = json.load(f)
-    ids = torch.tensor(b["input_ids"])
-    mask = torch.tensor(b["attention_mask"])
-    labels = torch.tensor(b["labels"])
-    params = list(encoder.parameters()) + list(classifier.parameters())
-    opt = torch.optim.AdamW(params, lr=5e-5, weight_decay=0.01)
-
-    def step():
-        hidden = encoder(ids, mask)
-        logits = classifier(dropout(hidden))
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100)
-        loss.backward()
-        norm = None
-        if check:
-            norm = torch.sqrt(sum((t.grad.double() ** 2).sum() for t in params if t.grad is not None)).item()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.item() if check else loss, norm
-
-    # The check step: eval mode (no dropout), untimed.
-    check = True
-    for m in modules:
-        m.eval()
-    check_loss, check_norm = step()
-    check = False
-    for m in modules:
-        m.train()
-
-    seconds, losses = [], []
-    for i in range(a.warmup + a.steps):
-        t0 = time.perf_counter()
-        loss, _ = step()
-        dt = time.perf_counter() - t0
-        if i >= a.warmup:
-            seconds.append(dt)
-            losses.append(loss.item())
-    json.dump(
-        {"seconds": seconds, "checkLoss": check_loss, "checkGradNorm": check_norm, "losses": losses,
-         "threads": torch.get_num_threads()},
-        sys.stdout,
-    )
+    run = TokenStep(a.folder, a.batch, a.num_labels, a.seed)
+    if a.serve:
+        serve(run)
+        return 0
+    check = run.check()
+    run.steps(a.warmup)
+    timed = run.steps(a.steps)
+    json.dump({**timed, "checkLoss": check["loss"], "checkGradNorm": check["gradNorm"], "threads": torch.get_num_threads()}, sys.stdout)
     return 0
 
 
