@@ -50,7 +50,10 @@
  *     (make_bpe_tokenizer.py's, with the tagged sentences' words added), its tokenizer loaded as
  *     run_ner.py loads RoBERTa's, AutoTokenizer.from_pretrained(out, add_prefix_space=True): the ids
  *     of encodeWords' ' ' + word per word, and a RobertaForTokenClassification
- *     ('token-classifier roberta').
+ *     ('token-classifier roberta'); and of one from a small XLM-R saved with a SentencePiece-style
+ *     tokenizer.json (a Unigram trained by tokenizers on the tagged words, Metaspace), loaded as
+ *     run_ner.py loads XLM-R's (no kwargs): the ids of encodeWords' ' ' + word per word, and an
+ *     XLMRobertaForTokenClassification ('token-classifier xlm-roberta').
  *
  *   node scripts/gpu/hf-export-check.mjs --python PY --out DIR
  * Writes DIR/hf-export.json and prints one line per check ('<name>: ok ...' / '<name>: FAILED ...');
@@ -156,6 +159,31 @@ RobertaModel(RobertaConfig(vocab_size=int(printed.getvalue()), hidden_size=64, n
     intermediate_size=256, max_position_embeddings=130, type_vocab_size=1,
     **{f"{k}_token_id": next(t["id"] for t in bpe_tokens if t["content"] == f"<{v}>") for k, v in [("pad", "pad"), ("bos", "s"), ("eos", "/s")]}),
     add_pooling_layer=False).save_pretrained(f"{work}/roberta-tc")
+# XLM-R for token classification with a SentencePiece-style tokenizer.json: a Unigram model trained
+# (tokenizers' UnigramTrainer) on the tagged sentences' words and a few sentences, Metaspace ('▁',
+# prepended always), <s> $A </s>, XLM-R's special ids (<s>=0 <pad>=1 </s>=2 <unk>=3, <mask> last);
+# the model sized for its vocabulary, pad id 1. No normalizer: transformers 5's XLMRobertaTokenizer
+# keeps the file's Unigram vocabulary but builds its own pipeline (no normalizer without an spm
+# charsmap, WhitespaceSplit + Metaspace), so the file says what it does. The folder holds no
+# tokenizer_config.json: trainTokenClassifier's output gets one (XLMRobertaTokenizerFast, from the
+# model_type).
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import XLMRobertaModel
+sp = Tokenizer(models.Unigram())
+sp.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+sp.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+sp.train_from_iterator(json.loads(sys.argv[5]) * 4 + ["the movie was great and the plot was boring", "What a wonderful film.",
+    "Dull, long and badly acted.", "the director and the villain were laughing downtown in the city theater"] * 2,
+    trainers.UnigramTrainer(vocab_size=200, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>"))
+sp.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
+sp.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+    special_tokens=[("<s>", 0), ("</s>", 2)])
+assert [sp.token_to_id(t) for t in ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]] == [0, 1, 2, 3, sp.get_vocab_size() - 1]
+torch.manual_seed(9)
+XLMRobertaModel(XLMRobertaConfig(vocab_size=sp.get_vocab_size(), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=256, max_position_embeddings=130, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2),
+    add_pooling_layer=False).save_pretrained(f"{work}/xlm-roberta-tc")
+sp.save(f"{work}/xlm-roberta-tc/tokenizer.json")
 try:
     import adapters
     adapters_version = adapters.__version__
@@ -713,6 +741,10 @@ try {
     // trainTokenClassifier's output adds tokenizer_config.json's RobertaTokenizerFast).
     const robertaTokenDir = join(work, 'roberta-token-classifier');
     const robertaTokenResult = await tokenRun(join(work, 'roberta-tc'), robertaTokenDir);
+    // XLM-R's SentencePiece (Unigram, Metaspace): the folder MAKE saved with its tokenizer.json (to
+    // which trainTokenClassifier's output adds tokenizer_config.json's XLMRobertaTokenizerFast).
+    const xlmrTokenDir = join(work, 'xlm-roberta-token-classifier');
+    const xlmrTokenResult = await tokenRun(join(work, 'xlm-roberta-tc'), xlmrTokenDir);
     // Words split into pieces, an unknown word, a word without a token (a zero-width space, which
     // BERT's normalizer drops: null in predict(), no word_ids() in transformers'), and a sentence
     // past the max length: run_ner.py's truncation cuts it (the ids), predict() reads it in two
@@ -791,6 +823,12 @@ try {
         labels: robertaTokenResult.labels,
         architecture: 'RobertaForTokenClassification',
         tokenizerKwargs: { add_prefix_space: true },
+      })),
+      // run_ner.py's XLM-R tokenizer: no kwargs (Metaspace marks each word's start itself), where
+      // encodeWords encodes ' ' + word alike.
+      ...(await tagged('token-classifier xlm-roberta', xlmrTokenDir, {
+        labels: xlmrTokenResult.labels,
+        architecture: 'XLMRobertaForTokenClassification',
       })),
     );
   }
