@@ -1028,7 +1028,7 @@ describe('startAsRank: a rank that cannot start stops every rank', () => {
     return Promise.all(
       setUps.map((setUp) =>
         startAsRank(gather, setUp, identify).then(
-          (value) => ({ value }),
+          async (started) => ({ value: started.value, identity: await started.identity() }),
           (error: unknown) => ({ error }),
         ),
       ),
@@ -1085,8 +1085,11 @@ describe('startAsRank: a rank that cannot start stops every rank', () => {
     );
   });
 
-  it('every rank started: each gets its own set-up, or, when the runs differ, the same RANKS_DISAGREE error', async () => {
-    expect(await startRanks([async () => 'a', async () => 'b'])).toEqual([{ value: 'a' }, { value: 'b' }]);
+  it('every rank started: each gets its own set-up and its identity, or, when the runs differ, the same RANKS_DISAGREE error', async () => {
+    expect(await startRanks([async () => 'a', async () => 'b'])).toEqual([
+      { value: 'a', identity: identity('same') },
+      { value: 'b', identity: identity('same') },
+    ]);
     const differ = await startRanks([async () => 'a', async () => 'b'], async (value) => identity(value));
     for (const outcome of differ) {
       const error = (outcome as { error: InputError }).error;
@@ -1095,16 +1098,21 @@ describe('startAsRank: a rank that cannot start stops every rank', () => {
     }
   });
 
-  it('alone: the set-up only (nothing identified), its error as it is', async () => {
-    let identified = false;
-    const identify = async () => {
-      identified = true;
-      return identity('x');
+  it('alone: the set-up, its error as it is; the identity computed once, at the first call', async () => {
+    const identified: string[] = [];
+    const identify = async (value: string) => {
+      identified.push(value);
+      return identity(value);
     };
-    expect(await startAsRank(null, async () => 'alone', identify)).toBe('alone');
+    const alone = await startAsRank(null, async () => 'alone', identify);
+    expect(alone.value).toBe('alone');
+    expect(identified).toEqual([]);
+    expect(await alone.identity()).toEqual(identity('alone'));
+    expect(await alone.identity()).toEqual(identity('alone'));
+    expect(identified).toEqual(['alone']);
     const own = new InputError('no data');
     await expect(startAsRank(null, () => Promise.reject(own), identify)).rejects.toBe(own);
-    expect(identified).toBe(false);
+    expect(identified).toEqual(['alone']);
   });
 });
 

@@ -16,7 +16,9 @@ import { loadBinding } from '../lib/addon/loader.js';
 import { freePort, rankVariables } from '../lib/cli/launcher.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
 import { sentenceWindows } from '../lib/data/word-alignment.js';
+import { sha256File } from '../lib/files/checkpoint.js';
 import { TokenClassifier } from '../lib/tagging/token-classifier.js';
+import { taggedSet } from '../lib/tagging/token-task.js';
 import { type TokenTrainOptions, type TokenTrainResult, trainTokenClassifier } from '../lib/tagging/token-trainer.js';
 import type { BatchEvent, EpochMetrics } from '../lib/training/options.js';
 import { demoTokenizer, makeEncoder, makeHfFolder, repoRoot, runPython } from './fixtures.js';
@@ -72,6 +74,7 @@ const jsonl = (s: Sentences) =>
 const asIds = (s: Sentences) => ({ words: s.words, tags: s.tags.map((t) => t.map((tag) => TAGS.indexOf(tag))) });
 
 interface Reference {
+  rows: { trainLabels: number[][] };
   batchLosses: number[];
   epochs: Array<{ epoch: number; validationLoss: number; validationAccuracy: number; predictions: number[][] }>;
   classifier: { weight: number[][]; bias: number[] };
@@ -262,6 +265,49 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     expect(maxAbsDiff(kept.get('classifier.bias')!, reference.classifier.bias)).toBeLessThan(1e-4);
   }, 300_000);
 
+  it("labelAllTokens trains as run_ner.py's label_all_tokens: a word's later pieces labelled too (B-X's as I-X), the loss and validation over pieces", async () => {
+    const batches: BatchEvent[] = [];
+    const out = join(dir, 'all-tokens');
+    const [reference, result] = await Promise.all([
+      referenceRun(bert.dir, train, validation, { labelAllTokens: true, labelNames: TAGS }),
+      run(bert.dir, out, batches, { labelAllTokens: true }),
+    ]);
+    // The labelled pieces, in order, are the reference's; words of several pieces make them more than the words.
+    const tokenizer = await TextTokenizer.load(join(bert.dir, 'tokenizer.json'));
+    const ours = taggedSet(tokenizer, RUN.maxLength, { ...train, origins: [] }, TAGS, true);
+    const labelled = (rows: number[][]) => rows.flat().filter((l) => l !== -100);
+    expect(ours.tags.flatMap((t) => Array.from(t))).toEqual(labelled(reference.rows.trainLabels));
+    const firstOnly = taggedSet(tokenizer, RUN.maxLength, { ...train, origins: [] }, TAGS);
+    const words = firstOnly.rows.firstTokens.flatMap((f) => Array.from(f)).filter((t) => t >= 0).length;
+    expect(labelled(reference.rows.trainLabels).length).toBeGreaterThan(words);
+    // Some B- word is of several pieces: its later pieces are I-.
+    const continuations = ours.rows.firstTokens.flatMap((pieces, s) => {
+      const starts = new Set(firstOnly.rows.firstTokens[s]);
+      let word = '';
+      return Array.from(pieces, (position, k) => {
+        const tag = TAGS[ours.tags[s]![k]!]!;
+        if (starts.has(position)) word = tag;
+        return starts.has(position) ? [] : [`${word} ${tag}`];
+      }).flat();
+    });
+    expect(continuations).toContain('B-PER I-PER');
+    expect(continuations.filter((c) => c.startsWith('B-')).every((c) => c.split(' ')[1] === `I-${c.slice(2, 5)}`)).toBe(true);
+
+    expect(batches.length).toBe(reference.batchLosses.length);
+    batches.forEach((b, i) => {
+      expect(b.loss, `batch ${i + 1}`).toBeCloseTo(reference.batchLosses[i]!, 4);
+    });
+    expect(result.history.map((h) => h.validationLoss)).toEqual(reference.epochs.map((e) => expect.closeTo(e.validationLoss, 4)));
+    expect(result.history.map((h) => h.validationAccuracy)).toEqual(reference.epochs.map((e) => e.validationAccuracy));
+    const kept = readTensors(join(out, 'model.safetensors'));
+    expect(maxAbsDiff(kept.get('classifier.bias')!, reference.classifier.bias)).toBeLessThan(1e-4);
+    expect(maxAbsDiff(kept.get('classifier.weight')!, reference.classifier.weight.flat())).toBeLessThan(1e-4);
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).torch_bert.labelAllTokens).toBe(true);
+    await expect(run(bert.dir, join(dir, 'all-tokens-bad'), [], { labelAllTokens: 'yes' as unknown as boolean })).rejects.toThrow(
+      'trainTokenClassifier(): labelAllTokens is true or false; got "yes"',
+    );
+  }, 300_000);
+
   it('trains a DistilBERT folder as the reference trains DistilBertForTokenClassification, and keeps one the reference predicts alike', async () => {
     const distil = await makeHfFolder({ layout: 'distilbert', ...SIZES, dropout: 0, seed: 4 });
     const batches: BatchEvent[] = [];
@@ -316,7 +362,7 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     }
   }, 300_000);
 
-  it("technique 'lora' keeps the adapters merged into the weights: the folder, loaded without them, scores as the adapted model did", async () => {
+  it("technique 'lora' keeps the adapters merged into the weights, and as PEFT's TOKEN_CLS adapter: the folder, loaded without them, scores as the adapted model did", async () => {
     const out = join(dir, 'lora');
     const result = await run(bert.dir, out, [], { technique: 'lora', learningRate: 5e-3, lora: { rank: 4, alpha: 8 } });
     const source = readTensors(bert.weights);
@@ -325,6 +371,52 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     const changed = [...kept.keys()].filter((k) => k.startsWith('bert.') && !bytes(kept.get(k)!).equals(bytes(source.get(k.slice(5))!)));
     expect(changed.sort()).toEqual(
       [0, 1].flatMap((l) => ['query', 'value'].map((m) => `bert.encoder.layer.${l}.attention.self.${m}.weight`)).sort(),
+    );
+    // PEFT's TOKEN_CLS adapter of the same run: on the source folder, base + (alpha / r)·B·A is the merged weight.
+    expect(JSON.parse(readFileSync(join(out, 'adapter', 'adapter_config.json'), 'utf8'))).toMatchObject({
+      peft_type: 'LORA',
+      task_type: 'TOKEN_CLS',
+      base_model_name_or_path: bert.dir,
+      revision: null,
+      r: 4,
+      lora_alpha: 8,
+      lora_dropout: 0,
+      target_modules: ['attention.self.query', 'attention.self.value'],
+      modules_to_save: ['classifier'],
+    });
+    const adapter = readTensors(join(out, 'adapter', 'adapter_model.safetensors'));
+    const targets = changed.map((k) => k.slice('bert.'.length, -'.weight'.length));
+    expect([...adapter.keys()].sort()).toEqual(
+      [
+        ...targets.flatMap((m) => [`base_model.model.bert.${m}.lora_A.weight`, `base_model.model.bert.${m}.lora_B.weight`]),
+        'base_model.model.classifier.bias',
+        'base_model.model.classifier.weight',
+      ].sort(),
+    );
+    const hidden = SIZES.hidden;
+    for (const m of targets) {
+      const [a, b, w0] = [
+        adapter.get(`base_model.model.bert.${m}.lora_A.weight`)!,
+        adapter.get(`base_model.model.bert.${m}.lora_B.weight`)!,
+        source.get(`${m}.weight`)!,
+      ];
+      expect([a.length, b.length]).toEqual([4 * hidden, hidden * 4]);
+      expect(maxAbsDiff(a, new Float32Array(a.length))).toBeGreaterThan(0);
+      const merged = w0.map((w, at) => {
+        const [row, col] = [Math.floor(at / hidden), at % hidden];
+        let update = 0;
+        for (let r = 0; r < 4; r++) update += b[row * 4 + r]! * a[r * hidden + col]!;
+        return w + (8 / 4) * update;
+      });
+      expect(maxAbsDiff(merged, kept.get(`bert.${m}.weight`)!)).toBeLessThan(1e-6);
+    }
+    for (const p of ['weight', 'bias'])
+      expect(bytes(adapter.get(`base_model.model.classifier.${p}`)!).equals(bytes(kept.get(`classifier.${p}`)!))).toBe(true);
+    // Committed with the folder: config.json's checksum is the file's.
+    const torchBert = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).torch_bert as { archiveSha256: Record<string, string> };
+    expect(Object.keys(torchBert.archiveSha256).sort()).toEqual(['adapter/adapter_model.safetensors', 'model.safetensors']);
+    expect(torchBert.archiveSha256['adapter/adapter_model.safetensors']).toBe(
+      await sha256File(join(out, 'adapter', 'adapter_model.safetensors')),
     );
     // Validation ran the adapters in activation space; the folder holds plain merged weights.
     const classifier = await TokenClassifier.load(out, { device: 'cpu' });

@@ -631,7 +631,10 @@ async function trainRank(
   // that cannot start stops every rank at once (distributed.ts startAsRank).
   const { signal } = opts;
   if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
-  const { device, loaded, prepared, raw } = await startAsRank(
+  const {
+    value: { device, loaded, prepared, raw },
+    identity,
+  } = await startAsRank(
     dist,
     () => loadAndRead(opts, binding, options),
     (start) => runIdentity(opts, start.raw, start.loaded),
@@ -640,7 +643,7 @@ async function trainRank(
   const { saved, tokenizer, labels } = raw;
 
   // 2. Prepare data, and where the run starts (a resumed run where it stopped).
-  const { data, loss, fingerprint, position } = await prepareData(opts, raw, loaded, prompt, dist);
+  const { data, loss, fingerprint, position } = await prepareData(opts, raw, loaded, prompt, dist, identity);
   const padTo = opts.padding === 'max' ? opts.maxLength : undefined;
   checkPrecision(opts, device);
   // Validation runs in the training precision too.
@@ -745,6 +748,7 @@ async function prepareData(
   loaded: LoadedEncoder,
   prompt: PromptEncoder | null,
   dist: Distributed | null,
+  identity: () => Promise<RunIdentity>,
 ) {
   const data = await tokenizeData(opts, raw, loaded, prompt);
   const trainRows = data.train.encoded.count;
@@ -752,7 +756,7 @@ async function prepareData(
   const fingerprint = {
     ...runFingerprint(opts, raw.labels, trainRows, data.validation.encoded.count, dist?.worldSize ?? 1),
     // Only where a state is saved or resumed: the model's weights are hashed for it.
-    ...(opts.outDir || raw.saved ? { contents: runContents((await runIdentity(opts, raw, loaded)).digests) } : {}),
+    ...(opts.outDir || raw.saved ? { contents: runContents((await identity()).digests) } : {}),
   };
   const position = raw.saved ? resumePosition(raw.saved, fingerprint, opts.resumeFrom!, trainRows) : startPosition();
   return { data, loss, fingerprint, position };

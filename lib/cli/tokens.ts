@@ -60,7 +60,8 @@ Options (default):
   --tags-column NAME       JSON data's field of tags (ner_tags): names, or integer ids into --labels
   --labels A,B             tag names in id order (the tags read, sorted); every tag read must be one
   --technique T            full (encoder and head) | lora (low-rank adapters and the head, kept
-                           merged into the weights) | frozen (the head alone) (${TOKEN_TRAIN_DEFAULTS.technique})
+                           merged into the weights, and as PEFT's adapter in OUT/adapter) |
+                           frozen (the head alone) (${TOKEN_TRAIN_DEFAULTS.technique})
   --lora-rank N            LoRA rank (${LORA_DEFAULTS.rank})
   --lora-alpha X           LoRA alpha; the update is (alpha/rank)·B·A (${LORA_DEFAULTS.alpha})
   --lora-dropout X         dropout on the adapter path (${LORA_DEFAULTS.dropout})
@@ -70,6 +71,8 @@ Options (default):
   --batch-size N           sentences per batch (${TOKEN_TRAIN_DEFAULTS.batchSize})
   --max-length N           tokens per sentence incl. special tokens; words past it are not
                            predicted (the model's model_max_length)
+  --label-all-tokens       a word's tag on each of its tokens (B-X first, I-X after), the loss and
+                           validation scores over tokens, as run_ner.py's label_all_tokens
   --lr X                   AdamW learning rate (${TOKEN_TRAIN_DEFAULTS.learningRate})
   --weight-decay X         (${DEFAULTS.weightDecay})
   --betas B1,B2            AdamW betas (${DEFAULTS.betas.join(',')})
@@ -142,6 +145,7 @@ const TOKENS_TRAIN_OPTIONS: Options = {
   ]),
   'words-column': { type: 'string' },
   'tags-column': { type: 'string' },
+  'label-all-tokens': { type: 'boolean' },
 };
 
 /** What eval and predict share: the classifier, its batches and device. */
@@ -173,6 +177,7 @@ function tokenTrainOptionsFrom(values: Record<string, unknown>, json: boolean, s
     },
     tokenizer: values.tokenizer as string | undefined,
     maxLength: numberOption(values, 'max-length'),
+    labelAllTokens: values['label-all-tokens'] as boolean | undefined,
     epochs: numberOption(values, 'epochs'),
     batchSize: numberOption(values, 'batch-size'),
     learningRate: numberOption(values, 'lr'),

@@ -80,6 +80,13 @@ export interface RawExamples {
 /** Integer class ids larger than this are rejected: they are almost always a wrong column. */
 export const MAX_CLASS_ID = 9_999;
 
+/** `value` as a list of file paths (a path, or a non-empty list of them, none empty); null when it is not one. */
+export function filePathList(value: unknown): readonly string[] | null {
+  const list = typeof value === 'string' ? [value] : value;
+  if (!Array.isArray(list) || list.length === 0 || list.some((f) => typeof f !== 'string' || f === '')) return null;
+  return list as readonly string[];
+}
+
 /** The CSV files a source names; none for arrays. */
 export function sourceFiles(source: DataSource): string[] {
   const files = typeof source === 'string' || Array.isArray(source) ? source : (source as Partial<CsvSource> | null)?.csv;

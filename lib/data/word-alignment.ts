@@ -1,6 +1,7 @@
 /**
  * Sentences of words as token rows, each word's tag on its first token: how Hugging Face's
- * run_ner.py aligns labels (`tokenize_and_align_labels` with `label_all_tokens=False`). Each
+ * run_ner.py aligns labels (`tokenize_and_align_labels` with `label_all_tokens=False`; its `True`
+ * is everyTokenTagged). Each
  * word is tokenized on its own (is_split_into_words), the row is the words' tokens between the
  * tokenizer's special tokens, cut to the max length (a word whose first token is cut has no
  * position, as its label falls off in run_ner.py), and the positions a token classifier
@@ -69,6 +70,37 @@ export function encodeWords(tokenizer: TextTokenizer, sentences: readonly (reado
     return first;
   });
   return { encoded: packRows(rows, tokenizer.padId), firstTokens, tokenCounts };
+}
+
+/**
+ * run_ner.py's `label_all_tokens=True`: every token of a word labelled, its first with the word's
+ * tag, the others with `continuation[tag]` (run_ner.py's `b_to_i_label`: B-X's I-X where the tags
+ * have one). Returned as rows in which each such token is a word of its own, one token long, with
+ * those tags: the batches, the loss and validation's predictions are then the tokens', as
+ * run_ner.py trains and scores them. A word without a token (none, or cut) still has none.
+ */
+export function everyTokenTagged(
+  rows: WordRows,
+  tags: readonly Int32Array[],
+  continuation: ArrayLike<number>,
+): { rows: WordRows; tags: Int32Array[] } {
+  const firstTokens: Int32Array[] = [];
+  const tokenTags: Int32Array[] = [];
+  rows.firstTokens.forEach((firsts, s) => {
+    const positions: number[] = [];
+    const labels: number[] = [];
+    firsts.forEach((token, w) => {
+      const tag = tags[s]![w]!;
+      for (let k = 0; k < rows.tokenCounts[s]![w]!; k++) {
+        positions.push(token + k);
+        labels.push(k === 0 ? tag : continuation[tag]!);
+      }
+    });
+    firstTokens.push(Int32Array.from(positions));
+    tokenTags.push(Int32Array.from(labels));
+  });
+  const tokenCounts = firstTokens.map((f) => new Int32Array(f.length).fill(1));
+  return { rows: { encoded: rows.encoded, firstTokens, tokenCounts }, tags: tokenTags };
 }
 
 /** Sentences cut into windows of whole words; `from[i]` is where window i's first word is. */

@@ -3,7 +3,9 @@
  * adapter_config.json and adapter_model.safetensors, as PEFT's own save_pretrained writes them,
  * for a transformers AutoModel (the default head, which transformers has no class for: task
  * FEATURE_EXTRACTION) or, for a classifier trained with `head: 'sequence-classification'`, for the
- * family's AutoModelForSequenceClassification (task SEQ_CLS, the head as `modules_to_save`).
+ * family's AutoModelForSequenceClassification (task SEQ_CLS, the head as `modules_to_save`); a
+ * token classifier's LoRA run (tagging/token-classifier-folder.ts) for its ForTokenClassification
+ * (TOKEN_CLS) in the same way.
  *
  * The two LoRAs compute the same thing: PEFT's LoRA adds `lora_B(lora_A(dropout(x))) * scaling`
  * to the base linear's output with `scaling = lora_alpha / r` (use_rslora off), A [r, in] and
@@ -67,8 +69,11 @@ export function peftModulesToSave<T>(headKeys: Array<[string, T]>): { tensors: A
   return { tensors, modules };
 }
 
-/** PEFT's task of the model the adapter goes on: the AutoModel, or the ForSequenceClassification with its head saved whole. */
-export type PeftTask = { type: 'FEATURE_EXTRACTION' } | { type: 'SEQ_CLS'; modulesToSave: string[] };
+/**
+ * PEFT's task of the model the adapter goes on: the AutoModel, or the ForSequenceClassification
+ * (ForTokenClassification: a token classifier's LoRA run) with its head saved whole.
+ */
+export type PeftTask = { type: 'FEATURE_EXTRACTION' } | { type: 'SEQ_CLS' | 'TOKEN_CLS'; modulesToSave: string[] };
 
 /**
  * adapter_config.json. Only fields every PEFT version since 0.3 reads (an older LoraConfig
@@ -96,9 +101,9 @@ export function adapterConfig(
     fan_in_fan_out: false,
     inference_mode: true,
     init_lora_weights: true,
-    // PeftModelForSequenceClassification adds 'classifier' and 'score' to these itself; DistilBERT's
+    // PeftModelForSequenceClassification (…ForTokenClassification) adds 'classifier' and 'score' to these itself; DistilBERT's
     // pre_classifier is named here so that it is wrapped, trained and loaded too.
-    modules_to_save: task.type === 'SEQ_CLS' ? [...task.modulesToSave] : null,
+    modules_to_save: 'modulesToSave' in task ? [...task.modulesToSave] : null,
     layers_to_transform: null,
     layers_pattern: null,
   };

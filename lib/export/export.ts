@@ -34,7 +34,6 @@ import {
   ADAPTER_WEIGHTS_FILE,
   adapterConfig,
   type LoraSettings,
-  type PeftTask,
   peftModulesToSave,
   peftTensors,
 } from './export-peft.js';
@@ -428,7 +427,7 @@ async function writePeftAdapter(
         )
       : null;
     const tensors = [...peftTensors(adapters.parameters(), saved ? BASE_PREFIX[family] : ''), ...(saved?.tensors ?? [])];
-    const task: PeftTask = saved ? { type: 'SEQ_CLS', modulesToSave: saved.modules } : { type: 'FEATURE_EXTRACTION' };
+    const task = saved ? { type: 'SEQ_CLS' as const, modulesToSave: saved.modules } : { type: 'FEATURE_EXTRACTION' as const };
     await mkdir(join(folder.dir, ADAPTER_DIR));
     writeFloat32(folder.file(join(ADAPTER_DIR, ADAPTER_WEIGHTS_FILE)), tensors);
     await folder.writeJson(

@@ -71,9 +71,13 @@ function tempName(path: string): string {
 
 // The native safetensors writer adds its own `.tmp` to the path it is given (and renames it away).
 const TEMP_PATTERN = new RegExp(`\\.tmp-${WRITER_ID_PATTERN}(?:-[0-9a-z]*)?(?:\\.tmp)?$`);
-/** The archives a save commits: TorchScript/pickle archives and safetensors files. */
-const ARCHIVE_PATTERN = /^[a-z]+\.(?:pt|safetensors)$/;
-const ADDRESSED_PATTERN = /^([a-z]+)-([0-9a-f]{16})\.(?:pt|safetensors)$/;
+/**
+ * The archives a save commits: TorchScript/pickle archives and safetensors files, in the folder or
+ * one subfolder of it (a LoRA token classifier's `adapter/adapter_model.safetensors`, PEFT's).
+ */
+const ARCHIVE_PATTERN = /^(?:[a-z]+\/)?[a-z_]+\.(?:pt|safetensors)$/;
+/** An archive's content-addressed name, within its folder. */
+const ADDRESSED_PATTERN = /^([a-z_]+)-([0-9a-f]{16})\.(?:pt|safetensors)$/;
 
 /** Name under which an archive (`classifier.pt`, `adapters.pt`, `model.safetensors`, ...) with this SHA-256 waits during a save (step 1 above). */
 export function addressedName(file: string, sha256: string): string {
@@ -103,6 +107,11 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await handle?.close();
   }
+}
+
+/** The folder and the given subfolders of it, each synced (the renames in them made durable). */
+async function syncFolders(dir: string, subfolders: readonly string[]): Promise<void> {
+  for (const folder of ['', ...subfolders]) await syncDir(join(dir, folder));
 }
 
 async function writeDurably(path: string, content: string | Uint8Array): Promise<string> {
@@ -163,21 +172,33 @@ async function committedShas(dir: string): Promise<Map<string, string>> {
  * content-addressed archives that config.json does not name (the one it names may be the only
  * copy of the committed classifier, when a save died between its steps 2 and 3).
  */
-export async function removeStaleFiles(dir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch {
-    return [];
+export async function removeStaleFiles(dir: string, subfolders: readonly string[] = []): Promise<string[]> {
+  const committed = [...(await committedShas(dir))];
+  const keep = new Set(committed.map(([file, sha]) => addressedName(file, sha)));
+  // The folder, and each subfolder an archive is committed in or is about to be saved in.
+  const folders = new Set(['', ...subfolders, ...committed.map(([file]) => archiveFolder(file))]);
+  const stale: string[] = [];
+  for (const folder of folders) {
+    let names: string[];
+    try {
+      names = await readdir(join(dir, folder));
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const temp = TEMP_PATTERN.exec(name);
+      const path = folder ? `${folder}/${name}` : name;
+      if (temp ? !writerIsAlive(Number(temp[1]), temp[2]) : ADDRESSED_PATTERN.test(name) && !keep.has(path)) stale.push(path);
+    }
   }
-  const keep = new Set([...(await committedShas(dir))].map(([file, sha]) => addressedName(file, sha)));
-  const stale = names.filter((name) => {
-    const temp = TEMP_PATTERN.exec(name);
-    if (temp) return !writerIsAlive(Number(temp[1]), temp[2]);
-    return ADDRESSED_PATTERN.test(name) && !keep.has(name);
-  });
-  await Promise.all(stale.map((name) => rm(join(dir, name), { recursive: true, force: true })));
+  await Promise.all(stale.map((path) => rm(join(dir, path), { recursive: true, force: true })));
   return stale;
+}
+
+/** The subfolder an archive is saved in ('adapter' of 'adapter/adapter_model.safetensors'), '' for the folder itself. */
+function archiveFolder(file: string): string {
+  const slash = file.lastIndexOf('/');
+  return slash < 0 ? '' : file.slice(0, slash);
 }
 
 /** `torch-bert-best-<host>-<writer>-`: whose scratch checkpoint folder this is (scratchCheckpointDir). */
@@ -210,24 +231,24 @@ export async function scratchCheckpointDir(): Promise<string> {
  * there is nothing to do (one readdir).
  */
 export async function completeInterruptedSave(dir: string): Promise<boolean> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch {
-    return false;
-  }
-  if (!names.some((n) => ADDRESSED_PATTERN.test(n))) return false;
   let completed = false;
   for (const [file, sha] of await committedShas(dir)) {
-    const name = addressedName(file, sha);
-    const addressed = join(dir, name);
-    if (!names.includes(name) || (await sha256File(addressed)) !== sha) continue;
+    const addressed = join(dir, addressedName(file, sha));
+    if (!(await isFile(addressed)) || (await sha256File(addressed)) !== sha) continue;
     await publish(addressed, join(dir, file));
-    await syncDir(dir);
+    await syncDir(join(dir, archiveFolder(file)));
     await rm(addressed, { force: true });
     completed = true;
   }
   return completed;
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** Make `to` an atomic replacement by the content of `from`: a hard link when possible, else a copy. */
@@ -314,7 +335,9 @@ export async function commitFolder(
   },
 ): Promise<void> {
   await completeInterruptedSave(dir);
-  await removeStaleFiles(dir);
+  const subfolders = [...new Set([...save.archives, ...save.companions].map(({ file }) => archiveFolder(file)))].filter((f) => f);
+  await removeStaleFiles(dir, subfolders);
+  for (const folder of subfolders) await mkdir(join(dir, folder), { recursive: true });
   const pending: string[] = [];
   const addressed: Array<{ file: string; path: string }> = [];
   let committed = false;
@@ -340,15 +363,15 @@ export async function commitFolder(
     }
     const configTmp = await writeDurably(join(dir, CONFIG_FILE), JSON.stringify(save.config(archiveSha256), null, 2) + '\n');
     pending.push(configTmp);
-    await syncDir(dir);
+    await syncFolders(dir, subfolders);
     // 2. The companions, then config.json: the commit point.
     for (const { tmp, file } of swaps) await rename(tmp, join(dir, file));
     await rename(configTmp, join(dir, CONFIG_FILE));
     committed = true;
-    await syncDir(dir);
+    await syncFolders(dir, subfolders);
     // 3. The public names, 4. then the content-addressed names are no longer needed.
     for (const a of addressed) await publish(a.path, join(dir, a.file));
-    await syncDir(dir);
+    await syncFolders(dir, subfolders);
     await Promise.all(addressed.map((a) => rm(a.path, { force: true })));
   } catch (err) {
     const leftovers = committed ? pending : [...pending, ...addressed.map((a) => a.path)];

@@ -194,6 +194,24 @@ function bertConfig(read: FieldReader, c: Json, family: 'bert' | 'roberta'): Con
 /** A JSON object (not null, not an array): what config.json and its nested fields must be to be read. */
 export const isJsonObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** A config.json field's number; undefined where it is absent, null or not a finite number. */
+export const configNumber = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+
+/**
+ * transformers' dropout p before a family's classification head, as its modeling files read it:
+ * `classifier_dropout`, where null `hidden_dropout_prob` (BertFor…Classification,
+ * RobertaClassificationHead, RobertaForTokenClassification); DistilBERT's sequence head
+ * `seq_classif_dropout`, its token head `dropout`. Undefined where the config does not say.
+ */
+export function headDropout(
+  family: EncoderFamily,
+  config: Record<string, unknown>,
+  head: 'sequence-classification' | 'token-classification',
+): number | undefined {
+  if (family === 'distilbert') return configNumber(head === 'sequence-classification' ? config.seq_classif_dropout : config.dropout);
+  return configNumber(config.classifier_dropout) ?? configNumber(config.hidden_dropout_prob);
+}
+
 /**
  * Reads config.json's object (`file` is named in errors). Throws one ModelError (code
  * UNSUPPORTED_MODEL) listing every field the builder cannot reproduce.

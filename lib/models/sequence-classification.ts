@@ -15,7 +15,7 @@ import type { ClassifierSpec, NativeScriptModule } from '../addon/binding.js';
 import { ModelError, messageOf } from '../addon/errors.js';
 import type { EncoderSourceInfo } from './encoder-source.js';
 import { type ExportFamily, encoderShapes, familyOf, isRobertaTokenizerText } from './export-family.js';
-import { isJsonObject, transformersNames } from './hf-config.js';
+import { configNumber, headDropout, isJsonObject, transformersNames } from './hf-config.js';
 
 export type HeadKind = 'mlp' | 'sequence-classification' | 'prompt';
 export const HEAD_KINDS: readonly HeadKind[] = ['mlp', 'sequence-classification', 'prompt'];
@@ -45,8 +45,6 @@ export interface HeadSettings {
   features: string;
 }
 
-const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
-
 /** The encoder folder's config.json, or null (a TorchScript file, or a folder gone since). */
 async function folderConfig(source: EncoderSourceInfo | undefined): Promise<Record<string, unknown> | null> {
   if (source?.kind !== 'folder') return null;
@@ -56,13 +54,6 @@ async function folderConfig(source: EncoderSourceInfo | undefined): Promise<Reco
   } catch {
     return null;
   }
-}
-
-/** transformers' dropout p of the family's head, as its modeling files read it from the config. */
-function configDropout(family: ExportFamily, hf: Record<string, unknown>): number | undefined {
-  if (family === 'distilbert') return num(hf.seq_classif_dropout);
-  // classifier_dropout: null means "use hidden_dropout_prob" (BertForSequenceClassification, RobertaClassificationHead).
-  return num(hf.classifier_dropout) ?? num(hf.hidden_dropout_prob);
 }
 
 /** The encoder's family and whether it has a pooler, or a refusal: the head is transformers' head of that family. */
@@ -115,8 +106,8 @@ export async function headSettings(options: {
   return {
     head: 'sequence-classification',
     family,
-    dropout: (hf && configDropout(family, hf)) ?? options.dropout,
-    initializerRange: num(hf?.initializer_range) ?? 0.02,
+    dropout: (hf && headDropout(family, hf, 'sequence-classification')) ?? options.dropout,
+    initializerRange: configNumber(hf?.initializer_range) ?? 0.02,
     features: family === 'bert' ? 'pooler' : 'cls',
   };
 }

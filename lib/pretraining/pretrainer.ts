@@ -23,6 +23,7 @@ import { AbortError, asAbortError, InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches, type Schedule } from '../data/batching.js';
+import { filePathList } from '../data/data.js';
 import { groupTexts, hasColumns, lineByLine, maskedBatch, readPretrainingTexts } from '../data/mlm-data.js';
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from '../data/mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from '../data/tokenizer.js';
@@ -239,8 +240,8 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
  * (`{ csv, textColumn }`, `{ texts, labels }`) are not pretrain()'s, and failed as 'data is not iterable'.
  */
 function dataFiles(data: unknown): readonly string[] {
-  const files = typeof data === 'string' ? [data] : data;
-  if (!Array.isArray(files) || files.some((f) => typeof f !== 'string' || f === '')) {
+  const files = filePathList(data);
+  if (!files) {
     throw new InputError(
       'pretrain(): `data` is a file path or a list of them: text files (one document per line) or CSV files (their textColumn); ' +
         `texts in memory are not taken: write them to a file, one per line (got ${JSON.stringify(data)?.slice(0, 80) ?? String(data)})`,
@@ -422,7 +423,7 @@ async function prepareRank(
   dist: Distributed | null,
   disposables: Array<{ dispose(): void }>,
 ) {
-  const start = await startAsRank(
+  const { value: start, identity } = await startAsRank(
     dist,
     () => loadAndRead(opts, options, run, disposables),
     (read) => runIdentity(opts, run, read),
@@ -432,7 +433,7 @@ async function prepareRank(
   const validation = await encodeTexts(tokenizer, start.texts.slice(0, start.held), maxLength, run.byLine, 'validation');
   const fingerprint = {
     ...pretrainFingerprint(opts, run, train.count, validation.count, maxLength, dist?.worldSize ?? 1),
-    contents: runContents((await runIdentity(opts, run, start)).digests),
+    contents: runContents((await identity()).digests),
   };
   const position = start.saved ? resumePosition(start.saved, fingerprint, opts.resumeFrom!, train.count) : startPosition();
   return { ...start, train, validation, fingerprint, position };

@@ -8,13 +8,26 @@
  * `AutoModelForTokenClassification.from_pretrained` and its `token-classification` pipeline read
  * it, and so does `loadTokenClassifier()`.
  *
+ * A LoRA run's folder also holds its adapters as PEFT saves a TOKEN_CLS adapter, in `adapter/`
+ * (export-peft.ts): `PeftModel.from_pretrained(AutoModelForTokenClassification.from_pretrained(base,
+ * id2label=...), '<dir>/adapter')` is the model the merged weights are.
+ *
  * Saved as pretraining's folder is (checkpoint.ts commitFolder): a crash at any moment leaves the
- * previous best or this one, never a mix.
+ * previous best or this one, never a mix (the adapter's weights are one of the archives committed).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { NativeBinding, NativeScriptModule, NativeTensor } from '../addon/binding.js';
+import type { NativeBinding, NativeLoraAdapters, NativeScriptModule, NativeTensor } from '../addon/binding.js';
 import { InputError, ModelError } from '../addon/errors.js';
+import {
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_DIR,
+  ADAPTER_WEIGHTS_FILE,
+  adapterConfig,
+  type LoraSettings,
+  peftModulesToSave,
+  peftTensors,
+} from '../export/export-peft.js';
 import { CONFIG_FILE, commitFolder } from '../files/checkpoint.js';
 import type { LoadedEncoder } from '../models/encoder-source.js';
 import type { ExportFamily } from '../models/export-family.js';
@@ -48,15 +61,18 @@ export async function writeTokenClassifierFolder(
   run: {
     model: NativeScriptModule;
     /**
-     * The model has LoRA adapters: its weights are saved as a forward sees them, W0 + (alpha /
-     * r)·B·A (a merged copy), so that transformers loads them without PEFT.
+     * The model's LoRA adapters, where it has them: its weights are saved as a forward sees them,
+     * W0 + (alpha / r)·B·A (a merged copy), so that transformers loads them without PEFT, and the
+     * adapters with the head in `adapter/` for PEFT, on `base` (a Hub id at `revision`, or a folder).
      */
-    merge: boolean;
+    lora?: { adapters: NativeLoraAdapters; settings: LoraSettings; base: string; revision: string | null };
     family: ExportFamily;
     /** The model folder trained from, for its config.json and tokenizer companions. */
     sourceDir: string;
     tokenizerJson: string;
     maxLength: number;
+    /** Trained with run_ner.py's label_all_tokens (its validation scores are the tokens'). */
+    labelAllTokens: boolean;
     /** Tag names in class-id order. */
     labels: readonly string[];
     evaluation: Evaluation;
@@ -70,6 +86,7 @@ export async function writeTokenClassifierFolder(
     formatVersion: 1,
     source: run.sourceDir,
     maxLength: run.maxLength,
+    labelAllTokens: run.labelAllTokens,
     kept: {
       epoch: run.evaluation.epoch,
       step: run.evaluation.step,
@@ -78,11 +95,16 @@ export async function writeTokenClassifierFolder(
       validationMacroF1: run.evaluation.validationMacroF1,
     },
   };
-  const merged = run.merge ? run.model.clone() : null;
+  const merged = run.lora ? run.model.clone() : null;
   try {
+    const adapter = run.lora ? peftAdapter(run.lora, run.family, run.model) : null;
     await commitModel(binding, dir, {
       tensors: tokenClassificationKeys(run.family, (merged ?? run.model).namedParameters()),
-      companions: await companionFiles(run.sourceDir, run.tokenizerJson, names, run.history),
+      adapterTensors: adapter?.tensors,
+      companions: [
+        ...(await companionFiles(run.sourceDir, run.tokenizerJson, names, run.history)),
+        ...(adapter ? [{ file: ADAPTER_CONFIG, content: JSON.stringify(adapter.config, null, 2) + '\n' }] : []),
+      ],
       config: {
         ...config,
         architectures: [names.className('ForTokenClassification')],
@@ -96,19 +118,50 @@ export async function writeTokenClassifierFolder(
   }
 }
 
-/** The folder committed: model.safetensors, the companions, then config.json with the `torch_bert` block. */
+/** Where in the folder a LoRA run's PEFT adapter is. */
+const ADAPTER_CONFIG = `${ADAPTER_DIR}/${ADAPTER_CONFIG_FILE}`;
+const ADAPTER_WEIGHTS = `${ADAPTER_DIR}/${ADAPTER_WEIGHTS_FILE}`;
+
+/**
+ * The LoRA run as PEFT's TOKEN_CLS adapter of the family's ForTokenClassification: the adapters
+ * under `base_model.model.bert.…` (`roberta.`, `distilbert.`), the head, trained whole, as
+ * `modules_to_save` (`base_model.model.classifier.*`), and adapter_config.json.
+ */
+function peftAdapter(
+  lora: NonNullable<Parameters<typeof writeTokenClassifierFolder>[2]['lora']>,
+  family: ExportFamily,
+  model: NativeScriptModule,
+): { tensors: Array<[string, NativeTensor]>; config: Record<string, unknown> } {
+  const head = peftModulesToSave(
+    tokenClassificationKeys(
+      family,
+      model.namedParameters().filter(([n]) => n.startsWith('head.')),
+    ),
+  );
+  return {
+    tensors: [...peftTensors(lora.adapters.parameters(), BASE_PREFIX[family]), ...head.tensors],
+    config: adapterConfig(lora.settings, lora.base, lora.revision, { type: 'TOKEN_CLS', modulesToSave: head.modules }),
+  };
+}
+
+/** The folder committed: model.safetensors (and a LoRA run's adapter weights), the companions, then config.json with the `torch_bert` block. */
 async function commitModel(
   binding: NativeBinding,
   dir: string,
   save: {
     tensors: Array<[string, NativeTensor]>;
+    adapterTensors: Array<[string, NativeTensor]> | undefined;
     companions: Array<{ file: string; content: string | Uint8Array }>;
     config: Record<string, unknown>;
     torchBert: Record<string, unknown>;
   },
 ): Promise<void> {
+  const write = (tensors: Array<[string, NativeTensor]>) => (path: string) => binding.writeSafetensors(path, tensors, SAFETENSORS_METADATA);
   await commitFolder(dir, {
-    archives: [{ file: MODEL_FILE, write: (path) => binding.writeSafetensors(path, save.tensors, SAFETENSORS_METADATA) }],
+    archives: [
+      { file: MODEL_FILE, write: write(save.tensors) },
+      ...(save.adapterTensors ? [{ file: ADAPTER_WEIGHTS, write: write(save.adapterTensors) }] : []),
+    ],
     companions: save.companions,
     // config.json last: a folder is a model once it has one.
     config: (archiveSha256) => ({ ...save.config, torch_bert: { ...save.torchBert, archiveSha256 } }),
@@ -196,4 +249,11 @@ export function folderOf(loaded: LoadedEncoder): {
   const source = loaded.source;
   if (source.kind !== 'folder') throw new InputError(`${loaded.description} is not a Hugging Face model folder`);
   return { family: source.family, dir: source.dir, config: source.config ?? {}, configFile: join(source.dir, CONFIG_FILE) };
+}
+
+/** The model a PEFT adapter of this run goes on: its Hub id at the commit trained from, or its folder. */
+export function peftBase(loaded: LoadedEncoder): { base: string; revision: string | null } {
+  const source = loaded.source;
+  if (source.kind !== 'folder') throw new InputError(`${loaded.description} is not a Hugging Face model folder`);
+  return source.repoId ? { base: source.repoId, revision: source.commit ?? null } : { base: source.dir, revision: null };
 }

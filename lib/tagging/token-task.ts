@@ -10,7 +10,7 @@ import { AbortError } from '../addon/errors.js';
 import { consecutiveBatches } from '../data/batching.js';
 import { type TaggedSentences, tagIds } from '../data/tagged-words.js';
 import type { TextTokenizer } from '../data/tokenizer.js';
-import { encodeWords, perWord, type WordRows, wordBatch } from '../data/word-alignment.js';
+import { encodeWords, everyTokenTagged, perWord, type WordRows, wordBatch } from '../data/word-alignment.js';
 import type { ValidationShard } from '../training/distributed.js';
 import { type EntityMetrics, entityMetrics } from '../training/entity-metrics.js';
 import type { Validation } from '../training/run-keeper.js';
@@ -19,16 +19,33 @@ import { nativeStepOptions, type StepSettings, type Task } from '../training/tra
 /** A validation pass of a token classifier: seqeval's entity scores, the word accuracy, and the loss over the words. */
 export type TokenMetrics = EntityMetrics & { loss: number };
 
-/** Tagged sentences with their class ids and token rows. */
+/** Tagged sentences as token rows, and the class ids of the words they label (each token, with labelAllTokens). */
 export interface TaggedSet {
-  sentences: TaggedSentences;
   tags: Int32Array[];
   rows: WordRows;
 }
 
-/** Sentences with their tags' class ids and their token rows. */
-export function taggedSet(tokenizer: TextTokenizer, maxLength: number, sentences: TaggedSentences, names: readonly string[]): TaggedSet {
-  return { sentences, tags: tagIds(sentences, names), rows: encodeWords(tokenizer, sentences.words, maxLength) };
+/**
+ * Sentences as token rows and their tags' class ids, each word's tag on its first token; with
+ * `labelAllTokens`, on each of its tokens (everyTokenTagged: B-X on the first, I-X on the rest).
+ */
+export function taggedSet(
+  tokenizer: TextTokenizer,
+  maxLength: number,
+  sentences: TaggedSentences,
+  names: readonly string[],
+  labelAllTokens = false,
+): TaggedSet {
+  const set = { tags: tagIds(sentences, names), rows: encodeWords(tokenizer, sentences.words, maxLength) };
+  return labelAllTokens ? everyTokenTagged(set.rows, set.tags, continuationTags(names)) : set;
+}
+
+/** run_ner.py's `b_to_i_label`: each tag's id on a word's later tokens, B-X's I-X where there is one, else its own. */
+export function continuationTags(names: readonly string[]): Int32Array {
+  return Int32Array.from(names, (name, id) => {
+    const inside = name.startsWith('B-') ? names.indexOf(`I-${name.slice(2)}`) : -1;
+    return inside >= 0 ? inside : id;
+  });
 }
 
 /**

@@ -13,15 +13,16 @@
  * kept folder (token-classifier-folder.ts): a *ForTokenClassification folder transformers loads.
  */
 import { join } from 'node:path';
-import type { NativeBinding, NativeScriptModule, Precision } from '../addon/binding.js';
+import type { NativeBinding, NativeLoraAdapters, NativeScriptModule, Precision } from '../addon/binding.js';
 import { asAbortError, InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import type { Schedule } from '../data/batching.js';
+import { filePathList } from '../data/data.js';
 import { readTaggedFiles, type TaggedReadOptions, type TaggedSentences, tagNames } from '../data/tagged-words.js';
 import { HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
-import type { ExportFamily } from '../models/export-family.js';
+import { configNumber, headDropout } from '../models/hf-config.js';
 import {
   contentDigest,
   type Distributed,
@@ -59,7 +60,14 @@ import {
   type SkippedBatch,
   stateSaver,
 } from '../training/training-state.js';
-import { checkpointHead, copyTokenHead, folderOf, isTokenClassifierConfig, writeTokenClassifierFolder } from './token-classifier-folder.js';
+import {
+  checkpointHead,
+  copyTokenHead,
+  folderOf,
+  isTokenClassifierConfig,
+  peftBase,
+  writeTokenClassifierFolder,
+} from './token-classifier-folder.js';
 import { type TokenMetrics, taggedSet, tokenClassificationTask, validateTokenClassifier } from './token-task.js';
 
 export interface TokenTrainOptions extends TaggedReadOptions {
@@ -82,6 +90,12 @@ export interface TokenTrainOptions extends TaggedReadOptions {
   lora?: LoraOptions;
   /** A tokenizer.json; default the model folder's. */
   tokenizer?: string;
+  /**
+   * run_ner.py's `label_all_tokens`: a word's tag on each of its tokens (B-X on the first, I-X on
+   * the rest), so that the loss, and validation's accuracy and seqeval scores, are the tokens', as
+   * run_ner.py computes them. Default false: the word's first token alone (and the words' scores).
+   */
+  labelAllTokens?: boolean;
   /** Tokens per sentence, special tokens included; words past it are not predicted. Default the model's (tokenizer_config.json's, within its positions). */
   maxLength?: number;
   /** Default 3 (run_ner.py's). */
@@ -172,6 +186,7 @@ const TOKEN_OPTION_NAMES = Object.keys({
   technique: 1,
   lora: 1,
   tokenizer: 1,
+  labelAllTokens: 1,
   maxLength: 1,
   epochs: 1,
   batchSize: 1,
@@ -202,11 +217,14 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
   // 1. Options.
   if (!options || typeof options !== 'object') throw new InputError('trainTokenClassifier() takes an options object');
   checkOptionNames('trainTokenClassifier()', options, TOKEN_OPTION_NAMES);
-  const { model: spec, data, validationData, wordsColumn, tagsColumn, labels, technique, bestMetric, ...rest } = options;
+  const { model: spec, data, validationData, wordsColumn, tagsColumn, labels, technique, bestMetric, labelAllTokens, ...rest } = options;
   if (typeof spec !== 'string' || spec === '')
     throw new InputError('trainTokenClassifier(): `model` (a Hugging Face model folder or Hub id) is required');
   if (technique !== undefined && !TOKEN_TECHNIQUES.includes(technique)) {
     throw new InputError(`trainTokenClassifier(): technique must be 'full', 'lora' or 'frozen'; got ${JSON.stringify(technique)}`);
+  }
+  if (labelAllTokens !== undefined && typeof labelAllTokens !== 'boolean') {
+    throw new InputError(`trainTokenClassifier(): labelAllTokens is true or false; got ${JSON.stringify(labelAllTokens)}`);
   }
   if (bestMetric !== undefined && !TOKEN_BEST_METRICS.includes(bestMetric)) {
     throw new InputError(
@@ -230,6 +248,7 @@ export async function trainTokenClassifier(options: TokenTrainOptions): Promise<
     validationData,
     read: { wordsColumn, tagsColumn, labels },
     maxLength: options.maxLength,
+    labelAllTokens: labelAllTokens ?? false,
     loraTargetsGiven: options.lora?.targets !== undefined,
     outDir,
   };
@@ -252,6 +271,7 @@ interface TokenRun {
   validationData: string | readonly string[] | undefined;
   read: TaggedReadOptions;
   maxLength: number | undefined;
+  labelAllTokens: boolean;
   loraTargetsGiven: boolean;
   outDir: string;
 }
@@ -288,11 +308,16 @@ async function trainRank(
         if (!writes) return;
         await writeTokenClassifierFolder(binding, outDir, {
           model,
-          merge: setup.adapters !== undefined,
+          lora: setup.adapters && {
+            adapters: setup.adapters as NativeLoraAdapters, // 'lora' is the one adapter technique taken here
+            settings: opts.lora,
+            ...peftBase(loaded),
+          },
           family,
           sourceDir,
           tokenizerJson: loaded.tokenizer.json,
           maxLength: loaded.maxLength,
+          labelAllTokens: run.labelAllTokens,
           labels: names,
           evaluation,
           history: position.history,
@@ -357,21 +382,23 @@ async function prepareRank(
   dist: Distributed | null,
   disposables: Array<{ dispose(): void }>,
 ) {
-  const start = await startAsRank(
+  const { value: start, identity } = await startAsRank(
     dist,
     () => loadAndRead(binding, opts, run, disposables),
-    (read) => runIdentity(opts, read),
+    (read) => runIdentity(opts, run, read),
   );
   const { loaded, names, split } = start;
   if (!run.loraTargetsGiven && loaded.loraTargets) opts.lora.targets = loaded.loraTargets;
-  const train = taggedSet(loaded.tokenizer, loaded.maxLength, split.train, names);
-  const validation = taggedSet(loaded.tokenizer, loaded.maxLength, split.validation, names);
+  const train = taggedSet(loaded.tokenizer, loaded.maxLength, split.train, names, run.labelAllTokens);
+  const validation = taggedSet(loaded.tokenizer, loaded.maxLength, split.validation, names, run.labelAllTokens);
   const fingerprint = {
     task: 'token-classification',
     trainExamples: train.rows.encoded.count,
     validationExamples: validation.rows.encoded.count,
     maxLength: loaded.maxLength,
     labels: names,
+    // Only when set, so that the states of runs before the option still match.
+    ...(run.labelAllTokens ? { labelAllTokens: true } : {}),
     batchSize: opts.batchSize,
     epochs: opts.epochs,
     seed: opts.seed,
@@ -379,7 +406,7 @@ async function prepareRank(
     // Data-parallel runs only, so that single-process states still match (as train()'s).
     ...(dist && dist.worldSize > 1 ? { worldSize: dist.worldSize } : {}),
     options: sharedSettings(opts),
-    contents: runContents((await runIdentity(opts, start)).digests),
+    contents: runContents((await identity()).digests),
   };
   const position = start.saved ? resumePosition(start.saved, fingerprint, opts.resumeFrom!, train.rows.encoded.count) : startPosition();
   return { ...start, train, validation, fingerprint, position };
@@ -406,7 +433,7 @@ type RankStart = Awaited<ReturnType<typeof loadAndRead>>;
  * rank-local ones, the tags, and by content the sentences as read and split, the tokenizer, the
  * model's weights and the training state resumed.
  */
-async function runIdentity(opts: ResolvedTrainOptions, start: RankStart): Promise<RunIdentity> {
+async function runIdentity(opts: ResolvedTrainOptions, run: TokenRun, start: RankStart): Promise<RunIdentity> {
   const { split, names, loaded, saved } = start;
   const sentences = (set: TaggedSentences) => contentDigest(set.words.map((w, i) => JSON.stringify([w, set.tags[i]])));
   const digests: Record<string, string> = {
@@ -416,7 +443,7 @@ async function runIdentity(opts: ResolvedTrainOptions, start: RankStart): Promis
     "model's weights": await loaded.weightsKey(),
   };
   if (saved) digests['training state'] = contentDigest([JSON.stringify({ ...saved, directory: undefined })]);
-  return { settings: { ...sharedSettings(opts), maxLength: loaded.maxLength, tags: names }, digests };
+  return { settings: { ...sharedSettings(opts), maxLength: loaded.maxLength, tags: names, labelAllTokens: run.labelAllTokens }, digests };
 }
 
 /**
@@ -441,8 +468,9 @@ async function tokenTrainee(
     seed: opts.seed,
     head: 'token-classification',
     family,
-    dropout: headDropout(family, config),
-    initializerRange: num(config.initializer_range) ?? 0.02,
+    // transformers' config defaults (hidden_dropout_prob, DistilBERT's dropout): 0.1.
+    dropout: headDropout(family, config, 'token-classification') ?? 0.1,
+    initializerRange: configNumber(config.initializer_range) ?? 0.02,
   });
   const model = built.module;
   disposables.push(model);
@@ -455,8 +483,8 @@ async function tokenTrainee(
 
 /** Files as a list. */
 function fileList(files: string | readonly string[] | undefined, option: string): readonly string[] {
-  const list = typeof files === 'string' ? [files] : files;
-  if (!Array.isArray(list) || list.length === 0 || list.some((f) => typeof f !== 'string' || f === '')) {
+  const list = filePathList(files);
+  if (!list) {
     throw new InputError(
       `trainTokenClassifier(): \`${option}\` is a file path or a list of them (CoNLL or JSON files of tagged sentences); got ${JSON.stringify(files)?.slice(0, 80) ?? String(files)}`,
     );
@@ -549,12 +577,4 @@ function startHeadFromCheckpoint(model: NativeScriptModule, loaded: LoadedEncode
   } finally {
     for (const t of weights.values()) t.dispose();
   }
-}
-
-const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
-
-/** transformers' dropout before the token-classification head: classifier_dropout, else hidden_dropout_prob (DistilBERT: dropout). */
-function headDropout(family: ExportFamily, config: Record<string, unknown>): number {
-  if (family === 'distilbert') return num(config.dropout) ?? 0.1;
-  return num(config.classifier_dropout) ?? num(config.hidden_dropout_prob) ?? 0.1;
 }

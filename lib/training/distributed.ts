@@ -169,14 +169,20 @@ type StartReport = { identity: RunIdentity } | { failed: string; modelError: boo
  * passes. Then: the rank that failed throws its own error; every other rank throws one naming each
  * rank that failed and its reason (code RANK_FAILED_TO_START, a ModelError when the first failed
  * rank's error was one, an InputError otherwise); or, when all started, the identities are compared
- * (`agreeOnRun`). Alone (`dist` null), `setUp` only. `identify` runs only in a group.
+ * (`agreeOnRun`). Alone (`dist` null), `setUp` only, its error as it is. Returns the set-up and
+ * its identity, for a resumable run's fingerprint: in a group the one agreed on, alone computed
+ * at the first call (hashing a model's weights is not free, and a run that is not saved needs none).
  */
 export async function startAsRank<T>(
   dist: Pick<Distributed, 'allGather'> | null,
   setUp: () => Promise<T>,
   identify: (value: T) => Promise<RunIdentity>,
-): Promise<T> {
-  if (!dist) return setUp();
+): Promise<{ value: T; identity: () => Promise<RunIdentity> }> {
+  if (!dist) {
+    const value = await setUp();
+    let identity: Promise<RunIdentity> | undefined;
+    return { value, identity: () => (identity ??= identify(value)) };
+  }
   let started: { value: T; identity: RunIdentity } | { error: unknown };
   try {
     const value = await setUp();
@@ -188,7 +194,8 @@ export async function startAsRank<T>(
   if ('error' in started) throw started.error;
   refuseFailedStarts(all);
   agreeOnRun(all.map((r) => (r as { identity: RunIdentity }).identity));
-  return started.value;
+  const { value, identity } = started;
+  return { value, identity: async () => identity };
 }
 
 /** Why this rank could not start, in one line (the gathered reports are a one-line error's parts). */

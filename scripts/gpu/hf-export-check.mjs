@@ -53,7 +53,10 @@
  *     ('token-classifier roberta'); and of one from a small XLM-R saved with a SentencePiece-style
  *     tokenizer.json (a Unigram trained by tokenizers on the tagged words, Metaspace), loaded as
  *     run_ner.py loads XLM-R's (no kwargs): the ids of encodeWords' ' ' + word per word, and an
- *     XLMRobertaForTokenClassification ('token-classifier xlm-roberta').
+ *     XLMRobertaForTokenClassification ('token-classifier xlm-roberta'); and of a LoRA run's folder,
+ *     PeftModel.from_pretrained(AutoModelForTokenClassification.from_pretrained(base), out/adapter)
+ *     gives the merged folder's probabilities, and its merge_and_unload() the folder's weights
+ *     ('lora token-classifier').
  *
  *   node scripts/gpu/hf-export-check.mjs --python PY --out DIR
  * Writes DIR/hf-export.json and prints one line per check ('<name>: ok ...' / '<name>: FAILED ...');
@@ -195,7 +198,7 @@ print(json.dumps({"transformers": transformers.__version__, "peft": peft.__versi
 `;
 
 const CHECK = `
-import json, sys, torch
+import json, os, sys, torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 from peft import PeftModel
@@ -243,6 +246,23 @@ def token_classifier(run):
     res[f"{n} tags (argmax {at})"] = gap
     res[f"{n} scores (softmax {at})"] = score
     return res
+def peft_token_classifier(run):
+    # A LoRA run's adapter/ (PEFT's TOKEN_CLS) on the base it names, sized for the run's tags:
+    # PeftModel gives the probabilities of the run's merged folder, and merge_and_unload its weights.
+    from transformers import AutoModelForTokenClassification
+    n, d, labels = run["name"], run["export"], run["labels"]
+    cfg = json.load(open(f"{d}/adapter/adapter_config.json"))
+    res = {n + " adapter base (base_model_name_or_path)": 0.0 if os.path.realpath(cfg["base_model_name_or_path"]) == os.path.realpath(a["base"]) else 1.0}
+    base = AutoModelForTokenClassification.from_pretrained(cfg["base_model_name_or_path"], num_labels=len(labels), id2label=dict(enumerate(labels)))
+    pm = PeftModel.from_pretrained(base, f"{d}/adapter").eval()
+    merged = AutoModelForTokenClassification.from_pretrained(d).eval()
+    enc = AutoTokenizer.from_pretrained(d)(run["sentences"], is_split_into_words=True, truncation=True, max_length=run["max_length"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        p, q = torch.softmax(pm(**enc).logits, -1), torch.softmax(merged(**enc).logits, -1)
+    res[n + " PeftModel(AutoModelForTokenClassification) probabilities vs the merged folder's"] = (p - q).abs().max().item()
+    w, m = pm.merge_and_unload().state_dict(), merged.state_dict()
+    res[n + " merge_and_unload weights vs the merged folder's"] = max((w[k] - m[k]).abs().max().item() for k in m) if w.keys() == m.keys() else 1.0
+    return res
 def token_pipeline(run):
     # transformers' pipeline with aggregation_strategy='first' against entities(): each word's tag
     # and score its first token's (the argmax, its probability), words grouped by B-/I- and the
@@ -272,6 +292,9 @@ for run in a["runs"]:
         continue
     if run.get("kind") == "token-pipeline":
         out.update(token_pipeline(run))
+        continue
+    if run.get("kind") == "peft-tokencls":
+        out.update(peft_token_classifier(run))
         continue
     ids, mask = torch.tensor(run["input_ids"]), torch.tensor(run["attention_mask"])
     kind = run.get("kind")
@@ -737,6 +760,9 @@ try {
       });
     const tokenDir = join(work, 'token-classifier');
     const tokenResult = await tokenRun(join(work, 'base'), tokenDir, { tokenizer });
+    // LoRA: the folder's weights merged, and PEFT's TOKEN_CLS adapter in adapter/.
+    const loraTokenDir = join(work, 'lora-token-classifier');
+    const loraTokenResult = await tokenRun(join(work, 'base'), loraTokenDir, { tokenizer, technique: 'lora', lora: { rank: 4, alpha: 8 } });
     // RoBERTa's byte-level BPE: the folder MAKE saved with its tokenizer.json (to which
     // trainTokenClassifier's output adds tokenizer_config.json's RobertaTokenizerFast).
     const robertaTokenDir = join(work, 'roberta-token-classifier');
@@ -815,6 +841,14 @@ try {
           ),
         }),
       })),
+      {
+        name: 'lora token-classifier',
+        kind: 'peft-tokencls',
+        export: loraTokenDir,
+        labels: loraTokenResult.labels,
+        sentences,
+        max_length: tokenLength,
+      },
       // transformers' own BertForTokenClassification (made by MAKE), loaded by TokenClassifier.load.
       ...(await tagged('token-load', join(work, 'bert-tc'))),
       // run_ner.py's RoBERTa tokenizer: add_prefix_space=True, which is_split_into_words requires

@@ -24,6 +24,8 @@ Reads one JSON object on stdin:
                     trained): the encoder's parameters get no gradient (requires_grad False) and
                     are left out of the optimizer and the clipping; the classifier's weight and
                     bias alone fill the two groups of 3
+  labelAllTokens    optional, default false: run_ner.py's label_all_tokens=True (see 1), with
+  labelNames        the tags' names in id order, from which its b_to_i_label is made
 
 What is computed:
  1. Rows, as run_ner.py's tokenize_and_align_labels with label_all_tokens=False (a fast tokenizer
@@ -34,7 +36,10 @@ What is computed:
     maxLength minus the number of the template's special tokens (2 for BERT: [CLS] and [SEP])
     pieces, + the trailing ones ([SEP]). The first piece of each word carries the word's tag,
     every other position (the other pieces, [CLS], [SEP]) -100; a word with no piece, or whose
-    first piece was cut off, carries nothing.
+    first piece was cut off, carries nothing. With labelAllTokens, each later piece of a word
+    carries b_to_i_label[the word's tag] instead of -100: run_ner.py's list, for each tag name in
+    id order, the id of 'I-' + its rest where it starts with 'B-' and that name is a tag, else its
+    own id. Validation's loss, predictions count and accuracy (5) are then over every piece.
  2. Model: scripts/python/hf_reference.py's encoder (built through hf_folder_reference.py's
     reference_config with pooler=False, so no dropout anywhere: the test folders' dropout is 0),
     loaded strictly from the folder's weights in float32; then, after it is built,
@@ -149,8 +154,10 @@ class Aligner:
         padding = spec.get("padding") or {}
         self.pad_id = int(padding["pad_id"]) if "pad_id" in padding else self.tok.pad_id
 
-    def row(self, words: List[str], tags: List[int], max_length: int) -> Tuple[List[int], List[int], List[int]]:
-        """Ids, labels (per position) and, per word, its labelled position or -1."""
+    def row(self, words: List[str], tags: List[int], max_length: int,
+            b_to_i: Optional[List[int]] = None) -> Tuple[List[int], List[int], List[int]]:
+        """Ids, labels (per position) and, per word, its first piece's position or -1. With b_to_i
+        (label_all_tokens), a word's later pieces are labelled b_to_i[its tag]."""
         if len(words) != len(tags):
             raise SystemExit(f"a sentence has {len(words)} words and {len(tags)} tags")
         pieces: List[Tuple[int, int]] = []  # (id, word index)
@@ -165,11 +172,19 @@ class Aligner:
             if w != previous:
                 labels[len(self.head) + k] = int(tags[w])
                 where[w] = len(self.head) + k
+            elif b_to_i is not None:
+                labels[len(self.head) + k] = b_to_i[int(tags[w])]
             previous = w
         return ids, labels, where
 
 
-def rows(aligner: Aligner, split: Dict[str, Any], name: str, max_length: int, num_labels: int):
+def b_to_i_label(names: List[str]) -> List[int]:
+    """run_ner.py's: each tag's id on a word's later pieces (label_all_tokens)."""
+    return [names.index("I-" + n[2:]) if n.startswith("B-") and "I-" + n[2:] in names else i for i, n in enumerate(names)]
+
+
+def rows(aligner: Aligner, split: Dict[str, Any], name: str, max_length: int, num_labels: int,
+         b_to_i: Optional[List[int]] = None):
     words, tags = split.get("words", []), split.get("tags", [])
     if len(words) != len(tags):
         raise SystemExit(f"{name}: {len(words)} sentences of words and {len(tags)} of tags")
@@ -177,7 +192,7 @@ def rows(aligner: Aligner, split: Dict[str, Any], name: str, max_length: int, nu
         for t in sentence:
             if not 0 <= int(t) < num_labels:
                 raise SystemExit(f"{name}: tag {t} outside [0, {num_labels})")
-    out = [aligner.row(w, t, max_length) for w, t in zip(words, tags)]
+    out = [aligner.row(w, t, max_length, b_to_i) for w, t in zip(words, tags)]
     return [r[0] for r in out], [r[1] for r in out], [r[2] for r in out]
 
 
@@ -235,11 +250,12 @@ def run(job: Dict[str, Any]) -> Dict[str, Any]:
     betas = job.get("betas", [0.9, 0.999])
 
     aligner = Aligner(os.path.join(folder, "tokenizer.json"))
-    tr_ids, tr_labels, _ = rows(aligner, job["train"], "train", max_length, num_labels)
+    b_to_i = b_to_i_label(job["labelNames"]) if job.get("labelAllTokens") else None
+    tr_ids, tr_labels, _ = rows(aligner, job["train"], "train", max_length, num_labels, b_to_i)
     val = job.get("validation")
     has_val = bool(val) and len(val.get("words", [])) > 0
     if has_val:
-        va_ids, va_labels, va_where = rows(aligner, val, "validation", max_length, num_labels)
+        va_ids, va_labels, va_where = rows(aligner, val, "validation", max_length, num_labels, b_to_i)
 
     frozen = bool(job.get("frozen", False))
     cfg, raw = read_base(folder)

@@ -292,6 +292,51 @@ describe("archives saved with the classifier (a LoRA run's adapters.pt and head.
   });
 });
 
+describe("archives in a subfolder (a LoRA token classifier's adapter/adapter_model.safetensors, PEFT's)", () => {
+  it("are committed, completed after a kill and cleaned of stale files as the folder's own are", async () => {
+    const dir = join(work, 'subfolder');
+    await ensureWritableDir(dir);
+    const enc = binding.ScriptModule.load(encoder);
+    const { module } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 1 });
+    const file = 'adapter/head.pt';
+    const values = (x: number) => binding.Tensor.fromArray(new Float32Array([x, x + 1]), [2]);
+    const save = (x: number) =>
+      writeCheckpoint(dir, module, {
+        config: { head: x },
+        tokenizerJson: '{}',
+        history: [],
+        archives: [{ file, write: (p) => binding.saveTensors(p, { w: values(x) }) }],
+      });
+    const headValues = (path: string) => Array.from(binding.loadTensors(path).w!.toArray() as Float32Array);
+    const committed = () => archiveChecksums(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as object);
+
+    await save(1);
+    expect(await sha256File(join(dir, file))).toBe(committed().get(file));
+    expect(readdirSync(join(dir, 'adapter'))).toEqual(['head.pt']);
+    const head1 = readFileSync(join(dir, file));
+    await save(5);
+    const sha5 = committed().get(file)!;
+    // A kill after the commit, before the subfolder's rename: the new archive waits under its addressed name there.
+    const pending = join(dir, addressedName(file, sha5));
+    expect(pending).toBe(join(dir, 'adapter', `head-${sha5.slice(0, 16)}.pt`));
+    copyFileSync(join(dir, file), pending);
+    writeFileSync(join(dir, file), head1);
+    expect((await resolveArchive(dir, file, sha5)).path).toBe(pending);
+    await ensureWritableDir(dir);
+    expect(headValues(join(dir, file))).toEqual([5, 6]);
+    expect(existsSync(pending)).toBe(false);
+
+    // A dead writer's temporary file and an addressed archive config.json does not name, in the subfolder: removed.
+    const gone = 'head.pt.tmp-999999.1-gone';
+    const orphan = 'head-0123456789abcdef.pt';
+    for (const name of [gone, orphan]) writeFileSync(join(dir, 'adapter', name), 'x');
+    expect((await removeStaleFiles(dir)).sort()).toEqual([`adapter/${gone}`, `adapter/${orphan}`].sort());
+    expect(readdirSync(join(dir, 'adapter'))).toEqual(['head.pt']);
+    module.dispose();
+    enc.dispose();
+  });
+});
+
 describe('stale temporary files', () => {
   it("are told apart by writer identity (pid and start time), so a reused pid does not keep a dead writer's files", async () => {
     const dir = join(work, 'stale');
