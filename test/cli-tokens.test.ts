@@ -149,7 +149,7 @@ describe('torch-bert tokens (CLI)', () => {
     expect(shown[1]).toMatch(/^at\/\S+ the\/\S+ cinema\/\S+ \.\/\S+$/);
   });
 
-  it('prints the history and the kept weights’ entity scores for people (--technique lora)', async () => {
+  it('prints the history and the kept weights’ entity scores for people (--technique lora, --label-all-tokens)', async () => {
     const human = await run([
       'tokens',
       'train',
@@ -165,6 +165,7 @@ describe('torch-bert tokens (CLI)', () => {
       'lora',
       '--lora-rank',
       '4',
+      '--label-all-tokens',
       '--epochs',
       '1',
       '--max-length',
@@ -173,6 +174,11 @@ describe('torch-bert tokens (CLI)', () => {
       '1',
     ]);
     expect(human.code, human.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(work, 'human', 'config.json'), 'utf8')).torch_bert.labelAllTokens).toBe(true);
+    expect(JSON.parse(readFileSync(join(work, 'human', 'adapter', 'adapter_config.json'), 'utf8'))).toMatchObject({
+      task_type: 'TOKEN_CLS',
+      r: 4,
+    });
     expect(human.stdout).toMatch(/^epoch\s+train loss\s+train acc\s+val loss\s+val acc\s+val F1\s+val macro-F1\s+time\s+best$/m);
     expect(human.stdout).toMatch(/validation metrics of the kept weights \(epoch 1, step \d+\), loss \d+\.\d{4}:\ntype\s+precision/);
     expect(human.stdout).toMatch(/^micro avg\s/m);

@@ -246,22 +246,36 @@ describe('writeCheckpoint under SIGKILL', () => {
   });
 });
 
-describe("archives saved with the classifier (a LoRA run's adapters.pt and head.pt)", () => {
-  it('are committed by config.json: a save killed before their renames resolves to, and is completed with, the committed ones', async () => {
-    const dir = join(work, 'archives');
-    await ensureWritableDir(dir);
-    const enc = binding.ScriptModule.load(encoder);
-    const { module } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 1 });
-    const values = (x: number) => binding.Tensor.fromArray(new Float32Array([x, x + 1]), [2]);
-    const save = (x: number) =>
+/**
+ * Checkpoints of a classifier saved into `dir` with one more archive, `file`, holding the values
+ * [x, x + 1] (`save(x)`); `values` reads such an archive back, `committed` config.json's checksums.
+ */
+async function archiveSaves(dir: string, file: string) {
+  await ensureWritableDir(dir);
+  const enc = binding.ScriptModule.load(encoder);
+  const { module } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 1 });
+  const tensor = (x: number) => binding.Tensor.fromArray(new Float32Array([x, x + 1]), [2]);
+  return {
+    save: (x: number) =>
       writeCheckpoint(dir, module, {
         config: { head: x },
         tokenizerJson: '{}',
         history: [],
-        archives: [{ file: 'head.pt', write: (p) => binding.saveTensors(p, { w: values(x) }) }],
-      });
-    const headValues = (file: string) => Array.from(binding.loadTensors(file).w!.toArray() as Float32Array);
-    const committed = () => archiveChecksums(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as object);
+        archives: [{ file, write: (p) => binding.saveTensors(p, { w: tensor(x) }) }],
+      }),
+    values: (path: string) => Array.from(binding.loadTensors(path).w!.toArray() as Float32Array),
+    committed: () => archiveChecksums(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as object),
+    dispose: () => {
+      module.dispose();
+      enc.dispose();
+    },
+  };
+}
+
+describe("archives saved with the classifier (a LoRA run's adapters.pt and head.pt)", () => {
+  it('are committed by config.json: a save killed before their renames resolves to, and is completed with, the committed ones', async () => {
+    const dir = join(work, 'archives');
+    const { save, values: headValues, committed, dispose } = await archiveSaves(dir, 'head.pt');
 
     await save(1);
     const sha1 = committed().get('head.pt')!;
@@ -287,28 +301,15 @@ describe("archives saved with the classifier (a LoRA run's adapters.pt and head.
     // Without the addressed file, a head.pt from another save is refused, not loaded.
     writeFileSync(join(dir, 'head.pt'), head1);
     await expect(resolveArchive(dir, 'head.pt', sha5)).rejects.toThrow(/does not match .*config\.json \(checksum differs\)/);
-    module.dispose();
-    enc.dispose();
+    dispose();
   });
 });
 
 describe("archives in a subfolder (a LoRA token classifier's adapter/adapter_model.safetensors, PEFT's)", () => {
   it("are committed, completed after a kill and cleaned of stale files as the folder's own are", async () => {
     const dir = join(work, 'subfolder');
-    await ensureWritableDir(dir);
-    const enc = binding.ScriptModule.load(encoder);
-    const { module } = binding.buildClassifier(enc, { numClasses: 2, headHidden: 8, dropout: 0, pooling: 'cls', seed: 1 });
     const file = 'adapter/head.pt';
-    const values = (x: number) => binding.Tensor.fromArray(new Float32Array([x, x + 1]), [2]);
-    const save = (x: number) =>
-      writeCheckpoint(dir, module, {
-        config: { head: x },
-        tokenizerJson: '{}',
-        history: [],
-        archives: [{ file, write: (p) => binding.saveTensors(p, { w: values(x) }) }],
-      });
-    const headValues = (path: string) => Array.from(binding.loadTensors(path).w!.toArray() as Float32Array);
-    const committed = () => archiveChecksums(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as object);
+    const { save, values: headValues, committed, dispose } = await archiveSaves(dir, file);
 
     await save(1);
     expect(await sha256File(join(dir, file))).toBe(committed().get(file));
@@ -332,8 +333,7 @@ describe("archives in a subfolder (a LoRA token classifier's adapter/adapter_mod
     for (const name of [gone, orphan]) writeFileSync(join(dir, 'adapter', name), 'x');
     expect((await removeStaleFiles(dir)).sort()).toEqual([`adapter/${gone}`, `adapter/${orphan}`].sort());
     expect(readdirSync(join(dir, 'adapter'))).toEqual(['head.pt']);
-    module.dispose();
-    enc.dispose();
+    dispose();
   });
 });
 
