@@ -7,7 +7,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeHfFolder, repoRoot } from './fixtures.js';
+import { TextTokenizer } from '../lib/data/tokenizer.js';
+import { encodeWords } from '../lib/data/word-alignment.js';
+import { TokenClassifier } from '../lib/tagging/token-classifier.js';
+import { makeHfFolder, repoRoot, runPython } from './fixtures.js';
 import { runCommand } from './helpers/run-command.js';
 
 const cli = join(repoRoot, 'dist', 'cli.js');
@@ -147,6 +150,66 @@ describe('torch-bert tokens (CLI)', () => {
     expect(shown).toHaveLength(2);
     expect(shown[0]).toBe(tagged.words.map((w: string, i: number) => `${w}/${tagged.tags[i]}`).join(' '));
     expect(shown[1]).toMatch(/^at\/\S+ the\/\S+ cinema\/\S+ \.\/\S+$/);
+  });
+
+  it('prints the entities of each TEXT with --entities, as entities() finds them (--json, and a line each for people)', async () => {
+    const texts = ['the director was at the cinema , good', 'actors and the villain laughing .'];
+    const printed = await run(['tokens', 'predict', '--classifier', out, '--entities', '--json', ...texts]);
+    expect(printed.stderr).toBe('');
+    expect(printed.code).toBe(0);
+    const classifier = await TokenClassifier.load(out, { device: 'cpu' });
+    let expected: Awaited<ReturnType<TokenClassifier['entities']>>;
+    try {
+      expected = await classifier.entities(texts);
+    } finally {
+      classifier.dispose();
+    }
+    const lines = printed.stdout.trim().split('\n');
+    expect(lines).toHaveLength(2);
+    const found = lines.map((line) => JSON.parse(line));
+    expect(
+      found.map((es: Array<{ type: string; start: number; end: number; text: string }>) =>
+        es.map(({ type, start, end, text }) => [type, start, end, text]),
+      ),
+    ).toEqual(expected.map((es) => es.map(({ type, start, end, text }) => [type, start, end, text])));
+    expect(found.flat().map((e: { score: number }) => e.score)).toEqual(expected.flat().map((e) => expect.closeTo(e.score, 6)));
+    expect(expected.flat().length).toBeGreaterThan(0);
+
+    const people = await run(['tokens', 'predict', '--classifier', out, '--entities', ...texts]);
+    expect(people.code).toBe(0);
+    expect(people.stdout).toBe(
+      expected
+        .map((es) => [...es.map((e) => `${e.type}\t${e.start}-${e.end}\t${e.text}\t${e.score.toFixed(4)}`), ''].join('\n') + '\n')
+        .join(''),
+    );
+  });
+
+  it("exports a TorchScript file (tokens export) whose forward_all_tokens gives predict's scores at the words' first tokens", async () => {
+    const file = join(work, 'tagger.pt');
+    const exported = await run(['tokens', 'export', '--classifier', out, '--out', file]);
+    expect(exported.stderr).toBe('');
+    expect(exported.code).toBe(0);
+    expect(exported.stdout.trim()).toBe(
+      `wrote ${file}: forward_all_tokens(input_ids, attention_mask) -> log-probabilities over ${LABELS.join(', ')}`,
+    );
+    const words = ['the', 'director', 'was', 'at', 'the', 'cinema'];
+    const predicted = JSON.parse((await run(['tokens', 'predict', '--classifier', out, '--json', words.join(' ')])).stdout);
+    const rows = encodeWords(await TextTokenizer.load(join(out, 'tokenizer.json')), [words], 16);
+    const code = [
+      'import json, sys, torch',
+      'job = json.load(sys.stdin)',
+      'with torch.no_grad():',
+      '    lp = torch.jit.load(job["file"]).forward_all_tokens(torch.tensor([job["ids"]]), torch.tensor([job["mask"]]))',
+      'print(json.dumps([[p.max().item(), int(p.argmax())] for p in lp[0].exp()]))',
+    ].join('\n');
+    const job = { file, ids: Array.from(rows.encoded.inputIds), mask: Array.from(rows.encoded.attentionMask) };
+    const perToken = JSON.parse(await runPython('-c', [code], JSON.stringify(job))) as Array<[number, number]>;
+    const firsts = Array.from(rows.firstTokens[0]!);
+    expect(firsts.every((t) => t > 0)).toBe(true);
+    expect(firsts.map((t) => LABELS[perToken[t]![1]])).toEqual(predicted.tags);
+    firsts.forEach((t, w) => {
+      expect(perToken[t]![0]).toBeCloseTo(predicted.scores[w], 5);
+    });
   });
 
   it('prints the history and the kept weights’ entity scores for people (--technique lora, --label-all-tokens)', async () => {

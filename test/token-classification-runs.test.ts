@@ -15,7 +15,7 @@ import { AbortError } from '../lib/addon/errors.js';
 import { loadBinding } from '../lib/addon/loader.js';
 import { freePort, rankVariables } from '../lib/cli/launcher.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
-import { sentenceWindows } from '../lib/data/word-alignment.js';
+import { encodeWords, sentenceWindows } from '../lib/data/word-alignment.js';
 import { sha256File } from '../lib/files/checkpoint.js';
 import { TokenClassifier } from '../lib/tagging/token-classifier.js';
 import { taggedSet } from '../lib/tagging/token-task.js';
@@ -428,6 +428,61 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     } finally {
       classifier.dispose();
     }
+  }, 300_000);
+
+  it("saveTorchScript writes a file Python's torch.jit.load runs alone: forward_all_tokens gives predict()'s tags and scores at the words' first tokens", async () => {
+    const out = join(dir, 'for-torchscript');
+    await run(bert.dir, out, [], { epochs: 1 });
+    const file = join(dir, 'tagger.pt');
+    const classifier = await TokenClassifier.load(out, { device: 'cpu' });
+    let predicted: Awaited<ReturnType<TokenClassifier['predict']>>;
+    try {
+      predicted = await classifier.predict(validation.words);
+      await classifier.saveTorchScript(file);
+    } finally {
+      classifier.dispose();
+    }
+    // The windows predict() reads, as rows of the folder's tokenizer.
+    const tokenizer = await TextTokenizer.load(join(out, 'tokenizer.json'));
+    const { windows, from } = sentenceWindows(tokenizer, validation.words, RUN.maxLength);
+    expect(windows.length).toBeGreaterThan(validation.words.length);
+    const rows = encodeWords(tokenizer, windows, RUN.maxLength);
+    const { inputIds, attentionMask, count, seqLen } = rows.encoded;
+    const matrix = (a: Int32Array) => Array.from({ length: count }, (_, r) => Array.from(a.subarray(r * seqLen, (r + 1) * seqLen)));
+    const code = [
+      'import json, sys, torch',
+      'job = json.load(sys.stdin)',
+      'm = torch.jit.load(job["file"])',
+      'with torch.no_grad():',
+      '    lp = m.forward_all_tokens(torch.tensor(job["ids"]), torch.tensor(job["mask"]))',
+      'print(json.dumps({"shape": list(lp.shape), "p": lp.exp().tolist()}))',
+    ].join('\n');
+    const theirs = JSON.parse(
+      await runPython('-c', [code], JSON.stringify({ file, ids: matrix(inputIds), mask: matrix(attentionMask) })),
+    ) as {
+      shape: number[];
+      p: number[][][];
+    };
+    expect(theirs.shape).toEqual([count, seqLen, TAGS.length]);
+    let words = 0;
+    let worst = 0;
+    from.forEach(({ sentence, word }, i) => {
+      rows.firstTokens[i]!.forEach((first, w) => {
+        const ours = { tag: predicted[sentence]!.tags[word + w], score: predicted[sentence]!.scores[word + w] };
+        words++;
+        if (first < 0) {
+          expect(ours.tag).toBeNull();
+          return;
+        }
+        const p = theirs.p[i]![first]!;
+        expect(p.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
+        const top = p.indexOf(Math.max(...p));
+        expect(ours.tag).toBe(TAGS[top]);
+        worst = Math.max(worst, Math.abs(ours.score! - p[top]!));
+      });
+    });
+    expect(words).toBe(validation.words.flat().length);
+    expect(worst).toBeLessThan(1e-5);
   }, 300_000);
 
   it("starts the head from a token classifier's own where its tags are the run's (in any order), else initialised", async () => {

@@ -1,11 +1,12 @@
 /**
  * `torch-bert tokens`: token classification (named entities, parts of speech) from the command
  * line, a verb each: train (trainTokenClassifier()'s options from flags, as pretrain's), eval
- * (seqeval's scores and the loss of a saved tagger) and predict (each word's tag).
+ * (seqeval's scores and the loss of a saved tagger), predict (each word's tag) and export (the
+ * tagger as a TorchScript file).
  */
 import type { Schedule } from '../data/batching.js';
 import { namesHubModel } from '../models/hub.js';
-import { type TaggedWords, TokenClassifier, type WordAggregation } from '../tagging/token-classifier.js';
+import { type PredictWordsOptions, type TaggedWords, TokenClassifier, type WordAggregation } from '../tagging/token-classifier.js';
 import { TOKEN_TRAIN_DEFAULTS, type TokenTrainOptions, type TokenTrainResult, trainTokenClassifier } from '../tagging/token-trainer.js';
 import { formatEntityMetrics } from '../training/entity-metrics.js';
 import { DEFAULTS, type Device, LORA_DEFAULTS } from '../training/options.js';
@@ -33,6 +34,7 @@ export const TOKENS_HELP = `torch-bert tokens — token classification (named en
   torch-bert tokens train   --model MODEL --data FILE --out DIR [options]   fine-tune a tagger (run_ner.py's job)
   torch-bert tokens eval    --classifier DIR --data FILE [--json]           seqeval's entity scores and the loss
   torch-bert tokens predict --classifier DIR [--json] SENTENCE...           each word's tag
+  torch-bert tokens export  --classifier DIR --out FILE.pt                  a TorchScript file (torch.jit.load, C++)
 
 ${DATA_HELP}
 
@@ -114,13 +116,19 @@ and macro averages), the words' accuracy and the loss of a token classifier on t
 export const TOKENS_PREDICT_HELP = `torch-bert tokens predict — tag each word of sentences with a token classifier
 
   torch-bert tokens predict --classifier DIR [--json] SENTENCE...
+  torch-bert tokens predict --classifier DIR --entities [--json] TEXT...
 
 Each SENTENCE is split into words on whitespace; it prints a line per sentence, each word with
 its tag (word/TAG; word/- for a word without a token). A sentence longer than the classifier's
-max length is read in windows of whole words.
+max length is read in windows of whole words. With --entities, each TEXT is read as the
+token-classification pipeline reads it (words split as BERT pre-tokenizes: whitespace, and each
+punctuation character a word) and its entities are printed, a line each: TYPE, the characters
+[start, end) and their text, the score; a blank line after each TEXT (--json: a line per TEXT,
+its entities as a JSON array of { type, text, start, end, score }).
 
   --classifier DIR         a folder written by 'torch-bert tokens train', or a Hugging Face
                            token classifier (a folder or Hub id: *ForTokenClassification)
+  --entities               the entities of each TEXT with their characters, instead of a tag per word
   --aggregation A          how a word of several tokens is tagged, as transformers' pipeline's
                            aggregation_strategy: first (its first token, as training reads it) |
                            average (its tokens' probabilities averaged) | max (its most confident
@@ -278,22 +286,66 @@ function taggedLine({ words, tags }: TaggedWords): string {
 async function tokensPredict(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs('tokens predict', {
     args: argv,
-    options: { ...CLASSIFIER_OPTIONS, aggregation: { type: 'string' } },
+    options: { ...CLASSIFIER_OPTIONS, aggregation: { type: 'string' }, entities: { type: 'boolean' } },
     allowPositionals: true,
     strict: true,
   });
   if (values.help) return void console.log(TOKENS_PREDICT_HELP);
   if (positionals.length === 0) throw new UsageError("tokens predict: give at least one SENTENCE (see 'torch-bert tokens predict --help')");
+  const options = { batchSize: numberOption(values, 'batch-size'), aggregation: values.aggregation as WordAggregation | undefined };
+  if (values.entities)
+    return printEntities(await openTokenClassifier(values, 'tokens predict'), positionals, options, values.json === true);
   const sentences = positionals.map((text) => text.split(/\s+/).filter((word) => word !== ''));
   const empty = sentences.findIndex((words) => words.length === 0);
   if (empty >= 0) throw new UsageError(`tokens predict: SENTENCE ${empty + 1} has no words`);
   const classifier = await openTokenClassifier(values, 'tokens predict');
   try {
-    const tagged = await classifier.predict(sentences, {
-      batchSize: numberOption(values, 'batch-size'),
-      aggregation: values.aggregation as WordAggregation | undefined,
-    });
+    const tagged = await classifier.predict(sentences, options);
     for (const t of tagged) console.log(values.json ? JSON.stringify(t) : taggedLine(t));
+  } finally {
+    classifier.dispose();
+  }
+}
+
+export const TOKENS_EXPORT_HELP = `torch-bert tokens export — a token classifier as one TorchScript file, for Python's
+torch.jit.load and C++ libtorch's torch::jit::load, without Node or transformers
+
+  torch-bert tokens export --classifier DIR --out FILE.pt
+
+Its method forward_all_tokens(input_ids, attention_mask) gives every token's log-probabilities
+over the tags, [batch, tokens, tags], in eval mode, on the CPU; the tags are in the order of the
+folder's config.json id2label, the rows its tokenizer.json's, each word's tag read at its first token.
+
+  --classifier DIR         a folder written by 'torch-bert tokens train', or a Hugging Face
+                           token classifier (a folder or Hub id: *ForTokenClassification)
+  --out FILE.pt            the file to write`;
+
+async function tokensExport(argv: string[]): Promise<void> {
+  const { values } = parseCommandArgs('tokens export', {
+    args: argv,
+    options: { classifier: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    strict: true,
+  });
+  if (values.help) return void console.log(TOKENS_EXPORT_HELP);
+  const out = requireOption(values, 'out', 'tokens export');
+  // On the CPU: a file any machine loads.
+  const classifier = await openTokenClassifier({ ...values, device: 'cpu' }, 'tokens export');
+  try {
+    await classifier.saveTorchScript(out);
+    console.log(`wrote ${out}: forward_all_tokens(input_ids, attention_mask) -> log-probabilities over ${classifier.labels.join(', ')}`);
+  } finally {
+    classifier.dispose();
+  }
+}
+
+/** `tokens predict --entities`: each text's entities, a line each (or a JSON array per text). */
+async function printEntities(classifier: TokenClassifier, texts: string[], options: PredictWordsOptions, json: boolean): Promise<void> {
+  try {
+    const found = await classifier.entities(texts, options);
+    for (const entities of found) {
+      if (json) console.log(JSON.stringify(entities));
+      else console.log([...entities.map((e) => `${e.type}\t${e.start}-${e.end}\t${e.text}\t${e.score.toFixed(4)}`), ''].join('\n'));
+    }
   } finally {
     classifier.dispose();
   }
@@ -303,6 +355,7 @@ const VERBS: Record<string, (argv: string[]) => Promise<void>> = {
   train: tokensTrain,
   eval: tokensEval,
   predict: tokensPredict,
+  export: tokensExport,
 };
 
 export async function commandTokens(argv: string[]): Promise<void> {
@@ -311,7 +364,7 @@ export async function commandTokens(argv: string[]): Promise<void> {
   const run = verb !== undefined && Object.hasOwn(VERBS, verb) ? VERBS[verb] : undefined;
   if (!run) {
     const said = verb === undefined ? 'give a verb' : `unknown verb '${verb}'`;
-    throw new UsageError(`tokens: ${said}: train, eval or predict (see 'torch-bert tokens --help')`);
+    throw new UsageError(`tokens: ${said}: train, eval, predict or export (see 'torch-bert tokens --help')`);
   }
   await run(rest);
 }

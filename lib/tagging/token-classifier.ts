@@ -5,8 +5,9 @@
  * reads it (modeling_bert.py's BertForTokenClassification: the encoder without a pooler, dropout,
  * `classifier`), its tags from config.json's `id2label`.
  */
+import { rename, rm } from 'node:fs/promises';
 import type { NativeScriptModule, Precision } from '../addon/binding.js';
-import { InputError } from '../addon/errors.js';
+import { InputError, messageOf } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches } from '../data/batching.js';
@@ -211,6 +212,26 @@ export class TokenClassifier {
         return { type, text: texts[i]!.slice(start, end), start, end, score: spanned.reduce((a, b) => a + b, 0) / spanned.length };
       }),
     );
+  }
+
+  /**
+   * The classifier as one TorchScript file, for Python's `torch.jit.load` and C++ libtorch's
+   * `torch::jit::load`, without Node or transformers: its `forward_all_tokens(input_ids,
+   * attention_mask)` is BertForTokenClassification's forward in eval mode, every token's
+   * log-probabilities over the tags ([batch, tokens, tags], the tags in `labels`' order: the
+   * folder's `id2label`). Rows are the folder's tokenizer's, as `encodeWords` makes them; a word's
+   * tag is read at its first token. Written whole or not at all (a temporary file renamed).
+   */
+  async saveTorchScript(path: string): Promise<void> {
+    if (typeof path !== 'string' || path === '') throw new InputError('saveTorchScript(path): path is the .pt file to write');
+    const tmp = `${path}.tmp-${process.pid}`;
+    try {
+      await this.module.saveAsync(tmp);
+      await rename(tmp, path);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw new InputError(`cannot write ${path}: ${messageOf(err)}`, { file: path, cause: err });
+    }
   }
 
   /** seqeval's entity scores, the words' accuracy and the loss on tagged sentences (CoNLL or JSON files), as validation computes them. */

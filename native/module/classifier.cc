@@ -340,10 +340,17 @@ def forward_token_types(self, input_ids, attention_mask, token_type_ids):
 // [B, T] batch: the labelled words' first tokens, train/batch.h) only, as the MLM model runs its
 // head on the masked rows; transformers' BertForTokenClassification runs it on every token and
 // its loss ignores the others (label -100), the same loss and gradients.
+//
+// `forward_all_tokens` is the whole BertForTokenClassification, for a TorchScript file of the
+// classifier (torch.jit.load, C++ libtorch: no positions to make): every token's
+// log-probabilities over the tags, [B, T, tags].
 const char* kTokenForwardSource = R"(
 def forward(self, input_ids, attention_mask, positions):
     h = self.features(input_ids, attention_mask)
     return self.head_forward(h.reshape(-1, h.size(-1)).index_select(0, positions))
+
+def forward_all_tokens(self, input_ids, attention_mask):
+    return self.head_forward(self.features(input_ids, attention_mask))
 )";
 
 // The classifier's methods: features, head_forward and forward; and where the encoder takes
