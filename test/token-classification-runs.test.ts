@@ -15,7 +15,7 @@ import { AbortError } from '../lib/addon/errors.js';
 import { loadBinding } from '../lib/addon/loader.js';
 import { freePort, rankVariables } from '../lib/cli/launcher.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
-import { encodeWords, sentenceWindows } from '../lib/data/word-alignment.js';
+import { encodeWords, sentenceWindows, splitWords } from '../lib/data/word-alignment.js';
 import { sha256File } from '../lib/files/checkpoint.js';
 import { TokenClassifier } from '../lib/tagging/token-classifier.js';
 import { taggedSet } from '../lib/tagging/token-task.js';
@@ -483,6 +483,40 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     });
     expect(words).toBe(validation.words.flat().length);
     expect(worst).toBeLessThan(1e-5);
+  }, 300_000);
+
+  it("entities with aggregation 'simple' tag each token alone, as the reference's pipeline (aggregation_strategy='simple'): entities begin and end inside words", async () => {
+    // The head as initialised (learning rate 0): tags that change from token to token.
+    const out = join(dir, 'simple');
+    await run(bert.dir, out, [], { epochs: 1, learningRate: 0 });
+    const texts = ['the actors laughing at the city downtown, really storytelling', 'directors and villains at cinemas; greatness!'];
+    const classifier = await TokenClassifier.load(out, { device: 'cpu', maxLength: 64 });
+    let ours: Awaited<ReturnType<TokenClassifier['entities']>>;
+    try {
+      ours = await classifier.entities(texts, { aggregation: 'simple' });
+      await expect(classifier.entities(texts, { aggregation: 'none' as 'simple' })).rejects.toThrow(
+        'aggregation must be one of first, average, max, simple; got "none"',
+      );
+    } finally {
+      classifier.dispose();
+    }
+    const job = { mode: 'entities', folder: out, labels: TAGS, maxLength: 64, texts: texts.map((t) => ({ words: splitWords(t) })) };
+    const theirs = JSON.parse(await runPython('test/python/token_classification_reference.py', [], JSON.stringify(job))).entities as Array<
+      Array<[string, number, number, number]>
+    >;
+    expect(ours.map((es) => es.map((e) => [e.type, e.start, e.end]))).toEqual(
+      theirs.map((es) => es.map(([type, start, end]) => [type, start, end])),
+    );
+    expect(ours.flat().map((e) => e.score)).toEqual(theirs.flat().map(([, , , score]) => expect.closeTo(score, 5)));
+    ours.forEach((es, i) => {
+      for (const e of es) expect(e.text).toBe(texts[i]!.slice(e.start, e.end));
+    });
+    // Some entity begins or ends inside a word: the tokens were tagged apart.
+    const inside = ours.flatMap((es, i) => {
+      const words = splitWords(texts[i]!);
+      return es.filter((e) => !words.some((w) => w.start === e.start) || !words.some((w) => w.end === e.end));
+    });
+    expect(inside.length).toBeGreaterThan(0);
   }, 300_000);
 
   it("starts the head from a token classifier's own where its tags are the run's (in any order), else initialised", async () => {

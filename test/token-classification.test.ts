@@ -13,11 +13,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadBinding } from '../lib/addon/loader.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
-import { encodeWords, sentenceWindows, splitWords } from '../lib/data/word-alignment.js';
+import { encodeWords, sentenceWindows, splitWords, tokenSpans, wordIds } from '../lib/data/word-alignment.js';
 import { type TaggedWords, TokenClassifier } from '../lib/tagging/token-classifier.js';
 import { type TokenTrainResult, trainTokenClassifier } from '../lib/tagging/token-trainer.js';
 import type { BatchEvent } from '../lib/training/options.js';
-import { makeHfFolder, runPython } from './fixtures.js';
+import { demoTokenizer, makeHfFolder, runPython } from './fixtures.js';
 import { FakeHub } from './helpers/hub-server.js';
 
 const TAGS = ['B-LOC', 'B-PER', 'I-LOC', 'I-PER', 'O'];
@@ -309,5 +309,42 @@ describe('splitWords (BERT pre-tokenization with offsets)', () => {
       { word: 'caf\u00e9', start: 35, end: 39 },
     ]);
     expect(splitWords('  ')).toEqual([]);
+  });
+});
+
+describe("tokenSpans (where each of a word's tokens is in the text)", () => {
+  /** Each token's characters, and the token as its vocabulary writes it without the continuation or word-start mark. */
+  const pieces = (tokenizer: TextTokenizer, text: string) =>
+    splitWords(text).flatMap((word) => {
+      const spans = tokenSpans(tokenizer, word);
+      return wordIds(tokenizer, word.word).map((id, k) => [text.slice(...spans[k]!), tokenizer.tokenString(id)]);
+    });
+
+  it("WordPiece: the pieces' characters, their ## dropped; a word decoded to other characters spans whole", async () => {
+    const tokenizer = await TextTokenizer.load(demoTokenizer);
+    expect(pieces(tokenizer, 'laughingly, Directors!')).toEqual([
+      ...['l', 'a', 'u', 'g', 'h', 'ing', 'ly'].map((p, k) => [p, k === 0 ? p : `##${p}`]),
+      [',', ','],
+      ['Director', 'director'],
+      ['s', '##s'],
+      ['!', '!'],
+    ]);
+    // [UNK] decodes to 5 characters, not the word's 2.
+    expect(tokenSpans(tokenizer, { word: '\u2603\u2603', start: 3, end: 5 })).toEqual([[3, 5]]);
+  });
+
+  it("byte-level BPE: each token's characters, its 'Ġ' dropped", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'torch-bert-spans-'));
+    try {
+      const file = join(dir, 'tokenizer.json');
+      await runPython('scripts/python/make_bpe_tokenizer.py', [file]);
+      const tokenizer = await TextTokenizer.load(file);
+      const text = 'the unpredictable storyline, really';
+      const found = pieces(tokenizer, text);
+      expect(found.length).toBeGreaterThan(splitWords(text).length);
+      for (const [chars, token] of found) expect(chars).toBe(token!.replace(/^\u0120/, ''));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -6,7 +6,7 @@
  */
 import type { Schedule } from '../data/batching.js';
 import { namesHubModel } from '../models/hub.js';
-import { type PredictWordsOptions, type TaggedWords, TokenClassifier, type WordAggregation } from '../tagging/token-classifier.js';
+import { type PredictEntitiesOptions, type TaggedWords, TokenClassifier, type WordAggregation } from '../tagging/token-classifier.js';
 import { TOKEN_TRAIN_DEFAULTS, type TokenTrainOptions, type TokenTrainResult, trainTokenClassifier } from '../tagging/token-trainer.js';
 import { formatEntityMetrics } from '../training/entity-metrics.js';
 import { DEFAULTS, type Device, LORA_DEFAULTS } from '../training/options.js';
@@ -132,7 +132,7 @@ its entities as a JSON array of { type, text, start, end, score }).
   --aggregation A          how a word of several tokens is tagged, as transformers' pipeline's
                            aggregation_strategy: first (its first token, as training reads it) |
                            average (its tokens' probabilities averaged) | max (its most confident
-                           token) (first)
+                           token) | simple (--entities only: each token tagged alone) (first)
   --batch-size N           (32)
   --device auto|cpu|cuda|cuda:N  (auto)
   --json                   one JSON object per line: {"words","tags","scores"} (a tag and its
@@ -293,8 +293,11 @@ async function tokensPredict(argv: string[]): Promise<void> {
   if (values.help) return void console.log(TOKENS_PREDICT_HELP);
   if (positionals.length === 0) throw new UsageError("tokens predict: give at least one SENTENCE (see 'torch-bert tokens predict --help')");
   const options = { batchSize: numberOption(values, 'batch-size'), aggregation: values.aggregation as WordAggregation | undefined };
-  if (values.entities)
-    return printEntities(await openTokenClassifier(values, 'tokens predict'), positionals, options, values.json === true);
+  if (values.entities) {
+    const classifier = await openTokenClassifier(values, 'tokens predict');
+    const aggregation = values.aggregation as PredictEntitiesOptions['aggregation'];
+    return printEntities(classifier, positionals, { ...options, aggregation }, values.json === true);
+  }
   const sentences = positionals.map((text) => text.split(/\s+/).filter((word) => word !== ''));
   const empty = sentences.findIndex((words) => words.length === 0);
   if (empty >= 0) throw new UsageError(`tokens predict: SENTENCE ${empty + 1} has no words`);
@@ -339,7 +342,7 @@ async function tokensExport(argv: string[]): Promise<void> {
 }
 
 /** `tokens predict --entities`: each text's entities, a line each (or a JSON array per text). */
-async function printEntities(classifier: TokenClassifier, texts: string[], options: PredictWordsOptions, json: boolean): Promise<void> {
+async function printEntities(classifier: TokenClassifier, texts: string[], options: PredictEntitiesOptions, json: boolean): Promise<void> {
   try {
     const found = await classifier.entities(texts, options);
     for (const entities of found) {

@@ -278,6 +278,11 @@ export class TextTokenizer {
     }
   }
 
+  /** The text of token ids as the tokenizer's decoder writes it (WordPiece's '##' joined, byte-level bytes as characters). */
+  decode(ids: readonly number[]): string {
+    return this.tokenizer.decode([...ids], { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+  }
+
   /** A token's string ('Ġgreat', '##ly'), for messages. */
   tokenString(id: number): string {
     return this.tokenizer.id_to_token(id) ?? `#${id}`;

@@ -22,17 +22,21 @@ export interface WordRows {
 }
 
 /**
- * Each word's token ids, encoded with a space before it: what run_ner.py's
- * `add_prefix_space=True` gives a byte-level (RoBERTa) tokenizer's words, and nothing for
- * WordPiece (BERT splits at the space) or a SentencePiece tokenizer (its word-start marker
- * either way). Each distinct word is encoded once.
+ * A word's token ids, encoded with a space before it: what run_ner.py's `add_prefix_space=True`
+ * gives a byte-level (RoBERTa) tokenizer's words, and nothing for WordPiece (BERT splits at the
+ * space) or a SentencePiece tokenizer (its word-start marker either way).
  */
+export function wordIds(tokenizer: TextTokenizer, word: string): number[] {
+  return tokenizer.tokenIds(` ${word}`);
+}
+
+/** `wordIds`, each distinct word encoded once. */
 function wordPieces(tokenizer: TextTokenizer): (word: string) => number[] {
   const pieces = new Map<string, number[]>();
   return (word) => {
     const known = pieces.get(word);
     if (known) return known;
-    const ids = tokenizer.tokenIds(` ${word}`);
+    const ids = wordIds(tokenizer, word);
     pieces.set(word, ids);
     return ids;
   };
@@ -186,6 +190,26 @@ export function perWord(rows: WordRows, indices: ArrayLike<number>, values: Arra
   return Array.from({ length: indices.length }, (_, r) =>
     rows.firstTokens[indices[r]!]!.map((token) => (token < 0 ? missing : values[k++]!)),
   );
+}
+
+/**
+ * Where each of a word's tokens (`wordIds`) is in the text, [start, end): the word decoded a token
+ * more at a time (the tokenizer's decoder: WordPiece's '##', a byte-level 'Ġ', SentencePiece's
+ * '▁'), the lengths mapped onto the word's characters, where the whole decodes to as many
+ * characters as the word has (lowercasing and precomposed accents stripped keep them); otherwise
+ * each token spans the whole word.
+ */
+export function tokenSpans(tokenizer: TextTokenizer, word: TextWord): Array<[number, number]> {
+  const ids = wordIds(tokenizer, word.word);
+  const decoded = (k: number) => tokenizer.decode(ids.slice(0, k)).trimStart().length;
+  if (decoded(ids.length) !== word.word.length) return ids.map(() => [word.start, word.end]);
+  let from = 0;
+  return ids.map((_, k) => {
+    const to = Math.max(from, Math.min(decoded(k + 1), word.word.length));
+    const span: [number, number] = [word.start + from, word.start + to];
+    from = to;
+    return span;
+  });
 }
 
 /** A word of a text and where it is: the characters [start, end). */

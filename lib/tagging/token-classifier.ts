@@ -12,7 +12,7 @@ import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches } from '../data/batching.js';
 import { readTaggedFiles, type TaggedReadOptions } from '../data/tagged-words.js';
-import { encodeWords, sentenceWindows, splitWords, wordBatch } from '../data/word-alignment.js';
+import { encodeWords, sentenceWindows, splitWords, type TextWord, tokenSpans, wordBatch } from '../data/word-alignment.js';
 import { type LoadedEncoder, loadEncoderSource } from '../models/encoder-source.js';
 import type { DownloadProgress } from '../models/hub.js';
 import { entitySpans } from '../training/entity-metrics.js';
@@ -49,37 +49,33 @@ export interface PredictWordsOptions {
 }
 
 /**
- * A word's tag and its probability from its `count` tokens' probability rows (row-major, from row
- * `at`, `classes` wide), as the pipeline aggregates them (`predict`).
+ * `entities`' options: the word aggregations, or 'simple' (the pipeline's
+ * `aggregation_strategy="simple"`): each token tagged alone and the tokens grouped, so that an
+ * entity may start or end inside a word.
  */
-function wordTag(
-  probabilities: Float32Array,
-  at: number,
-  count: number,
-  classes: number,
-  aggregation: WordAggregation,
-): { tag: number; score: number } {
-  const row = (k: number) => probabilities.subarray((at + k) * classes, (at + k + 1) * classes);
-  const best = (p: ArrayLike<number>) => {
-    let tag = 0;
-    for (let c = 1; c < classes; c++) if (p[c]! > p[tag]!) tag = c;
-    return { tag, score: p[tag]! };
-  };
-  if (aggregation === 'first' || count === 1) return best(row(0));
+export type PredictEntitiesOptions = Omit<PredictWordsOptions, 'aggregation'> & { aggregation?: WordAggregation | 'simple' };
+
+/** The most probable tag of a probability row and its probability (the lowest tag on a tie, as numpy's argmax). */
+function bestTag(p: ArrayLike<number>): { tag: number; score: number } {
+  let tag = 0;
+  for (let c = 1; c < p.length; c++) if (p[c]! > p[tag]!) tag = c;
+  return { tag, score: p[tag]! };
+}
+
+/** A word's tag and its probability from its tokens' probability rows (its first alone for 'first'), as the pipeline aggregates them (`predict`). */
+function wordTag(rows: readonly Float32Array[], aggregation: WordAggregation): { tag: number; score: number } {
+  if (aggregation === 'first' || rows.length === 1) return bestTag(rows[0]!);
   if (aggregation === 'max') {
-    let top = best(row(0));
-    for (let k = 1; k < count; k++) {
-      const next = best(row(k));
-      if (next.score > top.score) top = next;
-    }
-    return top;
+    return rows.map(bestTag).reduce((top, next) => (next.score > top.score ? next : top));
   }
-  const mean = new Float64Array(classes);
-  for (let k = 0; k < count; k++) {
-    const p = row(k);
-    for (let c = 0; c < classes; c++) mean[c]! += p[c]! / count;
-  }
-  return best(mean);
+  const mean = new Float64Array(rows[0]!.length);
+  for (const p of rows) for (let c = 0; c < mean.length; c++) mean[c]! += p[c]! / rows.length;
+  return bestTag(mean);
+}
+
+/** An entity of `text` over the characters [start, end), its score the mean of its tokens' or words' scores. */
+function textEntity(text: string, type: string, start: number, end: number, scores: readonly number[]): TextEntity {
+  return { type, text: text.slice(start, end), start, end, score: scores.reduce((a, b) => a + b, 0) / scores.length };
 }
 
 export interface TokenClassifierLoadOptions {
@@ -168,49 +164,106 @@ export class TokenClassifier {
     if (!AGGREGATIONS.includes(aggregation)) {
       throw new InputError(`aggregation must be one of ${AGGREGATIONS.join(', ')}; got ${JSON.stringify(aggregation)}`);
     }
-    const { windows, from } = sentenceWindows(this.encoder.tokenizer, sentences, this.maxLength);
     const out: TaggedWords[] = sentences.map((words) => ({ words: [...words], tags: [], scores: [] }));
-    const rows = encodeWords(this.encoder.tokenizer, windows, this.maxLength);
-    const every = aggregation !== 'first';
-    for (const indices of consecutiveBatches(windows.length, options.batchSize ?? 32)) {
-      const batch = wordBatch(rows, indices, undefined, every);
-      const { probabilities } = await loadBinding().evalStep(this.module, batch, { precision: options.precision ?? 'fp32' });
-      let at = 0;
-      for (const window of indices) {
-        // A sentence's windows are consecutive: each appends its words' tags.
-        const tagged = out[from[window]!.sentence]!;
-        rows.firstTokens[window]!.forEach((first, w) => {
-          const count = first < 0 ? 0 : every ? rows.tokenCounts[window]![w]! : 1;
-          const word = count === 0 ? null : wordTag(probabilities, at, count, this.labels.length, aggregation);
-          at += count;
-          tagged.tags.push(word === null ? null : this.labels[word.tag]!);
-          tagged.scores.push(word === null ? null : word.score);
-        });
-      }
-    }
+    await this.readWords(sentences, aggregation !== 'first', options, (sentence, rows) => {
+      const word = rows.length === 0 ? null : wordTag(rows, aggregation);
+      out[sentence]!.tags.push(word === null ? null : this.labels[word.tag]!);
+      out[sentence]!.scores.push(word === null ? null : word.score);
+    });
     return out;
   }
 
   /**
-   * The entities of each text, as transformers' token-classification pipeline finds them with a
-   * word aggregation ('first' by default; `predict`'s `aggregation`): the text split into words
-   * (BERT's pre-tokenization: `splitWords`), each word tagged, the words' tags grouped into
-   * entities as seqeval reads IOB tags (B- starts one, I- of its type continues it, another type or
-   * O ends it; a word without a token counts as O), each entity's score its words' mean.
+   * `sentences` read as predict() reads them (in windows of whole words, `batchSize` windows a
+   * native call): `visit(sentence, rows)` for each word in order, with its tokens' probability
+   * rows (its first token's alone unless `everyToken`; none for a word without a token).
    */
-  async entities(texts: readonly string[], options: PredictWordsOptions = {}): Promise<TextEntity[][]> {
+  private async readWords(
+    sentences: readonly (readonly string[])[],
+    everyToken: boolean,
+    options: { batchSize?: number; precision?: Precision },
+    visit: (sentence: number, rows: Float32Array[]) => void,
+  ): Promise<void> {
+    const { windows, from } = sentenceWindows(this.encoder.tokenizer, sentences, this.maxLength);
+    const rows = encodeWords(this.encoder.tokenizer, windows, this.maxLength);
+    const classes = this.labels.length;
+    for (const indices of consecutiveBatches(windows.length, options.batchSize ?? 32)) {
+      const batch = wordBatch(rows, indices, undefined, everyToken);
+      const { probabilities } = await loadBinding().evalStep(this.module, batch, { precision: options.precision ?? 'fp32' });
+      let at = 0;
+      // A sentence's windows are consecutive: its words come in order.
+      for (const window of indices) {
+        rows.firstTokens[window]!.forEach((first, w) => {
+          const count = first < 0 ? 0 : everyToken ? rows.tokenCounts[window]![w]! : 1;
+          visit(
+            from[window]!.sentence,
+            Array.from({ length: count }, (_, k) => probabilities.subarray((at + k) * classes, (at + k + 1) * classes)),
+          );
+          at += count;
+        });
+      }
+    }
+  }
+
+  /**
+   * The entities of each text, as transformers' token-classification pipeline finds them with
+   * `aggregation` ('first' by default): the text split into words (BERT's pre-tokenization:
+   * `splitWords`), each word tagged (`predict`'s aggregations), or with 'simple' each of its tokens
+   * (`tokenSpans` places them in the text); the tags grouped into entities as seqeval reads IOB
+   * tags (B- starts one, I- of its type continues it, another type or O ends it; a word without a
+   * token counts as O), each entity's score its words' (tokens') mean.
+   */
+  async entities(texts: readonly string[], options: PredictEntitiesOptions = {}): Promise<TextEntity[][]> {
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InputError('entities() takes a list of texts');
+    const aggregation = options.aggregation ?? 'first';
+    if (aggregation !== 'simple' && !AGGREGATIONS.includes(aggregation)) {
+      throw new InputError(`aggregation must be one of ${[...AGGREGATIONS, 'simple'].join(', ')}; got ${JSON.stringify(aggregation)}`);
+    }
     const words = texts.map(splitWords);
+    if (aggregation === 'simple') return this.tokenEntities(texts, words, options);
     const tagged = await this.predict(
       words.map((ws) => ws.map((w) => w.word)),
-      options,
+      { ...options, aggregation },
     );
     return tagged.map(({ tags, scores }, i) =>
-      entitySpans([tags.map((tag) => tag ?? 'O')]).map(([type, first, last]) => {
-        const [start, end] = [words[i]![first]!.start, words[i]![last]!.end];
-        const spanned = scores.slice(first, last + 1).map((s) => s ?? 0);
-        return { type, text: texts[i]!.slice(start, end), start, end, score: spanned.reduce((a, b) => a + b, 0) / spanned.length };
-      }),
+      entitySpans([tags.map((tag) => tag ?? 'O')]).map(([type, first, last]) =>
+        textEntity(
+          texts[i]!,
+          type,
+          words[i]![first]!.start,
+          words[i]![last]!.end,
+          scores.slice(first, last + 1).map((s) => s ?? 0),
+        ),
+      ),
+    );
+  }
+
+  /** `entities` with 'simple': each token's own tag and probability, the tokens grouped. */
+  private async tokenEntities(texts: readonly string[], words: TextWord[][], options: PredictEntitiesOptions): Promise<TextEntity[][]> {
+    const tokens = texts.map(() => [] as Array<{ tag: string; score: number; start: number; end: number }>);
+    const read = texts.map(() => 0);
+    await this.readWords(
+      words.map((ws) => ws.map((w) => w.word)),
+      true,
+      options,
+      (text, rows) => {
+        const spans = tokenSpans(this.encoder.tokenizer, words[text]![read[text]!++]!);
+        rows.forEach((p, k) => {
+          const { tag, score } = bestTag(p);
+          tokens[text]!.push({ tag: this.labels[tag]!, score, start: spans[k]![0], end: spans[k]![1] });
+        });
+      },
+    );
+    return tokens.map((ts, i) =>
+      entitySpans([ts.map((t) => t.tag)]).map(([type, first, last]) =>
+        textEntity(
+          texts[i]!,
+          type,
+          ts[first]!.start,
+          ts[last]!.end,
+          ts.slice(first, last + 1).map((t) => t.score),
+        ),
+      ),
     );
   }
 

@@ -271,7 +271,8 @@ def token_pipeline(run):
     # texts are lowercase ascii words of the vocabulary and punctuation, as these are; it runs
     # each text alone, entities() a padded batch.
     # 'average' and 'max' read a word of several tokens (the texts' 'laughing' is one) as
-    # entities(texts, { aggregation }) does: the tokens' mean, or the most confident token.
+    # entities(texts, { aggregation }) does: the tokens' mean, or the most confident token; 'simple'
+    # tags each token alone (an entity may begin or end inside a word), as entities() with 'simple'.
     from transformers import pipeline
     res = {}
     for aggregation, entities in run["entities"].items():
@@ -836,7 +837,10 @@ try {
           // The pipeline's word aggregations, each as entities() reads words with it.
           entities: Object.fromEntries(
             await Promise.all(
-              ['first', 'average', 'max'].map(async (aggregation) => [aggregation, await classifier.entities(tokenTexts, { aggregation })]),
+              ['first', 'average', 'max', 'simple'].map(async (aggregation) => [
+                aggregation,
+                await classifier.entities(tokenTexts, { aggregation }),
+              ]),
             ),
           ),
         }),

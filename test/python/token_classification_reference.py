@@ -94,6 +94,10 @@ architectures exactly that one, as model_type says; the family's encoder under `
 pooler); each sentence is aligned as in 1, and every word gets the softmax of the logits at its
 pieces as `aggregation` reads them (its first piece's by default), in eval mode. Writes {"probabilities": [[[p per tag] or
 null (a word without a position) per word] per sentence]}.
+
+With "mode": "entities", the job is {"mode", "folder", "texts": [{"words": [{"word", "start",
+"end"}]}], "maxLength", "labels"}: the pipeline's aggregation_strategy='simple' (see entities()).
+Writes {"entities": [[[type, start, end, score]] per text]}.
 """
 
 from __future__ import annotations
@@ -332,8 +336,8 @@ def run(job: Dict[str, Any]) -> Dict[str, Any]:
             "classifierInit": classifier_init}
 
 
-def predict(job: Dict[str, Any]) -> Dict[str, Any]:
-    folder = job["folder"]
+def load_token_classifier(folder: str) -> Tuple[nn.Module, Aligner]:
+    """The *ForTokenClassification folder as TokenClassifier (eval mode), and its tokenizer's aligner."""
     aligner = Aligner(os.path.join(folder, "tokenizer.json"))
     cfg, raw = read_base(folder)
     architecture, prefix = FAMILIES[family_of(cfg)]
@@ -346,7 +350,11 @@ def predict(job: Dict[str, Any]) -> Dict[str, Any]:
     with torch.no_grad():
         classifier.weight.copy_(raw["classifier.weight"].float())
         classifier.bias.copy_(raw["classifier.bias"].float())
-    model = TokenClassifier(encoder, classifier).eval()
+    return TokenClassifier(encoder, classifier).eval(), aligner
+
+
+def predict(job: Dict[str, Any]) -> Dict[str, Any]:
+    model, aligner = load_token_classifier(job["folder"])
     out = []
     with torch.no_grad():
         for words in job["sentences"]:
@@ -355,6 +363,55 @@ def predict(job: Dict[str, Any]) -> Dict[str, Any]:
             out.append([aggregate(probabilities, where, w, len(ids) - len(aligner.tail), job.get("aggregation", "first"))
                         for w in range(len(words))])
     return {"probabilities": out}
+
+
+def entities(job: Dict[str, Any]) -> Dict[str, Any]:
+    """transformers' TokenClassificationPipeline with aggregation_strategy='simple' on texts given
+    with their words (each {"word", "start", "end"} in the text): each piece's tag the argmax of
+    its softmax, its score that probability; a piece's characters its word's, cut by the pieces'
+    lengths ('##' not counted) where they add up to the word's, else the whole word; then the
+    pipeline's group_entities: a piece joins the group before it when its type is the group's
+    last one's and it is not B-, else starts a group; a group's type the first piece's without
+    its B-/I-, its score the mean of its pieces', its characters from its first piece's start to
+    its last's end; groups of type O dropped. Each text must fit in one row of maxLength."""
+    model, aligner = load_token_classifier(job["folder"])
+    labels = job["labels"]
+    out = []
+    with torch.no_grad():
+        for text in job["texts"]:
+            words = [w["word"] for w in text["words"]]
+            ids, _, where = aligner.row(words, [0] * len(words), int(job["maxLength"]))
+            assert len(ids) - len(aligner.head) - len(aligner.tail) == sum(len(aligner.tok.tokenize(w)) for w in words), "text too long"
+            p = torch.softmax(model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))[0], -1)
+            pieces = []
+            for w, word in enumerate(text["words"]):
+                strings = aligner.tok.tokenize(word["word"])
+                lengths = [len(t) - 2 if t.startswith("##") else len(t) for t in strings]
+                at = word["start"]
+                for k, length in enumerate(lengths):
+                    span = (at, at + length) if sum(lengths) == len(word["word"]) else (word["start"], word["end"])
+                    at += length
+                    q = p[where[w] + k]
+                    pieces.append({"entity": labels[int(q.argmax())], "score": float(q.max()), "start": span[0], "end": span[1]})
+            groups: List[List[Dict[str, Any]]] = []
+            for piece in pieces:
+                bi, tag = get_tag(piece["entity"])
+                if groups and tag == get_tag(groups[-1][-1]["entity"])[1] and bi != "B":
+                    groups[-1].append(piece)
+                else:
+                    groups.append([piece])
+            found = [[g[0]["entity"].split("-", 1)[-1], g[0]["start"], g[-1]["end"], sum(x["score"] for x in g) / len(g)] for g in groups]
+            out.append([e for e in found if e[0] != "O"])
+    return {"entities": out}
+
+
+def get_tag(name: str) -> Tuple[str, str]:
+    """The pipeline's get_tag: ('B', type) for B-type, ('I', type) for I-type, else ('I', name)."""
+    if name.startswith("B-"):
+        return "B", name[2:]
+    if name.startswith("I-"):
+        return "I", name[2:]
+    return "I", name
 
 
 def aggregate(probabilities: Tensor, where: List[int], w: int, end: int, aggregation: str) -> Optional[List[float]]:
@@ -376,7 +433,8 @@ def aggregate(probabilities: Tensor, where: List[int], w: int, end: int, aggrega
 def main() -> int:
     torch.set_num_threads(1)
     job = json.load(sys.stdin)
-    json.dump(predict(job) if job.get("mode") == "predict" else run(job), sys.stdout)
+    modes = {"predict": predict, "entities": entities}
+    json.dump(modes.get(job.get("mode"), run)(job), sys.stdout)
     sys.stdout.write("\n")
     return 0
 
