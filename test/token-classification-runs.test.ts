@@ -303,6 +303,23 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     expect(maxAbsDiff(kept.get('classifier.bias')!, reference.classifier.bias)).toBeLessThan(1e-4);
     expect(maxAbsDiff(kept.get('classifier.weight')!, reference.classifier.weight.flat())).toBeLessThan(1e-4);
     expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).torch_bert.labelAllTokens).toBe(true);
+    // evaluate() scores the folder as its validation did (every token), or, asked, the words.
+    const classifier = await TokenClassifier.load(out, { device: 'cpu' });
+    try {
+      expect(classifier.labelAllTokens).toBe(true);
+      const tokens = await classifier.evaluate(validationData, { batchSize: RUN.batchSize });
+      expect([tokens.accuracy, tokens.f1]).toEqual([result.metrics!.accuracy, result.metrics!.f1]);
+      expect(tokens.loss).toBeCloseTo(result.metrics!.loss, 5);
+      const words = await classifier.evaluate(validationData, { batchSize: RUN.batchSize, labelAllTokens: false });
+      // The words with a first token within maxLength.
+      const scored = taggedSet(tokenizer, RUN.maxLength, { ...validation, origins: [] }, TAGS).rows.firstTokens.flatMap((f) =>
+        Array.from(f).filter((t) => t >= 0),
+      );
+      expect(words.words).toBe(scored.length);
+      expect(tokens.words).toBeGreaterThan(words.words);
+    } finally {
+      classifier.dispose();
+    }
     await expect(run(bert.dir, join(dir, 'all-tokens-bad'), [], { labelAllTokens: 'yes' as unknown as boolean })).rejects.toThrow(
       'trainTokenClassifier(): labelAllTokens is true or false; got "yes"',
     );

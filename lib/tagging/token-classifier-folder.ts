@@ -173,12 +173,17 @@ export function isTokenClassifierConfig(config: Record<string, unknown>): boolea
   return Array.isArray(config.architectures) && config.architectures.some((a) => String(a).endsWith('ForTokenClassification'));
 }
 
-/** The max length a folder trainTokenClassifier() wrote was trained with (its `torch_bert` block); undefined for another folder. */
-export function trainedMaxLength(config: Record<string, unknown>): number | undefined {
+/**
+ * How a folder trainTokenClassifier() wrote was trained (its `torch_bert` block): the max length
+ * (undefined for another folder) and whether with labelAllTokens (false for another folder).
+ */
+export function trainedSettings(config: Record<string, unknown>): { maxLength: number | undefined; labelAllTokens: boolean } {
   const block = config.torch_bert;
-  return isJsonObject(block) && block.format === TOKEN_CLASSIFIER_FORMAT && typeof block.maxLength === 'number'
-    ? block.maxLength
-    : undefined;
+  const ours = isJsonObject(block) && block.format === TOKEN_CLASSIFIER_FORMAT;
+  return {
+    maxLength: ours && typeof block.maxLength === 'number' ? block.maxLength : undefined,
+    labelAllTokens: ours && block.labelAllTokens === true,
+  };
 }
 
 /**

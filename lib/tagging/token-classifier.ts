@@ -17,7 +17,7 @@ import { type LoadedEncoder, loadEncoderSource } from '../models/encoder-source.
 import type { DownloadProgress } from '../models/hub.js';
 import { entitySpans } from '../training/entity-metrics.js';
 import type { Device } from '../training/options.js';
-import { checkpointHead, copyTokenHead, folderOf, isTokenClassifierConfig, trainedMaxLength } from './token-classifier-folder.js';
+import { checkpointHead, copyTokenHead, folderOf, isTokenClassifierConfig, trainedSettings } from './token-classifier-folder.js';
 import { type TokenMetrics, taggedSet, validateTokenClassifier } from './token-task.js';
 
 /** An entity found in a text: its type, its characters [start, end) and their text, its words' mean probability. */
@@ -93,6 +93,8 @@ export class TokenClassifier {
     readonly labels: readonly string[],
     /** Tokens per sentence the classifier reads, special tokens included. */
     readonly maxLength: number,
+    /** Trained with labelAllTokens (run_ner.py's label_all_tokens): `evaluate` then scores tokens, as its validation did. */
+    readonly labelAllTokens: boolean,
   ) {}
 
   /** A token classifier from a folder (trainTokenClassifier()'s, or transformers') or a Hub id. */
@@ -138,8 +140,9 @@ export class TokenClassifier {
       );
       module.train(false);
       // The sentences read as in training: words past the trained length were never seen there.
-      const maxLength = options.maxLength ?? trainedMaxLength(config) ?? encoder.maxLength;
-      return new TokenClassifier(module, encoder, labels, maxLength);
+      const trained = trainedSettings(config);
+      const maxLength = options.maxLength ?? trained.maxLength ?? encoder.maxLength;
+      return new TokenClassifier(module, encoder, labels, maxLength, trained.labelAllTokens);
     } catch (err) {
       module?.dispose();
       encoder.module.dispose();
@@ -287,14 +290,19 @@ export class TokenClassifier {
     }
   }
 
-  /** seqeval's entity scores, the words' accuracy and the loss on tagged sentences (CoNLL or JSON files), as validation computes them. */
+  /**
+   * seqeval's entity scores, the words' accuracy and the loss on tagged sentences (CoNLL or JSON
+   * files), as the classifier's validation computed them: over the words, or, for a folder trained
+   * with labelAllTokens, over every token as run_ner.py scores such a model (`labelAllTokens`
+   * says which).
+   */
   async evaluate(
     data: string | readonly string[],
-    options: TaggedReadOptions & { batchSize?: number; precision?: Precision } = {},
+    options: TaggedReadOptions & { batchSize?: number; precision?: Precision; labelAllTokens?: boolean } = {},
   ): Promise<TokenMetrics> {
     const files = typeof data === 'string' ? [data] : data;
     const sentences = await readTaggedFiles(files, { labels: this.labels, ...options });
-    const set = taggedSet(this.encoder.tokenizer, this.maxLength, sentences, this.labels);
+    const set = taggedSet(this.encoder.tokenizer, this.maxLength, sentences, this.labels, options.labelAllTokens ?? this.labelAllTokens);
     const validation = await validateTokenClassifier(loadBinding(), this.module, set, this.labels, {
       batchSize: options.batchSize ?? 32,
       precision: options.precision ?? 'fp32',
