@@ -49,7 +49,9 @@ export type { MlmMetrics, PretrainOptions, PretrainResult } from './pretraining/
 export { PRETRAIN_DEFAULTS, pretrain } from './pretraining/pretrainer.js';
 export {
   loadTokenClassifier,
+  type PredictEntitiesOptions,
   type PredictWordsOptions,
+  type TaggedToken,
   type TaggedWords,
   type TextEntity,
   TokenClassifier,

@@ -502,15 +502,17 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
     expect(worst).toBeLessThan(1e-5);
   }, 300_000);
 
-  it("entities with aggregation 'simple' tag each token alone, as the reference's pipeline (aggregation_strategy='simple'): entities begin and end inside words", async () => {
+  it("tagTokens and entities with aggregation 'simple' tag each token alone, as the reference's pipeline (aggregation_strategy='none', 'simple'): entities begin and end inside words", async () => {
     // The head as initialised (learning rate 0): tags that change from token to token.
     const out = join(dir, 'simple');
     await run(bert.dir, out, [], { epochs: 1, learningRate: 0 });
     const texts = ['the actors laughing at the city downtown, really storytelling', 'directors and villains at cinemas; greatness!'];
     const classifier = await TokenClassifier.load(out, { device: 'cpu', maxLength: 64 });
     let ours: Awaited<ReturnType<TokenClassifier['entities']>>;
+    let tokens: Awaited<ReturnType<TokenClassifier['tagTokens']>>;
     try {
       ours = await classifier.entities(texts, { aggregation: 'simple' });
+      tokens = await classifier.tagTokens(texts);
       await expect(classifier.entities(texts, { aggregation: 'none' as 'simple' })).rejects.toThrow(
         'aggregation must be one of first, average, max, simple; got "none"',
       );
@@ -518,9 +520,16 @@ describe('token classification runs (resume, frozen, DistilBERT, refusals)', () 
       classifier.dispose();
     }
     const job = { mode: 'entities', folder: out, labels: TAGS, maxLength: 64, texts: texts.map((t) => ({ words: splitWords(t) })) };
-    const theirs = JSON.parse(await runPython('test/python/token_classification_reference.py', [], JSON.stringify(job))).entities as Array<
-      Array<[string, number, number, number]>
-    >;
+    const reference = JSON.parse(await runPython('test/python/token_classification_reference.py', [], JSON.stringify(job))) as {
+      entities: Array<Array<[string, number, number, number]>>;
+      tokens: Array<Array<[string, string, number, number, number]>>;
+    };
+    const theirs = reference.entities;
+    // tagTokens: every token, its tag and characters, as the reference's pipeline reads them before grouping.
+    expect(tokens.map((ts) => ts.map((t) => [t.token, t.tag, t.start, t.end]))).toEqual(
+      reference.tokens.map((ts) => ts.map(([token, tag, start, end]) => [token, tag, start, end])),
+    );
+    expect(tokens.flat().map((t) => t.score)).toEqual(reference.tokens.flat().map(([, , , , score]) => expect.closeTo(score, 5)));
     expect(ours.map((es) => es.map((e) => [e.type, e.start, e.end]))).toEqual(
       theirs.map((es) => es.map(([type, start, end]) => [type, start, end])),
     );

@@ -12,7 +12,7 @@ import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches } from '../data/batching.js';
 import { readTaggedFiles, type TaggedReadOptions } from '../data/tagged-words.js';
-import { encodeWords, sentenceWindows, splitWords, type TextWord, tokenSpans, wordBatch } from '../data/word-alignment.js';
+import { encodeWords, sentenceWindows, splitWords, type TextWord, tokenSpans, wordBatch, wordIds } from '../data/word-alignment.js';
 import { type LoadedEncoder, loadEncoderSource } from '../models/encoder-source.js';
 import type { DownloadProgress } from '../models/hub.js';
 import { entitySpans } from '../training/entity-metrics.js';
@@ -27,6 +27,15 @@ export interface TextEntity {
   start: number;
   end: number;
   score: number;
+}
+
+/** A token of a text tagged alone (`tagTokens`): its vocabulary string ('##ing', 'Ġword'), its tag and probability, its characters [start, end). */
+export interface TaggedToken {
+  token: string;
+  tag: string;
+  score: number;
+  start: number;
+  end: number;
 }
 
 /** One sentence tagged: a tag per word, and the tag's probability; null for a word without a token (one the tokenizer drops). */
@@ -217,7 +226,7 @@ export class TokenClassifier {
    * token counts as O), each entity's score its words' (tokens') mean.
    */
   async entities(texts: readonly string[], options: PredictEntitiesOptions = {}): Promise<TextEntity[][]> {
-    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InputError('entities() takes a list of texts');
+    checkTexts(texts, 'entities()');
     const aggregation = options.aggregation ?? 'first';
     if (aggregation !== 'simple' && !AGGREGATIONS.includes(aggregation)) {
       throw new InputError(`aggregation must be one of ${[...AGGREGATIONS, 'simple'].join(', ')}; got ${JSON.stringify(aggregation)}`);
@@ -243,20 +252,7 @@ export class TokenClassifier {
 
   /** `entities` with 'simple': each token's own tag and probability, the tokens grouped. */
   private async tokenEntities(texts: readonly string[], words: TextWord[][], options: PredictEntitiesOptions): Promise<TextEntity[][]> {
-    const tokens = texts.map(() => [] as Array<{ tag: string; score: number; start: number; end: number }>);
-    const read = texts.map(() => 0);
-    await this.readWords(
-      words.map((ws) => ws.map((w) => w.word)),
-      true,
-      options,
-      (text, rows) => {
-        const spans = tokenSpans(this.encoder.tokenizer, words[text]![read[text]!++]!);
-        rows.forEach((p, k) => {
-          const { tag, score } = bestTag(p);
-          tokens[text]!.push({ tag: this.labels[tag]!, score, start: spans[k]![0], end: spans[k]![1] });
-        });
-      },
-    );
+    const tokens = await this.readTokens(words, options);
     return tokens.map((ts, i) =>
       entitySpans([ts.map((t) => t.tag)]).map(([type, first, last]) =>
         textEntity(
@@ -268,6 +264,44 @@ export class TokenClassifier {
         ),
       ),
     );
+  }
+
+  /**
+   * Every token of each text with its own tag and probability, and its characters: what the
+   * pipeline returns by default (`aggregation_strategy="none"`, which leaves out the O tokens).
+   * The text is split into words as `entities` splits it, each word's tokens placed in it by
+   * `tokenSpans`; a text longer than `maxLength` tokens is read in windows of whole words.
+   */
+  async tagTokens(texts: readonly string[], options: Omit<PredictWordsOptions, 'aggregation'> = {}): Promise<TaggedToken[][]> {
+    checkTexts(texts, 'tagTokens()');
+    return this.readTokens(texts.map(splitWords), options);
+  }
+
+  /** The texts' words (`splitWords`) read token by token: each token's tag, probability and characters. */
+  private async readTokens(words: TextWord[][], options: { batchSize?: number; precision?: Precision }): Promise<TaggedToken[][]> {
+    const tokenizer = this.encoder.tokenizer;
+    const tokens = words.map((): TaggedToken[] => []);
+    const read = words.map(() => 0);
+    await this.readWords(
+      words.map((ws) => ws.map((w) => w.word)),
+      true,
+      options,
+      (text, rows) => {
+        const word = words[text]![read[text]!++]!;
+        const [ids, spans] = [wordIds(tokenizer, word.word), tokenSpans(tokenizer, word)];
+        rows.forEach((p, k) => {
+          const { tag, score } = bestTag(p);
+          tokens[text]!.push({
+            token: tokenizer.tokenString(ids[k]!),
+            tag: this.labels[tag]!,
+            score,
+            start: spans[k]![0],
+            end: spans[k]![1],
+          });
+        });
+      },
+    );
+    return tokens;
   }
 
   /**
@@ -314,6 +348,11 @@ export class TokenClassifier {
     this.module.dispose();
     this.encoder.module.dispose();
   }
+}
+
+/** `method` takes texts: a list of strings. */
+function checkTexts(texts: unknown, method: string): void {
+  if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InputError(`${method} takes a list of texts`);
 }
 
 /** predict() takes sentences as lists of words (already split, as CoNLL data has them). */

@@ -275,6 +275,14 @@ def token_pipeline(run):
     # tags each token alone (an entity may begin or end inside a word), as entities() with 'simple'.
     from transformers import pipeline
     res = {}
+    n = run["name"] + " none"
+    found = pipeline("token-classification", model=run["export"], aggregation_strategy="none", device="cpu")(run["texts"])
+    theirs = [[[e["entity"], int(e["start"]), int(e["end"]), e["word"]] for e in es] for es in found]
+    ours = [[[t["tag"], t["start"], t["end"], t["token"]] for t in ts] for ts in run["tokens"]]
+    res[f"{n} tokens found ({sum(len(ts) for ts in ours)})"] = 0.0 if any(ours) else 1.0
+    res[n + " tokens (entity, start, end, word) vs tagTokens"] = 0.0 if theirs == ours else 1.0
+    pairs = [(float(e["score"]), t["score"]) for es, ts in zip(found, run["tokens"]) for e, t in zip(es, ts)]
+    res[n + " token scores"] = max((abs(x - y) for x, y in pairs), default=0.0) if theirs == ours else 1.0
     for aggregation, entities in run["entities"].items():
         n = f"{run['name']} {aggregation}"
         found = pipeline("token-classification", model=run["export"], aggregation_strategy=aggregation, device="cpu")(run["texts"])
@@ -834,6 +842,8 @@ try {
           kind: 'token-pipeline',
           export: tokenDir,
           texts: tokenTexts,
+          // The pipeline's default (aggregation_strategy 'none'): every token not tagged O, as tagTokens() tags it.
+          tokens: (await classifier.tagTokens(tokenTexts)).map((ts) => ts.filter((t) => t.tag !== 'O')),
           // The pipeline's word aggregations, each as entities() reads words with it.
           entities: Object.fromEntries(
             await Promise.all(

@@ -97,7 +97,9 @@ null (a word without a position) per word] per sentence]}.
 
 With "mode": "entities", the job is {"mode", "folder", "texts": [{"words": [{"word", "start",
 "end"}]}], "maxLength", "labels"}: the pipeline's aggregation_strategy='simple' (see entities()).
-Writes {"entities": [[[type, start, end, score]] per text]}.
+Writes {"entities": [[[type, start, end, score]] per text], "tokens": [[[token, tag, start, end,
+score]] per text]} (the tokens before grouping, O ones included: the pipeline's
+aggregation_strategy='none' leaves those out).
 """
 
 from __future__ import annotations
@@ -376,7 +378,7 @@ def entities(job: Dict[str, Any]) -> Dict[str, Any]:
     its last's end; groups of type O dropped. Each text must fit in one row of maxLength."""
     model, aligner = load_token_classifier(job["folder"])
     labels = job["labels"]
-    out = []
+    out, tokens = [], []
     with torch.no_grad():
         for text in job["texts"]:
             words = [w["word"] for w in text["words"]]
@@ -392,7 +394,9 @@ def entities(job: Dict[str, Any]) -> Dict[str, Any]:
                     span = (at, at + length) if sum(lengths) == len(word["word"]) else (word["start"], word["end"])
                     at += length
                     q = p[where[w] + k]
-                    pieces.append({"entity": labels[int(q.argmax())], "score": float(q.max()), "start": span[0], "end": span[1]})
+                    pieces.append({"entity": labels[int(q.argmax())], "score": float(q.max()), "start": span[0], "end": span[1],
+                                   "word": strings[k]})
+            tokens.append([[x["word"], x["entity"], x["start"], x["end"], x["score"]] for x in pieces])
             groups: List[List[Dict[str, Any]]] = []
             for piece in pieces:
                 bi, tag = get_tag(piece["entity"])
@@ -402,7 +406,7 @@ def entities(job: Dict[str, Any]) -> Dict[str, Any]:
                     groups.append([piece])
             found = [[g[0]["entity"].split("-", 1)[-1], g[0]["start"], g[-1]["end"], sum(x["score"] for x in g) / len(g)] for g in groups]
             out.append([e for e in found if e[0] != "O"])
-    return {"entities": out}
+    return {"entities": out, "tokens": tokens}
 
 
 def get_tag(name: str) -> Tuple[str, str]:
