@@ -23,10 +23,20 @@ if ! "$venv/bin/python" -c 'import torch, transformers, peft' 2>/dev/null; then
 fi
 "$venv/bin/python" -c 'import torch, transformers, peft; print(f"transformers-check: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")'
 cd "$root"
+# Runs a check (the arguments after the pattern), prints its lines that match the pattern, and
+# returns the check's own exit status (a pipe into grep would give grep's, or with pipefail and
+# `|| true`, none: a failed check read as passed).
+check() {
+  local pattern=$1 log code=0
+  shift
+  log=$(mktemp)
+  "$@" > "$log" 2>&1 || code=$?
+  grep -E "$pattern" "$log" || true
+  rm -f "$log"
+  return "$code"
+}
 status=0
-node scripts/gpu/hf-export-check.mjs --python "$venv/bin/python" --out "$out" 2>&1 | grep -E '^(hf-export|adapterhub|[a-z-]+ .*: (ok|FAILED))' || true
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
-node scripts/gpu/hf-pruning-check.mjs --python "$venv/bin/python" --out "$out" 2>&1 | grep '^hf-pruning' || true
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
+check '^(hf-export|adapterhub|[a-z-]+ .*: (ok|FAILED))' node scripts/gpu/hf-export-check.mjs --python "$venv/bin/python" --out "$out" || status=1
+check '^hf-pruning' node scripts/gpu/hf-pruning-check.mjs --python "$venv/bin/python" --out "$out" || status=1
 echo "transformers-check: $([ $status = 0 ] && echo passed || echo FAILED)"
 exit $status
