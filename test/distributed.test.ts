@@ -606,6 +606,9 @@ describe.skipIf(!gloo)('data-parallel training (2 Gloo ranks on loopback)', () =
     out,
     '--technique',
     'full',
+    // SMOOTH_HEAD, as the full run whose weights these are compared with.
+    '--head',
+    SMOOTH_HEAD.head,
     '--batch-size',
     '4',
     '--max-length',
