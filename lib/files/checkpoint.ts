@@ -226,9 +226,10 @@ export async function scratchCheckpointDir(): Promise<string> {
 }
 
 /**
- * Roll a save that died between its commit (config.json) and the rename of classifier.pt
- * forward: publish the content-addressed archive config.json names as classifier.pt. Cheap when
- * there is nothing to do (one readdir).
+ * Roll a save that died between its commit (config.json) and the renames of its archives
+ * forward: publish each content-addressed archive config.json names under its public name
+ * (classifier.pt, model.safetensors, adapter/adapter_model.safetensors, ...). Cheap when there
+ * is nothing to do (config.json read, one stat per archive).
  */
 export async function completeInterruptedSave(dir: string): Promise<boolean> {
   let completed = false;
