@@ -316,8 +316,9 @@ describe("tokenSpans (where each of a word's tokens is in the text)", () => {
   /** Each token's characters, and the token as its vocabulary writes it without the continuation or word-start mark. */
   const pieces = (tokenizer: TextTokenizer, text: string) =>
     splitWords(text).flatMap((word) => {
-      const spans = tokenSpans(tokenizer, word);
-      return wordIds(tokenizer, word.word).map((id, k) => [text.slice(...spans[k]!), tokenizer.tokenString(id)]);
+      const ids = wordIds(tokenizer, word.word);
+      const spans = tokenSpans(tokenizer, word, ids);
+      return ids.map((id, k) => [text.slice(...spans[k]!), tokenizer.tokenString(id)]);
     });
 
   it("WordPiece: the pieces' characters, their ## dropped; a word decoded to other characters spans whole", async () => {
@@ -330,7 +331,8 @@ describe("tokenSpans (where each of a word's tokens is in the text)", () => {
       ['!', '!'],
     ]);
     // [UNK] decodes to 5 characters, not the word's 2.
-    expect(tokenSpans(tokenizer, { word: '\u2603\u2603', start: 3, end: 5 })).toEqual([[3, 5]]);
+    const snowmen = { word: '\u2603\u2603', start: 3, end: 5 };
+    expect(tokenSpans(tokenizer, snowmen, wordIds(tokenizer, snowmen.word))).toEqual([[3, 5]]);
   });
 
   it("byte-level BPE: each token's characters, its 'Ġ' dropped", async () => {

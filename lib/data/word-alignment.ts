@@ -193,14 +193,13 @@ export function perWord(rows: WordRows, indices: ArrayLike<number>, values: Arra
 }
 
 /**
- * Where each of a word's tokens (`wordIds`) is in the text, [start, end): the word decoded a token
- * more at a time (the tokenizer's decoder: WordPiece's '##', a byte-level 'Ġ', SentencePiece's
- * '▁'), the lengths mapped onto the word's characters, where the whole decodes to as many
- * characters as the word has (lowercasing and precomposed accents stripped keep them); otherwise
- * each token spans the whole word.
+ * Where each of a word's tokens (`ids`, its `wordIds`) is in the text, [start, end): the word
+ * decoded a token more at a time (the tokenizer's decoder: WordPiece's '##', a byte-level 'Ġ',
+ * SentencePiece's '▁'), the lengths mapped onto the word's characters, where the whole decodes to
+ * as many characters as the word has (lowercasing and precomposed accents stripped keep them);
+ * otherwise each token spans the whole word.
  */
-export function tokenSpans(tokenizer: TextTokenizer, word: TextWord): Array<[number, number]> {
-  const ids = wordIds(tokenizer, word.word);
+export function tokenSpans(tokenizer: TextTokenizer, word: TextWord, ids: readonly number[]): Array<[number, number]> {
   const decoded = (k: number) => tokenizer.decode(ids.slice(0, k)).trimStart().length;
   if (decoded(ids.length) !== word.word.length) return ids.map(() => [word.start, word.end]);
   let from = 0;

@@ -288,7 +288,8 @@ export class TokenClassifier {
       options,
       (text, rows) => {
         const word = words[text]![read[text]!++]!;
-        const [ids, spans] = [wordIds(tokenizer, word.word), tokenSpans(tokenizer, word)];
+        const ids = wordIds(tokenizer, word.word);
+        const spans = tokenSpans(tokenizer, word, ids);
         rows.forEach((p, k) => {
           const { tag, score } = bestTag(p);
           tokens[text]!.push({
