@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "python"))
+from line_server import serve_lines  # noqa: E402
 
 
 def load_batches(spec_file: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -67,22 +71,14 @@ def main() -> int:
                 out.append(model(ids, mask).softmax(1))
         return time.perf_counter() - t0, out
 
-    print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
-    for line in sys.stdin:
-        req = json.loads(line)
-        try:
-            if req["cmd"] == "quit":
-                break
-            if req["cmd"] == "probabilities":
-                seconds, out = run(0, len(batches))
-                reply = {"seconds": seconds, "probabilities": torch.cat(out).flatten().tolist()}
-            elif req["cmd"] == "batches":
-                reply = {"seconds": run(req["start"], req["end"])[0]}
-            else:
-                reply = {"error": f"unknown command {req['cmd']}"}
-        except Exception as err:  # the benchmark reports it and stops
-            reply = {"error": f"{type(err).__name__}: {err}"}
-        print(json.dumps(reply), flush=True)
+    def probabilities(_: dict) -> dict:
+        seconds, out = run(0, len(batches))
+        return {"seconds": seconds, "probabilities": torch.cat(out).flatten().tolist()}
+
+    serve_lines(
+        {"threads": torch.get_num_threads(), "torch": torch.__version__},
+        {"probabilities": probabilities, "batches": lambda req: {"seconds": run(req["start"], req["end"])[0]}},
+    )
     return 0
 
 

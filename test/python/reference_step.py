@@ -68,6 +68,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # make_encoder.py (the eager BERT's module classes) lives with the package's scripts.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts", "python"))
 
+from line_server import serve_lines  # noqa: E402
 from make_encoder import BertModel2, BertModel3, Config  # noqa: E402
 
 TECHNIQUES = ("frozen", "full", "lora", "adapter")
@@ -338,27 +339,20 @@ def serve(enc: EagerEncoder, batch: Tuple[Tensor, Tensor, Tensor], args: argpars
       {"cmd": "quit"}                   -> exits
     """
     run: Optional[TechniqueRun] = None
-    print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__, "heads": enc.heads}), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        req = json.loads(line)
-        cmd = req.get("cmd")
-        if cmd == "quit":
-            break
-        if cmd == "setup":
-            run = None  # free the previous model first
-            run = TechniqueRun(req["technique"], enc, batch, args)
-            reply: Dict[str, Any] = {"ok": True, "trainableParameters": run.trainable_parameters}
-        elif cmd == "steps":
-            if run is None:
-                reply = {"error": "no technique set up"}
-            else:
-                results = [run.step() for _ in range(int(req["n"]))]
-                reply = {"seconds": [r[0] for r in results], "losses": [r[1] for r in results]}
-        else:
-            reply = {"error": f"unknown command {cmd!r}"}
-        print(json.dumps(reply), flush=True)
+
+    def setup(req: Dict[str, Any]) -> Dict[str, Any]:
+        nonlocal run
+        run = None  # free the previous model first
+        run = TechniqueRun(req["technique"], enc, batch, args)
+        return {"ok": True, "trainableParameters": run.trainable_parameters}
+
+    def steps(req: Dict[str, Any]) -> Dict[str, Any]:
+        if run is None:
+            return {"error": "no technique set up"}
+        results = [run.step() for _ in range(int(req["n"]))]
+        return {"seconds": [r[0] for r in results], "losses": [r[1] for r in results]}
+
+    serve_lines({"threads": torch.get_num_threads(), "torch": torch.__version__, "heads": enc.heads}, {"setup": setup, "steps": steps})
 
 
 def load_batch(args: argparse.Namespace, vocab: int) -> Tuple[Tensor, Tensor, Tensor]:

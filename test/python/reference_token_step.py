@@ -39,6 +39,7 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "python"))
 from hf_folder_reference import read_config, reference_config  # noqa: E402
 from hf_reference import load  # noqa: E402
+from line_server import serve_lines  # noqa: E402
 from safetensors_io import read_safetensors  # noqa: E402
 
 
@@ -103,21 +104,9 @@ class TokenStep:
 
 
 def serve(run: TokenStep) -> None:
-    print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        req = json.loads(line)
-        cmd = req.get("cmd")
-        if cmd == "quit":
-            break
-        if cmd == "check":
-            reply = run.check()
-        elif cmd == "steps":
-            reply = run.steps(int(req["n"]))
-        else:
-            reply = {"error": f"unknown command {cmd!r}"}
-        print(json.dumps(reply), flush=True)
+    """--serve: answer {"cmd": "check"} and {"cmd": "steps", "n": N} (line_server.py)."""
+    serve_lines({"threads": torch.get_num_threads(), "torch": torch.__version__},
+                {"check": lambda _: run.check(), "steps": lambda req: run.steps(int(req["n"]))})
 
 
 def main() -> int:
