@@ -372,7 +372,7 @@ describe('checkpoint names, normalised for every layout', () => {
     expect(n).toMatchObject({ pooler: false, mlmHead: true, ignored: [], dropped: [] });
   });
 
-  it('keeps the sequence-classification head apart (classifier, pre_classifier), ignores QA; refuses integer tensors and names met twice', () => {
+  it('keeps the task heads apart (classifier, pre_classifier, qa_outputs), ignores NSP; refuses integer tensors and names met twice', () => {
     const t = (dtype: string, shape: number[] = [2]) => ({ dtype, shape });
     const n = normaliseCheckpoint(
       [
@@ -380,13 +380,14 @@ describe('checkpoint names, normalised for every layout', () => {
         { name: 'pre_classifier.weight', tensor: t('F32'), file: 'm' },
         { name: 'classifier.bias', tensor: t('F32'), file: 'm' },
         { name: 'qa_outputs.weight', tensor: t('F32'), file: 'm' },
+        { name: 'cls.seq_relationship.weight', tensor: t('F32'), file: 'm' },
         { name: 'distilbert.embeddings.position_ids', tensor: t('I64', [1, 4]), file: 'm' },
       ],
       'distilbert',
     );
     expect(n.weights.map(([name]) => name)).toEqual(['embeddings.word_embeddings.weight']);
-    expect(n.classificationHead.map(([name]) => name)).toEqual(['pre_classifier.weight', 'classifier.bias']);
-    expect(n.ignored).toEqual(['qa_outputs.weight']);
+    expect(n.classificationHead.map(([name]) => name)).toEqual(['pre_classifier.weight', 'classifier.bias', 'qa_outputs.weight']);
+    expect(n.ignored).toEqual(['cls.seq_relationship.weight']);
     const int = refusal(() =>
       normaliseCheckpoint([{ name: 'bert.encoder.layer.0.step', tensor: t('I32'), file: '/m/shard-2.safetensors' }], 'bert'),
     );

@@ -207,8 +207,15 @@ export interface ClassifierSpec {
    * three: every token's last hidden state → dropout → `head.classifier`, that init), single-label;
    * `features` returns [B, T, H] and `forward(input_ids, attention_mask, positions)` the
    * log-probabilities of the rows at `positions` (StepBatch.positions); no text-pair methods.
+   * 'question-answering': transformers' question-answering head of `family` (every token's last
+   * hidden state → `head.qa_outputs`, numClasses 2: the start and end logits; DistilBERT's
+   * `dropout` (qa_dropout) before it, BERT's and RoBERTa's 0), single-label; `span_logits(input_ids,
+   * attention_mask)` returns the [B, T, 2] logits, `forward(input_ids, attention_mask, positions)`
+   * the log-softmax over T of the [2B, T] start and end rows (start of row 0, end of row 0, start
+   * of row 1, ...) at `positions`; text-pair variants (`..._token_types`) where the encoder takes
+   * token_type_ids.
    */
-  head?: 'mlp' | 'sequence-classification' | 'token-classification' | 'prompt';
+  head?: 'mlp' | 'sequence-classification' | 'token-classification' | 'question-answering' | 'prompt';
   /**
    * With head 'prompt' (LM-BFF): the encoder's MLM head from buildEncoder (BERT's or RoBERTa's).
    * `features` is the hidden state at the first position where input_ids == `maskTokenId`;
@@ -463,6 +470,8 @@ export interface CpuCacheStats {
 export interface FeatureOptions {
   /** Forward pass precision (autocast). Default 'fp32'. The features are returned as float32. */
   precision?: Precision;
+  /** The classifier's method: 'features' (default, [B, hidden]) or a question-answering model's 'span_logits' ([B, T, 2]). */
+  method?: 'features' | 'span_logits';
 }
 
 export interface LoraSpec {

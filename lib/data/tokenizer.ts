@@ -80,7 +80,7 @@ type PlaceSlice = (start: number, part: Pick<EncodedTexts, 'inputIds' | 'attenti
  * Where the pair template puts its special tokens around two texts (`before` a `between` b
  * `after`), and the segment (token type id) of each position.
  */
-interface PairFraming {
+export interface PairFraming {
   before: number[];
   between: number[];
   after: number[];
@@ -121,7 +121,7 @@ export class TextTokenizer {
    * The pair template, found as `framing` is: two probe texts encoded as a pair, with their
    * segments, and the special tokens located around them.
    */
-  private get pairFraming(): PairFraming {
+  get pairFraming(): PairFraming {
     if (this.pairFramingCache) return this.pairFramingCache;
     const a = this.tokenizer.encode('a', { add_special_tokens: false }).ids;
     const b = this.tokenizer.encode('b', { add_special_tokens: false }).ids;

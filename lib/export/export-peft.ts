@@ -71,9 +71,10 @@ export function peftModulesToSave<T>(headKeys: Array<[string, T]>): { tensors: A
 
 /**
  * PEFT's task of the model the adapter goes on: the AutoModel, or the ForSequenceClassification
- * (ForTokenClassification: a token classifier's LoRA run) with its head saved whole.
+ * (ForTokenClassification: a token classifier's LoRA run; ForQuestionAnswering: a
+ * question-answering model's) with its head saved whole.
  */
-export type PeftTask = { type: 'FEATURE_EXTRACTION' } | { type: 'SEQ_CLS' | 'TOKEN_CLS'; modulesToSave: string[] };
+export type PeftTask = { type: 'FEATURE_EXTRACTION' } | { type: 'SEQ_CLS' | 'TOKEN_CLS' | 'QUESTION_ANS'; modulesToSave: string[] };
 
 /**
  * adapter_config.json. Only fields every PEFT version since 0.3 reads (an older LoraConfig

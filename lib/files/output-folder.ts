@@ -16,13 +16,14 @@ import { WRITER_ID_PATTERN, writerId, writerIsAlive } from './writer-identity.js
 /** Present while a run writes the folder: its writer's identity (writer-identity.ts). */
 export const RUN_LOCK_FILE = '.torch-bert-run.lock';
 
-/** What a torch-bert run writes: `train`'s classifier, `pretrain`'s masked-LM folder or `trainTokenClassifier`'s folder. */
-export type OutputKind = 'classifier' | 'mlm' | 'token-classifier';
+/** What a torch-bert run writes: `train`'s classifier, `pretrain`'s masked-LM folder, `trainTokenClassifier`'s or `trainQuestionAnswering`'s folder. */
+export type OutputKind = 'classifier' | 'mlm' | 'token-classifier' | 'question-answerer';
 
 const KIND_NAMES: Record<OutputKind, string> = {
   classifier: 'a torch-bert classifier',
   mlm: 'a torch-bert pretrained (masked-LM) model',
   'token-classifier': 'a torch-bert token classifier',
+  'question-answerer': 'a torch-bert question-answering model',
 };
 
 /** A folder's kind (`folderKind`) in words, for messages. */
@@ -92,6 +93,7 @@ export async function folderKind(dir: string): Promise<OutputKind | string | nul
   const marker = json.torch_bert as { format?: unknown } | undefined;
   if (marker?.format === 'torch-bert-mlm') return 'mlm';
   if (marker?.format === 'torch-bert-token-classifier') return 'token-classifier';
+  if (marker?.format === 'torch-bert-question-answerer') return 'question-answerer';
   return typeof json.model_type === 'string' ? `a Hugging Face model (model_type ${json.model_type})` : 'a config.json of another program';
 }
 

@@ -10,11 +10,12 @@
  *   - the MLM head (`cls.predictions.*`, `lm_head.*`, `vocab_*`): kept, its decoder weight
  *     optional (BertForMaskedLM files omit it: it is tied to the word embeddings), the decoder's
  *     tied bias kept once under the head's own bias name;
- *   - the classification head of ForSequenceClassification and ForTokenClassification files
- *     (`classifier.*`, `pre_classifier.*`): apart (`classificationHead`), for loading such a
- *     model as a classifier (hf-sequence-classifier.ts, tagging/token-classifier.ts) or starting
- *     a run's head from it; an encoder alone ignores it;
- *   - other heads (NSP's `cls.seq_relationship.*`, `qa_outputs.*`): ignored, with a note listing them.
+ *   - the task head of ForSequenceClassification, ForTokenClassification and
+ *     ForQuestionAnswering files (`classifier.*`, `pre_classifier.*`, `qa_outputs.*`): apart
+ *     (`classificationHead`), for loading such a model for its task (hf-sequence-classifier.ts,
+ *     tagging/token-classifier.ts, answering/question-answerer.ts) or starting a run's head from
+ *     it; an encoder alone ignores it;
+ *   - other heads (NSP's `cls.seq_relationship.*`): ignored, with a note listing them.
  * Weights are float32, float16 or bfloat16 (reduced ones are widened to float32 here: training
  * keeps float32 master weights); integer tensors other than the known buffers are refused.
  *
@@ -48,7 +49,7 @@ export interface NormalisedCheckpoint<T extends TensorLike> {
   pooler: boolean;
   /** Whether the MLM head is present. */
   mlmHead: boolean;
-  /** A classification head's tensors (`classifier.*`, `pre_classifier.*`: their own names; a sequence or a token classifier's), apart from `weights`. */
+  /** A task head's tensors (`classifier.*`, `pre_classifier.*`, `qa_outputs.*`: their own names; a sequence or a token classifier's, a question-answering model's), apart from `weights`. */
   classificationHead: Array<[string, T]>;
   /** Tensors of other heads, left out (original names). */
   ignored: string[];
@@ -78,11 +79,15 @@ const MLM_HEAD: Record<EncoderFamily, { prefixes: string[]; marker: string; bias
   },
 };
 
-/** ForSequenceClassification's head (every family's: BERT's `classifier`, RoBERTa's `classifier.dense`/`out_proj`, DistilBERT's `pre_classifier` and `classifier`), and ForTokenClassification's (`classifier`). */
-const CLASSIFICATION_HEAD = ['classifier.', 'pre_classifier.'];
+/**
+ * ForSequenceClassification's head (every family's: BERT's `classifier`, RoBERTa's
+ * `classifier.dense`/`out_proj`, DistilBERT's `pre_classifier` and `classifier`),
+ * ForTokenClassification's (`classifier`) and ForQuestionAnswering's (`qa_outputs`).
+ */
+const CLASSIFICATION_HEAD = ['classifier.', 'pre_classifier.', 'qa_outputs.'];
 
-/** Heads other than the MLM and sequence-classification heads: not part of an encoder. */
-const OTHER_HEADS = ['cls.seq_relationship.', 'qa_outputs.'];
+/** Heads other than the MLM and task heads: not part of an encoder. */
+const OTHER_HEADS = ['cls.seq_relationship.'];
 
 /** Buffers some checkpoints store (older transformers saved them). */
 const BUFFERS = new Set(['embeddings.position_ids', 'embeddings.token_type_ids']);

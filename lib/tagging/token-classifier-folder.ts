@@ -42,10 +42,12 @@ import type { EpochMetrics, Evaluation } from '../training/options.js';
 export const TOKEN_CLASSIFIER_FORMAT = 'torch-bert-token-classifier';
 
 /**
- * The token classifier's parameters (`encoder.*`, `head.classifier.*`) under transformers'
- * *ForTokenClassification names; the pooler, which the model has not, left out.
+ * A task model's parameters (`encoder.*`, `head.*`) under transformers' names of its
+ * *ForTokenClassification or *ForQuestionAnswering model: the encoder under the family's prefix,
+ * the head's modules at the top (`classifier.*`, `qa_outputs.*`); the pooler, which those models
+ * have not, left out.
  */
-export function tokenClassificationKeys<T>(family: ExportFamily, params: ReadonlyArray<readonly [string, T]>): Array<[string, T]> {
+export function taskModelKeys<T>(family: ExportFamily, params: ReadonlyArray<readonly [string, T]>): Array<[string, T]> {
   const out: Array<[string, T]> = [];
   for (const [name, tensor] of params) {
     if (name.startsWith('encoder.pooler.')) continue;
@@ -65,7 +67,7 @@ export async function writeTokenClassifierFolder(
      * W0 + (alpha / r)·B·A (a merged copy), so that transformers loads them without PEFT, and the
      * adapters with the head in `adapter/` for PEFT, on `base` (a Hub id at `revision`, or a folder).
      */
-    lora?: { adapters: NativeLoraAdapters; settings: LoraSettings; base: string; revision: string | null };
+    lora?: LoraRun;
     family: ExportFamily;
     /** The model folder trained from, for its config.json and tokenizer companions. */
     sourceDir: string;
@@ -97,9 +99,9 @@ export async function writeTokenClassifierFolder(
   };
   const merged = run.lora ? run.model.clone() : null;
   try {
-    const adapter = run.lora ? peftAdapter(run.lora, run.family, run.model) : null;
+    const adapter = run.lora ? peftAdapter(run.lora, run.family, run.model, 'TOKEN_CLS') : null;
     await commitModel(binding, dir, {
-      tensors: tokenClassificationKeys(run.family, (merged ?? run.model).namedParameters()),
+      tensors: taskModelKeys(run.family, (merged ?? run.model).namedParameters()),
       adapterTensors: adapter?.tensors,
       companions: [
         ...(await companionFiles(run.sourceDir, run.tokenizerJson, names, run.history)),
@@ -119,33 +121,43 @@ export async function writeTokenClassifierFolder(
 }
 
 /** Where in the folder a LoRA run's PEFT adapter is. */
-const ADAPTER_CONFIG = `${ADAPTER_DIR}/${ADAPTER_CONFIG_FILE}`;
+export const ADAPTER_CONFIG = `${ADAPTER_DIR}/${ADAPTER_CONFIG_FILE}`;
 const ADAPTER_WEIGHTS = `${ADAPTER_DIR}/${ADAPTER_WEIGHTS_FILE}`;
 
+/** A LoRA run's adapters, how they were made, and the model they go on (a Hub id at `revision`, or a folder). */
+export interface LoraRun {
+  adapters: NativeLoraAdapters;
+  settings: LoraSettings;
+  base: string;
+  revision: string | null;
+}
+
 /**
- * The LoRA run as PEFT's TOKEN_CLS adapter of the family's ForTokenClassification: the adapters
- * under `base_model.model.bert.…` (`roberta.`, `distilbert.`), the head, trained whole, as
- * `modules_to_save` (`base_model.model.classifier.*`), and adapter_config.json.
+ * The LoRA run as PEFT's TOKEN_CLS (QUESTION_ANS) adapter of the family's ForTokenClassification
+ * (ForQuestionAnswering): the adapters under `base_model.model.bert.…` (`roberta.`,
+ * `distilbert.`), the head, trained whole, as `modules_to_save` (`base_model.model.classifier.*`,
+ * `qa_outputs.*`), and adapter_config.json.
  */
-function peftAdapter(
-  lora: NonNullable<Parameters<typeof writeTokenClassifierFolder>[2]['lora']>,
+export function peftAdapter(
+  lora: LoraRun,
   family: ExportFamily,
   model: NativeScriptModule,
+  type: 'TOKEN_CLS' | 'QUESTION_ANS',
 ): { tensors: Array<[string, NativeTensor]>; config: Record<string, unknown> } {
   const head = peftModulesToSave(
-    tokenClassificationKeys(
+    taskModelKeys(
       family,
       model.namedParameters().filter(([n]) => n.startsWith('head.')),
     ),
   );
   return {
     tensors: [...peftTensors(lora.adapters.parameters(), BASE_PREFIX[family]), ...head.tensors],
-    config: adapterConfig(lora.settings, lora.base, lora.revision, { type: 'TOKEN_CLS', modulesToSave: head.modules }),
+    config: adapterConfig(lora.settings, lora.base, lora.revision, { type, modulesToSave: head.modules }),
   };
 }
 
 /** The folder committed: model.safetensors (and a LoRA run's adapter weights), the companions, then config.json with the `torch_bert` block. */
-async function commitModel(
+export async function commitModel(
   binding: NativeBinding,
   dir: string,
   save: {

@@ -421,7 +421,10 @@ async function loadAndRead(binding: NativeBinding, opts: ResolvedTrainOptions, r
   await checkOutputFolderFirst(opts.outDir, 'token-classifier', run.spec, opts.resumeFrom);
   const split = await readSplit(binding, opts, run.data, run.validationData, run.read);
   const names = tagNames({ words: [], tags: [...split.train.tags, ...split.validation.tags], origins: [] }, run.read.labels);
-  const loaded = await loadModel(opts, run.spec, run.maxLength, disposables);
+  const loaded = await loadTaskModel(opts, run.spec, run.maxLength, disposables, {
+    caller: 'trainTokenClassifier()',
+    task: 'token classification',
+  });
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
   return { split, names, loaded, saved };
 }
@@ -521,12 +524,17 @@ async function readSplit(
   return { train: pick(order.subarray(held)), validation: pick(order.subarray(0, held)) };
 }
 
-/** The model (a Hugging Face folder or Hub id; added to `disposables`) with its tokenizer and max length. */
-async function loadModel(
+/**
+ * The model of a per-token task (a Hugging Face folder or Hub id; added to `disposables`) with
+ * its tokenizer and max length, and its task head's tensors (disposed with it unless the run
+ * takes them). `caller` and `task` name the refusal of a TorchScript file.
+ */
+export async function loadTaskModel(
   opts: ResolvedTrainOptions,
   spec: string,
   maxLength: number | undefined,
   disposables: Array<{ dispose(): void }>,
+  names: { caller: string; task: string },
 ): Promise<LoadedEncoder> {
   const device = resolveDevice(opts.device);
   checkPrecision(opts, device);
@@ -538,13 +546,13 @@ async function loadModel(
     classificationHead: true,
     refuseTorchScript: (file) =>
       new InputError(
-        `trainTokenClassifier(): ${file} is a TorchScript file; token classification trains a Hugging Face model folder or Hub id (its family decides the head and the saved folder)`,
+        `${names.caller}: ${file} is a TorchScript file; ${names.task} trains a Hugging Face model folder or Hub id (its family decides the head and the saved folder)`,
       ),
     signal: opts.signal,
     onDownload: downloadEvents(opts.onProgress),
   });
   disposables.push(loaded.module, {
-    // A token classifier's head, until the run takes it (startHeadFromCheckpoint).
+    // A task model's head, until the run takes it (startHeadFromCheckpoint).
     dispose: () => {
       for (const [, t] of loaded.classificationHead) t.dispose();
     },

@@ -22,7 +22,7 @@ export type Technique = 'frozen' | 'full' | 'lora' | 'adapter';
  * (classification: accuracy, macroF1; regression: pearson, spearman; token classification also
  * f1, seqeval's entity F1).
  */
-export type BestMetric = 'loss' | 'accuracy' | 'macroF1' | 'f1' | 'pearson' | 'spearman';
+export type BestMetric = 'loss' | 'accuracy' | 'macroF1' | 'f1' | 'exactMatch' | 'pearson' | 'spearman';
 
 /** train()'s options of any problem type, as the library reads them. */
 export type AnyTrainOptions = TrainOptions<TrainProblemType>;
@@ -138,8 +138,10 @@ export interface Evaluation {
   validationAccuracy?: number;
   /** Classification: the F1 averaged over the classes (token classification: over the entity types). */
   validationMacroF1?: number;
-  /** Token classification: seqeval's F1 over the entities (micro). */
+  /** Token classification: seqeval's F1 over the entities (micro). Question answering: SQuAD's F1 (a fraction). */
   validationF1?: number;
+  /** Question answering: SQuAD's exact match (a fraction). */
+  validationExactMatch?: number;
   /** Regression: Pearson's r of the values and the targets. */
   validationPearson?: number;
   /** Regression: Spearman's ρ (ties by their average rank). */
@@ -200,6 +202,7 @@ export interface EpochMetrics {
   seconds: number;
   validationMacroF1?: number;
   validationF1?: number;
+  validationExactMatch?: number;
   validationPearson?: number;
   validationSpearman?: number;
   /** Whether this epoch's end-of-epoch evaluation set a new best (and was checkpointed). */

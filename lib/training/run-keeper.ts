@@ -9,9 +9,13 @@ import type { RunPosition } from './training-state.js';
 
 /**
  * A validation pass's scores by `bestMetric` name: classification's accuracy and macro-F1 (token
- * classification's also seqeval's entity F1), or regression's Pearson and Spearman.
+ * classification's also seqeval's entity F1), regression's Pearson and Spearman, or question
+ * answering's SQuAD exact match and F1.
  */
-export type ValidationScores = { accuracy: number; macroF1: number; f1?: number } | { pearson: number; spearman: number };
+export type ValidationScores =
+  | { accuracy: number; macroF1: number; f1?: number }
+  | { pearson: number; spearman: number }
+  | { exactMatch: number; f1: number };
 
 /** One validation pass as a task measures it: the numbers the run compares, and the task's full metrics. */
 export interface Validation<M> {
@@ -22,16 +26,22 @@ export interface Validation<M> {
 
 /** An evaluation's score fields, copied into its epoch's record. */
 function scoreFieldsOf(e: Evaluation): Partial<EpochMetrics> {
-  const { validationAccuracy, validationMacroF1, validationF1, validationPearson, validationSpearman } = e;
+  const { validationAccuracy, validationMacroF1, validationF1, validationExactMatch, validationPearson, validationSpearman } = e;
   return Object.fromEntries(
-    Object.entries({ validationAccuracy, validationMacroF1, validationF1, validationPearson, validationSpearman }).filter(
-      ([, v]) => v !== undefined,
-    ),
+    Object.entries({
+      validationAccuracy,
+      validationMacroF1,
+      validationF1,
+      validationExactMatch,
+      validationPearson,
+      validationSpearman,
+    }).filter(([, v]) => v !== undefined),
   );
 }
 
-/** An evaluation's (and epoch's) fields of the scores: `validationAccuracy`, `validationMacroF1` (`validationF1`); or `validationPearson`, `validationSpearman`. */
+/** An evaluation's (and epoch's) fields of the scores: `validationAccuracy`, `validationMacroF1` (`validationF1`); `validationPearson`, `validationSpearman`; or `validationExactMatch`, `validationF1`. */
 function scoreFields(scores: ValidationScores): Partial<Evaluation> {
+  if ('exactMatch' in scores) return { validationExactMatch: scores.exactMatch, validationF1: scores.f1 };
   if (!('accuracy' in scores)) return { validationPearson: scores.pearson, validationSpearman: scores.spearman };
   return {
     validationAccuracy: scores.accuracy,
@@ -47,6 +57,7 @@ function scoreOf(evaluation: Evaluation, metric: BestMetric): number {
     accuracy: 'validationAccuracy',
     macroF1: 'validationMacroF1',
     f1: 'validationF1',
+    exactMatch: 'validationExactMatch',
     pearson: 'validationPearson',
     spearman: 'validationSpearman',
   } as const;

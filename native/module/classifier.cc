@@ -29,8 +29,8 @@ struct ClassifierSpec {
   double dropout;
   std::string pooling;
   uint64_t seed;
-  // "mlp" (torch-bert's own head), "sequence-classification" or "token-classification"
-  // (transformers' heads of `family`), or "prompt".
+  // "mlp" (torch-bert's own head), "sequence-classification", "token-classification" or
+  // "question-answering" (transformers' heads of `family`), or "prompt".
   std::string head;
   std::string family;  // bert | roberta | distilbert; only for transformers' heads
   double initializerRange;
@@ -77,7 +77,7 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
     }
   }
   s.initializerRange = 0.02;
-  if (s.head == "sequence-classification" || s.head == "token-classification") {
+  if (s.head == "sequence-classification" || s.head == "token-classification" || s.head == "question-answering") {
     s.family = ReadString(spec.Get("family"), fn + ".family");
     if (s.family != "bert" && s.family != "roberta" && s.family != "distilbert") {
       ThrowError(value.Env(), fn + ".family must be 'bert', 'roberta' or 'distilbert', got '" + s.family + "'");
@@ -91,9 +91,13 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
     if (s.pooling != "cls") ThrowError(value.Env(), fn + ".pooling must be 'cls' with head '" + s.head + "'");
     // A word's class is one of several: a softmax over them (BertForTokenClassification's
     // cross-entropy).
-    if (s.head == "token-classification" && s.problemType != ProblemType::kSingleLabel) {
-      ThrowError(value.Env(),
-                 fn + ".problemType must be 'single_label_classification' with head 'token-classification'");
+    if ((s.head == "token-classification" || s.head == "question-answering") &&
+        s.problemType != ProblemType::kSingleLabel) {
+      ThrowError(value.Env(), fn + ".problemType must be 'single_label_classification' with head '" + s.head + "'");
+    }
+    // An answer's start and its end: the two logits of each token (qa_outputs).
+    if (s.head == "question-answering" && s.numClasses != 2) {
+      ThrowError(value.Env(), fn + ".numClasses must be 2 with head 'question-answering' (the start and end logits)");
     }
   } else if (s.head == "prompt") {
     // LM-BFF's head scores one label word of several: a softmax over them.
@@ -112,7 +116,9 @@ ClassifierSpec ReadSpec(const Napi::Value& value) {
     }
   } else if (s.head != "mlp") {
     ThrowError(value.Env(),
-               fn + ".head must be 'mlp', 'sequence-classification', 'token-classification' or 'prompt', got '" +
+               fn +
+                   ".head must be 'mlp', 'sequence-classification', 'token-classification', 'question-answering' or "
+                   "'prompt', got '" +
                    s.head + "'");
   }
   return s;
@@ -300,8 +306,8 @@ std::string FeaturesSource(const EncoderInfo& info, const ClassifierSpec& spec, 
   } else {
     src << "    h = out[" << Quote(*info.outputKey) << "]\n";
   }
-  if (spec.head == "token-classification") {
-    // Every token's hidden state: forward picks the rows it classifies.
+  if (spec.head == "token-classification" || spec.head == "question-answering") {
+    // Every token's hidden state: forward picks the rows it scores.
     src << "    return h\n";
   } else if (spec.head == "prompt") {
     // The mask's row, found in the graph (the first position where input_ids is the mask id), so
@@ -353,12 +359,37 @@ def forward_all_tokens(self, input_ids, attention_mask):
     return self.head_forward(self.features(input_ids, attention_mask))
 )";
 
+// A question-answering model (BertForQuestionAnswering, RobertaForQuestionAnswering,
+// DistilBertForQuestionAnswering): `span_logits` is transformers' model, every token's start and
+// end logits [B, T, 2]. `forward` gives the rows the loss reads: the [2B, T] start and end rows
+// (start of text 0, end of text 0, start of text 1, ...) at `positions` (all 2B of them in
+// training, train/batch.h), log-softmax over every position of the padded row as transformers'
+// CrossEntropyLoss takes it. Their nll against the labels (s0, e0, s1, e1, ...) is the mean over
+// 2B rows, which is transformers' (start_loss + end_loss) / 2.
+std::string QaForwardSource(bool tokenTypes) {
+  const std::string suffix = tokenTypes ? "_token_types" : "";
+  const std::string params = tokenTypes ? "input_ids, attention_mask, token_type_ids" : "input_ids, attention_mask";
+  std::ostringstream src;
+  src << "\ndef span_logits" << suffix << "(self, " << params << "):\n";
+  src << "    return self.head_forward(self.features" << suffix << "(" << params << "))\n";
+  src << "\ndef forward" << suffix << "(self, " << params << ", positions):\n";
+  src << "    x = self.span_logits" << suffix << "(" << params << ")\n";
+  src << "    rows = x.transpose(1, 2).reshape(-1, x.size(1))\n";
+  src << "    return torch.log_softmax(rows.index_select(0, positions), -1)\n";
+  return src.str();
+}
+
 // The classifier's methods: features, head_forward and forward; and where the encoder takes
 // token_type_ids, their text-pair variants (a prompt's pairs are in its template, one segment;
-// a token classifier reads single texts).
+// a token classifier reads single texts; a question and its context are a pair).
 std::string ClassifierSource(const EncoderInfo& encoder, const ClassifierSpec& spec, const std::string& headSource) {
   if (spec.head == "token-classification")
     return FeaturesSource(encoder, spec, false) + headSource + kTokenForwardSource;
+  if (spec.head == "question-answering") {
+    std::string source = FeaturesSource(encoder, spec, false) + headSource + QaForwardSource(false);
+    if (encoder.arity == 3) source += FeaturesSource(encoder, spec, true) + QaForwardSource(true);
+    return source;
+  }
   std::string source = FeaturesSource(encoder, spec, false) + headSource + kForwardSource;
   if (encoder.arity == 3 && spec.head != "prompt")
     source += FeaturesSource(encoder, spec, true) + kTokenTypesForwardSource;
@@ -371,6 +402,15 @@ std::string ClassifierSource(const EncoderInfo& encoder, const ClassifierSpec& s
 std::string OutputSource(ProblemType problem) {
   return problem == ProblemType::kSingleLabel ? "    return torch.log_softmax(x, -1)\n" : "    return x\n";
 }
+
+// transformers' question-answering heads: `qa_outputs` on each token's last hidden state, its
+// two outputs the start and end logits, returned as logits. DistilBertForQuestionAnswering
+// applies dropout (qa_dropout) first; BERT's and RoBERTa's none (their dropout_p is 0).
+const char* kQaHeadSource = R"(
+def head_forward(self, x):
+    x = torch.dropout(x, self.dropout_p, self.training)
+    return self.head.qa_outputs.forward(x)
+)";
 
 const char* kMlpHeadSource = R"(
 def head_forward(self, x):
@@ -513,12 +553,14 @@ struct HeadLinear {
 
 std::vector<HeadLinear> HeadLayout(const ClassifierSpec& spec, int64_t hidden) {
   if (spec.head == "mlp") return {{"dense", spec.headHidden, hidden}, {"out_proj", spec.numClasses, spec.headHidden}};
+  if (spec.head == "question-answering") return {{"qa_outputs", 2, hidden}};
   if (spec.head == "token-classification" || spec.family == "bert") return {{"classifier", spec.numClasses, hidden}};
   if (spec.family == "roberta") return {{"dense", hidden, hidden}, {"out_proj", spec.numClasses, hidden}};
   return {{"pre_classifier", hidden, hidden}, {"classifier", spec.numClasses, hidden}};
 }
 
 std::string HeadSource(const ClassifierSpec& spec) {
+  if (spec.head == "question-answering") return kQaHeadSource;
   const char* body = spec.head == "mlp"                    ? kMlpHeadSource
                      : spec.head == "token-classification" ? kTokenHeadSource
                      : spec.family == "bert"               ? kBertHeadSource
@@ -567,10 +609,11 @@ std::vector<std::string> UnreachedParameters(torch::jit::Module& classifier, con
     auto longs = torch::TensorOptions().dtype(torch::kLong).device(info.device);
     std::vector<c10::IValue> inputs{torch::arange(1, 1 + kProbeBatch * kProbeSeq, longs).view({kProbeBatch, kProbeSeq}),
                                     torch::ones({kProbeBatch, kProbeSeq}, longs)};
-    // A token classifier's forward classifies the rows it is given: every one.
-    if (classifier.attr("head_kind").toStringRef() == "token-classification") {
-      inputs.emplace_back(torch::arange(kProbeBatch * kProbeSeq, longs));
-    }
+    // A token classifier's forward classifies the rows it is given: every one; a
+    // question-answering model's scores every start and end row.
+    const std::string& kind = classifier.attr("head_kind").toStringRef();
+    if (kind == "token-classification") inputs.emplace_back(torch::arange(kProbeBatch * kProbeSeq, longs));
+    if (kind == "question-answering") inputs.emplace_back(torch::arange(2 * kProbeBatch, longs));
     torch::Tensor out = classifier.get_method("forward")(std::move(inputs)).toTensor();
     grads = torch::autograd::grad({out.sum()}, tensors, /*grad_outputs=*/{}, /*retain_graph=*/false,
                                   /*create_graph=*/false, /*allow_unused=*/true);
@@ -719,9 +762,8 @@ Napi::Value BuildClassifier(const Napi::CallbackInfo& info) {
     // encoder), the head, and their methods.
     classifier.register_module("encoder", encoderState->module);
     classifier.register_module("head", head);
-    const std::string pooling = promptHead                            ? std::string("mask")
-                                : spec.head == "token-classification" ? std::string("tokens")
-                                                                      : spec.pooling;
+    const bool perToken = spec.head == "token-classification" || spec.head == "question-answering";
+    const std::string pooling = promptHead ? std::string("mask") : perToken ? std::string("tokens") : spec.pooling;
     classifier.register_attribute("pooling", c10::StringType::get(), pooling);
     classifier.register_attribute("num_labels", c10::IntType::get(), spec.numClasses);
     classifier.register_attribute("hidden_size", c10::IntType::get(), encoder.hiddenSize);

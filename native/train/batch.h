@@ -96,4 +96,11 @@ struct EvalOptions {
   Precision precision = Precision::kFp32;
 };
 
+// extractFeatures: the classifier's method it runs (`features`, or a question-answering model's
+// `span_logits`) and the precision.
+struct FeatureOptions {
+  std::string method = "features";
+  Precision precision = Precision::kFp32;
+};
+
 }  // namespace torch_bert

@@ -166,10 +166,20 @@ EvalOptions ReadEvalOptions(const Napi::Value& value, const std::string& fn) {
   return eval;
 }
 
-Precision ReadFeatureOptions(const Napi::Value& value, const std::string& fn) {
-  if (IsMissing(value)) return Precision::kFp32;
+FeatureOptions ReadFeatureOptions(const Napi::Value& value, const std::string& fn) {
+  FeatureOptions features;
+  if (IsMissing(value)) return features;
   const std::string where = fn + ": options";
-  return ReadPrecision(ReadObject(value, where).Get("precision"), where + ".precision");
+  Napi::Object options = ReadObject(value, where);
+  features.precision = ReadPrecision(options.Get("precision"), where + ".precision");
+  Napi::Value method = options.Get("method");
+  if (!IsMissing(method)) {
+    features.method = ReadString(method, where + ".method");
+    if (features.method != "features" && features.method != "span_logits") {
+      ThrowError(value.Env(), where + ".method must be 'features' or 'span_logits', got '" + features.method + "'");
+    }
+  }
+  return features;
 }
 
 TrainOptions ReadTrainOptions(const Napi::Value& value, const std::string& fn) {

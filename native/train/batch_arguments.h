@@ -30,7 +30,7 @@ TrainOptions ReadTrainOptions(const Napi::Value& value, const std::string& fn);
 // evalStep / headEvalStep's `loss` argument: loss fields and precision.
 EvalOptions ReadEvalOptions(const Napi::Value& value, const std::string& fn);
 
-// extractFeatures' options: { precision }.
-Precision ReadFeatureOptions(const Napi::Value& value, const std::string& fn);
+// extractFeatures' options: { precision, method }.
+FeatureOptions ReadFeatureOptions(const Napi::Value& value, const std::string& fn);
 
 }  // namespace torch_bert

@@ -227,8 +227,10 @@ class EvalBatchWorker : public BatchWorker {
 // extractFeatures: the classifier's `features` in eval mode without autograd.
 class FeaturesWorker : public BatchWorker {
  public:
-  FeaturesWorker(Napi::Env env, ModuleStatePtr model, Batch batch, Precision precision)
-      : BatchWorker(env, std::move(model), batch.size, precision), batch_(std::move(batch)) {}
+  FeaturesWorker(Napi::Env env, ModuleStatePtr model, Batch batch, FeatureOptions options)
+      : BatchWorker(env, std::move(model), batch.size, options.precision),
+        batch_(std::move(batch)),
+        method_(std::move(options.method)) {}
 
  protected:
   void Compute(const c10::Device& device) override {
@@ -237,15 +239,18 @@ class FeaturesWorker : public BatchWorker {
     TrainingModeSnapshot restore(Modules(*model_));
     for (const auto& m : Modules(*model_)) SetTrainingFlag(m, false);
 
-    TokenCall call = TokenMethodCall(module, "features", batch_, device);
+    TokenCall call = TokenMethodCall(module, method_, batch_, device);
     c10::IValue out;
     {
       AutocastGuard autocast(precision_, device);
       out = CallMethod(*model_, call.method, std::move(call.inputs), LoraMode::kForward);
     }
-    if (!out.isTensor() || out.toTensor().dim() != 2 || out.toTensor().size(0) != batch_.size) {
+    // features: [B, hidden]; a question-answering model's span_logits: [B, T, 2].
+    const bool perToken = method_ == "span_logits";
+    if (!out.isTensor() || out.toTensor().dim() != (perToken ? 3 : 2) || out.toTensor().size(0) != batch_.size) {
       std::ostringstream os;
-      os << "the model's features must return a [" << batch_.size << ", hidden] tensor, got ";
+      os << "the model's " << method_ << " must return a [" << batch_.size
+         << (perToken ? ", tokens, width" : ", hidden") << "] tensor, got ";
       if (out.isTensor())
         os << "shape " << out.toTensor().sizes();
       else
@@ -259,6 +264,7 @@ class FeaturesWorker : public BatchWorker {
 
  private:
   Batch batch_;
+  std::string method_;
   torch::Tensor features_;
 };
 
@@ -295,8 +301,8 @@ Napi::Value ExtractFeatures(const Napi::CallbackInfo& info) {
     const std::string fn = "extractFeatures";
     ModuleStatePtr model = ScriptModule::Get(info[0], fn + ": model");
     Batch batch = ReadBatch(info[1], fn, /*requireLabels=*/false);
-    Precision precision = ReadFeatureOptions(info[2], fn);
-    return PromiseWorker::Start(new FeaturesWorker(env, std::move(model), std::move(batch), precision));
+    FeatureOptions options = ReadFeatureOptions(info[2], fn);
+    return PromiseWorker::Start(new FeaturesWorker(env, std::move(model), std::move(batch), std::move(options)));
   });
 }
 

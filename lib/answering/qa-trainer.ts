@@ -1,0 +1,520 @@
+/**
+ * `trainQuestionAnswering()`: extractive question answering (SQuAD 1.1 and 2.0) fine-tuned as
+ * Hugging Face's run_qa.py fine-tunes it: a BERT-family model with transformers'
+ * question-answering head (buildClassifier's 'question-answering'), questions and their contexts
+ * in overlapping windows labelled with the answer's tokens (question-windows.ts), the loss over
+ * the start and end positions, and each validation pass's answers postprocessed from the logits
+ * and scored with SQuAD's exact match and F1 (answer-task.ts). It runs on the loop every task
+ * shares (training-loop.ts) with the run bookkeeping of run-keeper.ts, as trainTokenClassifier()
+ * does: AdamW with its schedule, clipping, accumulation, reduced precision, the best weights
+ * kept, exact resume, abort, data-parallel ranks.
+ *
+ * Stages: 1. options (train()'s resolution with run_qa.py's and the Trainer's defaults) and the
+ * questions; 2. the model (a Hugging Face folder or Hub id), its head and the windows; 3. what
+ * trains; 4. the loop; 5. the kept folder (qa-folder.ts): a *ForQuestionAnswering folder
+ * transformers loads.
+ */
+import { join } from 'node:path';
+import type { NativeBinding, NativeLoraAdapters, NativeScriptModule, Precision } from '../addon/binding.js';
+import { asAbortError, InputError } from '../addon/errors.js';
+import { loadBinding } from '../addon/loader.js';
+import type { Schedule } from '../data/batching.js';
+import { filePathList } from '../data/data.js';
+import { HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
+import { type LoadedEncoder, modelFolderRead } from '../models/encoder-source.js';
+import { configNumber } from '../models/hf-config.js';
+import { takesTokenTypes } from '../models/model-checks.js';
+import { folderOf, peftBase } from '../tagging/token-classifier-folder.js';
+import { loadTaskModel } from '../tagging/token-trainer.js';
+import {
+  contentDigest,
+  type Distributed,
+  type RunIdentity,
+  rankZeroDecides,
+  runAsRank,
+  sharedSettings,
+  startAsRank,
+} from '../training/distributed.js';
+import {
+  checkOptionNames,
+  type Device,
+  type EpochMetrics,
+  type Evaluation,
+  type LoraOptions,
+  type ProgressEvent,
+  type ResolvedTrainOptions,
+  resolveTrainOptions,
+  zeroLearningRateNote,
+} from '../training/options.js';
+import { RunKeeper, startPosition } from '../training/run-keeper.js';
+import { setUpTrainable } from '../training/trainable.js';
+import { runTrainingLoop, startTrainee } from '../training/training-loop.js';
+import {
+  checkOutputFolderFirst,
+  claimRunFolder,
+  readTrainingState,
+  removeTrainingState,
+  resumePosition,
+  runContents,
+  type SkippedBatch,
+  stateSaver,
+} from '../training/training-state.js';
+import { type AnswerMetrics, answerSet, questionAnsweringTask, validateAnswers } from './answer-task.js';
+import { copyAnswerHead, isQuestionAnswererConfig, writeQuestionAnswererFolder } from './qa-folder.js';
+import { SPAN_DEFAULTS, type SpanOptions } from './span-answers.js';
+import { type QuestionExample, readQuestionFiles } from './squad-data.js';
+
+export interface QaTrainOptions {
+  /** A Hugging Face model folder or Hub id (BERT, RoBERTa, DistilBERT). */
+  model: string;
+  /** Questions: SQuAD JSON files, or Hugging Face datasets' squad records (JSON Lines or a JSON array). */
+  data: string | readonly string[];
+  /** Validation questions. Default: a `validationSplit` share of `data`, drawn from the seed. */
+  validationData?: string | readonly string[];
+  /** Share of `data` held out when there is no validationData. Default 0.1. */
+  validationSplit?: number;
+  /** Where the kept model (a Hugging Face *ForQuestionAnswering folder), history and training state go. */
+  outDir: string;
+  /** 'full' (default, run_qa.py's); 'lora' (PEFT's QUESTION_ANS, kept merged); 'frozen' (the head alone). */
+  technique?: 'full' | 'lora' | 'frozen';
+  lora?: LoraOptions;
+  /** A tokenizer.json; default the model folder's. */
+  tokenizer?: string;
+  /** Tokens per window, special tokens included. Default 384 (run_qa.py's max_seq_length) or the model's, if shorter. */
+  maxLength?: number;
+  /** Tokens two windows of a long context share. Default 128 (run_qa.py's doc_stride). */
+  docStride?: number;
+  /** SQuAD 2.0: questions may have no answer ("" is then answered). Default false. */
+  versionTwo?: boolean;
+  /** Answer candidates kept per question. Default 20 (n_best_size). */
+  nBest?: number;
+  /** Longest answer in tokens. Default 30 (max_answer_length). */
+  maxAnswerLength?: number;
+  /** versionTwo: "" is answered when its score beats the best span's by more than this. Default 0. */
+  nullScoreDiffThreshold?: number;
+  /** Default 3 (the Trainer's). */
+  epochs?: number;
+  /** Default 8 (the Trainer's per-device batch), in windows. */
+  batchSize?: number;
+  /** Default 5e-5 (the Trainer's). */
+  learningRate?: number;
+  weightDecay?: number;
+  betas?: [number, number];
+  eps?: number;
+  /** Default 'linear' (the Trainer's). */
+  schedule?: Schedule;
+  warmupRatio?: number;
+  maxGradNorm?: number;
+  gradientAccumulationSteps?: number;
+  precision?: Precision;
+  device?: Device;
+  seed?: number;
+  evaluateEvery?: 'epoch' | number;
+  /** Which validation score keeps the best weights: 'loss' (default), 'f1' or 'exactMatch' (SQuAD's). */
+  bestMetric?: QaBestMetric;
+  earlyStoppingPatience?: number;
+  onNonFinite?: 'stop' | 'skip';
+  /** The out dir of an interrupted run: continues it exactly. */
+  resumeFrom?: string;
+  threads?: number;
+  /** Data-parallel training, as train()'s; every rank validates every question. */
+  distributed?: 'auto' | 'off';
+  distributedTimeout?: number;
+  onProgress?: (event: ProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface QaTrainResult {
+  outDir: string;
+  history: EpochMetrics[];
+  evaluations: Evaluation[];
+  best: Evaluation;
+  /** Validation metrics of the kept weights (SQuAD's, as fractions; each question's answer). */
+  metrics: AnswerMetrics | undefined;
+  trainQuestions: number;
+  trainWindows: number;
+  validationQuestions: number;
+  notes: string[];
+  stoppedEarly: boolean;
+  skippedBatches: SkippedBatch[];
+}
+
+/** trainQuestionAnswering()'s defaults where they are not train()'s: run_qa.py's and the Trainer's. */
+export const QA_TRAIN_DEFAULTS = {
+  technique: 'full' as const,
+  epochs: 3,
+  batchSize: 8,
+  learningRate: 5e-5,
+  schedule: 'linear' as const,
+  validationSplit: 0.1,
+  maxLength: 384,
+  docStride: 128,
+};
+
+export type QaBestMetric = 'loss' | 'f1' | 'exactMatch';
+const QA_BEST_METRICS: readonly QaBestMetric[] = ['loss', 'f1', 'exactMatch'];
+const QA_TECHNIQUES: ReadonlyArray<QaTrainOptions['technique']> = ['full', 'lora', 'frozen'];
+
+/** trainQuestionAnswering()'s option names, equal to QaTrainOptions' keys. */
+const QA_OPTION_NAMES = Object.keys({
+  model: 1,
+  data: 1,
+  validationData: 1,
+  validationSplit: 1,
+  outDir: 1,
+  technique: 1,
+  lora: 1,
+  tokenizer: 1,
+  maxLength: 1,
+  docStride: 1,
+  versionTwo: 1,
+  nBest: 1,
+  maxAnswerLength: 1,
+  nullScoreDiffThreshold: 1,
+  epochs: 1,
+  batchSize: 1,
+  learningRate: 1,
+  weightDecay: 1,
+  betas: 1,
+  eps: 1,
+  schedule: 1,
+  warmupRatio: 1,
+  maxGradNorm: 1,
+  gradientAccumulationSteps: 1,
+  precision: 1,
+  device: 1,
+  seed: 1,
+  evaluateEvery: 1,
+  bestMetric: 1,
+  earlyStoppingPatience: 1,
+  onNonFinite: 1,
+  resumeFrom: 1,
+  threads: 1,
+  distributed: 1,
+  distributedTimeout: 1,
+  onProgress: 1,
+  signal: 1,
+} satisfies Record<keyof QaTrainOptions, 1>);
+
+/** What trainQuestionAnswering() read of its options beyond train()'s. */
+interface QaRun {
+  spec: string;
+  data: string | readonly string[];
+  validationData: string | readonly string[] | undefined;
+  maxLength: number | undefined;
+  docStride: number;
+  span: SpanOptions;
+  loraTargetsGiven: boolean;
+  outDir: string;
+}
+
+const WHO = 'trainQuestionAnswering()';
+
+function positiveInteger(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1)
+    throw new InputError(`${WHO}: ${name} must be a positive integer; got ${JSON.stringify(value)}`);
+  return value;
+}
+
+export async function trainQuestionAnswering(options: QaTrainOptions): Promise<QaTrainResult> {
+  // 1. Options.
+  if (!options || typeof options !== 'object') throw new InputError(`${WHO} takes an options object`);
+  checkOptionNames(WHO, options, QA_OPTION_NAMES);
+  const {
+    model: spec,
+    data,
+    validationData,
+    technique,
+    bestMetric,
+    docStride,
+    versionTwo,
+    nBest,
+    maxAnswerLength,
+    nullScoreDiffThreshold,
+    ...rest
+  } = options;
+  if (typeof spec !== 'string' || spec === '')
+    throw new InputError(`${WHO}: \`model\` (a Hugging Face model folder or Hub id) is required`);
+  if (technique !== undefined && !QA_TECHNIQUES.includes(technique)) {
+    throw new InputError(`${WHO}: technique must be 'full', 'lora' or 'frozen'; got ${JSON.stringify(technique)}`);
+  }
+  if (bestMetric !== undefined && !QA_BEST_METRICS.includes(bestMetric)) {
+    throw new InputError(`${WHO}: bestMetric must be one of ${QA_BEST_METRICS.join(', ')}; got ${JSON.stringify(bestMetric)}`);
+  }
+  if (versionTwo !== undefined && typeof versionTwo !== 'boolean')
+    throw new InputError(`${WHO}: versionTwo is true or false; got ${JSON.stringify(versionTwo)}`);
+  if (nullScoreDiffThreshold !== undefined && !Number.isFinite(nullScoreDiffThreshold)) {
+    throw new InputError(`${WHO}: nullScoreDiffThreshold must be a finite number; got ${JSON.stringify(nullScoreDiffThreshold)}`);
+  }
+  if (docStride !== undefined && (!Number.isInteger(docStride) || docStride < 0)) {
+    throw new InputError(`${WHO}: docStride must be an integer >= 0; got ${JSON.stringify(docStride)}`);
+  }
+  const { maxLength, ...trainRest } = rest;
+  const opts = resolveTrainOptions({
+    ...QA_TRAIN_DEFAULTS,
+    ...Object.fromEntries(Object.entries(trainRest).filter(([, v]) => v !== undefined)),
+    maxLength: undefined,
+    technique: technique ?? QA_TRAIN_DEFAULTS.technique,
+    encoder: spec,
+    data: 'questions',
+  });
+  if (bestMetric !== undefined) opts.bestMetric = bestMetric;
+  const outDir = opts.outDir;
+  if (!outDir) throw new InputError(`${WHO}: \`outDir\` is required (the trained model is a folder)`);
+  const run: QaRun = {
+    spec,
+    data,
+    validationData,
+    maxLength,
+    docStride: docStride ?? QA_TRAIN_DEFAULTS.docStride,
+    span: {
+      nBest: positiveInteger('nBest', nBest, SPAN_DEFAULTS.nBest),
+      maxAnswerLength: positiveInteger('maxAnswerLength', maxAnswerLength, SPAN_DEFAULTS.maxAnswerLength),
+      versionTwo: versionTwo ?? SPAN_DEFAULTS.versionTwo,
+      nullScoreDiffThreshold: nullScoreDiffThreshold ?? SPAN_DEFAULTS.nullScoreDiffThreshold,
+    },
+    loraTargetsGiven: options.lora?.targets !== undefined,
+    outDir,
+  };
+  const binding = loadBinding();
+  return runAsRank(binding, opts, (dist) => {
+    if (dist && !dist.isMain) {
+      opts.onProgress = undefined;
+      opts.outDir = undefined;
+    }
+    return trainRank(binding, opts, run, dist);
+  });
+}
+
+async function trainRank(binding: NativeBinding, opts: ResolvedTrainOptions, run: QaRun, dist: Distributed | null): Promise<QaTrainResult> {
+  const { outDir } = run;
+  const writes = !dist || dist.isMain;
+  if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
+  const disposables: Array<{ dispose(): void }> = [];
+  let releaseOutDir: (() => Promise<void>) | undefined;
+  try {
+    // 1–2. The questions, the model, the windows, where the run starts.
+    const prepared = await prepareRank(binding, opts, run, dist, disposables);
+    const { loaded, train, validation, position, maxLength } = prepared;
+
+    // 3. The model and what trains.
+    const { model, setup, trainee, headNote } = await answerTrainee(binding, opts, prepared, dist, disposables);
+    const { family, dir: sourceDir } = folderOf(loaded);
+    if (writes) releaseOutDir = await claimRunFolder(outDir, 'question-answerer', opts.resumeFrom, modelFolderRead(loaded));
+
+    // 4. The loop.
+    const keeper = new RunKeeper<AnswerMetrics>(position, opts, {
+      validate: () => validateAnswers(binding, model, validation, { ...opts, span: run.span }),
+      agree: rankZeroDecides(dist),
+      checkpoint: async (evaluation) => {
+        if (!writes) return;
+        await writeQuestionAnswererFolder(binding, outDir, {
+          model,
+          lora: setup.adapters && { adapters: setup.adapters as NativeLoraAdapters, settings: opts.lora, ...peftBase(loaded) },
+          family,
+          sourceDir,
+          tokenizerJson: loaded.tokenizer.json,
+          settings: { maxLength, docStride: run.docStride, versionTwo: run.span.versionTwo },
+          evaluation,
+          history: position.history,
+        });
+      },
+      saveState: stateSaver(
+        binding,
+        writes ? outDir : undefined,
+        { fingerprint: prepared.fingerprint, tensors: setup.trainable, optimizer: trainee.optimizer },
+        dist,
+      ),
+      onProgress: opts.onProgress,
+    });
+    const task = questionAnsweringTask(binding, model, trainee.optimizer, train, {
+      precision: opts.precision,
+      maxGradNorm: opts.maxGradNorm,
+      skipNonFinite: opts.onNonFinite === 'skip',
+      averageGradients: dist !== null,
+    });
+    await runTrainingLoop(task, trainee, keeper, {
+      ...opts,
+      trainRows: train.windows.encoded.count,
+      randperm: binding.randperm,
+      rank: dist ?? undefined,
+    });
+
+    // 5. Finish.
+    if (writes) {
+      await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
+      await removeTrainingState(outDir);
+    }
+    return {
+      outDir,
+      history: position.history,
+      evaluations: position.evaluations,
+      best: keeper.bestEvaluation()!,
+      metrics: keeper.bestMetrics,
+      trainQuestions: train.examples.length,
+      trainWindows: train.windows.encoded.count,
+      validationQuestions: validation.examples.length,
+      notes: [...loaded.notes, ...[headNote, zeroLearningRateNote(opts)].filter((n) => n !== null)],
+      stoppedEarly: keeper.stoppedEarly,
+      skippedBatches: position.skippedBatches,
+    };
+  } catch (err) {
+    throw asAbortError(err, 'question-answering training aborted');
+  } finally {
+    for (const d of disposables.reverse()) d.dispose();
+    await releaseOutDir?.();
+  }
+}
+
+/**
+ * Stages 1–2 of a rank: what may fail on one rank alone (loadAndRead), then (data-parallel) the
+ * start agreed with the other ranks; the questions' windows, the run's fingerprint and the
+ * position it starts from.
+ */
+async function prepareRank(
+  binding: NativeBinding,
+  opts: ResolvedTrainOptions,
+  run: QaRun,
+  dist: Distributed | null,
+  disposables: Array<{ dispose(): void }>,
+) {
+  const { value: start, identity } = await startAsRank(
+    dist,
+    () => loadAndRead(binding, opts, run, disposables),
+    (read) => runIdentity(opts, run, read),
+  );
+  const { loaded, split, maxLength } = start;
+  if (!run.loraTargetsGiven && loaded.loraTargets) opts.lora.targets = loaded.loraTargets;
+  // Token types where the encoder takes them (BERT's), as the fast tokenizer gives them.
+  const windows = { maxLength, docStride: run.docStride, tokenTypes: takesTokenTypes(loaded.module.forwardArity) };
+  const train = answerSet(loaded.tokenizer, split.train, windows);
+  const validation = answerSet(loaded.tokenizer, split.validation, windows);
+  const fingerprint = {
+    task: 'question-answering',
+    trainExamples: train.windows.encoded.count,
+    validationExamples: validation.examples.length,
+    maxLength,
+    docStride: run.docStride,
+    batchSize: opts.batchSize,
+    epochs: opts.epochs,
+    seed: opts.seed,
+    gradientAccumulationSteps: opts.gradientAccumulationSteps,
+    ...(dist && dist.worldSize > 1 ? { worldSize: dist.worldSize } : {}),
+    options: sharedSettings(opts),
+    contents: runContents((await identity()).digests),
+  };
+  const position = start.saved ? resumePosition(start.saved, fingerprint, opts.resumeFrom!, train.windows.encoded.count) : startPosition();
+  return { ...start, train, validation, fingerprint, position };
+}
+
+/**
+ * What may fail on one rank alone: an output folder the run would damage refused first; the
+ * questions read and split; the model (its parts added to `disposables`) and the window length;
+ * the training state to resume.
+ */
+async function loadAndRead(binding: NativeBinding, opts: ResolvedTrainOptions, run: QaRun, disposables: Array<{ dispose(): void }>) {
+  await checkOutputFolderFirst(opts.outDir, 'question-answerer', run.spec, opts.resumeFrom);
+  const split = await readSplit(binding, opts, run);
+  const loaded = await loadTaskModel(opts, run.spec, run.maxLength, disposables, { caller: WHO, task: 'question answering' });
+  // run_qa.py: max_seq_length, or the model's own limit where that is shorter.
+  const maxLength = run.maxLength ?? Math.min(QA_TRAIN_DEFAULTS.maxLength, loaded.maxLength);
+  const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
+  return { split, loaded, maxLength, saved };
+}
+
+type RankStart = Awaited<ReturnType<typeof loadAndRead>>;
+
+/** What data-parallel ranks must share, and what a resumed run's contents are (as trainTokenClassifier()'s). */
+async function runIdentity(opts: ResolvedTrainOptions, run: QaRun, start: RankStart): Promise<RunIdentity> {
+  const { split, loaded, saved, maxLength } = start;
+  const questions = (set: readonly QuestionExample[]) => contentDigest(set.map((q) => JSON.stringify(q)));
+  const digests: Record<string, string> = {
+    'training data': questions(split.train),
+    'validation data': questions(split.validation),
+    tokenizer: contentDigest([loaded.tokenizer.json]),
+    "model's weights": await loaded.weightsKey(),
+  };
+  if (saved) digests['training state'] = contentDigest([JSON.stringify({ ...saved, directory: undefined })]);
+  return { settings: { ...sharedSettings(opts), maxLength, docStride: run.docStride, span: run.span }, digests };
+}
+
+/**
+ * Stage 3: the question-answering model (transformers' head of the family; added to
+ * `disposables`), its head started from the checkpoint's where the model is a question-answering
+ * model already, what trains (the pooler, which the loss does not reach, frozen), and its AdamW,
+ * each rank from rank 0's weights.
+ */
+async function answerTrainee(
+  binding: NativeBinding,
+  opts: ResolvedTrainOptions,
+  start: Pick<RankStart, 'loaded' | 'saved'>,
+  dist: Distributed | null,
+  disposables: Array<{ dispose(): void }>,
+) {
+  const { loaded } = start;
+  const { family, config } = folderOf(loaded);
+  const built = binding.buildClassifier(loaded.module, {
+    numClasses: 2,
+    headHidden: 1,
+    pooling: 'cls',
+    seed: opts.seed,
+    head: 'question-answering',
+    family,
+    // DistilBertForQuestionAnswering's qa_dropout (its default 0.1); BERT's and RoBERTa's heads have none.
+    dropout: family === 'distilbert' ? (configNumber(config.qa_dropout) ?? 0.1) : 0,
+    initializerRange: configNumber(config.initializer_range) ?? 0.02,
+  });
+  const model = built.module;
+  disposables.push(model);
+  const headNote = startHeadFromCheckpoint(model, loaded);
+  const setup = setUpTrainable(binding, model, opts, built.unusedParameters);
+  const trainee = await startTrainee(binding, model, setup, { dist, saved: start.saved, disposables });
+  model.train(true);
+  return { model, setup, trainee, headNote };
+}
+
+/** A question-answering checkpoint's head starts the run's, as from_pretrained keeps it; the note says so; null otherwise. The checkpoint's head tensors are freed. */
+function startHeadFromCheckpoint(model: NativeScriptModule, loaded: LoadedEncoder): string | null {
+  const weights = new Map(loaded.classificationHead);
+  loaded.classificationHead = [];
+  try {
+    const { config, configFile } = folderOf(loaded);
+    if (!isQuestionAnswererConfig(config) || weights.size === 0) return null;
+    copyAnswerHead(model, weights, loaded.description, configFile);
+    return "the head starts from the checkpoint's question-answering head (qa_outputs)";
+  } finally {
+    for (const t of weights.values()) t.dispose();
+  }
+}
+
+/** Files as a list. */
+function fileList(files: string | readonly string[] | undefined, option: string): readonly string[] {
+  const list = filePathList(files);
+  if (!list) {
+    throw new InputError(
+      `${WHO}: \`${option}\` is a file path or a list of them (SQuAD JSON, or squad records as JSON Lines); got ${JSON.stringify(files)?.slice(0, 80) ?? String(files)}`,
+    );
+  }
+  return list;
+}
+
+/** The training and validation questions: `validationData`'s, or a `validationSplit` share of `data` drawn by the seed (torch.randperm, the first ones held out). */
+async function readSplit(
+  binding: NativeBinding,
+  opts: ResolvedTrainOptions,
+  run: QaRun,
+): Promise<{ train: QuestionExample[]; validation: QuestionExample[] }> {
+  const all = await readQuestionFiles(fileList(run.data, 'data'));
+  if (run.validationData !== undefined)
+    return { train: all, validation: await readQuestionFiles(fileList(run.validationData, 'validationData')) };
+  const held = Math.max(1, Math.floor(all.length * opts.validationSplit));
+  if (all.length - held < 1) {
+    throw new InputError(
+      `${WHO}: ${all.length} question(s) leave none to train on once ${held} are held out for validation: give more questions or validationData`,
+    );
+  }
+  const order = binding.randperm(all.length, opts.seed);
+  const pick = (indices: Int32Array) => Array.from(indices, (i) => all[i]!);
+  return { train: pick(order.subarray(held)), validation: pick(order.subarray(0, held)) };
+}
