@@ -9,6 +9,24 @@
 export type * from './addon/binding.js';
 export { AbortError, InputError, ModelError, NumericalError } from './addon/errors.js';
 export { loadBinding, NativeLoadError } from './addon/loader.js';
+export type { AnswerMetrics } from './answering/answer-task.js';
+export {
+  QA_TRAIN_DEFAULTS,
+  type QaBestMetric,
+  type QaTrainOptions,
+  type QaTrainResult,
+  trainQuestionAnswering,
+} from './answering/qa-trainer.js';
+export {
+  type AnswerOptions,
+  loadQuestionAnswerer,
+  type Question,
+  QuestionAnswerer,
+  type QuestionAnswererLoadOptions,
+} from './answering/question-answerer.js';
+export { SPAN_DEFAULTS, type SpanAnswer, type SpanCandidate, type SpanOptions } from './answering/span-answers.js';
+export { type QuestionExample, readQuestionFiles } from './answering/squad-data.js';
+export { normalizeAnswer, type SquadMetrics, type SquadScores, squadMetrics } from './answering/squad-metrics.js';
 export {
   Classifier,
   type ClassifierConfig,
