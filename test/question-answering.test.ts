@@ -17,71 +17,10 @@ import { readQuestionFile } from '../lib/answering/squad-data.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
 import type { BatchEvent } from '../lib/training/options.js';
 import { makeHfFolder, runPython } from './fixtures.js';
-
-interface Record {
-  id: string;
-  title: string;
-  question: string;
-  context: string;
-  answers: { text: string[]; answer_start: number[] };
-}
-
-const FILLER = [
-  'the',
-  'movie',
-  'was',
-  'great',
-  'plot',
-  'boring',
-  'film',
-  'good',
-  'bad',
-  'story',
-  'and',
-  'really',
-  ',',
-  '.',
-  'at',
-  'watched',
-];
-const WHO = ['penny', 'sister', 'parents', 'kids', 'critics', 'audience'];
-const WHERE = ['cafe', 'home', 'dinner', 'cinema'];
-
-/**
- * `n` questions about who or where the villain was, in contexts of filler words long enough to
- * need several windows at the test's length; with `unanswerable`, every fifth asks what the
- * context does not say (SQuAD 2.0). A seeded LCG: the same every run.
- */
-function questions(n: number, seed: number, prefix: string, unanswerable: boolean): Record[] {
-  let state = seed;
-  const next = (k: number) => {
-    state = (state * 1103515245 + 12345) % 2147483648;
-    return Math.floor(state / 65536) % k;
-  };
-  const words = (count: number) => Array.from({ length: count }, () => FILLER[next(FILLER.length)]!).join(' ');
-  return Array.from({ length: n }, (_, i) => {
-    const who = WHO[next(WHO.length)]!;
-    const where = WHERE[next(WHERE.length)]!;
-    const before = `${words(2 + next(14))} the villain was `;
-    const context = `${before}${who} at ${where} . ${words(3 + next(12))}`;
-    const id = `${prefix}${i}`;
-    if (unanswerable && i % 5 === 4)
-      return { id, title: 't', question: 'who paid for dinner ?', context, answers: { text: [], answer_start: [] } };
-    const asksWho = next(2) === 0;
-    const answer = asksWho ? who : where;
-    const start = asksWho ? before.length : before.length + `${who} at `.length;
-    return {
-      id,
-      title: 't',
-      question: `${asksWho ? 'who' : 'where'} was the villain ?`,
-      context,
-      answers: { text: [answer], answer_start: [start] },
-    };
-  });
-}
+import { jsonl, questions, type SquadRecord } from './helpers/squad-questions.js';
 
 /** Hand-made questions for the windows' edge cases: an answer across two windows, one in a window's last token (run_qa.py's label quirk), pieces of words, a context that fits one window. */
-const EDGE_CASES: Record[] = (() => {
+const EDGE_CASES: SquadRecord[] = (() => {
   const long =
     'the movie was great and the plot was good , the story was really bad at home and the film was boring at the cinema with my sister';
   const at = (context: string, text: string) => ({ text: [text], answer_start: [context.indexOf(text)] });
@@ -103,8 +42,6 @@ const EDGE_CASES: Record[] = (() => {
     },
   ];
 })();
-
-const jsonl = (records: readonly Record[]) => records.map((r) => JSON.stringify(r)).join('\n') + '\n';
 
 interface ReferenceFeature {
   ids: number[];
@@ -143,7 +80,7 @@ interface Reference {
 const RUN = { epochs: 3, batchSize: 4, learningRate: 1e-3, weightDecay: 0.01, seed: 7, maxGradNorm: 1, maxLength: 24, docStride: 4 };
 const SPAN = { nBest: 5, maxAnswerLength: 6 };
 
-function referenceJob(folder: string, train: readonly Record[], validation: readonly Record[], extra: object = {}) {
+function referenceJob(folder: string, train: readonly SquadRecord[], validation: readonly SquadRecord[], extra: object = {}) {
   return {
     folder,
     train,
