@@ -12,15 +12,18 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortError } from '../lib/addon/errors.js';
 import { loadBinding } from '../lib/addon/loader.js';
-import { type QaTrainOptions, trainQuestionAnswering } from '../lib/answering/qa-trainer.js';
+import { type QaTrainOptions, type QaTrainResult, trainQuestionAnswering } from '../lib/answering/qa-trainer.js';
 import { QuestionAnswerer } from '../lib/answering/question-answerer.js';
 import { questionWindows, windowOffsets } from '../lib/answering/question-windows.js';
 import { answerSpan, SPAN_DEFAULTS } from '../lib/answering/span-answers.js';
+import { freePort, rankVariables } from '../lib/cli/launcher.js';
 import { TextTokenizer } from '../lib/data/tokenizer.js';
 import { sha256File } from '../lib/files/checkpoint.js';
 import type { BatchEvent, EpochMetrics } from '../lib/training/options.js';
-import { makeEncoder, makeHfFolder, runPython } from './fixtures.js';
+import { makeEncoder, makeHfFolder, repoRoot, runPython } from './fixtures.js';
+import { runCommand } from './helpers/run-command.js';
 import { jsonl, questions } from './helpers/squad-questions.js';
+import { maxDifference } from './helpers/weights.js';
 
 const SIZES = { tokenizer: 'json' as const, layers: 2, hidden: 32, heads: 4, intermediate: 64 };
 const RUN = { epochs: 2, batchSize: 4, learningRate: 1e-3, seed: 7, maxLength: 24, docStride: 4 };
@@ -42,7 +45,8 @@ const history = (h: EpochMetrics[]) =>
 
 describe('question answering runs (resume, LoRA, TorchScript, RoBERTa, refusals)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'torch-bert-qa-runs-'));
-  const train = questions(20, 11, 't', false);
+  // 44 windows: whole global batches of 4 for the data-parallel case.
+  const train = questions(19, 11, 't', false);
   const validation = questions(6, 12, 'v', false);
   const data = join(dir, 'train.jsonl');
   const validationData = join(dir, 'validation.jsonl');
@@ -252,6 +256,67 @@ describe('question answering runs (resume, LoRA, TorchScript, RoBERTa, refusals)
       answerer.dispose();
     }
   }, 300_000);
+
+  /**
+   * DistributedDataParallel's semantics: two Gloo ranks with batch 2 end with one process's
+   * weights with batch 4, and every rank validates every question, so every rank reports one
+   * process's metrics. Rank 0 alone writes.
+   */
+  it.skipIf(!loadBinding().distributedBackends().includes('gloo'))(
+    '2 ranks with batch 2 end with the weights and validation of 1 process with batch 4; rank 0 alone writes',
+    async () => {
+      const helper = join(repoRoot, 'test', 'helpers', 'distributed-qa-train.mjs');
+      const options = (outDir: string, batchSize: number) =>
+        JSON.stringify({
+          model: bert.dir,
+          data,
+          validationData,
+          outDir,
+          ...RUN,
+          batchSize,
+          learningRate: 2e-3,
+          // Equal arithmetic in another order: eps 1e-6 keeps AdamW from turning rounding-level
+          // gradients into steps of the learning rate (test/distributed.test.ts says more).
+          eps: 1e-6,
+          threads: 1,
+          distributedTimeout: 60,
+        });
+      const single = join(dir, 'ddp-single');
+      const one = await runCommand(process.execPath, [helper, options(single, 4)]);
+      expect(one.code, one.stderr).toBe(0);
+      const port = await freePort();
+      const ranks = await Promise.all(
+        [0, 1].map((rank) =>
+          runCommand(process.execPath, [helper, options(join(dir, rank === 0 ? 'ddp' : 'ddp-rank1'), 2)], rankVariables(rank, 2, port)),
+        ),
+      );
+      for (const r of ranks) expect(r.code, r.stderr).toBe(0);
+      expect(existsSync(join(dir, 'ddp-rank1'))).toBe(false);
+      // qa_outputs.bias adds one constant to every position's start (end) logit, and the softmax
+      // over the positions does not see a constant: its gradient is zero but for rounding, which
+      // AdamW scales into steps (in PyTorch alike), so it has a bound of its own; every other
+      // weight is one process's.
+      const [ddp, alone] = [readTensors(join(dir, 'ddp', 'model.safetensors')), readTensors(join(single, 'model.safetensors'))];
+      expect(maxAbsDiff(ddp.get('qa_outputs.bias')!, alone.get('qa_outputs.bias')!)).toBeLessThan(1e-4);
+      for (const t of [ddp, alone]) t.delete('qa_outputs.bias');
+      expect(maxDifference(ddp, alone)).toBeLessThan(1e-5);
+      const reference = JSON.parse(one.stdout) as QaTrainResult;
+      for (const r of ranks) {
+        const result = JSON.parse(r.stdout) as QaTrainResult;
+        expect(result.history.map((h) => [h.validationExactMatch, h.validationF1])).toEqual(
+          reference.history.map((h) => [h.validationExactMatch, h.validationF1]),
+        );
+        expect(result.history.map((h) => h.validationLoss)).toEqual(reference.history.map((h) => expect.closeTo(h.validationLoss, 5)));
+      }
+      // The weights moved: one process with batch 2 ends elsewhere.
+      const small = join(dir, 'ddp-b2');
+      expect((await runCommand(process.execPath, [helper, options(small, 2)])).code).toBe(0);
+      expect(maxDifference(readTensors(join(small, 'model.safetensors')), readTensors(join(single, 'model.safetensors')))).toBeGreaterThan(
+        1e-4,
+      );
+    },
+    300_000,
+  );
 
   describe('refusals', () => {
     it('refuses a TorchScript encoder, naming the file', async () => {

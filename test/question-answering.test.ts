@@ -153,6 +153,9 @@ describe('question answering (trainQuestionAnswering, QuestionAnswerer)', () => 
         outDir: join(dir, 'out'),
         schedule: 'constant',
         versionTwo: true,
+        // Each batch padded to its longest window (run_qa.py's --pad_to_max_length False), as the
+        // reference by default; the DistilBERT run below pads to maxLength.
+        padToMaxLength: false,
         threads: 1,
         ...RUN,
         ...SPAN,
@@ -236,6 +239,7 @@ describe('question answering (trainQuestionAnswering, QuestionAnswerer)', () => 
       format: 'torch-bert-question-answerer',
       maxLength: RUN.maxLength,
       docStride: RUN.docStride,
+      padToMaxLength: false,
       versionTwo: true,
     });
     const asked = validation.map((r) => ({ question: r.question, context: r.context }));
@@ -314,7 +318,7 @@ describe('question answering with DistilBERT (no token types; the head alone tra
       runPython(
         'test/python/qa_reference.py',
         [],
-        JSON.stringify(referenceJob(folder, train, validation, { versionTwo: false, frozen: true, epochs: 2 })),
+        JSON.stringify(referenceJob(folder, train, validation, { versionTwo: false, frozen: true, epochs: 2, padToMaxLength: true })),
       ).then((out) => JSON.parse(out) as Reference),
       trainQuestionAnswering({
         model: folder,

@@ -17,25 +17,38 @@ import { answerSpan, type SpanAnswer, type SpanOptions } from './span-answers.js
 import type { QuestionExample } from './squad-data.js';
 import { type SquadMetrics, squadMetrics } from './squad-metrics.js';
 
-/** Questions and their windows. */
+/** Questions and their windows, and how a batch of them is padded. */
 export interface AnswerSet {
   examples: readonly QuestionExample[];
   windows: QuestionWindows;
+  /**
+   * Every batch padded to maxLength (run_qa.py's pad_to_max_length, its default), else to its
+   * longest window (its `--pad_to_max_length False`: faster; but the loss, whose softmax runs over
+   * the pads too, then depends on which windows share a batch, and data-parallel ranks, each
+   * padding its own share, no longer compute one process's loss).
+   */
+  padToMaxLength: boolean;
 }
 
 /** A validation pass of a question-answering model: SQuAD's scores, the loss over the windows, and each question's answer. */
 export type AnswerMetrics = SquadMetrics & { loss: number; answers: Map<string, SpanAnswer> };
 
-export function answerSet(tokenizer: TextTokenizer, examples: readonly QuestionExample[], settings: WindowSettings): AnswerSet {
-  return { examples, windows: questionWindows(tokenizer, examples, settings) };
+export function answerSet(
+  tokenizer: TextTokenizer,
+  examples: readonly QuestionExample[],
+  settings: WindowSettings,
+  padToMaxLength: boolean,
+): AnswerSet {
+  return { examples, windows: questionWindows(tokenizer, examples, settings), padToMaxLength };
 }
 
 /**
- * Windows `rows` as a batch: padded to the longest, with the positions of all 2B start and end
+ * Windows `rows` as a batch, padded as the set says, with the positions of all 2B start and end
  * rows the forward returns and (`labelled`) their labels, start then end of each window.
  */
-export function windowBatch(windows: QuestionWindows, rows: ArrayLike<number>, labelled: boolean): StepBatch {
-  const gathered = gatherRows(windows.encoded, rows);
+export function windowBatch(set: AnswerSet, rows: ArrayLike<number>, labelled: boolean): StepBatch {
+  const { windows } = set;
+  const gathered = gatherRows(windows.encoded, rows, set.padToMaxLength ? windows.encoded.seqLen : undefined);
   const positions = Int32Array.from({ length: 2 * rows.length }, (_, i) => i);
   if (!labelled) return { ...stepBatch(gathered), positions };
   const labels = Int32Array.from({ length: 2 * rows.length }, (_, i) => (i % 2 === 0 ? windows.starts : windows.ends)[rows[i >> 1]!]!);
@@ -51,7 +64,7 @@ export function questionAnsweringTask(
   settings: StepSettings,
 ): Task<StepBatch> {
   return {
-    batch: (rows) => windowBatch(train.windows, rows, true),
+    batch: (rows) => windowBatch(train, rows, true),
     // `correct` counts start and end rows: the loop's training accuracy is theirs.
     accuracyNormaliser: (batch) => batch.positions!.length,
     step: (batch, step) => binding.trainStep(model, optimizer, batch, nativeStepOptions(settings, step)),
@@ -74,13 +87,13 @@ function crossEntropy(x: Float32Array, at: number, n: number, stride: number, la
 async function spanLogits(
   binding: NativeBinding,
   model: NativeScriptModule,
-  windows: QuestionWindows,
+  set: AnswerSet,
   settings: { batchSize: number; precision: Precision; signal?: AbortSignal },
   onBatch: (rows: Int32Array, width: number, logits: Float32Array) => void,
 ): Promise<void> {
-  for (const rows of consecutiveBatches(windows.encoded.count, settings.batchSize)) {
+  for (const rows of consecutiveBatches(set.windows.encoded.count, settings.batchSize)) {
     settings.signal?.throwIfAborted();
-    const batch = windowBatch(windows, rows, false);
+    const batch = windowBatch(set, rows, false);
     const tensor = await binding.extractFeatures(model, batch, { precision: settings.precision, method: 'span_logits' });
     try {
       onBatch(rows, batch.seqLen, tensor.toArray() as Float32Array);
@@ -106,7 +119,7 @@ export async function answerQuestions(
     () => [],
   );
   let lossSum = 0;
-  await spanLogits(binding, model, windows, settings, (rows, width, logits) => {
+  await spanLogits(binding, model, data, settings, (rows, width, logits) => {
     for (const [r, w] of rows.entries()) {
       const length = windows.encoded.lengths[w]!;
       const at = r * width * 2;

@@ -24,8 +24,9 @@ import type { SpanOptions } from './span-answers.js';
 /** config.json's `torch_bert.format` of a question-answering model torch-bert trained. */
 export const QUESTION_ANSWERER_FORMAT = 'torch-bert-question-answerer';
 
-/** How the kept model reads questions: its windows and its answers, as trained and validated. */
-export type AnswerSettings = Pick<WindowSettings, 'maxLength' | 'docStride'> & Pick<SpanOptions, 'versionTwo'>;
+/** How the kept model reads questions: its windows, their batches' padding and its answers, as trained and validated. */
+export type AnswerSettings = Pick<WindowSettings, 'maxLength' | 'docStride'> &
+  Pick<SpanOptions, 'versionTwo'> & { padToMaxLength: boolean };
 
 export async function writeQuestionAnswererFolder(
   binding: NativeBinding,
@@ -84,6 +85,7 @@ export function trainedAnswerSettings(config: Record<string, unknown>): Partial<
     maxLength: number(block.maxLength),
     docStride: number(block.docStride),
     versionTwo: typeof block.versionTwo === 'boolean' ? block.versionTwo : undefined,
+    padToMaxLength: typeof block.padToMaxLength === 'boolean' ? block.padToMaxLength : undefined,
   };
 }
 

@@ -84,6 +84,12 @@ export interface QaTrainOptions {
   maxLength?: number;
   /** Tokens two windows of a long context share. Default 128 (run_qa.py's doc_stride). */
   docStride?: number;
+  /**
+   * Pad every batch to maxLength (run_qa.py's pad_to_max_length; default true, its default);
+   * false pads each to its longest window: faster on short contexts, but the loss (whose softmax
+   * runs over the pads, as transformers') then depends on which windows share a batch.
+   */
+  padToMaxLength?: boolean;
   /** SQuAD 2.0: questions may have no answer ("" is then answered). Default false. */
   versionTwo?: boolean;
   /** Answer candidates kept per question. Default 20 (n_best_size). */
@@ -149,6 +155,7 @@ export const QA_TRAIN_DEFAULTS = {
   validationSplit: 0.1,
   maxLength: 384,
   docStride: 128,
+  padToMaxLength: true,
 };
 
 export type QaBestMetric = 'loss' | 'f1' | 'exactMatch';
@@ -167,6 +174,7 @@ const QA_OPTION_NAMES = Object.keys({
   tokenizer: 1,
   maxLength: 1,
   docStride: 1,
+  padToMaxLength: 1,
   versionTwo: 1,
   nBest: 1,
   maxAnswerLength: 1,
@@ -203,6 +211,7 @@ interface QaRun {
   validationData: string | readonly string[] | undefined;
   maxLength: number | undefined;
   docStride: number;
+  padToMaxLength: boolean;
   span: SpanOptions;
   loraTargetsGiven: boolean;
   outDir: string;
@@ -228,6 +237,7 @@ export async function trainQuestionAnswering(options: QaTrainOptions): Promise<Q
     technique,
     bestMetric,
     docStride,
+    padToMaxLength,
     versionTwo,
     nBest,
     maxAnswerLength,
@@ -241,6 +251,9 @@ export async function trainQuestionAnswering(options: QaTrainOptions): Promise<Q
   }
   if (bestMetric !== undefined && !QA_BEST_METRICS.includes(bestMetric)) {
     throw new InputError(`${WHO}: bestMetric must be one of ${QA_BEST_METRICS.join(', ')}; got ${JSON.stringify(bestMetric)}`);
+  }
+  if (padToMaxLength !== undefined && typeof padToMaxLength !== 'boolean') {
+    throw new InputError(`${WHO}: padToMaxLength is true or false; got ${JSON.stringify(padToMaxLength)}`);
   }
   if (versionTwo !== undefined && typeof versionTwo !== 'boolean')
     throw new InputError(`${WHO}: versionTwo is true or false; got ${JSON.stringify(versionTwo)}`);
@@ -268,6 +281,7 @@ export async function trainQuestionAnswering(options: QaTrainOptions): Promise<Q
     validationData,
     maxLength,
     docStride: docStride ?? QA_TRAIN_DEFAULTS.docStride,
+    padToMaxLength: padToMaxLength ?? QA_TRAIN_DEFAULTS.padToMaxLength,
     span: {
       nBest: positiveInteger('nBest', nBest, SPAN_DEFAULTS.nBest),
       maxAnswerLength: positiveInteger('maxAnswerLength', maxAnswerLength, SPAN_DEFAULTS.maxAnswerLength),
@@ -315,7 +329,7 @@ async function trainRank(binding: NativeBinding, opts: ResolvedTrainOptions, run
           family,
           sourceDir,
           tokenizerJson: loaded.tokenizer.json,
-          settings: { maxLength, docStride: run.docStride, versionTwo: run.span.versionTwo },
+          settings: { maxLength, docStride: run.docStride, padToMaxLength: run.padToMaxLength, versionTwo: run.span.versionTwo },
           evaluation,
           history: position.history,
         });
@@ -388,14 +402,15 @@ async function prepareRank(
   if (!run.loraTargetsGiven && loaded.loraTargets) opts.lora.targets = loaded.loraTargets;
   // Token types where the encoder takes them (BERT's), as the fast tokenizer gives them.
   const windows = { maxLength, docStride: run.docStride, tokenTypes: takesTokenTypes(loaded.module.forwardArity) };
-  const train = answerSet(loaded.tokenizer, split.train, windows);
-  const validation = answerSet(loaded.tokenizer, split.validation, windows);
+  const train = answerSet(loaded.tokenizer, split.train, windows, run.padToMaxLength);
+  const validation = answerSet(loaded.tokenizer, split.validation, windows, run.padToMaxLength);
   const fingerprint = {
     task: 'question-answering',
     trainExamples: train.windows.encoded.count,
     validationExamples: validation.examples.length,
     maxLength,
     docStride: run.docStride,
+    padToMaxLength: run.padToMaxLength,
     batchSize: opts.batchSize,
     epochs: opts.epochs,
     seed: opts.seed,
@@ -436,7 +451,10 @@ async function runIdentity(opts: ResolvedTrainOptions, run: QaRun, start: RankSt
     "model's weights": await loaded.weightsKey(),
   };
   if (saved) digests['training state'] = contentDigest([JSON.stringify({ ...saved, directory: undefined })]);
-  return { settings: { ...sharedSettings(opts), maxLength, docStride: run.docStride, span: run.span }, digests };
+  return {
+    settings: { ...sharedSettings(opts), maxLength, docStride: run.docStride, padToMaxLength: run.padToMaxLength, span: run.span },
+    digests,
+  };
 }
 
 /**

@@ -28,6 +28,8 @@ export interface QuestionAnswererLoadOptions {
   maxLength?: number;
   /** Tokens two windows share. Default: the folder's, else 128. */
   docStride?: number;
+  /** Pad every batch to maxLength (the loss's softmax runs over the pads). Default: the folder's, else true (run_qa.py's pad_to_max_length). */
+  padToMaxLength?: boolean;
   onDownload?: (progress: DownloadProgress) => void;
 }
 
@@ -52,6 +54,8 @@ export class QuestionAnswerer {
     readonly windows: WindowSettings,
     /** Trained for SQuAD 2.0 (questions without an answer): answers "" where the null score wins. */
     readonly versionTwo: boolean,
+    /** Every batch padded to maxLength (only the loss `evaluate` reports depends on it). */
+    readonly padToMaxLength: boolean,
   ) {}
 
   /** A question-answering model from a folder (trainQuestionAnswering()'s, or transformers') or a Hub id. */
@@ -94,7 +98,8 @@ export class QuestionAnswerer {
         docStride: options.docStride ?? trained.docStride ?? QA_TRAIN_DEFAULTS.docStride,
         tokenTypes: takesTokenTypes(encoder.module.forwardArity),
       };
-      return new QuestionAnswerer(module, encoder, windows, trained.versionTwo ?? false);
+      const padToMaxLength = options.padToMaxLength ?? trained.padToMaxLength ?? QA_TRAIN_DEFAULTS.padToMaxLength;
+      return new QuestionAnswerer(module, encoder, windows, trained.versionTwo ?? false, padToMaxLength);
     } catch (err) {
       module?.dispose();
       encoder.module.dispose();
@@ -151,7 +156,7 @@ export class QuestionAnswerer {
   }
 
   private set(examples: readonly QuestionExample[]): AnswerSet {
-    return answerSet(this.encoder.tokenizer, examples, this.windows);
+    return answerSet(this.encoder.tokenizer, examples, this.windows, this.padToMaxLength);
   }
 
   private settings(options: AnswerOptions) {

@@ -22,7 +22,7 @@ export interface ContextTokens {
 
 /** Windows of questions' contexts as rows, with what the answer spans and evaluation need. */
 export interface QuestionWindows {
-  /** The rows (token types where the encoder takes them), at most maxLength tokens each. */
+  /** The rows (token types where the encoder takes them), at most maxLength tokens each, padded to maxLength. */
   encoded: EncodedTexts;
   /** Each window's example (an index into the examples). */
   example: Int32Array;
@@ -138,7 +138,7 @@ export function questionWindows(tokenizer: TextTokenizer, examples: readonly Que
     }
   }
   return {
-    encoded: padRows(rows, settings.tokenTypes ? rowTypes : null, tokenizer.padId),
+    encoded: padRows(rows, settings.tokenTypes ? rowTypes : null, tokenizer.padId, settings.maxLength),
     example: Int32Array.from(example),
     starts: Int32Array.from(starts),
     ends: Int32Array.from(ends),
@@ -183,9 +183,8 @@ function answerLabels(ex: QuestionExample, spans: ReadonlyArray<[number, number]
   return [start, at + e + 1];
 }
 
-/** Rows right-padded to the longest (pad id, attention 0, token type 0). */
-function padRows(rows: readonly number[][], types: readonly number[][] | null, padId: number): EncodedTexts {
-  const seqLen = Math.max(1, ...rows.map((r) => r.length));
+/** Rows right-padded to `seqLen` (pad id, attention 0, token type 0). */
+function padRows(rows: readonly number[][], types: readonly number[][] | null, padId: number, seqLen: number): EncodedTexts {
   const inputIds = new Int32Array(rows.length * seqLen).fill(padId);
   const attentionMask = new Int32Array(rows.length * seqLen);
   const tokenTypeIds = types ? new Int32Array(rows.length * seqLen) : undefined;

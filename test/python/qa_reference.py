@@ -27,6 +27,9 @@ Reads one JSON object on stdin:
                     encoder's parameters get no gradient (requires_grad False) and are left out of
                     the optimizer and the clipping
   versionTwo        optional, default false: run_qa.py's version_2_with_negative (squad_v2)
+  padToMaxLength    optional, default false: run_qa.py's pad_to_max_length: every batch padded to
+                    maxLength (the loss's softmax then runs over maxLength positions); else each
+                    batch to its longest row
   nBest             optional, default 20: n_best_size
   maxAnswerLength   optional, default 30: max_answer_length (tokens)
   nullScoreDiffThreshold  optional, default 0: null_score_diff_threshold
@@ -290,10 +293,10 @@ def featurize(aligner: Aligner, examples: List[Dict[str, Any]], max_length: int,
     return features
 
 
-def batch(features: List[Dict[str, Any]], pad_id: int) -> Dict[str, Optional[Tensor]]:
-    """The features right-padded to the longest: ids, attention mask, token types (BERT) and
-    labels (where they have them)."""
-    width = max(len(f["ids"]) for f in features)
+def batch(features: List[Dict[str, Any]], pad_id: int, width: Optional[int] = None) -> Dict[str, Optional[Tensor]]:
+    """The features right-padded to `width` (run_qa.py's pad_to_max_length: max_seq_length), else
+    to the longest: ids, attention mask, token types (BERT) and labels (where they have them)."""
+    width = width or max(len(f["ids"]) for f in features)
 
     def padded(key: str, value: int) -> Tensor:
         return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features], dtype=torch.long)
@@ -324,7 +327,7 @@ def qa_loss(start_logits: Tensor, end_logits: Tensor, b: Dict[str, Optional[Tens
             + F.cross_entropy(end_logits, b["end"], reduction=reduction)) / 2
 
 
-def logits_of(model: QuestionAnswering, features: List[Dict[str, Any]], bs: int, pad_id: int):
+def logits_of(model: QuestionAnswering, features: List[Dict[str, Any]], bs: int, pad_id: int, width: Optional[int] = None):
     """Eval mode, no_grad: each feature's float32 start and end logits at its own positions, and
     (labelled features) the sum of their losses."""
     model.eval()
@@ -334,7 +337,7 @@ def logits_of(model: QuestionAnswering, features: List[Dict[str, Any]], bs: int,
     with torch.no_grad():
         for s in range(0, len(features), bs):
             chunk = features[s:s + bs]
-            b = batch(chunk, pad_id)
+            b = batch(chunk, pad_id, width)
             start_logits, end_logits = model(b["ids"], b["mask"], b["types"])
             if b["start"] is not None:
                 total += qa_loss(start_logits, end_logits, b, reduction="sum").item()
@@ -472,6 +475,7 @@ def run(job: Dict[str, Any]) -> Dict[str, Any]:
     bs = int(job["batchSize"])
     seed = int(job["seed"])
     max_length, stride = int(job["maxLength"]), int(job["docStride"])
+    width = max_length if job.get("padToMaxLength", False) else None
     max_grad_norm = float(job.get("maxGradNorm", 0))
     betas = job.get("betas", [0.9, 0.999])
     version_two = bool(job.get("versionTwo", False))
@@ -515,7 +519,7 @@ def run(job: Dict[str, Any]) -> Dict[str, Any]:
         model.train()
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
         for s in range(0, len(train), bs):
-            b = batch([train[i] for i in order[s:s + bs]], aligner.pad_id)
+            b = batch([train[i] for i in order[s:s + bs]], aligner.pad_id, width)
             start_logits, end_logits = model(b["ids"], b["mask"], b["types"])
             loss = qa_loss(start_logits, end_logits, b)
             loss.backward()
@@ -527,7 +531,7 @@ def run(job: Dict[str, Any]) -> Dict[str, Any]:
         row: Dict[str, Any] = {"epoch": epoch, "validationLoss": None, "exactMatch": None, "f1": None,
                                "predictions": None, "nbest": None}
         if validation:
-            starts, ends, total = logits_of(model, validation, bs, aligner.pad_id)
+            starts, ends, total = logits_of(model, validation, bs, aligner.pad_id, width)
             predictions, nbest = postprocess(validation_examples, validation, starts, ends, *post)
             metrics = (squad_v2 if version_two else squad_v1)(validation_examples, predictions)
             row.update({"validationLoss": finite(total / len(validation)), **metrics, "predictions": predictions, "nbest": nbest})
