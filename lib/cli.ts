@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `torch-bert` command: train | pretrain | eval | predict | export | tokens | demo | doctor, one file
+ * The `torch-bert` command: train | pretrain | eval | predict | export | tokens | qa | demo | doctor, one file
  * each in cli/. Same options as the API; tables and a live progress bar for people, `--json` for
  * programs. Exit code 0 on success, 1 with a one-line error on failure (a NativeLoadError: its
  * whole message, the fix included), 2 on a usage error, 130 when interrupted.
@@ -14,6 +14,7 @@ import { commandExport } from './cli/export.js';
 import { handErrorToLauncher, isLauncherWorker } from './cli/launcher.js';
 import { commandPredict } from './cli/predict.js';
 import { commandPretrain } from './cli/pretrain.js';
+import { commandQa } from './cli/qa.js';
 import { quietWorker, WorkersFailed } from './cli/run-control.js';
 import { commandTokens } from './cli/tokens.js';
 import { commandTrain } from './cli/train.js';
@@ -31,6 +32,9 @@ Usage:
   torch-bert tokens train   --model MODEL --data FILE --out DIR [options]   token classification (NER, POS)
   torch-bert tokens eval    --classifier DIR --data FILE [--json]
   torch-bert tokens predict --classifier DIR [--json] SENTENCE...
+  torch-bert qa train   --model MODEL --data FILE --out DIR [options]   question answering (SQuAD)
+  torch-bert qa eval    --model DIR --data FILE [--json]
+  torch-bert qa predict --model DIR --context TEXT [--json] QUESTION...
   torch-bert demo    [--out DIR] [--json]
   torch-bert doctor  [--json]      what to paste into a bug report
 
@@ -42,6 +46,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   train: commandTrain,
   pretrain: commandPretrain,
   tokens: commandTokens,
+  qa: commandQa,
   eval: commandEval,
   predict: commandPredict,
   export: commandExport,

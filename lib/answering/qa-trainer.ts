@@ -1,40 +1,14 @@
-/**
- * `trainQuestionAnswering()`: extractive question answering (SQuAD 1.1 and 2.0) fine-tuned as
- * Hugging Face's run_qa.py fine-tunes it: a BERT-family model with transformers'
- * question-answering head (buildClassifier's 'question-answering'), questions and their contexts
- * in overlapping windows labelled with the answer's tokens (question-windows.ts), the loss over
- * the start and end positions, and each validation pass's answers postprocessed from the logits
- * and scored with SQuAD's exact match and F1 (answer-task.ts). It runs on the loop every task
- * shares (training-loop.ts) with the run bookkeeping of run-keeper.ts, as trainTokenClassifier()
- * does: AdamW with its schedule, clipping, accumulation, reduced precision, the best weights
- * kept, exact resume, abort, data-parallel ranks.
- *
- * Stages: 1. options (train()'s resolution with run_qa.py's and the Trainer's defaults) and the
- * questions; 2. the model (a Hugging Face folder or Hub id), its head and the windows; 3. what
- * trains; 4. the loop; 5. the kept folder (qa-folder.ts): a *ForQuestionAnswering folder
- * transformers loads.
- */
-import { join } from 'node:path';
 import type { NativeBinding, NativeLoraAdapters, NativeScriptModule, Precision } from '../addon/binding.js';
-import { asAbortError, InputError } from '../addon/errors.js';
+import { InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import type { Schedule } from '../data/batching.js';
 import { filePathList } from '../data/data.js';
-import { HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
 import { type LoadedEncoder, modelFolderRead } from '../models/encoder-source.js';
 import { configNumber } from '../models/hf-config.js';
 import { takesTokenTypes } from '../models/model-checks.js';
 import { folderOf, peftBase } from '../tagging/token-classifier-folder.js';
 import { loadTaskModel } from '../tagging/token-trainer.js';
-import {
-  contentDigest,
-  type Distributed,
-  type RunIdentity,
-  rankZeroDecides,
-  runAsRank,
-  sharedSettings,
-  startAsRank,
-} from '../training/distributed.js';
+import { contentDigest, type Distributed, type RunIdentity, runAsRank, sharedSettings, startAsRank } from '../training/distributed.js';
 import {
   checkOptionNames,
   type Device,
@@ -46,19 +20,11 @@ import {
   resolveTrainOptions,
   zeroLearningRateNote,
 } from '../training/options.js';
-import { RunKeeper, startPosition } from '../training/run-keeper.js';
+import { startPosition } from '../training/run-keeper.js';
+import { runTaskRank } from '../training/task-run.js';
 import { setUpTrainable } from '../training/trainable.js';
-import { runTrainingLoop, startTrainee } from '../training/training-loop.js';
-import {
-  checkOutputFolderFirst,
-  claimRunFolder,
-  readTrainingState,
-  removeTrainingState,
-  resumePosition,
-  runContents,
-  type SkippedBatch,
-  stateSaver,
-} from '../training/training-state.js';
+import { startTrainee } from '../training/training-loop.js';
+import { checkOutputFolderFirst, readTrainingState, resumePosition, runContents, type SkippedBatch } from '../training/training-state.js';
 import { type AnswerMetrics, answerSet, questionAnsweringTask, validateAnswers } from './answer-task.js';
 import { copyAnswerHead, isQuestionAnswererConfig, writeQuestionAnswererFolder } from './qa-folder.js';
 import { SPAN_DEFAULTS, type SpanOptions } from './span-answers.js';
@@ -301,70 +267,53 @@ export async function trainQuestionAnswering(options: QaTrainOptions): Promise<Q
   });
 }
 
-async function trainRank(binding: NativeBinding, opts: ResolvedTrainOptions, run: QaRun, dist: Distributed | null): Promise<QaTrainResult> {
-  const { outDir } = run;
-  const writes = !dist || dist.isMain;
-  if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
-  const disposables: Array<{ dispose(): void }> = [];
-  let releaseOutDir: (() => Promise<void>) | undefined;
-  try {
-    // 1–2. The questions, the model, the windows, where the run starts.
-    const prepared = await prepareRank(binding, opts, run, dist, disposables);
-    const { loaded, train, validation, position, maxLength } = prepared;
-
-    // 3. The model and what trains.
-    const { model, setup, trainee, headNote } = await answerTrainee(binding, opts, prepared, dist, disposables);
-    const { family, dir: sourceDir } = folderOf(loaded);
-    if (writes) releaseOutDir = await claimRunFolder(outDir, 'question-answerer', opts.resumeFrom, modelFolderRead(loaded));
-
-    // 4. The loop.
-    const keeper = new RunKeeper<AnswerMetrics>(position, opts, {
-      validate: () => validateAnswers(binding, model, validation, { ...opts, span: run.span }),
-      agree: rankZeroDecides(dist),
-      checkpoint: async (evaluation) => {
-        if (!writes) return;
-        await writeQuestionAnswererFolder(binding, outDir, {
-          model,
-          lora: setup.adapters && { adapters: setup.adapters as NativeLoraAdapters, settings: opts.lora, ...peftBase(loaded) },
-          family,
-          sourceDir,
-          tokenizerJson: loaded.tokenizer.json,
-          settings: { maxLength, docStride: run.docStride, padToMaxLength: run.padToMaxLength, versionTwo: run.span.versionTwo },
-          evaluation,
-          history: position.history,
-        });
-      },
-      saveState: stateSaver(
-        binding,
-        writes ? outDir : undefined,
-        { fingerprint: prepared.fingerprint, tensors: setup.trainable, optimizer: trainee.optimizer },
-        dist,
-      ),
-      onProgress: opts.onProgress,
-    });
-    const task = questionAnsweringTask(binding, model, trainee.optimizer, train, {
-      precision: opts.precision,
-      maxGradNorm: opts.maxGradNorm,
-      skipNonFinite: opts.onNonFinite === 'skip',
-      averageGradients: dist !== null,
-    });
-    await runTrainingLoop(task, trainee, keeper, {
-      ...opts,
-      trainRows: train.windows.encoded.count,
-      randperm: binding.randperm,
-      rank: dist ?? undefined,
-    });
-
-    // 5. Finish.
-    if (writes) {
-      await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
-      await removeTrainingState(outDir);
-    }
-    return {
-      outDir,
+function trainRank(binding: NativeBinding, opts: ResolvedTrainOptions, run: QaRun, dist: Distributed | null): Promise<QaTrainResult> {
+  return runTaskRank(binding, opts, dist, {
+    outDir: run.outDir,
+    kind: 'question-answerer',
+    aborted: 'question-answering training aborted',
+    prepare: async (disposables) => {
+      // 1–2. The questions, the model, the windows, where the run starts.
+      const prepared = await prepareRank(binding, opts, run, dist, disposables);
+      const { loaded, train, validation, maxLength } = prepared;
+      // 3. The model and what trains.
+      const { model, trainee, headNote } = await answerTrainee(binding, opts, prepared, dist, disposables);
+      const { family, dir: sourceDir } = folderOf(loaded);
+      return {
+        ...prepared,
+        headNote,
+        modelFolder: modelFolderRead(loaded),
+        trainee,
+        trainRows: train.windows.encoded.count,
+        task: questionAnsweringTask(binding, model, trainee.optimizer, train, {
+          precision: opts.precision,
+          maxGradNorm: opts.maxGradNorm,
+          skipNonFinite: opts.onNonFinite === 'skip',
+          averageGradients: dist !== null,
+        }),
+        validate: () => validateAnswers(binding, model, validation, { ...opts, span: run.span }),
+        checkpoint: (evaluation: Evaluation) =>
+          writeQuestionAnswererFolder(binding, run.outDir, {
+            model,
+            lora: trainee.setup.adapters && {
+              adapters: trainee.setup.adapters as NativeLoraAdapters,
+              settings: opts.lora,
+              ...peftBase(loaded),
+            },
+            family,
+            sourceDir,
+            tokenizerJson: loaded.tokenizer.json,
+            settings: { maxLength, docStride: run.docStride, padToMaxLength: run.padToMaxLength, versionTwo: run.span.versionTwo },
+            evaluation,
+            history: prepared.position.history,
+          }),
+      };
+    },
+    result: ({ position, train, validation, loaded, headNote }, keeper) => ({
+      outDir: run.outDir,
       history: position.history,
       evaluations: position.evaluations,
-      best: keeper.bestEvaluation()!,
+      best: keeper.bestEvaluation()!, // a finished run has evaluated at least once
       metrics: keeper.bestMetrics,
       trainQuestions: train.examples.length,
       trainWindows: train.windows.encoded.count,
@@ -372,13 +321,8 @@ async function trainRank(binding: NativeBinding, opts: ResolvedTrainOptions, run
       notes: [...loaded.notes, ...[headNote, zeroLearningRateNote(opts)].filter((n) => n !== null)],
       stoppedEarly: keeper.stoppedEarly,
       skippedBatches: position.skippedBatches,
-    };
-  } catch (err) {
-    throw asAbortError(err, 'question-answering training aborted');
-  } finally {
-    for (const d of disposables.reverse()) d.dispose();
-    await releaseOutDir?.();
-  }
+    }),
+  });
 }
 
 /**
@@ -489,7 +433,7 @@ async function answerTrainee(
   const setup = setUpTrainable(binding, model, opts, built.unusedParameters);
   const trainee = await startTrainee(binding, model, setup, { dist, saved: start.saved, disposables });
   model.train(true);
-  return { model, setup, trainee, headNote };
+  return { model, trainee, headNote };
 }
 
 /** A question-answering checkpoint's head starts the run's, as from_pretrained keeps it; the note says so; null otherwise. The checkpoint's head tensors are freed. */

@@ -60,7 +60,7 @@ export function progressPrinter(enabled: boolean, showEvaluations = false): (e: 
       if (enabled) {
         process.stderr.write(
           `epoch ${e.epoch}/${e.epochs}: train loss ${e.trainLoss.toFixed(4)}${e.trainAccuracy === undefined ? '' : ` acc ${percent(e.trainAccuracy)}`}` +
-            ` | validation loss ${e.validationLoss.toFixed(4)} ${e.validationPearson === undefined ? `acc ${percent(e.validationAccuracy)}` : scoresText(e)}` +
+            ` | validation loss ${e.validationLoss.toFixed(4)} ${e.validationPearson === undefined && e.validationExactMatch === undefined ? `acc ${percent(e.validationAccuracy)}` : scoresText(e)}` +
             ` | ${formatSeconds(e.seconds)}${e.isBest ? ' | best, saved' : ''}\n`,
         );
       }
@@ -150,8 +150,10 @@ function percent(share: number | undefined): string {
   return `${(100 * (share ?? Number.NaN)).toFixed(2)}%`;
 }
 
-/** An evaluation's scores in a line: accuracy and macro-F1 (classification), or Pearson and Spearman (regression). */
+/** An evaluation's scores in a line: accuracy and macro-F1 (classification), Pearson and Spearman (regression), or SQuAD's exact match and F1 (question answering). */
 function scoresText(e: Evaluation | EpochMetrics): string {
+  if (e.validationExactMatch !== undefined)
+    return `exact match ${e.validationExactMatch.toFixed(4)} F1 ${(e.validationF1 ?? Number.NaN).toFixed(4)}`;
   if (e.validationPearson !== undefined)
     return `pearson ${e.validationPearson.toFixed(4)} spearman ${(e.validationSpearman ?? Number.NaN).toFixed(4)}`;
   return `acc ${percent(e.validationAccuracy)} macro-F1 ${(e.validationMacroF1 ?? Number.NaN).toFixed(4)}`;
@@ -168,6 +170,20 @@ export function historyTable(history: EpochMetrics[]): string {
         h.validationLoss.toFixed(4),
         (h.validationPearson ?? Number.NaN).toFixed(4),
         (h.validationSpearman ?? Number.NaN).toFixed(4),
+        ...time(h),
+      ]),
+    );
+  }
+  // Question answering's runs score SQuAD's exact match and F1 (fractions).
+  if (history.some((h) => h.validationExactMatch !== undefined)) {
+    return table(
+      ['epoch', 'train loss', 'val loss', 'val EM', 'val F1', 'time', 'best'],
+      history.map((h) => [
+        String(h.epoch),
+        h.trainLoss.toFixed(4),
+        h.validationLoss.toFixed(4),
+        (h.validationExactMatch ?? Number.NaN).toFixed(4),
+        (h.validationF1 ?? Number.NaN).toFixed(4),
         ...time(h),
       ]),
     );

@@ -1,25 +1,5 @@
-/**
- * `pretrain()`: continued masked-language-model pretraining of a BERT-family model with its MLM
- * head (the checkpoint's, or one initialised as transformers does), on the loop every task
- * shares (training-loop.ts) with the run bookkeeping of run-keeper.ts: AdamW with warmup and
- * linear decay, clipping, accumulation, reduced precision, a held-out split measured every
- * epoch (or every N steps) by its masked-token loss and perplexity, the best weights (lowest
- * held-out loss) kept, exact resume, abort.
- *
- * Stages: 1. options (train()'s resolution, with MLM's own defaults) and the model with its head;
- * 2. texts → blocks or rows (mlm-data.ts), the first `validationSplit` of the texts held out as
- * run_mlm.py does; 3. the MLM model (`buildMlmModel`: the head runs on the masked rows only)
- * and its AdamW groups (the tied decoder weight once); 4. the loop; 5. the kept folder
- * (mlm-output.ts): a Hugging Face *ForMaskedLM folder and the encoder as TorchScript.
- * Data-parallel (distributed.ts), as train(): the ranks compare what the run is at the start, or
- * all stop when one could not start (startAsRank); each rank takes its share of every epoch's
- * rows, its loss weighted by its share of the global batch's masked tokens; each evaluates its
- * share of the held-out rows, the sums reduced; rank 0 decides the best and early stopping, and
- * alone writes.
- */
-import { join } from 'node:path';
 import type { NativeBinding, NativeScriptModule, Precision } from '../addon/binding.js';
-import { AbortError, asAbortError, InputError } from '../addon/errors.js';
+import { AbortError, InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import { consecutiveBatches, type Schedule } from '../data/batching.js';
@@ -27,13 +7,11 @@ import { filePathList } from '../data/data.js';
 import { groupTexts, hasColumns, lineByLine, maskedBatch, readPretrainingTexts } from '../data/mlm-data.js';
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from '../data/mlm-masking.js';
 import type { EncodedTexts, TextTokenizer } from '../data/tokenizer.js';
-import { HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
 import {
   contentDigest,
   type Distributed,
   type RunIdentity,
-  rankZeroDecides,
   runAsRank,
   sharedSettings,
   startAsRank,
@@ -53,19 +31,11 @@ import {
   zeroLearningRateNote,
 } from '../training/options.js';
 import { checkPrecision } from '../training/precision.js';
-import { RunKeeper, startPosition, type Validation } from '../training/run-keeper.js';
+import { startPosition, type Validation } from '../training/run-keeper.js';
+import { runTaskRank } from '../training/task-run.js';
 import { setUpTrainable } from '../training/trainable.js';
-import { nativeStepOptions, runTrainingLoop, type StepSettings, startTrainee, type Task } from '../training/training-loop.js';
-import {
-  checkOutputFolderFirst,
-  claimRunFolder,
-  readTrainingState,
-  removeTrainingState,
-  resumePosition,
-  runContents,
-  type SkippedBatch,
-  stateSaver,
-} from '../training/training-state.js';
+import { nativeStepOptions, type StepSettings, startTrainee, type Task } from '../training/training-loop.js';
+import { checkOutputFolderFirst, readTrainingState, resumePosition, runContents, type SkippedBatch } from '../training/training-state.js';
 import { writeMaskedLmFolder } from './mlm-output.js';
 
 export interface PretrainOptions {
@@ -320,93 +290,69 @@ function pretrainFingerprint(
   };
 }
 
-async function pretrainRank(
+function pretrainRank(
   binding: NativeBinding,
   opts: ResolvedTrainOptions,
   options: PretrainOptions,
   run: PretrainRun,
   dist: Distributed | null,
 ): Promise<PretrainResult> {
-  const { outDir } = run;
   const { signal } = opts;
-  // Rank 0 alone writes the folder, the training state and the history.
-  const writes = !dist || dist.isMain;
-  if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
-  const disposables: Array<{ dispose(): void }> = [];
-  // Held from before the first write into outDir until the run ends, however it ends.
-  let releaseOutDir: (() => Promise<void>) | undefined;
-  try {
-    // 1–2. The model and the texts as rows; where the run starts.
-    const prepared = await prepareRank(opts, options, run, dist, disposables);
-    const { loaded, vocab, train, validation, fingerprint, position } = prepared;
-    const masking: MaskingOptions = { mlmProbability: run.mlmProbability, wholeWordMask: run.wholeWordMask, seed: opts.seed };
-
-    // 3. The MLM model and what trains.
-    const { built, trainee } = await mlmTrainee(binding, opts, prepared, dist, disposables);
-    const model = built.module;
-    if (writes) releaseOutDir = await claimRunFolder(outDir, 'mlm', opts.resumeFrom, modelFolderRead(loaded));
-
-    // 4. The loop. Data-parallel: each rank measures its share of the held-out rows (their masks
-    // are fixed per example), the sums reduced; rank 0 decides the best and early stopping.
-    const shard = validationShard(dist, validation.count);
-    const validate = () =>
-      validateMaskedLm(binding, model, validation, vocab, masking, { batchSize: opts.batchSize, precision: opts.precision, signal, shard });
-    const keeper = new RunKeeper<MlmMetrics>(
-      position,
-      { ...opts, bestMetric: 'loss' },
-      {
-        validate,
-        agree: rankZeroDecides(dist),
-        checkpoint: async (evaluation) => {
-          if (writes)
-            await writeMaskedLmFolder(binding, outDir, { ...folderOf(loaded, built), model, evaluation, history: position.history });
-        },
-        saveState: stateSaver(
-          binding,
-          writes ? outDir : undefined,
-          { fingerprint, tensors: trainee.setup.trainable, optimizer: trainee.optimizer },
-          dist,
-        ),
-        onProgress: opts.onProgress,
-      },
-    );
-    const task = maskedLmTask(binding, model, trainee.optimizer, train, vocab, masking, () => position.epoch, {
-      precision: opts.precision,
-      maxGradNorm: opts.maxGradNorm,
-      skipNonFinite: opts.onNonFinite === 'skip',
-      averageGradients: dist !== null,
-    });
-    await runTrainingLoop(task, trainee, keeper, {
-      ...opts,
-      trainRows: train.count,
-      randperm: binding.randperm,
-      rank: dist ?? undefined,
-    });
-
-    // 5. Finish.
-    if (writes) {
-      await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
-      await removeTrainingState(outDir);
-    }
-    const best = keeper.bestEvaluation()!; // a finished run has evaluated at least once
-    return {
-      outDir,
-      history: position.history,
-      evaluations: position.evaluations,
-      best: { ...best, perplexity: Math.exp(best.validationLoss) },
-      metrics: keeper.bestMetrics,
-      trainRows: train.count,
-      validationRows: validation.count,
-      notes: [...loaded.notes, ...[zeroLearningRateNote(opts)].filter((n) => n !== null)],
-      stoppedEarly: keeper.stoppedEarly,
-      skippedBatches: position.skippedBatches,
-    };
-  } catch (err) {
-    throw asAbortError(err, 'pretraining aborted');
-  } finally {
-    for (const d of disposables.reverse()) d.dispose();
-    await releaseOutDir?.();
-  }
+  return runTaskRank(binding, opts, dist, {
+    outDir: run.outDir,
+    kind: 'mlm',
+    aborted: 'pretraining aborted',
+    // Pretraining keeps the weights of the lowest validation loss (perplexity).
+    bestMetric: 'loss',
+    prepare: async (disposables) => {
+      // 1–2. The model and the texts as rows; where the run starts.
+      const prepared = await prepareRank(opts, options, run, dist, disposables);
+      const { loaded, vocab, train, validation } = prepared;
+      const masking: MaskingOptions = { mlmProbability: run.mlmProbability, wholeWordMask: run.wholeWordMask, seed: opts.seed };
+      // 3. The MLM model and what trains.
+      const { built, trainee } = await mlmTrainee(binding, opts, prepared, dist, disposables);
+      const model = built.module;
+      // Data-parallel: each rank measures its share of the held-out rows (their masks are fixed
+      // per example), the sums reduced.
+      const shard = validationShard(dist, validation.count);
+      return {
+        ...prepared,
+        modelFolder: modelFolderRead(loaded),
+        trainee,
+        trainRows: train.count,
+        task: maskedLmTask(binding, model, trainee.optimizer, train, vocab, masking, () => prepared.position.epoch, {
+          precision: opts.precision,
+          maxGradNorm: opts.maxGradNorm,
+          skipNonFinite: opts.onNonFinite === 'skip',
+          averageGradients: dist !== null,
+        }),
+        validate: () =>
+          validateMaskedLm(binding, model, validation, vocab, masking, {
+            batchSize: opts.batchSize,
+            precision: opts.precision,
+            signal,
+            shard,
+          }),
+        checkpoint: (evaluation: Evaluation) =>
+          writeMaskedLmFolder(binding, run.outDir, { ...folderOf(loaded, built), model, evaluation, history: prepared.position.history }),
+      };
+    },
+    result: ({ position, train, validation, loaded }, keeper) => {
+      const best = keeper.bestEvaluation()!; // a finished run has evaluated at least once
+      return {
+        outDir: run.outDir,
+        history: position.history,
+        evaluations: position.evaluations,
+        best: { ...best, perplexity: Math.exp(best.validationLoss) },
+        metrics: keeper.bestMetrics,
+        trainRows: train.count,
+        validationRows: validation.count,
+        notes: [...loaded.notes, ...[zeroLearningRateNote(opts)].filter((n) => n !== null)],
+        stoppedEarly: keeper.stoppedEarly,
+        skippedBatches: position.skippedBatches,
+      };
+    },
+  });
 }
 
 /**

@@ -1,33 +1,16 @@
-/**
- * `trainTokenClassifier()`: token classification (named entities, parts of speech, chunks)
- * fine-tuned as Hugging Face's run_ner.py fine-tunes it: a BERT-family model with transformers'
- * token-classification head (buildClassifier's 'token-classification'), each word's tag on its
- * first token (word-alignment.ts), cross-entropy over the words, seqeval's entity scores
- * (entity-metrics.ts). It runs on the loop every task shares (training-loop.ts) with the run
- * bookkeeping of run-keeper.ts: AdamW with its schedule, clipping, accumulation, reduced
- * precision, a validation pass every epoch (or N steps), the best weights kept, exact resume,
- * abort.
- *
- * Stages: 1. options (train()'s resolution with run_ner.py's defaults) and the tagged sentences;
- * 2. the model (a Hugging Face folder or Hub id) and its head; 3. what trains; 4. the loop; 5. the
- * kept folder (token-classifier-folder.ts): a *ForTokenClassification folder transformers loads.
- */
-import { join } from 'node:path';
 import type { NativeBinding, NativeLoraAdapters, NativeScriptModule, Precision } from '../addon/binding.js';
-import { asAbortError, InputError } from '../addon/errors.js';
+import { InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
 import type { Schedule } from '../data/batching.js';
 import { filePathList } from '../data/data.js';
 import { readTaggedFiles, type TaggedReadOptions, type TaggedSentences, tagNames } from '../data/tagged-words.js';
-import { HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
 import { configNumber, headDropout } from '../models/hf-config.js';
 import {
   contentDigest,
   type Distributed,
   type RunIdentity,
-  rankZeroDecides,
   runAsRank,
   sharedSettings,
   startAsRank,
@@ -47,19 +30,11 @@ import {
   zeroLearningRateNote,
 } from '../training/options.js';
 import { checkPrecision } from '../training/precision.js';
-import { RunKeeper, startPosition } from '../training/run-keeper.js';
+import { startPosition } from '../training/run-keeper.js';
+import { runTaskRank } from '../training/task-run.js';
 import { setUpTrainable } from '../training/trainable.js';
-import { runTrainingLoop, startTrainee } from '../training/training-loop.js';
-import {
-  checkOutputFolderFirst,
-  claimRunFolder,
-  readTrainingState,
-  removeTrainingState,
-  resumePosition,
-  runContents,
-  type SkippedBatch,
-  stateSaver,
-} from '../training/training-state.js';
+import { startTrainee } from '../training/training-loop.js';
+import { checkOutputFolderFirst, readTrainingState, resumePosition, runContents, type SkippedBatch } from '../training/training-state.js';
 import {
   checkpointHead,
   copyTokenHead,
@@ -276,81 +251,54 @@ interface TokenRun {
   outDir: string;
 }
 
-async function trainRank(
-  binding: NativeBinding,
-  opts: ResolvedTrainOptions,
-  run: TokenRun,
-  dist: Distributed | null,
-): Promise<TokenTrainResult> {
-  const { outDir } = run;
-  // Rank 0 alone writes the folder, the training state and the history.
-  const writes = !dist || dist.isMain;
-  if (opts.threads !== undefined) binding.setNumThreads(opts.threads);
-  const disposables: Array<{ dispose(): void }> = [];
-  let releaseOutDir: (() => Promise<void>) | undefined;
-  try {
-    // 1–2. The sentences, the model, where the run starts.
-    const prepared = await prepareRank(binding, opts, run, dist, disposables);
-    const { loaded, names, train, validation, position } = prepared;
-
-    // 3. The token classifier and what trains.
-    const { model, setup, trainee, headNote } = await tokenTrainee(binding, opts, prepared, dist, disposables);
-    const { family, dir: sourceDir } = folderOf(loaded);
-    if (writes) releaseOutDir = await claimRunFolder(outDir, 'token-classifier', opts.resumeFrom, modelFolderRead(loaded));
-
-    // 4. The loop. Data-parallel: each rank validates its share of the sentences, the sums
-    // reduced; rank 0 decides the best and early stopping.
-    const shard = validationShard(dist, validation.rows.encoded.count);
-    const keeper = new RunKeeper<TokenMetrics>(position, opts, {
-      validate: () => validateTokenClassifier(binding, model, validation, names, { ...opts, shard }),
-      agree: rankZeroDecides(dist),
-      checkpoint: async (evaluation) => {
-        if (!writes) return;
-        await writeTokenClassifierFolder(binding, outDir, {
-          model,
-          lora: setup.adapters && {
-            adapters: setup.adapters as NativeLoraAdapters, // 'lora' is the one adapter technique taken here
-            settings: opts.lora,
-            ...peftBase(loaded),
-          },
-          family,
-          sourceDir,
-          tokenizerJson: loaded.tokenizer.json,
-          maxLength: loaded.maxLength,
-          labelAllTokens: run.labelAllTokens,
-          labels: names,
-          evaluation,
-          history: position.history,
-        });
-      },
-      saveState: stateSaver(
-        binding,
-        writes ? outDir : undefined,
-        { fingerprint: prepared.fingerprint, tensors: setup.trainable, optimizer: trainee.optimizer },
-        dist,
-      ),
-      onProgress: opts.onProgress,
-    });
-    const task = tokenClassificationTask(binding, model, trainee.optimizer, train, {
-      precision: opts.precision,
-      maxGradNorm: opts.maxGradNorm,
-      skipNonFinite: opts.onNonFinite === 'skip',
-      averageGradients: dist !== null,
-    });
-    await runTrainingLoop(task, trainee, keeper, {
-      ...opts,
-      trainRows: train.rows.encoded.count,
-      randperm: binding.randperm,
-      rank: dist ?? undefined,
-    });
-
-    // 5. Finish.
-    if (writes) {
-      await writeFileAtomic(join(outDir, HISTORY_FILE), JSON.stringify(position.history, null, 2) + '\n');
-      await removeTrainingState(outDir);
-    }
-    return {
-      outDir,
+function trainRank(binding: NativeBinding, opts: ResolvedTrainOptions, run: TokenRun, dist: Distributed | null): Promise<TokenTrainResult> {
+  return runTaskRank(binding, opts, dist, {
+    outDir: run.outDir,
+    kind: 'token-classifier',
+    aborted: 'token classification training aborted',
+    prepare: async (disposables) => {
+      // 1–2. The sentences, the model, where the run starts.
+      const prepared = await prepareRank(binding, opts, run, dist, disposables);
+      const { loaded, names, train, validation } = prepared;
+      // 3. The token classifier and what trains.
+      const { model, trainee, headNote } = await tokenTrainee(binding, opts, prepared, dist, disposables);
+      const { family, dir: sourceDir } = folderOf(loaded);
+      // Data-parallel: each rank validates its share of the sentences, the sums reduced.
+      const shard = validationShard(dist, validation.rows.encoded.count);
+      return {
+        ...prepared,
+        headNote,
+        modelFolder: modelFolderRead(loaded),
+        trainee,
+        trainRows: train.rows.encoded.count,
+        task: tokenClassificationTask(binding, model, trainee.optimizer, train, {
+          precision: opts.precision,
+          maxGradNorm: opts.maxGradNorm,
+          skipNonFinite: opts.onNonFinite === 'skip',
+          averageGradients: dist !== null,
+        }),
+        validate: () => validateTokenClassifier(binding, model, validation, names, { ...opts, shard }),
+        checkpoint: (evaluation: Evaluation) =>
+          writeTokenClassifierFolder(binding, run.outDir, {
+            model,
+            lora: trainee.setup.adapters && {
+              adapters: trainee.setup.adapters as NativeLoraAdapters, // 'lora' is the one adapter technique taken here
+              settings: opts.lora,
+              ...peftBase(loaded),
+            },
+            family,
+            sourceDir,
+            tokenizerJson: loaded.tokenizer.json,
+            maxLength: loaded.maxLength,
+            labelAllTokens: run.labelAllTokens,
+            labels: names,
+            evaluation,
+            history: prepared.position.history,
+          }),
+      };
+    },
+    result: ({ position, names, train, validation, loaded, headNote }, keeper) => ({
+      outDir: run.outDir,
       labels: names,
       history: position.history,
       evaluations: position.evaluations,
@@ -361,13 +309,8 @@ async function trainRank(
       notes: [...loaded.notes, ...[headNote, zeroLearningRateNote(opts)].filter((n) => n !== null)],
       stoppedEarly: keeper.stoppedEarly,
       skippedBatches: position.skippedBatches,
-    };
-  } catch (err) {
-    throw asAbortError(err, 'token classification training aborted');
-  } finally {
-    for (const d of disposables.reverse()) d.dispose();
-    await releaseOutDir?.();
-  }
+    }),
+  });
 }
 
 /**
@@ -481,7 +424,7 @@ async function tokenTrainee(
   const setup = setUpTrainable(binding, model, opts, built.unusedParameters);
   const trainee = await startTrainee(binding, model, setup, { dist, saved: start.saved, disposables });
   model.train(true);
-  return { model, setup, trainee, headNote };
+  return { model, trainee, headNote };
 }
 
 /** Files as a list. */
