@@ -117,6 +117,7 @@ describe('torch-bert qa (CLI)', () => {
         '--out',
         out,
         '--version-2-with-negative',
+        '--pad-to-longest',
         '--epochs',
         String(RUN.epochs),
         '--batch-size',
@@ -145,6 +146,7 @@ describe('torch-bert qa (CLI)', () => {
         validationData: validationFile,
         outDir: join(work, 'library'),
         versionTwo: true,
+        padToMaxLength: false,
         bestMetric: 'f1',
         threads: 1,
         ...RUN,
@@ -192,7 +194,12 @@ describe('torch-bert qa (CLI)', () => {
     for (const m of [result.metrics.exactMatch, result.metrics.f1]) expect(m >= 0 && m <= 1).toBe(true);
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
     expect(config.architectures).toEqual(['BertForQuestionAnswering']);
-    expect(config.torch_bert).toMatchObject({ maxLength: RUN.maxLength, docStride: RUN.docStride, versionTwo: true });
+    expect(config.torch_bert).toMatchObject({
+      maxLength: RUN.maxLength,
+      docStride: RUN.docStride,
+      padToMaxLength: false,
+      versionTwo: true,
+    });
   });
 
   it('evaluates the kept weights as QuestionAnswerer.evaluate() and as training did (eval --json, and the table for people)', async () => {

@@ -124,9 +124,11 @@ export async function answerQuestions(
       const length = windows.encoded.lengths[w]!;
       const at = r * width * 2;
       lossSum += (crossEntropy(logits, at, width, 2, windows.starts[w]!) + crossEntropy(logits, at + 1, width, 2, windows.ends[w]!)) / 2;
-      const start = new Float32Array(length);
-      const end = new Float32Array(length);
-      for (let p = 0; p < length; p++) {
+      // Every position of the padded row: as in utils_qa.py, a pad may take one of the n best
+      // places (then is skipped, having no offsets), so the candidates are run_qa.py's.
+      const start = new Float32Array(width);
+      const end = new Float32Array(width);
+      for (let p = 0; p < width; p++) {
         start[p] = logits[at + 2 * p]!;
         end[p] = logits[at + 2 * p + 1]!;
       }

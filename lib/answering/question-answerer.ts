@@ -111,8 +111,9 @@ export class QuestionAnswerer {
 
   /**
    * Each question's answer in its context: the text, its characters [start, end) in the context,
-   * its probability among the candidates, and the candidates (best first, at most `nBest`). With
-   * versionTwo, "" (at 0, 0) where the model says the context holds no answer.
+   * its probability among the candidates, and the candidates (best first: the `nBest` best spans,
+   * and with versionTwo the null answer after them where it is not among them, as utils_qa.py
+   * lists them). With versionTwo, "" (at 0, 0) where the model says the context holds no answer.
    */
   async answer(questions: readonly Question[], options: AnswerOptions = {}): Promise<SpanAnswer[]> {
     checkQuestions(questions);
@@ -135,8 +136,10 @@ export class QuestionAnswerer {
 
   /**
    * The model as a TorchScript file for Python's `torch.jit.load` or C++ libtorch:
-   * `span_logits(input_ids, attention_mask[, token_type_ids])` gives every token's start and end
-   * logits, [B, T, 2], as transformers' model returns them (token types where the encoder takes them).
+   * `span_logits(input_ids, attention_mask)` gives every token's start and end logits, [B, T, 2],
+   * as transformers' model returns them (every token of segment 0); where the encoder takes token
+   * types (BERT), `span_logits_token_types(input_ids, attention_mask, token_type_ids)` takes the
+   * question's and the context's segments, as the windows have them.
    */
   async saveTorchScript(path: string): Promise<void> {
     if (typeof path !== 'string' || path === '') throw new InputError('saveTorchScript(path): path is the .pt file to write');

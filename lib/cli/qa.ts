@@ -86,6 +86,9 @@ Options (default):
   --max-length N           tokens per window, question and special tokens included
                            (${QA_TRAIN_DEFAULTS.maxLength}, or the model's model_max_length where shorter: run_qa.py's max_seq_length)
   --doc-stride N           tokens two windows of a long context share (${QA_TRAIN_DEFAULTS.docStride})
+  --pad-to-longest         pad each batch to its longest window, not to --max-length (run_qa.py's
+                           --pad_to_max_length False): faster on short contexts, but the loss,
+                           whose softmax runs over the pads, then depends on the batches
   --n-best N               answer candidates kept per question (${SPAN_DEFAULTS.nBest}: n_best_size)
   --max-answer-length N    longest answer, in tokens (${SPAN_DEFAULTS.maxAnswerLength})
   --null-score-diff-threshold X  --version-2-with-negative: "" is answered where the null score
@@ -196,6 +199,7 @@ ${MODEL_HELP}
 const QA_TRAIN_OPTIONS: Options = {
   ...trainFlags(['data', 'validation-data', 'technique', 'lora-rank', 'lora-alpha', 'lora-dropout', 'lora-targets', 'best-metric']),
   'doc-stride': { type: 'string' },
+  'pad-to-longest': { type: 'boolean' },
   'version-2-with-negative': { type: 'boolean' },
   'n-best': { type: 'string' },
   'max-answer-length': { type: 'string' },
@@ -246,6 +250,7 @@ function qaTrainOptionsFrom(values: Record<string, unknown>, json: boolean, sign
     tokenizer: values.tokenizer as string | undefined,
     maxLength: numberOption(values, 'max-length'),
     docStride: numberOption(values, 'doc-stride'),
+    padToMaxLength: values['pad-to-longest'] ? false : undefined,
     versionTwo: values['version-2-with-negative'] as boolean | undefined,
     nBest: numberOption(values, 'n-best'),
     maxAnswerLength: numberOption(values, 'max-answer-length'),

@@ -197,16 +197,23 @@ export function perWord(rows: WordRows, indices: ArrayLike<number>, values: Arra
  * decoded a token more at a time (the tokenizer's decoder: WordPiece's '##', a byte-level 'Ġ',
  * SentencePiece's '▁'), the lengths mapped onto the word's characters, where the whole decodes to
  * as many characters as the word has (lowercasing and precomposed accents stripped keep them);
- * otherwise each token spans the whole word.
+ * otherwise each token spans the whole word. A byte-level token that ends inside a character (a
+ * character of several UTF-8 bytes split between tokens: the decoded prefix ends in U+FFFD)
+ * spans that whole character, and so does the next token, as the fast tokenizer's offsets say.
  */
 export function tokenSpans(tokenizer: TextTokenizer, word: TextWord, ids: readonly number[]): Array<[number, number]> {
-  const decoded = (k: number) => tokenizer.decode(ids.slice(0, k)).trimStart().length;
-  if (decoded(ids.length) !== word.word.length) return ids.map(() => [word.start, word.end]);
+  const decoded = (k: number) => tokenizer.decode(ids.slice(0, k)).trimStart();
+  if (decoded(ids.length).length !== word.word.length) return ids.map(() => [word.start, word.end]);
+  // The start of the token to come: the end of the characters decoded whole so far.
   let from = 0;
   return ids.map((_, k) => {
-    const to = Math.max(from, Math.min(decoded(k + 1), word.word.length));
-    const span: [number, number] = [word.start + from, word.start + to];
-    from = to;
+    const text = decoded(k + 1);
+    const partial = text.endsWith('\uFFFD') && word.word[text.length - 1] !== '\uFFFD';
+    const whole = Math.max(from, Math.min(partial ? text.length - 1 : text.length, word.word.length));
+    // A character cut by the token's end is the token's too (one or two UTF-16 units).
+    const cut = partial && whole < word.word.length ? String.fromCodePoint(word.word.codePointAt(whole)!).length : 0;
+    const span: [number, number] = [word.start + from, word.start + whole + cut];
+    from = whole;
     return span;
   });
 }

@@ -87,8 +87,8 @@ What is computed:
  4. Epoch e = 1..epochs, train mode: order = torch.randperm(number of train features,
     generator=torch.Generator().manual_seed(seed + e)); batches of batchSize consecutive features
     of the order (windows, not examples), the last partial batch kept; each right-padded to its
-    longest row (the pad id of tokenizer.json's `padding`, else [PAD]'s; attention mask 0 and
-    token type 0 there); forward, loss, backward; if maxGradNorm > 0,
+    longest row, or to maxLength with padToMaxLength (the pad id of tokenizer.json's `padding`,
+    else [PAD]'s; attention mask 0 and token type 0 there); forward, loss, backward; if maxGradNorm > 0,
     torch.nn.utils.clip_grad_norm_(the trained parameters, maxGradNorm); optimizer.step();
     optimizer.zero_grad(set_to_none=True). Each batch's loss is recorded.
  5. After each epoch, with validation data: eval mode, torch.no_grad; the validation features
@@ -97,9 +97,9 @@ What is computed:
     validationLoss = the sum over features of (CE_start + CE_end) / 2 (reduction='sum' per batch,
     halved, the batches' sums added in Python floats) / the number of features. Then
     utils_qa.py's postprocess_qa_predictions on each feature's float32 start and end logits at
-    its own row's positions (run_qa.py's arrays also hold the positions its batch padded, whose
-    logits may take some of the n-best places before they are skipped; here they do not), in
-    numpy as utils_qa.py computes (float32 scalars added as float32):
+    every position of its padded row (as run_qa.py gathers them: a pad's logits may take one of
+    the n-best places, then it is skipped, having no offsets), in numpy as utils_qa.py computes
+    (float32 scalars added as float32):
     - per example, over its features in order: feature_null_score = start_logits[0] +
       end_logits[0]; min_null_prediction = the lowest one's {offsets (0, 0), score, start_logit,
       end_logit} (the first on a tie); start_indexes = np.argsort(start_logits)[-1 : -nBest - 1
@@ -145,12 +145,13 @@ Writes JSON on stdout:
   /usr/bin/python3 test/python/qa_reference.py < job.json > result.json
 
 With "mode": "answer", the job is {"mode", "folder", "examples": [{"id", "question", "context"}],
-"maxLength", "docStride", "nBest", "maxAnswerLength", "versionTwo", "nullScoreDiffThreshold" (the
-last four optional, defaults as above)}: `folder` is a BertForQuestionAnswering or
+"maxLength", "docStride", "nBest", "maxAnswerLength", "versionTwo", "nullScoreDiffThreshold",
+"batchSize", "padToMaxLength" (the last six optional, defaults as above, batchSize 1)}: `folder` is a BertForQuestionAnswering or
 DistilBertForQuestionAnswering folder (config.json's architectures exactly that one, as
 model_type says; the family's encoder under `bert.` or `distilbert.` and `qa_outputs.weight` /
 `bias`, as save_pretrained writes it, nothing else; no pooler); each example's features are made
-as in 1 and run one at a time, in eval mode; their logits are post-processed as in 5. Writes
+as in 1 and run in batches of batchSize in order, padded as in 4, in eval mode; their logits are
+post-processed as in 5. Writes
 {"predictions": {id: answer}, "nbest": {id: [...]}}.
 """
 
@@ -328,7 +329,7 @@ def qa_loss(start_logits: Tensor, end_logits: Tensor, b: Dict[str, Optional[Tens
 
 
 def logits_of(model: QuestionAnswering, features: List[Dict[str, Any]], bs: int, pad_id: int, width: Optional[int] = None):
-    """Eval mode, no_grad: each feature's float32 start and end logits at its own positions, and
+    """Eval mode, no_grad: each feature's float32 start and end logits at every position of its padded row, and
     (labelled features) the sum of their losses."""
     model.eval()
     starts: List[np.ndarray] = []
@@ -341,9 +342,11 @@ def logits_of(model: QuestionAnswering, features: List[Dict[str, Any]], bs: int,
             start_logits, end_logits = model(b["ids"], b["mask"], b["types"])
             if b["start"] is not None:
                 total += qa_loss(start_logits, end_logits, b, reduction="sum").item()
-            for r, f in enumerate(chunk):
-                starts.append(start_logits[r, :len(f["ids"])].numpy())
-                ends.append(end_logits[r, :len(f["ids"])].numpy())
+            # Every position of the padded row, as run_qa.py's evaluation loop gathers them: a pad
+            # may take one of the n best places (postprocess then skips it: it has no offsets).
+            for r in range(len(chunk)):
+                starts.append(start_logits[r].numpy())
+                ends.append(end_logits[r].numpy())
     return starts, ends, total
 
 
@@ -366,7 +369,9 @@ def postprocess(examples: List[Dict[str, Any]], features: List[Dict[str, Any]], 
                 min_null = {"offsets": (0, 0), "score": null_score, "start_logit": start_logits[0], "end_logit": end_logits[0]}
             for s in np.argsort(start_logits)[-1: -n_best - 1: -1].tolist():
                 for e in np.argsort(end_logits)[-1: -n_best - 1: -1].tolist():
-                    if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > max_answer_length:
+                    # A pad of the batch (past the row's offsets) or a position outside the context.
+                    if s >= len(offsets) or e >= len(offsets) or offsets[s] is None or offsets[e] is None \
+                            or e < s or e - s + 1 > max_answer_length:
                         continue
                     prelim.append({"offsets": (offsets[s][0], offsets[e][1]), "score": start_logits[s] + end_logits[e],
                                    "start_logit": start_logits[s], "end_logit": end_logits[e]})
@@ -574,7 +579,9 @@ def answer(job: Dict[str, Any]) -> Dict[str, Any]:
     examples = job["examples"]
     check_ids(examples, "examples")
     features = featurize(aligner, examples, int(job["maxLength"]), int(job["docStride"]), family == "bert")
-    starts, ends, _ = logits_of(model, features, 1, aligner.pad_id)
+    max_length = int(job["maxLength"])
+    width = max_length if job.get("padToMaxLength", False) else None
+    starts, ends, _ = logits_of(model, features, int(job.get("batchSize", 1)), aligner.pad_id, width)
     predictions, nbest = postprocess(examples, features, starts, ends, bool(job.get("versionTwo", False)),
                                      int(job.get("nBest", 20)), int(job.get("maxAnswerLength", 30)),
                                      float(job.get("nullScoreDiffThreshold", 0)))
