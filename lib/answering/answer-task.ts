@@ -105,8 +105,9 @@ async function spanLogits(
 
 /**
  * Each question's answer (run_qa.py's postprocessing of its windows' logits, span-answers.ts),
- * and with `labelled` the loss: each window's (start + end cross-entropy) / 2 over every position
- * of its padded row, as training computes it, averaged over the windows.
+ * and the loss against the windows' labels: each window's (start + end cross-entropy) / 2 over
+ * every position of its padded row, as training computes it, averaged over the windows (for
+ * questions asked without their answers, against [CLS]: answer() leaves it out).
  */
 export async function answerQuestions(
   binding: NativeBinding,

@@ -70,8 +70,8 @@
  *     overflowing' line); its start and end logits at every position of those windows are the
  *     answerer's span_logits; utils_qa.py's postprocess_qa_predictions over its logits gives
  *     QuestionAnswerer.answer()'s answers and candidates (texts, characters, logits,
- *     probabilities), and, with run_qa.py's default pad_to_max_length (the folder's), over
- *     windows padded to maxLength, the same answers and candidates; of the LoRA run,
+ *     probabilities), over windows padded to maxLength as run_qa.py's default pad_to_max_length
+ *     (the folder's) pads them, so that pads take n-best places as they do there; of the LoRA run,
  *     PeftModel.from_pretrained(AutoModelForQuestionAnswering.from_pretrained(base), out/adapter)
  *     gives the merged folder's logits (its base_model given token_type_ids: PEFT's
  *     PeftModelForQuestionAnswering.forward drops them, said in a line when it does) and its
@@ -254,7 +254,7 @@ def postprocess(context, features, n_best, max_answer_length):
     # utils_qa.py's postprocess_qa_predictions for one example (version_2_with_negative False):
     # features are (start_logits, end_logits, offset_mapping) of its windows, the offsets None
     # outside the context, each window's logits its own positions (run_qa.py with
-    # pad_to_max_length False, one window per batch: no padding positions among the n best).
+    # logits longer than the offsets where the window was padded: those places are skipped).
     import numpy as np
     prelim = []
     for start_logits, end_logits, offset_mapping in features:
@@ -390,7 +390,13 @@ def qa(run):
         t = len(w["input_ids"])
         gap = max(gap, diff(o.start_logits[k, :t], w["start_logits"]), diff(o.end_logits[k, :t], w["end_logits"]))
     res[f"{n} start/end logits (every position of torch-bert's {len(ours)} windows) vs QuestionAnswerer's span_logits"] = gap
-    # End to end: transformers' windows, its logits, utils_qa's postprocessing.
+    # End to end: transformers' windows, its logits, utils_qa's postprocessing. With run_qa.py's
+    # default pad_to_max_length (the folder's padToMaxLength) every window is padded to
+    # max_length and utils_qa's n best positions are taken over all of them, the pads' logits
+    # included (a pad among the n best is a place no span gets); without it, each window alone.
+    padded = run.get("pad_to_max_length")
+    if padded:
+        batch = {k: torch.nn.functional.pad(v, (0, L - v.shape[1]), value=pad_id if k == "input_ids" else 0) for k, v in batch.items()}
     with torch.no_grad():
         o = m(**batch)
     import numpy as np
@@ -399,45 +405,28 @@ def qa(run):
         feats = []
         for i, r in enumerate(rows):
             if r["example"] != e: continue
-            t = len(r["input_ids"])
+            t = o.start_logits.shape[1] if padded else len(r["input_ids"])
             feats.append((o.start_logits[i, :t].numpy().astype(np.float32), o.end_logits[i, :t].numpy().astype(np.float32), r["offsets"]))
         theirs.append(postprocess(q["context"], feats, run["n_best"], run["max_answer_length"]))
+    how = f"windows padded to {L}, pads among the n best" if padded else "each window alone"
     answers = run["answers"]
     got = [[p[0]["text"], *p[0]["offsets"]] for p in theirs]
     want = [[ans["text"], ans["start"], ans["end"]] for ans in answers]
     bad = [f"question {e}: transformers {g}, torch-bert {w}" for e, (g, w) in enumerate(zip(got, want)) if g != w]
-    same(f"{n} answers (text, start, end; postprocess_qa_predictions over transformers' logits) vs QuestionAnswerer.answer", not bad, "; ".join(bad[:3]))
+    same(f"{n} answers (text, start, end; postprocess_qa_predictions over transformers' logits, {how}) vs QuestionAnswerer.answer", not bad, "; ".join(bad[:3]))
     res[n + " best candidate's start/end logits"] = max(max(abs(float(p[0]["start_logit"]) - ans["candidates"][0]["startLogit"]),
         abs(float(p[0]["end_logit"]) - ans["candidates"][0]["endLogit"])) for p, ans in zip(theirs, answers))
     got = [[[p["text"], *p["offsets"]] for p in ps] for ps in theirs]
     want = [[[c["text"], c["start"], c["end"]] for c in ans["candidates"]] for ans in answers]
-    bad = [f"question {e}: transformers {g[:4]}..., torch-bert {w[:4]}..." for e, (g, w) in enumerate(zip(got, want)) if g != w]
+    bad = [f"question {e}: transformers {len(g)} candidates, torch-bert {len(w)}, first difference at {next((k for k, (x, y) in enumerate(zip(g, w)) if x != y), min(len(g), len(w)))}"
+           for e, (g, w) in enumerate(zip(got, want)) if g != w]
     total = sum(len(ans["candidates"]) for ans in answers)
-    same(f"{n} candidates ({total}: text, start, end, in order)", not bad, "; ".join(bad[:2]))
+    same(f"{n} candidates ({total}: text, start, end, in order; {how})", not bad, f"{len(bad)} of {len(qs)} questions differ: " + "; ".join(bad[:3]))
     if not bad:
         res[n + " candidates' start/end logits"] = max(max(abs(float(p["start_logit"]) - c["startLogit"]), abs(float(p["end_logit"]) - c["endLogit"]))
             for ps, ans in zip(theirs, answers) for p, c in zip(ps, ans["candidates"]))
         res[n + " candidates' probabilities"] = max(abs(p["probability"] - c["probability"]) for ps, ans in zip(theirs, answers) for p, c in zip(ps, ans["candidates"]))
         res[n + " answers' probabilities"] = max(abs(ps[0]["probability"] - ans["probability"]) for ps, ans in zip(theirs, answers))
-    if run.get("pad_to_max_length"):
-        # run_qa.py's default, pad_to_max_length (the folder's padToMaxLength): every window padded
-        # to max_length, and utils_qa's n best start and end positions taken over all of them, the
-        # pads' logits included (a pad among the n best is a place no span gets).
-        padded = {k: torch.nn.functional.pad(v, (0, L - v.shape[1]), value=pad_id if k == "input_ids" else 0) for k, v in batch.items()}
-        with torch.no_grad():
-            op = m(**padded)
-        full = []
-        for e, q in enumerate(qs):
-            feats = [(op.start_logits[i].numpy().astype(np.float32), op.end_logits[i].numpy().astype(np.float32), r["offsets"])
-                     for i, r in enumerate(rows) if r["example"] == e]
-            full.append(postprocess(q["context"], feats, run["n_best"], run["max_answer_length"]))
-        got = [[[p["text"], *p["offsets"]] for p in ps] for ps in full]
-        want = [[[c["text"], c["start"], c["end"]] for c in ans["candidates"]] for ans in answers]
-        bad = [f"question {e}: transformers {g[0]} of {len(g)}, torch-bert {w[0]} of {len(w)}" for e, (g, w) in enumerate(zip(got, want)) if g[0] != w[0]]
-        same(f"{n} answers with pad_to_max_length (windows padded to {L}, pads among the n best) vs QuestionAnswerer.answer", not bad, "; ".join(bad[:3]))
-        bad = [f"question {e}: transformers {len(g)} candidates, torch-bert {len(w)}, first difference at {next((k for k, (x, y) in enumerate(zip(g, w)) if x != y), min(len(g), len(w)))}"
-               for e, (g, w) in enumerate(zip(got, want)) if g != w]
-        same(f"{n} candidates with pad_to_max_length (text, start, end, in order) vs QuestionAnswerer.answer", not bad, f"{len(bad)} of {len(qs)} questions differ: " + "; ".join(bad[:3]))
     if run.get("adapter"):
         # The LoRA run's adapter/ (PEFT's QUESTION_ANS) on the base it names: PeftModel gives the
         # merged folder's logits, and merge_and_unload its weights.
