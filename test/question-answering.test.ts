@@ -362,7 +362,8 @@ describe('question windows', () => {
     try {
       const bpe = join(dir, 'bpe.json');
       await runPython('scripts/python/make_bpe_tokenizer.py', [bpe]);
-      const text = "The movie's plot,  really...good at 10:30 -- wasn't it? Café";
+      // U+0096, a control character BERT's normalizer deletes: a piece without a token.
+      const text = "The movie's plot,  really...good at 10:30 \u0096 -- wasn't it? Café";
       for (const file of [
         join(
           (await makeHfFolder({ layout: 'automodel', tokenizer: 'json', layers: 1, hidden: 8, heads: 2, intermediate: 16 })).dir,

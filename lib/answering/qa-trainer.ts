@@ -21,7 +21,7 @@ import {
   zeroLearningRateNote,
 } from '../training/options.js';
 import { startPosition } from '../training/run-keeper.js';
-import { runTaskRank } from '../training/task-run.js';
+import { heldOut, keptRun, runTaskRank } from '../training/task-run.js';
 import { setUpTrainable } from '../training/trainable.js';
 import { startTrainee } from '../training/training-loop.js';
 import { checkOutputFolderFirst, readTrainingState, resumePosition, runContents, type SkippedBatch } from '../training/training-state.js';
@@ -311,16 +311,11 @@ function trainRank(binding: NativeBinding, opts: ResolvedTrainOptions, run: QaRu
     },
     result: ({ position, train, validation, loaded, headNote }, keeper) => ({
       outDir: run.outDir,
-      history: position.history,
-      evaluations: position.evaluations,
-      best: keeper.bestEvaluation()!, // a finished run has evaluated at least once
-      metrics: keeper.bestMetrics,
+      ...keptRun(position, keeper),
       trainQuestions: train.examples.length,
       trainWindows: train.windows.encoded.count,
       validationQuestions: validation.examples.length,
       notes: [...loaded.notes, ...[headNote, zeroLearningRateNote(opts)].filter((n) => n !== null)],
-      stoppedEarly: keeper.stoppedEarly,
-      skippedBatches: position.skippedBatches,
     }),
   });
 }
@@ -470,13 +465,7 @@ async function readSplit(
   const all = await readQuestionFiles(fileList(run.data, 'data'));
   if (run.validationData !== undefined)
     return { train: all, validation: await readQuestionFiles(fileList(run.validationData, 'validationData')) };
-  const held = Math.max(1, Math.floor(all.length * opts.validationSplit));
-  if (all.length - held < 1) {
-    throw new InputError(
-      `${WHO}: ${all.length} question(s) leave none to train on once ${held} are held out for validation: give more questions or validationData`,
-    );
-  }
-  const order = binding.randperm(all.length, opts.seed);
+  const split = heldOut(binding, all.length, opts.validationSplit, opts.seed, { caller: WHO, noun: 'question' });
   const pick = (indices: Int32Array) => Array.from(indices, (i) => all[i]!);
-  return { train: pick(order.subarray(held)), validation: pick(order.subarray(0, held)) };
+  return { train: pick(split.train), validation: pick(split.validation) };
 }

@@ -202,6 +202,8 @@ export function perWord(rows: WordRows, indices: ArrayLike<number>, values: Arra
  * spans that whole character, and so does the next token, as the fast tokenizer's offsets say.
  */
 export function tokenSpans(tokenizer: TextTokenizer, word: TextWord, ids: readonly number[]): Array<[number, number]> {
+  // A word the tokenizer drops whole (a control character BERT's normalizer deletes) has no token to place.
+  if (ids.length === 0) return [];
   const decoded = (k: number) => tokenizer.decode(ids.slice(0, k)).trimStart();
   if (decoded(ids.length).length !== word.word.length) return ids.map(() => [word.start, word.end]);
   // The start of the token to come: the end of the characters decoded whole so far.

@@ -32,7 +32,7 @@ import {
 } from '../training/options.js';
 import { checkPrecision } from '../training/precision.js';
 import { startPosition, type Validation } from '../training/run-keeper.js';
-import { runTaskRank } from '../training/task-run.js';
+import { keptRun, runTaskRank } from '../training/task-run.js';
 import { setUpTrainable } from '../training/trainable.js';
 import { nativeStepOptions, type StepSettings, startTrainee, type Task } from '../training/training-loop.js';
 import { checkOutputFolderFirst, readTrainingState, resumePosition, runContents, type SkippedBatch } from '../training/training-state.js';
@@ -338,18 +338,14 @@ function pretrainRank(
       };
     },
     result: ({ position, train, validation, loaded }, keeper) => {
-      const best = keeper.bestEvaluation()!; // a finished run has evaluated at least once
+      const kept = keptRun(position, keeper);
       return {
         outDir: run.outDir,
-        history: position.history,
-        evaluations: position.evaluations,
-        best: { ...best, perplexity: Math.exp(best.validationLoss) },
-        metrics: keeper.bestMetrics,
+        ...kept,
+        best: { ...kept.best, perplexity: Math.exp(kept.best.validationLoss) },
         trainRows: train.count,
         validationRows: validation.count,
         notes: [...loaded.notes, ...[zeroLearningRateNote(opts)].filter((n) => n !== null)],
-        stoppedEarly: keeper.stoppedEarly,
-        skippedBatches: position.skippedBatches,
       };
     },
   });

@@ -31,7 +31,7 @@ import {
 } from '../training/options.js';
 import { checkPrecision } from '../training/precision.js';
 import { startPosition } from '../training/run-keeper.js';
-import { runTaskRank } from '../training/task-run.js';
+import { heldOut, keptRun, runTaskRank } from '../training/task-run.js';
 import { setUpTrainable } from '../training/trainable.js';
 import { startTrainee } from '../training/training-loop.js';
 import { checkOutputFolderFirst, readTrainingState, resumePosition, runContents, type SkippedBatch } from '../training/training-state.js';
@@ -300,15 +300,10 @@ function trainRank(binding: NativeBinding, opts: ResolvedTrainOptions, run: Toke
     result: ({ position, names, train, validation, loaded, headNote }, keeper) => ({
       outDir: run.outDir,
       labels: names,
-      history: position.history,
-      evaluations: position.evaluations,
-      best: keeper.bestEvaluation()!, // a finished run has evaluated at least once
-      metrics: keeper.bestMetrics,
+      ...keptRun(position, keeper),
       trainSentences: train.rows.encoded.count,
       validationSentences: validation.rows.encoded.count,
       notes: [...loaded.notes, ...[headNote, zeroLearningRateNote(opts)].filter((n) => n !== null)],
-      stoppedEarly: keeper.stoppedEarly,
-      skippedBatches: position.skippedBatches,
     }),
   });
 }
@@ -452,19 +447,13 @@ async function readSplit(
   const all = await readTaggedFiles(fileList(data, 'data'), read);
   if (validationData !== undefined)
     return { train: all, validation: await readTaggedFiles(fileList(validationData, 'validationData'), read) };
-  const held = Math.max(1, Math.floor(all.words.length * opts.validationSplit));
-  if (all.words.length - held < 1) {
-    throw new InputError(
-      `trainTokenClassifier(): ${all.words.length} sentence(s) leave none to train on once ${held} are held out for validation: give more sentences or validationData`,
-    );
-  }
-  const order = binding.randperm(all.words.length, opts.seed);
+  const split = heldOut(binding, all.words.length, opts.validationSplit, opts.seed, { caller: 'trainTokenClassifier()', noun: 'sentence' });
   const pick = (indices: Int32Array): TaggedSentences => ({
     words: Array.from(indices, (i) => all.words[i]!),
     tags: Array.from(indices, (i) => all.tags[i]!),
     origins: Array.from(indices, (i) => all.origins[i]!),
   });
-  return { train: pick(order.subarray(held)), validation: pick(order.subarray(0, held)) };
+  return { train: pick(split.train), validation: pick(split.validation) };
 }
 
 /**

@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import type { NativeBinding } from '../addon/binding.js';
-import { asAbortError } from '../addon/errors.js';
+import { asAbortError, InputError } from '../addon/errors.js';
 import { HISTORY_FILE, writeFileAtomic } from '../files/checkpoint.js';
 import type { ModelFolderRead, OutputKind } from '../files/output-folder.js';
 import { type Distributed, rankZeroDecides } from './distributed.js';
@@ -51,6 +51,40 @@ export interface TaskRun<P extends PreparedTask<unknown>, R> {
   prepare(disposables: Array<{ dispose(): void }>): Promise<P>;
   /** The task's result of a finished run. */
   result(prepared: P, keeper: RunKeeper<MetricsOf<P>>): R;
+}
+
+/** What every task's result says of its run: its history and evaluations, the kept one and its metrics, how it ended. */
+export function keptRun<M>(position: RunPosition, keeper: RunKeeper<M>) {
+  return {
+    history: position.history,
+    evaluations: position.evaluations,
+    best: keeper.bestEvaluation()!, // a finished run has evaluated at least once
+    metrics: keeper.bestMetrics,
+    stoppedEarly: keeper.stoppedEarly,
+    skippedBatches: position.skippedBatches,
+  };
+}
+
+/**
+ * A `share` of `count` examples held out for validation, drawn by the seed (torch.randperm, the
+ * first ones held out), at least one, leaving at least one to train on: the indices of each.
+ * `caller` and `noun` (sentences, questions) name the refusal.
+ */
+export function heldOut(
+  binding: NativeBinding,
+  count: number,
+  share: number,
+  seed: number,
+  names: { caller: string; noun: string },
+): { train: Int32Array; validation: Int32Array } {
+  const held = Math.max(1, Math.floor(count * share));
+  if (count - held < 1) {
+    throw new InputError(
+      `${names.caller}: ${count} ${names.noun}(s) leave none to train on once ${held} are held out for validation: give more ${names.noun}s or validationData`,
+    );
+  }
+  const order = binding.randperm(count, seed);
+  return { train: order.subarray(held), validation: order.subarray(0, held) };
 }
 
 export async function runTaskRank<P extends PreparedTask<unknown>, R>(
