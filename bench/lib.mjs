@@ -273,6 +273,192 @@ export function machine() {
   };
 }
 
+// ---- the head-on-the-batch step benchmarks (mlm-step, token-step, qa-step) -------------
+/**
+ * What mlm-step, token-step and qa-step share: their plan per shape, the Hugging Face folder of
+ * random weights both sides load, the batch file the Python side reads, a seeded generator, the
+ * alternating blocks of steps (token-step, qa-step), and their table's first and last columns
+ * (stepTable, stepRow).
+ */
+const { loadEncoderSource } = await import(join(dist, 'models', 'encoder-source.js'));
+
+/** The rows of `plans` (quick or full) whose shape --shapes asked for (all without it). */
+export const stepPlan = (quick, plans, shapes) =>
+  (quick ? plans.quick : plans.full).filter((p) => !shapes || shapes.includes(p.shape.name));
+
+/**
+ * A BERT Hugging Face folder of `shape` with seeded random weights, made once by
+ * scripts/python/make_hf_folder.py as bench/.cache/PREFIX-SHAPE-vVOCAB: `layout` its
+ * --layout, `dropout` (when given) its hidden and attention dropout (make_hf_folder.py's default
+ * is 0.1).
+ */
+export function hfFolder(prefix, shape, vocabSize, { layout, dropout }) {
+  const dir = join(cacheDir, `${prefix}-${shape.name}-v${vocabSize}`);
+  if (!existsSync(join(dir, 'config.json'))) {
+    execFileSync(PYTHON, [
+      join(root, 'scripts', 'python', 'make_hf_folder.py'),
+      ...['--out', dir, '--layout', layout, '--tokenizer', 'none', '--vocab-size', String(vocabSize), '--max-position', '512'],
+      ...(dropout === undefined ? [] : ['--dropout', String(dropout)]),
+      ...shapeFlags(shape),
+    ]);
+  }
+  return dir;
+}
+
+/** mulberry32: a small seeded generator of floats in [0, 1). */
+export function seededRandom(seed) {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A flat [batchSize * seqLen] array as batchSize rows (a batch file's JSON for the Python side). */
+export const batchRows = (a, batchSize, seqLen) =>
+  Array.from({ length: batchSize }, (_, r) => Array.from(a).slice(r * seqLen, (r + 1) * seqLen));
+
+/**
+ * Ours, as the task trainers build it (lib/tagging/token-trainer.ts, lib/answering/qa-trainer.ts):
+ * the folder's encoder, `buildClassifier(encoder, spec)`, its reachable parameters (the pooler
+ * left out) trainable under AdamW lr 5e-5, weight decay 0.01, in train mode. `steps(batch, n)`
+ * times n awaited `trainStep`s (no clipping) in JS; `check(batch)` is one step in eval mode (no
+ * dropout masks), untimed: its { loss, gradNorm }.
+ */
+export async function classifierTrainee(dir, maxLength, spec) {
+  const loaded = await loadEncoderSource(dir, {
+    device: 'cpu',
+    tokenizer: tokenizerFile,
+    maxLength,
+    fallbackMaxLength: maxLength,
+    classificationHead: true,
+  });
+  for (const [, t] of loaded.classificationHead) t.dispose();
+  const built = binding.buildClassifier(loaded.module, spec);
+  const unused = new Set(built.unusedParameters);
+  const params = built.module.namedParameters().filter(([n]) => !unused.has(n) && !n.startsWith('encoder.pooler.'));
+  for (const [, t] of params) t.setRequiresGrad(true);
+  const optimizer = new binding.AdamW([{ params: params.map(([, t]) => t), lr: 5e-5, weightDecay: 0.01 }]);
+  built.module.train(true);
+  return {
+    async check(batch) {
+      built.module.train(false);
+      try {
+        return await binding.trainStep(built.module, optimizer, batch, { maxGradNorm: 0 });
+      } finally {
+        built.module.train(true);
+      }
+    },
+    async steps(batch, n) {
+      const seconds = [];
+      for (let i = 0; i < n; i++) {
+        const t0 = performance.now();
+        await binding.trainStep(built.module, optimizer, batch, { maxGradNorm: 0 });
+        seconds.push((performance.now() - t0) / 1000);
+      }
+      return { seconds };
+    },
+    dispose() {
+      optimizer.dispose();
+      built.module.dispose();
+      loaded.module.dispose();
+    },
+  };
+}
+
+/** The first-step check: the two sides' eval-mode losses within `loss`, gradient norms within `gradNorm` relative, or it throws. */
+export function checkFirstStep(label, ours, reference, tolerance) {
+  const lossGap = Math.abs(ours.loss - reference.loss);
+  const normGap = Math.abs(ours.gradNorm - reference.gradNorm) / Math.abs(reference.gradNorm);
+  if (!(lossGap <= tolerance.loss) || !(normGap <= tolerance.gradNorm)) {
+    throw new Error(
+      `${label}: the first step's loss or gradient norm differs from PyTorch's: loss ${ours.loss} vs ${reference.loss} ` +
+        `(|Δ| ${lossGap.toExponential(2)}, tolerance ${tolerance.loss}), gradient norm ${ours.gradNorm} vs ${reference.gradNorm} ` +
+        `(relative ${normGap.toExponential(2)}, tolerance ${tolerance.gradNorm})`,
+    );
+  }
+}
+
+/**
+ * Warm-up on both sides, then `p.blocks` blocks of `p.blockSteps` steps in alternating order
+ * (ours, PyTorch, PyTorch, ours, ...), so that load on the shared machine falls on both.
+ * `ours(n)` and `reference(n)` run n steps and resolve to { seconds: [...] }. Returns each side's
+ * block medians and every timed step.
+ */
+export async function alternateBlocks(ours, reference, p) {
+  const blocks = { ours: [], reference: [] };
+  const all = { ours: [], reference: [] };
+  await ours(p.warmup);
+  await reference(p.warmup);
+  for (let b = 0; b < p.blocks; b++) {
+    for (const side of b % 2 === 0 ? ['ours', 'reference'] : ['reference', 'ours']) {
+      const out = side === 'ours' ? await ours(p.blockSteps) : await reference(p.blockSteps);
+      blocks[side].push(median(out.seconds));
+      all[side].push(...out.seconds);
+    }
+  }
+  return { blocks, all };
+}
+
+/** One side of an alternating comparison in results.json: s/step (median of its blocks' medians), the blocks, every step, tokens/s. */
+export const blockSide = (blocks, steps, tokens, threads) => ({
+  median: median(blocks),
+  blocks,
+  steps,
+  tokensPerSecond: tokens / median(blocks),
+  threads,
+});
+
+/** The alternation in a table's caption: block sizes and counts per shape, how s/step and its spread are read, the thread counts. */
+export const blocksNote = (plan, ourThreads, referenceThreads) =>
+  `both sides hold the model and alternate blocks of ${plan.map((p) => p.blockSteps).join('/')} step(s), ` +
+  `${plan.map((p) => p.blocks).join('/')} blocks each after warm-up; s/step = median of the blocks' medians (spread: min–max of them); ` +
+  `torch-bert ${ourThreads} / PyTorch ${referenceThreads ?? '?'} thread(s)`;
+
+/** The last columns of every step benchmark's table (mlm-step, token-step, qa-step). */
+export const STEP_COLUMNS = [
+  'torch-bert s/step (spread)',
+  'PyTorch s/step (spread)',
+  'torch-bert tokens/s',
+  'PyTorch tokens/s',
+  'ours/PyTorch',
+  'target',
+];
+
+/**
+ * A step benchmark's table row: the shape, the batch, the benchmark's own `cells`, then
+ * STEP_COLUMNS' cells from a result { shape, batch, ours, reference, ratio, target } whose sides
+ * have { median, tokensPerSecond } and the values their spread is read from under `spreadOf`
+ * ('blocks': block medians; 'runs': sequential steps).
+ */
+export function stepRow(r, cells, spreadOf = 'blocks') {
+  return [
+    shapeLabel(SHAPES[r.shape]),
+    r.batch,
+    ...cells,
+    `${f(r.ours.median)} (${spread(r.ours[spreadOf])})`,
+    `${f(r.reference.median)} (${spread(r.reference[spreadOf])})`,
+    r.ours.tokensPerSecond.toFixed(0),
+    r.reference.tokensPerSecond.toFixed(0),
+    f(r.ratio, 3),
+    `≤ ${r.target.toFixed(1)} ${r.ratio <= r.target ? 'yes' : '**no**'}`,
+  ];
+}
+
+/** A step benchmark's table: shape, batch, its own `headers`, STEP_COLUMNS; rows from stepRow. */
+export const stepTable = (headers, rows) => table(['shape', 'batch', ...headers, ...STEP_COLUMNS], rows);
+
+/** The progress line of a shape's comparison (stderr). */
+export function logStep(name, shape, blocks, ratio) {
+  console.error(
+    `bench: ${name} ${shape}: ours ${f(median(blocks.ours))} (${spread(blocks.ours)}), ` +
+      `PyTorch ${f(median(blocks.reference))} (${spread(blocks.reference)}) s/step, ratio ${f(ratio, 3)}`,
+  );
+}
+
 // ---- the end-to-end runs (frozen-e2e, techniques-table) --------------------------------
 /**
  * The data and encoder of the end-to-end benchmarks: a subset of the reviews and a small BERT

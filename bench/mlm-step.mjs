@@ -12,24 +12,22 @@
  * sequential (ours, then PyTorch), so load on the shared machine affects them one at a time:
  * read the ratio with the spread.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  batchRows,
   binding,
   cacheDir,
   dataDescription,
-  f,
+  hfFolder,
   median,
-  PYTHON,
   python,
   reviewBatch,
   root,
   SHAPES,
-  shapeFlags,
-  shapeLabel,
-  spread,
-  table,
+  stepPlan,
+  stepRow,
+  stepTable,
   tokenizer,
   tokenizerFile,
 } from './lib.mjs';
@@ -42,28 +40,19 @@ const { loadEncoderSource } = await import(join(dist, 'models', 'encoder-source.
 const { maskedBatch } = await import(join(dist, 'data', 'mlm-data.js'));
 const { wordContinuation } = await import(join(dist, 'data', 'mlm-masking.js'));
 
-function folder(shape, vocabSize) {
-  const dir = join(cacheDir, `mlm-${shape.name}-v${vocabSize}`);
-  if (!existsSync(join(dir, 'config.json'))) {
-    execFileSync(PYTHON, [
-      join(root, 'scripts', 'python', 'make_hf_folder.py'),
-      ...['--out', dir, '--layout', 'mlm', '--tokenizer', 'none', '--vocab-size', String(vocabSize), '--max-position', '512'],
-      ...shapeFlags(shape),
-    ]);
-  }
-  return dir;
-}
-
 export async function run({ quick, threads, shapes }) {
-  const plan = (
-    quick
-      ? [{ shape: SHAPES.tiny, batchSize: 32, warmup: 1, steps: 2 }]
-      : [
-          { shape: SHAPES.tiny, batchSize: 32, warmup: 2, steps: 6 },
-          { shape: SHAPES.small, batchSize: 32, warmup: 1, steps: 4 },
-          { shape: SHAPES['bert-base'], batchSize: 8, warmup: 1, steps: 3 },
-        ]
-  ).filter((p) => !shapes || shapes.includes(p.shape.name));
+  const plan = stepPlan(
+    quick,
+    {
+      quick: [{ shape: SHAPES.tiny, batchSize: 32, warmup: 1, steps: 2 }],
+      full: [
+        { shape: SHAPES.tiny, batchSize: 32, warmup: 2, steps: 6 },
+        { shape: SHAPES.small, batchSize: 32, warmup: 1, steps: 4 },
+        { shape: SHAPES['bert-base'], batchSize: 8, warmup: 1, steps: 3 },
+      ],
+    },
+    shapes,
+  );
   if (threads) binding.setNumThreads(threads);
   const tok = await tokenizer();
   const words = tok.maskingVocabulary();
@@ -76,7 +65,7 @@ export async function run({ quick, threads, shapes }) {
   const seqLen = 128;
   const results = [];
   for (const p of plan) {
-    const dir = folder(p.shape, words.vocabSize);
+    const dir = hfFolder('mlm', p.shape, words.vocabSize, { layout: 'mlm' });
     const review = await reviewBatch(p.batchSize, seqLen);
     const encoded = {
       ...review,
@@ -96,11 +85,14 @@ export async function run({ quick, threads, shapes }) {
     batch.positions.forEach((at, k) => {
       labels[at] = batch.labels[k];
     });
-    const rows = (a) => Array.from({ length: batch.batchSize }, (_, r) => Array.from(a).slice(r * batch.seqLen, (r + 1) * batch.seqLen));
     const batchFile = join(cacheDir, `mlm-batch-${p.shape.name}-${p.batchSize}.json`);
     writeFileSync(
       batchFile,
-      JSON.stringify({ input_ids: rows(batch.inputIds), attention_mask: rows(batch.attentionMask), labels: rows(labels) }),
+      JSON.stringify({
+        input_ids: batchRows(batch.inputIds, batch.batchSize, batch.seqLen),
+        attention_mask: batchRows(batch.attentionMask, batch.batchSize, batch.seqLen),
+        labels: batchRows(labels, batch.batchSize, batch.seqLen),
+      }),
     );
 
     // Ours.
@@ -176,29 +168,9 @@ export async function run({ quick, threads, shapes }) {
       `the masked rows only; PyTorch: test/python/reference_mlm_step.py, the decoder over every position then the loss on the masked ones; ` +
       `15% masked, vocabulary ${results[0]?.vocabSize ?? '?'}; ${dataDescription}; sequential runs, median (spread); torch-bert ${binding.getNumThreads()} / PyTorch ${results[0]?.reference.threads ?? '?'} thread(s)).`,
     '',
-    table(
-      [
-        'shape',
-        'batch',
-        'masked tokens',
-        'torch-bert s/step (spread)',
-        'PyTorch s/step (spread)',
-        'torch-bert tokens/s',
-        'PyTorch tokens/s',
-        'ours/PyTorch',
-        'target',
-      ],
-      results.map((r) => [
-        shapeLabel(SHAPES[r.shape]),
-        r.batch,
-        String(r.maskedTokens),
-        `${f(r.ours.median)} (${spread(r.ours.runs)})`,
-        `${f(r.reference.median)} (${spread(r.reference.runs)})`,
-        r.ours.tokensPerSecond.toFixed(0),
-        r.reference.tokensPerSecond.toFixed(0),
-        f(r.ratio, 3),
-        `≤ ${r.target.toFixed(1)} ${r.ratio <= r.target ? 'yes' : '**no**'}`,
-      ]),
+    stepTable(
+      ['masked tokens'],
+      results.map((r) => stepRow(r, [String(r.maskedTokens)], 'runs')),
     ),
   ].join('\n');
   return {

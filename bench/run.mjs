@@ -9,6 +9,7 @@
  *   techniques-step   frozen / full / lora / adapter step vs eager PyTorch (test/python/reference_step.py), tiny, small, bert-base shapes
  *   mlm-step          masked-LM pretraining step vs PyTorch as transformers computes it (test/python/reference_mlm_step.py)
  *   token-step        token-classification (NER) training step vs PyTorch as transformers computes it (test/python/reference_token_step.py)
+ *   qa-step           question-answering training step (windows of 384, doc stride 128) vs PyTorch as transformers computes it (test/python/reference_qa_step.py)
  *   frozen-e2e        frozen end to end, 5 epochs: cached features vs recomputing every epoch
  *   scaling           frozen end to end as reviews (1k, 5k) and max length (64-512) grow: time, peak RSS, tokenizer share (bench/scaling.mjs)
  *   predict           Classifier.predict() on IMDB test reviews: texts/s with and without tokenizing vs PyTorch's inference forward on the same batches, peak RSS over 25k texts (bench/predict.mjs)
@@ -43,6 +44,7 @@ import * as imdbMlm from './imdb-mlm.mjs';
 import { machine, root } from './lib.mjs';
 import * as mlmStep from './mlm-step.mjs';
 import * as predict from './predict.mjs';
+import * as qaStep from './qa-step.mjs';
 import * as safetensorsRead from './safetensors-read.mjs';
 import * as scaling from './scaling.mjs';
 import * as techniquesStep from './techniques-step.mjs';
@@ -55,6 +57,7 @@ const ALL = [
   techniquesStep,
   mlmStep,
   tokenStep,
+  qaStep,
   builtVsTraced,
   frozenE2e,
   techniquesTable,
