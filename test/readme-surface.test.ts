@@ -40,10 +40,20 @@ function firstColumn(text: string, header: string): string[] {
 /** The property names of an exported interface of a lib/ file (its path under lib/). */
 function interfaceKeys(file: string, name: string): string[] {
   const src = readFileSync(join(repoRoot, 'lib', file), 'utf8');
-  // A generic interface's parameters (`TrainResult<P extends ...>`) sit between its name and its body.
-  const start = src.search(new RegExp(`export interface ${name}(<[^{]*>)? \\{`));
-  if (start < 0) throw new Error(`lib/${file} declares no interface ${name}`);
-  return [...src.slice(start, src.indexOf('\n}\n', start)).matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]);
+  // A generic interface's parameters (`TrainResult<P extends ...>`) sit between its name and its
+  // body, and what it extends after them: the keys of an interface it extends that lib/ declares
+  // (`PretrainOptions extends TaskLoopOptions`) are its keys too.
+  const found = new RegExp(`export interface ${name}(<[^{]*>)?(?: extends ([\\w, ]+))? \\{`).exec(src);
+  if (!found) throw new Error(`lib/${file} declares no interface ${name}`);
+  const own = [...src.slice(found.index, src.indexOf('\n}\n', found.index)).matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]!);
+  const inherited = (found[2] ?? '')
+    .split(',')
+    .map((n) => n.trim())
+    .flatMap((base) => {
+      const at = libSources().find((f) => readFileSync(join(repoRoot, 'lib', f), 'utf8').includes(`export interface ${base} `));
+      return at ? interfaceKeys(at, base) : [];
+    });
+  return [...inherited, ...own];
 }
 
 /** The top-level keys of the README's `NAME`: `{ key, key: { nested }, key: Type[] }` summary of a result type. */

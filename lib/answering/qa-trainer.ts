@@ -1,7 +1,6 @@
-import type { NativeBinding, NativeLoraAdapters, NativeScriptModule, Precision } from '../addon/binding.js';
+import type { NativeBinding, NativeLoraAdapters, NativeScriptModule } from '../addon/binding.js';
 import { InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
-import type { Schedule } from '../data/batching.js';
 import { filePathList } from '../data/data.js';
 import { type LoadedEncoder, modelFolderRead } from '../models/encoder-source.js';
 import { configNumber } from '../models/hf-config.js';
@@ -11,13 +10,13 @@ import { loadTaskModel } from '../tagging/token-trainer.js';
 import { contentDigest, type Distributed, type RunIdentity, runAsRank, sharedSettings, startAsRank } from '../training/distributed.js';
 import {
   checkOptionNames,
-  type Device,
   type EpochMetrics,
   type Evaluation,
   type LoraOptions,
-  type ProgressEvent,
   type ResolvedTrainOptions,
   resolveTrainOptions,
+  TASK_LOOP_OPTION_NAMES,
+  type TaskLoopOptions,
   zeroLearningRateNote,
 } from '../training/options.js';
 import { startPosition } from '../training/run-keeper.js';
@@ -30,7 +29,7 @@ import { copyAnswerHead, isQuestionAnswererConfig, writeQuestionAnswererFolder }
 import { SPAN_DEFAULTS, type SpanOptions } from './span-answers.js';
 import { type QuestionExample, readQuestionFiles } from './squad-data.js';
 
-export interface QaTrainOptions {
+export interface QaTrainOptions extends TaskLoopOptions {
   /** A Hugging Face model folder or Hub id (BERT, RoBERTa, DistilBERT). */
   model: string;
   /** Questions: SQuAD JSON files, or Hugging Face datasets' squad records (JSON Lines or a JSON array). */
@@ -64,36 +63,8 @@ export interface QaTrainOptions {
   maxAnswerLength?: number;
   /** versionTwo: "" is answered when its score beats the best span's by more than this. Default 0. */
   nullScoreDiffThreshold?: number;
-  /** Default 3 (the Trainer's). */
-  epochs?: number;
-  /** Default 8 (the Trainer's per-device batch), in windows. */
-  batchSize?: number;
-  /** Default 5e-5 (the Trainer's). */
-  learningRate?: number;
-  weightDecay?: number;
-  betas?: [number, number];
-  eps?: number;
-  /** Default 'linear' (the Trainer's). */
-  schedule?: Schedule;
-  warmupRatio?: number;
-  maxGradNorm?: number;
-  gradientAccumulationSteps?: number;
-  precision?: Precision;
-  device?: Device;
-  seed?: number;
-  evaluateEvery?: 'epoch' | number;
   /** Which validation score keeps the best weights: 'loss' (default), 'f1' or 'exactMatch' (SQuAD's). */
   bestMetric?: QaBestMetric;
-  earlyStoppingPatience?: number;
-  onNonFinite?: 'stop' | 'skip';
-  /** The out dir of an interrupted run: continues it exactly. */
-  resumeFrom?: string;
-  threads?: number;
-  /** Data-parallel training, as train()'s; every rank validates every question. */
-  distributed?: 'auto' | 'off';
-  distributedTimeout?: number;
-  onProgress?: (event: ProgressEvent) => void;
-  signal?: AbortSignal;
 }
 
 export interface QaTrainResult {
@@ -129,46 +100,27 @@ const QA_BEST_METRICS: readonly QaBestMetric[] = ['loss', 'f1', 'exactMatch'];
 const QA_TECHNIQUES: ReadonlyArray<QaTrainOptions['technique']> = ['full', 'lora', 'frozen'];
 
 /** trainQuestionAnswering()'s option names, equal to QaTrainOptions' keys. */
-const QA_OPTION_NAMES = Object.keys({
-  model: 1,
-  data: 1,
-  validationData: 1,
-  validationSplit: 1,
-  outDir: 1,
-  technique: 1,
-  lora: 1,
-  tokenizer: 1,
-  maxLength: 1,
-  docStride: 1,
-  padToMaxLength: 1,
-  versionTwo: 1,
-  nBest: 1,
-  maxAnswerLength: 1,
-  nullScoreDiffThreshold: 1,
-  epochs: 1,
-  batchSize: 1,
-  learningRate: 1,
-  weightDecay: 1,
-  betas: 1,
-  eps: 1,
-  schedule: 1,
-  warmupRatio: 1,
-  maxGradNorm: 1,
-  gradientAccumulationSteps: 1,
-  precision: 1,
-  device: 1,
-  seed: 1,
-  evaluateEvery: 1,
-  bestMetric: 1,
-  earlyStoppingPatience: 1,
-  onNonFinite: 1,
-  resumeFrom: 1,
-  threads: 1,
-  distributed: 1,
-  distributedTimeout: 1,
-  onProgress: 1,
-  signal: 1,
-} satisfies Record<keyof QaTrainOptions, 1>);
+const QA_OPTION_NAMES = [
+  ...TASK_LOOP_OPTION_NAMES,
+  ...Object.keys({
+    model: 1,
+    data: 1,
+    validationData: 1,
+    validationSplit: 1,
+    outDir: 1,
+    technique: 1,
+    lora: 1,
+    tokenizer: 1,
+    maxLength: 1,
+    docStride: 1,
+    padToMaxLength: 1,
+    versionTwo: 1,
+    nBest: 1,
+    maxAnswerLength: 1,
+    nullScoreDiffThreshold: 1,
+    bestMetric: 1,
+  } satisfies Record<Exclude<keyof QaTrainOptions, keyof TaskLoopOptions>, 1>),
+];
 
 /** What trainQuestionAnswering() read of its options beyond train()'s. */
 interface QaRun {

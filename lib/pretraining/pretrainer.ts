@@ -2,7 +2,7 @@ import type { NativeBinding, NativeScriptModule, Precision } from '../addon/bind
 import { AbortError, InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
-import { consecutiveBatches, type Schedule } from '../data/batching.js';
+import { consecutiveBatches } from '../data/batching.js';
 import { filePathList } from '../data/data.js';
 import { groupTexts, hasColumns, lineByLine, maskedBatch, readPretrainingTexts } from '../data/mlm-data.js';
 import { type MaskingOptions, type MaskingVocabulary, wordContinuation } from '../data/mlm-masking.js';
@@ -21,13 +21,13 @@ import {
 import {
   checkOptionNames,
   DEFAULTS,
-  type Device,
   downloadEvents,
   type EpochMetrics,
   type Evaluation,
-  type ProgressEvent,
   type ResolvedTrainOptions,
   resolveTrainOptions,
+  TASK_LOOP_OPTION_NAMES,
+  type TaskLoopOptions,
   zeroLearningRateNote,
 } from '../training/options.js';
 import { checkPrecision } from '../training/precision.js';
@@ -38,7 +38,7 @@ import { nativeStepOptions, type StepSettings, startTrainee, type Task } from '.
 import { checkOutputFolderFirst, readTrainingState, resumePosition, runContents, type SkippedBatch } from '../training/training-state.js';
 import { writeMaskedLmFolder } from './mlm-output.js';
 
-export interface PretrainOptions {
+export interface PretrainOptions extends TaskLoopOptions {
   /** A Hugging Face model folder or Hub id (with or without an MLM head). */
   model: string;
   /** Text files (one document per non-blank line) and/or CSV files (their `textColumn`). */
@@ -59,39 +59,6 @@ export interface PretrainOptions {
   validationSplit?: number;
   /** Default the model's (tokenizer_config.json's model_max_length within its positions). */
   maxLength?: number;
-  /** Default 3 (run_mlm.py's). */
-  epochs?: number;
-  /** Default 8 (run_mlm.py's per-device batch). */
-  batchSize?: number;
-  /** Default 5e-5 (Hugging Face Trainer's). */
-  learningRate?: number;
-  weightDecay?: number;
-  betas?: [number, number];
-  eps?: number;
-  /** `constant`, `linear` or `cosine` (TrainOptions.schedule). Default 'linear' (Hugging Face Trainer's). */
-  schedule?: Schedule;
-  warmupRatio?: number;
-  maxGradNorm?: number;
-  gradientAccumulationSteps?: number;
-  precision?: Precision;
-  device?: Device;
-  seed?: number;
-  evaluateEvery?: 'epoch' | number;
-  earlyStoppingPatience?: number;
-  onNonFinite?: 'stop' | 'skip';
-  /** The out dir of an interrupted run: continues it exactly. */
-  resumeFrom?: string;
-  threads?: number;
-  /**
-   * Data-parallel pretraining (lib/training/distributed.ts), as train()'s: 'auto' (default) joins the
-   * process group when torchrun's variables are set; each rank takes its share of every epoch's
-   * rows, `batchSize` per rank; rank 0 alone writes the folder, state and progress.
-   */
-  distributed?: 'auto' | 'off';
-  /** Seconds a rank waits for the others before failing. Default 300. */
-  distributedTimeout?: number;
-  onProgress?: (event: ProgressEvent) => void;
-  signal?: AbortSignal;
 }
 
 /** A held-out pass: mean cross-entropy over the masked tokens, its exponential, the masked tokens predicted right. */
@@ -131,40 +98,21 @@ export const PRETRAIN_DEFAULTS = {
 const VALIDATION_EPOCH = 0;
 
 /** pretrain()'s option names, equal to PretrainOptions' keys (for plain JavaScript's misspelt keys: options.ts checkOptionNames). */
-const PRETRAIN_OPTION_NAMES = Object.keys({
-  model: 1,
-  data: 1,
-  textColumn: 1,
-  lineByLine: 1,
-  wholeWordMask: 1,
-  mlmProbability: 1,
-  outDir: 1,
-  tokenizer: 1,
-  validationSplit: 1,
-  maxLength: 1,
-  epochs: 1,
-  batchSize: 1,
-  learningRate: 1,
-  weightDecay: 1,
-  betas: 1,
-  eps: 1,
-  schedule: 1,
-  warmupRatio: 1,
-  maxGradNorm: 1,
-  gradientAccumulationSteps: 1,
-  precision: 1,
-  device: 1,
-  seed: 1,
-  evaluateEvery: 1,
-  earlyStoppingPatience: 1,
-  onNonFinite: 1,
-  resumeFrom: 1,
-  threads: 1,
-  distributed: 1,
-  distributedTimeout: 1,
-  onProgress: 1,
-  signal: 1,
-} satisfies Record<keyof PretrainOptions, 1>);
+const PRETRAIN_OPTION_NAMES = [
+  ...TASK_LOOP_OPTION_NAMES,
+  ...Object.keys({
+    model: 1,
+    data: 1,
+    textColumn: 1,
+    lineByLine: 1,
+    wholeWordMask: 1,
+    mlmProbability: 1,
+    outDir: 1,
+    tokenizer: 1,
+    validationSplit: 1,
+    maxLength: 1,
+  } satisfies Record<Exclude<keyof PretrainOptions, keyof TaskLoopOptions>, 1>),
+];
 
 export async function pretrain(options: PretrainOptions): Promise<PretrainResult> {
   // 1. Options and model.

@@ -1,8 +1,7 @@
-import type { NativeBinding, NativeLoraAdapters, NativeScriptModule, Precision } from '../addon/binding.js';
+import type { NativeBinding, NativeLoraAdapters, NativeScriptModule } from '../addon/binding.js';
 import { InputError } from '../addon/errors.js';
 import { loadBinding } from '../addon/loader.js';
 import { resolveDevice } from '../classification/classifier.js';
-import type { Schedule } from '../data/batching.js';
 import { filePathList } from '../data/data.js';
 import { readTaggedFiles, type TaggedReadOptions, type TaggedSentences, tagNames } from '../data/tagged-words.js';
 import { type LoadedEncoder, loadEncoderSource, modelFolderRead } from '../models/encoder-source.js';
@@ -19,14 +18,14 @@ import {
 import {
   checkOptionNames,
   DEFAULTS,
-  type Device,
   downloadEvents,
   type EpochMetrics,
   type Evaluation,
   type LoraOptions,
-  type ProgressEvent,
   type ResolvedTrainOptions,
   resolveTrainOptions,
+  TASK_LOOP_OPTION_NAMES,
+  type TaskLoopOptions,
   zeroLearningRateNote,
 } from '../training/options.js';
 import { checkPrecision } from '../training/precision.js';
@@ -45,7 +44,7 @@ import {
 } from './token-classifier-folder.js';
 import { type TokenMetrics, taggedSet, tokenClassificationTask, validateTokenClassifier } from './token-task.js';
 
-export interface TokenTrainOptions extends TaggedReadOptions {
+export interface TokenTrainOptions extends TaskLoopOptions, TaggedReadOptions {
   /** A Hugging Face model folder or Hub id (BERT, RoBERTa/XLM-R, DistilBERT). */
   model: string;
   /** Tagged sentences: CoNLL files (a word and its tag per line) and/or JSON files (`tokens` and `ner_tags` lists). */
@@ -73,45 +72,12 @@ export interface TokenTrainOptions extends TaggedReadOptions {
   labelAllTokens?: boolean;
   /** Tokens per sentence, special tokens included; words past it are not predicted. Default the model's (tokenizer_config.json's, within its positions). */
   maxLength?: number;
-  /** Default 3 (run_ner.py's). */
-  epochs?: number;
-  /** Default 8 (run_ner.py's per-device batch). */
-  batchSize?: number;
-  /** Default 5e-5 (the Trainer's). */
-  learningRate?: number;
-  weightDecay?: number;
-  betas?: [number, number];
-  eps?: number;
-  /** Default 'linear' (the Trainer's). */
-  schedule?: Schedule;
-  warmupRatio?: number;
-  maxGradNorm?: number;
-  gradientAccumulationSteps?: number;
-  precision?: Precision;
-  device?: Device;
-  seed?: number;
-  evaluateEvery?: 'epoch' | number;
   /**
    * Which validation score keeps the best weights: 'loss' (default), 'f1' (seqeval's entity F1,
    * micro: run_ner.py's `overall_f1`), 'accuracy' (of the words' tags) or 'macroF1' (the entity
    * types' F1 averaged).
    */
   bestMetric?: TokenBestMetric;
-  earlyStoppingPatience?: number;
-  onNonFinite?: 'stop' | 'skip';
-  /** The out dir of an interrupted run: continues it exactly. */
-  resumeFrom?: string;
-  threads?: number;
-  /**
-   * Data-parallel training, as train()'s: 'auto' (default) joins the process group when
-   * torchrun's variables are set; each rank takes its share of every epoch's sentences,
-   * `batchSize` per rank; rank 0 alone writes the folder, state and progress.
-   */
-  distributed?: 'auto' | 'off';
-  /** Seconds a rank waits for the others before failing. Default 300. */
-  distributedTimeout?: number;
-  onProgress?: (event: ProgressEvent) => void;
-  signal?: AbortSignal;
 }
 
 export interface TokenTrainResult {
@@ -149,44 +115,25 @@ const TOKEN_BEST_METRICS: readonly TokenBestMetric[] = ['loss', 'f1', 'accuracy'
 const TOKEN_TECHNIQUES: ReadonlyArray<TokenTrainOptions['technique']> = ['full', 'lora', 'frozen'];
 
 /** trainTokenClassifier()'s option names, equal to TokenTrainOptions' keys (for plain JavaScript's misspelt keys). */
-const TOKEN_OPTION_NAMES = Object.keys({
-  model: 1,
-  data: 1,
-  validationData: 1,
-  validationSplit: 1,
-  wordsColumn: 1,
-  tagsColumn: 1,
-  labels: 1,
-  outDir: 1,
-  technique: 1,
-  lora: 1,
-  tokenizer: 1,
-  labelAllTokens: 1,
-  maxLength: 1,
-  epochs: 1,
-  batchSize: 1,
-  learningRate: 1,
-  weightDecay: 1,
-  betas: 1,
-  eps: 1,
-  schedule: 1,
-  warmupRatio: 1,
-  maxGradNorm: 1,
-  gradientAccumulationSteps: 1,
-  precision: 1,
-  device: 1,
-  seed: 1,
-  evaluateEvery: 1,
-  bestMetric: 1,
-  earlyStoppingPatience: 1,
-  onNonFinite: 1,
-  resumeFrom: 1,
-  threads: 1,
-  distributed: 1,
-  distributedTimeout: 1,
-  onProgress: 1,
-  signal: 1,
-} satisfies Record<keyof TokenTrainOptions, 1>);
+const TOKEN_OPTION_NAMES = [
+  ...TASK_LOOP_OPTION_NAMES,
+  ...Object.keys({
+    model: 1,
+    data: 1,
+    validationData: 1,
+    validationSplit: 1,
+    wordsColumn: 1,
+    tagsColumn: 1,
+    labels: 1,
+    outDir: 1,
+    technique: 1,
+    lora: 1,
+    tokenizer: 1,
+    labelAllTokens: 1,
+    maxLength: 1,
+    bestMetric: 1,
+  } satisfies Record<Exclude<keyof TokenTrainOptions, keyof TaskLoopOptions>, 1>),
+];
 
 export async function trainTokenClassifier(options: TokenTrainOptions): Promise<TokenTrainResult> {
   // 1. Options.

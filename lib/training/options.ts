@@ -150,6 +150,72 @@ export interface Evaluation {
   isBest: boolean;
 }
 
+/**
+ * The options every task trainer takes for its loop and run — pretrain(), trainTokenClassifier(),
+ * trainQuestionAnswering() — as train() takes them. Their defaults are each task's (its
+ * `*_DEFAULTS`: the Trainer's 3 epochs, 8 per batch, 5e-5 and 'linear', as Hugging Face's
+ * run_mlm.py, run_ner.py and run_qa.py run it), else train()'s.
+ */
+export interface TaskLoopOptions {
+  epochs?: number;
+  /** Examples (rows, sentences, windows) per batch and rank. */
+  batchSize?: number;
+  learningRate?: number;
+  weightDecay?: number;
+  betas?: [number, number];
+  eps?: number;
+  /** `constant`, `linear` or `cosine` (TrainOptions.schedule). */
+  schedule?: Schedule;
+  warmupRatio?: number;
+  maxGradNorm?: number;
+  gradientAccumulationSteps?: number;
+  precision?: Precision;
+  device?: Device;
+  seed?: number;
+  evaluateEvery?: 'epoch' | number;
+  earlyStoppingPatience?: number;
+  onNonFinite?: 'stop' | 'skip';
+  /** The out dir of an interrupted run: continues it exactly. */
+  resumeFrom?: string;
+  threads?: number;
+  /**
+   * Data-parallel training (lib/training/distributed.ts), as train()'s: 'auto' (default) joins
+   * the process group when torchrun's variables are set; each rank takes its share of every
+   * epoch's examples, `batchSize` per rank; rank 0 alone writes the folder, state and progress.
+   */
+  distributed?: 'auto' | 'off';
+  /** Seconds a rank waits for the others before failing. Default 300. */
+  distributedTimeout?: number;
+  onProgress?: (event: ProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+/** TaskLoopOptions' names (for plain JavaScript's misspelt keys, with each task's own). */
+export const TASK_LOOP_OPTION_NAMES = Object.keys({
+  epochs: 1,
+  batchSize: 1,
+  learningRate: 1,
+  weightDecay: 1,
+  betas: 1,
+  eps: 1,
+  schedule: 1,
+  warmupRatio: 1,
+  maxGradNorm: 1,
+  gradientAccumulationSteps: 1,
+  precision: 1,
+  device: 1,
+  seed: 1,
+  evaluateEvery: 1,
+  earlyStoppingPatience: 1,
+  onNonFinite: 1,
+  resumeFrom: 1,
+  threads: 1,
+  distributed: 1,
+  distributedTimeout: 1,
+  onProgress: 1,
+  signal: 1,
+} satisfies Record<keyof TaskLoopOptions, 1>);
+
 export interface LoraOptions {
   /** Rank r of the adapters. Default 8. */
   rank?: number;
