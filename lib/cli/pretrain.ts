@@ -1,11 +1,9 @@
-/** `torch-bert pretrain`: pretrain()'s options from flags, its help, and what it prints of the result. */
-import type { Schedule } from '../data/batching.js';
 import { PRETRAIN_DEFAULTS, type PretrainOptions, type PretrainResult, pretrain } from '../pretraining/pretrainer.js';
-import { DEFAULTS, type Device, type TrainOptions } from '../training/options.js';
-import { betasOption, numberOption, type Options, outDirOption, parseCommandArgs, requireFiles, requireOption } from './args.js';
-import { formatSeconds, progressPrinter, table } from './output.js';
+import { DEFAULTS } from '../training/options.js';
+import { numberOption, type Options, outDirOption, parseCommandArgs, requireFiles, requireOption } from './args.js';
+import { formatSeconds, table } from './output.js';
 import { fetchModelWithProgress, interruptController, launchedWorkers, quietWorker } from './run-control.js';
-import { trainFlags } from './train.js';
+import { taskLoopOptionsFrom, trainFlags } from './train.js';
 
 export const PRETRAIN_HELP = `torch-bert pretrain — continued masked-language-model pretraining (run_mlm.py's job)
 
@@ -73,29 +71,8 @@ function pretrainOptionsFrom(values: Record<string, unknown>, json: boolean, sig
     outDir: outDirOption(values, 'pretrain'),
     tokenizer: values.tokenizer as string | undefined,
     validationSplit: numberOption(values, 'validation-split'),
-    epochs: numberOption(values, 'epochs'),
-    batchSize: numberOption(values, 'batch-size'),
     maxLength: numberOption(values, 'max-length'),
-    learningRate: numberOption(values, 'lr'),
-    weightDecay: numberOption(values, 'weight-decay'),
-    betas: betasOption(values),
-    eps: numberOption(values, 'eps'),
-    schedule: values.schedule as Schedule | undefined,
-    warmupRatio: numberOption(values, 'warmup-ratio'),
-    gradientAccumulationSteps: numberOption(values, 'grad-accum'),
-    maxGradNorm: numberOption(values, 'max-grad-norm'),
-    evaluateEvery: numberOption(values, 'eval-every'),
-    earlyStoppingPatience: numberOption(values, 'early-stopping'),
-    resumeFrom: values.resume as string | undefined,
-    onNonFinite: values['on-non-finite'] as 'stop' | 'skip' | undefined,
-    seed: numberOption(values, 'seed'),
-    device: values.device as Device | undefined,
-    precision: values.precision as TrainOptions['precision'],
-    threads: numberOption(values, 'threads'),
-    distributed: values.distributed as TrainOptions['distributed'],
-    distributedTimeout: numberOption(values, 'distributed-timeout'),
-    onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
-    signal,
+    ...taskLoopOptionsFrom(values, json, signal),
   };
 }
 

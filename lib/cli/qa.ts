@@ -17,24 +17,13 @@ import {
 import { type AnswerOptions, QuestionAnswerer } from '../answering/question-answerer.js';
 import { SPAN_DEFAULTS, type SpanAnswer } from '../answering/span-answers.js';
 import type { SquadMetrics, SquadScores } from '../answering/squad-metrics.js';
-import type { Schedule } from '../data/batching.js';
 import { namesHubModel } from '../models/hub.js';
 import { alignColumns } from '../training/metrics.js';
 import { DEFAULTS, type Device, LORA_DEFAULTS } from '../training/options.js';
-import {
-  betasOption,
-  listOption,
-  numberOption,
-  type Options,
-  outDirOption,
-  parseCommandArgs,
-  requireFiles,
-  requireOption,
-  UsageError,
-} from './args.js';
-import { historyTable, progressPrinter } from './output.js';
+import { listOption, numberOption, type Options, outDirOption, parseCommandArgs, requireFiles, requireOption, UsageError } from './args.js';
+import { historyTable } from './output.js';
 import { fetchModelWithProgress, interruptController, launchedWorkers, quietWorker } from './run-control.js';
-import { trainFlags } from './train.js';
+import { taskLoopOptionsFrom, trainFlags } from './train.js';
 
 const DATA_HELP = `Data: SQuAD JSON files ({"data": [{"paragraphs": [{"context", "qas": [{"id", "question",
 "answers": [{"text", "answer_start"}], "is_impossible"}]}]}]}, SQuAD 1.1's and 2.0's) or Hugging
@@ -255,29 +244,8 @@ function qaTrainOptionsFrom(values: Record<string, unknown>, json: boolean, sign
     nBest: numberOption(values, 'n-best'),
     maxAnswerLength: numberOption(values, 'max-answer-length'),
     nullScoreDiffThreshold: numberOption(values, 'null-score-diff-threshold'),
-    epochs: numberOption(values, 'epochs'),
-    batchSize: numberOption(values, 'batch-size'),
-    learningRate: numberOption(values, 'lr'),
-    weightDecay: numberOption(values, 'weight-decay'),
-    betas: betasOption(values),
-    eps: numberOption(values, 'eps'),
-    schedule: values.schedule as Schedule | undefined,
-    warmupRatio: numberOption(values, 'warmup-ratio'),
-    maxGradNorm: numberOption(values, 'max-grad-norm'),
-    gradientAccumulationSteps: numberOption(values, 'grad-accum'),
-    precision: values.precision as QaTrainOptions['precision'],
-    device: values.device as Device | undefined,
-    seed: numberOption(values, 'seed'),
-    evaluateEvery: numberOption(values, 'eval-every'),
     bestMetric: bestMetricOption(values),
-    earlyStoppingPatience: numberOption(values, 'early-stopping'),
-    onNonFinite: values['on-non-finite'] as QaTrainOptions['onNonFinite'],
-    resumeFrom: values.resume as string | undefined,
-    threads: numberOption(values, 'threads'),
-    distributed: values.distributed as QaTrainOptions['distributed'],
-    distributedTimeout: numberOption(values, 'distributed-timeout'),
-    onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
-    signal,
+    ...taskLoopOptionsFrom(values, json, signal),
   };
 }
 

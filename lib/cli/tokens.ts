@@ -1,29 +1,12 @@
-/**
- * `torch-bert tokens`: token classification (named entities, parts of speech) from the command
- * line, a verb each: train (trainTokenClassifier()'s options from flags, as pretrain's), eval
- * (seqeval's scores and the loss of a saved tagger), predict (each word's tag) and export (the
- * tagger as a TorchScript file).
- */
-import type { Schedule } from '../data/batching.js';
 import { namesHubModel } from '../models/hub.js';
 import { type PredictEntitiesOptions, type TaggedWords, TokenClassifier, type WordAggregation } from '../tagging/token-classifier.js';
 import { TOKEN_TRAIN_DEFAULTS, type TokenTrainOptions, type TokenTrainResult, trainTokenClassifier } from '../tagging/token-trainer.js';
 import { formatEntityMetrics } from '../training/entity-metrics.js';
 import { DEFAULTS, type Device, LORA_DEFAULTS } from '../training/options.js';
-import {
-  betasOption,
-  listOption,
-  numberOption,
-  type Options,
-  outDirOption,
-  parseCommandArgs,
-  requireFiles,
-  requireOption,
-  UsageError,
-} from './args.js';
-import { historyTable, progressPrinter } from './output.js';
+import { listOption, numberOption, type Options, outDirOption, parseCommandArgs, requireFiles, requireOption, UsageError } from './args.js';
+import { historyTable } from './output.js';
 import { fetchModelWithProgress, interruptController, launchedWorkers, quietWorker } from './run-control.js';
-import { trainFlags } from './train.js';
+import { taskLoopOptionsFrom, trainFlags } from './train.js';
 
 const DATA_HELP = `Data: CoNLL files (a word and its tag per line, the tag in the last column, a blank line
 between sentences; -DOCSTART- lines skipped) or JSON / JSON Lines records with a list of words
@@ -186,29 +169,8 @@ function tokenTrainOptionsFrom(values: Record<string, unknown>, json: boolean, s
     tokenizer: values.tokenizer as string | undefined,
     maxLength: numberOption(values, 'max-length'),
     labelAllTokens: values['label-all-tokens'] as boolean | undefined,
-    epochs: numberOption(values, 'epochs'),
-    batchSize: numberOption(values, 'batch-size'),
-    learningRate: numberOption(values, 'lr'),
-    weightDecay: numberOption(values, 'weight-decay'),
-    betas: betasOption(values),
-    eps: numberOption(values, 'eps'),
-    schedule: values.schedule as Schedule | undefined,
-    warmupRatio: numberOption(values, 'warmup-ratio'),
-    maxGradNorm: numberOption(values, 'max-grad-norm'),
-    gradientAccumulationSteps: numberOption(values, 'grad-accum'),
-    precision: values.precision as TokenTrainOptions['precision'],
-    device: values.device as Device | undefined,
-    seed: numberOption(values, 'seed'),
-    evaluateEvery: numberOption(values, 'eval-every'),
     bestMetric: values['best-metric'] as TokenTrainOptions['bestMetric'],
-    earlyStoppingPatience: numberOption(values, 'early-stopping'),
-    onNonFinite: values['on-non-finite'] as TokenTrainOptions['onNonFinite'],
-    resumeFrom: values.resume as string | undefined,
-    threads: numberOption(values, 'threads'),
-    distributed: values.distributed as TokenTrainOptions['distributed'],
-    distributedTimeout: numberOption(values, 'distributed-timeout'),
-    onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
-    signal,
+    ...taskLoopOptionsFrom(values, json, signal),
   };
 }
 

@@ -2,9 +2,10 @@
 import { join } from 'node:path';
 import type { AdapterActivation, AdapterConfig } from '../addon/binding.js';
 import { type TrainResult, train } from '../classification/trainer.js';
+import type { Schedule } from '../data/batching.js';
 import type { HeadKind } from '../models/sequence-classification.js';
 import { formatMetrics } from '../training/metrics.js';
-import { DEFAULTS, type Device, type TrainOptions, type TrainProblemType } from '../training/options.js';
+import { DEFAULTS, type Device, type TaskLoopOptions, type TrainOptions, type TrainProblemType } from '../training/options.js';
 import {
   betasOption,
   csvOption,
@@ -149,6 +150,37 @@ const RUN_FLAGS = [
   'help',
 ] as const;
 
+/**
+ * The task trainers' loop and run options (TaskLoopOptions) from the run flags, as `pretrain`,
+ * `tokens train` and `qa train` read them: progress printed for people unless `json`.
+ */
+export function taskLoopOptionsFrom(values: Record<string, unknown>, json: boolean, signal: AbortSignal): TaskLoopOptions {
+  return {
+    epochs: numberOption(values, 'epochs'),
+    batchSize: numberOption(values, 'batch-size'),
+    learningRate: numberOption(values, 'lr'),
+    weightDecay: numberOption(values, 'weight-decay'),
+    betas: betasOption(values),
+    eps: numberOption(values, 'eps'),
+    schedule: values.schedule as Schedule | undefined,
+    warmupRatio: numberOption(values, 'warmup-ratio'),
+    maxGradNorm: numberOption(values, 'max-grad-norm'),
+    gradientAccumulationSteps: numberOption(values, 'grad-accum'),
+    precision: values.precision as TaskLoopOptions['precision'],
+    device: values.device as Device | undefined,
+    seed: numberOption(values, 'seed'),
+    evaluateEvery: numberOption(values, 'eval-every'),
+    earlyStoppingPatience: numberOption(values, 'early-stopping'),
+    onNonFinite: values['on-non-finite'] as TaskLoopOptions['onNonFinite'],
+    resumeFrom: values.resume as string | undefined,
+    threads: numberOption(values, 'threads'),
+    distributed: values.distributed as TaskLoopOptions['distributed'],
+    distributedTimeout: numberOption(values, 'distributed-timeout'),
+    onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
+    signal,
+  };
+}
+
 /** `train`'s definitions of the run flags (RUN_FLAGS) and of `more` of its flags, for another command that takes them. */
 export function trainFlags(more: readonly string[]): Options {
   return Object.fromEntries([...RUN_FLAGS, ...more].map((name) => [name, TRAIN_OPTIONS[name]!]));
@@ -232,13 +264,7 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
     encoder: requireOption(values, 'model', 'train'),
     tokenizer: values.tokenizer as string | undefined,
     outDir: outDirOption(values, 'train'),
-    epochs: numberOption(values, 'epochs'),
-    batchSize: numberOption(values, 'batch-size'),
     maxLength: numberOption(values, 'max-length'),
-    learningRate: numberOption(values, 'lr'),
-    weightDecay: numberOption(values, 'weight-decay'),
-    betas: betasOption(values),
-    eps: numberOption(values, 'eps'),
     labels: listOption(values, 'labels'),
     validationSplit: numberOption(values, 'validation-split'),
     headHidden: numberOption(values, 'head-hidden'),
@@ -249,13 +275,6 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
     verbalizer: values.verbalizer as string[] | undefined,
     fewShot: numberOption(values, 'few-shot'),
     textPairColumn: values['text-pair-column'] as string | undefined,
-    maxGradNorm: numberOption(values, 'max-grad-norm'),
-    seed: numberOption(values, 'seed'),
-    device: values.device as Device | undefined,
-    precision: values.precision as TrainOptions['precision'],
-    threads: numberOption(values, 'threads'),
-    distributed: values.distributed as TrainOptions['distributed'],
-    distributedTimeout: numberOption(values, 'distributed-timeout'),
     technique: values.technique as TrainOptions['technique'],
     encoderLearningRate: numberOption(values, 'encoder-lr'),
     freeze: values.freeze as string[] | undefined,
@@ -274,23 +293,15 @@ function trainOptionsFrom(values: Record<string, unknown>, json: boolean, signal
     },
     featureCache: values['feature-cache'] as TrainOptions['featureCache'],
     featureCacheDir: values['cache-dir'] as string | undefined,
-    schedule: values.schedule as TrainOptions['schedule'],
-    warmupRatio: numberOption(values, 'warmup-ratio'),
-    gradientAccumulationSteps: numberOption(values, 'grad-accum'),
     classWeights: weightsOption(values, 'class-weights'),
     positiveWeights: weightsOption(values, 'positive-weights'),
     labelSmoothing: numberOption(values, 'label-smoothing'),
     padding: values.padding as TrainOptions['padding'],
     groupByLength: values['group-by-length'] as boolean | undefined,
-    evaluateEvery: numberOption(values, 'eval-every'),
     bestMetric: values['best-metric'] as TrainOptions['bestMetric'],
     problemType: values['problem-type'] as TrainProblemType | undefined,
-    earlyStoppingPatience: numberOption(values, 'early-stopping'),
-    resumeFrom: values.resume as string | undefined,
-    onNonFinite: values['on-non-finite'] as TrainOptions['onNonFinite'],
     report: values.report as boolean | undefined,
-    onProgress: progressPrinter(!json, values['eval-every'] !== undefined),
-    signal,
+    ...taskLoopOptionsFrom(values, json, signal),
   };
 }
 
