@@ -95,6 +95,11 @@ export const QA_TRAIN_DEFAULTS = {
   padToMaxLength: true,
 };
 
+/** Tokens per window where none is given: run_qa.py's max_seq_length, or the model's own limit where that is shorter. */
+export function defaultWindowLength(modelMaxLength: number): number {
+  return Math.min(QA_TRAIN_DEFAULTS.maxLength, modelMaxLength);
+}
+
 export type QaBestMetric = 'loss' | 'f1' | 'exactMatch';
 const QA_BEST_METRICS: readonly QaBestMetric[] = ['loss', 'f1', 'exactMatch'];
 const QA_TECHNIQUES: ReadonlyArray<QaTrainOptions['technique']> = ['full', 'lora', 'frozen'];
@@ -323,8 +328,7 @@ async function loadAndRead(binding: NativeBinding, opts: ResolvedTrainOptions, r
   await checkOutputFolderFirst(opts.outDir, 'question-answerer', run.spec, opts.resumeFrom);
   const split = await readSplit(binding, opts, run);
   const loaded = await loadTaskModel(opts, run.spec, run.maxLength, disposables, { caller: WHO, task: 'question answering' });
-  // run_qa.py: max_seq_length, or the model's own limit where that is shorter.
-  const maxLength = run.maxLength ?? Math.min(QA_TRAIN_DEFAULTS.maxLength, loaded.maxLength);
+  const maxLength = run.maxLength ?? defaultWindowLength(loaded.maxLength);
   const saved = opts.resumeFrom ? await readTrainingState(opts.resumeFrom) : null;
   return { split, loaded, maxLength, saved };
 }

@@ -17,7 +17,7 @@ import { folderOf } from '../tagging/token-classifier-folder.js';
 import type { Device } from '../training/options.js';
 import { type AnswerMetrics, type AnswerSet, answerQuestions, answerSet, validateAnswers } from './answer-task.js';
 import { copyAnswerHead, isQuestionAnswererConfig, trainedAnswerSettings } from './qa-folder.js';
-import { QA_TRAIN_DEFAULTS } from './qa-trainer.js';
+import { defaultWindowLength, QA_TRAIN_DEFAULTS } from './qa-trainer.js';
 import type { WindowSettings } from './question-windows.js';
 import { SPAN_DEFAULTS, type SpanAnswer, type SpanOptions } from './span-answers.js';
 import { type QuestionExample, readQuestionFiles } from './squad-data.js';
@@ -94,7 +94,7 @@ export class QuestionAnswerer {
       module.train(false);
       const trained = trainedAnswerSettings(config);
       const windows = {
-        maxLength: options.maxLength ?? trained.maxLength ?? Math.min(QA_TRAIN_DEFAULTS.maxLength, encoder.maxLength),
+        maxLength: options.maxLength ?? trained.maxLength ?? defaultWindowLength(encoder.maxLength),
         docStride: options.docStride ?? trained.docStride ?? QA_TRAIN_DEFAULTS.docStride,
         tokenTypes: takesTokenTypes(encoder.module.forwardArity),
       };
