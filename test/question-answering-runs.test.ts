@@ -227,6 +227,62 @@ describe('question answering runs (resume, LoRA, TorchScript, RoBERTa, refusals)
     });
   }, 300_000);
 
+  it('loads a BertForQuestionAnswering folder another tool saved (bert. prefix, LayerNorm gamma/beta, no pooler) and answers as the reference reads it', async () => {
+    // Written by Python as save_pretrained lays it out, with bert-base-uncased's TensorFlow-era
+    // LayerNorm names, from the source folder's encoder and a qa_outputs drawn from a seed.
+    const folder = join(dir, 'saved-by-python');
+    const code = [
+      'import json, os, shutil, sys, torch',
+      'sys.path.insert(0, "scripts/python")',
+      'from safetensors_io import read_safetensors, write_safetensors',
+      'src, dest = sys.argv[1], sys.argv[2]',
+      'weights, _ = read_safetensors(os.path.join(src, "model.safetensors"))',
+      'leaf = lambda k: k[:-7] + ".gamma" if k.endswith("LayerNorm.weight") else k[:-5] + ".beta" if k.endswith("LayerNorm.bias") else k',
+      'out = {"bert." + leaf(k): v for k, v in weights.items() if not k.startswith("pooler.")}',
+      'torch.manual_seed(11)',
+      'out["qa_outputs.weight"] = torch.randn(2, out["bert.embeddings.word_embeddings.weight"].shape[1]) * 0.5',
+      'out["qa_outputs.bias"] = torch.randn(2) * 0.1',
+      'os.makedirs(dest)',
+      'cfg = json.load(open(os.path.join(src, "config.json")))',
+      'cfg["architectures"] = ["BertForQuestionAnswering"]',
+      'json.dump(cfg, open(os.path.join(dest, "config.json"), "w"))',
+      'shutil.copy(os.path.join(src, "tokenizer.json"), dest)',
+      'write_safetensors(os.path.join(dest, "model.safetensors"), out)',
+    ].join('\n');
+    await runPython('-c', [code, bert.dir, folder]);
+    const answerer = await QuestionAnswerer.load(folder, { device: 'cpu' });
+    let answers: Awaited<ReturnType<QuestionAnswerer['answer']>>;
+    try {
+      // A folder without torch-bert's block reads as run_qa.py does: 384 tokens or the model's
+      // positions if fewer (this one has 64), stride 128, padded.
+      expect([answerer.windows.maxLength, answerer.windows.docStride, answerer.padToMaxLength]).toEqual([64, 128, true]);
+      answers = await answerer.answer(validation.map((r) => ({ question: r.question, context: r.context })));
+    } finally {
+      answerer.dispose();
+    }
+    const theirs = JSON.parse(
+      await runPython(
+        'test/python/qa_reference.py',
+        [],
+        JSON.stringify({
+          mode: 'answer',
+          folder,
+          examples: validation.map((r) => ({ id: r.id, question: r.question, context: r.context })),
+          maxLength: 64,
+          docStride: 128,
+          batchSize: 32,
+          padToMaxLength: true,
+        }),
+      ),
+    ) as { predictions: { [id: string]: string }; nbest: { [id: string]: Array<{ text: string; probability: number }> } };
+    expect(answers.map((a) => a.text)).toEqual(validation.map((r) => theirs.predictions[r.id]));
+    answers.forEach((a, i) => {
+      const best = theirs.nbest[validation[i]!.id]!;
+      expect(a.candidates.map((c) => c.text)).toEqual(best.map((c) => c.text));
+      expect(a.probability).toBeCloseTo(best[0]!.probability, 5);
+    });
+  }, 300_000);
+
   it('trains a RoBERTa folder (byte-level BPE, no token types) and answers with characters of the contexts', async () => {
     // The folder with a byte-level BPE tokenizer of its own (RoBERTa's pre-tokenizer and pair template).
     const roberta = join(dir, 'roberta-model');
